@@ -1,0 +1,3 @@
+//! Image generators. The house model ships with Autonomy and runs anywhere.
+
+pub mod house;
