@@ -23,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod atomic;
+pub mod bench;
 pub mod dataset;
 pub mod device;
 pub mod models;

@@ -48,6 +48,8 @@ enum Command {
     Dataset(DatasetArgs),
     /// Train the house model (from scratch, `--from` a model, or `--resume` a run).
     Train(TrainArgs),
+    /// Judge a house model: prompt fidelity, quality, diversity, speed; writes the results.
+    Bench(BenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -144,6 +146,25 @@ struct TrainArgs {
     preset: Preset,
 }
 
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Model folder to judge (its MODEL.md gets the results).
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    model: PathBuf,
+    /// Dataset manifest with a held-out split (`autonomy dataset` builds it).
+    #[arg(long, default_value = ".autonomy/dataset/manifest.jsonl")]
+    data: PathBuf,
+    /// Folder for `house-bench.md` and `house-contact-sheet.png`.
+    #[arg(long, default_value = "docs")]
+    docs: PathBuf,
+    /// Seeds per held-out prompt (default 4; 2 with --quick).
+    #[arg(long)]
+    seeds: Option<usize>,
+    /// Tiny settings for a smoke run; the numbers are not meaningful.
+    #[arg(long)]
+    quick: bool,
+}
+
 fn main() -> ExitCode {
     // SAFETY: sets a plain integer option; mimalloc reads it on its next purge decision.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
@@ -160,6 +181,7 @@ fn main() -> ExitCode {
             Command::Generate(args) => generate(args, &dev),
             Command::Dataset(args) => build_dataset(args),
             Command::Train(args) => train(args, &dev),
+            Command::Bench(args) => bench(args, &dev),
         });
     match result {
         Ok(code) => code,
@@ -367,5 +389,36 @@ fn train(args: TrainArgs, dev: &candle_core::Device) -> Result<ExitCode> {
         return Ok(ExitCode::from(EXIT_INTERRUPTED));
     }
     println!("model written to {}", args.out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench(args: BenchArgs, dev: &candle_core::Device) -> Result<ExitCode> {
+    use autonomy_pipeline::bench::{self, BenchOptions};
+    let mut options = if args.quick {
+        BenchOptions::quick(args.model.clone(), args.data.clone())
+    } else {
+        BenchOptions::standard(args.model.clone(), args.data.clone())
+    };
+    if let Some(seeds) = args.seeds {
+        options.seeds = seeds;
+    }
+    let bar = progress(
+        0,
+        "{spinner} {msg:32} {bar:30} {pos}/{len} {elapsed_precise}",
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(250));
+    let report = bench::run(&options, dev, &mut |phase, done, total| {
+        bar.set_message(phase.label());
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })
+    .with_context(|| format!("cannot benchmark `{}`", args.model.display()))?;
+    bar.finish_and_clear();
+    println!("{}", report.to_markdown());
+    let written = bench::write_outputs(&report, &args.model, &args.docs)
+        .context("cannot write the benchmark results")?;
+    for path in written {
+        eprintln!("wrote {}", path.display());
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -379,20 +379,7 @@ mod tests {
     use std::cell::Cell;
 
     fn tiny_node_modules(root: &Path) -> [IconSet; 2] {
-        let sets = [
-            IconSet {
-                prefix: "twemoji",
-                style: "twemoji",
-                by_category: true,
-                current_color: "#000000",
-            },
-            IconSet {
-                prefix: "game-icons",
-                style: "silhouette",
-                by_category: false,
-                current_color: "#000000",
-            },
-        ];
+        let sets = [subset::ICON_SETS[2], subset::ICON_SETS[3]];
         for (set, spdx) in sets.iter().zip(["CC-BY-4.0", "CC-BY-3.0"]) {
             iconify::tests::write_tiny_package(
                 &root.join("@iconify-json").join(set.prefix),

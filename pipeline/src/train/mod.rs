@@ -175,19 +175,11 @@ impl Trainer {
             }
         };
         config.validate().map_err(TrainError::Config)?;
-        let (map, vb) = SeededVars::new(options.seed).builder(device);
-        let networks = Networks::new(&config, vb)?;
+        let (map, networks) = create_networks(&config, options.seed, device)?;
         if let Some(dir) = from {
             load_base_weights(&map, &dir.join(files::WEIGHTS), device)?;
         }
-        let vars: BTreeMap<String, candle_core::Var> = map
-            .data()
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("variable map poisoned".into()))?
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let optimizer = AdamW::new(vars, options.adam)?;
+        let optimizer = AdamW::new(variables(&map)?, options.adam)?;
         let state = TrainerState {
             step: 0,
             dataset_hash: data.manifest.hash(),
@@ -242,16 +234,8 @@ impl Trainer {
             candle_core::safetensors::load_buffer(&bytes, device)
                 .map_err(|e| bad(e.to_string()))?;
         let tokenizer = Tokenizer::from_words(state.vocab.clone());
-        let (map, vb) = SeededVars::new(state.options.seed).builder(device);
-        let networks = Networks::new(&state.config, vb)?;
-        let vars: BTreeMap<String, candle_core::Var> = map
-            .data()
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("variable map poisoned".into()))?
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let mut optimizer = AdamW::new(vars, state.options.adam)?;
+        let (map, networks) = create_networks(&state.config, state.options.seed, device)?;
+        let mut optimizer = AdamW::new(variables(&map)?, state.options.adam)?;
         optimizer
             .restore(&tensors.into_iter().collect(), state.step)
             .map_err(|e| bad(e.to_string()))?;
@@ -432,6 +416,28 @@ impl Trainer {
         };
         write(files::CARD, card::render(&summary, &previous).as_bytes())
     }
+}
+
+/// Fresh networks whose variables are drawn from `seed`, and the map that holds them.
+fn create_networks(
+    config: &HouseConfig,
+    seed: u64,
+    device: &Device,
+) -> Result<(candle_nn::VarMap, Networks), TrainError> {
+    let (map, vb) = SeededVars::new(seed).builder(device);
+    let networks = Networks::new(config, vb)?;
+    Ok((map, networks))
+}
+
+/// The trainable variables by name (sorted, so optimizer state lines up across runs).
+fn variables(map: &candle_nn::VarMap) -> Result<BTreeMap<String, candle_core::Var>, TrainError> {
+    Ok(map
+        .data()
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("variable map poisoned".into()))?
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect())
 }
 
 fn load_base_weights(

@@ -57,7 +57,8 @@ impl AdamW {
                 Ok(Slot {
                     m: var.zeros_like()?,
                     v: var.zeros_like()?,
-                    ema: var.as_tensor().copy()?,
+                    // `copy` of a variable records the op; detached, the EMA holds no history.
+                    ema: var.as_tensor().copy()?.detach(),
                     name,
                     var,
                 })
@@ -187,6 +188,19 @@ mod tests {
         let (loss, opt, _) = quadratic_descent(200);
         assert!(loss < 1e-2, "loss {loss}");
         assert_eq!(opt.step_count(), 200);
+    }
+
+    #[test]
+    fn optimizer_state_holds_no_autograd_history() {
+        // A tracked EMA or moment would chain every step's graph to the next: memory grows
+        // without bound during a long run.
+        let (_, opt, _) = quadratic_descent(3);
+        for (name, tensor) in opt.state() {
+            assert!(
+                name.starts_with("weights.") || !tensor.track_op(),
+                "`{name}` keeps its history"
+            );
+        }
     }
 
     #[test]

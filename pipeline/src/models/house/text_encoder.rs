@@ -5,6 +5,11 @@ use super::layers::{Attention, LayerNorm, Mlp, padding_mask};
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Embedding, Init, VarBuilder};
 
+const EMBEDDING_INIT: Init = Init::Randn {
+    mean: 0.0,
+    stdev: 0.02,
+};
+
 #[derive(Clone, Debug)]
 struct Block {
     norm1: LayerNorm,
@@ -36,22 +41,8 @@ impl TextEncoder {
     /// Creates or loads the encoder's weights under `vb`.
     pub fn new(config: &HouseConfig, vb: VarBuilder) -> Result<Self> {
         let d = config.text_dim;
-        let table = vb.get_with_hints(
-            (config.vocab_size, d),
-            "tokens.weight",
-            Init::Randn {
-                mean: 0.0,
-                stdev: 0.02,
-            },
-        )?;
-        let positions = vb.get_with_hints(
-            (config.max_tokens, d),
-            "positions",
-            Init::Randn {
-                mean: 0.0,
-                stdev: 0.02,
-            },
-        )?;
+        let table = vb.get_with_hints((config.vocab_size, d), "tokens.weight", EMBEDDING_INIT)?;
+        let positions = vb.get_with_hints((config.max_tokens, d), "positions", EMBEDDING_INIT)?;
         let blocks = (0..config.text_depth)
             .map(|i| {
                 let vb = vb.pp(format!("blocks.{i}"));
