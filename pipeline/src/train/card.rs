@@ -120,8 +120,11 @@ pub fn render(s: &TrainingSummary, previous: &str) -> String {
         let _ = writeln!(out, "\nLoss (mean of 50 steps), sampled:\n");
         let stride = (s.loss_log.len() / 10).max(1);
         let _ = writeln!(out, "| step | loss |\n| --- | --- |");
-        for (step, loss) in s.loss_log.iter().step_by(stride).chain(s.loss_log.last()) {
-            let _ = writeln!(out, "| {step} | {loss:.4} |");
+        let last = s.loss_log.len() - 1;
+        for (i, (step, loss)) in s.loss_log.iter().enumerate() {
+            if i % stride == 0 || i == last {
+                let _ = writeln!(out, "| {step} | {loss:.4} |");
+            }
         }
     }
     let _ = writeln!(out, "\n## Benchmarks\n");

@@ -1,8 +1,8 @@
 //! Building blocks shared by the text encoder and the denoiser.
 //!
-//! Written on candle's primitive ops rather than its fused CPU kernels
-//! (`ops::layer_norm`, `softmax_last_dim`) because those have no backward pass, and the same
-//! code must train and sample.
+//! Training runs on candle's primitive ops because its fused CPU kernels (`ops::layer_norm`,
+//! `softmax_last_dim`) have no backward pass; sampling, where no gradient is tracked, takes the
+//! fused kernels: one multi-threaded pass instead of five single-threaded ones.
 
 use candle_core::{D, Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
@@ -58,12 +58,20 @@ impl Module for Dense {
     }
 }
 
+const NORM_EPS: f32 = 1e-6;
+
 /// Layer normalisation over the last dimension, without learned scale or shift.
 pub fn normalize(x: &Tensor) -> Result<Tensor> {
+    if !x.track_op() && x.is_contiguous() {
+        let dim = x.dim(D::Minus1)?;
+        let ones = Tensor::ones(dim, x.dtype(), x.device())?;
+        let zeros = Tensor::zeros(dim, x.dtype(), x.device())?;
+        return candle_nn::ops::layer_norm(x, &ones, &zeros, NORM_EPS);
+    }
     let mean = x.mean_keepdim(D::Minus1)?;
     let centred = x.broadcast_sub(&mean)?;
     let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
-    centred.broadcast_div(&(var + 1e-6)?.sqrt()?)
+    centred.broadcast_div(&(var + NORM_EPS as f64)?.sqrt()?)
 }
 
 /// Layer normalisation with a learned scale and shift.
@@ -126,7 +134,11 @@ impl Attention {
         if let Some(mask) = mask {
             scores = scores.broadcast_add(mask)?;
         }
-        let weights = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let weights = if scores.track_op() {
+            candle_nn::ops::softmax(&scores, D::Minus1)?
+        } else {
+            candle_nn::ops::softmax_last_dim(&scores)?
+        };
         let mixed = weights
             .matmul(&v)?
             .transpose(1, 2)?
@@ -207,6 +219,45 @@ mod tests {
         let mean: f32 = n[0].iter().sum::<f32>() / 4.0;
         let var: f32 = n[0].iter().map(|v| (v - mean).powi(2)).sum::<f32>() / 4.0;
         assert!(mean.abs() < 1e-5 && (var - 1.0).abs() < 1e-3);
+    }
+
+    #[test]
+    fn fused_and_differentiable_paths_agree() {
+        // Weights held in a VarMap are tracked (training); the same weights as plain tensors
+        // (a loaded model) take the fused kernels.
+        let map = VarMap::new();
+        let vb = VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu);
+        let training = Attention::new(8, 2, vb).unwrap();
+        let plain = map
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
+            .collect();
+        let loaded = Attention::new(
+            8,
+            2,
+            VarBuilder::from_tensors(plain, DType::F32, &Device::Cpu),
+        )
+        .unwrap();
+        let x = Tensor::randn(0f32, 1., (2, 5, 8), &Device::Cpu).unwrap();
+        let tracked = candle_core::Var::from_tensor(&x).unwrap();
+        let mask = padding_mask(&[3, 5], 5, 0, &Device::Cpu).unwrap();
+        for (fast, slow) in [
+            (
+                normalize(&x).unwrap(),
+                normalize(tracked.as_tensor()).unwrap(),
+            ),
+            (
+                loaded.forward(&x, Some(&mask)).unwrap(),
+                training.forward(&x, Some(&mask)).unwrap(),
+            ),
+        ] {
+            assert!(slow.track_op() && !fast.track_op());
+            let diff = (fast - slow).unwrap().abs().unwrap().max_all().unwrap();
+            assert!(diff.to_scalar::<f32>().unwrap() < 1e-4);
+        }
     }
 
     #[test]
