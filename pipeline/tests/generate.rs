@@ -86,8 +86,9 @@ fn sprites_stand_on_transparency_and_textures_fill_the_tile() {
             let img = rgba(Path::new(item["path"].as_str().unwrap()));
             let (border, centre) = border_and_centre_alpha(&img);
             assert!(border < 0.1, "{prompt}: border alpha {border}");
+            // 0.2 is the 5th percentile of the real silhouettes' centre alpha (thin shapes).
             assert!(
-                centre > 0.3,
+                centre > 0.2,
                 "{prompt}: centre alpha {centre} (blank sprite?)"
             );
         }
