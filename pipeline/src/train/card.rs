@@ -33,6 +33,8 @@ pub struct TrainingSummary<'a> {
     pub options: &'a TrainOptions,
     /// The training examples.
     pub manifest: &'a Manifest,
+    /// Where they were loaded from (manifest or folder).
+    pub data: &'a std::path::Path,
     /// The base model of a fine-tune.
     pub base: Option<&'a BaseModel>,
     /// Steps done.
@@ -114,6 +116,21 @@ pub fn render(s: &TrainingSummary, previous: &str) -> String {
         o.adam.weight_decay,
         o.ema_decay,
         o.caption_dropout,
+        o.seed
+    );
+    let from = s
+        .base
+        .map(|b| format!(" --from {}", b.path))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "\nTo reproduce (a run stopped with Ctrl-C and continued with `--resume` ends bit-identical \
+         to an uninterrupted one):\n\n```sh\nautonomy train --data {} --out <dir>{from} \
+         --steps {} --batch {} --lr {} --seed {}\n```",
+        s.data.display(),
+        s.steps,
+        o.batch,
+        o.adam.lr,
         o.seed
     );
     if !s.loss_log.is_empty() {

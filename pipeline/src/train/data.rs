@@ -53,6 +53,8 @@ pub struct TrainingSet {
     pub mirrorable: Vec<bool>,
     /// Image side.
     pub size: usize,
+    /// The manifest or folder it was loaded from.
+    pub source: PathBuf,
 }
 
 impl TrainingSet {
@@ -99,6 +101,7 @@ impl TrainingSet {
             mirrorable,
             manifest,
             size,
+            source: path.to_path_buf(),
         })
     }
 

@@ -407,6 +407,7 @@ impl Trainer {
             config: &self.state.config,
             options: &self.state.options,
             manifest: &self.data.manifest,
+            data: &self.data.source,
             base: self.state.base.as_ref(),
             steps: self.state.step,
             seconds: self.state.seconds,
