@@ -9,7 +9,8 @@
 //! Data flows one way: dataset → training → model folder → generation.
 //!
 //! ```no_run
-//! use autonomy_pipeline::models::house::{GenerateRequest, HouseModel};
+//! use autonomy_pipeline::generator::GenerateRequest;
+//! use autonomy_pipeline::models::house::HouseModel;
 //!
 //! let model = HouseModel::load("models/house".as_ref(), &candle_core::Device::Cpu)?;
 //! let images = model.generate(&GenerateRequest {
@@ -24,7 +25,12 @@
 
 pub mod atomic;
 pub mod bench;
+pub mod build;
 pub mod dataset;
 pub mod device;
+pub mod generator;
+pub mod material;
 pub mod models;
+pub mod post;
+pub mod recipe;
 pub mod train;

@@ -2,7 +2,8 @@
 
 use anyhow::{Context, Result, bail};
 use autonomy_pipeline::dataset::{self, BuildOptions};
-use autonomy_pipeline::models::house::{GenerateRequest, HouseConfig, HouseModel};
+use autonomy_pipeline::generator::GenerateRequest;
+use autonomy_pipeline::models::house::{HouseConfig, HouseModel};
 use autonomy_pipeline::train::data::TrainingSet;
 use autonomy_pipeline::train::{TrainOptions, Trainer};
 use autonomy_pipeline::{atomic, device};
@@ -50,6 +51,30 @@ enum Command {
     Train(TrainArgs),
     /// Judge a house model: prompt fidelity, quality, diversity, speed; writes the results.
     Bench(BenchArgs),
+    /// Build every `*.recipe.toml` under a folder (incremental: cached assets are not made again).
+    Build(BuildArgs),
+}
+
+#[derive(clap::Args)]
+struct BuildArgs {
+    /// Recipe folder; outputs are written beside each recipe.
+    #[arg(default_value = ".")]
+    dir: PathBuf,
+    /// Make every asset again, even when it is cached.
+    #[arg(long)]
+    force: bool,
+    /// Assets generated at once.
+    #[arg(long, default_value_t = 1)]
+    jobs: usize,
+    /// The model folder `model = "house"` means.
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    model: PathBuf,
+    /// Cache folder (default `<dir>/.autonomy/cache`).
+    #[arg(long)]
+    cache: Option<PathBuf>,
+    /// Print the outcome of every asset as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -71,6 +96,9 @@ struct GenerateArgs {
     /// Number of images.
     #[arg(long, default_value_t = 1)]
     count: usize,
+    /// Make images that tile seamlessly (textures).
+    #[arg(long)]
+    tileable: bool,
     /// Output side in pixels: the model's size times 1–8 (pixel-exact upscale).
     #[arg(long)]
     size: Option<u32>,
@@ -138,6 +166,10 @@ struct TrainArgs {
     /// Peak learning rate.
     #[arg(long, default_value_t = 3e-4)]
     lr: f64,
+    /// Decay the learning rate linearly to zero over the last this many steps (default 0:
+    /// constant; with --resume, the checkpoint's setting).
+    #[arg(long)]
+    cooldown: Option<u64>,
     /// Save every this many steps.
     #[arg(long, default_value_t = 250)]
     checkpoint_every: u64,
@@ -182,6 +214,7 @@ fn main() -> ExitCode {
             Command::Dataset(args) => build_dataset(args),
             Command::Train(args) => train(args, &dev),
             Command::Bench(args) => bench(args, &dev),
+            Command::Build(args) => build_recipes(args, &dev),
         });
     match result {
         Ok(code) => code,
@@ -222,6 +255,8 @@ fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
         steps: args.steps,
         guidance: args.guidance,
         count: args.count,
+        tileable: args.tileable,
+        ..Default::default()
     })?;
     let mut written = Vec::new();
     for (i, image) in images.iter().enumerate() {
@@ -299,6 +334,69 @@ fn progress(len: u64, template: &str) -> ProgressBar {
     bar
 }
 
+fn build_recipes(args: BuildArgs, dev: &candle_core::Device) -> Result<ExitCode> {
+    use autonomy_pipeline::build::{self, Event, Outcome};
+    let mut options = build::BuildOptions::new(&args.dir, &args.model);
+    if let Some(cache) = &args.cache {
+        options.cache_dir = cache.clone();
+    }
+    options.device = dev.clone();
+    options.force = args.force;
+    options.jobs = args.jobs;
+    let bar = progress(0, "{spinner} {pos} done {elapsed} {msg}");
+    let report = build::build(&options, &|event| match event {
+        Event::Started { asset } => bar.set_message(format!("generating {asset}")),
+        Event::Finished { asset, outcome } => {
+            bar.inc(1);
+            if let Outcome::Failed(message) = outcome {
+                bar.suspend(|| eprintln!("error: {message}"));
+            } else {
+                bar.set_message(format!("{asset} done"));
+            }
+        }
+    })
+    .with_context(|| format!("cannot build `{}`", args.dir.display()))?;
+    bar.finish_and_clear();
+    for error in &report.recipe_errors {
+        eprintln!("error: {error}");
+    }
+    if args.json {
+        let assets: Vec<serde_json::Value> = report
+            .assets
+            .iter()
+            .map(|(asset, outcome)| {
+                let (state, detail) = match outcome {
+                    Outcome::Built(s) => ("built", serde_json::json!(s)),
+                    Outcome::Restored => ("restored", serde_json::Value::Null),
+                    Outcome::UpToDate => ("up-to-date", serde_json::Value::Null),
+                    Outcome::Failed(m) => ("failed", serde_json::json!(m)),
+                };
+                serde_json::json!({"asset": asset, "outcome": state, "detail": detail})
+            })
+            .collect();
+        let errors: Vec<String> = report.recipe_errors.iter().map(|e| e.to_string()).collect();
+        println!(
+            "{}",
+            serde_json::json!({"assets": assets, "recipe_errors": errors})
+        );
+    } else {
+        let count = |probe: fn(&Outcome) -> bool| report.count(probe);
+        println!(
+            "{} built, {} restored from the cache, {} up to date, {} failed, {} recipe errors",
+            count(|o| matches!(o, Outcome::Built(_))),
+            count(|o| matches!(o, Outcome::Restored)),
+            count(|o| matches!(o, Outcome::UpToDate)),
+            count(|o| matches!(o, Outcome::Failed(_))),
+            report.recipe_errors.len()
+        );
+    }
+    Ok(if report.failed() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
 fn build_dataset(args: DatasetArgs) -> Result<ExitCode> {
     let bar = progress(0, "{bar:40} {pos}/{len} images {elapsed}");
     let manifest = dataset::build(
@@ -351,13 +449,14 @@ fn train(args: TrainArgs, dev: &candle_core::Device) -> Result<ExitCode> {
         args.data.display()
     );
     let mut trainer = if args.resume {
-        Trainer::resume(data, &args.out, Some(args.steps), dev)?
+        Trainer::resume(data, &args.out, Some(args.steps), args.cooldown, dev)?
     } else {
         let mut options = TrainOptions {
             steps: args.steps,
             batch: args.batch,
             seed: args.seed,
             checkpoint_every: args.checkpoint_every,
+            cooldown: args.cooldown.unwrap_or(0),
             ..TrainOptions::default()
         };
         options.adam.lr = args.lr;

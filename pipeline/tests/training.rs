@@ -1,7 +1,8 @@
 //! Training end to end on a tiny model: the loss falls, a resumed run equals an uninterrupted
 //! one bit for bit, the model folder loads and generates, and fine-tuning grows the vocabulary.
 
-use autonomy_pipeline::models::house::{GenerateRequest, HouseConfig, HouseModel, files};
+use autonomy_pipeline::generator::GenerateRequest;
+use autonomy_pipeline::models::house::{HouseConfig, HouseModel, files};
 use autonomy_pipeline::train::data::TrainingSet;
 use autonomy_pipeline::train::{CHECKPOINT, TrainOptions, Trainer};
 use candle_core::Device;
@@ -122,7 +123,7 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     assert_eq!(first.step_count(), 5);
     drop(first);
     let set = TrainingSet::load(data.path(), 16).unwrap();
-    let mut resumed = Trainer::resume(set, split.path(), None, &Device::Cpu).unwrap();
+    let mut resumed = Trainer::resume(set, split.path(), None, None, &Device::Cpu).unwrap();
     assert_eq!(resumed.step_count(), 5);
     resumed.run(&AtomicBool::new(false), |_| {}).unwrap();
 
@@ -154,7 +155,7 @@ fn resuming_on_other_data_is_refused() {
         .unwrap();
     std::fs::remove_file(data.path().join("red_disc.png")).unwrap();
     let set = TrainingSet::load(data.path(), 16).unwrap();
-    let err = Trainer::resume(set, out.path(), None, &Device::Cpu)
+    let err = Trainer::resume(set, out.path(), None, None, &Device::Cpu)
         .err()
         .unwrap();
     assert!(err.to_string().contains("dataset"), "{err}");

@@ -41,7 +41,8 @@ pub use error::BenchError;
 pub use report::BenchReport;
 
 use crate::atomic;
-use crate::models::house::{GenerateRequest, HouseModel, files, pixels};
+use crate::generator::GenerateRequest;
+use crate::models::house::{HouseModel, files, pixels};
 use crate::train::card;
 use candle_core::Device;
 use data::ClassKind;

@@ -3,7 +3,8 @@
 
 use super::BenchError;
 use super::metrics::median;
-use crate::models::house::{GenerateRequest, HouseConfig, HouseModel};
+use crate::generator::GenerateRequest;
+use crate::models::house::{HouseConfig, HouseModel};
 use crate::train::data::TrainingSet;
 use crate::train::{CHECKPOINT, TrainOptions, Trainer};
 use candle_core::Device;

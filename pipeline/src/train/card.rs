@@ -102,7 +102,7 @@ pub fn render(s: &TrainingSummary, previous: &str) -> String {
     let _ = writeln!(
         out,
         "- steps: {} × batch {} = {} images seen\n- wall time: {:.1} min on this machine's CPU \
-         ({:.1} images/s at the last step)\n- AdamW lr {} (warm-up {} steps, then constant), \
+         ({:.1} images/s at the last step)\n- AdamW lr {} (warm-up {} steps, then constant{}), \
          betas ({}, {}), weight decay {}; EMA {}; caption dropout {}; seed {}",
         s.steps,
         o.batch,
@@ -111,6 +111,7 @@ pub fn render(s: &TrainingSummary, previous: &str) -> String {
         s.images_per_second,
         o.adam.lr,
         o.warmup,
+        cooldown_words(o.cooldown),
         o.adam.beta1,
         o.adam.beta2,
         o.adam.weight_decay,
@@ -126,11 +127,12 @@ pub fn render(s: &TrainingSummary, previous: &str) -> String {
         out,
         "\nTo reproduce (a run stopped with Ctrl-C and continued with `--resume` ends bit-identical \
          to an uninterrupted one):\n\n```sh\nautonomy train --data {} --out <dir>{from} \
-         --steps {} --batch {} --lr {} --seed {}\n```",
+         --steps {} --batch {} --lr {}{} --seed {}\n```",
         s.data.display(),
         s.steps,
         o.batch,
         o.adam.lr,
+        cooldown_flag(o.cooldown),
         o.seed
     );
     if !s.loss_log.is_empty() {
@@ -170,6 +172,22 @@ pub fn with_bench(card: &str, body: &str) -> String {
             &card[end + BENCH_END.len()..]
         ),
         _ => format!("{}\n## Benchmarks\n\n{section}\n", card.trim_end()),
+    }
+}
+
+/// How the card's settings line names the cool-down.
+fn cooldown_words(cooldown: u64) -> String {
+    match cooldown {
+        0 => String::new(),
+        n => format!(", decayed linearly to zero over the last {n} steps"),
+    }
+}
+
+/// The cool-down flag of the card's reproduce command.
+fn cooldown_flag(cooldown: u64) -> String {
+    match cooldown {
+        0 => String::new(),
+        n => format!(" --cooldown {n}"),
     }
 }
 

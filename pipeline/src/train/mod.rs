@@ -75,12 +75,32 @@ pub struct TrainOptions {
     pub adam: AdamWConfig,
     /// Steps of linear learning-rate warm-up (then constant, so training can go on later).
     pub warmup: u64,
+    /// The last this many steps before `steps` decay the learning rate linearly towards zero
+    /// (a cool-down; 0 keeps it constant to the end). Steps before the cool-down do not depend
+    /// on it, so a longer run with a cool-down repeats a shorter constant-rate run exactly.
+    #[serde(default)]
+    pub cooldown: u64,
     /// Decay of the weights' moving average that the model folder ships.
     pub ema_decay: f64,
     /// Share of examples trained with the empty prompt (for classifier-free guidance).
     pub caption_dropout: f64,
     /// Write the checkpoint and model folder every this many steps.
     pub checkpoint_every: u64,
+}
+
+impl TrainOptions {
+    /// The share of the peak learning rate used by optimizer step `step` (counted from 0):
+    /// a linear warm-up, a constant stretch, then the cool-down.
+    pub fn lr_factor(&self, step: u64) -> f64 {
+        let warm = ((step + 1) as f64 / self.warmup.max(1) as f64).min(1.0);
+        let cool_start = self.steps.saturating_sub(self.cooldown);
+        let cool = if self.cooldown > 0 && step >= cool_start {
+            (self.steps - step) as f64 / (self.cooldown + 1) as f64
+        } else {
+            1.0
+        };
+        warm * cool.clamp(0.0, 1.0)
+    }
 }
 
 impl Default for TrainOptions {
@@ -91,6 +111,7 @@ impl Default for TrainOptions {
             seed: 0,
             adam: AdamWConfig::default(),
             warmup: 200,
+            cooldown: 0,
             ema_decay: 0.999,
             caption_dropout: 0.1,
             checkpoint_every: 250,
@@ -198,11 +219,13 @@ impl Trainer {
         ))
     }
 
-    /// Continues the run saved in `out_dir`'s checkpoint, training until `steps` (if given).
+    /// Continues the run saved in `out_dir`'s checkpoint, training until `steps` (if given)
+    /// with the given `cooldown` (if given; see [`TrainOptions::cooldown`]).
     pub fn resume(
         data: TrainingSet,
         out_dir: &Path,
         steps: Option<u64>,
+        cooldown: Option<u64>,
         device: &Device,
     ) -> Result<Self, TrainError> {
         let path = out_dir.join(CHECKPOINT);
@@ -229,6 +252,9 @@ impl Trainer {
         }
         if let Some(steps) = steps {
             state.options.steps = steps;
+        }
+        if let Some(cooldown) = cooldown {
+            state.options.cooldown = cooldown;
         }
         let tensors: HashMap<String, Tensor> =
             candle_core::safetensors::load_buffer(&bytes, device)
@@ -336,7 +362,7 @@ impl Trainer {
         let predicted = self.networks.denoiser.forward(&noisy, &times, &text)?;
         let loss = (predicted - target)?.sqr()?.mean_all()?;
         let grads = loss.backward()?;
-        let lr = options.adam.lr * ((step + 1) as f64 / options.warmup.max(1) as f64).min(1.0);
+        let lr = options.adam.lr * options.lr_factor(step);
         let decay = options
             .ema_decay
             .min((1.0 + step as f64) / (10.0 + step as f64));
@@ -477,4 +503,41 @@ fn load_base_weights(
         var.set(&value)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn learning_rate_warms_up_holds_and_cools_down_to_zero() {
+        let options = TrainOptions {
+            steps: 100,
+            warmup: 10,
+            cooldown: 20,
+            ..TrainOptions::default()
+        };
+        assert!((options.lr_factor(0) - 0.1).abs() < 1e-12);
+        assert_eq!(options.lr_factor(9), 1.0);
+        assert_eq!(options.lr_factor(79), 1.0);
+        let cooling: Vec<f64> = (80..100).map(|s| options.lr_factor(s)).collect();
+        assert!(cooling.windows(2).all(|w| w[1] < w[0]), "{cooling:?}");
+        assert!(cooling[0] < 1.0 && cooling[19] > 0.0 && cooling[19] < 0.05);
+    }
+
+    #[test]
+    fn steps_before_the_cooldown_do_not_depend_on_it() {
+        let constant = TrainOptions {
+            steps: 50,
+            ..TrainOptions::default()
+        };
+        let cooled = TrainOptions {
+            steps: 80,
+            cooldown: 30,
+            ..TrainOptions::default()
+        };
+        for step in 0..50 {
+            assert_eq!(constant.lr_factor(step), cooled.lr_factor(step));
+        }
+    }
 }

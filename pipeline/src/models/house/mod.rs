@@ -21,10 +21,16 @@ pub use config::HouseConfig;
 pub use sampler::FlowSampler;
 pub use tokenizer::Tokenizer;
 
+use crate::generator::{
+    GenerateError, GenerateRequest, Generator, InitImage, ModelIdentity, generator_version,
+};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use denoiser::Denoiser;
 use image::RgbaImage;
+use image::imageops::{self, FilterType};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use text_encoder::{TextEncoder, TextFeatures};
@@ -70,6 +76,9 @@ pub enum HouseError {
         /// What is wrong.
         message: String,
     },
+    /// The request is inconsistent (named in the message).
+    #[error("bad generation request: {0}")]
+    BadRequest(String),
     /// The prompt has no words.
     #[error("the prompt is empty: describe what to generate, e.g. \"red health potion\"")]
     EmptyPrompt,
@@ -110,36 +119,6 @@ impl Networks {
     }
 }
 
-/// One generation request.
-#[derive(Clone, Debug, PartialEq)]
-pub struct GenerateRequest {
-    /// What to draw.
-    pub prompt: String,
-    /// What to steer away from (the unconditional branch of guidance); empty for none.
-    pub negative_prompt: String,
-    /// Image `i` starts from the noise of seed `seed + i`.
-    pub seed: u64,
-    /// Sampler steps.
-    pub steps: usize,
-    /// Classifier-free guidance scale; 1 turns guidance off.
-    pub guidance: f64,
-    /// Images to make in one batch.
-    pub count: usize,
-}
-
-impl Default for GenerateRequest {
-    fn default() -> Self {
-        Self {
-            prompt: String::new(),
-            negative_prompt: String::new(),
-            seed: 0,
-            steps: 20,
-            guidance: 4.0,
-            count: 1,
-        }
-    }
-}
-
 /// A loaded house model, ready to generate.
 pub struct HouseModel {
     /// Architecture.
@@ -148,7 +127,7 @@ pub struct HouseModel {
     pub tokenizer: Tokenizer,
     networks: Networks,
     device: Device,
-    version: String,
+    identity: ModelIdentity,
 }
 
 impl HouseModel {
@@ -178,19 +157,35 @@ impl HouseModel {
         let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, device)
             .map_err(|e| invalid(dir, files::WEIGHTS, e))?;
         let networks = Networks::new(&config, vb).map_err(|e| invalid(dir, files::WEIGHTS, e))?;
+        let dataset_sha256 = match std::fs::read(dir.join(files::DATASET)) {
+            Ok(bytes) => Some(hex::encode(Sha256::digest(&bytes))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => {
+                return Err(HouseError::Io {
+                    path: dir.join(files::DATASET),
+                    source,
+                });
+            }
+        };
         tracing::debug!(dir = %dir.display(), %version, "loaded house model");
         Ok(Self {
             config,
             tokenizer,
             networks,
             device: device.clone(),
-            version,
+            identity: ModelIdentity {
+                name: "house".into(),
+                weights_sha256: version,
+                dataset_sha256,
+                path: dir.to_path_buf(),
+                generator: generator_version("house"),
+            },
         })
     }
 
     /// The model version: sha256 (hex) of `model.safetensors`.
     pub fn version(&self) -> &str {
-        &self.version
+        &self.identity.weights_sha256
     }
 
     /// Side of the images it makes.
@@ -206,11 +201,20 @@ impl HouseModel {
         let _span = tracing::info_span!("house_generate", count = request.count).entered();
         let n = request.count.max(1);
         let size = self.config.image_size;
-        let per_image = self.config.channels * size * size;
-        let noise: Vec<f32> = (0..n as u64)
-            .flat_map(|i| pixels::gaussian(request.seed.wrapping_add(i), per_image))
-            .collect();
-        let noise = Tensor::from_vec(noise, (n, self.config.channels, size, size), &self.device)?;
+        let shape = (n, self.config.channels, size, size);
+        let noise = Tensor::from_vec(self.noise(request, n), shape, &self.device)?;
+        let init = match &request.init {
+            Some(init) => Some(self.start_image(init, n)?),
+            None => None,
+        };
+        let sampler = FlowSampler {
+            start: init.as_ref().map_or(1.0, |i| i.strength),
+            ..FlowSampler::new(request.steps.max(1), 1.0)
+        };
+        let x = match &init {
+            Some(i) => ((&i.image * (1.0 - i.strength))? + (&noise * i.strength)?)?,
+            None => noise.clone(),
+        };
 
         let guided = request.guidance != 1.0;
         let max = self.config.max_tokens;
@@ -222,26 +226,136 @@ impl HouseModel {
             ]);
         }
         let text = self.networks.encode(&prompts, &self.device)?;
-        let sampler = FlowSampler {
-            steps: request.steps.max(1),
-            shift: 1.0,
-        };
-        let out = sampler.sample(noise, |x, t| {
-            let rows = prompts.len();
-            let x = if guided {
-                Tensor::cat(&[x, x], 0)?
-            } else {
-                x.clone()
-            };
-            let t = Tensor::full(t as f32, rows, &self.device)?;
-            let v = self.networks.denoiser.forward(&x, &t, &text)?;
-            if guided {
-                sampler::guide(&v.narrow(0, 0, n)?, &v.narrow(0, n, n)?, request.guidance)
-            } else {
-                Ok(v)
-            }
-        })?;
+        // Tileable: every step sees the image rolled by a different offset, so the wrap-around
+        // seam sits somewhere new each time and the model has to join it like any neighbours.
+        let mut offsets = ChaCha8Rng::seed_from_u64(request.seed ^ 0x7111_AB1E);
+        let out = sampler.sample(
+            x,
+            |x, t| {
+                let (dy, dx) = if request.tileable {
+                    (offsets.random_range(0..size), offsets.random_range(0..size))
+                } else {
+                    (0, 0)
+                };
+                let x = roll(x, dy, dx)?;
+                let rows = prompts.len();
+                let x = if guided {
+                    Tensor::cat(&[&x, &x], 0)?
+                } else {
+                    x
+                };
+                let t = Tensor::full(t as f32, rows, &self.device)?;
+                let v = self.networks.denoiser.forward(&x, &t, &text)?;
+                let v = if guided {
+                    sampler::guide(&v.narrow(0, 0, n)?, &v.narrow(0, n, n)?, request.guidance)?
+                } else {
+                    v
+                };
+                roll(&v, size - dy, size - dx)
+            },
+            |x, t| match init.as_ref().and_then(|i| i.mask.as_ref().map(|m| (i, m))) {
+                Some((init, mask)) => {
+                    let known = ((&init.image * (1.0 - t))? + (&noise * t)?)?;
+                    mask.broadcast_mul(&x)? + mask.affine(-1.0, 1.0)?.broadcast_mul(&known)?
+                }
+                None => Ok(x),
+            },
+        )?;
         Ok(pixels::from_tensor(&out)?)
+    }
+
+    /// The starting noise of every image: seeds `seed + i`, or points on a loop.
+    fn noise(&self, request: &GenerateRequest, n: usize) -> Vec<f32> {
+        let size = self.config.image_size;
+        let per_image = self.config.channels * size * size;
+        if !request.looped {
+            return (0..n as u64)
+                .flat_map(|i| pixels::gaussian(request.seed.wrapping_add(i), per_image))
+                .collect();
+        }
+        // A circle of radius r around the seed's noise, renormalised to unit variance: frames
+        // stay variations of one image and frame n would be frame 0 again.
+        let centre = pixels::gaussian(request.seed, per_image);
+        let a = pixels::gaussian(request.seed ^ 0xA11A_0001, per_image);
+        let b = pixels::gaussian(request.seed ^ 0xA11A_0002, per_image);
+        let norm = (1.0 + LOOP_RADIUS * LOOP_RADIUS).sqrt();
+        (0..n)
+            .flat_map(|i| {
+                let angle = std::f32::consts::TAU * i as f32 / n as f32;
+                let (sin, cos) = angle.sin_cos();
+                (0..per_image)
+                    .map(|k| (centre[k] + LOOP_RADIUS * (cos * a[k] + sin * b[k])) / norm)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// The init image (and mask) at the model's size, repeated for the batch.
+    fn start_image(&self, init: &InitImage, n: usize) -> Result<StartImage, HouseError> {
+        if !(init.strength > 0.0 && init.strength <= 1.0) {
+            return Err(HouseError::BadRequest(format!(
+                "strength must be in (0, 1], got {}",
+                init.strength
+            )));
+        }
+        let size = self.config.image_size as u32;
+        let image = if init.image.dimensions() == (size, size) {
+            init.image.clone()
+        } else {
+            imageops::resize(&init.image, size, size, FilterType::Triangle)
+        };
+        let image = pixels::to_tensor(&vec![&image; n], &self.device)?;
+        let mask = match &init.mask {
+            Some(mask) => {
+                let mask = imageops::resize(mask, size, size, FilterType::Triangle);
+                let values: Vec<f32> = mask.pixels().map(|p| p[0] as f32 / 255.0).collect();
+                let s = size as usize;
+                Some(Tensor::from_vec(values, (1, 1, s, s), &self.device)?)
+            }
+            None => None,
+        };
+        Ok(StartImage {
+            image,
+            mask,
+            strength: f64::from(init.strength),
+        })
+    }
+}
+
+impl Generator for HouseModel {
+    fn identity(&self) -> &ModelIdentity {
+        &self.identity
+    }
+
+    fn native_size(&self) -> u32 {
+        self.config.image_size as u32
+    }
+
+    fn generate(&self, request: &GenerateRequest) -> Result<Vec<RgbaImage>, GenerateError> {
+        Ok(HouseModel::generate(self, request)?)
+    }
+}
+
+/// How far loop frames stray from the seed's noise (relative to its unit variance).
+const LOOP_RADIUS: f32 = 0.45;
+
+/// An init image prepared for sampling.
+struct StartImage {
+    image: Tensor,
+    mask: Option<Tensor>,
+    strength: f64,
+}
+
+/// Rolls `(batch, c, h, w)` by `dy` rows and `dx` columns with wrap-around.
+fn roll(x: &Tensor, dy: usize, dx: usize) -> candle_core::Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    let x = match dy % h {
+        0 => x.clone(),
+        dy => x.roll(dy as i32, 2)?,
+    };
+    match dx % w {
+        0 => Ok(x),
+        dx => x.roll(dx as i32, 3),
     }
 }
 

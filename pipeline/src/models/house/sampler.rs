@@ -1,5 +1,6 @@
 //! Flow-matching sampler: integrates the predicted velocity from noise (t = 1) to image (t = 0)
-//! with Euler steps, optionally with a time shift that spends more steps at high noise.
+//! with Euler steps, optionally with a time shift that spends more steps at high noise, and
+//! optionally from a partly noised image (t = `start` < 1: image-to-image).
 
 use candle_core::{Result, Tensor};
 
@@ -10,32 +11,47 @@ pub struct FlowSampler {
     pub steps: usize,
     /// Time shift `s`: `t' = s·t / (1 + (s − 1)·t)`; 1 keeps the grid uniform.
     pub shift: f64,
+    /// Time the integration starts at: 1 from pure noise; `strength` for image-to-image.
+    pub start: f64,
 }
 
 impl FlowSampler {
-    /// The `steps + 1` times visited, from 1 down to 0.
+    /// A sampler from pure noise (`start` = 1).
+    pub fn new(steps: usize, shift: f64) -> Self {
+        Self {
+            steps,
+            shift,
+            start: 1.0,
+        }
+    }
+
+    /// The `steps + 1` times visited, from `start` down to 0.
     pub fn timesteps(&self) -> Vec<f64> {
         let n = self.steps.max(1);
+        let start = self.start.clamp(0.0, 1.0);
         (0..=n)
             .map(|i| {
-                let t = 1.0 - i as f64 / n as f64;
+                let t = start * (1.0 - i as f64 / n as f64);
                 self.shift * t / (1.0 + (self.shift - 1.0) * t)
             })
             .collect()
     }
 
-    /// Runs the integration; `velocity(x, t)` is the model (guidance included).
+    /// Runs the integration from `x` (noise, or an image noised to `start`);
+    /// `velocity(x, t)` is the model (guidance included) and `settle(x, t)` may change the
+    /// state after each step to time `t` (e.g. to keep the unmasked part of an image).
     pub fn sample(
         &self,
-        noise: Tensor,
+        x: Tensor,
         mut velocity: impl FnMut(&Tensor, f64) -> Result<Tensor>,
+        mut settle: impl FnMut(Tensor, f64) -> Result<Tensor>,
     ) -> Result<Tensor> {
         let times = self.timesteps();
-        let mut x = noise;
+        let mut x = x;
         for pair in times.windows(2) {
             let (t, next) = (pair[0], pair[1]);
             let v = velocity(&x, t)?;
-            x = (x + (v * (next - t))?)?;
+            x = settle((x + (v * (next - t))?)?, next)?;
         }
         Ok(x)
     }
@@ -54,7 +70,7 @@ mod tests {
     #[test]
     fn timesteps_run_from_one_to_zero_monotonically() {
         for shift in [1.0, 3.0] {
-            let t = FlowSampler { steps: 8, shift }.timesteps();
+            let t = FlowSampler::new(8, shift).timesteps();
             assert_eq!(t.len(), 9);
             assert_eq!(t[0], 1.0);
             assert_eq!(t[8], 0.0);
@@ -70,12 +86,32 @@ mod tests {
         let eps = Tensor::new(&[-1.0f32, 2.0, 0.3], &dev).unwrap();
         let v = (&eps - &x0).unwrap();
         for steps in [1, 4, 20] {
-            let out = FlowSampler { steps, shift: 2.0 }
-                .sample(eps.clone(), |_, _| Ok(v.clone()))
+            let out = FlowSampler::new(steps, 2.0)
+                .sample(eps.clone(), |_, _| Ok(v.clone()), |x, _| Ok(x))
                 .unwrap();
             let err = (out - &x0).unwrap().abs().unwrap().max_all().unwrap();
             assert!(err.to_scalar::<f32>().unwrap() < 1e-5);
         }
+    }
+
+    #[test]
+    fn image_to_image_starts_part_way_and_still_lands_on_the_image() {
+        let dev = Device::Cpu;
+        let x0 = Tensor::new(&[0.5f32, -0.25], &dev).unwrap();
+        let eps = Tensor::new(&[-1.0f32, 2.0], &dev).unwrap();
+        let sampler = FlowSampler {
+            start: 0.4,
+            ..FlowSampler::new(5, 1.0)
+        };
+        let times = sampler.timesteps();
+        assert!((times[0] - 0.4).abs() < 1e-12 && times[5] == 0.0);
+        let start = ((&x0 * 0.6).unwrap() + (&eps * 0.4).unwrap()).unwrap();
+        let v = (&eps - &x0).unwrap();
+        let out = sampler
+            .sample(start, |_, _| Ok(v.clone()), |x, _| Ok(x))
+            .unwrap();
+        let err = (out - &x0).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(err.to_scalar::<f32>().unwrap() < 1e-5);
     }
 
     #[test]

@@ -1,0 +1,303 @@
+//! Provenance manifests: what made an asset, written beside it (`<asset>.prov.json`) and
+//! embedded in its PNGs (an `iTXt` chunk keyed [`PNG_KEYWORD`], just before `IEND`).
+//!
+//! A file's recorded `sha256` and CID are of its *content*: the bytes as written before the
+//! manifest was embedded. [`strip_png`] recovers them, so a verifier recomputes the hash from
+//! the file alone; a changed pixel or an edited manifest no longer matches.
+
+use cid::Cid;
+use cid::multihash::Multihash;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::generator::ModelIdentity;
+
+/// Version tag of the manifest format.
+pub const SCHEMA: &str = "autonomy.provenance/1";
+
+/// The PNG `iTXt` keyword that holds the embedded manifest.
+pub const PNG_KEYWORD: &str = "autonomy:provenance";
+
+/// Multicodec code of raw bytes (CIDv1 `raw`).
+const RAW_CODEC: u64 = 0x55;
+/// Multihash code of sha2-256.
+const SHA2_256: u64 = 0x12;
+
+/// How an asset came to be.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Format version, [`SCHEMA`].
+    pub schema: String,
+    /// Asset name (from the recipe).
+    pub asset: String,
+    /// Every file the asset consists of.
+    pub outputs: Vec<FileHash>,
+    /// The canonical recipe (every default filled in).
+    pub recipe: serde_json::Value,
+    /// The model that generated it.
+    pub model: ModelIdentity,
+    /// Where the model ran (`cpu`, `cuda:0`).
+    pub device: String,
+    /// Images it was made from (img2img sources).
+    pub parents: Vec<Parent>,
+    /// Ethereum address of the creator, once the asset is signed.
+    pub creator: Option<String>,
+    /// When it was generated (UTC, RFC 3339).
+    pub created: String,
+    /// The creator's EIP-191 signature over the manifest's canonical hash, once signed.
+    pub signature: Option<String>,
+}
+
+/// One file and the hashes of its content.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileHash {
+    /// File name, relative to the manifest's folder.
+    pub file: String,
+    /// sha256 (hex) of the content.
+    pub sha256: String,
+    /// CIDv1 (raw codec, sha2-256, base32) of the content.
+    pub cid: String,
+}
+
+impl FileHash {
+    /// Hashes `content` under the name `file`.
+    pub fn of(file: &str, content: &[u8]) -> Self {
+        let digest = Sha256::digest(content);
+        Self {
+            file: file.to_string(),
+            sha256: hex::encode(digest),
+            cid: cid_of_digest(&digest),
+        }
+    }
+}
+
+/// An input an asset was derived from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Parent {
+    /// `file:<path>` (relative to the recipe root) or `recipe:<asset>`.
+    pub reference: String,
+    /// sha256 (hex) of the parent image's content.
+    pub sha256: String,
+    /// CIDv1 of the parent image's content.
+    pub cid: String,
+    /// What it was used for (`source`).
+    pub role: String,
+}
+
+/// A provenance problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvenanceError {
+    /// The bytes are not a PNG this module can walk.
+    #[error("not a valid PNG: {0}")]
+    Png(String),
+    /// The manifest does not serialise or parse.
+    #[error("manifest JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl Manifest {
+    /// The manifest as pretty JSON, as the sidecar file holds it.
+    pub fn to_json(&self) -> Result<Vec<u8>, ProvenanceError> {
+        let mut bytes = serde_json::to_vec_pretty(self)?;
+        bytes.push(b'\n');
+        Ok(bytes)
+    }
+
+    /// The RFC 8785 canonical form of the manifest without its signature: what is signed.
+    pub fn signing_bytes(&self) -> Result<Vec<u8>, ProvenanceError> {
+        let unsigned = Manifest {
+            signature: None,
+            ..self.clone()
+        };
+        Ok(serde_jcs::to_vec(&unsigned)?)
+    }
+}
+
+/// The CIDv1 string (raw, sha2-256, base32) of content with this sha256 digest.
+pub fn cid_of_digest(digest: &[u8]) -> String {
+    match Multihash::<64>::wrap(SHA2_256, digest) {
+        Ok(hash) => Cid::new_v1(RAW_CODEC, hash).to_string(),
+        // A 32-byte digest always fits the 64-byte multihash.
+        Err(_) => String::new(),
+    }
+}
+
+/// Inserts `manifest` into `png` as an `iTXt` chunk just before `IEND`.
+pub fn embed_png(png: &[u8], manifest: &[u8]) -> Result<Vec<u8>, ProvenanceError> {
+    let end = chunks(png)?
+        .into_iter()
+        .find(|c| &c.kind == b"IEND")
+        .ok_or_else(|| ProvenanceError::Png("no IEND chunk".into()))?;
+    let mut data = Vec::with_capacity(PNG_KEYWORD.len() + 5 + manifest.len());
+    data.extend_from_slice(PNG_KEYWORD.as_bytes());
+    // Null separator, no compression, method 0, empty language tag, empty translated keyword.
+    data.extend_from_slice(&[0, 0, 0, 0, 0]);
+    data.extend_from_slice(manifest);
+    let mut out = Vec::with_capacity(png.len() + data.len() + 12);
+    out.extend_from_slice(&png[..end.start]);
+    out.extend_from_slice(&chunk(b"iTXt", &data)?);
+    out.extend_from_slice(&png[end.start..]);
+    Ok(out)
+}
+
+/// Splits a PNG into its content without our manifest chunk and the embedded manifest, if any.
+pub fn strip_png(png: &[u8]) -> Result<(Vec<u8>, Option<Vec<u8>>), ProvenanceError> {
+    let mut content = png[..PNG_SIGNATURE.len().min(png.len())].to_vec();
+    let mut manifest = None;
+    for c in chunks(png)? {
+        let data = &png[c.start + 8..c.end - 4];
+        let ours = &c.kind == b"iTXt"
+            && data.starts_with(PNG_KEYWORD.as_bytes())
+            && data.get(PNG_KEYWORD.len()) == Some(&0);
+        match ours {
+            true if manifest.is_none() => {
+                manifest = data.get(PNG_KEYWORD.len() + 5..).map(<[u8]>::to_vec);
+            }
+            _ => content.extend_from_slice(&png[c.start..c.end]),
+        }
+    }
+    Ok((content, manifest))
+}
+
+const PNG_SIGNATURE: [u8; 8] = [0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A];
+
+/// Where a chunk sits in the file: `start` at its length field, `end` after its CRC.
+struct Chunk {
+    kind: [u8; 4],
+    start: usize,
+    end: usize,
+}
+
+fn chunks(png: &[u8]) -> Result<Vec<Chunk>, ProvenanceError> {
+    if !png.starts_with(&PNG_SIGNATURE) {
+        return Err(ProvenanceError::Png("missing PNG signature".into()));
+    }
+    let mut out = Vec::new();
+    let mut at = PNG_SIGNATURE.len();
+    while at < png.len() {
+        let header = png
+            .get(at..at + 8)
+            .ok_or_else(|| ProvenanceError::Png(format!("truncated chunk header at byte {at}")))?;
+        let length = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let kind = [header[4], header[5], header[6], header[7]];
+        let end = at
+            .checked_add(12)
+            .and_then(|n| n.checked_add(length))
+            .filter(|&end| end <= png.len())
+            .ok_or_else(|| ProvenanceError::Png(format!("chunk at byte {at} runs past the end")))?;
+        out.push(Chunk {
+            kind,
+            start: at,
+            end,
+        });
+        at = end;
+        if &kind == b"IEND" {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+fn chunk(kind: &[u8; 4], data: &[u8]) -> Result<Vec<u8>, ProvenanceError> {
+    let length = u32::try_from(data.len())
+        .map_err(|_| ProvenanceError::Png("manifest too large for a PNG chunk".into()))?;
+    let mut out = Vec::with_capacity(data.len() + 12);
+    out.extend_from_slice(&length.to_be_bytes());
+    out.extend_from_slice(kind);
+    out.extend_from_slice(data);
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(kind);
+    crc.update(data);
+    out.extend_from_slice(&crc.finalize().to_be_bytes());
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn png() -> Vec<u8> {
+        let image = image::RgbaImage::from_pixel(3, 2, image::Rgba([10, 20, 30, 255]));
+        let mut bytes = Vec::new();
+        image
+            .write_to(
+                &mut std::io::Cursor::new(&mut bytes),
+                image::ImageFormat::Png,
+            )
+            .unwrap();
+        bytes
+    }
+
+    #[test]
+    fn embedded_manifest_round_trips_and_stripping_restores_the_content() {
+        let original = png();
+        let embedded = embed_png(&original, br#"{"asset":"x"}"#).unwrap();
+        assert_ne!(embedded, original);
+        let decoded = image::load_from_memory(&embedded).unwrap().to_rgba8();
+        assert_eq!(decoded.get_pixel(2, 1).0, [10, 20, 30, 255]);
+        let (content, manifest) = strip_png(&embedded).unwrap();
+        assert_eq!(content, original);
+        assert_eq!(manifest.as_deref(), Some(&br#"{"asset":"x"}"#[..]));
+        assert_eq!(strip_png(&original).unwrap(), (original, None));
+    }
+
+    #[test]
+    fn cid_is_the_known_raw_sha256_cid() {
+        // `ipfs add --cid-version 1 --raw-leaves` of the bytes "hello\n".
+        let file = FileHash::of("hello.txt", b"hello\n");
+        assert_eq!(
+            file.cid,
+            "bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am"
+        );
+        assert_eq!(
+            file.sha256,
+            "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"
+        );
+    }
+
+    #[test]
+    fn signing_bytes_ignore_the_signature_and_are_canonical() {
+        let manifest = Manifest {
+            schema: SCHEMA.into(),
+            asset: "potion".into(),
+            outputs: vec![FileHash::of("potion.png", b"x")],
+            recipe: serde_json::json!({"prompt": "p", "kind": "sprite"}),
+            model: ModelIdentity {
+                name: "house".into(),
+                weights_sha256: "ab".into(),
+                dataset_sha256: None,
+                path: "models/house".into(),
+                generator: "g".into(),
+            },
+            device: "cpu".into(),
+            parents: vec![],
+            creator: None,
+            created: "2026-11-25T00:00:00Z".into(),
+            signature: None,
+        };
+        let signed = Manifest {
+            signature: Some("0x12".into()),
+            ..manifest.clone()
+        };
+        assert_eq!(
+            manifest.signing_bytes().unwrap(),
+            signed.signing_bytes().unwrap()
+        );
+        let text = String::from_utf8(manifest.signing_bytes().unwrap()).unwrap();
+        assert!(
+            text.contains(r#""recipe":{"kind":"sprite","prompt":"p"}"#),
+            "{text}"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn walking_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let mut png = PNG_SIGNATURE.to_vec();
+            png.extend(bytes);
+            let _ = strip_png(&png);
+            let _ = embed_png(&png, b"{}");
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! The one door to the models: a [`Generator`] turns a [`GenerateRequest`] into RGBA images.
+//!
+//! The pipeline (recipes, cache, provenance) sees models only through this trait, so the house
+//! model and larger model families plug into the same builds. A request carries everything that
+//! decides the pixels: prompt, negative prompt, seed, steps, guidance, an optional init image
+//! with strength and mask (image-to-image, inpainting), the tileable flag and whether the images
+//! are frames of a loop.
+
+use image::{GrayImage, RgbaImage};
+use std::path::PathBuf;
+
+use crate::models::house::HouseError;
+
+/// Bumped whenever a generator's sampling code changes the pixels it makes for a request, so
+/// that cached assets made by the old code are made again.
+pub const GENERATOR_REVISION: u32 = 2;
+
+/// An image to start from instead of pure noise.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InitImage {
+    /// The image; resized to the model's native size if it differs.
+    pub image: RgbaImage,
+    /// How much to change it, in (0, 1]: 1 ignores it, 0.3 keeps its layout and colours.
+    pub strength: f32,
+    /// Where to change it: white is regenerated, black is kept (inpainting); `None` changes all.
+    pub mask: Option<GrayImage>,
+}
+
+/// One generation request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenerateRequest {
+    /// What to draw.
+    pub prompt: String,
+    /// What to steer away from (the unconditional branch of guidance); empty for none.
+    pub negative_prompt: String,
+    /// Image `i` starts from the noise of seed `seed + i` (or, for a loop, from a point on a
+    /// circle through the noises of `seed`).
+    pub seed: u64,
+    /// Sampler steps.
+    pub steps: usize,
+    /// Classifier-free guidance scale; 1 turns guidance off.
+    pub guidance: f64,
+    /// Images to make in one batch (the frames, for a loop).
+    pub count: usize,
+    /// Make the images tile seamlessly: the wrap-around edges are generated as neighbours.
+    pub tileable: bool,
+    /// The `count` images are frames of a seamless loop: their noise walks a closed circle, so
+    /// the last frame flows into the first without a jump.
+    pub looped: bool,
+    /// Image-to-image / inpainting start.
+    pub init: Option<InitImage>,
+}
+
+impl Default for GenerateRequest {
+    fn default() -> Self {
+        Self {
+            prompt: String::new(),
+            negative_prompt: String::new(),
+            seed: 0,
+            steps: 20,
+            guidance: 4.0,
+            count: 1,
+            tileable: false,
+            looped: false,
+            init: None,
+        }
+    }
+}
+
+/// Who made an image: what the provenance manifest records about the model.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ModelIdentity {
+    /// Model family and name, e.g. `house`.
+    pub name: String,
+    /// The model version: sha256 (hex) of its weights.
+    pub weights_sha256: String,
+    /// sha256 (hex) of the dataset manifest it was trained on, when the folder has one.
+    pub dataset_sha256: Option<String>,
+    /// The folder it was loaded from.
+    pub path: PathBuf,
+    /// Generator code revision (see [`GENERATOR_REVISION`]) and crate version.
+    pub generator: String,
+}
+
+/// A generation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    /// The house model refused or failed.
+    #[error(transparent)]
+    House(#[from] HouseError),
+    /// The request asks for something this generator cannot do.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// A text-to-image model the pipeline can drive.
+pub trait Generator: Send + Sync {
+    /// What the provenance manifest records about the model.
+    fn identity(&self) -> &ModelIdentity;
+
+    /// The side of the square images it makes natively; the pipeline scales to the asset size.
+    fn native_size(&self) -> u32;
+
+    /// Makes `request.count` images of [`Generator::native_size`]; the same request on the
+    /// same machine gives the same pixels.
+    fn generate(&self, request: &GenerateRequest) -> Result<Vec<RgbaImage>, GenerateError>;
+}
+
+/// The generator version string recorded in manifests and cache keys.
+pub fn generator_version(family: &str) -> String {
+    format!(
+        "autonomy-{family}/{}+r{GENERATOR_REVISION}",
+        env!("CARGO_PKG_VERSION")
+    )
+}

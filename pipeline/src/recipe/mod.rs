@@ -1,0 +1,341 @@
+//! Recipes: `*.recipe.toml` files that say what asset to make and how.
+//!
+//! A recipe file describes one asset, named by the file (`potion.recipe.toml` → `potion`):
+//!
+//! ```toml
+//! kind = "sprite"                 # texture | sprite | animation | material
+//! prompt = "red health potion"
+//! size = 128
+//! pixel_art = { colors = 16, scale = 4 }
+//! ```
+//!
+//! or several, each in its own `[assets.<name>]` table:
+//!
+//! ```toml
+//! [assets.potion]
+//! kind = "sprite"
+//! prompt = "red potion"
+//!
+//! [assets.potion_glow]
+//! kind = "animation"
+//! prompt = "glowing red potion"
+//! frames = 8
+//! source = "recipe:potion"       # img2img from another recipe's output
+//! ```
+//!
+//! Every other key is optional: `negative_prompt` (""), `model` (`"house"`, a model folder,
+//! or `"registry:<name>"`), `seed` (0), `size` (64, 8..=2048), `steps` (20, 1..=200),
+//! `guidance` (4.0, 0..=30), `tileable` (true for textures and materials), `pixel_art`
+//! (`colors` 2..=256 *or* `palette`: a file or a list of `#rrggbb`; `scale` 1..=16),
+//! `frames` (required, 2..=256) / `fps` (12, 1..=60) / `loop` (true) for animations,
+//! `pbr` (all of `normal`, `roughness`, `ao`) for materials, and `source` + `strength`
+//! (0.6, in (0, 1]) for img2img.
+//!
+//! **Paths** (`source`, `palette`, a model folder) are written relative to the recipe's
+//! folder and stored relative to the recipe root; they may not leave the root (a model
+//! folder may be absolute). **`recipe:` sources** name an asset: `recipe:x` means the `x`
+//! in the same folder if there is one, else the only `x` anywhere under the root (several
+//! are an error); `recipe:dir/x` names the `x` in root-relative folder `dir` (`./x`: the root).
+//!
+//! Design values: errors are for people, so a file reports all its problems at once, each
+//! with file, line, column and field ([`RecipeError`]); the parser never touches the
+//! filesystem (the builder checks that paths exist); [`load_dir`] never gives up on the
+//! whole folder because one file is broken, since the watcher keeps going.
+
+mod error;
+mod fields;
+mod parse;
+mod paths;
+mod set;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+pub use error::RecipeError;
+pub use parse::parse;
+pub use set::{RecipeSet, load_dir};
+
+/// What kind of asset a recipe makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A square image for surfaces; tileable by default.
+    Texture,
+    /// A single image with transparency.
+    Sprite,
+    /// A sequence of frames (a sprite sheet and a GIF).
+    Animation,
+    /// A texture plus PBR maps and a glTF material; tileable by default.
+    Material,
+}
+
+impl Kind {
+    /// Every kind, in the order the docs list them.
+    pub const ALL: [Kind; 4] = [Kind::Texture, Kind::Sprite, Kind::Animation, Kind::Material];
+
+    /// The lowercase name used in recipes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Texture => "texture",
+            Kind::Sprite => "sprite",
+            Kind::Animation => "animation",
+            Kind::Material => "material",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which model generates the asset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelRef {
+    /// The house model Autonomy ships (`model = "house"`, the default).
+    House,
+    /// A local model folder: relative to the recipe root, or absolute as written.
+    Folder(PathBuf),
+    /// A model published in the on-chain registry (`model = "registry:<name>"`).
+    Registry(String),
+}
+
+/// The colours a pixel-art asset is reduced to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Palette {
+    /// An adaptive palette of this many colours (2..=256).
+    Colors(u16),
+    /// These exact colours, as RGB.
+    Hex(Vec<[u8; 3]>),
+    /// A palette file (one `#rrggbb` a line), relative to the recipe root.
+    File(PathBuf),
+}
+
+/// Pixel-art post-processing: quantise to a palette, then upscale with nearest neighbour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PixelArt {
+    /// The colours to quantise to.
+    pub palette: Palette,
+    /// Integer upscale factor of each art pixel (1..=16).
+    pub scale: u32,
+}
+
+/// Frame settings of an animation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Animation {
+    /// Number of frames (2..=256).
+    pub frames: u32,
+    /// Playback speed in frames per second (1..=60).
+    pub fps: u32,
+    /// Whether playback loops (`loop` in recipes).
+    pub looped: bool,
+}
+
+/// A PBR map a material gets besides its colour texture.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum PbrMap {
+    /// Tangent-space normal map.
+    Normal,
+    /// Roughness map.
+    Roughness,
+    /// Ambient-occlusion map.
+    Ao,
+}
+
+impl PbrMap {
+    /// Every map, in canonical order.
+    pub const ALL: [PbrMap; 3] = [PbrMap::Normal, PbrMap::Roughness, PbrMap::Ao];
+
+    /// The lowercase name used in recipes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PbrMap::Normal => "normal",
+            PbrMap::Roughness => "roughness",
+            PbrMap::Ao => "ao",
+        }
+    }
+}
+
+/// The starting image of an img2img recipe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// An image file, relative to the recipe root and normalised.
+    File(PathBuf),
+    /// Another recipe's output: `name`, or `folder/name` with a root-relative folder
+    /// (`./name` for the root); see the module docs for how it resolves.
+    Recipe(String),
+}
+
+/// Img2img settings: start from an image instead of noise.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Img2Img {
+    /// The starting image.
+    pub source: Source,
+    /// How far to move away from it, in (0, 1]; 1 ignores it.
+    pub strength: f32,
+}
+
+/// One asset to generate, with every default filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AssetRecipe {
+    /// Asset name: the output file stem, `[a-z0-9_-]{1,64}`.
+    pub name: String,
+    /// What to make.
+    pub kind: Kind,
+    /// What it should show (trimmed, never empty).
+    pub prompt: String,
+    /// What it should not show (trimmed).
+    pub negative_prompt: String,
+    /// The model that generates it.
+    pub model: ModelRef,
+    /// Noise seed.
+    pub seed: u64,
+    /// Output side in pixels (8..=2048).
+    pub size: u32,
+    /// Denoising steps (1..=200).
+    pub steps: u32,
+    /// Classifier-free guidance scale (0..=30).
+    pub guidance: f32,
+    /// Whether the image must wrap seamlessly.
+    pub tileable: bool,
+    /// Pixel-art post-processing, if any.
+    pub pixel_art: Option<PixelArt>,
+    /// Frame settings; `Some` exactly for animations.
+    pub animation: Option<Animation>,
+    /// PBR maps to make, sorted and distinct; empty unless a material.
+    pub pbr: Vec<PbrMap>,
+    /// Img2img settings, if it starts from an image.
+    pub img2img: Option<Img2Img>,
+    /// The recipe file it came from, relative to the recipe root.
+    pub file: PathBuf,
+    /// The line where the asset starts (1, or its `[assets.<name>]` header).
+    pub line: usize,
+}
+
+impl AssetRecipe {
+    /// The recipe with every default filled in, as a JSON value with a stable shape (no
+    /// `file`/`line`; paths with `/` separators); the provenance manifest records it.
+    ///
+    /// Every key is always present (`null` when unused). `seed` is a decimal string:
+    /// JCS writes numbers as doubles, which would merge seeds above 2^53.
+    pub fn canonical(&self) -> Value {
+        let path = |p: &Path| paths::slashed(p);
+        let model = match &self.model {
+            ModelRef::House => json!({ "type": "house" }),
+            ModelRef::Folder(p) => json!({ "type": "folder", "path": path(p) }),
+            ModelRef::Registry(name) => json!({ "type": "registry", "name": name }),
+        };
+        let pixel_art = self.pixel_art.as_ref().map(|px| {
+            let palette = match &px.palette {
+                Palette::Colors(n) => json!({ "type": "colors", "count": n }),
+                Palette::Hex(colors) => {
+                    let hex: Vec<String> = colors
+                        .iter()
+                        .map(|[r, g, b]| format!("#{r:02x}{g:02x}{b:02x}"))
+                        .collect();
+                    json!({ "type": "hex", "colors": hex })
+                }
+                Palette::File(p) => json!({ "type": "file", "path": path(p) }),
+            };
+            json!({ "palette": palette, "scale": px.scale })
+        });
+        let animation = self
+            .animation
+            .map(|a| json!({ "frames": a.frames, "fps": a.fps, "loop": a.looped }));
+        let img2img = self.img2img.as_ref().map(|i| {
+            let source = match &i.source {
+                Source::File(p) => json!({ "type": "file", "path": path(p) }),
+                Source::Recipe(name) => json!({ "type": "recipe", "name": name }),
+            };
+            json!({ "source": source, "strength": short_float(i.strength) })
+        });
+        let pbr: Vec<&str> = self.pbr.iter().map(|m| m.as_str()).collect();
+        json!({
+            "name": self.name,
+            "kind": self.kind.as_str(),
+            "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt,
+            "model": model,
+            "seed": self.seed.to_string(),
+            "size": self.size,
+            "steps": self.steps,
+            "guidance": short_float(self.guidance),
+            "tileable": self.tileable,
+            "pixel_art": pixel_art,
+            "animation": animation,
+            "pbr": pbr,
+            "img2img": img2img,
+        })
+    }
+
+    /// RFC 8785 (JCS) bytes of [`canonical`](Self::canonical); the cache key hashes these.
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        // Serialising a `serde_json::Value` into a Vec cannot fail: its numbers are finite.
+        serde_jcs::to_vec(&self.canonical()).expect("a JSON value always canonicalises")
+    }
+
+    /// The folder (relative to the root) where its outputs go: the recipe file's folder.
+    pub fn output_dir(&self) -> PathBuf {
+        self.file
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    }
+}
+
+/// An `f32` as the shortest decimal that reads back as it (`0.6`, not `0.6000000238418579`).
+fn short_float(x: f32) -> Value {
+    Value::from(x.to_string().parse::<f64>().unwrap_or(f64::NAN))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes(text: &str) -> Vec<u8> {
+        let assets =
+            parse(Path::new("a/potion.recipe.toml"), text).unwrap_or_else(|e| panic!("{e:?}"));
+        assets[0].canonical_bytes()
+    }
+
+    #[test]
+    fn canonical_bytes_ignore_spelling_and_defaults() {
+        let short = bytes("kind = \"sprite\"\nprompt = \"red potion\"\nsource = \"b.png\"\n");
+        let long = bytes(
+            "source = \"./b.png\"   # same file\nstrength = 0.6\nguidance = 4.0\nsteps = 20\nsize = 64\n\
+             seed = 0\nmodel = \"house\"\nnegative_prompt = \"\"\nprompt = \"  red potion\"\n\
+             tileable = false\nkind = \"sprite\"\n",
+        );
+        assert_eq!(short, long);
+        assert_ne!(
+            short,
+            bytes("kind = \"sprite\"\nprompt = \"blue potion\"\nsource = \"b.png\"\n")
+        );
+        assert!(std::str::from_utf8(&short).is_ok_and(|s| s.contains(r#""path":"a/b.png""#)));
+    }
+
+    #[test]
+    fn canonical_shape_is_stable() {
+        let recipe = &parse(
+            Path::new("m/rock.recipe.toml"),
+            "kind = \"material\"\nprompt = \"rock\"\nseed = 18446744073709551615\nguidance = 7.1\n\
+             pixel_art = { colors = 8 }\npbr = [\"roughness\", \"normal\"]\n",
+        )
+        .expect("valid")[0];
+        let expected = json!({
+            "name": "rock", "kind": "material", "prompt": "rock", "negative_prompt": "",
+            "model": { "type": "house" }, "seed": "18446744073709551615", "size": 64, "steps": 20,
+            "guidance": 7.1, "tileable": true,
+            "pixel_art": { "palette": { "type": "colors", "count": 8 }, "scale": 1 },
+            "animation": null, "pbr": ["normal", "roughness"], "img2img": null,
+        });
+        assert_eq!(recipe.canonical(), expected);
+        assert_eq!(Kind::Material.to_string(), "material");
+    }
+}

@@ -1,0 +1,638 @@
+//! One recipe file's text → its assets, or every error in it.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::error::{RecipeError, Report};
+use super::fields::{Fields, closest, expected};
+use super::paths::{check_name, check_recipe_ref, resolve_inside};
+use super::{Animation, AssetRecipe, Img2Img, Kind, ModelRef, Palette, PbrMap, PixelArt, Source};
+
+/// Largest recipe file; anything bigger is not a hand-written recipe.
+pub(super) const MAX_FILE_BYTES: usize = 1 << 20;
+
+/// Keys only animations accept.
+const ANIMATION_KEYS: [&str; 3] = ["frames", "fps", "loop"];
+/// Every key an asset may have.
+const ALL_KEYS: [&str; 16] = [
+    "kind",
+    "prompt",
+    "negative_prompt",
+    "model",
+    "seed",
+    "size",
+    "steps",
+    "guidance",
+    "tileable",
+    "pixel_art",
+    "source",
+    "strength",
+    "frames",
+    "fps",
+    "loop",
+    "pbr",
+];
+
+/// Where in a file something the recipe set checks later was written.
+#[derive(Debug, Clone)]
+pub(super) struct Spot {
+    line: usize,
+    column: usize,
+    field: Option<String>,
+}
+
+impl Spot {
+    /// An error at this spot of `file`.
+    pub(super) fn error(&self, file: &Path, message: impl Into<String>) -> RecipeError {
+        RecipeError {
+            file: file.to_path_buf(),
+            line: self.line,
+            column: self.column,
+            field: self.field.clone(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A parsed asset with the spots of its name and its `source`, for errors across files.
+#[derive(Debug)]
+pub(super) struct Parsed {
+    pub(super) recipe: AssetRecipe,
+    pub(super) name_at: Spot,
+    pub(super) source_at: Spot,
+}
+
+/// Parses one file's text. `root_relative_file` is its path relative to the recipe root
+/// (used in errors and to resolve paths). Returns all the file's errors, not just the first.
+pub fn parse(root_relative_file: &Path, text: &str) -> Result<Vec<AssetRecipe>, Vec<RecipeError>> {
+    parse_file(root_relative_file, text)
+        .map(|assets| assets.into_iter().map(|p| p.recipe).collect())
+}
+
+/// [`parse`], keeping the spots [`super::set`] reports at.
+pub(super) fn parse_file(file: &Path, text: &str) -> Result<Vec<Parsed>, Vec<RecipeError>> {
+    let _span = tracing::debug_span!("parse_recipe", file = %file.display()).entered();
+    if text.len() > MAX_FILE_BYTES {
+        return Err(vec![too_big(file, text.len())]);
+    }
+    let mut report = Report::new(file, text);
+    let (doc, toml_errors) = DeTable::parse_recoverable(text);
+    if !toml_errors.is_empty() {
+        for e in toml_errors {
+            let message = format!("invalid TOML: {}", e.message().trim());
+            report.error(e.span().unwrap_or(0..0), None, message);
+        }
+        return Err(report.into_errors());
+    }
+    let reader = Reader {
+        file,
+        dir: file.parent().unwrap_or(Path::new("")),
+    };
+    let top = doc.get_ref();
+    let mut assets = Vec::new();
+    match top.get_key_value("assets") {
+        Some((key, value)) => {
+            for (other, _) in top.iter().filter(|(k, _)| k.get_ref() != "assets") {
+                report.error(
+                    other.span(),
+                    Some(other.get_ref().as_ref()),
+                    "this file lists its assets under `[assets]`, so every key belongs in an \
+                     `[assets.<name>]` table; move it there (or drop `[assets]` for a one-asset file)",
+                );
+            }
+            reader.named_assets(&mut report, key.span(), value, &mut assets);
+        }
+        None => {
+            let name = asset_name_of(file);
+            if let Err(message) = check_name(&name) {
+                report.error(0..0, None, format!("{message}; rename the file"));
+            }
+            let fields = Fields::new(top, String::new(), 0..0);
+            assets.extend(reader.asset(&mut report, name, fields));
+        }
+    }
+    if report.errors.is_empty() {
+        Ok(assets)
+    } else {
+        Err(report.into_errors())
+    }
+}
+
+pub(super) fn too_big(file: &Path, len: usize) -> RecipeError {
+    RecipeError::whole_file(
+        file,
+        format!("is {len} bytes; recipe files are limited to {MAX_FILE_BYTES} bytes"),
+    )
+}
+
+/// The asset name a one-asset file gives: its name without `.recipe.toml`.
+fn asset_name_of(file: &Path) -> String {
+    let name = file.file_name().unwrap_or_default().to_string_lossy();
+    match name.strip_suffix(".recipe.toml") {
+        Some(stem) => stem.to_owned(),
+        None => file
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned(),
+    }
+}
+
+/// Reads assets out of one file's tables.
+struct Reader<'a> {
+    file: &'a Path,
+    /// The recipe's folder, relative to the root: paths in it are resolved from here.
+    dir: &'a Path,
+}
+
+impl Reader<'_> {
+    fn named_assets(
+        &self,
+        report: &mut Report,
+        key_span: Range<usize>,
+        value: &Spanned<DeValue>,
+        out: &mut Vec<Parsed>,
+    ) {
+        let DeValue::Table(table) = value.get_ref() else {
+            let message = expected(
+                "a table of named assets (`[assets.<name>]`)",
+                value.get_ref(),
+            );
+            report.error(value.span(), Some("assets"), message);
+            return;
+        };
+        if table.is_empty() {
+            report.error(
+                key_span,
+                Some("assets"),
+                "is empty; add an `[assets.<name>]` table per asset",
+            );
+        }
+        for (name, value) in table.iter() {
+            let field = format!("assets.{}", name.get_ref());
+            if let Err(message) = check_name(name.get_ref()) {
+                report.error(name.span(), Some(&field), message);
+            }
+            match value.get_ref() {
+                DeValue::Table(asset) => {
+                    let fields = Fields::new(asset, format!("{field}."), name.span());
+                    out.extend(self.asset(report, name.get_ref().to_string(), fields));
+                }
+                other => report.error(value.span(), Some(&field), expected("a table", other)),
+            }
+        }
+    }
+
+    /// Reads one asset; `None` only when its kind is unknown (an error is reported then).
+    fn asset(&self, report: &mut Report, name: String, mut f: Fields) -> Option<Parsed> {
+        let (line, column) = report.position(f.at.start);
+        let name_at = Spot {
+            line,
+            column,
+            field: None,
+        };
+
+        f.require(
+            report,
+            "kind",
+            "set `kind` to texture, sprite, animation or material",
+        );
+        let kind = f
+            .string(report, "kind")
+            .and_then(|s| parse_kind(report, &f.field("kind"), &s));
+        f.require(report, "prompt", "describe the asset in `prompt`");
+        let prompt = match f.string(report, "prompt") {
+            Some(s) if s.get_ref().trim().is_empty() => {
+                report.error(s.span(), Some(&f.field("prompt")), "must not be empty");
+                String::new()
+            }
+            Some(s) => s.get_ref().trim().to_owned(),
+            None => String::new(),
+        };
+        let negative_prompt = f
+            .string(report, "negative_prompt")
+            .map(|s| s.get_ref().trim().to_owned())
+            .unwrap_or_default();
+        let model = self.model(report, &mut f);
+        let seed = f.integer(report, "seed", 0..=u64::MAX).unwrap_or(0);
+        let size = int(f.integer(report, "size", 8..=2048), 64);
+        let steps = int(f.integer(report, "steps", 1..=200), 20);
+        let guidance = f
+            .number(report, "guidance", 0.0..=30.0, false)
+            .unwrap_or(4.0) as f32;
+        let tileable = f.boolean(report, "tileable");
+        let pixel_art = f
+            .table(report, "pixel_art")
+            .map(|px| self.pixel_art(report, px));
+
+        let frames = f.integer(report, "frames", 2..=256);
+        let fps = int(f.integer(report, "fps", 1..=60), 12);
+        let looped = f.boolean(report, "loop").unwrap_or(true);
+        let pbr = pbr_maps(report, &mut f);
+
+        let source = f.string(report, "source");
+        let (source_line, source_column) =
+            report.position(source.as_ref().map_or(f.at.start, |s| s.span().start));
+        let source_at = Spot {
+            line: source_line,
+            column: source_column,
+            field: Some(f.field("source")),
+        };
+        let source = source.and_then(|s| self.source(report, &f.field("source"), &s));
+        let strength = f.number(report, "strength", 0.0..=1.0, true).unwrap_or(0.6) as f32;
+        if !f.has("source") {
+            f.misplaced(
+                report,
+                "strength",
+                "only applies to img2img; add a `source` image or remove it",
+            );
+        }
+
+        if let Some(kind) = kind {
+            if kind == Kind::Animation {
+                f.require(
+                    report,
+                    "frames",
+                    "an animation needs a frame count (2..=256)",
+                );
+            } else {
+                for key in ANIMATION_KEYS {
+                    f.misplaced(
+                        report,
+                        key,
+                        &format!("only animations have `{key}`, and this is a {kind}"),
+                    );
+                }
+            }
+            if kind != Kind::Material {
+                f.misplaced(
+                    report,
+                    "pbr",
+                    &format!("only materials have PBR maps, and this is a {kind}"),
+                );
+            }
+        }
+        f.finish(report, &ALL_KEYS);
+
+        let kind = kind?;
+        let recipe = AssetRecipe {
+            name,
+            kind,
+            prompt,
+            negative_prompt,
+            model,
+            seed,
+            size,
+            steps,
+            guidance,
+            tileable: tileable.unwrap_or(matches!(kind, Kind::Texture | Kind::Material)),
+            pixel_art,
+            animation: (kind == Kind::Animation).then(|| Animation {
+                frames: int(frames, 2),
+                fps,
+                looped,
+            }),
+            pbr: if kind == Kind::Material {
+                pbr.unwrap_or_else(|| PbrMap::ALL.to_vec())
+            } else {
+                Vec::new()
+            },
+            img2img: source.map(|source| Img2Img { source, strength }),
+            file: self.file.to_path_buf(),
+            line,
+        };
+        Some(Parsed {
+            recipe,
+            name_at,
+            source_at,
+        })
+    }
+
+    fn model(&self, report: &mut Report, f: &mut Fields) -> ModelRef {
+        let Some(s) = f.string(report, "model") else {
+            return ModelRef::House;
+        };
+        let written = *s.get_ref();
+        let result = if written == "house" {
+            Ok(ModelRef::House)
+        } else if let Some(name) = written.strip_prefix("registry:") {
+            let bad = |c: char| c.is_whitespace() || c.is_control();
+            if name.is_empty() || name.len() > 128 || name.contains(bad) {
+                Err(format!(
+                    "`{written}`: a registry name is 1 to 128 characters, without spaces"
+                ))
+            } else {
+                Ok(ModelRef::Registry(name.to_owned()))
+            }
+        } else if Path::new(written).is_absolute() {
+            Ok(ModelRef::Folder(PathBuf::from(written)))
+        } else {
+            resolve_inside(self.dir, written)
+                .map(ModelRef::Folder)
+                .map_err(|e| format!("{e} (use \"house\", \"registry:<name>\" or a model folder)"))
+        };
+        result.unwrap_or_else(|message| {
+            report.error(s.span(), Some(&f.field("model")), message);
+            ModelRef::House
+        })
+    }
+
+    fn pixel_art(&self, report: &mut Report, mut p: Fields) -> PixelArt {
+        let scale = int(p.integer(report, "scale", 1..=16), 1);
+        match (p.has("palette"), p.has("colors")) {
+            (true, true) => report.error(
+                p.at.clone(),
+                Some(&p.field("palette")),
+                "set either `palette` or `colors`, not both",
+            ),
+            (false, false) => report.error(
+                p.at.clone(),
+                Some(&p.field("colors")),
+                "missing; set `colors` (how many) or `palette` (a file or a list of `#rrggbb`)",
+            ),
+            _ => {}
+        }
+        let colors = p
+            .integer(report, "colors", 2..=256)
+            .map(|n| Palette::Colors(n as u16));
+        let palette = p
+            .value("palette")
+            .and_then(|v| self.palette(report, &p.field("palette"), v));
+        p.finish(report, &["palette", "colors", "scale"]);
+        PixelArt {
+            palette: palette.or(colors).unwrap_or(Palette::Colors(16)),
+            scale,
+        }
+    }
+
+    fn palette(&self, report: &mut Report, field: &str, v: &Spanned<DeValue>) -> Option<Palette> {
+        match v.get_ref() {
+            DeValue::String(path) => match resolve_inside(self.dir, path) {
+                Ok(path) => Some(Palette::File(path)),
+                Err(message) => {
+                    report.error(v.span(), Some(field), message);
+                    None
+                }
+            },
+            DeValue::Array(items) => {
+                if items.is_empty() || items.len() > 256 {
+                    let n = items.len();
+                    report.error(
+                        v.span(),
+                        Some(field),
+                        format!("must list 1 to 256 colours, got {n}"),
+                    );
+                }
+                let colors: Vec<_> = items
+                    .iter()
+                    .filter_map(|item| hex_color(report, field, item))
+                    .collect();
+                Some(Palette::Hex(colors))
+            }
+            other => {
+                report.error(
+                    v.span(),
+                    Some(field),
+                    expected("a palette file or a list of `#rrggbb` colours", other),
+                );
+                None
+            }
+        }
+    }
+
+    fn source(&self, report: &mut Report, field: &str, s: &Spanned<&str>) -> Option<Source> {
+        let written = *s.get_ref();
+        let result = match written.strip_prefix("recipe:") {
+            Some(reference) => check_recipe_ref(reference).map(Source::Recipe),
+            None => resolve_inside(self.dir, written).map(Source::File),
+        };
+        result
+            .map_err(|message| report.error(s.span(), Some(field), message))
+            .ok()
+    }
+}
+
+fn parse_kind(report: &mut Report, field: &str, s: &Spanned<&str>) -> Option<Kind> {
+    let written = *s.get_ref();
+    let kind = Kind::ALL.into_iter().find(|k| k.as_str() == written);
+    if kind.is_none() {
+        let names = Kind::ALL.map(Kind::as_str);
+        let hint = closest(written, &names)
+            .map(|k| format!("; did you mean `{k}`?"))
+            .unwrap_or_default();
+        report.error(
+            s.span(),
+            Some(field),
+            format!(
+                "unknown kind `{written}`: expected texture, sprite, animation or material{hint}"
+            ),
+        );
+    }
+    kind
+}
+
+/// The `pbr` list, sorted; `None` when absent.
+fn pbr_maps(report: &mut Report, f: &mut Fields) -> Option<Vec<PbrMap>> {
+    let v = f.value("pbr")?;
+    let field = f.field("pbr");
+    let DeValue::Array(items) = v.get_ref() else {
+        report.error(
+            v.span(),
+            Some(&field),
+            expected(
+                "a list like [\"normal\", \"roughness\", \"ao\"]",
+                v.get_ref(),
+            ),
+        );
+        return None;
+    };
+    if items.is_empty() {
+        report.error(v.span(), Some(&field), "is empty; list the maps you want, or leave `pbr` out for all of them (or use kind = \"texture\")");
+    }
+    let mut maps = Vec::new();
+    for item in items.iter() {
+        let name = item.get_ref().as_str();
+        match PbrMap::ALL.into_iter().find(|m| Some(m.as_str()) == name) {
+            Some(map) if maps.contains(&map) => {
+                report.error(
+                    item.span(),
+                    Some(&field),
+                    format!("`{}` is listed twice", map.as_str()),
+                );
+            }
+            Some(map) => maps.push(map),
+            None => report.error(
+                item.span(),
+                Some(&field),
+                expected("one of \"normal\", \"roughness\", \"ao\"", item.get_ref()),
+            ),
+        }
+    }
+    maps.sort();
+    Some(maps)
+}
+
+fn hex_color(report: &mut Report, field: &str, item: &Spanned<DeValue>) -> Option<[u8; 3]> {
+    let parsed = item.get_ref().as_str().and_then(|s| {
+        let digits = s.strip_prefix('#').unwrap_or(s);
+        let ok = digits.len() == 6 && digits.bytes().all(|b| b.is_ascii_hexdigit());
+        let byte = |i: usize| u8::from_str_radix(digits.get(i..i + 2)?, 16).ok();
+        if ok {
+            Some([byte(0)?, byte(2)?, byte(4)?])
+        } else {
+            None
+        }
+    });
+    if parsed.is_none() {
+        report.error(
+            item.span(),
+            Some(field),
+            expected("a colour written `#rrggbb` or `rrggbb`", item.get_ref()),
+        );
+    }
+    parsed
+}
+
+/// A range-checked integer as `u32`, or `default` when absent or invalid.
+fn int(value: Option<u64>, default: u32) -> u32 {
+    value.and_then(|v| u32::try_from(v).ok()).unwrap_or(default)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(file: &str, text: &str) -> AssetRecipe {
+        let mut assets = parse(Path::new(file), text).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(assets.len(), 1);
+        assets.remove(0)
+    }
+
+    #[test]
+    fn fills_defaults() {
+        let r = one(
+            "props/potion.recipe.toml",
+            "kind = \"sprite\"\nprompt = \" red potion \"\n",
+        );
+        assert_eq!(r.name, "potion");
+        assert_eq!(r.kind, Kind::Sprite);
+        assert_eq!(r.prompt, "red potion");
+        assert_eq!(r.negative_prompt, "");
+        assert_eq!(r.model, ModelRef::House);
+        assert_eq!((r.seed, r.size, r.steps, r.guidance), (0, 64, 20, 4.0));
+        assert!(!r.tileable);
+        assert_eq!(
+            (&r.pixel_art, r.animation, &r.img2img),
+            (&None, None, &None)
+        );
+        assert!(r.pbr.is_empty());
+        assert_eq!(
+            (r.file.as_path(), r.line),
+            (Path::new("props/potion.recipe.toml"), 1)
+        );
+        assert_eq!(r.output_dir(), Path::new("props"));
+    }
+
+    #[test]
+    fn reads_each_kind() {
+        let texture = one(
+            "t.recipe.toml",
+            "kind = \"texture\"\nprompt = \"grass\"\nseed = 9\nsize = 256\nsteps = 4\nguidance = 7\n",
+        );
+        assert!(texture.tileable);
+        assert_eq!(
+            (texture.seed, texture.size, texture.steps, texture.guidance),
+            (9, 256, 4, 7.0)
+        );
+
+        let sprite = one(
+            "s.recipe.toml",
+            "kind = \"sprite\"\nprompt = \"gem\"\ntileable = true\nmodel = \"registry:pixel\"\n\
+             pixel_art = { palette = [\"#1a1c2c\", \"5D275D\"], scale = 4 }\n",
+        );
+        assert!(sprite.tileable);
+        assert_eq!(sprite.model, ModelRef::Registry("pixel".into()));
+        let px = sprite.pixel_art.expect("pixel art");
+        assert_eq!(
+            (px.palette, px.scale),
+            (
+                Palette::Hex(vec![[0x1a, 0x1c, 0x2c], [0x5d, 0x27, 0x5d]]),
+                4
+            )
+        );
+
+        let anim = one(
+            "fx/a.recipe.toml",
+            "kind = \"animation\"\nprompt = \"flame\"\nframes = 8\nloop = false\nsource = \"../art/./flame.png\"\n\
+             [pixel_art]\npalette = \"pal/sweetie16.hex\"\n",
+        );
+        assert_eq!(
+            anim.animation,
+            Some(Animation {
+                frames: 8,
+                fps: 12,
+                looped: false
+            })
+        );
+        let img = anim.img2img.expect("img2img");
+        assert_eq!(img.source, Source::File(PathBuf::from("art/flame.png")));
+        assert_eq!(img.strength, 0.6);
+        assert_eq!(
+            anim.pixel_art.map(|p| p.palette),
+            Some(Palette::File("fx/pal/sweetie16.hex".into()))
+        );
+
+        let material = one(
+            "m/rock.recipe.toml",
+            "kind = \"material\"\nprompt = \"rock\"\nmodel = \"../models/sd\"\n",
+        );
+        assert!(material.tileable);
+        assert_eq!(material.pbr, PbrMap::ALL.to_vec());
+        assert_eq!(material.model, ModelRef::Folder("models/sd".into()));
+        let material = one(
+            "m.recipe.toml",
+            "kind = \"material\"\nprompt = \"rock\"\npbr = [\"ao\", \"normal\"]\nmodel = \"/opt/sd\"\n",
+        );
+        assert_eq!(material.pbr, vec![PbrMap::Normal, PbrMap::Ao]);
+        assert_eq!(material.model, ModelRef::Folder("/opt/sd".into()));
+    }
+
+    #[test]
+    fn reads_named_assets() {
+        let text = "# items\n[assets.potion]\nkind = \"sprite\"\nprompt = \"red potion\"\n\n\
+                    [assets.sword]\nkind = \"sprite\"\nprompt = \"iron sword\"\nsource = \"recipe:ui/potion\"\nstrength = 1\n";
+        let assets = parse(Path::new("items.recipe.toml"), text).expect("valid");
+        let names: Vec<_> = assets.iter().map(|a| (a.name.as_str(), a.line)).collect();
+        assert_eq!(names, [("potion", 2), ("sword", 6)]);
+        let img = assets[1].img2img.as_ref().expect("img2img");
+        assert_eq!(
+            (&img.source, img.strength),
+            (&Source::Recipe("ui/potion".into()), 1.0)
+        );
+    }
+
+    #[test]
+    fn reports_every_error_with_its_field() {
+        let text = "[assets.a]\nkind = \"sprite\"\nprompt = \"\"\nsize = 0\n[assets.b]\nkind = \"texture\"\nprompt = \"x\"\nfps = 3\n";
+        let errors = parse(Path::new("x.recipe.toml"), text).expect_err("invalid");
+        let found: Vec<_> = errors
+            .iter()
+            .map(|e| (e.line, e.field.as_deref()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (3, Some("assets.a.prompt")),
+                (4, Some("assets.a.size")),
+                (8, Some("assets.b.fps"))
+            ]
+        );
+        assert_eq!(
+            errors[1].to_string(),
+            "x.recipe.toml:4:8: `assets.a.size`: must be between 8 and 2048, got 0"
+        );
+    }
+}
