@@ -1,8 +1,11 @@
-//! `autonomy`: build the training set, train the house model, generate sprites.
+//! `autonomy`: generate sprites, build and watch recipe folders, sign and verify provenance,
+//! build the training set and train the house model.
 
 use anyhow::{Context, Result, bail};
+use autonomy_pipeline::build::{self, Event, Outcome};
 use autonomy_pipeline::dataset::{self, BuildOptions};
 use autonomy_pipeline::generator::GenerateRequest;
+use autonomy_pipeline::keys::{KeyStore, password_for};
 use autonomy_pipeline::models::house::{HouseConfig, HouseModel};
 use autonomy_pipeline::train::data::TrainingSet;
 use autonomy_pipeline::train::{TrainOptions, Trainer};
@@ -53,6 +56,41 @@ enum Command {
     Bench(BenchArgs),
     /// Build every `*.recipe.toml` under a folder (incremental: cached assets are not made again).
     Build(BuildArgs),
+    /// Build, then rebuild what changes whenever a recipe, palette or source image is saved.
+    Watch(BuildArgs),
+    /// Creator keys (encrypted Ethereum keystores) that sign provenance manifests.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Check assets against their provenance: hashes, embedded manifests, signatures.
+    /// Exit code 0 verified, 2 tampered, 3 unverifiable (e.g. unsigned).
+    Verify(VerifyArgs),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Make a new key (password from AUTONOMY_KEY_PASSWORD or a prompt); prints its address.
+    New {
+        /// Key name, e.g. `studio`.
+        name: String,
+    },
+    /// List keys and their addresses.
+    List,
+    /// Print a key's address.
+    Address {
+        /// Key name.
+        name: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct VerifyArgs {
+    /// An asset file, its `.prov.json`, or a folder (every asset below it).
+    path: PathBuf,
+    /// Print the reports as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -75,6 +113,9 @@ struct BuildArgs {
     /// Print the outcome of every asset as JSON.
     #[arg(long)]
     json: bool,
+    /// Sign every manifest with this creator key (`autonomy keys new <name>` makes one).
+    #[arg(long)]
+    key: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -215,6 +256,9 @@ fn main() -> ExitCode {
             Command::Train(args) => train(args, &dev),
             Command::Bench(args) => bench(args, &dev),
             Command::Build(args) => build_recipes(args, &dev),
+            Command::Watch(args) => watch_recipes(args, &dev),
+            Command::Keys { command } => keys(command),
+            Command::Verify(args) => verify(args),
         });
     match result {
         Ok(code) => code,
@@ -334,15 +378,118 @@ fn progress(len: u64, template: &str) -> ProgressBar {
     bar
 }
 
-fn build_recipes(args: BuildArgs, dev: &candle_core::Device) -> Result<ExitCode> {
-    use autonomy_pipeline::build::{self, Event, Outcome};
+fn key_store() -> Result<KeyStore> {
+    Ok(KeyStore::open(
+        &KeyStore::default_dir().context("cannot find the key folder")?,
+    ))
+}
+
+fn keys(command: KeysCommand) -> Result<ExitCode> {
+    let store = key_store()?;
+    match command {
+        KeysCommand::New { name } => {
+            let password = password_for(&name)?;
+            let address = store.create(&name, &password)?;
+            println!("{address}");
+            eprintln!("key `{name}` written to {}", store.dir().display());
+        }
+        KeysCommand::List => {
+            for (name, address) in store.list()? {
+                println!("{name}\t{address}");
+            }
+        }
+        KeysCommand::Address { name } => {
+            let address = store
+                .list()?
+                .into_iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, a)| a)
+                .with_context(|| format!("no key `{name}` in {}", store.dir().display()))?;
+            println!("{address}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify(args: VerifyArgs) -> Result<ExitCode> {
+    use autonomy_pipeline::verify::{Verdict, verify_path};
+    let reports = verify_path(&args.path)?;
+    let worst = reports
+        .iter()
+        .map(|r| r.verdict())
+        .max()
+        .unwrap_or(Verdict::Unverifiable);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else {
+        for report in &reports {
+            println!(
+                "{:?}: {} in {} (creator {})",
+                report.verdict(),
+                report.asset,
+                report.dir.display(),
+                report.creator.as_deref().unwrap_or("unknown")
+            );
+            for check in &report.checks {
+                println!("  {:?} {}: {}", check.verdict, check.what, check.detail);
+            }
+        }
+    }
+    Ok(ExitCode::from(worst.exit_code() as u8))
+}
+
+fn build_options(args: &BuildArgs, dev: &candle_core::Device) -> Result<build::BuildOptions> {
     let mut options = build::BuildOptions::new(&args.dir, &args.model);
+    if let Some(name) = &args.key {
+        let password = password_for(name)?;
+        options.signer = Some(key_store()?.unlock(name, &password)?);
+    }
     if let Some(cache) = &args.cache {
         options.cache_dir = cache.clone();
     }
     options.device = dev.clone();
     options.force = args.force;
     options.jobs = args.jobs;
+    Ok(options)
+}
+
+fn watch_recipes(args: BuildArgs, dev: &candle_core::Device) -> Result<ExitCode> {
+    use autonomy_pipeline::watch::{self, WatchEvent};
+    let options = build_options(&args, dev)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .context("cannot install the Ctrl-C handler")?;
+    eprintln!("watching {} (Ctrl-C to stop)", options.root.display());
+    watch::watch(&options, &stop, &|event| match event {
+        WatchEvent::Changed(paths) => {
+            let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+            eprintln!("changed: {}", names.join(", "));
+        }
+        WatchEvent::Build(Event::Started { asset }) => eprintln!("generating {asset}"),
+        WatchEvent::Build(Event::Finished { asset, outcome }) => match outcome {
+            Outcome::Built(seconds) => eprintln!("built {asset} in {seconds:.2} s"),
+            Outcome::Restored => eprintln!("restored {asset} from the cache"),
+            Outcome::UpToDate => {}
+            Outcome::Failed(message) => eprintln!("error: {message}"),
+        },
+        WatchEvent::Built(report) => {
+            for error in &report.recipe_errors {
+                eprintln!("error: {error}");
+            }
+        }
+        WatchEvent::Removed { asset, files } => {
+            eprintln!("removed {asset} ({} files)", files.len())
+        }
+        WatchEvent::Error(message) => eprintln!("error: {message}"),
+    })
+    .with_context(|| format!("cannot watch `{}`", args.dir.display()))?;
+    eprintln!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn build_recipes(args: BuildArgs, dev: &candle_core::Device) -> Result<ExitCode> {
+    let options = build_options(&args, dev)?;
     let bar = progress(0, "{spinner} {pos} done {elapsed} {msg}");
     let report = build::build(&options, &|event| match event {
         Event::Started { asset } => bar.set_message(format!("generating {asset}")),
@@ -364,14 +511,14 @@ fn build_recipes(args: BuildArgs, dev: &candle_core::Device) -> Result<ExitCode>
         let assets: Vec<serde_json::Value> = report
             .assets
             .iter()
-            .map(|(asset, outcome)| {
-                let (state, detail) = match outcome {
+            .map(|asset| {
+                let (state, detail) = match &asset.outcome {
                     Outcome::Built(s) => ("built", serde_json::json!(s)),
                     Outcome::Restored => ("restored", serde_json::Value::Null),
                     Outcome::UpToDate => ("up-to-date", serde_json::Value::Null),
                     Outcome::Failed(m) => ("failed", serde_json::json!(m)),
                 };
-                serde_json::json!({"asset": asset, "outcome": state, "detail": detail})
+                serde_json::json!({"asset": asset.label, "outcome": state, "detail": detail})
             })
             .collect();
         let errors: Vec<String> = report.recipe_errors.iter().map(|e| e.to_string()).collect();

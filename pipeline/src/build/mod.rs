@@ -42,6 +42,8 @@ pub struct BuildOptions {
     pub force: bool,
     /// Assets generated at once (1 uses every core for one asset at a time).
     pub jobs: usize,
+    /// The creator's key: manifests name its address and carry its signature.
+    pub signer: Option<alloy_signer_local::PrivateKeySigner>,
 }
 
 impl BuildOptions {
@@ -54,6 +56,7 @@ impl BuildOptions {
             device: candle_core::Device::Cpu,
             force: false,
             jobs: 1,
+            signer: None,
         }
     }
 }
@@ -88,11 +91,23 @@ pub enum Event {
     },
 }
 
+/// One asset's part in a build.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AssetResult {
+    /// `folder/name` (see [`label`]).
+    pub label: String,
+    /// What happened.
+    pub outcome: Outcome,
+    /// The files it has beside its recipe (root-relative, the manifest sidecar among them);
+    /// empty when it failed.
+    pub files: Vec<PathBuf>,
+}
+
 /// The result of a build.
 #[derive(Debug, Default)]
 pub struct BuildReport {
-    /// Every buildable asset with its outcome, in build order (`folder/name`).
-    pub assets: Vec<(String, Outcome)>,
+    /// Every buildable asset, in build order.
+    pub assets: Vec<AssetResult>,
     /// Recipe errors (those assets were not built).
     pub recipe_errors: Vec<recipe::RecipeError>,
 }
@@ -104,12 +119,12 @@ impl BuildReport {
             || self
                 .assets
                 .iter()
-                .any(|(_, o)| matches!(o, Outcome::Failed(_)))
+                .any(|a| matches!(a.outcome, Outcome::Failed(_)))
     }
 
     /// How many assets ended with an outcome like `probe`.
     pub fn count(&self, probe: fn(&Outcome) -> bool) -> usize {
-        self.assets.iter().filter(|(_, o)| probe(o)).count()
+        self.assets.iter().filter(|a| probe(&a.outcome)).count()
     }
 }
 
@@ -190,19 +205,23 @@ pub fn build_set(
         ..Default::default()
     };
     for level in levels(set) {
-        let outcomes: Vec<(String, Outcome)> = pool.install(|| {
+        let outcomes: Vec<AssetResult> = pool.install(|| {
             level
                 .par_iter()
                 .map(|recipe| {
-                    let outcome = match builder.asset(recipe, on_event) {
-                        Ok(outcome) => outcome,
-                        Err(e) => Outcome::Failed(e.to_string()),
+                    let (outcome, files) = match builder.asset(recipe, on_event) {
+                        Ok((outcome, files)) => (outcome, files),
+                        Err(e) => (Outcome::Failed(e.to_string()), Vec::new()),
                     };
                     on_event(Event::Finished {
                         asset: recipe.name.clone(),
                         outcome: outcome.clone(),
                     });
-                    (label(recipe), outcome)
+                    AssetResult {
+                        label: label(recipe),
+                        outcome,
+                        files,
+                    }
                 })
                 .collect()
         });
@@ -257,7 +276,7 @@ impl Builder<'_> {
         &self,
         recipe: &AssetRecipe,
         on_event: &(dyn Fn(Event) + Sync),
-    ) -> Result<Outcome, BuildError> {
+    ) -> Result<(Outcome, Vec<PathBuf>), BuildError> {
         let fail = |message: String| BuildError::Asset {
             asset: recipe.name.clone(),
             file: recipe.file.clone(),
@@ -273,6 +292,9 @@ impl Builder<'_> {
         let mut inputs: Vec<String> = parents.iter().map(|p| p.sha256.clone()).collect();
         if let Some(palette) = &palette {
             inputs.push(format!("{:?}", palette.colors()));
+        }
+        if let Some(signer) = &self.options.signer {
+            inputs.push(format!("creator:{}", signer.address()));
         }
         let key = KeyParts {
             recipe: &canonical,
@@ -290,11 +312,12 @@ impl Builder<'_> {
             let manifest = self.read_manifest(&self.cache.path(&key), recipe)?;
             self.remember(recipe, manifest);
             let changed = install(&self.cache.path(&key), &entry.files, &out_dir)?;
-            return Ok(if changed {
+            let outcome = if changed {
                 Outcome::Restored
             } else {
                 Outcome::UpToDate
-            });
+            };
+            return Ok((outcome, installed(recipe, &entry.files)));
         }
 
         on_event(Event::Started {
@@ -312,7 +335,7 @@ impl Builder<'_> {
                 scratch: &staged,
             },
         )?;
-        let manifest = Manifest {
+        let mut manifest = Manifest {
             schema: provenance::SCHEMA.into(),
             asset: recipe.name.clone(),
             outputs: produced
@@ -327,6 +350,9 @@ impl Builder<'_> {
             created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
             signature: None,
         };
+        if let Some(signer) = &self.options.signer {
+            provenance::sign(&mut manifest, signer)?;
+        }
         let files = stage(&staged, &produced, &manifest, &recipe.name)?;
         let entry = self
             .cache
@@ -334,7 +360,10 @@ impl Builder<'_> {
             .map_err(io(&staged))?;
         self.remember(recipe, manifest);
         install(&self.cache.path(&key), &entry.files, &out_dir)?;
-        Ok(Outcome::Built(started.elapsed().as_secs_f64()))
+        Ok((
+            Outcome::Built(started.elapsed().as_secs_f64()),
+            installed(recipe, &entry.files),
+        ))
     }
 
     fn remember(&self, recipe: &AssetRecipe, manifest: Manifest) {
@@ -524,6 +553,11 @@ fn install(entry: &Path, files: &[String], out_dir: &Path) -> Result<bool, Build
         changed = true;
     }
     Ok(changed)
+}
+
+/// Root-relative paths of an asset's files.
+fn installed(recipe: &AssetRecipe, files: &[String]) -> Vec<PathBuf> {
+    files.iter().map(|f| recipe.output_dir().join(f)).collect()
 }
 
 fn device_name(device: &candle_core::Device) -> String {

@@ -4,7 +4,13 @@
 //! A file's recorded `sha256` and CID are of its *content*: the bytes as written before the
 //! manifest was embedded. [`strip_png`] recovers them, so a verifier recomputes the hash from
 //! the file alone; a changed pixel or an edited manifest no longer matches.
+//!
+//! [`sign`] makes the creator's EIP-191 signature over [`manifest_hash`]; [`recover_signer`]
+//! gives back the address that signed.
 
+use alloy_primitives::Address;
+use alloy_signer::{Signature, SignerSync};
+use alloy_signer_local::PrivateKeySigner;
 use cid::Cid;
 use cid::multihash::Multihash;
 use serde::{Deserialize, Serialize};
@@ -93,6 +99,9 @@ pub enum ProvenanceError {
     /// The manifest does not serialise or parse.
     #[error("manifest JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// The signature could not be made, parsed or recovered.
+    #[error("signature: {0}")]
+    Signature(String),
 }
 
 impl Manifest {
@@ -111,6 +120,43 @@ impl Manifest {
         };
         Ok(serde_jcs::to_vec(&unsigned)?)
     }
+}
+
+/// sha256 of [`Manifest::signing_bytes`]: the hash the creator signs.
+pub fn manifest_hash(manifest: &Manifest) -> Result<[u8; 32], ProvenanceError> {
+    Ok(Sha256::digest(manifest.signing_bytes()?).into())
+}
+
+/// Signs `manifest`: sets `creator` to the signer's checksummed address (it is part of what is
+/// signed), then `signature` to the 0x-hex EIP-191 signature over [`manifest_hash`]. On an
+/// error the manifest is left unchanged.
+pub fn sign(manifest: &mut Manifest, signer: &PrivateKeySigner) -> Result<(), ProvenanceError> {
+    let creator = Some(signer.address().to_checksum(None));
+    let hash = manifest_hash(&Manifest {
+        creator: creator.clone(),
+        ..manifest.clone()
+    })?;
+    let signature = signer
+        .sign_message_sync(&hash)
+        .map_err(|e| ProvenanceError::Signature(e.to_string()))?;
+    manifest.creator = creator;
+    manifest.signature = Some(signature.to_string());
+    Ok(())
+}
+
+/// The address whose signature the manifest carries (`None` when unsigned). It equals
+/// `creator` only when the manifest is unchanged since signing; a malformed signature is an
+/// error.
+pub fn recover_signer(manifest: &Manifest) -> Result<Option<Address>, ProvenanceError> {
+    let Some(signature) = &manifest.signature else {
+        return Ok(None);
+    };
+    let bad = |e: alloy_primitives::SignatureError| ProvenanceError::Signature(e.to_string());
+    let signature: Signature = signature.parse().map_err(bad)?;
+    signature
+        .recover_address_from_msg(manifest_hash(manifest)?)
+        .map(Some)
+        .map_err(bad)
 }
 
 /// The CIDv1 string (raw, sha2-256, base32) of content with this sha256 digest.
@@ -256,9 +302,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn signing_bytes_ignore_the_signature_and_are_canonical() {
-        let manifest = Manifest {
+    fn manifest() -> Manifest {
+        Manifest {
             schema: SCHEMA.into(),
             asset: "potion".into(),
             outputs: vec![FileHash::of("potion.png", b"x")],
@@ -275,7 +320,12 @@ mod tests {
             creator: None,
             created: "2026-11-25T00:00:00Z".into(),
             signature: None,
-        };
+        }
+    }
+
+    #[test]
+    fn signing_bytes_ignore_the_signature_and_are_canonical() {
+        let manifest = manifest();
         let signed = Manifest {
             signature: Some("0x12".into()),
             ..manifest.clone()
@@ -289,6 +339,52 @@ mod tests {
             text.contains(r#""recipe":{"kind":"sprite","prompt":"p"}"#),
             "{text}"
         );
+    }
+
+    #[test]
+    fn signatures_recover_the_creator_and_break_on_any_change() {
+        let signer = PrivateKeySigner::random();
+        let mut signed = manifest();
+        assert_eq!(recover_signer(&signed).unwrap(), None);
+        sign(&mut signed, &signer).unwrap();
+        let creator = signer.address().to_checksum(None);
+        assert_eq!(signed.creator.as_deref(), Some(creator.as_str()));
+        assert_eq!(recover_signer(&signed).unwrap(), Some(signer.address()));
+
+        let edits: [fn(&mut Manifest); 4] = [
+            |m| m.recipe["prompt"] = "q".into(),
+            |m| m.outputs[0].sha256.replace_range(..1, "f"),
+            |m| m.creator = Some(Address::repeat_byte(7).to_checksum(None)),
+            |m| m.asset.push('2'),
+        ];
+        for edit in edits {
+            let mut edited = signed.clone();
+            edit(&mut edited);
+            assert_ne!(
+                manifest_hash(&edited).unwrap(),
+                manifest_hash(&signed).unwrap()
+            );
+            match recover_signer(&edited) {
+                Ok(recovered) => assert_ne!(recovered, Some(signer.address())),
+                Err(e) => assert!(matches!(e, ProvenanceError::Signature(_))),
+            }
+        }
+
+        let mut other = manifest();
+        other.asset = "sword".into();
+        sign(&mut other, &signer).unwrap();
+        let swapped = Manifest {
+            signature: other.signature,
+            ..signed.clone()
+        };
+        assert_ne!(recover_signer(&swapped).unwrap(), Some(signer.address()));
+        for garbage in ["0x12", "nonsense", ""] {
+            let broken = Manifest {
+                signature: Some(garbage.into()),
+                ..signed.clone()
+            };
+            assert!(recover_signer(&broken).is_err(), "{garbage}");
+        }
     }
 
     proptest! {
