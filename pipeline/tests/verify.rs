@@ -37,6 +37,7 @@ fn write_asset(dir: &Path, name: &str, signer: Option<&PrivateKeySigner>) -> Man
             FileHash::of(&format!("{name}.atlas.json"), &atlas),
         ],
         recipe: serde_json::json!({"kind": "sprite", "prompt": format!("a {name}")}),
+        recipe_file: format!("{name}.recipe.toml"),
         model: ModelIdentity {
             name: "house".into(),
             weights_sha256: "ab".repeat(32),

@@ -343,6 +343,7 @@ impl Builder<'_> {
                 .map(|p| FileHash::of(&p.file, &p.bytes))
                 .collect(),
             recipe: canonical,
+            recipe_file: slash(&recipe.file),
             model: model.identity().clone(),
             device,
             parents,

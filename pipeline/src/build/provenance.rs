@@ -40,6 +40,9 @@ pub struct Manifest {
     pub outputs: Vec<FileHash>,
     /// The canonical recipe (every default filled in).
     pub recipe: serde_json::Value,
+    /// The recipe file, relative to the recipe root (`fx/fire.recipe.toml`): with the
+    /// manifest's folder it locates the root, so the asset can be made again.
+    pub recipe_file: String,
     /// The model that generated it.
     pub model: ModelIdentity,
     /// Where the model ran (`cpu`, `cuda:0`).
@@ -308,6 +311,7 @@ mod tests {
             asset: "potion".into(),
             outputs: vec![FileHash::of("potion.png", b"x")],
             recipe: serde_json::json!({"prompt": "p", "kind": "sprite"}),
+            recipe_file: "potion.recipe.toml".into(),
             model: ModelIdentity {
                 name: "house".into(),
                 weights_sha256: "ab".into(),
