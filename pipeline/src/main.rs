@@ -63,7 +63,8 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
-    /// Check assets against their provenance: hashes, embedded manifests, signatures.
+    /// Check assets against their provenance: hashes, embedded manifests, signatures; with
+    /// --reproduce, make them again and compare bit for bit.
     /// Exit code 0 verified, 2 tampered, 3 unverifiable (e.g. unsigned).
     Verify(VerifyArgs),
 }
@@ -91,6 +92,12 @@ struct VerifyArgs {
     /// Print the reports as JSON.
     #[arg(long)]
     json: bool,
+    /// Also make every asset again from its recipe and compare its files bit for bit.
+    #[arg(long)]
+    reproduce: bool,
+    /// The model folder `model = "house"` means (with --reproduce).
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    model: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -258,7 +265,7 @@ fn main() -> ExitCode {
             Command::Build(args) => build_recipes(args, &dev),
             Command::Watch(args) => watch_recipes(args, &dev),
             Command::Keys { command } => keys(command),
-            Command::Verify(args) => verify(args),
+            Command::Verify(args) => verify(args, &dev),
         });
     match result {
         Ok(code) => code,
@@ -411,9 +418,17 @@ fn keys(command: KeysCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn verify(args: VerifyArgs) -> Result<ExitCode> {
-    use autonomy_pipeline::verify::{Verdict, verify_path};
-    let reports = verify_path(&args.path)?;
+fn verify(args: VerifyArgs, dev: &candle_core::Device) -> Result<ExitCode> {
+    use autonomy_pipeline::verify::{ReproduceOptions, Verdict, reproduce, verify_path};
+    let reports = if args.reproduce {
+        let options = ReproduceOptions {
+            house_dir: args.model.clone(),
+            device: dev.clone(),
+        };
+        reproduce(&args.path, &options)?
+    } else {
+        verify_path(&args.path)?
+    };
     let worst = reports
         .iter()
         .map(|r| r.verdict())

@@ -2,7 +2,7 @@
 //! what it affects (the cache makes everything else a no-op), a deleted recipe removes its
 //! outputs, and a broken recipe is reported while the watcher keeps going.
 
-use notify::RecursiveMode;
+use notify::{EventKind, RecursiveMode};
 use notify_debouncer_full::{DebounceEventResult, new_debouncer};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -58,7 +58,14 @@ pub fn watch(
     stop: &AtomicBool,
     on_event: &(dyn Fn(WatchEvent) + Sync),
 ) -> Result<(), WatchError> {
-    let root = &options.root;
+    // Events name absolute paths; a relative root would never match them.
+    let root = &options
+        .root
+        .canonicalize()
+        .map_err(|e| WatchError::Notify {
+            path: options.root.clone(),
+            source: notify::Error::io(e),
+        })?;
     let (tx, rx) = mpsc::channel::<DebounceEventResult>();
     let mut debouncer = new_debouncer(DEBOUNCE, None, tx).map_err(|source| WatchError::Notify {
         path: root.clone(),
@@ -80,8 +87,10 @@ pub fn watch(
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
         let paths = match batch {
+            // Reads (ours included: every build reads the recipes) are not changes.
             Ok(events) => events
                 .into_iter()
+                .filter(|e| !matches!(e.event.kind, EventKind::Access(_)))
                 .flat_map(|e| e.event.paths)
                 .collect::<BTreeSet<_>>(),
             Err(errors) => {

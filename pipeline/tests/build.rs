@@ -2,7 +2,7 @@
 //! provenance in the sidecar and embedded in the PNGs, and `kill -9` at any moment leaving every
 //! asset either absent or complete.
 
-use autonomy_pipeline::build::provenance::{Manifest, strip_png};
+use autonomy_pipeline::build::provenance::{Carrier, Manifest, strip_png};
 use autonomy_pipeline::post::AtlasLayout;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -57,25 +57,37 @@ fn sha256(bytes: &[u8]) -> String {
 }
 
 /// Checks that every file the manifest lists is there and hashes to the recorded content hash
-/// (PNGs with the embedded manifest stripped, which must equal the sidecar).
+/// (PNGs and GIFs with the embedded manifest stripped, which must equal the sidecar).
 fn check_manifest(dir: &Path, name: &str) -> Manifest {
     let sidecar = std::fs::read(dir.join(format!("{name}.prov.json"))).unwrap();
     let manifest: Manifest = serde_json::from_slice(&sidecar).unwrap();
     assert_eq!(manifest.asset, name);
     for output in &manifest.outputs {
         let bytes = std::fs::read(dir.join(&output.file)).unwrap();
-        let content = if output.file.ends_with(".png") {
-            let (content, embedded) = strip_png(&bytes).unwrap();
-            assert_eq!(embedded.as_deref(), Some(&sidecar[..]), "{}", output.file);
-            image::load_from_memory(&bytes).expect("a complete PNG");
-            content
-        } else {
-            bytes
+        let content = match Carrier::of(&output.file) {
+            Some(carrier) => {
+                let (content, embedded) = carrier.strip(&bytes).unwrap();
+                assert_eq!(embedded.as_deref(), Some(&sidecar[..]), "{}", output.file);
+                decode(carrier, &bytes);
+                content
+            }
+            None => bytes,
         };
         assert_eq!(sha256(&content), output.sha256, "{}", output.file);
         assert!(output.cid.starts_with("bafkrei"), "{}", output.cid);
     }
     manifest
+}
+
+/// Decodes a PNG or every frame of a GIF: decoders still read files with a manifest.
+fn decode(carrier: Carrier, bytes: &[u8]) {
+    match carrier {
+        Carrier::Png => drop(image::load_from_memory(bytes).expect("a complete PNG")),
+        Carrier::Gif => {
+            let mut decoder = gif::DecodeOptions::new().read_info(bytes).unwrap();
+            while decoder.read_next_frame().expect("a complete GIF").is_some() {}
+        }
+    }
 }
 
 const SPRITES: &str = r#"

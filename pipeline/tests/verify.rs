@@ -236,6 +236,56 @@ fn a_renamed_png_finds_its_manifest_through_the_embedded_one() {
 }
 
 #[test]
+fn a_gif_carries_its_manifest_like_a_png() {
+    let dir = tempfile::tempdir().unwrap();
+    let signer = PrivateKeySigner::random();
+    let mut encoder = gif::Encoder::new(Vec::new(), 2, 2, &[0, 0, 0, 255, 0, 0]).unwrap();
+    for buffer in [[0, 1, 1, 0], [1, 0, 0, 1]] {
+        let frame = gif::Frame {
+            width: 2,
+            height: 2,
+            buffer: buffer.to_vec().into(),
+            ..Default::default()
+        };
+        encoder.write_frame(&frame).unwrap();
+    }
+    let gif = encoder.into_inner().unwrap();
+    // The asset of `write_asset`, made a GIF.
+    let mut manifest = write_asset(dir.path(), "fire", None);
+    fs::remove_file(dir.path().join("fire.png")).unwrap();
+    fs::remove_file(dir.path().join("fire.atlas.json")).unwrap();
+    manifest.outputs = vec![FileHash::of("fire.gif", &gif)];
+    provenance::sign(&mut manifest, &signer).unwrap();
+    let json = manifest.to_json().unwrap();
+    let write = |gif: &[u8], json: &[u8]| {
+        let embedded = provenance::embed_gif(gif, json).unwrap();
+        fs::write(dir.path().join("fire.gif"), embedded).unwrap();
+    };
+    write(&gif, &json);
+    fs::write(dir.path().join("fire.prov.json"), &json).unwrap();
+    let path = dir.path().join("fire.gif");
+    let report = one(&path);
+    assert_eq!(report.verdict(), Verdict::Verified, "{report:?}");
+    // manifest, the GIF, its embedded manifest, signature.
+    assert_eq!(report.checks.len(), 4);
+
+    fs::copy(&path, dir.path().join("copy.gif")).unwrap();
+    let report = one(&dir.path().join("copy.gif"));
+    assert_eq!(report.asset, "fire");
+    assert_eq!(failing(&report), ["copy.gif"]);
+
+    write(&gif, br#"{"asset":"fire"}"#);
+    assert_eq!(failing(&one(&path)), ["fire.gif manifest"]);
+    fs::write(&path, &gif).unwrap();
+    assert_eq!(failing(&one(&path)), ["fire.gif manifest"]);
+    // A colour of the global colour table (after the 6-byte header and 7-byte screen).
+    let mut changed = provenance::embed_gif(&gif, &json).unwrap();
+    changed[14] ^= 1;
+    fs::write(&path, &changed).unwrap();
+    assert_eq!(failing(&one(&path)), ["fire.gif"]);
+}
+
+#[test]
 fn a_key_from_the_keystore_signs_verifiable_assets() {
     let dir = tempfile::tempdir().unwrap();
     let keys = KeyStore::open(&dir.path().join("keys"));

@@ -8,21 +8,18 @@
 pub mod cache;
 pub mod produce;
 pub mod provenance;
+pub mod workshop;
 
-use image::RgbaImage;
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::generator::Generator;
-use crate::models::house::{HouseModel, files};
-use crate::post::Palette;
-use crate::recipe::{self, AssetRecipe, ModelRef, RecipeSet, Source};
+use crate::recipe::{self, AssetRecipe, RecipeSet, Source};
 use cache::{Cache, KeyParts};
-use produce::{Inputs, Produced};
-use provenance::{FileHash, Manifest, Parent};
+use produce::Produced;
+use provenance::{FileHash, Manifest};
+use workshop::Workshop;
 
 /// Suffix of the provenance sidecar written beside an asset.
 pub const MANIFEST_SUFFIX: &str = ".prov.json";
@@ -162,6 +159,17 @@ pub enum BuildError {
     Provenance(#[from] provenance::ProvenanceError),
 }
 
+impl BuildError {
+    /// A [`BuildError::Asset`] error of `recipe`.
+    pub(crate) fn asset(recipe: &AssetRecipe, message: String) -> Self {
+        Self::Asset {
+            asset: recipe.name.clone(),
+            file: recipe.file.clone(),
+            message,
+        }
+    }
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BuildError + '_ {
     move |source| BuildError::Io {
         path: path.to_path_buf(),
@@ -188,10 +196,7 @@ pub fn build_set(
     let builder = Builder {
         options,
         cache,
-        set,
-        models: Mutex::new(HashMap::new()),
-        weights: Mutex::new(HashMap::new()),
-        manifests: Mutex::new(HashMap::new()),
+        workshop: Workshop::new(options, set),
     };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(options.jobs.max(1))
@@ -264,11 +269,7 @@ fn levels(set: &RecipeSet) -> Vec<Vec<&AssetRecipe>> {
 struct Builder<'a> {
     options: &'a BuildOptions,
     cache: Cache,
-    set: &'a RecipeSet,
-    models: Mutex<HashMap<PathBuf, Arc<HouseModel>>>,
-    weights: Mutex<HashMap<PathBuf, String>>,
-    /// Manifests of assets built in this run, by label (for `recipe:` parents).
-    manifests: Mutex<HashMap<String, Manifest>>,
+    workshop: Workshop<'a>,
 }
 
 impl Builder<'_> {
@@ -277,20 +278,14 @@ impl Builder<'_> {
         recipe: &AssetRecipe,
         on_event: &(dyn Fn(Event) + Sync),
     ) -> Result<(Outcome, Vec<PathBuf>), BuildError> {
-        let fail = |message: String| BuildError::Asset {
-            asset: recipe.name.clone(),
-            file: recipe.file.clone(),
-            message,
-        };
-        let model_dir = self.model_dir(recipe).map_err(fail)?;
-        let weights = self.weights_sha256(&model_dir).map_err(fail)?;
-        let (source, parents) = self.source(recipe)?;
-        let palette = self.palette(recipe)?;
+        let ingredients = self.workshop.ingredients(recipe)?;
         let canonical = recipe.canonical();
-        let generator = crate::generator::generator_version("house");
-        let device = device_name(&self.options.device);
-        let mut inputs: Vec<String> = parents.iter().map(|p| p.sha256.clone()).collect();
-        if let Some(palette) = &palette {
+        let mut inputs: Vec<String> = ingredients
+            .parents
+            .iter()
+            .map(|p| p.sha256.clone())
+            .collect();
+        if let Some(palette) = &ingredients.palette {
             inputs.push(format!("{:?}", palette.colors()));
         }
         if let Some(signer) = &self.options.signer {
@@ -298,9 +293,9 @@ impl Builder<'_> {
         }
         let key = KeyParts {
             recipe: &canonical,
-            weights_sha256: &weights,
-            generator: &generator,
-            device: &device,
+            weights_sha256: &ingredients.weights_sha256,
+            generator: &ingredients.generator,
+            device: &ingredients.device,
             inputs,
         }
         .key();
@@ -310,7 +305,7 @@ impl Builder<'_> {
             && let Some(entry) = self.cache.get(&key)
         {
             let manifest = self.read_manifest(&self.cache.path(&key), recipe)?;
-            self.remember(recipe, manifest);
+            self.workshop.remember(recipe, manifest);
             let changed = install(&self.cache.path(&key), &entry.files, &out_dir)?;
             let outcome = if changed {
                 Outcome::Restored
@@ -324,17 +319,8 @@ impl Builder<'_> {
             asset: recipe.name.clone(),
         });
         let started = Instant::now();
-        let model = self.model(&model_dir).map_err(fail)?;
         let staged = self.cache.stage().map_err(io(&self.options.cache_dir))?;
-        let produced = produce::produce(
-            recipe,
-            &Inputs {
-                generator: model.as_ref(),
-                source,
-                palette,
-                scratch: &staged,
-            },
-        )?;
+        let (model, produced) = self.workshop.make(recipe, &ingredients, &staged)?;
         let mut manifest = Manifest {
             schema: provenance::SCHEMA.into(),
             asset: recipe.name.clone(),
@@ -344,9 +330,9 @@ impl Builder<'_> {
                 .collect(),
             recipe: canonical,
             recipe_file: slash(&recipe.file),
-            model: model.identity().clone(),
-            device,
-            parents,
+            model,
+            device: ingredients.device,
+            parents: ingredients.parents,
             creator: None,
             created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
             signature: None,
@@ -359,7 +345,7 @@ impl Builder<'_> {
             .cache
             .commit(&staged, &key, files, self.options.force)
             .map_err(io(&staged))?;
-        self.remember(recipe, manifest);
+        self.workshop.remember(recipe, manifest);
         install(&self.cache.path(&key), &entry.files, &out_dir)?;
         Ok((
             Outcome::Built(started.elapsed().as_secs_f64()),
@@ -367,150 +353,15 @@ impl Builder<'_> {
         ))
     }
 
-    fn remember(&self, recipe: &AssetRecipe, manifest: Manifest) {
-        if let Ok(mut manifests) = self.manifests.lock() {
-            manifests.insert(label(recipe), manifest);
-        }
-    }
-
     fn read_manifest(&self, dir: &Path, recipe: &AssetRecipe) -> Result<Manifest, BuildError> {
         let path = dir.join(format!("{}{MANIFEST_SUFFIX}", recipe.name));
         let bytes = std::fs::read(&path).map_err(io(&path))?;
         serde_json::from_slice(&bytes).map_err(|e| BuildError::Provenance(e.into()))
     }
-
-    fn model_dir(&self, recipe: &AssetRecipe) -> Result<PathBuf, String> {
-        match &recipe.model {
-            ModelRef::House => Ok(self.options.house_dir.clone()),
-            ModelRef::Folder(dir) => Ok(self.options.root.join(dir)),
-            ModelRef::Registry(name) => Err(format!(
-                "`model = \"registry:{name}\"`: registry models need the chain, which this build does not use yet; name a model folder instead"
-            )),
-        }
-    }
-
-    /// sha256 of a model folder's weights, hashed once per build without loading the model.
-    fn weights_sha256(&self, dir: &Path) -> Result<String, String> {
-        if let Some(known) = self.weights.lock().ok().and_then(|w| w.get(dir).cloned()) {
-            return Ok(known);
-        }
-        let path = dir.join(files::WEIGHTS);
-        let bytes = std::fs::read(&path)
-            .map_err(|e| format!("cannot read the model weights `{}`: {e}", path.display()))?;
-        let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
-        if let Ok(mut w) = self.weights.lock() {
-            w.insert(dir.to_path_buf(), hash.clone());
-        }
-        Ok(hash)
-    }
-
-    fn model(&self, dir: &Path) -> Result<Arc<HouseModel>, String> {
-        let mut models = self
-            .models
-            .lock()
-            .map_err(|_| "a model load panicked".to_string())?;
-        if let Some(model) = models.get(dir) {
-            return Ok(model.clone());
-        }
-        let model = Arc::new(
-            HouseModel::load(dir, &self.options.device).map_err(|e| format!("model: {e}"))?,
-        );
-        models.insert(dir.to_path_buf(), model.clone());
-        Ok(model)
-    }
-
-    /// The decoded img2img source and the parent record for the manifest.
-    fn source(&self, recipe: &AssetRecipe) -> Result<(Option<RgbaImage>, Vec<Parent>), BuildError> {
-        let fail = |message: String| BuildError::Asset {
-            asset: recipe.name.clone(),
-            file: recipe.file.clone(),
-            message,
-        };
-        let Some(img2img) = &recipe.img2img else {
-            return Ok((None, Vec::new()));
-        };
-        let (path, reference) = match &img2img.source {
-            Source::File(file) => (
-                self.options.root.join(file),
-                format!("file:{}", slash(file)),
-            ),
-            Source::Recipe(name) => {
-                let parent = self
-                    .set
-                    .source_of(recipe, name)
-                    .ok_or_else(|| fail(format!("`source`: no asset `{name}`")))?;
-                let manifest = self
-                    .manifests
-                    .lock()
-                    .ok()
-                    .and_then(|m| m.get(&label(parent)).cloned())
-                    .ok_or_else(|| fail(format!("`source`: `{name}` was not built")))?;
-                let main = manifest
-                    .outputs
-                    .iter()
-                    .find(|o| o.file.ends_with(".png"))
-                    .ok_or_else(|| fail(format!("`source`: `{name}` made no PNG to start from")))?;
-                (
-                    self.options.root.join(parent.output_dir()).join(&main.file),
-                    format!("recipe:{}", label(parent)),
-                )
-            }
-        };
-        let bytes = std::fs::read(&path)
-            .map_err(|e| fail(format!("`source` `{}`: {e}", path.display())))?;
-        let content = match provenance::strip_png(&bytes) {
-            Ok((content, _)) => content,
-            Err(_) => bytes.clone(),
-        };
-        let image = image::load_from_memory(&bytes)
-            .map_err(|e| {
-                fail(format!(
-                    "`source` `{}` is not an image: {e}",
-                    path.display()
-                ))
-            })?
-            .to_rgba8();
-        let hash = FileHash::of(&reference, &content);
-        Ok((
-            Some(image),
-            vec![Parent {
-                reference,
-                sha256: hash.sha256,
-                cid: hash.cid,
-                role: "source".into(),
-            }],
-        ))
-    }
-
-    fn palette(&self, recipe: &AssetRecipe) -> Result<Option<Palette>, BuildError> {
-        let fail = |message: String| BuildError::Asset {
-            asset: recipe.name.clone(),
-            file: recipe.file.clone(),
-            message,
-        };
-        match recipe.pixel_art.as_ref().map(|a| &a.palette) {
-            Some(recipe::Palette::Hex(colors)) => {
-                let hex: Vec<String> = colors.iter().map(hex::encode).collect();
-                let hex: Vec<&str> = hex.iter().map(String::as_str).collect();
-                Palette::from_hex_list(&hex)
-                    .map(Some)
-                    .map_err(|e| fail(format!("`pixel_art.palette`: {e}")))
-            }
-            Some(recipe::Palette::File(file)) => {
-                let path = self.options.root.join(file);
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|e| fail(format!("`pixel_art.palette` `{}`: {e}", path.display())))?;
-                Palette::parse_file(&text, &path)
-                    .map(Some)
-                    .map_err(|e| fail(format!("`pixel_art.palette`: {e}")))
-            }
-            _ => Ok(None),
-        }
-    }
 }
 
 /// Writes an asset's files and its manifest into a staging folder (the manifest embedded in
-/// every PNG and as the sidecar); returns the file names.
+/// every PNG and GIF, and as the sidecar); returns the file names.
 fn stage(
     dir: &Path,
     produced: &[Produced],
@@ -520,13 +371,12 @@ fn stage(
     let json = manifest.to_json()?;
     let mut files = Vec::with_capacity(produced.len() + 1);
     for p in produced {
-        let bytes = if p.file.ends_with(".png") {
-            provenance::embed_png(&p.bytes, &json)?
-        } else {
-            p.bytes.clone()
-        };
         let path = dir.join(&p.file);
-        std::fs::write(&path, bytes).map_err(io(&path))?;
+        match provenance::Carrier::of(&p.file) {
+            Some(carrier) => std::fs::write(&path, carrier.embed(&p.bytes, &json)?),
+            None => std::fs::write(&path, &p.bytes),
+        }
+        .map_err(io(&path))?;
         files.push(p.file.clone());
     }
     let sidecar = format!("{name}{MANIFEST_SUFFIX}");
@@ -559,14 +409,6 @@ fn install(entry: &Path, files: &[String], out_dir: &Path) -> Result<bool, Build
 /// Root-relative paths of an asset's files.
 fn installed(recipe: &AssetRecipe, files: &[String]) -> Vec<PathBuf> {
     files.iter().map(|f| recipe.output_dir().join(f)).collect()
-}
-
-fn device_name(device: &candle_core::Device) -> String {
-    match device.location() {
-        candle_core::DeviceLocation::Cpu => "cpu".into(),
-        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
-        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
-    }
 }
 
 fn slash(path: &Path) -> String {

@@ -22,9 +22,9 @@ pub struct Inputs<'a> {
     /// The model.
     pub generator: &'a dyn Generator,
     /// The img2img start image.
-    pub source: Option<RgbaImage>,
+    pub source: Option<&'a RgbaImage>,
     /// A fixed palette read from a file or the recipe, if any.
-    pub palette: Option<Palette>,
+    pub palette: Option<&'a Palette>,
     /// An empty folder for files that are easier to write than to return (material maps).
     pub scratch: &'a Path,
 }
@@ -39,11 +39,7 @@ pub struct Produced {
 
 /// Generates `recipe`'s asset and post-processes it into its files.
 pub fn produce(recipe: &AssetRecipe, inputs: &Inputs) -> Result<Vec<Produced>, BuildError> {
-    let fail = |message: String| BuildError::Asset {
-        asset: recipe.name.clone(),
-        file: recipe.file.clone(),
-        message,
-    };
+    let fail = |message| BuildError::asset(recipe, message);
     let frames = recipe.animation.map_or(1, |a| a.frames as usize);
     let request = GenerateRequest {
         prompt: recipe.prompt.clone(),
@@ -55,8 +51,8 @@ pub fn produce(recipe: &AssetRecipe, inputs: &Inputs) -> Result<Vec<Produced>, B
         tileable: recipe.tileable,
         looped: recipe.animation.is_some_and(|a| a.looped),
         init: recipe.img2img.as_ref().and_then(|i| {
-            inputs.source.clone().map(|image| InitImage {
-                image,
+            inputs.source.map(|image| InitImage {
+                image: image.clone(),
                 strength: i.strength,
                 mask: None,
             })
@@ -67,7 +63,7 @@ pub fn produce(recipe: &AssetRecipe, inputs: &Inputs) -> Result<Vec<Produced>, B
         .generate(&request)
         .map_err(|e| fail(e.to_string()))?;
     let images = match &recipe.pixel_art {
-        Some(art) => pixel_art(recipe, art, &images, inputs.palette.as_ref()).map_err(fail)?,
+        Some(art) => pixel_art(recipe, art, &images, inputs.palette).map_err(fail)?,
         None => images
             .iter()
             .map(|image| finish(recipe.kind, image, recipe.size))

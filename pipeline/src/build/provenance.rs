@@ -1,9 +1,11 @@
 //! Provenance manifests: what made an asset, written beside it (`<asset>.prov.json`) and
-//! embedded in its PNGs (an `iTXt` chunk keyed [`PNG_KEYWORD`], just before `IEND`).
+//! embedded in its PNGs (an `iTXt` chunk keyed [`PNG_KEYWORD`], just before `IEND`) and GIFs
+//! (an Application Extension named [`GIF_APPLICATION`], just before the trailer).
 //!
 //! A file's recorded `sha256` and CID are of its *content*: the bytes as written before the
-//! manifest was embedded. [`strip_png`] recovers them, so a verifier recomputes the hash from
-//! the file alone; a changed pixel or an edited manifest no longer matches.
+//! manifest was embedded. [`strip_png`] and [`strip_gif`] recover them, so a verifier
+//! recomputes the hash from the file alone; a changed pixel or an edited manifest no longer
+//! matches.
 //!
 //! [`sign`] makes the creator's EIP-191 signature over [`manifest_hash`]; [`recover_signer`]
 //! gives back the address that signed.
@@ -23,6 +25,10 @@ pub const SCHEMA: &str = "autonomy.provenance/1";
 
 /// The PNG `iTXt` keyword that holds the embedded manifest.
 pub const PNG_KEYWORD: &str = "autonomy:provenance";
+
+/// The GIF Application Extension that holds the embedded manifest: its identifier (8 bytes)
+/// and authentication code (3 bytes).
+pub const GIF_APPLICATION: &[u8; 11] = b"AUTONOMYPV1";
 
 /// Multicodec code of raw bytes (CIDv1 `raw`).
 const RAW_CODEC: u64 = 0x55;
@@ -99,6 +105,9 @@ pub enum ProvenanceError {
     /// The bytes are not a PNG this module can walk.
     #[error("not a valid PNG: {0}")]
     Png(String),
+    /// The bytes are not a GIF this module can walk.
+    #[error("not a valid GIF: {0}")]
+    Gif(String),
     /// The manifest does not serialise or parse.
     #[error("manifest JSON: {0}")]
     Json(#[from] serde_json::Error),
@@ -208,6 +217,44 @@ pub fn strip_png(png: &[u8]) -> Result<(Vec<u8>, Option<Vec<u8>>), ProvenanceErr
     Ok((content, manifest))
 }
 
+/// A file format that carries an embedded manifest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Carrier {
+    /// PNG: an `iTXt` chunk ([`embed_png`]).
+    Png,
+    /// GIF: an Application Extension ([`embed_gif`]).
+    Gif,
+}
+
+impl Carrier {
+    /// The carrier a file is, by its name's extension; `None` for files without a manifest.
+    pub fn of(file: &str) -> Option<Self> {
+        if file.ends_with(".png") {
+            Some(Self::Png)
+        } else if file.ends_with(".gif") {
+            Some(Self::Gif)
+        } else {
+            None
+        }
+    }
+
+    /// Embeds `manifest` in `bytes` ([`embed_png`] or [`embed_gif`]).
+    pub fn embed(self, bytes: &[u8], manifest: &[u8]) -> Result<Vec<u8>, ProvenanceError> {
+        match self {
+            Self::Png => embed_png(bytes, manifest),
+            Self::Gif => embed_gif(bytes, manifest),
+        }
+    }
+
+    /// Splits `bytes` into content and embedded manifest ([`strip_png`] or [`strip_gif`]).
+    pub fn strip(self, bytes: &[u8]) -> Result<(Vec<u8>, Option<Vec<u8>>), ProvenanceError> {
+        match self {
+            Self::Png => strip_png(bytes),
+            Self::Gif => strip_gif(bytes),
+        }
+    }
+}
+
 const PNG_SIGNATURE: [u8; 8] = [0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A];
 
 /// Where a chunk sits in the file: `start` at its length field, `end` after its CRC.
@@ -261,6 +308,138 @@ fn chunk(kind: &[u8; 4], data: &[u8]) -> Result<Vec<u8>, ProvenanceError> {
     Ok(out)
 }
 
+/// Inserts `manifest` into `gif` as an Application Extension ([`GIF_APPLICATION`], data in
+/// sub-blocks of at most 255 bytes) just before the trailer.
+pub fn embed_gif(gif: &[u8], manifest: &[u8]) -> Result<Vec<u8>, ProvenanceError> {
+    let trailer = walk_gif(gif)?.trailer;
+    let mut out = Vec::with_capacity(gif.len() + manifest.len() + manifest.len() / 255 + 16);
+    out.extend_from_slice(&gif[..trailer]);
+    out.extend_from_slice(&[GIF_EXTENSION, GIF_APPLICATION_LABEL, 11]);
+    out.extend_from_slice(GIF_APPLICATION);
+    for piece in manifest.chunks(255) {
+        out.push(piece.len() as u8);
+        out.extend_from_slice(piece);
+    }
+    out.push(0);
+    out.extend_from_slice(&gif[trailer..]);
+    Ok(out)
+}
+
+/// Splits a GIF into its content without our manifest extension (the first one, wherever it
+/// is) and the embedded manifest, if any. Bytes after the trailer stay in the content.
+pub fn strip_gif(gif: &[u8]) -> Result<(Vec<u8>, Option<Vec<u8>>), ProvenanceError> {
+    Ok(match walk_gif(gif)?.ours {
+        Some((span, manifest)) => (
+            [&gif[..span.start], &gif[span.end..]].concat(),
+            Some(manifest),
+        ),
+        None => (gif.to_vec(), None),
+    })
+}
+
+const GIF_EXTENSION: u8 = 0x21;
+const GIF_APPLICATION_LABEL: u8 = 0xFF;
+const GIF_IMAGE: u8 = 0x2C;
+const GIF_TRAILER: u8 = 0x3B;
+
+/// What [`walk_gif`] found.
+struct GifLayout {
+    /// Where the trailer byte is.
+    trailer: usize,
+    /// Our first manifest extension: where it is and its data.
+    ours: Option<(std::ops::Range<usize>, Vec<u8>)>,
+}
+
+/// Walks a GIF's blocks from the header to the trailer.
+fn walk_gif(gif: &[u8]) -> Result<GifLayout, ProvenanceError> {
+    let mut r = GifReader { gif, at: 0 };
+    if !matches!(r.take(6, "header")?, b"GIF87a" | b"GIF89a") {
+        return Err(ProvenanceError::Gif("missing GIF signature".into()));
+    }
+    let screen = r.take(7, "logical screen descriptor")?;
+    r.colour_table(screen[4])?;
+    let mut ours = None;
+    loop {
+        let start = r.at;
+        match r.byte("block")? {
+            GIF_TRAILER => {
+                return Ok(GifLayout {
+                    trailer: start,
+                    ours,
+                });
+            }
+            GIF_IMAGE => {
+                let descriptor = r.take(9, "image descriptor")?;
+                r.colour_table(descriptor[8])?;
+                r.byte("LZW minimum code size")?;
+                r.sub_blocks(false)?;
+            }
+            GIF_EXTENSION => {
+                let label = r.byte("extension label")?;
+                let mine = ours.is_none()
+                    && label == GIF_APPLICATION_LABEL
+                    && gif.get(r.at) == Some(&11)
+                    && gif.get(r.at + 1..r.at + 12) == Some(&GIF_APPLICATION[..]);
+                let data = r.sub_blocks(mine)?;
+                if mine {
+                    ours = Some((start..r.at, data[GIF_APPLICATION.len()..].to_vec()));
+                }
+            }
+            other => {
+                let message = format!("unknown block 0x{other:02x} at byte {start}");
+                return Err(ProvenanceError::Gif(message));
+            }
+        }
+    }
+}
+
+/// A cursor over a GIF that never reads past its end.
+struct GifReader<'a> {
+    gif: &'a [u8],
+    at: usize,
+}
+
+impl<'a> GifReader<'a> {
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], ProvenanceError> {
+        let bytes = self
+            .at
+            .checked_add(n)
+            .and_then(|end| self.gif.get(self.at..end))
+            .ok_or_else(|| {
+                ProvenanceError::Gif(format!("{what} at byte {} is cut off", self.at))
+            })?;
+        self.at += n;
+        Ok(bytes)
+    }
+
+    fn byte(&mut self, what: &str) -> Result<u8, ProvenanceError> {
+        Ok(self.take(1, what)?[0])
+    }
+
+    /// Skips the colour table a descriptor's packed byte announces.
+    fn colour_table(&mut self, packed: u8) -> Result<(), ProvenanceError> {
+        if packed & 0x80 != 0 {
+            self.take(3 << ((packed & 0x07) + 1), "colour table")?;
+        }
+        Ok(())
+    }
+
+    /// Reads data sub-blocks up to their terminator; returns their data joined when `keep`.
+    fn sub_blocks(&mut self, keep: bool) -> Result<Vec<u8>, ProvenanceError> {
+        let mut data = Vec::new();
+        loop {
+            let size = self.byte("sub-block size")?;
+            if size == 0 {
+                return Ok(data);
+            }
+            let piece = self.take(usize::from(size), "sub-block")?;
+            if keep {
+                data.extend_from_slice(piece);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,6 +468,88 @@ mod tests {
         assert_eq!(content, original);
         assert_eq!(manifest.as_deref(), Some(&br#"{"asset":"x"}"#[..]));
         assert_eq!(strip_png(&original).unwrap(), (original, None));
+    }
+
+    /// A two-frame GIF with a global and a local colour table, a loop extension and a comment.
+    fn gif() -> Vec<u8> {
+        let mut encoder = gif::Encoder::new(Vec::new(), 3, 2, &[0, 0, 0, 255, 255, 255]).unwrap();
+        encoder.set_repeat(gif::Repeat::Infinite).unwrap();
+        encoder
+            .write_raw_extension(gif::Extension::Comment.into(), &[b"made by hand"])
+            .unwrap();
+        encoder
+            .write_frame(&gif::Frame {
+                width: 3,
+                height: 2,
+                buffer: vec![0, 1, 0, 1, 0, 1].into(),
+                ..Default::default()
+            })
+            .unwrap();
+        encoder
+            .write_frame(&gif::Frame {
+                width: 3,
+                height: 2,
+                delay: 8,
+                palette: Some(vec![10, 20, 30, 40, 50, 60]),
+                buffer: vec![1, 1, 0, 0, 1, 1].into(),
+                ..Default::default()
+            })
+            .unwrap();
+        encoder.into_inner().unwrap()
+    }
+
+    fn gif_frames(bytes: &[u8]) -> Vec<(u16, Vec<u8>)> {
+        let mut options = gif::DecodeOptions::new();
+        options.set_color_output(gif::ColorOutput::RGBA);
+        let mut decoder = options.read_info(bytes).unwrap();
+        let mut frames = Vec::new();
+        while let Some(frame) = decoder.read_next_frame().unwrap() {
+            frames.push((frame.delay, frame.buffer.to_vec()));
+        }
+        frames
+    }
+
+    #[test]
+    fn gif_manifest_round_trips_and_decoders_still_read_every_frame() {
+        let original = gif();
+        // Longer than one sub-block, and exactly a multiple of one.
+        for manifest in [
+            br#"{"asset":"x"}"#.to_vec(),
+            vec![b'a'; 600],
+            vec![b'b'; 510],
+        ] {
+            let embedded = embed_gif(&original, &manifest).unwrap();
+            assert_eq!(gif_frames(&embedded), gif_frames(&original));
+            assert_eq!(gif_frames(&embedded).len(), 2);
+            assert_eq!(embedded.last(), Some(&GIF_TRAILER));
+            let (content, found) = strip_gif(&embedded).unwrap();
+            assert_eq!(content, original);
+            assert_eq!(found, Some(manifest));
+        }
+        assert_eq!(strip_gif(&original).unwrap(), (original.clone(), None));
+        // Only the first of two is ours; the second stays in the content.
+        let twice = embed_gif(&embed_gif(&original, b"1").unwrap(), b"2").unwrap();
+        let (content, found) = strip_gif(&twice).unwrap();
+        assert_eq!(found.as_deref(), Some(&b"1"[..]));
+        assert_eq!(content, embed_gif(&original, b"2").unwrap());
+        assert_eq!(Carrier::of("fire.gif"), Some(Carrier::Gif));
+        assert_eq!(Carrier::of("fire.sheet.png"), Some(Carrier::Png));
+        assert_eq!(Carrier::of("fire.atlas.json"), None);
+    }
+
+    #[test]
+    fn malformed_gifs_are_errors() {
+        let embedded = embed_gif(&gif(), b"{}").unwrap();
+        for end in 0..embedded.len() {
+            let cut = &embedded[..end];
+            assert!(strip_gif(cut).is_err(), "cut at {end}");
+            assert!(embed_gif(cut, b"{}").is_err(), "cut at {end}");
+        }
+        let mut unknown = embedded.clone();
+        let at = embedded.len() - 1;
+        unknown[at] = 0x00;
+        assert!(matches!(strip_gif(&unknown), Err(ProvenanceError::Gif(_))));
+        assert!(strip_gif(b"GIF90a\0\0\0\0\0\0\0;").is_err());
     }
 
     #[test]
@@ -398,6 +659,31 @@ mod tests {
             png.extend(bytes);
             let _ = strip_png(&png);
             let _ = embed_png(&png, b"{}");
+        }
+
+        #[test]
+        fn walking_arbitrary_gifs_never_panics(
+            bytes in proptest::collection::vec(any::<u8>(), 0..200),
+            flip in any::<prop::sample::Index>(),
+            mask in any::<u8>(),
+        ) {
+            let mut raw = b"GIF89a".to_vec();
+            raw.extend(&bytes);
+            let _ = strip_gif(&raw);
+            let _ = embed_gif(&raw, b"{}");
+            let mut real = embed_gif(&gif(), &bytes).unwrap();
+            let at = flip.index(real.len());
+            real[at] ^= mask;
+            let _ = strip_gif(&real);
+            let _ = embed_gif(&real, b"{}");
+        }
+
+        #[test]
+        fn any_manifest_round_trips_through_a_gif(manifest in proptest::collection::vec(any::<u8>(), 0..1000)) {
+            let original = gif();
+            let (content, found) = strip_gif(&embed_gif(&original, &manifest).unwrap()).unwrap();
+            prop_assert_eq!(content, original);
+            prop_assert_eq!(found, Some(manifest));
         }
     }
 }

@@ -1,7 +1,12 @@
 //! Checking an asset against its provenance manifest: every file's content hash, the manifest
-//! embedded in each PNG, the asset name and the creator's signature.
+//! embedded in each PNG and GIF, the asset name and the creator's signature; and, with
+//! [`reproduce`], making it again from its recipe.
 //!
 //! A report holds one [`Check`] per fact; the asset's [`Verdict`] is the worst of them.
+
+mod reproduce;
+
+pub use reproduce::{ReproduceOptions, reproduce};
 
 use alloy_primitives::Address;
 use serde::Serialize;
@@ -9,7 +14,7 @@ use std::fs;
 use std::path::{Component, Path, PathBuf};
 
 use crate::build::MANIFEST_SUFFIX;
-use crate::build::provenance::{self, FileHash, Manifest, SCHEMA};
+use crate::build::provenance::{self, Carrier, FileHash, Manifest, SCHEMA};
 
 /// Suffixes of an asset's files, longest first: stripping one from a file name gives the asset.
 const SUFFIXES: [&str; 9] = [
@@ -143,9 +148,10 @@ pub fn verify_path(path: &Path) -> Result<Vec<AssetReport>, VerifyError> {
     Ok(vec![verify_sidecar(&sidecar, given)])
 }
 
-/// The `asset` named by the manifest embedded in a PNG, if any.
-fn embedded_asset(png: &Path) -> Option<String> {
-    let (_, manifest) = provenance::strip_png(&fs::read(png).ok()?).ok()?;
+/// The `asset` named by the manifest embedded in a PNG or GIF, if any.
+fn embedded_asset(file: &Path) -> Option<String> {
+    let carrier = Carrier::of(&file.file_name()?.to_string_lossy())?;
+    let (_, manifest) = carrier.strip(&fs::read(file).ok()?).ok()?;
     let manifest: Manifest = serde_json::from_slice(&manifest?).ok()?;
     Some(manifest.asset)
 }
@@ -226,13 +232,18 @@ fn verify_sidecar(sidecar: &Path, given: Option<&str>) -> AssetReport {
     report
 }
 
-/// Checks one listed file's content hashes and, for a PNG, its embedded manifest.
+/// Whether `path` is relative and stays inside its folder (no `..`, root or prefix).
+fn inside(path: &str) -> bool {
+    !path.is_empty()
+        && Path::new(path)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
+}
+
+/// Checks one listed file's content hashes and, for a PNG or GIF, its embedded manifest.
 fn check_output(report: &mut AssetReport, output: &FileHash, sidecar: &[u8]) {
     let name = &output.file;
-    let safe = Path::new(name)
-        .components()
-        .all(|c| matches!(c, Component::Normal(_)));
-    if name.is_empty() || !safe {
+    if !inside(name) {
         report.check(name, Verdict::Tampered, "not a file name inside the folder");
         return;
     }
@@ -240,17 +251,14 @@ fn check_output(report: &mut AssetReport, output: &FileHash, sidecar: &[u8]) {
         Ok(bytes) => bytes,
         Err(e) => return report.check(name, Verdict::Tampered, format!("cannot read: {e}")),
     };
-    let (content, embedded) = match name.ends_with(".png") {
-        false => (bytes, None),
-        true => match provenance::strip_png(&bytes) {
+    let (content, embedded) = match Carrier::of(name) {
+        None => (bytes, None),
+        Some(carrier) => match carrier.strip(&bytes) {
             Ok((content, embedded)) => {
                 let embedded = match embedded {
                     None => Err("no embedded manifest"),
                     Some(m) if m != sidecar => Err("manifest edited: differs from the sidecar"),
-                    Some(m)
-                        if provenance::embed_png(&content, &m).ok().as_deref()
-                            != Some(&bytes[..]) =>
-                    {
+                    Some(m) if carrier.embed(&content, &m).ok().as_deref() != Some(&bytes[..]) => {
                         Err("bytes besides the content and its manifest (appended or moved)")
                     }
                     Some(_) => Ok("identical to the sidecar"),

@@ -1,0 +1,238 @@
+//! Making one asset's files from its recipe, with no cache: resolving what it is made from
+//! ([`Ingredients`]: the model, the img2img source, the palette) and generating. A build
+//! caches and installs what the [`Workshop`] makes; a reproduction compares it with the
+//! manifest.
+
+use image::RgbaImage;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use super::produce::{self, Inputs, Produced};
+use super::provenance::{Carrier, FileHash, Manifest, Parent};
+use super::{BuildError, BuildOptions, label, slash};
+use crate::generator::{Generator, ModelIdentity, generator_version};
+use crate::models::house::{HouseModel, files};
+use crate::post::Palette;
+use crate::recipe::{self, AssetRecipe, ModelRef, RecipeSet, Source};
+
+/// Everything besides the recipe that decides an asset's bytes, resolved.
+pub struct Ingredients {
+    /// The model folder.
+    pub model_dir: PathBuf,
+    /// sha256 (hex) of the model's weights.
+    pub weights_sha256: String,
+    /// The generator code version ([`generator_version`]).
+    pub generator: String,
+    /// Where the model runs (`cpu`, `cuda:0`).
+    pub device: String,
+    /// The decoded img2img start image.
+    pub source: Option<RgbaImage>,
+    /// The start image as the manifest records it (empty without img2img).
+    pub parents: Vec<Parent>,
+    /// The fixed palette (from the recipe or its file), if any.
+    pub palette: Option<Palette>,
+}
+
+/// Makes assets of one recipe set, loading each model and hashing its weights once.
+pub struct Workshop<'a> {
+    options: &'a BuildOptions,
+    set: &'a RecipeSet,
+    models: Mutex<HashMap<PathBuf, Arc<HouseModel>>>,
+    weights: Mutex<HashMap<PathBuf, String>>,
+    /// Manifests of assets made or found, by label: `recipe:` sources start from them.
+    manifests: Mutex<HashMap<String, Manifest>>,
+}
+
+impl<'a> Workshop<'a> {
+    /// A workshop for `set`, with the model folders and device of `options` (its cache is not
+    /// used).
+    pub fn new(options: &'a BuildOptions, set: &'a RecipeSet) -> Self {
+        Self {
+            options,
+            set,
+            models: Mutex::default(),
+            weights: Mutex::default(),
+            manifests: Mutex::default(),
+        }
+    }
+
+    /// Records the manifest of `recipe`'s asset: assets with `source = "recipe:…"` naming it
+    /// start from its first PNG, as that manifest lists it, beside its recipe.
+    pub fn remember(&self, recipe: &AssetRecipe, manifest: Manifest) {
+        if let Ok(mut manifests) = self.manifests.lock() {
+            manifests.insert(label(recipe), manifest);
+        }
+    }
+
+    /// Resolves what `recipe`'s asset is made from; a `recipe:` source must be remembered.
+    pub fn ingredients(&self, recipe: &AssetRecipe) -> Result<Ingredients, BuildError> {
+        let fail = |message| BuildError::asset(recipe, message);
+        let model_dir = self.model_dir(recipe).map_err(fail)?;
+        let weights_sha256 = self.weights_sha256(&model_dir).map_err(fail)?;
+        let (source, parents) = self.source(recipe)?;
+        Ok(Ingredients {
+            model_dir,
+            weights_sha256,
+            generator: generator_version("house"),
+            device: device_name(&self.options.device),
+            source,
+            parents,
+            palette: self.palette(recipe)?,
+        })
+    }
+
+    /// Generates `recipe`'s files (their content: no manifest embedded) with the model that
+    /// made them; `scratch` is an empty folder for intermediate files.
+    pub fn make(
+        &self,
+        recipe: &AssetRecipe,
+        ingredients: &Ingredients,
+        scratch: &Path,
+    ) -> Result<(ModelIdentity, Vec<Produced>), BuildError> {
+        let model = self
+            .model(&ingredients.model_dir)
+            .map_err(|message| BuildError::asset(recipe, message))?;
+        let produced = produce::produce(
+            recipe,
+            &Inputs {
+                generator: model.as_ref(),
+                source: ingredients.source.as_ref(),
+                palette: ingredients.palette.as_ref(),
+                scratch,
+            },
+        )?;
+        Ok((model.identity().clone(), produced))
+    }
+
+    fn model_dir(&self, recipe: &AssetRecipe) -> Result<PathBuf, String> {
+        match &recipe.model {
+            ModelRef::House => Ok(self.options.house_dir.clone()),
+            ModelRef::Folder(dir) => Ok(self.options.root.join(dir)),
+            ModelRef::Registry(name) => Err(format!(
+                "`model = \"registry:{name}\"`: registry models need the chain, which this build does not use yet; name a model folder instead"
+            )),
+        }
+    }
+
+    /// sha256 of a model folder's weights, hashed once without loading the model.
+    fn weights_sha256(&self, dir: &Path) -> Result<String, String> {
+        if let Some(known) = self.weights.lock().ok().and_then(|w| w.get(dir).cloned()) {
+            return Ok(known);
+        }
+        let path = dir.join(files::WEIGHTS);
+        let bytes = std::fs::read(&path)
+            .map_err(|e| format!("cannot read the model weights `{}`: {e}", path.display()))?;
+        let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+        if let Ok(mut w) = self.weights.lock() {
+            w.insert(dir.to_path_buf(), hash.clone());
+        }
+        Ok(hash)
+    }
+
+    fn model(&self, dir: &Path) -> Result<Arc<HouseModel>, String> {
+        let mut models = self
+            .models
+            .lock()
+            .map_err(|_| "a model load panicked".to_string())?;
+        if let Some(model) = models.get(dir) {
+            return Ok(model.clone());
+        }
+        let model = Arc::new(
+            HouseModel::load(dir, &self.options.device).map_err(|e| format!("model: {e}"))?,
+        );
+        models.insert(dir.to_path_buf(), model.clone());
+        Ok(model)
+    }
+
+    /// The decoded img2img source and the parent record for the manifest.
+    fn source(&self, recipe: &AssetRecipe) -> Result<(Option<RgbaImage>, Vec<Parent>), BuildError> {
+        let fail = |message| BuildError::asset(recipe, message);
+        let Some(img2img) = &recipe.img2img else {
+            return Ok((None, Vec::new()));
+        };
+        let (path, reference) = match &img2img.source {
+            Source::File(file) => (
+                self.options.root.join(file),
+                format!("file:{}", slash(file)),
+            ),
+            Source::Recipe(name) => {
+                let parent = self
+                    .set
+                    .source_of(recipe, name)
+                    .ok_or_else(|| fail(format!("`source`: no asset `{name}`")))?;
+                let manifest = self
+                    .manifests
+                    .lock()
+                    .ok()
+                    .and_then(|m| m.get(&label(parent)).cloned())
+                    .ok_or_else(|| fail(format!("`source`: `{name}` was not built")))?;
+                let main = manifest
+                    .outputs
+                    .iter()
+                    .find(|o| o.file.ends_with(".png"))
+                    .ok_or_else(|| fail(format!("`source`: `{name}` made no PNG to start from")))?;
+                (
+                    self.options.root.join(parent.output_dir()).join(&main.file),
+                    format!("recipe:{}", label(parent)),
+                )
+            }
+        };
+        let bytes = std::fs::read(&path)
+            .map_err(|e| fail(format!("`source` `{}`: {e}", path.display())))?;
+        let carrier = Carrier::of(&path.to_string_lossy());
+        let content = match carrier.map(|c| c.strip(&bytes)) {
+            Some(Ok((content, _))) => content,
+            _ => bytes.clone(),
+        };
+        let image = image::load_from_memory(&bytes)
+            .map_err(|e| {
+                fail(format!(
+                    "`source` `{}` is not an image: {e}",
+                    path.display()
+                ))
+            })?
+            .to_rgba8();
+        let hash = FileHash::of(&reference, &content);
+        Ok((
+            Some(image),
+            vec![Parent {
+                reference,
+                sha256: hash.sha256,
+                cid: hash.cid,
+                role: "source".into(),
+            }],
+        ))
+    }
+
+    fn palette(&self, recipe: &AssetRecipe) -> Result<Option<Palette>, BuildError> {
+        let fail = |message| BuildError::asset(recipe, message);
+        match recipe.pixel_art.as_ref().map(|a| &a.palette) {
+            Some(recipe::Palette::Hex(colors)) => {
+                let hex: Vec<String> = colors.iter().map(hex::encode).collect();
+                let hex: Vec<&str> = hex.iter().map(String::as_str).collect();
+                Palette::from_hex_list(&hex)
+                    .map(Some)
+                    .map_err(|e| fail(format!("`pixel_art.palette`: {e}")))
+            }
+            Some(recipe::Palette::File(file)) => {
+                let path = self.options.root.join(file);
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| fail(format!("`pixel_art.palette` `{}`: {e}", path.display())))?;
+                Palette::parse_file(&text, &path)
+                    .map(Some)
+                    .map_err(|e| fail(format!("`pixel_art.palette`: {e}")))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+/// How manifests and cache keys name a device: `cpu`, `cuda:0`, `metal:0`.
+fn device_name(device: &candle_core::Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".into(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
+}

@@ -1,0 +1,176 @@
+//! `autonomy verify --reproduce` end to end on the shipped house model: a signed build (sprites,
+//! an img2img child, an animation) is made again bit for bit, an edited recipe makes it unverifiable, and a forged but consistent asset
+//! (new pixels, manifest hashes edited to match, signed again) is caught.
+
+use alloy_signer_local::PrivateKeySigner;
+use autonomy_pipeline::build::provenance::{self, FileHash, Manifest};
+use autonomy_pipeline::models::house::files;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const RECIPES: &str = r#"
+[assets.apple]
+kind = "sprite"
+prompt = "red apple flat food drink"
+size = 32
+steps = 8
+
+[assets.pale-apple]
+kind = "sprite"
+prompt = "green apple flat food drink"
+source = "recipe:apple"
+strength = 0.5
+size = 32
+steps = 6
+"#;
+
+/// At the root (the sprites are in a folder): a GIF, a sheet and an atlas.
+const SPARK: &str =
+    "kind = \"animation\"\nprompt = \"fire flat\"\nsize = 32\nframes = 2\nsteps = 4\n";
+
+/// A copy of the shipped model: a training run may rewrite `models/house` meanwhile.
+fn shipped_model(into: &Path) -> PathBuf {
+    let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/house");
+    for file in [files::CONFIG, files::WEIGHTS, files::VOCAB, files::DATASET] {
+        std::fs::copy(shipped.join(file), into.join(file)).unwrap();
+    }
+    into.to_path_buf()
+}
+
+/// Every file below `dir` and its bytes.
+fn snapshot(dir: &Path, into: &mut BTreeMap<PathBuf, Vec<u8>>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            snapshot(&path, into);
+        } else {
+            into.insert(path.clone(), std::fs::read(&path).unwrap());
+        }
+    }
+}
+
+/// `(asset, verdict, detail)` of every `reproduction` check in a `verify --json` report.
+fn reproductions(out: &Output) -> Vec<(String, String, String)> {
+    let reports: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    let text = |v: &serde_json::Value| v.as_str().unwrap().to_string();
+    let mut found = Vec::new();
+    for report in reports.as_array().unwrap() {
+        for check in report["checks"].as_array().unwrap() {
+            if check["what"] == "reproduction" {
+                found.push((
+                    text(&report["asset"]),
+                    text(&check["verdict"]),
+                    text(&check["detail"]),
+                ));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn verify_reproduce_remakes_assets_bit_for_bit_and_catches_forgeries() {
+    let keys = tempfile::tempdir().unwrap();
+    let model_dir = tempfile::tempdir().unwrap();
+    let model = shipped_model(model_dir.path());
+    let model = model.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let autonomy = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_autonomy"))
+            .args(args)
+            .env("AUTONOMY_KEYS", keys.path())
+            .env("AUTONOMY_KEY_PASSWORD", "correct horse battery staple")
+            .output()
+            .unwrap()
+    };
+    let made = autonomy(&["keys", "new", "studio"]);
+    assert!(made.status.success(), "{made:?}");
+    let recipes = root.join("items/sprites.recipe.toml");
+    std::fs::create_dir_all(root.join("items")).unwrap();
+    std::fs::write(&recipes, RECIPES).unwrap();
+    std::fs::write(root.join("spark.recipe.toml"), SPARK).unwrap();
+    let root_arg = root.to_str().unwrap();
+    let built = autonomy(&["build", root_arg, "--model", model, "--key", "studio"]);
+    assert!(built.status.success(), "{built:?}");
+
+    // Reproduced bit for bit, and nothing in the folder or the cache is touched.
+    let verify = |extra: &[&str]| {
+        let mut args = vec!["verify", root_arg, "--json", "--model", model];
+        args.extend(extra);
+        autonomy(&args)
+    };
+    let mut before = BTreeMap::new();
+    snapshot(root, &mut before);
+    let out = verify(&["--reproduce"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    for (asset, verdict, detail) in reproductions(&out) {
+        assert_eq!(verdict, "verified", "{asset}: {detail}");
+        assert!(detail.contains("reproduced bit for bit"), "{detail}");
+    }
+    assert_eq!(reproductions(&out).len(), 3);
+    let mut after = BTreeMap::new();
+    snapshot(root, &mut after);
+    assert!(before == after, "verify --reproduce wrote files");
+    let apple_png = root.join("items/apple.png");
+    let plain = autonomy(&[
+        "verify",
+        apple_png.to_str().unwrap(),
+        "--reproduce",
+        "--model",
+        model,
+    ]);
+    let text = String::from_utf8_lossy(&plain.stdout);
+    assert!(text.contains("reproduced bit for bit"), "{text}");
+
+    // The recipe changed since: unverifiable, naming the key; the child still reproduces.
+    std::fs::write(&recipes, RECIPES.replace("red apple", "blue apple")).unwrap();
+    let out = verify(&["--reproduce"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let found = reproductions(&out);
+    let apple = found.iter().find(|(a, _, _)| a == "apple").unwrap();
+    assert_eq!(apple.1, "unverifiable");
+    assert!(
+        apple.2.contains("recipe changed") && apple.2.contains("`prompt`"),
+        "{apple:?}"
+    );
+    let pale = found.iter().find(|(a, _, _)| a == "pale-apple").unwrap();
+    assert_eq!(pale.1, "verified", "{pale:?}");
+    std::fs::write(&recipes, RECIPES).unwrap();
+
+    // A forged apple: other pixels, the manifest's hash edited to match, signed again by the
+    // forger and embedded. Every hash and signature agrees, so plain verify passes.
+    let bytes = std::fs::read(&apple_png).unwrap();
+    let mut image = image::load_from_memory(&bytes).unwrap().to_rgba8();
+    image.pixels_mut().for_each(|p| p.0[0] = 255 - p.0[0]);
+    let mut forged = Vec::new();
+    image
+        .write_to(
+            &mut std::io::Cursor::new(&mut forged),
+            image::ImageFormat::Png,
+        )
+        .unwrap();
+    let sidecar = root.join("items/apple.prov.json");
+    let mut manifest: Manifest = serde_json::from_slice(&std::fs::read(&sidecar).unwrap()).unwrap();
+    manifest.outputs = vec![FileHash::of("apple.png", &forged)];
+    provenance::sign(&mut manifest, &PrivateKeySigner::random()).unwrap();
+    let json = manifest.to_json().unwrap();
+    std::fs::write(&apple_png, provenance::embed_png(&forged, &json).unwrap()).unwrap();
+    std::fs::write(&sidecar, &json).unwrap();
+    let out = verify(&[]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+
+    let out = verify(&["--reproduce"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let found = reproductions(&out);
+    let apple = found.iter().find(|(a, _, _)| a == "apple").unwrap();
+    assert_eq!(
+        (apple.1.as_str(), apple.2.as_str()),
+        ("tampered", "reproduction differs: apple.png")
+    );
+    let pale = found.iter().find(|(a, _, _)| a == "pale-apple").unwrap();
+    assert_eq!(pale.1, "unverifiable");
+    assert!(pale.2.contains("source changed"), "{pale:?}");
+}
