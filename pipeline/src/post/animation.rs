@@ -1,6 +1,7 @@
 //! Animations: animated GIFs, and sprite sheets with a Bevy texture-atlas layout.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 
 use gif::{DisposalMethod, Encoder, Frame, Repeat};
 use image::{RgbaImage, imageops};
@@ -81,11 +82,15 @@ fn quantise(image: &RgbaImage, width: u16, height: u16, delay: u16) -> Frame<'st
     let palette = Palette::choose(&[image], 255);
     let nearest = palette.matcher();
     let transparent = palette.colors().len() as u8;
+    // Game art repeats colours: look each one up once.
+    let mut known = HashMap::new();
     let buffer = image
         .pixels()
         .map(|p| {
             let index = if is_opaque(p[3]) {
-                nearest([p[0], p[1], p[2]])
+                *known
+                    .entry([p[0], p[1], p[2]])
+                    .or_insert_with(|| nearest([p[0], p[1], p[2]]))
             } else {
                 None
             };

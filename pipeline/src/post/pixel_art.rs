@@ -122,6 +122,7 @@ impl Palette {
             boxes.extend([lower, upper]);
         }
         let mut colors: Vec<[u8; 3]> = boxes.iter().map(|b| mean_color(b)).collect();
+        refine(&mut colors, &boxes.concat());
         colors.sort_unstable();
         colors.dedup();
         tracing::debug!(
@@ -141,12 +142,7 @@ impl Palette {
     /// equals), or `None` for an empty palette.
     pub(super) fn matcher(&self) -> impl Fn([u8; 3]) -> Option<usize> + Sync + '_ {
         let lab: Vec<[f32; 3]> = self.colors.iter().map(|&c| oklab(c)).collect();
-        move |color| {
-            let target = oklab(color);
-            let distance =
-                |c: &[f32; 3]| c.iter().zip(target).map(|(x, y)| (x - y) * (x - y)).sum();
-            (0..lab.len()).min_by(|&a, &b| f32::total_cmp(&distance(&lab[a]), &distance(&lab[b])))
-        }
+        move |color| nearest_lab(&lab, oklab(color))
     }
 
     fn non_empty(colors: Vec<[u8; 3]>, what: String) -> Result<Self, PostError> {
@@ -230,6 +226,41 @@ fn widest_channel(colors: &[([u8; 3], u64)]) -> (usize, u8) {
 }
 
 /// The population-weighted mean colour of a non-empty median-cut box.
+/// Index of the colour in `lab` nearest to `target` (the first of equals).
+fn nearest_lab(lab: &[[f32; 3]], target: [f32; 3]) -> Option<usize> {
+    let distance =
+        |c: &[f32; 3]| -> f32 { c.iter().zip(target).map(|(x, y)| (x - y) * (x - y)).sum() };
+    lab.iter()
+        .map(distance)
+        .enumerate()
+        .fold(None, |best: Option<(usize, f32)>, (i, d)| match best {
+            Some((_, b)) if b <= d => best,
+            _ => Some((i, d)),
+        })
+        .map(|(i, _)| i)
+}
+
+/// Lloyd iterations after median cut: every colour of the histogram goes to its nearest
+/// palette entry (Oklab) and each entry moves to the mean of what it got. Median cut splits
+/// boxes blindly along one axis; this recentres them on the colours actually used.
+fn refine(palette: &mut [[u8; 3]], histogram: &[([u8; 3], u64)]) {
+    const ROUNDS: usize = 4;
+    for _ in 0..ROUNDS {
+        let lab: Vec<[f32; 3]> = palette.iter().map(|&c| oklab(c)).collect();
+        let mut members: Vec<Vec<([u8; 3], u64)>> = vec![Vec::new(); palette.len()];
+        for &(color, count) in histogram {
+            if let Some(i) = nearest_lab(&lab, oklab(color)) {
+                members[i].push((color, count));
+            }
+        }
+        for (entry, got) in palette.iter_mut().zip(&members) {
+            if !got.is_empty() {
+                *entry = mean_color(got);
+            }
+        }
+    }
+}
+
 fn mean_color(colors: &[([u8; 3], u64)]) -> [u8; 3] {
     let total: u64 = colors.iter().map(|(_, n)| n).sum();
     [0, 1, 2].map(|channel| {
