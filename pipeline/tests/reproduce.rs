@@ -88,6 +88,16 @@ fn verify_reproduce_remakes_assets_bit_for_bit_and_catches_forgeries() {
     };
     let made = autonomy(&["keys", "new", "studio"]);
     assert!(made.status.success(), "{made:?}");
+    let address = String::from_utf8(made.stdout).unwrap().trim().to_string();
+    assert!(
+        address.starts_with("0x") && address.len() == 42,
+        "{address}"
+    );
+    let listed = String::from_utf8(autonomy(&["keys", "list"]).stdout).unwrap();
+    assert!(
+        listed.contains("studio") && listed.contains(&address),
+        "{listed}"
+    );
     let recipes = root.join("items/sprites.recipe.toml");
     std::fs::create_dir_all(root.join("items")).unwrap();
     std::fs::write(&recipes, RECIPES).unwrap();
@@ -95,6 +105,10 @@ fn verify_reproduce_remakes_assets_bit_for_bit_and_catches_forgeries() {
     let root_arg = root.to_str().unwrap();
     let built = autonomy(&["build", root_arg, "--model", model, "--key", "studio"]);
     assert!(built.status.success(), "{built:?}");
+    let signed: Manifest =
+        serde_json::from_slice(&std::fs::read(root.join("items/apple.prov.json")).unwrap())
+            .unwrap();
+    assert_eq!(signed.creator.as_deref(), Some(address.as_str()));
 
     // Reproduced bit for bit, and nothing in the folder or the cache is touched.
     let verify = |extra: &[&str]| {
