@@ -1,24 +1,24 @@
 //! # Autonomy pipeline
 //!
 //! The engine-free core of Autonomy: it turns prompts into game art with models a team can
-//! own. Today that is the **house model** ([`models::house`]), a small text-to-sprite
-//! diffusion model that Autonomy trains itself on openly licensed icon sets
-//! ([`dataset`]) and ships, so generation works on a fresh machine with no download and no
-//! GPU. [`train`] trains it from scratch or fine-tunes it on a creator's own images.
+//! own, and records where every asset came from.
 //!
-//! Data flows one way: dataset → training → model folder → generation.
+//! - Models sit behind one trait, [`generator::Generator`]. Today that is the **house model**
+//!   ([`models::house`]), a small text-to-sprite diffusion model that Autonomy trains itself
+//!   on openly licensed icon sets ([`dataset`], [`train`]) and ships, so generation works on
+//!   a fresh machine with no download and no GPU.
+//! - [`recipe`] reads `*.recipe.toml` files; [`build`] makes their assets (with [`post`] and
+//!   [`material`] post-processing) into a content-addressed cache and beside the recipes, each
+//!   with a provenance manifest, signed with a creator key from [`keys`]; [`watch`] rebuilds
+//!   on save; [`verify`] checks (and reproduces) assets.
 //!
 //! ```no_run
-//! use autonomy_pipeline::generator::GenerateRequest;
-//! use autonomy_pipeline::models::house::HouseModel;
+//! use autonomy_pipeline::build::{self, BuildOptions};
 //!
-//! let model = HouseModel::load("models/house".as_ref(), &candle_core::Device::Cpu)?;
-//! let images = model.generate(&GenerateRequest {
-//!     prompt: "red apple flat".into(),
-//!     seed: 7,
-//!     ..Default::default()
-//! })?;
-//! images[0].save("apple.png")?;
+//! // Make every asset described under `assets/`, beside its recipe.
+//! let options = BuildOptions::new("assets".as_ref(), "models/house".as_ref());
+//! let report = build::build(&options, &|event| println!("{event:?}"))?;
+//! assert!(!report.failed());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![warn(missing_docs)]
