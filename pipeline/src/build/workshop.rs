@@ -208,13 +208,9 @@ impl<'a> Workshop<'a> {
     fn palette(&self, recipe: &AssetRecipe) -> Result<Option<Palette>, BuildError> {
         let fail = |message| BuildError::asset(recipe, message);
         match recipe.pixel_art.as_ref().map(|a| &a.palette) {
-            Some(recipe::Palette::Hex(colors)) => {
-                let hex: Vec<String> = colors.iter().map(hex::encode).collect();
-                let hex: Vec<&str> = hex.iter().map(String::as_str).collect();
-                Palette::from_hex_list(&hex)
-                    .map(Some)
-                    .map_err(|e| fail(format!("`pixel_art.palette`: {e}")))
-            }
+            Some(recipe::Palette::Hex(colors)) => Palette::from_colors(colors.clone())
+                .map(Some)
+                .map_err(|e| fail(format!("`pixel_art.palette`: {e}"))),
             Some(recipe::Palette::File(file)) => {
                 let path = self.options.root.join(file);
                 let text = std::fs::read_to_string(&path)

@@ -31,6 +31,14 @@ impl Palette {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        Self::from_colors(colors)
+    }
+
+    /// A palette of exactly these colours.
+    ///
+    /// # Errors
+    /// [`PostError::EmptyPalette`] for an empty list.
+    pub fn from_colors(colors: Vec<[u8; 3]>) -> Result<Self, PostError> {
         Self::non_empty(colors, "the colour list".to_owned())
     }
 
