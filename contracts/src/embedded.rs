@@ -257,7 +257,7 @@ impl Backend for Embedded {
             }),
             ExecutionResult::Revert { output, .. } => Err(LedgerError::Reverted {
                 call: String::new(),
-                revert: Revert::decode(&output),
+                revert: Box::new(Revert::decode(&output)),
             }),
             ExecutionResult::Halt { reason, .. } => Err(LedgerError::Halted {
                 call: String::new(),
@@ -287,7 +287,7 @@ impl Backend for Embedded {
             ExecutionResult::Success { output, .. } => Ok(output.into_data()),
             ExecutionResult::Revert { output, .. } => Err(LedgerError::Reverted {
                 call: String::new(),
-                revert: Revert::decode(&output),
+                revert: Box::new(Revert::decode(&output)),
             }),
             ExecutionResult::Halt { reason, .. } => Err(LedgerError::Halted {
                 call: String::new(),

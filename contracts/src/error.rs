@@ -16,7 +16,7 @@ pub enum LedgerError {
         /// The Solidity signature of what was called (`buy(uint256,uint256)`), or `deploy <Name>`.
         call: String,
         /// The decoded revert reason.
-        revert: Revert,
+        revert: Box<Revert>,
     },
     /// The EVM halted (out of gas, invalid opcode, code size limit…).
     #[error("{call} halted: {reason}")]

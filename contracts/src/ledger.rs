@@ -53,6 +53,23 @@ pub struct MintRequest {
     pub royalty_bps: u16,
 }
 
+/// What `mint_batch` records: several assets sharing model version and royalty terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchMintRequest {
+    /// Who receives the tokens.
+    pub to: Address,
+    /// sha256 of each asset.
+    pub content_hashes: Vec<B256>,
+    /// The registry version of the model that made them.
+    pub model_version: U256,
+    /// One metadata URI per asset, or none at all for base URI + hash.
+    pub uris: Vec<String>,
+    /// Who receives royalties; `Address::ZERO` for the creator.
+    pub royalty_receiver: Address,
+    /// Royalty in basis points (≤ 1,000).
+    pub royalty_bps: u16,
+}
+
 /// A new model version for `add_version`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VersionRequest {
@@ -407,16 +424,15 @@ impl<B: Backend> Ledger<B> {
         )
     }
 
-    /// Signs an ERC-2612 permit with `owner`'s key and submits it from `relayer`: after it,
-    /// `spender` may move `amount`, and `owner` paid no gas.
-    pub fn permit(
-        &mut self,
+    /// Signs an ERC-2612 permit with `owner`'s key for its current nonce: once sent (by anyone),
+    /// `spender` may move `amount` of `owner`'s Auton until `deadline`.
+    pub fn sign_permit(
+        &self,
         owner: Address,
         spender: Address,
         amount: U256,
         deadline: U256,
-        relayer: Address,
-    ) -> Result<Receipt, LedgerError> {
+    ) -> Result<AutonToken::permitCall, LedgerError> {
         let token = self.deployment.token;
         let nonce = self.read(token, AutonToken::noncesCall { owner })?;
         let domain = eip712_domain! {
@@ -432,16 +448,15 @@ impl<B: Backend> Ledger<B> {
             nonce,
             deadline,
         };
-        let hash = permit.eip712_signing_hash(&domain);
         let signature = self
             .backend
             .signer(owner)?
-            .sign_hash_sync(&hash)
+            .sign_hash_sync(&permit.eip712_signing_hash(&domain))
             .map_err(|error| LedgerError::Decode {
                 call: "sign permit".into(),
                 reason: error.to_string(),
             })?;
-        let call = AutonToken::permitCall {
+        Ok(AutonToken::permitCall {
             owner,
             spender,
             value: amount,
@@ -449,8 +464,20 @@ impl<B: Backend> Ledger<B> {
             v: 27 + u8::from(signature.v()),
             r: signature.r().into(),
             s: signature.s().into(),
-        };
-        self.send(relayer, token, call)
+        })
+    }
+
+    /// Signs a permit with `owner`'s key and submits it from `relayer`, so `owner` pays no gas.
+    pub fn permit(
+        &mut self,
+        owner: Address,
+        spender: Address,
+        amount: U256,
+        deadline: U256,
+        relayer: Address,
+    ) -> Result<Receipt, LedgerError> {
+        let call = self.sign_permit(owner, spender, amount, deadline)?;
+        self.send(relayer, self.deployment.token, call)
     }
 
     /// Delegates `from`'s votes to `delegatee`.
@@ -508,24 +535,19 @@ impl<B: Backend> Ledger<B> {
         Ok(Sent { value, receipt })
     }
 
-    /// Mints several assets of one model version and royalty terms in one transaction.
+    /// Mints several assets of one model version and royalty terms in one transaction; all or none.
     pub fn mint_batch(
         &mut self,
         from: Address,
-        to: Address,
-        content_hashes: Vec<B256>,
-        model_version: U256,
-        uris: Vec<String>,
-        royalty_receiver: Address,
-        royalty_bps: u16,
+        request: &BatchMintRequest,
     ) -> Result<Sent<Vec<U256>>, LedgerError> {
         let call = AssetNFT::mintBatchCall {
-            to,
-            contentHashes: content_hashes,
-            modelVersionId: model_version,
-            uris,
-            royaltyReceiver: royalty_receiver,
-            royaltyBps: royalty_bps,
+            to: request.to,
+            contentHashes: request.content_hashes.clone(),
+            modelVersionId: request.model_version,
+            uris: request.uris.clone(),
+            royaltyReceiver: request.royalty_receiver,
+            royaltyBps: request.royalty_bps,
         };
         let receipt = self.send(from, self.deployment.nft, call)?;
         let value = receipt
@@ -544,7 +566,7 @@ impl<B: Backend> Ledger<B> {
         )
     }
 
-    /// The token minted for `content_hash`, if any (zero if none).
+    /// The token minted for `content_hash`; `UnknownAsset` if there is none.
     pub fn token_of_content(&self, content_hash: B256) -> Result<U256, LedgerError> {
         self.read(
             self.deployment.nft,

@@ -34,6 +34,7 @@ mod governance;
 mod ledger;
 mod persist;
 mod revert;
+mod rpc;
 
 pub use backend::{Backend, Receipt, Tx};
 pub use deployment::{Deployment, SuiteConfig, auton};
@@ -41,5 +42,6 @@ pub use dev::dev_signers;
 pub use embedded::{EMBEDDED_CHAIN_ID, Embedded};
 pub use error::LedgerError;
 pub use governance::{Action, Proposal, ProposalState, Support};
-pub use ledger::{Ledger, MintRequest, Sent, VersionRequest};
+pub use ledger::{BatchMintRequest, Ledger, MintRequest, Sent, VersionRequest};
 pub use revert::Revert;
+pub use rpc::Rpc;
