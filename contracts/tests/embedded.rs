@@ -27,6 +27,12 @@ on_embedded!(
     governance_moves_community_models,
     votes_count_at_the_snapshot,
     permits_work_once,
+    reentrant_buy_is_refused,
+    reentrant_mint_cannot_double_mint,
+    malicious_token_cannot_drain_the_splitter,
+    only_governance_changes_the_rules,
+    governance_is_held_to_the_caps,
+    splitter_leaves_no_dust,
 );
 
 #[test]

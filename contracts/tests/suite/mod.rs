@@ -3,6 +3,10 @@
 
 #![allow(dead_code)]
 
+mod security;
+
+pub use security::*;
+
 use alloy::primitives::{Address, B256, U256, keccak256};
 use autonomy_contracts::bindings::{AssetNFT, Marketplace, ModelRegistry, TimelockController};
 use autonomy_contracts::{

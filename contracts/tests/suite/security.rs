@@ -1,0 +1,459 @@
+//! Attacks the suite must withstand. Each scenario fails if its guard is removed.
+
+use alloy::primitives::{Address, B256, Bytes, U256};
+use alloy::sol_types::{SolCall, SolConstructor};
+use autonomy_contracts::bindings::{
+    AssetNFT, AutonToken, AutonomyGovernor, HookedERC20, Marketplace, ModelRegistry,
+    ReentrancyProbe, RevenueSplitter, TimelockController,
+};
+use autonomy_contracts::{
+    Action, Backend, Ledger, Proposal, Receipt, Support, VersionRequest, auton,
+};
+
+use super::{hash, mint_request, revert_name};
+
+/// Takes `proposal` through vote, queue and execution with the deployer's votes; returns the
+/// execution's outcome.
+pub fn pass<B: Backend>(
+    ledger: &mut Ledger<B>,
+    proposal: &Proposal,
+) -> Result<Receipt, autonomy_contracts::LedgerError> {
+    let whale = ledger.accounts()[0];
+    let id = ledger.propose(whale, proposal).unwrap().value;
+    ledger.advance_time(61).unwrap();
+    ledger.vote(whale, id, Support::For).unwrap();
+    ledger.advance_time(601).unwrap();
+    ledger.queue(whale, proposal).unwrap();
+    ledger
+        .advance_time(ledger.timelock_delay().unwrap() + 1)
+        .unwrap();
+    ledger.execute(whale, proposal)
+}
+
+fn deploy_probe<B: Backend>(ledger: &mut Ledger<B>, from: Address) -> Address {
+    ledger
+        .deploy_contract(from, "ReentrancyProbe", ReentrancyProbe::BYTECODE.clone())
+        .unwrap()
+        .value
+}
+
+/// A buyer contract that re-enters `buy` from `onERC721Received` is stopped by the guard, and the
+/// sale it was part of is undone.
+pub fn reentrant_buy_is_refused<B: Backend>(ledger: &mut Ledger<B>) {
+    let accounts = ledger.accounts();
+    let (whale, seller, attacker) = (accounts[0], accounts[1], accounts[2]);
+    let d = ledger.deployment().clone();
+    let first = ledger
+        .mint(seller, &mint_request(seller, "first", U256::ZERO, 0))
+        .unwrap()
+        .value;
+    let second = ledger
+        .mint(seller, &mint_request(seller, "second", U256::ZERO, 0))
+        .unwrap()
+        .value;
+    ledger.approve_assets(seller, d.marketplace, true).unwrap();
+    ledger.list(seller, first, auton(10)).unwrap();
+    ledger.list(seller, second, auton(10)).unwrap();
+
+    let probe = deploy_probe(ledger, attacker);
+    ledger.transfer(whale, probe, auton(100)).unwrap();
+    let approve = AutonToken::approveCall {
+        spender: d.marketplace,
+        value: U256::MAX,
+    }
+    .abi_encode();
+    ledger
+        .send(
+            attacker,
+            probe,
+            ReentrancyProbe::execCall {
+                target: d.token,
+                data: approve.into(),
+            },
+        )
+        .unwrap();
+    for reentry in [
+        Marketplace::buyCall {
+            tokenId: second,
+            maxPrice: auton(10),
+        }
+        .abi_encode(),
+        Marketplace::withdrawCall { account: seller }.abi_encode(),
+    ] {
+        ledger
+            .send(
+                attacker,
+                probe,
+                ReentrancyProbe::armCall {
+                    target: d.marketplace,
+                    data: reentry.into(),
+                },
+            )
+            .unwrap();
+        let buy = Marketplace::buyCall {
+            tokenId: first,
+            maxPrice: auton(10),
+        }
+        .abi_encode();
+        let result = ledger.send(
+            attacker,
+            probe,
+            ReentrancyProbe::execCall {
+                target: d.marketplace,
+                data: buy.into(),
+            },
+        );
+        assert_eq!(revert_name(result), "ReentrancyGuardReentrantCall");
+        assert_eq!(ledger.owner_of(first).unwrap(), seller);
+        assert_eq!(ledger.balance(probe).unwrap(), auton(100));
+    }
+    // Unarmed, the same contract buys normally.
+    ledger
+        .send(
+            attacker,
+            probe,
+            ReentrancyProbe::armCall {
+                target: Address::ZERO,
+                data: Bytes::new(),
+            },
+        )
+        .unwrap();
+    let buy = Marketplace::buyCall {
+        tokenId: first,
+        maxPrice: auton(10),
+    }
+    .abi_encode();
+    ledger
+        .send(
+            attacker,
+            probe,
+            ReentrancyProbe::execCall {
+                target: d.marketplace,
+                data: buy.into(),
+            },
+        )
+        .unwrap();
+    assert_eq!(ledger.owner_of(first).unwrap(), probe);
+}
+
+/// A receiver that re-mints the same content hash from `onERC721Received` finds it taken: the
+/// record is written before the callback.
+pub fn reentrant_mint_cannot_double_mint<B: Backend>(ledger: &mut Ledger<B>) {
+    let attacker = ledger.accounts()[3];
+    let nft = ledger.deployment().nft;
+    let probe = deploy_probe(ledger, attacker);
+    let content = hash("twice");
+    let mint = AssetNFT::mintCall {
+        to: probe,
+        contentHash: content,
+        modelVersionId: U256::ZERO,
+        uri: String::new(),
+        royaltyReceiver: Address::ZERO,
+        royaltyBps: 0,
+    }
+    .abi_encode();
+    ledger
+        .send(
+            attacker,
+            probe,
+            ReentrancyProbe::armCall {
+                target: nft,
+                data: mint.clone().into(),
+            },
+        )
+        .unwrap();
+    let result = ledger.send(
+        attacker,
+        probe,
+        ReentrancyProbe::execCall {
+            target: nft,
+            data: mint.into(),
+        },
+    );
+    assert_eq!(revert_name(result), "ContentAlreadyMinted");
+    assert_eq!(
+        revert_name(ledger.token_of_content(content)),
+        "UnknownAsset",
+        "nothing was minted"
+    );
+}
+
+/// A payment token that calls back into the splitter while paying out cannot make it pay twice.
+pub fn malicious_token_cannot_drain_the_splitter<B: Backend>(ledger: &mut Ledger<B>) {
+    let accounts = ledger.accounts();
+    let (deployer, buyer, contributor) = (accounts[0], accounts[1], accounts[2]);
+    let hooked = ledger
+        .deploy_contract(deployer, "HookedERC20", HookedERC20::BYTECODE.clone())
+        .unwrap()
+        .value;
+    let mut code = ModelRegistry::BYTECODE.to_vec();
+    code.extend(
+        ModelRegistry::constructorCall {
+            token_: hooked,
+            governance: deployer,
+        }
+        .abi_encode(),
+    );
+    let registry = ledger
+        .deploy_contract(deployer, "ModelRegistry", code.into())
+        .unwrap()
+        .value;
+    let splitter = ledger
+        .read(registry, ModelRegistry::splitterCall {})
+        .unwrap();
+    ledger
+        .send(
+            deployer,
+            registry,
+            ModelRegistry::registerModelCall {
+                name: "m".into(),
+                community: false,
+            },
+        )
+        .unwrap();
+    let add = ModelRegistry::addVersionCall {
+        modelId: U256::from(1),
+        weightsHash: hash("w"),
+        datasetManifestHash: hash("d"),
+        parentVersion: U256::ZERO,
+        uri: String::new(),
+        contributors: vec![ModelRegistry::Contributor {
+            account: contributor,
+            sharesBps: 10_000,
+        }],
+        accessPrice: U256::from(1_000),
+    };
+    ledger.send(deployer, registry, add).unwrap();
+    let version = U256::from(1);
+    ledger
+        .send(
+            deployer,
+            hooked,
+            HookedERC20::mintCall {
+                to: buyer,
+                amount: U256::from(5_000),
+            },
+        )
+        .unwrap();
+    ledger
+        .send(
+            buyer,
+            hooked,
+            HookedERC20::approveCall {
+                spender: registry,
+                value: U256::MAX,
+            },
+        )
+        .unwrap();
+    ledger
+        .send(
+            buyer,
+            registry,
+            ModelRegistry::buyAccessCall { versionId: version },
+        )
+        .unwrap();
+    let reenter = RevenueSplitter::releaseCall {
+        versionId: version,
+        account: contributor,
+    }
+    .abi_encode();
+    ledger
+        .send(
+            deployer,
+            hooked,
+            HookedERC20::armCall {
+                target: splitter,
+                data: reenter.into(),
+            },
+        )
+        .unwrap();
+    let release = RevenueSplitter::releaseCall {
+        versionId: version,
+        account: contributor,
+    };
+    assert_eq!(
+        revert_name(ledger.send(buyer, splitter, release.clone())),
+        "NothingToRelease"
+    );
+    let balance = |ledger: &Ledger<B>, account| {
+        ledger
+            .read(hooked, HookedERC20::balanceOfCall { account })
+            .unwrap()
+    };
+    assert_eq!(balance(ledger, splitter), U256::from(1_000));
+    // Disarmed, it pays exactly once.
+    ledger
+        .send(
+            deployer,
+            hooked,
+            HookedERC20::armCall {
+                target: Address::ZERO,
+                data: Bytes::new(),
+            },
+        )
+        .unwrap();
+    ledger.send(buyer, splitter, release).unwrap();
+    assert_eq!(balance(ledger, contributor), U256::from(1_000));
+    assert_eq!(balance(ledger, splitter), U256::ZERO);
+}
+
+/// Nobody but governance changes what governance owns, and nothing can be re-initialised.
+pub fn only_governance_changes_the_rules<B: Backend>(ledger: &mut Ledger<B>) {
+    let accounts = ledger.accounts();
+    let (deployer, stranger) = (accounts[0], accounts[1]);
+    let d = ledger.deployment().clone();
+    for from in [deployer, stranger] {
+        assert_eq!(
+            unauthorised(
+                ledger,
+                from,
+                d.marketplace,
+                Marketplace::setFeesCall {
+                    feeBps_: 0,
+                    contributorFeeBps_: 0
+                }
+            ),
+            "OwnableUnauthorizedAccount"
+        );
+        assert_eq!(
+            unauthorised(
+                ledger,
+                from,
+                d.marketplace,
+                Marketplace::setTreasuryCall { treasury_: from }
+            ),
+            "OwnableUnauthorizedAccount"
+        );
+        assert_eq!(
+            unauthorised(
+                ledger,
+                from,
+                d.registry,
+                ModelRegistry::transferOwnershipCall { newOwner: from }
+            ),
+            "OwnableUnauthorizedAccount"
+        );
+        assert_eq!(
+            unauthorised(
+                ledger,
+                from,
+                d.nft,
+                AssetNFT::setBaseURICall {
+                    baseURI: "evil://".into()
+                }
+            ),
+            "OwnableUnauthorizedAccount"
+        );
+        assert_eq!(
+            unauthorised(
+                ledger,
+                from,
+                d.timelock,
+                TimelockController::grantRoleCall {
+                    role: B256::ZERO,
+                    account: from
+                }
+            ),
+            "AccessControlUnauthorizedAccount"
+        );
+        assert_eq!(
+            unauthorised(
+                ledger,
+                from,
+                d.governor,
+                AutonomyGovernor::updateTimelockCall { newTimelock: from }
+            ),
+            "GovernorOnlyExecutor"
+        );
+        assert_eq!(
+            unauthorised(
+                ledger,
+                from,
+                d.governor,
+                AutonomyGovernor::relayCall {
+                    target: d.token,
+                    value: U256::ZERO,
+                    data: Bytes::new()
+                }
+            ),
+            "GovernorOnlyExecutor"
+        );
+    }
+}
+
+/// The custom error `call` from `from` reverts with, or "succeeded".
+fn unauthorised<B: Backend, C: SolCall>(
+    ledger: &mut Ledger<B>,
+    from: Address,
+    to: Address,
+    call: C,
+) -> &'static str {
+    match ledger.send(from, to, call) {
+        Err(error) => error
+            .revert()
+            .map(|revert| revert.name())
+            .unwrap_or("not a revert"),
+        Ok(_) => "succeeded",
+    }
+}
+
+/// Fees stay within their caps even when governance asks for more; within them, governance
+/// sets them.
+pub fn governance_is_held_to_the_caps<B: Backend>(ledger: &mut Ledger<B>) {
+    let d = ledger.deployment().clone();
+    let greedy = Proposal::new(vec![Action::set_fees(&d, 1_001, 0)], "Take 10.01%");
+    assert_eq!(revert_name(pass(ledger, &greedy)), "FeeTooHigh");
+    let fair = Proposal::new(
+        vec![Action::set_fees(&d, 1_000, 100)],
+        "Fee 10%, contributors 1%",
+    );
+    pass(ledger, &fair).unwrap();
+    assert_eq!(ledger.fees().unwrap(), (1_000, 100));
+}
+
+/// Deposits that do not divide by 10,000 leave no dust: every wei received is releasable, and
+/// once all is released the splitter holds nothing for the version.
+pub fn splitter_leaves_no_dust<B: Backend>(ledger: &mut Ledger<B>) {
+    let accounts = ledger.accounts();
+    let (owner, c) = (accounts[1], [accounts[2], accounts[3], accounts[4]]);
+    let model = ledger.register_model(owner, "dusty", false).unwrap().value;
+    let price = U256::from(1_000_003u64);
+    let version = ledger
+        .add_version(
+            owner,
+            &VersionRequest {
+                model,
+                weights_hash: hash("w"),
+                dataset_manifest_hash: hash("d"),
+                parent_version: U256::ZERO,
+                uri: String::new(),
+                contributors: vec![(c[0], 3_333), (c[1], 3_333), (c[2], 3_334)],
+                access_price: price,
+            },
+        )
+        .unwrap()
+        .value;
+    let registry = ledger.deployment().registry;
+    for buyer in [accounts[5], accounts[6], accounts[7]] {
+        ledger.approve(buyer, registry, price).unwrap();
+        ledger.buy_access(buyer, version).unwrap();
+    }
+    let (received, _) = ledger.revenue(version).unwrap();
+    assert_eq!(received, price * U256::from(3));
+    let owed: U256 = c
+        .iter()
+        .map(|account| ledger.releasable(version, *account).unwrap())
+        .sum();
+    assert_eq!(owed, received, "every wei is owed to someone");
+    let splitter = ledger.deployment().splitter;
+    let before = ledger.balance(splitter).unwrap();
+    for account in c {
+        ledger.release(owner, version, account).unwrap();
+    }
+    assert_eq!(ledger.revenue(version).unwrap(), (received, received));
+    assert_eq!(
+        ledger.balance(splitter).unwrap(),
+        before - received,
+        "nothing of it stays behind"
+    );
+}
