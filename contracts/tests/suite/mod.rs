@@ -5,6 +5,7 @@
 
 mod security;
 
+#[allow(unused_imports)] // not every test crate runs the security scenarios
 pub use security::*;
 
 use alloy::primitives::{Address, B256, U256, keccak256};
