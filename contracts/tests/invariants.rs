@@ -209,7 +209,6 @@ impl World {
             }
             Step::Wait { seconds } => ledger.advance_time(seconds),
         };
-        if result.is_ok() {}
         if let Err(error) = result {
             assert!(
                 error.revert().is_some(),
