@@ -29,7 +29,7 @@ on_embedded!(
     permits_work_once,
     reentrant_buy_is_refused,
     reentrant_mint_cannot_double_mint,
-    malicious_token_cannot_drain_the_splitter,
+    malicious_token_cannot_reenter,
     only_governance_changes_the_rules,
     governance_is_held_to_the_caps,
     splitter_leaves_no_dust,

@@ -178,26 +178,61 @@ pub fn reentrant_mint_cannot_double_mint<B: Backend>(ledger: &mut Ledger<B>) {
     );
 }
 
-/// A payment token that calls back into the splitter while paying out cannot make it pay twice.
-pub fn malicious_token_cannot_drain_the_splitter<B: Backend>(ledger: &mut Ledger<B>) {
-    let accounts = ledger.accounts();
-    let (deployer, buyer, contributor) = (accounts[0], accounts[1], accounts[2]);
-    let hooked = ledger
-        .deploy_contract(deployer, "HookedERC20", HookedERC20::BYTECODE.clone())
-        .unwrap()
-        .value;
-    let mut code = ModelRegistry::BYTECODE.to_vec();
-    code.extend(
+/// A suite paid in [`HookedERC20`], a token that calls back into whatever it is armed with
+/// while it moves: registry, splitter, NFT and marketplace, deployed by `deployer`.
+struct HookedSuite {
+    token: Address,
+    registry: Address,
+    splitter: Address,
+    nft: Address,
+    marketplace: Address,
+    version: U256,
+}
+
+fn deploy_hooked_suite<B: Backend>(
+    ledger: &mut Ledger<B>,
+    deployer: Address,
+    contributor: Address,
+) -> HookedSuite {
+    let mut create = |name: &str, code: &Bytes, args: Vec<u8>| {
+        let code = [code.as_ref(), &args].concat();
+        ledger
+            .deploy_contract(deployer, name, code.into())
+            .unwrap()
+            .value
+    };
+    let token = create("HookedERC20", &HookedERC20::BYTECODE, vec![]);
+    let registry = create(
+        "ModelRegistry",
+        &ModelRegistry::BYTECODE,
         ModelRegistry::constructorCall {
-            token_: hooked,
+            token_: token,
             governance: deployer,
         }
         .abi_encode(),
     );
-    let registry = ledger
-        .deploy_contract(deployer, "ModelRegistry", code.into())
-        .unwrap()
-        .value;
+    let nft = create(
+        "AssetNFT",
+        &AssetNFT::BYTECODE,
+        AssetNFT::constructorCall {
+            registry_: registry,
+            baseURI: String::new(),
+            initialOwner: deployer,
+        }
+        .abi_encode(),
+    );
+    let marketplace = create(
+        "Marketplace",
+        &Marketplace::BYTECODE,
+        Marketplace::constructorCall {
+            nft_: nft,
+            treasury_: deployer,
+            initialOwner: deployer,
+            feeBps_: 100,
+            contributorFeeBps_: 100,
+        }
+        .abi_encode(),
+    );
     let splitter = ledger
         .read(registry, ModelRegistry::splitterCall {})
         .unwrap();
@@ -224,23 +259,63 @@ pub fn malicious_token_cannot_drain_the_splitter<B: Backend>(ledger: &mut Ledger
         accessPrice: U256::from(1_000),
     };
     ledger.send(deployer, registry, add).unwrap();
-    let version = U256::from(1);
+    HookedSuite {
+        token,
+        registry,
+        splitter,
+        nft,
+        marketplace,
+        version: U256::from(1),
+    }
+}
+
+fn arm<B: Backend>(
+    ledger: &mut Ledger<B>,
+    from: Address,
+    hooked: Address,
+    target: Address,
+    data: Vec<u8>,
+) {
+    ledger
+        .send(
+            from,
+            hooked,
+            HookedERC20::armCall {
+                target,
+                data: data.into(),
+            },
+        )
+        .unwrap();
+}
+
+/// A payment token that calls back while it moves cannot make the splitter pay twice nor
+/// re-enter the marketplace in the middle of a sale.
+pub fn malicious_token_cannot_reenter<B: Backend>(ledger: &mut Ledger<B>) {
+    let accounts = ledger.accounts();
+    let (deployer, buyer, contributor, seller) =
+        (accounts[0], accounts[1], accounts[2], accounts[3]);
+    let s = deploy_hooked_suite(ledger, deployer, contributor);
+    let balance = |ledger: &Ledger<B>, account| {
+        ledger
+            .read(s.token, HookedERC20::balanceOfCall { account })
+            .unwrap()
+    };
     ledger
         .send(
             deployer,
-            hooked,
+            s.token,
             HookedERC20::mintCall {
                 to: buyer,
-                amount: U256::from(5_000),
+                amount: U256::from(1_000_000),
             },
         )
         .unwrap();
     ledger
         .send(
             buyer,
-            hooked,
+            s.token,
             HookedERC20::approveCall {
-                spender: registry,
+                spender: s.registry,
                 value: U256::MAX,
             },
         )
@@ -248,53 +323,121 @@ pub fn malicious_token_cannot_drain_the_splitter<B: Backend>(ledger: &mut Ledger
     ledger
         .send(
             buyer,
-            registry,
-            ModelRegistry::buyAccessCall { versionId: version },
-        )
-        .unwrap();
-    let reenter = RevenueSplitter::releaseCall {
-        versionId: version,
-        account: contributor,
-    }
-    .abi_encode();
-    ledger
-        .send(
-            deployer,
-            hooked,
-            HookedERC20::armCall {
-                target: splitter,
-                data: reenter.into(),
+            s.token,
+            HookedERC20::approveCall {
+                spender: s.marketplace,
+                value: U256::MAX,
             },
         )
         .unwrap();
+    ledger
+        .send(
+            buyer,
+            s.registry,
+            ModelRegistry::buyAccessCall {
+                versionId: s.version,
+            },
+        )
+        .unwrap();
+
+    // Splitter: the payout calls release again; the second call finds nothing owed.
     let release = RevenueSplitter::releaseCall {
-        versionId: version,
+        versionId: s.version,
         account: contributor,
     };
+    arm(ledger, deployer, s.token, s.splitter, release.abi_encode());
     assert_eq!(
-        revert_name(ledger.send(buyer, splitter, release.clone())),
+        revert_name(ledger.send(buyer, s.splitter, release.clone())),
         "NothingToRelease"
     );
-    let balance = |ledger: &Ledger<B>, account| {
-        ledger
-            .read(hooked, HookedERC20::balanceOfCall { account })
-            .unwrap()
-    };
-    assert_eq!(balance(ledger, splitter), U256::from(1_000));
-    // Disarmed, it pays exactly once.
+    assert_eq!(balance(ledger, s.splitter), U256::from(1_000));
+    arm(ledger, deployer, s.token, Address::ZERO, vec![]);
+    ledger.send(buyer, s.splitter, release).unwrap();
+    assert_eq!(
+        balance(ledger, contributor),
+        U256::from(1_000),
+        "paid exactly once"
+    );
+    assert_eq!(balance(ledger, s.splitter), U256::ZERO);
+
+    // Marketplace: taking the price calls back into buy and withdraw; the guard stops both.
+    let mut tokens = Vec::new();
+    for label in ["hooked-a", "hooked-b"] {
+        let mint = AssetNFT::mintCall {
+            to: seller,
+            contentHash: hash(label),
+            modelVersionId: s.version,
+            uri: String::new(),
+            royaltyReceiver: Address::ZERO,
+            royaltyBps: 500,
+        };
+        ledger.send(seller, s.nft, mint).unwrap();
+        let id = U256::from_be_bytes(hash(label).0);
+        tokens.push(id);
+    }
     ledger
         .send(
-            deployer,
-            hooked,
-            HookedERC20::armCall {
-                target: Address::ZERO,
-                data: Bytes::new(),
+            seller,
+            s.nft,
+            AssetNFT::setApprovalForAllCall {
+                operator: s.marketplace,
+                approved: true,
             },
         )
         .unwrap();
-    ledger.send(buyer, splitter, release).unwrap();
-    assert_eq!(balance(ledger, contributor), U256::from(1_000));
-    assert_eq!(balance(ledger, splitter), U256::ZERO);
+    for id in &tokens {
+        ledger
+            .send(
+                seller,
+                s.marketplace,
+                Marketplace::listCall {
+                    tokenId: *id,
+                    price: U256::from(10_000),
+                },
+            )
+            .unwrap();
+    }
+    let buy = |id| Marketplace::buyCall {
+        tokenId: id,
+        maxPrice: U256::from(10_000),
+    };
+    for reentry in [
+        buy(tokens[1]).abi_encode(),
+        Marketplace::withdrawCall { account: seller }.abi_encode(),
+    ] {
+        arm(ledger, deployer, s.token, s.marketplace, reentry);
+        assert_eq!(
+            revert_name(ledger.send(buyer, s.marketplace, buy(tokens[0]))),
+            "ReentrancyGuardReentrantCall"
+        );
+        let owner = ledger
+            .read(s.nft, AssetNFT::ownerOfCall { tokenId: tokens[0] })
+            .unwrap();
+        assert_eq!(owner, seller, "the sale was undone");
+    }
+    arm(ledger, deployer, s.token, Address::ZERO, vec![]);
+    ledger.send(buyer, s.marketplace, buy(tokens[0])).unwrap();
+    let owed = |ledger: &Ledger<B>, account| {
+        ledger
+            .read(s.marketplace, Marketplace::owedCall { account })
+            .unwrap()
+    };
+    assert_eq!(
+        owed(ledger, seller),
+        U256::from(9_800),
+        "proceeds and royalty"
+    );
+    assert_eq!(owed(ledger, deployer), U256::from(100), "treasury fee");
+    assert_eq!(
+        balance(ledger, s.marketplace),
+        U256::from(9_900),
+        "holds exactly what it owes"
+    );
+    assert_eq!(
+        balance(ledger, s.splitter),
+        U256::from(100),
+        "contributors' fee"
+    );
 }
 
 /// Nobody but governance changes what governance owns, and nothing can be re-initialised.
