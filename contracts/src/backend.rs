@@ -71,4 +71,46 @@ pub trait Backend {
 
     /// Mines an empty block `seconds` after the latest one (dev chains only).
     fn advance_time(&mut self, seconds: u64) -> Result<(), LedgerError>;
+
+    /// Every log `address` emitted with first topic `topic0`, oldest first.
+    fn logs(&self, address: Address, topic0: B256) -> Result<Vec<Log>, LedgerError>;
+}
+
+/// A boxed backend is a backend, so one `Ledger<Box<dyn Backend>>` can drive either kind.
+impl<B: Backend + ?Sized> Backend for Box<B> {
+    fn chain_id(&self) -> u64 {
+        (**self).chain_id()
+    }
+
+    fn accounts(&self) -> Vec<Address> {
+        (**self).accounts()
+    }
+
+    fn signer(&self, account: Address) -> Result<&PrivateKeySigner, LedgerError> {
+        (**self).signer(account)
+    }
+
+    fn send(&mut self, tx: Tx) -> Result<Receipt, LedgerError> {
+        (**self).send(tx)
+    }
+
+    fn call(&self, tx: Tx) -> Result<Bytes, LedgerError> {
+        (**self).call(tx)
+    }
+
+    fn timestamp(&self) -> Result<u64, LedgerError> {
+        (**self).timestamp()
+    }
+
+    fn block_number(&self) -> Result<u64, LedgerError> {
+        (**self).block_number()
+    }
+
+    fn advance_time(&mut self, seconds: u64) -> Result<(), LedgerError> {
+        (**self).advance_time(seconds)
+    }
+
+    fn logs(&self, address: Address, topic0: B256) -> Result<Vec<Log>, LedgerError> {
+        (**self).logs(address, topic0)
+    }
 }

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use alloy::primitives::{Address, B256, Bytes, U256, keccak256};
+use alloy::primitives::{Address, B256, Bytes, Log, U256, keccak256};
 use alloy::signers::local::PrivateKeySigner;
 use revm::context::result::{ExecutionResult, Output};
 use revm::context::{BlockEnv, CfgEnv, TxEnv};
@@ -38,6 +38,9 @@ struct ChainState {
     timestamp: u64,
     deployment: Option<Deployment>,
     db: CacheDB<EmptyDB>,
+    /// Every log of every successful transaction, oldest first (the chain's event history).
+    #[serde(default)]
+    logs: Vec<Log>,
 }
 
 /// An in-process EVM chain. Every transaction is mined into its own block; blocks are one second
@@ -64,6 +67,7 @@ impl Embedded {
             timestamp: wall_clock(),
             deployment: None,
             db,
+            logs: Vec::new(),
         };
         Self {
             state,
@@ -111,6 +115,18 @@ impl Embedded {
             path: Some(path),
             signers: dev_signers(),
         })
+    }
+
+    /// Lets the chain sign for `signer`'s account too (a creator's own key). Gas is free on the
+    /// embedded chain, so the account needs no ether.
+    pub fn add_signer(&mut self, signer: PrivateKeySigner) {
+        if self
+            .signers
+            .iter()
+            .all(|known| known.address() != signer.address())
+        {
+            self.signers.push(signer);
+        }
     }
 
     /// Where the chain is saved, if anywhere.
@@ -231,6 +247,9 @@ impl Backend for Embedded {
         // CacheDB keeps every committed log; the receipt is where they belong.
         self.state.db.cache.logs.clear();
         // A reverted transaction is still mined (its nonce and gas are spent), as on any chain.
+        if let ExecutionResult::Success { logs, .. } = &result {
+            self.state.logs.extend(logs.iter().cloned());
+        }
         self.state.block_number = number;
         self.state.timestamp = timestamp;
         self.save()?;
@@ -308,6 +327,16 @@ impl Backend for Embedded {
         self.state.block_number += 1;
         self.state.timestamp += seconds.max(1);
         self.save()
+    }
+
+    fn logs(&self, address: Address, topic0: B256) -> Result<Vec<Log>, LedgerError> {
+        Ok(self
+            .state
+            .logs
+            .iter()
+            .filter(|log| log.address == address && log.topics().first() == Some(&topic0))
+            .cloned()
+            .collect())
     }
 }
 

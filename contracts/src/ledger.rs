@@ -4,6 +4,7 @@ use std::path::Path;
 
 use alloy::primitives::{Address, B256, Bytes, U256};
 use alloy::signers::SignerSync;
+use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::{SolCall, SolConstructor, SolEvent, SolStruct, eip712_domain};
 
 use crate::LedgerError;
@@ -14,7 +15,7 @@ use crate::bindings::{
 };
 use crate::deployment::{Deployment, SuiteConfig};
 use crate::embedded::Embedded;
-use crate::governance::{Proposal, ProposalState, Support};
+use crate::governance::{Action, Proposal, ProposalState, Support};
 
 alloy::sol! {
     /// ERC-2612's permit, as signed off chain.
@@ -100,6 +101,19 @@ impl Ledger<Embedded> {
     /// deployed by dev account 0 with [`SuiteConfig::dev`]. A restart continues where it stopped.
     pub fn embedded(dir: impl AsRef<Path>) -> Result<Self, LedgerError> {
         let chain = Embedded::open(dir.as_ref().join("state.json"))?;
+        Self::on_embedded(chain)
+    }
+
+    /// [`Ledger::embedded`] that can also sign for `signers` (creators' keys). On a fresh chain
+    /// they receive the dev grant of Auton like the dev accounts.
+    pub fn embedded_with(
+        dir: impl AsRef<Path>,
+        signers: Vec<PrivateKeySigner>,
+    ) -> Result<Self, LedgerError> {
+        let mut chain = Embedded::open(dir.as_ref().join("state.json"))?;
+        for signer in signers {
+            chain.add_signer(signer);
+        }
         Self::on_embedded(chain)
     }
 
@@ -280,6 +294,17 @@ impl<B: Backend> Ledger<B> {
             backend,
             deployment,
         })
+    }
+
+    /// The same Ledger over a boxed backend, so embedded and RPC Ledgers share one type.
+    pub fn boxed(self) -> Ledger<Box<dyn Backend>>
+    where
+        B: 'static,
+    {
+        Ledger {
+            backend: Box::new(self.backend),
+            deployment: self.deployment,
+        }
     }
 
     /// Where the suite lives.
@@ -607,6 +632,18 @@ impl<B: Backend> Ledger<B> {
         )
     }
 
+    /// Whether `operator` may move all of `owner`'s assets.
+    pub fn is_approved_for_assets(
+        &self,
+        owner: Address,
+        operator: Address,
+    ) -> Result<bool, LedgerError> {
+        self.read(
+            self.deployment.nft,
+            AssetNFT::isApprovedForAllCall { owner, operator },
+        )
+    }
+
     /// Lets (or stops) `operator` move all of `owner`'s assets; the marketplace needs it to sell.
     pub fn approve_assets(
         &mut self,
@@ -690,6 +727,31 @@ impl<B: Backend> Ledger<B> {
             self.deployment.marketplace,
             Marketplace::listingOfCall { tokenId: token_id },
         )
+    }
+
+    /// Every live listing: `(token id, seller, price)`, from the marketplace's `Listed` events,
+    /// keeping those still listed by an owner who still holds the token.
+    pub fn listings(&self) -> Result<Vec<(U256, Address, U256)>, LedgerError> {
+        let market = self.deployment.marketplace;
+        let mut tokens: Vec<U256> = Vec::new();
+        for log in self
+            .backend
+            .logs(market, Marketplace::Listed::SIGNATURE_HASH)?
+        {
+            if let Ok(listed) = Marketplace::Listed::decode_log(&log)
+                && !tokens.contains(&listed.tokenId)
+            {
+                tokens.push(listed.tokenId);
+            }
+        }
+        let mut live = Vec::new();
+        for token in tokens {
+            let listing = self.listing(token)?;
+            if listing.seller != Address::ZERO && self.owner_of(token)? == listing.seller {
+                live.push((token, listing.seller, U256::from(listing.price)));
+            }
+        }
+        Ok(live)
     }
 
     /// Auton the marketplace owes `account` (sales, royalties, fees).
@@ -815,6 +877,27 @@ impl<B: Backend> Ledger<B> {
         )
     }
 
+    /// How many models the registry holds (ids run from 1).
+    pub fn model_count(&self) -> Result<U256, LedgerError> {
+        self.read(self.deployment.registry, ModelRegistry::modelCountCall {})
+    }
+
+    /// How many model versions the registry holds (ids run from 1).
+    pub fn version_count(&self) -> Result<U256, LedgerError> {
+        self.read(self.deployment.registry, ModelRegistry::versionCountCall {})
+    }
+
+    /// The newest version registered with these weights, if any.
+    pub fn version_with_weights(&self, weights_hash: B256) -> Result<Option<U256>, LedgerError> {
+        let count = self.version_count()?.saturating_to::<u64>();
+        for id in (1..=count).rev() {
+            if self.version(U256::from(id))?.weightsHash == weights_hash {
+                return Ok(Some(U256::from(id)));
+            }
+        }
+        Ok(None)
+    }
+
     /// Buys access to `version` at its price (the buyer must have approved the registry).
     pub fn buy_access(&mut self, buyer: Address, version: U256) -> Result<Receipt, LedgerError> {
         self.send(
@@ -922,6 +1005,36 @@ impl<B: Backend> Ledger<B> {
                 descriptionHash: proposal.description_hash(),
             },
         )
+    }
+
+    /// Every proposal made on the governor, oldest first, rebuilt from its `ProposalCreated`
+    /// event: its id and the [`Proposal`] that `queue` and `execute` need.
+    pub fn proposals(&self) -> Result<Vec<(U256, Proposal)>, LedgerError> {
+        let logs = self.backend.logs(
+            self.deployment.governor,
+            AutonomyGovernor::ProposalCreated::SIGNATURE_HASH,
+        )?;
+        Ok(logs
+            .iter()
+            .filter_map(|log| AutonomyGovernor::ProposalCreated::decode_log(log).ok())
+            .map(|event| {
+                let actions = event
+                    .targets
+                    .iter()
+                    .zip(&event.values)
+                    .zip(&event.calldatas)
+                    .map(|((target, value), calldata)| Action {
+                        target: *target,
+                        value: *value,
+                        calldata: calldata.clone(),
+                    })
+                    .collect();
+                (
+                    event.proposalId,
+                    Proposal::new(actions, event.description.clone()),
+                )
+            })
+            .collect())
     }
 
     /// Casts `from`'s vote on proposal `id`.

@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use alloy::network::{EthereumWallet, TransactionBuilder};
-use alloy::primitives::{Address, Bytes, U256};
+use alloy::primitives::{Address, B256, Bytes, Log, U256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
-use alloy::rpc::types::{BlockId, BlockNumberOrTag, TransactionRequest};
+use alloy::rpc::types::{BlockId, BlockNumberOrTag, Filter, TransactionRequest};
 use alloy::signers::local::PrivateKeySigner;
 use alloy::transports::{RpcError, TransportErrorKind};
 use tokio::runtime::Runtime;
@@ -238,6 +238,10 @@ impl Backend for Rpc {
             .map_err(|error| self.error("eth_blockNumber", error))
     }
 
+    fn logs(&self, address: Address, topic0: B256) -> Result<Vec<Log>, LedgerError> {
+        self.fetch_logs(address, topic0)
+    }
+
     fn advance_time(&mut self, seconds: u64) -> Result<(), LedgerError> {
         let provider = &self.provider;
         block_on(&self.runtime, async {
@@ -256,6 +260,18 @@ impl Backend for Rpc {
             Some(_) => LedgerError::NotDevChain(self.url.clone()),
             None => self.error("evm_increaseTime", error),
         })
+    }
+}
+
+impl Rpc {
+    fn fetch_logs(&self, address: Address, topic0: B256) -> Result<Vec<Log>, LedgerError> {
+        let filter = Filter::new()
+            .address(address)
+            .event_signature(topic0)
+            .from_block(BlockNumberOrTag::Earliest);
+        let logs = block_on(&self.runtime, self.provider.get_logs(&filter))?
+            .map_err(|error| self.error("eth_getLogs", error))?;
+        Ok(logs.into_iter().map(|log| log.inner).collect())
     }
 }
 

@@ -11,6 +11,8 @@
 //!   [`material`] post-processing) into a content-addressed cache and beside the recipes, each
 //!   with a provenance manifest, signed with a creator key from [`keys`]; [`watch`] rebuilds
 //!   on save; [`verify`] checks (and reproduces) assets.
+//! - [`economy`] publishes assets as NFTs with their provenance through the
+//!   [`autonomy_contracts::Ledger`], keeping their files in a content store.
 //!
 //! ```no_run
 //! use autonomy_pipeline::build::{self, BuildOptions};
@@ -28,6 +30,7 @@ pub mod bench;
 pub mod build;
 pub mod dataset;
 pub mod device;
+pub mod economy;
 pub mod generator;
 pub mod keys;
 pub mod material;

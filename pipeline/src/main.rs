@@ -1,5 +1,5 @@
 //! `autonomy`: generate sprites, build and watch recipe folders, sign and verify provenance,
-//! build the training set and train the house model.
+//! build the training set and train the house model, publish and trade assets on chain.
 
 use anyhow::{Context, Result, bail};
 use autonomy_pipeline::build::{self, Event, Outcome};
@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+mod cli;
 
 // Model code allocates and frees large tensors every step; returning them to the OS each time
 // makes page faults dominate. mimalloc with purging off keeps them: training runs ~1.6× faster.
@@ -67,6 +69,34 @@ enum Command {
     /// --reproduce, make them again and compare bit for bit.
     /// Exit code 0 verified, 2 tampered, 3 unverifiable (e.g. unsigned).
     Verify(VerifyArgs),
+    /// Write a commented `autonomy.toml` (chain, creator key, content store) in a folder.
+    Init {
+        /// The project folder.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Store, mint and optionally list assets; safe to re-run after any interruption.
+    Publish(cli::publish::PublishArgs),
+    /// List, cancel, buy, show assets on the marketplace; withdraw what it owes you.
+    Market {
+        #[command(subcommand)]
+        command: cli::market::MarketCommand,
+    },
+    /// Models and versions on the registry: register, add a trained folder, buy access, release revenue.
+    Models {
+        #[command(subcommand)]
+        command: cli::models::ModelsCommand,
+    },
+    /// The DAO: delegate, propose (activate a model version, change fees), vote, queue, execute.
+    Dao {
+        #[command(subcommand)]
+        command: cli::dao::DaoCommand,
+    },
+    /// The project's chain: status, accounts, faucet and clock (dev chains), deploy (RPC).
+    Chain {
+        #[command(subcommand)]
+        command: cli::chain::ChainCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -266,6 +296,12 @@ fn main() -> ExitCode {
             Command::Watch(args) => watch_recipes(args, &dev),
             Command::Keys { command } => keys(command),
             Command::Verify(args) => verify(args, &dev),
+            Command::Init { dir } => cli::publish::init(&dir),
+            Command::Publish(args) => cli::publish::run_publish(args),
+            Command::Market { command } => cli::market::market(command),
+            Command::Chain { command } => cli::chain::chain(command),
+            Command::Models { command } => cli::models::models(command),
+            Command::Dao { command } => cli::dao::dao(command),
         });
     match result {
         Ok(code) => code,

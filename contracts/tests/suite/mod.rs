@@ -254,6 +254,11 @@ pub fn marketplace_sale_pays_everyone<B: Backend>(ledger: &mut Ledger<B>) {
     let price = auton(1_000);
     ledger.list(seller, token, price).unwrap();
     assert_eq!(ledger.listing(token).unwrap().seller, seller);
+    assert_eq!(
+        ledger.listings().unwrap(),
+        vec![(token, seller, price)],
+        "read back from the Listed events"
+    );
 
     assert_eq!(
         revert_name(ledger.buy(buyer, token, price)),
@@ -284,6 +289,7 @@ pub fn marketplace_sale_pays_everyone<B: Backend>(ledger: &mut Ledger<B>) {
         Address::ZERO,
         "a sale ends the listing"
     );
+    assert!(ledger.listings().unwrap().is_empty());
 
     // Contributors are paid through the splitter, 70/30.
     assert_eq!(
@@ -352,6 +358,10 @@ pub fn listings_go_stale_and_guard_sellers<B: Backend>(ledger: &mut Ledger<B>) {
     assert!(
         error.to_string().contains(&format!("{friend:?}")),
         "names the new owner: {error}"
+    );
+    assert!(
+        ledger.listings().unwrap().is_empty(),
+        "a stale listing is not live"
     );
     // The new owner's listing replaces it.
     ledger.approve_assets(friend, market, true).unwrap();
@@ -445,6 +455,11 @@ pub fn governance_moves_community_models<B: Backend>(ledger: &mut Ledger<B>) {
     );
     let id = ledger.propose(registrant, &proposal).unwrap().value;
     assert_eq!(ledger.proposal_id(&proposal).unwrap(), id);
+    assert_eq!(
+        ledger.proposals().unwrap(),
+        vec![(id, proposal.clone())],
+        "rebuilt from its event"
+    );
     assert_eq!(ledger.proposal_state(id).unwrap(), ProposalState::Pending);
     assert_eq!(
         revert_name(ledger.vote(whale, id, Support::For)),

@@ -1,0 +1,239 @@
+//! `autonomy dao`: delegate, propose, vote, queue, execute, list.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use alloy_primitives::U256;
+use anyhow::{Context, Result, bail};
+use autonomy_pipeline::economy::units::format_auton;
+use clap::Subcommand;
+
+use super::session::{AnyLedger, Project, Session};
+
+/// `autonomy dao …`.
+#[derive(Subcommand)]
+pub enum DaoCommand {
+    /// Give your votes to an account (yourself included).
+    Delegate {
+        /// Who votes with your Auton.
+        to: String,
+        #[command(flatten)]
+        project: Project,
+    },
+    /// Propose making a version the active version of a community model.
+    ProposeActivate {
+        /// The model id.
+        model: u64,
+        /// The version id.
+        version: u64,
+        /// What voters read (default: generated).
+        #[arg(long)]
+        description: Option<String>,
+        #[command(flatten)]
+        project: Project,
+    },
+    /// Propose new marketplace fees, in basis points (each at most 1,000).
+    ProposeFees {
+        /// Treasury fee.
+        fee: u16,
+        /// Model contributors' fee.
+        contributor_fee: u16,
+        /// What voters read (default: generated).
+        #[arg(long)]
+        description: Option<String>,
+        #[command(flatten)]
+        project: Project,
+    },
+    /// Vote on a proposal: `for`, `against` or `abstain`.
+    Vote {
+        /// The proposal id, or a unique prefix of it.
+        id: String,
+        /// How.
+        support: String,
+        #[command(flatten)]
+        project: Project,
+    },
+    /// Queue a passed proposal in the timelock.
+    Queue {
+        /// The proposal id, or a unique prefix of it.
+        id: String,
+        #[command(flatten)]
+        project: Project,
+    },
+    /// Execute a queued proposal once its delay has passed.
+    Execute {
+        /// The proposal id, or a unique prefix of it.
+        id: String,
+        #[command(flatten)]
+        project: Project,
+    },
+    /// Every proposal, its state and its deadlines.
+    List {
+        #[command(flatten)]
+        project: Project,
+    },
+}
+
+/// The proposal whose id is `id` or starts with it.
+fn find_proposal(ledger: &AnyLedger, id: &str) -> Result<(U256, autonomy_contracts::Proposal)> {
+    let matching: Vec<_> = ledger
+        .proposals()?
+        .into_iter()
+        .filter(|(pid, _)| pid.to_string().starts_with(id))
+        .collect();
+    match matching.len() {
+        1 => Ok(matching.into_iter().next().expect("one match")),
+        0 => bail!("no proposal {id}: `autonomy dao list` shows them"),
+        n => bail!("{n} proposals start with {id}: give more digits"),
+    }
+}
+
+/// `when` relative to the chain's `now`: `in 9m 59s` or `10m ago`.
+fn relative(when: u64, now: u64) -> String {
+    let span = |seconds: u64| humantime::format_duration(Duration::from_secs(seconds)).to_string();
+    match when.cmp(&now) {
+        std::cmp::Ordering::Greater => format!("in {}", span(when - now)),
+        std::cmp::Ordering::Less => format!("{} ago", span(now - when)),
+        std::cmp::Ordering::Equal => "now".into(),
+    }
+}
+
+/// `autonomy dao …`.
+pub fn dao(command: DaoCommand) -> Result<ExitCode> {
+    use autonomy_contracts::{Action, Proposal, Support};
+    match command {
+        DaoCommand::Delegate { to, project } => {
+            let mut session = Session::open(&project)?;
+            let from = session.account(&project.from)?;
+            let to = session.account(&to)?;
+            session.ledger.delegate(from, to)?;
+            println!(
+                "{from} now votes through {to} ({} of votes)",
+                format_auton(session.ledger.votes(to)?)
+            );
+        }
+        DaoCommand::ProposeActivate {
+            model,
+            version,
+            description,
+            project,
+        } => {
+            let mut session = Session::open(&project)?;
+            let from = session.account(&project.from)?;
+            let action = Action::set_active_version(
+                session.ledger.deployment(),
+                U256::from(model),
+                U256::from(version),
+            );
+            let text = description.unwrap_or_else(|| {
+                format!("Make version {version} the active version of model {model}")
+            });
+            let id = session
+                .ledger
+                .propose(from, &Proposal::new(vec![action], text))
+                .context("cannot propose")?
+                .value;
+            print_proposed(&session.ledger, id)?;
+        }
+        DaoCommand::ProposeFees {
+            fee,
+            contributor_fee,
+            description,
+            project,
+        } => {
+            let mut session = Session::open(&project)?;
+            let from = session.account(&project.from)?;
+            let action = Action::set_fees(session.ledger.deployment(), fee, contributor_fee);
+            let text = description.unwrap_or_else(|| {
+                format!("Set the marketplace fee to {fee} bps and the contributors' fee to {contributor_fee} bps")
+            });
+            let id = session
+                .ledger
+                .propose(from, &Proposal::new(vec![action], text))
+                .context("cannot propose")?
+                .value;
+            print_proposed(&session.ledger, id)?;
+        }
+        DaoCommand::Vote {
+            id,
+            support,
+            project,
+        } => {
+            let mut session = Session::open(&project)?;
+            let from = session.account(&project.from)?;
+            let (id, _) = find_proposal(&session.ledger, &id)?;
+            let support = match support.as_str() {
+                "for" => Support::For,
+                "against" => Support::Against,
+                "abstain" => Support::Abstain,
+                other => bail!("`{other}`: vote for, against or abstain"),
+            };
+            let receipt = session
+                .ledger
+                .vote(from, id, support)
+                .context("cannot vote")?;
+            let cast = receipt.events::<autonomy_contracts::bindings::AutonomyGovernor::VoteCast>();
+            let weight = cast.first().map(|c| c.weight).unwrap_or_default();
+            println!(
+                "{from} voted {support:?} on {id} with {} of votes",
+                format_auton(weight)
+            );
+        }
+        DaoCommand::Queue { id, project } => {
+            let mut session = Session::open(&project)?;
+            let from = session.account(&project.from)?;
+            let (id, proposal) = find_proposal(&session.ledger, &id)?;
+            session
+                .ledger
+                .queue(from, &proposal)
+                .context("cannot queue (has the vote ended and passed? `autonomy dao list`)")?;
+            let delay = session.ledger.timelock_delay()?;
+            println!(
+                "queued {id}; executable in {}",
+                humantime::format_duration(Duration::from_secs(delay))
+            );
+        }
+        DaoCommand::Execute { id, project } => {
+            let mut session = Session::open(&project)?;
+            let from = session.account(&project.from)?;
+            let (id, proposal) = find_proposal(&session.ledger, &id)?;
+            session
+                .ledger
+                .execute(from, &proposal)
+                .context("cannot execute (is it queued and its delay over? `autonomy dao list`)")?;
+            println!("executed {id}: {}", proposal.description);
+        }
+        DaoCommand::List { project } => {
+            let session = Session::open(&project)?;
+            let ledger = &session.ledger;
+            let now = ledger.timestamp()?;
+            let proposals = ledger.proposals()?;
+            if proposals.is_empty() {
+                println!("no proposals");
+            }
+            for (id, proposal) in proposals {
+                let state = ledger.proposal_state(id)?;
+                let (start, end) = ledger.proposal_window(id)?;
+                println!("{id}\n  {:?}: {}", state, proposal.description);
+                println!(
+                    "  voting opens {}, closes {}",
+                    relative(start, now),
+                    relative(end, now)
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_proposed(ledger: &AnyLedger, id: U256) -> Result<()> {
+    let (start, end) = ledger.proposal_window(id)?;
+    let now = ledger.timestamp()?;
+    println!("proposed {id}");
+    println!(
+        "voting opens {} and closes {}",
+        relative(start, now),
+        relative(end, now)
+    );
+    Ok(())
+}
