@@ -242,3 +242,201 @@ fn publish_list_buy_and_withdraw_on_the_embedded_chain() {
     let advanced = ok(project.run(&["chain", "advance", "1h", "--from", "dev:0"]));
     assert!(advanced.contains("chain time is now"), "{advanced}");
 }
+
+/// The first proposal id printed by `dao propose-*`.
+fn proposal_id(output: &str) -> String {
+    output
+        .lines()
+        .find_map(|line| line.strip_prefix("proposed "))
+        .unwrap_or_else(|| panic!("no proposal id in {output}"))
+        .trim()
+        .to_string()
+}
+
+/// A modder's fine-tune of `base`: two contributed images, two training steps.
+fn fine_tune(project: &Project, base: &Path, into: &Path) {
+    let data = tempfile::tempdir().unwrap();
+    for (name, colour) in [
+        ("ruby", [200u8, 30, 60, 255]),
+        ("emerald", [30, 180, 90, 255]),
+    ] {
+        let image = image::RgbaImage::from_fn(32, 32, |x, y| {
+            let inside = (x as i32 - 16).abs() + (y as i32 - 16).abs() < 12;
+            image::Rgba(if inside { colour } else { [0, 0, 0, 0] })
+        });
+        image.save(data.path().join(format!("{name}.png"))).unwrap();
+        std::fs::write(
+            data.path().join(format!("{name}.txt")),
+            format!("{name} gem"),
+        )
+        .unwrap();
+    }
+    let (base, data, into) = (
+        base.to_str().unwrap(),
+        data.path().to_str().unwrap(),
+        into.to_str().unwrap(),
+    );
+    ok(project
+        .command(&[
+            "train", "--from", base, "--data", data, "--out", into, "--steps", "2", "--batch", "2",
+        ])
+        .output()
+        .unwrap());
+}
+
+#[test]
+fn a_community_model_is_promoted_by_vote_and_its_contributors_earn_from_sales() {
+    let project = Project {
+        root: tempfile::tempdir().unwrap(),
+        keys: tempfile::tempdir().unwrap(),
+    };
+    let model_dir = tempfile::tempdir().unwrap();
+    let model = shipped_model(model_dir.path());
+    let model_arg = model.to_str().unwrap();
+    let root = project.root.path();
+    ok(project
+        .command(&["init", root.to_str().unwrap()])
+        .output()
+        .unwrap());
+    let config = std::fs::read_to_string(root.join("autonomy.toml")).unwrap();
+    std::fs::write(
+        root.join("autonomy.toml"),
+        config.replace("# key = \"studio\"", "key = \"studio\""),
+    )
+    .unwrap();
+    ok(project
+        .command(&["keys", "new", "studio"])
+        .output()
+        .unwrap());
+
+    // The house model as a community model; its first version becomes active on its own.
+    let registered = ok(project.run(&[
+        "models",
+        "register",
+        "house",
+        "--community",
+        "--from",
+        "dev:1",
+    ]));
+    assert!(
+        registered.contains("community model") && registered.contains("model 1"),
+        "{registered}"
+    );
+    let v1 = ok(project.run(&[
+        "models",
+        "add-version",
+        "1",
+        model_arg,
+        "--contributor",
+        "dev:1=7000",
+        "--contributor",
+        "dev:2=3000",
+        "--price",
+        "10",
+        "--from",
+        "dev:1",
+    ]));
+    assert!(v1.contains("version 1"), "{v1}");
+    let bad = failed(project.run(&[
+        "models",
+        "add-version",
+        "1",
+        model_arg,
+        "--contributor",
+        "dev:1=7000",
+        "--from",
+        "dev:1",
+    ]));
+    assert!(bad.contains("SharesNotTotal"), "{bad}");
+
+    // A modder fine-tunes it and registers the result as version 2 of the community model.
+    let tuned_dir = tempfile::tempdir().unwrap();
+    fine_tune(&project, &model, tuned_dir.path());
+    let tuned = tuned_dir.path().to_str().unwrap();
+    let v2 = ok(project.run(&[
+        "models",
+        "add-version",
+        "1",
+        tuned,
+        "--parent",
+        "1",
+        "--contributor",
+        "dev:3=6000",
+        "--contributor",
+        "dev:8=4000",
+        "--price",
+        "10",
+        "--from",
+        "dev:3",
+    ]));
+    assert!(v2.contains("version 2"), "{v2}");
+    let listed = ok(project.run(&["models", "list", "--from", "dev:0"]));
+    assert!(
+        listed.contains("active version 1")
+            && listed.contains("version 2:")
+            && listed.contains("parent 1"),
+        "{listed}"
+    );
+
+    // Promotion by vote: propose, wait for the vote, vote, wait, queue, wait, execute.
+    let proposed = ok(project.run(&["dao", "propose-activate", "1", "2", "--from", "dev:0"]));
+    let id = proposal_id(&proposed);
+    let prefix = &id[..12];
+    assert!(proposed.contains("voting opens in 1m"), "{proposed}");
+    let early = failed(project.run(&["dao", "vote", prefix, "for", "--from", "dev:0"]));
+    assert!(early.contains("GovernorUnexpectedProposalState"), "{early}");
+    ok(project.run(&["chain", "advance", "61s", "--from", "dev:0"]));
+    let voted = ok(project.run(&["dao", "vote", prefix, "for", "--from", "dev:0"]));
+    assert!(
+        voted.contains("voted For") && voted.contains("AUTON of votes"),
+        "{voted}"
+    );
+    ok(project.run(&["dao", "vote", prefix, "against", "--from", "dev:3"]));
+    let status = ok(project.run(&["dao", "list", "--from", "dev:0"]));
+    assert!(
+        status.contains("Active") && status.contains("closes in"),
+        "{status}"
+    );
+    ok(project.run(&["chain", "advance", "10m", "--from", "dev:0"]));
+    let queued = ok(project.run(&["dao", "queue", prefix, "--from", "dev:4"]));
+    assert!(queued.contains("executable in 1m"), "{queued}");
+    let too_soon = failed(project.run(&["dao", "execute", prefix, "--from", "dev:4"]));
+    assert!(too_soon.contains("cannot execute"), "{too_soon}");
+    ok(project.run(&["chain", "advance", "61s", "--from", "dev:0"]));
+    let executed = ok(project.run(&["dao", "execute", prefix, "--from", "dev:4"]));
+    assert!(
+        executed.contains("Make version 2 the active version of model 1"),
+        "{executed}"
+    );
+    let listed = ok(project.run(&["models", "list", "--from", "dev:0"]));
+    assert!(listed.contains("active version 2"), "{listed}");
+    let status = ok(project.run(&["dao", "list", "--from", "dev:0"]));
+    assert!(status.contains("Executed"), "{status}");
+
+    // Access to version 2 and sales of assets made with it pay its contributors.
+    ok(project.run(&["models", "buy-access", "2", "--from", "dev:5"]));
+    std::fs::create_dir_all(root.join("items")).unwrap();
+    std::fs::write(root.join("items/fruit.recipe.toml"), RECIPES).unwrap();
+    let items = project.path("items");
+    ok(project
+        .command(&["build", &items, "--model", tuned, "--key", "studio"])
+        .output()
+        .unwrap());
+    let apple = project.path("items/apple.png");
+    let published = ok(project.run(&["publish", &apple, "--list", "100", "--json"]));
+    let published: serde_json::Value = serde_json::from_str(&published).unwrap();
+    assert_eq!(
+        published[0]["model_version"], "0x2",
+        "minted with the version that made it"
+    );
+    let bought = ok(project.run(&["market", "buy", &apple, "--from", "dev:6"]));
+    assert!(
+        bought.contains("model contributors get 2.5 AUTON"),
+        "{bought}"
+    );
+    // dev:8 holds 40 % of version 2: of 10 (access) + 2.5 (sale) = 5 Auton.
+    let paid = ok(project.run(&["models", "release", "2", "dev:8", "--from", "dev:7"]));
+    assert!(paid.contains("paid 5 AUTON"), "{paid}");
+    let nothing = failed(project.run(&["models", "release", "2", "dev:8", "--from", "dev:7"]));
+    assert!(nothing.contains("NothingToRelease"), "{nothing}");
+}
