@@ -4,6 +4,8 @@
 use anyhow::{Context, Result, bail};
 use autonomy_pipeline::build::{self, Event, Outcome};
 use autonomy_pipeline::dataset::{self, BuildOptions};
+use autonomy_pipeline::economy::Config;
+use autonomy_pipeline::economy::registry::RegistryPoller;
 use autonomy_pipeline::generator::GenerateRequest;
 use autonomy_pipeline::keys::{KeyStore, password_for};
 use autonomy_pipeline::models::house::{HouseConfig, HouseModel};
@@ -128,6 +130,13 @@ struct VerifyArgs {
     /// The model folder `model = "house"` means (with --reproduce).
     #[arg(long, default_value = DEFAULT_MODEL)]
     model: PathBuf,
+    /// Also check the chain: the content is minted, by the manifest's creator, with a model
+    /// version registered with the manifest's weights.
+    #[arg(long)]
+    chain: bool,
+    /// The project (its autonomy.toml names the chain and the model folders).
+    #[arg(long, default_value = ".")]
+    project: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -153,6 +162,9 @@ struct BuildArgs {
     /// Sign every manifest with this creator key (`autonomy keys new <name>` makes one).
     #[arg(long)]
     key: Option<String>,
+    /// The project whose chain resolves `model = "registry:<name>"` (its autonomy.toml).
+    #[arg(long, default_value = ".")]
+    project: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -456,15 +468,22 @@ fn keys(command: KeysCommand) -> Result<ExitCode> {
 
 fn verify(args: VerifyArgs, dev: &candle_core::Device) -> Result<ExitCode> {
     use autonomy_pipeline::verify::{ReproduceOptions, Verdict, reproduce, verify_path};
-    let reports = if args.reproduce {
+    let config = Config::load(&args.project)?;
+    let mut reports = if args.reproduce {
         let options = ReproduceOptions {
             house_dir: args.model.clone(),
             device: dev.clone(),
+            model_dirs: config.model_dirs.clone(),
         };
         reproduce(&args.path, &options)?
     } else {
         verify_path(&args.path)?
     };
+    if args.chain {
+        let ledger = autonomy_pipeline::economy::open_ledger(&config, None)
+            .context("cannot open the chain")?;
+        autonomy_pipeline::economy::onchain::check_on_chain(&ledger, &mut reports)?;
+    }
     let worst = reports
         .iter()
         .map(|r| r.verdict())
@@ -489,6 +508,11 @@ fn verify(args: VerifyArgs, dev: &candle_core::Device) -> Result<ExitCode> {
     Ok(ExitCode::from(worst.exit_code() as u8))
 }
 
+fn registry_poller(args: &BuildArgs) -> Result<RegistryPoller> {
+    let config = Config::load(&args.project)?;
+    Ok(RegistryPoller::new(config, args.dir.clone()))
+}
+
 fn build_options(args: &BuildArgs, dev: &candle_core::Device) -> Result<build::BuildOptions> {
     let mut options = build::BuildOptions::new(&args.dir, &args.model);
     if let Some(name) = &args.key {
@@ -501,6 +525,9 @@ fn build_options(args: &BuildArgs, dev: &candle_core::Device) -> Result<build::B
     options.device = dev.clone();
     options.force = args.force;
     options.jobs = args.jobs;
+    options.registry = registry_poller(args)?
+        .current()
+        .context("cannot resolve the registry models the recipes name")?;
     Ok(options)
 }
 
@@ -512,7 +539,8 @@ fn watch_recipes(args: BuildArgs, dev: &candle_core::Device) -> Result<ExitCode>
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
         .context("cannot install the Ctrl-C handler")?;
     eprintln!("watching {} (Ctrl-C to stop)", options.root.display());
-    watch::watch(&options, &stop, &|event| match event {
+    let mut poller = registry_poller(&args)?;
+    let on_event = |event: WatchEvent| match event {
         WatchEvent::Changed(paths) => {
             let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
             eprintln!("changed: {}", names.join(", "));
@@ -532,9 +560,13 @@ fn watch_recipes(args: BuildArgs, dev: &candle_core::Device) -> Result<ExitCode>
         WatchEvent::Removed { asset, files } => {
             eprintln!("removed {asset} ({} files)", files.len())
         }
+        WatchEvent::ModelsChanged(names) => {
+            eprintln!("new active version of {}", names.join(", "))
+        }
         WatchEvent::Error(message) => eprintln!("error: {message}"),
-    })
-    .with_context(|| format!("cannot watch `{}`", args.dir.display()))?;
+    };
+    watch::watch_with(&options, &stop, &on_event, Some(&mut poller))
+        .with_context(|| format!("cannot watch `{}`", args.dir.display()))?;
     eprintln!("stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,8 @@
 //! Watching a recipe folder: every save of a recipe, a palette or a source image rebuilds
 //! what it affects (the cache makes everything else a no-op), a deleted recipe removes its
-//! outputs, and a broken recipe is reported while the watcher keeps going.
+//! outputs, and a broken recipe is reported while the watcher keeps going. With a
+//! [`ModelSource`], a change of a registry model's active version (a DAO vote) rebuilds the
+//! assets made with that model.
 
 use notify::{EventKind, RecursiveMode};
 use notify_debouncer_full::{DebounceEventResult, new_debouncer};
@@ -15,6 +17,14 @@ use crate::recipe::{self, RecipeSet};
 
 /// How long the folder must be quiet before a batch of changes is acted on.
 pub const DEBOUNCE: Duration = Duration::from_millis(50);
+/// How often a [`ModelSource`] is asked whether registry models changed.
+pub const MODEL_POLL: Duration = Duration::from_secs(1);
+
+/// Where `model = "registry:<name>"` recipes get their model folders while watching.
+pub trait ModelSource {
+    /// The folders by registry name now, when they differ from what the last call returned.
+    fn poll(&mut self) -> Result<Option<BTreeMap<String, PathBuf>>, String>;
+}
 
 /// What the watcher tells its caller.
 #[derive(Debug)]
@@ -32,6 +42,8 @@ pub enum WatchEvent<'a> {
         /// Its removed files (root-relative).
         files: Vec<PathBuf>,
     },
+    /// Registry models now resolve to other folders (a new active version); a build follows.
+    ModelsChanged(Vec<String>),
     /// The watcher could not watch or build; it keeps going.
     Error(String),
 }
@@ -58,6 +70,18 @@ pub fn watch(
     stop: &AtomicBool,
     on_event: &(dyn Fn(WatchEvent) + Sync),
 ) -> Result<(), WatchError> {
+    watch_with(options, stop, on_event, None)
+}
+
+/// [`watch`], also rebuilding when `models` reports that registry models changed.
+pub fn watch_with(
+    options: &BuildOptions,
+    stop: &AtomicBool,
+    on_event: &(dyn Fn(WatchEvent) + Sync),
+    mut models: Option<&mut dyn ModelSource>,
+) -> Result<(), WatchError> {
+    let mut options = options.clone();
+    let mut last_poll = std::time::Instant::now();
     // Events name absolute paths; a relative root would never match them.
     let root = &options
         .root
@@ -79,8 +103,27 @@ pub fn watch(
         })?;
 
     let mut state = State::default();
-    state.rebuild(options, on_event)?;
+    state.rebuild(&options, on_event)?;
     while !stop.load(Ordering::SeqCst) {
+        if let Some(source) = models.as_deref_mut()
+            && last_poll.elapsed() >= MODEL_POLL
+        {
+            last_poll = std::time::Instant::now();
+            match source.poll() {
+                Ok(Some(folders)) if folders != options.registry => {
+                    let changed: Vec<String> = folders
+                        .iter()
+                        .filter(|(name, folder)| options.registry.get(*name) != Some(*folder))
+                        .map(|(name, _)| name.clone())
+                        .collect();
+                    options.registry = folders;
+                    on_event(WatchEvent::ModelsChanged(changed));
+                    state.rebuild(&options, on_event)?;
+                }
+                Ok(_) => {}
+                Err(message) => on_event(WatchEvent::Error(message)),
+            }
+        }
         let batch = match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(batch) => batch,
             Err(mpsc::RecvTimeoutError::Timeout) => continue,
@@ -109,7 +152,7 @@ pub fn watch(
             continue;
         }
         on_event(WatchEvent::Changed(relevant));
-        state.rebuild(options, on_event)?;
+        state.rebuild(&options, on_event)?;
     }
     Ok(())
 }

@@ -11,15 +11,18 @@ pub mod provenance;
 pub mod workshop;
 
 use rayon::prelude::*;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::recipe::{self, AssetRecipe, RecipeSet, Source};
 use cache::{Cache, KeyParts};
 use produce::Produced;
-use provenance::{FileHash, Manifest};
+use provenance::{FileHash, Manifest, Parent};
 use workshop::Workshop;
+
+/// The role of a manifest parent that is the asset's earlier version, not an input.
+pub const PREVIOUS_ROLE: &str = "previous";
 
 /// Suffix of the provenance sidecar written beside an asset.
 pub const MANIFEST_SUFFIX: &str = ".prov.json";
@@ -41,6 +44,10 @@ pub struct BuildOptions {
     pub jobs: usize,
     /// The creator's key: manifests name its address and carry its signature.
     pub signer: Option<alloy_signer_local::PrivateKeySigner>,
+    /// Local folders of the registry models recipes name (`model = "registry:<name>"`): the
+    /// folder holding the weights of each model's active version, as the caller resolved it
+    /// from the chain.
+    pub registry: BTreeMap<String, PathBuf>,
 }
 
 impl BuildOptions {
@@ -54,6 +61,7 @@ impl BuildOptions {
             force: false,
             jobs: 1,
             signer: None,
+            registry: BTreeMap::new(),
         }
     }
 }
@@ -245,6 +253,21 @@ pub fn label(recipe: &AssetRecipe) -> String {
     }
 }
 
+/// The asset this build replaces, when one with other content lies beside the recipe: the new
+/// manifest names it as its `previous` parent (e.g. after the model it was made with changed).
+fn previous_version(out_dir: &Path, recipe: &AssetRecipe, produced: &[Produced]) -> Option<Parent> {
+    let sidecar = out_dir.join(format!("{}{MANIFEST_SUFFIX}", recipe.name));
+    let old: Manifest = serde_json::from_slice(&std::fs::read(sidecar).ok()?).ok()?;
+    let old_main = old.outputs.first()?;
+    let new_main = produced.first().map(|p| FileHash::of(&p.file, &p.bytes))?;
+    (old_main.sha256 != new_main.sha256).then(|| Parent {
+        reference: format!("file:{}", slash(&recipe.output_dir().join(&old_main.file))),
+        sha256: old_main.sha256.clone(),
+        cid: old_main.cid.clone(),
+        role: PREVIOUS_ROLE.into(),
+    })
+}
+
 /// Groups the build order into levels whose members do not depend on each other.
 fn levels(set: &RecipeSet) -> Vec<Vec<&AssetRecipe>> {
     let mut depth: HashMap<String, usize> = HashMap::new();
@@ -321,6 +344,8 @@ impl Builder<'_> {
         let started = Instant::now();
         let staged = self.cache.stage().map_err(io(&self.options.cache_dir))?;
         let (model, produced) = self.workshop.make(recipe, &ingredients, &staged)?;
+        let mut parents = ingredients.parents;
+        parents.extend(previous_version(&out_dir, recipe, &produced));
         let mut manifest = Manifest {
             schema: provenance::SCHEMA.into(),
             asset: recipe.name.clone(),
@@ -332,7 +357,7 @@ impl Builder<'_> {
             recipe_file: slash(&recipe.file),
             model,
             device: ingredients.device,
-            parents: ingredients.parents,
+            parents,
             creator: None,
             created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
             signature: None,

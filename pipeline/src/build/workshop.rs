@@ -109,9 +109,11 @@ impl<'a> Workshop<'a> {
         match &recipe.model {
             ModelRef::House => Ok(self.options.house_dir.clone()),
             ModelRef::Folder(dir) => Ok(self.options.root.join(dir)),
-            ModelRef::Registry(name) => Err(format!(
-                "`model = \"registry:{name}\"`: registry models need the chain, which this build does not use yet; name a model folder instead"
-            )),
+            ModelRef::Registry(name) => self.options.registry.get(name).cloned().ok_or_else(|| {
+                format!(
+                    "`model = \"registry:{name}\"`: the registry model `{name}` was not resolved; build from a project whose chain registers it (`autonomy build --project <dir>`)"
+                )
+            }),
         }
     }
 

@@ -30,6 +30,11 @@ dir = ".autonomy/chain"
 [store]
 # Every published file, its manifest and its ERC-721 metadata, stored by CID.
 dir = ".autonomy/store"
+
+[models]
+# Where `model = "registry:<name>"` looks for the weights of a model's active version: every
+# folder below these holding a model.safetensors, matched by its sha256.
+dirs = ["models", ".autonomy/models"]
 "#;
 
 /// The chain a project talks to.
@@ -62,6 +67,8 @@ pub struct Config {
     pub creator_key: Option<String>,
     /// The content store folder.
     pub store: PathBuf,
+    /// Folders searched for registry models' weights.
+    pub model_dirs: Vec<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -73,6 +80,27 @@ struct RawConfig {
     creator: RawCreator,
     #[serde(default)]
     store: RawStore,
+    #[serde(default)]
+    models: RawModels,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModels {
+    #[serde(default = "default_model_dirs")]
+    dirs: Vec<PathBuf>,
+}
+
+impl Default for RawModels {
+    fn default() -> Self {
+        Self {
+            dirs: default_model_dirs(),
+        }
+    }
+}
+
+fn default_model_dirs() -> Vec<PathBuf> {
+    vec!["models".into(), ".autonomy/models".into()]
 }
 
 #[derive(Deserialize)]
@@ -177,6 +205,7 @@ impl Config {
             chain,
             creator_key: raw.creator.key,
             store: root.join(&raw.store.dir),
+            model_dirs: raw.models.dirs.iter().map(|dir| root.join(dir)).collect(),
         })
     }
 

@@ -6,7 +6,9 @@
 
 pub mod config;
 pub mod metadata;
+pub mod onchain;
 pub mod publish;
+pub mod registry;
 pub mod store;
 pub mod units;
 
@@ -51,6 +53,14 @@ pub enum EconomyError {
     NotPublishable {
         /// The asset (or path) concerned.
         asset: String,
+        /// Why, and what to do.
+        reason: String,
+    },
+    /// A registry model cannot be used.
+    #[error("registry model `{name}`: {reason}")]
+    Registry {
+        /// The model name recipes use.
+        name: String,
         /// Why, and what to do.
         reason: String,
     },

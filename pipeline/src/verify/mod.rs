@@ -89,7 +89,12 @@ impl AssetReport {
             .unwrap_or(Verdict::Unverifiable)
     }
 
-    fn check(&mut self, what: impl Into<String>, verdict: Verdict, detail: impl Into<String>) {
+    pub(crate) fn check(
+        &mut self,
+        what: impl Into<String>,
+        verdict: Verdict,
+        detail: impl Into<String>,
+    ) {
         self.checks.push(Check {
             what: what.into(),
             verdict,

@@ -14,7 +14,8 @@ use super::{AssetReport, Verdict, VerifyError, inside, verify_path};
 use crate::build::provenance::{FileHash, Manifest};
 use crate::build::workshop::{Ingredients, Workshop};
 use crate::build::{BuildOptions, MANIFEST_SUFFIX};
-use crate::recipe::{self, Source};
+use crate::models::locate::folder_with_weights;
+use crate::recipe::{self, ModelRef, Source};
 
 /// What a reproduction runs with.
 #[derive(Clone, Debug)]
@@ -24,6 +25,10 @@ pub struct ReproduceOptions {
     /// Where the model runs; an asset made on another device is not compared (pixels may
     /// differ across devices).
     pub device: candle_core::Device,
+    /// Folders searched for the weights a `model = "registry:<name>"` asset was made with (by
+    /// the manifest's weights hash: an asset is reproduced with the version that made it, not
+    /// the one active now).
+    pub model_dirs: Vec<PathBuf>,
 }
 
 /// A reproduction that did not verify: its verdict and why.
@@ -94,10 +99,19 @@ fn reproduce_asset(
             manifest.recipe_file
         )));
     }
-    let build = BuildOptions {
+    let mut build = BuildOptions {
         device: options.device.clone(),
         ..BuildOptions::new(&root, &options.house_dir)
     };
+    if let ModelRef::Registry(name) = &recipe.model {
+        let weights = &manifest.model.weights_sha256;
+        let folder = folder_with_weights(&options.model_dirs, weights).ok_or_else(|| {
+            unverifiable(format!(
+                "the weights it was made with ({weights}) are in none of the model folders"
+            ))
+        })?;
+        build.registry.insert(name.clone(), folder);
+    }
     let workshop = Workshop::new(&build, &set);
     if let Some(Source::Recipe(name)) = recipe.img2img.as_ref().map(|i| &i.source) {
         let source = |detail: String| unverifiable(format!("source `recipe:{name}`: {detail}"));
@@ -212,6 +226,7 @@ fn same_ingredients(have: &Ingredients, manifest: &Manifest) -> Result<(), Found
     let sources = |parents: &[crate::build::provenance::Parent]| {
         let list: Vec<String> = parents
             .iter()
+            .filter(|p| p.role != crate::build::PREVIOUS_ROLE)
             .map(|p| format!("{} (sha256 {})", p.reference, p.sha256))
             .collect();
         if list.is_empty() {

@@ -1,0 +1,69 @@
+//! Finding a model folder by the sha256 of its weights, the identity manifests and the
+//! registry record.
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::house::files;
+
+/// The first folder holding weights whose sha256 (hex) is `weights_sha256`: each of `dirs`
+/// itself, then the folders directly below it (sorted).
+pub fn folder_with_weights(dirs: &[PathBuf], weights_sha256: &str) -> Option<PathBuf> {
+    let wanted = weights_sha256.trim_start_matches("0x").to_ascii_lowercase();
+    candidates(dirs)
+        .into_iter()
+        .find(|folder| weights_of(folder).as_deref() == Some(wanted.as_str()))
+}
+
+fn candidates(dirs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for dir in dirs {
+        found.push(dir.clone());
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            let mut below: Vec<PathBuf> = entries
+                .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+                .filter(|path| path.is_dir())
+                .collect();
+            below.sort();
+            found.extend(below);
+        }
+    }
+    found
+}
+
+/// sha256 (hex) of a folder's weights file, if it has one.
+fn weights_of(folder: &Path) -> Option<String> {
+    let bytes = std::fs::read(folder.join(files::WEIGHTS)).ok()?;
+    Some(hex::encode(Sha256::digest(&bytes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_folder_by_hash_at_either_depth() {
+        let root = tempfile::tempdir().unwrap();
+        let a = root.path().join("a");
+        let b = root.path().join("b");
+        for (dir, bytes) in [(&a, b"aaa".as_slice()), (&b, b"bbb".as_slice())] {
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::write(dir.join(files::WEIGHTS), bytes).unwrap();
+        }
+        let hash_b = hex::encode(Sha256::digest(b"bbb"));
+        let dirs = [root.path().to_path_buf()];
+        assert_eq!(folder_with_weights(&dirs, &hash_b), Some(b.clone()));
+        assert_eq!(
+            folder_with_weights(
+                std::slice::from_ref(&b),
+                &format!("0x{}", hash_b.to_uppercase())
+            ),
+            Some(b)
+        );
+        assert_eq!(
+            folder_with_weights(&dirs, &hex::encode(Sha256::digest(b"ccc"))),
+            None
+        );
+    }
+}
