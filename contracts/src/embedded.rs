@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::backend::{Backend, Receipt, Tx};
 use crate::deployment::Deployment;
 use crate::dev::dev_signers;
+use crate::keyring::KeyRing;
 use crate::persist::write_atomic;
 use crate::{LedgerError, Revert};
 
@@ -48,15 +49,15 @@ struct ChainState {
 pub struct Embedded {
     state: ChainState,
     path: Option<PathBuf>,
-    signers: Vec<PrivateKeySigner>,
+    keys: KeyRing,
 }
 
 impl Embedded {
     /// A fresh chain held in memory only: the dev accounts funded, nothing deployed.
     pub fn in_memory() -> Self {
-        let signers = dev_signers();
+        let keys = KeyRing::new(dev_signers());
         let mut db = CacheDB::new(EmptyDB::default());
-        for signer in &signers {
+        for signer in keys.signers() {
             let balance = U256::from(DEV_BALANCE_ETH) * U256::from(10u64).pow(U256::from(18));
             db.insert_account_info(signer.address(), AccountInfo::from_balance(balance));
         }
@@ -72,7 +73,7 @@ impl Embedded {
         Self {
             state,
             path: None,
-            signers,
+            keys,
         }
     }
 
@@ -113,20 +114,14 @@ impl Embedded {
         Ok(Self {
             state,
             path: Some(path),
-            signers: dev_signers(),
+            keys: KeyRing::new(dev_signers()),
         })
     }
 
     /// Lets the chain sign for `signer`'s account too (a creator's own key). Gas is free on the
     /// embedded chain, so the account needs no ether.
     pub fn add_signer(&mut self, signer: PrivateKeySigner) {
-        if self
-            .signers
-            .iter()
-            .all(|known| known.address() != signer.address())
-        {
-            self.signers.push(signer);
-        }
+        self.keys.add(signer);
     }
 
     /// Where the chain is saved, if anywhere.
@@ -209,14 +204,11 @@ impl Backend for Embedded {
     }
 
     fn accounts(&self) -> Vec<Address> {
-        self.signers.iter().map(PrivateKeySigner::address).collect()
+        self.keys.accounts()
     }
 
     fn signer(&self, account: Address) -> Result<&PrivateKeySigner, LedgerError> {
-        self.signers
-            .iter()
-            .find(|signer| signer.address() == account)
-            .ok_or(LedgerError::MissingKey(account))
+        self.keys.get(account)
     }
 
     fn send(&mut self, tx: Tx) -> Result<Receipt, LedgerError> {
@@ -274,14 +266,7 @@ impl Backend for Embedded {
                 },
                 logs,
             }),
-            ExecutionResult::Revert { output, .. } => Err(LedgerError::Reverted {
-                call: String::new(),
-                revert: Box::new(Revert::decode(&output)),
-            }),
-            ExecutionResult::Halt { reason, .. } => Err(LedgerError::Halted {
-                call: String::new(),
-                reason: format!("{reason:?}"),
-            }),
+            failed => Err(failure(failed)),
         }
     }
 
@@ -304,14 +289,7 @@ impl Backend for Embedded {
             .result;
         match result {
             ExecutionResult::Success { output, .. } => Ok(output.into_data()),
-            ExecutionResult::Revert { output, .. } => Err(LedgerError::Reverted {
-                call: String::new(),
-                revert: Box::new(Revert::decode(&output)),
-            }),
-            ExecutionResult::Halt { reason, .. } => Err(LedgerError::Halted {
-                call: String::new(),
-                reason: format!("{reason:?}"),
-            }),
+            failed => Err(failure(failed)),
         }
     }
 
@@ -337,6 +315,23 @@ impl Backend for Embedded {
             .filter(|log| log.address == address && log.topics().first() == Some(&topic0))
             .cloned()
             .collect())
+    }
+}
+
+/// The error of a transaction that did not succeed (the Ledger names the call).
+fn failure(result: ExecutionResult) -> LedgerError {
+    match result {
+        ExecutionResult::Revert { output, .. } => LedgerError::Reverted {
+            call: String::new(),
+            revert: Box::new(Revert::decode(&output)),
+        },
+        ExecutionResult::Halt { reason, .. } => LedgerError::Halted {
+            call: String::new(),
+            reason: format!("{reason:?}"),
+        },
+        ExecutionResult::Success { .. } => {
+            LedgerError::Evm("a successful transaction reported as a failure".into())
+        }
     }
 }
 

@@ -31,6 +31,7 @@ mod dev;
 mod embedded;
 mod error;
 mod governance;
+mod keyring;
 mod ledger;
 mod persist;
 mod revert;

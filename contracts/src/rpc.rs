@@ -11,6 +11,7 @@ use alloy::transports::{RpcError, TransportErrorKind};
 use tokio::runtime::Runtime;
 
 use crate::backend::{Backend, Receipt, Tx};
+use crate::keyring::KeyRing;
 use crate::{LedgerError, Revert};
 
 /// How long to wait for a sent transaction's receipt before giving up.
@@ -22,7 +23,7 @@ pub struct Rpc {
     url: String,
     chain_id: u64,
     provider: DynProvider,
-    signers: Vec<PrivateKeySigner>,
+    keys: KeyRing,
     runtime: Runtime,
 }
 
@@ -79,7 +80,7 @@ impl Rpc {
             url: url.into(),
             chain_id,
             provider,
-            signers,
+            keys: KeyRing::new(signers),
             runtime,
         })
     }
@@ -136,14 +137,11 @@ impl Backend for Rpc {
     }
 
     fn accounts(&self) -> Vec<Address> {
-        self.signers.iter().map(PrivateKeySigner::address).collect()
+        self.keys.accounts()
     }
 
     fn signer(&self, account: Address) -> Result<&PrivateKeySigner, LedgerError> {
-        self.signers
-            .iter()
-            .find(|signer| signer.address() == account)
-            .ok_or(LedgerError::MissingKey(account))
+        self.keys.get(account)
     }
 
     fn send(&mut self, tx: Tx) -> Result<Receipt, LedgerError> {

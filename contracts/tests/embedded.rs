@@ -1,6 +1,7 @@
 //! The contract-level suite on the embedded EVM, plus what only the embedded chain does:
 //! persistence across restarts and refusing a corrupt state file.
 
+#[macro_use]
 mod suite;
 
 use alloy::primitives::U256;
@@ -16,24 +17,7 @@ macro_rules! on_embedded {
     )*};
 }
 
-on_embedded!(
-    deploy_wires_governance,
-    mint_records_provenance_once,
-    batch_mint,
-    marketplace_sale_pays_everyone,
-    listings_go_stale_and_guard_sellers,
-    access_sales_pay_the_split,
-    registry_checks_shares_and_control,
-    governance_moves_community_models,
-    votes_count_at_the_snapshot,
-    permits_work_once,
-    reentrant_buy_is_refused,
-    reentrant_mint_cannot_double_mint,
-    malicious_token_cannot_reenter,
-    only_governance_changes_the_rules,
-    governance_is_held_to_the_caps,
-    splitter_leaves_no_dust,
-);
+every_scenario!(on_embedded);
 
 #[test]
 fn a_restart_continues_where_it_stopped() {

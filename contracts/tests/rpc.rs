@@ -2,6 +2,7 @@
 //! `@foundry-rs/anvil` (installed by `npm ci`), one fresh node per test. Plus what only RPC has:
 //! wrong chain ids, unreachable endpoints, missing keys, deployments saved and re-attached.
 
+#[macro_use]
 mod suite;
 
 use std::path::PathBuf;
@@ -46,24 +47,7 @@ macro_rules! on_anvil {
     )*};
 }
 
-on_anvil!(
-    deploy_wires_governance,
-    mint_records_provenance_once,
-    batch_mint,
-    marketplace_sale_pays_everyone,
-    listings_go_stale_and_guard_sellers,
-    access_sales_pay_the_split,
-    registry_checks_shares_and_control,
-    governance_moves_community_models,
-    votes_count_at_the_snapshot,
-    permits_work_once,
-    reentrant_buy_is_refused,
-    reentrant_mint_cannot_double_mint,
-    malicious_token_cannot_reenter,
-    only_governance_changes_the_rules,
-    governance_is_held_to_the_caps,
-    splitter_leaves_no_dust,
-);
+every_scenario!(on_anvil);
 
 #[test]
 fn a_saved_deployment_reattaches() {

@@ -2,11 +2,11 @@
 //! (idempotent, killed and resumed), the marketplace (show, buy with every payee accounted
 //! for, withdraw), chain status and accounts, and the refusals (tampered asset, nothing to buy).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
-
-use autonomy_pipeline::models::house::files;
 
 const RECIPES: &str = r#"
 [assets.apple]
@@ -22,21 +22,38 @@ size = 32
 steps = 4
 "#;
 
-/// A copy of the shipped model: a training run may rewrite `models/house` meanwhile.
-fn shipped_model(into: &Path) -> PathBuf {
-    let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/house");
-    for file in [files::CONFIG, files::WEIGHTS, files::VOCAB, files::DATASET] {
-        std::fs::copy(shipped.join(file), into.join(file)).unwrap();
-    }
-    into.to_path_buf()
-}
-
 struct Project {
     root: tempfile::TempDir,
     keys: tempfile::TempDir,
 }
 
 impl Project {
+    /// A project with `autonomy.toml` naming the creator key `studio`, which exists.
+    fn with_creator() -> (Self, String) {
+        let project = Project {
+            root: tempfile::tempdir().unwrap(),
+            keys: tempfile::tempdir().unwrap(),
+        };
+        let root = project.root.path();
+        ok(project
+            .command(&["init", root.to_str().unwrap()])
+            .output()
+            .unwrap());
+        let config = std::fs::read_to_string(root.join("autonomy.toml")).unwrap();
+        std::fs::write(
+            root.join("autonomy.toml"),
+            config.replace("# key = \"studio\"", "key = \"studio\""),
+        )
+        .unwrap();
+        let creator = ok(project
+            .command(&["keys", "new", "studio"])
+            .output()
+            .unwrap())
+        .trim()
+        .to_string();
+        (project, creator)
+    }
+
     fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_autonomy"));
         command
@@ -79,31 +96,11 @@ fn failed(output: Output) -> String {
 
 #[test]
 fn publish_list_buy_and_withdraw_on_the_embedded_chain() {
-    let project = Project {
-        root: tempfile::tempdir().unwrap(),
-        keys: tempfile::tempdir().unwrap(),
-    };
-    let model_dir = tempfile::tempdir().unwrap();
-    let model = shipped_model(model_dir.path());
-    let root = project.root.path();
-
     // A project with a creator key and two signed sprites.
-    ok(project
-        .command(&["init", root.to_str().unwrap()])
-        .output()
-        .unwrap());
-    let config = std::fs::read_to_string(root.join("autonomy.toml")).unwrap();
-    std::fs::write(
-        root.join("autonomy.toml"),
-        config.replace("# key = \"studio\"", "key = \"studio\""),
-    )
-    .unwrap();
-    let creator = ok(project
-        .command(&["keys", "new", "studio"])
-        .output()
-        .unwrap())
-    .trim()
-    .to_string();
+    let (project, creator) = Project::with_creator();
+    let model_dir = tempfile::tempdir().unwrap();
+    let model = common::copy_of_shipped_model(model_dir.path());
+    let root = project.root.path();
     std::fs::create_dir_all(root.join("items")).unwrap();
     std::fs::write(root.join("items/fruit.recipe.toml"), RECIPES).unwrap();
     let items = project.path("items");
@@ -286,28 +283,11 @@ fn fine_tune(project: &Project, base: &Path, into: &Path) {
 
 #[test]
 fn a_community_model_is_promoted_by_vote_and_its_contributors_earn_from_sales() {
-    let project = Project {
-        root: tempfile::tempdir().unwrap(),
-        keys: tempfile::tempdir().unwrap(),
-    };
+    let (project, _) = Project::with_creator();
     let model_dir = tempfile::tempdir().unwrap();
-    let model = shipped_model(model_dir.path());
+    let model = common::copy_of_shipped_model(model_dir.path());
     let model_arg = model.to_str().unwrap();
     let root = project.root.path();
-    ok(project
-        .command(&["init", root.to_str().unwrap()])
-        .output()
-        .unwrap());
-    let config = std::fs::read_to_string(root.join("autonomy.toml")).unwrap();
-    std::fs::write(
-        root.join("autonomy.toml"),
-        config.replace("# key = \"studio\"", "key = \"studio\""),
-    )
-    .unwrap();
-    ok(project
-        .command(&["keys", "new", "studio"])
-        .output()
-        .unwrap());
 
     // The house model as a community model; its first version becomes active on its own.
     let registered = ok(project.run(&[

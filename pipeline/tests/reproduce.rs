@@ -2,9 +2,10 @@
 //! an img2img child, an animation) is made again bit for bit, an edited recipe makes it unverifiable, and a forged but consistent asset
 //! (new pixels, manifest hashes edited to match, signed again) is caught.
 
+mod common;
+
 use alloy_signer_local::PrivateKeySigner;
 use autonomy_pipeline::build::provenance::{self, FileHash, Manifest};
-use autonomy_pipeline::models::house::files;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -28,15 +29,6 @@ steps = 6
 /// At the root (the sprites are in a folder): a GIF, a sheet and an atlas.
 const SPARK: &str =
     "kind = \"animation\"\nprompt = \"fire flat\"\nsize = 32\nframes = 2\nsteps = 4\n";
-
-/// A copy of the shipped model: a training run may rewrite `models/house` meanwhile.
-fn shipped_model(into: &Path) -> PathBuf {
-    let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/house");
-    for file in [files::CONFIG, files::WEIGHTS, files::VOCAB, files::DATASET] {
-        std::fs::copy(shipped.join(file), into.join(file)).unwrap();
-    }
-    into.to_path_buf()
-}
 
 /// Every file below `dir` and its bytes.
 fn snapshot(dir: &Path, into: &mut BTreeMap<PathBuf, Vec<u8>>) {
@@ -74,7 +66,7 @@ fn reproductions(out: &Output) -> Vec<(String, String, String)> {
 fn verify_reproduce_remakes_assets_bit_for_bit_and_catches_forgeries() {
     let keys = tempfile::tempdir().unwrap();
     let model_dir = tempfile::tempdir().unwrap();
-    let model = shipped_model(model_dir.path());
+    let model = common::copy_of_shipped_model(model_dir.path());
     let model = model.to_str().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();

@@ -5,6 +5,31 @@
 
 mod security;
 
+/// Calls `$runner!` with every scenario of the suite, so each backend runs the same list.
+#[allow(unused_macros)] // the property tests use the suite's helpers only
+macro_rules! every_scenario {
+    ($runner:ident) => {
+        $runner!(
+            deploy_wires_governance,
+            mint_records_provenance_once,
+            batch_mint,
+            marketplace_sale_pays_everyone,
+            listings_go_stale_and_guard_sellers,
+            access_sales_pay_the_split,
+            registry_checks_shares_and_control,
+            governance_moves_community_models,
+            votes_count_at_the_snapshot,
+            permits_work_once,
+            reentrant_buy_is_refused,
+            reentrant_mint_cannot_double_mint,
+            malicious_token_cannot_reenter,
+            only_governance_changes_the_rules,
+            governance_is_held_to_the_caps,
+            splitter_leaves_no_dust,
+        );
+    };
+}
+
 #[allow(unused_imports)] // not every test crate runs the security scenarios
 pub use security::*;
 

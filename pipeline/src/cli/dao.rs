@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use alloy_primitives::U256;
 use anyhow::{Context, Result, bail};
+use autonomy_contracts::{Action, Deployment, Proposal, Support};
 use autonomy_pipeline::economy::units::format_auton;
 use clap::Subcommand;
 
@@ -100,7 +101,6 @@ fn relative(when: u64, now: u64) -> String {
 
 /// `autonomy dao …`.
 pub fn dao(command: DaoCommand) -> Result<ExitCode> {
-    use autonomy_contracts::{Action, Proposal, Support};
     match command {
         DaoCommand::Delegate { to, project } => {
             let mut session = Session::open(&project)?;
@@ -117,43 +117,23 @@ pub fn dao(command: DaoCommand) -> Result<ExitCode> {
             version,
             description,
             project,
-        } => {
-            let mut session = Session::open(&project)?;
-            let from = session.account(&project.from)?;
-            let action = Action::set_active_version(
-                session.ledger.deployment(),
-                U256::from(model),
-                U256::from(version),
-            );
-            let text = description.unwrap_or_else(|| {
-                format!("Make version {version} the active version of model {model}")
-            });
-            let id = session
-                .ledger
-                .propose(from, &Proposal::new(vec![action], text))
-                .context("cannot propose")?
-                .value;
-            print_proposed(&session.ledger, id)?;
-        }
+        } => propose(
+            &project,
+            |d| Action::set_active_version(d, U256::from(model), U256::from(version)),
+            description.unwrap_or_else(|| format!("Make version {version} the active version of model {model}")),
+        )?,
         DaoCommand::ProposeFees {
             fee,
             contributor_fee,
             description,
             project,
-        } => {
-            let mut session = Session::open(&project)?;
-            let from = session.account(&project.from)?;
-            let action = Action::set_fees(session.ledger.deployment(), fee, contributor_fee);
-            let text = description.unwrap_or_else(|| {
+        } => propose(
+            &project,
+            |d| Action::set_fees(d, fee, contributor_fee),
+            description.unwrap_or_else(|| {
                 format!("Set the marketplace fee to {fee} bps and the contributors' fee to {contributor_fee} bps")
-            });
-            let id = session
-                .ledger
-                .propose(from, &Proposal::new(vec![action], text))
-                .context("cannot propose")?
-                .value;
-            print_proposed(&session.ledger, id)?;
-        }
+            }),
+        )?,
         DaoCommand::Vote {
             id,
             support,
@@ -224,6 +204,24 @@ pub fn dao(command: DaoCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Proposes the one action `action` makes from the deployment, and says when voting opens.
+fn propose(
+    project: &Project,
+    action: impl FnOnce(&Deployment) -> Action,
+    description: String,
+) -> Result<()> {
+    let mut session = Session::open(project)?;
+    let from = session.account(&project.from)?;
+    let action = action(session.ledger.deployment());
+    let proposal = Proposal::new(vec![action], description);
+    let id = session
+        .ledger
+        .propose(from, &proposal)
+        .context("cannot propose")?
+        .value;
+    print_proposed(&session.ledger, id)
 }
 
 fn print_proposed(ledger: &AnyLedger, id: U256) -> Result<()> {
