@@ -50,6 +50,9 @@ pub struct Embedded {
     state: ChainState,
     path: Option<PathBuf>,
     keys: KeyRing,
+    /// Length and modification time of the state file as this process last read or wrote it:
+    /// a save refuses to overwrite a file another process changed since.
+    seen: Option<(u64, SystemTime)>,
 }
 
 impl Embedded {
@@ -74,6 +77,7 @@ impl Embedded {
             state,
             path: None,
             keys,
+            seen: None,
         }
     }
 
@@ -111,10 +115,12 @@ impl Embedded {
             });
         }
         tracing::debug!(path = %path.display(), block = state.block_number, "embedded chain opened");
+        let seen = fingerprint(&path);
         Ok(Self {
             state,
             path: Some(path),
             keys: KeyRing::new(dev_signers()),
+            seen,
         })
     }
 
@@ -151,14 +157,39 @@ impl Embedded {
             .unwrap_or_default()
     }
 
-    fn save(&self) -> Result<(), LedgerError> {
-        let Some(path) = &self.path else {
+    /// Writes the state file, unless another process changed it since this one read it (the
+    /// check and the write happen under an exclusive lock on `<state>.lock`).
+    fn save(&mut self) -> Result<(), LedgerError> {
+        let Some(path) = self.path.clone() else {
             return Ok(());
         };
         let bytes = serde_json::to_vec(&self.state).map_err(|error| {
             LedgerError::Evm(format!("cannot serialise the chain state: {error}"))
         })?;
-        write_atomic(path, &bytes)
+        let lock_path = path.with_extension("json.lock");
+        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| LedgerError::Io {
+                action: "create",
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let lock = std::fs::File::create(&lock_path).map_err(|source| LedgerError::Io {
+            action: "create",
+            path: lock_path.clone(),
+            source,
+        })?;
+        lock.lock().map_err(|source| LedgerError::Io {
+            action: "lock",
+            path: lock_path.clone(),
+            source,
+        })?;
+        if fingerprint(&path) != self.seen {
+            return Err(LedgerError::StateChanged(path));
+        }
+        write_atomic(&path, &bytes)?;
+        self.seen = fingerprint(&path);
+        Ok(())
     }
 
     fn next_block(&self) -> (u64, u64) {
@@ -333,6 +364,12 @@ fn failure(result: ExecutionResult) -> LedgerError {
             LedgerError::Evm("a successful transaction reported as a failure".into())
         }
     }
+}
+
+/// Length and modification time of a file, if it exists.
+fn fingerprint(path: &Path) -> Option<(u64, SystemTime)> {
+    let metadata = std::fs::metadata(path).ok()?;
+    Some((metadata.len(), metadata.modified().ok()?))
 }
 
 fn wall_clock() -> u64 {

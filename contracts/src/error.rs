@@ -68,6 +68,10 @@ pub enum LedgerError {
         /// What failed to parse.
         reason: String,
     },
+    /// Another process saved the embedded chain since this one opened it; this process's
+    /// transaction was not saved.
+    #[error("chain state {} was changed by another process since this one read it; nothing was saved: run the command again", .0.display())]
+    StateChanged(PathBuf),
     /// A deployment file names a different chain or cannot be read.
     #[error("deployment {path}: {reason}")]
     Deployment {

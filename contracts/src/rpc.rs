@@ -28,7 +28,7 @@ pub struct Rpc {
 }
 
 impl Rpc {
-    /// Connects to `url`, signing with `signers`. With `expected_chain_id`, a node serving
+    /// Connects to `url`, signing with `signers` (none: read only). With `expected_chain_id`, a node serving
     /// another chain is refused before anything is sent.
     pub fn connect(
         url: &str,
@@ -43,14 +43,6 @@ impl Rpc {
         let parsed = url
             .parse()
             .map_err(|error| rpc_error("connect", format!("not a URL: {error}")))?;
-        let first = signers
-            .first()
-            .cloned()
-            .ok_or(LedgerError::MissingKey(Address::ZERO))?;
-        let mut wallet = EthereumWallet::new(first);
-        for signer in signers.iter().skip(1) {
-            wallet.register_signer(signer.clone());
-        }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -60,10 +52,20 @@ impl Rpc {
                     format!("cannot start the async runtime: {error}"),
                 )
             })?;
-        let provider = ProviderBuilder::new()
-            .wallet(wallet)
-            .connect_http(parsed)
-            .erased();
+        // Without keys the Ledger can still read; sends then fail with `MissingKey`.
+        let provider = match signers.split_first() {
+            Some((first, rest)) => {
+                let mut wallet = EthereumWallet::new(first.clone());
+                for signer in rest {
+                    wallet.register_signer(signer.clone());
+                }
+                ProviderBuilder::new()
+                    .wallet(wallet)
+                    .connect_http(parsed)
+                    .erased()
+            }
+            None => ProviderBuilder::new().connect_http(parsed).erased(),
+        };
         let chain_id = block_on(&runtime, provider.get_chain_id())?
             .map_err(|error| rpc_error("eth_chainId", error.to_string()))?;
         if let Some(expected) = expected_chain_id

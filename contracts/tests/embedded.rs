@@ -114,3 +114,22 @@ fn unknown_accounts_cannot_send() {
         "{error}"
     );
 }
+
+#[test]
+fn two_writers_never_overwrite_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Ledger::embedded(dir.path()).unwrap());
+    let mut first = Ledger::embedded(dir.path()).unwrap();
+    let mut second = Ledger::embedded(dir.path()).unwrap();
+    let [a, b] = [first.accounts()[1], first.accounts()[2]];
+    first.transfer(a, b, auton(5)).unwrap();
+    let error = second.transfer(a, b, auton(7)).unwrap_err();
+    assert!(matches!(error, LedgerError::StateChanged(_)), "{error}");
+    assert!(
+        error.to_string().contains("run the command again"),
+        "{error}"
+    );
+    // What the first one sent is kept; the second one's transfer never happened.
+    let reopened = Ledger::embedded(dir.path()).unwrap();
+    assert_eq!(reopened.balance(b).unwrap(), auton(1_000_005));
+}

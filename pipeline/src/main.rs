@@ -141,9 +141,9 @@ struct VerifyArgs {
 
 #[derive(clap::Args)]
 struct BuildArgs {
-    /// Recipe folder; outputs are written beside each recipe.
-    #[arg(default_value = ".")]
-    dir: PathBuf,
+    /// Recipe folder; outputs are written beside each recipe. Default: the project's
+    /// `[watch] folders` (autonomy.toml), or the current folder.
+    dir: Option<PathBuf>,
     /// Make every asset again, even when it is cached.
     #[arg(long)]
     force: bool,
@@ -508,13 +508,25 @@ fn verify(args: VerifyArgs, dev: &candle_core::Device) -> Result<ExitCode> {
     Ok(ExitCode::from(worst.exit_code() as u8))
 }
 
-fn registry_poller(args: &BuildArgs) -> Result<RegistryPoller> {
-    let config = Config::load(&args.project)?;
-    Ok(RegistryPoller::new(config, args.dir.clone()))
+/// The recipe folders to build or watch: the one named, or the project's.
+fn recipe_dirs(args: &BuildArgs) -> Result<Vec<PathBuf>> {
+    match &args.dir {
+        Some(dir) => Ok(vec![dir.clone()]),
+        None => Ok(Config::load(&args.project)?.recipe_dirs),
+    }
 }
 
-fn build_options(args: &BuildArgs, dev: &candle_core::Device) -> Result<build::BuildOptions> {
-    let mut options = build::BuildOptions::new(&args.dir, &args.model);
+fn registry_poller(args: &BuildArgs, dir: &Path) -> Result<RegistryPoller> {
+    let config = Config::load(&args.project)?;
+    Ok(RegistryPoller::new(config, dir.to_path_buf()))
+}
+
+fn build_options(
+    args: &BuildArgs,
+    dir: &Path,
+    dev: &candle_core::Device,
+) -> Result<build::BuildOptions> {
+    let mut options = build::BuildOptions::new(dir, &args.model);
     if let Some(name) = &args.key {
         let password = password_for(name)?;
         options.signer = Some(key_store()?.unlock(name, &password)?);
@@ -525,7 +537,7 @@ fn build_options(args: &BuildArgs, dev: &candle_core::Device) -> Result<build::B
     options.device = dev.clone();
     options.force = args.force;
     options.jobs = args.jobs;
-    options.registry = registry_poller(args)?
+    options.registry = registry_poller(args, dir)?
         .current()
         .context("cannot resolve the registry models the recipes name")?;
     Ok(options)
@@ -533,13 +545,10 @@ fn build_options(args: &BuildArgs, dev: &candle_core::Device) -> Result<build::B
 
 fn watch_recipes(args: BuildArgs, dev: &candle_core::Device) -> Result<ExitCode> {
     use autonomy_pipeline::watch::{self, WatchEvent};
-    let options = build_options(&args, dev)?;
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
         .context("cannot install the Ctrl-C handler")?;
-    eprintln!("watching {} (Ctrl-C to stop)", options.root.display());
-    let mut poller = registry_poller(&args)?;
     let on_event = |event: WatchEvent| match event {
         WatchEvent::Changed(paths) => {
             let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
@@ -565,14 +574,57 @@ fn watch_recipes(args: BuildArgs, dev: &candle_core::Device) -> Result<ExitCode>
         }
         WatchEvent::Error(message) => eprintln!("error: {message}"),
     };
-    watch::watch_with(&options, &stop, &on_event, Some(&mut poller))
-        .with_context(|| format!("cannot watch `{}`", args.dir.display()))?;
+    let mut watchers = Vec::new();
+    for dir in recipe_dirs(&args)? {
+        watchers.push((
+            build_options(&args, &dir, dev)?,
+            registry_poller(&args, &dir)?,
+            dir,
+        ));
+    }
+    // One watcher per folder, all stopped by one Ctrl-C.
+    std::thread::scope(|scope| -> Result<()> {
+        let running: Vec<_> = watchers
+            .into_iter()
+            .map(|(options, mut poller, dir)| {
+                eprintln!("watching {} (Ctrl-C to stop)", dir.display());
+                let (stop, on_event) = (&stop, &on_event);
+                scope.spawn(move || {
+                    watch::watch_with(&options, stop, on_event, Some(&mut poller))
+                        .with_context(|| format!("cannot watch `{}`", dir.display()))
+                })
+            })
+            .collect();
+        for watcher in running {
+            let result = watcher
+                .join()
+                .map_err(|_| anyhow::anyhow!("a watcher panicked"))?;
+            if result.is_err() {
+                stop.store(true, Ordering::SeqCst);
+            }
+            result?;
+        }
+        Ok(())
+    })?;
     eprintln!("stopped");
     Ok(ExitCode::SUCCESS)
 }
 
 fn build_recipes(args: BuildArgs, dev: &candle_core::Device) -> Result<ExitCode> {
-    let options = build_options(&args, dev)?;
+    let mut failed = false;
+    for dir in recipe_dirs(&args)? {
+        failed |= build_folder(&args, &dir, dev)?;
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Builds one recipe folder and reports it; true when anything failed.
+fn build_folder(args: &BuildArgs, dir: &Path, dev: &candle_core::Device) -> Result<bool> {
+    let options = build_options(args, dir, dev)?;
     let bar = progress(0, "{spinner} {pos} done {elapsed} {msg}");
     let report = build::build(&options, &|event| match event {
         Event::Started { asset } => bar.set_message(format!("generating {asset}")),
@@ -585,7 +637,7 @@ fn build_recipes(args: BuildArgs, dev: &candle_core::Device) -> Result<ExitCode>
             }
         }
     })
-    .with_context(|| format!("cannot build `{}`", args.dir.display()))?;
+    .with_context(|| format!("cannot build `{}`", dir.display()))?;
     bar.finish_and_clear();
     for error in &report.recipe_errors {
         eprintln!("error: {error}");
@@ -620,11 +672,7 @@ fn build_recipes(args: BuildArgs, dev: &candle_core::Device) -> Result<ExitCode>
             report.recipe_errors.len()
         );
     }
-    Ok(if report.failed() {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(report.failed())
 }
 
 fn build_dataset(args: DatasetArgs) -> Result<ExitCode> {

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -419,4 +419,149 @@ fn a_community_model_is_promoted_by_vote_and_its_contributors_earn_from_sales() 
     assert!(paid.contains("paid 5 AUTON"), "{paid}");
     let nothing = failed(project.run(&["models", "release", "2", "dev:8", "--from", "dev:7"]));
     assert!(nothing.contains("NothingToRelease"), "{nothing}");
+}
+
+/// The balance `chain accounts` shows for `label` (e.g. `dev:2`).
+fn balance_of(accounts: &str, label: &str) -> String {
+    let line = accounts
+        .lines()
+        .find(|line| line.starts_with(&format!("{label} ")))
+        .unwrap_or_else(|| panic!("no {label} in {accounts}"));
+    line.split_whitespace().nth(2).unwrap().to_string()
+}
+
+#[test]
+fn faults_and_bad_input_leave_the_chain_consistent() {
+    let (project, _) = Project::with_creator();
+    let model_dir = tempfile::tempdir().unwrap();
+    let model = common::copy_of_shipped_model(model_dir.path());
+    let root = project.root.path();
+    std::fs::create_dir_all(root.join("items")).unwrap();
+    std::fs::write(root.join("items/fruit.recipe.toml"), RECIPES).unwrap();
+    // `build` with no folder builds the project's `[watch] folders`.
+    let config = std::fs::read_to_string(root.join("autonomy.toml")).unwrap();
+    std::fs::write(
+        root.join("autonomy.toml"),
+        config.replace("folders = [\".\"]", "folders = [\"items\"]"),
+    )
+    .unwrap();
+    let built = ok(project.run(&[
+        "build",
+        "--model",
+        model.to_str().unwrap(),
+        "--key",
+        "studio",
+    ]));
+    assert!(built.contains("2 built"), "{built}");
+    let apple = project.path("items/apple.png");
+    let pear = project.path("items/pear.png");
+
+    // Unknown and unpublished assets.
+    let unknown = failed(project.run(&["market", "show", &project.path("items/plum.png")]));
+    assert!(unknown.contains("plum.png"), "{unknown}");
+    let unpublished = failed(project.run(&["market", "show", &apple]));
+    assert!(unpublished.contains("is not minted"), "{unpublished}");
+
+    // A buy killed at any point either happened once or not at all.
+    ok(project.run(&["publish", &apple, "--list", "5"]));
+    for delay in [0u64, 40, 150] {
+        let mut args = vec![
+            "market",
+            "buy",
+            apple.as_str(),
+            "--from",
+            "dev:2",
+            "--project",
+        ];
+        args.push(root.to_str().unwrap());
+        let mut child = project
+            .command(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let shown = ok(project.run(&["market", "show", &apple]));
+    if shown.contains("listing    5 AUTON") {
+        ok(project.run(&["market", "buy", &apple, "--from", "dev:2"]));
+    }
+    let buyer = autonomy_contracts::dev_signers()[2].address().to_string();
+    let shown = ok(project.run(&["market", "show", &apple]));
+    assert!(shown.contains(&format!("owner      {buyer}")), "{shown}");
+    let accounts = ok(project.run(&["chain", "accounts", "--from", "dev:0"]));
+    assert_eq!(
+        balance_of(&accounts, "dev:2"),
+        "999995",
+        "paid once: {accounts}"
+    );
+    assert!(
+        accounts.contains("owed 4.875 AUTON"),
+        "seller and royalty: {accounts}"
+    );
+    let gone = failed(project.run(&["market", "buy", &apple, "--from", "dev:3"]));
+    assert!(gone.contains("not listed"), "{gone}");
+
+    // Not enough Auton: refused before anything is sent, with what to do.
+    ok(project.run(&["publish", &pear, "--list", "2000000"]));
+    let poor = failed(project.run(&["market", "buy", &pear, "--from", "dev:3"]));
+    assert!(
+        poor.contains("holds 1000000 AUTON but the price is 2000000 AUTON")
+            && poor.contains("faucet"),
+        "{poor}"
+    );
+    let accounts = ok(project.run(&["chain", "accounts", "--from", "dev:0"]));
+    assert_eq!(balance_of(&accounts, "dev:3"), "1000000");
+
+    // An amount that is not one.
+    let bad_amount = failed(project.run(&["market", "list", &pear, "12.3.4"]));
+    assert!(bad_amount.contains("12.3.4"), "{bad_amount}");
+}
+
+#[test]
+fn a_wrong_network_is_refused_with_what_to_do() {
+    let (project, _) = Project::with_creator();
+    let anvil = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil");
+    assert!(anvil.exists(), "run `npm ci` first: {}", anvil.display());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut node = Command::new(anvil)
+        .args(["--port", &port.to_string(), "--silent"])
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "anvil did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let config =
+        format!("[chain]\nkind = \"rpc\"\nurl = \"http://127.0.0.1:{port}\"\nchain_id = 1\n");
+    std::fs::write(project.root.path().join("autonomy.toml"), &config).unwrap();
+    let wrong = failed(project.run(&["chain", "status", "--from", "dev:0"]));
+    std::fs::write(
+        project.root.path().join("autonomy.toml"),
+        config.replace("chain_id = 1", "chain_id = 31337"),
+    )
+    .unwrap();
+    let undeployed = failed(project.run(&["chain", "status", "--from", "dev:0"]));
+    let deployed = project.run(&["chain", "deploy", "--from", "dev:0"]);
+    let status = project.run(&["chain", "status", "--from", "dev:0"]);
+    let _ = node.kill();
+    let _ = node.wait();
+    assert!(
+        wrong.contains("serves chain id 31337, expected chain id 1"),
+        "{wrong}"
+    );
+    assert!(undeployed.contains("autonomy chain deploy"), "{undeployed}");
+    assert!(ok(deployed).contains("suite deployed on chain 31337"));
+    assert!(ok(status).contains("chain id     31337"));
 }

@@ -31,6 +31,10 @@ dir = ".autonomy/chain"
 # Every published file, its manifest and its ERC-721 metadata, stored by CID.
 dir = ".autonomy/store"
 
+[watch]
+# Recipe folders `autonomy build` and `autonomy watch` use when given none.
+folders = ["."]
+
 [models]
 # Where `model = "registry:<name>"` looks for the weights of a model's active version: every
 # folder below these holding a model.safetensors, matched by its sha256.
@@ -69,6 +73,8 @@ pub struct Config {
     pub store: PathBuf,
     /// Folders searched for registry models' weights.
     pub model_dirs: Vec<PathBuf>,
+    /// Recipe folders built and watched when none is named.
+    pub recipe_dirs: Vec<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -82,6 +88,27 @@ struct RawConfig {
     store: RawStore,
     #[serde(default)]
     models: RawModels,
+    #[serde(default)]
+    watch: RawWatch,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWatch {
+    #[serde(default = "default_recipe_dirs")]
+    folders: Vec<PathBuf>,
+}
+
+impl Default for RawWatch {
+    fn default() -> Self {
+        Self {
+            folders: default_recipe_dirs(),
+        }
+    }
+}
+
+fn default_recipe_dirs() -> Vec<PathBuf> {
+    vec![".".into()]
 }
 
 #[derive(Deserialize)]
@@ -206,6 +233,7 @@ impl Config {
             creator_key: raw.creator.key,
             store: root.join(&raw.store.dir),
             model_dirs: raw.models.dirs.iter().map(|dir| root.join(dir)).collect(),
+            recipe_dirs: raw.watch.folders.iter().map(|dir| root.join(dir)).collect(),
         })
     }
 
@@ -226,6 +254,14 @@ mod tests {
         let config = Config::load(dir.path()).unwrap();
         assert_eq!(config, Config::load(dir.path()).unwrap());
         assert_eq!(config.store, dir.path().join(".autonomy/store"));
+        assert_eq!(config.recipe_dirs, [dir.path().join(".")]);
+        assert_eq!(
+            config.model_dirs,
+            [
+                dir.path().join("models"),
+                dir.path().join(".autonomy/models")
+            ]
+        );
         assert_eq!(
             config.chain,
             ChainConfig::Embedded {
