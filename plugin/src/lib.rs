@@ -1,0 +1,31 @@
+//! # bevy_autonomy
+//!
+//! Autonomy inside a Bevy app: `*.recipe.toml` files are assets; the [`AutonomyPlugin`] makes
+//! what they describe with the Autonomy pipeline on the async compute pool, puts each result in
+//! `Assets<Image>` and says so with an [`AssetGenerated`] message; saving a recipe while the game
+//! runs makes it again and swaps the image in place, under the same handle.
+//!
+//! ```no_run
+//! use bevy::prelude::*;
+//! use bevy_autonomy::{AssetGenerated, AutonomyPlugin};
+//!
+//! fn show(mut generated: MessageReader<AssetGenerated>) {
+//!     for asset in generated.read() {
+//!         println!("{} is ready: {:?}", asset.label, asset.image);
+//!     }
+//! }
+//!
+//! App::new()
+//!     .add_plugins((MinimalPlugins, AssetPlugin::default(), bevy::image::ImagePlugin::default()))
+//!     .add_plugins(AutonomyPlugin::default()) // assets/recipes, models/house
+//!     .add_systems(Update, show)
+//!     .run();
+//! ```
+
+mod generation;
+mod plugin;
+mod recipe_asset;
+
+pub use generation::{AssetGenerated, Generation, GenerationFailed, GenerationStarted};
+pub use plugin::{AutonomyPlugin, AutonomySet};
+pub use recipe_asset::{Recipe, RecipeLoadError, RecipeLoader};

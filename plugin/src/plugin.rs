@@ -1,0 +1,109 @@
+//! [`AutonomyPlugin`]: where the recipes are, which model makes them, who signs them.
+
+use std::path::PathBuf;
+
+use autonomy_pipeline::build::BuildOptions;
+use bevy::prelude::*;
+
+use crate::generation::{
+    AssetGenerated, Generation, GenerationFailed, GenerationStarted, finish_generation,
+    notice_recipe_changes, start_generation,
+};
+use crate::recipe_asset::{Recipe, RecipeLoader};
+
+/// Generates the assets that `*.recipe.toml` files under the asset folder describe, in the
+/// background, and makes them again whenever a recipe is saved (with Bevy's `file_watcher`).
+///
+/// Add it after the `AssetPlugin` (e.g. with `DefaultPlugins`); `assets_dir` must be the folder
+/// that `AssetPlugin::file_path` serves, as a path this process can open.
+#[derive(Clone, Debug)]
+pub struct AutonomyPlugin {
+    /// The asset folder on disk (Bevy's default: `assets`).
+    pub assets_dir: PathBuf,
+    /// The recipes' folder inside it; outputs are written beside each recipe.
+    pub recipes_dir: PathBuf,
+    /// The model folder `model = "house"` means.
+    pub house_model: PathBuf,
+    /// The build cache (default: `.autonomy/cache` in the recipes folder).
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for AutonomyPlugin {
+    /// `assets/recipes`, the house model in `models/house`.
+    fn default() -> Self {
+        Self {
+            assets_dir: "assets".into(),
+            recipes_dir: "recipes".into(),
+            house_model: "models/house".into(),
+            cache_dir: None,
+        }
+    }
+}
+
+/// The plugin's systems, for ordering your own around them.
+#[derive(SystemSet, Debug, Clone, PartialEq, Eq, Hash)]
+pub enum AutonomySet {
+    /// Noticing recipe changes and starting builds.
+    Start,
+    /// Collecting finished builds into `Assets<Image>`.
+    Finish,
+}
+
+impl Plugin for AutonomyPlugin {
+    fn build(&self, app: &mut App) {
+        let root = self.assets_dir.join(&self.recipes_dir);
+        let mut options = BuildOptions::new(&root, &self.house_model);
+        if let Some(cache) = &self.cache_dir {
+            options.cache_dir = cache.clone();
+        }
+        app.init_asset::<Recipe>()
+            .register_asset_loader(RecipeLoader)
+            .add_message::<GenerationStarted>()
+            .add_message::<AssetGenerated>()
+            .add_message::<GenerationFailed>()
+            .insert_resource(Generation::new(options))
+            .configure_sets(Update, (AutonomySet::Start, AutonomySet::Finish).chain())
+            .add_systems(Startup, load_recipes(self.recipes_dir.clone()))
+            .add_systems(
+                Update,
+                (notice_recipe_changes, start_generation)
+                    .chain()
+                    .in_set(AutonomySet::Start),
+            )
+            .add_systems(Update, finish_generation.in_set(AutonomySet::Finish));
+    }
+}
+
+/// Asks the asset server for every recipe below the recipes folder.
+fn load_recipes(recipes_dir: PathBuf) -> impl FnMut(Res<AssetServer>, ResMut<Generation>) {
+    move |server, mut generation| {
+        let root = generation.options.root.clone();
+        let mut found = Vec::new();
+        find_recipes(&root, &mut found);
+        found.sort();
+        for file in found {
+            if let Ok(relative) = file.strip_prefix(&root) {
+                let handle: Handle<Recipe> = server.load(recipes_dir.join(relative));
+                generation.recipes.push(handle);
+            }
+        }
+    }
+}
+
+fn find_recipes(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        if path.is_dir() {
+            find_recipes(&path, out);
+        } else if name.ends_with(".recipe.toml") {
+            out.push(path);
+        }
+    }
+}
