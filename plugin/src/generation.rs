@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use autonomy_pipeline::build::provenance::Manifest;
 use autonomy_pipeline::build::{self, BuildOptions, BuildReport, Outcome};
@@ -31,6 +32,10 @@ pub struct AssetGenerated {
     pub image: Handle<Image>,
     /// Whether it was generated now (false: taken from the pipeline's cache).
     pub generated: bool,
+    /// For animations: the frames' rectangles in the sheet (same handle across remakes).
+    pub atlas: Option<Handle<TextureAtlasLayout>>,
+    /// For animations: how long each frame shows (from the recipe's `fps`).
+    pub frame_time: Option<Duration>,
 }
 
 /// An asset could not be made; its previous image, if any, stays.
@@ -49,6 +54,8 @@ pub struct Generation {
     pub options: BuildOptions,
     /// The image of every asset made so far, by label.
     pub images: HashMap<String, Handle<Image>>,
+    /// The atlas layout of every animation made so far, by label.
+    pub atlases: HashMap<String, Handle<TextureAtlasLayout>>,
     /// Recipe handles, kept so the asset server watches them.
     pub recipes: Vec<Handle<Recipe>>,
     dirty: bool,
@@ -61,6 +68,7 @@ impl Generation {
         Self {
             options,
             images: HashMap::new(),
+            atlases: HashMap::new(),
             recipes: Vec::new(),
             dirty: false,
             running: None,
@@ -108,6 +116,7 @@ pub fn start_generation(
 pub fn finish_generation(
     mut generation: ResMut<Generation>,
     mut images: ResMut<Assets<Image>>,
+    mut layouts: ResMut<Assets<TextureAtlasLayout>>,
     mut generated: MessageWriter<AssetGenerated>,
     mut failed: MessageWriter<GenerationFailed>,
 ) {
@@ -147,8 +156,8 @@ pub fn finish_generation(
         if known && asset.outcome == Outcome::UpToDate {
             continue;
         }
-        let image = match main_image(&root, &asset.files) {
-            Ok(image) => image,
+        let made = match made_asset(&root, &asset.files) {
+            Ok(made) => made,
             Err(message) => {
                 failed.write(GenerationFailed {
                     label: asset.label.clone(),
@@ -157,34 +166,74 @@ pub fn finish_generation(
                 continue;
             }
         };
-        let handle = match generation.images.get(&asset.label) {
-            Some(handle) => {
-                if let Err(error) = images.insert(handle.id(), image) {
+        let image =
+            match replace_or_add(&mut images, generation.images.get(&asset.label), made.image) {
+                Ok(handle) => handle,
+                Err(message) => {
                     failed.write(GenerationFailed {
                         label: asset.label.clone(),
-                        message: error.to_string(),
+                        message,
                     });
                     continue;
                 }
-                handle.clone()
+            };
+        generation.images.insert(asset.label.clone(), image.clone());
+        let atlas = match made.atlas {
+            Some(layout) => {
+                match replace_or_add(&mut layouts, generation.atlases.get(&asset.label), layout) {
+                    Ok(handle) => {
+                        generation
+                            .atlases
+                            .insert(asset.label.clone(), handle.clone());
+                        Some(handle)
+                    }
+                    Err(message) => {
+                        failed.write(GenerationFailed {
+                            label: asset.label.clone(),
+                            message,
+                        });
+                        continue;
+                    }
+                }
             }
-            None => images.add(image),
+            None => None,
         };
-        generation
-            .images
-            .insert(asset.label.clone(), handle.clone());
-        let made_now = matches!(asset.outcome, Outcome::Built(_));
         generated.write(AssetGenerated {
             label: asset.label.clone(),
-            image: handle,
-            generated: made_now,
+            image,
+            generated: matches!(asset.outcome, Outcome::Built(_)),
+            atlas,
+            frame_time: made.frame_time,
         });
     }
 }
 
-/// The image that shows an asset: a material's albedo, an animation's sheet, else its PNG.
-/// Tileable textures get a repeating sampler.
-fn main_image(root: &Path, files: &[PathBuf]) -> Result<Image, String> {
+/// What a built asset gives the game.
+struct Made {
+    image: Image,
+    atlas: Option<TextureAtlasLayout>,
+    frame_time: Option<Duration>,
+}
+
+/// Puts `asset` under `handle` when there is one (so users of the handle see the new one), or
+/// adds it.
+fn replace_or_add<A: Asset>(
+    assets: &mut Assets<A>,
+    handle: Option<&Handle<A>>,
+    asset: A,
+) -> Result<Handle<A>, String> {
+    match handle {
+        Some(handle) => assets
+            .insert(handle.id(), asset)
+            .map(|()| handle.clone())
+            .map_err(|error| error.to_string()),
+        None => Ok(assets.add(asset)),
+    }
+}
+
+/// The image that shows an asset (a material's albedo, an animation's sheet, else its PNG),
+/// with a repeating sampler for tileable textures, and an animation's atlas and frame time.
+fn made_asset(root: &Path, files: &[PathBuf]) -> Result<Made, String> {
     let named = |suffix: &str| {
         files
             .iter()
@@ -197,11 +246,11 @@ fn main_image(root: &Path, files: &[PathBuf]) -> Result<Image, String> {
     let path = root.join(file);
     let bytes =
         std::fs::read(&path).map_err(|error| format!("cannot read {}: {error}", path.display()))?;
-    let tileable = std::fs::read(root.join(manifest_of(file)))
+    let manifest: Option<Manifest> = std::fs::read(root.join(manifest_of(file)))
         .ok()
-        .and_then(|json| serde_json::from_slice::<Manifest>(&json).ok())
-        .is_some_and(|manifest| manifest.recipe["tileable"] == serde_json::Value::Bool(true));
-    let sampler = if tileable {
+        .and_then(|json| serde_json::from_slice(&json).ok());
+    let recipe = manifest.map(|manifest| manifest.recipe).unwrap_or_default();
+    let sampler = if recipe["tileable"] == serde_json::Value::Bool(true) {
         ImageSampler::Descriptor(ImageSamplerDescriptor {
             address_mode_u: ImageAddressMode::Repeat,
             address_mode_v: ImageAddressMode::Repeat,
@@ -210,7 +259,7 @@ fn main_image(root: &Path, files: &[PathBuf]) -> Result<Image, String> {
     } else {
         ImageSampler::nearest()
     };
-    Image::from_buffer(
+    let image = Image::from_buffer(
         &bytes,
         ImageType::Extension("png"),
         CompressedImageFormats::NONE,
@@ -218,7 +267,46 @@ fn main_image(root: &Path, files: &[PathBuf]) -> Result<Image, String> {
         sampler,
         RenderAssetUsages::default(),
     )
-    .map_err(|error| format!("{} is not a PNG Bevy reads: {error}", path.display()))
+    .map_err(|error| format!("{} is not a PNG Bevy reads: {error}", path.display()))?;
+    let atlas = match named(".atlas.json") {
+        Some(file) => Some(atlas_layout(&root.join(file))?),
+        None => None,
+    };
+    let frame_time = recipe["animation"]["fps"]
+        .as_f64()
+        .filter(|fps| *fps > 0.0)
+        .map(|fps| Duration::from_secs_f64(1.0 / fps));
+    Ok(Made {
+        image,
+        atlas,
+        frame_time,
+    })
+}
+
+/// The pipeline's `<name>.atlas.json` (`{"size": [w, h], "textures": [{"min": [x, y], "max": [x, y]}…]}`).
+fn atlas_layout(path: &Path) -> Result<TextureAtlasLayout, String> {
+    #[derive(serde::Deserialize)]
+    struct Rect {
+        min: [u32; 2],
+        max: [u32; 2],
+    }
+    #[derive(serde::Deserialize)]
+    struct Atlas {
+        size: [u32; 2],
+        textures: Vec<Rect>,
+    }
+    let text =
+        std::fs::read(path).map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    let atlas: Atlas =
+        serde_json::from_slice(&text).map_err(|error| format!("{}: {error}", path.display()))?;
+    Ok(TextureAtlasLayout {
+        size: UVec2::from(atlas.size),
+        textures: atlas
+            .textures
+            .iter()
+            .map(|r| URect::new(r.min[0], r.min[1], r.max[0], r.max[1]))
+            .collect(),
+    })
 }
 
 /// The sidecar manifest beside an asset's file.

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use autonomy_pipeline::build::BuildOptions;
+use bevy::image::TextureAtlasLayout;
 use bevy::prelude::*;
 
 use crate::generation::{
@@ -55,6 +56,12 @@ impl Plugin for AutonomyPlugin {
         let mut options = BuildOptions::new(&root, &self.house_model);
         if let Some(cache) = &self.cache_dir {
             options.cache_dir = cache.clone();
+        }
+        if !app
+            .world()
+            .contains_resource::<Assets<TextureAtlasLayout>>()
+        {
+            app.init_asset::<TextureAtlasLayout>();
         }
         app.init_asset::<Recipe>()
             .register_asset_loader(RecipeLoader)

@@ -1,5 +1,5 @@
-//! The plugin headless: a recipe in the asset folder is generated into `Assets<Image>` in the
-//! background; saving a new prompt makes it again and swaps the pixels under the same handle;
+//! The plugin headless: recipes in the asset folder are generated into `Assets<Image>` in the
+//! background (an animation with its `TextureAtlasLayout` and frame time); saving a new prompt makes it again and swaps the pixels under the same handle;
 //! a broken recipe is reported and keeps the last good image.
 
 use std::path::{Path, PathBuf};
@@ -10,6 +10,7 @@ use bevy::image::ImagePlugin;
 use bevy::prelude::*;
 use bevy_autonomy::{AssetGenerated, AutonomyPlugin, GenerationFailed};
 
+const FIRE: &str = "kind = \"animation\"\nprompt = \"fire flat travel places\"\nsize = 32\nframes = 3\nfps = 8\nsteps = 4\n";
 const POTION: &str =
     "kind = \"sprite\"\nprompt = \"red apple flat food drink\"\nsize = 32\nsteps = 4\n";
 
@@ -72,6 +73,7 @@ fn recipes_generate_in_the_background_and_hot_reload() {
     std::fs::create_dir_all(&recipes).unwrap();
     let recipe = recipes.join("potion.recipe.toml");
     std::fs::write(&recipe, POTION).unwrap();
+    std::fs::write(recipes.join("fire.recipe.toml"), FIRE).unwrap();
 
     let mut app = App::new();
     app.add_plugins((
@@ -93,10 +95,39 @@ fn recipes_generate_in_the_background_and_hot_reload() {
     .add_systems(Update, collect);
 
     run_until(&mut app, "the first generation", |seen| {
-        !seen.generated.is_empty()
+        ["fire", "potion"]
+            .iter()
+            .all(|label| seen.generated.iter().any(|g| g.label == *label))
     });
-    let first = app.world().resource::<Seen>().generated[0].clone();
-    assert_eq!(first.label, "potion");
+    let generated = app.world().resource::<Seen>().generated.clone();
+    let fire = generated
+        .iter()
+        .find(|g| g.label == "fire")
+        .expect("the animation")
+        .clone();
+    let atlas = fire
+        .atlas
+        .clone()
+        .expect("an animation comes with its atlas layout");
+    let layout = app
+        .world()
+        .resource::<Assets<TextureAtlasLayout>>()
+        .get(&atlas)
+        .unwrap();
+    assert_eq!(layout.textures.len(), 3, "one rectangle per frame");
+    assert_eq!(fire.frame_time, Some(Duration::from_millis(125)));
+    let sheet = app
+        .world()
+        .resource::<Assets<Image>>()
+        .get(&fire.image)
+        .unwrap();
+    assert_eq!(sheet.size(), layout.size);
+    let first = generated
+        .iter()
+        .find(|g| g.label == "potion")
+        .expect("the sprite")
+        .clone();
+    assert!(first.atlas.is_none());
     assert!(first.generated);
     let before = pixels(&app, &first.image);
     assert!(
@@ -116,15 +147,20 @@ fn recipes_generate_in_the_background_and_hot_reload() {
         POTION.replace("red apple", "green frog noto animals nature"),
     )
     .unwrap();
+    let potions = |seen: &Seen| -> Vec<AssetGenerated> {
+        seen.generated
+            .iter()
+            .filter(|g| g.label == "potion")
+            .cloned()
+            .collect()
+    };
     run_until(&mut app, "the regeneration", |seen| {
-        seen.generated.len() >= 2
+        potions(seen).len() >= 2
     });
-    let second = app.world().resource::<Seen>().generated[1].clone();
-    assert_eq!(second.label, "potion");
+    let second = potions(app.world().resource::<Seen>())[1].clone();
     assert_eq!(second.image, first.image, "the image is swapped in place");
-    assert_ne!(
-        pixels(&app, &second.image),
-        before,
+    assert!(
+        pixels(&app, &second.image) != before,
         "the new prompt made a new image"
     );
 
@@ -134,5 +170,8 @@ fn recipes_generate_in_the_background_and_hot_reload() {
     run_until(&mut app, "the recipe error", |seen| !seen.failed.is_empty());
     let failed = app.world().resource::<Seen>().failed[0].clone();
     assert!(failed.message.contains("prompt"), "{}", failed.message);
-    assert_eq!(pixels(&app, &first.image), good);
+    assert!(
+        pixels(&app, &first.image) == good,
+        "the last good image stays"
+    );
 }
