@@ -46,8 +46,9 @@ impl Receipt {
     }
 }
 
-/// A chain the Ledger can drive.
-pub trait Backend {
+/// A chain the Ledger can drive. Backends are `Send + Sync`, so a Ledger can live in a
+/// game engine's resource and be used from background tasks.
+pub trait Backend: Send + Sync {
     /// The chain id transactions are signed for.
     fn chain_id(&self) -> u64;
 

@@ -614,6 +614,29 @@ impl<B: Backend> Ledger<B> {
         self.read(self.deployment.nft, AssetNFT::balanceOfCall { owner })
     }
 
+    /// Every asset `owner` holds now, from the NFT's `Transfer` events, oldest first.
+    pub fn assets_owned_by(&self, owner: Address) -> Result<Vec<U256>, LedgerError> {
+        let mut received: Vec<U256> = Vec::new();
+        for log in self
+            .backend
+            .logs(self.deployment.nft, AssetNFT::Transfer::SIGNATURE_HASH)?
+        {
+            if let Ok(transfer) = AssetNFT::Transfer::decode_log(&log)
+                && transfer.to == owner
+                && !received.contains(&transfer.tokenId)
+            {
+                received.push(transfer.tokenId);
+            }
+        }
+        let mut held = Vec::new();
+        for token in received {
+            if self.owner_of(token).ok() == Some(owner) {
+                held.push(token);
+            }
+        }
+        Ok(held)
+    }
+
     /// Moves `token_id` from `from` to `to` outside the marketplace.
     pub fn transfer_asset(
         &mut self,

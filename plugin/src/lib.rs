@@ -3,7 +3,9 @@
 //! Autonomy inside a Bevy app: `*.recipe.toml` files are assets; the [`AutonomyPlugin`] makes
 //! what they describe with the Autonomy pipeline on the async compute pool, puts each result in
 //! `Assets<Image>` and says so with an [`AssetGenerated`] message; saving a recipe while the game
-//! runs makes it again and swaps the image in place, under the same handle.
+//! runs makes it again and swaps the image in place, under the same handle. The
+//! [`ChainPlugin`] puts the chain in the ECS: the player's NFTs as [`OwnedAsset`] entities and
+//! trades and votes as [`ChainRequest`]s run in the background.
 //!
 //! ```no_run
 //! use bevy::prelude::*;
@@ -22,10 +24,14 @@
 //!     .run();
 //! ```
 
+mod chain;
 mod generation;
 mod plugin;
 mod recipe_asset;
 
+pub use chain::{
+    Chain, ChainPlugin, ChainRequest, ChainResult, ChainSet, OwnedAsset, SharedLedger,
+};
 pub use generation::{AssetGenerated, Generation, GenerationFailed, GenerationStarted};
 pub use plugin::{AutonomyPlugin, AutonomySet};
 pub use recipe_asset::{Recipe, RecipeLoadError, RecipeLoader};

@@ -297,6 +297,12 @@ pub fn marketplace_sale_pays_everyone<B: Backend>(ledger: &mut Ledger<B>) {
     let buyer_before = ledger.balance(buyer).unwrap();
     let sold = ledger.buy(buyer, token, price).unwrap().value;
     assert_eq!(ledger.owner_of(token).unwrap(), buyer);
+    assert_eq!(
+        ledger.assets_owned_by(buyer).unwrap(),
+        vec![token],
+        "read back from Transfer events"
+    );
+    assert!(ledger.assets_owned_by(seller).unwrap().is_empty());
     assert_eq!(ledger.balance(buyer).unwrap(), buyer_before - price);
     assert_eq!(sold.royalty, auton(50));
     assert_eq!(sold.contributorFee, auton(25));
