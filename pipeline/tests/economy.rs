@@ -70,6 +70,23 @@ impl Project {
         self.command(&all).output().unwrap()
     }
 
+    /// Starts an economy command and kills it (SIGKILL) after each of `delays` milliseconds.
+    fn interrupted(&self, args: &[&str], delays: &[u64]) {
+        let mut all = args.to_vec();
+        all.extend(["--project", self.root.path().to_str().unwrap()]);
+        for delay in delays {
+            let mut child = self
+                .command(&all)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(*delay));
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     fn path(&self, relative: &str) -> String {
         self.root
             .path()
@@ -173,19 +190,7 @@ fn publish_list_buy_and_withdraw_on_the_embedded_chain() {
 
     // Publishing the pear is killed at several points, then finished: one token, one listing.
     let pear_arg = project.path("items/pear.png");
-    for delay in [0u64, 30, 120, 400] {
-        let mut args = vec!["publish", pear_arg.as_str(), "--list", "3", "--project"];
-        args.push(root.to_str().unwrap());
-        let mut child = project
-            .command(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(delay));
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    project.interrupted(&["publish", &pear_arg, "--list", "3"], &[0, 30, 120, 400]);
     let finished = ok(project.run(&["publish", &pear_arg, "--list", "3"]));
     assert!(
         finished.contains("pear") && finished.contains("3 AUTON"),
@@ -464,26 +469,7 @@ fn faults_and_bad_input_leave_the_chain_consistent() {
 
     // A buy killed at any point either happened once or not at all.
     ok(project.run(&["publish", &apple, "--list", "5"]));
-    for delay in [0u64, 40, 150] {
-        let mut args = vec![
-            "market",
-            "buy",
-            apple.as_str(),
-            "--from",
-            "dev:2",
-            "--project",
-        ];
-        args.push(root.to_str().unwrap());
-        let mut child = project
-            .command(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(delay));
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    project.interrupted(&["market", "buy", &apple, "--from", "dev:2"], &[0, 40, 150]);
     let shown = ok(project.run(&["market", "show", &apple]));
     if shown.contains("listing    5 AUTON") {
         ok(project.run(&["market", "buy", &apple, "--from", "dev:2"]));
