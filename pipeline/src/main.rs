@@ -232,7 +232,10 @@ enum Preset {
 
 #[derive(clap::Args)]
 struct TrainArgs {
-    /// Dataset manifest (.jsonl) or a folder of images with captions.
+    /// Dataset manifest (.jsonl) or a folder of PNGs captioned by `<name>.txt` (or their file
+    /// names); a `contributors.toml` there (`[images]` "ruby.png" = "0x…", "*" = "0x…") credits
+    /// each image to an address, from which `models add-version --contributors-from-dataset`
+    /// derives revenue shares.
     #[arg(long)]
     data: PathBuf,
     /// Model folder to write (config, weights, vocabulary, dataset, card, checkpoint).

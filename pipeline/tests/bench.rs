@@ -74,6 +74,7 @@ fn item(
         license: "CC0-1.0".into(),
         attribution: "test".into(),
         split,
+        contributor: None,
     }
 }
 

@@ -273,6 +273,14 @@ fn fine_tune(project: &Project, base: &Path, into: &Path) {
         )
         .unwrap();
     }
+    // Who gave which image: the modder the ruby, a second contributor the emerald.
+    let dev = autonomy_contracts::dev_signers();
+    let credits = format!(
+        "[images]\n\"ruby.png\" = \"{}\"\n\"emerald.png\" = \"{}\"\n",
+        dev[3].address(),
+        dev[8].address()
+    );
+    std::fs::write(data.path().join("contributors.toml"), credits).unwrap();
     let (base, data, into) = (
         base.to_str().unwrap(),
         data.path().to_str().unwrap(),
@@ -334,7 +342,9 @@ fn a_community_model_is_promoted_by_vote_and_its_contributors_earn_from_sales() 
     ]));
     assert!(bad.contains("SharesNotTotal"), "{bad}");
 
-    // A modder fine-tunes it and registers the result as version 2 of the community model.
+    // A modder fine-tunes it on two contributed images and registers the result as version 2:
+    // the dataset gives the modder and the second contributor 40 % each, the parent's
+    // contributors keep 20 % (split 70/30 like version 1).
     let tuned_dir = tempfile::tempdir().unwrap();
     fine_tune(&project, &model, tuned_dir.path());
     let tuned = tuned_dir.path().to_str().unwrap();
@@ -345,10 +355,9 @@ fn a_community_model_is_promoted_by_vote_and_its_contributors_earn_from_sales() 
         tuned,
         "--parent",
         "1",
-        "--contributor",
-        "dev:3=6000",
-        "--contributor",
-        "dev:8=4000",
+        "--contributors-from-dataset",
+        "--parent-share",
+        "2000",
         "--price",
         "10",
         "--from",
@@ -356,6 +365,18 @@ fn a_community_model_is_promoted_by_vote_and_its_contributors_earn_from_sales() 
     ]));
     assert!(v2.contains("version 2"), "{v2}");
     let listed = ok(project.run(&["models", "list", "--from", "dev:0"]));
+    let v2_line = listed
+        .lines()
+        .find(|line| line.contains("version 2:"))
+        .unwrap()
+        .to_string();
+    let dev = autonomy_contracts::dev_signers();
+    for (index, percent) in [(1, "14%"), (2, "6%"), (3, "40%"), (8, "40%")] {
+        assert!(
+            v2_line.contains(&format!("{} {percent}", dev[index].address())),
+            "dev:{index} {percent}: {v2_line}"
+        );
+    }
     assert!(
         listed.contains("active version 1")
             && listed.contains("version 2:")

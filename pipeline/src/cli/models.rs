@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use alloy_primitives::{Address, B256, U256};
 use anyhow::{Context, Result};
+use autonomy_pipeline::economy::shares::shares_from_dataset;
 use autonomy_pipeline::economy::units::{format_auton, parse_auton};
 use clap::Subcommand;
 
@@ -40,6 +41,14 @@ pub enum ModelsCommand {
         /// `dev:3=3000`, `0x…=500`); repeat; shares sum to 10,000. Default: the sender, 10,000.
         #[arg(long = "contributor")]
         contributors: Vec<String>,
+        /// Derive the shares from the folder's dataset manifest: each contributor (named by
+        /// the training folder's `contributors.toml`) in proportion to their images.
+        #[arg(long, conflicts_with = "contributors")]
+        contributors_from_dataset: bool,
+        /// With --contributors-from-dataset: basis points kept for the parent version's
+        /// contributors, split like the parent's shares.
+        #[arg(long, default_value_t = 0, requires = "contributors_from_dataset")]
+        parent_share: u16,
         /// Where the weights can be fetched (default: the folder).
         #[arg(long)]
         uri: Option<String>,
@@ -124,6 +133,8 @@ pub fn models(command: ModelsCommand) -> Result<ExitCode> {
             parent,
             price,
             contributors: specs,
+            contributors_from_dataset,
+            parent_share,
             uri,
             project,
         } => {
@@ -136,13 +147,28 @@ pub fn models(command: ModelsCommand) -> Result<ExitCode> {
             } else {
                 B256::ZERO
             };
+            let shares = if contributors_from_dataset {
+                let parent_shares: Vec<(Address, u16)> = if parent == 0 {
+                    Vec::new()
+                } else {
+                    let record = session.ledger.version(U256::from(parent))?;
+                    record
+                        .contributors
+                        .iter()
+                        .map(|c| (c.account, c.sharesBps))
+                        .collect()
+                };
+                shares_from_dataset(&dataset, &parent_shares, parent_share)?
+            } else {
+                contributors(&session, from, &specs)?
+            };
             let request = VersionRequest {
                 model: U256::from(model),
                 weights_hash,
                 dataset_manifest_hash,
                 parent_version: U256::from(parent),
                 uri: uri.unwrap_or_else(|| folder.display().to_string()),
-                contributors: contributors(&session, from, &specs)?,
+                contributors: shares,
                 access_price: price,
             };
             let id = session

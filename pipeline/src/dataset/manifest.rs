@@ -54,6 +54,10 @@ pub struct ManifestItem {
     pub attribution: String,
     /// Train or held out.
     pub split: Split,
+    /// Ethereum address of who contributed the image, when a creator folder's
+    /// `contributors.toml` names one; registry versions derive revenue shares from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contributor: Option<String>,
 }
 
 /// A whole dataset: its items, sorted by id.
@@ -202,6 +206,7 @@ mod tests {
             license: "MIT".to_owned(),
             attribution: "Someone (MIT)".to_owned(),
             split: Split::Train,
+            contributor: None,
         }
     }
 
@@ -324,6 +329,7 @@ mod tests {
                         license,
                         attribution,
                         split: if held { Split::Heldout } else { Split::Train },
+                        contributor: held.then(|| format!("0x{}", "ab".repeat(20))),
                     }
                 },
             )

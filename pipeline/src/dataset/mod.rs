@@ -289,6 +289,7 @@ fn run_job(job: &Job<'_>, opts: &BuildOptions, images_dir: &Path) -> Result<Outc
                 license: package.license_spdx.clone(),
                 attribution: package.attribution(),
                 split: subset::icon_split(&package.prefix, name),
+                contributor: None,
             };
             (item, image)
         }
@@ -303,6 +304,7 @@ fn run_job(job: &Job<'_>, opts: &BuildOptions, images_dir: &Path) -> Result<Outc
                 license: textures::LICENSE.to_owned(),
                 attribution: textures::ATTRIBUTION.to_owned(),
                 split: spec.split(),
+                contributor: None,
             };
             (item, spec.generate(opts.seed, opts.size))
         }

@@ -9,6 +9,7 @@ pub mod metadata;
 pub mod onchain;
 pub mod publish;
 pub mod registry;
+pub mod shares;
 pub mod store;
 pub mod units;
 

@@ -39,6 +39,14 @@ pub enum DataError {
     /// There is nothing to train on.
     #[error("`{0}` holds no training images")]
     Empty(PathBuf),
+    /// `contributors.toml` is malformed.
+    #[error("`{}`: {message}", path.display())]
+    Contributors {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 /// Training examples held in memory as model-ready values.
@@ -154,12 +162,46 @@ pub fn fit(image: &RgbaImage, size: u32) -> RgbaImage {
     out
 }
 
-/// A manifest for a creator's folder: every `.png`, captioned by sidecar `.txt` or file name.
+/// The file in a creator's folder that says who contributed which image.
+pub const CONTRIBUTORS_FILE: &str = "contributors.toml";
+
+/// `contributors.toml`: `[images]` maps a file name (or `"*"` for the rest) to the Ethereum
+/// address of who contributed it.
+fn contributors(dir: &Path) -> Result<std::collections::BTreeMap<String, String>, DataError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct File {
+        images: std::collections::BTreeMap<String, String>,
+    }
+    let path = dir.join(CONTRIBUTORS_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
+        Err(source) => return Err(DataError::Io { path, source }),
+    };
+    let file: File = toml::from_str(&text).map_err(|error| DataError::Contributors {
+        path: path.clone(),
+        message: error.to_string(),
+    })?;
+    for (image, address) in &file.images {
+        if address.parse::<alloy_primitives::Address>().is_err() {
+            return Err(DataError::Contributors {
+                path,
+                message: format!("`{image}` = {address:?} is not an Ethereum address"),
+            });
+        }
+    }
+    Ok(file.images)
+}
+
+/// A manifest for a creator's folder: every `.png`, captioned by sidecar `.txt` or file name,
+/// credited to its contributor when `contributors.toml` names one.
 fn folder_manifest(dir: &Path) -> Result<Manifest, DataError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| DataError::Io { path, source }
     };
+    let credits = contributors(dir)?;
     let mut items = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io(dir))? {
         let path = entry.map_err(io(dir))?.path();
@@ -184,6 +226,7 @@ fn folder_manifest(dir: &Path) -> Result<Manifest, DataError> {
             .file_name()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
+        let contributor = credits.get(&name).or_else(|| credits.get("*")).cloned();
         items.push(ManifestItem {
             id: format!("local/{stem}"),
             caption: caption.split_whitespace().collect::<Vec<_>>().join(" "),
@@ -192,8 +235,12 @@ fn folder_manifest(dir: &Path) -> Result<Manifest, DataError> {
             source: format!("local:{}", dir.display()),
             icon: stem,
             license: "NOASSERTION".into(),
-            attribution: "the creator who supplied this folder".into(),
+            attribution: match &contributor {
+                Some(address) => format!("contributed by {address}"),
+                None => "the creator who supplied this folder".into(),
+            },
             split: Split::Train,
+            contributor,
         });
     }
     Ok(Manifest::new(items))
@@ -217,6 +264,47 @@ mod tests {
         assert_eq!(captions, vec!["blue gem", "red potion"]);
         assert_eq!(set.pixels[0].len(), 4 * 16 * 16);
         assert_eq!(set.manifest.licences().get("NOASSERTION"), Some(&2));
+    }
+
+    #[test]
+    fn contributors_toml_credits_images() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["ruby", "opal"] {
+            RgbaImage::from_pixel(8, 8, image::Rgba([200, 0, 0, 255]))
+                .save(dir.path().join(format!("{name}.png")))
+                .unwrap();
+        }
+        let (ada, bob) = (
+            format!("0x{}", "a1".repeat(20)),
+            format!("0x{}", "b2".repeat(20)),
+        );
+        std::fs::write(
+            dir.path().join(CONTRIBUTORS_FILE),
+            format!("[images]\n\"ruby.png\" = \"{ada}\"\n\"*\" = \"{bob}\"\n"),
+        )
+        .unwrap();
+        let set = TrainingSet::load(dir.path(), 16).unwrap();
+        let credit = |icon: &str| {
+            set.manifest
+                .items
+                .iter()
+                .find(|i| i.icon == icon)
+                .unwrap()
+                .contributor
+                .clone()
+        };
+        assert_eq!(credit("ruby"), Some(ada));
+        assert_eq!(credit("opal"), Some(bob));
+        std::fs::write(
+            dir.path().join(CONTRIBUTORS_FILE),
+            "[images]\n\"ruby.png\" = \"alice\"\n",
+        )
+        .unwrap();
+        let error = TrainingSet::load(dir.path(), 16).err().unwrap().to_string();
+        assert!(
+            error.contains("contributors.toml") && error.contains("alice"),
+            "{error}"
+        );
     }
 
     #[test]
