@@ -22,6 +22,7 @@
 //! assert_eq!(ledger.owner_of(minted.value)?, creator);
 //! # Ok::<(), autonomy_contracts::LedgerError>(())
 //! ```
+#![warn(missing_docs)]
 
 pub mod bindings;
 

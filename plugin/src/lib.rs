@@ -23,6 +23,7 @@
 //!     .add_systems(Update, show)
 //!     .run();
 //! ```
+#![warn(missing_docs)]
 
 mod chain;
 mod generation;
