@@ -1,11 +1,14 @@
 //! The chain in the ECS: the Ledger as a resource, the player's NFTs as `OwnedAsset` entities
 //! kept in sync with the chain, and trades and votes as requests run on background tasks.
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use alloy_primitives::{Address, U256};
 use autonomy_contracts::{Backend, Ledger, Support};
+use autonomy_pipeline::economy::ContentStore;
+use autonomy_pipeline::economy::publish::{PublishOptions, publish};
 use bevy::prelude::*;
 use bevy::tasks::{AsyncComputeTaskPool, Task, block_on, poll_once};
 
@@ -19,6 +22,8 @@ pub struct Chain {
     pub ledger: SharedLedger,
     /// The player's account (the Ledger must hold its key to trade).
     pub player: Address,
+    /// Where published files go (by CID) and where publish journals are kept.
+    pub store: PathBuf,
 }
 
 /// An NFT the player owns, mirrored from the chain.
@@ -37,6 +42,16 @@ pub struct OwnedAsset {
 /// Something the player asks of the chain.
 #[derive(Message, Debug, Clone, PartialEq, Eq)]
 pub enum ChainRequest {
+    /// Publish a generated asset (any of its files): store it, mint it with its provenance,
+    /// optionally list it. It must be signed by the player's key.
+    Publish {
+        /// A file of the asset, e.g. `assets/recipes/potion.png`.
+        path: PathBuf,
+        /// List it at this price once minted.
+        list_price: Option<U256>,
+        /// Royalty on every sale, basis points (≤ 1,000).
+        royalty_bps: u16,
+    },
     /// List an owned asset at `price` (Auton units, 18 decimals).
     List {
         /// The token.
@@ -90,12 +105,14 @@ pub struct ChainPlugin {
 }
 
 impl ChainPlugin {
-    /// The plugin over `ledger` (e.g. `Ledger::embedded(".autonomy/chain")?.boxed()`) for `player`.
+    /// The plugin over `ledger` (e.g. `Ledger::embedded(".autonomy/chain")?.boxed()`) for
+    /// `player`; published files and journals go under `.autonomy/` in the working folder.
     pub fn new(ledger: Ledger<Box<dyn Backend>>, player: Address) -> Self {
         Self {
             chain: Chain {
                 ledger: Arc::new(Mutex::new(ledger)),
                 player,
+                store: PathBuf::from(".autonomy"),
             },
             sync_every: Duration::from_secs(2),
         }
@@ -149,9 +166,10 @@ fn send_requests(
 ) {
     for request in requests.read() {
         let (ledger, player, request) = (chain.ledger.clone(), chain.player, request.clone());
+        let store = chain.store.clone();
         let task = AsyncComputeTaskPool::get().spawn(async move {
             let outcome = match ledger.lock() {
-                Ok(mut ledger) => perform(&mut ledger, player, &request),
+                Ok(mut ledger) => perform(&mut ledger, player, &store, &request),
                 Err(_) => Err("the Ledger is unusable: a task panicked while holding it".into()),
             };
             ChainResult { request, outcome }
@@ -163,11 +181,38 @@ fn send_requests(
 fn perform(
     ledger: &mut Ledger<Box<dyn Backend>>,
     player: Address,
+    store: &Path,
     request: &ChainRequest,
 ) -> Result<String, String> {
     let text = |error: autonomy_contracts::LedgerError| error.to_string();
     let market = ledger.deployment().marketplace;
     match request {
+        ChainRequest::Publish {
+            path,
+            list_price,
+            royalty_bps,
+        } => {
+            let options = PublishOptions {
+                royalty_bps: *royalty_bps,
+                list_price: *list_price,
+            };
+            let content = ContentStore::new(store.join("store"));
+            let published = publish(
+                ledger,
+                &content,
+                &store.join("publish"),
+                player,
+                path,
+                &options,
+                &|_| {},
+            )
+            .map_err(|error| error.to_string())?;
+            let names: Vec<String> = published
+                .iter()
+                .map(|asset| format!("{} as {}", asset.asset, asset.content_hash))
+                .collect();
+            Ok(format!("published {}", names.join(", ")))
+        }
         ChainRequest::List { token_id, price } => {
             if !ledger
                 .is_approved_for_assets(player, market)

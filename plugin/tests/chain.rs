@@ -1,11 +1,15 @@
 //! The chain in the ECS, headless on an embedded chain: the player's NFTs appear as
 //! `OwnedAsset` entities, a `Buy` request runs in the background and the bought asset appears,
-//! a failed request reports the contract's error.
+//! a failed request reports the contract's error, and a generated asset signed by the player is
+//! published (stored, minted, listed) from inside the app.
+
+mod common;
 
 use std::time::{Duration, Instant};
 
 use alloy_primitives::{Address, B256, U256};
 use autonomy_contracts::{Ledger, MintRequest, auton};
+use autonomy_pipeline::build::{self, BuildOptions};
 use bevy::prelude::*;
 use bevy_autonomy::{ChainPlugin, ChainRequest, ChainResult, OwnedAsset};
 
@@ -62,9 +66,12 @@ fn owned_assets_sync_and_trades_run_in_the_background() {
     ledger.approve_assets(seller, market, true).unwrap();
     ledger.list(seller, for_sale, auton(10)).unwrap();
 
+    let mut chain = ChainPlugin::new(ledger.boxed(), player);
+    chain.chain.store = dir.path().join(".autonomy");
+    let shared = chain.chain.ledger.clone();
     let mut app = App::new();
     app.add_plugins(MinimalPlugins)
-        .add_plugins(ChainPlugin::new(ledger.boxed(), player))
+        .add_plugins(chain)
         .init_resource::<Results>()
         .add_systems(Update, collect);
 
@@ -101,4 +108,40 @@ fn owned_assets_sync_and_trades_run_in_the_background() {
     let refused = app.world().resource::<Results>().0[1].clone();
     let error = refused.outcome.unwrap_err();
     assert!(error.contains("NotListed"), "{error}");
+
+    // Publish a sprite the player generated and signed.
+    let model = tempfile::tempdir().unwrap();
+    let recipes = dir.path().join("recipes");
+    std::fs::create_dir_all(&recipes).unwrap();
+    std::fs::write(
+        recipes.join("potion.recipe.toml"),
+        "kind = \"sprite\"\nprompt = \"red apple flat food drink\"\nsize = 32\nsteps = 4\n",
+    )
+    .unwrap();
+    let options = BuildOptions {
+        signer: Some(autonomy_contracts::dev_signers()[1].clone()),
+        ..BuildOptions::new(&recipes, &common::house_model(model.path()))
+    };
+    assert!(!build::build(&options, &|_| {}).unwrap().failed());
+    app.world_mut().write_message(ChainRequest::Publish {
+        path: recipes.join("potion.png"),
+        list_price: Some(auton(5)),
+        royalty_bps: 500,
+    });
+    run_until(&mut app, "the publish", |app| {
+        app.world().resource::<Results>().0.len() >= 3
+    });
+    let published = app.world().resource::<Results>().0[2].clone();
+    let summary = published.outcome.expect("published");
+    assert!(summary.starts_with("published potion as 0x"), "{summary}");
+    run_until(&mut app, "the published asset", |app| owned(app).len() == 3);
+    let token = owned(&mut app)
+        .into_iter()
+        .find(|t| *t != mine && *t != for_sale)
+        .unwrap();
+    let listing = shared.lock().unwrap().listing(token).unwrap();
+    assert_eq!(
+        (listing.seller, U256::from(listing.price)),
+        (player, auton(5))
+    );
 }

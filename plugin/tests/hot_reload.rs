@@ -2,7 +2,8 @@
 //! background (an animation with its `TextureAtlasLayout` and frame time); saving a new prompt makes it again and swaps the pixels under the same handle;
 //! a broken recipe is reported and keeps the last good image.
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::time::{Duration, Instant};
 
 use bevy::asset::AssetPlugin;
@@ -27,20 +28,6 @@ fn collect(
 ) {
     seen.generated.extend(generated.read().cloned());
     seen.failed.extend(failed.read().cloned());
-}
-
-/// A copy of the shipped house model (a training run may rewrite `models/house`).
-fn house_model(into: &Path) -> PathBuf {
-    let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/house");
-    for file in [
-        "config.json",
-        "model.safetensors",
-        "vocab.json",
-        "dataset.jsonl",
-    ] {
-        std::fs::copy(shipped.join(file), into.join(file)).unwrap();
-    }
-    into.to_path_buf()
 }
 
 fn run_until(app: &mut App, what: &str, done: impl Fn(&Seen) -> bool) {
@@ -88,7 +75,7 @@ fn recipes_generate_in_the_background_and_hot_reload() {
     .add_plugins(AutonomyPlugin {
         assets_dir: assets.path().to_path_buf(),
         recipes_dir: "recipes".into(),
-        house_model: house_model(model.path()),
+        house_model: common::house_model(model.path()),
         cache_dir: None,
     })
     .init_resource::<Seen>()
