@@ -17,7 +17,8 @@ use crate::recipe::{self, RecipeSet};
 
 /// How long the folder must be quiet before a batch of changes is acted on.
 pub const DEBOUNCE: Duration = Duration::from_millis(50);
-/// How often a [`ModelSource`] is asked whether registry models changed.
+/// How often a [`ModelSource`] is asked whether registry models changed (while some recipe
+/// uses one; a change of recipes asks it at once).
 pub const MODEL_POLL: Duration = Duration::from_secs(1);
 
 /// Where `model = "registry:<name>"` recipes get their model folders while watching.
@@ -105,23 +106,15 @@ pub fn watch_with(
     let mut state = State::default();
     state.rebuild(&options, on_event)?;
     while !stop.load(Ordering::SeqCst) {
+        // Registry models change only by a vote (polled while some recipe uses one) or when
+        // recipes change (refreshed below, before that rebuild).
         if let Some(source) = models.as_deref_mut()
+            && !options.registry.is_empty()
             && last_poll.elapsed() >= MODEL_POLL
         {
             last_poll = std::time::Instant::now();
-            match source.poll() {
-                Ok(Some(folders)) if folders != options.registry => {
-                    let changed: Vec<String> = folders
-                        .iter()
-                        .filter(|(name, folder)| options.registry.get(*name) != Some(*folder))
-                        .map(|(name, _)| name.clone())
-                        .collect();
-                    options.registry = folders;
-                    on_event(WatchEvent::ModelsChanged(changed));
-                    state.rebuild(&options, on_event)?;
-                }
-                Ok(_) => {}
-                Err(message) => on_event(WatchEvent::Error(message)),
+            if refresh_models(&mut options, source, on_event) {
+                state.rebuild(&options, on_event)?;
             }
         }
         let batch = match rx.recv_timeout(Duration::from_millis(100)) {
@@ -152,9 +145,38 @@ pub fn watch_with(
             continue;
         }
         on_event(WatchEvent::Changed(relevant));
+        if let Some(source) = models.as_deref_mut() {
+            refresh_models(&mut options, source, on_event);
+        }
         state.rebuild(&options, on_event)?;
     }
     Ok(())
+}
+
+/// Asks `source` for the registry models' folders; true (after a `ModelsChanged` event) when
+/// they differ from `options.registry`, which then holds the new ones.
+fn refresh_models(
+    options: &mut BuildOptions,
+    source: &mut dyn ModelSource,
+    on_event: &(dyn Fn(WatchEvent) + Sync),
+) -> bool {
+    match source.poll() {
+        Ok(Some(folders)) if folders != options.registry => {
+            let changed: Vec<String> = folders
+                .iter()
+                .filter(|(name, folder)| options.registry.get(*name) != Some(*folder))
+                .map(|(name, _)| name.clone())
+                .collect();
+            options.registry = folders;
+            on_event(WatchEvent::ModelsChanged(changed));
+            true
+        }
+        Ok(_) => false,
+        Err(message) => {
+            on_event(WatchEvent::Error(message));
+            false
+        }
+    }
 }
 
 /// What the last build left on disk.
