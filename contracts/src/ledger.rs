@@ -37,6 +37,34 @@ pub struct Sent<T> {
     pub receipt: Receipt,
 }
 
+/// Where the Auton of a sale at a given price goes, as the marketplace splits it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Payout {
+    /// The price the buyer pays.
+    pub price: U256,
+    /// What the seller is credited.
+    pub proceeds: U256,
+    /// Who gets the royalty (the zero address when there is none).
+    pub royalty_receiver: Address,
+    /// The creator's royalty.
+    pub royalty: U256,
+    /// What goes to the contributors of the model version that made the asset.
+    pub contributor_fee: U256,
+    /// The treasury's fee.
+    pub fee: U256,
+}
+
+/// A proposal's votes so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Tally {
+    /// Votes for.
+    pub for_votes: U256,
+    /// Votes against.
+    pub against: U256,
+    /// Abstentions (they count towards quorum).
+    pub abstain: U256,
+}
+
 /// What `mint` records for one asset.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MintRequest {
@@ -809,6 +837,29 @@ impl<B: Backend> Ledger<B> {
         ))
     }
 
+    /// How a sale of `token_id` at `price` would be split today (the same arithmetic as
+    /// `Marketplace.buy`, from the asset's royalty, its model version and the current fees).
+    pub fn payout(&self, token_id: U256, price: U256) -> Result<Payout, LedgerError> {
+        let (royalty_receiver, royalty) = self.royalty(token_id, price)?;
+        let version = self.asset(token_id)?.modelVersionId;
+        let (fee_bps, contributor_bps) = self.fees()?;
+        let bps = |share: u16| price * U256::from(share) / U256::from(10_000u32);
+        let contributor_fee = if version.is_zero() {
+            U256::ZERO
+        } else {
+            bps(contributor_bps)
+        };
+        let fee = bps(fee_bps);
+        Ok(Payout {
+            price,
+            proceeds: price - royalty - contributor_fee - fee,
+            royalty_receiver,
+            royalty,
+            contributor_fee,
+            fee,
+        })
+    }
+
     // ---- models -------------------------------------------------------------------------------
 
     /// Registers a model; a community model's active version then changes only through governance.
@@ -1123,6 +1174,19 @@ impl<B: Backend> Ledger<B> {
             AutonomyGovernor::proposalDeadlineCall { proposalId: id },
         )?;
         Ok((start.saturating_to(), end.saturating_to()))
+    }
+
+    /// The votes cast on proposal `id` so far.
+    pub fn proposal_votes(&self, id: U256) -> Result<Tally, LedgerError> {
+        let votes = self.read(
+            self.deployment.governor,
+            AutonomyGovernor::proposalVotesCall { proposalId: id },
+        )?;
+        Ok(Tally {
+            for_votes: votes.forVotes,
+            against: votes.againstVotes,
+            abstain: votes.abstainVotes,
+        })
     }
 
     /// The timelock's delay, in seconds.

@@ -44,6 +44,6 @@ pub use dev::dev_signers;
 pub use embedded::{EMBEDDED_CHAIN_ID, Embedded};
 pub use error::LedgerError;
 pub use governance::{Action, Proposal, ProposalState, Support};
-pub use ledger::{BatchMintRequest, Ledger, MintRequest, Sent, VersionRequest};
+pub use ledger::{BatchMintRequest, Ledger, MintRequest, Payout, Sent, Tally, VersionRequest};
 pub use revert::Revert;
 pub use rpc::Rpc;

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use alloy_primitives::{Address, U256};
-use autonomy_contracts::{Backend, Ledger, Support};
+use autonomy_contracts::{Backend, Ledger, Proposal, Support};
 use autonomy_pipeline::economy::ContentStore;
 use autonomy_pipeline::economy::publish::{PublishOptions, publish};
 use bevy::prelude::*;
@@ -22,8 +22,10 @@ pub struct Chain {
     pub ledger: SharedLedger,
     /// The player's account (the Ledger must hold its key to trade).
     pub player: Address,
-    /// Where published files go (by CID) and where publish journals are kept.
+    /// The content store: where published files go, by CID (`autonomy.toml`'s `[store] dir`).
     pub store: PathBuf,
+    /// Where publish journals are kept (so an interrupted publish resumes).
+    pub journals: PathBuf,
 }
 
 /// An NFT the player owns, mirrored from the chain.
@@ -39,7 +41,7 @@ pub struct OwnedAsset {
     pub uri: String,
 }
 
-/// Something the player asks of the chain.
+/// Something the player asks of the chain (the editor's buttons send these too).
 #[derive(Message, Debug, Clone, PartialEq, Eq)]
 pub enum ChainRequest {
     /// Publish a generated asset (any of its files): store it, mint it with its provenance,
@@ -83,6 +85,21 @@ pub enum ChainRequest {
         /// How.
         support: Support,
     },
+    /// Put a proposal to the vote (the player needs the governor's proposal threshold).
+    Propose {
+        /// What it would do.
+        proposal: Proposal,
+    },
+    /// Queue a proposal that passed on the timelock.
+    Queue {
+        /// The proposal.
+        proposal: Proposal,
+    },
+    /// Execute a queued proposal whose delay is over.
+    Execute {
+        /// The proposal.
+        proposal: Proposal,
+    },
 }
 
 /// How a request ended: a one-line summary, or the error (reverts name the custom error).
@@ -106,13 +123,15 @@ pub struct ChainPlugin {
 
 impl ChainPlugin {
     /// The plugin over `ledger` (e.g. `Ledger::embedded(".autonomy/chain")?.boxed()`) for
-    /// `player`; published files and journals go under `.autonomy/` in the working folder.
+    /// `player`; published files and journals go under `.autonomy/` in the working folder, as
+    /// with the CLI's defaults.
     pub fn new(ledger: Ledger<Box<dyn Backend>>, player: Address) -> Self {
         Self {
             chain: Chain {
                 ledger: Arc::new(Mutex::new(ledger)),
                 player,
-                store: PathBuf::from(".autonomy"),
+                store: PathBuf::from(".autonomy/store"),
+                journals: PathBuf::from(".autonomy/publish"),
             },
             sync_every: Duration::from_secs(2),
         }
@@ -166,10 +185,10 @@ fn send_requests(
 ) {
     for request in requests.read() {
         let (ledger, player, request) = (chain.ledger.clone(), chain.player, request.clone());
-        let store = chain.store.clone();
+        let (store, journals) = (chain.store.clone(), chain.journals.clone());
         let task = AsyncComputeTaskPool::get().spawn(async move {
             let outcome = match ledger.lock() {
-                Ok(mut ledger) => perform(&mut ledger, player, &store, &request),
+                Ok(mut ledger) => perform(&mut ledger, player, &store, &journals, &request),
                 Err(_) => Err("the Ledger is unusable: a task panicked while holding it".into()),
             };
             ChainResult { request, outcome }
@@ -182,6 +201,7 @@ fn perform(
     ledger: &mut Ledger<Box<dyn Backend>>,
     player: Address,
     store: &Path,
+    journals: &Path,
     request: &ChainRequest,
 ) -> Result<String, String> {
     let text = |error: autonomy_contracts::LedgerError| error.to_string();
@@ -196,17 +216,9 @@ fn perform(
                 royalty_bps: *royalty_bps,
                 list_price: *list_price,
             };
-            let content = ContentStore::new(store.join("store"));
-            let published = publish(
-                ledger,
-                &content,
-                &store.join("publish"),
-                player,
-                path,
-                &options,
-                &|_| {},
-            )
-            .map_err(|error| error.to_string())?;
+            let content = ContentStore::new(store);
+            let published = publish(ledger, &content, journals, player, path, &options, &|_| {})
+                .map_err(|error| error.to_string())?;
             let names: Vec<String> = published
                 .iter()
                 .map(|asset| format!("{} as {}", asset.asset, asset.content_hash))
@@ -247,6 +259,18 @@ fn perform(
         ChainRequest::Vote { proposal, support } => {
             ledger.vote(player, *proposal, *support).map_err(text)?;
             Ok(format!("voted {support:?} on {proposal}"))
+        }
+        ChainRequest::Propose { proposal } => {
+            let id = ledger.propose(player, proposal).map_err(text)?.value;
+            Ok(format!("proposed {id}: {}", proposal.description))
+        }
+        ChainRequest::Queue { proposal } => {
+            ledger.queue(player, proposal).map_err(text)?;
+            Ok(format!("queued: {}", proposal.description))
+        }
+        ChainRequest::Execute { proposal } => {
+            ledger.execute(player, proposal).map_err(text)?;
+            Ok(format!("executed: {}", proposal.description))
         }
     }
 }

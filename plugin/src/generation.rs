@@ -58,20 +58,33 @@ pub struct Generation {
     pub atlases: HashMap<String, Handle<TextureAtlasLayout>>,
     /// Recipe handles, kept so the asset server watches them.
     pub recipes: Vec<Handle<Recipe>>,
+    /// The recipes folder as the asset server names it (e.g. `recipes`).
+    pub asset_folder: PathBuf,
     dirty: bool,
     running: Option<Task<Result<BuildReport, String>>>,
 }
 
 impl Generation {
-    /// Generation with `options` (its root is the recipes folder).
-    pub fn new(options: BuildOptions) -> Self {
+    /// Generation with `options` (its root is the recipes folder, which the asset server
+    /// names `asset_folder`).
+    pub fn new(options: BuildOptions, asset_folder: PathBuf) -> Self {
         Self {
             options,
             images: HashMap::new(),
             atlases: HashMap::new(),
             recipes: Vec::new(),
+            asset_folder,
             dirty: false,
             running: None,
+        }
+    }
+
+    /// Starts watching a recipe file that appeared after start-up (`file` relative to the
+    /// recipes folder): loading it makes its asset, and every later save remakes it.
+    pub fn watch(&mut self, server: &AssetServer, file: &Path) {
+        let handle: Handle<Recipe> = server.load(self.asset_folder.join(file));
+        if !self.recipes.contains(&handle) {
+            self.recipes.push(handle);
         }
     }
 
@@ -244,30 +257,18 @@ fn made_asset(root: &Path, files: &[PathBuf]) -> Result<Made, String> {
         .or_else(|| named(".png"));
     let file = file.ok_or_else(|| "the asset has no PNG".to_string())?;
     let path = root.join(file);
-    let bytes =
-        std::fs::read(&path).map_err(|error| format!("cannot read {}: {error}", path.display()))?;
     let manifest: Option<Manifest> = std::fs::read(root.join(manifest_of(file)))
         .ok()
         .and_then(|json| serde_json::from_slice(&json).ok());
     let recipe = manifest.map(|manifest| manifest.recipe).unwrap_or_default();
-    let sampler = if recipe["tileable"] == serde_json::Value::Bool(true) {
-        ImageSampler::Descriptor(ImageSamplerDescriptor {
+    let mut image = load_png(&path)?;
+    if recipe["tileable"] == serde_json::Value::Bool(true) {
+        image.sampler = ImageSampler::Descriptor(ImageSamplerDescriptor {
             address_mode_u: ImageAddressMode::Repeat,
             address_mode_v: ImageAddressMode::Repeat,
             ..ImageSamplerDescriptor::nearest()
-        })
-    } else {
-        ImageSampler::nearest()
-    };
-    let image = Image::from_buffer(
-        &bytes,
-        ImageType::Extension("png"),
-        CompressedImageFormats::NONE,
-        true,
-        sampler,
-        RenderAssetUsages::default(),
-    )
-    .map_err(|error| format!("{} is not a PNG Bevy reads: {error}", path.display()))?;
+        });
+    }
     let atlas = match named(".atlas.json") {
         Some(file) => Some(atlas_layout(&root.join(file))?),
         None => None,
@@ -283,8 +284,23 @@ fn made_asset(root: &Path, files: &[PathBuf]) -> Result<Made, String> {
     })
 }
 
+/// Reads a PNG into an `Image` with a nearest-neighbour sampler (pixel art stays crisp).
+pub fn load_png(path: &Path) -> Result<Image, String> {
+    let bytes =
+        std::fs::read(path).map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    Image::from_buffer(
+        &bytes,
+        ImageType::Extension("png"),
+        CompressedImageFormats::NONE,
+        true,
+        ImageSampler::nearest(),
+        RenderAssetUsages::default(),
+    )
+    .map_err(|error| format!("{} is not a PNG Bevy reads: {error}", path.display()))
+}
+
 /// The pipeline's `<name>.atlas.json` (`{"size": [w, h], "textures": [{"min": [x, y], "max": [x, y]}…]}`).
-fn atlas_layout(path: &Path) -> Result<TextureAtlasLayout, String> {
+pub fn atlas_layout(path: &Path) -> Result<TextureAtlasLayout, String> {
     #[derive(serde::Deserialize)]
     struct Rect {
         min: [u32; 2],

@@ -33,6 +33,8 @@ mod recipe_asset;
 pub use chain::{
     Chain, ChainPlugin, ChainRequest, ChainResult, ChainSet, OwnedAsset, SharedLedger,
 };
-pub use generation::{AssetGenerated, Generation, GenerationFailed, GenerationStarted};
+pub use generation::{
+    AssetGenerated, Generation, GenerationFailed, GenerationStarted, atlas_layout, load_png,
+};
 pub use plugin::{AutonomyPlugin, AutonomySet};
 pub use recipe_asset::{Recipe, RecipeLoadError, RecipeLoader};

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use alloy_signer_local::PrivateKeySigner;
 use autonomy_pipeline::build::BuildOptions;
 use bevy::image::TextureAtlasLayout;
 use bevy::prelude::*;
@@ -27,6 +28,8 @@ pub struct AutonomyPlugin {
     pub house_model: PathBuf,
     /// The build cache (default: `.autonomy/cache` in the recipes folder).
     pub cache_dir: Option<PathBuf>,
+    /// The creator's key: generated assets are signed with it (so they can be published).
+    pub signer: Option<PrivateKeySigner>,
 }
 
 impl Default for AutonomyPlugin {
@@ -37,6 +40,7 @@ impl Default for AutonomyPlugin {
             recipes_dir: "recipes".into(),
             house_model: "models/house".into(),
             cache_dir: None,
+            signer: None,
         }
     }
 }
@@ -57,6 +61,7 @@ impl Plugin for AutonomyPlugin {
         if let Some(cache) = &self.cache_dir {
             options.cache_dir = cache.clone();
         }
+        options.signer = self.signer.clone();
         if !app
             .world()
             .contains_resource::<Assets<TextureAtlasLayout>>()
@@ -68,9 +73,9 @@ impl Plugin for AutonomyPlugin {
             .add_message::<GenerationStarted>()
             .add_message::<AssetGenerated>()
             .add_message::<GenerationFailed>()
-            .insert_resource(Generation::new(options))
+            .insert_resource(Generation::new(options, self.recipes_dir.clone()))
             .configure_sets(Update, (AutonomySet::Start, AutonomySet::Finish).chain())
-            .add_systems(Startup, load_recipes(self.recipes_dir.clone()))
+            .add_systems(Startup, load_recipes)
             .add_systems(
                 Update,
                 (notice_recipe_changes, start_generation)
@@ -82,17 +87,14 @@ impl Plugin for AutonomyPlugin {
 }
 
 /// Asks the asset server for every recipe below the recipes folder.
-fn load_recipes(recipes_dir: PathBuf) -> impl FnMut(Res<AssetServer>, ResMut<Generation>) {
-    move |server, mut generation| {
-        let root = generation.options.root.clone();
-        let mut found = Vec::new();
-        find_recipes(&root, &mut found);
-        found.sort();
-        for file in found {
-            if let Ok(relative) = file.strip_prefix(&root) {
-                let handle: Handle<Recipe> = server.load(recipes_dir.join(relative));
-                generation.recipes.push(handle);
-            }
+fn load_recipes(server: Res<AssetServer>, mut generation: ResMut<Generation>) {
+    let root = generation.options.root.clone();
+    let mut found = Vec::new();
+    find_recipes(&root, &mut found);
+    found.sort();
+    for file in found {
+        if let Ok(relative) = file.strip_prefix(&root) {
+            generation.watch(&server, relative);
         }
     }
 }

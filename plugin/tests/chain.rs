@@ -67,7 +67,8 @@ fn owned_assets_sync_and_trades_run_in_the_background() {
     ledger.list(seller, for_sale, auton(10)).unwrap();
 
     let mut chain = ChainPlugin::new(ledger.boxed(), player);
-    chain.chain.store = dir.path().join(".autonomy");
+    chain.chain.store = dir.path().join(".autonomy/store");
+    chain.chain.journals = dir.path().join(".autonomy/publish");
     let shared = chain.chain.ledger.clone();
     let mut app = App::new();
     app.add_plugins(MinimalPlugins)

@@ -77,6 +77,7 @@ fn recipes_generate_in_the_background_and_hot_reload() {
         recipes_dir: "recipes".into(),
         house_model: common::house_model(model.path()),
         cache_dir: None,
+        signer: None,
     })
     .init_resource::<Seen>()
     .add_systems(Update, collect);

@@ -295,7 +295,19 @@ pub fn marketplace_sale_pays_everyone<B: Backend>(ledger: &mut Ledger<B>) {
         "PriceAboveMax"
     );
     let buyer_before = ledger.balance(buyer).unwrap();
+    let quote = ledger.payout(token, price).unwrap();
     let sold = ledger.buy(buyer, token, price).unwrap().value;
+    assert_eq!(
+        (
+            quote.proceeds,
+            quote.royalty,
+            quote.contributor_fee,
+            quote.fee
+        ),
+        (sold.proceeds, sold.royalty, sold.contributorFee, sold.fee),
+        "the quoted payout is what the sale paid"
+    );
+    assert_eq!(quote.royalty_receiver, sold.royaltyReceiver);
     assert_eq!(ledger.owner_of(token).unwrap(), buyer);
     assert_eq!(
         ledger.assets_owned_by(buyer).unwrap(),
@@ -500,6 +512,10 @@ pub fn governance_moves_community_models<B: Backend>(ledger: &mut Ledger<B>) {
     assert_eq!(ledger.proposal_state(id).unwrap(), ProposalState::Active);
     ledger.vote(whale, id, Support::For).unwrap();
     ledger.vote(voter, id, Support::Against).unwrap();
+    let tally = ledger.proposal_votes(id).unwrap();
+    assert_eq!(tally.for_votes, ledger.votes(whale).unwrap());
+    assert_eq!(tally.against, ledger.votes(voter).unwrap());
+    assert_eq!(tally.abstain, U256::ZERO);
     assert_eq!(
         revert_name(ledger.vote(voter, id, Support::For)),
         "GovernorAlreadyCastVote"

@@ -1,0 +1,231 @@
+//! The Generate panel's form as data: a [`Draft`] becomes a one-asset recipe file, checked by
+//! the pipeline's own recipe parser so the panel shows exactly the errors a recipe file would.
+
+use std::path::Path;
+
+use autonomy_pipeline::recipe::{self, AssetRecipe, Kind};
+
+/// The first line of every recipe the editor saves: a file without it is the user's own and is
+/// never overwritten.
+pub const SAVED_BY_EDITOR: &str = "# Saved by the Autonomy editor.";
+
+/// What the Generate panel asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Draft {
+    /// Asset (and recipe file) name: `potion` → `potion.recipe.toml`.
+    pub name: String,
+    /// Texture, sprite, animation or material.
+    pub kind: Kind,
+    /// What to draw.
+    pub prompt: String,
+    /// What to keep out.
+    pub negative_prompt: String,
+    /// `house`, `registry:<name>` or a model folder.
+    pub model: String,
+    /// The seed (same seed, same image).
+    pub seed: u64,
+    /// Denoising steps.
+    pub steps: u32,
+    /// Classifier-free guidance scale.
+    pub guidance: f32,
+    /// Output size in pixels (square).
+    pub size: u32,
+    /// Whether the image must tile seamlessly.
+    pub tileable: bool,
+    /// Pixel-art post-processing: `(colours, upscale)`, or none.
+    pub pixel_art: Option<(u16, u32)>,
+    /// Animation frames (animations only).
+    pub frames: u32,
+    /// Animation frames per second (animations only).
+    pub fps: u32,
+}
+
+impl Default for Draft {
+    /// A 64-pixel pixel-art sprite of a red potion from the house model.
+    fn default() -> Self {
+        Self {
+            name: "potion".into(),
+            kind: Kind::Sprite,
+            prompt: "red health potion".into(),
+            negative_prompt: String::new(),
+            model: "house".into(),
+            seed: 7,
+            steps: 20,
+            guidance: 4.0,
+            size: 64,
+            tileable: false,
+            pixel_art: Some((16, 1)),
+            frames: 8,
+            fps: 12,
+        }
+    }
+}
+
+/// A draft the pipeline would not accept, with every problem it found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.join("\n"))]
+pub struct DraftError(pub Vec<String>);
+
+impl Draft {
+    /// The recipe file's name.
+    pub fn file_name(&self) -> String {
+        format!("{}.recipe.toml", self.name)
+    }
+
+    /// The recipe text (every field written out, so the file says exactly what was generated).
+    pub fn to_toml(&self) -> String {
+        let quoted = |text: &str| toml::Value::String(text.to_string()).to_string();
+        let mut lines = vec![
+            SAVED_BY_EDITOR.to_string(),
+            format!("kind = {}", quoted(self.kind.as_str())),
+            format!("prompt = {}", quoted(&self.prompt)),
+        ];
+        if !self.negative_prompt.is_empty() {
+            lines.push(format!(
+                "negative_prompt = {}",
+                quoted(&self.negative_prompt)
+            ));
+        }
+        lines.extend([
+            format!("model = {}", quoted(&self.model)),
+            format!("seed = {}", self.seed),
+            format!("steps = {}", self.steps),
+            format!(
+                "guidance = {}",
+                toml::Value::Float(f64::from(self.guidance))
+            ),
+            format!("size = {}", self.size),
+            format!("tileable = {}", self.tileable),
+        ]);
+        if let Some((colors, scale)) = self.pixel_art {
+            lines.push(format!(
+                "pixel_art = {{ colors = {colors}, scale = {scale} }}"
+            ));
+        }
+        if self.kind == Kind::Animation {
+            lines.push(format!("frames = {}", self.frames));
+            lines.push(format!("fps = {}", self.fps));
+        }
+        if self.kind == Kind::Material {
+            lines.push(r#"pbr = ["normal", "roughness", "ao"]"#.into());
+        }
+        let mut text = lines.join("\n");
+        text.push('\n');
+        text
+    }
+
+    /// The recipe as the pipeline reads it, or every problem with it (naming the field).
+    pub fn check(&self) -> Result<AssetRecipe, DraftError> {
+        if !valid_name(&self.name) {
+            return Err(DraftError(vec![format!(
+                "name {:?}: use letters, digits, `-` and `_` (it names the files)",
+                self.name
+            )]));
+        }
+        let file = self.file_name();
+        match recipe::parse(Path::new(&file), &self.to_toml()) {
+            Ok(mut assets) if assets.len() == 1 => Ok(assets.remove(0)),
+            Ok(assets) => Err(DraftError(vec![format!(
+                "expected one asset, the recipe made {}",
+                assets.len()
+            )])),
+            Err(errors) => Err(DraftError(
+                errors.iter().map(|error| error.to_string()).collect(),
+            )),
+        }
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use autonomy_pipeline::recipe::{ModelRef, Palette};
+    use proptest::prelude::*;
+
+    #[test]
+    fn the_default_draft_is_a_valid_sprite_recipe() {
+        let recipe = Draft::default().check().unwrap();
+        assert_eq!(recipe.name, "potion");
+        assert_eq!(recipe.kind, Kind::Sprite);
+        assert_eq!(recipe.model, ModelRef::House);
+        assert!(Draft::default().to_toml().starts_with(SAVED_BY_EDITOR));
+    }
+
+    #[test]
+    fn out_of_range_fields_are_named() {
+        let draft = Draft {
+            steps: 0,
+            size: 4,
+            ..Draft::default()
+        };
+        let error = draft.check().unwrap_err().to_string();
+        assert!(error.contains("steps"), "{error}");
+        assert!(error.contains("size"), "{error}");
+        let bad_name = Draft {
+            name: "../escape".into(),
+            ..Draft::default()
+        };
+        assert!(bad_name.check().unwrap_err().to_string().contains("name"));
+    }
+
+    proptest! {
+        /// Whatever the form holds (within the fields' ranges, any text in the prompts), the
+        /// recipe the editor writes parses back to the same values (prompts trimmed).
+        #[test]
+        fn drafts_round_trip_through_the_recipe_parser(
+            kind in prop::sample::select(Kind::ALL.to_vec()),
+            prompt in ".{1,60}",
+            negative in ".{0,30}",
+            seed in any::<u64>(),
+            steps in 1u32..=200,
+            guidance in 0u32..=300,
+            size in 8u32..=512,
+            tileable in any::<bool>(),
+            pixel_art in prop::option::of((2u16..=256, 1u32..=16)),
+            frames in 2u32..=64,
+            fps in 1u32..=60,
+        ) {
+            prop_assume!(!prompt.trim().is_empty());
+            let draft = Draft {
+                name: "asset_1".into(),
+                kind,
+                prompt: prompt.clone(),
+                negative_prompt: negative.clone(),
+                model: "house".into(),
+                seed,
+                steps,
+                guidance: guidance as f32 / 10.0,
+                size,
+                tileable,
+                pixel_art,
+                frames,
+                fps,
+            };
+            let recipe = draft.check().map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(recipe.kind, kind);
+            prop_assert_eq!(recipe.prompt.as_str(), prompt.trim(), "the pipeline trims prompts");
+            prop_assert_eq!(recipe.negative_prompt.as_str(), negative.trim());
+            prop_assert_eq!(recipe.seed, seed);
+            prop_assert_eq!(recipe.steps, steps);
+            prop_assert_eq!(recipe.guidance, guidance as f32 / 10.0);
+            prop_assert_eq!(recipe.size, size);
+            prop_assert_eq!(recipe.tileable, tileable);
+            prop_assert_eq!(
+                recipe.pixel_art.map(|p| (p.palette, p.scale)),
+                pixel_art.map(|(colors, scale)| (Palette::Colors(colors), scale))
+            );
+            prop_assert_eq!(
+                recipe.animation.map(|a| (a.frames, a.fps)),
+                (kind == Kind::Animation).then_some((frames, fps))
+            );
+        }
+    }
+}

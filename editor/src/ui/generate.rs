@@ -1,0 +1,202 @@
+//! Generate: the recipe form, the Generate button with progress, the preview (animated for
+//! animations, tiled 3×3 for tileable textures) and "Save as recipe".
+
+use autonomy_pipeline::recipe::Kind;
+use bevy_egui::egui;
+
+use super::{EditorUi, Frame, Intent, sub_rect};
+use crate::actions::{EditorAction, Preview, PreviewImage};
+
+const SIZES: [u32; 5] = [32, 48, 64, 96, 128];
+
+pub(super) fn show(ui: &mut egui::Ui, state: &mut EditorUi, frame: &mut Frame) {
+    let draft = &mut state.draft;
+    egui::Grid::new("generate_form")
+        .num_columns(2)
+        .spacing([12.0, 6.0])
+        .show(ui, |ui| {
+            ui.label("Name");
+            ui.text_edit_singleline(&mut draft.name);
+            ui.end_row();
+            ui.label("Kind");
+            egui::ComboBox::from_id_salt("kind")
+                .selected_text(draft.kind.as_str())
+                .show_ui(ui, |ui| {
+                    for kind in Kind::ALL {
+                        ui.selectable_value(&mut draft.kind, kind, kind.as_str());
+                    }
+                });
+            ui.end_row();
+            ui.label("Prompt");
+            ui.add(egui::TextEdit::multiline(&mut draft.prompt).desired_rows(2));
+            ui.end_row();
+            ui.label("Negative");
+            ui.text_edit_singleline(&mut draft.negative_prompt);
+            ui.end_row();
+            ui.label("Model");
+            let mut models = vec!["house".to_string()];
+            models.extend(
+                frame
+                    .view
+                    .models
+                    .iter()
+                    .map(|model| format!("registry:{}", model.name)),
+            );
+            egui::ComboBox::from_id_salt("model")
+                .selected_text(draft.model.as_str())
+                .show_ui(ui, |ui| {
+                    for model in models {
+                        let label = model.clone();
+                        ui.selectable_value(&mut draft.model, model, label);
+                    }
+                });
+            ui.end_row();
+            ui.label("Seed");
+            ui.horizontal(|ui| {
+                ui.add(egui::DragValue::new(&mut draft.seed));
+                if ui.button("🎲").on_hover_text("a random seed").clicked() {
+                    draft.seed = rand::random::<u32>().into();
+                }
+            });
+            ui.end_row();
+            ui.label("Steps");
+            ui.add(egui::Slider::new(&mut draft.steps, 1..=100));
+            ui.end_row();
+            ui.label("Guidance");
+            ui.add(egui::Slider::new(&mut draft.guidance, 0.0..=15.0).step_by(0.5));
+            ui.end_row();
+            ui.label("Size");
+            egui::ComboBox::from_id_salt("size")
+                .selected_text(format!("{0}×{0}", draft.size))
+                .show_ui(ui, |ui| {
+                    for size in SIZES {
+                        ui.selectable_value(&mut draft.size, size, format!("{size}×{size}"));
+                    }
+                });
+            ui.end_row();
+            ui.label("Tileable");
+            ui.checkbox(&mut draft.tileable, "seamless edges");
+            ui.end_row();
+            ui.label("Pixel art");
+            ui.horizontal(|ui| {
+                let mut on = draft.pixel_art.is_some();
+                ui.checkbox(&mut on, "");
+                match (on, draft.pixel_art.as_mut()) {
+                    (true, Some((colors, scale))) => {
+                        ui.add(egui::Slider::new(colors, 2..=64).text("colours"));
+                        ui.add(egui::Slider::new(scale, 1..=8).text("×"));
+                    }
+                    (true, None) => draft.pixel_art = Some((16, 1)),
+                    (false, _) => draft.pixel_art = None,
+                }
+            });
+            ui.end_row();
+            if draft.kind == Kind::Animation {
+                ui.label("Frames");
+                ui.horizontal(|ui| {
+                    ui.add(egui::Slider::new(&mut draft.frames, 2..=16));
+                    ui.add(egui::Slider::new(&mut draft.fps, 1..=30).text("fps"));
+                });
+                ui.end_row();
+            }
+        });
+
+    let problems = draft.check().err();
+    if let Some(problems) = &problems {
+        for problem in &problems.0 {
+            ui.colored_label(ui.visuals().error_fg_color, problem);
+        }
+    }
+    let generating = matches!(frame.preview, Preview::Generating(_));
+    ui.horizontal(|ui| {
+        let ready = problems.is_none() && !generating;
+        if ui
+            .add_enabled(ready, egui::Button::new("▶ Generate"))
+            .clicked()
+        {
+            frame
+                .intents
+                .push(Intent::Editor(EditorAction::Generate(draft.clone())));
+        }
+        if ui
+            .add_enabled(problems.is_none(), egui::Button::new("💾 Save as recipe"))
+            .on_hover_text(format!(
+                "write {} into the recipes folder; the game remakes it on every save",
+                draft.file_name()
+            ))
+            .clicked()
+        {
+            frame
+                .intents
+                .push(Intent::Editor(EditorAction::SaveRecipe(draft.clone())));
+        }
+    });
+    ui.separator();
+    match frame.preview {
+        Preview::Empty => {
+            ui.weak("Generate to see a preview here.");
+        }
+        Preview::Generating(since) => {
+            ui.horizontal(|ui| {
+                ui.add(egui::Spinner::new());
+                ui.label(format!(
+                    "generating on the async pool… {:.1} s",
+                    since.elapsed().as_secs_f32()
+                ));
+            });
+        }
+        Preview::Failed(message) => {
+            ui.colored_label(ui.visuals().error_fg_color, message);
+        }
+        Preview::Ready(image) => preview(ui, image, frame),
+    }
+}
+
+/// The generated image: frames cycling for animations, a 3×3 tiling for tileable images.
+fn preview(ui: &mut egui::Ui, image: &PreviewImage, frame: &Frame) {
+    ui.label(format!(
+        "{} — {}×{}, seed {}, {}",
+        image.draft.name,
+        image.size.x,
+        image.size.y,
+        image.draft.seed,
+        if image.seconds > 0.0 {
+            format!("{:.1} s", image.seconds)
+        } else {
+            "from the cache".into()
+        }
+    ));
+    let Some((texture, size)) = frame.texture(&image.image) else {
+        ui.add(egui::Spinner::new());
+        return;
+    };
+    if !image.frames.is_empty() {
+        let tick = frame.elapsed.as_secs_f64() / image.frame_time.as_secs_f64().max(1e-3);
+        let (uv, frame_size) = sub_rect(image.frames[tick as usize % image.frames.len()], size);
+        let scale = 256.0 / frame_size.x.max(frame_size.y);
+        ui.add(egui::Image::new((texture, frame_size * scale)).uv(uv));
+        ui.weak(format!(
+            "{} frames at {} fps",
+            image.frames.len(),
+            image.draft.fps
+        ));
+        return;
+    }
+    if image.draft.tileable {
+        let tile = egui::Vec2::splat(96.0);
+        egui::Grid::new("tiled_preview")
+            .spacing([0.0, 0.0])
+            .show(ui, |ui| {
+                for _ in 0..3 {
+                    for _ in 0..3 {
+                        ui.add(egui::Image::new((texture, tile)));
+                    }
+                    ui.end_row();
+                }
+            });
+        ui.weak("tiled 3×3: seams would show here");
+        return;
+    }
+    let scale = 256.0 / size.x.max(size.y);
+    ui.add(egui::Image::new((texture, size * scale)));
+}

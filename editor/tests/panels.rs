@@ -1,0 +1,423 @@
+//! Every panel's buttons, driven headless through the messages the buttons send, on an
+//! embedded chain: generate a draft and look at it, save it as a recipe (and refuse to clobber
+//! a hand-written one), verify it, mint and list it, buy from another seller, delegate,
+//! propose promoting a model version, vote, queue and execute; the chain view follows along.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use alloy_primitives::{B256, U256};
+use autonomy_contracts::{Ledger, MintRequest, ProposalState, VersionRequest, auton, dev_signers};
+use autonomy_editor::{
+    AssetLibrary, ChainView, Draft, EditorAction, EditorCorePlugin, EditorLog, Preview,
+    TokenStatus, promotion,
+};
+use autonomy_pipeline::verify::Verdict;
+use bevy::asset::AssetPlugin;
+use bevy::image::ImagePlugin;
+use bevy::prelude::*;
+use bevy_autonomy::{AutonomyPlugin, ChainPlugin, ChainRequest, SharedLedger};
+use sha2::{Digest, Sha256};
+
+fn house_model(into: &Path) -> PathBuf {
+    let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/house");
+    std::fs::create_dir_all(into).unwrap();
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "vocab.json",
+        "dataset.jsonl",
+    ] {
+        std::fs::copy(shipped.join(file), into.join(file)).unwrap();
+    }
+    into.to_path_buf()
+}
+
+fn run_until(app: &mut App, what: &str, done: impl Fn(&mut App) -> bool) {
+    let started = Instant::now();
+    while !done(app) {
+        assert!(
+            started.elapsed() < Duration::from_secs(240),
+            "timed out waiting for {what}; log: {:?}",
+            app.world().resource::<EditorLog>().lines
+        );
+        app.update();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn view(app: &App) -> &ChainView {
+    app.world().resource::<ChainView>()
+}
+
+fn send(app: &mut App, request: ChainRequest) {
+    app.world_mut().write_message(request);
+}
+
+/// Waits for the next log line and returns it.
+fn next_log(app: &mut App, what: &str) -> (bool, String) {
+    let seen = app.world().resource::<EditorLog>().lines.len();
+    run_until(app, what, |app| {
+        app.world().resource::<EditorLog>().lines.len() > seen
+    });
+    let line = app.world().resource::<EditorLog>().lines[seen].clone();
+    (line.ok, line.text)
+}
+
+fn advance(ledger: &SharedLedger, seconds: u64) {
+    ledger.lock().unwrap().advance_time(seconds).unwrap();
+}
+
+#[test]
+fn every_panel_action_works_on_an_embedded_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let assets = dir.path().join("assets");
+    let recipes = assets.join("recipes");
+    std::fs::create_dir_all(&recipes).unwrap();
+    let house = house_model(&dir.path().join("models/house"));
+
+    // The world: a community model with one version, a whale who delegated to the player, and
+    // another seller's listing.
+    let mut ledger = Ledger::embedded(dir.path().join("chain")).unwrap();
+    let accounts = ledger.accounts();
+    let (whale, player, seller) = (accounts[0], accounts[1], accounts[2]);
+    let weights: [u8; 32] =
+        Sha256::digest(std::fs::read(house.join("model.safetensors")).unwrap()).into();
+    let model = ledger.register_model(player, "house", true).unwrap().value;
+    let version = ledger
+        .add_version(
+            player,
+            &VersionRequest {
+                model,
+                weights_hash: B256::from(weights),
+                dataset_manifest_hash: B256::repeat_byte(1),
+                parent_version: U256::ZERO,
+                uri: "models/house".into(),
+                contributors: vec![(player, 7_000), (seller, 3_000)],
+                access_price: U256::ZERO,
+            },
+        )
+        .unwrap()
+        .value;
+    // A fine-tune whose weights are not on this machine, waiting for promotion.
+    let tuned = ledger
+        .add_version(
+            player,
+            &VersionRequest {
+                model,
+                weights_hash: B256::repeat_byte(2),
+                dataset_manifest_hash: B256::repeat_byte(3),
+                parent_version: version,
+                uri: "ipfs://tuned".into(),
+                contributors: vec![(seller, 10_000)],
+                access_price: auton(3),
+            },
+        )
+        .unwrap()
+        .value;
+    ledger.delegate(whale, player).unwrap();
+    let for_sale = ledger
+        .mint(
+            seller,
+            &MintRequest {
+                to: seller,
+                content_hash: B256::repeat_byte(9),
+                model_version: U256::ZERO,
+                uri: "ipfs://elsewhere".into(),
+                royalty_receiver: seller,
+                royalty_bps: 500,
+            },
+        )
+        .unwrap()
+        .value;
+    let market = ledger.deployment().marketplace;
+    ledger.approve_assets(seller, market, true).unwrap();
+    ledger.list(seller, for_sale, auton(10)).unwrap();
+
+    let mut chain = ChainPlugin::new(ledger.boxed(), player);
+    chain.chain.store = dir.path().join(".autonomy/store");
+    chain.chain.journals = dir.path().join(".autonomy/publish");
+    let shared = chain.chain.ledger.clone();
+    let mut app = App::new();
+    app.add_plugins((
+        MinimalPlugins,
+        AssetPlugin {
+            file_path: assets.to_string_lossy().into_owned(),
+            watch_for_changes_override: Some(true),
+            ..default()
+        },
+        ImagePlugin::default(),
+    ))
+    .add_plugins(AutonomyPlugin {
+        assets_dir: assets.clone(),
+        recipes_dir: "recipes".into(),
+        house_model: house.clone(),
+        cache_dir: None,
+        signer: Some(dev_signers()[1].clone()),
+    })
+    .add_plugins(chain)
+    .add_plugins(EditorCorePlugin {
+        model_dirs: vec![dir.path().join("models")],
+        refresh_every: Duration::from_millis(100),
+    });
+    run_until(&mut app, "the first chain read", |app| view(app).loaded);
+    assert_eq!(view(&app).listings.len(), 1);
+
+    // Generate: a draft is made in the background and previewed; it is not a project asset.
+    let draft = Draft {
+        name: "potion".into(),
+        prompt: "red apple flat food drink".into(),
+        size: 32,
+        steps: 4,
+        pixel_art: None,
+        ..Draft::default()
+    };
+    app.world_mut()
+        .write_message(EditorAction::Generate(draft.clone()));
+    run_until(&mut app, "the preview", |app| {
+        !matches!(
+            app.world().resource::<Preview>(),
+            Preview::Empty | Preview::Generating(_)
+        )
+    });
+    let Preview::Ready(preview) = app.world().resource::<Preview>() else {
+        panic!("generation failed: {:?}", app.world().resource::<Preview>());
+    };
+    let image = app
+        .world()
+        .resource::<Assets<Image>>()
+        .get(&preview.image)
+        .expect("the preview image is an asset");
+    assert_eq!((image.width(), image.height()), (32, 32));
+    let pixels = image.data.clone().expect("pixels");
+    let mut colours: Vec<&[u8]> = pixels.chunks(4).collect();
+    colours.sort();
+    colours.dedup();
+    assert!(
+        colours.len() > 16,
+        "a real picture, not a flat fill: {} colours",
+        colours.len()
+    );
+    assert!(
+        !recipes.join("potion.recipe.toml").exists(),
+        "generating does not touch the project"
+    );
+
+    // Save as recipe: the plugin picks the new file up and makes it a project asset.
+    app.world_mut()
+        .write_message(EditorAction::SaveRecipe(draft.clone()));
+    let (ok, line) = next_log(&mut app, "the save");
+    assert!(ok, "{line}");
+    run_until(&mut app, "the saved recipe's asset", |app| {
+        app.world()
+            .resource::<AssetLibrary>()
+            .get("potion")
+            .is_some()
+    });
+    let asset = app
+        .world()
+        .resource::<AssetLibrary>()
+        .get("potion")
+        .unwrap()
+        .clone();
+    let manifest = asset.manifest.clone().expect("its manifest");
+    assert_eq!(manifest.creator, Some(player.to_string()));
+    let token = asset.token_id.expect("a token id");
+
+    // A recipe the user wrote by hand is never overwritten.
+    let mine = recipes.join("mine.recipe.toml");
+    std::fs::write(&mine, "kind = \"sprite\"\nprompt = \"mine\"\n").unwrap();
+    app.world_mut()
+        .write_message(EditorAction::SaveRecipe(Draft {
+            name: "mine".into(),
+            ..draft.clone()
+        }));
+    let (ok, line) = next_log(&mut app, "the refusal");
+    assert!(!ok && line.contains("not written by the editor"), "{line}");
+    assert_eq!(
+        std::fs::read_to_string(&mine).unwrap(),
+        "kind = \"sprite\"\nprompt = \"mine\"\n"
+    );
+
+    // Verify.
+    app.world_mut().write_message(EditorAction::Verify {
+        label: "potion".into(),
+    });
+    run_until(&mut app, "the verification", |app| {
+        app.world()
+            .resource::<AssetLibrary>()
+            .get("potion")
+            .unwrap()
+            .reports
+            .is_some()
+    });
+    let verdict = app
+        .world()
+        .resource::<AssetLibrary>()
+        .get("potion")
+        .unwrap()
+        .verdict();
+    assert_eq!(verdict, Some(Verdict::Verified));
+
+    // Publish: mint and list; the chain view shows it minted, listed, with its payout.
+    run_until(&mut app, "the token's status", |app| {
+        view(app).tokens.get(&token) == Some(&TokenStatus::Unminted)
+    });
+    send(
+        &mut app,
+        ChainRequest::Publish {
+            path: asset.file.clone(),
+            list_price: Some(auton(20)),
+            royalty_bps: 500,
+        },
+    );
+    run_until(&mut app, "the listing", |app| {
+        view(app).tokens.get(&token)
+            == Some(&TokenStatus::Minted {
+                owner: player,
+                listed: Some(auton(20)),
+            })
+    });
+    let listing = view(&app)
+        .listings
+        .iter()
+        .find(|listing| listing.token_id == token)
+        .expect("listed")
+        .clone();
+    assert_eq!(listing.name, "potion");
+    assert!(listing.image_file.as_ref().is_some_and(|f| f.is_file()));
+    let payout = listing.payout;
+    assert_eq!(payout.royalty_receiver, player);
+    assert_eq!(payout.royalty, auton(1), "5 % royalty");
+    assert_eq!(
+        payout.contributor_fee,
+        auton(20) * U256::from(250) / U256::from(10_000),
+        "made by registered version {version}: its contributors get their fee"
+    );
+    assert_eq!(
+        payout.proceeds + payout.royalty + payout.contributor_fee + payout.fee,
+        auton(20)
+    );
+    send(&mut app, ChainRequest::Cancel { token_id: token });
+    run_until(&mut app, "the take-down", |app| {
+        matches!(
+            view(app).tokens.get(&token),
+            Some(TokenStatus::Minted { listed: None, .. })
+        )
+    });
+
+    // Market: buy the other seller's item.
+    let before = view(&app).balance;
+    send(
+        &mut app,
+        ChainRequest::Buy {
+            token_id: for_sale,
+            max_price: auton(10),
+        },
+    );
+    run_until(&mut app, "the purchase", |app| {
+        view(app).listings.is_empty()
+    });
+    assert_eq!(view(&app).balance, before - auton(10));
+
+    // Governance: delegate to myself, propose the promotion, vote, queue, execute.
+    // (The dev chain has every dev account vote through itself.)
+    assert_eq!(view(&app).delegate, player);
+    let all_votes = view(&app).votes;
+    send(&mut app, ChainRequest::Delegate { to: seller });
+    run_until(&mut app, "the delegation away", |app| {
+        view(app).delegate == seller
+    });
+    assert_eq!(
+        view(&app).votes,
+        all_votes - view(&app).balance,
+        "the whale's votes stay, the player's own go to the seller"
+    );
+    send(&mut app, ChainRequest::Delegate { to: player });
+    run_until(&mut app, "the delegation back", |app| {
+        view(app).delegate == player
+    });
+    assert_eq!(view(&app).votes, all_votes);
+    let deployment = view(&app).deployment.clone().unwrap();
+    let house_view = view(&app).models[0].clone();
+    assert_eq!(
+        U256::from(house_view.active),
+        version,
+        "the first version is active"
+    );
+    let proposal = promotion(&deployment, &house_view, tuned);
+    send(
+        &mut app,
+        ChainRequest::Propose {
+            proposal: proposal.clone(),
+        },
+    );
+    run_until(&mut app, "the proposal", |app| {
+        view(app).proposals.len() == 1
+    });
+    assert_eq!(view(&app).proposals[0].state, ProposalState::Pending);
+    advance(&shared, 61);
+    run_until(&mut app, "voting to open", |app| {
+        view(app).proposals[0].state == ProposalState::Active
+    });
+    let id = view(&app).proposals[0].id;
+    send(
+        &mut app,
+        ChainRequest::Vote {
+            proposal: id,
+            support: autonomy_contracts::Support::For,
+        },
+    );
+    run_until(&mut app, "the vote", |app| {
+        !view(app).proposals[0].tally.for_votes.is_zero()
+    });
+    assert_eq!(view(&app).proposals[0].tally.for_votes, view(&app).votes);
+    advance(&shared, 601);
+    run_until(&mut app, "the vote to pass", |app| {
+        view(app).proposals[0].state == ProposalState::Succeeded
+    });
+    send(
+        &mut app,
+        ChainRequest::Queue {
+            proposal: proposal.clone(),
+        },
+    );
+    run_until(&mut app, "the queue", |app| {
+        view(app).proposals[0].state == ProposalState::Queued
+    });
+    advance(&shared, 61);
+    send(&mut app, ChainRequest::Execute { proposal });
+    run_until(&mut app, "the execution", |app| {
+        view(app).proposals[0].state == ProposalState::Executed
+    });
+
+    // Models: the promoted version is active; datasets are summarised from the model folders.
+    let house_view = view(&app).models[0].clone();
+    assert_eq!(U256::from(house_view.active), tuned);
+    assert_eq!(house_view.versions.len(), 2);
+    let dataset = house_view.versions[0]
+        .dataset
+        .clone()
+        .expect("v1's dataset found");
+    assert!(dataset.items > 100, "{} items", dataset.items);
+    assert!(!dataset.licences.is_empty());
+    assert_eq!(house_view.versions[0].contributors[0], (player, 7_000));
+    let fine_tune = &house_view.versions[1];
+    assert_eq!(
+        (fine_tune.parent, fine_tune.access_price),
+        (version.to::<u64>(), auton(3))
+    );
+    assert!(
+        fine_tune.dataset.is_none(),
+        "its weights are not on this machine"
+    );
+    let failures: Vec<String> = app
+        .world()
+        .resource::<EditorLog>()
+        .lines
+        .iter()
+        .filter(|line| !line.ok)
+        .map(|line| line.text.clone())
+        .collect();
+    assert_eq!(failures.len(), 1, "only the refused save: {failures:?}");
+}

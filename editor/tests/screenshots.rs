@@ -1,0 +1,272 @@
+//! The editor in a real window (Xvfb + Mesa's software Vulkan in CI): a script clicks through
+//! every panel the way a user would (generate, verify, publish, then the market, governance and
+//! models), takes a screenshot of each, and checks each is a picture of the panel, not a blank
+//! or black frame. Screenshots land in `target/editor-screenshots/`; with
+//! `AUTONOMY_UPDATE_DOCS=1` they also replace the ones under `docs/editor/`.
+//!
+//! Runs without the test harness: winit needs the main thread.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use autonomy_contracts::auton;
+use autonomy_editor::{AssetLibrary, ChainView, Draft, EditorAction, EditorUi, Panel, Preview};
+use autonomy_pipeline::recipe::Kind;
+use bevy::prelude::*;
+use bevy::render::view::screenshot::{Screenshot, ScreenshotCaptured};
+use bevy_autonomy::ChainRequest;
+
+/// Where the script is.
+#[derive(Resource)]
+struct Script {
+    step: usize,
+    settle: u32,
+    started: Instant,
+    shots: Arc<Mutex<Vec<(Panel, image::RgbImage)>>>,
+    waiting_for_shot: bool,
+    failure: Arc<Mutex<Option<String>>>,
+}
+
+/// Each step: the panel to show, and whether the state it needs has arrived (after sending
+/// what it needs to, once).
+fn ready(step: usize, world: &mut World) -> Option<(Panel, bool)> {
+    let library = world.resource::<AssetLibrary>();
+    let view = world.resource::<ChainView>();
+    let assets_made = library.assets.len() >= 5 && view.loaded;
+    Some(match step {
+        0 => (Panel::Generate, assets_made),
+        1 => (
+            Panel::Generate,
+            matches!(world.resource::<Preview>(), Preview::Ready(_)),
+        ),
+        2 => (
+            Panel::Assets,
+            library.get("gem").is_some_and(|a| a.reports.is_some()),
+        ),
+        3 => (
+            Panel::Publish,
+            library
+                .get("gem")
+                .and_then(|a| a.token_id)
+                .and_then(|t| view.tokens.get(&t))
+                .is_some_and(|s| matches!(s, autonomy_editor::TokenStatus::Minted { .. })),
+        ),
+        4 => (Panel::Market, view.listings.len() >= 2),
+        5 => (Panel::Governance, !view.proposals.is_empty()),
+        6 => (
+            Panel::Models,
+            view.models.first().is_some_and(|m| !m.versions.is_empty()),
+        ),
+        _ => return None,
+    })
+}
+
+/// What each step sends when it starts.
+fn act(step: usize, world: &mut World) {
+    match step {
+        1 => {
+            let draft = Draft {
+                name: "lantern".into(),
+                kind: Kind::Animation,
+                prompt: "fire flat travel places".into(),
+                seed: 11,
+                size: 48,
+                steps: 6,
+                pixel_art: Some((16, 1)),
+                frames: 4,
+                fps: 6,
+                ..Draft::default()
+            };
+            world.resource_mut::<EditorUi>().draft = draft.clone();
+            world.write_message(EditorAction::Generate(draft));
+        }
+        2 => {
+            world.resource_mut::<AssetLibrary>().selected = Some("gem".into());
+            world.write_message(EditorAction::Verify {
+                label: "gem".into(),
+            });
+        }
+        3 => {
+            let gem = world
+                .resource::<AssetLibrary>()
+                .get("gem")
+                .unwrap()
+                .file
+                .clone();
+            world.write_message(ChainRequest::Publish {
+                path: gem,
+                list_price: Some(auton(12)),
+                royalty_bps: 500,
+            });
+        }
+        _ => {}
+    }
+}
+
+fn drive(world: &mut World) {
+    let (step, settle, waiting, started) = {
+        let script = world.resource::<Script>();
+        (
+            script.step,
+            script.settle,
+            script.waiting_for_shot,
+            script.started,
+        )
+    };
+    if started.elapsed() > Duration::from_secs(900) {
+        *world.resource::<Script>().failure.lock().unwrap() =
+            Some(format!("timed out at step {step}"));
+        world.write_message(AppExit::error());
+        return;
+    }
+    if waiting {
+        let taken = world.resource::<Script>().shots.lock().unwrap().len();
+        if taken > shots_before(step) {
+            let mut script = world.resource_mut::<Script>();
+            script.waiting_for_shot = false;
+            script.step += 1;
+            script.settle = 0;
+        }
+        return;
+    }
+    let Some((panel, done)) = ready(step, world) else {
+        world.write_message(AppExit::Success);
+        return;
+    };
+    if settle == 0 {
+        world.resource_mut::<EditorUi>().panel = panel;
+        act(step, world);
+    }
+    world.resource_mut::<Script>().settle += 1;
+    // Let a few frames pass once the state is there, so egui lays it out and the GPU draws it.
+    if !done || settle < 30 {
+        if !done {
+            world.resource_mut::<Script>().settle = 1;
+        }
+        return;
+    }
+    if step == 0 {
+        // Step 0 only waits for the project to be generated.
+        let mut script = world.resource_mut::<Script>();
+        script.step += 1;
+        script.settle = 0;
+        return;
+    }
+    let shots = world.resource::<Script>().shots.clone();
+    world
+        .spawn(Screenshot::primary_window())
+        .observe(move |captured: On<ScreenshotCaptured>| {
+            let image = captured
+                .image
+                .clone()
+                .try_into_dynamic()
+                .expect("a readable screenshot")
+                .to_rgb8();
+            shots.lock().unwrap().push((panel, image));
+        });
+    world.resource_mut::<Script>().waiting_for_shot = true;
+}
+
+/// Screenshots are taken from step 1 on, one per step.
+fn shots_before(step: usize) -> usize {
+    step - 1
+}
+
+/// Not blank: many colours overall, and the editor's side differs from the scene's.
+fn check(panel: Panel, image: &image::RgbImage) -> Result<(), String> {
+    let mut colours: Vec<[u8; 3]> = image.pixels().map(|p| p.0).collect();
+    colours.sort();
+    colours.dedup();
+    if colours.len() < 64 {
+        return Err(format!("{panel:?}: only {} colours: blank?", colours.len()));
+    }
+    let right = image.width() - 400;
+    let mut text_like = 0;
+    for y in 0..image.height() {
+        for x in right..image.width() {
+            let [r, g, b] = image.get_pixel(x, y).0;
+            if r.max(g).max(b) > 110 {
+                text_like += 1;
+            }
+        }
+    }
+    if text_like < 1_500 {
+        return Err(format!(
+            "{panel:?}: the panel side has almost no bright pixels ({text_like}): no text drawn?"
+        ));
+    }
+    Ok(())
+}
+
+fn main() {
+    if std::env::var_os("DISPLAY").is_none() && std::env::var_os("WAYLAND_DISPLAY").is_none() {
+        eprintln!(
+            "the editor screenshot test needs a display: run it under `xvfb-run -a` (bash .ci/run does)"
+        );
+        std::process::exit(1);
+    }
+    let mut showcase = common::showcase();
+    let shots = Arc::new(Mutex::new(Vec::new()));
+    let failure = Arc::new(Mutex::new(None));
+    let mut app = showcase.app("Autonomy editor — screenshots");
+    app.insert_resource(Script {
+        step: 0,
+        settle: 0,
+        started: Instant::now(),
+        shots: shots.clone(),
+        waiting_for_shot: false,
+        failure: failure.clone(),
+    })
+    .add_systems(Last, drive);
+    app.run();
+
+    if let Some(message) = failure.lock().unwrap().take() {
+        eprintln!("editor screenshots: {message}");
+        std::process::exit(1);
+    }
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/editor-screenshots");
+    std::fs::create_dir_all(&out).unwrap();
+    let docs = std::env::var_os("AUTONOMY_UPDATE_DOCS")
+        .map(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/editor"));
+    let shots = shots.lock().unwrap();
+    let mut failed = Vec::new();
+    for (panel, image) in shots.iter() {
+        let name = format!("{}.png", panel.title().to_lowercase());
+        save(image, &out.join(&name));
+        if let Some(docs) = &docs {
+            save(image, &docs.join(&name));
+        }
+        if let Err(message) = check(*panel, image) {
+            failed.push(message);
+        }
+    }
+    let expected = [
+        Panel::Generate,
+        Panel::Assets,
+        Panel::Publish,
+        Panel::Market,
+        Panel::Governance,
+        Panel::Models,
+    ];
+    let taken: Vec<Panel> = shots.iter().map(|(panel, _)| *panel).collect();
+    if taken != expected {
+        failed.push(format!("took {taken:?}, expected {expected:?}"));
+    }
+    if !failed.is_empty() {
+        eprintln!("editor screenshots failed:\n{}", failed.join("\n"));
+        std::process::exit(1);
+    }
+    println!(
+        "editor screenshots: {} panels drawn and checked, in {}",
+        shots.len(),
+        out.display()
+    );
+}
+
+fn save(image: &image::RgbImage, path: &Path) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    image.save(path).unwrap();
+}
