@@ -3,11 +3,12 @@
 //! a hand-written one), verify it, mint and list it, buy from another seller, delegate,
 //! propose promoting a model version, vote, queue and execute; the chain view follows along.
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::time::{Duration, Instant};
 
 use alloy_primitives::{B256, U256};
-use autonomy_contracts::{Ledger, MintRequest, ProposalState, VersionRequest, auton, dev_signers};
+use autonomy_contracts::{Ledger, MintRequest, ProposalState, auton, dev_signers};
 use autonomy_editor::{
     AssetLibrary, ChainView, Draft, EditorAction, EditorCorePlugin, EditorLog, Preview,
     TokenStatus, promotion,
@@ -17,21 +18,6 @@ use bevy::asset::AssetPlugin;
 use bevy::image::ImagePlugin;
 use bevy::prelude::*;
 use bevy_autonomy::{AutonomyPlugin, ChainPlugin, ChainRequest, SharedLedger};
-use sha2::{Digest, Sha256};
-
-fn house_model(into: &Path) -> PathBuf {
-    let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/house");
-    std::fs::create_dir_all(into).unwrap();
-    for file in [
-        "config.json",
-        "model.safetensors",
-        "vocab.json",
-        "dataset.jsonl",
-    ] {
-        std::fs::copy(shipped.join(file), into.join(file)).unwrap();
-    }
-    into.to_path_buf()
-}
 
 fn run_until(app: &mut App, what: &str, done: impl Fn(&mut App) -> bool) {
     let started = Instant::now();
@@ -74,47 +60,14 @@ fn every_panel_action_works_on_an_embedded_chain() {
     let assets = dir.path().join("assets");
     let recipes = assets.join("recipes");
     std::fs::create_dir_all(&recipes).unwrap();
-    let house = house_model(&dir.path().join("models/house"));
+    let house = common::house();
 
-    // The world: a community model with one version, a whale who delegated to the player, and
-    // another seller's listing.
+    // The world: the house model as a community model (v1 active, a fine-tune v2 waiting), a
+    // whale who delegated to the player, and another seller's listing.
     let mut ledger = Ledger::embedded(dir.path().join("chain")).unwrap();
     let accounts = ledger.accounts();
     let (whale, player, seller) = (accounts[0], accounts[1], accounts[2]);
-    let weights: [u8; 32] =
-        Sha256::digest(std::fs::read(house.join("model.safetensors")).unwrap()).into();
-    let model = ledger.register_model(player, "house", true).unwrap().value;
-    let version = ledger
-        .add_version(
-            player,
-            &VersionRequest {
-                model,
-                weights_hash: B256::from(weights),
-                dataset_manifest_hash: B256::repeat_byte(1),
-                parent_version: U256::ZERO,
-                uri: "models/house".into(),
-                contributors: vec![(player, 7_000), (seller, 3_000)],
-                access_price: U256::ZERO,
-            },
-        )
-        .unwrap()
-        .value;
-    // A fine-tune whose weights are not on this machine, waiting for promotion.
-    let tuned = ledger
-        .add_version(
-            player,
-            &VersionRequest {
-                model,
-                weights_hash: B256::repeat_byte(2),
-                dataset_manifest_hash: B256::repeat_byte(3),
-                parent_version: version,
-                uri: "ipfs://tuned".into(),
-                contributors: vec![(seller, 10_000)],
-                access_price: auton(3),
-            },
-        )
-        .unwrap()
-        .value;
+    let (_, version, tuned) = common::register_house(&mut ledger, player, seller);
     ledger.delegate(whale, player).unwrap();
     let for_sale = ledger
         .mint(
@@ -157,7 +110,7 @@ fn every_panel_action_works_on_an_embedded_chain() {
     })
     .add_plugins(chain)
     .add_plugins(EditorCorePlugin {
-        model_dirs: vec![dir.path().join("models")],
+        model_dirs: vec![house.parent().unwrap().to_path_buf()],
         refresh_every: Duration::from_millis(100),
     });
     run_until(&mut app, "the first chain read", |app| view(app).loaded);

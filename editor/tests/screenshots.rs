@@ -243,14 +243,7 @@ fn main() {
             failed.push(message);
         }
     }
-    let expected = [
-        Panel::Generate,
-        Panel::Assets,
-        Panel::Publish,
-        Panel::Market,
-        Panel::Governance,
-        Panel::Models,
-    ];
+    let expected = Panel::ALL.to_vec();
     let taken: Vec<Panel> = shots.iter().map(|(panel, _)| *panel).collect();
     if taken != expected {
         failed.push(format!("took {taken:?}, expected {expected:?}"));

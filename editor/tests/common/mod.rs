@@ -5,7 +5,7 @@
 
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use alloy_primitives::{Address, B256, U256};
 use autonomy_contracts::{Action, Ledger, Proposal, Support, VersionRequest, auton, dev_signers};
@@ -64,7 +64,7 @@ pub struct Showcase {
     pub dir: tempfile::TempDir,
     /// The asset folder (recipes in `recipes/`).
     pub assets: PathBuf,
-    /// The house model copy.
+    /// The house model folder.
     pub house: PathBuf,
     /// The player.
     pub player: Address,
@@ -73,18 +73,51 @@ pub struct Showcase {
     ledger: Option<Ledger<autonomy_contracts::Embedded>>,
 }
 
-fn copy_house(into: &Path) -> PathBuf {
-    let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/house");
-    std::fs::create_dir_all(into).unwrap();
-    for file in [
-        "config.json",
-        "model.safetensors",
-        "vocab.json",
-        "dataset.jsonl",
-    ] {
-        std::fs::copy(shipped.join(file), into.join(file)).unwrap();
-    }
-    into.to_path_buf()
+/// The shipped house model (read only by these tests).
+pub fn house() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/house")
+}
+
+/// Registers the house model as a community model: v1 = the shipped weights (active, 70/30
+/// between `player` and `seller`), v2 = a fine-tune by `seller` whose weights are elsewhere.
+/// Returns (model, v1, v2).
+pub fn register_house(
+    ledger: &mut Ledger<autonomy_contracts::Embedded>,
+    player: Address,
+    seller: Address,
+) -> (U256, U256, U256) {
+    let weights: [u8; 32] =
+        Sha256::digest(std::fs::read(house().join("model.safetensors")).unwrap()).into();
+    let model = ledger.register_model(player, "house", true).unwrap().value;
+    let mut version = |from, weights, parent, uri: &str, contributors, access_price| {
+        let request = VersionRequest {
+            model,
+            weights_hash: weights,
+            dataset_manifest_hash: B256::repeat_byte(1),
+            parent_version: parent,
+            uri: uri.into(),
+            contributors,
+            access_price,
+        };
+        ledger.add_version(from, &request).unwrap().value
+    };
+    let v1 = version(
+        player,
+        B256::from(weights),
+        U256::ZERO,
+        "models/house",
+        vec![(player, 7_000), (seller, 3_000)],
+        U256::ZERO,
+    );
+    let v2 = version(
+        seller,
+        B256::repeat_byte(2),
+        v1,
+        "ipfs://house-pixel-tune",
+        vec![(seller, 10_000)],
+        auton(3),
+    );
+    (model, v1, v2)
 }
 
 /// Builds the project and seeds its chain.
@@ -94,44 +127,12 @@ pub fn showcase() -> Showcase {
     let recipes = assets.join("recipes");
     std::fs::create_dir_all(&recipes).unwrap();
     std::fs::write(recipes.join("items.recipe.toml"), RECIPES).unwrap();
-    let house = copy_house(&dir.path().join("models/house"));
+    let house = house();
 
     let mut ledger = Ledger::embedded(dir.path().join("chain")).unwrap();
     let accounts = ledger.accounts();
     let (whale, player, seller) = (accounts[0], accounts[1], accounts[2]);
-    let weights: [u8; 32] =
-        Sha256::digest(std::fs::read(house.join("model.safetensors")).unwrap()).into();
-    let model = ledger.register_model(player, "house", true).unwrap().value;
-    let version = ledger
-        .add_version(
-            player,
-            &VersionRequest {
-                model,
-                weights_hash: B256::from(weights),
-                dataset_manifest_hash: B256::repeat_byte(1),
-                parent_version: U256::ZERO,
-                uri: "models/house".into(),
-                contributors: vec![(player, 7_000), (seller, 3_000)],
-                access_price: U256::ZERO,
-            },
-        )
-        .unwrap()
-        .value;
-    let tuned = ledger
-        .add_version(
-            seller,
-            &VersionRequest {
-                model,
-                weights_hash: B256::repeat_byte(2),
-                dataset_manifest_hash: B256::repeat_byte(3),
-                parent_version: version,
-                uri: "ipfs://house-pixel-tune".into(),
-                contributors: vec![(seller, 10_000)],
-                access_price: auton(3),
-            },
-        )
-        .unwrap()
-        .value;
+    let (model, version, tuned) = register_house(&mut ledger, player, seller);
     ledger.delegate(whale, player).unwrap();
 
     // Another creator's signed sword, published and listed into the shared content store.
@@ -214,7 +215,7 @@ impl Showcase {
         .add_plugins(chain)
         .add_plugins(EditorPlugin {
             core: EditorCorePlugin {
-                model_dirs: vec![self.dir.path().join("models")],
+                model_dirs: vec![house().parent().unwrap().to_path_buf()],
                 ..default()
             },
             ..default()
