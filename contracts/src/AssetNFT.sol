@@ -5,7 +5,9 @@ import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
 import {IERC2981} from "@openzeppelin/contracts/interfaces/IERC2981.sol";
 import {IERC4906} from "@openzeppelin/contracts/interfaces/IERC4906.sol";
 import {ERC721} from "@openzeppelin/contracts/token/ERC721/ERC721.sol";
+import {IERC721} from "@openzeppelin/contracts/token/ERC721/IERC721.sol";
 import {ERC721Burnable} from "@openzeppelin/contracts/token/ERC721/extensions/ERC721Burnable.sol";
+import {ERC721Utils} from "@openzeppelin/contracts/token/ERC721/utils/ERC721Utils.sol";
 import {Strings} from "@openzeppelin/contracts/utils/Strings.sol";
 import {IERC165} from "@openzeppelin/contracts/utils/introspection/IERC165.sol";
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
@@ -14,13 +16,16 @@ import {ModelRegistry} from "./ModelRegistry.sol";
 /// @title AssetNFT
 /// @notice Generated game assets as ERC-721 tokens with on-chain provenance (ERC-2981 royalties, ERC-4906
 /// metadata updates).
-/// @dev The token id IS the asset's content hash: `tokenId == uint256(sha256(asset bytes))`. That makes
-/// "a content hash is minted once" a property of the id itself and saves a storage slot per mint. The
-/// provenance record (creator, model version, royalty) takes one slot and is kept after a burn, so a
-/// burnt content hash can never be minted again. The creator is the minting account (`msg.sender`), which
-/// cannot be forged. The metadata URI is stored only when given; otherwise `tokenURI` is the base URI
-/// followed by the content hash in 0x-hex. Minting is open to anyone. The owner (the timelock) can only
-/// change the base URI.
+/// @dev The token id IS the asset's content hash: `tokenId == uint256(sha256(asset bytes))`, so "a content
+/// hash is minted once" is a property of the id. Storage is laid out for minting many assets at once: each
+/// mint call writes one provenance record (creator, model version, royalty) for all the assets it mints, and
+/// each token takes a single slot holding its owner and the mint it came from. OpenZeppelin's ERC-721 keeps
+/// approvals, safe transfers and metadata; ownership and balances live in that packed slot and a balance
+/// map of this contract's own (`_ownerOf`, `_update`, `balanceOf` and `_increaseBalance` are overridden).
+/// A burnt token keeps its mint, so a burnt content hash can never be minted again. The creator is the
+/// minting account (`msg.sender`), which cannot be forged. The metadata URI is stored only when given;
+/// otherwise `tokenURI` is the base URI followed by the content hash in 0x-hex. Minting is open to anyone.
+/// The owner (the timelock) can only change the base URI.
 contract AssetNFT is ERC721Burnable, IERC2981, IERC4906, Ownable {
     /// @notice An asset's provenance and terms, as returned by {assetOf}.
     struct Asset {
@@ -32,6 +37,7 @@ contract AssetNFT is ERC721Burnable, IERC2981, IERC4906, Ownable {
         string uri;
     }
 
+    /// @dev What one mint call records for every asset it mints (one slot).
     struct Record {
         address creator;
         uint64 modelVersionId;
@@ -46,18 +52,24 @@ contract AssetNFT is ERC721Burnable, IERC2981, IERC4906, Ownable {
     ModelRegistry public immutable registry;
 
     string private _baseTokenURI;
-    mapping(uint256 tokenId => Record) private _records;
-    mapping(uint256 tokenId => address) private _royaltyReceivers;
+    uint96 private _mintCount;
+    /// @dev One word per token: its owner in the low 160 bits (zero once burnt) and its mint id above
+    /// them (never zero once minted), so minting a token is a single storage write.
+    mapping(uint256 tokenId => uint256) private _tokens;
+    mapping(address owner => uint256) private _balances;
+    mapping(uint256 mintId => Record) private _records;
+    mapping(uint256 mintId => address) private _royaltyReceivers;
     mapping(uint256 tokenId => string) private _tokenURIs;
 
-    /// @notice An asset was minted with its provenance record.
-    event AssetMinted(
-        uint256 indexed tokenId,
+    /// @notice A mint call recorded `count` assets with this provenance; their ids are the `Transfer`s
+    /// from the zero address that follow in the same transaction.
+    event AssetsMinted(
+        uint256 indexed mintId,
         address indexed creator,
         uint256 indexed modelVersionId,
         address royaltyReceiver,
         uint256 royaltyBps,
-        string uri
+        uint256 count
     );
 
     /// @notice The content hash is zero.
@@ -100,8 +112,11 @@ contract AssetNFT is ERC721Burnable, IERC2981, IERC4906, Ownable {
         address royaltyReceiver,
         uint16 royaltyBps
     ) external returns (uint256 tokenId) {
-        Record memory record = _newRecord(modelVersionId, royaltyReceiver, royaltyBps);
-        tokenId = _mintAsset(to, contentHash, record, bytes(uri), royaltyReceiver);
+        uint96 mintId = _newMint(to, modelVersionId, royaltyReceiver, royaltyBps, 1);
+        tokenId = _record(to, contentHash, mintId);
+        if (bytes(uri).length != 0) _tokenURIs[tokenId] = uri;
+        _increaseBalance(to, 1);
+        if (to.code.length != 0) ERC721Utils.checkOnERC721Received(msg.sender, address(0), to, tokenId, "");
     }
 
     /// @notice Mints several assets made by one model version, with the same recipient and royalty terms.
@@ -119,11 +134,23 @@ contract AssetNFT is ERC721Burnable, IERC2981, IERC4906, Ownable {
         address royaltyReceiver,
         uint16 royaltyBps
     ) external {
-        if (uris.length != 0 && uris.length != contentHashes.length) revert LengthMismatch();
-        Record memory record = _newRecord(modelVersionId, royaltyReceiver, royaltyBps);
-        for (uint256 i; i < contentHashes.length; ++i) {
-            bytes calldata uri = uris.length == 0 ? msg.data[0:0] : bytes(uris[i]);
-            _mintAsset(to, contentHashes[i], record, uri, royaltyReceiver);
+        uint256 count = contentHashes.length;
+        if (uris.length != 0 && uris.length != count) revert LengthMismatch();
+        uint96 mintId = _newMint(to, modelVersionId, royaltyReceiver, royaltyBps, count);
+        bool withUris = uris.length != 0;
+        for (uint256 i; i < count;) {
+            uint256 tokenId = _record(to, contentHashes[i], mintId);
+            if (withUris && bytes(uris[i]).length != 0) _tokenURIs[tokenId] = uris[i];
+            unchecked {
+                ++i;
+            }
+        }
+        _increaseBalance(to, SafeCast.toUint128(count));
+        // Receivers are asked once every token is recorded: a re-entrant mint of any of them fails.
+        if (to.code.length != 0) {
+            for (uint256 i; i < count; ++i) {
+                ERC721Utils.checkOnERC721Received(msg.sender, address(0), to, uint256(contentHashes[i]), "");
+            }
         }
     }
 
@@ -136,8 +163,9 @@ contract AssetNFT is ERC721Burnable, IERC2981, IERC4906, Ownable {
 
     /// @notice The provenance record of an asset, burnt or not.
     function assetOf(uint256 tokenId) external view returns (Asset memory) {
-        Record memory record = _records[tokenId];
-        if (record.creator == address(0)) revert UnknownAsset(tokenId);
+        uint256 mintId = _mintIdOf(tokenId);
+        if (mintId == 0) revert UnknownAsset(tokenId);
+        Record memory record = _records[mintId];
         (address receiver,) = royaltyInfo(tokenId, 0);
         return Asset(
             bytes32(tokenId), record.modelVersionId, record.creator, receiver, record.royaltyBps, _uri(tokenId)
@@ -147,12 +175,12 @@ contract AssetNFT is ERC721Burnable, IERC2981, IERC4906, Ownable {
     /// @notice The token id of the asset with this content hash; reverts if it was never minted.
     function tokenOfContent(bytes32 contentHash) external view returns (uint256 tokenId) {
         tokenId = uint256(contentHash);
-        if (_records[tokenId].creator == address(0)) revert UnknownAsset(tokenId);
+        if (_mintIdOf(tokenId) == 0) revert UnknownAsset(tokenId);
     }
 
     /// @notice The model version that made an asset (0 for none or an unknown token).
     function modelVersionOf(uint256 tokenId) external view returns (uint256) {
-        return _records[tokenId].modelVersionId;
+        return _records[_mintIdOf(tokenId)].modelVersionId;
     }
 
     /// @notice ERC-2981 royalty for a sale of `tokenId` at `salePrice`.
@@ -161,8 +189,9 @@ contract AssetNFT is ERC721Burnable, IERC2981, IERC4906, Ownable {
         view
         returns (address receiver, uint256 royaltyAmount)
     {
-        Record memory record = _records[tokenId];
-        receiver = record.customReceiver ? _royaltyReceivers[tokenId] : record.creator;
+        uint256 mintId = _mintIdOf(tokenId);
+        Record memory record = _records[mintId];
+        receiver = record.customReceiver ? _royaltyReceivers[mintId] : record.creator;
         royaltyAmount = salePrice * record.royaltyBps / 10_000;
     }
 
@@ -178,39 +207,76 @@ contract AssetNFT is ERC721Burnable, IERC2981, IERC4906, Ownable {
             || super.supportsInterface(interfaceId);
     }
 
-    function _newRecord(uint256 modelVersionId, address royaltyReceiver, uint16 royaltyBps)
+    /// @notice Tokens owned by `owner`.
+    function balanceOf(address owner) public view override(ERC721, IERC721) returns (uint256) {
+        if (owner == address(0)) revert ERC721InvalidOwner(address(0));
+        return _balances[owner];
+    }
+
+    function _ownerOf(uint256 tokenId) internal view override returns (address) {
+        return address(uint160(_tokens[tokenId]));
+    }
+
+    /// @dev OpenZeppelin's `_update` for this storage layout: transfers and burns (mints never come here)
+    /// rewrite the token's one slot, keeping its mint id, so a burnt hash stays minted.
+    function _update(address to, uint256 tokenId, address auth) internal override returns (address from) {
+        uint256 word = _tokens[tokenId];
+        from = address(uint160(word));
+        if (auth != address(0)) _checkAuthorized(from, auth, tokenId);
+        if (from != address(0)) {
+            _approve(address(0), tokenId, address(0), false);
+            unchecked {
+                _balances[from] -= 1;
+            }
+        }
+        if (to != address(0)) {
+            unchecked {
+                _balances[to] += 1;
+            }
+        }
+        _tokens[tokenId] = _pack(to, word >> 160);
+        emit Transfer(from, to, tokenId);
+    }
+
+    function _increaseBalance(address account, uint128 value) internal override {
+        unchecked {
+            _balances[account] += value;
+        }
+    }
+
+    /// @dev Checks the terms, records them once for this mint call and announces them.
+    function _newMint(address to, uint256 modelVersionId, address royaltyReceiver, uint16 royaltyBps, uint256 count)
         private
-        view
-        returns (Record memory)
+        returns (uint96 mintId)
     {
+        if (to == address(0)) revert ERC721InvalidReceiver(address(0));
         if (modelVersionId != 0 && !registry.versionExists(modelVersionId)) {
             revert UnknownModelVersion(modelVersionId);
         }
         if (royaltyBps > MAX_ROYALTY_BPS) revert RoyaltyTooHigh(royaltyBps);
         bool custom = royaltyBps != 0 && royaltyReceiver != address(0) && royaltyReceiver != msg.sender;
-        return Record(msg.sender, SafeCast.toUint64(modelVersionId), royaltyBps, custom);
+        mintId = ++_mintCount;
+        _records[mintId] = Record(msg.sender, SafeCast.toUint64(modelVersionId), royaltyBps, custom);
+        if (custom) _royaltyReceivers[mintId] = royaltyReceiver;
+        emit AssetsMinted(mintId, msg.sender, modelVersionId, custom ? royaltyReceiver : msg.sender, royaltyBps, count);
     }
 
-    /// @dev Records provenance before `_safeMint`, so a re-entrant mint of the same hash from
-    /// `onERC721Received` fails.
-    function _mintAsset(
-        address to,
-        bytes32 contentHash,
-        Record memory record,
-        bytes calldata uri,
-        address royaltyReceiver
-    ) private returns (uint256 tokenId) {
+    /// @dev Records one asset of mint `mintId` as owned by `to`, in one storage write (its URI, balance
+    /// and receiver check are the caller's).
+    function _record(address to, bytes32 contentHash, uint96 mintId) private returns (uint256 tokenId) {
         if (contentHash == bytes32(0)) revert InvalidContentHash();
         tokenId = uint256(contentHash);
-        if (_records[tokenId].creator != address(0)) revert ContentAlreadyMinted(contentHash);
-        _records[tokenId] = record;
-        if (record.customReceiver) _royaltyReceivers[tokenId] = royaltyReceiver;
-        else royaltyReceiver = record.creator;
-        if (uri.length != 0) _tokenURIs[tokenId] = string(uri);
-        emit AssetMinted(
-            tokenId, record.creator, record.modelVersionId, royaltyReceiver, record.royaltyBps, string(uri)
-        );
-        _safeMint(to, tokenId);
+        if (_tokens[tokenId] != 0) revert ContentAlreadyMinted(contentHash);
+        _tokens[tokenId] = _pack(to, mintId);
+        emit Transfer(address(0), to, tokenId);
+    }
+
+    function _pack(address owner, uint256 mintId) private pure returns (uint256) {
+        return uint256(uint160(owner)) | (mintId << 160);
+    }
+
+    function _mintIdOf(uint256 tokenId) private view returns (uint256) {
+        return _tokens[tokenId] >> 160;
     }
 
     function _uri(uint256 tokenId) private view returns (string memory uri) {

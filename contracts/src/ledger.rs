@@ -118,6 +118,16 @@ pub struct VersionRequest {
     pub access_price: U256,
 }
 
+/// The token ids a receipt mints: its `Transfer`s from the zero address, in order.
+fn minted_tokens(receipt: &Receipt) -> Vec<U256> {
+    receipt
+        .events::<AssetNFT::Transfer>()
+        .iter()
+        .filter(|transfer| transfer.from == Address::ZERO)
+        .map(|transfer| transfer.tokenId)
+        .collect()
+}
+
 /// The one typed interface to the chain.
 pub struct Ledger<B: Backend> {
     backend: B,
@@ -580,11 +590,10 @@ impl<B: Backend> Ledger<B> {
             royaltyBps: request.royalty_bps,
         };
         let receipt = self.send(from, self.deployment.nft, call)?;
-        let value = receipt
-            .events::<AssetNFT::AssetMinted>()
+        let value = minted_tokens(&receipt)
             .first()
-            .map(|event| event.tokenId)
-            .ok_or_else(|| missing_event("mint", AssetNFT::AssetMinted::SIGNATURE))?;
+            .copied()
+            .ok_or_else(|| missing_event("mint", AssetNFT::Transfer::SIGNATURE))?;
         Ok(Sent { value, receipt })
     }
 
@@ -603,11 +612,7 @@ impl<B: Backend> Ledger<B> {
             royaltyBps: request.royalty_bps,
         };
         let receipt = self.send(from, self.deployment.nft, call)?;
-        let value = receipt
-            .events::<AssetNFT::AssetMinted>()
-            .iter()
-            .map(|event| event.tokenId)
-            .collect();
+        let value = minted_tokens(&receipt);
         Ok(Sent { value, receipt })
     }
 

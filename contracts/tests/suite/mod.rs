@@ -188,8 +188,11 @@ pub fn mint_records_provenance_once<B: Backend>(ledger: &mut Ledger<B>) {
         ledger.royalty(minted.value, auton(100)).unwrap(),
         (creator, auton(5))
     );
-    let event = &minted.receipt.events::<AssetNFT::AssetMinted>()[0];
-    assert_eq!((event.creator, event.modelVersionId), (creator, version));
+    let event = &minted.receipt.events::<AssetNFT::AssetsMinted>()[0];
+    assert_eq!(
+        (event.creator, event.modelVersionId, event.count),
+        (creator, version, U256::from(1))
+    );
 
     // Once, ever: by anyone, to anyone.
     let again = ledger.mint(other, &mint_request(other, "potion.png", U256::ZERO, 0));
@@ -240,6 +243,16 @@ pub fn batch_mint<B: Backend>(ledger: &mut Ledger<B>) {
             .collect::<Vec<_>>()
     );
     assert_eq!(ledger.asset_count(creator).unwrap(), U256::from(5));
+    let event = &minted.receipt.events::<AssetNFT::AssetsMinted>()[0];
+    assert_eq!(
+        (event.creator, event.count),
+        (creator, U256::from(5)),
+        "one provenance record for the whole batch"
+    );
+    for token in &minted.value {
+        assert_eq!(ledger.asset(*token).unwrap().creator, creator);
+        assert_eq!(ledger.owner_of(*token).unwrap(), creator);
+    }
     let uri = ledger.asset(minted.value[0]).unwrap().uri;
     assert_eq!(
         uri,
@@ -258,6 +271,50 @@ pub fn batch_mint<B: Backend>(ledger: &mut Ledger<B>) {
         "ContentAlreadyMinted"
     );
     assert_eq!(ledger.asset_count(creator).unwrap(), U256::from(5));
+
+    // Transfers and burns move ownership in the token's packed slot; a burnt hash stays minted.
+    let (other, nft) = (accounts[5], ledger.deployment().nft);
+    ledger
+        .transfer_asset(creator, other, minted.value[1])
+        .unwrap();
+    assert_eq!(ledger.owner_of(minted.value[1]).unwrap(), other);
+    assert_eq!(ledger.asset_count(creator).unwrap(), U256::from(4));
+    assert_eq!(ledger.asset_count(other).unwrap(), U256::from(1));
+    assert_eq!(
+        revert_name(ledger.send(
+            other,
+            nft,
+            AssetNFT::burnCall {
+                tokenId: minted.value[0]
+            }
+        )),
+        "ERC721InsufficientApproval",
+        "only the owner (or an approved account) burns"
+    );
+    ledger
+        .send(
+            creator,
+            nft,
+            AssetNFT::burnCall {
+                tokenId: minted.value[0],
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        revert_name(ledger.owner_of(minted.value[0])),
+        "ERC721NonexistentToken"
+    );
+    assert_eq!(ledger.asset_count(creator).unwrap(), U256::from(3));
+    assert_eq!(
+        ledger.asset(minted.value[0]).unwrap().creator,
+        creator,
+        "the provenance record outlives the token"
+    );
+    assert_eq!(
+        revert_name(ledger.mint_batch(creator, &batch(vec![hashes[0]], vec![]))),
+        "ContentAlreadyMinted",
+        "a burnt content hash is never minted again"
+    );
 }
 
 pub fn marketplace_sale_pays_everyone<B: Backend>(ledger: &mut Ledger<B>) {
