@@ -251,6 +251,43 @@ fn every_panel_action_works_on_an_embedded_chain() {
         payout.proceeds + payout.royalty + payout.contributor_fee + payout.fee,
         auton(20)
     );
+    // Another player buys it: the proceeds and the royalty wait in the marketplace until the
+    // player withdraws them.
+    {
+        let mut ledger = shared.lock().unwrap();
+        ledger.approve(seller, market, auton(20)).unwrap();
+        ledger.buy(seller, token, auton(20)).unwrap();
+    }
+    run_until(&mut app, "the sale", |app| !view(app).owed.is_zero());
+    let (owed, before) = (view(&app).owed, view(&app).balance);
+    assert_eq!(
+        owed,
+        payout.proceeds + payout.royalty,
+        "seller and creator are one"
+    );
+    send(&mut app, ChainRequest::Withdraw);
+    run_until(&mut app, "the withdrawal", |app| view(app).owed.is_zero());
+    assert_eq!(view(&app).balance, before + owed);
+    // The buyer gives it back; the player lists it again and takes the listing down.
+    shared
+        .lock()
+        .unwrap()
+        .transfer_asset(seller, player, token)
+        .unwrap();
+    send(
+        &mut app,
+        ChainRequest::List {
+            token_id: token,
+            price: auton(30),
+        },
+    );
+    run_until(&mut app, "the listing again", |app| {
+        view(app).tokens.get(&token)
+            == Some(&TokenStatus::Minted {
+                owner: player,
+                listed: Some(auton(30)),
+            })
+    });
     send(&mut app, ChainRequest::Cancel { token_id: token });
     run_until(&mut app, "the take-down", |app| {
         matches!(

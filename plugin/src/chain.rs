@@ -9,6 +9,7 @@ use alloy_primitives::{Address, U256};
 use autonomy_contracts::{Backend, Ledger, Proposal, Support};
 use autonomy_pipeline::economy::ContentStore;
 use autonomy_pipeline::economy::publish::{PublishOptions, publish};
+use autonomy_pipeline::economy::units::format_auton;
 use bevy::prelude::*;
 use bevy::tasks::{AsyncComputeTaskPool, Task, block_on, poll_once};
 
@@ -73,6 +74,8 @@ pub enum ChainRequest {
         /// The most the player pays.
         max_price: U256,
     },
+    /// Send the player what the marketplace owes them (sale proceeds and royalties).
+    Withdraw,
     /// Give the player's votes to `to`.
     Delegate {
         /// The delegate.
@@ -251,6 +254,10 @@ fn perform(
                 .map_err(text)?
                 .value;
             Ok(format!("bought {token_id:#x} for {}", sold.price))
+        }
+        ChainRequest::Withdraw => {
+            let amount = ledger.withdraw(player, player).map_err(text)?.value;
+            Ok(format!("withdrew {}", format_auton(amount)))
         }
         ChainRequest::Delegate { to } => {
             ledger.delegate(player, *to).map_err(text)?;

@@ -11,6 +11,15 @@ pub(super) fn show(ui: &mut egui::Ui, frame: &mut Frame) {
         ui.label(format!("Balance {}", auton(view.balance)));
         if !view.owed.is_zero() {
             ui.label(format!("· owed to you {}", auton(view.owed)));
+            if ui
+                .button("Withdraw")
+                .on_hover_text(
+                    "sale proceeds and royalties wait in the marketplace until withdrawn",
+                )
+                .clicked()
+            {
+                frame.intents.push(Intent::Chain(ChainRequest::Withdraw));
+            }
         }
     });
     ui.weak(format!(
