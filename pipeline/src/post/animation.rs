@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::PostError;
-use super::pixel_art::{Palette, is_opaque};
+use super::pixel_art::{Palette, histogram, is_opaque};
 
 /// The most frames [`encode_gif`] accepts.
 pub const MAX_GIF_FRAMES: usize = 1024;
@@ -85,12 +85,10 @@ const RGB_ROUNDS: usize = 6;
 /// One GIF frame with a local palette; the index after the colours is the transparent one.
 fn quantise(image: &RgbaImage, width: u16, height: u16, delay: u16) -> Frame<'static> {
     // Game art repeats colours: work on each distinct one once.
-    let mut histogram = HashMap::<[u8; 3], u64>::new();
-    for p in image.pixels().filter(|p| is_opaque(p[3])) {
-        *histogram.entry([p[0], p[1], p[2]]).or_default() += 1;
-    }
-    let histogram: Vec<([u8; 3], u64)> = histogram.into_iter().collect();
-    let mut palette = Palette::choose(&[image], 255).colors().to_vec();
+    let histogram = histogram(&[image]);
+    let mut palette = Palette::from_histogram(histogram.clone(), 255, 1)
+        .colors()
+        .to_vec();
     if histogram.len() > palette.len() {
         refine_rgb(&mut palette, &histogram);
     }

@@ -92,13 +92,16 @@ impl Palette {
     /// Deterministic; images with no more distinct colours than `colors` keep them exactly. No
     /// opaque pixels (or `colors == 0`) give an empty palette.
     pub fn choose(images: &[&RgbaImage], colors: usize) -> Palette {
-        let mut histogram = BTreeMap::<[u8; 3], u64>::new();
-        for pixel in images.iter().flat_map(|image| image.pixels()) {
-            if is_opaque(pixel[3]) {
-                *histogram.entry([pixel[0], pixel[1], pixel[2]]).or_default() += 1;
-            }
-        }
-        let mut boxes: Vec<Vec<([u8; 3], u64)>> = vec![histogram.into_iter().collect()];
+        Self::from_histogram(histogram(images), colors, images.len())
+    }
+
+    /// [`choose`](Self::choose) from an already counted [`histogram`].
+    pub(super) fn from_histogram(
+        histogram: Vec<([u8; 3], u64)>,
+        colors: usize,
+        images: usize,
+    ) -> Palette {
+        let mut boxes: Vec<Vec<([u8; 3], u64)>> = vec![histogram];
         boxes.retain(|b| !b.is_empty());
         boxes.truncate(colors);
         while boxes.len() < colors {
@@ -133,11 +136,7 @@ impl Palette {
         refine(&mut colors, &boxes.concat());
         colors.sort_unstable();
         colors.dedup();
-        tracing::debug!(
-            images = images.len(),
-            colors = colors.len(),
-            "palette chosen"
-        );
+        tracing::debug!(images, colors = colors.len(), "palette chosen");
         Palette { colors }
     }
 
@@ -246,6 +245,17 @@ fn nearest_lab(lab: &[[f32; 3]], target: [f32; 3]) -> Option<usize> {
             _ => Some((i, d)),
         })
         .map(|(i, _)| i)
+}
+
+/// Every opaque (alpha ≥ 50%) colour of `images` and how many pixels have it, by colour.
+pub(super) fn histogram(images: &[&RgbaImage]) -> Vec<([u8; 3], u64)> {
+    let mut histogram = BTreeMap::<[u8; 3], u64>::new();
+    for pixel in images.iter().flat_map(|image| image.pixels()) {
+        if is_opaque(pixel[3]) {
+            *histogram.entry([pixel[0], pixel[1], pixel[2]]).or_default() += 1;
+        }
+    }
+    histogram.into_iter().collect()
 }
 
 /// Lloyd iterations after median cut: every colour of the histogram goes to its nearest
