@@ -26,6 +26,15 @@ pub fn select(name: &str) -> Result<Device, candle_core::Error> {
     }
 }
 
+/// How manifests, cache keys and model cards name a device: `cpu`, `cuda:0`, `metal:0`.
+pub fn name(device: &Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".into(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -35,5 +44,6 @@ mod tests {
         assert!(select("cpu").unwrap().is_cpu());
         assert!(select("tpu").unwrap_err().to_string().contains("tpu"));
         assert!(select("cuda:x").is_err());
+        assert_eq!(name(&Device::Cpu), "cpu");
     }
 }

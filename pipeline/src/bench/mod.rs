@@ -288,7 +288,7 @@ fn measure_speed(
     progress(Phase::Speed, 2, 3);
     // Before the bench loads its own data, so that this is the generator's footprint.
     let peak_rss = speed::peak_rss();
-    let throughput = match speed::checkpoint_throughput(&options.model_dir) {
+    let throughput = match speed::checkpoint_throughput(&options.model_dir, model.version()) {
         Some(found) => found,
         None => speed::measure_training(
             &options.manifest,

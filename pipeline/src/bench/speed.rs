@@ -6,7 +6,7 @@ use super::metrics::median;
 use crate::generator::GenerateRequest;
 use crate::models::house::{HouseConfig, HouseModel};
 use crate::train::data::TrainingSet;
-use crate::train::{CHECKPOINT, TrainOptions, Trainer};
+use crate::train::{CHECKPOINT, STATE_KEY, TrainOptions, Trainer, WEIGHTS_KEY};
 use candle_core::Device;
 use std::io::Read;
 use std::path::Path;
@@ -18,8 +18,6 @@ pub const TARGET_SINGLE_S: f64 = 0.5;
 pub const TARGET_BATCH16_S: f64 = 4.0;
 /// Target peak resident memory, in bytes (1 GiB).
 pub const TARGET_PEAK_RSS: u64 = 1 << 30;
-/// The checkpoint metadata key holding the trainer's state (as `train` writes it).
-const TRAINER_STATE_KEY: &str = "autonomy.trainer";
 
 /// Where the training throughput comes from.
 #[derive(Clone, Debug, PartialEq)]
@@ -124,8 +122,9 @@ pub fn time_generation(
 }
 
 /// Training throughput of the run saved in `model_dir`'s checkpoint: images seen over wall
-/// time, all sessions together. Reads only the file's header.
-pub fn checkpoint_throughput(model_dir: &Path) -> Option<(f64, ThroughputSource)> {
+/// time, all sessions together. Reads only the file's header, and only a checkpoint saved
+/// with the weights of `version` counts (a stale one left beside newer weights does not).
+pub fn checkpoint_throughput(model_dir: &Path, version: &str) -> Option<(f64, ThroughputSource)> {
     let mut file = std::fs::File::open(model_dir.join(CHECKPOINT)).ok()?;
     let mut len = [0u8; 8];
     file.read_exact(&mut len).ok()?;
@@ -136,10 +135,11 @@ pub fn checkpoint_throughput(model_dir: &Path) -> Option<(f64, ThroughputSource)
     let mut header = vec![0u8; len];
     file.read_exact(&mut header).ok()?;
     let header: serde_json::Value = serde_json::from_slice(&header).ok()?;
-    let state = header
-        .get("__metadata__")?
-        .get(TRAINER_STATE_KEY)?
-        .as_str()?;
+    let metadata = header.get("__metadata__")?;
+    if metadata.get(WEIGHTS_KEY)?.as_str()? != version {
+        return None;
+    }
+    let state = metadata.get(STATE_KEY)?.as_str()?;
     let state: serde_json::Value = serde_json::from_str(state).ok()?;
     let step = state.get("step")?.as_u64()?;
     let batch = state.get("options")?.get("batch")?.as_u64()? as usize;
@@ -194,14 +194,20 @@ mod tests {
     #[test]
     fn checkpoint_header_gives_throughput() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(checkpoint_throughput(dir.path()).is_none());
+        assert!(checkpoint_throughput(dir.path(), "abc").is_none());
         let state = serde_json::json!({"step": 10, "options": {"batch": 8}, "seconds": 4.0});
-        let metadata =
-            std::collections::HashMap::from([(TRAINER_STATE_KEY.to_string(), state.to_string())]);
+        let metadata = std::collections::HashMap::from([
+            (STATE_KEY.to_string(), state.to_string()),
+            (WEIGHTS_KEY.to_string(), "abc".to_string()),
+        ]);
         let tensors: Vec<(String, safetensors::tensor::TensorView)> = Vec::new();
         let bytes = safetensors::serialize(tensors, Some(metadata)).unwrap();
         std::fs::write(dir.path().join(CHECKPOINT), bytes).unwrap();
-        let (rate, source) = checkpoint_throughput(dir.path()).unwrap();
+        assert!(
+            checkpoint_throughput(dir.path(), "def").is_none(),
+            "a checkpoint of other weights must not count"
+        );
+        let (rate, source) = checkpoint_throughput(dir.path(), "abc").unwrap();
         assert_eq!(rate, 20.0);
         assert_eq!(source, ThroughputSource::Checkpoint { step: 10, batch: 8 });
     }

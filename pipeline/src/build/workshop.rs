@@ -75,7 +75,7 @@ impl<'a> Workshop<'a> {
             model_dir,
             weights_sha256,
             generator: generator_version("house"),
-            device: device_name(&self.options.device),
+            device: crate::device::name(&self.options.device),
             source,
             parents,
             palette: self.palette(recipe)?,
@@ -223,14 +223,5 @@ impl<'a> Workshop<'a> {
             }
             _ => Ok(None),
         }
-    }
-}
-
-/// How manifests and cache keys name a device: `cpu`, `cuda:0`, `metal:0`.
-fn device_name(device: &candle_core::Device) -> String {
-    match device.location() {
-        candle_core::DeviceLocation::Cpu => "cpu".into(),
-        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
-        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
     }
 }

@@ -43,6 +43,8 @@ pub struct TrainingSummary<'a> {
     pub seconds: f64,
     /// Throughput of the last step.
     pub images_per_second: f64,
+    /// Where it trained last (`cpu`, `cuda:0`).
+    pub device: String,
     /// Mean loss per 50 steps.
     pub loss_log: &'a [(u64, f32)],
     /// Trainable parameters.
@@ -101,13 +103,14 @@ pub fn render(s: &TrainingSummary, previous: &str) -> String {
     }
     let _ = writeln!(
         out,
-        "- steps: {} × batch {} = {} images seen\n- wall time: {:.1} min on this machine's CPU \
+        "- steps: {} × batch {} = {} images seen\n- wall time: {:.1} min, last on {} \
          ({:.1} images/s at the last step)\n- AdamW lr {} (warm-up {} steps, then constant{}), \
          betas ({}, {}), weight decay {}; EMA {}; caption dropout {}; seed {}",
         s.steps,
         o.batch,
         s.steps * o.batch as u64,
         s.seconds / 60.0,
+        s.device,
         s.images_per_second,
         o.adam.lr,
         o.warmup,

@@ -20,6 +20,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,7 +28,11 @@ use std::time::Instant;
 
 /// File name of the resumable checkpoint inside the output folder.
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
-const STATE_KEY: &str = "autonomy.trainer";
+/// Checkpoint metadata key holding the trainer's state (step, settings, timing) as JSON.
+pub const STATE_KEY: &str = "autonomy.trainer";
+/// Checkpoint metadata key holding the sha256 (hex) of the weights saved with it, so that a
+/// reader can tell whether a checkpoint belongs to the `model.safetensors` beside it.
+pub const WEIGHTS_KEY: &str = "autonomy.weights_sha256";
 
 /// What can go wrong while training.
 #[derive(Debug, thiserror::Error)]
@@ -411,14 +416,20 @@ impl Trainer {
             let path = self.out_dir.join(name);
             atomic::write(&path, bytes).map_err(|source| TrainError::Write { path, source })
         };
+        let weights = safetensors::serialize(self.optimizer.ema(), None)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         let state_json =
             serde_json::to_string(&self.state).map_err(|e| TrainError::Config(e.to_string()))?;
-        let metadata = HashMap::from([(STATE_KEY.to_string(), state_json)]);
+        let metadata = HashMap::from([
+            (STATE_KEY.to_string(), state_json),
+            (
+                WEIGHTS_KEY.to_string(),
+                hex::encode(sha2::Sha256::digest(&weights)),
+            ),
+        ]);
         let checkpoint = safetensors::serialize(self.optimizer.state(), Some(metadata))
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         write(CHECKPOINT, &checkpoint)?;
-        let weights = safetensors::serialize(self.optimizer.ema(), None)
-            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         write(files::WEIGHTS, &weights)?;
         let config = serde_json::to_string_pretty(&self.state.config)
             .map_err(|e| TrainError::Config(e.to_string()))?;
@@ -438,6 +449,7 @@ impl Trainer {
             steps: self.state.step,
             seconds: self.state.seconds,
             images_per_second: self.state.images_per_second,
+            device: crate::device::name(&self.device),
             loss_log: &self.state.loss_log,
             parameters: self.optimizer.ema().values().map(|t| t.elem_count()).sum(),
         };
