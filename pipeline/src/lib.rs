@@ -28,6 +28,7 @@
 pub mod atomic;
 pub mod bench;
 pub mod build;
+pub mod credentials;
 pub mod dataset;
 pub mod device;
 pub mod economy;

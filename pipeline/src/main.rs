@@ -3,6 +3,7 @@
 
 use anyhow::{Context, Result, bail};
 use autonomy_pipeline::build::{self, Event, Outcome};
+use autonomy_pipeline::credentials::certificate::LocalChain;
 use autonomy_pipeline::dataset::{self, BuildOptions};
 use autonomy_pipeline::economy::Config;
 use autonomy_pipeline::economy::registry::RegistryPoller;
@@ -114,6 +115,18 @@ enum KeysCommand {
     Address {
         /// Key name.
         name: String,
+    },
+    /// Write the certificate chain Content Credentials are signed with (derived from the key:
+    /// nothing new is stored). Add the CA (`--ca`) to a C2PA reader's trust anchors to trust it.
+    Certificate {
+        /// Key name.
+        name: String,
+        /// Write the chain (signing certificate, then CA) here instead of printing it.
+        #[arg(short, long)]
+        out: Option<PathBuf>,
+        /// Write or print only the CA certificate.
+        #[arg(long)]
+        ca: bool,
     },
 }
 
@@ -464,6 +477,24 @@ fn keys(command: KeysCommand) -> Result<ExitCode> {
                 .map(|(_, a)| a)
                 .with_context(|| format!("no key `{name}` in {}", store.dir().display()))?;
             println!("{address}");
+        }
+        KeysCommand::Certificate { name, out, ca } => {
+            let signer = store.unlock(&name, &password_for(&name)?)?;
+            let chain = LocalChain::for_creator(&signer)
+                .with_context(|| format!("cannot make the certificate of key `{name}`"))?;
+            let pem = if ca { &chain.ca_pem } else { &chain.chain_pem };
+            match out {
+                Some(path) => {
+                    atomic::write(&path, pem.as_bytes())
+                        .with_context(|| format!("cannot write `{}`", path.display()))?;
+                    eprintln!(
+                        "certificate of {} written to {}",
+                        signer.address(),
+                        path.display()
+                    );
+                }
+                None => print!("{pem}"),
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

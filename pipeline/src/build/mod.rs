@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::credentials::{self, CredentialsError, certificate::LocalChain};
 use crate::recipe::{self, AssetRecipe, RecipeSet, Source};
 use cache::{Cache, KeyParts};
 use produce::Produced;
@@ -26,6 +27,10 @@ pub const PREVIOUS_ROLE: &str = "previous";
 
 /// Suffix of the provenance sidecar written beside an asset.
 pub const MANIFEST_SUFFIX: &str = ".prov.json";
+
+/// Revision of the Content Credentials signed builds add; part of their cache keys, so a
+/// change to what is embedded rebuilds them.
+const CREDENTIALS_REVISION: &str = "c2pa/1";
 
 /// How to build.
 #[derive(Clone, Debug)]
@@ -165,6 +170,9 @@ pub enum BuildError {
     /// A manifest could not be made.
     #[error(transparent)]
     Provenance(#[from] provenance::ProvenanceError),
+    /// Content Credentials could not be made.
+    #[error("Content Credentials: {0}")]
+    Credentials(#[from] CredentialsError),
 }
 
 impl BuildError {
@@ -201,10 +209,15 @@ pub fn build_set(
     on_event: &(dyn Fn(Event) + Sync),
 ) -> Result<BuildReport, BuildError> {
     let cache = Cache::open(&options.cache_dir).map_err(io(&options.cache_dir))?;
+    let credentials = match &options.signer {
+        Some(signer) => Some(LocalChain::for_creator(signer).map_err(CredentialsError::from)?),
+        None => None,
+    };
     let builder = Builder {
         options,
         cache,
         workshop: Workshop::new(options, set),
+        credentials,
     };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(options.jobs.max(1))
@@ -293,6 +306,8 @@ struct Builder<'a> {
     options: &'a BuildOptions,
     cache: Cache,
     workshop: Workshop<'a>,
+    /// The creator's certificate chain for Content Credentials (signed builds only).
+    credentials: Option<LocalChain>,
 }
 
 impl Builder<'_> {
@@ -313,6 +328,7 @@ impl Builder<'_> {
         }
         if let Some(signer) = &self.options.signer {
             inputs.push(format!("creator:{}", signer.address()));
+            inputs.push(format!("content-credentials:{CREDENTIALS_REVISION}"));
         }
         let key = KeyParts {
             recipe: &canonical,
@@ -365,7 +381,13 @@ impl Builder<'_> {
         if let Some(signer) = &self.options.signer {
             provenance::sign(&mut manifest, signer)?;
         }
-        let files = stage(&staged, &produced, &manifest, &recipe.name)?;
+        let files = stage(
+            &staged,
+            &produced,
+            &manifest,
+            &recipe.name,
+            self.credentials.as_ref(),
+        )?;
         let entry = self
             .cache
             .commit(&staged, &key, files, self.options.force)
@@ -386,22 +408,30 @@ impl Builder<'_> {
 }
 
 /// Writes an asset's files and its manifest into a staging folder (the manifest embedded in
-/// every PNG and GIF, and as the sidecar); returns the file names.
+/// every PNG and GIF, and as the sidecar; with `credentials`, each PNG and GIF also gets C2PA
+/// Content Credentials over it); returns the file names.
 fn stage(
     dir: &Path,
     produced: &[Produced],
     manifest: &Manifest,
     name: &str,
+    credentials: Option<&LocalChain>,
 ) -> Result<Vec<String>, BuildError> {
     let json = manifest.to_json()?;
     let mut files = Vec::with_capacity(produced.len() + 1);
     for p in produced {
         let path = dir.join(&p.file);
-        match provenance::Carrier::of(&p.file) {
-            Some(carrier) => std::fs::write(&path, carrier.embed(&p.bytes, &json)?),
-            None => std::fs::write(&path, &p.bytes),
-        }
-        .map_err(io(&path))?;
+        let bytes = match provenance::Carrier::of(&p.file) {
+            Some(carrier) => {
+                let embedded = carrier.embed(&p.bytes, &json)?;
+                match credentials {
+                    Some(chain) => credentials::sign(&embedded, carrier, manifest, chain)?,
+                    None => embedded,
+                }
+            }
+            None => p.bytes.clone(),
+        };
+        std::fs::write(&path, bytes).map_err(io(&path))?;
         files.push(p.file.clone());
     }
     let sidecar = format!("{name}{MANIFEST_SUFFIX}");

@@ -3,9 +3,9 @@
 //! (an Application Extension named [`GIF_APPLICATION`], just before the trailer).
 //!
 //! A file's recorded `sha256` and CID are of its *content*: the bytes as written before the
-//! manifest was embedded. [`strip_png`] and [`strip_gif`] recover them, so a verifier
-//! recomputes the hash from the file alone; a changed pixel or an edited manifest no longer
-//! matches.
+//! manifest (and the C2PA Content Credentials after it, see [`crate::credentials`]) were
+//! embedded. [`strip_png`] and [`strip_gif`] recover them, so a verifier recomputes the hash
+//! from the file alone; a changed pixel or an edited manifest no longer matches.
 //!
 //! [`sign`] makes the creator's EIP-191 signature over [`manifest_hash`]; [`recover_signer`]
 //! gives back the address that signed.
@@ -198,11 +198,15 @@ pub fn embed_png(png: &[u8], manifest: &[u8]) -> Result<Vec<u8>, ProvenanceError
     Ok(out)
 }
 
-/// Splits a PNG into its content without our manifest chunk and the embedded manifest, if any.
+/// Splits a PNG into its content — without our manifest chunk and any C2PA manifest store
+/// (`caBX` chunks) — and the embedded manifest, if any.
 pub fn strip_png(png: &[u8]) -> Result<(Vec<u8>, Option<Vec<u8>>), ProvenanceError> {
     let mut content = png[..PNG_SIGNATURE.len().min(png.len())].to_vec();
     let mut manifest = None;
     for c in chunks(png)? {
+        if c.kind == PNG_C2PA_CHUNK {
+            continue;
+        }
         let data = &png[c.start + 8..c.end - 4];
         let ours = &c.kind == b"iTXt"
             && data.starts_with(PNG_KEYWORD.as_bytes())
@@ -215,6 +219,23 @@ pub fn strip_png(png: &[u8]) -> Result<(Vec<u8>, Option<Vec<u8>>), ProvenanceErr
         }
     }
     Ok((content, manifest))
+}
+
+/// Removes the C2PA manifest store (`caBX` chunks) from a PNG; says whether there was one.
+pub fn remove_png_credentials(png: &[u8]) -> Result<(Vec<u8>, bool), ProvenanceError> {
+    let mut out = png[..PNG_SIGNATURE.len().min(png.len())].to_vec();
+    let mut found = false;
+    let mut end = out.len();
+    for c in chunks(png)? {
+        match c.kind == PNG_C2PA_CHUNK {
+            true => found = true,
+            false => out.extend_from_slice(&png[c.start..c.end]),
+        }
+        end = c.end;
+    }
+    // Whatever follows IEND stays, so that appended bytes remain visible to the caller.
+    out.extend_from_slice(&png[end..]);
+    Ok((out, found))
 }
 
 /// A file format that carries an embedded manifest.
@@ -246,6 +267,23 @@ impl Carrier {
         }
     }
 
+    /// The file's media type, as C2PA names formats.
+    pub fn mime(self) -> &'static str {
+        match self {
+            Self::Png => "image/png",
+            Self::Gif => "image/gif",
+        }
+    }
+
+    /// Removes the C2PA manifest store from `bytes`, leaving everything else as it was; says
+    /// whether there was one.
+    pub fn remove_credentials(self, bytes: &[u8]) -> Result<(Vec<u8>, bool), ProvenanceError> {
+        match self {
+            Self::Png => remove_png_credentials(bytes),
+            Self::Gif => remove_gif_credentials(bytes),
+        }
+    }
+
     /// Splits `bytes` into content and embedded manifest ([`strip_png`] or [`strip_gif`]).
     pub fn strip(self, bytes: &[u8]) -> Result<(Vec<u8>, Option<Vec<u8>>), ProvenanceError> {
         match self {
@@ -256,6 +294,11 @@ impl Carrier {
 }
 
 const PNG_SIGNATURE: [u8; 8] = [0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A];
+/// The chunk type C2PA stores its manifest store (JUMBF) in.
+const PNG_C2PA_CHUNK: [u8; 4] = *b"caBX";
+/// The GIF Application Extension (identifier + authentication code) C2PA stores its manifest
+/// store in.
+const GIF_C2PA_APPLICATION: &[u8; 11] = b"C2PA_GIF\x01\x00\x00";
 
 /// Where a chunk sits in the file: `start` at its length field, `end` after its CRC.
 struct Chunk {
@@ -281,6 +324,13 @@ fn chunks(png: &[u8]) -> Result<Vec<Chunk>, ProvenanceError> {
             .and_then(|n| n.checked_add(length))
             .filter(|&end| end <= png.len())
             .ok_or_else(|| ProvenanceError::Png(format!("chunk at byte {at} runs past the end")))?;
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&png[at + 4..end - 4]);
+        if crc.finalize().to_be_bytes() != png[end - 4..end] {
+            let name = String::from_utf8_lossy(&kind);
+            let message = format!("chunk `{name}` at byte {at} fails its CRC: bytes changed");
+            return Err(ProvenanceError::Png(message));
+        }
         out.push(Chunk {
             kind,
             start: at,
@@ -325,16 +375,37 @@ pub fn embed_gif(gif: &[u8], manifest: &[u8]) -> Result<Vec<u8>, ProvenanceError
     Ok(out)
 }
 
-/// Splits a GIF into its content without our manifest extension (the first one, wherever it
-/// is) and the embedded manifest, if any. Bytes after the trailer stay in the content.
+/// Splits a GIF into its content — without our manifest extension (the first one, wherever it
+/// is) and any C2PA manifest store extension — and the embedded manifest, if any. Bytes after
+/// the trailer stay in the content.
 pub fn strip_gif(gif: &[u8]) -> Result<(Vec<u8>, Option<Vec<u8>>), ProvenanceError> {
-    Ok(match walk_gif(gif)?.ours {
-        Some((span, manifest)) => (
-            [&gif[..span.start], &gif[span.end..]].concat(),
-            Some(manifest),
-        ),
-        None => (gif.to_vec(), None),
-    })
+    let layout = walk_gif(gif)?;
+    let mut cut = layout.credentials.clone();
+    let manifest = layout.ours.map(|(span, manifest)| {
+        cut.push(span);
+        manifest
+    });
+    Ok((without(gif, cut), manifest))
+}
+
+/// Removes the C2PA manifest store extension from a GIF; says whether there was one.
+pub fn remove_gif_credentials(gif: &[u8]) -> Result<(Vec<u8>, bool), ProvenanceError> {
+    let cut = walk_gif(gif)?.credentials;
+    let found = !cut.is_empty();
+    Ok((without(gif, cut), found))
+}
+
+/// `bytes` without the given (non-overlapping) ranges.
+fn without(bytes: &[u8], mut cut: Vec<std::ops::Range<usize>>) -> Vec<u8> {
+    cut.sort_by_key(|r| r.start);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    for range in cut {
+        out.extend_from_slice(&bytes[at..range.start]);
+        at = range.end;
+    }
+    out.extend_from_slice(&bytes[at..]);
+    out
 }
 
 const GIF_EXTENSION: u8 = 0x21;
@@ -348,6 +419,8 @@ struct GifLayout {
     trailer: usize,
     /// Our first manifest extension: where it is and its data.
     ours: Option<(std::ops::Range<usize>, Vec<u8>)>,
+    /// Where the C2PA manifest store extensions are.
+    credentials: Vec<std::ops::Range<usize>>,
 }
 
 /// Walks a GIF's blocks from the header to the trailer.
@@ -359,6 +432,7 @@ fn walk_gif(gif: &[u8]) -> Result<GifLayout, ProvenanceError> {
     let screen = r.take(7, "logical screen descriptor")?;
     r.colour_table(screen[4])?;
     let mut ours = None;
+    let mut credentials = Vec::new();
     loop {
         let start = r.at;
         match r.byte("block")? {
@@ -366,6 +440,7 @@ fn walk_gif(gif: &[u8]) -> Result<GifLayout, ProvenanceError> {
                 return Ok(GifLayout {
                     trailer: start,
                     ours,
+                    credentials,
                 });
             }
             GIF_IMAGE => {
@@ -376,13 +451,18 @@ fn walk_gif(gif: &[u8]) -> Result<GifLayout, ProvenanceError> {
             }
             GIF_EXTENSION => {
                 let label = r.byte("extension label")?;
-                let mine = ours.is_none()
-                    && label == GIF_APPLICATION_LABEL
-                    && gif.get(r.at) == Some(&11)
-                    && gif.get(r.at + 1..r.at + 12) == Some(&GIF_APPLICATION[..]);
+                let application = |id: &[u8; 11]| {
+                    label == GIF_APPLICATION_LABEL
+                        && gif.get(r.at) == Some(&11)
+                        && gif.get(r.at + 1..r.at + 12) == Some(&id[..])
+                };
+                let mine = ours.is_none() && application(GIF_APPLICATION);
+                let c2pa = application(GIF_C2PA_APPLICATION);
                 let data = r.sub_blocks(mine)?;
                 if mine {
                     ours = Some((start..r.at, data[GIF_APPLICATION.len()..].to_vec()));
+                } else if c2pa {
+                    credentials.push(start..r.at);
                 }
             }
             other => {
@@ -653,6 +733,22 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn any_changed_byte_of_a_png_is_noticed(
+            flip in any::<prop::sample::Index>(),
+            mask in 1u8..,
+        ) {
+            let original = png();
+            let embedded = embed_png(&original, br#"{"asset":"x"}"#).unwrap();
+            let mut changed = embedded.clone();
+            changed[flip.index(embedded.len())] ^= mask;
+            let stripped = strip_png(&changed);
+            prop_assert!(
+                stripped.is_err() || stripped.unwrap() != (original, Some(br#"{"asset":"x"}"#.to_vec())),
+                "a changed byte went unnoticed"
+            );
+        }
+
         #[test]
         fn walking_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let mut png = PNG_SIGNATURE.to_vec();

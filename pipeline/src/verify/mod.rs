@@ -1,5 +1,6 @@
 //! Checking an asset against its provenance manifest: every file's content hash, the manifest
-//! embedded in each PNG and GIF, the asset name and the creator's signature; and, with
+//! embedded in each PNG and GIF and their C2PA Content Credentials, the asset name and the
+//! creator's signature; and, with
 //! [`reproduce`], making it again from its recipe.
 //!
 //! A report holds one [`Check`] per fact; the asset's [`Verdict`] is the worst of them.
@@ -15,6 +16,9 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::build::MANIFEST_SUFFIX;
 use crate::build::provenance::{self, Carrier, FileHash, Manifest, SCHEMA};
+use crate::credentials::{
+    ASSERTION_LABEL, ContentCredentials, CredentialsError, TRAINED_ALGORITHMIC_MEDIA,
+};
 
 /// Suffixes of an asset's files, longest first: stripping one from a file name gives the asset.
 const SUFFIXES: [&str; 9] = [
@@ -231,7 +235,7 @@ fn verify_sidecar(sidecar: &Path, given: Option<&str>) -> AssetReport {
         report.check(given, Verdict::Unverifiable, detail);
     }
     for output in &manifest.outputs {
-        check_output(&mut report, output, &json);
+        check_output(&mut report, output, &json, manifest.creator.as_deref());
     }
     check_signature(&mut report, &manifest);
     report
@@ -245,8 +249,14 @@ fn inside(path: &str) -> bool {
             .all(|c| matches!(c, Component::Normal(_)))
 }
 
-/// Checks one listed file's content hashes and, for a PNG or GIF, its embedded manifest.
-fn check_output(report: &mut AssetReport, output: &FileHash, sidecar: &[u8]) {
+/// Checks one listed file's content hashes and, for a PNG or GIF, its embedded manifest and its
+/// C2PA Content Credentials (when it has them).
+fn check_output(
+    report: &mut AssetReport,
+    output: &FileHash,
+    sidecar: &[u8],
+    creator: Option<&str>,
+) {
     let name = &output.file;
     if !inside(name) {
         report.check(name, Verdict::Tampered, "not a file name inside the folder");
@@ -256,22 +266,31 @@ fn check_output(report: &mut AssetReport, output: &FileHash, sidecar: &[u8]) {
         Ok(bytes) => bytes,
         Err(e) => return report.check(name, Verdict::Tampered, format!("cannot read: {e}")),
     };
-    let (content, embedded) = match Carrier::of(name) {
-        None => (bytes, None),
-        Some(carrier) => match carrier.strip(&bytes) {
-            Ok((content, embedded)) => {
-                let embedded = match embedded {
-                    None => Err("no embedded manifest"),
-                    Some(m) if m != sidecar => Err("manifest edited: differs from the sidecar"),
-                    Some(m) if carrier.embed(&content, &m).ok().as_deref() != Some(&bytes[..]) => {
-                        Err("bytes besides the content and its manifest (appended or moved)")
-                    }
-                    Some(_) => Ok("identical to the sidecar"),
-                };
-                (content, Some(embedded))
+    let (content, embedded, credentials) = match Carrier::of(name) {
+        None => (bytes, None, None),
+        Some(carrier) => {
+            let stripped = carrier.remove_credentials(&bytes).and_then(|(bare, _)| {
+                let (content, embedded) = carrier.strip(&bare)?;
+                Ok((bare, content, embedded))
+            });
+            match stripped {
+                Ok((bare, content, embedded)) => {
+                    let embedded = match embedded {
+                        None => Err("no embedded manifest"),
+                        Some(m) if m != sidecar => Err("manifest edited: differs from the sidecar"),
+                        Some(m)
+                            if carrier.embed(&content, &m).ok().as_deref() != Some(&bare[..]) =>
+                        {
+                            Err("bytes besides the content and its manifest (appended or moved)")
+                        }
+                        Some(_) => Ok("identical to the sidecar"),
+                    };
+                    let credentials = crate::credentials::read(&bytes, carrier);
+                    (content, Some(embedded), Some(credentials))
+                }
+                Err(e) => return report.check(name, Verdict::Tampered, e.to_string()),
             }
-            Err(e) => return report.check(name, Verdict::Tampered, e.to_string()),
-        },
+        }
     };
     let actual = FileHash::of(name, &content);
     let (verdict, detail) = match (actual.sha256 == output.sha256, actual.cid == output.cid) {
@@ -291,6 +310,56 @@ fn check_output(report: &mut AssetReport, output: &FileHash, sidecar: &[u8]) {
         Some(Err(detail)) => report.check(format!("{name} manifest"), Verdict::Tampered, detail),
         None => {}
     }
+    if let Some(credentials) = credentials {
+        check_credentials(report, name, credentials, sidecar, creator);
+    }
+}
+
+/// Judges a file's C2PA Content Credentials: intact, declaring a trained model, carrying the
+/// same manifest as the sidecar, signed for the manifest's creator. A file without them gets
+/// no line (they may have been stripped by a tool; the manifest above still vouches for it).
+fn check_credentials(
+    report: &mut AssetReport,
+    name: &str,
+    read: Result<Option<ContentCredentials>, CredentialsError>,
+    sidecar: &[u8],
+    creator: Option<&str>,
+) {
+    let what = format!("{name} C2PA");
+    let credentials = match read {
+        Ok(None) => return,
+        Ok(Some(credentials)) => credentials,
+        Err(e) => return report.check(what, Verdict::Tampered, format!("unreadable: {e}")),
+    };
+    let signer = credentials.signer.clone().unwrap_or_default();
+    let sidecar: Option<serde_json::Value> = serde_json::from_slice(sidecar).ok();
+    let for_creator =
+        creator.is_none_or(|c| signer.eq_ignore_ascii_case(&format!("Autonomy creator {c}")));
+    let (verdict, detail) = if !credentials.failures.is_empty() {
+        let codes = credentials.failures.join(", ");
+        (
+            Verdict::Tampered,
+            format!("Content Credentials invalid: {codes}"),
+        )
+    } else if credentials.provenance.is_none() || credentials.provenance != sidecar {
+        let detail = format!("the `{ASSERTION_LABEL}` assertion differs from the sidecar");
+        (Verdict::Tampered, detail)
+    } else if credentials.digital_source_type.as_deref() != Some(TRAINED_ALGORITHMIC_MEDIA) {
+        let detail = "the claim does not declare trainedAlgorithmicMedia".to_string();
+        (Verdict::Tampered, detail)
+    } else if !for_creator {
+        (
+            Verdict::Tampered,
+            format!("signed by `{signer}`, not the creator"),
+        )
+    } else {
+        let detail = format!(
+            "Content Credentials valid: trainedAlgorithmicMedia, signed by `{signer}` (a local \
+             certificate, not on a public trust list)"
+        );
+        (Verdict::Verified, detail)
+    };
+    report.check(what, verdict, detail);
 }
 
 fn check_signature(report: &mut AssetReport, manifest: &Manifest) {

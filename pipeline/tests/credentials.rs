@@ -1,0 +1,230 @@
+//! C2PA Content Credentials end to end: a signed build of a sprite and an animation on the
+//! shipped model carries them in every PNG and GIF; `autonomy verify` checks them; C2PA's own
+//! Python SDK (c2pa-python, installed by `.ci/run` into `.ci/python`) reads them back — valid,
+//! `trainedAlgorithmicMedia`, our manifest as the custom assertion — and trusts them once the
+//! CA from `autonomy keys certificate --ca` is its trust anchor; an edited file fails both.
+
+mod common;
+
+use autonomy_pipeline::build::provenance::{self, Carrier, Manifest};
+use autonomy_pipeline::credentials::{ASSERTION_LABEL, TRAINED_ALGORITHMIC_MEDIA};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const RECIPES: &str = r#"
+[assets.apple]
+kind = "sprite"
+prompt = "red apple flat food drink"
+size = 32
+steps = 6
+
+[assets.spark]
+kind = "animation"
+prompt = "fire flat"
+size = 32
+frames = 2
+steps = 4
+"#;
+
+/// Where `.ci/run` installs c2pa-python.
+fn c2pa_python() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.ci/python");
+    assert!(
+        dir.join("c2pa").is_dir(),
+        "c2pa-python is missing: run `python3 -m pip install --target .ci/python --no-deps \
+         c2pa-python==0.38.1` (bash .ci/run does)"
+    );
+    dir
+}
+
+/// What C2PA's Python SDK reads from `file` (its `Reader.json()`), trusting `ca` if given.
+fn read_with_c2pa_python(file: &Path, ca: Option<&Path>) -> serde_json::Value {
+    const SCRIPT: &str = r#"
+import json, sys, c2pa
+path, ca = sys.argv[1], sys.argv[2]
+context = None
+if ca:
+    settings = {"trust": {"trust_anchors": open(ca).read()}, "verify": {"verify_trust": True}}
+    context = c2pa.Context(c2pa.Settings.from_dict(settings))
+mime = "image/gif" if path.endswith(".gif") else "image/png"
+with open(path, "rb") as stream:
+    reader = c2pa.Reader(mime, stream, context=context) if context else c2pa.Reader(mime, stream)
+    print(reader.json())
+"#;
+    let ca = ca
+        .map(|p| p.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let out = Command::new("python3")
+        .args(["-c", SCRIPT, file.to_str().unwrap(), &ca])
+        .env("PYTHONPATH", c2pa_python())
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "c2pa-python failed on {file:?}: {out:?}"
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"))
+}
+
+/// The active manifest of a c2pa-python report.
+fn active(report: &serde_json::Value) -> &serde_json::Value {
+    let label = report["active_manifest"]
+        .as_str()
+        .expect("an active manifest");
+    &report["manifests"][label]
+}
+
+fn assertion<'a>(manifest: &'a serde_json::Value, label: &str) -> &'a serde_json::Value {
+    manifest["assertions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["label"] == label)
+        .map(|a| &a["data"])
+        .unwrap_or_else(|| panic!("no `{label}` assertion in {manifest}"))
+}
+
+/// Failure codes of a c2pa-python report's active manifest.
+fn failures(report: &serde_json::Value) -> Vec<String> {
+    report["validation_results"]["activeManifest"]["failure"]
+        .as_array()
+        .map(|f| {
+            f.iter()
+                .map(|s| s["code"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `(what, verdict, detail)` of the C2PA checks in a `verify --json` report.
+fn c2pa_checks(out: &Output) -> Vec<(String, String, String)> {
+    let reports: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    let text = |v: &serde_json::Value| v.as_str().unwrap().to_string();
+    reports
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["checks"].as_array().unwrap().iter())
+        .filter(|c| c["what"].as_str().unwrap().ends_with(" C2PA"))
+        .map(|c| (text(&c["what"]), text(&c["verdict"]), text(&c["detail"])))
+        .collect()
+}
+
+#[test]
+fn signed_builds_carry_content_credentials_that_c2pa_reads_and_trusts() {
+    let keys = tempfile::tempdir().unwrap();
+    let model_dir = tempfile::tempdir().unwrap();
+    let model = common::copy_of_shipped_model(model_dir.path());
+    let model = model.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let autonomy = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_autonomy"))
+            .args(args)
+            .env("AUTONOMY_KEYS", keys.path())
+            .env("AUTONOMY_KEY_PASSWORD", "correct horse battery staple")
+            .output()
+            .unwrap()
+    };
+    let made = autonomy(&["keys", "new", "studio"]);
+    assert!(made.status.success(), "{made:?}");
+    let address = String::from_utf8(made.stdout).unwrap().trim().to_string();
+    std::fs::write(root.join("items.recipe.toml"), RECIPES).unwrap();
+    let root_arg = root.to_str().unwrap();
+    let built = autonomy(&["build", root_arg, "--model", model, "--key", "studio"]);
+    assert!(built.status.success(), "{built:?}");
+
+    // verify: every PNG and GIF has intact credentials for the creator.
+    let out = autonomy(&["verify", root_arg, "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let checks = c2pa_checks(&out);
+    let mut files: Vec<&str> = checks.iter().map(|(w, _, _)| w.as_str()).collect();
+    files.sort();
+    assert_eq!(
+        files,
+        ["apple.png C2PA", "spark.gif C2PA", "spark.sheet.png C2PA"]
+    );
+    for (what, verdict, detail) in &checks {
+        assert_eq!(verdict, "verified", "{what}: {detail}");
+        assert!(detail.contains(&address), "{what}: {detail}");
+    }
+
+    // C2PA's own SDK reads each file: valid (untrusted: a local CA), made by a trained model,
+    // with our manifest as the custom assertion.
+    let ca = root.join("ca.pem");
+    let written = autonomy(&[
+        "keys",
+        "certificate",
+        "studio",
+        "--ca",
+        "-o",
+        ca.to_str().unwrap(),
+    ]);
+    assert!(written.status.success(), "{written:?}");
+    for file in ["apple.png", "spark.gif", "spark.sheet.png"] {
+        let path = root.join(file);
+        let sidecar: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(root.join(format!("{}.prov.json", file.split('.').next().unwrap())))
+                .unwrap(),
+        )
+        .unwrap();
+        let report = read_with_c2pa_python(&path, None);
+        assert_eq!(report["validation_state"], "Valid", "{file}: {report}");
+        assert_eq!(
+            failures(&report),
+            ["signingCredential.untrusted"],
+            "{file}: only the trust list is missing"
+        );
+        let manifest = active(&report);
+        assert_eq!(assertion(manifest, ASSERTION_LABEL), &sidecar, "{file}");
+        let actions = assertion(manifest, "c2pa.actions.v2")["actions"]
+            .as_array()
+            .unwrap();
+        assert!(
+            actions.iter().any(|a| a["action"] == "c2pa.created"
+                && a["digitalSourceType"] == TRAINED_ALGORITHMIC_MEDIA),
+            "{file}: {actions:?}"
+        );
+        assert_eq!(
+            manifest["signature_info"]["common_name"],
+            format!("Autonomy creator {address}"),
+            "{file}"
+        );
+        let trusted = read_with_c2pa_python(&path, Some(&ca));
+        assert_eq!(trusted["validation_state"], "Trusted", "{file}: {trusted}");
+        assert_eq!(failures(&trusted), Vec::<String>::new(), "{file}");
+    }
+
+    // An edited manifest (re-embedded in the same file, the C2PA store kept) breaks the hard
+    // binding: c2pa-python and verify both say so.
+    let apple = root.join("apple.png");
+    let bytes = std::fs::read(&apple).unwrap();
+    let (_, embedded) = provenance::strip_png(&bytes).unwrap();
+    let mut manifest: Manifest = serde_json::from_slice(&embedded.unwrap()).unwrap();
+    manifest.recipe["prompt"] = "green apple flat food drink".into();
+    let (bare, _) = Carrier::Png.remove_credentials(&bytes).unwrap();
+    let (content, _) = provenance::strip_png(&bare).unwrap();
+    let forged = provenance::embed_png(&content, &manifest.to_json().unwrap()).unwrap();
+    let store_at = bytes.windows(4).position(|w| w == b"caBX").unwrap() - 4;
+    let store_len = u32::from_be_bytes(bytes[store_at..store_at + 4].try_into().unwrap());
+    let store = &bytes[store_at..store_at + 12 + store_len as usize];
+    let mut tampered = forged[..store_at].to_vec();
+    tampered.extend_from_slice(store);
+    tampered.extend_from_slice(&forged[store_at..]);
+    std::fs::write(&apple, &tampered).unwrap();
+    let report = read_with_c2pa_python(&apple, None);
+    assert_eq!(report["validation_state"], "Invalid", "{report}");
+    assert!(
+        failures(&report)
+            .iter()
+            .any(|c| c.contains("dataHash.mismatch")),
+        "{report}"
+    );
+    let out = autonomy(&["verify", apple.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let checks = c2pa_checks(&out);
+    assert_eq!(checks.len(), 1, "{checks:?}");
+    assert_eq!(checks[0].1, "tampered");
+    assert!(checks[0].2.contains("dataHash.mismatch"), "{checks:?}");
+}
