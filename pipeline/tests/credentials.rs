@@ -113,23 +113,12 @@ fn c2pa_checks(out: &Output) -> Vec<(String, String, String)> {
 
 #[test]
 fn signed_builds_carry_content_credentials_that_c2pa_reads_and_trusts() {
-    let keys = tempfile::tempdir().unwrap();
-    let model_dir = tempfile::tempdir().unwrap();
-    let model = common::copy_of_shipped_model(model_dir.path());
-    let model = model.to_str().unwrap();
+    let studio = common::Studio::new();
+    let model = studio.model.as_str();
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let autonomy = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_autonomy"))
-            .args(args)
-            .env("AUTONOMY_KEYS", keys.path())
-            .env("AUTONOMY_KEY_PASSWORD", "correct horse battery staple")
-            .output()
-            .unwrap()
-    };
-    let made = autonomy(&["keys", "new", "studio"]);
-    assert!(made.status.success(), "{made:?}");
-    let address = String::from_utf8(made.stdout).unwrap().trim().to_string();
+    let autonomy = |args: &[&str]| studio.run(args);
+    let address = studio.new_key("studio");
     std::fs::write(root.join("items.recipe.toml"), RECIPES).unwrap();
     let root_arg = root.to_str().unwrap();
     let built = autonomy(&["build", root_arg, "--model", model, "--key", "studio"]);

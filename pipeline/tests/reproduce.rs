@@ -8,7 +8,7 @@ use alloy_signer_local::PrivateKeySigner;
 use autonomy_pipeline::build::provenance::{self, FileHash, Manifest};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 const RECIPES: &str = r#"
 [assets.apple]
@@ -64,27 +64,12 @@ fn reproductions(out: &Output) -> Vec<(String, String, String)> {
 
 #[test]
 fn verify_reproduce_remakes_assets_bit_for_bit_and_catches_forgeries() {
-    let keys = tempfile::tempdir().unwrap();
-    let model_dir = tempfile::tempdir().unwrap();
-    let model = common::copy_of_shipped_model(model_dir.path());
-    let model = model.to_str().unwrap();
+    let studio = common::Studio::new();
+    let model = studio.model.as_str();
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let autonomy = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_autonomy"))
-            .args(args)
-            .env("AUTONOMY_KEYS", keys.path())
-            .env("AUTONOMY_KEY_PASSWORD", "correct horse battery staple")
-            .output()
-            .unwrap()
-    };
-    let made = autonomy(&["keys", "new", "studio"]);
-    assert!(made.status.success(), "{made:?}");
-    let address = String::from_utf8(made.stdout).unwrap().trim().to_string();
-    assert!(
-        address.starts_with("0x") && address.len() == 42,
-        "{address}"
-    );
+    let autonomy = |args: &[&str]| studio.run(args);
+    let address = studio.new_key("studio");
     let listed = String::from_utf8(autonomy(&["keys", "list"]).stdout).unwrap();
     assert!(
         listed.contains("studio") && listed.contains(&address),

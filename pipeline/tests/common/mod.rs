@@ -1,4 +1,5 @@
-//! Helpers shared by the end-to-end tests.
+//! Helpers shared by the end-to-end tests (each test binary uses some of them).
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 
@@ -12,4 +13,48 @@ pub fn copy_of_shipped_model(into: &Path) -> PathBuf {
         std::fs::copy(shipped.join(file), into.join(file)).unwrap();
     }
     into.to_path_buf()
+}
+
+/// The `autonomy` CLI as a creator uses it: its own key folder and password, and a copy of the
+/// shipped model.
+pub struct Studio {
+    keys: tempfile::TempDir,
+    _model_dir: tempfile::TempDir,
+    /// The model folder to pass as `--model`.
+    pub model: String,
+}
+
+impl Studio {
+    /// A fresh key folder and model copy.
+    pub fn new() -> Self {
+        let model_dir = tempfile::tempdir().unwrap();
+        let model = copy_of_shipped_model(model_dir.path());
+        Self {
+            keys: tempfile::tempdir().unwrap(),
+            model: model.to_str().unwrap().to_string(),
+            _model_dir: model_dir,
+        }
+    }
+
+    /// Runs `autonomy args…` and waits for it.
+    pub fn run(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_autonomy"))
+            .args(args)
+            .env("AUTONOMY_KEYS", self.keys.path())
+            .env("AUTONOMY_KEY_PASSWORD", "correct horse battery staple")
+            .output()
+            .unwrap()
+    }
+
+    /// Makes the key `name` (`autonomy keys new`); returns its address.
+    pub fn new_key(&self, name: &str) -> String {
+        let made = self.run(&["keys", "new", name]);
+        assert!(made.status.success(), "{made:?}");
+        let address = String::from_utf8(made.stdout).unwrap().trim().to_string();
+        assert!(
+            address.starts_with("0x") && address.len() == 42,
+            "{address}"
+        );
+        address
+    }
 }
