@@ -124,6 +124,19 @@ fn signed_builds_carry_content_credentials_that_c2pa_reads_and_trusts() {
     let built = autonomy(&["build", root_arg, "--model", model, "--key", "studio"]);
     assert!(built.status.success(), "{built:?}");
 
+    // The signed files still decode: the sprite, the sheet and both GIF frames.
+    for png in ["apple.png", "spark.sheet.png"] {
+        let bytes = std::fs::read(root.join(png)).unwrap();
+        image::load_from_memory(&bytes).unwrap_or_else(|e| panic!("{png}: {e}"));
+    }
+    let gif = std::fs::File::open(root.join("spark.gif")).unwrap();
+    let mut decoder = gif::DecodeOptions::new().read_info(gif).unwrap();
+    let mut frames = 0;
+    while decoder.read_next_frame().unwrap().is_some() {
+        frames += 1;
+    }
+    assert_eq!(frames, 2, "spark.gif");
+
     // verify: every PNG and GIF has intact credentials for the creator.
     let out = autonomy(&["verify", root_arg, "--json"]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
