@@ -1,8 +1,8 @@
 //! C2PA Content Credentials end to end: a signed build of a sprite and an animation on the
 //! shipped model carries them in every PNG and GIF; `autonomy verify` checks them; C2PA's own
-//! Python SDK (c2pa-python, installed by `.ci/run` into `.ci/python`) reads them back — valid,
-//! `trainedAlgorithmicMedia`, our manifest as the custom assertion — and trusts them once the
-//! CA from `autonomy keys certificate --ca` is its trust anchor; an edited file fails both.
+//! readers — c2patool and the Python SDK, which `.ci/run` installs into `.ci/` — read them back
+//! (valid, `trainedAlgorithmicMedia`, our manifest as the custom assertion) and trust them once
+//! the CA from `autonomy keys certificate --ca` is their trust anchor; an edited file fails all.
 
 mod common;
 
@@ -26,21 +26,56 @@ frames = 2
 steps = 4
 "#;
 
-/// Where `.ci/run` installs c2pa-python.
-fn c2pa_python() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.ci/python");
-    assert!(
-        dir.join("c2pa").is_dir(),
-        "c2pa-python is missing: run `python3 -m pip install --target .ci/python --no-deps \
-         c2pa-python==0.38.1` (bash .ci/run does)"
-    );
-    dir
+/// C2PA's own readers, as `.ci/run` installs them.
+#[derive(Clone, Copy, Debug)]
+enum Reader {
+    /// c2pa-python (prebuilt c2pa-rs) in `.ci/python`.
+    Python,
+    /// c2patool in `.ci/tools/bin`.
+    Tool,
 }
 
-/// What C2PA's Python SDK reads from `file` (its `Reader.json()`), trusting `ca` if given.
-fn read_with_c2pa_python(file: &Path, ca: Option<&Path>) -> serde_json::Value {
-    const SCRIPT: &str = r#"
-import json, sys, c2pa
+impl Reader {
+    /// What the reader reports on `file` (its manifest store JSON), trusting `ca` if given.
+    fn read(self, file: &Path, ca: Option<&Path>) -> serde_json::Value {
+        let ci = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.ci");
+        let mut command = match self {
+            Reader::Python => {
+                let python = ci.join("python");
+                assert!(python.join("c2pa").is_dir(), "{}", missing("c2pa-python"));
+                let mut command = Command::new("python3");
+                command
+                    .args(["-c", PYTHON_READER])
+                    .env("PYTHONPATH", python);
+                command
+                    .arg(file)
+                    .arg(ca.map(Path::as_os_str).unwrap_or_default());
+                command
+            }
+            Reader::Tool => {
+                let tool = ci.join("tools/bin/c2patool");
+                assert!(tool.is_file(), "{}", missing("c2patool"));
+                let mut command = Command::new(tool);
+                command.arg(file);
+                if let Some(ca) = ca {
+                    command.arg("trust").arg("--trust_anchors").arg(ca);
+                }
+                command
+            }
+        };
+        let out = command.output().expect("the reader runs");
+        assert!(out.status.success(), "{self:?} failed on {file:?}: {out:?}");
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{self:?}: {e}: {out:?}"))
+    }
+}
+
+fn missing(reader: &str) -> String {
+    format!("{reader} is missing: `bash .ci/run` installs it (see the commands there)")
+}
+
+/// Reads `argv[1]` with c2pa-python, trusting the CA in `argv[2]` when it is not empty.
+const PYTHON_READER: &str = r#"
+import sys, c2pa
 path, ca = sys.argv[1], sys.argv[2]
 context = None
 if ca:
@@ -51,22 +86,8 @@ with open(path, "rb") as stream:
     reader = c2pa.Reader(mime, stream, context=context) if context else c2pa.Reader(mime, stream)
     print(reader.json())
 "#;
-    let ca = ca
-        .map(|p| p.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    let out = Command::new("python3")
-        .args(["-c", SCRIPT, file.to_str().unwrap(), &ca])
-        .env("PYTHONPATH", c2pa_python())
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "c2pa-python failed on {file:?}: {out:?}"
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"))
-}
 
-/// The active manifest of a c2pa-python report.
+/// The active manifest of a reader's report.
 fn active(report: &serde_json::Value) -> &serde_json::Value {
     let label = report["active_manifest"]
         .as_str()
@@ -84,7 +105,7 @@ fn assertion<'a>(manifest: &'a serde_json::Value, label: &str) -> &'a serde_json
         .unwrap_or_else(|| panic!("no `{label}` assertion in {manifest}"))
 }
 
-/// Failure codes of a c2pa-python report's active manifest.
+/// Failure codes of a reader's report on the active manifest.
 fn failures(report: &serde_json::Value) -> Vec<String> {
     report["validation_results"]["activeManifest"]["failure"]
         .as_array()
@@ -164,42 +185,58 @@ fn signed_builds_carry_content_credentials_that_c2pa_reads_and_trusts() {
         ca.to_str().unwrap(),
     ]);
     assert!(written.status.success(), "{written:?}");
-    for file in ["apple.png", "spark.gif", "spark.sheet.png"] {
-        let path = root.join(file);
-        let sidecar: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(root.join(format!("{}.prov.json", file.split('.').next().unwrap())))
-                .unwrap(),
-        )
-        .unwrap();
-        let report = read_with_c2pa_python(&path, None);
-        assert_eq!(report["validation_state"], "Valid", "{file}: {report}");
-        assert_eq!(
-            failures(&report),
-            ["signingCredential.untrusted"],
-            "{file}: only the trust list is missing"
-        );
-        let manifest = active(&report);
-        assert_eq!(assertion(manifest, ASSERTION_LABEL), &sidecar, "{file}");
-        let actions = assertion(manifest, "c2pa.actions.v2")["actions"]
-            .as_array()
+    for reader in [Reader::Python, Reader::Tool] {
+        for file in ["apple.png", "spark.gif", "spark.sheet.png"] {
+            let path = root.join(file);
+            let asset = file.split('.').next().unwrap();
+            let sidecar: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(root.join(format!("{asset}.prov.json"))).unwrap(),
+            )
             .unwrap();
-        assert!(
-            actions.iter().any(|a| a["action"] == "c2pa.created"
-                && a["digitalSourceType"] == TRAINED_ALGORITHMIC_MEDIA),
-            "{file}: {actions:?}"
-        );
-        assert_eq!(
-            manifest["signature_info"]["common_name"],
-            format!("Autonomy creator {address}"),
-            "{file}"
-        );
-        let trusted = read_with_c2pa_python(&path, Some(&ca));
-        assert_eq!(trusted["validation_state"], "Trusted", "{file}: {trusted}");
-        assert_eq!(failures(&trusted), Vec::<String>::new(), "{file}");
+            let report = reader.read(&path, None);
+            assert_eq!(
+                report["validation_state"], "Valid",
+                "{reader:?} {file}: {report}"
+            );
+            assert_eq!(
+                failures(&report),
+                ["signingCredential.untrusted"],
+                "{reader:?} {file}: only the trust list is missing"
+            );
+            let manifest = active(&report);
+            assert_eq!(
+                assertion(manifest, ASSERTION_LABEL),
+                &sidecar,
+                "{reader:?} {file}"
+            );
+            let actions = assertion(manifest, "c2pa.actions.v2")["actions"]
+                .as_array()
+                .unwrap();
+            assert!(
+                actions.iter().any(|a| a["action"] == "c2pa.created"
+                    && a["digitalSourceType"] == TRAINED_ALGORITHMIC_MEDIA),
+                "{reader:?} {file}: {actions:?}"
+            );
+            assert_eq!(
+                manifest["signature_info"]["common_name"],
+                format!("Autonomy creator {address}"),
+                "{reader:?} {file}"
+            );
+            let trusted = reader.read(&path, Some(&ca));
+            assert_eq!(
+                trusted["validation_state"], "Trusted",
+                "{reader:?} {file}: {trusted}"
+            );
+            assert_eq!(
+                failures(&trusted),
+                Vec::<String>::new(),
+                "{reader:?} {file}"
+            );
+        }
     }
 
     // An edited manifest (re-embedded in the same file, the C2PA store kept) breaks the hard
-    // binding: c2pa-python and verify both say so.
+    // binding: both readers and verify say so.
     let apple = root.join("apple.png");
     let bytes = std::fs::read(&apple).unwrap();
     let (_, embedded) = provenance::strip_png(&bytes).unwrap();
@@ -215,14 +252,18 @@ fn signed_builds_carry_content_credentials_that_c2pa_reads_and_trusts() {
     tampered.extend_from_slice(store);
     tampered.extend_from_slice(&forged[store_at..]);
     std::fs::write(&apple, &tampered).unwrap();
-    let report = read_with_c2pa_python(&apple, None);
-    assert_eq!(report["validation_state"], "Invalid", "{report}");
-    assert!(
-        failures(&report)
-            .iter()
-            .any(|c| c.contains("dataHash.mismatch")),
-        "{report}"
-    );
+    for reader in [Reader::Python, Reader::Tool] {
+        let report = reader.read(&apple, None);
+        assert_eq!(
+            report["validation_state"], "Invalid",
+            "{reader:?}: {report}"
+        );
+        let codes = failures(&report);
+        assert!(
+            codes.iter().any(|c| c.contains("dataHash.mismatch")),
+            "{reader:?}: {report}"
+        );
+    }
     let out = autonomy(&["verify", apple.to_str().unwrap(), "--json"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let checks = c2pa_checks(&out);
