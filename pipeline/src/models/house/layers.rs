@@ -166,7 +166,57 @@ impl Mlp {
 
 impl Module for Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.down.forward(&self.up.forward(x)?.gelu()?)
+        self.down.forward(&gelu(&self.up.forward(x)?)?)
+    }
+}
+
+/// GELU, tanh form. Sampling on the CPU (no gradient, f32) takes [`FastGelu`]; training and
+/// other devices take candle's.
+pub fn gelu(x: &Tensor) -> Result<Tensor> {
+    if x.device().is_cpu() && !x.track_op() && x.dtype() == candle_core::DType::F32 {
+        x.contiguous()?.apply_op1_no_bwd(&FastGelu)
+    } else {
+        x.gelu()
+    }
+}
+
+/// The tanh-form GELU as `v · sigmoid(2u)` (the same function as `0.5 · v · (1 + tanh u)`,
+/// `u = √(2/π) · (v + 0.044715 v³)`): one `exp` instead of libm's slower `tanh`, over both
+/// cores. It was a third of a sampling step's time as candle's single-threaded `tanh` loop.
+pub struct FastGelu;
+
+/// Elements per parallel work item.
+const GELU_CHUNK: usize = 8192;
+
+impl candle_core::CustomOp1 for FastGelu {
+    fn name(&self) -> &'static str {
+        "fast-gelu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use rayon::prelude::*;
+        let (start, end) = layout
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("fast-gelu: not contiguous".into()))?;
+        let input = &storage.as_slice::<f32>()?[start..end];
+        let mut output = vec![0f32; input.len()];
+        output
+            .par_chunks_mut(GELU_CHUNK)
+            .zip(input.par_chunks(GELU_CHUNK))
+            .for_each(|(out, inp)| {
+                for (o, &v) in out.iter_mut().zip(inp) {
+                    let u = 0.797_884_6_f32 * v * (1.0 + 0.044_715 * v * v);
+                    *o = v / (1.0 + (-2.0 * u).exp());
+                }
+            });
+        Ok((
+            candle_core::CpuStorage::F32(output),
+            layout.shape().clone(),
+        ))
     }
 }
 
@@ -191,6 +241,24 @@ pub fn padding_mask(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fast_gelu_is_candles_gelu_up_to_rounding() {
+        let mut values: Vec<f32> = (-800..=800).map(|i| i as f32 / 100.0).collect();
+        values.extend([-100.0, -30.0, 30.0, 100.0, 0.0]);
+        let x = Tensor::new(values.as_slice(), &Device::Cpu).unwrap();
+        let fast = gelu(&x).unwrap().to_vec1::<f32>().unwrap();
+        let reference = x.gelu().unwrap().to_vec1::<f32>().unwrap();
+        for ((v, f), r) in values.iter().zip(&fast).zip(&reference) {
+            assert!(f.is_finite(), "gelu({v}) = {f}");
+            assert!((f - r).abs() <= 2e-6 * (1.0 + r.abs()), "gelu({v}): {f} vs {r}");
+        }
+        let strided = Tensor::new(&[[1f32, 2.], [3., 4.]], &Device::Cpu).unwrap().t().unwrap();
+        assert_eq!(
+            gelu(&strided).unwrap().to_vec2::<f32>().unwrap(),
+            gelu(&strided.contiguous().unwrap()).unwrap().to_vec2::<f32>().unwrap()
+        );
+    }
     use candle_core::{DType, Device};
     use candle_nn::VarMap;
 
