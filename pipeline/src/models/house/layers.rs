@@ -213,10 +213,7 @@ impl candle_core::CustomOp1 for FastGelu {
                     *o = v / (1.0 + (-2.0 * u).exp());
                 }
             });
-        Ok((
-            candle_core::CpuStorage::F32(output),
-            layout.shape().clone(),
-        ))
+        Ok((candle_core::CpuStorage::F32(output), layout.shape().clone()))
     }
 }
 
@@ -242,6 +239,9 @@ pub fn padding_mask(
 mod tests {
     use super::*;
 
+    use candle_core::{DType, Device};
+    use candle_nn::VarMap;
+
     #[test]
     fn fast_gelu_is_candles_gelu_up_to_rounding() {
         let mut values: Vec<f32> = (-800..=800).map(|i| i as f32 / 100.0).collect();
@@ -251,16 +251,23 @@ mod tests {
         let reference = x.gelu().unwrap().to_vec1::<f32>().unwrap();
         for ((v, f), r) in values.iter().zip(&fast).zip(&reference) {
             assert!(f.is_finite(), "gelu({v}) = {f}");
-            assert!((f - r).abs() <= 2e-6 * (1.0 + r.abs()), "gelu({v}): {f} vs {r}");
+            assert!(
+                (f - r).abs() <= 2e-6 * (1.0 + r.abs()),
+                "gelu({v}): {f} vs {r}"
+            );
         }
-        let strided = Tensor::new(&[[1f32, 2.], [3., 4.]], &Device::Cpu).unwrap().t().unwrap();
+        let strided = Tensor::new(&[[1f32, 2.], [3., 4.]], &Device::Cpu)
+            .unwrap()
+            .t()
+            .unwrap();
         assert_eq!(
             gelu(&strided).unwrap().to_vec2::<f32>().unwrap(),
-            gelu(&strided.contiguous().unwrap()).unwrap().to_vec2::<f32>().unwrap()
+            gelu(&strided.contiguous().unwrap())
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap()
         );
     }
-    use candle_core::{DType, Device};
-    use candle_nn::VarMap;
 
     #[test]
     fn dense_matches_a_plain_matmul_on_3d_input() {
