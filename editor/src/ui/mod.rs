@@ -303,6 +303,7 @@ pub(crate) fn draw_editor(
             .max_rect(ctx.viewport_rect()),
     );
     let busy = generation.busy() || matches!(*preview, Preview::Generating(_));
+    let toggle = state.toggle;
     egui::Panel::right("autonomy_editor")
         .default_size(460.0)
         .resizable(true)
@@ -324,7 +325,7 @@ pub(crate) fn draw_editor(
             ui.separator();
             egui::Panel::bottom("autonomy_editor_log")
                 .resizable(false)
-                .show(ui, |ui| status_line(ui, &log, &view));
+                .show(ui, |ui| status_line(ui, &log, &view, toggle));
             egui::ScrollArea::vertical().show(ui, |ui| match state.panel {
                 Panel::Generate => generate::show(ui, &mut state, &mut frame),
                 Panel::Assets => assets::show(ui, &mut frame),
@@ -350,8 +351,9 @@ pub(crate) fn draw_editor(
     Ok(())
 }
 
-/// The last thing that happened, in green or red, and chain errors.
-fn status_line(ui: &mut egui::Ui, log: &EditorLog, view: &ChainView) {
+/// The last thing that happened, in green or red, and chain errors; before anything happened,
+/// the key that hides the editor.
+fn status_line(ui: &mut egui::Ui, log: &EditorLog, view: &ChainView, toggle: KeyCode) {
     if let Some(error) = &view.error {
         ui.colored_label(ui.visuals().error_fg_color, format!("chain: {error}"));
     }
@@ -363,7 +365,7 @@ fn status_line(ui: &mut egui::Ui, log: &EditorLog, view: &ChainView) {
             ui.colored_label(ui.visuals().error_fg_color, &line.text);
         }
         None => {
-            ui.weak("Ready. F1 hides the editor.");
+            ui.weak(format!("Ready. {toggle:?} hides the editor."));
         }
     }
 }
