@@ -15,25 +15,39 @@ pub fn copy_of_shipped_model(into: &Path) -> PathBuf {
     into.to_path_buf()
 }
 
-/// The `autonomy` CLI as a creator uses it: its own key folder and password, and a copy of the
-/// shipped model.
+/// The `autonomy` CLI as a creator uses it: its own key folder and password, a copy of the
+/// shipped model and an empty project folder.
 pub struct Studio {
     keys: tempfile::TempDir,
+    project: tempfile::TempDir,
     _model_dir: tempfile::TempDir,
     /// The model folder to pass as `--model`.
     pub model: String,
 }
 
 impl Studio {
-    /// A fresh key folder and model copy.
+    /// A fresh key folder, model copy and project folder.
     pub fn new() -> Self {
         let model_dir = tempfile::tempdir().unwrap();
         let model = copy_of_shipped_model(model_dir.path());
         Self {
             keys: tempfile::tempdir().unwrap(),
+            project: tempfile::tempdir().unwrap(),
             model: model.to_str().unwrap().to_string(),
             _model_dir: model_dir,
         }
+    }
+
+    /// The project folder.
+    pub fn root(&self) -> &Path {
+        self.project.path()
+    }
+
+    /// `autonomy build` of the project with the model copy, signed with key `key`; must succeed.
+    pub fn build_signed(&self, key: &str) {
+        let root = self.root().to_str().unwrap();
+        let built = self.run(&["build", root, "--model", &self.model, "--key", key]);
+        assert!(built.status.success(), "{built:?}");
     }
 
     /// Runs `autonomy args…` and waits for it.
