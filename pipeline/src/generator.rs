@@ -10,6 +10,7 @@ use image::{GrayImage, RgbaImage};
 use std::path::PathBuf;
 
 use crate::models::house::HouseError;
+use crate::models::sd::SdError;
 
 /// Bumped whenever a generator's sampling code changes the pixels it makes for a request, so
 /// that cached assets made by the old code are made again.
@@ -88,6 +89,9 @@ pub enum GenerateError {
     /// The house model refused or failed.
     #[error(transparent)]
     House(#[from] HouseError),
+    /// A Stable Diffusion pipeline refused or failed.
+    #[error(transparent)]
+    StableDiffusion(#[from] SdError),
     /// The request asks for something this generator cannot do.
     #[error("{0}")]
     Unsupported(String),

@@ -202,7 +202,11 @@ impl HouseModel {
         let n = request.count.max(1);
         let size = self.config.image_size;
         let shape = (n, self.config.channels, size, size);
-        let noise = Tensor::from_vec(self.noise(request, n), shape, &self.device)?;
+        let noise = Tensor::from_vec(
+            crate::models::noise::starting(request, shape.1 * size * size),
+            shape,
+            &self.device,
+        )?;
         let init = match &request.init {
             Some(init) => Some(self.start_image(init, n)?),
             None => None,
@@ -237,7 +241,7 @@ impl HouseModel {
                 } else {
                     (0, 0)
                 };
-                let x = roll(x, dy, dx)?;
+                let x = super::roll(x, dy, dx)?;
                 let rows = prompts.len();
                 let x = if guided {
                     Tensor::cat(&[&x, &x], 0)?
@@ -251,7 +255,7 @@ impl HouseModel {
                 } else {
                     v
                 };
-                roll(&v, size - dy, size - dx)
+                super::roll(&v, size - dy, size - dx)
             },
             |x, t| match init.as_ref().and_then(|i| i.mask.as_ref().map(|m| (i, m))) {
                 Some((init, mask)) => {
@@ -262,32 +266,6 @@ impl HouseModel {
             },
         )?;
         Ok(pixels::from_tensor(&out)?)
-    }
-
-    /// The starting noise of every image: seeds `seed + i`, or points on a loop.
-    fn noise(&self, request: &GenerateRequest, n: usize) -> Vec<f32> {
-        let size = self.config.image_size;
-        let per_image = self.config.channels * size * size;
-        if !request.looped {
-            return (0..n as u64)
-                .flat_map(|i| pixels::gaussian(request.seed.wrapping_add(i), per_image))
-                .collect();
-        }
-        // A circle of radius r around the seed's noise, renormalised to unit variance: frames
-        // stay variations of one image and frame n would be frame 0 again.
-        let centre = pixels::gaussian(request.seed, per_image);
-        let a = pixels::gaussian(request.seed ^ 0xA11A_0001, per_image);
-        let b = pixels::gaussian(request.seed ^ 0xA11A_0002, per_image);
-        let norm = (1.0 + LOOP_RADIUS * LOOP_RADIUS).sqrt();
-        (0..n)
-            .flat_map(|i| {
-                let angle = std::f32::consts::TAU * i as f32 / n as f32;
-                let (sin, cos) = angle.sin_cos();
-                (0..per_image)
-                    .map(|k| (centre[k] + LOOP_RADIUS * (cos * a[k] + sin * b[k])) / norm)
-                    .collect::<Vec<_>>()
-            })
-            .collect()
     }
 
     /// The init image (and mask) at the model's size, repeated for the batch.
@@ -336,27 +314,11 @@ impl Generator for HouseModel {
     }
 }
 
-/// How far loop frames stray from the seed's noise (relative to its unit variance).
-const LOOP_RADIUS: f32 = 0.45;
-
 /// An init image prepared for sampling.
 struct StartImage {
     image: Tensor,
     mask: Option<Tensor>,
     strength: f64,
-}
-
-/// Rolls `(batch, c, h, w)` by `dy` rows and `dx` columns with wrap-around.
-fn roll(x: &Tensor, dy: usize, dx: usize) -> candle_core::Result<Tensor> {
-    let (_, _, h, w) = x.dims4()?;
-    let x = match dy % h {
-        0 => x.clone(),
-        dy => x.roll(dy as i32, 2)?,
-    };
-    match dx % w {
-        0 => Ok(x),
-        dx => x.roll(dx as i32, 3),
-    }
 }
 
 fn read(dir: &Path, file: &'static str) -> Result<Vec<u8>, HouseError> {

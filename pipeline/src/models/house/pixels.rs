@@ -5,9 +5,6 @@
 
 use candle_core::{Device, Result, Tensor};
 use image::RgbaImage;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, StandardNormal};
 
 /// Alpha below this (out of 255) becomes fully transparent: the model's near-zero noise in
 /// the background must not leave a faint haze around a sprite.
@@ -60,12 +57,6 @@ pub fn from_tensor(x: &Tensor) -> Result<Vec<RgbaImage>> {
         .collect())
 }
 
-/// `n` standard-normal values from a seed: the same on every machine and every run.
-pub fn gaussian(seed: u64, n: usize) -> Vec<f32> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    (0..n).map(|_| StandardNormal.sample(&mut rng)).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,15 +80,5 @@ mod tests {
         let back = &from_tensor(&to_tensor(&[&img], &Device::Cpu).unwrap()).unwrap()[0];
         let p = back.get_pixel(0, 0).0;
         assert_eq!((p[0], p[1], p[3]), (255, 0, 128));
-    }
-
-    #[test]
-    fn gaussian_is_seeded_and_roughly_standard() {
-        assert_eq!(gaussian(7, 100), gaussian(7, 100));
-        assert_ne!(gaussian(7, 100), gaussian(8, 100));
-        let v = gaussian(1, 20_000);
-        let mean = v.iter().sum::<f32>() / v.len() as f32;
-        let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / v.len() as f32;
-        assert!(mean.abs() < 0.03 && (var - 1.0).abs() < 0.05);
     }
 }

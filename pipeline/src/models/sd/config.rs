@@ -1,0 +1,410 @@
+//! The architecture of a pipeline, read from its folder's `config.json` files (never assumed
+//! per version): the UNet, the VAE, the CLIP text encoder and the scheduler. What candle's
+//! blocks cannot run (SDXL's added conditioning, LCM's time conditioning, …) is refused with
+//! the field that asks for it.
+
+use std::path::{Path, PathBuf};
+
+use candle_transformers::models::stable_diffusion::{unet_2d, vae};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use super::SdError;
+use super::scheduler::SchedulerConfig;
+use super::text_encoder::ClipConfig;
+
+/// Reads and parses a JSON file, naming it in any error.
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, SdError> {
+    let bytes = std::fs::read(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            SdError::MissingFile {
+                path: path.to_path_buf(),
+            }
+        } else {
+            SdError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| SdError::Invalid {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// A number or one number per block (`attention_head_dim`, `transformer_layers_per_block`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+enum PerBlock {
+    One(usize),
+    Each(Vec<usize>),
+}
+
+impl PerBlock {
+    fn get(&self, i: usize) -> Option<usize> {
+        match self {
+            PerBlock::One(n) => Some(*n),
+            PerBlock::Each(v) => v.get(i).copied(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct UNetJson {
+    in_channels: usize,
+    out_channels: usize,
+    sample_size: usize,
+    block_out_channels: Vec<usize>,
+    down_block_types: Vec<String>,
+    up_block_types: Vec<String>,
+    layers_per_block: usize,
+    cross_attention_dim: usize,
+    attention_head_dim: PerBlock,
+    #[serde(default)]
+    num_attention_heads: Option<PerBlock>,
+    #[serde(default = "one")]
+    transformer_layers_per_block: PerBlock,
+    #[serde(default = "one_usize")]
+    downsample_padding: usize,
+    #[serde(default = "one_f64")]
+    mid_block_scale_factor: f64,
+    #[serde(default = "groups")]
+    norm_num_groups: usize,
+    #[serde(default = "eps")]
+    norm_eps: f64,
+    #[serde(default)]
+    center_input_sample: bool,
+    #[serde(default = "yes")]
+    flip_sin_to_cos: bool,
+    #[serde(default)]
+    freq_shift: f64,
+    #[serde(default)]
+    use_linear_projection: bool,
+    #[serde(default)]
+    addition_embed_type: Option<String>,
+    #[serde(default)]
+    class_embed_type: Option<String>,
+    #[serde(default)]
+    time_cond_proj_dim: Option<usize>,
+    #[serde(default)]
+    mid_block_type: Option<String>,
+    #[serde(default)]
+    resnet_time_scale_shift: Option<String>,
+    #[serde(default)]
+    act_fn: Option<String>,
+    #[serde(default)]
+    only_cross_attention: serde_json::Value,
+    #[serde(default)]
+    dual_cross_attention: bool,
+}
+
+fn one() -> PerBlock {
+    PerBlock::One(1)
+}
+fn one_usize() -> usize {
+    1
+}
+fn one_f64() -> f64 {
+    1.0
+}
+fn groups() -> usize {
+    32
+}
+fn eps() -> f64 {
+    1e-5
+}
+fn yes() -> bool {
+    true
+}
+
+/// The UNet as candle builds it.
+#[derive(Clone, Debug)]
+pub struct UNetSpec {
+    /// Blocks and hyper-parameters.
+    pub config: unet_2d::UNet2DConditionModelConfig,
+    /// Latent channels in: 4, or 9 for inpainting UNets (latents, mask, masked image).
+    pub in_channels: usize,
+    /// Latent side the model was trained at.
+    pub sample_size: usize,
+}
+
+/// Reads `unet/config.json`.
+pub fn unet(path: &Path) -> Result<UNetSpec, SdError> {
+    let json: UNetJson = read_json(path)?;
+    let unsupported = |field: &str, value: &dyn std::fmt::Debug| SdError::Unsupported {
+        path: path.to_path_buf(),
+        message: format!("`{field}` = {value:?} is not supported yet"),
+    };
+    let invalid = |message: String| SdError::Invalid {
+        path: path.to_path_buf(),
+        message,
+    };
+    if let Some(kind) = &json.addition_embed_type {
+        return Err(unsupported("addition_embed_type", kind));
+    }
+    if let Some(kind) = &json.class_embed_type {
+        return Err(unsupported("class_embed_type", kind));
+    }
+    if let Some(dim) = json.time_cond_proj_dim {
+        return Err(unsupported("time_cond_proj_dim", &dim));
+    }
+    if let Some(kind) = json
+        .mid_block_type
+        .as_ref()
+        .filter(|k| *k != "UNetMidBlock2DCrossAttn")
+    {
+        return Err(unsupported("mid_block_type", kind));
+    }
+    if let Some(shift) = json
+        .resnet_time_scale_shift
+        .as_ref()
+        .filter(|s| *s != "default")
+    {
+        return Err(unsupported("resnet_time_scale_shift", shift));
+    }
+    if let Some(act) = json.act_fn.as_ref().filter(|a| *a != "silu") {
+        return Err(unsupported("act_fn", act));
+    }
+    if json.only_cross_attention.as_bool() == Some(true) || json.only_cross_attention.is_array() {
+        return Err(unsupported(
+            "only_cross_attention",
+            &json.only_cross_attention,
+        ));
+    }
+    if json.dual_cross_attention {
+        return Err(unsupported("dual_cross_attention", &true));
+    }
+    if json.out_channels != 4 || !matches!(json.in_channels, 4 | 9) {
+        return Err(invalid(format!(
+            "`in_channels` {} / `out_channels` {}: a Stable Diffusion UNet takes 4 (or 9 for inpainting) and gives 4",
+            json.in_channels, json.out_channels
+        )));
+    }
+    if json.norm_num_groups != 32 {
+        return Err(unsupported("norm_num_groups", &json.norm_num_groups));
+    }
+    let n = json.block_out_channels.len();
+    if n == 0 || json.down_block_types.len() != n || json.up_block_types.len() != n {
+        return Err(invalid(format!(
+            "{n} `block_out_channels` but {} `down_block_types` and {} `up_block_types`",
+            json.down_block_types.len(),
+            json.up_block_types.len()
+        )));
+    }
+    let heads = json
+        .num_attention_heads
+        .as_ref()
+        .unwrap_or(&json.attention_head_dim);
+    let mut blocks = Vec::with_capacity(n);
+    for (i, kind) in json.down_block_types.iter().enumerate() {
+        let cross = match kind.as_str() {
+            "CrossAttnDownBlock2D" => true,
+            "DownBlock2D" => false,
+            other => return Err(unsupported(&format!("down_block_types[{i}]"), &other)),
+        };
+        let up = &json.up_block_types[n - 1 - i];
+        let up_cross = match up.as_str() {
+            "CrossAttnUpBlock2D" => true,
+            "UpBlock2D" => false,
+            other => {
+                return Err(unsupported(
+                    &format!("up_block_types[{}]", n - 1 - i),
+                    &other,
+                ));
+            }
+        };
+        if up_cross != cross {
+            return Err(invalid(format!(
+                "`up_block_types[{}]` is {up} but `down_block_types[{i}]` is {kind}: the up blocks must mirror the down blocks",
+                n - 1 - i
+            )));
+        }
+        let missing = |field: &str| invalid(format!("`{field}` has no entry for block {i}"));
+        let attention_head_dim = heads.get(i).ok_or_else(|| missing("attention_head_dim"))?;
+        let layers = json
+            .transformer_layers_per_block
+            .get(i)
+            .ok_or_else(|| missing("transformer_layers_per_block"))?;
+        let out_channels = json.block_out_channels[i];
+        if attention_head_dim == 0 || !out_channels.is_multiple_of(attention_head_dim) {
+            return Err(invalid(format!(
+                "block {i}: {out_channels} channels do not split into {attention_head_dim} heads"
+            )));
+        }
+        if !out_channels.is_multiple_of(json.norm_num_groups) {
+            return Err(invalid(format!(
+                "block {i}: {out_channels} channels do not split into {} norm groups",
+                json.norm_num_groups
+            )));
+        }
+        blocks.push(unet_2d::BlockConfig {
+            out_channels,
+            use_cross_attn: cross.then_some(layers),
+            attention_head_dim,
+        });
+    }
+    Ok(UNetSpec {
+        config: unet_2d::UNet2DConditionModelConfig {
+            center_input_sample: json.center_input_sample,
+            flip_sin_to_cos: json.flip_sin_to_cos,
+            freq_shift: json.freq_shift,
+            blocks,
+            layers_per_block: json.layers_per_block,
+            downsample_padding: json.downsample_padding,
+            mid_block_scale_factor: json.mid_block_scale_factor,
+            norm_num_groups: json.norm_num_groups,
+            norm_eps: json.norm_eps,
+            cross_attention_dim: json.cross_attention_dim,
+            sliced_attention_size: None,
+            use_linear_projection: json.use_linear_projection,
+        },
+        in_channels: json.in_channels,
+        sample_size: json.sample_size,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct VaeJson {
+    #[serde(default = "three")]
+    in_channels: usize,
+    #[serde(default = "three")]
+    out_channels: usize,
+    block_out_channels: Vec<usize>,
+    #[serde(default = "one_usize")]
+    layers_per_block: usize,
+    #[serde(default = "four")]
+    latent_channels: usize,
+    #[serde(default = "groups")]
+    norm_num_groups: usize,
+    #[serde(default = "yes")]
+    use_quant_conv: bool,
+    #[serde(default = "yes")]
+    use_post_quant_conv: bool,
+    #[serde(default = "sd_scaling")]
+    scaling_factor: f64,
+    #[serde(default)]
+    shift_factor: Option<f64>,
+    #[serde(default = "yes")]
+    mid_block_add_attention: bool,
+}
+
+fn three() -> usize {
+    3
+}
+fn four() -> usize {
+    4
+}
+fn sd_scaling() -> f64 {
+    0.18215
+}
+
+/// The VAE as candle builds it.
+#[derive(Clone, Debug)]
+pub struct VaeSpec {
+    /// Blocks and hyper-parameters.
+    pub config: vae::AutoEncoderKLConfig,
+    /// Latents are scaled by this before the UNet sees them.
+    pub scaling_factor: f64,
+}
+
+impl VaeSpec {
+    /// Pixels per latent along a side (8 for every released Stable Diffusion).
+    pub fn downscale(&self) -> usize {
+        1 << self.config.block_out_channels.len().saturating_sub(1)
+    }
+}
+
+/// Reads `vae/config.json`.
+pub fn vae(path: &Path) -> Result<VaeSpec, SdError> {
+    let json: VaeJson = read_json(path)?;
+    let fail = |message: String| SdError::Unsupported {
+        path: path.to_path_buf(),
+        message,
+    };
+    if json.in_channels != 3 || json.out_channels != 3 {
+        return Err(fail(format!(
+            "`in_channels` {} / `out_channels` {}: only RGB VAEs are supported",
+            json.in_channels, json.out_channels
+        )));
+    }
+    if let Some(shift) = json.shift_factor {
+        return Err(fail(format!(
+            "`shift_factor` = {shift} is not supported yet"
+        )));
+    }
+    if !json.mid_block_add_attention {
+        return Err(fail(
+            "`mid_block_add_attention` = false is not supported yet".into(),
+        ));
+    }
+    if json.block_out_channels.is_empty()
+        || json
+            .block_out_channels
+            .iter()
+            .any(|c| !c.is_multiple_of(json.norm_num_groups))
+    {
+        return Err(SdError::Invalid {
+            path: path.to_path_buf(),
+            message: format!(
+                "`block_out_channels` {:?} do not split into {} norm groups",
+                json.block_out_channels, json.norm_num_groups
+            ),
+        });
+    }
+    Ok(VaeSpec {
+        config: vae::AutoEncoderKLConfig {
+            block_out_channels: json.block_out_channels,
+            layers_per_block: json.layers_per_block,
+            latent_channels: json.latent_channels,
+            norm_num_groups: json.norm_num_groups,
+            use_quant_conv: json.use_quant_conv,
+            use_post_quant_conv: json.use_post_quant_conv,
+        },
+        scaling_factor: json.scaling_factor,
+    })
+}
+
+/// Everything the folder's configs say, read and checked.
+#[derive(Clone, Debug)]
+pub struct PipelineSpec {
+    /// `unet/config.json`.
+    pub unet: UNetSpec,
+    /// `vae/config.json`.
+    pub vae: VaeSpec,
+    /// `text_encoder/config.json`.
+    pub text: ClipConfig,
+    /// `scheduler/scheduler_config.json`.
+    pub scheduler: SchedulerConfig,
+}
+
+impl PipelineSpec {
+    /// Reads the four configs of the folder at `root`.
+    pub fn read(root: &Path) -> Result<Self, SdError> {
+        let path = |p: &str| -> PathBuf { root.join(p) };
+        let unet = unet(&path("unet/config.json"))?;
+        let vae = vae(&path("vae/config.json"))?;
+        let text = ClipConfig::read(&path("text_encoder/config.json"))?;
+        let scheduler = SchedulerConfig::read(&path("scheduler/scheduler_config.json"))?;
+        if text.hidden_size != unet.config.cross_attention_dim {
+            return Err(SdError::Invalid {
+                path: path("unet/config.json"),
+                message: format!(
+                    "`cross_attention_dim` {} differs from the text encoder's `hidden_size` {}",
+                    unet.config.cross_attention_dim, text.hidden_size
+                ),
+            });
+        }
+        Ok(Self {
+            unet,
+            vae,
+            text,
+            scheduler,
+        })
+    }
+
+    /// Side in pixels of the images the pipeline was trained at.
+    pub fn native_size(&self) -> usize {
+        self.unet.sample_size * self.vae.downscale()
+    }
+}

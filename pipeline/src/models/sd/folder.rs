@@ -1,0 +1,206 @@
+//! Finding a Stable Diffusion pipeline on disk: a diffusers-layout folder (`model_index.json`
+//! beside `unet/`, `vae/`, `text_encoder/`, `tokenizer/`, `scheduler/`), or a Hugging Face
+//! cache folder (`models--org--name/`, whose `refs/main` names the snapshot), read offline.
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::SdError;
+
+/// The folder's pipeline description.
+pub const MODEL_INDEX: &str = "model_index.json";
+
+/// A resolved diffusers folder.
+#[derive(Clone, Debug)]
+pub struct DiffusersFolder {
+    /// The folder holding `model_index.json`.
+    pub root: PathBuf,
+    /// `_class_name` of `model_index.json`, e.g. `StableDiffusionPipeline`.
+    pub pipeline_class: String,
+}
+
+/// Whether `path` is (or is a Hugging Face cache folder of) a diffusers pipeline.
+pub fn is_diffusers(path: &Path) -> bool {
+    path.join(MODEL_INDEX).is_file() || path.join("snapshots").is_dir()
+}
+
+impl DiffusersFolder {
+    /// Resolves `path`: a diffusers folder, or a Hugging Face cache folder whose `refs/main`
+    /// (or only snapshot) is one.
+    pub fn open(path: &Path) -> Result<Self, SdError> {
+        let root = if path.join(MODEL_INDEX).is_file() {
+            path.to_path_buf()
+        } else if path.join("snapshots").is_dir() {
+            snapshot(path)?
+        } else {
+            return Err(SdError::MissingFile {
+                path: path.join(MODEL_INDEX),
+            });
+        };
+        let index_path = root.join(MODEL_INDEX);
+        let index: serde_json::Value = super::config::read_json(&index_path)?;
+        let pipeline_class = index
+            .get("_class_name")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| SdError::Invalid {
+                path: index_path.clone(),
+                message: "no `_class_name`".into(),
+            })?
+            .to_string();
+        for component in ["unet", "vae", "text_encoder", "tokenizer", "scheduler"] {
+            if index.get(component).is_none_or(|v| v.is_null()) {
+                return Err(SdError::Invalid {
+                    path: index_path.clone(),
+                    message: format!("no `{component}` component"),
+                });
+            }
+        }
+        Ok(Self {
+            root,
+            pipeline_class,
+        })
+    }
+
+    /// A file of the pipeline, e.g. `unet/config.json`; an error names it if it is missing.
+    pub fn file(&self, relative: &str) -> Result<PathBuf, SdError> {
+        let path = self.root.join(relative);
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(SdError::MissingFile { path })
+        }
+    }
+
+    /// The safetensors weights of a component (`unet`, `vae`, `text_encoder`): the plain file,
+    /// else the `fp16` variant, else the shards a `.safetensors.index.json` names.
+    pub fn weights(&self, component: &str) -> Result<Vec<PathBuf>, SdError> {
+        let stem = match component {
+            "text_encoder" | "text_encoder_2" => "model",
+            _ => "diffusion_pytorch_model",
+        };
+        let dir = self.root.join(component);
+        for name in [
+            format!("{stem}.safetensors"),
+            format!("{stem}.fp16.safetensors"),
+        ] {
+            if dir.join(&name).is_file() {
+                return Ok(vec![dir.join(name)]);
+            }
+        }
+        for index in [
+            format!("{stem}.safetensors.index.json"),
+            format!("{stem}.safetensors.index.fp16.json"),
+        ] {
+            let path = dir.join(&index);
+            if path.is_file() {
+                return shards(&path);
+            }
+        }
+        let hint = if dir.join(format!("{stem}.bin")).is_file() {
+            " (only `.bin` pickles are there: Autonomy reads safetensors; convert them with diffusers' `save_pretrained(..., safe_serialization=True)`)"
+        } else {
+            ""
+        };
+        Err(SdError::Invalid {
+            path: dir.join(format!("{stem}.safetensors")),
+            message: format!("missing{hint}"),
+        })
+    }
+
+    /// The model version: sha256 (hex) over the sha256 of every weights file, component by
+    /// component (`unet`, `vae`, `text_encoder`), so that any changed weight changes it.
+    pub fn weights_sha256(&self) -> Result<String, SdError> {
+        let mut all = Sha256::new();
+        for component in ["unet", "vae", "text_encoder", "text_encoder_2"] {
+            if component == "text_encoder_2" && !self.root.join(component).is_dir() {
+                continue;
+            }
+            for path in self.weights(component)? {
+                let digest = file_sha256(&path)?;
+                all.update(format!("{component}:{digest}\n"));
+            }
+        }
+        Ok(hex::encode(all.finalize()))
+    }
+}
+
+/// The snapshot a Hugging Face cache folder points at.
+fn snapshot(cache: &Path) -> Result<PathBuf, SdError> {
+    let snapshots = cache.join("snapshots");
+    let main = cache.join("refs").join("main");
+    if let Ok(revision) = std::fs::read_to_string(&main) {
+        let folder = snapshots.join(revision.trim());
+        return if folder.join(MODEL_INDEX).is_file() {
+            Ok(folder)
+        } else {
+            Err(SdError::MissingFile {
+                path: folder.join(MODEL_INDEX),
+            })
+        };
+    }
+    let found: Vec<PathBuf> = std::fs::read_dir(&snapshots)
+        .map_err(|source| SdError::Io {
+            path: snapshots.clone(),
+            source,
+        })?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.join(MODEL_INDEX).is_file())
+        .collect();
+    match found.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(SdError::MissingFile {
+            path: snapshots.join("<revision>").join(MODEL_INDEX),
+        }),
+        _ => Err(SdError::Invalid {
+            path: main,
+            message: format!(
+                "missing, and {} snapshots hold a pipeline: name one (`…/snapshots/<revision>`)",
+                found.len()
+            ),
+        }),
+    }
+}
+
+/// The distinct shard files a safetensors index names, in order.
+fn shards(index: &Path) -> Result<Vec<PathBuf>, SdError> {
+    let json: serde_json::Value = super::config::read_json(index)?;
+    let map = json
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| SdError::Invalid {
+            path: index.to_path_buf(),
+            message: "no `weight_map`".into(),
+        })?;
+    let mut files: Vec<String> = map
+        .values()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    files.sort();
+    files.dedup();
+    let dir = index.parent().unwrap_or(Path::new("."));
+    files
+        .into_iter()
+        .map(|name| {
+            let path = dir.join(name);
+            if path.is_file() {
+                Ok(path)
+            } else {
+                Err(SdError::MissingFile { path })
+            }
+        })
+        .collect()
+}
+
+fn file_sha256(path: &Path) -> Result<String, SdError> {
+    let mut file = std::fs::File::open(path).map_err(|source| SdError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).map_err(|source| SdError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(hex::encode(hasher.finalize()))
+}

@@ -1,0 +1,586 @@
+//! The Stable Diffusion family (SD 1.x, 2.x, SD-Turbo) on candle, loaded from a diffusers
+//! folder on disk — or a Hugging Face cache folder, offline — with its architecture read from
+//! the folder's configs: text-to-image with classifier-free guidance and negative prompts,
+//! image-to-image with a strength, inpainting (a mask over any UNet, or a 9-channel inpainting
+//! UNet), tileable images, and the folder's scheduler. f32 on the CPU, f16 on a GPU; the same
+//! seed gives the same pixels on the same device.
+//!
+//! ```no_run
+//! use autonomy_pipeline::generator::{GenerateRequest, Generator};
+//! use autonomy_pipeline::models::sd::StableDiffusion;
+//!
+//! let model = StableDiffusion::load(
+//!     "models/stable-diffusion-v1-5".as_ref(),
+//!     &candle_core::Device::Cpu,
+//! )?;
+//! let request = GenerateRequest {
+//!     prompt: "mossy stone bricks, game texture".into(),
+//!     steps: 25,
+//!     guidance: 7.5,
+//!     ..GenerateRequest::default()
+//! };
+//! let images = model.generate(&request)?;
+//! images[0].save("bricks.png")?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod config;
+pub mod folder;
+pub mod scheduler;
+pub mod text_encoder;
+pub mod tokenizer;
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::stable_diffusion::{unet_2d::UNet2DConditionModel, vae};
+use image::imageops::{self, FilterType};
+use image::{GrayImage, RgbaImage};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::generator::{
+    GenerateError, GenerateRequest, Generator, InitImage, ModelIdentity, generator_version,
+};
+use config::PipelineSpec;
+use folder::DiffusersFolder;
+use scheduler::Schedule;
+use text_encoder::ClipTextEncoder;
+use tokenizer::ClipTokenizer;
+
+/// What can go wrong loading or running a Stable Diffusion pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum SdError {
+    /// A file the pipeline needs is not there.
+    #[error("`{path}` is missing (a diffusers pipeline folder needs it)")]
+    MissingFile {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A file could not be read.
+    #[error("cannot read `{path}`: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A file is there but its content is wrong.
+    #[error("`{path}` is invalid: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A file asks for something Autonomy cannot run yet.
+    #[error("`{path}`: {message}")]
+    Unsupported {
+        /// The file.
+        path: PathBuf,
+        /// What it asks for.
+        message: String,
+    },
+    /// A weights file does not fit the architecture its config describes.
+    #[error("weights `{path}` do not match the config: {source}")]
+    Weights {
+        /// The (first) weights file.
+        path: PathBuf,
+        /// What candle found.
+        source: candle_core::Error,
+    },
+    /// The request cannot be served (named in the message).
+    #[error("bad generation request: {0}")]
+    BadRequest(String),
+    /// A tensor operation failed.
+    #[error("model computation failed: {0}")]
+    Compute(#[from] candle_core::Error),
+}
+
+/// A loaded Stable Diffusion pipeline.
+pub struct StableDiffusion {
+    spec: PipelineSpec,
+    tokenizer: ClipTokenizer,
+    text: ClipTextEncoder,
+    unet: UNet2DConditionModel,
+    vae: vae::AutoEncoderKL,
+    device: Device,
+    dtype: DType,
+    identity: ModelIdentity,
+}
+
+impl StableDiffusion {
+    /// Loads the pipeline at `path` (a diffusers folder or a Hugging Face cache folder) onto
+    /// `device`: f32 on the CPU, f16 on a GPU (the VAE stays f32).
+    pub fn load(path: &Path, device: &Device) -> Result<Self, SdError> {
+        let folder = DiffusersFolder::open(path)?;
+        if !matches!(
+            folder.pipeline_class.as_str(),
+            "StableDiffusionPipeline"
+                | "StableDiffusionImg2ImgPipeline"
+                | "StableDiffusionInpaintPipeline"
+        ) {
+            return Err(SdError::Unsupported {
+                path: folder.root.join(folder::MODEL_INDEX),
+                message: format!(
+                    "`_class_name` {:?}: Autonomy runs StableDiffusionPipeline folders (SD 1.x, 2.x, SD-Turbo) so far",
+                    folder.pipeline_class
+                ),
+            });
+        }
+        let spec = PipelineSpec::read(&folder.root)?;
+        let tokenizer_dir = folder.root.join("tokenizer");
+        let tokenizer = ClipTokenizer::load(&tokenizer_dir)?;
+        if tokenizer.max_len() > spec.text.max_position_embeddings {
+            return Err(SdError::Invalid {
+                path: tokenizer_dir,
+                message: format!(
+                    "{} tokens per prompt but the text encoder has {} positions",
+                    tokenizer.max_len(),
+                    spec.text.max_position_embeddings
+                ),
+            });
+        }
+        let dtype = if device.is_cpu() {
+            DType::F32
+        } else {
+            DType::F16
+        };
+        let text = build(&folder.weights("text_encoder")?, dtype, device, |vb| {
+            ClipTextEncoder::new(&spec.text, vb)
+        })?;
+        let unet = build(&folder.weights("unet")?, dtype, device, |vb| {
+            UNet2DConditionModel::new(
+                vb,
+                spec.unet.in_channels,
+                4,
+                false,
+                spec.unet.config.clone(),
+            )
+        })?;
+        let vae = build_vae(&folder.weights("vae")?, &spec.vae.config, device)?;
+        let identity = ModelIdentity {
+            name: format!("stable-diffusion/{}", display_name(path)),
+            weights_sha256: folder.weights_sha256()?,
+            dataset_sha256: None,
+            path: path.to_path_buf(),
+            generator: generator_version("sd"),
+        };
+        tracing::debug!(path = %path.display(), version = %identity.weights_sha256, "loaded Stable Diffusion");
+        Ok(Self {
+            spec,
+            tokenizer,
+            text,
+            unet,
+            vae,
+            device: device.clone(),
+            dtype,
+            identity,
+        })
+    }
+
+    /// The architecture read from the folder.
+    pub fn spec(&self) -> &PipelineSpec {
+        &self.spec
+    }
+
+    /// The prompt's token ids, as the text encoder sees them.
+    pub fn token_ids(&self, prompt: &str) -> Vec<u32> {
+        self.tokenizer.encode(prompt)
+    }
+
+    /// The text encoder's hidden states `(1, 77, d)` for `prompt`.
+    pub fn text_embeddings(&self, prompt: &str) -> Result<Tensor, SdError> {
+        let ids = self.tokenizer.encode(prompt);
+        let len = ids.len();
+        let ids = Tensor::from_vec(ids, (1, len), &self.device)?;
+        Ok(self.text.forward(&ids)?)
+    }
+
+    /// One UNet call: its output for `latents` at `timestep` given the text `context`
+    /// (f32 in and out, whatever the model's dtype).
+    pub fn predict(
+        &self,
+        latents: &Tensor,
+        timestep: f64,
+        context: &Tensor,
+    ) -> Result<Tensor, SdError> {
+        let out = self.unet.forward(
+            &latents.to_dtype(self.dtype)?,
+            timestep,
+            &context.to_dtype(self.dtype)?,
+        )?;
+        Ok(out.to_dtype(DType::F32)?)
+    }
+
+    /// The VAE's image `(n, 3, H, W)` in [-1, 1] (unclamped) for latents as the VAE makes them
+    /// (not scaled for the UNet).
+    pub fn vae_decode(&self, latents: &Tensor) -> Result<Tensor, SdError> {
+        Ok(self.vae.decode(&latents.to_dtype(DType::F32)?)?)
+    }
+
+    /// The mean of the VAE's latent distribution for an image `(n, 3, H, W)` in [-1, 1].
+    pub fn vae_encode_mean(&self, image: &Tensor) -> Result<Tensor, SdError> {
+        // The encoder's log-variance is pinned to −∞ at load time (see `build_vae`), so a
+        // sample of its distribution is exactly the mean.
+        Ok(self.vae.encode(&image.to_dtype(DType::F32)?)?.sample()?)
+    }
+
+    /// The latents image-to-image starts from: the VAE's mean for `image` (resized to the
+    /// native size, transparent parts over white), scaled for the UNet, `(1, 4, h, w)`.
+    pub fn image_latents(&self, image: &RgbaImage) -> Result<Tensor, SdError> {
+        let size = self.spec.native_size() as u32;
+        let pixels = rgb_tensor(image, size, &self.device)?;
+        Ok((self.vae_encode_mean(&pixels)? * self.spec.vae.scaling_factor)?)
+    }
+
+    /// Runs the sampler from unit-variance `noise` `(n, 4, h, w)` and returns the image
+    /// `(n, 3, H, W)` in [0, 1].
+    pub fn sample(&self, request: &GenerateRequest, noise: &Tensor) -> Result<Tensor, SdError> {
+        let latents = self.denoise(request, noise)?;
+        self.decode(&latents, request.tileable)
+    }
+
+    /// Runs the sampler from unit-variance `noise` `(n, 4, h, w)` — from pure noise, or from
+    /// the init image noised as its strength asks — and returns the final latents (scaled for
+    /// the UNet).
+    pub fn denoise(&self, request: &GenerateRequest, noise: &Tensor) -> Result<Tensor, SdError> {
+        let _span = tracing::info_span!("sd_denoise", steps = request.steps).entered();
+        let n = noise.dim(0)?;
+        let schedule = self.spec.scheduler.schedule(request.steps.max(1));
+        let guided = request.guidance > 1.0;
+        let context = self.context(request, n, guided)?;
+        let start = match &request.init {
+            Some(init) => Some(self.start(init, n, &schedule)?),
+            None => None,
+        };
+        let first = start.as_ref().map_or(0, |s| s.first_step);
+        let mut latents = match &start {
+            Some(s) if first == schedule.timesteps.len() => s.latents.clone(),
+            Some(s) if first > 0 => schedule.add_noise(&s.latents, noise, first)?,
+            _ => (noise * schedule.init_noise_sigma())?,
+        };
+        let (_, _, h, w) = latents.dims4()?;
+        let mut offsets = ChaCha8Rng::seed_from_u64(request.seed ^ 0x7111_AB1E);
+        for (i, &t) in schedule.timesteps.iter().enumerate().skip(first) {
+            let (dy, dx) = if request.tileable {
+                (offsets.random_range(0..h), offsets.random_range(0..w))
+            } else {
+                (0, 0)
+            };
+            let x = schedule.scale_model_input(&latents, i)?;
+            let x = match start.as_ref().and_then(|s| s.inpaint.as_ref()) {
+                Some(extra) if self.spec.unet.in_channels == 9 => Tensor::cat(&[&x, extra], 1)?,
+                _ => x,
+            };
+            let x = super::roll(&x, dy, dx)?;
+            let x = if guided {
+                Tensor::cat(&[&x, &x], 0)?
+            } else {
+                x
+            };
+            let out = self.predict(&x, t, &context)?;
+            let out = if guided {
+                let uncond = out.narrow(0, 0, n)?;
+                let cond = out.narrow(0, n, n)?;
+                (&uncond + ((cond - &uncond)? * request.guidance)?)?
+            } else {
+                out
+            };
+            let out = super::roll(&out, h - dy % h, w - dx % w)?;
+            let fresh = if schedule.needs_noise(i) {
+                let values = super::noise::gaussian(
+                    request.seed ^ (0x5EED_0000 + i as u64),
+                    latents.elem_count(),
+                );
+                Some(Tensor::from_vec(values, latents.shape(), &self.device)?)
+            } else {
+                None
+            };
+            latents = schedule.step(&out, i, &latents, fresh.as_ref())?;
+            if let Some(s) = &start
+                && let Some(mask) = &s.mask
+                && self.spec.unet.in_channels == 4
+            {
+                let known = if i + 1 < schedule.timesteps.len() {
+                    schedule.add_noise(&s.latents, noise, i + 1)?
+                } else {
+                    s.latents.clone()
+                };
+                latents = (mask.broadcast_mul(&latents)?
+                    + mask.affine(-1.0, 1.0)?.broadcast_mul(&known)?)?;
+            }
+        }
+        Ok(latents)
+    }
+
+    /// Latents scaled for the UNet → image `(n, 3, H, W)` in [0, 1]; tileable images are
+    /// decoded from wrapped latents so that their edges meet.
+    pub fn decode(&self, latents: &Tensor, tileable: bool) -> Result<Tensor, SdError> {
+        let latents = (latents / self.spec.vae.scaling_factor)?;
+        let image = if tileable {
+            let (_, _, h, w) = latents.dims4()?;
+            let pad = (h.min(w) / 4).max(1);
+            let wrapped = wrap_pad(&latents, pad)?;
+            let image = self.vae_decode(&wrapped)?;
+            let scale = self.spec.vae.downscale();
+            image
+                .narrow(2, pad * scale, h * scale)?
+                .narrow(3, pad * scale, w * scale)?
+        } else {
+            self.vae_decode(&latents)?
+        };
+        Ok(((image / 2.0)? + 0.5)?.clamp(0f32, 1f32)?)
+    }
+
+    /// The text conditioning for `n` images: `[negative; n] ++ [prompt; n]` with guidance.
+    fn context(
+        &self,
+        request: &GenerateRequest,
+        n: usize,
+        guided: bool,
+    ) -> Result<Tensor, SdError> {
+        let cond = self.text_embeddings(&request.prompt)?;
+        let mut rows = vec![cond; n];
+        if guided {
+            let uncond = self.text_embeddings(&request.negative_prompt)?;
+            rows.splice(0..0, vec![uncond; n]);
+        }
+        Ok(Tensor::cat(&rows, 0)?)
+    }
+
+    /// The init image's latents, mask and first step.
+    fn start(&self, init: &InitImage, n: usize, schedule: &Schedule) -> Result<Start, SdError> {
+        if !(0.0..=1.0).contains(&init.strength) {
+            return Err(SdError::BadRequest(format!(
+                "strength must be in [0, 1], got {}",
+                init.strength
+            )));
+        }
+        let size = self.spec.native_size() as u32;
+        let image = rgb_tensor(&init.image, size, &self.device)?;
+        let scale = self.spec.vae.scaling_factor;
+        let latents = (self.vae_encode_mean(&image)? * scale)?.repeat((n, 1, 1, 1))?;
+        let steps = schedule.timesteps.len();
+        let noised = ((steps as f32 * init.strength).floor() as usize).min(steps);
+        let full_mask = match &init.mask {
+            Some(mask) => Some(mask_tensor(mask, size, &self.device)?),
+            None => None,
+        };
+        let mask = match &full_mask {
+            Some(full) => {
+                // Nearest sampling down to the latent grid, as diffusers does.
+                let step = self.spec.vae.downscale();
+                let side = self.spec.unet.sample_size;
+                let picks =
+                    Tensor::arange_step(0u32, (side * step) as u32, step as u32, &self.device)?;
+                Some(full.index_select(&picks, 2)?.index_select(&picks, 3)?)
+            }
+            None if self.spec.unet.in_channels == 9 => {
+                return Err(SdError::BadRequest(
+                    "this is an inpainting model: give it an image and a mask".into(),
+                ));
+            }
+            None => None,
+        };
+        let inpaint = match (&mask, &full_mask) {
+            (Some(latent_mask), Some(full)) if self.spec.unet.in_channels == 9 => {
+                let masked = image.broadcast_mul(&full.affine(-1.0, 1.0)?)?;
+                let masked = (self.vae_encode_mean(&masked)? * scale)?;
+                Some(Tensor::cat(&[latent_mask, &masked], 1)?.repeat((n, 1, 1, 1))?)
+            }
+            _ => None,
+        };
+        Ok(Start {
+            latents,
+            mask,
+            inpaint,
+            first_step: steps - noised,
+        })
+    }
+}
+
+/// Where image-to-image and inpainting start.
+struct Start {
+    /// The init image's latents (scaled for the UNet), one per image.
+    latents: Tensor,
+    /// `(1, 1, h, w)`: 1 where to regenerate.
+    mask: Option<Tensor>,
+    /// For 9-channel UNets: the mask and the masked image's latents, one per image.
+    inpaint: Option<Tensor>,
+    /// The first of the schedule's steps that runs.
+    first_step: usize,
+}
+
+impl Generator for StableDiffusion {
+    fn identity(&self) -> &ModelIdentity {
+        &self.identity
+    }
+
+    fn native_size(&self) -> u32 {
+        self.spec.native_size() as u32
+    }
+
+    fn generate(&self, request: &GenerateRequest) -> Result<Vec<RgbaImage>, GenerateError> {
+        let n = request.count.max(1);
+        let side = self.spec.unet.sample_size;
+        let channels = self.spec.vae.config.latent_channels;
+        let noise = Tensor::from_vec(
+            super::noise::starting(request, channels * side * side),
+            (n, channels, side, side),
+            &self.device,
+        )
+        .map_err(SdError::from)?;
+        let image = self.sample(request, &noise)?;
+        Ok(rgba_images(&image).map_err(SdError::from)?)
+    }
+}
+
+/// Builds a network from safetensors files, naming the file when they do not fit.
+fn build<T>(
+    files: &[PathBuf],
+    dtype: DType,
+    device: &Device,
+    make: impl FnOnce(VarBuilder) -> candle_core::Result<T>,
+) -> Result<T, SdError> {
+    let first = files.first().cloned().unwrap_or_default();
+    let fail = |source| SdError::Weights {
+        path: first.clone(),
+        source,
+    };
+    // SAFETY: the files are memory-mapped only while the network is built (candle copies
+    // every tensor out); Autonomy does not write model folders while it loads them.
+    let vb = unsafe { VarBuilder::from_mmaped_safetensors(files, dtype, device) }.map_err(fail)?;
+    make(vb).map_err(fail)
+}
+
+/// Builds the VAE (f32) with the log-variance half of its encoder's output pinned to −∞:
+/// candle's `encode` only samples (from an unseeded generator), and a sample with zero
+/// deviation is the mean — what image-to-image starts from, the same on every run.
+fn build_vae(
+    files: &[PathBuf],
+    config: &vae::AutoEncoderKLConfig,
+    device: &Device,
+) -> Result<vae::AutoEncoderKL, SdError> {
+    let first = files.first().cloned().unwrap_or_default();
+    let fail = |source| SdError::Weights {
+        path: first.clone(),
+        source,
+    };
+    let mut tensors = std::collections::HashMap::new();
+    for file in files {
+        let loaded = candle_core::safetensors::load(file, &Device::Cpu).map_err(|source| {
+            SdError::Weights {
+                path: file.clone(),
+                source,
+            }
+        })?;
+        tensors.extend(loaded);
+    }
+    let last = if config.use_quant_conv {
+        "quant_conv"
+    } else {
+        "encoder.conv_out"
+    };
+    let latent = config.latent_channels;
+    let pin = |tensor: Option<&Tensor>, value: f64| -> candle_core::Result<Option<Tensor>> {
+        let Some(tensor) = tensor else {
+            return Ok(None);
+        };
+        let tensor = tensor.to_dtype(DType::F32)?;
+        let mean = tensor.narrow(0, 0, latent)?;
+        let logvar = (tensor.narrow(0, latent, latent)?.zeros_like()? + value)?;
+        Ok(Some(Tensor::cat(&[&mean, &logvar], 0)?))
+    };
+    let weight = pin(tensors.get(&format!("{last}.weight")), 0.0).map_err(fail)?;
+    let bias = pin(tensors.get(&format!("{last}.bias")), -1e4).map_err(fail)?;
+    for (name, tensor) in [("weight", weight), ("bias", bias)] {
+        if let Some(tensor) = tensor {
+            tensors.insert(format!("{last}.{name}"), tensor);
+        }
+    }
+    let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+    vae::AutoEncoderKL::new(vb, 3, 3, config.clone()).map_err(fail)
+}
+
+/// How a model folder is named in identities: `org/name` for a Hugging Face cache folder.
+fn display_name(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string());
+    match name.strip_prefix("models--") {
+        Some(rest) => rest.replacen("--", "/", 1),
+        None => name,
+    }
+}
+
+/// An image as `(1, 3, size, size)` in [-1, 1], transparent parts over white.
+fn rgb_tensor(image: &RgbaImage, size: u32, device: &Device) -> candle_core::Result<Tensor> {
+    let image = if image.dimensions() == (size, size) {
+        image.clone()
+    } else {
+        imageops::resize(image, size, size, FilterType::Triangle)
+    };
+    let s = size as usize;
+    let mut values = vec![0f32; 3 * s * s];
+    for (i, p) in image.pixels().enumerate() {
+        let alpha = f32::from(p[3]) / 255.0;
+        for c in 0..3 {
+            let v = f32::from(p[c]) / 255.0 * alpha + (1.0 - alpha);
+            values[c * s * s + i] = v * 2.0 - 1.0;
+        }
+    }
+    Tensor::from_vec(values, (1, 3, s, s), device)
+}
+
+/// A mask as `(1, 1, size, size)`: 1 where white (regenerate), 0 where black, split at half
+/// after resizing.
+fn mask_tensor(mask: &GrayImage, size: u32, device: &Device) -> candle_core::Result<Tensor> {
+    let mask = if mask.dimensions() == (size, size) {
+        mask.clone()
+    } else {
+        imageops::resize(mask, size, size, FilterType::Triangle)
+    };
+    let values: Vec<f32> = mask
+        .pixels()
+        .map(|p| if p[0] >= 128 { 1.0 } else { 0.0 })
+        .collect();
+    let s = size as usize;
+    Tensor::from_vec(values, (1, 1, s, s), device)
+}
+
+/// `(n, 3, H, W)` in [0, 1] → opaque RGBA images.
+fn rgba_images(image: &Tensor) -> candle_core::Result<Vec<RgbaImage>> {
+    let (n, _, h, w) = image.dims4()?;
+    let values = image
+        .to_dtype(DType::F32)?
+        .to_device(&Device::Cpu)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let plane = h * w;
+    Ok((0..n)
+        .map(|b| {
+            RgbaImage::from_fn(w as u32, h as u32, |x, y| {
+                let i = y as usize * w + x as usize;
+                let channel = |c: usize| (values[(b * 3 + c) * plane + i] * 255.0).round() as u8;
+                image::Rgba([channel(0), channel(1), channel(2), 255])
+            })
+        })
+        .collect())
+}
+
+/// Pads `(n, c, h, w)` by `pad` on every side with what lies across the opposite edge.
+fn wrap_pad(x: &Tensor, pad: usize) -> candle_core::Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    let rows = Tensor::cat(&[&x.narrow(2, h - pad, pad)?, x, &x.narrow(2, 0, pad)?], 2)?;
+    Tensor::cat(
+        &[
+            &rows.narrow(3, w - pad, pad)?,
+            &rows,
+            &rows.narrow(3, 0, pad)?,
+        ],
+        3,
+    )
+}

@@ -1,0 +1,387 @@
+//! CLIP's byte-level BPE tokenizer, as transformers' `CLIPTokenizer` runs it: special tokens
+//! matched in the raw text, then NFC, whitespace runs to one space, lower case, CLIP's word
+//! pattern, bytes to printable characters, merges by rank with `</w>` closing each word; then
+//! `<|startoftext|>` … `<|endoftext|>`, truncated and padded to 77 tokens.
+//!
+//! It reads either a `tokenizer.json` or the Hub's older `vocab.json` + `merges.txt`, with the
+//! special tokens of `tokenizer_config.json` (SD 2.x pads with `!`, SD 1.x with
+//! `<|endoftext|>`).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use regex::Regex;
+use serde_json::Value;
+use unicode_normalization::UnicodeNormalization;
+
+use super::SdError;
+
+const WORDS: &str = r"'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
+const END_OF_WORD: &str = "</w>";
+
+/// A loaded CLIP tokenizer.
+#[derive(Clone, Debug)]
+pub struct ClipTokenizer {
+    vocab: HashMap<String, u32>,
+    ranks: HashMap<(String, String), usize>,
+    /// Special tokens matched verbatim in the text, longest first.
+    added: Vec<(String, u32)>,
+    bos: u32,
+    eos: u32,
+    pad: u32,
+    max_len: usize,
+    words: Regex,
+    bytes: [char; 256],
+}
+
+impl ClipTokenizer {
+    /// Loads `tokenizer/` of a diffusers folder.
+    pub fn load(dir: &Path) -> Result<Self, SdError> {
+        let config_path = dir.join("tokenizer_config.json");
+        let config: Value = if config_path.is_file() {
+            super::config::read_json(&config_path)?
+        } else {
+            Value::Null
+        };
+        let json_path = dir.join("tokenizer.json");
+        let (vocab, merges, mut added) = if json_path.is_file() {
+            from_tokenizer_json(&json_path)?
+        } else {
+            let vocab_path = dir.join("vocab.json");
+            let vocab: HashMap<String, u32> = super::config::read_json(&vocab_path)?;
+            let merges_path = dir.join("merges.txt");
+            let text = std::fs::read_to_string(&merges_path).map_err(|source| {
+                if source.kind() == std::io::ErrorKind::NotFound {
+                    SdError::MissingFile {
+                        path: merges_path.clone(),
+                    }
+                } else {
+                    SdError::Io {
+                        path: merges_path.clone(),
+                        source,
+                    }
+                }
+            })?;
+            let merges = text
+                .lines()
+                .enumerate()
+                .filter(|(i, line)| !(line.is_empty() || *i == 0 && line.starts_with("#version")))
+                .map(|(i, line)| {
+                    line.split_once(' ')
+                        .map(|(a, b)| (a.to_string(), b.to_string()))
+                        .ok_or_else(|| SdError::Invalid {
+                            path: merges_path.clone(),
+                            message: format!("line {}: a merge is two symbols", i + 1),
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            (vocab, merges, Vec::new())
+        };
+        let special = |field: &str, default: &str| -> String {
+            match config.get(field) {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Object(o)) => o
+                    .get("content")
+                    .and_then(Value::as_str)
+                    .unwrap_or(default)
+                    .to_string(),
+                _ => default.to_string(),
+            }
+        };
+        let id_of = |token: &str, field: &str| -> Result<u32, SdError> {
+            vocab
+                .get(token)
+                .copied()
+                .or_else(|| added.iter().find(|(t, _)| t == token).map(|(_, id)| *id))
+                .ok_or_else(|| SdError::Invalid {
+                    path: dir.to_path_buf(),
+                    message: format!("the {field} `{token}` is not in the vocabulary"),
+                })
+        };
+        let bos_token = special("bos_token", "<|startoftext|>");
+        let eos_token = special("eos_token", "<|endoftext|>");
+        let pad_token = special("pad_token", &eos_token);
+        let unk_token = special("unk_token", &eos_token);
+        let bos = id_of(&bos_token, "bos_token")?;
+        let eos = id_of(&eos_token, "eos_token")?;
+        let pad = id_of(&pad_token, "pad_token")?;
+        for (token, id) in [(bos_token, bos), (eos_token, eos), (pad_token, pad)]
+            .into_iter()
+            .chain(
+                id_of(&unk_token, "unk_token")
+                    .ok()
+                    .map(|id| (unk_token, id)),
+            )
+        {
+            if !added.iter().any(|(t, _)| *t == token) {
+                added.push((token, id));
+            }
+        }
+        added.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
+        let max_len = config
+            .get("model_max_length")
+            .and_then(Value::as_u64)
+            .filter(|n| (2..=4096).contains(n))
+            .unwrap_or(77) as usize;
+        let ranks = merges
+            .into_iter()
+            .enumerate()
+            .map(|(rank, pair)| (pair, rank))
+            .collect();
+        let words = Regex::new(WORDS).map_err(|e| SdError::Invalid {
+            path: dir.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Ok(Self {
+            vocab,
+            ranks,
+            added,
+            bos,
+            eos,
+            pad,
+            max_len,
+            words,
+            bytes: byte_alphabet(),
+        })
+    }
+
+    /// Sequence length of [`ClipTokenizer::encode`] (77).
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+
+    /// Token ids of `text`: start token, at most `max_len − 2` tokens, end token, padding.
+    pub fn encode(&self, text: &str) -> Vec<u32> {
+        let mut ids = vec![self.bos];
+        ids.extend(self.tokens(text).into_iter().take(self.max_len - 2));
+        ids.push(self.eos);
+        ids.resize(self.max_len, self.pad);
+        ids
+    }
+
+    /// The ids of `text` without start, end or padding.
+    pub fn tokens(&self, text: &str) -> Vec<u32> {
+        let mut ids = Vec::new();
+        let mut rest = text;
+        while !rest.is_empty() {
+            let next = self
+                .added
+                .iter()
+                .filter_map(|(token, id)| rest.find(token.as_str()).map(|at| (at, token, *id)))
+                .min_by_key(|(at, token, _)| (*at, std::cmp::Reverse(token.len())));
+            match next {
+                Some((at, token, id)) => {
+                    self.plain(&rest[..at], &mut ids);
+                    ids.push(id);
+                    rest = &rest[at + token.len()..];
+                }
+                None => {
+                    self.plain(rest, &mut ids);
+                    break;
+                }
+            }
+        }
+        ids
+    }
+
+    /// Tokenizes text with no special tokens in it.
+    fn plain(&self, text: &str, ids: &mut Vec<u32>) {
+        let normal: String = text.nfc().collect();
+        let normal = normal.split_whitespace().collect::<Vec<_>>().join(" ");
+        let normal = normal.to_lowercase();
+        for word in self.words.find_iter(&normal) {
+            let symbols: Vec<String> = word
+                .as_str()
+                .bytes()
+                .map(|b| self.bytes[b as usize].to_string())
+                .collect();
+            for symbol in self.bpe(symbols) {
+                if let Some(id) = self.vocab.get(&symbol) {
+                    ids.push(*id);
+                }
+            }
+        }
+    }
+
+    /// Merges a word's symbols by rank, lowest first, `</w>` on the last one.
+    fn bpe(&self, mut symbols: Vec<String>) -> Vec<String> {
+        if let Some(last) = symbols.last_mut() {
+            last.push_str(END_OF_WORD);
+        }
+        loop {
+            let best = symbols
+                .windows(2)
+                .enumerate()
+                .filter_map(|(i, pair)| {
+                    self.ranks
+                        .get(&(pair[0].clone(), pair[1].clone()))
+                        .map(|rank| (*rank, i))
+                })
+                .min();
+            let Some((rank, _)) = best else {
+                return symbols;
+            };
+            let mut merged = Vec::with_capacity(symbols.len());
+            let mut i = 0;
+            while i < symbols.len() {
+                if i + 1 < symbols.len()
+                    && self
+                        .ranks
+                        .get(&(symbols[i].clone(), symbols[i + 1].clone()))
+                        == Some(&rank)
+                {
+                    merged.push(format!("{}{}", symbols[i], symbols[i + 1]));
+                    i += 2;
+                } else {
+                    merged.push(symbols[i].clone());
+                    i += 1;
+                }
+            }
+            symbols = merged;
+        }
+    }
+}
+
+type Parts = (
+    HashMap<String, u32>,
+    Vec<(String, String)>,
+    Vec<(String, u32)>,
+);
+
+/// Vocabulary, merges and added tokens of a `tokenizer.json` with a BPE model.
+fn from_tokenizer_json(path: &Path) -> Result<Parts, SdError> {
+    let json: Value = super::config::read_json(path)?;
+    let invalid = |message: &str| SdError::Invalid {
+        path: path.to_path_buf(),
+        message: message.to_string(),
+    };
+    let model = json.get("model").ok_or_else(|| invalid("no `model`"))?;
+    if model.get("type").and_then(Value::as_str) != Some("BPE") {
+        return Err(invalid("`model.type` is not BPE: not a CLIP tokenizer"));
+    }
+    let vocab: HashMap<String, u32> = model
+        .get("vocab")
+        .and_then(Value::as_object)
+        .ok_or_else(|| invalid("no `model.vocab`"))?
+        .iter()
+        .map(|(token, id)| {
+            id.as_u64()
+                .and_then(|id| u32::try_from(id).ok())
+                .map(|id| (token.clone(), id))
+                .ok_or_else(|| invalid(&format!("`model.vocab[{token:?}]` is not an id")))
+        })
+        .collect::<Result<_, _>>()?;
+    let merges = model
+        .get("merges")
+        .and_then(Value::as_array)
+        .ok_or_else(|| invalid("no `model.merges`"))?
+        .iter()
+        .enumerate()
+        .map(|(i, merge)| {
+            let pair = match merge {
+                Value::String(s) => s.split_once(' ').map(|(a, b)| (a.into(), b.into())),
+                Value::Array(a) => match a.as_slice() {
+                    [Value::String(x), Value::String(y)] => Some((x.clone(), y.clone())),
+                    _ => None,
+                },
+                _ => None,
+            };
+            pair.ok_or_else(|| invalid(&format!("`model.merges[{i}]` is not a pair")))
+        })
+        .collect::<Result<_, _>>()?;
+    let added = json
+        .get("added_tokens")
+        .and_then(Value::as_array)
+        .map(|tokens| {
+            tokens
+                .iter()
+                .filter_map(|t| {
+                    let content = t.get("content")?.as_str()?.to_string();
+                    let id = u32::try_from(t.get("id")?.as_u64()?).ok()?;
+                    Some((content, id))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((vocab, merges, added))
+}
+
+/// GPT-2/CLIP's map from bytes to printable characters.
+fn byte_alphabet() -> [char; 256] {
+    let mut table = ['\0'; 256];
+    let printable = |b: u32| {
+        (u32::from('!')..=u32::from('~')).contains(&b)
+            || (0xA1..=0xAC).contains(&b)
+            || (0xAE..=0xFF).contains(&b)
+    };
+    let mut extra = 0;
+    for (b, slot) in table.iter_mut().enumerate() {
+        let b = b as u32;
+        let code = if printable(b) {
+            b
+        } else {
+            extra += 1;
+            255 + extra
+        };
+        *slot = char::from_u32(code).unwrap_or('\u{FFFD}');
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn fixture(name: &str) -> ClipTokenizer {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/sd")
+            .join(name)
+            .join("tokenizer");
+        ClipTokenizer::load(&dir).unwrap()
+    }
+
+    #[test]
+    fn matches_transformers_on_awkward_prompts() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sd/tokens.json");
+        let cases: HashMap<String, Vec<(String, Vec<u32>)>> =
+            serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        assert_eq!(cases.len(), 2);
+        for (name, cases) in cases {
+            let tokenizer = fixture(&name);
+            for (text, ids) in cases {
+                assert_eq!(tokenizer.encode(&text), ids, "{name}: {text:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn bytes_map_to_distinct_printable_characters() {
+        let table = byte_alphabet();
+        let distinct: std::collections::HashSet<char> = table.iter().copied().collect();
+        assert_eq!(distinct.len(), 256);
+        assert_eq!(table[b'a' as usize], 'a');
+        assert_eq!(table[b' ' as usize], 'Ġ');
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_gives_a_well_formed_sequence(text in ".{0,200}") {
+            let tokenizer = fixture("tiny-sd21");
+            let ids = tokenizer.encode(&text);
+            prop_assert_eq!(ids.len(), 77);
+            prop_assert_eq!(ids[0], tokenizer.bos);
+            let end = ids.iter().rposition(|&id| id == tokenizer.eos).unwrap();
+            prop_assert!(ids[end + 1..].iter().all(|&id| id == tokenizer.pad));
+            prop_assert!(ids.iter().all(|&id| (id as usize) < 814));
+        }
+
+        #[test]
+        fn case_and_spacing_do_not_matter(words in proptest::collection::vec("[a-z]{1,8}", 1..10)) {
+            let tokenizer = fixture("tiny-sd15");
+            let plain = words.join(" ");
+            let shouted = words.join("  \t").to_uppercase();
+            prop_assert_eq!(tokenizer.encode(&plain), tokenizer.encode(&shouted));
+        }
+    }
+}

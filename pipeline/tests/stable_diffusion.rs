@@ -1,0 +1,522 @@
+//! Stable Diffusion on candle against diffusers: tiny random-weight pipelines in the real
+//! diffusers layout (made by `scripts/sd-fixtures/make.py`), with what diffusers computed for
+//! fixed inputs. Each stage must match: token ids exactly; text embeddings, one UNet call, the
+//! VAE both ways and a whole DDIM / Euler sampling run within float tolerance.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use autonomy_pipeline::generator::{GenerateRequest, Generator, InitImage};
+use autonomy_pipeline::models::sd::{SdError, StableDiffusion};
+use autonomy_pipeline::post::seam;
+use candle_core::{Device, Tensor};
+use image::{GrayImage, Luma, Rgba, RgbaImage};
+
+const FAMILIES: [&str; 4] = ["tiny-sd15", "tiny-sd21", "tiny-sd-turbo", "tiny-sd-inpaint"];
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sd")
+}
+
+fn load(name: &str) -> StableDiffusion {
+    StableDiffusion::load(&fixtures().join(name), &Device::Cpu)
+        .unwrap_or_else(|e| panic!("{name} loads: {e}"))
+}
+
+struct Reference {
+    tensors: HashMap<String, Tensor>,
+    prompt: String,
+    negative: String,
+}
+
+impl Reference {
+    fn of(name: &str) -> Self {
+        let path = fixtures().join(format!("{name}.reference.safetensors"));
+        let bytes = std::fs::read(&path).unwrap();
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let meta = meta.metadata().clone().unwrap();
+        Self {
+            tensors: candle_core::safetensors::load(&path, &Device::Cpu).unwrap(),
+            prompt: meta["prompt"].clone(),
+            negative: meta["negative_prompt"].clone(),
+        }
+    }
+
+    fn get(&self, key: &str) -> &Tensor {
+        &self.tensors[key]
+    }
+
+    fn scalar(&self, key: &str) -> f64 {
+        f64::from(self.get(key).to_vec1::<f32>().unwrap()[0])
+    }
+
+    fn ids(&self, key: &str) -> Vec<u32> {
+        self.get(key)
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<i64>()
+            .unwrap()
+            .into_iter()
+            .map(|id| id as u32)
+            .collect()
+    }
+}
+
+/// Largest absolute difference between two tensors of one shape.
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+fn close(what: &str, ours: &Tensor, theirs: &Tensor, tolerance: f32) {
+    let diff = max_diff(ours, theirs);
+    let scale = theirs
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(
+        diff <= tolerance,
+        "{what}: max |candle − diffusers| = {diff:e} (values up to {scale:.3}), tolerance {tolerance:e}"
+    );
+}
+
+#[test]
+fn every_stage_matches_diffusers() {
+    for name in FAMILIES {
+        let model = load(name);
+        let reference = Reference::of(name);
+        assert_eq!(
+            model.token_ids(&reference.prompt),
+            reference.ids("cond_ids"),
+            "{name}: prompt ids"
+        );
+        assert_eq!(
+            model.token_ids(&reference.negative),
+            reference.ids("uncond_ids"),
+            "{name}: negative ids"
+        );
+        let cond = model.text_embeddings(&reference.prompt).unwrap();
+        let uncond = model.text_embeddings(&reference.negative).unwrap();
+        close(&format!("{name} text"), &cond, reference.get("cond"), 1e-4);
+        close(
+            &format!("{name} negative text"),
+            &uncond,
+            reference.get("uncond"),
+            1e-4,
+        );
+
+        let context = Tensor::cat(&[&uncond, &cond], 0).unwrap();
+        let eps = model
+            .predict(
+                reference.get("unet_sample"),
+                reference.scalar("unet_timestep"),
+                &context,
+            )
+            .unwrap();
+        close(
+            &format!("{name} UNet"),
+            &eps,
+            reference.get("unet_eps"),
+            1e-4,
+        );
+
+        let decoded = model.vae_decode(reference.get("vae_latents")).unwrap();
+        close(
+            &format!("{name} VAE decode"),
+            &decoded,
+            reference.get("vae_decoded"),
+            1e-4,
+        );
+        let mean = model.vae_encode_mean(reference.get("vae_image")).unwrap();
+        close(
+            &format!("{name} VAE encode"),
+            &mean,
+            reference.get("vae_encoded_mean"),
+            1e-4,
+        );
+
+        let inpainting = name.contains("inpaint");
+        let request = GenerateRequest {
+            prompt: reference.prompt.clone(),
+            negative_prompt: reference.negative.clone(),
+            steps: reference.scalar("run_steps") as usize,
+            guidance: reference.scalar("run_guidance"),
+            init: inpainting.then(|| InitImage {
+                image: test_image(),
+                strength: 1.0,
+                mask: Some(right_half()),
+            }),
+            ..GenerateRequest::default()
+        };
+        // diffusers returns (n, H, W, 3); a whole run is held to a tenth of a grey level.
+        let run = |request: &GenerateRequest, noise: &str| {
+            let image = model.sample(request, reference.get(noise)).unwrap();
+            image.permute((0, 2, 3, 1)).unwrap()
+        };
+        close(
+            &format!("{name} whole run ({} steps)", request.steps),
+            &run(&request, "run_init"),
+            reference.get("run_image"),
+            4e-4,
+        );
+        if !inpainting {
+            let request = GenerateRequest {
+                init: Some(InitImage {
+                    image: test_image(),
+                    strength: reference.scalar("img2img_strength") as f32,
+                    mask: None,
+                }),
+                ..request
+            };
+            close(
+                &format!("{name} image-to-image"),
+                &run(&request, "img2img_noise"),
+                reference.get("img2img_image"),
+                4e-4,
+            );
+        }
+    }
+}
+
+/// White (repaint) on the right half, as the fixture maker's mask.
+fn right_half() -> GrayImage {
+    GrayImage::from_fn(64, 64, |x, _| Luma([if x >= 32 { 255 } else { 0 }]))
+}
+
+#[test]
+fn the_folders_scheduler_places_the_timesteps() {
+    for name in FAMILIES {
+        let model = load(name);
+        let reference = Reference::of(name);
+        let steps = reference.scalar("run_steps") as usize;
+        let ours: Vec<i64> = model
+            .spec()
+            .scheduler
+            .schedule(steps)
+            .timesteps
+            .iter()
+            .map(|&t| t as i64)
+            .collect();
+        let theirs = reference.get("run_timesteps").to_vec1::<i64>().unwrap();
+        assert_eq!(ours, theirs, "{name}");
+    }
+}
+
+fn request(prompt: &str) -> GenerateRequest {
+    GenerateRequest {
+        prompt: prompt.into(),
+        steps: 4,
+        guidance: 5.0,
+        ..GenerateRequest::default()
+    }
+}
+
+fn mean_abs(a: &RgbaImage, b: &RgbaImage) -> f64 {
+    let sum: u64 = a
+        .as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(x, y)| u64::from(x.abs_diff(*y)))
+        .sum();
+    sum as f64 / a.as_raw().len() as f64
+}
+
+#[test]
+fn seeds_repeat_and_differ_and_the_generator_makes_native_images() {
+    let model = load("tiny-sd15");
+    assert_eq!(model.native_size(), 64);
+    let a = model.generate(&request("golden crown")).unwrap();
+    let b = model.generate(&request("golden crown")).unwrap();
+    assert_eq!(a, b, "same request, same pixels");
+    assert_eq!(a[0].dimensions(), (64, 64));
+    let other = model
+        .generate(&GenerateRequest {
+            seed: 1,
+            ..request("golden crown")
+        })
+        .unwrap();
+    assert!(
+        mean_abs(&a[0], &other[0]) > 1.0,
+        "another seed, another image"
+    );
+    let two = model
+        .generate(&GenerateRequest {
+            count: 2,
+            ..request("golden crown")
+        })
+        .unwrap();
+    // A batch runs other matrix kernels than a single image: equal up to rounding.
+    assert!(
+        mean_abs(&two[0], &a[0]) < 0.5 && mean_abs(&two[1], &other[0]) < 0.5,
+        "image i of a batch is seed + i: {:.3} {:.3}",
+        mean_abs(&two[0], &a[0]),
+        mean_abs(&two[1], &other[0])
+    );
+    let identity = model.identity();
+    assert_eq!(identity.name, "stable-diffusion/tiny-sd15");
+    assert_eq!(identity.weights_sha256.len(), 64);
+}
+
+#[test]
+fn euler_ancestral_sampling_is_seeded() {
+    let root = tempfile::tempdir().unwrap();
+    let folder = copy_fixture("tiny-sd21", root.path());
+    let config = folder.join("scheduler/scheduler_config.json");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("\"DDIMScheduler\"", "\"EulerAncestralDiscreteScheduler\"");
+    std::fs::write(&config, text).unwrap();
+    let model = StableDiffusion::load(&folder, &Device::Cpu).unwrap();
+    let a = model.generate(&request("mossy bricks")).unwrap();
+    assert_eq!(a, model.generate(&request("mossy bricks")).unwrap());
+    let ddim = load("tiny-sd21")
+        .generate(&request("mossy bricks"))
+        .unwrap();
+    assert!(
+        mean_abs(&a[0], &ddim[0]) > 0.5,
+        "another sampler, another image"
+    );
+}
+
+fn test_image() -> RgbaImage {
+    RgbaImage::from_fn(64, 64, |x, y| {
+        Rgba([(x * 4) as u8, (y * 4) as u8, ((x + y) * 2) as u8, 255])
+    })
+}
+
+#[test]
+fn image_to_image_at_strength_zero_is_the_vae_round_trip() {
+    let model = load("tiny-sd15");
+    let source = test_image();
+    let out = model
+        .generate(&GenerateRequest {
+            init: Some(InitImage {
+                image: source.clone(),
+                strength: 0.0,
+                mask: None,
+            }),
+            ..request("stone")
+        })
+        .unwrap();
+    // The round trip of the source through the VAE, done by hand.
+    let pixels: Vec<f32> = (0..3)
+        .flat_map(|c| source.pixels().map(move |p| f32::from(p[c]) / 127.5 - 1.0))
+        .collect();
+    let x = Tensor::from_vec(pixels, (1, 3, 64, 64), &Device::Cpu).unwrap();
+    let trip = model
+        .vae_decode(&model.vae_encode_mean(&x).unwrap())
+        .unwrap();
+    let trip = ((trip / 2.0).unwrap() + 0.5)
+        .unwrap()
+        .clamp(0f32, 1f32)
+        .unwrap();
+    let trip = trip.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let worst = out[0]
+        .pixels()
+        .enumerate()
+        .flat_map(|(i, p)| (0..3).map(move |c| (i, c, p[c])))
+        .map(|(i, c, v)| (f32::from(v) - trip[c * 4096 + i] * 255.0).abs())
+        .fold(0f32, f32::max);
+    assert!(worst <= 0.51, "strength 0 changed a pixel by {worst}");
+    let changed = model
+        .generate(&GenerateRequest {
+            init: Some(InitImage {
+                image: source,
+                strength: 0.75,
+                mask: None,
+            }),
+            ..request("stone")
+        })
+        .unwrap();
+    assert!(
+        mean_abs(&changed[0], &out[0]) > 0.5,
+        "strength 0.75 repaints"
+    );
+}
+
+#[test]
+fn inpainting_keeps_the_unmasked_latents_and_repaints_the_rest() {
+    let model = load("tiny-sd15");
+    let source = test_image();
+    let kept = model.image_latents(&source).unwrap();
+    let request = GenerateRequest {
+        init: Some(InitImage {
+            image: source,
+            strength: 1.0,
+            mask: Some(right_half()),
+        }),
+        ..request("stone")
+    };
+    let noise = Tensor::randn(0f32, 1.0, (1, 4, 8, 8), &Device::Cpu).unwrap();
+    let latents = model.denoise(&request, &noise).unwrap();
+    let left = |t: &Tensor| t.narrow(3, 0, 4).unwrap();
+    let right = |t: &Tensor| t.narrow(3, 4, 4).unwrap();
+    assert_eq!(max_diff(&left(&latents), &left(&kept)), 0.0, "black keeps");
+    assert!(
+        max_diff(&right(&latents), &right(&kept)) > 0.1,
+        "white repaints"
+    );
+}
+
+#[test]
+fn tileable_images_meet_across_the_wrap() {
+    let model = load("tiny-sd15");
+    let make = |tileable| {
+        model
+            .generate(&GenerateRequest {
+                count: 3,
+                tileable,
+                ..request("grass texture")
+            })
+            .unwrap()
+    };
+    let ratio = |images: &[RgbaImage]| {
+        images.iter().map(|i| seam(i).ratio()).sum::<f64>() / images.len() as f64
+    };
+    let (tiled, plain) = (ratio(&make(true)), ratio(&make(false)));
+    assert!(
+        tiled < 1.3,
+        "tileable: the wrap-around seam is {tiled:.2}× the inside"
+    );
+    assert!(tiled < plain, "{tiled:.2} vs {plain:.2}");
+}
+
+fn copy_fixture(name: &str, to: &Path) -> PathBuf {
+    let target = to.join(name);
+    copy_dir(&fixtures().join(name), &target);
+    target
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let path = entry.path();
+        if path.is_dir() {
+            copy_dir(&path, &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(&path, to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_hugging_face_cache_folder_loads_offline() {
+    let root = tempfile::tempdir().unwrap();
+    let cache = root.path().join("models--autonomy--tiny-sd15");
+    let revision = "0123456789abcdef0123456789abcdef01234567";
+    copy_dir(
+        &fixtures().join("tiny-sd15"),
+        &cache.join("snapshots").join(revision),
+    );
+    std::fs::create_dir_all(cache.join("refs")).unwrap();
+    std::fs::write(cache.join("refs/main"), revision).unwrap();
+    let model = StableDiffusion::load(&cache, &Device::Cpu).unwrap();
+    assert_eq!(model.identity().name, "stable-diffusion/autonomy/tiny-sd15");
+    assert_eq!(
+        model.identity().weights_sha256,
+        load("tiny-sd15").identity().weights_sha256,
+        "the version is the weights', wherever they sit"
+    );
+}
+
+/// Loads a copy of tiny-sd15 after `spoil` changed it, expecting an error naming `file`.
+fn refuses(spoil: impl FnOnce(&Path), file: &str, words: &str) {
+    let root = tempfile::tempdir().unwrap();
+    let folder = copy_fixture("tiny-sd15", root.path());
+    spoil(&folder);
+    let message = match StableDiffusion::load(&folder, &Device::Cpu) {
+        Ok(_) => panic!("a spoiled folder loaded ({file})"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        message.contains(file) && message.contains(words),
+        "the error must name `{file}` and say `{words}`: {message}"
+    );
+}
+
+#[test]
+fn broken_folders_are_refused_with_the_file_named() {
+    let write = |relative: &'static str, text: &'static str| {
+        move |folder: &Path| std::fs::write(folder.join(relative), text).unwrap()
+    };
+    refuses(
+        write("unet/config.json", "{ not json"),
+        "unet/config.json",
+        "invalid",
+    );
+    refuses(
+        |f| std::fs::remove_file(f.join("vae/config.json")).unwrap(),
+        "vae/config.json",
+        "missing",
+    );
+    refuses(
+        |f| {
+            let path = f.join("unet/diffusion_pytorch_model.safetensors");
+            let bytes = std::fs::read(&path).unwrap();
+            std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        },
+        "unet/diffusion_pytorch_model.safetensors",
+        "do not match",
+    );
+    refuses(
+        |f| std::fs::remove_file(f.join("text_encoder/model.safetensors")).unwrap(),
+        "text_encoder/model.safetensors",
+        "missing",
+    );
+    refuses(
+        |f| {
+            let path = f.join("text_encoder/config.json");
+            let text = std::fs::read_to_string(&path)
+                .unwrap()
+                .replace("\"hidden_size\": 32", "\"hidden_size\": 48");
+            std::fs::write(path, text).unwrap();
+        },
+        "unet/config.json",
+        "cross_attention_dim",
+    );
+    refuses(
+        write("tokenizer/merges.txt", "#version: 0.2\nab\n"),
+        "tokenizer/merges.txt",
+        "line 2",
+    );
+    refuses(
+        |f| {
+            let path = f.join("scheduler/scheduler_config.json");
+            let text = std::fs::read_to_string(&path)
+                .unwrap()
+                .replace("DDIMScheduler", "PNDMScheduler");
+            std::fs::write(path, text).unwrap();
+        },
+        "scheduler/scheduler_config.json",
+        "PNDMScheduler",
+    );
+    refuses(
+        |f| {
+            let path = f.join("unet/config.json");
+            let text = std::fs::read_to_string(&path).unwrap().replace(
+                "\"addition_embed_type\": null",
+                "\"addition_embed_type\": \"text_time\"",
+            );
+            std::fs::write(path, text).unwrap();
+        },
+        "unet/config.json",
+        "addition_embed_type",
+    );
+    let missing = StableDiffusion::load(Path::new("/nonexistent/sd"), &Device::Cpu);
+    assert!(matches!(missing, Err(SdError::MissingFile { .. })));
+}

@@ -1,0 +1,425 @@
+"""Builds the tiny Stable Diffusion fixtures the Rust tests load, and diffusers' reference outputs.
+
+Run by hand (never in CI), from the repository root:
+
+    python3 -m venv /tmp/sdenv
+    /tmp/sdenv/bin/pip install torch diffusers transformers safetensors
+    /tmp/sdenv/bin/python scripts/sd-fixtures/make.py
+
+Each fixture is a random-weight pipeline in the real diffusers folder layout (`model_index.json`,
+`unet/`, `vae/`, `text_encoder/`, `tokenizer/`, `scheduler/`), small enough to commit. The
+tokenizer is a real CLIP byte-level BPE whose merges are learned here from a few game-asset
+prompts. Next to each folder, `<name>.reference.safetensors` holds what diffusers computes for
+fixed inputs: the token ids, the text embeddings, one UNet call, one VAE decode, and a whole
+sampling run from fixed initial latents; `tokens.json` holds the tokenizers' ids for awkward
+prompts. Everything is seeded: running the script again gives the same files (same torch).
+"""
+
+import collections
+import json
+import os
+import shutil
+import sys
+
+import torch
+import numpy as np
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    EulerDiscreteScheduler,
+    StableDiffusionImg2ImgPipeline,
+    StableDiffusionInpaintPipeline,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
+from PIL import Image
+from safetensors.torch import save_file
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+OUT = os.path.join("pipeline", "tests", "fixtures", "sd")
+PROMPT = "a red potion bottle, pixel art"
+NEGATIVE = "blurry"
+
+CORPUS = """
+a red potion bottle pixel art sprite of a golden crown with jewels mossy stone bricks texture
+wooden crate seamless tileable grass dirt sand water lava ice snow metal rusty iron sword shield
+bow arrow magic wand scroll book chest treasure coin gem ruby emerald sapphire diamond apple
+bread cheese fish meat mushroom flower tree bush rock cave dungeon castle tower village house
+roof wall floor tile door window torch fire smoke cloud sky night day sun moon star hero knight
+wizard archer goblin orc dragon slime skeleton ghost bat spider wolf bear cat dog horse bird
+blurry ugly low quality watermark text signature cartoon realistic painting detailed 8k
+"""
+
+
+def byte_alphabet():
+    """GPT-2/CLIP's reversible map from bytes to printable unicode characters, in CLIP's order."""
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, (chr(c) for c in cs)))
+
+
+def learn_bpe(words, merges_wanted):
+    """Learns `merges_wanted` CLIP-style merges (`</w>` on a word's last symbol)."""
+    table = byte_alphabet()
+    counts = collections.Counter(words)
+    spelled = {}
+    for word in counts:
+        symbols = [table[b] for b in word.encode("utf-8")]
+        symbols[-1] += "</w>"
+        spelled[word] = symbols
+    merges = []
+    for _ in range(merges_wanted):
+        pairs = collections.Counter()
+        for word, symbols in spelled.items():
+            for a, b in zip(symbols, symbols[1:]):
+                pairs[(a, b)] += counts[word]
+        if not pairs:
+            break
+        best = max(pairs.items(), key=lambda item: (item[1], item[0]))[0]
+        merges.append(best)
+        for word, symbols in spelled.items():
+            merged = []
+            i = 0
+            while i < len(symbols):
+                if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == best:
+                    merged.append(symbols[i] + symbols[i + 1])
+                    i += 2
+                else:
+                    merged.append(symbols[i])
+                    i += 1
+            spelled[word] = merged
+    return merges
+
+
+def write_tokenizer(folder, pad_token, hub_layout):
+    """A CLIP tokenizer saved by transformers into `folder`: as `tokenizer.json`, or with
+    `hub_layout` as `vocab.json` + `merges.txt` like the Hub's SD 1.5 and 2.1 folders."""
+    merges = learn_bpe(CORPUS.split(), 300)
+    alphabet = list(byte_alphabet().values())
+    vocab = alphabet + [c + "</w>" for c in alphabet]
+    vocab += ["".join(pair) for pair in merges]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    scratch = folder + ".src"
+    os.makedirs(scratch, exist_ok=True)
+    with open(os.path.join(scratch, "vocab.json"), "w", encoding="utf-8") as f:
+        json.dump({token: i for i, token in enumerate(vocab)}, f, ensure_ascii=False)
+    with open(os.path.join(scratch, "merges.txt"), "w", encoding="utf-8") as f:
+        f.write("#version: 0.2\n")
+        for a, b in merges:
+            f.write(f"{a} {b}\n")
+    os.makedirs(folder, exist_ok=True)
+    tokenizer = CLIPTokenizer(
+        os.path.join(scratch, "vocab.json"),
+        os.path.join(scratch, "merges.txt"),
+        pad_token=pad_token,
+        model_max_length=77,
+    )
+    if hub_layout:
+        for file in ("vocab.json", "merges.txt"):
+            shutil.copy(os.path.join(scratch, file), os.path.join(folder, file))
+    shutil.rmtree(scratch)
+    return tokenizer, len(vocab)
+
+
+def build(name, *, v_prediction, linear_projection, head_dims, text_act, pad_token, scheduler,
+          hub_layout=False, inpaint=False):
+    """One tiny pipeline and its reference outputs."""
+    torch.manual_seed(0)
+    folder = os.path.join(OUT, name)
+    shutil.rmtree(folder, ignore_errors=True)
+    tokenizer, vocab_size = write_tokenizer(
+        os.path.join(folder, "tokenizer"), pad_token, hub_layout
+    )
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=vocab_size,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            hidden_act=text_act,
+            projection_dim=32,
+            bos_token_id=vocab_size - 2,
+            eos_token_id=vocab_size - 1,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=9 if inpaint else 4,
+        out_channels=4,
+        block_out_channels=(32, 32, 64),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=head_dims,
+        # candle's UNet blocks use 32 groups whatever the config says, as every released
+        # Stable Diffusion does.
+        norm_num_groups=32,
+        use_linear_projection=linear_projection,
+        upcast_attention=v_prediction,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 8, 16, 16),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=64,
+    )
+    # Random init leaves some weights at exactly 0 or 1 (norms, biases); nudge everything so a
+    # loader that skipped a tensor would show.
+    with torch.no_grad():
+        for module in (text_encoder, unet, vae):
+            for p in module.parameters():
+                p.add_(torch.randn_like(p) * 0.02)
+        # A nearly deterministic encoder (log-variance −30): diffusers' image-to-image
+        # samples the latent distribution with its own generator, Autonomy takes the mean.
+        vae.quant_conv.bias[4:] = -30.0
+    scheduler = scheduler(
+        prediction_type="v_prediction" if v_prediction else "epsilon",
+    )
+    kind = StableDiffusionInpaintPipeline if inpaint else StableDiffusionPipeline
+    pipe = kind(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(folder, safe_serialization=True)
+    if hub_layout:
+        os.remove(os.path.join(folder, "tokenizer", "tokenizer.json"))
+    reference(pipe, name, inpaint)
+    return tokenizer
+
+
+def ids(tokenizer, text):
+    return tokenizer(
+        text, padding="max_length", max_length=77, truncation=True, return_tensors="pt"
+    ).input_ids
+
+
+def test_image():
+    """The 64×64 gradient the Rust tests build too."""
+    x, y = np.meshgrid(np.arange(64), np.arange(64))
+    rgb = np.stack([x * 4, y * 4, (x + y) * 2], axis=-1).astype(np.uint8)
+    return Image.fromarray(rgb, "RGB")
+
+
+def test_mask():
+    """White (repaint) on the right half."""
+    mask = np.zeros((64, 64), dtype=np.uint8)
+    mask[:, 32:] = 255
+    return Image.fromarray(mask, "L")
+
+
+@torch.no_grad()
+def reference(pipe, name, inpaint):
+    g = torch.Generator().manual_seed(1)
+    cond_ids, uncond_ids = ids(pipe.tokenizer, PROMPT), ids(pipe.tokenizer, NEGATIVE)
+    cond = pipe.text_encoder(cond_ids)[0]
+    uncond = pipe.text_encoder(uncond_ids)[0]
+    sample = torch.randn(2, pipe.unet.config.in_channels, 8, 8, generator=g)
+    timestep = 501
+    eps = pipe.unet(sample, timestep, encoder_hidden_states=torch.cat([uncond, cond])).sample
+    latents = torch.randn(1, 4, 8, 8, generator=g)
+    decoded = pipe.vae.decode(latents).sample
+    image = torch.rand(1, 3, 64, 64, generator=g) * 2 - 1
+    encoded_mean = pipe.vae.encode(image).latent_dist.mean
+    init = torch.randn(1, 4, 8, 8, generator=g)
+    steps, guidance = 4, 5.0
+    extra = {}
+    if inpaint:
+        run = pipe(
+            PROMPT,
+            image=test_image(),
+            mask_image=test_mask(),
+            strength=1.0,
+            negative_prompt=NEGATIVE,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            latents=init.clone(),
+            output_type="np",
+            height=64,
+            width=64,
+        ).images
+    else:
+        run = pipe(
+            PROMPT,
+            negative_prompt=NEGATIVE,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            latents=init.clone(),
+            output_type="np",
+            height=64,
+            width=64,
+        ).images
+        # Image-to-image from the test image at strength 0.5: the generator first samples the
+        # (deterministic) latent distribution, then draws the noise; the same noise is stored.
+        strength = 0.5
+        g = torch.Generator().manual_seed(7)
+        torch.randn(1, 4, 8, 8, generator=g)
+        noise = torch.randn(1, 4, 8, 8, generator=g)
+        img2img = StableDiffusionImg2ImgPipeline(**pipe.components)
+        out = img2img(
+            PROMPT,
+            image=test_image(),
+            strength=strength,
+            negative_prompt=NEGATIVE,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            generator=torch.Generator().manual_seed(7),
+            output_type="np",
+        ).images
+        extra = {
+            "img2img_noise": noise,
+            "img2img_strength": torch.tensor([strength]),
+            "img2img_image": torch.from_numpy(out).contiguous(),
+        }
+    tensors = {
+        **extra,
+        "cond_ids": cond_ids.to(torch.int64),
+        "uncond_ids": uncond_ids.to(torch.int64),
+        "cond": cond,
+        "uncond": uncond,
+        "unet_sample": sample,
+        "unet_timestep": torch.tensor([float(timestep)]),
+        "unet_eps": eps,
+        "vae_latents": latents,
+        "vae_decoded": decoded,
+        "vae_image": image,
+        "vae_encoded_mean": encoded_mean,
+        "run_init": init,
+        "run_steps": torch.tensor([float(steps)]),
+        "run_guidance": torch.tensor([guidance]),
+        "run_image": torch.from_numpy(run).contiguous(),
+        "run_timesteps": pipe.scheduler.timesteps.to(torch.int64),
+    }
+    save_file(
+        {k: v.contiguous() for k, v in tensors.items()},
+        os.path.join(OUT, f"{name}.reference.safetensors"),
+        metadata={"prompt": PROMPT, "negative_prompt": NEGATIVE, "torch": torch.__version__},
+    )
+
+
+AWKWARD = [
+    "",
+    "a red potion bottle, pixel art",
+    "  Mossy   STONE bricks\t\n(seamless) ",
+    "it's the dragon's 3 eyes!!! 42",
+    "crème brûlée on a café table",
+    "東京 tower, 🐉 dragon",
+    "<|endoftext|> sword <|startoftext|>",
+    "wooden " * 60,
+]
+
+
+def main():
+    if not os.path.isdir("pipeline"):
+        sys.exit("run from the repository root")
+    os.makedirs(OUT, exist_ok=True)
+    tokens = {}
+    tokenizer = build(
+        "tiny-sd15",
+        v_prediction=False,
+        linear_projection=False,
+        head_dims=2,
+        text_act="quick_gelu",
+        pad_token="<|endoftext|>",
+        hub_layout=True,
+        scheduler=lambda **kw: DDIMScheduler(
+            beta_schedule="scaled_linear",
+            beta_start=0.00085,
+            beta_end=0.012,
+            clip_sample=False,
+            set_alpha_to_one=False,
+            steps_offset=1,
+            **kw,
+        ),
+    )
+    tokens["tiny-sd15"] = [[text, ids(tokenizer, text)[0].tolist()] for text in AWKWARD]
+    tokenizer = build(
+        "tiny-sd21",
+        v_prediction=True,
+        linear_projection=True,
+        head_dims=(2, 4, 4),
+        text_act="gelu",
+        pad_token="!",
+        scheduler=lambda **kw: DDIMScheduler(
+            beta_schedule="scaled_linear",
+            beta_start=0.00085,
+            beta_end=0.012,
+            clip_sample=False,
+            set_alpha_to_one=False,
+            steps_offset=1,
+            **kw,
+        ),
+    )
+    tokens["tiny-sd21"] = [[text, ids(tokenizer, text)[0].tolist()] for text in AWKWARD]
+    build(
+        "tiny-sd-turbo",
+        v_prediction=False,
+        linear_projection=True,
+        head_dims=(2, 4, 4),
+        text_act="gelu",
+        pad_token="!",
+        scheduler=lambda **kw: EulerDiscreteScheduler(
+            beta_schedule="scaled_linear",
+            beta_start=0.00085,
+            beta_end=0.012,
+            steps_offset=1,
+            timestep_spacing="trailing",
+            **kw,
+        ),
+    )
+    build(
+        "tiny-sd-inpaint",
+        v_prediction=False,
+        linear_projection=False,
+        head_dims=2,
+        text_act="quick_gelu",
+        pad_token="<|endoftext|>",
+        inpaint=True,
+        scheduler=lambda **kw: DDIMScheduler(
+            beta_schedule="scaled_linear",
+            beta_start=0.00085,
+            beta_end=0.012,
+            clip_sample=False,
+            set_alpha_to_one=False,
+            steps_offset=1,
+            **kw,
+        ),
+    )
+    with open(os.path.join(OUT, "tokens.json"), "w", encoding="utf-8") as f:
+        f.write("{\n")
+        lines = [
+            f"  {json.dumps(name)}: [\n"
+            + ",\n".join(f"    {json.dumps(case, ensure_ascii=False)}" for case in cases)
+            + "\n  ]"
+            for name, cases in tokens.items()
+        ]
+        f.write(",\n".join(lines) + "\n}\n")
+    print("wrote", OUT)
+
+
+if __name__ == "__main__":
+    main()
