@@ -108,6 +108,12 @@ pub trait Generator: Send + Sync {
     /// Makes `request.count` images of [`Generator::native_size`]; the same request on the
     /// same machine gives the same pixels.
     fn generate(&self, request: &GenerateRequest) -> Result<Vec<RgbaImage>, GenerateError>;
+
+    /// Words of `prompt` the model cannot read (and ignores); none for a byte-level
+    /// tokenizer.
+    fn unknown_words(&self, _prompt: &str) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// The generator version string recorded in manifests and cache keys.

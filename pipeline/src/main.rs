@@ -7,9 +7,12 @@ use autonomy_pipeline::credentials::certificate::LocalChain;
 use autonomy_pipeline::dataset::{self, BuildOptions};
 use autonomy_pipeline::economy::Config;
 use autonomy_pipeline::economy::registry::RegistryPoller;
-use autonomy_pipeline::generator::GenerateRequest;
+use autonomy_pipeline::generator::{GenerateRequest, InitImage};
 use autonomy_pipeline::keys::{KeyStore, password_for};
-use autonomy_pipeline::models::house::{HouseConfig, HouseModel};
+use autonomy_pipeline::models::{
+    self,
+    house::{HouseConfig, HouseModel},
+};
 use autonomy_pipeline::train::data::TrainingSet;
 use autonomy_pipeline::train::{TrainOptions, Trainer};
 use autonomy_pipeline::{atomic, device};
@@ -211,7 +214,17 @@ struct GenerateArgs {
     /// Output folder; files are named after the prompt and seed.
     #[arg(long)]
     out_dir: Option<PathBuf>,
-    /// Model folder.
+    /// Image to start from (image-to-image); `--strength` says how much to change it.
+    #[arg(long)]
+    init: Option<PathBuf>,
+    /// How much of `--init` to repaint, 0–1 (1 ignores it).
+    #[arg(long, default_value_t = 0.6, requires = "init")]
+    strength: f32,
+    /// Inpainting mask for `--init`: white is repainted, black kept.
+    #[arg(long, requires = "init")]
+    mask: Option<PathBuf>,
+    /// Model folder: a house model, a diffusers Stable Diffusion folder, or a Hugging Face
+    /// cache folder of one (`models--org--name`).
     #[arg(long, default_value = DEFAULT_MODEL)]
     model: PathBuf,
     /// Print what was written as JSON.
@@ -341,9 +354,9 @@ fn main() -> ExitCode {
 }
 
 fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
-    let model = HouseModel::load(&args.model, dev)
+    let model = models::load(&args.model, dev)
         .with_context(|| format!("cannot load the model in `{}`", args.model.display()))?;
-    let native = model.image_size() as u32;
+    let native = model.native_size();
     let size = args.size.unwrap_or(native);
     if !size.is_multiple_of(native) || !(1..=8).contains(&(size / native)) {
         bail!(
@@ -356,13 +369,29 @@ fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
     if args.count == 0 {
         bail!("--count must be at least 1");
     }
-    let unknown = model.tokenizer.unknown_words(&args.prompt);
+    let unknown = model.unknown_words(&args.prompt);
     if !unknown.is_empty() {
         eprintln!(
             "warning: the model does not know {}: they are ignored",
             unknown.join(", ")
         );
     }
+    let read = |path: &PathBuf| {
+        image::open(path).with_context(|| format!("cannot read the image `{}`", path.display()))
+    };
+    let init = match &args.init {
+        Some(path) => Some(InitImage {
+            image: read(path)?.to_rgba8(),
+            strength: args.strength,
+            mask: args
+                .mask
+                .as_ref()
+                .map(read)
+                .transpose()?
+                .map(|m| m.to_luma8()),
+        }),
+        None => None,
+    };
     let images = model.generate(&GenerateRequest {
         prompt: args.prompt.clone(),
         negative_prompt: args.negative.clone(),
@@ -371,6 +400,7 @@ fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
         guidance: args.guidance,
         count: args.count,
         tileable: args.tileable,
+        init,
         ..Default::default()
     })?;
     let mut written = Vec::new();
@@ -381,7 +411,7 @@ fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
         write_png(&path, &scaled)?;
         written.push(serde_json::json!({
             "path": path, "prompt": args.prompt, "seed": seed, "steps": args.steps,
-            "guidance": args.guidance, "size": size, "model_version": model.version(),
+            "guidance": args.guidance, "size": size, "model_version": model.identity().weights_sha256,
         }));
     }
     if args.json {

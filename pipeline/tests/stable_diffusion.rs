@@ -3,9 +3,12 @@
 //! fixed inputs. Each stage must match: token ids exactly; text embeddings, one UNet call, the
 //! VAE both ways and a whole DDIM / Euler sampling run within float tolerance.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use autonomy_pipeline::build::provenance::Manifest;
 use autonomy_pipeline::generator::{GenerateRequest, Generator, InitImage};
 use autonomy_pipeline::models::sd::{SdError, StableDiffusion};
 use autonomy_pipeline::post::seam;
@@ -519,4 +522,64 @@ fn broken_folders_are_refused_with_the_file_named() {
     );
     let missing = StableDiffusion::load(Path::new("/nonexistent/sd"), &Device::Cpu);
     assert!(matches!(missing, Err(SdError::MissingFile { .. })));
+}
+
+#[test]
+fn a_recipe_naming_a_diffusers_folder_builds_signs_caches_and_reproduces() {
+    let studio = common::Studio::new();
+    let root = studio.root();
+    copy_dir(
+        &fixtures().join("tiny-sd15"),
+        &root.join("models/tiny-sd15"),
+    );
+    std::fs::write(
+        root.join("bricks.recipe.toml"),
+        "kind = \"texture\"\nprompt = \"mossy stone bricks\"\nmodel = \"models/tiny-sd15\"\n\
+         size = 32\nsteps = 3\nguidance = 5.0\n",
+    )
+    .unwrap();
+    studio.new_key("studio");
+    studio.build_signed("studio");
+    let manifest: Manifest =
+        serde_json::from_slice(&std::fs::read(root.join("bricks.prov.json")).unwrap()).unwrap();
+    assert_eq!(manifest.model.name, "stable-diffusion/tiny-sd15");
+    assert!(
+        manifest.model.generator.starts_with("autonomy-sd/"),
+        "{}",
+        manifest.model.generator
+    );
+    assert_eq!(
+        manifest.model.weights_sha256,
+        load("tiny-sd15").identity().weights_sha256
+    );
+    let texture = image::open(root.join("bricks.png")).unwrap().to_rgba8();
+    assert_eq!(
+        texture.dimensions(),
+        (32, 32),
+        "64 px scaled down by block means"
+    );
+    let again = studio.run(&[
+        "build",
+        root.to_str().unwrap(),
+        "--json",
+        "--model",
+        &studio.model,
+        "--key",
+        "studio",
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(report["assets"][0]["outcome"], "up-to-date", "{report}");
+    let verified = studio.run(&[
+        "verify",
+        root.to_str().unwrap(),
+        "--reproduce",
+        "--model",
+        &studio.model,
+    ]);
+    let text = String::from_utf8_lossy(&verified.stdout);
+    assert!(
+        verified.status.success() && text.contains("reproduced bit for bit"),
+        "{text}{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
 }

@@ -96,7 +96,8 @@ pub fn produce(recipe: &AssetRecipe, inputs: &Inputs) -> Result<Vec<Produced>, B
 }
 
 /// Scales a generated image to the asset size: sprites are trimmed and centred, everything
-/// else is scaled whole (nearest neighbour, so tiling stays exact).
+/// else is scaled whole (by whole factors where it can — nearest neighbour up, block means
+/// down — so tiling stays exact).
 fn finish(kind: Kind, image: &RgbaImage, size: u32) -> RgbaImage {
     match kind {
         Kind::Sprite => post::fit(&post::clean_background(image, SPRITE_ALPHA_FLOOR), size),
@@ -106,8 +107,11 @@ fn finish(kind: Kind, image: &RgbaImage, size: u32) -> RgbaImage {
 
 fn scale_to(image: &RgbaImage, size: u32) -> RgbaImage {
     let native = image.width().max(1);
-    if size.is_multiple_of(native) && image.height() == image.width() {
+    let square = image.height() == image.width();
+    if size.is_multiple_of(native) && square {
         post::upscale_nearest(image, size / native)
+    } else if native.is_multiple_of(size) && square {
+        post::downscale_box(image, native / size)
     } else {
         image::imageops::resize(image, size, size, image::imageops::FilterType::Nearest)
     }

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use super::produce::{self, Inputs, Produced};
 use super::provenance::{Carrier, FileHash, Manifest, Parent};
 use super::{BuildError, BuildOptions, label, slash};
-use crate::generator::{Generator, ModelIdentity, generator_version};
-use crate::models::house::{HouseModel, files};
+use crate::generator::{Generator, ModelIdentity};
+use crate::models::{self, Family};
 use crate::post::Palette;
 use crate::recipe::{self, AssetRecipe, ModelRef, RecipeSet, Source};
 
@@ -22,7 +22,7 @@ pub struct Ingredients {
     pub model_dir: PathBuf,
     /// sha256 (hex) of the model's weights.
     pub weights_sha256: String,
-    /// The generator code version ([`generator_version`]).
+    /// The generator code version ([`crate::generator::generator_version`]).
     pub generator: String,
     /// Where the model runs (`cpu`, `cuda:0`).
     pub device: String,
@@ -38,7 +38,7 @@ pub struct Ingredients {
 pub struct Workshop<'a> {
     options: &'a BuildOptions,
     set: &'a RecipeSet,
-    models: Mutex<HashMap<PathBuf, Arc<HouseModel>>>,
+    models: Mutex<HashMap<PathBuf, Arc<dyn Generator>>>,
     weights: Mutex<HashMap<PathBuf, String>>,
     /// Manifests of assets made or found, by label: `recipe:` sources start from them.
     manifests: Mutex<HashMap<String, Manifest>>,
@@ -72,9 +72,9 @@ impl<'a> Workshop<'a> {
         let weights_sha256 = self.weights_sha256(&model_dir).map_err(fail)?;
         let (source, parents) = self.source(recipe)?;
         Ok(Ingredients {
+            generator: Family::of(&model_dir).generator(),
             model_dir,
             weights_sha256,
-            generator: generator_version("house"),
             device: crate::device::name(&self.options.device),
             source,
             parents,
@@ -122,17 +122,14 @@ impl<'a> Workshop<'a> {
         if let Some(known) = self.weights.lock().ok().and_then(|w| w.get(dir).cloned()) {
             return Ok(known);
         }
-        let path = dir.join(files::WEIGHTS);
-        let bytes = std::fs::read(&path)
-            .map_err(|e| format!("cannot read the model weights `{}`: {e}", path.display()))?;
-        let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+        let hash = models::weights_sha256(dir).map_err(|e| format!("model: {e}"))?;
         if let Ok(mut w) = self.weights.lock() {
             w.insert(dir.to_path_buf(), hash.clone());
         }
         Ok(hash)
     }
 
-    fn model(&self, dir: &Path) -> Result<Arc<HouseModel>, String> {
+    fn model(&self, dir: &Path) -> Result<Arc<dyn Generator>, String> {
         let mut models = self
             .models
             .lock()
@@ -140,9 +137,9 @@ impl<'a> Workshop<'a> {
         if let Some(model) = models.get(dir) {
             return Ok(model.clone());
         }
-        let model = Arc::new(
-            HouseModel::load(dir, &self.options.device).map_err(|e| format!("model: {e}"))?,
-        );
+        let model: Arc<dyn Generator> = models::load(dir, &self.options.device)
+            .map_err(|e| format!("model: {e}"))?
+            .into();
         models.insert(dir.to_path_buf(), model.clone());
         Ok(model)
     }

@@ -1,11 +1,7 @@
 //! Finding a model folder by the sha256 of its weights, the identity manifests and the
 //! registry record.
 
-use std::path::{Path, PathBuf};
-
-use sha2::{Digest, Sha256};
-
-use super::house::files;
+use std::path::PathBuf;
 
 /// The first folder holding weights whose sha256 (hex) is `weights_sha256`: each of `dirs`
 /// itself, then the folders directly below it (sorted).
@@ -13,7 +9,7 @@ pub fn folder_with_weights(dirs: &[PathBuf], weights_sha256: &str) -> Option<Pat
     let wanted = weights_sha256.trim_start_matches("0x").to_ascii_lowercase();
     candidates(dirs)
         .into_iter()
-        .find(|folder| weights_of(folder).as_deref() == Some(wanted.as_str()))
+        .find(|folder| super::weights_sha256(folder).ok().as_deref() == Some(wanted.as_str()))
 }
 
 fn candidates(dirs: &[PathBuf]) -> Vec<PathBuf> {
@@ -32,15 +28,11 @@ fn candidates(dirs: &[PathBuf]) -> Vec<PathBuf> {
     found
 }
 
-/// sha256 (hex) of a folder's weights file, if it has one.
-fn weights_of(folder: &Path) -> Option<String> {
-    let bytes = std::fs::read(folder.join(files::WEIGHTS)).ok()?;
-    Some(hex::encode(Sha256::digest(&bytes)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::house::files;
+    use sha2::{Digest, Sha256};
 
     #[test]
     fn finds_the_folder_by_hash_at_either_depth() {

@@ -6,7 +6,73 @@ pub mod locate;
 pub mod noise;
 pub mod sd;
 
-use candle_core::Tensor;
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use sha2::{Digest, Sha256};
+
+use crate::generator::{GenerateError, Generator, generator_version};
+use house::HouseModel;
+use sd::StableDiffusion;
+
+/// The model families a folder can hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// A house model folder (`model.safetensors` beside `config.json`).
+    House,
+    /// A diffusers folder or a Hugging Face cache folder of one.
+    StableDiffusion,
+}
+
+impl Family {
+    /// The family of the model in `dir`, told by its files.
+    pub fn of(dir: &Path) -> Self {
+        if sd::folder::is_diffusers(dir) {
+            Family::StableDiffusion
+        } else {
+            Family::House
+        }
+    }
+
+    /// The generator version string its manifests record.
+    pub fn generator(self) -> String {
+        generator_version(match self {
+            Family::House => "house",
+            Family::StableDiffusion => "sd",
+        })
+    }
+}
+
+/// Loads the model in `dir`, whichever family it is, onto `device`.
+pub fn load(dir: &Path, device: &Device) -> Result<Box<dyn Generator>, GenerateError> {
+    Ok(match Family::of(dir) {
+        Family::House => Box::new(HouseModel::load(dir, device)?),
+        Family::StableDiffusion => Box::new(StableDiffusion::load(dir, device)?),
+    })
+}
+
+/// The model version of the folder `dir` without loading it: sha256 (hex) of a house model's
+/// `model.safetensors`, or of a diffusers pipeline's weight files (see
+/// [`sd::folder::DiffusersFolder::weights_sha256`]).
+pub fn weights_sha256(dir: &Path) -> Result<String, GenerateError> {
+    match Family::of(dir) {
+        Family::StableDiffusion => Ok(sd::folder::DiffusersFolder::open(dir)?.weights_sha256()?),
+        Family::House => {
+            let path = dir.join(house::files::WEIGHTS);
+            let bytes = std::fs::read(&path).map_err(|source| {
+                if source.kind() == std::io::ErrorKind::NotFound {
+                    house::HouseError::MissingFile {
+                        dir: dir.to_path_buf(),
+                        file: house::files::WEIGHTS,
+                    }
+                } else {
+                    house::HouseError::Io { path, source }
+                }
+            })?;
+            Ok(hex::encode(Sha256::digest(&bytes)))
+        }
+    }
+}
 
 /// Rolls `(batch, c, h, w)` by `dy` rows and `dx` columns with wrap-around.
 pub fn roll(x: &Tensor, dy: usize, dx: usize) -> candle_core::Result<Tensor> {

@@ -3,7 +3,8 @@
 //! Everything here takes straight-alpha [`image::RgbaImage`]s as the generator makes them:
 //!
 //! - [`sprite`](clean_background): clean a sprite's background, trim and [`fit`] it to a canvas,
-//!   [`upscale_nearest`] for crisp previews.
+//!   [`upscale_nearest`] for crisp previews, [`downscale_box`] to bring large model output
+//!   down to the asset size.
 //! - [`pixel_art`](pixelate): a [`Palette`] (parsed from lospec `.hex` / GIMP `.gpl`, or
 //!   [chosen](Palette::choose) once from a set of images so animation frames share it) and
 //!   [`pixelate`] to a grid with binary alpha.
@@ -21,7 +22,7 @@ use std::path::PathBuf;
 pub use animation::{AtlasLayout, AtlasRect, MAX_GIF_FRAMES, encode_gif, sprite_sheet};
 pub use pixel_art::{Palette, pixelate};
 pub use seam::{SeamReport, seam};
-pub use sprite::{clean_background, fit, upscale_nearest};
+pub use sprite::{clean_background, downscale_box, fit, upscale_nearest};
 
 /// Why a post-processing step failed.
 #[derive(Debug, thiserror::Error)]

@@ -56,6 +56,29 @@ pub fn upscale_nearest(image: &RgbaImage, factor: u32) -> RgbaImage {
     })
 }
 
+/// Scales `image` down by a whole `factor`: every output pixel is the mean of a
+/// `factor`×`factor` block, so a tileable image stays tileable. A factor of 0 gives an empty
+/// image.
+pub fn downscale_box(image: &RgbaImage, factor: u32) -> RgbaImage {
+    let area = u64::from(factor) * u64::from(factor);
+    let (width, height) = match factor {
+        0 => (0, 0),
+        f => (image.width() / f, image.height() / f),
+    };
+    RgbaImage::from_fn(width, height, |x, y| {
+        let mut sum = [0u64; 4];
+        for dy in 0..factor {
+            for dx in 0..factor {
+                let p = image.get_pixel(x * factor + dx, y * factor + dy);
+                for (s, c) in sum.iter_mut().zip(p.0) {
+                    *s += u64::from(c);
+                }
+            }
+        }
+        Rgba(sum.map(|s| ((s + area / 2) / area) as u8))
+    })
+}
+
 /// The smallest rectangle `(x, y, width, height)` holding every pixel with alpha > 0, if any.
 fn content_bounds(image: &RgbaImage) -> Option<(u32, u32, u32, u32)> {
     let mut bounds: Option<(u32, u32, u32, u32)> = None;
@@ -95,6 +118,29 @@ fn resize_premultiplied(image: &RgbaImage, width: u32, height: u32) -> RgbaImage
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn box_downscale_averages_blocks_and_keeps_tiling() {
+        let image = RgbaImage::from_fn(4, 4, |x, y| {
+            Rgba([if (x + y) % 2 == 0 { 0 } else { 255 }, x as u8 * 10, 7, 255])
+        });
+        let small = downscale_box(&image, 2);
+        assert_eq!(small.dimensions(), (2, 2));
+        // Each 2×2 block holds two 0s and two 255s: the mean rounds to 128.
+        assert!(
+            small
+                .pixels()
+                .all(|p| p[0] == 128 && p[2] == 7 && p[3] == 255)
+        );
+        assert_eq!(small.get_pixel(1, 0)[1], 25);
+        assert_eq!(downscale_box(&image, 0).dimensions(), (0, 0));
+        // A texture that tiles with period 2 downscales to a flat, seamless one.
+        let checker = RgbaImage::from_fn(8, 8, |x, y| Rgba([((x + y) % 2 * 255) as u8, 0, 0, 255]));
+        assert_eq!(
+            crate::post::seam(&downscale_box(&checker, 4)).across_wrap,
+            0.0
+        );
+    }
 
     fn square(size: u32, x0: u32, y0: u32, side: u32, color: [u8; 4]) -> RgbaImage {
         RgbaImage::from_fn(size, size, |x, y| {

@@ -21,9 +21,7 @@ pub use config::HouseConfig;
 pub use sampler::FlowSampler;
 pub use tokenizer::Tokenizer;
 
-use crate::generator::{
-    GenerateError, GenerateRequest, Generator, InitImage, ModelIdentity, generator_version,
-};
+use crate::generator::{GenerateError, GenerateRequest, Generator, InitImage, ModelIdentity};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use denoiser::Denoiser;
@@ -178,7 +176,7 @@ impl HouseModel {
                 weights_sha256: version,
                 dataset_sha256,
                 path: dir.to_path_buf(),
-                generator: generator_version("house"),
+                generator: super::Family::House.generator(),
             },
         })
     }
@@ -311,6 +309,10 @@ impl Generator for HouseModel {
 
     fn generate(&self, request: &GenerateRequest) -> Result<Vec<RgbaImage>, GenerateError> {
         Ok(HouseModel::generate(self, request)?)
+    }
+
+    fn unknown_words(&self, prompt: &str) -> Vec<String> {
+        self.tokenizer.unknown_words(prompt)
     }
 }
 

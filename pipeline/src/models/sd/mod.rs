@@ -40,9 +40,7 @@ use image::{GrayImage, RgbaImage};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::generator::{
-    GenerateError, GenerateRequest, Generator, InitImage, ModelIdentity, generator_version,
-};
+use crate::generator::{GenerateError, GenerateRequest, Generator, InitImage, ModelIdentity};
 use config::PipelineSpec;
 use folder::DiffusersFolder;
 use scheduler::Schedule;
@@ -165,7 +163,7 @@ impl StableDiffusion {
             weights_sha256: folder.weights_sha256()?,
             dataset_sha256: None,
             path: path.to_path_buf(),
-            generator: generator_version("sd"),
+            generator: super::Family::StableDiffusion.generator(),
         };
         tracing::debug!(path = %path.display(), version = %identity.weights_sha256, "loaded Stable Diffusion");
         Ok(Self {
