@@ -69,7 +69,7 @@ impl Default for GenerateRequest {
 }
 
 /// Who made an image: what the provenance manifest records about the model.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ModelIdentity {
     /// Model family and name, e.g. `house`.
     pub name: String,
@@ -81,6 +81,21 @@ pub struct ModelIdentity {
     pub path: PathBuf,
     /// Generator code revision (see [`GENERATOR_REVISION`]) and crate version.
     pub generator: String,
+    /// LoRAs merged into the weights, in order (absent when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub loras: Vec<LoraUse>,
+}
+
+/// A LoRA merged into a model, as the provenance manifest records it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoraUse {
+    /// The file as the recipe names it.
+    pub file: String,
+    /// sha256 (hex) of the file.
+    pub sha256: String,
+    /// The scale it was merged with.
+    pub scale: f64,
 }
 
 /// A generation failed.

@@ -354,7 +354,7 @@ fn main() -> ExitCode {
 }
 
 fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
-    let model = models::load(&args.model, dev)
+    let model = models::load(&args.model, dev, &[])
         .with_context(|| format!("cannot load the model in `{}`", args.model.display()))?;
     let native = model.native_size();
     let size = args.size.unwrap_or(native);

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use autonomy_pipeline::build::provenance::Manifest;
 use autonomy_pipeline::generator::{GenerateRequest, Generator, InitImage};
+use autonomy_pipeline::models::sd::lora::LoraFile;
 use autonomy_pipeline::models::sd::{SdError, StableDiffusion};
 use autonomy_pipeline::post::seam;
 use candle_core::{Device, Tensor};
@@ -538,6 +539,12 @@ fn a_recipe_naming_a_diffusers_folder_builds_signs_caches_and_reproduces() {
          size = 32\nsteps = 3\nguidance = 5.0\n",
     )
     .unwrap();
+    std::fs::write(
+        root.join("moss.recipe.toml"),
+        "kind = \"sprite\"\nprompt = \"moss\"\nmodel = \"models/tiny-sd15\"\nsteps = 2\n\
+         loras = [{ file = \"models/tiny-sd15/loras/kohya.safetensors\", scale = 0.8 }]\n",
+    )
+    .unwrap();
     studio.new_key("studio");
     studio.build_signed("studio");
     let manifest: Manifest =
@@ -552,6 +559,20 @@ fn a_recipe_naming_a_diffusers_folder_builds_signs_caches_and_reproduces() {
         manifest.model.weights_sha256,
         load("tiny-sd15").identity().weights_sha256
     );
+    let moss: Manifest =
+        serde_json::from_slice(&std::fs::read(root.join("moss.prov.json")).unwrap()).unwrap();
+    let lora = &moss.model.loras;
+    assert_eq!(lora.len(), 1);
+    assert_eq!(
+        (lora[0].file.as_str(), lora[0].scale),
+        ("models/tiny-sd15/loras/kohya.safetensors", 0.8)
+    );
+    let lora_bytes = std::fs::read(root.join(&lora[0].file)).unwrap();
+    assert_eq!(
+        lora[0].sha256,
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&lora_bytes))
+    );
+    assert!(manifest.model.loras.is_empty());
     let texture = image::open(root.join("bricks.png")).unwrap().to_rgba8();
     assert_eq!(
         texture.dimensions(),
@@ -568,7 +589,9 @@ fn a_recipe_naming_a_diffusers_folder_builds_signs_caches_and_reproduces() {
         "studio",
     ]);
     let report: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
-    assert_eq!(report["assets"][0]["outcome"], "up-to-date", "{report}");
+    for asset in report["assets"].as_array().unwrap() {
+        assert_eq!(asset["outcome"], "up-to-date", "{report}");
+    }
     let verified = studio.run(&[
         "verify",
         root.to_str().unwrap(),
@@ -578,8 +601,79 @@ fn a_recipe_naming_a_diffusers_folder_builds_signs_caches_and_reproduces() {
     ]);
     let text = String::from_utf8_lossy(&verified.stdout);
     assert!(
-        verified.status.success() && text.contains("reproduced bit for bit"),
+        verified.status.success() && text.matches("reproduced bit for bit").count() == 2,
         "{text}{}",
         String::from_utf8_lossy(&verified.stderr)
     );
+    // Another LoRA file under the same name: the asset is made again.
+    std::fs::copy(
+        fixtures().join("tiny-sd15/loras/peft.safetensors"),
+        root.join(&lora[0].file),
+    )
+    .unwrap();
+    let rebuilt = studio.run(&[
+        "build",
+        root.to_str().unwrap(),
+        "--json",
+        "--model",
+        &studio.model,
+        "--key",
+        "studio",
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&rebuilt.stdout).unwrap();
+    let outcome = |name: &str| {
+        report["assets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["asset"] == name)
+            .map(|a| a["outcome"].clone())
+            .unwrap()
+    };
+    assert_eq!(outcome("moss"), "built", "{report}");
+    assert_eq!(outcome("bricks"), "up-to-date", "{report}");
+}
+
+#[test]
+fn kohya_and_diffusers_loras_merge_as_diffusers_applies_them() {
+    let reference = Reference::of("tiny-sd15");
+    let lora = |name: &str, scale: f64| LoraFile {
+        path: fixtures().join(format!("tiny-sd15/loras/{name}.safetensors")),
+        label: format!("loras/{name}.safetensors"),
+        scale,
+    };
+    for (label, loras) in [
+        ("kohya", vec![lora("kohya", 0.8)]),
+        ("peft", vec![lora("peft", 0.5)]),
+        ("both", vec![lora("kohya", 0.8), lora("peft", 0.5)]),
+    ] {
+        let model = StableDiffusion::load_with(&fixtures().join("tiny-sd15"), &Device::Cpu, &loras)
+            .unwrap();
+        let cond = model.text_embeddings(&reference.prompt).unwrap();
+        let uncond = model.text_embeddings(&reference.negative).unwrap();
+        close(
+            &format!("{label} LoRA text"),
+            &cond,
+            reference.get(&format!("lora_{label}_cond")),
+            1e-4,
+        );
+        let context = Tensor::cat(&[&uncond, &cond], 0).unwrap();
+        let eps = model
+            .predict(reference.get("unet_sample"), 501.0, &context)
+            .unwrap();
+        close(
+            &format!("{label} LoRA UNet"),
+            &eps,
+            reference.get(&format!("lora_{label}_eps")),
+            1e-4,
+        );
+        let used = &model.identity().loras;
+        assert_eq!(used.len(), loras.len());
+        assert_eq!(used[0].file, loras[0].label);
+        assert_eq!(used[0].scale, loras[0].scale);
+    }
+    // Without LoRAs the same call gives the base output: the LoRAs did the difference.
+    let base = load("tiny-sd15");
+    let cond = base.text_embeddings(&reference.prompt).unwrap();
+    assert!(max_diff(&cond, reference.get("lora_both_cond")) > 1e-2);
 }

@@ -44,6 +44,7 @@ fn write_asset(dir: &Path, name: &str, signer: Option<&PrivateKeySigner>) -> Man
             dataset_sha256: None,
             path: "models/house".into(),
             generator: "test".into(),
+            loras: Vec::new(),
         },
         device: "cpu".into(),
         parents: vec![],

@@ -3,19 +3,22 @@
 Run by hand (never in CI), from the repository root:
 
     python3 -m venv /tmp/sdenv
-    /tmp/sdenv/bin/pip install torch diffusers transformers safetensors
+    /tmp/sdenv/bin/pip install torch diffusers transformers safetensors peft
     /tmp/sdenv/bin/python scripts/sd-fixtures/make.py
 
 Each fixture is a random-weight pipeline in the real diffusers folder layout (`model_index.json`,
 `unet/`, `vae/`, `text_encoder/`, `tokenizer/`, `scheduler/`), small enough to commit. The
 tokenizer is a real CLIP byte-level BPE whose merges are learned here from a few game-asset
-prompts. Next to each folder, `<name>.reference.safetensors` holds what diffusers computes for
+prompts. `tiny-sd15` also gets two LoRAs, `loras/kohya.safetensors` (kohya's `lora_unet_…` /
+`lora_te_…` names with `.alpha`) and `loras/peft.safetensors` (diffusers' `unet.…lora_A` names),
+with what diffusers computes when it loads them. Next to each folder, `<name>.reference.safetensors` holds what diffusers computes for
 fixed inputs: the token ids, the text embeddings, one UNet call, one VAE decode, and a whole
 sampling run from fixed initial latents; `tokens.json` holds the tokenizers' ids for awkward
 prompts. Everything is seeded: running the script again gives the same files (same torch).
 """
 
 import collections
+import copy
 import json
 import os
 import shutil
@@ -212,6 +215,105 @@ def build(name, *, v_prediction, linear_projection, head_dims, text_act, pad_tok
     return tokenizer
 
 
+LORA_RANK = 4
+
+
+def lora_modules(pipe):
+    """The linear layers the LoRAs adapt: attention and MLP of both networks."""
+    unet = [
+        name
+        for name, module in pipe.unet.named_modules()
+        if isinstance(module, torch.nn.Linear)
+        and any(name.endswith(end) for end in ("to_q", "to_k", "to_v", "to_out.0", "ff.net.2"))
+    ]
+    text = [
+        name
+        for name, module in pipe.text_encoder.named_modules()
+        if isinstance(module, torch.nn.Linear)
+        and any(name.endswith(end) for end in ("q_proj", "v_proj", "out_proj", "fc1"))
+    ]
+    return unet, text
+
+
+def random_lora(pipe, seed, kohya):
+    """A rank-4 LoRA over `lora_modules`: its file contents, in kohya's naming (with `.alpha` 2,
+    text encoder under `lora_te_text_model_…` as kohya writes it) or diffusers' PEFT naming
+    (no alpha), and its updates as (network, module, down, up, alpha / rank)."""
+    g = torch.Generator().manual_seed(seed)
+    unet, text = lora_modules(pipe)
+    tensors, updates = {}, []
+    for network, model, names in (("unet", pipe.unet, unet), ("text", pipe.text_encoder, text)):
+        modules = dict(model.named_modules())
+        for name in names:
+            layer = modules[name]
+            down = torch.randn(LORA_RANK, layer.in_features, generator=g) * 0.2
+            up = torch.randn(layer.out_features, LORA_RANK, generator=g) * 0.2
+            if kohya:
+                path = name if network == "unet" else "text_model." + name
+                key = ("lora_unet_" if network == "unet" else "lora_te_") + path.replace(".", "_")
+                tensors[f"{key}.lora_down.weight"] = down
+                tensors[f"{key}.lora_up.weight"] = up
+                tensors[f"{key}.alpha"] = torch.tensor(2.0)
+                updates.append((network, name, down, up, 2.0 / LORA_RANK))
+            else:
+                prefix = "unet" if network == "unet" else "text_encoder"
+                tensors[f"{prefix}.{name}.lora_A.weight"] = down
+                tensors[f"{prefix}.{name}.lora_B.weight"] = up
+                updates.append((network, name, down, up, 1.0))
+    return tensors, updates
+
+
+def merged(pipe, loras):
+    """Copies of the UNet and text encoder with `W += scale · (alpha/rank) · up @ down`."""
+    unet, text = copy.deepcopy(pipe.unet), copy.deepcopy(pipe.text_encoder)
+    for updates, scale in loras:
+        for network, name, down, up, factor in updates:
+            model = unet if network == "unet" else text
+            dict(model.named_modules())[name].weight.add_(scale * factor * (up @ down))
+    return unet, text
+
+
+@torch.no_grad()
+def lora_reference(pipe, folder, tensors):
+    """Writes the LoRAs and the text embeddings and UNet output with them merged, checked
+    against diffusers' own LoRA loader where it reads the format."""
+    os.makedirs(os.path.join(folder, "loras"), exist_ok=True)
+    kohya, kohya_updates = random_lora(pipe, 11, True)
+    peft, peft_updates = random_lora(pipe, 12, False)
+    for name, state in (("kohya", kohya), ("peft", peft)):
+        save_file(state, os.path.join(folder, "loras", f"{name}.safetensors"))
+    sample = tensors["unet_sample"]
+
+    def outputs(unet, text):
+        context = torch.cat([text(ids(pipe.tokenizer, NEGATIVE))[0], text(ids(pipe.tokenizer, PROMPT))[0]])
+        return context, unet(sample, 501, encoder_hidden_states=context).sample
+
+    for label, loras in (
+        ("kohya", [(kohya_updates, 0.8)]),
+        ("peft", [(peft_updates, 0.5)]),
+        ("both", [(kohya_updates, 0.8), (peft_updates, 0.5)]),
+    ):
+        context, eps = outputs(*merged(pipe, loras))
+        tensors[f"lora_{label}_cond"] = context[1:]
+        tensors[f"lora_{label}_eps"] = eps
+    # diffusers reads both formats (kohya's text-encoder names only with transformers 4):
+    # its unfused adapters must agree with the merge above.
+    pipe.load_lora_weights(os.path.join(folder, "loras"), weight_name="peft.safetensors", adapter_name="peft")
+    pipe.set_adapters(["peft"], adapter_weights=[0.5])
+    context, eps = outputs(pipe.unet, pipe.text_encoder)
+    assert torch.allclose(context[1:], tensors["lora_peft_cond"], atol=1e-5)
+    assert torch.allclose(eps, tensors["lora_peft_eps"], atol=1e-4)
+    pipe.unload_lora_weights()
+    unet_only = {k: v for k, v in kohya.items() if k.startswith("lora_unet_")}
+    pipe.load_lora_weights(unet_only, adapter_name="kohya")
+    pipe.set_adapters(["kohya"], adapter_weights=[0.8])
+    _, eps = outputs(pipe.unet, pipe.text_encoder)
+    pipe.unload_lora_weights()
+    unet, _ = merged(pipe, [([u for u in kohya_updates if u[0] == "unet"], 0.8)])
+    _, expected = outputs(unet, pipe.text_encoder)
+    assert torch.allclose(eps, expected, atol=1e-4), (eps - expected).abs().max()
+
+
 def ids(tokenizer, text):
     return tokenizer(
         text, padding="max_length", max_length=77, truncation=True, return_tensors="pt"
@@ -314,6 +416,8 @@ def reference(pipe, name, inpaint):
         "run_image": torch.from_numpy(run).contiguous(),
         "run_timesteps": pipe.scheduler.timesteps.to(torch.int64),
     }
+    if name == "tiny-sd15":
+        lora_reference(pipe, os.path.join(OUT, name), tensors)
     save_file(
         {k: v.contiguous() for k, v in tensors.items()},
         os.path.join(OUT, f"{name}.reference.safetensors"),

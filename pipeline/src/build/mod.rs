@@ -326,6 +326,9 @@ impl Builder<'_> {
         if let Some(palette) = &ingredients.palette {
             inputs.push(format!("{:?}", palette.colors()));
         }
+        for lora in &ingredients.loras {
+            inputs.push(format!("lora:{}:{}", lora.sha256, lora.scale));
+        }
         if let Some(signer) = &self.options.signer {
             inputs.push(format!("creator:{}", signer.address()));
             inputs.push(format!("content-credentials:{CREDENTIALS_REVISION}"));

@@ -659,6 +659,7 @@ mod tests {
                 dataset_sha256: None,
                 path: "models/house".into(),
                 generator: "g".into(),
+                loras: Vec::new(),
             },
             device: "cpu".into(),
             parents: vec![],

@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use super::produce::{self, Inputs, Produced};
 use super::provenance::{Carrier, FileHash, Manifest, Parent};
 use super::{BuildError, BuildOptions, label, slash};
-use crate::generator::{Generator, ModelIdentity};
+use crate::generator::{Generator, LoraUse, ModelIdentity};
+use crate::models::sd::lora::LoraFile;
 use crate::models::{self, Family};
 use crate::post::Palette;
 use crate::recipe::{self, AssetRecipe, ModelRef, RecipeSet, Source};
@@ -20,6 +21,9 @@ use crate::recipe::{self, AssetRecipe, ModelRef, RecipeSet, Source};
 pub struct Ingredients {
     /// The model folder.
     pub model_dir: PathBuf,
+    /// LoRAs merged into the model: the files as the recipe names them, their hashes and
+    /// scales.
+    pub loras: Vec<LoraUse>,
     /// sha256 (hex) of the model's weights.
     pub weights_sha256: String,
     /// The generator code version ([`crate::generator::generator_version`]).
@@ -38,7 +42,8 @@ pub struct Ingredients {
 pub struct Workshop<'a> {
     options: &'a BuildOptions,
     set: &'a RecipeSet,
-    models: Mutex<HashMap<PathBuf, Arc<dyn Generator>>>,
+    /// Loaded models by folder and LoRAs.
+    models: Mutex<HashMap<(PathBuf, String), Arc<dyn Generator>>>,
     weights: Mutex<HashMap<PathBuf, String>>,
     /// Manifests of assets made or found, by label: `recipe:` sources start from them.
     manifests: Mutex<HashMap<String, Manifest>>,
@@ -71,9 +76,24 @@ impl<'a> Workshop<'a> {
         let model_dir = self.model_dir(recipe).map_err(fail)?;
         let weights_sha256 = self.weights_sha256(&model_dir).map_err(fail)?;
         let (source, parents) = self.source(recipe)?;
+        let loras = recipe
+            .loras
+            .iter()
+            .map(|lora| {
+                let path = self.options.root.join(&lora.file);
+                let bytes = std::fs::read(&path)
+                    .map_err(|e| fail(format!("`loras`: cannot read `{}`: {e}", path.display())))?;
+                Ok(LoraUse {
+                    file: slash(&lora.file),
+                    sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
+                    scale: lora.scale,
+                })
+            })
+            .collect::<Result<Vec<_>, BuildError>>()?;
         Ok(Ingredients {
             generator: Family::of(&model_dir).generator(),
             model_dir,
+            loras,
             weights_sha256,
             device: crate::device::name(&self.options.device),
             source,
@@ -91,7 +111,7 @@ impl<'a> Workshop<'a> {
         scratch: &Path,
     ) -> Result<(ModelIdentity, Vec<Produced>), BuildError> {
         let model = self
-            .model(&ingredients.model_dir)
+            .model(&ingredients.model_dir, &ingredients.loras)
             .map_err(|message| BuildError::asset(recipe, message))?;
         let produced = produce::produce(
             recipe,
@@ -129,18 +149,34 @@ impl<'a> Workshop<'a> {
         Ok(hash)
     }
 
-    fn model(&self, dir: &Path) -> Result<Arc<dyn Generator>, String> {
+    fn model(&self, dir: &Path, loras: &[LoraUse]) -> Result<Arc<dyn Generator>, String> {
         let mut models = self
             .models
             .lock()
             .map_err(|_| "a model load panicked".to_string())?;
-        if let Some(model) = models.get(dir) {
+        let signature: Vec<String> = loras
+            .iter()
+            .map(|l| format!("{}:{}:{}", l.file, l.sha256, l.scale))
+            .collect();
+        let key = (dir.to_path_buf(), signature.join("|"));
+        if let Some(model) = models.get(&key) {
             return Ok(model.clone());
         }
-        let model: Arc<dyn Generator> = models::load(dir, &self.options.device)
+        let files: Vec<LoraFile> = loras
+            .iter()
+            .map(|lora| LoraFile {
+                path: self.options.root.join(&lora.file),
+                label: lora.file.clone(),
+                scale: lora.scale,
+            })
+            .collect();
+        let model: Arc<dyn Generator> = models::load(dir, &self.options.device, &files)
             .map_err(|e| format!("model: {e}"))?
             .into();
-        models.insert(dir.to_path_buf(), model.clone());
+        if model.identity().loras != loras {
+            return Err("a LoRA file changed while the build read it; build again".into());
+        }
+        models.insert(key, model.clone());
         Ok(model)
     }
 

@@ -167,6 +167,7 @@ mod tests {
                 dataset_sha256: None,
                 path: "models/house".into(),
                 generator: "house/1".into(),
+                loras: Vec::new(),
             },
             device: "cpu".into(),
             parents: Vec::new(),

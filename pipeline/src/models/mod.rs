@@ -43,11 +43,22 @@ impl Family {
     }
 }
 
-/// Loads the model in `dir`, whichever family it is, onto `device`.
-pub fn load(dir: &Path, device: &Device) -> Result<Box<dyn Generator>, GenerateError> {
+/// Loads the model in `dir`, whichever family it is, onto `device`, with `loras` merged (a
+/// house model takes none).
+pub fn load(
+    dir: &Path,
+    device: &Device,
+    loras: &[sd::lora::LoraFile],
+) -> Result<Box<dyn Generator>, GenerateError> {
     Ok(match Family::of(dir) {
-        Family::House => Box::new(HouseModel::load(dir, device)?),
-        Family::StableDiffusion => Box::new(StableDiffusion::load(dir, device)?),
+        Family::House if loras.is_empty() => Box::new(HouseModel::load(dir, device)?),
+        Family::House => {
+            return Err(GenerateError::Unsupported(format!(
+                "`{}` is a house model: LoRAs apply to Stable Diffusion models",
+                dir.display()
+            )));
+        }
+        Family::StableDiffusion => Box::new(StableDiffusion::load_with(dir, device, loras)?),
     })
 }
 

@@ -28,10 +28,11 @@
 //! `guidance` (4.0, 0..=30), `tileable` (true for textures and materials), `pixel_art`
 //! (`colors` 2..=256 *or* `palette`: a file or a list of `#rrggbb`; `scale` 1..=16),
 //! `frames` (required, 2..=256) / `fps` (12, 1..=60) / `loop` (true) for animations,
-//! `pbr` (all of `normal`, `roughness`, `ao`) for materials, and `source` + `strength`
-//! (0.6, in (0, 1]) for img2img.
+//! `pbr` (all of `normal`, `roughness`, `ao`) for materials, `source` + `strength`
+//! (0.6, in (0, 1]) for img2img, and `loras` (none) for a Stable Diffusion model folder: a
+//! list of files, or of `{ file = "…", scale = 0.8 }` (scale -4..=4, default 1).
 //!
-//! **Paths** (`source`, `palette`, a model folder) are written relative to the recipe's
+//! **Paths** (`source`, `palette`, a model folder, LoRA files) are written relative to the recipe's
 //! folder and stored relative to the recipe root; they may not leave the root (a model
 //! folder may be absolute). **`recipe:` sources** name an asset: `recipe:x` means the `x`
 //! in the same folder if there is one, else the only `x` anywhere under the root (several
@@ -181,6 +182,15 @@ pub struct Img2Img {
     pub strength: f32,
 }
 
+/// A LoRA merged into a Stable Diffusion model for an asset.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoraRef {
+    /// The `.safetensors` file, relative to the recipe root.
+    pub file: PathBuf,
+    /// How strongly to apply it (-4..=4; 1 as trained).
+    pub scale: f64,
+}
+
 /// One asset to generate, with every default filled in.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AssetRecipe {
@@ -194,6 +204,8 @@ pub struct AssetRecipe {
     pub negative_prompt: String,
     /// The model that generates it.
     pub model: ModelRef,
+    /// LoRAs merged into the model, in order (Stable Diffusion models only).
+    pub loras: Vec<LoraRef>,
     /// Noise seed.
     pub seed: u64,
     /// Output side in pixels (8..=2048).
@@ -256,7 +268,7 @@ impl AssetRecipe {
             json!({ "source": source, "strength": short_float(i.strength) })
         });
         let pbr: Vec<&str> = self.pbr.iter().map(|m| m.as_str()).collect();
-        json!({
+        let mut canonical = json!({
             "name": self.name,
             "kind": self.kind.as_str(),
             "prompt": self.prompt,
@@ -271,7 +283,18 @@ impl AssetRecipe {
             "animation": animation,
             "pbr": pbr,
             "img2img": img2img,
-        })
+        });
+        // Only recipes with LoRAs have the key, so that manifests written before LoRAs
+        // existed still match their recipes.
+        if !self.loras.is_empty() {
+            let loras: Vec<Value> = self
+                .loras
+                .iter()
+                .map(|l| json!({ "file": path(&l.file), "scale": l.scale }))
+                .collect();
+            canonical["loras"] = Value::Array(loras);
+        }
+        canonical
     }
 
     /// RFC 8785 (JCS) bytes of [`canonical`](Self::canonical); the cache key hashes these.

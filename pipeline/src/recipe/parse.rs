@@ -9,7 +9,9 @@ use toml::de::{DeTable, DeValue};
 use super::error::{RecipeError, Report};
 use super::fields::{Fields, closest, expected};
 use super::paths::{check_name, check_recipe_ref, resolve_inside};
-use super::{Animation, AssetRecipe, Img2Img, Kind, ModelRef, Palette, PbrMap, PixelArt, Source};
+use super::{
+    Animation, AssetRecipe, Img2Img, Kind, LoraRef, ModelRef, Palette, PbrMap, PixelArt, Source,
+};
 
 /// Largest recipe file; anything bigger is not a hand-written recipe.
 pub(super) const MAX_FILE_BYTES: usize = 1 << 20;
@@ -17,11 +19,12 @@ pub(super) const MAX_FILE_BYTES: usize = 1 << 20;
 /// Keys only animations accept.
 const ANIMATION_KEYS: [&str; 3] = ["frames", "fps", "loop"];
 /// Every key an asset may have.
-const ALL_KEYS: [&str; 16] = [
+const ALL_KEYS: [&str; 17] = [
     "kind",
     "prompt",
     "negative_prompt",
     "model",
+    "loras",
     "seed",
     "size",
     "steps",
@@ -217,6 +220,14 @@ impl Reader<'_> {
             .map(|s| s.get_ref().trim().to_owned())
             .unwrap_or_default();
         let model = self.model(report, &mut f);
+        let loras = self.loras(report, &mut f);
+        if !loras.is_empty() && !matches!(model, ModelRef::Folder(_)) {
+            f.misplaced(
+                report,
+                "loras",
+                "LoRAs apply to a Stable Diffusion model folder; set `model` to one",
+            );
+        }
         let seed = f.integer(report, "seed", 0..=u64::MAX).unwrap_or(0);
         let size = int(f.integer(report, "size", 8..=2048), 64);
         let steps = int(f.integer(report, "steps", 1..=200), 20);
@@ -284,6 +295,7 @@ impl Reader<'_> {
             prompt,
             negative_prompt,
             model,
+            loras,
             seed,
             size,
             steps,
@@ -338,6 +350,54 @@ impl Reader<'_> {
             report.error(s.span(), Some(&f.field("model")), message);
             ModelRef::House
         })
+    }
+
+    /// The `loras` list: files, or `{ file, scale }` tables.
+    fn loras(&self, report: &mut Report, f: &mut Fields) -> Vec<LoraRef> {
+        let Some(v) = f.value("loras") else {
+            return Vec::new();
+        };
+        let field = f.field("loras");
+        let DeValue::Array(items) = v.get_ref() else {
+            let want =
+                "a list like [\"loras/pixel.safetensors\"] or [{ file = \"…\", scale = 0.8 }]";
+            report.error(v.span(), Some(&field), expected(want, v.get_ref()));
+            return Vec::new();
+        };
+        let mut loras = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let at = format!("{field}[{i}]");
+            let (file, scale) = match item.get_ref() {
+                DeValue::String(s) => (Some(Spanned::new(item.span(), s.as_ref())), Some(1.0)),
+                DeValue::Table(table) => {
+                    let mut t = Fields::new(table, format!("{at}."), item.span());
+                    t.require(report, "file", "name the LoRA's `.safetensors` file");
+                    let file = t.string(report, "file");
+                    let scale = if t.has("scale") {
+                        t.number(report, "scale", -4.0..=4.0, false)
+                    } else {
+                        Some(1.0)
+                    };
+                    t.finish(report, &["file", "scale"]);
+                    (file, scale)
+                }
+                other => {
+                    report.error(
+                        item.span(),
+                        Some(&at),
+                        expected("a file name or a `{ file, scale }` table", other),
+                    );
+                    (None, None)
+                }
+            };
+            if let (Some(file), Some(scale)) = (file, scale) {
+                match resolve_inside(self.dir, file.get_ref()) {
+                    Ok(path) => loras.push(LoraRef { file: path, scale }),
+                    Err(message) => report.error(file.span(), Some(&at), message),
+                }
+            }
+        }
+        loras
     }
 
     fn pixel_art(&self, report: &mut Report, mut p: Fields) -> PixelArt {
@@ -633,6 +693,60 @@ mod tests {
         assert_eq!(
             errors[1].to_string(),
             "x.recipe.toml:4:8: `assets.a.size`: must be between 8 and 2048, got 0"
+        );
+    }
+
+    #[test]
+    fn reads_loras_for_a_model_folder_and_refuses_them_elsewhere() {
+        let r = one(
+            "art/bricks.recipe.toml",
+            "kind = \"texture\"\nprompt = \"bricks\"\nmodel = \"../models/sd15\"\n\
+             loras = [\"../loras/moss.safetensors\", { file = \"pixel.safetensors\", scale = -0.5 }]\n",
+        );
+        assert_eq!(
+            r.loras,
+            [
+                LoraRef {
+                    file: "loras/moss.safetensors".into(),
+                    scale: 1.0
+                },
+                LoraRef {
+                    file: "art/pixel.safetensors".into(),
+                    scale: -0.5
+                }
+            ]
+        );
+        assert_eq!(
+            r.canonical()["loras"],
+            serde_json::json!([
+                { "file": "loras/moss.safetensors", "scale": 1.0 },
+                { "file": "art/pixel.safetensors", "scale": -0.5 }
+            ])
+        );
+        let plain = one("p.recipe.toml", "kind = \"sprite\"\nprompt = \"gem\"\n");
+        assert!(
+            plain.canonical().get("loras").is_none(),
+            "no key without LoRAs"
+        );
+
+        let text = "kind = \"sprite\"\nprompt = \"gem\"\nloras = [\"a.safetensors\"]\n";
+        let errors = parse(Path::new("x.recipe.toml"), text).expect_err("house has no LoRAs");
+        assert!(
+            errors[0]
+                .to_string()
+                .contains("Stable Diffusion model folder")
+        );
+        let text = "kind = \"sprite\"\nprompt = \"gem\"\nmodel = \"sd\"\n\
+                    loras = [{ scale = 9 }, 3, \"/abs.safetensors\"]\n";
+        let errors = parse(Path::new("x.recipe.toml"), text).expect_err("bad entries");
+        let fields: Vec<_> = errors
+            .iter()
+            .map(|e| e.field.clone().unwrap_or_default())
+            .collect();
+        assert_eq!(
+            fields,
+            ["loras[0].file", "loras[0].scale", "loras[1]", "loras[2]"],
+            "{errors:?}"
         );
     }
 }

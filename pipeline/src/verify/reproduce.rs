@@ -220,6 +220,21 @@ fn same_ingredients(have: &Ingredients, manifest: &Manifest) -> Result<(), Found
             &model.generator,
         ));
     }
+    let loras = |loras: &[crate::generator::LoraUse]| {
+        let list: Vec<String> = loras
+            .iter()
+            .map(|l| format!("{} ×{} (sha256 {})", l.file, l.scale, l.sha256))
+            .collect();
+        if list.is_empty() {
+            "none".to_string()
+        } else {
+            list.join(", ")
+        }
+    };
+    let (now, then) = (loras(&have.loras), loras(&model.loras));
+    if now != then {
+        return Err(differ("LoRAs", &now, &then));
+    }
     if have.device != manifest.device {
         return Err(differ("devices", &have.device, &manifest.device));
     }

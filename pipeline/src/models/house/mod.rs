@@ -177,6 +177,7 @@ impl HouseModel {
                 dataset_sha256,
                 path: dir.to_path_buf(),
                 generator: super::Family::House.generator(),
+                loras: Vec::new(),
             },
         })
     }

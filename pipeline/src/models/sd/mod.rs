@@ -26,6 +26,7 @@
 
 pub mod config;
 pub mod folder;
+pub mod lora;
 pub mod scheduler;
 pub mod text_encoder;
 pub mod tokenizer;
@@ -43,6 +44,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::generator::{GenerateError, GenerateRequest, Generator, InitImage, ModelIdentity};
 use config::PipelineSpec;
 use folder::DiffusersFolder;
+use lora::{LoraFile, Network, Updates};
 use scheduler::Schedule;
 use text_encoder::ClipTextEncoder;
 use tokenizer::ClipTokenizer;
@@ -112,6 +114,12 @@ impl StableDiffusion {
     /// Loads the pipeline at `path` (a diffusers folder or a Hugging Face cache folder) onto
     /// `device`: f32 on the CPU, f16 on a GPU (the VAE stays f32).
     pub fn load(path: &Path, device: &Device) -> Result<Self, SdError> {
+        Self::load_with(path, device, &[])
+    }
+
+    /// [`StableDiffusion::load`] with `loras` merged into the UNet and text encoder weights,
+    /// in order; the identity lists them with their hashes.
+    pub fn load_with(path: &Path, device: &Device, loras: &[LoraFile]) -> Result<Self, SdError> {
         let folder = DiffusersFolder::open(path)?;
         if !matches!(
             folder.pipeline_class.as_str(),
@@ -145,12 +153,23 @@ impl StableDiffusion {
         } else {
             DType::F16
         };
-        let text = build(&folder.weights("text_encoder")?, dtype, device, |vb| {
-            ClipTextEncoder::new(&spec.text, vb)
+        let text_files = folder.weights("text_encoder")?;
+        let unet_files = folder.weights("unet")?;
+        let (text_map, unet_map) = (lora::map(&text_files)?, lora::map(&unet_files)?);
+        let (updates, lora_uses) = Updates::read(loras, &unet_map, &text_map)?;
+        let backend = |map, network| -> VarBuilder<'static> {
+            VarBuilder::from_backend(
+                Box::new(updates.merged(map, network)),
+                dtype,
+                device.clone(),
+            )
+        };
+        let text = build(&text_files, || {
+            ClipTextEncoder::new(&spec.text, backend(text_map, Network::Text))
         })?;
-        let unet = build(&folder.weights("unet")?, dtype, device, |vb| {
+        let unet = build(&unet_files, || {
             UNet2DConditionModel::new(
-                vb,
+                backend(unet_map, Network::Unet),
                 spec.unet.in_channels,
                 4,
                 false,
@@ -164,6 +183,7 @@ impl StableDiffusion {
             dataset_sha256: None,
             path: path.to_path_buf(),
             generator: super::Family::StableDiffusion.generator(),
+            loras: lora_uses,
         };
         tracing::debug!(path = %path.display(), version = %identity.weights_sha256, "loaded Stable Diffusion");
         Ok(Self {
@@ -435,22 +455,15 @@ impl Generator for StableDiffusion {
     }
 }
 
-/// Builds a network from safetensors files, naming the file when they do not fit.
+/// Builds a network, naming its (first) weights file when the weights do not fit.
 fn build<T>(
     files: &[PathBuf],
-    dtype: DType,
-    device: &Device,
-    make: impl FnOnce(VarBuilder) -> candle_core::Result<T>,
+    make: impl FnOnce() -> candle_core::Result<T>,
 ) -> Result<T, SdError> {
-    let first = files.first().cloned().unwrap_or_default();
-    let fail = |source| SdError::Weights {
-        path: first.clone(),
+    make().map_err(|source| SdError::Weights {
+        path: files.first().cloned().unwrap_or_default(),
         source,
-    };
-    // SAFETY: the files are memory-mapped only while the network is built (candle copies
-    // every tensor out); Autonomy does not write model folders while it loads them.
-    let vb = unsafe { VarBuilder::from_mmaped_safetensors(files, dtype, device) }.map_err(fail)?;
-    make(vb).map_err(fail)
+    })
 }
 
 /// Builds the VAE (f32) with the log-variance half of its encoder's output pinned to −∞:
