@@ -1,28 +1,33 @@
-//! Choosing where models run: the CPU always; CUDA when built with the `cuda` feature.
+//! Choosing where models run: the CPU always; CUDA when built with the `cuda` feature, Metal
+//! (macOS) with the `metal` feature.
 
 use candle_core::Device;
 
-/// Resolves a device name (`cpu`, `cuda`, `cuda:N`).
+/// Resolves a device name (`cpu`, `cuda`, `cuda:N`, `metal`, `metal:N`).
 pub fn select(name: &str) -> Result<Device, candle_core::Error> {
-    match name {
-        "cpu" => Ok(Device::Cpu),
-        cuda if cuda == "cuda" || cuda.starts_with("cuda:") => {
-            let ordinal = cuda
-                .strip_prefix("cuda:")
-                .map(|n| {
-                    n.parse::<usize>().map_err(|_| {
-                        candle_core::Error::Msg(format!(
-                            "device `{name}`: `{n}` is not a GPU index"
-                        ))
-                    })
-                })
-                .transpose()?
-                .unwrap_or(0);
-            Device::new_cuda(ordinal)
+    let ordinal = |prefix: &str| -> Result<Option<usize>, candle_core::Error> {
+        if name == prefix {
+            return Ok(Some(0));
         }
-        other => Err(candle_core::Error::Msg(format!(
-            "unknown device `{other}`: use cpu, cuda or cuda:N"
-        ))),
+        name.strip_prefix(prefix)
+            .and_then(|rest| rest.strip_prefix(':'))
+            .map(|n| {
+                n.parse::<usize>().map_err(|_| {
+                    candle_core::Error::Msg(format!("device `{name}`: `{n}` is not a GPU index"))
+                })
+            })
+            .transpose()
+    };
+    if name == "cpu" {
+        Ok(Device::Cpu)
+    } else if let Some(gpu) = ordinal("cuda")? {
+        Device::new_cuda(gpu)
+    } else if let Some(gpu) = ordinal("metal")? {
+        Device::new_metal(gpu)
+    } else {
+        Err(candle_core::Error::Msg(format!(
+            "unknown device `{name}`: use cpu, cuda, cuda:N, metal or metal:N"
+        )))
     }
 }
 
@@ -44,6 +49,10 @@ mod tests {
         assert!(select("cpu").unwrap().is_cpu());
         assert!(select("tpu").unwrap_err().to_string().contains("tpu"));
         assert!(select("cuda:x").is_err());
+        assert!(select("cudax").is_err());
+        // Without the features the GPU backends say they are not compiled in.
+        #[cfg(not(feature = "metal"))]
+        assert!(select("metal").is_err());
         assert_eq!(name(&Device::Cpu), "cpu");
     }
 }

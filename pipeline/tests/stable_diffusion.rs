@@ -113,8 +113,8 @@ fn every_stage_matches_diffusers() {
             reference.ids("uncond_ids"),
             "{name}: negative ids"
         );
-        let cond = model.text_embeddings(&reference.prompt).unwrap();
-        let uncond = model.text_embeddings(&reference.negative).unwrap();
+        let cond = model.encode_prompt(&reference.prompt).unwrap().context;
+        let uncond = model.encode_prompt(&reference.negative).unwrap().context;
         close(&format!("{name} text"), &cond, reference.get("cond"), 1e-4);
         close(
             &format!("{name} negative text"),
@@ -129,6 +129,7 @@ fn every_stage_matches_diffusers() {
                 reference.get("unet_sample"),
                 reference.scalar("unet_timestep"),
                 &context,
+                None,
             )
             .unwrap();
         close(
@@ -202,8 +203,63 @@ fn right_half() -> GrayImage {
 }
 
 #[test]
+fn sdxl_matches_diffusers_with_both_text_encoders_and_the_added_conditioning() {
+    let name = "tiny-sdxl";
+    let model = load(name);
+    let reference = Reference::of(name);
+    assert_eq!(
+        model.token_ids(&reference.prompt),
+        reference.ids("cond_ids")
+    );
+    let cond = model.encode_prompt(&reference.prompt).unwrap();
+    let uncond = model.encode_negative(&reference.negative).unwrap();
+    close("SDXL prompt", &cond.context, reference.get("cond"), 1e-4);
+    close(
+        "SDXL negative",
+        &uncond.context,
+        reference.get("uncond"),
+        1e-4,
+    );
+    let pooled = cond.pooled.clone().expect("SDXL pools the prompt");
+    close("SDXL pooled", &pooled, reference.get("pooled"), 1e-4);
+    let empty = model.encode_negative("").unwrap();
+    assert_eq!(
+        max_diff(&empty.context, &empty.context.zeros_like().unwrap()),
+        0.0
+    );
+
+    let context = Tensor::cat(&[&uncond.context, &cond.context], 0).unwrap();
+    let both = Tensor::cat(&[uncond.pooled.as_ref().unwrap(), &pooled], 0).unwrap();
+    let added = model.added_conditioning(&both).unwrap();
+    let eps = model
+        .predict(reference.get("unet_sample"), 501.0, &context, Some(&added))
+        .unwrap();
+    close("SDXL UNet", &eps, reference.get("unet_eps"), 3e-4);
+
+    for (negative, key) in [
+        (reference.negative.clone(), "run_image"),
+        (String::new(), "run_no_negative_image"),
+    ] {
+        let request = GenerateRequest {
+            prompt: reference.prompt.clone(),
+            negative_prompt: negative,
+            steps: reference.scalar("run_steps") as usize,
+            guidance: reference.scalar("run_guidance"),
+            ..GenerateRequest::default()
+        };
+        let image = model.sample(&request, reference.get("run_init")).unwrap();
+        close(
+            &format!("SDXL whole run ({key})"),
+            &image.permute((0, 2, 3, 1)).unwrap(),
+            reference.get(key),
+            4e-4,
+        );
+    }
+}
+
+#[test]
 fn the_folders_scheduler_places_the_timesteps() {
-    for name in FAMILIES {
+    for name in FAMILIES.into_iter().chain(["tiny-sdxl"]) {
         let model = load(name);
         let reference = Reference::of(name);
         let steps = reference.scalar("run_steps") as usize;
@@ -649,8 +705,8 @@ fn kohya_and_diffusers_loras_merge_as_diffusers_applies_them() {
     ] {
         let model = StableDiffusion::load_with(&fixtures().join("tiny-sd15"), &Device::Cpu, &loras)
             .unwrap();
-        let cond = model.text_embeddings(&reference.prompt).unwrap();
-        let uncond = model.text_embeddings(&reference.negative).unwrap();
+        let cond = model.encode_prompt(&reference.prompt).unwrap().context;
+        let uncond = model.encode_prompt(&reference.negative).unwrap().context;
         close(
             &format!("{label} LoRA text"),
             &cond,
@@ -659,7 +715,7 @@ fn kohya_and_diffusers_loras_merge_as_diffusers_applies_them() {
         );
         let context = Tensor::cat(&[&uncond, &cond], 0).unwrap();
         let eps = model
-            .predict(reference.get("unet_sample"), 501.0, &context)
+            .predict(reference.get("unet_sample"), 501.0, &context, None)
             .unwrap();
         close(
             &format!("{label} LoRA UNet"),
@@ -674,6 +730,6 @@ fn kohya_and_diffusers_loras_merge_as_diffusers_applies_them() {
     }
     // Without LoRAs the same call gives the base output: the LoRAs did the difference.
     let base = load("tiny-sd15");
-    let cond = base.text_embeddings(&reference.prompt).unwrap();
+    let cond = base.encode_prompt(&reference.prompt).unwrap().context;
     assert!(max_diff(&cond, reference.get("lora_both_cond")) > 1e-2);
 }

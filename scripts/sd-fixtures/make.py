@@ -33,11 +33,17 @@ from diffusers import (
     StableDiffusionImg2ImgPipeline,
     StableDiffusionInpaintPipeline,
     StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
 from PIL import Image
 from safetensors.torch import save_file
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    CLIPTokenizer,
+)
 
 OUT = os.path.join("pipeline", "tests", "fixtures", "sd")
 PROMPT = "a red potion bottle, pixel art"
@@ -437,6 +443,112 @@ AWKWARD = [
 ]
 
 
+def build_xl(name):
+    """A tiny SDXL: two text encoders (the second with a projection, padding with `!`), a UNet
+    with the `text_time` added conditioning, Euler sampling; and its reference outputs."""
+    torch.manual_seed(0)
+    folder = os.path.join(OUT, name)
+    shutil.rmtree(folder, ignore_errors=True)
+    encoders = []
+    for sub, act, pad, kind in (
+        ("", "quick_gelu", "<|endoftext|>", CLIPTextModel),
+        ("_2", "gelu", "!", CLIPTextModelWithProjection),
+    ):
+        tokenizer, vocab_size = write_tokenizer(os.path.join(folder, "tokenizer" + sub), pad, False)
+        model = kind(
+            CLIPTextConfig(
+                vocab_size=vocab_size, hidden_size=32, intermediate_size=64,
+                num_hidden_layers=3, num_attention_heads=4, max_position_embeddings=77,
+                hidden_act=act, projection_dim=24, bos_token_id=vocab_size - 2,
+                eos_token_id=vocab_size - 1, pad_token_id=tokenizer.pad_token_id,
+            )
+        )
+        encoders.append((tokenizer, model))
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 32, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 1, 2),
+        cross_attention_dim=64,
+        attention_head_dim=(2, 4, 4),
+        norm_num_groups=32,
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=24 + 6 * 8,
+    )
+    vae = AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 8, 16, 16),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=64,
+        scaling_factor=0.13025,
+    )
+    with torch.no_grad():
+        for module in (encoders[0][1], encoders[1][1], unet, vae):
+            for p in module.parameters():
+                p.add_(torch.randn_like(p) * 0.02)
+        vae.quant_conv.bias[4:] = -30.0
+    pipe = StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=encoders[0][1],
+        text_encoder_2=encoders[1][1],
+        tokenizer=encoders[0][0],
+        tokenizer_2=encoders[1][0],
+        unet=unet,
+        scheduler=EulerDiscreteScheduler(
+            beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1,
+        ),
+    )
+    pipe.save_pretrained(folder, safe_serialization=True)
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(1)
+        embeds, negative, pooled, negative_pooled = pipe.encode_prompt(
+            PROMPT, negative_prompt=NEGATIVE, do_classifier_free_guidance=True
+        )
+        _, zeros, _, zeros_pooled = pipe.encode_prompt(PROMPT, do_classifier_free_guidance=True)
+        assert not zeros.any() and not zeros_pooled.any()
+        sample = torch.randn(2, 4, 8, 8, generator=g)
+        time_ids = torch.tensor([[64.0, 64.0, 0.0, 0.0, 64.0, 64.0]] * 2)
+        eps = pipe.unet(
+            sample, 501, encoder_hidden_states=torch.cat([negative, embeds]),
+            added_cond_kwargs={"text_embeds": torch.cat([negative_pooled, pooled]), "time_ids": time_ids},
+        ).sample
+        init = torch.randn(1, 4, 8, 8, generator=g)
+        run = lambda negative_prompt: pipe(
+            PROMPT, negative_prompt=negative_prompt, num_inference_steps=4, guidance_scale=5.0,
+            latents=init.clone(), output_type="np", height=64, width=64,
+        ).images
+        tensors = {
+            "cond_ids": ids(pipe.tokenizer, PROMPT).to(torch.int64),
+            "cond_ids_2": ids(pipe.tokenizer_2, PROMPT).to(torch.int64),
+            "cond": embeds,
+            "uncond": negative,
+            "pooled": pooled,
+            "uncond_pooled": negative_pooled,
+            "unet_sample": sample,
+            "unet_eps": eps,
+            "run_init": init,
+            "run_steps": torch.tensor([4.0]),
+            "run_guidance": torch.tensor([5.0]),
+            "run_image": torch.from_numpy(run(NEGATIVE)).contiguous(),
+            "run_no_negative_image": torch.from_numpy(run(None)).contiguous(),
+            "run_timesteps": pipe.scheduler.timesteps.to(torch.int64),
+        }
+    save_file(
+        {k: v.contiguous() for k, v in tensors.items()},
+        os.path.join(OUT, f"{name}.reference.safetensors"),
+        metadata={"prompt": PROMPT, "negative_prompt": NEGATIVE, "torch": torch.__version__},
+    )
+
+
 def main():
     if not os.path.isdir("pipeline"):
         sys.exit("run from the repository root")
@@ -513,6 +625,7 @@ def main():
             **kw,
         ),
     )
+    build_xl("tiny-sdxl")
     with open(os.path.join(OUT, "tokens.json"), "w", encoding="utf-8") as f:
         f.write("{\n")
         lines = [

@@ -84,6 +84,10 @@ struct UNetJson {
     #[serde(default)]
     addition_embed_type: Option<String>,
     #[serde(default)]
+    addition_time_embed_dim: Option<usize>,
+    #[serde(default)]
+    projection_class_embeddings_input_dim: Option<usize>,
+    #[serde(default)]
     class_embed_type: Option<String>,
     #[serde(default)]
     time_cond_proj_dim: Option<usize>,
@@ -118,7 +122,24 @@ fn yes() -> bool {
     true
 }
 
-/// The UNet as candle builds it.
+/// SDXL's added conditioning: the pooled prompt and six size/crop ids, each id embedded like
+/// a timestep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AddedSpec {
+    /// Width of each id's sinusoidal embedding (`addition_time_embed_dim`).
+    pub time_embed_dim: usize,
+    /// Pooled prompt width + 6 × `time_embed_dim` (`projection_class_embeddings_input_dim`).
+    pub input_dim: usize,
+}
+
+impl AddedSpec {
+    /// Width of the pooled prompt embedding the UNet expects.
+    pub fn pooled_dim(&self) -> usize {
+        self.input_dim.saturating_sub(6 * self.time_embed_dim)
+    }
+}
+
+/// The UNet as its config describes it.
 #[derive(Clone, Debug)]
 pub struct UNetSpec {
     /// Blocks and hyper-parameters.
@@ -127,6 +148,8 @@ pub struct UNetSpec {
     pub in_channels: usize,
     /// Latent side the model was trained at.
     pub sample_size: usize,
+    /// SDXL's added conditioning, when the UNet has it.
+    pub added: Option<AddedSpec>,
 }
 
 /// Reads `unet/config.json`.
@@ -140,9 +163,26 @@ pub fn unet(path: &Path) -> Result<UNetSpec, SdError> {
         path: path.to_path_buf(),
         message,
     };
-    if let Some(kind) = &json.addition_embed_type {
-        return Err(unsupported("addition_embed_type", kind));
-    }
+    let added = match json.addition_embed_type.as_deref() {
+        None => None,
+        Some("text_time") => match (
+            json.addition_time_embed_dim,
+            json.projection_class_embeddings_input_dim,
+        ) {
+            (Some(time_embed_dim), Some(input_dim)) if input_dim > 6 * time_embed_dim => {
+                Some(AddedSpec {
+                    time_embed_dim,
+                    input_dim,
+                })
+            }
+            _ => {
+                return Err(invalid(
+                    "`addition_embed_type` \"text_time\" needs `addition_time_embed_dim` and a larger `projection_class_embeddings_input_dim`".into(),
+                ));
+            }
+        },
+        Some(kind) => return Err(unsupported("addition_embed_type", &kind)),
+    };
     if let Some(kind) = &json.class_embed_type {
         return Err(unsupported("class_embed_type", kind));
     }
@@ -261,6 +301,7 @@ pub fn unet(path: &Path) -> Result<UNetSpec, SdError> {
         },
         in_channels: json.in_channels,
         sample_size: json.sample_size,
+        added,
     })
 }
 
@@ -374,32 +415,65 @@ pub struct PipelineSpec {
     pub vae: VaeSpec,
     /// `text_encoder/config.json`.
     pub text: ClipConfig,
+    /// `text_encoder_2/config.json` (SDXL).
+    pub text_2: Option<ClipConfig>,
     /// `scheduler/scheduler_config.json`.
     pub scheduler: SchedulerConfig,
+    /// An empty negative prompt means zero conditioning (`model_index.json`'s
+    /// `force_zeros_for_empty_prompt`, SDXL), not the encoded empty string.
+    pub zeros_for_empty_negative: bool,
 }
 
 impl PipelineSpec {
-    /// Reads the four configs of the folder at `root`.
+    /// Reads the configs of the folder at `root`.
     pub fn read(root: &Path) -> Result<Self, SdError> {
         let path = |p: &str| -> PathBuf { root.join(p) };
         let unet = unet(&path("unet/config.json"))?;
         let vae = vae(&path("vae/config.json"))?;
         let text = ClipConfig::read(&path("text_encoder/config.json"))?;
+        let text_2 = match path("text_encoder_2").is_dir() {
+            true => Some(ClipConfig::read(&path("text_encoder_2/config.json"))?),
+            false => None,
+        };
         let scheduler = SchedulerConfig::read(&path("scheduler/scheduler_config.json"))?;
-        if text.hidden_size != unet.config.cross_attention_dim {
-            return Err(SdError::Invalid {
-                path: path("unet/config.json"),
-                message: format!(
-                    "`cross_attention_dim` {} differs from the text encoder's `hidden_size` {}",
-                    unet.config.cross_attention_dim, text.hidden_size
-                ),
-            });
+        let invalid = |message: String| SdError::Invalid {
+            path: path("unet/config.json"),
+            message,
+        };
+        let width = text.hidden_size + text_2.as_ref().map_or(0, |t| t.hidden_size);
+        if width != unet.config.cross_attention_dim {
+            return Err(invalid(format!(
+                "`cross_attention_dim` {} differs from the text encoders' `hidden_size` ({width} in all)",
+                unet.config.cross_attention_dim
+            )));
         }
+        match (&unet.added, &text_2) {
+            (Some(added), Some(text_2)) if added.pooled_dim() != text_2.projection_dim => {
+                return Err(invalid(format!(
+                    "the added conditioning takes a {}-wide pooled prompt but `text_encoder_2` projects to {}",
+                    added.pooled_dim(),
+                    text_2.projection_dim
+                )));
+            }
+            (Some(_), None) => {
+                return Err(invalid(
+                    "`addition_embed_type` \"text_time\" needs the pooled prompt of a `text_encoder_2`".into(),
+                ));
+            }
+            _ => {}
+        }
+        let index: serde_json::Value = read_json(&path(super::folder::MODEL_INDEX))?;
+        let zeros_for_empty_negative = index
+            .get("force_zeros_for_empty_prompt")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false);
         Ok(Self {
             unet,
             vae,
             text,
+            text_2,
             scheduler,
+            zeros_for_empty_negative,
         })
     }
 

@@ -1,4 +1,4 @@
-//! The Stable Diffusion family (SD 1.x, 2.x, SD-Turbo) on candle, loaded from a diffusers
+//! The Stable Diffusion family (SD 1.x, 2.x, SD-Turbo, SDXL, SDXL-Turbo) on candle, loaded from a diffusers
 //! folder on disk — or a Hugging Face cache folder, offline — with its architecture read from
 //! the folder's configs: text-to-image with classifier-free guidance and negative prompts,
 //! image-to-image with a strength, inpainting (a mask over any UNet, or a 9-channel inpainting
@@ -30,12 +30,13 @@ pub mod lora;
 pub mod scheduler;
 pub mod text_encoder;
 pub mod tokenizer;
+pub mod unet;
 
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::stable_diffusion::{unet_2d::UNet2DConditionModel, vae};
+use candle_transformers::models::stable_diffusion::vae;
 use image::imageops::{self, FilterType};
 use image::{GrayImage, RgbaImage};
 use rand::{Rng, SeedableRng};
@@ -48,6 +49,7 @@ use lora::{LoraFile, Network, Updates};
 use scheduler::Schedule;
 use text_encoder::ClipTextEncoder;
 use tokenizer::ClipTokenizer;
+use unet::UNet;
 
 /// What can go wrong loading or running a Stable Diffusion pipeline.
 #[derive(Debug, thiserror::Error)]
@@ -98,12 +100,23 @@ pub enum SdError {
     Compute(#[from] candle_core::Error),
 }
 
+/// A prompt as the UNet is conditioned on it.
+#[derive(Clone, Debug)]
+pub struct Prompt {
+    /// Token states `(1, 77, cross_attention_dim)`.
+    pub context: Tensor,
+    /// SDXL: the pooled prompt `(1, projection_dim)`.
+    pub pooled: Option<Tensor>,
+}
+
 /// A loaded Stable Diffusion pipeline.
 pub struct StableDiffusion {
     spec: PipelineSpec,
     tokenizer: ClipTokenizer,
     text: ClipTextEncoder,
-    unet: UNet2DConditionModel,
+    /// SDXL's second tokenizer and text encoder.
+    second: Option<(ClipTokenizer, ClipTextEncoder)>,
+    unet: UNet,
     vae: vae::AutoEncoderKL,
     device: Device,
     dtype: DType,
@@ -126,28 +139,20 @@ impl StableDiffusion {
             "StableDiffusionPipeline"
                 | "StableDiffusionImg2ImgPipeline"
                 | "StableDiffusionInpaintPipeline"
+                | "StableDiffusionXLPipeline"
+                | "StableDiffusionXLImg2ImgPipeline"
+                | "StableDiffusionXLInpaintPipeline"
         ) {
             return Err(SdError::Unsupported {
                 path: folder.root.join(folder::MODEL_INDEX),
                 message: format!(
-                    "`_class_name` {:?}: Autonomy runs StableDiffusionPipeline folders (SD 1.x, 2.x, SD-Turbo) so far",
+                    "`_class_name` {:?}: Autonomy runs Stable Diffusion 1.x/2.x and SDXL pipelines (text-to-image, image-to-image, inpainting)",
                     folder.pipeline_class
                 ),
             });
         }
         let spec = PipelineSpec::read(&folder.root)?;
-        let tokenizer_dir = folder.root.join("tokenizer");
-        let tokenizer = ClipTokenizer::load(&tokenizer_dir)?;
-        if tokenizer.max_len() > spec.text.max_position_embeddings {
-            return Err(SdError::Invalid {
-                path: tokenizer_dir,
-                message: format!(
-                    "{} tokens per prompt but the text encoder has {} positions",
-                    tokenizer.max_len(),
-                    spec.text.max_position_embeddings
-                ),
-            });
-        }
+        let tokenizer = load_tokenizer(&folder.root.join("tokenizer"), &spec.text)?;
         let dtype = if device.is_cpu() {
             DType::F32
         } else {
@@ -168,14 +173,22 @@ impl StableDiffusion {
             ClipTextEncoder::new(&spec.text, backend(text_map, Network::Text))
         })?;
         let unet = build(&unet_files, || {
-            UNet2DConditionModel::new(
-                backend(unet_map, Network::Unet),
-                spec.unet.in_channels,
-                4,
-                false,
-                spec.unet.config.clone(),
-            )
+            UNet::new(backend(unet_map, Network::Unet), &spec.unet)
         })?;
+        let second = match &spec.text_2 {
+            Some(config) => {
+                let tokenizer = load_tokenizer(&folder.root.join("tokenizer_2"), config)?;
+                let files = folder.weights("text_encoder_2")?;
+                let vb = VarBuilder::from_backend(
+                    Box::new(Updates::default().merged(lora::map(&files)?, Network::Text)),
+                    dtype,
+                    device.clone(),
+                );
+                let encoder = build(&files, || ClipTextEncoder::new(config, vb))?;
+                Some((tokenizer, encoder))
+            }
+            None => None,
+        };
         let vae = build_vae(&folder.weights("vae")?, &spec.vae.config, device)?;
         let identity = ModelIdentity {
             name: format!("stable-diffusion/{}", display_name(path)),
@@ -190,6 +203,7 @@ impl StableDiffusion {
             spec,
             tokenizer,
             text,
+            second,
             unet,
             vae,
             device: device.clone(),
@@ -208,26 +222,68 @@ impl StableDiffusion {
         self.tokenizer.encode(prompt)
     }
 
-    /// The text encoder's hidden states `(1, 77, d)` for `prompt`.
-    pub fn text_embeddings(&self, prompt: &str) -> Result<Tensor, SdError> {
-        let ids = self.tokenizer.encode(prompt);
-        let len = ids.len();
-        let ids = Tensor::from_vec(ids, (1, len), &self.device)?;
-        Ok(self.text.forward(&ids)?)
+    /// The prompt as the UNet sees it: SD 1.x/2.x the text encoder's last states; SDXL both
+    /// encoders' next-to-last states side by side, and the second's pooled projection.
+    pub fn encode_prompt(&self, prompt: &str) -> Result<Prompt, SdError> {
+        let ids = |tokenizer: &ClipTokenizer| -> candle_core::Result<Tensor> {
+            let ids = tokenizer.encode(prompt);
+            let len = ids.len();
+            Tensor::from_vec(ids, (1, len), &self.device)
+        };
+        let first = self.text.forward(&ids(&self.tokenizer)?)?;
+        Ok(match &self.second {
+            None => Prompt {
+                context: first.last,
+                pooled: None,
+            },
+            Some((tokenizer, encoder)) => {
+                let second = encoder.forward(&ids(tokenizer)?)?;
+                Prompt {
+                    context: Tensor::cat(&[&first.penultimate, &second.penultimate], 2)?,
+                    pooled: second.pooled,
+                }
+            }
+        })
     }
 
-    /// One UNet call: its output for `latents` at `timestep` given the text `context`
-    /// (f32 in and out, whatever the model's dtype).
+    /// The negative prompt's conditioning: [`StableDiffusion::encode_prompt`], or zeros for an
+    /// empty one where the folder says so (SDXL's `force_zeros_for_empty_prompt`).
+    pub fn encode_negative(&self, negative: &str) -> Result<Prompt, SdError> {
+        let encoded = self.encode_prompt(negative)?;
+        if !(negative.is_empty() && self.spec.zeros_for_empty_negative) {
+            return Ok(encoded);
+        }
+        Ok(Prompt {
+            context: encoded.context.zeros_like()?,
+            pooled: encoded.pooled.map(|p| p.zeros_like()).transpose()?,
+        })
+    }
+
+    /// SDXL's added conditioning for a pooled prompt `(n, p)`: the pooled prompt and the six
+    /// time ids (original size, crop origin, target size) of a native-size image, `(n, p + 6)`.
+    pub fn added_conditioning(&self, pooled: &Tensor) -> Result<Tensor, SdError> {
+        let side = self.spec.native_size() as f32;
+        let ids = Tensor::new(&[side, side, 0.0, 0.0, side, side], &self.device)?
+            .unsqueeze(0)?
+            .repeat((pooled.dim(0)?, 1))?;
+        Ok(Tensor::cat(&[&pooled.to_dtype(DType::F32)?, &ids], 1)?)
+    }
+
+    /// One UNet call: its output for `latents` at `timestep` given the text `context` and, for
+    /// SDXL, the added conditioning (f32 in and out, whatever the model's dtype).
     pub fn predict(
         &self,
         latents: &Tensor,
         timestep: f64,
         context: &Tensor,
+        added: Option<&Tensor>,
     ) -> Result<Tensor, SdError> {
+        let added = added.map(|a| a.to_dtype(self.dtype)).transpose()?;
         let out = self.unet.forward(
             &latents.to_dtype(self.dtype)?,
             timestep,
             &context.to_dtype(self.dtype)?,
+            added.as_ref(),
         )?;
         Ok(out.to_dtype(DType::F32)?)
     }
@@ -268,7 +324,7 @@ impl StableDiffusion {
         let n = noise.dim(0)?;
         let schedule = self.spec.scheduler.schedule(request.steps.max(1));
         let guided = request.guidance > 1.0;
-        let context = self.context(request, n, guided)?;
+        let (context, added) = self.conditioning(request, n, guided)?;
         let start = match &request.init {
             Some(init) => Some(self.start(init, n, &schedule)?),
             None => None,
@@ -298,7 +354,7 @@ impl StableDiffusion {
             } else {
                 x
             };
-            let out = self.predict(&x, t, &context)?;
+            let out = self.predict(&x, t, &context, added.as_ref())?;
             let out = if guided {
                 let uncond = out.narrow(0, 0, n)?;
                 let cond = out.narrow(0, n, n)?;
@@ -352,20 +408,26 @@ impl StableDiffusion {
         Ok(((image / 2.0)? + 0.5)?.clamp(0f32, 1f32)?)
     }
 
-    /// The text conditioning for `n` images: `[negative; n] ++ [prompt; n]` with guidance.
-    fn context(
+    /// The conditioning of `n` images, rows `[negative; n] ++ [prompt; n]` with guidance: the
+    /// text context and, for SDXL, the added conditioning.
+    fn conditioning(
         &self,
         request: &GenerateRequest,
         n: usize,
         guided: bool,
-    ) -> Result<Tensor, SdError> {
-        let cond = self.text_embeddings(&request.prompt)?;
-        let mut rows = vec![cond; n];
+    ) -> Result<(Tensor, Option<Tensor>), SdError> {
+        let mut prompts = vec![self.encode_prompt(&request.prompt)?; n];
         if guided {
-            let uncond = self.text_embeddings(&request.negative_prompt)?;
-            rows.splice(0..0, vec![uncond; n]);
+            let negative = self.encode_negative(&request.negative_prompt)?;
+            prompts.splice(0..0, vec![negative; n]);
         }
-        Ok(Tensor::cat(&rows, 0)?)
+        let contexts: Vec<&Tensor> = prompts.iter().map(|p| &p.context).collect();
+        let pooled: Option<Vec<&Tensor>> = prompts.iter().map(|p| p.pooled.as_ref()).collect();
+        let added = match (pooled, &self.spec.unet.added) {
+            (Some(pooled), Some(_)) => Some(self.added_conditioning(&Tensor::cat(&pooled, 0)?)?),
+            _ => None,
+        };
+        Ok((Tensor::cat(&contexts, 0)?, added))
     }
 
     /// The init image's latents, mask and first step.
@@ -464,6 +526,22 @@ fn build<T>(
         path: files.first().cloned().unwrap_or_default(),
         source,
     })
+}
+
+/// Loads a tokenizer whose prompts must fit `text`'s positions.
+fn load_tokenizer(dir: &Path, text: &text_encoder::ClipConfig) -> Result<ClipTokenizer, SdError> {
+    let tokenizer = ClipTokenizer::load(dir)?;
+    if tokenizer.max_len() > text.max_position_embeddings {
+        return Err(SdError::Invalid {
+            path: dir.to_path_buf(),
+            message: format!(
+                "{} tokens per prompt but the text encoder has {} positions",
+                tokenizer.max_len(),
+                text.max_position_embeddings
+            ),
+        });
+    }
+    Ok(tokenizer)
 }
 
 /// Builds the VAE (f32) with the log-variance half of its encoder's output pinned to −∞:

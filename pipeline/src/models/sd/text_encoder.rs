@@ -1,6 +1,8 @@
-//! The CLIP text encoder of Stable Diffusion (transformers' `CLIPTextModel`), with the
-//! activation its `config.json` names: `quick_gelu` (SD 1.x) or `gelu` (SD 2.x). Its output is
-//! the last hidden state after the final layer norm, what the diffusers pipelines condition on.
+//! The CLIP text encoders of Stable Diffusion (transformers' `CLIPTextModel`, and
+//! `CLIPTextModelWithProjection` for SDXL's second one), with the activation its `config.json`
+//! names: `quick_gelu` (OpenAI CLIP) or `gelu` (OpenCLIP). SD 1.x/2.x condition on the last
+//! hidden state after the final layer norm; SDXL on the penultimate layer's output, plus the
+//! projected end-of-text state of the second encoder (the pooled prompt).
 
 use std::path::Path;
 
@@ -50,6 +52,21 @@ pub struct ClipConfig {
     pub activation: Activation,
     /// Layer norm epsilon.
     pub layer_norm_eps: f64,
+    /// Width of the pooled projection (`CLIPTextModelWithProjection`).
+    pub projection_dim: usize,
+    /// The end-of-text token, whose state is pooled (2: the highest id, as old configs mean).
+    pub eos_token_id: u32,
+}
+
+/// What a text encoder makes of a prompt.
+#[derive(Clone, Debug)]
+pub struct TextStates {
+    /// The last layer's output after the final layer norm, `(n, tokens, d)`.
+    pub last: Tensor,
+    /// The next-to-last layer's output, no norm (SDXL conditions on it).
+    pub penultimate: Tensor,
+    /// The projected end-of-text state, `(n, projection_dim)`, for encoders with a projection.
+    pub pooled: Option<Tensor>,
 }
 
 #[derive(Deserialize)]
@@ -64,8 +81,18 @@ struct ClipJson {
     hidden_act: String,
     #[serde(default = "eps")]
     layer_norm_eps: f64,
+    #[serde(default = "projection")]
+    projection_dim: usize,
+    #[serde(default = "two")]
+    eos_token_id: u32,
 }
 
+fn projection() -> usize {
+    512
+}
+fn two() -> u32 {
+    2
+}
 fn quick_gelu() -> String {
     "quick_gelu".into()
 }
@@ -108,6 +135,8 @@ impl ClipConfig {
             max_position_embeddings: json.max_position_embeddings,
             activation,
             layer_norm_eps: json.layer_norm_eps,
+            projection_dim: json.projection_dim,
+            eos_token_id: json.eos_token_id,
         })
     }
 }
@@ -132,12 +161,22 @@ pub struct ClipTextEncoder {
     positions: Tensor,
     layers: Vec<Layer>,
     final_norm: LayerNorm,
+    projection: Option<Linear>,
 }
 
 impl ClipTextEncoder {
     /// Builds it from transformers' weights: `text_model.…` as the Hub's folders name them,
     /// or without the prefix as transformers 5 saves them.
     pub fn new(config: &ClipConfig, vb: VarBuilder) -> Result<Self> {
+        let projection = if vb.contains_tensor("text_projection.weight") {
+            Some(candle_nn::linear_no_bias(
+                config.hidden_size,
+                config.projection_dim,
+                vb.pp("text_projection"),
+            )?)
+        } else {
+            None
+        };
         let vb = if vb.contains_tensor("text_model.embeddings.token_embedding.weight") {
             vb.pp("text_model")
         } else {
@@ -173,11 +212,12 @@ impl ClipTextEncoder {
             positions,
             layers,
             final_norm: norm(vb.pp("final_layer_norm"))?,
+            projection,
         })
     }
 
-    /// Hidden states `(batch, tokens, hidden_size)` of token ids `(batch, tokens)`.
-    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+    /// The states of token ids `(batch, tokens)`.
+    pub fn forward(&self, ids: &Tensor) -> Result<TextStates> {
         let (batch, len) = ids.dims2()?;
         let d = self.config.hidden_size;
         let heads = self.config.num_attention_heads;
@@ -186,7 +226,11 @@ impl ClipTextEncoder {
         let mut xs = self.tokens.forward(ids)?.broadcast_add(&positions)?;
         let mask = causal_mask(len, xs.dtype(), xs.device())?;
         let scale = (head_dim as f64).powf(-0.5);
-        for layer in &self.layers {
+        let mut penultimate = xs.clone();
+        for (i, layer) in self.layers.iter().enumerate() {
+            if i + 1 == self.layers.len() {
+                penultimate = xs.clone();
+            }
             let h = layer.norm1.forward(&xs)?;
             let split = |t: Tensor| -> Result<Tensor> {
                 t.reshape((batch, len, heads, head_dim))?
@@ -209,7 +253,35 @@ impl ClipTextEncoder {
                 .forward(&self.config.activation.apply(&layer.fc1.forward(&h)?)?)?;
             xs = (xs + h)?;
         }
-        self.final_norm.forward(&xs)
+        let last = self.final_norm.forward(&xs)?;
+        let pooled = match &self.projection {
+            Some(projection) => {
+                let rows = ids.to_device(&Device::Cpu)?.to_vec2::<u32>()?;
+                let states = rows
+                    .iter()
+                    .enumerate()
+                    .map(|(b, row)| {
+                        let end = if self.config.eos_token_id == 2 {
+                            // The first highest id, as torch's argmax picks it.
+                            (0..row.len())
+                                .fold(0, |best, i| if row[i] > row[best] { i } else { best })
+                        } else {
+                            row.iter()
+                                .position(|id| *id == self.config.eos_token_id)
+                                .unwrap_or(row.len() - 1)
+                        };
+                        last.get(b)?.get(end)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Some(projection.forward(&Tensor::stack(&states, 0)?)?)
+            }
+            None => None,
+        };
+        Ok(TextStates {
+            last,
+            penultimate,
+            pooled,
+        })
     }
 }
 

@@ -1,0 +1,179 @@
+//! Stable Diffusion speed against diffusers on PyTorch, in the same run, at the released
+//! models' sizes (random weights: speed does not depend on them), printed as a table
+//! (`cargo bench -p autonomy-pipeline --bench stable_diffusion`):
+//!
+//! - one SD 1.5 UNet step, 64×64 latents, batch 2 (classifier-free guidance);
+//! - one VAE decode to 512²;
+//! - a whole SD-Turbo image: prompt → one step → 512² pixels.
+//!
+//! The weights (~9 GB) are made once into `target/sd-bench` by `scripts/sd-fixtures/bench.py`,
+//! which also times PyTorch. Python with `torch`, `diffusers` and `transformers` is found as
+//! `$AUTONOMY_BENCH_PYTHON` (else `python3`). On CUDA builds `-- --device cuda` runs candle on
+//! the GPU in f16; `AUTONOMY_BENCH_TORCH_DEVICE=cuda` does the same for PyTorch.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use autonomy_pipeline::device;
+use autonomy_pipeline::generator::{GenerateRequest, Generator};
+use autonomy_pipeline::models::sd::StableDiffusion;
+use candle_core::{Device, Tensor};
+
+const REPEATS: usize = 3;
+
+// The allocator the `autonomy` binary runs with (see its main.rs): mimalloc, keeping freed
+// memory instead of returning it to the OS after every step.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+/// mimalloc's `mi_option_purge_delay`.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+fn main() -> Result<()> {
+    // SAFETY: sets a plain integer option before any allocation-heavy work.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let device_name = args
+        .iter()
+        .position(|a| a == "--device")
+        .and_then(|i| args.get(i + 1))
+        .map_or("cpu", String::as_str);
+    let device = device::select(device_name)?;
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/sd-bench");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/sd-fixtures/bench.py");
+    let python = std::env::var("AUTONOMY_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    if !root.join("sd15/model_index.json").is_file()
+        || !root.join("sd-turbo/model_index.json").is_file()
+    {
+        eprintln!(
+            "making random-weight SD 1.5 and SD-Turbo pipelines in {} …",
+            root.display()
+        );
+        run_python(&python, &script, &["make", &root.to_string_lossy()])?;
+    }
+
+    let ours = candle(&root, &device)?;
+    eprintln!("timing diffusers on PyTorch …");
+    let theirs: serde_json::Value = serde_json::from_str(&run_python(
+        &python,
+        &script,
+        &["time", &root.to_string_lossy(), &REPEATS.to_string()],
+    )?)
+    .context("bench.py printed no JSON")?;
+
+    let device = device::name(&device);
+    println!(
+        "Stable Diffusion, median of {REPEATS} (candle on {device}, PyTorch {} on {} with {} threads)\n",
+        theirs["torch"].as_str().unwrap_or("?"),
+        theirs["device"].as_str().unwrap_or("?"),
+        theirs["threads"]
+    );
+    println!("| what | candle | PyTorch | candle / PyTorch | goal |");
+    println!("| --- | --- | --- | --- | --- |");
+    for (what, key, seconds) in [
+        (
+            "SD 1.5 UNet step, 64×64 latents, batch 2",
+            "unet_step",
+            ours.unet_step,
+        ),
+        ("VAE decode to 512²", "vae_decode", ours.vae_decode),
+        (
+            "SD-Turbo image, 1 step, 512², prompt to pixels",
+            "turbo_image",
+            ours.turbo_image,
+        ),
+    ] {
+        let torch = theirs[key].as_f64().unwrap_or(f64::NAN);
+        let ratio = seconds / torch;
+        println!(
+            "| {what} | {} | {} | {ratio:.2}× | ≤ 1.0× {} |",
+            human(seconds),
+            human(torch),
+            if ratio <= 1.0 { "✓" } else { "✗" }
+        );
+    }
+    Ok(())
+}
+
+struct Timings {
+    unet_step: f64,
+    vae_decode: f64,
+    turbo_image: f64,
+}
+
+fn candle(root: &Path, device: &Device) -> Result<Timings> {
+    let sd15 = StableDiffusion::load(&root.join("sd15"), device).context("loading sd15")?;
+    let latents = Tensor::randn(0f32, 1.0, (2, 4, 64, 64), device)?;
+    let context = Tensor::randn(0f32, 1.0, (2, 77, 768), device)?;
+    eprintln!("timing candle: UNet step …");
+    let unet_step = timed(device, || {
+        sd15.predict(&latents, 500.0, &context, None)?;
+        Ok(())
+    })?;
+    eprintln!("timing candle: VAE decode …");
+    let one = latents.narrow(0, 0, 1)?;
+    let vae_decode = timed(device, || {
+        sd15.vae_decode(&one)?;
+        Ok(())
+    })?;
+    drop(sd15);
+    let turbo =
+        StableDiffusion::load(&root.join("sd-turbo"), device).context("loading sd-turbo")?;
+    let request = GenerateRequest {
+        prompt: "mossy stone bricks".into(),
+        steps: 1,
+        guidance: 0.0,
+        ..GenerateRequest::default()
+    };
+    eprintln!("timing candle: SD-Turbo image …");
+    let turbo_image = timed(device, || {
+        turbo.generate(&request)?;
+        Ok(())
+    })?;
+    Ok(Timings {
+        unet_step,
+        vae_decode,
+        turbo_image,
+    })
+}
+
+/// Median seconds of `REPEATS` runs after one warm-up; GPU work is waited for.
+fn timed(device: &Device, mut run: impl FnMut() -> Result<()>) -> Result<f64> {
+    run()?;
+    device.synchronize()?;
+    let mut seconds = Vec::with_capacity(REPEATS);
+    for _ in 0..REPEATS {
+        let started = Instant::now();
+        run()?;
+        device.synchronize()?;
+        seconds.push(started.elapsed().as_secs_f64());
+    }
+    seconds.sort_by(f64::total_cmp);
+    Ok(seconds[REPEATS / 2])
+}
+
+fn run_python(python: &str, script: &Path, args: &[&str]) -> Result<String> {
+    let out = Command::new(python)
+        .arg(script)
+        .args(args)
+        .output()
+        .with_context(|| format!("cannot run `{python}` (set AUTONOMY_BENCH_PYTHON to a Python with torch and diffusers)"))?;
+    if !out.status.success() {
+        bail!(
+            "`{python} {} {}` failed:\n{}",
+            script.display(),
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+fn human(seconds: f64) -> String {
+    if seconds < 1.0 {
+        format!("{:.1} ms", seconds * 1e3)
+    } else {
+        format!("{seconds:.2} s")
+    }
+}

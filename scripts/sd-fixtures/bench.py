@@ -1,0 +1,134 @@
+"""The PyTorch side of `cargo bench --bench stable_diffusion`: random-weight pipelines at the
+real SD 1.5 and SD-Turbo (SD 2.1) sizes, and diffusers' timings on them.
+
+    python bench.py make <dir>     # writes <dir>/sd15 and <dir>/sd-turbo (~9 GB, f32), once
+    python bench.py time <dir>     # prints diffusers' timings as JSON
+
+`AUTONOMY_BENCH_TORCH_DEVICE=cuda` times PyTorch on the GPU in f16 (default: the CPU, f32).
+
+Random weights are fine for speed. The tokenizer is the tiny fixture's (its ids fit any
+vocabulary); the rest is the released models' architecture, from their configs.
+"""
+
+import json
+import os
+import shutil
+import statistics
+import sys
+import time
+
+import torch
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    EulerDiscreteScheduler,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOKENIZER = os.path.join(HERE, "..", "..", "pipeline", "tests", "fixtures", "sd", "tiny-sd15", "tokenizer")
+VAE = dict(
+    block_out_channels=(128, 256, 512, 512),
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    layers_per_block=2,
+    latent_channels=4,
+    sample_size=512,
+)
+FAMILIES = {
+    # runwayml/stable-diffusion-v1-5
+    "sd15": dict(
+        unet=dict(cross_attention_dim=768, attention_head_dim=8, sample_size=64),
+        text=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                  num_attention_heads=12, hidden_act="quick_gelu"),
+        scheduler=lambda: DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085,
+                                        beta_end=0.012, clip_sample=False,
+                                        set_alpha_to_one=False, steps_offset=1),
+    ),
+    # stabilityai/sd-turbo (the SD 2.1 architecture at 512²)
+    "sd-turbo": dict(
+        unet=dict(cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20),
+                  use_linear_projection=True, sample_size=64),
+        text=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=23,
+                  num_attention_heads=16, hidden_act="gelu"),
+        scheduler=lambda: EulerDiscreteScheduler(beta_schedule="scaled_linear",
+                                                 beta_start=0.00085, beta_end=0.012,
+                                                 steps_offset=1, timestep_spacing="trailing"),
+    ),
+}
+
+
+def make(root):
+    for name, family in FAMILIES.items():
+        folder = os.path.join(root, name)
+        if os.path.isfile(os.path.join(folder, "model_index.json")):
+            continue
+        torch.manual_seed(0)
+        tokenizer = CLIPTokenizer(os.path.join(TOKENIZER, "vocab.json"),
+                                  os.path.join(TOKENIZER, "merges.txt"), model_max_length=77)
+        text = CLIPTextModel(CLIPTextConfig(vocab_size=49408, max_position_embeddings=77,
+                                            **family["text"]))
+        unet = UNet2DConditionModel(**family["unet"])
+        vae = AutoencoderKL(**VAE)
+        pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet,
+                                       scheduler=family["scheduler"](), safety_checker=None,
+                                       feature_extractor=None, requires_safety_checker=False)
+        scratch = folder + ".partial"
+        shutil.rmtree(scratch, ignore_errors=True)
+        pipe.save_pretrained(scratch, safe_serialization=True)
+        os.replace(scratch, folder)
+        print("wrote", folder, file=sys.stderr)
+
+
+def timed(fn, repeats):
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    fn()
+    sync()
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync()
+        runs.append(time.perf_counter() - start)
+    return statistics.median(runs)
+
+
+@torch.no_grad()
+def measure(root, repeats):
+    torch.manual_seed(0)
+    device = os.environ.get("AUTONOMY_BENCH_TORCH_DEVICE", "cpu")
+    dtype = torch.float32 if device == "cpu" else torch.float16
+    results = {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": device}
+    load = lambda name: StableDiffusionPipeline.from_pretrained(
+        os.path.join(root, name), safety_checker=None, torch_dtype=dtype
+    ).to(device)
+    pipe = load("sd15")
+    latents = torch.randn(2, 4, 64, 64, device=device, dtype=dtype)
+    context = torch.randn(2, 77, 768, device=device, dtype=dtype)
+    results["unet_step"] = timed(lambda: pipe.unet(latents, 500, encoder_hidden_states=context), repeats)
+    results["vae_decode"] = timed(lambda: pipe.vae.decode(latents[:1]), repeats)
+    del pipe
+    turbo = load("sd-turbo")
+    turbo.set_progress_bar_config(disable=True)
+    results["turbo_image"] = timed(
+        lambda: turbo("mossy stone bricks", num_inference_steps=1, guidance_scale=0.0,
+                      height=512, width=512, output_type="np"),
+        repeats,
+    )
+    return results
+
+
+def main():
+    if len(sys.argv) < 3 or sys.argv[1] not in ("make", "time"):
+        sys.exit(__doc__)
+    if sys.argv[1] == "make":
+        make(sys.argv[2])
+    else:
+        repeats = int(sys.argv[3]) if len(sys.argv) > 3 else 3
+        print(json.dumps(measure(sys.argv[2], repeats)))
+
+
+if __name__ == "__main__":
+    main()
