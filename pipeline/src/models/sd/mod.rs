@@ -24,19 +24,21 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod blocks;
 pub mod config;
 pub mod folder;
+pub mod kernels;
 pub mod lora;
 pub mod scheduler;
 pub mod text_encoder;
 pub mod tokenizer;
 pub mod unet;
+pub mod vae;
 
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::stable_diffusion::vae;
 use image::imageops::{self, FilterType};
 use image::{GrayImage, RgbaImage};
 use rand::{Rng, SeedableRng};
@@ -50,6 +52,7 @@ use scheduler::Schedule;
 use text_encoder::ClipTextEncoder;
 use tokenizer::ClipTokenizer;
 use unet::UNet;
+use vae::Vae;
 
 /// What can go wrong loading or running a Stable Diffusion pipeline.
 #[derive(Debug, thiserror::Error)]
@@ -117,7 +120,7 @@ pub struct StableDiffusion {
     /// SDXL's second tokenizer and text encoder.
     second: Option<(ClipTokenizer, ClipTextEncoder)>,
     unet: UNet,
-    vae: vae::AutoEncoderKL,
+    vae: Vae,
     device: Device,
     dtype: DType,
     identity: ModelIdentity,
@@ -179,17 +182,19 @@ impl StableDiffusion {
             Some(config) => {
                 let tokenizer = load_tokenizer(&folder.root.join("tokenizer_2"), config)?;
                 let files = folder.weights("text_encoder_2")?;
-                let vb = VarBuilder::from_backend(
-                    Box::new(Updates::default().merged(lora::map(&files)?, Network::Text)),
-                    dtype,
-                    device.clone(),
-                );
+                let vb =
+                    VarBuilder::from_backend(Box::new(lora::map(&files)?), dtype, device.clone());
                 let encoder = build(&files, || ClipTextEncoder::new(config, vb))?;
                 Some((tokenizer, encoder))
             }
             None => None,
         };
-        let vae = build_vae(&folder.weights("vae")?, &spec.vae.config, device)?;
+        let vae_files = folder.weights("vae")?;
+        let vae_map = lora::map(&vae_files)?;
+        let vae = build(&vae_files, || {
+            let vb = VarBuilder::from_backend(Box::new(vae_map), DType::F32, device.clone());
+            Vae::new(vb, &spec.vae.config)
+        })?;
         let identity = ModelIdentity {
             name: format!("stable-diffusion/{}", display_name(path)),
             weights_sha256: folder.weights_sha256()?,
@@ -296,9 +301,7 @@ impl StableDiffusion {
 
     /// The mean of the VAE's latent distribution for an image `(n, 3, H, W)` in [-1, 1].
     pub fn vae_encode_mean(&self, image: &Tensor) -> Result<Tensor, SdError> {
-        // The encoder's log-variance is pinned to −∞ at load time (see `build_vae`), so a
-        // sample of its distribution is exactly the mean.
-        Ok(self.vae.encode(&image.to_dtype(DType::F32)?)?.sample()?)
+        Ok(self.vae.encode_mean(&image.to_dtype(DType::F32)?)?)
     }
 
     /// The latents image-to-image starts from: the VAE's mean for `image` (resized to the
@@ -542,55 +545,6 @@ fn load_tokenizer(dir: &Path, text: &text_encoder::ClipConfig) -> Result<ClipTok
         });
     }
     Ok(tokenizer)
-}
-
-/// Builds the VAE (f32) with the log-variance half of its encoder's output pinned to −∞:
-/// candle's `encode` only samples (from an unseeded generator), and a sample with zero
-/// deviation is the mean — what image-to-image starts from, the same on every run.
-fn build_vae(
-    files: &[PathBuf],
-    config: &vae::AutoEncoderKLConfig,
-    device: &Device,
-) -> Result<vae::AutoEncoderKL, SdError> {
-    let first = files.first().cloned().unwrap_or_default();
-    let fail = |source| SdError::Weights {
-        path: first.clone(),
-        source,
-    };
-    let mut tensors = std::collections::HashMap::new();
-    for file in files {
-        let loaded = candle_core::safetensors::load(file, &Device::Cpu).map_err(|source| {
-            SdError::Weights {
-                path: file.clone(),
-                source,
-            }
-        })?;
-        tensors.extend(loaded);
-    }
-    let last = if config.use_quant_conv {
-        "quant_conv"
-    } else {
-        "encoder.conv_out"
-    };
-    let latent = config.latent_channels;
-    let pin = |tensor: Option<&Tensor>, value: f64| -> candle_core::Result<Option<Tensor>> {
-        let Some(tensor) = tensor else {
-            return Ok(None);
-        };
-        let tensor = tensor.to_dtype(DType::F32)?;
-        let mean = tensor.narrow(0, 0, latent)?;
-        let logvar = (tensor.narrow(0, latent, latent)?.zeros_like()? + value)?;
-        Ok(Some(Tensor::cat(&[&mean, &logvar], 0)?))
-    };
-    let weight = pin(tensors.get(&format!("{last}.weight")), 0.0).map_err(fail)?;
-    let bias = pin(tensors.get(&format!("{last}.bias")), -1e4).map_err(fail)?;
-    for (name, tensor) in [("weight", weight), ("bias", bias)] {
-        if let Some(tensor) = tensor {
-            tensors.insert(format!("{last}.{name}"), tensor);
-        }
-    }
-    let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
-    vae::AutoEncoderKL::new(vb, 3, 3, config.clone()).map_err(fail)
 }
 
 /// How a model folder is named in identities: `org/name` for a Hugging Face cache folder.

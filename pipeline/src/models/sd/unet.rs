@@ -1,27 +1,14 @@
-//! The conditional UNet of the Stable Diffusion family, assembled from candle's blocks as
-//! diffusers' `UNet2DConditionModel` wires them, with SDXL's added conditioning (the pooled
+//! The conditional UNet of the Stable Diffusion family, wired as diffusers'
+//! `UNet2DConditionModel`, with SDXL's added conditioning (the pooled
 //! prompt and the size/crop "time ids", embedded and added to the timestep embedding).
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::stable_diffusion::embeddings::{TimestepEmbedding, Timesteps};
-use candle_transformers::models::stable_diffusion::unet_2d_blocks::{
-    CrossAttnDownBlock2D, CrossAttnDownBlock2DConfig, CrossAttnUpBlock2D, CrossAttnUpBlock2DConfig,
-    DownBlock2D, DownBlock2DConfig, UNetMidBlock2DCrossAttn, UNetMidBlock2DCrossAttnConfig,
-    UpBlock2D, UpBlock2DConfig,
-};
 
+use super::blocks::{BlockShape, DownBlock, MidBlock, TransformerShape, UpBlock, conv3};
 use super::config::UNetSpec;
-
-enum Down {
-    Plain(DownBlock2D),
-    Cross(CrossAttnDownBlock2D),
-}
-
-enum Up {
-    Plain(UpBlock2D),
-    Cross(CrossAttnUpBlock2D),
-}
+use super::kernels::Conv2d;
 
 /// SDXL's `text_time` added embedding.
 struct Added {
@@ -32,15 +19,15 @@ struct Added {
 /// A loaded UNet.
 pub struct UNet {
     spec: UNetSpec,
-    conv_in: candle_nn::Conv2d,
+    conv_in: Conv2d,
     time_proj: Timesteps,
     time_embedding: TimestepEmbedding,
     added: Option<Added>,
-    down: Vec<Down>,
-    mid: UNetMidBlock2DCrossAttn,
-    up: Vec<Up>,
+    down: Vec<DownBlock>,
+    mid: MidBlock,
+    up: Vec<UpBlock>,
     norm_out: candle_nn::GroupNorm,
-    conv_out: candle_nn::Conv2d,
+    conv_out: Conv2d,
 }
 
 impl UNet {
@@ -52,11 +39,7 @@ impl UNet {
         let first = blocks[0].out_channels;
         let last = blocks[n - 1];
         let time_dim = first * 4;
-        let padded = candle_nn::Conv2dConfig {
-            padding: 1,
-            ..Default::default()
-        };
-        let conv_in = candle_nn::conv2d(spec.in_channels, first, 3, padded, vb.pp("conv_in"))?;
+        let conv_in = conv3(vb.pp("conv_in"), spec.in_channels, first)?;
         let time_proj = Timesteps::new(first, config.flip_sin_to_cos, config.freq_shift);
         let time_embedding = TimestepEmbedding::new(vb.pp("time_embedding"), first, time_dim)?;
         let added = match spec.added {
@@ -74,116 +57,69 @@ impl UNet {
             }),
             None => None,
         };
-        let vb_down = vb.pp("down_blocks");
-        let mut down = Vec::with_capacity(n);
-        for (i, block) in blocks.iter().enumerate() {
-            let in_channels = if i > 0 {
-                blocks[i - 1].out_channels
-            } else {
-                first
-            };
-            let plain = DownBlock2DConfig {
-                num_layers: config.layers_per_block,
-                resnet_eps: config.norm_eps,
-                resnet_groups: config.norm_num_groups,
-                add_downsample: i < n - 1,
-                downsample_padding: config.downsample_padding,
-                ..Default::default()
-            };
-            let vb = vb_down.pp(i.to_string());
-            down.push(match block.use_cross_attn {
-                Some(layers) => Down::Cross(CrossAttnDownBlock2D::new(
-                    vb,
-                    in_channels,
-                    block.out_channels,
-                    Some(time_dim),
-                    false,
-                    CrossAttnDownBlock2DConfig {
-                        downblock: plain,
-                        attn_num_head_channels: block.attention_head_dim,
-                        cross_attention_dim: config.cross_attention_dim,
-                        sliced_attention_size: None,
-                        use_linear_projection: config.use_linear_projection,
-                        transformer_layers_per_block: layers,
-                    },
-                )?),
-                None => Down::Plain(DownBlock2D::new(
-                    vb,
-                    in_channels,
-                    block.out_channels,
-                    Some(time_dim),
-                    plain,
-                )?),
-            });
-        }
-        let mid = UNetMidBlock2DCrossAttn::new(
+        let shape = |i: usize| BlockShape {
+            channels: blocks[i].out_channels,
+            time_dim,
+            groups: config.norm_num_groups,
+            eps: config.norm_eps,
+            transformer: blocks[i].use_cross_attn.map(|depth| TransformerShape {
+                heads: blocks[i].attention_head_dim,
+                depth,
+                context_dim: config.cross_attention_dim,
+                linear: config.use_linear_projection,
+            }),
+        };
+        let down = (0..n)
+            .map(|i| {
+                let c_in = if i > 0 {
+                    blocks[i - 1].out_channels
+                } else {
+                    first
+                };
+                DownBlock::new(
+                    vb.pp("down_blocks").pp(i.to_string()),
+                    c_in,
+                    config.layers_per_block,
+                    shape(i),
+                    (i < n - 1).then_some(config.downsample_padding),
+                )
+            })
+            .collect::<Result<_>>()?;
+        let mid = MidBlock::new(
             vb.pp("mid_block"),
-            last.out_channels,
-            Some(time_dim),
-            false,
-            UNetMidBlock2DCrossAttnConfig {
-                resnet_eps: config.norm_eps,
-                output_scale_factor: config.mid_block_scale_factor,
-                cross_attn_dim: config.cross_attention_dim,
-                attn_num_head_channels: last.attention_head_dim,
-                resnet_groups: Some(config.norm_num_groups),
-                use_linear_projection: config.use_linear_projection,
-                transformer_layers_per_block: last.use_cross_attn.unwrap_or(1),
-                ..Default::default()
+            shape(n - 1),
+            TransformerShape {
+                heads: last.attention_head_dim,
+                depth: last.use_cross_attn.unwrap_or(1),
+                context_dim: config.cross_attention_dim,
+                linear: config.use_linear_projection,
             },
         )?;
-        let vb_up = vb.pp("up_blocks");
-        let mut up = Vec::with_capacity(n);
-        for i in 0..n {
-            let block = blocks[n - 1 - i];
-            let previous = if i > 0 {
-                blocks[n - i].out_channels
-            } else {
-                last.out_channels
-            };
-            let in_channels = blocks[if i == n - 1 { 0 } else { n - i - 2 }].out_channels;
-            let plain = UpBlock2DConfig {
-                num_layers: config.layers_per_block + 1,
-                resnet_eps: config.norm_eps,
-                resnet_groups: config.norm_num_groups,
-                add_upsample: i < n - 1,
-                ..Default::default()
-            };
-            let vb = vb_up.pp(i.to_string());
-            up.push(match block.use_cross_attn {
-                Some(layers) => Up::Cross(CrossAttnUpBlock2D::new(
-                    vb,
-                    in_channels,
+        let up = (0..n)
+            .map(|i| {
+                let previous = if i > 0 {
+                    blocks[n - i].out_channels
+                } else {
+                    last.out_channels
+                };
+                let skip_in = blocks[if i == n - 1 { 0 } else { n - i - 2 }].out_channels;
+                UpBlock::new(
+                    vb.pp("up_blocks").pp(i.to_string()),
                     previous,
-                    block.out_channels,
-                    Some(time_dim),
-                    false,
-                    CrossAttnUpBlock2DConfig {
-                        upblock: plain,
-                        attn_num_head_channels: block.attention_head_dim,
-                        cross_attention_dim: config.cross_attention_dim,
-                        sliced_attention_size: None,
-                        use_linear_projection: config.use_linear_projection,
-                        transformer_layers_per_block: layers,
-                    },
-                )?),
-                None => Up::Plain(UpBlock2D::new(
-                    vb,
-                    in_channels,
-                    previous,
-                    block.out_channels,
-                    Some(time_dim),
-                    plain,
-                )?),
-            });
-        }
+                    skip_in,
+                    config.layers_per_block + 1,
+                    shape(n - 1 - i),
+                    i < n - 1,
+                )
+            })
+            .collect::<Result<_>>()?;
         let norm_out = candle_nn::group_norm(
             config.norm_num_groups,
             first,
             config.norm_eps,
             vb.pp("conv_norm_out"),
         )?;
-        let conv_out = candle_nn::conv2d(first, 4, 3, padded, vb.pp("conv_out"))?;
+        let conv_out = conv3(vb.pp("conv_out"), first, 4)?;
         Ok(Self {
             spec: spec.clone(),
             conv_in,
@@ -234,14 +170,11 @@ impl UNet {
         let mut residuals = vec![xs.clone()];
         let mut xs = xs;
         for block in &self.down {
-            let (out, states) = match block {
-                Down::Plain(b) => b.forward(&xs, Some(&emb))?,
-                Down::Cross(b) => b.forward(&xs, Some(&emb), Some(context))?,
-            };
+            let (out, states) = block.forward(&xs, &emb, context)?;
             residuals.extend(states);
             xs = out;
         }
-        let mut xs = self.mid.forward(&xs, Some(&emb), Some(context))?;
+        let mut xs = self.mid.forward(&xs, &emb, context)?;
         let per_block = config.layers_per_block + 1;
         for (i, block) in self.up.iter().enumerate() {
             let skips = residuals.split_off(residuals.len() - per_block);
@@ -252,10 +185,7 @@ impl UNet {
                 }
                 _ => None,
             };
-            xs = match block {
-                Up::Plain(b) => b.forward(&xs, &skips, Some(&emb), size)?,
-                Up::Cross(b) => b.forward(&xs, &skips, Some(&emb), size, Some(context))?,
-            };
+            xs = block.forward(&xs, &skips, &emb, context, size)?;
         }
         let xs = candle_nn::ops::silu(&self.norm_out.forward(&xs)?)?;
         self.conv_out.forward(&xs)

@@ -1,0 +1,507 @@
+//! The building blocks of the UNet and the VAE, as diffusers names their weights: ResNet
+//! blocks, down/up samplers, spatial transformers with self- and cross-attention, and the
+//! UNet's down, mid and up blocks. Convolutions and attention run on [`super::kernels`].
+
+use candle_core::{D, Module, Result, Tensor};
+use candle_nn::{GroupNorm, LayerNorm, Linear, VarBuilder};
+
+use super::kernels::{self, Conv2d};
+
+/// A 3×3 convolution, padding 1.
+pub fn conv3(vb: VarBuilder, c_in: usize, c_out: usize) -> Result<Conv2d> {
+    Conv2d::new(vb, c_in, c_out, 3, 1, 1)
+}
+
+/// A 1×1 convolution.
+pub fn conv1(vb: VarBuilder, c_in: usize, c_out: usize) -> Result<Conv2d> {
+    Conv2d::new(vb, c_in, c_out, 1, 1, 0)
+}
+
+/// diffusers' `ResnetBlock2D` (time embedding added after the first convolution).
+pub struct Resnet {
+    norm1: GroupNorm,
+    conv1: Conv2d,
+    time: Option<Linear>,
+    norm2: GroupNorm,
+    conv2: Conv2d,
+    shortcut: Option<Conv2d>,
+}
+
+impl Resnet {
+    /// `c_in` → `c_out` channels, with a time embedding of `time_dim` when given.
+    pub fn new(
+        vb: VarBuilder,
+        c_in: usize,
+        c_out: usize,
+        time_dim: Option<usize>,
+        groups: usize,
+        eps: f64,
+    ) -> Result<Self> {
+        Ok(Self {
+            norm1: candle_nn::group_norm(groups, c_in, eps, vb.pp("norm1"))?,
+            conv1: conv3(vb.pp("conv1"), c_in, c_out)?,
+            time: time_dim
+                .map(|t| candle_nn::linear(t, c_out, vb.pp("time_emb_proj")))
+                .transpose()?,
+            norm2: candle_nn::group_norm(groups, c_out, eps, vb.pp("norm2"))?,
+            conv2: conv3(vb.pp("conv2"), c_out, c_out)?,
+            shortcut: (c_in != c_out)
+                .then(|| conv1(vb.pp("conv_shortcut"), c_in, c_out))
+                .transpose()?,
+        })
+    }
+
+    /// The block's output for `xs` and the time embedding `temb` `(n, time_dim)`.
+    pub fn forward(&self, xs: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
+        let h = self
+            .conv1
+            .forward(&candle_nn::ops::silu(&self.norm1.forward(xs)?)?)?;
+        let h = match (&self.time, temb) {
+            (Some(time), Some(temb)) => {
+                let t = time.forward(&candle_nn::ops::silu(temb)?)?;
+                h.broadcast_add(&t.unsqueeze(D::Minus1)?.unsqueeze(D::Minus1)?)?
+            }
+            _ => h,
+        };
+        let h = self
+            .conv2
+            .forward(&candle_nn::ops::silu(&self.norm2.forward(&h)?)?)?;
+        let skip = match &self.shortcut {
+            Some(conv) => conv.forward(xs)?,
+            None => xs.clone(),
+        };
+        skip + h
+    }
+}
+
+/// A stride-2 3×3 convolution; with padding 0 the input is first padded right and bottom
+/// (the VAE encoder's downsampler).
+pub struct Downsample {
+    conv: Conv2d,
+    pad_after: bool,
+}
+
+impl Downsample {
+    /// Halves the resolution of `channels` channels.
+    pub fn new(vb: VarBuilder, channels: usize, padding: usize) -> Result<Self> {
+        Ok(Self {
+            conv: Conv2d::new(vb.pp("conv"), channels, channels, 3, 2, padding)?,
+            pad_after: padding == 0,
+        })
+    }
+
+    /// The downsampled `xs`.
+    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        if self.pad_after {
+            let xs = xs
+                .pad_with_zeros(D::Minus1, 0, 1)?
+                .pad_with_zeros(D::Minus2, 0, 1)?;
+            self.conv.forward(&xs)
+        } else {
+            self.conv.forward(xs)
+        }
+    }
+}
+
+/// Nearest-neighbour ×2 (or to a given size), then a 3×3 convolution.
+pub struct Upsample {
+    conv: Conv2d,
+}
+
+impl Upsample {
+    /// Doubles the resolution of `channels` channels.
+    pub fn new(vb: VarBuilder, channels: usize) -> Result<Self> {
+        Ok(Self {
+            conv: conv3(vb.pp("conv"), channels, channels)?,
+        })
+    }
+
+    /// `xs` upsampled to `size`, or twice its size.
+    pub fn forward(&self, xs: &Tensor, size: Option<(usize, usize)>) -> Result<Tensor> {
+        let (_, _, h, w) = xs.dims4()?;
+        let (h, w) = size.unwrap_or((2 * h, 2 * w));
+        self.conv.forward(&xs.upsample_nearest2d(h, w)?)
+    }
+}
+
+/// Multi-head attention over `(n, tokens, dim)`, keys and values from `context` (or itself).
+pub struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    out: Linear,
+    heads: usize,
+}
+
+impl Attention {
+    /// diffusers' `Attention`: `to_q`, `to_k`, `to_v` (biased when `bias`), `to_out.0`.
+    pub fn new(
+        vb: VarBuilder,
+        dim: usize,
+        context_dim: usize,
+        heads: usize,
+        bias: bool,
+    ) -> Result<Self> {
+        let linear = |i, o, vb| {
+            if bias {
+                candle_nn::linear(i, o, vb)
+            } else {
+                candle_nn::linear_no_bias(i, o, vb)
+            }
+        };
+        Ok(Self {
+            q: linear(dim, dim, vb.pp("to_q"))?,
+            k: linear(context_dim, dim, vb.pp("to_k"))?,
+            v: linear(context_dim, dim, vb.pp("to_v"))?,
+            out: candle_nn::linear(dim, dim, vb.pp("to_out").pp("0"))?,
+            heads,
+        })
+    }
+
+    /// From its four projections (the VAE's older `query`/`key`/`value`/`proj_attn` names).
+    pub fn from_parts(q: Linear, k: Linear, v: Linear, out: Linear, heads: usize) -> Self {
+        Self {
+            q,
+            k,
+            v,
+            out,
+            heads,
+        }
+    }
+
+    /// Attends `xs` `(n, tokens, dim)` to `context` `(n, tokens', context_dim)`.
+    pub fn forward(&self, xs: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
+        let context = context.unwrap_or(xs);
+        let split = |t: Tensor| -> Result<Tensor> {
+            let (n, len, dim) = t.dims3()?;
+            t.reshape((n, len, self.heads, dim / self.heads))?
+                .transpose(1, 2)?
+                .reshape((n * self.heads, len, dim / self.heads))
+        };
+        let (n, len, dim) = xs.dims3()?;
+        let q = split(self.q.forward(xs)?)?;
+        let k = split(self.k.forward(context)?)?;
+        let v = split(self.v.forward(context)?)?;
+        let scale = ((dim / self.heads) as f64).powf(-0.5);
+        let attended = kernels::attention(&q, &k, &v, scale)?
+            .reshape((n, self.heads, len, dim / self.heads))?
+            .transpose(1, 2)?
+            .reshape((n, len, dim))?;
+        self.out.forward(&attended)
+    }
+}
+
+/// Self-attention, cross-attention and a GEGLU feed-forward, each after a layer norm.
+struct TransformerBlock {
+    norm1: LayerNorm,
+    attn1: Attention,
+    norm2: LayerNorm,
+    attn2: Attention,
+    norm3: LayerNorm,
+    geglu: Linear,
+    ff_out: Linear,
+}
+
+impl TransformerBlock {
+    fn new(vb: VarBuilder, dim: usize, context_dim: usize, heads: usize) -> Result<Self> {
+        let norm = |name| candle_nn::layer_norm(dim, 1e-5, vb.pp(name));
+        let ff = vb.pp("ff").pp("net");
+        Ok(Self {
+            norm1: norm("norm1")?,
+            attn1: Attention::new(vb.pp("attn1"), dim, dim, heads, false)?,
+            norm2: norm("norm2")?,
+            attn2: Attention::new(vb.pp("attn2"), dim, context_dim, heads, false)?,
+            norm3: norm("norm3")?,
+            geglu: candle_nn::linear(dim, dim * 8, ff.pp("0").pp("proj"))?,
+            ff_out: candle_nn::linear(dim * 4, dim, ff.pp("2"))?,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor, context: &Tensor) -> Result<Tensor> {
+        let xs = (self.attn1.forward(&self.norm1.forward(xs)?, None)? + xs)?;
+        let xs = (self
+            .attn2
+            .forward(&self.norm2.forward(&xs)?, Some(context))?
+            + xs)?;
+        let h = self.geglu.forward(&self.norm3.forward(&xs)?)?;
+        let half = h.dim(D::Minus1)? / 2;
+        let gated =
+            (h.narrow(D::Minus1, 0, half)? * h.narrow(D::Minus1, half, half)?.gelu_erf()?)?;
+        self.ff_out.forward(&gated)? + xs
+    }
+}
+
+/// diffusers' `Transformer2DModel` on a feature map: norm, projection in (1×1 convolution or
+/// linear), transformer blocks, projection out, residual.
+pub struct SpatialTransformer {
+    norm: GroupNorm,
+    proj_in: Projection,
+    blocks: Vec<TransformerBlock>,
+    proj_out: Projection,
+}
+
+enum Projection {
+    Conv(Conv2d),
+    Linear(Linear),
+}
+
+/// How a [`SpatialTransformer`] is shaped.
+#[derive(Clone, Copy, Debug)]
+pub struct TransformerShape {
+    /// Attention heads (the channels split into them).
+    pub heads: usize,
+    /// Transformer blocks.
+    pub depth: usize,
+    /// Width of the text context.
+    pub context_dim: usize,
+    /// Linear projections (SD 2.x, SDXL) instead of 1×1 convolutions.
+    pub linear: bool,
+}
+
+impl SpatialTransformer {
+    /// A transformer over `channels` channels.
+    pub fn new(vb: VarBuilder, channels: usize, shape: TransformerShape) -> Result<Self> {
+        let projection = |vb: VarBuilder| -> Result<Projection> {
+            Ok(if shape.linear {
+                Projection::Linear(candle_nn::linear(channels, channels, vb)?)
+            } else {
+                Projection::Conv(conv1(vb, channels, channels)?)
+            })
+        };
+        Ok(Self {
+            norm: candle_nn::group_norm(32, channels, 1e-6, vb.pp("norm"))?,
+            proj_in: projection(vb.pp("proj_in"))?,
+            blocks: (0..shape.depth)
+                .map(|i| {
+                    TransformerBlock::new(
+                        vb.pp("transformer_blocks").pp(i.to_string()),
+                        channels,
+                        shape.context_dim,
+                        shape.heads,
+                    )
+                })
+                .collect::<Result<_>>()?,
+            proj_out: projection(vb.pp("proj_out"))?,
+        })
+    }
+
+    /// The transformed feature map `xs` `(n, c, h, w)` given the text `context`.
+    pub fn forward(&self, xs: &Tensor, context: &Tensor) -> Result<Tensor> {
+        let (n, c, h, w) = xs.dims4()?;
+        let normed = self.norm.forward(xs)?;
+        let tokens =
+            |t: Tensor| -> Result<Tensor> { t.permute((0, 2, 3, 1))?.reshape((n, h * w, c)) };
+        let mut tokens = match &self.proj_in {
+            Projection::Conv(conv) => tokens(conv.forward(&normed)?)?,
+            Projection::Linear(linear) => linear.forward(&tokens(normed)?)?,
+        };
+        for block in &self.blocks {
+            tokens = block.forward(&tokens, context)?;
+        }
+        let map = |t: Tensor| -> Result<Tensor> {
+            t.reshape((n, h, w, c))?.permute((0, 3, 1, 2))?.contiguous()
+        };
+        let out = match &self.proj_out {
+            Projection::Conv(conv) => conv.forward(&map(tokens)?)?,
+            Projection::Linear(linear) => map(linear.forward(&tokens)?)?,
+        };
+        out + xs
+    }
+}
+
+/// How a UNet block is shaped.
+#[derive(Clone, Copy, Debug)]
+pub struct BlockShape {
+    /// Channels out.
+    pub channels: usize,
+    /// Time embedding width.
+    pub time_dim: usize,
+    /// Group norm groups.
+    pub groups: usize,
+    /// Group norm epsilon.
+    pub eps: f64,
+    /// Cross-attention, if the block has it.
+    pub transformer: Option<TransformerShape>,
+}
+
+/// A down block: ResNets (each followed by a transformer in cross-attention blocks), then an
+/// optional downsampler; it returns every intermediate state for the skip connections.
+pub struct DownBlock {
+    resnets: Vec<Resnet>,
+    transformers: Vec<SpatialTransformer>,
+    downsample: Option<Downsample>,
+}
+
+impl DownBlock {
+    /// `layers` ResNets from `c_in` channels; `downsample` with that padding.
+    pub fn new(
+        vb: VarBuilder,
+        c_in: usize,
+        layers: usize,
+        shape: BlockShape,
+        downsample: Option<usize>,
+    ) -> Result<Self> {
+        let resnets = (0..layers)
+            .map(|i| {
+                let c = if i == 0 { c_in } else { shape.channels };
+                let vb = vb.pp("resnets").pp(i.to_string());
+                Resnet::new(
+                    vb,
+                    c,
+                    shape.channels,
+                    Some(shape.time_dim),
+                    shape.groups,
+                    shape.eps,
+                )
+            })
+            .collect::<Result<_>>()?;
+        let transformers = match shape.transformer {
+            Some(t) => (0..layers)
+                .map(|i| {
+                    let vb = vb.pp("attentions").pp(i.to_string());
+                    SpatialTransformer::new(vb, shape.channels, t)
+                })
+                .collect::<Result<_>>()?,
+            None => Vec::new(),
+        };
+        Ok(Self {
+            resnets,
+            transformers,
+            downsample: downsample
+                .map(|padding| {
+                    Downsample::new(vb.pp("downsamplers").pp("0"), shape.channels, padding)
+                })
+                .transpose()?,
+        })
+    }
+
+    /// The block's output and its states for the skip connections.
+    pub fn forward(
+        &self,
+        xs: &Tensor,
+        temb: &Tensor,
+        context: &Tensor,
+    ) -> Result<(Tensor, Vec<Tensor>)> {
+        let mut states = Vec::new();
+        let mut xs = xs.clone();
+        for (i, resnet) in self.resnets.iter().enumerate() {
+            xs = resnet.forward(&xs, Some(temb))?;
+            if let Some(transformer) = self.transformers.get(i) {
+                xs = transformer.forward(&xs, context)?;
+            }
+            states.push(xs.clone());
+        }
+        if let Some(down) = &self.downsample {
+            xs = down.forward(&xs)?;
+            states.push(xs.clone());
+        }
+        Ok((xs, states))
+    }
+}
+
+/// An up block: ResNets over the input concatenated with skip states (each followed by a
+/// transformer in cross-attention blocks), then an optional upsampler.
+pub struct UpBlock {
+    resnets: Vec<Resnet>,
+    transformers: Vec<SpatialTransformer>,
+    upsample: Option<Upsample>,
+}
+
+impl UpBlock {
+    /// `layers` ResNets; `previous` channels come in, the skips have `skip_in` channels for
+    /// the last ResNet and `shape.channels` before it (as diffusers wires them).
+    pub fn new(
+        vb: VarBuilder,
+        previous: usize,
+        skip_in: usize,
+        layers: usize,
+        shape: BlockShape,
+        upsample: bool,
+    ) -> Result<Self> {
+        let c = shape.channels;
+        let resnets = (0..layers)
+            .map(|i| {
+                let skip = if i == layers - 1 { skip_in } else { c };
+                let input = if i == 0 { previous } else { c };
+                let vb = vb.pp("resnets").pp(i.to_string());
+                Resnet::new(
+                    vb,
+                    input + skip,
+                    c,
+                    Some(shape.time_dim),
+                    shape.groups,
+                    shape.eps,
+                )
+            })
+            .collect::<Result<_>>()?;
+        let transformers = match shape.transformer {
+            Some(t) => (0..layers)
+                .map(|i| SpatialTransformer::new(vb.pp("attentions").pp(i.to_string()), c, t))
+                .collect::<Result<_>>()?,
+            None => Vec::new(),
+        };
+        Ok(Self {
+            resnets,
+            transformers,
+            upsample: upsample
+                .then(|| Upsample::new(vb.pp("upsamplers").pp("0"), c))
+                .transpose()?,
+        })
+    }
+
+    /// The block's output, consuming `skips` from the last.
+    pub fn forward(
+        &self,
+        xs: &Tensor,
+        skips: &[Tensor],
+        temb: &Tensor,
+        context: &Tensor,
+        size: Option<(usize, usize)>,
+    ) -> Result<Tensor> {
+        let mut xs = xs.clone();
+        for (i, resnet) in self.resnets.iter().enumerate() {
+            let skip = &skips[skips.len() - 1 - i];
+            xs = resnet.forward(&Tensor::cat(&[&xs, skip], 1)?, Some(temb))?;
+            if let Some(transformer) = self.transformers.get(i) {
+                xs = transformer.forward(&xs, context)?;
+            }
+        }
+        match &self.upsample {
+            Some(up) => up.forward(&xs, size),
+            None => Ok(xs),
+        }
+    }
+}
+
+/// The UNet's middle: ResNet, then transformer + ResNet pairs.
+pub struct MidBlock {
+    first: Resnet,
+    pairs: Vec<(SpatialTransformer, Resnet)>,
+}
+
+impl MidBlock {
+    /// One transformer + ResNet pair, like every released Stable Diffusion.
+    pub fn new(vb: VarBuilder, shape: BlockShape, transformer: TransformerShape) -> Result<Self> {
+        let c = shape.channels;
+        let resnet = |i: usize| {
+            let vb = vb.pp("resnets").pp(i.to_string());
+            Resnet::new(vb, c, c, Some(shape.time_dim), shape.groups, shape.eps)
+        };
+        Ok(Self {
+            first: resnet(0)?,
+            pairs: vec![(
+                SpatialTransformer::new(vb.pp("attentions").pp("0"), c, transformer)?,
+                resnet(1)?,
+            )],
+        })
+    }
+
+    /// The middle's output.
+    pub fn forward(&self, xs: &Tensor, temb: &Tensor, context: &Tensor) -> Result<Tensor> {
+        let mut xs = self.first.forward(xs, Some(temb))?;
+        for (transformer, resnet) in &self.pairs {
+            xs = resnet.forward(&transformer.forward(&xs, context)?, Some(temb))?;
+        }
+        Ok(xs)
+    }
+}

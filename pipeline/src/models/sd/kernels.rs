@@ -1,0 +1,410 @@
+//! CPU kernels for the two operations that dominate Stable Diffusion on a CPU, with candle's
+//! own operations everywhere else (GPUs, f16):
+//!
+//! - **convolution** as matrix products over bands of output rows: each band's patches are
+//!   copied row by row (contiguous copies, no full-image im2col buffer) and one `gemm` writes
+//!   the band straight into the NCHW output;
+//! - **attention** fused per block of 64 queries: scores, a vectorisable softmax and the
+//!   weighted sum stay in a cache-sized buffer instead of a `(heads, n, n)` score tensor.
+
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Module, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// Output pixels × patch size per convolution band (floats in its patch buffer).
+const BAND_FLOATS: usize = 1 << 21;
+/// Queries per attention block.
+const QUERY_BLOCK: usize = 64;
+
+/// A 2D convolution (groups 1, dilation 1) with optional bias.
+#[derive(Clone, Debug)]
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    stride: usize,
+    padding: usize,
+}
+
+impl Conv2d {
+    /// Reads `weight` `(out, in, k, k)` and `bias` from `vb`.
+    pub fn new(
+        vb: candle_nn::VarBuilder,
+        channels_in: usize,
+        channels_out: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Self> {
+        let weight = vb.get((channels_out, channels_in, kernel, kernel), "weight")?;
+        let bias = Some(vb.get(channels_out, "bias")?);
+        Ok(Self {
+            weight,
+            bias,
+            stride,
+            padding,
+        })
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let out = if xs.device().is_cpu() && xs.dtype() == DType::F32 {
+            xs.contiguous()?.apply_op2_no_bwd(
+                &self.weight.contiguous()?,
+                &BandedConv {
+                    stride: self.stride,
+                    padding: self.padding,
+                },
+            )?
+        } else {
+            xs.conv2d(&self.weight, self.padding, self.stride, 1, 1)?
+        };
+        match &self.bias {
+            Some(bias) => out.broadcast_add(&bias.reshape((1, (), 1, 1))?),
+            None => Ok(out),
+        }
+    }
+}
+
+struct BandedConv {
+    stride: usize,
+    padding: usize,
+}
+
+/// A raw output pointer shared by threads that write disjoint parts of it.
+#[derive(Clone, Copy)]
+struct Out(*mut f32);
+// SAFETY: every thread writes a disjoint region (see the callers).
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
+fn f32s<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [f32]> {
+    match (storage, layout.contiguous_offsets()) {
+        (CpuStorage::F32(values), Some((start, end))) => Ok(&values[start..end]),
+        _ => candle_core::bail!("{what}: a contiguous f32 tensor is expected"),
+    }
+}
+
+impl CustomOp2 for BandedConv {
+    fn name(&self) -> &'static str {
+        "autonomy-banded-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let input = f32s(s1, l1, "conv2d input")?;
+        let weight = f32s(s2, l2, "conv2d weight")?;
+        let (batch, c_in, h, w) = l1.shape().dims4()?;
+        let (c_out, w_in, kh, kw) = l2.shape().dims4()?;
+        if w_in != c_in {
+            candle_core::bail!("conv2d: {c_in} input channels but the weight takes {w_in}");
+        }
+        let (s, p) = (self.stride, self.padding);
+        if h + 2 * p < kh || w + 2 * p < kw {
+            candle_core::bail!("conv2d: a {h}×{w} input is smaller than the {kh}×{kw} kernel");
+        }
+        let oh = (h + 2 * p - kh) / s + 1;
+        let ow = (w + 2 * p - kw) / s + 1;
+        let patch = c_in * kh * kw;
+        let rows = (BAND_FLOATS / (patch * ow)).clamp(1, oh);
+        let bands = oh.div_ceil(rows);
+        let mut output = vec![0f32; batch * c_out * oh * ow];
+        let out = Out(output.as_mut_ptr());
+        (0..batch * bands).into_par_iter().for_each(|job| {
+            let (b, band) = (job / bands, job % bands);
+            let y0 = band * rows;
+            let n_rows = rows.min(oh - y0);
+            let cols = n_rows * ow;
+            let image = &input[b * c_in * h * w..(b + 1) * c_in * h * w];
+            let mut col = vec![0f32; patch * cols];
+            for ci in 0..c_in {
+                let plane = &image[ci * h * w..(ci + 1) * h * w];
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        let row = &mut col[((ci * kh + ky) * kw + kx) * cols..][..cols];
+                        for r in 0..n_rows {
+                            let iy = (y0 + r) * s + ky;
+                            if iy < p || iy - p >= h {
+                                continue;
+                            }
+                            let src = &plane[(iy - p) * w..(iy - p + 1) * w];
+                            let dst = &mut row[r * ow..(r + 1) * ow];
+                            if s == 1 {
+                                // Output x reads input x + kx − p: one shifted copy.
+                                let lo = p.saturating_sub(kx);
+                                let hi = (w + p - kx).min(ow);
+                                if lo < hi {
+                                    dst[lo..hi].copy_from_slice(&src[lo + kx - p..hi + kx - p]);
+                                }
+                            } else {
+                                for (ox, v) in dst.iter_mut().enumerate() {
+                                    let ix = ox * s + kx;
+                                    if ix >= p && ix - p < w {
+                                        *v = src[ix - p];
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            let dst = out;
+            // SAFETY: `dst` points at `output`, alive until every job returns; this job writes
+            // rows y0..y0+n_rows of batch b's c_out planes, which no other job writes; the
+            // operands are the slices above, of the sizes gemm reads.
+            unsafe {
+                gemm::gemm(
+                    c_out,
+                    cols,
+                    patch,
+                    dst.0.add(b * c_out * oh * ow + y0 * ow),
+                    1,
+                    (oh * ow) as isize,
+                    false,
+                    weight.as_ptr(),
+                    1,
+                    patch as isize,
+                    col.as_ptr(),
+                    1,
+                    cols as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        });
+        Ok((CpuStorage::F32(output), Shape::from((batch, c_out, oh, ow))))
+    }
+}
+
+/// `softmax(q·kᵀ·scale)·v` for `(batch·heads, tokens, head_dim)` tensors.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
+    if q.device().is_cpu() && q.dtype() == DType::F32 {
+        q.contiguous()?.apply_op3_no_bwd(
+            &k.contiguous()?,
+            &v.contiguous()?,
+            &FusedAttention {
+                scale: scale as f32,
+            },
+        )
+    } else {
+        let in_dtype = q.dtype();
+        let scores = (q.to_dtype(DType::F32)? * scale)?.matmul(&k.to_dtype(DType::F32)?.t()?)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        probs.matmul(&v.to_dtype(DType::F32)?)?.to_dtype(in_dtype)
+    }
+}
+
+struct FusedAttention {
+    scale: f32,
+}
+
+impl CustomOp3 for FusedAttention {
+    fn name(&self) -> &'static str {
+        "autonomy-fused-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let q = f32s(s1, l1, "attention queries")?;
+        let k = f32s(s2, l2, "attention keys")?;
+        let v = f32s(s3, l3, "attention values")?;
+        let (heads, n, d) = l1.shape().dims3()?;
+        let (k_heads, m, k_d) = l2.shape().dims3()?;
+        let (v_heads, v_m, dv) = l3.shape().dims3()?;
+        if (k_heads, k_d) != (heads, d) || (v_heads, v_m) != (heads, m) {
+            candle_core::bail!(
+                "attention: queries {:?}, keys {:?} and values {:?} do not fit",
+                l1.dims(),
+                l2.dims(),
+                l3.dims()
+            );
+        }
+        let blocks = n.div_ceil(QUERY_BLOCK);
+        let mut output = vec![0f32; heads * n * dv];
+        let out = Out(output.as_mut_ptr());
+        (0..heads * blocks).into_par_iter().for_each(|job| {
+            let (head, block) = (job / blocks, job % blocks);
+            let q0 = block * QUERY_BLOCK;
+            let rows = QUERY_BLOCK.min(n - q0);
+            let q = &q[(head * n + q0) * d..(head * n + q0 + rows) * d];
+            let k = &k[head * m * d..(head + 1) * m * d];
+            let v = &v[head * m * dv..(head + 1) * m * dv];
+            let mut scores = vec![0f32; rows * m];
+            // SAFETY: `scores` holds rows×m floats; q is rows×d and k m×d row-major slices.
+            unsafe {
+                gemm::gemm(
+                    rows,
+                    m,
+                    d,
+                    scores.as_mut_ptr(),
+                    1,
+                    m as isize,
+                    false,
+                    q.as_ptr(),
+                    1,
+                    d as isize,
+                    k.as_ptr(),
+                    d as isize,
+                    1,
+                    0.0,
+                    self.scale,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+            let mut sums = vec![0f32; rows];
+            for (row, sum) in scores.chunks_exact_mut(m).zip(sums.iter_mut()) {
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                for x in row.iter_mut() {
+                    *x = fast_exp(*x - max);
+                }
+                *sum = row.iter().sum();
+            }
+            let dst = out;
+            // SAFETY: this job alone writes output rows q0..q0+rows of `head` (rows×dv floats
+            // at that offset inside `output`, alive until every job returns).
+            unsafe {
+                let at = dst.0.add((head * n + q0) * dv);
+                gemm::gemm(
+                    rows,
+                    dv,
+                    m,
+                    at,
+                    1,
+                    dv as isize,
+                    false,
+                    scores.as_ptr(),
+                    1,
+                    m as isize,
+                    v.as_ptr(),
+                    1,
+                    dv as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+                for (r, sum) in sums.iter().enumerate() {
+                    let row = std::slice::from_raw_parts_mut(at.add(r * dv), dv);
+                    row.iter_mut().for_each(|x| *x /= sum);
+                }
+            }
+        });
+        Ok((CpuStorage::F32(output), Shape::from((heads, n, dv))))
+    }
+}
+
+/// `eˣ` for −87 ≤ x ≤ 0 within 1e-6 relative (below −87, e⁻⁸⁷), branch-free so that loops over it vectorise: 2ⁿ from
+/// the exponent bits times a degree-7 polynomial of the remainder.
+#[inline(always)]
+fn fast_exp(x: f32) -> f32 {
+    // Adding 1.5·2²³ rounds to the nearest integer in plain arithmetic (no libm `round`
+    // call, so the loop vectorises on baseline x86-64).
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.max(-87.0);
+    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    // ln 2 in two parts (Cody–Waite), so that n·ln 2 is exact enough for large n.
+    let r = (x - n * 0.693_145_75) - n * 1.428_606_8e-6;
+    // Horner form of Σ rᵏ/k!, k = 0..7.
+    let poly = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0
+                    + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r / 5040.0))))));
+    f32::from_bits(((n as i32 + 127) as u32) << 23) * poly
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    #[test]
+    fn banded_convolution_equals_candles() {
+        let device = Device::Cpu;
+        for (batch, c_in, c_out, h, w, k, stride, padding) in [
+            (2, 5, 7, 9, 11, 3, 1, 1),
+            (1, 3, 4, 8, 8, 3, 2, 1),
+            (1, 4, 6, 9, 9, 3, 2, 0),
+            (2, 6, 3, 5, 7, 1, 1, 0),
+            (1, 2, 2, 64, 3, 3, 1, 1),
+        ] {
+            let x = Tensor::randn(0f32, 1.0, (batch, c_in, h, w), &device).unwrap();
+            let weight = Tensor::randn(0f32, 1.0, (c_out, c_in, k, k), &device).unwrap();
+            let ours = x
+                .apply_op2_no_bwd(&weight, &BandedConv { stride, padding })
+                .unwrap();
+            let theirs = x.conv2d(&weight, padding, stride, 1, 1).unwrap();
+            assert_eq!(ours.dims(), theirs.dims());
+            let diff = max_diff(&ours, &theirs);
+            assert!(
+                diff < 1e-4,
+                "{batch}×{c_in}→{c_out} {h}×{w} k{k} s{stride} p{padding}: {diff}"
+            );
+        }
+    }
+
+    #[test]
+    fn fused_attention_equals_the_plain_formula() {
+        let device = Device::Cpu;
+        for (heads, n, m, d) in [(3, 70, 77, 8), (2, 130, 130, 16), (1, 5, 300, 4)] {
+            let q = Tensor::randn(0f32, 1.0, (heads, n, d), &device).unwrap();
+            let k = Tensor::randn(0f32, 1.0, (heads, m, d), &device).unwrap();
+            let v = Tensor::randn(0f32, 1.0, (heads, m, d), &device).unwrap();
+            let scale = 1.0 / (d as f64).sqrt();
+            let ours = attention(&q, &k, &v, scale).unwrap();
+            let scores = ((&q * scale).unwrap()).matmul(&k.t().unwrap()).unwrap();
+            let theirs = candle_nn::ops::softmax_last_dim(&scores)
+                .unwrap()
+                .matmul(&v)
+                .unwrap();
+            let diff = max_diff(&ours, &theirs);
+            assert!(diff < 1e-5, "{heads}×{n}×{m}×{d}: {diff}");
+        }
+    }
+
+    #[test]
+    fn fast_exp_is_close_to_exp() {
+        for i in 0..1740 {
+            let x = -(i as f32) * 0.05;
+            let (ours, exact) = (fast_exp(x), x.exp());
+            assert!(
+                (ours - exact).abs() <= 1e-6 * exact + 1e-38,
+                "{x}: {ours} vs {exact}"
+            );
+        }
+        assert_eq!(fast_exp(-1000.0), fast_exp(-87.0));
+    }
+}

@@ -1,0 +1,208 @@
+//! The VAE (diffusers' `AutoencoderKL`): images to latents and back, on the shared blocks.
+//! Encoding returns the mean of the latent distribution (what image-to-image starts from), so
+//! no random sampling happens here.
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{GroupNorm, VarBuilder};
+
+use super::blocks::{Attention, Downsample, Resnet, Upsample, conv1, conv3};
+use super::kernels::Conv2d;
+use candle_transformers::models::stable_diffusion::vae::AutoEncoderKLConfig;
+
+const EPS: f64 = 1e-6;
+
+/// The VAE's middle: ResNet, single-head attention over all pixels, ResNet.
+struct Middle {
+    first: Resnet,
+    norm: GroupNorm,
+    attention: Attention,
+    second: Resnet,
+}
+
+impl Middle {
+    fn new(vb: VarBuilder, channels: usize, groups: usize) -> Result<Self> {
+        let resnet = |i: usize| {
+            Resnet::new(
+                vb.pp("resnets").pp(i.to_string()),
+                channels,
+                channels,
+                None,
+                groups,
+                EPS,
+            )
+        };
+        let attn = vb.pp("attentions").pp("0");
+        // Older checkpoints name the projections query/key/value/proj_attn.
+        let attention = if attn.contains_tensor("to_q.weight") {
+            Attention::new(attn.clone(), channels, channels, 1, true)?
+        } else {
+            Attention::from_parts(
+                candle_nn::linear(channels, channels, attn.pp("query"))?,
+                candle_nn::linear(channels, channels, attn.pp("key"))?,
+                candle_nn::linear(channels, channels, attn.pp("value"))?,
+                candle_nn::linear(channels, channels, attn.pp("proj_attn"))?,
+                1,
+            )
+        };
+        Ok(Self {
+            first: resnet(0)?,
+            norm: candle_nn::group_norm(groups, channels, EPS, attn.pp("group_norm"))?,
+            attention,
+            second: resnet(1)?,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let xs = self.first.forward(xs, None)?;
+        let (n, c, h, w) = xs.dims4()?;
+        let tokens = self
+            .norm
+            .forward(&xs)?
+            .reshape((n, c, h * w))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let attended = self
+            .attention
+            .forward(&tokens, None)?
+            .transpose(1, 2)?
+            .reshape((n, c, h, w))?;
+        self.second.forward(&(attended + xs)?, None)
+    }
+}
+
+/// A loaded VAE.
+pub struct Vae {
+    encoder_in: Conv2d,
+    encoder_blocks: Vec<(Vec<Resnet>, Option<Downsample>)>,
+    encoder_mid: Middle,
+    encoder_norm: GroupNorm,
+    encoder_out: Conv2d,
+    quant: Option<Conv2d>,
+    post_quant: Option<Conv2d>,
+    decoder_in: Conv2d,
+    decoder_mid: Middle,
+    decoder_blocks: Vec<(Vec<Resnet>, Option<Upsample>)>,
+    decoder_norm: GroupNorm,
+    decoder_out: Conv2d,
+    latent_channels: usize,
+}
+
+impl Vae {
+    /// Builds the VAE `config` describes (RGB in and out) from diffusers' weights.
+    pub fn new(vb: VarBuilder, config: &AutoEncoderKLConfig) -> Result<Self> {
+        let channels = &config.block_out_channels;
+        let (groups, latent) = (config.norm_num_groups, config.latent_channels);
+        let n = channels.len();
+        let enc = vb.pp("encoder");
+        let encoder_blocks = (0..n)
+            .map(|i| {
+                let vb = enc.pp("down_blocks").pp(i.to_string());
+                let c_in = if i == 0 { channels[0] } else { channels[i - 1] };
+                let resnets = (0..config.layers_per_block)
+                    .map(|j| {
+                        let c = if j == 0 { c_in } else { channels[i] };
+                        Resnet::new(
+                            vb.pp("resnets").pp(j.to_string()),
+                            c,
+                            channels[i],
+                            None,
+                            groups,
+                            EPS,
+                        )
+                    })
+                    .collect::<Result<_>>()?;
+                let down = (i < n - 1)
+                    .then(|| Downsample::new(vb.pp("downsamplers").pp("0"), channels[i], 0))
+                    .transpose()?;
+                Ok((resnets, down))
+            })
+            .collect::<Result<_>>()?;
+        let top = channels[n - 1];
+        let dec = vb.pp("decoder");
+        let decoder_blocks = (0..n)
+            .map(|i| {
+                let vb = dec.pp("up_blocks").pp(i.to_string());
+                let c = channels[n - 1 - i];
+                let c_in = if i == 0 { top } else { channels[n - i] };
+                let resnets = (0..config.layers_per_block + 1)
+                    .map(|j| {
+                        let input = if j == 0 { c_in } else { c };
+                        Resnet::new(
+                            vb.pp("resnets").pp(j.to_string()),
+                            input,
+                            c,
+                            None,
+                            groups,
+                            EPS,
+                        )
+                    })
+                    .collect::<Result<_>>()?;
+                let up = (i < n - 1)
+                    .then(|| Upsample::new(vb.pp("upsamplers").pp("0"), c))
+                    .transpose()?;
+                Ok((resnets, up))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            encoder_in: conv3(enc.pp("conv_in"), 3, channels[0])?,
+            encoder_blocks,
+            encoder_mid: Middle::new(enc.pp("mid_block"), top, groups)?,
+            encoder_norm: candle_nn::group_norm(groups, top, EPS, enc.pp("conv_norm_out"))?,
+            encoder_out: conv3(enc.pp("conv_out"), top, 2 * latent)?,
+            quant: config
+                .use_quant_conv
+                .then(|| conv1(vb.pp("quant_conv"), 2 * latent, 2 * latent))
+                .transpose()?,
+            post_quant: config
+                .use_post_quant_conv
+                .then(|| conv1(vb.pp("post_quant_conv"), latent, latent))
+                .transpose()?,
+            decoder_in: conv3(dec.pp("conv_in"), latent, top)?,
+            decoder_mid: Middle::new(dec.pp("mid_block"), top, groups)?,
+            decoder_blocks,
+            decoder_norm: candle_nn::group_norm(groups, channels[0], EPS, dec.pp("conv_norm_out"))?,
+            decoder_out: conv3(dec.pp("conv_out"), channels[0], 3)?,
+            latent_channels: latent,
+        })
+    }
+
+    /// The mean of the latent distribution of images `(n, 3, H, W)` in [-1, 1].
+    pub fn encode_mean(&self, xs: &Tensor) -> Result<Tensor> {
+        let mut xs = self.encoder_in.forward(xs)?;
+        for (resnets, down) in &self.encoder_blocks {
+            for resnet in resnets {
+                xs = resnet.forward(&xs, None)?;
+            }
+            if let Some(down) = down {
+                xs = down.forward(&xs)?;
+            }
+        }
+        let xs = self.encoder_mid.forward(&xs)?;
+        let xs = candle_nn::ops::silu(&self.encoder_norm.forward(&xs)?)?;
+        let moments = self.encoder_out.forward(&xs)?;
+        let moments = match &self.quant {
+            Some(quant) => quant.forward(&moments)?,
+            None => moments,
+        };
+        moments.narrow(1, 0, self.latent_channels)
+    }
+
+    /// Images `(n, 3, H, W)` in about [-1, 1] for latents (not scaled for the UNet).
+    pub fn decode(&self, latents: &Tensor) -> Result<Tensor> {
+        let xs = match &self.post_quant {
+            Some(post) => post.forward(latents)?,
+            None => latents.clone(),
+        };
+        let mut xs = self.decoder_mid.forward(&self.decoder_in.forward(&xs)?)?;
+        for (resnets, up) in &self.decoder_blocks {
+            for resnet in resnets {
+                xs = resnet.forward(&xs, None)?;
+            }
+            if let Some(up) = up {
+                xs = up.forward(&xs, None)?;
+            }
+        }
+        let xs = candle_nn::ops::silu(&self.decoder_norm.forward(&xs)?)?;
+        self.decoder_out.forward(&xs)
+    }
+}
