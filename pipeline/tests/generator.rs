@@ -1,10 +1,13 @@
 //! The generator features the pipeline builds on, on the shipped house model: seamless tiling,
 //! loops without a jump, image-to-image strength and inpainting masks.
 
+mod common;
+
 use autonomy_pipeline::generator::{GenerateRequest, Generator, InitImage};
 use autonomy_pipeline::models::house::HouseModel;
 use autonomy_pipeline::post::seam;
 use candle_core::Device;
+use common::mean_difference;
 use image::{GrayImage, Luma, Rgba, RgbaImage};
 use std::path::PathBuf;
 
@@ -18,17 +21,6 @@ fn request(prompt: &str) -> GenerateRequest {
         prompt: prompt.into(),
         ..Default::default()
     }
-}
-
-/// Mean absolute difference per channel value (0–255) between two images of one size.
-fn difference(a: &RgbaImage, b: &RgbaImage) -> f64 {
-    let sum: u64 = a
-        .as_raw()
-        .iter()
-        .zip(b.as_raw())
-        .map(|(x, y)| u64::from(x.abs_diff(*y)))
-        .sum();
-    sum as f64 / a.as_raw().len() as f64
 }
 
 #[test]
@@ -68,7 +60,7 @@ fn loop_frames_change_smoothly_and_close_the_circle() {
         })
         .unwrap();
     let steps: Vec<f64> = (0..8)
-        .map(|i| difference(&frames[i], &frames[(i + 1) % 8]))
+        .map(|i| mean_difference(&frames[i], &frames[(i + 1) % 8]))
         .collect();
     let mean = steps.iter().sum::<f64>() / 8.0;
     assert!(mean > 0.5, "frames must move: {steps:?}");
@@ -77,7 +69,7 @@ fn loop_frames_change_smoothly_and_close_the_circle() {
         wrap < 2.0 * mean,
         "the last frame must flow into the first like any other step: {steps:?}"
     );
-    let far = difference(&frames[0], &frames[4]);
+    let far = mean_difference(&frames[0], &frames[4]);
     assert!(
         far > mean,
         "opposite frames differ more than neighbours: {far} vs {mean}"
@@ -104,10 +96,10 @@ fn strength_decides_how_much_of_the_init_image_survives() {
     };
     let (light, full) = (from(0.25), from(1.0));
     assert!(
-        difference(&light, &init) < difference(&full, &init) / 2.0,
+        mean_difference(&light, &init) < mean_difference(&full, &init) / 2.0,
         "strength 0.25 keeps the image ({}), strength 1 replaces it ({})",
-        difference(&light, &init),
-        difference(&full, &init)
+        mean_difference(&light, &init),
+        mean_difference(&full, &init)
     );
 }
 
@@ -148,7 +140,7 @@ fn inpainting_keeps_the_unmasked_half() {
     let right = RgbaImage::from_fn(size / 2, size, |x, y| *out.get_pixel(x + size / 2, y));
     let blank = RgbaImage::new(size / 2, size);
     assert!(
-        difference(&right, &blank) > 1.0,
+        mean_difference(&right, &blank) > 1.0,
         "the masked half is generated"
     );
 }

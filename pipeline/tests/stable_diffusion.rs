@@ -14,6 +14,7 @@ use autonomy_pipeline::models::sd::lora::LoraFile;
 use autonomy_pipeline::models::sd::{SdError, StableDiffusion};
 use autonomy_pipeline::post::seam;
 use candle_core::{Device, Tensor};
+use common::mean_difference;
 use image::{GrayImage, Luma, Rgba, RgbaImage};
 
 const FAMILIES: [&str; 4] = ["tiny-sd15", "tiny-sd21", "tiny-sd-turbo", "tiny-sd-inpaint"];
@@ -285,16 +286,6 @@ fn request(prompt: &str) -> GenerateRequest {
     }
 }
 
-fn mean_abs(a: &RgbaImage, b: &RgbaImage) -> f64 {
-    let sum: u64 = a
-        .as_raw()
-        .iter()
-        .zip(b.as_raw())
-        .map(|(x, y)| u64::from(x.abs_diff(*y)))
-        .sum();
-    sum as f64 / a.as_raw().len() as f64
-}
-
 #[test]
 fn seeds_repeat_and_differ_and_the_generator_makes_native_images() {
     let model = load("tiny-sd15");
@@ -310,7 +301,7 @@ fn seeds_repeat_and_differ_and_the_generator_makes_native_images() {
         })
         .unwrap();
     assert!(
-        mean_abs(&a[0], &other[0]) > 1.0,
+        mean_difference(&a[0], &other[0]) > 1.0,
         "another seed, another image"
     );
     let two = model
@@ -321,10 +312,10 @@ fn seeds_repeat_and_differ_and_the_generator_makes_native_images() {
         .unwrap();
     // A batch runs other matrix kernels than a single image: equal up to rounding.
     assert!(
-        mean_abs(&two[0], &a[0]) < 0.5 && mean_abs(&two[1], &other[0]) < 0.5,
+        mean_difference(&two[0], &a[0]) < 0.5 && mean_difference(&two[1], &other[0]) < 0.5,
         "image i of a batch is seed + i: {:.3} {:.3}",
-        mean_abs(&two[0], &a[0]),
-        mean_abs(&two[1], &other[0])
+        mean_difference(&two[0], &a[0]),
+        mean_difference(&two[1], &other[0])
     );
     let identity = model.identity();
     assert_eq!(identity.name, "stable-diffusion/tiny-sd15");
@@ -347,7 +338,7 @@ fn euler_ancestral_sampling_is_seeded() {
         .generate(&request("mossy bricks"))
         .unwrap();
     assert!(
-        mean_abs(&a[0], &ddim[0]) > 0.5,
+        mean_difference(&a[0], &ddim[0]) > 0.5,
         "another sampler, another image"
     );
 }
@@ -403,7 +394,7 @@ fn image_to_image_at_strength_zero_is_the_vae_round_trip() {
         })
         .unwrap();
     assert!(
-        mean_abs(&changed[0], &out[0]) > 0.5,
+        mean_difference(&changed[0], &out[0]) > 0.5,
         "strength 0.75 repaints"
     );
 }
@@ -538,14 +529,20 @@ fn broken_folders_are_refused_with_the_file_named() {
         "text_encoder/model.safetensors",
         "missing",
     );
+    let edit = |relative: &'static str, from: &'static str, to: &'static str| {
+        move |folder: &Path| {
+            let path = folder.join(relative);
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(text.contains(from), "{relative} has no {from}");
+            std::fs::write(path, text.replace(from, to)).unwrap();
+        }
+    };
     refuses(
-        |f| {
-            let path = f.join("text_encoder/config.json");
-            let text = std::fs::read_to_string(&path)
-                .unwrap()
-                .replace("\"hidden_size\": 32", "\"hidden_size\": 48");
-            std::fs::write(path, text).unwrap();
-        },
+        edit(
+            "text_encoder/config.json",
+            "\"hidden_size\": 32",
+            "\"hidden_size\": 48",
+        ),
         "unet/config.json",
         "cross_attention_dim",
     );
@@ -555,25 +552,20 @@ fn broken_folders_are_refused_with_the_file_named() {
         "line 2",
     );
     refuses(
-        |f| {
-            let path = f.join("scheduler/scheduler_config.json");
-            let text = std::fs::read_to_string(&path)
-                .unwrap()
-                .replace("DDIMScheduler", "PNDMScheduler");
-            std::fs::write(path, text).unwrap();
-        },
+        edit(
+            "scheduler/scheduler_config.json",
+            "DDIMScheduler",
+            "PNDMScheduler",
+        ),
         "scheduler/scheduler_config.json",
         "PNDMScheduler",
     );
     refuses(
-        |f| {
-            let path = f.join("unet/config.json");
-            let text = std::fs::read_to_string(&path).unwrap().replace(
-                "\"addition_embed_type\": null",
-                "\"addition_embed_type\": \"text_time\"",
-            );
-            std::fs::write(path, text).unwrap();
-        },
+        edit(
+            "unet/config.json",
+            "\"addition_embed_type\": null",
+            "\"addition_embed_type\": \"text_time\"",
+        ),
         "unet/config.json",
         "addition_embed_type",
     );

@@ -503,9 +503,7 @@ def build_xl(name):
         tokenizer=encoders[0][0],
         tokenizer_2=encoders[1][0],
         unet=unet,
-        scheduler=EulerDiscreteScheduler(
-            beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1,
-        ),
+        scheduler=EulerDiscreteScheduler(**SD_BETAS, steps_offset=1),
     )
     pipe.save_pretrained(folder, safe_serialization=True)
     with torch.no_grad():
@@ -549,6 +547,16 @@ def build_xl(name):
     )
 
 
+SD_BETAS = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+
+
+def ddim(**kw):
+    """The DDIM scheduler of the SD 1.5 / 2.1 releases."""
+    return DDIMScheduler(
+        **SD_BETAS, clip_sample=False, set_alpha_to_one=False, steps_offset=1, **kw
+    )
+
+
 def main():
     if not os.path.isdir("pipeline"):
         sys.exit("run from the repository root")
@@ -562,15 +570,7 @@ def main():
         text_act="quick_gelu",
         pad_token="<|endoftext|>",
         hub_layout=True,
-        scheduler=lambda **kw: DDIMScheduler(
-            beta_schedule="scaled_linear",
-            beta_start=0.00085,
-            beta_end=0.012,
-            clip_sample=False,
-            set_alpha_to_one=False,
-            steps_offset=1,
-            **kw,
-        ),
+        scheduler=ddim,
     )
     tokens["tiny-sd15"] = [[text, ids(tokenizer, text)[0].tolist()] for text in AWKWARD]
     tokenizer = build(
@@ -580,15 +580,7 @@ def main():
         head_dims=(2, 4, 4),
         text_act="gelu",
         pad_token="!",
-        scheduler=lambda **kw: DDIMScheduler(
-            beta_schedule="scaled_linear",
-            beta_start=0.00085,
-            beta_end=0.012,
-            clip_sample=False,
-            set_alpha_to_one=False,
-            steps_offset=1,
-            **kw,
-        ),
+        scheduler=ddim,
     )
     tokens["tiny-sd21"] = [[text, ids(tokenizer, text)[0].tolist()] for text in AWKWARD]
     build(
@@ -599,12 +591,7 @@ def main():
         text_act="gelu",
         pad_token="!",
         scheduler=lambda **kw: EulerDiscreteScheduler(
-            beta_schedule="scaled_linear",
-            beta_start=0.00085,
-            beta_end=0.012,
-            steps_offset=1,
-            timestep_spacing="trailing",
-            **kw,
+            **SD_BETAS, steps_offset=1, timestep_spacing="trailing", **kw
         ),
     )
     build(
@@ -615,15 +602,7 @@ def main():
         text_act="quick_gelu",
         pad_token="<|endoftext|>",
         inpaint=True,
-        scheduler=lambda **kw: DDIMScheduler(
-            beta_schedule="scaled_linear",
-            beta_start=0.00085,
-            beta_end=0.012,
-            clip_sample=False,
-            set_alpha_to_one=False,
-            steps_offset=1,
-            **kw,
-        ),
+        scheduler=ddim,
     )
     build_xl("tiny-sdxl")
     with open(os.path.join(OUT, "tokens.json"), "w", encoding="utf-8") as f:

@@ -4,6 +4,18 @@
 use std::path::{Path, PathBuf};
 
 use autonomy_pipeline::models::house::files;
+use image::RgbaImage;
+
+/// Mean absolute difference per channel value (0–255) between two images of one size.
+pub fn mean_difference(a: &RgbaImage, b: &RgbaImage) -> f64 {
+    let sum: u64 = a
+        .as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(x, y)| u64::from(x.abs_diff(*y)))
+        .sum();
+    sum as f64 / a.as_raw().len() as f64
+}
 
 /// A copy of the shipped house model in `into`: a training run may rewrite `models/house`
 /// while tests run.

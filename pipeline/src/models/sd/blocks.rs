@@ -324,6 +324,33 @@ pub struct BlockShape {
     pub transformer: Option<TransformerShape>,
 }
 
+impl BlockShape {
+    /// The block's ResNet `i` from `c_in` channels.
+    fn resnet(&self, vb: &VarBuilder, i: usize, c_in: usize) -> Result<Resnet> {
+        let vb = vb.pp("resnets").pp(i.to_string());
+        Resnet::new(
+            vb,
+            c_in,
+            self.channels,
+            Some(self.time_dim),
+            self.groups,
+            self.eps,
+        )
+    }
+
+    /// The block's `layers` transformers (none without cross-attention).
+    fn transformers(&self, vb: &VarBuilder, layers: usize) -> Result<Vec<SpatialTransformer>> {
+        match self.transformer {
+            Some(t) => (0..layers)
+                .map(|i| {
+                    SpatialTransformer::new(vb.pp("attentions").pp(i.to_string()), self.channels, t)
+                })
+                .collect(),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
 /// A down block: ResNets (each followed by a transformer in cross-attention blocks), then an
 /// optional downsampler; it returns every intermediate state for the skip connections.
 pub struct DownBlock {
@@ -342,28 +369,9 @@ impl DownBlock {
         downsample: Option<usize>,
     ) -> Result<Self> {
         let resnets = (0..layers)
-            .map(|i| {
-                let c = if i == 0 { c_in } else { shape.channels };
-                let vb = vb.pp("resnets").pp(i.to_string());
-                Resnet::new(
-                    vb,
-                    c,
-                    shape.channels,
-                    Some(shape.time_dim),
-                    shape.groups,
-                    shape.eps,
-                )
-            })
+            .map(|i| shape.resnet(&vb, i, if i == 0 { c_in } else { shape.channels }))
             .collect::<Result<_>>()?;
-        let transformers = match shape.transformer {
-            Some(t) => (0..layers)
-                .map(|i| {
-                    let vb = vb.pp("attentions").pp(i.to_string());
-                    SpatialTransformer::new(vb, shape.channels, t)
-                })
-                .collect::<Result<_>>()?,
-            None => Vec::new(),
-        };
+        let transformers = shape.transformers(&vb, layers)?;
         Ok(Self {
             resnets,
             transformers,
@@ -423,23 +431,10 @@ impl UpBlock {
             .map(|i| {
                 let skip = if i == layers - 1 { skip_in } else { c };
                 let input = if i == 0 { previous } else { c };
-                let vb = vb.pp("resnets").pp(i.to_string());
-                Resnet::new(
-                    vb,
-                    input + skip,
-                    c,
-                    Some(shape.time_dim),
-                    shape.groups,
-                    shape.eps,
-                )
+                shape.resnet(&vb, i, input + skip)
             })
             .collect::<Result<_>>()?;
-        let transformers = match shape.transformer {
-            Some(t) => (0..layers)
-                .map(|i| SpatialTransformer::new(vb.pp("attentions").pp(i.to_string()), c, t))
-                .collect::<Result<_>>()?,
-            None => Vec::new(),
-        };
+        let transformers = shape.transformers(&vb, layers)?;
         Ok(Self {
             resnets,
             transformers,
@@ -483,15 +478,11 @@ impl MidBlock {
     /// One transformer + ResNet pair, like every released Stable Diffusion.
     pub fn new(vb: VarBuilder, shape: BlockShape, transformer: TransformerShape) -> Result<Self> {
         let c = shape.channels;
-        let resnet = |i: usize| {
-            let vb = vb.pp("resnets").pp(i.to_string());
-            Resnet::new(vb, c, c, Some(shape.time_dim), shape.groups, shape.eps)
-        };
         Ok(Self {
-            first: resnet(0)?,
+            first: shape.resnet(&vb, 0, c)?,
             pairs: vec![(
                 SpatialTransformer::new(vb.pp("attentions").pp("0"), c, transformer)?,
-                resnet(1)?,
+                shape.resnet(&vb, 1, c)?,
             )],
         })
     }

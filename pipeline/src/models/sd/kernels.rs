@@ -335,21 +335,9 @@ fn fast_exp(x: f32) -> f32 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::max_abs_diff as max_diff;
     use super::*;
     use candle_core::Device;
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    }
 
     #[test]
     fn banded_convolution_equals_candles() {

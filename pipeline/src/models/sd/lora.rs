@@ -375,16 +375,7 @@ mod tests {
             .merged(networks().0, Network::Unet)
             .get_unchecked(name, DType::F32, &Device::Cpu)
             .unwrap();
-        let diff = (merged - &expected)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = super::super::max_abs_diff(&merged, &expected);
         assert!(diff < 1e-6, "{diff}");
         let untouched = "conv_in.weight";
         let same = updates

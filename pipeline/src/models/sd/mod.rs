@@ -627,3 +627,11 @@ fn wrap_pad(x: &Tensor, pad: usize) -> candle_core::Result<Tensor> {
         3,
     )
 }
+
+/// Largest absolute difference between two tensors of one shape (for tests).
+#[cfg(test)]
+pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .and_then(|d| d.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>())
+        .unwrap_or(f32::INFINITY)
+}
