@@ -627,16 +627,20 @@ fn a_recipe_naming_a_diffusers_folder_builds_signs_caches_and_reproduces() {
         (32, 32),
         "64 px scaled down by block means"
     );
-    let again = studio.run(&[
-        "build",
-        root.to_str().unwrap(),
-        "--json",
-        "--model",
-        &studio.model,
-        "--key",
-        "studio",
-    ]);
-    let report: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    // `autonomy build --json` of the project, signed as before; its report.
+    let build_report = || -> serde_json::Value {
+        let out = studio.run(&[
+            "build",
+            root.to_str().unwrap(),
+            "--json",
+            "--model",
+            &studio.model,
+            "--key",
+            "studio",
+        ]);
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let report = build_report();
     for asset in report["assets"].as_array().unwrap() {
         assert_eq!(asset["outcome"], "up-to-date", "{report}");
     }
@@ -659,16 +663,7 @@ fn a_recipe_naming_a_diffusers_folder_builds_signs_caches_and_reproduces() {
         root.join(&lora[0].file),
     )
     .unwrap();
-    let rebuilt = studio.run(&[
-        "build",
-        root.to_str().unwrap(),
-        "--json",
-        "--model",
-        &studio.model,
-        "--key",
-        "studio",
-    ]);
-    let report: serde_json::Value = serde_json::from_slice(&rebuilt.stdout).unwrap();
+    let report = build_report();
     let outcome = |name: &str| {
         report["assets"]
             .as_array()

@@ -356,31 +356,19 @@ def reference(pipe, name, inpaint):
     init = torch.randn(1, 4, 8, 8, generator=g)
     steps, guidance = 4, 5.0
     extra = {}
-    if inpaint:
-        run = pipe(
-            PROMPT,
-            image=test_image(),
-            mask_image=test_mask(),
-            strength=1.0,
-            negative_prompt=NEGATIVE,
-            num_inference_steps=steps,
-            guidance_scale=guidance,
-            latents=init.clone(),
-            output_type="np",
-            height=64,
-            width=64,
-        ).images
-    else:
-        run = pipe(
-            PROMPT,
-            negative_prompt=NEGATIVE,
-            num_inference_steps=steps,
-            guidance_scale=guidance,
-            latents=init.clone(),
-            output_type="np",
-            height=64,
-            width=64,
-        ).images
+    inputs = dict(image=test_image(), mask_image=test_mask(), strength=1.0) if inpaint else {}
+    run = pipe(
+        PROMPT,
+        **inputs,
+        negative_prompt=NEGATIVE,
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        latents=init.clone(),
+        output_type="np",
+        height=64,
+        width=64,
+    ).images
+    if not inpaint:
         # Image-to-image from the test image at strength 0.5: the generator first samples the
         # (deterministic) latent distribution, then draws the noise; the same noise is stored.
         strength = 0.5
