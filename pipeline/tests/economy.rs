@@ -572,3 +572,173 @@ fn a_wrong_network_is_refused_with_what_to_do() {
     assert!(ok(deployed).contains("suite deployed on chain 31337"));
     assert!(ok(status).contains("chain id     31337"));
 }
+
+/// A js-ipfs node (`scripts/ipfs-node.mjs`) serving the HTTP RPC API, stopped when dropped.
+struct IpfsNode {
+    process: std::process::Child,
+    url: String,
+    _repo: tempfile::TempDir,
+}
+
+impl IpfsNode {
+    fn start() -> Self {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        assert!(
+            root.join("node_modules/ipfs-core").exists(),
+            "run `npm ci` first"
+        );
+        let repo = tempfile::tempdir().unwrap();
+        let mut process = Command::new("node")
+            .arg(root.join("scripts/ipfs-node.mjs"))
+            .arg(repo.path())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(process.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert!(
+            line.starts_with("http://"),
+            "the node did not start: {line:?}"
+        );
+        Self {
+            process,
+            url: line.trim().to_string(),
+            _repo: repo,
+        }
+    }
+
+    /// POSTs an RPC call with no body and returns the response body, which must be a success.
+    fn call(&self, path_and_query: &str) -> Vec<u8> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (status, body) = runtime.block_on(async {
+            let response = reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap()
+                .post(format!("{}{path_and_query}", self.url))
+                .send()
+                .await
+                .unwrap();
+            (response.status(), response.bytes().await.unwrap())
+        });
+        assert!(
+            status.is_success(),
+            "{path_and_query}: {status} {}",
+            String::from_utf8_lossy(&body)
+        );
+        body.to_vec()
+    }
+}
+
+impl Drop for IpfsNode {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+#[test]
+fn published_files_are_pinned_on_the_projects_ipfs_node_under_their_cids() {
+    let (project, _) = Project::with_creator();
+    let model_dir = tempfile::tempdir().unwrap();
+    let model = common::copy_of_shipped_model(model_dir.path());
+    let root = project.root.path();
+    std::fs::create_dir_all(root.join("items")).unwrap();
+    std::fs::write(root.join("items/fruit.recipe.toml"), RECIPES).unwrap();
+    let items = project.path("items");
+    ok(project.run(&[
+        "build",
+        &items,
+        "--model",
+        model.to_str().unwrap(),
+        "--key",
+        "studio",
+    ]));
+    let apple = project.path("items/apple.png");
+    let config = std::fs::read_to_string(root.join("autonomy.toml")).unwrap();
+    let use_node = |url: &str| {
+        std::fs::write(
+            root.join("autonomy.toml"),
+            config.replace(
+                "# ipfs = \"http://127.0.0.1:5001\"",
+                &format!("ipfs = \"{url}\""),
+            ),
+        )
+        .unwrap();
+    };
+
+    // A node that is not running: refused before anything is minted, with what to check.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    use_node(&format!("http://127.0.0.1:{closed}"));
+    let down = failed(project.run(&["publish", &apple]));
+    assert!(
+        down.contains(&format!("IPFS node http://127.0.0.1:{closed}"))
+            && down.contains("is it running"),
+        "{down}"
+    );
+    let unminted = failed(project.run(&["market", "show", &apple]));
+    assert!(unminted.contains("is not minted"), "{unminted}");
+
+    // With the node up, every file, the manifest and the metadata are pinned there under the
+    // CIDs the metadata names, byte for byte what the local store holds.
+    let node = IpfsNode::start();
+    use_node(&node.url);
+    let published = ok(project.run(&["publish", &apple, "--json"]));
+    let published: serde_json::Value = serde_json::from_str(&published).unwrap();
+    assert_eq!(published[0]["minted_now"], true);
+    let metadata_cid = published[0]["metadata_uri"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("ipfs://")
+        .unwrap()
+        .to_string();
+    let store = root.join(".autonomy/store");
+    let metadata: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(store.join(&metadata_cid)).unwrap()).unwrap();
+    let uri_cid = |uri: &serde_json::Value| {
+        uri.as_str()
+            .unwrap()
+            .strip_prefix("ipfs://")
+            .unwrap()
+            .to_string()
+    };
+    let mut cids = vec![
+        metadata_cid,
+        uri_cid(&metadata["image"]),
+        uri_cid(&metadata["properties"]["provenance"]),
+    ];
+    for file in metadata["properties"]["files"].as_array().unwrap() {
+        cids.push(uri_cid(&file["uri"]));
+    }
+    assert!(cids.len() >= 4, "{metadata}");
+    for cid in &cids {
+        assert_eq!(
+            node.call(&format!("/api/v0/block/get?arg={cid}")),
+            std::fs::read(store.join(cid)).unwrap(),
+            "{cid} on the node"
+        );
+        // An unpinned CID is an error answer (`call` asserts 200).
+        let pin = String::from_utf8(node.call(&format!("/api/v0/pin/ls?arg={cid}"))).unwrap();
+        assert!(pin.contains("\"recursive\""), "{cid}: {pin}");
+    }
+    assert_eq!(
+        node.call(&format!("/api/v0/cat?arg={}", cids[1])),
+        std::fs::read(&apple).unwrap(),
+        "the image reads back with `ipfs cat`"
+    );
+
+    // Publishing again pushes again (harmless) and mints nothing.
+    let again = ok(project.run(&["publish", &apple]));
+    assert!(again.contains("already minted"), "{again}");
+}

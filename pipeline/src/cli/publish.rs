@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use alloy_primitives::U256;
 use anyhow::{Context, Result, bail};
-use autonomy_pipeline::economy::ContentStore;
 use autonomy_pipeline::economy::config::{CONFIG_FILE, TEMPLATE};
 use autonomy_pipeline::economy::publish::{PublishOptions, publish};
 use autonomy_pipeline::economy::units::{format_auton, parse_auton};
@@ -50,7 +49,7 @@ pub fn init(dir: &Path) -> Result<ExitCode> {
 pub fn run_publish(args: PublishArgs) -> Result<ExitCode> {
     let mut session = Session::open(&args.project)?;
     let creator = session.account(&args.project.from)?;
-    let store = ContentStore::new(session.config.store.clone());
+    let store = session.config.content_store()?;
     let options = PublishOptions {
         royalty_bps: args.royalty,
         list_price: args.list,

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::EconomyError;
+use super::ipfs::IpfsNode;
+use super::store::ContentStore;
 
 /// The file name looked for in the project root.
 pub const CONFIG_FILE: &str = "autonomy.toml";
@@ -30,6 +32,9 @@ dir = ".autonomy/chain"
 [store]
 # Every published file, its manifest and its ERC-721 metadata, stored by CID.
 dir = ".autonomy/store"
+# Also push them to an IPFS node over its HTTP RPC API (Kubo's `Addresses.API`; js-ipfs too),
+# pinned, under the same CIDs, before anything is minted.
+# ipfs = "http://127.0.0.1:5001"
 
 [watch]
 # Recipe folders `autonomy build` and `autonomy watch` use when given none.
@@ -71,6 +76,8 @@ pub struct Config {
     pub creator_key: Option<String>,
     /// The content store folder.
     pub store: PathBuf,
+    /// The RPC API of the IPFS node published files are pushed to, if any.
+    pub ipfs: Option<String>,
     /// Folders searched for registry models' weights.
     pub model_dirs: Vec<PathBuf>,
     /// Recipe folders built and watched when none is named.
@@ -166,12 +173,14 @@ struct RawCreator {
 struct RawStore {
     #[serde(default = "default_store_dir")]
     dir: PathBuf,
+    ipfs: Option<String>,
 }
 
 impl Default for RawStore {
     fn default() -> Self {
         Self {
             dir: default_store_dir(),
+            ipfs: None,
         }
     }
 }
@@ -232,9 +241,19 @@ impl Config {
             chain,
             creator_key: raw.creator.key,
             store: root.join(&raw.store.dir),
+            ipfs: raw.store.ipfs,
             model_dirs: raw.models.dirs.iter().map(|dir| root.join(dir)).collect(),
             recipe_dirs: raw.watch.folders.iter().map(|dir| root.join(dir)).collect(),
         })
+    }
+
+    /// The content store, pushing to the IPFS node when one is configured.
+    pub fn content_store(&self) -> Result<ContentStore, EconomyError> {
+        let store = ContentStore::new(&self.store);
+        match &self.ipfs {
+            Some(url) => Ok(store.with_ipfs(IpfsNode::new(url)?)),
+            None => Ok(store),
+        }
     }
 
     /// Where publish journals are kept.
@@ -269,6 +288,27 @@ mod tests {
             }
         );
         assert_eq!(config.creator_key, None);
+        assert_eq!(config.ipfs, None);
+    }
+
+    #[test]
+    fn an_ipfs_node_is_optional_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CONFIG_FILE);
+        let with = |url: &str| {
+            TEMPLATE.replace(
+                "# ipfs = \"http://127.0.0.1:5001\"",
+                &format!("ipfs = {url:?}"),
+            )
+        };
+        std::fs::write(&path, with("http://127.0.0.1:5001")).unwrap();
+        let config = Config::load(dir.path()).unwrap();
+        assert_eq!(config.ipfs.as_deref(), Some("http://127.0.0.1:5001"));
+        assert!(config.content_store().is_ok());
+        std::fs::write(&path, with("https://ipfs.example")).unwrap();
+        let config = Config::load(dir.path()).unwrap();
+        let error = config.content_store().unwrap_err().to_string();
+        assert!(error.contains("https://ipfs.example"), "{error}");
     }
 
     #[test]

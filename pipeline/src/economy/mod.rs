@@ -1,10 +1,12 @@
 //! The creator economy: a project's chain and content store, and publishing assets as NFTs.
 //!
 //! Every chain call goes through the [`autonomy_contracts::Ledger`]; this module decides what
-//! to call, keeps the content store (`.autonomy/store/`) and journals each publish so that a
-//! run killed at any point finishes when run again, without minting twice.
+//! to call, keeps the content store (`.autonomy/store/`, pushed to an IPFS node when one is
+//! configured) and journals each publish so that a run killed at any point finishes when run
+//! again, without minting twice.
 
 pub mod config;
+pub mod ipfs;
 pub mod metadata;
 pub mod onchain;
 pub mod publish;
@@ -42,6 +44,14 @@ pub enum EconomyError {
         path: PathBuf,
         /// The cause.
         source: std::io::Error,
+    },
+    /// The IPFS node refused a file or could not be reached.
+    #[error("IPFS node {url}: {message}")]
+    Ipfs {
+        /// The node's RPC API.
+        url: String,
+        /// What went wrong, and what to do.
+        message: String,
     },
     /// The content store is inconsistent.
     #[error("content store: {0}")]

@@ -1,5 +1,5 @@
-//! `publish`: a verified asset goes into the content store, is minted with its provenance, and
-//! optionally listed. Each step is checked against the chain before it is taken and recorded in
+//! `publish`: a verified asset goes into the content store (and onto the project's IPFS node), is
+//! minted with its provenance, and optionally listed. Each step is checked against the chain before it is taken and recorded in
 //! a journal after, so a run killed anywhere finishes when run again and never mints twice.
 
 use std::path::Path;
@@ -174,11 +174,25 @@ fn publish_one<B: Backend>(
     let mut metadata_json = serde_json::to_vec_pretty(&metadata(&manifest, &stored))
         .map_err(|error| EconomyError::Store(error.to_string()))?;
     metadata_json.push(b'\n');
-    let metadata_uri = format!("ipfs://{}", store.put(&metadata_json)?);
+    let metadata_cid = store.put(&metadata_json)?;
+    let metadata_uri = format!("ipfs://{metadata_cid}");
+
+    // 2. Push them to the IPFS node, if there is one, before the URI goes on chain.
+    if let Some(node) = store.ipfs() {
+        progress(&format!(
+            "{}: pushing to IPFS at {}",
+            report.asset,
+            node.url()
+        ));
+        let cids = stored.files.iter().map(|(_, cid)| cid);
+        for cid in cids.chain([&stored.manifest, &metadata_cid]) {
+            store.push(cid)?;
+        }
+    }
     journal.metadata_uri = Some(metadata_uri.clone());
     write_journal(&journal_path, &journal)?;
 
-    // 2. Mint, unless the chain already has it.
+    // 3. Mint, unless the chain already has it.
     let weights: Option<B256> = manifest.model.weights_sha256.parse().ok();
     let model_version = match weights {
         Some(weights) => ledger.version_with_weights(weights)?.unwrap_or(U256::ZERO),
@@ -215,7 +229,7 @@ fn publish_one<B: Backend>(
     journal.minted = true;
     write_journal(&journal_path, &journal)?;
 
-    // 3. List, unless it is listed at that price already.
+    // 4. List, unless it is listed at that price already.
     if let Some(price) = options.list_price {
         let market = ledger.deployment().marketplace;
         let owner = ledger.owner_of(token_id)?;

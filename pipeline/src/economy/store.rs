@@ -1,23 +1,52 @@
-//! The content store: files kept under their CID (CIDv1, raw, sha2-256), written once, atomically.
+//! The content store: files kept under their CID (CIDv1, raw, sha2-256), written once, atomically,
+//! and pushed to an IPFS node when the project names one.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
 use super::EconomyError;
+use super::ipfs::IpfsNode;
 use crate::atomic;
 use crate::build::provenance::cid_of_digest;
 
-/// A folder of content-addressed files.
+/// A folder of content-addressed files, optionally mirrored to an IPFS node.
 #[derive(Debug, Clone)]
 pub struct ContentStore {
     dir: PathBuf,
+    ipfs: Option<Arc<IpfsNode>>,
 }
 
 impl ContentStore {
     /// The store in `dir` (created on first write).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        Self {
+            dir: dir.into(),
+            ipfs: None,
+        }
+    }
+
+    /// The same store, with [`ContentStore::push`] sending files to `node`.
+    pub fn with_ipfs(self, node: IpfsNode) -> Self {
+        Self {
+            ipfs: Some(Arc::new(node)),
+            ..self
+        }
+    }
+
+    /// The IPFS node files are pushed to, if any.
+    pub fn ipfs(&self) -> Option<&IpfsNode> {
+        self.ipfs.as_deref()
+    }
+
+    /// Pins the stored `cid` on the IPFS node under the same CID (nothing to do without a node).
+    /// Pushing again is harmless.
+    pub fn push(&self, cid: &str) -> Result<(), EconomyError> {
+        match &self.ipfs {
+            Some(node) => node.put_block(cid, &self.get(cid)?),
+            None => Ok(()),
+        }
     }
 
     /// Stores `bytes` and returns their CID; storing the same bytes again is free.
