@@ -1194,6 +1194,33 @@ impl<B: Backend> Ledger<B> {
         })
     }
 
+    /// The votes (for plus abstain) proposal `id` needs to pass, or `None` while its vote has not
+    /// started (the quorum is a fraction of the supply at the snapshot).
+    pub fn proposal_quorum(&self, id: U256) -> Result<Option<U256>, LedgerError> {
+        let (start, _) = self.proposal_window(id)?;
+        if start >= self.timestamp()? {
+            return Ok(None);
+        }
+        let quorum = self.read(
+            self.deployment.governor,
+            AutonomyGovernor::quorumCall {
+                timepoint: U256::from(start),
+            },
+        )?;
+        Ok(Some(quorum))
+    }
+
+    /// When queued proposal `id` may be executed (timestamp), or `None` when it is not queued.
+    pub fn proposal_eta(&self, id: U256) -> Result<Option<u64>, LedgerError> {
+        let eta: u64 = self
+            .read(
+                self.deployment.governor,
+                AutonomyGovernor::proposalEtaCall { proposalId: id },
+            )?
+            .saturating_to();
+        Ok((eta != 0).then_some(eta))
+    }
+
     /// The timelock's delay, in seconds.
     pub fn timelock_delay(&self) -> Result<u64, LedgerError> {
         Ok(self

@@ -389,6 +389,14 @@ fn a_community_model_is_promoted_by_vote_and_its_contributors_earn_from_sales() 
     let id = proposal_id(&proposed);
     let prefix = &id[..12];
     assert!(proposed.contains("voting opens in 1m"), "{proposed}");
+    let pending = ok(project.run(&["dao", "status", prefix, "--from", "dev:0"]));
+    assert!(
+        pending.contains("Make version 2 the active version of model 1")
+            && pending.contains("state    Pending")
+            && pending.contains("next     votes open in 1m")
+            && !pending.contains("quorum"),
+        "{pending}"
+    );
     let early = failed(project.run(&["dao", "vote", prefix, "for", "--from", "dev:0"]));
     assert!(early.contains("GovernorUnexpectedProposalState"), "{early}");
     ok(project.run(&["chain", "advance", "61s", "--from", "dev:0"]));
@@ -403,9 +411,26 @@ fn a_community_model_is_promoted_by_vote_and_its_contributors_earn_from_sales() 
         status.contains("Active") && status.contains("closes in"),
         "{status}"
     );
+    // The deployer, dev:0, holds 891,000,000 Auton, dev:3 1,000,000; quorum is 4 % of the
+    // 1,000,000,000 supply.
+    let active = ok(project.run(&["dao", "status", prefix, "--from", "dev:0"]));
+    assert!(
+        active.contains("state    Active")
+            && active.contains("voting   opened 4s ago, closes in 9m 56s")
+            && active.contains("for 891000000 AUTON, against 1000000 AUTON, abstain 0 AUTON")
+            && active.contains("quorum   40000000 AUTON (for + abstain: 891000000 AUTON, reached)")
+            && active.contains(&format!("autonomy dao vote {prefix} for|against|abstain")),
+        "{active}"
+    );
     ok(project.run(&["chain", "advance", "10m", "--from", "dev:0"]));
     let queued = ok(project.run(&["dao", "queue", prefix, "--from", "dev:4"]));
     assert!(queued.contains("executable in 1m"), "{queued}");
+    let waiting = ok(project.run(&["dao", "status", prefix, "--from", "dev:0"]));
+    assert!(
+        waiting.contains("state    Queued")
+            && waiting.contains(&format!("next     `autonomy dao execute {prefix}` in 1m")),
+        "{waiting}"
+    );
     let too_soon = failed(project.run(&["dao", "execute", prefix, "--from", "dev:4"]));
     assert!(too_soon.contains("cannot execute"), "{too_soon}");
     ok(project.run(&["chain", "advance", "61s", "--from", "dev:0"]));
@@ -441,6 +466,20 @@ fn a_community_model_is_promoted_by_vote_and_its_contributors_earn_from_sales() 
         "{bought}"
     );
     // dev:8 holds 40 % of version 2: of 10 (access) + 2.5 (sale) = 5 Auton.
+    let shown = ok(project.run(&["models", "show", "house", "--from", "dev:0"]));
+    let version_2 = &shown[shown.find("version 2").unwrap()..];
+    assert!(
+        shown.contains("model 1 `house`")
+            && shown.contains("kind     community")
+            && shown.contains("active   2")
+            && version_2.starts_with("version 2 (active)")
+            && version_2.contains("parent   1")
+            && version_2.contains("revenue  12.5 AUTON received, 0 AUTON paid out")
+            && version_2.contains(&format!("{} 40%, can be paid 5 AUTON", dev[8].address())),
+        "{shown}"
+    );
+    let unknown = failed(project.run(&["models", "show", "castle", "--from", "dev:0"]));
+    assert!(unknown.contains("no model named `castle`"), "{unknown}");
     let paid = ok(project.run(&["models", "release", "2", "dev:8", "--from", "dev:7"]));
     assert!(paid.contains("paid 5 AUTON"), "{paid}");
     let nothing = failed(project.run(&["models", "release", "2", "dev:8", "--from", "dev:7"]));

@@ -37,7 +37,7 @@ use alloy::primitives::{Address, B256, U256, keccak256};
 use autonomy_contracts::bindings::{AssetNFT, Marketplace, ModelRegistry, TimelockController};
 use autonomy_contracts::{
     Action, Backend, BatchMintRequest, Ledger, LedgerError, MintRequest, Proposal, ProposalState,
-    Support, VersionRequest, auton,
+    SuiteConfig, Support, VersionRequest, auton,
 };
 
 /// The custom error's name of a revert, or a panic naming what came back instead.
@@ -561,12 +561,21 @@ pub fn governance_moves_community_models<B: Backend>(ledger: &mut Ledger<B>) {
         "rebuilt from its event"
     );
     assert_eq!(ledger.proposal_state(id).unwrap(), ProposalState::Pending);
+    assert_eq!(ledger.proposal_quorum(id).unwrap(), None, "no snapshot yet");
     assert_eq!(
         revert_name(ledger.vote(whale, id, Support::For)),
         "GovernorUnexpectedProposalState"
     );
     ledger.advance_time(61).unwrap();
     assert_eq!(ledger.proposal_state(id).unwrap(), ProposalState::Active);
+    assert_eq!(
+        ledger.proposal_quorum(id).unwrap(),
+        Some(
+            ledger.total_supply().unwrap() * U256::from(SuiteConfig::dev().quorum_percent)
+                / U256::from(100)
+        ),
+        "a fixed percentage of the supply at the snapshot"
+    );
     ledger.vote(whale, id, Support::For).unwrap();
     ledger.vote(voter, id, Support::Against).unwrap();
     let tally = ledger.proposal_votes(id).unwrap();
@@ -583,8 +592,14 @@ pub fn governance_moves_community_models<B: Backend>(ledger: &mut Ledger<B>) {
     );
     ledger.advance_time(601).unwrap();
     assert_eq!(ledger.proposal_state(id).unwrap(), ProposalState::Succeeded);
+    assert_eq!(ledger.proposal_eta(id).unwrap(), None);
     ledger.queue(voter, &proposal).unwrap();
     assert_eq!(ledger.proposal_state(id).unwrap(), ProposalState::Queued);
+    assert_eq!(
+        ledger.proposal_eta(id).unwrap(),
+        Some(ledger.timestamp().unwrap() + ledger.timelock_delay().unwrap()),
+        "executable one timelock delay after queueing"
+    );
     assert_eq!(
         revert_name(ledger.execute(voter, &proposal)),
         "TimelockUnexpectedOperationState"

@@ -1,11 +1,11 @@
-//! `autonomy dao`: delegate, propose, vote, queue, execute, list.
+//! `autonomy dao`: delegate, propose, vote, queue, execute, status, list.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use alloy_primitives::U256;
 use anyhow::{Context, Result, bail};
-use autonomy_contracts::{Action, Deployment, Proposal, Support};
+use autonomy_contracts::{Action, Deployment, Proposal, ProposalState, Support};
 use autonomy_pipeline::economy::units::format_auton;
 use clap::Subcommand;
 
@@ -63,6 +63,13 @@ pub enum DaoCommand {
     },
     /// Execute a queued proposal once its delay has passed.
     Execute {
+        /// The proposal id, or a unique prefix of it.
+        id: String,
+        #[command(flatten)]
+        project: Project,
+    },
+    /// One proposal: its state, votes against quorum, deadlines and what to do next.
+    Status {
         /// The proposal id, or a unique prefix of it.
         id: String,
         #[command(flatten)]
@@ -183,6 +190,11 @@ pub fn dao(command: DaoCommand) -> Result<ExitCode> {
                 .context("cannot execute (is it queued and its delay over? `autonomy dao list`)")?;
             println!("executed {id}: {}", proposal.description);
         }
+        DaoCommand::Status { id, project } => {
+            let session = Session::open(&project)?;
+            let (id, proposal) = find_proposal(&session.ledger, &id)?;
+            status(&session.ledger, id, &proposal)?;
+        }
         DaoCommand::List { project } => {
             let session = Session::open(&project)?;
             let ledger = &session.ledger;
@@ -204,6 +216,67 @@ pub fn dao(command: DaoCommand) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `dao status`.
+fn status(ledger: &AnyLedger, id: U256, proposal: &Proposal) -> Result<()> {
+    let now = ledger.timestamp()?;
+    let state = ledger.proposal_state(id)?;
+    let (start, end) = ledger.proposal_window(id)?;
+    let tally = ledger.proposal_votes(id)?;
+    println!("proposal {id}");
+    println!("  {}", proposal.description);
+    println!("  state    {state:?}");
+    let tense = |when: u64, future: &'static str, past: &'static str| {
+        if when > now { future } else { past }
+    };
+    println!(
+        "  voting   {} {}, {} {}",
+        tense(start, "opens", "opened"),
+        relative(start, now),
+        tense(end, "closes", "closed"),
+        relative(end, now)
+    );
+    println!(
+        "  votes    for {}, against {}, abstain {}",
+        format_auton(tally.for_votes),
+        format_auton(tally.against),
+        format_auton(tally.abstain)
+    );
+    if let Some(quorum) = ledger.proposal_quorum(id)? {
+        let counted = tally.for_votes + tally.abstain;
+        let reached = if counted >= quorum {
+            "reached"
+        } else {
+            "not reached"
+        };
+        println!(
+            "  quorum   {} (for + abstain: {}, {reached})",
+            format_auton(quorum),
+            format_auton(counted)
+        );
+    }
+    let short = &id.to_string()[..12];
+    let next = match state {
+        ProposalState::Pending => format!("votes open {}", relative(start, now)),
+        ProposalState::Active => {
+            format!("`autonomy dao vote {short} for|against|abstain` until it closes")
+        }
+        ProposalState::Succeeded => format!("passed: `autonomy dao queue {short}`"),
+        ProposalState::Queued => match ledger.proposal_eta(id)? {
+            Some(eta) if eta > now => format!(
+                "`autonomy dao execute {short}` {} (timelock)",
+                relative(eta, now)
+            ),
+            _ => format!("`autonomy dao execute {short}` now"),
+        },
+        ProposalState::Defeated => "nothing: it was voted down or missed quorum".into(),
+        ProposalState::Canceled | ProposalState::Expired | ProposalState::Executed => {
+            "nothing: it is over".into()
+        }
+    };
+    println!("  next     {next}");
+    Ok(())
 }
 
 /// Proposes the one action `action` makes from the deployment, and says when voting opens.

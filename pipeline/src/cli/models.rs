@@ -1,15 +1,16 @@
-//! `autonomy models`: register, add-version, list, buy-access, release.
+//! `autonomy models`: register, add-version, list, show, buy-access, release.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use alloy_primitives::{Address, B256, U256};
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
+use autonomy_contracts::bindings::ModelRegistry;
 use autonomy_pipeline::economy::shares::shares_from_dataset;
 use autonomy_pipeline::economy::units::{format_auton, parse_auton};
 use clap::Subcommand;
 
-use super::session::{Project, Session};
+use super::session::{AnyLedger, Project, Session};
 
 /// `autonomy models …`.
 #[derive(Subcommand)]
@@ -60,6 +61,14 @@ pub enum ModelsCommand {
         #[command(flatten)]
         project: Project,
     },
+    /// One model in full: every version's hashes, URI, price, revenue and contributors with
+    /// what each can be paid now.
+    Show {
+        /// The model's id or name.
+        model: String,
+        #[command(flatten)]
+        project: Project,
+    },
     /// Buy access to a version (approves the registry for the price if needed).
     BuyAccess {
         /// The version id.
@@ -99,6 +108,82 @@ fn contributors(
             Ok((session.account(who)?, bps))
         })
         .collect()
+}
+
+/// The model whose id or name is `reference`.
+fn find_model(ledger: &AnyLedger, reference: &str) -> Result<(u64, ModelRegistry::Model)> {
+    let count = ledger.model_count()?.saturating_to::<u64>();
+    if let Ok(id) = reference.parse::<u64>() {
+        if id == 0 || id > count {
+            bail!("no model {id}: {count} registered (`autonomy models list`)");
+        }
+        return Ok((id, ledger.model(U256::from(id))?));
+    }
+    for id in 1..=count {
+        let model = ledger.model(U256::from(id))?;
+        if model.name == reference {
+            return Ok((id, model));
+        }
+    }
+    bail!("no model named `{reference}` (`autonomy models list` shows them)")
+}
+
+/// `models show`.
+fn show(ledger: &AnyLedger, reference: &str) -> Result<()> {
+    let (id, model) = find_model(ledger, reference)?;
+    let kind = if model.community {
+        "community: its active version changes by DAO vote"
+    } else {
+        "private: its owner picks the active version"
+    };
+    println!("model {id} `{}`", model.name);
+    println!("  owner    {}", model.owner);
+    println!("  kind     {kind}");
+    let active = match model.activeVersion {
+        0 => "none".to_string(),
+        version => version.to_string(),
+    };
+    println!("  active   {active}");
+    let versions = ledger.version_count()?.saturating_to::<u64>();
+    for version_id in 1..=versions {
+        let version = ledger.version(U256::from(version_id))?;
+        if version.modelId != id {
+            continue;
+        }
+        let tag = if version_id == model.activeVersion {
+            " (active)"
+        } else {
+            ""
+        };
+        let parent = match version.parentVersion {
+            0 => "none".to_string(),
+            parent => parent.to_string(),
+        };
+        let (received, released) = ledger.revenue(U256::from(version_id))?;
+        println!("version {version_id}{tag}");
+        println!("  weights  {}", version.weightsHash);
+        println!("  dataset  {}", version.datasetManifestHash);
+        println!("  uri      {}", version.uri);
+        println!("  parent   {parent}");
+        println!(
+            "  access   {}",
+            format_auton(U256::from(version.accessPrice))
+        );
+        println!(
+            "  revenue  {} received, {} paid out",
+            format_auton(received),
+            format_auton(released)
+        );
+        for contributor in &version.contributors {
+            println!(
+                "  {} {}%, can be paid {}",
+                contributor.account,
+                f64::from(contributor.sharesBps) / 100.0,
+                format_auton(ledger.releasable(U256::from(version_id), contributor.account)?)
+            );
+        }
+    }
+    Ok(())
 }
 
 fn sha256_file(path: &Path) -> Result<B256> {
@@ -216,6 +301,10 @@ pub fn models(command: ModelsCommand) -> Result<ExitCode> {
                     );
                 }
             }
+        }
+        ModelsCommand::Show { model, project } => {
+            let session = Session::open(&project)?;
+            show(&session.ledger, &model)?;
         }
         ModelsCommand::BuyAccess { version, project } => {
             let mut session = Session::open(&project)?;
