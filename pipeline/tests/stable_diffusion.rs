@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use autonomy_pipeline::build::provenance::Manifest;
 use autonomy_pipeline::generator::{GenerateRequest, Generator, InitImage};
 use autonomy_pipeline::models::sd::lora::LoraFile;
+use autonomy_pipeline::models::sd::scheduler::{Schedule, SchedulerConfig};
 use autonomy_pipeline::models::sd::{SdError, StableDiffusion};
 use autonomy_pipeline::post::seam;
 use candle_core::{Device, Tensor};
@@ -275,6 +276,112 @@ fn the_folders_scheduler_places_the_timesteps() {
         let theirs = reference.get("run_timesteps").to_vec1::<i64>().unwrap();
         assert_eq!(ours, theirs, "{name}");
     }
+}
+
+/// The stand-in for the UNet in `scripts/sd-fixtures/schedulers.py`.
+fn stand_in(x: &Tensor, t: f64) -> Tensor {
+    ((x.tanh().unwrap() * 0.5).unwrap() + 0.1 * (t / 100.0).cos()).unwrap()
+}
+
+/// Runs `schedule` from step `first` with the stand-in model.
+fn sample_with_stand_in(schedule: &mut Schedule, mut latents: Tensor, first: usize) -> Vec<f32> {
+    for i in first..schedule.timesteps.len() {
+        let t = schedule.timesteps[i];
+        let x = schedule.scale_model_input(&latents, i).unwrap();
+        latents = schedule.step(&stand_in(&x, t), i, &latents, None).unwrap();
+    }
+    latents.flatten_all().unwrap().to_vec1().unwrap()
+}
+
+#[test]
+fn every_scheduler_follows_diffusers_step_by_step() {
+    let path = fixtures().join("schedulers.json");
+    let reference: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let floats = |value: &serde_json::Value| -> Vec<f32> {
+        value
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect()
+    };
+    let latents = |value: &serde_json::Value| {
+        Tensor::from_vec(floats(value), (1, 4, 3, 3), &Device::Cpu).unwrap()
+    };
+    let (noise, image) = (latents(&reference["noise"]), latents(&reference["image"]));
+    let strength = reference["strength"].as_f64().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cases = reference["cases"].as_array().unwrap();
+    assert!(cases.len() >= 10);
+    for case in cases {
+        let name = case["name"].as_str().unwrap();
+        // The file as diffusers saves it (`-Infinity` for DPM-Solver's `lambda_min_clipped`).
+        let config_path = dir.path().join(format!("{name}.json"));
+        let text = case["scheduler_config"].as_str().unwrap();
+        std::fs::write(&config_path, text).unwrap();
+        let config = SchedulerConfig::read(&config_path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        for run in case["runs"].as_array().unwrap() {
+            let steps = run["steps"].as_u64().unwrap() as usize;
+            let what = format!("{name}, {steps} steps");
+            let mut schedule = config.schedule(steps);
+            let timesteps = floats(&run["timesteps"]);
+            assert_eq!(schedule.timesteps.len(), timesteps.len(), "{what}");
+            // Fractional (Euler with Karras σ) timesteps differ in the 4th decimal: diffusers derives
+            // them from f32 noise levels.
+            for (ours, theirs) in schedule.timesteps.iter().zip(&timesteps) {
+                assert!(
+                    (*ours as f32 - theirs).abs() < 5e-3,
+                    "{what}: timesteps {:?} vs {timesteps:?}",
+                    schedule.timesteps
+                );
+            }
+            assert!(
+                (schedule.init_noise_sigma() - run["init_noise_sigma"].as_f64().unwrap()).abs()
+                    < 1e-4,
+                "{what}"
+            );
+            let start = (&noise * schedule.init_noise_sigma()).unwrap();
+            let ours = sample_with_stand_in(&mut schedule, start, 0);
+            assert_close(
+                &ours,
+                &floats(&run["txt2img"]),
+                &format!("{what}, text to image"),
+            );
+
+            let first = steps - ((steps as f64 * strength).floor() as usize).min(steps);
+            assert_eq!(
+                first as u64,
+                run["img2img_first"].as_u64().unwrap(),
+                "{what}"
+            );
+            let mut schedule = config.schedule(steps);
+            if first == schedule.timesteps.len() {
+                continue; // nothing runs: the pipeline returns the init image's latents
+            }
+            let noised = schedule.add_noise(&image, &noise, first).unwrap();
+            let ours = sample_with_stand_in(&mut schedule, noised, first);
+            assert_close(
+                &ours,
+                &floats(&run["img2img"]),
+                &format!("{what}, image to image"),
+            );
+        }
+    }
+}
+
+/// Within 1e-4 of the largest magnitude (diffusers runs these in f32).
+fn assert_close(ours: &[f32], theirs: &[f32], what: &str) {
+    let scale = theirs.iter().fold(1f32, |m, v| m.max(v.abs()));
+    let worst = ours
+        .iter()
+        .zip(theirs)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        worst <= 1e-4 * scale,
+        "{what}: off by {worst} (scale {scale})"
+    );
 }
 
 fn request(prompt: &str) -> GenerateRequest {
@@ -555,10 +662,19 @@ fn broken_folders_are_refused_with_the_file_named() {
         edit(
             "scheduler/scheduler_config.json",
             "DDIMScheduler",
+            "LMSDiscreteScheduler",
+        ),
+        "scheduler/scheduler_config.json",
+        "LMSDiscreteScheduler",
+    );
+    refuses(
+        edit(
+            "scheduler/scheduler_config.json",
+            "DDIMScheduler",
             "PNDMScheduler",
         ),
         "scheduler/scheduler_config.json",
-        "PNDMScheduler",
+        "skip_prk_steps",
     );
     refuses(
         edit(

@@ -27,10 +27,48 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, SdError> {
             }
         }
     })?;
-    serde_json::from_slice(&bytes).map_err(|e| SdError::Invalid {
+    serde_json::from_slice(&python_tokens_as_null(&bytes)).map_err(|e| SdError::Invalid {
         path: path.to_path_buf(),
         message: e.to_string(),
     })
+}
+
+/// diffusers writes its configs with Python's `json`, which spells non-finite floats as bare
+/// `NaN`, `Infinity` and `-Infinity` (DPM-Solver's `lambda_min_clipped`, for one): those tokens,
+/// outside strings, become `null` (the field's default).
+fn python_tokens_as_null(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let (mut in_string, mut escaped) = (false, false);
+    let mut i = 0;
+    while i < bytes.len() {
+        let byte = bytes[i];
+        if in_string {
+            out.push(byte);
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            i += 1;
+            continue;
+        }
+        let token = [&b"-Infinity"[..], b"Infinity", b"NaN"]
+            .into_iter()
+            .find(|token| bytes[i..].starts_with(token));
+        match token {
+            Some(token) => {
+                out.extend_from_slice(b"null");
+                i += token.len();
+            }
+            None => {
+                in_string = byte == b'"';
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 /// A number or one number per block (`attention_head_dim`, `transformer_layers_per_block`).
@@ -480,5 +518,29 @@ impl PipelineSpec {
     /// Side in pixels of the images the pipeline was trained at.
     pub fn native_size(&self) -> usize {
         self.unet.sample_size * self.vae.downscale()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn pythons_non_finite_floats_read_as_null() {
+        let text = br#"{"lambda_min_clipped": -Infinity, "a": [NaN, Infinity, 1.5], "s": "-Infinity \"NaN\""}"#;
+        let value: serde_json::Value =
+            serde_json::from_slice(&python_tokens_as_null(text)).unwrap();
+        assert_eq!(value["lambda_min_clipped"], serde_json::Value::Null);
+        assert_eq!(value["a"], serde_json::json!([null, null, 1.5]));
+        assert_eq!(value["s"], "-Infinity \"NaN\"", "strings are left alone");
+    }
+
+    proptest! {
+        #[test]
+        fn standard_json_passes_through_unchanged(text in "\\PC*") {
+            let json = serde_json::to_vec(&serde_json::json!({ "key": text, "n": [1, -2.5] })).unwrap();
+            prop_assert_eq!(python_tokens_as_null(&json), json);
+        }
     }
 }

@@ -325,7 +325,7 @@ impl StableDiffusion {
     pub fn denoise(&self, request: &GenerateRequest, noise: &Tensor) -> Result<Tensor, SdError> {
         let _span = tracing::info_span!("sd_denoise", steps = request.steps).entered();
         let n = noise.dim(0)?;
-        let schedule = self.spec.scheduler.schedule(request.steps.max(1));
+        let mut schedule = self.spec.scheduler.schedule(request.steps.max(1));
         let guided = request.guidance > 1.0;
         let (context, added) = self.conditioning(request, n, guided)?;
         let start = match &request.init {
@@ -340,7 +340,8 @@ impl StableDiffusion {
         };
         let (_, _, h, w) = latents.dims4()?;
         let mut offsets = ChaCha8Rng::seed_from_u64(request.seed ^ 0x7111_AB1E);
-        for (i, &t) in schedule.timesteps.iter().enumerate().skip(first) {
+        for i in first..schedule.timesteps.len() {
+            let t = schedule.timesteps[i];
             let (dy, dx) = if request.tileable {
                 (offsets.random_range(0..h), offsets.random_range(0..w))
             } else {
@@ -445,7 +446,8 @@ impl StableDiffusion {
         let image = rgb_tensor(&init.image, size, &self.device)?;
         let scale = self.spec.vae.scaling_factor;
         let latents = (self.vae_encode_mean(&image)? * scale)?.repeat((n, 1, 1, 1))?;
-        let steps = schedule.timesteps.len();
+        // diffusers' img2img `get_timesteps`: the last ⌊steps·strength⌋ inference steps run.
+        let steps = schedule.inference_steps();
         let noised = ((steps as f32 * init.strength).floor() as usize).min(steps);
         let full_mask = match &init.mask {
             Some(mask) => Some(mask_tensor(mask, size, &self.device)?),

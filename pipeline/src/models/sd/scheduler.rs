@@ -1,7 +1,9 @@
 //! Noise schedulers as diffusers defines them, read from `scheduler/scheduler_config.json`:
-//! DDIM (SD 1.x/2.x), Euler (SD-Turbo, SDXL) and Euler ancestral, with ε- or v-prediction and
-//! leading, trailing or linspace timestep spacing. The math runs in f64 on scalars and on
-//! latents of any device; ancestral noise comes from the caller's seeded generator.
+//! DDIM (SD 2.x), PNDM/PLMS (SD 1.x), Euler (SD-Turbo, SDXL), Euler ancestral and DPM-Solver++
+//! multistep (DPM++ 2M), with ε- or v-prediction, leading, trailing or linspace timestep
+//! spacing, and Karras sigmas for Euler and DPM-Solver++. The math runs in f64 on scalars and on
+//! latents of any device; ancestral noise comes from the caller's seeded generator. Multistep
+//! samplers keep their past outputs in the [`Schedule`], so one `Schedule` serves one run.
 
 use std::path::Path;
 
@@ -15,10 +17,14 @@ use super::SdError;
 pub enum Kind {
     /// `DDIMScheduler` (η = 0: deterministic).
     Ddim,
+    /// `PNDMScheduler` with `skip_prk_steps` (PLMS: a fourth-order linear multistep method).
+    Pndm,
     /// `EulerDiscreteScheduler`.
     Euler,
     /// `EulerAncestralDiscreteScheduler`.
     EulerAncestral,
+    /// `DPMSolverMultistepScheduler` with `algorithm_type = "dpmsolver++"`.
+    DpmSolverMultistep,
 }
 
 /// What the UNet predicts.
@@ -41,6 +47,21 @@ pub enum Spacing {
     Linspace,
 }
 
+/// DPM-Solver++ settings (`DPMSolverMultistepScheduler`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DpmSolver {
+    /// 1 (DDIM-like) or 2 (DPM++ 2M).
+    pub order: usize,
+    /// The second-order update's `solver_type`: Heun's instead of the midpoint.
+    pub heun: bool,
+    /// First order on the last step of short (< 15 step) runs.
+    pub lower_order_final: bool,
+    /// First order on the last step always.
+    pub euler_at_final: bool,
+    /// Timesteps whose log-SNR λ is below this are never used.
+    pub lambda_min_clipped: f64,
+}
+
 /// `scheduler_config.json`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SchedulerConfig {
@@ -54,10 +75,16 @@ pub struct SchedulerConfig {
     pub alphas_cumprod: Vec<f64>,
     /// Added to leading timesteps.
     pub steps_offset: usize,
-    /// DDIM: ᾱ after the last step is 1 (else ᾱ₀).
+    /// DDIM, PNDM: ᾱ after the last step is 1 (else ᾱ₀).
     pub set_alpha_to_one: bool,
     /// DDIM: clamp the predicted image to ±`clip_sample_range`.
     pub clip_sample: Option<f64>,
+    /// Euler, DPM-Solver++: σ spaced as Karras et al. (2022), ρ = 7.
+    pub karras: bool,
+    /// Euler, DPM-Solver++: the last σ is σ_min instead of 0.
+    pub final_sigma_min: bool,
+    /// DPM-Solver++ settings (read for that sampler only).
+    pub dpm: DpmSolver,
 }
 
 #[derive(Deserialize)]
@@ -76,12 +103,12 @@ struct SchedulerJson {
     trained_betas: Option<Vec<f64>>,
     #[serde(default = "epsilon")]
     prediction_type: String,
-    #[serde(default = "leading")]
-    timestep_spacing: String,
+    #[serde(default)]
+    timestep_spacing: Option<String>,
     #[serde(default)]
     steps_offset: usize,
-    #[serde(default = "yes")]
-    set_alpha_to_one: bool,
+    #[serde(default)]
+    set_alpha_to_one: Option<bool>,
     #[serde(default)]
     clip_sample: bool,
     #[serde(default = "one")]
@@ -91,19 +118,44 @@ struct SchedulerJson {
     #[serde(default)]
     rescale_betas_zero_snr: bool,
     #[serde(default)]
-    use_karras_sigmas: bool,
+    use_karras_sigmas: Option<bool>,
     #[serde(default)]
-    use_exponential_sigmas: bool,
+    use_exponential_sigmas: Option<bool>,
     #[serde(default)]
-    use_beta_sigmas: bool,
+    use_beta_sigmas: Option<bool>,
+    #[serde(default)]
+    use_lu_lambdas: Option<bool>,
+    #[serde(default)]
+    use_flow_sigmas: Option<bool>,
     #[serde(default)]
     interpolation_type: Option<String>,
     #[serde(default)]
     final_sigmas_type: Option<String>,
+    #[serde(default)]
+    timestep_type: Option<String>,
+    #[serde(default)]
+    skip_prk_steps: bool,
+    #[serde(default = "two")]
+    solver_order: usize,
+    #[serde(default)]
+    algorithm_type: Option<String>,
+    #[serde(default)]
+    solver_type: Option<String>,
+    #[serde(default = "yes")]
+    lower_order_final: bool,
+    #[serde(default)]
+    euler_at_final: bool,
+    #[serde(default)]
+    lambda_min_clipped: Option<f64>,
+    #[serde(default)]
+    variance_type: Option<String>,
 }
 
 fn thousand() -> usize {
     1000
+}
+fn two() -> usize {
+    2
 }
 fn beta_start() -> f64 {
     1e-4
@@ -116,9 +168,6 @@ fn linear() -> String {
 }
 fn epsilon() -> String {
     "epsilon".into()
-}
-fn leading() -> String {
-    "leading".into()
 }
 fn yes() -> bool {
     true
@@ -137,11 +186,13 @@ impl SchedulerConfig {
         };
         let kind = match json.class.as_str() {
             "DDIMScheduler" => Kind::Ddim,
+            "PNDMScheduler" => Kind::Pndm,
             "EulerDiscreteScheduler" => Kind::Euler,
             "EulerAncestralDiscreteScheduler" => Kind::EulerAncestral,
+            "DPMSolverMultistepScheduler" => Kind::DpmSolverMultistep,
             other => {
                 return Err(unsupported(format!(
-                    "`_class_name` {other:?}: Autonomy samples with DDIMScheduler, EulerDiscreteScheduler or EulerAncestralDiscreteScheduler; set `_class_name` to one of them (the betas stay as they are)"
+                    "`_class_name` {other:?}: Autonomy samples with DDIMScheduler, PNDMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler or DPMSolverMultistepScheduler; set `_class_name` to one of them (the betas stay as they are)"
                 )));
             }
         };
@@ -150,18 +201,34 @@ impl SchedulerConfig {
             "v_prediction" => Prediction::V,
             other => return Err(unsupported(format!("`prediction_type` {other:?}"))),
         };
-        let spacing = match json.timestep_spacing.as_str() {
+        // Each class has its own default spacing.
+        let default_spacing = match kind {
+            Kind::Ddim | Kind::Pndm => "leading",
+            Kind::Euler | Kind::EulerAncestral | Kind::DpmSolverMultistep => "linspace",
+        };
+        let spacing = match json.timestep_spacing.as_deref().unwrap_or(default_spacing) {
             "leading" => Spacing::Leading,
             "trailing" => Spacing::Trailing,
             "linspace" => Spacing::Linspace,
             other => return Err(unsupported(format!("`timestep_spacing` {other:?}"))),
         };
+        let karras = json.use_karras_sigmas.unwrap_or(false);
+        if karras && !matches!(kind, Kind::Euler | Kind::DpmSolverMultistep) {
+            return Err(unsupported(format!(
+                "`use_karras_sigmas` with {}: Karras sigmas are read for EulerDiscreteScheduler and DPMSolverMultistepScheduler",
+                json.class
+            )));
+        }
         for (flag, on) in [
             ("thresholding", json.thresholding),
             ("rescale_betas_zero_snr", json.rescale_betas_zero_snr),
-            ("use_karras_sigmas", json.use_karras_sigmas),
-            ("use_exponential_sigmas", json.use_exponential_sigmas),
-            ("use_beta_sigmas", json.use_beta_sigmas),
+            (
+                "use_exponential_sigmas",
+                json.use_exponential_sigmas.unwrap_or(false),
+            ),
+            ("use_beta_sigmas", json.use_beta_sigmas.unwrap_or(false)),
+            ("use_lu_lambdas", json.use_lu_lambdas.unwrap_or(false)),
+            ("use_flow_sigmas", json.use_flow_sigmas.unwrap_or(false)),
         ] {
             if on {
                 return Err(unsupported(format!("`{flag}` = true is not supported yet")));
@@ -170,8 +237,52 @@ impl SchedulerConfig {
         if let Some(kind) = json.interpolation_type.filter(|k| k != "linear") {
             return Err(unsupported(format!("`interpolation_type` {kind:?}")));
         }
-        if let Some(kind) = json.final_sigmas_type.filter(|k| k != "zero") {
-            return Err(unsupported(format!("`final_sigmas_type` {kind:?}")));
+        if let Some(kind) = json.timestep_type.filter(|k| k != "discrete") {
+            return Err(unsupported(format!("`timestep_type` {kind:?}")));
+        }
+        let final_sigma_min = match json.final_sigmas_type.as_deref() {
+            None | Some("zero") => false,
+            Some("sigma_min") if matches!(kind, Kind::Euler | Kind::DpmSolverMultistep) => true,
+            Some(other) => return Err(unsupported(format!("`final_sigmas_type` {other:?}"))),
+        };
+        if kind == Kind::Pndm && !json.skip_prk_steps {
+            return Err(unsupported(
+                "PNDMScheduler with `skip_prk_steps` = false (its Runge-Kutta warm-up) is not supported; Stable Diffusion's releases set it true".into(),
+            ));
+        }
+        let dpm = DpmSolver {
+            order: json.solver_order,
+            heun: json.solver_type.as_deref() == Some("heun"),
+            lower_order_final: json.lower_order_final,
+            euler_at_final: json.euler_at_final,
+            lambda_min_clipped: json.lambda_min_clipped.unwrap_or(f64::NEG_INFINITY),
+        };
+        if kind == Kind::DpmSolverMultistep {
+            if let Some(algorithm) = json
+                .algorithm_type
+                .as_deref()
+                .filter(|a| *a != "dpmsolver++")
+            {
+                return Err(unsupported(format!(
+                    "`algorithm_type` {algorithm:?}: only \"dpmsolver++\" (DPM++ 2M) is supported"
+                )));
+            }
+            if let Some(solver) = json
+                .solver_type
+                .as_deref()
+                .filter(|s| !matches!(*s, "midpoint" | "heun"))
+            {
+                return Err(unsupported(format!("`solver_type` {solver:?}")));
+            }
+            if !(1..=2).contains(&dpm.order) {
+                return Err(unsupported(format!(
+                    "`solver_order` {}: DPM++ 2M uses 2 (or 1)",
+                    dpm.order
+                )));
+            }
+            if json.variance_type.is_some() {
+                return Err(unsupported("`variance_type` (learned variance)".into()));
+            }
         }
         let n = json.num_train_timesteps;
         if n < 2 {
@@ -209,8 +320,12 @@ impl SchedulerConfig {
             spacing,
             alphas_cumprod,
             steps_offset: json.steps_offset,
-            set_alpha_to_one: json.set_alpha_to_one,
+            // DDIM's default is true, PNDM's false.
+            set_alpha_to_one: json.set_alpha_to_one.unwrap_or(kind == Kind::Ddim),
             clip_sample: json.clip_sample.then_some(json.clip_sample_range),
+            karras,
+            final_sigma_min,
+            dpm,
         })
     }
 
@@ -218,75 +333,182 @@ impl SchedulerConfig {
         self.alphas_cumprod.len()
     }
 
-    /// Noise level σ = √((1−ᾱ)/ᾱ) at a (fractional) training timestep, interpolated.
+    /// σ = √((1−ᾱ)/ᾱ) at training timestep `i`.
+    fn train_sigma(&self, i: usize) -> f64 {
+        let a = self.alphas_cumprod[i];
+        ((1.0 - a) / a).sqrt()
+    }
+
+    /// Noise level σ at a (fractional) training timestep, interpolated linearly.
     fn sigma_at(&self, t: f64) -> f64 {
-        let sigma = |i: usize| {
-            let a = self.alphas_cumprod[i];
-            ((1.0 - a) / a).sqrt()
-        };
         let last = self.train_steps() - 1;
         let t = t.clamp(0.0, last as f64);
         let low = t.floor() as usize;
         let high = (low + 1).min(last);
         let w = t - low as f64;
-        sigma(low) * (1.0 - w) + sigma(high) * w
+        self.train_sigma(low) * (1.0 - w) + self.train_sigma(high) * w
     }
 
-    /// The schedule for `steps` inference steps.
-    pub fn schedule(&self, steps: usize) -> Schedule {
+    /// The (fractional) training timestep whose σ is `sigma`, interpolating log σ
+    /// (diffusers' `_sigma_to_t`).
+    fn t_of_sigma(&self, sigma: f64) -> f64 {
+        let log_sigma = sigma.max(1e-10).ln();
+        let last = self.train_steps() - 1;
+        let log_at = |i: usize| self.train_sigma(i).ln();
+        let low = (0..=last)
+            .rfind(|&i| log_at(i) <= log_sigma)
+            .unwrap_or(0)
+            .min(last - 1);
+        let (l, h) = (log_at(low), log_at(low + 1));
+        let w = ((l - log_sigma) / (l - h)).clamp(0.0, 1.0);
+        (1.0 - w) * low as f64 + w * (low + 1) as f64
+    }
+
+    /// The last training timestep DPM-Solver++ may start from (`lambda_min_clipped`).
+    fn dpm_last_timestep(&self) -> usize {
         let n = self.train_steps();
-        let steps = steps.clamp(1, n);
-        let timesteps: Vec<f64> = match (self.spacing, self.kind) {
-            (Spacing::Leading, _) => {
+        let clipped = (0..n)
+            .filter(|&i| {
+                let a = self.alphas_cumprod[i];
+                0.5 * a.ln() - 0.5 * (1.0 - a).ln() < self.dpm.lambda_min_clipped
+            })
+            .count();
+        n - clipped
+    }
+
+    /// Evenly spaced, noisiest first, in diffusers' rounding (numpy rounds halves to even).
+    fn spaced_timesteps(&self, steps: usize) -> Vec<f64> {
+        let n = self.train_steps();
+        match (self.kind, self.spacing) {
+            (Kind::DpmSolverMultistep, Spacing::Leading) => {
+                let ratio = self.dpm_last_timestep() / (steps + 1);
+                (1..=steps)
+                    .rev()
+                    .map(|i| (i * ratio + self.steps_offset) as f64)
+                    .collect()
+            }
+            (Kind::DpmSolverMultistep, Spacing::Linspace) => {
+                let last = self.dpm_last_timestep() as f64;
+                let mut points = linspace(0.0, last - 1.0, steps + 1);
+                points.remove(0);
+                points.into_iter().rev().map(f64::round_ties_even).collect()
+            }
+            (Kind::DpmSolverMultistep, Spacing::Trailing) => {
+                let last = self.dpm_last_timestep() as f64;
+                let ratio = n as f64 / steps as f64;
+                (0..)
+                    .map(|i| last - i as f64 * ratio)
+                    .take_while(|&t| t > 0.0)
+                    .map(|t| t.round_ties_even() - 1.0)
+                    .collect()
+            }
+            (_, Spacing::Leading) => {
                 let ratio = n / steps;
                 (0..steps)
                     .rev()
                     .map(|i| (i * ratio + self.steps_offset) as f64)
                     .collect()
             }
-            (Spacing::Trailing, _) => {
+            (_, Spacing::Trailing) => {
                 let ratio = n as f64 / steps as f64;
                 (0..steps)
-                    .map(|i| (n as f64 - i as f64 * ratio).round() - 1.0)
+                    .map(|i| (n as f64 - i as f64 * ratio).round_ties_even() - 1.0)
                     .collect()
             }
-            (Spacing::Linspace, Kind::Ddim) => linspace(0.0, (n - 1) as f64, steps)
+            (Kind::Ddim | Kind::Pndm, Spacing::Linspace) => linspace(0.0, (n - 1) as f64, steps)
                 .into_iter()
                 .rev()
-                .map(f64::round)
+                .map(f64::round_ties_even)
                 .collect(),
-            (Spacing::Linspace, _) => linspace(0.0, (n - 1) as f64, steps)
+            (_, Spacing::Linspace) => linspace(0.0, (n - 1) as f64, steps)
                 .into_iter()
                 .rev()
                 .collect(),
+        }
+    }
+
+    /// The schedule for `steps` inference steps.
+    pub fn schedule(&self, steps: usize) -> Schedule {
+        let n = self.train_steps();
+        let steps = steps.clamp(1, n);
+        let mut timesteps = self.spaced_timesteps(steps);
+        let mut sigmas: Vec<f64> = match (self.kind, self.karras) {
+            (Kind::DpmSolverMultistep, true) => {
+                let sigmas = karras(self.train_sigma(0), self.train_sigma(n - 1), steps);
+                timesteps = sigmas
+                    .iter()
+                    .map(|&s| self.t_of_sigma(s).round_ties_even())
+                    .collect();
+                sigmas
+            }
+            (Kind::Euler, true) => {
+                let spaced: Vec<f64> = timesteps.iter().map(|&t| self.sigma_at(t)).collect();
+                let (max, min) = (spaced[0], spaced[spaced.len() - 1]);
+                let sigmas = karras(min, max, steps);
+                timesteps = sigmas.iter().map(|&s| self.t_of_sigma(s)).collect();
+                sigmas
+            }
+            _ => timesteps.iter().map(|&t| self.sigma_at(t)).collect(),
         };
-        let mut sigmas: Vec<f64> = timesteps.iter().map(|&t| self.sigma_at(t)).collect();
-        sigmas.push(0.0);
+        sigmas.push(if self.final_sigma_min {
+            self.train_sigma(0)
+        } else {
+            0.0
+        });
+        if self.kind == Kind::Pndm && timesteps.len() > 1 {
+            // PLMS runs the second timestep twice: once to predict, once to correct the first step.
+            timesteps.insert(1, timesteps[1]);
+        }
         Schedule {
             config: self.clone(),
             timesteps,
             sigmas,
-            step_ratio: n / steps,
+            steps,
+            history: Vec::new(),
+            calls: 0,
+            held: None,
         }
     }
 }
 
-/// The timesteps of one sampling run and the update between them.
+/// Karras et al.'s σ ramp, `steps` values from `max` down to `min` (ρ = 7).
+fn karras(min: f64, max: f64, steps: usize) -> Vec<f64> {
+    let rho = 7.0;
+    let (min_inv, max_inv) = (min.powf(1.0 / rho), max.powf(1.0 / rho));
+    linspace(0.0, 1.0, steps)
+        .into_iter()
+        .map(|ramp| (max_inv + ramp * (min_inv - max_inv)).powf(rho))
+        .collect()
+}
+
+/// The timesteps of one sampling run and the update between them. Multistep samplers (PLMS,
+/// DPM-Solver++) remember the outputs they were given, so each run needs a fresh schedule.
 #[derive(Clone, Debug)]
 pub struct Schedule {
     config: SchedulerConfig,
-    /// The UNet's timestep at each step, noisiest first.
+    /// The UNet's timestep at each step, noisiest first (PLMS lists one of them twice).
     pub timesteps: Vec<f64>,
     sigmas: Vec<f64>,
-    step_ratio: usize,
+    steps: usize,
+    /// PLMS: past noise predictions; DPM-Solver++: past x₀ predictions.
+    history: Vec<Tensor>,
+    /// How many steps have been taken.
+    calls: usize,
+    /// PLMS: the latents its first step started from.
+    held: Option<Tensor>,
 }
 
 impl Schedule {
+    /// The number of inference steps asked for (PLMS calls the UNet once more).
+    pub fn inference_steps(&self) -> usize {
+        self.steps
+    }
+
     /// Scale of the starting noise.
     pub fn init_noise_sigma(&self) -> f64 {
         match self.config.kind {
-            Kind::Ddim => 1.0,
-            _ => {
+            Kind::Ddim | Kind::Pndm | Kind::DpmSolverMultistep => 1.0,
+            Kind::Euler | Kind::EulerAncestral => {
                 let max = self.sigmas.iter().copied().fold(0.0, f64::max);
                 match self.config.spacing {
                     Spacing::Linspace | Spacing::Trailing => max,
@@ -299,20 +521,23 @@ impl Schedule {
     /// What the UNet sees at step `i`: Euler samplers divide by √(σ²+1).
     pub fn scale_model_input(&self, latents: &Tensor, i: usize) -> Result<Tensor> {
         match self.config.kind {
-            Kind::Ddim => Ok(latents.clone()),
-            _ => latents / (self.sigmas[i].powi(2) + 1.0).sqrt(),
+            Kind::Euler | Kind::EulerAncestral => latents / (self.sigmas[i].powi(2) + 1.0).sqrt(),
+            Kind::Ddim | Kind::Pndm | Kind::DpmSolverMultistep => Ok(latents.clone()),
         }
     }
 
     /// `x0` noised to the level step `i` starts from (image-to-image, inpainting).
     pub fn add_noise(&self, x0: &Tensor, noise: &Tensor, i: usize) -> Result<Tensor> {
         match self.config.kind {
-            Kind::Ddim => {
-                let ac = &self.config.alphas_cumprod;
-                let a = ac[(self.timesteps[i] as usize).min(ac.len() - 1)];
+            Kind::Ddim | Kind::Pndm => {
+                let a = self.alpha_cumprod(self.timesteps[i] as i64);
                 (x0 * a.sqrt())? + (noise * (1.0 - a).sqrt())?
             }
-            _ => x0 + (noise * self.sigmas[i])?,
+            Kind::Euler | Kind::EulerAncestral => x0 + (noise * self.sigmas[i])?,
+            Kind::DpmSolverMultistep => {
+                let (alpha, sigma) = alpha_sigma(self.sigmas[i]);
+                (x0 * alpha)? + (noise * sigma)?
+            }
         }
     }
 
@@ -322,29 +547,38 @@ impl Schedule {
     }
 
     /// The latents after step `i`, given the UNet's (guided) output; `noise` (same shape)
-    /// is used when [`Schedule::needs_noise`] says so.
+    /// is used when [`Schedule::needs_noise`] says so. Steps must come in order.
     pub fn step(
-        &self,
+        &mut self,
         output: &Tensor,
         i: usize,
         latents: &Tensor,
         noise: Option<&Tensor>,
     ) -> Result<Tensor> {
-        match self.config.kind {
+        let next = match self.config.kind {
             Kind::Ddim => self.ddim_step(output, i, latents),
+            Kind::Pndm => self.plms_step(output, i, latents),
             Kind::Euler | Kind::EulerAncestral => self.euler_step(output, i, latents, noise),
+            Kind::DpmSolverMultistep => self.dpm_step(output, i, latents),
+        }?;
+        self.calls += 1;
+        Ok(next)
+    }
+
+    /// ᾱ at training timestep `t`; before the first, 1 or ᾱ₀ (`set_alpha_to_one`).
+    fn alpha_cumprod(&self, t: i64) -> f64 {
+        let ac = &self.config.alphas_cumprod;
+        match usize::try_from(t) {
+            Ok(t) => ac[t.min(ac.len() - 1)],
+            Err(_) if self.config.set_alpha_to_one => 1.0,
+            Err(_) => ac[0],
         }
     }
 
     fn ddim_step(&self, output: &Tensor, i: usize, latents: &Tensor) -> Result<Tensor> {
-        let ac = &self.config.alphas_cumprod;
-        let t = self.timesteps[i] as usize;
-        let a = ac[t.min(ac.len() - 1)];
-        let a_prev = match t.checked_sub(self.step_ratio) {
-            Some(prev) => ac[prev],
-            None if self.config.set_alpha_to_one => 1.0,
-            None => ac[0],
-        };
+        let t = self.timesteps[i] as i64;
+        let a = self.alpha_cumprod(t);
+        let a_prev = self.alpha_cumprod(t - self.step_ratio() as i64);
         let (x0, eps) = match self.config.prediction {
             Prediction::Epsilon => (
                 ((latents - (output * (1.0 - a).sqrt())?)? / a.sqrt())?,
@@ -360,6 +594,58 @@ impl Schedule {
             None => x0,
         };
         (x0 * a_prev.sqrt())? + (eps * (1.0 - a_prev).sqrt())?
+    }
+
+    fn step_ratio(&self) -> usize {
+        self.config.train_steps() / self.steps
+    }
+
+    /// PLMS (diffusers' `PNDMScheduler.step_plms`): the first step is redone with the mean of
+    /// its two predictions, later ones combine up to four past predictions (Adams–Bashforth).
+    fn plms_step(&mut self, output: &Tensor, i: usize, latents: &Tensor) -> Result<Tensor> {
+        let ratio = self.step_ratio() as i64;
+        let mut t = self.timesteps[i] as i64;
+        let mut prev = t - ratio;
+        if self.calls == 1 {
+            prev = t;
+            t += ratio;
+        } else {
+            if self.history.len() > 3 {
+                self.history.remove(0);
+            }
+            self.history.push(output.clone());
+        }
+        let sample = match (self.history.len(), self.calls) {
+            (1, 0) => {
+                self.held = Some(latents.clone());
+                latents.clone()
+            }
+            (1, _) => self.held.take().unwrap_or_else(|| latents.clone()),
+            _ => latents.clone(),
+        };
+        let e = &self.history;
+        let last = e.len() - 1;
+        let eps = match (e.len(), self.calls) {
+            (1, 0) => output.clone(),
+            (1, _) => ((output + &e[0])? / 2.0)?,
+            (2, _) => (((&e[1] * 3.0)? - &e[0])? / 2.0)?,
+            (3, _) => ((((&e[2] * 23.0)? - (&e[1] * 16.0)?)? + (&e[0] * 5.0)?)? / 12.0)?,
+            _ => {
+                let sum = ((((&e[last] * 55.0)? - (&e[last - 1] * 59.0)?)?
+                    + (&e[last - 2] * 37.0)?)?
+                    - (&e[last - 3] * 9.0)?)?;
+                (sum / 24.0)?
+            }
+        };
+        let a = self.alpha_cumprod(t);
+        let a_prev = self.alpha_cumprod(prev);
+        let eps = match self.config.prediction {
+            Prediction::Epsilon => eps,
+            Prediction::V => ((eps * a.sqrt())? + (&sample * (1.0 - a).sqrt())?)?,
+        };
+        let sample_coeff = (a_prev / a).sqrt();
+        let denominator = a * (1.0 - a_prev).sqrt() + (a * (1.0 - a) * a_prev).sqrt();
+        (sample * sample_coeff)? - (eps * ((a_prev - a) / denominator))?
     }
 
     fn euler_step(
@@ -385,10 +671,54 @@ impl Schedule {
                 let down = (next * next - up * up).sqrt();
                 (latents + (derivative * (down - sigma))?)? + (noise * up)?
             }
-            (Kind::EulerAncestral, _) => latents + (derivative * (next - sigma))?,
             _ => latents + (derivative * (next - sigma))?,
         }
     }
+
+    /// DPM-Solver++ (diffusers' `DPMSolverMultistepScheduler`, `dpmsolver++`): first order on
+    /// the first step (and the last, when configured), second order from two x₀ predictions
+    /// in between.
+    fn dpm_step(&mut self, output: &Tensor, i: usize, latents: &Tensor) -> Result<Tensor> {
+        let (alpha_s0, sigma_s0) = alpha_sigma(self.sigmas[i]);
+        let x0 = match self.config.prediction {
+            Prediction::Epsilon => ((latents - (output * sigma_s0)?)? / alpha_s0)?,
+            Prediction::V => ((latents * alpha_s0)? - (output * sigma_s0)?)?,
+        };
+        if self.history.len() == self.config.dpm.order {
+            self.history.remove(0);
+        }
+        self.history.push(x0);
+        let dpm = &self.config.dpm;
+        let len = self.timesteps.len();
+        let lower_order_final = i == len - 1
+            && (dpm.euler_at_final
+                || (dpm.lower_order_final && len < 15)
+                || !self.config.final_sigma_min);
+        let (alpha_t, sigma_t) = alpha_sigma(self.sigmas[i + 1]);
+        let lambda = |alpha: f64, sigma: f64| alpha.ln() - sigma.ln();
+        let h = lambda(alpha_t, sigma_t) - lambda(alpha_s0, sigma_s0);
+        let decay = (-h).exp() - 1.0;
+        let m0 = &self.history[self.history.len() - 1];
+        let first = ((latents * (sigma_t / sigma_s0))? - (m0 * (alpha_t * decay))?)?;
+        if dpm.order == 1 || self.calls < 1 || lower_order_final {
+            return Ok(first);
+        }
+        let m1 = &self.history[self.history.len() - 2];
+        let (alpha_s1, sigma_s1) = alpha_sigma(self.sigmas[i - 1]);
+        let h0 = lambda(alpha_s0, sigma_s0) - lambda(alpha_s1, sigma_s1);
+        let d1 = ((m0 - m1)? * (h / h0))?;
+        if dpm.heun {
+            first + (d1 * (alpha_t * (decay / h + 1.0)))?
+        } else {
+            first - (d1 * (0.5 * alpha_t * decay))?
+        }
+    }
+}
+
+/// The variance-preserving α_t, σ_t of a σ: `1/√(σ²+1)` and `σ/√(σ²+1)`.
+fn alpha_sigma(sigma: f64) -> (f64, f64) {
+    let alpha = 1.0 / (sigma * sigma + 1.0).sqrt();
+    (alpha, sigma * alpha)
 }
 
 fn linspace(start: f64, end: f64, n: usize) -> Vec<f64> {
@@ -422,6 +752,15 @@ mod tests {
             steps_offset: 1,
             set_alpha_to_one: false,
             clip_sample: None,
+            karras: false,
+            final_sigma_min: false,
+            dpm: DpmSolver {
+                order: 2,
+                heun: false,
+                lower_order_final: true,
+                euler_at_final: false,
+                lambda_min_clipped: f64::NEG_INFINITY,
+            },
         }
     }
 
@@ -433,6 +772,18 @@ mod tests {
         // EulerDiscreteScheduler(timestep_spacing="trailing").set_timesteps(1) → [999]
         let trailing = config(Kind::Euler, Spacing::Trailing).schedule(1);
         assert_eq!(trailing.timesteps, [999.0]);
+        // numpy rounds halves to even: 1000 − k·62.5 → 937.5 → 938, 812.5 → 812.
+        assert_eq!(
+            config(Kind::Euler, Spacing::Trailing)
+                .schedule(16)
+                .timesteps[1..4],
+            [937.0, 874.0, 811.0]
+        );
+        // PLMS runs its second timestep twice.
+        assert_eq!(
+            config(Kind::Pndm, Spacing::Leading).schedule(4).timesteps,
+            [751.0, 501.0, 501.0, 251.0, 1.0]
+        );
         assert_eq!(
             config(Kind::Euler, Spacing::Trailing).schedule(4).timesteps,
             [999.0, 749.0, 499.0, 249.0]
@@ -459,7 +810,7 @@ mod tests {
     #[test]
     fn a_perfect_noise_prediction_recovers_the_image_in_one_ddim_step() {
         let device = candle_core::Device::Cpu;
-        let schedule = config(Kind::Ddim, Spacing::Trailing).schedule(1);
+        let mut schedule = config(Kind::Ddim, Spacing::Trailing).schedule(1);
         let t = schedule.timesteps[0] as usize;
         let a = schedule.config.alphas_cumprod[t];
         let x0 = Tensor::new(&[0.5f64, -0.25], &device).unwrap();

@@ -1,0 +1,147 @@
+"""What diffusers' schedulers compute, for the Rust scheduler parity test.
+
+Run by hand (never in CI), from the repository root, with the venv of `make.py`:
+
+    /tmp/sdenv/bin/python scripts/sd-fixtures/schedulers.py
+
+For each scheduler config — the real SD 1.5 (PNDM) and SD 2.1 (v-prediction) configs, and the
+samplers users switch them to with `from_config` (DPM++ 2M with and without Karras sigmas, its Heun
+solver, Euler with Karras sigmas, DDIM) — and several step counts, it records the timesteps and a
+whole sampling loop driven by a fixed stand-in for the UNet, `0.5·tanh(x) + 0.1·cos(t/100)`, from
+fixed starting latents: text-to-image (from noise) and image-to-image (strength 0.6, noised with
+`add_noise` as the img2img pipeline does). Each config is kept as the text `save_pretrained`
+writes. Writes `pipeline/tests/fixtures/sd/schedulers.json`.
+"""
+
+import json
+import math
+import os
+import tempfile
+
+import torch
+from diffusers import (
+    DDIMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+    PNDMScheduler,
+)
+
+OUT = os.path.join("pipeline", "tests", "fixtures", "sd", "schedulers.json")
+
+# scheduler/scheduler_config.json of runwayml/stable-diffusion-v1-5 and
+# stabilityai/stable-diffusion-2-1.
+SD15 = {
+    "_class_name": "PNDMScheduler",
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "clip_sample": False,
+    "num_train_timesteps": 1000,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "trained_betas": None,
+}
+SD21 = {
+    "_class_name": "DDIMScheduler",
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "clip_sample": False,
+    "num_train_timesteps": 1000,
+    "prediction_type": "v_prediction",
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "trained_betas": None,
+}
+
+CASES = [
+    ("sd15-pndm", PNDMScheduler, SD15, {}),
+    ("sd15-dpm++2m", DPMSolverMultistepScheduler, SD15, {}),
+    ("sd15-dpm++2m-karras", DPMSolverMultistepScheduler, SD15, {"use_karras_sigmas": True}),
+    ("sd15-dpm++2m-heun-leading", DPMSolverMultistepScheduler, SD15,
+     {"solver_type": "heun", "timestep_spacing": "leading"}),
+    ("sd15-dpm++2m-trailing-sigma-min", DPMSolverMultistepScheduler, SD15,
+     {"timestep_spacing": "trailing", "final_sigmas_type": "sigma_min"}),
+    ("sd15-dpm++1", DPMSolverMultistepScheduler, SD15, {"solver_order": 1}),
+    ("sd15-euler-karras", EulerDiscreteScheduler, SD15, {"use_karras_sigmas": True}),
+    ("sd21-pndm-v", PNDMScheduler, SD21, {}),
+    ("sd21-dpm++2m-karras-v", DPMSolverMultistepScheduler, SD21, {"use_karras_sigmas": True}),
+    ("sd21-ddim-v", DDIMScheduler, SD21, {}),
+]
+STEPS = [1, 2, 4, 10, 20]
+STRENGTH = 0.6
+
+
+def model(x, t):
+    """The stand-in for the UNet."""
+    return 0.5 * torch.tanh(x) + 0.1 * math.cos(float(t) / 100.0)
+
+
+def start():
+    """Fixed latents (1, 4, 3, 3): the noise, and the 'image' of image-to-image."""
+    i = torch.arange(36, dtype=torch.float32).reshape(1, 4, 3, 3)
+    return torch.sin(i * 0.7) * 1.3, torch.cos(i * 0.3) * 0.8
+
+
+def run(scheduler, latents, timesteps):
+    for t in timesteps:
+        x = scheduler.scale_model_input(latents, t)
+        latents = scheduler.step(model(x, t), t, latents).prev_sample
+    return latents
+
+
+def main():
+    cases = []
+    for name, cls, base, overrides in CASES:
+        config = cls.from_config(base, **overrides).config
+        # The file exactly as `save_pretrained` writes it (Python's json: `-Infinity` included).
+        with tempfile.TemporaryDirectory() as folder:
+            cls.from_config(config).save_config(folder)
+            with open(os.path.join(folder, "scheduler_config.json")) as f:
+                saved = f.read()
+        runs = []
+        for steps in STEPS:
+            noise, image = start()
+            scheduler = cls.from_config(config)
+            scheduler.set_timesteps(steps)
+            timesteps = scheduler.timesteps.clone()
+            txt2img = run(scheduler, noise * scheduler.init_noise_sigma, timesteps)
+
+            # The img2img pipeline's `get_timesteps` and `prepare_latents`.
+            scheduler = cls.from_config(config)
+            scheduler.set_timesteps(steps)
+            init = min(int(steps * STRENGTH), steps)
+            t_start = max(steps - init, 0)
+            rest = scheduler.timesteps[t_start * scheduler.order:]
+            if hasattr(scheduler, "set_begin_index"):
+                scheduler.set_begin_index(t_start * scheduler.order)
+            if len(rest) > 0:
+                img2img = run(scheduler, scheduler.add_noise(image, noise, rest[:1]), rest)
+            else:
+                img2img = image  # nothing runs (the Rust pipeline returns the image as it is)
+            runs.append({
+                "steps": steps,
+                "timesteps": [float(t) for t in timesteps],
+                "init_noise_sigma": float(scheduler.init_noise_sigma),
+                "txt2img": txt2img.flatten().tolist(),
+                "img2img_first": t_start * scheduler.order,
+                "img2img": img2img.flatten().tolist(),
+            })
+        cases.append({"name": name, "scheduler_config": saved, "runs": runs})
+    noise, image = start()
+    with open(OUT, "w") as f:
+        json.dump({
+            "model": "0.5 * tanh(x) + 0.1 * cos(t / 100)",
+            "strength": STRENGTH,
+            "noise": noise.flatten().tolist(),
+            "image": image.flatten().tolist(),
+            "cases": cases,
+        }, f, indent=1)
+        f.write("\n")
+    print(f"wrote {OUT}: {len(cases)} schedulers × {len(STEPS)} step counts")
+
+
+if __name__ == "__main__":
+    main()
