@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use crate::models::house::HouseError;
 use crate::models::sd::SdError;
+use crate::models::sd::scheduler::Sampler;
 
 /// Bumped whenever a generator's sampling code changes the pixels it makes for a request, so
 /// that cached assets made by the old code are made again.
@@ -50,6 +51,8 @@ pub struct GenerateRequest {
     pub looped: bool,
     /// Image-to-image / inpainting start.
     pub init: Option<InitImage>,
+    /// Stable Diffusion: sample with this instead of the folder's scheduler.
+    pub sampler: Option<Sampler>,
 }
 
 impl Default for GenerateRequest {
@@ -64,6 +67,7 @@ impl Default for GenerateRequest {
             tileable: false,
             looped: false,
             init: None,
+            sampler: None,
         }
     }
 }

@@ -9,6 +9,7 @@ use autonomy_pipeline::economy::Config;
 use autonomy_pipeline::economy::registry::RegistryPoller;
 use autonomy_pipeline::generator::{GenerateRequest, InitImage};
 use autonomy_pipeline::keys::{KeyStore, password_for};
+use autonomy_pipeline::models::sd::scheduler::Sampler;
 use autonomy_pipeline::models::{
     self,
     house::{HouseConfig, HouseModel},
@@ -227,6 +228,10 @@ struct GenerateArgs {
     /// cache folder of one (`models--org--name`).
     #[arg(long, default_value = DEFAULT_MODEL)]
     model: PathBuf,
+    /// Stable Diffusion: sample with ddim, pndm, euler, euler-karras, euler-a, dpm++2m or
+    /// dpm++2m-karras instead of the folder's scheduler.
+    #[arg(long, value_parser = Sampler::parse)]
+    sampler: Option<Sampler>,
     /// Print what was written as JSON.
     #[arg(long)]
     json: bool,
@@ -401,6 +406,7 @@ fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
         count: args.count,
         tileable: args.tileable,
         init,
+        sampler: args.sampler,
         ..Default::default()
     })?;
     let mut written = Vec::new();

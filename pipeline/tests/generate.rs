@@ -134,6 +134,20 @@ fn size_upscales_pixel_exactly_or_is_refused() {
     let out = autonomy(&["generate", "gem", "--size", "33", "-o", "/tmp/never.png"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("size 33"));
+    // Samplers are for Stable Diffusion folders; the house model has its own.
+    assert_fails_with(
+        &[
+            "generate",
+            "gem",
+            "--sampler",
+            "euler",
+            "-o",
+            "/tmp/never.png",
+        ],
+        "`euler` is for Stable Diffusion folders",
+    );
+    let unknown = autonomy(&["generate", "gem", "--sampler", "lms"]);
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown sampler \"lms\""));
 }
 
 fn assert_fails_with(args: &[&str], needle: &str) {

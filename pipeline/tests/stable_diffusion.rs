@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use autonomy_pipeline::build::provenance::Manifest;
 use autonomy_pipeline::generator::{GenerateRequest, Generator, InitImage};
 use autonomy_pipeline::models::sd::lora::LoraFile;
-use autonomy_pipeline::models::sd::scheduler::{Schedule, SchedulerConfig};
+use autonomy_pipeline::models::sd::scheduler::{Sampler, Schedule, SchedulerConfig};
 use autonomy_pipeline::models::sd::{SdError, StableDiffusion};
 use autonomy_pipeline::post::seam;
 use candle_core::{Device, Tensor};
@@ -283,6 +283,21 @@ fn stand_in(x: &Tensor, t: f64) -> Tensor {
     ((x.tanh().unwrap() * 0.5).unwrap() + 0.1 * (t / 100.0).cos()).unwrap()
 }
 
+/// A list of numbers in `schedulers.json`.
+fn floats(value: &serde_json::Value) -> Vec<f32> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect()
+}
+
+/// The stand-in's latents `(1, 4, 3, 3)` in `schedulers.json`.
+fn stand_in_latents(value: &serde_json::Value) -> Tensor {
+    Tensor::from_vec(floats(value), (1, 4, 3, 3), &Device::Cpu).unwrap()
+}
+
 /// Runs `schedule` from step `first` with the stand-in model.
 fn sample_with_stand_in(schedule: &mut Schedule, mut latents: Tensor, first: usize) -> Vec<f32> {
     for i in first..schedule.timesteps.len() {
@@ -298,18 +313,10 @@ fn every_scheduler_follows_diffusers_step_by_step() {
     let path = fixtures().join("schedulers.json");
     let reference: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    let floats = |value: &serde_json::Value| -> Vec<f32> {
-        value
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap() as f32)
-            .collect()
-    };
-    let latents = |value: &serde_json::Value| {
-        Tensor::from_vec(floats(value), (1, 4, 3, 3), &Device::Cpu).unwrap()
-    };
-    let (noise, image) = (latents(&reference["noise"]), latents(&reference["image"]));
+    let (noise, image) = (
+        stand_in_latents(&reference["noise"]),
+        stand_in_latents(&reference["image"]),
+    );
     let strength = reference["strength"].as_f64().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cases = reference["cases"].as_array().unwrap();
@@ -368,6 +375,82 @@ fn every_scheduler_follows_diffusers_step_by_step() {
             );
         }
     }
+}
+
+#[test]
+fn a_recipes_sampler_is_diffusers_from_config_of_the_folders_scheduler() {
+    let reference: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixtures().join("schedulers.json")).unwrap())
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let noise = stand_in_latents(&reference["noise"]);
+    let case = |name: &str| {
+        let case = reference["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|case| case["name"] == name)
+            .unwrap()
+            .clone();
+        let path = dir.path().join(format!("{name}.json"));
+        std::fs::write(&path, case["scheduler_config"].as_str().unwrap()).unwrap();
+        (SchedulerConfig::read(&path).unwrap(), case)
+    };
+    // The Hub's own files (they name no `timestep_spacing`, so the new class's default applies).
+    let hub = |name: &str| {
+        let path = dir.path().join(format!("{name}.hub.json"));
+        std::fs::write(&path, reference["hub_configs"][name].as_str().unwrap()).unwrap();
+        SchedulerConfig::read(&path).unwrap()
+    };
+    // (the folder's scheduler, the sampler picked, diffusers' `from_config` of it)
+    for (base, sampler, swapped) in [
+        ("sd15", "dpm++2m", "sd15-dpm++2m"),
+        ("sd15", "dpm++2m-karras", "sd15-dpm++2m-karras"),
+        ("sd15", "euler-karras", "sd15-euler-karras"),
+        ("sd21", "pndm", "sd21-pndm-v"),
+        ("sd21", "dpm++2m-karras", "sd21-dpm++2m-karras-v"),
+        ("sd21", "ddim", "sd21-ddim-v"),
+    ] {
+        let picked = hub(base).with_sampler(Sampler::parse(sampler).unwrap());
+        let (expected, case) = case(swapped);
+        let what = format!("{base} with {sampler}");
+        assert_eq!(
+            (
+                picked.kind,
+                picked.spacing,
+                picked.karras,
+                picked.prediction
+            ),
+            (
+                expected.kind,
+                expected.spacing,
+                expected.karras,
+                expected.prediction
+            ),
+            "{what}"
+        );
+        for run in case["runs"].as_array().unwrap() {
+            let steps = run["steps"].as_u64().unwrap() as usize;
+            let mut schedule = picked.schedule(steps);
+            assert_eq!(
+                schedule.timesteps,
+                expected.schedule(steps).timesteps,
+                "{what}"
+            );
+            let start = (&noise * schedule.init_noise_sigma()).unwrap();
+            let ours = sample_with_stand_in(&mut schedule, start, 0);
+            assert_close(
+                &ours,
+                &floats(&run["txt2img"]),
+                &format!("{what}, {steps} steps"),
+            );
+        }
+    }
+    assert!(
+        Sampler::parse("lms")
+            .unwrap_err()
+            .contains("dpm++2m-karras")
+    );
 }
 
 /// Within 1e-4 of the largest magnitude (diffusers runs these in f32).
@@ -706,7 +789,8 @@ fn a_recipe_naming_a_diffusers_folder_builds_signs_caches_and_reproduces() {
     std::fs::write(
         root.join("moss.recipe.toml"),
         "kind = \"sprite\"\nprompt = \"moss\"\nmodel = \"models/tiny-sd15\"\nsteps = 2\n\
-         loras = [{ file = \"models/tiny-sd15/loras/kohya.safetensors\", scale = 0.8 }]\n",
+         loras = [{ file = \"models/tiny-sd15/loras/kohya.safetensors\", scale = 0.8 }]\n\
+         sampler = \"dpm++2m-karras\"\n",
     )
     .unwrap();
     studio.new_key("studio");
@@ -725,6 +809,8 @@ fn a_recipe_naming_a_diffusers_folder_builds_signs_caches_and_reproduces() {
     );
     let moss: Manifest =
         serde_json::from_slice(&std::fs::read(root.join("moss.prov.json")).unwrap()).unwrap();
+    assert_eq!(moss.recipe["sampler"], "dpm++2m-karras");
+    assert!(manifest.recipe.get("sampler").is_none());
     let lora = &moss.model.loras;
     assert_eq!(lora.len(), 1);
     assert_eq!(

@@ -135,6 +135,7 @@ def main():
         json.dump({
             "model": "0.5 * tanh(x) + 0.1 * cos(t / 100)",
             "strength": STRENGTH,
+            "hub_configs": {"sd15": json.dumps(SD15, indent=2), "sd21": json.dumps(SD21, indent=2)},
             "noise": noise.flatten().tolist(),
             "image": image.flatten().tolist(),
             "cases": cases,

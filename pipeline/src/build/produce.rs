@@ -57,6 +57,7 @@ pub fn produce(recipe: &AssetRecipe, inputs: &Inputs) -> Result<Vec<Produced>, B
                 mask: None,
             })
         }),
+        sampler: recipe.sampler,
     };
     let images = inputs
         .generator

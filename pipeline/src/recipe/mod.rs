@@ -29,8 +29,10 @@
 //! (`colors` 2..=256 *or* `palette`: a file or a list of `#rrggbb`; `scale` 1..=16),
 //! `frames` (required, 2..=256) / `fps` (12, 1..=60) / `loop` (true) for animations,
 //! `pbr` (all of `normal`, `roughness`, `ao`) for materials, `source` + `strength`
-//! (0.6, in (0, 1]) for img2img, and `loras` (none) for a Stable Diffusion model folder: a
-//! list of files, or of `{ file = "…", scale = 0.8 }` (scale -4..=4, default 1).
+//! (0.6, in (0, 1]) for img2img, and for a Stable Diffusion model folder `loras` (none: a
+//! list of files, or of `{ file = "…", scale = 0.8 }`, scale -4..=4, default 1) and `sampler`
+//! (the folder's scheduler: `ddim`, `pndm`, `euler`, `euler-karras`, `euler-a`, `dpm++2m` or
+//! `dpm++2m-karras` instead).
 //!
 //! **Paths** (`source`, `palette`, a model folder, LoRA files) are written relative to the recipe's
 //! folder and stored relative to the recipe root; they may not leave the root (a model
@@ -52,6 +54,7 @@ mod set;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::models::sd::scheduler::Sampler;
 use serde_json::{Value, json};
 
 pub use error::RecipeError;
@@ -206,6 +209,8 @@ pub struct AssetRecipe {
     pub model: ModelRef,
     /// LoRAs merged into the model, in order (Stable Diffusion models only).
     pub loras: Vec<LoraRef>,
+    /// The sampler instead of the model folder's scheduler (Stable Diffusion models only).
+    pub sampler: Option<Sampler>,
     /// Noise seed.
     pub seed: u64,
     /// Output side in pixels (8..=2048).
@@ -293,6 +298,9 @@ impl AssetRecipe {
                 .map(|l| json!({ "file": path(&l.file), "scale": l.scale }))
                 .collect();
             canonical["loras"] = Value::Array(loras);
+        }
+        if let Some(sampler) = self.sampler {
+            canonical["sampler"] = json!(sampler.name());
         }
         canonical
     }

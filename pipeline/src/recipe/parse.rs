@@ -12,6 +12,7 @@ use super::paths::{check_name, check_recipe_ref, resolve_inside};
 use super::{
     Animation, AssetRecipe, Img2Img, Kind, LoraRef, ModelRef, Palette, PbrMap, PixelArt, Source,
 };
+use crate::models::sd::scheduler::Sampler;
 
 /// Largest recipe file; anything bigger is not a hand-written recipe.
 pub(super) const MAX_FILE_BYTES: usize = 1 << 20;
@@ -19,12 +20,13 @@ pub(super) const MAX_FILE_BYTES: usize = 1 << 20;
 /// Keys only animations accept.
 const ANIMATION_KEYS: [&str; 3] = ["frames", "fps", "loop"];
 /// Every key an asset may have.
-const ALL_KEYS: [&str; 17] = [
+const ALL_KEYS: [&str; 18] = [
     "kind",
     "prompt",
     "negative_prompt",
     "model",
     "loras",
+    "sampler",
     "seed",
     "size",
     "steps",
@@ -228,6 +230,18 @@ impl Reader<'_> {
                 "LoRAs apply to a Stable Diffusion model folder; set `model` to one",
             );
         }
+        let sampler = f.string(report, "sampler").and_then(|s| {
+            Sampler::parse(s.get_ref())
+                .map_err(|message| report.error(s.span(), Some(&f.field("sampler")), message))
+                .ok()
+        });
+        if sampler.is_some() && !matches!(model, ModelRef::Folder(_)) {
+            f.misplaced(
+                report,
+                "sampler",
+                "samplers apply to a Stable Diffusion model folder; set `model` to one",
+            );
+        }
         let seed = f.integer(report, "seed", 0..=u64::MAX).unwrap_or(0);
         let size = int(f.integer(report, "size", 8..=2048), 64);
         let steps = int(f.integer(report, "steps", 1..=200), 20);
@@ -296,6 +310,7 @@ impl Reader<'_> {
             negative_prompt,
             model,
             loras,
+            sampler,
             seed,
             size,
             steps,
@@ -747,6 +762,38 @@ mod tests {
             fields,
             ["loras[0].file", "loras[0].scale", "loras[1]", "loras[2]"],
             "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn reads_a_sampler_for_a_model_folder_and_refuses_it_elsewhere() {
+        let r = one(
+            "b.recipe.toml",
+            "kind = \"texture\"\nprompt = \"bricks\"\nmodel = \"sd15\"\nsampler = \"dpm++2m-karras\"\n",
+        );
+        assert_eq!(r.sampler, Some(Sampler::DpmPlusPlus2mKarras));
+        assert_eq!(r.canonical()["sampler"], "dpm++2m-karras");
+        let plain = one("p.recipe.toml", "kind = \"sprite\"\nprompt = \"gem\"\n");
+        assert!(
+            plain.canonical().get("sampler").is_none(),
+            "no key without one"
+        );
+
+        let text = "kind = \"sprite\"\nprompt = \"gem\"\nsampler = \"euler\"\n";
+        let errors = parse(Path::new("x.recipe.toml"), text).expect_err("the house has one");
+        assert!(
+            errors[0]
+                .to_string()
+                .contains("Stable Diffusion model folder")
+        );
+        let text = "kind = \"sprite\"\nprompt = \"gem\"\nmodel = \"sd\"\nsampler = \"lms\"\n";
+        let errors = parse(Path::new("x.recipe.toml"), text).expect_err("unknown sampler");
+        let message = errors[0].to_string();
+        assert!(
+            message.contains("`sampler`")
+                && message.contains("\"lms\"")
+                && message.contains("dpm++2m"),
+            "{message}"
         );
     }
 }

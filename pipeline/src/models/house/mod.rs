@@ -309,6 +309,12 @@ impl Generator for HouseModel {
     }
 
     fn generate(&self, request: &GenerateRequest) -> Result<Vec<RgbaImage>, GenerateError> {
+        if let Some(sampler) = request.sampler {
+            return Err(GenerateError::Unsupported(format!(
+                "the house model has one sampler; `{}` is for Stable Diffusion folders",
+                sampler.name()
+            )));
+        }
         Ok(HouseModel::generate(self, request)?)
     }
 

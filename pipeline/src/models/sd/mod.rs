@@ -325,7 +325,11 @@ impl StableDiffusion {
     pub fn denoise(&self, request: &GenerateRequest, noise: &Tensor) -> Result<Tensor, SdError> {
         let _span = tracing::info_span!("sd_denoise", steps = request.steps).entered();
         let n = noise.dim(0)?;
-        let mut schedule = self.spec.scheduler.schedule(request.steps.max(1));
+        let mut schedule = match request.sampler {
+            Some(sampler) => self.spec.scheduler.with_sampler(sampler),
+            None => self.spec.scheduler.clone(),
+        }
+        .schedule(request.steps.max(1));
         let guided = request.guidance > 1.0;
         let (context, added) = self.conditioning(request, n, guided)?;
         let start = match &request.init {

@@ -62,6 +62,59 @@ pub struct DpmSolver {
     pub lambda_min_clipped: f64,
 }
 
+/// A sampler a recipe or `--sampler` picks instead of the folder's own, keeping the folder's
+/// noise schedule (betas, prediction type, offset), as diffusers' `from_config` swaps do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sampler {
+    /// DDIM.
+    Ddim,
+    /// PNDM's PLMS (SD 1.x's default).
+    Pndm,
+    /// Euler.
+    Euler,
+    /// Euler with Karras sigmas.
+    EulerKarras,
+    /// Euler ancestral.
+    EulerAncestral,
+    /// DPM-Solver++ 2M.
+    DpmPlusPlus2m,
+    /// DPM-Solver++ 2M with Karras sigmas.
+    DpmPlusPlus2mKarras,
+}
+
+impl Sampler {
+    /// Every sampler with its name, as recipes spell it.
+    pub const ALL: [(Sampler, &'static str); 7] = [
+        (Sampler::Ddim, "ddim"),
+        (Sampler::Pndm, "pndm"),
+        (Sampler::Euler, "euler"),
+        (Sampler::EulerKarras, "euler-karras"),
+        (Sampler::EulerAncestral, "euler-a"),
+        (Sampler::DpmPlusPlus2m, "dpm++2m"),
+        (Sampler::DpmPlusPlus2mKarras, "dpm++2m-karras"),
+    ];
+
+    /// Its name in recipes.
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(sampler, _)| *sampler == self)
+            .map_or("?", |(_, name)| name)
+    }
+
+    /// The sampler called `name`, or a message listing them.
+    pub fn parse(name: &str) -> std::result::Result<Self, String> {
+        Self::ALL
+            .iter()
+            .find(|(_, known)| *known == name)
+            .map(|(sampler, _)| *sampler)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|(_, name)| *name).collect();
+                format!("unknown sampler {name:?}: one of {}", names.join(", "))
+            })
+    }
+}
+
 /// `scheduler_config.json`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SchedulerConfig {
@@ -83,6 +136,8 @@ pub struct SchedulerConfig {
     pub karras: bool,
     /// Euler, DPM-Solver++: the last σ is σ_min instead of 0.
     pub final_sigma_min: bool,
+    /// Whether the file named its `timestep_spacing` (else it is the class's default).
+    pub spacing_given: bool,
     /// DPM-Solver++ settings (read for that sampler only).
     pub dpm: DpmSolver,
 }
@@ -201,16 +256,12 @@ impl SchedulerConfig {
             "v_prediction" => Prediction::V,
             other => return Err(unsupported(format!("`prediction_type` {other:?}"))),
         };
-        // Each class has its own default spacing.
-        let default_spacing = match kind {
-            Kind::Ddim | Kind::Pndm => "leading",
-            Kind::Euler | Kind::EulerAncestral | Kind::DpmSolverMultistep => "linspace",
-        };
-        let spacing = match json.timestep_spacing.as_deref().unwrap_or(default_spacing) {
-            "leading" => Spacing::Leading,
-            "trailing" => Spacing::Trailing,
-            "linspace" => Spacing::Linspace,
-            other => return Err(unsupported(format!("`timestep_spacing` {other:?}"))),
+        let spacing = match json.timestep_spacing.as_deref() {
+            None => default_spacing(kind),
+            Some("leading") => Spacing::Leading,
+            Some("trailing") => Spacing::Trailing,
+            Some("linspace") => Spacing::Linspace,
+            Some(other) => return Err(unsupported(format!("`timestep_spacing` {other:?}"))),
         };
         let karras = json.use_karras_sigmas.unwrap_or(false);
         if karras && !matches!(kind, Kind::Euler | Kind::DpmSolverMultistep) {
@@ -325,8 +376,35 @@ impl SchedulerConfig {
             clip_sample: json.clip_sample.then_some(json.clip_sample_range),
             karras,
             final_sigma_min,
+            spacing_given: json.timestep_spacing.is_some(),
             dpm,
         })
+    }
+
+    /// This noise schedule sampled by `sampler`: what diffusers' `Sampler.from_config(config)`
+    /// gives (a spacing the file named is kept, else the new class's default applies).
+    pub fn with_sampler(&self, sampler: Sampler) -> Self {
+        let (kind, karras) = match sampler {
+            Sampler::Ddim => (Kind::Ddim, false),
+            Sampler::Pndm => (Kind::Pndm, false),
+            Sampler::Euler => (Kind::Euler, false),
+            Sampler::EulerKarras => (Kind::Euler, true),
+            Sampler::EulerAncestral => (Kind::EulerAncestral, false),
+            Sampler::DpmPlusPlus2m => (Kind::DpmSolverMultistep, false),
+            Sampler::DpmPlusPlus2mKarras => (Kind::DpmSolverMultistep, true),
+        };
+        Self {
+            kind,
+            karras,
+            spacing: if self.spacing_given {
+                self.spacing
+            } else {
+                default_spacing(kind)
+            },
+            final_sigma_min: self.final_sigma_min
+                && matches!(kind, Kind::Euler | Kind::DpmSolverMultistep),
+            ..self.clone()
+        }
     }
 
     fn train_steps(&self) -> usize {
@@ -468,6 +546,14 @@ impl SchedulerConfig {
             calls: 0,
             held: None,
         }
+    }
+}
+
+/// Each class's own default spacing.
+fn default_spacing(kind: Kind) -> Spacing {
+    match kind {
+        Kind::Ddim | Kind::Pndm => Spacing::Leading,
+        Kind::Euler | Kind::EulerAncestral | Kind::DpmSolverMultistep => Spacing::Linspace,
     }
 }
 
@@ -754,6 +840,7 @@ mod tests {
             clip_sample: None,
             karras: false,
             final_sigma_min: false,
+            spacing_given: true,
             dpm: DpmSolver {
                 order: 2,
                 heun: false,
