@@ -1,6 +1,7 @@
 //! Image generators: the house model, which ships with Autonomy and runs anywhere, and the
 //! Stable Diffusion family, loaded from a diffusers folder a user has on disk.
 
+pub mod digest;
 pub mod house;
 pub mod locate;
 pub mod noise;
@@ -9,7 +10,6 @@ pub mod sd;
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use sha2::{Digest, Sha256};
 
 use crate::generator::{GenerateError, Generator, generator_version};
 use house::HouseModel;
@@ -70,7 +70,7 @@ pub fn weights_sha256(dir: &Path) -> Result<String, GenerateError> {
         Family::StableDiffusion => Ok(sd::folder::DiffusersFolder::open(dir)?.weights_sha256()?),
         Family::House => {
             let path = dir.join(house::files::WEIGHTS);
-            let bytes = std::fs::read(&path).map_err(|source| {
+            Ok(digest::file_sha256(&path).map_err(|source| {
                 if source.kind() == std::io::ErrorKind::NotFound {
                     house::HouseError::MissingFile {
                         dir: dir.to_path_buf(),
@@ -79,8 +79,7 @@ pub fn weights_sha256(dir: &Path) -> Result<String, GenerateError> {
                 } else {
                     house::HouseError::Io { path, source }
                 }
-            })?;
-            Ok(hex::encode(Sha256::digest(&bytes)))
+            })?)
         }
     }
 }

@@ -193,14 +193,8 @@ fn shards(index: &Path) -> Result<Vec<PathBuf>, SdError> {
 }
 
 fn file_sha256(path: &Path) -> Result<String, SdError> {
-    let mut file = std::fs::File::open(path).map_err(|source| SdError::Io {
+    crate::models::digest::file_sha256(path).map_err(|source| SdError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
-    let mut hasher = Sha256::new();
-    std::io::copy(&mut file, &mut hasher).map_err(|source| SdError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    Ok(hex::encode(hasher.finalize()))
+    })
 }
