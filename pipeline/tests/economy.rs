@@ -87,6 +87,19 @@ impl Project {
         }
     }
 
+    /// Writes the apple and pear recipes into `items/` and builds them with the shipped model,
+    /// signed by `studio`.
+    fn build_items(&self) {
+        let model_dir = tempfile::tempdir().unwrap();
+        let model = common::copy_of_shipped_model(model_dir.path());
+        let items = self.root.path().join("items");
+        std::fs::create_dir_all(&items).unwrap();
+        std::fs::write(items.join("fruit.recipe.toml"), RECIPES).unwrap();
+        let items = items.to_str().unwrap();
+        let model = model.to_str().unwrap();
+        ok(self.run(&["build", items, "--model", model, "--key", "studio"]));
+    }
+
     fn path(&self, relative: &str) -> String {
         self.root
             .path()
@@ -115,23 +128,9 @@ fn failed(output: Output) -> String {
 fn publish_list_buy_and_withdraw_on_the_embedded_chain() {
     // A project with a creator key and two signed sprites.
     let (project, creator) = Project::with_creator();
-    let model_dir = tempfile::tempdir().unwrap();
-    let model = common::copy_of_shipped_model(model_dir.path());
+    project.build_items();
     let root = project.root.path();
-    std::fs::create_dir_all(root.join("items")).unwrap();
-    std::fs::write(root.join("items/fruit.recipe.toml"), RECIPES).unwrap();
     let items = project.path("items");
-    ok(project
-        .command(&[
-            "build",
-            &items,
-            "--model",
-            model.to_str().unwrap(),
-            "--key",
-            "studio",
-        ])
-        .output()
-        .unwrap());
 
     // Publish the apple and list it; a tampered pear is refused before anything is sent.
     let pear = root.join("items/pear.png");
@@ -686,20 +685,8 @@ impl Drop for IpfsNode {
 #[test]
 fn published_files_are_pinned_on_the_projects_ipfs_node_under_their_cids() {
     let (project, _) = Project::with_creator();
-    let model_dir = tempfile::tempdir().unwrap();
-    let model = common::copy_of_shipped_model(model_dir.path());
+    project.build_items();
     let root = project.root.path();
-    std::fs::create_dir_all(root.join("items")).unwrap();
-    std::fs::write(root.join("items/fruit.recipe.toml"), RECIPES).unwrap();
-    let items = project.path("items");
-    ok(project.run(&[
-        "build",
-        &items,
-        "--model",
-        model.to_str().unwrap(),
-        "--key",
-        "studio",
-    ]));
     let apple = project.path("items/apple.png");
     let config = std::fs::read_to_string(root.join("autonomy.toml")).unwrap();
     let use_node = |url: &str| {

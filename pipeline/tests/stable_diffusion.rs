@@ -348,13 +348,7 @@ fn every_scheduler_follows_diffusers_step_by_step() {
                     < 1e-4,
                 "{what}"
             );
-            let start = (&noise * schedule.init_noise_sigma()).unwrap();
-            let ours = sample_with_stand_in(&mut schedule, start, 0);
-            assert_close(
-                &ours,
-                &floats(&run["txt2img"]),
-                &format!("{what}, text to image"),
-            );
+            assert_text_to_image(&mut schedule, &noise, run, &what);
 
             let first = steps - ((steps as f64 * strength).floor() as usize).min(steps);
             assert_eq!(
@@ -437,11 +431,10 @@ fn a_recipes_sampler_is_diffusers_from_config_of_the_folders_scheduler() {
                 expected.schedule(steps).timesteps,
                 "{what}"
             );
-            let start = (&noise * schedule.init_noise_sigma()).unwrap();
-            let ours = sample_with_stand_in(&mut schedule, start, 0);
-            assert_close(
-                &ours,
-                &floats(&run["txt2img"]),
+            assert_text_to_image(
+                &mut schedule,
+                &noise,
+                run,
                 &format!("{what}, {steps} steps"),
             );
         }
@@ -450,6 +443,22 @@ fn a_recipes_sampler_is_diffusers_from_config_of_the_folders_scheduler() {
         Sampler::parse("lms")
             .unwrap_err()
             .contains("dpm++2m-karras")
+    );
+}
+
+/// A whole text-to-image run of `schedule` from `noise` matches `run`'s.
+fn assert_text_to_image(
+    schedule: &mut Schedule,
+    noise: &Tensor,
+    run: &serde_json::Value,
+    what: &str,
+) {
+    let start = (noise * schedule.init_noise_sigma()).unwrap();
+    let ours = sample_with_stand_in(schedule, start, 0);
+    assert_close(
+        &ours,
+        &floats(&run["txt2img"]),
+        &format!("{what}, text to image"),
     );
 }
 

@@ -14,6 +14,12 @@ use super::EconomyError;
 /// How long one request may take (a large file to a remote node included).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Tries of one `block/put` when the node answers with a server error.
+const ATTEMPTS: u32 = 3;
+
+/// The pause before the second try (doubled before the third).
+const RETRY_PAUSE: Duration = Duration::from_millis(250);
+
 /// An IPFS node's HTTP RPC API. Blocking: it owns a small async runtime and must not be used
 /// from inside another one.
 #[derive(Debug)]
@@ -93,36 +99,47 @@ impl IpfsNode {
         // The boundary holds the bytes' own hash, which the bytes cannot contain.
         let boundary = format!("autonomy-{cid}");
         let body = multipart_body(&boundary, bytes);
-        let (status, answer) = self
-            .runtime
-            .block_on(async {
-                let response = self
-                    .client
-                    .post(&endpoint)
-                    .header(
-                        "content-type",
-                        format!("multipart/form-data; boundary={boundary}"),
-                    )
-                    .body(body)
-                    .send()
-                    .await?;
-                let status = response.status();
-                Ok::<_, reqwest::Error>((status, response.bytes().await?))
-            })
-            .map_err(|error| {
-                refuse(format!(
-                    "cannot reach the node ({error}); is it running? ([store] ipfs in autonomy.toml)"
-                ))
-            })?;
-        if !status.is_success() {
+        // Storing a block is idempotent: a node's passing failure (5xx) is tried again.
+        let mut attempt = 0;
+        let answer = loop {
+            attempt += 1;
+            let (status, answer) = self
+                .runtime
+                .block_on(async {
+                    let response = self
+                        .client
+                        .post(&endpoint)
+                        .header(
+                            "content-type",
+                            format!("multipart/form-data; boundary={boundary}"),
+                        )
+                        .body(body.clone())
+                        .send()
+                        .await?;
+                    let status = response.status();
+                    Ok::<_, reqwest::Error>((status, response.bytes().await?))
+                })
+                .map_err(|error| {
+                    refuse(format!(
+                        "cannot reach the node ({error}); is it running? ([store] ipfs in autonomy.toml)"
+                    ))
+                })?;
+            if status.is_success() {
+                break answer;
+            }
             let message = serde_json::from_slice::<ErrorAnswer>(&answer)
                 .map(|error| error.message)
                 .unwrap_or_else(|_| String::from_utf8_lossy(&answer).into_owned());
+            if status.is_server_error() && attempt < ATTEMPTS {
+                tracing::warn!(url = %self.url, cid, %status, message, attempt, "block/put failed; trying again");
+                std::thread::sleep(RETRY_PAUSE * attempt);
+                continue;
+            }
             return Err(refuse(format!(
                 "block/put of {cid} ({} bytes) refused: {status} {message}",
                 bytes.len()
             )));
-        }
+        };
         let stored: PutAnswer = serde_json::from_slice(&answer).map_err(|error| {
             refuse(format!(
                 "block/put answered {:?}: {error}",
