@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use autonomy_pipeline::models::sd::scheduler::Sampler;
 use autonomy_pipeline::recipe::{self, AssetRecipe, Kind};
 
 /// The first line of every recipe the editor saves: a file without it is the user's own and is
@@ -22,6 +23,8 @@ pub struct Draft {
     pub negative_prompt: String,
     /// `house`, `registry:<name>` or a model folder.
     pub model: String,
+    /// A Stable Diffusion folder's sampler instead of its own scheduler.
+    pub sampler: Option<Sampler>,
     /// The seed (same seed, same image).
     pub seed: u64,
     /// Denoising steps.
@@ -49,6 +52,7 @@ impl Default for Draft {
             prompt: "red health potion".into(),
             negative_prompt: String::new(),
             model: "house".into(),
+            sampler: None,
             seed: 7,
             steps: 20,
             guidance: 4.0,
@@ -67,6 +71,11 @@ impl Default for Draft {
 pub struct DraftError(pub Vec<String>);
 
 impl Draft {
+    /// Whether the model is a folder (a Stable Diffusion pipeline): it takes a sampler.
+    pub fn model_is_folder(&self) -> bool {
+        self.model != "house" && !self.model.starts_with("registry:")
+    }
+
     /// The recipe file's name.
     pub fn file_name(&self) -> String {
         format!("{}.recipe.toml", self.name)
@@ -86,8 +95,11 @@ impl Draft {
                 quoted(&self.negative_prompt)
             ));
         }
+        lines.push(format!("model = {}", quoted(&self.model)));
+        if let Some(sampler) = self.sampler {
+            lines.push(format!("sampler = {}", quoted(sampler.name())));
+        }
         lines.extend([
-            format!("model = {}", quoted(&self.model)),
             format!("seed = {}", self.seed),
             format!("steps = {}", self.steps),
             format!(
@@ -160,6 +172,28 @@ mod tests {
     }
 
     #[test]
+    fn a_stable_diffusion_folder_takes_a_sampler_and_the_house_model_does_not() {
+        let folder = std::env::temp_dir().join("sd15");
+        let draft = Draft {
+            model: folder.to_string_lossy().into_owned(),
+            sampler: Some(Sampler::DpmPlusPlus2mKarras),
+            ..Draft::default()
+        };
+        assert!(draft.model_is_folder());
+        assert!(draft.to_toml().contains("sampler = \"dpm++2m-karras\"\n"));
+        let recipe = draft.check().unwrap();
+        assert_eq!(recipe.model, ModelRef::Folder(folder));
+        assert_eq!(recipe.sampler, Some(Sampler::DpmPlusPlus2mKarras));
+        let house = Draft {
+            sampler: Some(Sampler::Euler),
+            ..Draft::default()
+        };
+        assert!(!house.model_is_folder());
+        let error = house.check().unwrap_err().to_string();
+        assert!(error.contains("Stable Diffusion model folder"), "{error}");
+    }
+
+    #[test]
     fn out_of_range_fields_are_named() {
         let draft = Draft {
             steps: 0,
@@ -200,6 +234,7 @@ mod tests {
                 prompt: prompt.clone(),
                 negative_prompt: negative.clone(),
                 model: "house".into(),
+                sampler: None,
                 seed,
                 steps,
                 guidance: guidance as f32 / 10.0,

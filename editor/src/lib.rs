@@ -31,6 +31,7 @@ mod actions;
 mod chain_view;
 mod draft;
 mod library;
+mod local_models;
 mod plugin;
 mod ui;
 
@@ -42,5 +43,6 @@ pub use chain_view::{
 };
 pub use draft::{Draft, DraftError, SAVED_BY_EDITOR};
 pub use library::{AssetLibrary, LibraryAsset};
+pub use local_models::LocalModels;
 pub use plugin::{EditorCorePlugin, EditorPlugin, EditorSet};
 pub use ui::{EditorUi, Panel, Thumbnails, promotion};

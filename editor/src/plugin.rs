@@ -13,14 +13,16 @@ use crate::actions::{
 };
 use crate::chain_view::{ChainRefresh, ChainView, apply_refresh, start_refresh};
 use crate::library::{AssetLibrary, track_generated};
+use crate::local_models::LocalModels;
 use crate::ui::{EditorUi, Thumbnails, draw_editor, load_thumbnails, toggle_editor};
 
 /// The editor's state and actions, without drawing anything: the [`AssetLibrary`], the
-/// [`ChainView`], the Generate [`Preview`], the [`EditorLog`], and the handling of
+/// [`ChainView`], the [`LocalModels`], the Generate [`Preview`], the [`EditorLog`], and the handling of
 /// [`EditorAction`]s. Needs `AutonomyPlugin` and `ChainPlugin` from `bevy_autonomy`.
 #[derive(Clone, Debug)]
 pub struct EditorCorePlugin {
-    /// Folders holding model versions' weights and datasets (the Models panel's summaries).
+    /// Folders holding model versions' weights and datasets (the Models panel's summaries),
+    /// and the Stable Diffusion folders the Generate panel offers ([`LocalModels`]).
     pub model_dirs: Vec<PathBuf>,
     /// How often the chain is read back (it is also read after each transaction).
     pub refresh_every: Duration,
@@ -48,6 +50,7 @@ impl Plugin for EditorCorePlugin {
             .init_resource::<EditorTasks>()
             .init_resource::<AssetLibrary>()
             .init_resource::<ChainView>()
+            .insert_resource(LocalModels::find(&self.model_dirs))
             .insert_resource(ChainRefresh::new(
                 self.refresh_every,
                 self.model_dirs.clone(),

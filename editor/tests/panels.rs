@@ -5,19 +5,26 @@
 
 mod common;
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use alloy_primitives::{B256, U256};
 use autonomy_contracts::{Ledger, MintRequest, ProposalState, auton, dev_signers};
 use autonomy_editor::{
-    AssetLibrary, ChainView, Draft, EditorAction, EditorCorePlugin, EditorLog, Preview,
-    TokenStatus, promotion,
+    AssetLibrary, ChainView, Draft, EditorAction, EditorCorePlugin, EditorLog, LocalModels,
+    Preview, TokenStatus, promotion,
 };
+use autonomy_pipeline::models::sd::scheduler::Sampler;
 use autonomy_pipeline::verify::Verdict;
 use bevy::asset::AssetPlugin;
 use bevy::image::ImagePlugin;
 use bevy::prelude::*;
 use bevy_autonomy::{AutonomyPlugin, ChainPlugin, ChainRequest, SharedLedger};
+
+/// The tiny Stable Diffusion pipelines the pipeline's tests are held to.
+fn sd_fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../pipeline/tests/fixtures/sd")
+}
 
 fn run_until(app: &mut App, what: &str, done: impl Fn(&mut App) -> bool) {
     let started = Instant::now();
@@ -110,7 +117,7 @@ fn every_panel_action_works_on_an_embedded_chain() {
     })
     .add_plugins(chain)
     .add_plugins(EditorCorePlugin {
-        model_dirs: vec![house.parent().unwrap().to_path_buf()],
+        model_dirs: vec![house.parent().unwrap().to_path_buf(), sd_fixtures()],
         refresh_every: Duration::from_millis(100),
     });
     run_until(&mut app, "the first chain read", |app| view(app).loaded);
@@ -155,6 +162,37 @@ fn every_panel_action_works_on_an_embedded_chain() {
         !recipes.join("potion.recipe.toml").exists(),
         "generating does not touch the project"
     );
+
+    // A Stable Diffusion folder among the model folders is offered, with a sampler of choice.
+    let tiny_sd = sd_fixtures().join("tiny-sd15");
+    let local = app.world().resource::<LocalModels>();
+    assert!(local.folders.contains(&tiny_sd), "{local:?}");
+    let sd_draft = Draft {
+        name: "sd_potion".into(),
+        model: tiny_sd.to_string_lossy().into_owned(),
+        sampler: Some(Sampler::DpmPlusPlus2mKarras),
+        steps: 3,
+        ..draft.clone()
+    };
+    app.world_mut()
+        .write_message(EditorAction::Generate(sd_draft));
+    run_until(&mut app, "the Stable Diffusion preview", |app| {
+        match app.world().resource::<Preview>() {
+            Preview::Ready(ready) => ready.draft.name == "sd_potion",
+            Preview::Generating(_) => false,
+            _ => true,
+        }
+    });
+    let Preview::Ready(sd_preview) = app.world().resource::<Preview>() else {
+        panic!("generation failed: {:?}", app.world().resource::<Preview>());
+    };
+    assert_eq!(sd_preview.draft.sampler, Some(Sampler::DpmPlusPlus2mKarras));
+    let sd_image = app
+        .world()
+        .resource::<Assets<Image>>()
+        .get(&sd_preview.image)
+        .expect("the preview image is an asset");
+    assert_eq!((sd_image.width(), sd_image.height()), (32, 32));
 
     // Save as recipe: the plugin picks the new file up and makes it a project asset.
     app.world_mut()

@@ -1,6 +1,7 @@
 //! Generate: the recipe form, the Generate button with progress, the preview (animated for
 //! animations, tiled 3×3 for tileable textures) and "Save as recipe".
 
+use autonomy_pipeline::models::sd::scheduler::Sampler;
 use autonomy_pipeline::recipe::Kind;
 use bevy_egui::egui;
 
@@ -34,23 +35,52 @@ pub(super) fn show(ui: &mut egui::Ui, state: &mut EditorUi, frame: &mut Frame) {
             ui.text_edit_singleline(&mut draft.negative_prompt);
             ui.end_row();
             ui.label("Model");
-            let mut models = vec!["house".to_string()];
-            models.extend(
-                frame
-                    .view
-                    .models
-                    .iter()
-                    .map(|model| format!("registry:{}", model.name)),
-            );
+            // (what the recipe says, what the list shows)
+            let mut models = vec![("house".to_string(), "house".to_string())];
+            models.extend(frame.view.models.iter().map(|model| {
+                let name = format!("registry:{}", model.name);
+                (name.clone(), name)
+            }));
+            models.extend(frame.local_models.folders.iter().map(|folder| {
+                let name = folder.file_name().map_or_else(
+                    || folder.display().to_string(),
+                    |name| name.to_string_lossy().into_owned(),
+                );
+                (
+                    folder.to_string_lossy().into_owned(),
+                    format!("{name} · Stable Diffusion"),
+                )
+            }));
+            let shown = models
+                .iter()
+                .find(|(model, _)| *model == draft.model)
+                .map_or(draft.model.clone(), |(_, label)| label.clone());
             egui::ComboBox::from_id_salt("model")
-                .selected_text(draft.model.as_str())
+                .selected_text(shown)
                 .show_ui(ui, |ui| {
-                    for model in models {
-                        let label = model.clone();
+                    for (model, label) in models {
                         ui.selectable_value(&mut draft.model, model, label);
                     }
                 });
             ui.end_row();
+            if draft.model_is_folder() {
+                ui.label("Sampler");
+                egui::ComboBox::from_id_salt("sampler")
+                    .selected_text(
+                        draft
+                            .sampler
+                            .map_or("the folder's scheduler", Sampler::name),
+                    )
+                    .show_ui(ui, |ui| {
+                        ui.selectable_value(&mut draft.sampler, None, "the folder's scheduler");
+                        for (sampler, name) in Sampler::ALL {
+                            ui.selectable_value(&mut draft.sampler, Some(sampler), name);
+                        }
+                    });
+                ui.end_row();
+            } else {
+                draft.sampler = None;
+            }
             ui.label("Seed");
             ui.horizontal(|ui| {
                 ui.add(egui::DragValue::new(&mut draft.seed));

@@ -26,6 +26,7 @@ use crate::actions::{EditorAction, EditorLog, Preview};
 use crate::chain_view::ChainView;
 use crate::draft::Draft;
 use crate::library::AssetLibrary;
+use crate::local_models::LocalModels;
 
 /// The editor's panels, in tab order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -118,6 +119,7 @@ pub(crate) enum Intent {
 pub(crate) struct Frame<'a> {
     pub library: &'a mut AssetLibrary,
     pub view: &'a ChainView,
+    pub local_models: &'a LocalModels,
     pub preview: &'a Preview,
     pub player: Address,
     pub textures: &'a HashMap<AssetId<Image>, egui::TextureId>,
@@ -240,6 +242,7 @@ pub(crate) fn load_thumbnails(
 #[derive(SystemParam)]
 pub(crate) struct EditorReads<'w> {
     view: Res<'w, ChainView>,
+    local_models: Res<'w, LocalModels>,
     preview: Res<'w, Preview>,
     log: Res<'w, EditorLog>,
     chain: Res<'w, Chain>,
@@ -261,6 +264,7 @@ pub(crate) fn draw_editor(
 ) -> Result {
     let EditorReads {
         view,
+        local_models,
         preview,
         log,
         chain,
@@ -286,6 +290,7 @@ pub(crate) fn draw_editor(
     let mut frame = Frame {
         library: &mut library,
         view: &view,
+        local_models: &local_models,
         preview: &preview,
         player: chain.player,
         textures: &textures,

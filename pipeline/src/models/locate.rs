@@ -1,5 +1,5 @@
-//! Finding a model folder by the sha256 of its weights, the identity manifests and the
-//! registry record.
+//! Finding model folders: by the sha256 of their weights (the identity manifests and the
+//! registry record), and every Stable Diffusion folder among the project's model folders.
 
 use std::path::PathBuf;
 
@@ -10,6 +10,15 @@ pub fn folder_with_weights(dirs: &[PathBuf], weights_sha256: &str) -> Option<Pat
     candidates(dirs)
         .into_iter()
         .find(|folder| super::weights_sha256(folder).ok().as_deref() == Some(wanted.as_str()))
+}
+
+/// Every Stable Diffusion folder (a diffusers folder, or a Hugging Face cache folder of one)
+/// among `dirs` and the folders directly below them (sorted): what an editor offers to pick.
+pub fn stable_diffusion_folders(dirs: &[PathBuf]) -> Vec<PathBuf> {
+    candidates(dirs)
+        .into_iter()
+        .filter(|folder| super::Family::of(folder) == super::Family::StableDiffusion)
+        .collect()
 }
 
 fn candidates(dirs: &[PathBuf]) -> Vec<PathBuf> {
@@ -56,6 +65,32 @@ mod tests {
         assert_eq!(
             folder_with_weights(&dirs, &hex::encode(Sha256::digest(b"ccc"))),
             None
+        );
+    }
+
+    #[test]
+    fn lists_the_stable_diffusion_folders_below_the_model_dirs() {
+        let root = tempfile::tempdir().unwrap();
+        for (folder, marker) in [
+            ("sd15", "model_index.json"),
+            ("house", files::WEIGHTS),
+            ("models--org--turbo", "snapshots"),
+        ] {
+            let dir = root.path().join(folder);
+            std::fs::create_dir_all(&dir).unwrap();
+            if marker == "snapshots" {
+                std::fs::create_dir(dir.join(marker)).unwrap();
+            } else {
+                std::fs::write(dir.join(marker), b"{}").unwrap();
+            }
+        }
+        let dirs = [root.path().to_path_buf(), root.path().join("missing")];
+        assert_eq!(
+            stable_diffusion_folders(&dirs),
+            [
+                root.path().join("models--org--turbo"),
+                root.path().join("sd15")
+            ]
         );
     }
 }
