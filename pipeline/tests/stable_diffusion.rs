@@ -931,3 +931,62 @@ fn kohya_and_diffusers_loras_merge_as_diffusers_applies_them() {
     let cond = base.encode_prompt(&reference.prompt).unwrap().context;
     assert!(max_diff(&cond, reference.get("lora_both_cond")) > 1e-2);
 }
+
+#[test]
+fn a_kohya_sdxl_lora_reaches_both_text_encoders_and_the_unet_by_its_original_block_names() {
+    let name = "tiny-sdxl";
+    let reference = Reference::of(name);
+    let lora = LoraFile {
+        path: fixtures().join("tiny-sdxl/loras/kohya-xl.safetensors"),
+        label: "loras/kohya-xl.safetensors".into(),
+        scale: 0.7,
+    };
+    let model = StableDiffusion::load_with(&fixtures().join(name), &Device::Cpu, &[lora]).unwrap();
+    let cond = model.encode_prompt(&reference.prompt).unwrap();
+    let uncond = model.encode_negative(&reference.negative).unwrap();
+    // Both encoders' states side by side: the first 32 features come from `lora_te1_`, the rest
+    // from `lora_te2_`; the pooled output from the second alone.
+    close(
+        "SDXL LoRA text",
+        &cond.context,
+        reference.get("lora_xl_cond"),
+        1e-4,
+    );
+    let pooled = cond.pooled.clone().unwrap();
+    close(
+        "SDXL LoRA pooled",
+        &pooled,
+        reference.get("lora_xl_pooled"),
+        1e-4,
+    );
+    let context = Tensor::cat(&[&uncond.context, &cond.context], 0).unwrap();
+    let both = Tensor::cat(&[uncond.pooled.as_ref().unwrap(), &pooled], 0).unwrap();
+    let added = model.added_conditioning(&both).unwrap();
+    let eps = model
+        .predict(reference.get("unet_sample"), 501.0, &context, Some(&added))
+        .unwrap();
+    close("SDXL LoRA UNet", &eps, reference.get("lora_xl_eps"), 3e-4);
+    // Without it the outputs differ: the LoRA made the difference.
+    let base = load(name).encode_prompt(&reference.prompt).unwrap();
+    assert!(max_diff(&base.context, reference.get("lora_xl_cond")) > 1e-2);
+    assert!(
+        max_diff(
+            base.pooled.as_ref().unwrap(),
+            reference.get("lora_xl_pooled")
+        ) > 1e-2
+    );
+    // An SDXL LoRA on an SD 1.5 pipeline is refused, naming the second text encoder.
+    let error = StableDiffusion::load_with(
+        &fixtures().join("tiny-sd15"),
+        &Device::Cpu,
+        &[LoraFile {
+            path: fixtures().join("tiny-sdxl/loras/kohya-xl.safetensors"),
+            label: "kohya-xl".into(),
+            scale: 1.0,
+        }],
+    )
+    .err()
+    .expect("refused")
+    .to_string();
+    assert!(error.contains("kohya-xl.safetensors"), "{error}");
+}

@@ -528,11 +528,92 @@ def build_xl(name):
             "run_no_negative_image": torch.from_numpy(run(None)).contiguous(),
             "run_timesteps": pipe.scheduler.timesteps.to(torch.int64),
         }
+        xl_lora_reference(pipe, folder, tensors)
     save_file(
         {k: v.contiguous() for k, v in tensors.items()},
         os.path.join(OUT, f"{name}.reference.safetensors"),
         metadata={"prompt": PROMPT, "negative_prompt": NEGATIVE, "torch": torch.__version__},
     )
+
+
+def ldm_name(name, layers):
+    """A diffusers UNet attention module's name as the original SGM/LDM UNet (and so kohya's SDXL
+    LoRAs) names it: `down_blocks.1.attentions.0.…` → `input_blocks.4.1.…` with 2 layers."""
+    parts = name.split(".")
+    block, kind = parts[0], parts[2] if len(parts) > 2 else ""
+    if block == "down_blocks" and kind == "attentions":
+        index = 1 + int(parts[1]) * (layers + 1) + int(parts[3])
+        return ".".join(["input_blocks", str(index), "1"] + parts[4:])
+    if block == "up_blocks" and kind == "attentions":
+        index = int(parts[1]) * (layers + 1) + int(parts[3])
+        return ".".join(["output_blocks", str(index), "1"] + parts[4:])
+    if block == "mid_block" and parts[1] == "attentions":
+        return ".".join(["middle_block", "1"] + parts[3:])
+    raise ValueError(name)
+
+
+@torch.no_grad()
+def xl_lora_reference(pipe, folder, tensors):
+    """A kohya SDXL LoRA (`lora_unet_` in the original UNet's block names, `lora_te1_` and
+    `lora_te2_` for the two text encoders, `.alpha` 2) and what the pipeline computes with it
+    merged at scale 0.7, checked against diffusers' own loader."""
+    g = torch.Generator().manual_seed(13)
+    layers = pipe.unet.config.layers_per_block
+    networks = (
+        ("unet", pipe.unet, ("to_q", "to_k", "to_v", "to_out.0", "ff.net.2")),
+        ("te1", pipe.text_encoder, ("q_proj", "v_proj", "out_proj", "fc1")),
+        ("te2", pipe.text_encoder_2, ("q_proj", "v_proj", "out_proj", "fc1")),
+    )
+    state, merged_models = {}, {}
+    for network, model, ends in networks:
+        copy_ = copy.deepcopy(model)
+        modules = dict(copy_.named_modules())
+        for name, module in model.named_modules():
+            if not (isinstance(module, torch.nn.Linear) and name.endswith(ends)):
+                continue
+            down = torch.randn(LORA_RANK, module.in_features, generator=g) * 0.2
+            up = torch.randn(module.out_features, LORA_RANK, generator=g) * 0.2
+            if network == "unet":
+                path = ldm_name(name, layers)
+            else:  # kohya writes `text_model_…` (transformers 5 drops it from CLIPTextModel)
+                path = name if name.startswith("text_model.") else "text_model." + name
+            key = f"lora_{network}_" + path.replace(".", "_")
+            state[f"{key}.lora_down.weight"] = down
+            state[f"{key}.lora_up.weight"] = up
+            state[f"{key}.alpha"] = torch.tensor(2.0)
+            modules[name].weight.add_(0.7 * (2.0 / LORA_RANK) * (up @ down))
+        merged_models[network] = copy_
+    os.makedirs(os.path.join(folder, "loras"), exist_ok=True)
+    save_file(state, os.path.join(folder, "loras", "kohya-xl.safetensors"))
+
+    def outputs(unet, te1, te2):
+        swapped = StableDiffusionXLPipeline(
+            vae=pipe.vae, text_encoder=te1, text_encoder_2=te2, tokenizer=pipe.tokenizer,
+            tokenizer_2=pipe.tokenizer_2, unet=unet, scheduler=pipe.scheduler,
+        )
+        embeds, negative, pooled, negative_pooled = swapped.encode_prompt(
+            PROMPT, negative_prompt=NEGATIVE, do_classifier_free_guidance=True
+        )
+        eps = unet(
+            tensors["unet_sample"], 501, encoder_hidden_states=torch.cat([negative, embeds]),
+            added_cond_kwargs={
+                "text_embeds": torch.cat([negative_pooled, pooled]),
+                "time_ids": torch.tensor([[64.0, 64.0, 0.0, 0.0, 64.0, 64.0]] * 2),
+            },
+        ).sample
+        return embeds, pooled, eps
+
+    cond, pooled, eps = outputs(merged_models["unet"], merged_models["te1"], merged_models["te2"])
+    tensors["lora_xl_cond"], tensors["lora_xl_pooled"], tensors["lora_xl_eps"] = cond, pooled, eps
+    # diffusers reads kohya's SDXL UNet names (its text-encoder names only with transformers 4):
+    # its unfused adapter must agree with the UNet merged above.
+    unet_only = {k: v for k, v in state.items() if k.startswith("lora_unet_")}
+    pipe.load_lora_weights(unet_only, adapter_name="xl")
+    pipe.set_adapters(["xl"], adapter_weights=[0.7])
+    _, _, theirs = outputs(pipe.unet, pipe.text_encoder, pipe.text_encoder_2)
+    pipe.unload_lora_weights()
+    _, _, ours = outputs(merged_models["unet"], pipe.text_encoder, pipe.text_encoder_2)
+    assert torch.allclose(ours, theirs, atol=1e-4), (ours - theirs).abs().max()
 
 
 SD_BETAS = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)

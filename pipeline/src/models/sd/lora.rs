@@ -1,8 +1,10 @@
 //! LoRA: low-rank updates `W += scale · (alpha / rank) · up · down` to the UNet's and the text
-//! encoder's weights, merged once at load time by a var-builder backend, so sampling costs
-//! nothing extra. Reads kohya's files (`lora_unet_…` / `lora_te_…` with `.lora_down`,
-//! `.lora_up`, `.alpha`) and diffusers' (`unet.….lora_A` / `text_encoder.….lora_B`, and the
-//! older `…processor.to_q_lora.down`); several at once, each with its own scale.
+//! encoders' weights, merged once at load time by a var-builder backend, so sampling costs
+//! nothing extra. Reads kohya's files (`lora_unet_…` / `lora_te_…`, and SDXL's `lora_te1_…` /
+//! `lora_te2_…` with the UNet in the original model's block names, `input_blocks_4_1_…`; with
+//! `.lora_down`, `.lora_up`, `.alpha`) and diffusers' (`unet.….lora_A` / `text_encoder.…` /
+//! `text_encoder_2.….lora_B`, and the older `…processor.to_q_lora.down`); several at once, each
+//! with its own scale.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -33,6 +35,8 @@ pub enum Network {
     Unet,
     /// The (first) CLIP text encoder.
     Text,
+    /// SDXL's second text encoder.
+    Text2,
 }
 
 /// One low-rank update to one weight.
@@ -48,19 +52,26 @@ struct Update {
 pub struct Updates {
     unet: HashMap<String, Vec<Update>>,
     text: HashMap<String, Vec<Update>>,
+    text_2: HashMap<String, Vec<Update>>,
 }
 
 impl Updates {
-    /// Reads `files`, matching every entry to a weight of `unet` or `text` (the networks'
-    /// safetensors); an entry that matches none, or does not fit its weight, is an error naming
-    /// the entry and the file. Returns the updates and what the manifest records of each file.
+    /// Reads `files`, matching every entry to a weight of `unet`, `text` or `text_2` (the
+    /// networks' safetensors; `layers_per_block` places the original UNet's block names); an
+    /// entry that matches none, or does not fit its weight, is an error naming the entry and
+    /// the file. Returns the updates and what the manifest records of each file.
     pub fn read(
         files: &[LoraFile],
         unet: &MmapedSafetensors,
         text: &MmapedSafetensors,
+        text_2: Option<&MmapedSafetensors>,
+        layers_per_block: usize,
     ) -> Result<(Self, Vec<LoraUse>), SdError> {
         let unet_names = weight_names(unet, Network::Unet);
         let text_names = weight_names(text, Network::Text);
+        let text_2_names = text_2
+            .map(|t| weight_names(t, Network::Text2))
+            .unwrap_or_default();
         let mut updates = Self::default();
         let mut uses = Vec::new();
         for file in files {
@@ -85,7 +96,7 @@ impl Updates {
             let mut modules: HashMap<(Network, String), Parts> = HashMap::new();
             for (key, tensor) in tensors {
                 let (network, module, part) =
-                    entry(&key).ok_or_else(|| invalid(format!("`{key}` is not a LoRA entry Autonomy reads (kohya `lora_unet_…`/`lora_te_…` or diffusers `unet.…`/`text_encoder.…` with down/up or A/B)")))?;
+                    entry(&key, layers_per_block).ok_or_else(|| invalid(format!("`{key}` is not a LoRA entry Autonomy reads (kohya `lora_unet_…`/`lora_te_…`/`lora_te1_…`/`lora_te2_…` or diffusers `unet.…`/`text_encoder.…`/`text_encoder_2.…` with down/up or A/B)")))?;
                 let parts = modules.entry((network, module)).or_default();
                 match part {
                     Part::Down => parts.down = Some((key, tensor)),
@@ -106,9 +117,15 @@ impl Updates {
                 return Err(invalid("holds no LoRA entries".into()));
             }
             for ((network, module), parts) in modules {
-                let (names, base, map) = match network {
-                    Network::Unet => (&unet_names, unet, &mut updates.unet),
-                    Network::Text => (&text_names, text, &mut updates.text),
+                let (names, base, map) = match (network, text_2) {
+                    (Network::Unet, _) => (&unet_names, unet, &mut updates.unet),
+                    (Network::Text, _) => (&text_names, text, &mut updates.text),
+                    (Network::Text2, Some(text_2)) => (&text_2_names, text_2, &mut updates.text_2),
+                    (Network::Text2, None) => {
+                        return Err(invalid(format!(
+                            "`{module}` adapts a second text encoder, which this pipeline does not have (an SDXL LoRA?)"
+                        )));
+                    }
                 };
                 let (Some((down_key, down)), Some((_, up))) = (parts.down, parts.up) else {
                     return Err(invalid(format!("`{module}` has no down/up (A/B) pair")));
@@ -119,6 +136,7 @@ impl Updates {
                         match network {
                             Network::Unet => "UNet",
                             Network::Text => "text encoder",
+                            Network::Text2 => "second text encoder",
                         }
                     ))
                 })?;
@@ -156,6 +174,7 @@ impl Updates {
         match network {
             Network::Unet => &self.unet,
             Network::Text => &self.text,
+            Network::Text2 => &self.text_2,
         }
     }
 
@@ -181,8 +200,9 @@ enum Part {
     Alpha,
 }
 
-/// The network, canonical module name and part of a LoRA file's key.
-fn entry(key: &str) -> Option<(Network, String, Part)> {
+/// The network, canonical module name and part of a LoRA file's key (`layers_per_block` places
+/// the original UNet's block names).
+fn entry(key: &str, layers_per_block: usize) -> Option<(Network, String, Part)> {
     const SUFFIXES: [(&str, Part); 7] = [
         (".lora_down.weight", Part::Down),
         (".lora_up.weight", Part::Up),
@@ -211,18 +231,83 @@ fn entry(key: &str) -> Option<(Network, String, Part)> {
             };
             Some((format!("{module}.{projection}"), part))
         })?;
-    let (network, module) = if let Some(m) = stem.strip_prefix("lora_unet_") {
-        (Network::Unet, m.to_string())
-    } else if let Some(m) = stem.strip_prefix("lora_te_") {
-        (Network::Text, m.to_string())
-    } else if let Some(m) = stem.strip_prefix("unet.") {
-        (Network::Unet, m.to_string())
-    } else if let Some(m) = stem.strip_prefix("text_encoder.") {
-        (Network::Text, m.to_string())
-    } else {
-        return None;
+    const PREFIXES: [(&str, Network); 7] = [
+        ("lora_unet_", Network::Unet),
+        ("lora_te_", Network::Text),
+        ("lora_te1_", Network::Text),
+        ("lora_te2_", Network::Text2),
+        ("unet.", Network::Unet),
+        ("text_encoder.", Network::Text),
+        ("text_encoder_2.", Network::Text2),
+    ];
+    let (network, module) = PREFIXES
+        .into_iter()
+        .find_map(|(prefix, network)| stem.strip_prefix(prefix).map(|m| (network, m)))?;
+    let module = canonical(network, module);
+    let module = match network {
+        Network::Unet => from_original_blocks(&module, layers_per_block).unwrap_or(module),
+        Network::Text | Network::Text2 => module,
     };
-    Some((network, canonical(network, &module), part))
+    Some((network, module, part))
+}
+
+/// A UNet module named as the original (SGM/LDM) model names it, as kohya's SDXL LoRAs do
+/// (`input_blocks_4_1_transformer_blocks_0_attn1_to_q`), in diffusers' names
+/// (`down_blocks_1_attentions_0_…`); `None` for a name in neither scheme's blocks.
+fn from_original_blocks(flat: &str, layers: usize) -> Option<String> {
+    let number = |text: &str| -> Option<(usize, String)> {
+        let (n, rest) = text.split_once('_')?;
+        Some((n.parse().ok()?, rest.to_string()))
+    };
+    let resnet = |rest: &str| {
+        const RENAMES: [(&str, &str); 6] = [
+            ("in_layers_0", "norm1"),
+            ("in_layers_2", "conv1"),
+            ("emb_layers_1", "time_emb_proj"),
+            ("out_layers_0", "norm2"),
+            ("out_layers_3", "conv2"),
+            ("skip_connection", "conv_shortcut"),
+        ];
+        RENAMES
+            .into_iter()
+            .find_map(|(from, to)| rest.strip_prefix(from).map(|tail| format!("{to}{tail}")))
+            .unwrap_or_else(|| rest.to_string())
+    };
+    if let Some(rest) = flat.strip_prefix("input_blocks_") {
+        let (n, rest) = number(rest)?;
+        let (j, rest) = number(&rest)?;
+        let index = n.checked_sub(1)?;
+        let (block, layer) = (index / (layers + 1), index % (layers + 1));
+        return Some(if layer == layers {
+            format!(
+                "down_blocks_{block}_downsamplers_0_{}",
+                rest.replacen("op", "conv", 1)
+            )
+        } else if j == 0 {
+            format!("down_blocks_{block}_resnets_{layer}_{}", resnet(&rest))
+        } else {
+            format!("down_blocks_{block}_attentions_{layer}_{rest}")
+        });
+    }
+    if let Some(rest) = flat.strip_prefix("output_blocks_") {
+        let (n, rest) = number(rest)?;
+        let (j, rest) = number(&rest)?;
+        let (block, layer) = (n / (layers + 1), n % (layers + 1));
+        return Some(if j == 0 {
+            format!("up_blocks_{block}_resnets_{layer}_{}", resnet(&rest))
+        } else if rest.starts_with("conv") {
+            format!("up_blocks_{block}_upsamplers_0_{rest}")
+        } else {
+            format!("up_blocks_{block}_attentions_{layer}_{rest}")
+        });
+    }
+    let (j, rest) = number(flat.strip_prefix("middle_block_")?)?;
+    match j {
+        0 => Some(format!("mid_block_resnets_0_{}", resnet(&rest))),
+        1 => Some(format!("mid_block_attentions_0_{rest}")),
+        2 => Some(format!("mid_block_resnets_1_{}", resnet(&rest))),
+        _ => None,
+    }
 }
 
 /// A module name as both naming schemes can be compared: `_` for `.`, without the text
@@ -230,7 +315,7 @@ fn entry(key: &str) -> Option<(Network, String, Part)> {
 fn canonical(network: Network, module: &str) -> String {
     let flat = module.replace('.', "_");
     match network {
-        Network::Text => flat
+        Network::Text | Network::Text2 => flat
             .strip_prefix("text_model_")
             .map(str::to_string)
             .unwrap_or(flat),
@@ -322,21 +407,25 @@ mod tests {
 
     #[test]
     fn both_namings_reach_the_same_module() {
-        let kohya = entry("lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight").unwrap();
-        let peft = entry("unet.down_blocks.0.attentions.0.proj_in.lora_A.weight").unwrap();
+        let kohya = entry(
+            "lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight",
+            2,
+        )
+        .unwrap();
+        let peft = entry("unet.down_blocks.0.attentions.0.proj_in.lora_A.weight", 2).unwrap();
         assert_eq!((kohya.0, &kohya.1), (peft.0, &peft.1));
-        let te_kohya = entry("lora_te_text_model_encoder_layers_1_mlp_fc1.alpha").unwrap();
-        let te_peft = entry("text_encoder.encoder.layers.1.mlp.fc1.lora_B.weight").unwrap();
+        let te_kohya = entry("lora_te_text_model_encoder_layers_1_mlp_fc1.alpha", 2).unwrap();
+        let te_peft = entry("text_encoder.encoder.layers.1.mlp.fc1.lora_B.weight", 2).unwrap();
         assert_eq!((te_kohya.0, &te_kohya.1), (te_peft.0, &te_peft.1));
         assert_eq!(te_kohya.1, "encoder_layers_1_mlp_fc1");
-        let old = entry("unet.mid_block.attentions.0.transformer_blocks.0.attn2.processor.to_out_lora.up.weight")
+        let old = entry("unet.mid_block.attentions.0.transformer_blocks.0.attn2.processor.to_out_lora.up.weight", 2)
             .unwrap();
         assert_eq!(
             old.1,
             "mid_block_attentions_0_transformer_blocks_0_attn2_to_out_0"
         );
-        assert!(entry("lora_unet_x.hada_w1_a").is_none());
-        assert!(entry("vae.decoder.conv_in.lora_A.weight").is_none());
+        assert!(entry("lora_unet_x.hada_w1_a", 2).is_none());
+        assert!(entry("vae.decoder.conv_in.lora_A.weight", 2).is_none());
     }
 
     fn fixture(relative: &str) -> PathBuf {
@@ -359,7 +448,8 @@ mod tests {
             label: "loras/kohya.safetensors".into(),
             scale: 0.8,
         };
-        let (updates, uses) = Updates::read(std::slice::from_ref(&file), &unet, &text).unwrap();
+        let (updates, uses) =
+            Updates::read(std::slice::from_ref(&file), &unet, &text, None, 2).unwrap();
         assert_eq!(uses[0].sha256.len(), 64);
         let lora = candle_core::safetensors::load(&file.path, &Device::Cpu).unwrap();
         let key = "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k";
@@ -434,7 +524,7 @@ mod tests {
             (wrong, "do not fit `conv_in.weight`"),
             (half, "no down/up"),
         ] {
-            let message = Updates::read(std::slice::from_ref(&file), &unet, &text)
+            let message = Updates::read(std::slice::from_ref(&file), &unet, &text, None, 2)
                 .unwrap_err()
                 .to_string();
             assert!(
@@ -442,5 +532,80 @@ mod tests {
                 "{message}"
             );
         }
+    }
+
+    #[test]
+    fn the_original_unets_block_names_map_to_diffusers() {
+        // SDXL: two layers per block, a downsampler after each but the last.
+        for (original, diffusers) in [
+            (
+                "input_blocks_4_1_transformer_blocks_0_attn1_to_q",
+                "down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q",
+            ),
+            (
+                "input_blocks_8_1_proj_in",
+                "down_blocks_2_attentions_1_proj_in",
+            ),
+            (
+                "input_blocks_2_0_in_layers_2",
+                "down_blocks_0_resnets_1_conv1",
+            ),
+            ("input_blocks_3_0_op", "down_blocks_0_downsamplers_0_conv"),
+            (
+                "input_blocks_7_0_skip_connection",
+                "down_blocks_2_resnets_0_conv_shortcut",
+            ),
+            (
+                "middle_block_1_transformer_blocks_9_ff_net_2",
+                "mid_block_attentions_0_transformer_blocks_9_ff_net_2",
+            ),
+            (
+                "middle_block_2_emb_layers_1",
+                "mid_block_resnets_1_time_emb_proj",
+            ),
+            (
+                "output_blocks_0_1_transformer_blocks_0_attn2_to_k",
+                "up_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k",
+            ),
+            (
+                "output_blocks_5_1_proj_out",
+                "up_blocks_1_attentions_2_proj_out",
+            ),
+            ("output_blocks_2_2_conv", "up_blocks_0_upsamplers_0_conv"),
+            (
+                "output_blocks_8_0_out_layers_3",
+                "up_blocks_2_resnets_2_conv2",
+            ),
+        ] {
+            assert_eq!(
+                from_original_blocks(original, 2).as_deref(),
+                Some(diffusers),
+                "{original}"
+            );
+        }
+        // One layer per block (the tiny fixture): input block 5 is block 2's first layer.
+        assert_eq!(
+            from_original_blocks("input_blocks_5_1_proj_in", 1).as_deref(),
+            Some("down_blocks_2_attentions_0_proj_in")
+        );
+        assert_eq!(
+            from_original_blocks("down_blocks_1_attentions_0_proj_in", 2),
+            None
+        );
+        let (network, module, _) = entry(
+            "lora_te2_text_model_encoder_layers_0_self_attn_q_proj.alpha",
+            2,
+        )
+        .unwrap();
+        assert_eq!(
+            (network, module.as_str()),
+            (Network::Text2, "encoder_layers_0_self_attn_q_proj")
+        );
+        let (network, _, _) = entry(
+            "text_encoder_2.text_model.encoder.layers.0.mlp.fc1.lora_A.weight",
+            2,
+        )
+        .unwrap();
+        assert_eq!(network, Network::Text2);
     }
 }

@@ -164,7 +164,21 @@ impl StableDiffusion {
         let text_files = folder.weights("text_encoder")?;
         let unet_files = folder.weights("unet")?;
         let (text_map, unet_map) = (lora::map(&text_files)?, lora::map(&unet_files)?);
-        let (updates, lora_uses) = Updates::read(loras, &unet_map, &text_map)?;
+        let text_2 = match &spec.text_2 {
+            Some(_) => {
+                let files = folder.weights("text_encoder_2")?;
+                let map = lora::map(&files)?;
+                Some((files, map))
+            }
+            None => None,
+        };
+        let (updates, lora_uses) = Updates::read(
+            loras,
+            &unet_map,
+            &text_map,
+            text_2.as_ref().map(|(_, map)| map),
+            spec.unet.config.layers_per_block,
+        )?;
         let backend = |map, network| -> VarBuilder<'static> {
             VarBuilder::from_backend(
                 Box::new(updates.merged(map, network)),
@@ -178,16 +192,15 @@ impl StableDiffusion {
         let unet = build(&unet_files, || {
             UNet::new(backend(unet_map, Network::Unet), &spec.unet)
         })?;
-        let second = match &spec.text_2 {
-            Some(config) => {
+        let second = match (&spec.text_2, text_2) {
+            (Some(config), Some((files, map))) => {
                 let tokenizer = load_tokenizer(&folder.root.join("tokenizer_2"), config)?;
-                let files = folder.weights("text_encoder_2")?;
-                let vb =
-                    VarBuilder::from_backend(Box::new(lora::map(&files)?), dtype, device.clone());
-                let encoder = build(&files, || ClipTextEncoder::new(config, vb))?;
+                let encoder = build(&files, || {
+                    ClipTextEncoder::new(config, backend(map, Network::Text2))
+                })?;
                 Some((tokenizer, encoder))
             }
-            None => None,
+            _ => None,
         };
         let vae_files = folder.weights("vae")?;
         let vae_map = lora::map(&vae_files)?;
