@@ -3,7 +3,9 @@
 //!
 //! - **convolution** as matrix products over bands of output rows: each band's patches are
 //!   copied row by row (contiguous copies, no full-image im2col buffer) and one `gemm` writes
-//!   the band straight into the NCHW output;
+//!   the band straight into the NCHW output; 3×3 stride-1 convolutions (most of a UNet's and
+//!   a VAE's work) use Winograd's F(2×2, 3×3) instead: 16 matrix products over transformed
+//!   4×4 tiles, 2.25× fewer multiplications;
 //! - **attention** fused per block of 64 queries: scores, a vectorisable softmax and the
 //!   weighted sum stay in a cache-sized buffer instead of a `(heads, n, n)` score tensor.
 
@@ -12,6 +14,8 @@ use rayon::prelude::*;
 
 /// Output pixels × patch size per convolution band (floats in its patch buffer).
 const BAND_FLOATS: usize = 1 << 21;
+/// Winograd tiles × (input + output channels) × 16 per band (floats in its buffers).
+const TILE_FLOATS: usize = 1 << 22;
 /// Queries per attention block.
 const QUERY_BLOCK: usize = 64;
 
@@ -48,13 +52,24 @@ impl Conv2d {
 impl Module for Conv2d {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let out = if xs.device().is_cpu() && xs.dtype() == DType::F32 {
-            xs.contiguous()?.apply_op2_no_bwd(
-                &self.weight.contiguous()?,
-                &BandedConv {
-                    stride: self.stride,
-                    padding: self.padding,
-                },
-            )?
+            let (c_out, c_in, kh, kw) = self.weight.dims4()?;
+            let (_, _, h, w) = xs.dims4()?;
+            // Winograd pays off once tiles and channels are many (measured on 2 cores: 0.6–0.7
+            // of the banded time from 32×32 and 32 channels up; slower on 16×16 and below, where
+            // transforming the kernels on every call outweighs the saved products).
+            let winograd = (kh, kw) == (3, 3) && h * w >= 32 * 32 && c_in.min(c_out) >= 16;
+            if winograd && self.stride == 1 && self.padding == 1 {
+                xs.contiguous()?
+                    .apply_op2_no_bwd(&self.weight.contiguous()?, &WinogradConv)?
+            } else {
+                xs.contiguous()?.apply_op2_no_bwd(
+                    &self.weight.contiguous()?,
+                    &BandedConv {
+                        stride: self.stride,
+                        padding: self.padding,
+                    },
+                )?
+            }
         } else {
             xs.conv2d(&self.weight, self.padding, self.stride, 1, 1)?
         };
@@ -181,6 +196,179 @@ impl CustomOp2 for BandedConv {
             }
         });
         Ok((CpuStorage::F32(output), Shape::from((batch, c_out, oh, ow))))
+    }
+}
+
+/// A 3×3, stride 1, padding 1 convolution by Winograd's minimal filtering F(2×2, 3×3)
+/// (Lavin & Gray, 2016): each 4×4 input tile `d` becomes `Bᵀ·d·B`, each kernel `g` becomes
+/// `G·g·Gᵀ`, the 16 element positions are 16 matrix products over channels, and `Aᵀ·m·A`
+/// turns each product tile into 2×2 outputs.
+struct WinogradConv;
+
+/// `G·g·Gᵀ` of each 3×3 kernel, as 16 matrices `(c_out, c_in)`, element `4·i + j` first.
+fn winograd_kernels(weight: &[f32], c_out: usize, c_in: usize) -> Vec<f32> {
+    let mut u = vec![0f32; 16 * c_out * c_in];
+    for (o_i, g) in weight.chunks_exact(9).enumerate() {
+        // G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]]; rows of G·g first.
+        let mut gg = [[0f32; 3]; 4];
+        for c in 0..3 {
+            let (a, b, d) = (g[c], g[3 + c], g[6 + c]);
+            gg[0][c] = a;
+            gg[1][c] = 0.5 * (a + b + d);
+            gg[2][c] = 0.5 * (a - b + d);
+            gg[3][c] = d;
+        }
+        for (i, row) in gg.iter().enumerate() {
+            let (a, b, d) = (row[0], row[1], row[2]);
+            let out = [a, 0.5 * (a + b + d), 0.5 * (a - b + d), d];
+            for (j, value) in out.into_iter().enumerate() {
+                u[(4 * i + j) * c_out * c_in + o_i] = value;
+            }
+        }
+    }
+    u
+}
+
+/// `Bᵀ·v` along one axis: Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]].
+fn input_transform(v: [f32; 4]) -> [f32; 4] {
+    [v[0] - v[2], v[1] + v[2], v[2] - v[1], v[1] - v[3]]
+}
+
+/// `Aᵀ·v` along one axis: Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]].
+fn output_transform(v: [f32; 4]) -> [f32; 2] {
+    [v[0] + v[1] + v[2], v[1] - v[2] - v[3]]
+}
+
+impl CustomOp2 for WinogradConv {
+    fn name(&self) -> &'static str {
+        "autonomy-winograd-conv3x3"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let input = f32s(s1, l1, "conv2d input")?;
+        let weight = f32s(s2, l2, "conv2d weight")?;
+        let (batch, c_in, h, w) = l1.shape().dims4()?;
+        let (c_out, w_in, kh, kw) = l2.shape().dims4()?;
+        if w_in != c_in || (kh, kw) != (3, 3) {
+            candle_core::bail!(
+                "winograd conv2d: a 3×3 kernel over {c_in} channels is expected, got {:?}",
+                l2.dims()
+            );
+        }
+        let u = winograd_kernels(weight, c_out, c_in);
+        let (tiles_y, tiles_x) = (h.div_ceil(2), w.div_ceil(2));
+        // Bands small enough for the buffers, and enough of them to keep every thread busy.
+        let per_image = (2 * rayon::current_num_threads()).div_ceil(batch);
+        let rows = (TILE_FLOATS / (16 * (c_in + c_out) * tiles_x))
+            .min(tiles_y.div_ceil(per_image))
+            .clamp(1, tiles_y);
+        let bands = tiles_y.div_ceil(rows);
+        let mut output = vec![0f32; batch * c_out * h * w];
+        let out = Out(output.as_mut_ptr());
+        (0..batch * bands).into_par_iter().for_each(|job| {
+            let (b, band) = (job / bands, job % bands);
+            let ty0 = band * rows;
+            let n_rows = rows.min(tiles_y - ty0);
+            let tiles = n_rows * tiles_x;
+            let image = &input[b * c_in * h * w..(b + 1) * c_in * h * w];
+            // V[k][ci][t]: the transformed input tiles.
+            let mut v = vec![0f32; 16 * c_in * tiles];
+            for ci in 0..c_in {
+                let plane = &image[ci * h * w..(ci + 1) * h * w];
+                for t in 0..tiles {
+                    let (ty, tx) = (ty0 + t / tiles_x, t % tiles_x);
+                    let mut d = [[0f32; 4]; 4];
+                    for (r, row) in d.iter_mut().enumerate() {
+                        let Some(y) = (2 * ty + r).checked_sub(1).filter(|&y| y < h) else {
+                            continue;
+                        };
+                        for (c, value) in row.iter_mut().enumerate() {
+                            if let Some(x) = (2 * tx + c).checked_sub(1).filter(|&x| x < w) {
+                                *value = plane[y * w + x];
+                            }
+                        }
+                    }
+                    // Bᵀ·d (columns), then ·B (rows).
+                    let mut columns = [[0f32; 4]; 4];
+                    for c in 0..4 {
+                        let col = input_transform([d[0][c], d[1][c], d[2][c], d[3][c]]);
+                        for r in 0..4 {
+                            columns[r][c] = col[r];
+                        }
+                    }
+                    for (i, row) in columns.iter().enumerate() {
+                        for (j, value) in input_transform(*row).into_iter().enumerate() {
+                            v[((4 * i + j) * c_in + ci) * tiles + t] = value;
+                        }
+                    }
+                }
+            }
+            // M[k] = U[k]·V[k]: (c_out, c_in)·(c_in, tiles).
+            let mut m = vec![0f32; 16 * c_out * tiles];
+            for k in 0..16 {
+                // SAFETY: m[k] holds c_out×tiles floats, u[k] c_out×c_in, v[k] c_in×tiles,
+                // all row-major slices of the buffers above.
+                unsafe {
+                    gemm::gemm(
+                        c_out,
+                        tiles,
+                        c_in,
+                        m.as_mut_ptr().add(k * c_out * tiles),
+                        1,
+                        tiles as isize,
+                        false,
+                        u.as_ptr().add(k * c_out * c_in),
+                        1,
+                        c_in as isize,
+                        v.as_ptr().add(k * c_in * tiles),
+                        1,
+                        tiles as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+            }
+            let dst = out;
+            for co in 0..c_out {
+                for t in 0..tiles {
+                    let (ty, tx) = (ty0 + t / tiles_x, t % tiles_x);
+                    let at = |k: usize| m[(k * c_out + co) * tiles + t];
+                    // Aᵀ·m (columns), then ·A (rows).
+                    let mut columns = [[0f32; 4]; 2];
+                    for c in 0..4 {
+                        let col = output_transform([at(c), at(4 + c), at(8 + c), at(12 + c)]);
+                        columns[0][c] = col[0];
+                        columns[1][c] = col[1];
+                    }
+                    for (dy, row) in columns.iter().enumerate() {
+                        let y = 2 * ty + dy;
+                        if y >= h {
+                            continue;
+                        }
+                        for (dx, value) in output_transform(*row).into_iter().enumerate() {
+                            let x = 2 * tx + dx;
+                            if x < w {
+                                // SAFETY: this job alone writes rows 2·ty0.. of batch b.
+                                unsafe {
+                                    *dst.0.add(((b * c_out + co) * h + y) * w + x) = value;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        Ok((CpuStorage::F32(output), Shape::from((batch, c_out, h, w))))
     }
 }
 
@@ -361,6 +549,27 @@ mod tests {
                 diff < 1e-4,
                 "{batch}×{c_in}→{c_out} {h}×{w} k{k} s{stride} p{padding}: {diff}"
             );
+        }
+    }
+
+    #[test]
+    fn winograd_convolution_equals_candles() {
+        let device = Device::Cpu;
+        for (batch, c_in, c_out, h, w) in [
+            (2, 5, 7, 9, 11),
+            (1, 3, 4, 8, 8),
+            (1, 16, 8, 1, 1),
+            (2, 6, 3, 5, 7),
+            (1, 2, 2, 64, 3),
+            (1, 40, 24, 33, 20),
+        ] {
+            let x = Tensor::randn(0f32, 1.0, (batch, c_in, h, w), &device).unwrap();
+            let weight = Tensor::randn(0f32, 1.0, (c_out, c_in, 3, 3), &device).unwrap();
+            let ours = x.apply_op2_no_bwd(&weight, &WinogradConv).unwrap();
+            let theirs = x.conv2d(&weight, 1, 1, 1, 1).unwrap();
+            assert_eq!(ours.dims(), theirs.dims());
+            let diff = max_diff(&ours, &theirs);
+            assert!(diff < 1e-4, "{batch}×{c_in}→{c_out} {h}×{w}: {diff}");
         }
     }
 
