@@ -229,6 +229,11 @@ fn winograd_kernels(weight: &[f32], c_out: usize, c_in: usize) -> Vec<f32> {
     u
 }
 
+/// The transpose of a small matrix.
+fn transpose<const R: usize, const C: usize>(a: [[f32; C]; R]) -> [[f32; R]; C] {
+    std::array::from_fn(|c| std::array::from_fn(|r| a[r][c]))
+}
+
 /// `Bᵀ·v` along one axis: Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]].
 fn input_transform(v: [f32; 4]) -> [f32; 4] {
     [v[0] - v[2], v[1] + v[2], v[2] - v[1], v[1] - v[3]]
@@ -294,17 +299,12 @@ impl CustomOp2 for WinogradConv {
                             }
                         }
                     }
-                    // Bᵀ·d (columns), then ·B (rows).
-                    let mut columns = [[0f32; 4]; 4];
-                    for c in 0..4 {
-                        let col = input_transform([d[0][c], d[1][c], d[2][c], d[3][c]]);
-                        for r in 0..4 {
-                            columns[r][c] = col[r];
-                        }
-                    }
-                    for (i, row) in columns.iter().enumerate() {
-                        for (j, value) in input_transform(*row).into_iter().enumerate() {
-                            v[((4 * i + j) * c_in + ci) * tiles + t] = value;
+                    // Bᵀ·d (each column), then ·B (each row).
+                    let transformed =
+                        transpose(transpose(d).map(input_transform)).map(input_transform);
+                    for (i, row) in transformed.iter().enumerate() {
+                        for (j, value) in row.iter().enumerate() {
+                            v[((4 * i + j) * c_in + ci) * tiles + t] = *value;
                         }
                     }
                 }
@@ -342,20 +342,18 @@ impl CustomOp2 for WinogradConv {
             for co in 0..c_out {
                 for t in 0..tiles {
                     let (ty, tx) = (ty0 + t / tiles_x, t % tiles_x);
-                    let at = |k: usize| m[(k * c_out + co) * tiles + t];
-                    // Aᵀ·m (columns), then ·A (rows).
-                    let mut columns = [[0f32; 4]; 2];
-                    for c in 0..4 {
-                        let col = output_transform([at(c), at(4 + c), at(8 + c), at(12 + c)]);
-                        columns[0][c] = col[0];
-                        columns[1][c] = col[1];
-                    }
-                    for (dy, row) in columns.iter().enumerate() {
+                    let tile: [[f32; 4]; 4] = std::array::from_fn(|i| {
+                        std::array::from_fn(|j| m[((4 * i + j) * c_out + co) * tiles + t])
+                    });
+                    // Aᵀ·m (each column), then ·A (each row).
+                    let result =
+                        transpose(transpose(tile).map(output_transform)).map(output_transform);
+                    for (dy, row) in result.iter().enumerate() {
                         let y = 2 * ty + dy;
                         if y >= h {
                             continue;
                         }
-                        for (dx, value) in output_transform(*row).into_iter().enumerate() {
+                        for (dx, &value) in row.iter().enumerate() {
                             let x = 2 * tx + dx;
                             if x < w {
                                 // SAFETY: this job alone writes rows 2·ty0.. of batch b.
