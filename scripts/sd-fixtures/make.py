@@ -11,7 +11,9 @@ Each fixture is a random-weight pipeline in the real diffusers folder layout (`m
 tokenizer is a real CLIP byte-level BPE whose merges are learned here from a few game-asset
 prompts. `tiny-sd15` also gets two LoRAs, `loras/kohya.safetensors` (kohya's `lora_unet_…` /
 `lora_te_…` names with `.alpha`) and `loras/peft.safetensors` (diffusers' `unet.…lora_A` names),
-with what diffusers computes when it loads them. Next to each folder, `<name>.reference.safetensors` holds what diffusers computes for
+with what diffusers computes when it loads them; `tiny-sdxl` gets `loras/kohya-xl.safetensors`
+(kohya's SDXL naming: `lora_te1_…`, `lora_te2_…`, the UNet in the original model's block
+names) with the outputs it gives. Next to each folder, `<name>.reference.safetensors` holds what diffusers computes for
 fixed inputs: the token ids, the text embeddings, one UNet call, one VAE decode, and a whole
 sampling run from fixed initial latents; `tokens.json` holds the tokenizers' ids for awkward
 prompts. Everything is seeded: running the script again gives the same files (same torch).
