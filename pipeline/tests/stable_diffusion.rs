@@ -12,7 +12,7 @@ use autonomy_pipeline::build::provenance::Manifest;
 use autonomy_pipeline::generator::{GenerateRequest, Generator, InitImage};
 use autonomy_pipeline::models::sd::lora::LoraFile;
 use autonomy_pipeline::models::sd::scheduler::{Sampler, Schedule, SchedulerConfig};
-use autonomy_pipeline::models::sd::{SdError, StableDiffusion};
+use autonomy_pipeline::models::sd::{Prompt, SdError, StableDiffusion};
 use autonomy_pipeline::post::seam;
 use candle_core::{Device, Tensor};
 use common::mean_difference;
@@ -230,12 +230,7 @@ fn sdxl_matches_diffusers_with_both_text_encoders_and_the_added_conditioning() {
         0.0
     );
 
-    let context = Tensor::cat(&[&uncond.context, &cond.context], 0).unwrap();
-    let both = Tensor::cat(&[uncond.pooled.as_ref().unwrap(), &pooled], 0).unwrap();
-    let added = model.added_conditioning(&both).unwrap();
-    let eps = model
-        .predict(reference.get("unet_sample"), 501.0, &context, Some(&added))
-        .unwrap();
+    let eps = sdxl_eps(&model, &uncond, &cond, reference.get("unet_sample"));
     close("SDXL UNet", &eps, reference.get("unet_eps"), 3e-4);
 
     for (negative, key) in [
@@ -257,6 +252,21 @@ fn sdxl_matches_diffusers_with_both_text_encoders_and_the_added_conditioning() {
             4e-4,
         );
     }
+}
+
+/// The SDXL UNet's guided pair of outputs at t = 501: negative then prompt.
+fn sdxl_eps(model: &StableDiffusion, uncond: &Prompt, cond: &Prompt, sample: &Tensor) -> Tensor {
+    let context = Tensor::cat(&[&uncond.context, &cond.context], 0).unwrap();
+    let pooled = [
+        uncond.pooled.as_ref().unwrap(),
+        cond.pooled.as_ref().unwrap(),
+    ];
+    let added = model
+        .added_conditioning(&Tensor::cat(&pooled, 0).unwrap())
+        .unwrap();
+    model
+        .predict(sample, 501.0, &context, Some(&added))
+        .unwrap()
 }
 
 #[test]
@@ -959,12 +969,7 @@ fn a_kohya_sdxl_lora_reaches_both_text_encoders_and_the_unet_by_its_original_blo
         reference.get("lora_xl_pooled"),
         1e-4,
     );
-    let context = Tensor::cat(&[&uncond.context, &cond.context], 0).unwrap();
-    let both = Tensor::cat(&[uncond.pooled.as_ref().unwrap(), &pooled], 0).unwrap();
-    let added = model.added_conditioning(&both).unwrap();
-    let eps = model
-        .predict(reference.get("unet_sample"), 501.0, &context, Some(&added))
-        .unwrap();
+    let eps = sdxl_eps(&model, &uncond, &cond, reference.get("unet_sample"));
     close("SDXL LoRA UNet", &eps, reference.get("lora_xl_eps"), 3e-4);
     // Without it the outputs differ: the LoRA made the difference.
     let base = load(name).encode_prompt(&reference.prompt).unwrap();

@@ -92,6 +92,67 @@ struct Out(*mut f32);
 unsafe impl Send for Out {}
 unsafe impl Sync for Out {}
 
+/// A convolution's input `(batch, c_in, h, w)` and weight `(c_out, c_in, kh, kw)` values and
+/// shapes.
+type ConvOperands<'a> = (&'a [f32], &'a [f32], [usize; 4], [usize; 4]);
+
+fn conv_operands<'a>(
+    s1: &'a CpuStorage,
+    l1: &Layout,
+    s2: &'a CpuStorage,
+    l2: &Layout,
+) -> Result<ConvOperands<'a>> {
+    let input = f32s(s1, l1, "conv2d input")?;
+    let weight = f32s(s2, l2, "conv2d weight")?;
+    let (batch, c_in, h, w) = l1.shape().dims4()?;
+    let (c_out, w_in, kh, kw) = l2.shape().dims4()?;
+    if w_in != c_in {
+        candle_core::bail!("conv2d: {c_in} input channels but the weight takes {w_in}");
+    }
+    Ok((input, weight, [batch, c_in, h, w], [c_out, w_in, kh, kw]))
+}
+
+/// `dst = a·b` for row-major `a` `(m, k)` and `b` `(k, n)`, rows of `dst` `dst_row` apart.
+///
+/// # Safety
+/// `a` and `b` hold `m·k` and `k·n` floats; `dst` is valid for writes of `m` rows of `n`
+/// floats, `dst_row` apart, which nobody else touches during the call.
+unsafe fn matmul_into(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_row: usize,
+    a: &[f32],
+    b: &[f32],
+) {
+    debug_assert!(a.len() >= m * k && b.len() >= k * n);
+    // SAFETY: as the caller promises; gemm reads a and b within the sizes above.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_row as isize,
+            false,
+            a.as_ptr(),
+            1,
+            k as isize,
+            b.as_ptr(),
+            1,
+            n as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
 fn f32s<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [f32]> {
     match (storage, layout.contiguous_offsets()) {
         (CpuStorage::F32(values), Some((start, end))) => Ok(&values[start..end]),
@@ -111,13 +172,8 @@ impl CustomOp2 for BandedConv {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let input = f32s(s1, l1, "conv2d input")?;
-        let weight = f32s(s2, l2, "conv2d weight")?;
-        let (batch, c_in, h, w) = l1.shape().dims4()?;
-        let (c_out, w_in, kh, kw) = l2.shape().dims4()?;
-        if w_in != c_in {
-            candle_core::bail!("conv2d: {c_in} input channels but the weight takes {w_in}");
-        }
+        let (input, weight, [batch, c_in, h, w], [c_out, _, kh, kw]) =
+            conv_operands(s1, l1, s2, l2)?;
         let (s, p) = (self.stride, self.padding);
         if h + 2 * p < kh || w + 2 * p < kw {
             candle_core::bail!("conv2d: a {h}×{w} input is smaller than the {kh}×{kw} kernel");
@@ -169,29 +225,16 @@ impl CustomOp2 for BandedConv {
             }
             let dst = out;
             // SAFETY: `dst` points at `output`, alive until every job returns; this job writes
-            // rows y0..y0+n_rows of batch b's c_out planes, which no other job writes; the
-            // operands are the slices above, of the sizes gemm reads.
+            // rows y0..y0+n_rows of batch b's c_out planes, which no other job writes.
             unsafe {
-                gemm::gemm(
+                matmul_into(
                     c_out,
                     cols,
                     patch,
                     dst.0.add(b * c_out * oh * ow + y0 * ow),
-                    1,
-                    (oh * ow) as isize,
-                    false,
-                    weight.as_ptr(),
-                    1,
-                    patch as isize,
-                    col.as_ptr(),
-                    1,
-                    cols as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
+                    oh * ow,
+                    weight,
+                    &col,
                 );
             }
         });
@@ -256,15 +299,10 @@ impl CustomOp2 for WinogradConv {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let input = f32s(s1, l1, "conv2d input")?;
-        let weight = f32s(s2, l2, "conv2d weight")?;
-        let (batch, c_in, h, w) = l1.shape().dims4()?;
-        let (c_out, w_in, kh, kw) = l2.shape().dims4()?;
-        if w_in != c_in || (kh, kw) != (3, 3) {
-            candle_core::bail!(
-                "winograd conv2d: a 3×3 kernel over {c_in} channels is expected, got {:?}",
-                l2.dims()
-            );
+        let (input, weight, [batch, c_in, h, w], [c_out, _, kh, kw]) =
+            conv_operands(s1, l1, s2, l2)?;
+        if (kh, kw) != (3, 3) {
+            candle_core::bail!("winograd conv2d: a 3×3 kernel is expected, got {kh}×{kw}");
         }
         let u = winograd_kernels(weight, c_out, c_in);
         let (tiles_y, tiles_x) = (h.div_ceil(2), w.div_ceil(2));
@@ -312,29 +350,17 @@ impl CustomOp2 for WinogradConv {
             // M[k] = U[k]·V[k]: (c_out, c_in)·(c_in, tiles).
             let mut m = vec![0f32; 16 * c_out * tiles];
             for k in 0..16 {
-                // SAFETY: m[k] holds c_out×tiles floats, u[k] c_out×c_in, v[k] c_in×tiles,
-                // all row-major slices of the buffers above.
+                let dst = m[k * c_out * tiles..].as_mut_ptr();
+                // SAFETY: m[k] holds c_out×tiles floats of this job's own buffer.
                 unsafe {
-                    gemm::gemm(
+                    matmul_into(
                         c_out,
                         tiles,
                         c_in,
-                        m.as_mut_ptr().add(k * c_out * tiles),
-                        1,
-                        tiles as isize,
-                        false,
-                        u.as_ptr().add(k * c_out * c_in),
-                        1,
-                        c_in as isize,
-                        v.as_ptr().add(k * c_in * tiles),
-                        1,
-                        tiles as isize,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
+                        dst,
+                        tiles,
+                        &u[k * c_out * c_in..(k + 1) * c_out * c_in],
+                        &v[k * c_in * tiles..(k + 1) * c_in * tiles],
                     );
                 }
             }
