@@ -411,6 +411,8 @@ fn a_recipes_sampler_is_diffusers_from_config_of_the_folders_scheduler() {
         ("sd15", "dpm++2m", "sd15-dpm++2m"),
         ("sd15", "dpm++2m-karras", "sd15-dpm++2m-karras"),
         ("sd15", "euler-karras", "sd15-euler-karras"),
+        ("sd15", "lms", "sd15-lms"),
+        ("sd15", "lms-karras", "sd15-lms-karras"),
         ("sd21", "pndm", "sd21-pndm-v"),
         ("sd21", "dpm++2m-karras", "sd21-dpm++2m-karras-v"),
         ("sd21", "ddim", "sd21-ddim-v"),
@@ -450,7 +452,7 @@ fn a_recipes_sampler_is_diffusers_from_config_of_the_folders_scheduler() {
         }
     }
     assert!(
-        Sampler::parse("lms")
+        Sampler::parse("unipc")
             .unwrap_err()
             .contains("dpm++2m-karras")
     );
@@ -764,10 +766,10 @@ fn broken_folders_are_refused_with_the_file_named() {
         edit(
             "scheduler/scheduler_config.json",
             "DDIMScheduler",
-            "LMSDiscreteScheduler",
+            "UniPCMultistepScheduler",
         ),
         "scheduler/scheduler_config.json",
-        "LMSDiscreteScheduler",
+        "UniPCMultistepScheduler",
     );
     refuses(
         edit(

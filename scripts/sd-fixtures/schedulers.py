@@ -6,7 +6,8 @@ Run by hand (never in CI), from the repository root, with the venv of `make.py`:
 
 For each scheduler config — the real SD 1.5 (PNDM) and SD 2.1 (v-prediction) configs, and the
 samplers users switch them to with `from_config` (DPM++ 2M with and without Karras sigmas, its Heun
-solver, Euler with Karras sigmas, DDIM) — and several step counts, it records the timesteps and a
+solver, Euler with Karras sigmas, LMS with and without them, DDIM; LMS needs `scipy`) — and
+several step counts, it records the timesteps and a
 whole sampling loop driven by a fixed stand-in for the UNet, `0.5·tanh(x) + 0.1·cos(t/100)`, from
 fixed starting latents: text-to-image (from noise) and image-to-image (strength 0.6, noised with
 `add_noise` as the img2img pipeline does). Each config is kept as the text `save_pretrained`
@@ -23,6 +24,7 @@ from diffusers import (
     DDIMScheduler,
     DPMSolverMultistepScheduler,
     EulerDiscreteScheduler,
+    LMSDiscreteScheduler,
     PNDMScheduler,
 )
 
@@ -66,6 +68,9 @@ CASES = [
      {"timestep_spacing": "trailing", "final_sigmas_type": "sigma_min"}),
     ("sd15-dpm++1", DPMSolverMultistepScheduler, SD15, {"solver_order": 1}),
     ("sd15-euler-karras", EulerDiscreteScheduler, SD15, {"use_karras_sigmas": True}),
+    ("sd15-lms", LMSDiscreteScheduler, SD15, {}),
+    ("sd15-lms-karras", LMSDiscreteScheduler, SD15, {"use_karras_sigmas": True}),
+    ("sd21-lms-v", LMSDiscreteScheduler, SD21, {}),
     ("sd21-pndm-v", PNDMScheduler, SD21, {}),
     ("sd21-dpm++2m-karras-v", DPMSolverMultistepScheduler, SD21, {"use_karras_sigmas": True}),
     ("sd21-ddim-v", DDIMScheduler, SD21, {}),

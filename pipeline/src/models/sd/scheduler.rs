@@ -1,7 +1,7 @@
 //! Noise schedulers as diffusers defines them, read from `scheduler/scheduler_config.json`:
-//! DDIM (SD 2.x), PNDM/PLMS (SD 1.x), Euler (SD-Turbo, SDXL), Euler ancestral and DPM-Solver++
-//! multistep (DPM++ 2M), with ε- or v-prediction, leading, trailing or linspace timestep
-//! spacing, and Karras sigmas for Euler and DPM-Solver++. The math runs in f64 on scalars and on
+//! DDIM (SD 2.x), PNDM/PLMS (SD 1.x), Euler (SD-Turbo, SDXL), Euler ancestral, LMS and
+//! DPM-Solver++ multistep (DPM++ 2M), with ε- or v-prediction, leading, trailing or linspace
+//! timestep spacing, and Karras sigmas for Euler, LMS and DPM-Solver++. The math runs in f64 on scalars and on
 //! latents of any device; ancestral noise comes from the caller's seeded generator. Multistep
 //! samplers keep their past outputs in the [`Schedule`], so one `Schedule` serves one run.
 
@@ -23,6 +23,8 @@ pub enum Kind {
     Euler,
     /// `EulerAncestralDiscreteScheduler`.
     EulerAncestral,
+    /// `LMSDiscreteScheduler`: a fourth-order linear multistep method on the σ axis.
+    Lms,
     /// `DPMSolverMultistepScheduler` with `algorithm_type = "dpmsolver++"`.
     DpmSolverMultistep,
 }
@@ -76,6 +78,10 @@ pub enum Sampler {
     EulerKarras,
     /// Euler ancestral.
     EulerAncestral,
+    /// LMS.
+    Lms,
+    /// LMS with Karras sigmas.
+    LmsKarras,
     /// DPM-Solver++ 2M.
     DpmPlusPlus2m,
     /// DPM-Solver++ 2M with Karras sigmas.
@@ -84,12 +90,14 @@ pub enum Sampler {
 
 impl Sampler {
     /// Every sampler with its name, as recipes spell it.
-    pub const ALL: [(Sampler, &'static str); 7] = [
+    pub const ALL: [(Sampler, &'static str); 9] = [
         (Sampler::Ddim, "ddim"),
         (Sampler::Pndm, "pndm"),
         (Sampler::Euler, "euler"),
         (Sampler::EulerKarras, "euler-karras"),
         (Sampler::EulerAncestral, "euler-a"),
+        (Sampler::Lms, "lms"),
+        (Sampler::LmsKarras, "lms-karras"),
         (Sampler::DpmPlusPlus2m, "dpm++2m"),
         (Sampler::DpmPlusPlus2mKarras, "dpm++2m-karras"),
     ];
@@ -132,7 +140,7 @@ pub struct SchedulerConfig {
     pub set_alpha_to_one: bool,
     /// DDIM: clamp the predicted image to ±`clip_sample_range`.
     pub clip_sample: Option<f64>,
-    /// Euler, DPM-Solver++: σ spaced as Karras et al. (2022), ρ = 7.
+    /// Euler, LMS, DPM-Solver++: σ spaced as Karras et al. (2022), ρ = 7.
     pub karras: bool,
     /// Euler, DPM-Solver++: the last σ is σ_min instead of 0.
     pub final_sigma_min: bool,
@@ -244,10 +252,11 @@ impl SchedulerConfig {
             "PNDMScheduler" => Kind::Pndm,
             "EulerDiscreteScheduler" => Kind::Euler,
             "EulerAncestralDiscreteScheduler" => Kind::EulerAncestral,
+            "LMSDiscreteScheduler" => Kind::Lms,
             "DPMSolverMultistepScheduler" => Kind::DpmSolverMultistep,
             other => {
                 return Err(unsupported(format!(
-                    "`_class_name` {other:?}: Autonomy samples with DDIMScheduler, PNDMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler or DPMSolverMultistepScheduler; set `_class_name` to one of them (the betas stay as they are)"
+                    "`_class_name` {other:?}: Autonomy samples with DDIMScheduler, PNDMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, LMSDiscreteScheduler or DPMSolverMultistepScheduler; set `_class_name` to one of them, or pick a `sampler` in the recipe (the betas stay as they are)"
                 )));
             }
         };
@@ -264,9 +273,9 @@ impl SchedulerConfig {
             Some(other) => return Err(unsupported(format!("`timestep_spacing` {other:?}"))),
         };
         let karras = json.use_karras_sigmas.unwrap_or(false);
-        if karras && !matches!(kind, Kind::Euler | Kind::DpmSolverMultistep) {
+        if karras && !matches!(kind, Kind::Euler | Kind::Lms | Kind::DpmSolverMultistep) {
             return Err(unsupported(format!(
-                "`use_karras_sigmas` with {}: Karras sigmas are read for EulerDiscreteScheduler and DPMSolverMultistepScheduler",
+                "`use_karras_sigmas` with {}: Karras sigmas are read for EulerDiscreteScheduler, LMSDiscreteScheduler and DPMSolverMultistepScheduler",
                 json.class
             )));
         }
@@ -390,6 +399,8 @@ impl SchedulerConfig {
             Sampler::Euler => (Kind::Euler, false),
             Sampler::EulerKarras => (Kind::Euler, true),
             Sampler::EulerAncestral => (Kind::EulerAncestral, false),
+            Sampler::Lms => (Kind::Lms, false),
+            Sampler::LmsKarras => (Kind::Lms, true),
             Sampler::DpmPlusPlus2m => (Kind::DpmSolverMultistep, false),
             Sampler::DpmPlusPlus2mKarras => (Kind::DpmSolverMultistep, true),
         };
@@ -519,7 +530,7 @@ impl SchedulerConfig {
                     .collect();
                 sigmas
             }
-            (Kind::Euler, true) => {
+            (Kind::Euler | Kind::Lms, true) => {
                 let spaced: Vec<f64> = timesteps.iter().map(|&t| self.sigma_at(t)).collect();
                 let (max, min) = (spaced[0], spaced[spaced.len() - 1]);
                 let sigmas = karras(min, max, steps);
@@ -549,11 +560,16 @@ impl SchedulerConfig {
     }
 }
 
+/// How many past derivatives LMS combines.
+const LMS_ORDER: usize = 4;
+
 /// Each class's own default spacing.
 fn default_spacing(kind: Kind) -> Spacing {
     match kind {
         Kind::Ddim | Kind::Pndm => Spacing::Leading,
-        Kind::Euler | Kind::EulerAncestral | Kind::DpmSolverMultistep => Spacing::Linspace,
+        Kind::Euler | Kind::EulerAncestral | Kind::Lms | Kind::DpmSolverMultistep => {
+            Spacing::Linspace
+        }
     }
 }
 
@@ -576,7 +592,7 @@ pub struct Schedule {
     pub timesteps: Vec<f64>,
     sigmas: Vec<f64>,
     steps: usize,
-    /// PLMS: past noise predictions; DPM-Solver++: past x₀ predictions.
+    /// PLMS: past noise predictions; LMS: past derivatives; DPM-Solver++: past x₀ predictions.
     history: Vec<Tensor>,
     /// How many steps have been taken.
     calls: usize,
@@ -594,7 +610,7 @@ impl Schedule {
     pub fn init_noise_sigma(&self) -> f64 {
         match self.config.kind {
             Kind::Ddim | Kind::Pndm | Kind::DpmSolverMultistep => 1.0,
-            Kind::Euler | Kind::EulerAncestral => {
+            Kind::Euler | Kind::EulerAncestral | Kind::Lms => {
                 let max = self.sigmas.iter().copied().fold(0.0, f64::max);
                 match self.config.spacing {
                     Spacing::Linspace | Spacing::Trailing => max,
@@ -604,10 +620,12 @@ impl Schedule {
         }
     }
 
-    /// What the UNet sees at step `i`: Euler samplers divide by √(σ²+1).
+    /// What the UNet sees at step `i`: Euler and LMS samplers divide by √(σ²+1).
     pub fn scale_model_input(&self, latents: &Tensor, i: usize) -> Result<Tensor> {
         match self.config.kind {
-            Kind::Euler | Kind::EulerAncestral => latents / (self.sigmas[i].powi(2) + 1.0).sqrt(),
+            Kind::Euler | Kind::EulerAncestral | Kind::Lms => {
+                latents / (self.sigmas[i].powi(2) + 1.0).sqrt()
+            }
             Kind::Ddim | Kind::Pndm | Kind::DpmSolverMultistep => Ok(latents.clone()),
         }
     }
@@ -619,7 +637,7 @@ impl Schedule {
                 let a = self.alpha_cumprod(self.timesteps[i] as i64);
                 (x0 * a.sqrt())? + (noise * (1.0 - a).sqrt())?
             }
-            Kind::Euler | Kind::EulerAncestral => x0 + (noise * self.sigmas[i])?,
+            Kind::Euler | Kind::EulerAncestral | Kind::Lms => x0 + (noise * self.sigmas[i])?,
             Kind::DpmSolverMultistep => {
                 let (alpha, sigma) = alpha_sigma(self.sigmas[i]);
                 (x0 * alpha)? + (noise * sigma)?
@@ -645,6 +663,7 @@ impl Schedule {
             Kind::Ddim => self.ddim_step(output, i, latents),
             Kind::Pndm => self.plms_step(output, i, latents),
             Kind::Euler | Kind::EulerAncestral => self.euler_step(output, i, latents, noise),
+            Kind::Lms => self.lms_step(output, i, latents),
             Kind::DpmSolverMultistep => self.dpm_step(output, i, latents),
         }?;
         self.calls += 1;
@@ -734,6 +753,55 @@ impl Schedule {
         (sample * sample_coeff)? - (eps * ((a_prev - a) / denominator))?
     }
 
+    /// The model's x₀ prediction at σ from its output (ε or v) and the σ-scaled latents.
+    fn sigma_x0(&self, output: &Tensor, sigma: f64, latents: &Tensor) -> Result<Tensor> {
+        match self.config.prediction {
+            Prediction::Epsilon => latents - (output * sigma)?,
+            Prediction::V => {
+                let s = sigma * sigma + 1.0;
+                (output * (-sigma / s.sqrt()))? + (latents / s)?
+            }
+        }
+    }
+
+    /// LMS (diffusers' `LMSDiscreteScheduler`): the derivatives `(x − x₀)/σ` of the last (up to)
+    /// four steps, each weighted by its Lagrange basis polynomial integrated over [σᵢ, σᵢ₊₁].
+    fn lms_step(&mut self, output: &Tensor, i: usize, latents: &Tensor) -> Result<Tensor> {
+        let sigma = self.sigmas[i];
+        let x0 = self.sigma_x0(output, sigma, latents)?;
+        let derivative = ((latents - &x0)? / sigma)?;
+        if self.history.len() == LMS_ORDER {
+            self.history.remove(0);
+        }
+        self.history.push(derivative);
+        // diffusers counts the order from the step index (not the steps taken), pairing the
+        // coefficients with the derivatives it has, most recent first.
+        let order = (i + 1).min(LMS_ORDER);
+        let mut next = latents.clone();
+        for (j, derivative) in (0..order).zip(self.history.iter().rev()) {
+            next = (next + (derivative * self.lms_coefficient(order, i, j))?)?;
+        }
+        Ok(next)
+    }
+
+    /// ∫ over [σᵢ, σᵢ₊₁] of the Lagrange basis polynomial of node `i − j` among nodes
+    /// `i, i−1, …, i−order+1`: a polynomial of degree ≤ 3, which 3-point Gauss–Legendre
+    /// quadrature integrates exactly.
+    fn lms_coefficient(&self, order: usize, i: usize, j: usize) -> f64 {
+        let s = &self.sigmas;
+        let basis = |tau: f64| -> f64 {
+            (0..order)
+                .filter(|&k| k != j)
+                .map(|k| (tau - s[i - k]) / (s[i - j] - s[i - k]))
+                .product()
+        };
+        let (mid, half) = ((s[i] + s[i + 1]) / 2.0, (s[i + 1] - s[i]) / 2.0);
+        let root = 0.6f64.sqrt();
+        half * (5.0 / 9.0 * basis(mid - half * root)
+            + 8.0 / 9.0 * basis(mid)
+            + 5.0 / 9.0 * basis(mid + half * root))
+    }
+
     fn euler_step(
         &self,
         output: &Tensor,
@@ -743,13 +811,7 @@ impl Schedule {
     ) -> Result<Tensor> {
         let sigma = self.sigmas[i];
         let next = self.sigmas[i + 1];
-        let x0 = match self.config.prediction {
-            Prediction::Epsilon => (latents - (output * sigma)?)?,
-            Prediction::V => {
-                let s = sigma * sigma + 1.0;
-                ((output * (-sigma / s.sqrt()))? + (latents / s)?)?
-            }
-        };
+        let x0 = self.sigma_x0(output, sigma, latents)?;
         let derivative = ((latents - &x0)? / sigma)?;
         match (self.config.kind, noise) {
             (Kind::EulerAncestral, Some(noise)) if next > 0.0 => {
