@@ -228,8 +228,8 @@ struct GenerateArgs {
     /// cache folder of one (`models--org--name`).
     #[arg(long, default_value = DEFAULT_MODEL)]
     model: PathBuf,
-    /// Stable Diffusion: sample with ddim, pndm, euler, euler-karras, euler-a, lms, lms-karras,
-    /// dpm++2m or dpm++2m-karras instead of the folder's scheduler.
+    /// Stable Diffusion: sample with ddim, pndm, euler, euler-karras, euler-a, heun,
+    /// heun-karras, lms, lms-karras, dpm++2m or dpm++2m-karras instead of the folder's scheduler.
     #[arg(long, value_parser = Sampler::parse)]
     sampler: Option<Sampler>,
     /// Print what was written as JSON.

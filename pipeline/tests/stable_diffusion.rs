@@ -360,14 +360,15 @@ fn every_scheduler_follows_diffusers_step_by_step() {
             );
             assert_text_to_image(&mut schedule, &noise, run, &what);
 
-            let first = steps - ((steps as f64 * strength).floor() as usize).min(steps);
+            let mut schedule = config.schedule(steps);
+            let noised = ((steps as f64 * strength).floor() as usize).min(steps);
+            let first = schedule.order() * (steps - noised);
             assert_eq!(
                 first as u64,
                 run["img2img_first"].as_u64().unwrap(),
                 "{what}"
             );
-            let mut schedule = config.schedule(steps);
-            if first == schedule.timesteps.len() {
+            if first >= schedule.timesteps.len() {
                 continue; // nothing runs: the pipeline returns the init image's latents
             }
             let noised = schedule.add_noise(&image, &noise, first).unwrap();
@@ -413,6 +414,7 @@ fn a_recipes_sampler_is_diffusers_from_config_of_the_folders_scheduler() {
         ("sd15", "euler-karras", "sd15-euler-karras"),
         ("sd15", "lms", "sd15-lms"),
         ("sd15", "lms-karras", "sd15-lms-karras"),
+        ("sd15", "heun-karras", "sd15-heun-karras"),
         ("sd21", "pndm", "sd21-pndm-v"),
         ("sd21", "dpm++2m-karras", "sd21-dpm++2m-karras-v"),
         ("sd21", "ddim", "sd21-ddim-v"),

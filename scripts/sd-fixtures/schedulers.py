@@ -6,7 +6,7 @@ Run by hand (never in CI), from the repository root, with the venv of `make.py`:
 
 For each scheduler config — the real SD 1.5 (PNDM) and SD 2.1 (v-prediction) configs, and the
 samplers users switch them to with `from_config` (DPM++ 2M with and without Karras sigmas, its Heun
-solver, Euler with Karras sigmas, LMS with and without them, DDIM; LMS needs `scipy`) — and
+solver, Euler, LMS and Heun with and without Karras sigmas, DDIM; LMS needs `scipy`) — and
 several step counts, it records the timesteps and a
 whole sampling loop driven by a fixed stand-in for the UNet, `0.5·tanh(x) + 0.1·cos(t/100)`, from
 fixed starting latents: text-to-image (from noise) and image-to-image (strength 0.6, noised with
@@ -24,6 +24,7 @@ from diffusers import (
     DDIMScheduler,
     DPMSolverMultistepScheduler,
     EulerDiscreteScheduler,
+    HeunDiscreteScheduler,
     LMSDiscreteScheduler,
     PNDMScheduler,
 )
@@ -71,6 +72,9 @@ CASES = [
     ("sd15-lms", LMSDiscreteScheduler, SD15, {}),
     ("sd15-lms-karras", LMSDiscreteScheduler, SD15, {"use_karras_sigmas": True}),
     ("sd21-lms-v", LMSDiscreteScheduler, SD21, {}),
+    ("sd15-heun", HeunDiscreteScheduler, SD15, {}),
+    ("sd15-heun-karras", HeunDiscreteScheduler, SD15, {"use_karras_sigmas": True}),
+    ("sd21-heun-v", HeunDiscreteScheduler, SD21, {}),
     ("sd21-pndm-v", PNDMScheduler, SD21, {}),
     ("sd21-dpm++2m-karras-v", DPMSolverMultistepScheduler, SD21, {"use_karras_sigmas": True}),
     ("sd21-ddim-v", DDIMScheduler, SD21, {}),

@@ -31,8 +31,8 @@
 //! `pbr` (all of `normal`, `roughness`, `ao`) for materials, `source` + `strength`
 //! (0.6, in (0, 1]) for img2img, and for a Stable Diffusion model folder `loras` (none: a
 //! list of files, or of `{ file = "…", scale = 0.8 }`, scale -4..=4, default 1) and `sampler`
-//! (the folder's scheduler: `ddim`, `pndm`, `euler`, `euler-karras`, `euler-a`, `lms`,
-//! `lms-karras`, `dpm++2m` or `dpm++2m-karras` instead).
+//! (the folder's scheduler: `ddim`, `pndm`, `euler`, `euler-karras`, `euler-a`, `heun`,
+//! `heun-karras`, `lms`, `lms-karras`, `dpm++2m` or `dpm++2m-karras` instead).
 //!
 //! **Paths** (`source`, `palette`, a model folder, LoRA files) are written relative to the recipe's
 //! folder and stored relative to the recipe root; they may not leave the root (a model

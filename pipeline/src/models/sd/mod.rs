@@ -351,7 +351,7 @@ impl StableDiffusion {
         };
         let first = start.as_ref().map_or(0, |s| s.first_step);
         let mut latents = match &start {
-            Some(s) if first == schedule.timesteps.len() => s.latents.clone(),
+            Some(s) if first >= schedule.timesteps.len() => s.latents.clone(),
             Some(s) if first > 0 => schedule.add_noise(&s.latents, noise, first)?,
             _ => (noise * schedule.init_noise_sigma())?,
         };
@@ -498,7 +498,7 @@ impl StableDiffusion {
             latents,
             mask,
             inpaint,
-            first_step: steps - noised,
+            first_step: schedule.order() * (steps - noised),
         })
     }
 }

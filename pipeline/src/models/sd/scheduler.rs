@@ -1,7 +1,7 @@
 //! Noise schedulers as diffusers defines them, read from `scheduler/scheduler_config.json`:
-//! DDIM (SD 2.x), PNDM/PLMS (SD 1.x), Euler (SD-Turbo, SDXL), Euler ancestral, LMS and
+//! DDIM (SD 2.x), PNDM/PLMS (SD 1.x), Euler (SD-Turbo, SDXL), Euler ancestral, Heun, LMS and
 //! DPM-Solver++ multistep (DPM++ 2M), with ε- or v-prediction, leading, trailing or linspace
-//! timestep spacing, and Karras sigmas for Euler, LMS and DPM-Solver++. The math runs in f64 on scalars and on
+//! timestep spacing, and Karras sigmas for Euler, Heun, LMS and DPM-Solver++. The math runs in f64 on scalars and on
 //! latents of any device; ancestral noise comes from the caller's seeded generator. Multistep
 //! samplers keep their past outputs in the [`Schedule`], so one `Schedule` serves one run.
 
@@ -25,6 +25,8 @@ pub enum Kind {
     EulerAncestral,
     /// `LMSDiscreteScheduler`: a fourth-order linear multistep method on the σ axis.
     Lms,
+    /// `HeunDiscreteScheduler`: Euler, then a corrector at the next σ (two UNet calls a step).
+    Heun,
     /// `DPMSolverMultistepScheduler` with `algorithm_type = "dpmsolver++"`.
     DpmSolverMultistep,
 }
@@ -82,6 +84,10 @@ pub enum Sampler {
     Lms,
     /// LMS with Karras sigmas.
     LmsKarras,
+    /// Heun.
+    Heun,
+    /// Heun with Karras sigmas.
+    HeunKarras,
     /// DPM-Solver++ 2M.
     DpmPlusPlus2m,
     /// DPM-Solver++ 2M with Karras sigmas.
@@ -90,7 +96,7 @@ pub enum Sampler {
 
 impl Sampler {
     /// Every sampler with its name, as recipes spell it.
-    pub const ALL: [(Sampler, &'static str); 9] = [
+    pub const ALL: [(Sampler, &'static str); 11] = [
         (Sampler::Ddim, "ddim"),
         (Sampler::Pndm, "pndm"),
         (Sampler::Euler, "euler"),
@@ -98,6 +104,8 @@ impl Sampler {
         (Sampler::EulerAncestral, "euler-a"),
         (Sampler::Lms, "lms"),
         (Sampler::LmsKarras, "lms-karras"),
+        (Sampler::Heun, "heun"),
+        (Sampler::HeunKarras, "heun-karras"),
         (Sampler::DpmPlusPlus2m, "dpm++2m"),
         (Sampler::DpmPlusPlus2mKarras, "dpm++2m-karras"),
     ];
@@ -140,7 +148,7 @@ pub struct SchedulerConfig {
     pub set_alpha_to_one: bool,
     /// DDIM: clamp the predicted image to ±`clip_sample_range`.
     pub clip_sample: Option<f64>,
-    /// Euler, LMS, DPM-Solver++: σ spaced as Karras et al. (2022), ρ = 7.
+    /// Euler, Heun, LMS, DPM-Solver++: σ spaced as Karras et al. (2022), ρ = 7.
     pub karras: bool,
     /// Euler, DPM-Solver++: the last σ is σ_min instead of 0.
     pub final_sigma_min: bool,
@@ -253,10 +261,11 @@ impl SchedulerConfig {
             "EulerDiscreteScheduler" => Kind::Euler,
             "EulerAncestralDiscreteScheduler" => Kind::EulerAncestral,
             "LMSDiscreteScheduler" => Kind::Lms,
+            "HeunDiscreteScheduler" => Kind::Heun,
             "DPMSolverMultistepScheduler" => Kind::DpmSolverMultistep,
             other => {
                 return Err(unsupported(format!(
-                    "`_class_name` {other:?}: Autonomy samples with DDIMScheduler, PNDMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, LMSDiscreteScheduler or DPMSolverMultistepScheduler; set `_class_name` to one of them, or pick a `sampler` in the recipe (the betas stay as they are)"
+                    "`_class_name` {other:?}: Autonomy samples with DDIMScheduler, PNDMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, HeunDiscreteScheduler, LMSDiscreteScheduler or DPMSolverMultistepScheduler; set `_class_name` to one of them, or pick a `sampler` in the recipe (the betas stay as they are)"
                 )));
             }
         };
@@ -273,9 +282,14 @@ impl SchedulerConfig {
             Some(other) => return Err(unsupported(format!("`timestep_spacing` {other:?}"))),
         };
         let karras = json.use_karras_sigmas.unwrap_or(false);
-        if karras && !matches!(kind, Kind::Euler | Kind::Lms | Kind::DpmSolverMultistep) {
+        if karras
+            && !matches!(
+                kind,
+                Kind::Euler | Kind::Heun | Kind::Lms | Kind::DpmSolverMultistep
+            )
+        {
             return Err(unsupported(format!(
-                "`use_karras_sigmas` with {}: Karras sigmas are read for EulerDiscreteScheduler, LMSDiscreteScheduler and DPMSolverMultistepScheduler",
+                "`use_karras_sigmas` with {}: Karras sigmas are read for EulerDiscreteScheduler, HeunDiscreteScheduler, LMSDiscreteScheduler and DPMSolverMultistepScheduler",
                 json.class
             )));
         }
@@ -401,6 +415,8 @@ impl SchedulerConfig {
             Sampler::EulerAncestral => (Kind::EulerAncestral, false),
             Sampler::Lms => (Kind::Lms, false),
             Sampler::LmsKarras => (Kind::Lms, true),
+            Sampler::Heun => (Kind::Heun, false),
+            Sampler::HeunKarras => (Kind::Heun, true),
             Sampler::DpmPlusPlus2m => (Kind::DpmSolverMultistep, false),
             Sampler::DpmPlusPlus2mKarras => (Kind::DpmSolverMultistep, true),
         };
@@ -530,7 +546,7 @@ impl SchedulerConfig {
                     .collect();
                 sigmas
             }
-            (Kind::Euler | Kind::Lms, true) => {
+            (Kind::Euler | Kind::Heun | Kind::Lms, true) => {
                 let spaced: Vec<f64> = timesteps.iter().map(|&t| self.sigma_at(t)).collect();
                 let (max, min) = (spaced[0], spaced[spaced.len() - 1]);
                 let sigmas = karras(min, max, steps);
@@ -547,6 +563,17 @@ impl SchedulerConfig {
         if self.kind == Kind::Pndm && timesteps.len() > 1 {
             // PLMS runs the second timestep twice: once to predict, once to correct the first step.
             timesteps.insert(1, timesteps[1]);
+        }
+        if self.kind == Kind::Heun {
+            // Every step after the first is a corrector call at the same σ and timestep.
+            timesteps = std::iter::once(timesteps[0])
+                .chain(timesteps[1..].iter().flat_map(|&t| [t, t]))
+                .collect();
+            let last = sigmas.len() - 1;
+            sigmas = std::iter::once(sigmas[0])
+                .chain(sigmas[1..last].iter().flat_map(|&s| [s, s]))
+                .chain([sigmas[last]])
+                .collect();
         }
         Schedule {
             config: self.clone(),
@@ -567,7 +594,7 @@ const LMS_ORDER: usize = 4;
 fn default_spacing(kind: Kind) -> Spacing {
     match kind {
         Kind::Ddim | Kind::Pndm => Spacing::Leading,
-        Kind::Euler | Kind::EulerAncestral | Kind::Lms | Kind::DpmSolverMultistep => {
+        Kind::Euler | Kind::EulerAncestral | Kind::Heun | Kind::Lms | Kind::DpmSolverMultistep => {
             Spacing::Linspace
         }
     }
@@ -592,11 +619,12 @@ pub struct Schedule {
     pub timesteps: Vec<f64>,
     sigmas: Vec<f64>,
     steps: usize,
-    /// PLMS: past noise predictions; LMS: past derivatives; DPM-Solver++: past x₀ predictions.
+    /// PLMS: past noise predictions; LMS: past derivatives; Heun: the predictor's derivative;
+    /// DPM-Solver++: past x₀ predictions.
     history: Vec<Tensor>,
     /// How many steps have been taken.
     calls: usize,
-    /// PLMS: the latents its first step started from.
+    /// PLMS: the latents its first step started from; Heun: the predictor's.
     held: Option<Tensor>,
 }
 
@@ -606,11 +634,18 @@ impl Schedule {
         self.steps
     }
 
+    /// UNet calls per inference step as image-to-image counts them (diffusers' `order`):
+    /// Heun's list holds two entries a step, so a run starting at inference step `s` starts
+    /// at entry `order·s`.
+    pub fn order(&self) -> usize {
+        if self.config.kind == Kind::Heun { 2 } else { 1 }
+    }
+
     /// Scale of the starting noise.
     pub fn init_noise_sigma(&self) -> f64 {
         match self.config.kind {
             Kind::Ddim | Kind::Pndm | Kind::DpmSolverMultistep => 1.0,
-            Kind::Euler | Kind::EulerAncestral | Kind::Lms => {
+            Kind::Euler | Kind::EulerAncestral | Kind::Heun | Kind::Lms => {
                 let max = self.sigmas.iter().copied().fold(0.0, f64::max);
                 match self.config.spacing {
                     Spacing::Linspace | Spacing::Trailing => max,
@@ -620,10 +655,10 @@ impl Schedule {
         }
     }
 
-    /// What the UNet sees at step `i`: Euler and LMS samplers divide by √(σ²+1).
+    /// What the UNet sees at step `i`: Euler, Heun and LMS samplers divide by √(σ²+1).
     pub fn scale_model_input(&self, latents: &Tensor, i: usize) -> Result<Tensor> {
         match self.config.kind {
-            Kind::Euler | Kind::EulerAncestral | Kind::Lms => {
+            Kind::Euler | Kind::EulerAncestral | Kind::Heun | Kind::Lms => {
                 latents / (self.sigmas[i].powi(2) + 1.0).sqrt()
             }
             Kind::Ddim | Kind::Pndm | Kind::DpmSolverMultistep => Ok(latents.clone()),
@@ -637,7 +672,9 @@ impl Schedule {
                 let a = self.alpha_cumprod(self.timesteps[i] as i64);
                 (x0 * a.sqrt())? + (noise * (1.0 - a).sqrt())?
             }
-            Kind::Euler | Kind::EulerAncestral | Kind::Lms => x0 + (noise * self.sigmas[i])?,
+            Kind::Euler | Kind::EulerAncestral | Kind::Heun | Kind::Lms => {
+                x0 + (noise * self.sigmas[i])?
+            }
             Kind::DpmSolverMultistep => {
                 let (alpha, sigma) = alpha_sigma(self.sigmas[i]);
                 (x0 * alpha)? + (noise * sigma)?
@@ -664,6 +701,7 @@ impl Schedule {
             Kind::Pndm => self.plms_step(output, i, latents),
             Kind::Euler | Kind::EulerAncestral => self.euler_step(output, i, latents, noise),
             Kind::Lms => self.lms_step(output, i, latents),
+            Kind::Heun => self.heun_step(output, i, latents),
             Kind::DpmSolverMultistep => self.dpm_step(output, i, latents),
         }?;
         self.calls += 1;
@@ -782,6 +820,33 @@ impl Schedule {
             next = (next + (derivative * self.lms_coefficient(order, i, j))?)?;
         }
         Ok(next)
+    }
+
+    /// Heun (diffusers' `HeunDiscreteScheduler`): an Euler step from σ to the next σ, then,
+    /// at the next call, the same step again with the mean of the two derivatives.
+    fn heun_step(&mut self, output: &Tensor, i: usize, latents: &Tensor) -> Result<Tensor> {
+        let clip = |x0: Tensor| match self.config.clip_sample {
+            Some(range) => x0.clamp(-range, range),
+            None => Ok(x0),
+        };
+        match (self.history.pop(), self.held.take()) {
+            (Some(first), Some(start)) => {
+                let (sigma, next) = (self.sigmas[i - 1], self.sigmas[i]);
+                let x0 = clip(self.sigma_x0(output, next, latents)?)?;
+                let derivative = ((latents - &x0)? / next)?;
+                let mean = ((first + derivative)? / 2.0)?;
+                start + (mean * (next - sigma))?
+            }
+            _ => {
+                let (sigma, next) = (self.sigmas[i], self.sigmas[i + 1]);
+                let x0 = clip(self.sigma_x0(output, sigma, latents)?)?;
+                let derivative = ((latents - &x0)? / sigma)?;
+                let stepped = (latents + (&derivative * (next - sigma))?)?;
+                self.history.push(derivative);
+                self.held = Some(latents.clone());
+                Ok(stepped)
+            }
+        }
     }
 
     /// ∫ over [σᵢ, σᵢ₊₁] of the Lagrange basis polynomial of node `i − j` among nodes
