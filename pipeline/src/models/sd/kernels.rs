@@ -482,13 +482,7 @@ impl CustomOp3 for FusedAttention {
                 );
             }
             let mut sums = vec![0f32; rows];
-            for (row, sum) in scores.chunks_exact_mut(m).zip(sums.iter_mut()) {
-                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                for x in row.iter_mut() {
-                    *x = fast_exp(*x - max);
-                }
-                *sum = row.iter().sum();
-            }
+            exp_rows(&mut scores, m, &mut sums);
             let dst = out;
             // SAFETY: this job alone writes output rows q0..q0+rows of `head` (rows×dv floats
             // at that offset inside `output`, alive until every job returns).
@@ -525,14 +519,80 @@ impl CustomOp3 for FusedAttention {
     }
 }
 
-/// `eˣ` for −87 ≤ x ≤ 0 within 1e-6 relative (below −87, e⁻⁸⁷), branch-free so that loops over it vectorise: 2ⁿ from
-/// the exponent bits times a degree-7 polynomial of the remainder.
+/// Replaces each row of `scores` (rows of `m`) by `exp(x − max(row))` and writes the row's sum
+/// to `sums`: softmax without its division, on the widest vectors the CPU has.
+fn exp_rows(scores: &mut [f32], m: usize, sums: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F.
+            return unsafe { exp_rows_avx512(scores, m, sums) };
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has AVX2 and FMA.
+            return unsafe { exp_rows_avx2(scores, m, sums) };
+        }
+    }
+    exp_rows_any(scores, m, sums);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn exp_rows_avx512(scores: &mut [f32], m: usize, sums: &mut [f32]) {
+    exp_rows_any(scores, m, sums);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn exp_rows_avx2(scores: &mut [f32], m: usize, sums: &mut [f32]) {
+    exp_rows_any(scores, m, sums);
+}
+
+/// [`exp_rows`] written so that it vectorises for whatever target features it is inlined
+/// into: maxima and sums in 16 independent lanes, and no libm call or saturating cast.
+#[inline(always)]
+fn exp_rows_any(scores: &mut [f32], m: usize, sums: &mut [f32]) {
+    const LANES: usize = 16;
+    let larger = |a: f32, b: f32| if b > a { b } else { a };
+    for (row, sum) in scores.chunks_exact_mut(m).zip(sums.iter_mut()) {
+        let mut lanes = [f32::NEG_INFINITY; LANES];
+        let mut chunks = row.chunks_exact(LANES);
+        for chunk in &mut chunks {
+            for (lane, &x) in lanes.iter_mut().zip(chunk) {
+                *lane = larger(*lane, x);
+            }
+        }
+        let max = chunks
+            .remainder()
+            .iter()
+            .chain(&lanes)
+            .fold(f32::NEG_INFINITY, |a, &b| larger(a, b));
+        let mut totals = [0f32; LANES];
+        let mut chunks = row.chunks_exact_mut(LANES);
+        for chunk in &mut chunks {
+            for (total, x) in totals.iter_mut().zip(chunk) {
+                *x = fast_exp(*x - max);
+                *total += *x;
+            }
+        }
+        let mut rest = 0.0;
+        for x in chunks.into_remainder() {
+            *x = fast_exp(*x - max);
+            rest += *x;
+        }
+        *sum = rest + totals.iter().sum::<f32>();
+    }
+}
+
+/// `eˣ` for −87 ≤ x ≤ 0 within 1e-6 relative (below −87, e⁻⁸⁷), branch-free so that loops
+/// over it vectorise: 2ⁿ built in the exponent bits times a degree-7 polynomial of the
+/// remainder.
 #[inline(always)]
 fn fast_exp(x: f32) -> f32 {
     // Adding 1.5·2²³ rounds to the nearest integer in plain arithmetic (no libm `round`
     // call, so the loop vectorises on baseline x86-64).
     const ROUND: f32 = 12_582_912.0;
-    let x = x.max(-87.0);
+    let x = if x > -87.0 { x } else { -87.0 };
     let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
     // ln 2 in two parts (Cody–Waite), so that n·ln 2 is exact enough for large n.
     let r = (x - n * 0.693_145_75) - n * 1.428_606_8e-6;
@@ -542,7 +602,11 @@ fn fast_exp(x: f32) -> f32 {
             + r * (0.5
                 + r * (1.0 / 6.0
                     + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r / 5040.0))))));
-    f32::from_bits(((n as i32 + 127) as u32) << 23) * poly
+    // n + 127 lands in the low mantissa bits of 2²³ + n + 127 (1 ≤ n + 127 ≤ 127 here);
+    // shifted up it is the exponent of 2ⁿ — an integer shift, where `n as i32` would be a
+    // scalar saturating conversion.
+    let biased = (n + (127.0 + 8_388_608.0)).to_bits();
+    f32::from_bits(biased << 23) * poly
 }
 
 #[cfg(test)]
@@ -613,6 +677,39 @@ mod tests {
                 .unwrap();
             let diff = max_diff(&ours, &theirs);
             assert!(diff < 1e-5, "{heads}×{n}×{m}×{d}: {diff}");
+        }
+    }
+
+    #[test]
+    fn exp_rows_match_exp_on_every_path_and_row_length() {
+        for m in [1, 15, 16, 17, 100] {
+            let rows = 3;
+            let scores: Vec<f32> = (0..rows * m)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.3)
+                .collect();
+            let mut expected = scores.clone();
+            let mut expected_sums = vec![0f32; rows];
+            for (row, sum) in expected.chunks_exact_mut(m).zip(&mut expected_sums) {
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                row.iter_mut().for_each(|x| *x = (*x - max).exp());
+                *sum = row.iter().sum();
+            }
+            let mut dispatched = (scores.clone(), vec![0f32; rows]);
+            exp_rows(&mut dispatched.0, m, &mut dispatched.1);
+            let mut portable = (scores, vec![0f32; rows]);
+            exp_rows_any(&mut portable.0, m, &mut portable.1);
+            for (values, sums) in [dispatched, portable] {
+                for (ours, exact) in values
+                    .iter()
+                    .chain(&sums)
+                    .zip(expected.iter().chain(&expected_sums))
+                {
+                    assert!(
+                        (ours - exact).abs() <= 1e-6 * exact.max(1.0),
+                        "m {m}: {ours} vs {exact}"
+                    );
+                }
+            }
         }
     }
 
