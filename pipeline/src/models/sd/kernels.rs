@@ -272,19 +272,109 @@ fn winograd_kernels(weight: &[f32], c_out: usize, c_in: usize) -> Vec<f32> {
     u
 }
 
-/// The transpose of a small matrix.
-fn transpose<const R: usize, const C: usize>(a: [[f32; C]; R]) -> [[f32; R]; C] {
-    std::array::from_fn(|c| std::array::from_fn(|r| a[r][c]))
+/// Input row `y` of `plane` (`w` wide; zeros when `y` is outside the image) split into the
+/// even and odd columns of the row padded by one zero on the left: `even[k]` is column
+/// `2k − 1`, `odd[k]` column `2k` (zeros past the edges), `tiles + 1` of each.
+fn split_row(plane: &[f32], w: usize, y: Option<usize>, [even, odd]: &mut [Vec<f32>; 2]) {
+    even.fill(0.0);
+    odd.fill(0.0);
+    let Some(row) = y.and_then(|y| plane.get(y * w..(y + 1) * w)) else {
+        return;
+    };
+    for (k, pair) in row.chunks(2).enumerate() {
+        odd[k] = pair[0];
+        if let Some(&next) = pair.get(1) {
+            even[k + 1] = next;
+        }
+    }
 }
 
-/// `Bᵀ·v` along one axis: Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]].
-fn input_transform(v: [f32; 4]) -> [f32; 4] {
-    [v[0] - v[2], v[1] + v[2], v[2] - v[1], v[1] - v[3]]
+/// `out = a − b`, element by element.
+fn sub_into(out: &mut [f32], a: &[f32], b: &[f32]) {
+    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+        *o = x - y;
+    }
 }
 
-/// `Aᵀ·v` along one axis: Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]].
-fn output_transform(v: [f32; 4]) -> [f32; 2] {
-    [v[0] + v[1] + v[2], v[1] - v[2] - v[3]]
+/// `out = a + b`, element by element.
+fn add_into(out: &mut [f32], a: &[f32], b: &[f32]) {
+    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+        *o = x + y;
+    }
+}
+
+/// `Bᵀ·d·B` of a row of `tiles` tiles, `rows[r]` being input row `2·ty − 1 + r` from
+/// [`split_row`] (tile `t` of a row is `(even[t], odd[t], even[t+1], odd[t+1])`): element
+/// `4·i + j` of every tile goes to `v[at(4·i + j)..][..tiles]`. Every loop runs along the row
+/// of tiles, so it vectorises.
+fn transform_input_row(
+    rows: &[[Vec<f32>; 2]; 4],
+    tiles: usize,
+    v: &mut [f32],
+    at: impl Fn(usize) -> usize,
+    scratch: &mut [Vec<f32>; 2],
+) {
+    // Row i of Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]]: rows a ± b.
+    for (i, (a, b, add)) in [(0, 2, false), (1, 2, true), (2, 1, false), (1, 3, false)]
+        .into_iter()
+        .enumerate()
+    {
+        for (parity, out) in scratch.iter_mut().enumerate() {
+            let (x, y) = (&rows[a][parity], &rows[b][parity]);
+            if add {
+                add_into(out, x, y);
+            } else {
+                sub_into(out, x, y);
+            }
+        }
+        // Then ·B along each tile's row: (d0 − d2, d1 + d2, d2 − d1, d1 − d3).
+        let [even, odd] = &*scratch;
+        let (e0, e1, o0, o1) = (&even[..tiles], &even[1..], &odd[..tiles], &odd[1..]);
+        sub_into(&mut v[at(4 * i)..][..tiles], e0, e1);
+        add_into(&mut v[at(4 * i + 1)..][..tiles], o0, e1);
+        sub_into(&mut v[at(4 * i + 2)..][..tiles], e1, o0);
+        sub_into(&mut v[at(4 * i + 3)..][..tiles], o0, o1);
+    }
+}
+
+/// `Aᵀ·m·A` of a row of `tiles` product tiles (element `4·i + j` of every tile at
+/// `m[at(4·i + j)..][..tiles]`) into the two output rows they cover (`None` past the bottom
+/// edge), each `w` wide.
+fn transform_output_row(
+    m: &[f32],
+    at: impl Fn(usize) -> usize,
+    tiles: usize,
+    out_rows: [Option<&mut [f32]>; 2],
+    scratch: &mut [Vec<f32>; 4],
+) {
+    let element = |k: usize| &m[at(k)..][..tiles];
+    for (dy, out) in out_rows.into_iter().enumerate() {
+        let Some(out) = out else { continue };
+        // Row dy of Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]], for each column j of the tiles.
+        for (j, r) in scratch.iter_mut().enumerate() {
+            let (m0, m1, m2, m3) = (element(j), element(4 + j), element(8 + j), element(12 + j));
+            if dy == 0 {
+                for (((r, &a), &b), &c) in r.iter_mut().zip(m0).zip(m1).zip(m2) {
+                    *r = a + b + c;
+                }
+            } else {
+                for (((r, &a), &b), &c) in r.iter_mut().zip(m1).zip(m2).zip(m3) {
+                    *r = a - b - c;
+                }
+            }
+        }
+        // Then ·A along the row: x = 2t gets r0 + r1 + r2, x = 2t + 1 gets r1 − r2 − r3.
+        let [r0, r1, r2, r3] = &*scratch;
+        let mut pairs = out.chunks_exact_mut(2);
+        for (t, pair) in (&mut pairs).enumerate() {
+            pair[0] = r0[t] + r1[t] + r2[t];
+            pair[1] = r1[t] - r2[t] - r3[t];
+        }
+        if let [last] = pairs.into_remainder() {
+            let t = tiles - 1;
+            *last = r0[t] + r1[t] + r2[t];
+        }
+    }
 }
 
 impl CustomOp2 for WinogradConv {
@@ -322,29 +412,18 @@ impl CustomOp2 for WinogradConv {
             let image = &input[b * c_in * h * w..(b + 1) * c_in * h * w];
             // V[k][ci][t]: the transformed input tiles.
             let mut v = vec![0f32; 16 * c_in * tiles];
+            let split = || [vec![0f32; tiles_x + 1], vec![0f32; tiles_x + 1]];
+            let mut input_rows = [split(), split(), split(), split()];
+            let mut scratch = split();
             for ci in 0..c_in {
                 let plane = &image[ci * h * w..(ci + 1) * h * w];
-                for t in 0..tiles {
-                    let (ty, tx) = (ty0 + t / tiles_x, t % tiles_x);
-                    let mut d = [[0f32; 4]; 4];
-                    for (r, row) in d.iter_mut().enumerate() {
-                        let Some(y) = (2 * ty + r).checked_sub(1).filter(|&y| y < h) else {
-                            continue;
-                        };
-                        for (c, value) in row.iter_mut().enumerate() {
-                            if let Some(x) = (2 * tx + c).checked_sub(1).filter(|&x| x < w) {
-                                *value = plane[y * w + x];
-                            }
-                        }
+                for row in 0..n_rows {
+                    let ty = ty0 + row;
+                    for (r, split) in input_rows.iter_mut().enumerate() {
+                        split_row(plane, w, (2 * ty + r).checked_sub(1), split);
                     }
-                    // Bᵀ·d (each column), then ·B (each row).
-                    let transformed =
-                        transpose(transpose(d).map(input_transform)).map(input_transform);
-                    for (i, row) in transformed.iter().enumerate() {
-                        for (j, value) in row.iter().enumerate() {
-                            v[((4 * i + j) * c_in + ci) * tiles + t] = *value;
-                        }
-                    }
+                    let at = |k: usize| (k * c_in + ci) * tiles + row * tiles_x;
+                    transform_input_row(&input_rows, tiles_x, &mut v, at, &mut scratch);
                 }
             }
             // M[k] = U[k]·V[k]: (c_out, c_in)·(c_in, tiles).
@@ -365,30 +444,23 @@ impl CustomOp2 for WinogradConv {
                 }
             }
             let dst = out;
+            let mut scratch: [Vec<f32>; 4] = std::array::from_fn(|_| vec![0f32; tiles_x]);
             for co in 0..c_out {
-                for t in 0..tiles {
-                    let (ty, tx) = (ty0 + t / tiles_x, t % tiles_x);
-                    let tile: [[f32; 4]; 4] = std::array::from_fn(|i| {
-                        std::array::from_fn(|j| m[((4 * i + j) * c_out + co) * tiles + t])
-                    });
-                    // Aᵀ·m (each column), then ·A (each row).
-                    let result =
-                        transpose(transpose(tile).map(output_transform)).map(output_transform);
-                    for (dy, row) in result.iter().enumerate() {
+                for row in 0..n_rows {
+                    let ty = ty0 + row;
+                    let out_rows = [0, 1].map(|dy| {
                         let y = 2 * ty + dy;
-                        if y >= h {
-                            continue;
-                        }
-                        for (dx, &value) in row.iter().enumerate() {
-                            let x = 2 * tx + dx;
-                            if x < w {
-                                // SAFETY: this job alone writes rows 2·ty0.. of batch b.
-                                unsafe {
-                                    *dst.0.add(((b * c_out + co) * h + y) * w + x) = value;
-                                }
-                            }
-                        }
-                    }
+                        // SAFETY: this job alone writes rows 2·ty0..2·(ty0 + n_rows) of batch
+                        // b's planes; row y of plane co is w floats inside `output`.
+                        (y < h).then(|| unsafe {
+                            std::slice::from_raw_parts_mut(
+                                dst.0.add(((b * c_out + co) * h + y) * w),
+                                w,
+                            )
+                        })
+                    });
+                    let at = |k: usize| (k * c_out + co) * tiles + row * tiles_x;
+                    transform_output_row(&m, at, tiles_x, out_rows, &mut scratch);
                 }
             }
         });
