@@ -92,7 +92,7 @@ pub enum Preview {
     /// Generating since then.
     Generating(Instant),
     /// The last draft generated.
-    Ready(PreviewImage),
+    Ready(Box<PreviewImage>),
     /// The last draft could not be made.
     Failed(String),
 }
@@ -247,7 +247,7 @@ pub(crate) fn collect_actions(
                         size = image.draft.size,
                     ),
                 );
-                *preview = Preview::Ready(image);
+                *preview = Preview::Ready(Box::new(image));
             }
             Err(message) => {
                 log.push(false, format!("generation failed: {message}"));

@@ -1,7 +1,7 @@
 //! The Generate panel's form as data: a [`Draft`] becomes a one-asset recipe file, checked by
 //! the pipeline's own recipe parser so the panel shows exactly the errors a recipe file would.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use autonomy_pipeline::models::sd::scheduler::Sampler;
 use autonomy_pipeline::recipe::{self, AssetRecipe, Kind};
@@ -25,6 +25,9 @@ pub struct Draft {
     pub model: String,
     /// A Stable Diffusion folder's sampler instead of its own scheduler.
     pub sampler: Option<Sampler>,
+    /// LoRA files (absolute paths, as the Generate panel finds them) merged into a Stable
+    /// Diffusion folder's weights, each with its scale.
+    pub loras: Vec<(PathBuf, f32)>,
     /// The seed (same seed, same image).
     pub seed: u64,
     /// Denoising steps.
@@ -53,6 +56,7 @@ impl Default for Draft {
             negative_prompt: String::new(),
             model: "house".into(),
             sampler: None,
+            loras: Vec::new(),
             seed: 7,
             steps: 20,
             guidance: 4.0,
@@ -71,7 +75,8 @@ impl Default for Draft {
 pub struct DraftError(pub Vec<String>);
 
 impl Draft {
-    /// Whether the model is a folder (a Stable Diffusion pipeline): it takes a sampler.
+    /// Whether the model is a folder (a Stable Diffusion pipeline): it takes a sampler and
+    /// LoRAs.
     pub fn model_is_folder(&self) -> bool {
         self.model != "house" && !self.model.starts_with("registry:")
     }
@@ -98,6 +103,20 @@ impl Draft {
         lines.push(format!("model = {}", quoted(&self.model)));
         if let Some(sampler) = self.sampler {
             lines.push(format!("sampler = {}", quoted(sampler.name())));
+        }
+        if !self.loras.is_empty() {
+            let loras: Vec<String> = self
+                .loras
+                .iter()
+                .map(|(file, scale)| {
+                    let scale = toml::Value::Float(f64::from(*scale));
+                    format!(
+                        "{{ file = {}, scale = {scale} }}",
+                        quoted(&file.to_string_lossy())
+                    )
+                })
+                .collect();
+            lines.push(format!("loras = [{}]", loras.join(", ")));
         }
         lines.extend([
             format!("seed = {}", self.seed),
@@ -182,8 +201,25 @@ mod tests {
         assert!(draft.model_is_folder());
         assert!(draft.to_toml().contains("sampler = \"dpm++2m-karras\"\n"));
         let recipe = draft.check().unwrap();
-        assert_eq!(recipe.model, ModelRef::Folder(folder));
+        assert_eq!(recipe.model, ModelRef::Folder(folder.clone()));
         assert_eq!(recipe.sampler, Some(Sampler::DpmPlusPlus2mKarras));
+        assert!(recipe.loras.is_empty());
+
+        // LoRAs from anywhere on disk (absolute paths), each with its scale.
+        let ink = folder.join("loras").join("ink \"v2\".safetensors");
+        let shared = std::env::temp_dir().join("loras/moss.safetensors");
+        let with_loras = Draft {
+            loras: vec![(ink.clone(), 0.8), (shared.clone(), -0.25)],
+            ..draft.clone()
+        };
+        let recipe = with_loras.check().unwrap();
+        let loras: Vec<(PathBuf, f64)> = recipe
+            .loras
+            .iter()
+            .map(|lora| (lora.file.clone(), lora.scale))
+            .collect();
+        assert_eq!(loras, [(ink, f64::from(0.8f32)), (shared, -0.25)]);
+
         let house = Draft {
             sampler: Some(Sampler::Euler),
             ..Draft::default()
@@ -235,6 +271,7 @@ mod tests {
                 negative_prompt: negative.clone(),
                 model: "house".into(),
                 sampler: None,
+                loras: Vec::new(),
                 seed,
                 steps,
                 guidance: guidance as f32 / 10.0,

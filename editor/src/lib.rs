@@ -43,6 +43,6 @@ pub use chain_view::{
 };
 pub use draft::{Draft, DraftError, SAVED_BY_EDITOR};
 pub use library::{AssetLibrary, LibraryAsset};
-pub use local_models::LocalModels;
+pub use local_models::{LocalLora, LocalModels};
 pub use plugin::{EditorCorePlugin, EditorPlugin, EditorSet};
 pub use ui::{EditorUi, Panel, Thumbnails, promotion};

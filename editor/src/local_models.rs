@@ -1,17 +1,43 @@
-//! The Stable Diffusion folders on this machine the Generate panel offers next to the house
-//! model and the registry's models.
+//! The Stable Diffusion folders and LoRA files on this machine that the Generate panel offers
+//! next to the house model and the registry's models.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use autonomy_pipeline::models::locate::stable_diffusion_folders;
+use autonomy_pipeline::models::locate::{lora_files, stable_diffusion_folders};
+use autonomy_pipeline::models::sd::config::PipelineSpec;
+use autonomy_pipeline::models::sd::folder::DiffusersFolder;
+use autonomy_pipeline::models::sd::lora::LoraSummary;
 use bevy::prelude::*;
 
-/// Stable Diffusion folders (diffusers or Hugging Face cache layout) found in the model
-/// folders and directly below them when the editor started.
-#[derive(Resource, Debug, Clone, Default, PartialEq, Eq)]
+/// Stable Diffusion folders (diffusers or Hugging Face cache layout) and LoRA files found in
+/// the model folders and directly below them when the editor started.
+#[derive(Resource, Debug, Clone, Default, PartialEq)]
 pub struct LocalModels {
     /// Absolute paths, sorted.
     pub folders: Vec<PathBuf>,
+    /// Every LoRA file found, sorted by path.
+    pub loras: Vec<LocalLora>,
+}
+
+/// A LoRA file and the pipelines it fits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalLora {
+    /// The `.safetensors` file (absolute).
+    pub path: PathBuf,
+    /// What it adapts, from its header.
+    pub summary: LoraSummary,
+    /// The entries of [`LocalModels::folders`] whose shapes it fits.
+    pub fits: Vec<PathBuf>,
+}
+
+impl LocalLora {
+    /// Its file name without `.safetensors`, as the panel lists it.
+    pub fn name(&self) -> String {
+        self.path.file_stem().map_or_else(
+            || self.path.display().to_string(),
+            |stem| stem.to_string_lossy().into_owned(),
+        )
+    }
 }
 
 impl LocalModels {
@@ -22,7 +48,43 @@ impl LocalModels {
             .map(|dir| std::path::absolute(dir).unwrap_or_else(|_| dir.clone()))
             .collect();
         let folders = stable_diffusion_folders(&absolute);
-        info!(count = folders.len(), "Stable Diffusion folders found");
-        Self { folders }
+        let specs: Vec<(&PathBuf, PipelineSpec)> = folders
+            .iter()
+            .filter_map(|folder| {
+                let spec = DiffusersFolder::open(folder).and_then(|f| PipelineSpec::read(&f.root));
+                match spec {
+                    Ok(spec) => Some((folder, spec)),
+                    Err(error) => {
+                        warn!(%error, "a Stable Diffusion folder the panel cannot fit LoRAs to");
+                        None
+                    }
+                }
+            })
+            .collect();
+        let loras: Vec<LocalLora> = lora_files(&absolute)
+            .into_iter()
+            .map(|(path, summary)| LocalLora {
+                fits: specs
+                    .iter()
+                    .filter(|(_, spec)| summary.fits(spec))
+                    .map(|(folder, _)| (*folder).clone())
+                    .collect(),
+                path,
+                summary,
+            })
+            .collect();
+        info!(
+            folders = folders.len(),
+            loras = loras.len(),
+            "Stable Diffusion folders and LoRA files found"
+        );
+        Self { folders, loras }
+    }
+
+    /// The LoRA files that fit the model folder `folder`.
+    pub fn loras_for<'a>(&'a self, folder: &'a Path) -> impl Iterator<Item = &'a LocalLora> + 'a {
+        self.loras
+            .iter()
+            .filter(move |lora| lora.fits.iter().any(|fit| fit == folder))
     }
 }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use alloy_primitives::{B256, U256};
@@ -193,6 +193,57 @@ fn every_panel_action_works_on_an_embedded_chain() {
         .get(&sd_preview.image)
         .expect("the preview image is an asset");
     assert_eq!((sd_image.width(), sd_image.height()), (32, 32));
+    let sd_pixels = sd_image.data.clone().expect("pixels");
+
+    // LoRA files in the model folders are offered for the pipelines they fit, and a picked one
+    // changes the picture.
+    let local = app.world().resource::<LocalModels>();
+    let kohya = tiny_sd.join("loras/kohya.safetensors");
+    let fitting: Vec<&Path> = local
+        .loras_for(&tiny_sd)
+        .map(|lora| lora.path.as_path())
+        .collect();
+    assert!(fitting.contains(&kohya.as_path()), "{local:?}");
+    assert!(
+        !fitting
+            .iter()
+            .any(|path| path.ends_with("kohya-xl.safetensors")),
+        "an SDXL LoRA is not offered for SD 1.5: {fitting:?}"
+    );
+    let xl = sd_fixtures().join("tiny-sdxl");
+    assert!(
+        local
+            .loras_for(&xl)
+            .any(|lora| lora.path.ends_with("kohya-xl.safetensors"))
+    );
+    let lora_draft = Draft {
+        name: "sd_potion_lora".into(),
+        model: tiny_sd.to_string_lossy().into_owned(),
+        sampler: Some(Sampler::DpmPlusPlus2mKarras),
+        loras: vec![(kohya.clone(), 1.0)],
+        steps: 3,
+        ..draft.clone()
+    };
+    app.world_mut()
+        .write_message(EditorAction::Generate(lora_draft));
+    run_until(&mut app, "the preview with a LoRA", |app| {
+        match app.world().resource::<Preview>() {
+            Preview::Ready(ready) => ready.draft.name == "sd_potion_lora",
+            Preview::Generating(_) => false,
+            _ => true,
+        }
+    });
+    let Preview::Ready(lora_preview) = app.world().resource::<Preview>() else {
+        panic!("generation failed: {:?}", app.world().resource::<Preview>());
+    };
+    assert_eq!(lora_preview.draft.loras, [(kohya, 1.0)]);
+    let lora_pixels = app
+        .world()
+        .resource::<Assets<Image>>()
+        .get(&lora_preview.image)
+        .and_then(|image| image.data.clone())
+        .expect("the preview's pixels");
+    assert_ne!(lora_pixels, sd_pixels, "the LoRA changes the picture");
 
     // Save as recipe: the plugin picks the new file up and makes it a project asset.
     app.world_mut()

@@ -1,14 +1,62 @@
 //! Generate: the recipe form, the Generate button with progress, the preview (animated for
 //! animations, tiled 3×3 for tileable textures) and "Save as recipe".
 
+use std::path::Path;
+
 use autonomy_pipeline::models::sd::scheduler::Sampler;
 use autonomy_pipeline::recipe::Kind;
 use bevy_egui::egui;
 
 use super::{EditorUi, Frame, Intent, sub_rect};
 use crate::actions::{EditorAction, Preview, PreviewImage};
+use crate::draft::Draft;
+use crate::local_models::{LocalLora, LocalModels};
 
 const SIZES: [u32; 5] = [32, 48, 64, 96, 128];
+
+/// A checkbox for each LoRA file that fits the draft's model folder, and a scale for each one
+/// that is on; LoRAs that do not fit the folder (picked for another) are dropped.
+fn loras(ui: &mut egui::Ui, draft: &mut Draft, local: &LocalModels) {
+    let folder = Path::new(&draft.model);
+    let fitting: Vec<&LocalLora> = local.loras_for(folder).collect();
+    draft
+        .loras
+        .retain(|(path, _)| fitting.iter().any(|lora| lora.path == *path));
+    ui.vertical(|ui| {
+        if fitting.is_empty() {
+            ui.weak("none for this model in the model folders");
+        }
+        for lora in fitting {
+            ui.horizontal(|ui| {
+                let at = draft.loras.iter().position(|(path, _)| *path == lora.path);
+                let mut on = at.is_some();
+                let hover = format!("{}\n{}", lora.summary.describe(), lora.path.display());
+                if ui
+                    .checkbox(&mut on, lora.name())
+                    .on_hover_text(hover)
+                    .changed()
+                {
+                    match (on, at) {
+                        (true, None) => draft.loras.push((lora.path.clone(), 1.0)),
+                        (false, Some(i)) => {
+                            draft.loras.remove(i);
+                        }
+                        _ => {}
+                    }
+                }
+                if let Some((_, scale)) =
+                    draft.loras.iter_mut().find(|(path, _)| *path == lora.path)
+                {
+                    ui.add(
+                        egui::Slider::new(scale, -2.0..=2.0)
+                            .step_by(0.05)
+                            .text("scale"),
+                    );
+                }
+            });
+        }
+    });
+}
 
 pub(super) fn show(ui: &mut egui::Ui, state: &mut EditorUi, frame: &mut Frame) {
     let draft = &mut state.draft;
@@ -78,8 +126,12 @@ pub(super) fn show(ui: &mut egui::Ui, state: &mut EditorUi, frame: &mut Frame) {
                         }
                     });
                 ui.end_row();
+                ui.label("LoRAs");
+                loras(ui, draft, frame.local_models);
+                ui.end_row();
             } else {
                 draft.sampler = None;
+                draft.loras.clear();
             }
             ui.label("Seed");
             ui.horizontal(|ui| {

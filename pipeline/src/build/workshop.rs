@@ -81,11 +81,13 @@ impl<'a> Workshop<'a> {
             .iter()
             .map(|lora| {
                 let path = self.options.root.join(&lora.file);
-                let bytes = std::fs::read(&path)
+                // Hashed once per process while the file is unchanged (the load hashes the
+                // bytes it merges again, so a file changed in between cannot pass unnoticed).
+                let sha256 = crate::models::digest::file_sha256(&path)
                     .map_err(|e| fail(format!("`loras`: cannot read `{}`: {e}", path.display())))?;
                 Ok(LoraUse {
                     file: slash(&lora.file),
-                    sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
+                    sha256,
                     scale: lora.scale,
                 })
             })

@@ -1,7 +1,10 @@
 //! Finding model folders: by the sha256 of their weights (the identity manifests and the
-//! registry record), and every Stable Diffusion folder among the project's model folders.
+//! registry record), and every Stable Diffusion folder and LoRA file among the project's model
+//! folders.
 
 use std::path::PathBuf;
+
+use super::sd::lora::LoraSummary;
 
 /// The first folder holding weights whose sha256 (hex) is `weights_sha256`: each of `dirs`
 /// itself, then the folders directly below it (sorted).
@@ -19,6 +22,44 @@ pub fn stable_diffusion_folders(dirs: &[PathBuf]) -> Vec<PathBuf> {
         .into_iter()
         .filter(|folder| super::Family::of(folder) == super::Family::StableDiffusion)
         .collect()
+}
+
+/// Every LoRA file among `dirs`, with what it adapts (sorted): the `.safetensors` files in each
+/// of `dirs`, in the folders directly below them and in those folders' `loras` (or `lora`)
+/// folders whose header is a LoRA's — a shared `models/loras/` and a pipeline's own
+/// `sd15/loras/` alike. Other weights are passed over after reading their header only.
+pub fn lora_files(dirs: &[PathBuf]) -> Vec<(PathBuf, LoraSummary)> {
+    let mut found: Vec<(PathBuf, LoraSummary)> = Vec::new();
+    for folder in candidates(dirs) {
+        let named_lora = |path: &PathBuf| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| matches!(name.to_ascii_lowercase().as_str(), "lora" | "loras"))
+        };
+        let below = std::fs::read_dir(&folder)
+            .into_iter()
+            .flatten()
+            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+            .filter(|path| path.is_dir() && named_lora(path));
+        for dir in std::iter::once(folder.clone()).chain(below) {
+            let files = std::fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+                .filter(|path| path.extension().is_some_and(|e| e == "safetensors"));
+            for file in files {
+                if found.iter().any(|(known, _)| *known == file) {
+                    continue;
+                }
+                match LoraSummary::read(&file) {
+                    Ok(summary) => found.push((file, summary)),
+                    Err(error) => tracing::debug!(%error, "not a LoRA file"),
+                }
+            }
+        }
+    }
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    found
 }
 
 fn candidates(dirs: &[PathBuf]) -> Vec<PathBuf> {
@@ -42,6 +83,7 @@ mod tests {
     use super::*;
     use crate::models::house::files;
     use sha2::{Digest, Sha256};
+    use std::path::Path;
 
     #[test]
     fn finds_the_folder_by_hash_at_either_depth() {
@@ -66,6 +108,37 @@ mod tests {
             folder_with_weights(&dirs, &hex::encode(Sha256::digest(b"ccc"))),
             None
         );
+    }
+
+    #[test]
+    fn lists_the_lora_files_in_and_below_the_model_dirs_and_passes_over_other_weights() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sd");
+        let root = tempfile::tempdir().unwrap();
+        let shared = root.path().join("loras");
+        std::fs::create_dir_all(&shared).unwrap();
+        std::fs::copy(
+            fixtures.join("tiny-sdxl/loras/kohya-xl.safetensors"),
+            shared.join("xl.safetensors"),
+        )
+        .unwrap();
+        std::fs::copy(
+            fixtures.join("tiny-sd15/unet/diffusion_pytorch_model.safetensors"),
+            shared.join("not-a-lora.safetensors"),
+        )
+        .unwrap();
+        let dirs = [root.path().to_path_buf(), fixtures.clone()];
+        let found: Vec<PathBuf> = lora_files(&dirs)
+            .into_iter()
+            .map(|(path, _)| path)
+            .collect();
+        let mut expected = vec![
+            shared.join("xl.safetensors"),
+            fixtures.join("tiny-sd15/loras/kohya.safetensors"),
+            fixtures.join("tiny-sd15/loras/peft.safetensors"),
+            fixtures.join("tiny-sdxl/loras/kohya-xl.safetensors"),
+        ];
+        expected.sort();
+        assert_eq!(found, expected);
     }
 
     #[test]

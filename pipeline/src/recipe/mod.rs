@@ -36,7 +36,7 @@
 //!
 //! **Paths** (`source`, `palette`, a model folder, LoRA files) are written relative to the recipe's
 //! folder and stored relative to the recipe root; they may not leave the root (a model
-//! folder may be absolute). **`recipe:` sources** name an asset: `recipe:x` means the `x`
+//! folder or a LoRA file may be absolute: they often live in a shared models folder). **`recipe:` sources** name an asset: `recipe:x` means the `x`
 //! in the same folder if there is one, else the only `x` anywhere under the root (several
 //! are an error); `recipe:dir/x` names the `x` in root-relative folder `dir` (`./x`: the root).
 //!
@@ -188,7 +188,7 @@ pub struct Img2Img {
 /// A LoRA merged into a Stable Diffusion model for an asset.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoraRef {
-    /// The `.safetensors` file, relative to the recipe root.
+    /// The `.safetensors` file, relative to the recipe root (or absolute).
     pub file: PathBuf,
     /// How strongly to apply it (-4..=4; 1 as trained).
     pub scale: f64,

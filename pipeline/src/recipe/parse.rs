@@ -406,7 +406,13 @@ impl Reader<'_> {
                 }
             };
             if let (Some(file), Some(scale)) = (file, scale) {
-                match resolve_inside(self.dir, file.get_ref()) {
+                let written = *file.get_ref();
+                let path = if Path::new(written).is_absolute() {
+                    Ok(PathBuf::from(written))
+                } else {
+                    resolve_inside(self.dir, written)
+                };
+                match path {
                     Ok(path) => loras.push(LoraRef { file: path, scale }),
                     Err(message) => report.error(file.span(), Some(&at), message),
                 }
@@ -716,7 +722,8 @@ mod tests {
         let r = one(
             "art/bricks.recipe.toml",
             "kind = \"texture\"\nprompt = \"bricks\"\nmodel = \"../models/sd15\"\n\
-             loras = [\"../loras/moss.safetensors\", { file = \"pixel.safetensors\", scale = -0.5 }]\n",
+             loras = [\"../loras/moss.safetensors\", { file = \"pixel.safetensors\", scale = -0.5 },\n\
+                      \"/shared/loras/ink.safetensors\"]\n",
         );
         assert_eq!(
             r.loras,
@@ -728,6 +735,10 @@ mod tests {
                 LoraRef {
                     file: "art/pixel.safetensors".into(),
                     scale: -0.5
+                },
+                LoraRef {
+                    file: "/shared/loras/ink.safetensors".into(),
+                    scale: 1.0
                 }
             ]
         );
@@ -735,7 +746,8 @@ mod tests {
             r.canonical()["loras"],
             serde_json::json!([
                 { "file": "loras/moss.safetensors", "scale": 1.0 },
-                { "file": "art/pixel.safetensors", "scale": -0.5 }
+                { "file": "art/pixel.safetensors", "scale": -0.5 },
+                { "file": "/shared/loras/ink.safetensors", "scale": 1.0 }
             ])
         );
         let plain = one("p.recipe.toml", "kind = \"sprite\"\nprompt = \"gem\"\n");
@@ -752,7 +764,7 @@ mod tests {
                 .contains("Stable Diffusion model folder")
         );
         let text = "kind = \"sprite\"\nprompt = \"gem\"\nmodel = \"sd\"\n\
-                    loras = [{ scale = 9 }, 3, \"/abs.safetensors\"]\n";
+                    loras = [{ scale = 9 }, 3, \"../outside.safetensors\"]\n";
         let errors = parse(Path::new("x.recipe.toml"), text).expect_err("bad entries");
         let fields: Vec<_> = errors
             .iter()

@@ -15,6 +15,7 @@ use candle_nn::var_builder::SimpleBackend;
 use sha2::{Digest, Sha256};
 
 use super::SdError;
+use super::config::PipelineSpec;
 use crate::generator::LoraUse;
 
 /// One LoRA file to merge, with its scale.
@@ -192,6 +193,137 @@ struct Parts {
     down: Option<(String, Tensor)>,
     up: Option<(String, Tensor)>,
     alpha: Option<f64>,
+}
+
+/// What a LoRA file adapts and which pipelines it fits, read from its safetensors header alone
+/// (no tensor is read), so that pickers can list many files cheaply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoraSummary {
+    /// Whether it changes the UNet.
+    pub unet: bool,
+    /// Whether it changes the (first) text encoder.
+    pub text: bool,
+    /// Whether it changes SDXL's second text encoder.
+    pub text_2: bool,
+    /// Its largest rank.
+    pub rank: usize,
+    /// The text-context width its UNet cross-attention updates take (768 for SD 1.x, 1024 for
+    /// SD 2.x, 2048 for SDXL), when it has any.
+    pub context_dim: Option<usize>,
+    /// The width of the first text encoder its updates take, when it has any.
+    pub text_dim: Option<usize>,
+}
+
+/// A safetensors header larger than this is not a LoRA file's.
+const MAX_HEADER: u64 = 64 << 20;
+
+impl LoraSummary {
+    /// Reads the header of the `.safetensors` file at `path`; a file that is not a LoRA file
+    /// Autonomy reads is an error naming it and why.
+    pub fn read(path: &Path) -> Result<Self, SdError> {
+        use std::io::Read;
+        let invalid = |message: String| SdError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let io = |source: std::io::Error| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                SdError::MissingFile {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                SdError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
+        };
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        let mut length = [0u8; 8];
+        file.read_exact(&mut length)
+            .map_err(|_| invalid("too short for a safetensors file".into()))?;
+        let length = u64::from_le_bytes(length);
+        if length > MAX_HEADER {
+            return Err(invalid(format!(
+                "a {length}-byte safetensors header is not a LoRA file's"
+            )));
+        }
+        let mut header = vec![0u8; length as usize];
+        file.read_exact(&mut header)
+            .map_err(|_| invalid("its safetensors header is cut short".into()))?;
+        let header: HashMap<String, serde_json::Value> = serde_json::from_slice(&header)
+            .map_err(|e| invalid(format!("its safetensors header is not JSON: {e}")))?;
+        let mut summary = Self {
+            unet: false,
+            text: false,
+            text_2: false,
+            rank: 0,
+            context_dim: None,
+            text_dim: None,
+        };
+        for (key, info) in header.iter().filter(|(key, _)| *key != "__metadata__") {
+            let (network, module, part) = entry(key, 2)
+                .ok_or_else(|| invalid(format!("`{key}` is not a LoRA entry Autonomy reads")))?;
+            match network {
+                Network::Unet => summary.unet = true,
+                Network::Text => summary.text = true,
+                Network::Text2 => summary.text_2 = true,
+            }
+            let shape: Vec<usize> = info
+                .get("shape")
+                .and_then(|shape| serde_json::from_value(shape.clone()).ok())
+                .ok_or_else(|| invalid(format!("`{key}` has no shape in the header")))?;
+            if !matches!(part, Part::Down) {
+                continue;
+            }
+            let (Some(&rank), Some(&input)) = (shape.first(), shape.get(1)) else {
+                return Err(invalid(format!("`{key}` is not a matrix: {shape:?}")));
+            };
+            summary.rank = summary.rank.max(rank);
+            match network {
+                Network::Unet
+                    if module.ends_with("attn2_to_k") || module.ends_with("attn2_to_v") =>
+                {
+                    summary.context_dim = Some(input);
+                }
+                Network::Text if module.contains("self_attn_") => summary.text_dim = Some(input),
+                _ => {}
+            }
+        }
+        if !(summary.unet || summary.text || summary.text_2) {
+            return Err(invalid("holds no LoRA entries".into()));
+        }
+        Ok(summary)
+    }
+
+    /// Whether it fits the pipeline `spec` describes: the text width of its UNet updates and
+    /// of its text-encoder updates, and a second text encoder if it adapts one. (Loading is
+    /// the full check: every entry must then meet a weight of its shape.)
+    pub fn fits(&self, spec: &PipelineSpec) -> bool {
+        self.context_dim
+            .is_none_or(|dim| dim == spec.unet.config.cross_attention_dim)
+            && self.text_dim.is_none_or(|dim| dim == spec.text.hidden_size)
+            && (spec.text_2.is_some() || !self.text_2)
+    }
+
+    /// What it changes, for people: `UNet + text encoders, rank 4`.
+    pub fn describe(&self) -> String {
+        let networks: Vec<&str> = [
+            (self.unet, "UNet"),
+            (
+                self.text || self.text_2,
+                if self.text && self.text_2 {
+                    "text encoders"
+                } else {
+                    "text encoder"
+                },
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect();
+        format!("{}, rank {}", networks.join(" + "), self.rank)
+    }
 }
 
 enum Part {
@@ -438,6 +570,57 @@ mod tests {
         let unet = map(&[fixture("unet/diffusion_pytorch_model.safetensors")]).unwrap();
         let text = map(&[fixture("text_encoder/model.safetensors")]).unwrap();
         (unet, text)
+    }
+
+    #[test]
+    fn a_summary_tells_which_pipelines_a_file_fits_from_its_header() {
+        let kohya = LoraSummary::read(&fixture("loras/kohya.safetensors")).unwrap();
+        let peft = LoraSummary::read(&fixture("loras/peft.safetensors")).unwrap();
+        let xl = LoraSummary::read(&fixture("../tiny-sdxl/loras/kohya-xl.safetensors")).unwrap();
+        let sd15_spec = PipelineSpec::read(&fixture("")).unwrap();
+        let xl_spec = PipelineSpec::read(&fixture("../tiny-sdxl")).unwrap();
+        for sd15 in [&kohya, &peft] {
+            assert!(sd15.unet && sd15.text && !sd15.text_2, "{sd15:?}");
+            assert_eq!(
+                (sd15.rank, sd15.context_dim, sd15.text_dim),
+                (4, Some(32), Some(32))
+            );
+            // tiny-sd15's UNet takes 32-wide text from a 32-wide encoder; tiny-sdxl's 64 from two.
+            assert!(sd15.fits(&sd15_spec));
+            assert!(!sd15.fits(&xl_spec));
+        }
+        assert!(xl.unet && xl.text && xl.text_2, "{xl:?}");
+        assert_eq!((xl.context_dim, xl.text_dim), (Some(64), Some(32)));
+        assert!(xl.fits(&xl_spec));
+        assert!(!xl.fits(&sd15_spec));
+        let needs_text_2 = LoraSummary {
+            text_2: true,
+            ..peft.clone()
+        };
+        assert!(
+            !needs_text_2.fits(&sd15_spec),
+            "second-encoder updates need one"
+        );
+        assert_eq!(kohya.describe(), "UNet + text encoder, rank 4");
+        assert_eq!(xl.describe(), "UNet + text encoders, rank 4");
+
+        // Weights that are not a LoRA, a truncated file and a missing one are refused by name.
+        let unet = fixture("unet/diffusion_pytorch_model.safetensors");
+        let message = LoraSummary::read(&unet).unwrap_err().to_string();
+        assert!(message.contains("is not a LoRA entry"), "{message}");
+        let dir = tempfile::tempdir().unwrap();
+        let cut = dir.path().join("cut.safetensors");
+        let bytes = std::fs::read(fixture("loras/peft.safetensors")).unwrap();
+        std::fs::write(&cut, &bytes[..100]).unwrap();
+        let message = LoraSummary::read(&cut).unwrap_err().to_string();
+        assert!(
+            message.contains("cut.safetensors") && message.contains("cut short"),
+            "{message}"
+        );
+        assert!(matches!(
+            LoraSummary::read(&dir.path().join("none.safetensors")),
+            Err(SdError::MissingFile { .. })
+        ));
     }
 
     #[test]
