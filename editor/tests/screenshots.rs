@@ -1,5 +1,6 @@
 //! The editor in a real window (Xvfb + Mesa's software Vulkan in CI): a script clicks through
-//! every panel the way a user would (generate, verify, publish, then the market, governance and
+//! every panel the way a user would (generate with the house model, then with a Stable
+//! Diffusion folder, a sampler and a LoRA; verify, publish, then the market, governance and
 //! models), takes a screenshot of each, and checks each is a picture of the panel, not a blank
 //! or black frame. Screenshots land in `target/editor-screenshots/`; with
 //! `AUTONOMY_UPDATE_DOCS=1` they also replace the ones under `docs/editor/`.
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use autonomy_contracts::auton;
 use autonomy_editor::{AssetLibrary, ChainView, Draft, EditorAction, EditorUi, Panel, Preview};
+use autonomy_pipeline::models::sd::scheduler::Sampler;
 use autonomy_pipeline::recipe::Kind;
 use bevy::prelude::*;
 use bevy::render::view::screenshot::{Screenshot, ScreenshotCaptured};
@@ -25,9 +27,20 @@ struct Script {
     step: usize,
     settle: u32,
     started: Instant,
-    shots: Arc<Mutex<Vec<(Panel, image::RgbImage)>>>,
+    shots: Arc<Mutex<Vec<Shot>>>,
     waiting_for_shot: bool,
     failure: Arc<Mutex<Option<String>>>,
+}
+
+/// A screenshot: the step that took it, its panel and the picture.
+type Shot = (usize, Panel, image::RgbImage);
+
+/// The step that shows the Generate panel with a Stable Diffusion folder.
+const STABLE_DIFFUSION_STEP: usize = 2;
+
+/// The tiny Stable Diffusion fixture the pipeline's tests make, with its LoRA.
+fn tiny_sd15() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../pipeline/tests/fixtures/sd/tiny-sd15")
 }
 
 /// Each step: the panel to show, and whether the state it needs has arrived (after sending
@@ -42,11 +55,15 @@ fn ready(step: usize, world: &mut World) -> Option<(Panel, bool)> {
             Panel::Generate,
             matches!(world.resource::<Preview>(), Preview::Ready(_)),
         ),
-        2 => (
+        STABLE_DIFFUSION_STEP => (
+            Panel::Generate,
+            matches!(world.resource::<Preview>(), Preview::Ready(ready) if ready.draft.name == "moss"),
+        ),
+        3 => (
             Panel::Assets,
             library.get("gem").is_some_and(|a| a.reports.is_some()),
         ),
-        3 => (
+        4 => (
             Panel::Publish,
             library
                 .get("gem")
@@ -54,9 +71,9 @@ fn ready(step: usize, world: &mut World) -> Option<(Panel, bool)> {
                 .and_then(|t| view.tokens.get(&t))
                 .is_some_and(|s| matches!(s, autonomy_editor::TokenStatus::Minted { .. })),
         ),
-        4 => (Panel::Market, view.listings.len() >= 2),
-        5 => (Panel::Governance, !view.proposals.is_empty()),
-        6 => (
+        5 => (Panel::Market, view.listings.len() >= 2),
+        6 => (Panel::Governance, !view.proposals.is_empty()),
+        7 => (
             Panel::Models,
             view.models.first().is_some_and(|m| !m.versions.is_empty()),
         ),
@@ -83,13 +100,31 @@ fn act(step: usize, world: &mut World) {
             world.resource_mut::<EditorUi>().draft = draft.clone();
             world.write_message(EditorAction::Generate(draft));
         }
-        2 => {
+        STABLE_DIFFUSION_STEP => {
+            let folder = tiny_sd15();
+            let draft = Draft {
+                name: "moss".into(),
+                kind: Kind::Texture,
+                prompt: "mossy stone bricks".into(),
+                model: folder.to_string_lossy().into_owned(),
+                sampler: Some(Sampler::DpmPlusPlus2mKarras),
+                loras: vec![(folder.join("loras/kohya.safetensors"), 0.8)],
+                steps: 4,
+                size: 64,
+                tileable: true,
+                pixel_art: None,
+                ..Draft::default()
+            };
+            world.resource_mut::<EditorUi>().draft = draft.clone();
+            world.write_message(EditorAction::Generate(draft));
+        }
+        3 => {
             world.resource_mut::<AssetLibrary>().selected = Some("gem".into());
             world.write_message(EditorAction::Verify {
                 label: "gem".into(),
             });
         }
-        3 => {
+        4 => {
             let gem = world
                 .resource::<AssetLibrary>()
                 .get("gem")
@@ -165,7 +200,7 @@ fn drive(world: &mut World) {
                 .try_into_dynamic()
                 .expect("a readable screenshot")
                 .to_rgb8();
-            shots.lock().unwrap().push((panel, image));
+            shots.lock().unwrap().push((step, panel, image));
         });
     world.resource_mut::<Script>().waiting_for_shot = true;
 }
@@ -233,8 +268,11 @@ fn main() {
         .map(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/editor"));
     let shots = shots.lock().unwrap();
     let mut failed = Vec::new();
-    for (panel, image) in shots.iter() {
-        let name = format!("{}.png", panel.title().to_lowercase());
+    for (step, panel, image) in shots.iter() {
+        let name = match *step {
+            STABLE_DIFFUSION_STEP => "generate-stable-diffusion.png".to_string(),
+            _ => format!("{}.png", panel.title().to_lowercase()),
+        };
         save(image, &out.join(&name));
         if let Some(docs) = &docs {
             save(image, &docs.join(&name));
@@ -243,8 +281,9 @@ fn main() {
             failed.push(message);
         }
     }
-    let expected = Panel::ALL.to_vec();
-    let taken: Vec<Panel> = shots.iter().map(|(panel, _)| *panel).collect();
+    let mut expected = Panel::ALL.to_vec();
+    expected.insert(STABLE_DIFFUSION_STEP - 1, Panel::Generate);
+    let taken: Vec<Panel> = shots.iter().map(|(_, panel, _)| *panel).collect();
     if taken != expected {
         failed.push(format!("took {taken:?}, expected {expected:?}"));
     }

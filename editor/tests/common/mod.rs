@@ -215,7 +215,10 @@ impl Showcase {
         .add_plugins(chain)
         .add_plugins(EditorPlugin {
             core: EditorCorePlugin {
-                model_dirs: vec![house().parent().unwrap().to_path_buf()],
+                model_dirs: vec![
+                    house().parent().unwrap().to_path_buf(),
+                    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../pipeline/tests/fixtures/sd"),
+                ],
                 ..default()
             },
             ..default()
