@@ -418,6 +418,9 @@ fn a_recipes_sampler_is_diffusers_from_config_of_the_folders_scheduler() {
         ("sd21", "pndm", "sd21-pndm-v"),
         ("sd21", "dpm++2m-karras", "sd21-dpm++2m-karras-v"),
         ("sd21", "ddim", "sd21-ddim-v"),
+        ("sd15", "unipc", "sd15-unipc"),
+        ("sd15", "unipc-karras", "sd15-unipc-karras"),
+        ("sd21", "unipc", "sd21-unipc-v"),
     ] {
         let picked = hub(base).with_sampler(Sampler::parse(sampler).unwrap());
         let (expected, case) = case(swapped);
@@ -454,7 +457,7 @@ fn a_recipes_sampler_is_diffusers_from_config_of_the_folders_scheduler() {
         }
     }
     assert!(
-        Sampler::parse("unipc")
+        Sampler::parse("dpm++sde")
             .unwrap_err()
             .contains("dpm++2m-karras")
     );
@@ -768,10 +771,10 @@ fn broken_folders_are_refused_with_the_file_named() {
         edit(
             "scheduler/scheduler_config.json",
             "DDIMScheduler",
-            "UniPCMultistepScheduler",
+            "DEISMultistepScheduler",
         ),
         "scheduler/scheduler_config.json",
-        "UniPCMultistepScheduler",
+        "DEISMultistepScheduler",
     );
     refuses(
         edit(

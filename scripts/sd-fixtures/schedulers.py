@@ -6,7 +6,8 @@ Run by hand (never in CI), from the repository root, with the venv of `make.py`:
 
 For each scheduler config — the real SD 1.5 (PNDM) and SD 2.1 (v-prediction) configs, and the
 samplers users switch them to with `from_config` (DPM++ 2M with and without Karras sigmas, its Heun
-solver, Euler, LMS and Heun with and without Karras sigmas, DDIM; LMS needs `scipy`) — and
+solver, Euler, LMS and Heun with and without Karras sigmas, DDIM, UniPC of orders 1–3 with `bh1`
+and `bh2`; LMS needs `scipy`) — and
 several step counts, it records the timesteps and a
 whole sampling loop driven by a fixed stand-in for the UNet, `0.5·tanh(x) + 0.1·cos(t/100)`, from
 fixed starting latents: text-to-image (from noise) and image-to-image (strength 0.6, noised with
@@ -27,6 +28,7 @@ from diffusers import (
     HeunDiscreteScheduler,
     LMSDiscreteScheduler,
     PNDMScheduler,
+    UniPCMultistepScheduler,
 )
 
 OUT = os.path.join("pipeline", "tests", "fixtures", "sd", "schedulers.json")
@@ -78,6 +80,16 @@ CASES = [
     ("sd21-pndm-v", PNDMScheduler, SD21, {}),
     ("sd21-dpm++2m-karras-v", DPMSolverMultistepScheduler, SD21, {"use_karras_sigmas": True}),
     ("sd21-ddim-v", DDIMScheduler, SD21, {}),
+    ("sd15-unipc", UniPCMultistepScheduler, SD15, {}),
+    ("sd15-unipc-karras", UniPCMultistepScheduler, SD15, {"use_karras_sigmas": True}),
+    ("sd15-unipc-bh1-order3-leading", UniPCMultistepScheduler, SD15,
+     # (bh1 with a final σ of zero is NaN in diffusers: B(h) = h = −∞ times a zero residual.)
+     {"solver_type": "bh1", "solver_order": 3, "timestep_spacing": "leading",
+      "final_sigmas_type": "sigma_min"}),
+    ("sd15-unipc-order3-sigma-min-no-corrector-1", UniPCMultistepScheduler, SD15,
+     {"solver_order": 3, "lower_order_final": False, "final_sigmas_type": "sigma_min",
+      "disable_corrector": [1], "timestep_spacing": "trailing"}),
+    ("sd21-unipc-v", UniPCMultistepScheduler, SD21, {}),
 ]
 STEPS = [1, 2, 4, 10, 20]
 STRENGTH = 0.6

@@ -1,7 +1,7 @@
 //! Noise schedulers as diffusers defines them, read from `scheduler/scheduler_config.json`:
-//! DDIM (SD 2.x), PNDM/PLMS (SD 1.x), Euler (SD-Turbo, SDXL), Euler ancestral, Heun, LMS and
-//! DPM-Solver++ multistep (DPM++ 2M), with ε- or v-prediction, leading, trailing or linspace
-//! timestep spacing, and Karras sigmas for Euler, Heun, LMS and DPM-Solver++. The math runs in f64 on scalars and on
+//! DDIM (SD 2.x), PNDM/PLMS (SD 1.x), Euler (SD-Turbo, SDXL), Euler ancestral, Heun, LMS,
+//! DPM-Solver++ multistep (DPM++ 2M) and UniPC, with ε- or v-prediction, leading, trailing or
+//! linspace timestep spacing, and Karras sigmas for Euler, Heun, LMS, DPM-Solver++ and UniPC. The math runs in f64 on scalars and on
 //! latents of any device; ancestral noise comes from the caller's seeded generator. Multistep
 //! samplers keep their past outputs in the [`Schedule`], so one `Schedule` serves one run.
 
@@ -29,6 +29,9 @@ pub enum Kind {
     Heun,
     /// `DPMSolverMultistepScheduler` with `algorithm_type = "dpmsolver++"`.
     DpmSolverMultistep,
+    /// `UniPCMultistepScheduler` (`predict_x0`): a multistep predictor (UniP) and a corrector
+    /// (UniC) that reuses each step's UNet call, up to third order.
+    UniPc,
 }
 
 /// What the UNet predicts.
@@ -51,14 +54,19 @@ pub enum Spacing {
     Linspace,
 }
 
-/// DPM-Solver++ settings (`DPMSolverMultistepScheduler`).
+/// Multistep solver settings (`DPMSolverMultistepScheduler`, `UniPCMultistepScheduler`).
 #[derive(Clone, Debug, PartialEq)]
-pub struct DpmSolver {
-    /// 1 (DDIM-like) or 2 (DPM++ 2M).
+pub struct Multistep {
+    /// `solver_order`: 1 (DDIM-like) or 2 (DPM++ 2M); UniPC also 3.
     pub order: usize,
-    /// The second-order update's `solver_type`: Heun's instead of the midpoint.
+    /// DPM-Solver++: the second-order update's `solver_type`: Heun's instead of the midpoint.
     pub heun: bool,
-    /// First order on the last step of short (< 15 step) runs.
+    /// UniPC: `solver_type = "bh1"`, B(h) = h, instead of `bh2`, B(h) = eʰ − 1.
+    pub bh1: bool,
+    /// UniPC: the steps (by index) whose corrector does not run.
+    pub disable_corrector: Vec<usize>,
+    /// First order on the last step (DPM-Solver++: of short, < 15 step, runs; UniPC: the
+    /// order falls to the steps left).
     pub lower_order_final: bool,
     /// First order on the last step always.
     pub euler_at_final: bool,
@@ -92,11 +100,15 @@ pub enum Sampler {
     DpmPlusPlus2m,
     /// DPM-Solver++ 2M with Karras sigmas.
     DpmPlusPlus2mKarras,
+    /// UniPC.
+    UniPc,
+    /// UniPC with Karras sigmas.
+    UniPcKarras,
 }
 
 impl Sampler {
     /// Every sampler with its name, as recipes spell it.
-    pub const ALL: [(Sampler, &'static str); 11] = [
+    pub const ALL: [(Sampler, &'static str); 13] = [
         (Sampler::Ddim, "ddim"),
         (Sampler::Pndm, "pndm"),
         (Sampler::Euler, "euler"),
@@ -108,6 +120,8 @@ impl Sampler {
         (Sampler::HeunKarras, "heun-karras"),
         (Sampler::DpmPlusPlus2m, "dpm++2m"),
         (Sampler::DpmPlusPlus2mKarras, "dpm++2m-karras"),
+        (Sampler::UniPc, "unipc"),
+        (Sampler::UniPcKarras, "unipc-karras"),
     ];
 
     /// Its name in recipes.
@@ -154,8 +168,8 @@ pub struct SchedulerConfig {
     pub final_sigma_min: bool,
     /// Whether the file named its `timestep_spacing` (else it is the class's default).
     pub spacing_given: bool,
-    /// DPM-Solver++ settings (read for that sampler only).
-    pub dpm: DpmSolver,
+    /// DPM-Solver++ and UniPC settings.
+    pub multistep: Multistep,
 }
 
 #[derive(Deserialize)]
@@ -220,6 +234,10 @@ struct SchedulerJson {
     lambda_min_clipped: Option<f64>,
     #[serde(default)]
     variance_type: Option<String>,
+    #[serde(default)]
+    predict_x0: Option<bool>,
+    #[serde(default)]
+    disable_corrector: Vec<usize>,
 }
 
 fn thousand() -> usize {
@@ -263,9 +281,10 @@ impl SchedulerConfig {
             "LMSDiscreteScheduler" => Kind::Lms,
             "HeunDiscreteScheduler" => Kind::Heun,
             "DPMSolverMultistepScheduler" => Kind::DpmSolverMultistep,
+            "UniPCMultistepScheduler" => Kind::UniPc,
             other => {
                 return Err(unsupported(format!(
-                    "`_class_name` {other:?}: Autonomy samples with DDIMScheduler, PNDMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, HeunDiscreteScheduler, LMSDiscreteScheduler or DPMSolverMultistepScheduler; set `_class_name` to one of them, or pick a `sampler` in the recipe (the betas stay as they are)"
+                    "`_class_name` {other:?}: Autonomy samples with DDIMScheduler, PNDMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, HeunDiscreteScheduler, LMSDiscreteScheduler, DPMSolverMultistepScheduler or UniPCMultistepScheduler; set `_class_name` to one of them, or pick a `sampler` in the recipe (the betas stay as they are)"
                 )));
             }
         };
@@ -285,11 +304,11 @@ impl SchedulerConfig {
         if karras
             && !matches!(
                 kind,
-                Kind::Euler | Kind::Heun | Kind::Lms | Kind::DpmSolverMultistep
+                Kind::Euler | Kind::Heun | Kind::Lms | Kind::DpmSolverMultistep | Kind::UniPc
             )
         {
             return Err(unsupported(format!(
-                "`use_karras_sigmas` with {}: Karras sigmas are read for EulerDiscreteScheduler, HeunDiscreteScheduler, LMSDiscreteScheduler and DPMSolverMultistepScheduler",
+                "`use_karras_sigmas` with {}: Karras sigmas are read for EulerDiscreteScheduler, HeunDiscreteScheduler, LMSDiscreteScheduler, DPMSolverMultistepScheduler and UniPCMultistepScheduler",
                 json.class
             )));
         }
@@ -316,7 +335,7 @@ impl SchedulerConfig {
         }
         let final_sigma_min = match json.final_sigmas_type.as_deref() {
             None | Some("zero") => false,
-            Some("sigma_min") if matches!(kind, Kind::Euler | Kind::DpmSolverMultistep) => true,
+            Some("sigma_min") if uses_final_sigma_min(kind) => true,
             Some(other) => return Err(unsupported(format!("`final_sigmas_type` {other:?}"))),
         };
         if kind == Kind::Pndm && !json.skip_prk_steps {
@@ -324,9 +343,11 @@ impl SchedulerConfig {
                 "PNDMScheduler with `skip_prk_steps` = false (its Runge-Kutta warm-up) is not supported; Stable Diffusion's releases set it true".into(),
             ));
         }
-        let dpm = DpmSolver {
+        let multistep = Multistep {
             order: json.solver_order,
             heun: json.solver_type.as_deref() == Some("heun"),
+            bh1: json.solver_type.as_deref() == Some("bh1"),
+            disable_corrector: json.disable_corrector.clone(),
             lower_order_final: json.lower_order_final,
             euler_at_final: json.euler_at_final,
             lambda_min_clipped: json.lambda_min_clipped.unwrap_or(f64::NEG_INFINITY),
@@ -348,14 +369,35 @@ impl SchedulerConfig {
             {
                 return Err(unsupported(format!("`solver_type` {solver:?}")));
             }
-            if !(1..=2).contains(&dpm.order) {
+            if !(1..=2).contains(&multistep.order) {
                 return Err(unsupported(format!(
                     "`solver_order` {}: DPM++ 2M uses 2 (or 1)",
-                    dpm.order
+                    multistep.order
                 )));
             }
             if json.variance_type.is_some() {
                 return Err(unsupported("`variance_type` (learned variance)".into()));
+            }
+        }
+        if kind == Kind::UniPc {
+            if json.predict_x0 == Some(false) {
+                return Err(unsupported(
+                    "`predict_x0` = false (UniPC on the noise prediction) is not supported; the default, true, is".into(),
+                ));
+            }
+            // diffusers reads DPM-Solver's names as `bh2`.
+            if let Some(solver) = json
+                .solver_type
+                .as_deref()
+                .filter(|s| !matches!(*s, "bh1" | "bh2" | "midpoint" | "heun" | "logrho"))
+            {
+                return Err(unsupported(format!("`solver_type` {solver:?}")));
+            }
+            if !(1..=3).contains(&multistep.order) {
+                return Err(unsupported(format!(
+                    "`solver_order` {}: UniPC is read up to 3",
+                    multistep.order
+                )));
             }
         }
         let n = json.num_train_timesteps;
@@ -400,7 +442,7 @@ impl SchedulerConfig {
             karras,
             final_sigma_min,
             spacing_given: json.timestep_spacing.is_some(),
-            dpm,
+            multistep,
         })
     }
 
@@ -419,6 +461,8 @@ impl SchedulerConfig {
             Sampler::HeunKarras => (Kind::Heun, true),
             Sampler::DpmPlusPlus2m => (Kind::DpmSolverMultistep, false),
             Sampler::DpmPlusPlus2mKarras => (Kind::DpmSolverMultistep, true),
+            Sampler::UniPc => (Kind::UniPc, false),
+            Sampler::UniPcKarras => (Kind::UniPc, true),
         };
         Self {
             kind,
@@ -428,8 +472,7 @@ impl SchedulerConfig {
             } else {
                 default_spacing(kind)
             },
-            final_sigma_min: self.final_sigma_min
-                && matches!(kind, Kind::Euler | Kind::DpmSolverMultistep),
+            final_sigma_min: self.final_sigma_min && uses_final_sigma_min(kind),
             ..self.clone()
         }
     }
@@ -469,13 +512,17 @@ impl SchedulerConfig {
         (1.0 - w) * low as f64 + w * (low + 1) as f64
     }
 
-    /// The last training timestep DPM-Solver++ may start from (`lambda_min_clipped`).
-    fn dpm_last_timestep(&self) -> usize {
+    /// The last training timestep DPM-Solver++ may start from (`lambda_min_clipped`; UniPC
+    /// has no such clip).
+    fn multistep_last_timestep(&self) -> usize {
         let n = self.train_steps();
+        if self.kind == Kind::UniPc {
+            return n;
+        }
         let clipped = (0..n)
             .filter(|&i| {
                 let a = self.alphas_cumprod[i];
-                0.5 * a.ln() - 0.5 * (1.0 - a).ln() < self.dpm.lambda_min_clipped
+                0.5 * a.ln() - 0.5 * (1.0 - a).ln() < self.multistep.lambda_min_clipped
             })
             .count();
         n - clipped
@@ -485,21 +532,21 @@ impl SchedulerConfig {
     fn spaced_timesteps(&self, steps: usize) -> Vec<f64> {
         let n = self.train_steps();
         match (self.kind, self.spacing) {
-            (Kind::DpmSolverMultistep, Spacing::Leading) => {
-                let ratio = self.dpm_last_timestep() / (steps + 1);
+            (Kind::DpmSolverMultistep | Kind::UniPc, Spacing::Leading) => {
+                let ratio = self.multistep_last_timestep() / (steps + 1);
                 (1..=steps)
                     .rev()
                     .map(|i| (i * ratio + self.steps_offset) as f64)
                     .collect()
             }
-            (Kind::DpmSolverMultistep, Spacing::Linspace) => {
-                let last = self.dpm_last_timestep() as f64;
+            (Kind::DpmSolverMultistep | Kind::UniPc, Spacing::Linspace) => {
+                let last = self.multistep_last_timestep() as f64;
                 let mut points = linspace(0.0, last - 1.0, steps + 1);
                 points.remove(0);
                 points.into_iter().rev().map(f64::round_ties_even).collect()
             }
-            (Kind::DpmSolverMultistep, Spacing::Trailing) => {
-                let last = self.dpm_last_timestep() as f64;
+            (Kind::DpmSolverMultistep | Kind::UniPc, Spacing::Trailing) => {
+                let last = self.multistep_last_timestep() as f64;
                 let ratio = n as f64 / steps as f64;
                 (0..)
                     .map(|i| last - i as f64 * ratio)
@@ -538,7 +585,7 @@ impl SchedulerConfig {
         let steps = steps.clamp(1, n);
         let mut timesteps = self.spaced_timesteps(steps);
         let mut sigmas: Vec<f64> = match (self.kind, self.karras) {
-            (Kind::DpmSolverMultistep, true) => {
+            (Kind::DpmSolverMultistep | Kind::UniPc, true) => {
                 let sigmas = karras(self.train_sigma(0), self.train_sigma(n - 1), steps);
                 timesteps = sigmas
                     .iter()
@@ -594,10 +641,18 @@ const LMS_ORDER: usize = 4;
 fn default_spacing(kind: Kind) -> Spacing {
     match kind {
         Kind::Ddim | Kind::Pndm => Spacing::Leading,
-        Kind::Euler | Kind::EulerAncestral | Kind::Heun | Kind::Lms | Kind::DpmSolverMultistep => {
-            Spacing::Linspace
-        }
+        Kind::Euler
+        | Kind::EulerAncestral
+        | Kind::Heun
+        | Kind::Lms
+        | Kind::DpmSolverMultistep
+        | Kind::UniPc => Spacing::Linspace,
     }
+}
+
+/// Whether the class reads `final_sigmas_type = "sigma_min"`.
+fn uses_final_sigma_min(kind: Kind) -> bool {
+    matches!(kind, Kind::Euler | Kind::DpmSolverMultistep | Kind::UniPc)
 }
 
 /// Karras et al.'s σ ramp, `steps` values from `max` down to `min` (ρ = 7).
@@ -644,7 +699,7 @@ impl Schedule {
     /// Scale of the starting noise.
     pub fn init_noise_sigma(&self) -> f64 {
         match self.config.kind {
-            Kind::Ddim | Kind::Pndm | Kind::DpmSolverMultistep => 1.0,
+            Kind::Ddim | Kind::Pndm | Kind::DpmSolverMultistep | Kind::UniPc => 1.0,
             Kind::Euler | Kind::EulerAncestral | Kind::Heun | Kind::Lms => {
                 let max = self.sigmas.iter().copied().fold(0.0, f64::max);
                 match self.config.spacing {
@@ -661,7 +716,7 @@ impl Schedule {
             Kind::Euler | Kind::EulerAncestral | Kind::Heun | Kind::Lms => {
                 latents / (self.sigmas[i].powi(2) + 1.0).sqrt()
             }
-            Kind::Ddim | Kind::Pndm | Kind::DpmSolverMultistep => Ok(latents.clone()),
+            Kind::Ddim | Kind::Pndm | Kind::DpmSolverMultistep | Kind::UniPc => Ok(latents.clone()),
         }
     }
 
@@ -675,7 +730,7 @@ impl Schedule {
             Kind::Euler | Kind::EulerAncestral | Kind::Heun | Kind::Lms => {
                 x0 + (noise * self.sigmas[i])?
             }
-            Kind::DpmSolverMultistep => {
+            Kind::DpmSolverMultistep | Kind::UniPc => {
                 let (alpha, sigma) = alpha_sigma(self.sigmas[i]);
                 (x0 * alpha)? + (noise * sigma)?
             }
@@ -703,6 +758,7 @@ impl Schedule {
             Kind::Lms => self.lms_step(output, i, latents),
             Kind::Heun => self.heun_step(output, i, latents),
             Kind::DpmSolverMultistep => self.dpm_step(output, i, latents),
+            Kind::UniPc => self.unipc_step(output, i, latents),
         }?;
         self.calls += 1;
         Ok(next)
@@ -892,24 +948,17 @@ impl Schedule {
     /// the first step (and the last, when configured), second order from two x₀ predictions
     /// in between.
     fn dpm_step(&mut self, output: &Tensor, i: usize, latents: &Tensor) -> Result<Tensor> {
-        let (alpha_s0, sigma_s0) = alpha_sigma(self.sigmas[i]);
-        let x0 = match self.config.prediction {
-            Prediction::Epsilon => ((latents - (output * sigma_s0)?)? / alpha_s0)?,
-            Prediction::V => ((latents * alpha_s0)? - (output * sigma_s0)?)?,
-        };
-        if self.history.len() == self.config.dpm.order {
-            self.history.remove(0);
-        }
-        self.history.push(x0);
-        let dpm = &self.config.dpm;
+        let (_, sigma_s0) = alpha_sigma(self.sigmas[i]);
+        let x0 = self.vp_x0(output, i, latents)?;
+        self.remember(x0);
+        let dpm = &self.config.multistep;
         let len = self.timesteps.len();
         let lower_order_final = i == len - 1
             && (dpm.euler_at_final
                 || (dpm.lower_order_final && len < 15)
                 || !self.config.final_sigma_min);
         let (alpha_t, sigma_t) = alpha_sigma(self.sigmas[i + 1]);
-        let lambda = |alpha: f64, sigma: f64| alpha.ln() - sigma.ln();
-        let h = lambda(alpha_t, sigma_t) - lambda(alpha_s0, sigma_s0);
+        let h = lambda(self.sigmas[i + 1]) - lambda(self.sigmas[i]);
         let decay = (-h).exp() - 1.0;
         let m0 = &self.history[self.history.len() - 1];
         let first = ((latents * (sigma_t / sigma_s0))? - (m0 * (alpha_t * decay))?)?;
@@ -917,8 +966,7 @@ impl Schedule {
             return Ok(first);
         }
         let m1 = &self.history[self.history.len() - 2];
-        let (alpha_s1, sigma_s1) = alpha_sigma(self.sigmas[i - 1]);
-        let h0 = lambda(alpha_s0, sigma_s0) - lambda(alpha_s1, sigma_s1);
+        let h0 = lambda(self.sigmas[i]) - lambda(self.sigmas[i - 1]);
         let d1 = ((m0 - m1)? * (h / h0))?;
         if dpm.heun {
             first + (d1 * (alpha_t * (decay / h + 1.0)))?
@@ -926,6 +974,171 @@ impl Schedule {
             first - (d1 * (0.5 * alpha_t * decay))?
         }
     }
+
+    /// The x₀ the UNet's output implies at step `i`, in the variance-preserving α, σ of DPM-Solver
+    /// and UniPC.
+    fn vp_x0(&self, output: &Tensor, i: usize, latents: &Tensor) -> Result<Tensor> {
+        let (alpha, sigma) = alpha_sigma(self.sigmas[i]);
+        match self.config.prediction {
+            Prediction::Epsilon => (latents - (output * sigma)?)? / alpha,
+            Prediction::V => (latents * alpha)? - (output * sigma)?,
+        }
+    }
+
+    /// Keeps `x0` as the latest of the last `solver_order` x₀ predictions.
+    fn remember(&mut self, x0: Tensor) {
+        if self.history.len() == self.config.multistep.order {
+            self.history.remove(0);
+        }
+        self.history.push(x0);
+    }
+
+    /// UniPC (diffusers' `UniPCMultistepScheduler`, `predict_x0`): the corrector (UniC) first
+    /// refines the latents the previous step predicted, using the x₀ this step's UNet call
+    /// gives, then the predictor (UniP) steps to the next σ from the last `order` x₀
+    /// predictions. The order warms up one step at a time and, with `lower_order_final`, falls
+    /// to the steps left at the end.
+    fn unipc_step(&mut self, output: &Tensor, i: usize, latents: &Tensor) -> Result<Tensor> {
+        let x0 = self.vp_x0(output, i, latents)?;
+        let solver = &self.config.multistep;
+        let corrected = match self.held.take() {
+            Some(last) if i > 0 && !solver.disable_corrector.contains(&(i - 1)) => {
+                let order = self.unipc_order(i - 1, self.calls - 1);
+                self.unipc_update(&last, i - 1, order, Some(&x0))?
+            }
+            _ => latents.clone(),
+        };
+        self.remember(x0);
+        let order = self.unipc_order(i, self.calls);
+        let next = self.unipc_update(&corrected, i, order, None)?;
+        self.held = Some(corrected);
+        Ok(next)
+    }
+
+    /// The order of UniPC's predictor at step `i` after `calls` steps (diffusers' `this_order`).
+    fn unipc_order(&self, i: usize, calls: usize) -> usize {
+        let solver = &self.config.multistep;
+        let cap = if solver.lower_order_final {
+            solver.order.min(self.timesteps.len() - i)
+        } else {
+            solver.order
+        };
+        cap.min(calls.min(solver.order) + 1)
+    }
+
+    /// UniPC's B(h) update of `x` from σ at step `s` to σ at step `s + 1` with the remembered
+    /// x₀ predictions (the latest taken at step `s`): the predictor, or, given the x₀ predicted
+    /// at step `s + 1` (`model_t`), the corrector.
+    fn unipc_update(
+        &self,
+        x: &Tensor,
+        s: usize,
+        order: usize,
+        model_t: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let (alpha_t, sigma_t) = alpha_sigma(self.sigmas[s + 1]);
+        let (_, sigma_s0) = alpha_sigma(self.sigmas[s]);
+        let h = lambda(self.sigmas[s + 1]) - lambda(self.sigmas[s]);
+        let hh = -h;
+        let h_phi_1 = hh.exp_m1();
+        let b_h = if self.config.multistep.bh1 {
+            hh
+        } else {
+            hh.exp_m1()
+        };
+        let latest = self.history.len() - 1;
+        let m0 = &self.history[latest];
+        // Ratios of the earlier steps' λ offsets to h, and the x₀ differences scaled by them.
+        let mut rks = Vec::with_capacity(order);
+        let mut d1s = Vec::with_capacity(order);
+        for k in 1..order {
+            let rk = (lambda(self.sigmas[s - k]) - lambda(self.sigmas[s])) / h;
+            rks.push(rk);
+            d1s.push(((&self.history[latest - k] - m0)? / rk)?);
+        }
+        rks.push(1.0);
+        // R's rows are the powers of the ratios; b the φ-function coefficients.
+        let mut r = Vec::with_capacity(order);
+        let mut b = Vec::with_capacity(order);
+        let mut h_phi_k = h_phi_1 / hh - 1.0;
+        let mut factorial = 1.0;
+        for power in 0..order {
+            r.push(
+                rks.iter()
+                    .map(|rk| rk.powi(power as i32))
+                    .collect::<Vec<f64>>(),
+            );
+            b.push(h_phi_k * factorial / b_h);
+            factorial *= (power + 2) as f64;
+            h_phi_k = h_phi_k / hh - 1.0 / factorial;
+        }
+        let base = ((x * (sigma_t / sigma_s0))? - (m0 * (alpha_t * h_phi_1))?)?;
+        let (rhos, last) = match model_t {
+            None => {
+                let rhos = match order {
+                    1 => Vec::new(),
+                    2 => vec![0.5],
+                    _ => {
+                        let minor = r[..order - 1].iter().map(|row| row[..order - 1].to_vec());
+                        solve(minor.collect(), b[..order - 1].to_vec())
+                    }
+                };
+                (rhos, None)
+            }
+            Some(model_t) => {
+                let rhos = if order == 1 { vec![0.5] } else { solve(r, b) };
+                let (last, rest) = rhos
+                    .split_last()
+                    .map_or((0.5, Vec::new()), |(l, rest)| (*l, rest.to_vec()));
+                (rest, Some((model_t - m0)? * last))
+            }
+        };
+        let mut residual = last.transpose()?;
+        for (rho, d1) in rhos.iter().zip(&d1s) {
+            let term = (d1 * *rho)?;
+            residual = Some(match residual {
+                Some(sum) => (sum + term)?,
+                None => term,
+            });
+        }
+        match residual {
+            Some(residual) => base - (residual * (alpha_t * b_h))?,
+            None => Ok(base),
+        }
+    }
+}
+
+/// The log-SNR λ = ln α − ln σ of a σ (+∞ at σ = 0).
+fn lambda(sigma: f64) -> f64 {
+    let (alpha, sigma) = alpha_sigma(sigma);
+    alpha.ln() - sigma.ln()
+}
+
+/// `x` with `a·x = b` for a small square `a`, by Gaussian elimination with partial pivoting.
+fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
+    let n = b.len();
+    for col in 0..n {
+        let pivot = (col..n)
+            .max_by(|&x, &y| a[x][col].abs().total_cmp(&a[y][col].abs()))
+            .unwrap_or(col);
+        a.swap(col, pivot);
+        b.swap(col, pivot);
+        let (above, below) = a.split_at_mut(col + 1);
+        let pivot_row = &above[col];
+        for (offset, row) in below.iter_mut().enumerate() {
+            let factor = row[col] / pivot_row[col];
+            for (value, pivot) in row[col..].iter_mut().zip(&pivot_row[col..]) {
+                *value -= factor * pivot;
+            }
+            b[col + 1 + offset] -= factor * b[col];
+        }
+    }
+    let mut x = vec![0.0; n];
+    for row in (0..n).rev() {
+        let known: f64 = (row + 1..n).map(|k| a[row][k] * x[k]).sum();
+        x[row] = (b[row] - known) / a[row][row];
+    }
+    x
 }
 
 /// The variance-preserving α_t, σ_t of a σ: `1/√(σ²+1)` and `σ/√(σ²+1)`.
@@ -968,9 +1181,11 @@ mod tests {
             karras: false,
             final_sigma_min: false,
             spacing_given: true,
-            dpm: DpmSolver {
+            multistep: Multistep {
                 order: 2,
                 heun: false,
+                bh1: false,
+                disable_corrector: Vec::new(),
                 lower_order_final: true,
                 euler_at_final: false,
                 lambda_min_clipped: f64::NEG_INFINITY,
@@ -1019,6 +1234,22 @@ mod tests {
         );
         let leading = config(Kind::Euler, Spacing::Leading).schedule(4);
         assert!(leading.init_noise_sigma() > leading.sigmas[0]);
+    }
+
+    #[test]
+    fn small_linear_systems_are_solved_with_pivoting() {
+        // The first pivot is zero: without row swaps this divides by it.
+        let a = vec![
+            vec![0.0, 2.0, 1.0],
+            vec![1.0, 1.0, 1.0],
+            vec![2.0, 1.0, 3.0],
+        ];
+        let x = solve(a.clone(), vec![5.0, 6.0, 13.0]);
+        for (row, want) in a.iter().zip([5.0, 6.0, 13.0]) {
+            let got: f64 = row.iter().zip(&x).map(|(a, x)| a * x).sum();
+            assert!((got - want).abs() < 1e-12, "{x:?}");
+        }
+        assert_eq!(solve(vec![vec![4.0]], vec![2.0]), [0.5]);
     }
 
     #[test]
