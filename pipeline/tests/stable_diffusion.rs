@@ -906,7 +906,7 @@ fn a_recipe_naming_a_diffusers_folder_builds_signs_caches_and_reproduces() {
 }
 
 #[test]
-fn kohya_and_diffusers_loras_merge_as_diffusers_applies_them() {
+fn kohya_diffusers_and_lycoris_files_merge_as_their_reference_loaders_apply_them() {
     let reference = Reference::of("tiny-sd15");
     let lora = |name: &str, scale: f64| LoraFile {
         path: fixtures().join(format!("tiny-sd15/loras/{name}.safetensors")),
@@ -917,6 +917,10 @@ fn kohya_and_diffusers_loras_merge_as_diffusers_applies_them() {
         ("kohya", vec![lora("kohya", 0.8)]),
         ("peft", vec![lora("peft", 0.5)]),
         ("both", vec![lora("kohya", 0.8), lora("peft", 0.5)]),
+        // LyCORIS: LoHa and LoKr on the attention, MLP and 3×3 convolution weights, Tucker
+        // factors on half the convolutions (the reference merges them as ComfyUI does).
+        ("loha", vec![lora("loha", 0.7)]),
+        ("lokr", vec![lora("lokr", 0.7)]),
     ] {
         let model = StableDiffusion::load_with(&fixtures().join("tiny-sd15"), &Device::Cpu, &loras)
             .unwrap();
@@ -946,7 +950,16 @@ fn kohya_and_diffusers_loras_merge_as_diffusers_applies_them() {
     // Without LoRAs the same call gives the base output: the LoRAs did the difference.
     let base = load("tiny-sd15");
     let cond = base.encode_prompt(&reference.prompt).unwrap().context;
-    assert!(max_diff(&cond, reference.get("lora_both_cond")) > 1e-2);
+    let uncond = base.encode_prompt(&reference.negative).unwrap().context;
+    let context = Tensor::cat(&[&uncond, &cond], 0).unwrap();
+    let eps = base
+        .predict(reference.get("unet_sample"), 501.0, &context, None)
+        .unwrap();
+    for label in ["both", "loha", "lokr"] {
+        let changed = max_diff(&cond, reference.get(&format!("lora_{label}_cond")))
+            .min(max_diff(&eps, reference.get(&format!("lora_{label}_eps"))));
+        assert!(changed > 1e-2, "{label}: {changed}");
+    }
 }
 
 #[test]

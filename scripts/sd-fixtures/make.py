@@ -11,7 +11,11 @@ Each fixture is a random-weight pipeline in the real diffusers folder layout (`m
 tokenizer is a real CLIP byte-level BPE whose merges are learned here from a few game-asset
 prompts. `tiny-sd15` also gets two LoRAs, `loras/kohya.safetensors` (kohya's `lora_unet_…` /
 `lora_te_…` names with `.alpha`) and `loras/peft.safetensors` (diffusers' `unet.…lora_A` names),
-with what diffusers computes when it loads them; `tiny-sdxl` gets `loras/kohya-xl.safetensors`
+with what diffusers computes when it loads them, and two LyCORIS files, `loras/loha.safetensors`
+(LoHa: `hada_w1_a` … `hada_w2_b`, Tucker `hada_t1`/`hada_t2` on half the 3×3 convolutions) and
+`loras/lokr.safetensors` (LoKr: Kronecker products of `lokr_w1`(`_a`/`_b`) and
+`lokr_w2`(`_a`/`_b`, Tucker `lokr_t2`)), with what the model computes with them merged as
+ComfyUI and LyCORIS merge them; `tiny-sdxl` gets `loras/kohya-xl.safetensors`
 (kohya's SDXL naming: `lora_te1_…`, `lora_te2_…`, the UNet in the original model's block
 names) with the outputs it gives. Next to each folder, `<name>.reference.safetensors` holds what diffusers computes for
 fixed inputs: the token ids, the text embeddings, one UNet call, one VAE decode, and a whole
@@ -271,6 +275,86 @@ def random_lora(pipe, seed, kohya):
     return tensors, updates
 
 
+def conv_modules(pipe):
+    """The UNet's ResNet 3×3 convolutions, which LyCORIS files also adapt."""
+    return [
+        name
+        for name, module in pipe.unet.named_modules()
+        if isinstance(module, torch.nn.Conv2d) and name.endswith(("conv1", "conv2"))
+    ]
+
+
+def factor(n):
+    """A small factor of `n` for LoKr's Kronecker split."""
+    return next(f for f in (4, 2, 1) if n % f == 0)
+
+
+def tucker(t, b, a):
+    """LyCORIS's (and ComfyUI's) Tucker rebuild: Σᵢⱼ t[i, j, k, l] · b[j, r] · a[i, p]."""
+    return torch.einsum("i j k l, j r, i p -> p r k l", t, b, a)
+
+
+def random_lycoris(pipe, seed, kind):
+    """A LyCORIS LoHa or LoKr over `lora_modules` and the UNet's 3×3 convolutions, in kohya's
+    naming with `.alpha` 2 (rank 4): its file contents and each weight's change at scale 1.
+
+    LoHa: ΔW = (w1a·w1b) ⊙ (w2a·w2b) · alpha/rank, each factor a Tucker rebuild on every other
+    convolution. LoKr: ΔW = w1 ⊗ w2 · alpha/rank, w1 whole (decomposed on the text encoder) and
+    w2 decomposed (whole on the text encoder, Tucker on every other convolution)."""
+    g = torch.Generator().manual_seed(seed)
+    r = LORA_RANK
+    rand = lambda *shape: torch.randn(*shape, generator=g) * 0.5
+    unet, text = lora_modules(pipe)
+    tensors, deltas = {}, []
+    for network, model, names in (
+        ("unet", pipe.unet, unet + conv_modules(pipe)),
+        ("text", pipe.text_encoder, text),
+    ):
+        modules = dict(model.named_modules())
+        for n, name in enumerate(names):
+            weight = modules[name].weight
+            out, inp, kernel = weight.shape[0], weight.shape[1], tuple(weight.shape[2:])
+            use_tucker = bool(kernel) and n % 2 == 0
+            parts = {}
+            if kind == "loha":
+                factors = []
+                for i in (1, 2):
+                    if use_tucker:
+                        t, a, b = rand(r, r, *kernel), rand(r, out), rand(r, inp)
+                        parts.update({f"hada_t{i}": t, f"hada_w{i}_a": a, f"hada_w{i}_b": b})
+                        factors.append(tucker(t, b, a))
+                    else:
+                        a, b = rand(out, r), rand(r, inp * int(np.prod(kernel)))
+                        parts.update({f"hada_w{i}_a": a, f"hada_w{i}_b": b})
+                        factors.append((a @ b).reshape(weight.shape))
+                delta = factors[0] * factors[1]
+            else:
+                (a1, b1) = (factor(out), factor(inp))
+                (c, d) = (out // a1, inp // b1)
+                if network == "text":
+                    w1a, w1b, w2 = rand(a1, r), rand(r, b1), rand(c, d, *kernel)
+                    parts.update({"lokr_w1_a": w1a, "lokr_w1_b": w1b, "lokr_w2": w2})
+                    w1 = w1a @ w1b
+                elif use_tucker:
+                    w1, t2, w2a, w2b = rand(a1, b1), rand(r, r, *kernel), rand(r, c), rand(r, d)
+                    parts.update({"lokr_w1": w1, "lokr_t2": t2, "lokr_w2_a": w2a, "lokr_w2_b": w2b})
+                    w2 = tucker(t2, w2b, w2a)
+                else:
+                    w1, w2a, w2b = rand(a1, b1), rand(c, r), rand(r, d * int(np.prod(kernel)))
+                    parts.update({"lokr_w1": w1, "lokr_w2_a": w2a, "lokr_w2_b": w2b})
+                    w2 = (w2a @ w2b).reshape(c, d, *kernel)
+                if kernel:
+                    w1 = w1[:, :, None, None]
+                delta = torch.kron(w1.contiguous(), w2.contiguous()).reshape(weight.shape)
+            path = name if network == "unet" else "text_model." + name
+            key = ("lora_unet_" if network == "unet" else "lora_te_") + path.replace(".", "_")
+            for part, value in parts.items():
+                tensors[f"{key}.{part}"] = value.contiguous()
+            tensors[f"{key}.alpha"] = torch.tensor(2.0)
+            deltas.append((network, name, delta * (2.0 / r)))
+    return tensors, deltas
+
+
 def merged(pipe, loras):
     """Copies of the UNet and text encoder with `W += scale · (alpha/rank) · up @ down`."""
     unet, text = copy.deepcopy(pipe.unet), copy.deepcopy(pipe.text_encoder)
@@ -304,6 +388,16 @@ def lora_reference(pipe, folder, tensors):
         context, eps = outputs(*merged(pipe, loras))
         tensors[f"lora_{label}_cond"] = context[1:]
         tensors[f"lora_{label}_eps"] = eps
+    for kind, seed in (("loha", 13), ("lokr", 14)):
+        state, deltas = random_lycoris(pipe, seed, kind)
+        save_file(state, os.path.join(folder, "loras", f"{kind}.safetensors"))
+        unet, text = copy.deepcopy(pipe.unet), copy.deepcopy(pipe.text_encoder)
+        for network, name, delta in deltas:
+            model = unet if network == "unet" else text
+            dict(model.named_modules())[name].weight.add_(0.7 * delta)
+        context, eps = outputs(unet, text)
+        tensors[f"lora_{kind}_cond"] = context[1:]
+        tensors[f"lora_{kind}_eps"] = eps
     # diffusers reads both formats (kohya's text-encoder names only with transformers 4):
     # its unfused adapters must agree with the merge above.
     pipe.load_lora_weights(os.path.join(folder, "loras"), weight_name="peft.safetensors", adapter_name="peft")

@@ -134,6 +134,8 @@ mod tests {
         let mut expected = vec![
             shared.join("xl.safetensors"),
             fixtures.join("tiny-sd15/loras/kohya.safetensors"),
+            fixtures.join("tiny-sd15/loras/loha.safetensors"),
+            fixtures.join("tiny-sd15/loras/lokr.safetensors"),
             fixtures.join("tiny-sd15/loras/peft.safetensors"),
             fixtures.join("tiny-sdxl/loras/kohya-xl.safetensors"),
         ];

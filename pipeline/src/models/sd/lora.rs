@@ -2,9 +2,10 @@
 //! encoders' weights, merged once at load time by a var-builder backend, so sampling costs
 //! nothing extra. Reads kohya's files (`lora_unet_…` / `lora_te_…`, and SDXL's `lora_te1_…` /
 //! `lora_te2_…` with the UNet in the original model's block names, `input_blocks_4_1_…`; with
-//! `.lora_down`, `.lora_up`, `.alpha`) and diffusers' (`unet.….lora_A` / `text_encoder.…` /
-//! `text_encoder_2.….lora_B`, and the older `…processor.to_q_lora.down`); several at once, each
-//! with its own scale.
+//! `.lora_down`, `.lora_up`, `.alpha`), LyCORIS's LoHa (`.hada_w1_a` … `.hada_t2`) and LoKr
+//! (`.lokr_w1` … `.lokr_t2`) files in the same names (see [`super::delta`]), and diffusers'
+//! (`unet.….lora_A` / `text_encoder.…` / `text_encoder_2.….lora_B`, and the older
+//! `…processor.to_q_lora.down`); several at once, each with its own scale.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use sha2::{Digest, Sha256};
 
 use super::SdError;
 use super::config::PipelineSpec;
+use super::delta::{Delta, Factor};
 use crate::generator::LoraUse;
 
 /// One LoRA file to merge, with its scale.
@@ -40,11 +42,10 @@ pub enum Network {
     Text2,
 }
 
-/// One low-rank update to one weight.
+/// One adapter's change to one weight, with the factor it is applied with.
 #[derive(Clone, Debug)]
 struct Update {
-    down: Tensor,
-    up: Tensor,
+    delta: Delta,
     factor: f64,
 }
 
@@ -97,11 +98,14 @@ impl Updates {
             let mut modules: HashMap<(Network, String), Parts> = HashMap::new();
             for (key, tensor) in tensors {
                 let (network, module, part) =
-                    entry(&key, layers_per_block).ok_or_else(|| invalid(format!("`{key}` is not a LoRA entry Autonomy reads (kohya `lora_unet_…`/`lora_te_…`/`lora_te1_…`/`lora_te2_…` or diffusers `unet.…`/`text_encoder.…`/`text_encoder_2.…` with down/up or A/B)")))?;
+                    entry(&key, layers_per_block).ok_or_else(|| invalid(format!("`{key}` is not a LoRA entry Autonomy reads (kohya `lora_unet_…`/`lora_te_…`/`lora_te1_…`/`lora_te2_…` or diffusers `unet.…`/`text_encoder.…`/`text_encoder_2.…` with down/up, A/B, LoHa `hada_…` or LoKr `lokr_…` parts)")))?;
                 let parts = modules.entry((network, module)).or_default();
                 match part {
                     Part::Down => parts.down = Some((key, tensor)),
                     Part::Up => parts.up = Some((key, tensor)),
+                    Part::Lycoris(name) => {
+                        parts.lycoris.insert(name, tensor);
+                    }
                     Part::Alpha => {
                         parts.alpha = Some(
                             tensor
@@ -128,12 +132,13 @@ impl Updates {
                         )));
                     }
                 };
-                let (Some((down_key, down)), Some((_, up))) = (parts.down, parts.up) else {
-                    return Err(invalid(format!("`{module}` has no down/up (A/B) pair")));
-                };
+                let alpha = parts.alpha;
+                let (delta, rank) = parts
+                    .delta()
+                    .map_err(|what| invalid(format!("`{module}` {what}")))?;
                 let weight = names.get(&module).ok_or_else(|| {
                     invalid(format!(
-                        "`{down_key}` adapts `{module}`, which the {} does not have",
+                        "`{module}` is a part of the {} it does not have",
                         match network {
                             Network::Unet => "UNet",
                             Network::Text => "text encoder",
@@ -145,22 +150,20 @@ impl Updates {
                     .get(weight)
                     .map(|view| view.shape().to_vec())
                     .map_err(|e| invalid(e.to_string()))?;
-                let rank = down.dim(0).map_err(|e| invalid(e.to_string()))?;
-                let fits = up.dims().first() == shape.first()
-                    && up.dims().get(1) == Some(&rank)
-                    && up.elem_count() / rank.max(1) * down.elem_count() / rank.max(1)
-                        == shape.iter().product::<usize>();
-                if !fits || rank == 0 {
+                let (rows, count) = delta.size();
+                if Some(&rows) != shape.first() || count != shape.iter().product::<usize>() {
                     return Err(invalid(format!(
-                        "`{down_key}`: down {:?} and up {:?} do not fit `{weight}` of shape {shape:?}",
-                        down.dims(),
-                        up.dims()
+                        "`{module}`: a change of {rows} rows and {count} values does not fit `{weight}` of shape {shape:?}"
                     )));
                 }
-                let factor = file.scale * parts.alpha.map_or(1.0, |alpha| alpha / rank as f64);
-                map.entry(weight.clone())
-                    .or_default()
-                    .push(Update { down, up, factor });
+                let per_rank = match (alpha, rank) {
+                    (Some(alpha), Some(rank)) => alpha / rank as f64,
+                    _ => 1.0,
+                };
+                map.entry(weight.clone()).or_default().push(Update {
+                    delta,
+                    factor: file.scale * per_rank,
+                });
             }
             uses.push(LoraUse {
                 file: file.label.clone(),
@@ -193,12 +196,71 @@ struct Parts {
     down: Option<(String, Tensor)>,
     up: Option<(String, Tensor)>,
     alpha: Option<f64>,
+    /// LyCORIS tensors by part name (`hada_w1_a`, `lokr_t2`, …).
+    lycoris: HashMap<&'static str, Tensor>,
+}
+
+impl Parts {
+    /// The change these parts describe and the rank `alpha` is divided by (LoRA: the down
+    /// matrix's; LoHa: the first factor's; LoKr: the second factor's, else the first's; none
+    /// for whole LoKr factors), or what is missing or malformed.
+    fn delta(mut self) -> Result<(Delta, Option<usize>), String> {
+        if let (Some((_, down)), Some((_, up))) = (self.down.take(), self.up.take()) {
+            let rank = down.dims().first().copied().filter(|&r| r > 0);
+            if rank.is_none() || up.dims().get(1) != rank.as_ref() {
+                return Err(format!(
+                    "has a down {:?} and an up {:?} that do not multiply",
+                    down.dims(),
+                    up.dims()
+                ));
+            }
+            return Ok((Delta::LowRank { down, up }, rank));
+        }
+        let mut take = |name: &str| self.lycoris.remove(name);
+        // A factor stored whole, as a product, or as a Tucker core with its two factors.
+        let mut factor =
+            |whole: &str, a: &str, b: &str, t: &str| match (take(whole), take(a), take(b)) {
+                (Some(whole), None, None) => Some(Factor::Whole(whole)),
+                (None, Some(a), Some(b)) => Some(match take(t) {
+                    Some(t) => Factor::Tucker { t, a, b },
+                    None => Factor::Product { a, b },
+                }),
+                _ => None,
+            };
+        let (delta, rank) = if let (Some(w1), Some(w2)) = (
+            factor("", "hada_w1_a", "hada_w1_b", "hada_t1"),
+            factor("", "hada_w2_a", "hada_w2_b", "hada_t2"),
+        ) {
+            let rank = w1.rank();
+            (Delta::Hadamard(w1, w2), rank)
+        } else if let (Some(w1), Some(w2)) = (
+            factor("lokr_w1", "lokr_w1_a", "lokr_w1_b", ""),
+            factor("lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_t2"),
+        ) {
+            let rank = w2.rank().or(w1.rank());
+            (Delta::Kronecker(w1, w2), rank)
+        } else {
+            return Err("has no complete down/up (A/B), LoHa (`hada_w1_a` … `hada_w2_b`) or LoKr (`lokr_w1`(`_a`/`_b`), `lokr_w2`(`_a`/`_b`)) set".into());
+        };
+        let malformed = match &delta {
+            Delta::Hadamard(w1, w2) | Delta::Kronecker(w1, w2) => {
+                !(w1.well_formed() && w2.well_formed())
+            }
+            Delta::LowRank { .. } => false,
+        };
+        if malformed || rank == Some(0) {
+            return Err("has factors whose shapes do not multiply".into());
+        }
+        Ok((delta, rank))
+    }
 }
 
 /// What a LoRA file adapts and which pipelines it fits, read from its safetensors header alone
 /// (no tensor is read), so that pickers can list many files cheaply.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoraSummary {
+    /// The kinds of change it holds, sorted.
+    pub adapters: Vec<Adapter>,
     /// Whether it changes the UNet.
     pub unet: bool,
     /// Whether it changes the (first) text encoder.
@@ -212,6 +274,28 @@ pub struct LoraSummary {
     pub context_dim: Option<usize>,
     /// The width of the first text encoder its updates take, when it has any.
     pub text_dim: Option<usize>,
+}
+
+/// A kind of low-rank change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Adapter {
+    /// `up · down`.
+    LoRA,
+    /// LyCORIS LoHa: a Hadamard product of two low-rank factors.
+    LoHa,
+    /// LyCORIS LoKr: a Kronecker product.
+    LoKr,
+}
+
+impl Adapter {
+    /// Its usual name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Adapter::LoRA => "LoRA",
+            Adapter::LoHa => "LoHa",
+            Adapter::LoKr => "LoKr",
+        }
+    }
 }
 
 /// A safetensors header larger than this is not a LoRA file's.
@@ -254,6 +338,7 @@ impl LoraSummary {
         let header: HashMap<String, serde_json::Value> = serde_json::from_slice(&header)
             .map_err(|e| invalid(format!("its safetensors header is not JSON: {e}")))?;
         let mut summary = Self {
+            adapters: Vec::new(),
             unet: false,
             text: false,
             text_2: false,
@@ -273,13 +358,28 @@ impl LoraSummary {
                 .get("shape")
                 .and_then(|shape| serde_json::from_value(shape.clone()).ok())
                 .ok_or_else(|| invalid(format!("`{key}` has no shape in the header")))?;
-            if !matches!(part, Part::Down) {
-                continue;
+            let kind = match part {
+                Part::Lycoris(name) if name.starts_with("hada") => Some(Adapter::LoHa),
+                Part::Lycoris(_) => Some(Adapter::LoKr),
+                Part::Down | Part::Up => Some(Adapter::LoRA),
+                Part::Alpha => None,
+            };
+            if let Some(kind) = kind.filter(|kind| !summary.adapters.contains(kind)) {
+                summary.adapters.push(kind);
+                summary.adapters.sort();
             }
-            let (Some(&rank), Some(&input)) = (shape.first(), shape.get(1)) else {
+            // The parts that are (rank, input) matrices; a LoKr factor's input is only part of
+            // the weight's, so it tells the rank alone.
+            let (rank, input) = match part {
+                Part::Down | Part::Lycoris("hada_w1_b") => (shape.first(), shape.get(1)),
+                Part::Lycoris("lokr_w1_b" | "lokr_w2_b") => (shape.first(), None),
+                _ => continue,
+            };
+            let Some(&rank) = rank else {
                 return Err(invalid(format!("`{key}` is not a matrix: {shape:?}")));
             };
             summary.rank = summary.rank.max(rank);
+            let Some(&input) = input else { continue };
             match network {
                 Network::Unet
                     if module.ends_with("attn2_to_k") || module.ends_with("attn2_to_v") =>
@@ -322,15 +422,40 @@ impl LoraSummary {
         .into_iter()
         .filter_map(|(on, name)| on.then_some(name))
         .collect();
-        format!("{}, rank {}", networks.join(" + "), self.rank)
+        let networks = format!("{}, rank {}", networks.join(" + "), self.rank);
+        if self.adapters == [Adapter::LoRA] {
+            return networks;
+        }
+        let kinds: Vec<&str> = self.adapters.iter().map(|a| a.name()).collect();
+        format!("{}: {networks}", kinds.join(" + "))
     }
 }
 
+#[derive(Clone, Copy)]
 enum Part {
     Down,
     Up,
     Alpha,
+    /// A LyCORIS tensor, by its name (`hada_w1_a`, `lokr_t2`, …).
+    Lycoris(&'static str),
 }
+
+/// The LyCORIS tensors read: LoHa's and LoKr's.
+const LYCORIS: [&str; 13] = [
+    "hada_w1_a",
+    "hada_w1_b",
+    "hada_w2_a",
+    "hada_w2_b",
+    "hada_t1",
+    "hada_t2",
+    "lokr_w1",
+    "lokr_w1_a",
+    "lokr_w1_b",
+    "lokr_w2",
+    "lokr_w2_a",
+    "lokr_w2_b",
+    "lokr_t2",
+];
 
 /// The network, canonical module name and part of a LoRA file's key (`layers_per_block` places
 /// the original UNet's block names).
@@ -349,6 +474,11 @@ fn entry(key: &str, layers_per_block: usize) -> Option<(Network, String, Part)> 
         .find_map(|(suffix, part)| {
             key.strip_suffix(suffix)
                 .map(|stem| (stem.to_string(), part))
+        })
+        .or_else(|| {
+            let (stem, name) = key.rsplit_once('.')?;
+            let name = LYCORIS.into_iter().find(|known| *known == name)?;
+            Some((stem.to_string(), Part::Lycoris(name)))
         })
         .or_else(|| {
             // diffusers' attention-processor format: `….processor.to_q_lora.down.weight`.
@@ -481,12 +611,7 @@ impl Merged {
         };
         let mut merged = base.to_dtype(DType::F32)?;
         for update in updates {
-            let up = update.up.to_device(device)?.to_dtype(DType::F32)?;
-            let down = update.down.to_device(device)?.to_dtype(DType::F32)?;
-            let delta = up
-                .flatten_from(1)?
-                .matmul(&down.flatten_from(1)?)?
-                .reshape(merged.shape())?;
+            let delta = update.delta.value(device, merged.dims())?;
             merged = (merged + (delta * update.factor)?)?;
         }
         merged.to_dtype(dtype)
@@ -556,7 +681,10 @@ mod tests {
             old.1,
             "mid_block_attentions_0_transformer_blocks_0_attn2_to_out_0"
         );
-        assert!(entry("lora_unet_x.hada_w1_a", 2).is_none());
+        let loha = entry("lora_unet_down_blocks_0_resnets_0_conv1.hada_t1", 2).unwrap();
+        assert!(matches!(loha.2, Part::Lycoris("hada_t1")));
+        assert_eq!(loha.1, "down_blocks_0_resnets_0_conv1");
+        assert!(entry("lora_unet_x.dora_scale", 2).is_none());
         assert!(entry("vae.decoder.conv_in.lora_A.weight", 2).is_none());
     }
 
@@ -602,6 +730,23 @@ mod tests {
             "second-encoder updates need one"
         );
         assert_eq!(kohya.describe(), "UNet + text encoder, rank 4");
+        assert_eq!(kohya.adapters, [Adapter::LoRA]);
+        // LyCORIS files: LoHa's first factor tells the widths; LoKr's factors only the rank.
+        let loha = LoraSummary::read(&fixture("loras/loha.safetensors")).unwrap();
+        assert_eq!(loha.adapters, [Adapter::LoHa]);
+        assert_eq!(
+            (loha.rank, loha.context_dim, loha.text_dim),
+            (4, Some(32), Some(32))
+        );
+        assert!(loha.fits(&sd15_spec) && !loha.fits(&xl_spec));
+        assert_eq!(loha.describe(), "LoHa: UNet + text encoder, rank 4");
+        let lokr = LoraSummary::read(&fixture("loras/lokr.safetensors")).unwrap();
+        assert_eq!(lokr.adapters, [Adapter::LoKr]);
+        assert_eq!(
+            (lokr.rank, lokr.context_dim, lokr.text_dim),
+            (4, None, None)
+        );
+        assert!(lokr.fits(&sd15_spec));
         assert_eq!(xl.describe(), "UNet + text encoders, rank 4");
 
         // Weights that are not a LoRA, a truncated file and a missing one are refused by name.
@@ -702,10 +847,25 @@ mod tests {
             "half.safetensors",
             vec![("lora_unet_conv_in.lora_down.weight", zeros(&[4, 36]))],
         );
+        let loha = write(
+            "loha.safetensors",
+            vec![
+                ("lora_unet_conv_in.hada_w1_a", zeros(&[32, 4])),
+                ("lora_unet_conv_in.hada_w1_b", zeros(&[3, 36])),
+                ("lora_unet_conv_in.hada_w2_a", zeros(&[32, 4])),
+                ("lora_unet_conv_in.hada_w2_b", zeros(&[4, 36])),
+            ],
+        );
+        let lokr = write(
+            "lokr.safetensors",
+            vec![("lora_unet_conv_in.lokr_w1", zeros(&[4, 2]))],
+        );
         for (file, words) in [
             (unknown, "no_such_block"),
-            (wrong, "do not fit `conv_in.weight`"),
-            (half, "no down/up"),
+            (wrong, "does not fit `conv_in.weight`"),
+            (half, "no complete down/up"),
+            (loha, "shapes do not multiply"),
+            (lokr, "no complete down/up"),
         ] {
             let message = Updates::read(std::slice::from_ref(&file), &unet, &text, None, 2)
                 .unwrap_err()

@@ -26,6 +26,7 @@
 
 pub mod blocks;
 pub mod config;
+mod delta;
 pub mod folder;
 pub mod kernels;
 pub mod lora;
