@@ -308,12 +308,23 @@ fn stand_in_latents(value: &serde_json::Value) -> Tensor {
     Tensor::from_vec(floats(value), (1, 4, 3, 3), &Device::Cpu).unwrap()
 }
 
+/// The fresh noise `schedulers.py` gives SDE samplers at step `i`: `sin(0.9·k + 1.7·i)·1.1`.
+fn step_noise(i: usize) -> Tensor {
+    let values: Vec<f32> = (0..36)
+        .map(|k| (k as f32 * 0.9 + i as f32 * 1.7).sin() * 1.1)
+        .collect();
+    Tensor::from_vec(values, (1, 4, 3, 3), &Device::Cpu).unwrap()
+}
+
 /// Runs `schedule` from step `first` with the stand-in model.
 fn sample_with_stand_in(schedule: &mut Schedule, mut latents: Tensor, first: usize) -> Vec<f32> {
     for i in first..schedule.timesteps.len() {
         let t = schedule.timesteps[i];
         let x = schedule.scale_model_input(&latents, i).unwrap();
-        latents = schedule.step(&stand_in(&x, t), i, &latents, None).unwrap();
+        let noise = schedule.needs_noise(i).then(|| step_noise(i));
+        latents = schedule
+            .step(&stand_in(&x, t), i, &latents, noise.as_ref())
+            .unwrap();
     }
     latents.flatten_all().unwrap().to_vec1().unwrap()
 }
@@ -418,6 +429,8 @@ fn a_recipes_sampler_is_diffusers_from_config_of_the_folders_scheduler() {
         ("sd21", "pndm", "sd21-pndm-v"),
         ("sd21", "dpm++2m-karras", "sd21-dpm++2m-karras-v"),
         ("sd21", "ddim", "sd21-ddim-v"),
+        ("sd15", "dpm++2m-sde", "sd15-dpm++2m-sde"),
+        ("sd21", "dpm++2m-sde", "sd21-dpm++2m-sde-v"),
         ("sd15", "unipc", "sd15-unipc"),
         ("sd15", "unipc-karras", "sd15-unipc-karras"),
         ("sd21", "unipc", "sd21-unipc-v"),

@@ -6,7 +6,8 @@ Run by hand (never in CI), from the repository root, with the venv of `make.py`:
 
 For each scheduler config — the real SD 1.5 (PNDM) and SD 2.1 (v-prediction) configs, and the
 samplers users switch them to with `from_config` (DPM++ 2M with and without Karras sigmas, its Heun
-solver, Euler, LMS and Heun with and without Karras sigmas, DDIM, UniPC of orders 1–3 with `bh1`
+solver, DPM++ 2M SDE with fixed fresh noise `sin(0.9·k + 1.7·i)·1.1` at step i, Euler, LMS and
+Heun with and without Karras sigmas, DDIM, UniPC of orders 1–3 with `bh1`
 and `bh2`; LMS needs `scipy`) — and
 several step counts, it records the timesteps and a
 whole sampling loop driven by a fixed stand-in for the UNet, `0.5·tanh(x) + 0.1·cos(t/100)`, from
@@ -80,6 +81,10 @@ CASES = [
     ("sd21-pndm-v", PNDMScheduler, SD21, {}),
     ("sd21-dpm++2m-karras-v", DPMSolverMultistepScheduler, SD21, {"use_karras_sigmas": True}),
     ("sd21-ddim-v", DDIMScheduler, SD21, {}),
+    ("sd15-dpm++2m-sde", DPMSolverMultistepScheduler, SD15, {"algorithm_type": "sde-dpmsolver++"}),
+    ("sd15-dpm++2m-sde-karras-heun", DPMSolverMultistepScheduler, SD15,
+     {"algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": True, "solver_type": "heun"}),
+    ("sd21-dpm++2m-sde-v", DPMSolverMultistepScheduler, SD21, {"algorithm_type": "sde-dpmsolver++"}),
     ("sd15-unipc", UniPCMultistepScheduler, SD15, {}),
     ("sd15-unipc-karras", UniPCMultistepScheduler, SD15, {"use_karras_sigmas": True}),
     ("sd15-unipc-bh1-order3-leading", UniPCMultistepScheduler, SD15,
@@ -106,10 +111,18 @@ def start():
     return torch.sin(i * 0.7) * 1.3, torch.cos(i * 0.3) * 0.8
 
 
-def run(scheduler, latents, timesteps):
-    for t in timesteps:
+def step_noise(i):
+    """The SDE samplers' fresh noise at step `i` (the Rust test makes the same)."""
+    k = torch.arange(36, dtype=torch.float32).reshape(1, 4, 3, 3)
+    return torch.sin(k * 0.9 + i * 1.7) * 1.1
+
+
+def run(scheduler, latents, timesteps, first=0):
+    sde = str(getattr(scheduler.config, "algorithm_type", "")).startswith("sde")
+    for k, t in enumerate(timesteps):
         x = scheduler.scale_model_input(latents, t)
-        latents = scheduler.step(model(x, t), t, latents).prev_sample
+        extra = {"variance_noise": step_noise(first + k)} if sde else {}
+        latents = scheduler.step(model(x, t), t, latents, **extra).prev_sample
     return latents
 
 
@@ -139,7 +152,12 @@ def main():
             if hasattr(scheduler, "set_begin_index"):
                 scheduler.set_begin_index(t_start * scheduler.order)
             if len(rest) > 0:
-                img2img = run(scheduler, scheduler.add_noise(image, noise, rest[:1]), rest)
+                img2img = run(
+                    scheduler,
+                    scheduler.add_noise(image, noise, rest[:1]),
+                    rest,
+                    t_start * scheduler.order,
+                )
             else:
                 img2img = image  # nothing runs (the Rust pipeline returns the image as it is)
             runs.append({

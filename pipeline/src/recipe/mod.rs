@@ -32,8 +32,8 @@
 //! (0.6, in (0, 1]) for img2img, and for a Stable Diffusion model folder `loras` (none: a
 //! list of files, or of `{ file = "…", scale = 0.8 }`, scale -4..=4, default 1) and `sampler`
 //! (the folder's scheduler: `ddim`, `pndm`, `euler`, `euler-karras`, `euler-a`, `heun`,
-//! `heun-karras`, `lms`, `lms-karras`, `dpm++2m`, `dpm++2m-karras`, `unipc` or
-//! `unipc-karras` instead).
+//! `heun-karras`, `lms`, `lms-karras`, `dpm++2m`, `dpm++2m-karras`, `dpm++2m-sde`,
+//! `dpm++2m-sde-karras`, `unipc` or `unipc-karras` instead).
 //!
 //! **Paths** (`source`, `palette`, a model folder, LoRA files) are written relative to the recipe's
 //! folder and stored relative to the recipe root; they may not leave the root (a model

@@ -27,7 +27,8 @@ pub enum Kind {
     Lms,
     /// `HeunDiscreteScheduler`: Euler, then a corrector at the next σ (two UNet calls a step).
     Heun,
-    /// `DPMSolverMultistepScheduler` with `algorithm_type = "dpmsolver++"`.
+    /// `DPMSolverMultistepScheduler` with `algorithm_type = "dpmsolver++"` or, stochastic,
+    /// `"sde-dpmsolver++"`.
     DpmSolverMultistep,
     /// `UniPCMultistepScheduler` (`predict_x0`): a multistep predictor (UniP) and a corrector
     /// (UniC) that reuses each step's UNet call, up to third order.
@@ -61,6 +62,9 @@ pub struct Multistep {
     pub order: usize,
     /// DPM-Solver++: the second-order update's `solver_type`: Heun's instead of the midpoint.
     pub heun: bool,
+    /// DPM-Solver++: `algorithm_type = "sde-dpmsolver++"`, fresh noise every step (DPM++ 2M
+    /// SDE).
+    pub sde: bool,
     /// UniPC: `solver_type = "bh1"`, B(h) = h, instead of `bh2`, B(h) = eʰ − 1.
     pub bh1: bool,
     /// UniPC: the steps (by index) whose corrector does not run.
@@ -100,6 +104,10 @@ pub enum Sampler {
     DpmPlusPlus2m,
     /// DPM-Solver++ 2M with Karras sigmas.
     DpmPlusPlus2mKarras,
+    /// DPM-Solver++ 2M SDE (stochastic: fresh noise every step).
+    DpmPlusPlus2mSde,
+    /// DPM-Solver++ 2M SDE with Karras sigmas.
+    DpmPlusPlus2mSdeKarras,
     /// UniPC.
     UniPc,
     /// UniPC with Karras sigmas.
@@ -108,7 +116,7 @@ pub enum Sampler {
 
 impl Sampler {
     /// Every sampler with its name, as recipes spell it.
-    pub const ALL: [(Sampler, &'static str); 13] = [
+    pub const ALL: [(Sampler, &'static str); 15] = [
         (Sampler::Ddim, "ddim"),
         (Sampler::Pndm, "pndm"),
         (Sampler::Euler, "euler"),
@@ -120,6 +128,8 @@ impl Sampler {
         (Sampler::HeunKarras, "heun-karras"),
         (Sampler::DpmPlusPlus2m, "dpm++2m"),
         (Sampler::DpmPlusPlus2mKarras, "dpm++2m-karras"),
+        (Sampler::DpmPlusPlus2mSde, "dpm++2m-sde"),
+        (Sampler::DpmPlusPlus2mSdeKarras, "dpm++2m-sde-karras"),
         (Sampler::UniPc, "unipc"),
         (Sampler::UniPcKarras, "unipc-karras"),
     ];
@@ -346,6 +356,7 @@ impl SchedulerConfig {
         let multistep = Multistep {
             order: json.solver_order,
             heun: json.solver_type.as_deref() == Some("heun"),
+            sde: json.algorithm_type.as_deref() == Some("sde-dpmsolver++"),
             bh1: json.solver_type.as_deref() == Some("bh1"),
             disable_corrector: json.disable_corrector.clone(),
             lower_order_final: json.lower_order_final,
@@ -356,10 +367,10 @@ impl SchedulerConfig {
             if let Some(algorithm) = json
                 .algorithm_type
                 .as_deref()
-                .filter(|a| *a != "dpmsolver++")
+                .filter(|a| !matches!(*a, "dpmsolver++" | "sde-dpmsolver++"))
             {
                 return Err(unsupported(format!(
-                    "`algorithm_type` {algorithm:?}: only \"dpmsolver++\" (DPM++ 2M) is supported"
+                    "`algorithm_type` {algorithm:?}: \"dpmsolver++\" (DPM++ 2M) and \"sde-dpmsolver++\" (DPM++ 2M SDE) are supported"
                 )));
             }
             if let Some(solver) = json
@@ -461,6 +472,8 @@ impl SchedulerConfig {
             Sampler::HeunKarras => (Kind::Heun, true),
             Sampler::DpmPlusPlus2m => (Kind::DpmSolverMultistep, false),
             Sampler::DpmPlusPlus2mKarras => (Kind::DpmSolverMultistep, true),
+            Sampler::DpmPlusPlus2mSde => (Kind::DpmSolverMultistep, false),
+            Sampler::DpmPlusPlus2mSdeKarras => (Kind::DpmSolverMultistep, true),
             Sampler::UniPc => (Kind::UniPc, false),
             Sampler::UniPcKarras => (Kind::UniPc, true),
         };
@@ -473,6 +486,15 @@ impl SchedulerConfig {
                 default_spacing(kind)
             },
             final_sigma_min: self.final_sigma_min && uses_final_sigma_min(kind),
+            // The name picks the algorithm: `dpm++2m` is the deterministic one even where the
+            // folder's own scheduler is the SDE.
+            multistep: Multistep {
+                sde: matches!(
+                    sampler,
+                    Sampler::DpmPlusPlus2mSde | Sampler::DpmPlusPlus2mSdeKarras
+                ),
+                ..self.multistep.clone()
+            },
             ..self.clone()
         }
     }
@@ -737,9 +759,14 @@ impl Schedule {
         }
     }
 
-    /// Whether step `i` needs fresh noise (ancestral sampling, all but the last step).
+    /// Whether step `i` needs fresh noise (ancestral and SDE sampling, all but the last step).
     pub fn needs_noise(&self, i: usize) -> bool {
-        self.config.kind == Kind::EulerAncestral && self.sigmas[i + 1] > 0.0
+        let stochastic = match self.config.kind {
+            Kind::EulerAncestral => true,
+            Kind::DpmSolverMultistep => self.config.multistep.sde,
+            _ => false,
+        };
+        stochastic && self.sigmas[i + 1] > 0.0
     }
 
     /// The latents after step `i`, given the UNet's (guided) output; `noise` (same shape)
@@ -757,7 +784,7 @@ impl Schedule {
             Kind::Euler | Kind::EulerAncestral => self.euler_step(output, i, latents, noise),
             Kind::Lms => self.lms_step(output, i, latents),
             Kind::Heun => self.heun_step(output, i, latents),
-            Kind::DpmSolverMultistep => self.dpm_step(output, i, latents),
+            Kind::DpmSolverMultistep => self.dpm_step(output, i, latents, noise),
             Kind::UniPc => self.unipc_step(output, i, latents),
         }?;
         self.calls += 1;
@@ -946,8 +973,15 @@ impl Schedule {
 
     /// DPM-Solver++ (diffusers' `DPMSolverMultistepScheduler`, `dpmsolver++`): first order on
     /// the first step (and the last, when configured), second order from two x₀ predictions
-    /// in between.
-    fn dpm_step(&mut self, output: &Tensor, i: usize, latents: &Tensor) -> Result<Tensor> {
+    /// in between. The SDE variant (`sde-dpmsolver++`) decays the latents by e⁻ʰ more, weighs
+    /// the x₀ predictions by 1 − e⁻²ʰ and adds `noise` scaled by σ_t·√(1 − e⁻²ʰ).
+    fn dpm_step(
+        &mut self,
+        output: &Tensor,
+        i: usize,
+        latents: &Tensor,
+        noise: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let (_, sigma_s0) = alpha_sigma(self.sigmas[i]);
         let x0 = self.vp_x0(output, i, latents)?;
         self.remember(x0);
@@ -959,19 +993,38 @@ impl Schedule {
                 || !self.config.final_sigma_min);
         let (alpha_t, sigma_t) = alpha_sigma(self.sigmas[i + 1]);
         let h = lambda(self.sigmas[i + 1]) - lambda(self.sigmas[i]);
-        let decay = (-h).exp() - 1.0;
         let m0 = &self.history[self.history.len() - 1];
-        let first = ((latents * (sigma_t / sigma_s0))? - (m0 * (alpha_t * decay))?)?;
-        if dpm.order == 1 || self.calls < 1 || lower_order_final {
-            return Ok(first);
-        }
-        let m1 = &self.history[self.history.len() - 2];
-        let h0 = lambda(self.sigmas[i]) - lambda(self.sigmas[i - 1]);
-        let d1 = ((m0 - m1)? * (h / h0))?;
-        if dpm.heun {
-            first + (d1 * (alpha_t * (decay / h + 1.0)))?
+        let second_order = !(dpm.order == 1 || self.calls < 1 || lower_order_final);
+        let d1 = if second_order {
+            let m1 = &self.history[self.history.len() - 2];
+            let h0 = lambda(self.sigmas[i]) - lambda(self.sigmas[i - 1]);
+            Some(((m0 - m1)? * (h / h0))?)
         } else {
-            first - (d1 * (0.5 * alpha_t * decay))?
+            None
+        };
+        if dpm.sde {
+            let kept = 1.0 - (-2.0 * h).exp();
+            let mut next =
+                ((latents * (sigma_t / sigma_s0 * (-h).exp()))? + (m0 * (alpha_t * kept))?)?;
+            if let Some(d1) = d1 {
+                let weight = if dpm.heun {
+                    alpha_t * (kept / (-2.0 * h) + 1.0)
+                } else {
+                    0.5 * alpha_t * kept
+                };
+                next = (next + (d1 * weight)?)?;
+            }
+            return match noise {
+                Some(noise) if sigma_t > 0.0 => next + (noise * (sigma_t * kept.sqrt()))?,
+                _ => Ok(next),
+            };
+        }
+        let decay = (-h).exp() - 1.0;
+        let first = ((latents * (sigma_t / sigma_s0))? - (m0 * (alpha_t * decay))?)?;
+        match d1 {
+            None => Ok(first),
+            Some(d1) if dpm.heun => first + (d1 * (alpha_t * (decay / h + 1.0)))?,
+            Some(d1) => first - (d1 * (0.5 * alpha_t * decay))?,
         }
     }
 
@@ -1184,6 +1237,7 @@ mod tests {
             multistep: Multistep {
                 order: 2,
                 heun: false,
+                sde: false,
                 bh1: false,
                 disable_corrector: Vec::new(),
                 lower_order_final: true,
