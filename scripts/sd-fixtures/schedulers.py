@@ -6,7 +6,8 @@ Run by hand (never in CI), from the repository root, with the venv of `make.py`:
 
 For each scheduler config — the real SD 1.5 (PNDM) and SD 2.1 (v-prediction) configs, and the
 samplers users switch them to with `from_config` (DPM++ 2M with and without Karras sigmas, its Heun
-solver, DPM++ 2M SDE with fixed fresh noise `sin(0.9·k + 1.7·i)·1.1` at step i, Euler, LMS and
+solver, DPM++ 2M SDE and Euler ancestral with fixed fresh noise `sin(0.9·k + 1.7·i)·1.1` at
+step i, Euler, LMS and
 Heun with and without Karras sigmas, DDIM, UniPC of orders 1–3 with `bh1`
 and `bh2`; LMS needs `scipy`) — and
 several step counts, it records the timesteps and a
@@ -22,9 +23,11 @@ import os
 import tempfile
 
 import torch
+import diffusers.schedulers.scheduling_euler_ancestral_discrete as euler_ancestral
 from diffusers import (
     DDIMScheduler,
     DPMSolverMultistepScheduler,
+    EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
     HeunDiscreteScheduler,
     LMSDiscreteScheduler,
@@ -85,6 +88,8 @@ CASES = [
     ("sd15-dpm++2m-sde-karras-heun", DPMSolverMultistepScheduler, SD15,
      {"algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": True, "solver_type": "heun"}),
     ("sd21-dpm++2m-sde-v", DPMSolverMultistepScheduler, SD21, {"algorithm_type": "sde-dpmsolver++"}),
+    ("sd15-euler-a", EulerAncestralDiscreteScheduler, SD15, {}),
+    ("sd21-euler-a-v-trailing", EulerAncestralDiscreteScheduler, SD21, {"timestep_spacing": "trailing"}),
     ("sd15-unipc", UniPCMultistepScheduler, SD15, {}),
     ("sd15-unipc-karras", UniPCMultistepScheduler, SD15, {"use_karras_sigmas": True}),
     ("sd15-unipc-bh1-order3-leading", UniPCMultistepScheduler, SD15,
@@ -117,9 +122,15 @@ def step_noise(i):
     return torch.sin(k * 0.9 + i * 1.7) * 1.1
 
 
+# Euler ancestral draws its noise itself: hand it `step_noise` of the step being taken instead.
+STEP = [0]
+euler_ancestral.randn_tensor = lambda *args, **kwargs: step_noise(STEP[0])
+
+
 def run(scheduler, latents, timesteps, first=0):
     sde = str(getattr(scheduler.config, "algorithm_type", "")).startswith("sde")
     for k, t in enumerate(timesteps):
+        STEP[0] = first + k
         x = scheduler.scale_model_input(latents, t)
         extra = {"variance_noise": step_noise(first + k)} if sde else {}
         latents = scheduler.step(model(x, t), t, latents, **extra).prev_sample
