@@ -432,6 +432,8 @@ fn a_recipes_sampler_is_diffusers_from_config_of_the_folders_scheduler() {
         ("sd15", "euler-a", "sd15-euler-a"),
         ("sd15", "dpm++2m-sde", "sd15-dpm++2m-sde"),
         ("sd21", "dpm++2m-sde", "sd21-dpm++2m-sde-v"),
+        ("sd15", "lcm", "sd15-lcm"),
+        ("sd21", "lcm", "sd21-lcm-v"),
         ("sd15", "unipc", "sd15-unipc"),
         ("sd15", "unipc-karras", "sd15-unipc-karras"),
         ("sd21", "unipc", "sd21-unipc-v"),
@@ -570,6 +572,34 @@ fn euler_ancestral_sampling_is_seeded() {
     assert!(
         mean_difference(&a[0], &ddim[0]) > 0.5,
         "another sampler, another image"
+    );
+}
+
+#[test]
+fn lcm_samples_in_a_few_seeded_steps_and_refuses_more_than_its_schedule_has() {
+    let model = load("tiny-sd15");
+    let lcm = GenerateRequest {
+        steps: 4,
+        guidance: 1.5,
+        sampler: Some(Sampler::Lcm),
+        ..request("mossy bricks")
+    };
+    let a = model.generate(&lcm).unwrap();
+    assert_eq!(a, model.generate(&lcm).unwrap(), "fresh noise is seeded");
+    let other_seed = model
+        .generate(&GenerateRequest {
+            seed: 99,
+            ..lcm.clone()
+        })
+        .unwrap();
+    assert!(mean_difference(&a[0], &other_seed[0]) > 0.5);
+    let error = model
+        .generate(&GenerateRequest { steps: 51, ..lcm })
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("51 steps") && error.contains("at most 50"),
+        "{error}"
     );
 }
 

@@ -6,7 +6,7 @@ Run by hand (never in CI), from the repository root, with the venv of `make.py`:
 
 For each scheduler config — the real SD 1.5 (PNDM) and SD 2.1 (v-prediction) configs, and the
 samplers users switch them to with `from_config` (DPM++ 2M with and without Karras sigmas, its Heun
-solver, DPM++ 2M SDE and Euler ancestral with fixed fresh noise `sin(0.9·k + 1.7·i)·1.1` at
+solver, DPM++ 2M SDE, Euler ancestral and LCM with fixed fresh noise `sin(0.9·k + 1.7·i)·1.1` at
 step i, Euler, LMS and
 Heun with and without Karras sigmas, DDIM, UniPC of orders 1–3 with `bh1`
 and `bh2`; LMS needs `scipy`) — and
@@ -24,12 +24,14 @@ import tempfile
 
 import torch
 import diffusers.schedulers.scheduling_euler_ancestral_discrete as euler_ancestral
+import diffusers.schedulers.scheduling_lcm as lcm
 from diffusers import (
     DDIMScheduler,
     DPMSolverMultistepScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
     HeunDiscreteScheduler,
+    LCMScheduler,
     LMSDiscreteScheduler,
     PNDMScheduler,
     UniPCMultistepScheduler,
@@ -90,6 +92,10 @@ CASES = [
     ("sd21-dpm++2m-sde-v", DPMSolverMultistepScheduler, SD21, {"algorithm_type": "sde-dpmsolver++"}),
     ("sd15-euler-a", EulerAncestralDiscreteScheduler, SD15, {}),
     ("sd21-euler-a-v-trailing", EulerAncestralDiscreteScheduler, SD21, {"timestep_spacing": "trailing"}),
+    ("sd15-lcm", LCMScheduler, SD15, {}),
+    ("sd15-lcm-original-20-scaling-5", LCMScheduler, SD15,
+     {"original_inference_steps": 20, "timestep_scaling": 5.0}),
+    ("sd21-lcm-v", LCMScheduler, SD21, {}),
     ("sd15-unipc", UniPCMultistepScheduler, SD15, {}),
     ("sd15-unipc-karras", UniPCMultistepScheduler, SD15, {"use_karras_sigmas": True}),
     ("sd15-unipc-bh1-order3-leading", UniPCMultistepScheduler, SD15,
@@ -122,9 +128,11 @@ def step_noise(i):
     return torch.sin(k * 0.9 + i * 1.7) * 1.1
 
 
-# Euler ancestral draws its noise itself: hand it `step_noise` of the step being taken instead.
+# Euler ancestral and LCM draw their noise themselves: hand them `step_noise` of the step being
+# taken instead.
 STEP = [0]
 euler_ancestral.randn_tensor = lambda *args, **kwargs: step_noise(STEP[0])
+lcm.randn_tensor = lambda *args, **kwargs: step_noise(STEP[0])
 
 
 def run(scheduler, latents, timesteps, first=0):

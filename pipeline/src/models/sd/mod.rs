@@ -339,11 +339,18 @@ impl StableDiffusion {
     pub fn denoise(&self, request: &GenerateRequest, noise: &Tensor) -> Result<Tensor, SdError> {
         let _span = tracing::info_span!("sd_denoise", steps = request.steps).entered();
         let n = noise.dim(0)?;
-        let mut schedule = match request.sampler {
+        let scheduler = match request.sampler {
             Some(sampler) => self.spec.scheduler.with_sampler(sampler),
             None => self.spec.scheduler.clone(),
+        };
+        if request.steps > scheduler.max_steps() {
+            return Err(SdError::BadRequest(format!(
+                "{} steps: this sampler takes at most {} (LCM: its `original_inference_steps`)",
+                request.steps,
+                scheduler.max_steps()
+            )));
         }
-        .schedule(request.steps.max(1));
+        let mut schedule = scheduler.schedule(request.steps.max(1));
         let guided = request.guidance > 1.0;
         let (context, added) = self.conditioning(request, n, guided)?;
         let start = match &request.init {

@@ -1,6 +1,6 @@
 //! Noise schedulers as diffusers defines them, read from `scheduler/scheduler_config.json`:
 //! DDIM (SD 2.x), PNDM/PLMS (SD 1.x), Euler (SD-Turbo, SDXL), Euler ancestral, Heun, LMS,
-//! DPM-Solver++ multistep (DPM++ 2M) and UniPC, with ε- or v-prediction, leading, trailing or
+//! DPM-Solver++ multistep (DPM++ 2M and its SDE), UniPC and LCM (for LCM-LoRAs), with ε- or v-prediction, leading, trailing or
 //! linspace timestep spacing, and Karras sigmas for Euler, Heun, LMS, DPM-Solver++ and UniPC. The math runs in f64 on scalars and on
 //! latents of any device; ancestral noise comes from the caller's seeded generator. Multistep
 //! samplers keep their past outputs in the [`Schedule`], so one `Schedule` serves one run.
@@ -33,6 +33,9 @@ pub enum Kind {
     /// `UniPCMultistepScheduler` (`predict_x0`): a multistep predictor (UniP) and a corrector
     /// (UniC) that reuses each step's UNet call, up to third order.
     UniPc,
+    /// `LCMScheduler`: latent consistency sampling (LCM and LCM-LoRA models) in a few steps,
+    /// fresh noise between them.
+    Lcm,
 }
 
 /// What the UNet predicts.
@@ -112,11 +115,13 @@ pub enum Sampler {
     UniPc,
     /// UniPC with Karras sigmas.
     UniPcKarras,
+    /// LCM: the few-step sampler of LCM-LoRAs (4–8 steps, guidance 1–2).
+    Lcm,
 }
 
 impl Sampler {
     /// Every sampler with its name, as recipes spell it.
-    pub const ALL: [(Sampler, &'static str); 15] = [
+    pub const ALL: [(Sampler, &'static str); 16] = [
         (Sampler::Ddim, "ddim"),
         (Sampler::Pndm, "pndm"),
         (Sampler::Euler, "euler"),
@@ -132,6 +137,7 @@ impl Sampler {
         (Sampler::DpmPlusPlus2mSdeKarras, "dpm++2m-sde-karras"),
         (Sampler::UniPc, "unipc"),
         (Sampler::UniPcKarras, "unipc-karras"),
+        (Sampler::Lcm, "lcm"),
     ];
 
     /// Its name in recipes.
@@ -180,6 +186,18 @@ pub struct SchedulerConfig {
     pub spacing_given: bool,
     /// DPM-Solver++ and UniPC settings.
     pub multistep: Multistep,
+    /// LCM settings.
+    pub lcm: Lcm,
+}
+
+/// LCM settings (`LCMScheduler`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Lcm {
+    /// The distillation schedule's length (`original_inference_steps`): timesteps are taken
+    /// from its evenly spaced ones, so no more steps than this.
+    pub original_steps: usize,
+    /// `timestep_scaling` of the consistency boundary conditions.
+    pub timestep_scaling: f64,
 }
 
 #[derive(Deserialize)]
@@ -248,6 +266,17 @@ struct SchedulerJson {
     predict_x0: Option<bool>,
     #[serde(default)]
     disable_corrector: Vec<usize>,
+    #[serde(default = "fifty")]
+    original_inference_steps: usize,
+    #[serde(default = "ten")]
+    timestep_scaling: f64,
+}
+
+fn fifty() -> usize {
+    50
+}
+fn ten() -> f64 {
+    10.0
 }
 
 fn thousand() -> usize {
@@ -292,9 +321,10 @@ impl SchedulerConfig {
             "HeunDiscreteScheduler" => Kind::Heun,
             "DPMSolverMultistepScheduler" => Kind::DpmSolverMultistep,
             "UniPCMultistepScheduler" => Kind::UniPc,
+            "LCMScheduler" => Kind::Lcm,
             other => {
                 return Err(unsupported(format!(
-                    "`_class_name` {other:?}: Autonomy samples with DDIMScheduler, PNDMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, HeunDiscreteScheduler, LMSDiscreteScheduler, DPMSolverMultistepScheduler or UniPCMultistepScheduler; set `_class_name` to one of them, or pick a `sampler` in the recipe (the betas stay as they are)"
+                    "`_class_name` {other:?}: Autonomy samples with DDIMScheduler, PNDMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, HeunDiscreteScheduler, LMSDiscreteScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler or LCMScheduler; set `_class_name` to one of them, or pick a `sampler` in the recipe (the betas stay as they are)"
                 )));
             }
         };
@@ -412,6 +442,15 @@ impl SchedulerConfig {
             }
         }
         let n = json.num_train_timesteps;
+        if kind == Kind::Lcm && !(1..=n).contains(&json.original_inference_steps) {
+            return Err(SdError::Invalid {
+                path: path.to_path_buf(),
+                message: format!(
+                    "`original_inference_steps` {} is not within 1..={n} training timesteps",
+                    json.original_inference_steps
+                ),
+            });
+        }
         if n < 2 {
             return Err(SdError::Invalid {
                 path: path.to_path_buf(),
@@ -447,13 +486,19 @@ impl SchedulerConfig {
             spacing,
             alphas_cumprod,
             steps_offset: json.steps_offset,
-            // DDIM's default is true, PNDM's false.
-            set_alpha_to_one: json.set_alpha_to_one.unwrap_or(kind == Kind::Ddim),
+            // DDIM's and LCM's default is true, PNDM's false.
+            set_alpha_to_one: json
+                .set_alpha_to_one
+                .unwrap_or(matches!(kind, Kind::Ddim | Kind::Lcm)),
             clip_sample: json.clip_sample.then_some(json.clip_sample_range),
             karras,
             final_sigma_min,
             spacing_given: json.timestep_spacing.is_some(),
             multistep,
+            lcm: Lcm {
+                original_steps: json.original_inference_steps,
+                timestep_scaling: json.timestep_scaling,
+            },
         })
     }
 
@@ -476,6 +521,7 @@ impl SchedulerConfig {
             Sampler::DpmPlusPlus2mSdeKarras => (Kind::DpmSolverMultistep, true),
             Sampler::UniPc => (Kind::UniPc, false),
             Sampler::UniPcKarras => (Kind::UniPc, true),
+            Sampler::Lcm => (Kind::Lcm, false),
         };
         Self {
             kind,
@@ -501,6 +547,15 @@ impl SchedulerConfig {
 
     fn train_steps(&self) -> usize {
         self.alphas_cumprod.len()
+    }
+
+    /// The most inference steps this sampler takes: one per training timestep, or for LCM
+    /// one per step of its distillation schedule.
+    pub fn max_steps(&self) -> usize {
+        match self.kind {
+            Kind::Lcm => self.lcm.original_steps,
+            _ => self.train_steps(),
+        }
     }
 
     /// σ = √((1−ᾱ)/ᾱ) at training timestep `i`.
@@ -554,6 +609,18 @@ impl SchedulerConfig {
     fn spaced_timesteps(&self, steps: usize) -> Vec<f64> {
         let n = self.train_steps();
         match (self.kind, self.spacing) {
+            (Kind::Lcm, _) => {
+                // The distillation schedule k−1, 2k−1, …, noisiest first; `steps` of its
+                // entries at evenly spaced (floored) indices.
+                let original = self.lcm.original_steps;
+                let k = n / original;
+                (0..steps)
+                    .map(|j| {
+                        let index = j * original / steps;
+                        ((original - index) * k - 1) as f64
+                    })
+                    .collect()
+            }
             (Kind::DpmSolverMultistep | Kind::UniPc, Spacing::Leading) => {
                 let ratio = self.multistep_last_timestep() / (steps + 1);
                 (1..=steps)
@@ -604,7 +671,7 @@ impl SchedulerConfig {
     /// The schedule for `steps` inference steps.
     pub fn schedule(&self, steps: usize) -> Schedule {
         let n = self.train_steps();
-        let steps = steps.clamp(1, n);
+        let steps = steps.clamp(1, self.max_steps());
         let mut timesteps = self.spaced_timesteps(steps);
         let mut sigmas: Vec<f64> = match (self.kind, self.karras) {
             (Kind::DpmSolverMultistep | Kind::UniPc, true) => {
@@ -662,7 +729,7 @@ const LMS_ORDER: usize = 4;
 /// Each class's own default spacing.
 fn default_spacing(kind: Kind) -> Spacing {
     match kind {
-        Kind::Ddim | Kind::Pndm => Spacing::Leading,
+        Kind::Ddim | Kind::Pndm | Kind::Lcm => Spacing::Leading,
         Kind::Euler
         | Kind::EulerAncestral
         | Kind::Heun
@@ -721,7 +788,7 @@ impl Schedule {
     /// Scale of the starting noise.
     pub fn init_noise_sigma(&self) -> f64 {
         match self.config.kind {
-            Kind::Ddim | Kind::Pndm | Kind::DpmSolverMultistep | Kind::UniPc => 1.0,
+            Kind::Ddim | Kind::Pndm | Kind::DpmSolverMultistep | Kind::UniPc | Kind::Lcm => 1.0,
             Kind::Euler | Kind::EulerAncestral | Kind::Heun | Kind::Lms => {
                 let max = self.sigmas.iter().copied().fold(0.0, f64::max);
                 match self.config.spacing {
@@ -738,14 +805,16 @@ impl Schedule {
             Kind::Euler | Kind::EulerAncestral | Kind::Heun | Kind::Lms => {
                 latents / (self.sigmas[i].powi(2) + 1.0).sqrt()
             }
-            Kind::Ddim | Kind::Pndm | Kind::DpmSolverMultistep | Kind::UniPc => Ok(latents.clone()),
+            Kind::Ddim | Kind::Pndm | Kind::DpmSolverMultistep | Kind::UniPc | Kind::Lcm => {
+                Ok(latents.clone())
+            }
         }
     }
 
     /// `x0` noised to the level step `i` starts from (image-to-image, inpainting).
     pub fn add_noise(&self, x0: &Tensor, noise: &Tensor, i: usize) -> Result<Tensor> {
         match self.config.kind {
-            Kind::Ddim | Kind::Pndm => {
+            Kind::Ddim | Kind::Pndm | Kind::Lcm => {
                 let a = self.alpha_cumprod(self.timesteps[i] as i64);
                 (x0 * a.sqrt())? + (noise * (1.0 - a).sqrt())?
             }
@@ -759,14 +828,15 @@ impl Schedule {
         }
     }
 
-    /// Whether step `i` needs fresh noise (ancestral and SDE sampling, all but the last step).
+    /// Whether step `i` needs fresh noise (ancestral, SDE and LCM sampling, all but the last
+    /// step).
     pub fn needs_noise(&self, i: usize) -> bool {
-        let stochastic = match self.config.kind {
-            Kind::EulerAncestral => true,
-            Kind::DpmSolverMultistep => self.config.multistep.sde,
+        match self.config.kind {
+            Kind::EulerAncestral => self.sigmas[i + 1] > 0.0,
+            Kind::DpmSolverMultistep => self.config.multistep.sde && self.sigmas[i + 1] > 0.0,
+            Kind::Lcm => i + 1 < self.timesteps.len(),
             _ => false,
-        };
-        stochastic && self.sigmas[i + 1] > 0.0
+        }
     }
 
     /// The latents after step `i`, given the UNet's (guided) output; `noise` (same shape)
@@ -786,6 +856,7 @@ impl Schedule {
             Kind::Heun => self.heun_step(output, i, latents),
             Kind::DpmSolverMultistep => self.dpm_step(output, i, latents, noise),
             Kind::UniPc => self.unipc_step(output, i, latents),
+            Kind::Lcm => self.lcm_step(output, i, latents, noise),
         }?;
         self.calls += 1;
         Ok(next)
@@ -1028,6 +1099,40 @@ impl Schedule {
         }
     }
 
+    /// LCM (diffusers' `LCMScheduler`): the consistency function's x₀ — the UNet's x₀ and the
+    /// latents weighed by the boundary conditions `c_out` and `c_skip` at the timestep — then,
+    /// before the last step, that x₀ noised afresh to the next timestep.
+    fn lcm_step(
+        &self,
+        output: &Tensor,
+        i: usize,
+        latents: &Tensor,
+        noise: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let t = self.timesteps[i];
+        let a = self.alpha_cumprod(t as i64);
+        let x0 = match self.config.prediction {
+            Prediction::Epsilon => ((latents - (output * (1.0 - a).sqrt())?)? / a.sqrt())?,
+            Prediction::V => ((latents * a.sqrt())? - (output * (1.0 - a).sqrt())?)?,
+        };
+        let x0 = match self.config.clip_sample {
+            Some(range) => x0.clamp(-range, range)?,
+            None => x0,
+        };
+        const SIGMA_DATA: f64 = 0.5;
+        let scaled = t * self.config.lcm.timestep_scaling;
+        let c_skip = SIGMA_DATA * SIGMA_DATA / (scaled * scaled + SIGMA_DATA * SIGMA_DATA);
+        let c_out = scaled / (scaled * scaled + SIGMA_DATA * SIGMA_DATA).sqrt();
+        let denoised = ((x0 * c_out)? + (latents * c_skip)?)?;
+        match (self.timesteps.get(i + 1), noise) {
+            (Some(&next), Some(noise)) => {
+                let a_next = self.alpha_cumprod(next as i64);
+                (denoised * a_next.sqrt())? + (noise * (1.0 - a_next).sqrt())?
+            }
+            _ => Ok(denoised),
+        }
+    }
+
     /// The x₀ the UNet's output implies at step `i`, in the variance-preserving α, σ of DPM-Solver
     /// and UniPC.
     fn vp_x0(&self, output: &Tensor, i: usize, latents: &Tensor) -> Result<Tensor> {
@@ -1243,6 +1348,10 @@ mod tests {
                 lower_order_final: true,
                 euler_at_final: false,
                 lambda_min_clipped: f64::NEG_INFINITY,
+            },
+            lcm: Lcm {
+                original_steps: 50,
+                timestep_scaling: 10.0,
             },
         }
     }
