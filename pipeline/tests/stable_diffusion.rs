@@ -961,8 +961,10 @@ fn kohya_diffusers_and_lycoris_files_merge_as_their_reference_loaders_apply_them
         ("kohya", vec![lora("kohya", 0.8)]),
         ("peft", vec![lora("peft", 0.5)]),
         ("both", vec![lora("kohya", 0.8), lora("peft", 0.5)]),
-        // LyCORIS: LoHa and LoKr on the attention, MLP and 3×3 convolution weights, Tucker
-        // factors on half the convolutions (the reference merges them as ComfyUI does).
+        // kohya's LoRA on 3×3 convolutions too (LoCon; diffusers' loader agrees), and LyCORIS:
+        // LoHa and LoKr on the attention, MLP and 3×3 convolution weights, Tucker factors on
+        // half the convolutions (the reference merges them as ComfyUI does).
+        ("locon", vec![lora("locon", 0.7)]),
         ("loha", vec![lora("loha", 0.7)]),
         ("lokr", vec![lora("lokr", 0.7)]),
     ] {
@@ -999,7 +1001,7 @@ fn kohya_diffusers_and_lycoris_files_merge_as_their_reference_loaders_apply_them
     let eps = base
         .predict(reference.get("unet_sample"), 501.0, &context, None)
         .unwrap();
-    for label in ["both", "loha", "lokr"] {
+    for label in ["both", "locon", "loha", "lokr"] {
         let changed = max_diff(&cond, reference.get(&format!("lora_{label}_cond")))
             .min(max_diff(&eps, reference.get(&format!("lora_{label}_eps"))));
         assert!(changed > 1e-2, "{label}: {changed}");

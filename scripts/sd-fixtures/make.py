@@ -11,7 +11,8 @@ Each fixture is a random-weight pipeline in the real diffusers folder layout (`m
 tokenizer is a real CLIP byte-level BPE whose merges are learned here from a few game-asset
 prompts. `tiny-sd15` also gets two LoRAs, `loras/kohya.safetensors` (kohya's `lora_unet_…` /
 `lora_te_…` names with `.alpha`) and `loras/peft.safetensors` (diffusers' `unet.…lora_A` names),
-with what diffusers computes when it loads them, and two LyCORIS files, `loras/loha.safetensors`
+with what diffusers computes when it loads them, `loras/locon.safetensors` (kohya's LoRA on the
+3×3 convolutions too, checked against diffusers' loader), and two LyCORIS files, `loras/loha.safetensors`
 (LoHa: `hada_w1_a` … `hada_w2_b`, Tucker `hada_t1`/`hada_t2` on half the 3×3 convolutions) and
 `loras/lokr.safetensors` (LoKr: Kronecker products of `lokr_w1`(`_a`/`_b`) and
 `lokr_w2`(`_a`/`_b`, Tucker `lokr_t2`)), with what the model computes with them merged as
@@ -295,8 +296,10 @@ def tucker(t, b, a):
 
 
 def random_lycoris(pipe, seed, kind):
-    """A LyCORIS LoHa or LoKr over `lora_modules` and the UNet's 3×3 convolutions, in kohya's
-    naming with `.alpha` 2 (rank 4): its file contents and each weight's change at scale 1.
+    """A LoCon (kohya's LoRA with 3×3 convolutions: `lora_down` (rank, in, 3, 3), `lora_up`
+    (out, rank, 1, 1)), LyCORIS LoHa or LoKr over `lora_modules` and the UNet's 3×3
+    convolutions, in kohya's naming with `.alpha` 2 (rank 4): its file contents and each
+    weight's change at scale 1.
 
     LoHa: ΔW = (w1a·w1b) ⊙ (w2a·w2b) · alpha/rank, each factor a Tucker rebuild on every other
     convolution. LoKr: ΔW = w1 ⊗ w2 · alpha/rank, w1 whole (decomposed on the text encoder) and
@@ -316,7 +319,12 @@ def random_lycoris(pipe, seed, kind):
             out, inp, kernel = weight.shape[0], weight.shape[1], tuple(weight.shape[2:])
             use_tucker = bool(kernel) and n % 2 == 0
             parts = {}
-            if kind == "loha":
+            if kind == "locon":
+                down = rand(r, inp, *kernel) * 0.4
+                up = rand(out, r, *((1, 1) if kernel else ())) * 0.4
+                parts.update({"lora_down.weight": down, "lora_up.weight": up})
+                delta = (up.flatten(1) @ down.flatten(1)).reshape(weight.shape)
+            elif kind == "loha":
                 factors = []
                 for i in (1, 2):
                     if use_tucker:
@@ -388,7 +396,7 @@ def lora_reference(pipe, folder, tensors):
         context, eps = outputs(*merged(pipe, loras))
         tensors[f"lora_{label}_cond"] = context[1:]
         tensors[f"lora_{label}_eps"] = eps
-    for kind, seed in (("loha", 13), ("lokr", 14)):
+    for kind, seed in (("locon", 15), ("loha", 13), ("lokr", 14)):
         state, deltas = random_lycoris(pipe, seed, kind)
         save_file(state, os.path.join(folder, "loras", f"{kind}.safetensors"))
         unet, text = copy.deepcopy(pipe.unet), copy.deepcopy(pipe.text_encoder)
@@ -398,6 +406,19 @@ def lora_reference(pipe, folder, tensors):
         context, eps = outputs(unet, text)
         tensors[f"lora_{kind}_cond"] = context[1:]
         tensors[f"lora_{kind}_eps"] = eps
+        if kind == "locon":
+            # diffusers reads kohya's convolution LoRAs too: its adapters must agree.
+            unet_only = {k: v for k, v in state.items() if k.startswith("lora_unet_")}
+            pipe.load_lora_weights(unet_only, adapter_name="locon")
+            pipe.set_adapters(["locon"], adapter_weights=[0.7])
+            _, theirs = outputs(pipe.unet, pipe.text_encoder)
+            pipe.unload_lora_weights()
+            unet, _ = copy.deepcopy(pipe.unet), None
+            for network, name, delta in deltas:
+                if network == "unet":
+                    dict(unet.named_modules())[name].weight.add_(0.7 * delta)
+            _, ours = outputs(unet, pipe.text_encoder)
+            assert torch.allclose(theirs, ours, atol=1e-4), (theirs - ours).abs().max()
     # diffusers reads both formats (kohya's text-encoder names only with transformers 4):
     # its unfused adapters must agree with the merge above.
     pipe.load_lora_weights(os.path.join(folder, "loras"), weight_name="peft.safetensors", adapter_name="peft")

@@ -134,6 +134,7 @@ mod tests {
         let mut expected = vec![
             shared.join("xl.safetensors"),
             fixtures.join("tiny-sd15/loras/kohya.safetensors"),
+            fixtures.join("tiny-sd15/loras/locon.safetensors"),
             fixtures.join("tiny-sd15/loras/loha.safetensors"),
             fixtures.join("tiny-sd15/loras/lokr.safetensors"),
             fixtures.join("tiny-sd15/loras/peft.safetensors"),
