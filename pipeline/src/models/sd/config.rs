@@ -15,18 +15,7 @@ use super::text_encoder::ClipConfig;
 
 /// Reads and parses a JSON file, naming it in any error.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, SdError> {
-    let bytes = std::fs::read(path).map_err(|source| {
-        if source.kind() == std::io::ErrorKind::NotFound {
-            SdError::MissingFile {
-                path: path.to_path_buf(),
-            }
-        } else {
-            SdError::Io {
-                path: path.to_path_buf(),
-                source,
-            }
-        }
-    })?;
+    let bytes = std::fs::read(path).map_err(|source| SdError::io(path, source))?;
     serde_json::from_slice(&python_tokens_as_null(&bytes)).map_err(|e| SdError::Invalid {
         path: path.to_path_buf(),
         message: e.to_string(),

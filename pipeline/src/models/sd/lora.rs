@@ -77,18 +77,8 @@ impl Updates {
         let mut updates = Self::default();
         let mut uses = Vec::new();
         for file in files {
-            let bytes = std::fs::read(&file.path).map_err(|source| {
-                if source.kind() == std::io::ErrorKind::NotFound {
-                    SdError::MissingFile {
-                        path: file.path.clone(),
-                    }
-                } else {
-                    SdError::Io {
-                        path: file.path.clone(),
-                        source,
-                    }
-                }
-            })?;
+            let bytes =
+                std::fs::read(&file.path).map_err(|source| SdError::io(&file.path, source))?;
             let invalid = |message: String| SdError::Invalid {
                 path: file.path.clone(),
                 message,
@@ -310,19 +300,7 @@ impl LoraSummary {
             path: path.to_path_buf(),
             message,
         };
-        let io = |source: std::io::Error| {
-            if source.kind() == std::io::ErrorKind::NotFound {
-                SdError::MissingFile {
-                    path: path.to_path_buf(),
-                }
-            } else {
-                SdError::Io {
-                    path: path.to_path_buf(),
-                    source,
-                }
-            }
-        };
-        let mut file = std::fs::File::open(path).map_err(io)?;
+        let mut file = std::fs::File::open(path).map_err(|source| SdError::io(path, source))?;
         let mut length = [0u8; 8];
         file.read_exact(&mut length)
             .map_err(|_| invalid("too short for a safetensors file".into()))?;

@@ -104,6 +104,23 @@ pub enum SdError {
     Compute(#[from] candle_core::Error),
 }
 
+impl SdError {
+    /// An I/O failure on `path`: [`SdError::MissingFile`] when the file is not there, else
+    /// [`SdError::Io`].
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            SdError::MissingFile {
+                path: path.to_path_buf(),
+            }
+        } else {
+            SdError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    }
+}
+
 /// A prompt as the UNet is conditioned on it.
 #[derive(Clone, Debug)]
 pub struct Prompt {

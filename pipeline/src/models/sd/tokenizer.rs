@@ -50,18 +50,8 @@ impl ClipTokenizer {
             let vocab_path = dir.join("vocab.json");
             let vocab: HashMap<String, u32> = super::config::read_json(&vocab_path)?;
             let merges_path = dir.join("merges.txt");
-            let text = std::fs::read_to_string(&merges_path).map_err(|source| {
-                if source.kind() == std::io::ErrorKind::NotFound {
-                    SdError::MissingFile {
-                        path: merges_path.clone(),
-                    }
-                } else {
-                    SdError::Io {
-                        path: merges_path.clone(),
-                        source,
-                    }
-                }
-            })?;
+            let text = std::fs::read_to_string(&merges_path)
+                .map_err(|source| SdError::io(&merges_path, source))?;
             let merges = text
                 .lines()
                 .enumerate()
