@@ -224,10 +224,7 @@ impl TransformerBlock {
             .forward(&self.norm2.forward(&xs)?, Some(context))?
             + xs)?;
         let h = self.geglu.forward(&self.norm3.forward(&xs)?)?;
-        let half = h.dim(D::Minus1)? / 2;
-        let gated =
-            (h.narrow(D::Minus1, 0, half)? * h.narrow(D::Minus1, half, half)?.gelu_erf()?)?;
-        self.ff_out.forward(&gated)? + xs
+        self.ff_out.forward(&kernels::geglu(&h)?)? + xs
     }
 }
 
