@@ -16,6 +16,37 @@ use candle_core::{
 };
 use rayon::prelude::*;
 
+/// Defines `fn $name(args)` running `$portable(args)` compiled for AVX-512F, else for AVX2 and
+/// FMA, whichever the CPU has (checked at run time), else as it is. `$portable` is
+/// `#[inline(always)]` and written so that it vectorises for the features it is inlined into.
+macro_rules! on_widest_vectors {
+    ($(#[$doc:meta])* fn $name:ident => $portable:ident ($($arg:ident: $ty:ty),*)) => {
+        $(#[$doc])*
+        fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                fn avx512($($arg: $ty),*) {
+                    $portable($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                fn avx2($($arg: $ty),*) {
+                    $portable($($arg),*)
+                }
+                if is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has AVX-512F.
+                    return unsafe { avx512($($arg),*) };
+                }
+                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU has AVX2 and FMA.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $portable($($arg),*)
+        }
+    };
+}
+
 /// Output pixels × patch size per convolution band (floats in its patch buffer).
 const BAND_FLOATS: usize = 1 << 21;
 /// Winograd tiles × (input + output channels) × 16 per band (floats in its buffers).
@@ -635,32 +666,9 @@ impl CustomOp1 for Geglu {
     }
 }
 
-/// [`Geglu`] on whole rows, on the widest vectors the CPU has.
-fn geglu_rows(rows: &[f32], out: &mut [f32], half: usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F.
-            return unsafe { geglu_rows_avx512(rows, out, half) };
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has AVX2 and FMA.
-            return unsafe { geglu_rows_avx2(rows, out, half) };
-        }
-    }
-    geglu_rows_any(rows, out, half);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn geglu_rows_avx512(rows: &[f32], out: &mut [f32], half: usize) {
-    geglu_rows_any(rows, out, half);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn geglu_rows_avx2(rows: &[f32], out: &mut [f32], half: usize) {
-    geglu_rows_any(rows, out, half);
+on_widest_vectors! {
+    /// [`Geglu`] on whole rows, on the widest vectors the CPU has.
+    fn geglu_rows => geglu_rows_any(rows: &[f32], out: &mut [f32], half: usize)
 }
 
 #[inline(always)]
@@ -686,33 +694,10 @@ fn fast_erf(x: f32) -> f32 {
     magnitude.copysign(x)
 }
 
-/// Replaces each row of `scores` (rows of `m`) by `exp(x − max(row))` and writes the row's sum
-/// to `sums`: softmax without its division, on the widest vectors the CPU has.
-fn exp_rows(scores: &mut [f32], m: usize, sums: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F.
-            return unsafe { exp_rows_avx512(scores, m, sums) };
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has AVX2 and FMA.
-            return unsafe { exp_rows_avx2(scores, m, sums) };
-        }
-    }
-    exp_rows_any(scores, m, sums);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn exp_rows_avx512(scores: &mut [f32], m: usize, sums: &mut [f32]) {
-    exp_rows_any(scores, m, sums);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn exp_rows_avx2(scores: &mut [f32], m: usize, sums: &mut [f32]) {
-    exp_rows_any(scores, m, sums);
+on_widest_vectors! {
+    /// Replaces each row of `scores` (rows of `m`) by `exp(x − max(row))` and writes the row's
+    /// sum to `sums`: softmax without its division, on the widest vectors the CPU has.
+    fn exp_rows => exp_rows_any(scores: &mut [f32], m: usize, sums: &mut [f32])
 }
 
 /// [`exp_rows`] written so that it vectorises for whatever target features it is inlined
