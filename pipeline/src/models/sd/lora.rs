@@ -128,7 +128,7 @@ impl Updates {
                     .map_err(|what| invalid(format!("`{module}` {what}")))?;
                 let weight = names.get(&module).ok_or_else(|| {
                     invalid(format!(
-                        "`{module}` is a part of the {} it does not have",
+                        "`{module}` names a weight the {} does not have",
                         match network {
                             Network::Unet => "UNet",
                             Network::Text => "text encoder",
