@@ -58,7 +58,7 @@ impl Factor {
     /// Whether its tensors have the ranks the products need.
     pub fn well_formed(&self) -> bool {
         match self {
-            Factor::Whole(_) => true,
+            Factor::Whole(t) => t.rank() >= 2,
             Factor::Product { a, b } => {
                 a.rank() == 2 && b.rank() >= 2 && a.dims()[1] == b.dims()[0]
             }

@@ -838,12 +838,20 @@ mod tests {
             "lokr.safetensors",
             vec![("lora_unet_conv_in.lokr_w1", zeros(&[4, 2]))],
         );
+        let scalar = write(
+            "scalar.safetensors",
+            vec![
+                ("lora_unet_conv_in.lokr_w1", zeros(&[])),
+                ("lora_unet_conv_in.lokr_w2", zeros(&[32, 4, 3, 3])),
+            ],
+        );
         for (file, words) in [
             (unknown, "no_such_block"),
             (wrong, "does not fit `conv_in.weight`"),
             (half, "no complete down/up"),
             (loha, "shapes do not multiply"),
             (lokr, "no complete down/up"),
+            (scalar, "shapes do not multiply"),
         ] {
             let message = Updates::read(std::slice::from_ref(&file), &unet, &text, None, 2)
                 .unwrap_err()
