@@ -216,6 +216,14 @@ fn every_panel_action_works_on_an_embedded_chain() {
             .loras_for(&xl)
             .any(|lora| lora.path.ends_with("kohya-xl.safetensors"))
     );
+    // SDXL's refiner has no first text encoder for the kohya-xl file's `lora_te1_` entries.
+    let refiner = sd_fixtures().join("tiny-sdxl-refiner");
+    assert!(
+        !local
+            .loras_for(&refiner)
+            .any(|lora| lora.path.ends_with("kohya-xl.safetensors")),
+        "{local:?}"
+    );
     let lora_draft = Draft {
         name: "sd_potion_lora".into(),
         model: tiny_sd.to_string_lossy().into_owned(),

@@ -257,21 +257,113 @@ fn sdxl_matches_diffusers_with_both_text_encoders_and_the_added_conditioning() {
 /// The SDXL UNet's guided pair of outputs at t = 501: negative then prompt.
 fn sdxl_eps(model: &StableDiffusion, uncond: &Prompt, cond: &Prompt, sample: &Tensor) -> Tensor {
     let context = Tensor::cat(&[&uncond.context, &cond.context], 0).unwrap();
-    let pooled = [
-        uncond.pooled.as_ref().unwrap(),
-        cond.pooled.as_ref().unwrap(),
-    ];
-    let added = model
-        .added_conditioning(&Tensor::cat(&pooled, 0).unwrap())
-        .unwrap();
+    let added = |prompt: &Prompt, negative: bool| {
+        model
+            .added_conditioning(prompt.pooled.as_ref().unwrap(), negative)
+            .unwrap()
+    };
+    let added = Tensor::cat(&[added(uncond, true), added(cond, false)], 0).unwrap();
     model
         .predict(sample, 501.0, &context, Some(&added))
         .unwrap()
 }
 
 #[test]
+fn sdxl_refiner_matches_diffusers_with_one_text_encoder_and_aesthetic_scores() {
+    let name = "tiny-sdxl-refiner";
+    let model = load(name);
+    let reference = Reference::of(name);
+    let spec = model.spec();
+    assert!(spec.text.is_none() && spec.text_2.is_some());
+    assert!(spec.unet.added.is_some_and(|a| a.time_ids == 5));
+    assert_eq!(
+        model.token_ids(&reference.prompt),
+        reference.ids("cond_ids"),
+        "the second tokenizer (`!` padding) is the one"
+    );
+    let cond = model.encode_prompt(&reference.prompt).unwrap();
+    let uncond = model.encode_negative(&reference.negative).unwrap();
+    close("refiner prompt", &cond.context, reference.get("cond"), 1e-4);
+    close(
+        "refiner negative",
+        &uncond.context,
+        reference.get("uncond"),
+        1e-4,
+    );
+    let pooled = cond.pooled.clone().expect("the refiner pools the prompt");
+    close("refiner pooled", &pooled, reference.get("pooled"), 1e-4);
+    let pooled = uncond.pooled.clone().unwrap();
+    close(
+        "refiner negative pooled",
+        &pooled,
+        reference.get("uncond_pooled"),
+        1e-4,
+    );
+    // `force_zeros_for_empty_prompt` is false: an empty negative prompt is encoded.
+    let empty = model.encode_negative("").unwrap();
+    close(
+        "refiner empty negative",
+        &empty.context,
+        reference.get("empty"),
+        1e-4,
+    );
+
+    // The negative row's aesthetic score (2.5) differs from the prompt's (6): swapping them
+    // must change the UNet's output, and diffusers' order must match it.
+    let eps = sdxl_eps(&model, &uncond, &cond, reference.get("unet_sample"));
+    close("refiner UNet", &eps, reference.get("unet_eps"), 3e-4);
+    let context = Tensor::cat(&[&uncond.context, &cond.context], 0).unwrap();
+    let swapped = Tensor::cat(
+        &[
+            model
+                .added_conditioning(uncond.pooled.as_ref().unwrap(), false)
+                .unwrap(),
+            model
+                .added_conditioning(cond.pooled.as_ref().unwrap(), true)
+                .unwrap(),
+        ],
+        0,
+    )
+    .unwrap();
+    let swapped = model
+        .predict(
+            reference.get("unet_sample"),
+            501.0,
+            &context,
+            Some(&swapped),
+        )
+        .unwrap();
+    assert!(max_diff(&swapped, reference.get("unet_eps")) > 1e-3);
+
+    let request = GenerateRequest {
+        prompt: reference.prompt.clone(),
+        negative_prompt: reference.negative.clone(),
+        steps: reference.scalar("run_steps") as usize,
+        guidance: reference.scalar("run_guidance"),
+        init: Some(InitImage {
+            image: test_image(),
+            strength: reference.scalar("img2img_strength") as f32,
+            mask: None,
+        }),
+        ..GenerateRequest::default()
+    };
+    let image = model
+        .sample(&request, reference.get("img2img_noise"))
+        .unwrap();
+    close(
+        "refiner image-to-image",
+        &image.permute((0, 2, 3, 1)).unwrap(),
+        reference.get("img2img_image"),
+        4e-4,
+    );
+}
+
+#[test]
 fn the_folders_scheduler_places_the_timesteps() {
-    for name in FAMILIES.into_iter().chain(["tiny-sdxl"]) {
+    for name in FAMILIES
+        .into_iter()
+        .chain(["tiny-sdxl", "tiny-sdxl-refiner"])
+    {
         let model = load(name);
         let reference = Reference::of(name);
         let steps = reference.scalar("run_steps") as usize;
@@ -747,8 +839,14 @@ fn a_hugging_face_cache_folder_loads_offline() {
 
 /// Loads a copy of tiny-sd15 after `spoil` changed it, expecting an error naming `file`.
 fn refuses(spoil: impl FnOnce(&Path), file: &str, words: &str) {
+    refuses_in("tiny-sd15", spoil, file, words);
+}
+
+/// Loads a copy of the fixture `name` after `spoil` changed it, expecting an error naming
+/// `file`.
+fn refuses_in(name: &str, spoil: impl FnOnce(&Path), file: &str, words: &str) {
     let root = tempfile::tempdir().unwrap();
-    let folder = copy_fixture("tiny-sd15", root.path());
+    let folder = copy_fixture(name, root.path());
     spoil(&folder);
     let message = match StableDiffusion::load(&folder, &Device::Cpu) {
         Ok(_) => panic!("a spoiled folder loaded ({file})"),
@@ -840,6 +938,48 @@ fn broken_folders_are_refused_with_the_file_named() {
     );
     let missing = StableDiffusion::load(Path::new("/nonexistent/sd"), &Device::Cpu);
     assert!(matches!(missing, Err(SdError::MissingFile { .. })));
+}
+
+/// Sets `model_index.json`'s `key` to `value` in the folder.
+fn set_in_index(key: &'static str, value: serde_json::Value) -> impl FnOnce(&Path) {
+    move |folder: &Path| {
+        let path = folder.join("model_index.json");
+        let mut index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        index[key] = value;
+        std::fs::write(path, serde_json::to_vec_pretty(&index).unwrap()).unwrap();
+    }
+}
+
+#[test]
+fn folders_without_a_text_encoder_or_with_the_wrong_time_ids_are_refused() {
+    refuses(
+        |f| {
+            set_in_index("text_encoder", serde_json::json!([null, null]))(f);
+            set_in_index("tokenizer", serde_json::json!([null, null]))(f);
+        },
+        "model_index.json",
+        "no `text_encoder` (nor `text_encoder_2`)",
+    );
+    refuses_in(
+        "tiny-sdxl-refiner",
+        set_in_index("tokenizer_2", serde_json::Value::Null),
+        "model_index.json",
+        "no `tokenizer_2`",
+    );
+    // The refiner's UNet takes five time ids; without the flag diffusers would build six.
+    refuses_in(
+        "tiny-sdxl-refiner",
+        set_in_index("requires_aesthetics_score", false.into()),
+        "unet/config.json",
+        "requires_aesthetics_score",
+    );
+    refuses_in(
+        "tiny-sdxl",
+        set_in_index("requires_aesthetics_score", true.into()),
+        "unet/config.json",
+        "make 64",
+    );
 }
 
 #[test]

@@ -18,10 +18,14 @@ with what diffusers computes when it loads them, `loras/locon.safetensors` (kohy
 `lokr_w2`(`_a`/`_b`, Tucker `lokr_t2`)), with what the model computes with them merged as
 ComfyUI and LyCORIS merge them; `tiny-sdxl` gets `loras/kohya-xl.safetensors`
 (kohya's SDXL naming: `lora_te1_…`, `lora_te2_…`, the UNet in the original model's block
-names) with the outputs it gives. Next to each folder, `<name>.reference.safetensors` holds what diffusers computes for
+names) with the outputs it gives. `tiny-sdxl-refiner` is SDXL's refiner layout: no first text
+encoder or tokenizer, and five time ids (size, crop, aesthetic score) that differ between the
+prompt's row and the negative's, checked image-to-image. Next to each folder, `<name>.reference.safetensors` holds what diffusers computes for
 fixed inputs: the token ids, the text embeddings, one UNet call, one VAE decode, and a whole
 sampling run from fixed initial latents; `tokens.json` holds the tokenizers' ids for awkward
 prompts. Everything is seeded: running the script again gives the same files (same torch).
+Name fixtures (`make.py tiny-sdxl-refiner`) to rebuild only those; `tokens.json` is rewritten
+only by a whole run.
 """
 
 import collections
@@ -40,6 +44,7 @@ from diffusers import (
     StableDiffusionImg2ImgPipeline,
     StableDiffusionInpaintPipeline,
     StableDiffusionPipeline,
+    StableDiffusionXLImg2ImgPipeline,
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
@@ -653,6 +658,115 @@ def build_xl(name):
     )
 
 
+def build_xl_refiner(name):
+    """A tiny SDXL refiner: only the second text encoder (its next-to-last states alone are the
+    context), a UNet whose added conditioning takes five time ids (original size, crop origin,
+    aesthetic score) and whose outer blocks have no attention, Euler sampling, image-to-image;
+    and its reference outputs."""
+    torch.manual_seed(0)
+    folder = os.path.join(OUT, name)
+    shutil.rmtree(folder, ignore_errors=True)
+    tokenizer, vocab_size = write_tokenizer(os.path.join(folder, "tokenizer_2"), "!", False)
+    encoder = CLIPTextModelWithProjection(
+        CLIPTextConfig(
+            vocab_size=vocab_size, hidden_size=32, intermediate_size=64,
+            num_hidden_layers=3, num_attention_heads=4, max_position_embeddings=77,
+            hidden_act="gelu", projection_dim=24, bos_token_id=vocab_size - 2,
+            eos_token_id=vocab_size - 1, pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 32, 64, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=2,
+        cross_attention_dim=32,
+        attention_head_dim=(2, 4, 4, 4),
+        norm_num_groups=32,
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=24 + 5 * 8,
+    )
+    vae = AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 8, 16, 16),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=64,
+        scaling_factor=0.13025,
+    )
+    with torch.no_grad():
+        for module in (encoder, unet, vae):
+            for p in module.parameters():
+                p.add_(torch.randn_like(p) * 0.02)
+        vae.quant_conv.bias[4:] = -30.0
+    pipe = StableDiffusionXLImg2ImgPipeline(
+        vae=vae,
+        text_encoder=None,
+        text_encoder_2=encoder,
+        tokenizer=None,
+        tokenizer_2=tokenizer,
+        unet=unet,
+        scheduler=EulerDiscreteScheduler(**SD_BETAS, steps_offset=1),
+        requires_aesthetics_score=True,
+        force_zeros_for_empty_prompt=False,
+    )
+    pipe.save_pretrained(folder, safe_serialization=True)
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(1)
+        embeds, negative, pooled, negative_pooled = pipe.encode_prompt(
+            PROMPT, negative_prompt=NEGATIVE, do_classifier_free_guidance=True
+        )
+        _, empty, _, empty_pooled = pipe.encode_prompt(PROMPT, do_classifier_free_guidance=True)
+        assert empty.abs().sum() > 0, "the refiner encodes an empty negative prompt"
+        sample = torch.randn(2, 4, 8, 8, generator=g)
+        # diffusers' defaults: aesthetic score 6 for the prompt, 2.5 for the negative.
+        time_ids = torch.tensor([[64.0, 64.0, 0.0, 0.0, 2.5], [64.0, 64.0, 0.0, 0.0, 6.0]])
+        eps = pipe.unet(
+            sample, 501, encoder_hidden_states=torch.cat([negative, embeds]),
+            added_cond_kwargs={"text_embeds": torch.cat([negative_pooled, pooled]), "time_ids": time_ids},
+        ).sample
+        # As `reference`: the generator samples the (deterministic) latent distribution, then
+        # draws the noise; the same noise is stored.
+        strength, steps, guidance = 0.5, 4, 5.0
+        g = torch.Generator().manual_seed(7)
+        torch.randn(1, 4, 8, 8, generator=g)
+        noise = torch.randn(1, 4, 8, 8, generator=g)
+        out = pipe(
+            PROMPT, image=test_image(), strength=strength, negative_prompt=NEGATIVE,
+            num_inference_steps=steps, guidance_scale=guidance,
+            generator=torch.Generator().manual_seed(7), output_type="np",
+        ).images
+        tensors = {
+            "cond_ids": ids(pipe.tokenizer_2, PROMPT).to(torch.int64),
+            "cond": embeds,
+            "uncond": negative,
+            "pooled": pooled,
+            "uncond_pooled": negative_pooled,
+            "empty": empty,
+            "unet_sample": sample,
+            "unet_eps": eps,
+            "run_steps": torch.tensor([float(steps)]),
+            "run_guidance": torch.tensor([guidance]),
+            "run_timesteps": pipe.scheduler.timesteps.to(torch.int64),
+            "img2img_noise": noise,
+            "img2img_strength": torch.tensor([strength]),
+            "img2img_image": torch.from_numpy(out).contiguous(),
+        }
+    save_file(
+        {k: v.contiguous() for k, v in tensors.items()},
+        os.path.join(OUT, f"{name}.reference.safetensors"),
+        metadata={"prompt": PROMPT, "negative_prompt": NEGATIVE, "torch": torch.__version__},
+    )
+
+
 def ldm_name(name, layers):
     """A diffusers UNet attention module's name as the original SGM/LDM UNet (and so kohya's SDXL
     LoRAs) names it: `down_blocks.1.attentions.0.…` → `input_blocks.4.1.…` with 2 layers."""
@@ -747,6 +861,14 @@ def main():
     if not os.path.isdir("pipeline"):
         sys.exit("run from the repository root")
     os.makedirs(OUT, exist_ok=True)
+    only = sys.argv[1:]
+    if only:
+        for name in only:
+            if name not in ("tiny-sdxl", "tiny-sdxl-refiner"):
+                sys.exit(f"{name}: only the SDXL fixtures build alone; run without names for the rest")
+            (build_xl if name == "tiny-sdxl" else build_xl_refiner)(name)
+        print("wrote", ", ".join(only))
+        return
     tokens = {}
     tokenizer = build(
         "tiny-sd15",
@@ -791,6 +913,7 @@ def main():
         scheduler=ddim,
     )
     build_xl("tiny-sdxl")
+    build_xl_refiner("tiny-sdxl-refiner")
     with open(os.path.join(OUT, "tokens.json"), "w", encoding="utf-8") as f:
         f.write("{\n")
         lines = [

@@ -149,20 +149,30 @@ fn yes() -> bool {
     true
 }
 
-/// SDXL's added conditioning: the pooled prompt and six size/crop ids, each id embedded like
-/// a timestep.
+/// SDXL's added conditioning: the pooled prompt and the time ids, each id embedded like a
+/// timestep. The base model's six ids are the original size, the crop origin and the target
+/// size; the refiner's five (`requires_aesthetics_score`) end with an aesthetic score instead.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AddedSpec {
     /// Width of each id's sinusoidal embedding (`addition_time_embed_dim`).
     pub time_embed_dim: usize,
-    /// Pooled prompt width + 6 × `time_embed_dim` (`projection_class_embeddings_input_dim`).
+    /// Pooled prompt width + `time_ids` × `time_embed_dim`
+    /// (`projection_class_embeddings_input_dim`).
     pub input_dim: usize,
+    /// How many time ids: 6, or 5 with an aesthetic score.
+    pub time_ids: usize,
 }
 
 impl AddedSpec {
     /// Width of the pooled prompt embedding the UNet expects.
     pub fn pooled_dim(&self) -> usize {
-        self.input_dim.saturating_sub(6 * self.time_embed_dim)
+        self.input_dim
+            .saturating_sub(self.time_ids * self.time_embed_dim)
+    }
+
+    /// Whether the last time id is an aesthetic score (SDXL's refiner).
+    pub fn aesthetic_score(&self) -> bool {
+        self.time_ids == 5
     }
 }
 
@@ -177,6 +187,9 @@ pub struct UNetSpec {
     pub sample_size: usize,
     /// SDXL's added conditioning, when the UNet has it.
     pub added: Option<AddedSpec>,
+    /// Transformer layers of the middle block: the last block's
+    /// `transformer_layers_per_block`, attention or not (SDXL's refiner ends on plain blocks).
+    pub mid_depth: usize,
 }
 
 /// Reads `unet/config.json`.
@@ -196,10 +209,11 @@ pub fn unet(path: &Path) -> Result<UNetSpec, SdError> {
             json.addition_time_embed_dim,
             json.projection_class_embeddings_input_dim,
         ) {
-            (Some(time_embed_dim), Some(input_dim)) if input_dim > 6 * time_embed_dim => {
+            (Some(time_embed_dim), Some(input_dim)) if input_dim > 5 * time_embed_dim => {
                 Some(AddedSpec {
                     time_embed_dim,
                     input_dim,
+                    time_ids: 6,
                 })
             }
             _ => {
@@ -311,6 +325,15 @@ pub fn unet(path: &Path) -> Result<UNetSpec, SdError> {
             attention_head_dim,
         });
     }
+    let mid_depth = json
+        .transformer_layers_per_block
+        .get(n - 1)
+        .ok_or_else(|| {
+            invalid(format!(
+                "`transformer_layers_per_block` has no entry for block {}",
+                n - 1
+            ))
+        })?;
     Ok(UNetSpec {
         config: unet_2d::UNet2DConditionModelConfig {
             center_input_sample: json.center_input_sample,
@@ -329,6 +352,7 @@ pub fn unet(path: &Path) -> Result<UNetSpec, SdError> {
         in_channels: json.in_channels,
         sample_size: json.sample_size,
         added,
+        mid_depth,
     })
 }
 
@@ -440,8 +464,8 @@ pub struct PipelineSpec {
     pub unet: UNetSpec,
     /// `vae/config.json`.
     pub vae: VaeSpec,
-    /// `text_encoder/config.json`.
-    pub text: ClipConfig,
+    /// `text_encoder/config.json` (every pipeline but SDXL's refiner).
+    pub text: Option<ClipConfig>,
     /// `text_encoder_2/config.json` (SDXL).
     pub text_2: Option<ClipConfig>,
     /// `scheduler/scheduler_config.json`.
@@ -455,31 +479,49 @@ impl PipelineSpec {
     /// Reads the configs of the folder at `root`.
     pub fn read(root: &Path) -> Result<Self, SdError> {
         let path = |p: &str| -> PathBuf { root.join(p) };
-        let unet = unet(&path("unet/config.json"))?;
+        let index: serde_json::Value = read_json(&path(super::folder::MODEL_INDEX))?;
+        let flag = |name: &str| index.get(name).and_then(serde_json::Value::as_bool);
+        let mut unet = unet(&path("unet/config.json"))?;
         let vae = vae(&path("vae/config.json"))?;
-        let text = ClipConfig::read(&path("text_encoder/config.json"))?;
-        let text_2 = match path("text_encoder_2").is_dir() {
-            true => Some(ClipConfig::read(&path("text_encoder_2/config.json"))?),
-            false => None,
+        let encoder = |name: &str| -> Result<Option<ClipConfig>, SdError> {
+            match super::folder::has_component(&index, name) {
+                true => Ok(Some(ClipConfig::read(&path(&format!(
+                    "{name}/config.json"
+                )))?)),
+                false => Ok(None),
+            }
         };
+        let (text, text_2) = (encoder("text_encoder")?, encoder("text_encoder_2")?);
         let scheduler = SchedulerConfig::read(&path("scheduler/scheduler_config.json"))?;
         let invalid = |message: String| SdError::Invalid {
             path: path("unet/config.json"),
             message,
         };
-        let width = text.hidden_size + text_2.as_ref().map_or(0, |t| t.hidden_size);
+        let width: usize = [&text, &text_2]
+            .into_iter()
+            .flatten()
+            .map(|t| t.hidden_size)
+            .sum();
         if width != unet.config.cross_attention_dim {
             return Err(invalid(format!(
                 "`cross_attention_dim` {} differs from the text encoders' `hidden_size` ({width} in all)",
                 unet.config.cross_attention_dim
             )));
         }
+        if let Some(added) = &mut unet.added
+            && flag("requires_aesthetics_score") == Some(true)
+        {
+            added.time_ids = 5;
+        }
         match (&unet.added, &text_2) {
             (Some(added), Some(text_2)) if added.pooled_dim() != text_2.projection_dim => {
                 return Err(invalid(format!(
-                    "the added conditioning takes a {}-wide pooled prompt but `text_encoder_2` projects to {}",
-                    added.pooled_dim(),
-                    text_2.projection_dim
+                    "`projection_class_embeddings_input_dim` is {}, but `text_encoder_2`'s {}-wide pooled prompt and {} time ids of {} make {} (`model_index.json`'s `requires_aesthetics_score` means 5 ids, else 6)",
+                    added.input_dim,
+                    text_2.projection_dim,
+                    added.time_ids,
+                    added.time_embed_dim,
+                    text_2.projection_dim + added.time_ids * added.time_embed_dim
                 )));
             }
             (Some(_), None) => {
@@ -489,11 +531,7 @@ impl PipelineSpec {
             }
             _ => {}
         }
-        let index: serde_json::Value = read_json(&path(super::folder::MODEL_INDEX))?;
-        let zeros_for_empty_negative = index
-            .get("force_zeros_for_empty_prompt")
-            .and_then(serde_json::Value::as_bool)
-            .unwrap_or(false);
+        let zeros_for_empty_negative = flag("force_zeros_for_empty_prompt").unwrap_or(false);
         Ok(Self {
             unet,
             vae,

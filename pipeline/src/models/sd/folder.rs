@@ -48,12 +48,29 @@ impl DiffusersFolder {
                 message: "no `_class_name`".into(),
             })?
             .to_string();
-        for component in ["unet", "vae", "text_encoder", "tokenizer", "scheduler"] {
-            if index.get(component).is_none_or(|v| v.is_null()) {
-                return Err(SdError::Invalid {
-                    path: index_path.clone(),
-                    message: format!("no `{component}` component"),
-                });
+        let missing = |message: &str| SdError::Invalid {
+            path: index_path.clone(),
+            message: message.to_string(),
+        };
+        for component in ["unet", "vae", "scheduler"] {
+            if !has_component(&index, component) {
+                return Err(missing(&format!("no `{component}` component")));
+            }
+        }
+        // SDXL's refiner has only the second text encoder.
+        if !(has_component(&index, "text_encoder") || has_component(&index, "text_encoder_2")) {
+            return Err(missing(
+                "no `text_encoder` (nor `text_encoder_2`) component",
+            ));
+        }
+        for (encoder, tokenizer) in [
+            ("text_encoder", "tokenizer"),
+            ("text_encoder_2", "tokenizer_2"),
+        ] {
+            if has_component(&index, encoder) && !has_component(&index, tokenizer) {
+                return Err(missing(&format!(
+                    "a `{encoder}` component but no `{tokenizer}`"
+                )));
             }
         }
         Ok(Self {
@@ -109,11 +126,12 @@ impl DiffusersFolder {
     }
 
     /// The model version: sha256 (hex) over the sha256 of every weights file, component by
-    /// component (`unet`, `vae`, `text_encoder`), so that any changed weight changes it.
+    /// component (`unet`, `vae`, then the text encoders there are), so that any changed weight
+    /// changes it.
     pub fn weights_sha256(&self) -> Result<String, SdError> {
         let mut all = Sha256::new();
         for component in ["unet", "vae", "text_encoder", "text_encoder_2"] {
-            if component == "text_encoder_2" && !self.root.join(component).is_dir() {
+            if component.starts_with("text_encoder") && !self.root.join(component).is_dir() {
                 continue;
             }
             for path in self.weights(component)? {
@@ -122,6 +140,16 @@ impl DiffusersFolder {
             }
         }
         Ok(hex::encode(all.finalize()))
+    }
+}
+
+/// Whether `model_index.json` names a `component`: diffusers writes an absent one (SDXL
+/// refiner's `text_encoder`) as `null` or `[null, null]`.
+pub fn has_component(index: &serde_json::Value, component: &str) -> bool {
+    match index.get(component) {
+        None | Some(serde_json::Value::Null) => false,
+        Some(serde_json::Value::Array(parts)) => parts.iter().any(|p| !p.is_null()),
+        Some(_) => true,
     }
 }
 

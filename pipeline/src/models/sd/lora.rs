@@ -65,12 +65,14 @@ impl Updates {
     pub fn read(
         files: &[LoraFile],
         unet: &MmapedSafetensors,
-        text: &MmapedSafetensors,
+        text: Option<&MmapedSafetensors>,
         text_2: Option<&MmapedSafetensors>,
         layers_per_block: usize,
     ) -> Result<(Self, Vec<LoraUse>), SdError> {
         let unet_names = weight_names(unet, Network::Unet);
-        let text_names = weight_names(text, Network::Text);
+        let text_names = text
+            .map(|t| weight_names(t, Network::Text))
+            .unwrap_or_default();
         let text_2_names = text_2
             .map(|t| weight_names(t, Network::Text2))
             .unwrap_or_default();
@@ -112,11 +114,18 @@ impl Updates {
                 return Err(invalid("holds no LoRA entries".into()));
             }
             for ((network, module), parts) in modules {
-                let (names, base, map) = match (network, text_2) {
-                    (Network::Unet, _) => (&unet_names, unet, &mut updates.unet),
-                    (Network::Text, _) => (&text_names, text, &mut updates.text),
-                    (Network::Text2, Some(text_2)) => (&text_2_names, text_2, &mut updates.text_2),
-                    (Network::Text2, None) => {
+                let (names, base, map) = match (network, text, text_2) {
+                    (Network::Unet, _, _) => (&unet_names, unet, &mut updates.unet),
+                    (Network::Text, Some(text), _) => (&text_names, text, &mut updates.text),
+                    (Network::Text, None, _) => {
+                        return Err(invalid(format!(
+                            "`{module}` adapts the first text encoder, which this pipeline does not have (an SDXL refiner has only the second)"
+                        )));
+                    }
+                    (Network::Text2, _, Some(text_2)) => {
+                        (&text_2_names, text_2, &mut updates.text_2)
+                    }
+                    (Network::Text2, _, None) => {
                         return Err(invalid(format!(
                             "`{module}` adapts a second text encoder, which this pipeline does not have (an SDXL LoRA?)"
                         )));
@@ -375,12 +384,15 @@ impl LoraSummary {
     }
 
     /// Whether it fits the pipeline `spec` describes: the text width of its UNet updates and
-    /// of its text-encoder updates, and a second text encoder if it adapts one. (Loading is
+    /// of its text-encoder updates, and each text encoder it adapts being there. (Loading is
     /// the full check: every entry must then meet a weight of its shape.)
     pub fn fits(&self, spec: &PipelineSpec) -> bool {
         self.context_dim
             .is_none_or(|dim| dim == spec.unet.config.cross_attention_dim)
-            && self.text_dim.is_none_or(|dim| dim == spec.text.hidden_size)
+            && (!self.text || spec.text.is_some())
+            && self
+                .text_dim
+                .is_none_or(|dim| spec.text.as_ref().is_some_and(|t| t.hidden_size == dim))
             && (spec.text_2.is_some() || !self.text_2)
     }
 
@@ -726,6 +738,19 @@ mod tests {
         );
         assert!(lokr.fits(&sd15_spec));
         assert_eq!(xl.describe(), "UNet + text encoders, rank 4");
+        // SDXL's refiner: only the second text encoder, whose 32-wide states alone are its
+        // context. A LoRA of the base's first encoder does not fit; one of its UNet and second
+        // encoder alone, with the refiner's widths, does.
+        let refiner_spec = PipelineSpec::read(&fixture("../tiny-sdxl-refiner")).unwrap();
+        assert!(!xl.fits(&refiner_spec) && !lokr.fits(&refiner_spec));
+        let refiner_lora = LoraSummary {
+            text: false,
+            text_dim: None,
+            context_dim: Some(32),
+            ..xl.clone()
+        };
+        assert!(refiner_lora.fits(&refiner_spec));
+        assert!(!refiner_lora.fits(&xl_spec));
 
         // Weights that are not a LoRA, a truncated file and a missing one are refused by name.
         let unet = fixture("unet/diffusion_pytorch_model.safetensors");
@@ -755,7 +780,7 @@ mod tests {
             scale: 0.8,
         };
         let (updates, uses) =
-            Updates::read(std::slice::from_ref(&file), &unet, &text, None, 2).unwrap();
+            Updates::read(std::slice::from_ref(&file), &unet, Some(&text), None, 2).unwrap();
         assert_eq!(uses[0].sha256.len(), 64);
         let lora = candle_core::safetensors::load(&file.path, &Device::Cpu).unwrap();
         let key = "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k";
@@ -853,7 +878,7 @@ mod tests {
             (lokr, "no complete down/up"),
             (scalar, "shapes do not multiply"),
         ] {
-            let message = Updates::read(std::slice::from_ref(&file), &unet, &text, None, 2)
+            let message = Updates::read(std::slice::from_ref(&file), &unet, Some(&text), None, 2)
                 .unwrap_err()
                 .to_string();
             assert!(
@@ -861,6 +886,24 @@ mod tests {
                 "{message}"
             );
         }
+        // SDXL's refiner has no first text encoder for a `lora_te_` entry to change.
+        let text_lora = write(
+            "text.safetensors",
+            vec![
+                (
+                    "lora_te_text_model_final_layer_norm.lora_down.weight",
+                    zeros(&[4, 32]),
+                ),
+                (
+                    "lora_te_text_model_final_layer_norm.lora_up.weight",
+                    zeros(&[32, 4]),
+                ),
+            ],
+        );
+        let message = Updates::read(std::slice::from_ref(&text_lora), &unet, None, None, 2)
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("the first text encoder"), "{message}");
     }
 
     #[test]

@@ -130,13 +130,20 @@ pub struct Prompt {
     pub pooled: Option<Tensor>,
 }
 
+/// A tokenizer and the text encoder it feeds.
+type TextStack = (ClipTokenizer, ClipTextEncoder);
+
+/// The aesthetic scores SDXL's refiner conditions on: diffusers' defaults for the prompt's
+/// rows and the negative prompt's.
+const AESTHETIC_SCORE: (f32, f32) = (6.0, 2.5);
+
 /// A loaded Stable Diffusion pipeline.
 pub struct StableDiffusion {
     spec: PipelineSpec,
-    tokenizer: ClipTokenizer,
-    text: ClipTextEncoder,
+    /// The (first) tokenizer and text encoder; SDXL's refiner has none.
+    first: Option<TextStack>,
     /// SDXL's second tokenizer and text encoder.
-    second: Option<(ClipTokenizer, ClipTextEncoder)>,
+    second: Option<TextStack>,
     unet: UNet,
     vae: Vae,
     device: Device,
@@ -173,27 +180,31 @@ impl StableDiffusion {
             });
         }
         let spec = PipelineSpec::read(&folder.root)?;
-        let tokenizer = load_tokenizer(&folder.root.join("tokenizer"), &spec.text)?;
         let dtype = if device.is_cpu() {
             DType::F32
         } else {
             DType::F16
         };
-        let text_files = folder.weights("text_encoder")?;
         let unet_files = folder.weights("unet")?;
-        let (text_map, unet_map) = (lora::map(&text_files)?, lora::map(&unet_files)?);
-        let text_2 = match &spec.text_2 {
-            Some(_) => {
-                let files = folder.weights("text_encoder_2")?;
-                let map = lora::map(&files)?;
-                Some((files, map))
-            }
-            None => None,
+        let unet_map = lora::map(&unet_files)?;
+        let weights = |component: &str, config: &Option<text_encoder::ClipConfig>| {
+            config
+                .as_ref()
+                .map(|_| -> Result<_, SdError> {
+                    let files = folder.weights(component)?;
+                    let map = lora::map(&files)?;
+                    Ok((files, map))
+                })
+                .transpose()
         };
+        let (text_1, text_2) = (
+            weights("text_encoder", &spec.text)?,
+            weights("text_encoder_2", &spec.text_2)?,
+        );
         let (updates, lora_uses) = Updates::read(
             loras,
             &unet_map,
-            &text_map,
+            text_1.as_ref().map(|(_, map)| map),
             text_2.as_ref().map(|(_, map)| map),
             spec.unet.config.layers_per_block,
         )?;
@@ -204,22 +215,27 @@ impl StableDiffusion {
                 device.clone(),
             )
         };
-        let text = build(&text_files, || {
-            ClipTextEncoder::new(&spec.text, backend(text_map, Network::Text))
-        })?;
+        let stack = |config: &Option<text_encoder::ClipConfig>,
+                     weights: Option<(Vec<PathBuf>, _)>,
+                     tokenizer: &str,
+                     network: Network|
+         -> Result<Option<TextStack>, SdError> {
+            match (config, weights) {
+                (Some(config), Some((files, map))) => {
+                    let tokenizer = load_tokenizer(&folder.root.join(tokenizer), config)?;
+                    let encoder = build(&files, || {
+                        ClipTextEncoder::new(config, backend(map, network))
+                    })?;
+                    Ok(Some((tokenizer, encoder)))
+                }
+                _ => Ok(None),
+            }
+        };
+        let first = stack(&spec.text, text_1, "tokenizer", Network::Text)?;
+        let second = stack(&spec.text_2, text_2, "tokenizer_2", Network::Text2)?;
         let unet = build(&unet_files, || {
             UNet::new(backend(unet_map, Network::Unet), &spec.unet)
         })?;
-        let second = match (&spec.text_2, text_2) {
-            (Some(config), Some((files, map))) => {
-                let tokenizer = load_tokenizer(&folder.root.join("tokenizer_2"), config)?;
-                let encoder = build(&files, || {
-                    ClipTextEncoder::new(config, backend(map, Network::Text2))
-                })?;
-                Some((tokenizer, encoder))
-            }
-            _ => None,
-        };
         let vae_files = folder.weights("vae")?;
         let vae_map = lora::map(&vae_files)?;
         let vae = build(&vae_files, || {
@@ -237,8 +253,7 @@ impl StableDiffusion {
         tracing::debug!(path = %path.display(), version = %identity.weights_sha256, "loaded Stable Diffusion");
         Ok(Self {
             spec,
-            tokenizer,
-            text,
+            first,
             second,
             unet,
             vae,
@@ -253,32 +268,42 @@ impl StableDiffusion {
         &self.spec
     }
 
-    /// The prompt's token ids, as the text encoder sees them.
+    /// The prompt's token ids, as the (first) text encoder sees them.
     pub fn token_ids(&self, prompt: &str) -> Vec<u32> {
-        self.tokenizer.encode(prompt)
+        self.stacks()
+            .next()
+            .map(|(tokenizer, _)| tokenizer.encode(prompt))
+            .unwrap_or_default()
     }
 
-    /// The prompt as the UNet sees it: SD 1.x/2.x the text encoder's last states; SDXL both
-    /// encoders' next-to-last states side by side, and the second's pooled projection.
+    /// The tokenizers and text encoders, first then second.
+    fn stacks(&self) -> impl Iterator<Item = &TextStack> {
+        self.first.iter().chain(&self.second)
+    }
+
+    /// The prompt as the UNet sees it: SD 1.x/2.x the text encoder's last states; SDXL its
+    /// encoders' next-to-last states side by side (the refiner has only the second), and the
+    /// second's pooled projection.
     pub fn encode_prompt(&self, prompt: &str) -> Result<Prompt, SdError> {
-        let ids = |tokenizer: &ClipTokenizer| -> candle_core::Result<Tensor> {
+        let mut states = Vec::with_capacity(2);
+        for (tokenizer, encoder) in self.stacks() {
             let ids = tokenizer.encode(prompt);
             let len = ids.len();
-            Tensor::from_vec(ids, (1, len), &self.device)
-        };
-        let first = self.text.forward(&ids(&self.tokenizer)?)?;
-        Ok(match &self.second {
-            None => Prompt {
+            states.push(encoder.forward(&Tensor::from_vec(ids, (1, len), &self.device)?)?);
+        }
+        if self.second.is_none() {
+            let first = states
+                .pop()
+                .ok_or_else(|| SdError::BadRequest("the pipeline has no text encoder".into()))?;
+            return Ok(Prompt {
                 context: first.last,
                 pooled: None,
-            },
-            Some((tokenizer, encoder)) => {
-                let second = encoder.forward(&ids(tokenizer)?)?;
-                Prompt {
-                    context: Tensor::cat(&[&first.penultimate, &second.penultimate], 2)?,
-                    pooled: second.pooled,
-                }
-            }
+            });
+        }
+        let penultimate: Vec<&Tensor> = states.iter().map(|s| &s.penultimate).collect();
+        Ok(Prompt {
+            context: Tensor::cat(&penultimate, 2)?,
+            pooled: states.pop().and_then(|second| second.pooled),
         })
     }
 
@@ -295,11 +320,20 @@ impl StableDiffusion {
         })
     }
 
-    /// SDXL's added conditioning for a pooled prompt `(n, p)`: the pooled prompt and the six
-    /// time ids (original size, crop origin, target size) of a native-size image, `(n, p + 6)`.
-    pub fn added_conditioning(&self, pooled: &Tensor) -> Result<Tensor, SdError> {
+    /// SDXL's added conditioning for a pooled prompt `(n, p)`, the negative prompt's when
+    /// `negative`: the pooled prompt and the time ids of a native-size image, `(n, p + ids)`.
+    /// The six ids are the original size, the crop origin and the target size; the refiner's
+    /// five end with an aesthetic score instead, diffusers' 6 for the prompt and 2.5 for the
+    /// negative prompt.
+    pub fn added_conditioning(&self, pooled: &Tensor, negative: bool) -> Result<Tensor, SdError> {
         let side = self.spec.native_size() as f32;
-        let ids = Tensor::new(&[side, side, 0.0, 0.0, side, side], &self.device)?
+        let aesthetic = self.spec.unet.added.is_some_and(|a| a.aesthetic_score());
+        let ids: Vec<f32> = match (aesthetic, negative) {
+            (false, _) => vec![side, side, 0.0, 0.0, side, side],
+            (true, false) => vec![side, side, 0.0, 0.0, AESTHETIC_SCORE.0],
+            (true, true) => vec![side, side, 0.0, 0.0, AESTHETIC_SCORE.1],
+        };
+        let ids = Tensor::new(ids.as_slice(), &self.device)?
             .unsqueeze(0)?
             .repeat((pooled.dim(0)?, 1))?;
         Ok(Tensor::cat(&[&pooled.to_dtype(DType::F32)?, &ids], 1)?)
@@ -462,16 +496,23 @@ impl StableDiffusion {
         n: usize,
         guided: bool,
     ) -> Result<(Tensor, Option<Tensor>), SdError> {
-        let mut prompts = vec![self.encode_prompt(&request.prompt)?; n];
+        let mut prompts = vec![(self.encode_prompt(&request.prompt)?, false); n];
         if guided {
             let negative = self.encode_negative(&request.negative_prompt)?;
-            prompts.splice(0..0, vec![negative; n]);
+            prompts.splice(0..0, vec![(negative, true); n]);
         }
-        let contexts: Vec<&Tensor> = prompts.iter().map(|p| &p.context).collect();
-        let pooled: Option<Vec<&Tensor>> = prompts.iter().map(|p| p.pooled.as_ref()).collect();
-        let added = match (pooled, &self.spec.unet.added) {
-            (Some(pooled), Some(_)) => Some(self.added_conditioning(&Tensor::cat(&pooled, 0)?)?),
-            _ => None,
+        let contexts: Vec<&Tensor> = prompts.iter().map(|(p, _)| &p.context).collect();
+        let added = match &self.spec.unet.added {
+            Some(_) => {
+                let mut rows = Vec::with_capacity(prompts.len());
+                for (prompt, negative) in &prompts {
+                    if let Some(pooled) = &prompt.pooled {
+                        rows.push(self.added_conditioning(pooled, *negative)?);
+                    }
+                }
+                Some(Tensor::cat(&rows, 0)?)
+            }
+            None => None,
         };
         Ok((Tensor::cat(&contexts, 0)?, added))
     }

@@ -12,6 +12,7 @@ use super::kernels::Conv2d;
 
 /// SDXL's `text_time` added embedding.
 struct Added {
+    time_ids: usize,
     time_proj: Timesteps,
     embedding: TimestepEmbedding,
 }
@@ -44,6 +45,7 @@ impl UNet {
         let time_embedding = TimestepEmbedding::new(vb.pp("time_embedding"), first, time_dim)?;
         let added = match spec.added {
             Some(added) => Some(Added {
+                time_ids: added.time_ids,
                 time_proj: Timesteps::new(
                     added.time_embed_dim,
                     config.flip_sin_to_cos,
@@ -90,7 +92,7 @@ impl UNet {
             shape(n - 1),
             TransformerShape {
                 heads: last.attention_head_dim,
-                depth: last.use_cross_attn.unwrap_or(1),
+                depth: spec.mid_depth,
                 context_dim: config.cross_attention_dim,
                 linear: config.use_linear_projection,
             },
@@ -135,8 +137,8 @@ impl UNet {
     }
 
     /// The UNet's output for latents `(n, c, h, w)` at `timestep` given the text `context`
-    /// `(n, tokens, d)`; SDXL also takes `added`: the pooled prompt and the six time ids per
-    /// row, `(n, pooled + 6)`.
+    /// `(n, tokens, d)`; SDXL also takes `added`: the pooled prompt and the time ids (six, or
+    /// the refiner's five) per row, `(n, pooled + ids)`.
     pub fn forward(
         &self,
         xs: &Tensor,
@@ -159,9 +161,9 @@ impl UNet {
             .time_embedding
             .forward(&self.time_proj.forward(&times)?)?;
         if let (Some(embed), Some(added)) = (&self.added, added) {
-            let pooled = added.dim(1)? - 6;
+            let pooled = added.dim(1)?.saturating_sub(embed.time_ids);
             let text = added.narrow(1, 0, pooled)?;
-            let ids = added.narrow(1, pooled, 6)?.flatten_all()?;
+            let ids = added.narrow(1, pooled, embed.time_ids)?.flatten_all()?;
             let time = embed.time_proj.forward(&ids)?.reshape((batch, ()))?;
             let input = Tensor::cat(&[&text, &time], 1)?;
             emb = (emb + embed.embedding.forward(&input)?)?;
