@@ -1107,6 +1107,9 @@ fn kohya_diffusers_and_lycoris_files_merge_as_their_reference_loaders_apply_them
         ("locon", vec![lora("locon", 0.7)]),
         ("loha", vec![lora("loha", 0.7)]),
         ("lokr", vec![lora("lokr", 0.7)]),
+        // DoRA: a LoCon with `dora_scale` magnitudes on the input axis (UNet) and the output
+        // axis (text encoder), merged as LyCORIS and ComfyUI do (the scale outside the norm).
+        ("dora", vec![lora("dora", 0.8)]),
     ] {
         let model = StableDiffusion::load_with(&fixtures().join("tiny-sd15"), &Device::Cpu, &loras)
             .unwrap();
@@ -1141,7 +1144,7 @@ fn kohya_diffusers_and_lycoris_files_merge_as_their_reference_loaders_apply_them
     let eps = base
         .predict(reference.get("unet_sample"), 501.0, &context, None)
         .unwrap();
-    for label in ["both", "locon", "loha", "lokr"] {
+    for label in ["both", "locon", "loha", "lokr", "dora"] {
         let changed = max_diff(&cond, reference.get(&format!("lora_{label}_cond")))
             .min(max_diff(&eps, reference.get(&format!("lora_{label}_eps"))));
         assert!(changed > 1e-2, "{label}: {changed}");

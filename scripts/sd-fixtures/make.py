@@ -15,7 +15,8 @@ with what diffusers computes when it loads them, `loras/locon.safetensors` (kohy
 3×3 convolutions too, checked against diffusers' loader), and two LyCORIS files, `loras/loha.safetensors`
 (LoHa: `hada_w1_a` … `hada_w2_b`, Tucker `hada_t1`/`hada_t2` on half the 3×3 convolutions) and
 `loras/lokr.safetensors` (LoKr: Kronecker products of `lokr_w1`(`_a`/`_b`) and
-`lokr_w2`(`_a`/`_b`, Tucker `lokr_t2`)), with what the model computes with them merged as
+`lokr_w2`(`_a`/`_b`, Tucker `lokr_t2`)), and a DoRA file `loras/dora.safetensors` (a LoRA with
+`dora_scale` magnitudes on either axis), with what the model computes with them merged as
 ComfyUI and LyCORIS merge them; `tiny-sdxl` gets `loras/kohya-xl.safetensors`
 (kohya's SDXL naming: `lora_te1_…`, `lora_te2_…`, the UNet in the original model's block
 names) with the outputs it gives. `tiny-sdxl-refiner` is SDXL's refiner layout: no first text
@@ -368,6 +369,51 @@ def random_lycoris(pipe, seed, kind):
     return tensors, deltas
 
 
+def axis_norm(weight, output_axis):
+    """The L2 norm of `weight` per output row (shape (out, 1, …)) or per input column (shape
+    (1, in, …)), as DoRA's magnitudes are kept."""
+    if output_axis:
+        return weight.reshape(weight.shape[0], -1).norm(dim=1).reshape(weight.shape[0], *[1] * (weight.dim() - 1))
+    flat = weight.transpose(0, 1).reshape(weight.shape[1], -1).norm(dim=1)
+    return flat.reshape(1, weight.shape[1], *[1] * (weight.dim() - 2))
+
+
+def random_dora(pipe, seed, scale):
+    """A DoRA file as kohya and LyCORIS write it: a LoRA (with `.alpha` 2, rank 4) over
+    `lora_modules` and the UNet's 3×3 convolutions, plus a `dora_scale` magnitude per weight, on
+    the input axis (LyCORIS's default, (1, in, …)) in the UNet and on the output axis
+    ((out, 1, …), as PEFT keeps it) in the text encoder. Returns the file contents and each
+    weight's merged value at `scale`, as LyCORIS and ComfyUI merge it:
+    W' = W + scale · (m / ‖W + (alpha/rank)·ΔW‖ · (W + (alpha/rank)·ΔW) − W)."""
+    g = torch.Generator().manual_seed(seed)
+    r = LORA_RANK
+    unet, text = lora_modules(pipe)
+    tensors, merged_weights = {}, []
+    for network, model, names in (
+        ("unet", pipe.unet, unet + conv_modules(pipe)),
+        ("text", pipe.text_encoder, text),
+    ):
+        modules = dict(model.named_modules())
+        for name in names:
+            weight = modules[name].weight.detach()
+            out, inp, kernel = weight.shape[0], weight.shape[1], tuple(weight.shape[2:])
+            down = torch.randn(r, inp, *kernel, generator=g) * 0.2
+            up = torch.randn(out, r, *((1, 1) if kernel else ()), generator=g) * 0.2
+            delta = (up.flatten(1) @ down.flatten(1)).reshape(weight.shape)
+            output_axis = network == "text"
+            magnitude = axis_norm(weight, output_axis) * (1 + 0.2 * torch.randn(axis_norm(weight, output_axis).shape, generator=g))
+            calc = weight + (2.0 / r) * delta
+            decomposed = calc * (magnitude / axis_norm(calc, output_axis))
+            merged_weights.append((network, name, weight + scale * (decomposed - weight)))
+            path = name if network == "unet" else "text_model." + name
+            key = ("lora_unet_" if network == "unet" else "lora_te_") + path.replace(".", "_")
+            tensors[f"{key}.lora_down.weight"] = down.contiguous()
+            tensors[f"{key}.lora_up.weight"] = up.contiguous()
+            tensors[f"{key}.alpha"] = torch.tensor(2.0)
+            tensors[f"{key}.dora_scale"] = magnitude.contiguous()
+    return tensors, merged_weights
+
+
 def merged(pipe, loras):
     """Copies of the UNet and text encoder with `W += scale · (alpha/rank) · up @ down`."""
     unet, text = copy.deepcopy(pipe.unet), copy.deepcopy(pipe.text_encoder)
@@ -401,6 +447,14 @@ def lora_reference(pipe, folder, tensors):
         context, eps = outputs(*merged(pipe, loras))
         tensors[f"lora_{label}_cond"] = context[1:]
         tensors[f"lora_{label}_eps"] = eps
+    state, weights = random_dora(pipe, 16, 0.8)
+    save_file(state, os.path.join(folder, "loras", "dora.safetensors"))
+    unet, text = copy.deepcopy(pipe.unet), copy.deepcopy(pipe.text_encoder)
+    for network, name, weight in weights:
+        model = unet if network == "unet" else text
+        dict(model.named_modules())[name].weight.copy_(weight)
+    context, eps = outputs(unet, text)
+    tensors["lora_dora_cond"], tensors["lora_dora_eps"] = context[1:], eps
     for kind, seed in (("locon", 15), ("loha", 13), ("lokr", 14)):
         state, deltas = random_lycoris(pipe, seed, kind)
         save_file(state, os.path.join(folder, "loras", f"{kind}.safetensors"))

@@ -2,7 +2,7 @@
 //! LoHa (a Hadamard product of two low-rank factors) and LoKr (a Kronecker product), whose
 //! factors may be whole, products `a · b`, or Tucker decompositions (3×3 convolutions). The
 //! change is rebuilt in f32 on the device the weights load to, in the weight's own shape, the
-//! way LyCORIS and ComfyUI merge these files.
+//! way LyCORIS and ComfyUI merge these files. DoRA files add a [`Magnitude`] per weight.
 
 use candle_core::{DType, Device, Result, Tensor};
 
@@ -162,6 +162,60 @@ impl Delta {
                     .reshape(dims)
             }
         }
+    }
+}
+
+/// DoRA's magnitudes (`dora_scale`): the changed weight is rescaled so that each input column
+/// (LyCORIS's default, shape `(1, in, …)`) or each output row (PEFT's, `(out, 1, …)`) has this
+/// norm.
+#[derive(Clone, Debug)]
+pub struct Magnitude {
+    values: Tensor,
+    output_axis: bool,
+}
+
+impl Magnitude {
+    /// The magnitudes `values` of a weight of shape `weight`, or why they do not fit it.
+    pub fn new(values: Tensor, weight: &[usize]) -> std::result::Result<Self, String> {
+        let dims = values.dims();
+        let ones = |from: usize| dims.len() == weight.len() && dims[from..].iter().all(|&d| d == 1);
+        let input_axis = weight.len() >= 2
+            && dims.len() == weight.len()
+            && dims[0] == 1
+            && dims[1] == weight[1]
+            && ones(2);
+        let output_axis = !weight.is_empty() && dims.first() == weight.first() && ones(1);
+        if !(input_axis || output_axis) {
+            return Err(format!(
+                "`dora_scale` {dims:?} fits neither the input axis (1, {}, 1…) nor the output axis ({}, 1…) of the weight {weight:?}",
+                weight.get(1).copied().unwrap_or(0),
+                weight.first().copied().unwrap_or(0)
+            ));
+        }
+        Ok(Self {
+            values,
+            output_axis: output_axis && !input_axis,
+        })
+    }
+
+    /// `base` with the change `calc − base` applied at `scale` the way LyCORIS and ComfyUI
+    /// merge DoRA: `base + scale · (m / ‖calc‖ · calc − base)`, the norm taken per column or
+    /// row as the magnitudes are kept.
+    pub fn apply(&self, base: &Tensor, calc: &Tensor, scale: f64) -> Result<Tensor> {
+        let rank = calc.rank();
+        let mut norm = calc.sqr()?;
+        let keep = usize::from(!self.output_axis);
+        for dim in (0..rank).filter(|&d| d != keep) {
+            norm = norm.sum_keepdim(dim)?;
+        }
+        let norm = norm.sqrt()?;
+        let magnitude = self
+            .values
+            .to_device(calc.device())?
+            .to_dtype(DType::F32)?
+            .reshape(norm.shape())?;
+        let decomposed = calc.broadcast_mul(&(magnitude / norm)?)?;
+        base + ((decomposed - base)? * scale)?
     }
 }
 

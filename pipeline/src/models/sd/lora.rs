@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use super::SdError;
 use super::config::PipelineSpec;
-use super::delta::{Delta, Factor};
+use super::delta::{Delta, Factor, Magnitude};
 use crate::generator::LoraUse;
 
 /// One LoRA file to merge, with its scale.
@@ -42,11 +42,14 @@ pub enum Network {
     Text2,
 }
 
-/// One adapter's change to one weight, with the factor it is applied with.
+/// One adapter's change to one weight: `delta · alpha/rank`, applied at the file's `scale`
+/// (with DoRA, the changed weight rescaled to its magnitudes first).
 #[derive(Clone, Debug)]
 struct Update {
     delta: Delta,
-    factor: f64,
+    per_rank: f64,
+    scale: f64,
+    magnitude: Option<Magnitude>,
 }
 
 /// The updates of every LoRA, by network and the base weight they change.
@@ -90,7 +93,7 @@ impl Updates {
             let mut modules: HashMap<(Network, String), Parts> = HashMap::new();
             for (key, tensor) in tensors {
                 let (network, module, part) =
-                    entry(&key, layers_per_block).ok_or_else(|| invalid(format!("`{key}` is not a LoRA entry Autonomy reads (kohya `lora_unet_…`/`lora_te_…`/`lora_te1_…`/`lora_te2_…` or diffusers `unet.…`/`text_encoder.…`/`text_encoder_2.…` with down/up, A/B, LoHa `hada_…` or LoKr `lokr_…` parts)")))?;
+                    entry(&key, layers_per_block).ok_or_else(|| invalid(format!("`{key}` is not a LoRA entry Autonomy reads (kohya `lora_unet_…`/`lora_te_…`/`lora_te1_…`/`lora_te2_…` or diffusers `unet.…`/`text_encoder.…`/`text_encoder_2.…` with down/up, A/B, LoHa `hada_…` or LoKr `lokr_…` parts, and DoRA's `dora_scale`)")))?;
                 let parts = modules.entry((network, module)).or_default();
                 match part {
                     Part::Down => parts.down = Some((key, tensor)),
@@ -98,6 +101,7 @@ impl Updates {
                     Part::Lycoris(name) => {
                         parts.lycoris.insert(name, tensor);
                     }
+                    Part::Magnitude => parts.magnitude = Some(tensor),
                     Part::Alpha => {
                         parts.alpha = Some(
                             tensor
@@ -113,7 +117,7 @@ impl Updates {
             if modules.is_empty() {
                 return Err(invalid("holds no LoRA entries".into()));
             }
-            for ((network, module), parts) in modules {
+            for ((network, module), mut parts) in modules {
                 let (names, base, map) = match (network, text, text_2) {
                     (Network::Unet, _, _) => (&unet_names, unet, &mut updates.unet),
                     (Network::Text, Some(text), _) => (&text_names, text, &mut updates.text),
@@ -132,6 +136,7 @@ impl Updates {
                     }
                 };
                 let alpha = parts.alpha;
+                let magnitude = parts.magnitude.take();
                 let (delta, rank) = parts
                     .delta()
                     .map_err(|what| invalid(format!("`{module}` {what}")))?;
@@ -159,9 +164,15 @@ impl Updates {
                     (Some(alpha), Some(rank)) => alpha / rank as f64,
                     _ => 1.0,
                 };
+                let magnitude = magnitude
+                    .map(|m| Magnitude::new(m, &shape))
+                    .transpose()
+                    .map_err(|what| invalid(format!("`{module}`: {what}")))?;
                 map.entry(weight.clone()).or_default().push(Update {
                     delta,
-                    factor: file.scale * per_rank,
+                    per_rank,
+                    scale: file.scale,
+                    magnitude,
                 });
             }
             uses.push(LoraUse {
@@ -195,6 +206,8 @@ struct Parts {
     down: Option<(String, Tensor)>,
     up: Option<(String, Tensor)>,
     alpha: Option<f64>,
+    /// DoRA's `dora_scale`.
+    magnitude: Option<Tensor>,
     /// LyCORIS tensors by part name (`hada_w1_a`, `lokr_t2`, …).
     lycoris: HashMap<&'static str, Tensor>,
 }
@@ -273,6 +286,8 @@ pub struct LoraSummary {
     pub context_dim: Option<usize>,
     /// The width of the first text encoder its updates take, when it has any.
     pub text_dim: Option<usize>,
+    /// Whether it is weight-decomposed (DoRA's `dora_scale` magnitudes).
+    pub dora: bool,
 }
 
 /// A kind of low-rank change.
@@ -332,6 +347,7 @@ impl LoraSummary {
             rank: 0,
             context_dim: None,
             text_dim: None,
+            dora: false,
         };
         for (key, info) in header.iter().filter(|(key, _)| *key != "__metadata__") {
             let (network, module, part) = entry(key, 2)
@@ -349,6 +365,10 @@ impl LoraSummary {
                 Part::Lycoris(name) if name.starts_with("hada") => Some(Adapter::LoHa),
                 Part::Lycoris(_) => Some(Adapter::LoKr),
                 Part::Down | Part::Up => Some(Adapter::LoRA),
+                Part::Magnitude => {
+                    summary.dora = true;
+                    None
+                }
                 Part::Alpha => None,
             };
             if let Some(kind) = kind.filter(|kind| !summary.adapters.contains(kind)) {
@@ -413,10 +433,13 @@ impl LoraSummary {
         .filter_map(|(on, name)| on.then_some(name))
         .collect();
         let networks = format!("{}, rank {}", networks.join(" + "), self.rank);
-        if self.adapters == [Adapter::LoRA] {
+        let mut kinds: Vec<&str> = self.adapters.iter().map(|a| a.name()).collect();
+        if self.dora {
+            kinds.push("DoRA");
+        }
+        if kinds == ["LoRA"] {
             return networks;
         }
-        let kinds: Vec<&str> = self.adapters.iter().map(|a| a.name()).collect();
         format!("{}: {networks}", kinds.join(" + "))
     }
 }
@@ -426,6 +449,8 @@ enum Part {
     Down,
     Up,
     Alpha,
+    /// DoRA's magnitudes (`dora_scale`).
+    Magnitude,
     /// A LyCORIS tensor, by its name (`hada_w1_a`, `lokr_t2`, …).
     Lycoris(&'static str),
 }
@@ -450,7 +475,7 @@ const LYCORIS: [&str; 13] = [
 /// The network, canonical module name and part of a LoRA file's key (`layers_per_block` places
 /// the original UNet's block names).
 fn entry(key: &str, layers_per_block: usize) -> Option<(Network, String, Part)> {
-    const SUFFIXES: [(&str, Part); 7] = [
+    const SUFFIXES: [(&str, Part); 8] = [
         (".lora_down.weight", Part::Down),
         (".lora_up.weight", Part::Up),
         (".lora_A.weight", Part::Down),
@@ -458,6 +483,7 @@ fn entry(key: &str, layers_per_block: usize) -> Option<(Network, String, Part)> 
         (".lora.down.weight", Part::Down),
         (".lora.up.weight", Part::Up),
         (".alpha", Part::Alpha),
+        (".dora_scale", Part::Magnitude),
     ];
     let (stem, part) = SUFFIXES
         .into_iter()
@@ -601,8 +627,11 @@ impl Merged {
         };
         let mut merged = base.to_dtype(DType::F32)?;
         for update in updates {
-            let delta = update.delta.value(device, merged.dims())?;
-            merged = (merged + (delta * update.factor)?)?;
+            let change = (update.delta.value(device, merged.dims())? * update.per_rank)?;
+            merged = match &update.magnitude {
+                None => (merged + (change * update.scale)?)?,
+                Some(magnitude) => magnitude.apply(&merged, &(&merged + change)?, update.scale)?,
+            };
         }
         merged.to_dtype(dtype)
     }
@@ -674,7 +703,9 @@ mod tests {
         let loha = entry("lora_unet_down_blocks_0_resnets_0_conv1.hada_t1", 2).unwrap();
         assert!(matches!(loha.2, Part::Lycoris("hada_t1")));
         assert_eq!(loha.1, "down_blocks_0_resnets_0_conv1");
-        assert!(entry("lora_unet_x.dora_scale", 2).is_none());
+        let dora = entry("lora_unet_down_blocks_0_resnets_0_conv1.dora_scale", 2).unwrap();
+        assert!(matches!(dora.2, Part::Magnitude));
+        assert!(entry("lora_unet_x.lora_magnitude_vector", 2).is_none());
         assert!(entry("vae.decoder.conv_in.lora_A.weight", 2).is_none());
     }
 
@@ -738,6 +769,9 @@ mod tests {
         );
         assert!(lokr.fits(&sd15_spec));
         assert_eq!(xl.describe(), "UNet + text encoders, rank 4");
+        let dora = LoraSummary::read(&fixture("loras/dora.safetensors")).unwrap();
+        assert!(dora.dora && !kohya.dora && dora.fits(&sd15_spec));
+        assert_eq!(dora.describe(), "LoRA + DoRA: UNet + text encoder, rank 4");
         // SDXL's refiner: only the second text encoder, whose 32-wide states alone are its
         // context. A LoRA of the base's first encoder does not fit; one of its UNet and second
         // encoder alone, with the refiner's widths, does.
@@ -863,6 +897,14 @@ mod tests {
             "lokr.safetensors",
             vec![("lora_unet_conv_in.lokr_w1", zeros(&[4, 2]))],
         );
+        let magnitudes = write(
+            "magnitudes.safetensors",
+            vec![
+                ("lora_unet_conv_in.lora_down.weight", zeros(&[4, 4, 3, 3])),
+                ("lora_unet_conv_in.lora_up.weight", zeros(&[32, 4, 1, 1])),
+                ("lora_unet_conv_in.dora_scale", zeros(&[1, 32, 1, 1])),
+            ],
+        );
         let scalar = write(
             "scalar.safetensors",
             vec![
@@ -877,6 +919,7 @@ mod tests {
             (loha, "shapes do not multiply"),
             (lokr, "no complete down/up"),
             (scalar, "shapes do not multiply"),
+            (magnitudes, "fits neither the input axis (1, 4, 1…)"),
         ] {
             let message = Updates::read(std::slice::from_ref(&file), &unet, Some(&text), None, 2)
                 .unwrap_err()
