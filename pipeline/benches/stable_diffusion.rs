@@ -108,7 +108,7 @@ fn candle(root: &Path, device: &Device) -> Result<Timings> {
     let context = Tensor::randn(0f32, 1.0, (2, 77, 768), device)?;
     eprintln!("timing candle: UNet step …");
     let unet_step = timed(device, || {
-        sd15.predict(&latents, 500.0, &context, None)?;
+        sd15.predict(&latents, 500.0, &context, None, None)?;
         Ok(())
     })?;
     eprintln!("timing candle: VAE decode …");

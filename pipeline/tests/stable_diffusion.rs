@@ -132,6 +132,7 @@ fn every_stage_matches_diffusers() {
                 reference.scalar("unet_timestep"),
                 &context,
                 None,
+                None,
             )
             .unwrap();
         close(
@@ -264,7 +265,7 @@ fn sdxl_eps(model: &StableDiffusion, uncond: &Prompt, cond: &Prompt, sample: &Te
     };
     let added = Tensor::cat(&[added(uncond, true), added(cond, false)], 0).unwrap();
     model
-        .predict(sample, 501.0, &context, Some(&added))
+        .predict(sample, 501.0, &context, Some(&added), None)
         .unwrap()
 }
 
@@ -331,6 +332,7 @@ fn sdxl_refiner_matches_diffusers_with_one_text_encoder_and_aesthetic_scores() {
             501.0,
             &context,
             Some(&swapped),
+            None,
         )
         .unwrap();
     assert!(max_diff(&swapped, reference.get("unet_eps")) > 1e-3);
@@ -356,6 +358,71 @@ fn sdxl_refiner_matches_diffusers_with_one_text_encoder_and_aesthetic_scores() {
         reference.get("img2img_image"),
         4e-4,
     );
+}
+
+#[test]
+fn an_lcm_distilled_unet_takes_the_guidance_scale_as_an_embedding() {
+    let name = "tiny-lcm";
+    let model = load(name);
+    let reference = Reference::of(name);
+    assert_eq!(
+        model.token_ids(&reference.prompt),
+        reference.ids("cond_ids")
+    );
+    let cond = model.encode_prompt(&reference.prompt).unwrap().context;
+    close("LCM text", &cond, reference.get("cond"), 1e-4);
+    let guidance = reference.scalar("unet_guidance");
+    let embedding = model
+        .guidance_embedding(guidance, 1)
+        .unwrap()
+        .expect("an LCM-distilled UNet embeds the guidance scale");
+    close(
+        "guidance embedding",
+        &embedding,
+        reference.get("unet_guidance_embedding"),
+        1e-3,
+    );
+    let sample = reference.get("unet_sample");
+    let eps = model
+        .predict(sample, 499.0, &cond, None, Some(&embedding))
+        .unwrap();
+    close("LCM UNet", &eps, reference.get("unet_eps"), 1e-4);
+    let unguided = model.predict(sample, 499.0, &cond, None, None).unwrap();
+    assert!(max_diff(&unguided, reference.get("unet_eps")) > 1e-3);
+    assert!(
+        load("tiny-sd15")
+            .guidance_embedding(7.5, 1)
+            .unwrap()
+            .is_none()
+    );
+
+    // Whole runs at two guidance scales. diffusers' LCM pipeline takes no negative prompt:
+    // the one given here must change nothing (no second, unconditioned batch runs).
+    let steps = reference.get("run_timesteps").dim(0).unwrap();
+    let schedule = model.spec().scheduler.schedule(steps);
+    let theirs = reference.get("run_timesteps").to_vec1::<i64>().unwrap();
+    let ours: Vec<i64> = schedule.timesteps.iter().map(|&t| t as i64).collect();
+    assert_eq!(ours, theirs);
+    let mut images = Vec::new();
+    for (guidance, key) in [(guidance, "run_image"), (1.5, "run_low_guidance_image")] {
+        let request = GenerateRequest {
+            prompt: reference.prompt.clone(),
+            negative_prompt: reference.negative.clone(),
+            steps,
+            guidance,
+            ..GenerateRequest::default()
+        };
+        let image = model.sample(&request, reference.get("run_init")).unwrap();
+        let image = image.permute((0, 2, 3, 1)).unwrap();
+        close(
+            &format!("LCM whole run ({key})"),
+            &image,
+            reference.get(key),
+            4e-4,
+        );
+        images.push(image);
+    }
+    assert!(max_diff(&images[0], &images[1]) > 1e-3);
 }
 
 #[test]
@@ -1123,7 +1190,7 @@ fn kohya_diffusers_and_lycoris_files_merge_as_their_reference_loaders_apply_them
         );
         let context = Tensor::cat(&[&uncond, &cond], 0).unwrap();
         let eps = model
-            .predict(reference.get("unet_sample"), 501.0, &context, None)
+            .predict(reference.get("unet_sample"), 501.0, &context, None, None)
             .unwrap();
         close(
             &format!("{label} LoRA UNet"),
@@ -1142,7 +1209,7 @@ fn kohya_diffusers_and_lycoris_files_merge_as_their_reference_loaders_apply_them
     let uncond = base.encode_prompt(&reference.negative).unwrap().context;
     let context = Tensor::cat(&[&uncond, &cond], 0).unwrap();
     let eps = base
-        .predict(reference.get("unet_sample"), 501.0, &context, None)
+        .predict(reference.get("unet_sample"), 501.0, &context, None, None)
         .unwrap();
     for label in ["both", "locon", "loha", "lokr", "dora"] {
         let changed = max_diff(&cond, reference.get(&format!("lora_{label}_cond")))

@@ -21,7 +21,8 @@ ComfyUI and LyCORIS merge them; `tiny-sdxl` gets `loras/kohya-xl.safetensors`
 (kohya's SDXL naming: `lora_te1_…`, `lora_te2_…`, the UNet in the original model's block
 names) with the outputs it gives. `tiny-sdxl-refiner` is SDXL's refiner layout: no first text
 encoder or tokenizer, and five time ids (size, crop, aesthetic score) that differ between the
-prompt's row and the negative's, checked image-to-image. Next to each folder, `<name>.reference.safetensors` holds what diffusers computes for
+prompt's row and the negative's, checked image-to-image. `tiny-lcm` is an LCM-distilled pipeline
+whose UNet takes the guidance scale as an embedding (`time_cond_proj_dim`). Next to each folder, `<name>.reference.safetensors` holds what diffusers computes for
 fixed inputs: the token ids, the text embeddings, one UNet call, one VAE decode, and a whole
 sampling run from fixed initial latents; `tokens.json` holds the tokenizers' ids for awkward
 prompts. Everything is seeded: running the script again gives the same files (same torch).
@@ -42,6 +43,8 @@ from diffusers import (
     AutoencoderKL,
     DDIMScheduler,
     EulerDiscreteScheduler,
+    LatentConsistencyModelPipeline,
+    LCMScheduler,
     StableDiffusionImg2ImgPipeline,
     StableDiffusionInpaintPipeline,
     StableDiffusionPipeline,
@@ -821,6 +824,74 @@ def build_xl_refiner(name):
     )
 
 
+def build_lcm(name):
+    """A tiny LCM-distilled pipeline (`LatentConsistencyModelPipeline`): tiny-sd15's text encoder,
+    tokenizer and VAE with a UNet whose timestep embedding also takes the guidance scale
+    (`time_cond_proj_dim`), and the LCM scheduler; and its reference outputs. Guidance is that
+    embedding of w − 1, not a second, unconditioned batch."""
+    torch.manual_seed(0)
+    base = StableDiffusionPipeline.from_pretrained(os.path.join(OUT, "tiny-sd15"))
+    folder = os.path.join(OUT, name)
+    shutil.rmtree(folder, ignore_errors=True)
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 32, 64),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=2,
+        norm_num_groups=32,
+        time_cond_proj_dim=16,
+    )
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    pipe = LatentConsistencyModelPipeline(
+        vae=base.vae,
+        text_encoder=base.text_encoder,
+        tokenizer=base.tokenizer,
+        unet=unet,
+        scheduler=LCMScheduler(**SD_BETAS, set_alpha_to_one=True, timestep_spacing="leading"),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(folder, safe_serialization=True)
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(1)
+        cond = pipe.text_encoder(ids(pipe.tokenizer, PROMPT))[0]
+        sample = torch.randn(1, 4, 8, 8, generator=g)
+        guidance = 8.5
+        w = pipe.get_guidance_scale_embedding(torch.tensor([guidance - 1]), embedding_dim=16)
+        eps = pipe.unet(sample, 499, encoder_hidden_states=cond, timestep_cond=w).sample
+        init = torch.randn(1, 4, 8, 8, generator=g)
+        # One step: LCM draws fresh noise between steps, which a second step would need.
+        run = lambda guidance: pipe(
+            PROMPT, num_inference_steps=1, guidance_scale=guidance, latents=init.clone(),
+            output_type="np", height=64, width=64,
+        ).images
+        tensors = {
+            "cond_ids": ids(pipe.tokenizer, PROMPT).to(torch.int64),
+            "cond": cond,
+            "unet_sample": sample,
+            "unet_guidance": torch.tensor([guidance]),
+            "unet_guidance_embedding": w,
+            "unet_eps": eps,
+            "run_init": init,
+            "run_image": torch.from_numpy(run(guidance)).contiguous(),
+            "run_low_guidance_image": torch.from_numpy(run(1.5)).contiguous(),
+            "run_timesteps": pipe.scheduler.timesteps.to(torch.int64),
+        }
+    save_file(
+        {k: v.contiguous() for k, v in tensors.items()},
+        os.path.join(OUT, f"{name}.reference.safetensors"),
+        metadata={"prompt": PROMPT, "negative_prompt": NEGATIVE, "torch": torch.__version__},
+    )
+
+
 def ldm_name(name, layers):
     """A diffusers UNet attention module's name as the original SGM/LDM UNet (and so kohya's SDXL
     LoRAs) names it: `down_blocks.1.attentions.0.…` → `input_blocks.4.1.…` with 2 layers."""
@@ -917,10 +988,11 @@ def main():
     os.makedirs(OUT, exist_ok=True)
     only = sys.argv[1:]
     if only:
+        alone = {"tiny-sdxl": build_xl, "tiny-sdxl-refiner": build_xl_refiner, "tiny-lcm": build_lcm}
         for name in only:
-            if name not in ("tiny-sdxl", "tiny-sdxl-refiner"):
-                sys.exit(f"{name}: only the SDXL fixtures build alone; run without names for the rest")
-            (build_xl if name == "tiny-sdxl" else build_xl_refiner)(name)
+            if name not in alone:
+                sys.exit(f"{name}: only {', '.join(alone)} build alone; run without names for the rest")
+            alone[name](name)
         print("wrote", ", ".join(only))
         return
     tokens = {}
@@ -968,6 +1040,7 @@ def main():
     )
     build_xl("tiny-sdxl")
     build_xl_refiner("tiny-sdxl-refiner")
+    build_lcm("tiny-lcm")
     with open(os.path.join(OUT, "tokens.json"), "w", encoding="utf-8") as f:
         f.write("{\n")
         lines = [

@@ -187,6 +187,9 @@ pub struct UNetSpec {
     pub sample_size: usize,
     /// SDXL's added conditioning, when the UNet has it.
     pub added: Option<AddedSpec>,
+    /// LCM-distilled UNets: the width of the guidance-scale embedding added to the timestep's
+    /// (`time_cond_proj_dim`); such a UNet is guided by it, not by a second, unconditioned batch.
+    pub guidance_embed_dim: Option<usize>,
     /// Transformer layers of the middle block: the last block's
     /// `transformer_layers_per_block`, attention or not (SDXL's refiner ends on plain blocks).
     pub mid_depth: usize,
@@ -226,9 +229,6 @@ pub fn unet(path: &Path) -> Result<UNetSpec, SdError> {
     };
     if let Some(kind) = &json.class_embed_type {
         return Err(unsupported("class_embed_type", kind));
-    }
-    if let Some(dim) = json.time_cond_proj_dim {
-        return Err(unsupported("time_cond_proj_dim", &dim));
     }
     if let Some(kind) = json
         .mid_block_type
@@ -352,6 +352,7 @@ pub fn unet(path: &Path) -> Result<UNetSpec, SdError> {
         in_channels: json.in_channels,
         sample_size: json.sample_size,
         added,
+        guidance_embed_dim: json.time_cond_proj_dim,
         mid_depth,
     })
 }

@@ -170,6 +170,8 @@ impl StableDiffusion {
                 | "StableDiffusionXLPipeline"
                 | "StableDiffusionXLImg2ImgPipeline"
                 | "StableDiffusionXLInpaintPipeline"
+                | "LatentConsistencyModelPipeline"
+                | "LatentConsistencyModelImg2ImgPipeline"
         ) {
             return Err(SdError::Unsupported {
                 path: folder.root.join(folder::MODEL_INDEX),
@@ -339,21 +341,44 @@ impl StableDiffusion {
         Ok(Tensor::cat(&[&pooled.to_dtype(DType::F32)?, &ids], 1)?)
     }
 
+    /// An LCM-distilled UNet's guidance input for `n` rows: the sinusoidal embedding of
+    /// `guidance − 1` (scaled by 1000) diffusers' `get_guidance_scale_embedding` gives,
+    /// `(n, time_cond_proj_dim)`; `None` for UNets guided by a second batch.
+    pub fn guidance_embedding(&self, guidance: f64, n: usize) -> Result<Option<Tensor>, SdError> {
+        let Some(dim) = self.spec.unet.guidance_embed_dim else {
+            return Ok(None);
+        };
+        // In f32, step by step as diffusers computes it, so that the large angles round alike.
+        let half = dim / 2;
+        let step = 10000f32.ln() / (half.max(2) - 1) as f32;
+        let w = (guidance as f32 - 1.0) * 1000.0;
+        let angles: Vec<f32> = (0..half).map(|i| w * (i as f32 * -step).exp()).collect();
+        let mut values: Vec<f32> = angles.iter().map(|a| a.sin()).collect();
+        values.extend(angles.iter().map(|a| a.cos()));
+        values.resize(dim, 0.0);
+        let row = Tensor::from_vec(values, (1, dim), &self.device)?;
+        Ok(Some(row.repeat((n, 1))?))
+    }
+
     /// One UNet call: its output for `latents` at `timestep` given the text `context` and, for
-    /// SDXL, the added conditioning (f32 in and out, whatever the model's dtype).
+    /// SDXL, the added conditioning, for LCM-distilled UNets the guidance embedding (f32 in
+    /// and out, whatever the model's dtype).
     pub fn predict(
         &self,
         latents: &Tensor,
         timestep: f64,
         context: &Tensor,
         added: Option<&Tensor>,
+        guidance: Option<&Tensor>,
     ) -> Result<Tensor, SdError> {
-        let added = added.map(|a| a.to_dtype(self.dtype)).transpose()?;
+        let to_model = |t: Option<&Tensor>| t.map(|t| t.to_dtype(self.dtype)).transpose();
+        let (added, guidance) = (to_model(added)?, to_model(guidance)?);
         let out = self.unet.forward(
             &latents.to_dtype(self.dtype)?,
             timestep,
             &context.to_dtype(self.dtype)?,
             added.as_ref(),
+            guidance.as_ref(),
         )?;
         Ok(out.to_dtype(DType::F32)?)
     }
@@ -402,7 +427,9 @@ impl StableDiffusion {
             )));
         }
         let mut schedule = scheduler.schedule(request.steps.max(1));
-        let guided = request.guidance > 1.0;
+        // LCM-distilled UNets take the guidance scale as an input instead.
+        let embedded = self.guidance_embedding(request.guidance, n)?;
+        let guided = request.guidance > 1.0 && embedded.is_none();
         let (context, added) = self.conditioning(request, n, guided)?;
         let start = match &request.init {
             Some(init) => Some(self.start(init, n, &schedule)?),
@@ -434,7 +461,7 @@ impl StableDiffusion {
             } else {
                 x
             };
-            let out = self.predict(&x, t, &context, added.as_ref())?;
+            let out = self.predict(&x, t, &context, added.as_ref(), embedded.as_ref())?;
             let out = if guided {
                 let uncond = out.narrow(0, 0, n)?;
                 let cond = out.narrow(0, n, n)?;

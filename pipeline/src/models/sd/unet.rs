@@ -1,6 +1,7 @@
 //! The conditional UNet of the Stable Diffusion family, wired as diffusers'
 //! `UNet2DConditionModel`, with SDXL's added conditioning (the pooled
-//! prompt and the size/crop "time ids", embedded and added to the timestep embedding).
+//! prompt and the size/crop "time ids", embedded and added to the timestep embedding) and
+//! LCM-distilled UNets' guidance-scale embedding (`time_cond_proj_dim`).
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
@@ -23,6 +24,8 @@ pub struct UNet {
     conv_in: Conv2d,
     time_proj: Timesteps,
     time_embedding: TimestepEmbedding,
+    /// LCM: projects the guidance-scale embedding onto the timestep's sinusoids.
+    guidance_proj: Option<candle_nn::Linear>,
     added: Option<Added>,
     down: Vec<DownBlock>,
     mid: MidBlock,
@@ -43,6 +46,10 @@ impl UNet {
         let conv_in = conv3(vb.pp("conv_in"), spec.in_channels, first)?;
         let time_proj = Timesteps::new(first, config.flip_sin_to_cos, config.freq_shift);
         let time_embedding = TimestepEmbedding::new(vb.pp("time_embedding"), first, time_dim)?;
+        let guidance_proj = spec
+            .guidance_embed_dim
+            .map(|dim| candle_nn::linear_no_bias(dim, first, vb.pp("time_embedding.cond_proj")))
+            .transpose()?;
         let added = match spec.added {
             Some(added) => Some(Added {
                 time_ids: added.time_ids,
@@ -127,6 +134,7 @@ impl UNet {
             conv_in,
             time_proj,
             time_embedding,
+            guidance_proj,
             added,
             down,
             mid,
@@ -138,13 +146,15 @@ impl UNet {
 
     /// The UNet's output for latents `(n, c, h, w)` at `timestep` given the text `context`
     /// `(n, tokens, d)`; SDXL also takes `added`: the pooled prompt and the time ids (six, or
-    /// the refiner's five) per row, `(n, pooled + ids)`.
+    /// the refiner's five) per row, `(n, pooled + ids)`; LCM-distilled UNets take `guidance`,
+    /// the guidance scale's embedding per row, `(n, time_cond_proj_dim)`.
     pub fn forward(
         &self,
         xs: &Tensor,
         timestep: f64,
         context: &Tensor,
         added: Option<&Tensor>,
+        guidance: Option<&Tensor>,
     ) -> Result<Tensor> {
         let (batch, _, height, width) = xs.dims4()?;
         let config = &self.spec.config;
@@ -157,9 +167,11 @@ impl UNet {
             xs.clone()
         };
         let times = (Tensor::ones(batch, xs.dtype(), xs.device())? * timestep)?;
-        let mut emb = self
-            .time_embedding
-            .forward(&self.time_proj.forward(&times)?)?;
+        let mut sinusoids = self.time_proj.forward(&times)?;
+        if let (Some(proj), Some(guidance)) = (&self.guidance_proj, guidance) {
+            sinusoids = (sinusoids + proj.forward(guidance)?)?;
+        }
+        let mut emb = self.time_embedding.forward(&sinusoids)?;
         if let (Some(embed), Some(added)) = (&self.added, added) {
             let pooled = added.dim(1)?.saturating_sub(embed.time_ids);
             let text = added.narrow(1, 0, pooled)?;
