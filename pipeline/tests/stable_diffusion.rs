@@ -601,16 +601,11 @@ fn a_recipes_sampler_is_diffusers_from_config_of_the_folders_scheduler() {
         let (expected, case) = case(swapped);
         let what = format!("{base} with {sampler}");
         assert_eq!(
-            (
-                picked.kind,
-                picked.spacing,
-                picked.karras,
-                picked.prediction
-            ),
+            (picked.kind, picked.spacing, picked.ramp, picked.prediction),
             (
                 expected.kind,
                 expected.spacing,
-                expected.karras,
+                expected.ramp,
                 expected.prediction
             ),
             "{what}"

@@ -8,7 +8,7 @@ For each scheduler config — the real SD 1.5 (PNDM) and SD 2.1 (v-prediction) c
 samplers users switch them to with `from_config` (DPM++ 2M with and without Karras sigmas, its Heun
 solver, DPM++ 2M SDE, Euler ancestral and LCM with fixed fresh noise `sin(0.9·k + 1.7·i)·1.1` at
 step i, Euler, LMS and
-Heun with and without Karras sigmas, DDIM, UniPC of orders 1–3 with `bh1`
+Heun with and without Karras sigmas, exponential and beta sigmas (the beta ramp needs `scipy`), DDIM, UniPC of orders 1–3 with `bh1`
 and `bh2`; LMS needs `scipy`) — and
 several step counts, it records the timesteps and a
 whole sampling loop driven by a fixed stand-in for the UNet, `0.5·tanh(x) + 0.1·cos(t/100)`, from
@@ -106,6 +106,14 @@ CASES = [
      {"solver_order": 3, "lower_order_final": False, "final_sigmas_type": "sigma_min",
       "disable_corrector": [1], "timestep_spacing": "trailing"}),
     ("sd21-unipc-v", UniPCMultistepScheduler, SD21, {}),
+    ("sd15-euler-exponential", EulerDiscreteScheduler, SD15, {"use_exponential_sigmas": True}),
+    ("sd15-euler-beta", EulerDiscreteScheduler, SD15, {"use_beta_sigmas": True}),
+    ("sd15-heun-exponential", HeunDiscreteScheduler, SD15, {"use_exponential_sigmas": True}),
+    ("sd15-lms-beta", LMSDiscreteScheduler, SD15, {"use_beta_sigmas": True}),
+    ("sd15-dpm++2m-exponential", DPMSolverMultistepScheduler, SD15, {"use_exponential_sigmas": True}),
+    ("sd21-dpm++2m-beta-v", DPMSolverMultistepScheduler, SD21, {"use_beta_sigmas": True}),
+    ("sd15-unipc-beta-sigma-min", UniPCMultistepScheduler, SD15,
+     {"use_beta_sigmas": True, "final_sigmas_type": "sigma_min"}),
 ]
 STEPS = [1, 2, 4, 10, 20]
 STRENGTH = 0.6

@@ -31,6 +31,7 @@ pub mod folder;
 pub mod kernels;
 pub mod lora;
 pub mod scheduler;
+pub mod sigma_ramp;
 pub mod text_encoder;
 pub mod tokenizer;
 pub mod unet;

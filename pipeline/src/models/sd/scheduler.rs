@@ -1,7 +1,7 @@
 //! Noise schedulers as diffusers defines them, read from `scheduler/scheduler_config.json`:
 //! DDIM (SD 2.x), PNDM/PLMS (SD 1.x), Euler (SD-Turbo, SDXL), Euler ancestral, Heun, LMS,
 //! DPM-Solver++ multistep (DPM++ 2M and its SDE), UniPC and LCM (for LCM-LoRAs), with ε- or v-prediction, leading, trailing or
-//! linspace timestep spacing, and Karras sigmas for Euler, Heun, LMS, DPM-Solver++ and UniPC. The math runs in f64 on scalars and on
+//! linspace timestep spacing, and Karras, exponential or beta sigmas for Euler, Heun, LMS, DPM-Solver++ and UniPC. The math runs in f64 on scalars and on
 //! latents of any device; ancestral noise comes from the caller's seeded generator. Multistep
 //! samplers keep their past outputs in the [`Schedule`], so one `Schedule` serves one run.
 
@@ -9,6 +9,9 @@ use std::path::Path;
 
 use candle_core::{Result, Tensor};
 use serde::Deserialize;
+
+pub use super::sigma_ramp::SigmaRamp;
+use super::sigma_ramp::linspace;
 
 use super::SdError;
 
@@ -178,8 +181,8 @@ pub struct SchedulerConfig {
     pub set_alpha_to_one: bool,
     /// DDIM: clamp the predicted image to ±`clip_sample_range`.
     pub clip_sample: Option<f64>,
-    /// Euler, Heun, LMS, DPM-Solver++: σ spaced as Karras et al. (2022), ρ = 7.
-    pub karras: bool,
+    /// Euler, Heun, LMS, DPM-Solver++, UniPC: how σ is spaced.
+    pub ramp: SigmaRamp,
     /// Euler, DPM-Solver++: the last σ is σ_min instead of 0.
     pub final_sigma_min: bool,
     /// Whether the file named its `timestep_spacing` (else it is the class's default).
@@ -340,26 +343,48 @@ impl SchedulerConfig {
             Some("linspace") => Spacing::Linspace,
             Some(other) => return Err(unsupported(format!("`timestep_spacing` {other:?}"))),
         };
-        let karras = json.use_karras_sigmas.unwrap_or(false);
-        if karras
-            && !matches!(
-                kind,
-                Kind::Euler | Kind::Heun | Kind::Lms | Kind::DpmSolverMultistep | Kind::UniPc
-            )
-        {
-            return Err(unsupported(format!(
-                "`use_karras_sigmas` with {}: Karras sigmas are read for EulerDiscreteScheduler, HeunDiscreteScheduler, LMSDiscreteScheduler, DPMSolverMultistepScheduler and UniPCMultistepScheduler",
-                json.class
-            )));
-        }
+        let ramps: Vec<(&str, SigmaRamp)> = [
+            (
+                "use_karras_sigmas",
+                json.use_karras_sigmas,
+                SigmaRamp::Karras,
+            ),
+            (
+                "use_exponential_sigmas",
+                json.use_exponential_sigmas,
+                SigmaRamp::Exponential,
+            ),
+            ("use_beta_sigmas", json.use_beta_sigmas, SigmaRamp::Beta),
+        ]
+        .into_iter()
+        .filter(|(_, on, _)| on.unwrap_or(false))
+        .map(|(flag, _, ramp)| (flag, ramp))
+        .collect();
+        let ramp = match ramps.as_slice() {
+            [] => SigmaRamp::Spaced,
+            [(flag, _)]
+                if !matches!(
+                    kind,
+                    Kind::Euler | Kind::Heun | Kind::Lms | Kind::DpmSolverMultistep | Kind::UniPc
+                ) =>
+            {
+                return Err(unsupported(format!(
+                    "`{flag}` with {}: σ ramps are read for EulerDiscreteScheduler, HeunDiscreteScheduler, LMSDiscreteScheduler, DPMSolverMultistepScheduler and UniPCMultistepScheduler",
+                    json.class
+                )));
+            }
+            [(_, ramp)] => *ramp,
+            more => {
+                let flags: Vec<&str> = more.iter().map(|(flag, _)| *flag).collect();
+                return Err(unsupported(format!(
+                    "{} are all true: only one σ ramp can be used",
+                    flags.join(", ")
+                )));
+            }
+        };
         for (flag, on) in [
             ("thresholding", json.thresholding),
             ("rescale_betas_zero_snr", json.rescale_betas_zero_snr),
-            (
-                "use_exponential_sigmas",
-                json.use_exponential_sigmas.unwrap_or(false),
-            ),
-            ("use_beta_sigmas", json.use_beta_sigmas.unwrap_or(false)),
             ("use_lu_lambdas", json.use_lu_lambdas.unwrap_or(false)),
             ("use_flow_sigmas", json.use_flow_sigmas.unwrap_or(false)),
         ] {
@@ -491,7 +516,7 @@ impl SchedulerConfig {
                 .set_alpha_to_one
                 .unwrap_or(matches!(kind, Kind::Ddim | Kind::Lcm)),
             clip_sample: json.clip_sample.then_some(json.clip_sample_range),
-            karras,
+            ramp,
             final_sigma_min,
             spacing_given: json.timestep_spacing.is_some(),
             multistep,
@@ -525,7 +550,11 @@ impl SchedulerConfig {
         };
         Self {
             kind,
-            karras,
+            ramp: if karras {
+                SigmaRamp::Karras
+            } else {
+                SigmaRamp::Spaced
+            },
             spacing: if self.spacing_given {
                 self.spacing
             } else {
@@ -673,28 +702,48 @@ impl SchedulerConfig {
         let n = self.train_steps();
         let steps = steps.clamp(1, self.max_steps());
         let mut timesteps = self.spaced_timesteps(steps);
-        let mut sigmas: Vec<f64> = match (self.kind, self.karras) {
-            (Kind::DpmSolverMultistep | Kind::UniPc, true) => {
-                let sigmas = karras(self.train_sigma(0), self.train_sigma(n - 1), steps);
+        let spaced: Vec<f64> = timesteps.iter().map(|&t| self.sigma_at(t)).collect();
+        // DPM-Solver++ and UniPC ramp over the whole training range, the others between the
+        // spaced timesteps' σ. DPM-Solver++ and UniPC keep integer timesteps: Karras ones
+        // rounded, the others truncated (diffusers' cast to int64). diffusers finds them in its
+        // f32 σ table, where σ_max lands a hair below the last timestep (998.9999997 for SD's
+        // schedule), so a whole timestep here is taken as that hair below too.
+        let (min, max) = match self.kind {
+            Kind::DpmSolverMultistep | Kind::UniPc => {
+                (self.train_sigma(0), self.train_sigma(n - 1))
+            }
+            _ => (spaced[spaced.len() - 1], spaced[0]),
+        };
+        let ramped = match self.kind {
+            Kind::Euler | Kind::Heun | Kind::Lms | Kind::DpmSolverMultistep | Kind::UniPc => {
+                self.ramp.sigmas(min, max, steps)
+            }
+            _ => None,
+        };
+        let ramp_end = ramped.as_ref().and_then(|r| r.last().copied());
+        let mut sigmas = match ramped {
+            Some(sigmas) => {
+                let integer = matches!(self.kind, Kind::DpmSolverMultistep | Kind::UniPc);
+                let karras = self.ramp == SigmaRamp::Karras;
                 timesteps = sigmas
                     .iter()
-                    .map(|&s| self.t_of_sigma(s).round_ties_even())
+                    .map(|&s| self.t_of_sigma(s))
+                    .map(|t| match (integer, karras) {
+                        (true, true) => t.round_ties_even(),
+                        (true, false) => (t - 1e-6).trunc().max(0.0),
+                        (false, _) => t,
+                    })
                     .collect();
                 sigmas
             }
-            (Kind::Euler | Kind::Heun | Kind::Lms, true) => {
-                let spaced: Vec<f64> = timesteps.iter().map(|&t| self.sigma_at(t)).collect();
-                let (max, min) = (spaced[0], spaced[spaced.len() - 1]);
-                let sigmas = karras(min, max, steps);
-                timesteps = sigmas.iter().map(|&s| self.t_of_sigma(s)).collect();
-                sigmas
-            }
-            _ => timesteps.iter().map(|&t| self.sigma_at(t)).collect(),
+            None => spaced,
         };
-        sigmas.push(if self.final_sigma_min {
-            self.train_sigma(0)
-        } else {
-            0.0
+        // σ_min as the last σ: UniPC's ramps end on their own last σ (the largest for one
+        // step), the rest on the training schedule's smallest.
+        sigmas.push(match (self.final_sigma_min, self.kind, ramp_end) {
+            (false, _, _) => 0.0,
+            (true, Kind::UniPc, Some(end)) => end,
+            (true, _, _) => self.train_sigma(0),
         });
         if self.kind == Kind::Pndm && timesteps.len() > 1 {
             // PLMS runs the second timestep twice: once to predict, once to correct the first step.
@@ -742,16 +791,6 @@ fn default_spacing(kind: Kind) -> Spacing {
 /// Whether the class reads `final_sigmas_type = "sigma_min"`.
 fn uses_final_sigma_min(kind: Kind) -> bool {
     matches!(kind, Kind::Euler | Kind::DpmSolverMultistep | Kind::UniPc)
-}
-
-/// Karras et al.'s σ ramp, `steps` values from `max` down to `min` (ρ = 7).
-fn karras(min: f64, max: f64, steps: usize) -> Vec<f64> {
-    let rho = 7.0;
-    let (min_inv, max_inv) = (min.powf(1.0 / rho), max.powf(1.0 / rho));
-    linspace(0.0, 1.0, steps)
-        .into_iter()
-        .map(|ramp| (max_inv + ramp * (min_inv - max_inv)).powf(rho))
-        .collect()
 }
 
 /// The timesteps of one sampling run and the update between them. Multistep samplers (PLMS,
@@ -1305,15 +1344,6 @@ fn alpha_sigma(sigma: f64) -> (f64, f64) {
     (alpha, sigma * alpha)
 }
 
-fn linspace(start: f64, end: f64, n: usize) -> Vec<f64> {
-    if n == 1 {
-        return vec![start];
-    }
-    (0..n)
-        .map(|i| start + (end - start) * i as f64 / (n - 1) as f64)
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1336,7 +1366,7 @@ mod tests {
             steps_offset: 1,
             set_alpha_to_one: false,
             clip_sample: None,
-            karras: false,
+            ramp: SigmaRamp::Spaced,
             final_sigma_min: false,
             spacing_given: true,
             multistep: Multistep {
@@ -1437,5 +1467,37 @@ mod tests {
             .to_scalar::<f64>()
             .unwrap();
         assert!(diff < 1e-9, "{diff}");
+    }
+
+    #[test]
+    fn one_sigma_ramp_is_read_and_only_for_the_samplers_that_have_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let read = |class: &str, flags: &str| {
+            let path = dir.path().join("scheduler_config.json");
+            let text = format!(
+                r#"{{"_class_name": "{class}", "beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012, "num_train_timesteps": 1000{flags}}}"#
+            );
+            std::fs::write(&path, text).unwrap();
+            SchedulerConfig::read(&path).map_err(|e| e.to_string())
+        };
+        let euler = read("EulerDiscreteScheduler", r#", "use_beta_sigmas": true"#).unwrap();
+        assert_eq!(euler.ramp, SigmaRamp::Beta);
+        let both = read(
+            "DPMSolverMultistepScheduler",
+            r#", "use_karras_sigmas": true, "use_exponential_sigmas": true"#,
+        )
+        .unwrap_err();
+        assert!(both.contains("only one σ ramp"), "{both}");
+        let ddim = read("DDIMScheduler", r#", "use_exponential_sigmas": true"#).unwrap_err();
+        assert!(
+            ddim.contains("`use_exponential_sigmas` with DDIMScheduler"),
+            "{ddim}"
+        );
+        // A sampler named in a recipe sets the ramp: plain names space σ by timestep.
+        assert_eq!(euler.with_sampler(Sampler::Euler).ramp, SigmaRamp::Spaced);
+        assert_eq!(
+            euler.with_sampler(Sampler::EulerKarras).ramp,
+            SigmaRamp::Karras
+        );
     }
 }
