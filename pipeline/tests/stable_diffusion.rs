@@ -596,6 +596,7 @@ fn a_recipes_sampler_is_diffusers_from_config_of_the_folders_scheduler() {
         ("sd15", "unipc", "sd15-unipc"),
         ("sd15", "unipc-karras", "sd15-unipc-karras"),
         ("sd21", "unipc", "sd21-unipc-v"),
+        ("sd15", "deis", "sd15-deis"),
     ] {
         let picked = hub(base).with_sampler(Sampler::parse(sampler).unwrap());
         let (expected, case) = case(swapped);
@@ -975,10 +976,10 @@ fn broken_folders_are_refused_with_the_file_named() {
         edit(
             "scheduler/scheduler_config.json",
             "DDIMScheduler",
-            "DEISMultistepScheduler",
+            "KDPM2DiscreteScheduler",
         ),
         "scheduler/scheduler_config.json",
-        "DEISMultistepScheduler",
+        "KDPM2DiscreteScheduler",
     );
     refuses(
         edit(

@@ -36,6 +36,9 @@ pub enum Kind {
     /// `UniPCMultistepScheduler` (`predict_x0`): a multistep predictor (UniP) and a corrector
     /// (UniC) that reuses each step's UNet call, up to third order.
     UniPc,
+    /// `DEISMultistepScheduler`: diffusion exponential integrator sampling (log-ρ), a
+    /// multistep method on the noise prediction, up to third order.
+    Deis,
     /// `LCMScheduler`: latent consistency sampling (LCM and LCM-LoRA models) in a few steps,
     /// fresh noise between them.
     Lcm,
@@ -118,13 +121,15 @@ pub enum Sampler {
     UniPc,
     /// UniPC with Karras sigmas.
     UniPcKarras,
+    /// DEIS (multistep, log-ρ).
+    Deis,
     /// LCM: the few-step sampler of LCM-LoRAs (4–8 steps, guidance 1–2).
     Lcm,
 }
 
 impl Sampler {
     /// Every sampler with its name, as recipes spell it.
-    pub const ALL: [(Sampler, &'static str); 16] = [
+    pub const ALL: [(Sampler, &'static str); 17] = [
         (Sampler::Ddim, "ddim"),
         (Sampler::Pndm, "pndm"),
         (Sampler::Euler, "euler"),
@@ -140,6 +145,7 @@ impl Sampler {
         (Sampler::DpmPlusPlus2mSdeKarras, "dpm++2m-sde-karras"),
         (Sampler::UniPc, "unipc"),
         (Sampler::UniPcKarras, "unipc-karras"),
+        (Sampler::Deis, "deis"),
         (Sampler::Lcm, "lcm"),
     ];
 
@@ -324,6 +330,7 @@ impl SchedulerConfig {
             "HeunDiscreteScheduler" => Kind::Heun,
             "DPMSolverMultistepScheduler" => Kind::DpmSolverMultistep,
             "UniPCMultistepScheduler" => Kind::UniPc,
+            "DEISMultistepScheduler" => Kind::Deis,
             "LCMScheduler" => Kind::Lcm,
             other => {
                 return Err(unsupported(format!(
@@ -365,7 +372,12 @@ impl SchedulerConfig {
             [(flag, _)]
                 if !matches!(
                     kind,
-                    Kind::Euler | Kind::Heun | Kind::Lms | Kind::DpmSolverMultistep | Kind::UniPc
+                    Kind::Euler
+                        | Kind::Heun
+                        | Kind::Lms
+                        | Kind::DpmSolverMultistep
+                        | Kind::UniPc
+                        | Kind::Deis
                 ) =>
             {
                 return Err(unsupported(format!(
@@ -443,6 +455,29 @@ impl SchedulerConfig {
             }
             if json.variance_type.is_some() {
                 return Err(unsupported("`variance_type` (learned variance)".into()));
+            }
+        }
+        if kind == Kind::Deis {
+            // diffusers reads DPM-Solver's and UniPC's names as DEIS's own.
+            if let Some(algorithm) = json
+                .algorithm_type
+                .as_deref()
+                .filter(|a| !matches!(*a, "deis" | "dpmsolver" | "dpmsolver++"))
+            {
+                return Err(unsupported(format!("`algorithm_type` {algorithm:?}")));
+            }
+            if let Some(solver) = json
+                .solver_type
+                .as_deref()
+                .filter(|s| !matches!(*s, "logrho" | "midpoint" | "heun" | "bh1" | "bh2"))
+            {
+                return Err(unsupported(format!("`solver_type` {solver:?}")));
+            }
+            if !(1..=3).contains(&multistep.order) {
+                return Err(unsupported(format!(
+                    "`solver_order` {}: DEIS is read up to 3",
+                    multistep.order
+                )));
             }
         }
         if kind == Kind::UniPc {
@@ -546,6 +581,7 @@ impl SchedulerConfig {
             Sampler::DpmPlusPlus2mSdeKarras => (Kind::DpmSolverMultistep, true),
             Sampler::UniPc => (Kind::UniPc, false),
             Sampler::UniPcKarras => (Kind::UniPc, true),
+            Sampler::Deis => (Kind::Deis, false),
             Sampler::Lcm => (Kind::Lcm, false),
         };
         Self {
@@ -622,7 +658,7 @@ impl SchedulerConfig {
     /// has no such clip).
     fn multistep_last_timestep(&self) -> usize {
         let n = self.train_steps();
-        if self.kind == Kind::UniPc {
+        if matches!(self.kind, Kind::UniPc | Kind::Deis) {
             return n;
         }
         let clipped = (0..n)
@@ -650,20 +686,20 @@ impl SchedulerConfig {
                     })
                     .collect()
             }
-            (Kind::DpmSolverMultistep | Kind::UniPc, Spacing::Leading) => {
+            (Kind::DpmSolverMultistep | Kind::UniPc | Kind::Deis, Spacing::Leading) => {
                 let ratio = self.multistep_last_timestep() / (steps + 1);
                 (1..=steps)
                     .rev()
                     .map(|i| (i * ratio + self.steps_offset) as f64)
                     .collect()
             }
-            (Kind::DpmSolverMultistep | Kind::UniPc, Spacing::Linspace) => {
+            (Kind::DpmSolverMultistep | Kind::UniPc | Kind::Deis, Spacing::Linspace) => {
                 let last = self.multistep_last_timestep() as f64;
                 let mut points = linspace(0.0, last - 1.0, steps + 1);
                 points.remove(0);
                 points.into_iter().rev().map(f64::round_ties_even).collect()
             }
-            (Kind::DpmSolverMultistep | Kind::UniPc, Spacing::Trailing) => {
+            (Kind::DpmSolverMultistep | Kind::UniPc | Kind::Deis, Spacing::Trailing) => {
                 let last = self.multistep_last_timestep() as f64;
                 let ratio = n as f64 / steps as f64;
                 (0..)
@@ -709,21 +745,27 @@ impl SchedulerConfig {
         // f32 σ table, where σ_max lands a hair below the last timestep (998.9999997 for SD's
         // schedule), so a whole timestep here is taken as that hair below too.
         let (min, max) = match self.kind {
-            Kind::DpmSolverMultistep | Kind::UniPc => {
+            Kind::DpmSolverMultistep | Kind::UniPc | Kind::Deis => {
                 (self.train_sigma(0), self.train_sigma(n - 1))
             }
             _ => (spaced[spaced.len() - 1], spaced[0]),
         };
         let ramped = match self.kind {
-            Kind::Euler | Kind::Heun | Kind::Lms | Kind::DpmSolverMultistep | Kind::UniPc => {
-                self.ramp.sigmas(min, max, steps)
-            }
+            Kind::Euler
+            | Kind::Heun
+            | Kind::Lms
+            | Kind::DpmSolverMultistep
+            | Kind::UniPc
+            | Kind::Deis => self.ramp.sigmas(min, max, steps),
             _ => None,
         };
         let ramp_end = ramped.as_ref().and_then(|r| r.last().copied());
         let mut sigmas = match ramped {
             Some(sigmas) => {
-                let integer = matches!(self.kind, Kind::DpmSolverMultistep | Kind::UniPc);
+                let integer = matches!(
+                    self.kind,
+                    Kind::DpmSolverMultistep | Kind::UniPc | Kind::Deis
+                );
                 let karras = self.ramp == SigmaRamp::Karras;
                 timesteps = sigmas
                     .iter()
@@ -738,12 +780,12 @@ impl SchedulerConfig {
             }
             None => spaced,
         };
-        // σ_min as the last σ: UniPC's ramps end on their own last σ (the largest for one
-        // step), the rest on the training schedule's smallest.
+        // σ_min as the last σ (DEIS's always): UniPC's and DEIS's ramps end on their own last
+        // σ (the largest for one step), the rest on the training schedule's smallest.
         sigmas.push(match (self.final_sigma_min, self.kind, ramp_end) {
+            (_, Kind::Deis, Some(end)) | (true, Kind::UniPc, Some(end)) => end,
+            (_, Kind::Deis, None) | (true, _, _) => self.train_sigma(0),
             (false, _, _) => 0.0,
-            (true, Kind::UniPc, Some(end)) => end,
-            (true, _, _) => self.train_sigma(0),
         });
         if self.kind == Kind::Pndm && timesteps.len() > 1 {
             // PLMS runs the second timestep twice: once to predict, once to correct the first step.
@@ -772,6 +814,21 @@ impl SchedulerConfig {
     }
 }
 
+/// ∫ ℓ(ln ρ) dρ at `log_rho` (an antiderivative in ρ), ℓ the Lagrange basis polynomial in
+/// ln ρ that is 1 at `node` and 0 at each of `others` (one or two: DEIS's second and third
+/// order, diffusers' `ind_fn`).
+fn log_lagrange_integral(log_rho: f64, node: f64, others: &[f64]) -> f64 {
+    let (x, rho) = (log_rho, log_rho.exp());
+    match others {
+        [c] => rho * (x - c - 1.0) / (node - c),
+        [c, d] => {
+            rho * (c * (d - x + 1.0) - d * x + d + x * x - 2.0 * x + 2.0)
+                / ((node - c) * (node - d))
+        }
+        _ => 0.0,
+    }
+}
+
 /// How many past derivatives LMS combines.
 const LMS_ORDER: usize = 4;
 
@@ -784,13 +841,17 @@ fn default_spacing(kind: Kind) -> Spacing {
         | Kind::Heun
         | Kind::Lms
         | Kind::DpmSolverMultistep
-        | Kind::UniPc => Spacing::Linspace,
+        | Kind::UniPc
+        | Kind::Deis => Spacing::Linspace,
     }
 }
 
 /// Whether the class reads `final_sigmas_type = "sigma_min"`.
 fn uses_final_sigma_min(kind: Kind) -> bool {
-    matches!(kind, Kind::Euler | Kind::DpmSolverMultistep | Kind::UniPc)
+    matches!(
+        kind,
+        Kind::Euler | Kind::DpmSolverMultistep | Kind::UniPc | Kind::Deis
+    )
 }
 
 /// The timesteps of one sampling run and the update between them. Multistep samplers (PLMS,
@@ -827,7 +888,12 @@ impl Schedule {
     /// Scale of the starting noise.
     pub fn init_noise_sigma(&self) -> f64 {
         match self.config.kind {
-            Kind::Ddim | Kind::Pndm | Kind::DpmSolverMultistep | Kind::UniPc | Kind::Lcm => 1.0,
+            Kind::Ddim
+            | Kind::Pndm
+            | Kind::DpmSolverMultistep
+            | Kind::UniPc
+            | Kind::Deis
+            | Kind::Lcm => 1.0,
             Kind::Euler | Kind::EulerAncestral | Kind::Heun | Kind::Lms => {
                 let max = self.sigmas.iter().copied().fold(0.0, f64::max);
                 match self.config.spacing {
@@ -844,9 +910,12 @@ impl Schedule {
             Kind::Euler | Kind::EulerAncestral | Kind::Heun | Kind::Lms => {
                 latents / (self.sigmas[i].powi(2) + 1.0).sqrt()
             }
-            Kind::Ddim | Kind::Pndm | Kind::DpmSolverMultistep | Kind::UniPc | Kind::Lcm => {
-                Ok(latents.clone())
-            }
+            Kind::Ddim
+            | Kind::Pndm
+            | Kind::DpmSolverMultistep
+            | Kind::UniPc
+            | Kind::Deis
+            | Kind::Lcm => Ok(latents.clone()),
         }
     }
 
@@ -860,7 +929,7 @@ impl Schedule {
             Kind::Euler | Kind::EulerAncestral | Kind::Heun | Kind::Lms => {
                 x0 + (noise * self.sigmas[i])?
             }
-            Kind::DpmSolverMultistep | Kind::UniPc => {
+            Kind::DpmSolverMultistep | Kind::UniPc | Kind::Deis => {
                 let (alpha, sigma) = alpha_sigma(self.sigmas[i]);
                 (x0 * alpha)? + (noise * sigma)?
             }
@@ -895,6 +964,7 @@ impl Schedule {
             Kind::Heun => self.heun_step(output, i, latents),
             Kind::DpmSolverMultistep => self.dpm_step(output, i, latents, noise),
             Kind::UniPc => self.unipc_step(output, i, latents),
+            Kind::Deis => self.deis_step(output, i, latents),
             Kind::Lcm => self.lcm_step(output, i, latents, noise),
         }?;
         self.calls += 1;
@@ -1180,6 +1250,54 @@ impl Schedule {
             Prediction::Epsilon => (latents - (output * sigma)?)? / alpha,
             Prediction::V => (latents * alpha)? - (output * sigma)?,
         }
+    }
+
+    /// DEIS (diffusers' `DEISMultistepScheduler`, log-ρ): the noise predictions of the last
+    /// (up to) three steps, each weighted by its Lagrange basis polynomial in log ρ (ρ = σ/α)
+    /// integrated from ρ at this step to ρ at the next; first order (DDIM) to start, and with
+    /// `lower_order_final` at the end of runs under 15 steps.
+    fn deis_step(&mut self, output: &Tensor, i: usize, latents: &Tensor) -> Result<Tensor> {
+        let (alpha_s0, sigma_s0) = alpha_sigma(self.sigmas[i]);
+        let x0 = self.vp_x0(output, i, latents)?;
+        let eps = ((latents - (x0 * alpha_s0)?)? / sigma_s0)?;
+        self.remember(eps);
+        let solver = &self.config.multistep;
+        let len = self.timesteps.len();
+        let short = solver.lower_order_final && len < 15;
+        let order = if solver.order == 1 || self.calls < 1 || (i == len - 1 && short) {
+            1
+        } else if solver.order == 2 || self.calls < 2 || (i + 2 == len && short) {
+            2
+        } else {
+            3
+        };
+        let (alpha_t, sigma_t) = alpha_sigma(self.sigmas[i + 1]);
+        let m = &self.history;
+        let m0 = &m[m.len() - 1];
+        if order == 1 {
+            let h = lambda(self.sigmas[i + 1]) - lambda(self.sigmas[i]);
+            return (latents * (alpha_t / alpha_s0))? - (m0 * (sigma_t * h.exp_m1()))?;
+        }
+        let rho = |k: usize| {
+            let (alpha, sigma) = alpha_sigma(self.sigmas[k]);
+            (sigma / alpha).ln()
+        };
+        // ∫ Lagrange basis of the first node over [ρ_s0, ρ_t], in log ρ.
+        let (t, s0) = (rho(i + 1), rho(i));
+        let nodes: Vec<f64> = (0..order).map(|k| rho(i - k)).collect();
+        let mut next = (latents / alpha_s0)?;
+        for (k, &node) in nodes.iter().enumerate() {
+            let others: Vec<f64> = nodes
+                .iter()
+                .enumerate()
+                .filter(|&(j, _)| j != k)
+                .map(|(_, &n)| n)
+                .collect();
+            let coef =
+                log_lagrange_integral(t, node, &others) - log_lagrange_integral(s0, node, &others);
+            next = (next + (&m[m.len() - 1 - k] * coef)?)?;
+        }
+        next * alpha_t
     }
 
     /// Keeps `x0` as the latest of the last `solver_order` x₀ predictions.
