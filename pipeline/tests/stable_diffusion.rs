@@ -1153,6 +1153,60 @@ fn a_recipe_naming_a_diffusers_folder_builds_signs_caches_and_reproduces() {
 }
 
 #[test]
+fn an_sdxl_refiner_recipe_refines_the_base_recipes_image() {
+    let studio = common::Studio::new();
+    let root = studio.root();
+    for name in ["tiny-sdxl", "tiny-sdxl-refiner"] {
+        copy_dir(&fixtures().join(name), &root.join("models").join(name));
+    }
+    std::fs::write(
+        root.join("knight.recipe.toml"),
+        "kind = \"sprite\"\nprompt = \"a knight\"\nmodel = \"models/tiny-sdxl\"\nsteps = 3\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("knight-refined.recipe.toml"),
+        "kind = \"sprite\"\nprompt = \"a knight, detailed\"\nmodel = \"models/tiny-sdxl-refiner\"\n\
+         source = \"recipe:knight\"\nstrength = 0.5\nsteps = 4\n",
+    )
+    .unwrap();
+    studio.new_key("studio");
+    studio.build_signed("studio");
+    let manifest: Manifest =
+        serde_json::from_slice(&std::fs::read(root.join("knight-refined.prov.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest.model.name, "stable-diffusion/tiny-sdxl-refiner");
+    assert_eq!(
+        manifest.model.weights_sha256,
+        load("tiny-sdxl-refiner").identity().weights_sha256
+    );
+    let base: Manifest =
+        serde_json::from_slice(&std::fs::read(root.join("knight.prov.json")).unwrap()).unwrap();
+    assert_eq!(base.model.name, "stable-diffusion/tiny-sdxl");
+    assert_eq!(manifest.parents.len(), 1, "{:?}", manifest.parents);
+    assert_eq!(manifest.parents[0].reference, "recipe:knight");
+    assert_eq!(manifest.parents[0].sha256, base.outputs[0].sha256);
+    // The refiner ran on the base image: another source gives another image.
+    let refined = image::open(root.join("knight-refined.png"))
+        .unwrap()
+        .to_rgba8();
+    let direct = load("tiny-sdxl-refiner")
+        .generate(&GenerateRequest {
+            prompt: "a knight, detailed".into(),
+            steps: 4,
+            init: Some(InitImage {
+                image: test_image(),
+                strength: 0.5,
+                mask: None,
+            }),
+            ..GenerateRequest::default()
+        })
+        .unwrap();
+    assert_eq!(refined.dimensions(), direct[0].dimensions());
+    assert!(mean_difference(&refined, &direct[0]) > 1.0);
+}
+
+#[test]
 fn kohya_diffusers_and_lycoris_files_merge_as_their_reference_loaders_apply_them() {
     let reference = Reference::of("tiny-sd15");
     let lora = |name: &str, scale: f64| LoraFile {
