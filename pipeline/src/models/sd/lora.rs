@@ -349,6 +349,10 @@ impl LoraSummary {
             text_dim: None,
             dora: false,
         };
+        // LoKr: the input widths of each module's two Kronecker factors, whose product is the
+        // weight's (its second columns: `lokr_w1`/`lokr_w1_b` and `lokr_w2`/`lokr_w2_b`, a
+        // Tucker `lokr_w2_b` included).
+        let mut kronecker: HashMap<(Network, String), [Option<usize>; 2]> = HashMap::new();
         for (key, info) in header.iter().filter(|(key, _)| *key != "__metadata__") {
             let (network, module, part) = entry(key, 2)
                 .ok_or_else(|| invalid(format!("`{key}` is not a LoRA entry Autonomy reads")))?;
@@ -375,8 +379,14 @@ impl LoraSummary {
                 summary.adapters.push(kind);
                 summary.adapters.sort();
             }
+            if let Part::Lycoris(name @ ("lokr_w1" | "lokr_w1_b" | "lokr_w2" | "lokr_w2_b")) = part
+            {
+                let factor = usize::from(name.starts_with("lokr_w2"));
+                kronecker.entry((network, module.clone())).or_default()[factor] =
+                    shape.get(1).copied();
+            }
             // The parts that are (rank, input) matrices; a LoKr factor's input is only part of
-            // the weight's, so it tells the rank alone.
+            // the weight's (the factors' product is taken below).
             let (rank, input) = match part {
                 Part::Down | Part::Lycoris("hada_w1_b") => (shape.first(), shape.get(1)),
                 Part::Lycoris("lokr_w1_b" | "lokr_w2_b") => (shape.first(), None),
@@ -386,21 +396,32 @@ impl LoraSummary {
                 return Err(invalid(format!("`{key}` is not a matrix: {shape:?}")));
             };
             summary.rank = summary.rank.max(rank);
-            let Some(&input) = input else { continue };
-            match network {
-                Network::Unet
-                    if module.ends_with("attn2_to_k") || module.ends_with("attn2_to_v") =>
-                {
-                    summary.context_dim = Some(input);
-                }
-                Network::Text if module.contains("self_attn_") => summary.text_dim = Some(input),
-                _ => {}
+            if let Some(&input) = input {
+                summary.note_input(network, &module, input);
+            }
+        }
+        for ((network, module), widths) in kronecker {
+            if let [Some(first), Some(second)] = widths {
+                summary.note_input(network, &module, first * second);
             }
         }
         if !(summary.unet || summary.text || summary.text_2) {
             return Err(invalid("holds no LoRA entries".into()));
         }
         Ok(summary)
+    }
+
+    /// Records the input width of a module's update where it tells a pipeline's widths: the
+    /// UNet's cross-attention keys and values take the text context, the text encoder's
+    /// self-attention its hidden states.
+    fn note_input(&mut self, network: Network, module: &str, input: usize) {
+        match network {
+            Network::Unet if module.ends_with("attn2_to_k") || module.ends_with("attn2_to_v") => {
+                self.context_dim = Some(input);
+            }
+            Network::Text if module.contains("self_attn_") => self.text_dim = Some(input),
+            _ => {}
+        }
     }
 
     /// Whether it fits the pipeline `spec` describes: the text width of its UNet updates and
@@ -752,7 +773,7 @@ mod tests {
         );
         assert_eq!(kohya.describe(), "UNet + text encoder, rank 4");
         assert_eq!(kohya.adapters, [Adapter::LoRA]);
-        // LyCORIS files: LoHa's first factor tells the widths; LoKr's factors only the rank.
+        // LyCORIS files: LoHa's first factor tells the widths; LoKr's two factors together.
         let loha = LoraSummary::read(&fixture("loras/loha.safetensors")).unwrap();
         assert_eq!(loha.adapters, [Adapter::LoHa]);
         assert_eq!(
@@ -765,9 +786,9 @@ mod tests {
         assert_eq!(lokr.adapters, [Adapter::LoKr]);
         assert_eq!(
             (lokr.rank, lokr.context_dim, lokr.text_dim),
-            (4, None, None)
+            (4, Some(32), Some(32))
         );
-        assert!(lokr.fits(&sd15_spec));
+        assert!(lokr.fits(&sd15_spec) && !lokr.fits(&xl_spec));
         assert_eq!(xl.describe(), "UNet + text encoders, rank 4");
         let dora = LoraSummary::read(&fixture("loras/dora.safetensors")).unwrap();
         assert!(dora.dora && !kohya.dora && dora.fits(&sd15_spec));
