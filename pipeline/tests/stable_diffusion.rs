@@ -597,6 +597,8 @@ fn a_recipes_sampler_is_diffusers_from_config_of_the_folders_scheduler() {
         ("sd15", "unipc-karras", "sd15-unipc-karras"),
         ("sd21", "unipc", "sd21-unipc-v"),
         ("sd15", "deis", "sd15-deis"),
+        ("sd15", "dpm2", "sd15-dpm2"),
+        ("sd15", "dpm2-karras", "sd15-dpm2-karras"),
     ] {
         let picked = hub(base).with_sampler(Sampler::parse(sampler).unwrap());
         let (expected, case) = case(swapped);
@@ -976,10 +978,10 @@ fn broken_folders_are_refused_with_the_file_named() {
         edit(
             "scheduler/scheduler_config.json",
             "DDIMScheduler",
-            "KDPM2DiscreteScheduler",
+            "DPMSolverSinglestepScheduler",
         ),
         "scheduler/scheduler_config.json",
-        "KDPM2DiscreteScheduler",
+        "DPMSolverSinglestepScheduler",
     );
     refuses(
         edit(

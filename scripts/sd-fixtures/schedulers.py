@@ -9,7 +9,7 @@ samplers users switch them to with `from_config` (DPM++ 2M with and without Karr
 solver, DPM++ 2M SDE, Euler ancestral and LCM with fixed fresh noise `sin(0.9·k + 1.7·i)·1.1` at
 step i, Euler, LMS and
 Heun with and without Karras sigmas, exponential and beta sigmas (the beta ramp needs `scipy`), DDIM, UniPC of orders 1–3 with `bh1`
-and `bh2`, DEIS of orders 1–3; LMS needs `scipy`) — and
+and `bh2`, DEIS of orders 1–3, DPM2 (KDPM2) plain, Karras and beta; LMS needs `scipy`) — and
 several step counts, it records the timesteps and a
 whole sampling loop driven by a fixed stand-in for the UNet, `0.5·tanh(x) + 0.1·cos(t/100)`, from
 fixed starting latents: text-to-image (from noise) and image-to-image (strength 0.6, noised with
@@ -32,6 +32,7 @@ from diffusers import (
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
     HeunDiscreteScheduler,
+    KDPM2DiscreteScheduler,
     LCMScheduler,
     LMSDiscreteScheduler,
     PNDMScheduler,
@@ -123,6 +124,11 @@ CASES = [
     ("sd21-deis-karras-v", DEISMultistepScheduler, SD21, {"use_karras_sigmas": True}),
     ("sd15-deis-order3-exponential-no-lower-final", DEISMultistepScheduler, SD15,
      {"solver_order": 3, "use_exponential_sigmas": True, "lower_order_final": False}),
+    ("sd15-dpm2", KDPM2DiscreteScheduler, SD15, {}),
+    ("sd15-dpm2-karras", KDPM2DiscreteScheduler, SD15, {"use_karras_sigmas": True}),
+    ("sd21-dpm2-v-leading", KDPM2DiscreteScheduler, SD21, {"timestep_spacing": "leading"}),
+    ("sd15-dpm2-beta-trailing", KDPM2DiscreteScheduler, SD15,
+     {"use_beta_sigmas": True, "timestep_spacing": "trailing"}),
 ]
 STEPS = [1, 2, 4, 10, 20]
 STRENGTH = 0.6

@@ -36,6 +36,9 @@ pub enum Kind {
     /// `UniPCMultistepScheduler` (`predict_x0`): a multistep predictor (UniP) and a corrector
     /// (UniC) that reuses each step's UNet call, up to third order.
     UniPc,
+    /// `KDPM2DiscreteScheduler` (DPM2): a step to the geometric mean of σ and the next σ, then
+    /// the whole step with the derivative found there (two UNet calls a step).
+    Kdpm2,
     /// `DEISMultistepScheduler`: diffusion exponential integrator sampling (log-ρ), a
     /// multistep method on the noise prediction, up to third order.
     Deis,
@@ -123,13 +126,17 @@ pub enum Sampler {
     UniPcKarras,
     /// DEIS (multistep, log-ρ).
     Deis,
+    /// DPM2 (k-diffusion's second-order sampler).
+    Dpm2,
+    /// DPM2 with Karras sigmas.
+    Dpm2Karras,
     /// LCM: the few-step sampler of LCM-LoRAs (4–8 steps, guidance 1–2).
     Lcm,
 }
 
 impl Sampler {
     /// Every sampler with its name, as recipes spell it.
-    pub const ALL: [(Sampler, &'static str); 17] = [
+    pub const ALL: [(Sampler, &'static str); 19] = [
         (Sampler::Ddim, "ddim"),
         (Sampler::Pndm, "pndm"),
         (Sampler::Euler, "euler"),
@@ -146,6 +153,8 @@ impl Sampler {
         (Sampler::UniPc, "unipc"),
         (Sampler::UniPcKarras, "unipc-karras"),
         (Sampler::Deis, "deis"),
+        (Sampler::Dpm2, "dpm2"),
+        (Sampler::Dpm2Karras, "dpm2-karras"),
         (Sampler::Lcm, "lcm"),
     ];
 
@@ -331,6 +340,7 @@ impl SchedulerConfig {
             "DPMSolverMultistepScheduler" => Kind::DpmSolverMultistep,
             "UniPCMultistepScheduler" => Kind::UniPc,
             "DEISMultistepScheduler" => Kind::Deis,
+            "KDPM2DiscreteScheduler" => Kind::Kdpm2,
             "LCMScheduler" => Kind::Lcm,
             other => {
                 return Err(unsupported(format!(
@@ -369,19 +379,9 @@ impl SchedulerConfig {
         .collect();
         let ramp = match ramps.as_slice() {
             [] => SigmaRamp::Spaced,
-            [(flag, _)]
-                if !matches!(
-                    kind,
-                    Kind::Euler
-                        | Kind::Heun
-                        | Kind::Lms
-                        | Kind::DpmSolverMultistep
-                        | Kind::UniPc
-                        | Kind::Deis
-                ) =>
-            {
+            [(flag, _)] if !takes_ramps(kind) => {
                 return Err(unsupported(format!(
-                    "`{flag}` with {}: σ ramps are read for EulerDiscreteScheduler, HeunDiscreteScheduler, LMSDiscreteScheduler, DPMSolverMultistepScheduler and UniPCMultistepScheduler",
+                    "`{flag}` with {}: σ ramps are read for the Euler, Heun, LMS, DPM2, DPM-Solver++, UniPC and DEIS schedulers",
                     json.class
                 )));
             }
@@ -582,6 +582,8 @@ impl SchedulerConfig {
             Sampler::UniPc => (Kind::UniPc, false),
             Sampler::UniPcKarras => (Kind::UniPc, true),
             Sampler::Deis => (Kind::Deis, false),
+            Sampler::Dpm2 => (Kind::Kdpm2, false),
+            Sampler::Dpm2Karras => (Kind::Kdpm2, true),
             Sampler::Lcm => (Kind::Lcm, false),
         };
         Self {
@@ -750,14 +752,9 @@ impl SchedulerConfig {
             }
             _ => (spaced[spaced.len() - 1], spaced[0]),
         };
-        let ramped = match self.kind {
-            Kind::Euler
-            | Kind::Heun
-            | Kind::Lms
-            | Kind::DpmSolverMultistep
-            | Kind::UniPc
-            | Kind::Deis => self.ramp.sigmas(min, max, steps),
-            _ => None,
+        let ramped = match takes_ramps(self.kind) {
+            true => self.ramp.sigmas(min, max, steps),
+            false => None,
         };
         let ramp_end = ramped.as_ref().and_then(|r| r.last().copied());
         let mut sigmas = match ramped {
@@ -766,14 +763,15 @@ impl SchedulerConfig {
                     self.kind,
                     Kind::DpmSolverMultistep | Kind::UniPc | Kind::Deis
                 );
-                let karras = self.ramp == SigmaRamp::Karras;
+                // DPM2 rounds its Karras timesteps too, but keeps them as floats.
+                let round = self.ramp == SigmaRamp::Karras && (integer || self.kind == Kind::Kdpm2);
                 timesteps = sigmas
                     .iter()
                     .map(|&s| self.t_of_sigma(s))
-                    .map(|t| match (integer, karras) {
-                        (true, true) => t.round_ties_even(),
-                        (true, false) => (t - 1e-6).trunc().max(0.0),
-                        (false, _) => t,
+                    .map(|t| match (round, integer) {
+                        (true, _) => t.round_ties_even(),
+                        (false, true) => (t - 1e-6).trunc().max(0.0),
+                        (false, false) => t,
                     })
                     .collect();
                 sigmas
@@ -801,6 +799,21 @@ impl SchedulerConfig {
                 .chain(sigmas[1..last].iter().flat_map(|&s| [s, s]))
                 .chain([sigmas[last]])
                 .collect();
+        }
+        if self.kind == Kind::Kdpm2 {
+            // Each step after the first also calls the UNet at the geometric mean of its σ and
+            // the previous one (a step's second call); the σ list holds the σ of every call,
+            // then the final 0.
+            let mut calls = vec![sigmas[0]];
+            let mut call_timesteps = vec![timesteps[0]];
+            for k in 1..steps {
+                let mid = (sigmas[k] * sigmas[k - 1]).sqrt();
+                calls.extend([mid, sigmas[k]]);
+                call_timesteps.extend([self.t_of_sigma(mid), timesteps[k]]);
+            }
+            calls.push(0.0);
+            sigmas = calls;
+            timesteps = call_timesteps;
         }
         Schedule {
             config: self.clone(),
@@ -832,6 +845,20 @@ fn log_lagrange_integral(log_rho: f64, node: f64, others: &[f64]) -> f64 {
 /// How many past derivatives LMS combines.
 const LMS_ORDER: usize = 4;
 
+/// Whether the class reads `use_karras_sigmas`, `use_exponential_sigmas` and `use_beta_sigmas`.
+fn takes_ramps(kind: Kind) -> bool {
+    matches!(
+        kind,
+        Kind::Euler
+            | Kind::Heun
+            | Kind::Lms
+            | Kind::Kdpm2
+            | Kind::DpmSolverMultistep
+            | Kind::UniPc
+            | Kind::Deis
+    )
+}
+
 /// Each class's own default spacing.
 fn default_spacing(kind: Kind) -> Spacing {
     match kind {
@@ -840,6 +867,7 @@ fn default_spacing(kind: Kind) -> Spacing {
         | Kind::EulerAncestral
         | Kind::Heun
         | Kind::Lms
+        | Kind::Kdpm2
         | Kind::DpmSolverMultistep
         | Kind::UniPc
         | Kind::Deis => Spacing::Linspace,
@@ -882,7 +910,10 @@ impl Schedule {
     /// Heun's list holds two entries a step, so a run starting at inference step `s` starts
     /// at entry `order·s`.
     pub fn order(&self) -> usize {
-        if self.config.kind == Kind::Heun { 2 } else { 1 }
+        match self.config.kind {
+            Kind::Heun | Kind::Kdpm2 => 2,
+            _ => 1,
+        }
     }
 
     /// Scale of the starting noise.
@@ -894,7 +925,7 @@ impl Schedule {
             | Kind::UniPc
             | Kind::Deis
             | Kind::Lcm => 1.0,
-            Kind::Euler | Kind::EulerAncestral | Kind::Heun | Kind::Lms => {
+            Kind::Euler | Kind::EulerAncestral | Kind::Heun | Kind::Lms | Kind::Kdpm2 => {
                 let max = self.sigmas.iter().copied().fold(0.0, f64::max);
                 match self.config.spacing {
                     Spacing::Linspace | Spacing::Trailing => max,
@@ -907,7 +938,7 @@ impl Schedule {
     /// What the UNet sees at step `i`: Euler, Heun and LMS samplers divide by √(σ²+1).
     pub fn scale_model_input(&self, latents: &Tensor, i: usize) -> Result<Tensor> {
         match self.config.kind {
-            Kind::Euler | Kind::EulerAncestral | Kind::Heun | Kind::Lms => {
+            Kind::Euler | Kind::EulerAncestral | Kind::Heun | Kind::Lms | Kind::Kdpm2 => {
                 latents / (self.sigmas[i].powi(2) + 1.0).sqrt()
             }
             Kind::Ddim
@@ -926,7 +957,7 @@ impl Schedule {
                 let a = self.alpha_cumprod(self.timesteps[i] as i64);
                 (x0 * a.sqrt())? + (noise * (1.0 - a).sqrt())?
             }
-            Kind::Euler | Kind::EulerAncestral | Kind::Heun | Kind::Lms => {
+            Kind::Euler | Kind::EulerAncestral | Kind::Heun | Kind::Lms | Kind::Kdpm2 => {
                 x0 + (noise * self.sigmas[i])?
             }
             Kind::DpmSolverMultistep | Kind::UniPc | Kind::Deis => {
@@ -962,6 +993,7 @@ impl Schedule {
             Kind::Euler | Kind::EulerAncestral => self.euler_step(output, i, latents, noise),
             Kind::Lms => self.lms_step(output, i, latents),
             Kind::Heun => self.heun_step(output, i, latents),
+            Kind::Kdpm2 => self.dpm2_step(output, i, latents),
             Kind::DpmSolverMultistep => self.dpm_step(output, i, latents, noise),
             Kind::UniPc => self.unipc_step(output, i, latents),
             Kind::Deis => self.deis_step(output, i, latents),
@@ -1108,6 +1140,28 @@ impl Schedule {
                 self.history.push(derivative);
                 self.held = Some(latents.clone());
                 Ok(stepped)
+            }
+        }
+    }
+
+    /// DPM2 (diffusers' `KDPM2DiscreteScheduler`): an Euler step from σ to the geometric mean
+    /// of σ and the next σ, then, at the next call (made there), the whole step from σ with the
+    /// derivative found at the mean. The last step is the Euler half alone, to 0.
+    fn dpm2_step(&mut self, output: &Tensor, i: usize, latents: &Tensor) -> Result<Tensor> {
+        let s = &self.sigmas;
+        match self.held.take() {
+            Some(start) => {
+                let (sigma, mid, next) = (s[i - 1], s[i], s[i + 1]);
+                let x0 = self.sigma_x0(output, mid, latents)?;
+                let derivative = ((latents - x0)? / mid)?;
+                start + (derivative * (next - sigma))?
+            }
+            None => {
+                let (sigma, mid) = (s[i], s[i + 1]);
+                let x0 = self.sigma_x0(output, sigma, latents)?;
+                let derivative = ((latents - x0)? / sigma)?;
+                self.held = Some(latents.clone());
+                latents + (derivative * (mid - sigma))?
             }
         }
     }
