@@ -610,27 +610,54 @@ AWKWARD = [
 ]
 
 
+def xl_text_encoder(folder, sub, act, pad, kind):
+    """One of SDXL's tiny text encoders (`kind`: with a projection or without) and its tokenizer
+    in `tokenizer<sub>/`."""
+    tokenizer, vocab_size = write_tokenizer(os.path.join(folder, "tokenizer" + sub), pad, False)
+    model = kind(
+        CLIPTextConfig(
+            vocab_size=vocab_size, hidden_size=32, intermediate_size=64,
+            num_hidden_layers=3, num_attention_heads=4, max_position_embeddings=77,
+            hidden_act=act, projection_dim=24, bos_token_id=vocab_size - 2,
+            eos_token_id=vocab_size - 1, pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    return tokenizer, model
+
+
+def xl_vae():
+    """SDXL's tiny VAE (its latents scaled by 0.13025)."""
+    return AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 8, 16, 16),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=64,
+        scaling_factor=0.13025,
+    )
+
+
+@torch.no_grad()
+def nudge(*modules, vae):
+    """As `build`: every weight nudged, and the VAE's encoder nearly deterministic."""
+    for module in (*modules, vae):
+        for p in module.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    vae.quant_conv.bias[4:] = -30.0
+
+
 def build_xl(name):
     """A tiny SDXL: two text encoders (the second with a projection, padding with `!`), a UNet
     with the `text_time` added conditioning, Euler sampling; and its reference outputs."""
     torch.manual_seed(0)
     folder = os.path.join(OUT, name)
     shutil.rmtree(folder, ignore_errors=True)
-    encoders = []
-    for sub, act, pad, kind in (
-        ("", "quick_gelu", "<|endoftext|>", CLIPTextModel),
-        ("_2", "gelu", "!", CLIPTextModelWithProjection),
-    ):
-        tokenizer, vocab_size = write_tokenizer(os.path.join(folder, "tokenizer" + sub), pad, False)
-        model = kind(
-            CLIPTextConfig(
-                vocab_size=vocab_size, hidden_size=32, intermediate_size=64,
-                num_hidden_layers=3, num_attention_heads=4, max_position_embeddings=77,
-                hidden_act=act, projection_dim=24, bos_token_id=vocab_size - 2,
-                eos_token_id=vocab_size - 1, pad_token_id=tokenizer.pad_token_id,
-            )
-        )
-        encoders.append((tokenizer, model))
+    encoders = [
+        xl_text_encoder(folder, "", "quick_gelu", "<|endoftext|>", CLIPTextModel),
+        xl_text_encoder(folder, "_2", "gelu", "!", CLIPTextModelWithProjection),
+    ]
     unet = UNet2DConditionModel(
         sample_size=8,
         in_channels=4,
@@ -648,21 +675,8 @@ def build_xl(name):
         addition_time_embed_dim=8,
         projection_class_embeddings_input_dim=24 + 6 * 8,
     )
-    vae = AutoencoderKL(
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 8, 16, 16),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=64,
-        scaling_factor=0.13025,
-    )
-    with torch.no_grad():
-        for module in (encoders[0][1], encoders[1][1], unet, vae):
-            for p in module.parameters():
-                p.add_(torch.randn_like(p) * 0.02)
-        vae.quant_conv.bias[4:] = -30.0
+    vae = xl_vae()
+    nudge(encoders[0][1], encoders[1][1], unet, vae=vae)
     pipe = StableDiffusionXLPipeline(
         vae=vae,
         text_encoder=encoders[0][1],
@@ -723,15 +737,7 @@ def build_xl_refiner(name):
     torch.manual_seed(0)
     folder = os.path.join(OUT, name)
     shutil.rmtree(folder, ignore_errors=True)
-    tokenizer, vocab_size = write_tokenizer(os.path.join(folder, "tokenizer_2"), "!", False)
-    encoder = CLIPTextModelWithProjection(
-        CLIPTextConfig(
-            vocab_size=vocab_size, hidden_size=32, intermediate_size=64,
-            num_hidden_layers=3, num_attention_heads=4, max_position_embeddings=77,
-            hidden_act="gelu", projection_dim=24, bos_token_id=vocab_size - 2,
-            eos_token_id=vocab_size - 1, pad_token_id=tokenizer.pad_token_id,
-        )
-    )
+    tokenizer, encoder = xl_text_encoder(folder, "_2", "gelu", "!", CLIPTextModelWithProjection)
     unet = UNet2DConditionModel(
         sample_size=8,
         in_channels=4,
@@ -749,21 +755,8 @@ def build_xl_refiner(name):
         addition_time_embed_dim=8,
         projection_class_embeddings_input_dim=24 + 5 * 8,
     )
-    vae = AutoencoderKL(
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 8, 16, 16),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=64,
-        scaling_factor=0.13025,
-    )
-    with torch.no_grad():
-        for module in (encoder, unet, vae):
-            for p in module.parameters():
-                p.add_(torch.randn_like(p) * 0.02)
-        vae.quant_conv.bias[4:] = -30.0
+    vae = xl_vae()
+    nudge(encoder, unet, vae=vae)
     pipe = StableDiffusionXLImg2ImgPipeline(
         vae=vae,
         text_encoder=None,
