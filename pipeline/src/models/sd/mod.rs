@@ -1,6 +1,6 @@
-//! The Stable Diffusion family (SD 1.x, 2.x, SD-Turbo, SDXL, SDXL-Turbo) on candle, loaded from a diffusers
-//! folder on disk — or a Hugging Face cache folder, offline — with its architecture read from
-//! the folder's configs: text-to-image with classifier-free guidance and negative prompts,
+//! The Stable Diffusion family (SD 1.x, 2.x, SD-Turbo, SDXL and its refiner, SDXL-Turbo,
+//! LCM-distilled models) on candle, loaded from a diffusers folder on disk — or a Hugging Face
+//! cache folder, offline — with its architecture read from the folder's configs: text-to-image with classifier-free guidance and negative prompts,
 //! image-to-image with a strength, inpainting (a mask over any UNet, or a 9-channel inpainting
 //! UNet), tileable images, and the folder's scheduler. f32 on the CPU, f16 on a GPU; the same
 //! seed gives the same pixels on the same device.
@@ -177,7 +177,7 @@ impl StableDiffusion {
             return Err(SdError::Unsupported {
                 path: folder.root.join(folder::MODEL_INDEX),
                 message: format!(
-                    "`_class_name` {:?}: Autonomy runs Stable Diffusion 1.x/2.x and SDXL pipelines (text-to-image, image-to-image, inpainting)",
+                    "`_class_name` {:?}: Autonomy runs Stable Diffusion 1.x/2.x, SDXL (and its refiner) and latent consistency pipelines (text-to-image, image-to-image, inpainting)",
                     folder.pipeline_class
                 ),
             });
