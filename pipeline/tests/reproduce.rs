@@ -1,6 +1,7 @@
 //! `autonomy verify --reproduce` end to end on the shipped house model: a signed build (sprites,
 //! an img2img child, an animation) is made again bit for bit, an edited recipe makes it unverifiable, and a forged but consistent asset
-//! (new pixels, manifest hashes edited to match, signed again) is caught.
+//! (new pixels, manifest hashes edited to match, signed again) is caught; an asset made on
+//! another kind of CPU is not compared.
 
 mod common;
 
@@ -162,4 +163,24 @@ fn verify_reproduce_remakes_assets_bit_for_bit_and_catches_forgeries() {
     let pale = found.iter().find(|(a, _, _)| a == "pale-apple").unwrap();
     assert_eq!(pale.1, "unverifiable");
     assert!(pale.2.contains("source changed"), "{pale:?}");
+
+    // Made on another kind of CPU, as its (signed) manifest says: its last bits may differ, so
+    // it is not compared, rather than called tampered.
+    let sidecar = root.join("spark.prov.json");
+    let mut spark: Manifest = serde_json::from_slice(&std::fs::read(&sidecar).unwrap()).unwrap();
+    assert!(
+        spark.device.starts_with("cpu (") && spark.device.contains("caches"),
+        "{}",
+        spark.device
+    );
+    spark.device = "cpu (x86-64-v3, caches 32K/256K/8192K)".into();
+    provenance::sign(&mut spark, &PrivateKeySigner::random()).unwrap();
+    std::fs::write(&sidecar, spark.to_json().unwrap()).unwrap();
+    let found = reproductions(&verify(&["--reproduce"]));
+    let spark = found.iter().find(|(a, _, _)| a == "spark").unwrap();
+    assert_eq!(spark.1, "unverifiable", "{spark:?}");
+    assert!(
+        spark.2.contains("devices") && spark.2.contains("x86-64-v3"),
+        "{spark:?}"
+    );
 }

@@ -51,7 +51,7 @@ pub struct Manifest {
     pub recipe_file: String,
     /// The model that generated it.
     pub model: ModelIdentity,
-    /// Where the model ran (`cpu`, `cuda:0`).
+    /// Where the model ran ([`crate::device::name`]: `cpu (x86-64-v4, caches …)`, `cuda:0`).
     pub device: String,
     /// Images it was made from (img2img sources).
     pub parents: Vec<Parent>,

@@ -28,7 +28,7 @@ pub struct Ingredients {
     pub weights_sha256: String,
     /// The generator code version ([`crate::generator::generator_version`]).
     pub generator: String,
-    /// Where the model runs (`cpu`, `cuda:0`).
+    /// Where the model runs ([`crate::device::name`]: `cpu (x86-64-v4, caches …)`, `cuda:0`).
     pub device: String,
     /// The decoded img2img start image.
     pub source: Option<RgbaImage>,

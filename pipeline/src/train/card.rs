@@ -43,7 +43,7 @@ pub struct TrainingSummary<'a> {
     pub seconds: f64,
     /// Throughput of the last step.
     pub images_per_second: f64,
-    /// Where it trained last (`cpu`, `cuda:0`).
+    /// Where it trained last ([`crate::device::name`]: `cpu (x86-64-v4, caches …)`, `cuda:0`).
     pub device: String,
     /// Mean loss per 50 steps.
     pub loss_log: &'a [(u64, f32)],
