@@ -599,6 +599,7 @@ fn a_recipes_sampler_is_diffusers_from_config_of_the_folders_scheduler() {
         ("sd15", "deis", "sd15-deis"),
         ("sd15", "dpm2", "sd15-dpm2"),
         ("sd15", "dpm2-karras", "sd15-dpm2-karras"),
+        ("sd15", "dpm2-a", "sd15-dpm2-a"),
     ] {
         let picked = hub(base).with_sampler(Sampler::parse(sampler).unwrap());
         let (expected, case) = case(swapped);

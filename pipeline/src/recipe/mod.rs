@@ -33,8 +33,8 @@
 //! list of files, or of `{ file = "…", scale = 0.8 }`, scale -4..=4, default 1) and `sampler`
 //! (the folder's scheduler: `ddim`, `pndm`, `euler`, `euler-karras`, `euler-a`, `heun`,
 //! `heun-karras`, `lms`, `lms-karras`, `dpm++2m`, `dpm++2m-karras`, `dpm++2m-sde`,
-//! `dpm++2m-sde-karras`, `unipc`, `unipc-karras`, `deis`, `dpm2`, `dpm2-karras` or `lcm`
-//! instead).
+//! `dpm++2m-sde-karras`, `unipc`, `unipc-karras`, `deis`, `dpm2`, `dpm2-karras`,
+//! `dpm2-a`, `dpm2-a-karras` or `lcm` instead).
 //!
 //! **Paths** (`source`, `palette`, a model folder, LoRA files) are written relative to the recipe's
 //! folder and stored relative to the recipe root; they may not leave the root (a model

@@ -39,6 +39,9 @@ pub enum Kind {
     /// `KDPM2DiscreteScheduler` (DPM2): a step to the geometric mean of σ and the next σ, then
     /// the whole step with the derivative found there (two UNet calls a step).
     Kdpm2,
+    /// `KDPM2AncestralDiscreteScheduler` (DPM2 a): DPM2 down to the ancestral step's lower σ,
+    /// then fresh noise up to the next σ.
+    Kdpm2Ancestral,
     /// `DEISMultistepScheduler`: diffusion exponential integrator sampling (log-ρ), a
     /// multistep method on the noise prediction, up to third order.
     Deis,
@@ -130,13 +133,17 @@ pub enum Sampler {
     Dpm2,
     /// DPM2 with Karras sigmas.
     Dpm2Karras,
+    /// DPM2 ancestral (stochastic: fresh noise every step).
+    Dpm2Ancestral,
+    /// DPM2 ancestral with Karras sigmas.
+    Dpm2AncestralKarras,
     /// LCM: the few-step sampler of LCM-LoRAs (4–8 steps, guidance 1–2).
     Lcm,
 }
 
 impl Sampler {
     /// Every sampler with its name, as recipes spell it.
-    pub const ALL: [(Sampler, &'static str); 19] = [
+    pub const ALL: [(Sampler, &'static str); 21] = [
         (Sampler::Ddim, "ddim"),
         (Sampler::Pndm, "pndm"),
         (Sampler::Euler, "euler"),
@@ -155,6 +162,8 @@ impl Sampler {
         (Sampler::Deis, "deis"),
         (Sampler::Dpm2, "dpm2"),
         (Sampler::Dpm2Karras, "dpm2-karras"),
+        (Sampler::Dpm2Ancestral, "dpm2-a"),
+        (Sampler::Dpm2AncestralKarras, "dpm2-a-karras"),
         (Sampler::Lcm, "lcm"),
     ];
 
@@ -341,6 +350,7 @@ impl SchedulerConfig {
             "UniPCMultistepScheduler" => Kind::UniPc,
             "DEISMultistepScheduler" => Kind::Deis,
             "KDPM2DiscreteScheduler" => Kind::Kdpm2,
+            "KDPM2AncestralDiscreteScheduler" => Kind::Kdpm2Ancestral,
             "LCMScheduler" => Kind::Lcm,
             other => {
                 return Err(unsupported(format!(
@@ -584,6 +594,8 @@ impl SchedulerConfig {
             Sampler::Deis => (Kind::Deis, false),
             Sampler::Dpm2 => (Kind::Kdpm2, false),
             Sampler::Dpm2Karras => (Kind::Kdpm2, true),
+            Sampler::Dpm2Ancestral => (Kind::Kdpm2Ancestral, false),
+            Sampler::Dpm2AncestralKarras => (Kind::Kdpm2Ancestral, true),
             Sampler::Lcm => (Kind::Lcm, false),
         };
         Self {
@@ -764,7 +776,8 @@ impl SchedulerConfig {
                     Kind::DpmSolverMultistep | Kind::UniPc | Kind::Deis
                 );
                 // DPM2 rounds its Karras timesteps too, but keeps them as floats.
-                let round = self.ramp == SigmaRamp::Karras && (integer || self.kind == Kind::Kdpm2);
+                let round = self.ramp == SigmaRamp::Karras
+                    && (integer || matches!(self.kind, Kind::Kdpm2 | Kind::Kdpm2Ancestral));
                 timesteps = sigmas
                     .iter()
                     .map(|&s| self.t_of_sigma(s))
@@ -800,14 +813,20 @@ impl SchedulerConfig {
                 .chain([sigmas[last]])
                 .collect();
         }
-        if self.kind == Kind::Kdpm2 {
-            // Each step after the first also calls the UNet at the geometric mean of its σ and
-            // the previous one (a step's second call); the σ list holds the σ of every call,
-            // then the final 0.
+        if matches!(self.kind, Kind::Kdpm2 | Kind::Kdpm2Ancestral) {
+            // Each step but the last also calls the UNet at the geometric mean of its σ and
+            // where it steps to (the next σ; for DPM2 a the ancestral step's lower σ, σₖ₊₁²/σₖ):
+            // the σ list holds the σ of every call, then the final 0.
             let mut calls = vec![sigmas[0]];
             let mut call_timesteps = vec![timesteps[0]];
             for k in 1..steps {
-                let mid = (sigmas[k] * sigmas[k - 1]).sqrt();
+                let mid = match self.kind {
+                    Kind::Kdpm2Ancestral => {
+                        let (down, _) = ancestral_down_up(sigmas[k - 1], sigmas[k]);
+                        (down * sigmas[k - 1]).sqrt()
+                    }
+                    _ => (sigmas[k] * sigmas[k - 1]).sqrt(),
+                };
                 calls.extend([mid, sigmas[k]]);
                 call_timesteps.extend([self.t_of_sigma(mid), timesteps[k]]);
             }
@@ -845,6 +864,17 @@ fn log_lagrange_integral(log_rho: f64, node: f64, others: &[f64]) -> f64 {
 /// How many past derivatives LMS combines.
 const LMS_ORDER: usize = 4;
 
+/// An ancestral step from σ to σₙ as k-diffusion splits it: deterministically down to
+/// σ_down = σₙ²/σ, then noise of σ_up = σₙ·√(σ² − σₙ²)/σ (so that σ_down² + σ_up² = σₙ²).
+/// diffusers computes σ_down in f32 as √(σₙ² − σ_up²), a difference of nearly equal squares
+/// when σ ≫ σₙ (a two-step run), which moves it by up to a percent there; this is the exact
+/// value.
+fn ancestral_down_up(sigma: f64, next: f64) -> (f64, f64) {
+    let down = next * next / sigma;
+    let up = next * (sigma * sigma - next * next).max(0.0).sqrt() / sigma;
+    (down, up)
+}
+
 /// Whether the class reads `use_karras_sigmas`, `use_exponential_sigmas` and `use_beta_sigmas`.
 fn takes_ramps(kind: Kind) -> bool {
     matches!(
@@ -853,6 +883,7 @@ fn takes_ramps(kind: Kind) -> bool {
             | Kind::Heun
             | Kind::Lms
             | Kind::Kdpm2
+            | Kind::Kdpm2Ancestral
             | Kind::DpmSolverMultistep
             | Kind::UniPc
             | Kind::Deis
@@ -868,6 +899,7 @@ fn default_spacing(kind: Kind) -> Spacing {
         | Kind::Heun
         | Kind::Lms
         | Kind::Kdpm2
+        | Kind::Kdpm2Ancestral
         | Kind::DpmSolverMultistep
         | Kind::UniPc
         | Kind::Deis => Spacing::Linspace,
@@ -911,7 +943,7 @@ impl Schedule {
     /// at entry `order·s`.
     pub fn order(&self) -> usize {
         match self.config.kind {
-            Kind::Heun | Kind::Kdpm2 => 2,
+            Kind::Heun | Kind::Kdpm2 | Kind::Kdpm2Ancestral => 2,
             _ => 1,
         }
     }
@@ -925,7 +957,12 @@ impl Schedule {
             | Kind::UniPc
             | Kind::Deis
             | Kind::Lcm => 1.0,
-            Kind::Euler | Kind::EulerAncestral | Kind::Heun | Kind::Lms | Kind::Kdpm2 => {
+            Kind::Euler
+            | Kind::EulerAncestral
+            | Kind::Heun
+            | Kind::Lms
+            | Kind::Kdpm2
+            | Kind::Kdpm2Ancestral => {
                 let max = self.sigmas.iter().copied().fold(0.0, f64::max);
                 match self.config.spacing {
                     Spacing::Linspace | Spacing::Trailing => max,
@@ -938,9 +975,12 @@ impl Schedule {
     /// What the UNet sees at step `i`: Euler, Heun and LMS samplers divide by √(σ²+1).
     pub fn scale_model_input(&self, latents: &Tensor, i: usize) -> Result<Tensor> {
         match self.config.kind {
-            Kind::Euler | Kind::EulerAncestral | Kind::Heun | Kind::Lms | Kind::Kdpm2 => {
-                latents / (self.sigmas[i].powi(2) + 1.0).sqrt()
-            }
+            Kind::Euler
+            | Kind::EulerAncestral
+            | Kind::Heun
+            | Kind::Lms
+            | Kind::Kdpm2
+            | Kind::Kdpm2Ancestral => latents / (self.sigmas[i].powi(2) + 1.0).sqrt(),
             Kind::Ddim
             | Kind::Pndm
             | Kind::DpmSolverMultistep
@@ -957,9 +997,12 @@ impl Schedule {
                 let a = self.alpha_cumprod(self.timesteps[i] as i64);
                 (x0 * a.sqrt())? + (noise * (1.0 - a).sqrt())?
             }
-            Kind::Euler | Kind::EulerAncestral | Kind::Heun | Kind::Lms | Kind::Kdpm2 => {
-                x0 + (noise * self.sigmas[i])?
-            }
+            Kind::Euler
+            | Kind::EulerAncestral
+            | Kind::Heun
+            | Kind::Lms
+            | Kind::Kdpm2
+            | Kind::Kdpm2Ancestral => x0 + (noise * self.sigmas[i])?,
             Kind::DpmSolverMultistep | Kind::UniPc | Kind::Deis => {
                 let (alpha, sigma) = alpha_sigma(self.sigmas[i]);
                 (x0 * alpha)? + (noise * sigma)?
@@ -974,6 +1017,8 @@ impl Schedule {
             Kind::EulerAncestral => self.sigmas[i + 1] > 0.0,
             Kind::DpmSolverMultistep => self.config.multistep.sde && self.sigmas[i + 1] > 0.0,
             Kind::Lcm => i + 1 < self.timesteps.len(),
+            // The second call of each step.
+            Kind::Kdpm2Ancestral => i % 2 == 1,
             _ => false,
         }
     }
@@ -993,7 +1038,7 @@ impl Schedule {
             Kind::Euler | Kind::EulerAncestral => self.euler_step(output, i, latents, noise),
             Kind::Lms => self.lms_step(output, i, latents),
             Kind::Heun => self.heun_step(output, i, latents),
-            Kind::Kdpm2 => self.dpm2_step(output, i, latents),
+            Kind::Kdpm2 | Kind::Kdpm2Ancestral => self.dpm2_step(output, i, latents, noise),
             Kind::DpmSolverMultistep => self.dpm_step(output, i, latents, noise),
             Kind::UniPc => self.unipc_step(output, i, latents),
             Kind::Deis => self.deis_step(output, i, latents),
@@ -1146,15 +1191,31 @@ impl Schedule {
 
     /// DPM2 (diffusers' `KDPM2DiscreteScheduler`): an Euler step from σ to the geometric mean
     /// of σ and the next σ, then, at the next call (made there), the whole step from σ with the
-    /// derivative found at the mean. The last step is the Euler half alone, to 0.
-    fn dpm2_step(&mut self, output: &Tensor, i: usize, latents: &Tensor) -> Result<Tensor> {
+    /// derivative found at the mean. The last step is the Euler half alone, to 0. DPM2 a
+    /// (`KDPM2AncestralDiscreteScheduler`) steps down to σ_down instead and adds `noise`
+    /// scaled by σ_up ([`ancestral_down_up`]).
+    fn dpm2_step(
+        &mut self,
+        output: &Tensor,
+        i: usize,
+        latents: &Tensor,
+        noise: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let s = &self.sigmas;
         match self.held.take() {
             Some(start) => {
                 let (sigma, mid, next) = (s[i - 1], s[i], s[i + 1]);
                 let x0 = self.sigma_x0(output, mid, latents)?;
                 let derivative = ((latents - x0)? / mid)?;
-                start + (derivative * (next - sigma))?
+                if self.config.kind != Kind::Kdpm2Ancestral {
+                    return start + (derivative * (next - sigma))?;
+                }
+                let (down, up) = ancestral_down_up(sigma, next);
+                let stepped = (start + (derivative * (down - sigma))?)?;
+                match noise {
+                    Some(noise) => stepped + (noise * up)?,
+                    None => Ok(stepped),
+                }
             }
             None => {
                 let (sigma, mid) = (s[i], s[i + 1]);
