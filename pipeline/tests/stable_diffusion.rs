@@ -1269,6 +1269,31 @@ fn kohya_diffusers_and_lycoris_files_merge_as_their_reference_loaders_apply_them
             .min(max_diff(&eps, reference.get(&format!("lora_{label}_eps"))));
         assert!(changed > 1e-2, "{label}: {changed}");
     }
+    // A DoRA in diffusers' PEFT format (`lora_magnitude_vector`), loaded by diffusers at 0.6:
+    // PEFT puts the scale inside the norm.
+    let peft = StableDiffusion::load_with(
+        &fixtures().join("tiny-sd15"),
+        &Device::Cpu,
+        &[lora("dora-peft", 0.6)],
+    )
+    .unwrap();
+    let context = Tensor::cat(
+        &[
+            &peft.encode_prompt(&reference.negative).unwrap().context,
+            &peft.encode_prompt(&reference.prompt).unwrap().context,
+        ],
+        0,
+    )
+    .unwrap();
+    let eps = peft
+        .predict(reference.get("unet_sample"), 501.0, &context, None, None)
+        .unwrap();
+    close(
+        "PEFT DoRA UNet",
+        &eps,
+        reference.get("lora_dora_peft_eps"),
+        1e-4,
+    );
 }
 
 #[test]

@@ -497,6 +497,38 @@ def lora_reference(pipe, folder, tensors):
     unet, _ = merged(pipe, [([u for u in kohya_updates if u[0] == "unet"], 0.8)])
     _, expected = outputs(unet, pipe.text_encoder)
     assert torch.allclose(eps, expected, atol=1e-4), (eps - expected).abs().max()
+    peft_dora(pipe, folder, tensors, outputs)
+
+
+def peft_dora(pipe, folder, tensors, outputs):
+    """`loras/dora-peft.safetensors`: a DoRA of the UNet's attention in diffusers' PEFT format
+    (`lora_A`/`lora_B` and a `lora_magnitude_vector` (out,) per weight), as diffusers' training
+    scripts save it, and what diffusers computes with it loaded at 0.6 (PEFT puts the scale
+    inside the norm: W' = m/‖W + 0.6·ΔW‖ · (W + 0.6·ΔW))."""
+    from peft import LoraConfig, get_peft_model_state_dict
+    from diffusers.utils import convert_state_dict_to_diffusers
+
+    torch.manual_seed(17)
+    unet = copy.deepcopy(pipe.unet)
+    unet.add_adapter(LoraConfig(
+        r=LORA_RANK, lora_alpha=2, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+        use_dora=True, init_lora_weights=False,
+    ))
+    state = get_peft_model_state_dict(unet)
+    for key, value in state.items():
+        if "lora_magnitude_vector" in key:
+            value.mul_(1 + 0.2 * torch.randn_like(value))
+        else:
+            value.mul_(2.0)
+    state = {"unet." + k: v.contiguous() for k, v in convert_state_dict_to_diffusers(state).items()}
+    save_file(state, os.path.join(folder, "loras", "dora-peft.safetensors"))
+    pipe.load_lora_weights(os.path.join(folder, "loras"), weight_name="dora-peft.safetensors", adapter_name="dora")
+    pipe.set_adapters(["dora"], adapter_weights=[0.6])
+    _, eps = outputs(pipe.unet, pipe.text_encoder)
+    pipe.unload_lora_weights()
+    _, base = outputs(pipe.unet, pipe.text_encoder)
+    assert (eps - base).abs().max() > 1e-2, "the DoRA changes the UNet"
+    tensors["lora_dora_peft_eps"] = eps
 
 
 def ids(tokenizer, text):

@@ -133,6 +133,7 @@ mod tests {
             .collect();
         let mut expected = vec![
             shared.join("xl.safetensors"),
+            fixtures.join("tiny-sd15/loras/dora-peft.safetensors"),
             fixtures.join("tiny-sd15/loras/dora.safetensors"),
             fixtures.join("tiny-sd15/loras/kohya.safetensors"),
             fixtures.join("tiny-sd15/loras/locon.safetensors"),

@@ -165,18 +165,25 @@ impl Delta {
     }
 }
 
-/// DoRA's magnitudes (`dora_scale`): the changed weight is rescaled so that each input column
-/// (LyCORIS's default, shape `(1, in, …)`) or each output row (PEFT's, `(out, 1, …)`) has this
-/// norm.
+/// DoRA's magnitudes: the changed weight is rescaled so that each input column (LyCORIS's
+/// default, shape `(1, in, …)`) or each output row (`(out, 1, …)`, or PEFT's `(out,)`) has
+/// this norm.
 #[derive(Clone, Debug)]
 pub struct Magnitude {
     values: Tensor,
     output_axis: bool,
+    scale_inside: bool,
 }
 
 impl Magnitude {
-    /// The magnitudes `values` of a weight of shape `weight`, or why they do not fit it.
-    pub fn new(values: Tensor, weight: &[usize]) -> std::result::Result<Self, String> {
+    /// The magnitudes `values` of a weight of shape `weight`, or why they do not fit it;
+    /// `scale_inside`: the file's scale goes inside the norm, as PEFT applies its
+    /// `lora_magnitude_vector` (kohya's and LyCORIS's `dora_scale` interpolate outside it).
+    pub fn new(
+        values: Tensor,
+        weight: &[usize],
+        scale_inside: bool,
+    ) -> std::result::Result<Self, String> {
         let dims = values.dims();
         let ones = |from: usize| dims.len() == weight.len() && dims[from..].iter().all(|&d| d == 1);
         let input_axis = weight.len() >= 2
@@ -184,10 +191,11 @@ impl Magnitude {
             && dims[0] == 1
             && dims[1] == weight[1]
             && ones(2);
-        let output_axis = !weight.is_empty() && dims.first() == weight.first() && ones(1);
+        let output_axis =
+            !weight.is_empty() && dims.first() == weight.first() && (ones(1) || dims.len() == 1);
         if !(input_axis || output_axis) {
             return Err(format!(
-                "`dora_scale` {dims:?} fits neither the input axis (1, {}, 1…) nor the output axis ({}, 1…) of the weight {weight:?}",
+                "DoRA magnitudes {dims:?} fit neither the input axis (1, {}, 1…) nor the output axis ({}, 1…) of the weight {weight:?}",
                 weight.get(1).copied().unwrap_or(0),
                 weight.first().copied().unwrap_or(0)
             ));
@@ -195,17 +203,22 @@ impl Magnitude {
         Ok(Self {
             values,
             output_axis: output_axis && !input_axis,
+            scale_inside,
         })
     }
 
-    /// `base` with the change `calc − base` applied at `scale` the way LyCORIS and ComfyUI
-    /// merge DoRA: `base + scale · (m / ‖calc‖ · calc − base)`, the norm taken per column or
-    /// row as the magnitudes are kept.
-    pub fn apply(&self, base: &Tensor, calc: &Tensor, scale: f64) -> Result<Tensor> {
-        let rank = calc.rank();
+    /// `base` with `change` (ΔW · alpha/rank) applied at `scale`, rescaled to the magnitudes
+    /// (the norm taken per column or row as they are kept): as LyCORIS and ComfyUI merge DoRA,
+    /// `base + scale · (m / ‖W′‖ · W′ − base)` with `W′ = base + change`; as PEFT does,
+    /// `m / ‖W′‖ · W′` with `W′ = base + scale · change`.
+    pub fn apply(&self, base: &Tensor, change: &Tensor, scale: f64) -> Result<Tensor> {
+        let calc = match self.scale_inside {
+            true => (base + (change * scale)?)?,
+            false => (base + change)?,
+        };
         let mut norm = calc.sqr()?;
         let keep = usize::from(!self.output_axis);
-        for dim in (0..rank).filter(|&d| d != keep) {
+        for dim in (0..calc.rank()).filter(|&d| d != keep) {
             norm = norm.sum_keepdim(dim)?;
         }
         let norm = norm.sqrt()?;
@@ -215,7 +228,10 @@ impl Magnitude {
             .to_dtype(DType::F32)?
             .reshape(norm.shape())?;
         let decomposed = calc.broadcast_mul(&(magnitude / norm)?)?;
-        base + ((decomposed - base)? * scale)?
+        match self.scale_inside {
+            true => Ok(decomposed),
+            false => base + ((decomposed - base)? * scale)?,
+        }
     }
 }
 

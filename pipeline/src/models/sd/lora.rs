@@ -101,7 +101,9 @@ impl Updates {
                     Part::Lycoris(name) => {
                         parts.lycoris.insert(name, tensor);
                     }
-                    Part::Magnitude => parts.magnitude = Some(tensor),
+                    Part::Magnitude { scale_inside } => {
+                        parts.magnitude = Some((tensor, scale_inside))
+                    }
                     Part::Alpha => {
                         parts.alpha = Some(
                             tensor
@@ -165,7 +167,7 @@ impl Updates {
                     _ => 1.0,
                 };
                 let magnitude = magnitude
-                    .map(|m| Magnitude::new(m, &shape))
+                    .map(|(m, scale_inside)| Magnitude::new(m, &shape, scale_inside))
                     .transpose()
                     .map_err(|what| invalid(format!("`{module}`: {what}")))?;
                 map.entry(weight.clone()).or_default().push(Update {
@@ -206,8 +208,8 @@ struct Parts {
     down: Option<(String, Tensor)>,
     up: Option<(String, Tensor)>,
     alpha: Option<f64>,
-    /// DoRA's `dora_scale`.
-    magnitude: Option<Tensor>,
+    /// DoRA's magnitudes, and whether the scale goes inside their norm (PEFT's).
+    magnitude: Option<(Tensor, bool)>,
     /// LyCORIS tensors by part name (`hada_w1_a`, `lokr_t2`, …).
     lycoris: HashMap<&'static str, Tensor>,
 }
@@ -369,7 +371,7 @@ impl LoraSummary {
                 Part::Lycoris(name) if name.starts_with("hada") => Some(Adapter::LoHa),
                 Part::Lycoris(_) => Some(Adapter::LoKr),
                 Part::Down | Part::Up => Some(Adapter::LoRA),
-                Part::Magnitude => {
+                Part::Magnitude { .. } => {
                     summary.dora = true;
                     None
                 }
@@ -470,8 +472,12 @@ enum Part {
     Down,
     Up,
     Alpha,
-    /// DoRA's magnitudes (`dora_scale`).
-    Magnitude,
+    /// DoRA's magnitudes: kohya/LyCORIS `dora_scale` (the file's scale applied outside the
+    /// norm) or PEFT's `lora_magnitude_vector` (inside).
+    Magnitude {
+        /// Whether the scale goes inside the norm (PEFT).
+        scale_inside: bool,
+    },
     /// A LyCORIS tensor, by its name (`hada_w1_a`, `lokr_t2`, …).
     Lycoris(&'static str),
 }
@@ -496,7 +502,7 @@ const LYCORIS: [&str; 13] = [
 /// The network, canonical module name and part of a LoRA file's key (`layers_per_block` places
 /// the original UNet's block names).
 fn entry(key: &str, layers_per_block: usize) -> Option<(Network, String, Part)> {
-    const SUFFIXES: [(&str, Part); 8] = [
+    const SUFFIXES: [(&str, Part); 9] = [
         (".lora_down.weight", Part::Down),
         (".lora_up.weight", Part::Up),
         (".lora_A.weight", Part::Down),
@@ -504,7 +510,16 @@ fn entry(key: &str, layers_per_block: usize) -> Option<(Network, String, Part)> 
         (".lora.down.weight", Part::Down),
         (".lora.up.weight", Part::Up),
         (".alpha", Part::Alpha),
-        (".dora_scale", Part::Magnitude),
+        (
+            ".dora_scale",
+            Part::Magnitude {
+                scale_inside: false,
+            },
+        ),
+        (
+            ".lora_magnitude_vector",
+            Part::Magnitude { scale_inside: true },
+        ),
     ];
     let (stem, part) = SUFFIXES
         .into_iter()
@@ -651,7 +666,7 @@ impl Merged {
             let change = (update.delta.value(device, merged.dims())? * update.per_rank)?;
             merged = match &update.magnitude {
                 None => (merged + (change * update.scale)?)?,
-                Some(magnitude) => magnitude.apply(&merged, &(&merged + change)?, update.scale)?,
+                Some(magnitude) => magnitude.apply(&merged, &change, update.scale)?,
             };
         }
         merged.to_dtype(dtype)
@@ -725,8 +740,18 @@ mod tests {
         assert!(matches!(loha.2, Part::Lycoris("hada_t1")));
         assert_eq!(loha.1, "down_blocks_0_resnets_0_conv1");
         let dora = entry("lora_unet_down_blocks_0_resnets_0_conv1.dora_scale", 2).unwrap();
-        assert!(matches!(dora.2, Part::Magnitude));
-        assert!(entry("lora_unet_x.lora_magnitude_vector", 2).is_none());
+        assert!(matches!(
+            dora.2,
+            Part::Magnitude {
+                scale_inside: false
+            }
+        ));
+        let peft = entry(
+            "unet.mid_block.attentions.0.proj_in.lora_magnitude_vector",
+            2,
+        )
+        .unwrap();
+        assert!(matches!(peft.2, Part::Magnitude { scale_inside: true }));
         assert!(entry("vae.decoder.conv_in.lora_A.weight", 2).is_none());
     }
 
@@ -793,6 +818,9 @@ mod tests {
         let dora = LoraSummary::read(&fixture("loras/dora.safetensors")).unwrap();
         assert!(dora.dora && !kohya.dora && dora.fits(&sd15_spec));
         assert_eq!(dora.describe(), "LoRA + DoRA: UNet + text encoder, rank 4");
+        let peft_dora = LoraSummary::read(&fixture("loras/dora-peft.safetensors")).unwrap();
+        assert!(peft_dora.dora && peft_dora.fits(&sd15_spec) && !peft_dora.fits(&xl_spec));
+        assert_eq!(peft_dora.describe(), "LoRA + DoRA: UNet, rank 4");
         // SDXL's refiner: only the second text encoder, whose 32-wide states alone are its
         // context. A LoRA of the base's first encoder does not fit; one of its UNet and second
         // encoder alone, with the refiner's widths, does.
@@ -940,7 +968,7 @@ mod tests {
             (loha, "shapes do not multiply"),
             (lokr, "no complete down/up"),
             (scalar, "shapes do not multiply"),
-            (magnitudes, "fits neither the input axis (1, 4, 1…)"),
+            (magnitudes, "fit neither the input axis (1, 4, 1…)"),
         ] {
             let message = Updates::read(std::slice::from_ref(&file), &unet, Some(&text), None, 2)
                 .unwrap_err()
