@@ -142,8 +142,23 @@ pub(crate) fn run_actions(
                 options.root = drafts_dir(&generation.options.root).join(&draft.name);
                 let draft = draft.clone();
                 tasks.generate = Some(AsyncComputeTaskPool::get().spawn(async move {
+                    // Outside the project a `recipe:` start cannot be found: start from a copy.
+                    let source = match &draft.start {
+                        Some(start) => {
+                            let name = format!("{}.start.png", draft.name);
+                            let copy = options.root.join(&name);
+                            let bytes = std::fs::read(&start.file).map_err(|error| {
+                                format!("cannot read {}: {error}", start.file.display())
+                            })?;
+                            atomic::write(&copy, &bytes).map_err(|error| {
+                                format!("cannot write {}: {error}", copy.display())
+                            })?;
+                            Some(name)
+                        }
+                        None => None,
+                    };
                     let recipe = options.root.join(draft.file_name());
-                    atomic::write(&recipe, draft.to_toml().as_bytes())
+                    atomic::write(&recipe, draft.to_toml_from(source.as_deref()).as_bytes())
                         .map_err(|error| format!("cannot write {}: {error}", recipe.display()))?;
                     let report =
                         build::build(&options, &|_| {}).map_err(|error| error.to_string())?;

@@ -44,6 +44,20 @@ pub struct Draft {
     pub frames: u32,
     /// Animation frames per second (animations only).
     pub fps: u32,
+    /// Image-to-image: the project asset to start from, instead of noise.
+    pub start: Option<Start>,
+}
+
+/// A project asset an image-to-image draft starts from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Start {
+    /// The asset's label: a saved recipe names it `source = "recipe:<label>"`, so the game
+    /// remakes the draft's asset whenever that one changes.
+    pub asset: String,
+    /// Its image, which a draft generated outside the project starts from.
+    pub file: PathBuf,
+    /// How far to move away from it, in (0, 1]: low stays close, 1 ignores it.
+    pub strength: f32,
 }
 
 impl Default for Draft {
@@ -65,6 +79,7 @@ impl Default for Draft {
             pixel_art: Some((16, 1)),
             frames: 8,
             fps: 12,
+            start: None,
         }
     }
 }
@@ -75,9 +90,9 @@ impl Default for Draft {
 pub struct DraftError(pub Vec<String>);
 
 impl Draft {
-    /// Whether the model is a folder (a Stable Diffusion pipeline): it takes a sampler and
-    /// LoRAs.
-    pub fn model_is_folder(&self) -> bool {
+    /// Whether the model is a Stable Diffusion pipeline on disk (a folder or a single-file
+    /// checkpoint): it takes a sampler and LoRAs.
+    pub fn model_is_stable_diffusion(&self) -> bool {
         self.model != "house" && !self.model.starts_with("registry:")
     }
 
@@ -86,8 +101,16 @@ impl Draft {
         format!("{}.recipe.toml", self.name)
     }
 
-    /// The recipe text (every field written out, so the file says exactly what was generated).
+    /// The recipe text (every field written out, so the file says exactly what was generated);
+    /// an image-to-image draft names its start as `recipe:<asset>`.
     pub fn to_toml(&self) -> String {
+        let start = self.start.as_ref().map(|s| format!("recipe:{}", s.asset));
+        self.to_toml_from(start.as_deref())
+    }
+
+    /// The recipe text with `source` (for image-to-image drafts) as given: a draft generated
+    /// outside the project starts from a copy of the asset's image.
+    pub fn to_toml_from(&self, source: Option<&str>) -> String {
         let quoted = |text: &str| toml::Value::String(text.to_string()).to_string();
         let mut lines = vec![
             SAVED_BY_EDITOR.to_string(),
@@ -117,6 +140,12 @@ impl Draft {
                 })
                 .collect();
             lines.push(format!("loras = [{}]", loras.join(", ")));
+        }
+        if let (Some(start), Some(source)) = (&self.start, source) {
+            lines.push(format!("source = {}", quoted(source)));
+            // The f32's shortest decimal (0.35, not 0.3499999940395355), always with a point.
+            let strength = start.strength.to_string().parse().unwrap_or(0.6);
+            lines.push(format!("strength = {}", toml::Value::Float(strength)));
         }
         lines.extend([
             format!("seed = {}", self.seed),
@@ -178,7 +207,7 @@ fn valid_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use autonomy_pipeline::recipe::{ModelRef, Palette};
+    use autonomy_pipeline::recipe::{ModelRef, Palette, Source};
     use proptest::prelude::*;
 
     #[test]
@@ -198,7 +227,7 @@ mod tests {
             sampler: Some(Sampler::DpmPlusPlus2mKarras),
             ..Draft::default()
         };
-        assert!(draft.model_is_folder());
+        assert!(draft.model_is_stable_diffusion());
         assert!(draft.to_toml().contains("sampler = \"dpm++2m-karras\"\n"));
         let recipe = draft.check().unwrap();
         assert_eq!(recipe.model, ModelRef::Folder(folder.clone()));
@@ -224,9 +253,41 @@ mod tests {
             sampler: Some(Sampler::Euler),
             ..Draft::default()
         };
-        assert!(!house.model_is_folder());
+        assert!(!house.model_is_stable_diffusion());
         let error = house.check().unwrap_err().to_string();
         assert!(error.contains("Stable Diffusion model folder"), "{error}");
+    }
+
+    #[test]
+    fn an_image_to_image_draft_names_its_start_as_a_recipe_or_a_copy() {
+        let draft = Draft {
+            name: "potion_mossy".into(),
+            start: Some(Start {
+                asset: "potion".into(),
+                file: std::env::temp_dir().join("potion.png"),
+                strength: 0.35,
+            }),
+            ..Draft::default()
+        };
+        let text = draft.to_toml();
+        assert!(
+            text.contains("source = \"recipe:potion\"\nstrength = 0.35"),
+            "{text}"
+        );
+        let recipe = draft.check().unwrap();
+        let img2img = recipe.img2img.expect("an image-to-image recipe");
+        assert_eq!(img2img.source, Source::Recipe("potion".into()));
+        assert_eq!(img2img.strength, 0.35);
+        let copy = recipe::parse(
+            Path::new("potion_mossy.recipe.toml"),
+            &draft.to_toml_from(Some("potion_mossy.start.png")),
+        )
+        .unwrap();
+        assert_eq!(
+            copy[0].img2img.as_ref().map(|i| &i.source),
+            Some(&Source::File("potion_mossy.start.png".into()))
+        );
+        assert!(!Draft::default().to_toml().contains("source"));
     }
 
     #[test]
@@ -280,6 +341,7 @@ mod tests {
                 pixel_art,
                 frames,
                 fps,
+                start: None,
             };
             let recipe = draft.check().map_err(|e| TestCaseError::fail(e.to_string()))?;
             prop_assert_eq!(recipe.kind, kind);

@@ -41,7 +41,7 @@ pub use actions::{
 pub use chain_view::{
     ChainView, DatasetSummary, ListingView, ModelView, ProposalView, TokenStatus, VersionView,
 };
-pub use draft::{Draft, DraftError, SAVED_BY_EDITOR};
+pub use draft::{Draft, DraftError, SAVED_BY_EDITOR, Start};
 pub use library::{AssetLibrary, LibraryAsset};
 pub use local_models::{LocalLora, LocalModels};
 pub use plugin::{EditorCorePlugin, EditorPlugin, EditorSet};

@@ -39,6 +39,17 @@ impl LibraryAsset {
         let reports = self.reports.as_ref()?;
         reports.iter().map(AssetReport::verdict).max()
     }
+
+    /// Its (first) PNG on disk, as its manifest lists it: what image-to-image starts from.
+    pub fn image_file(&self) -> Option<PathBuf> {
+        let output = self
+            .manifest
+            .as_ref()?
+            .outputs
+            .iter()
+            .find(|output| output.file.ends_with(".png"))?;
+        Some(self.file.parent()?.join(&output.file))
+    }
 }
 
 /// Every asset made in this session, in the order they were first made, and the one selected

@@ -1,19 +1,19 @@
-//! The Stable Diffusion folders and LoRA files on this machine that the Generate panel offers
-//! next to the house model and the registry's models.
+//! The Stable Diffusion models (folders and checkpoint files) and LoRA files on this machine
+//! that the Generate panel offers next to the house model and the registry's models.
 
 use std::path::{Path, PathBuf};
 
-use autonomy_pipeline::models::locate::{lora_files, stable_diffusion_folders};
+use autonomy_pipeline::models::locate::{lora_files, stable_diffusion_models};
 use autonomy_pipeline::models::sd::config::PipelineSpec;
-use autonomy_pipeline::models::sd::folder::DiffusersFolder;
 use autonomy_pipeline::models::sd::lora::LoraSummary;
+use autonomy_pipeline::models::sd::source;
 use bevy::prelude::*;
 
-/// Stable Diffusion folders (diffusers or Hugging Face cache layout) and LoRA files found in
-/// the model folders and directly below them when the editor started.
+/// Stable Diffusion models (diffusers or Hugging Face cache folders, single-file checkpoints)
+/// and LoRA files found in the model folders and directly below them when the editor started.
 #[derive(Resource, Debug, Clone, Default, PartialEq)]
 pub struct LocalModels {
-    /// Absolute paths, sorted.
+    /// Absolute paths: folders, then checkpoint files, each sorted.
     pub folders: Vec<PathBuf>,
     /// Every LoRA file found, sorted by path.
     pub loras: Vec<LocalLora>,
@@ -47,11 +47,11 @@ impl LocalModels {
             .iter()
             .map(|dir| std::path::absolute(dir).unwrap_or_else(|_| dir.clone()))
             .collect();
-        let folders = stable_diffusion_folders(&absolute);
+        let folders = stable_diffusion_models(&absolute);
         let specs: Vec<(&PathBuf, PipelineSpec)> = folders
             .iter()
             .filter_map(|folder| {
-                let spec = DiffusersFolder::open(folder).and_then(|f| PipelineSpec::read(&f.root));
+                let spec = source::open(folder).and_then(|s| PipelineSpec::read(s.as_ref()));
                 match spec {
                     Ok(spec) => Some((folder, spec)),
                     Err(error) => {

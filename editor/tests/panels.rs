@@ -12,7 +12,7 @@ use alloy_primitives::{B256, U256};
 use autonomy_contracts::{Ledger, MintRequest, ProposalState, auton, dev_signers};
 use autonomy_editor::{
     AssetLibrary, ChainView, Draft, EditorAction, EditorCorePlugin, EditorLog, LocalModels,
-    Preview, TokenStatus, promotion,
+    Preview, Start, TokenStatus, promotion,
 };
 use autonomy_pipeline::models::sd::scheduler::Sampler;
 use autonomy_pipeline::verify::Verdict;
@@ -37,6 +37,29 @@ fn run_until(app: &mut App, what: &str, done: impl Fn(&mut App) -> bool) {
         app.update();
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// Generates `draft` in the background, as the Generate button does, and returns the preview's
+/// pixels.
+fn generated(app: &mut App, draft: &Draft) -> Vec<u8> {
+    let name = draft.name.clone();
+    app.world_mut()
+        .write_message(EditorAction::Generate(draft.clone()));
+    run_until(app, &format!("the preview of {name}"), |app| {
+        match app.world().resource::<Preview>() {
+            Preview::Ready(ready) => ready.draft.name == name,
+            Preview::Generating(_) => false,
+            _ => true,
+        }
+    });
+    let Preview::Ready(preview) = app.world().resource::<Preview>() else {
+        panic!("{name} failed: {:?}", app.world().resource::<Preview>());
+    };
+    app.world()
+        .resource::<Assets<Image>>()
+        .get(&preview.image)
+        .and_then(|image| image.data.clone())
+        .expect("the preview's pixels")
 }
 
 fn view(app: &App) -> &ChainView {
@@ -210,6 +233,15 @@ fn every_panel_action_works_on_an_embedded_chain() {
             .any(|path| path.ends_with("kohya-xl.safetensors")),
         "an SDXL LoRA is not offered for SD 1.5: {fitting:?}"
     );
+    // Single-file checkpoints are offered too, with the LoRAs that fit their shapes.
+    let checkpoint = sd_fixtures().join("checkpoints/tiny-sd15.safetensors");
+    assert!(local.folders.contains(&checkpoint), "{local:?}");
+    assert!(
+        local
+            .loras_for(&checkpoint)
+            .any(|lora| lora.path.ends_with("tiny-sd15-kohya.safetensors")),
+        "{local:?}"
+    );
     let xl = sd_fixtures().join("tiny-sdxl");
     assert!(
         local
@@ -273,6 +305,59 @@ fn every_panel_action_works_on_an_embedded_chain() {
     let manifest = asset.manifest.clone().expect("its manifest");
     assert_eq!(manifest.creator, Some(player.to_string()));
     let token = asset.token_id.expect("a token id");
+
+    // Image-to-image from a project asset: a draft (made outside the project) starts from a
+    // copy of the asset's image and, at a low strength, stays near it; saved, its recipe chains
+    // to the asset by name.
+    let potion_png = asset.image_file().expect("the asset's PNG");
+    let potion = image::open(&potion_png).unwrap().to_rgba8().into_raw();
+    let apple = Draft {
+        name: "apple".into(),
+        prompt: "green apple flat food drink".into(),
+        ..draft.clone()
+    };
+    let from_noise = generated(&mut app, &apple);
+    let from_potion_draft = Draft {
+        name: "apple_from_potion".into(),
+        start: Some(Start {
+            asset: "potion".into(),
+            file: potion_png.clone(),
+            strength: 0.3,
+        }),
+        ..apple.clone()
+    };
+    let from_potion = generated(&mut app, &from_potion_draft);
+    let distance = |a: &[u8], b: &[u8]| {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| f64::from(x.abs_diff(*y)))
+            .sum::<f64>()
+            / a.len() as f64
+    };
+    let (near, far) = (
+        distance(&from_potion, &potion),
+        distance(&from_noise, &potion),
+    );
+    assert!(
+        near < 0.5 * far,
+        "starting from the potion at strength 0.3 stays near it: {near:.1} vs {far:.1} from noise"
+    );
+    app.world_mut()
+        .write_message(EditorAction::SaveRecipe(from_potion_draft));
+    let (ok, line) = next_log(&mut app, "the image-to-image save");
+    assert!(ok, "{line}");
+    let saved = std::fs::read_to_string(recipes.join("apple_from_potion.recipe.toml")).unwrap();
+    assert!(
+        saved.contains("source = \"recipe:potion\"\nstrength = 0.3"),
+        "{saved}"
+    );
+    run_until(&mut app, "the chained asset", |app| {
+        app.world()
+            .resource::<AssetLibrary>()
+            .get("apple_from_potion")
+            .is_some()
+    });
 
     // A recipe the user wrote by hand is never overwritten.
     let mine = recipes.join("mine.recipe.toml");

@@ -48,6 +48,15 @@ impl Reference {
         }
     }
 
+    /// The references of the checkpoint `checkpoints/<name>.safetensors` (same prompts).
+    fn of_checkpoint(name: &str) -> Self {
+        let path = fixtures().join(format!("checkpoints/{name}.reference.safetensors"));
+        Self {
+            tensors: candle_core::safetensors::load(&path, &Device::Cpu).unwrap(),
+            ..Self::of(name)
+        }
+    }
+
     fn get(&self, key: &str) -> &Tensor {
         &self.tensors[key]
     }
@@ -1348,4 +1357,175 @@ fn a_kohya_sdxl_lora_reaches_both_text_encoders_and_the_unet_by_its_original_blo
     .expect("refused")
     .to_string();
     assert!(error.contains("kohya-xl.safetensors"), "{error}");
+}
+
+fn checkpoint(name: &str) -> PathBuf {
+    fixtures()
+        .join("checkpoints")
+        .join(format!("{name}.safetensors"))
+}
+
+/// The awkward prompts whose ids `tokens.json` (and the checkpoints' references) hold.
+fn awkward_prompts() -> Vec<String> {
+    let text = std::fs::read_to_string(fixtures().join("tokens.json")).unwrap();
+    let tokens: serde_json::Value = serde_json::from_str(&text).unwrap();
+    tokens["tiny-sd15"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|case| case[0].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn single_file_checkpoints_load_as_diffusers_converts_them() {
+    let prompts = awkward_prompts();
+    for (name, native, tokens) in [
+        ("tiny-sd15", 512, &["tokens"][..]),
+        ("tiny-sdxl", 1024, &["tokens", "tokens_2"][..]),
+    ] {
+        let path = checkpoint(name);
+        let model = StableDiffusion::load(&path, &Device::Cpu)
+            .unwrap_or_else(|e| panic!("{name} loads: {e}"));
+        let reference = Reference::of_checkpoint(name);
+        assert_eq!(model.native_size(), native, "{name}: the family's size");
+        assert_eq!(model.identity().name, format!("stable-diffusion/{name}"));
+        assert_eq!(
+            model.identity().weights_sha256,
+            autonomy_pipeline::models::digest::file_sha256(&path).unwrap(),
+            "{name}: the version is the file's sha256, as model sites list it"
+        );
+        // The built-in CLIP tokenizer, padded as each text encoder was trained.
+        for (key, text_encoder) in tokens.iter().zip(0..) {
+            let ids = reference.get(key).to_vec2::<i64>().unwrap();
+            for (prompt, ids) in prompts.iter().zip(ids) {
+                let ours = model.token_ids_of(text_encoder, prompt);
+                let theirs: Vec<u32> = ids.into_iter().map(|id| id as u32).collect();
+                assert_eq!(ours, theirs, "{name} {key}: {prompt:?}");
+            }
+        }
+        let cond = model.encode_prompt(&reference.prompt).unwrap();
+        let uncond = model.encode_negative(&reference.negative).unwrap();
+        close(
+            &format!("{name} prompt"),
+            &cond.context,
+            reference.get("cond"),
+            1e-4,
+        );
+        close(
+            &format!("{name} negative"),
+            &uncond.context,
+            reference.get("uncond"),
+            1e-4,
+        );
+        let eps = if let Some(pooled) = &cond.pooled {
+            close(
+                &format!("{name} pooled"),
+                pooled,
+                reference.get("pooled"),
+                1e-4,
+            );
+            sdxl_eps(&model, &uncond, &cond, reference.get("unet_sample"))
+        } else {
+            let context = Tensor::cat(&[&uncond.context, &cond.context], 0).unwrap();
+            model
+                .predict(reference.get("unet_sample"), 501.0, &context, None, None)
+                .unwrap()
+        };
+        close(
+            &format!("{name} UNet"),
+            &eps,
+            reference.get("unet_eps"),
+            3e-4,
+        );
+        let decoded = model.vae_decode(reference.get("vae_latents")).unwrap();
+        close(
+            &format!("{name} VAE decode"),
+            &decoded,
+            reference.get("vae_decoded"),
+            1e-4,
+        );
+        let request = GenerateRequest {
+            prompt: reference.prompt.clone(),
+            negative_prompt: reference.negative.clone(),
+            steps: 4,
+            guidance: 5.0,
+            ..GenerateRequest::default()
+        };
+        let image = model.sample(&request, reference.get("run_init")).unwrap();
+        close(
+            &format!("{name} whole run"),
+            &image.permute((0, 2, 3, 1)).unwrap(),
+            reference.get("run_image"),
+            4e-4,
+        );
+    }
+}
+
+#[test]
+fn files_that_are_not_whole_checkpoints_are_refused_with_what_they_lack() {
+    let root = tempfile::tempdir().unwrap();
+    let tensors = candle_core::safetensors::load(checkpoint("tiny-sd15"), &Device::Cpu).unwrap();
+    let without = |prefix: &str| -> PathBuf {
+        let kept: HashMap<String, Tensor> = tensors
+            .iter()
+            .filter(|(k, _)| !k.starts_with(prefix))
+            .map(|(k, t)| (k.clone(), t.clone()))
+            .collect();
+        let path = root.path().join(format!("without-{prefix}safetensors"));
+        candle_core::safetensors::save(&kept, &path).unwrap();
+        path
+    };
+    for (path, words) in [
+        (without("first_stage_model."), "(VAE) tensors"),
+        (without("cond_stage_model."), "no text encoder tensors"),
+        (
+            fixtures().join("tiny-sd15/loras/kohya.safetensors"),
+            "not a Stable Diffusion checkpoint",
+        ),
+        (
+            without("model.diffusion_model.output_blocks.0."),
+            "up_blocks.0.resnets.0",
+        ),
+    ] {
+        let message = match StableDiffusion::load(&path, &Device::Cpu) {
+            Ok(_) => panic!("{} loaded", path.display()),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            message.contains(&path.display().to_string()) && message.contains(words),
+            "the error must name the file and say `{words}`: {message}"
+        );
+    }
+}
+
+#[test]
+fn a_kohya_lora_merges_into_a_single_file_checkpoint() {
+    let lora = LoraFile {
+        path: fixtures().join("checkpoints/loras/tiny-sd15-kohya.safetensors"),
+        label: "loras/tiny-sd15-kohya.safetensors".into(),
+        scale: 0.8,
+    };
+    let model = StableDiffusion::load_with(&checkpoint("tiny-sd15"), &Device::Cpu, &[lora])
+        .expect("the LoRA fits the checkpoint's diffusers names");
+    let reference = Reference::of_checkpoint("tiny-sd15");
+    assert_eq!(model.identity().loras.len(), 1);
+    let cond = model.encode_prompt(&reference.prompt).unwrap().context;
+    let uncond = model.encode_prompt(&reference.negative).unwrap().context;
+    close(
+        "LoRA on a checkpoint: text",
+        &cond,
+        reference.get("lora_cond"),
+        1e-4,
+    );
+    let context = Tensor::cat(&[&uncond, &cond], 0).unwrap();
+    let eps = model
+        .predict(reference.get("unet_sample"), 501.0, &context, None, None)
+        .unwrap();
+    close(
+        "LoRA on a checkpoint: UNet",
+        &eps,
+        reference.get("lora_eps"),
+        1e-4,
+    );
 }

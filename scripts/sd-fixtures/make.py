@@ -196,17 +196,7 @@ def build(name, *, v_prediction, linear_projection, head_dims, text_act, pad_tok
         use_linear_projection=linear_projection,
         upcast_attention=v_prediction,
     )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 8, 16, 16),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=64,
-    )
+    vae = tiny_vae()
     # Random init leaves some weights at exactly 0 or 1 (norms, biases); nudge everything so a
     # loader that skipped a tensor would show.
     with torch.no_grad():
@@ -657,18 +647,24 @@ def xl_text_encoder(folder, sub, act, pad, kind):
     return tokenizer, model
 
 
-def xl_vae():
-    """SDXL's tiny VAE (its latents scaled by 0.13025)."""
+def tiny_vae(widths=(8, 8, 16, 16), groups=4, scaling=0.18215):
+    """A tiny VAE with four levels (8× downscale) of `widths` channels in `groups` norm
+    groups, its latents scaled by `scaling`."""
     return AutoencoderKL(
         down_block_types=("DownEncoderBlock2D",) * 4,
         up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 8, 16, 16),
+        block_out_channels=widths,
         layers_per_block=1,
         latent_channels=4,
-        norm_num_groups=4,
+        norm_num_groups=groups,
         sample_size=64,
-        scaling_factor=0.13025,
+        scaling_factor=scaling,
     )
+
+
+def xl_vae():
+    """SDXL's tiny VAE (its latents scaled by 0.13025)."""
+    return tiny_vae(scaling=0.13025)
 
 
 @torch.no_grad()

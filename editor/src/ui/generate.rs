@@ -9,7 +9,7 @@ use bevy_egui::egui;
 
 use super::{EditorUi, Frame, Intent, sub_rect};
 use crate::actions::{EditorAction, Preview, PreviewImage};
-use crate::draft::Draft;
+use crate::draft::{Draft, Start};
 use crate::local_models::{LocalLora, LocalModels};
 
 const SIZES: [u32; 5] = [32, 48, 64, 96, 128];
@@ -54,6 +54,58 @@ fn loras(ui: &mut egui::Ui, draft: &mut Draft, local: &LocalModels) {
                     );
                 }
             });
+        }
+    });
+}
+
+/// Noise, or a project asset (image-to-image) with the strength to change it by.
+fn start(ui: &mut egui::Ui, draft: &mut Draft, frame: &Frame) {
+    ui.horizontal(|ui| {
+        let shown = draft
+            .start
+            .as_ref()
+            .map_or("noise", |start| start.asset.as_str())
+            .to_string();
+        egui::ComboBox::from_id_salt("start")
+            .selected_text(shown)
+            .show_ui(ui, |ui| {
+                if ui
+                    .selectable_label(draft.start.is_none(), "noise")
+                    .clicked()
+                {
+                    draft.start = None;
+                }
+                // An asset cannot start from itself: its saved recipe would be its own parent.
+                for asset in frame
+                    .library
+                    .assets
+                    .iter()
+                    .filter(|a| a.label != draft.name)
+                {
+                    let Some(file) = asset.image_file() else {
+                        continue;
+                    };
+                    let picked = draft
+                        .start
+                        .as_ref()
+                        .is_some_and(|start| start.asset == asset.label);
+                    if ui.selectable_label(picked, &asset.label).clicked() {
+                        let strength = draft.start.as_ref().map_or(0.6, |start| start.strength);
+                        draft.start = Some(Start {
+                            asset: asset.label.clone(),
+                            file,
+                            strength,
+                        });
+                    }
+                }
+            });
+        if let Some(start) = &mut draft.start {
+            ui.add(
+                egui::Slider::new(&mut start.strength, 0.05..=1.0)
+                    .step_by(0.05)
+                    .text("strength"),
+            )
+            .on_hover_text("how far to move away from the image: low stays close, 1 ignores it");
         }
     });
 }
@@ -111,16 +163,12 @@ pub(super) fn show(ui: &mut egui::Ui, state: &mut EditorUi, frame: &mut Frame) {
                     }
                 });
             ui.end_row();
-            if draft.model_is_folder() {
+            if draft.model_is_stable_diffusion() {
                 ui.label("Sampler");
                 egui::ComboBox::from_id_salt("sampler")
-                    .selected_text(
-                        draft
-                            .sampler
-                            .map_or("the folder's scheduler", Sampler::name),
-                    )
+                    .selected_text(draft.sampler.map_or("the model's scheduler", Sampler::name))
                     .show_ui(ui, |ui| {
-                        ui.selectable_value(&mut draft.sampler, None, "the folder's scheduler");
+                        ui.selectable_value(&mut draft.sampler, None, "the model's scheduler");
                         for (sampler, name) in Sampler::ALL {
                             ui.selectable_value(&mut draft.sampler, Some(sampler), name);
                         }
@@ -133,6 +181,9 @@ pub(super) fn show(ui: &mut egui::Ui, state: &mut EditorUi, frame: &mut Frame) {
                 draft.sampler = None;
                 draft.loras.clear();
             }
+            ui.label("Start from");
+            start(ui, draft, frame);
+            ui.end_row();
             ui.label("Seed");
             ui.horizontal(|ui| {
                 ui.add(egui::DragValue::new(&mut draft.seed));

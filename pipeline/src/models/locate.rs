@@ -1,13 +1,13 @@
-//! Finding model folders: by the sha256 of their weights (the identity manifests and the
-//! registry record), and every Stable Diffusion folder and LoRA file among the project's model
-//! folders.
+//! Finding models: by the sha256 of their weights (the identity manifests and the registry
+//! record), and every Stable Diffusion folder, single-file checkpoint and LoRA file among the
+//! project's model folders.
 
 use std::path::PathBuf;
 
 use super::sd::lora::LoraSummary;
 
-/// The first folder holding weights whose sha256 (hex) is `weights_sha256`: each of `dirs`
-/// itself, then the folders directly below it (sorted).
+/// The first model whose weights' sha256 (hex) is `weights_sha256`: each of `dirs` itself,
+/// then the folders directly below it (sorted), then the checkpoint files in them.
 pub fn folder_with_weights(dirs: &[PathBuf], weights_sha256: &str) -> Option<PathBuf> {
     let wanted = weights_sha256.trim_start_matches("0x").to_ascii_lowercase();
     candidates(dirs)
@@ -15,9 +15,10 @@ pub fn folder_with_weights(dirs: &[PathBuf], weights_sha256: &str) -> Option<Pat
         .find(|folder| super::weights_sha256(folder).ok().as_deref() == Some(wanted.as_str()))
 }
 
-/// Every Stable Diffusion folder (a diffusers folder, or a Hugging Face cache folder of one)
-/// among `dirs` and the folders directly below them (sorted): what an editor offers to pick.
-pub fn stable_diffusion_folders(dirs: &[PathBuf]) -> Vec<PathBuf> {
+/// Every Stable Diffusion model among `dirs` and the folders directly below them — diffusers
+/// folders, Hugging Face cache folders of one (sorted), then single-file checkpoints (sorted):
+/// what an editor offers to pick.
+pub fn stable_diffusion_models(dirs: &[PathBuf]) -> Vec<PathBuf> {
     candidates(dirs)
         .into_iter()
         .filter(|folder| super::Family::of(folder) == super::Family::StableDiffusion)
@@ -62,19 +63,29 @@ pub fn lora_files(dirs: &[PathBuf]) -> Vec<(PathBuf, LoraSummary)> {
     found
 }
 
+/// Each of `dirs` and the folders directly below it, then the single-file checkpoints in all
+/// of those (told by their headers).
 fn candidates(dirs: &[PathBuf]) -> Vec<PathBuf> {
+    let entries = |dir: &PathBuf| -> Vec<PathBuf> {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+            .collect();
+        paths.sort();
+        paths
+    };
     let mut found = Vec::new();
     for dir in dirs {
         found.push(dir.clone());
-        if let Ok(entries) = std::fs::read_dir(dir) {
-            let mut below: Vec<PathBuf> = entries
-                .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-                .filter(|path| path.is_dir())
-                .collect();
-            below.sort();
-            found.extend(below);
-        }
+        found.extend(entries(dir).into_iter().filter(|path| path.is_dir()));
     }
+    let checkpoints: Vec<PathBuf> = found
+        .iter()
+        .flat_map(entries)
+        .filter(|path| super::sd::checkpoint::is_checkpoint(path))
+        .collect();
+    found.extend(checkpoints);
     found
 }
 
@@ -133,6 +144,7 @@ mod tests {
             .collect();
         let mut expected = vec![
             shared.join("xl.safetensors"),
+            fixtures.join("checkpoints/loras/tiny-sd15-kohya.safetensors"),
             fixtures.join("tiny-sd15/loras/dora-peft.safetensors"),
             fixtures.join("tiny-sd15/loras/dora.safetensors"),
             fixtures.join("tiny-sd15/loras/kohya.safetensors"),
@@ -147,7 +159,7 @@ mod tests {
     }
 
     #[test]
-    fn lists_the_stable_diffusion_folders_below_the_model_dirs() {
+    fn lists_the_stable_diffusion_models_and_checkpoints_below_the_model_dirs() {
         let root = tempfile::tempdir().unwrap();
         for (folder, marker) in [
             ("sd15", "model_index.json"),
@@ -162,12 +174,38 @@ mod tests {
                 std::fs::write(dir.join(marker), b"{}").unwrap();
             }
         }
+        // Files are told by their headers: a checkpoint's UNet names, not a LoRA's.
+        let one = |name: &str| {
+            let tensor =
+                candle_core::Tensor::zeros(1, candle_core::DType::F32, &candle_core::Device::Cpu);
+            std::collections::HashMap::from([(name.to_string(), tensor.unwrap())])
+        };
+        let checkpoints = root.path().join("checkpoints");
+        std::fs::create_dir(&checkpoints).unwrap();
+        for (path, name) in [
+            (
+                root.path().join("top.safetensors"),
+                "model.diffusion_model.out.2.weight",
+            ),
+            (
+                checkpoints.join("fine-tune.safetensors"),
+                "model.diffusion_model.out.2.weight",
+            ),
+            (
+                checkpoints.join("style.safetensors"),
+                "lora_unet_conv_in.alpha",
+            ),
+        ] {
+            candle_core::safetensors::save(&one(name), path).unwrap();
+        }
         let dirs = [root.path().to_path_buf(), root.path().join("missing")];
         assert_eq!(
-            stable_diffusion_folders(&dirs),
+            stable_diffusion_models(&dirs),
             [
                 root.path().join("models--org--turbo"),
-                root.path().join("sd15")
+                root.path().join("sd15"),
+                root.path().join("top.safetensors"),
+                checkpoints.join("fine-tune.safetensors"),
             ]
         );
     }

@@ -1,5 +1,6 @@
 //! Image generators: the house model, which ships with Autonomy and runs anywhere, and the
-//! Stable Diffusion family, loaded from a diffusers folder a user has on disk.
+//! Stable Diffusion family, loaded from a diffusers folder or a single-file checkpoint a user
+//! has on disk.
 
 pub mod digest;
 pub mod house;
@@ -20,14 +21,14 @@ use sd::StableDiffusion;
 pub enum Family {
     /// A house model folder (`model.safetensors` beside `config.json`).
     House,
-    /// A diffusers folder or a Hugging Face cache folder of one.
+    /// A diffusers folder, a Hugging Face cache folder of one, or a single-file checkpoint.
     StableDiffusion,
 }
 
 impl Family {
-    /// The family of the model in `dir`, told by its files.
+    /// The family of the model at `dir` (a folder, or a checkpoint file), told by its files.
     pub fn of(dir: &Path) -> Self {
-        if sd::folder::is_diffusers(dir) {
+        if sd::source::is_pipeline(dir) {
             Family::StableDiffusion
         } else {
             Family::House
@@ -62,12 +63,12 @@ pub fn load(
     })
 }
 
-/// The model version of the folder `dir` without loading it: sha256 (hex) of a house model's
-/// `model.safetensors`, or of a diffusers pipeline's weight files (see
-/// [`sd::folder::DiffusersFolder::weights_sha256`]).
+/// The model version of the model at `dir` without loading it: sha256 (hex) of a house model's
+/// `model.safetensors`, of a diffusers pipeline's weight files, or of a checkpoint file (see
+/// [`sd::source::PipelineSource::weights_sha256`]).
 pub fn weights_sha256(dir: &Path) -> Result<String, GenerateError> {
     match Family::of(dir) {
-        Family::StableDiffusion => Ok(sd::folder::DiffusersFolder::open(dir)?.weights_sha256()?),
+        Family::StableDiffusion => Ok(sd::source::open(dir)?.weights_sha256()?),
         Family::House => {
             let path = dir.join(house::files::WEIGHTS);
             Ok(digest::file_sha256(&path).map_err(|source| {

@@ -11,12 +11,21 @@ use serde::de::DeserializeOwned;
 
 use super::SdError;
 use super::scheduler::SchedulerConfig;
+use super::source::PipelineSource;
 use super::text_encoder::ClipConfig;
 
 /// Reads and parses a JSON file, naming it in any error.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, SdError> {
     let bytes = std::fs::read(path).map_err(|source| SdError::io(path, source))?;
     serde_json::from_slice(&python_tokens_as_null(&bytes)).map_err(|e| SdError::Invalid {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// Parses a JSON document read from `path` (named in any error).
+pub fn parse<T: DeserializeOwned>(json: serde_json::Value, path: &Path) -> Result<T, SdError> {
+    serde_json::from_value(json).map_err(|e| SdError::Invalid {
         path: path.to_path_buf(),
         message: e.to_string(),
     })
@@ -195,9 +204,9 @@ pub struct UNetSpec {
     pub mid_depth: usize,
 }
 
-/// Reads `unet/config.json`.
-pub fn unet(path: &Path) -> Result<UNetSpec, SdError> {
-    let json: UNetJson = read_json(path)?;
+/// Parses `unet/config.json` (`path` names it in errors).
+pub fn unet(json: serde_json::Value, path: &Path) -> Result<UNetSpec, SdError> {
+    let json: UNetJson = parse(json, path)?;
     let unsupported = |field: &str, value: &dyn std::fmt::Debug| SdError::Unsupported {
         path: path.to_path_buf(),
         message: format!("`{field}` = {value:?} is not supported yet"),
@@ -408,9 +417,9 @@ impl VaeSpec {
     }
 }
 
-/// Reads `vae/config.json`.
-pub fn vae(path: &Path) -> Result<VaeSpec, SdError> {
-    let json: VaeJson = read_json(path)?;
+/// Parses `vae/config.json` (`path` names it in errors).
+pub fn vae(json: serde_json::Value, path: &Path) -> Result<VaeSpec, SdError> {
+    let json: VaeJson = parse(json, path)?;
     let fail = |message: String| SdError::Unsupported {
         path: path.to_path_buf(),
         message,
@@ -477,23 +486,29 @@ pub struct PipelineSpec {
 }
 
 impl PipelineSpec {
-    /// Reads the configs of the folder at `root`.
-    pub fn read(root: &Path) -> Result<Self, SdError> {
-        let path = |p: &str| -> PathBuf { root.join(p) };
-        let index: serde_json::Value = read_json(&path(super::folder::MODEL_INDEX))?;
+    /// Reads the configs of a pipeline: a diffusers folder's files, or what a single-file
+    /// checkpoint's weights imply.
+    pub fn read(source: &dyn PipelineSource) -> Result<Self, SdError> {
+        let path = |p: &str| -> PathBuf { source.path(p) };
+        let document = |p: &str| source.json(p);
+        let index = document(super::folder::MODEL_INDEX)?;
         let flag = |name: &str| index.get(name).and_then(serde_json::Value::as_bool);
-        let mut unet = unet(&path("unet/config.json"))?;
-        let vae = vae(&path("vae/config.json"))?;
+        let mut unet = unet(document("unet/config.json")?, &path("unet/config.json"))?;
+        let vae = vae(document("vae/config.json")?, &path("vae/config.json"))?;
         let encoder = |name: &str| -> Result<Option<ClipConfig>, SdError> {
+            let relative = format!("{name}/config.json");
             match super::folder::has_component(&index, name) {
-                true => Ok(Some(ClipConfig::read(&path(&format!(
-                    "{name}/config.json"
-                )))?)),
+                true => Ok(Some(ClipConfig::from_json(
+                    document(&relative)?,
+                    &path(&relative),
+                )?)),
                 false => Ok(None),
             }
         };
         let (text, text_2) = (encoder("text_encoder")?, encoder("text_encoder_2")?);
-        let scheduler = SchedulerConfig::read(&path("scheduler/scheduler_config.json"))?;
+        let scheduler_path = "scheduler/scheduler_config.json";
+        let scheduler =
+            SchedulerConfig::from_json(document(scheduler_path)?, &path(scheduler_path))?;
         let invalid = |message: String| SdError::Invalid {
             path: path("unet/config.json"),
             message,

@@ -7,6 +7,21 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::SdError;
+use super::source::PipelineSource;
+use super::tokenizer::ClipTokenizer;
+use super::weights::Weights;
+
+/// The pipeline classes Autonomy runs.
+const PIPELINE_CLASSES: [&str; 8] = [
+    "StableDiffusionPipeline",
+    "StableDiffusionImg2ImgPipeline",
+    "StableDiffusionInpaintPipeline",
+    "StableDiffusionXLPipeline",
+    "StableDiffusionXLImg2ImgPipeline",
+    "StableDiffusionXLInpaintPipeline",
+    "LatentConsistencyModelPipeline",
+    "LatentConsistencyModelImg2ImgPipeline",
+];
 
 /// The folder's pipeline description.
 pub const MODEL_INDEX: &str = "model_index.json";
@@ -48,6 +63,14 @@ impl DiffusersFolder {
                 message: "no `_class_name`".into(),
             })?
             .to_string();
+        if !PIPELINE_CLASSES.contains(&pipeline_class.as_str()) {
+            return Err(SdError::Unsupported {
+                path: index_path,
+                message: format!(
+                    "`_class_name` {pipeline_class:?}: Autonomy runs Stable Diffusion 1.x/2.x, SDXL (and its refiner) and latent consistency pipelines (text-to-image, image-to-image, inpainting)"
+                ),
+            });
+        }
         let missing = |message: &str| SdError::Invalid {
             path: index_path.clone(),
             message: message.to_string(),
@@ -91,7 +114,7 @@ impl DiffusersFolder {
 
     /// The safetensors weights of a component (`unet`, `vae`, `text_encoder`): the plain file,
     /// else the `fp16` variant, else the shards a `.safetensors.index.json` names.
-    pub fn weights(&self, component: &str) -> Result<Vec<PathBuf>, SdError> {
+    pub fn weight_files(&self, component: &str) -> Result<Vec<PathBuf>, SdError> {
         let stem = match component {
             "text_encoder" | "text_encoder_2" => "model",
             _ => "diffusion_pytorch_model",
@@ -124,17 +147,34 @@ impl DiffusersFolder {
             message: format!("missing{hint}"),
         })
     }
+}
 
-    /// The model version: sha256 (hex) over the sha256 of every weights file, component by
-    /// component (`unet`, `vae`, then the text encoders there are), so that any changed weight
-    /// changes it.
-    pub fn weights_sha256(&self) -> Result<String, SdError> {
+impl PipelineSource for DiffusersFolder {
+    fn json(&self, relative: &str) -> Result<serde_json::Value, SdError> {
+        super::config::read_json(&self.root.join(relative))
+    }
+
+    fn path(&self, relative: &str) -> PathBuf {
+        self.root.join(relative)
+    }
+
+    fn tokenizer(&self, component: &str) -> Result<ClipTokenizer, SdError> {
+        ClipTokenizer::load(&self.root.join(component))
+    }
+
+    fn weights(&self, component: &str) -> Result<Weights, SdError> {
+        Weights::files(&self.weight_files(component)?)
+    }
+
+    /// sha256 (hex) over the sha256 of every weights file, component by component (`unet`,
+    /// `vae`, then the text encoders there are).
+    fn weights_sha256(&self) -> Result<String, SdError> {
         let mut all = Sha256::new();
         for component in ["unet", "vae", "text_encoder", "text_encoder_2"] {
             if component.starts_with("text_encoder") && !self.root.join(component).is_dir() {
                 continue;
             }
-            for path in self.weights(component)? {
+            for path in self.weight_files(component)? {
                 let digest = file_sha256(&path)?;
                 all.update(format!("{component}:{digest}\n"));
             }
@@ -220,7 +260,7 @@ fn shards(index: &Path) -> Result<Vec<PathBuf>, SdError> {
         .collect()
 }
 
-fn file_sha256(path: &Path) -> Result<String, SdError> {
+pub(super) fn file_sha256(path: &Path) -> Result<String, SdError> {
     crate::models::digest::file_sha256(path).map_err(|source| SdError::Io {
         path: path.to_path_buf(),
         source,

@@ -10,7 +10,6 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use sha2::{Digest, Sha256};
@@ -18,6 +17,8 @@ use sha2::{Digest, Sha256};
 use super::SdError;
 use super::config::PipelineSpec;
 use super::delta::{Delta, Factor, Magnitude};
+use super::original_names;
+use super::weights::{Weights, checked};
 use crate::generator::LoraUse;
 
 /// One LoRA file to merge, with its scale.
@@ -67,9 +68,9 @@ impl Updates {
     /// the file. Returns the updates and what the manifest records of each file.
     pub fn read(
         files: &[LoraFile],
-        unet: &MmapedSafetensors,
-        text: Option<&MmapedSafetensors>,
-        text_2: Option<&MmapedSafetensors>,
+        unet: &Weights,
+        text: Option<&Weights>,
+        text_2: Option<&Weights>,
         layers_per_block: usize,
     ) -> Result<(Self, Vec<LoraUse>), SdError> {
         let unet_names = weight_names(unet, Network::Unet);
@@ -152,10 +153,9 @@ impl Updates {
                         }
                     ))
                 })?;
-                let shape = base
-                    .get(weight)
-                    .map(|view| view.shape().to_vec())
-                    .map_err(|e| invalid(e.to_string()))?;
+                let shape = base.shape(weight).ok_or_else(|| {
+                    invalid(format!("`{weight}` is not in `{}`", base.path().display()))
+                })?;
                 let (rows, count) = delta.size();
                 if Some(&rows) != shape.first() || count != shape.iter().product::<usize>() {
                     return Err(invalid(format!(
@@ -195,7 +195,7 @@ impl Updates {
     }
 
     /// A var-builder backend serving `base`'s weights with this network's updates merged.
-    pub fn merged(&self, base: MmapedSafetensors, network: Network) -> Merged {
+    pub fn merged(&self, base: Weights, network: Network) -> Merged {
         Merged {
             base,
             updates: self.of(network).clone(),
@@ -314,33 +314,15 @@ impl Adapter {
     }
 }
 
-/// A safetensors header larger than this is not a LoRA file's.
-const MAX_HEADER: u64 = 64 << 20;
-
 impl LoraSummary {
     /// Reads the header of the `.safetensors` file at `path`; a file that is not a LoRA file
     /// Autonomy reads is an error naming it and why.
     pub fn read(path: &Path) -> Result<Self, SdError> {
-        use std::io::Read;
         let invalid = |message: String| SdError::Invalid {
             path: path.to_path_buf(),
             message,
         };
-        let mut file = std::fs::File::open(path).map_err(|source| SdError::io(path, source))?;
-        let mut length = [0u8; 8];
-        file.read_exact(&mut length)
-            .map_err(|_| invalid("too short for a safetensors file".into()))?;
-        let length = u64::from_le_bytes(length);
-        if length > MAX_HEADER {
-            return Err(invalid(format!(
-                "a {length}-byte safetensors header is not a LoRA file's"
-            )));
-        }
-        let mut header = vec![0u8; length as usize];
-        file.read_exact(&mut header)
-            .map_err(|_| invalid("its safetensors header is cut short".into()))?;
-        let header: HashMap<String, serde_json::Value> = serde_json::from_slice(&header)
-            .map_err(|e| invalid(format!("its safetensors header is not JSON: {e}")))?;
+        let header = super::weights::header(path)?;
         let mut summary = Self {
             adapters: Vec::new(),
             unet: false,
@@ -559,69 +541,12 @@ fn entry(key: &str, layers_per_block: usize) -> Option<(Network, String, Part)> 
         .find_map(|(prefix, network)| stem.strip_prefix(prefix).map(|m| (network, m)))?;
     let module = canonical(network, module);
     let module = match network {
-        Network::Unet => from_original_blocks(&module, layers_per_block).unwrap_or(module),
+        Network::Unet => {
+            original_names::unet_blocks(&module, layers_per_block, '_').unwrap_or(module)
+        }
         Network::Text | Network::Text2 => module,
     };
     Some((network, module, part))
-}
-
-/// A UNet module named as the original (SGM/LDM) model names it, as kohya's SDXL LoRAs do
-/// (`input_blocks_4_1_transformer_blocks_0_attn1_to_q`), in diffusers' names
-/// (`down_blocks_1_attentions_0_…`); `None` for a name in neither scheme's blocks.
-fn from_original_blocks(flat: &str, layers: usize) -> Option<String> {
-    let number = |text: &str| -> Option<(usize, String)> {
-        let (n, rest) = text.split_once('_')?;
-        Some((n.parse().ok()?, rest.to_string()))
-    };
-    let resnet = |rest: &str| {
-        const RENAMES: [(&str, &str); 6] = [
-            ("in_layers_0", "norm1"),
-            ("in_layers_2", "conv1"),
-            ("emb_layers_1", "time_emb_proj"),
-            ("out_layers_0", "norm2"),
-            ("out_layers_3", "conv2"),
-            ("skip_connection", "conv_shortcut"),
-        ];
-        RENAMES
-            .into_iter()
-            .find_map(|(from, to)| rest.strip_prefix(from).map(|tail| format!("{to}{tail}")))
-            .unwrap_or_else(|| rest.to_string())
-    };
-    if let Some(rest) = flat.strip_prefix("input_blocks_") {
-        let (n, rest) = number(rest)?;
-        let (j, rest) = number(&rest)?;
-        let index = n.checked_sub(1)?;
-        let (block, layer) = (index / (layers + 1), index % (layers + 1));
-        return Some(if layer == layers {
-            format!(
-                "down_blocks_{block}_downsamplers_0_{}",
-                rest.replacen("op", "conv", 1)
-            )
-        } else if j == 0 {
-            format!("down_blocks_{block}_resnets_{layer}_{}", resnet(&rest))
-        } else {
-            format!("down_blocks_{block}_attentions_{layer}_{rest}")
-        });
-    }
-    if let Some(rest) = flat.strip_prefix("output_blocks_") {
-        let (n, rest) = number(rest)?;
-        let (j, rest) = number(&rest)?;
-        let (block, layer) = (n / (layers + 1), n % (layers + 1));
-        return Some(if j == 0 {
-            format!("up_blocks_{block}_resnets_{layer}_{}", resnet(&rest))
-        } else if rest.starts_with("conv") {
-            format!("up_blocks_{block}_upsamplers_0_{rest}")
-        } else {
-            format!("up_blocks_{block}_attentions_{layer}_{rest}")
-        });
-    }
-    let (j, rest) = number(flat.strip_prefix("middle_block_")?)?;
-    match j {
-        0 => Some(format!("mid_block_resnets_0_{}", resnet(&rest))),
-        1 => Some(format!("mid_block_attentions_0_{rest}")),
-        2 => Some(format!("mid_block_resnets_1_{}", resnet(&rest))),
-        _ => None,
-    }
 }
 
 /// A module name as both naming schemes can be compared: `_` for `.`, without the text
@@ -638,11 +563,11 @@ fn canonical(network: Network, module: &str) -> String {
 }
 
 /// The weights of a network (`….weight`) by canonical module name.
-fn weight_names(tensors: &MmapedSafetensors, network: Network) -> HashMap<String, String> {
+fn weight_names(tensors: &Weights, network: Network) -> HashMap<String, String> {
     tensors
-        .tensors()
+        .names()
         .into_iter()
-        .filter_map(|(name, _)| {
+        .filter_map(|name| {
             let module = name.strip_suffix(".weight")?;
             Some((canonical(network, module), name.clone()))
         })
@@ -651,7 +576,7 @@ fn weight_names(tensors: &MmapedSafetensors, network: Network) -> HashMap<String
 
 /// Base weights with LoRA updates added as they are read.
 pub struct Merged {
-    base: MmapedSafetensors,
+    base: Weights,
     updates: HashMap<String, Vec<Update>>,
 }
 
@@ -682,15 +607,7 @@ impl SimpleBackend for Merged {
         dtype: DType,
         dev: &Device,
     ) -> candle_core::Result<Tensor> {
-        let tensor = self.load(name, dtype, dev)?;
-        if tensor.shape() != &s {
-            return Err(candle_core::Error::UnexpectedShape {
-                msg: format!("shape mismatch for {name}"),
-                expected: s,
-                got: tensor.shape().clone(),
-            });
-        }
-        Ok(tensor)
+        checked(self.load(name, dtype, dev)?, s, name)
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
@@ -698,19 +615,8 @@ impl SimpleBackend for Merged {
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
-        self.base.get(name).is_ok()
+        self.base.contains_tensor(name)
     }
-}
-
-/// Memory-maps a network's safetensors files.
-pub fn map(files: &[PathBuf]) -> Result<MmapedSafetensors, SdError> {
-    let first: &Path = files.first().map_or(Path::new(""), |p| p.as_path());
-    // SAFETY: the files are only read while the pipeline loads (candle copies every tensor
-    // out); Autonomy does not write model folders while it loads them.
-    unsafe { MmapedSafetensors::multi(files) }.map_err(|source| SdError::Weights {
-        path: first.to_path_buf(),
-        source,
-    })
 }
 
 #[cfg(test)]
@@ -761,9 +667,9 @@ mod tests {
             .join(relative)
     }
 
-    fn networks() -> (MmapedSafetensors, MmapedSafetensors) {
-        let unet = map(&[fixture("unet/diffusion_pytorch_model.safetensors")]).unwrap();
-        let text = map(&[fixture("text_encoder/model.safetensors")]).unwrap();
+    fn networks() -> (Weights, Weights) {
+        let unet = Weights::files(&[fixture("unet/diffusion_pytorch_model.safetensors")]).unwrap();
+        let text = Weights::files(&[fixture("text_encoder/model.safetensors")]).unwrap();
         (unet, text)
     }
 
@@ -772,8 +678,14 @@ mod tests {
         let kohya = LoraSummary::read(&fixture("loras/kohya.safetensors")).unwrap();
         let peft = LoraSummary::read(&fixture("loras/peft.safetensors")).unwrap();
         let xl = LoraSummary::read(&fixture("../tiny-sdxl/loras/kohya-xl.safetensors")).unwrap();
-        let sd15_spec = PipelineSpec::read(&fixture("")).unwrap();
-        let xl_spec = PipelineSpec::read(&fixture("../tiny-sdxl")).unwrap();
+        let spec = |relative: &str| {
+            PipelineSpec::read(
+                &crate::models::sd::folder::DiffusersFolder::open(&fixture(relative)).unwrap(),
+            )
+            .unwrap()
+        };
+        let sd15_spec = spec("");
+        let xl_spec = spec("../tiny-sdxl");
         for sd15 in [&kohya, &peft] {
             assert!(sd15.unet && sd15.text && !sd15.text_2, "{sd15:?}");
             assert_eq!(
@@ -824,7 +736,11 @@ mod tests {
         // SDXL's refiner: only the second text encoder, whose 32-wide states alone are its
         // context. A LoRA of the base's first encoder does not fit; one of its UNet and second
         // encoder alone, with the refiner's widths, does.
-        let refiner_spec = PipelineSpec::read(&fixture("../tiny-sdxl-refiner")).unwrap();
+        let refiner_spec = PipelineSpec::read(
+            &crate::models::sd::folder::DiffusersFolder::open(&fixture("../tiny-sdxl-refiner"))
+                .unwrap(),
+        )
+        .unwrap();
         assert!(!xl.fits(&refiner_spec) && !lokr.fits(&refiner_spec));
         let refiner_lora = LoraSummary {
             text: false,
@@ -1042,18 +958,18 @@ mod tests {
             ),
         ] {
             assert_eq!(
-                from_original_blocks(original, 2).as_deref(),
+                original_names::unet_blocks(original, 2, '_').as_deref(),
                 Some(diffusers),
                 "{original}"
             );
         }
         // One layer per block (the tiny fixture): input block 5 is block 2's first layer.
         assert_eq!(
-            from_original_blocks("input_blocks_5_1_proj_in", 1).as_deref(),
+            original_names::unet_blocks("input_blocks_5_1_proj_in", 1, '_').as_deref(),
             Some("down_blocks_2_attentions_0_proj_in")
         );
         assert_eq!(
-            from_original_blocks("down_blocks_1_attentions_0_proj_in", 2),
+            original_names::unet_blocks("down_blocks_1_attentions_0_proj_in", 2, '_'),
             None
         );
         let (network, module, _) = entry(

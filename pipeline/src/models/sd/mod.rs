@@ -1,8 +1,10 @@
 //! The Stable Diffusion family (SD 1.x, 2.x, SD-Turbo, SDXL and its refiner, SDXL-Turbo,
 //! LCM-distilled models) on candle, loaded from a diffusers folder on disk — or a Hugging Face
-//! cache folder, offline — with its architecture read from the folder's configs: text-to-image with classifier-free guidance and negative prompts,
-//! image-to-image with a strength, inpainting (a mask over any UNet, or a 9-channel inpainting
-//! UNet), tileable images, and the folder's scheduler. f32 on the CPU, f16 on a GPU; the same
+//! cache folder, offline, or a single-file checkpoint (see [`checkpoint`]) — with its
+//! architecture read from the folder's configs (a checkpoint's tensors): text-to-image with
+//! classifier-free guidance and negative prompts, image-to-image with a strength, inpainting (a
+//! mask over any UNet, or a 9-channel inpainting UNet), tileable images, and the model's
+//! scheduler. f32 on the CPU, f16 on a GPU; the same
 //! seed gives the same pixels on the same device.
 //!
 //! ```no_run
@@ -25,17 +27,21 @@
 //! ```
 
 pub mod blocks;
+pub mod checkpoint;
 pub mod config;
 mod delta;
 pub mod folder;
 pub mod kernels;
 pub mod lora;
+pub mod original_names;
 pub mod scheduler;
 pub mod sigma_ramp;
+pub mod source;
 pub mod text_encoder;
 pub mod tokenizer;
 pub mod unet;
 pub mod vae;
+pub mod weights;
 
 use std::path::{Path, PathBuf};
 
@@ -48,13 +54,14 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::generator::{GenerateError, GenerateRequest, Generator, InitImage, ModelIdentity};
 use config::PipelineSpec;
-use folder::DiffusersFolder;
 use lora::{LoraFile, Network, Updates};
 use scheduler::Schedule;
+use source::PipelineSource;
 use text_encoder::ClipTextEncoder;
 use tokenizer::ClipTokenizer;
 use unet::UNet;
 use vae::Vae;
+use weights::Weights;
 
 /// What can go wrong loading or running a Stable Diffusion pipeline.
 #[derive(Debug, thiserror::Error)]
@@ -153,8 +160,8 @@ pub struct StableDiffusion {
 }
 
 impl StableDiffusion {
-    /// Loads the pipeline at `path` (a diffusers folder or a Hugging Face cache folder) onto
-    /// `device`: f32 on the CPU, f16 on a GPU (the VAE stays f32).
+    /// Loads the pipeline at `path` (a diffusers folder, a Hugging Face cache folder or a
+    /// single-file checkpoint) onto `device`: f32 on the CPU, f16 on a GPU (the VAE stays f32).
     pub fn load(path: &Path, device: &Device) -> Result<Self, SdError> {
         Self::load_with(path, device, &[])
     }
@@ -162,42 +169,18 @@ impl StableDiffusion {
     /// [`StableDiffusion::load`] with `loras` merged into the UNet and text encoder weights,
     /// in order; the identity lists them with their hashes.
     pub fn load_with(path: &Path, device: &Device, loras: &[LoraFile]) -> Result<Self, SdError> {
-        let folder = DiffusersFolder::open(path)?;
-        if !matches!(
-            folder.pipeline_class.as_str(),
-            "StableDiffusionPipeline"
-                | "StableDiffusionImg2ImgPipeline"
-                | "StableDiffusionInpaintPipeline"
-                | "StableDiffusionXLPipeline"
-                | "StableDiffusionXLImg2ImgPipeline"
-                | "StableDiffusionXLInpaintPipeline"
-                | "LatentConsistencyModelPipeline"
-                | "LatentConsistencyModelImg2ImgPipeline"
-        ) {
-            return Err(SdError::Unsupported {
-                path: folder.root.join(folder::MODEL_INDEX),
-                message: format!(
-                    "`_class_name` {:?}: Autonomy runs Stable Diffusion 1.x/2.x, SDXL (and its refiner) and latent consistency pipelines (text-to-image, image-to-image, inpainting)",
-                    folder.pipeline_class
-                ),
-            });
-        }
-        let spec = PipelineSpec::read(&folder.root)?;
+        let source = source::open(path)?;
+        let spec = PipelineSpec::read(source.as_ref())?;
         let dtype = if device.is_cpu() {
             DType::F32
         } else {
             DType::F16
         };
-        let unet_files = folder.weights("unet")?;
-        let unet_map = lora::map(&unet_files)?;
+        let unet_weights = source.weights("unet")?;
         let weights = |component: &str, config: &Option<text_encoder::ClipConfig>| {
             config
                 .as_ref()
-                .map(|_| -> Result<_, SdError> {
-                    let files = folder.weights(component)?;
-                    let map = lora::map(&files)?;
-                    Ok((files, map))
-                })
+                .map(|_| source.weights(component))
                 .transpose()
         };
         let (text_1, text_2) = (
@@ -206,28 +189,29 @@ impl StableDiffusion {
         );
         let (updates, lora_uses) = Updates::read(
             loras,
-            &unet_map,
-            text_1.as_ref().map(|(_, map)| map),
-            text_2.as_ref().map(|(_, map)| map),
+            &unet_weights,
+            text_1.as_ref(),
+            text_2.as_ref(),
             spec.unet.config.layers_per_block,
         )?;
-        let backend = |map, network| -> VarBuilder<'static> {
+        let backend = |weights, network| -> VarBuilder<'static> {
             VarBuilder::from_backend(
-                Box::new(updates.merged(map, network)),
+                Box::new(updates.merged(weights, network)),
                 dtype,
                 device.clone(),
             )
         };
         let stack = |config: &Option<text_encoder::ClipConfig>,
-                     weights: Option<(Vec<PathBuf>, _)>,
+                     weights: Option<Weights>,
                      tokenizer: &str,
                      network: Network|
          -> Result<Option<TextStack>, SdError> {
             match (config, weights) {
-                (Some(config), Some((files, map))) => {
-                    let tokenizer = load_tokenizer(&folder.root.join(tokenizer), config)?;
-                    let encoder = build(&files, || {
-                        ClipTextEncoder::new(config, backend(map, network))
+                (Some(config), Some(weights)) => {
+                    let tokenizer = checked_tokenizer(source.as_ref(), tokenizer, config)?;
+                    let file = weights.path().to_path_buf();
+                    let encoder = build(&file, || {
+                        ClipTextEncoder::new(config, backend(weights, network))
                     })?;
                     Ok(Some((tokenizer, encoder)))
                 }
@@ -236,18 +220,19 @@ impl StableDiffusion {
         };
         let first = stack(&spec.text, text_1, "tokenizer", Network::Text)?;
         let second = stack(&spec.text_2, text_2, "tokenizer_2", Network::Text2)?;
-        let unet = build(&unet_files, || {
-            UNet::new(backend(unet_map, Network::Unet), &spec.unet)
+        let unet_file = unet_weights.path().to_path_buf();
+        let unet = build(&unet_file, || {
+            UNet::new(backend(unet_weights, Network::Unet), &spec.unet)
         })?;
-        let vae_files = folder.weights("vae")?;
-        let vae_map = lora::map(&vae_files)?;
-        let vae = build(&vae_files, || {
-            let vb = VarBuilder::from_backend(Box::new(vae_map), DType::F32, device.clone());
+        let vae_weights = source.weights("vae")?;
+        let vae_file = vae_weights.path().to_path_buf();
+        let vae = build(&vae_file, || {
+            let vb = VarBuilder::from_backend(Box::new(vae_weights), DType::F32, device.clone());
             Vae::new(vb, &spec.vae.config)
         })?;
         let identity = ModelIdentity {
             name: format!("stable-diffusion/{}", display_name(path)),
-            weights_sha256: folder.weights_sha256()?,
+            weights_sha256: source.weights_sha256()?,
             dataset_sha256: None,
             path: path.to_path_buf(),
             generator: super::Family::StableDiffusion.generator(),
@@ -273,8 +258,14 @@ impl StableDiffusion {
 
     /// The prompt's token ids, as the (first) text encoder sees them.
     pub fn token_ids(&self, prompt: &str) -> Vec<u32> {
+        self.token_ids_of(0, prompt)
+    }
+
+    /// The prompt's token ids as text encoder `encoder` (0: the first there is, 1: SDXL's
+    /// second) sees them; empty when there is no such encoder.
+    pub fn token_ids_of(&self, encoder: usize, prompt: &str) -> Vec<u32> {
         self.stacks()
-            .next()
+            .nth(encoder)
             .map(|(tokenizer, _)| tokenizer.encode(prompt))
             .unwrap_or_default()
     }
@@ -634,36 +625,49 @@ impl Generator for StableDiffusion {
 }
 
 /// Builds a network, naming its (first) weights file when the weights do not fit.
-fn build<T>(
-    files: &[PathBuf],
-    make: impl FnOnce() -> candle_core::Result<T>,
-) -> Result<T, SdError> {
+fn build<T>(file: &Path, make: impl FnOnce() -> candle_core::Result<T>) -> Result<T, SdError> {
     make().map_err(|source| SdError::Weights {
-        path: files.first().cloned().unwrap_or_default(),
+        path: file.to_path_buf(),
         source,
     })
 }
 
-/// Loads a tokenizer whose prompts must fit `text`'s positions.
-fn load_tokenizer(dir: &Path, text: &text_encoder::ClipConfig) -> Result<ClipTokenizer, SdError> {
-    let tokenizer = ClipTokenizer::load(dir)?;
+/// Loads the tokenizer `component`, whose prompts must fit `text`'s positions and vocabulary.
+fn checked_tokenizer(
+    source: &dyn PipelineSource,
+    component: &str,
+    text: &text_encoder::ClipConfig,
+) -> Result<ClipTokenizer, SdError> {
+    let tokenizer = source.tokenizer(component)?;
+    let invalid = |message: String| SdError::Invalid {
+        path: source.path(component),
+        message,
+    };
     if tokenizer.max_len() > text.max_position_embeddings {
-        return Err(SdError::Invalid {
-            path: dir.to_path_buf(),
-            message: format!(
-                "{} tokens per prompt but the text encoder has {} positions",
-                tokenizer.max_len(),
-                text.max_position_embeddings
-            ),
-        });
+        return Err(invalid(format!(
+            "{} tokens per prompt but the text encoder has {} positions",
+            tokenizer.max_len(),
+            text.max_position_embeddings
+        )));
+    }
+    if tokenizer.size() > text.vocab_size {
+        return Err(invalid(format!(
+            "{} tokens but the text encoder embeds {}",
+            tokenizer.size(),
+            text.vocab_size
+        )));
     }
     Ok(tokenizer)
 }
 
-/// How a model folder is named in identities: `org/name` for a Hugging Face cache folder.
+/// How a model is named in identities: `org/name` for a Hugging Face cache folder, the file
+/// name without `.safetensors` for a checkpoint.
 fn display_name(path: &Path) -> String {
-    let name = path
-        .file_name()
+    let name = match path.extension() {
+        Some(e) if e == "safetensors" => path.file_stem(),
+        _ => path.file_name(),
+    };
+    let name = name
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| path.display().to_string());
     match name.strip_prefix("models--") {

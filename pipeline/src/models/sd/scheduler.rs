@@ -334,7 +334,12 @@ fn one() -> f64 {
 impl SchedulerConfig {
     /// Reads a diffusers scheduler config.
     pub fn read(path: &Path) -> std::result::Result<Self, SdError> {
-        let json: SchedulerJson = super::config::read_json(path)?;
+        Self::from_json(super::config::read_json(path)?, path)
+    }
+
+    /// A diffusers scheduler config, parsed (`path` names it in errors).
+    pub fn from_json(json: serde_json::Value, path: &Path) -> std::result::Result<Self, SdError> {
+        let json: SchedulerJson = super::config::parse(json, path)?;
         let unsupported = |message: String| SdError::Unsupported {
             path: path.to_path_buf(),
             message,

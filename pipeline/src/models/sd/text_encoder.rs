@@ -101,9 +101,9 @@ fn eps() -> f64 {
 }
 
 impl ClipConfig {
-    /// Reads a transformers CLIP text config.
-    pub fn read(path: &Path) -> std::result::Result<Self, SdError> {
-        let json: ClipJson = super::config::read_json(path)?;
+    /// A transformers CLIP text config, parsed (`path` names it in errors).
+    pub fn from_json(json: serde_json::Value, path: &Path) -> std::result::Result<Self, SdError> {
+        let json: ClipJson = super::config::parse(json, path)?;
         let activation = match json.hidden_act.as_str() {
             "quick_gelu" => Activation::QuickGelu,
             "gelu" => Activation::Gelu,

@@ -5,9 +5,12 @@
 //!
 //! It reads either a `tokenizer.json` or the Hub's older `vocab.json` + `merges.txt`, with the
 //! special tokens of `tokenizer_config.json` (SD 2.x pads with `!`, SD 1.x with
-//! `<|endoftext|>`).
+//! `<|endoftext|>`). Single-file checkpoints carry no tokenizer: [`ClipTokenizer::builtin`] is
+//! OpenAI CLIP's, which every Stable Diffusion text encoder was trained with, from its 48 894
+//! merges (`vocab/clip-merges.txt.gz`, from CLIP's `bpe_simple_vocab_16e6.txt.gz`, MIT).
 
 use std::collections::HashMap;
+use std::io::Read;
 use std::path::Path;
 
 use regex::Regex;
@@ -44,7 +47,7 @@ impl ClipTokenizer {
             Value::Null
         };
         let json_path = dir.join("tokenizer.json");
-        let (vocab, merges, mut added) = if json_path.is_file() {
+        let parts = if json_path.is_file() {
             from_tokenizer_json(&json_path)?
         } else {
             let vocab_path = dir.join("vocab.json");
@@ -52,21 +55,46 @@ impl ClipTokenizer {
             let merges_path = dir.join("merges.txt");
             let text = std::fs::read_to_string(&merges_path)
                 .map_err(|source| SdError::io(&merges_path, source))?;
-            let merges = text
-                .lines()
-                .enumerate()
-                .filter(|(i, line)| !(line.is_empty() || *i == 0 && line.starts_with("#version")))
-                .map(|(i, line)| {
-                    line.split_once(' ')
-                        .map(|(a, b)| (a.to_string(), b.to_string()))
-                        .ok_or_else(|| SdError::Invalid {
-                            path: merges_path.clone(),
-                            message: format!("line {}: a merge is two symbols", i + 1),
-                        })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            (vocab, merges, Vec::new())
+            (vocab, parse_merges(&text, &merges_path)?, Vec::new())
         };
+        Self::from_parts(parts, &config, dir)
+    }
+
+    /// OpenAI CLIP's tokenizer (49 408 tokens), padding with `pad` (`<|endoftext|>` for SD 1.x
+    /// and SDXL's first encoder, `!` for the OpenCLIP encoders of SD 2.x and SDXL).
+    pub fn builtin(pad: &str) -> Result<Self, SdError> {
+        const MERGES: &[u8] = include_bytes!("vocab/clip-merges.txt.gz");
+        let origin = Path::new("<built-in CLIP tokenizer>");
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(MERGES)
+            .read_to_string(&mut text)
+            .map_err(|source| SdError::io(origin, source))?;
+        let merges = parse_merges(&text, origin)?;
+        // CLIP's vocabulary: the byte characters, each again closing a word, every merge's
+        // result in rank order, then the two special tokens.
+        let bytes = byte_alphabet();
+        let mut order: Vec<usize> = (0..256).collect();
+        order.sort_by_key(|&b| u32::from(bytes[b]));
+        let singles: Vec<String> = order.iter().map(|&b| bytes[b].to_string()).collect();
+        let words = singles.iter().map(|s| format!("{s}{END_OF_WORD}"));
+        let merged = merges.iter().map(|(a, b)| format!("{a}{b}"));
+        let specials = ["<|startoftext|>", "<|endoftext|>"].map(String::from);
+        let vocab = singles
+            .iter()
+            .cloned()
+            .chain(words)
+            .chain(merged)
+            .chain(specials)
+            .zip(0u32..)
+            .collect();
+        let config = serde_json::json!({ "pad_token": pad });
+        Self::from_parts((vocab, merges, Vec::new()), &config, origin)
+    }
+
+    /// A tokenizer of a vocabulary, merges and added tokens, with the special tokens of a
+    /// `tokenizer_config.json` (`Null` for the defaults); errors name `dir`.
+    fn from_parts(parts: Parts, config: &Value, dir: &Path) -> Result<Self, SdError> {
+        let (vocab, merges, mut added) = parts;
         let special = |field: &str, default: &str| -> String {
             match config.get(field) {
                 Some(Value::String(s)) => s.clone(),
@@ -133,6 +161,16 @@ impl ClipTokenizer {
             words,
             bytes: byte_alphabet(),
         })
+    }
+
+    /// How many token ids it gives: one above the highest.
+    pub fn size(&self) -> usize {
+        let highest = self
+            .vocab
+            .values()
+            .chain(self.added.iter().map(|(_, id)| id))
+            .max();
+        highest.map_or(0, |&id| id as usize + 1)
     }
 
     /// Sequence length of [`ClipTokenizer::encode`] (77).
@@ -237,6 +275,22 @@ type Parts = (
     Vec<(String, String)>,
     Vec<(String, u32)>,
 );
+
+/// The merges of a `merges.txt` (after its `#version` line), each two symbols.
+fn parse_merges(text: &str, path: &Path) -> Result<Vec<(String, String)>, SdError> {
+    text.lines()
+        .enumerate()
+        .filter(|(i, line)| !(line.is_empty() || *i == 0 && line.starts_with("#version")))
+        .map(|(i, line)| {
+            line.split_once(' ')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .ok_or_else(|| SdError::Invalid {
+                    path: path.to_path_buf(),
+                    message: format!("line {}: a merge is two symbols", i + 1),
+                })
+        })
+        .collect()
+}
 
 /// Vocabulary, merges and added tokens of a `tokenizer.json` with a BPE model.
 fn from_tokenizer_json(path: &Path) -> Result<Parts, SdError> {

@@ -1,0 +1,251 @@
+//! One network's weights by their diffusers names: a diffusers folder's safetensors files as
+//! they are stored, or the part of a single-file checkpoint that holds the network, renamed (and
+//! where the two layouts differ, reshaped) as each tensor is read.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+
+use super::SdError;
+
+/// How a stored tensor becomes the diffusers one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reshape {
+    /// As stored.
+    Same,
+    /// A 1×1 convolution's `(out, in, 1, 1)` read as a linear layer's `(out, in)`.
+    Squeeze,
+    /// Rows `index·n/of .. (index+1)·n/of` of a fused tensor (OpenCLIP's `in_proj` holds the
+    /// query, key and value projections one above the other).
+    Chunk {
+        /// Which part.
+        index: usize,
+        /// Into how many equal parts the rows split.
+        of: usize,
+    },
+    /// The transpose of a matrix (OpenCLIP multiplies by its `text_projection` from the right).
+    Transpose,
+}
+
+impl Reshape {
+    /// The diffusers shape of a stored tensor of shape `stored`.
+    pub fn shape(self, stored: &[usize]) -> Vec<usize> {
+        match self {
+            Reshape::Same => stored.to_vec(),
+            Reshape::Squeeze => stored.iter().take(2).copied().collect(),
+            Reshape::Chunk { of, .. } => {
+                let mut shape = stored.to_vec();
+                if let Some(rows) = shape.first_mut() {
+                    *rows /= of.max(1);
+                }
+                shape
+            }
+            Reshape::Transpose => stored.iter().rev().copied().collect(),
+        }
+    }
+
+    fn apply(self, stored: Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Reshape::Same => Ok(stored),
+            Reshape::Squeeze => {
+                let shape = self.shape(stored.dims());
+                stored.reshape(shape)
+            }
+            Reshape::Chunk { index, of } => {
+                let rows = stored.dim(0)? / of.max(1);
+                stored.narrow(0, index * rows, rows)
+            }
+            Reshape::Transpose => stored.t()?.contiguous(),
+        }
+    }
+}
+
+/// Where a diffusers-named tensor is stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stored {
+    /// The stored tensor's name.
+    pub key: String,
+    /// How it becomes the diffusers tensor.
+    pub reshape: Reshape,
+}
+
+/// A network's tensors, by diffusers name.
+pub struct Weights {
+    tensors: Arc<MmapedSafetensors>,
+    /// Diffusers name → stored tensor; `None` when the files are diffusers-named already.
+    renamed: Option<HashMap<String, Stored>>,
+    /// The (first) file, for errors.
+    path: PathBuf,
+}
+
+impl Weights {
+    /// Memory-maps a diffusers component's safetensors files (one, or the shards of one).
+    pub fn files(files: &[PathBuf]) -> Result<Self, SdError> {
+        let first: &Path = files.first().map_or(Path::new(""), |p| p.as_path());
+        // SAFETY: the files are only read while the pipeline loads (candle copies every tensor
+        // out); Autonomy does not write model files while it loads them.
+        let tensors =
+            unsafe { MmapedSafetensors::multi(files) }.map_err(|source| SdError::Weights {
+                path: first.to_path_buf(),
+                source,
+            })?;
+        Ok(Self {
+            tensors: Arc::new(tensors),
+            renamed: None,
+            path: first.to_path_buf(),
+        })
+    }
+
+    /// The tensors of `tensors` (the file at `path`) that `names` maps diffusers names to.
+    pub fn renamed(
+        tensors: Arc<MmapedSafetensors>,
+        path: &Path,
+        names: HashMap<String, Stored>,
+    ) -> Self {
+        Self {
+            tensors,
+            renamed: Some(names),
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// The file the weights are read from (the first, when sharded).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every tensor's diffusers name.
+    pub fn names(&self) -> Vec<String> {
+        match &self.renamed {
+            Some(names) => names.keys().cloned().collect(),
+            None => self.tensors.tensors().into_iter().map(|(n, _)| n).collect(),
+        }
+    }
+
+    fn stored<'a>(&'a self, name: &'a str) -> Option<(&'a str, Reshape)> {
+        match &self.renamed {
+            Some(names) => names.get(name).map(|s| (s.key.as_str(), s.reshape)),
+            None => Some((name, Reshape::Same)),
+        }
+    }
+
+    /// The diffusers shape of the tensor `name`, if there is one.
+    pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        let (key, reshape) = self.stored(name)?;
+        let view = self.tensors.get(key).ok()?;
+        Some(reshape.shape(view.shape()))
+    }
+
+    /// Reads the tensor `name` onto `device`, as stored (dtype included).
+    pub fn load(&self, name: &str, device: &Device) -> candle_core::Result<Tensor> {
+        let (key, reshape) =
+            self.stored(name)
+                .ok_or_else(|| candle_core::Error::CannotFindTensor {
+                    path: name.to_string(),
+                })?;
+        reshape.apply(self.tensors.load(key, device)?)
+    }
+}
+
+/// A safetensors header larger than this is not a Stable Diffusion file's (SDXL's checkpoints
+/// have ~0.3 MiB).
+const MAX_HEADER: u64 = 64 << 20;
+
+/// The header of the safetensors file at `path` — each tensor's `dtype`, `shape` and
+/// `data_offsets` by name, and any `__metadata__` — read without reading a tensor.
+pub fn header(path: &Path) -> Result<HashMap<String, serde_json::Value>, SdError> {
+    use std::io::Read;
+    let invalid = |message: String| SdError::Invalid {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut file = std::fs::File::open(path).map_err(|source| SdError::io(path, source))?;
+    let mut length = [0u8; 8];
+    file.read_exact(&mut length)
+        .map_err(|_| invalid("too short for a safetensors file".into()))?;
+    let length = u64::from_le_bytes(length);
+    if length > MAX_HEADER {
+        return Err(invalid(format!(
+            "a {length}-byte safetensors header is larger than a Stable Diffusion file's"
+        )));
+    }
+    let mut header = vec![0u8; length as usize];
+    file.read_exact(&mut header)
+        .map_err(|_| invalid("its safetensors header is cut short".into()))?;
+    serde_json::from_slice(&header)
+        .map_err(|e| invalid(format!("its safetensors header is not JSON: {e}")))
+}
+
+/// `tensor`, or an error naming `name` when it is not of shape `expected`.
+pub fn checked(tensor: Tensor, expected: Shape, name: &str) -> candle_core::Result<Tensor> {
+    if tensor.shape() != &expected {
+        return Err(candle_core::Error::UnexpectedShape {
+            msg: format!("shape mismatch for {name}"),
+            expected,
+            got: tensor.shape().clone(),
+        });
+    }
+    Ok(tensor)
+}
+
+impl SimpleBackend for Weights {
+    fn get(
+        &self,
+        s: Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        checked(self.load(name, dev)?.to_dtype(dtype)?, s, name)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.load(name, dev)?.to_dtype(dtype)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.shape(name).is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reshapes_give_the_shapes_they_promise() {
+        let conv = Tensor::arange(0f32, 6.0, &Device::Cpu)
+            .unwrap()
+            .reshape((3, 2, 1, 1))
+            .unwrap();
+        let squeezed = Reshape::Squeeze.apply(conv.clone()).unwrap();
+        assert_eq!(squeezed.dims(), Reshape::Squeeze.shape(conv.dims()));
+        assert_eq!(squeezed.dims(), &[3, 2]);
+        let fused = Tensor::arange(0f32, 12.0, &Device::Cpu)
+            .unwrap()
+            .reshape((6, 2))
+            .unwrap();
+        let value = Reshape::Chunk { index: 2, of: 3 };
+        let part = value.apply(fused.clone()).unwrap();
+        assert_eq!(part.dims(), value.shape(fused.dims()));
+        assert_eq!(
+            part.to_vec2::<f32>().unwrap(),
+            vec![vec![8.0, 9.0], vec![10.0, 11.0]]
+        );
+        let wide = Tensor::arange(0f32, 6.0, &Device::Cpu)
+            .unwrap()
+            .reshape((2, 3))
+            .unwrap();
+        let turned = Reshape::Transpose.apply(wide.clone()).unwrap();
+        assert_eq!(turned.dims(), Reshape::Transpose.shape(wide.dims()));
+        assert_eq!(
+            turned.to_vec2::<f32>().unwrap(),
+            vec![vec![0.0, 3.0], vec![1.0, 4.0], vec![2.0, 5.0]]
+        );
+    }
+}
