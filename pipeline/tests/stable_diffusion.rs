@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use autonomy_pipeline::build::provenance::Manifest;
 use autonomy_pipeline::generator::{GenerateRequest, Generator, InitImage};
 use autonomy_pipeline::models::sd::lora::LoraFile;
-use autonomy_pipeline::models::sd::scheduler::{Sampler, Schedule, SchedulerConfig};
+use autonomy_pipeline::models::sd::scheduler::{Prediction, Sampler, Schedule, SchedulerConfig};
 use autonomy_pipeline::models::sd::{Prompt, SdError, StableDiffusion};
 use autonomy_pipeline::post::seam;
 use candle_core::{Device, Tensor};
@@ -1528,4 +1528,19 @@ fn a_kohya_lora_merges_into_a_single_file_checkpoint() {
         reference.get("lora_eps"),
         1e-4,
     );
+}
+
+#[test]
+fn a_v_pred_marker_makes_a_checkpoint_predict_v() {
+    let plain = StableDiffusion::load(&checkpoint("tiny-sd15"), &Device::Cpu).unwrap();
+    assert_eq!(plain.spec().scheduler.prediction, Prediction::Epsilon);
+    let mut tensors =
+        candle_core::safetensors::load(checkpoint("tiny-sd15"), &Device::Cpu).unwrap();
+    let marker = Tensor::zeros(0, candle_core::DType::F32, &Device::Cpu).unwrap();
+    tensors.insert("v_pred".into(), marker);
+    let root = tempfile::tempdir().unwrap();
+    let path = root.path().join("v-pred.safetensors");
+    candle_core::safetensors::save(&tensors, &path).unwrap();
+    let marked = StableDiffusion::load(&path, &Device::Cpu).unwrap();
+    assert_eq!(marked.spec().scheduler.prediction, Prediction::V);
 }

@@ -7,14 +7,17 @@
 //! | Family | Text encoders | Heads | Scheduler | VAE scale |
 //! |---|---|---|---|---|
 //! | SD 1.x | OpenAI CLIP (`cond_stage_model.transformer.`) | 8 per block | PNDM, ε | 0.18215 |
-//! | SD 2.x | OpenCLIP (`cond_stage_model.model.`), its last layer unused | 64 wide | DDIM, v | 0.18215 |
+//! | SD 2.x | OpenCLIP (`cond_stage_model.model.`), its last layer unused | 64 wide | DDIM, v or ε | 0.18215 |
 //! | SDXL | OpenAI CLIP + OpenCLIP with projection (`conditioner.embedders.0/1.`) | 64 wide | Euler, ε | 0.13025 |
 //! | SDXL refiner | OpenCLIP with projection (`conditioner.embedders.0.model.`) | 64 wide | Euler, ε | 0.13025 |
 //!
 //! Text encoders have heads 64 wide and OpenAI CLIP's tokenizer, padded with `<|endoftext|>`
-//! (OpenAI CLIP) or `!` (OpenCLIP), as the families' diffusers folders have them. SD 2.x's
-//! prediction type (ε for the 512 px base, v for the 768 px model) cannot be told from the
-//! weights: v, the 768 px model's, is assumed.
+//! (OpenAI CLIP) or `!` (OpenCLIP), as the families' diffusers folders have them.
+//!
+//! The prediction type is told as ComfyUI tells it: a `v_pred` marker tensor (which
+//! v-prediction SDXL fine-tunes carry) means v; an SD 2.x UNet (not an inpainting one) predicts
+//! v when the biases of its last attention block's first norm spread wider than 0.09 (the 768 px
+//! model and its fine-tunes; the 512 px base and SD-Turbo are ε); everything else predicts ε.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -119,8 +122,8 @@ impl Family {
         matches!(self, Family::Sdxl | Family::SdxlRefiner)
     }
 
-    /// The scheduler the family's diffusers folders ship.
-    fn scheduler(self) -> Value {
+    /// The scheduler the family's diffusers folders ship, predicting v or ε.
+    fn scheduler(self, v: bool) -> Value {
         let mut config = json!({
             "beta_schedule": "scaled_linear",
             "beta_start": 0.00085,
@@ -129,13 +132,11 @@ impl Family {
             "steps_offset": 1,
             "set_alpha_to_one": false,
             "clip_sample": false,
-            "prediction_type": "epsilon",
+            "prediction_type": if v { "v_prediction" } else { "epsilon" },
         });
         let fields = match self {
             Family::Sd1 => json!({ "_class_name": "PNDMScheduler", "skip_prk_steps": true }),
-            Family::Sd2 => {
-                json!({ "_class_name": "DDIMScheduler", "prediction_type": "v_prediction" })
-            }
+            Family::Sd2 => json!({ "_class_name": "DDIMScheduler" }),
             Family::Sdxl | Family::SdxlRefiner => json!({
                 "_class_name": "EulerDiscreteScheduler",
                 "interpolation_type": "linear",
@@ -241,7 +242,14 @@ impl Checkpoint {
         let (vae, vae_names) = architecture.vae(family)?;
         documents.insert("vae/config.json".into(), vae);
         names.insert("vae", vae_names);
-        documents.insert("scheduler/scheduler_config.json".into(), family.scheduler());
+        let v = predicts_v(&tensors, family, &shapes).map_err(|source| SdError::Weights {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        documents.insert(
+            "scheduler/scheduler_config.json".into(),
+            family.scheduler(v),
+        );
         documents.insert(super::folder::MODEL_INDEX.into(), index);
         tracing::debug!(path = %path.display(), ?family, "opened a single-file checkpoint");
         Ok(Self {
@@ -305,6 +313,44 @@ impl PipelineSource for Checkpoint {
     fn weights_sha256(&self) -> Result<String, SdError> {
         super::folder::file_sha256(&self.path)
     }
+}
+
+/// Marks a v-prediction checkpoint (an empty tensor, as v-prediction SDXL fine-tunes carry it).
+const V_PRED_MARKER: &str = "v_pred";
+
+/// The SD 2.x norm whose biases tell v-prediction from ε (ComfyUI's test).
+const SD2_PREDICTION_PROBE: &str =
+    "model.diffusion_model.output_blocks.11.1.transformer_blocks.0.norm1.bias";
+
+/// Whether the checkpoint's UNet predicts v (see the module docs).
+fn predicts_v(
+    tensors: &MmapedSafetensors,
+    family: Family,
+    shapes: &HashMap<String, Vec<usize>>,
+) -> candle_core::Result<bool> {
+    if shapes.contains_key(V_PRED_MARKER) {
+        return Ok(true);
+    }
+    let inpainting = shapes
+        .get(&format!("{UNET}input_blocks.0.0.weight"))
+        .and_then(|shape| shape.get(1))
+        .is_some_and(|&channels| channels != 4);
+    if family != Family::Sd2 || inpainting || !shapes.contains_key(SD2_PREDICTION_PROBE) {
+        return Ok(false);
+    }
+    spread_is_v_like(&tensors.load(SD2_PREDICTION_PROBE, &candle_core::Device::Cpu)?)
+}
+
+/// Whether values spread wider (population standard deviation) than ComfyUI's 0.09.
+fn spread_is_v_like(values: &candle_core::Tensor) -> candle_core::Result<bool> {
+    let values = values
+        .to_dtype(candle_core::DType::F64)?
+        .flatten_all()?
+        .to_vec1::<f64>()?;
+    let n = values.len().max(1) as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let variance = values.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+    Ok(variance.sqrt() > 0.09)
 }
 
 /// The architecture told by a checkpoint's tensor shapes.
@@ -565,6 +611,18 @@ impl Architecture<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wide_spread_of_the_sd2_probe_means_v() {
+        let spread = |scale: f64| {
+            let values: Vec<f32> = (0..320)
+                .map(|i| (scale * if i % 2 == 0 { 1.0 } else { -1.0 }) as f32)
+                .collect();
+            candle_core::Tensor::new(values, &candle_core::Device::Cpu).unwrap()
+        };
+        assert!(spread_is_v_like(&spread(0.2)).unwrap());
+        assert!(!spread_is_v_like(&spread(0.05)).unwrap());
+    }
 
     #[test]
     fn the_family_is_told_by_the_text_encoders() {
