@@ -16,8 +16,9 @@
 //!
 //! The prediction type is told as ComfyUI tells it: a `v_pred` marker tensor (which
 //! v-prediction SDXL fine-tunes carry) means v; an SD 2.x UNet (not an inpainting one) predicts
-//! v when the biases of its last attention block's first norm spread wider than 0.09 (the 768 px
-//! model and its fine-tunes; the 512 px base and SD-Turbo are ε); everything else predicts ε.
+//! v when the biases of its last attention block's first norm spread wider than 0.09 (ComfyUI's
+//! test, meant to tell the 768 px v model from the ε ones, the 512 px base and SD-Turbo);
+//! everything else predicts ε.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
