@@ -359,7 +359,7 @@ impl SchedulerConfig {
             "LCMScheduler" => Kind::Lcm,
             other => {
                 return Err(unsupported(format!(
-                    "`_class_name` {other:?}: Autonomy samples with DDIMScheduler, PNDMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, HeunDiscreteScheduler, LMSDiscreteScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler or LCMScheduler; set `_class_name` to one of them, or pick a `sampler` in the recipe (the betas stay as they are)"
+                    "`_class_name` {other:?}: Autonomy samples with DDIMScheduler, PNDMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, HeunDiscreteScheduler, LMSDiscreteScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler, DEISMultistepScheduler, KDPM2DiscreteScheduler, KDPM2AncestralDiscreteScheduler or LCMScheduler; set `_class_name` to one of them, or pick a `sampler` in the recipe (the betas stay as they are)"
                 )));
             }
         };
@@ -455,19 +455,6 @@ impl SchedulerConfig {
                     "`algorithm_type` {algorithm:?}: \"dpmsolver++\" (DPM++ 2M) and \"sde-dpmsolver++\" (DPM++ 2M SDE) are supported"
                 )));
             }
-            if let Some(solver) = json
-                .solver_type
-                .as_deref()
-                .filter(|s| !matches!(*s, "midpoint" | "heun"))
-            {
-                return Err(unsupported(format!("`solver_type` {solver:?}")));
-            }
-            if !(1..=2).contains(&multistep.order) {
-                return Err(unsupported(format!(
-                    "`solver_order` {}: DPM++ 2M uses 2 (or 1)",
-                    multistep.order
-                )));
-            }
             if json.variance_type.is_some() {
                 return Err(unsupported("`variance_type` (learned variance)".into()));
             }
@@ -481,37 +468,35 @@ impl SchedulerConfig {
             {
                 return Err(unsupported(format!("`algorithm_type` {algorithm:?}")));
             }
-            if let Some(solver) = json
-                .solver_type
-                .as_deref()
-                .filter(|s| !matches!(*s, "logrho" | "midpoint" | "heun" | "bh1" | "bh2"))
-            {
-                return Err(unsupported(format!("`solver_type` {solver:?}")));
-            }
-            if !(1..=3).contains(&multistep.order) {
-                return Err(unsupported(format!(
-                    "`solver_order` {}: DEIS is read up to 3",
-                    multistep.order
-                )));
-            }
         }
-        if kind == Kind::UniPc {
-            if json.predict_x0 == Some(false) {
-                return Err(unsupported(
-                    "`predict_x0` = false (UniPC on the noise prediction) is not supported; the default, true, is".into(),
-                ));
-            }
-            // diffusers reads DPM-Solver's names as `bh2`.
-            if let Some(solver) = json
-                .solver_type
-                .as_deref()
-                .filter(|s| !matches!(*s, "bh1" | "bh2" | "midpoint" | "heun" | "logrho"))
-            {
+        if kind == Kind::UniPc && json.predict_x0 == Some(false) {
+            return Err(unsupported(
+                "`predict_x0` = false (UniPC on the noise prediction) is not supported; the default, true, is".into(),
+            ));
+        }
+        // The multistep solvers' `solver_type`s (diffusers reads the others' names as its own:
+        // DPM-Solver's as UniPC's `bh2`, …) and highest `solver_order`.
+        let solvers: Option<(&[&str], usize, &str)> = match kind {
+            Kind::DpmSolverMultistep => Some((&["midpoint", "heun"], 2, "DPM++ 2M uses 2 (or 1)")),
+            Kind::Deis => Some((
+                &["logrho", "midpoint", "heun", "bh1", "bh2"],
+                3,
+                "DEIS is read up to 3",
+            )),
+            Kind::UniPc => Some((
+                &["bh1", "bh2", "midpoint", "heun", "logrho"],
+                3,
+                "UniPC is read up to 3",
+            )),
+            _ => None,
+        };
+        if let Some((names, highest, orders)) = solvers {
+            if let Some(solver) = json.solver_type.as_deref().filter(|s| !names.contains(s)) {
                 return Err(unsupported(format!("`solver_type` {solver:?}")));
             }
-            if !(1..=3).contains(&multistep.order) {
+            if !(1..=highest).contains(&multistep.order) {
                 return Err(unsupported(format!(
-                    "`solver_order` {}: UniPC is read up to 3",
+                    "`solver_order` {}: {orders}",
                     multistep.order
                 )));
             }
@@ -1585,6 +1570,31 @@ fn alpha_sigma(sigma: f64) -> (f64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn multistep_solvers_refuse_orders_and_solver_types_they_do_not_read() {
+        let read = |class: &str, field: &str, value: serde_json::Value| {
+            let json = serde_json::json!({ "_class_name": class, field: value });
+            SchedulerConfig::from_json(json, Path::new("scheduler_config.json"))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        for (class, highest, foreign) in [
+            ("DPMSolverMultistepScheduler", 2, "bh1"),
+            ("DEISMultistepScheduler", 3, "unknown"),
+            ("UniPCMultistepScheduler", 3, "unknown"),
+        ] {
+            assert_eq!(
+                read(class, "solver_order", highest.into()),
+                Ok(()),
+                "{class}"
+            );
+            let order = read(class, "solver_order", (highest + 1).into()).unwrap_err();
+            assert!(order.contains("`solver_order`"), "{class}: {order}");
+            let solver = read(class, "solver_type", foreign.into()).unwrap_err();
+            assert!(solver.contains("`solver_type`"), "{class}: {solver}");
+        }
+    }
 
     fn config(kind: Kind, spacing: Spacing) -> SchedulerConfig {
         SchedulerConfig {
