@@ -285,3 +285,59 @@ fn kill_9_at_any_moment_leaves_assets_absent_or_complete() {
         "dead builds' staging folders are cleared"
     );
 }
+
+#[test]
+fn a_mask_keeps_the_black_part_of_the_source_and_repaints_the_white() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let side = 64;
+    let start = image::RgbaImage::from_fn(side, side, |x, y| {
+        image::Rgba([(x * 4) as u8, (y * 4) as u8, 200, 255])
+    });
+    start.save(root.join("start.png")).unwrap();
+    let right = image::GrayImage::from_fn(side, side, |x, _| {
+        image::Luma([if x >= side / 2 { 255 } else { 0 }])
+    });
+    right.save(root.join("right.png")).unwrap();
+    write(
+        root,
+        "patched.recipe.toml",
+        "kind = \"texture\"\nprompt = \"red apple flat food drink\"\nsource = \"start.png\"\n\
+         mask = \"right.png\"\nstrength = 1\nsize = 64\ntileable = false\n",
+    );
+    let made = outcomes(&build(root, &[]));
+    assert_eq!(made, [("patched".to_string(), "built".to_string())]);
+    let out = image::open(root.join("patched.png")).unwrap().to_rgba8();
+    // Mean distance from the start image over columns `from..to` (away from the mask's edge).
+    let distance = |from: u32, to: u32| {
+        let mut sum = 0.0;
+        for y in 0..side {
+            for x in from..to {
+                let (a, b) = (out.get_pixel(x, y), start.get_pixel(x, y));
+                sum += (0..3).map(|c| f64::from(a[c].abs_diff(b[c]))).sum::<f64>();
+            }
+        }
+        sum / f64::from(3 * side * (to - from))
+    };
+    let (kept, repainted) = (distance(0, 24), distance(40, 64));
+    assert!(
+        kept < 0.5 * repainted,
+        "the black half is kept ({kept:.1} grey levels off), the white half repainted ({repainted:.1})"
+    );
+    let manifest = check_manifest(root, "patched");
+    let roles: Vec<(&str, &str)> = manifest
+        .parents
+        .iter()
+        .map(|p| (p.role.as_str(), p.reference.as_str()))
+        .collect();
+    assert_eq!(
+        roles,
+        [("source", "file:start.png"), ("mask", "file:right.png")]
+    );
+    // A changed mask makes the asset anew.
+    let left = image::GrayImage::from_fn(side, side, |x, _| {
+        image::Luma([if x < side / 2 { 255 } else { 0 }])
+    });
+    left.save(root.join("right.png")).unwrap();
+    assert_eq!(outcomes(&build(root, &[]))[0].1, "built");
+}

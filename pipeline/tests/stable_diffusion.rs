@@ -1242,23 +1242,11 @@ fn kohya_diffusers_and_lycoris_files_merge_as_their_reference_loaders_apply_them
     ] {
         let model = StableDiffusion::load_with(&fixtures().join("tiny-sd15"), &Device::Cpu, &loras)
             .unwrap();
-        let cond = model.encode_prompt(&reference.prompt).unwrap().context;
-        let uncond = model.encode_prompt(&reference.negative).unwrap().context;
-        close(
-            &format!("{label} LoRA text"),
-            &cond,
-            reference.get(&format!("lora_{label}_cond")),
-            1e-4,
-        );
-        let context = Tensor::cat(&[&uncond, &cond], 0).unwrap();
-        let eps = model
-            .predict(reference.get("unet_sample"), 501.0, &context, None, None)
-            .unwrap();
-        close(
-            &format!("{label} LoRA UNet"),
-            &eps,
-            reference.get(&format!("lora_{label}_eps")),
-            1e-4,
+        assert_lora_outputs(
+            &model,
+            &reference,
+            &format!("{label} LoRA"),
+            &format!("lora_{label}"),
         );
         let used = &model.identity().loras;
         assert_eq!(used.len(), loras.len());
@@ -1510,24 +1498,21 @@ fn a_kohya_lora_merges_into_a_single_file_checkpoint() {
         .expect("the LoRA fits the checkpoint's diffusers names");
     let reference = Reference::of_checkpoint("tiny-sd15");
     assert_eq!(model.identity().loras.len(), 1);
+    assert_lora_outputs(&model, &reference, "LoRA on a checkpoint", "lora");
+}
+
+/// `model`'s prompt states and guided UNet pair at t = 501 (its LoRAs merged) against the
+/// reference's `{keys}_cond` and `{keys}_eps`, within 1e-4.
+fn assert_lora_outputs(model: &StableDiffusion, reference: &Reference, what: &str, keys: &str) {
     let cond = model.encode_prompt(&reference.prompt).unwrap().context;
     let uncond = model.encode_prompt(&reference.negative).unwrap().context;
-    close(
-        "LoRA on a checkpoint: text",
-        &cond,
-        reference.get("lora_cond"),
-        1e-4,
-    );
+    let expected = |part: &str| reference.get(&format!("{keys}_{part}"));
+    close(&format!("{what} text"), &cond, expected("cond"), 1e-4);
     let context = Tensor::cat(&[&uncond, &cond], 0).unwrap();
     let eps = model
         .predict(reference.get("unet_sample"), 501.0, &context, None, None)
         .unwrap();
-    close(
-        "LoRA on a checkpoint: UNet",
-        &eps,
-        reference.get("lora_eps"),
-        1e-4,
-    );
+    close(&format!("{what} UNet"), &eps, expected("eps"), 1e-4);
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Making one asset's files from its recipe: generate at the model's size, then the kind's
 //! post-processing (sprite fit, pixel art, animation GIF + sheet + atlas, PBR material).
 
-use image::RgbaImage;
+use image::{GrayImage, RgbaImage};
 use std::path::Path;
 
 use super::BuildError;
@@ -23,6 +23,8 @@ pub struct Inputs<'a> {
     pub generator: &'a dyn Generator,
     /// The img2img start image.
     pub source: Option<&'a RgbaImage>,
+    /// Where to repaint the start image (white) and where to keep it (black).
+    pub mask: Option<&'a GrayImage>,
     /// A fixed palette read from a file or the recipe, if any.
     pub palette: Option<&'a Palette>,
     /// An empty folder for files that are easier to write than to return (material maps).
@@ -54,7 +56,7 @@ pub fn produce(recipe: &AssetRecipe, inputs: &Inputs) -> Result<Vec<Produced>, B
             inputs.source.map(|image| InitImage {
                 image: image.clone(),
                 strength: i.strength,
-                mask: None,
+                mask: inputs.mask.cloned(),
             })
         }),
         sampler: recipe.sampler,

@@ -95,7 +95,7 @@ pub struct Parent {
     pub sha256: String,
     /// CIDv1 of the parent image's content.
     pub cid: String,
-    /// What it was used for (`source`).
+    /// What it was used for (`source`, `mask`).
     pub role: String,
 }
 

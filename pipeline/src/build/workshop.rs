@@ -3,7 +3,7 @@
 //! caches and installs what the [`Workshop`] makes; a reproduction compares it with the
 //! manifest.
 
-use image::RgbaImage;
+use image::{GrayImage, RgbaImage};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -32,7 +32,9 @@ pub struct Ingredients {
     pub device: String,
     /// The decoded img2img start image.
     pub source: Option<RgbaImage>,
-    /// The start image as the manifest records it (empty without img2img).
+    /// The inpainting mask (white repainted, black kept).
+    pub mask: Option<GrayImage>,
+    /// The start image and the mask as the manifest records them (empty without img2img).
     pub parents: Vec<Parent>,
     /// The fixed palette (from the recipe or its file), if any.
     pub palette: Option<Palette>,
@@ -75,7 +77,15 @@ impl<'a> Workshop<'a> {
         let fail = |message| BuildError::asset(recipe, message);
         let model_dir = self.model_dir(recipe).map_err(fail)?;
         let weights_sha256 = self.weights_sha256(&model_dir).map_err(fail)?;
-        let (source, parents) = self.source(recipe)?;
+        let (source, mut parents) = self.source(recipe)?;
+        let mask = match recipe.img2img.as_ref().and_then(|i| i.mask.as_ref()) {
+            Some(file) => {
+                let (mask, parent) = self.mask(recipe, file)?;
+                parents.push(parent);
+                Some(mask)
+            }
+            None => None,
+        };
         let loras = recipe
             .loras
             .iter()
@@ -99,6 +109,7 @@ impl<'a> Workshop<'a> {
             weights_sha256,
             device: crate::device::name(&self.options.device),
             source,
+            mask,
             parents,
             palette: self.palette(recipe)?,
         })
@@ -120,6 +131,7 @@ impl<'a> Workshop<'a> {
             &Inputs {
                 generator: model.as_ref(),
                 source: ingredients.source.as_ref(),
+                mask: ingredients.mask.as_ref(),
                 palette: ingredients.palette.as_ref(),
                 scratch,
             },
@@ -239,6 +251,29 @@ impl<'a> Workshop<'a> {
                 cid: hash.cid,
                 role: "source".into(),
             }],
+        ))
+    }
+
+    /// The decoded inpainting mask (its luma) and its parent record for the manifest.
+    fn mask(&self, recipe: &AssetRecipe, file: &Path) -> Result<(GrayImage, Parent), BuildError> {
+        let path = self.options.root.join(file);
+        let fail = |message: String| {
+            BuildError::asset(recipe, format!("`mask` `{}`: {message}", path.display()))
+        };
+        let bytes = std::fs::read(&path).map_err(|e| fail(e.to_string()))?;
+        let mask = image::load_from_memory(&bytes)
+            .map_err(|e| fail(format!("is not an image: {e}")))?
+            .to_luma8();
+        let reference = format!("file:{}", slash(file));
+        let hash = FileHash::of(&reference, &bytes);
+        Ok((
+            mask,
+            Parent {
+                reference,
+                sha256: hash.sha256,
+                cid: hash.cid,
+                role: "mask".into(),
+            },
         ))
     }
 

@@ -29,14 +29,15 @@
 //! (`colors` 2..=256 *or* `palette`: a file or a list of `#rrggbb`; `scale` 1..=16),
 //! `frames` (required, 2..=256) / `fps` (12, 1..=60) / `loop` (true) for animations,
 //! `pbr` (all of `normal`, `roughness`, `ao`) for materials, `source` + `strength`
-//! (0.6, in (0, 1]) for img2img, and for a Stable Diffusion model folder `loras` (none: a
+//! (0.6, in (0, 1]) for img2img, with a `mask` image to inpaint (white repainted, black
+//! kept), and for a Stable Diffusion model folder `loras` (none: a
 //! list of files, or of `{ file = "…", scale = 0.8 }`, scale -4..=4, default 1) and `sampler`
 //! (the folder's scheduler: `ddim`, `pndm`, `euler`, `euler-karras`, `euler-a`, `heun`,
 //! `heun-karras`, `lms`, `lms-karras`, `dpm++2m`, `dpm++2m-karras`, `dpm++2m-sde`,
 //! `dpm++2m-sde-karras`, `unipc`, `unipc-karras`, `deis`, `dpm2`, `dpm2-karras`,
 //! `dpm2-a`, `dpm2-a-karras` or `lcm` instead).
 //!
-//! **Paths** (`source`, `palette`, a model folder, LoRA files) are written relative to the recipe's
+//! **Paths** (`source`, `mask`, `palette`, a model folder, LoRA files) are written relative to the recipe's
 //! folder and stored relative to the recipe root; they may not leave the root (a model
 //! folder or a LoRA file may be absolute: they often live in a shared models folder). **`recipe:` sources** name an asset: `recipe:x` means the `x`
 //! in the same folder if there is one, else the only `x` anywhere under the root (several
@@ -185,6 +186,9 @@ pub struct Img2Img {
     pub source: Source,
     /// How far to move away from it, in (0, 1]; 1 ignores it.
     pub strength: f32,
+    /// Inpainting: a greyscale image file (relative to the recipe root, normalised) whose white
+    /// is repainted and black kept.
+    pub mask: Option<PathBuf>,
 }
 
 /// A LoRA merged into a Stable Diffusion model for an asset.
@@ -272,7 +276,12 @@ impl AssetRecipe {
                 Source::File(p) => json!({ "type": "file", "path": path(p) }),
                 Source::Recipe(name) => json!({ "type": "recipe", "name": name }),
             };
-            json!({ "source": source, "strength": short_float(i.strength) })
+            let mut img2img = json!({ "source": source, "strength": short_float(i.strength) });
+            // Only when set, so that the keys of recipes without a mask stay as they were.
+            if let Some(mask) = &i.mask {
+                img2img["mask"] = json!(path(mask));
+            }
+            img2img
         });
         let pbr: Vec<&str> = self.pbr.iter().map(|m| m.as_str()).collect();
         let mut canonical = json!({

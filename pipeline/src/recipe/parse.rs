@@ -20,7 +20,7 @@ pub(super) const MAX_FILE_BYTES: usize = 1 << 20;
 /// Keys only animations accept.
 const ANIMATION_KEYS: [&str; 3] = ["frames", "fps", "loop"];
 /// Every key an asset may have.
-const ALL_KEYS: [&str; 18] = [
+const ALL_KEYS: [&str; 19] = [
     "kind",
     "prompt",
     "negative_prompt",
@@ -35,6 +35,7 @@ const ALL_KEYS: [&str; 18] = [
     "pixel_art",
     "source",
     "strength",
+    "mask",
     "frames",
     "fps",
     "loop",
@@ -268,12 +269,19 @@ impl Reader<'_> {
         };
         let source = source.and_then(|s| self.source(report, &f.field("source"), &s));
         let strength = f.number(report, "strength", 0.0..=1.0, true).unwrap_or(0.6) as f32;
+        let mask = f.string(report, "mask").and_then(|m| {
+            resolve_inside(self.dir, m.get_ref())
+                .map_err(|message| report.error(m.span(), Some(&f.field("mask")), message))
+                .ok()
+        });
         if !f.has("source") {
-            f.misplaced(
-                report,
-                "strength",
-                "only applies to img2img; add a `source` image or remove it",
-            );
+            for key in ["strength", "mask"] {
+                f.misplaced(
+                    report,
+                    key,
+                    "only applies to img2img; add a `source` image or remove it",
+                );
+            }
         }
 
         if let Some(kind) = kind {
@@ -327,7 +335,11 @@ impl Reader<'_> {
             } else {
                 Vec::new()
             },
-            img2img: source.map(|source| Img2Img { source, strength }),
+            img2img: source.map(|source| Img2Img {
+                source,
+                strength,
+                mask,
+            }),
             file: self.file.to_path_buf(),
             line,
         };
@@ -693,6 +705,40 @@ mod tests {
             (&img.source, img.strength),
             (&Source::Recipe("ui/potion".into()), 1.0)
         );
+    }
+
+    #[test]
+    fn an_inpainting_mask_needs_a_source_and_stays_inside_the_root() {
+        let patched = one(
+            "props/door.recipe.toml",
+            "kind = \"sprite\"\nprompt = \"door\"\nsource = \"door.png\"\nmask = \"../masks/./hinge.png\"\nstrength = 1\n",
+        );
+        let img2img = patched.img2img.as_ref().expect("img2img");
+        assert_eq!(img2img.mask, Some(PathBuf::from("masks/hinge.png")));
+        assert_eq!(
+            patched.canonical()["img2img"]["mask"],
+            serde_json::json!("masks/hinge.png")
+        );
+        let plain = one(
+            "a.recipe.toml",
+            "kind = \"sprite\"\nprompt = \"a\"\nsource = \"a.png\"\n",
+        );
+        assert!(plain.canonical()["img2img"].get("mask").is_none());
+        for (text, why) in [
+            (
+                "kind = \"sprite\"\nprompt = \"a\"\nmask = \"m.png\"\n",
+                "add a `source`",
+            ),
+            (
+                "kind = \"sprite\"\nprompt = \"a\"\nsource = \"a.png\"\nmask = \"../../m.png\"\n",
+                "",
+            ),
+        ] {
+            let errors = parse(Path::new("x.recipe.toml"), text).expect_err("a bad mask");
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            assert_eq!(errors[0].field.as_deref(), Some("mask"), "{errors:?}");
+            assert!(errors[0].to_string().contains(why), "{}", errors[0]);
+        }
     }
 
     #[test]
