@@ -614,6 +614,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_fixture_checkpoints_get_their_familys_configs() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sd/checkpoints");
+        for (name, family, heads, scheduler) in [
+            ("tiny-sd15", Family::Sd1, json!(8), "PNDMScheduler"),
+            (
+                "tiny-sdxl",
+                Family::Sdxl,
+                json!([1, 1]),
+                "EulerDiscreteScheduler",
+            ),
+        ] {
+            let checkpoint = Checkpoint::open(&dir.join(format!("{name}.safetensors"))).unwrap();
+            assert_eq!(checkpoint.family(), family);
+            let unet = checkpoint.json("unet/config.json").unwrap();
+            assert_eq!(unet["attention_head_dim"], heads, "{name}");
+            let schedule = checkpoint.json("scheduler/scheduler_config.json").unwrap();
+            assert_eq!(schedule["_class_name"], scheduler, "{name}");
+            let missing = checkpoint
+                .json("feature_extractor/config.json")
+                .unwrap_err();
+            assert!(missing.to_string().contains(name), "{missing}");
+        }
+    }
+
+    #[test]
     fn a_wide_spread_of_the_sd2_probe_means_v() {
         let spread = |scale: f64| {
             let values: Vec<f32> = (0..320)
