@@ -4,8 +4,8 @@
 //! architecture read from the folder's configs (a checkpoint's tensors): text-to-image with
 //! classifier-free guidance and negative prompts, image-to-image with a strength, inpainting (a
 //! mask over any UNet, or a 9-channel inpainting UNet), tileable images, and the model's
-//! scheduler. f32 on the CPU, f16 on a GPU; the same
-//! seed gives the same pixels on the same device.
+//! scheduler. f32 on the CPU, f16 on a GPU; the same seed gives the same pixels on the same
+//! device.
 //!
 //! ```no_run
 //! use autonomy_pipeline::generator::{GenerateRequest, Generator};
