@@ -2,14 +2,16 @@
 
 Run by hand (never in CI), from the repository root, with the venv of `make.py`:
 
-    /tmp/sdenv/bin/python scripts/sd-fixtures/schedulers.py
+    /work/sdenv/bin/python scripts/sd-fixtures/schedulers.py
 
 For each scheduler config — the real SD 1.5 (PNDM) and SD 2.1 (v-prediction) configs, and the
 samplers users switch them to with `from_config` (DPM++ 2M with and without Karras sigmas, its Heun
 solver, DPM++ 2M SDE, Euler ancestral and LCM with fixed fresh noise `sin(0.9·k + 1.7·i)·1.1` at
 step i, Euler, LMS and
 Heun with and without Karras sigmas, exponential and beta sigmas (the beta ramp needs `scipy`), DDIM, UniPC of orders 1–3 with `bh1`
-and `bh2`, DEIS of orders 1–3, DPM2 (KDPM2) plain, Karras and beta, DPM2 ancestral with the same fixed noise; LMS needs `scipy`) — and
+and `bh2`, DEIS of orders 1–3, DPM2 (KDPM2) plain, Karras and beta, DPM2 ancestral with the same fixed noise, DPM++ with Lu's λ
+spacing, and zero terminal SNR (`rescale_betas_zero_snr`) in each class that reads it and one that
+does not; LMS needs `scipy`) — and
 several step counts, it records the timesteps and a
 whole sampling loop driven by a fixed stand-in for the UNet, `0.5·tanh(x) + 0.1·cos(t/100)`, from
 fixed starting latents: text-to-image (from noise) and image-to-image (strength 0.6, noised with
@@ -70,6 +72,8 @@ SD21 = {
     "steps_offset": 1,
     "trained_betas": None,
 }
+
+ZSNR = {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing"}
 
 CASES = [
     ("sd15-pndm", PNDMScheduler, SD15, {}),
@@ -133,6 +137,20 @@ CASES = [
      {"use_beta_sigmas": True, "timestep_spacing": "trailing"}),
     ("sd15-dpm2-a", KDPM2AncestralDiscreteScheduler, SD15, {}),
     ("sd21-dpm2-a-karras-v", KDPM2AncestralDiscreteScheduler, SD21, {"use_karras_sigmas": True}),
+    ("sd15-dpm++2m-lu", DPMSolverMultistepScheduler, SD15, {"use_lu_lambdas": True}),
+    ("sd21-dpm++2m-sde-lu-v", DPMSolverMultistepScheduler, SD21,
+     {"use_lu_lambdas": True, "algorithm_type": "sde-dpmsolver++"}),
+    # Zero terminal SNR, as v-prediction fine-tunes with a `ztsnr` marker are sampled.
+    ("sd21-ddim-zsnr-v-trailing", DDIMScheduler, SD21, ZSNR),
+    ("sd21-euler-zsnr-v-trailing", EulerDiscreteScheduler, SD21, ZSNR),
+    ("sd21-euler-zsnr-v-karras", EulerDiscreteScheduler, SD21,
+     {"rescale_betas_zero_snr": True, "use_karras_sigmas": True}),
+    ("sd21-euler-a-zsnr-v-trailing", EulerAncestralDiscreteScheduler, SD21, ZSNR),
+    ("sd21-dpm++2m-zsnr-v-trailing", DPMSolverMultistepScheduler, SD21, ZSNR),
+    ("sd21-unipc-zsnr-v-trailing", UniPCMultistepScheduler, SD21, ZSNR),
+    ("sd21-lcm-zsnr-v-trailing", LCMScheduler, SD21, ZSNR),
+    # Classes without the setting sample the schedule as trained.
+    ("sd21-heun-zsnr-unread-v", HeunDiscreteScheduler, SD21, ZSNR),
 ]
 STEPS = [1, 2, 4, 10, 20]
 STRENGTH = 0.6

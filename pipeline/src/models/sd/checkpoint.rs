@@ -18,7 +18,10 @@
 //! v-prediction SDXL fine-tunes carry) means v; an SD 2.x UNet (not an inpainting one) predicts
 //! v when the biases of its last attention block's first norm spread wider than 0.09 (ComfyUI's
 //! test, meant to tell the 768 px v model from the ε ones, the 512 px base and SD-Turbo);
-//! everything else predicts ε.
+//! everything else predicts ε. A `ztsnr` marker (ComfyUI's) means the UNet was trained to zero
+//! terminal SNR: the scheduler rescales its betas so (`rescale_betas_zero_snr`) and starts from
+//! the last timestep (`trailing` spacing), as Lin et al. and diffusers advise; SD 1.x's then
+//! samples with DDIM, since PNDM does not read the setting.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -123,8 +126,9 @@ impl Family {
         matches!(self, Family::Sdxl | Family::SdxlRefiner)
     }
 
-    /// The scheduler the family's diffusers folders ship, predicting v or ε.
-    fn scheduler(self, v: bool) -> Value {
+    /// The scheduler the family's diffusers folders ship, predicting v or ε, on the trained
+    /// schedule or rescaled to zero terminal SNR.
+    fn scheduler(self, v: bool, zero_snr: bool) -> Value {
         let mut config = json!({
             "beta_schedule": "scaled_linear",
             "beta_start": 0.00085,
@@ -136,6 +140,8 @@ impl Family {
             "prediction_type": if v { "v_prediction" } else { "epsilon" },
         });
         let fields = match self {
+            // PNDM does not read zero terminal SNR; DDIM, SD 2.x's, does.
+            Family::Sd1 if zero_snr => json!({ "_class_name": "DDIMScheduler" }),
             Family::Sd1 => json!({ "_class_name": "PNDMScheduler", "skip_prk_steps": true }),
             Family::Sd2 => json!({ "_class_name": "DDIMScheduler" }),
             Family::Sdxl | Family::SdxlRefiner => json!({
@@ -146,6 +152,10 @@ impl Family {
         };
         if let (Some(config), Some(fields)) = (config.as_object_mut(), fields.as_object()) {
             config.extend(fields.clone());
+        }
+        if zero_snr {
+            config["rescale_betas_zero_snr"] = json!(true);
+            config["timestep_spacing"] = json!("trailing");
         }
         config
     }
@@ -249,7 +259,7 @@ impl Checkpoint {
         })?;
         documents.insert(
             "scheduler/scheduler_config.json".into(),
-            family.scheduler(v),
+            family.scheduler(v, shapes.contains_key(ZERO_SNR_MARKER)),
         );
         documents.insert(super::folder::MODEL_INDEX.into(), index);
         tracing::debug!(path = %path.display(), ?family, "opened a single-file checkpoint");
@@ -318,6 +328,9 @@ impl PipelineSource for Checkpoint {
 
 /// Marks a v-prediction checkpoint (an empty tensor, as v-prediction SDXL fine-tunes carry it).
 const V_PRED_MARKER: &str = "v_pred";
+
+/// Marks a checkpoint trained to zero terminal SNR (ComfyUI's name for it).
+const ZERO_SNR_MARKER: &str = "ztsnr";
 
 /// The SD 2.x norm whose biases tell v-prediction from ε (ComfyUI's test).
 const SD2_PREDICTION_PROBE: &str =

@@ -197,7 +197,13 @@ pub struct SchedulerConfig {
     pub prediction: Prediction,
     /// Timestep placement.
     pub spacing: Spacing,
-    /// Training noise levels, ᾱ for each training timestep.
+    /// The training schedule's β, one per training timestep.
+    pub betas: Vec<f64>,
+    /// Whether the file asks for zero terminal SNR (`rescale_betas_zero_snr`): read by DDIM,
+    /// Euler, Euler ancestral, DPM-Solver++, UniPC and LCM, as diffusers reads it.
+    pub zero_snr: bool,
+    /// Training noise levels, ᾱ for each training timestep: from [`Self::betas`], rescaled
+    /// when [`Self::zero_snr`] applies to this sampler (see [`alphas_cumprod`]).
     pub alphas_cumprod: Vec<f64>,
     /// Added to leading timesteps.
     pub steps_offset: usize,
@@ -387,6 +393,7 @@ impl SchedulerConfig {
                 SigmaRamp::Exponential,
             ),
             ("use_beta_sigmas", json.use_beta_sigmas, SigmaRamp::Beta),
+            ("use_lu_lambdas", json.use_lu_lambdas, SigmaRamp::LuLambdas),
         ]
         .into_iter()
         .filter(|(_, on, _)| on.unwrap_or(false))
@@ -394,6 +401,12 @@ impl SchedulerConfig {
         .collect();
         let ramp = match ramps.as_slice() {
             [] => SigmaRamp::Spaced,
+            [(flag, SigmaRamp::LuLambdas)] if kind != Kind::DpmSolverMultistep => {
+                return Err(unsupported(format!(
+                    "`{flag}` with {}: Lu's λ spacing is read by DPMSolverMultistepScheduler only",
+                    json.class
+                )));
+            }
             [(flag, _)] if !takes_ramps(kind) => {
                 return Err(unsupported(format!(
                     "`{flag}` with {}: σ ramps are read for the Euler, Heun, LMS, DPM2, DPM-Solver++, UniPC and DEIS schedulers",
@@ -411,8 +424,6 @@ impl SchedulerConfig {
         };
         for (flag, on) in [
             ("thresholding", json.thresholding),
-            ("rescale_betas_zero_snr", json.rescale_betas_zero_snr),
-            ("use_lu_lambdas", json.use_lu_lambdas.unwrap_or(false)),
             ("use_flow_sigmas", json.use_flow_sigmas.unwrap_or(false)),
         ] {
             if on {
@@ -532,19 +543,20 @@ impl SchedulerConfig {
                 .collect(),
             (None, other) => return Err(unsupported(format!("`beta_schedule` {other:?}"))),
         };
-        let mut product = 1.0;
-        let alphas_cumprod = betas
-            .iter()
-            .map(|beta| {
-                product *= 1.0 - beta;
-                product
-            })
-            .collect();
+        if json.rescale_betas_zero_snr && !reads_zero_snr(kind) {
+            tracing::warn!(
+                path = %path.display(),
+                "`rescale_betas_zero_snr` is not read by {}: it samples the schedule as trained, as diffusers does",
+                json.class
+            );
+        }
         Ok(Self {
             kind,
             prediction,
             spacing,
-            alphas_cumprod,
+            alphas_cumprod: alphas_cumprod(&betas, kind, json.rescale_betas_zero_snr),
+            betas,
+            zero_snr: json.rescale_betas_zero_snr,
             steps_offset: json.steps_offset,
             // DDIM's and LCM's default is true, PNDM's false.
             set_alpha_to_one: json
@@ -610,6 +622,7 @@ impl SchedulerConfig {
                 ),
                 ..self.multistep.clone()
             },
+            alphas_cumprod: alphas_cumprod(&self.betas, kind, self.zero_snr),
             ..self.clone()
         }
     }
@@ -766,7 +779,7 @@ impl SchedulerConfig {
                     Kind::DpmSolverMultistep | Kind::UniPc | Kind::Deis
                 );
                 // DPM2 rounds its Karras timesteps too, but keeps them as floats.
-                let round = self.ramp == SigmaRamp::Karras
+                let round = matches!(self.ramp, SigmaRamp::Karras | SigmaRamp::LuLambdas)
                     && (integer || matches!(self.kind, Kind::Kdpm2 | Kind::Kdpm2Ancestral));
                 timesteps = sigmas
                     .iter()
@@ -863,6 +876,51 @@ fn ancestral_down_up(sigma: f64, next: f64) -> (f64, f64) {
     let down = next * next / sigma;
     let up = next * (sigma * sigma - next * next).max(0.0).sqrt() / sigma;
     (down, up)
+}
+
+/// Whether the class reads `rescale_betas_zero_snr`.
+fn reads_zero_snr(kind: Kind) -> bool {
+    matches!(
+        kind,
+        Kind::Ddim
+            | Kind::Euler
+            | Kind::EulerAncestral
+            | Kind::DpmSolverMultistep
+            | Kind::UniPc
+            | Kind::Lcm
+    )
+}
+
+/// ᾱ, the cumulative product of 1 − β, for each training timestep. With `zero_snr` (and a
+/// `kind` that reads it) √ᾱ is shifted and scaled so that the last timestep is pure noise and
+/// the first is unchanged (Lin et al. 2023, diffusers' `rescale_zero_terminal_snr`); the
+/// σ-based samplers then set the last ᾱ to 2⁻²⁴, so σ_max is 4096 rather than infinite.
+fn alphas_cumprod(betas: &[f64], kind: Kind, zero_snr: bool) -> Vec<f64> {
+    let mut product = 1.0;
+    let mut alphas: Vec<f64> = betas
+        .iter()
+        .map(|beta| {
+            product *= 1.0 - beta;
+            product
+        })
+        .collect();
+    if !zero_snr || !reads_zero_snr(kind) {
+        return alphas;
+    }
+    let (first, last) = match (alphas.first(), alphas.last()) {
+        (Some(first), Some(last)) if first > last => (first.sqrt(), last.sqrt()),
+        _ => return alphas,
+    };
+    for alpha in &mut alphas {
+        let root = (alpha.sqrt() - last) * first / (first - last);
+        *alpha = root * root;
+    }
+    if !matches!(kind, Kind::Ddim | Kind::Lcm)
+        && let Some(end) = alphas.last_mut()
+    {
+        *end = 2f64.powi(-24);
+    }
+    alphas
 }
 
 /// Whether the class reads `use_karras_sigmas`, `use_exponential_sigmas` and `use_beta_sigmas`.
@@ -1597,20 +1655,17 @@ mod tests {
     }
 
     fn config(kind: Kind, spacing: Spacing) -> SchedulerConfig {
+        let betas: Vec<f64> = linspace(0.00085f64.sqrt(), 0.012f64.sqrt(), 1000)
+            .into_iter()
+            .map(|b| b * b)
+            .collect();
         SchedulerConfig {
             kind,
             prediction: Prediction::Epsilon,
             spacing,
-            alphas_cumprod: {
-                let mut p = 1.0;
-                linspace(0.00085f64.sqrt(), 0.012f64.sqrt(), 1000)
-                    .into_iter()
-                    .map(|b| {
-                        p *= 1.0 - b * b;
-                        p
-                    })
-                    .collect()
-            },
+            betas: betas.clone(),
+            zero_snr: false,
+            alphas_cumprod: alphas_cumprod(&betas, kind, false),
             steps_offset: 1,
             set_alpha_to_one: false,
             clip_sample: None,
@@ -1747,5 +1802,29 @@ mod tests {
             euler.with_sampler(Sampler::EulerKarras).ramp,
             SigmaRamp::Karras
         );
+        let lu = read("LMSDiscreteScheduler", r#", "use_lu_lambdas": true"#).unwrap_err();
+        assert!(lu.contains("DPMSolverMultistepScheduler only"), "{lu}");
+    }
+
+    #[test]
+    fn zero_terminal_snr_follows_the_sampler_a_recipe_picks() {
+        let plain = config(Kind::Ddim, Spacing::Trailing);
+        let ddim = SchedulerConfig {
+            zero_snr: true,
+            alphas_cumprod: alphas_cumprod(&plain.betas, Kind::Ddim, true),
+            ..plain.clone()
+        };
+        // The last timestep is pure noise, the first as trained.
+        assert_eq!(ddim.alphas_cumprod[999], 0.0);
+        assert!((ddim.alphas_cumprod[0] - plain.alphas_cumprod[0]).abs() < 1e-15);
+        assert!(ddim.alphas_cumprod[500] < plain.alphas_cumprod[500]);
+        // σ samplers stop at ᾱ = 2⁻²⁴, σ ≈ 4096; Heun does not read the setting.
+        let euler = ddim.with_sampler(Sampler::Euler);
+        assert_eq!(euler.alphas_cumprod[999], 2f64.powi(-24));
+        assert!((euler.train_sigma(999) - 4096.0).abs() < 1e-3);
+        assert_eq!(euler.alphas_cumprod[..999], ddim.alphas_cumprod[..999]);
+        let heun = ddim.with_sampler(Sampler::Heun);
+        assert_eq!(heun.alphas_cumprod, plain.alphas_cumprod);
+        assert_eq!(heun.with_sampler(Sampler::Ddim), ddim);
     }
 }

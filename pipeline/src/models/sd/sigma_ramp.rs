@@ -1,9 +1,10 @@
 //! How a sampler spaces its noise levels σ between the largest and the smallest: at the spaced
 //! timesteps' σ, or on one of diffusers' ramps — Karras et al.'s (ρ = 7), exponential (even in
-//! log σ), or beta (the quantiles of Beta(0.6, 0.6), "Beta Sampling is All You Need").
+//! log σ), Lu et al.'s λ spacing (also even in log σ; DPM-Solver++ rounds its timesteps), or
+//! beta (the quantiles of Beta(0.6, 0.6), "Beta Sampling is All You Need").
 
 /// The σ spacing of Euler, Heun, LMS, DPM-Solver++ and UniPC (`use_karras_sigmas`,
-/// `use_exponential_sigmas`, `use_beta_sigmas`).
+/// `use_exponential_sigmas`, `use_beta_sigmas`; DPM-Solver++'s `use_lu_lambdas`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SigmaRamp {
     /// σ at the spaced timesteps.
@@ -13,6 +14,9 @@ pub enum SigmaRamp {
     Karras,
     /// Evenly spaced in log σ.
     Exponential,
+    /// Evenly spaced in the log-SNR λ = −log σ (Lu et al. 2022, DPM-Solver++): the exponential
+    /// ramp's σ, with the timesteps rounded to whole ones.
+    LuLambdas,
     /// σ_min + (σ_max − σ_min) · the Beta(0.6, 0.6) quantile of 1 − i/(steps − 1).
     Beta,
 }
@@ -30,7 +34,7 @@ impl SigmaRamp {
                     .map(|r| (max_inv + r * (min_inv - max_inv)).powf(rho))
                     .collect()
             }
-            SigmaRamp::Exponential => linspace(max.ln(), min.ln(), steps)
+            SigmaRamp::Exponential | SigmaRamp::LuLambdas => linspace(max.ln(), min.ln(), steps)
                 .into_iter()
                 .map(f64::exp)
                 .collect(),
