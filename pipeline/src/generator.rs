@@ -53,6 +53,10 @@ pub struct GenerateRequest {
     pub init: Option<InitImage>,
     /// Stable Diffusion: sample with this instead of the folder's scheduler.
     pub sampler: Option<Sampler>,
+    /// Stable Diffusion: guidance rescale φ, 0–1 (0 is off). The guided prediction is scaled to
+    /// the prompt's own prediction's standard deviation and mixed back in by φ (Lin et al.
+    /// 2023), which keeps strong guidance from over-exposing zero-terminal-SNR models.
+    pub guidance_rescale: f64,
 }
 
 impl Default for GenerateRequest {
@@ -68,6 +72,7 @@ impl Default for GenerateRequest {
             looped: false,
             init: None,
             sampler: None,
+            guidance_rescale: 0.0,
         }
     }
 }

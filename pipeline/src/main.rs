@@ -234,6 +234,10 @@ struct GenerateArgs {
     /// instead of the folder's scheduler.
     #[arg(long, value_parser = Sampler::parse)]
     sampler: Option<Sampler>,
+    /// Stable Diffusion: guidance rescale, 0–1 (0.7 is usual for zero-terminal-SNR models):
+    /// strong guidance is scaled back to the prompt's own prediction's spread.
+    #[arg(long, default_value_t = 0.0, value_parser = unit_interval)]
+    guidance_rescale: f64,
     /// Print what was written as JSON.
     #[arg(long)]
     json: bool,
@@ -409,6 +413,7 @@ fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
         tileable: args.tileable,
         init,
         sampler: args.sampler,
+        guidance_rescale: args.guidance_rescale,
         ..Default::default()
     })?;
     let mut written = Vec::new();
@@ -430,6 +435,15 @@ fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A number from 0 to 1, for clap.
+fn unit_interval(text: &str) -> std::result::Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+        Ok(x) => Err(format!("{x} is not within 0–1")),
+        Err(e) => Err(format!("{text:?} is not a number: {e}")),
+    }
 }
 
 fn output_path(args: &GenerateArgs, index: usize, seed: u64) -> PathBuf {

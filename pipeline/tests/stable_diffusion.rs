@@ -192,6 +192,18 @@ fn every_stage_matches_diffusers() {
             reference.get("run_image"),
             4e-4,
         );
+        if reference.tensors.contains_key("rescaled_image") {
+            let rescaled = GenerateRequest {
+                guidance_rescale: reference.scalar("rescaled_guidance_rescale"),
+                ..request.clone()
+            };
+            close(
+                &format!("{name} whole run with guidance rescale"),
+                &run(&rescaled, "run_init"),
+                reference.get("rescaled_image"),
+                4e-4,
+            );
+        }
         if !inpainting {
             let request = GenerateRequest {
                 init: Some(InitImage {

@@ -2,9 +2,9 @@
 
 Run by hand (never in CI), from the repository root:
 
-    python3 -m venv /tmp/sdenv
-    /tmp/sdenv/bin/pip install torch diffusers transformers safetensors peft
-    /tmp/sdenv/bin/python scripts/sd-fixtures/make.py
+    python3 -m venv /work/sdenv
+    /work/sdenv/bin/pip install torch diffusers transformers safetensors peft scipy
+    /work/sdenv/bin/python scripts/sd-fixtures/make.py
 
 Each fixture is a random-weight pipeline in the real diffusers folder layout (`model_index.json`,
 `unet/`, `vae/`, `text_encoder/`, `tokenizer/`, `scheduler/`), small enough to commit. The
@@ -27,7 +27,8 @@ fixed inputs: the token ids, the text embeddings, one UNet call, one VAE decode,
 sampling run from fixed initial latents; `tokens.json` holds the tokenizers' ids for awkward
 prompts. Everything is seeded: running the script again gives the same files (same torch).
 Name fixtures (`make.py tiny-sdxl-refiner`) to rebuild only those; `tokens.json` is rewritten
-only by a whole run.
+only by a whole run. `make.py --extend tiny-sd21` adds the references written since the fixture
+was made (a whole run with guidance rescale) without touching the rest.
 """
 
 import collections
@@ -613,11 +614,50 @@ def reference(pipe, name, inpaint):
     }
     if name == "tiny-sd15":
         lora_reference(pipe, os.path.join(OUT, name), tensors)
+    if name == "tiny-sd21":
+        rescale_reference(pipe, tensors)
     save_file(
         {k: v.contiguous() for k, v in tensors.items()},
         os.path.join(OUT, f"{name}.reference.safetensors"),
         metadata={"prompt": PROMPT, "negative_prompt": NEGATIVE, "torch": torch.__version__},
     )
+
+
+def rescale_reference(pipe, tensors):
+    """The whole run again with guidance rescale 0.7 (Lin et al.'s φ, how zero-terminal-SNR
+    v-prediction models are sampled)."""
+    rescale = 0.7
+    run = pipe(
+        PROMPT,
+        negative_prompt=NEGATIVE,
+        num_inference_steps=int(tensors["run_steps"].item()),
+        guidance_scale=float(tensors["run_guidance"].item()),
+        guidance_rescale=rescale,
+        latents=tensors["run_init"].clone(),
+        output_type="np",
+        height=64,
+        width=64,
+    ).images
+    tensors["rescaled_guidance_rescale"] = torch.tensor([rescale])
+    tensors["rescaled_image"] = torch.from_numpy(run).contiguous()
+
+
+def extend(name):
+    """Adds the references written since `name` was built to its reference file, leaving the
+    folder and the tensors already there as they are."""
+    if name != "tiny-sd21":
+        sys.exit(f"{name}: only tiny-sd21 has references to add")
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = os.path.join(OUT, f"{name}.reference.safetensors")
+    with safe_open(path, "pt") as f:
+        metadata = f.metadata()
+    tensors = load_file(path)
+    pipe = StableDiffusionPipeline.from_pretrained(os.path.join(OUT, name), safety_checker=None)
+    pipe.set_progress_bar_config(disable=True)
+    rescale_reference(pipe, tensors)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, path, metadata=metadata)
 
 
 AWKWARD = [
@@ -1008,6 +1048,11 @@ def main():
         sys.exit("run from the repository root")
     os.makedirs(OUT, exist_ok=True)
     only = sys.argv[1:]
+    if only[:1] == ["--extend"]:
+        for name in only[1:]:
+            extend(name)
+        print("extended", ", ".join(only[1:]))
+        return
     if only:
         alone = {"tiny-sdxl": build_xl, "tiny-sdxl-refiner": build_xl_refiner, "tiny-lcm": build_lcm}
         for name in only:

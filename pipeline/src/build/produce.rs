@@ -60,6 +60,7 @@ pub fn produce(recipe: &AssetRecipe, inputs: &Inputs) -> Result<Vec<Produced>, B
             })
         }),
         sampler: recipe.sampler,
+        guidance_rescale: f64::from(recipe.guidance_rescale),
     };
     let images = inputs
         .generator

@@ -31,11 +31,11 @@
 //! `pbr` (all of `normal`, `roughness`, `ao`) for materials, `source` + `strength`
 //! (0.6, in (0, 1]) for img2img, with a `mask` image to inpaint (white repainted, black
 //! kept), and for a Stable Diffusion model folder `loras` (none: a
-//! list of files, or of `{ file = "…", scale = 0.8 }`, scale -4..=4, default 1) and `sampler`
+//! list of files, or of `{ file = "…", scale = 0.8 }`, scale -4..=4, default 1), `sampler`
 //! (the folder's scheduler: `ddim`, `pndm`, `euler`, `euler-karras`, `euler-a`, `heun`,
 //! `heun-karras`, `lms`, `lms-karras`, `dpm++2m`, `dpm++2m-karras`, `dpm++2m-sde`,
 //! `dpm++2m-sde-karras`, `unipc`, `unipc-karras`, `deis`, `dpm2`, `dpm2-karras`,
-//! `dpm2-a`, `dpm2-a-karras` or `lcm` instead).
+//! `dpm2-a`, `dpm2-a-karras` or `lcm` instead) and `guidance_rescale` (0, 0..=1).
 //!
 //! **Paths** (`source`, `mask`, `palette`, a model folder, LoRA files) are written relative to the recipe's
 //! folder and stored relative to the recipe root; they may not leave the root (a model
@@ -217,6 +217,8 @@ pub struct AssetRecipe {
     pub loras: Vec<LoraRef>,
     /// The sampler instead of the model folder's scheduler (Stable Diffusion models only).
     pub sampler: Option<Sampler>,
+    /// Guidance rescale φ, 0–1, 0 off (Stable Diffusion models only).
+    pub guidance_rescale: f32,
     /// Noise seed.
     pub seed: u64,
     /// Output side in pixels (8..=2048).
@@ -312,6 +314,9 @@ impl AssetRecipe {
         }
         if let Some(sampler) = self.sampler {
             canonical["sampler"] = json!(sampler.name());
+        }
+        if self.guidance_rescale > 0.0 {
+            canonical["guidance_rescale"] = json!(short_float(self.guidance_rescale));
         }
         canonical
     }

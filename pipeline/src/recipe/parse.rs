@@ -20,7 +20,7 @@ pub(super) const MAX_FILE_BYTES: usize = 1 << 20;
 /// Keys only animations accept.
 const ANIMATION_KEYS: [&str; 3] = ["frames", "fps", "loop"];
 /// Every key an asset may have.
-const ALL_KEYS: [&str; 19] = [
+const ALL_KEYS: [&str; 20] = [
     "kind",
     "prompt",
     "negative_prompt",
@@ -31,6 +31,7 @@ const ALL_KEYS: [&str; 19] = [
     "size",
     "steps",
     "guidance",
+    "guidance_rescale",
     "tileable",
     "pixel_art",
     "source",
@@ -249,6 +250,16 @@ impl Reader<'_> {
         let guidance = f
             .number(report, "guidance", 0.0..=30.0, false)
             .unwrap_or(4.0) as f32;
+        let guidance_rescale = f
+            .number(report, "guidance_rescale", 0.0..=1.0, false)
+            .unwrap_or(0.0) as f32;
+        if !matches!(model, ModelRef::Folder(_)) {
+            f.misplaced(
+                report,
+                "guidance_rescale",
+                "guidance rescale applies to a Stable Diffusion model folder; set `model` to one",
+            );
+        }
         let tileable = f.boolean(report, "tileable");
         let pixel_art = f
             .table(report, "pixel_art")
@@ -319,6 +330,7 @@ impl Reader<'_> {
             model,
             loras,
             sampler,
+            guidance_rescale,
             seed,
             size,
             steps,
@@ -821,6 +833,39 @@ mod tests {
             ["loras[0].file", "loras[0].scale", "loras[1]", "loras[2]"],
             "{errors:?}"
         );
+    }
+
+    #[test]
+    fn reads_guidance_rescale_for_a_model_folder_and_refuses_it_elsewhere() {
+        let r = one(
+            "bricks.recipe.toml",
+            "kind = \"texture\"\nprompt = \"bricks\"\nmodel = \"sd21\"\nguidance_rescale = 0.7\n",
+        );
+        assert_eq!(r.guidance_rescale, 0.7);
+        assert_eq!(r.canonical()["guidance_rescale"], 0.7);
+        let plain = one(
+            "bricks.recipe.toml",
+            "kind = \"texture\"\nprompt = \"bricks\"\nmodel = \"sd21\"\n",
+        );
+        assert_eq!(plain.guidance_rescale, 0.0);
+        assert!(
+            plain.canonical().get("guidance_rescale").is_none(),
+            "recipes without it keep their cache keys"
+        );
+        for (text, what) in [
+            (
+                "kind = \"sprite\"\nprompt = \"gem\"\nguidance_rescale = 0.5\n",
+                "Stable Diffusion",
+            ),
+            (
+                "kind = \"sprite\"\nprompt = \"gem\"\nmodel = \"sd\"\nguidance_rescale = 1.5\n",
+                "`guidance_rescale`",
+            ),
+        ] {
+            let errors = parse(Path::new("x.recipe.toml"), text).expect_err(text);
+            let message = errors[0].to_string();
+            assert!(message.contains(what), "{message}");
+        }
     }
 
     #[test]

@@ -315,6 +315,11 @@ impl Generator for HouseModel {
                 sampler.name()
             )));
         }
+        if request.guidance_rescale > 0.0 {
+            return Err(GenerateError::Unsupported(
+                "guidance rescale is for Stable Diffusion models; the house model takes plain guidance".into(),
+            ));
+        }
         Ok(HouseModel::generate(self, request)?)
     }
 

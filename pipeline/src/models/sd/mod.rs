@@ -457,7 +457,8 @@ impl StableDiffusion {
             let out = if guided {
                 let uncond = out.narrow(0, 0, n)?;
                 let cond = out.narrow(0, n, n)?;
-                (&uncond + ((cond - &uncond)? * request.guidance)?)?
+                let guided = (&uncond + ((&cond - &uncond)? * request.guidance)?)?;
+                rescale_guidance(&guided, &cond, request.guidance_rescale)?
             } else {
                 out
             };
@@ -729,6 +730,25 @@ fn rgba_images(image: &Tensor) -> candle_core::Result<Vec<RgbaImage>> {
             })
         })
         .collect())
+}
+
+/// Guidance rescale (Lin et al. 2023, diffusers' `rescale_noise_cfg`): each image's `guided`
+/// prediction `(n, c, h, w)` scaled to the standard deviation of its prompt-only prediction
+/// `cond`, mixed with the unscaled one by `phi` (0 leaves it as it is).
+fn rescale_guidance(guided: &Tensor, cond: &Tensor, phi: f64) -> candle_core::Result<Tensor> {
+    if phi <= 0.0 {
+        return Ok(guided.clone());
+    }
+    // Over each image's values. (torch's is unbiased; in a ratio of two over as many values
+    // the correction cancels.)
+    let std = |x: &Tensor| -> candle_core::Result<Tensor> {
+        let rows = x.flatten_from(1)?;
+        let centered = rows.broadcast_sub(&rows.mean_keepdim(1)?)?;
+        centered.sqr()?.mean_keepdim(1)?.sqrt()
+    };
+    let ratio = (std(cond)? / std(guided)?)?.reshape((guided.dim(0)?, 1, 1, 1))?;
+    let rescaled = guided.broadcast_mul(&ratio)?;
+    (rescaled * phi)? + (guided * (1.0 - phi))?
 }
 
 /// Pads `(n, c, h, w)` by `pad` on every side with what lies across the opposite edge.
