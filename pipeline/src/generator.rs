@@ -93,6 +93,19 @@ pub struct ModelIdentity {
     /// LoRAs merged into the weights, in order (absent when none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub loras: Vec<LoraUse>,
+    /// The VAE used in place of the model's own (absent when none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vae: Option<VaeUse>,
+}
+
+/// A VAE used in place of a model's own, as the provenance manifest records it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaeUse {
+    /// The file or folder as the recipe names it.
+    pub file: String,
+    /// sha256 (hex) of the file (of a folder's weights file).
+    pub sha256: String,
 }
 
 /// A LoRA merged into a model, as the provenance manifest records it.

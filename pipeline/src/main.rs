@@ -10,6 +10,7 @@ use autonomy_pipeline::economy::registry::RegistryPoller;
 use autonomy_pipeline::generator::{GenerateRequest, InitImage};
 use autonomy_pipeline::keys::{KeyStore, password_for};
 use autonomy_pipeline::models::sd::scheduler::Sampler;
+use autonomy_pipeline::models::sd::vae_file::VaeFile;
 use autonomy_pipeline::models::{
     self,
     house::{HouseConfig, HouseModel},
@@ -228,6 +229,10 @@ struct GenerateArgs {
     /// cache folder of one (`models--org--name`).
     #[arg(long, default_value = DEFAULT_MODEL)]
     model: PathBuf,
+    /// Stable Diffusion: the VAE to use in place of the model's own — a `.safetensors` file
+    /// (A1111's, or another checkpoint's) or a diffusers VAE folder.
+    #[arg(long)]
+    vae: Option<PathBuf>,
     /// Stable Diffusion: sample with ddim, pndm, euler, euler-karras, euler-a, heun,
     /// heun-karras, lms, lms-karras, dpm++2m, dpm++2m-karras, dpm++2m-sde, dpm++2m-sde-karras,
     /// unipc, unipc-karras, deis, dpm2, dpm2-karras, dpm2-a, dpm2-a-karras or lcm (for LCM-LoRAs)
@@ -365,7 +370,11 @@ fn main() -> ExitCode {
 }
 
 fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
-    let model = models::load(&args.model, dev, &[])
+    let vae = args.vae.as_ref().map(|path| VaeFile {
+        path: path.clone(),
+        label: path.display().to_string(),
+    });
+    let model = models::load(&args.model, dev, &[], vae.as_ref())
         .with_context(|| format!("cannot load the model in `{}`", args.model.display()))?;
     let native = model.native_size();
     let size = args.size.unwrap_or(native);

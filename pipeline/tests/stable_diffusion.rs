@@ -9,11 +9,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use autonomy_pipeline::build::provenance::Manifest;
-use autonomy_pipeline::generator::{GenerateRequest, Generator, InitImage};
+use autonomy_pipeline::generator::{GenerateRequest, Generator, InitImage, VaeUse};
 use autonomy_pipeline::models::sd::lora::LoraFile;
 use autonomy_pipeline::models::sd::scheduler::{
     Kind, Prediction, Sampler, Schedule, SchedulerConfig, Spacing,
 };
+use autonomy_pipeline::models::sd::vae_file::VaeFile;
 use autonomy_pipeline::models::sd::{Prompt, SdError, StableDiffusion};
 use autonomy_pipeline::post::seam;
 use candle_core::{Device, Tensor};
@@ -1099,6 +1100,10 @@ fn a_recipe_naming_a_diffusers_folder_builds_signs_caches_and_reproduces() {
         &fixtures().join("tiny-sd15"),
         &root.join("models/tiny-sd15"),
     );
+    copy_dir(
+        &fixtures().join("tiny-sd-inpaint/vae"),
+        &root.join("vaes/other"),
+    );
     std::fs::write(
         root.join("bricks.recipe.toml"),
         "kind = \"texture\"\nprompt = \"mossy stone bricks\"\nmodel = \"models/tiny-sd15\"\n\
@@ -1109,7 +1114,7 @@ fn a_recipe_naming_a_diffusers_folder_builds_signs_caches_and_reproduces() {
         root.join("moss.recipe.toml"),
         "kind = \"sprite\"\nprompt = \"moss\"\nmodel = \"models/tiny-sd15\"\nsteps = 2\n\
          loras = [{ file = \"models/tiny-sd15/loras/kohya.safetensors\", scale = 0.8 }]\n\
-         sampler = \"dpm++2m-karras\"\n",
+         sampler = \"dpm++2m-karras\"\nvae = \"vaes/other\"\n",
     )
     .unwrap();
     studio.new_key("studio");
@@ -1142,6 +1147,21 @@ fn a_recipe_naming_a_diffusers_folder_builds_signs_caches_and_reproduces() {
         hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&lora_bytes))
     );
     assert!(manifest.model.loras.is_empty());
+    let vae = moss
+        .model
+        .vae
+        .as_ref()
+        .expect("the VAE named in the recipe");
+    assert_eq!(vae.file, "vaes/other");
+    assert_eq!(
+        vae.sha256,
+        autonomy_pipeline::models::digest::file_sha256(
+            &root.join("vaes/other/diffusion_pytorch_model.safetensors")
+        )
+        .unwrap()
+    );
+    assert_eq!(moss.recipe["vae"], "vaes/other");
+    assert!(manifest.model.vae.is_none());
     let texture = image::open(root.join("bricks.png")).unwrap().to_rgba8();
     assert_eq!(
         texture.dimensions(),
@@ -1182,6 +1202,24 @@ fn a_recipe_naming_a_diffusers_folder_builds_signs_caches_and_reproduces() {
     std::fs::copy(
         fixtures().join("tiny-sd15/loras/peft.safetensors"),
         root.join(&lora[0].file),
+    )
+    .unwrap();
+    let report = build_report();
+    let outcome = |name: &str| {
+        report["assets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["asset"] == name)
+            .map(|a| a["outcome"].clone())
+            .unwrap()
+    };
+    assert_eq!(outcome("moss"), "built", "{report}");
+    assert_eq!(outcome("bricks"), "up-to-date", "{report}");
+    // Another VAE under the same name: made again too.
+    std::fs::copy(
+        fixtures().join("tiny-sd15/vae/diffusion_pytorch_model.safetensors"),
+        root.join("vaes/other/diffusion_pytorch_model.safetensors"),
     )
     .unwrap();
     let report = build_report();
@@ -1274,8 +1312,9 @@ fn kohya_diffusers_and_lycoris_files_merge_as_their_reference_loaders_apply_them
         // axis (text encoder), merged as LyCORIS and ComfyUI do (the scale outside the norm).
         ("dora", vec![lora("dora", 0.8)]),
     ] {
-        let model = StableDiffusion::load_with(&fixtures().join("tiny-sd15"), &Device::Cpu, &loras)
-            .unwrap();
+        let model =
+            StableDiffusion::load_with(&fixtures().join("tiny-sd15"), &Device::Cpu, &loras, None)
+                .unwrap();
         assert_lora_outputs(
             &model,
             &reference,
@@ -1306,6 +1345,7 @@ fn kohya_diffusers_and_lycoris_files_merge_as_their_reference_loaders_apply_them
         &fixtures().join("tiny-sd15"),
         &Device::Cpu,
         &[lora("dora-peft", 0.6)],
+        None,
     )
     .unwrap();
     let context = Tensor::cat(
@@ -1336,7 +1376,8 @@ fn a_kohya_sdxl_lora_reaches_both_text_encoders_and_the_unet_by_its_original_blo
         label: "loras/kohya-xl.safetensors".into(),
         scale: 0.7,
     };
-    let model = StableDiffusion::load_with(&fixtures().join(name), &Device::Cpu, &[lora]).unwrap();
+    let model =
+        StableDiffusion::load_with(&fixtures().join(name), &Device::Cpu, &[lora], None).unwrap();
     let cond = model.encode_prompt(&reference.prompt).unwrap();
     let uncond = model.encode_negative(&reference.negative).unwrap();
     // Both encoders' states side by side: the first 32 features come from `lora_te1_`, the rest
@@ -1374,6 +1415,7 @@ fn a_kohya_sdxl_lora_reaches_both_text_encoders_and_the_unet_by_its_original_blo
             label: "kohya-xl".into(),
             scale: 1.0,
         }],
+        None,
     )
     .err()
     .expect("refused")
@@ -1499,7 +1541,7 @@ fn files_that_are_not_whole_checkpoints_are_refused_with_what_they_lack() {
         path
     };
     for (path, words) in [
-        (without("first_stage_model."), "(VAE) tensors"),
+        (without("first_stage_model."), "holds no VAE"),
         (without("cond_stage_model."), "no text encoder tensors"),
         (
             fixtures().join("tiny-sd15/loras/kohya.safetensors"),
@@ -1522,13 +1564,140 @@ fn files_that_are_not_whole_checkpoints_are_refused_with_what_they_lack() {
 }
 
 #[test]
+fn a_vae_file_stands_in_for_the_pipelines_own() {
+    let root = tempfile::tempdir().unwrap();
+    let tensors = candle_core::safetensors::load(checkpoint("tiny-sd15"), &Device::Cpu).unwrap();
+    let (vae, rest): (HashMap<String, Tensor>, HashMap<String, Tensor>) = tensors
+        .into_iter()
+        .partition(|(name, _)| name.starts_with("first_stage_model."));
+    let no_vae = root.path().join("no-vae.safetensors");
+    candle_core::safetensors::save(&rest, &no_vae).unwrap();
+    // A1111's VAE files: the original names without the checkpoint's prefix.
+    let vae: HashMap<String, Tensor> = vae
+        .into_iter()
+        .map(|(name, t)| (name["first_stage_model.".len()..].to_string(), t))
+        .collect();
+    let vae_path = root.path().join("vae-ft.safetensors");
+    candle_core::safetensors::save(&vae, &vae_path).unwrap();
+    let file = |path: &Path, label: &str| VaeFile {
+        path: path.to_path_buf(),
+        label: label.into(),
+    };
+    let load = |model: &Path, vae: &VaeFile| {
+        StableDiffusion::load_with(model, &Device::Cpu, &[], Some(vae))
+            .unwrap_or_else(|e| panic!("{} with {}: {e}", model.display(), vae.label))
+    };
+    let load_plain = |model: &Path| StableDiffusion::load(model, &Device::Cpu).unwrap();
+
+    let message = StableDiffusion::load(&no_vae, &Device::Cpu)
+        .err()
+        .expect("no VAE, none named")
+        .to_string();
+    assert!(
+        message.contains("holds no VAE") && message.contains("`vae`"),
+        "{message}"
+    );
+    // The checkpoint without its VAE, given it back as a file: diffusers' pictures.
+    let model = load(&no_vae, &file(&vae_path, "vaes/vae-ft.safetensors"));
+    let reference = Reference::of_checkpoint("tiny-sd15");
+    let decoded = model.vae_decode(reference.get("vae_latents")).unwrap();
+    close(
+        "VAE file decode",
+        &decoded,
+        reference.get("vae_decoded"),
+        1e-4,
+    );
+    let request = GenerateRequest {
+        prompt: reference.prompt.clone(),
+        negative_prompt: reference.negative.clone(),
+        steps: 4,
+        guidance: 5.0,
+        ..GenerateRequest::default()
+    };
+    let image = model.sample(&request, reference.get("run_init")).unwrap();
+    close(
+        "VAE file whole run",
+        &image.permute((0, 2, 3, 1)).unwrap(),
+        reference.get("run_image"),
+        4e-4,
+    );
+    assert_eq!(
+        model.identity().vae,
+        Some(VaeUse {
+            file: "vaes/vae-ft.safetensors".into(),
+            sha256: autonomy_pipeline::models::digest::file_sha256(&vae_path).unwrap(),
+        })
+    );
+    assert_eq!(
+        model.identity().weights_sha256,
+        autonomy_pipeline::models::digest::file_sha256(&no_vae).unwrap(),
+        "the model version stays the checkpoint's"
+    );
+    // A whole checkpoint's VAE, on a diffusers folder whose own VAE decodes otherwise.
+    let inpaint = fixtures().join("tiny-sd-inpaint");
+    let own = load_plain(&inpaint)
+        .vae_decode(reference.get("vae_latents"))
+        .unwrap();
+    assert!(max_diff(&own, reference.get("vae_decoded")) > 1e-2);
+    let model = load(
+        &inpaint,
+        &file(&checkpoint("tiny-sd15"), "tiny-sd15.safetensors"),
+    );
+    let decoded = model.vae_decode(reference.get("vae_latents")).unwrap();
+    close(
+        "a checkpoint's VAE decode",
+        &decoded,
+        reference.get("vae_decoded"),
+        1e-4,
+    );
+    // A diffusers VAE folder (or a pipeline folder's `vae/`): it decodes as in diffusers.
+    let theirs = Reference::of("tiny-sd-inpaint");
+    let own = load_plain(&fixtures().join("tiny-sd15"))
+        .vae_decode(theirs.get("vae_latents"))
+        .unwrap();
+    assert!(max_diff(&own, theirs.get("vae_decoded")) > 1e-2);
+    for path in [inpaint.clone(), inpaint.join("vae")] {
+        let model = load(&fixtures().join("tiny-sd15"), &file(&path, "inpaint-vae"));
+        let decoded = model.vae_decode(theirs.get("vae_latents")).unwrap();
+        close(
+            "a VAE folder's decode",
+            &decoded,
+            theirs.get("vae_decoded"),
+            1e-4,
+        );
+    }
+    // What is not a VAE is refused, naming the file and why.
+    for (path, words) in [
+        (
+            fixtures().join("tiny-sd15/loras/kohya.safetensors"),
+            "not a VAE",
+        ),
+        (
+            fixtures().join("tiny-sd15/vae/diffusion_pytorch_model.safetensors"),
+            "name the folder",
+        ),
+        (root.path().join("missing.safetensors"), "missing"),
+    ] {
+        let message =
+            StableDiffusion::load_with(&no_vae, &Device::Cpu, &[], Some(&file(&path, "x")))
+                .err()
+                .unwrap_or_else(|| panic!("{} loaded as a VAE", path.display()))
+                .to_string();
+        assert!(
+            message.contains(&path.display().to_string()) && message.contains(words),
+            "the error must name the file and say `{words}`: {message}"
+        );
+    }
+}
+
+#[test]
 fn a_kohya_lora_merges_into_a_single_file_checkpoint() {
     let lora = LoraFile {
         path: fixtures().join("checkpoints/loras/tiny-sd15-kohya.safetensors"),
         label: "loras/tiny-sd15-kohya.safetensors".into(),
         scale: 0.8,
     };
-    let model = StableDiffusion::load_with(&checkpoint("tiny-sd15"), &Device::Cpu, &[lora])
+    let model = StableDiffusion::load_with(&checkpoint("tiny-sd15"), &Device::Cpu, &[lora], None)
         .expect("the LoRA fits the checkpoint's diffusers names");
     let reference = Reference::of_checkpoint("tiny-sd15");
     assert_eq!(model.identity().loras.len(), 1);

@@ -329,6 +329,9 @@ impl Builder<'_> {
         for lora in &ingredients.loras {
             inputs.push(format!("lora:{}:{}", lora.sha256, lora.scale));
         }
+        if let Some(vae) = &ingredients.vae {
+            inputs.push(format!("vae:{}", vae.sha256));
+        }
         if let Some(signer) = &self.options.signer {
             inputs.push(format!("creator:{}", signer.address()));
             inputs.push(format!("content-credentials:{CREDENTIALS_REVISION}"));

@@ -660,6 +660,7 @@ mod tests {
                 path: "models/house".into(),
                 generator: "g".into(),
                 loras: Vec::new(),
+                vae: None,
             },
             device: "cpu".into(),
             parents: vec![],

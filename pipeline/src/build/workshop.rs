@@ -11,8 +11,9 @@ use std::sync::{Arc, Mutex};
 use super::produce::{self, Inputs, Produced};
 use super::provenance::{Carrier, FileHash, Manifest, Parent};
 use super::{BuildError, BuildOptions, label, slash};
-use crate::generator::{Generator, LoraUse, ModelIdentity};
+use crate::generator::{Generator, LoraUse, ModelIdentity, VaeUse};
 use crate::models::sd::lora::LoraFile;
+use crate::models::sd::vae_file::VaeFile;
 use crate::models::{self, Family};
 use crate::post::Palette;
 use crate::recipe::{self, AssetRecipe, ModelRef, RecipeSet, Source};
@@ -24,6 +25,8 @@ pub struct Ingredients {
     /// LoRAs merged into the model: the files as the recipe names them, their hashes and
     /// scales.
     pub loras: Vec<LoraUse>,
+    /// The VAE used in place of the model's own: the file as the recipe names it, its hash.
+    pub vae: Option<VaeUse>,
     /// sha256 (hex) of the model's weights.
     pub weights_sha256: String,
     /// The generator code version ([`crate::generator::generator_version`]).
@@ -44,7 +47,7 @@ pub struct Ingredients {
 pub struct Workshop<'a> {
     options: &'a BuildOptions,
     set: &'a RecipeSet,
-    /// Loaded models by folder and LoRAs.
+    /// Loaded models by folder, LoRAs and VAE.
     models: Mutex<HashMap<(PathBuf, String), Arc<dyn Generator>>>,
     weights: Mutex<HashMap<PathBuf, String>>,
     /// Manifests of assets made or found, by label: `recipe:` sources start from them.
@@ -102,10 +105,23 @@ impl<'a> Workshop<'a> {
                 })
             })
             .collect::<Result<Vec<_>, BuildError>>()?;
+        let vae = match &recipe.vae {
+            Some(file) => {
+                let path = self.options.root.join(file);
+                let sha256 = crate::models::sd::vae_file::sha256(&path)
+                    .map_err(|e| fail(format!("`vae`: {e}")))?;
+                Some(VaeUse {
+                    file: slash(file),
+                    sha256,
+                })
+            }
+            None => None,
+        };
         Ok(Ingredients {
             generator: Family::of(&model_dir).generator(),
             model_dir,
             loras,
+            vae,
             weights_sha256,
             device: crate::device::name(&self.options.device),
             source,
@@ -124,7 +140,11 @@ impl<'a> Workshop<'a> {
         scratch: &Path,
     ) -> Result<(ModelIdentity, Vec<Produced>), BuildError> {
         let model = self
-            .model(&ingredients.model_dir, &ingredients.loras)
+            .model(
+                &ingredients.model_dir,
+                &ingredients.loras,
+                ingredients.vae.as_ref(),
+            )
             .map_err(|message| BuildError::asset(recipe, message))?;
         let produced = produce::produce(
             recipe,
@@ -163,7 +183,12 @@ impl<'a> Workshop<'a> {
         Ok(hash)
     }
 
-    fn model(&self, dir: &Path, loras: &[LoraUse]) -> Result<Arc<dyn Generator>, String> {
+    fn model(
+        &self,
+        dir: &Path,
+        loras: &[LoraUse],
+        vae: Option<&VaeUse>,
+    ) -> Result<Arc<dyn Generator>, String> {
         let mut models = self
             .models
             .lock()
@@ -171,6 +196,7 @@ impl<'a> Workshop<'a> {
         let signature: Vec<String> = loras
             .iter()
             .map(|l| format!("{}:{}:{}", l.file, l.sha256, l.scale))
+            .chain(vae.map(|v| format!("vae:{}:{}", v.file, v.sha256)))
             .collect();
         let key = (dir.to_path_buf(), signature.join("|"));
         if let Some(model) = models.get(&key) {
@@ -184,11 +210,16 @@ impl<'a> Workshop<'a> {
                 scale: lora.scale,
             })
             .collect();
-        let model: Arc<dyn Generator> = models::load(dir, &self.options.device, &files)
-            .map_err(|e| format!("model: {e}"))?
-            .into();
-        if model.identity().loras != loras {
-            return Err("a LoRA file changed while the build read it; build again".into());
+        let vae_file = vae.map(|v| VaeFile {
+            path: self.options.root.join(&v.file),
+            label: v.file.clone(),
+        });
+        let model: Arc<dyn Generator> =
+            models::load(dir, &self.options.device, &files, vae_file.as_ref())
+                .map_err(|e| format!("model: {e}"))?
+                .into();
+        if model.identity().loras != loras || model.identity().vae.as_ref() != vae {
+            return Err("a LoRA or VAE file changed while the build read it; build again".into());
         }
         models.insert(key, model.clone());
         Ok(model)

@@ -44,22 +44,25 @@ impl Family {
     }
 }
 
-/// Loads the model in `dir`, whichever family it is, onto `device`, with `loras` merged (a
-/// house model takes none).
+/// Loads the model in `dir`, whichever family it is, onto `device`, with `loras` merged and
+/// the VAE of `vae` in place of its own (a house model takes neither).
 pub fn load(
     dir: &Path,
     device: &Device,
     loras: &[sd::lora::LoraFile],
+    vae: Option<&sd::vae_file::VaeFile>,
 ) -> Result<Box<dyn Generator>, GenerateError> {
     Ok(match Family::of(dir) {
-        Family::House if loras.is_empty() => Box::new(HouseModel::load(dir, device)?),
+        Family::House if loras.is_empty() && vae.is_none() => {
+            Box::new(HouseModel::load(dir, device)?)
+        }
         Family::House => {
             return Err(GenerateError::Unsupported(format!(
-                "`{}` is a house model: LoRAs apply to Stable Diffusion models",
+                "`{}` is a house model: LoRAs and VAE files apply to Stable Diffusion models",
                 dir.display()
             )));
         }
-        Family::StableDiffusion => Box::new(StableDiffusion::load_with(dir, device, loras)?),
+        Family::StableDiffusion => Box::new(StableDiffusion::load_with(dir, device, loras, vae)?),
     })
 }
 

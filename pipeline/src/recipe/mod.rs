@@ -31,7 +31,8 @@
 //! `pbr` (all of `normal`, `roughness`, `ao`) for materials, `source` + `strength`
 //! (0.6, in (0, 1]) for img2img, with a `mask` image to inpaint (white repainted, black
 //! kept), and for a Stable Diffusion model folder `loras` (none: a
-//! list of files, or of `{ file = "…", scale = 0.8 }`, scale -4..=4, default 1), `sampler`
+//! list of files, or of `{ file = "…", scale = 0.8 }`, scale -4..=4, default 1), `vae` (the
+//! model's own: a VAE `.safetensors` file or diffusers VAE folder instead), `sampler`
 //! (the folder's scheduler: `ddim`, `pndm`, `euler`, `euler-karras`, `euler-a`, `heun`,
 //! `heun-karras`, `lms`, `lms-karras`, `dpm++2m`, `dpm++2m-karras`, `dpm++2m-sde`,
 //! `dpm++2m-sde-karras`, `unipc`, `unipc-karras`, `deis`, `dpm2`, `dpm2-karras`,
@@ -215,6 +216,9 @@ pub struct AssetRecipe {
     pub model: ModelRef,
     /// LoRAs merged into the model, in order (Stable Diffusion models only).
     pub loras: Vec<LoraRef>,
+    /// A VAE file or folder used in place of the model's own, relative to the root or
+    /// absolute (Stable Diffusion models only).
+    pub vae: Option<PathBuf>,
     /// The sampler instead of the model folder's scheduler (Stable Diffusion models only).
     pub sampler: Option<Sampler>,
     /// Guidance rescale φ, 0–1, 0 off (Stable Diffusion models only).
@@ -311,6 +315,9 @@ impl AssetRecipe {
                 .map(|l| json!({ "file": path(&l.file), "scale": l.scale }))
                 .collect();
             canonical["loras"] = Value::Array(loras);
+        }
+        if let Some(vae) = &self.vae {
+            canonical["vae"] = json!(path(vae));
         }
         if let Some(sampler) = self.sampler {
             canonical["sampler"] = json!(sampler.name());

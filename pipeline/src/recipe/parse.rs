@@ -20,12 +20,13 @@ pub(super) const MAX_FILE_BYTES: usize = 1 << 20;
 /// Keys only animations accept.
 const ANIMATION_KEYS: [&str; 3] = ["frames", "fps", "loop"];
 /// Every key an asset may have.
-const ALL_KEYS: [&str; 20] = [
+const ALL_KEYS: [&str; 21] = [
     "kind",
     "prompt",
     "negative_prompt",
     "model",
     "loras",
+    "vae",
     "sampler",
     "seed",
     "size",
@@ -237,6 +238,18 @@ impl Reader<'_> {
                 .map_err(|message| report.error(s.span(), Some(&f.field("sampler")), message))
                 .ok()
         });
+        let vae = f.string(report, "vae").and_then(|v| {
+            self.weights_file(v.get_ref())
+                .map_err(|message| report.error(v.span(), Some(&f.field("vae")), message))
+                .ok()
+        });
+        if vae.is_some() && !matches!(model, ModelRef::Folder(_)) {
+            f.misplaced(
+                report,
+                "vae",
+                "a VAE file applies to a Stable Diffusion model folder; set `model` to one",
+            );
+        }
         if sampler.is_some() && !matches!(model, ModelRef::Folder(_)) {
             f.misplaced(
                 report,
@@ -329,6 +342,7 @@ impl Reader<'_> {
             negative_prompt,
             model,
             loras,
+            vae,
             sampler,
             guidance_rescale,
             seed,
@@ -430,19 +444,23 @@ impl Reader<'_> {
                 }
             };
             if let (Some(file), Some(scale)) = (file, scale) {
-                let written = *file.get_ref();
-                let path = if Path::new(written).is_absolute() {
-                    Ok(PathBuf::from(written))
-                } else {
-                    resolve_inside(self.dir, written)
-                };
-                match path {
+                match self.weights_file(file.get_ref()) {
                     Ok(path) => loras.push(LoraRef { file: path, scale }),
                     Err(message) => report.error(file.span(), Some(&at), message),
                 }
             }
         }
         loras
+    }
+
+    /// A weights file a recipe names (a LoRA, a VAE): inside the root, relative to the recipe,
+    /// or absolute (they often live in a shared models folder).
+    fn weights_file(&self, written: &str) -> Result<PathBuf, String> {
+        if Path::new(written).is_absolute() {
+            Ok(PathBuf::from(written))
+        } else {
+            resolve_inside(self.dir, written)
+        }
     }
 
     fn pixel_art(&self, report: &mut Report, mut p: Fields) -> PixelArt {
@@ -833,6 +851,37 @@ mod tests {
             ["loras[0].file", "loras[0].scale", "loras[1]", "loras[2]"],
             "{errors:?}"
         );
+    }
+
+    #[test]
+    fn reads_a_vae_for_a_model_folder_and_refuses_it_elsewhere() {
+        let r = one(
+            "sprites/gem.recipe.toml",
+            "kind = \"sprite\"\nprompt = \"gem\"\nmodel = \"/models/dreamshaper.safetensors\"\nvae = \"../vaes/ft-mse.safetensors\"\n",
+        );
+        assert_eq!(r.vae, Some(PathBuf::from("vaes/ft-mse.safetensors")));
+        assert_eq!(r.canonical()["vae"], "vaes/ft-mse.safetensors");
+        let shared = one(
+            "gem.recipe.toml",
+            "kind = \"sprite\"\nprompt = \"gem\"\nmodel = \"sd\"\nvae = \"/shared/vae\"\n",
+        );
+        assert_eq!(shared.vae, Some(PathBuf::from("/shared/vae")));
+        let plain = one("p.recipe.toml", "kind = \"sprite\"\nprompt = \"gem\"\n");
+        assert!(plain.canonical().get("vae").is_none(), "no key without one");
+        for (text, what) in [
+            (
+                "kind = \"sprite\"\nprompt = \"gem\"\nvae = \"v.safetensors\"\n",
+                "Stable Diffusion",
+            ),
+            (
+                "kind = \"sprite\"\nprompt = \"gem\"\nmodel = \"sd\"\nvae = \"../../v.safetensors\"\n",
+                "`vae`",
+            ),
+        ] {
+            let errors = parse(Path::new("x.recipe.toml"), text).expect_err(text);
+            let message = errors[0].to_string();
+            assert!(message.contains(what), "{message}");
+        }
     }
 
     #[test]

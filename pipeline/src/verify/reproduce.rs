@@ -235,6 +235,15 @@ fn same_ingredients(have: &Ingredients, manifest: &Manifest) -> Result<(), Found
     if now != then {
         return Err(differ("LoRAs", &now, &then));
     }
+    let vae = |vae: Option<&crate::generator::VaeUse>| {
+        vae.map_or("the model's own".to_string(), |v| {
+            format!("{} (sha256 {})", v.file, v.sha256)
+        })
+    };
+    let (now, then) = (vae(have.vae.as_ref()), vae(model.vae.as_ref()));
+    if now != then {
+        return Err(differ("VAEs", &now, &then));
+    }
     if have.device != manifest.device {
         return Err(differ("devices", &have.device, &manifest.device));
     }

@@ -126,6 +126,11 @@ impl Family {
         matches!(self, Family::Sdxl | Family::SdxlRefiner)
     }
 
+    /// The factor the family's VAE latents are scaled by for the UNet.
+    fn latent_scaling_factor(self) -> f64 {
+        if self.xl() { 0.13025 } else { 0.18215 }
+    }
+
     /// The scheduler the family's diffusers folders ship, predicting v or ε, on the trained
     /// schedule or rescaled to zero terminal SNR.
     fn scheduler(self, v: bool, zero_snr: bool) -> Value {
@@ -210,11 +215,6 @@ impl Checkpoint {
                 "no `{UNET}…` tensors: not a Stable Diffusion checkpoint (a LoRA is named in a recipe's `loras`)"
             )));
         }
-        if !keys.iter().any(|k| k.starts_with(VAE)) {
-            return Err(invalid(format!(
-                "no `{VAE}…` (VAE) tensors: Autonomy needs a checkpoint with its VAE"
-            )));
-        }
         let family = Family::of(&keys).ok_or_else(|| {
             invalid("no text encoder tensors (`cond_stage_model.…` or `conditioner.embedders.…`): a UNet alone cannot be run".into())
         })?;
@@ -250,9 +250,11 @@ impl Checkpoint {
         let (unet, layers) = architecture.unet(family, pooled_dim)?;
         documents.insert("unet/config.json".into(), unet);
         names.insert("unet", architecture.unet_names(layers));
-        let (vae, vae_names) = architecture.vae(family)?;
-        documents.insert("vae/config.json".into(), vae);
-        names.insert("vae", vae_names);
+        if keys.iter().any(|k| k.starts_with(VAE)) {
+            let (vae, vae_names) = vae_of(&shapes, VAE, family.latent_scaling_factor(), path)?;
+            documents.insert("vae/config.json".into(), vae);
+            names.insert("vae", vae_names);
+        }
         let v = predicts_v(&tensors, family, &shapes).map_err(|source| SdError::Weights {
             path: path.to_path_buf(),
             source,
@@ -277,10 +279,29 @@ impl Checkpoint {
     pub fn family(&self) -> Family {
         self.family
     }
+
+    /// Whether the file holds a VAE (many are shared without one, to be used with a VAE file
+    /// the model's page names).
+    pub fn has_vae(&self) -> bool {
+        self.names.contains_key("vae")
+    }
+
+    /// Refuses `what` of a checkpoint without a VAE, saying how to name one.
+    fn no_vae(&self, what: &str) -> SdError {
+        SdError::Invalid {
+            path: self.path.clone(),
+            message: format!(
+                "holds no VAE (`{VAE}…` tensors), so it has no {what}: name a VAE file for it (a recipe's `vae`, `generate --vae`), as the model's page advises"
+            ),
+        }
+    }
 }
 
 impl PipelineSource for Checkpoint {
     fn json(&self, relative: &str) -> Result<Value, SdError> {
+        if relative.starts_with("vae/") && !self.has_vae() {
+            return Err(self.no_vae("VAE config"));
+        }
         self.documents
             .get(relative)
             .cloned()
@@ -307,6 +328,9 @@ impl PipelineSource for Checkpoint {
     }
 
     fn weights(&self, component: &str) -> Result<Weights, SdError> {
+        if component == "vae" && !self.has_vae() {
+            return Err(self.no_vae("VAE weights"));
+        }
         let names = self
             .names
             .get(component)
@@ -323,6 +347,10 @@ impl PipelineSource for Checkpoint {
     /// The sha256 (hex) of the file, as model sites list it.
     fn weights_sha256(&self) -> Result<String, SdError> {
         super::folder::file_sha256(&self.path)
+    }
+
+    fn latent_scaling_factor(&self) -> Result<f64, SdError> {
+        Ok(self.family.latent_scaling_factor())
     }
 }
 
@@ -588,38 +616,47 @@ impl Architecture<'_> {
             })
             .collect()
     }
+}
 
-    /// The VAE's config and diffusers names.
-    fn vae(&self, family: Family) -> Result<(Value, HashMap<String, Stored>), SdError> {
-        let levels = self.indices(&format!("{VAE}encoder.down.")).len();
-        let channels = (0..levels)
-            .map(|i| self.dim(&format!("{VAE}encoder.down.{i}.block.0.conv2.weight"), 0))
-            .collect::<Result<Vec<_>, _>>()?;
-        let names = self
-            .shapes
-            .keys()
-            .filter_map(|key| {
-                let (name, reshape) = original_names::vae(key.strip_prefix(VAE)?, levels)?;
-                Some((
-                    name,
-                    Stored {
-                        key: key.clone(),
-                        reshape,
-                    },
-                ))
-            })
-            .collect();
-        let has = |name: &str| self.shapes.contains_key(&format!("{VAE}{name}"));
-        let config = json!({
-            "block_out_channels": channels,
-            "layers_per_block": self.indices(&format!("{VAE}encoder.down.0.block.")).len(),
-            "latent_channels": self.dim(&format!("{VAE}decoder.conv_in.weight"), 1)?,
-            "use_quant_conv": has("quant_conv.weight"),
-            "use_post_quant_conv": has("post_quant_conv.weight"),
-            "scaling_factor": if family.xl() { 0.13025 } else { 0.18215 },
-        });
-        Ok((config, names))
-    }
+/// The config and diffusers names of the VAE whose tensors are under `prefix` (LDM names:
+/// `encoder.down.0.block.0.…`), its latents scaled by `scaling_factor` (a VAE file does not
+/// say; its family does). `path` names the file in errors.
+pub(super) fn vae_of(
+    shapes: &HashMap<String, Vec<usize>>,
+    prefix: &str,
+    scaling_factor: f64,
+    path: &Path,
+) -> Result<(Value, HashMap<String, Stored>), SdError> {
+    let architecture = Architecture { shapes, path };
+    let levels = architecture
+        .indices(&format!("{prefix}encoder.down."))
+        .len();
+    let channels = (0..levels)
+        .map(|i| architecture.dim(&format!("{prefix}encoder.down.{i}.block.0.conv2.weight"), 0))
+        .collect::<Result<Vec<_>, _>>()?;
+    let names = shapes
+        .keys()
+        .filter_map(|key| {
+            let (name, reshape) = original_names::vae(key.strip_prefix(prefix)?, levels)?;
+            Some((
+                name,
+                Stored {
+                    key: key.clone(),
+                    reshape,
+                },
+            ))
+        })
+        .collect();
+    let has = |name: &str| shapes.contains_key(&format!("{prefix}{name}"));
+    let config = json!({
+        "block_out_channels": channels,
+        "layers_per_block": architecture.indices(&format!("{prefix}encoder.down.0.block.")).len(),
+        "latent_channels": architecture.dim(&format!("{prefix}decoder.conv_in.weight"), 1)?,
+        "use_quant_conv": has("quant_conv.weight"),
+        "use_post_quant_conv": has("post_quant_conv.weight"),
+        "scaling_factor": scaling_factor,
+    });
+    Ok((config, names))
 }
 
 #[cfg(test)]

@@ -489,12 +489,24 @@ impl PipelineSpec {
     /// Reads the configs of a pipeline: a diffusers folder's files, or what a single-file
     /// checkpoint's weights imply.
     pub fn read(source: &dyn PipelineSource) -> Result<Self, SdError> {
+        Self::read_with_vae(source, None)
+    }
+
+    /// [`PipelineSpec::read`] with `vae` in place of the pipeline's own (which a checkpoint
+    /// may lack).
+    pub fn read_with_vae(
+        source: &dyn PipelineSource,
+        vae: Option<VaeSpec>,
+    ) -> Result<Self, SdError> {
         let path = |p: &str| -> PathBuf { source.path(p) };
         let document = |p: &str| source.json(p);
         let index = document(super::folder::MODEL_INDEX)?;
         let flag = |name: &str| index.get(name).and_then(serde_json::Value::as_bool);
         let mut unet = unet(document("unet/config.json")?, &path("unet/config.json"))?;
-        let vae = vae(document("vae/config.json")?, &path("vae/config.json"))?;
+        let vae = match vae {
+            Some(vae) => vae,
+            None => self::vae(document("vae/config.json")?, &path("vae/config.json"))?,
+        };
         let encoder = |name: &str| -> Result<Option<ClipConfig>, SdError> {
             let relative = format!("{name}/config.json");
             match super::folder::has_component(&index, name) {

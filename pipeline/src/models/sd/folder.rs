@@ -181,6 +181,11 @@ impl PipelineSource for DiffusersFolder {
         }
         Ok(hex::encode(all.finalize()))
     }
+
+    fn latent_scaling_factor(&self) -> Result<f64, SdError> {
+        let relative = "vae/config.json";
+        Ok(super::config::vae(self.json(relative)?, &self.path(relative))?.scaling_factor)
+    }
 }
 
 /// Whether `model_index.json` names a `component`: diffusers writes an absent one (SDXL

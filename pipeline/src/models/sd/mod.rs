@@ -41,6 +41,7 @@ pub mod text_encoder;
 pub mod tokenizer;
 pub mod unet;
 pub mod vae;
+pub mod vae_file;
 pub mod weights;
 
 use std::path::{Path, PathBuf};
@@ -52,7 +53,9 @@ use image::{GrayImage, RgbaImage};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::generator::{GenerateError, GenerateRequest, Generator, InitImage, ModelIdentity};
+use crate::generator::{
+    GenerateError, GenerateRequest, Generator, InitImage, ModelIdentity, VaeUse,
+};
 use config::PipelineSpec;
 use lora::{LoraFile, Network, Updates};
 use scheduler::Schedule;
@@ -61,6 +64,7 @@ use text_encoder::ClipTextEncoder;
 use tokenizer::ClipTokenizer;
 use unet::UNet;
 use vae::Vae;
+use vae_file::VaeFile;
 use weights::Weights;
 
 /// What can go wrong loading or running a Stable Diffusion pipeline.
@@ -163,14 +167,33 @@ impl StableDiffusion {
     /// Loads the pipeline at `path` (a diffusers folder, a Hugging Face cache folder or a
     /// single-file checkpoint) onto `device`: f32 on the CPU, f16 on a GPU (the VAE stays f32).
     pub fn load(path: &Path, device: &Device) -> Result<Self, SdError> {
-        Self::load_with(path, device, &[])
+        Self::load_with(path, device, &[], None)
     }
 
     /// [`StableDiffusion::load`] with `loras` merged into the UNet and text encoder weights,
-    /// in order; the identity lists them with their hashes.
-    pub fn load_with(path: &Path, device: &Device, loras: &[LoraFile]) -> Result<Self, SdError> {
+    /// in order, and the VAE of `vae` in place of the pipeline's; the identity lists them with
+    /// their hashes.
+    pub fn load_with(
+        path: &Path,
+        device: &Device,
+        loras: &[LoraFile],
+        vae: Option<&VaeFile>,
+    ) -> Result<Self, SdError> {
         let source = source::open(path)?;
-        let spec = PipelineSpec::read(source.as_ref())?;
+        let separate = match vae {
+            Some(file) => Some((
+                vae_file::open(&file.path, source.latent_scaling_factor()?)?,
+                VaeUse {
+                    file: file.label.clone(),
+                    sha256: vae_file::sha256(&file.path)?,
+                },
+            )),
+            None => None,
+        };
+        let spec = PipelineSpec::read_with_vae(
+            source.as_ref(),
+            separate.as_ref().map(|(vae, _)| vae.spec.clone()),
+        )?;
         let dtype = if device.is_cpu() {
             DType::F32
         } else {
@@ -224,7 +247,10 @@ impl StableDiffusion {
         let unet = build(&unet_file, || {
             UNet::new(backend(unet_weights, Network::Unet), &spec.unet)
         })?;
-        let vae_weights = source.weights("vae")?;
+        let (vae_weights, vae_use) = match separate {
+            Some((vae, used)) => (vae.weights, Some(used)),
+            None => (source.weights("vae")?, None),
+        };
         let vae_file = vae_weights.path().to_path_buf();
         let vae = build(&vae_file, || {
             let vb = VarBuilder::from_backend(Box::new(vae_weights), DType::F32, device.clone());
@@ -237,6 +263,7 @@ impl StableDiffusion {
             path: path.to_path_buf(),
             generator: super::Family::StableDiffusion.generator(),
             loras: lora_uses,
+            vae: vae_use,
         };
         tracing::debug!(path = %path.display(), version = %identity.weights_sha256, "loaded Stable Diffusion");
         Ok(Self {

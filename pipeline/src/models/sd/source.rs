@@ -22,6 +22,9 @@ pub trait PipelineSource {
     fn weights(&self, component: &str) -> Result<Weights, SdError>;
     /// The model version: a sha256 (hex) that any changed weight changes.
     fn weights_sha256(&self) -> Result<String, SdError>;
+    /// The factor its VAE's latents are scaled by for the UNet, which a VAE file named in
+    /// place of the pipeline's keeps.
+    fn latent_scaling_factor(&self) -> Result<f64, SdError>;
 }
 
 /// Whether `path` holds a Stable Diffusion pipeline: a diffusers folder, a Hugging Face cache
