@@ -628,6 +628,8 @@ fn a_recipes_sampler_is_diffusers_from_config_of_the_folders_scheduler() {
         ("sd15", "dpm2", "sd15-dpm2"),
         ("sd15", "dpm2-karras", "sd15-dpm2-karras"),
         ("sd15", "dpm2-a", "sd15-dpm2-a"),
+        ("sd15", "dpm++sde", "sd15-dpm++sde"),
+        ("sd15", "dpm++sde-karras", "sd15-dpm++sde-karras"),
     ] {
         let picked = hub(base).with_sampler(Sampler::parse(sampler).unwrap());
         let (expected, case) = case(swapped);
@@ -659,7 +661,7 @@ fn a_recipes_sampler_is_diffusers_from_config_of_the_folders_scheduler() {
         }
     }
     assert!(
-        Sampler::parse("dpm++sde")
+        Sampler::parse("dpm++3m")
             .unwrap_err()
             .contains("dpm++2m-karras")
     );
@@ -775,6 +777,41 @@ fn euler_ancestral_sampling_is_seeded() {
         mean_difference(&a[0], &ddim[0]) > 0.5,
         "another sampler, another image"
     );
+}
+
+#[test]
+fn dpm_plus_plus_sde_sampling_is_seeded_by_its_brownian_motion() {
+    let model = load("tiny-sd15");
+    let sde = GenerateRequest {
+        steps: 4,
+        sampler: Some(Sampler::DpmPlusPlusSdeKarras),
+        ..request("mossy bricks")
+    };
+    let a = model.generate(&sde).unwrap();
+    assert_eq!(
+        a,
+        model.generate(&sde).unwrap(),
+        "the same seed, the same path"
+    );
+    let other_seed = model
+        .generate(&GenerateRequest {
+            seed: 99,
+            ..sde.clone()
+        })
+        .unwrap();
+    assert!(mean_difference(&a[0], &other_seed[0]) > 0.5);
+    // Image-to-image starts inside the motion's span.
+    let refined = model
+        .generate(&GenerateRequest {
+            init: Some(InitImage {
+                image: a[0].clone(),
+                strength: 0.5,
+                mask: None,
+            }),
+            ..sde.clone()
+        })
+        .unwrap();
+    assert!(mean_difference(&a[0], &refined[0]) > 0.0);
 }
 
 #[test]

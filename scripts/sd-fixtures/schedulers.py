@@ -10,8 +10,9 @@ solver, DPM++ 2M SDE, Euler ancestral and LCM with fixed fresh noise `sin(0.9·k
 step i, Euler, LMS and
 Heun with and without Karras sigmas, exponential and beta sigmas (the beta ramp needs `scipy`), DDIM, UniPC of orders 1–3 with `bh1`
 and `bh2`, DEIS of orders 1–3, DPM2 (KDPM2) plain, Karras and beta, DPM2 ancestral with the same fixed noise, DPM++ with Lu's λ
-spacing, and zero terminal SNR (`rescale_betas_zero_snr`) in each class that reads it and one that
-does not; LMS needs `scipy`) — and
+spacing, zero terminal SNR (`rescale_betas_zero_snr`) in each class that reads it and one that
+does not, and DPM++ SDE (plain, Karras, v-prediction with leading spacing) with the same fixed
+noise in place of its Brownian increments; LMS needs `scipy`, DPM++ SDE `torchsde`) — and
 several step counts, it records the timesteps and a
 whole sampling loop driven by a fixed stand-in for the UNet, `0.5·tanh(x) + 0.1·cos(t/100)`, from
 fixed starting latents: text-to-image (from noise) and image-to-image (strength 0.6, noised with
@@ -32,6 +33,7 @@ from diffusers import (
     DDIMScheduler,
     DEISMultistepScheduler,
     DPMSolverMultistepScheduler,
+    DPMSolverSDEScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
     HeunDiscreteScheduler,
@@ -151,6 +153,10 @@ CASES = [
     ("sd21-lcm-zsnr-v-trailing", LCMScheduler, SD21, ZSNR),
     # Classes without the setting sample the schedule as trained.
     ("sd21-heun-zsnr-unread-v", HeunDiscreteScheduler, SD21, ZSNR),
+    # DPM++ SDE, its Brownian increments replaced by the fixed noise of each call.
+    ("sd15-dpm++sde", DPMSolverSDEScheduler, SD15, {}),
+    ("sd15-dpm++sde-karras", DPMSolverSDEScheduler, SD15, {"use_karras_sigmas": True}),
+    ("sd21-dpm++sde-v-leading", DPMSolverSDEScheduler, SD21, {"timestep_spacing": "leading"}),
 ]
 STEPS = [1, 2, 4, 10, 20]
 STRENGTH = 0.6
@@ -183,6 +189,9 @@ dpm2_ancestral.randn_tensor = lambda *args, **kwargs: step_noise(STEP[0])
 
 def run(scheduler, latents, timesteps, first=0):
     sde = str(getattr(scheduler.config, "algorithm_type", "")).startswith("sde")
+    if isinstance(scheduler, DPMSolverSDEScheduler):
+        # Instead of the Brownian tree's increment over (σ, σ_next): the call's fixed noise.
+        scheduler.noise_sampler = lambda sigma, sigma_next: step_noise(STEP[0])
     for k, t in enumerate(timesteps):
         STEP[0] = first + k
         x = scheduler.scale_model_input(latents, t)

@@ -938,12 +938,12 @@ mod tests {
                 .to_string()
                 .contains("Stable Diffusion model folder")
         );
-        let text = "kind = \"sprite\"\nprompt = \"gem\"\nmodel = \"sd\"\nsampler = \"dpm++sde\"\n";
+        let text = "kind = \"sprite\"\nprompt = \"gem\"\nmodel = \"sd\"\nsampler = \"dpm++3m\"\n";
         let errors = parse(Path::new("x.recipe.toml"), text).expect_err("unknown sampler");
         let message = errors[0].to_string();
         assert!(
             message.contains("`sampler`")
-                && message.contains("\"dpm++sde\"")
+                && message.contains("\"dpm++3m\"")
                 && message.contains("dpm++2m"),
             "{message}"
         );

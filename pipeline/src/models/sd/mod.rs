@@ -27,6 +27,7 @@
 //! ```
 
 pub mod blocks;
+pub mod brownian;
 pub mod checkpoint;
 pub mod config;
 mod delta;
@@ -462,6 +463,13 @@ impl StableDiffusion {
         };
         let (_, _, h, w) = latents.dims4()?;
         let mut offsets = ChaCha8Rng::seed_from_u64(request.seed ^ 0x7111_AB1E);
+        // DPM++ SDE's noise: increments of one Brownian motion over the run's noise levels.
+        let brownian = (first < schedule.timesteps.len()
+            && schedule.brownian_interval(first).is_some())
+        .then(|| {
+            let (low, high) = schedule.sigma_span();
+            brownian::BrownianTree::new(request.seed ^ 0xB0B0_5DE0, low, high, latents.elem_count())
+        });
         for i in first..schedule.timesteps.len() {
             let t = schedule.timesteps[i];
             let (dy, dx) = if request.tileable {
@@ -491,10 +499,13 @@ impl StableDiffusion {
             };
             let out = super::roll(&out, h - dy % h, w - dx % w)?;
             let fresh = if schedule.needs_noise(i) {
-                let values = super::noise::gaussian(
-                    request.seed ^ (0x5EED_0000 + i as u64),
-                    latents.elem_count(),
-                );
+                let values = match (&brownian, schedule.brownian_interval(i)) {
+                    (Some(tree), Some((from, to))) => tree.increment(from, to),
+                    _ => super::noise::gaussian(
+                        request.seed ^ (0x5EED_0000 + i as u64),
+                        latents.elem_count(),
+                    ),
+                };
                 Some(Tensor::from_vec(values, latents.shape(), &self.device)?)
             } else {
                 None

@@ -48,6 +48,10 @@ pub enum Kind {
     /// `LCMScheduler`: latent consistency sampling (LCM and LCM-LoRA models) in a few steps,
     /// fresh noise between them.
     Lcm,
+    /// `DPMSolverSDEScheduler` (DPM++ SDE, k-diffusion's `sample_dpmpp_sde`): a stochastic
+    /// step to the geometric mean of σ and the next σ, then the whole step from the x₀ found
+    /// there, each with noise from one Brownian motion (two UNet calls a step).
+    DpmSolverSde,
 }
 
 /// What the UNet predicts.
@@ -137,13 +141,17 @@ pub enum Sampler {
     Dpm2Ancestral,
     /// DPM2 ancestral with Karras sigmas.
     Dpm2AncestralKarras,
+    /// DPM++ SDE (stochastic, two UNet calls a step).
+    DpmPlusPlusSde,
+    /// DPM++ SDE with Karras sigmas.
+    DpmPlusPlusSdeKarras,
     /// LCM: the few-step sampler of LCM-LoRAs (4–8 steps, guidance 1–2).
     Lcm,
 }
 
 impl Sampler {
     /// Every sampler with its name, as recipes spell it.
-    pub const ALL: [(Sampler, &'static str); 21] = [
+    pub const ALL: [(Sampler, &'static str); 23] = [
         (Sampler::Ddim, "ddim"),
         (Sampler::Pndm, "pndm"),
         (Sampler::Euler, "euler"),
@@ -164,6 +172,8 @@ impl Sampler {
         (Sampler::Dpm2Karras, "dpm2-karras"),
         (Sampler::Dpm2Ancestral, "dpm2-a"),
         (Sampler::Dpm2AncestralKarras, "dpm2-a-karras"),
+        (Sampler::DpmPlusPlusSde, "dpm++sde"),
+        (Sampler::DpmPlusPlusSdeKarras, "dpm++sde-karras"),
         (Sampler::Lcm, "lcm"),
     ];
 
@@ -363,9 +373,10 @@ impl SchedulerConfig {
             "KDPM2DiscreteScheduler" => Kind::Kdpm2,
             "KDPM2AncestralDiscreteScheduler" => Kind::Kdpm2Ancestral,
             "LCMScheduler" => Kind::Lcm,
+            "DPMSolverSDEScheduler" => Kind::DpmSolverSde,
             other => {
                 return Err(unsupported(format!(
-                    "`_class_name` {other:?}: Autonomy samples with DDIMScheduler, PNDMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, HeunDiscreteScheduler, LMSDiscreteScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler, DEISMultistepScheduler, KDPM2DiscreteScheduler, KDPM2AncestralDiscreteScheduler or LCMScheduler; set `_class_name` to one of them, or pick a `sampler` in the recipe (the betas stay as they are)"
+                    "`_class_name` {other:?}: Autonomy samples with DDIMScheduler, PNDMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, HeunDiscreteScheduler, LMSDiscreteScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler, DEISMultistepScheduler, KDPM2DiscreteScheduler, KDPM2AncestralDiscreteScheduler, DPMSolverSDEScheduler or LCMScheduler; set `_class_name` to one of them, or pick a `sampler` in the recipe (the betas stay as they are)"
                 )));
             }
         };
@@ -598,6 +609,8 @@ impl SchedulerConfig {
             Sampler::Dpm2Karras => (Kind::Kdpm2, true),
             Sampler::Dpm2Ancestral => (Kind::Kdpm2Ancestral, false),
             Sampler::Dpm2AncestralKarras => (Kind::Kdpm2Ancestral, true),
+            Sampler::DpmPlusPlusSde => (Kind::DpmSolverSde, false),
+            Sampler::DpmPlusPlusSdeKarras => (Kind::DpmSolverSde, true),
             Sampler::Lcm => (Kind::Lcm, false),
         };
         Self {
@@ -816,9 +829,13 @@ impl SchedulerConfig {
                 .chain([sigmas[last]])
                 .collect();
         }
-        if matches!(self.kind, Kind::Kdpm2 | Kind::Kdpm2Ancestral) {
+        if matches!(
+            self.kind,
+            Kind::Kdpm2 | Kind::Kdpm2Ancestral | Kind::DpmSolverSde
+        ) {
             // Each step but the last also calls the UNet at the geometric mean of its σ and
-            // where it steps to (the next σ; for DPM2 a the ancestral step's lower σ, σₖ₊₁²/σₖ):
+            // where it steps to (the next σ, the midpoint in log σ; for DPM2 a the ancestral
+            // step's lower σ, σₖ₊₁²/σₖ):
             // the σ list holds the σ of every call, then the final 0.
             let mut calls = vec![sigmas[0]];
             let mut call_timesteps = vec![timesteps[0]];
@@ -932,6 +949,7 @@ fn takes_ramps(kind: Kind) -> bool {
             | Kind::Lms
             | Kind::Kdpm2
             | Kind::Kdpm2Ancestral
+            | Kind::DpmSolverSde
             | Kind::DpmSolverMultistep
             | Kind::UniPc
             | Kind::Deis
@@ -948,6 +966,7 @@ fn default_spacing(kind: Kind) -> Spacing {
         | Kind::Lms
         | Kind::Kdpm2
         | Kind::Kdpm2Ancestral
+        | Kind::DpmSolverSde
         | Kind::DpmSolverMultistep
         | Kind::UniPc
         | Kind::Deis => Spacing::Linspace,
@@ -991,7 +1010,7 @@ impl Schedule {
     /// at entry `order·s`.
     pub fn order(&self) -> usize {
         match self.config.kind {
-            Kind::Heun | Kind::Kdpm2 | Kind::Kdpm2Ancestral => 2,
+            Kind::Heun | Kind::Kdpm2 | Kind::Kdpm2Ancestral | Kind::DpmSolverSde => 2,
             _ => 1,
         }
     }
@@ -1010,7 +1029,8 @@ impl Schedule {
             | Kind::Heun
             | Kind::Lms
             | Kind::Kdpm2
-            | Kind::Kdpm2Ancestral => {
+            | Kind::Kdpm2Ancestral
+            | Kind::DpmSolverSde => {
                 let max = self.sigmas.iter().copied().fold(0.0, f64::max);
                 match self.config.spacing {
                     Spacing::Linspace | Spacing::Trailing => max,
@@ -1028,7 +1048,8 @@ impl Schedule {
             | Kind::Heun
             | Kind::Lms
             | Kind::Kdpm2
-            | Kind::Kdpm2Ancestral => latents / (self.sigmas[i].powi(2) + 1.0).sqrt(),
+            | Kind::Kdpm2Ancestral
+            | Kind::DpmSolverSde => latents / (self.sigmas[i].powi(2) + 1.0).sqrt(),
             Kind::Ddim
             | Kind::Pndm
             | Kind::DpmSolverMultistep
@@ -1050,7 +1071,8 @@ impl Schedule {
             | Kind::Heun
             | Kind::Lms
             | Kind::Kdpm2
-            | Kind::Kdpm2Ancestral => x0 + (noise * self.sigmas[i])?,
+            | Kind::Kdpm2Ancestral
+            | Kind::DpmSolverSde => x0 + (noise * self.sigmas[i])?,
             Kind::DpmSolverMultistep | Kind::UniPc | Kind::Deis => {
                 let (alpha, sigma) = alpha_sigma(self.sigmas[i]);
                 (x0 * alpha)? + (noise * sigma)?
@@ -1067,8 +1089,33 @@ impl Schedule {
             Kind::Lcm => i + 1 < self.timesteps.len(),
             // The second call of each step.
             Kind::Kdpm2Ancestral => i % 2 == 1,
+            // Both calls of each step but the last (an Euler step to 0).
+            Kind::DpmSolverSde => self.sigmas[i + 1] > 0.0,
             _ => false,
         }
+    }
+
+    /// DPM++ SDE: the noise levels whose Brownian increment step `i` adds, from σ to where
+    /// it steps (its first call to the midpoint, its second the whole step); `None` for
+    /// other samplers, which draw independent noise.
+    pub fn brownian_interval(&self, i: usize) -> Option<(f64, f64)> {
+        if self.config.kind != Kind::DpmSolverSde || !self.needs_noise(i) {
+            return None;
+        }
+        let s = &self.sigmas;
+        Some(match i % 2 {
+            0 => (s[i], s[i + 1]),
+            _ => (s[i - 1], s[i + 1]),
+        })
+    }
+
+    /// The smallest and largest non-zero σ of the run: the span of DPM++ SDE's Brownian
+    /// motion.
+    pub fn sigma_span(&self) -> (f64, f64) {
+        let positive = self.sigmas.iter().copied().filter(|&s| s > 0.0);
+        let min = positive.clone().fold(f64::INFINITY, f64::min);
+        let max = positive.fold(0.0, f64::max);
+        (min.min(max), max)
     }
 
     /// The latents after step `i`, given the UNet's (guided) output; `noise` (same shape)
@@ -1087,6 +1134,7 @@ impl Schedule {
             Kind::Lms => self.lms_step(output, i, latents),
             Kind::Heun => self.heun_step(output, i, latents),
             Kind::Kdpm2 | Kind::Kdpm2Ancestral => self.dpm2_step(output, i, latents, noise),
+            Kind::DpmSolverSde => self.dpm_sde_step(output, i, latents, noise),
             Kind::DpmSolverMultistep => self.dpm_step(output, i, latents, noise),
             Kind::UniPc => self.unipc_step(output, i, latents),
             Kind::Deis => self.deis_step(output, i, latents),
@@ -1271,6 +1319,51 @@ impl Schedule {
                 let derivative = ((latents - x0)? / sigma)?;
                 self.held = Some(latents.clone());
                 latents + (derivative * (mid - sigma))?
+            }
+        }
+    }
+
+    /// DPM++ SDE (diffusers' `DPMSolverSDEScheduler`): from σ an ancestral step to the
+    /// midpoint with the x₀ predicted at σ, then from σ again the whole ancestral step with the
+    /// x₀ predicted at the midpoint; the last step, to 0, is Euler's.
+    fn dpm_sde_step(
+        &mut self,
+        output: &Tensor,
+        i: usize,
+        latents: &Tensor,
+        noise: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let s = &self.sigmas;
+        // From `start` at σ towards `to`: down to σ_down along the exponential integrator's
+        // path, then noise up by σ_up (σ_down² + σ_up² = to²).
+        let ancestral = |start: &Tensor, x0: &Tensor, sigma: f64, to: f64| -> Result<Tensor> {
+            let up = to.min(
+                (to * to * (sigma * sigma - to * to) / (sigma * sigma))
+                    .max(0.0)
+                    .sqrt(),
+            );
+            let down = (to * to - up * up).max(0.0).sqrt();
+            let stepped = (x0 + ((start - x0)? * (down / sigma))?)?;
+            match noise {
+                Some(noise) => stepped + (noise * up)?,
+                None => Ok(stepped),
+            }
+        };
+        match self.held.take() {
+            Some(start) => {
+                let (sigma, mid, next) = (s[i - 1], s[i], s[i + 1]);
+                let x0 = self.sigma_x0(output, mid, latents)?;
+                ancestral(&start, &x0, sigma, next)
+            }
+            None => {
+                let (sigma, to) = (s[i], s[i + 1]);
+                let x0 = self.sigma_x0(output, sigma, latents)?;
+                if to <= 0.0 {
+                    let derivative = ((latents - &x0)? / sigma)?;
+                    return latents + (derivative * (to - sigma))?;
+                }
+                self.held = Some(latents.clone());
+                ancestral(latents, &x0, sigma, to)
             }
         }
     }
