@@ -15,7 +15,7 @@ use autonomy_pipeline::models::sd::scheduler::{
     Kind, Prediction, Sampler, Schedule, SchedulerConfig, Spacing,
 };
 use autonomy_pipeline::models::sd::vae_file::VaeFile;
-use autonomy_pipeline::models::sd::{Prompt, SdError, StableDiffusion};
+use autonomy_pipeline::models::sd::{Prompt, SdError, StableDiffusion, checkpoint};
 use autonomy_pipeline::post::seam;
 use candle_core::{Device, Tensor};
 use common::mean_difference;
@@ -1561,6 +1561,57 @@ fn single_file_checkpoints_load_as_diffusers_converts_them() {
             4e-4,
         );
     }
+}
+
+#[test]
+fn a_ckpt_pickle_loads_as_its_safetensors_twin() {
+    let pickle = fixtures().join("checkpoints/tiny-sd15.ckpt");
+    assert!(checkpoint::is_checkpoint(&pickle));
+    let model = StableDiffusion::load(&pickle, &Device::Cpu).expect("the .ckpt loads");
+    let twin = StableDiffusion::load(&checkpoint("tiny-sd15"), &Device::Cpu).unwrap();
+    assert_eq!(
+        model.identity().weights_sha256,
+        autonomy_pipeline::models::digest::file_sha256(&pickle).unwrap(),
+        "the version is the .ckpt's own sha256"
+    );
+    // (At the checkpoint's native 512 px the tiny model takes minutes: 64 px latents here.)
+    let request = GenerateRequest {
+        steps: 3,
+        guidance: 5.0,
+        ..request("mossy bricks")
+    };
+    let init = Reference::of_checkpoint("tiny-sd15")
+        .get("run_init")
+        .clone();
+    let image = |model: &StableDiffusion| {
+        model
+            .sample(&request, &init)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    assert_eq!(
+        image(&model),
+        image(&twin),
+        "the same tensors, the same pixels"
+    );
+    // Its VAE, named for a checkpoint without one.
+    let root = tempfile::tempdir().unwrap();
+    let tensors = candle_core::safetensors::load(checkpoint("tiny-sd15"), &Device::Cpu).unwrap();
+    let rest: HashMap<String, Tensor> = tensors
+        .into_iter()
+        .filter(|(name, _)| !name.starts_with("first_stage_model."))
+        .collect();
+    let no_vae = root.path().join("no-vae.safetensors");
+    candle_core::safetensors::save(&rest, &no_vae).unwrap();
+    let vae = VaeFile {
+        path: pickle.clone(),
+        label: "tiny-sd15.ckpt".into(),
+    };
+    let with_vae = StableDiffusion::load_with(&no_vae, &Device::Cpu, &[], Some(&vae)).unwrap();
+    assert_eq!(image(&with_vae), image(&twin));
 }
 
 #[test]

@@ -2,7 +2,7 @@
 
 Run by hand (never in CI), from the repository root, in make.py's environment:
 
-    /tmp/sdenv/bin/python scripts/sd-fixtures/checkpoints.py
+    /work/sdenv/bin/python scripts/sd-fixtures/checkpoints.py
 
 A single-file checkpoint is what A1111, ComfyUI and model sites share: one `.safetensors` with
 the UNet (`model.diffusion_model.`), the VAE (`first_stage_model.`) and the text encoders
@@ -15,6 +15,10 @@ names, in f16, with no config and no tokenizer. Two are made in `checkpoints/`:
 - `tiny-sdxl.safetensors`: OpenAI CLIP plus an OpenCLIP tower (fused `in_proj` query/key/value,
   a `text_projection` multiplied from the right) with 64-wide heads, the `text_time` added
   conditioning.
+
+`tiny-sd15.ckpt` holds the same tensors as `tiny-sd15.safetensors` in A1111's older format, a
+`torch.save` archive of a Lightning checkpoint (`state_dict` beside `epoch`, `global_step`, …);
+`checkpoints.py --pickle` writes it alone.
 
 Both keep what the families' rules need (heads, vocabulary, 32 norm groups) and are tiny
 otherwise; the text towers embed CLIP's whole 49 408-token vocabulary, so the tokenizer they are
@@ -402,10 +406,31 @@ def build_sdxl(name):
     }
 
 
+def write_pickle(name):
+    """`<name>.ckpt`: the checkpoint's tensors as A1111's older `.ckpt` files hold them — a
+    `torch.save` zip archive of a PyTorch Lightning checkpoint, the weights under `state_dict`
+    beside the trainer's bookkeeping."""
+    state = load_file(os.path.join(CHECKPOINTS, f"{name}.safetensors"))
+    torch.save(
+        {
+            "state_dict": state,
+            "epoch": 6,
+            "global_step": 470000,
+            "pytorch-lightning_version": "1.4.2",
+            "callbacks": {},
+        },
+        os.path.join(CHECKPOINTS, f"{name}.ckpt"),
+    )
+
+
 def main():
     if not os.path.isdir("pipeline"):
         sys.exit("run from the repository root")
     os.makedirs(CHECKPOINTS, exist_ok=True)
+    if sys.argv[1:] == ["--pickle"]:
+        write_pickle("tiny-sd15")
+        print("wrote tiny-sd15.ckpt")
+        return
     for name, build in (("tiny-sd15", build_sd15), ("tiny-sdxl", build_sdxl)):
         tensors = build(name)
         save_file(
@@ -414,6 +439,7 @@ def main():
             metadata={"prompt": PROMPT, "negative_prompt": NEGATIVE, "torch": torch.__version__},
         )
         print("wrote", name)
+    write_pickle("tiny-sd15")
     for folder, _, files in os.walk(CHECKPOINTS):  # safetensors writes them owner-only
         for file in files:
             os.chmod(os.path.join(folder, file), 0o644)

@@ -198,6 +198,11 @@ mod tests {
         ] {
             candle_core::safetensors::save(&one(name), path).unwrap();
         }
+        // A1111's older `.ckpt` pickles are told by their index; other pickles passed over.
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/sd/checkpoints/tiny-sd15.ckpt");
+        std::fs::copy(fixture, checkpoints.join("old.ckpt")).unwrap();
+        std::fs::write(checkpoints.join("notes.ckpt"), b"not a zip").unwrap();
         let dirs = [root.path().to_path_buf(), root.path().join("missing")];
         assert_eq!(
             stable_diffusion_models(&dirs),
@@ -206,6 +211,7 @@ mod tests {
                 root.path().join("sd15"),
                 root.path().join("top.safetensors"),
                 checkpoints.join("fine-tune.safetensors"),
+                checkpoints.join("old.ckpt"),
             ]
         );
     }

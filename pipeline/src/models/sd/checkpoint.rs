@@ -27,14 +27,13 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use candle_core::safetensors::MmapedSafetensors;
 use serde_json::{Value, json};
 
 use super::SdError;
 use super::original_names;
 use super::source::PipelineSource;
 use super::tokenizer::ClipTokenizer;
-use super::weights::{Reshape, Stored, Weights};
+use super::weights::{Reshape, Store, Stored, Weights};
 
 const UNET: &str = "model.diffusion_model.";
 const VAE: &str = "first_stage_model.";
@@ -171,7 +170,7 @@ impl Family {
 pub struct Checkpoint {
     path: PathBuf,
     family: Family,
-    tensors: Arc<MmapedSafetensors>,
+    tensors: Arc<Store>,
     /// The configs a diffusers folder of the same model would hold, by relative path.
     documents: HashMap<String, Value>,
     /// Each component's tensors by diffusers name.
@@ -181,12 +180,18 @@ pub struct Checkpoint {
 }
 
 /// Whether `path` is a single-file checkpoint: a `.safetensors` file whose header names UNet
-/// tensors in the original code's names (the header alone is read).
+/// tensors in the original code's names (the header alone is read), or a PyTorch pickle
+/// (`.ckpt`) whose index does (its tensors are not read).
 pub fn is_checkpoint(path: &Path) -> bool {
-    path.is_file()
-        && path.extension().is_some_and(|e| e == "safetensors")
-        && super::weights::header(path)
-            .is_ok_and(|header| header.keys().any(|key| key.starts_with(UNET)))
+    let unet = |mut names: Box<dyn Iterator<Item = String>>| names.any(|k| k.starts_with(UNET));
+    if !path.is_file() {
+        return false;
+    }
+    if super::weights::is_pickle(path) {
+        return Store::open(path).is_ok_and(|store| unet(Box::new(store.shapes().into_keys())));
+    }
+    path.extension().is_some_and(|e| e == "safetensors")
+        && super::weights::header(path).is_ok_and(|header| unet(Box::new(header.into_keys())))
 }
 
 impl Checkpoint {
@@ -197,18 +202,8 @@ impl Checkpoint {
             path: path.to_path_buf(),
             message,
         };
-        // SAFETY: the file is only read while the pipeline loads (candle copies every tensor
-        // out); Autonomy does not write model files while it loads them.
-        let tensors =
-            unsafe { MmapedSafetensors::new(path) }.map_err(|source| SdError::Weights {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        let shapes: HashMap<String, Vec<usize>> = tensors
-            .tensors()
-            .into_iter()
-            .map(|(name, view)| (name, view.shape().to_vec()))
-            .collect();
+        let tensors = Store::open(path)?;
+        let shapes = tensors.shapes();
         let keys: Vec<&str> = shapes.keys().map(String::as_str).collect();
         if !keys.iter().any(|k| k.starts_with(UNET)) {
             return Err(invalid(format!(
@@ -366,7 +361,7 @@ const SD2_PREDICTION_PROBE: &str =
 
 /// Whether the checkpoint's UNet predicts v (see the module docs).
 fn predicts_v(
-    tensors: &MmapedSafetensors,
+    tensors: &Store,
     family: Family,
     shapes: &HashMap<String, Vec<usize>>,
 ) -> candle_core::Result<bool> {

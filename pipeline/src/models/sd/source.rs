@@ -33,10 +33,12 @@ pub fn is_pipeline(path: &Path) -> bool {
     super::folder::is_diffusers(path) || checkpoint::is_checkpoint(path)
 }
 
-/// Opens the pipeline at `path`: a single-file checkpoint when it is a `.safetensors` file, else
-/// a diffusers folder (or a Hugging Face cache folder of one).
+/// Opens the pipeline at `path`: a single-file checkpoint when it is a file (`.safetensors`, or
+/// a `.ckpt` pickle), else a diffusers folder (or a Hugging Face cache folder of one).
 pub fn open(path: &Path) -> Result<Box<dyn PipelineSource>, SdError> {
-    if path.is_file() && path.extension().is_some_and(|e| e == "safetensors") {
+    if path.is_file()
+        && (path.extension().is_some_and(|e| e == "safetensors") || super::weights::is_pickle(path))
+    {
         Ok(Box::new(Checkpoint::open(path)?))
     } else {
         Ok(Box::new(DiffusersFolder::open(path)?))

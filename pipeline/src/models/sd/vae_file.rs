@@ -3,21 +3,19 @@
 //! a diffusers VAE folder such as `sdxl-vae-fp16-fix`). Three layouts are read:
 //! - a diffusers VAE folder (`config.json` + `diffusion_pytorch_model.safetensors`), or a
 //!   diffusers pipeline folder, whose `vae/` is taken;
-//! - a `.safetensors` file in the original (LDM) names, `encoder.down.0.block.0.…`;
+//! - a `.safetensors` file (or a `.ckpt` pickle) in the original (LDM) names,
+//!   `encoder.down.0.block.0.…`;
 //! - a whole single-file checkpoint, whose `first_stage_model.…` VAE is taken.
 //!
 //! A file does not say how its latents are scaled for the UNet; VAEs made for one family share
 //! the factor, so the pipeline's own is kept. A folder's `config.json` says it.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use candle_core::safetensors::MmapedSafetensors;
-
 use super::SdError;
 use super::config::{self, VaeSpec};
-use super::weights::Weights;
+use super::weights::{Store, Weights};
 
 /// A VAE to load in place of a pipeline's, as a recipe or `generate --vae` names it.
 #[derive(Clone, Debug, PartialEq)]
@@ -67,8 +65,9 @@ pub fn open(path: &Path, scaling_factor: f64) -> Result<SeparateVae, SdError> {
             weights: Weights::files(&[weights])?,
         });
     }
-    let header = super::weights::header(path)?;
-    let has = |prefix: &str| header.keys().any(|key| key.starts_with(prefix));
+    let tensors = Store::open(path)?;
+    let shapes = tensors.shapes();
+    let has = |prefix: &str| shapes.keys().any(|key| key.starts_with(prefix));
     let prefix = if has(IN_CHECKPOINT) {
         IN_CHECKPOINT
     } else {
@@ -85,17 +84,6 @@ pub fn open(path: &Path, scaling_factor: f64) -> Result<SeparateVae, SdError> {
             message: format!("not a VAE: {why}"),
         });
     }
-    // SAFETY: the file is only read while the pipeline loads (candle copies every tensor out);
-    // Autonomy does not write model files while it loads them.
-    let tensors = unsafe { MmapedSafetensors::new(path) }.map_err(|source| SdError::Weights {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let shapes: HashMap<String, Vec<usize>> = tensors
-        .tensors()
-        .into_iter()
-        .map(|(name, view)| (name, view.shape().to_vec()))
-        .collect();
     let (json, names) = super::checkpoint::vae_of(&shapes, prefix, scaling_factor, path)?;
     Ok(SeparateVae {
         spec: config::vae(json, path)?,

@@ -1,11 +1,14 @@
 //! One network's weights by their diffusers names: a diffusers folder's safetensors files as
 //! they are stored, or the part of a single-file checkpoint that holds the network, renamed (and
-//! where the two layouts differ, reshaped) as each tensor is read.
+//! where the two layouts differ, reshaped) as each tensor is read. A checkpoint is a
+//! safetensors file or a PyTorch pickle (`.ckpt`), which candle's pickle reader reads without
+//! running any of its code.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use candle_core::pickle::PthTensors;
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
@@ -73,9 +76,95 @@ pub struct Stored {
     pub reshape: Reshape,
 }
 
+/// The extensions of PyTorch pickles (`torch.save` zip archives).
+const PICKLES: [&str; 3] = ["ckpt", "pt", "pth"];
+
+/// Whether `path` names a PyTorch pickle (`.ckpt`, `.pt`, `.pth`) rather than safetensors.
+pub fn is_pickle(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| PICKLES.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// The tensors of one weights file, by stored name.
+pub enum Store {
+    /// safetensors files, memory-mapped (several: the shards of one network).
+    Safetensors(MmapedSafetensors),
+    /// A `torch.save` zip archive: its `state_dict` (A1111's `.ckpt`), or the whole dict.
+    Pickle(PthTensors),
+}
+
+impl Store {
+    /// Opens the weights file at `path`: a PyTorch pickle when [`is_pickle`] says so, else
+    /// safetensors.
+    pub fn open(path: &Path) -> Result<Self, SdError> {
+        let failed = |source| SdError::Weights {
+            path: path.to_path_buf(),
+            source,
+        };
+        if !path.is_file() {
+            return Err(SdError::MissingFile {
+                path: path.to_path_buf(),
+            });
+        }
+        if is_pickle(path) {
+            // Lightning checkpoints keep the weights under `state_dict`; plain saves are the dict.
+            let tensors = PthTensors::new(path, Some("state_dict"))
+                .or_else(|_| PthTensors::new(path, None))
+                .map_err(failed)?;
+            return Ok(Store::Pickle(tensors));
+        }
+        // SAFETY: the file is only read while the pipeline loads (candle copies every tensor
+        // out); Autonomy does not write model files while it loads them.
+        Ok(Store::Safetensors(
+            unsafe { MmapedSafetensors::new(path) }.map_err(failed)?,
+        ))
+    }
+
+    /// Every stored tensor's name and shape.
+    pub fn shapes(&self) -> HashMap<String, Vec<usize>> {
+        match self {
+            Store::Safetensors(tensors) => tensors
+                .tensors()
+                .into_iter()
+                .map(|(name, view)| (name, view.shape().to_vec()))
+                .collect(),
+            Store::Pickle(tensors) => tensors
+                .tensor_infos()
+                .iter()
+                .map(|(name, info)| (name.clone(), info.layout.dims().to_vec()))
+                .collect(),
+        }
+    }
+
+    /// The shape of the stored tensor `key`, if there is one.
+    pub fn shape(&self, key: &str) -> Option<Vec<usize>> {
+        match self {
+            Store::Safetensors(tensors) => tensors.get(key).ok().map(|v| v.shape().to_vec()),
+            Store::Pickle(tensors) => tensors
+                .tensor_infos()
+                .get(key)
+                .map(|info| info.layout.dims().to_vec()),
+        }
+    }
+
+    /// Reads the stored tensor `key` onto `device`, as stored (dtype included).
+    pub fn load(&self, key: &str, device: &Device) -> candle_core::Result<Tensor> {
+        match self {
+            Store::Safetensors(tensors) => tensors.load(key, device),
+            Store::Pickle(tensors) => tensors
+                .get(key)?
+                .ok_or_else(|| candle_core::Error::CannotFindTensor {
+                    path: key.to_string(),
+                })?
+                .to_device(device),
+        }
+    }
+}
+
 /// A network's tensors, by diffusers name.
 pub struct Weights {
-    tensors: Arc<MmapedSafetensors>,
+    tensors: Arc<Store>,
     /// Diffusers name → stored tensor; `None` when the files are diffusers-named already.
     renamed: Option<HashMap<String, Stored>>,
     /// The (first) file, for errors.
@@ -94,18 +183,14 @@ impl Weights {
                 source,
             })?;
         Ok(Self {
-            tensors: Arc::new(tensors),
+            tensors: Arc::new(Store::Safetensors(tensors)),
             renamed: None,
             path: first.to_path_buf(),
         })
     }
 
     /// The tensors of `tensors` (the file at `path`) that `names` maps diffusers names to.
-    pub fn renamed(
-        tensors: Arc<MmapedSafetensors>,
-        path: &Path,
-        names: HashMap<String, Stored>,
-    ) -> Self {
+    pub fn renamed(tensors: Arc<Store>, path: &Path, names: HashMap<String, Stored>) -> Self {
         Self {
             tensors,
             renamed: Some(names),
@@ -122,7 +207,7 @@ impl Weights {
     pub fn names(&self) -> Vec<String> {
         match &self.renamed {
             Some(names) => names.keys().cloned().collect(),
-            None => self.tensors.tensors().into_iter().map(|(n, _)| n).collect(),
+            None => self.tensors.shapes().into_keys().collect(),
         }
     }
 
@@ -136,8 +221,7 @@ impl Weights {
     /// The diffusers shape of the tensor `name`, if there is one.
     pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
         let (key, reshape) = self.stored(name)?;
-        let view = self.tensors.get(key).ok()?;
-        Some(reshape.shape(view.shape()))
+        Some(reshape.shape(&self.tensors.shape(key)?))
     }
 
     /// Reads the tensor `name` onto `device`, as stored (dtype included).
