@@ -28,6 +28,10 @@ pub struct Draft {
     /// LoRA files (absolute paths, as the Generate panel finds them) merged into a Stable
     /// Diffusion folder's weights, each with its scale.
     pub loras: Vec<(PathBuf, f32)>,
+    /// A VAE file or folder (absolute) used in place of a Stable Diffusion model's own.
+    pub vae: Option<PathBuf>,
+    /// Stable Diffusion's guidance rescale, 0–1 (0: off).
+    pub guidance_rescale: f32,
     /// The seed (same seed, same image).
     pub seed: u64,
     /// Denoising steps.
@@ -71,6 +75,8 @@ impl Default for Draft {
             model: "house".into(),
             sampler: None,
             loras: Vec::new(),
+            vae: None,
+            guidance_rescale: 0.0,
             seed: 7,
             steps: 20,
             guidance: 4.0,
@@ -141,6 +147,9 @@ impl Draft {
                 .collect();
             lines.push(format!("loras = [{}]", loras.join(", ")));
         }
+        if let Some(vae) = &self.vae {
+            lines.push(format!("vae = {}", quoted(&vae.to_string_lossy())));
+        }
         if let (Some(start), Some(source)) = (&self.start, source) {
             lines.push(format!("source = {}", quoted(source)));
             // The f32's shortest decimal (0.35, not 0.3499999940395355), always with a point.
@@ -157,6 +166,14 @@ impl Draft {
             format!("size = {}", self.size),
             format!("tileable = {}", self.tileable),
         ]);
+        if self.guidance_rescale > 0.0 {
+            // The f32's shortest decimal, as for the strength.
+            let rescale = self.guidance_rescale.to_string().parse().unwrap_or(0.0);
+            lines.push(format!(
+                "guidance_rescale = {}",
+                toml::Value::Float(rescale)
+            ));
+        }
         if let Some((colors, scale)) = self.pixel_art {
             lines.push(format!(
                 "pixel_art = {{ colors = {colors}, scale = {scale} }}"
@@ -249,6 +266,20 @@ mod tests {
             .collect();
         assert_eq!(loras, [(ink, f64::from(0.8f32)), (shared, -0.25)]);
 
+        // A VAE from the model folders, and guidance rescale: in the recipe only when set.
+        let vae = std::env::temp_dir().join("VAE/vae-ft-mse.safetensors");
+        let with_vae = Draft {
+            vae: Some(vae.clone()),
+            guidance_rescale: 0.7,
+            ..draft.clone()
+        };
+        let recipe = with_vae.check().unwrap();
+        assert_eq!(recipe.vae, Some(vae));
+        assert_eq!(recipe.guidance_rescale, 0.7);
+        assert!(with_vae.to_toml().contains("guidance_rescale = 0.7\n"));
+        assert!(!draft.to_toml().contains("vae"));
+        assert!(!draft.to_toml().contains("guidance_rescale"));
+
         let house = Draft {
             sampler: Some(Sampler::Euler),
             ..Draft::default()
@@ -333,6 +364,8 @@ mod tests {
                 model: "house".into(),
                 sampler: None,
                 loras: Vec::new(),
+                vae: None,
+                guidance_rescale: 0.0,
                 seed,
                 steps,
                 guidance: guidance as f32 / 10.0,

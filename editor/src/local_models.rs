@@ -3,7 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use autonomy_pipeline::models::locate::{lora_files, stable_diffusion_models};
+use autonomy_pipeline::models::locate::{lora_files, stable_diffusion_models, vae_files};
+use autonomy_pipeline::models::sd::checkpoint::{Checkpoint, is_checkpoint};
 use autonomy_pipeline::models::sd::config::PipelineSpec;
 use autonomy_pipeline::models::sd::lora::LoraSummary;
 use autonomy_pipeline::models::sd::source;
@@ -17,6 +18,10 @@ pub struct LocalModels {
     pub folders: Vec<PathBuf>,
     /// Every LoRA file found, sorted by path.
     pub loras: Vec<LocalLora>,
+    /// VAE files and folders (absolute, sorted), to use in place of a model's own.
+    pub vaes: Vec<PathBuf>,
+    /// The checkpoint files among [`LocalModels::folders`] that hold no VAE: they need one.
+    pub without_vae: Vec<PathBuf>,
 }
 
 /// A LoRA file and the pipelines it fits.
@@ -73,12 +78,30 @@ impl LocalModels {
                 summary,
             })
             .collect();
+        let without_vae = folders
+            .iter()
+            .filter(|path| is_checkpoint(path))
+            .filter(|path| Checkpoint::open(path).is_ok_and(|c| !c.has_vae()))
+            .cloned()
+            .collect();
+        let vaes = vae_files(&absolute);
         info!(
             folders = folders.len(),
             loras = loras.len(),
-            "Stable Diffusion folders and LoRA files found"
+            vaes = vaes.len(),
+            "Stable Diffusion folders, LoRA and VAE files found"
         );
-        Self { folders, loras }
+        Self {
+            folders,
+            loras,
+            vaes,
+            without_vae,
+        }
+    }
+
+    /// Whether `model` is a checkpoint without a VAE (it runs only with a VAE file named).
+    pub fn lacks_vae(&self, model: &Path) -> bool {
+        self.without_vae.iter().any(|path| path == model)
     }
 
     /// The LoRA files that fit the model folder `folder`.

@@ -121,6 +121,17 @@ fn every_panel_action_works_on_an_embedded_chain() {
     chain.chain.store = dir.path().join(".autonomy/store");
     chain.chain.journals = dir.path().join(".autonomy/publish");
     let shared = chain.chain.ledger.clone();
+    // A model folder holding a VAE folder (diffusers' layout) the panel offers.
+    let vae_dir = dir.path().join("vaes");
+    let inpaint_vae = vae_dir.join("inpaint-vae");
+    std::fs::create_dir_all(&inpaint_vae).unwrap();
+    for file in ["config.json", "diffusion_pytorch_model.safetensors"] {
+        std::fs::copy(
+            sd_fixtures().join("tiny-sd-inpaint/vae").join(file),
+            inpaint_vae.join(file),
+        )
+        .unwrap();
+    }
     let mut app = App::new();
     app.add_plugins((
         MinimalPlugins,
@@ -140,7 +151,11 @@ fn every_panel_action_works_on_an_embedded_chain() {
     })
     .add_plugins(chain)
     .add_plugins(EditorCorePlugin {
-        model_dirs: vec![house.parent().unwrap().to_path_buf(), sd_fixtures()],
+        model_dirs: vec![
+            house.parent().unwrap().to_path_buf(),
+            sd_fixtures(),
+            vae_dir.clone(),
+        ],
         refresh_every: Duration::from_millis(100),
     });
     run_until(&mut app, "the first chain read", |app| view(app).loaded);
@@ -284,6 +299,29 @@ fn every_panel_action_works_on_an_embedded_chain() {
         .and_then(|image| image.data.clone())
         .expect("the preview's pixels");
     assert_ne!(lora_pixels, sd_pixels, "the LoRA changes the picture");
+
+    // VAE folders and files in the model folders are offered; a picked one changes the picture
+    // and goes into the recipe.
+    let local = app.world().resource::<LocalModels>();
+    assert_eq!(local.vaes, std::slice::from_ref(&inpaint_vae), "{local:?}");
+    assert!(
+        local.without_vae.is_empty(),
+        "the fixture checkpoints hold VAEs"
+    );
+    let vae_draft = Draft {
+        name: "sd_potion_vae".into(),
+        model: tiny_sd.to_string_lossy().into_owned(),
+        sampler: Some(Sampler::DpmPlusPlus2mKarras),
+        vae: Some(inpaint_vae.clone()),
+        steps: 3,
+        ..draft.clone()
+    };
+    assert_ne!(
+        generated(&mut app, &vae_draft),
+        sd_pixels,
+        "another VAE decodes otherwise"
+    );
+    assert_eq!(vae_draft.check().unwrap().vae, Some(inpaint_vae));
 
     // Save as recipe: the plugin picks the new file up and makes it a project asset.
     app.world_mut()

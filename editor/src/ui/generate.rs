@@ -58,6 +58,40 @@ fn loras(ui: &mut egui::Ui, draft: &mut Draft, local: &LocalModels) {
     });
 }
 
+/// The model's own VAE, or a VAE file or folder found in the model folders; a checkpoint
+/// without a VAE says it needs one.
+fn vae(ui: &mut egui::Ui, draft: &mut Draft, local: &LocalModels) {
+    let lacks = local.lacks_vae(Path::new(&draft.model));
+    let own = if lacks {
+        "none: this checkpoint has no VAE"
+    } else {
+        "the model's own"
+    };
+    let name = |path: &Path| {
+        path.file_name().map_or_else(
+            || path.display().to_string(),
+            |name| name.to_string_lossy().into_owned(),
+        )
+    };
+    ui.horizontal(|ui| {
+        egui::ComboBox::from_id_salt("vae")
+            .selected_text(draft.vae.as_deref().map_or(own.to_string(), name))
+            .show_ui(ui, |ui| {
+                ui.selectable_value(&mut draft.vae, None, own);
+                for path in &local.vaes {
+                    ui.selectable_value(&mut draft.vae, Some(path.clone()), name(path))
+                        .on_hover_text(path.display().to_string());
+                }
+            });
+        if lacks && draft.vae.is_none() {
+            ui.colored_label(
+                egui::Color32::from_rgb(230, 160, 60),
+                "pick the VAE the model's page names",
+            );
+        }
+    });
+}
+
 /// Noise, or a project asset (image-to-image) with the strength to change it by.
 fn start(ui: &mut egui::Ui, draft: &mut Draft, frame: &Frame) {
     ui.horizontal(|ui| {
@@ -177,9 +211,14 @@ pub(super) fn show(ui: &mut egui::Ui, state: &mut EditorUi, frame: &mut Frame) {
                 ui.label("LoRAs");
                 loras(ui, draft, frame.local_models);
                 ui.end_row();
+                ui.label("VAE");
+                vae(ui, draft, frame.local_models);
+                ui.end_row();
             } else {
                 draft.sampler = None;
                 draft.loras.clear();
+                draft.vae = None;
+                draft.guidance_rescale = 0.0;
             }
             ui.label("Start from");
             start(ui, draft, frame);
@@ -198,6 +237,16 @@ pub(super) fn show(ui: &mut egui::Ui, state: &mut EditorUi, frame: &mut Frame) {
             ui.label("Guidance");
             ui.add(egui::Slider::new(&mut draft.guidance, 0.0..=15.0).step_by(0.5));
             ui.end_row();
+            if draft.model_is_stable_diffusion() {
+                ui.label("Guidance rescale");
+                ui.add(
+                    egui::Slider::new(&mut draft.guidance_rescale, 0.0..=1.0).step_by(0.05),
+                )
+                .on_hover_text(
+                    "scale strong guidance back to the prompt's own spread (0.7 for zero-terminal-SNR models; 0 is off)",
+                );
+                ui.end_row();
+            }
             ui.label("Size");
             egui::ComboBox::from_id_salt("size")
                 .selected_text(format!("{0}×{0}", draft.size))

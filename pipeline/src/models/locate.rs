@@ -25,6 +25,34 @@ pub fn stable_diffusion_models(dirs: &[PathBuf]) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Every VAE of its own among `dirs`, the folders directly below them (A1111's `models/VAE/`,
+/// ComfyUI's `models/vae/`) and their files: diffusers VAE folders and VAE weights files
+/// ([`super::sd::vae_file::is_vae`]), sorted. A pipeline's own `vae/` is not one of them.
+pub fn vae_files(dirs: &[PathBuf]) -> Vec<PathBuf> {
+    let entries = |dir: &PathBuf| -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+            .collect()
+    };
+    let mut found: Vec<PathBuf> = dirs
+        .iter()
+        .flat_map(|dir| {
+            let below: Vec<PathBuf> = entries(dir)
+                .into_iter()
+                .filter(|p| p.is_dir() && !super::sd::folder::is_diffusers(p))
+                .collect();
+            let files: Vec<PathBuf> = below.iter().flat_map(entries).collect();
+            entries(dir).into_iter().chain(files)
+        })
+        .filter(|path| super::sd::vae_file::is_vae(path))
+        .collect();
+    found.sort();
+    found.dedup();
+    found
+}
+
 /// Every LoRA file among `dirs`, with what it adapts (sorted): the `.safetensors` files in each
 /// of `dirs`, in the folders directly below them and in those folders' `loras` (or `lora`)
 /// folders whose header is a LoRA's — a shared `models/loras/` and a pipeline's own
@@ -213,6 +241,58 @@ mod tests {
                 checkpoints.join("fine-tune.safetensors"),
                 checkpoints.join("old.ckpt"),
             ]
+        );
+    }
+
+    #[test]
+    fn lists_vae_files_and_folders_but_not_pipelines_or_checkpoints() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sd");
+        let root = tempfile::tempdir().unwrap();
+        let vaes = root.path().join("VAE");
+        std::fs::create_dir(&vaes).unwrap();
+        let tensor = || {
+            candle_core::Tensor::zeros(1, candle_core::DType::F32, &candle_core::Device::Cpu)
+                .unwrap()
+        };
+        let save = |path: PathBuf, names: &[&str]| {
+            let tensors: std::collections::HashMap<String, candle_core::Tensor> =
+                names.iter().map(|n| (n.to_string(), tensor())).collect();
+            candle_core::safetensors::save(&tensors, path).unwrap();
+        };
+        save(
+            vaes.join("ft-mse.safetensors"),
+            &["encoder.down.0.block.0.conv1.weight"],
+        );
+        save(
+            vaes.join("not-a-vae.safetensors"),
+            &["lora_unet_conv_in.alpha"],
+        );
+        save(
+            root.path().join("whole.safetensors"),
+            &[
+                "model.diffusion_model.out.2.weight",
+                "encoder.down.0.block.0.conv1.weight",
+            ],
+        );
+        // A diffusers VAE folder, and a pipeline folder (whose own `vae/` is not listed).
+        let folder = root.path().join("sdxl-vae");
+        std::fs::create_dir(&folder).unwrap();
+        for file in ["config.json", "diffusion_pytorch_model.safetensors"] {
+            std::fs::copy(fixtures.join("tiny-sd15/vae").join(file), folder.join(file)).unwrap();
+        }
+        let pipeline = root.path().join("sd15");
+        std::fs::create_dir_all(pipeline.join("vae")).unwrap();
+        std::fs::write(pipeline.join("model_index.json"), b"{}").unwrap();
+        for file in ["config.json", "diffusion_pytorch_model.safetensors"] {
+            std::fs::copy(
+                fixtures.join("tiny-sd15/vae").join(file),
+                pipeline.join("vae").join(file),
+            )
+            .unwrap();
+        }
+        assert_eq!(
+            vae_files(&[root.path().to_path_buf()]),
+            [vaes.join("ft-mse.safetensors"), folder]
         );
     }
 }

@@ -91,6 +91,34 @@ pub fn open(path: &Path, scaling_factor: f64) -> Result<SeparateVae, SdError> {
     })
 }
 
+/// Whether `path` is a VAE of its own (the tensors' index alone is read): a diffusers VAE
+/// folder (its `config.json` names `AutoencoderKL`), or a weights file whose tensors are a
+/// VAE's in the original names and nothing else (a whole checkpoint can lend its VAE, but is
+/// not listed as one).
+pub fn is_vae(path: &Path) -> bool {
+    if path.is_dir() {
+        let config: Result<serde_json::Value, _> = config::read_json(&path.join("config.json"));
+        return config
+            .is_ok_and(|c| c.get("_class_name").and_then(|c| c.as_str()) == Some("AutoencoderKL"))
+            && folder_weights(path).is_ok();
+    }
+    let names: Vec<String> = if super::weights::is_pickle(path) {
+        Store::open(path)
+            .map(|store| store.shapes().into_keys().collect())
+            .unwrap_or_default()
+    } else if path.extension().is_some_and(|e| e == "safetensors") {
+        super::weights::header(path)
+            .map(|header| header.into_keys().collect())
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    names.iter().any(|name| name.starts_with("encoder.down."))
+        && !names
+            .iter()
+            .any(|name| name.starts_with("model.diffusion_model."))
+}
+
 /// The sha256 (hex) of the VAE at `path`: of the file, or of a folder's weights file.
 pub fn sha256(path: &Path) -> Result<String, SdError> {
     let file = match path.is_dir() {
