@@ -35,7 +35,8 @@ pub fn select(name: &str) -> Result<Device, candle_core::Error> {
 /// by what decides its floating-point results bit for bit — the vector extensions the matrix
 /// products and kernels pick at run time, and the cache sizes the products block their loops
 /// by: `cpu (x86-64-v4, caches 48K/2048K/36864K)`. Pixels made on another kind of CPU can
-/// differ in their last bits, so `verify --reproduce` does not compare them.
+/// differ in their last bits, so `verify --reproduce` compares them by PSNR rather than bit for
+/// bit.
 pub fn name(device: &Device) -> String {
     match device.location() {
         candle_core::DeviceLocation::Cpu => {

@@ -1,5 +1,7 @@
 //! `autonomy verify --reproduce`: making an asset again from its recipe, model and sources, and
-//! comparing every file's content with the manifest, bit for bit.
+//! comparing every file's content with the manifest, bit for bit. An asset made on another
+//! device (another kind of CPU, a GPU) can differ in its last bits: its images are compared by
+//! PSNR instead, and pass at [`MIN_PSNR`] or above.
 //!
 //! Nothing is written beside the asset or into the build cache: the files are made in memory
 //! (material maps pass through a private temporary folder).
@@ -22,8 +24,8 @@ use crate::recipe::{self, ModelRef, Source};
 pub struct ReproduceOptions {
     /// The model folder `model = "house"` means.
     pub house_dir: PathBuf,
-    /// Where the model runs; an asset made on another device is not compared (pixels may
-    /// differ across devices).
+    /// Where the model runs; an asset made on another device is compared by PSNR (pixels may
+    /// differ across devices in their last bits).
     pub device: candle_core::Device,
     /// Folders searched for the weights a `model = "registry:<name>"` asset was made with (by
     /// the manifest's weights hash: an asset is reproduced with the version that made it, not
@@ -34,14 +36,21 @@ pub struct ReproduceOptions {
 /// A reproduction that did not verify: its verdict and why.
 type Found = (Verdict, String);
 
+/// The PSNR (dB, over every RGBA byte) at or above which an image made again on another device
+/// counts as the same image: the rounding that differs between devices moves pixels by a grey
+/// level or two here and there (50 dB and up), while any visible change costs far more.
+pub const MIN_PSNR: f64 = 40.0;
+
 /// [`verify_path`], plus a `reproduction` check on every asset whose manifest is readable: the
 /// asset is made again from the recipe file the manifest names (the recipe root is the
 /// manifest's folder less the recipe file's folder) and every file's content hash compared.
 ///
 /// The check is `Verified` ("reproduced bit for bit") when all match, `Tampered`
 /// ("reproduction differs: <files>") when any differs, and `Unverifiable` when the asset cannot
-/// be made the way it was: the recipe is gone or changed since, the model's weights, the
-/// generator or the device differ, or an img2img source changed.
+/// be made the way it was: the recipe is gone or changed since, the model's weights or the
+/// generator differ, or an img2img source changed. Made on another device, it is `Verified`
+/// when the files that differ are images within [`MIN_PSNR`] of the asset's, else
+/// `Unverifiable` (a device difference cannot be told from an edit).
 pub fn reproduce(
     report_dir_or_file: &Path,
     options: &ReproduceOptions,
@@ -130,6 +139,8 @@ fn reproduce_asset(
     let cannot = |e: &dyn std::fmt::Display| unverifiable(format!("cannot make it again: {e}"));
     let ingredients = workshop.ingredients(recipe).map_err(|e| cannot(&e))?;
     same_ingredients(&ingredients, manifest)?;
+    let devices = (ingredients.device != manifest.device)
+        .then(|| format!("made on {}, now on {}", manifest.device, ingredients.device));
     let scratch = Scratch::new().map_err(|e| cannot(&e))?;
     let (_, produced) = workshop
         .make(recipe, &ingredients, &scratch.0)
@@ -147,11 +158,85 @@ fn reproduce_asset(
             .filter(|p| !manifest.outputs.iter().any(|o| o.file == p.file))
             .map(|p| p.file.as_str()),
     );
-    if differ.is_empty() {
-        Ok(format!("reproduced bit for bit ({} files)", produced.len()))
+    let count = produced.len();
+    match (differ.is_empty(), devices) {
+        (true, None) => Ok(format!("reproduced bit for bit ({count} files)")),
+        (true, Some(devices)) => Ok(format!("reproduced bit for bit ({count} files; {devices})")),
+        (false, None) => {
+            let detail = format!("reproduction differs: {}", differ.join(", "));
+            Err((Verdict::Tampered, detail))
+        }
+        (false, Some(devices)) => {
+            let again = |file: &str| made(file).map(|p| p.bytes.as_slice());
+            match within_tolerance(dir, &differ, again) {
+                Ok(worst) => Ok(format!(
+                    "reproduced within tolerance ({devices}): {} at PSNR {worst:.1} dB or more (≥ {MIN_PSNR} dB), the rest bit for bit",
+                    differ.join(", ")
+                )),
+                Err(why) => Err(unverifiable(format!("{devices}, and {why}"))),
+            }
+        }
+    }
+}
+
+/// The lowest PSNR between each of `files` in `dir` and its remake (`again`), when every one is
+/// an image of the same size and frames within [`MIN_PSNR`]; else what is not.
+fn within_tolerance<'a>(
+    dir: &Path,
+    files: &[&str],
+    again: impl Fn(&str) -> Option<&'a [u8]>,
+) -> Result<f64, String> {
+    let mut worst = f64::INFINITY;
+    for &file in files {
+        let original = fs::read(dir.join(file)).map_err(|e| format!("`{file}`: {e}"))?;
+        let remade = again(file).ok_or_else(|| format!("`{file}` was not made again"))?;
+        let (Some(a), Some(b)) = (rgba(file, &original), rgba(file, remade)) else {
+            return Err(format!("`{file}` differs and is not an image to compare"));
+        };
+        if a.len() != b.len() {
+            return Err(format!("`{file}` differs in size"));
+        }
+        let db = psnr(&a, &b);
+        if db < MIN_PSNR {
+            return Err(format!(
+                "`{file}` differs by more than devices explain: PSNR {db:.1} dB, below {MIN_PSNR} dB"
+            ));
+        }
+        worst = worst.min(db);
+    }
+    Ok(worst)
+}
+
+/// Every RGBA byte of a PNG, or of all a GIF's frames in order; `None` for other files.
+fn rgba(file: &str, bytes: &[u8]) -> Option<Vec<u8>> {
+    if file.ends_with(".png") {
+        return Some(image::load_from_memory(bytes).ok()?.to_rgba8().into_raw());
+    }
+    if !file.ends_with(".gif") {
+        return None;
+    }
+    let mut options = gif::DecodeOptions::new();
+    options.set_color_output(gif::ColorOutput::RGBA);
+    let mut decoder = options.read_info(bytes).ok()?;
+    let mut all = Vec::new();
+    while let Some(frame) = decoder.read_next_frame().ok()? {
+        all.extend_from_slice(&frame.buffer);
+    }
+    Some(all)
+}
+
+/// Peak signal-to-noise ratio of two equal-length byte images, in dB (infinite when equal).
+fn psnr(a: &[u8], b: &[u8]) -> f64 {
+    let squared: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
+        .sum();
+    let mse = squared / a.len().max(1) as f64;
+    if mse == 0.0 {
+        f64::INFINITY
     } else {
-        let detail = format!("reproduction differs: {}", differ.join(", "));
-        Err((Verdict::Tampered, detail))
+        10.0 * (255.0 * 255.0 / mse).log10()
     }
 }
 
@@ -244,9 +329,6 @@ fn same_ingredients(have: &Ingredients, manifest: &Manifest) -> Result<(), Found
     if now != then {
         return Err(differ("VAEs", &now, &then));
     }
-    if have.device != manifest.device {
-        return Err(differ("devices", &have.device, &manifest.device));
-    }
     let sources = |parents: &[crate::build::provenance::Parent]| {
         let list: Vec<String> = parents
             .iter()
@@ -314,6 +396,43 @@ mod tests {
         let fewer = json!({"prompt": "a", "img2img": {"strength": 0.5}});
         assert_eq!(first_difference(&fewer, &recipe).as_deref(), Some("seed"));
         assert_eq!(first_difference(&json!(1), &recipe).as_deref(), Some(""));
+    }
+
+    #[test]
+    fn device_rounding_is_within_tolerance_and_a_visible_edit_is_not() {
+        let temp = tempfile::tempdir().unwrap();
+        let image = |f: &dyn Fn(u32, u32) -> u8| -> Vec<u8> {
+            let img = image::RgbaImage::from_fn(32, 32, |x, y| {
+                image::Rgba([f(x, y), (x * 8) as u8, (y * 8) as u8, 255])
+            });
+            let mut png = Vec::new();
+            img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+                .unwrap();
+            png
+        };
+        let original = image(&|x, y| ((x + y) * 4) as u8);
+        fs::write(temp.path().join("a.png"), &original).unwrap();
+        fs::write(temp.path().join("a.json"), b"{}").unwrap();
+        // A grey level off in a tenth of the pixels: what another CPU's rounding does.
+        let rounded = image(&|x, y| ((x + y) * 4) as u8 + u8::from((x * 7 + y) % 10 == 0));
+        let worst = within_tolerance(temp.path(), &["a.png"], |_| Some(rounded.as_slice()));
+        assert!(worst.as_ref().is_ok_and(|db| *db > 60.0), "{worst:?}");
+        // A visible edit: a 10×10 square painted over.
+        let painted = image(&|x, y| {
+            if x < 10 && y < 10 {
+                255
+            } else {
+                ((x + y) * 4) as u8
+            }
+        });
+        let edited = within_tolerance(temp.path(), &["a.png"], |_| Some(painted.as_slice()));
+        assert!(
+            edited.as_ref().is_err_and(|e| e.contains("PSNR")),
+            "{edited:?}"
+        );
+        // Other files are compared bit for bit only.
+        let json = within_tolerance(temp.path(), &["a.json"], |_| Some(b"{ }".as_slice()));
+        assert!(json.is_err_and(|e| e.contains("not an image")));
     }
 
     #[test]
