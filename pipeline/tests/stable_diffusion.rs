@@ -1612,6 +1612,17 @@ fn a_ckpt_pickle_loads_as_its_safetensors_twin() {
     };
     let with_vae = StableDiffusion::load_with(&no_vae, &Device::Cpu, &[], Some(&vae)).unwrap();
     assert_eq!(image(&with_vae), image(&twin));
+    // A pickle from before PyTorch 1.6 (not a zip archive) is refused, saying what to do.
+    let legacy = root.path().join("legacy.ckpt");
+    std::fs::write(&legacy, b"\x80\x02}q\x00.").unwrap();
+    let message = StableDiffusion::load(&legacy, &Device::Cpu)
+        .err()
+        .expect("a legacy pickle")
+        .to_string();
+    assert!(
+        message.contains("legacy.ckpt") && message.contains("before 1.6"),
+        "{message}"
+    );
 }
 
 #[test]

@@ -108,6 +108,16 @@ impl Store {
             });
         }
         if is_pickle(path) {
+            let mut magic = [0u8; 2];
+            let zipped = std::fs::File::open(path)
+                .and_then(|mut file| std::io::Read::read_exact(&mut file, &mut magic))
+                .is_ok_and(|()| magic == *b"PK");
+            if !zipped {
+                return Err(SdError::Unsupported {
+                    path: path.to_path_buf(),
+                    message: "not a zip archive: a pickle saved by PyTorch before 1.6 (or not a pickle at all); save it again with a current PyTorch, or convert it to safetensors".into(),
+                });
+            }
             // Lightning checkpoints keep the weights under `state_dict`; plain saves are the dict.
             let tensors = PthTensors::new(path, Some("state_dict"))
                 .or_else(|_| PthTensors::new(path, None))
