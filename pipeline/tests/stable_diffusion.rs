@@ -630,6 +630,9 @@ fn a_recipes_sampler_is_diffusers_from_config_of_the_folders_scheduler() {
         ("sd15", "dpm2-a", "sd15-dpm2-a"),
         ("sd15", "dpm++sde", "sd15-dpm++sde"),
         ("sd15", "dpm++sde-karras", "sd15-dpm++sde-karras"),
+        ("sd15", "dpm++2s", "sd15-dpm++2s"),
+        ("sd15", "dpm++2s-karras", "sd15-dpm++2s-karras"),
+        ("sd21", "dpm++2s", "sd21-dpm++2s-v"),
     ] {
         let picked = hub(base).with_sampler(Sampler::parse(sampler).unwrap());
         let (expected, case) = case(swapped);
@@ -1060,10 +1063,10 @@ fn broken_folders_are_refused_with_the_file_named() {
         edit(
             "scheduler/scheduler_config.json",
             "DDIMScheduler",
-            "DPMSolverSinglestepScheduler",
+            "TCDScheduler",
         ),
         "scheduler/scheduler_config.json",
-        "DPMSolverSinglestepScheduler",
+        "TCDScheduler",
     );
     refuses(
         edit(

@@ -12,7 +12,9 @@ Heun with and without Karras sigmas, exponential and beta sigmas (the beta ramp 
 and `bh2`, DEIS of orders 1–3, DPM2 (KDPM2) plain, Karras and beta, DPM2 ancestral with the same fixed noise, DPM++ with Lu's λ
 spacing, zero terminal SNR (`rescale_betas_zero_snr`) in each class that reads it and one that
 does not, and DPM++ SDE (plain, Karras, v-prediction with leading spacing) with the same fixed
-noise in place of its Brownian increments; LMS needs `scipy`, DPM++ SDE `torchsde`) — and
+noise in place of its Brownian increments, and DPM-Solver++ single-step (orders 1–3, midpoint
+and Heun, Karras, σ_min with and without `lower_order_final`, v-prediction); LMS needs `scipy`,
+DPM++ SDE `torchsde`) — and
 several step counts, it records the timesteps and a
 whole sampling loop driven by a fixed stand-in for the UNet, `0.5·tanh(x) + 0.1·cos(t/100)`, from
 fixed starting latents: text-to-image (from noise) and image-to-image (strength 0.6, noised with
@@ -34,6 +36,7 @@ from diffusers import (
     DEISMultistepScheduler,
     DPMSolverMultistepScheduler,
     DPMSolverSDEScheduler,
+    DPMSolverSinglestepScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
     HeunDiscreteScheduler,
@@ -157,6 +160,16 @@ CASES = [
     ("sd15-dpm++sde", DPMSolverSDEScheduler, SD15, {}),
     ("sd15-dpm++sde-karras", DPMSolverSDEScheduler, SD15, {"use_karras_sigmas": True}),
     ("sd21-dpm++sde-v-leading", DPMSolverSDEScheduler, SD21, {"timestep_spacing": "leading"}),
+    # DPM-Solver++ single-step: orders 1–3, midpoint and Heun, Karras, σ_min, v-prediction.
+    ("sd15-dpm++2s", DPMSolverSinglestepScheduler, SD15, {}),
+    ("sd15-dpm++2s-karras", DPMSolverSinglestepScheduler, SD15, {"use_karras_sigmas": True}),
+    ("sd15-dpm++3s", DPMSolverSinglestepScheduler, SD15, {"solver_order": 3}),
+    ("sd15-dpm++3s-heun-sigma-min", DPMSolverSinglestepScheduler, SD15,
+     {"solver_order": 3, "solver_type": "heun", "final_sigmas_type": "sigma_min"}),
+    ("sd15-dpm++2s-heun-sigma-min-no-lower-final", DPMSolverSinglestepScheduler, SD15,
+     {"solver_type": "heun", "final_sigmas_type": "sigma_min", "lower_order_final": False}),
+    ("sd15-dpm++1s", DPMSolverSinglestepScheduler, SD15, {"solver_order": 1}),
+    ("sd21-dpm++2s-v", DPMSolverSinglestepScheduler, SD21, {}),
 ]
 STEPS = [1, 2, 4, 10, 20]
 STRENGTH = 0.6

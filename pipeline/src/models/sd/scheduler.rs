@@ -48,6 +48,10 @@ pub enum Kind {
     /// `LCMScheduler`: latent consistency sampling (LCM and LCM-LoRA models) in a few steps,
     /// fresh noise between them.
     Lcm,
+    /// `DPMSolverSinglestepScheduler` (DPM-Solver++ single-step, orders 1–3): each block of
+    /// `order` steps starts from one sample, the later steps of a block reaching across it
+    /// with the x₀ predictions made inside it.
+    DpmSolverSinglestep,
     /// `DPMSolverSDEScheduler` (DPM++ SDE, k-diffusion's `sample_dpmpp_sde`): a stochastic
     /// step to the geometric mean of σ and the next σ, then the whole step from the x₀ found
     /// there, each with noise from one Brownian motion (two UNet calls a step).
@@ -141,6 +145,10 @@ pub enum Sampler {
     Dpm2Ancestral,
     /// DPM2 ancestral with Karras sigmas.
     Dpm2AncestralKarras,
+    /// DPM-Solver++ single-step (2S at the default order 2).
+    DpmPlusPlus2s,
+    /// DPM-Solver++ single-step with Karras sigmas.
+    DpmPlusPlus2sKarras,
     /// DPM++ SDE (stochastic, two UNet calls a step).
     DpmPlusPlusSde,
     /// DPM++ SDE with Karras sigmas.
@@ -151,7 +159,7 @@ pub enum Sampler {
 
 impl Sampler {
     /// Every sampler with its name, as recipes spell it.
-    pub const ALL: [(Sampler, &'static str); 23] = [
+    pub const ALL: [(Sampler, &'static str); 25] = [
         (Sampler::Ddim, "ddim"),
         (Sampler::Pndm, "pndm"),
         (Sampler::Euler, "euler"),
@@ -172,6 +180,8 @@ impl Sampler {
         (Sampler::Dpm2Karras, "dpm2-karras"),
         (Sampler::Dpm2Ancestral, "dpm2-a"),
         (Sampler::Dpm2AncestralKarras, "dpm2-a-karras"),
+        (Sampler::DpmPlusPlus2s, "dpm++2s"),
+        (Sampler::DpmPlusPlus2sKarras, "dpm++2s-karras"),
         (Sampler::DpmPlusPlusSde, "dpm++sde"),
         (Sampler::DpmPlusPlusSdeKarras, "dpm++sde-karras"),
         (Sampler::Lcm, "lcm"),
@@ -368,6 +378,7 @@ impl SchedulerConfig {
             "LMSDiscreteScheduler" => Kind::Lms,
             "HeunDiscreteScheduler" => Kind::Heun,
             "DPMSolverMultistepScheduler" => Kind::DpmSolverMultistep,
+            "DPMSolverSinglestepScheduler" => Kind::DpmSolverSinglestep,
             "UniPCMultistepScheduler" => Kind::UniPc,
             "DEISMultistepScheduler" => Kind::Deis,
             "KDPM2DiscreteScheduler" => Kind::Kdpm2,
@@ -376,7 +387,7 @@ impl SchedulerConfig {
             "DPMSolverSDEScheduler" => Kind::DpmSolverSde,
             other => {
                 return Err(unsupported(format!(
-                    "`_class_name` {other:?}: Autonomy samples with DDIMScheduler, PNDMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, HeunDiscreteScheduler, LMSDiscreteScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler, DEISMultistepScheduler, KDPM2DiscreteScheduler, KDPM2AncestralDiscreteScheduler, DPMSolverSDEScheduler or LCMScheduler; set `_class_name` to one of them, or pick a `sampler` in the recipe (the betas stay as they are)"
+                    "`_class_name` {other:?}: Autonomy samples with DDIMScheduler, PNDMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, HeunDiscreteScheduler, LMSDiscreteScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler, DEISMultistepScheduler, KDPM2DiscreteScheduler, KDPM2AncestralDiscreteScheduler, DPMSolverSinglestepScheduler, DPMSolverSDEScheduler or LCMScheduler; set `_class_name` to one of them, or pick a `sampler` in the recipe (the betas stay as they are)"
                 )));
             }
         };
@@ -386,6 +397,8 @@ impl SchedulerConfig {
             other => return Err(unsupported(format!("`prediction_type` {other:?}"))),
         };
         let spacing = match json.timestep_spacing.as_deref() {
+            // The single-step solver has no such setting: its timesteps are always spread so.
+            _ if kind == Kind::DpmSolverSinglestep => Spacing::Linspace,
             None => default_spacing(kind),
             Some("leading") => Spacing::Leading,
             Some("trailing") => Spacing::Trailing,
@@ -481,6 +494,18 @@ impl SchedulerConfig {
                 return Err(unsupported("`variance_type` (learned variance)".into()));
             }
         }
+        if kind == Kind::DpmSolverSinglestep {
+            // diffusers reads DEIS's name as DPM-Solver++'s.
+            if let Some(algorithm) = json
+                .algorithm_type
+                .as_deref()
+                .filter(|a| !matches!(*a, "dpmsolver++" | "deis"))
+            {
+                return Err(unsupported(format!(
+                    "`algorithm_type` {algorithm:?}: the single-step solver is read as \"dpmsolver++\""
+                )));
+            }
+        }
         if kind == Kind::Deis {
             // diffusers reads DPM-Solver's and UniPC's names as DEIS's own.
             if let Some(algorithm) = json
@@ -500,6 +525,11 @@ impl SchedulerConfig {
         // DPM-Solver's as UniPC's `bh2`, …) and highest `solver_order`.
         let solvers: Option<(&[&str], usize, &str)> = match kind {
             Kind::DpmSolverMultistep => Some((&["midpoint", "heun"], 2, "DPM++ 2M uses 2 (or 1)")),
+            Kind::DpmSolverSinglestep => Some((
+                &["midpoint", "heun", "logrho", "bh1", "bh2"],
+                3,
+                "the single-step solver is read up to 3",
+            )),
             Kind::Deis => Some((
                 &["logrho", "midpoint", "heun", "bh1", "bh2"],
                 3,
@@ -609,6 +639,8 @@ impl SchedulerConfig {
             Sampler::Dpm2Karras => (Kind::Kdpm2, true),
             Sampler::Dpm2Ancestral => (Kind::Kdpm2Ancestral, false),
             Sampler::Dpm2AncestralKarras => (Kind::Kdpm2Ancestral, true),
+            Sampler::DpmPlusPlus2s => (Kind::DpmSolverSinglestep, false),
+            Sampler::DpmPlusPlus2sKarras => (Kind::DpmSolverSinglestep, true),
             Sampler::DpmPlusPlusSde => (Kind::DpmSolverSde, false),
             Sampler::DpmPlusPlusSdeKarras => (Kind::DpmSolverSde, true),
             Sampler::Lcm => (Kind::Lcm, false),
@@ -620,7 +652,7 @@ impl SchedulerConfig {
             } else {
                 SigmaRamp::Spaced
             },
-            spacing: if self.spacing_given {
+            spacing: if self.spacing_given && kind != Kind::DpmSolverSinglestep {
                 self.spacing
             } else {
                 default_spacing(kind)
@@ -716,20 +748,29 @@ impl SchedulerConfig {
                     })
                     .collect()
             }
-            (Kind::DpmSolverMultistep | Kind::UniPc | Kind::Deis, Spacing::Leading) => {
+            (
+                Kind::DpmSolverMultistep | Kind::DpmSolverSinglestep | Kind::UniPc | Kind::Deis,
+                Spacing::Leading,
+            ) => {
                 let ratio = self.multistep_last_timestep() / (steps + 1);
                 (1..=steps)
                     .rev()
                     .map(|i| (i * ratio + self.steps_offset) as f64)
                     .collect()
             }
-            (Kind::DpmSolverMultistep | Kind::UniPc | Kind::Deis, Spacing::Linspace) => {
+            (
+                Kind::DpmSolverMultistep | Kind::DpmSolverSinglestep | Kind::UniPc | Kind::Deis,
+                Spacing::Linspace,
+            ) => {
                 let last = self.multistep_last_timestep() as f64;
                 let mut points = linspace(0.0, last - 1.0, steps + 1);
                 points.remove(0);
                 points.into_iter().rev().map(f64::round_ties_even).collect()
             }
-            (Kind::DpmSolverMultistep | Kind::UniPc | Kind::Deis, Spacing::Trailing) => {
+            (
+                Kind::DpmSolverMultistep | Kind::DpmSolverSinglestep | Kind::UniPc | Kind::Deis,
+                Spacing::Trailing,
+            ) => {
                 let last = self.multistep_last_timestep() as f64;
                 let ratio = n as f64 / steps as f64;
                 (0..)
@@ -775,7 +816,7 @@ impl SchedulerConfig {
         // f32 σ table, where σ_max lands a hair below the last timestep (998.9999997 for SD's
         // schedule), so a whole timestep here is taken as that hair below too.
         let (min, max) = match self.kind {
-            Kind::DpmSolverMultistep | Kind::UniPc | Kind::Deis => {
+            Kind::DpmSolverMultistep | Kind::DpmSolverSinglestep | Kind::UniPc | Kind::Deis => {
                 (self.train_sigma(0), self.train_sigma(n - 1))
             }
             _ => (spaced[spaced.len() - 1], spaced[0]),
@@ -789,7 +830,7 @@ impl SchedulerConfig {
             Some(sigmas) => {
                 let integer = matches!(
                     self.kind,
-                    Kind::DpmSolverMultistep | Kind::UniPc | Kind::Deis
+                    Kind::DpmSolverMultistep | Kind::DpmSolverSinglestep | Kind::UniPc | Kind::Deis
                 );
                 // DPM2 rounds its Karras timesteps too, but keeps them as floats.
                 let round = matches!(self.ramp, SigmaRamp::Karras | SigmaRamp::LuLambdas)
@@ -951,6 +992,7 @@ fn takes_ramps(kind: Kind) -> bool {
             | Kind::Kdpm2Ancestral
             | Kind::DpmSolverSde
             | Kind::DpmSolverMultistep
+            | Kind::DpmSolverSinglestep
             | Kind::UniPc
             | Kind::Deis
     )
@@ -968,6 +1010,7 @@ fn default_spacing(kind: Kind) -> Spacing {
         | Kind::Kdpm2Ancestral
         | Kind::DpmSolverSde
         | Kind::DpmSolverMultistep
+        | Kind::DpmSolverSinglestep
         | Kind::UniPc
         | Kind::Deis => Spacing::Linspace,
     }
@@ -977,7 +1020,11 @@ fn default_spacing(kind: Kind) -> Spacing {
 fn uses_final_sigma_min(kind: Kind) -> bool {
     matches!(
         kind,
-        Kind::Euler | Kind::DpmSolverMultistep | Kind::UniPc | Kind::Deis
+        Kind::Euler
+            | Kind::DpmSolverMultistep
+            | Kind::DpmSolverSinglestep
+            | Kind::UniPc
+            | Kind::Deis
     )
 }
 
@@ -1021,6 +1068,7 @@ impl Schedule {
             Kind::Ddim
             | Kind::Pndm
             | Kind::DpmSolverMultistep
+            | Kind::DpmSolverSinglestep
             | Kind::UniPc
             | Kind::Deis
             | Kind::Lcm => 1.0,
@@ -1053,6 +1101,7 @@ impl Schedule {
             Kind::Ddim
             | Kind::Pndm
             | Kind::DpmSolverMultistep
+            | Kind::DpmSolverSinglestep
             | Kind::UniPc
             | Kind::Deis
             | Kind::Lcm => Ok(latents.clone()),
@@ -1073,7 +1122,7 @@ impl Schedule {
             | Kind::Kdpm2
             | Kind::Kdpm2Ancestral
             | Kind::DpmSolverSde => x0 + (noise * self.sigmas[i])?,
-            Kind::DpmSolverMultistep | Kind::UniPc | Kind::Deis => {
+            Kind::DpmSolverMultistep | Kind::DpmSolverSinglestep | Kind::UniPc | Kind::Deis => {
                 let (alpha, sigma) = alpha_sigma(self.sigmas[i]);
                 (x0 * alpha)? + (noise * sigma)?
             }
@@ -1136,6 +1185,7 @@ impl Schedule {
             Kind::Kdpm2 | Kind::Kdpm2Ancestral => self.dpm2_step(output, i, latents, noise),
             Kind::DpmSolverSde => self.dpm_sde_step(output, i, latents, noise),
             Kind::DpmSolverMultistep => self.dpm_step(output, i, latents, noise),
+            Kind::DpmSolverSinglestep => self.dpm_singlestep(output, i, latents),
             Kind::UniPc => self.unipc_step(output, i, latents),
             Kind::Deis => self.deis_step(output, i, latents),
             Kind::Lcm => self.lcm_step(output, i, latents, noise),
@@ -1461,6 +1511,85 @@ impl Schedule {
             None => Ok(first),
             Some(d1) if dpm.heun => first + (d1 * (alpha_t * (decay / h + 1.0)))?,
             Some(d1) => first - (d1 * (0.5 * alpha_t * decay))?,
+        }
+    }
+
+    /// The single-step solver's order at each step (diffusers' `get_order_list`): blocks of
+    /// 1, 2(, 3); with `lower_order_final` (which a final σ of zero or a step count that is no
+    /// multiple of the order imposes) the blocks at the end shrink, and a final σ of zero ends
+    /// on a first-order step.
+    fn singlestep_orders(&self) -> Vec<usize> {
+        let (steps, order) = (self.steps, self.config.multistep.order.clamp(1, 3));
+        let lower = self.config.multistep.lower_order_final
+            || !steps.is_multiple_of(order)
+            || !self.config.final_sigma_min;
+        let blocks = |n: usize| (0..n).flat_map(move |_| 1..=order);
+        let mut orders: Vec<usize> = match (lower, order) {
+            (false, _) | (true, 1) => blocks(steps / order).collect(),
+            (true, 2) if steps.is_multiple_of(2) => blocks(steps / 2 - 1).chain([1, 1]).collect(),
+            (true, 2) => blocks(steps / 2).chain([1]).collect(),
+            (true, _) => match steps % 3 {
+                0 => blocks(steps / 3 - 1).chain([1, 2, 1]).collect(),
+                1 => blocks(steps / 3).chain([1]).collect(),
+                _ => blocks(steps / 3).chain([1, 2]).collect(),
+            },
+        };
+        if !self.config.final_sigma_min
+            && let Some(last) = orders.last_mut()
+        {
+            *last = 1;
+        }
+        orders
+    }
+
+    /// DPM-Solver++ single-step (diffusers' `DPMSolverSinglestepScheduler`): a step of order k
+    /// reaches from the sample at the start of its block, k − 1 steps back, to the next σ, with
+    /// the x₀ predictions made since (fewer at the start of an image-to-image run).
+    fn dpm_singlestep(&mut self, output: &Tensor, i: usize, latents: &Tensor) -> Result<Tensor> {
+        let x0 = self.vp_x0(output, i, latents)?;
+        self.remember(x0);
+        let wanted = self.singlestep_orders().get(i).copied().unwrap_or(1);
+        let order = wanted.min(self.history.len()).max(1);
+        if order == 1 {
+            self.held = Some(latents.clone());
+        }
+        let start = self.held.clone().unwrap_or_else(|| latents.clone());
+        let s = &self.sigmas;
+        let from = s[i + 1 - order];
+        let (alpha_t, sigma_t) = alpha_sigma(s[i + 1]);
+        let (_, sigma_from) = alpha_sigma(from);
+        let h = lambda(s[i + 1]) - lambda(from);
+        let decay = (-h).exp() - 1.0;
+        let m = |back: usize| &self.history[self.history.len() - 1 - back];
+        let heun = self.config.multistep.heun;
+        // What every order shares: the first-order step with the block's first x₀.
+        let first = |d0: &Tensor| -> Result<Tensor> {
+            (&start * (sigma_t / sigma_from))? - (d0 * (alpha_t * decay))?
+        };
+        match order {
+            1 => first(m(0)),
+            2 => {
+                let r0 = (lambda(s[i]) - lambda(from)) / h;
+                let d1 = ((m(0) - m(1))? / r0)?;
+                match heun {
+                    true => first(m(1))? + (d1 * (alpha_t * (decay / h + 1.0)))?,
+                    false => first(m(1))? - (d1 * (0.5 * alpha_t * decay))?,
+                }
+            }
+            _ => {
+                let r0 = (lambda(s[i]) - lambda(from)) / h;
+                let r1 = (lambda(s[i - 1]) - lambda(from)) / h;
+                let d1_0 = ((m(1) - m(2))? / r1)?;
+                let d1_1 = ((m(0) - m(2))? / r0)?;
+                let base = first(m(2))?;
+                if !heun {
+                    return base + (d1_1 * (alpha_t * (decay / h + 1.0)))?;
+                }
+                let d1 = (((&d1_0 * r0)? - (&d1_1 * r1)?)? / (r0 - r1))?;
+                let d2 = ((d1_1 - d1_0)? * (2.0 / (r0 - r1)))?;
+                (base + (d1 * (alpha_t * (decay / h + 1.0)))?)?
+                    - (d2 * (alpha_t * ((decay + h) / (h * h) - 0.5)))?
+            }
         }
     }
 
