@@ -96,6 +96,22 @@ pub struct ModelIdentity {
     /// The VAE used in place of the model's own (absent when none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vae: Option<VaeUse>,
+    /// The refiner that took over the model's latents (absent when none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refiner: Option<RefinerUse>,
+}
+
+/// A refiner that finished a model's images from its latents (SDXL's ensemble of experts), as
+/// the provenance manifest records it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefinerUse {
+    /// The refiner's folder or checkpoint as the recipe names it.
+    pub file: String,
+    /// Its model version: sha256 (hex) of its weights.
+    pub weights_sha256: String,
+    /// Where it took over: the fraction of the noise schedule the base model ran.
+    pub switch: f64,
 }
 
 /// A VAE used in place of a model's own, as the provenance manifest records it.

@@ -9,13 +9,14 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use autonomy_pipeline::build::provenance::Manifest;
-use autonomy_pipeline::generator::{GenerateRequest, Generator, InitImage, VaeUse};
+use autonomy_pipeline::generator::{GenerateRequest, Generator, InitImage, RefinerUse, VaeUse};
+use autonomy_pipeline::models::sd::ensemble::Ensemble;
 use autonomy_pipeline::models::sd::lora::LoraFile;
 use autonomy_pipeline::models::sd::scheduler::{
     Kind, Prediction, Sampler, Schedule, SchedulerConfig, Spacing,
 };
 use autonomy_pipeline::models::sd::vae_file::VaeFile;
-use autonomy_pipeline::models::sd::{Prompt, SdError, StableDiffusion, checkpoint};
+use autonomy_pipeline::models::sd::{Prompt, SdError, StableDiffusion, Stage, checkpoint};
 use autonomy_pipeline::post::seam;
 use candle_core::{Device, Tensor};
 use common::mean_difference;
@@ -276,6 +277,63 @@ fn sdxl_matches_diffusers_with_both_text_encoders_and_the_added_conditioning() {
             reference.get(key),
             4e-4,
         );
+    }
+}
+
+#[test]
+fn sdxls_base_hands_its_latents_to_the_refiner_as_diffusers_does() {
+    let reference = Reference::of("tiny-sdxl");
+    let switch = reference.scalar("ensemble_switch");
+    let request = GenerateRequest {
+        prompt: reference.prompt.clone(),
+        negative_prompt: reference.negative.clone(),
+        steps: reference.scalar("ensemble_steps") as usize,
+        guidance: 5.0,
+        ..GenerateRequest::default()
+    };
+    let base = load("tiny-sdxl");
+    let handed = base
+        .denoise_stage(&request, reference.get("run_init"), Stage::Until(switch))
+        .unwrap();
+    // Still noisy latents, up to ~50: f32 rounding reaches 1e-4 there.
+    close(
+        "the base's latents at the switch",
+        &handed,
+        reference.get("ensemble_latents"),
+        3e-4,
+    );
+    let refiner_path = fixtures().join("tiny-sdxl-refiner");
+    let refiner = load("tiny-sdxl-refiner");
+    let refiner_version = refiner.identity().weights_sha256.clone();
+    let ensemble = Ensemble::new(base, refiner, &refiner_path, "models/refiner", switch).unwrap();
+    let image = ensemble
+        .sample(&request, reference.get("run_init"))
+        .unwrap();
+    close(
+        "base then refiner",
+        &image.permute((0, 2, 3, 1)).unwrap(),
+        reference.get("ensemble_image"),
+        4e-4,
+    );
+    let identity = ensemble.identity();
+    assert_eq!(identity.name, "stable-diffusion/tiny-sdxl");
+    assert_eq!(
+        identity.refiner,
+        Some(RefinerUse {
+            file: "models/refiner".into(),
+            weights_sha256: refiner_version,
+            switch,
+        })
+    );
+    for switch in [0.0, 1.0, f64::NAN] {
+        let refused = Ensemble::new(
+            load("tiny-sdxl"),
+            load("tiny-sdxl-refiner"),
+            &refiner_path,
+            "r",
+            switch,
+        );
+        assert!(refused.is_err_and(|e| e.to_string().contains("switch point")));
     }
 }
 

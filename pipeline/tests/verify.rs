@@ -46,6 +46,7 @@ fn write_asset(dir: &Path, name: &str, signer: Option<&PrivateKeySigner>) -> Man
             generator: "test".into(),
             loras: Vec::new(),
             vae: None,
+            refiner: None,
         },
         device: "cpu".into(),
         parents: vec![],

@@ -27,8 +27,9 @@ fixed inputs: the token ids, the text embeddings, one UNet call, one VAE decode,
 sampling run from fixed initial latents; `tokens.json` holds the tokenizers' ids for awkward
 prompts. Everything is seeded: running the script again gives the same files (same torch).
 Name fixtures (`make.py tiny-sdxl-refiner`) to rebuild only those; `tokens.json` is rewritten
-only by a whole run. `make.py --extend tiny-sd21` adds the references written since the fixture
-was made (a whole run with guidance rescale) without touching the rest.
+only by a whole run. `make.py --extend tiny-sd21 tiny-sdxl` adds the references written since
+the fixtures were made (a whole run with guidance rescale; SDXL's base handing its latents to the
+refiner) without touching the rest.
 """
 
 import collections
@@ -642,11 +643,35 @@ def rescale_reference(pipe, tensors):
     tensors["rescaled_image"] = torch.from_numpy(run).contiguous()
 
 
+def ensemble_reference(tensors):
+    """SDXL's ensemble of experts: the base denoises the first 70% of a 5-step run
+    (`denoising_end`) and hands its latents to the refiner, which denoises the rest
+    (`denoising_start`) and decodes."""
+    base = StableDiffusionXLPipeline.from_pretrained(os.path.join(OUT, "tiny-sdxl"))
+    refiner = StableDiffusionXLImg2ImgPipeline.from_pretrained(
+        os.path.join(OUT, "tiny-sdxl-refiner")
+    )
+    for pipe in (base, refiner):
+        pipe.set_progress_bar_config(disable=True)
+    steps, switch, guidance = 5, 0.7, 5.0
+    latents = base(
+        PROMPT, negative_prompt=NEGATIVE, num_inference_steps=steps, guidance_scale=guidance,
+        denoising_end=switch, latents=tensors["run_init"].clone(), output_type="latent",
+        height=64, width=64,
+    ).images
+    image = refiner(
+        PROMPT, negative_prompt=NEGATIVE, image=latents, num_inference_steps=steps,
+        guidance_scale=guidance, denoising_start=switch, output_type="np",
+    ).images
+    tensors["ensemble_steps"] = torch.tensor([float(steps)])
+    tensors["ensemble_switch"] = torch.tensor([switch])
+    tensors["ensemble_latents"] = latents.contiguous()
+    tensors["ensemble_image"] = torch.from_numpy(image).contiguous()
+
+
 def extend(name):
     """Adds the references written since `name` was built to its reference file, leaving the
     folder and the tensors already there as they are."""
-    if name != "tiny-sd21":
-        sys.exit(f"{name}: only tiny-sd21 has references to add")
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -654,9 +679,14 @@ def extend(name):
     with safe_open(path, "pt") as f:
         metadata = f.metadata()
     tensors = load_file(path)
-    pipe = StableDiffusionPipeline.from_pretrained(os.path.join(OUT, name), safety_checker=None)
-    pipe.set_progress_bar_config(disable=True)
-    rescale_reference(pipe, tensors)
+    if name == "tiny-sd21":
+        pipe = StableDiffusionPipeline.from_pretrained(os.path.join(OUT, name), safety_checker=None)
+        pipe.set_progress_bar_config(disable=True)
+        rescale_reference(pipe, tensors)
+    elif name == "tiny-sdxl":
+        ensemble_reference(tensors)
+    else:
+        sys.exit(f"{name}: only tiny-sd21 and tiny-sdxl have references to add")
     save_file({k: v.contiguous() for k, v in tensors.items()}, path, metadata=metadata)
 
 
@@ -1106,6 +1136,7 @@ def main():
     )
     build_xl("tiny-sdxl")
     build_xl_refiner("tiny-sdxl-refiner")
+    extend("tiny-sdxl")  # the ensemble run needs both
     build_lcm("tiny-lcm")
     with open(os.path.join(OUT, "tokens.json"), "w", encoding="utf-8") as f:
         f.write("{\n")

@@ -661,6 +661,7 @@ mod tests {
                 generator: "g".into(),
                 loras: Vec::new(),
                 vae: None,
+                refiner: None,
             },
             device: "cpu".into(),
             parents: vec![],

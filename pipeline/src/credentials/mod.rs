@@ -169,6 +169,7 @@ mod tests {
                 generator: "house/1".into(),
                 loras: Vec::new(),
                 vae: None,
+                refiner: None,
             },
             device: "cpu".into(),
             parents: Vec::new(),

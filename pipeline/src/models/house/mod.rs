@@ -179,6 +179,7 @@ impl HouseModel {
                 generator: super::Family::House.generator(),
                 loras: Vec::new(),
                 vae: None,
+                refiner: None,
             },
         })
     }

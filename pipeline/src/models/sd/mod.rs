@@ -31,6 +31,7 @@ pub mod brownian;
 pub mod checkpoint;
 pub mod config;
 mod delta;
+pub mod ensemble;
 pub mod folder;
 pub mod kernels;
 pub mod lora;
@@ -67,6 +68,20 @@ use unet::UNet;
 use vae::Vae;
 use vae_file::VaeFile;
 use weights::Weights;
+
+/// Which part of a sampling run [`StableDiffusion::denoise_stage`] takes: SDXL's ensemble of
+/// experts runs the base model up to a switch point and its refiner from there, on the same
+/// latents. A switch point is a fraction of the training schedule (0.8: the refiner takes the
+/// last fifth of the noise levels), diffusers' `denoising_end` and `denoising_start`.
+#[derive(Clone, Copy, Debug)]
+pub enum Stage<'a> {
+    /// The whole run.
+    Whole,
+    /// The steps before the switch point.
+    Until(f64),
+    /// The steps after the switch point, from these latents (as the stage before left them).
+    From(&'a Tensor, f64),
+}
 
 /// What can go wrong loading or running a Stable Diffusion pipeline.
 #[derive(Debug, thiserror::Error)]
@@ -265,6 +280,7 @@ impl StableDiffusion {
             generator: super::Family::StableDiffusion.generator(),
             loras: lora_uses,
             vae: vae_use,
+            refiner: None,
         };
         tracing::debug!(path = %path.display(), version = %identity.weights_sha256, "loaded Stable Diffusion");
         Ok(Self {
@@ -429,10 +445,35 @@ impl StableDiffusion {
         self.decode(&latents, request.tileable)
     }
 
+    /// The unit-variance starting noise of `request`'s images `(n, channels, side, side)`:
+    /// image `i` from seed + `i` (or a loop's circle).
+    pub fn starting_noise(&self, request: &GenerateRequest) -> Result<Tensor, SdError> {
+        let n = request.count.max(1);
+        let side = self.spec.unet.sample_size;
+        let channels = self.spec.vae.config.latent_channels;
+        Ok(Tensor::from_vec(
+            super::noise::starting(request, channels * side * side),
+            (n, channels, side, side),
+            &self.device,
+        )?)
+    }
+
     /// Runs the sampler from unit-variance `noise` `(n, 4, h, w)` — from pure noise, or from
     /// the init image noised as its strength asks — and returns the final latents (scaled for
     /// the UNet).
     pub fn denoise(&self, request: &GenerateRequest, noise: &Tensor) -> Result<Tensor, SdError> {
+        self.denoise_stage(request, noise, Stage::Whole)
+    }
+
+    /// [`StableDiffusion::denoise`], or the part of the run `stage` names: up to a switch
+    /// point (the latents then are not yet fully denoised), or from one with another model's
+    /// latents (`noise` then only sizes the batch and any fresh noise).
+    pub fn denoise_stage(
+        &self,
+        request: &GenerateRequest,
+        noise: &Tensor,
+        stage: Stage<'_>,
+    ) -> Result<Tensor, SdError> {
         let _span = tracing::info_span!("sd_denoise", steps = request.steps).entered();
         let n = noise.dim(0)?;
         let scheduler = match request.sampler {
@@ -451,15 +492,41 @@ impl StableDiffusion {
         let embedded = self.guidance_embedding(request.guidance, n)?;
         let guided = request.guidance > 1.0 && embedded.is_none();
         let (context, added) = self.conditioning(request, n, guided)?;
-        let start = match &request.init {
-            Some(init) => Some(self.start(init, n, &schedule)?),
-            None => None,
+        let start = match (&request.init, stage) {
+            (Some(init), Stage::Whole | Stage::Until(_)) => Some(self.start(init, n, &schedule)?),
+            _ => None,
         };
-        let first = start.as_ref().map_or(0, |s| s.first_step);
-        let mut latents = match &start {
-            Some(s) if first >= schedule.timesteps.len() => s.latents.clone(),
-            Some(s) if first > 0 => schedule.add_noise(&s.latents, noise, first)?,
-            _ => (noise * schedule.init_noise_sigma())?,
+        let total = schedule.timesteps.len();
+        // The training timestep a switch point falls on (diffusers' `discrete_timestep_cutoff`).
+        let train = scheduler.alphas_cumprod.len() as f64;
+        let cutoff = |switch: f64| (train - switch * train).round_ties_even();
+        let (first, mut latents) = match stage {
+            Stage::From(handed, switch) => {
+                let cutoff = cutoff(switch);
+                let mut count = schedule.timesteps.iter().filter(|&&t| t < cutoff).count();
+                // A two-call sampler starts on the call that begins a step.
+                if schedule.order() == 2 && count % 2 == 0 {
+                    count += 1;
+                }
+                (total - count.min(total), handed.clone())
+            }
+            Stage::Whole | Stage::Until(_) => {
+                let first = start.as_ref().map_or(0, |s| s.first_step);
+                let latents = match &start {
+                    Some(s) if first >= total => s.latents.clone(),
+                    Some(s) if first > 0 => schedule.add_noise(&s.latents, noise, first)?,
+                    _ => (noise * schedule.init_noise_sigma())?,
+                };
+                (first, latents)
+            }
+        };
+        let stop = match stage {
+            Stage::Until(switch) => {
+                let cutoff = cutoff(switch);
+                let kept = schedule.timesteps.iter().take_while(|&&t| t >= cutoff);
+                kept.count().max(first)
+            }
+            Stage::Whole | Stage::From(..) => total,
         };
         let (_, _, h, w) = latents.dims4()?;
         let mut offsets = ChaCha8Rng::seed_from_u64(request.seed ^ 0x7111_AB1E);
@@ -470,7 +537,7 @@ impl StableDiffusion {
             let (low, high) = schedule.sigma_span();
             brownian::BrownianTree::new(request.seed ^ 0xB0B0_5DE0, low, high, latents.elem_count())
         });
-        for i in first..schedule.timesteps.len() {
+        for i in first..stop {
             let t = schedule.timesteps[i];
             let (dy, dx) = if request.tileable {
                 (offsets.random_range(0..h), offsets.random_range(0..w))
@@ -649,15 +716,7 @@ impl Generator for StableDiffusion {
     }
 
     fn generate(&self, request: &GenerateRequest) -> Result<Vec<RgbaImage>, GenerateError> {
-        let n = request.count.max(1);
-        let side = self.spec.unet.sample_size;
-        let channels = self.spec.vae.config.latent_channels;
-        let noise = Tensor::from_vec(
-            super::noise::starting(request, channels * side * side),
-            (n, channels, side, side),
-            &self.device,
-        )
-        .map_err(SdError::from)?;
+        let noise = self.starting_noise(request)?;
         let image = self.sample(request, &noise)?;
         Ok(rgba_images(&image).map_err(SdError::from)?)
     }
