@@ -12,7 +12,7 @@ use autonomy_pipeline::keys::{KeyStore, password_for};
 use autonomy_pipeline::models::sd::scheduler::Sampler;
 use autonomy_pipeline::models::sd::vae_file::VaeFile;
 use autonomy_pipeline::models::{
-    self,
+    self, Additions, RefinerFile,
     house::{HouseConfig, HouseModel},
 };
 use autonomy_pipeline::train::data::TrainingSet;
@@ -233,6 +233,13 @@ struct GenerateArgs {
     /// (A1111's, or another checkpoint's) or a diffusers VAE folder.
     #[arg(long)]
     vae: Option<PathBuf>,
+    /// Stable Diffusion XL: a refiner (folder or checkpoint) that takes over the model's latents
+    /// at `--refiner-switch` (SDXL's ensemble of experts).
+    #[arg(long)]
+    refiner: Option<PathBuf>,
+    /// The share of the noise schedule the model runs before the refiner takes over.
+    #[arg(long, default_value_t = 0.8, requires = "refiner", value_parser = unit_interval)]
+    refiner_switch: f64,
     /// Stable Diffusion: sample with ddim, pndm, euler, euler-karras, euler-a, heun,
     /// heun-karras, lms, lms-karras, dpm++2m, dpm++2m-karras, dpm++2m-sde, dpm++2m-sde-karras,
     /// unipc, unipc-karras, deis, dpm2, dpm2-karras, dpm2-a, dpm2-a-karras, dpm++sde,
@@ -375,7 +382,17 @@ fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
         path: path.clone(),
         label: path.display().to_string(),
     });
-    let model = models::load(&args.model, dev, &[], vae.as_ref())
+    let refiner = args.refiner.as_ref().map(|path| RefinerFile {
+        path: path.clone(),
+        label: path.display().to_string(),
+        switch: args.refiner_switch,
+    });
+    let additions = Additions {
+        vae: vae.as_ref(),
+        refiner: refiner.as_ref(),
+        ..Additions::default()
+    };
+    let model = models::load(&args.model, dev, &additions)
         .with_context(|| format!("cannot load the model in `{}`", args.model.display()))?;
     let native = model.native_size();
     let size = args.size.unwrap_or(native);

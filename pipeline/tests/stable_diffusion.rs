@@ -1352,8 +1352,48 @@ fn an_sdxl_refiner_recipe_refines_the_base_recipes_image() {
          source = \"recipe:knight\"\nstrength = 0.5\nsteps = 4\n",
     )
     .unwrap();
+    // The ensemble of experts: the refiner takes over the base's latents.
+    std::fs::write(
+        root.join("knight-ensemble.recipe.toml"),
+        "kind = \"sprite\"\nprompt = \"a knight\"\nmodel = \"models/tiny-sdxl\"\nsteps = 3\n\
+         refiner = \"models/tiny-sdxl-refiner\"\nrefiner_switch = 0.7\n",
+    )
+    .unwrap();
     studio.new_key("studio");
     studio.build_signed("studio");
+    let ensemble: Manifest =
+        serde_json::from_slice(&std::fs::read(root.join("knight-ensemble.prov.json")).unwrap())
+            .unwrap();
+    assert_eq!(ensemble.model.name, "stable-diffusion/tiny-sdxl");
+    assert_eq!(
+        ensemble.model.refiner,
+        Some(RefinerUse {
+            file: "models/tiny-sdxl-refiner".into(),
+            weights_sha256: load("tiny-sdxl-refiner").identity().weights_sha256.clone(),
+            switch: f64::from(0.7f32),
+        })
+    );
+    assert_eq!(
+        ensemble.recipe["refiner"],
+        serde_json::json!({ "model": "models/tiny-sdxl-refiner", "switch": 0.7 })
+    );
+    let knight = image::open(root.join("knight.png")).unwrap().to_rgba8();
+    let handed = image::open(root.join("knight-ensemble.png"))
+        .unwrap()
+        .to_rgba8();
+    assert!(
+        mean_difference(&knight, &handed) > 1.0,
+        "the refiner's last steps change the base's picture"
+    );
+    let verified = studio.run(&[
+        "verify",
+        root.join("knight-ensemble.png").to_str().unwrap(),
+        "--reproduce",
+        "--model",
+        &studio.model,
+    ]);
+    let text = String::from_utf8_lossy(&verified.stdout);
+    assert!(text.contains("reproduced bit for bit"), "{text}");
     let manifest: Manifest =
         serde_json::from_slice(&std::fs::read(root.join("knight-refined.prov.json")).unwrap())
             .unwrap();

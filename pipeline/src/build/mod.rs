@@ -332,6 +332,9 @@ impl Builder<'_> {
         if let Some(vae) = &ingredients.vae {
             inputs.push(format!("vae:{}", vae.sha256));
         }
+        if let Some(refiner) = &ingredients.refiner {
+            inputs.push(format!("refiner:{}", refiner.weights_sha256));
+        }
         if let Some(signer) = &self.options.signer {
             inputs.push(format!("creator:{}", signer.address()));
             inputs.push(format!("content-credentials:{CREDENTIALS_REVISION}"));

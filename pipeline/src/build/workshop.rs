@@ -11,10 +11,10 @@ use std::sync::{Arc, Mutex};
 use super::produce::{self, Inputs, Produced};
 use super::provenance::{Carrier, FileHash, Manifest, Parent};
 use super::{BuildError, BuildOptions, label, slash};
-use crate::generator::{Generator, LoraUse, ModelIdentity, VaeUse};
+use crate::generator::{Generator, LoraUse, ModelIdentity, RefinerUse, VaeUse};
 use crate::models::sd::lora::LoraFile;
 use crate::models::sd::vae_file::VaeFile;
-use crate::models::{self, Family};
+use crate::models::{self, Additions, Family, RefinerFile};
 use crate::post::Palette;
 use crate::recipe::{self, AssetRecipe, ModelRef, RecipeSet, Source};
 
@@ -27,6 +27,9 @@ pub struct Ingredients {
     pub loras: Vec<LoraUse>,
     /// The VAE used in place of the model's own: the file as the recipe names it, its hash.
     pub vae: Option<VaeUse>,
+    /// The refiner that takes over the model's latents: as the recipe names it, its version,
+    /// the switch point.
+    pub refiner: Option<RefinerUse>,
     /// sha256 (hex) of the model's weights.
     pub weights_sha256: String,
     /// The generator code version ([`crate::generator::generator_version`]).
@@ -117,11 +120,26 @@ impl<'a> Workshop<'a> {
             }
             None => None,
         };
+        let refiner = match &recipe.refiner {
+            Some(refiner) => {
+                let path = self.options.root.join(&refiner.model);
+                let weights_sha256 = self
+                    .weights_sha256(&path)
+                    .map_err(|e| fail(format!("`refiner`: {e}")))?;
+                Some(RefinerUse {
+                    file: slash(&refiner.model),
+                    weights_sha256,
+                    switch: f64::from(refiner.switch),
+                })
+            }
+            None => None,
+        };
         Ok(Ingredients {
             generator: Family::of(&model_dir).generator(),
             model_dir,
             loras,
             vae,
+            refiner,
             weights_sha256,
             device: crate::device::name(&self.options.device),
             source,
@@ -140,11 +158,7 @@ impl<'a> Workshop<'a> {
         scratch: &Path,
     ) -> Result<(ModelIdentity, Vec<Produced>), BuildError> {
         let model = self
-            .model(
-                &ingredients.model_dir,
-                &ingredients.loras,
-                ingredients.vae.as_ref(),
-            )
+            .model(ingredients)
             .map_err(|message| BuildError::asset(recipe, message))?;
         let produced = produce::produce(
             recipe,
@@ -183,12 +197,14 @@ impl<'a> Workshop<'a> {
         Ok(hash)
     }
 
-    fn model(
-        &self,
-        dir: &Path,
-        loras: &[LoraUse],
-        vae: Option<&VaeUse>,
-    ) -> Result<Arc<dyn Generator>, String> {
+    /// The model the ingredients name, with their LoRAs, VAE and refiner: loaded once.
+    fn model(&self, ingredients: &Ingredients) -> Result<Arc<dyn Generator>, String> {
+        let (dir, loras, vae, refiner) = (
+            &ingredients.model_dir,
+            &ingredients.loras,
+            ingredients.vae.as_ref(),
+            ingredients.refiner.as_ref(),
+        );
         let mut models = self
             .models
             .lock()
@@ -197,6 +213,7 @@ impl<'a> Workshop<'a> {
             .iter()
             .map(|l| format!("{}:{}:{}", l.file, l.sha256, l.scale))
             .chain(vae.map(|v| format!("vae:{}:{}", v.file, v.sha256)))
+            .chain(refiner.map(|r| format!("refiner:{}:{}:{}", r.file, r.weights_sha256, r.switch)))
             .collect();
         let key = (dir.to_path_buf(), signature.join("|"));
         if let Some(model) = models.get(&key) {
@@ -214,12 +231,27 @@ impl<'a> Workshop<'a> {
             path: self.options.root.join(&v.file),
             label: v.file.clone(),
         });
-        let model: Arc<dyn Generator> =
-            models::load(dir, &self.options.device, &files, vae_file.as_ref())
-                .map_err(|e| format!("model: {e}"))?
-                .into();
-        if model.identity().loras != loras || model.identity().vae.as_ref() != vae {
-            return Err("a LoRA or VAE file changed while the build read it; build again".into());
+        let refiner_file = refiner.map(|r| RefinerFile {
+            path: self.options.root.join(&r.file),
+            label: r.file.clone(),
+            switch: r.switch,
+        });
+        let additions = Additions {
+            loras: &files,
+            vae: vae_file.as_ref(),
+            refiner: refiner_file.as_ref(),
+        };
+        let model: Arc<dyn Generator> = models::load(dir, &self.options.device, &additions)
+            .map_err(|e| format!("model: {e}"))?
+            .into();
+        let identity = model.identity();
+        if identity.loras != *loras
+            || identity.vae.as_ref() != vae
+            || identity.refiner.as_ref() != refiner
+        {
+            return Err(
+                "a LoRA, VAE or refiner file changed while the build read it; build again".into(),
+            );
         }
         models.insert(key, model.clone());
         Ok(model)

@@ -8,7 +8,7 @@ pub mod locate;
 pub mod noise;
 pub mod sd;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 
@@ -44,25 +44,62 @@ impl Family {
     }
 }
 
-/// Loads the model in `dir`, whichever family it is, onto `device`, with `loras` merged and
-/// the VAE of `vae` in place of its own (a house model takes neither).
+/// What a Stable Diffusion model is loaded with besides its own weights.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Additions<'a> {
+    /// LoRAs merged into its weights, in order.
+    pub loras: &'a [sd::lora::LoraFile],
+    /// A VAE in place of its own (and of its refiner's).
+    pub vae: Option<&'a sd::vae_file::VaeFile>,
+    /// A refiner that takes over its latents at a switch point.
+    pub refiner: Option<&'a RefinerFile>,
+}
+
+/// A refiner to load for a base model (SDXL's ensemble of experts).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RefinerFile {
+    /// Its folder or checkpoint.
+    pub path: PathBuf,
+    /// How the provenance manifest names it (the recipe's text).
+    pub label: String,
+    /// The fraction of the noise schedule the base model runs before it takes over.
+    pub switch: f64,
+}
+
+/// Loads the model in `dir`, whichever family it is, onto `device`, with its `additions` (a
+/// house model takes none).
 pub fn load(
     dir: &Path,
     device: &Device,
-    loras: &[sd::lora::LoraFile],
-    vae: Option<&sd::vae_file::VaeFile>,
+    additions: &Additions<'_>,
 ) -> Result<Box<dyn Generator>, GenerateError> {
+    let plain =
+        additions.loras.is_empty() && additions.vae.is_none() && additions.refiner.is_none();
     Ok(match Family::of(dir) {
-        Family::House if loras.is_empty() && vae.is_none() => {
-            Box::new(HouseModel::load(dir, device)?)
-        }
+        Family::House if plain => Box::new(HouseModel::load(dir, device)?),
         Family::House => {
             return Err(GenerateError::Unsupported(format!(
-                "`{}` is a house model: LoRAs and VAE files apply to Stable Diffusion models",
+                "`{}` is a house model: LoRAs, VAE files and refiners apply to Stable Diffusion models",
                 dir.display()
             )));
         }
-        Family::StableDiffusion => Box::new(StableDiffusion::load_with(dir, device, loras, vae)?),
+        Family::StableDiffusion => {
+            let base = StableDiffusion::load_with(dir, device, additions.loras, additions.vae)?;
+            match additions.refiner {
+                None => Box::new(base),
+                Some(refiner) => {
+                    let model =
+                        StableDiffusion::load_with(&refiner.path, device, &[], additions.vae)?;
+                    Box::new(sd::ensemble::Ensemble::new(
+                        base,
+                        model,
+                        &refiner.path,
+                        &refiner.label,
+                        refiner.switch,
+                    )?)
+                }
+            }
+        }
     })
 }
 

@@ -32,7 +32,9 @@
 //! (0.6, in (0, 1]) for img2img, with a `mask` image to inpaint (white repainted, black
 //! kept), and for a Stable Diffusion model folder `loras` (none: a
 //! list of files, or of `{ file = "…", scale = 0.8 }`, scale -4..=4, default 1), `vae` (the
-//! model's own: a VAE `.safetensors` file or diffusers VAE folder instead), `sampler`
+//! model's own: a VAE `.safetensors` file or diffusers VAE folder instead), `refiner` (none: an
+//! SDXL refiner's folder or checkpoint that takes over the latents) with `refiner_switch` (0.8,
+//! strictly between 0 and 1: the share of the noise schedule the model runs first), `sampler`
 //! (the folder's scheduler: `ddim`, `pndm`, `euler`, `euler-karras`, `euler-a`, `heun`,
 //! `heun-karras`, `lms`, `lms-karras`, `dpm++2m`, `dpm++2m-karras`, `dpm++2m-sde`,
 //! `dpm++2m-sde-karras`, `unipc`, `unipc-karras`, `deis`, `dpm2`, `dpm2-karras`,
@@ -203,6 +205,15 @@ pub struct LoraRef {
     pub scale: f64,
 }
 
+/// A refiner that takes over a Stable Diffusion model's latents for an asset.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefinerRef {
+    /// Its folder or checkpoint, relative to the recipe root (or absolute).
+    pub model: PathBuf,
+    /// The share of the noise schedule the asset's model runs before the refiner (0..1).
+    pub switch: f32,
+}
+
 /// One asset to generate, with every default filled in.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AssetRecipe {
@@ -221,6 +232,8 @@ pub struct AssetRecipe {
     /// A VAE file or folder used in place of the model's own, relative to the root or
     /// absolute (Stable Diffusion models only).
     pub vae: Option<PathBuf>,
+    /// A refiner that takes over the model's latents (SDXL's ensemble of experts).
+    pub refiner: Option<RefinerRef>,
     /// The sampler instead of the model folder's scheduler (Stable Diffusion models only).
     pub sampler: Option<Sampler>,
     /// Guidance rescale φ, 0–1, 0 off (Stable Diffusion models only).
@@ -320,6 +333,10 @@ impl AssetRecipe {
         }
         if let Some(vae) = &self.vae {
             canonical["vae"] = json!(path(vae));
+        }
+        if let Some(refiner) = &self.refiner {
+            canonical["refiner"] =
+                json!({ "model": path(&refiner.model), "switch": short_float(refiner.switch) });
         }
         if let Some(sampler) = self.sampler {
             canonical["sampler"] = json!(sampler.name());

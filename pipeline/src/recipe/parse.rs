@@ -10,7 +10,8 @@ use super::error::{RecipeError, Report};
 use super::fields::{Fields, closest, expected};
 use super::paths::{check_name, check_recipe_ref, resolve_inside};
 use super::{
-    Animation, AssetRecipe, Img2Img, Kind, LoraRef, ModelRef, Palette, PbrMap, PixelArt, Source,
+    Animation, AssetRecipe, Img2Img, Kind, LoraRef, ModelRef, Palette, PbrMap, PixelArt,
+    RefinerRef, Source,
 };
 use crate::models::sd::scheduler::Sampler;
 
@@ -20,13 +21,15 @@ pub(super) const MAX_FILE_BYTES: usize = 1 << 20;
 /// Keys only animations accept.
 const ANIMATION_KEYS: [&str; 3] = ["frames", "fps", "loop"];
 /// Every key an asset may have.
-const ALL_KEYS: [&str; 21] = [
+const ALL_KEYS: [&str; 23] = [
     "kind",
     "prompt",
     "negative_prompt",
     "model",
     "loras",
     "vae",
+    "refiner",
+    "refiner_switch",
     "sampler",
     "seed",
     "size",
@@ -243,6 +246,37 @@ impl Reader<'_> {
                 .map_err(|message| report.error(v.span(), Some(&f.field("vae")), message))
                 .ok()
         });
+        let refiner = f.string(report, "refiner").and_then(|r| {
+            self.weights_file(r.get_ref())
+                .map_err(|message| report.error(r.span(), Some(&f.field("refiner")), message))
+                .ok()
+        });
+        let switch = f.number(report, "refiner_switch", 0.0..=1.0, true);
+        if matches!(switch, Some(x) if x >= 1.0) {
+            f.misplaced(
+                report,
+                "refiner_switch",
+                "the refiner must be left part of the run: a switch below 1 (0.8 is usual)",
+            );
+        }
+        if !f.has("refiner") {
+            f.misplaced(
+                report,
+                "refiner_switch",
+                "only applies with a `refiner`; add one or remove it",
+            );
+        }
+        if refiner.is_some() && !matches!(model, ModelRef::Folder(_)) {
+            f.misplaced(
+                report,
+                "refiner",
+                "a refiner takes over from a Stable Diffusion model; set `model` to one",
+            );
+        }
+        let refiner = refiner.map(|model| RefinerRef {
+            model,
+            switch: switch.unwrap_or(0.8) as f32,
+        });
         if vae.is_some() && !matches!(model, ModelRef::Folder(_)) {
             f.misplaced(
                 report,
@@ -343,6 +377,7 @@ impl Reader<'_> {
             model,
             loras,
             vae,
+            refiner,
             sampler,
             guidance_rescale,
             seed,
@@ -876,6 +911,48 @@ mod tests {
             (
                 "kind = \"sprite\"\nprompt = \"gem\"\nmodel = \"sd\"\nvae = \"../../v.safetensors\"\n",
                 "`vae`",
+            ),
+        ] {
+            let errors = parse(Path::new("x.recipe.toml"), text).expect_err(text);
+            let message = errors[0].to_string();
+            assert!(message.contains(what), "{message}");
+        }
+    }
+
+    #[test]
+    fn reads_a_refiner_with_its_switch_point_for_a_model_folder() {
+        let r = one(
+            "knight.recipe.toml",
+            "kind = \"sprite\"\nprompt = \"a knight\"\nmodel = \"sdxl\"\nrefiner = \"sdxl-refiner\"\n",
+        );
+        let refiner = r.refiner.clone().expect("the refiner");
+        assert_eq!(refiner.model, PathBuf::from("sdxl-refiner"));
+        assert_eq!(refiner.switch, 0.8, "diffusers' examples' switch point");
+        assert_eq!(
+            r.canonical()["refiner"],
+            serde_json::json!({ "model": "sdxl-refiner", "switch": 0.8 })
+        );
+        let plain = one("p.recipe.toml", "kind = \"sprite\"\nprompt = \"gem\"\n");
+        assert!(
+            plain.canonical().get("refiner").is_none(),
+            "no key without one"
+        );
+        for (text, what) in [
+            (
+                "kind = \"sprite\"\nprompt = \"gem\"\nrefiner = \"r\"\n",
+                "Stable Diffusion",
+            ),
+            (
+                "kind = \"sprite\"\nprompt = \"gem\"\nmodel = \"sd\"\nrefiner_switch = 0.5\n",
+                "only applies with a `refiner`",
+            ),
+            (
+                "kind = \"sprite\"\nprompt = \"gem\"\nmodel = \"sd\"\nrefiner = \"r\"\nrefiner_switch = 1\n",
+                "below 1",
+            ),
+            (
+                "kind = \"sprite\"\nprompt = \"gem\"\nmodel = \"sd\"\nrefiner = \"r\"\nrefiner_switch = 0\n",
+                "`refiner_switch`",
             ),
         ] {
             let errors = parse(Path::new("x.recipe.toml"), text).expect_err(text);

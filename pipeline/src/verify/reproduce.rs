@@ -329,6 +329,21 @@ fn same_ingredients(have: &Ingredients, manifest: &Manifest) -> Result<(), Found
     if now != then {
         return Err(differ("VAEs", &now, &then));
     }
+    let refiner = |refiner: Option<&crate::generator::RefinerUse>| {
+        refiner.map_or("none".to_string(), |r| {
+            format!(
+                "{} from {} (weights {})",
+                r.file, r.switch, r.weights_sha256
+            )
+        })
+    };
+    let (now, then) = (
+        refiner(have.refiner.as_ref()),
+        refiner(model.refiner.as_ref()),
+    );
+    if now != then {
+        return Err(differ("refiners", &now, &then));
+    }
     let sources = |parents: &[crate::build::provenance::Parent]| {
         let list: Vec<String> = parents
             .iter()
