@@ -32,6 +32,9 @@ pub struct Draft {
     pub vae: Option<PathBuf>,
     /// Stable Diffusion's guidance rescale, 0–1 (0: off).
     pub guidance_rescale: f32,
+    /// An SDXL refiner (absolute path) that takes over the model's latents, and the share of
+    /// the noise schedule the model runs first.
+    pub refiner: Option<(PathBuf, f32)>,
     /// The seed (same seed, same image).
     pub seed: u64,
     /// Denoising steps.
@@ -77,6 +80,7 @@ impl Default for Draft {
             loras: Vec::new(),
             vae: None,
             guidance_rescale: 0.0,
+            refiner: None,
             seed: 7,
             steps: 20,
             guidance: 4.0,
@@ -149,6 +153,12 @@ impl Draft {
         }
         if let Some(vae) = &self.vae {
             lines.push(format!("vae = {}", quoted(&vae.to_string_lossy())));
+        }
+        if let Some((refiner, switch)) = &self.refiner {
+            lines.push(format!("refiner = {}", quoted(&refiner.to_string_lossy())));
+            // The f32's shortest decimal, as for the strength.
+            let switch = switch.to_string().parse().unwrap_or(0.8);
+            lines.push(format!("refiner_switch = {}", toml::Value::Float(switch)));
         }
         if let (Some(start), Some(source)) = (&self.start, source) {
             lines.push(format!("source = {}", quoted(source)));
@@ -278,6 +288,15 @@ mod tests {
         assert_eq!(recipe.guidance_rescale, 0.7);
         assert!(with_vae.to_toml().contains("guidance_rescale = 0.7\n"));
         assert!(!draft.to_toml().contains("vae"));
+        // An SDXL refiner taking over at 0.75.
+        let refiner = std::env::temp_dir().join("sdxl-refiner");
+        let ensemble = Draft {
+            refiner: Some((refiner.clone(), 0.75)),
+            ..draft.clone()
+        };
+        let recipe = ensemble.check().unwrap().refiner.expect("the refiner");
+        assert_eq!((recipe.model, recipe.switch), (refiner, 0.75));
+        assert!(!draft.to_toml().contains("refiner"));
         assert!(!draft.to_toml().contains("guidance_rescale"));
 
         let house = Draft {
@@ -366,6 +385,7 @@ mod tests {
                 loras: Vec::new(),
                 vae: None,
                 guidance_rescale: 0.0,
+                refiner: None,
                 seed,
                 steps,
                 guidance: guidance as f32 / 10.0,

@@ -22,6 +22,10 @@ pub struct LocalModels {
     pub vaes: Vec<PathBuf>,
     /// The checkpoint files among [`LocalModels::folders`] that hold no VAE: they need one.
     pub without_vae: Vec<PathBuf>,
+    /// The SDXL refiners among [`LocalModels::folders`] (one text encoder, five time ids).
+    pub refiners: Vec<PathBuf>,
+    /// The SDXL base models among [`LocalModels::folders`]: a refiner can take over from them.
+    pub xl_bases: Vec<PathBuf>,
 }
 
 /// A LoRA file and the pipelines it fits.
@@ -78,6 +82,15 @@ impl LocalModels {
                 summary,
             })
             .collect();
+        let time_ids = |spec: &PipelineSpec| spec.unet.added.as_ref().map(|a| a.time_ids);
+        let of_kind = |wanted: usize| -> Vec<PathBuf> {
+            specs
+                .iter()
+                .filter(|(_, spec)| time_ids(spec) == Some(wanted))
+                .map(|(folder, _)| (*folder).clone())
+                .collect()
+        };
+        let (refiners, xl_bases) = (of_kind(5), of_kind(6));
         let without_vae = folders
             .iter()
             .filter(|path| is_checkpoint(path))
@@ -96,6 +109,8 @@ impl LocalModels {
             loras,
             vaes,
             without_vae,
+            refiners,
+            xl_bases,
         }
     }
 

@@ -323,6 +323,31 @@ fn every_panel_action_works_on_an_embedded_chain() {
     );
     assert_eq!(vae_draft.check().unwrap().vae, Some(inpaint_vae));
 
+    // SDXL refiners are offered for SDXL base models: the refiner takes over the base's latents.
+    let local = app.world().resource::<LocalModels>();
+    let (xl, refiner) = (
+        sd_fixtures().join("tiny-sdxl"),
+        sd_fixtures().join("tiny-sdxl-refiner"),
+    );
+    assert!(local.xl_bases.contains(&xl), "{local:?}");
+    assert_eq!(local.refiners, std::slice::from_ref(&refiner), "{local:?}");
+    let xl_draft = Draft {
+        name: "xl_knight".into(),
+        model: xl.to_string_lossy().into_owned(),
+        steps: 3,
+        ..draft.clone()
+    };
+    let ensemble_draft = Draft {
+        name: "xl_knight_refined".into(),
+        refiner: Some((refiner, 0.7)),
+        ..xl_draft.clone()
+    };
+    assert_ne!(
+        generated(&mut app, &xl_draft),
+        generated(&mut app, &ensemble_draft),
+        "the refiner's last steps change the picture"
+    );
+
     // Save as recipe: the plugin picks the new file up and makes it a project asset.
     app.world_mut()
         .write_message(EditorAction::SaveRecipe(draft.clone()));

@@ -44,9 +44,11 @@ pub(super) fn show(ui: &mut egui::Ui, frame: &mut Frame) {
                 ui.weak(format!("token {}", hex_prefix(&token.to_be_bytes::<32>())));
             }
             if ui.button("🔍 Verify").clicked() {
-                frame.intents.push(Intent::Editor(EditorAction::Verify {
-                    label: asset.label.clone(),
-                }));
+                frame
+                    .intents
+                    .push(Intent::Editor(Box::new(EditorAction::Verify {
+                        label: asset.label.clone(),
+                    })));
             }
             match asset.verdict() {
                 Some(Verdict::Verified) => {

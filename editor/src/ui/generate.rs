@@ -92,6 +92,52 @@ fn vae(ui: &mut egui::Ui, draft: &mut Draft, local: &LocalModels) {
     });
 }
 
+/// For an SDXL base model: none, or an SDXL refiner found in the model folders that takes over
+/// its latents, with the share of the run the base takes first (a form row only then).
+fn refiner(ui: &mut egui::Ui, draft: &mut Draft, local: &LocalModels) {
+    let base = Path::new(&draft.model);
+    if !local.xl_bases.iter().any(|path| path == base) || local.refiners.is_empty() {
+        draft.refiner = None;
+        return;
+    }
+    let name = |path: &Path| {
+        path.file_name().map_or_else(
+            || path.display().to_string(),
+            |name| name.to_string_lossy().into_owned(),
+        )
+    };
+    ui.label("Refiner");
+    ui.horizontal(|ui| {
+        let shown = draft
+            .refiner
+            .as_ref()
+            .map_or("none".to_string(), |(path, _)| name(path));
+        egui::ComboBox::from_id_salt("refiner")
+            .selected_text(shown)
+            .show_ui(ui, |ui| {
+                if ui.selectable_label(draft.refiner.is_none(), "none").clicked() {
+                    draft.refiner = None;
+                }
+                for path in &local.refiners {
+                    let picked = draft.refiner.as_ref().is_some_and(|(p, _)| p == path);
+                    if ui.selectable_label(picked, name(path)).clicked() {
+                        let switch = draft.refiner.as_ref().map_or(0.8, |(_, s)| *s);
+                        draft.refiner = Some((path.clone(), switch));
+                    }
+                }
+            });
+        if let Some((_, switch)) = &mut draft.refiner {
+            ui.add(
+                egui::Slider::new(switch, 0.5..=0.95)
+                    .step_by(0.05)
+                    .text("switch"),
+            )
+            .on_hover_text("the share of the noise schedule the base model runs before the refiner takes over its latents");
+        }
+    });
+    ui.end_row();
+}
+
 /// Noise, or a project asset (image-to-image) with the strength to change it by.
 fn start(ui: &mut egui::Ui, draft: &mut Draft, frame: &Frame) {
     ui.horizontal(|ui| {
@@ -214,11 +260,13 @@ pub(super) fn show(ui: &mut egui::Ui, state: &mut EditorUi, frame: &mut Frame) {
                 ui.label("VAE");
                 vae(ui, draft, frame.local_models);
                 ui.end_row();
+                refiner(ui, draft, frame.local_models);
             } else {
                 draft.sampler = None;
                 draft.loras.clear();
                 draft.vae = None;
                 draft.guidance_rescale = 0.0;
+                draft.refiner = None;
             }
             ui.label("Start from");
             start(ui, draft, frame);
@@ -298,7 +346,9 @@ pub(super) fn show(ui: &mut egui::Ui, state: &mut EditorUi, frame: &mut Frame) {
         {
             frame
                 .intents
-                .push(Intent::Editor(EditorAction::Generate(draft.clone())));
+                .push(Intent::Editor(Box::new(EditorAction::Generate(
+                    draft.clone(),
+                ))));
         }
         if ui
             .add_enabled(problems.is_none(), egui::Button::new("💾 Save as recipe"))
@@ -310,7 +360,9 @@ pub(super) fn show(ui: &mut egui::Ui, state: &mut EditorUi, frame: &mut Frame) {
         {
             frame
                 .intents
-                .push(Intent::Editor(EditorAction::SaveRecipe(draft.clone())));
+                .push(Intent::Editor(Box::new(EditorAction::SaveRecipe(
+                    draft.clone(),
+                ))));
         }
     });
     ui.separator();

@@ -109,8 +109,8 @@ pub struct Thumbnails(pub HashMap<PathBuf, Handle<Image>>);
 
 /// What a panel asks for.
 pub(crate) enum Intent {
-    /// An editor action.
-    Editor(EditorAction),
+    /// An editor action (boxed: a draft is large beside a chain request).
+    Editor(Box<EditorAction>),
     /// A chain request.
     Chain(ChainRequest),
 }
@@ -343,7 +343,7 @@ pub(crate) fn draw_editor(
     for intent in frame.intents {
         match intent {
             Intent::Editor(action) => {
-                editor_actions.write(action);
+                editor_actions.write(*action);
             }
             Intent::Chain(request) => {
                 chain_requests.write(request);
