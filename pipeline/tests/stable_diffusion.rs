@@ -1296,42 +1296,32 @@ fn a_recipe_naming_a_diffusers_folder_builds_signs_caches_and_reproduces() {
         "{text}{}",
         String::from_utf8_lossy(&verified.stderr)
     );
-    // Another LoRA file under the same name: the asset is made again.
-    std::fs::copy(
-        fixtures().join("tiny-sd15/loras/peft.safetensors"),
-        root.join(&lora[0].file),
-    )
-    .unwrap();
-    let report = build_report();
-    let outcome = |name: &str| {
-        report["assets"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|a| a["asset"] == name)
-            .map(|a| a["outcome"].clone())
-            .unwrap()
-    };
-    assert_eq!(outcome("moss"), "built", "{report}");
-    assert_eq!(outcome("bricks"), "up-to-date", "{report}");
-    // Another VAE under the same name: made again too.
-    std::fs::copy(
-        fixtures().join("tiny-sd15/vae/diffusion_pytorch_model.safetensors"),
-        root.join("vaes/other/diffusion_pytorch_model.safetensors"),
-    )
-    .unwrap();
-    let report = build_report();
-    let outcome = |name: &str| {
-        report["assets"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|a| a["asset"] == name)
-            .map(|a| a["outcome"].clone())
-            .unwrap()
-    };
-    assert_eq!(outcome("moss"), "built", "{report}");
-    assert_eq!(outcome("bricks"), "up-to-date", "{report}");
+    // Another LoRA file, then another VAE, under the same name: the asset that uses it is made
+    // again, the other is not.
+    for (other, file) in [
+        (
+            fixtures().join("tiny-sd15/loras/peft.safetensors"),
+            root.join(&lora[0].file),
+        ),
+        (
+            fixtures().join("tiny-sd15/vae/diffusion_pytorch_model.safetensors"),
+            root.join("vaes/other/diffusion_pytorch_model.safetensors"),
+        ),
+    ] {
+        std::fs::copy(other, &file).unwrap();
+        let report = build_report();
+        let outcome = |name: &str| {
+            report["assets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| a["asset"] == name)
+                .map(|a| a["outcome"].clone())
+                .unwrap()
+        };
+        assert_eq!(outcome("moss"), "built", "{}: {report}", file.display());
+        assert_eq!(outcome("bricks"), "up-to-date", "{report}");
+    }
 }
 
 #[test]

@@ -480,41 +480,30 @@ impl SchedulerConfig {
             euler_at_final: json.euler_at_final,
             lambda_min_clipped: json.lambda_min_clipped.unwrap_or(f64::NEG_INFINITY),
         };
-        if kind == Kind::DpmSolverMultistep {
-            if let Some(algorithm) = json
-                .algorithm_type
-                .as_deref()
-                .filter(|a| !matches!(*a, "dpmsolver++" | "sde-dpmsolver++"))
-            {
-                return Err(unsupported(format!(
-                    "`algorithm_type` {algorithm:?}: \"dpmsolver++\" (DPM++ 2M) and \"sde-dpmsolver++\" (DPM++ 2M SDE) are supported"
-                )));
-            }
-            if json.variance_type.is_some() {
-                return Err(unsupported("`variance_type` (learned variance)".into()));
-            }
+        // The `algorithm_type`s each solver reads (diffusers reads some others' names as its
+        // own: DEIS's as DPM-Solver++'s in the single-step solver, DPM-Solver's as DEIS's).
+        let algorithms: Option<(&[&str], &str)> = match kind {
+            Kind::DpmSolverMultistep => Some((
+                &["dpmsolver++", "sde-dpmsolver++"],
+                "\"dpmsolver++\" (DPM++ 2M) and \"sde-dpmsolver++\" (DPM++ 2M SDE) are supported",
+            )),
+            Kind::DpmSolverSinglestep => Some((
+                &["dpmsolver++", "deis"],
+                "the single-step solver is read as \"dpmsolver++\"",
+            )),
+            Kind::Deis => Some((&["deis", "dpmsolver", "dpmsolver++"], "DEIS reads \"deis\"")),
+            _ => None,
+        };
+        if let (Some((names, supported)), Some(algorithm)) =
+            (algorithms, json.algorithm_type.as_deref())
+            && !names.contains(&algorithm)
+        {
+            return Err(unsupported(format!(
+                "`algorithm_type` {algorithm:?}: {supported}"
+            )));
         }
-        if kind == Kind::DpmSolverSinglestep {
-            // diffusers reads DEIS's name as DPM-Solver++'s.
-            if let Some(algorithm) = json
-                .algorithm_type
-                .as_deref()
-                .filter(|a| !matches!(*a, "dpmsolver++" | "deis"))
-            {
-                return Err(unsupported(format!(
-                    "`algorithm_type` {algorithm:?}: the single-step solver is read as \"dpmsolver++\""
-                )));
-            }
-        }
-        if kind == Kind::Deis {
-            // diffusers reads DPM-Solver's and UniPC's names as DEIS's own.
-            if let Some(algorithm) = json
-                .algorithm_type
-                .as_deref()
-                .filter(|a| !matches!(*a, "deis" | "dpmsolver" | "dpmsolver++"))
-            {
-                return Err(unsupported(format!("`algorithm_type` {algorithm:?}")));
-            }
+        if kind == Kind::DpmSolverMultistep && json.variance_type.is_some() {
+            return Err(unsupported("`variance_type` (learned variance)".into()));
         }
         if kind == Kind::UniPc && json.predict_x0 == Some(false) {
             return Err(unsupported(
