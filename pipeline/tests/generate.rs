@@ -146,8 +146,8 @@ fn size_upscales_pixel_exactly_or_is_refused() {
         ],
         "`euler` is for Stable Diffusion folders",
     );
-    let unknown = autonomy(&["generate", "gem", "--sampler", "dpm++sde"]);
-    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown sampler \"dpm++sde\""));
+    let unknown = autonomy(&["generate", "gem", "--sampler", "dpm++3m"]);
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown sampler \"dpm++3m\""));
 }
 
 fn assert_fails_with(args: &[&str], needle: &str) {

@@ -1360,7 +1360,7 @@ fn an_sdxl_refiner_recipe_refines_the_base_recipes_image() {
         Some(RefinerUse {
             file: "models/tiny-sdxl-refiner".into(),
             weights_sha256: load("tiny-sdxl-refiner").identity().weights_sha256.clone(),
-            switch: f64::from(0.7f32),
+            switch: 0.7,
         })
     );
     assert_eq!(

@@ -129,7 +129,7 @@ impl<'a> Workshop<'a> {
                 Some(RefinerUse {
                     file: slash(&refiner.model),
                     weights_sha256,
-                    switch: f64::from(refiner.switch),
+                    switch: refiner.switch,
                 })
             }
             None => None,

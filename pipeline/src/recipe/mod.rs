@@ -210,8 +210,9 @@ pub struct LoraRef {
 pub struct RefinerRef {
     /// Its folder or checkpoint, relative to the recipe root (or absolute).
     pub model: PathBuf,
-    /// The share of the noise schedule the asset's model runs before the refiner (0..1).
-    pub switch: f32,
+    /// The share of the noise schedule the asset's model runs before the refiner (0..1), as
+    /// the recipe writes it.
+    pub switch: f64,
 }
 
 /// One asset to generate, with every default filled in.
@@ -336,7 +337,7 @@ impl AssetRecipe {
         }
         if let Some(refiner) = &self.refiner {
             canonical["refiner"] =
-                json!({ "model": path(&refiner.model), "switch": short_float(refiner.switch) });
+                json!({ "model": path(&refiner.model), "switch": refiner.switch });
         }
         if let Some(sampler) = self.sampler {
             canonical["sampler"] = json!(sampler.name());

@@ -275,7 +275,7 @@ impl Reader<'_> {
         }
         let refiner = refiner.map(|model| RefinerRef {
             model,
-            switch: switch.unwrap_or(0.8) as f32,
+            switch: switch.unwrap_or(0.8),
         });
         if vae.is_some() && !matches!(model, ModelRef::Folder(_)) {
             f.misplaced(
