@@ -1630,28 +1630,34 @@ fn single_file_checkpoints_load_as_diffusers_converts_them() {
             reference.get("unet_eps"),
             3e-4,
         );
-        let decoded = model.vae_decode(reference.get("vae_latents")).unwrap();
-        close(
-            &format!("{name} VAE decode"),
-            &decoded,
-            reference.get("vae_decoded"),
-            1e-4,
-        );
-        let request = GenerateRequest {
-            prompt: reference.prompt.clone(),
-            negative_prompt: reference.negative.clone(),
-            steps: 4,
-            guidance: 5.0,
-            ..GenerateRequest::default()
-        };
-        let image = model.sample(&request, reference.get("run_init")).unwrap();
-        close(
-            &format!("{name} whole run"),
-            &image.permute((0, 2, 3, 1)).unwrap(),
-            reference.get("run_image"),
-            4e-4,
-        );
+        assert_checkpoint_decode_and_run(&model, &reference, name);
     }
+}
+
+/// `model` decodes the checkpoint reference's latents and makes its whole 4-step run as
+/// diffusers does.
+fn assert_checkpoint_decode_and_run(model: &StableDiffusion, reference: &Reference, what: &str) {
+    let decoded = model.vae_decode(reference.get("vae_latents")).unwrap();
+    close(
+        &format!("{what}: VAE decode"),
+        &decoded,
+        reference.get("vae_decoded"),
+        1e-4,
+    );
+    let request = GenerateRequest {
+        prompt: reference.prompt.clone(),
+        negative_prompt: reference.negative.clone(),
+        steps: 4,
+        guidance: 5.0,
+        ..GenerateRequest::default()
+    };
+    let image = model.sample(&request, reference.get("run_init")).unwrap();
+    close(
+        &format!("{what}: whole run"),
+        &image.permute((0, 2, 3, 1)).unwrap(),
+        reference.get("run_image"),
+        4e-4,
+    );
 }
 
 #[test]
@@ -1790,27 +1796,7 @@ fn a_vae_file_stands_in_for_the_pipelines_own() {
     // The checkpoint without its VAE, given it back as a file: diffusers' pictures.
     let model = load(&no_vae, &file(&vae_path, "vaes/vae-ft.safetensors"));
     let reference = Reference::of_checkpoint("tiny-sd15");
-    let decoded = model.vae_decode(reference.get("vae_latents")).unwrap();
-    close(
-        "VAE file decode",
-        &decoded,
-        reference.get("vae_decoded"),
-        1e-4,
-    );
-    let request = GenerateRequest {
-        prompt: reference.prompt.clone(),
-        negative_prompt: reference.negative.clone(),
-        steps: 4,
-        guidance: 5.0,
-        ..GenerateRequest::default()
-    };
-    let image = model.sample(&request, reference.get("run_init")).unwrap();
-    close(
-        "VAE file whole run",
-        &image.permute((0, 2, 3, 1)).unwrap(),
-        reference.get("run_image"),
-        4e-4,
-    );
+    assert_checkpoint_decode_and_run(&model, &reference, "VAE file");
     assert_eq!(
         model.identity().vae,
         Some(VaeUse {
