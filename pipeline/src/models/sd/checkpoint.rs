@@ -183,15 +183,10 @@ pub struct Checkpoint {
 /// tensors in the original code's names (the header alone is read), or a PyTorch pickle
 /// (`.ckpt`) whose index does (its tensors are not read).
 pub fn is_checkpoint(path: &Path) -> bool {
-    let unet = |mut names: Box<dyn Iterator<Item = String>>| names.any(|k| k.starts_with(UNET));
-    if !path.is_file() {
-        return false;
-    }
-    if super::weights::is_pickle(path) {
-        return Store::open(path).is_ok_and(|store| unet(Box::new(store.shapes().into_keys())));
-    }
-    path.extension().is_some_and(|e| e == "safetensors")
-        && super::weights::header(path).is_ok_and(|header| unet(Box::new(header.into_keys())))
+    path.is_file()
+        && super::weights::stored_names(path)
+            .iter()
+            .any(|name| name.starts_with(UNET))
 }
 
 impl Checkpoint {

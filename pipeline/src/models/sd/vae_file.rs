@@ -102,17 +102,7 @@ pub fn is_vae(path: &Path) -> bool {
             .is_ok_and(|c| c.get("_class_name").and_then(|c| c.as_str()) == Some("AutoencoderKL"))
             && folder_weights(path).is_ok();
     }
-    let names: Vec<String> = if super::weights::is_pickle(path) {
-        Store::open(path)
-            .map(|store| store.shapes().into_keys().collect())
-            .unwrap_or_default()
-    } else if path.extension().is_some_and(|e| e == "safetensors") {
-        super::weights::header(path)
-            .map(|header| header.into_keys().collect())
-            .unwrap_or_default()
-    } else {
-        Vec::new()
-    };
+    let names = super::weights::stored_names(path);
     names.iter().any(|name| name.starts_with("encoder.down."))
         && !names
             .iter()

@@ -86,6 +86,22 @@ pub fn is_pickle(path: &Path) -> bool {
         .is_some_and(|e| PICKLES.contains(&e.to_ascii_lowercase().as_str()))
 }
 
+/// The stored tensor names of the weights file at `path`, read from its index alone (a
+/// safetensors header, a pickle's `data.pkl`); empty for other or unreadable files.
+pub fn stored_names(path: &Path) -> Vec<String> {
+    if is_pickle(path) {
+        Store::open(path)
+            .map(|store| store.shapes().into_keys().collect())
+            .unwrap_or_default()
+    } else if path.extension().is_some_and(|e| e == "safetensors") {
+        header(path)
+            .map(|header| header.into_keys().collect())
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    }
+}
+
 /// The tensors of one weights file, by stored name.
 pub enum Store {
     /// safetensors files, memory-mapped (several: the shards of one network).
