@@ -21,7 +21,10 @@ use autonomy_pipeline::generator::{GenerateRequest, Generator};
 use autonomy_pipeline::models::sd::StableDiffusion;
 use candle_core::{Device, Tensor};
 
-const REPEATS: usize = 3;
+/// Timed runs per measurement on a CPU, where one takes seconds.
+const CPU_REPEATS: usize = 3;
+/// Timed runs per measurement on a GPU, where one takes milliseconds.
+const GPU_REPEATS: usize = 20;
 
 // The allocator the `autonomy` binary runs with (see its main.rs): mimalloc, keeping freed
 // memory instead of returning it to the OS after every step.
@@ -40,8 +43,17 @@ fn main() -> Result<()> {
         .and_then(|i| args.get(i + 1))
         .map_or("cpu", String::as_str);
     let device = device::select(device_name)?;
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/sd-bench");
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/sd-fixtures/bench.py");
+    let repeats = if device.is_cpu() {
+        CPU_REPEATS
+    } else {
+        GPU_REPEATS
+    };
+    // Cargo's crate folder at run time, so that a bench binary copied to a GPU machine works
+    // in that machine's checkout.
+    let crate_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    let root = crate_dir.join("../target/sd-bench");
+    let script = crate_dir.join("../scripts/sd-fixtures/bench.py");
     let python = std::env::var("AUTONOMY_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
     if !root.join("sd15/model_index.json").is_file()
         || !root.join("sd-turbo/model_index.json").is_file()
@@ -53,18 +65,18 @@ fn main() -> Result<()> {
         run_python(&python, &script, &["make", &root.to_string_lossy()])?;
     }
 
-    let ours = candle(&root, &device)?;
+    let ours = candle(&root, &device, repeats)?;
     eprintln!("timing diffusers on PyTorch …");
     let theirs: serde_json::Value = serde_json::from_str(&run_python(
         &python,
         &script,
-        &["time", &root.to_string_lossy(), &REPEATS.to_string()],
+        &["time", &root.to_string_lossy(), &repeats.to_string()],
     )?)
     .context("bench.py printed no JSON")?;
 
     let device = device::name(&device);
     println!(
-        "Stable Diffusion, median of {REPEATS} (candle on {device}, PyTorch {} on {} with {} threads)\n",
+        "Stable Diffusion, median of {repeats} (candle on {device}, PyTorch {} on {} with {} threads)\n",
         theirs["torch"].as_str().unwrap_or("?"),
         theirs["device"].as_str().unwrap_or("?"),
         theirs["threads"]
@@ -102,18 +114,18 @@ struct Timings {
     turbo_image: f64,
 }
 
-fn candle(root: &Path, device: &Device) -> Result<Timings> {
+fn candle(root: &Path, device: &Device, repeats: usize) -> Result<Timings> {
     let sd15 = StableDiffusion::load(&root.join("sd15"), device).context("loading sd15")?;
     let latents = Tensor::randn(0f32, 1.0, (2, 4, 64, 64), device)?;
     let context = Tensor::randn(0f32, 1.0, (2, 77, 768), device)?;
     eprintln!("timing candle: UNet step …");
-    let unet_step = timed(device, || {
+    let unet_step = timed(device, repeats, || {
         sd15.predict(&latents, 500.0, &context, None, None)?;
         Ok(())
     })?;
     eprintln!("timing candle: VAE decode …");
     let one = latents.narrow(0, 0, 1)?;
-    let vae_decode = timed(device, || {
+    let vae_decode = timed(device, repeats, || {
         sd15.vae_decode(&one)?;
         Ok(())
     })?;
@@ -127,7 +139,7 @@ fn candle(root: &Path, device: &Device) -> Result<Timings> {
         ..GenerateRequest::default()
     };
     eprintln!("timing candle: SD-Turbo image …");
-    let turbo_image = timed(device, || {
+    let turbo_image = timed(device, repeats, || {
         turbo.generate(&request)?;
         Ok(())
     })?;
@@ -138,19 +150,19 @@ fn candle(root: &Path, device: &Device) -> Result<Timings> {
     })
 }
 
-/// Median seconds of `REPEATS` runs after one warm-up; GPU work is waited for.
-fn timed(device: &Device, mut run: impl FnMut() -> Result<()>) -> Result<f64> {
+/// Median seconds of `repeats` runs after one warm-up; GPU work is waited for.
+fn timed(device: &Device, repeats: usize, mut run: impl FnMut() -> Result<()>) -> Result<f64> {
     run()?;
     device.synchronize()?;
-    let mut seconds = Vec::with_capacity(REPEATS);
-    for _ in 0..REPEATS {
+    let mut seconds = Vec::with_capacity(repeats);
+    for _ in 0..repeats {
         let started = Instant::now();
         run()?;
         device.synchronize()?;
         seconds.push(started.elapsed().as_secs_f64());
     }
     seconds.sort_by(f64::total_cmp);
-    Ok(seconds[REPEATS / 2])
+    Ok(seconds[repeats / 2])
 }
 
 fn run_python(python: &str, script: &Path, args: &[&str]) -> Result<String> {

@@ -1,27 +1,29 @@
-//! The house model on a CUDA GPU. Built only with `--features cuda` and run where a GPU is
-//! (never in CI): the same prompt and seed give the CPU's picture up to float rounding, CUDA
-//! runs repeat bit for bit, and training steps on the GPU lower the loss.
+//! Autonomy on a CUDA GPU. Built only with `--features cuda` and run where a GPU is (never in
+//! CI; `scripts/gpu/run.sh` runs it on a lent one):
+//!
+//! - the house model: the same prompt and seed give the CPU's picture up to float rounding,
+//!   CUDA runs repeat bit for bit, and training steps on the GPU lower the loss;
+//! - Stable Diffusion in f16: each stage of the tiny fixture pipelines follows diffusers' f32
+//!   references within f16 rounding, a seed repeats bit for bit, and the picture is the CPU's
+//!   up to rounding.
 #![cfg(feature = "cuda")]
 
-use autonomy_pipeline::generator::GenerateRequest;
+mod common;
+
+use autonomy_pipeline::generator::{GenerateRequest, Generator};
 use autonomy_pipeline::models::house::{HouseConfig, HouseModel};
+use autonomy_pipeline::models::sd::StableDiffusion;
 use autonomy_pipeline::train::data::TrainingSet;
 use autonomy_pipeline::train::{TrainOptions, Trainer};
-use candle_core::Device;
+use autonomy_pipeline::verify::{MIN_PSNR, psnr};
+use candle_core::{DType, Device, Tensor};
+use common::crate_dir;
+use common::sd::{Reference, fixtures};
 use image::{Rgba, RgbaImage};
-use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
 fn gpu() -> Device {
     autonomy_pipeline::device::select("cuda").expect("a CUDA GPU (this test needs one)")
-}
-
-/// The crate folder: cargo's at run time, so a test binary copied to a GPU machine finds the
-/// shipped model in that machine's checkout.
-fn crate_dir() -> PathBuf {
-    std::env::var_os("CARGO_MANIFEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
 
 fn shipped(device: &Device) -> HouseModel {
@@ -118,4 +120,126 @@ fn training_on_cuda_lowers_the_loss() {
         })
         .unwrap();
     assert_eq!(images[0].dimensions(), (16, 16));
+}
+
+/// Largest |ours − theirs| over the largest |theirs|, both brought to the CPU in f32.
+fn relative(ours: &Tensor, theirs: &Tensor) -> f32 {
+    let largest = |t: &Tensor| {
+        t.abs()
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.max(0))
+            .and_then(|t| t.to_scalar::<f32>())
+            .unwrap()
+    };
+    let ours = ours.to_device(&Device::Cpu).unwrap();
+    let ours = ours.to_dtype(DType::F32).unwrap();
+    assert_eq!(ours.dims(), theirs.dims());
+    largest(&(ours - theirs).unwrap()) / largest(theirs)
+}
+
+#[test]
+fn stable_diffusion_in_f16_on_cuda_follows_diffusers() {
+    let gpu = gpu();
+    // f16 keeps 11 significant bits (4.9e-4 relative); a few dozen layers compound that.
+    let bounds: [(&str, f32); 4] = [
+        ("text", 1e-2),
+        ("UNet", 2e-2),
+        ("VAE decode", 2e-2),
+        ("whole run", 3e-2),
+    ];
+    let mut misses = Vec::new();
+    println!("| pipeline | stage | max error / largest value | bound |");
+    for name in ["tiny-sd15", "tiny-sd21", "tiny-sd-turbo", "tiny-sdxl"] {
+        let model = StableDiffusion::load(&fixtures().join(name), &gpu)
+            .unwrap_or_else(|e| panic!("{name} loads on CUDA: {e}"));
+        let reference = Reference::of(name);
+        let to_gpu = |key: &str| reference.get(key).to_device(&gpu).unwrap();
+        let cond = model.encode_prompt(&reference.prompt).unwrap();
+        let uncond = model.encode_negative(&reference.negative).unwrap();
+        let context = Tensor::cat(&[&uncond.context, &cond.context], 0).unwrap();
+        let (timestep, added) = match (&uncond.pooled, &cond.pooled) {
+            (Some(negative), Some(prompt)) => {
+                let added = Tensor::cat(
+                    &[
+                        model.added_conditioning(negative, true).unwrap(),
+                        model.added_conditioning(prompt, false).unwrap(),
+                    ],
+                    0,
+                )
+                .unwrap();
+                (501.0, Some(added))
+            }
+            _ => (reference.scalar("unet_timestep"), None),
+        };
+        let eps = model
+            .predict(
+                &to_gpu("unet_sample"),
+                timestep,
+                &context,
+                added.as_ref(),
+                None,
+            )
+            .unwrap();
+        let request = GenerateRequest {
+            prompt: reference.prompt.clone(),
+            negative_prompt: reference.negative.clone(),
+            steps: reference.scalar("run_steps") as usize,
+            guidance: reference.scalar("run_guidance"),
+            ..GenerateRequest::default()
+        };
+        let image = model.sample(&request, &to_gpu("run_init")).unwrap();
+        let image = image.permute((0, 2, 3, 1)).unwrap();
+        // The SDXL fixture has no VAE references of its own (its VAE decodes in f32).
+        let decoded = reference.tensors.contains_key("vae_latents").then(|| {
+            let decoded = model.vae_decode(&to_gpu("vae_latents")).unwrap();
+            relative(&decoded, reference.get("vae_decoded"))
+        });
+        let stages = [
+            Some(relative(&cond.context, reference.get("cond"))),
+            Some(relative(&eps, reference.get("unet_eps"))),
+            decoded,
+            Some(relative(&image, reference.get("run_image"))),
+        ];
+        for ((stage, bound), error) in bounds.iter().zip(stages) {
+            let Some(error) = error else { continue };
+            println!("| {name} | {stage} | {error:.2e} | {bound:.0e} |");
+            if error.is_nan() || error > *bound {
+                misses.push(format!("{name} {stage}: {error:e} > {bound:e}"));
+            }
+        }
+    }
+    assert!(
+        misses.is_empty(),
+        "CUDA f16 strays from diffusers: {misses:?}"
+    );
+}
+
+#[test]
+fn a_stable_diffusion_seed_repeats_on_cuda_and_lands_near_the_cpus_picture() {
+    let path = fixtures().join("tiny-sd15");
+    let request = GenerateRequest {
+        prompt: "mossy stone bricks".into(),
+        steps: 8,
+        seed: 11,
+        ..GenerateRequest::default()
+    };
+    let model = StableDiffusion::load(&path, &gpu()).unwrap();
+    let on_gpu = model.generate(&request).unwrap();
+    assert_eq!(
+        on_gpu,
+        model.generate(&request).unwrap(),
+        "a CUDA run must repeat itself exactly"
+    );
+    let on_cpu = StableDiffusion::load(&path, &Device::Cpu)
+        .unwrap()
+        .generate(&request)
+        .unwrap();
+    let db = psnr(on_gpu[0].as_raw(), on_cpu[0].as_raw());
+    println!(
+        "tiny-sd15, 8 steps: CUDA f16 vs CPU f32 PSNR {db:.1} dB (verify --reproduce accepts ≥ {MIN_PSNR} dB)"
+    );
+    assert!(
+        db >= MIN_PSNR,
+        "CUDA's picture strays from the CPU's: {db:.1} dB, so `verify --reproduce` would refuse it"
+    );
 }

@@ -20,65 +20,14 @@ use autonomy_pipeline::models::sd::{Prompt, SdError, StableDiffusion, Stage, che
 use autonomy_pipeline::post::seam;
 use candle_core::{Device, Tensor};
 use common::mean_difference;
+use common::sd::{Reference, fixtures};
 use image::{GrayImage, Luma, Rgba, RgbaImage};
 
 const FAMILIES: [&str; 4] = ["tiny-sd15", "tiny-sd21", "tiny-sd-turbo", "tiny-sd-inpaint"];
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sd")
-}
-
 fn load(name: &str) -> StableDiffusion {
     StableDiffusion::load(&fixtures().join(name), &Device::Cpu)
         .unwrap_or_else(|e| panic!("{name} loads: {e}"))
-}
-
-struct Reference {
-    tensors: HashMap<String, Tensor>,
-    prompt: String,
-    negative: String,
-}
-
-impl Reference {
-    fn of(name: &str) -> Self {
-        let path = fixtures().join(format!("{name}.reference.safetensors"));
-        let bytes = std::fs::read(&path).unwrap();
-        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-        let meta = meta.metadata().clone().unwrap();
-        Self {
-            tensors: candle_core::safetensors::load(&path, &Device::Cpu).unwrap(),
-            prompt: meta["prompt"].clone(),
-            negative: meta["negative_prompt"].clone(),
-        }
-    }
-
-    /// The references of the checkpoint `checkpoints/<name>.safetensors` (same prompts).
-    fn of_checkpoint(name: &str) -> Self {
-        let path = fixtures().join(format!("checkpoints/{name}.reference.safetensors"));
-        Self {
-            tensors: candle_core::safetensors::load(&path, &Device::Cpu).unwrap(),
-            ..Self::of(name)
-        }
-    }
-
-    fn get(&self, key: &str) -> &Tensor {
-        &self.tensors[key]
-    }
-
-    fn scalar(&self, key: &str) -> f64 {
-        f64::from(self.get(key).to_vec1::<f32>().unwrap()[0])
-    }
-
-    fn ids(&self, key: &str) -> Vec<u32> {
-        self.get(key)
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<i64>()
-            .unwrap()
-            .into_iter()
-            .map(|id| id as u32)
-            .collect()
-    }
 }
 
 /// Largest absolute difference between two tensors of one shape.

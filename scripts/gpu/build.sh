@@ -1,9 +1,17 @@
 #!/bin/bash
-# Builds the CUDA `autonomy` binary and the CUDA test binary on a machine WITHOUT a GPU, and
-# packs them with the training set into .gpu/ (git-ignored) for a lent GPU machine (see
-# scripts/gpu/run.sh). The CUDA 13.0 compiler, headers and libraries come from NVIDIA's PyPI
-# wheels (nothing else is installed); the driver library is a stub that only satisfies the
-# linker: the real one is loaded on the GPU machine. Kernels are built for sm_90 (H100/H200).
+# Builds the CUDA `autonomy` binary, the CUDA test binary and the Stable Diffusion bench on a
+# machine WITHOUT a GPU, and packs them into .gpu/ (git-ignored) for a lent GPU machine, with
+# what each run needs from the checkout: .gpu/house.tar.gz (the house model and the training
+# set, for scripts/gpu/run.sh) and .gpu/sd.tar.gz (the tiny Stable Diffusion fixtures and
+# bench.py, for scripts/gpu/run-sd.sh). The CUDA 13.0 compiler, headers and libraries come
+# from NVIDIA's PyPI wheels (nothing else is installed); the driver library is a stub that
+# only satisfies the linker: the real one is loaded on the GPU machine. Kernels are built for
+# sm_90 (H100/H200).
+#
+# The checkout is larger than the device tool sends (64 MiB), so send .gpu alone: take every
+# file out of the index and ignore it (`git rm -r -q --cached . && echo '/*' >>
+# .git/info/exclude`), run with `carry` naming the .gpu files the run needs, then put both
+# back (`git reset -q` and drop the line).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 CUDA=${CUDA_ROOT:-/opt/cuda13}
@@ -32,21 +40,34 @@ gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$TOOLKIT/lib/libcuda.so" "$CUDA/c
 export CUDA_HOME=$TOOLKIT PATH=$TOOLKIT/bin:$PATH CUDA_COMPUTE_CAP=90 LIBRARY_PATH=$TOOLKIT/lib
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/cuda}
 cargo build --release -p autonomy-pipeline --features cuda --bin autonomy
-test_binary=$(cargo test --release -p autonomy-pipeline --features cuda --test cuda --no-run \
-  --message-format=json | python3 -c 'import json,sys
+# The executable cargo built for target `$1` (the rest: cargo's arguments).
+executable() {
+  local name=$1; shift
+  cargo "$@" -p autonomy-pipeline --features cuda --no-run --message-format=json |
+    python3 -c 'import json,sys
 for line in sys.stdin:
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "cuda" and m.get("executable"):
-        print(m["executable"])')
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == sys.argv[1] and m.get("executable"):
+        print(m["executable"])' "$name"
+}
+test_binary=$(executable cuda test --release --test cuda)
+bench_binary=$(executable stable_diffusion bench --bench stable_diffusion)
 
 mkdir -p .gpu
 grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
 strip -o .gpu/autonomy "$CARGO_TARGET_DIR/release/autonomy"
 strip -o .gpu/cuda-test "$test_binary"
-xz -9 -T2 -f .gpu/autonomy .gpu/cuda-test
+strip -o .gpu/sd-bench "$bench_binary"
+xz -9 -T2 -f .gpu/autonomy .gpu/cuda-test .gpu/sd-bench
+house=(models/house)
 if [ -f .autonomy/dataset/manifest.jsonl ]; then
-  tar -C .autonomy -czf .gpu/dataset.tar.gz dataset
+  house+=(.autonomy/dataset)
 else
   echo "no .autonomy/dataset: run \`autonomy dataset --out .autonomy/dataset\` to train on the GPU" >&2
 fi
+tar -czf .gpu/house.tar.gz "${house[@]}"
+sd=pipeline/tests/fixtures/sd
+tar -czf .gpu/sd.tar.gz scripts/sd-fixtures/bench.py \
+  $sd/tiny-sd15/{model_index.json,scheduler,text_encoder,tokenizer,unet,vae} \
+  $sd/{tiny-sd21,tiny-sd-turbo,tiny-sdxl} $sd/{tiny-sd15,tiny-sd21,tiny-sd-turbo,tiny-sdxl}.reference.safetensors
 du -ch .gpu/* | tail -1

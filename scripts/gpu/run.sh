@@ -1,6 +1,8 @@
 #!/bin/bash
-# Runs on a lent GPU machine (the `device` tool: `bash scripts/gpu/run.sh`, carry [".gpu"]),
-# from what scripts/gpu/build.sh packed: the CUDA tests, the same sprite on CUDA and on the CPU,
+# Runs on a lent GPU machine (the `device` tool: `bash scripts/gpu/run.sh`, carry
+# [".gpu/autonomy.xz", ".gpu/cuda-test.xz", ".gpu/house.tar.gz"]; see scripts/gpu/build.sh for
+# sending .gpu alone), from what build.sh packed: the house model's CUDA tests (run-sd.sh runs
+# the Stable Diffusion ones), the same sprite on CUDA and on the CPU,
 # then (TRAIN_SECONDS > 0) a fine-tune of models/house sized to that many seconds by a probe,
 # and `autonomy bench` of the result. Results land in $OUT: log.txt, the pictures, the new
 # model.safetensors in 10 MB parts (cat them back together), MODEL.md and config.json.
@@ -13,12 +15,12 @@ driver=$(dirname "$(find /usr /opt -name 'libcuda.so.1' 2>/dev/null | head -1)")
 export LD_LIBRARY_PATH=$libs:$driver:${LD_LIBRARY_PATH:-}
 xz -dc .gpu/autonomy.xz > /tmp/autonomy && chmod +x /tmp/autonomy
 xz -dc .gpu/cuda-test.xz > /tmp/cuda-test && chmod +x /tmp/cuda-test
-mkdir -p .autonomy && tar -C .autonomy -xzf .gpu/dataset.tar.gz
+tar -xzf .gpu/house.tar.gz
 A=/tmp/autonomy; D=.autonomy/dataset/manifest.jsonl
 BATCH=${BATCH:-256}; LR=${LR:-0.0002}
 
 el "tests"
-CARGO_MANIFEST_DIR=$PWD/pipeline /tmp/cuda-test --test-threads=1 --nocapture
+CARGO_MANIFEST_DIR=$PWD/pipeline /tmp/cuda-test --test-threads=1 --nocapture --skip stable_diffusion
 el "pictures"
 $A --device cuda generate "red health potion" --seed 3 --size 128 -o "$OUT/potion-cuda.png"
 $A --device cpu generate "red health potion" --seed 3 --size 128 -o "$OUT/potion-cpu.png"

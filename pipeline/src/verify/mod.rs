@@ -7,7 +7,7 @@
 
 mod reproduce;
 
-pub use reproduce::{ReproduceOptions, reproduce};
+pub use reproduce::{MIN_PSNR, ReproduceOptions, psnr, reproduce};
 
 use alloy_primitives::Address;
 use serde::Serialize;

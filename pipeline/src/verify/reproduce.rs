@@ -226,7 +226,7 @@ fn rgba(file: &str, bytes: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Peak signal-to-noise ratio of two equal-length byte images, in dB (infinite when equal).
-fn psnr(a: &[u8], b: &[u8]) -> f64 {
+pub fn psnr(a: &[u8], b: &[u8]) -> f64 {
     let squared: f64 = a
         .iter()
         .zip(b)

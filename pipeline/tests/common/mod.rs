@@ -6,6 +6,16 @@ use std::path::{Path, PathBuf};
 use autonomy_pipeline::models::house::files;
 use image::RgbaImage;
 
+pub mod sd;
+
+/// The crate folder: cargo's at run time, so that a test binary copied to a GPU machine finds
+/// the fixtures in that machine's checkout, else the one it was built in.
+pub fn crate_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 /// Mean absolute difference per channel value (0–255) between two images of one size.
 pub fn mean_difference(a: &RgbaImage, b: &RgbaImage) -> f64 {
     let sum: u64 = a

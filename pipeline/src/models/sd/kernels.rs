@@ -514,10 +514,10 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tenso
             },
         )
     } else {
-        let in_dtype = q.dtype();
-        let scores = (q.to_dtype(DType::F32)? * scale)?.matmul(&k.to_dtype(DType::F32)?.t()?)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        probs.matmul(&v.to_dtype(DType::F32)?)?.to_dtype(in_dtype)
+        // In the model's dtype, as PyTorch's scaled-dot-product attention runs f16: the
+        // products accumulate in f32 (cuBLAS) and so does the softmax (candle's kernel).
+        let scores = (q * scale)?.matmul(&k.t()?)?;
+        candle_nn::ops::softmax_last_dim(&scores)?.matmul(v)
     }
 }
 

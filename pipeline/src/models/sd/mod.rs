@@ -176,12 +176,15 @@ pub struct StableDiffusion {
     vae: Vae,
     device: Device,
     dtype: DType,
+    /// The VAE's dtype (see [`vae_dtype`]).
+    vae_dtype: DType,
     identity: ModelIdentity,
 }
 
 impl StableDiffusion {
     /// Loads the pipeline at `path` (a diffusers folder, a Hugging Face cache folder or a
-    /// single-file checkpoint) onto `device`: f32 on the CPU, f16 on a GPU (the VAE stays f32).
+    /// single-file checkpoint) onto `device`: f32 on the CPU, f16 on a GPU, where SDXL's VAE
+    /// stays f32 (see [`vae_dtype`]).
     pub fn load(path: &Path, device: &Device) -> Result<Self, SdError> {
         Self::load_with(path, device, &[], None)
     }
@@ -268,8 +271,9 @@ impl StableDiffusion {
             None => (source.weights("vae")?, None),
         };
         let vae_file = vae_weights.path().to_path_buf();
+        let vae_dtype = vae_dtype(&spec, device);
         let vae = build(&vae_file, || {
-            let vb = VarBuilder::from_backend(Box::new(vae_weights), DType::F32, device.clone());
+            let vb = VarBuilder::from_backend(Box::new(vae_weights), vae_dtype, device.clone());
             Vae::new(vb, &spec.vae.config)
         })?;
         let identity = ModelIdentity {
@@ -291,6 +295,7 @@ impl StableDiffusion {
             vae,
             device: device.clone(),
             dtype,
+            vae_dtype,
             identity,
         })
     }
@@ -422,12 +427,14 @@ impl StableDiffusion {
     /// The VAE's image `(n, 3, H, W)` in [-1, 1] (unclamped) for latents as the VAE makes them
     /// (not scaled for the UNet).
     pub fn vae_decode(&self, latents: &Tensor) -> Result<Tensor, SdError> {
-        Ok(self.vae.decode(&latents.to_dtype(DType::F32)?)?)
+        let pixels = self.vae.decode(&latents.to_dtype(self.vae_dtype)?)?;
+        Ok(pixels.to_dtype(DType::F32)?)
     }
 
     /// The mean of the VAE's latent distribution for an image `(n, 3, H, W)` in [-1, 1].
     pub fn vae_encode_mean(&self, image: &Tensor) -> Result<Tensor, SdError> {
-        Ok(self.vae.encode_mean(&image.to_dtype(DType::F32)?)?)
+        let mean = self.vae.encode_mean(&image.to_dtype(self.vae_dtype)?)?;
+        Ok(mean.to_dtype(DType::F32)?)
     }
 
     /// The latents image-to-image starts from: the VAE's mean for `image` (resized to the
@@ -719,6 +726,17 @@ impl Generator for StableDiffusion {
         let noise = self.starting_noise(request)?;
         let image = self.sample(request, &noise)?;
         Ok(rgba_images(&image).map_err(SdError::from)?)
+    }
+}
+
+/// The VAE's dtype on `device`: f32 on the CPU; on a GPU f16, except for the SDXL family
+/// (UNets with SDXL's added conditioning), whose VAE overflows f16 and which diffusers' SDXL
+/// pipelines decode in f32 (`force_upcast`).
+fn vae_dtype(spec: &PipelineSpec, device: &Device) -> DType {
+    if device.is_cpu() || spec.unet.added.is_some() {
+        DType::F32
+    } else {
+        DType::F16
     }
 }
 

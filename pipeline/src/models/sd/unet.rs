@@ -3,7 +3,7 @@
 //! prompt and the size/crop "time ids", embedded and added to the timestep embedding) and
 //! LCM-distilled UNets' guidance-scale embedding (`time_cond_proj_dim`).
 
-use candle_core::{Module, Result, Tensor};
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::stable_diffusion::embeddings::{TimestepEmbedding, Timesteps};
 
@@ -166,8 +166,10 @@ impl UNet {
         } else {
             xs.clone()
         };
-        let times = (Tensor::ones(batch, xs.dtype(), xs.device())? * timestep)?;
-        let mut sinusoids = self.time_proj.forward(&times)?;
+        // Sinusoids in f32 whatever the model's dtype, as diffusers computes them: in f16 a
+        // timestep near 1000 times a frequency rounds to half a radian.
+        let times = (Tensor::ones(batch, DType::F32, xs.device())? * timestep)?;
+        let mut sinusoids = self.time_proj.forward(&times)?.to_dtype(xs.dtype())?;
         if let (Some(proj), Some(guidance)) = (&self.guidance_proj, guidance) {
             sinusoids = (sinusoids + proj.forward(guidance)?)?;
         }
@@ -176,7 +178,11 @@ impl UNet {
             let pooled = added.dim(1)?.saturating_sub(embed.time_ids);
             let text = added.narrow(1, 0, pooled)?;
             let ids = added.narrow(1, pooled, embed.time_ids)?.flatten_all()?;
-            let time = embed.time_proj.forward(&ids)?.reshape((batch, ()))?;
+            let time = embed
+                .time_proj
+                .forward(&ids.to_dtype(DType::F32)?)?
+                .to_dtype(xs.dtype())?
+                .reshape((batch, ()))?;
             let input = Tensor::cat(&[&text, &time], 1)?;
             emb = (emb + embed.embedding.forward(&input)?)?;
         }

@@ -1,0 +1,70 @@
+//! The tiny Stable Diffusion fixtures (`tests/fixtures/sd`, made by
+//! `scripts/sd-fixtures/make.py`) and what diffusers computed for them.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use candle_core::{Device, Tensor};
+
+/// The fixtures folder, under cargo's crate folder at run time when there is one, so that a
+/// test binary copied to a GPU machine finds that machine's checkout.
+pub fn fixtures() -> PathBuf {
+    super::crate_dir().join("tests/fixtures/sd")
+}
+
+/// A fixture's diffusers references (`<name>.reference.safetensors`) and the prompts they
+/// were computed for.
+pub struct Reference {
+    /// The tensors by name (`unet_eps`, `run_image`…).
+    pub tensors: HashMap<String, Tensor>,
+    /// The prompt the references were made for.
+    pub prompt: String,
+    /// Their negative prompt.
+    pub negative: String,
+}
+
+impl Reference {
+    /// The references of the fixture pipeline `name`.
+    pub fn of(name: &str) -> Self {
+        let path = fixtures().join(format!("{name}.reference.safetensors"));
+        let bytes = std::fs::read(&path).unwrap();
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let meta = meta.metadata().clone().unwrap();
+        Self {
+            tensors: candle_core::safetensors::load(&path, &Device::Cpu).unwrap(),
+            prompt: meta["prompt"].clone(),
+            negative: meta["negative_prompt"].clone(),
+        }
+    }
+
+    /// The references of the checkpoint `checkpoints/<name>.safetensors` (same prompts).
+    pub fn of_checkpoint(name: &str) -> Self {
+        let path = fixtures().join(format!("checkpoints/{name}.reference.safetensors"));
+        Self {
+            tensors: candle_core::safetensors::load(&path, &Device::Cpu).unwrap(),
+            ..Self::of(name)
+        }
+    }
+
+    /// The tensor `key`.
+    pub fn get(&self, key: &str) -> &Tensor {
+        &self.tensors[key]
+    }
+
+    /// The one-value tensor `key` as a number.
+    pub fn scalar(&self, key: &str) -> f64 {
+        f64::from(self.get(key).to_vec1::<f32>().unwrap()[0])
+    }
+
+    /// The token-id tensor `key`.
+    pub fn ids(&self, key: &str) -> Vec<u32> {
+        self.get(key)
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<i64>()
+            .unwrap()
+            .into_iter()
+            .map(|id| id as u32)
+            .collect()
+    }
+}

@@ -1,0 +1,56 @@
+#!/bin/bash
+# Runs on a lent GPU machine (the `device` tool: `bash scripts/gpu/run-sd.sh`, carry
+# [".gpu/cuda-test.xz", ".gpu/sd-bench.xz", ".gpu/sd.tar.gz", ".whl"]; see scripts/gpu/build.sh
+# for sending .gpu alone), from what build.sh packed: the Stable Diffusion CUDA tests (f16
+# against diffusers' references, seeds, CUDA vs CPU) and the Stable Diffusion bench, candle
+# f16 against diffusers f16 on the same GPU; with PROFILE=1 then Nsight Compute's time per
+# kernel over about two SD 1.5 UNet steps. diffusers travels as wheels in .whl (the image has
+# torch and transformers, not diffusers). Results land in $OUT/log.txt.
+set -u
+exec > >(tee "$OUT/log.txt") 2>&1
+T0=$(date +%s); el() { echo "[+$(( $(date +%s) - T0 ))s] $*"; }
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader
+libs=$(dirname "$(find /opt /usr -name 'libcublas.so.13' 2>/dev/null | head -1)")
+driver=$(dirname "$(find /usr /opt -name 'libcuda.so.1' 2>/dev/null | head -1)")
+export LD_LIBRARY_PATH=$libs:$driver:${LD_LIBRARY_PATH:-}
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+  --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit 1
+tar -xzf .gpu/sd.tar.gz
+xz -dc .gpu/cuda-test.xz > /tmp/cuda-test && chmod +x /tmp/cuda-test
+xz -dc .gpu/sd-bench.xz > /tmp/sd-bench && chmod +x /tmp/sd-bench
+export CARGO_MANIFEST_DIR=$PWD/pipeline
+
+el "tests"
+/tmp/cuda-test --test-threads=1 --nocapture stable_diffusion
+el "bench: making the weights"
+export AUTONOMY_BENCH_TORCH_DEVICE=cuda PYTHONUNBUFFERED=1
+python3 scripts/sd-fixtures/bench.py make target/sd-bench || exit 1
+el "bench"
+/tmp/sd-bench --device cuda
+[ "${PROFILE:-0}" = 1 ] || { el "done"; exit 0; }
+
+el "profile"
+# Past the weights' casts at load, into the timed UNet steps; the bench then stops at its
+# PyTorch half (AUTONOMY_BENCH_PYTHON=true prints nothing), which is not needed here.
+ncu=$(command -v ncu || find / -name ncu -type f -perm -u+x -not -path '/proc/*' 2>/dev/null | head -1)
+AUTONOMY_BENCH_PYTHON=true timeout 150 "$ncu" --launch-skip 1200 --launch-count 3000 \
+  --metrics gpu__time_duration.sum --csv --log-file /tmp/ncu.csv /tmp/sd-bench --device cuda \
+  > /tmp/ncu.out 2>&1 || tail -5 /tmp/ncu.out
+python3 - <<'EOF'
+import csv, collections
+rows = [line for line in open("/tmp/ncu.csv") if line.startswith('"')]
+total, count = collections.Counter(), collections.Counter()
+for row in csv.DictReader(rows):
+    name = row["Kernel Name"].split("(")[0][:60]
+    scale = {"ns": 1e-3, "us": 1.0, "ms": 1e3, "nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3}[
+        row["Metric Unit"]
+    ]
+    total[name] += float(row["Metric Value"].replace(",", "")) * scale
+    count[name] += 1
+all_us = sum(total.values())
+print(f"{sum(count.values())} kernels, {all_us / 1e3:.1f} ms on the GPU")
+print("| kernel | launches | ms | share |")
+for name, us in total.most_common(25):
+    print(f"| {name} | {count[name]} | {us / 1e3:.2f} | {us / all_us:.1%} |")
+EOF
+el "done"
