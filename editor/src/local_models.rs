@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use autonomy_pipeline::models::locate::{lora_files, stable_diffusion_models, vae_files};
-use autonomy_pipeline::models::sd::checkpoint::{Checkpoint, is_checkpoint};
+use autonomy_pipeline::models::sd::checkpoint::Checkpoint;
 use autonomy_pipeline::models::sd::config::PipelineSpec;
 use autonomy_pipeline::models::sd::lora::LoraSummary;
 use autonomy_pipeline::models::sd::source;
@@ -57,10 +57,21 @@ impl LocalModels {
             .map(|dir| std::path::absolute(dir).unwrap_or_else(|_| dir.clone()))
             .collect();
         let folders = stable_diffusion_models(&absolute);
+        // Each model is opened once, for its spec and, a checkpoint file, whether it has a VAE.
+        let mut without_vae = Vec::new();
         let specs: Vec<(&PathBuf, PipelineSpec)> = folders
             .iter()
             .filter_map(|folder| {
-                let spec = source::open(folder).and_then(|s| PipelineSpec::read(s.as_ref()));
+                let spec = if folder.is_file() {
+                    Checkpoint::open(folder).and_then(|checkpoint| {
+                        if !checkpoint.has_vae() {
+                            without_vae.push(folder.clone());
+                        }
+                        PipelineSpec::read(&checkpoint)
+                    })
+                } else {
+                    source::open(folder).and_then(|s| PipelineSpec::read(s.as_ref()))
+                };
                 match spec {
                     Ok(spec) => Some((folder, spec)),
                     Err(error) => {
@@ -91,12 +102,6 @@ impl LocalModels {
                 .collect()
         };
         let (refiners, xl_bases) = (of_kind(5), of_kind(6));
-        let without_vae = folders
-            .iter()
-            .filter(|path| is_checkpoint(path))
-            .filter(|path| Checkpoint::open(path).is_ok_and(|c| !c.has_vae()))
-            .cloned()
-            .collect();
         let vaes = vae_files(&absolute);
         info!(
             folders = folders.len(),
