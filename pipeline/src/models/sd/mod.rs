@@ -184,7 +184,7 @@ pub struct StableDiffusion {
 impl StableDiffusion {
     /// Loads the pipeline at `path` (a diffusers folder, a Hugging Face cache folder or a
     /// single-file checkpoint) onto `device`: f32 on the CPU, f16 on a GPU, where SDXL's VAE
-    /// stays f32 (see [`vae_dtype`]).
+    /// stays f32 as diffusers' SDXL pipelines upcast it.
     pub fn load(path: &Path, device: &Device) -> Result<Self, SdError> {
         Self::load_with(path, device, &[], None)
     }
