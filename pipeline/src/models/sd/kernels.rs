@@ -814,6 +814,23 @@ mod tests {
     }
 
     #[test]
+    fn f16_attention_follows_the_f32_result_within_f16_rounding() {
+        // The path GPUs take (the model's dtype throughout), run here on f16 CPU tensors.
+        let device = Device::Cpu;
+        let (heads, n, m, d) = (2, 96, 77, 40);
+        let q = Tensor::randn(0f32, 1.0, (heads, n, d), &device).unwrap();
+        let k = Tensor::randn(0f32, 1.0, (heads, m, d), &device).unwrap();
+        let v = Tensor::randn(0f32, 1.0, (heads, m, d), &device).unwrap();
+        let scale = 1.0 / (d as f64).sqrt();
+        let half = |t: &Tensor| t.to_dtype(DType::F16).unwrap();
+        let ours = attention(&half(&q), &half(&k), &half(&v), scale).unwrap();
+        assert_eq!(ours.dtype(), DType::F16);
+        let exact = attention(&q, &k, &v, scale).unwrap();
+        let diff = max_diff(&ours.to_dtype(DType::F32).unwrap(), &exact);
+        assert!(diff < 1e-2, "f16 attention strays by {diff}");
+    }
+
+    #[test]
     fn fused_attention_equals_the_plain_formula() {
         let device = Device::Cpu;
         for (heads, n, m, d) in [(3, 70, 77, 8), (2, 130, 130, 16), (1, 5, 300, 4)] {
