@@ -2,18 +2,20 @@
 //! background, save it as a recipe of the project, verify an asset. Each action is an
 //! [`EditorAction`] message, so tests (and scripts) drive the editor exactly as the buttons do.
 
+use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use autonomy_pipeline::atomic;
 use autonomy_pipeline::build::{self, Outcome};
-use autonomy_pipeline::recipe::Kind;
+use autonomy_pipeline::recipe::{self, Kind, Source};
 use autonomy_pipeline::verify::{AssetReport, verify_path};
 use bevy::prelude::*;
 use bevy::tasks::{AsyncComputeTaskPool, Task, block_on, poll_once};
 use bevy_autonomy::{ChainResult, Generation, atlas_layout, load_png};
+use image::{GrayImage, ImageFormat};
 
-use crate::draft::{Draft, SAVED_BY_EDITOR};
+use crate::draft::{Draft, SAVED_BY_EDITOR, StartFiles};
 use crate::library::AssetLibrary;
 
 /// Something the editor is asked to do.
@@ -142,24 +144,29 @@ pub(crate) fn run_actions(
                 options.root = drafts_dir(&generation.options.root).join(&draft.name);
                 let draft = draft.clone();
                 tasks.generate = Some(AsyncComputeTaskPool::get().spawn(async move {
-                    // Outside the project a `recipe:` start cannot be found: start from a copy.
-                    let source = match &draft.start {
+                    // Outside the project a `recipe:` start cannot be found: start from copies.
+                    let start_files = match &draft.start {
                         Some(start) => {
-                            let name = format!("{}.start.png", draft.name);
-                            let copy = options.root.join(&name);
+                            let files = StartFiles {
+                                source: format!("{}.start.png", draft.name),
+                                mask: start
+                                    .mask
+                                    .as_ref()
+                                    .map(|_| format!("{}.mask.png", draft.name)),
+                            };
                             let bytes = std::fs::read(&start.file).map_err(|error| {
                                 format!("cannot read {}: {error}", start.file.display())
                             })?;
-                            atomic::write(&copy, &bytes).map_err(|error| {
-                                format!("cannot write {}: {error}", copy.display())
-                            })?;
-                            Some(name)
+                            write(&options.root.join(&files.source), &bytes)?;
+                            if let (Some(mask), Some(name)) = (&start.mask, &files.mask) {
+                                write(&options.root.join(name), &mask_png(mask)?)?;
+                            }
+                            Some(files)
                         }
                         None => None,
                     };
                     let recipe = options.root.join(draft.file_name());
-                    atomic::write(&recipe, draft.to_toml_from(source.as_deref()).as_bytes())
-                        .map_err(|error| format!("cannot write {}: {error}", recipe.display()))?;
+                    write(&recipe, draft.to_toml_with(start_files.as_ref()).as_bytes())?;
                     let report =
                         build::build(&options, &|_| {}).map_err(|error| error.to_string())?;
                     let made = report
@@ -216,23 +223,91 @@ pub(crate) fn run_actions(
 }
 
 /// Writes `draft` as `<root>/<name>.recipe.toml`, refusing to replace a file the editor did
-/// not write.
+/// not write. An image-to-image draft from a PNG outside the project gets a copy of it in
+/// `sources/<name>.png`, and an inpainting draft its mask in `masks/<name>.png`; neither
+/// replaces a different file there that the draft's earlier recipe does not name.
 pub fn save_recipe(root: &Path, draft: &Draft) -> Result<PathBuf, String> {
     draft
         .check()
         .map_err(|error| format!("cannot save {}: {error}", draft.name))?;
     let path = root.join(draft.file_name());
-    if let Ok(existing) = std::fs::read_to_string(&path)
-        && !existing.starts_with(SAVED_BY_EDITOR)
-    {
-        return Err(format!(
-            "{} exists and was not written by the editor: pick another name",
-            path.display()
-        ));
+    let earlier = match std::fs::read_to_string(&path) {
+        Ok(existing) if !existing.starts_with(SAVED_BY_EDITOR) => {
+            return Err(format!(
+                "{} exists and was not written by the editor: pick another name",
+                path.display()
+            ));
+        }
+        Ok(existing) => recipe::parse(Path::new(&draft.file_name()), &existing)
+            .ok()
+            .and_then(|mut assets| assets.pop())
+            .and_then(|asset| asset.img2img),
+        Err(_) => None,
+    };
+    let mut files = draft.start_files();
+    if let (Some(start), Some(files)) = (&draft.start, files.as_mut()) {
+        if start.asset.is_none() {
+            match project_path(root, &start.file) {
+                Some(inside) => files.source = inside,
+                None => {
+                    let bytes = std::fs::read(&start.file).map_err(|error| {
+                        format!("cannot read {}: {error}", start.file.display())
+                    })?;
+                    let named = earlier.as_ref().is_some_and(|earlier| {
+                        earlier.source == Source::File(PathBuf::from(&files.source))
+                    });
+                    claim(root, &files.source, &bytes, named)?;
+                }
+            }
+        }
+        if let (Some(mask), Some(name)) = (&start.mask, &files.mask) {
+            let named = earlier
+                .as_ref()
+                .is_some_and(|earlier| earlier.mask.as_deref() == Some(Path::new(name)));
+            claim(root, name, &mask_png(mask)?, named)?;
+        }
     }
-    atomic::write(&path, draft.to_toml().as_bytes())
-        .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+    write(&path, draft.to_toml_with(files.as_ref()).as_bytes())?;
     Ok(path)
+}
+
+/// `file`'s path inside `root`, with `/` between folders, when it lies inside it.
+fn project_path(root: &Path, file: &Path) -> Option<String> {
+    let root = root.canonicalize().ok()?;
+    let file = file.canonicalize().ok()?;
+    let inside = file.strip_prefix(&root).ok()?;
+    let parts: Vec<String> = inside
+        .components()
+        .map(|part| part.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    Some(parts.join("/"))
+}
+
+/// Writes `bytes` to `root/relative` unless a different file is there that the draft's earlier
+/// recipe does not name (`named`): a file of the user's is never replaced.
+fn claim(root: &Path, relative: &str, bytes: &[u8], named: bool) -> Result<(), String> {
+    let path = root.join(relative);
+    match std::fs::read(&path) {
+        Ok(existing) if existing == bytes => Ok(()),
+        Ok(_) if !named => Err(format!(
+            "{} exists and was not written by the editor for this recipe: pick another name",
+            path.display()
+        )),
+        _ => write(&path, bytes),
+    }
+}
+
+/// Writes a file atomically (its folder made first), saying which on failure.
+fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    atomic::write(path, bytes).map_err(|error| format!("cannot write {}: {error}", path.display()))
+}
+
+/// A mask as the PNG a recipe's `mask` names.
+fn mask_png(mask: &GrayImage) -> Result<Vec<u8>, String> {
+    let mut png = Vec::new();
+    mask.write_to(&mut Cursor::new(&mut png), ImageFormat::Png)
+        .map_err(|error| format!("cannot encode the mask: {error}"))?;
+    Ok(png)
 }
 
 /// Collects finished editor work into the preview, the library and the log.

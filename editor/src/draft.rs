@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use autonomy_pipeline::models::sd::scheduler::Sampler;
 use autonomy_pipeline::recipe::{self, AssetRecipe, Kind};
+use image::GrayImage;
 
 /// The first line of every recipe the editor saves: a file without it is the user's own and is
 /// never overwritten.
@@ -55,16 +56,56 @@ pub struct Draft {
     pub start: Option<Start>,
 }
 
-/// A project asset an image-to-image draft starts from.
+/// The picture an image-to-image draft starts from: a project asset or a PNG from elsewhere,
+/// and for inpainting, the part of it to repaint.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Start {
-    /// The asset's label: a saved recipe names it `source = "recipe:<label>"`, so the game
-    /// remakes the draft's asset whenever that one changes.
-    pub asset: String,
+    /// The project asset it is, by label: a saved recipe names it `source = "recipe:<label>"`,
+    /// so the game remakes the draft's asset whenever that one changes. `None` for a PNG from
+    /// outside the asset library (dropped on the window or typed in), which a saved recipe
+    /// names by its path in the project, copied into `sources/` when it lies outside.
+    pub asset: Option<String>,
     /// Its image, which a draft generated outside the project starts from.
     pub file: PathBuf,
     /// How far to move away from it, in (0, 1]: low stays close, 1 ignores it.
     pub strength: f32,
+    /// Inpainting: white is repainted, black kept, at the image's size ([`crate::mask`]); none
+    /// changes the whole picture. A saved recipe writes it to `masks/<name>.png`.
+    pub mask: Option<GrayImage>,
+}
+
+impl Start {
+    /// Starts from the PNG `file` (outside the asset library), checking that it is one.
+    pub fn from_file(file: &Path, strength: f32) -> Result<Self, String> {
+        image::image_dimensions(file)
+            .map_err(|error| format!("cannot start from {}: {error}", file.display()))?;
+        Ok(Self {
+            asset: None,
+            file: file.to_path_buf(),
+            strength,
+            mask: None,
+        })
+    }
+
+    /// What the form calls it: the asset's label, or the file's name.
+    pub fn name(&self) -> String {
+        match &self.asset {
+            Some(asset) => asset.clone(),
+            None => self.file.file_name().map_or_else(
+                || self.file.display().to_string(),
+                |name| name.to_string_lossy().into_owned(),
+            ),
+        }
+    }
+}
+
+/// Where a recipe finds a draft's start image and mask, relative to the recipes folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartFiles {
+    /// `source`: `recipe:<asset>` or a file.
+    pub source: String,
+    /// `mask`, for inpainting.
+    pub mask: Option<String>,
 }
 
 impl Default for Draft {
@@ -111,16 +152,32 @@ impl Draft {
         format!("{}.recipe.toml", self.name)
     }
 
-    /// The recipe text (every field written out, so the file says exactly what was generated);
-    /// an image-to-image draft names its start as `recipe:<asset>`.
-    pub fn to_toml(&self) -> String {
-        let start = self.start.as_ref().map(|s| format!("recipe:{}", s.asset));
-        self.to_toml_from(start.as_deref())
+    /// Where a saved recipe finds the start image and mask: `recipe:<asset>` for a project
+    /// asset, else `sources/<name>.png` (a file already inside the project keeps its own path:
+    /// [`crate::save_recipe`] decides), and `masks/<name>.png`.
+    pub fn start_files(&self) -> Option<StartFiles> {
+        let start = self.start.as_ref()?;
+        Some(StartFiles {
+            source: match &start.asset {
+                Some(asset) => format!("recipe:{asset}"),
+                None => format!("sources/{}.png", self.name),
+            },
+            mask: start
+                .mask
+                .as_ref()
+                .map(|_| format!("masks/{}.png", self.name)),
+        })
     }
 
-    /// The recipe text with `source` (for image-to-image drafts) as given: a draft generated
-    /// outside the project starts from a copy of the asset's image.
-    pub fn to_toml_from(&self, source: Option<&str>) -> String {
+    /// The recipe text (every field written out, so the file says exactly what was generated),
+    /// with the start image and mask where [`Draft::start_files`] puts them.
+    pub fn to_toml(&self) -> String {
+        self.to_toml_with(self.start_files().as_ref())
+    }
+
+    /// The recipe text with the start image and mask (for image-to-image drafts) found as
+    /// given: a draft generated outside the project starts from copies.
+    pub fn to_toml_with(&self, start_files: Option<&StartFiles>) -> String {
         let quoted = |text: &str| toml::Value::String(text.to_string()).to_string();
         let mut lines = vec![
             SAVED_BY_EDITOR.to_string(),
@@ -160,8 +217,11 @@ impl Draft {
             let switch = switch.to_string().parse().unwrap_or(0.8);
             lines.push(format!("refiner_switch = {}", toml::Value::Float(switch)));
         }
-        if let (Some(start), Some(source)) = (&self.start, source) {
-            lines.push(format!("source = {}", quoted(source)));
+        if let (Some(start), Some(files)) = (&self.start, start_files) {
+            lines.push(format!("source = {}", quoted(&files.source)));
+            if let Some(mask) = &files.mask {
+                lines.push(format!("mask = {}", quoted(mask)));
+            }
             // The f32's shortest decimal (0.35, not 0.3499999940395355), always with a point.
             let strength = start.strength.to_string().parse().unwrap_or(0.6);
             lines.push(format!("strength = {}", toml::Value::Float(strength)));
@@ -313,9 +373,10 @@ mod tests {
         let draft = Draft {
             name: "potion_mossy".into(),
             start: Some(Start {
-                asset: "potion".into(),
+                asset: Some("potion".into()),
                 file: std::env::temp_dir().join("potion.png"),
                 strength: 0.35,
+                mask: None,
             }),
             ..Draft::default()
         };
@@ -328,9 +389,13 @@ mod tests {
         let img2img = recipe.img2img.expect("an image-to-image recipe");
         assert_eq!(img2img.source, Source::Recipe("potion".into()));
         assert_eq!(img2img.strength, 0.35);
+        assert_eq!(img2img.mask, None);
         let copy = recipe::parse(
             Path::new("potion_mossy.recipe.toml"),
-            &draft.to_toml_from(Some("potion_mossy.start.png")),
+            &draft.to_toml_with(Some(&StartFiles {
+                source: "potion_mossy.start.png".into(),
+                mask: None,
+            })),
         )
         .unwrap();
         assert_eq!(
@@ -338,6 +403,49 @@ mod tests {
             Some(&Source::File("potion_mossy.start.png".into()))
         );
         assert!(!Draft::default().to_toml().contains("source"));
+    }
+
+    #[test]
+    fn an_inpainting_draft_from_an_outside_file_names_its_copies() {
+        let mut mask = crate::mask::blank(8, 8);
+        crate::mask::stroke(&mut mask, [2.0, 2.0], [6.0, 6.0], 1.5, crate::mask::REPAINT);
+        let draft = Draft {
+            name: "door".into(),
+            start: Some(Start {
+                asset: None,
+                file: std::env::temp_dir().join("elsewhere/old door.png"),
+                strength: 1.0,
+                mask: Some(mask),
+            }),
+            ..Draft::default()
+        };
+        assert_eq!(
+            draft.start_files(),
+            Some(StartFiles {
+                source: "sources/door.png".into(),
+                mask: Some("masks/door.png".into()),
+            })
+        );
+        let img2img = draft.check().unwrap().img2img.expect("img2img");
+        assert_eq!(img2img.source, Source::File("sources/door.png".into()));
+        assert_eq!(img2img.mask, Some(PathBuf::from("masks/door.png")));
+        assert_eq!(img2img.strength, 1.0);
+        assert_eq!(draft.start.as_ref().unwrap().name(), "old door.png");
+    }
+
+    #[test]
+    fn only_a_png_can_be_started_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = dir.path().join("notes.png");
+        std::fs::write(&text, "not a picture").unwrap();
+        let error = Start::from_file(&text, 0.6).unwrap_err();
+        assert!(error.contains("notes.png"), "{error}");
+        let missing = Start::from_file(&dir.path().join("gone.png"), 0.6).unwrap_err();
+        assert!(missing.contains("gone.png"), "{missing}");
+        let png = dir.path().join("door.png");
+        crate::mask::blank(3, 2).save(&png).unwrap();
+        let start = Start::from_file(&png, 0.6).unwrap();
+        assert_eq!((start.asset, start.file, start.mask), (None, png, None));
     }
 
     #[test]

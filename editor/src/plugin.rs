@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bevy::prelude::*;
+use bevy::window::FileDragAndDrop;
 use bevy_autonomy::{AutonomySet, ChainSet};
 use bevy_egui::{EguiPlugin, EguiPrimaryContextPass};
 
@@ -14,7 +15,10 @@ use crate::actions::{
 use crate::chain_view::{ChainRefresh, ChainView, apply_refresh, start_refresh};
 use crate::library::{AssetLibrary, track_generated};
 use crate::local_models::LocalModels;
-use crate::ui::{EditorUi, Thumbnails, draw_editor, load_thumbnails, toggle_editor};
+use crate::ui::{
+    EditorUi, Thumbnails, draw_editor, load_start_images, load_thumbnails, take_dropped_images,
+    toggle_editor,
+};
 
 /// The editor's state and actions, without drawing anything: the [`AssetLibrary`], the
 /// [`ChainView`], the [`LocalModels`], the Generate [`Preview`], the [`EditorLog`], and the handling of
@@ -104,7 +108,18 @@ impl Plugin for EditorPlugin {
         app.add_plugins(self.core.clone())
             .insert_resource(EditorUi::new(self.open, self.toggle))
             .init_resource::<Thumbnails>()
-            .add_systems(Update, (toggle_editor, load_thumbnails).after(EditorSet))
+            .add_message::<FileDragAndDrop>()
+            .add_systems(
+                Update,
+                (
+                    toggle_editor,
+                    load_thumbnails,
+                    take_dropped_images,
+                    load_start_images,
+                )
+                    .chain()
+                    .after(EditorSet),
+            )
             .add_systems(EguiPrimaryContextPass, draw_editor);
     }
 }

@@ -12,7 +12,7 @@ use alloy_primitives::{B256, U256};
 use autonomy_contracts::{Ledger, MintRequest, ProposalState, auton, dev_signers};
 use autonomy_editor::{
     AssetLibrary, ChainView, Draft, EditorAction, EditorCorePlugin, EditorLog, LocalModels,
-    Preview, Start, TokenStatus, promotion,
+    Preview, Start, TokenStatus, mask, promotion, save_recipe,
 };
 use autonomy_pipeline::models::sd::scheduler::Sampler;
 use autonomy_pipeline::verify::Verdict;
@@ -383,9 +383,10 @@ fn every_panel_action_works_on_an_embedded_chain() {
     let from_potion_draft = Draft {
         name: "apple_from_potion".into(),
         start: Some(Start {
-            asset: "potion".into(),
+            asset: Some("potion".into()),
             file: potion_png.clone(),
             strength: 0.3,
+            mask: None,
         }),
         ..apple.clone()
     };
@@ -407,7 +408,7 @@ fn every_panel_action_works_on_an_embedded_chain() {
         "starting from the potion at strength 0.3 stays near it: {near:.1} vs {far:.1} from noise"
     );
     app.world_mut()
-        .write_message(EditorAction::SaveRecipe(from_potion_draft));
+        .write_message(EditorAction::SaveRecipe(from_potion_draft.clone()));
     let (ok, line) = next_log(&mut app, "the image-to-image save");
     assert!(ok, "{line}");
     let saved = std::fs::read_to_string(recipes.join("apple_from_potion.recipe.toml")).unwrap();
@@ -421,6 +422,158 @@ fn every_panel_action_works_on_an_embedded_chain() {
             .get("apple_from_potion")
             .is_some()
     });
+
+    // Inpainting: from the potion at strength 1 with its right half painted, the left half
+    // stays the potion's while the right half is made anew; without the mask all of it is.
+    let (width, height) = image::image_dimensions(&potion_png).unwrap();
+    let mut right_half = mask::blank(width, height);
+    let x = width as f32 * 0.75;
+    mask::stroke(
+        &mut right_half,
+        [x, 0.0],
+        [x, height as f32],
+        width as f32 / 4.0,
+        mask::REPAINT,
+    );
+    assert_eq!(mask::coverage(&right_half), 0.5);
+    let repainted_draft = Draft {
+        name: "apple_inpainted".into(),
+        start: Some(Start {
+            strength: 1.0,
+            mask: Some(right_half.clone()),
+            ..from_potion_draft.start.clone().unwrap()
+        }),
+        ..from_potion_draft.clone()
+    };
+    let unmasked_draft = Draft {
+        name: "apple_unmasked".into(),
+        start: Some(Start {
+            strength: 1.0,
+            ..from_potion_draft.start.clone().unwrap()
+        }),
+        ..from_potion_draft.clone()
+    };
+    let halves = |pixels: &[u8]| {
+        let row = width as usize * 4;
+        let (mut left, mut right) = (Vec::new(), Vec::new());
+        for line in pixels.chunks(row) {
+            left.extend_from_slice(&line[..row / 2]);
+            right.extend_from_slice(&line[row / 2..]);
+        }
+        (left, right)
+    };
+    let (potion_left, potion_right) = halves(&potion);
+    let (kept, repainted) = halves(&generated(&mut app, &repainted_draft));
+    let (all_left, all_right) = halves(&generated(&mut app, &unmasked_draft));
+    let (kept, repainted, all_left, all_right) = (
+        distance(&kept, &potion_left),
+        distance(&repainted, &potion_right),
+        distance(&all_left, &potion_left),
+        distance(&all_right, &potion_right),
+    );
+    assert!(
+        kept < 0.25 * all_left && repainted > 0.5 * all_right,
+        "the masked half is repainted, the rest kept: left {kept:.1} (unmasked {all_left:.1}), \
+         right {repainted:.1} (unmasked {all_right:.1})"
+    );
+    // Saved, the mask goes into masks/ and the recipe names it; the asset records it.
+    app.world_mut()
+        .write_message(EditorAction::SaveRecipe(repainted_draft.clone()));
+    let (ok, line) = next_log(&mut app, "the inpainting save");
+    assert!(ok, "{line}");
+    let saved = std::fs::read_to_string(recipes.join("apple_inpainted.recipe.toml")).unwrap();
+    assert!(
+        saved.contains(
+            "source = \"recipe:potion\"\nmask = \"masks/apple_inpainted.png\"\nstrength = 1.0"
+        ),
+        "{saved}"
+    );
+    let written = image::open(recipes.join("masks/apple_inpainted.png"))
+        .unwrap()
+        .to_luma8();
+    assert_eq!(written, right_half);
+    run_until(&mut app, "the inpainted asset", |app| {
+        app.world()
+            .resource::<AssetLibrary>()
+            .get("apple_inpainted")
+            .is_some()
+    });
+    let parents = app
+        .world()
+        .resource::<AssetLibrary>()
+        .get("apple_inpainted")
+        .unwrap()
+        .manifest
+        .clone()
+        .expect("its manifest")
+        .parents;
+    let roles: Vec<(&str, &str)> = parents
+        .iter()
+        .map(|p| (p.role.as_str(), p.reference.as_str()))
+        .collect();
+    assert!(
+        roles.contains(&("mask", "file:masks/apple_inpainted.png")),
+        "{roles:?}"
+    );
+    // A mask of the user's own under that name is not replaced.
+    let theirs = recipes.join("masks/door.png");
+    std::fs::write(&theirs, b"their own file").unwrap();
+    app.world_mut()
+        .write_message(EditorAction::SaveRecipe(Draft {
+            name: "door".into(),
+            ..repainted_draft.clone()
+        }));
+    let (ok, line) = next_log(&mut app, "the mask refusal");
+    assert!(!ok && line.contains("masks/door.png"), "{line}");
+    assert_eq!(std::fs::read(&theirs).unwrap(), b"their own file");
+    assert!(!recipes.join("door.recipe.toml").exists());
+
+    // A PNG from outside the project (as dropped on the window): saved, it is copied into
+    // sources/ and the recipe names the copy; one inside the project is named where it is.
+    let elsewhere = dir.path().join("elsewhere/old potion.png");
+    std::fs::create_dir_all(elsewhere.parent().unwrap()).unwrap();
+    std::fs::copy(&potion_png, &elsewhere).unwrap();
+    let outside_draft = Draft {
+        name: "apple_from_file".into(),
+        start: Some(Start::from_file(&elsewhere, 0.3).unwrap()),
+        ..apple.clone()
+    };
+    let from_file = generated(&mut app, &outside_draft);
+    assert!(distance(&from_file, &potion) < 0.5 * far);
+    app.world_mut()
+        .write_message(EditorAction::SaveRecipe(outside_draft.clone()));
+    let (ok, line) = next_log(&mut app, "the outside image's save");
+    assert!(ok, "{line}");
+    assert_eq!(
+        std::fs::read(recipes.join("sources/apple_from_file.png")).unwrap(),
+        std::fs::read(&elsewhere).unwrap()
+    );
+    let saved = std::fs::read_to_string(recipes.join("apple_from_file.recipe.toml")).unwrap();
+    assert!(
+        saved.contains("source = \"sources/apple_from_file.png\""),
+        "{saved}"
+    );
+    run_until(&mut app, "the asset from an outside image", |app| {
+        app.world()
+            .resource::<AssetLibrary>()
+            .get("apple_from_file")
+            .is_some()
+    });
+    let art = recipes.join("art/potion.png");
+    std::fs::create_dir_all(art.parent().unwrap()).unwrap();
+    std::fs::copy(&potion_png, &art).unwrap();
+    let inside = Draft {
+        name: "apple_from_art".into(),
+        start: Some(Start::from_file(&art, 0.3).unwrap()),
+        ..apple.clone()
+    };
+    assert_eq!(
+        save_recipe(&recipes, &inside),
+        Ok(recipes.join("apple_from_art.recipe.toml"))
+    );
+    let saved = std::fs::read_to_string(recipes.join("apple_from_art.recipe.toml")).unwrap();
+    assert!(saved.contains("source = \"art/potion.png\""), "{saved}");
+    assert!(!recipes.join("sources/apple_from_art.png").exists());
 
     // A recipe the user wrote by hand is never overwritten.
     let mine = recipes.join("mine.recipe.toml");
@@ -654,5 +807,9 @@ fn every_panel_action_works_on_an_embedded_chain() {
         .filter(|line| !line.ok)
         .map(|line| line.text.clone())
         .collect();
-    assert_eq!(failures.len(), 1, "only the refused save: {failures:?}");
+    assert_eq!(
+        failures.len(),
+        2,
+        "only the refused saves (a mask, a recipe): {failures:?}"
+    );
 }

@@ -1,7 +1,8 @@
 //! The editor in a real window (Xvfb + Mesa's software Vulkan in CI): a script clicks through
 //! every panel the way a user would (generate with the house model, then with a Stable
-//! Diffusion folder, a sampler and a LoRA; verify, publish, then the market, governance and
-//! models), takes a screenshot of each, and checks each is a picture of the panel, not a blank
+//! Diffusion folder, a sampler and a LoRA; drop a PNG from outside the project on the window,
+//! paint a mask over it with the pointer and inpaint it; verify, publish, then the market,
+//! governance and models), takes a screenshot of each, and checks each is a picture of the panel, not a blank
 //! or black frame. Screenshots land in `target/editor-screenshots/`; with
 //! `AUTONOMY_UPDATE_DOCS=1` they also replace the ones under `docs/editor/`.
 //!
@@ -14,11 +15,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use autonomy_contracts::auton;
-use autonomy_editor::{AssetLibrary, ChainView, Draft, EditorAction, EditorUi, Panel, Preview};
+use autonomy_editor::{
+    AssetLibrary, ChainView, Draft, EditorAction, EditorUi, Panel, Preview, mask,
+};
 use autonomy_pipeline::models::sd::scheduler::Sampler;
 use autonomy_pipeline::recipe::Kind;
+use bevy::input::ButtonState;
+use bevy::input::mouse::{MouseButtonInput, MouseScrollUnit, MouseWheel};
+use bevy::input::touch::TouchPhase;
 use bevy::prelude::*;
 use bevy::render::view::screenshot::{Screenshot, ScreenshotCaptured};
+use bevy::window::{CursorMoved, FileDragAndDrop, PrimaryWindow, WindowEvent};
 use bevy_autonomy::ChainRequest;
 
 /// Where the script is.
@@ -30,6 +37,10 @@ struct Script {
     shots: Arc<Mutex<Vec<Shot>>>,
     waiting_for_shot: bool,
     failure: Arc<Mutex<Option<String>>>,
+    /// A folder outside the project, for the dropped PNG.
+    outside: PathBuf,
+    /// The inpainting step's progress: frames into the pointer's drag, once it started.
+    drag_frame: Option<u32>,
 }
 
 /// A screenshot: the step that took it, its panel and the picture.
@@ -37,6 +48,9 @@ type Shot = (usize, Panel, image::RgbImage);
 
 /// The step that shows the Generate panel with a Stable Diffusion folder.
 const STABLE_DIFFUSION_STEP: usize = 2;
+/// The step that drops a PNG on the window, paints a mask over it with the pointer and
+/// inpaints it.
+const INPAINTING_STEP: usize = 3;
 
 /// The tiny Stable Diffusion fixture the pipeline's tests make, with its LoRA.
 fn tiny_sd15() -> PathBuf {
@@ -59,11 +73,18 @@ fn ready(step: usize, world: &mut World) -> Option<(Panel, bool)> {
             Panel::Generate,
             matches!(world.resource::<Preview>(), Preview::Ready(ready) if ready.draft.name == "moss"),
         ),
-        3 => (
+        INPAINTING_STEP => (
+            Panel::Generate,
+            matches!(
+                world.resource::<Preview>(),
+                Preview::Ready(ready) if ready.draft.name == "apple_patch"
+            ),
+        ),
+        4 => (
             Panel::Assets,
             library.get("gem").is_some_and(|a| a.reports.is_some()),
         ),
-        4 => (
+        5 => (
             Panel::Publish,
             library
                 .get("gem")
@@ -71,9 +92,9 @@ fn ready(step: usize, world: &mut World) -> Option<(Panel, bool)> {
                 .and_then(|t| view.tokens.get(&t))
                 .is_some_and(|s| matches!(s, autonomy_editor::TokenStatus::Minted { .. })),
         ),
-        5 => (Panel::Market, view.listings.len() >= 2),
-        6 => (Panel::Governance, !view.proposals.is_empty()),
-        7 => (
+        6 => (Panel::Market, view.listings.len() >= 2),
+        7 => (Panel::Governance, !view.proposals.is_empty()),
+        8 => (
             Panel::Models,
             view.models.first().is_some_and(|m| !m.versions.is_empty()),
         ),
@@ -118,13 +139,39 @@ fn act(step: usize, world: &mut World) {
             world.resource_mut::<EditorUi>().draft = draft.clone();
             world.write_message(EditorAction::Generate(draft));
         }
-        3 => {
+        INPAINTING_STEP => {
+            // A PNG from outside the project, dropped on the window.
+            let apple = world
+                .resource::<AssetLibrary>()
+                .get("apple")
+                .and_then(|apple| apple.image_file())
+                .expect("the apple's PNG");
+            let outside = world.resource::<Script>().outside.join("apple.png");
+            std::fs::create_dir_all(outside.parent().unwrap()).unwrap();
+            std::fs::copy(apple, &outside).unwrap();
+            world.resource_mut::<EditorUi>().draft = Draft {
+                name: "apple_patch".into(),
+                prompt: "green apple flat food drink".into(),
+                seed: 5,
+                steps: 8,
+                ..Draft::default()
+            };
+            let window = world
+                .query_filtered::<Entity, With<PrimaryWindow>>()
+                .single(world)
+                .expect("the window");
+            world.write_message(FileDragAndDrop::DroppedFile {
+                window,
+                path_buf: outside,
+            });
+        }
+        4 => {
             world.resource_mut::<AssetLibrary>().selected = Some("gem".into());
             world.write_message(EditorAction::Verify {
                 label: "gem".into(),
             });
         }
-        4 => {
+        5 => {
             let gem = world
                 .resource::<AssetLibrary>()
                 .get("gem")
@@ -139,6 +186,85 @@ fn act(step: usize, world: &mut World) {
         }
         _ => {}
     }
+}
+
+/// Drives the pointer over the dropped picture's painting area, as a user would: turns the
+/// mask on, drags down its right side with the left button, then generates.
+fn paint(world: &mut World) {
+    let Some(start) = world.resource::<EditorUi>().draft.start.clone() else {
+        return; // the drop has not arrived yet
+    };
+    if start.mask.is_none() {
+        let (width, height) = image::image_dimensions(&start.file).unwrap();
+        let mut ui = world.resource_mut::<EditorUi>();
+        let start = ui.draft.start.as_mut().unwrap();
+        start.strength = 1.0;
+        start.mask = Some(mask::blank(width, height));
+        ui.start_tools.brush = width as f32 / 6.0;
+        ui.start_tools.canvas = None;
+        return;
+    }
+    let Some(canvas) = world.resource::<EditorUi>().start_tools.canvas else {
+        return; // not drawn yet
+    };
+    let window = world
+        .query_filtered::<Entity, With<PrimaryWindow>>()
+        .single(world)
+        .expect("the window");
+    let frame = world.resource::<Script>().drag_frame.unwrap_or(0);
+    const DRAG_FRAMES: u32 = 8;
+    let at = |share: f32| {
+        let x = canvas.min.x + canvas.width() * 0.72;
+        let y = canvas.min.y + canvas.height() * (0.15 + 0.7 * share);
+        Vec2::new(x, y)
+    };
+    let button = |state| {
+        WindowEvent::MouseButtonInput(MouseButtonInput {
+            button: MouseButton::Left,
+            state,
+            window,
+        })
+    };
+    let moved = |position| {
+        WindowEvent::CursorMoved(CursorMoved {
+            window,
+            position,
+            delta: None,
+        })
+    };
+    match frame {
+        0 => {
+            world.write_message(moved(at(0.0)));
+        }
+        1 => {
+            world.write_message(button(ButtonState::Pressed));
+        }
+        f if f <= DRAG_FRAMES + 1 => {
+            world.write_message(moved(at((f - 1) as f32 / DRAG_FRAMES as f32)));
+        }
+        f if f == DRAG_FRAMES + 2 => {
+            world.write_message(button(ButtonState::Released));
+        }
+        f if f == DRAG_FRAMES + 4 => {
+            let draft = world.resource::<EditorUi>().draft.clone();
+            let painted = draft
+                .start
+                .as_ref()
+                .and_then(|start| start.mask.as_ref())
+                .map_or(0.0, mask::coverage);
+            if !(0.1..0.6).contains(&painted) {
+                *world.resource::<Script>().failure.lock().unwrap() = Some(format!(
+                    "the drag down the picture's right side painted {:.0} % of the mask",
+                    painted * 100.0
+                ));
+                world.write_message(AppExit::error());
+                return;
+            }
+            world.write_message(EditorAction::Generate(draft));
+        }
+        _ => {}
+    }
+    world.resource_mut::<Script>().drag_frame = Some(frame + 1);
 }
 
 fn drive(world: &mut World) {
@@ -176,6 +302,23 @@ fn drive(world: &mut World) {
         act(step, world);
     }
     world.resource_mut::<Script>().settle += 1;
+    if step == INPAINTING_STEP && !done {
+        paint(world);
+    }
+    if step == INPAINTING_STEP && done && settle == 1 {
+        // Scroll the form down to the result, under the painting.
+        let window = world
+            .query_filtered::<Entity, With<PrimaryWindow>>()
+            .single(world)
+            .expect("the window");
+        world.write_message(MouseWheel {
+            unit: MouseScrollUnit::Pixel,
+            x: 0.0,
+            y: -300.0,
+            window,
+            phase: TouchPhase::Moved,
+        });
+    }
     // Let a few frames pass once the state is there, so egui lays it out and the GPU draws it.
     if !done || settle < 30 {
         if !done {
@@ -254,6 +397,8 @@ fn main() {
         shots: shots.clone(),
         waiting_for_shot: false,
         failure: failure.clone(),
+        outside: showcase.dir.path().join("elsewhere"),
+        drag_frame: None,
     })
     .add_systems(Last, drive);
     app.run();
@@ -271,6 +416,7 @@ fn main() {
     for (step, panel, image) in shots.iter() {
         let name = match *step {
             STABLE_DIFFUSION_STEP => "generate-stable-diffusion.png".to_string(),
+            INPAINTING_STEP => "generate-inpainting.png".to_string(),
             _ => format!("{}.png", panel.title().to_lowercase()),
         };
         save(image, &out.join(&name));
@@ -283,6 +429,7 @@ fn main() {
     }
     let mut expected = Panel::ALL.to_vec();
     expected.insert(STABLE_DIFFUSION_STEP - 1, Panel::Generate);
+    expected.insert(INPAINTING_STEP - 1, Panel::Generate);
     let taken: Vec<Panel> = shots.iter().map(|(_, panel, _)| *panel).collect();
     if taken != expected {
         failed.push(format!("took {taken:?}, expected {expected:?}"));

@@ -7,9 +7,9 @@ use autonomy_pipeline::models::sd::scheduler::Sampler;
 use autonomy_pipeline::recipe::Kind;
 use bevy_egui::egui;
 
-use super::{EditorUi, Frame, Intent, sub_rect};
+use super::{EditorUi, Frame, Intent, start, sub_rect};
 use crate::actions::{EditorAction, Preview, PreviewImage};
-use crate::draft::{Draft, Start};
+use crate::draft::Draft;
 use crate::local_models::{LocalLora, LocalModels};
 
 const SIZES: [u32; 5] = [32, 48, 64, 96, 128];
@@ -138,60 +138,8 @@ fn refiner(ui: &mut egui::Ui, draft: &mut Draft, local: &LocalModels) {
     ui.end_row();
 }
 
-/// Noise, or a project asset (image-to-image) with the strength to change it by.
-fn start(ui: &mut egui::Ui, draft: &mut Draft, frame: &Frame) {
-    ui.horizontal(|ui| {
-        let shown = draft
-            .start
-            .as_ref()
-            .map_or("noise", |start| start.asset.as_str())
-            .to_string();
-        egui::ComboBox::from_id_salt("start")
-            .selected_text(shown)
-            .show_ui(ui, |ui| {
-                if ui
-                    .selectable_label(draft.start.is_none(), "noise")
-                    .clicked()
-                {
-                    draft.start = None;
-                }
-                // An asset cannot start from itself: its saved recipe would be its own parent.
-                for asset in frame
-                    .library
-                    .assets
-                    .iter()
-                    .filter(|a| a.label != draft.name)
-                {
-                    let Some(file) = asset.image_file() else {
-                        continue;
-                    };
-                    let picked = draft
-                        .start
-                        .as_ref()
-                        .is_some_and(|start| start.asset == asset.label);
-                    if ui.selectable_label(picked, &asset.label).clicked() {
-                        let strength = draft.start.as_ref().map_or(0.6, |start| start.strength);
-                        draft.start = Some(Start {
-                            asset: asset.label.clone(),
-                            file,
-                            strength,
-                        });
-                    }
-                }
-            });
-        if let Some(start) = &mut draft.start {
-            ui.add(
-                egui::Slider::new(&mut start.strength, 0.05..=1.0)
-                    .step_by(0.05)
-                    .text("strength"),
-            )
-            .on_hover_text("how far to move away from the image: low stays close, 1 ignores it");
-        }
-    });
-}
-
 pub(super) fn show(ui: &mut egui::Ui, state: &mut EditorUi, frame: &mut Frame) {
-    let draft = &mut state.draft;
+    let (draft, start_tools) = (&mut state.draft, &mut state.start_tools);
     egui::Grid::new("generate_form")
         .num_columns(2)
         .spacing([12.0, 6.0])
@@ -269,7 +217,7 @@ pub(super) fn show(ui: &mut egui::Ui, state: &mut EditorUi, frame: &mut Frame) {
                 draft.refiner = None;
             }
             ui.label("Start from");
-            start(ui, draft, frame);
+            start::show(ui, draft, start_tools, frame);
             ui.end_row();
             ui.label("Seed");
             ui.horizontal(|ui| {

@@ -8,8 +8,11 @@ mod governance;
 mod market;
 mod models;
 mod publish;
+mod start;
 
 pub use governance::promotion;
+pub use start::StartTools;
+pub(crate) use start::{load_start_images, take_dropped_images};
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -80,6 +83,8 @@ pub struct EditorUi {
     pub panel: Panel,
     /// The Generate form.
     pub draft: Draft,
+    /// The Generate form's path field and mask brush.
+    pub start_tools: StartTools,
     /// Publish: royalty in basis points.
     pub royalty_bps: u16,
     /// Publish: the listing price, as typed.
@@ -96,6 +101,7 @@ impl EditorUi {
             toggle,
             panel: Panel::Generate,
             draft: Draft::default(),
+            start_tools: StartTools::default(),
             royalty_bps: 500,
             price: "10".into(),
             delegate_to: String::new(),
@@ -103,7 +109,8 @@ impl EditorUi {
     }
 }
 
-/// Images of listed tokens, loaded from the content store, by file.
+/// Images loaded from files, by file: listed tokens' pictures from the content store, and
+/// start images from outside the asset library.
 #[derive(Resource, Debug, Default)]
 pub struct Thumbnails(pub HashMap<PathBuf, Handle<Image>>);
 
