@@ -10,8 +10,10 @@ use std::path::{Path, PathBuf};
 
 use autonomy_pipeline::build::provenance::Manifest;
 use autonomy_pipeline::generator::{GenerateRequest, Generator, InitImage, RefinerUse, VaeUse};
+use autonomy_pipeline::models::sd::checkpoint::Checkpoint;
+use autonomy_pipeline::models::sd::config::PipelineSpec;
 use autonomy_pipeline::models::sd::ensemble::Ensemble;
-use autonomy_pipeline::models::sd::lora::LoraFile;
+use autonomy_pipeline::models::sd::lora::{LoraFile, LoraSummary};
 use autonomy_pipeline::models::sd::scheduler::{
     Kind, Prediction, Sampler, Schedule, SchedulerConfig, Spacing,
 };
@@ -1742,6 +1744,24 @@ fn a_vae_file_stands_in_for_the_pipelines_own() {
         message.contains("holds no VAE") && message.contains("`vae`"),
         "{message}"
     );
+    // Its spec reads all the same, the family's released VAE architecture standing in for
+    // the missing one, so the editor can tell which LoRAs fit it before a VAE is named.
+    let spec = |path: &Path| PipelineSpec::read(&Checkpoint::open(path).unwrap()).unwrap();
+    let (without, whole) = (spec(&no_vae), spec(&checkpoint("tiny-sd15")));
+    assert_eq!(
+        format!("{:?}", (&without.unet, &without.text, &without.scheduler)),
+        format!("{:?}", (&whole.unet, &whole.text, &whole.scheduler))
+    );
+    assert_eq!(
+        (
+            without.vae.config.block_out_channels.clone(),
+            without.vae.scaling_factor
+        ),
+        (vec![128, 256, 512, 512], 0.18215)
+    );
+    let lora = LoraSummary::read(&fixtures().join("checkpoints/loras/tiny-sd15-kohya.safetensors"))
+        .unwrap();
+    assert!(lora.fits(&without) && lora.fits(&whole));
     // The checkpoint without its VAE, given it back as a file: diffusers' pictures.
     let model = load(&no_vae, &file(&vae_path, "vaes/vae-ft.safetensors"));
     let reference = Reference::of_checkpoint("tiny-sd15");

@@ -22,6 +22,10 @@
 //! terminal SNR: the scheduler rescales its betas so (`rescale_betas_zero_snr`) and starts from
 //! the last timestep (`trailing` spacing), as Lin et al. and diffusers advise; SD 1.x's then
 //! samples with DDIM, since PNDM does not read the setting.
+//!
+//! A checkpoint shared without a VAE has its family's released VAE architecture as its VAE
+//! config, so its spec reads (which LoRAs fit it, what it makes) before a VAE file is named
+//! for it; its VAE weights are refused, saying to name one.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -128,6 +132,20 @@ impl Family {
     /// The factor the family's VAE latents are scaled by for the UNet.
     fn latent_scaling_factor(self) -> f64 {
         if self.xl() { 0.13025 } else { 0.18215 }
+    }
+
+    /// The VAE architecture of the family's releases, which every VAE made for it shares:
+    /// the config of a checkpoint shared without a VAE, so that its spec can be read (which
+    /// LoRAs fit it, what sizes it makes) before a VAE file is named for it.
+    fn released_vae(self) -> Value {
+        json!({
+            "block_out_channels": [128, 256, 512, 512],
+            "layers_per_block": 2,
+            "latent_channels": 4,
+            "use_quant_conv": true,
+            "use_post_quant_conv": true,
+            "scaling_factor": self.latent_scaling_factor(),
+        })
     }
 
     /// The scheduler the family's diffusers folders ship, predicting v or ε, on the trained
@@ -244,6 +262,8 @@ impl Checkpoint {
             let (vae, vae_names) = vae_of(&shapes, VAE, family.latent_scaling_factor(), path)?;
             documents.insert("vae/config.json".into(), vae);
             names.insert("vae", vae_names);
+        } else {
+            documents.insert("vae/config.json".into(), family.released_vae());
         }
         let v = predicts_v(&tensors, family, &shapes).map_err(|source| SdError::Weights {
             path: path.to_path_buf(),
@@ -289,9 +309,6 @@ impl Checkpoint {
 
 impl PipelineSource for Checkpoint {
     fn json(&self, relative: &str) -> Result<Value, SdError> {
-        if relative.starts_with("vae/") && !self.has_vae() {
-            return Err(self.no_vae("VAE config"));
-        }
         self.documents
             .get(relative)
             .cloned()

@@ -213,6 +213,12 @@ impl StableDiffusion {
             source.as_ref(),
             separate.as_ref().map(|(vae, _)| vae.spec.clone()),
         )?;
+        // First, so that a checkpoint without a VAE (and none named) is refused before the
+        // rest is built.
+        let (vae_weights, vae_use) = match separate {
+            Some((vae, used)) => (vae.weights, Some(used)),
+            None => (source.weights("vae")?, None),
+        };
         let dtype = if device.is_cpu() {
             DType::F32
         } else {
@@ -266,10 +272,6 @@ impl StableDiffusion {
         let unet = build(&unet_file, || {
             UNet::new(backend(unet_weights, Network::Unet), &spec.unet)
         })?;
-        let (vae_weights, vae_use) = match separate {
-            Some((vae, used)) => (vae.weights, Some(used)),
-            None => (source.weights("vae")?, None),
-        };
         let vae_file = vae_weights.path().to_path_buf();
         let vae_dtype = vae_dtype(&spec, device);
         let vae = build(&vae_file, || {
