@@ -1390,6 +1390,13 @@ fn kohya_diffusers_and_lycoris_files_merge_as_their_reference_loaders_apply_them
         // DoRA: a LoCon with `dora_scale` magnitudes on the input axis (UNet) and the output
         // axis (text encoder), merged as LyCORIS and ComfyUI do (the scale outside the norm).
         ("dora", vec![lora("dora", 0.8)]),
+        // LyCORIS's changes that are not low-rank, merged by the `lycoris-lora` package's own
+        // modules: IA³ (rows, or columns on every other layer, scaled), full (whole `diff`s,
+        // biases' `diff_b` too) and diag-OFT (blocks of rows rotated, bounded by `alpha` on
+        // every other layer, with `rescale` on every third).
+        ("ia3", vec![lora("ia3", 0.7)]),
+        ("full", vec![lora("full", 0.7)]),
+        ("oft", vec![lora("oft", 0.7)]),
     ] {
         let model =
             StableDiffusion::load_with(&fixtures().join("tiny-sd15"), &Device::Cpu, &loras, None)
@@ -1413,7 +1420,9 @@ fn kohya_diffusers_and_lycoris_files_merge_as_their_reference_loaders_apply_them
     let eps = base
         .predict(reference.get("unet_sample"), 501.0, &context, None, None)
         .unwrap();
-    for label in ["both", "locon", "loha", "lokr", "dora"] {
+    for label in [
+        "both", "locon", "loha", "lokr", "dora", "ia3", "full", "oft",
+    ] {
         let changed = max_diff(&cond, reference.get(&format!("lora_{label}_cond")))
             .min(max_diff(&eps, reference.get(&format!("lora_{label}_eps"))));
         assert!(changed > 1e-2, "{label}: {changed}");

@@ -3,7 +3,8 @@
 Run by hand (never in CI), from the repository root:
 
     python3 -m venv /work/sdenv
-    /work/sdenv/bin/pip install torch diffusers transformers safetensors peft scipy
+    /work/sdenv/bin/pip install torch diffusers transformers safetensors peft scipy \
+        lycoris-lora einops toml
     /work/sdenv/bin/python scripts/sd-fixtures/make.py
 
 Each fixture is a random-weight pipeline in the real diffusers folder layout (`model_index.json`,
@@ -15,7 +16,9 @@ with what diffusers computes when it loads them, `loras/locon.safetensors` (kohy
 3×3 convolutions too, checked against diffusers' loader), and two LyCORIS files, `loras/loha.safetensors`
 (LoHa: `hada_w1_a` … `hada_w2_b`, Tucker `hada_t1`/`hada_t2` on half the 3×3 convolutions) and
 `loras/lokr.safetensors` (LoKr: Kronecker products of `lokr_w1`(`_a`/`_b`) and
-`lokr_w2`(`_a`/`_b`, Tucker `lokr_t2`)), and a DoRA file `loras/dora.safetensors` (a LoRA with
+`lokr_w2`(`_a`/`_b`, Tucker `lokr_t2`)), LyCORIS's IA³ (`loras/ia3.safetensors`), full
+(`loras/full.safetensors`: `diff`/`diff_b`) and diag-OFT (`loras/oft.safetensors`) files, IA³
+and OFT made and merged by the `lycoris-lora` package's own modules, and a DoRA file `loras/dora.safetensors` (a LoRA with
 `dora_scale` magnitudes on either axis), with what the model computes with them merged as
 ComfyUI and LyCORIS merge them; `tiny-sdxl` gets `loras/kohya-xl.safetensors`
 (kohya's SDXL naming: `lora_te1_…`, `lora_te2_…`, the UNet in the original model's block
@@ -29,7 +32,7 @@ prompts. Everything is seeded: running the script again gives the same files (sa
 Name fixtures (`make.py tiny-sdxl-refiner`) to rebuild only those; `tokens.json` is rewritten
 only by a whole run. `make.py --extend tiny-sd21 tiny-sdxl` adds the references written since
 the fixtures were made (a whole run with guidance rescale; SDXL's base handing its latents to the
-refiner) without touching the rest.
+refiner; tiny-sd15's IA³, full and OFT files) without touching the rest.
 """
 
 import collections
@@ -490,6 +493,88 @@ def lora_reference(pipe, folder, tensors):
     _, expected = outputs(unet, pipe.text_encoder)
     assert torch.allclose(eps, expected, atol=1e-4), (eps - expected).abs().max()
     peft_dora(pipe, folder, tensors, outputs)
+    lycoris_whole_reference(pipe, folder, tensors)
+
+
+def random_lycoris_whole(pipe, seed, kind):
+    """A LyCORIS file whose change is not a low-rank product, over `lora_modules` and the UNet's
+    3×3 convolutions in kohya's naming, built with LyCORIS's own modules (`lycoris-lora`), and
+    each adapted layer's weight and bias as LyCORIS merges the file at 0.7:
+    - `ia3`: `weight` scales each output row (or, with `on_input` 1, every other module, each
+      input column) by 1 + scale·w;
+    - `full`: `diff` (and `diff_b` for layers with a bias) added at the scale;
+    - `oft` (diag-oft): `oft_blocks` (blocks, size, size) rotate each block of output rows by
+      the Cayley transform R = (I + Q)(I − Q)⁻¹ of Q = B − Bᵀ, merged as (scale·(R − I) + I)ᵀ;
+      `alpha` bounds ‖Q‖ to alpha·out (0 on every other module: unbounded), and every third
+      module has a `rescale` per output row."""
+    from lycoris.modules.diag_oft import DiagOFTModule
+    from lycoris.modules.ia3 import IA3Module
+
+    g = torch.Generator().manual_seed(seed)
+    unet, text = lora_modules(pipe)
+    tensors, merged_layers = {}, []
+    for network, model, names in (
+        ("unet", pipe.unet, unet + conv_modules(pipe)),
+        ("text", pipe.text_encoder, text),
+    ):
+        modules = dict(model.named_modules())
+        for n, name in enumerate(names):
+            layer = modules[name]
+            path = name if network == "unet" else "text_model." + name
+            key = ("lora_unet_" if network == "unet" else "lora_te_") + path.replace(".", "_")
+            if kind == "ia3":
+                adapter = IA3Module(key, layer, 1, train_on_input=n % 2 == 1)
+                adapter.weight.data.copy_(torch.randn(adapter.weight.shape, generator=g) * 0.3)
+                state = {"weight": adapter.weight.data, "on_input": adapter.on_input}
+            elif kind == "full":
+                diff = torch.randn(layer.weight.shape, generator=g) * layer.weight.detach().std() * 0.5
+                diff_b = None
+                if layer.bias is not None:
+                    diff_b = torch.randn(layer.bias.shape, generator=g) * 0.05
+                state = {"diff": diff} | ({"diff_b": diff_b} if diff_b is not None else {})
+            else:
+                adapter = DiagOFTModule(
+                    key, layer, 1, lora_dim=4, constraint=0.0 if n % 2 else 1e-3,
+                    rescaled=n % 3 == 0,
+                )
+                adapter.oft_blocks.data.copy_(torch.randn(adapter.oft_blocks.shape, generator=g) * 0.2)
+                state = {"oft_blocks": adapter.oft_blocks.data, "alpha": adapter.alpha}
+                if n % 3 == 0:
+                    adapter.rescale.data.copy_(1 + 0.2 * torch.randn(adapter.rescale.shape, generator=g))
+                    state["rescale"] = adapter.rescale.data
+            with torch.no_grad():
+                if kind == "full":
+                    # W + scale·diff, b + scale·diff_b (LyCORIS 3.2's FullModule cannot merge a
+                    # bias: it adds a tensor to its list of original biases).
+                    weight = layer.weight + 0.7 * diff
+                    bias = None if diff_b is None else layer.bias + 0.7 * diff_b
+                else:
+                    weight = adapter.get_merged_weight(multiplier=0.7)[0]
+                    bias = layer.bias
+            for part, value in state.items():
+                tensors[f"{key}.{part}"] = value.detach().clone().contiguous()
+            merged_layers.append((network, name, weight.detach().clone(), None if bias is None else bias.detach().clone()))
+    return tensors, merged_layers
+
+
+@torch.no_grad()
+def lycoris_whole_reference(pipe, folder, tensors):
+    """Writes `loras/ia3.safetensors`, `loras/full.safetensors` and `loras/oft.safetensors` and
+    the text embeddings and UNet output with each merged at 0.7."""
+    sample = tensors["unet_sample"]
+    for kind, seed in (("ia3", 18), ("full", 19), ("oft", 20)):
+        state, layers = random_lycoris_whole(pipe, seed, kind)
+        save_file(state, os.path.join(folder, "loras", f"{kind}.safetensors"))
+        unet, text = copy.deepcopy(pipe.unet), copy.deepcopy(pipe.text_encoder)
+        for network, name, weight, bias in layers:
+            layer = dict((unet if network == "unet" else text).named_modules())[name]
+            assert (weight - layer.weight).abs().max() > 1e-4, f"{kind} changes {name}"
+            layer.weight.copy_(weight)
+            if bias is not None:
+                layer.bias.copy_(bias)
+        context = torch.cat([text(ids(pipe.tokenizer, NEGATIVE))[0], text(ids(pipe.tokenizer, PROMPT))[0]])
+        tensors[f"lora_{kind}_cond"] = context[1:]
+        tensors[f"lora_{kind}_eps"] = unet(sample, 501, encoder_hidden_states=context).sample
 
 
 def peft_dora(pipe, folder, tensors, outputs):
@@ -685,8 +770,11 @@ def extend(name):
         rescale_reference(pipe, tensors)
     elif name == "tiny-sdxl":
         ensemble_reference(tensors)
+    elif name == "tiny-sd15":
+        pipe = StableDiffusionPipeline.from_pretrained(os.path.join(OUT, name), safety_checker=None)
+        lycoris_whole_reference(pipe, os.path.join(OUT, name), tensors)
     else:
-        sys.exit(f"{name}: only tiny-sd21 and tiny-sdxl have references to add")
+        sys.exit(f"{name}: only tiny-sd15, tiny-sd21 and tiny-sdxl have references to add")
     save_file({k: v.contiguous() for k, v in tensors.items()}, path, metadata=metadata)
 
 

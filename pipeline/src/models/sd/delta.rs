@@ -1,5 +1,6 @@
-//! A weight's change as adapter files store it: LoRA's low-rank `up · down`, and LyCORIS's
-//! LoHa (a Hadamard product of two low-rank factors) and LoKr (a Kronecker product), whose
+//! A weight's change as adapter files store it: LoRA's low-rank `up · down`, LyCORIS's whole
+//! differences (`diff`), and LyCORIS's LoHa (a Hadamard product of two low-rank factors) and
+//! LoKr (a Kronecker product), whose
 //! factors may be whole, products `a · b`, or Tucker decompositions (3×3 convolutions). The
 //! change is rebuilt in f32 on the device the weights load to, in the weight's own shape, the
 //! way LyCORIS and ComfyUI merge these files. DoRA files add a [`Magnitude`] per weight.
@@ -114,6 +115,8 @@ pub enum Delta {
     Hadamard(Factor, Factor),
     /// LoKr: `w1 ⊗ w2` (a 4-D `w2` is a convolution kernel).
     Kronecker(Factor, Factor),
+    /// LyCORIS full: the whole difference (`diff`, a bias's `diff_b`).
+    Whole(Tensor),
 }
 
 impl Delta {
@@ -137,6 +140,7 @@ impl Delta {
                 let (d1, d2) = (w1.dims(), w2.dims());
                 (d1[0] * d2[0], count(&d1) * count(&d2))
             }
+            Delta::Whole(diff) => (diff.dims().first().copied().unwrap_or(0), diff.elem_count()),
         }
     }
 
@@ -161,6 +165,7 @@ impl Delta {
                     .broadcast_mul(&w2.reshape((1, c, 1, e))?)?
                     .reshape(dims)
             }
+            Delta::Whole(diff) => diff.to_device(device)?.to_dtype(DType::F32)?.reshape(dims),
         }
     }
 }

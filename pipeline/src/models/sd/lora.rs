@@ -3,7 +3,9 @@
 //! nothing extra. Reads kohya's files (`lora_unet_…` / `lora_te_…`, and SDXL's `lora_te1_…` /
 //! `lora_te2_…` with the UNet in the original model's block names, `input_blocks_4_1_…`; with
 //! `.lora_down`, `.lora_up`, `.alpha`), LyCORIS's LoHa (`.hada_w1_a` … `.hada_t2`) and LoKr
-//! (`.lokr_w1` … `.lokr_t2`) files in the same names (see [`super::delta`]), and diffusers'
+//! (`.lokr_w1` … `.lokr_t2`) files in the same names (see the `delta` module), LyCORIS's IA³
+//! (`.weight`, `.on_input`), full (`.diff`, `.diff_b`) and diag-OFT (`.oft_blocks`, `.alpha`,
+//! `.rescale`; see the `transform` module), and diffusers'
 //! (`unet.….lora_A` / `text_encoder.…` / `text_encoder_2.….lora_B`, and the older
 //! `…processor.to_q_lora.down`); several at once, each with its own scale.
 
@@ -18,6 +20,7 @@ use super::SdError;
 use super::config::PipelineSpec;
 use super::delta::{Delta, Factor, Magnitude};
 use super::original_names;
+use super::transform::Transform;
 use super::weights::{Weights, checked};
 use crate::generator::LoraUse;
 
@@ -43,14 +46,24 @@ pub enum Network {
     Text2,
 }
 
-/// One adapter's change to one weight: `delta · alpha/rank`, applied at the file's `scale`
-/// (with DoRA, the changed weight rescaled to its magnitudes first).
+/// One adapter's change to one weight, applied at the file's `scale`.
 #[derive(Clone, Debug)]
 struct Update {
-    delta: Delta,
-    per_rank: f64,
+    change: Change,
     scale: f64,
-    magnitude: Option<Magnitude>,
+}
+
+/// How an adapter changes a weight.
+#[derive(Clone, Debug)]
+enum Change {
+    /// Adds `delta · alpha/rank` (with DoRA, the changed weight rescaled to its magnitudes).
+    Add {
+        delta: Delta,
+        per_rank: f64,
+        magnitude: Option<Magnitude>,
+    },
+    /// Transforms the weight (IA³, diag-OFT).
+    Transform(Transform),
 }
 
 /// The updates of every LoRA, by network and the base weight they change.
@@ -138,11 +151,6 @@ impl Updates {
                         )));
                     }
                 };
-                let alpha = parts.alpha;
-                let magnitude = parts.magnitude.take();
-                let (delta, rank) = parts
-                    .delta()
-                    .map_err(|what| invalid(format!("`{module}` {what}")))?;
                 let weight = names.get(&module).ok_or_else(|| {
                     invalid(format!(
                         "`{module}` names a weight the {} does not have",
@@ -153,28 +161,41 @@ impl Updates {
                         }
                     ))
                 })?;
-                let shape = base.shape(weight).ok_or_else(|| {
-                    invalid(format!("`{weight}` is not in `{}`", base.path().display()))
-                })?;
-                let (rows, count) = delta.size();
-                if Some(&rows) != shape.first() || count != shape.iter().product::<usize>() {
-                    return Err(invalid(format!(
-                        "`{module}`: a change of {rows} rows and {count} values does not fit `{weight}` of shape {shape:?}"
-                    )));
-                }
-                let per_rank = match (alpha, rank) {
-                    (Some(alpha), Some(rank)) => alpha / rank as f64,
-                    _ => 1.0,
+                let shape_of = |name: &str| {
+                    base.shape(name).ok_or_else(|| {
+                        invalid(format!("`{name}` is not in `{}`", base.path().display()))
+                    })
                 };
-                let magnitude = magnitude
-                    .map(|(m, scale_inside)| Magnitude::new(m, &shape, scale_inside))
-                    .transpose()
-                    .map_err(|what| invalid(format!("`{module}`: {what}")))?;
+                let shape = shape_of(weight)?;
+                // LyCORIS full: a change of the bias too.
+                if let Some(diff_b) = parts.lycoris.remove("diff_b") {
+                    let bias = weight
+                        .strip_suffix(".weight")
+                        .map(|stem| format!("{stem}.bias"))
+                        .filter(|bias| base.contains_tensor(bias))
+                        .ok_or_else(|| {
+                            invalid(format!(
+                                "`{module}.diff_b` changes a bias `{weight}`'s layer does not have"
+                            ))
+                        })?;
+                    let delta = Delta::Whole(diff_b);
+                    check_fit(&delta, &bias, &shape_of(&bias)?)
+                        .map_err(|what| invalid(format!("`{module}.diff_b`{what}")))?;
+                    map.entry(bias).or_default().push(Update {
+                        change: Change::Add {
+                            delta,
+                            per_rank: 1.0,
+                            magnitude: None,
+                        },
+                        scale: file.scale,
+                    });
+                }
+                let change = parts
+                    .change(weight, &shape)
+                    .map_err(|what| invalid(format!("`{module}` {what}")))?;
                 map.entry(weight.clone()).or_default().push(Update {
-                    delta,
-                    per_rank,
+                    change,
                     scale: file.scale,
-                    magnitude,
                 });
             }
             uses.push(LoraUse {
@@ -215,9 +236,65 @@ struct Parts {
 }
 
 impl Parts {
-    /// The change these parts describe and the rank `alpha` is divided by (LoRA: the down
-    /// matrix's; LoHa: the first factor's; LoKr: the second factor's, else the first's; none
-    /// for whole LoKr factors), or what is missing or malformed.
+    /// The change these parts describe to the weight `name` of shape `weight`, or what is
+    /// missing, malformed or does not fit it.
+    fn change(mut self, name: &str, weight: &[usize]) -> Result<Change, String> {
+        if let Some(blocks) = self.lycoris.remove("oft_blocks") {
+            let transform = Transform::Oft {
+                blocks,
+                constraint: self.alpha.unwrap_or(0.0),
+                rescale: self.lycoris.remove("rescale"),
+            };
+            return self.transform(transform, weight);
+        }
+        if let Some(on_input) = self.lycoris.remove("on_input") {
+            let factors = self
+                .lycoris
+                .remove("weight")
+                .ok_or("has IA³'s `on_input` but not its `weight`")?;
+            let on_input = on_input
+                .to_dtype(DType::F64)
+                .and_then(|t| t.flatten_all()?.to_vec1::<f64>())
+                .ok()
+                .and_then(|v| v.first().copied())
+                .ok_or("has an `on_input` that is not a number")?;
+            let transform = Transform::Ia3 {
+                factors,
+                on_input: on_input != 0.0,
+            };
+            return self.transform(transform, weight);
+        }
+        let magnitude = self
+            .magnitude
+            .take()
+            .map(|(m, scale_inside)| Magnitude::new(m, weight, scale_inside))
+            .transpose()
+            .map_err(|why| format!(": {why}"))?;
+        let alpha = self.alpha;
+        let (delta, rank) = self.delta()?;
+        check_fit(&delta, name, weight)?;
+        let per_rank = match (alpha, rank) {
+            (Some(alpha), Some(rank)) => alpha / rank as f64,
+            _ => 1.0,
+        };
+        Ok(Change::Add {
+            delta,
+            per_rank,
+            magnitude,
+        })
+    }
+
+    /// `transform` when it fits `weight` and nothing else is left over.
+    fn transform(self, transform: Transform, weight: &[usize]) -> Result<Change, String> {
+        if let Some(why) = transform.misfit(weight) {
+            return Err(format!(": {why}"));
+        }
+        Ok(Change::Transform(transform))
+    }
+
+    /// The additive change these parts describe and the rank `alpha` is divided by (LoRA: the
+    /// down matrix's; LoHa: the first factor's; LoKr: the second factor's, else the first's;
+    /// none for whole LoKr factors and full differences), or what is missing or malformed.
     fn delta(mut self) -> Result<(Delta, Option<usize>), String> {
         if let (Some((_, down)), Some((_, up))) = (self.down.take(), self.up.take()) {
             let rank = down.dims().first().copied().filter(|&r| r > 0);
@@ -229,6 +306,9 @@ impl Parts {
                 ));
             }
             return Ok((Delta::LowRank { down, up }, rank));
+        }
+        if let Some(diff) = self.lycoris.remove("diff") {
+            return Ok((Delta::Whole(diff), None));
         }
         let mut take = |name: &str| self.lycoris.remove(name);
         // A factor stored whole, as a product, or as a Tucker core with its two factors.
@@ -254,19 +334,30 @@ impl Parts {
             let rank = w2.rank().or(w1.rank());
             (Delta::Kronecker(w1, w2), rank)
         } else {
-            return Err("has no complete down/up (A/B), LoHa (`hada_w1_a` … `hada_w2_b`) or LoKr (`lokr_w1`(`_a`/`_b`), `lokr_w2`(`_a`/`_b`)) set".into());
+            return Err("has no complete down/up (A/B), LoHa (`hada_w1_a` … `hada_w2_b`), LoKr (`lokr_w1`(`_a`/`_b`), `lokr_w2`(`_a`/`_b`)), IA³ (`weight`, `on_input`), full (`diff`) or OFT (`oft_blocks`) set".into());
         };
         let malformed = match &delta {
             Delta::Hadamard(w1, w2) | Delta::Kronecker(w1, w2) => {
                 !(w1.well_formed() && w2.well_formed())
             }
-            Delta::LowRank { .. } => false,
+            Delta::LowRank { .. } | Delta::Whole(_) => false,
         };
         if malformed || rank == Some(0) {
             return Err("has factors whose shapes do not multiply".into());
         }
         Ok((delta, rank))
     }
+}
+
+/// Whether an additive change has the rows and values of the weight `name` of shape `weight`.
+fn check_fit(delta: &Delta, name: &str, weight: &[usize]) -> Result<(), String> {
+    let (rows, count) = delta.size();
+    if Some(&rows) != weight.first() || count != weight.iter().product::<usize>() {
+        return Err(format!(
+            ": a change of {rows} rows and {count} values does not fit `{name}` of shape {weight:?}"
+        ));
+    }
+    Ok(())
 }
 
 /// What a LoRA file adapts and which pipelines it fits, read from its safetensors header alone
@@ -292,7 +383,7 @@ pub struct LoraSummary {
     pub dora: bool,
 }
 
-/// A kind of low-rank change.
+/// A kind of adapter change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Adapter {
     /// `up · down`.
@@ -301,6 +392,12 @@ pub enum Adapter {
     LoHa,
     /// LyCORIS LoKr: a Kronecker product.
     LoKr,
+    /// LyCORIS IA³: rows or columns scaled.
+    Ia3,
+    /// LyCORIS full: whole differences (`diff`, `diff_b`).
+    Full,
+    /// LyCORIS diag-OFT: blocks of rows rotated.
+    Oft,
 }
 
 impl Adapter {
@@ -310,6 +407,9 @@ impl Adapter {
             Adapter::LoRA => "LoRA",
             Adapter::LoHa => "LoHa",
             Adapter::LoKr => "LoKr",
+            Adapter::Ia3 => "IA³",
+            Adapter::Full => "full",
+            Adapter::Oft => "OFT",
         }
     }
 }
@@ -351,7 +451,10 @@ impl LoraSummary {
                 .ok_or_else(|| invalid(format!("`{key}` has no shape in the header")))?;
             let kind = match part {
                 Part::Lycoris(name) if name.starts_with("hada") => Some(Adapter::LoHa),
-                Part::Lycoris(_) => Some(Adapter::LoKr),
+                Part::Lycoris(name) if name.starts_with("lokr") => Some(Adapter::LoKr),
+                Part::Lycoris("weight" | "on_input") => Some(Adapter::Ia3),
+                Part::Lycoris("diff" | "diff_b") => Some(Adapter::Full),
+                Part::Lycoris(_) => Some(Adapter::Oft),
                 Part::Down | Part::Up => Some(Adapter::LoRA),
                 Part::Magnitude { .. } => {
                     summary.dora = true;
@@ -374,6 +477,13 @@ impl LoraSummary {
             let (rank, input) = match part {
                 Part::Down | Part::Lycoris("hada_w1_b") => (shape.first(), shape.get(1)),
                 Part::Lycoris("lokr_w1_b" | "lokr_w2_b") => (shape.first(), None),
+                Part::Lycoris("diff") => {
+                    // A whole difference: its columns are the layer's input.
+                    if let Some(&input) = shape.get(1) {
+                        summary.note_input(network, &module, input);
+                    }
+                    continue;
+                }
                 _ => continue,
             };
             let Some(&rank) = rank else {
@@ -437,7 +547,11 @@ impl LoraSummary {
         .into_iter()
         .filter_map(|(on, name)| on.then_some(name))
         .collect();
-        let networks = format!("{}, rank {}", networks.join(" + "), self.rank);
+        let networks = match self.rank {
+            // IA³, full and OFT changes have no rank.
+            0 => networks.join(" + "),
+            rank => format!("{}, rank {rank}", networks.join(" + ")),
+        };
         let mut kinds: Vec<&str> = self.adapters.iter().map(|a| a.name()).collect();
         if self.dora {
             kinds.push("DoRA");
@@ -464,8 +578,8 @@ enum Part {
     Lycoris(&'static str),
 }
 
-/// The LyCORIS tensors read: LoHa's and LoKr's.
-const LYCORIS: [&str; 13] = [
+/// The LyCORIS tensors read: LoHa's, LoKr's, IA³'s, full's and diag-OFT's.
+const LYCORIS: [&str; 19] = [
     "hada_w1_a",
     "hada_w1_b",
     "hada_w2_a",
@@ -479,6 +593,12 @@ const LYCORIS: [&str; 13] = [
     "lokr_w2_a",
     "lokr_w2_b",
     "lokr_t2",
+    "weight",
+    "on_input",
+    "diff",
+    "diff_b",
+    "oft_blocks",
+    "rescale",
 ];
 
 /// The network, canonical module name and part of a LoRA file's key (`layers_per_block` places
@@ -510,11 +630,6 @@ fn entry(key: &str, layers_per_block: usize) -> Option<(Network, String, Part)> 
                 .map(|stem| (stem.to_string(), part))
         })
         .or_else(|| {
-            let (stem, name) = key.rsplit_once('.')?;
-            let name = LYCORIS.into_iter().find(|known| *known == name)?;
-            Some((stem.to_string(), Part::Lycoris(name)))
-        })
-        .or_else(|| {
             // diffusers' attention-processor format: `….processor.to_q_lora.down.weight`.
             let (stem, part) = key
                 .strip_suffix(".down.weight")
@@ -526,6 +641,11 @@ fn entry(key: &str, layers_per_block: usize) -> Option<(Network, String, Part)> 
                 other => other,
             };
             Some((format!("{module}.{projection}"), part))
+        })
+        .or_else(|| {
+            let (stem, name) = key.rsplit_once('.')?;
+            let name = LYCORIS.into_iter().find(|known| *known == name)?;
+            Some((stem.to_string(), Part::Lycoris(name)))
         })?;
     const PREFIXES: [(&str, Network); 7] = [
         ("lora_unet_", Network::Unet),
@@ -588,10 +708,19 @@ impl Merged {
         };
         let mut merged = base.to_dtype(DType::F32)?;
         for update in updates {
-            let change = (update.delta.value(device, merged.dims())? * update.per_rank)?;
-            merged = match &update.magnitude {
-                None => (merged + (change * update.scale)?)?,
-                Some(magnitude) => magnitude.apply(&merged, &change, update.scale)?,
+            merged = match &update.change {
+                Change::Add {
+                    delta,
+                    per_rank,
+                    magnitude,
+                } => {
+                    let change = (delta.value(device, merged.dims())? * *per_rank)?;
+                    match magnitude {
+                        None => (merged + (change * update.scale)?)?,
+                        Some(magnitude) => magnitude.apply(&merged, &change, update.scale)?,
+                    }
+                }
+                Change::Transform(transform) => transform.apply(&merged, update.scale)?,
             };
         }
         merged.to_dtype(dtype)
@@ -733,6 +862,24 @@ mod tests {
         let peft_dora = LoraSummary::read(&fixture("loras/dora-peft.safetensors")).unwrap();
         assert!(peft_dora.dora && peft_dora.fits(&sd15_spec) && !peft_dora.fits(&xl_spec));
         assert_eq!(peft_dora.describe(), "LoRA + DoRA: UNet, rank 4");
+        // LyCORIS's IA³, full and OFT changes have no rank; full differences tell the widths.
+        for (file, adapter, words) in [
+            ("ia3", Adapter::Ia3, "IA³: UNet + text encoder"),
+            ("full", Adapter::Full, "full: UNet + text encoder"),
+            ("oft", Adapter::Oft, "OFT: UNet + text encoder"),
+        ] {
+            let summary =
+                LoraSummary::read(&fixture(&format!("loras/{file}.safetensors"))).unwrap();
+            assert_eq!(
+                (summary.adapters.as_slice(), summary.rank),
+                ([adapter].as_slice(), 0)
+            );
+            assert_eq!(summary.describe(), words);
+            assert!(summary.fits(&sd15_spec));
+        }
+        let full = LoraSummary::read(&fixture("loras/full.safetensors")).unwrap();
+        assert_eq!((full.context_dim, full.text_dim), (Some(32), Some(32)));
+        assert!(!full.fits(&xl_spec));
         // SDXL's refiner: only the second text encoder, whose 32-wide states alone are its
         // context. A LoRA of the base's first encoder does not fit; one of its UNet and second
         // encoder alone, with the refiner's widths, does.
@@ -877,7 +1024,34 @@ mod tests {
                 ("lora_unet_conv_in.lokr_w2", zeros(&[32, 4, 3, 3])),
             ],
         );
+        let ia3 = write(
+            "ia3.safetensors",
+            vec![
+                ("lora_unet_conv_in.weight", zeros(&[1, 5, 1, 1])),
+                ("lora_unet_conv_in.on_input", zeros(&[])),
+            ],
+        );
+        let oft = write(
+            "oft.safetensors",
+            vec![
+                ("lora_unet_conv_in.oft_blocks", zeros(&[3, 4, 4])),
+                ("lora_unet_conv_in.alpha", zeros(&[])),
+            ],
+        );
+        let full = write(
+            "full.safetensors",
+            vec![
+                ("lora_unet_conv_in.diff", zeros(&[32, 4, 3, 3])),
+                ("lora_unet_conv_in.diff_b", zeros(&[31])),
+            ],
+        );
         for (file, words) in [
+            (
+                ia3,
+                "IA³ factors [1, 5, 1, 1] do not match the 32 output rows",
+            ),
+            (oft, "OFT blocks [3, 4, 4] do not split the 32 output rows"),
+            (full, "`conv_in.diff_b`: a change of 31 rows"),
             (unknown, "no_such_block"),
             (wrong, "does not fit `conv_in.weight`"),
             (half, "no complete down/up"),

@@ -41,6 +41,7 @@ pub mod sigma_ramp;
 pub mod source;
 pub mod text_encoder;
 pub mod tokenizer;
+mod transform;
 pub mod unet;
 pub mod vae;
 pub mod vae_file;

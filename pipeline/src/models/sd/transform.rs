@@ -1,0 +1,301 @@
+//! Adapter changes that transform a weight rather than add to it, merged as LyCORIS merges
+//! them: IA³ scales each output row (or input column) of the weight, diag-OFT rotates blocks
+//! of its output rows. Both are computed in f32 on the device the weight loads to; OFT's
+//! small block inverses are taken on the host in f64.
+
+use candle_core::{DType, Device, Result, Tensor};
+
+/// A LyCORIS change that transforms the weight it applies to.
+#[derive(Clone, Debug)]
+pub enum Transform {
+    /// IA³ (`weight`, `on_input`): `W ⊙ (1 + scale · w)`, `w` one factor per output row, or
+    /// per input column when `on_input`.
+    Ia3 {
+        /// The factors: `(out,)` / `(in,)` for linear layers, `(1, n, 1, 1)` for convolutions.
+        factors: Tensor,
+        /// Whether they scale input columns rather than output rows.
+        on_input: bool,
+    },
+    /// Diag-OFT (`oft_blocks`, `alpha`, `rescale`): the output rows in blocks of `size`, each
+    /// block turned by `scale · (R − I) + I`, with `R = (I + Q)(I − Q)⁻¹` the Cayley transform
+    /// of `Q = B − Bᵀ` (so `R` is a rotation), then each row multiplied by its `rescale`.
+    Oft {
+        /// `(blocks, size, size)`.
+        blocks: Tensor,
+        /// `alpha`: when positive, `Q` is shrunk to a norm of at most `alpha · rows`.
+        constraint: f64,
+        /// `(out, 1, …)`, when present.
+        rescale: Option<Tensor>,
+    },
+}
+
+impl Transform {
+    /// Why the change cannot apply to a weight of shape `weight`, if it cannot.
+    pub fn misfit(&self, weight: &[usize]) -> Option<String> {
+        match self {
+            Transform::Ia3 { factors, on_input } => {
+                let axis = usize::from(*on_input);
+                let wanted = weight.get(axis).copied().unwrap_or(0);
+                (factors.elem_count() != wanted
+                    || factors.dims().iter().filter(|&&d| d != 1).count() > 1)
+                    .then(|| {
+                        format!(
+                            "IA³ factors {:?} do not match the {} {} of the weight {weight:?}",
+                            factors.dims(),
+                            wanted,
+                            if *on_input {
+                                "input columns"
+                            } else {
+                                "output rows"
+                            }
+                        )
+                    })
+            }
+            Transform::Oft {
+                blocks, rescale, ..
+            } => {
+                let rows = weight.first().copied().unwrap_or(0);
+                let square = blocks.rank() == 3 && blocks.dims()[1] == blocks.dims()[2];
+                let covered = blocks.dims().iter().take(2).product::<usize>();
+                if !square || covered != rows {
+                    return Some(format!(
+                        "OFT blocks {:?} do not split the {rows} output rows of the weight {weight:?} into square blocks",
+                        blocks.dims()
+                    ));
+                }
+                rescale
+                    .as_ref()
+                    .filter(|r| r.elem_count() != rows)
+                    .map(|r| {
+                        format!(
+                            "OFT rescale {:?} is not one per output row ({rows})",
+                            r.dims()
+                        )
+                    })
+            }
+        }
+    }
+
+    /// `weight` (f32) transformed at `scale`.
+    pub fn apply(&self, weight: &Tensor, scale: f64) -> Result<Tensor> {
+        let device = weight.device();
+        let f32_on = |t: &Tensor| t.to_device(device)?.to_dtype(DType::F32);
+        let dims = weight.dims().to_vec();
+        match self {
+            Transform::Ia3 { factors, on_input } => {
+                let mut shape = vec![1; dims.len()];
+                shape[usize::from(*on_input)] = factors.elem_count();
+                let factors = (f32_on(factors)?.reshape(shape)? * scale)? + 1.0;
+                weight.broadcast_mul(&factors?)
+            }
+            Transform::Oft {
+                blocks,
+                constraint,
+                rescale,
+            } => {
+                let (count, size) = (blocks.dim(0)?, blocks.dim(1)?);
+                let rotations = cayley(blocks, *constraint * dims[0] as f64, scale, device)?;
+                // W'ₖ = Mₖᵀ · Wₖ over each block k of `size` rows.
+                let turned = rotations
+                    .transpose(1, 2)?
+                    .contiguous()?
+                    .matmul(&weight.reshape((count, size, ()))?.contiguous()?)?
+                    .reshape(dims.as_slice())?;
+                match rescale {
+                    Some(rescale) => {
+                        let mut shape = vec![1; dims.len()];
+                        shape[0] = dims[0];
+                        turned.broadcast_mul(&f32_on(rescale)?.reshape(shape)?)
+                    }
+                    None => Ok(turned),
+                }
+            }
+        }
+    }
+}
+
+/// `scale · (R − I) + I` for each block, `R = (I + Q)(I − Q)⁻¹`, `Q = B − Bᵀ` shrunk to a
+/// Frobenius norm of `limit` when `limit` is positive and it is larger (LyCORIS adds 1e-8 to
+/// the norm); `(blocks, size, size)` f32 on `device`.
+fn cayley(blocks: &Tensor, limit: f64, scale: f64, device: &Device) -> Result<Tensor> {
+    let (count, size, _) = blocks.dims3()?;
+    let b: Vec<f64> = blocks.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
+    let at = |k: usize, i: usize, j: usize| k * size * size + i * size + j;
+    let mut q = vec![0.0; b.len()];
+    for k in 0..count {
+        for i in 0..size {
+            for j in 0..size {
+                q[at(k, i, j)] = b[at(k, i, j)] - b[at(k, j, i)];
+            }
+        }
+    }
+    if limit > 0.0 {
+        let norm = q.iter().map(|v| v * v).sum::<f64>().sqrt() + 1e-8;
+        if norm > limit {
+            q.iter_mut().for_each(|v| *v *= limit / norm);
+        }
+    }
+    let mut out = Vec::with_capacity(b.len());
+    for k in 0..count {
+        let block = &q[at(k, 0, 0)..at(k + 1, 0, 0)];
+        let identity = |i: usize, j: usize| if i == j { 1.0 } else { 0.0 };
+        let minus: Vec<f64> = (0..size * size)
+            .map(|n| identity(n / size, n % size) - block[n])
+            .collect();
+        let inverse = invert(&minus, size).ok_or_else(|| {
+            candle_core::Error::Msg("an OFT block's I − Q cannot be inverted".into())
+        })?;
+        for i in 0..size {
+            for j in 0..size {
+                // (I + Q)ᵢ· · inverse·ⱼ
+                let r: f64 = (0..size)
+                    .map(|m| (identity(i, m) + block[i * size + m]) * inverse[m * size + j])
+                    .sum();
+                out.push((scale * (r - identity(i, j)) + identity(i, j)) as f32);
+            }
+        }
+    }
+    Tensor::from_vec(out, (count, size, size), device)
+}
+
+/// The inverse of the row-major `size`×`size` matrix `m` (Gauss–Jordan with partial
+/// pivoting), or `None` when it is singular.
+fn invert(m: &[f64], size: usize) -> Option<Vec<f64>> {
+    let width = 2 * size;
+    let mut rows: Vec<f64> = (0..size)
+        .flat_map(|i| {
+            (0..width).map(move |j| match j < size {
+                true => m[i * size + j],
+                false => f64::from(u8::from(j - size == i)),
+            })
+        })
+        .collect();
+    for col in 0..size {
+        let pivot = (col..size).max_by(|&a, &b| {
+            rows[a * width + col]
+                .abs()
+                .total_cmp(&rows[b * width + col].abs())
+        })?;
+        if rows[pivot * width + col].abs() < 1e-12 {
+            return None;
+        }
+        for j in 0..width {
+            rows.swap(col * width + j, pivot * width + j);
+        }
+        let lead = rows[col * width + col];
+        for j in 0..width {
+            rows[col * width + j] /= lead;
+        }
+        for i in (0..size).filter(|&i| i != col) {
+            let factor = rows[i * width + col];
+            for j in 0..width {
+                rows[i * width + j] -= factor * rows[col * width + j];
+            }
+        }
+    }
+    Some(
+        (0..size)
+            .flat_map(|i| (size..width).map(move |j| (i, j)))
+            .map(|(i, j)| rows[i * width + j])
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn values(t: &Tensor) -> Vec<f32> {
+        t.flatten_all().unwrap().to_vec1().unwrap()
+    }
+
+    #[test]
+    fn ia3_scales_rows_or_columns() {
+        let dev = Device::Cpu;
+        let weight = Tensor::new(&[[1f32, 2., 3.], [4., 5., 6.]], &dev).unwrap();
+        let rows = Transform::Ia3 {
+            factors: Tensor::new(&[1f32, -1.], &dev).unwrap(),
+            on_input: false,
+        };
+        assert_eq!(
+            values(&rows.apply(&weight, 0.5).unwrap()),
+            [1.5, 3., 4.5, 2., 2.5, 3.]
+        );
+        let columns = Transform::Ia3 {
+            factors: Tensor::new(&[0f32, 1., 2.], &dev).unwrap(),
+            on_input: true,
+        };
+        assert_eq!(
+            values(&columns.apply(&weight, 1.0).unwrap()),
+            [1., 4., 9., 4., 10., 18.]
+        );
+        assert!(rows.misfit(&[2, 3]).is_none() && columns.misfit(&[2, 3]).is_none());
+        assert!(rows.misfit(&[3, 2]).unwrap().contains("output rows"));
+    }
+
+    #[test]
+    fn oft_rotates_blocks_of_rows_and_keeps_their_norms() {
+        let dev = Device::Cpu;
+        let blocks = Tensor::new(&[[[0f32, 0.3], [-0.1, 0.]], [[0., 0.], [0., 0.]]], &dev).unwrap();
+        let weight = Tensor::new(&[[1f32, 2.], [3., 4.], [5., 6.], [7., 8.]], &dev).unwrap();
+        let oft = Transform::Oft {
+            blocks,
+            constraint: 0.0,
+            rescale: None,
+        };
+        assert!(oft.misfit(&[4, 2]).is_none());
+        assert!(oft.misfit(&[6, 2]).is_some());
+        let turned = values(&oft.apply(&weight, 1.0).unwrap());
+        // A rotation keeps each column's norm within a block; a zero block changes nothing.
+        let norm = |a: f32, b: f32| (a * a + b * b).sqrt();
+        assert!(
+            (norm(turned[0], turned[2]) - norm(1., 3.)).abs() < 1e-5,
+            "{turned:?}"
+        );
+        assert!(
+            (norm(turned[1], turned[3]) - norm(2., 4.)).abs() < 1e-5,
+            "{turned:?}"
+        );
+        assert_ne!(turned[..4], [1., 2., 3., 4.]);
+        assert_eq!(turned[4..], [5., 6., 7., 8.]);
+        // Scale 0 leaves the weight as it was.
+        assert_eq!(
+            values(&oft.apply(&weight, 0.0).unwrap()),
+            [1., 2., 3., 4., 5., 6., 7., 8.]
+        );
+    }
+
+    proptest! {
+        /// The Cayley transform of any skew-symmetric block is orthogonal: Rᵀ·R = I.
+        #[test]
+        fn cayley_blocks_are_rotations(
+            entries in prop::collection::vec(-2.0f32..2.0, 9),
+            limit in prop::sample::select(vec![0.0f64, 0.5]),
+        ) {
+            let dev = Device::Cpu;
+            let blocks = Tensor::from_vec(entries, (1, 3, 3), &dev).unwrap();
+            let r = cayley(&blocks, limit, 1.0, &dev).unwrap().squeeze(0).unwrap();
+            let product = values(&r.t().unwrap().matmul(&r).unwrap());
+            for (n, value) in product.iter().enumerate() {
+                let wanted = if n % 4 == 0 { 1.0 } else { 0.0 };
+                prop_assert!((value - wanted).abs() < 1e-4, "{:?}", product);
+            }
+        }
+
+        /// Gauss–Jordan's inverse times the matrix is the identity.
+        #[test]
+        fn inverses_multiply_to_the_identity(entries in prop::collection::vec(-3.0f64..3.0, 16)) {
+            let mut m = entries;
+            // Diagonally dominant, hence invertible.
+            for i in 0..4 { m[i * 5] += 13.0; }
+            let inverse = invert(&m, 4).unwrap();
+            for i in 0..4 {
+                for j in 0..4 {
+                    let v: f64 = (0..4).map(|k| m[i * 4 + k] * inverse[k * 4 + j]).sum();
+                    prop_assert!((v - f64::from(u8::from(i == j))).abs() < 1e-9);
+                }
+            }
+        }
+    }
+}
