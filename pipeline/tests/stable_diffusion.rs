@@ -1393,10 +1393,11 @@ fn kohya_diffusers_and_lycoris_files_merge_as_their_reference_loaders_apply_them
         // LyCORIS's changes that are not low-rank, merged by the `lycoris-lora` package's own
         // modules: IA³ (rows, or columns on every other layer, scaled), full (whole `diff`s,
         // biases' `diff_b` too) and diag-OFT (blocks of rows rotated, bounded by `alpha` on
-        // every other layer, with `rescale` on every third).
+        // every other layer, with `rescale` on every third) and GLoRA (b1·b2 + W·a1·a2).
         ("ia3", vec![lora("ia3", 0.7)]),
         ("full", vec![lora("full", 0.7)]),
         ("oft", vec![lora("oft", 0.7)]),
+        ("glora", vec![lora("glora", 0.7)]),
     ] {
         let model =
             StableDiffusion::load_with(&fixtures().join("tiny-sd15"), &Device::Cpu, &loras, None)

@@ -17,8 +17,9 @@ with what diffusers computes when it loads them, `loras/locon.safetensors` (kohy
 (LoHa: `hada_w1_a` … `hada_w2_b`, Tucker `hada_t1`/`hada_t2` on half the 3×3 convolutions) and
 `loras/lokr.safetensors` (LoKr: Kronecker products of `lokr_w1`(`_a`/`_b`) and
 `lokr_w2`(`_a`/`_b`, Tucker `lokr_t2`)), LyCORIS's IA³ (`loras/ia3.safetensors`), full
-(`loras/full.safetensors`: `diff`/`diff_b`) and diag-OFT (`loras/oft.safetensors`) files, IA³
-and OFT made and merged by the `lycoris-lora` package's own modules, and a DoRA file `loras/dora.safetensors` (a LoRA with
+(`loras/full.safetensors`: `diff`/`diff_b`), diag-OFT (`loras/oft.safetensors`) and GLoRA
+(`loras/glora.safetensors`) files, IA³, OFT and GLoRA made and merged by the `lycoris-lora`
+package's own modules, and a DoRA file `loras/dora.safetensors` (a LoRA with
 `dora_scale` magnitudes on either axis), with what the model computes with them merged as
 ComfyUI and LyCORIS merge them; `tiny-sdxl` gets `loras/kohya-xl.safetensors`
 (kohya's SDXL naming: `lora_te1_…`, `lora_te2_…`, the UNet in the original model's block
@@ -32,7 +33,7 @@ prompts. Everything is seeded: running the script again gives the same files (sa
 Name fixtures (`make.py tiny-sdxl-refiner`) to rebuild only those; `tokens.json` is rewritten
 only by a whole run. `make.py --extend tiny-sd21 tiny-sdxl` adds the references written since
 the fixtures were made (a whole run with guidance rescale; SDXL's base handing its latents to the
-refiner; tiny-sd15's IA³, full and OFT files) without touching the rest.
+refiner; tiny-sd15's IA³, full, OFT and GLoRA files) without touching the rest.
 """
 
 import collections
@@ -506,8 +507,10 @@ def random_lycoris_whole(pipe, seed, kind):
     - `oft` (diag-oft): `oft_blocks` (blocks, size, size) rotate each block of output rows by
       the Cayley transform R = (I + Q)(I − Q)⁻¹ of Q = B − Bᵀ, merged as (scale·(R − I) + I)ᵀ;
       `alpha` bounds ‖Q‖ to alpha·out (0 on every other module: unbounded), and every third
-      module has a `rescale` per output row."""
+      module has a `rescale` per output row;
+    - `glora`: W + scale·alpha/rank·(b1·b2 + W·a1·a2), `a1` (in, rank), `a2` (rank, in)."""
     from lycoris.modules.diag_oft import DiagOFTModule
+    from lycoris.modules.glora import GLoRAModule
     from lycoris.modules.ia3 import IA3Module
 
     g = torch.Generator().manual_seed(seed)
@@ -526,6 +529,13 @@ def random_lycoris_whole(pipe, seed, kind):
                 adapter = IA3Module(key, layer, 1, train_on_input=n % 2 == 1)
                 adapter.weight.data.copy_(torch.randn(adapter.weight.shape, generator=g) * 0.3)
                 state = {"weight": adapter.weight.data, "on_input": adapter.on_input}
+            elif kind == "glora":
+                adapter = GLoRAModule(key, layer, 1, lora_dim=4, alpha=2)
+                for part in ("a1", "a2", "b1", "b2"):
+                    weight = getattr(adapter, part).weight
+                    weight.data.copy_(torch.randn(weight.shape, generator=g) * 0.3)
+                state = {f"{part}.weight": getattr(adapter, part).weight.data for part in ("a1", "a2", "b1", "b2")}
+                state["alpha"] = adapter.alpha
             elif kind == "full":
                 diff = torch.randn(layer.weight.shape, generator=g) * layer.weight.detach().std() * 0.5
                 diff_b = None
@@ -559,10 +569,10 @@ def random_lycoris_whole(pipe, seed, kind):
 
 @torch.no_grad()
 def lycoris_whole_reference(pipe, folder, tensors):
-    """Writes `loras/ia3.safetensors`, `loras/full.safetensors` and `loras/oft.safetensors` and
-    the text embeddings and UNet output with each merged at 0.7."""
+    """Writes `loras/ia3.safetensors`, `loras/full.safetensors`, `loras/oft.safetensors` and
+    `loras/glora.safetensors` and the text embeddings and UNet output with each merged at 0.7."""
     sample = tensors["unet_sample"]
-    for kind, seed in (("ia3", 18), ("full", 19), ("oft", 20)):
+    for kind, seed in (("ia3", 18), ("full", 19), ("oft", 20), ("glora", 21)):
         state, layers = random_lycoris_whole(pipe, seed, kind)
         save_file(state, os.path.join(folder, "loras", f"{kind}.safetensors"))
         unet, text = copy.deepcopy(pipe.unet), copy.deepcopy(pipe.text_encoder)

@@ -4,8 +4,9 @@
 //! `lora_te2_…` with the UNet in the original model's block names, `input_blocks_4_1_…`; with
 //! `.lora_down`, `.lora_up`, `.alpha`), LyCORIS's LoHa (`.hada_w1_a` … `.hada_t2`) and LoKr
 //! (`.lokr_w1` … `.lokr_t2`) files in the same names (see the `delta` module), LyCORIS's IA³
-//! (`.weight`, `.on_input`), full (`.diff`, `.diff_b`) and diag-OFT (`.oft_blocks`, `.alpha`,
-//! `.rescale`; see the `transform` module), and diffusers'
+//! (`.weight`, `.on_input`), full (`.diff`, `.diff_b`), diag-OFT (`.oft_blocks`, `.alpha`,
+//! `.rescale`) and GLoRA (`.a1.weight` … `.b2.weight`, `.alpha`; see the `transform` module),
+//! and diffusers'
 //! (`unet.….lora_A` / `text_encoder.…` / `text_encoder_2.….lora_B`, and the older
 //! `…processor.to_q_lora.down`); several at once, each with its own scale.
 
@@ -247,6 +248,21 @@ impl Parts {
             };
             return self.transform(transform, weight);
         }
+        if let (Some(a1), Some(a2), Some(b1), Some(b2)) = (
+            self.lycoris.remove("glora_a1"),
+            self.lycoris.remove("glora_a2"),
+            self.lycoris.remove("glora_b1"),
+            self.lycoris.remove("glora_b2"),
+        ) {
+            let rank = a2.dims().first().copied().unwrap_or(0);
+            let transform = Transform::Glora {
+                per_rank: self.alpha.map_or(1.0, |alpha| alpha / rank.max(1) as f64),
+                a1,
+                a2,
+                b: Delta::LowRank { down: b2, up: b1 },
+            };
+            return self.transform(transform, weight);
+        }
         if let Some(on_input) = self.lycoris.remove("on_input") {
             let factors = self
                 .lycoris
@@ -334,7 +350,7 @@ impl Parts {
             let rank = w2.rank().or(w1.rank());
             (Delta::Kronecker(w1, w2), rank)
         } else {
-            return Err("has no complete down/up (A/B), LoHa (`hada_w1_a` … `hada_w2_b`), LoKr (`lokr_w1`(`_a`/`_b`), `lokr_w2`(`_a`/`_b`)), IA³ (`weight`, `on_input`), full (`diff`) or OFT (`oft_blocks`) set".into());
+            return Err("has no complete down/up (A/B), LoHa (`hada_w1_a` … `hada_w2_b`), LoKr (`lokr_w1`(`_a`/`_b`), `lokr_w2`(`_a`/`_b`)), IA³ (`weight`, `on_input`), full (`diff`), OFT (`oft_blocks`) or GLoRA (`a1` … `b2`) set".into());
         };
         let malformed = match &delta {
             Delta::Hadamard(w1, w2) | Delta::Kronecker(w1, w2) => {
@@ -398,6 +414,8 @@ pub enum Adapter {
     Full,
     /// LyCORIS diag-OFT: blocks of rows rotated.
     Oft,
+    /// LyCORIS GLoRA: a low-rank change plus the weight times a low-rank matrix.
+    Glora,
 }
 
 impl Adapter {
@@ -410,6 +428,7 @@ impl Adapter {
             Adapter::Ia3 => "IA³",
             Adapter::Full => "full",
             Adapter::Oft => "OFT",
+            Adapter::Glora => "GLoRA",
         }
     }
 }
@@ -454,6 +473,7 @@ impl LoraSummary {
                 Part::Lycoris(name) if name.starts_with("lokr") => Some(Adapter::LoKr),
                 Part::Lycoris("weight" | "on_input") => Some(Adapter::Ia3),
                 Part::Lycoris("diff" | "diff_b") => Some(Adapter::Full),
+                Part::Lycoris(name) if name.starts_with("glora") => Some(Adapter::Glora),
                 Part::Lycoris(_) => Some(Adapter::Oft),
                 Part::Down | Part::Up => Some(Adapter::LoRA),
                 Part::Magnitude { .. } => {
@@ -475,7 +495,9 @@ impl LoraSummary {
             // The parts that are (rank, input) matrices; a LoKr factor's input is only part of
             // the weight's (the factors' product is taken below).
             let (rank, input) = match part {
-                Part::Down | Part::Lycoris("hada_w1_b") => (shape.first(), shape.get(1)),
+                Part::Down | Part::Lycoris("hada_w1_b" | "glora_a2") => {
+                    (shape.first(), shape.get(1))
+                }
                 Part::Lycoris("lokr_w1_b" | "lokr_w2_b") => (shape.first(), None),
                 Part::Lycoris("diff") => {
                     // A whole difference: its columns are the layer's input.
@@ -604,7 +626,7 @@ const LYCORIS: [&str; 19] = [
 /// The network, canonical module name and part of a LoRA file's key (`layers_per_block` places
 /// the original UNet's block names).
 fn entry(key: &str, layers_per_block: usize) -> Option<(Network, String, Part)> {
-    const SUFFIXES: [(&str, Part); 9] = [
+    const SUFFIXES: [(&str, Part); 13] = [
         (".lora_down.weight", Part::Down),
         (".lora_up.weight", Part::Up),
         (".lora_A.weight", Part::Down),
@@ -622,6 +644,10 @@ fn entry(key: &str, layers_per_block: usize) -> Option<(Network, String, Part)> 
             ".lora_magnitude_vector",
             Part::Magnitude { scale_inside: true },
         ),
+        (".a1.weight", Part::Lycoris("glora_a1")),
+        (".a2.weight", Part::Lycoris("glora_a2")),
+        (".b1.weight", Part::Lycoris("glora_b1")),
+        (".b2.weight", Part::Lycoris("glora_b2")),
     ];
     let (stem, part) = SUFFIXES
         .into_iter()
@@ -863,6 +889,10 @@ mod tests {
         assert!(peft_dora.dora && peft_dora.fits(&sd15_spec) && !peft_dora.fits(&xl_spec));
         assert_eq!(peft_dora.describe(), "LoRA + DoRA: UNet, rank 4");
         // LyCORIS's IA³, full and OFT changes have no rank; full differences tell the widths.
+        let glora = LoraSummary::read(&fixture("loras/glora.safetensors")).unwrap();
+        assert_eq!(glora.describe(), "GLoRA: UNet + text encoder, rank 4");
+        assert_eq!((glora.context_dim, glora.text_dim), (Some(32), Some(32)));
+        assert!(glora.fits(&sd15_spec) && !glora.fits(&xl_spec));
         for (file, adapter, words) in [
             ("ia3", Adapter::Ia3, "IA³: UNet + text encoder"),
             ("full", Adapter::Full, "full: UNet + text encoder"),
@@ -1045,7 +1075,17 @@ mod tests {
                 ("lora_unet_conv_in.diff_b", zeros(&[31])),
             ],
         );
+        let glora = write(
+            "glora.safetensors",
+            vec![
+                ("lora_unet_conv_in.a1.weight", zeros(&[4, 4, 1, 1])),
+                ("lora_unet_conv_in.a2.weight", zeros(&[4, 4, 3, 3])),
+                ("lora_unet_conv_in.b1.weight", zeros(&[32, 4, 1, 1])),
+                ("lora_unet_conv_in.b2.weight", zeros(&[4, 4, 3, 3])),
+            ],
+        );
         for (file, words) in [
+            (glora, "GLoRA a1 [4, 4, 1, 1], a2 [4, 4, 3, 3]"),
             (
                 ia3,
                 "IA³ factors [1, 5, 1, 1] do not match the 32 output rows",

@@ -1,9 +1,11 @@
-//! Adapter changes that transform a weight rather than add to it, merged as LyCORIS merges
-//! them: IA³ scales each output row (or input column) of the weight, diag-OFT rotates blocks
-//! of its output rows. Both are computed in f32 on the device the weight loads to; OFT's
+//! Adapter changes that depend on the weight they change, merged as LyCORIS merges them: IA³
+//! scales each output row (or input column) of the weight, diag-OFT rotates blocks of its
+//! output rows, GLoRA adds a low-rank change and the weight times a low-rank matrix. Both are computed in f32 on the device the weight loads to; OFT's
 //! small block inverses are taken on the host in f64.
 
 use candle_core::{DType, Device, Result, Tensor};
+
+use super::delta::Delta;
 
 /// A LyCORIS change that transforms the weight it applies to.
 #[derive(Clone, Debug)]
@@ -26,6 +28,18 @@ pub enum Transform {
         constraint: f64,
         /// `(out, 1, …)`, when present.
         rescale: Option<Tensor>,
+    },
+    /// GLoRA (`a1`, `a2`, `b1`, `b2`, `alpha`): `W + scale · alpha/rank · (b1·b2 + W·a1·a2)`,
+    /// `W·a1·a2` taken over the weight's input axis.
+    Glora {
+        /// `(in, rank, 1…)`.
+        a1: Tensor,
+        /// `(rank, in, 1…)`.
+        a2: Tensor,
+        /// `b1 · b2`, as a LoRA's `up · down`.
+        b: Delta,
+        /// `alpha / rank`.
+        per_rank: f64,
     },
 }
 
@@ -73,6 +87,23 @@ impl Transform {
                         )
                     })
             }
+            Transform::Glora { a1, a2, b, .. } => {
+                let inputs = weight.get(1).copied().unwrap_or(0);
+                let (a1, a2) = (a1.dims(), a2.dims());
+                let rank = a2.first().copied().unwrap_or(0);
+                let (rows, count) = b.size();
+                let fits = a1.first() == Some(&inputs)
+                    && a1.get(1) == Some(&rank)
+                    && a2.get(1) == Some(&inputs)
+                    && a1.iter().skip(2).chain(a2.iter().skip(2)).all(|&d| d == 1)
+                    && Some(&rows) == weight.first()
+                    && count == weight.iter().product::<usize>();
+                (!fits).then(|| {
+                    format!(
+                        "GLoRA a1 {a1:?}, a2 {a2:?} and b1·b2 ({rows} rows, {count} values) do not fit the weight {weight:?}"
+                    )
+                })
+            }
         }
     }
 
@@ -109,6 +140,38 @@ impl Transform {
                     }
                     None => Ok(turned),
                 }
+            }
+            Transform::Glora {
+                a1,
+                a2,
+                b,
+                per_rank,
+            } => {
+                let inputs = dims[1];
+                let (a1, a2) = (
+                    f32_on(a1)?.reshape((inputs, ()))?,
+                    f32_on(a2)?.reshape(((), inputs))?,
+                );
+                // W·a1·a2 over the input axis: the weight with its input axis last.
+                let last = weight.rank() - 1;
+                let moved = if last > 1 {
+                    weight.transpose(1, last)?.contiguous()?
+                } else {
+                    weight.clone()
+                };
+                let moved_dims = moved.dims().to_vec();
+                let product = moved
+                    .reshape(((), inputs))?
+                    .matmul(&a1)?
+                    .matmul(&a2)?
+                    .reshape(moved_dims.as_slice())?;
+                let product = if last > 1 {
+                    product.transpose(1, last)?
+                } else {
+                    product
+                };
+                let change = (b.value(device, &dims)? + product)?;
+                weight + (change * (scale * per_rank))?
             }
         }
     }
