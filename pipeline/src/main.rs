@@ -243,7 +243,8 @@ struct GenerateArgs {
     /// Stable Diffusion: sample with ddim, pndm, euler, euler-karras, euler-a, heun,
     /// heun-karras, lms, lms-karras, dpm++2m, dpm++2m-karras, dpm++2m-sde, dpm++2m-sde-karras,
     /// unipc, unipc-karras, deis, dpm2, dpm2-karras, dpm2-a, dpm2-a-karras, dpm++sde,
-    /// dpm++sde-karras, dpm++2s, dpm++2s-karras or lcm (for LCM-LoRAs)
+    /// dpm++sde-karras, dpm++2s, dpm++2s-karras, dpm++2s-a, dpm++2s-a-karras or lcm (for
+    /// LCM-LoRAs)
     /// instead of the folder's scheduler.
     #[arg(long, value_parser = Sampler::parse)]
     sampler: Option<Sampler>,

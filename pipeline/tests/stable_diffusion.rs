@@ -590,6 +590,88 @@ fn every_scheduler_follows_diffusers_step_by_step() {
 }
 
 #[test]
+fn k_diffusions_dpm_plus_plus_2s_ancestral_follows_k_diffusion_step_by_step() {
+    let reference: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixtures().join("schedulers.json")).unwrap())
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (noise, image) = (
+        stand_in_latents(&reference["noise"]),
+        stand_in_latents(&reference["image"]),
+    );
+    let cases = reference["k_diffusion"].as_array().unwrap();
+    assert_eq!(cases.len(), 3);
+    for case in cases {
+        let (name, base) = (
+            case["name"].as_str().unwrap(),
+            case["base"].as_str().unwrap(),
+        );
+        // The Hub's own file, its sampler swapped as a recipe's `sampler` does.
+        let path = dir.path().join(format!("{base}.json"));
+        std::fs::write(&path, reference["hub_configs"][base].as_str().unwrap()).unwrap();
+        let sampler = Sampler::parse(case["sampler"].as_str().unwrap()).unwrap();
+        let config = SchedulerConfig::read(&path).unwrap().with_sampler(sampler);
+        for run in case["runs"].as_array().unwrap() {
+            let steps = run["steps"].as_u64().unwrap() as usize;
+            let what = format!("{name}, {steps} steps");
+            let mut schedule = config.schedule(steps);
+            // k-diffusion takes each call's timestep from its σ (log-σ interpolation), where
+            // the schedule keeps the spaced timesteps: they agree to a thousandth.
+            let timesteps = floats(&run["timesteps"]);
+            assert_eq!(schedule.timesteps.len(), timesteps.len(), "{what}");
+            for (ours, theirs) in schedule.timesteps.iter().zip(&timesteps) {
+                assert!(
+                    (*ours as f32 - theirs).abs() < 5e-3,
+                    "{what}: timesteps {:?} vs {timesteps:?}",
+                    schedule.timesteps
+                );
+            }
+            let theirs = run["init_noise_sigma"].as_f64().unwrap();
+            assert!(
+                (schedule.init_noise_sigma() - theirs).abs() < 1e-4 * theirs,
+                "{what}"
+            );
+            assert_text_to_image(&mut schedule, &noise, run, &what);
+            let mut schedule = config.schedule(steps);
+            let first = run["img2img_first"].as_u64().unwrap() as usize;
+            let noised = ((steps as f64 * 0.6).floor() as usize).min(steps);
+            assert_eq!(first, schedule.order() * (steps - noised), "{what}");
+            if first >= schedule.timesteps.len() {
+                continue;
+            }
+            let start = schedule.add_noise(&image, &noise, first).unwrap();
+            let magnitude = largest(&start);
+            let ours = sample_with_stand_in(&mut schedule, start, first);
+            assert_close(
+                &ours,
+                &floats(&run["img2img"]),
+                magnitude,
+                &format!("{what}, image to image"),
+            );
+        }
+        // DPM2 a takes the same calls but steps differently: the sampler is not DPM2 a.
+        let dpm2 = SchedulerConfig::read(&path)
+            .unwrap()
+            .with_sampler(match sampler {
+                Sampler::DpmPlusPlus2sAncestralKarras => Sampler::Dpm2AncestralKarras,
+                _ => Sampler::Dpm2Ancestral,
+            });
+        let run = &case["runs"][3];
+        let steps = run["steps"].as_u64().unwrap() as usize;
+        let mut schedule = dpm2.schedule(steps);
+        let start = (&noise * schedule.init_noise_sigma()).unwrap();
+        let other = sample_with_stand_in(&mut schedule, start, 0);
+        let theirs = floats(&run["txt2img"]);
+        let apart = other
+            .iter()
+            .zip(&theirs)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(apart > 1e-2, "{name}: DPM2 a lands {apart} from DPM++ 2S a");
+    }
+}
+
+#[test]
 fn a_recipes_sampler_is_diffusers_from_config_of_the_folders_scheduler() {
     let reference: serde_json::Value =
         serde_json::from_slice(&std::fs::read(fixtures().join("schedulers.json")).unwrap())

@@ -19,7 +19,10 @@ several step counts, it records the timesteps and a
 whole sampling loop driven by a fixed stand-in for the UNet, `0.5·tanh(x) + 0.1·cos(t/100)`, from
 fixed starting latents: text-to-image (from noise) and image-to-image (strength 0.6, noised with
 `add_noise` as the img2img pipeline does). Each config is kept as the text `save_pretrained`
-writes. Writes `pipeline/tests/fixtures/sd/schedulers.json`.
+writes. k-diffusion's DPM++ 2S a, which diffusers has no class for, is run by k-diffusion's own
+`sample_dpmpp_2s_ancestral` (`pip install --no-deps k-diffusion torchdiffeq`) on the σ schedule
+of diffusers' DPM2 a, with the stand-in wrapped as k-diffusion wraps a CompVis UNet. Writes
+`pipeline/tests/fixtures/sd/schedulers.json`.
 """
 
 import json
@@ -213,6 +216,94 @@ def run(scheduler, latents, timesteps, first=0):
     return latents
 
 
+def k_diffusion_module(name):
+    """A module of k-diffusion (`pip install --no-deps k-diffusion torchdiffeq`) without its
+    package's `__init__`, which imports its training code (and torchvision, stubbed here: the
+    samplers do not use it)."""
+    import importlib
+    import importlib.util
+    import sys
+    import types
+
+    if "k_diffusion" not in sys.modules:
+        package = types.ModuleType("k_diffusion")
+        package.__path__ = list(importlib.util.find_spec("k_diffusion").submodule_search_locations)
+        sys.modules["k_diffusion"] = package
+    for stub in ("torchvision", "torchvision.transforms", "torchvision.transforms.functional"):
+        sys.modules.setdefault(stub, types.ModuleType(stub))
+    sys.modules["torchvision.transforms"].functional = sys.modules["torchvision.transforms.functional"]
+    return importlib.import_module(f"k_diffusion.{name}")
+
+
+# k-diffusion's samplers that diffusers has no class for: (case, base config, recipe sampler,
+# k-diffusion function, Karras σ).
+K_DIFFUSION_CASES = [
+    ("sd15-dpm++2s-a", SD15, "dpm++2s-a", "sample_dpmpp_2s_ancestral", False),
+    ("sd15-dpm++2s-a-karras", SD15, "dpm++2s-a-karras", "sample_dpmpp_2s_ancestral", True),
+    ("sd21-dpm++2s-a-v", SD21, "dpm++2s-a", "sample_dpmpp_2s_ancestral", False),
+]
+
+
+def k_diffusion_runs(base, function, karras):
+    """k-diffusion's `function` on the σ schedule diffusers' DPM2 a uses (its config's
+    noise schedule, linspace spacing, Karras σ or not), the stand-in wrapped as k-diffusion
+    wraps a CompVis UNet (`CompVisDenoiser`, or `CompVisVDenoiser` for v-prediction), and
+    `step_noise(2·j + 1)` as the fresh noise of step j (the Rust test hands the second call of
+    each step that noise)."""
+    sampling, external = k_diffusion_module("sampling"), k_diffusion_module("external")
+    reference = KDPM2AncestralDiscreteScheduler.from_config(base, use_karras_sigmas=karras)
+
+    class Unet(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.alphas_cumprod = reference.alphas_cumprod.to(torch.float32)
+            self.calls = []
+
+        def apply_model(self, x, t, *args, **kwargs):
+            self.calls.append(float(t))
+            return model(x, float(t))
+
+    v = base.get("prediction_type") == "v_prediction"
+    runs = []
+    for steps in STEPS:
+        euler = EulerDiscreteScheduler.from_config(base, use_karras_sigmas=karras, timestep_spacing="linspace")
+        euler.set_timesteps(steps)
+        sigmas = euler.sigmas.to(torch.float64)
+        unet = Unet()
+        denoiser = (external.CompVisVDenoiser if v else external.CompVisDenoiser)(unet)
+        sample = getattr(sampling, function)
+
+        def noise_from(first):
+            step = [first]
+
+            def noise(sigma, sigma_next):
+                step[0] += 1
+                return step_noise(2 * (step[0] - 1) + 1)
+            return noise
+
+        noise, image = start()
+        with torch.no_grad():
+            txt2img = sample(denoiser, noise * sigmas[0].float(), sigmas, disable=True, noise_sampler=noise_from(0), extra_args={"cond": None})
+        timesteps = list(unet.calls)
+        init = min(int(steps * STRENGTH), steps)
+        t_start = steps - init
+        if t_start < steps:
+            rest = sigmas[t_start:]
+            with torch.no_grad():
+                img2img = sample(denoiser, image + noise * rest[0].float(), rest, disable=True, noise_sampler=noise_from(t_start), extra_args={"cond": None})
+        else:
+            img2img = image
+        runs.append({
+            "steps": steps,
+            "timesteps": timesteps,
+            "init_noise_sigma": float(sigmas[0]),
+            "txt2img": txt2img.flatten().tolist(),
+            "img2img_first": 2 * t_start,
+            "img2img": img2img.flatten().tolist(),
+        })
+    return runs
+
+
 def main():
     cases = []
     for name, cls, base, overrides in CASES:
@@ -260,6 +351,11 @@ def main():
                 "img2img": img2img.flatten().tolist(),
             })
         cases.append({"name": name, "scheduler_config": saved, "runs": runs})
+    k_cases = [
+        {"name": name, "base": "sd15" if base is SD15 else "sd21", "sampler": sampler,
+         "runs": k_diffusion_runs(base, function, karras)}
+        for name, base, sampler, function, karras in K_DIFFUSION_CASES
+    ]
     noise, image = start()
     with open(OUT, "w") as f:
         json.dump({
@@ -269,6 +365,7 @@ def main():
             "noise": noise.flatten().tolist(),
             "image": image.flatten().tolist(),
             "cases": cases,
+            "k_diffusion": k_cases,
         }, f, indent=1)
         f.write("\n")
     print(f"wrote {OUT}: {len(cases)} schedulers × {len(STEPS)} step counts")

@@ -38,8 +38,8 @@
 //! (the folder's scheduler: `ddim`, `pndm`, `euler`, `euler-karras`, `euler-a`, `heun`,
 //! `heun-karras`, `lms`, `lms-karras`, `dpm++2m`, `dpm++2m-karras`, `dpm++2m-sde`,
 //! `dpm++2m-sde-karras`, `unipc`, `unipc-karras`, `deis`, `dpm2`, `dpm2-karras`,
-//! `dpm2-a`, `dpm2-a-karras`, `dpm++sde`, `dpm++sde-karras`, `dpm++2s`, `dpm++2s-karras` or
-//! `lcm` instead) and
+//! `dpm2-a`, `dpm2-a-karras`, `dpm++sde`, `dpm++sde-karras`, `dpm++2s`, `dpm++2s-karras`,
+//! `dpm++2s-a`, `dpm++2s-a-karras` or `lcm` instead) and
 //! `guidance_rescale` (0, 0..=1).
 //!
 //! **Paths** (`source`, `mask`, `palette`, a model folder, LoRA files) are written relative to the recipe's

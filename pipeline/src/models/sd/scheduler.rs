@@ -1,6 +1,7 @@
 //! Noise schedulers as diffusers defines them, read from `scheduler/scheduler_config.json`:
 //! DDIM (SD 2.x), PNDM/PLMS (SD 1.x), Euler (SD-Turbo, SDXL), Euler ancestral, Heun, LMS,
-//! DPM-Solver++ multistep (DPM++ 2M and its SDE), UniPC and LCM (for LCM-LoRAs), with ε- or v-prediction, leading, trailing or
+//! DPM-Solver++ multistep (DPM++ 2M and its SDE), UniPC and LCM (for LCM-LoRAs), and
+//! k-diffusion's DPM++ 2S a, with ε- or v-prediction, leading, trailing or
 //! linspace timestep spacing, and Karras, exponential or beta sigmas for Euler, Heun, LMS, DPM-Solver++ and UniPC. The math runs in f64 on scalars and on
 //! latents of any device; ancestral noise comes from the caller's seeded generator. Multistep
 //! samplers keep their past outputs in the [`Schedule`], so one `Schedule` serves one run.
@@ -153,13 +154,18 @@ pub enum Sampler {
     DpmPlusPlusSde,
     /// DPM++ SDE with Karras sigmas.
     DpmPlusPlusSdeKarras,
+    /// DPM++ 2S ancestral (k-diffusion's, A1111's "DPM++ 2S a"; stochastic, two UNet calls a
+    /// step).
+    DpmPlusPlus2sAncestral,
+    /// DPM++ 2S ancestral with Karras sigmas.
+    DpmPlusPlus2sAncestralKarras,
     /// LCM: the few-step sampler of LCM-LoRAs (4–8 steps, guidance 1–2).
     Lcm,
 }
 
 impl Sampler {
     /// Every sampler with its name, as recipes spell it.
-    pub const ALL: [(Sampler, &'static str); 25] = [
+    pub const ALL: [(Sampler, &'static str); 27] = [
         (Sampler::Ddim, "ddim"),
         (Sampler::Pndm, "pndm"),
         (Sampler::Euler, "euler"),
@@ -184,6 +190,8 @@ impl Sampler {
         (Sampler::DpmPlusPlus2sKarras, "dpm++2s-karras"),
         (Sampler::DpmPlusPlusSde, "dpm++sde"),
         (Sampler::DpmPlusPlusSdeKarras, "dpm++sde-karras"),
+        (Sampler::DpmPlusPlus2sAncestral, "dpm++2s-a"),
+        (Sampler::DpmPlusPlus2sAncestralKarras, "dpm++2s-a-karras"),
         (Sampler::Lcm, "lcm"),
     ];
 
@@ -241,6 +249,12 @@ pub struct SchedulerConfig {
     pub multistep: Multistep,
     /// LCM settings.
     pub lcm: Lcm,
+    /// DPM2 a's calls taken as k-diffusion's DPM++ 2S a (`sample_dpmpp_2s_ancestral`,
+    /// A1111's "DPM++ 2S a"): the second call of each step moves the step's start by the
+    /// exponential integrator, `x₀ + σ_down/σ·(x − x₀)` with the x₀ predicted at the midpoint,
+    /// where DPM2 a takes the derivative found there. No diffusers class samples so: only a
+    /// recipe's `sampler` picks it.
+    pub dpm_solver_2s: bool,
 }
 
 /// LCM settings (`LCMScheduler`).
@@ -596,6 +610,7 @@ impl SchedulerConfig {
             ramp,
             final_sigma_min,
             spacing_given: json.timestep_spacing.is_some(),
+            dpm_solver_2s: false,
             multistep,
             lcm: Lcm {
                 original_steps: json.original_inference_steps,
@@ -632,6 +647,8 @@ impl SchedulerConfig {
             Sampler::DpmPlusPlus2sKarras => (Kind::DpmSolverSinglestep, true),
             Sampler::DpmPlusPlusSde => (Kind::DpmSolverSde, false),
             Sampler::DpmPlusPlusSdeKarras => (Kind::DpmSolverSde, true),
+            Sampler::DpmPlusPlus2sAncestral => (Kind::Kdpm2Ancestral, false),
+            Sampler::DpmPlusPlus2sAncestralKarras => (Kind::Kdpm2Ancestral, true),
             Sampler::Lcm => (Kind::Lcm, false),
         };
         Self {
@@ -657,6 +674,10 @@ impl SchedulerConfig {
                 ..self.multistep.clone()
             },
             alphas_cumprod: alphas_cumprod(&self.betas, kind, self.zero_snr),
+            dpm_solver_2s: matches!(
+                sampler,
+                Sampler::DpmPlusPlus2sAncestral | Sampler::DpmPlusPlus2sAncestralKarras
+            ),
             ..self.clone()
         }
     }
@@ -822,8 +843,11 @@ impl SchedulerConfig {
                     Kind::DpmSolverMultistep | Kind::DpmSolverSinglestep | Kind::UniPc | Kind::Deis
                 );
                 // DPM2 rounds its Karras timesteps too, but keeps them as floats.
+                // (k-diffusion's DPM++ 2S a does not: its denoiser takes σ's own timestep.)
                 let round = matches!(self.ramp, SigmaRamp::Karras | SigmaRamp::LuLambdas)
-                    && (integer || matches!(self.kind, Kind::Kdpm2 | Kind::Kdpm2Ancestral));
+                    && (integer
+                        || (matches!(self.kind, Kind::Kdpm2 | Kind::Kdpm2Ancestral)
+                            && !self.dpm_solver_2s));
                 timesteps = sigmas
                     .iter()
                     .map(|&s| self.t_of_sigma(s))
@@ -1328,7 +1352,9 @@ impl Schedule {
     /// of σ and the next σ, then, at the next call (made there), the whole step from σ with the
     /// derivative found at the mean. The last step is the Euler half alone, to 0. DPM2 a
     /// (`KDPM2AncestralDiscreteScheduler`) steps down to σ_down instead and adds `noise`
-    /// scaled by σ_up ([`ancestral_down_up`]).
+    /// scaled by σ_up ([`ancestral_down_up`]); DPM++ 2S a
+    /// ([`SchedulerConfig::dpm_solver_2s`]) takes the same calls, its second step by the
+    /// exponential integrator.
     fn dpm2_step(
         &mut self,
         output: &Tensor,
@@ -1341,12 +1367,19 @@ impl Schedule {
             Some(start) => {
                 let (sigma, mid, next) = (s[i - 1], s[i], s[i + 1]);
                 let x0 = self.sigma_x0(output, mid, latents)?;
-                let derivative = ((latents - x0)? / mid)?;
                 if self.config.kind != Kind::Kdpm2Ancestral {
+                    let derivative = ((latents - x0)? / mid)?;
                     return start + (derivative * (next - sigma))?;
                 }
                 let (down, up) = ancestral_down_up(sigma, next);
-                let stepped = (start + (derivative * (down - sigma))?)?;
+                let stepped = match self.config.dpm_solver_2s {
+                    // DPM++ 2S a: x₀ + σ_down/σ·(x − x₀), from the step's start.
+                    true => (&x0 + ((start - &x0)? * (down / sigma))?)?,
+                    false => {
+                        let derivative = ((latents - x0)? / mid)?;
+                        (start + (derivative * (down - sigma))?)?
+                    }
+                };
                 match noise {
                     Some(noise) => stepped + (noise * up)?,
                     None => Ok(stepped),
@@ -1897,6 +1930,7 @@ mod tests {
                 original_steps: 50,
                 timestep_scaling: 10.0,
             },
+            dpm_solver_2s: false,
         }
     }
 
