@@ -1752,15 +1752,24 @@ fn a_ckpt_pickle_loads_as_its_safetensors_twin() {
     };
     let with_vae = StableDiffusion::load_with(&no_vae, &Device::Cpu, &[], Some(&vae)).unwrap();
     assert_eq!(image(&with_vae), image(&twin));
-    // A pickle from before PyTorch 1.6 (not a zip archive) is refused, saying what to do.
-    let legacy = root.path().join("legacy.ckpt");
-    std::fs::write(&legacy, b"\x80\x02}q\x00.").unwrap();
-    let message = StableDiffusion::load(&legacy, &Device::Cpu)
+    // The same VAE as an A1111 VAE file that PyTorch before 1.6 saved (a pickle stream, not
+    // a zip archive).
+    let legacy = VaeFile {
+        path: fixtures().join("checkpoints/tiny-sd15-vae.legacy.pt"),
+        label: "tiny-sd15-vae.legacy.pt".into(),
+    };
+    let with_legacy =
+        StableDiffusion::load_with(&no_vae, &Device::Cpu, &[], Some(&legacy)).unwrap();
+    assert_eq!(image(&with_legacy), image(&twin));
+    // A `.ckpt` that is no PyTorch pickle at all is refused, saying so.
+    let other = root.path().join("other.ckpt");
+    std::fs::write(&other, b"\x80\x02}q\x00.").unwrap();
+    let message = StableDiffusion::load(&other, &Device::Cpu)
         .err()
-        .expect("a legacy pickle")
+        .expect("not a pickle torch wrote")
         .to_string();
     assert!(
-        message.contains("legacy.ckpt") && message.contains("before 1.6"),
+        message.contains("other.ckpt") && message.contains("not a PyTorch pickle"),
         "{message}"
     );
 }

@@ -423,13 +423,41 @@ def write_pickle(name):
     )
 
 
+def write_legacy_pickles(name):
+    """Pickles as PyTorch wrote them before 1.6 (`_use_new_zipfile_serialization=False`: a
+    magic number, the protocol and system pickles, the object pickle naming its storages, then
+    each storage's element count and bytes): `<name>-vae.legacy.pt`, the checkpoint's VAE in
+    A1111's VAE-file names under `state_dict`, and `layouts.legacy.pt`, tensors that are views
+    into shared storages at an offset, transposed (Fortran order), f16, f64 and int64, with
+    their values in `layouts.reference.safetensors`."""
+    state = load_file(os.path.join(CHECKPOINTS, f"{name}.safetensors"))
+    vae = {k[len("first_stage_model."):]: v for k, v in state.items() if k.startswith("first_stage_model.")}
+    torch.save({"state_dict": vae}, os.path.join(CHECKPOINTS, f"{name}-vae.legacy.pt"),
+               _use_new_zipfile_serialization=False)
+    base = torch.arange(24, dtype=torch.float32).reshape(4, 6) / 7
+    layouts = {
+        "matrix": base,
+        "rows_2_to_4": base[2:],
+        "transposed": base.t(),
+        "half": (base * 3).half(),
+        "double": base.double()[1],
+        "long": torch.arange(5, dtype=torch.int64) * 1000000007,
+        "scalar": torch.tensor(2.5),
+    }
+    torch.save({"state_dict": layouts, "epoch": 3}, os.path.join(CHECKPOINTS, "layouts.legacy.pt"),
+               _use_new_zipfile_serialization=False)
+    save_file({k: v.clone().contiguous() for k, v in layouts.items()},
+              os.path.join(CHECKPOINTS, "layouts.reference.safetensors"))
+
+
 def main():
     if not os.path.isdir("pipeline"):
         sys.exit("run from the repository root")
     os.makedirs(CHECKPOINTS, exist_ok=True)
     if sys.argv[1:] == ["--pickle"]:
         write_pickle("tiny-sd15")
-        print("wrote tiny-sd15.ckpt")
+        write_legacy_pickles("tiny-sd15")
+        print("wrote tiny-sd15.ckpt and the legacy pickles")
         return
     for name, build in (("tiny-sd15", build_sd15), ("tiny-sdxl", build_sdxl)):
         tensors = build(name)
@@ -440,6 +468,7 @@ def main():
         )
         print("wrote", name)
     write_pickle("tiny-sd15")
+    write_legacy_pickles("tiny-sd15")
     for folder, _, files in os.walk(CHECKPOINTS):  # safetensors writes them owner-only
         for file in files:
             os.chmod(os.path.join(folder, file), 0o644)

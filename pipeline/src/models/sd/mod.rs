@@ -34,6 +34,7 @@ mod delta;
 pub mod ensemble;
 pub mod folder;
 pub mod kernels;
+mod legacy_pickle;
 pub mod lora;
 pub mod original_names;
 pub mod scheduler;

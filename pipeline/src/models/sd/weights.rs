@@ -1,19 +1,20 @@
 //! One network's weights by their diffusers names: a diffusers folder's safetensors files as
 //! they are stored, or the part of a single-file checkpoint that holds the network, renamed (and
 //! where the two layouts differ, reshaped) as each tensor is read. A checkpoint is a
-//! safetensors file or a PyTorch pickle (`.ckpt`), which candle's pickle reader reads without
-//! running any of its code.
+//! safetensors file or a PyTorch pickle (`.ckpt`: a zip archive, or the stream PyTorch wrote
+//! before 1.6), which candle's pickle reader reads without running any of its code.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use candle_core::pickle::PthTensors;
+use candle_core::pickle::{PthTensors, TensorInfo};
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 
 use super::SdError;
+use super::legacy_pickle::{LegacyTensors, is_legacy};
 
 /// How a stored tensor becomes the diffusers one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,6 +109,8 @@ pub enum Store {
     Safetensors(MmapedSafetensors),
     /// A `torch.save` zip archive: its `state_dict` (A1111's `.ckpt`), or the whole dict.
     Pickle(PthTensors),
+    /// The same saved by PyTorch before 1.6, as a stream rather than a zip archive.
+    LegacyPickle(LegacyTensors),
 }
 
 impl Store {
@@ -124,6 +127,10 @@ impl Store {
             });
         }
         if is_pickle(path) {
+            if is_legacy(path) {
+                let tensors = LegacyTensors::open(path, Some("state_dict")).map_err(failed)?;
+                return Ok(Store::LegacyPickle(tensors));
+            }
             let mut magic = [0u8; 2];
             let zipped = std::fs::File::open(path)
                 .and_then(|mut file| std::io::Read::read_exact(&mut file, &mut magic))
@@ -131,7 +138,7 @@ impl Store {
             if !zipped {
                 return Err(SdError::Unsupported {
                     path: path.to_path_buf(),
-                    message: "not a zip archive: a pickle saved by PyTorch before 1.6 (or not a pickle at all); save it again with a current PyTorch, or convert it to safetensors".into(),
+                    message: "not a PyTorch pickle: neither a zip archive (PyTorch 1.6 and later) nor a legacy `torch.save` stream; convert it to safetensors".into(),
                 });
             }
             // Lightning checkpoints keep the weights under `state_dict`; plain saves are the dict.
@@ -155,11 +162,8 @@ impl Store {
                 .into_iter()
                 .map(|(name, view)| (name, view.shape().to_vec()))
                 .collect(),
-            Store::Pickle(tensors) => tensors
-                .tensor_infos()
-                .iter()
-                .map(|(name, info)| (name.clone(), info.layout.dims().to_vec()))
-                .collect(),
+            Store::Pickle(tensors) => dims_of(tensors.tensor_infos()),
+            Store::LegacyPickle(tensors) => dims_of(tensors.tensor_infos()),
         }
     }
 
@@ -171,6 +175,10 @@ impl Store {
                 .tensor_infos()
                 .get(key)
                 .map(|info| info.layout.dims().to_vec()),
+            Store::LegacyPickle(tensors) => tensors
+                .tensor_infos()
+                .get(key)
+                .map(|info| info.layout.dims().to_vec()),
         }
     }
 
@@ -178,14 +186,25 @@ impl Store {
     pub fn load(&self, key: &str, device: &Device) -> candle_core::Result<Tensor> {
         match self {
             Store::Safetensors(tensors) => tensors.load(key, device),
-            Store::Pickle(tensors) => tensors
-                .get(key)?
-                .ok_or_else(|| candle_core::Error::CannotFindTensor {
-                    path: key.to_string(),
-                })?
-                .to_device(device),
+            Store::Pickle(tensors) => found(tensors.get(key)?, key)?.to_device(device),
+            Store::LegacyPickle(tensors) => found(tensors.get(key)?, key)?.to_device(device),
         }
     }
+}
+
+/// Each pickled tensor's name and dimensions.
+fn dims_of(infos: &HashMap<String, TensorInfo>) -> HashMap<String, Vec<usize>> {
+    infos
+        .iter()
+        .map(|(name, info)| (name.clone(), info.layout.dims().to_vec()))
+        .collect()
+}
+
+/// The tensor `key` read from a pickle, or the error saying it is not there.
+fn found(tensor: Option<Tensor>, key: &str) -> candle_core::Result<Tensor> {
+    tensor.ok_or_else(|| candle_core::Error::CannotFindTensor {
+        path: key.to_string(),
+    })
 }
 
 /// A network's tensors, by diffusers name.
