@@ -542,51 +542,63 @@ fn every_scheduler_follows_diffusers_step_by_step() {
         std::fs::write(&config_path, text).unwrap();
         let config = SchedulerConfig::read(&config_path).unwrap_or_else(|e| panic!("{name}: {e}"));
         for run in case["runs"].as_array().unwrap() {
-            let steps = run["steps"].as_u64().unwrap() as usize;
-            let what = format!("{name}, {steps} steps");
-            let mut schedule = config.schedule(steps);
-            let timesteps = floats(&run["timesteps"]);
-            assert_eq!(schedule.timesteps.len(), timesteps.len(), "{what}");
-            // Fractional (Euler with Karras σ) timesteps differ in the 4th decimal: diffusers derives
-            // them from f32 noise levels.
-            for (ours, theirs) in schedule.timesteps.iter().zip(&timesteps) {
-                assert!(
-                    (*ours as f32 - theirs).abs() < 5e-3,
-                    "{what}: timesteps {:?} vs {timesteps:?}",
-                    schedule.timesteps
-                );
-            }
-            // Relative: zero terminal SNR starts Euler at σ = 4096, which diffusers holds in f32.
-            let theirs = run["init_noise_sigma"].as_f64().unwrap();
-            assert!(
-                (schedule.init_noise_sigma() - theirs).abs() < 1e-4 * theirs.max(1.0),
-                "{what}: init noise σ {} vs {theirs}",
-                schedule.init_noise_sigma()
-            );
-            assert_text_to_image(&mut schedule, &noise, run, &what);
-
-            let mut schedule = config.schedule(steps);
-            let noised = ((steps as f64 * strength).floor() as usize).min(steps);
-            let first = schedule.order() * (steps - noised);
-            assert_eq!(
-                first as u64,
-                run["img2img_first"].as_u64().unwrap(),
-                "{what}"
-            );
-            if first >= schedule.timesteps.len() {
-                continue; // nothing runs: the pipeline returns the init image's latents
-            }
-            let noised = schedule.add_noise(&image, &noise, first).unwrap();
-            let start = largest(&noised);
-            let ours = sample_with_stand_in(&mut schedule, noised, first);
-            assert_close(
-                &ours,
-                &floats(&run["img2img"]),
-                start,
-                &format!("{what}, image to image"),
-            );
+            assert_run_follows(&config, run, strength, (&noise, &image), name);
         }
     }
+}
+
+/// One reference run of `schedulers.json` (`name`, at the run's steps): the timesteps (to
+/// 5e-3: diffusers derives fractional ones from f32 noise levels, k-diffusion from σ), the
+/// starting noise level, text to image from `noise`, and image to image from `image` at
+/// `strength`.
+fn assert_run_follows(
+    config: &SchedulerConfig,
+    run: &serde_json::Value,
+    strength: f64,
+    (noise, image): (&Tensor, &Tensor),
+    name: &str,
+) {
+    let steps = run["steps"].as_u64().unwrap() as usize;
+    let what = format!("{name}, {steps} steps");
+    let mut schedule = config.schedule(steps);
+    let timesteps = floats(&run["timesteps"]);
+    assert_eq!(schedule.timesteps.len(), timesteps.len(), "{what}");
+    for (ours, theirs) in schedule.timesteps.iter().zip(&timesteps) {
+        assert!(
+            (*ours as f32 - theirs).abs() < 5e-3,
+            "{what}: timesteps {:?} vs {timesteps:?}",
+            schedule.timesteps
+        );
+    }
+    // Relative: zero terminal SNR starts Euler at σ = 4096, which diffusers holds in f32.
+    let theirs = run["init_noise_sigma"].as_f64().unwrap();
+    assert!(
+        (schedule.init_noise_sigma() - theirs).abs() < 1e-4 * theirs.max(1.0),
+        "{what}: init noise σ {} vs {theirs}",
+        schedule.init_noise_sigma()
+    );
+    assert_text_to_image(&mut schedule, noise, run, &what);
+
+    let mut schedule = config.schedule(steps);
+    let noised = ((steps as f64 * strength).floor() as usize).min(steps);
+    let first = schedule.order() * (steps - noised);
+    assert_eq!(
+        first as u64,
+        run["img2img_first"].as_u64().unwrap(),
+        "{what}"
+    );
+    if first >= schedule.timesteps.len() {
+        return; // nothing runs: the pipeline returns the init image's latents
+    }
+    let noised = schedule.add_noise(image, noise, first).unwrap();
+    let start = largest(&noised);
+    let ours = sample_with_stand_in(&mut schedule, noised, first);
+    assert_close(
+        &ours,
+        &floats(&run["img2img"]),
+        start,
+        &format!("{what}, image to image"),
+    );
 }
 
 #[test]
@@ -611,43 +623,9 @@ fn k_diffusions_dpm_plus_plus_2s_ancestral_follows_k_diffusion_step_by_step() {
         std::fs::write(&path, reference["hub_configs"][base].as_str().unwrap()).unwrap();
         let sampler = Sampler::parse(case["sampler"].as_str().unwrap()).unwrap();
         let config = SchedulerConfig::read(&path).unwrap().with_sampler(sampler);
+        let strength = reference["strength"].as_f64().unwrap();
         for run in case["runs"].as_array().unwrap() {
-            let steps = run["steps"].as_u64().unwrap() as usize;
-            let what = format!("{name}, {steps} steps");
-            let mut schedule = config.schedule(steps);
-            // k-diffusion takes each call's timestep from its σ (log-σ interpolation), where
-            // the schedule keeps the spaced timesteps: they agree to a thousandth.
-            let timesteps = floats(&run["timesteps"]);
-            assert_eq!(schedule.timesteps.len(), timesteps.len(), "{what}");
-            for (ours, theirs) in schedule.timesteps.iter().zip(&timesteps) {
-                assert!(
-                    (*ours as f32 - theirs).abs() < 5e-3,
-                    "{what}: timesteps {:?} vs {timesteps:?}",
-                    schedule.timesteps
-                );
-            }
-            let theirs = run["init_noise_sigma"].as_f64().unwrap();
-            assert!(
-                (schedule.init_noise_sigma() - theirs).abs() < 1e-4 * theirs,
-                "{what}"
-            );
-            assert_text_to_image(&mut schedule, &noise, run, &what);
-            let mut schedule = config.schedule(steps);
-            let first = run["img2img_first"].as_u64().unwrap() as usize;
-            let noised = ((steps as f64 * 0.6).floor() as usize).min(steps);
-            assert_eq!(first, schedule.order() * (steps - noised), "{what}");
-            if first >= schedule.timesteps.len() {
-                continue;
-            }
-            let start = schedule.add_noise(&image, &noise, first).unwrap();
-            let magnitude = largest(&start);
-            let ours = sample_with_stand_in(&mut schedule, start, first);
-            assert_close(
-                &ours,
-                &floats(&run["img2img"]),
-                magnitude,
-                &format!("{what}, image to image"),
-            );
+            assert_run_follows(&config, run, strength, (&noise, &image), name);
         }
         // DPM2 a takes the same calls but steps differently: the sampler is not DPM2 a.
         let dpm2 = SchedulerConfig::read(&path)
