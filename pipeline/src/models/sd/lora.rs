@@ -542,7 +542,8 @@ impl LoraSummary {
 
     /// Whether it fits the pipeline `spec` describes: the text width of its UNet updates and
     /// of its text-encoder updates, and each text encoder it adapts being there. (Loading is
-    /// the full check: every entry must then meet a weight of its shape.)
+    /// the full check: every entry must then meet a weight of its shape. IA³ and OFT files
+    /// carry neither width in their shapes, so only their networks are checked here.)
     pub fn fits(&self, spec: &PipelineSpec) -> bool {
         self.context_dim
             .is_none_or(|dim| dim == spec.unet.config.cross_attention_dim)
