@@ -1,7 +1,7 @@
 //! Generate: the recipe form, the Generate button with progress, the preview (animated for
 //! animations, tiled 3×3 for tileable textures) and "Save as recipe".
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use autonomy_pipeline::models::sd::scheduler::Sampler;
 use autonomy_pipeline::recipe::Kind;
@@ -14,11 +14,15 @@ use crate::local_models::{LocalLora, LocalModels};
 
 const SIZES: [u32; 5] = [32, 48, 64, 96, 128];
 
+/// More LoRAs than this fitting the model and the list gets a filter and scrolls.
+const LORAS_UNFILTERED: usize = 6;
+
 /// A checkbox for each LoRA file that fits the draft's model folder, and a scale for each one
-/// that is on; LoRAs that do not fit the folder (picked for another) are dropped.
-fn loras(ui: &mut egui::Ui, draft: &mut Draft, local: &LocalModels) {
-    let folder = Path::new(&draft.model);
-    let fitting: Vec<&LocalLora> = local.loras_for(folder).collect();
+/// that is on; LoRAs that do not fit the folder (picked for another) are dropped. A long list
+/// gets a filter (the picked ones always show) and scrolls.
+fn loras(ui: &mut egui::Ui, draft: &mut Draft, local: &LocalModels, filter: &mut String) {
+    let folder = PathBuf::from(&draft.model);
+    let fitting: Vec<&LocalLora> = local.loras_for(&folder).collect();
     draft
         .loras
         .retain(|(path, _)| fitting.iter().any(|lora| lora.path == *path));
@@ -26,34 +30,64 @@ fn loras(ui: &mut egui::Ui, draft: &mut Draft, local: &LocalModels) {
         if fitting.is_empty() {
             ui.weak("none for this model in the model folders");
         }
-        for lora in fitting {
-            ui.horizontal(|ui| {
-                let at = draft.loras.iter().position(|(path, _)| *path == lora.path);
-                let mut on = at.is_some();
-                let hover = format!("{}\n{}", lora.summary.describe(), lora.path.display());
-                if ui
-                    .checkbox(&mut on, lora.name())
-                    .on_hover_text(hover)
-                    .changed()
-                {
-                    match (on, at) {
-                        (true, None) => draft.loras.push((lora.path.clone(), 1.0)),
-                        (false, Some(i)) => {
-                            draft.loras.remove(i);
-                        }
-                        _ => {}
-                    }
+        let long = fitting.len() > LORAS_UNFILTERED;
+        if long {
+            ui.add(
+                egui::TextEdit::singleline(filter)
+                    .hint_text(format!("filter {} LoRAs", fitting.len()))
+                    .desired_width(200.0),
+            );
+        }
+        let wanted = filter.trim().to_lowercase();
+        let picked = |lora: &LocalLora| draft.loras.iter().any(|(path, _)| *path == lora.path);
+        // In a long list the picked ones come first, and always show.
+        let (mut shown, rest): (Vec<&LocalLora>, Vec<&LocalLora>) =
+            fitting.into_iter().partition(|lora| long && picked(lora));
+        shown.extend(rest.into_iter().filter(|lora| {
+            !long || wanted.is_empty() || lora.name().to_lowercase().contains(&wanted)
+        }));
+        let rows = |ui: &mut egui::Ui| {
+            for lora in shown {
+                lora_row(ui, draft, lora);
+            }
+        };
+        if long {
+            egui::ScrollArea::vertical()
+                .id_salt("loras")
+                .min_scrolled_height(150.0)
+                .max_height(150.0)
+                .show(ui, rows);
+        } else {
+            rows(ui);
+        }
+    });
+}
+
+/// One LoRA's checkbox (its kind and file on hover) and, when on, its scale.
+fn lora_row(ui: &mut egui::Ui, draft: &mut Draft, lora: &LocalLora) {
+    ui.horizontal(|ui| {
+        let at = draft.loras.iter().position(|(path, _)| *path == lora.path);
+        let mut on = at.is_some();
+        let hover = format!("{}\n{}", lora.summary.describe(), lora.path.display());
+        if ui
+            .checkbox(&mut on, lora.name())
+            .on_hover_text(hover)
+            .changed()
+        {
+            match (on, at) {
+                (true, None) => draft.loras.push((lora.path.clone(), 1.0)),
+                (false, Some(i)) => {
+                    draft.loras.remove(i);
                 }
-                if let Some((_, scale)) =
-                    draft.loras.iter_mut().find(|(path, _)| *path == lora.path)
-                {
-                    ui.add(
-                        egui::Slider::new(scale, -2.0..=2.0)
-                            .step_by(0.05)
-                            .text("scale"),
-                    );
-                }
-            });
+                _ => {}
+            }
+        }
+        if let Some((_, scale)) = draft.loras.iter_mut().find(|(path, _)| *path == lora.path) {
+            ui.add(
+                egui::Slider::new(scale, -2.0..=2.0)
+                    .step_by(0.05)
+                    .text("scale"),
+            );
         }
     });
 }
@@ -139,7 +173,11 @@ fn refiner(ui: &mut egui::Ui, draft: &mut Draft, local: &LocalModels) {
 }
 
 pub(super) fn show(ui: &mut egui::Ui, state: &mut EditorUi, frame: &mut Frame) {
-    let (draft, start_tools) = (&mut state.draft, &mut state.start_tools);
+    let (draft, start_tools, lora_filter) = (
+        &mut state.draft,
+        &mut state.start_tools,
+        &mut state.lora_filter,
+    );
     egui::Grid::new("generate_form")
         .num_columns(2)
         .spacing([12.0, 6.0])
@@ -203,7 +241,7 @@ pub(super) fn show(ui: &mut egui::Ui, state: &mut EditorUi, frame: &mut Frame) {
                     });
                 ui.end_row();
                 ui.label("LoRAs");
-                loras(ui, draft, frame.local_models);
+                loras(ui, draft, frame.local_models, lora_filter);
                 ui.end_row();
                 ui.label("VAE");
                 vae(ui, draft, frame.local_models);

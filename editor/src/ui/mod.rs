@@ -85,6 +85,8 @@ pub struct EditorUi {
     pub draft: Draft,
     /// The Generate form's path field and mask brush.
     pub start_tools: StartTools,
+    /// The Generate form's LoRA filter, as typed.
+    pub lora_filter: String,
     /// Publish: royalty in basis points.
     pub royalty_bps: u16,
     /// Publish: the listing price, as typed.
@@ -102,6 +104,7 @@ impl EditorUi {
             panel: Panel::Generate,
             draft: Draft::default(),
             start_tools: StartTools::default(),
+            lora_filter: String::new(),
             royalty_bps: 500,
             price: "10".into(),
             delegate_to: String::new(),
