@@ -47,7 +47,7 @@ const EXIT_INTERRUPTED: u8 = 130;
     about = "Generate game art with models you own"
 )]
 struct Cli {
-    /// Where models run: cpu, cuda[:N] or metal[:N] (builds with `--features cuda` / `metal`).
+    /// Where models run: `cpu`, `cuda[:N]` or `metal[:N]` (builds with `--features cuda` / `metal`).
     #[arg(long, global = true, default_value = "cpu")]
     device: String,
     #[command(subcommand)]

@@ -46,7 +46,7 @@ pub const MIN_PSNR: f64 = 40.0;
 /// manifest's folder less the recipe file's folder) and every file's content hash compared.
 ///
 /// The check is `Verified` ("reproduced bit for bit") when all match, `Tampered`
-/// ("reproduction differs: <files>") when any differs, and `Unverifiable` when the asset cannot
+/// (`reproduction differs: <files>`) when any differs, and `Unverifiable` when the asset cannot
 /// be made the way it was: the recipe is gone or changed since, the model's weights or the
 /// generator differ, or an img2img source changed. Made on another device, it is `Verified`
 /// when the files that differ are images within [`MIN_PSNR`] of the asset's, else

@@ -231,7 +231,7 @@ pub struct SchedulerConfig {
     /// Euler, Euler ancestral, DPM-Solver++, UniPC and LCM, as diffusers reads it.
     pub zero_snr: bool,
     /// Training noise levels, ᾱ for each training timestep: from [`Self::betas`], rescaled
-    /// when [`Self::zero_snr`] applies to this sampler (see [`alphas_cumprod`]).
+    /// when [`Self::zero_snr`] applies to this sampler (see the private `alphas_cumprod`).
     pub alphas_cumprod: Vec<f64>,
     /// Added to leading timesteps.
     pub steps_offset: usize,
