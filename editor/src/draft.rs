@@ -147,6 +147,11 @@ impl Draft {
         self.model != "house" && !self.model.starts_with("registry:")
     }
 
+    /// The strength a new start picture keeps: the current one's, else 0.6.
+    pub fn start_strength(&self) -> f32 {
+        self.start.as_ref().map_or(0.6, |start| start.strength)
+    }
+
     /// The recipe file's name.
     pub fn file_name(&self) -> String {
         format!("{}.recipe.toml", self.name)

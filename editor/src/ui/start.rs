@@ -44,7 +44,7 @@ pub(super) fn show(ui: &mut egui::Ui, draft: &mut Draft, tools: &mut StartTools,
                 || entered)
                 && !tools.path.trim().is_empty()
             {
-                let strength = draft.start.as_ref().map_or(0.6, |start| start.strength);
+                let strength = draft.start_strength();
                 match Start::from_file(Path::new(tools.path.trim()), strength) {
                     Ok(start) => {
                         draft.start = Some(start);
@@ -91,7 +91,7 @@ fn pick(ui: &mut egui::Ui, draft: &mut Draft, frame: &Frame) {
                     .as_ref()
                     .is_some_and(|start| start.asset.as_deref() == Some(asset.label.as_str()));
                 if ui.selectable_label(picked, &asset.label).clicked() && !picked {
-                    let strength = draft.start.as_ref().map_or(0.6, |start| start.strength);
+                    let strength = draft.start_strength();
                     draft.start = Some(Start {
                         asset: Some(asset.label.clone()),
                         file,
@@ -228,7 +228,7 @@ pub(crate) fn take_dropped_images(
         let FileDragAndDrop::DroppedFile { path_buf, .. } = drop else {
             continue;
         };
-        let strength = state.draft.start.as_ref().map_or(0.6, |s| s.strength);
+        let strength = state.draft.start_strength();
         match Start::from_file(path_buf, strength) {
             Ok(start) => {
                 log.push(true, format!("starting from {}", path_buf.display()));

@@ -83,16 +83,12 @@ impl LegacyTensors {
             return Err(Error::Msg("the file ends inside its storages".into()));
         }
         let state = match (object, key) {
-            (Object::Dict(entries), Some(key))
-                if entries
-                    .iter()
-                    .any(|(k, _)| *k == Object::Unicode(key.to_string())) =>
-            {
-                entries
-                    .into_iter()
-                    .find(|(k, _)| *k == Object::Unicode(key.to_string()))
-                    .map(|(_, value)| value)
-                    .unwrap_or(Object::None)
+            (Object::Dict(mut entries), Some(key)) => {
+                let key = Object::Unicode(key.to_string());
+                match entries.iter().position(|(k, _)| *k == key) {
+                    Some(at) => entries.swap_remove(at).1,
+                    None => Object::Dict(entries),
+                }
             }
             (object, _) => object,
         };

@@ -63,7 +63,7 @@ enum Change {
         per_rank: f64,
         magnitude: Option<Magnitude>,
     },
-    /// Transforms the weight (IA³, diag-OFT).
+    /// Transforms the weight (IA³, diag-OFT, GLoRA).
     Transform(Transform),
 }
 
@@ -121,11 +121,7 @@ impl Updates {
                     }
                     Part::Alpha => {
                         parts.alpha = Some(
-                            tensor
-                                .to_dtype(DType::F64)
-                                .and_then(|t| t.flatten_all()?.to_vec1::<f64>())
-                                .ok()
-                                .and_then(|v| v.first().copied())
+                            scalar(&tensor)
                                 .ok_or_else(|| invalid(format!("`{key}` is not a number")))?,
                         )
                     }
@@ -268,12 +264,7 @@ impl Parts {
                 .lycoris
                 .remove("weight")
                 .ok_or("has IA³'s `on_input` but not its `weight`")?;
-            let on_input = on_input
-                .to_dtype(DType::F64)
-                .and_then(|t| t.flatten_all()?.to_vec1::<f64>())
-                .ok()
-                .and_then(|v| v.first().copied())
-                .ok_or("has an `on_input` that is not a number")?;
+            let on_input = scalar(&on_input).ok_or("has an `on_input` that is not a number")?;
             let transform = Transform::Ia3 {
                 factors,
                 on_input: on_input != 0.0,
@@ -363,6 +354,15 @@ impl Parts {
         }
         Ok((delta, rank))
     }
+}
+
+/// The number a one-value tensor (`alpha`, `on_input`) holds.
+fn scalar(tensor: &Tensor) -> Option<f64> {
+    tensor
+        .to_dtype(DType::F64)
+        .and_then(|t| t.flatten_all()?.to_vec1::<f64>())
+        .ok()
+        .and_then(|v| v.first().copied())
 }
 
 /// Whether an additive change has the rows and values of the weight `name` of shape `weight`.
@@ -601,7 +601,8 @@ enum Part {
     Lycoris(&'static str),
 }
 
-/// The LyCORIS tensors read: LoHa's, LoKr's, IA³'s, full's and diag-OFT's.
+/// The LyCORIS tensors read by their last name: LoHa's, LoKr's, IA³'s, full's and diag-OFT's
+/// (GLoRA's `a1.weight` … are suffixes in `entry`).
 const LYCORIS: [&str; 19] = [
     "hada_w1_a",
     "hada_w1_b",
