@@ -429,7 +429,8 @@ def write_legacy_pickles(name):
     each storage's element count and bytes): `<name>-vae.legacy.pt`, the checkpoint's VAE in
     A1111's VAE-file names under `state_dict`, and `layouts.legacy.pt`, tensors that are views
     into shared storages at an offset, transposed (Fortran order), f16, f64 and int64, with
-    their values in `layouts.reference.safetensors`."""
+    their values in `layouts.reference.safetensors`; and `layouts.pt`, the same tensors in
+    today's zip archive."""
     state = load_file(os.path.join(CHECKPOINTS, f"{name}.safetensors"))
     vae = {k[len("first_stage_model."):]: v for k, v in state.items() if k.startswith("first_stage_model.")}
     torch.save({"state_dict": vae}, os.path.join(CHECKPOINTS, f"{name}-vae.legacy.pt"),
@@ -446,6 +447,7 @@ def write_legacy_pickles(name):
     }
     torch.save({"state_dict": layouts, "epoch": 3}, os.path.join(CHECKPOINTS, "layouts.legacy.pt"),
                _use_new_zipfile_serialization=False)
+    torch.save({"state_dict": layouts, "epoch": 3}, os.path.join(CHECKPOINTS, "layouts.pt"))
     save_file({k: v.clone().contiguous() for k, v in layouts.items()},
               os.path.join(CHECKPOINTS, "layouts.reference.safetensors"))
 

@@ -2,19 +2,19 @@
 //! they are stored, or the part of a single-file checkpoint that holds the network, renamed (and
 //! where the two layouts differ, reshaped) as each tensor is read. A checkpoint is a
 //! safetensors file or a PyTorch pickle (`.ckpt`: a zip archive, or the stream PyTorch wrote
-//! before 1.6), which candle's pickle reader reads without running any of its code.
+//! before 1.6), read without running any of its code.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use candle_core::pickle::{PthTensors, TensorInfo};
+use candle_core::pickle::TensorInfo;
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 
 use super::SdError;
-use super::legacy_pickle::{LegacyTensors, is_legacy};
+use super::pickle::{PickleTensors, is_torch_save};
 
 /// How a stored tensor becomes the diffusers one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,10 +107,9 @@ pub fn stored_names(path: &Path) -> Vec<String> {
 pub enum Store {
     /// safetensors files, memory-mapped (several: the shards of one network).
     Safetensors(MmapedSafetensors),
-    /// A `torch.save` zip archive: its `state_dict` (A1111's `.ckpt`), or the whole dict.
-    Pickle(PthTensors),
-    /// The same saved by PyTorch before 1.6, as a stream rather than a zip archive.
-    LegacyPickle(LegacyTensors),
+    /// A `torch.save` file (a zip archive, or a stream from before PyTorch 1.6): its
+    /// `state_dict` (A1111's `.ckpt`), or the whole dict.
+    Pickle(PickleTensors),
 }
 
 impl Store {
@@ -127,24 +126,14 @@ impl Store {
             });
         }
         if is_pickle(path) {
-            if is_legacy(path) {
-                let tensors = LegacyTensors::open(path, Some("state_dict")).map_err(failed)?;
-                return Ok(Store::LegacyPickle(tensors));
-            }
-            let mut magic = [0u8; 2];
-            let zipped = std::fs::File::open(path)
-                .and_then(|mut file| std::io::Read::read_exact(&mut file, &mut magic))
-                .is_ok_and(|()| magic == *b"PK");
-            if !zipped {
+            if !is_torch_save(path) {
                 return Err(SdError::Unsupported {
                     path: path.to_path_buf(),
                     message: "not a PyTorch pickle: neither a zip archive (PyTorch 1.6 and later) nor a legacy `torch.save` stream; convert it to safetensors".into(),
                 });
             }
             // Lightning checkpoints keep the weights under `state_dict`; plain saves are the dict.
-            let tensors = PthTensors::new(path, Some("state_dict"))
-                .or_else(|_| PthTensors::new(path, None))
-                .map_err(failed)?;
+            let tensors = PickleTensors::open(path, Some("state_dict")).map_err(failed)?;
             return Ok(Store::Pickle(tensors));
         }
         // SAFETY: the file is only read while the pipeline loads (candle copies every tensor
@@ -163,7 +152,6 @@ impl Store {
                 .map(|(name, view)| (name, view.shape().to_vec()))
                 .collect(),
             Store::Pickle(tensors) => dims_of(tensors.tensor_infos()),
-            Store::LegacyPickle(tensors) => dims_of(tensors.tensor_infos()),
         }
     }
 
@@ -175,10 +163,6 @@ impl Store {
                 .tensor_infos()
                 .get(key)
                 .map(|info| info.layout.dims().to_vec()),
-            Store::LegacyPickle(tensors) => tensors
-                .tensor_infos()
-                .get(key)
-                .map(|info| info.layout.dims().to_vec()),
         }
     }
 
@@ -187,7 +171,6 @@ impl Store {
         match self {
             Store::Safetensors(tensors) => tensors.load(key, device),
             Store::Pickle(tensors) => found(tensors.get(key)?, key)?.to_device(device),
-            Store::LegacyPickle(tensors) => found(tensors.get(key)?, key)?.to_device(device),
         }
     }
 }
