@@ -1682,6 +1682,64 @@ fn assert_checkpoint_decode_and_run(model: &StableDiffusion, reference: &Referen
 }
 
 #[test]
+fn an_lcm_distilled_single_file_embeds_the_guidance_and_samples_with_lcm() {
+    // tiny-sd15 plus the one tensor an LCM-distilled checkpoint adds to its UNet.
+    let reference = Reference::of_checkpoint("tiny-sd15-lcm");
+    let mut tensors =
+        candle_core::safetensors::load(checkpoint("tiny-sd15"), &Device::Cpu).unwrap();
+    tensors.insert(
+        "model.diffusion_model.time_embedding.cond_proj.weight".into(),
+        reference.get("cond_proj").clone(),
+    );
+    let root = tempfile::tempdir().unwrap();
+    let path = root.path().join("tiny-sd15-lcm.safetensors");
+    candle_core::safetensors::save(&tensors, &path).unwrap();
+    let model = StableDiffusion::load(&path, &Device::Cpu).unwrap();
+    assert_eq!(model.spec().unet.guidance_embed_dim, Some(16));
+    assert_eq!(model.spec().scheduler.kind, Kind::Lcm);
+    assert!(
+        StableDiffusion::load(&checkpoint("tiny-sd15"), &Device::Cpu)
+            .unwrap()
+            .guidance_embedding(7.5, 1)
+            .unwrap()
+            .is_none(),
+        "without the tensor the same file is guided by a second batch"
+    );
+
+    let cond = model.encode_prompt(&reference.prompt).unwrap().context;
+    close("LCM checkpoint text", &cond, reference.get("cond"), 1e-4);
+    let guidance = reference.scalar("unet_guidance");
+    let embedding = model.guidance_embedding(guidance, 1).unwrap().unwrap();
+    let sample = reference.get("unet_sample");
+    let eps = model
+        .predict(sample, 499.0, &cond, None, Some(&embedding))
+        .unwrap();
+    close("LCM checkpoint UNet", &eps, reference.get("unet_eps"), 3e-4);
+    let unguided = model.predict(sample, 499.0, &cond, None, None).unwrap();
+    assert!(max_diff(&unguided, reference.get("unet_eps")) > 1e-3);
+
+    let schedule = model.spec().scheduler.schedule(1);
+    let ours: Vec<i64> = schedule.timesteps.iter().map(|&t| t as i64).collect();
+    assert_eq!(
+        ours,
+        reference.get("run_timesteps").to_vec1::<i64>().unwrap()
+    );
+    let request = GenerateRequest {
+        prompt: reference.prompt.clone(),
+        steps: 1,
+        guidance,
+        ..GenerateRequest::default()
+    };
+    let image = model.sample(&request, reference.get("run_init")).unwrap();
+    close(
+        "LCM checkpoint whole run",
+        &image.permute((0, 2, 3, 1)).unwrap(),
+        reference.get("run_image"),
+        4e-4,
+    );
+}
+
+#[test]
 fn a_ckpt_pickle_loads_as_its_safetensors_twin() {
     let pickle = fixtures().join("checkpoints/tiny-sd15.ckpt");
     assert!(checkpoint::is_checkpoint(&pickle));

@@ -20,6 +20,10 @@ names, in f16, with no config and no tokenizer. Two are made in `checkpoints/`:
 `torch.save` archive of a Lightning checkpoint (`state_dict` beside `epoch`, `global_step`, …);
 `checkpoints.py --pickle` writes it alone.
 
+`tiny-sd15-lcm.reference.safetensors` makes tiny-sd15 an LCM-distilled checkpoint: one more
+UNet tensor, the guidance-scale projection, and what diffusers' LCM pipeline computes with it
+(`checkpoints.py --lcm` writes it alone).
+
 Both keep what the families' rules need (heads, vocabulary, 32 norm groups) and are tiny
 otherwise; the text towers embed CLIP's whole 49 408-token vocabulary, so the tokenizer they are
 read with is the real one (`pipeline/src/models/sd/vocab/clip-merges.txt.gz`).
@@ -42,6 +46,8 @@ import tempfile
 import torch
 from diffusers import (
     EulerDiscreteScheduler,
+    LatentConsistencyModelPipeline,
+    LCMScheduler,
     PNDMScheduler,
     StableDiffusionPipeline,
     StableDiffusionXLPipeline,
@@ -452,10 +458,84 @@ def write_legacy_pickles(name):
               os.path.join(CHECKPOINTS, "layouts.reference.safetensors"))
 
 
+@torch.no_grad()
+def build_sd15_lcm(name):
+    """`tiny-sd15-lcm.reference.safetensors`: tiny-sd15.safetensors made an LCM-distilled
+    checkpoint by one more tensor, the UNet's guidance-scale projection
+    `model.diffusion_model.time_embedding.cond_proj.weight` (the name diffusers' conversion to
+    a single file keeps, and stable-diffusion.cpp lists), stored under `cond_proj`; and what
+    diffusers' LCM pipeline computes with it, its components read back from the file by
+    diffusers' own converters. The tests write the checkpoint themselves (the file plus that
+    tensor) rather than commit a second copy."""
+    torch.manual_seed(0)
+    path = os.path.join(CHECKPOINTS, f"{name}.safetensors")
+    back = {k: (v.float() if v.is_floating_point() else v) for k, v in load_file(path).items()}
+    scratch = tempfile.mkdtemp()
+    tokenizer = clip_tokenizer(os.path.join(scratch, "tokenizer"), "<|endoftext|>")
+    text = text_tower(64, "quick_gelu")
+    # The text tower's own names drop `text_model.` (transformers 5); its position ids are a
+    # buffer the file carries and the module rebuilds.
+    clip = {k.removeprefix("text_model."): v for k, v in convert_ldm_clip_checkpoint(back).items()}
+    wanted = text.state_dict().keys()
+    clip = {(k if k in wanted else "text_model." + k): v for k, v in clip.items()}
+    missing, unexpected = text.load_state_dict(clip, strict=False)
+    assert all("position_ids" in k for k in missing + unexpected), (missing, unexpected)
+    unet = UNet2DConditionModel(
+        sample_size=64, in_channels=4, out_channels=4, block_out_channels=(32, 32, 64),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=64, attention_head_dim=8, norm_num_groups=32, time_cond_proj_dim=16,
+    )
+    unet_state = convert_ldm_unet_checkpoint(back, unet.config)
+    assert "time_embedding.cond_proj.weight" not in unet_state
+    cond_proj = (torch.randn(32, 16) * 0.3).half()
+    unet_state["time_embedding.cond_proj.weight"] = cond_proj.float()
+    unet.load_state_dict(unet_state)
+    autoencoder = vae(0.18215)
+    autoencoder.load_state_dict(convert_ldm_vae_checkpoint(back, autoencoder.config))
+    # What a single LCM file is sampled with: its family's betas, LCM's own defaults.
+    scheduler = LCMScheduler(**SD_BETAS, set_alpha_to_one=True, timestep_spacing="leading",
+                             original_inference_steps=50, timestep_scaling=10.0)
+    pipe = LatentConsistencyModelPipeline(
+        vae=autoencoder, text_encoder=text, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    g = torch.Generator().manual_seed(3)
+    cond = pipe.text_encoder(ids(tokenizer, PROMPT))[0]
+    sample = torch.randn(1, 4, 8, 8, generator=g)
+    guidance = 8.5
+    w = pipe.get_guidance_scale_embedding(torch.tensor([guidance - 1]), embedding_dim=16)
+    eps = pipe.unet(sample, 499, encoder_hidden_states=cond, timestep_cond=w).sample
+    init = torch.randn(1, 4, 8, 8, generator=g)
+    # One step: LCM draws fresh noise between steps, which a second step would need.
+    run = pipe(PROMPT, num_inference_steps=1, guidance_scale=guidance, latents=init.clone(),
+               output_type="np", height=64, width=64).images
+    tensors = {
+        "cond_proj": cond_proj,
+        "cond": cond,
+        "unet_sample": sample,
+        "unet_guidance": torch.tensor([guidance]),
+        "unet_eps": eps,
+        "run_init": init,
+        "run_image": torch.from_numpy(run).contiguous(),
+        "run_timesteps": pipe.scheduler.timesteps.to(torch.int64),
+    }
+    save_file(
+        {k: v.contiguous() for k, v in tensors.items()},
+        os.path.join(CHECKPOINTS, f"{name}-lcm.reference.safetensors"),
+        metadata={"prompt": PROMPT, "negative_prompt": NEGATIVE, "torch": torch.__version__},
+    )
+
+
 def main():
     if not os.path.isdir("pipeline"):
         sys.exit("run from the repository root")
     os.makedirs(CHECKPOINTS, exist_ok=True)
+    if sys.argv[1:] == ["--lcm"]:
+        build_sd15_lcm("tiny-sd15")
+        print("wrote tiny-sd15-lcm.reference.safetensors")
+        return
     if sys.argv[1:] == ["--pickle"]:
         write_pickle("tiny-sd15")
         write_legacy_pickles("tiny-sd15")
@@ -471,6 +551,7 @@ def main():
         print("wrote", name)
     write_pickle("tiny-sd15")
     write_legacy_pickles("tiny-sd15")
+    build_sd15_lcm("tiny-sd15")
     for folder, _, files in os.walk(CHECKPOINTS):  # safetensors writes them owner-only
         for file in files:
             os.chmod(os.path.join(folder, file), 0o644)

@@ -26,7 +26,17 @@ pub struct Reference {
 impl Reference {
     /// The references of the fixture pipeline `name`.
     pub fn of(name: &str) -> Self {
-        let path = fixtures().join(format!("{name}.reference.safetensors"));
+        Self::at(fixtures().join(format!("{name}.reference.safetensors")))
+    }
+
+    /// The references of the checkpoint `checkpoints/<name>.safetensors` (or of a checkpoint
+    /// the test makes from it, such as `tiny-sd15-lcm`).
+    pub fn of_checkpoint(name: &str) -> Self {
+        Self::at(fixtures().join(format!("checkpoints/{name}.reference.safetensors")))
+    }
+
+    /// The references in the file at `path`, their prompts in its metadata.
+    fn at(path: PathBuf) -> Self {
         let bytes = std::fs::read(&path).unwrap();
         let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
         let meta = meta.metadata().clone().unwrap();
@@ -34,15 +44,6 @@ impl Reference {
             tensors: candle_core::safetensors::load(&path, &Device::Cpu).unwrap(),
             prompt: meta["prompt"].clone(),
             negative: meta["negative_prompt"].clone(),
-        }
-    }
-
-    /// The references of the checkpoint `checkpoints/<name>.safetensors` (same prompts).
-    pub fn of_checkpoint(name: &str) -> Self {
-        let path = fixtures().join(format!("checkpoints/{name}.reference.safetensors"));
-        Self {
-            tensors: candle_core::safetensors::load(&path, &Device::Cpu).unwrap(),
-            ..Self::of(name)
         }
     }
 

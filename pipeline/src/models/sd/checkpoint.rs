@@ -149,8 +149,9 @@ impl Family {
     }
 
     /// The scheduler the family's diffusers folders ship, predicting v or ε, on the trained
-    /// schedule or rescaled to zero terminal SNR.
-    fn scheduler(self, v: bool, zero_snr: bool) -> Value {
+    /// schedule or rescaled to zero terminal SNR; for an LCM-distilled UNet (`lcm`), LCM's
+    /// own scheduler with the defaults its pipelines ship on the family's betas.
+    fn scheduler(self, v: bool, zero_snr: bool, lcm: bool) -> Value {
         let mut config = json!({
             "beta_schedule": "scaled_linear",
             "beta_start": 0.00085,
@@ -162,6 +163,13 @@ impl Family {
             "prediction_type": if v { "v_prediction" } else { "epsilon" },
         });
         let fields = match self {
+            _ if lcm => json!({
+                "_class_name": "LCMScheduler",
+                "set_alpha_to_one": true,
+                "original_inference_steps": 50,
+                "timestep_scaling": 10.0,
+                "timestep_spacing": "leading",
+            }),
             // PNDM does not read zero terminal SNR; DDIM, SD 2.x's, does.
             Family::Sd1 if zero_snr => json!({ "_class_name": "DDIMScheduler" }),
             Family::Sd1 => json!({ "_class_name": "PNDMScheduler", "skip_prk_steps": true }),
@@ -271,7 +279,11 @@ impl Checkpoint {
         })?;
         documents.insert(
             "scheduler/scheduler_config.json".into(),
-            family.scheduler(v, shapes.contains_key(ZERO_SNR_MARKER)),
+            family.scheduler(
+                v,
+                shapes.contains_key(ZERO_SNR_MARKER),
+                shapes.contains_key(GUIDANCE_EMBEDDING),
+            ),
         );
         documents.insert(super::folder::MODEL_INDEX.into(), index);
         tracing::debug!(path = %path.display(), ?family, "opened a single-file checkpoint");
@@ -366,6 +378,10 @@ const V_PRED_MARKER: &str = "v_pred";
 
 /// Marks a checkpoint trained to zero terminal SNR (ComfyUI's name for it).
 const ZERO_SNR_MARKER: &str = "ztsnr";
+
+/// An LCM-distilled UNet's guidance-scale projection (`time_cond_proj_dim` wide), in the name
+/// diffusers' conversion to a single file keeps.
+const GUIDANCE_EMBEDDING: &str = "model.diffusion_model.time_embedding.cond_proj.weight";
 
 /// The SD 2.x norm whose biases tell v-prediction from ε (ComfyUI's test).
 const SD2_PREDICTION_PROBE: &str =
@@ -604,6 +620,9 @@ impl Architecture<'_> {
             config["addition_embed_type"] = json!("text_time");
             config["addition_time_embed_dim"] = json!(per_id);
             config["projection_class_embeddings_input_dim"] = json!(input_dim);
+        }
+        if self.shapes.contains_key(GUIDANCE_EMBEDDING) {
+            config["time_cond_proj_dim"] = json!(self.dim(GUIDANCE_EMBEDDING, 1)?);
         }
         Ok((config, layers))
     }

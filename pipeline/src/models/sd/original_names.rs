@@ -79,8 +79,10 @@ pub fn unet_blocks(name: &str, layers: usize, sep: char) -> Option<String> {
 
 /// A UNet tensor of a checkpoint (its name after `model.diffusion_model.`) in diffusers' name.
 pub fn unet(name: &str, layers: usize) -> Option<String> {
-    const OUTSIDE_BLOCKS: [(&str, &str); 7] = [
+    const OUTSIDE_BLOCKS: [(&str, &str); 8] = [
         ("time_embed.0.", "time_embedding.linear_1."),
+        // An LCM-distilled UNet's, kept in diffusers' name by its conversion.
+        ("time_embedding.cond_proj.", "time_embedding.cond_proj."),
         ("time_embed.2.", "time_embedding.linear_2."),
         ("label_emb.0.0.", "add_embedding.linear_1."),
         ("label_emb.0.2.", "add_embedding.linear_2."),
