@@ -66,6 +66,12 @@ fn main() -> Result<()> {
     }
 
     let ours = candle(&root, &device, repeats)?;
+    eprintln!(
+        "candle: UNet step {}, VAE decode {}, SD-Turbo image {}",
+        human(ours.unet_step),
+        human(ours.vae_decode),
+        human(ours.turbo_image)
+    );
     eprintln!("timing diffusers on PyTorch …");
     let theirs: serde_json::Value = serde_json::from_str(&run_python(
         &python,

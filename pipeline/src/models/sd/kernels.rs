@@ -1,5 +1,6 @@
 //! CPU kernels for the two operations that dominate Stable Diffusion on a CPU, with candle's
-//! own operations everywhere else (GPUs, f16):
+//! own operations everywhere else (GPUs, f16; on CUDA with the `cudnn` feature, convolutions
+//! go through [`super::cudnn`]):
 //!
 //! - **convolution** as matrix products over bands of output rows: each band's patches are
 //!   copied row by row (contiguous copies, no full-image im2col buffer) and one `gemm` writes
@@ -84,6 +85,24 @@ impl Conv2d {
     }
 }
 
+impl Conv2d {
+    /// The convolution off the CPU's f32 path: cuDNN's for CUDA tensors with the `cudnn`
+    /// feature, else candle's.
+    fn device_conv(&self, xs: &Tensor) -> Result<Tensor> {
+        #[cfg(feature = "cudnn")]
+        if xs.device().is_cuda() {
+            return xs.contiguous()?.apply_op2_no_bwd(
+                &self.weight.contiguous()?,
+                &super::cudnn::CudnnConv {
+                    padding: self.padding,
+                    stride: self.stride,
+                },
+            );
+        }
+        xs.conv2d(&self.weight, self.padding, self.stride, 1, 1)
+    }
+}
+
 impl Module for Conv2d {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let out = if xs.device().is_cpu() && xs.dtype() == DType::F32 {
@@ -106,7 +125,7 @@ impl Module for Conv2d {
                 )?
             }
         } else {
-            xs.conv2d(&self.weight, self.padding, self.stride, 1, 1)?
+            self.device_conv(xs)?
         };
         match &self.bias {
             Some(bias) => out.broadcast_add(&bias.reshape((1, (), 1, 1))?),

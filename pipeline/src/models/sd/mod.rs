@@ -30,6 +30,8 @@ pub mod blocks;
 pub mod brownian;
 pub mod checkpoint;
 pub mod config;
+#[cfg(feature = "cudnn")]
+pub mod cudnn;
 mod delta;
 pub mod ensemble;
 pub mod folder;
