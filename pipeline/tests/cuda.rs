@@ -243,3 +243,107 @@ fn a_stable_diffusion_seed_repeats_on_cuda_and_lands_near_the_cpus_picture() {
         "CUDA's picture strays from the CPU's: {db:.1} dB, so `verify --reproduce` would refuse it"
     );
 }
+
+/// Autonomy's own CUDA paths (`cuda-fused`) against candle's f32 operations on the CPU, op by
+/// op, so that a fault shows where it is: the fused group norm (with and without SiLU; groups
+/// over several blocks, a batch of two, an odd spatial size) and the cuDNN convolutions (3×3,
+/// strided, 1×1), in f32, f16 and bf16.
+#[cfg(feature = "cuda-fused")]
+#[test]
+fn stable_diffusion_fused_cuda_kernels_match_candles_operations() {
+    use autonomy_pipeline::models::sd::group_norm::GroupNorm;
+    use autonomy_pipeline::models::sd::kernels::Conv2d;
+    use candle_core::Module;
+    use candle_nn::VarBuilder;
+    use std::collections::HashMap;
+
+    let gpu = gpu();
+    let random = |shape: &[usize]| Tensor::randn(0f32, 1.0, shape, &Device::Cpu).unwrap();
+    let on = |tensors: &HashMap<String, Tensor>, dtype: DType, device: &Device| {
+        VarBuilder::from_tensors(tensors.clone(), dtype, device)
+    };
+    // Bounds: a few units in the last place of each dtype, over the largest value.
+    for (dtype, bound) in [(DType::F32, 1e-4), (DType::F16, 4e-3), (DType::BF16, 3e-2)] {
+        for (shape, groups) in [
+            (&[2usize, 64, 16, 16][..], 32),
+            (&[1, 128, 64, 64][..], 32),
+            (&[1, 32, 3, 5][..], 8),
+        ] {
+            let channels = shape[1];
+            // An offset mean, as activations have, checks the variance's precision.
+            let x = random(shape).affine(3.0, 5.0).unwrap();
+            let params = HashMap::from([
+                ("weight".to_string(), random(&[channels])),
+                ("bias".to_string(), random(&[channels])),
+            ]);
+            let theirs = GroupNorm::new(
+                groups,
+                channels,
+                1e-5,
+                on(&params, DType::F32, &Device::Cpu),
+            )
+            .unwrap();
+            let ours = GroupNorm::new(groups, channels, 1e-5, on(&params, dtype, &gpu)).unwrap();
+            let x_gpu = x.to_dtype(dtype).unwrap().to_device(&gpu).unwrap();
+            // The reference sees the input as rounded to `dtype`.
+            let x_cpu = x.to_dtype(dtype).unwrap().to_dtype(DType::F32).unwrap();
+            for silu in [false, true] {
+                let (a, b) = if silu {
+                    (
+                        ours.forward_silu(&x_gpu).unwrap(),
+                        theirs.forward_silu(&x_cpu).unwrap(),
+                    )
+                } else {
+                    (
+                        ours.forward(&x_gpu).unwrap(),
+                        theirs.forward(&x_cpu).unwrap(),
+                    )
+                };
+                let error = relative(&a, &b);
+                println!("group norm {dtype:?} {shape:?} / {groups}, silu {silu}: {error:.1e}");
+                assert!(
+                    error < bound,
+                    "group norm {dtype:?} {shape:?} silu {silu}: {error}"
+                );
+            }
+        }
+        for (c_in, c_out, kernel, stride, padding, side) in [
+            (32, 64, 3, 1, 1, 32),
+            (64, 64, 3, 2, 0, 33),
+            (64, 32, 1, 1, 0, 16),
+        ] {
+            let params = HashMap::from([
+                (
+                    "weight".to_string(),
+                    (random(&[c_out, c_in, kernel, kernel]) * 0.1).unwrap(),
+                ),
+                ("bias".to_string(), random(&[c_out])),
+            ]);
+            let build = |dtype: DType, device: &Device| {
+                Conv2d::new(
+                    on(&params, dtype, device),
+                    c_in,
+                    c_out,
+                    kernel,
+                    stride,
+                    padding,
+                )
+                .unwrap()
+            };
+            let x = random(&[2, c_in, side, side]);
+            let a = build(dtype, &gpu)
+                .forward(&x.to_dtype(dtype).unwrap().to_device(&gpu).unwrap())
+                .unwrap();
+            let x_cpu = x.to_dtype(dtype).unwrap().to_dtype(DType::F32).unwrap();
+            let b = build(DType::F32, &Device::Cpu).forward(&x_cpu).unwrap();
+            let error = relative(&a, &b);
+            println!(
+                "cuDNN convolution {dtype:?} {c_in}→{c_out} {kernel}×{kernel}/{stride}: {error:.1e}"
+            );
+            assert!(
+                error < bound,
+                "convolution {dtype:?} {c_in}→{c_out} {kernel}/{stride}: {error}"
+            );
+        }
+    }
+}

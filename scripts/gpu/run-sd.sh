@@ -1,12 +1,13 @@
 #!/bin/bash
 # Runs on a lent GPU machine (the `device` tool: `bash scripts/gpu/run-sd.sh`, carry
-# [".gpu/cuda-test-cudnn.xz", ".gpu/sd-bench.xz", ".gpu/sd-bench-cudnn.xz", ".gpu/sd.tar.gz",
+# [".gpu/cuda-test-fused.xz", ".gpu/sd-bench.xz", ".gpu/sd-bench-fused.xz", ".gpu/sd.tar.gz",
 # ".whl"]; see scripts/gpu/build.sh for sending .gpu alone), from what build.sh packed: the
-# Stable Diffusion CUDA tests (f16 against diffusers' references, seeds, CUDA vs CPU) with
-# cuDNN's convolutions, then the Stable Diffusion bench, candle f16 against diffusers f16 on the
-# same GPU, with candle's own convolutions and with cuDNN's; with PROFILE=1 then Nsight
-# Compute's time per kernel over about two SD 1.5 UNet steps (cuDNN build). cuDNN is the
-# machine's own, from its PyTorch. diffusers travels as wheels in .whl (the image has
+# Stable Diffusion CUDA tests (f16 against diffusers' references, seeds, CUDA vs CPU) on
+# Autonomy's own CUDA paths (`cuda-fused`: cuDNN convolutions, the fused group norm), then the
+# Stable Diffusion bench, candle f16 against diffusers f16 on the same GPU, with candle's
+# operations and with `cuda-fused`; with PROFILE=1 then Nsight Compute's time per kernel over
+# about two SD 1.5 UNet steps (`cuda-fused` build). cuDNN is the machine's own, from its
+# PyTorch. diffusers travels as wheels in .whl (the image has
 # torch and transformers, not diffusers). Results land in $OUT/log.txt.
 set -u
 exec > >(tee "$OUT/log.txt") 2>&1
@@ -21,20 +22,20 @@ export LD_LIBRARY_PATH=$libs:$driver:$cudnn:${LD_LIBRARY_PATH:-}
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
   --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit 1
 tar -xzf .gpu/sd.tar.gz
-for b in cuda-test-cudnn sd-bench sd-bench-cudnn; do
+for b in cuda-test-fused sd-bench sd-bench-fused; do
   xz -dc ".gpu/$b.xz" > "/tmp/$b" && chmod +x "/tmp/$b"
 done
 export CARGO_MANIFEST_DIR=$PWD/pipeline
 
 el "tests"
-/tmp/cuda-test-cudnn --test-threads=1 --nocapture stable_diffusion
+/tmp/cuda-test-fused --test-threads=1 --nocapture stable_diffusion
 el "bench: making the weights"
 export AUTONOMY_BENCH_TORCH_DEVICE=cuda PYTHONUNBUFFERED=1
 python3 scripts/sd-fixtures/bench.py make target/sd-bench || exit 1
-el "bench, candle's convolutions"
+el "bench, candle's operations"
 /tmp/sd-bench --device cuda
-el "bench, cuDNN's convolutions"
-/tmp/sd-bench-cudnn --device cuda
+el "bench, cuda-fused"
+/tmp/sd-bench-fused --device cuda
 [ "${PROFILE:-0}" = 1 ] || { el "done"; exit 0; }
 
 el "profile"
@@ -42,7 +43,7 @@ el "profile"
 # PyTorch half (AUTONOMY_BENCH_PYTHON=true prints nothing), which is not needed here.
 ncu=$(command -v ncu || find / -name ncu -type f -perm -u+x -not -path '/proc/*' 2>/dev/null | head -1)
 AUTONOMY_BENCH_PYTHON=true timeout 150 "$ncu" --launch-skip 1200 --launch-count 3000 \
-  --metrics gpu__time_duration.sum --csv --log-file /tmp/ncu.csv /tmp/sd-bench-cudnn --device cuda \
+  --metrics gpu__time_duration.sum --csv --log-file /tmp/ncu.csv /tmp/sd-bench-fused --device cuda \
   > /tmp/ncu.out 2>&1 || tail -5 /tmp/ncu.out
 python3 - <<'EOF'
 import csv, collections

@@ -3,8 +3,9 @@
 //! UNet's down, mid and up blocks. Convolutions and attention run on [`super::kernels`].
 
 use candle_core::{D, Module, Result, Tensor};
-use candle_nn::{GroupNorm, LayerNorm, Linear, VarBuilder};
+use candle_nn::{LayerNorm, Linear, VarBuilder};
 
+use super::group_norm::GroupNorm;
 use super::kernels::{self, Conv2d};
 
 /// A 3×3 convolution, padding 1.
@@ -38,12 +39,12 @@ impl Resnet {
         eps: f64,
     ) -> Result<Self> {
         Ok(Self {
-            norm1: candle_nn::group_norm(groups, c_in, eps, vb.pp("norm1"))?,
+            norm1: GroupNorm::new(groups, c_in, eps, vb.pp("norm1"))?,
             conv1: conv3(vb.pp("conv1"), c_in, c_out)?,
             time: time_dim
                 .map(|t| candle_nn::linear(t, c_out, vb.pp("time_emb_proj")))
                 .transpose()?,
-            norm2: candle_nn::group_norm(groups, c_out, eps, vb.pp("norm2"))?,
+            norm2: GroupNorm::new(groups, c_out, eps, vb.pp("norm2"))?,
             conv2: conv3(vb.pp("conv2"), c_out, c_out)?,
             shortcut: (c_in != c_out)
                 .then(|| conv1(vb.pp("conv_shortcut"), c_in, c_out))
@@ -53,9 +54,7 @@ impl Resnet {
 
     /// The block's output for `xs` and the time embedding `temb` `(n, time_dim)`.
     pub fn forward(&self, xs: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
-        let h = self
-            .conv1
-            .forward(&candle_nn::ops::silu(&self.norm1.forward(xs)?)?)?;
+        let h = self.conv1.forward(&self.norm1.forward_silu(xs)?)?;
         let h = match (&self.time, temb) {
             (Some(time), Some(temb)) => {
                 let t = time.forward(&candle_nn::ops::silu(temb)?)?;
@@ -63,9 +62,7 @@ impl Resnet {
             }
             _ => h,
         };
-        let h = self
-            .conv2
-            .forward(&candle_nn::ops::silu(&self.norm2.forward(&h)?)?)?;
+        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
         let skip = match &self.shortcut {
             Some(conv) => conv.forward(xs)?,
             None => xs.clone(),
@@ -266,7 +263,7 @@ impl SpatialTransformer {
             })
         };
         Ok(Self {
-            norm: candle_nn::group_norm(32, channels, 1e-6, vb.pp("norm"))?,
+            norm: GroupNorm::new(32, channels, 1e-6, vb.pp("norm"))?,
             proj_in: projection(vb.pp("proj_in"))?,
             blocks: (0..shape.depth)
                 .map(|i| {

@@ -1,4 +1,4 @@
-//! Convolutions of CUDA tensors through cuDNN (the `cudnn` feature), run as PyTorch runs them:
+//! Convolutions of CUDA tensors through cuDNN (the `cuda-fused` feature), run as PyTorch runs them:
 //! f16 and bf16 data accumulated in f32 on tensor cores (cuDNN's pseudo-half configuration;
 //! f32 data in plain f32), NCHW in and out, with no im2col buffer. What each shape needs —
 //! descriptors, the algorithm cuDNN's heuristics pick, its workspace size — is worked out once
@@ -9,6 +9,7 @@
 use std::any::Any;
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use candle_core::backend::BackendStorage;
@@ -132,21 +133,22 @@ impl CudnnConv {
                     cudnn
                 }
             };
-            if !state.plans.contains_key(&key) {
-                let plan = self.plan::<T>(&cudnn, input, weight, [n, c_out, h_out, w_out])?;
-                tracing::debug!(
-                    ?input,
-                    ?weight,
-                    algorithm = ?plan.algorithm,
-                    workspace = plan.workspace_bytes,
-                    "a cuDNN convolution plan"
-                );
-                state.plans.insert(key, Box::new(plan));
-            }
-            let plan = state
-                .plans
-                .get(&key)
-                .and_then(|plan| plan.downcast_ref::<Plan<T>>())
+            let plan = match state.plans.entry(key) {
+                Entry::Occupied(plan) => plan.into_mut(),
+                Entry::Vacant(entry) => {
+                    let plan = self.plan::<T>(&cudnn, input, weight, [n, c_out, h_out, w_out])?;
+                    tracing::debug!(
+                        ?input,
+                        ?weight,
+                        algorithm = ?plan.algorithm,
+                        workspace = plan.workspace_bytes,
+                        "a cuDNN convolution plan"
+                    );
+                    entry.insert(Box::new(plan))
+                }
+            };
+            let plan = plan
+                .downcast_ref::<Plan<T>>()
                 .ok_or_else(|| candle_core::Error::Msg("cuDNN convolution: no plan".into()))?;
             let workspace = match state.workspaces.remove(&key.device) {
                 Some(workspace) if workspace.len() >= plan.workspace_bytes => workspace,

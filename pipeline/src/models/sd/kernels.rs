@@ -1,6 +1,6 @@
 //! CPU kernels for the two operations that dominate Stable Diffusion on a CPU, with candle's
-//! own operations everywhere else (GPUs, f16; on CUDA with the `cudnn` feature, convolutions
-//! go through [`super::cudnn`]):
+//! own operations everywhere else (GPUs, f16; on CUDA with the `cuda-fused` feature,
+//! convolutions go through cuDNN, `super::cudnn`):
 //!
 //! - **convolution** as matrix products over bands of output rows: each band's patches are
 //!   copied row by row (contiguous copies, no full-image im2col buffer) and one `gemm` writes
@@ -86,10 +86,10 @@ impl Conv2d {
 }
 
 impl Conv2d {
-    /// The convolution off the CPU's f32 path: cuDNN's for CUDA tensors with the `cudnn`
-    /// feature, else candle's.
+    /// The convolution off the CPU's f32 path: cuDNN's for CUDA tensors with the
+    /// `cuda-fused` feature, else candle's.
     fn device_conv(&self, xs: &Tensor) -> Result<Tensor> {
-        #[cfg(feature = "cudnn")]
+        #[cfg(feature = "cuda-fused")]
         if xs.device().is_cuda() {
             return xs.contiguous()?.apply_op2_no_bwd(
                 &self.weight.contiguous()?,

@@ -30,11 +30,12 @@ pub mod blocks;
 pub mod brownian;
 pub mod checkpoint;
 pub mod config;
-#[cfg(feature = "cudnn")]
+#[cfg(feature = "cuda-fused")]
 pub mod cudnn;
 mod delta;
 pub mod ensemble;
 pub mod folder;
+pub mod group_norm;
 pub mod kernels;
 pub mod lora;
 pub mod original_names;

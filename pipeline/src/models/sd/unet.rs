@@ -9,6 +9,7 @@ use candle_transformers::models::stable_diffusion::embeddings::{TimestepEmbeddin
 
 use super::blocks::{BlockShape, DownBlock, MidBlock, TransformerShape, UpBlock, conv3};
 use super::config::UNetSpec;
+use super::group_norm::GroupNorm;
 use super::kernels::Conv2d;
 
 /// SDXL's `text_time` added embedding.
@@ -30,7 +31,7 @@ pub struct UNet {
     down: Vec<DownBlock>,
     mid: MidBlock,
     up: Vec<UpBlock>,
-    norm_out: candle_nn::GroupNorm,
+    norm_out: GroupNorm,
     conv_out: Conv2d,
 }
 
@@ -122,7 +123,7 @@ impl UNet {
                 )
             })
             .collect::<Result<_>>()?;
-        let norm_out = candle_nn::group_norm(
+        let norm_out = GroupNorm::new(
             config.norm_num_groups,
             first,
             config.norm_eps,
@@ -207,7 +208,7 @@ impl UNet {
             };
             xs = block.forward(&xs, &skips, &emb, context, size)?;
         }
-        let xs = candle_nn::ops::silu(&self.norm_out.forward(&xs)?)?;
+        let xs = self.norm_out.forward_silu(&xs)?;
         self.conv_out.forward(&xs)
     }
 }

@@ -3,9 +3,10 @@
 //! no random sampling happens here.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{GroupNorm, VarBuilder};
+use candle_nn::VarBuilder;
 
 use super::blocks::{Attention, Downsample, Resnet, Upsample, conv1, conv3};
+use super::group_norm::GroupNorm;
 use super::kernels::Conv2d;
 use candle_transformers::models::stable_diffusion::vae::AutoEncoderKLConfig;
 
@@ -46,7 +47,7 @@ impl Middle {
         };
         Ok(Self {
             first: resnet(0)?,
-            norm: candle_nn::group_norm(groups, channels, EPS, attn.pp("group_norm"))?,
+            norm: GroupNorm::new(groups, channels, EPS, attn.pp("group_norm"))?,
             attention,
             second: resnet(1)?,
         })
@@ -147,7 +148,7 @@ impl Vae {
             encoder_in: conv3(enc.pp("conv_in"), 3, channels[0])?,
             encoder_blocks,
             encoder_mid: Middle::new(enc.pp("mid_block"), top, groups)?,
-            encoder_norm: candle_nn::group_norm(groups, top, EPS, enc.pp("conv_norm_out"))?,
+            encoder_norm: GroupNorm::new(groups, top, EPS, enc.pp("conv_norm_out"))?,
             encoder_out: conv3(enc.pp("conv_out"), top, 2 * latent)?,
             quant: config
                 .use_quant_conv
@@ -160,7 +161,7 @@ impl Vae {
             decoder_in: conv3(dec.pp("conv_in"), latent, top)?,
             decoder_mid: Middle::new(dec.pp("mid_block"), top, groups)?,
             decoder_blocks,
-            decoder_norm: candle_nn::group_norm(groups, channels[0], EPS, dec.pp("conv_norm_out"))?,
+            decoder_norm: GroupNorm::new(groups, channels[0], EPS, dec.pp("conv_norm_out"))?,
             decoder_out: conv3(dec.pp("conv_out"), channels[0], 3)?,
             latent_channels: latent,
         })
@@ -178,7 +179,7 @@ impl Vae {
             }
         }
         let xs = self.encoder_mid.forward(&xs)?;
-        let xs = candle_nn::ops::silu(&self.encoder_norm.forward(&xs)?)?;
+        let xs = self.encoder_norm.forward_silu(&xs)?;
         let moments = self.encoder_out.forward(&xs)?;
         let moments = match &self.quant {
             Some(quant) => quant.forward(&moments)?,
@@ -202,7 +203,7 @@ impl Vae {
                 xs = up.forward(&xs, None)?;
             }
         }
-        let xs = candle_nn::ops::silu(&self.decoder_norm.forward(&xs)?)?;
+        let xs = self.decoder_norm.forward_silu(&xs)?;
         self.decoder_out.forward(&xs)
     }
 }
