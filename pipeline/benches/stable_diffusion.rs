@@ -4,7 +4,8 @@
 //!
 //! - one SD 1.5 UNet step, 64×64 latents, batch 2 (classifier-free guidance);
 //! - one VAE decode to 512²;
-//! - a whole SD-Turbo image: prompt → one step → 512² pixels.
+//! - a whole SD-Turbo image: prompt → one step → 512² pixels;
+//! - the same decode and image with TAESD (`AutoencoderTiny`) in place of the VAE.
 //!
 //! The weights (~9 GB) are made once into `target/sd-bench` by `scripts/sd-fixtures/bench.py`,
 //! which also times PyTorch. Python with `torch`, `diffusers` and `transformers` is found as
@@ -19,7 +20,9 @@ use anyhow::{Context, Result, bail};
 use autonomy_pipeline::device;
 use autonomy_pipeline::generator::{GenerateRequest, Generator};
 use autonomy_pipeline::models::sd::StableDiffusion;
-use candle_core::{Device, Tensor};
+use autonomy_pipeline::models::sd::vae::Vae;
+use autonomy_pipeline::models::sd::vae_file::{self, VaeFile};
+use candle_core::{DType, Device, Tensor};
 
 /// Timed runs per measurement on a CPU, where one takes seconds.
 const CPU_REPEATS: usize = 3;
@@ -57,9 +60,10 @@ fn main() -> Result<()> {
     let python = std::env::var("AUTONOMY_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
     if !root.join("sd15/model_index.json").is_file()
         || !root.join("sd-turbo/model_index.json").is_file()
+        || !root.join("taesd/config.json").is_file()
     {
         eprintln!(
-            "making random-weight SD 1.5 and SD-Turbo pipelines in {} …",
+            "making random-weight SD 1.5 and SD-Turbo pipelines and a TAESD in {} …",
             root.display()
         );
         run_python(&python, &script, &["make", &root.to_string_lossy()])?;
@@ -67,10 +71,12 @@ fn main() -> Result<()> {
 
     let ours = candle(&root, &device, repeats)?;
     eprintln!(
-        "candle: UNet step {}, VAE decode {}, SD-Turbo image {}",
+        "candle: UNet step {}, VAE decode {}, SD-Turbo image {}, TAESD decode {}, SD-Turbo image with TAESD {}",
         human(ours.unet_step),
         human(ours.vae_decode),
-        human(ours.turbo_image)
+        human(ours.turbo_image),
+        human(ours.taesd_decode),
+        human(ours.turbo_taesd_image)
     );
     eprintln!("timing diffusers on PyTorch …");
     let theirs: serde_json::Value = serde_json::from_str(&run_python(
@@ -89,26 +95,44 @@ fn main() -> Result<()> {
     );
     println!("| what | candle | PyTorch | candle / PyTorch | goal |");
     println!("| --- | --- | --- | --- | --- |");
-    for (what, key, seconds) in [
+    for (what, key, seconds, goal) in [
         (
             "SD 1.5 UNet step, 64×64 latents, batch 2",
             "unet_step",
             ours.unet_step,
+            true,
         ),
-        ("VAE decode to 512²", "vae_decode", ours.vae_decode),
+        ("VAE decode to 512²", "vae_decode", ours.vae_decode, true),
         (
             "SD-Turbo image, 1 step, 512², prompt to pixels",
             "turbo_image",
             ours.turbo_image,
+            true,
+        ),
+        (
+            "TAESD decode to 512²",
+            "taesd_decode",
+            ours.taesd_decode,
+            false,
+        ),
+        (
+            "SD-Turbo image with TAESD, 1 step, 512²",
+            "turbo_taesd_image",
+            ours.turbo_taesd_image,
+            false,
         ),
     ] {
         let torch = theirs[key].as_f64().unwrap_or(f64::NAN);
         let ratio = seconds / torch;
+        let goal = match goal {
+            true if ratio <= 1.0 => "≤ 1.0× ✓",
+            true => "≤ 1.0× ✗",
+            false => "",
+        };
         println!(
-            "| {what} | {} | {} | {ratio:.2}× | ≤ 1.0× {} |",
+            "| {what} | {} | {} | {ratio:.2}× | {goal} |",
             human(seconds),
             human(torch),
-            if ratio <= 1.0 { "✓" } else { "✗" }
         );
     }
     Ok(())
@@ -118,6 +142,8 @@ struct Timings {
     unet_step: f64,
     vae_decode: f64,
     turbo_image: f64,
+    taesd_decode: f64,
+    turbo_taesd_image: f64,
 }
 
 fn candle(root: &Path, device: &Device, repeats: usize) -> Result<Timings> {
@@ -136,6 +162,22 @@ fn candle(root: &Path, device: &Device, repeats: usize) -> Result<Timings> {
         Ok(())
     })?;
     drop(sd15);
+    let taesd_path = root.join("taesd");
+    let taesd = vae_file::open(&taesd_path, 1.0).context("loading the TAESD")?;
+    // In the pipelines' VAE dtype: f32 on the CPU, f16 on a GPU.
+    let dtype = if device.is_cpu() {
+        DType::F32
+    } else {
+        DType::F16
+    };
+    let vb = candle_nn::VarBuilder::from_backend(Box::new(taesd.weights), dtype, device.clone());
+    let taesd_vae = Vae::new(vb, &taesd.spec)?;
+    let one = one.to_dtype(dtype)?;
+    eprintln!("timing candle: TAESD decode …");
+    let taesd_decode = timed(device, repeats, || {
+        taesd_vae.decode(&one)?;
+        Ok(())
+    })?;
     let turbo =
         StableDiffusion::load(&root.join("sd-turbo"), device).context("loading sd-turbo")?;
     let request = GenerateRequest {
@@ -149,10 +191,24 @@ fn candle(root: &Path, device: &Device, repeats: usize) -> Result<Timings> {
         turbo.generate(&request)?;
         Ok(())
     })?;
+    drop(turbo);
+    let taesd_file = VaeFile {
+        path: taesd_path,
+        label: "taesd".into(),
+    };
+    let turbo = StableDiffusion::load_with(&root.join("sd-turbo"), device, &[], Some(&taesd_file))
+        .context("loading sd-turbo with the TAESD")?;
+    eprintln!("timing candle: SD-Turbo image with TAESD …");
+    let turbo_taesd_image = timed(device, repeats, || {
+        turbo.generate(&request)?;
+        Ok(())
+    })?;
     Ok(Timings {
         unet_step,
         vae_decode,
         turbo_image,
+        taesd_decode,
+        turbo_taesd_image,
     })
 }
 

@@ -11,13 +11,13 @@ use std::path::{Path, PathBuf};
 use autonomy_pipeline::build::provenance::Manifest;
 use autonomy_pipeline::generator::{GenerateRequest, Generator, InitImage, RefinerUse, VaeUse};
 use autonomy_pipeline::models::sd::checkpoint::Checkpoint;
-use autonomy_pipeline::models::sd::config::PipelineSpec;
+use autonomy_pipeline::models::sd::config::{PipelineSpec, VaeKind};
 use autonomy_pipeline::models::sd::ensemble::Ensemble;
 use autonomy_pipeline::models::sd::lora::{LoraFile, LoraSummary};
 use autonomy_pipeline::models::sd::scheduler::{
     Kind, Prediction, Sampler, Schedule, SchedulerConfig, Spacing,
 };
-use autonomy_pipeline::models::sd::vae_file::VaeFile;
+use autonomy_pipeline::models::sd::vae_file::{self, VaeFile};
 use autonomy_pipeline::models::sd::{Prompt, SdError, StableDiffusion, Stage, checkpoint};
 use autonomy_pipeline::post::seam;
 use candle_core::{Device, Tensor};
@@ -1811,6 +1811,83 @@ fn a_ckpt_pickle_loads_as_its_safetensors_twin() {
 }
 
 #[test]
+fn a_taesd_folder_stands_in_for_the_vae_as_diffusers_runs_it() {
+    let folder = fixtures().join("tiny-taesd");
+    assert!(
+        vae_file::is_vae(&folder),
+        "the editor lists TAESD among the VAEs"
+    );
+    let taesd = VaeFile {
+        path: folder.clone(),
+        label: "tiny-taesd".into(),
+    };
+    let model = StableDiffusion::load_with(
+        &fixtures().join("tiny-sd15"),
+        &Device::Cpu,
+        &[],
+        Some(&taesd),
+    )
+    .unwrap();
+    assert!(matches!(model.spec().vae.kind, VaeKind::Tiny(_)));
+    assert_eq!(
+        model.spec().vae.scaling_factor,
+        1.0,
+        "TAESD's latents are not scaled"
+    );
+    assert_eq!(
+        model.identity().vae.as_ref().map(|vae| vae.file.as_str()),
+        Some("tiny-taesd")
+    );
+    let reference = Reference::of("tiny-taesd");
+    close(
+        "TAESD decode",
+        &model.vae_decode(reference.get("vae_latents")).unwrap(),
+        reference.get("vae_decoded"),
+        1e-4,
+    );
+    close(
+        "TAESD encode",
+        &model.vae_encode_mean(reference.get("vae_image")).unwrap(),
+        reference.get("vae_encoded"),
+        1e-4,
+    );
+    let request = GenerateRequest {
+        prompt: reference.prompt.clone(),
+        negative_prompt: reference.negative.clone(),
+        steps: 4,
+        guidance: 5.0,
+        ..GenerateRequest::default()
+    };
+    let image = model.sample(&request, reference.get("run_init")).unwrap();
+    close(
+        "tiny-sd15 decoded by TAESD, whole run",
+        &image.permute((0, 2, 3, 1)).unwrap(),
+        reference.get("run_image"),
+        4e-4,
+    );
+    // A config naming another autoencoder is refused, naming the file and the class.
+    let root = tempfile::tempdir().unwrap();
+    let copy = root.path().join("vq");
+    copy_dir(&folder, &copy);
+    let config = copy.join("config.json");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("AutoencoderTiny", "VQModel")).unwrap();
+    let vq = VaeFile {
+        path: copy,
+        label: "vq".into(),
+    };
+    let message =
+        StableDiffusion::load_with(&fixtures().join("tiny-sd15"), &Device::Cpu, &[], Some(&vq))
+            .err()
+            .expect("a VQ model is no VAE Autonomy runs")
+            .to_string();
+    assert!(
+        message.contains("config.json") && message.contains("VQModel"),
+        "{message}"
+    );
+}
+
+#[test]
 fn files_that_are_not_whole_checkpoints_are_refused_with_what_they_lack() {
     let root = tempfile::tempdir().unwrap();
     let tensors = candle_core::safetensors::load(checkpoint("tiny-sd15"), &Device::Cpu).unwrap();
@@ -1889,9 +1966,12 @@ fn a_vae_file_stands_in_for_the_pipelines_own() {
         format!("{:?}", (&without.unet, &without.text, &without.scheduler)),
         format!("{:?}", (&whole.unet, &whole.text, &whole.scheduler))
     );
+    let VaeKind::Kl(config) = &without.vae.kind else {
+        panic!("the family's VAE is an AutoencoderKL");
+    };
     assert_eq!(
         (
-            without.vae.config.block_out_channels.clone(),
+            config.block_out_channels.clone(),
             without.vae.scaling_factor
         ),
         (vec![128, 256, 512, 512], 0.18215)

@@ -1,7 +1,7 @@
 """The PyTorch side of `cargo bench --bench stable_diffusion`: random-weight pipelines at the
 real SD 1.5 and SD-Turbo (SD 2.1) sizes, and diffusers' timings on them.
 
-    python bench.py make <dir>     # writes <dir>/sd15 and <dir>/sd-turbo (~9 GB, f32), once
+    python bench.py make <dir>     # writes <dir>/sd15, <dir>/sd-turbo (~9 GB, f32), <dir>/taesd
     python bench.py time <dir>     # prints diffusers' timings as JSON
 
 `AUTONOMY_BENCH_TORCH_DEVICE=cuda` times PyTorch on the GPU in f16 (default: the CPU, f32).
@@ -20,6 +20,7 @@ import time
 import torch
 from diffusers import (
     AutoencoderKL,
+    AutoencoderTiny,
     DDIMScheduler,
     EulerDiscreteScheduler,
     StableDiffusionPipeline,
@@ -61,6 +62,12 @@ FAMILIES = {
 
 
 def make(root):
+    taesd = os.path.join(root, "taesd")
+    if not os.path.isfile(os.path.join(taesd, "config.json")):
+        torch.manual_seed(0)
+        AutoencoderTiny().save_pretrained(taesd + ".partial", safe_serialization=True)
+        os.replace(taesd + ".partial", taesd)
+        print("wrote", taesd, file=sys.stderr)
     for name, family in FAMILIES.items():
         folder = os.path.join(root, name)
         if os.path.isfile(os.path.join(folder, "model_index.json")):
@@ -112,13 +119,15 @@ def measure(root, repeats):
     results["unet_step"] = timed(lambda: pipe.unet(latents, 500, encoder_hidden_states=context), repeats)
     results["vae_decode"] = timed(lambda: pipe.vae.decode(latents[:1]), repeats)
     del pipe
+    taesd = AutoencoderTiny.from_pretrained(os.path.join(root, "taesd"), torch_dtype=dtype).to(device)
+    results["taesd_decode"] = timed(lambda: taesd.decode(latents[:1]), repeats)
     turbo = load("sd-turbo")
     turbo.set_progress_bar_config(disable=True)
-    results["turbo_image"] = timed(
-        lambda: turbo("mossy stone bricks", num_inference_steps=1, guidance_scale=0.0,
-                      height=512, width=512, output_type="np"),
-        repeats,
-    )
+    image = lambda: turbo("mossy stone bricks", num_inference_steps=1, guidance_scale=0.0,
+                          height=512, width=512, output_type="np")
+    results["turbo_image"] = timed(image, repeats)
+    turbo.vae = taesd
+    results["turbo_taesd_image"] = timed(image, repeats)
     return results
 
 

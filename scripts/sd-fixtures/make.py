@@ -26,7 +26,8 @@ ComfyUI and LyCORIS merge them; `tiny-sdxl` gets `loras/kohya-xl.safetensors`
 names) with the outputs it gives. `tiny-sdxl-refiner` is SDXL's refiner layout: no first text
 encoder or tokenizer, and five time ids (size, crop, aesthetic score) that differ between the
 prompt's row and the negative's, checked image-to-image. `tiny-lcm` is an LCM-distilled pipeline
-whose UNet takes the guidance scale as an embedding (`time_cond_proj_dim`). Next to each folder, `<name>.reference.safetensors` holds what diffusers computes for
+whose UNet takes the guidance scale as an embedding (`time_cond_proj_dim`). `tiny-taesd` is a
+TAESD (`AutoencoderTiny`) VAE folder, checked standing in for tiny-sd15's VAE. Next to each folder, `<name>.reference.safetensors` holds what diffusers computes for
 fixed inputs: the token ids, the text embeddings, one UNet call, one VAE decode, and a whole
 sampling run from fixed initial latents; `tokens.json` holds the tokenizers' ids for awkward
 prompts. Everything is seeded: running the script again gives the same files (same torch).
@@ -47,6 +48,7 @@ import torch
 import numpy as np
 from diffusers import (
     AutoencoderKL,
+    AutoencoderTiny,
     DDIMScheduler,
     EulerDiscreteScheduler,
     LatentConsistencyModelPipeline,
@@ -1081,6 +1083,46 @@ def build_lcm(name):
     )
 
 
+@torch.no_grad()
+def build_taesd(name):
+    """A tiny TAESD (`AutoencoderTiny`: ReLU residual blocks, no norms, no attention) in a
+    diffusers VAE folder, and what diffusers computes with it: a decode, an encode of the test
+    image, and tiny-sd15's whole 4-step run decoded by it in place of its own VAE."""
+    torch.manual_seed(0)
+    folder = os.path.join(OUT, name)
+    shutil.rmtree(folder, ignore_errors=True)
+    taesd = AutoencoderTiny(
+        encoder_block_out_channels=(16, 16, 16, 16),
+        decoder_block_out_channels=(16, 16, 16, 16),
+        num_encoder_blocks=(1, 2, 2, 2),
+        num_decoder_blocks=(2, 2, 2, 1),
+    )
+    with torch.no_grad():
+        for p in taesd.parameters():
+            p.mul_(1.5)
+    taesd.save_pretrained(folder, safe_serialization=True)
+    pipe = StableDiffusionPipeline.from_pretrained(os.path.join(OUT, "tiny-sd15"), vae=taesd)
+    g = torch.Generator().manual_seed(5)
+    latents = torch.randn(1, 4, 8, 8, generator=g)
+    image = torch.from_numpy(np.asarray(test_image())).permute(2, 0, 1)[None].float() / 127.5 - 1
+    init = torch.randn(1, 4, 8, 8, generator=g)
+    run = pipe(PROMPT, negative_prompt=NEGATIVE, num_inference_steps=4, guidance_scale=5.0,
+               latents=init.clone(), output_type="np", height=64, width=64).images
+    tensors = {
+        "vae_latents": latents,
+        "vae_decoded": taesd.decode(latents).sample,
+        "vae_image": image,
+        "vae_encoded": taesd.encode(image).latents,
+        "run_init": init,
+        "run_image": torch.from_numpy(run).contiguous(),
+    }
+    save_file(
+        {k: v.contiguous() for k, v in tensors.items()},
+        os.path.join(OUT, f"{name}.reference.safetensors"),
+        metadata={"prompt": PROMPT, "negative_prompt": NEGATIVE, "torch": torch.__version__},
+    )
+
+
 def ldm_name(name, layers):
     """A diffusers UNet attention module's name as the original SGM/LDM UNet (and so kohya's SDXL
     LoRAs) names it: `down_blocks.1.attentions.0.…` → `input_blocks.4.1.…` with 2 layers."""
@@ -1182,7 +1224,8 @@ def main():
         print("extended", ", ".join(only[1:]))
         return
     if only:
-        alone = {"tiny-sdxl": build_xl, "tiny-sdxl-refiner": build_xl_refiner, "tiny-lcm": build_lcm}
+        alone = {"tiny-sdxl": build_xl, "tiny-sdxl-refiner": build_xl_refiner, "tiny-lcm": build_lcm,
+                 "tiny-taesd": build_taesd}
         for name in only:
             if name not in alone:
                 sys.exit(f"{name}: only {', '.join(alone)} build alone; run without names for the rest")
@@ -1236,6 +1279,7 @@ def main():
     build_xl_refiner("tiny-sdxl-refiner")
     extend("tiny-sdxl")  # the ensemble run needs both
     build_lcm("tiny-lcm")
+    build_taesd("tiny-taesd")
     with open(os.path.join(OUT, "tokens.json"), "w", encoding="utf-8") as f:
         f.write("{\n")
         lines = [

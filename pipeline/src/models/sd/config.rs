@@ -401,24 +401,159 @@ fn sd_scaling() -> f64 {
     0.18215
 }
 
-/// The VAE as candle builds it.
+/// `AutoencoderTiny`'s `config.json` (TAESD).
+#[derive(Deserialize)]
+struct TinyVaeJson {
+    #[serde(default = "three")]
+    in_channels: usize,
+    #[serde(default = "three")]
+    out_channels: usize,
+    encoder_block_out_channels: Vec<usize>,
+    decoder_block_out_channels: Vec<usize>,
+    num_encoder_blocks: Vec<usize>,
+    num_decoder_blocks: Vec<usize>,
+    #[serde(default = "relu")]
+    act_fn: String,
+    #[serde(default = "nearest")]
+    upsample_fn: String,
+    #[serde(default = "four")]
+    latent_channels: usize,
+    #[serde(default = "two")]
+    upsampling_scaling_factor: usize,
+    #[serde(default = "one_f64")]
+    scaling_factor: f64,
+    #[serde(default)]
+    shift_factor: f64,
+}
+
+fn relu() -> String {
+    "relu".into()
+}
+fn nearest() -> String {
+    "nearest".into()
+}
+fn two() -> usize {
+    2
+}
+
+/// The VAE as Autonomy builds it.
 #[derive(Clone, Debug)]
 pub struct VaeSpec {
-    /// Blocks and hyper-parameters.
-    pub config: vae::AutoEncoderKLConfig,
+    /// Which autoencoder, and its blocks.
+    pub kind: VaeKind,
     /// Latents are scaled by this before the UNet sees them.
     pub scaling_factor: f64,
+}
+
+/// Which autoencoder a VAE is.
+#[derive(Clone, Debug)]
+pub enum VaeKind {
+    /// `AutoencoderKL`: Stable Diffusion's own VAE.
+    Kl(vae::AutoEncoderKLConfig),
+    /// `AutoencoderTiny`: TAESD, a distilled stand-in for it with a tenth of the work.
+    Tiny(TinyVaeConfig),
+}
+
+/// The blocks of an `AutoencoderTiny` (ReLU, nearest-neighbour upsampling by 2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TinyVaeConfig {
+    /// Each encoder level's width; every level after the first halves the side.
+    pub encoder_channels: Vec<usize>,
+    /// Residual blocks per encoder level.
+    pub encoder_blocks: Vec<usize>,
+    /// Each decoder level's width; every level but the last doubles the side.
+    pub decoder_channels: Vec<usize>,
+    /// Residual blocks per decoder level.
+    pub decoder_blocks: Vec<usize>,
+    /// Latent channels.
+    pub latent_channels: usize,
 }
 
 impl VaeSpec {
     /// Pixels per latent along a side (8 for every released Stable Diffusion).
     pub fn downscale(&self) -> usize {
-        1 << self.config.block_out_channels.len().saturating_sub(1)
+        let levels = match &self.kind {
+            VaeKind::Kl(config) => config.block_out_channels.len(),
+            VaeKind::Tiny(config) => config.encoder_channels.len(),
+        };
+        1 << levels.saturating_sub(1)
     }
+
+    /// Channels of the latents.
+    pub fn latent_channels(&self) -> usize {
+        match &self.kind {
+            VaeKind::Kl(config) => config.latent_channels,
+            VaeKind::Tiny(config) => config.latent_channels,
+        }
+    }
+}
+
+/// Parses an `AutoencoderTiny` config (`path` names it in errors).
+fn tiny_vae(json: serde_json::Value, path: &Path) -> Result<VaeSpec, SdError> {
+    let json: TinyVaeJson = parse(json, path)?;
+    let fail = |message: String| SdError::Unsupported {
+        path: path.to_path_buf(),
+        message,
+    };
+    if json.in_channels != 3 || json.out_channels != 3 {
+        return Err(fail(format!(
+            "`in_channels` {} / `out_channels` {}: only RGB VAEs are supported",
+            json.in_channels, json.out_channels
+        )));
+    }
+    if json.act_fn != "relu" || json.upsample_fn != "nearest" || json.upsampling_scaling_factor != 2
+    {
+        return Err(fail(format!(
+            "`act_fn` {:?}, `upsample_fn` {:?}, `upsampling_scaling_factor` {}: Autonomy reads TAESD's relu, nearest and 2",
+            json.act_fn, json.upsample_fn, json.upsampling_scaling_factor
+        )));
+    }
+    if json.shift_factor != 0.0 {
+        return Err(fail(format!(
+            "`shift_factor` = {} is not supported yet",
+            json.shift_factor
+        )));
+    }
+    let levels = json.encoder_block_out_channels.len();
+    if levels == 0
+        || json.num_encoder_blocks.len() != levels
+        || json.decoder_block_out_channels.len() != levels
+        || json.num_decoder_blocks.len() != levels
+    {
+        return Err(SdError::Invalid {
+            path: path.to_path_buf(),
+            message: format!(
+                "the encoder's {levels} levels, `num_encoder_blocks` {:?}, `decoder_block_out_channels` {:?} and `num_decoder_blocks` {:?} do not match",
+                json.num_encoder_blocks, json.decoder_block_out_channels, json.num_decoder_blocks
+            ),
+        });
+    }
+    Ok(VaeSpec {
+        kind: VaeKind::Tiny(TinyVaeConfig {
+            encoder_channels: json.encoder_block_out_channels,
+            encoder_blocks: json.num_encoder_blocks,
+            decoder_channels: json.decoder_block_out_channels,
+            decoder_blocks: json.num_decoder_blocks,
+            latent_channels: json.latent_channels,
+        }),
+        scaling_factor: json.scaling_factor,
+    })
 }
 
 /// Parses `vae/config.json` (`path` names it in errors).
 pub fn vae(json: serde_json::Value, path: &Path) -> Result<VaeSpec, SdError> {
+    match json.get("_class_name").and_then(serde_json::Value::as_str) {
+        None | Some("AutoencoderKL") => {}
+        Some("AutoencoderTiny") => return tiny_vae(json, path),
+        Some(other) => {
+            return Err(SdError::Unsupported {
+                path: path.to_path_buf(),
+                message: format!(
+                    "`_class_name` {other:?}: Autonomy reads AutoencoderKL and AutoencoderTiny (TAESD) VAEs"
+                ),
+            });
+        }
+    }
     let json: VaeJson = parse(json, path)?;
     let fail = |message: String| SdError::Unsupported {
         path: path.to_path_buf(),
@@ -455,14 +590,14 @@ pub fn vae(json: serde_json::Value, path: &Path) -> Result<VaeSpec, SdError> {
         });
     }
     Ok(VaeSpec {
-        config: vae::AutoEncoderKLConfig {
+        kind: VaeKind::Kl(vae::AutoEncoderKLConfig {
             block_out_channels: json.block_out_channels,
             layers_per_block: json.layers_per_block,
             latent_channels: json.latent_channels,
             norm_num_groups: json.norm_num_groups,
             use_quant_conv: json.use_quant_conv,
             use_post_quant_conv: json.use_post_quant_conv,
-        },
+        }),
         scaling_factor: json.scaling_factor,
     })
 }

@@ -39,7 +39,7 @@ impl Ensemble {
         let shape = |model: &StableDiffusion| {
             let spec = model.spec();
             (
-                spec.vae.config.latent_channels,
+                spec.vae.latent_channels(),
                 spec.unet.sample_size,
                 spec.vae.downscale(),
             )

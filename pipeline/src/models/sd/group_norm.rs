@@ -53,6 +53,7 @@ impl GroupNorm {
         candle_nn::ops::silu(&self.candle(xs)?)
     }
 
+    /// The fused kernels' group norm of a CUDA tensor, through SiLU when `silu`.
     #[cfg(feature = "cuda-fused")]
     fn fused(&self, xs: &Tensor, silu: bool) -> Result<Tensor> {
         xs.contiguous()?.apply_op3_no_bwd(

@@ -74,18 +74,35 @@ impl Conv2d {
         stride: usize,
         padding: usize,
     ) -> Result<Self> {
-        let weight = vb.get((channels_out, channels_in, kernel, kernel), "weight")?;
-        let bias = Some(vb.get(channels_out, "bias")?);
+        let mut conv = Self::without_bias(
+            vb.clone(),
+            channels_in,
+            channels_out,
+            kernel,
+            stride,
+            padding,
+        )?;
+        conv.bias = Some(vb.get(channels_out, "bias")?);
+        Ok(conv)
+    }
+
+    /// Reads `weight` `(out, in, k, k)` alone from `vb`: a convolution without a bias.
+    pub fn without_bias(
+        vb: candle_nn::VarBuilder,
+        channels_in: usize,
+        channels_out: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Self> {
         Ok(Self {
-            weight,
-            bias,
+            weight: vb.get((channels_out, channels_in, kernel, kernel), "weight")?,
+            bias: None,
             stride,
             padding,
         })
     }
-}
 
-impl Conv2d {
     /// The convolution off the CPU's f32 path: cuDNN's for CUDA tensors with the
     /// `cuda-fused` feature, else candle's.
     fn device_conv(&self, xs: &Tensor) -> Result<Tensor> {

@@ -44,6 +44,7 @@ pub mod scheduler;
 pub mod sigma_ramp;
 pub mod source;
 pub mod text_encoder;
+pub mod tiny_vae;
 pub mod tokenizer;
 mod transform;
 pub mod unet;
@@ -281,7 +282,7 @@ impl StableDiffusion {
         let vae_dtype = vae_dtype(&spec, device);
         let vae = build(&vae_file, || {
             let vb = VarBuilder::from_backend(Box::new(vae_weights), vae_dtype, device.clone());
-            Vae::new(vb, &spec.vae.config)
+            Vae::new(vb, &spec.vae)
         })?;
         let identity = ModelIdentity {
             name: format!("stable-diffusion/{}", display_name(path)),
@@ -464,7 +465,7 @@ impl StableDiffusion {
     pub fn starting_noise(&self, request: &GenerateRequest) -> Result<Tensor, SdError> {
         let n = request.count.max(1);
         let side = self.spec.unet.sample_size;
-        let channels = self.spec.vae.config.latent_channels;
+        let channels = self.spec.vae.latent_channels();
         Ok(Tensor::from_vec(
             super::noise::starting(request, channels * side * side),
             (n, channels, side, side),

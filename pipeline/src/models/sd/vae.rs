@@ -6,8 +6,10 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::blocks::{Attention, Downsample, Resnet, Upsample, conv1, conv3};
+use super::config::{VaeKind, VaeSpec};
 use super::group_norm::GroupNorm;
 use super::kernels::Conv2d;
+use super::tiny_vae::TinyVae;
 use candle_transformers::models::stable_diffusion::vae::AutoEncoderKLConfig;
 
 const EPS: f64 = 1e-6;
@@ -71,8 +73,43 @@ impl Middle {
     }
 }
 
-/// A loaded VAE.
-pub struct Vae {
+/// A loaded VAE: Stable Diffusion's own, or TAESD.
+pub enum Vae {
+    /// `AutoencoderKL`.
+    Kl(Box<KlVae>),
+    /// `AutoencoderTiny`.
+    Tiny(TinyVae),
+}
+
+impl Vae {
+    /// Builds the VAE `spec` describes from diffusers' weights.
+    pub fn new(vb: VarBuilder, spec: &VaeSpec) -> Result<Self> {
+        Ok(match &spec.kind {
+            VaeKind::Kl(config) => Vae::Kl(Box::new(KlVae::new(vb, config)?)),
+            VaeKind::Tiny(config) => Vae::Tiny(TinyVae::new(vb, config)?),
+        })
+    }
+
+    /// Images `(n, 3, H, W)` in about [-1, 1] for latents (not scaled for the UNet).
+    pub fn decode(&self, latents: &Tensor) -> Result<Tensor> {
+        match self {
+            Vae::Kl(vae) => vae.decode(latents),
+            Vae::Tiny(vae) => vae.decode(latents),
+        }
+    }
+
+    /// The latents of images `(n, 3, H, W)` in [-1, 1]: the mean of the latent distribution
+    /// (Stable Diffusion's VAE), or the encoding (TAESD, whose encoder is deterministic).
+    pub fn encode_mean(&self, images: &Tensor) -> Result<Tensor> {
+        match self {
+            Vae::Kl(vae) => vae.encode_mean(images),
+            Vae::Tiny(vae) => vae.encode(images),
+        }
+    }
+}
+
+/// Stable Diffusion's VAE (`AutoencoderKL`), loaded.
+pub struct KlVae {
     encoder_in: Conv2d,
     encoder_blocks: Vec<(Vec<Resnet>, Option<Downsample>)>,
     encoder_mid: Middle,
@@ -88,7 +125,7 @@ pub struct Vae {
     latent_channels: usize,
 }
 
-impl Vae {
+impl KlVae {
     /// Builds the VAE `config` describes (RGB in and out) from diffusers' weights.
     pub fn new(vb: VarBuilder, config: &AutoEncoderKLConfig) -> Result<Self> {
         let channels = &config.block_out_channels;

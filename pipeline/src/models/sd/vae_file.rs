@@ -1,8 +1,10 @@
 //! A VAE named in place of a pipeline's own. Many single-file checkpoints are shared without a
 //! VAE, and model pages name the one to use (A1111's `vae-ft-mse-840000-ema-pruned.safetensors`,
 //! a diffusers VAE folder such as `sdxl-vae-fp16-fix`). Three layouts are read:
-//! - a diffusers VAE folder (`config.json` + `diffusion_pytorch_model.safetensors`), or a
-//!   diffusers pipeline folder, whose `vae/` is taken;
+//! - a diffusers VAE folder (`config.json` + `diffusion_pytorch_model.safetensors`) —
+//!   Stable Diffusion's `AutoencoderKL`, or TAESD's `AutoencoderTiny` (`madebyollin/taesd`,
+//!   `taesdxl`: a tenth of the decoding work) — or a diffusers pipeline folder, whose `vae/`
+//!   is taken;
 //! - a `.safetensors` file (or a `.ckpt` pickle) in the original (LDM) names,
 //!   `encoder.down.0.block.0.…`;
 //! - a whole single-file checkpoint, whose `first_stage_model.…` VAE is taken.
@@ -50,16 +52,6 @@ pub fn open(path: &Path, scaling_factor: f64) -> Result<SeparateVae, SdError> {
         let (dir, weights) = folder_weights(path)?;
         let config_path = dir.join("config.json");
         let json: serde_json::Value = config::read_json(&config_path)?;
-        if let Some(class) = json
-            .get("_class_name")
-            .and_then(|c| c.as_str())
-            .filter(|c| *c != "AutoencoderKL")
-        {
-            return Err(SdError::Unsupported {
-                path: config_path,
-                message: format!("`_class_name` {class:?}: Autonomy reads AutoencoderKL VAEs"),
-            });
-        }
         return Ok(SeparateVae {
             spec: config::vae(json, &config_path)?,
             weights: Weights::files(&[weights])?,
@@ -92,15 +84,19 @@ pub fn open(path: &Path, scaling_factor: f64) -> Result<SeparateVae, SdError> {
 }
 
 /// Whether `path` is a VAE of its own (the tensors' index alone is read): a diffusers VAE
-/// folder (its `config.json` names `AutoencoderKL`), or a weights file whose tensors are a
+/// folder (its `config.json` names `AutoencoderKL`, or `AutoencoderTiny`: TAESD), or a weights file whose tensors are a
 /// VAE's in the original names and nothing else (a whole checkpoint can lend its VAE, but is
 /// not listed as one).
 pub fn is_vae(path: &Path) -> bool {
     if path.is_dir() {
         let config: Result<serde_json::Value, _> = config::read_json(&path.join("config.json"));
-        return config
-            .is_ok_and(|c| c.get("_class_name").and_then(|c| c.as_str()) == Some("AutoencoderKL"))
-            && folder_weights(path).is_ok();
+        let class = |c: &serde_json::Value| c.get("_class_name")?.as_str().map(str::to_string);
+        return config.is_ok_and(|c| {
+            matches!(
+                class(&c).as_deref(),
+                Some("AutoencoderKL" | "AutoencoderTiny")
+            )
+        }) && folder_weights(path).is_ok();
     }
     let names = super::weights::stored_names(path);
     names.iter().any(|name| name.starts_with("encoder.down."))
