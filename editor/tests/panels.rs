@@ -302,11 +302,13 @@ fn every_panel_action_works_on_an_embedded_chain() {
 
     // VAE folders and files in the model folders are offered; a picked one changes the picture
     // and goes into the recipe.
-    // (The fixtures' A1111 VAE file that PyTorch before 1.6 pickled is one too.)
+    // (The fixtures' A1111 VAE file that PyTorch before 1.6 pickled is one too, and so is the
+    // TAESD folder.)
     let local = app.world().resource::<LocalModels>();
     let mut expected = vec![
         inpaint_vae.clone(),
         sd_fixtures().join("checkpoints/tiny-sd15-vae.legacy.pt"),
+        sd_fixtures().join("tiny-taesd"),
     ];
     expected.sort();
     assert_eq!(local.vaes, expected, "{local:?}");
