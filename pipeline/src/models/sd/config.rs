@@ -488,6 +488,19 @@ impl VaeSpec {
     }
 }
 
+/// Refuses a VAE (its config at `path`) that does not take and give RGB.
+fn rgb_only(in_channels: usize, out_channels: usize, path: &Path) -> Result<(), SdError> {
+    if in_channels == 3 && out_channels == 3 {
+        return Ok(());
+    }
+    Err(SdError::Unsupported {
+        path: path.to_path_buf(),
+        message: format!(
+            "`in_channels` {in_channels} / `out_channels` {out_channels}: only RGB VAEs are supported"
+        ),
+    })
+}
+
 /// Parses an `AutoencoderTiny` config (`path` names it in errors).
 fn tiny_vae(json: serde_json::Value, path: &Path) -> Result<VaeSpec, SdError> {
     let json: TinyVaeJson = parse(json, path)?;
@@ -495,12 +508,7 @@ fn tiny_vae(json: serde_json::Value, path: &Path) -> Result<VaeSpec, SdError> {
         path: path.to_path_buf(),
         message,
     };
-    if json.in_channels != 3 || json.out_channels != 3 {
-        return Err(fail(format!(
-            "`in_channels` {} / `out_channels` {}: only RGB VAEs are supported",
-            json.in_channels, json.out_channels
-        )));
-    }
+    rgb_only(json.in_channels, json.out_channels, path)?;
     if json.act_fn != "relu" || json.upsample_fn != "nearest" || json.upsampling_scaling_factor != 2
     {
         return Err(fail(format!(
@@ -559,12 +567,7 @@ pub fn vae(json: serde_json::Value, path: &Path) -> Result<VaeSpec, SdError> {
         path: path.to_path_buf(),
         message,
     };
-    if json.in_channels != 3 || json.out_channels != 3 {
-        return Err(fail(format!(
-            "`in_channels` {} / `out_channels` {}: only RGB VAEs are supported",
-            json.in_channels, json.out_channels
-        )));
-    }
+    rgb_only(json.in_channels, json.out_channels, path)?;
     if let Some(shift) = json.shift_factor {
         return Err(fail(format!(
             "`shift_factor` = {shift} is not supported yet"

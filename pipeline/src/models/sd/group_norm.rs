@@ -214,18 +214,24 @@ APPLY(group_norm_apply_bf16, unsigned short, load_bf16, store_bf16)
         pub(super) silu: bool,
     }
 
+    /// The op's three tensors with their layouts.
+    struct Inputs<'a> {
+        x: (&'a CudaStorage, &'a Layout),
+        weight: (&'a CudaStorage, &'a Layout),
+        bias: (&'a CudaStorage, &'a Layout),
+    }
+
     impl FusedGroupNorm {
-        #[allow(clippy::too_many_arguments)]
         fn run<T: CudaDType + DeviceRepr + WithDType>(
             &self,
             suffix: &str,
-            x: &CudaStorage,
-            x_layout: &Layout,
-            weight: &CudaStorage,
-            weight_layout: &Layout,
-            bias: &CudaStorage,
-            bias_layout: &Layout,
+            inputs: &Inputs,
         ) -> Result<(CudaStorage, Shape)> {
+            let Inputs {
+                x: (x, x_layout),
+                weight: (weight, weight_layout),
+                bias: (bias, bias_layout),
+            } = *inputs;
             let dims = x_layout.dims();
             let (Some(&batch), Some(&channels)) = (dims.first(), dims.get(1)) else {
                 candle_core::bail!("group norm of a {dims:?} tensor");
@@ -335,17 +341,15 @@ APPLY(group_norm_apply_bf16, unsigned short, load_bf16, store_bf16)
             bias: &CudaStorage,
             bias_layout: &Layout,
         ) -> Result<(CudaStorage, Shape)> {
-            let args = (x, x_layout, weight, weight_layout, bias, bias_layout);
+            let inputs = Inputs {
+                x: (x, x_layout),
+                weight: (weight, weight_layout),
+                bias: (bias, bias_layout),
+            };
             match x.dtype() {
-                DType::F32 => {
-                    self.run::<f32>("f32", args.0, args.1, args.2, args.3, args.4, args.5)
-                }
-                DType::F16 => {
-                    self.run::<half::f16>("f16", args.0, args.1, args.2, args.3, args.4, args.5)
-                }
-                DType::BF16 => {
-                    self.run::<half::bf16>("bf16", args.0, args.1, args.2, args.3, args.4, args.5)
-                }
+                DType::F32 => self.run::<f32>("f32", &inputs),
+                DType::F16 => self.run::<half::f16>("f16", &inputs),
+                DType::BF16 => self.run::<half::bf16>("bf16", &inputs),
                 other => candle_core::bail!("group norm of {other:?} tensors"),
             }
         }
