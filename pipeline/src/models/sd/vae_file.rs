@@ -84,19 +84,15 @@ pub fn open(path: &Path, scaling_factor: f64) -> Result<SeparateVae, SdError> {
 }
 
 /// Whether `path` is a VAE of its own (the tensors' index alone is read): a diffusers VAE
-/// folder (its `config.json` names `AutoencoderKL`, or `AutoencoderTiny`: TAESD), or a weights file whose tensors are a
-/// VAE's in the original names and nothing else (a whole checkpoint can lend its VAE, but is
-/// not listed as one).
+/// folder (its `config.json` names `AutoencoderKL`, or `AutoencoderTiny`: TAESD), or a weights
+/// file whose tensors are a VAE's in the original names and nothing else (a whole checkpoint
+/// can lend its VAE, but is not listed as one).
 pub fn is_vae(path: &Path) -> bool {
     if path.is_dir() {
-        let config: Result<serde_json::Value, _> = config::read_json(&path.join("config.json"));
-        let class = |c: &serde_json::Value| c.get("_class_name")?.as_str().map(str::to_string);
-        return config.is_ok_and(|c| {
-            matches!(
-                class(&c).as_deref(),
-                Some("AutoencoderKL" | "AutoencoderTiny")
-            )
-        }) && folder_weights(path).is_ok();
+        let config: Option<serde_json::Value> = config::read_json(&path.join("config.json")).ok();
+        let class = config.as_ref().and_then(|c| c.get("_class_name")?.as_str());
+        return matches!(class, Some("AutoencoderKL" | "AutoencoderTiny"))
+            && folder_weights(path).is_ok();
     }
     let names = super::weights::stored_names(path);
     names.iter().any(|name| name.starts_with("encoder.down."))
