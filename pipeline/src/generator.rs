@@ -93,6 +93,10 @@ pub struct ModelIdentity {
     /// LoRAs merged into the weights, in order (absent when none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub loras: Vec<LoraUse>,
+    /// Textual-inversion embeddings whose words its prompts could use, in order (absent when
+    /// none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub embeddings: Vec<EmbeddingUse>,
     /// The VAE used in place of the model's own (absent when none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vae: Option<VaeUse>,
@@ -112,6 +116,16 @@ pub struct RefinerUse {
     pub weights_sha256: String,
     /// Where it took over: the fraction of the noise schedule the base model ran.
     pub switch: f64,
+}
+
+/// A textual-inversion embedding loaded with a model, as the provenance manifest records it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingUse {
+    /// The file as the recipe names it (its stem is the word it adds).
+    pub file: String,
+    /// sha256 (hex) of the file.
+    pub sha256: String,
 }
 
 /// A VAE used in place of a model's own, as the provenance manifest records it.

@@ -9,6 +9,7 @@ use autonomy_pipeline::economy::Config;
 use autonomy_pipeline::economy::registry::RegistryPoller;
 use autonomy_pipeline::generator::{GenerateRequest, InitImage};
 use autonomy_pipeline::keys::{KeyStore, password_for};
+use autonomy_pipeline::models::sd::embedding::EmbeddingFile;
 use autonomy_pipeline::models::sd::scheduler::Sampler;
 use autonomy_pipeline::models::sd::vae_file::VaeFile;
 use autonomy_pipeline::models::{
@@ -233,6 +234,10 @@ struct GenerateArgs {
     /// (A1111's, or another checkpoint's) or a diffusers VAE folder.
     #[arg(long)]
     vae: Option<PathBuf>,
+    /// Stable Diffusion: a textual-inversion embedding (`.safetensors`, A1111's `.pt`) whose
+    /// file stem the prompts may use as a word; repeat for more.
+    #[arg(long = "embedding", value_name = "FILE")]
+    embeddings: Vec<PathBuf>,
     /// Stable Diffusion XL: a refiner (folder or checkpoint) that takes over the model's latents
     /// at `--refiner-switch` (SDXL's ensemble of experts).
     #[arg(long)]
@@ -388,7 +393,16 @@ fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
         label: path.display().to_string(),
         switch: args.refiner_switch,
     });
+    let embeddings: Vec<EmbeddingFile> = args
+        .embeddings
+        .iter()
+        .map(|path| EmbeddingFile {
+            path: path.clone(),
+            label: path.display().to_string(),
+        })
+        .collect();
     let additions = Additions {
+        embeddings: &embeddings,
         vae: vae.as_ref(),
         refiner: refiner.as_ref(),
         ..Additions::default()

@@ -12,6 +12,7 @@ use autonomy_pipeline::build::provenance::Manifest;
 use autonomy_pipeline::generator::{GenerateRequest, Generator, InitImage, RefinerUse, VaeUse};
 use autonomy_pipeline::models::sd::checkpoint::Checkpoint;
 use autonomy_pipeline::models::sd::config::{PipelineSpec, VaeKind};
+use autonomy_pipeline::models::sd::embedding::EmbeddingFile;
 use autonomy_pipeline::models::sd::ensemble::Ensemble;
 use autonomy_pipeline::models::sd::lora::{LoraFile, LoraSummary};
 use autonomy_pipeline::models::sd::scheduler::{
@@ -20,7 +21,7 @@ use autonomy_pipeline::models::sd::scheduler::{
 use autonomy_pipeline::models::sd::vae_file::{self, VaeFile};
 use autonomy_pipeline::models::sd::{Prompt, SdError, StableDiffusion, Stage, checkpoint};
 use autonomy_pipeline::post::seam;
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use common::mean_difference;
 use common::sd::{Reference, fixtures};
 use image::{GrayImage, Luma, Rgba, RgbaImage};
@@ -1213,6 +1214,12 @@ fn a_recipe_naming_a_diffusers_folder_builds_signs_caches_and_reproduces() {
         &fixtures().join("tiny-sd-inpaint/vae"),
         &root.join("vaes/other"),
     );
+    std::fs::create_dir_all(root.join("embeddings")).unwrap();
+    std::fs::copy(
+        fixtures().join("embeddings/pixel-style.pt"),
+        root.join("embeddings/moss-style.pt"),
+    )
+    .unwrap();
     std::fs::write(
         root.join("bricks.recipe.toml"),
         "kind = \"texture\"\nprompt = \"mossy stone bricks\"\nmodel = \"models/tiny-sd15\"\n\
@@ -1221,8 +1228,9 @@ fn a_recipe_naming_a_diffusers_folder_builds_signs_caches_and_reproduces() {
     .unwrap();
     std::fs::write(
         root.join("moss.recipe.toml"),
-        "kind = \"sprite\"\nprompt = \"moss\"\nmodel = \"models/tiny-sd15\"\nsteps = 2\n\
+        "kind = \"sprite\"\nprompt = \"moss, moss-style\"\nmodel = \"models/tiny-sd15\"\nsteps = 2\n\
          loras = [{ file = \"models/tiny-sd15/loras/kohya.safetensors\", scale = 0.8 }]\n\
+         embeddings = [\"embeddings/moss-style.pt\"]\n\
          sampler = \"dpm++2m-karras\"\nvae = \"vaes/other\"\n",
     )
     .unwrap();
@@ -1256,6 +1264,19 @@ fn a_recipe_naming_a_diffusers_folder_builds_signs_caches_and_reproduces() {
         hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&lora_bytes))
     );
     assert!(manifest.model.loras.is_empty());
+    let embeddings = &moss.model.embeddings;
+    assert_eq!(embeddings.len(), 1);
+    assert_eq!(embeddings[0].file, "embeddings/moss-style.pt");
+    assert_eq!(
+        embeddings[0].sha256,
+        autonomy_pipeline::models::digest::file_sha256(&root.join("embeddings/moss-style.pt"))
+            .unwrap()
+    );
+    assert_eq!(
+        moss.recipe["embeddings"],
+        serde_json::json!(["embeddings/moss-style.pt"])
+    );
+    assert!(manifest.model.embeddings.is_empty());
     let vae = moss
         .model
         .vae
@@ -1307,12 +1328,16 @@ fn a_recipe_naming_a_diffusers_folder_builds_signs_caches_and_reproduces() {
         "{text}{}",
         String::from_utf8_lossy(&verified.stderr)
     );
-    // Another LoRA file, then another VAE, under the same name: the asset that uses it is made
-    // again, the other is not.
+    // Another LoRA file, another embedding, then another VAE, under the same name: the asset
+    // that uses it is made again, the other is not.
     for (other, file) in [
         (
             fixtures().join("tiny-sd15/loras/peft.safetensors"),
             root.join(&lora[0].file),
+        ),
+        (
+            fixtures().join("embeddings/bad-hands.safetensors"),
+            root.join("embeddings/moss-style.pt"),
         ),
         (
             fixtures().join("tiny-sd15/vae/diffusion_pytorch_model.safetensors"),
@@ -2094,4 +2119,193 @@ fn v_pred_and_ztsnr_markers_set_a_checkpoints_prediction_and_noise_schedule() {
     assert_eq!(scheduler.spacing, Spacing::Trailing);
     assert_eq!(scheduler.alphas_cumprod.last(), Some(&0.0));
     assert_eq!(scheduler.schedule(4).timesteps[0], 999.0);
+}
+
+/// The embedding fixture `name` (in `embeddings/`), labelled as a recipe would name it.
+fn embedding(name: &str) -> EmbeddingFile {
+    EmbeddingFile {
+        path: fixtures().join("embeddings").join(name),
+        label: format!("embeddings/{name}"),
+    }
+}
+
+#[test]
+fn textual_inversion_embeddings_stand_for_their_words_as_diffusers_loads_them() {
+    let reference = Reference::of("embeddings");
+    let mut model = load("tiny-sd15");
+    let plain = model.token_ids(&reference.prompt);
+    // A1111's `.pt` (three vectors), A1111's `.safetensors` (two) and diffusers' one-vector
+    // `learned_embeds`, each called up by its file stem.
+    let files = [
+        embedding("pixel-style.pt"),
+        embedding("bad-hands.safetensors"),
+        embedding("gem-glow.safetensors"),
+    ];
+    model.add_embeddings(&files).unwrap();
+    let ids = model.token_ids(&reference.prompt);
+    assert_eq!(ids, reference.ids("sd15_prompt_ids"));
+    assert_ne!(ids, plain, "the words are no longer spelled out");
+    assert_eq!(
+        model.token_ids(&reference.negative),
+        reference.ids("sd15_negative_ids")
+    );
+    // Whole words, in any case.
+    assert_eq!(model.token_ids(&reference.prompt.to_uppercase()), ids);
+    assert!(
+        !model.token_ids("pixel-styles").iter().any(|&id| id >= 814),
+        "a word inside a longer one is not the embedding's"
+    );
+    let cond = model.encode_prompt(&reference.prompt).unwrap();
+    let uncond = model.encode_negative(&reference.negative).unwrap();
+    close(
+        "prompt with embeddings",
+        &cond.context,
+        reference.get("sd15_prompt_states"),
+        1e-4,
+    );
+    close(
+        "negative prompt with an embedding",
+        &uncond.context,
+        reference.get("sd15_negative_states"),
+        1e-4,
+    );
+    let request = GenerateRequest {
+        prompt: reference.prompt.clone(),
+        negative_prompt: reference.negative.clone(),
+        steps: 4,
+        guidance: 5.0,
+        ..GenerateRequest::default()
+    };
+    let image = model
+        .sample(&request, reference.get("sd15_run_init"))
+        .unwrap();
+    close(
+        "whole run with embeddings",
+        &image.permute((0, 2, 3, 1)).unwrap(),
+        reference.get("sd15_run_image"),
+        4e-4,
+    );
+    let recorded: Vec<&str> = model
+        .identity()
+        .embeddings
+        .iter()
+        .map(|e| e.file.as_str())
+        .collect();
+    assert_eq!(
+        recorded,
+        [
+            "embeddings/pixel-style.pt",
+            "embeddings/bad-hands.safetensors",
+            "embeddings/gem-glow.safetensors"
+        ]
+    );
+    assert!(
+        model
+            .identity()
+            .embeddings
+            .iter()
+            .all(|e| e.sha256.len() == 64)
+    );
+
+    // SDXL's: `clip_l` to the first encoder, `clip_g` to the second, whose pooled state is
+    // the highest id's, as transformers pools it.
+    let mut xl = load("tiny-sdxl");
+    xl.add_embeddings(&[embedding("xl-pixel.safetensors")])
+        .unwrap();
+    let prompt = "xl-pixel knight";
+    assert_eq!(xl.token_ids_of(0, prompt), reference.ids("sdxl_ids"));
+    assert_eq!(xl.token_ids_of(1, prompt), reference.ids("sdxl_ids_2"));
+    let cond = xl.encode_prompt(prompt).unwrap();
+    close(
+        "SDXL with an embedding",
+        &cond.context,
+        reference.get("sdxl_states"),
+        1e-4,
+    );
+    close(
+        "SDXL pooled with an embedding",
+        &cond.pooled.unwrap(),
+        reference.get("sdxl_pooled"),
+        1e-4,
+    );
+}
+
+#[test]
+fn embeddings_for_another_model_or_not_embeddings_at_all_are_refused_leaving_the_model_as_it_was() {
+    let mut model = load("tiny-sd15");
+    let before = model.token_ids("pixel-style");
+    let refused = |model: &mut StableDiffusion, files: &[EmbeddingFile], words: &str| {
+        let message = model.add_embeddings(files).expect_err(words).to_string();
+        assert!(message.contains(words), "{message}");
+    };
+    refused(
+        &mut model,
+        &[
+            embedding("pixel-style.pt"),
+            embedding("xl-pixel.safetensors"),
+        ],
+        "xl-pixel.safetensors` is invalid: it is an SDXL embedding",
+    );
+    assert_eq!(
+        model.token_ids("pixel-style"),
+        before,
+        "nothing is added when one file is refused"
+    );
+    assert!(model.identity().embeddings.is_empty());
+    let root = tempfile::tempdir().unwrap();
+    let write = |name: &str, tensors: &[(&str, Tensor)]| {
+        let path = root.path().join(name);
+        let map: HashMap<String, Tensor> = tensors
+            .iter()
+            .map(|(k, t)| (k.to_string(), t.clone()))
+            .collect();
+        candle_core::safetensors::save(&map, &path).unwrap();
+        EmbeddingFile {
+            label: name.into(),
+            path,
+        }
+    };
+    let narrow = write(
+        "narrow.safetensors",
+        &[(
+            "emb_params",
+            Tensor::zeros((2, 16), DType::F32, &Device::Cpu).unwrap(),
+        )],
+    );
+    refused(
+        &mut model,
+        &[narrow],
+        "16 wide and the text encoder's tokens 32",
+    );
+    refused(
+        &mut model,
+        &[EmbeddingFile {
+            path: fixtures().join("tiny-sd15/loras/kohya.safetensors"),
+            label: "kohya.safetensors".into(),
+        }],
+        "not a textual-inversion embedding",
+    );
+    let half = write(
+        "half.safetensors",
+        &[(
+            "clip_l",
+            Tensor::zeros((2, 32), DType::F32, &Device::Cpu).unwrap(),
+        )],
+    );
+    refused(&mut model, &[half], "holds both `clip_l` and `clip_g`");
+    let twin = EmbeddingFile {
+        path: fixtures().join("embeddings/bad-hands.safetensors"),
+        label: "other/Bad-Hands.safetensors".into(),
+    };
+    refused(
+        &mut model,
+        &[embedding("bad-hands.safetensors"), twin],
+        "both add the word `bad-hands`",
+    );
+    let mut xl = load("tiny-sdxl");
+    refused(
+        &mut xl,
+        &[embedding("bad-hands.safetensors")],
+        "an SDXL model needs one with `clip_l` and `clip_g`",
+    );
 }

@@ -45,6 +45,7 @@ fn write_asset(dir: &Path, name: &str, signer: Option<&PrivateKeySigner>) -> Man
             path: "models/house".into(),
             generator: "test".into(),
             loras: Vec::new(),
+            embeddings: Vec::new(),
             vae: None,
             refiner: None,
         },

@@ -61,7 +61,7 @@ from diffusers import (
     UNet2DConditionModel,
 )
 from PIL import Image
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from transformers import (
     CLIPTextConfig,
     CLIPTextModel,
@@ -1206,6 +1206,69 @@ def xl_lora_reference(pipe, folder, tensors):
 SD_BETAS = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
 
 
+def build_embeddings(name):
+    """Textual-inversion embeddings as the tools that train them save them, and what diffusers
+    computes with them loaded (`load_textual_inversion`, the trigger word being the file's
+    stem, as A1111 names them): for tiny-sd15 an A1111 `.pt` (`string_to_param["*"]`, three
+    vectors), an A1111 `.safetensors` (`emb_params`, two vectors) and a diffusers
+    `learned_embeds` file (one key, one 1-D vector); for tiny-sdxl one with `clip_l` and
+    `clip_g` vectors for its two encoders. The references: the prompt's and the negative
+    prompt's token ids and text states, tiny-sd15's whole 4-step run, and tiny-sdxl's
+    conditioning and pooled prompt."""
+    folder = os.path.join(OUT, name)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder)
+    g = torch.Generator().manual_seed(21)
+    width = 32
+    pixel = torch.randn(3, width, generator=g)
+    torch.save(
+        {"string_to_token": {"*": 265}, "string_to_param": {"*": pixel}, "name": "pixel-style",
+         "step": 1500, "sd_checkpoint": "0123abcd", "sd_checkpoint_name": "tiny-sd15"},
+        os.path.join(folder, "pixel-style.pt"),
+    )
+    save_file({"emb_params": torch.randn(2, width, generator=g)},
+              os.path.join(folder, "bad-hands.safetensors"))
+    save_file({"<gem-glow>": torch.randn(width, generator=g)},
+              os.path.join(folder, "gem-glow.safetensors"))
+    save_file({"clip_l": torch.randn(2, width, generator=g), "clip_g": torch.randn(2, width, generator=g)},
+              os.path.join(folder, "xl-pixel.safetensors"))
+
+    prompt, negative = "a red potion bottle, pixel-style, gem-glow", "bad-hands, blurry"
+    pipe = StableDiffusionPipeline.from_pretrained(os.path.join(OUT, "tiny-sd15"))
+    files = ["pixel-style.pt", "bad-hands.safetensors", "gem-glow.safetensors"]
+    pipe.load_textual_inversion([os.path.join(folder, f) for f in files],
+                                token=[os.path.splitext(f)[0] for f in files])
+    tensors = {}
+    for key, text in (("prompt", prompt), ("negative", negative)):
+        converted = pipe.maybe_convert_prompt(text, pipe.tokenizer)
+        tensors[f"sd15_{key}_ids"] = ids(pipe.tokenizer, converted)[0].to(torch.int64)
+        tensors[f"sd15_{key}_states"] = pipe.encode_prompt(text, "cpu", 1, False)[0]
+    init = torch.randn(1, 4, 8, 8, generator=g)
+    run = pipe(prompt, negative_prompt=negative, num_inference_steps=4, guidance_scale=5.0,
+               latents=init.clone(), output_type="np", height=64, width=64).images
+    tensors["sd15_run_init"] = init
+    tensors["sd15_run_image"] = torch.from_numpy(run).contiguous()
+
+    xl = StableDiffusionXLPipeline.from_pretrained(os.path.join(OUT, "tiny-sdxl"))
+    state = load_file(os.path.join(folder, "xl-pixel.safetensors"))
+    xl.load_textual_inversion(state["clip_l"], token="xl-pixel", text_encoder=xl.text_encoder,
+                              tokenizer=xl.tokenizer)
+    xl.load_textual_inversion(state["clip_g"], token="xl-pixel", text_encoder=xl.text_encoder_2,
+                              tokenizer=xl.tokenizer_2)
+    xl_prompt = "xl-pixel knight"
+    embeds, _, pooled, _ = xl.encode_prompt(xl_prompt, device="cpu", do_classifier_free_guidance=False)
+    tensors["sdxl_ids"] = ids(xl.tokenizer, xl.maybe_convert_prompt(xl_prompt, xl.tokenizer))[0].to(torch.int64)
+    tensors["sdxl_ids_2"] = ids(xl.tokenizer_2, xl.maybe_convert_prompt(xl_prompt, xl.tokenizer_2))[0].to(torch.int64)
+    tensors["sdxl_states"] = embeds
+    tensors["sdxl_pooled"] = pooled
+    save_file(
+        {k: v.detach().contiguous() for k, v in tensors.items()},
+        os.path.join(OUT, f"{name}.reference.safetensors"),
+        metadata={"prompt": prompt, "negative_prompt": negative, "sdxl_prompt": xl_prompt,
+                  "torch": torch.__version__},
+    )
+
+
 def ddim(**kw):
     """The DDIM scheduler of the SD 1.5 / 2.1 releases."""
     return DDIMScheduler(
@@ -1225,7 +1288,7 @@ def main():
         return
     if only:
         alone = {"tiny-sdxl": build_xl, "tiny-sdxl-refiner": build_xl_refiner, "tiny-lcm": build_lcm,
-                 "tiny-taesd": build_taesd}
+                 "tiny-taesd": build_taesd, "embeddings": build_embeddings}
         for name in only:
             if name not in alone:
                 sys.exit(f"{name}: only {', '.join(alone)} build alone; run without names for the rest")

@@ -329,6 +329,9 @@ impl Builder<'_> {
         for lora in &ingredients.loras {
             inputs.push(format!("lora:{}:{}", lora.sha256, lora.scale));
         }
+        for embedding in &ingredients.embeddings {
+            inputs.push(format!("embedding:{}", embedding.sha256));
+        }
         if let Some(vae) = &ingredients.vae {
             inputs.push(format!("vae:{}", vae.sha256));
         }

@@ -660,6 +660,7 @@ mod tests {
                 path: "models/house".into(),
                 generator: "g".into(),
                 loras: Vec::new(),
+                embeddings: Vec::new(),
                 vae: None,
                 refiner: None,
             },

@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use super::produce::{self, Inputs, Produced};
 use super::provenance::{Carrier, FileHash, Manifest, Parent};
 use super::{BuildError, BuildOptions, label, slash};
-use crate::generator::{Generator, LoraUse, ModelIdentity, RefinerUse, VaeUse};
+use crate::generator::{EmbeddingUse, Generator, LoraUse, ModelIdentity, RefinerUse, VaeUse};
+use crate::models::sd::embedding::EmbeddingFile;
 use crate::models::sd::lora::LoraFile;
 use crate::models::sd::vae_file::VaeFile;
 use crate::models::{self, Additions, Family, RefinerFile};
@@ -25,6 +26,9 @@ pub struct Ingredients {
     /// LoRAs merged into the model: the files as the recipe names them, their hashes and
     /// scales.
     pub loras: Vec<LoraUse>,
+    /// Textual-inversion embeddings loaded with the model: the files as the recipe names
+    /// them, their hashes.
+    pub embeddings: Vec<EmbeddingUse>,
     /// The VAE used in place of the model's own: the file as the recipe names it, its hash.
     pub vae: Option<VaeUse>,
     /// The refiner that takes over the model's latents: as the recipe names it, its version,
@@ -108,6 +112,23 @@ impl<'a> Workshop<'a> {
                 })
             })
             .collect::<Result<Vec<_>, BuildError>>()?;
+        let embeddings = recipe
+            .embeddings
+            .iter()
+            .map(|file| {
+                let path = self.options.root.join(file);
+                let sha256 = crate::models::digest::file_sha256(&path).map_err(|e| {
+                    fail(format!(
+                        "`embeddings`: cannot read `{}`: {e}",
+                        path.display()
+                    ))
+                })?;
+                Ok(EmbeddingUse {
+                    file: slash(file),
+                    sha256,
+                })
+            })
+            .collect::<Result<Vec<_>, BuildError>>()?;
         let vae = match &recipe.vae {
             Some(file) => {
                 let path = self.options.root.join(file);
@@ -138,6 +159,7 @@ impl<'a> Workshop<'a> {
             generator: Family::of(&model_dir).generator(),
             model_dir,
             loras,
+            embeddings,
             vae,
             refiner,
             weights_sha256,
@@ -197,11 +219,13 @@ impl<'a> Workshop<'a> {
         Ok(hash)
     }
 
-    /// The model the ingredients name, with their LoRAs, VAE and refiner: loaded once.
+    /// The model the ingredients name, with their LoRAs, embeddings, VAE and refiner: loaded
+    /// once.
     fn model(&self, ingredients: &Ingredients) -> Result<Arc<dyn Generator>, String> {
-        let (dir, loras, vae, refiner) = (
+        let (dir, loras, embeddings, vae, refiner) = (
             &ingredients.model_dir,
             &ingredients.loras,
+            &ingredients.embeddings,
             ingredients.vae.as_ref(),
             ingredients.refiner.as_ref(),
         );
@@ -212,6 +236,11 @@ impl<'a> Workshop<'a> {
         let signature: Vec<String> = loras
             .iter()
             .map(|l| format!("{}:{}:{}", l.file, l.sha256, l.scale))
+            .chain(
+                embeddings
+                    .iter()
+                    .map(|e| format!("embedding:{}:{}", e.file, e.sha256)),
+            )
             .chain(vae.map(|v| format!("vae:{}:{}", v.file, v.sha256)))
             .chain(refiner.map(|r| format!("refiner:{}:{}:{}", r.file, r.weights_sha256, r.switch)))
             .collect();
@@ -227,6 +256,13 @@ impl<'a> Workshop<'a> {
                 scale: lora.scale,
             })
             .collect();
+        let embedding_files: Vec<EmbeddingFile> = embeddings
+            .iter()
+            .map(|e| EmbeddingFile {
+                path: self.options.root.join(&e.file),
+                label: e.file.clone(),
+            })
+            .collect();
         let vae_file = vae.map(|v| VaeFile {
             path: self.options.root.join(&v.file),
             label: v.file.clone(),
@@ -238,6 +274,7 @@ impl<'a> Workshop<'a> {
         });
         let additions = Additions {
             loras: &files,
+            embeddings: &embedding_files,
             vae: vae_file.as_ref(),
             refiner: refiner_file.as_ref(),
         };
@@ -246,11 +283,13 @@ impl<'a> Workshop<'a> {
             .into();
         let identity = model.identity();
         if identity.loras != *loras
+            || identity.embeddings != *embeddings
             || identity.vae.as_ref() != vae
             || identity.refiner.as_ref() != refiner
         {
             return Err(
-                "a LoRA, VAE or refiner file changed while the build read it; build again".into(),
+                "a LoRA, embedding, VAE or refiner file changed while the build read it; build again"
+                    .into(),
             );
         }
         models.insert(key, model.clone());

@@ -168,6 +168,7 @@ mod tests {
                 path: "models/house".into(),
                 generator: "house/1".into(),
                 loras: Vec::new(),
+                embeddings: Vec::new(),
                 vae: None,
                 refiner: None,
             },

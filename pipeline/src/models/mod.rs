@@ -49,6 +49,8 @@ impl Family {
 pub struct Additions<'a> {
     /// LoRAs merged into its weights, in order.
     pub loras: &'a [sd::lora::LoraFile],
+    /// Textual-inversion embeddings whose words its prompts may use (and its refiner's).
+    pub embeddings: &'a [sd::embedding::EmbeddingFile],
     /// A VAE in place of its own (and of its refiner's).
     pub vae: Option<&'a sd::vae_file::VaeFile>,
     /// A refiner that takes over its latents at a switch point.
@@ -73,23 +75,27 @@ pub fn load(
     device: &Device,
     additions: &Additions<'_>,
 ) -> Result<Box<dyn Generator>, GenerateError> {
-    let plain =
-        additions.loras.is_empty() && additions.vae.is_none() && additions.refiner.is_none();
+    let plain = additions.loras.is_empty()
+        && additions.embeddings.is_empty()
+        && additions.vae.is_none()
+        && additions.refiner.is_none();
     Ok(match Family::of(dir) {
         Family::House if plain => Box::new(HouseModel::load(dir, device)?),
         Family::House => {
             return Err(GenerateError::Unsupported(format!(
-                "`{}` is a house model: LoRAs, VAE files and refiners apply to Stable Diffusion models",
+                "`{}` is a house model: LoRAs, embeddings, VAE files and refiners apply to Stable Diffusion models",
                 dir.display()
             )));
         }
         Family::StableDiffusion => {
-            let base = StableDiffusion::load_with(dir, device, additions.loras, additions.vae)?;
+            let mut base = StableDiffusion::load_with(dir, device, additions.loras, additions.vae)?;
+            base.add_embeddings(additions.embeddings)?;
             match additions.refiner {
                 None => Box::new(base),
                 Some(refiner) => {
-                    let model =
+                    let mut model =
                         StableDiffusion::load_with(&refiner.path, device, &[], additions.vae)?;
+                    model.add_embeddings(additions.embeddings)?;
                     Box::new(sd::ensemble::Ensemble::new(
                         base,
                         model,

@@ -230,6 +230,9 @@ pub struct AssetRecipe {
     pub model: ModelRef,
     /// LoRAs merged into the model, in order (Stable Diffusion models only).
     pub loras: Vec<LoraRef>,
+    /// Textual-inversion embedding files, relative to the root or absolute; each file's stem
+    /// is a word its prompts may use (Stable Diffusion models only).
+    pub embeddings: Vec<PathBuf>,
     /// A VAE file or folder used in place of the model's own, relative to the root or
     /// absolute (Stable Diffusion models only).
     pub vae: Option<PathBuf>,
@@ -331,6 +334,10 @@ impl AssetRecipe {
                 .map(|l| json!({ "file": path(&l.file), "scale": l.scale }))
                 .collect();
             canonical["loras"] = Value::Array(loras);
+        }
+        if !self.embeddings.is_empty() {
+            let files: Vec<Value> = self.embeddings.iter().map(|f| json!(path(f))).collect();
+            canonical["embeddings"] = Value::Array(files);
         }
         if let Some(vae) = &self.vae {
             canonical["vae"] = json!(path(vae));

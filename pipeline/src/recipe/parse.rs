@@ -21,12 +21,13 @@ pub(super) const MAX_FILE_BYTES: usize = 1 << 20;
 /// Keys only animations accept.
 const ANIMATION_KEYS: [&str; 3] = ["frames", "fps", "loop"];
 /// Every key an asset may have.
-const ALL_KEYS: [&str; 23] = [
+const ALL_KEYS: [&str; 24] = [
     "kind",
     "prompt",
     "negative_prompt",
     "model",
     "loras",
+    "embeddings",
     "vae",
     "refiner",
     "refiner_switch",
@@ -236,6 +237,14 @@ impl Reader<'_> {
                 "LoRAs apply to a Stable Diffusion model folder; set `model` to one",
             );
         }
+        let embeddings = self.embeddings(report, &mut f);
+        if !embeddings.is_empty() && !matches!(model, ModelRef::Folder(_)) {
+            f.misplaced(
+                report,
+                "embeddings",
+                "embeddings apply to a Stable Diffusion model folder; set `model` to one",
+            );
+        }
         let sampler = f.string(report, "sampler").and_then(|s| {
             Sampler::parse(s.get_ref())
                 .map_err(|message| report.error(s.span(), Some(&f.field("sampler")), message))
@@ -376,6 +385,7 @@ impl Reader<'_> {
             negative_prompt,
             model,
             loras,
+            embeddings,
             vae,
             refiner,
             sampler,
@@ -486,6 +496,47 @@ impl Reader<'_> {
             }
         }
         loras
+    }
+
+    /// The `embeddings` list: textual-inversion files, each adding the word of its stem.
+    fn embeddings(&self, report: &mut Report, f: &mut Fields) -> Vec<PathBuf> {
+        let Some(v) = f.value("embeddings") else {
+            return Vec::new();
+        };
+        let field = f.field("embeddings");
+        let DeValue::Array(items) = v.get_ref() else {
+            let want = "a list like [\"embeddings/EasyNegative.safetensors\"]";
+            report.error(v.span(), Some(&field), expected(want, v.get_ref()));
+            return Vec::new();
+        };
+        let mut files: Vec<PathBuf> = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let at = format!("{field}[{i}]");
+            let DeValue::String(written) = item.get_ref() else {
+                report.error(
+                    item.span(),
+                    Some(&at),
+                    expected("a file name", item.get_ref()),
+                );
+                continue;
+            };
+            match self.weights_file(written) {
+                Ok(path) => {
+                    let word = |p: &Path| p.file_stem().map(|s| s.to_string_lossy().to_lowercase());
+                    if files.iter().any(|other| word(other) == word(&path)) {
+                        report.error(
+                            item.span(),
+                            Some(&at),
+                            "another embedding in the list has this file name, so the same word",
+                        );
+                    } else {
+                        files.push(path);
+                    }
+                }
+                Err(message) => report.error(item.span(), Some(&at), message),
+            }
+        }
+        files
     }
 
     /// A weights file a recipe names (a LoRA, a VAE): inside the root, relative to the recipe,
@@ -886,6 +937,60 @@ mod tests {
             ["loras[0].file", "loras[0].scale", "loras[1]", "loras[2]"],
             "{errors:?}"
         );
+    }
+
+    #[test]
+    fn reads_embeddings_for_a_model_folder_and_refuses_them_elsewhere() {
+        let r = one(
+            "art/knight.recipe.toml",
+            "kind = \"sprite\"\nprompt = \"knight, pixel-style\"\nmodel = \"../models/sd15\"\n\
+             negative_prompt = \"EasyNegative\"\n\
+             embeddings = [\"../embeddings/EasyNegative.safetensors\", \"pixel-style.pt\"]\n",
+        );
+        assert_eq!(
+            r.embeddings,
+            [
+                PathBuf::from("embeddings/EasyNegative.safetensors"),
+                PathBuf::from("art/pixel-style.pt")
+            ]
+        );
+        assert_eq!(
+            r.canonical()["embeddings"],
+            serde_json::json!(["embeddings/EasyNegative.safetensors", "art/pixel-style.pt"])
+        );
+        let plain = one("p.recipe.toml", "kind = \"sprite\"\nprompt = \"gem\"\n");
+        assert!(
+            plain.canonical().get("embeddings").is_none(),
+            "no key without embeddings, so older manifests still match"
+        );
+
+        let text = "kind = \"sprite\"\nprompt = \"gem\"\nembeddings = [\"a.pt\"]\n";
+        let errors = parse(Path::new("x.recipe.toml"), text).expect_err("house has no embeddings");
+        assert!(
+            errors[0]
+                .to_string()
+                .contains("embeddings apply to a Stable Diffusion model folder"),
+            "{errors:?}"
+        );
+        let text = "kind = \"sprite\"\nprompt = \"gem\"\nmodel = \"sd\"\n\
+                    embeddings = [3, \"../outside.pt\", \"a/Neg.pt\", \"b/neg.safetensors\"]\n";
+        let errors = parse(Path::new("x.recipe.toml"), text).expect_err("bad entries");
+        let fields: Vec<_> = errors
+            .iter()
+            .map(|e| e.field.clone().unwrap_or_default())
+            .collect();
+        assert_eq!(
+            fields,
+            ["embeddings[0]", "embeddings[1]", "embeddings[3]"],
+            "{errors:?}"
+        );
+        assert!(
+            errors[2].to_string().contains("the same word"),
+            "{errors:?}"
+        );
+        let text = "kind = \"sprite\"\nprompt = \"gem\"\nmodel = \"sd\"\nembeddings = \"a.pt\"\n";
+        let errors = parse(Path::new("x.recipe.toml"), text).expect_err("not a list");
+        assert!(errors[0].to_string().contains("a list like"), "{errors:?}");
     }
 
     #[test]

@@ -305,20 +305,36 @@ fn same_ingredients(have: &Ingredients, manifest: &Manifest) -> Result<(), Found
             &model.generator,
         ));
     }
-    let loras = |loras: &[crate::generator::LoraUse]| {
-        let list: Vec<String> = loras
-            .iter()
-            .map(|l| format!("{} ×{} (sha256 {})", l.file, l.scale, l.sha256))
-            .collect();
+    let listed = |list: Vec<String>| {
         if list.is_empty() {
             "none".to_string()
         } else {
             list.join(", ")
         }
     };
+    let loras = |loras: &[crate::generator::LoraUse]| {
+        listed(
+            loras
+                .iter()
+                .map(|l| format!("{} ×{} (sha256 {})", l.file, l.scale, l.sha256))
+                .collect(),
+        )
+    };
     let (now, then) = (loras(&have.loras), loras(&model.loras));
     if now != then {
         return Err(differ("LoRAs", &now, &then));
+    }
+    let embeddings = |embeddings: &[crate::generator::EmbeddingUse]| {
+        listed(
+            embeddings
+                .iter()
+                .map(|e| format!("{} (sha256 {})", e.file, e.sha256))
+                .collect(),
+        )
+    };
+    let (now, then) = (embeddings(&have.embeddings), embeddings(&model.embeddings));
+    if now != then {
+        return Err(differ("embeddings", &now, &then));
     }
     let vae = |vae: Option<&crate::generator::VaeUse>| {
         vae.map_or("the model's own".to_string(), |v| {

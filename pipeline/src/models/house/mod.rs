@@ -178,6 +178,7 @@ impl HouseModel {
                 path: dir.to_path_buf(),
                 generator: super::Family::House.generator(),
                 loras: Vec::new(),
+                embeddings: Vec::new(),
                 vae: None,
                 refiner: None,
             },

@@ -33,6 +33,7 @@ pub mod config;
 #[cfg(feature = "cuda-fused")]
 pub mod cudnn;
 mod delta;
+pub mod embedding;
 pub mod ensemble;
 pub mod folder;
 pub mod group_norm;
@@ -65,6 +66,7 @@ use crate::generator::{
     GenerateError, GenerateRequest, Generator, InitImage, ModelIdentity, VaeUse,
 };
 use config::PipelineSpec;
+use embedding::{Embedding, EmbeddingFile, Encoder};
 use lora::{LoraFile, Network, Updates};
 use scheduler::Schedule;
 use source::PipelineSource;
@@ -291,6 +293,7 @@ impl StableDiffusion {
             path: path.to_path_buf(),
             generator: super::Family::StableDiffusion.generator(),
             loras: lora_uses,
+            embeddings: Vec::new(),
             vae: vae_use,
             refiner: None,
         };
@@ -306,6 +309,51 @@ impl StableDiffusion {
             vae_dtype,
             identity,
         })
+    }
+
+    /// Loads textual-inversion embeddings (see the [`embedding`] module): each file's word,
+    /// its stem, then stands for its vectors in prompts and negative prompts, for every text
+    /// encoder the model has; the identity lists them with their hashes. Every file is read and
+    /// checked before any is added, so an error leaves the pipeline as it was.
+    pub fn add_embeddings(&mut self, files: &[EmbeddingFile]) -> Result<(), SdError> {
+        let sdxl = self.spec.text_2.is_some();
+        let mut read: Vec<Embedding> = Vec::with_capacity(files.len());
+        for file in files {
+            let embedding = Embedding::read(file)?;
+            let word = embedding.word().to_lowercase();
+            if let Some(other) = read.iter().find(|e| e.word().to_lowercase() == word) {
+                return Err(SdError::BadRequest(format!(
+                    "the embeddings `{}` and `{}` both add the word `{}`",
+                    other.used.file,
+                    embedding.used.file,
+                    embedding.word()
+                )));
+            }
+            for (encoder, stack) in [
+                (Encoder::First, &self.first),
+                (Encoder::Second, &self.second),
+            ] {
+                if let Some((_, text)) = stack {
+                    embedding.vectors(encoder, sdxl, text.hidden_size())?;
+                }
+            }
+            read.push(embedding);
+        }
+        for embedding in read {
+            for (encoder, stack) in [
+                (Encoder::First, &mut self.first),
+                (Encoder::Second, &mut self.second),
+            ] {
+                if let Some((tokenizer, text)) = stack {
+                    let ids =
+                        text.add_tokens(embedding.vectors(encoder, sdxl, text.hidden_size())?)?;
+                    tokenizer.add_word(embedding.word(), ids);
+                }
+            }
+            tracing::debug!(file = %embedding.used.file, word = embedding.word(), "added an embedding");
+            self.identity.embeddings.push(embedding.used);
+        }
+        Ok(())
     }
 
     /// The architecture read from the folder.

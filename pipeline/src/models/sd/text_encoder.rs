@@ -216,6 +216,24 @@ impl ClipTextEncoder {
         })
     }
 
+    /// Appends `vectors` `(n, hidden_size)` to the token embeddings as new tokens, returning
+    /// their ids (from one above the highest there was, as transformers'
+    /// `resize_token_embeddings` numbers them).
+    pub fn add_tokens(&mut self, vectors: &Tensor) -> Result<Vec<u32>> {
+        let table = self.tokens.embeddings();
+        let first = table.dim(0)?;
+        let vectors = vectors.to_dtype(table.dtype())?.to_device(table.device())?;
+        let table = Tensor::cat(&[table, &vectors], 0)?;
+        let count = vectors.dim(0)?;
+        self.tokens = Embedding::new(table, self.config.hidden_size);
+        Ok((first..first + count).map(|id| id as u32).collect())
+    }
+
+    /// The width of its token vectors.
+    pub fn hidden_size(&self) -> usize {
+        self.config.hidden_size
+    }
+
     /// The states of token ids `(batch, tokens)`.
     pub fn forward(&self, ids: &Tensor) -> Result<TextStates> {
         let (batch, len) = ids.dims2()?;

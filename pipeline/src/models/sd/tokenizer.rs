@@ -29,6 +29,9 @@ pub struct ClipTokenizer {
     ranks: HashMap<(String, String), usize>,
     /// Special tokens matched verbatim in the text, longest first.
     added: Vec<(String, u32)>,
+    /// Textual-inversion words (normalized as the text is) and the ids that stand for them,
+    /// longest first.
+    learned: Vec<(String, Vec<u32>)>,
     bos: u32,
     eos: u32,
     pad: u32,
@@ -154,6 +157,7 @@ impl ClipTokenizer {
             vocab,
             ranks,
             added,
+            learned: Vec::new(),
             bos,
             eos,
             pad,
@@ -212,12 +216,49 @@ impl ClipTokenizer {
         ids
     }
 
-    /// Tokenizes text with no special tokens in it.
+    /// Adds a textual-inversion `word` that stands for `ids` wherever it is a whole word of a
+    /// prompt, in any case; a word added again takes the new ids.
+    pub fn add_word(&mut self, word: &str, ids: Vec<u32>) {
+        let word = normalize(word);
+        self.learned.retain(|(w, _)| *w != word);
+        self.learned.push((word, ids));
+        self.learned
+            .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
+    }
+
+    /// Tokenizes text with no special tokens in it: its added words, and BPE between them.
     fn plain(&self, text: &str, ids: &mut Vec<u32>) {
-        let normal: String = text.nfc().collect();
-        let normal = normal.split_whitespace().collect::<Vec<_>>().join(" ");
-        let normal = normal.to_lowercase();
-        for word in self.words.find_iter(&normal) {
+        let normal = normalize(text);
+        let mut rest = normal.as_str();
+        while let Some((at, word, word_ids)) = self.next_word(rest) {
+            self.bpe_words(&rest[..at], ids);
+            ids.extend_from_slice(word_ids);
+            rest = &rest[at + word.len()..];
+        }
+        self.bpe_words(rest, ids);
+    }
+
+    /// The first added word standing whole in `text` (the longest where several start there).
+    fn next_word<'a>(&'a self, text: &str) -> Option<(usize, &'a str, &'a [u32])> {
+        let whole = |at: usize, len: usize| {
+            let before = text[..at].chars().next_back();
+            let after = text[at + len..].chars().next();
+            !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric)
+        };
+        self.learned
+            .iter()
+            .filter_map(|(word, ids)| {
+                text.match_indices(word.as_str())
+                    .map(|(at, _)| at)
+                    .find(|&at| whole(at, word.len()))
+                    .map(|at| (at, word.as_str(), ids.as_slice()))
+            })
+            .min_by_key(|(at, word, _)| (*at, std::cmp::Reverse(word.len())))
+    }
+
+    /// BPE-tokenizes normalized text word by word.
+    fn bpe_words(&self, normal: &str, ids: &mut Vec<u32>) {
+        for word in self.words.find_iter(normal) {
             let symbols: Vec<String> = word
                 .as_str()
                 .bytes()
@@ -268,6 +309,16 @@ impl ClipTokenizer {
             symbols = merged;
         }
     }
+}
+
+/// Text as CLIP's tokenizer normalizes it: NFC, whitespace runs to one space, lower case.
+fn normalize(text: &str) -> String {
+    let normal: String = text.nfc().collect();
+    normal
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
 }
 
 type Parts = (
@@ -408,7 +459,45 @@ mod tests {
         assert_eq!(table[b' ' as usize], 'Ġ');
     }
 
+    #[test]
+    fn an_added_word_stands_whole_in_any_case_the_longest_first() {
+        let mut tokenizer = fixture("tiny-sd15");
+        tokenizer.add_word("Bad-Hands", vec![900, 901]);
+        tokenizer.add_word("bad", vec![902]);
+        assert_eq!(tokenizer.tokens("bad-hands"), [900, 901]);
+        assert_eq!(tokenizer.tokens("BAD-HANDS,"), [900, 901, 267]);
+        assert_eq!(tokenizer.tokens("bad"), [902]);
+        assert_eq!(
+            tokenizer.tokens("badly"),
+            fixture("tiny-sd15").tokens("badly"),
+            "not inside a longer word"
+        );
+        tokenizer.add_word("bad", vec![903]);
+        assert_eq!(
+            tokenizer.tokens("bad"),
+            [903],
+            "a word added again takes the new ids"
+        );
+    }
+
     proptest! {
+        #[test]
+        fn an_added_word_splices_its_ids_between_the_words_around_it(
+            before in proptest::collection::vec("[a-z]{1,8}", 0..5),
+            after in proptest::collection::vec("[a-z]{1,8}", 0..5),
+            separator in "[ ,.]{1,3}",
+        ) {
+            let plain = fixture("tiny-sd15");
+            let mut tokenizer = plain.clone();
+            tokenizer.add_word("my-style", vec![814, 815, 816]);
+            let (before, after) = (before.join(" "), after.join(" "));
+            let text = format!("{before}{separator}My-Style{separator}{after}");
+            let mut expected = plain.tokens(&format!("{before}{separator}"));
+            expected.extend([814, 815, 816]);
+            expected.extend(plain.tokens(&format!("{separator}{after}")));
+            prop_assert_eq!(tokenizer.tokens(&text), expected);
+        }
+
         #[test]
         fn any_text_gives_a_well_formed_sequence(text in ".{0,200}") {
             let tokenizer = fixture("tiny-sd21");
