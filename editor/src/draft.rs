@@ -29,6 +29,8 @@ pub struct Draft {
     /// LoRA files (absolute paths, as the Generate panel finds them) merged into a Stable
     /// Diffusion folder's weights, each with its scale.
     pub loras: Vec<(PathBuf, f32)>,
+    /// Textual-inversion embedding files (absolute) whose words the prompts may use.
+    pub embeddings: Vec<PathBuf>,
     /// A VAE file or folder (absolute) used in place of a Stable Diffusion model's own.
     pub vae: Option<PathBuf>,
     /// Stable Diffusion's guidance rescale, 0–1 (0: off).
@@ -119,6 +121,7 @@ impl Default for Draft {
             model: "house".into(),
             sampler: None,
             loras: Vec::new(),
+            embeddings: Vec::new(),
             vae: None,
             guidance_rescale: 0.0,
             refiner: None,
@@ -212,6 +215,14 @@ impl Draft {
                 })
                 .collect();
             lines.push(format!("loras = [{}]", loras.join(", ")));
+        }
+        if !self.embeddings.is_empty() {
+            let files: Vec<String> = self
+                .embeddings
+                .iter()
+                .map(|file| quoted(&file.to_string_lossy()))
+                .collect();
+            lines.push(format!("embeddings = [{}]", files.join(", ")));
         }
         if let Some(vae) = &self.vae {
             lines.push(format!("vae = {}", quoted(&vae.to_string_lossy())));
@@ -340,6 +351,19 @@ mod tests {
             .map(|lora| (lora.file.clone(), lora.scale))
             .collect();
         assert_eq!(loras, [(ink, f64::from(0.8f32)), (shared, -0.25)]);
+
+        // Embeddings from anywhere on disk, in the recipe only when picked.
+        let negative = std::env::temp_dir().join("embeddings/EasyNegative.safetensors");
+        let style = folder.join("embeddings").join("pixel style.pt");
+        let with_embeddings = Draft {
+            embeddings: vec![negative.clone(), style.clone()],
+            ..draft.clone()
+        };
+        assert_eq!(
+            with_embeddings.check().unwrap().embeddings,
+            [negative, style]
+        );
+        assert!(!draft.to_toml().contains("embeddings"));
 
         // A VAE from the model folders, and guidance rescale: in the recipe only when set.
         let vae = std::env::temp_dir().join("VAE/vae-ft-mse.safetensors");
@@ -496,6 +520,7 @@ mod tests {
                 model: "house".into(),
                 sampler: None,
                 loras: Vec::new(),
+                embeddings: Vec::new(),
                 vae: None,
                 guidance_rescale: 0.0,
                 refiner: None,

@@ -1,9 +1,12 @@
-//! The Stable Diffusion models (folders and checkpoint files) and LoRA files on this machine
-//! that the Generate panel offers next to the house model and the registry's models.
+//! The Stable Diffusion models (folders and checkpoint files), LoRA, embedding and VAE files on
+//! this machine that the Generate panel offers next to the house model and the registry's
+//! models.
 
 use std::path::{Path, PathBuf};
 
-use autonomy_pipeline::models::locate::{lora_files, stable_diffusion_models, vae_files};
+use autonomy_pipeline::models::locate::{
+    embedding_files, lora_files, stable_diffusion_models, vae_files,
+};
 use autonomy_pipeline::models::sd::checkpoint::Checkpoint;
 use autonomy_pipeline::models::sd::config::PipelineSpec;
 use autonomy_pipeline::models::sd::lora::LoraSummary;
@@ -18,6 +21,8 @@ pub struct LocalModels {
     pub folders: Vec<PathBuf>,
     /// Every LoRA file found, sorted by path.
     pub loras: Vec<LocalLora>,
+    /// Every textual-inversion embedding found, sorted by path.
+    pub embeddings: Vec<LocalEmbedding>,
     /// VAE files and folders (absolute, sorted), to use in place of a model's own.
     pub vaes: Vec<PathBuf>,
     /// The checkpoint files among [`LocalModels::folders`] that hold no VAE: they need one.
@@ -47,6 +52,19 @@ impl LocalLora {
             |stem| stem.to_string_lossy().into_owned(),
         )
     }
+}
+
+/// A textual-inversion embedding file and the pipelines it fits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalEmbedding {
+    /// The file (absolute).
+    pub path: PathBuf,
+    /// The word that calls it up in a prompt (its file stem).
+    pub word: String,
+    /// How many token vectors it puts in a prompt.
+    pub vectors: usize,
+    /// The entries of [`LocalModels::folders`] whose text encoders it fits.
+    pub fits: Vec<PathBuf>,
 }
 
 impl LocalModels {
@@ -93,6 +111,19 @@ impl LocalModels {
                 summary,
             })
             .collect();
+        let embeddings: Vec<LocalEmbedding> = embedding_files(&absolute)
+            .into_iter()
+            .map(|(path, embedding)| LocalEmbedding {
+                fits: specs
+                    .iter()
+                    .filter(|(_, spec)| embedding.fits(spec))
+                    .map(|(folder, _)| (*folder).clone())
+                    .collect(),
+                word: embedding.word().to_string(),
+                vectors: embedding.vector_count(),
+                path,
+            })
+            .collect();
         let time_ids = |spec: &PipelineSpec| spec.unet.added.as_ref().map(|a| a.time_ids);
         let of_kind = |wanted: usize| -> Vec<PathBuf> {
             specs
@@ -106,12 +137,14 @@ impl LocalModels {
         info!(
             folders = folders.len(),
             loras = loras.len(),
+            embeddings = embeddings.len(),
             vaes = vaes.len(),
-            "Stable Diffusion folders, LoRA and VAE files found"
+            "Stable Diffusion folders, LoRA, embedding and VAE files found"
         );
         Self {
             folders,
             loras,
+            embeddings,
             vaes,
             without_vae,
             refiners,
@@ -122,6 +155,16 @@ impl LocalModels {
     /// Whether `model` is a checkpoint without a VAE (it runs only with a VAE file named).
     pub fn lacks_vae(&self, model: &Path) -> bool {
         self.without_vae.iter().any(|path| path == model)
+    }
+
+    /// The embeddings that fit the model `folder`.
+    pub fn embeddings_for<'a>(
+        &'a self,
+        folder: &'a Path,
+    ) -> impl Iterator<Item = &'a LocalEmbedding> + 'a {
+        self.embeddings
+            .iter()
+            .filter(move |embedding| embedding.fits.iter().any(|fit| fit == folder))
     }
 
     /// The LoRA files that fit the model folder `folder`.

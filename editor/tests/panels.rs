@@ -331,6 +331,41 @@ fn every_panel_action_works_on_an_embedded_chain() {
     );
     assert_eq!(vae_draft.check().unwrap().vae, Some(inpaint_vae));
 
+    // Embeddings in the model folders' `embeddings/` are offered for the models they fit, by
+    // their words; a picked one whose word is in the prompt changes the picture.
+    let local = app.world().resource::<LocalModels>();
+    let words = |model: &Path| -> Vec<String> {
+        local
+            .embeddings_for(model)
+            .map(|embedding| embedding.word.clone())
+            .collect()
+    };
+    assert_eq!(
+        words(&tiny_sd),
+        ["bad-hands", "gem-glow", "pixel-style"],
+        "{local:?}"
+    );
+    assert_eq!(words(&sd_fixtures().join("tiny-sdxl")), ["xl-pixel"]);
+    let style = sd_fixtures().join("embeddings/pixel-style.pt");
+    let spelled = Draft {
+        name: "sd_potion_style".into(),
+        model: tiny_sd.to_string_lossy().into_owned(),
+        prompt: format!("{}, pixel-style", draft.prompt),
+        steps: 3,
+        ..draft.clone()
+    };
+    let with_embedding = Draft {
+        name: "sd_potion_style_embedded".into(),
+        embeddings: vec![style.clone()],
+        ..spelled.clone()
+    };
+    assert_ne!(
+        generated(&mut app, &with_embedding),
+        generated(&mut app, &spelled),
+        "the embedding's vectors stand for its word"
+    );
+    assert_eq!(with_embedding.check().unwrap().embeddings, [style]);
+
     // SDXL refiners are offered for SDXL base models: the refiner takes over the base's latents.
     let local = app.world().resource::<LocalModels>();
     let (xl, refiner) = (

@@ -126,10 +126,11 @@ fn act(step: usize, world: &mut World) {
             let draft = Draft {
                 name: "moss".into(),
                 kind: Kind::Texture,
-                prompt: "mossy stone bricks".into(),
+                prompt: "mossy stone bricks, pixel-style".into(),
                 model: folder.to_string_lossy().into_owned(),
                 sampler: Some(Sampler::DpmPlusPlus2mKarras),
                 loras: vec![(folder.join("loras/kohya.safetensors"), 0.8)],
+                embeddings: vec![folder.with_file_name("embeddings").join("pixel-style.pt")],
                 steps: 4,
                 size: 64,
                 tileable: true,

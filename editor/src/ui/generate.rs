@@ -10,7 +10,7 @@ use bevy_egui::egui;
 use super::{EditorUi, Frame, Intent, start, sub_rect};
 use crate::actions::{EditorAction, Preview, PreviewImage};
 use crate::draft::Draft;
-use crate::local_models::{LocalLora, LocalModels};
+use crate::local_models::{LocalEmbedding, LocalLora, LocalModels};
 
 const SIZES: [u32; 5] = [32, 48, 64, 96, 128];
 
@@ -88,6 +88,52 @@ fn lora_row(ui: &mut egui::Ui, draft: &mut Draft, lora: &LocalLora) {
                     .step_by(0.05)
                     .text("scale"),
             );
+        }
+    });
+}
+
+/// A checkbox for each textual-inversion embedding that fits the draft's model, labelled with
+/// the word that calls it up; embeddings that do not fit it (picked for another) are dropped.
+/// A picked one whose word is in neither prompt says so.
+fn embeddings(ui: &mut egui::Ui, draft: &mut Draft, local: &LocalModels) {
+    let folder = PathBuf::from(&draft.model);
+    let fitting: Vec<&LocalEmbedding> = local.embeddings_for(&folder).collect();
+    draft
+        .embeddings
+        .retain(|path| fitting.iter().any(|embedding| embedding.path == *path));
+    ui.vertical(|ui| {
+        if fitting.is_empty() {
+            ui.weak("none for this model in the model folders' `embeddings/`");
+        }
+        let prompts = format!("{}\n{}", draft.prompt, draft.negative_prompt).to_lowercase();
+        for embedding in fitting {
+            ui.horizontal(|ui| {
+                let at = draft.embeddings.iter().position(|p| *p == embedding.path);
+                let mut on = at.is_some();
+                let hover = format!(
+                    "`{}` in a prompt or the negative prompt stands for {} learned token{}\n{}",
+                    embedding.word,
+                    embedding.vectors,
+                    if embedding.vectors == 1 { "" } else { "s" },
+                    embedding.path.display()
+                );
+                if ui
+                    .checkbox(&mut on, &embedding.word)
+                    .on_hover_text(hover)
+                    .changed()
+                {
+                    match (on, at) {
+                        (true, None) => draft.embeddings.push(embedding.path.clone()),
+                        (false, Some(i)) => {
+                            draft.embeddings.remove(i);
+                        }
+                        _ => {}
+                    }
+                }
+                if on && !prompts.contains(&embedding.word.to_lowercase()) {
+                    ui.weak("write its word in a prompt");
+                }
+            });
         }
     });
 }
@@ -243,6 +289,9 @@ pub(super) fn show(ui: &mut egui::Ui, state: &mut EditorUi, frame: &mut Frame) {
                 ui.label("LoRAs");
                 loras(ui, draft, frame.local_models, lora_filter);
                 ui.end_row();
+                ui.label("Embeddings");
+                embeddings(ui, draft, frame.local_models);
+                ui.end_row();
                 ui.label("VAE");
                 vae(ui, draft, frame.local_models);
                 ui.end_row();
@@ -250,6 +299,7 @@ pub(super) fn show(ui: &mut egui::Ui, state: &mut EditorUi, frame: &mut Frame) {
             } else {
                 draft.sampler = None;
                 draft.loras.clear();
+                draft.embeddings.clear();
                 draft.vae = None;
                 draft.guidance_rescale = 0.0;
                 draft.refiner = None;

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use super::sd::embedding::{Embedding, EmbeddingFile};
 use super::sd::lora::LoraSummary;
 
 /// The first model whose weights' sha256 (hex) is `weights_sha256`: each of `dirs` itself,
@@ -85,6 +86,61 @@ pub fn lora_files(dirs: &[PathBuf]) -> Vec<(PathBuf, LoraSummary)> {
                     Err(error) => tracing::debug!(%error, "not a LoRA file"),
                 }
             }
+        }
+    }
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    found
+}
+
+/// Every textual-inversion embedding among `dirs` (sorted): the `.safetensors`, `.pt` and
+/// `.bin` files in the `embeddings` (or `embedding`) folders that are, or are directly in, each
+/// of `dirs` or the folders directly below them — A1111's `embeddings/`, ComfyUI's
+/// `models/embeddings/` and a pipeline's own alike. Files that are not embeddings are passed
+/// over.
+pub fn embedding_files(dirs: &[PathBuf]) -> Vec<(PathBuf, Embedding)> {
+    let named = |path: &PathBuf| {
+        path.file_name()
+            .and_then(|name| name.to_str())
+            .is_some_and(|name| {
+                matches!(
+                    name.to_ascii_lowercase().as_str(),
+                    "embedding" | "embeddings"
+                )
+            })
+    };
+    let entries = |dir: &PathBuf| -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+            .collect()
+    };
+    let mut folders: Vec<PathBuf> = Vec::new();
+    for folder in candidates(dirs).into_iter().filter(|path| path.is_dir()) {
+        if named(&folder) {
+            folders.push(folder.clone());
+        }
+        folders.extend(
+            entries(&folder)
+                .into_iter()
+                .filter(|p| p.is_dir() && named(p)),
+        );
+    }
+    folders.sort();
+    folders.dedup();
+    let mut found: Vec<(PathBuf, Embedding)> = Vec::new();
+    for file in folders.iter().flat_map(entries) {
+        let extension = file.extension().and_then(|e| e.to_str()).unwrap_or("");
+        if !["safetensors", "pt", "bin"].contains(&extension.to_ascii_lowercase().as_str()) {
+            continue;
+        }
+        let label = file.display().to_string();
+        match Embedding::read(&EmbeddingFile {
+            path: file.clone(),
+            label,
+        }) {
+            Ok(embedding) => found.push((file, embedding)),
+            Err(error) => tracing::debug!(%error, "not an embedding"),
         }
     }
     found.sort_by(|a, b| a.0.cmp(&b.0));
@@ -185,6 +241,54 @@ mod tests {
             fixtures.join("tiny-sd15/loras/oft.safetensors"),
             fixtures.join("tiny-sd15/loras/peft.safetensors"),
             fixtures.join("tiny-sdxl/loras/kohya-xl.safetensors"),
+        ];
+        expected.sort();
+        assert_eq!(found, expected);
+    }
+
+    #[test]
+    fn lists_the_embeddings_in_embeddings_folders_and_passes_over_other_files() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sd");
+        let root = tempfile::tempdir().unwrap();
+        let own = root.path().join("sd15/embeddings");
+        std::fs::create_dir_all(&own).unwrap();
+        std::fs::copy(
+            fixtures.join("embeddings/bad-hands.safetensors"),
+            own.join("EasyNegative.safetensors"),
+        )
+        .unwrap();
+        std::fs::copy(
+            fixtures.join("tiny-sd15/loras/kohya.safetensors"),
+            own.join("a-lora.safetensors"),
+        )
+        .unwrap();
+        std::fs::write(own.join("notes.txt"), "not weights").unwrap();
+        let dirs = [root.path().to_path_buf(), fixtures.clone()];
+        let found: Vec<(PathBuf, String)> = embedding_files(&dirs)
+            .into_iter()
+            .map(|(path, embedding)| (path, embedding.word().to_string()))
+            .collect();
+        let mut expected = vec![
+            (
+                own.join("EasyNegative.safetensors"),
+                "EasyNegative".to_string(),
+            ),
+            (
+                fixtures.join("embeddings/bad-hands.safetensors"),
+                "bad-hands".into(),
+            ),
+            (
+                fixtures.join("embeddings/gem-glow.safetensors"),
+                "gem-glow".into(),
+            ),
+            (
+                fixtures.join("embeddings/pixel-style.pt"),
+                "pixel-style".into(),
+            ),
+            (
+                fixtures.join("embeddings/xl-pixel.safetensors"),
+                "xl-pixel".into(),
+            ),
         ];
         expected.sort();
         assert_eq!(found, expected);

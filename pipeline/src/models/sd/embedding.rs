@@ -17,6 +17,7 @@ use candle_core::{DType, Device, Tensor};
 use sha2::{Digest, Sha256};
 
 use super::SdError;
+use super::config::PipelineSpec;
 use super::pickle::{PickleTensors, is_torch_save};
 use crate::generator::EmbeddingUse;
 
@@ -162,6 +163,30 @@ impl Embedding {
         })
     }
 
+    /// Whether it has vectors for every text encoder of `spec`, of their widths.
+    pub fn fits(&self, spec: &PipelineSpec) -> bool {
+        let sdxl = spec.text_2.is_some();
+        [
+            (Encoder::First, &spec.text),
+            (Encoder::Second, &spec.text_2),
+        ]
+        .into_iter()
+        .all(|(encoder, config)| {
+            config
+                .as_ref()
+                .is_none_or(|config| self.vectors(encoder, sdxl, config.hidden_size).is_ok())
+        })
+    }
+
+    /// How many vectors it puts in a prompt (per encoder).
+    pub fn vector_count(&self) -> usize {
+        match &self.vectors {
+            Vectors::One(vectors) | Vectors::Xl { first: vectors, .. } => {
+                vectors.dim(0).unwrap_or(0)
+            }
+        }
+    }
+
     /// The word that calls it up.
     pub fn word(&self) -> &str {
         &self.word
@@ -280,6 +305,20 @@ mod tests {
         }
         assert_eq!(pt.used.sha256.len(), 64);
         assert_eq!(pt.used.file, "pixel-style.pt");
+        assert_eq!((pt.vector_count(), xl.vector_count()), (3, 2));
+        let spec = |name: &str| {
+            let folder = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/sd")
+                .join(name);
+            PipelineSpec::read(super::super::source::open(&folder).unwrap().as_ref()).unwrap()
+        };
+        let (sd15, sdxl, refiner) = (
+            spec("tiny-sd15"),
+            spec("tiny-sdxl"),
+            spec("tiny-sdxl-refiner"),
+        );
+        assert!(pt.fits(&sd15) && !pt.fits(&sdxl) && !pt.fits(&refiner));
+        assert!(!xl.fits(&sd15) && xl.fits(&sdxl) && xl.fits(&refiner));
     }
 
     #[test]
