@@ -35,6 +35,9 @@ pub struct Draft {
     pub vae: Option<PathBuf>,
     /// Stable Diffusion's guidance rescale, 0–1 (0: off).
     pub guidance_rescale: f32,
+    /// Stable Diffusion's clip skip: the text-encoder layer, from the last, that conditions
+    /// the image (1: the last).
+    pub clip_skip: usize,
     /// An SDXL refiner (absolute path) that takes over the model's latents, and the share of
     /// the noise schedule the model runs first.
     pub refiner: Option<(PathBuf, f32)>,
@@ -124,6 +127,7 @@ impl Default for Draft {
             embeddings: Vec::new(),
             vae: None,
             guidance_rescale: 0.0,
+            clip_skip: 1,
             refiner: None,
             seed: 7,
             steps: 20,
@@ -260,6 +264,9 @@ impl Draft {
                 toml::Value::Float(rescale)
             ));
         }
+        if self.clip_skip != 1 {
+            lines.push(format!("clip_skip = {}", self.clip_skip));
+        }
         if let Some((colors, scale)) = self.pixel_art {
             lines.push(format!(
                 "pixel_art = {{ colors = {colors}, scale = {scale} }}"
@@ -376,6 +383,12 @@ mod tests {
         assert_eq!(recipe.vae, Some(vae));
         assert_eq!(recipe.guidance_rescale, 0.7);
         assert!(with_vae.to_toml().contains("guidance_rescale = 0.7\n"));
+        let skipping = Draft {
+            clip_skip: 2,
+            ..draft.clone()
+        };
+        assert_eq!(skipping.check().unwrap().clip_skip, 2);
+        assert!(!draft.to_toml().contains("clip_skip"));
         assert!(!draft.to_toml().contains("vae"));
         // An SDXL refiner taking over at 0.75.
         let refiner = std::env::temp_dir().join("sdxl-refiner");
@@ -523,6 +536,7 @@ mod tests {
                 embeddings: Vec::new(),
                 vae: None,
                 guidance_rescale: 0.0,
+            clip_skip: 1,
                 refiner: None,
                 seed,
                 steps,

@@ -57,6 +57,10 @@ pub struct GenerateRequest {
     /// the prompt's own prediction's standard deviation and mixed back in by φ (Lin et al.
     /// 2023), which keeps strong guidance from over-exposing zero-terminal-SNR models.
     pub guidance_rescale: f64,
+    /// Stable Diffusion: which text-encoder layer conditions the image, counted from the last
+    /// (A1111's "Clip skip"): 1 the last, as trained; 2 the one before, as many anime models
+    /// were trained on.
+    pub clip_skip: usize,
 }
 
 impl Default for GenerateRequest {
@@ -73,6 +77,7 @@ impl Default for GenerateRequest {
             init: None,
             sampler: None,
             guidance_rescale: 0.0,
+            clip_skip: 1,
         }
     }
 }

@@ -257,6 +257,10 @@ struct GenerateArgs {
     /// strong guidance is scaled back to the prompt's own prediction's spread.
     #[arg(long, default_value_t = 0.0, value_parser = unit_interval)]
     guidance_rescale: f64,
+    /// Stable Diffusion: the text-encoder layer, counted from the last, that conditions the
+    /// image (A1111's "Clip skip": 2 for models trained on the one before the last).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=12))]
+    clip_skip: u32,
     /// Print what was written as JSON.
     #[arg(long)]
     json: bool,
@@ -456,6 +460,7 @@ fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
         init,
         sampler: args.sampler,
         guidance_rescale: args.guidance_rescale,
+        clip_skip: args.clip_skip as usize,
         ..Default::default()
     })?;
     let mut written = Vec::new();

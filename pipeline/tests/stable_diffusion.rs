@@ -2309,3 +2309,78 @@ fn embeddings_for_another_model_or_not_embeddings_at_all_are_refused_leaving_the
         "an SDXL model needs one with `clip_l` and `clip_g`",
     );
 }
+
+#[test]
+fn clip_skip_conditions_on_an_earlier_text_encoder_layer_as_diffusers_does() {
+    let reference = Reference::of("clip-skip");
+    let model = load("tiny-sd15");
+    // A1111's "Clip skip 2" is diffusers' `clip_skip = 1`: the layer before the last.
+    let cond = model.encode_prompt_skipping(&reference.prompt, 2).unwrap();
+    close(
+        "clip skip 2",
+        &cond.context,
+        reference.get("sd15_cond"),
+        1e-4,
+    );
+    let last = model.encode_prompt(&reference.prompt).unwrap();
+    assert!(
+        max_diff(&last.context, reference.get("sd15_cond")) > 1e-2,
+        "the last layer is not the one before it"
+    );
+    let uncond = model
+        .encode_negative_skipping(&reference.negative, 2)
+        .unwrap();
+    close(
+        "clip skip 2, negative prompt",
+        &uncond.context,
+        reference.get("sd15_uncond"),
+        1e-4,
+    );
+    let request = GenerateRequest {
+        prompt: reference.prompt.clone(),
+        negative_prompt: reference.negative.clone(),
+        steps: 4,
+        guidance: 5.0,
+        clip_skip: 2,
+        ..GenerateRequest::default()
+    };
+    let image = model
+        .sample(&request, reference.get("sd15_run_init"))
+        .unwrap();
+    close(
+        "whole run at clip skip 2",
+        &image.permute((0, 2, 3, 1)).unwrap(),
+        reference.get("sd15_run_image"),
+        4e-4,
+    );
+    for skip in [0, 3] {
+        let message = model
+            .encode_prompt_skipping("a", skip)
+            .expect_err("outside the encoder's layers")
+            .to_string();
+        assert!(message.contains("1 to 2"), "{message}");
+    }
+
+    // SDXL: both encoders one layer further back; the pooled prompt stays the whole encoder's.
+    let xl = load("tiny-sdxl");
+    for key in ["cond", "uncond"] {
+        let text = if key == "cond" {
+            &reference.prompt
+        } else {
+            &reference.negative
+        };
+        let encoded = xl.encode_prompt_skipping(text, 2).unwrap();
+        close(
+            &format!("SDXL clip skip 2 ({key})"),
+            &encoded.context,
+            reference.get(&format!("sdxl_{key}")),
+            1e-4,
+        );
+        close(
+            &format!("SDXL pooled at clip skip 2 ({key})"),
+            &encoded.pooled.unwrap(),
+            reference.get(&format!("sdxl_{key}_pooled")),
+            1e-4,
+        );
+    }
+}

@@ -1269,6 +1269,37 @@ def build_embeddings(name):
     )
 
 
+def build_clip_skip(name):
+    """What diffusers computes with `clip_skip = 1` (A1111's "Clip skip 2": the layer before
+    the last, through the final layer norm; SDXL's layer before its usual one) for the prompt
+    and, encoded the same way as A1111 and ComfyUI do, the negative prompt: tiny-sd15's text
+    states and whole 4-step run, tiny-sdxl's conditioning and pooled prompt."""
+    tensors = {}
+    pipe = StableDiffusionPipeline.from_pretrained(os.path.join(OUT, "tiny-sd15"))
+    # diffusers reaches the final norm through `text_model`, which transformers 5's
+    # CLIPTextModel no longer has (the norm is its own child): lend it the path.
+    object.__setattr__(pipe.text_encoder, "text_model", pipe.text_encoder)
+    cond = pipe.encode_prompt(PROMPT, "cpu", 1, False, clip_skip=1)[0]
+    uncond = pipe.encode_prompt(NEGATIVE, "cpu", 1, False, clip_skip=1)[0]
+    g = torch.Generator().manual_seed(22)
+    init = torch.randn(1, 4, 8, 8, generator=g)
+    run = pipe(prompt_embeds=cond, negative_prompt_embeds=uncond, num_inference_steps=4,
+               guidance_scale=5.0, latents=init.clone(), output_type="np", height=64,
+               width=64).images
+    tensors.update(sd15_cond=cond, sd15_uncond=uncond, sd15_run_init=init,
+                   sd15_run_image=torch.from_numpy(run).contiguous())
+    xl = StableDiffusionXLPipeline.from_pretrained(os.path.join(OUT, "tiny-sdxl"))
+    for key, text in (("cond", PROMPT), ("uncond", NEGATIVE)):
+        embeds, _, pooled, _ = xl.encode_prompt(text, device="cpu", do_classifier_free_guidance=False,
+                                                clip_skip=1)
+        tensors[f"sdxl_{key}"], tensors[f"sdxl_{key}_pooled"] = embeds, pooled
+    save_file(
+        {k: v.detach().contiguous() for k, v in tensors.items()},
+        os.path.join(OUT, f"{name}.reference.safetensors"),
+        metadata={"prompt": PROMPT, "negative_prompt": NEGATIVE, "torch": torch.__version__},
+    )
+
+
 def ddim(**kw):
     """The DDIM scheduler of the SD 1.5 / 2.1 releases."""
     return DDIMScheduler(
@@ -1288,7 +1319,8 @@ def main():
         return
     if only:
         alone = {"tiny-sdxl": build_xl, "tiny-sdxl-refiner": build_xl_refiner, "tiny-lcm": build_lcm,
-                 "tiny-taesd": build_taesd, "embeddings": build_embeddings}
+                 "tiny-taesd": build_taesd, "embeddings": build_embeddings,
+                 "clip-skip": build_clip_skip}
         for name in only:
             if name not in alone:
                 sys.exit(f"{name}: only {', '.join(alone)} build alone; run without names for the rest")

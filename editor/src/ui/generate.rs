@@ -302,6 +302,7 @@ pub(super) fn show(ui: &mut egui::Ui, state: &mut EditorUi, frame: &mut Frame) {
                 draft.embeddings.clear();
                 draft.vae = None;
                 draft.guidance_rescale = 0.0;
+                draft.clip_skip = 1;
                 draft.refiner = None;
             }
             ui.label("Start from");
@@ -328,6 +329,11 @@ pub(super) fn show(ui: &mut egui::Ui, state: &mut EditorUi, frame: &mut Frame) {
                 )
                 .on_hover_text(
                     "scale strong guidance back to the prompt's own spread (0.7 for zero-terminal-SNR models; 0 is off)",
+                );
+                ui.end_row();
+                ui.label("CLIP skip");
+                ui.add(egui::Slider::new(&mut draft.clip_skip, 1..=4)).on_hover_text(
+                    "the text-encoder layer, from the last, that conditions the image: 2 where the model's page says \"Clip skip: 2\"",
                 );
                 ui.end_row();
             }

@@ -61,6 +61,7 @@ pub fn produce(recipe: &AssetRecipe, inputs: &Inputs) -> Result<Vec<Produced>, B
         }),
         sampler: recipe.sampler,
         guidance_rescale: f64::from(recipe.guidance_rescale),
+        clip_skip: recipe.clip_skip,
     };
     let images = inputs
         .generator

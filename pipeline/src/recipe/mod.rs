@@ -40,7 +40,9 @@
 //! `dpm++2m-sde-karras`, `unipc`, `unipc-karras`, `deis`, `dpm2`, `dpm2-karras`,
 //! `dpm2-a`, `dpm2-a-karras`, `dpm++sde`, `dpm++sde-karras`, `dpm++2s`, `dpm++2s-karras`,
 //! `dpm++2s-a`, `dpm++2s-a-karras` or `lcm` instead) and
-//! `guidance_rescale` (0, 0..=1).
+//! `guidance_rescale` (0, 0..=1), `clip_skip` (1, 1..=12: the text-encoder layer, from the
+//! last, that conditions the image) and `embeddings` (none: textual-inversion files, each
+//! adding the word of its stem).
 //!
 //! **Paths** (`source`, `mask`, `palette`, a model folder, LoRA files) are written relative to the recipe's
 //! folder and stored relative to the recipe root; they may not leave the root (a model
@@ -242,6 +244,9 @@ pub struct AssetRecipe {
     pub sampler: Option<Sampler>,
     /// Guidance rescale φ, 0–1, 0 off (Stable Diffusion models only).
     pub guidance_rescale: f32,
+    /// Which text-encoder layer conditions the image, from the last: 1 (the default) the last,
+    /// 2 the one before (A1111's "Clip skip"; Stable Diffusion models only).
+    pub clip_skip: usize,
     /// Noise seed.
     pub seed: u64,
     /// Output side in pixels (8..=2048).
@@ -351,6 +356,9 @@ impl AssetRecipe {
         }
         if self.guidance_rescale > 0.0 {
             canonical["guidance_rescale"] = json!(short_float(self.guidance_rescale));
+        }
+        if self.clip_skip != 1 {
+            canonical["clip_skip"] = json!(self.clip_skip);
         }
         canonical
     }

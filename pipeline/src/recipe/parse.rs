@@ -21,7 +21,7 @@ pub(super) const MAX_FILE_BYTES: usize = 1 << 20;
 /// Keys only animations accept.
 const ANIMATION_KEYS: [&str; 3] = ["frames", "fps", "loop"];
 /// Every key an asset may have.
-const ALL_KEYS: [&str; 24] = [
+const ALL_KEYS: [&str; 25] = [
     "kind",
     "prompt",
     "negative_prompt",
@@ -37,6 +37,7 @@ const ALL_KEYS: [&str; 24] = [
     "steps",
     "guidance",
     "guidance_rescale",
+    "clip_skip",
     "tileable",
     "pixel_art",
     "source",
@@ -316,6 +317,14 @@ impl Reader<'_> {
                 "guidance rescale applies to a Stable Diffusion model folder; set `model` to one",
             );
         }
+        let clip_skip = int(f.integer(report, "clip_skip", 1..=12), 1) as usize;
+        if !matches!(model, ModelRef::Folder(_)) {
+            f.misplaced(
+                report,
+                "clip_skip",
+                "clip skip applies to a Stable Diffusion model folder; set `model` to one",
+            );
+        }
         let tileable = f.boolean(report, "tileable");
         let pixel_art = f
             .table(report, "pixel_art")
@@ -390,6 +399,7 @@ impl Reader<'_> {
             refiner,
             sampler,
             guidance_rescale,
+            clip_skip,
             seed,
             size,
             steps,
@@ -1063,6 +1073,38 @@ mod tests {
             let errors = parse(Path::new("x.recipe.toml"), text).expect_err(text);
             let message = errors[0].to_string();
             assert!(message.contains(what), "{message}");
+        }
+    }
+
+    #[test]
+    fn reads_clip_skip_for_a_model_folder_and_refuses_it_elsewhere() {
+        let r = one(
+            "a.recipe.toml",
+            "kind = \"sprite\"\nprompt = \"knight\"\nmodel = \"anime\"\nclip_skip = 2\n",
+        );
+        assert_eq!(r.clip_skip, 2);
+        assert_eq!(r.canonical()["clip_skip"], 2);
+        let plain = one(
+            "p.recipe.toml",
+            "kind = \"sprite\"\nprompt = \"gem\"\nmodel = \"sd\"\n",
+        );
+        assert_eq!(plain.clip_skip, 1);
+        assert!(
+            plain.canonical().get("clip_skip").is_none(),
+            "no key at the default, so older manifests still match"
+        );
+        for (text, what) in [
+            (
+                "kind = \"sprite\"\nprompt = \"gem\"\nclip_skip = 2\n",
+                "clip skip applies to a Stable Diffusion model folder",
+            ),
+            (
+                "kind = \"sprite\"\nprompt = \"gem\"\nmodel = \"sd\"\nclip_skip = 0\n",
+                "`clip_skip`",
+            ),
+        ] {
+            let errors = parse(Path::new("x.recipe.toml"), text).expect_err(what);
+            assert!(errors[0].to_string().contains(what), "{errors:?}");
         }
     }
 

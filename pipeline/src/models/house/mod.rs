@@ -323,6 +323,12 @@ impl Generator for HouseModel {
                 "guidance rescale is for Stable Diffusion models; the house model takes plain guidance".into(),
             ));
         }
+        if request.clip_skip != 1 {
+            return Err(GenerateError::Unsupported(
+                "clip skip is for Stable Diffusion models; the house model has no CLIP text encoder"
+                    .into(),
+            ));
+        }
         Ok(HouseModel::generate(self, request)?)
     }
 

@@ -384,11 +384,30 @@ impl StableDiffusion {
     /// encoders' next-to-last states side by side (the refiner has only the second), and the
     /// second's pooled projection.
     pub fn encode_prompt(&self, prompt: &str) -> Result<Prompt, SdError> {
+        self.encode_prompt_skipping(prompt, 1)
+    }
+
+    /// [`StableDiffusion::encode_prompt`] from the text encoders' layer `clip_skip` counted
+    /// from the last (A1111's "Clip skip": 1 the last; 2 the one before, diffusers'
+    /// `clip_skip = 1`); SDXL's pooled prompt is the whole second encoder's.
+    pub fn encode_prompt_skipping(
+        &self,
+        prompt: &str,
+        clip_skip: usize,
+    ) -> Result<Prompt, SdError> {
         let mut states = Vec::with_capacity(2);
         for (tokenizer, encoder) in self.stacks() {
+            if clip_skip == 0 || clip_skip > encoder.layers() {
+                return Err(SdError::BadRequest(format!(
+                    "clip skip {clip_skip}: it counts the text encoder's {} layers from the last, 1 to {}",
+                    encoder.layers(),
+                    encoder.layers()
+                )));
+            }
             let ids = tokenizer.encode(prompt);
             let len = ids.len();
-            states.push(encoder.forward(&Tensor::from_vec(ids, (1, len), &self.device)?)?);
+            let ids = Tensor::from_vec(ids, (1, len), &self.device)?;
+            states.push(encoder.forward(&ids, clip_skip - 1)?);
         }
         if self.second.is_none() {
             let first = states
@@ -409,7 +428,17 @@ impl StableDiffusion {
     /// The negative prompt's conditioning: [`StableDiffusion::encode_prompt`], or zeros for an
     /// empty one where the folder says so (SDXL's `force_zeros_for_empty_prompt`).
     pub fn encode_negative(&self, negative: &str) -> Result<Prompt, SdError> {
-        let encoded = self.encode_prompt(negative)?;
+        self.encode_negative_skipping(negative, 1)
+    }
+
+    /// [`StableDiffusion::encode_negative`] at a clip skip, as
+    /// [`StableDiffusion::encode_prompt_skipping`].
+    pub fn encode_negative_skipping(
+        &self,
+        negative: &str,
+        clip_skip: usize,
+    ) -> Result<Prompt, SdError> {
+        let encoded = self.encode_prompt_skipping(negative, clip_skip)?;
         if !(negative.is_empty() && self.spec.zeros_for_empty_negative) {
             return Ok(encoded);
         }
@@ -684,9 +713,10 @@ impl StableDiffusion {
         n: usize,
         guided: bool,
     ) -> Result<(Tensor, Option<Tensor>), SdError> {
-        let mut prompts = vec![(self.encode_prompt(&request.prompt)?, false); n];
+        let skip = request.clip_skip;
+        let mut prompts = vec![(self.encode_prompt_skipping(&request.prompt, skip)?, false); n];
         if guided {
-            let negative = self.encode_negative(&request.negative_prompt)?;
+            let negative = self.encode_negative_skipping(&request.negative_prompt, skip)?;
             prompts.splice(0..0, vec![(negative, true); n]);
         }
         let contexts: Vec<&Tensor> = prompts.iter().map(|(p, _)| &p.context).collect();

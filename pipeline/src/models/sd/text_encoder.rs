@@ -58,12 +58,13 @@ pub struct ClipConfig {
     pub eos_token_id: u32,
 }
 
-/// What a text encoder makes of a prompt.
+/// What a text encoder makes of a prompt, `skip` final layers left out (0: none).
 #[derive(Clone, Debug)]
 pub struct TextStates {
-    /// The last layer's output after the final layer norm, `(n, tokens, d)`.
+    /// The last layer's output (after `skip` are left out), through the final layer norm,
+    /// `(n, tokens, d)`: SD 1.x/2.x condition on it.
     pub last: Tensor,
-    /// The next-to-last layer's output, no norm (SDXL conditions on it).
+    /// The output of the layer before that, no norm (SDXL conditions on it).
     pub penultimate: Tensor,
     /// The projected end-of-text state, `(n, projection_dim)`, for encoders with a projection.
     pub pooled: Option<Tensor>,
@@ -234,8 +235,19 @@ impl ClipTextEncoder {
         self.config.hidden_size
     }
 
-    /// The states of token ids `(batch, tokens)`.
-    pub fn forward(&self, ids: &Tensor) -> Result<TextStates> {
+    /// How many transformer layers it has.
+    pub fn layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// The states of token ids `(batch, tokens)`, the last `skip` layers left out of `last`
+    /// and `penultimate` (diffusers' `clip_skip`; the pooled state is the whole encoder's).
+    /// `skip` must be below [`ClipTextEncoder::layers`].
+    pub fn forward(&self, ids: &Tensor, skip: usize) -> Result<TextStates> {
+        let count = self.layers.len();
+        if skip >= count {
+            candle_core::bail!("cannot leave out {skip} of the text encoder's {count} layers");
+        }
         let (batch, len) = ids.dims2()?;
         let d = self.config.hidden_size;
         let heads = self.config.num_attention_heads;
@@ -244,10 +256,18 @@ impl ClipTextEncoder {
         let mut xs = self.tokens.forward(ids)?.broadcast_add(&positions)?;
         let mask = causal_mask(len, xs.dtype(), xs.device())?;
         let scale = (head_dim as f64).powf(-0.5);
-        let mut penultimate = xs.clone();
+        // The states after 0, 1, … layers that `last` and `penultimate` are.
+        let (wanted, before) = (count - skip, count - skip - 1);
+        let (mut last, mut penultimate) = (None, xs.clone());
         for (i, layer) in self.layers.iter().enumerate() {
-            if i + 1 == self.layers.len() {
+            if i == before {
                 penultimate = xs.clone();
+            }
+            if i == wanted {
+                last = Some(xs.clone());
+                if self.projection.is_none() {
+                    break;
+                }
             }
             let h = layer.norm1.forward(&xs)?;
             let split = |t: Tensor| -> Result<Tensor> {
@@ -271,9 +291,14 @@ impl ClipTextEncoder {
                 .forward(&self.config.activation.apply(&layer.fc1.forward(&h)?)?)?;
             xs = (xs + h)?;
         }
-        let last = self.final_norm.forward(&xs)?;
+        let last = self.final_norm.forward(last.as_ref().unwrap_or(&xs))?;
         let pooled = match &self.projection {
             Some(projection) => {
+                let whole = if skip == 0 {
+                    last.clone()
+                } else {
+                    self.final_norm.forward(&xs)?
+                };
                 let rows = ids.to_device(&Device::Cpu)?.to_vec2::<u32>()?;
                 let states = rows
                     .iter()
@@ -288,7 +313,7 @@ impl ClipTextEncoder {
                                 .position(|id| *id == self.config.eos_token_id)
                                 .unwrap_or(row.len() - 1)
                         };
-                        last.get(b)?.get(end)
+                        whole.get(b)?.get(end)
                     })
                     .collect::<Result<Vec<_>>>()?;
                 Some(projection.forward(&Tensor::stack(&states, 0)?)?)
