@@ -2384,3 +2384,103 @@ fn clip_skip_conditions_on_an_earlier_text_encoder_layer_as_diffusers_does() {
         );
     }
 }
+
+#[test]
+fn a1111_prompt_syntax_weighs_and_chunks_as_diffusers_long_prompt_pipeline_does() {
+    use autonomy_pipeline::models::sd::prompt_syntax::{Piece, parse};
+    let reference = Reference::of("prompt-syntax");
+    // The parser against the pipeline's `parse_prompt_attention`.
+    let cases: Vec<(String, Vec<(String, f64)>)> =
+        serde_json::from_str(&reference.metadata["parses"]).unwrap();
+    for (text, expected) in cases {
+        let ours: Vec<(String, f64)> = parse(&text)
+            .into_iter()
+            .map(|piece| match piece {
+                Piece::Text(text, weight) => (text, weight),
+                Piece::Break => panic!("no BREAK in {text:?}"),
+            })
+            .collect();
+        assert_eq!(ours.len(), expected.len(), "{text:?}: {ours:?}");
+        for ((a, x), (b, y)) in ours.iter().zip(&expected) {
+            assert!(
+                a == b && (x - y).abs() < 1e-12,
+                "{text:?}: {ours:?} vs {expected:?}"
+            );
+        }
+    }
+    let model = load("tiny-sd15");
+    let long = &reference.metadata["long_prompt"];
+    let long_negative = &reference.metadata["long_negative_prompt"];
+    for (key, prompt, negative) in [
+        ("weighted", &reference.prompt, &reference.negative),
+        ("long", long, long_negative),
+    ] {
+        close(
+            &format!("{key} prompt"),
+            &model.encode_prompt(prompt).unwrap().context,
+            reference.get(&format!("{key}_cond")),
+            1e-4,
+        );
+        let request = GenerateRequest {
+            prompt: prompt.clone(),
+            negative_prompt: negative.clone(),
+            steps: 4,
+            guidance: 5.0,
+            ..GenerateRequest::default()
+        };
+        if key == "weighted" {
+            close(
+                "weighted negative prompt",
+                &model.encode_negative(negative).unwrap().context,
+                reference.get("weighted_uncond"),
+                1e-4,
+            );
+        }
+        // The long prompt's short negative prompt takes an empty second chunk.
+        let image = model
+            .sample(&request, reference.get(&format!("{key}_run_init")))
+            .unwrap();
+        close(
+            &format!("whole run with the {key} prompt"),
+            &image.permute((0, 2, 3, 1)).unwrap(),
+            reference.get(&format!("{key}_run_image")),
+            4e-4,
+        );
+    }
+    // Without the syntax the weighted prompt is plain text: weights change the states.
+    let plain = model
+        .encode_prompt("a red potion bottle, pixel art, glowing gem")
+        .unwrap();
+    assert!(max_diff(&plain.context, reference.get("weighted_cond")) > 1e-3);
+    // The long prompt's second chunk is what truncation at 75 tokens used to drop.
+    assert_eq!(
+        model.encode_prompt(long).unwrap().context.dims(),
+        [1, 154, 32]
+    );
+    let message = model
+        .encode_prompt(&"gem ".repeat(700))
+        .expect_err("too long")
+        .to_string();
+    assert!(message.contains("at most 8"), "{message}");
+    // SDXL: both encoders chunk alike; the empty negative prompt's zeros fill two chunks.
+    let xl = load("tiny-sdxl");
+    let encoded = xl.encode_prompt(long).unwrap();
+    assert_eq!(encoded.context.dims(), [1, 154, 64]);
+    let pooled = |text: &str| xl.encode_prompt(text).unwrap().pooled.unwrap();
+    assert_eq!(
+        max_diff(
+            &pooled("a red potion BREAK golden crown"),
+            &pooled("a red potion")
+        ),
+        0.0,
+        "the pooled prompt is the first chunk's"
+    );
+    let request = GenerateRequest {
+        prompt: long.clone(),
+        steps: 2,
+        guidance: 5.0,
+        ..GenerateRequest::default()
+    };
+    let noise = Tensor::randn(0f32, 1.0, (1, 4, 8, 8), &Device::Cpu).unwrap();
+    assert_eq!(xl.sample(&request, &noise).unwrap().dims(), [1, 3, 64, 64]);
+}

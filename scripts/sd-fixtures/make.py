@@ -37,12 +37,16 @@ the fixtures were made (a whole run with guidance rescale; SDXL's base handing i
 refiner; tiny-sd15's IA³, full, OFT and GLoRA files) without touching the rest.
 """
 
+import ast
 import collections
 import copy
 import json
+import logging
 import os
+import re
 import shutil
 import sys
+import typing
 
 import torch
 import numpy as np
@@ -1300,6 +1304,70 @@ def build_clip_skip(name):
     )
 
 
+def lpw_functions():
+    """The prompt-weighting functions of diffusers' community long-prompt-weighting pipeline,
+    read from `examples/community/lpw_stable_diffusion.py` of a diffusers checkout named by
+    $LPW (the module's own imports name things diffusers 0.42 no longer has, so only its
+    functions are taken)."""
+    path = os.environ.get("LPW")
+    if not path:
+        sys.exit("set LPW to examples/community/lpw_stable_diffusion.py of a diffusers checkout")
+    wanted = {"re_attention", "parse_prompt_attention", "get_prompts_with_weights",
+              "pad_tokens_and_weights", "get_unweighted_text_embeddings",
+              "get_weighted_text_embeddings"}
+    tree = ast.parse(open(path).read())
+    body = [node for node in tree.body
+            if isinstance(node, ast.FunctionDef) and node.name in wanted
+            or isinstance(node, ast.Assign) and any(getattr(t, "id", None) in wanted for t in node.targets)]
+    from diffusers.loaders import StableDiffusionLoraLoaderMixin
+    from diffusers.utils import USE_PEFT_BACKEND, scale_lora_layers, unscale_lora_layers
+    namespace = {"re": re, "torch": torch, "Optional": typing.Optional, "Union": typing.Union,
+                 "List": typing.List, "DiffusionPipeline": object,
+                 "logger": logging.getLogger("lpw"),
+                 "StableDiffusionLoraLoaderMixin": StableDiffusionLoraLoaderMixin,
+                 "USE_PEFT_BACKEND": USE_PEFT_BACKEND, "scale_lora_layers": scale_lora_layers,
+                 "unscale_lora_layers": unscale_lora_layers}
+    exec(compile(ast.Module(body=body, type_ignores=[]), path, "exec"), namespace)
+    return namespace
+
+
+def build_prompt_syntax(name):
+    """A1111's prompt syntax as diffusers' long-prompt-weighting pipeline reads it (see
+    `lpw_functions`), on tiny-sd15: how awkward prompts parse; a weighted prompt and negative
+    prompt (one chunk each) and a long prompt (two chunks) with a short negative prompt, each as
+    text states and a whole 4-step run from them."""
+    lpw = lpw_functions()
+    pipe = StableDiffusionPipeline.from_pretrained(os.path.join(OUT, "tiny-sd15"))
+    object.__setattr__(pipe.text_encoder, "text_model", pipe.text_encoder)  # as in clip-skip
+    weighted = "a (red:1.3) potion bottle, [pixel art], ((glowing)) gem"
+    weighted_negative = "(blurry:1.2), ugly"
+    long_prompt = ", ".join(CORPUS.split()[:60])
+    parses = ["normal text", "an (important) word", "(unbalanced", "\\(literal\\]",
+              "(unnecessary)(parens)", "a (((house:1.3)) [on] a (hill:0.5), sun, (((sky))).",
+              "[[faint]] (x:0.25) [y:2]", weighted, weighted_negative]
+    tensors = {}
+    g = torch.Generator().manual_seed(23)
+    for key, prompt, negative in (("weighted", weighted, weighted_negative),
+                                  ("long", long_prompt, NEGATIVE)):
+        cond, uncond = lpw["get_weighted_text_embeddings"](pipe, prompt, negative,
+                                                           max_embeddings_multiples=3)
+        init = torch.randn(1, 4, 8, 8, generator=g)
+        run = pipe(prompt_embeds=cond, negative_prompt_embeds=uncond, num_inference_steps=4,
+                   guidance_scale=5.0, latents=init.clone(), output_type="np", height=64,
+                   width=64).images
+        tensors.update({f"{key}_cond": cond, f"{key}_uncond": uncond, f"{key}_run_init": init,
+                        f"{key}_run_image": torch.from_numpy(run).contiguous()})
+    assert tensors["long_cond"].shape[1] == 154, tensors["long_cond"].shape
+    save_file(
+        {k: v.detach().contiguous() for k, v in tensors.items()},
+        os.path.join(OUT, f"{name}.reference.safetensors"),
+        metadata={"prompt": weighted, "negative_prompt": weighted_negative,
+                  "long_prompt": long_prompt, "long_negative_prompt": NEGATIVE,
+                  "parses": json.dumps([[text, lpw["parse_prompt_attention"](text)] for text in parses]),
+                  "torch": torch.__version__},
+    )
+
+
 def ddim(**kw):
     """The DDIM scheduler of the SD 1.5 / 2.1 releases."""
     return DDIMScheduler(
@@ -1320,7 +1388,7 @@ def main():
     if only:
         alone = {"tiny-sdxl": build_xl, "tiny-sdxl-refiner": build_xl_refiner, "tiny-lcm": build_lcm,
                  "tiny-taesd": build_taesd, "embeddings": build_embeddings,
-                 "clip-skip": build_clip_skip}
+                 "clip-skip": build_clip_skip, "prompt-syntax": build_prompt_syntax}
         for name in only:
             if name not in alone:
                 sys.exit(f"{name}: only {', '.join(alone)} build alone; run without names for the rest")

@@ -21,6 +21,8 @@ pub struct Reference {
     pub prompt: String,
     /// Their negative prompt.
     pub negative: String,
+    /// The file's whole metadata (other prompts, cases).
+    pub metadata: HashMap<String, String>,
 }
 
 impl Reference {
@@ -44,6 +46,7 @@ impl Reference {
             tensors: candle_core::safetensors::load(&path, &Device::Cpu).unwrap(),
             prompt: meta["prompt"].clone(),
             negative: meta["negative_prompt"].clone(),
+            metadata: meta,
         }
     }
 

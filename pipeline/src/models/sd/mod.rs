@@ -41,6 +41,7 @@ pub mod kernels;
 pub mod lora;
 pub mod original_names;
 mod pickle;
+pub mod prompt_syntax;
 pub mod scheduler;
 pub mod sigma_ramp;
 pub mod source;
@@ -68,6 +69,7 @@ use crate::generator::{
 use config::PipelineSpec;
 use embedding::{Embedding, EmbeddingFile, Encoder};
 use lora::{LoraFile, Network, Updates};
+use prompt_syntax::Chunk;
 use scheduler::Schedule;
 use source::PipelineSource;
 use text_encoder::ClipTextEncoder;
@@ -395,7 +397,7 @@ impl StableDiffusion {
         prompt: &str,
         clip_skip: usize,
     ) -> Result<Prompt, SdError> {
-        let mut states = Vec::with_capacity(2);
+        let mut stacks: Vec<(Vec<Chunk>, &ClipTextEncoder)> = Vec::with_capacity(2);
         for (tokenizer, encoder) in self.stacks() {
             if clip_skip == 0 || clip_skip > encoder.layers() {
                 return Err(SdError::BadRequest(format!(
@@ -404,24 +406,45 @@ impl StableDiffusion {
                     encoder.layers()
                 )));
             }
-            let ids = tokenizer.encode(prompt);
-            let len = ids.len();
-            let ids = Tensor::from_vec(ids, (1, len), &self.device)?;
-            states.push(encoder.forward(&ids, clip_skip - 1)?);
+            let chunks = prompt_syntax::chunks(tokenizer, prompt)
+                .map_err(|message| SdError::BadRequest(format!("prompt {prompt:?}: {message}")))?;
+            stacks.push((chunks, encoder));
         }
-        if self.second.is_none() {
-            let first = states
-                .pop()
-                .ok_or_else(|| SdError::BadRequest("the pipeline has no text encoder".into()))?;
-            return Ok(Prompt {
-                context: first.last,
-                pooled: None,
-            });
+        let Some((first, _)) = stacks.first() else {
+            return Err(SdError::BadRequest(
+                "the pipeline has no text encoder".into(),
+            ));
+        };
+        if stacks.iter().any(|(chunks, _)| chunks.len() != first.len()) {
+            return Err(SdError::BadRequest(format!(
+                "prompt {prompt:?}: the two tokenizers split it into different numbers of chunks"
+            )));
         }
-        let penultimate: Vec<&Tensor> = states.iter().map(|s| &s.penultimate).collect();
+        let mut contexts = Vec::with_capacity(first.len());
+        let mut pooled = None;
+        for (c, chunk) in first.iter().enumerate() {
+            let mut states = Vec::with_capacity(stacks.len());
+            for (chunks, encoder) in &stacks {
+                let ids = &chunks[c].ids;
+                let ids = Tensor::from_vec(ids.clone(), (1, ids.len()), &self.device)?;
+                states.push(encoder.forward(&ids, clip_skip - 1)?);
+            }
+            let context = if self.second.is_none() {
+                states.swap_remove(0).last
+            } else {
+                let penultimate: Vec<&Tensor> = states.iter().map(|s| &s.penultimate).collect();
+                let context = Tensor::cat(&penultimate, 2)?;
+                // SDXL's pooled prompt is the first chunk's, as A1111 takes it.
+                if c == 0 {
+                    pooled = states.pop().and_then(|second| second.pooled);
+                }
+                context
+            };
+            contexts.push(weigh(context, chunk)?);
+        }
         Ok(Prompt {
-            context: Tensor::cat(&penultimate, 2)?,
-            pooled: states.pop().and_then(|second| second.pooled),
+            context: Tensor::cat(&contexts, 1)?,
+            pooled,
         })
     }
 
@@ -714,11 +737,33 @@ impl StableDiffusion {
         guided: bool,
     ) -> Result<(Tensor, Option<Tensor>), SdError> {
         let skip = request.clip_skip;
-        let mut prompts = vec![(self.encode_prompt_skipping(&request.prompt, skip)?, false); n];
+        let mut cond = self.encode_prompt_skipping(&request.prompt, skip)?;
+        let mut prompts = Vec::with_capacity(2 * n);
         if guided {
-            let negative = self.encode_negative_skipping(&request.negative_prompt, skip)?;
-            prompts.splice(0..0, vec![(negative, true); n]);
+            let mut negative = self.encode_negative_skipping(&request.negative_prompt, skip)?;
+            // A long prompt and a short negative prompt (or the reverse): the shorter takes
+            // empty chunks (zeros where the empty negative prompt is zeros) to the same length.
+            let (wanted, have) = (cond.context.dim(1)?, negative.context.dim(1)?);
+            if wanted != have {
+                let empty = self.encode_prompt_skipping("", skip)?.context;
+                let zeros =
+                    request.negative_prompt.is_empty() && self.spec.zeros_for_empty_negative;
+                let (short, filler) = if have < wanted {
+                    (
+                        &mut negative,
+                        if zeros { empty.zeros_like()? } else { empty },
+                    )
+                } else {
+                    (&mut cond, empty)
+                };
+                let missing = wanted.abs_diff(have) / filler.dim(1)?;
+                let mut parts = vec![short.context.clone()];
+                parts.extend(std::iter::repeat_n(filler, missing));
+                short.context = Tensor::cat(&parts, 1)?;
+            }
+            prompts.extend(vec![(negative, true); n]);
         }
+        prompts.extend(vec![(cond, false); n]);
         let contexts: Vec<&Tensor> = prompts.iter().map(|(p, _)| &p.context).collect();
         let added = match &self.spec.unet.added {
             Some(_) => {
@@ -936,6 +981,25 @@ fn rgba_images(image: &Tensor) -> candle_core::Result<Vec<RgbaImage>> {
 /// Guidance rescale (Lin et al. 2023, diffusers' `rescale_noise_cfg`): each image's `guided`
 /// prediction `(n, c, h, w)` scaled to the standard deviation of its prompt-only prediction
 /// `cond`, mixed with the unscaled one by `phi` (0 leaves it as it is).
+/// A chunk's states `(1, tokens, d)` multiplied by its weights and rescaled to the mean they
+/// had (A1111's "original" emphasis); as they are when every weight is 1.
+fn weigh(states: Tensor, chunk: &Chunk) -> candle_core::Result<Tensor> {
+    if !chunk.is_weighted() {
+        return Ok(states);
+    }
+    let dtype = states.dtype();
+    let states = states.to_dtype(DType::F32)?;
+    let before = states.mean_all()?;
+    let weights = Tensor::from_vec(
+        chunk.weights.clone(),
+        (1, chunk.weights.len(), 1),
+        states.device(),
+    )?;
+    let weighted = states.broadcast_mul(&weights)?;
+    let after = weighted.mean_all()?;
+    weighted.broadcast_mul(&(before / after)?)?.to_dtype(dtype)
+}
+
 fn rescale_guidance(guided: &Tensor, cond: &Tensor, phi: f64) -> candle_core::Result<Tensor> {
     if phi <= 0.0 {
         return Ok(guided.clone());

@@ -184,8 +184,13 @@ impl ClipTokenizer {
 
     /// Token ids of `text`: start token, at most `max_len − 2` tokens, end token, padding.
     pub fn encode(&self, text: &str) -> Vec<u32> {
+        self.frame(&self.tokens(text))
+    }
+
+    /// `tokens` as a sequence: start token, at most `max_len − 2` of them, end token, padding.
+    pub fn frame(&self, tokens: &[u32]) -> Vec<u32> {
         let mut ids = vec![self.bos];
-        ids.extend(self.tokens(text).into_iter().take(self.max_len - 2));
+        ids.extend(tokens.iter().take(self.max_len - 2));
         ids.push(self.eos);
         ids.resize(self.max_len, self.pad);
         ids

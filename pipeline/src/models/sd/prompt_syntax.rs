@@ -1,0 +1,329 @@
+//! The prompt syntax A1111's web UI made the common tongue of Stable Diffusion prompts, as
+//! diffusers' long-prompt-weighting pipeline reads it:
+//! - `(word)` weighs `word` 1.1×, `[word]` 1/1.1×, `(word:1.3)` 1.3×; they nest and multiply,
+//!   an unclosed bracket runs to the end, `\(`, `\)`, `\[`, `\]` and `\\` are the characters
+//!   themselves;
+//! - `BREAK` (upper case, a word of its own) ends the current 75-token chunk;
+//! - a prompt longer than the text encoder's 75 tokens goes in several chunks, each encoded on
+//!   its own with its start and end tokens, their states laid end to end.
+//!
+//! A chunk whose weights are not all 1 has its states multiplied by them and then rescaled to
+//! the mean they had (A1111's "original" emphasis). Text without brackets, escapes or `BREAK`
+//! is one weight-1 piece, so a short plain prompt is encoded exactly as before.
+//!
+//! ```
+//! use autonomy_pipeline::models::sd::prompt_syntax::{Piece, parse};
+//! assert_eq!(
+//!     parse("a (red:1.5) [potion]"),
+//!     [
+//!         Piece::Text("a ".into(), 1.0),
+//!         Piece::Text("red".into(), 1.5),
+//!         Piece::Text(" ".into(), 1.0),
+//!         Piece::Text("potion".into(), 1.0 / 1.1),
+//!     ]
+//! );
+//! ```
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+use super::tokenizer::ClipTokenizer;
+
+/// What `(…)` multiplies a weight by.
+const ROUND: f64 = 1.1;
+
+/// The most chunks a prompt may take (600 tokens).
+pub const MOST_CHUNKS: usize = 8;
+
+/// One piece of a parsed prompt.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Piece {
+    /// Text and its weight.
+    Text(String, f64),
+    /// `BREAK`: the next text starts a new chunk.
+    Break,
+}
+
+/// A1111's tokens of emphasis, in the order they are tried.
+static ATTENTION: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"\\\(|\\\)|\\\[|\\\]|\\\\|\\|\(|\[|:\s*([+-]?[.\d]+)\s*\)|\)|\]|[^\\()\[\]:]+|:")
+        .unwrap_or_else(|e| unreachable!("a fixed pattern: {e}"))
+});
+
+/// `BREAK` as a word of its own, with the spaces around it.
+static BREAK: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"\s*\bBREAK\b\s*").unwrap_or_else(|e| unreachable!("a fixed pattern: {e}"))
+});
+
+/// The pieces of `text`, runs of one weight merged.
+pub fn parse(text: &str) -> Vec<Piece> {
+    let mut pieces: Vec<Piece> = Vec::new();
+    let mut round: Vec<usize> = Vec::new();
+    let mut square: Vec<usize> = Vec::new();
+    let multiply = |pieces: &mut Vec<Piece>, from: usize, by: f64| {
+        for piece in &mut pieces[from..] {
+            if let Piece::Text(_, weight) = piece {
+                *weight *= by;
+            }
+        }
+    };
+    for found in ATTENTION.captures_iter(text) {
+        let token = &found[0];
+        // A weight that is no number, or beyond ±100, is text.
+        let weight = found
+            .get(1)
+            .and_then(|w| w.as_str().parse::<f64>().ok())
+            .filter(|w| w.abs() <= 100.0);
+        if let Some(literal) = token.strip_prefix('\\') {
+            pieces.push(Piece::Text(literal.to_string(), 1.0));
+        } else if token == "(" {
+            round.push(pieces.len());
+        } else if token == "[" {
+            square.push(pieces.len());
+        } else if let (Some(weight), Some(from)) = (weight, round.last().copied()) {
+            round.pop();
+            multiply(&mut pieces, from, weight);
+        } else if token == ")" && !round.is_empty() {
+            let from = round.pop().unwrap_or_default();
+            multiply(&mut pieces, from, ROUND);
+        } else if token == "]" && !square.is_empty() {
+            let from = square.pop().unwrap_or_default();
+            multiply(&mut pieces, from, 1.0 / ROUND);
+        } else {
+            for (i, part) in BREAK.split(token).enumerate() {
+                if i > 0 {
+                    pieces.push(Piece::Break);
+                }
+                pieces.push(Piece::Text(part.to_string(), 1.0));
+            }
+        }
+    }
+    for from in round {
+        multiply(&mut pieces, from, ROUND);
+    }
+    for from in square {
+        multiply(&mut pieces, from, 1.0 / ROUND);
+    }
+    let mut merged: Vec<Piece> = Vec::with_capacity(pieces.len());
+    for piece in pieces {
+        match (merged.last_mut(), piece) {
+            (Some(Piece::Text(text, weight)), Piece::Text(more, same)) if *weight == same => {
+                text.push_str(&more);
+            }
+            (_, piece) => merged.push(piece),
+        }
+    }
+    if merged.is_empty() {
+        merged.push(Piece::Text(String::new(), 1.0));
+    }
+    merged
+}
+
+/// One chunk as a text encoder takes it: start token, up to 75 tokens, end token, padding;
+/// and each position's weight (1 at the start, end and padding).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Chunk {
+    /// Token ids, the tokenizer's length (77).
+    pub ids: Vec<u32>,
+    /// Each id's weight.
+    pub weights: Vec<f32>,
+}
+
+impl Chunk {
+    /// Whether any weight is not 1.
+    pub fn is_weighted(&self) -> bool {
+        self.weights.iter().any(|&w| w != 1.0)
+    }
+}
+
+/// The chunks `tokenizer` makes of `text` (at least one), or what is wrong: more than
+/// [`MOST_CHUNKS`], or weights nested past what a float holds.
+pub fn chunks(tokenizer: &ClipTokenizer, text: &str) -> Result<Vec<Chunk>, String> {
+    let length = tokenizer.max_len().saturating_sub(2).max(1);
+    let mut done: Vec<Vec<(u32, f64)>> = Vec::new();
+    let mut current: Vec<(u32, f64)> = Vec::new();
+    for piece in parse(text) {
+        match piece {
+            Piece::Break => done.push(std::mem::take(&mut current)),
+            Piece::Text(text, weight) => {
+                for id in tokenizer.tokens(&text) {
+                    if current.len() == length {
+                        done.push(std::mem::take(&mut current));
+                    }
+                    current.push((id, weight));
+                }
+            }
+        }
+    }
+    if !current.is_empty() || done.is_empty() {
+        done.push(current);
+    }
+    if done.len() > MOST_CHUNKS {
+        return Err(format!(
+            "the prompt takes {} chunks of {length} tokens; at most {MOST_CHUNKS}",
+            done.len()
+        ));
+    }
+    if done.iter().flatten().any(|(_, w)| !(*w as f32).is_finite()) {
+        return Err("its weights multiply past what a float holds".into());
+    }
+    Ok(done
+        .into_iter()
+        .map(|tokens| {
+            let ids: Vec<u32> = tokens.iter().map(|(id, _)| *id).collect();
+            let mut weights = vec![1.0f32];
+            weights.extend(tokens.iter().map(|(_, w)| *w as f32));
+            weights.resize(tokenizer.max_len(), 1.0);
+            Chunk {
+                ids: tokenizer.frame(&ids),
+                weights,
+            }
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::path::Path;
+
+    fn text(pieces: &[Piece]) -> Vec<(String, f64)> {
+        pieces
+            .iter()
+            .map(|p| match p {
+                Piece::Text(t, w) => (t.clone(), (w * 1e6).round() / 1e6),
+                Piece::Break => ("BREAK".into(), -1.0),
+            })
+            .collect()
+    }
+
+    fn pairs(list: &[(&str, f64)]) -> Vec<(String, f64)> {
+        list.iter().map(|(t, w)| (t.to_string(), *w)).collect()
+    }
+
+    #[test]
+    fn brackets_weigh_nest_and_escape_as_a1111_reads_them() {
+        assert_eq!(text(&parse("normal text")), pairs(&[("normal text", 1.0)]));
+        assert_eq!(
+            text(&parse("an (important) word")),
+            pairs(&[("an ", 1.0), ("important", 1.1), (" word", 1.0)])
+        );
+        assert_eq!(text(&parse("(unbalanced")), pairs(&[("unbalanced", 1.1)]));
+        assert_eq!(text(&parse("\\(literal\\]")), pairs(&[("(literal]", 1.0)]));
+        assert_eq!(
+            text(&parse("(unnecessary)(parens)")),
+            pairs(&[("unnecessaryparens", 1.1)])
+        );
+        assert_eq!(
+            text(&parse(
+                "a (((house:1.3)) [on] a (hill:0.5), sun, (((sky)))."
+            )),
+            pairs(&[
+                ("a ", 1.0),
+                ("house", 1.573),
+                (" ", 1.1),
+                ("on", 1.0),
+                (" a ", 1.1),
+                ("hill", 0.55),
+                (", sun, ", 1.1),
+                ("sky", 1.4641),
+                (".", 1.1)
+            ])
+        );
+        assert_eq!(
+            text(&parse("a cat BREAK a dog")),
+            pairs(&[("a cat", 1.0), ("BREAK", -1.0), ("a dog", 1.0)])
+        );
+        assert_eq!(text(&parse("")), pairs(&[("", 1.0)]));
+        assert_eq!(
+            text(&parse("time: noon (x:1.2.3)")),
+            pairs(&[("time: noon ", 1.0), ("x:1.2.3)", 1.1)]),
+            "a weight that is no number is text"
+        );
+        assert_eq!(
+            text(&parse("(x:500)")),
+            pairs(&[("x:500)", 1.1)]),
+            "a weight beyond 100 is text"
+        );
+    }
+
+    fn tokenizer() -> ClipTokenizer {
+        ClipTokenizer::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sd/tiny-sd15/tokenizer"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn long_prompts_take_75_token_chunks_and_break_starts_one() {
+        let tokenizer = tokenizer();
+        let plain = chunks(&tokenizer, "a red potion").unwrap();
+        assert_eq!(plain.len(), 1);
+        assert_eq!(plain[0].ids, tokenizer.encode("a red potion"));
+        assert!(!plain[0].is_weighted());
+        let word = "potion ";
+        let long = word.repeat(100);
+        let split = chunks(&tokenizer, &long).unwrap();
+        assert_eq!(split.len(), 2);
+        let per_word = tokenizer.tokens(word).len();
+        assert_eq!(per_word, 1, "the fixture's vocabulary has the word");
+        assert_eq!(split[0].ids, tokenizer.encode(&word.repeat(75)));
+        assert_eq!(split[1].ids, tokenizer.encode(&word.repeat(25)));
+        let broken = chunks(&tokenizer, "a red BREAK potion").unwrap();
+        assert_eq!(broken.len(), 2);
+        assert_eq!(broken[1].ids, tokenizer.encode("potion"));
+        assert!(
+            chunks(&tokenizer, &word.repeat(601))
+                .unwrap_err()
+                .contains("takes 9 chunks of 75 tokens; at most 8")
+        );
+        let weighted = chunks(&tokenizer, "a (red:1.5) potion").unwrap();
+        assert_eq!(weighted[0].ids, tokenizer.encode("a red potion"));
+        let red = tokenizer.tokens("red").len();
+        assert_eq!(
+            weighted[0].weights[..2 + red + 1],
+            [[1.0, 1.0].as_slice(), &vec![1.5; red], &[1.0]].concat()
+        );
+        assert!(weighted[0].weights[2 + red..].iter().all(|&w| w == 1.0));
+    }
+
+    proptest! {
+        #[test]
+        fn parsing_keeps_the_text_outside_the_syntax(text in "[a-z ,.:0-9()\\[\\]\\\\]{0,60}") {
+            let pieces = parse(&text);
+            prop_assert!(!pieces.is_empty());
+            let kept: String = pieces
+                .iter()
+                .filter_map(|p| match p {
+                    Piece::Text(t, w) => w.is_finite().then_some(t.as_str()),
+                    Piece::Break => None,
+                })
+                .collect();
+            let letters = |s: &str| s.chars().filter(|c| c.is_ascii_alphabetic()).count();
+            prop_assert!(letters(&kept) <= letters(&text));
+            if !text.contains(['(', ')', '[', ']', '\\']) {
+                prop_assert_eq!(kept, text);
+            }
+        }
+
+        #[test]
+        fn any_prompt_chunks_into_whole_sequences(text in ".{0,400}") {
+            let tokenizer = tokenizer();
+            let made = match chunks(&tokenizer, &text) {
+                Ok(made) => made,
+                Err(message) => {
+                    prop_assert!(message.contains("at most 8"), "{}", message);
+                    return Ok(());
+                }
+            };
+            prop_assert!(!made.is_empty());
+            for chunk in made {
+                prop_assert_eq!(chunk.ids.len(), tokenizer.max_len());
+                prop_assert_eq!(chunk.weights.len(), tokenizer.max_len());
+                prop_assert!(chunk.weights.iter().all(|w| w.is_finite()));
+            }
+        }
+    }
+}
