@@ -10,6 +10,7 @@ use autonomy_pipeline::economy::registry::RegistryPoller;
 use autonomy_pipeline::generator::{GenerateRequest, InitImage};
 use autonomy_pipeline::keys::{KeyStore, password_for};
 use autonomy_pipeline::models::sd::embedding::EmbeddingFile;
+use autonomy_pipeline::models::sd::lora::LoraFile;
 use autonomy_pipeline::models::sd::scheduler::Sampler;
 use autonomy_pipeline::models::sd::vae_file::VaeFile;
 use autonomy_pipeline::models::{
@@ -234,6 +235,10 @@ struct GenerateArgs {
     /// (A1111's, or another checkpoint's) or a diffusers VAE folder.
     #[arg(long)]
     vae: Option<PathBuf>,
+    /// Stable Diffusion: a LoRA (or LyCORIS) file to merge, `FILE` or `FILE:SCALE` (scale 1
+    /// unless given); repeat for more.
+    #[arg(long = "lora", value_name = "FILE[:SCALE]", value_parser = lora_arg)]
+    loras: Vec<(PathBuf, f64)>,
     /// Stable Diffusion: a textual-inversion embedding (`.safetensors`, A1111's `.pt`) whose
     /// file stem the prompts may use as a word; repeat for more.
     #[arg(long = "embedding", value_name = "FILE")]
@@ -405,7 +410,17 @@ fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
             label: path.display().to_string(),
         })
         .collect();
+    let loras: Vec<LoraFile> = args
+        .loras
+        .iter()
+        .map(|(path, scale)| LoraFile {
+            path: path.clone(),
+            label: path.display().to_string(),
+            scale: *scale,
+        })
+        .collect();
     let additions = Additions {
+        loras: &loras,
         embeddings: &embeddings,
         vae: vae.as_ref(),
         refiner: refiner.as_ref(),
@@ -490,6 +505,20 @@ fn unit_interval(text: &str) -> std::result::Result<f64, String> {
         Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
         Ok(x) => Err(format!("{x} is not within 0–1")),
         Err(e) => Err(format!("{text:?} is not a number: {e}")),
+    }
+}
+
+/// `FILE` or `FILE:SCALE` (a scale from −4 to 4, as recipes take): a LoRA to merge.
+fn lora_arg(text: &str) -> std::result::Result<(PathBuf, f64), String> {
+    match text.rsplit_once(':') {
+        Some((file, scale)) if !file.is_empty() && scale.parse::<f64>().is_ok() => {
+            let scale: f64 = scale.parse().unwrap_or(1.0);
+            if !(-4.0..=4.0).contains(&scale) {
+                return Err(format!("the scale {scale} is not within −4 to 4"));
+            }
+            Ok((PathBuf::from(file), scale))
+        }
+        _ => Ok((PathBuf::from(text), 1.0)),
     }
 }
 

@@ -2484,3 +2484,74 @@ fn a1111_prompt_syntax_weighs_and_chunks_as_diffusers_long_prompt_pipeline_does(
     let noise = Tensor::randn(0f32, 1.0, (1, 4, 8, 8), &Device::Cpu).unwrap();
     assert_eq!(xl.sample(&request, &noise).unwrap().dims(), [1, 3, 64, 64]);
 }
+
+#[test]
+fn generate_takes_loras_embeddings_and_clip_skip_and_refuses_a1111_network_tags() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixtures().join("tiny-sd15");
+    let generate = |name: &str, extra: &[String]| -> std::process::Output {
+        let mut args: Vec<String> = [
+            "generate",
+            "a red potion, (glowing:1.2), pixel-style",
+            "--model",
+            model.to_str().unwrap(),
+            "--steps",
+            "2",
+            "-o",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.push(dir.path().join(name).display().to_string());
+        args.extend_from_slice(extra);
+        std::process::Command::new(env!("CARGO_BIN_EXE_autonomy"))
+            .args(&args)
+            .output()
+            .unwrap()
+    };
+    let pixels = |name: &str| image::open(dir.path().join(name)).unwrap().to_rgba8();
+    let plain = generate("plain.png", &[]);
+    assert!(plain.status.success(), "{plain:?}");
+    let with = generate(
+        "with.png",
+        &[
+            "--lora".into(),
+            format!("{}:0.7", model.join("loras/kohya.safetensors").display()),
+            "--embedding".into(),
+            fixtures()
+                .join("embeddings/pixel-style.pt")
+                .display()
+                .to_string(),
+            "--clip-skip".into(),
+            "2".into(),
+        ],
+    );
+    assert!(with.status.success(), "{with:?}");
+    assert_ne!(pixels("plain.png"), pixels("with.png"));
+    let refused = |extra: &[&str], prompt: Option<&str>, words: &str| {
+        let mut args = vec![
+            "generate",
+            prompt.unwrap_or("a knight"),
+            "--model",
+            model.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_autonomy"))
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(words), "{stderr}");
+    };
+    refused(
+        &[],
+        Some("a knight <lora:add_detail:0.5>"),
+        "`<lora:add_detail:0.5>` is how A1111 applies a network from the prompt",
+    );
+    refused(&["--lora", "x.safetensors:9"], None, "not within −4 to 4");
+    refused(
+        &["--lora", "gone.safetensors"],
+        None,
+        "`gone.safetensors` is missing",
+    );
+    refused(&["--clip-skip", "3"], None, "clip skip 3");
+}

@@ -97,7 +97,7 @@ pub enum Stage<'a> {
 #[derive(Debug, thiserror::Error)]
 pub enum SdError {
     /// A file the pipeline needs is not there.
-    #[error("`{path}` is missing (a diffusers pipeline folder needs it)")]
+    #[error("`{path}` is missing")]
     MissingFile {
         /// The file.
         path: PathBuf,

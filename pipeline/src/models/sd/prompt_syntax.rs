@@ -51,6 +51,12 @@ static ATTENTION: LazyLock<Regex> = LazyLock::new(|| {
         .unwrap_or_else(|e| unreachable!("a fixed pattern: {e}"))
 });
 
+/// A1111's extra networks in a prompt: `<lora:name:0.8>`, `<lyco:…>`, `<hypernet:…>`.
+static NETWORK: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"<(lora|lyco|hypernet):[^>]*>")
+        .unwrap_or_else(|e| unreachable!("a fixed pattern: {e}"))
+});
+
 /// `BREAK` as a word of its own, with the spaces around it.
 static BREAK: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"\s*\bBREAK\b\s*").unwrap_or_else(|e| unreachable!("a fixed pattern: {e}"))
@@ -140,6 +146,16 @@ impl Chunk {
 /// The chunks `tokenizer` makes of `text` (at least one), or what is wrong: more than
 /// [`MOST_CHUNKS`], or weights nested past what a float holds.
 pub fn chunks(tokenizer: &ClipTokenizer, text: &str) -> Result<Vec<Chunk>, String> {
+    if let Some(tag) = NETWORK.find(text) {
+        let advice = match &text[tag.start() + 1..tag.start() + 4] {
+            "hyp" => "hypernetworks are not read",
+            _ => "name its file in the recipe's `loras` (`generate --lora FILE:SCALE`)",
+        };
+        return Err(format!(
+            "`{}` is how A1111 applies a network from the prompt; {advice}",
+            tag.as_str()
+        ));
+    }
     let length = tokenizer.max_len().saturating_sub(2).max(1);
     let mut done: Vec<Vec<(u32, f64)>> = Vec::new();
     let mut current: Vec<(u32, f64)> = Vec::new();
@@ -278,6 +294,11 @@ mod tests {
             chunks(&tokenizer, &word.repeat(601))
                 .unwrap_err()
                 .contains("takes 9 chunks of 75 tokens; at most 8")
+        );
+        let tagged = chunks(&tokenizer, "a knight <lora:add_detail:0.5>").unwrap_err();
+        assert!(
+            tagged.contains("`<lora:add_detail:0.5>` is how A1111") && tagged.contains("`loras`"),
+            "{tagged}"
         );
         let weighted = chunks(&tokenizer, "a (red:1.5) potion").unwrap();
         assert_eq!(weighted[0].ids, tokenizer.encode("a red potion"));
