@@ -424,7 +424,6 @@ fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
         embeddings: &embeddings,
         vae: vae.as_ref(),
         refiner: refiner.as_ref(),
-        ..Additions::default()
     };
     let model = models::load(&args.model, dev, &additions)
         .with_context(|| format!("cannot load the model in `{}`", args.model.display()))?;
