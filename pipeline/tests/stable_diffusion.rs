@@ -21,7 +21,7 @@ use autonomy_pipeline::models::sd::scheduler::{
 use autonomy_pipeline::models::sd::vae_file::{self, VaeFile};
 use autonomy_pipeline::models::sd::{Prompt, SdError, StableDiffusion, Stage, checkpoint};
 use autonomy_pipeline::post::seam;
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use common::mean_difference;
 use common::sd::{Reference, fixtures};
 use image::{GrayImage, Luma, Rgba, RgbaImage};
@@ -1682,6 +1682,31 @@ fn single_file_checkpoints_load_as_diffusers_converts_them() {
 
 /// `model` decodes the reference's latents and makes its whole 4-step run (guidance 5) as
 /// diffusers does.
+/// A whole 4-step run at guidance 5 of `request` (prompts and anything else set there) from
+/// the reference's `{prefix}run_init` gives its `{prefix}run_image` within 4e-4.
+fn assert_run(
+    model: &StableDiffusion,
+    request: GenerateRequest,
+    reference: &Reference,
+    prefix: &str,
+    what: &str,
+) {
+    let request = GenerateRequest {
+        steps: 4,
+        guidance: 5.0,
+        ..request
+    };
+    let image = model
+        .sample(&request, reference.get(&format!("{prefix}run_init")))
+        .unwrap();
+    close(
+        what,
+        &image.permute((0, 2, 3, 1)).unwrap(),
+        reference.get(&format!("{prefix}run_image")),
+        4e-4,
+    );
+}
+
 fn assert_decode_and_run(model: &StableDiffusion, reference: &Reference, what: &str) {
     let decoded = model.vae_decode(reference.get("vae_latents")).unwrap();
     close(
@@ -1693,17 +1718,9 @@ fn assert_decode_and_run(model: &StableDiffusion, reference: &Reference, what: &
     let request = GenerateRequest {
         prompt: reference.prompt.clone(),
         negative_prompt: reference.negative.clone(),
-        steps: 4,
-        guidance: 5.0,
         ..GenerateRequest::default()
     };
-    let image = model.sample(&request, reference.get("run_init")).unwrap();
-    close(
-        &format!("{what}: whole run"),
-        &image.permute((0, 2, 3, 1)).unwrap(),
-        reference.get("run_image"),
-        4e-4,
-    );
+    assert_run(model, request, reference, "", &format!("{what}: whole run"));
 }
 
 #[test]
@@ -2172,18 +2189,14 @@ fn textual_inversion_embeddings_stand_for_their_words_as_diffusers_loads_them() 
     let request = GenerateRequest {
         prompt: reference.prompt.clone(),
         negative_prompt: reference.negative.clone(),
-        steps: 4,
-        guidance: 5.0,
         ..GenerateRequest::default()
     };
-    let image = model
-        .sample(&request, reference.get("sd15_run_init"))
-        .unwrap();
-    close(
+    assert_run(
+        &model,
+        request,
+        &reference,
+        "sd15_",
         "whole run with embeddings",
-        &image.permute((0, 2, 3, 1)).unwrap(),
-        reference.get("sd15_run_image"),
-        4e-4,
     );
     let recorded: Vec<&str> = model
         .identity()
@@ -2252,31 +2265,6 @@ fn embeddings_for_another_model_or_not_embeddings_at_all_are_refused_leaving_the
         "nothing is added when one file is refused"
     );
     assert!(model.identity().embeddings.is_empty());
-    let root = tempfile::tempdir().unwrap();
-    let write = |name: &str, tensors: &[(&str, Tensor)]| {
-        let path = root.path().join(name);
-        let map: HashMap<String, Tensor> = tensors
-            .iter()
-            .map(|(k, t)| (k.to_string(), t.clone()))
-            .collect();
-        candle_core::safetensors::save(&map, &path).unwrap();
-        EmbeddingFile {
-            label: name.into(),
-            path,
-        }
-    };
-    let narrow = write(
-        "narrow.safetensors",
-        &[(
-            "emb_params",
-            Tensor::zeros((2, 16), DType::F32, &Device::Cpu).unwrap(),
-        )],
-    );
-    refused(
-        &mut model,
-        &[narrow],
-        "16 wide and the text encoder's tokens 32",
-    );
     refused(
         &mut model,
         &[EmbeddingFile {
@@ -2285,14 +2273,6 @@ fn embeddings_for_another_model_or_not_embeddings_at_all_are_refused_leaving_the
         }],
         "not a textual-inversion embedding",
     );
-    let half = write(
-        "half.safetensors",
-        &[(
-            "clip_l",
-            Tensor::zeros((2, 32), DType::F32, &Device::Cpu).unwrap(),
-        )],
-    );
-    refused(&mut model, &[half], "holds both `clip_l` and `clip_g`");
     let twin = EmbeddingFile {
         path: fixtures().join("embeddings/bad-hands.safetensors"),
         label: "other/Bad-Hands.safetensors".into(),
@@ -2339,19 +2319,15 @@ fn clip_skip_conditions_on_an_earlier_text_encoder_layer_as_diffusers_does() {
     let request = GenerateRequest {
         prompt: reference.prompt.clone(),
         negative_prompt: reference.negative.clone(),
-        steps: 4,
-        guidance: 5.0,
         clip_skip: 2,
         ..GenerateRequest::default()
     };
-    let image = model
-        .sample(&request, reference.get("sd15_run_init"))
-        .unwrap();
-    close(
+    assert_run(
+        &model,
+        request,
+        &reference,
+        "sd15_",
         "whole run at clip skip 2",
-        &image.permute((0, 2, 3, 1)).unwrap(),
-        reference.get("sd15_run_image"),
-        4e-4,
     );
     for skip in [0, 3] {
         let message = model
@@ -2421,13 +2397,6 @@ fn a1111_prompt_syntax_weighs_and_chunks_as_diffusers_long_prompt_pipeline_does(
             reference.get(&format!("{key}_cond")),
             1e-4,
         );
-        let request = GenerateRequest {
-            prompt: prompt.clone(),
-            negative_prompt: negative.clone(),
-            steps: 4,
-            guidance: 5.0,
-            ..GenerateRequest::default()
-        };
         if key == "weighted" {
             close(
                 "weighted negative prompt",
@@ -2437,14 +2406,17 @@ fn a1111_prompt_syntax_weighs_and_chunks_as_diffusers_long_prompt_pipeline_does(
             );
         }
         // The long prompt's short negative prompt takes an empty second chunk.
-        let image = model
-            .sample(&request, reference.get(&format!("{key}_run_init")))
-            .unwrap();
-        close(
+        let request = GenerateRequest {
+            prompt: prompt.clone(),
+            negative_prompt: negative.clone(),
+            ..GenerateRequest::default()
+        };
+        assert_run(
+            &model,
+            request,
+            &reference,
+            &format!("{key}_"),
             &format!("whole run with the {key} prompt"),
-            &image.permute((0, 2, 3, 1)).unwrap(),
-            reference.get(&format!("{key}_run_image")),
-            4e-4,
         );
     }
     // Without the syntax the weighted prompt is plain text: weights change the states.

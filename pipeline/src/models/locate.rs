@@ -205,22 +205,34 @@ mod tests {
         );
     }
 
+    /// The SD fixtures folder.
+    fn sd_fixtures() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sd")
+    }
+
+    /// Copies fixtures (by path inside the SD fixtures) into `dir` under new names.
+    fn copy_into(dir: &Path, files: &[(&str, &str)]) {
+        std::fs::create_dir_all(dir).unwrap();
+        for (fixture, name) in files {
+            std::fs::copy(sd_fixtures().join(fixture), dir.join(name)).unwrap();
+        }
+    }
+
     #[test]
     fn lists_the_lora_files_in_and_below_the_model_dirs_and_passes_over_other_weights() {
-        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sd");
+        let fixtures = sd_fixtures();
         let root = tempfile::tempdir().unwrap();
         let shared = root.path().join("loras");
-        std::fs::create_dir_all(&shared).unwrap();
-        std::fs::copy(
-            fixtures.join("tiny-sdxl/loras/kohya-xl.safetensors"),
-            shared.join("xl.safetensors"),
-        )
-        .unwrap();
-        std::fs::copy(
-            fixtures.join("tiny-sd15/unet/diffusion_pytorch_model.safetensors"),
-            shared.join("not-a-lora.safetensors"),
-        )
-        .unwrap();
+        copy_into(
+            &shared,
+            &[
+                ("tiny-sdxl/loras/kohya-xl.safetensors", "xl.safetensors"),
+                (
+                    "tiny-sd15/unet/diffusion_pytorch_model.safetensors",
+                    "not-a-lora.safetensors",
+                ),
+            ],
+        );
         let dirs = [root.path().to_path_buf(), fixtures.clone()];
         let found: Vec<PathBuf> = lora_files(&dirs)
             .into_iter()
@@ -248,20 +260,19 @@ mod tests {
 
     #[test]
     fn lists_the_embeddings_in_embeddings_folders_and_passes_over_other_files() {
-        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sd");
+        let fixtures = sd_fixtures();
         let root = tempfile::tempdir().unwrap();
         let own = root.path().join("sd15/embeddings");
-        std::fs::create_dir_all(&own).unwrap();
-        std::fs::copy(
-            fixtures.join("embeddings/bad-hands.safetensors"),
-            own.join("EasyNegative.safetensors"),
-        )
-        .unwrap();
-        std::fs::copy(
-            fixtures.join("tiny-sd15/loras/kohya.safetensors"),
-            own.join("a-lora.safetensors"),
-        )
-        .unwrap();
+        copy_into(
+            &own,
+            &[
+                (
+                    "embeddings/bad-hands.safetensors",
+                    "EasyNegative.safetensors",
+                ),
+                ("tiny-sd15/loras/kohya.safetensors", "a-lora.safetensors"),
+            ],
+        );
         std::fs::write(own.join("notes.txt"), "not weights").unwrap();
         let dirs = [root.path().to_path_buf(), fixtures.clone()];
         let found: Vec<(PathBuf, String)> = embedding_files(&dirs)

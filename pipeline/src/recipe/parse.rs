@@ -730,6 +730,20 @@ mod tests {
         assets.remove(0)
     }
 
+    /// The fields and messages of the errors `text` (which must fail) gives.
+    fn refused(text: &str) -> Vec<(String, String)> {
+        parse(Path::new("x.recipe.toml"), text)
+            .expect_err(text)
+            .iter()
+            .map(|e| (e.field.clone().unwrap_or_default(), e.to_string()))
+            .collect()
+    }
+
+    /// The fields of [`refused`]'s errors.
+    fn refused_fields(text: &str) -> Vec<String> {
+        refused(text).into_iter().map(|(field, _)| field).collect()
+    }
+
     #[test]
     fn fills_defaults() {
         let r = one(
@@ -928,24 +942,14 @@ mod tests {
             "no key without LoRAs"
         );
 
-        let text = "kind = \"sprite\"\nprompt = \"gem\"\nloras = [\"a.safetensors\"]\n";
-        let errors = parse(Path::new("x.recipe.toml"), text).expect_err("house has no LoRAs");
-        assert!(
-            errors[0]
-                .to_string()
-                .contains("Stable Diffusion model folder")
-        );
-        let text = "kind = \"sprite\"\nprompt = \"gem\"\nmodel = \"sd\"\n\
-                    loras = [{ scale = 9 }, 3, \"../outside.safetensors\"]\n";
-        let errors = parse(Path::new("x.recipe.toml"), text).expect_err("bad entries");
-        let fields: Vec<_> = errors
-            .iter()
-            .map(|e| e.field.clone().unwrap_or_default())
-            .collect();
+        let house = refused("kind = \"sprite\"\nprompt = \"gem\"\nloras = [\"a.safetensors\"]\n");
+        assert!(house[0].1.contains("Stable Diffusion model folder"));
         assert_eq!(
-            fields,
-            ["loras[0].file", "loras[0].scale", "loras[1]", "loras[2]"],
-            "{errors:?}"
+            refused_fields(
+                "kind = \"sprite\"\nprompt = \"gem\"\nmodel = \"sd\"\n\
+                 loras = [{ scale = 9 }, 3, \"../outside.safetensors\"]\n"
+            ),
+            ["loras[0].file", "loras[0].scale", "loras[1]", "loras[2]"]
         );
     }
 
@@ -974,33 +978,22 @@ mod tests {
             "no key without embeddings, so older manifests still match"
         );
 
-        let text = "kind = \"sprite\"\nprompt = \"gem\"\nembeddings = [\"a.pt\"]\n";
-        let errors = parse(Path::new("x.recipe.toml"), text).expect_err("house has no embeddings");
+        let house = refused("kind = \"sprite\"\nprompt = \"gem\"\nembeddings = [\"a.pt\"]\n");
         assert!(
-            errors[0]
-                .to_string()
-                .contains("embeddings apply to a Stable Diffusion model folder"),
-            "{errors:?}"
+            house[0]
+                .1
+                .contains("embeddings apply to a Stable Diffusion model folder")
         );
-        let text = "kind = \"sprite\"\nprompt = \"gem\"\nmodel = \"sd\"\n\
-                    embeddings = [3, \"../outside.pt\", \"a/Neg.pt\", \"b/neg.safetensors\"]\n";
-        let errors = parse(Path::new("x.recipe.toml"), text).expect_err("bad entries");
-        let fields: Vec<_> = errors
-            .iter()
-            .map(|e| e.field.clone().unwrap_or_default())
-            .collect();
-        assert_eq!(
-            fields,
-            ["embeddings[0]", "embeddings[1]", "embeddings[3]"],
-            "{errors:?}"
+        let bad = refused(
+            "kind = \"sprite\"\nprompt = \"gem\"\nmodel = \"sd\"\n\
+             embeddings = [3, \"../outside.pt\", \"a/Neg.pt\", \"b/neg.safetensors\"]\n",
         );
-        assert!(
-            errors[2].to_string().contains("the same word"),
-            "{errors:?}"
-        );
-        let text = "kind = \"sprite\"\nprompt = \"gem\"\nmodel = \"sd\"\nembeddings = \"a.pt\"\n";
-        let errors = parse(Path::new("x.recipe.toml"), text).expect_err("not a list");
-        assert!(errors[0].to_string().contains("a list like"), "{errors:?}");
+        let fields: Vec<&str> = bad.iter().map(|(field, _)| field.as_str()).collect();
+        assert_eq!(fields, ["embeddings[0]", "embeddings[1]", "embeddings[3]"]);
+        assert!(bad[2].1.contains("the same word"), "{bad:?}");
+        let scalar =
+            refused("kind = \"sprite\"\nprompt = \"gem\"\nmodel = \"sd\"\nembeddings = \"a.pt\"\n");
+        assert!(scalar[0].1.contains("a list like"), "{scalar:?}");
     }
 
     #[test]
@@ -1077,67 +1070,44 @@ mod tests {
     }
 
     #[test]
-    fn reads_clip_skip_for_a_model_folder_and_refuses_it_elsewhere() {
-        let r = one(
-            "a.recipe.toml",
-            "kind = \"sprite\"\nprompt = \"knight\"\nmodel = \"anime\"\nclip_skip = 2\n",
-        );
-        assert_eq!(r.clip_skip, 2);
-        assert_eq!(r.canonical()["clip_skip"], 2);
-        let plain = one(
-            "p.recipe.toml",
-            "kind = \"sprite\"\nprompt = \"gem\"\nmodel = \"sd\"\n",
-        );
-        assert_eq!(plain.clip_skip, 1);
-        assert!(
-            plain.canonical().get("clip_skip").is_none(),
-            "no key at the default, so older manifests still match"
-        );
-        for (text, what) in [
-            (
-                "kind = \"sprite\"\nprompt = \"gem\"\nclip_skip = 2\n",
-                "clip skip applies to a Stable Diffusion model folder",
-            ),
-            (
-                "kind = \"sprite\"\nprompt = \"gem\"\nmodel = \"sd\"\nclip_skip = 0\n",
-                "`clip_skip`",
-            ),
+    fn reads_sd_only_settings_for_a_model_folder_and_refuses_them_elsewhere() {
+        for (key, value, bad, expected) in [
+            ("guidance_rescale", "0.7", "1.5", serde_json::json!(0.7)),
+            ("clip_skip", "2", "0", serde_json::json!(2)),
         ] {
-            let errors = parse(Path::new("x.recipe.toml"), text).expect_err(what);
-            assert!(errors[0].to_string().contains(what), "{errors:?}");
-        }
-    }
-
-    #[test]
-    fn reads_guidance_rescale_for_a_model_folder_and_refuses_it_elsewhere() {
-        let r = one(
-            "bricks.recipe.toml",
-            "kind = \"texture\"\nprompt = \"bricks\"\nmodel = \"sd21\"\nguidance_rescale = 0.7\n",
-        );
-        assert_eq!(r.guidance_rescale, 0.7);
-        assert_eq!(r.canonical()["guidance_rescale"], 0.7);
-        let plain = one(
-            "bricks.recipe.toml",
-            "kind = \"texture\"\nprompt = \"bricks\"\nmodel = \"sd21\"\n",
-        );
-        assert_eq!(plain.guidance_rescale, 0.0);
-        assert!(
-            plain.canonical().get("guidance_rescale").is_none(),
-            "recipes without it keep their cache keys"
-        );
-        for (text, what) in [
-            (
-                "kind = \"sprite\"\nprompt = \"gem\"\nguidance_rescale = 0.5\n",
-                "Stable Diffusion",
-            ),
-            (
-                "kind = \"sprite\"\nprompt = \"gem\"\nmodel = \"sd\"\nguidance_rescale = 1.5\n",
-                "`guidance_rescale`",
-            ),
-        ] {
-            let errors = parse(Path::new("x.recipe.toml"), text).expect_err(text);
-            let message = errors[0].to_string();
-            assert!(message.contains(what), "{message}");
+            let r = one(
+                "a.recipe.toml",
+                &format!(
+                    "kind = \"texture\"\nprompt = \"bricks\"\nmodel = \"sd\"\n{key} = {value}\n"
+                ),
+            );
+            assert_eq!(r.canonical()[key], expected, "{key}");
+            assert_eq!(
+                (r.guidance_rescale > 0.0, r.clip_skip != 1),
+                (key == "guidance_rescale", key == "clip_skip")
+            );
+            let plain = one(
+                "p.recipe.toml",
+                "kind = \"sprite\"\nprompt = \"gem\"\nmodel = \"sd\"\n",
+            );
+            assert_eq!((plain.guidance_rescale, plain.clip_skip), (0.0, 1));
+            assert!(
+                plain.canonical().get(key).is_none(),
+                "{key}: no key at the default, so recipes without it keep their cache keys"
+            );
+            for (text, what) in [
+                (
+                    format!("kind = \"sprite\"\nprompt = \"gem\"\n{key} = {value}\n"),
+                    "applies to a Stable Diffusion model folder".to_string(),
+                ),
+                (
+                    format!("kind = \"sprite\"\nprompt = \"gem\"\nmodel = \"sd\"\n{key} = {bad}\n"),
+                    format!("`{key}`"),
+                ),
+            ] {
+                let message = &refused(&text)[0].1;
+                assert!(message.contains(&what), "{message}");
+            }
         }
     }
 

@@ -366,6 +366,14 @@ mod tests {
             ),
             "`clip_l` has 2 vectors and `clip_g` 3",
         );
+        refused(
+            write(
+                dir.path(),
+                "half.safetensors",
+                &[("clip_l", zeros(&[2, 8], DType::F32))],
+            ),
+            "holds both `clip_l` and `clip_g`",
+        );
         let text = dir.path().join("notes.pt");
         std::fs::write(&text, "not an embedding").unwrap();
         refused(
