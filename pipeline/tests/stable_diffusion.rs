@@ -691,6 +691,8 @@ fn a_recipes_sampler_is_diffusers_from_config_of_the_folders_scheduler() {
         ("sd21", "dpm++2m-sde", "sd21-dpm++2m-sde-v"),
         ("sd15", "lcm", "sd15-lcm"),
         ("sd21", "lcm", "sd21-lcm-v"),
+        ("sd15", "tcd", "sd15-tcd"),
+        ("sd21", "tcd", "sd21-tcd-v"),
         ("sd15", "unipc", "sd15-unipc"),
         ("sd15", "unipc-karras", "sd15-unipc-karras"),
         ("sd21", "unipc", "sd21-unipc-v"),

@@ -39,7 +39,7 @@
 //! `heun-karras`, `lms`, `lms-karras`, `dpm++2m`, `dpm++2m-karras`, `dpm++2m-sde`,
 //! `dpm++2m-sde-karras`, `unipc`, `unipc-karras`, `deis`, `dpm2`, `dpm2-karras`,
 //! `dpm2-a`, `dpm2-a-karras`, `dpm++sde`, `dpm++sde-karras`, `dpm++2s`, `dpm++2s-karras`,
-//! `dpm++2s-a`, `dpm++2s-a-karras` or `lcm` instead) and
+//! `dpm++2s-a`, `dpm++2s-a-karras`, `lcm` or `tcd` instead) and
 //! `guidance_rescale` (0, 0..=1), `clip_skip` (1, 1..=12: the text-encoder layer, from the
 //! last, that conditions the image) and `embeddings` (none: textual-inversion files, each
 //! adding the word of its stem).

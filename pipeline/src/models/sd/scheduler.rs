@@ -16,6 +16,10 @@ use super::sigma_ramp::linspace;
 
 use super::SdError;
 
+/// TCD's γ (its `step`'s `eta`): how far back each step carries its sample before noising it
+/// onward; 0.3, the TCD authors' choice for few-step sampling.
+const TCD_GAMMA: f64 = 0.3;
+
 /// Which sampler.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -53,6 +57,10 @@ pub enum Kind {
     /// `order` steps starts from one sample, the later steps of a block reaching across it
     /// with the x₀ predictions made inside it.
     DpmSolverSinglestep,
+    /// `TCDScheduler` (trajectory consistency distillation: TCD-LoRAs, Hyper-SD): LCM's
+    /// timesteps; each step the x₀ and noise the UNet implies are carried back to an earlier
+    /// timestep `s = ⌊(1 − γ)·t_next⌋`, then noised afresh to the next timestep (γ = 0.3).
+    Tcd,
     /// `DPMSolverSDEScheduler` (DPM++ SDE, k-diffusion's `sample_dpmpp_sde`): a stochastic
     /// step to the geometric mean of σ and the next σ, then the whole step from the x₀ found
     /// there, each with noise from one Brownian motion (two UNet calls a step).
@@ -161,11 +169,13 @@ pub enum Sampler {
     DpmPlusPlus2sAncestralKarras,
     /// LCM: the few-step sampler of LCM-LoRAs (4–8 steps, guidance 1–2).
     Lcm,
+    /// TCD: the few-step sampler of TCD-LoRAs and Hyper-SD (2–8 steps, γ 0.3).
+    Tcd,
 }
 
 impl Sampler {
     /// Every sampler with its name, as recipes spell it.
-    pub const ALL: [(Sampler, &'static str); 27] = [
+    pub const ALL: [(Sampler, &'static str); 28] = [
         (Sampler::Ddim, "ddim"),
         (Sampler::Pndm, "pndm"),
         (Sampler::Euler, "euler"),
@@ -193,6 +203,7 @@ impl Sampler {
         (Sampler::DpmPlusPlus2sAncestral, "dpm++2s-a"),
         (Sampler::DpmPlusPlus2sAncestralKarras, "dpm++2s-a-karras"),
         (Sampler::Lcm, "lcm"),
+        (Sampler::Tcd, "tcd"),
     ];
 
     /// Its name in recipes.
@@ -228,7 +239,7 @@ pub struct SchedulerConfig {
     /// The training schedule's β, one per training timestep.
     pub betas: Vec<f64>,
     /// Whether the file asks for zero terminal SNR (`rescale_betas_zero_snr`): read by DDIM,
-    /// Euler, Euler ancestral, DPM-Solver++, UniPC and LCM, as diffusers reads it.
+    /// Euler, Euler ancestral, DPM-Solver++, UniPC, LCM and TCD, as diffusers reads it.
     pub zero_snr: bool,
     /// Training noise levels, ᾱ for each training timestep: from [`Self::betas`], rescaled
     /// when [`Self::zero_snr`] applies to this sampler (see the private `alphas_cumprod`).
@@ -398,10 +409,11 @@ impl SchedulerConfig {
             "KDPM2DiscreteScheduler" => Kind::Kdpm2,
             "KDPM2AncestralDiscreteScheduler" => Kind::Kdpm2Ancestral,
             "LCMScheduler" => Kind::Lcm,
+            "TCDScheduler" => Kind::Tcd,
             "DPMSolverSDEScheduler" => Kind::DpmSolverSde,
             other => {
                 return Err(unsupported(format!(
-                    "`_class_name` {other:?}: Autonomy samples with DDIMScheduler, PNDMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, HeunDiscreteScheduler, LMSDiscreteScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler, DEISMultistepScheduler, KDPM2DiscreteScheduler, KDPM2AncestralDiscreteScheduler, DPMSolverSinglestepScheduler, DPMSolverSDEScheduler or LCMScheduler; set `_class_name` to one of them, or pick a `sampler` in the recipe (the betas stay as they are)"
+                    "`_class_name` {other:?}: Autonomy samples with DDIMScheduler, PNDMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, HeunDiscreteScheduler, LMSDiscreteScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler, DEISMultistepScheduler, KDPM2DiscreteScheduler, KDPM2AncestralDiscreteScheduler, DPMSolverSinglestepScheduler, DPMSolverSDEScheduler, LCMScheduler or TCDScheduler; set `_class_name` to one of them, or pick a `sampler` in the recipe (the betas stay as they are)"
                 )));
             }
         };
@@ -557,7 +569,9 @@ impl SchedulerConfig {
             }
         }
         let n = json.num_train_timesteps;
-        if kind == Kind::Lcm && !(1..=n).contains(&json.original_inference_steps) {
+        if matches!(kind, Kind::Lcm | Kind::Tcd)
+            && !(1..=n).contains(&json.original_inference_steps)
+        {
             return Err(SdError::Invalid {
                 path: path.to_path_buf(),
                 message: format!(
@@ -602,10 +616,10 @@ impl SchedulerConfig {
             betas,
             zero_snr: json.rescale_betas_zero_snr,
             steps_offset: json.steps_offset,
-            // DDIM's and LCM's default is true, PNDM's false.
+            // DDIM's, LCM's and TCD's default is true, PNDM's false.
             set_alpha_to_one: json
                 .set_alpha_to_one
-                .unwrap_or(matches!(kind, Kind::Ddim | Kind::Lcm)),
+                .unwrap_or(matches!(kind, Kind::Ddim | Kind::Lcm | Kind::Tcd)),
             clip_sample: json.clip_sample.then_some(json.clip_sample_range),
             ramp,
             final_sigma_min,
@@ -650,6 +664,7 @@ impl SchedulerConfig {
             Sampler::DpmPlusPlus2sAncestral => (Kind::Kdpm2Ancestral, false),
             Sampler::DpmPlusPlus2sAncestralKarras => (Kind::Kdpm2Ancestral, true),
             Sampler::Lcm => (Kind::Lcm, false),
+            Sampler::Tcd => (Kind::Tcd, false),
         };
         Self {
             kind,
@@ -690,7 +705,7 @@ impl SchedulerConfig {
     /// one per step of its distillation schedule.
     pub fn max_steps(&self) -> usize {
         match self.kind {
-            Kind::Lcm => self.lcm.original_steps,
+            Kind::Lcm | Kind::Tcd => self.lcm.original_steps,
             _ => self.train_steps(),
         }
     }
@@ -746,7 +761,7 @@ impl SchedulerConfig {
     fn spaced_timesteps(&self, steps: usize) -> Vec<f64> {
         let n = self.train_steps();
         match (self.kind, self.spacing) {
-            (Kind::Lcm, _) => {
+            (Kind::Lcm | Kind::Tcd, _) => {
                 // The distillation schedule k−1, 2k−1, …, noisiest first; `steps` of its
                 // entries at evenly spaced (floored) indices.
                 let original = self.lcm.original_steps;
@@ -959,6 +974,7 @@ fn reads_zero_snr(kind: Kind) -> bool {
             | Kind::DpmSolverMultistep
             | Kind::UniPc
             | Kind::Lcm
+            | Kind::Tcd
     )
 }
 
@@ -986,7 +1002,7 @@ fn alphas_cumprod(betas: &[f64], kind: Kind, zero_snr: bool) -> Vec<f64> {
         let root = (alpha.sqrt() - last) * first / (first - last);
         *alpha = root * root;
     }
-    if !matches!(kind, Kind::Ddim | Kind::Lcm)
+    if !matches!(kind, Kind::Ddim | Kind::Lcm | Kind::Tcd)
         && let Some(end) = alphas.last_mut()
     {
         *end = 2f64.powi(-24);
@@ -1014,7 +1030,7 @@ fn takes_ramps(kind: Kind) -> bool {
 /// Each class's own default spacing.
 fn default_spacing(kind: Kind) -> Spacing {
     match kind {
-        Kind::Ddim | Kind::Pndm | Kind::Lcm => Spacing::Leading,
+        Kind::Ddim | Kind::Pndm | Kind::Lcm | Kind::Tcd => Spacing::Leading,
         Kind::Euler
         | Kind::EulerAncestral
         | Kind::Heun
@@ -1084,7 +1100,8 @@ impl Schedule {
             | Kind::DpmSolverSinglestep
             | Kind::UniPc
             | Kind::Deis
-            | Kind::Lcm => 1.0,
+            | Kind::Lcm
+            | Kind::Tcd => 1.0,
             Kind::Euler
             | Kind::EulerAncestral
             | Kind::Heun
@@ -1117,14 +1134,15 @@ impl Schedule {
             | Kind::DpmSolverSinglestep
             | Kind::UniPc
             | Kind::Deis
-            | Kind::Lcm => Ok(latents.clone()),
+            | Kind::Lcm
+            | Kind::Tcd => Ok(latents.clone()),
         }
     }
 
     /// `x0` noised to the level step `i` starts from (image-to-image, inpainting).
     pub fn add_noise(&self, x0: &Tensor, noise: &Tensor, i: usize) -> Result<Tensor> {
         match self.config.kind {
-            Kind::Ddim | Kind::Pndm | Kind::Lcm => {
+            Kind::Ddim | Kind::Pndm | Kind::Lcm | Kind::Tcd => {
                 let a = self.alpha_cumprod(self.timesteps[i] as i64);
                 (x0 * a.sqrt())? + (noise * (1.0 - a).sqrt())?
             }
@@ -1149,6 +1167,7 @@ impl Schedule {
             Kind::EulerAncestral => self.sigmas[i + 1] > 0.0,
             Kind::DpmSolverMultistep => self.config.multistep.sde && self.sigmas[i + 1] > 0.0,
             Kind::Lcm => i + 1 < self.timesteps.len(),
+            Kind::Tcd => TCD_GAMMA > 0.0 && i + 1 < self.timesteps.len(),
             // The second call of each step.
             Kind::Kdpm2Ancestral => i % 2 == 1,
             // Both calls of each step but the last (an Euler step to 0).
@@ -1202,6 +1221,7 @@ impl Schedule {
             Kind::UniPc => self.unipc_step(output, i, latents),
             Kind::Deis => self.deis_step(output, i, latents),
             Kind::Lcm => self.lcm_step(output, i, latents, noise),
+            Kind::Tcd => self.tcd_step(output, i, latents, noise),
         }?;
         self.calls += 1;
         Ok(next)
@@ -1646,6 +1666,41 @@ impl Schedule {
                 (denoised * a_next.sqrt())? + (noise * (1.0 - a_next).sqrt())?
             }
             _ => Ok(denoised),
+        }
+    }
+
+    /// TCD (diffusers' `TCDScheduler`, its `step` at `eta` = γ): the x₀ and the noise the UNet
+    /// implies, put together at the earlier timestep `s = ⌊(1 − γ)·t_next⌋`; before the last
+    /// step, that sample is noised onward to the next timestep with fresh noise.
+    fn tcd_step(
+        &self,
+        output: &Tensor,
+        i: usize,
+        latents: &Tensor,
+        noise: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let t = self.timesteps[i];
+        let next = self.timesteps.get(i + 1).copied().unwrap_or(0.0);
+        let s = ((1.0 - TCD_GAMMA) * next).floor();
+        let a = self.alpha_cumprod(t as i64);
+        let (x0, eps) = match self.config.prediction {
+            Prediction::Epsilon => (
+                ((latents - (output * (1.0 - a).sqrt())?)? / a.sqrt())?,
+                output.clone(),
+            ),
+            Prediction::V => (
+                ((latents * a.sqrt())? - (output * (1.0 - a).sqrt())?)?,
+                ((output * a.sqrt())? + (latents * (1.0 - a).sqrt())?)?,
+            ),
+        };
+        let a_s = self.alpha_cumprod(s as i64);
+        let at_s = ((x0 * a_s.sqrt())? + (eps * (1.0 - a_s).sqrt())?)?;
+        match (i + 1 < self.timesteps.len(), noise) {
+            (true, Some(noise)) => {
+                let ratio = self.alpha_cumprod(next as i64) / a_s;
+                (at_s * ratio.sqrt())? + (noise * (1.0 - ratio).sqrt())?
+            }
+            _ => Ok(at_s),
         }
     }
 
