@@ -686,6 +686,7 @@ fn a_recipes_sampler_is_diffusers_from_config_of_the_folders_scheduler() {
         ("sd21", "pndm", "sd21-pndm-v"),
         ("sd21", "dpm++2m-karras", "sd21-dpm++2m-karras-v"),
         ("sd21", "ddim", "sd21-ddim-v"),
+        ("sd15", "ddpm", "sd15-ddpm"),
         ("sd15", "euler-a", "sd15-euler-a"),
         ("sd15", "dpm++2m-sde", "sd15-dpm++2m-sde"),
         ("sd21", "dpm++2m-sde", "sd21-dpm++2m-sde-v"),

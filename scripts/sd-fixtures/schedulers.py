@@ -6,7 +6,7 @@ Run by hand (never in CI), from the repository root, with the venv of `make.py`:
 
 For each scheduler config — the real SD 1.5 (PNDM) and SD 2.1 (v-prediction) configs, and the
 samplers users switch them to with `from_config` (DPM++ 2M with and without Karras sigmas, its Heun
-solver, DPM++ 2M SDE, Euler ancestral, LCM and TCD (γ 0.3) with fixed fresh noise `sin(0.9·k + 1.7·i)·1.1` at
+solver, DPM++ 2M SDE, Euler ancestral, DDPM, LCM and TCD (γ 0.3) with fixed fresh noise `sin(0.9·k + 1.7·i)·1.1` at
 step i, Euler, LMS and
 Heun with and without Karras sigmas, exponential and beta sigmas (the beta ramp needs `scipy`), DDIM, UniPC of orders 1–3 with `bh1`
 and `bh2`, DEIS of orders 1–3, DPM2 (KDPM2) plain, Karras and beta, DPM2 ancestral with the same fixed noise, DPM++ with Lu's λ
@@ -33,10 +33,12 @@ import tempfile
 import torch
 import diffusers.schedulers.scheduling_euler_ancestral_discrete as euler_ancestral
 import diffusers.schedulers.scheduling_k_dpm_2_ancestral_discrete as dpm2_ancestral
+import diffusers.schedulers.scheduling_ddpm as ddpm
 import diffusers.schedulers.scheduling_lcm as lcm
 import diffusers.schedulers.scheduling_tcd as tcd
 from diffusers import (
     DDIMScheduler,
+    DDPMScheduler,
     DEISMultistepScheduler,
     DPMSolverMultistepScheduler,
     DPMSolverSDEScheduler,
@@ -114,6 +116,11 @@ CASES = [
     ("sd15-lcm-original-20-scaling-5", LCMScheduler, SD15,
      {"original_inference_steps": 20, "timestep_scaling": 5.0}),
     ("sd21-lcm-v", LCMScheduler, SD21, {}),
+    # DDPM: clamped x₀ (its default) or not, the large variance, v-prediction; the same fixed noise.
+    ("sd15-ddpm", DDPMScheduler, SD15, {}),
+    ("sd15-ddpm-clip-large", DDPMScheduler, {k: v for k, v in SD15.items() if k != "clip_sample"},
+     {"variance_type": "fixed_large"}),
+    ("sd21-ddpm-v-trailing", DDPMScheduler, SD21, {"timestep_spacing": "trailing"}),
     # TCD at its step's default γ (`eta`) 0.3, with the same fixed noise.
     ("sd15-tcd", TCDScheduler, SD15, {}),
     ("sd15-tcd-original-20", TCDScheduler, SD15, {"original_inference_steps": 20}),
@@ -202,12 +209,13 @@ def step_noise(i):
     return torch.sin(k * 0.9 + i * 1.7) * 1.1
 
 
-# Euler ancestral, DPM2 ancestral, LCM and TCD draw their noise themselves: hand them `step_noise` of the step being
+# Euler ancestral, DPM2 ancestral, LCM, TCD and DDPM draw their noise themselves: hand them `step_noise` of the step being
 # taken instead.
 STEP = [0]
 euler_ancestral.randn_tensor = lambda *args, **kwargs: step_noise(STEP[0])
 lcm.randn_tensor = lambda *args, **kwargs: step_noise(STEP[0])
 tcd.randn_tensor = lambda *args, **kwargs: step_noise(STEP[0])
+ddpm.randn_tensor = lambda *args, **kwargs: step_noise(STEP[0])
 dpm2_ancestral.randn_tensor = lambda *args, **kwargs: step_noise(STEP[0])
 
 

@@ -35,7 +35,7 @@
 //! model's own: a VAE `.safetensors` file or diffusers VAE folder instead), `refiner` (none: an
 //! SDXL refiner's folder or checkpoint that takes over the latents) with `refiner_switch` (0.8,
 //! strictly between 0 and 1: the share of the noise schedule the model runs first), `sampler`
-//! (the folder's scheduler: `ddim`, `pndm`, `euler`, `euler-karras`, `euler-a`, `heun`,
+//! (the folder's scheduler: `ddim`, `ddpm`, `pndm`, `euler`, `euler-karras`, `euler-a`, `heun`,
 //! `heun-karras`, `lms`, `lms-karras`, `dpm++2m`, `dpm++2m-karras`, `dpm++2m-sde`,
 //! `dpm++2m-sde-karras`, `unipc`, `unipc-karras`, `deis`, `dpm2`, `dpm2-karras`,
 //! `dpm2-a`, `dpm2-a-karras`, `dpm++sde`, `dpm++sde-karras`, `dpm++2s`, `dpm++2s-karras`,

@@ -25,6 +25,10 @@ const TCD_GAMMA: f64 = 0.3;
 pub enum Kind {
     /// `DDIMScheduler` (η = 0: deterministic).
     Ddim,
+    /// `DDPMScheduler`: ancestral sampling of the training chain, each step the posterior mean
+    /// from the x₀ the UNet implies (clamped, as the class does by default) and the latents,
+    /// plus fresh noise of the posterior's spread while the timestep is above 0.
+    Ddpm,
     /// `PNDMScheduler` with `skip_prk_steps` (PLMS: a fourth-order linear multistep method).
     Pndm,
     /// `EulerDiscreteScheduler`.
@@ -116,6 +120,8 @@ pub struct Multistep {
 pub enum Sampler {
     /// DDIM.
     Ddim,
+    /// DDPM (ancestral: fresh noise every step).
+    Ddpm,
     /// PNDM's PLMS (SD 1.x's default).
     Pndm,
     /// Euler.
@@ -175,8 +181,9 @@ pub enum Sampler {
 
 impl Sampler {
     /// Every sampler with its name, as recipes spell it.
-    pub const ALL: [(Sampler, &'static str); 28] = [
+    pub const ALL: [(Sampler, &'static str); 29] = [
         (Sampler::Ddim, "ddim"),
+        (Sampler::Ddpm, "ddpm"),
         (Sampler::Pndm, "pndm"),
         (Sampler::Euler, "euler"),
         (Sampler::EulerKarras, "euler-karras"),
@@ -248,8 +255,10 @@ pub struct SchedulerConfig {
     pub steps_offset: usize,
     /// DDIM, PNDM: ᾱ after the last step is 1 (else ᾱ₀).
     pub set_alpha_to_one: bool,
-    /// DDIM: clamp the predicted image to ±`clip_sample_range`.
+    /// DDIM, DDPM (and LCM, Heun): clamp the predicted image to ±`clip_sample_range`.
     pub clip_sample: Option<f64>,
+    /// DDPM's `variance_type` `fixed_large`: noise of spread √β_t instead of the posterior's.
+    pub ddpm_large_variance: bool,
     /// Euler, Heun, LMS, DPM-Solver++, UniPC: how σ is spaced.
     pub ramp: SigmaRamp,
     /// Euler, DPM-Solver++: the last σ is σ_min instead of 0.
@@ -301,7 +310,7 @@ struct SchedulerJson {
     #[serde(default)]
     set_alpha_to_one: Option<bool>,
     #[serde(default)]
-    clip_sample: bool,
+    clip_sample: Option<bool>,
     #[serde(default = "one")]
     clip_sample_range: f64,
     #[serde(default)]
@@ -397,6 +406,7 @@ impl SchedulerConfig {
         };
         let kind = match json.class.as_str() {
             "DDIMScheduler" => Kind::Ddim,
+            "DDPMScheduler" => Kind::Ddpm,
             "PNDMScheduler" => Kind::Pndm,
             "EulerDiscreteScheduler" => Kind::Euler,
             "EulerAncestralDiscreteScheduler" => Kind::EulerAncestral,
@@ -413,7 +423,7 @@ impl SchedulerConfig {
             "DPMSolverSDEScheduler" => Kind::DpmSolverSde,
             other => {
                 return Err(unsupported(format!(
-                    "`_class_name` {other:?}: Autonomy samples with DDIMScheduler, PNDMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, HeunDiscreteScheduler, LMSDiscreteScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler, DEISMultistepScheduler, KDPM2DiscreteScheduler, KDPM2AncestralDiscreteScheduler, DPMSolverSinglestepScheduler, DPMSolverSDEScheduler, LCMScheduler or TCDScheduler; set `_class_name` to one of them, or pick a `sampler` in the recipe (the betas stay as they are)"
+                    "`_class_name` {other:?}: Autonomy samples with DDIMScheduler, DDPMScheduler, PNDMScheduler, EulerDiscreteScheduler, EulerAncestralDiscreteScheduler, HeunDiscreteScheduler, LMSDiscreteScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler, DEISMultistepScheduler, KDPM2DiscreteScheduler, KDPM2AncestralDiscreteScheduler, DPMSolverSinglestepScheduler, DPMSolverSDEScheduler, LCMScheduler or TCDScheduler; set `_class_name` to one of them, or pick a `sampler` in the recipe (the betas stay as they are)"
                 )));
             }
         };
@@ -531,6 +541,13 @@ impl SchedulerConfig {
         if kind == Kind::DpmSolverMultistep && json.variance_type.is_some() {
             return Err(unsupported("`variance_type` (learned variance)".into()));
         }
+        if let Some(variance) = json.variance_type.as_deref().filter(|v| {
+            kind == Kind::Ddpm && !["fixed_small", "fixed_small_log", "fixed_large"].contains(v)
+        }) {
+            return Err(unsupported(format!(
+                "`variance_type` {variance:?}: DDPM is sampled with a fixed variance (`fixed_small`, `fixed_small_log` or `fixed_large`)"
+            )));
+        }
         if kind == Kind::UniPc && json.predict_x0 == Some(false) {
             return Err(unsupported(
                 "`predict_x0` = false (UniPC on the noise prediction) is not supported; the default, true, is".into(),
@@ -620,7 +637,12 @@ impl SchedulerConfig {
             set_alpha_to_one: json
                 .set_alpha_to_one
                 .unwrap_or(matches!(kind, Kind::Ddim | Kind::Lcm | Kind::Tcd)),
-            clip_sample: json.clip_sample.then_some(json.clip_sample_range),
+            // DDIM's and DDPM's default is true, the others' false.
+            clip_sample: json
+                .clip_sample
+                .unwrap_or(matches!(kind, Kind::Ddim | Kind::Ddpm))
+                .then_some(json.clip_sample_range),
+            ddpm_large_variance: json.variance_type.as_deref() == Some("fixed_large"),
             ramp,
             final_sigma_min,
             spacing_given: json.timestep_spacing.is_some(),
@@ -638,6 +660,7 @@ impl SchedulerConfig {
     pub fn with_sampler(&self, sampler: Sampler) -> Self {
         let (kind, karras) = match sampler {
             Sampler::Ddim => (Kind::Ddim, false),
+            Sampler::Ddpm => (Kind::Ddpm, false),
             Sampler::Pndm => (Kind::Pndm, false),
             Sampler::Euler => (Kind::Euler, false),
             Sampler::EulerKarras => (Kind::Euler, true),
@@ -817,11 +840,13 @@ impl SchedulerConfig {
                     .map(|i| (n as f64 - i as f64 * ratio).round_ties_even() - 1.0)
                     .collect()
             }
-            (Kind::Ddim | Kind::Pndm, Spacing::Linspace) => linspace(0.0, (n - 1) as f64, steps)
-                .into_iter()
-                .rev()
-                .map(f64::round_ties_even)
-                .collect(),
+            (Kind::Ddim | Kind::Ddpm | Kind::Pndm, Spacing::Linspace) => {
+                linspace(0.0, (n - 1) as f64, steps)
+                    .into_iter()
+                    .rev()
+                    .map(f64::round_ties_even)
+                    .collect()
+            }
             (_, Spacing::Linspace) => linspace(0.0, (n - 1) as f64, steps)
                 .into_iter()
                 .rev()
@@ -969,6 +994,7 @@ fn reads_zero_snr(kind: Kind) -> bool {
     matches!(
         kind,
         Kind::Ddim
+            | Kind::Ddpm
             | Kind::Euler
             | Kind::EulerAncestral
             | Kind::DpmSolverMultistep
@@ -1002,7 +1028,7 @@ fn alphas_cumprod(betas: &[f64], kind: Kind, zero_snr: bool) -> Vec<f64> {
         let root = (alpha.sqrt() - last) * first / (first - last);
         *alpha = root * root;
     }
-    if !matches!(kind, Kind::Ddim | Kind::Lcm | Kind::Tcd)
+    if !matches!(kind, Kind::Ddim | Kind::Ddpm | Kind::Lcm | Kind::Tcd)
         && let Some(end) = alphas.last_mut()
     {
         *end = 2f64.powi(-24);
@@ -1030,7 +1056,7 @@ fn takes_ramps(kind: Kind) -> bool {
 /// Each class's own default spacing.
 fn default_spacing(kind: Kind) -> Spacing {
     match kind {
-        Kind::Ddim | Kind::Pndm | Kind::Lcm | Kind::Tcd => Spacing::Leading,
+        Kind::Ddim | Kind::Ddpm | Kind::Pndm | Kind::Lcm | Kind::Tcd => Spacing::Leading,
         Kind::Euler
         | Kind::EulerAncestral
         | Kind::Heun
@@ -1095,6 +1121,7 @@ impl Schedule {
     pub fn init_noise_sigma(&self) -> f64 {
         match self.config.kind {
             Kind::Ddim
+            | Kind::Ddpm
             | Kind::Pndm
             | Kind::DpmSolverMultistep
             | Kind::DpmSolverSinglestep
@@ -1129,6 +1156,7 @@ impl Schedule {
             | Kind::Kdpm2Ancestral
             | Kind::DpmSolverSde => latents / (self.sigmas[i].powi(2) + 1.0).sqrt(),
             Kind::Ddim
+            | Kind::Ddpm
             | Kind::Pndm
             | Kind::DpmSolverMultistep
             | Kind::DpmSolverSinglestep
@@ -1142,7 +1170,7 @@ impl Schedule {
     /// `x0` noised to the level step `i` starts from (image-to-image, inpainting).
     pub fn add_noise(&self, x0: &Tensor, noise: &Tensor, i: usize) -> Result<Tensor> {
         match self.config.kind {
-            Kind::Ddim | Kind::Pndm | Kind::Lcm | Kind::Tcd => {
+            Kind::Ddim | Kind::Ddpm | Kind::Pndm | Kind::Lcm | Kind::Tcd => {
                 let a = self.alpha_cumprod(self.timesteps[i] as i64);
                 (x0 * a.sqrt())? + (noise * (1.0 - a).sqrt())?
             }
@@ -1168,6 +1196,7 @@ impl Schedule {
             Kind::DpmSolverMultistep => self.config.multistep.sde && self.sigmas[i + 1] > 0.0,
             Kind::Lcm => i + 1 < self.timesteps.len(),
             Kind::Tcd => TCD_GAMMA > 0.0 && i + 1 < self.timesteps.len(),
+            Kind::Ddpm => self.timesteps[i] > 0.0,
             // The second call of each step.
             Kind::Kdpm2Ancestral => i % 2 == 1,
             // Both calls of each step but the last (an Euler step to 0).
@@ -1222,6 +1251,7 @@ impl Schedule {
             Kind::Deis => self.deis_step(output, i, latents),
             Kind::Lcm => self.lcm_step(output, i, latents, noise),
             Kind::Tcd => self.tcd_step(output, i, latents, noise),
+            Kind::Ddpm => self.ddpm_step(output, i, latents, noise),
         }?;
         self.calls += 1;
         Ok(next)
@@ -1256,6 +1286,46 @@ impl Schedule {
             None => x0,
         };
         (x0 * a_prev.sqrt())? + (eps * (1.0 - a_prev).sqrt())?
+    }
+
+    /// DDPM (diffusers' `DDPMScheduler`): the posterior mean between the timestep and the next
+    /// one in the schedule (ᾱ = 1 after the last), from the clamped x₀ and the latents, plus
+    /// `noise` times the posterior's spread (or √β with `fixed_large`) while t > 0.
+    fn ddpm_step(
+        &self,
+        output: &Tensor,
+        i: usize,
+        latents: &Tensor,
+        noise: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let t = self.timesteps[i];
+        let a = self.alpha_cumprod(t as i64);
+        let a_prev = match self.timesteps.get(i + 1) {
+            Some(&prev) => self.alpha_cumprod(prev as i64),
+            None => 1.0,
+        };
+        let (b, b_prev) = (1.0 - a, 1.0 - a_prev);
+        let (alpha, beta) = (a / a_prev, 1.0 - a / a_prev);
+        let x0 = match self.config.prediction {
+            Prediction::Epsilon => ((latents - (output * b.sqrt())?)? / a.sqrt())?,
+            Prediction::V => ((latents * a.sqrt())? - (output * b.sqrt())?)?,
+        };
+        let x0 = match self.config.clip_sample {
+            Some(range) => x0.clamp(-range, range)?,
+            None => x0,
+        };
+        let mean = ((x0 * (a_prev.sqrt() * beta / b))? + (latents * (alpha.sqrt() * b_prev / b))?)?;
+        match noise {
+            Some(noise) if t > 0.0 => {
+                let variance = if self.config.ddpm_large_variance {
+                    beta
+                } else {
+                    (b_prev / b * beta).max(1e-20)
+                };
+                mean + (noise * variance.sqrt())?
+            }
+            _ => Ok(mean),
+        }
     }
 
     fn step_ratio(&self) -> usize {
@@ -1929,6 +1999,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ddim_and_ddpm_clamp_x0_unless_told_not_to_and_ddpm_refuses_learned_variance() {
+        let read = |json: serde_json::Value| {
+            SchedulerConfig::from_json(json, Path::new("scheduler_config.json"))
+                .map_err(|e| e.to_string())
+        };
+        for (class, clamps) in [
+            ("DDIMScheduler", true),
+            ("DDPMScheduler", true),
+            ("EulerDiscreteScheduler", false),
+        ] {
+            let config = read(serde_json::json!({ "_class_name": class })).unwrap();
+            assert_eq!(config.clip_sample.is_some(), clamps, "{class}");
+            let told = read(serde_json::json!({ "_class_name": class, "clip_sample": false }));
+            assert_eq!(told.unwrap().clip_sample, None, "{class}");
+        }
+        let learned = read(serde_json::json!({
+            "_class_name": "DDPMScheduler",
+            "variance_type": "learned_range"
+        }))
+        .unwrap_err();
+        assert!(
+            learned.contains("`variance_type` \"learned_range\""),
+            "{learned}"
+        );
+        let large = read(serde_json::json!({
+            "_class_name": "DDPMScheduler",
+            "variance_type": "fixed_large"
+        }))
+        .unwrap();
+        assert!(large.ddpm_large_variance);
+    }
+
+    #[test]
     fn multistep_solvers_refuse_orders_and_solver_types_they_do_not_read() {
         let read = |class: &str, field: &str, value: serde_json::Value| {
             let json = serde_json::json!({ "_class_name": class, field: value });
@@ -1968,6 +2071,7 @@ mod tests {
             steps_offset: 1,
             set_alpha_to_one: false,
             clip_sample: None,
+            ddpm_large_variance: false,
             ramp: SigmaRamp::Spaced,
             final_sigma_min: false,
             spacing_given: true,
