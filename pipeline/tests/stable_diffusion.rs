@@ -1136,10 +1136,10 @@ fn broken_folders_are_refused_with_the_file_named() {
         edit(
             "scheduler/scheduler_config.json",
             "DDIMScheduler",
-            "TCDScheduler",
+            "FlowMatchEulerDiscreteScheduler",
         ),
         "scheduler/scheduler_config.json",
-        "TCDScheduler",
+        "FlowMatchEulerDiscreteScheduler",
     );
     refuses(
         edit(
