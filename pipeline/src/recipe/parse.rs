@@ -13,6 +13,7 @@ use super::{
     Animation, AssetRecipe, Img2Img, Kind, LoraRef, ModelRef, Palette, PbrMap, PixelArt,
     RefinerRef, Source,
 };
+use crate::models::sd::prompt_syntax::network_tag;
 use crate::models::sd::scheduler::Sampler;
 
 /// Largest recipe file; anything bigger is not a hand-written recipe.
@@ -217,7 +218,18 @@ impl Reader<'_> {
             .string(report, "kind")
             .and_then(|s| parse_kind(report, &f.field("kind"), &s));
         f.require(report, "prompt", "describe the asset in `prompt`");
-        let prompt = match f.string(report, "prompt") {
+        let (prompt, negative) = (
+            f.string(report, "prompt"),
+            f.string(report, "negative_prompt"),
+        );
+        for (key, text) in [("prompt", &prompt), ("negative_prompt", &negative)] {
+            if let Some(s) = text
+                && let Some(message) = network_tag(s.get_ref())
+            {
+                report.error(s.span(), Some(&f.field(key)), message);
+            }
+        }
+        let prompt = match prompt {
             Some(s) if s.get_ref().trim().is_empty() => {
                 report.error(s.span(), Some(&f.field("prompt")), "must not be empty");
                 String::new()
@@ -225,8 +237,7 @@ impl Reader<'_> {
             Some(s) => s.get_ref().trim().to_owned(),
             None => String::new(),
         };
-        let negative_prompt = f
-            .string(report, "negative_prompt")
+        let negative_prompt = negative
             .map(|s| s.get_ref().trim().to_owned())
             .unwrap_or_default();
         let model = self.model(report, &mut f);
@@ -994,6 +1005,27 @@ mod tests {
         let scalar =
             refused("kind = \"sprite\"\nprompt = \"gem\"\nmodel = \"sd\"\nembeddings = \"a.pt\"\n");
         assert!(scalar[0].1.contains("a list like"), "{scalar:?}");
+    }
+
+    #[test]
+    fn a1111_network_tags_in_a_prompt_are_refused_where_they_stand() {
+        let errors = refused(
+            "kind = \"sprite\"\nprompt = \"a knight <lora:add_detail:0.5>\"\nmodel = \"sd\"\n\
+             negative_prompt = \"<hypernet:bad:1>\"\n",
+        );
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert_eq!(errors[0].0, "prompt");
+        assert!(
+            errors[0].1.starts_with("x.recipe.toml:2:")
+                && errors[0].1.contains("`<lora:add_detail:0.5>` is how A1111")
+                && errors[0].1.contains("`loras`"),
+            "{errors:?}"
+        );
+        assert_eq!(errors[1].0, "negative_prompt");
+        assert!(
+            errors[1].1.contains("hypernetworks are not read"),
+            "{errors:?}"
+        );
     }
 
     #[test]

@@ -126,6 +126,22 @@ pub fn parse(text: &str) -> Vec<Piece> {
     merged
 }
 
+/// What is wrong with `text` when it applies an A1111 network (`<lora:name:0.8>`,
+/// `<lyco:…>`, `<hypernet:…>`): Autonomy takes those files by name, so that they are hashed
+/// into the manifest, not from the prompt.
+pub fn network_tag(text: &str) -> Option<String> {
+    let tag = NETWORK.find(text)?;
+    let advice = if tag.as_str().starts_with("<hypernet:") {
+        "hypernetworks are not read"
+    } else {
+        "name its file in the recipe's `loras` (`generate --lora FILE:SCALE`)"
+    };
+    Some(format!(
+        "`{}` is how A1111 applies a network from the prompt; {advice}",
+        tag.as_str()
+    ))
+}
+
 /// One chunk as a text encoder takes it: start token, up to 75 tokens, end token, padding;
 /// and each position's weight (1 at the start, end and padding).
 #[derive(Clone, Debug, PartialEq)]
@@ -146,15 +162,8 @@ impl Chunk {
 /// The chunks `tokenizer` makes of `text` (at least one), or what is wrong: more than
 /// [`MOST_CHUNKS`], or weights nested past what a float holds.
 pub fn chunks(tokenizer: &ClipTokenizer, text: &str) -> Result<Vec<Chunk>, String> {
-    if let Some(tag) = NETWORK.find(text) {
-        let advice = match &text[tag.start() + 1..tag.start() + 4] {
-            "hyp" => "hypernetworks are not read",
-            _ => "name its file in the recipe's `loras` (`generate --lora FILE:SCALE`)",
-        };
-        return Err(format!(
-            "`{}` is how A1111 applies a network from the prompt; {advice}",
-            tag.as_str()
-        ));
+    if let Some(message) = network_tag(text) {
+        return Err(message);
     }
     let length = tokenizer.max_len().saturating_sub(2).max(1);
     let mut done: Vec<Vec<(u32, f64)>> = Vec::new();
