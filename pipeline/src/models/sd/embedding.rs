@@ -5,7 +5,7 @@
 //! them.
 //!
 //! The files the tools that train them write are read:
-//! - A1111's `.pt` (`string_to_param["*"]`), read by [`PickleTensors`] without running it;
+//! - A1111's `.pt` (`string_to_param["*"]`), read by the pickle reader that builds objects without running anything;
 //! - A1111's `.safetensors` (`emb_params`) and diffusers' `learned_embeds` (one tensor under
 //!   the word it was trained for, `(n, d)` or `(d,)`), in either format;
 //! - SDXL's, with vectors for each of its encoders (`clip_l`, `clip_g`).
