@@ -69,10 +69,7 @@ pub fn produce(recipe: &AssetRecipe, inputs: &Inputs) -> Result<Vec<Produced>, B
         .map_err(|e| fail(e.to_string()))?;
     let images = match &recipe.pixel_art {
         Some(art) => pixel_art(recipe, art, &images, inputs.palette).map_err(fail)?,
-        None => images
-            .iter()
-            .map(|image| finish(recipe.kind, image, recipe.size))
-            .collect(),
+        None => images.iter().map(|image| finish(recipe, image)).collect(),
     };
     let name = &recipe.name;
     match recipe.kind {
@@ -103,11 +100,32 @@ pub fn produce(recipe: &AssetRecipe, inputs: &Inputs) -> Result<Vec<Produced>, B
 /// Scales a generated image to the asset size: sprites are trimmed and centred, everything
 /// else is scaled whole (by whole factors where it can — nearest neighbour up, block means
 /// down — so tiling stays exact).
-fn finish(kind: Kind, image: &RgbaImage, size: u32) -> RgbaImage {
-    match kind {
-        Kind::Sprite => post::fit(&post::clean_background(image, SPRITE_ALPHA_FLOOR), size),
-        _ => scale_to(image, size),
+fn finish(recipe: &AssetRecipe, image: &RgbaImage) -> RgbaImage {
+    match recipe.kind {
+        Kind::Sprite => post::fit(&cut_out(recipe, image), recipe.size),
+        _ => scale_to(image, recipe.size),
     }
+}
+
+/// A sprite's subject alone: a plain background the generator painted keyed out (Stable
+/// Diffusion paints one; the house model draws with alpha), faint pixels dropped. A painted
+/// background of many colours stays, with a warning.
+fn cut_out(recipe: &AssetRecipe, image: &RgbaImage) -> RgbaImage {
+    let keyed = match post::key_background(image) {
+        post::Background::Keyed { image, color } => {
+            tracing::debug!(asset = %recipe.name, ?color, "keyed out the sprite's background");
+            image
+        }
+        post::Background::Transparent => image.clone(),
+        post::Background::Busy => {
+            tracing::warn!(
+                asset = %recipe.name,
+                "the sprite's background is not one plain colour, so it stays opaque; ask for a plain one in the prompt (\"on a white background\")"
+            );
+            image.clone()
+        }
+    };
+    post::clean_background(&keyed, SPRITE_ALPHA_FLOOR)
 }
 
 fn scale_to(image: &RgbaImage, size: u32) -> RgbaImage {
@@ -140,7 +158,7 @@ fn pixel_art(
     let shaped: Vec<RgbaImage> = images
         .iter()
         .map(|image| match recipe.kind {
-            Kind::Sprite => post::fit(&post::clean_background(image, SPRITE_ALPHA_FLOOR), grid),
+            Kind::Sprite => post::fit(&cut_out(recipe, image), grid),
             _ => scale_to(image, grid.max(image.width())),
         })
         .collect();
@@ -203,4 +221,60 @@ fn png(file: String, image: &RgbaImage) -> Result<Produced, BuildError> {
             message: e.to_string(),
         })?;
     Ok(Produced { file, bytes })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::Rgba;
+    use std::path::Path;
+
+    fn sprite_recipe(size: u32) -> AssetRecipe {
+        let text = format!("kind = \"sprite\"\nprompt = \"a gem\"\nsize = {size}\n");
+        recipe::parse(Path::new("gem.recipe.toml"), &text)
+            .unwrap()
+            .remove(0)
+    }
+
+    #[test]
+    fn a_sprite_drawn_on_a_plain_background_comes_out_on_transparency() {
+        // What Stable Diffusion gives for "a blue gem on a white background": opaque.
+        let painted = RgbaImage::from_fn(64, 64, |x, y| {
+            let inside = (20..44).contains(&x) && (16..48).contains(&y);
+            if inside {
+                Rgba([30, 60, 220, 255])
+            } else {
+                Rgba([252, 251, 250, 255])
+            }
+        });
+        let sprite = finish(&sprite_recipe(32), &painted);
+        assert_eq!(sprite.dimensions(), (32, 32));
+        assert_eq!(
+            sprite.get_pixel(0, 0),
+            &Rgba([0; 4]),
+            "the background is gone"
+        );
+        assert_eq!(
+            sprite.get_pixel(16, 16),
+            &Rgba([30, 60, 220, 255]),
+            "the gem stays"
+        );
+        // Trimmed to the gem (24×32) and fitted: it spans the canvas's height.
+        assert_eq!(sprite.get_pixel(16, 0)[3], 255);
+        assert_eq!(sprite.get_pixel(2, 16)[3], 0);
+        // A busy picture stays as it is, opaque.
+        let busy = RgbaImage::from_fn(32, 32, |x, y| {
+            Rgba([
+                (x * 37 % 256) as u8,
+                (y * 91 % 256) as u8,
+                ((x + y) * 53 % 256) as u8,
+                255,
+            ])
+        });
+        assert!(
+            finish(&sprite_recipe(32), &busy)
+                .pixels()
+                .all(|p| p[3] == 255)
+        );
+    }
 }

@@ -2,6 +2,8 @@
 //!
 //! Everything here takes straight-alpha [`image::RgbaImage`]s as the generator makes them:
 //!
+//! - [`background`](key_background): key out the plain background a generator that paints
+//!   every pixel drew behind a sprite.
 //! - [`sprite`](clean_background): clean a sprite's background, trim and [`fit`] it to a canvas,
 //!   [`upscale_nearest`] for crisp previews, [`downscale_box`] to bring large model output
 //!   down to the asset size.
@@ -13,6 +15,7 @@
 //!   `TextureAtlasLayout`-shaped [`AtlasLayout`].
 
 mod animation;
+mod background;
 mod pixel_art;
 mod seam;
 mod sprite;
@@ -20,6 +23,7 @@ mod sprite;
 use std::path::PathBuf;
 
 pub use animation::{AtlasLayout, AtlasRect, MAX_GIF_FRAMES, encode_gif, sprite_sheet};
+pub use background::{Background, key_background};
 pub use pixel_art::{Palette, pixelate};
 pub use seam::{SeamReport, seam};
 pub use sprite::{clean_background, downscale_box, fit, upscale_nearest};
