@@ -1267,11 +1267,9 @@ impl Schedule {
         }
     }
 
-    fn ddim_step(&self, output: &Tensor, i: usize, latents: &Tensor) -> Result<Tensor> {
-        let t = self.timesteps[i] as i64;
-        let a = self.alpha_cumprod(t);
-        let a_prev = self.alpha_cumprod(t - self.step_ratio() as i64);
-        let (x0, eps) = match self.config.prediction {
+    /// The x₀ and the noise the UNet's `output` implies for `latents` at ᾱ = `a`.
+    fn x0_and_noise(&self, output: &Tensor, latents: &Tensor, a: f64) -> Result<(Tensor, Tensor)> {
+        Ok(match self.config.prediction {
             Prediction::Epsilon => (
                 ((latents - (output * (1.0 - a).sqrt())?)? / a.sqrt())?,
                 output.clone(),
@@ -1280,7 +1278,14 @@ impl Schedule {
                 ((latents * a.sqrt())? - (output * (1.0 - a).sqrt())?)?,
                 ((output * a.sqrt())? + (latents * (1.0 - a).sqrt())?)?,
             ),
-        };
+        })
+    }
+
+    fn ddim_step(&self, output: &Tensor, i: usize, latents: &Tensor) -> Result<Tensor> {
+        let t = self.timesteps[i] as i64;
+        let a = self.alpha_cumprod(t);
+        let a_prev = self.alpha_cumprod(t - self.step_ratio() as i64);
+        let (x0, eps) = self.x0_and_noise(output, latents, a)?;
         let x0 = match self.config.clip_sample {
             Some(range) => x0.clamp(-range, range)?,
             None => x0,
@@ -1306,10 +1311,7 @@ impl Schedule {
         };
         let (b, b_prev) = (1.0 - a, 1.0 - a_prev);
         let (alpha, beta) = (a / a_prev, 1.0 - a / a_prev);
-        let x0 = match self.config.prediction {
-            Prediction::Epsilon => ((latents - (output * b.sqrt())?)? / a.sqrt())?,
-            Prediction::V => ((latents * a.sqrt())? - (output * b.sqrt())?)?,
-        };
+        let (x0, _) = self.x0_and_noise(output, latents, a)?;
         let x0 = match self.config.clip_sample {
             Some(range) => x0.clamp(-range, range)?,
             None => x0,
@@ -1717,10 +1719,7 @@ impl Schedule {
     ) -> Result<Tensor> {
         let t = self.timesteps[i];
         let a = self.alpha_cumprod(t as i64);
-        let x0 = match self.config.prediction {
-            Prediction::Epsilon => ((latents - (output * (1.0 - a).sqrt())?)? / a.sqrt())?,
-            Prediction::V => ((latents * a.sqrt())? - (output * (1.0 - a).sqrt())?)?,
-        };
+        let (x0, _) = self.x0_and_noise(output, latents, a)?;
         let x0 = match self.config.clip_sample {
             Some(range) => x0.clamp(-range, range)?,
             None => x0,
@@ -1753,16 +1752,7 @@ impl Schedule {
         let next = self.timesteps.get(i + 1).copied().unwrap_or(0.0);
         let s = ((1.0 - TCD_GAMMA) * next).floor();
         let a = self.alpha_cumprod(t as i64);
-        let (x0, eps) = match self.config.prediction {
-            Prediction::Epsilon => (
-                ((latents - (output * (1.0 - a).sqrt())?)? / a.sqrt())?,
-                output.clone(),
-            ),
-            Prediction::V => (
-                ((latents * a.sqrt())? - (output * (1.0 - a).sqrt())?)?,
-                ((output * a.sqrt())? + (latents * (1.0 - a).sqrt())?)?,
-            ),
-        };
+        let (x0, eps) = self.x0_and_noise(output, latents, a)?;
         let a_s = self.alpha_cumprod(s as i64);
         let at_s = ((x0 * a_s.sqrt())? + (eps * (1.0 - a_s).sqrt())?)?;
         match (i + 1 < self.timesteps.len(), noise) {
