@@ -2461,6 +2461,37 @@ fn a1111_prompt_syntax_weighs_and_chunks_as_diffusers_long_prompt_pipeline_does(
 }
 
 #[test]
+fn a1111_prompt_editing_and_alternation_change_the_prompt_between_steps_as_a1111_does() {
+    use autonomy_pipeline::models::sd::prompt_schedule::schedule;
+    let reference = Reference::of("prompt-editing");
+    // The schedules of hand-picked and random prompts against A1111's own parser.
+    type Case = (String, usize, Vec<(usize, String)>);
+    let cases: Vec<Case> = serde_json::from_str(&reference.metadata["schedules"]).unwrap();
+    assert!(cases.len() > 400);
+    for (text, steps, expected) in cases {
+        let ours: Vec<(usize, String)> = schedule(&text, steps)
+            .into_iter()
+            .map(|s| (s.until, s.text))
+            .collect();
+        assert_eq!(ours, expected, "{text:?} over {steps} steps");
+    }
+    // A whole run whose prompt and negative prompt change at the steps A1111 changes them.
+    let model = load("tiny-sd15");
+    let request = GenerateRequest {
+        prompt: reference.prompt.clone(),
+        negative_prompt: reference.negative.clone(),
+        ..GenerateRequest::default()
+    };
+    assert_run(
+        &model,
+        request,
+        &reference,
+        "",
+        "whole run with prompt editing",
+    );
+}
+
+#[test]
 fn generate_takes_loras_embeddings_and_clip_skip_and_refuses_a1111_network_tags() {
     let dir = tempfile::tempdir().unwrap();
     let model = fixtures().join("tiny-sd15");

@@ -1368,6 +1368,86 @@ def build_prompt_syntax(name):
     )
 
 
+def a1111_schedules():
+    """A1111's `get_learned_conditioning_prompt_schedules` and the grammar it parses with, read
+    from `modules/prompt_parser.py` of a stable-diffusion-webui checkout named by $A1111 (the
+    module imports torch and A1111's own modules, so only those two are taken). Needs `lark`."""
+    path = os.environ.get("A1111")
+    if not path:
+        sys.exit("set A1111 to modules/prompt_parser.py of a stable-diffusion-webui checkout")
+    import lark
+    wanted = {"schedule_parser", "get_learned_conditioning_prompt_schedules"}
+    tree = ast.parse(open(path).read())
+    body = [node for node in tree.body
+            if isinstance(node, ast.FunctionDef) and node.name in wanted
+            or isinstance(node, ast.Assign) and any(getattr(t, "id", None) in wanted for t in node.targets)]
+    namespace = {"lark": lark}
+    exec(compile(ast.Module(body=body, type_ignores=[]), path, "exec"), namespace)
+    return lambda prompt, steps: namespace["get_learned_conditioning_prompt_schedules"]([prompt], steps)[0]
+
+
+def build_prompt_editing(name):
+    """A1111's prompt editing (`[from:to:when]`) and alternation (`[a|b]`), read by A1111's own
+    parser (see `a1111_schedules`): the schedules of hand-picked and random prompts, and a whole
+    4-step tiny-sd15 run whose prompt and negative prompt change between steps, made by
+    diffusers with each step's texts encoded by the long-prompt-weighting functions (see
+    `lpw_functions`) and swapped in from a step-end callback at the step A1111's sampler takes
+    them (the first text whose end is not before the step counted from 0)."""
+    schedules = a1111_schedules()
+    lpw = lpw_functions()
+    picked = ["test", "a [b:3]", "a [b: 3]", "a [[[b]]:2]", "[(a:2):3]", "a [b : c : 1] d",
+              "a[b:[c:d:2]:1]e", "a [unbalanced", "a [b:.5] c", "a [{b|d{:.5] c",
+              "((a][:b:c [d:3]", "[a|(b:1.1)]", "[fe|]male", "[fe|||]male", "a | b",
+              "[a:b:0.29]", "[[a]:3]:4]", "[a:b:1e1]", "[a:\\]:3]", "[a:b:-2]", "(a:[b:3])",
+              "[a|b:3]", "[(a:2):b:3]", "[a:b:3:4]", "[a:3:4]", "[a:b: +2.5e-1 ]", "[a:b:7.]",
+              "trailing \\", "[a:b:0]", "[a::5] [:b:5]", "[[a|b]:c:2]", "[a:[b|c]:2]",
+              "(x|y)", "[a|b] BREAK [c:d:1]", "fantasy landscape with a [mountain:lake:0.25] and "
+              "[an oak:a christmas tree:0.75][ in foreground::0.6][: in background:0.25] "
+              "[shoddy:masterful:0.5]"]
+    rng = __import__("random").Random(24)
+    alphabet = list("ab ") * 3 + list("[]()::|") * 2 + ["1", "3", ".5", "\\", "e"]
+    randoms = ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 14))) for _ in range(400)]
+    cases = [[text, steps, schedules(text, steps)]
+             for steps in (10, 4, 100) for text in picked] + \
+            [[text, 10, schedules(text, 10)] for text in randoms]
+    pipe = StableDiffusionPipeline.from_pretrained(os.path.join(OUT, "tiny-sd15"))
+    object.__setattr__(pipe.text_encoder, "text_model", pipe.text_encoder)  # as in clip-skip
+    prompt = "a [red:blue:2] potion bottle, [(glowing:1.3)|dull] gem"
+    negative = "[blurry:ugly:0.5]"
+    steps = 4
+    prompt_schedule, negative_schedule = schedules(prompt, steps), schedules(negative, steps)
+    assert len(prompt_schedule) == 4 and len(negative_schedule) == 2, (prompt_schedule, negative_schedule)
+
+    def text_at(schedule, step):
+        return next(text for end, text in schedule if step <= end)
+
+    def embeds(step):
+        cond, uncond = lpw["get_weighted_text_embeddings"](
+            pipe, text_at(prompt_schedule, step), text_at(negative_schedule, step),
+            max_embeddings_multiples=3)
+        return torch.cat([uncond, cond])
+
+    def swap(pipe, i, t, kwargs):
+        return {"prompt_embeds": embeds(i + 1)} if i + 1 < steps else {}
+
+    first = embeds(0)
+    init = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(25))
+    run = pipe(prompt_embeds=first[1:], negative_prompt_embeds=first[:1], num_inference_steps=steps,
+               guidance_scale=5.0, latents=init.clone(), output_type="np", height=64, width=64,
+               callback_on_step_end=swap, callback_on_step_end_tensor_inputs=["prompt_embeds"]).images
+    steady = pipe(prompt_embeds=first[1:], negative_prompt_embeds=first[:1], num_inference_steps=steps,
+                  guidance_scale=5.0, latents=init.clone(), output_type="np", height=64,
+                  width=64).images
+    assert abs(run - steady).max() > 1e-3, "the swaps changed nothing"
+    tensors = {"run_init": init, "run_image": torch.from_numpy(run).contiguous()}
+    save_file(
+        {k: v.detach().contiguous() for k, v in tensors.items()},
+        os.path.join(OUT, f"{name}.reference.safetensors"),
+        metadata={"prompt": prompt, "negative_prompt": negative,
+                  "schedules": json.dumps(cases), "torch": torch.__version__},
+    )
+
+
 def ddim(**kw):
     """The DDIM scheduler of the SD 1.5 / 2.1 releases."""
     return DDIMScheduler(
@@ -1388,7 +1468,8 @@ def main():
     if only:
         alone = {"tiny-sdxl": build_xl, "tiny-sdxl-refiner": build_xl_refiner, "tiny-lcm": build_lcm,
                  "tiny-taesd": build_taesd, "embeddings": build_embeddings,
-                 "clip-skip": build_clip_skip, "prompt-syntax": build_prompt_syntax}
+                 "clip-skip": build_clip_skip, "prompt-syntax": build_prompt_syntax,
+                 "prompt-editing": build_prompt_editing}
         for name in only:
             if name not in alone:
                 sys.exit(f"{name}: only {', '.join(alone)} build alone; run without names for the rest")

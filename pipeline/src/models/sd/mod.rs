@@ -41,6 +41,7 @@ pub mod kernels;
 pub mod lora;
 pub mod original_names;
 mod pickle;
+pub mod prompt_schedule;
 pub mod prompt_syntax;
 pub mod scheduler;
 pub mod sigma_ramp;
@@ -54,6 +55,7 @@ pub mod vae;
 pub mod vae_file;
 pub mod weights;
 
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
@@ -69,6 +71,7 @@ use crate::generator::{
 use config::PipelineSpec;
 use embedding::{Embedding, EmbeddingFile, Encoder};
 use lora::{LoraFile, Network, Updates};
+use prompt_schedule::Scheduled;
 use prompt_syntax::Chunk;
 use scheduler::Schedule;
 use source::PipelineSource;
@@ -606,12 +609,17 @@ impl StableDiffusion {
         // LCM-distilled UNets take the guidance scale as an input instead.
         let embedded = self.guidance_embedding(request.guidance, n)?;
         let guided = request.guidance > 1.0 && embedded.is_none();
-        let (context, added) = self.conditioning(request, n, guided)?;
         let start = match (&request.init, stage) {
             (Some(init), Stage::Whole | Stage::Until(_)) => Some(self.start(init, n, &schedule)?),
             _ => None,
         };
         let total = schedule.timesteps.len();
+        // Prompt editing counts the steps this run denoises (an image-to-image run's, or the
+        // whole schedule's when handed latents), in steps rather than model calls.
+        let order = schedule.order().max(1);
+        let origin = start.as_ref().map_or(0, |s| s.first_step.min(total));
+        let conditionings =
+            self.conditionings(request, n, guided, request.steps.max(1) - origin / order)?;
         // The training timestep a switch point falls on (diffusers' `discrete_timestep_cutoff`).
         let train = scheduler.alphas_cumprod.len() as f64;
         let cutoff = |switch: f64| (train - switch * train).round_ties_even();
@@ -670,7 +678,12 @@ impl StableDiffusion {
             } else {
                 x
             };
-            let out = self.predict(&x, t, &context, added.as_ref(), embedded.as_ref())?;
+            let step = i.saturating_sub(origin) / order;
+            let (_, context, added) = &conditionings[conditionings
+                .iter()
+                .position(|(until, ..)| step <= *until)
+                .unwrap_or(conditionings.len() - 1)];
+            let out = self.predict(&x, t, context, added.as_ref(), embedded.as_ref())?;
             let out = if guided {
                 let uncond = out.narrow(0, 0, n)?;
                 let cond = out.narrow(0, n, n)?;
@@ -728,26 +741,67 @@ impl StableDiffusion {
         Ok(((image / 2.0)? + 0.5)?.clamp(0f32, 1f32)?)
     }
 
-    /// The conditioning of `n` images, rows `[negative; n] ++ [prompt; n]` with guidance: the
-    /// text context and, for SDXL, the added conditioning.
-    fn conditioning(
+    /// The conditionings of a run of `steps` steps as its prompts change (see
+    /// [`prompt_schedule`]): each with the last step (counted from 1) it holds for, in order.
+    /// A step counted from 0 takes the first whose end is not before it, as A1111's sampler does.
+    fn conditionings(
         &self,
         request: &GenerateRequest,
         n: usize,
         guided: bool,
+        steps: usize,
+    ) -> Result<Vec<(usize, Tensor, Option<Tensor>)>, SdError> {
+        let prompts = prompt_schedule::schedule(&request.prompt, steps);
+        let negatives = if guided {
+            prompt_schedule::schedule(&request.negative_prompt, steps)
+        } else {
+            Vec::new()
+        };
+        let ends: BTreeSet<usize> = prompts.iter().chain(&negatives).map(|s| s.until).collect();
+        fn text_at(schedule: &[Scheduled], end: usize) -> &str {
+            schedule
+                .iter()
+                .find(|s| end <= s.until)
+                .map_or("", |s| s.text.as_str())
+        }
+        let mut made: HashMap<(&str, &str), (Tensor, Option<Tensor>)> = HashMap::new();
+        let mut conditionings = Vec::with_capacity(ends.len());
+        for end in ends {
+            let texts = (text_at(&prompts, end), text_at(&negatives, end));
+            let (context, added) = match made.get(&texts) {
+                Some(known) => known.clone(),
+                None => {
+                    let fresh =
+                        self.conditioning(texts.0, texts.1, request.clip_skip, n, guided)?;
+                    made.insert(texts, fresh.clone());
+                    fresh
+                }
+            };
+            conditionings.push((end, context, added));
+        }
+        Ok(conditionings)
+    }
+
+    /// The conditioning of `n` images, rows `[negative; n] ++ [prompt; n]` with guidance: the
+    /// text context and, for SDXL, the added conditioning.
+    fn conditioning(
+        &self,
+        prompt: &str,
+        negative_prompt: &str,
+        skip: usize,
+        n: usize,
+        guided: bool,
     ) -> Result<(Tensor, Option<Tensor>), SdError> {
-        let skip = request.clip_skip;
-        let mut cond = self.encode_prompt_skipping(&request.prompt, skip)?;
+        let mut cond = self.encode_prompt_skipping(prompt, skip)?;
         let mut prompts = Vec::with_capacity(2 * n);
         if guided {
-            let mut negative = self.encode_negative_skipping(&request.negative_prompt, skip)?;
+            let mut negative = self.encode_negative_skipping(negative_prompt, skip)?;
             // A long prompt and a short negative prompt (or the reverse): the shorter takes
             // empty chunks (zeros where the empty negative prompt is zeros) to the same length.
             let (wanted, have) = (cond.context.dim(1)?, negative.context.dim(1)?);
             if wanted != have {
                 let empty = self.encode_prompt_skipping("", skip)?.context;
-                let zeros =
-                    request.negative_prompt.is_empty() && self.spec.zeros_for_empty_negative;
+                let zeros = negative_prompt.is_empty() && self.spec.zeros_for_empty_negative;
                 let (short, filler) = if have < wanted {
                     (
                         &mut negative,

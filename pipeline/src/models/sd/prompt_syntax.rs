@@ -7,6 +7,9 @@
 //! - a prompt longer than the text encoder's 75 tokens goes in several chunks, each encoded on
 //!   its own with its start and end tokens, their states laid end to end.
 //!
+//! Prompt editing and alternation (`[a:b:5]`, `[a|b]`) are resolved before this, one text per
+//! step, by [`super::prompt_schedule`].
+//!
 //! A chunk whose weights are not all 1 has its states multiplied by them and then rescaled to
 //! the mean they had (A1111's "original" emphasis). Text without brackets, escapes or `BREAK`
 //! is one weight-1 piece, so a short plain prompt is encoded exactly as before.
