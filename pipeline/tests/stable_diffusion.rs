@@ -2461,9 +2461,9 @@ fn a1111_prompt_syntax_weighs_and_chunks_as_diffusers_long_prompt_pipeline_does(
 }
 
 #[test]
-fn a1111_prompt_editing_and_alternation_change_the_prompt_between_steps_as_a1111_does() {
-    use autonomy_pipeline::models::sd::prompt_schedule::schedule;
-    let reference = Reference::of("prompt-editing");
+fn a1111_prompt_editing_alternation_and_and_condition_each_step_as_a1111_does() {
+    use autonomy_pipeline::models::sd::prompt_schedule::{compose, schedule};
+    let reference = Reference::of("a1111-prompts");
     // The schedules of hand-picked and random prompts against A1111's own parser.
     type Case = (String, usize, Vec<(usize, String)>);
     let cases: Vec<Case> = serde_json::from_str(&reference.metadata["schedules"]).unwrap();
@@ -2489,6 +2489,50 @@ fn a1111_prompt_editing_and_alternation_change_the_prompt_between_steps_as_a1111
         "",
         "whole run with prompt editing",
     );
+    // How prompts split at `AND` into weighted parts, against A1111's `get_multicond_prompt_list`.
+    let splits: Vec<(String, Vec<(String, f64)>)> =
+        serde_json::from_str(&reference.metadata["splits"]).unwrap();
+    for (text, expected) in splits {
+        let ours: Vec<(String, f64)> = compose(&text)
+            .into_iter()
+            .map(|part| (part.text, part.weight))
+            .collect();
+        assert_eq!(ours, expected, "{text:?}");
+    }
+    // A composition (one part edited, one weighted negatively) guided as A1111 guides it.
+    let composed = GenerateRequest {
+        prompt: reference.metadata["composed_prompt"].clone(),
+        negative_prompt: reference.metadata["composed_negative_prompt"].clone(),
+        ..GenerateRequest::default()
+    };
+    assert_run(
+        &model,
+        composed.clone(),
+        &reference,
+        "composed_",
+        "whole run with a composed prompt",
+    );
+    // SDXL composes its pooled prompts and time ids row by row with the contexts; a long part
+    // and short ones take empty chunks.
+    let xl = load("tiny-sdxl");
+    let request = GenerateRequest {
+        prompt: format!("{} AND [gem|crown]:0.5", "potion ".repeat(80)),
+        steps: 2,
+        guidance: 5.0,
+        ..GenerateRequest::default()
+    };
+    let noise = Tensor::randn(0f32, 1.0, (1, 4, 8, 8), &Device::Cpu).unwrap();
+    assert_eq!(xl.sample(&request, &noise).unwrap().dims(), [1, 3, 64, 64]);
+    // An LCM-distilled UNet has no negative prediction to compose against.
+    let lcm = load("tiny-lcm");
+    let message = lcm
+        .generate(&GenerateRequest {
+            steps: 2,
+            ..composed
+        })
+        .expect_err("AND on an LCM UNet")
+        .to_string();
+    assert!(message.contains("classifier-free guidance"), "{message}");
 }
 
 #[test]

@@ -1368,32 +1368,67 @@ def build_prompt_syntax(name):
     )
 
 
-def a1111_schedules():
-    """A1111's `get_learned_conditioning_prompt_schedules` and the grammar it parses with, read
-    from `modules/prompt_parser.py` of a stable-diffusion-webui checkout named by $A1111 (the
-    module imports torch and A1111's own modules, so only those two are taken). Needs `lark`."""
+def a1111_prompts():
+    """A1111's prompt schedules (`get_learned_conditioning_prompt_schedules` and the grammar it
+    parses with) and composable prompts (`get_multicond_prompt_list`), read from
+    `modules/prompt_parser.py` of a stable-diffusion-webui checkout named by $A1111 (the module
+    imports torch and A1111's own modules, so only those are taken): a function of a prompt and
+    a step count giving its schedule, and one of a prompt giving its parts and weights. Needs
+    `lark`."""
     path = os.environ.get("A1111")
     if not path:
         sys.exit("set A1111 to modules/prompt_parser.py of a stable-diffusion-webui checkout")
     import lark
-    wanted = {"schedule_parser", "get_learned_conditioning_prompt_schedules"}
+    wanted = {"schedule_parser", "get_learned_conditioning_prompt_schedules", "re_AND",
+              "re_weight", "get_multicond_prompt_list"}
     tree = ast.parse(open(path).read())
     body = [node for node in tree.body
             if isinstance(node, ast.FunctionDef) and node.name in wanted
             or isinstance(node, ast.Assign) and any(getattr(t, "id", None) in wanted for t in node.targets)]
-    namespace = {"lark": lark}
+    namespace = {"lark": lark, "re": re, "SdConditioning": list}
     exec(compile(ast.Module(body=body, type_ignores=[]), path, "exec"), namespace)
-    return lambda prompt, steps: namespace["get_learned_conditioning_prompt_schedules"]([prompt], steps)[0]
+
+    def schedule(prompt, steps):
+        return namespace["get_learned_conditioning_prompt_schedules"]([prompt], steps)[0]
+
+    def compose(prompt):
+        indexes, texts, _ = namespace["get_multicond_prompt_list"]([prompt])
+        return [[texts[index], weight] for index, weight in indexes[0]]
+    return schedule, compose
 
 
-def build_prompt_editing(name):
-    """A1111's prompt editing (`[from:to:when]`) and alternation (`[a|b]`), read by A1111's own
-    parser (see `a1111_schedules`): the schedules of hand-picked and random prompts, and a whole
-    4-step tiny-sd15 run whose prompt and negative prompt change between steps, made by
-    diffusers with each step's texts encoded by the long-prompt-weighting functions (see
-    `lpw_functions`) and swapped in from a step-end callback at the step A1111's sampler takes
-    them (the first text whose end is not before the step counted from 0)."""
-    schedules = a1111_schedules()
+def denoise_composed(pipe, parts, negative, steps, guidance, init):
+    """diffusers' text-to-image loop (its UNet, scheduler and VAE, as `pipe()` runs them) with
+    A1111's composable guidance: the negative prompt's prediction plus each part's difference
+    from it times its weight and the scale. `parts` are (weight, embeddings of step i) pairs."""
+    scheduler = pipe.scheduler
+    scheduler.set_timesteps(steps)
+    latents = init * scheduler.init_noise_sigma
+    with torch.no_grad():
+        for i, t in enumerate(scheduler.timesteps):
+            context = torch.cat([negative] + [embeds(i) for _, embeds in parts])
+            x = scheduler.scale_model_input(torch.cat([latents] * (1 + len(parts))), t)
+            out = pipe.unet(x, t, encoder_hidden_states=context).sample
+            uncond = out[:1]
+            guided = uncond.clone()
+            for j, (weight, _) in enumerate(parts):
+                guided = guided + (out[j + 1:j + 2] - uncond) * (weight * guidance)
+            latents = scheduler.step(guided, t, latents, eta=0.0).prev_sample
+        image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
+    return (image / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).contiguous()
+
+
+def build_a1111_prompts(name):
+    """A1111's prompt editing (`[from:to:when]`), alternation (`[a|b]`) and composable prompts
+    (`a AND b:0.5`), read by A1111's own parser (see `a1111_prompts`): the schedules of
+    hand-picked and random prompts; a whole 4-step tiny-sd15 run whose prompt and negative
+    prompt change between steps, made by diffusers with each step's texts encoded by the
+    long-prompt-weighting functions (see `lpw_functions`) and swapped in from a step-end
+    callback at the step A1111's sampler takes them (the first text whose end is not before the
+    step counted from 0); how prompts split into weighted parts; and a whole run of a
+    composition (one part edited) through diffusers' loop with A1111's composable guidance (see
+    `denoise_composed`)."""
+    schedules, compose = a1111_prompts()
     lpw = lpw_functions()
     picked = ["test", "a [b:3]", "a [b: 3]", "a [[[b]]:2]", "[(a:2):3]", "a [b : c : 1] d",
               "a[b:[c:d:2]:1]e", "a [unbalanced", "a [b:.5] c", "a [{b|d{:.5] c",
@@ -1440,11 +1475,38 @@ def build_prompt_editing(name):
                   width=64).images
     assert abs(run - steady).max() > 1e-3, "the swaps changed nothing"
     tensors = {"run_init": init, "run_image": torch.from_numpy(run).contiguous()}
+
+    splits = ["a castle AND a dragon:0.7 AND fog : -.5 ", "ANDROID and band, (red:1.2)",
+              "portrait:1.5", "[a:b:3]", "AND", "a\nb:2", "x AND AND y:+3.", "(a AND b:1.1)"]
+    composed = "a [red:blue:2] potion bottle AND (glowing:1.2) gem:0.6 AND pixel art:-0.3"
+    parts = compose(composed)
+    assert len(parts) == 3 and parts[2][1] == -0.3, parts
+
+    def part_embeds(text):
+        schedule = schedules(text, steps)
+        return lambda i: lpw["get_weighted_text_embeddings"](
+            pipe, text_at(schedule, i), NEGATIVE, max_embeddings_multiples=3)[0]
+
+    negative_embeds = lpw["get_weighted_text_embeddings"](pipe, NEGATIVE, NEGATIVE,
+                                                          max_embeddings_multiples=3)[0]
+    init = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(26))
+    # The loop is diffusers' own: with one unweighted part it is `pipe()`.
+    plain = denoise_composed(pipe, [(1.0, lambda i: pipe.encode_prompt(PROMPT, "cpu", 1, False)[0])],
+                             pipe.encode_prompt(NEGATIVE, "cpu", 1, False)[0], steps, 5.0, init)
+    piped = pipe(PROMPT, negative_prompt=NEGATIVE, num_inference_steps=steps, guidance_scale=5.0,
+                 latents=init.clone(), output_type="np", height=64, width=64).images
+    assert abs(plain.numpy() - piped).max() < 1e-5, abs(plain.numpy() - piped).max()
+    image = denoise_composed(pipe, [(w, part_embeds(text)) for text, w in parts], negative_embeds,
+                             steps, 5.0, init)
+    tensors.update(composed_run_init=init, composed_run_image=image)
     save_file(
         {k: v.detach().contiguous() for k, v in tensors.items()},
         os.path.join(OUT, f"{name}.reference.safetensors"),
         metadata={"prompt": prompt, "negative_prompt": negative,
-                  "schedules": json.dumps(cases), "torch": torch.__version__},
+                  "schedules": json.dumps(cases), "composed_prompt": composed,
+                  "composed_negative_prompt": NEGATIVE,
+                  "splits": json.dumps([[text, compose(text)] for text in splits]),
+                  "torch": torch.__version__},
     )
 
 
@@ -1469,7 +1531,7 @@ def main():
         alone = {"tiny-sdxl": build_xl, "tiny-sdxl-refiner": build_xl_refiner, "tiny-lcm": build_lcm,
                  "tiny-taesd": build_taesd, "embeddings": build_embeddings,
                  "clip-skip": build_clip_skip, "prompt-syntax": build_prompt_syntax,
-                 "prompt-editing": build_prompt_editing}
+                 "a1111-prompts": build_a1111_prompts}
         for name in only:
             if name not in alone:
                 sys.exit(f"{name}: only {', '.join(alone)} build alone; run without names for the rest")

@@ -71,7 +71,7 @@ use crate::generator::{
 use config::PipelineSpec;
 use embedding::{Embedding, EmbeddingFile, Encoder};
 use lora::{LoraFile, Network, Updates};
-use prompt_schedule::Scheduled;
+use prompt_schedule::{Composed, Scheduled};
 use prompt_syntax::Chunk;
 use scheduler::Schedule;
 use source::PipelineSource;
@@ -608,7 +608,29 @@ impl StableDiffusion {
         let mut schedule = scheduler.schedule(request.steps.max(1));
         // LCM-distilled UNets take the guidance scale as an input instead.
         let embedded = self.guidance_embedding(request.guidance, n)?;
-        let guided = request.guidance > 1.0 && embedded.is_none();
+        let parts = prompt_schedule::compose(&request.prompt);
+        let plain = matches!(parts.as_slice(), [one] if one.weight == 1.0);
+        let parts = if plain {
+            vec![Composed {
+                text: request.prompt.clone(),
+                weight: 1.0,
+            }]
+        } else if embedded.is_some() || request.guidance_rescale > 0.0 {
+            return Err(SdError::BadRequest(format!(
+                "prompt {:?}: composing prompts (`AND`, or a prompt ending in `:weight`) {}",
+                request.prompt,
+                if embedded.is_some() {
+                    "needs classifier-free guidance, which this LCM-distilled UNet takes as an input instead"
+                } else {
+                    "and guidance rescale do not go together"
+                }
+            )));
+        } else {
+            parts
+        };
+        // A composition always takes the negative prompt's prediction, at a scale of at least 1.
+        let guided = (request.guidance > 1.0 || !plain) && embedded.is_none();
+        let scale = request.guidance.max(1.0);
         let start = match (&request.init, stage) {
             (Some(init), Stage::Whole | Stage::Until(_)) => Some(self.start(init, n, &schedule)?),
             _ => None,
@@ -618,8 +640,13 @@ impl StableDiffusion {
         // whole schedule's when handed latents), in steps rather than model calls.
         let order = schedule.order().max(1);
         let origin = start.as_ref().map_or(0, |s| s.first_step.min(total));
-        let conditionings =
-            self.conditionings(request, n, guided, request.steps.max(1) - origin / order)?;
+        let conditionings = self.conditionings(
+            request,
+            &parts,
+            n,
+            guided,
+            request.steps.max(1) - origin / order,
+        )?;
         // The training timestep a switch point falls on (diffusers' `discrete_timestep_cutoff`).
         let train = scheduler.alphas_cumprod.len() as f64;
         let cutoff = |switch: f64| (train - switch * train).round_ties_even();
@@ -674,7 +701,7 @@ impl StableDiffusion {
             };
             let x = super::roll(&x, dy, dx)?;
             let x = if guided {
-                Tensor::cat(&[&x, &x], 0)?
+                Tensor::cat(&vec![&x; 1 + parts.len()], 0)?
             } else {
                 x
             };
@@ -686,9 +713,12 @@ impl StableDiffusion {
             let out = self.predict(&x, t, context, added.as_ref(), embedded.as_ref())?;
             let out = if guided {
                 let uncond = out.narrow(0, 0, n)?;
-                let cond = out.narrow(0, n, n)?;
-                let guided = (&uncond + ((&cond - &uncond)? * request.guidance)?)?;
-                rescale_guidance(&guided, &cond, request.guidance_rescale)?
+                let mut guided = uncond.clone();
+                for (j, part) in parts.iter().enumerate() {
+                    let cond = out.narrow(0, (j + 1) * n, n)?;
+                    guided = (guided + ((&cond - &uncond)? * (part.weight * scale))?)?;
+                }
+                rescale_guidance(&guided, &out.narrow(0, n, n)?, request.guidance_rescale)?
             } else {
                 out
             };
@@ -747,33 +777,44 @@ impl StableDiffusion {
     fn conditionings(
         &self,
         request: &GenerateRequest,
+        parts: &[Composed],
         n: usize,
         guided: bool,
         steps: usize,
     ) -> Result<Vec<(usize, Tensor, Option<Tensor>)>, SdError> {
-        let prompts = prompt_schedule::schedule(&request.prompt, steps);
+        let prompts: Vec<Vec<Scheduled>> = parts
+            .iter()
+            .map(|part| prompt_schedule::schedule(&part.text, steps))
+            .collect();
         let negatives = if guided {
             prompt_schedule::schedule(&request.negative_prompt, steps)
         } else {
             Vec::new()
         };
-        let ends: BTreeSet<usize> = prompts.iter().chain(&negatives).map(|s| s.until).collect();
+        let ends: BTreeSet<usize> = prompts
+            .iter()
+            .flatten()
+            .chain(&negatives)
+            .map(|s| s.until)
+            .collect();
         fn text_at(schedule: &[Scheduled], end: usize) -> &str {
             schedule
                 .iter()
                 .find(|s| end <= s.until)
                 .map_or("", |s| s.text.as_str())
         }
-        let mut made: HashMap<(&str, &str), (Tensor, Option<Tensor>)> = HashMap::new();
+        type Made = (Tensor, Option<Tensor>);
+        let mut made: HashMap<(Vec<&str>, &str), Made> = HashMap::new();
         let mut conditionings = Vec::with_capacity(ends.len());
         for end in ends {
-            let texts = (text_at(&prompts, end), text_at(&negatives, end));
-            let (context, added) = match made.get(&texts) {
+            let texts: Vec<&str> = prompts.iter().map(|s| text_at(s, end)).collect();
+            let negative = text_at(&negatives, end);
+            let (context, added) = match made.get(&(texts.clone(), negative)) {
                 Some(known) => known.clone(),
                 None => {
                     let fresh =
-                        self.conditioning(texts.0, texts.1, request.clip_skip, n, guided)?;
-                    made.insert(texts, fresh.clone());
+                        self.conditioning(&texts, negative, request.clip_skip, n, guided)?;
+                    made.insert((texts, negative), fresh.clone());
                     fresh
                 }
             };
@@ -782,52 +823,67 @@ impl StableDiffusion {
         Ok(conditionings)
     }
 
-    /// The conditioning of `n` images, rows `[negative; n] ++ [prompt; n]` with guidance: the
-    /// text context and, for SDXL, the added conditioning.
+    /// The conditioning of `n` images, rows `[negative; n]` (with guidance) then `[prompt; n]`
+    /// for each prompt: the text context and, for SDXL, the added conditioning. Prompts of
+    /// fewer chunks than the longest take empty ones (zeros where the empty negative prompt is
+    /// zeros).
     fn conditioning(
         &self,
-        prompt: &str,
+        prompts: &[&str],
         negative_prompt: &str,
         skip: usize,
         n: usize,
         guided: bool,
     ) -> Result<(Tensor, Option<Tensor>), SdError> {
-        let mut cond = self.encode_prompt_skipping(prompt, skip)?;
-        let mut prompts = Vec::with_capacity(2 * n);
+        let mut encoded = Vec::with_capacity(prompts.len() + 1);
         if guided {
-            let mut negative = self.encode_negative_skipping(negative_prompt, skip)?;
-            // A long prompt and a short negative prompt (or the reverse): the shorter takes
-            // empty chunks (zeros where the empty negative prompt is zeros) to the same length.
-            let (wanted, have) = (cond.context.dim(1)?, negative.context.dim(1)?);
-            if wanted != have {
-                let empty = self.encode_prompt_skipping("", skip)?.context;
-                let zeros = negative_prompt.is_empty() && self.spec.zeros_for_empty_negative;
-                let (short, filler) = if have < wanted {
-                    (
-                        &mut negative,
-                        if zeros { empty.zeros_like()? } else { empty },
-                    )
-                } else {
-                    (&mut cond, empty)
-                };
-                let missing = wanted.abs_diff(have) / filler.dim(1)?;
-                let mut parts = vec![short.context.clone()];
-                parts.extend(std::iter::repeat_n(filler, missing));
-                short.context = Tensor::cat(&parts, 1)?;
-            }
-            prompts.extend(vec![(negative, true); n]);
+            encoded.push((self.encode_negative_skipping(negative_prompt, skip)?, true));
         }
-        prompts.extend(vec![(cond, false); n]);
-        let contexts: Vec<&Tensor> = prompts.iter().map(|(p, _)| &p.context).collect();
+        for prompt in prompts {
+            encoded.push((self.encode_prompt_skipping(prompt, skip)?, false));
+        }
+        let mut wanted = 0;
+        for (prompt, _) in &encoded {
+            wanted = wanted.max(prompt.context.dim(1)?);
+        }
+        let mut empty = None;
+        for (prompt, negative) in &mut encoded {
+            let have = prompt.context.dim(1)?;
+            if have == wanted {
+                continue;
+            }
+            let filler = match &empty {
+                Some(filler) => filler,
+                None => empty.insert(self.encode_prompt_skipping("", skip)?.context),
+            };
+            let zeros =
+                *negative && negative_prompt.is_empty() && self.spec.zeros_for_empty_negative;
+            let filler = if zeros {
+                filler.zeros_like()?
+            } else {
+                filler.clone()
+            };
+            let mut parts = vec![prompt.context.clone()];
+            parts.extend(std::iter::repeat_n(
+                filler.clone(),
+                (wanted - have) / filler.dim(1)?,
+            ));
+            prompt.context = Tensor::cat(&parts, 1)?;
+        }
+        let rows: Vec<&(Prompt, bool)> = encoded
+            .iter()
+            .flat_map(|row| std::iter::repeat_n(row, n))
+            .collect();
+        let contexts: Vec<&Tensor> = rows.iter().map(|(p, _)| &p.context).collect();
         let added = match &self.spec.unet.added {
             Some(_) => {
-                let mut rows = Vec::with_capacity(prompts.len());
-                for (prompt, negative) in &prompts {
+                let mut added = Vec::with_capacity(rows.len());
+                for (prompt, negative) in &rows {
                     if let Some(pooled) = &prompt.pooled {
-                        rows.push(self.added_conditioning(pooled, *negative)?);
+                        added.push(self.added_conditioning(pooled, *negative)?);
                     }
                 }
-                Some(Tensor::cat(&rows, 0)?)
+                Some(Tensor::cat(&added, 0)?)
             }
             None => None,
         };

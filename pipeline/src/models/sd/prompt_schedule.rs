@@ -1,6 +1,7 @@
-//! Prompts that change while an image is denoised, in A1111's syntax: prompt editing
-//! `[from:to:when]` (`[to:when]` adds `to`, `[from::when]` removes `from`) and alternation
-//! `[a|b|c]` (a different option each step).
+//! The texts a prompt in A1111's syntax conditions each step on: composable prompts
+//! (`a castle AND a dragon:0.7`, see [`compose`]), and prompts that change while an image is
+//! denoised — prompt editing `[from:to:when]` (`[to:when]` adds `to`, `[from::when]` removes
+//! `from`) and alternation `[a|b|c]` (a different option each step).
 //!
 //! `when` is a step count, or with a decimal point a fraction of the steps (`0.5` of 20 is
 //! step 10); `from` holds through that step and `to` follows. A prompt this grammar cannot read
@@ -36,6 +37,49 @@ pub struct Scheduled {
     pub until: usize,
     /// The prompt at those steps.
     pub text: String,
+}
+
+/// One prompt of a composition and its weight.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Composed {
+    /// The prompt (scheduled on its own).
+    pub text: String,
+    /// How much of the guidance its difference from the negative prompt gets.
+    pub weight: f64,
+}
+
+/// `AND` as a word of its own.
+static AND: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"\bAND\b").unwrap_or_else(|e| unreachable!("a fixed pattern: {e}"))
+});
+
+/// A prompt and the weight it may end with (`a dragon:0.7`).
+static WEIGHT: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?s)^(.*?)(?:\s*:\s*([-+]?(?:\d+\.?|\d*\.\d+)))?\s*$")
+        .unwrap_or_else(|e| unreachable!("a fixed pattern: {e}"))
+});
+
+/// The prompts `prompt` composes, as A1111 splits them: at each `AND`, each with the weight it
+/// ends with (`:0.7`; 1 without). The image is guided by every prompt at once: the negative
+/// prompt's prediction plus each prompt's difference from it times its weight and the guidance
+/// scale (composable diffusion). One prompt with no weight is the usual guidance; note that a
+/// prompt ending in `:number` is weighted so even without `AND`, as in A1111.
+pub fn compose(prompt: &str) -> Vec<Composed> {
+    AND.split(prompt)
+        .map(|part| match WEIGHT.captures(part) {
+            Some(found) => Composed {
+                text: found.get(1).map_or(part, |m| m.as_str()).to_string(),
+                weight: found
+                    .get(2)
+                    .and_then(|w| w.as_str().parse().ok())
+                    .unwrap_or(1.0),
+            },
+            None => Composed {
+                text: part.to_string(),
+                weight: 1.0,
+            },
+        })
+        .collect()
 }
 
 /// The texts `prompt` takes over `steps` steps, in order; the last one's `until` is `steps`.
@@ -345,6 +389,31 @@ mod tests {
 
     fn pairs(list: &[(usize, &str)]) -> Vec<(usize, String)> {
         list.iter().map(|(n, t)| (*n, t.to_string())).collect()
+    }
+
+    #[test]
+    fn and_composes_prompts_each_with_the_weight_it_ends_with() {
+        let composed = |prompt: &str| -> Vec<(String, f64)> {
+            compose(prompt)
+                .into_iter()
+                .map(|c| (c.text, c.weight))
+                .collect()
+        };
+        let owned = |list: &[(&str, f64)]| -> Vec<(String, f64)> {
+            list.iter().map(|(t, w)| (t.to_string(), *w)).collect()
+        };
+        assert_eq!(
+            composed("a castle AND a dragon:0.7 AND fog : -.5 "),
+            owned(&[("a castle", 1.0), (" a dragon", 0.7), (" fog", -0.5)])
+        );
+        // Only the word: ANDROID, band and lower-case "and" are text; emphasis is no weight.
+        assert_eq!(
+            composed("ANDROID and band, (red:1.2)"),
+            owned(&[("ANDROID and band, (red:1.2)", 1.0)])
+        );
+        assert_eq!(composed("portrait:1.5"), owned(&[("portrait", 1.5)]));
+        assert_eq!(composed("[a:b:3]"), owned(&[("[a:b:3]", 1.0)]));
+        assert_eq!(composed("AND"), owned(&[("", 1.0), ("", 1.0)]));
     }
 
     #[test]
