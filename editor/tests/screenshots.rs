@@ -126,7 +126,7 @@ fn act(step: usize, world: &mut World) {
             let draft = Draft {
                 name: "moss".into(),
                 kind: Kind::Texture,
-                prompt: "mossy stone bricks, pixel-style".into(),
+                prompt: "[stone:mossy stone:1] bricks, pixel-style".into(),
                 model: folder.to_string_lossy().into_owned(),
                 sampler: Some(Sampler::DpmPlusPlus2mKarras),
                 loras: vec![(folder.join("loras/kohya.safetensors"), 0.8)],

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use autonomy_pipeline::models::sd::prompt_schedule;
 use autonomy_pipeline::models::sd::scheduler::Sampler;
 use autonomy_pipeline::recipe::Kind;
 use bevy_egui::egui;
@@ -241,7 +242,15 @@ pub(super) fn show(ui: &mut egui::Ui, state: &mut EditorUi, frame: &mut Frame) {
                 });
             ui.end_row();
             ui.label("Prompt");
-            ui.add(egui::TextEdit::multiline(&mut draft.prompt).desired_rows(2));
+            ui.vertical(|ui| {
+                ui.add(egui::TextEdit::multiline(&mut draft.prompt).desired_rows(2));
+                // What A1111's `AND` and `[from:to:when]` / `[a|b]` make of it, step by step.
+                if draft.model_is_stable_diffusion() {
+                    for line in prompt_schedule::outline(&draft.prompt, draft.steps as usize, 6) {
+                        ui.weak(line);
+                    }
+                }
+            });
             ui.end_row();
             ui.label("Negative");
             ui.text_edit_singleline(&mut draft.negative_prompt);

@@ -108,6 +108,52 @@ pub fn schedule(prompt: &str, steps: usize) -> Vec<Scheduled> {
         .collect()
 }
 
+/// What a prompt conditions each step on, in words for a person checking it (the editor shows
+/// it under the prompt): a line per part of a composition (`× weight · text`), and under it a
+/// line per span of sampler steps (counted from 1) whose text changes. Empty for a prompt that
+/// neither composes nor changes. At most `most` spans per part are listed.
+pub fn outline(prompt: &str, steps: usize, most: usize) -> Vec<String> {
+    let parts = compose(prompt);
+    let composed = !matches!(parts.as_slice(), [one] if one.weight == 1.0);
+    let mut lines = Vec::new();
+    for part in &parts {
+        let text = if composed { &part.text } else { prompt };
+        let texts = schedule(text, steps);
+        // Step `s` (from 0) takes the first text whose end is not before it.
+        let mut spans = Vec::new();
+        let mut first = 0;
+        for scheduled in &texts {
+            let last = scheduled.until.min(steps.saturating_sub(1));
+            if first <= last {
+                spans.push((first + 1, last + 1, scheduled.text.trim()));
+                first = last + 1;
+            }
+        }
+        let indent = if composed { "  " } else { "" };
+        match (composed, spans.as_slice()) {
+            (true, [(_, _, only)]) => lines.push(format!("× {} · {only}", part.weight)),
+            (false, [_]) => {}
+            _ => {
+                if composed {
+                    lines.push(format!("× {}", part.weight));
+                }
+                for (from, to, text) in spans.iter().take(most) {
+                    let steps = if from == to {
+                        format!("step {from}")
+                    } else {
+                        format!("steps {from}–{to}")
+                    };
+                    lines.push(format!("{indent}{steps}: {text}"));
+                }
+                if spans.len() > most {
+                    lines.push(format!("{indent}… {} more", spans.len() - most));
+                }
+            }
+        }
+    }
+    lines
+}
+
 /// A parsed prompt.
 #[derive(Clone, Debug)]
 enum Part {
@@ -414,6 +460,27 @@ mod tests {
         assert_eq!(composed("portrait:1.5"), owned(&[("portrait", 1.5)]));
         assert_eq!(composed("[a:b:3]"), owned(&[("[a:b:3]", 1.0)]));
         assert_eq!(composed("AND"), owned(&[("", 1.0), ("", 1.0)]));
+    }
+
+    #[test]
+    fn an_outline_lists_the_parts_and_the_steps_each_text_holds_for() {
+        assert!(outline("a plain prompt", 20, 8).is_empty());
+        // Step s from 0 takes the first text whose end is not before it: `[a:b:5]` holds `a`
+        // for six steps.
+        assert_eq!(
+            outline("[stone:moss:5] wall", 10, 8),
+            ["steps 1–6: stone wall", "steps 7–10: moss wall"]
+        );
+        assert_eq!(
+            outline("castle AND [red|blue] dragon:0.7", 5, 2),
+            [
+                "× 1 · castle",
+                "× 0.7",
+                "  steps 1–2: red dragon",
+                "  step 3: blue dragon",
+                "  … 2 more",
+            ]
+        );
     }
 
     #[test]
