@@ -11,10 +11,11 @@ use autonomy_pipeline::generator::{GenerateRequest, InitImage};
 use autonomy_pipeline::keys::{KeyStore, password_for};
 use autonomy_pipeline::models::sd::embedding::EmbeddingFile;
 use autonomy_pipeline::models::sd::lora::LoraFile;
+use autonomy_pipeline::models::sd::prompt_schedule;
 use autonomy_pipeline::models::sd::scheduler::Sampler;
 use autonomy_pipeline::models::sd::vae_file::VaeFile;
 use autonomy_pipeline::models::{
-    self, Additions, RefinerFile,
+    self, Additions, Family, RefinerFile,
     house::{HouseConfig, HouseModel},
 };
 use autonomy_pipeline::train::data::TrainingSet;
@@ -446,6 +447,11 @@ fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
             "warning: the model does not know {}: they are ignored",
             unknown.join(", ")
         );
+    }
+    if Family::of(&args.model) == Family::StableDiffusion {
+        for line in prompt_schedule::outline(&args.prompt, args.steps as usize, 8) {
+            eprintln!("prompt: {line}");
+        }
     }
     let read = |path: &PathBuf| {
         image::open(path).with_context(|| format!("cannot read the image `{}`", path.display()))

@@ -2577,6 +2577,24 @@ fn generate_takes_loras_embeddings_and_clip_skip_and_refuses_a1111_network_tags(
     );
     assert!(with.status.success(), "{with:?}");
     assert_ne!(pixels("plain.png"), pixels("with.png"));
+    // A prompt that changes says which text each step takes.
+    let edited = std::process::Command::new(env!("CARGO_BIN_EXE_autonomy"))
+        .args(["generate", "a [red:blue:1] potion AND a gem:0.5", "--model"])
+        .arg(&model)
+        .args(["--steps", "3", "-o"])
+        .arg(dir.path().join("edited.png"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&edited.stderr);
+    assert!(edited.status.success(), "{stderr}");
+    for line in [
+        "prompt: × 1",
+        "prompt:   steps 1–2: a red potion",
+        "prompt:   step 3: a blue potion",
+        "prompt: × 0.5 · a gem",
+    ] {
+        assert!(stderr.contains(line), "{line:?} in {stderr}");
+    }
     let refused = |extra: &[&str], prompt: Option<&str>, words: &str| {
         let mut args = vec![
             "generate",
