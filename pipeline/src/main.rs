@@ -449,7 +449,7 @@ fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
         );
     }
     if Family::of(&args.model) == Family::StableDiffusion {
-        for line in prompt_schedule::outline(&args.prompt, args.steps as usize, 8) {
+        for line in prompt_schedule::outline(&args.prompt, args.steps, 8) {
             eprintln!("prompt: {line}");
         }
     }
