@@ -28,6 +28,22 @@ pub struct InitImage {
     pub mask: Option<GrayImage>,
 }
 
+/// Stable Diffusion's second pass at a larger size (A1111's "hires. fix" with its "Latent"
+/// upscaler): the model draws at its native size, the latents are scaled up bilinearly to
+/// `size`, and the model redraws them there as image-to-image at `strength`. Drawing at twice
+/// the native size directly repeats the subject; this keeps the first pass's layout and adds
+/// the detail of the larger size.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hires {
+    /// The side of the final image in pixels: above the model's native size, at most 4× it,
+    /// and a multiple of 64.
+    pub size: u32,
+    /// How much the second pass redraws, in (0, 1]; 0.5–0.7 keeps the layout and sharpens it.
+    pub strength: f32,
+    /// The second pass's sampler steps (of which `strength` runs).
+    pub steps: usize,
+}
+
 /// One generation request.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GenerateRequest {
@@ -61,6 +77,8 @@ pub struct GenerateRequest {
     /// (A1111's "Clip skip"): 1 the last, as trained; 2 the one before, as many anime models
     /// were trained on.
     pub clip_skip: usize,
+    /// Stable Diffusion: a second pass at a larger size.
+    pub hires: Option<Hires>,
 }
 
 impl Default for GenerateRequest {
@@ -78,6 +96,7 @@ impl Default for GenerateRequest {
             sampler: None,
             guidance_rescale: 0.0,
             clip_skip: 1,
+            hires: None,
         }
     }
 }

@@ -7,7 +7,7 @@ use autonomy_pipeline::credentials::certificate::LocalChain;
 use autonomy_pipeline::dataset::{self, BuildOptions};
 use autonomy_pipeline::economy::Config;
 use autonomy_pipeline::economy::registry::RegistryPoller;
-use autonomy_pipeline::generator::{GenerateRequest, InitImage};
+use autonomy_pipeline::generator::{GenerateRequest, Hires, InitImage};
 use autonomy_pipeline::keys::{KeyStore, password_for};
 use autonomy_pipeline::models::sd::embedding::EmbeddingFile;
 use autonomy_pipeline::models::sd::lora::LoraFile;
@@ -210,7 +210,8 @@ struct GenerateArgs {
     /// Make images that tile seamlessly (textures).
     #[arg(long)]
     tileable: bool,
-    /// Output side in pixels: the model's size times 1–8 (pixel-exact upscale).
+    /// Output side in pixels: the model's size times 1–8 (pixel-exact upscale), or with
+    /// `--hires` the size a Stable Diffusion model redraws at.
     #[arg(long)]
     size: Option<u32>,
     /// Output file (with --count > 1, `-0`, `-1`, … are added before the extension).
@@ -267,6 +268,14 @@ struct GenerateArgs {
     /// image (A1111's "Clip skip": 2 for models trained on the one before the last).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=12))]
     clip_skip: u32,
+    /// Stable Diffusion: draw at the model's size, then scale the latents up to `--size` (a
+    /// multiple of 64 above it) and redraw them there at this strength, 0–1 (A1111's hires.
+    /// fix; 0.5–0.7 keeps the layout and adds detail). Without it `--size` repeats pixels.
+    #[arg(long, value_name = "STRENGTH", requires = "size", value_parser = unit_interval)]
+    hires: Option<f64>,
+    /// The hires pass's steps (`--steps` unless given).
+    #[arg(long, requires = "hires")]
+    hires_steps: Option<usize>,
     /// Print what was written as JSON.
     #[arg(long)]
     json: bool,
@@ -430,7 +439,15 @@ fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
         .with_context(|| format!("cannot load the model in `{}`", args.model.display()))?;
     let native = model.native_size();
     let size = args.size.unwrap_or(native);
-    if !size.is_multiple_of(native) || !(1..=8).contains(&(size / native)) {
+    let hires = args.hires.map(|strength| Hires {
+        size,
+        strength: strength as f32,
+        steps: args.hires_steps.unwrap_or(args.steps),
+    });
+    // The hires pass draws at `size` itself; without it the model's size is scaled by whole
+    // pixels.
+    let drawn = if hires.is_some() { size } else { native };
+    if hires.is_none() && (!size.is_multiple_of(native) || !(1..=8).contains(&(size / native))) {
         bail!(
             "size {size}: this model makes {native}×{native} images; ask for {native} times 1 to 8 \
              ({native}, {}, …, {})",
@@ -481,13 +498,14 @@ fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
         sampler: args.sampler,
         guidance_rescale: args.guidance_rescale,
         clip_skip: args.clip_skip as usize,
+        hires,
         ..Default::default()
     })?;
     let mut written = Vec::new();
     for (i, image) in images.iter().enumerate() {
         let seed = args.seed + i as u64;
         let path = output_path(&args, i, seed);
-        let scaled = upscale(image, size / native);
+        let scaled = upscale(image, size / drawn);
         write_png(&path, &scaled)?;
         written.push(serde_json::json!({
             "path": path, "prompt": args.prompt, "seed": seed, "steps": args.steps,

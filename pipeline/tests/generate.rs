@@ -146,6 +146,20 @@ fn size_upscales_pixel_exactly_or_is_refused() {
         ],
         "`euler` is for Stable Diffusion folders",
     );
+    // So is a hires pass: the house model draws at one size.
+    assert_fails_with(
+        &[
+            "generate",
+            "gem",
+            "--size",
+            "64",
+            "--hires",
+            "0.5",
+            "-o",
+            "/tmp/never.png",
+        ],
+        "a hires pass is for Stable Diffusion models",
+    );
     let unknown = autonomy(&["generate", "gem", "--sampler", "dpm++3m"]);
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown sampler \"dpm++3m\""));
 }

@@ -9,7 +9,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use autonomy_pipeline::build::provenance::Manifest;
-use autonomy_pipeline::generator::{GenerateRequest, Generator, InitImage, RefinerUse, VaeUse};
+use autonomy_pipeline::generator::{
+    GenerateRequest, Generator, Hires, InitImage, RefinerUse, VaeUse,
+};
 use autonomy_pipeline::models::sd::checkpoint::Checkpoint;
 use autonomy_pipeline::models::sd::config::{PipelineSpec, VaeKind};
 use autonomy_pipeline::models::sd::embedding::EmbeddingFile;
@@ -1019,6 +1021,25 @@ fn tileable_images_meet_across_the_wrap() {
         "tileable: the wrap-around seam is {tiled:.2}× the inside"
     );
     assert!(tiled < plain, "{tiled:.2} vs {plain:.2}");
+    // A hires pass scales the latents up across the wrap, and redraws them wrapped.
+    let hires = model
+        .generate(&GenerateRequest {
+            count: 3,
+            tileable: true,
+            hires: Some(Hires {
+                size: 128,
+                strength: 0.6,
+                steps: 6,
+            }),
+            ..request("grass texture")
+        })
+        .unwrap();
+    assert_eq!(hires[0].dimensions(), (128, 128));
+    let tiled = ratio(&hires);
+    assert!(
+        tiled < 1.3,
+        "tileable at hires: the wrap-around seam is {tiled:.2}× the inside"
+    );
 }
 
 fn copy_fixture(name: &str, to: &Path) -> PathBuf {
@@ -1237,6 +1258,12 @@ fn a_recipe_naming_a_diffusers_folder_builds_signs_caches_and_reproduces() {
          sampler = \"dpm++2m-karras\"\nvae = \"vaes/other\"\n",
     )
     .unwrap();
+    std::fs::write(
+        root.join("slate.recipe.toml"),
+        "kind = \"texture\"\nprompt = \"slate tiles\"\nmodel = \"models/tiny-sd15\"\n\
+         size = 128\nsteps = 2\nhires_strength = 0.6\nhires_steps = 3\n",
+    )
+    .unwrap();
     studio.new_key("studio");
     studio.build_signed("studio");
     let manifest: Manifest =
@@ -1301,6 +1328,20 @@ fn a_recipe_naming_a_diffusers_folder_builds_signs_caches_and_reproduces() {
         (32, 32),
         "64 px scaled down by block means"
     );
+    // Drawn at 64 px and redrawn at 128, not scaled by whole pixels.
+    let slate = image::open(root.join("slate.png")).unwrap().to_rgba8();
+    assert_eq!(slate.dimensions(), (128, 128));
+    assert!(
+        slate
+            .enumerate_pixels()
+            .any(|(x, y, p)| x % 2 == 1 && p != slate.get_pixel(x - 1, y))
+    );
+    let slate: Manifest =
+        serde_json::from_slice(&std::fs::read(root.join("slate.prov.json")).unwrap()).unwrap();
+    assert_eq!(
+        slate.recipe["hires"],
+        serde_json::json!({ "strength": 0.6, "steps": 3 })
+    );
     // `autonomy build --json` of the project, signed as before; its report.
     let build_report = || -> serde_json::Value {
         let out = studio.run(&[
@@ -1327,7 +1368,7 @@ fn a_recipe_naming_a_diffusers_folder_builds_signs_caches_and_reproduces() {
     ]);
     let text = String::from_utf8_lossy(&verified.stdout);
     assert!(
-        verified.status.success() && text.matches("reproduced bit for bit").count() == 2,
+        verified.status.success() && text.matches("reproduced bit for bit").count() == 3,
         "{text}{}",
         String::from_utf8_lossy(&verified.stderr)
     );
@@ -2536,6 +2577,112 @@ fn a1111_prompt_editing_alternation_and_and_condition_each_step_as_a1111_does() 
 }
 
 #[test]
+fn a_hires_pass_scales_the_latents_up_and_redraws_them_as_a1111_and_diffusers_do() {
+    let reference = Reference::of("hires");
+    let model = load("tiny-sd15");
+    let hires = Hires {
+        size: 128,
+        strength: reference.metadata["strength"].parse().unwrap(),
+        steps: reference.metadata["steps"].parse().unwrap(),
+    };
+    let request = GenerateRequest {
+        prompt: reference.prompt.clone(),
+        negative_prompt: reference.negative.clone(),
+        steps: 4,
+        guidance: 5.0,
+        hires: Some(hires.clone()),
+        ..GenerateRequest::default()
+    };
+    let low = model.denoise(&request, reference.get("init")).unwrap();
+    close(
+        "the native-size pass",
+        &low,
+        reference.get("low_latents"),
+        1e-4,
+    );
+    let latents = model
+        .hires_denoise(&request, &hires, &low, reference.get("fresh"))
+        .unwrap();
+    let image = model.decode(&latents, false).unwrap();
+    assert_eq!(image.dims(), [1, 3, 128, 128]);
+    close(
+        "the hires pass",
+        &image.permute((0, 2, 3, 1)).unwrap(),
+        reference.get("image"),
+        4e-4,
+    );
+    // The whole request makes a 128-pixel image that keeps the first pass's layout: close to
+    // the native image scaled up, and not the native image's pixels doubled.
+    let made = model.generate(&request).unwrap().remove(0);
+    assert_eq!(made.dimensions(), (128, 128));
+    let native = model
+        .generate(&GenerateRequest {
+            hires: None,
+            ..request.clone()
+        })
+        .unwrap()
+        .remove(0);
+    let doubled = image::imageops::resize(&native, 128, 128, image::imageops::FilterType::Nearest);
+    let blocky = |image: &RgbaImage| {
+        image
+            .enumerate_pixels()
+            .filter(|(x, y, p)| x % 2 == 1 && *p != image.get_pixel(x - 1, *y))
+            .count()
+    };
+    assert!(
+        blocky(&made) > 128 * 64 / 2,
+        "the hires image has its own pixels"
+    );
+    assert_eq!(blocky(&doubled), 0);
+    let smooth = image::imageops::resize(&native, 128, 128, image::imageops::FilterType::Triangle);
+    let unrelated = model
+        .generate(&GenerateRequest {
+            seed: 99,
+            ..request.clone()
+        })
+        .unwrap()
+        .remove(0);
+    assert!(
+        mean_difference(&made, &smooth) < mean_difference(&unrelated, &smooth),
+        "the hires image keeps the native image's layout"
+    );
+    // What it cannot do, refused with the reason.
+    let refused = |hires: Hires, extra: GenerateRequest| {
+        let request = GenerateRequest {
+            hires: Some(hires),
+            ..extra
+        };
+        model.generate(&request).expect_err("refused").to_string()
+    };
+    let message = refused(
+        Hires {
+            size: 96,
+            ..hires.clone()
+        },
+        request.clone(),
+    );
+    assert!(message.contains("multiple of 64 above"), "{message}");
+    let message = refused(
+        Hires {
+            size: 320,
+            ..hires.clone()
+        },
+        request.clone(),
+    );
+    assert!(message.contains("at most 256"), "{message}");
+    let masked = GenerateRequest {
+        init: Some(InitImage {
+            image: native.clone(),
+            strength: 0.5,
+            mask: Some(GrayImage::from_pixel(64, 64, Luma([255]))),
+        }),
+        ..request.clone()
+    };
+    let message = refused(hires.clone(), masked);
+    assert!(message.contains("mask"), "{message}");
+}
+
+#[test]
 fn generate_takes_loras_embeddings_and_clip_skip_and_refuses_a1111_network_tags() {
     let dir = tempfile::tempdir().unwrap();
     let model = fixtures().join("tiny-sd15");
@@ -2622,4 +2769,17 @@ fn generate_takes_loras_embeddings_and_clip_skip_and_refuses_a1111_network_tags(
         "`gone.safetensors` is missing",
     );
     refused(&["--clip-skip", "3"], None, "clip skip 3");
+    // A hires pass redraws at `--size`; without `--size` there is nothing to redraw at.
+    let hires = generate(
+        "hires.png",
+        &["--size", "128", "--hires", "0.6"].map(String::from),
+    );
+    assert!(hires.status.success(), "{hires:?}");
+    assert_eq!(pixels("hires.png").dimensions(), (128, 128));
+    refused(&["--hires", "0.6"], None, "--size");
+    refused(
+        &["--size", "96", "--hires", "0.6"],
+        None,
+        "multiple of 64 above",
+    );
 }

@@ -1510,6 +1510,34 @@ def build_a1111_prompts(name):
     )
 
 
+def build_hires(name):
+    """A1111's hires. fix with its default "Latent" upscaler on tiny-sd15: a 4-step run at the
+    native 64 px left as latents, scaled up bilinearly (`interpolate`, as A1111 calls it) to
+    16×16 latents, and redrawn by diffusers' image-to-image pipeline from those latents at
+    strength 0.6 over 6 steps. The image-to-image noise is the generator's first draw, which is
+    stored."""
+    pipe = StableDiffusionPipeline.from_pretrained(os.path.join(OUT, "tiny-sd15"))
+    init = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(27))
+    low = pipe(PROMPT, negative_prompt=NEGATIVE, num_inference_steps=4, guidance_scale=5.0,
+               latents=init.clone(), output_type="latent", height=64, width=64).images
+    up = torch.nn.functional.interpolate(low, size=(16, 16), mode="bilinear", antialias=False)
+    strength, steps, seed = 0.6, 6, 8
+    fresh = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(seed))
+    img2img = StableDiffusionImg2ImgPipeline(**pipe.components)
+    image = img2img(PROMPT, image=up, strength=strength, negative_prompt=NEGATIVE,
+                    num_inference_steps=steps, guidance_scale=5.0,
+                    generator=torch.Generator().manual_seed(seed), output_type="np").images
+    assert image.shape == (1, 128, 128, 3), image.shape
+    tensors = {"init": init, "low_latents": low, "fresh": fresh,
+               "image": torch.from_numpy(image).contiguous()}
+    save_file(
+        {k: v.detach().contiguous() for k, v in tensors.items()},
+        os.path.join(OUT, f"{name}.reference.safetensors"),
+        metadata={"prompt": PROMPT, "negative_prompt": NEGATIVE, "strength": str(strength),
+                  "steps": str(steps), "torch": torch.__version__},
+    )
+
+
 def ddim(**kw):
     """The DDIM scheduler of the SD 1.5 / 2.1 releases."""
     return DDIMScheduler(
@@ -1531,7 +1559,7 @@ def main():
         alone = {"tiny-sdxl": build_xl, "tiny-sdxl-refiner": build_xl_refiner, "tiny-lcm": build_lcm,
                  "tiny-taesd": build_taesd, "embeddings": build_embeddings,
                  "clip-skip": build_clip_skip, "prompt-syntax": build_prompt_syntax,
-                 "a1111-prompts": build_a1111_prompts}
+                 "a1111-prompts": build_a1111_prompts, "hires": build_hires}
         for name in only:
             if name not in alone:
                 sys.exit(f"{name}: only {', '.join(alone)} build alone; run without names for the rest")

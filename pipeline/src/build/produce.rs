@@ -5,7 +5,7 @@ use image::{GrayImage, RgbaImage};
 use std::path::Path;
 
 use super::BuildError;
-use crate::generator::{GenerateRequest, Generator, InitImage};
+use crate::generator::{GenerateRequest, Generator, Hires, InitImage};
 use crate::material::{self, MapKind};
 use crate::post::{self, Palette};
 use crate::recipe::{self, AssetRecipe, Kind, PbrMap};
@@ -62,6 +62,11 @@ pub fn produce(recipe: &AssetRecipe, inputs: &Inputs) -> Result<Vec<Produced>, B
         sampler: recipe.sampler,
         guidance_rescale: f64::from(recipe.guidance_rescale),
         clip_skip: recipe.clip_skip,
+        hires: recipe.hires.map(|hires| Hires {
+            size: recipe.size,
+            strength: hires.strength,
+            steps: hires.steps.unwrap_or(recipe.steps) as usize,
+        }),
     };
     let images = inputs
         .generator

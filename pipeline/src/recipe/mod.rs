@@ -41,8 +41,10 @@
 //! `dpm2-a`, `dpm2-a-karras`, `dpm++sde`, `dpm++sde-karras`, `dpm++2s`, `dpm++2s-karras`,
 //! `dpm++2s-a`, `dpm++2s-a-karras`, `lcm` or `tcd` instead) and
 //! `guidance_rescale` (0, 0..=1), `clip_skip` (1, 1..=12: the text-encoder layer, from the
-//! last, that conditions the image) and `embeddings` (none: textual-inversion files, each
-//! adding the word of its stem).
+//! last, that conditions the image), `embeddings` (none: textual-inversion files, each
+//! adding the word of its stem) and `hires_strength` (none, in (0, 1]: draw at the model's
+//! size, then redraw at `size` — a multiple of 64 above it — at this strength, A1111's
+//! "hires. fix"; not for animations) with `hires_steps` (`steps`, 1..=200).
 //!
 //! **Paths** (`source`, `mask`, `palette`, a model folder, LoRA files) are written relative to the recipe's
 //! folder and stored relative to the recipe root; they may not leave the root (a model
@@ -217,6 +219,16 @@ pub struct RefinerRef {
     pub switch: f64,
 }
 
+/// A Stable Diffusion asset drawn at the model's size and redrawn at the asset's (see
+/// [`crate::generator::Hires`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HiresRef {
+    /// How much the second pass redraws, in (0, 1].
+    pub strength: f32,
+    /// The second pass's steps; the asset's `steps` when absent.
+    pub steps: Option<u32>,
+}
+
 /// One asset to generate, with every default filled in.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AssetRecipe {
@@ -247,6 +259,8 @@ pub struct AssetRecipe {
     /// Which text-encoder layer conditions the image, from the last: 1 (the default) the last,
     /// 2 the one before (A1111's "Clip skip"; Stable Diffusion models only).
     pub clip_skip: usize,
+    /// Draw at the model's size, then redraw at `size` (Stable Diffusion models only).
+    pub hires: Option<HiresRef>,
     /// Noise seed.
     pub seed: u64,
     /// Output side in pixels (8..=2048).
@@ -359,6 +373,10 @@ impl AssetRecipe {
         }
         if self.clip_skip != 1 {
             canonical["clip_skip"] = json!(self.clip_skip);
+        }
+        if let Some(hires) = &self.hires {
+            canonical["hires"] =
+                json!({ "strength": short_float(hires.strength), "steps": hires.steps });
         }
         canonical
     }

@@ -10,7 +10,7 @@ use super::error::{RecipeError, Report};
 use super::fields::{Fields, closest, expected};
 use super::paths::{check_name, check_recipe_ref, resolve_inside};
 use super::{
-    Animation, AssetRecipe, Img2Img, Kind, LoraRef, ModelRef, Palette, PbrMap, PixelArt,
+    Animation, AssetRecipe, HiresRef, Img2Img, Kind, LoraRef, ModelRef, Palette, PbrMap, PixelArt,
     RefinerRef, Source,
 };
 use crate::models::sd::prompt_syntax::network_tag;
@@ -22,7 +22,7 @@ pub(super) const MAX_FILE_BYTES: usize = 1 << 20;
 /// Keys only animations accept.
 const ANIMATION_KEYS: [&str; 3] = ["frames", "fps", "loop"];
 /// Every key an asset may have.
-const ALL_KEYS: [&str; 25] = [
+const ALL_KEYS: [&str; 27] = [
     "kind",
     "prompt",
     "negative_prompt",
@@ -39,6 +39,8 @@ const ALL_KEYS: [&str; 25] = [
     "guidance",
     "guidance_rescale",
     "clip_skip",
+    "hires_strength",
+    "hires_steps",
     "tileable",
     "pixel_art",
     "source",
@@ -336,6 +338,26 @@ impl Reader<'_> {
                 "clip skip applies to a Stable Diffusion model folder; set `model` to one",
             );
         }
+        let hires_strength = f.number(report, "hires_strength", 0.0..=1.0, true);
+        let hires_steps = f.integer(report, "hires_steps", 1..=200);
+        if !matches!(model, ModelRef::Folder(_)) {
+            f.misplaced(
+                report,
+                "hires_strength",
+                "a hires pass redraws with a Stable Diffusion model folder; set `model` to one",
+            );
+        }
+        if !f.has("hires_strength") {
+            f.misplaced(
+                report,
+                "hires_steps",
+                "only applies with `hires_strength`; add it or remove this",
+            );
+        }
+        let hires = hires_strength.map(|strength| HiresRef {
+            strength: strength as f32,
+            steps: hires_steps.map(|steps| steps as u32),
+        });
         let tileable = f.boolean(report, "tileable");
         let pixel_art = f
             .table(report, "pixel_art")
@@ -378,6 +400,11 @@ impl Reader<'_> {
                     "frames",
                     "an animation needs a frame count (2..=256)",
                 );
+                f.misplaced(
+                    report,
+                    "hires_strength",
+                    "a hires pass would redraw each frame on its own, so the animation would flicker; it is for still images",
+                );
             } else {
                 for key in ANIMATION_KEYS {
                     f.misplaced(
@@ -411,6 +438,7 @@ impl Reader<'_> {
             sampler,
             guidance_rescale,
             clip_skip,
+            hires,
             seed,
             size,
             steps,
@@ -1140,6 +1168,63 @@ mod tests {
                 let message = &refused(&text)[0].1;
                 assert!(message.contains(&what), "{message}");
             }
+        }
+    }
+
+    #[test]
+    fn reads_a_hires_pass_for_still_stable_diffusion_assets() {
+        let r = one(
+            "h.recipe.toml",
+            "kind = \"texture\"\nprompt = \"bricks\"\nmodel = \"sd\"\nsize = 1024\nhires_strength = 0.55\n",
+        );
+        assert_eq!(
+            r.hires,
+            Some(HiresRef {
+                strength: 0.55,
+                steps: None
+            })
+        );
+        assert_eq!(
+            r.canonical()["hires"],
+            serde_json::json!({ "strength": 0.55, "steps": null })
+        );
+        let r = one(
+            "h.recipe.toml",
+            "kind = \"sprite\"\nprompt = \"gem\"\nmodel = \"sd\"\nhires_strength = 1\nhires_steps = 8\n",
+        );
+        assert_eq!(r.hires.and_then(|h| h.steps), Some(8));
+        let plain = one(
+            "p.recipe.toml",
+            "kind = \"sprite\"\nprompt = \"gem\"\nmodel = \"sd\"\n",
+        );
+        assert!(
+            plain.canonical().get("hires").is_none(),
+            "no key without one"
+        );
+        for (text, what) in [
+            (
+                "kind = \"sprite\"\nprompt = \"gem\"\nhires_strength = 0.5\n",
+                "a hires pass redraws with a Stable Diffusion model folder",
+            ),
+            (
+                "kind = \"animation\"\nprompt = \"gem\"\nmodel = \"sd\"\nframes = 4\nhires_strength = 0.5\n",
+                "the animation would flicker",
+            ),
+            (
+                "kind = \"sprite\"\nprompt = \"gem\"\nmodel = \"sd\"\nhires_steps = 8\n",
+                "only applies with `hires_strength`",
+            ),
+            (
+                "kind = \"sprite\"\nprompt = \"gem\"\nmodel = \"sd\"\nhires_strength = 0\n",
+                "`hires_strength`: must be a number above 0.0",
+            ),
+            (
+                "kind = \"sprite\"\nprompt = \"gem\"\nmodel = \"sd\"\nhires_strength = 0.5\nhires_steps = 0\n",
+                "`hires_steps`",
+            ),
+        ] {
+            let message = &refused(text)[0].1;
+            assert!(message.contains(what), "{what:?} in {message}");
         }
     }
 

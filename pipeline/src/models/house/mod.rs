@@ -329,6 +329,11 @@ impl Generator for HouseModel {
                     .into(),
             ));
         }
+        if request.hires.is_some() {
+            return Err(GenerateError::Unsupported(
+                "a hires pass is for Stable Diffusion models; the house model draws at its one size and `--size` scales it by whole pixels".into(),
+            ));
+        }
         Ok(HouseModel::generate(self, request)?)
     }
 

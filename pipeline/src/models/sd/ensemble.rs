@@ -73,6 +73,12 @@ impl Ensemble {
     /// The images `(n, 3, H, W)` in [0, 1] from unit-variance `noise`: the base's steps, then
     /// the refiner's on the latents it left.
     pub fn sample(&self, request: &GenerateRequest, noise: &Tensor) -> Result<Tensor, SdError> {
+        if request.hires.is_some() {
+            return Err(SdError::BadRequest(
+                "hires pass: not with a refiner yet; draw at the native size, or drop the refiner"
+                    .into(),
+            ));
+        }
         let handed = self
             .base
             .denoise_stage(request, noise, Stage::Until(self.switch))?;

@@ -37,6 +37,7 @@ pub mod embedding;
 pub mod ensemble;
 pub mod folder;
 pub mod group_norm;
+pub mod hires;
 pub mod kernels;
 pub mod lora;
 pub mod original_names;
@@ -66,7 +67,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::generator::{
-    GenerateError, GenerateRequest, Generator, InitImage, ModelIdentity, VaeUse,
+    GenerateError, GenerateRequest, Generator, Hires, InitImage, ModelIdentity, VaeUse,
 };
 use config::PipelineSpec;
 use embedding::{Embedding, EmbeddingFile, Encoder};
@@ -560,7 +561,86 @@ impl StableDiffusion {
     /// `(n, 3, H, W)` in [0, 1].
     pub fn sample(&self, request: &GenerateRequest, noise: &Tensor) -> Result<Tensor, SdError> {
         let latents = self.denoise(request, noise)?;
+        let latents = match &request.hires {
+            Some(hires) => {
+                let fresh = self.hires_noise(request, hires)?;
+                self.hires_denoise(request, hires, &latents, &fresh)?
+            }
+            None => latents,
+        };
         self.decode(&latents, request.tileable)
+    }
+
+    /// The second pass's unit-variance noise `(n, channels, side, side)` at the hires size:
+    /// image `i` from its own seed, apart from its first pass's.
+    pub fn hires_noise(&self, request: &GenerateRequest, hires: &Hires) -> Result<Tensor, SdError> {
+        let n = request.count.max(1);
+        let side = hires.size as usize / self.spec.vae.downscale();
+        let channels = self.spec.vae.latent_channels();
+        let salted = GenerateRequest {
+            seed: request.seed ^ 0x41E5_F1C5_0000_0000,
+            init: None,
+            ..request.clone()
+        };
+        Ok(Tensor::from_vec(
+            super::noise::starting(&salted, channels * side * side),
+            (n, channels, side, side),
+            &self.device,
+        )?)
+    }
+
+    /// The hires pass (see [`Hires`]): `latents` from the native-size pass scaled up to
+    /// `hires.size` and redrawn from unit-variance `fresh` noise of that size at its strength
+    /// over its steps; the final latents. Refused for what it cannot redraw: a mask (it would
+    /// repaint what the mask keeps), an inpainting UNet, a loop, or a size that is not a
+    /// multiple of 64 above the native size and at most 4× it.
+    pub fn hires_denoise(
+        &self,
+        request: &GenerateRequest,
+        hires: &Hires,
+        latents: &Tensor,
+        fresh: &Tensor,
+    ) -> Result<Tensor, SdError> {
+        let native = self.spec.native_size() as u32;
+        let refuse = |why: String| Err(SdError::BadRequest(format!("hires pass: {why}")));
+        if hires.size <= native || hires.size > 4 * native || !hires.size.is_multiple_of(64) {
+            return refuse(format!(
+                "size {} must be a multiple of 64 above this model's native {native} and at most {}",
+                hires.size,
+                4 * native
+            ));
+        }
+        if !(hires.strength > 0.0 && hires.strength <= 1.0) {
+            return refuse(format!("strength {} is not in (0, 1]", hires.strength));
+        }
+        if hires.steps == 0 {
+            return refuse("it needs at least one step".into());
+        }
+        if request
+            .init
+            .as_ref()
+            .is_some_and(|init| init.mask.is_some())
+            || self.spec.unet.in_channels != 4
+        {
+            return refuse(
+                "it redraws the whole image, so it cannot keep a mask's area; inpaint at the native size"
+                    .into(),
+            );
+        }
+        if request.looped {
+            return refuse(
+                "each frame would be redrawn on its own and the loop would flicker".into(),
+            );
+        }
+        let side = hires.size as usize / self.spec.vae.downscale();
+        let up = hires::upscale_latents(latents, side, request.tileable)?;
+        let second = GenerateRequest {
+            steps: hires.steps,
+            init: None,
+            hires: None,
+            ..request.clone()
+        };
+        self.denoise_from(&second, fresh, Stage::Whole, Some((&up, hires.strength)))
     }
 
     /// The unit-variance starting noise of `request`'s images `(n, channels, side, side)`:
@@ -591,6 +671,18 @@ impl StableDiffusion {
         request: &GenerateRequest,
         noise: &Tensor,
         stage: Stage<'_>,
+    ) -> Result<Tensor, SdError> {
+        self.denoise_from(request, noise, stage, None)
+    }
+
+    /// [`StableDiffusion::denoise_stage`], image to image from `latents` (scaled for the UNet)
+    /// at a strength in place of the request's init image when given.
+    fn denoise_from(
+        &self,
+        request: &GenerateRequest,
+        noise: &Tensor,
+        stage: Stage<'_>,
+        latents: Option<(&Tensor, f32)>,
     ) -> Result<Tensor, SdError> {
         let _span = tracing::info_span!("sd_denoise", steps = request.steps).entered();
         let n = noise.dim(0)?;
@@ -631,8 +723,16 @@ impl StableDiffusion {
         // A composition always takes the negative prompt's prediction, at a scale of at least 1.
         let guided = (request.guidance > 1.0 || !plain) && embedded.is_none();
         let scale = request.guidance.max(1.0);
-        let start = match (&request.init, stage) {
-            (Some(init), Stage::Whole | Stage::Until(_)) => Some(self.start(init, n, &schedule)?),
+        let start = match (latents, &request.init, stage) {
+            (Some((latents, strength)), ..) => Some(Start {
+                latents: latents.clone(),
+                mask: None,
+                inpaint: None,
+                first_step: first_step(&schedule, strength),
+            }),
+            (None, Some(init), Stage::Whole | Stage::Until(_)) => {
+                Some(self.start(init, n, &schedule)?)
+            }
             _ => None,
         };
         let total = schedule.timesteps.len();
@@ -902,9 +1002,6 @@ impl StableDiffusion {
         let image = rgb_tensor(&init.image, size, &self.device)?;
         let scale = self.spec.vae.scaling_factor;
         let latents = (self.vae_encode_mean(&image)? * scale)?.repeat((n, 1, 1, 1))?;
-        // diffusers' img2img `get_timesteps`: the last ⌊steps·strength⌋ inference steps run.
-        let steps = schedule.inference_steps();
-        let noised = ((steps as f32 * init.strength).floor() as usize).min(steps);
         let full_mask = match &init.mask {
             Some(mask) => Some(mask_tensor(mask, size, &self.device)?),
             None => None,
@@ -937,9 +1034,17 @@ impl StableDiffusion {
             latents,
             mask,
             inpaint,
-            first_step: schedule.order() * (steps - noised),
+            first_step: first_step(schedule, init.strength),
         })
     }
+}
+
+/// The first of `schedule`'s calls that an image-to-image run at `strength` takes (diffusers'
+/// img2img `get_timesteps`: the last ⌊steps·strength⌋ inference steps run).
+fn first_step(schedule: &Schedule, strength: f32) -> usize {
+    let steps = schedule.inference_steps();
+    let noised = ((steps as f32 * strength).floor() as usize).min(steps);
+    schedule.order() * (steps - noised)
 }
 
 /// Where image-to-image and inpainting start.
