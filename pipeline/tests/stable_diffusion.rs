@@ -2611,6 +2611,29 @@ fn a_hires_pass_scales_the_latents_up_and_redraws_them_as_a1111_and_diffusers_do
         reference.get("image"),
         4e-4,
     );
+    // SDXL: the second pass is conditioned on the hires size.
+    let xl = load("tiny-sdxl");
+    let low = xl.denoise(&request, reference.get("init")).unwrap();
+    // (Latents up to ~44 here: 1e-5 of them.)
+    close(
+        "SDXL's native-size pass",
+        &low,
+        reference.get("xl_low_latents"),
+        5e-4,
+    );
+    let latents = xl
+        .hires_denoise(&request, &hires, &low, reference.get("fresh"))
+        .unwrap();
+    // Tight: the tiny model's size conditioning moves the image by ~5e-5 (it matches to 3e-6).
+    close(
+        "SDXL's hires pass",
+        &xl.decode(&latents, false)
+            .unwrap()
+            .permute((0, 2, 3, 1))
+            .unwrap(),
+        reference.get("xl_image"),
+        2e-5,
+    );
     // The whole request makes a 128-pixel image that keeps the first pass's layout: close to
     // the native image scaled up, and not the native image's pixels doubled.
     let made = model.generate(&request).unwrap().remove(0);

@@ -1511,11 +1511,11 @@ def build_a1111_prompts(name):
 
 
 def build_hires(name):
-    """A1111's hires. fix with its default "Latent" upscaler on tiny-sd15: a 4-step run at the
-    native 64 px left as latents, scaled up bilinearly (`interpolate`, as A1111 calls it) to
-    16×16 latents, and redrawn by diffusers' image-to-image pipeline from those latents at
-    strength 0.6 over 6 steps. The image-to-image noise is the generator's first draw, which is
-    stored."""
+    """A1111's hires. fix with its default "Latent" upscaler on tiny-sd15 and tiny-sdxl: a
+    4-step run at the native 64 px left as latents, scaled up bilinearly (`interpolate`, as
+    A1111 calls it) to 16×16 latents, and redrawn by diffusers' image-to-image pipeline from
+    those latents at strength 0.6 over 6 steps. The image-to-image noise is the generator's
+    first draw, which is stored."""
     pipe = StableDiffusionPipeline.from_pretrained(os.path.join(OUT, "tiny-sd15"))
     init = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(27))
     low = pipe(PROMPT, negative_prompt=NEGATIVE, num_inference_steps=4, guidance_scale=5.0,
@@ -1530,6 +1530,17 @@ def build_hires(name):
     assert image.shape == (1, 128, 128, 3), image.shape
     tensors = {"init": init, "low_latents": low, "fresh": fresh,
                "image": torch.from_numpy(image).contiguous()}
+    # SDXL: the second pass's size conditioning is the hires size (diffusers takes it from
+    # the image it is given).
+    xl = StableDiffusionXLPipeline.from_pretrained(os.path.join(OUT, "tiny-sdxl"))
+    low = xl(PROMPT, negative_prompt=NEGATIVE, num_inference_steps=4, guidance_scale=5.0,
+             latents=init.clone(), output_type="latent", height=64, width=64).images
+    up = torch.nn.functional.interpolate(low, size=(16, 16), mode="bilinear", antialias=False)
+    xl_img2img = StableDiffusionXLImg2ImgPipeline(**xl.components)
+    image = xl_img2img(PROMPT, image=up, strength=strength, negative_prompt=NEGATIVE,
+                       num_inference_steps=steps, guidance_scale=5.0,
+                       generator=torch.Generator().manual_seed(seed), output_type="np").images
+    tensors.update(xl_low_latents=low, xl_image=torch.from_numpy(image).contiguous())
     save_file(
         {k: v.detach().contiguous() for k, v in tensors.items()},
         os.path.join(OUT, f"{name}.reference.safetensors"),

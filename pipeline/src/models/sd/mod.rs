@@ -481,7 +481,18 @@ impl StableDiffusion {
     /// five end with an aesthetic score instead, diffusers' 6 for the prompt and 2.5 for the
     /// negative prompt.
     pub fn added_conditioning(&self, pooled: &Tensor, negative: bool) -> Result<Tensor, SdError> {
-        let side = self.spec.native_size() as f32;
+        self.added_conditioning_at(pooled, negative, self.spec.native_size())
+    }
+
+    /// [`StableDiffusion::added_conditioning`] for an image `side` pixels square (a hires
+    /// pass's), as diffusers sizes it from the image it is given.
+    pub fn added_conditioning_at(
+        &self,
+        pooled: &Tensor,
+        negative: bool,
+        side: usize,
+    ) -> Result<Tensor, SdError> {
+        let side = side as f32;
         let aesthetic = self.spec.unet.added.is_some_and(|a| a.aesthetic_score());
         let ids: Vec<f32> = match (aesthetic, negative) {
             (false, _) => vec![side, side, 0.0, 0.0, side, side],
@@ -740,13 +751,13 @@ impl StableDiffusion {
         // whole schedule's when handed latents), in steps rather than model calls.
         let order = schedule.order().max(1);
         let origin = start.as_ref().map_or(0, |s| s.first_step.min(total));
-        let conditionings = self.conditionings(
-            request,
-            &parts,
-            n,
-            guided,
-            request.steps.max(1) - origin / order,
-        )?;
+        // SDXL's size conditioning: the native size, as diffusers' default; a hires pass's own.
+        let side = match latents {
+            Some(_) => noise.dim(3)? * self.spec.vae.downscale(),
+            None => self.spec.native_size(),
+        };
+        let steps = request.steps.max(1) - origin / order;
+        let conditionings = self.conditionings(request, &parts, (n, side), guided, steps)?;
         // The training timestep a switch point falls on (diffusers' `discrete_timestep_cutoff`).
         let train = scheduler.alphas_cumprod.len() as f64;
         let cutoff = |switch: f64| (train - switch * train).round_ties_even();
@@ -878,7 +889,7 @@ impl StableDiffusion {
         &self,
         request: &GenerateRequest,
         parts: &[Composed],
-        n: usize,
+        (n, side): (usize, usize),
         guided: bool,
         steps: usize,
     ) -> Result<Vec<(usize, Tensor, Option<Tensor>)>, SdError> {
@@ -913,7 +924,7 @@ impl StableDiffusion {
                 Some(known) => known.clone(),
                 None => {
                     let fresh =
-                        self.conditioning(&texts, negative, request.clip_skip, n, guided)?;
+                        self.conditioning(&texts, negative, request.clip_skip, (n, side), guided)?;
                     made.insert((texts, negative), fresh.clone());
                     fresh
                 }
@@ -923,8 +934,9 @@ impl StableDiffusion {
         Ok(conditionings)
     }
 
-    /// The conditioning of `n` images, rows `[negative; n]` (with guidance) then `[prompt; n]`
-    /// for each prompt: the text context and, for SDXL, the added conditioning. Prompts of
+    /// The conditioning of `n` images `side` pixels square, rows `[negative; n]` (with
+    /// guidance) then `[prompt; n]` for each prompt: the text context and, for SDXL, the added
+    /// conditioning. Prompts of
     /// fewer chunks than the longest take empty ones (zeros where the empty negative prompt is
     /// zeros).
     fn conditioning(
@@ -932,7 +944,7 @@ impl StableDiffusion {
         prompts: &[&str],
         negative_prompt: &str,
         skip: usize,
-        n: usize,
+        (n, side): (usize, usize),
         guided: bool,
     ) -> Result<(Tensor, Option<Tensor>), SdError> {
         let mut encoded = Vec::with_capacity(prompts.len() + 1);
@@ -980,7 +992,7 @@ impl StableDiffusion {
                 let mut added = Vec::with_capacity(rows.len());
                 for (prompt, negative) in &rows {
                     if let Some(pooled) = &prompt.pooled {
-                        added.push(self.added_conditioning(pooled, *negative)?);
+                        added.push(self.added_conditioning_at(pooled, *negative, side)?);
                     }
                 }
                 Some(Tensor::cat(&added, 0)?)
