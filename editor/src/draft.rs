@@ -38,6 +38,9 @@ pub struct Draft {
     /// Stable Diffusion's clip skip: the text-encoder layer, from the last, that conditions
     /// the image (1: the last).
     pub clip_skip: usize,
+    /// Stable Diffusion's hires pass: draw at the model's size, then redraw at `size` at this
+    /// strength (0–1].
+    pub hires: Option<f32>,
     /// An SDXL refiner (absolute path) that takes over the model's latents, and the share of
     /// the noise schedule the model runs first.
     pub refiner: Option<(PathBuf, f32)>,
@@ -128,6 +131,7 @@ impl Default for Draft {
             vae: None,
             guidance_rescale: 0.0,
             clip_skip: 1,
+            hires: None,
             refiner: None,
             seed: 7,
             steps: 20,
@@ -267,6 +271,11 @@ impl Draft {
         if self.clip_skip != 1 {
             lines.push(format!("clip_skip = {}", self.clip_skip));
         }
+        if let Some(strength) = self.hires {
+            // The f32's shortest decimal, as for the strength.
+            let strength = strength.to_string().parse().unwrap_or(0.6);
+            lines.push(format!("hires_strength = {}", toml::Value::Float(strength)));
+        }
         if let Some((colors, scale)) = self.pixel_art {
             lines.push(format!(
                 "pixel_art = {{ colors = {colors}, scale = {scale} }}"
@@ -389,6 +398,16 @@ mod tests {
         };
         assert_eq!(skipping.check().unwrap().clip_skip, 2);
         assert!(!draft.to_toml().contains("clip_skip"));
+        // A hires pass redrawing at 1024 at 0.55.
+        let hires = Draft {
+            hires: Some(0.55),
+            size: 1024,
+            ..draft.clone()
+        };
+        let recipe = hires.check().unwrap();
+        assert_eq!(recipe.hires.map(|h| h.strength), Some(0.55));
+        assert!(hires.to_toml().contains("hires_strength = 0.55\n"));
+        assert!(!draft.to_toml().contains("hires"));
         assert!(!draft.to_toml().contains("vae"));
         // An SDXL refiner taking over at 0.75.
         let refiner = std::env::temp_dir().join("sdxl-refiner");
@@ -536,7 +555,8 @@ mod tests {
                 embeddings: Vec::new(),
                 vae: None,
                 guidance_rescale: 0.0,
-            clip_skip: 1,
+                clip_skip: 1,
+                hires: None,
                 refiner: None,
                 seed,
                 steps,

@@ -132,7 +132,8 @@ fn act(step: usize, world: &mut World) {
                 loras: vec![(folder.join("loras/kohya.safetensors"), 0.8)],
                 embeddings: vec![folder.with_file_name("embeddings").join("pixel-style.pt")],
                 steps: 4,
-                size: 64,
+                size: 128,
+                hires: Some(0.6),
                 tileable: true,
                 pixel_art: None,
                 ..Draft::default()

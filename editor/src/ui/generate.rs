@@ -14,6 +14,8 @@ use crate::draft::Draft;
 use crate::local_models::{LocalEmbedding, LocalLora, LocalModels};
 
 const SIZES: [u32; 5] = [32, 48, 64, 96, 128];
+/// The sizes a Stable Diffusion model's hires pass redraws at, besides [`SIZES`].
+const HIRES_SIZES: [u32; 5] = [256, 512, 768, 1024, 2048];
 
 /// More LoRAs than this fitting the model and the list gets a filter and scrolls.
 const LORAS_UNFILTERED: usize = 6;
@@ -312,6 +314,7 @@ pub(super) fn show(ui: &mut egui::Ui, state: &mut EditorUi, frame: &mut Frame) {
                 draft.vae = None;
                 draft.guidance_rescale = 0.0;
                 draft.clip_skip = 1;
+                draft.hires = None;
                 draft.refiner = None;
             }
             ui.label("Start from");
@@ -347,14 +350,38 @@ pub(super) fn show(ui: &mut egui::Ui, state: &mut EditorUi, frame: &mut Frame) {
                 ui.end_row();
             }
             ui.label("Size");
+            let sizes: Vec<u32> = if draft.model_is_stable_diffusion() {
+                SIZES.iter().chain(&HIRES_SIZES).copied().collect()
+            } else {
+                SIZES.to_vec()
+            };
             egui::ComboBox::from_id_salt("size")
                 .selected_text(format!("{0}×{0}", draft.size))
                 .show_ui(ui, |ui| {
-                    for size in SIZES {
+                    for size in sizes {
                         ui.selectable_value(&mut draft.size, size, format!("{size}×{size}"));
                     }
                 });
             ui.end_row();
+            if draft.model_is_stable_diffusion() && draft.kind != Kind::Animation {
+                ui.label("Hires pass");
+                ui.horizontal(|ui| {
+                    let mut on = draft.hires.is_some();
+                    ui.checkbox(&mut on, "").on_hover_text(
+                        "draw at the model's own size, then scale up to Size and redraw there (A1111's hires. fix): Size a multiple of 64 above the model's",
+                    );
+                    match (on, draft.hires.as_mut()) {
+                        (true, Some(strength)) => {
+                            ui.add(egui::Slider::new(strength, 0.05..=1.0).text("strength"));
+                        }
+                        (true, None) => draft.hires = Some(0.6),
+                        (false, _) => draft.hires = None,
+                    }
+                });
+                ui.end_row();
+            } else {
+                draft.hires = None;
+            }
             ui.label("Tileable");
             ui.checkbox(&mut draft.tileable, "seamless edges");
             ui.end_row();
