@@ -126,8 +126,6 @@ fn every_stage_matches_diffusers() {
 
         let inpainting = name.contains("inpaint");
         let request = GenerateRequest {
-            prompt: reference.prompt.clone(),
-            negative_prompt: reference.negative.clone(),
             steps: reference.scalar("run_steps") as usize,
             guidance: reference.scalar("run_guidance"),
             init: inpainting.then(|| InitImage {
@@ -135,7 +133,7 @@ fn every_stage_matches_diffusers() {
                 strength: 1.0,
                 mask: Some(right_half()),
             }),
-            ..GenerateRequest::default()
+            ..reference.request()
         };
         // diffusers returns (n, H, W, 3); a whole run is held to a tenth of a grey level.
         let run = |request: &GenerateRequest, noise: &str| {
@@ -239,11 +237,9 @@ fn sdxls_base_hands_its_latents_to_the_refiner_as_diffusers_does() {
     let reference = Reference::of("tiny-sdxl");
     let switch = reference.scalar("ensemble_switch");
     let request = GenerateRequest {
-        prompt: reference.prompt.clone(),
-        negative_prompt: reference.negative.clone(),
         steps: reference.scalar("ensemble_steps") as usize,
         guidance: 5.0,
-        ..GenerateRequest::default()
+        ..reference.request()
     };
     let base = load("tiny-sdxl");
     let handed = base
@@ -374,8 +370,6 @@ fn sdxl_refiner_matches_diffusers_with_one_text_encoder_and_aesthetic_scores() {
     assert!(max_diff(&swapped, reference.get("unet_eps")) > 1e-3);
 
     let request = GenerateRequest {
-        prompt: reference.prompt.clone(),
-        negative_prompt: reference.negative.clone(),
         steps: reference.scalar("run_steps") as usize,
         guidance: reference.scalar("run_guidance"),
         init: Some(InitImage {
@@ -383,7 +377,7 @@ fn sdxl_refiner_matches_diffusers_with_one_text_encoder_and_aesthetic_scores() {
             strength: reference.scalar("img2img_strength") as f32,
             mask: None,
         }),
-        ..GenerateRequest::default()
+        ..reference.request()
     };
     let image = model
         .sample(&request, reference.get("img2img_noise"))
@@ -442,11 +436,9 @@ fn an_lcm_distilled_unet_takes_the_guidance_scale_as_an_embedding() {
     let mut images = Vec::new();
     for (guidance, key) in [(guidance, "run_image"), (1.5, "run_low_guidance_image")] {
         let request = GenerateRequest {
-            prompt: reference.prompt.clone(),
-            negative_prompt: reference.negative.clone(),
             steps,
             guidance,
-            ..GenerateRequest::default()
+            ..reference.request()
         };
         let image = model.sample(&request, reference.get("run_init")).unwrap();
         let image = image.permute((0, 2, 3, 1)).unwrap();
@@ -1759,11 +1751,7 @@ fn assert_decode_and_run(model: &StableDiffusion, reference: &Reference, what: &
         reference.get("vae_decoded"),
         1e-4,
     );
-    let request = GenerateRequest {
-        prompt: reference.prompt.clone(),
-        negative_prompt: reference.negative.clone(),
-        ..GenerateRequest::default()
-    };
+    let request = reference.request();
     assert_run(model, request, reference, "", &format!("{what}: whole run"));
 }
 
@@ -2230,11 +2218,7 @@ fn textual_inversion_embeddings_stand_for_their_words_as_diffusers_loads_them() 
         reference.get("sd15_negative_states"),
         1e-4,
     );
-    let request = GenerateRequest {
-        prompt: reference.prompt.clone(),
-        negative_prompt: reference.negative.clone(),
-        ..GenerateRequest::default()
-    };
+    let request = reference.request();
     assert_run(
         &model,
         request,
@@ -2361,10 +2345,8 @@ fn clip_skip_conditions_on_an_earlier_text_encoder_layer_as_diffusers_does() {
         1e-4,
     );
     let request = GenerateRequest {
-        prompt: reference.prompt.clone(),
-        negative_prompt: reference.negative.clone(),
         clip_skip: 2,
-        ..GenerateRequest::default()
+        ..reference.request()
     };
     assert_run(
         &model,
@@ -2518,11 +2500,7 @@ fn a1111_prompt_editing_alternation_and_and_condition_each_step_as_a1111_does() 
     }
     // A whole run whose prompt and negative prompt change at the steps A1111 changes them.
     let model = load("tiny-sd15");
-    let request = GenerateRequest {
-        prompt: reference.prompt.clone(),
-        negative_prompt: reference.negative.clone(),
-        ..GenerateRequest::default()
-    };
+    let request = reference.request();
     assert_run(
         &model,
         request,
@@ -2586,12 +2564,10 @@ fn a_hires_pass_scales_the_latents_up_and_redraws_them_as_a1111_and_diffusers_do
         steps: reference.metadata["steps"].parse().unwrap(),
     };
     let request = GenerateRequest {
-        prompt: reference.prompt.clone(),
-        negative_prompt: reference.negative.clone(),
         steps: 4,
         guidance: 5.0,
         hires: Some(hires.clone()),
-        ..GenerateRequest::default()
+        ..reference.request()
     };
     let low = model.denoise(&request, reference.get("init")).unwrap();
     close(

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use autonomy_pipeline::generator::GenerateRequest;
 use candle_core::{Device, Tensor};
 
 /// The fixtures folder, under cargo's crate folder at run time when there is one, so that a
@@ -47,6 +48,15 @@ impl Reference {
             prompt: meta["prompt"].clone(),
             negative: meta["negative_prompt"].clone(),
             metadata: meta,
+        }
+    }
+
+    /// A request with the references' prompt and negative prompt, the rest the defaults.
+    pub fn request(&self) -> GenerateRequest {
+        GenerateRequest {
+            prompt: self.prompt.clone(),
+            negative_prompt: self.negative.clone(),
+            ..GenerateRequest::default()
         }
     }
 
