@@ -1219,6 +1219,35 @@ fn folders_without_a_text_encoder_or_with_the_wrong_time_ids_are_refused() {
 }
 
 #[test]
+fn a_recipe_above_the_models_size_is_told_about_the_hires_pass() {
+    let studio = common::Studio::new();
+    let root = studio.root();
+    copy_dir(
+        &fixtures().join("tiny-sd15"),
+        &root.join("models/tiny-sd15"),
+    );
+    let recipe = "kind = \"texture\"\nprompt = \"slate\"\nmodel = \"models/tiny-sd15\"\n\
+                  size = 128\nsteps = 2\n";
+    let build = |text: &str| {
+        std::fs::write(root.join("slate.recipe.toml"), text).unwrap();
+        let out = studio.run(&["build", root.to_str().unwrap(), "--model", &studio.model]);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let stderr = build(recipe);
+    assert!(
+        stderr.contains("its pixels are repeated; set `hires_strength`"),
+        "{stderr}"
+    );
+    let stderr = build(&format!("{recipe}hires_strength = 0.6\n"));
+    assert!(!stderr.contains("pixels are repeated"), "{stderr}");
+    assert_eq!(
+        image::image_dimensions(root.join("slate.png")).unwrap(),
+        (128, 128)
+    );
+}
+
+#[test]
 fn a_recipe_naming_a_diffusers_folder_builds_signs_caches_and_reproduces() {
     let studio = common::Studio::new();
     let root = studio.root();

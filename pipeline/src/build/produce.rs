@@ -8,7 +8,7 @@ use super::BuildError;
 use crate::generator::{GenerateRequest, Generator, Hires, InitImage};
 use crate::material::{self, MapKind};
 use crate::post::{self, Palette};
-use crate::recipe::{self, AssetRecipe, Kind, PbrMap};
+use crate::recipe::{self, AssetRecipe, Kind, ModelRef, PbrMap};
 
 /// How many times the texture repeats across the glTF quad, so the tiling shows.
 const MATERIAL_TILING: f32 = 2.0;
@@ -68,6 +68,19 @@ pub fn produce(recipe: &AssetRecipe, inputs: &Inputs) -> Result<Vec<Produced>, B
             steps: hires.steps.unwrap_or(recipe.steps) as usize,
         }),
     };
+    let native = inputs.generator.native_size();
+    if matches!(recipe.model, ModelRef::Folder(_))
+        && recipe.size > native
+        && recipe.hires.is_none()
+        && recipe.pixel_art.is_none()
+    {
+        tracing::warn!(
+            asset = %recipe.name,
+            "size {} is above the model's {native}: its pixels are repeated; set `hires_strength` (0.6) to redraw at {}",
+            recipe.size,
+            recipe.size
+        );
+    }
     let images = inputs
         .generator
         .generate(&request)
