@@ -712,7 +712,7 @@ impl StableDiffusion {
         // LCM-distilled UNets take the guidance scale as an input instead.
         let embedded = self.guidance_embedding(request.guidance, n)?;
         let parts = prompt_schedule::compose(&request.prompt);
-        let plain = matches!(parts.as_slice(), [one] if one.weight == 1.0);
+        let plain = !prompt_schedule::composes(&parts);
         let parts = if plain {
             vec![Composed {
                 text: request.prompt.clone(),

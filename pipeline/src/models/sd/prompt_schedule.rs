@@ -4,7 +4,9 @@
 //! `from`) and alternation `[a|b|c]` (a different option each step).
 //!
 //! `when` is a step count, or with a decimal point a fraction of the steps (`0.5` of 20 is
-//! step 10); `from` holds through that step and `to` follows. A prompt this grammar cannot read
+//! step 10); `from` holds through that step and `to` follows. Steps count as A1111's sampler
+//! counts them: its step `s`, from 0, takes the first text whose `until` is not below `s`, so
+//! `[a:b:5]` draws six steps of `a` ([`outline`] says so). A prompt this grammar cannot read
 //! (a `|` outside `[…|…]`, a lone `\` at the end) is not scheduled at all: it is the same text at
 //! every step, as A1111 has it. The texts that come out keep their emphasis brackets for
 //! [`super::prompt_syntax`]. A1111 reads with an ambiguous grammar; in garbled prompts whose
@@ -82,6 +84,12 @@ pub fn compose(prompt: &str) -> Vec<Composed> {
         .collect()
 }
 
+/// Whether `parts` compose (several prompts, or one with a weight) rather than being one
+/// prompt guided as usual.
+pub fn composes(parts: &[Composed]) -> bool {
+    !matches!(parts, [one] if one.weight == 1.0)
+}
+
 /// The texts `prompt` takes over `steps` steps, in order; the last one's `until` is `steps`.
 pub fn schedule(prompt: &str, steps: usize) -> Vec<Scheduled> {
     let whole = || {
@@ -114,7 +122,7 @@ pub fn schedule(prompt: &str, steps: usize) -> Vec<Scheduled> {
 /// neither composes nor changes. At most `most` spans per part are listed.
 pub fn outline(prompt: &str, steps: usize, most: usize) -> Vec<String> {
     let parts = compose(prompt);
-    let composed = !matches!(parts.as_slice(), [one] if one.weight == 1.0);
+    let composed = composes(&parts);
     let mut lines = Vec::new();
     for part in &parts {
         let text = if composed { &part.text } else { prompt };
