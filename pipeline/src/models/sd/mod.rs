@@ -3,9 +3,10 @@
 //! cache folder, offline, or a single-file checkpoint (see [`checkpoint`]) — with its
 //! architecture read from the folder's configs (a checkpoint's tensors): text-to-image with
 //! classifier-free guidance and negative prompts, image-to-image with a strength, inpainting (a
-//! mask over any UNet, or a 9-channel inpainting UNet), tileable images, and the model's
-//! scheduler. f32 on the CPU, f16 on a GPU; the same seed gives the same pixels on the same
-//! device.
+//! mask over any UNet, or a 9-channel inpainting UNet), tileable images, the model's
+//! scheduler, A1111's prompt syntax (weights, `BREAK`, long prompts, edits and alternation,
+//! `AND`) and its hires pass. f32 on the CPU, f16 on a GPU; the same seed gives the same
+//! pixels on the same device.
 //!
 //! ```no_run
 //! use autonomy_pipeline::generator::{GenerateRequest, Generator};
@@ -568,7 +569,8 @@ impl StableDiffusion {
         Ok((self.vae_encode_mean(&pixels)? * self.spec.vae.scaling_factor)?)
     }
 
-    /// Runs the sampler from unit-variance `noise` `(n, 4, h, w)` and returns the image
+    /// Runs the sampler from unit-variance `noise` `(n, 4, h, w)` — then, when the request
+    /// asks for one, the hires pass from noise of its own — and returns the image
     /// `(n, 3, H, W)` in [0, 1].
     pub fn sample(&self, request: &GenerateRequest, noise: &Tensor) -> Result<Tensor, SdError> {
         let latents = self.denoise(request, noise)?;
