@@ -32,7 +32,9 @@ fixed inputs: the token ids, the text embeddings, one UNet call, one VAE decode,
 sampling run from fixed initial latents; `tokens.json` holds the tokenizers' ids for awkward
 prompts. Everything is seeded: running the script again gives the same files (same torch).
 Name fixtures (`make.py tiny-sdxl-refiner`) to rebuild only those; `tokens.json` is rewritten
-only by a whole run. `make.py --extend tiny-sd21 tiny-sdxl` adds the references written since
+only by a whole run. The references built only by name: `embeddings`, `clip-skip`,
+`prompt-syntax` (needs $LPW), `a1111-prompts` (A1111's prompt editing, alternation and `AND`;
+needs $A1111, $LPW and `lark`) and `hires` (the hires pass on tiny-sd15 and tiny-sdxl). `make.py --extend tiny-sd21 tiny-sdxl` adds the references written since
 the fixtures were made (a whole run with guidance rescale; SDXL's base handing its latents to the
 refiner; tiny-sd15's IA³, full, OFT and GLoRA files) without touching the rest.
 """
