@@ -20,6 +20,9 @@ use candle_core::{DType, Tensor};
 /// bilinearly; `wrap` reads across the edges (a tileable image), else the edges are held.
 pub fn upscale_latents(latents: &Tensor, side: usize, wrap: bool) -> candle_core::Result<Tensor> {
     let (n, c, h, w) = latents.dims4()?;
+    if h == 0 || w == 0 || side == 0 {
+        candle_core::bail!("cannot scale {h}×{w} latents to {side}×{side}");
+    }
     let dtype = latents.dtype();
     let values = latents
         .to_dtype(DType::F32)?
@@ -84,6 +87,13 @@ mod tests {
         // A uniform grid stays uniform, at any scale.
         let up = upscale_latents(&grid(&[0.5; 9], 3), 7, false).unwrap();
         assert!(flat(&up).iter().all(|&v| (v - 0.5).abs() < 1e-6));
+    }
+
+    #[test]
+    fn an_empty_grid_is_an_error() {
+        let empty = Tensor::zeros((1, 4, 0, 0), DType::F32, &Device::Cpu).unwrap();
+        assert!(upscale_latents(&empty, 8, false).is_err());
+        assert!(upscale_latents(&grid(&[1.0], 1), 0, true).is_err());
     }
 
     #[test]
