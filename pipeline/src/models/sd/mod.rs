@@ -713,26 +713,7 @@ impl StableDiffusion {
         let mut schedule = scheduler.schedule(request.steps.max(1));
         // LCM-distilled UNets take the guidance scale as an input instead.
         let embedded = self.guidance_embedding(request.guidance, n)?;
-        let parts = prompt_schedule::compose(&request.prompt);
-        let plain = !prompt_schedule::composes(&parts);
-        let parts = if plain {
-            vec![Composed {
-                text: request.prompt.clone(),
-                weight: 1.0,
-            }]
-        } else if embedded.is_some() || request.guidance_rescale > 0.0 {
-            return Err(SdError::BadRequest(format!(
-                "prompt {:?}: composing prompts (`AND`, or a prompt ending in `:weight`) {}",
-                request.prompt,
-                if embedded.is_some() {
-                    "needs classifier-free guidance, which this LCM-distilled UNet takes as an input instead"
-                } else {
-                    "and guidance rescale do not go together"
-                }
-            )));
-        } else {
-            parts
-        };
+        let (parts, plain) = composition(request, embedded.is_some())?;
         // A composition always takes the negative prompt's prediction, at a scale of at least 1.
         let guided = (request.guidance > 1.0 || !plain) && embedded.is_none();
         let scale = request.guidance.max(1.0);
@@ -938,9 +919,8 @@ impl StableDiffusion {
 
     /// The conditioning of `n` images `side` pixels square, rows `[negative; n]` (with
     /// guidance) then `[prompt; n]` for each prompt: the text context and, for SDXL, the added
-    /// conditioning. Prompts of
-    /// fewer chunks than the longest take empty ones (zeros where the empty negative prompt is
-    /// zeros).
+    /// conditioning. Prompts of fewer chunks than the longest take empty ones (zeros where the
+    /// empty negative prompt is zeros).
     fn conditioning(
         &self,
         prompts: &[&str],
@@ -1051,6 +1031,35 @@ impl StableDiffusion {
             first_step: first_step(schedule, init.strength),
         })
     }
+}
+
+/// The prompts `request` guides by (see [`prompt_schedule::compose`]) and whether it is one
+/// unweighted prompt, kept as written; a composition is refused where the UNet embeds the
+/// guidance (no negative prediction to compose against) and with guidance rescale.
+fn composition(
+    request: &GenerateRequest,
+    embedded: bool,
+) -> Result<(Vec<Composed>, bool), SdError> {
+    let parts = prompt_schedule::compose(&request.prompt);
+    if !prompt_schedule::composes(&parts) {
+        let whole = Composed {
+            text: request.prompt.clone(),
+            weight: 1.0,
+        };
+        return Ok((vec![whole], true));
+    }
+    if embedded || request.guidance_rescale > 0.0 {
+        return Err(SdError::BadRequest(format!(
+            "prompt {:?}: composing prompts (`AND`, or a prompt ending in `:weight`) {}",
+            request.prompt,
+            if embedded {
+                "needs classifier-free guidance, which this LCM-distilled UNet takes as an input instead"
+            } else {
+                "and guidance rescale do not go together"
+            }
+        )));
+    }
+    Ok((parts, false))
 }
 
 /// The first of `schedule`'s calls that an image-to-image run at `strength` takes (diffusers'
