@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use autonomy_pipeline::models::sd::scheduler::Sampler;
-use autonomy_pipeline::recipe::{self, AssetRecipe, Kind};
+use autonomy_pipeline::recipe::{self, AssetRecipe, Kind, UpscalerRef};
 use image::GrayImage;
 
 /// The first line of every recipe the editor saves: a file without it is the user's own and is
@@ -41,6 +41,8 @@ pub struct Draft {
     /// Stable Diffusion's hires pass: draw at the model's size, then redraw at `size` at this
     /// strength (0–1].
     pub hires: Option<f32>,
+    /// How the hires pass scales the first image up (a model file by absolute path).
+    pub hires_upscaler: UpscalerRef,
     /// An SDXL refiner (absolute path) that takes over the model's latents, and the share of
     /// the noise schedule the model runs first.
     pub refiner: Option<(PathBuf, f32)>,
@@ -132,6 +134,7 @@ impl Default for Draft {
             guidance_rescale: 0.0,
             clip_skip: 1,
             hires: None,
+            hires_upscaler: UpscalerRef::Latent,
             refiner: None,
             seed: 7,
             steps: 20,
@@ -275,6 +278,14 @@ impl Draft {
             // The f32's shortest decimal, as for the strength.
             let strength = strength.to_string().parse().unwrap_or(0.6);
             lines.push(format!("hires_strength = {}", toml::Value::Float(strength)));
+            match &self.hires_upscaler {
+                UpscalerRef::Latent => {}
+                UpscalerRef::Lanczos => lines.push("hires_upscaler = \"lanczos\"".into()),
+                UpscalerRef::File(file) => lines.push(format!(
+                    "hires_upscaler = {}",
+                    quoted(&file.to_string_lossy())
+                )),
+            }
         }
         if let Some((colors, scale)) = self.pixel_art {
             lines.push(format!(
@@ -407,6 +418,20 @@ mod tests {
         let recipe = hires.check().unwrap();
         assert_eq!(recipe.hires.map(|h| h.strength), Some(0.55));
         assert!(hires.to_toml().contains("hires_strength = 0.55\n"));
+        assert!(
+            !hires.to_toml().contains("hires_upscaler"),
+            "latent is the default"
+        );
+        // Through an upscaling model file.
+        let file = std::env::temp_dir().join("ESRGAN/4x-UltraSharp.pth");
+        let sharp = Draft {
+            hires_upscaler: UpscalerRef::File(file.clone()),
+            ..hires.clone()
+        };
+        assert_eq!(
+            sharp.check().unwrap().hires.map(|h| h.upscaler),
+            Some(UpscalerRef::File(file))
+        );
         assert!(!draft.to_toml().contains("hires"));
         assert!(!draft.to_toml().contains("vae"));
         // An SDXL refiner taking over at 0.75.
@@ -557,6 +582,7 @@ mod tests {
                 guidance_rescale: 0.0,
                 clip_skip: 1,
                 hires: None,
+                hires_upscaler: UpscalerRef::Latent,
                 refiner: None,
                 seed,
                 steps,

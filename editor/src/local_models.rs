@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use autonomy_pipeline::models::locate::{
-    embedding_files, lora_files, stable_diffusion_models, vae_files,
+    embedding_files, lora_files, stable_diffusion_models, upscaler_files, vae_files,
 };
 use autonomy_pipeline::models::sd::checkpoint::Checkpoint;
 use autonomy_pipeline::models::sd::config::PipelineSpec;
@@ -25,6 +25,8 @@ pub struct LocalModels {
     pub embeddings: Vec<LocalEmbedding>,
     /// VAE files and folders (absolute, sorted), to use in place of a model's own.
     pub vaes: Vec<PathBuf>,
+    /// Image upscaling models (absolute, sorted) for a hires pass.
+    pub upscalers: Vec<PathBuf>,
     /// The checkpoint files among [`LocalModels::folders`] that hold no VAE: they need one.
     pub without_vae: Vec<PathBuf>,
     /// The SDXL refiners among [`LocalModels::folders`] (one text encoder, five time ids).
@@ -134,18 +136,21 @@ impl LocalModels {
         };
         let (refiners, xl_bases) = (of_kind(5), of_kind(6));
         let vaes = vae_files(&absolute);
+        let upscalers = upscaler_files(&absolute);
         info!(
             folders = folders.len(),
             loras = loras.len(),
             embeddings = embeddings.len(),
             vaes = vaes.len(),
-            "Stable Diffusion folders, LoRA, embedding and VAE files found"
+            upscalers = upscalers.len(),
+            "Stable Diffusion folders, LoRA, embedding, VAE and upscaler files found"
         );
         Self {
             folders,
             loras,
             embeddings,
             vaes,
+            upscalers,
             without_vae,
             refiners,
             xl_bases,

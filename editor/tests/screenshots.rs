@@ -19,7 +19,7 @@ use autonomy_editor::{
     AssetLibrary, ChainView, Draft, EditorAction, EditorUi, Panel, Preview, mask,
 };
 use autonomy_pipeline::models::sd::scheduler::Sampler;
-use autonomy_pipeline::recipe::Kind;
+use autonomy_pipeline::recipe::{Kind, UpscalerRef};
 use bevy::input::ButtonState;
 use bevy::input::mouse::{MouseButtonInput, MouseScrollUnit, MouseWheel};
 use bevy::input::touch::TouchPhase;
@@ -134,6 +134,9 @@ fn act(step: usize, world: &mut World) {
                 steps: 4,
                 size: 128,
                 hires: Some(0.6),
+                hires_upscaler: UpscalerRef::File(
+                    folder.with_file_name("upscalers").join("compact-x4.pth"),
+                ),
                 tileable: true,
                 pixel_art: None,
                 ..Draft::default()

@@ -5,7 +5,11 @@
 //! - one SD 1.5 UNet step, 64×64 latents, batch 2 (classifier-free guidance);
 //! - one VAE decode to 512²;
 //! - a whole SD-Turbo image: prompt → one step → 512² pixels;
-//! - the same decode and image with TAESD (`AutoencoderTiny`) in place of the VAE.
+//! - the same decode and image with TAESD (`AutoencoderTiny`) in place of the VAE;
+//!
+//! or with `-- upscalers` the hires pass's upscaling models against spandrel (what ComfyUI and
+//! A1111 run them with) on a 128² image: ESRGAN's RRDBNet at 4x-UltraSharp's size and
+//! Real-ESRGAN's compact SRVGGNet at realesr-general-x4v3's.
 //!
 //! The weights (~9 GB) are made once into `target/sd-bench` by `scripts/sd-fixtures/bench.py`,
 //! which also times PyTorch. Python with `torch`, `diffusers` and `transformers` is found as
@@ -20,6 +24,7 @@ use anyhow::{Context, Result, bail};
 use autonomy_pipeline::device;
 use autonomy_pipeline::generator::{GenerateRequest, Generator};
 use autonomy_pipeline::models::sd::StableDiffusion;
+use autonomy_pipeline::models::sd::upscaler::Upscaler;
 use autonomy_pipeline::models::sd::vae::Vae;
 use autonomy_pipeline::models::sd::vae_file::{self, VaeFile};
 use candle_core::{DType, Device, Tensor};
@@ -58,6 +63,9 @@ fn main() -> Result<()> {
     let root = crate_dir.join("../target/sd-bench");
     let script = crate_dir.join("../scripts/sd-fixtures/bench.py");
     let python = std::env::var("AUTONOMY_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    if args.iter().any(|a| a == "upscalers") {
+        return upscalers(&root, &script, &python, &device, repeats);
+    }
     if !root.join("sd15/model_index.json").is_file()
         || !root.join("sd-turbo/model_index.json").is_file()
         || !root.join("taesd/config.json").is_file()
@@ -93,35 +101,45 @@ fn main() -> Result<()> {
         theirs["device"].as_str().unwrap_or("?"),
         theirs["threads"]
     );
+    table(
+        &theirs,
+        &[
+            (
+                "SD 1.5 UNet step, 64×64 latents, batch 2",
+                "unet_step",
+                ours.unet_step,
+                true,
+            ),
+            ("VAE decode to 512²", "vae_decode", ours.vae_decode, true),
+            (
+                "SD-Turbo image, 1 step, 512², prompt to pixels",
+                "turbo_image",
+                ours.turbo_image,
+                true,
+            ),
+            (
+                "TAESD decode to 512²",
+                "taesd_decode",
+                ours.taesd_decode,
+                false,
+            ),
+            (
+                "SD-Turbo image with TAESD, 1 step, 512²",
+                "turbo_taesd_image",
+                ours.turbo_taesd_image,
+                false,
+            ),
+        ],
+    );
+    Ok(())
+}
+
+/// Prints a markdown table of candle's seconds against PyTorch's (`theirs[key]`): each row's
+/// ratio, and for rows with a goal whether candle is at most PyTorch's time.
+fn table(theirs: &serde_json::Value, rows: &[(&str, &str, f64, bool)]) {
     println!("| what | candle | PyTorch | candle / PyTorch | goal |");
     println!("| --- | --- | --- | --- | --- |");
-    for (what, key, seconds, goal) in [
-        (
-            "SD 1.5 UNet step, 64×64 latents, batch 2",
-            "unet_step",
-            ours.unet_step,
-            true,
-        ),
-        ("VAE decode to 512²", "vae_decode", ours.vae_decode, true),
-        (
-            "SD-Turbo image, 1 step, 512², prompt to pixels",
-            "turbo_image",
-            ours.turbo_image,
-            true,
-        ),
-        (
-            "TAESD decode to 512²",
-            "taesd_decode",
-            ours.taesd_decode,
-            false,
-        ),
-        (
-            "SD-Turbo image with TAESD, 1 step, 512²",
-            "turbo_taesd_image",
-            ours.turbo_taesd_image,
-            false,
-        ),
-    ] {
+    for &(what, key, seconds, goal) in rows {
         let torch = theirs[key].as_f64().unwrap_or(f64::NAN);
         let ratio = seconds / torch;
         let goal = match goal {
@@ -135,6 +153,55 @@ fn main() -> Result<()> {
             human(torch),
         );
     }
+}
+
+/// The upscaling models against spandrel: bench.py makes them (random weights) and times
+/// PyTorch, then candle runs the same files on the same size of image.
+fn upscalers(
+    root: &Path,
+    script: &Path,
+    python: &str,
+    device: &Device,
+    repeats: usize,
+) -> Result<()> {
+    eprintln!("making the upscalers and timing spandrel on PyTorch …");
+    let theirs: serde_json::Value = serde_json::from_str(&run_python(
+        python,
+        script,
+        &["upscalers", &root.to_string_lossy(), &repeats.to_string()],
+    )?)
+    .context("bench.py printed no JSON")?;
+    let image = Tensor::rand(0f32, 1.0, (1, 3, 128, 128), device)?;
+    let mut rows = Vec::new();
+    for (what, key, file) in [
+        (
+            "ESRGAN ×4 (RRDBNet, 23 blocks, 4x-UltraSharp's size), 128² → 512²",
+            "esrgan_x4",
+            "esrgan-x4.pth",
+        ),
+        (
+            "Real-ESRGAN compact ×4 (realesr-general-x4v3's size), 128² → 512²",
+            "compact_x4",
+            "compact-x4.pth",
+        ),
+    ] {
+        let upscaler = Upscaler::open(&root.join("upscalers").join(file), device)
+            .with_context(|| format!("loading {file}"))?;
+        eprintln!("timing candle: {what} …");
+        let seconds = timed(device, repeats, || {
+            upscaler.forward(&image)?;
+            Ok(())
+        })?;
+        rows.push((what, key, seconds, true));
+    }
+    println!(
+        "Upscalers, median of {repeats} (candle on {}, PyTorch {} on {} with {} threads)\n",
+        device::name(device),
+        theirs["torch"].as_str().unwrap_or("?"),
+        theirs["device"].as_str().unwrap_or("?"),
+        theirs["threads"]
+    );
+    table(&theirs, &rows);
     Ok(())
 }
 

@@ -28,11 +28,11 @@ pub struct InitImage {
     pub mask: Option<GrayImage>,
 }
 
-/// Stable Diffusion's second pass at a larger size (A1111's "hires. fix" with its "Latent"
-/// upscaler): the model draws at its native size, the latents are scaled up bilinearly to
-/// `size`, and the model redraws them there as image-to-image at `strength`. Drawing at twice
-/// the native size directly repeats the subject; this keeps the first pass's layout and adds
-/// the detail of the larger size.
+/// Stable Diffusion's second pass at a larger size (A1111's "hires. fix"): the model draws at
+/// its native size, the first image is scaled up to `size` as `upscaler` says, and the model
+/// redraws it there as image-to-image at `strength`. Drawing at twice the native size directly
+/// repeats the subject; this keeps the first pass's layout and adds the detail of the larger
+/// size.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Hires {
     /// The side of the final image in pixels: above the model's native size, at most 4× it,
@@ -42,6 +42,23 @@ pub struct Hires {
     pub strength: f32,
     /// The second pass's sampler steps (of which `strength` runs).
     pub steps: usize,
+    /// How the first image is scaled up.
+    pub upscaler: HiresUpscaler,
+}
+
+/// How a hires pass scales the first image up, as A1111's "Upscaler" menu offers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HiresUpscaler {
+    /// Its latents, bilinearly (A1111's default "Latent"): soft, so it wants a strength of
+    /// 0.5 or more.
+    #[default]
+    Latent,
+    /// Its pixels, decoded and resized with Lanczos, then encoded again.
+    Lanczos,
+    /// Its pixels through the upscaling model the generator was loaded with (ESRGAN,
+    /// Real-ESRGAN: see [`crate::models::sd::upscaler`]), then Lanczos to the size, then
+    /// encoded again: sharp enough for strengths of 0.3–0.5.
+    Model,
 }
 
 /// One generation request.
@@ -127,6 +144,20 @@ pub struct ModelIdentity {
     /// The refiner that took over the model's latents (absent when none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refiner: Option<RefinerUse>,
+    /// The upscaling model a hires pass scaled the first image with (absent when none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upscaler: Option<UpscalerUse>,
+}
+
+/// An image upscaling model loaded with a model for its hires pass, as the provenance manifest
+/// records it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpscalerUse {
+    /// The file as the recipe names it.
+    pub file: String,
+    /// sha256 (hex) of the file.
+    pub sha256: String,
 }
 
 /// A refiner that finished a model's images from its latents (SDXL's ensemble of experts), as

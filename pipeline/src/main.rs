@@ -7,12 +7,13 @@ use autonomy_pipeline::credentials::certificate::LocalChain;
 use autonomy_pipeline::dataset::{self, BuildOptions};
 use autonomy_pipeline::economy::Config;
 use autonomy_pipeline::economy::registry::RegistryPoller;
-use autonomy_pipeline::generator::{GenerateRequest, Hires, InitImage};
+use autonomy_pipeline::generator::{GenerateRequest, Hires, HiresUpscaler, InitImage};
 use autonomy_pipeline::keys::{KeyStore, password_for};
 use autonomy_pipeline::models::sd::embedding::EmbeddingFile;
 use autonomy_pipeline::models::sd::lora::LoraFile;
 use autonomy_pipeline::models::sd::prompt_schedule;
 use autonomy_pipeline::models::sd::scheduler::Sampler;
+use autonomy_pipeline::models::sd::upscaler::UpscalerFile;
 use autonomy_pipeline::models::sd::vae_file::VaeFile;
 use autonomy_pipeline::models::{
     self, Additions, Family, RefinerFile,
@@ -60,7 +61,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Generate sprites from a prompt with the house model.
-    Generate(GenerateArgs),
+    Generate(Box<GenerateArgs>),
     /// Render the house model's training set from the npm icon sets and procedural textures.
     Dataset(DatasetArgs),
     /// Train the house model (from scratch, `--from` a model, or `--resume` a run).
@@ -276,6 +277,16 @@ struct GenerateArgs {
     /// The hires pass's steps (`--steps` unless given).
     #[arg(long, requires = "hires")]
     hires_steps: Option<usize>,
+    /// How the hires pass scales the first image up: `latent` (its latents, bilinearly),
+    /// `lanczos` (its pixels), or an upscaling model file (ESRGAN or Real-ESRGAN `.pth` /
+    /// `.safetensors`, e.g. 4x-UltraSharp.pth: sharper, so 0.3–0.5 strength is enough).
+    #[arg(
+        long,
+        value_name = "latent|lanczos|FILE",
+        requires = "hires",
+        default_value = "latent"
+    )]
+    hires_upscaler: String,
     /// Print what was written as JSON.
     #[arg(long)]
     json: bool,
@@ -378,7 +389,7 @@ fn main() -> ExitCode {
     let result = device::select(&cli.device)
         .with_context(|| format!("cannot use device `{}`", cli.device))
         .and_then(|dev| match cli.command {
-            Command::Generate(args) => generate(args, &dev),
+            Command::Generate(args) => generate(*args, &dev),
             Command::Dataset(args) => build_dataset(args),
             Command::Train(args) => train(args, &dev),
             Command::Bench(args) => bench(args, &dev),
@@ -429,11 +440,23 @@ fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
             scale: *scale,
         })
         .collect();
+    let (hires_upscaler, upscaler) = match args.hires_upscaler.as_str() {
+        "latent" => (HiresUpscaler::Latent, None),
+        "lanczos" => (HiresUpscaler::Lanczos, None),
+        file => (
+            HiresUpscaler::Model,
+            Some(UpscalerFile {
+                path: PathBuf::from(file),
+                label: file.to_string(),
+            }),
+        ),
+    };
     let additions = Additions {
         loras: &loras,
         embeddings: &embeddings,
         vae: vae.as_ref(),
         refiner: refiner.as_ref(),
+        upscaler: upscaler.as_ref(),
     };
     let model = models::load(&args.model, dev, &additions)
         .with_context(|| format!("cannot load the model in `{}`", args.model.display()))?;
@@ -443,6 +466,7 @@ fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
         size,
         strength: strength as f32,
         steps: args.hires_steps.unwrap_or(args.steps),
+        upscaler: hires_upscaler,
     });
     // The hires pass draws at `size` itself; without it the model's size is scaled by whole
     // pixels.

@@ -48,6 +48,7 @@ fn write_asset(dir: &Path, name: &str, signer: Option<&PrivateKeySigner>) -> Man
             embeddings: Vec::new(),
             vae: None,
             refiner: None,
+            upscaler: None,
         },
         device: "cpu".into(),
         parents: vec![],

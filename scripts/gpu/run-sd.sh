@@ -7,8 +7,9 @@
 # Stable Diffusion bench, candle f16 against diffusers f16 on the same GPU, with candle's
 # operations and with `cuda-fused`; with PROFILE=1 then Nsight Compute's time per kernel over
 # about two SD 1.5 UNet steps (`cuda-fused` build). cuDNN is the machine's own, from its
-# PyTorch. diffusers travels as wheels in .whl (the image has
-# torch and transformers, not diffusers). Results land in $OUT/log.txt.
+# PyTorch. diffusers (and spandrel, for the upscaler bench) travel as wheels in .whl
+# (`pip download --no-deps -d .whl diffusers spandrel`; the image has torch and transformers).
+# Results land in $OUT/log.txt.
 set -u
 exec > >(tee "$OUT/log.txt") 2>&1
 T0=$(date +%s); el() { echo "[+$(( $(date +%s) - T0 ))s] $*"; }
@@ -36,6 +37,12 @@ el "bench, candle's operations"
 /tmp/sd-bench --device cuda
 el "bench, cuda-fused"
 /tmp/sd-bench-fused --device cuda
+if python3 -c 'import spandrel' 2>/dev/null; then
+  el "bench, upscalers (cuda-fused)"
+  /tmp/sd-bench-fused --device cuda upscalers
+else
+  el "no spandrel wheel in .whl: the upscaler bench is skipped"
+fi
 [ "${PROFILE:-0}" = 1 ] || { el "done"; exit 0; }
 
 el "profile"

@@ -3,6 +3,11 @@ real SD 1.5 and SD-Turbo (SD 2.1) sizes, and diffusers' timings on them.
 
     python bench.py make <dir>     # writes <dir>/sd15, <dir>/sd-turbo (~9 GB, f32), <dir>/taesd
     python bench.py time <dir>     # prints diffusers' timings as JSON
+    python bench.py upscalers <dir>  # writes <dir>/upscalers/*.pth, prints spandrel's timings
+
+The upscalers (needs `spandrel`) are ESRGAN's RRDBNet at 4x-UltraSharp's and
+RealESRGAN_x4plus's size (23 blocks, 64 features) and Real-ESRGAN's compact SRVGGNet at
+realesr-general-x4v3's (32 convolutions, 64 features), each timed on a 128² image.
 
 `AUTONOMY_BENCH_TORCH_DEVICE=cuda` times PyTorch on the GPU in f16 (default: the CPU, f32).
 
@@ -131,11 +136,43 @@ def measure(root, repeats):
     return results
 
 
+UPSCALERS = {"esrgan_x4": "esrgan-x4.pth", "compact_x4": "compact-x4.pth"}
+
+
+@torch.no_grad()
+def upscalers(root, repeats):
+    from spandrel import ModelLoader
+    from spandrel.architectures.Compact import Compact
+    from spandrel.architectures.ESRGAN import ESRGAN
+
+    folder = os.path.join(root, "upscalers")
+    os.makedirs(folder, exist_ok=True)
+    made = {"esrgan_x4": lambda: ESRGAN(in_nc=3, out_nc=3, num_filters=64, num_blocks=23, scale=4),
+            "compact_x4": lambda: Compact(num_feat=64, num_conv=32, upscale=4)}
+    device = os.environ.get("AUTONOMY_BENCH_TORCH_DEVICE", "cpu")
+    dtype = torch.float32 if device == "cpu" else torch.float16
+    results = {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": device}
+    image = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    image = image.to(device=device, dtype=dtype)
+    for key, file in UPSCALERS.items():
+        path = os.path.join(folder, file)
+        if not os.path.isfile(path):
+            torch.manual_seed(0)
+            torch.save(made[key]().state_dict(), path + ".partial")
+            os.replace(path + ".partial", path)
+        model = ModelLoader().load_from_file(path).model.eval().to(device=device, dtype=dtype)
+        results[key] = timed(lambda: model(image), repeats)
+    return results
+
+
 def main():
-    if len(sys.argv) < 3 or sys.argv[1] not in ("make", "time"):
+    if len(sys.argv) < 3 or sys.argv[1] not in ("make", "time", "upscalers"):
         sys.exit(__doc__)
     if sys.argv[1] == "make":
         make(sys.argv[2])
+    elif sys.argv[1] == "upscalers":
+        repeats = int(sys.argv[3]) if len(sys.argv) > 3 else 3
+        print(json.dumps(upscalers(sys.argv[2], repeats)))
     else:
         repeats = int(sys.argv[3]) if len(sys.argv) > 3 else 3
         print(json.dumps(measure(sys.argv[2], repeats)))

@@ -1551,6 +1551,114 @@ def build_hires(name):
     )
 
 
+UPSCALERS = os.path.join(OUT, "upscalers")
+
+
+def new_arch_names(state, blocks):
+    """ESRGAN's old names (`model.0`, `model.1.sub.…`) as Real-ESRGAN's (basicsr's) write them."""
+    renamed = {}
+    for key, value in state.items():
+        m = re.fullmatch(r"model\.1\.sub\.(\d+)\.RDB(\d)\.conv(\d)\.0\.(weight|bias)", key)
+        if m:
+            renamed[f"body.{m[1]}.rdb{m[2]}.conv{m[3]}.{m[4]}"] = value
+            continue
+        layer, kind = key.split(".")[1], key.split(".")[-1]
+        name = {"0": "conv_first", "3": "conv_up1", "6": "conv_up2", "8": "conv_hr",
+                "10": "conv_last"}.get(layer)
+        if key.startswith(f"model.1.sub.{blocks}."):
+            name = "conv_body"
+        assert name, key
+        renamed[f"{name}.{kind}"] = value
+    return renamed
+
+
+def build_upscalers(name):
+    """Tiny random-weight image upscalers in the layouts model sites share them in, each read
+    back by spandrel (what ComfyUI and A1111 load them with) for its outputs on a test image:
+    - `rrdb-x4-old.pth`: ESRGAN's RRDBNet in the original names (`model.1.sub.0.RDB1.conv1.0`),
+      as 4x-UltraSharp and most community ESRGAN models ship;
+    - `rrdb-x4-new.safetensors`: the same network in Real-ESRGAN's names (`body.0.rdb1.conv1`);
+    - `rrdb-x2-new.pth`: Real-ESRGAN x2plus's layout: `params_ema`, pixel-unshuffled input;
+    - `compact-x4.pth`: Real-ESRGAN's SRVGGNetCompact (realesr-general-x4v3), under `params`.
+    Then PIL's Lanczos resizes of a random image, and A1111's hires. fix with a pixel upscaler
+    on tiny-sd15: the native pass decoded, rounded to 8 bits, upscaled (Lanczos; the compact
+    model to 256 px, then Lanczos down to 128 px), encoded by the VAE (its mean) and redrawn
+    by diffusers' image-to-image pipeline as in `build_hires`."""
+    from spandrel import ModelLoader
+    from spandrel.architectures.Compact import Compact as SRVGGNetCompact
+    from spandrel.architectures.ESRGAN import ESRGAN
+
+    os.makedirs(UPSCALERS, exist_ok=True)
+    torch.manual_seed(41)
+    x4 = ESRGAN(in_nc=3, out_nc=3, num_filters=8, num_blocks=1, scale=4)
+    x2 = ESRGAN(in_nc=12, out_nc=3, num_filters=8, num_blocks=1, scale=4, shuffle_factor=2)
+    compact = SRVGGNetCompact(num_feat=8, num_conv=3, upscale=4)
+    with torch.no_grad():
+        for module in compact.modules():
+            if isinstance(module, torch.nn.PReLU):
+                module.weight.uniform_(0.0, 0.5)
+    plain = lambda m: {k: v.detach().clone().contiguous() for k, v in m.state_dict().items()}
+    torch.save(plain(x4), os.path.join(UPSCALERS, "rrdb-x4-old.pth"))
+    save_file(new_arch_names(plain(x4), 1), os.path.join(UPSCALERS, "rrdb-x4-new.safetensors"))
+    torch.save({"params_ema": new_arch_names(plain(x2), 1)}, os.path.join(UPSCALERS, "rrdb-x2-new.pth"))
+    torch.save({"params": plain(compact)}, os.path.join(UPSCALERS, "compact-x4.pth"))
+
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 256, size=(16, 24, 3), dtype=np.uint8)  # 24 wide, 16 high
+    tensors = {"image": torch.from_numpy(image)}
+    pixels = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    for file in ["rrdb-x4-old.pth", "rrdb-x4-new.safetensors", "rrdb-x2-new.pth", "compact-x4.pth"]:
+        model = ModelLoader().load_from_file(os.path.join(UPSCALERS, file))
+        with torch.no_grad():
+            tensors[file] = model.model.eval()(pixels)[0].contiguous()
+        print(file, model.architecture.id, model.scale, tuple(tensors[file].shape))
+
+    small = rng.integers(0, 256, size=(17, 23, 3), dtype=np.uint8)
+    tensors["lanczos_source"] = torch.from_numpy(small)
+    for w, h in [(64, 48), (11, 9), (69, 17), (23, 40)]:
+        out = np.asarray(Image.fromarray(small, "RGB").resize((w, h), Image.LANCZOS))
+        tensors[f"lanczos_{w}x{h}"] = torch.from_numpy(out.copy())
+
+    pipe = StableDiffusionPipeline.from_pretrained(os.path.join(OUT, "tiny-sd15"))
+    scaling = pipe.vae.config.scaling_factor
+    init = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(27))
+    low = pipe(PROMPT, negative_prompt=NEGATIVE, num_inference_steps=4, guidance_scale=5.0,
+               latents=init.clone(), output_type="latent", height=64, width=64).images
+    with torch.no_grad():
+        decoded = pipe.vae.decode(low / scaling).sample
+    eight = ((decoded / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)[0].permute(1, 2, 0)
+    first = Image.fromarray(eight.numpy(), "RGB")
+    upscaler = ModelLoader().load_from_file(os.path.join(UPSCALERS, "compact-x4.pth")).model.eval()
+    img2img = StableDiffusionImg2ImgPipeline(**pipe.components)
+    strength, steps, seed = 0.6, 6, 8
+    tensors.update(init=init, low_latents=low, first=eight.contiguous())
+    for label in ["lanczos", "compact"]:
+        if label == "lanczos":
+            big = first.resize((128, 128), Image.LANCZOS)
+        else:
+            with torch.no_grad():
+                up = upscaler(torch.from_numpy(np.asarray(first).copy()).permute(2, 0, 1)[None].float() / 255)
+            up = (up.clamp(0, 1) * 255).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
+            big = Image.fromarray(up, "RGB").resize((128, 128), Image.LANCZOS)
+        big = np.asarray(big)
+        tensors[f"{label}_upscaled"] = torch.from_numpy(big.copy())
+        x = torch.from_numpy(big.copy()).permute(2, 0, 1)[None].float() / 255 * 2 - 1
+        with torch.no_grad():
+            latents = pipe.vae.encode(x).latent_dist.mean * scaling
+        image = img2img(PROMPT, image=latents, strength=strength, negative_prompt=NEGATIVE,
+                        num_inference_steps=steps, guidance_scale=5.0,
+                        generator=torch.Generator().manual_seed(seed), output_type="np").images
+        assert image.shape == (1, 128, 128, 3), image.shape
+        tensors[f"{label}_image"] = torch.from_numpy(image).contiguous()
+    tensors["fresh"] = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(seed))
+    save_file(
+        {k: v.detach().contiguous() for k, v in tensors.items()},
+        os.path.join(OUT, f"{name}.reference.safetensors"),
+        metadata={"prompt": PROMPT, "negative_prompt": NEGATIVE, "strength": str(strength),
+                  "steps": str(steps), "torch": torch.__version__},
+    )
+
+
 def ddim(**kw):
     """The DDIM scheduler of the SD 1.5 / 2.1 releases."""
     return DDIMScheduler(
@@ -1572,7 +1680,8 @@ def main():
         alone = {"tiny-sdxl": build_xl, "tiny-sdxl-refiner": build_xl_refiner, "tiny-lcm": build_lcm,
                  "tiny-taesd": build_taesd, "embeddings": build_embeddings,
                  "clip-skip": build_clip_skip, "prompt-syntax": build_prompt_syntax,
-                 "a1111-prompts": build_a1111_prompts, "hires": build_hires}
+                 "a1111-prompts": build_a1111_prompts, "hires": build_hires,
+                 "upscalers": build_upscalers}
         for name in only:
             if name not in alone:
                 sys.exit(f"{name}: only {', '.join(alone)} build alone; run without names for the rest")

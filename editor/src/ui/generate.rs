@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use autonomy_pipeline::models::sd::prompt_schedule;
 use autonomy_pipeline::models::sd::scheduler::Sampler;
-use autonomy_pipeline::recipe::Kind;
+use autonomy_pipeline::recipe::{Kind, UpscalerRef};
 use bevy_egui::egui;
 
 use super::{EditorUi, Frame, Intent, start, sub_rect};
@@ -173,6 +173,36 @@ fn vae(ui: &mut egui::Ui, draft: &mut Draft, local: &LocalModels) {
             );
         }
     });
+}
+
+/// How a hires pass scales the first image up: its latents, its pixels by Lanczos, or an
+/// upscaling model found in the model folders.
+fn hires_upscaler(ui: &mut egui::Ui, chosen: &mut UpscalerRef, local: &LocalModels) {
+    let name = |upscaler: &UpscalerRef| match upscaler {
+        UpscalerRef::Latent => "latent".to_string(),
+        UpscalerRef::Lanczos => "Lanczos".to_string(),
+        UpscalerRef::File(path) => path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        ),
+    };
+    egui::ComboBox::from_id_salt("hires_upscaler")
+        .selected_text(name(chosen))
+        .show_ui(ui, |ui| {
+            ui.selectable_value(chosen, UpscalerRef::Latent, "latent")
+                .on_hover_text("scale the latents (soft: strength 0.5 or more)");
+            ui.selectable_value(chosen, UpscalerRef::Lanczos, "Lanczos")
+                .on_hover_text("scale the pixels with Lanczos");
+            for path in &local.upscalers {
+                let file = UpscalerRef::File(path.clone());
+                let label = name(&file);
+                ui.selectable_value(chosen, file, label)
+                    .on_hover_text(format!(
+                        "{}: sharp, so strength 0.3–0.5 is enough",
+                        path.display()
+                    ));
+            }
+        });
 }
 
 /// For an SDXL base model: none, or an SDXL refiner found in the model folders that takes over
@@ -373,6 +403,7 @@ pub(super) fn show(ui: &mut egui::Ui, state: &mut EditorUi, frame: &mut Frame) {
                     match (on, draft.hires.as_mut()) {
                         (true, Some(strength)) => {
                             ui.add(egui::Slider::new(strength, 0.05..=1.0).text("strength"));
+                            hires_upscaler(ui, &mut draft.hires_upscaler, frame.local_models);
                         }
                         (true, None) => draft.hires = Some(0.6),
                         (false, _) => draft.hires = None,

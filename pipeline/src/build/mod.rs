@@ -338,6 +338,9 @@ impl Builder<'_> {
         if let Some(refiner) = &ingredients.refiner {
             inputs.push(format!("refiner:{}", refiner.weights_sha256));
         }
+        if let Some(upscaler) = &ingredients.upscaler {
+            inputs.push(format!("upscaler:{}", upscaler.sha256));
+        }
         if let Some(signer) = &self.options.signer {
             inputs.push(format!("creator:{}", signer.address()));
             inputs.push(format!("content-credentials:{CREDENTIALS_REVISION}"));

@@ -5,10 +5,10 @@ use image::{GrayImage, RgbaImage};
 use std::path::Path;
 
 use super::BuildError;
-use crate::generator::{GenerateRequest, Generator, Hires, InitImage};
+use crate::generator::{GenerateRequest, Generator, Hires, HiresUpscaler, InitImage};
 use crate::material::{self, MapKind};
 use crate::post::{self, Palette};
-use crate::recipe::{self, AssetRecipe, Kind, ModelRef, PbrMap};
+use crate::recipe::{self, AssetRecipe, Kind, ModelRef, PbrMap, UpscalerRef};
 
 /// How many times the texture repeats across the glTF quad, so the tiling shows.
 const MATERIAL_TILING: f32 = 2.0;
@@ -62,10 +62,15 @@ pub fn produce(recipe: &AssetRecipe, inputs: &Inputs) -> Result<Vec<Produced>, B
         sampler: recipe.sampler,
         guidance_rescale: f64::from(recipe.guidance_rescale),
         clip_skip: recipe.clip_skip,
-        hires: recipe.hires.map(|hires| Hires {
+        hires: recipe.hires.as_ref().map(|hires| Hires {
             size: recipe.size,
             strength: hires.strength,
             steps: hires.steps.unwrap_or(recipe.steps) as usize,
+            upscaler: match hires.upscaler {
+                UpscalerRef::Latent => HiresUpscaler::Latent,
+                UpscalerRef::Lanczos => HiresUpscaler::Lanczos,
+                UpscalerRef::File(_) => HiresUpscaler::Model,
+            },
         }),
     };
     let native = inputs.generator.native_size();

@@ -663,6 +663,7 @@ mod tests {
                 embeddings: Vec::new(),
                 vae: None,
                 refiner: None,
+                upscaler: None,
             },
             device: "cpu".into(),
             parents: vec![],

@@ -11,13 +11,16 @@ use std::sync::{Arc, Mutex};
 use super::produce::{self, Inputs, Produced};
 use super::provenance::{Carrier, FileHash, Manifest, Parent};
 use super::{BuildError, BuildOptions, label, slash};
-use crate::generator::{EmbeddingUse, Generator, LoraUse, ModelIdentity, RefinerUse, VaeUse};
+use crate::generator::{
+    EmbeddingUse, Generator, LoraUse, ModelIdentity, RefinerUse, UpscalerUse, VaeUse,
+};
 use crate::models::sd::embedding::EmbeddingFile;
 use crate::models::sd::lora::LoraFile;
+use crate::models::sd::upscaler::UpscalerFile;
 use crate::models::sd::vae_file::VaeFile;
 use crate::models::{self, Additions, Family, RefinerFile};
 use crate::post::Palette;
-use crate::recipe::{self, AssetRecipe, ModelRef, RecipeSet, Source};
+use crate::recipe::{self, AssetRecipe, ModelRef, RecipeSet, Source, UpscalerRef};
 
 /// Everything besides the recipe that decides an asset's bytes, resolved.
 pub struct Ingredients {
@@ -34,6 +37,8 @@ pub struct Ingredients {
     /// The refiner that takes over the model's latents: as the recipe names it, its version,
     /// the switch point.
     pub refiner: Option<RefinerUse>,
+    /// The upscaling model of the hires pass: the file as the recipe names it, its hash.
+    pub upscaler: Option<UpscalerUse>,
     /// sha256 (hex) of the model's weights.
     pub weights_sha256: String,
     /// The generator code version ([`crate::generator::generator_version`]).
@@ -155,6 +160,22 @@ impl<'a> Workshop<'a> {
             }
             None => None,
         };
+        let upscaler = match recipe.hires.as_ref().map(|h| &h.upscaler) {
+            Some(UpscalerRef::File(file)) => {
+                let path = self.options.root.join(file);
+                let sha256 = crate::models::digest::file_sha256(&path).map_err(|e| {
+                    fail(format!(
+                        "`hires_upscaler`: cannot read `{}`: {e}",
+                        path.display()
+                    ))
+                })?;
+                Some(UpscalerUse {
+                    file: slash(file),
+                    sha256,
+                })
+            }
+            _ => None,
+        };
         Ok(Ingredients {
             generator: Family::of(&model_dir).generator(),
             model_dir,
@@ -162,6 +183,7 @@ impl<'a> Workshop<'a> {
             embeddings,
             vae,
             refiner,
+            upscaler,
             weights_sha256,
             device: crate::device::name(&self.options.device),
             source,
@@ -222,12 +244,13 @@ impl<'a> Workshop<'a> {
     /// The model the ingredients name, with their LoRAs, embeddings, VAE and refiner: loaded
     /// once.
     fn model(&self, ingredients: &Ingredients) -> Result<Arc<dyn Generator>, String> {
-        let (dir, loras, embeddings, vae, refiner) = (
+        let (dir, loras, embeddings, vae, refiner, upscaler) = (
             &ingredients.model_dir,
             &ingredients.loras,
             &ingredients.embeddings,
             ingredients.vae.as_ref(),
             ingredients.refiner.as_ref(),
+            ingredients.upscaler.as_ref(),
         );
         let mut models = self
             .models
@@ -243,6 +266,7 @@ impl<'a> Workshop<'a> {
             )
             .chain(vae.map(|v| format!("vae:{}:{}", v.file, v.sha256)))
             .chain(refiner.map(|r| format!("refiner:{}:{}:{}", r.file, r.weights_sha256, r.switch)))
+            .chain(upscaler.map(|u| format!("upscaler:{}:{}", u.file, u.sha256)))
             .collect();
         let key = (dir.to_path_buf(), signature.join("|"));
         if let Some(model) = models.get(&key) {
@@ -272,11 +296,16 @@ impl<'a> Workshop<'a> {
             label: r.file.clone(),
             switch: r.switch,
         });
+        let upscaler_file = upscaler.map(|u| UpscalerFile {
+            path: self.options.root.join(&u.file),
+            label: u.file.clone(),
+        });
         let additions = Additions {
             loras: &files,
             embeddings: &embedding_files,
             vae: vae_file.as_ref(),
             refiner: refiner_file.as_ref(),
+            upscaler: upscaler_file.as_ref(),
         };
         let model: Arc<dyn Generator> = models::load(dir, &self.options.device, &additions)
             .map_err(|e| format!("model: {e}"))?
@@ -286,9 +315,10 @@ impl<'a> Workshop<'a> {
             || identity.embeddings != *embeddings
             || identity.vae.as_ref() != vae
             || identity.refiner.as_ref() != refiner
+            || identity.upscaler.as_ref() != upscaler
         {
             return Err(
-                "a LoRA, embedding, VAE or refiner file changed while the build read it; build again"
+                "a LoRA, embedding, VAE, refiner or upscaler file changed while the build read it; build again"
                     .into(),
             );
         }

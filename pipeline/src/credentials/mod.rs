@@ -171,6 +171,7 @@ mod tests {
                 embeddings: Vec::new(),
                 vae: None,
                 refiner: None,
+                upscaler: None,
             },
             device: "cpu".into(),
             parents: Vec::new(),

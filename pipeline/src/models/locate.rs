@@ -1,6 +1,6 @@
 //! Finding models: by the sha256 of their weights (the identity manifests and the registry
-//! record), and every Stable Diffusion folder, single-file checkpoint and LoRA file among the
-//! project's model folders.
+//! record), and every Stable Diffusion folder, single-file checkpoint, LoRA, embedding, VAE
+//! and upscaler file among the project's model folders.
 
 use std::path::PathBuf;
 
@@ -30,6 +30,19 @@ pub fn stable_diffusion_models(dirs: &[PathBuf]) -> Vec<PathBuf> {
 /// ComfyUI's `models/vae/`) and their files: diffusers VAE folders and VAE weights files
 /// ([`super::sd::vae_file::is_vae`]), sorted. A pipeline's own `vae/` is not one of them.
 pub fn vae_files(dirs: &[PathBuf]) -> Vec<PathBuf> {
+    beside(dirs, super::sd::vae_file::is_vae)
+}
+
+/// Every image upscaling model among `dirs`, the folders directly below them (A1111's
+/// `models/ESRGAN/`, ComfyUI's `models/upscale_models/`) and their files
+/// ([`super::sd::upscaler::is_upscaler`]: from the stored names alone), sorted.
+pub fn upscaler_files(dirs: &[PathBuf]) -> Vec<PathBuf> {
+    beside(dirs, super::sd::upscaler::is_upscaler)
+}
+
+/// The entries of `dirs` and of the folders directly below them (not diffusers pipelines)
+/// that `wanted` takes, sorted.
+fn beside(dirs: &[PathBuf], wanted: impl Fn(&std::path::Path) -> bool) -> Vec<PathBuf> {
     let entries = |dir: &PathBuf| -> Vec<PathBuf> {
         std::fs::read_dir(dir)
             .into_iter()
@@ -47,7 +60,7 @@ pub fn vae_files(dirs: &[PathBuf]) -> Vec<PathBuf> {
             let files: Vec<PathBuf> = below.iter().flat_map(entries).collect();
             entries(dir).into_iter().chain(files)
         })
-        .filter(|path| super::sd::vae_file::is_vae(path))
+        .filter(|path| wanted(path))
         .collect();
     found.sort();
     found.dedup();
@@ -412,6 +425,38 @@ mod tests {
         assert_eq!(
             vae_files(&[root.path().to_path_buf()]),
             [vaes.join("ft-mse.safetensors"), folder]
+        );
+    }
+
+    #[test]
+    fn lists_upscaler_files_in_every_layout_but_not_other_weights() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sd");
+        let root = tempfile::tempdir().unwrap();
+        let esrgan = root.path().join("ESRGAN");
+        std::fs::create_dir(&esrgan).unwrap();
+        let files = [
+            "compact-x4.pth",
+            "rrdb-x2-new.pth",
+            "rrdb-x4-new.safetensors",
+            "rrdb-x4-old.pth",
+        ];
+        for file in files {
+            std::fs::copy(fixtures.join("upscalers").join(file), esrgan.join(file)).unwrap();
+        }
+        // A LoRA and a VAE beside them are not upscalers.
+        std::fs::copy(
+            fixtures.join("tiny-sd15/loras/kohya.safetensors"),
+            esrgan.join("kohya.safetensors"),
+        )
+        .unwrap();
+        std::fs::copy(
+            fixtures.join("tiny-sd15/vae/diffusion_pytorch_model.safetensors"),
+            root.path().join("vae.safetensors"),
+        )
+        .unwrap();
+        assert_eq!(
+            upscaler_files(&[root.path().to_path_buf()]),
+            files.map(|f| esrgan.join(f))
         );
     }
 }

@@ -55,6 +55,8 @@ pub struct Additions<'a> {
     pub vae: Option<&'a sd::vae_file::VaeFile>,
     /// A refiner that takes over its latents at a switch point.
     pub refiner: Option<&'a RefinerFile>,
+    /// The upscaling model its hires pass scales the first image with.
+    pub upscaler: Option<&'a sd::upscaler::UpscalerFile>,
 }
 
 /// A refiner to load for a base model (SDXL's ensemble of experts).
@@ -78,18 +80,22 @@ pub fn load(
     let plain = additions.loras.is_empty()
         && additions.embeddings.is_empty()
         && additions.vae.is_none()
-        && additions.refiner.is_none();
+        && additions.refiner.is_none()
+        && additions.upscaler.is_none();
     Ok(match Family::of(dir) {
         Family::House if plain => Box::new(HouseModel::load(dir, device)?),
         Family::House => {
             return Err(GenerateError::Unsupported(format!(
-                "`{}` is a house model: LoRAs, embeddings, VAE files and refiners apply to Stable Diffusion models",
+                "`{}` is a house model: LoRAs, embeddings, VAE files, refiners and upscalers apply to Stable Diffusion models",
                 dir.display()
             )));
         }
         Family::StableDiffusion => {
             let mut base = StableDiffusion::load_with(dir, device, additions.loras, additions.vae)?;
             base.add_embeddings(additions.embeddings)?;
+            if let Some(upscaler) = additions.upscaler {
+                base.add_upscaler(upscaler)?;
+            }
             match additions.refiner {
                 None => Box::new(base),
                 Some(refiner) => {

@@ -44,7 +44,9 @@
 //! last, that conditions the image), `embeddings` (none: textual-inversion files, each
 //! adding the word of its stem) and `hires_strength` (none, in (0, 1]: draw at the model's
 //! size, then redraw at `size` — a multiple of 64 above it — at this strength, A1111's
-//! "hires. fix"; not for animations) with `hires_steps` (`steps`, 1..=200).
+//! "hires. fix"; not for animations) with `hires_steps` (`steps`, 1..=200) and
+//! `hires_upscaler` (`"latent"`: the latents bilinearly; `"lanczos"`: the pixels; or an
+//! upscaling model file, ESRGAN or Real-ESRGAN `.pth`/`.safetensors`).
 //!
 //! **Paths** (`source`, `mask`, `palette`, a model folder, LoRA files) are written relative to the recipe's
 //! folder and stored relative to the recipe root; they may not leave the root (a model
@@ -221,12 +223,27 @@ pub struct RefinerRef {
 
 /// A Stable Diffusion asset drawn at the model's size and redrawn at the asset's (see
 /// [`crate::generator::Hires`]).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HiresRef {
     /// How much the second pass redraws, in (0, 1].
     pub strength: f32,
     /// The second pass's steps; the asset's `steps` when absent.
     pub steps: Option<u32>,
+    /// How the first image is scaled up.
+    pub upscaler: UpscalerRef,
+}
+
+/// A hires pass's upscaler as the recipe names it (`hires_upscaler`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum UpscalerRef {
+    /// `"latent"` (the default): the latents, bilinearly.
+    #[default]
+    Latent,
+    /// `"lanczos"`: the pixels, with Lanczos.
+    Lanczos,
+    /// An upscaling model file (`.pth`, `.safetensors`: ESRGAN, Real-ESRGAN), relative to the
+    /// recipe root.
+    File(PathBuf),
 }
 
 /// One asset to generate, with every default filled in.
@@ -377,6 +394,11 @@ impl AssetRecipe {
         if let Some(hires) = &self.hires {
             canonical["hires"] =
                 json!({ "strength": short_float(hires.strength), "steps": hires.steps });
+            match &hires.upscaler {
+                UpscalerRef::Latent => {}
+                UpscalerRef::Lanczos => canonical["hires"]["upscaler"] = json!("lanczos"),
+                UpscalerRef::File(file) => canonical["hires"]["upscaler"] = json!(path(file)),
+            }
         }
         canonical
     }

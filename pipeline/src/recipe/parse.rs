@@ -11,7 +11,7 @@ use super::fields::{Fields, closest, expected};
 use super::paths::{check_name, check_recipe_ref, resolve_inside};
 use super::{
     Animation, AssetRecipe, HiresRef, Img2Img, Kind, LoraRef, ModelRef, Palette, PbrMap, PixelArt,
-    RefinerRef, Source,
+    RefinerRef, Source, UpscalerRef,
 };
 use crate::models::sd::prompt_syntax::network_tag;
 use crate::models::sd::scheduler::Sampler;
@@ -22,7 +22,7 @@ pub(super) const MAX_FILE_BYTES: usize = 1 << 20;
 /// Keys only animations accept.
 const ANIMATION_KEYS: [&str; 3] = ["frames", "fps", "loop"];
 /// Every key an asset may have.
-const ALL_KEYS: [&str; 27] = [
+const ALL_KEYS: [&str; 28] = [
     "kind",
     "prompt",
     "negative_prompt",
@@ -41,6 +41,7 @@ const ALL_KEYS: [&str; 27] = [
     "clip_skip",
     "hires_strength",
     "hires_steps",
+    "hires_upscaler",
     "tileable",
     "pixel_art",
     "source",
@@ -354,9 +355,35 @@ impl Reader<'_> {
                 "only applies with `hires_strength`; add it or remove this",
             );
         }
+        let upscaler = f
+            .string(report, "hires_upscaler")
+            .and_then(|u| match &**u.get_ref() {
+                "latent" => Some(UpscalerRef::Latent),
+                "lanczos" => Some(UpscalerRef::Lanczos),
+                file => self
+                    .weights_file(file)
+                    .map(UpscalerRef::File)
+                    .map_err(|message| {
+                        report.error(
+                            u.span(),
+                            Some(&f.field("hires_upscaler")),
+                            format!("`latent`, `lanczos` or an upscaler model file: {message}"),
+                        )
+                    })
+                    .ok(),
+            })
+            .unwrap_or_default();
+        if !f.has("hires_strength") {
+            f.misplaced(
+                report,
+                "hires_upscaler",
+                "only applies with `hires_strength`; add it or remove this",
+            );
+        }
         let hires = hires_strength.map(|strength| HiresRef {
             strength: strength as f32,
             steps: hires_steps.map(|steps| steps as u32),
+            upscaler,
         });
         let tileable = f.boolean(report, "tileable");
         let pixel_art = f
@@ -1181,12 +1208,35 @@ mod tests {
             r.hires,
             Some(HiresRef {
                 strength: 0.55,
-                steps: None
+                steps: None,
+                upscaler: UpscalerRef::Latent,
             })
         );
         assert_eq!(
             r.canonical()["hires"],
             serde_json::json!({ "strength": 0.55, "steps": null })
+        );
+        // Pixels by Lanczos, or through a model file (a path, as other files are written).
+        let r = one(
+            "h.recipe.toml",
+            "kind = \"texture\"\nprompt = \"bricks\"\nmodel = \"sd\"\nsize = 1024\nhires_strength = 0.4\nhires_upscaler = \"lanczos\"\n",
+        );
+        assert_eq!(
+            r.hires.as_ref().map(|h| &h.upscaler),
+            Some(&UpscalerRef::Lanczos)
+        );
+        assert_eq!(r.canonical()["hires"]["upscaler"], "lanczos");
+        let r = one(
+            "h.recipe.toml",
+            "kind = \"texture\"\nprompt = \"bricks\"\nmodel = \"sd\"\nsize = 1024\nhires_strength = 0.4\nhires_upscaler = \"upscalers/4x-UltraSharp.pth\"\n",
+        );
+        assert_eq!(
+            r.hires.as_ref().map(|h| h.upscaler.clone()),
+            Some(UpscalerRef::File("upscalers/4x-UltraSharp.pth".into()))
+        );
+        assert_eq!(
+            r.canonical()["hires"]["upscaler"],
+            "upscalers/4x-UltraSharp.pth"
         );
         let r = one(
             "h.recipe.toml",
@@ -1213,6 +1263,14 @@ mod tests {
             (
                 "kind = \"sprite\"\nprompt = \"gem\"\nmodel = \"sd\"\nhires_steps = 8\n",
                 "only applies with `hires_strength`",
+            ),
+            (
+                "kind = \"sprite\"\nprompt = \"gem\"\nmodel = \"sd\"\nhires_upscaler = \"lanczos\"\n",
+                "only applies with `hires_strength`",
+            ),
+            (
+                "kind = \"sprite\"\nprompt = \"gem\"\nmodel = \"sd\"\nhires_strength = 0.5\nhires_upscaler = \"../../up.pth\"\n",
+                "`latent`, `lanczos` or an upscaler model file",
             ),
             (
                 "kind = \"sprite\"\nprompt = \"gem\"\nmodel = \"sd\"\nhires_strength = 0\n",

@@ -360,6 +360,18 @@ fn same_ingredients(have: &Ingredients, manifest: &Manifest) -> Result<(), Found
     if now != then {
         return Err(differ("refiners", &now, &then));
     }
+    let upscaler = |upscaler: Option<&crate::generator::UpscalerUse>| {
+        upscaler.map_or("none".to_string(), |u| {
+            format!("{} (sha256 {})", u.file, u.sha256)
+        })
+    };
+    let (now, then) = (
+        upscaler(have.upscaler.as_ref()),
+        upscaler(model.upscaler.as_ref()),
+    );
+    if now != then {
+        return Err(differ("hires upscalers", &now, &then));
+    }
     let sources = |parents: &[crate::build::provenance::Parent]| {
         let list: Vec<String> = parents
             .iter()

@@ -181,6 +181,7 @@ impl HouseModel {
                 embeddings: Vec::new(),
                 vae: None,
                 refiner: None,
+                upscaler: None,
             },
         })
     }

@@ -1,6 +1,8 @@
-//! The latent upscale of the hires pass (see [`crate::generator::Hires`]): bilinear, as
-//! PyTorch's `interpolate(mode="bilinear", align_corners=False)` that A1111's "Latent" upscaler
-//! calls, except that a tileable image's latents wrap around instead of stopping at the edges.
+//! The upscales of the hires pass (see [`crate::generator::Hires`]): of the latents,
+//! bilinearly, as PyTorch's `interpolate(mode="bilinear", align_corners=False)` that A1111's
+//! "Latent" upscaler calls, except that a tileable image's latents wrap around instead of
+//! stopping at the edges; or of the pixels, by Lanczos or an upscaling model, as A1111's other
+//! upscalers do.
 //!
 //! ```
 //! use autonomy_pipeline::models::sd::hires::upscale_latents;
@@ -15,6 +17,76 @@
 //! ```
 
 use candle_core::{DType, Tensor};
+use image::RgbImage;
+
+use super::SdError;
+use super::lanczos;
+use super::upscaler::Upscaler;
+
+/// Images `(n, 3, h, w)` in [0, 1] scaled to `side × side` as A1111's pixel upscalers scale
+/// them: rounded to 8 bits, through `model` (when given) until at least `side` wide — at most
+/// three times, each output rounded to 8 bits — then resized with Lanczos to exactly `side`
+/// ([`lanczos::resize`], wrapping for a tileable image, as the model's tiles do).
+pub fn upscale_pixels(
+    pixels: &Tensor,
+    side: usize,
+    model: Option<&Upscaler>,
+    wrap: bool,
+) -> Result<Tensor, SdError> {
+    let (n, _, _, _) = pixels.dims4()?;
+    let device = pixels.device();
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut image = to_rgb8(&pixels.get(i)?)?;
+        if let Some(model) = model {
+            for _ in 0..3 {
+                if image.width() as usize >= side {
+                    break;
+                }
+                let input = from_rgb8(&image, device)?.unsqueeze(0)?;
+                let larger = to_rgb8(&model.upscale(&input, wrap)?.get(0)?)?;
+                if larger.dimensions() == image.dimensions() {
+                    break;
+                }
+                image = larger;
+            }
+        }
+        let resized = lanczos::resize(&image, side as u32, side as u32, wrap);
+        out.push(from_rgb8(&resized, device)?);
+    }
+    Ok(Tensor::stack(&out, 0)?)
+}
+
+/// `(3, h, w)` in [0, 1] as an 8-bit image, rounded.
+fn to_rgb8(pixels: &Tensor) -> Result<RgbImage, SdError> {
+    let (_, h, w) = pixels.dims3()?;
+    let bytes = (pixels.to_dtype(DType::F32)?.clamp(0f32, 1f32)? * 255.0)?
+        .round()?
+        .permute((1, 2, 0))?
+        .flatten_all()?
+        .to_vec1::<f32>()?
+        .into_iter()
+        .map(|v| v as u8)
+        .collect();
+    RgbImage::from_raw(w as u32, h as u32, bytes).ok_or_else(|| {
+        SdError::BadRequest(format!("a {w}×{h} image has the wrong number of pixels"))
+    })
+}
+
+/// An 8-bit image as `(3, h, w)` f32 in [0, 1] on `device`.
+fn from_rgb8(image: &RgbImage, device: &candle_core::Device) -> Result<Tensor, SdError> {
+    let (w, h) = image.dimensions();
+    let values: Vec<f32> = image
+        .as_raw()
+        .iter()
+        .map(|&v| f32::from(v) / 255.0)
+        .collect();
+    Ok(
+        Tensor::from_vec(values, (h as usize, w as usize, 3), device)?
+            .permute((2, 0, 1))?
+            .contiguous()?,
+    )
+}
 
 /// `latents` `(n, c, h, w)` scaled to `(n, c, side·h/w…)`: a square `side × side` grid,
 /// bilinearly; `wrap` reads across the edges (a tileable image), else the edges are held.
@@ -87,6 +159,35 @@ mod tests {
         // A uniform grid stays uniform, at any scale.
         let up = upscale_latents(&grid(&[0.5; 9], 3), 7, false).unwrap();
         assert!(flat(&up).iter().all(|&v| (v - 0.5).abs() < 1e-6));
+    }
+
+    #[test]
+    fn pixels_scale_up_by_lanczos_and_wrap_across_a_tileable_images_edges() {
+        // A bright first column: wrapped, the last columns of the larger image see it too.
+        let side = 16;
+        let values: Vec<f32> = (0..3 * side * side)
+            .map(|i| if i % side == 0 { 1.0 } else { 0.0 })
+            .collect();
+        let pixels = Tensor::from_vec(values, (1, 3, side, side), &Device::Cpu).unwrap();
+        let right_edge = |wrap: bool| -> f32 {
+            let up = upscale_pixels(&pixels, 40, None, wrap).unwrap();
+            assert_eq!(up.dims(), [1, 3, 40, 40]);
+            up.narrow(3, 39, 1)
+                .unwrap()
+                .mean_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap()
+        };
+        assert!(right_edge(true) > 0.05, "{}", right_edge(true));
+        assert!(right_edge(false) < 0.01, "{}", right_edge(false));
+        // 8-bit in, 8-bit out: values land on multiples of 1/255.
+        let up = upscale_pixels(&pixels, 40, None, false).unwrap();
+        assert!(
+            flat(&up)
+                .iter()
+                .all(|v| ((v * 255.0) - (v * 255.0).round()).abs() < 1e-4)
+        );
     }
 
     #[test]

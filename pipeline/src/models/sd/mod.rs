@@ -40,6 +40,7 @@ pub mod folder;
 pub mod group_norm;
 pub mod hires;
 pub mod kernels;
+pub mod lanczos;
 pub mod lora;
 pub mod original_names;
 mod pickle;
@@ -53,6 +54,7 @@ pub mod tiny_vae;
 pub mod tokenizer;
 mod transform;
 pub mod unet;
+pub mod upscaler;
 pub mod vae;
 pub mod vae_file;
 pub mod weights;
@@ -68,7 +70,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::generator::{
-    GenerateError, GenerateRequest, Generator, Hires, InitImage, ModelIdentity, VaeUse,
+    GenerateError, GenerateRequest, Generator, Hires, HiresUpscaler, InitImage, ModelIdentity,
+    UpscalerUse, VaeUse,
 };
 use config::PipelineSpec;
 use embedding::{Embedding, EmbeddingFile, Encoder};
@@ -193,6 +196,8 @@ pub struct StableDiffusion {
     dtype: DType,
     /// The VAE's dtype (see [`vae_dtype`]).
     vae_dtype: DType,
+    /// The upscaling model of a hires pass that asks for one.
+    upscaler: Option<upscaler::Upscaler>,
     identity: ModelIdentity,
 }
 
@@ -303,6 +308,7 @@ impl StableDiffusion {
             embeddings: Vec::new(),
             vae: vae_use,
             refiner: None,
+            upscaler: None,
         };
         tracing::debug!(path = %path.display(), version = %identity.weights_sha256, "loaded Stable Diffusion");
         Ok(Self {
@@ -314,8 +320,24 @@ impl StableDiffusion {
             device: device.clone(),
             dtype,
             vae_dtype,
+            upscaler: None,
             identity,
         })
+    }
+
+    /// Loads the upscaling model of `file` for hires passes that ask for one
+    /// ([`HiresUpscaler::Model`]); the identity lists it with its hash.
+    pub fn add_upscaler(&mut self, file: &upscaler::UpscalerFile) -> Result<(), SdError> {
+        let sha256 =
+            super::digest::file_sha256(&file.path).map_err(|e| SdError::io(&file.path, e))?;
+        let model = upscaler::Upscaler::open(&file.path, &self.device)?;
+        tracing::debug!(file = %file.label, model = %model.description(), "loaded an upscaler");
+        self.upscaler = Some(model);
+        self.identity.upscaler = Some(UpscalerUse {
+            file: file.label.clone(),
+            sha256,
+        });
+        Ok(())
     }
 
     /// Loads textual-inversion embeddings (see the [`embedding`] module): each file's word,
@@ -646,7 +668,34 @@ impl StableDiffusion {
             );
         }
         let side = hires.size as usize / self.spec.vae.downscale();
-        let up = hires::upscale_latents(latents, side, request.tileable)?;
+        let up = match hires.upscaler {
+            HiresUpscaler::Latent => hires::upscale_latents(latents, side, request.tileable)?,
+            HiresUpscaler::Lanczos | HiresUpscaler::Model => {
+                let model = match hires.upscaler {
+                    HiresUpscaler::Model => Some(self.upscaler.as_ref().ok_or_else(|| {
+                        SdError::BadRequest(
+                            "hires pass: it asks for an upscaling model but none was loaded with this model".into(),
+                        )
+                    })?),
+                    _ => None,
+                };
+                let first = self.decode(latents, request.tileable)?;
+                let big =
+                    hires::upscale_pixels(&first, hires.size as usize, model, request.tileable)?;
+                let image = ((big * 2.0)? - 1.0)?;
+                let mean = if request.tileable {
+                    // Encoded with a wrapped margin, so the edges see across the seam.
+                    let scale = self.spec.vae.downscale();
+                    let pad = side / 4 * scale;
+                    let mean = self.vae_encode_mean(&wrap_pad(&image, pad)?)?;
+                    mean.narrow(2, pad / scale, side)?
+                        .narrow(3, pad / scale, side)?
+                } else {
+                    self.vae_encode_mean(&image)?
+                };
+                (mean * self.spec.vae.scaling_factor)?
+            }
+        };
         let second = GenerateRequest {
             steps: hires.steps,
             init: None,
