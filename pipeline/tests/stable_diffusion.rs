@@ -1295,13 +1295,7 @@ fn a_recipe_above_the_models_size_is_told_about_the_hires_pass_and_names_its_ups
         })
     );
     assert_eq!(made.recipe["hires"]["upscaler"], "upscalers/sharp.pth");
-    let verified = studio.run(&[
-        "verify",
-        root.to_str().unwrap(),
-        "--reproduce",
-        "--model",
-        &studio.model,
-    ]);
+    let verified = studio.reproduce(root);
     let text = String::from_utf8_lossy(&verified.stdout);
     // (Unsigned, so `verify` exits as unverifiable; the reproduction itself is checked.)
     assert!(
@@ -1460,13 +1454,7 @@ fn a_recipe_naming_a_diffusers_folder_builds_signs_caches_and_reproduces() {
     for asset in report["assets"].as_array().unwrap() {
         assert_eq!(asset["outcome"], "up-to-date", "{report}");
     }
-    let verified = studio.run(&[
-        "verify",
-        root.to_str().unwrap(),
-        "--reproduce",
-        "--model",
-        &studio.model,
-    ]);
+    let verified = studio.reproduce(root);
     let text = String::from_utf8_lossy(&verified.stdout);
     assert!(
         verified.status.success() && text.matches("reproduced bit for bit").count() == 3,
@@ -1556,13 +1544,7 @@ fn an_sdxl_refiner_recipe_refines_the_base_recipes_image() {
         mean_difference(&knight, &handed) > 1.0,
         "the refiner's last steps change the base's picture"
     );
-    let verified = studio.run(&[
-        "verify",
-        root.join("knight-ensemble.png").to_str().unwrap(),
-        "--reproduce",
-        "--model",
-        &studio.model,
-    ]);
+    let verified = studio.reproduce(&root.join("knight-ensemble.png"));
     let text = String::from_utf8_lossy(&verified.stdout);
     assert!(text.contains("reproduced bit for bit"), "{text}");
     let manifest: Manifest =

@@ -72,6 +72,17 @@ impl Studio {
         assert!(built.status.success(), "{built:?}");
     }
 
+    /// Runs `autonomy verify <path> --reproduce` with the studio's model.
+    pub fn reproduce(&self, path: &std::path::Path) -> std::process::Output {
+        self.run(&[
+            "verify",
+            path.to_str().unwrap(),
+            "--reproduce",
+            "--model",
+            &self.model,
+        ])
+    }
+
     /// Runs `autonomy args…` and waits for it.
     pub fn run(&self, args: &[&str]) -> std::process::Output {
         std::process::Command::new(env!("CARGO_BIN_EXE_autonomy"))

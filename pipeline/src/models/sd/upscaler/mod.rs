@@ -151,7 +151,7 @@ impl Upscaler {
     }
 
     /// `pixels` `(n, 3, h, w)` in [0, 1] upscaled to `(n, 3, h·scale, w·scale)` in [0, 1], in
-    /// tiles of [`TILE`] with [`MARGIN`] pixels of context each (across the edges when
+    /// tiles of 192 pixels with 16 pixels of context each (across the edges when
     /// `wrap`, for a tileable image).
     pub fn upscale(&self, pixels: &Tensor, wrap: bool) -> Result<Tensor, SdError> {
         self.upscale_tiled(pixels, wrap, TILE)
