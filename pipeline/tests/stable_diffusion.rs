@@ -1015,46 +1015,32 @@ fn tileable_images_meet_across_the_wrap() {
         "tileable: the wrap-around seam is {tiled:.2}× the inside"
     );
     assert!(tiled < plain, "{tiled:.2} vs {plain:.2}");
-    // A hires pass scales the latents up across the wrap, and redraws them wrapped.
-    let hires = model
-        .generate(&GenerateRequest {
-            count: 3,
-            tileable: true,
-            hires: Some(Hires {
-                size: 128,
-                strength: 0.6,
-                steps: 6,
-                upscaler: HiresUpscaler::Latent,
-            }),
-            ..request("grass texture")
-        })
-        .unwrap();
-    assert_eq!(hires[0].dimensions(), (128, 128));
-    let tiled = ratio(&hires);
-    assert!(
-        tiled < 1.3,
-        "tileable at hires: the wrap-around seam is {tiled:.2}× the inside"
-    );
-    // So do the pixel upscalers: Lanczos and an upscaling model's tiles read across the wrap,
-    // and the VAE encodes the larger image with a wrapped margin.
+    // A hires pass scales the first image up across the wrap — its latents, or its pixels
+    // through Lanczos or an upscaling model's tiles, encoded with a wrapped margin — and
+    // redraws it wrapped.
     let mut model = model;
     model
         .add_upscaler(&upscaler_file("compact-x4.pth"))
         .unwrap();
-    for upscaler in [HiresUpscaler::Lanczos, HiresUpscaler::Model] {
+    for (upscaler, strength) in [
+        (HiresUpscaler::Latent, 0.6),
+        (HiresUpscaler::Lanczos, 0.4),
+        (HiresUpscaler::Model, 0.4),
+    ] {
         let hires = model
             .generate(&GenerateRequest {
                 count: 3,
                 tileable: true,
                 hires: Some(Hires {
                     size: 128,
-                    strength: 0.4,
+                    strength,
                     steps: 6,
                     upscaler,
                 }),
                 ..request("grass texture")
             })
             .unwrap();
+        assert_eq!(hires[0].dimensions(), (128, 128));
         let tiled = ratio(&hires);
         assert!(
             tiled < 1.3,
@@ -1304,14 +1290,7 @@ fn a_recipe_above_the_models_size_is_told_about_the_hires_pass_and_names_its_ups
     );
     let before = std::fs::read(root.join("slate.png")).unwrap();
     std::fs::copy(upscaler_file("rrdb-x4-old.pth").path, &file).unwrap();
-    let out = studio.run(&[
-        "build",
-        root.to_str().unwrap(),
-        "--json",
-        "--model",
-        &studio.model,
-    ]);
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = studio.build_report(None);
     assert_eq!(report["assets"][0]["outcome"], "built", "{report}");
     assert_eq!(manifest().model.upscaler.unwrap().sha256, sha256(&file));
     assert_ne!(
@@ -1438,18 +1417,7 @@ fn a_recipe_naming_a_diffusers_folder_builds_signs_caches_and_reproduces() {
         serde_json::json!({ "strength": 0.6, "steps": 3 })
     );
     // `autonomy build --json` of the project, signed as before; its report.
-    let build_report = || -> serde_json::Value {
-        let out = studio.run(&[
-            "build",
-            root.to_str().unwrap(),
-            "--json",
-            "--model",
-            &studio.model,
-            "--key",
-            "studio",
-        ]);
-        serde_json::from_slice(&out.stdout).unwrap()
-    };
+    let build_report = || studio.build_report(Some("studio"));
     let report = build_report();
     for asset in report["assets"].as_array().unwrap() {
         assert_eq!(asset["outcome"], "up-to-date", "{report}");
@@ -2645,6 +2613,24 @@ fn a1111_prompt_editing_alternation_and_and_condition_each_step_as_a1111_does() 
     assert!(message.contains("classifier-free guidance"), "{message}");
 }
 
+/// The hires references' first pass: their request (4 steps, guidance 5) and its latents from
+/// their starting noise, checked against diffusers'.
+fn native_pass(model: &StableDiffusion, reference: &Reference) -> (GenerateRequest, Tensor) {
+    let request = GenerateRequest {
+        steps: 4,
+        guidance: 5.0,
+        ..reference.request()
+    };
+    let low = model.denoise(&request, reference.get("init")).unwrap();
+    close(
+        "the native-size pass",
+        &low,
+        reference.get("low_latents"),
+        1e-4,
+    );
+    (request, low)
+}
+
 #[test]
 fn a_hires_pass_scales_the_latents_up_and_redraws_them_as_a1111_and_diffusers_do() {
     let reference = Reference::of("hires");
@@ -2655,19 +2641,11 @@ fn a_hires_pass_scales_the_latents_up_and_redraws_them_as_a1111_and_diffusers_do
         steps: reference.metadata["steps"].parse().unwrap(),
         upscaler: HiresUpscaler::Latent,
     };
+    let (request, low) = native_pass(&model, &reference);
     let request = GenerateRequest {
-        steps: 4,
-        guidance: 5.0,
         hires: Some(hires.clone()),
-        ..reference.request()
+        ..request
     };
-    let low = model.denoise(&request, reference.get("init")).unwrap();
-    close(
-        "the native-size pass",
-        &low,
-        reference.get("low_latents"),
-        1e-4,
-    );
     let latents = model
         .hires_denoise(&request, &hires, &low, reference.get("fresh"))
         .unwrap();
@@ -2887,18 +2865,7 @@ fn a_hires_pass_with_a_pixel_upscaler_redraws_what_lanczos_or_the_model_scaled_u
     let upscaler = Upscaler::open(&upscaler_file("compact-x4.pth").path, &Device::Cpu).unwrap();
     let steps: usize = reference.metadata["steps"].parse().unwrap();
     let strength: f32 = reference.metadata["strength"].parse().unwrap();
-    let request = GenerateRequest {
-        steps: 4,
-        guidance: 5.0,
-        ..reference.request()
-    };
-    let low = model.denoise(&request, reference.get("init")).unwrap();
-    close(
-        "the native-size pass",
-        &low,
-        reference.get("low_latents"),
-        1e-4,
-    );
+    let (request, low) = native_pass(&model, &reference);
     let first = model.decode(&low, false).unwrap();
     let first_bytes = reference
         .get("first")

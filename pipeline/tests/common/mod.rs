@@ -72,6 +72,18 @@ impl Studio {
         assert!(built.status.success(), "{built:?}");
     }
 
+    /// Runs `autonomy build <project> --json` with the studio's model, signed with `key` when
+    /// given, and returns its report.
+    pub fn build_report(&self, key: Option<&str>) -> serde_json::Value {
+        let root = self.root().to_str().unwrap();
+        let mut args = vec!["build", root, "--json", "--model", &self.model];
+        if let Some(key) = key {
+            args.extend(["--key", key]);
+        }
+        let out = self.run(&args);
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
     /// Runs `autonomy verify <path> --reproduce` with the studio's model.
     pub fn reproduce(&self, path: &std::path::Path) -> std::process::Output {
         self.run(&[
