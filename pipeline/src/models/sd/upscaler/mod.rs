@@ -214,20 +214,16 @@ pub fn is_upscaler(path: &Path) -> bool {
     if !["pth", "pt", "safetensors"].contains(&extension.to_ascii_lowercase().as_str()) {
         return false;
     }
-    let mut names = super::weights::stored_names(path);
-    if names.is_empty() && is_pickle(path) {
-        // Real-ESRGAN's files keep the weights one level down.
-        names = ["params_ema", "params"]
+    let names: Vec<String> = if is_pickle(path) {
+        weights_pickle(path)
+            .map(|p| p.tensor_infos().keys().map(|n| unprefixed(n)).collect())
+            .unwrap_or_default()
+    } else {
+        super::weights::stored_names(path)
             .iter()
-            .filter_map(|key| PickleTensors::open(path, Some(key)).ok())
-            .map(|p| p.tensor_infos().keys().cloned().collect::<Vec<_>>())
-            .find(|names| !names.is_empty())
-            .unwrap_or_default();
-    }
-    let names: Vec<String> = names
-        .into_iter()
-        .map(|n| n.strip_prefix("module.").map_or(n.clone(), str::to_string))
-        .collect();
+            .map(|n| unprefixed(n))
+            .collect()
+    };
     let has = |name: &str| names.iter().any(|n| n == name);
     rrdb::canonical_names(&names).is_some() || (has("body.0.weight") && has("body.1.weight"))
 }
@@ -247,16 +243,11 @@ fn read(path: &Path) -> Result<HashMap<String, Tensor>, SdError> {
                 path: path.to_path_buf(),
             });
         }
-        for key in ["params_ema", "params", "state_dict"] {
-            let pickle = PickleTensors::open(path, Some(key)).map_err(failed)?;
-            let names: Vec<String> = pickle.tensor_infos().keys().cloned().collect();
-            for name in names {
-                if let Some(t) = pickle.get(&name).map_err(failed)? {
-                    tensors.insert(name, t);
-                }
-            }
-            if !tensors.is_empty() {
-                break;
+        let pickle = weights_pickle(path).map_err(failed)?;
+        let names: Vec<String> = pickle.tensor_infos().keys().cloned().collect();
+        for name in names {
+            if let Some(t) = pickle.get(&name).map_err(failed)? {
+                tensors.insert(name, t);
             }
         }
     } else {
@@ -268,11 +259,26 @@ fn read(path: &Path) -> Result<HashMap<String, Tensor>, SdError> {
     }
     tensors
         .into_iter()
-        .map(|(name, t)| {
-            let name = name.strip_prefix("module.").unwrap_or(&name).to_string();
-            Ok((name, t.to_dtype(DType::F32).map_err(failed)?))
-        })
+        .map(|(name, t)| Ok((unprefixed(&name), t.to_dtype(DType::F32).map_err(failed)?)))
         .collect()
+}
+
+/// The index of a PyTorch pickle's weights: the first of its `params_ema`, `params` and
+/// `state_dict` entries that holds tensors (Real-ESRGAN's files keep them one level down), or
+/// its whole dict (asking for an entry a flat dict lacks reads the whole dict).
+fn weights_pickle(path: &Path) -> candle_core::Result<PickleTensors> {
+    for key in ["params_ema", "params"] {
+        let pickle = PickleTensors::open(path, Some(key))?;
+        if !pickle.tensor_infos().is_empty() {
+            return Ok(pickle);
+        }
+    }
+    PickleTensors::open(path, Some("state_dict"))
+}
+
+/// A stored name without the `module.` prefix that `DataParallel` training leaves.
+fn unprefixed(name: &str) -> String {
+    name.strip_prefix("module.").unwrap_or(name).to_string()
 }
 
 #[cfg(test)]
