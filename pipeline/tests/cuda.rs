@@ -247,12 +247,13 @@ fn a_stable_diffusion_seed_repeats_on_cuda_and_lands_near_the_cpus_picture() {
 /// Autonomy's own CUDA paths (`cuda-fused`) against candle's f32 operations on the CPU, op by
 /// op, so that a fault shows where it is: the fused group norm (with and without SiLU; groups
 /// over several blocks, a batch of two, an odd spatial size) and the cuDNN convolutions (3×3,
-/// strided, 1×1), in f32, f16 and bf16.
+/// strided, 1×1), in f32, f16 and bf16; the flash attention kernel in f16 and bf16 (SD 1.5's
+/// head widths, cross-attention's 77 keys, queries and keys that fill no whole tile).
 #[cfg(feature = "cuda-fused")]
 #[test]
 fn stable_diffusion_fused_cuda_kernels_match_candles_operations() {
     use autonomy_pipeline::models::sd::group_norm::GroupNorm;
-    use autonomy_pipeline::models::sd::kernels::Conv2d;
+    use autonomy_pipeline::models::sd::kernels::{Conv2d, attention};
     use candle_core::Module;
     use candle_nn::VarBuilder;
     use std::collections::HashMap;
@@ -343,6 +344,35 @@ fn stable_diffusion_fused_cuda_kernels_match_candles_operations() {
             assert!(
                 error < bound,
                 "convolution {dtype:?} {c_in}→{c_out} {kernel}/{stride}: {error}"
+            );
+        }
+        if dtype == DType::F32 {
+            continue;
+        }
+        // (heads, queries, keys, head width)
+        for (heads, n, m, d) in [
+            (16, 1024, 1024, 40),
+            (16, 300, 77, 80),
+            (4, 100, 130, 160),
+            (2, 33, 64, 64),
+            (3, 17, 5, 8),
+        ] {
+            let (q, k, v) = (
+                random(&[heads, n, d]),
+                random(&[heads, m, d]),
+                random(&[heads, m, d]),
+            );
+            let scale = (d as f64).powf(-0.5);
+            let rounded = |t: &Tensor| t.to_dtype(dtype).unwrap();
+            let on_gpu = |t: &Tensor| rounded(t).to_device(&gpu).unwrap();
+            let a = attention(&on_gpu(&q), &on_gpu(&k), &on_gpu(&v), scale).unwrap();
+            let f32s = |t: &Tensor| rounded(t).to_dtype(DType::F32).unwrap();
+            let b = attention(&f32s(&q), &f32s(&k), &f32s(&v), scale).unwrap();
+            let error = relative(&a, &b);
+            println!("attention {dtype:?} {heads}×{n}×{d}, {m} keys: {error:.1e}");
+            assert!(
+                error < bound,
+                "attention {dtype:?} {heads}×{n}×{m}×{d}: {error}"
             );
         }
     }

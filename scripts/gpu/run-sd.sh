@@ -33,8 +33,8 @@ el "tests"
 el "bench: making the weights"
 export AUTONOMY_BENCH_TORCH_DEVICE=cuda PYTHONUNBUFFERED=1
 python3 scripts/sd-fixtures/bench.py make target/sd-bench || exit 1
-el "bench, candle's operations"
-/tmp/sd-bench --device cuda
+el "bench, candle's operations (candle's half: PyTorch is timed once, with cuda-fused below)"
+AUTONOMY_BENCH_PYTHON=true /tmp/sd-bench --device cuda
 el "bench, cuda-fused"
 /tmp/sd-bench-fused --device cuda
 if python3 -c 'import spandrel' 2>/dev/null; then

@@ -1,6 +1,7 @@
 //! CPU kernels for the two operations that dominate Stable Diffusion on a CPU, with candle's
 //! own operations everywhere else (GPUs, f16; on CUDA with the `cuda-fused` feature,
-//! convolutions go through cuDNN, `super::cudnn`):
+//! convolutions go through cuDNN, `super::cudnn`, and f16/bf16 attention through
+//! `super::flash_attention`):
 //!
 //! - **convolution** as matrix products over bands of output rows: each band's patches are
 //!   copied row by row (contiguous copies, no full-image im2col buffer) and one `gemm` writes
@@ -541,6 +542,10 @@ impl CustomOp2 for WinogradConv {
 
 /// `softmax(q·kᵀ·scale)·v` for `(batch·heads, tokens, head_dim)` tensors.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
+    #[cfg(feature = "cuda-fused")]
+    if super::flash_attention::takes(q, k, v) {
+        return super::flash_attention::attention(q, k, v, scale);
+    }
     if q.device().is_cpu() && q.dtype() == DType::F32 {
         q.contiguous()?.apply_op3_no_bwd(
             &k.contiguous()?,

@@ -36,6 +36,8 @@ pub mod cudnn;
 mod delta;
 pub mod embedding;
 pub mod ensemble;
+#[cfg(feature = "cuda-fused")]
+pub mod flash_attention;
 pub mod folder;
 pub mod group_norm;
 pub mod hires;
