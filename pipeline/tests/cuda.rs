@@ -247,13 +247,16 @@ fn a_stable_diffusion_seed_repeats_on_cuda_and_lands_near_the_cpus_picture() {
 /// Autonomy's own CUDA paths (`cuda-fused`) against candle's f32 operations on the CPU, op by
 /// op, so that a fault shows where it is: the fused group norm (with and without SiLU; groups
 /// over several blocks, a batch of two, an odd spatial size) and the cuDNN convolutions (3×3,
-/// strided, 1×1), in f32, f16 and bf16; the flash attention kernel in f16 and bf16 (SD 1.5's
-/// head widths, cross-attention's 77 keys, queries and keys that fill no whole tile).
+/// strided, 1×1; with a ResNet's time embedding), the linear layers' fused biases (alone, with
+/// a residual, with the GEGLU gate), in f32, f16 and bf16; the flash attention kernel in f16
+/// and bf16 (SD 1.5's head widths, cross-attention's 77 keys, queries and keys that fill no
+/// whole tile; one head per batch entry, and several heads side by side in each token).
 #[cfg(feature = "cuda-fused")]
 #[test]
 fn stable_diffusion_fused_cuda_kernels_match_candles_operations() {
+    use autonomy_pipeline::models::sd::flash_attention;
     use autonomy_pipeline::models::sd::group_norm::GroupNorm;
-    use autonomy_pipeline::models::sd::kernels::{Conv2d, attention};
+    use autonomy_pipeline::models::sd::kernels::{Conv2d, attention, linear};
     use candle_core::Module;
     use candle_nn::VarBuilder;
     use std::collections::HashMap;
@@ -332,12 +335,13 @@ fn stable_diffusion_fused_cuda_kernels_match_candles_operations() {
                 .unwrap()
             };
             let x = random(&[2, c_in, side, side]);
-            let a = build(dtype, &gpu)
-                .forward(&x.to_dtype(dtype).unwrap().to_device(&gpu).unwrap())
-                .unwrap();
+            let x_gpu = x.to_dtype(dtype).unwrap().to_device(&gpu).unwrap();
             let x_cpu = x.to_dtype(dtype).unwrap().to_dtype(DType::F32).unwrap();
-            let b = build(DType::F32, &Device::Cpu).forward(&x_cpu).unwrap();
-            let error = relative(&a, &b);
+            let (ours, theirs) = (build(dtype, &gpu), build(DType::F32, &Device::Cpu));
+            let error = relative(
+                &ours.forward(&x_gpu).unwrap(),
+                &theirs.forward(&x_cpu).unwrap(),
+            );
             println!(
                 "cuDNN convolution {dtype:?} {c_in}→{c_out} {kernel}×{kernel}/{stride}: {error:.1e}"
             );
@@ -345,6 +349,59 @@ fn stable_diffusion_fused_cuda_kernels_match_candles_operations() {
                 error < bound,
                 "convolution {dtype:?} {c_in}→{c_out} {kernel}/{stride}: {error}"
             );
+            let shift = random(&[2, c_out]);
+            let a = ours
+                .forward_shifted(
+                    &x_gpu,
+                    &shift.to_dtype(dtype).unwrap().to_device(&gpu).unwrap(),
+                )
+                .unwrap();
+            let shift_cpu = shift.to_dtype(dtype).unwrap().to_dtype(DType::F32).unwrap();
+            let error = relative(&a, &theirs.forward_shifted(&x_cpu, &shift_cpu).unwrap());
+            println!("convolution with a time shift {dtype:?} {c_in}→{c_out}: {error:.1e}");
+            assert!(error < bound, "shifted convolution {dtype:?}: {error}");
+        }
+        for (rows, c_in, c_out) in [(2 * 64, 32, 320), (2 * 77, 64, 256), (3, 8, 6)] {
+            let params = HashMap::from([
+                (
+                    "weight".to_string(),
+                    (random(&[c_out, c_in]) * 0.2).unwrap(),
+                ),
+                ("bias".to_string(), random(&[c_out])),
+            ]);
+            let ours = linear(c_in, c_out, on(&params, dtype, &gpu)).unwrap();
+            let theirs = linear(c_in, c_out, on(&params, DType::F32, &Device::Cpu)).unwrap();
+            let x = random(&[2, rows / 2, c_in]);
+            let residual = random(&[2, rows / 2, c_out]);
+            let gpu_of = |t: &Tensor| t.to_dtype(dtype).unwrap().to_device(&gpu).unwrap();
+            let cpu_of = |t: &Tensor| t.to_dtype(dtype).unwrap().to_dtype(DType::F32).unwrap();
+            let (x_gpu, x_cpu) = (gpu_of(&x), cpu_of(&x));
+            let (r_gpu, r_cpu) = (gpu_of(&residual), cpu_of(&residual));
+            let checks = [
+                (
+                    "bias",
+                    ours.forward(&x_gpu).unwrap(),
+                    theirs.forward(&x_cpu).unwrap(),
+                ),
+                (
+                    "bias and residual",
+                    ours.forward_residual(&x_gpu, &r_gpu).unwrap(),
+                    theirs.forward_residual(&x_cpu, &r_cpu).unwrap(),
+                ),
+                (
+                    "bias and GEGLU",
+                    ours.forward_geglu(&x_gpu).unwrap(),
+                    theirs.forward_geglu(&x_cpu).unwrap(),
+                ),
+            ];
+            for (what, a, b) in checks {
+                let error = relative(&a, &b);
+                println!("linear {dtype:?} {c_in}→{c_out}, {what}: {error:.1e}");
+                assert!(
+                    error < bound,
+                    "linear {dtype:?} {c_in}→{c_out} {what}: {error}"
+                );
+            }
         }
         if dtype == DType::F32 {
             continue;
@@ -373,6 +430,49 @@ fn stable_diffusion_fused_cuda_kernels_match_candles_operations() {
             assert!(
                 error < bound,
                 "attention {dtype:?} {heads}×{n}×{m}×{d}: {error}"
+            );
+        }
+        // (batch, heads, queries, keys, head width), the heads side by side in each token.
+        for (batch, heads, n, m, d) in
+            [(2, 8, 256, 256, 40), (2, 8, 100, 77, 80), (1, 3, 20, 9, 16)]
+        {
+            let dim = heads * d;
+            let (q, k, v) = (
+                random(&[batch, n, dim]),
+                random(&[batch, m, dim]),
+                random(&[batch, m, dim]),
+            );
+            let scale = (d as f64).powf(-0.5);
+            let on_gpu = |t: &Tensor| t.to_dtype(dtype).unwrap().to_device(&gpu).unwrap();
+            let a = flash_attention::attention(&on_gpu(&q), &on_gpu(&k), &on_gpu(&v), heads, scale)
+                .unwrap();
+            let split = |t: &Tensor, len: usize| {
+                t.to_dtype(dtype)
+                    .unwrap()
+                    .to_dtype(DType::F32)
+                    .unwrap()
+                    .reshape((batch, len, heads, d))
+                    .unwrap()
+                    .transpose(1, 2)
+                    .unwrap()
+                    .reshape((batch * heads, len, d))
+                    .unwrap()
+            };
+            let b = attention(&split(&q, n), &split(&k, m), &split(&v, m), scale)
+                .unwrap()
+                .reshape((batch, heads, n, d))
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap()
+                .reshape((batch, n, dim))
+                .unwrap();
+            let error = relative(&a, &b);
+            println!(
+                "attention {dtype:?} {batch}×{n}, {heads} heads of {d}, {m} keys: {error:.1e}"
+            );
+            assert!(
+                error < bound,
+                "attention {dtype:?} {batch}×{n}×{heads}×{d}: {error}"
             );
         }
     }

@@ -54,13 +54,12 @@ impl Resnet {
 
     /// The block's output for `xs` and the time embedding `temb` `(n, time_dim)`.
     pub fn forward(&self, xs: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
-        let h = self.conv1.forward(&self.norm1.forward_silu(xs)?)?;
+        let normed = self.norm1.forward_silu(xs)?;
         let h = match (&self.time, temb) {
-            (Some(time), Some(temb)) => {
-                let t = time.forward(&candle_nn::ops::silu(temb)?)?;
-                h.broadcast_add(&t.unsqueeze(D::Minus1)?.unsqueeze(D::Minus1)?)?
-            }
-            _ => h,
+            (Some(time), Some(temb)) => self
+                .conv1
+                .forward_shifted(&normed, &time.forward(&candle_nn::ops::silu(temb)?)?)?,
+            _ => self.conv1.forward(&normed)?,
         };
         let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
         let skip = match &self.shortcut {
@@ -123,10 +122,10 @@ impl Upsample {
 
 /// Multi-head attention over `(n, tokens, dim)`, keys and values from `context` (or itself).
 pub struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    out: Linear,
+    q: kernels::Linear,
+    k: kernels::Linear,
+    v: kernels::Linear,
+    out: kernels::Linear,
     heads: usize,
 }
 
@@ -141,16 +140,16 @@ impl Attention {
     ) -> Result<Self> {
         let linear = |i, o, vb| {
             if bias {
-                candle_nn::linear(i, o, vb)
+                kernels::linear(i, o, vb)
             } else {
-                candle_nn::linear_no_bias(i, o, vb)
+                candle_nn::linear_no_bias(i, o, vb).map(kernels::Linear::from)
             }
         };
         Ok(Self {
             q: linear(dim, dim, vb.pp("to_q"))?,
             k: linear(context_dim, dim, vb.pp("to_k"))?,
             v: linear(context_dim, dim, vb.pp("to_v"))?,
-            out: candle_nn::linear(dim, dim, vb.pp("to_out").pp("0"))?,
+            out: kernels::linear(dim, dim, vb.pp("to_out").pp("0"))?,
             heads,
         })
     }
@@ -158,16 +157,34 @@ impl Attention {
     /// From its four projections (the VAE's older `query`/`key`/`value`/`proj_attn` names).
     pub fn from_parts(q: Linear, k: Linear, v: Linear, out: Linear, heads: usize) -> Self {
         Self {
-            q,
-            k,
-            v,
-            out,
+            q: q.into(),
+            k: k.into(),
+            v: v.into(),
+            out: out.into(),
             heads,
         }
     }
 
     /// Attends `xs` `(n, tokens, dim)` to `context` `(n, tokens', context_dim)`.
     pub fn forward(&self, xs: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
+        self.out.forward(&self.attend(xs, context)?)
+    }
+
+    /// [`Attention::forward`] plus `residual` (on CUDA with `cuda-fused`, added with the output
+    /// projection's bias in one pass).
+    pub fn forward_residual(
+        &self,
+        xs: &Tensor,
+        context: Option<&Tensor>,
+        residual: &Tensor,
+    ) -> Result<Tensor> {
+        self.out
+            .forward_residual(&self.attend(xs, context)?, residual)
+    }
+
+    /// The heads' attended values side by side, `(n, tokens, dim)`, before the output
+    /// projection.
+    fn attend(&self, xs: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
         let context = context.unwrap_or(xs);
         let split = |t: Tensor| -> Result<Tensor> {
             let (n, len, dim) = t.dims3()?;
@@ -176,15 +193,20 @@ impl Attention {
                 .reshape((n * self.heads, len, dim / self.heads))
         };
         let (n, len, dim) = xs.dims3()?;
-        let q = split(self.q.forward(xs)?)?;
-        let k = split(self.k.forward(context)?)?;
-        let v = split(self.v.forward(context)?)?;
+        let (q, k, v) = (
+            self.q.forward(xs)?,
+            self.k.forward(context)?,
+            self.v.forward(context)?,
+        );
         let scale = ((dim / self.heads) as f64).powf(-0.5);
-        let attended = kernels::attention(&q, &k, &v, scale)?
+        #[cfg(feature = "cuda-fused")]
+        if super::flash_attention::takes(&q, &k, &v, self.heads) {
+            return super::flash_attention::attention(&q, &k, &v, self.heads, scale);
+        }
+        kernels::attention(&split(q)?, &split(k)?, &split(v)?, scale)?
             .reshape((n, self.heads, len, dim / self.heads))?
             .transpose(1, 2)?
-            .reshape((n, len, dim))?;
-        self.out.forward(&attended)
+            .reshape((n, len, dim))
     }
 }
 
@@ -195,8 +217,8 @@ struct TransformerBlock {
     norm2: LayerNorm,
     attn2: Attention,
     norm3: LayerNorm,
-    geglu: Linear,
-    ff_out: Linear,
+    geglu: kernels::Linear,
+    ff_out: kernels::Linear,
 }
 
 impl TransformerBlock {
@@ -209,19 +231,20 @@ impl TransformerBlock {
             norm2: norm("norm2")?,
             attn2: Attention::new(vb.pp("attn2"), dim, context_dim, heads, false)?,
             norm3: norm("norm3")?,
-            geglu: candle_nn::linear(dim, dim * 8, ff.pp("0").pp("proj"))?,
-            ff_out: candle_nn::linear(dim * 4, dim, ff.pp("2"))?,
+            geglu: kernels::linear(dim, dim * 8, ff.pp("0").pp("proj"))?,
+            ff_out: kernels::linear(dim * 4, dim, ff.pp("2"))?,
         })
     }
 
     fn forward(&self, xs: &Tensor, context: &Tensor) -> Result<Tensor> {
-        let xs = (self.attn1.forward(&self.norm1.forward(xs)?, None)? + xs)?;
-        let xs = (self
+        let xs = self
+            .attn1
+            .forward_residual(&self.norm1.forward(xs)?, None, xs)?;
+        let xs = self
             .attn2
-            .forward(&self.norm2.forward(&xs)?, Some(context))?
-            + xs)?;
-        let h = self.geglu.forward(&self.norm3.forward(&xs)?)?;
-        self.ff_out.forward(&kernels::geglu(&h)?)? + xs
+            .forward_residual(&self.norm2.forward(&xs)?, Some(context), &xs)?;
+        let gated = self.geglu.forward_geglu(&self.norm3.forward(&xs)?)?;
+        self.ff_out.forward_residual(&gated, &xs)
     }
 }
 
@@ -236,7 +259,7 @@ pub struct SpatialTransformer {
 
 enum Projection {
     Conv(Conv2d),
-    Linear(Linear),
+    Linear(kernels::Linear),
 }
 
 /// How a [`SpatialTransformer`] is shaped.
@@ -257,7 +280,7 @@ impl SpatialTransformer {
     pub fn new(vb: VarBuilder, channels: usize, shape: TransformerShape) -> Result<Self> {
         let projection = |vb: VarBuilder| -> Result<Projection> {
             Ok(if shape.linear {
-                Projection::Linear(candle_nn::linear(channels, channels, vb)?)
+                Projection::Linear(kernels::linear(channels, channels, vb)?)
             } else {
                 Projection::Conv(conv1(vb, channels, channels)?)
             })

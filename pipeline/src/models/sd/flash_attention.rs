@@ -7,6 +7,8 @@
 //! operations write them, soften them and read them back: at SD 1.5's 64×64 latents that is
 //! 512 MB per attention layer, the largest single cost of a UNet step on an H100.
 //!
+//! The kernel reads each head where the projections wrote it, `(batch, tokens, heads · width)`,
+//! and writes the result the same way, so no copies split the heads apart or merge them back.
 //! Head widths up to [`WIDEST`] run here (SD 1.5's 40, 80 and 160, SD 2.x's and SDXL's 64),
 //! padded with zeros to a multiple of 16; wider heads (the VAE's single 512-wide head) and f32
 //! tensors take candle's operations.
@@ -57,38 +59,43 @@ template <bool BF> __device__ __forceinline__ void mma(float* c, const unsigned*
                      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// Elements (row, col) and (row, col + 1) of a rows×width matrix, zero outside it.
-__device__ __forceinline__ unsigned load_pair(const unsigned short* p, int rows, int width,
-                                              int row, int col) {
+// Elements (row, col) and (row, col + 1) of a rows×width matrix whose rows lie `stride`
+// apart, zero outside it.
+__device__ __forceinline__ unsigned load_pair(const unsigned short* p, int rows, long stride,
+                                              int width, int row, int col) {
     unsigned lo = 0, hi = 0;
     if (row < rows) {
-        const unsigned short* r = p + (long)row * width;
+        const unsigned short* r = p + (long)row * stride;
         if (col < width) lo = r[col];
         if (col + 1 < width) hi = r[col + 1];
     }
     return lo | (hi << 16);
 }
 
-// grid (⌈n / 64⌉, heads), 128 threads: queries [64·x, 64·x + 64) of head y. q (heads, n, d),
-// k and v (heads, m, d), o (heads, n, d); scale is the softmax's scale times log2(e).
+// grid (⌈n / 64⌉, batch · heads), 128 threads: queries [64·x, 64·x + 64) of head y mod heads
+// of sample y / heads. q and o (batch, n, heads · d), k and v (batch, m, heads · d): each
+// token's heads side by side, as the projections write them; scale is the softmax's scale
+// times log2(e).
 template <int D, bool BF>
 __device__ void attention(const unsigned short* q, const unsigned short* k,
                           const unsigned short* v, unsigned short* o, int n, int m, int d,
-                          float scale) {
+                          int heads, float scale) {
     __shared__ unsigned short keys[KEYS][D + 8];
     __shared__ unsigned short values[D][KEYS + 8];  // transposed: values[dim][key]
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int row = blockIdx.x * (16 * WARPS) + warp * 16 + g;
-    const long head = blockIdx.y;
-    q += head * n * d; o += head * n * d; k += head * m * d; v += head * m * d;
+    const long stride = (long)heads * d, sample = blockIdx.y / heads;
+    const int head = blockIdx.y % heads;
+    q += (sample * n) * stride + head * d; o += (sample * n) * stride + head * d;
+    k += (sample * m) * stride + head * d; v += (sample * m) * stride + head * d;
 
     unsigned qa[D / 16][4];
     for (int s = 0; s < D / 16; s++) {
         int col = s * 16 + 2 * t;
-        qa[s][0] = load_pair(q, n, d, row, col);
-        qa[s][1] = load_pair(q, n, d, row + 8, col);
-        qa[s][2] = load_pair(q, n, d, row, col + 8);
-        qa[s][3] = load_pair(q, n, d, row + 8, col + 8);
+        qa[s][0] = load_pair(q, n, stride, d, row, col);
+        qa[s][1] = load_pair(q, n, stride, d, row + 8, col);
+        qa[s][2] = load_pair(q, n, stride, d, row, col + 8);
+        qa[s][3] = load_pair(q, n, stride, d, row + 8, col + 8);
     }
     float acc[D / 8][4];
     for (int j = 0; j < D / 8; j++) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
@@ -100,8 +107,8 @@ __device__ void attention(const unsigned short* q, const unsigned short* k,
             int key = i / D, col = i % D;
             unsigned short kv = 0, vv = 0;
             if (k0 + key < m && col < d) {
-                kv = k[(long)(k0 + key) * d + col];
-                vv = v[(long)(k0 + key) * d + col];
+                kv = k[(long)(k0 + key) * stride + col];
+                vv = v[(long)(k0 + key) * stride + col];
             }
             keys[key][col] = kv;
             values[col][key] = vv;
@@ -163,8 +170,8 @@ __device__ void attention(const unsigned short* q, const unsigned short* k,
             int at = row + 8 * r;
             if (at >= n) continue;
             unsigned packed = pack<BF>(acc[j][2 * r] / sum[r], acc[j][2 * r + 1] / sum[r]);
-            if (col < d) o[(long)at * d + col] = (unsigned short)(packed & 0xffffu);
-            if (col + 1 < d) o[(long)at * d + col + 1] = (unsigned short)(packed >> 16);
+            if (col < d) o[(long)at * stride + col] = (unsigned short)(packed & 0xffffu);
+            if (col + 1 < d) o[(long)at * stride + col + 1] = (unsigned short)(packed >> 16);
         }
     }
 }
@@ -172,37 +179,40 @@ __device__ void attention(const unsigned short* q, const unsigned short* k,
 #define INSTANCE(D)                                                                         \
 extern "C" __global__ void __launch_bounds__(128) flash_attention_f16_##D(                 \
         const unsigned short* q, const unsigned short* k, const unsigned short* v,          \
-        unsigned short* o, int n, int m, int d, float scale) {                              \
-    attention<D, false>(q, k, v, o, n, m, d, scale);                                        \
+        unsigned short* o, int n, int m, int d, int heads, float scale) {                   \
+    attention<D, false>(q, k, v, o, n, m, d, heads, scale);                                 \
 }                                                                                           \
 extern "C" __global__ void __launch_bounds__(128) flash_attention_bf16_##D(                \
         const unsigned short* q, const unsigned short* k, const unsigned short* v,          \
-        unsigned short* o, int n, int m, int d, float scale) {                              \
-    attention<D, true>(q, k, v, o, n, m, d, scale);                                         \
+        unsigned short* o, int n, int m, int d, int heads, float scale) {                   \
+    attention<D, true>(q, k, v, o, n, m, d, heads, scale);                                  \
 }
 
 INSTANCE(16) INSTANCE(32) INSTANCE(48) INSTANCE(64) INSTANCE(80) INSTANCE(96) INSTANCE(128)
 INSTANCE(160)
 "#;
 
-/// Whether [`attention`] runs `q`, `k` and `v` on the kernel: CUDA f16 or bf16 heads no wider
-/// than [`WIDEST`], keys and values of the queries' width.
-pub fn takes(q: &Tensor, k: &Tensor, v: &Tensor) -> bool {
-    let width = |t: &Tensor| t.dims().last().copied();
+/// Whether [`attention`] runs `q`, `k` and `v` split into `heads` on the kernel: CUDA f16 or
+/// bf16 `(batch, tokens, heads · width)` tensors of one width no wider than [`WIDEST`].
+pub fn takes(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> bool {
+    let dim = |t: &Tensor| t.dims().last().copied();
     q.device().is_cuda()
         && matches!(q.dtype(), DType::F16 | DType::BF16)
         && q.rank() == 3
-        && width(q).is_some_and(|d| d <= WIDEST)
-        && width(q) == width(k)
-        && width(q) == width(v)
+        && heads > 0
+        && dim(q).is_some_and(|dim| dim.is_multiple_of(heads) && dim / heads <= WIDEST)
+        && dim(q) == dim(k)
+        && dim(q) == dim(v)
 }
 
-/// `softmax(q·kᵀ·scale)·v` for `(heads, tokens, head_dim)` CUDA tensors that [`takes`] accepts.
-pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
+/// `softmax(q·kᵀ·scale)·v` of each of `heads` heads, for `(batch, tokens, heads · width)` CUDA
+/// tensors that [`takes`] accepts; the result is laid out as `q`.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: f64) -> Result<Tensor> {
     q.contiguous()?.apply_op3_no_bwd(
         &k.contiguous()?,
         &v.contiguous()?,
         &FlashAttention {
+            heads,
             scale: scale as f32,
         },
     )
@@ -225,6 +235,7 @@ fn ptx() -> Result<&'static str> {
 }
 
 struct FlashAttention {
+    heads: usize,
     scale: f32,
 }
 
@@ -236,17 +247,24 @@ impl FlashAttention {
         (k, k_layout): (&CudaStorage, &Layout),
         (v, v_layout): (&CudaStorage, &Layout),
     ) -> Result<(CudaStorage, Shape)> {
-        let (heads, n, d) = q_layout.shape().dims3()?;
-        let (k_heads, m, k_d) = k_layout.shape().dims3()?;
-        let (v_heads, v_m, v_d) = v_layout.shape().dims3()?;
-        if (k_heads, k_d) != (heads, d) || (v_heads, v_m, v_d) != (heads, m, d) || m == 0 {
+        let (batch, n, dim) = q_layout.shape().dims3()?;
+        let (k_batch, m, k_dim) = k_layout.shape().dims3()?;
+        let (v_batch, v_m, v_dim) = v_layout.shape().dims3()?;
+        let heads = self.heads;
+        if (k_batch, k_dim) != (batch, dim)
+            || (v_batch, v_m, v_dim) != (batch, m, dim)
+            || m == 0
+            || heads == 0
+            || !dim.is_multiple_of(heads)
+        {
             candle_core::bail!(
-                "attention: queries {:?}, keys {:?} and values {:?} do not fit",
+                "attention: queries {:?}, keys {:?} and values {:?} do not fit {heads} heads",
                 q_layout.dims(),
                 k_layout.dims(),
                 v_layout.dims()
             );
         }
+        let d = dim / heads;
         let Some(&width) = WIDTHS.iter().find(|&&w| w >= d) else {
             candle_core::bail!("attention: heads {d} wide are wider than {WIDEST}");
         };
@@ -263,18 +281,18 @@ impl FlashAttention {
         let k_view = k.as_cuda_slice::<T>()?.slice(k0..k1);
         let v_view = v.as_cuda_slice::<T>()?.slice(v0..v1);
         // SAFETY: the kernel writes every element of `o`: each of the n rows of each head.
-        let mut o: CudaSlice<T> = unsafe { device.alloc::<T>(heads * n * d)? };
+        let mut o: CudaSlice<T> = unsafe { device.alloc::<T>(batch * n * dim)? };
         let config = LaunchConfig {
             grid_dim: (
                 u32::try_from(n.div_ceil(QUERIES as usize)).map_err(|_| too_large())?,
-                u32::try_from(heads).map_err(|_| too_large())?,
+                u32::try_from(batch * heads).map_err(|_| too_large())?,
                 1,
             ),
             block_dim: (QUERIES * 2, 1, 1),
             shared_mem_bytes: 0,
         };
         let as_i32 = |x: usize| i32::try_from(x).map_err(|_| too_large());
-        let (n, m, d) = (as_i32(n)?, as_i32(m)?, as_i32(d)?);
+        let (n, m, d, heads) = (as_i32(n)?, as_i32(m)?, as_i32(d)?, as_i32(heads)?);
         let scale = self.scale * std::f32::consts::LOG2_E;
         let kernel = device.get_or_load_custom_func(
             &format!("flash_attention_{suffix}_{width}"),
@@ -289,10 +307,11 @@ impl FlashAttention {
         launch.arg(&n);
         launch.arg(&m);
         launch.arg(&d);
+        launch.arg(&heads);
         launch.arg(&scale);
         // SAFETY: the arguments match the kernel's; the grid covers every query of every head
-        // in blocks of 64 (four warps of 16), and the views hold heads·n·d (queries) and
-        // heads·m·d (keys, values) elements as checked above.
+        // in blocks of 64 (four warps of 16), and the views hold batch·n·dim (queries) and
+        // batch·m·dim (keys, values) elements as checked above.
         unsafe { launch.launch(config) }.w()?;
         Ok((
             CudaStorage::wrap_cuda_slice(o, device),

@@ -16,6 +16,7 @@
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, DType, Layout, Module, Result, Shape, Tensor,
 };
+use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
 /// Defines `fn $name(args)` running `$portable(args)` compiled for AVX-512F, else for AVX2 and
@@ -68,7 +69,7 @@ pub struct Conv2d {
 impl Conv2d {
     /// Reads `weight` `(out, in, k, k)` and `bias` from `vb`.
     pub fn new(
-        vb: candle_nn::VarBuilder,
+        vb: VarBuilder,
         channels_in: usize,
         channels_out: usize,
         kernel: usize,
@@ -89,7 +90,7 @@ impl Conv2d {
 
     /// Reads `weight` `(out, in, k, k)` alone from `vb`: a convolution without a bias.
     pub fn without_bias(
-        vb: candle_nn::VarBuilder,
+        vb: VarBuilder,
         channels_in: usize,
         channels_out: usize,
         kernel: usize,
@@ -121,8 +122,16 @@ impl Conv2d {
     }
 }
 
-impl Module for Conv2d {
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+impl Conv2d {
+    /// The convolution with a per-sample shift `(n, c_out)` of each output channel added to its
+    /// output (a ResNet block's time embedding): on CUDA with the `cuda-fused` feature in the
+    /// same pass as the bias, else as a second broadcast add after it.
+    pub fn forward_shifted(&self, xs: &Tensor, shift: &Tensor) -> Result<Tensor> {
+        self.convolve(xs, Some(shift))
+    }
+
+    /// The convolution plus its bias plus `shift` `(n, c_out)` when given.
+    fn convolve(&self, xs: &Tensor, shift: Option<&Tensor>) -> Result<Tensor> {
         let out = if xs.device().is_cpu() && xs.dtype() == DType::F32 {
             let (c_out, c_in, kh, kw) = self.weight.dims4()?;
             let (_, _, h, w) = xs.dims4()?;
@@ -143,12 +152,91 @@ impl Module for Conv2d {
                 )?
             }
         } else {
+            #[cfg(feature = "cuda-fused")]
+            if let (true, Some(bias)) = (xs.device().is_cuda(), &self.bias) {
+                return super::elementwise::channel_bias(&self.device_conv(xs)?, bias, shift);
+            }
             self.device_conv(xs)?
         };
-        match &self.bias {
-            Some(bias) => out.broadcast_add(&bias.reshape((1, (), 1, 1))?),
+        let out = match &self.bias {
+            Some(bias) => out.broadcast_add(&bias.reshape((1, (), 1, 1))?)?,
+            None => out,
+        };
+        match shift {
+            Some(shift) => out.broadcast_add(&shift.unsqueeze(D::Minus1)?.unsqueeze(D::Minus1)?),
             None => Ok(out),
         }
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        self.convolve(xs, None)
+    }
+}
+
+/// A linear layer `xs·wᵀ + b` (candle's), whose bias is added on CUDA with the `cuda-fused`
+/// feature in one pass with what follows it: the residual after an attention or feed-forward
+/// layer, or the feed-forward's GEGLU gate.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    /// The product alone.
+    product: candle_nn::Linear,
+    bias: Option<Tensor>,
+}
+
+impl From<candle_nn::Linear> for Linear {
+    fn from(linear: candle_nn::Linear) -> Self {
+        Self {
+            product: candle_nn::Linear::new(linear.weight().clone(), None),
+            bias: linear.bias().cloned(),
+        }
+    }
+}
+
+/// Reads `weight` `(out, in)` and `bias` `(out)` from `vb`.
+pub fn linear(channels_in: usize, channels_out: usize, vb: VarBuilder) -> Result<Linear> {
+    candle_nn::linear(channels_in, channels_out, vb).map(Linear::from)
+}
+
+impl Linear {
+    /// `forward(xs) + residual`.
+    pub fn forward_residual(&self, xs: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        let product = self.product.forward(xs)?;
+        #[cfg(feature = "cuda-fused")]
+        if let (true, Some(bias)) = (product.device().is_cuda(), &self.bias) {
+            return super::elementwise::row_bias(&product, bias, Some(residual));
+        }
+        self.biased(product)? + residual
+    }
+
+    /// [`geglu`] of `forward(xs)`.
+    pub fn forward_geglu(&self, xs: &Tensor) -> Result<Tensor> {
+        let product = self.product.forward(xs)?;
+        #[cfg(feature = "cuda-fused")]
+        if let (true, Some(bias)) = (product.device().is_cuda(), &self.bias) {
+            return super::elementwise::geglu(&product, bias);
+        }
+        geglu(&self.biased(product)?)
+    }
+
+    /// `product + bias`, as candle's linear layer adds it.
+    fn biased(&self, product: Tensor) -> Result<Tensor> {
+        match &self.bias {
+            Some(bias) => product.broadcast_add(bias),
+            None => Ok(product),
+        }
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let product = self.product.forward(xs)?;
+        #[cfg(feature = "cuda-fused")]
+        if let (true, Some(bias)) = (product.device().is_cuda(), &self.bias) {
+            return super::elementwise::row_bias(&product, bias, None);
+        }
+        self.biased(product)
     }
 }
 
@@ -543,8 +631,8 @@ impl CustomOp2 for WinogradConv {
 /// `softmax(q·kᵀ·scale)·v` for `(batch·heads, tokens, head_dim)` tensors.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
     #[cfg(feature = "cuda-fused")]
-    if super::flash_attention::takes(q, k, v) {
-        return super::flash_attention::attention(q, k, v, scale);
+    if super::flash_attention::takes(q, k, v, 1) {
+        return super::flash_attention::attention(q, k, v, 1, scale);
     }
     if q.device().is_cpu() && q.dtype() == DType::F32 {
         q.contiguous()?.apply_op3_no_bwd(

@@ -34,6 +34,8 @@ pub mod config;
 #[cfg(feature = "cuda-fused")]
 pub mod cudnn;
 mod delta;
+#[cfg(feature = "cuda-fused")]
+mod elementwise;
 pub mod embedding;
 pub mod ensemble;
 #[cfg(feature = "cuda-fused")]
