@@ -250,7 +250,8 @@ fn a_stable_diffusion_seed_repeats_on_cuda_and_lands_near_the_cpus_picture() {
 /// strided, 1×1; with a ResNet's time embedding), the linear layers' fused biases (alone, with
 /// a residual, with the GEGLU gate), in f32, f16 and bf16; the flash attention kernel in f16
 /// and bf16 (SD 1.5's head widths, cross-attention's 77 keys, queries and keys that fill no
-/// whole tile; one head per batch entry, and several heads side by side in each token).
+/// whole tile, widths that are not whole 16-byte chunks; one head per batch entry, and several
+/// heads side by side in each token).
 #[cfg(feature = "cuda-fused")]
 #[test]
 fn stable_diffusion_fused_cuda_kernels_match_candles_operations() {
@@ -413,6 +414,7 @@ fn stable_diffusion_fused_cuda_kernels_match_candles_operations() {
             (4, 100, 130, 160),
             (2, 33, 64, 64),
             (3, 17, 5, 8),
+            (2, 10, 12, 20),
         ] {
             let (q, k, v) = (
                 random(&[heads, n, d]),

@@ -44,6 +44,8 @@ if ! find "$CUDA/nvidia" -name 'libcudnn.so.9' | grep -q .; then
   rm -rf "$wheels"
 fi
 ln -sf "$(find "$CUDA/nvidia" -name 'libcudnn.so.9' | head -1)" "$TOOLKIT/lib/libcudnn.so"
+# cudarc's sources (a fresh machine has not unpacked them: no default build needs them).
+cargo fetch --quiet
 bindings=$(ls -d ~/.cargo/registry/src/*/cudarc-*/src/driver/sys/mod.rs | tail -1)
 grep -ho "pub unsafe fn cu[A-Za-z0-9_]*" "$bindings" | sed 's/pub unsafe fn //' | sort -u |
   sed 's/.*/int &(void) { return 999; }/' > "$CUDA/cuda_stub.c"
