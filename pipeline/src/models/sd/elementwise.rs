@@ -12,34 +12,19 @@
 //! residuals they took two fifths of an SD 1.5 UNet step on an H100 once attention, group norm
 //! and the convolutions were fused.
 
-use std::sync::OnceLock;
-
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{
     CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg,
 };
-use candle_core::cuda_backend::cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
 use candle_core::cuda_backend::{CudaDType, WrapErr};
 use candle_core::{CudaStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
-/// The kernels for f32, f16 and bf16 (the 16-bit types as their bits, converted by PTX
-/// instructions so that no header is needed).
-const SOURCE: &str = r#"
-__device__ __forceinline__ float load_f32(const float* p, long i) { return p[i]; }
-__device__ __forceinline__ void store_f32(float* p, long i, float v) { p[i] = v; }
-__device__ __forceinline__ float load_f16(const unsigned short* p, long i) {
-    float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(p[i])); return f;
-}
-__device__ __forceinline__ void store_f16(unsigned short* p, long i, float v) {
-    unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(v)); p[i] = h;
-}
-__device__ __forceinline__ float load_bf16(const unsigned short* p, long i) {
-    return __uint_as_float(((unsigned int)p[i]) << 16);
-}
-__device__ __forceinline__ void store_bf16(unsigned short* p, long i, float v) {
-    unsigned short h; asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(v)); p[i] = h;
-}
+use super::nvrtc::Kernels;
 
+static KERNELS: Kernels = Kernels::new("the element-wise kernels", SOURCE, true);
+
+/// The kernels for f32, f16 and bf16 (after `nvrtc::CONVERSIONS`).
+const SOURCE: &str = r#"
 // grid (n · channels, chunks): block (p, c) adds to elements [c·chunk, (c+1)·chunk) of plane p
 // (sample p / channels, channel p mod channels) the channel's bias and, when `extra`, the
 // sample's shift of it (shift is (n, channels)).
@@ -126,22 +111,6 @@ fn apply(pass: Pass, xs: &Tensor, bias: &Tensor, extra: Option<&Tensor>) -> Resu
         &extra.unwrap_or(bias).contiguous()?,
         &op,
     )
-}
-
-/// The PTX of [`SOURCE`], compiled on first use.
-fn ptx() -> Result<&'static str> {
-    static PTX: OnceLock<std::result::Result<String, String>> = OnceLock::new();
-    PTX.get_or_init(|| {
-        let options = CompileOptions {
-            arch: Some("compute_80"),
-            ..CompileOptions::default()
-        };
-        compile_ptx_with_opts(SOURCE, options)
-            .map(|ptx| ptx.to_src())
-            .map_err(|error| format!("compiling the element-wise kernels: {error:?}"))
-    })
-    .as_deref()
-    .map_err(|error| candle_core::Error::Msg(error.clone()))
 }
 
 /// Which kernel.
@@ -232,7 +201,7 @@ impl Elementwise {
         let kernel = device.get_or_load_custom_func(
             &format!("{name}_{suffix}"),
             "autonomy_elementwise",
-            ptx()?,
+            KERNELS.ptx()?,
         )?;
         let mut launch = kernel.builder();
         launch.arg(&x_view);

@@ -13,15 +13,16 @@
 //! padded with zeros to a multiple of 16; wider heads (the VAE's single 512-wide head) and f32
 //! tensors take candle's operations.
 
-use std::sync::OnceLock;
-
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{
     CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg,
 };
-use candle_core::cuda_backend::cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
 use candle_core::cuda_backend::{CudaDType, WrapErr};
 use candle_core::{CudaStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
+
+use super::nvrtc::Kernels;
+
+static KERNELS: Kernels = Kernels::new("the attention kernel", SOURCE, false);
 
 /// The widest head the kernel takes.
 pub const WIDEST: usize = 160;
@@ -218,22 +219,6 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: f64) -
     )
 }
 
-/// The PTX of [`SOURCE`], compiled on first use.
-fn ptx() -> Result<&'static str> {
-    static PTX: OnceLock<std::result::Result<String, String>> = OnceLock::new();
-    PTX.get_or_init(|| {
-        let options = CompileOptions {
-            arch: Some("compute_80"),
-            ..CompileOptions::default()
-        };
-        compile_ptx_with_opts(SOURCE, options)
-            .map(|ptx| ptx.to_src())
-            .map_err(|error| format!("compiling the attention kernel: {error:?}"))
-    })
-    .as_deref()
-    .map_err(|error| candle_core::Error::Msg(error.clone()))
-}
-
 struct FlashAttention {
     heads: usize,
     scale: f32,
@@ -297,7 +282,7 @@ impl FlashAttention {
         let kernel = device.get_or_load_custom_func(
             &format!("flash_attention_{suffix}_{width}"),
             "autonomy_flash_attention",
-            ptx()?,
+            KERNELS.ptx()?,
         )?;
         let mut launch = kernel.builder();
         launch.arg(&q_view);

@@ -80,35 +80,20 @@ impl Module for GroupNorm {
 
 #[cfg(feature = "cuda-fused")]
 mod cuda {
-    use std::sync::OnceLock;
-
     use candle_core::backend::BackendStorage;
     use candle_core::cuda_backend::cudarc::driver::{
         CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg,
     };
-    use candle_core::cuda_backend::cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
     use candle_core::cuda_backend::{CudaDType, WrapErr};
     use candle_core::{CudaStorage, CustomOp3, DType, Layout, Result, Shape, WithDType};
 
-    /// The kernels, for f32 (`float`), f16 and bf16 (both as their 16 bits, converted by PTX
-    /// instructions so that no header is needed). `stats` holds two doubles per block: the sum
-    /// of its elements and of their squares.
-    const SOURCE: &str = r#"
-__device__ __forceinline__ float load_f32(const float* p, long i) { return p[i]; }
-__device__ __forceinline__ void store_f32(float* p, long i, float v) { p[i] = v; }
-__device__ __forceinline__ float load_f16(const unsigned short* p, long i) {
-    float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(p[i])); return f;
-}
-__device__ __forceinline__ void store_f16(unsigned short* p, long i, float v) {
-    unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(v)); p[i] = h;
-}
-__device__ __forceinline__ float load_bf16(const unsigned short* p, long i) {
-    return __uint_as_float(((unsigned int)p[i]) << 16);
-}
-__device__ __forceinline__ void store_bf16(unsigned short* p, long i, float v) {
-    unsigned short h; asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(v)); p[i] = h;
-}
+    use crate::models::sd::nvrtc::Kernels;
 
+    static KERNELS: Kernels = Kernels::new("the group-norm kernels", SOURCE, true);
+
+    /// The kernels, for f32, f16 and bf16 (after `nvrtc::CONVERSIONS`). `stats` holds two doubles
+    /// per block: the sum of its elements and of their squares.
+    const SOURCE: &str = r#"
 // The sum of `v` over the block (every thread gets it); `shared` holds 32 doubles.
 __device__ double block_sum(double v, double* shared) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -191,22 +176,6 @@ APPLY(group_norm_apply_bf16, unsigned short, load_bf16, store_bf16)
     /// Elements each thread takes per block (a block's chunk is `THREADS · PER_THREAD`).
     const PER_THREAD: usize = 16;
 
-    /// The PTX of [`SOURCE`], compiled on first use.
-    fn ptx() -> Result<&'static str> {
-        static PTX: OnceLock<std::result::Result<String, String>> = OnceLock::new();
-        PTX.get_or_init(|| {
-            let options = CompileOptions {
-                arch: Some("compute_80"),
-                ..CompileOptions::default()
-            };
-            compile_ptx_with_opts(SOURCE, options)
-                .map(|ptx| ptx.to_src())
-                .map_err(|error| format!("compiling the group-norm kernels: {error:?}"))
-        })
-        .as_deref()
-        .map_err(|error| candle_core::Error::Msg(error.clone()))
-    }
-
     /// `x (n, channels, …)`, `weight` and `bias (channels)` of the same dtype.
     pub(super) struct FusedGroupNorm {
         pub(super) groups: usize,
@@ -276,7 +245,7 @@ APPLY(group_norm_apply_bf16, unsigned short, load_bf16, store_bf16)
             let stats_kernel = device.get_or_load_custom_func(
                 &format!("group_norm_stats_{suffix}"),
                 "autonomy_group_norm",
-                ptx()?,
+                KERNELS.ptx()?,
             )?;
             let mut launch = stats_kernel.builder();
             launch.arg(&x_view);
@@ -289,7 +258,7 @@ APPLY(group_norm_apply_bf16, unsigned short, load_bf16, store_bf16)
             let apply_kernel = device.get_or_load_custom_func(
                 &format!("group_norm_apply_{suffix}"),
                 "autonomy_group_norm",
-                ptx()?,
+                KERNELS.ptx()?,
             )?;
             let (groups, per_group) = (self.groups as i32, per_group as i32);
             let (eps, silu) = (self.eps as f32, i32::from(self.silu));

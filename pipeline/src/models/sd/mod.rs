@@ -46,6 +46,8 @@ pub mod hires;
 pub mod kernels;
 pub mod lanczos;
 pub mod lora;
+#[cfg(feature = "cuda-fused")]
+mod nvrtc;
 pub mod original_names;
 mod pickle;
 pub mod prompt_schedule;
