@@ -211,6 +211,7 @@ impl Elementwise {
         let extra_flag = i32::from(self.extra);
         let width_i32 = i32::try_from(width).map_err(|_| too_large())?;
         let half = width_i32 / 2;
+        // The channel pass's plane: each of its n·channels (`extra_count`) planes' elements.
         let (plane, chunk) = (
             (elements / (extra_count.max(1))) as i64,
             (THREADS as usize * PER_THREAD) as i64,

@@ -1,7 +1,8 @@
-//! CPU kernels for the two operations that dominate Stable Diffusion on a CPU, with candle's
-//! own operations everywhere else (GPUs, f16; on CUDA with the `cuda-fused` feature,
-//! convolutions go through cuDNN, `super::cudnn`, and f16/bf16 attention through
-//! `super::flash_attention`):
+//! The UNet's and VAE's convolutions, linear layers, attention and GEGLU gate: CPU kernels for
+//! the two operations that dominate Stable Diffusion on a CPU, with candle's own operations
+//! everywhere else (GPUs, f16; on CUDA with the `cuda-fused` feature, convolutions go through
+//! cuDNN, `super::cudnn`, f16/bf16 attention through `super::flash_attention`, and biases with
+//! what follows them through `super::elementwise`):
 //!
 //! - **convolution** as matrix products over bands of output rows: each band's patches are
 //!   copied row by row (contiguous copies, no full-image im2col buffer) and one `gemm` writes
@@ -120,9 +121,7 @@ impl Conv2d {
         }
         xs.conv2d(&self.weight, self.padding, self.stride, 1, 1)
     }
-}
 
-impl Conv2d {
     /// The convolution with a per-sample shift `(n, c_out)` of each output channel added to its
     /// output (a ResNet block's time embedding): on CUDA with the `cuda-fused` feature in the
     /// same pass as the bias, else as a second broadcast add after it.
@@ -204,7 +203,7 @@ impl Linear {
     pub fn forward_residual(&self, xs: &Tensor, residual: &Tensor) -> Result<Tensor> {
         let product = self.product.forward(xs)?;
         #[cfg(feature = "cuda-fused")]
-        if let (true, Some(bias)) = (product.device().is_cuda(), &self.bias) {
+        if let Some(bias) = self.fused_bias(&product) {
             return super::elementwise::row_bias(&product, bias, Some(residual));
         }
         self.biased(product)? + residual
@@ -214,10 +213,16 @@ impl Linear {
     pub fn forward_geglu(&self, xs: &Tensor) -> Result<Tensor> {
         let product = self.product.forward(xs)?;
         #[cfg(feature = "cuda-fused")]
-        if let (true, Some(bias)) = (product.device().is_cuda(), &self.bias) {
+        if let Some(bias) = self.fused_bias(&product) {
             return super::elementwise::geglu(&product, bias);
         }
         geglu(&self.biased(product)?)
+    }
+
+    /// The bias, when a fused kernel adds it to `product` (a CUDA tensor).
+    #[cfg(feature = "cuda-fused")]
+    fn fused_bias(&self, product: &Tensor) -> Option<&Tensor> {
+        self.bias.as_ref().filter(|_| product.device().is_cuda())
     }
 
     /// `product + bias`, as candle's linear layer adds it.
@@ -233,7 +238,7 @@ impl Module for Linear {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let product = self.product.forward(xs)?;
         #[cfg(feature = "cuda-fused")]
-        if let (true, Some(bias)) = (product.device().is_cuda(), &self.bias) {
+        if let Some(bias) = self.fused_bias(&product) {
             return super::elementwise::row_bias(&product, bias, None);
         }
         self.biased(product)
