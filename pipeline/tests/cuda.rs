@@ -244,15 +244,14 @@ fn a_stable_diffusion_seed_repeats_on_cuda_and_lands_near_the_cpus_picture() {
     );
 }
 
-/// Autonomy's own CUDA paths (`cuda-fused`) against candle's f32 operations on the CPU, op by
-/// op, so that a fault shows where it is: the fused group norm (with and without SiLU; groups
-/// over several blocks, a batch of two, an odd spatial size) and the cuDNN convolutions (3×3,
-/// strided, 1×1; with a ResNet's time embedding), the linear layers' fused biases (alone, with
-/// a residual, with the GEGLU gate), in f32, f16 and bf16; the flash attention kernel in f16
-/// and bf16 (SD 1.5's head widths, cross-attention's 77 keys, queries and keys that fill no
-/// whole tile, widths that are not whole 16-byte chunks; one head per batch entry, and several
-/// heads side by side in each token).
-#[cfg(feature = "cuda-fused")]
+/// Autonomy's own CUDA paths against candle's f32 operations on the CPU, op by op, so that a
+/// fault shows where it is: the fused group norm (with and without SiLU; groups over several
+/// blocks, a batch of two, an odd spatial size); the convolutions (cuDNN's with the `cudnn`
+/// feature; 3×3, strided, 1×1) with their bias and a ResNet's time embedding fused; the
+/// linear layers' fused biases (alone, with a residual, with the GEGLU gate), in f32, f16 and
+/// bf16; the flash attention kernel in f16 and bf16 (SD 1.5's head widths, cross-attention's
+/// 77 keys, queries and keys that fill no whole tile, widths that are not whole 16-byte chunks;
+/// one head per batch entry, and several heads side by side in each token).
 #[test]
 fn stable_diffusion_fused_cuda_kernels_match_candles_operations() {
     use autonomy_pipeline::models::sd::flash_attention;
@@ -344,7 +343,7 @@ fn stable_diffusion_fused_cuda_kernels_match_candles_operations() {
                 &theirs.forward(&x_cpu).unwrap(),
             );
             println!(
-                "cuDNN convolution {dtype:?} {c_in}→{c_out} {kernel}×{kernel}/{stride}: {error:.1e}"
+                "convolution {dtype:?} {c_in}→{c_out} {kernel}×{kernel}/{stride}: {error:.1e}"
             );
             assert!(
                 error < bound,

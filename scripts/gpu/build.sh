@@ -6,10 +6,10 @@
 # bench.py, for scripts/gpu/run-sd.sh). The CUDA 13.0 compiler, headers and libraries come
 # from NVIDIA's PyPI wheels (nothing else is installed); the driver library is a stub that
 # only satisfies the linker: the real one is loaded on the GPU machine. Kernels are built for
-# sm_90 (H100/H200). The test binary and the bench are built a second time with Autonomy's own
-# CUDA paths (`--features cuda-fused`: cuDNN convolutions, a fused group norm; cuda-test-fused,
-# sd-bench-fused), linked against cuDNN 9 from NVIDIA's wheel here and run against the GPU
-# machine's own (PyTorch's).
+# sm_90 (H100/H200); Autonomy's own Stable Diffusion kernels are compiled by NVRTC when first
+# used. The test binary and the bench are built a second time with cuDNN's convolutions
+# (`--features cudnn`: cuda-test-cudnn, sd-bench-cudnn), linked against cuDNN 9 from NVIDIA's
+# wheel here and run against the GPU machine's own (PyTorch's).
 #
 # The checkout is larger than the device tool sends (64 MiB), so send .gpu alone: take every
 # file out of the index and ignore it (`git rm -r -q --cached . && echo '/*' >>
@@ -66,17 +66,17 @@ for line in sys.stdin:
 }
 test_binary=$(executable cuda cuda test --release --test cuda)
 bench_binary=$(executable stable_diffusion cuda bench --bench stable_diffusion)
-test_fused=$(executable cuda cuda-fused test --release --test cuda)
-bench_fused=$(executable stable_diffusion cuda-fused bench --bench stable_diffusion)
+test_cudnn=$(executable cuda cudnn test --release --test cuda)
+bench_cudnn=$(executable stable_diffusion cudnn bench --bench stable_diffusion)
 
 mkdir -p .gpu
 grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
 strip -o .gpu/autonomy "$CARGO_TARGET_DIR/release/autonomy"
 strip -o .gpu/cuda-test "$test_binary"
 strip -o .gpu/sd-bench "$bench_binary"
-strip -o .gpu/cuda-test-fused "$test_fused"
-strip -o .gpu/sd-bench-fused "$bench_fused"
-xz -9 -T2 -f .gpu/autonomy .gpu/cuda-test .gpu/sd-bench .gpu/cuda-test-fused .gpu/sd-bench-fused
+strip -o .gpu/cuda-test-cudnn "$test_cudnn"
+strip -o .gpu/sd-bench-cudnn "$bench_cudnn"
+xz -9 -T2 -f .gpu/autonomy .gpu/cuda-test .gpu/sd-bench .gpu/cuda-test-cudnn .gpu/sd-bench-cudnn
 house=(models/house)
 if [ -f .autonomy/dataset/manifest.jsonl ]; then
   house+=(.autonomy/dataset)

@@ -170,7 +170,7 @@ impl Attention {
         self.out.forward(&self.attend(xs, context)?)
     }
 
-    /// [`Attention::forward`] plus `residual` (on CUDA with `cuda-fused`, added with the output
+    /// [`Attention::forward`] plus `residual` (on CUDA, added with the output
     /// projection's bias in one pass).
     pub fn forward_residual(
         &self,
@@ -199,7 +199,7 @@ impl Attention {
             self.v.forward(context)?,
         );
         let scale = ((dim / self.heads) as f64).powf(-0.5);
-        #[cfg(feature = "cuda-fused")]
+        #[cfg(feature = "cuda")]
         if super::flash_attention::takes(&q, &k, &v, self.heads) {
             return super::flash_attention::attention(&q, &k, &v, self.heads, scale);
         }

@@ -1,4 +1,4 @@
-//! Convolutions of CUDA tensors through cuDNN (the `cuda-fused` feature), run as PyTorch runs them:
+//! Convolutions of CUDA tensors through cuDNN (the `cudnn` feature), run as PyTorch runs them:
 //! f16 and bf16 data accumulated in f32 on tensor cores (cuDNN's pseudo-half configuration;
 //! f32 data in plain f32), NCHW in and out, with no im2col buffer. What each shape needs —
 //! descriptors, the algorithm cuDNN's heuristics pick, its workspace size — is worked out once

@@ -1,5 +1,5 @@
 //! The element-wise passes around the UNet's convolutions and matrix products, fused on CUDA
-//! (the `cuda-fused` feature): three kernels of Autonomy's, compiled once by NVRTC, each one
+//! (the `cuda` feature): three kernels of Autonomy's, compiled once by NVRTC, each one
 //! read of its inputs and one write, summing in f32 and rounding once.
 //!
 //! - [`channel_bias`]: a convolution's bias, with a ResNet block's time embedding when given,

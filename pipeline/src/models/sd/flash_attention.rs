@@ -1,4 +1,4 @@
-//! Attention without a score tensor on CUDA (the `cuda-fused` feature): one kernel of
+//! Attention without a score tensor on CUDA (the `cuda` feature): one kernel of
 //! Autonomy's, compiled once by NVRTC, computes `softmax(q·kᵀ·scale)·v` for f16 and bf16 in the
 //! manner of FlashAttention-2. Each block takes 64 queries of one head (16 per warp, held in
 //! registers), walks the keys in tiles of 64 staged through shared memory, multiplies on the

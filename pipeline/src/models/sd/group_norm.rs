@@ -1,7 +1,7 @@
 //! Group normalisation, alone or followed by SiLU (as every ResNet block of the UNet and the
-//! VAE, and both networks' output heads, use it). Everywhere but CUDA with the `cuda-fused`
-//! feature it is candle's `GroupNorm` (then candle's SiLU). On CUDA with `cuda-fused` it is two
-//! kernels of Autonomy's (compiled once by NVRTC): each block of a group sums its part of the
+//! VAE, and both networks' output heads, use it). Everywhere but CUDA it is candle's
+//! `GroupNorm` (then candle's SiLU). On CUDA (the `cuda` feature) it is two kernels of
+//! Autonomy's (compiled once by NVRTC): each block of a group sums its part of the
 //! group and its squares in f64, then each block reads the group's sums and writes its part
 //! normalised, scaled, shifted and (when asked) through SiLU — two reads and one write of the
 //! activations, where candle's operations make about eight passes in f32 and SiLU two more.
@@ -46,7 +46,7 @@ impl GroupNorm {
 
     /// The group norm followed by SiLU.
     pub fn forward_silu(&self, xs: &Tensor) -> Result<Tensor> {
-        #[cfg(feature = "cuda-fused")]
+        #[cfg(feature = "cuda")]
         if xs.device().is_cuda() {
             return self.fused(xs, true);
         }
@@ -54,7 +54,7 @@ impl GroupNorm {
     }
 
     /// The fused kernels' group norm of a CUDA tensor, through SiLU when `silu`.
-    #[cfg(feature = "cuda-fused")]
+    #[cfg(feature = "cuda")]
     fn fused(&self, xs: &Tensor, silu: bool) -> Result<Tensor> {
         xs.contiguous()?.apply_op3_no_bwd(
             &self.weight.to_dtype(xs.dtype())?,
@@ -70,7 +70,7 @@ impl GroupNorm {
 
 impl Module for GroupNorm {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        #[cfg(feature = "cuda-fused")]
+        #[cfg(feature = "cuda")]
         if xs.device().is_cuda() {
             return self.fused(xs, false);
         }
@@ -78,7 +78,7 @@ impl Module for GroupNorm {
     }
 }
 
-#[cfg(feature = "cuda-fused")]
+#[cfg(feature = "cuda")]
 mod cuda {
     use candle_core::backend::BackendStorage;
     use candle_core::cuda_backend::cudarc::driver::{

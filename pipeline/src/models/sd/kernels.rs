@@ -1,8 +1,8 @@
 //! The UNet's and VAE's convolutions, linear layers, attention and GEGLU gate: CPU kernels for
 //! the two operations that dominate Stable Diffusion on a CPU, with candle's own operations
-//! everywhere else (GPUs, f16; on CUDA with the `cuda-fused` feature, convolutions go through
-//! cuDNN, `super::cudnn`, f16/bf16 attention through `super::flash_attention`, and biases with
-//! what follows them through `super::elementwise`):
+//! everywhere else (GPUs, f16; on CUDA, f16/bf16 attention goes through
+//! `super::flash_attention`, biases with what follows them through `super::elementwise`, and
+//! with the `cudnn` feature convolutions through cuDNN, `super::cudnn`):
 //!
 //! - **convolution** as matrix products over bands of output rows: each band's patches are
 //!   copied row by row (contiguous copies, no full-image im2col buffer) and one `gemm` writes
@@ -106,10 +106,10 @@ impl Conv2d {
         })
     }
 
-    /// The convolution off the CPU's f32 path: cuDNN's for CUDA tensors with the
-    /// `cuda-fused` feature, else candle's.
+    /// The convolution off the CPU's f32 path: cuDNN's for CUDA tensors with the `cudnn`
+    /// feature, else candle's.
     fn device_conv(&self, xs: &Tensor) -> Result<Tensor> {
-        #[cfg(feature = "cuda-fused")]
+        #[cfg(feature = "cudnn")]
         if xs.device().is_cuda() {
             return xs.contiguous()?.apply_op2_no_bwd(
                 &self.weight.contiguous()?,
@@ -123,8 +123,8 @@ impl Conv2d {
     }
 
     /// The convolution with a per-sample shift `(n, c_out)` of each output channel added to its
-    /// output (a ResNet block's time embedding): on CUDA with the `cuda-fused` feature in the
-    /// same pass as the bias, else as a second broadcast add after it.
+    /// output (a ResNet block's time embedding): on CUDA in the same pass as the bias, else as a
+    /// second broadcast add after it.
     pub fn forward_shifted(&self, xs: &Tensor, shift: &Tensor) -> Result<Tensor> {
         self.convolve(xs, Some(shift))
     }
@@ -151,7 +151,7 @@ impl Conv2d {
                 )?
             }
         } else {
-            #[cfg(feature = "cuda-fused")]
+            #[cfg(feature = "cuda")]
             if let (true, Some(bias)) = (xs.device().is_cuda(), &self.bias) {
                 return super::elementwise::channel_bias(&self.device_conv(xs)?, bias, shift);
             }
@@ -174,9 +174,9 @@ impl Module for Conv2d {
     }
 }
 
-/// A linear layer `xs·wᵀ + b` (candle's), whose bias is added on CUDA with the `cuda-fused`
-/// feature in one pass with what follows it: the residual after an attention or feed-forward
-/// layer, or the feed-forward's GEGLU gate.
+/// A linear layer `xs·wᵀ + b` (candle's), whose bias is added on CUDA in one pass with what
+/// follows it: the residual after an attention or feed-forward layer, or the feed-forward's
+/// GEGLU gate.
 #[derive(Clone, Debug)]
 pub struct Linear {
     /// The product alone.
@@ -202,7 +202,7 @@ impl Linear {
     /// `forward(xs) + residual`.
     pub fn forward_residual(&self, xs: &Tensor, residual: &Tensor) -> Result<Tensor> {
         let product = self.product.forward(xs)?;
-        #[cfg(feature = "cuda-fused")]
+        #[cfg(feature = "cuda")]
         if let Some(bias) = self.fused_bias(&product) {
             return super::elementwise::row_bias(&product, bias, Some(residual));
         }
@@ -212,7 +212,7 @@ impl Linear {
     /// [`geglu`] of `forward(xs)`.
     pub fn forward_geglu(&self, xs: &Tensor) -> Result<Tensor> {
         let product = self.product.forward(xs)?;
-        #[cfg(feature = "cuda-fused")]
+        #[cfg(feature = "cuda")]
         if let Some(bias) = self.fused_bias(&product) {
             return super::elementwise::geglu(&product, bias);
         }
@@ -220,7 +220,7 @@ impl Linear {
     }
 
     /// The bias, when a fused kernel adds it to `product` (a CUDA tensor).
-    #[cfg(feature = "cuda-fused")]
+    #[cfg(feature = "cuda")]
     fn fused_bias(&self, product: &Tensor) -> Option<&Tensor> {
         self.bias.as_ref().filter(|_| product.device().is_cuda())
     }
@@ -237,7 +237,7 @@ impl Linear {
 impl Module for Linear {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let product = self.product.forward(xs)?;
-        #[cfg(feature = "cuda-fused")]
+        #[cfg(feature = "cuda")]
         if let Some(bias) = self.fused_bias(&product) {
             return super::elementwise::row_bias(&product, bias, None);
         }
@@ -635,7 +635,7 @@ impl CustomOp2 for WinogradConv {
 
 /// `softmax(q·kᵀ·scale)·v` for `(batch·heads, tokens, head_dim)` tensors.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
-    #[cfg(feature = "cuda-fused")]
+    #[cfg(feature = "cuda")]
     if super::flash_attention::takes(q, k, v, 1) {
         return super::flash_attention::attention(q, k, v, 1, scale);
     }

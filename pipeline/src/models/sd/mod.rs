@@ -31,14 +31,14 @@ pub mod blocks;
 pub mod brownian;
 pub mod checkpoint;
 pub mod config;
-#[cfg(feature = "cuda-fused")]
+#[cfg(feature = "cudnn")]
 pub mod cudnn;
 mod delta;
-#[cfg(feature = "cuda-fused")]
+#[cfg(feature = "cuda")]
 mod elementwise;
 pub mod embedding;
 pub mod ensemble;
-#[cfg(feature = "cuda-fused")]
+#[cfg(feature = "cuda")]
 pub mod flash_attention;
 pub mod folder;
 pub mod group_norm;
@@ -46,7 +46,7 @@ pub mod hires;
 pub mod kernels;
 pub mod lanczos;
 pub mod lora;
-#[cfg(feature = "cuda-fused")]
+#[cfg(feature = "cuda")]
 mod nvrtc;
 pub mod original_names;
 mod pickle;

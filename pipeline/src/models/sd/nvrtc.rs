@@ -1,4 +1,4 @@
-//! What Autonomy's own CUDA kernels (the `cuda-fused` feature) share: the conversions between
+//! What Autonomy's own CUDA kernels (the `cuda` feature) share: the conversions between
 //! f32 and the 16-bit types their CUDA C++ uses, and compiling a kernel source to PTX with NVRTC
 //! once per process, for compute capability 8.0 and up.
 
