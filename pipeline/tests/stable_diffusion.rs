@@ -2446,8 +2446,11 @@ fn clip_skip_conditions_on_an_earlier_text_encoder_layer_as_diffusers_does() {
     }
 }
 
+/// The parser and a one-chunk weighted prompt against diffusers' long-prompt-weighting
+/// pipeline; a long prompt with a weighted word in its second chunk against A1111's own
+/// chunking (its first chunk ends at a comma, the words after it move on) and emphasis.
 #[test]
-fn a1111_prompt_syntax_weighs_and_chunks_as_diffusers_long_prompt_pipeline_does() {
+fn a1111_prompt_syntax_weighs_and_chunks_as_a1111_and_diffusers_long_prompt_pipeline_do() {
     use autonomy_pipeline::models::sd::prompt_syntax::{Piece, parse};
     let reference = Reference::of("prompt-syntax");
     // The parser against the pipeline's `parse_prompt_attention`.

@@ -33,7 +33,7 @@ sampling run from fixed initial latents; `tokens.json` holds the tokenizers' ids
 prompts. Everything is seeded: running the script again gives the same files (same torch).
 Name fixtures (`make.py tiny-sdxl-refiner`) to rebuild only those; `tokens.json` is rewritten
 only by a whole run. The references built only by name: `embeddings`, `clip-skip`,
-`prompt-syntax` (needs $LPW), `a1111-prompts` (A1111's prompt editing, alternation and `AND`;
+`prompt-syntax` (needs $LPW, $A1111 and $A1111_CLIP), `a1111-prompts` (A1111's prompt editing, alternation and `AND`;
 needs $A1111, $LPW and `lark`) and `hires` (the hires pass on tiny-sd15 and tiny-sdxl). `make.py --extend tiny-sd21 tiny-sdxl` adds the references written since
 the fixtures were made (a whole run with guidance rescale; SDXL's base handing its latents to the
 refiner; tiny-sd15's IA³, full, OFT and GLoRA files) without touching the rest.
@@ -49,6 +49,7 @@ import re
 import shutil
 import sys
 import typing
+import types
 
 import torch
 import numpy as np
@@ -1333,17 +1334,73 @@ def lpw_functions():
     return namespace
 
 
+def a1111_text_states():
+    """A1111's text states for SD 1.x: its `tokenize_line` (how a prompt becomes 75-token
+    chunks, `BREAK` starting one and a full one ending at a comma within 20 tokens of its end,
+    the default "prompt word wrap length limit"), read from `modules/sd_hijack_clip.py` of a
+    stable-diffusion-webui checkout named by $A1111_CLIP, and its `parse_prompt_attention` from
+    the `modules/prompt_parser.py` named by $A1111 (the modules import A1111's own, so only
+    these are taken); each chunk then encoded alone and weighed with its "Original" emphasis
+    (states times weights, rescaled to the mean they had), the chunks laid end to end. Returns a
+    function of a pipeline and a prompt."""
+    clip, parser = os.environ.get("A1111_CLIP"), os.environ.get("A1111")
+    if not clip or not parser:
+        sys.exit("set A1111_CLIP to modules/sd_hijack_clip.py and A1111 to "
+                 "modules/prompt_parser.py of a stable-diffusion-webui checkout")
+    tree = ast.parse(open(parser).read())
+    body = [node for node in tree.body
+            if isinstance(node, ast.FunctionDef) and node.name == "parse_prompt_attention"
+            or isinstance(node, ast.Assign)
+            and any(getattr(t, "id", None) in ("re_attention", "re_break") for t in node.targets)]
+    prompt_parser = {"re": re}
+    exec(compile(ast.Module(body=body, type_ignores=[]), parser, "exec"), prompt_parser)
+    body = []
+    for node in ast.parse(open(clip).read()).body:
+        if isinstance(node, ast.ClassDef) and node.name == "PromptChunk":
+            body.append(node)
+        elif isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "PromptChunkFix":
+            body.append(node)
+        elif isinstance(node, ast.ClassDef) and node.name == "FrozenCLIPEmbedderWithCustomWordsBase":
+            body += [f for f in node.body if getattr(f, "name", None) == "tokenize_line"]
+    namespace = {"namedtuple": collections.namedtuple,
+                 "opts": types.SimpleNamespace(emphasis="Original", comma_padding_backtrack=20),
+                 "prompt_parser": types.SimpleNamespace(**prompt_parser)}
+    exec(compile(ast.Module(body=body, type_ignores=[]), clip, "exec"), namespace)
+
+    def states(pipe, prompt):
+        tokenizer = pipe.tokenizer
+        no_embeddings = types.SimpleNamespace(find_embedding_at_position=lambda tokens, at: (None, None))
+        line = types.SimpleNamespace(
+            tokenize=lambda texts: tokenizer(texts, truncation=False, add_special_tokens=False)["input_ids"],
+            comma_token=tokenizer.get_vocab().get(",</w>"), chunk_length=75,
+            id_start=tokenizer.bos_token_id, id_end=tokenizer.eos_token_id,
+            hijack=types.SimpleNamespace(embedding_db=no_embeddings))
+        chunks, _ = namespace["tokenize_line"](line, prompt)
+        zs = []
+        for chunk in chunks:
+            z = pipe.text_encoder(torch.tensor([chunk.tokens]))[0]
+            mean = z.mean()
+            z = z * torch.tensor([chunk.multipliers]).unsqueeze(-1)
+            zs.append(z * (mean / z.mean()))
+        return torch.hstack(zs), [chunk.tokens for chunk in chunks]
+    return states
+
+
 def build_prompt_syntax(name):
-    """A1111's prompt syntax as diffusers' long-prompt-weighting pipeline reads it (see
-    `lpw_functions`), on tiny-sd15: how awkward prompts parse; a weighted prompt and negative
-    prompt (one chunk each) and a long prompt (two chunks) with a short negative prompt, each as
-    text states and a whole 4-step run from them."""
+    """A1111's prompt syntax, on tiny-sd15: how awkward prompts parse and a weighted prompt and
+    negative prompt (one chunk each) as diffusers' long-prompt-weighting pipeline reads them
+    (see `lpw_functions`); a long prompt (two chunks, the first ending at a comma, a weighted
+    word in the second) as A1111 encodes it (see `a1111_text_states`), with a short negative
+    prompt padded to two chunks as that pipeline pads it; each as text states and a whole 4-step
+    run from them."""
     lpw = lpw_functions()
+    a1111 = a1111_text_states()
     pipe = StableDiffusionPipeline.from_pretrained(os.path.join(OUT, "tiny-sd15"))
     object.__setattr__(pipe.text_encoder, "text_model", pipe.text_encoder)  # as in clip-skip
     weighted = "a (red:1.3) potion bottle, [pixel art], ((glowing)) gem"
     weighted_negative = "(blurry:1.2), ugly"
-    long_prompt = ", ".join(CORPUS.split()[:60])
+    # Its 75th and 76th tokens are a word's: the first chunk ends at the comma before them.
+    long_prompt = "a red " + ", ".join(CORPUS.split()[:60]) + ", (glowing gem:1.3)"
     parses = ["normal text", "an (important) word", "(unbalanced", "\\(literal\\]",
               "(unnecessary)(parens)", "a (((house:1.3)) [on] a (hill:0.5), sun, (((sky))).",
               "[[faint]] (x:0.25) [y:2]", weighted, weighted_negative]
@@ -1353,6 +1410,12 @@ def build_prompt_syntax(name):
                                   ("long", long_prompt, NEGATIVE)):
         cond, uncond = lpw["get_weighted_text_embeddings"](pipe, prompt, negative,
                                                            max_embeddings_multiples=3)
+        if key == "long":
+            cond, chunks = a1111(pipe, prompt)
+            comma = pipe.tokenizer.get_vocab()[",</w>"]
+            first = chunks[0][1:chunks[0].index(pipe.tokenizer.eos_token_id)]
+            assert len(first) < 75 and first[-1] == comma, "the first chunk ends at a comma"
+            assert cond.shape == uncond.shape, (cond.shape, uncond.shape)
         init = torch.randn(1, 4, 8, 8, generator=g)
         run = pipe(prompt_embeds=cond, negative_prompt_embeds=uncond, num_inference_steps=4,
                    guidance_scale=5.0, latents=init.clone(), output_type="np", height=64,

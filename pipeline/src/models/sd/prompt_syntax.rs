@@ -5,7 +5,10 @@
 //!   themselves;
 //! - `BREAK` (upper case, a word of its own) ends the current 75-token chunk;
 //! - a prompt longer than the text encoder's 75 tokens goes in several chunks, each encoded on
-//!   its own with its start and end tokens, their states laid end to end.
+//!   its own with its start and end tokens, their states laid end to end; a chunk that fills
+//!   up within 20 tokens of a comma ends after the comma, and the words since move on to the
+//!   next chunk (A1111's "prompt word wrap length limit", 20 unless its user changed it), so
+//!   a phrase is not cut in two.
 //!
 //! Prompt editing and alternation (`[a:b:5]`, `[a|b]`) are resolved before this, one text per
 //! step, by [`super::prompt_schedule`].
@@ -38,6 +41,10 @@ const ROUND: f64 = 1.1;
 
 /// The most chunks a prompt may take (600 tokens).
 pub const MOST_CHUNKS: usize = 8;
+
+/// How many tokens back from a full chunk's end a comma may be for the words after it to move
+/// on to the next chunk (A1111's default `comma_padding_backtrack`).
+const COMMA_BACKTRACK: usize = 20;
 
 /// One piece of a parsed prompt.
 #[derive(Clone, Debug, PartialEq)]
@@ -169,15 +176,35 @@ pub fn chunks(tokenizer: &ClipTokenizer, text: &str) -> Result<Vec<Chunk>, Strin
         return Err(message);
     }
     let length = tokenizer.max_len().saturating_sub(2).max(1);
+    let comma = match tokenizer.tokens(",")[..] {
+        [id] => Some(id),
+        _ => None,
+    };
     let mut done: Vec<Vec<(u32, f64)>> = Vec::new();
     let mut current: Vec<(u32, f64)> = Vec::new();
+    // Where in `current` its last comma is.
+    let mut last_comma: Option<usize> = None;
     for piece in parse(text) {
         match piece {
-            Piece::Break => done.push(std::mem::take(&mut current)),
+            Piece::Break => {
+                done.push(std::mem::take(&mut current));
+                last_comma = None;
+            }
             Piece::Text(text, weight) => {
                 for id in tokenizer.tokens(&text) {
+                    if Some(id) == comma {
+                        last_comma = Some(current.len());
+                    } else if let Some(at) = last_comma
+                        && current.len() == length
+                        && length - at <= COMMA_BACKTRACK
+                    {
+                        let moved = current.split_off(at + 1);
+                        done.push(std::mem::replace(&mut current, moved));
+                        last_comma = None;
+                    }
                     if current.len() == length {
                         done.push(std::mem::take(&mut current));
+                        last_comma = None;
                     }
                     current.push((id, weight));
                 }
@@ -322,7 +349,82 @@ mod tests {
         assert!(weighted[0].weights[2 + red..].iter().all(|&w| w == 1.0));
     }
 
+    /// The tokens of `made` past each start token, up to its end token.
+    fn inner(tokenizer: &ClipTokenizer, made: &[Chunk]) -> Vec<Vec<u32>> {
+        let end = tokenizer.encode("")[1];
+        made.iter()
+            .map(|c| {
+                c.ids[1..]
+                    .iter()
+                    .copied()
+                    .take_while(|&id| id != end)
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_full_chunk_ends_at_a_comma_within_20_tokens_as_a1111_wraps_words() {
+        let tokenizer = tokenizer();
+        let comma = tokenizer.tokens(",");
+        assert_eq!(comma.len(), 1, "the fixture's vocabulary has the comma");
+        // 70 words, a comma, 10 words: the chunk fills 5 tokens past the comma, so it ends
+        // at the comma and the 10 words go on together.
+        let near = format!("{}, {}", "potion ".repeat(70), "(red:1.5) ".repeat(10));
+        let made = chunks(&tokenizer, &near).unwrap();
+        assert_eq!(made.len(), 2);
+        assert_eq!(
+            made[0].ids,
+            tokenizer.encode(&format!("{},", "potion ".repeat(70)))
+        );
+        assert_eq!(made[1].ids, tokenizer.encode(&"red ".repeat(10)));
+        assert_eq!(
+            made[1].weights[1..11],
+            [1.5; 10],
+            "the weights move with them"
+        );
+        assert!(!made[0].is_weighted());
+        // A comma 25 tokens back is too far: the chunk is cut at 75 tokens.
+        let far = format!("{}, {}", "potion ".repeat(50), "red ".repeat(40));
+        let made = chunks(&tokenizer, &far).unwrap();
+        assert_eq!(made.len(), 2);
+        assert_eq!(
+            made[0].ids,
+            tokenizer.encode(&format!("{}, {}", "potion ".repeat(50), "red ".repeat(24)))
+        );
+        assert_eq!(made[1].ids, tokenizer.encode(&"red ".repeat(16)));
+        // A comma that is the 76th token starts the next chunk.
+        let at_end = format!("{}, red", "potion ".repeat(75));
+        let made = chunks(&tokenizer, &at_end).unwrap();
+        assert_eq!(made[1].ids, tokenizer.encode(", red"));
+        // BREAK forgets the comma before it.
+        let broken = format!("a, b BREAK {}", "potion ".repeat(76));
+        let made = chunks(&tokenizer, &broken).unwrap();
+        assert_eq!(made.len(), 3);
+        assert_eq!(made[1].ids, tokenizer.encode(&"potion ".repeat(75)));
+    }
+
     proptest! {
+        #[test]
+        fn chunks_keep_every_token_in_order_and_wrap_only_at_a_near_comma(
+            words in proptest::collection::vec(prop_oneof![Just("potion"), Just(","), Just("red")], 0..300)
+        ) {
+            let tokenizer = tokenizer();
+            let text = words.join(" ");
+            let Ok(made) = chunks(&tokenizer, &text) else { return Ok(()) };
+            let pieces = inner(&tokenizer, &made);
+            prop_assert_eq!(pieces.concat(), tokenizer.tokens(&text));
+            let comma = tokenizer.tokens(",")[0];
+            for piece in &pieces[..pieces.len() - 1] {
+                prop_assert!(piece.len() <= 75);
+                if piece.len() < 75 {
+                    // Cut short: just after a comma, within 20 tokens of the end.
+                    prop_assert_eq!(piece.last(), Some(&comma));
+                    prop_assert!(piece.len() > 75 - 20);
+                }
+            }
+        }
+
         #[test]
         fn parsing_keeps_the_text_outside_the_syntax(text in "[a-z ,.:0-9()\\[\\]\\\\]{0,60}") {
             let pieces = parse(&text);
