@@ -2858,6 +2858,67 @@ fn lanczos_resizes_as_pillow_does_bit_for_bit() {
     }
 }
 
+/// SDXL's ensemble of experts in both passes of a hires request: the base hands its latents
+/// to the refiner at the switch point at the native size, and again at the hires size from the
+/// upscaled latents, as diffusers' pipelines with `denoising_end` and `denoising_start` do.
+#[test]
+fn an_sdxl_ensemble_hands_over_to_the_refiner_in_both_passes_of_a_hires_request() {
+    let reference = Reference::of("hires");
+    let switch: f64 = reference.metadata["ensemble_switch"].parse().unwrap();
+    let hires = Hires {
+        size: 128,
+        strength: reference.metadata["strength"].parse().unwrap(),
+        steps: reference.metadata["steps"].parse().unwrap(),
+        upscaler: HiresUpscaler::Latent,
+    };
+    let request = GenerateRequest {
+        steps: 4,
+        guidance: 5.0,
+        hires: Some(hires.clone()),
+        ..reference.request()
+    };
+    let (base, refiner) = (load("tiny-sdxl"), load("tiny-sdxl-refiner"));
+    let init = reference.get("init");
+    let handed = base
+        .denoise_stage(&request, init, Stage::Until(switch))
+        .unwrap();
+    let low = refiner
+        .denoise_stage(&request, init, Stage::From(&handed, switch))
+        .unwrap();
+    close(
+        "the ensemble's native-size pass",
+        &low,
+        reference.get("ensemble_low_latents"),
+        5e-4,
+    );
+    let refiner_path = fixtures().join("tiny-sdxl-refiner");
+    let ensemble = Ensemble::new(base, refiner, &refiner_path, "models/refiner", switch).unwrap();
+    let latents = ensemble
+        .hires_denoise(&request, &hires, &low, reference.get("fresh"))
+        .unwrap();
+    let image = load("tiny-sdxl-refiner").decode(&latents, false).unwrap();
+    assert_eq!(image.dims(), [1, 3, 128, 128]);
+    close(
+        "the ensemble's hires pass",
+        &image.permute((0, 2, 3, 1)).unwrap(),
+        reference.get("ensemble_image"),
+        4e-4,
+    );
+    // Without the refiner's second stage the hires image is another one.
+    let xl = load("tiny-sdxl");
+    let alone = xl
+        .hires_denoise(&request, &hires, &low, reference.get("fresh"))
+        .unwrap();
+    assert!(
+        max_diff(&xl.decode(&alone, false).unwrap(), &image) > 1e-2,
+        "the refiner finishes the hires pass"
+    );
+    // The whole request: 128 pixels, the same twice.
+    let made = ensemble.generate(&request).unwrap();
+    assert_eq!(made[0].dimensions(), (128, 128));
+    assert_eq!(made, ensemble.generate(&request).unwrap());
+}
+
 #[test]
 fn a_hires_pass_with_a_pixel_upscaler_redraws_what_lanczos_or_the_model_scaled_up() {
     let reference = Reference::of("upscalers");

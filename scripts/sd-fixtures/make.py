@@ -1580,7 +1580,8 @@ def build_hires(name):
     4-step run at the native 64 px left as latents, scaled up bilinearly (`interpolate`, as
     A1111 calls it) to 16×16 latents, and redrawn by diffusers' image-to-image pipeline from
     those latents at strength 0.6 over 6 steps. The image-to-image noise is the generator's
-    first draw, which is stored."""
+    first draw, which is stored. Then both passes with tiny-sdxl handing over to
+    tiny-sdxl-refiner at 0.8."""
     pipe = StableDiffusionPipeline.from_pretrained(os.path.join(OUT, "tiny-sd15"))
     init = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(27))
     low = pipe(PROMPT, negative_prompt=NEGATIVE, num_inference_steps=4, guidance_scale=5.0,
@@ -1606,11 +1607,31 @@ def build_hires(name):
                        num_inference_steps=steps, guidance_scale=5.0,
                        generator=torch.Generator().manual_seed(seed), output_type="np").images
     tensors.update(xl_low_latents=low, xl_image=torch.from_numpy(image).contiguous())
+    # SDXL's ensemble of experts in both passes: the base runs the noisier 80 % of each
+    # (`denoising_end`; the second pass's from the upscaled latents at the hires strength, its
+    # noise the generator's first draw as above) and hands its latents to the refiner
+    # (`denoising_start`), which finishes the pass.
+    refiner = StableDiffusionXLImg2ImgPipeline.from_pretrained(os.path.join(OUT, "tiny-sdxl-refiner"))
+    switch = 0.8
+    handed = xl(PROMPT, negative_prompt=NEGATIVE, num_inference_steps=4, guidance_scale=5.0,
+                latents=init.clone(), output_type="latent", height=64, width=64,
+                denoising_end=switch).images
+    low = refiner(PROMPT, negative_prompt=NEGATIVE, image=handed, num_inference_steps=4,
+                  guidance_scale=5.0, denoising_start=switch, output_type="latent").images
+    up = torch.nn.functional.interpolate(low, size=(16, 16), mode="bilinear", antialias=False)
+    handed = xl_img2img(PROMPT, image=up, strength=strength, negative_prompt=NEGATIVE,
+                        num_inference_steps=steps, guidance_scale=5.0, denoising_end=switch,
+                        generator=torch.Generator().manual_seed(seed), output_type="latent").images
+    image = refiner(PROMPT, negative_prompt=NEGATIVE, image=handed, num_inference_steps=steps,
+                    guidance_scale=5.0, denoising_start=switch, output_type="np").images
+    assert image.shape == (1, 128, 128, 3), image.shape
+    tensors.update(ensemble_low_latents=low, ensemble_handed=handed,
+                   ensemble_image=torch.from_numpy(image).contiguous())
     save_file(
         {k: v.detach().contiguous() for k, v in tensors.items()},
         os.path.join(OUT, f"{name}.reference.safetensors"),
         metadata={"prompt": PROMPT, "negative_prompt": NEGATIVE, "strength": str(strength),
-                  "steps": str(steps), "torch": torch.__version__},
+                  "steps": str(steps), "ensemble_switch": str(switch), "torch": torch.__version__},
     )
 
 

@@ -1,7 +1,7 @@
 //! SDXL's ensemble of experts: the base model denoises the noisier part of a run and hands its
 //! latents, not yet decoded, to the refiner, which denoises the rest and decodes (diffusers'
-//! `denoising_end` on the base and `denoising_start` on the refiner). Refining a finished image
-//! instead is image-to-image on the refiner alone.
+//! `denoising_end` on the base and `denoising_start` on the refiner), in a hires pass's second
+//! pass too. Refining a finished image instead is image-to-image on the refiner alone.
 
 use std::path::Path;
 
@@ -9,7 +9,9 @@ use candle_core::Tensor;
 use image::RgbaImage;
 
 use super::{SdError, StableDiffusion, Stage};
-use crate::generator::{GenerateError, GenerateRequest, Generator, ModelIdentity, RefinerUse};
+use crate::generator::{
+    GenerateError, GenerateRequest, Generator, Hires, ModelIdentity, RefinerUse,
+};
 
 /// A base model and the refiner that takes over from it at a switch point.
 pub struct Ensemble {
@@ -71,21 +73,50 @@ impl Ensemble {
     }
 
     /// The images `(n, 3, H, W)` in [0, 1] from unit-variance `noise`: the base's steps, then
-    /// the refiner's on the latents it left.
+    /// the refiner's on the latents it left; then, when the request asks for one, the hires
+    /// pass ([`Ensemble::hires_denoise`]) from noise of its own.
     pub fn sample(&self, request: &GenerateRequest, noise: &Tensor) -> Result<Tensor, SdError> {
-        if request.hires.is_some() {
-            return Err(SdError::BadRequest(
-                "hires pass: not with a refiner yet; draw at the native size, or drop the refiner"
-                    .into(),
-            ));
-        }
+        let latents = self.denoise(request, noise, None)?;
+        let latents = match &request.hires {
+            Some(hires) => {
+                let fresh = self.base.hires_noise(request, hires)?;
+                self.hires_denoise(request, hires, &latents, &fresh)?
+            }
+            None => latents,
+        };
+        self.refiner.decode(&latents, request.tileable)
+    }
+
+    /// The hires pass with both models: `latents` scaled up as the base model's hires pass
+    /// scales them ([`StableDiffusion::hires_latents`]: its VAE, its upscaler), noised from
+    /// unit-variance `fresh` noise at the pass's strength, the base's steps down to the switch
+    /// point, then the refiner's (diffusers' image-to-image pipelines with `denoising_end` on
+    /// the base and `denoising_start` on the refiner); the final latents.
+    pub fn hires_denoise(
+        &self,
+        request: &GenerateRequest,
+        hires: &Hires,
+        latents: &Tensor,
+        fresh: &Tensor,
+    ) -> Result<Tensor, SdError> {
+        let up = self.base.hires_latents(request, hires, latents)?;
+        let second = super::hires_request(request, hires);
+        self.denoise(&second, fresh, Some((&up, hires.strength)))
+    }
+
+    /// The base's steps of `request` (image to image from `start` at its strength when
+    /// given), then the refiner's on the latents it left; the final latents.
+    fn denoise(
+        &self,
+        request: &GenerateRequest,
+        noise: &Tensor,
+        start: Option<(&Tensor, f32)>,
+    ) -> Result<Tensor, SdError> {
         let handed = self
             .base
-            .denoise_stage(request, noise, Stage::Until(self.switch))?;
-        let latents =
-            self.refiner
-                .denoise_stage(request, noise, Stage::From(&handed, self.switch))?;
-        self.refiner.decode(&latents, request.tileable)
+            .denoise_from(request, noise, Stage::Until(self.switch), start)?;
+        self.refiner
+            .denoise_stage(request, noise, Stage::From(&handed, self.switch))
     }
 }
 

@@ -631,16 +631,30 @@ impl StableDiffusion {
     }
 
     /// The hires pass (see [`Hires`]): `latents` from the native-size pass scaled up to
-    /// `hires.size` and redrawn from unit-variance `fresh` noise of that size at its strength
-    /// over its steps; the final latents. Refused for what it cannot redraw: a mask (it would
-    /// repaint what the mask keeps), an inpainting UNet, a loop, or a size that is not a
-    /// multiple of 64 above the native size and at most 4× it.
+    /// `hires.size` ([`StableDiffusion::hires_latents`]) and redrawn from unit-variance `fresh`
+    /// noise of that size at its strength over its steps; the final latents.
     pub fn hires_denoise(
         &self,
         request: &GenerateRequest,
         hires: &Hires,
         latents: &Tensor,
         fresh: &Tensor,
+    ) -> Result<Tensor, SdError> {
+        let up = self.hires_latents(request, hires, latents)?;
+        let second = hires_request(request, hires);
+        self.denoise_from(&second, fresh, Stage::Whole, Some((&up, hires.strength)))
+    }
+
+    /// The hires pass's starting point: `latents` from the native-size pass scaled up to
+    /// `hires.size` as its upscaler asks (through this model's VAE for a pixel upscaler).
+    /// Refused for what the pass cannot redraw: a mask (it would repaint what the mask keeps),
+    /// an inpainting UNet, a loop, or a size that is not a multiple of 64 above the native size
+    /// and at most 4× it.
+    pub fn hires_latents(
+        &self,
+        request: &GenerateRequest,
+        hires: &Hires,
+        latents: &Tensor,
     ) -> Result<Tensor, SdError> {
         let native = self.spec.native_size() as u32;
         let refuse = |why: String| Err(SdError::BadRequest(format!("hires pass: {why}")));
@@ -674,7 +688,7 @@ impl StableDiffusion {
             );
         }
         let side = hires.size as usize / self.spec.vae.downscale();
-        let up = match hires.upscaler {
+        Ok(match hires.upscaler {
             HiresUpscaler::Latent => hires::upscale_latents(latents, side, request.tileable)?,
             HiresUpscaler::Lanczos | HiresUpscaler::Model => {
                 let model = match hires.upscaler {
@@ -701,14 +715,7 @@ impl StableDiffusion {
                 };
                 (mean * self.spec.vae.scaling_factor)?
             }
-        };
-        let second = GenerateRequest {
-            steps: hires.steps,
-            init: None,
-            hires: None,
-            ..request.clone()
-        };
-        self.denoise_from(&second, fresh, Stage::Whole, Some((&up, hires.strength)))
+        })
     }
 
     /// The unit-variance starting noise of `request`'s images `(n, channels, side, side)`:
@@ -789,10 +796,13 @@ impl StableDiffusion {
         // whole schedule's when handed latents), in steps rather than model calls.
         let order = schedule.order().max(1);
         let origin = start.as_ref().map_or(0, |s| s.first_step.min(total));
-        // SDXL's size conditioning: the native size, as diffusers' default; a hires pass's own.
-        let side = match latents {
-            Some(_) => noise.dim(3)? * self.spec.vae.downscale(),
-            None => self.spec.native_size(),
+        // SDXL's size conditioning: the native size, as diffusers' default; a hires pass's own;
+        // after a switch point, that of the latents handed over (diffusers' image-to-image
+        // refiner takes it from them).
+        let side = match (latents, stage) {
+            (Some(_), _) => noise.dim(3)? * self.spec.vae.downscale(),
+            (None, Stage::From(handed, _)) => handed.dim(3)? * self.spec.vae.downscale(),
+            (None, _) => self.spec.native_size(),
         };
         let steps = request.steps.max(1) - origin / order;
         let conditionings = self.conditionings(request, &parts, (n, side), guided, steps)?;
@@ -1115,6 +1125,17 @@ fn composition(
         )));
     }
     Ok((parts, false))
+}
+
+/// The request of `hires`'s second pass: its steps, from the upscaled latents (no init image,
+/// no further hires pass).
+fn hires_request(request: &GenerateRequest, hires: &Hires) -> GenerateRequest {
+    GenerateRequest {
+        steps: hires.steps,
+        init: None,
+        hires: None,
+        ..request.clone()
+    }
 }
 
 /// The first of `schedule`'s calls that an image-to-image run at `strength` takes (diffusers'
