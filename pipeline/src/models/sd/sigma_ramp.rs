@@ -192,7 +192,11 @@ mod tests {
         #[test]
         fn the_quantile_inverts_the_distribution(p in 0.001f64..0.999, a in 0.2f64..5.0, b in 0.2f64..5.0) {
             let x = beta_quantile(p, a, b);
-            prop_assert!((incomplete_beta(x, a, b) - p).abs() < 1e-10);
+            // Where the distribution is steep (b < 1, x near 1) one float step moves it by more
+            // than any tolerance: p must lie between its values a few steps either side.
+            let step = 4.0 * f64::EPSILON;
+            let (below, above) = (incomplete_beta(x - step, a, b), incomplete_beta(x + step, a, b));
+            prop_assert!(below - 1e-10 <= p && p <= above + 1e-10, "{} {} {}", below, p, above);
         }
     }
 }
