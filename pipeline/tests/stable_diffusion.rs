@@ -2493,7 +2493,7 @@ fn a1111_prompt_syntax_weighs_and_chunks_as_a1111_and_diffusers_long_prompt_pipe
                 1e-4,
             );
         }
-        // The long prompt's short negative prompt takes an empty second chunk.
+        // The long prompt's one-chunk negative prompt is attended to alone.
         let request = GenerateRequest {
             prompt: prompt.clone(),
             negative_prompt: negative.clone(),
@@ -2545,6 +2545,42 @@ fn a1111_prompt_syntax_weighs_and_chunks_as_a1111_and_diffusers_long_prompt_pipe
     assert_eq!(xl.sample(&request, &noise).unwrap().dims(), [1, 3, 64, 64]);
 }
 
+/// Prompts whose states differ in length, guided as A1111 guides them by default: a shorter
+/// `AND` part repeats its last state up to the longest part, and a negative prompt of another
+/// length is attended to alone (A1111 runs it in a batch of its own; ComfyUI repeats it, as
+/// Autonomy does) — not padded with empty chunks, which would change what it attends to.
+#[test]
+fn prompts_of_different_lengths_are_guided_as_a1111_guides_them() {
+    let reference = Reference::of("a1111-lengths");
+    let model = load("tiny-sd15");
+    let (long, negative) = (&reference.prompt, &reference.negative);
+    let text = |key: &str| reference.metadata[key].clone();
+    for (key, prompt, negative_prompt) in [
+        ("long_prompt", long.clone(), negative.clone()),
+        ("long_negative", text("short"), long.clone()),
+        ("composed", text("composed"), negative.clone()),
+    ] {
+        let length = |encoded: Prompt| encoded.context.dim(1).unwrap();
+        assert_ne!(
+            length(model.encode_prompt(&prompt).unwrap()),
+            length(model.encode_negative(&negative_prompt).unwrap()),
+            "{key}: the lengths differ"
+        );
+        let request = GenerateRequest {
+            prompt,
+            negative_prompt,
+            ..GenerateRequest::default()
+        };
+        assert_run(
+            &model,
+            request,
+            &reference,
+            &format!("{key}_"),
+            &format!("whole run, {key}"),
+        );
+    }
+}
+
 #[test]
 fn a1111_prompt_editing_alternation_and_and_condition_each_step_as_a1111_does() {
     use autonomy_pipeline::models::sd::prompt_schedule::{compose, schedule};
@@ -2593,8 +2629,8 @@ fn a1111_prompt_editing_alternation_and_and_condition_each_step_as_a1111_does() 
         "composed_",
         "whole run with a composed prompt",
     );
-    // SDXL composes its pooled prompts and time ids row by row with the contexts; a long part
-    // and short ones take empty chunks.
+    // SDXL composes its pooled prompts and time ids row by row with the contexts; short parts
+    // repeat their last state up to a long one.
     let xl = load("tiny-sdxl");
     let request = GenerateRequest {
         prompt: format!("{} AND [gem|crown]:0.5", "potion ".repeat(80)),

@@ -33,7 +33,8 @@ sampling run from fixed initial latents; `tokens.json` holds the tokenizers' ids
 prompts. Everything is seeded: running the script again gives the same files (same torch).
 Name fixtures (`make.py tiny-sdxl-refiner`) to rebuild only those; `tokens.json` is rewritten
 only by a whole run. The references built only by name: `embeddings`, `clip-skip`,
-`prompt-syntax` (needs $LPW, $A1111 and $A1111_CLIP), `a1111-prompts` (A1111's prompt editing, alternation and `AND`;
+`prompt-syntax` (needs $LPW, $A1111 and $A1111_CLIP), `a1111-lengths` (prompts of different lengths
+guided as A1111 guides them; needs $A1111 and $A1111_CLIP), `a1111-prompts` (A1111's prompt editing, alternation and `AND`;
 needs $A1111, $LPW and `lark`) and `hires` (the hires pass on tiny-sd15 and tiny-sdxl). `make.py --extend tiny-sd21 tiny-sdxl` adds the references written since
 the fixtures were made (a whole run with guidance rescale; SDXL's base handing its latents to the
 refiner; tiny-sd15's IA³, full, OFT and GLoRA files) without touching the rest.
@@ -1386,13 +1387,30 @@ def a1111_text_states():
     return states
 
 
+@torch.no_grad()
+def separately_guided_run(pipe, cond, uncond, init, steps, guidance):
+    """A run guided as A1111 guides a prompt and a negative prompt whose states differ in
+    length (its default: neither padded, the UNet called on each in a batch of its own), in
+    the loop of diffusers' pipeline; the image as `output_type="np"` gives it."""
+    scheduler = pipe.scheduler
+    scheduler.set_timesteps(steps)
+    latents = init * scheduler.init_noise_sigma
+    for t in scheduler.timesteps:
+        x = scheduler.scale_model_input(latents, t)
+        negative = pipe.unet(x, t, encoder_hidden_states=uncond).sample
+        positive = pipe.unet(x, t, encoder_hidden_states=cond).sample
+        latents = scheduler.step(negative + guidance * (positive - negative), t, latents).prev_sample
+    image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
+    return (image / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+
+
 def build_prompt_syntax(name):
     """A1111's prompt syntax, on tiny-sd15: how awkward prompts parse and a weighted prompt and
     negative prompt (one chunk each) as diffusers' long-prompt-weighting pipeline reads them
     (see `lpw_functions`); a long prompt (two chunks, the first ending at a comma, a weighted
-    word in the second) as A1111 encodes it (see `a1111_text_states`), with a short negative
-    prompt padded to two chunks as that pipeline pads it; each as text states and a whole 4-step
-    run from them."""
+    word in the second) as A1111 encodes it (see `a1111_text_states`), with a one-chunk negative
+    prompt guided as A1111 guides it (`separately_guided_run`); each as text states and a whole
+    4-step run from them."""
     lpw = lpw_functions()
     a1111 = a1111_text_states()
     pipe = StableDiffusionPipeline.from_pretrained(os.path.join(OUT, "tiny-sd15"))
@@ -1410,16 +1428,22 @@ def build_prompt_syntax(name):
                                   ("long", long_prompt, NEGATIVE)):
         cond, uncond = lpw["get_weighted_text_embeddings"](pipe, prompt, negative,
                                                            max_embeddings_multiples=3)
+        init = torch.randn(1, 4, 8, 8, generator=g)
+        run = pipe(prompt_embeds=cond, negative_prompt_embeds=uncond, num_inference_steps=4,
+                   guidance_scale=5.0, latents=init.clone(), output_type="np", height=64,
+                   width=64).images
+        if key == "weighted":
+            # The loop below is the pipeline's where the lengths agree.
+            again = separately_guided_run(pipe, cond, uncond, init, 4, 5.0)
+            assert np.abs(again - run).max() < 1e-5, np.abs(again - run).max()
         if key == "long":
             cond, chunks = a1111(pipe, prompt)
             comma = pipe.tokenizer.get_vocab()[",</w>"]
             first = chunks[0][1:chunks[0].index(pipe.tokenizer.eos_token_id)]
             assert len(first) < 75 and first[-1] == comma, "the first chunk ends at a comma"
-            assert cond.shape == uncond.shape, (cond.shape, uncond.shape)
-        init = torch.randn(1, 4, 8, 8, generator=g)
-        run = pipe(prompt_embeds=cond, negative_prompt_embeds=uncond, num_inference_steps=4,
-                   guidance_scale=5.0, latents=init.clone(), output_type="np", height=64,
-                   width=64).images
+            uncond, _ = a1111(pipe, negative)
+            assert (cond.shape[1], uncond.shape[1]) == (154, 77), (cond.shape, uncond.shape)
+            run = separately_guided_run(pipe, cond, uncond, init, 4, 5.0)
         tensors.update({f"{key}_cond": cond, f"{key}_uncond": uncond, f"{key}_run_init": init,
                         f"{key}_run_image": torch.from_numpy(run).contiguous()})
     assert tensors["long_cond"].shape[1] == 154, tensors["long_cond"].shape
@@ -1572,6 +1596,66 @@ def build_a1111_prompts(name):
                   "composed_negative_prompt": NEGATIVE,
                   "splits": json.dumps([[text, compose(text)] for text in splits]),
                   "torch": torch.__version__},
+    )
+
+
+@torch.no_grad()
+def a1111_guided_run(pipe, parts, negative, steps, guidance, init):
+    """A run guided as A1111 guides prompts of different lengths by default, in the loop of
+    diffusers' pipeline: `parts` ((weight, states) pairs: an `AND` composition) evened out as
+    `reconstruct_multicond_batch` does — a shorter part's last state repeated up to the longest
+    — and run in one batch; the negative prompt's states, when their length differs, in a
+    batch of their own; then composable guidance (the negative prompt's prediction plus each
+    part's difference from it times its weight and the scale)."""
+    longest = max(states.shape[1] for _, states in parts)
+    conds = torch.cat([torch.cat([states, states[:, -1:].repeat(1, longest - states.shape[1], 1)], 1)
+                       for _, states in parts])
+    scheduler = pipe.scheduler
+    scheduler.set_timesteps(steps)
+    latents = init * scheduler.init_noise_sigma
+    for t in scheduler.timesteps:
+        x = scheduler.scale_model_input(latents, t)
+        if negative.shape[1] == longest:
+            out = pipe.unet(torch.cat([x] * (1 + len(parts))), t,
+                            encoder_hidden_states=torch.cat([negative, conds])).sample
+        else:
+            out = torch.cat([pipe.unet(x, t, encoder_hidden_states=negative).sample,
+                             pipe.unet(torch.cat([x] * len(parts)), t, encoder_hidden_states=conds).sample])
+        uncond = out[:1]
+        guided = uncond.clone()
+        for j, (weight, _) in enumerate(parts):
+            guided = guided + (out[j + 1:j + 2] - uncond) * (weight * guidance)
+        latents = scheduler.step(guided, t, latents, eta=0.0).prev_sample
+    image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
+    return (image / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).contiguous()
+
+
+def build_a1111_lengths(name):
+    """Prompts whose states differ in length, guided as A1111 guides them (see
+    `a1111_guided_run`), their states as A1111 makes them (see `a1111_text_states`), on
+    tiny-sd15, 4 steps at guidance 5: a two-chunk prompt with a one-chunk negative prompt; a
+    one-chunk prompt with a two-chunk negative prompt; and a composition of a two-chunk part
+    and a weighted one-chunk part with a one-chunk negative prompt."""
+    a1111 = a1111_text_states()
+    pipe = StableDiffusionPipeline.from_pretrained(os.path.join(OUT, "tiny-sd15"))
+    long = " ".join(CORPUS.split()[:90])
+    short = "a red potion bottle"
+    states = lambda text: a1111(pipe, text)[0]
+    assert states(long).shape[1] == 154, states(long).shape
+    cases = {"long_prompt": ([(1.0, states(long))], states(NEGATIVE)),
+             "long_negative": ([(1.0, states(short))], states(long)),
+             "composed": ([(1.0, states(long)), (0.6, states("(glowing:1.2) gem"))], states(NEGATIVE))}
+    tensors = {}
+    g = torch.Generator().manual_seed(28)
+    for key, (parts, negative) in cases.items():
+        init = torch.randn(1, 4, 8, 8, generator=g)
+        tensors[f"{key}_run_init"] = init
+        tensors[f"{key}_run_image"] = a1111_guided_run(pipe, parts, negative, 4, 5.0, init)
+    save_file(
+        {k: v.detach().contiguous() for k, v in tensors.items()},
+        os.path.join(OUT, f"{name}.reference.safetensors"),
+        metadata={"prompt": long, "negative_prompt": NEGATIVE, "short": short,
+                  "composed": f"{long} AND (glowing:1.2) gem:0.6", "torch": torch.__version__},
     )
 
 
@@ -1764,7 +1848,8 @@ def main():
         alone = {"tiny-sdxl": build_xl, "tiny-sdxl-refiner": build_xl_refiner, "tiny-lcm": build_lcm,
                  "tiny-taesd": build_taesd, "embeddings": build_embeddings,
                  "clip-skip": build_clip_skip, "prompt-syntax": build_prompt_syntax,
-                 "a1111-prompts": build_a1111_prompts, "hires": build_hires,
+                 "a1111-prompts": build_a1111_prompts, "a1111-lengths": build_a1111_lengths,
+                 "hires": build_hires,
                  "upscalers": build_upscalers}
         for name in only:
             if name not in alone:

@@ -984,8 +984,13 @@ impl StableDiffusion {
 
     /// The conditioning of `n` images `side` pixels square, rows `[negative; n]` (with
     /// guidance) then `[prompt; n]` for each prompt: the text context and, for SDXL, the added
-    /// conditioning. Prompts of fewer chunks than the longest take empty ones (zeros where the
-    /// empty negative prompt is zeros).
+    /// conditioning. Contexts of different lengths are evened out as A1111 does by default:
+    /// a prompt (an `AND` part) of fewer chunks than the longest repeats its last state up to
+    /// it (`reconstruct_multicond_batch`), and the negative prompt's states are attended to
+    /// alone, as A1111 guides a prompt and a negative prompt of different lengths in separate
+    /// batches — here in one: the prompts' and the negative prompt's contexts each repeated
+    /// whole up to the least common multiple of their lengths (as ComfyUI does), which a
+    /// softmax over the keys cannot tell from the context once.
     fn conditioning(
         &self,
         prompts: &[&str],
@@ -1001,33 +1006,31 @@ impl StableDiffusion {
         for prompt in prompts {
             encoded.push((self.encode_prompt_skipping(prompt, skip)?, false));
         }
-        let mut wanted = 0;
-        for (prompt, _) in &encoded {
-            wanted = wanted.max(prompt.context.dim(1)?);
+        let mut longest = 0;
+        for (prompt, negative) in &encoded {
+            if !negative {
+                longest = longest.max(prompt.context.dim(1)?);
+            }
         }
-        let mut empty = None;
         for (prompt, negative) in &mut encoded {
             let have = prompt.context.dim(1)?;
-            if have == wanted {
-                continue;
+            if !*negative && have < longest {
+                let last = prompt.context.narrow(1, have - 1, 1)?;
+                let last = last.repeat((1, longest - have, 1))?;
+                prompt.context = Tensor::cat(&[&prompt.context, &last], 1)?;
             }
-            let filler = match &empty {
-                Some(filler) => filler,
-                None => empty.insert(self.encode_prompt_skipping("", skip)?.context),
-            };
-            let zeros =
-                *negative && negative_prompt.is_empty() && self.spec.zeros_for_empty_negative;
-            let filler = if zeros {
-                filler.zeros_like()?
-            } else {
-                filler.clone()
-            };
-            let mut parts = vec![prompt.context.clone()];
-            parts.extend(std::iter::repeat_n(
-                filler.clone(),
-                (wanted - have) / filler.dim(1)?,
-            ));
-            prompt.context = Tensor::cat(&parts, 1)?;
+        }
+        let mut wanted = longest;
+        for (prompt, negative) in &encoded {
+            if *negative {
+                wanted = least_common_multiple(wanted, prompt.context.dim(1)?);
+            }
+        }
+        for (prompt, _) in &mut encoded {
+            let have = prompt.context.dim(1)?;
+            if have != wanted {
+                prompt.context = prompt.context.repeat((1, wanted / have, 1))?;
+            }
         }
         let rows: Vec<&(Prompt, bool)> = encoded
             .iter()
@@ -1125,6 +1128,15 @@ fn composition(
         )));
     }
     Ok((parts, false))
+}
+
+/// The least common multiple of `a` and `b` (positive).
+fn least_common_multiple(a: usize, b: usize) -> usize {
+    let (mut x, mut y) = (a, b);
+    while y != 0 {
+        (x, y) = (y, x % y);
+    }
+    a / x * b
 }
 
 /// The request of `hires`'s second pass: its steps, from the upscaled latents (no init image,
