@@ -15,7 +15,7 @@ use crate::models::sd::scheduler::Sampler;
 
 /// Bumped whenever a generator's sampling code changes the pixels it makes for a request, so
 /// that cached assets made by the old code are made again.
-pub const GENERATOR_REVISION: u32 = 7;
+pub const GENERATOR_REVISION: u32 = 8;
 
 /// An image to start from instead of pure noise.
 #[derive(Clone, Debug, PartialEq)]

@@ -2581,6 +2581,24 @@ fn prompts_of_different_lengths_are_guided_as_a1111_guides_them() {
     }
 }
 
+/// A textual-inversion word whose vectors do not fit in what is left of a chunk starts the
+/// next chunk whole, as A1111 chunks it.
+#[test]
+fn a_textual_inversion_that_does_not_fit_a_chunk_starts_the_next_as_in_a1111() {
+    let reference = Reference::of("a1111-lengths");
+    let mut model = load("tiny-sd15");
+    model
+        .add_embeddings(&[embedding("pixel-style.pt")])
+        .unwrap();
+    let prompt = &reference.metadata["embedding_prompt"];
+    close(
+        "states of a prompt whose embedding starts the second chunk",
+        &model.encode_prompt(prompt).unwrap().context,
+        reference.get("embedding_states"),
+        1e-4,
+    );
+}
+
 #[test]
 fn a1111_prompt_editing_alternation_and_and_condition_each_step_as_a1111_does() {
     use autonomy_pipeline::models::sd::prompt_schedule::{compose, schedule};

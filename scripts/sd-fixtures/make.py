@@ -1370,15 +1370,26 @@ def a1111_text_states():
 
     def states(pipe, prompt):
         tokenizer = pipe.tokenizer
-        no_embeddings = types.SimpleNamespace(find_embedding_at_position=lambda tokens, at: (None, None))
+        # Textual inversions loaded by diffusers (`load_textual_inversion`: a word, then
+        # `word_1`, … for its further vectors) as A1111's embedding database finds them; their
+        # placeholders then take the words' ids, whose vectors the text encoder holds.
+        added = tokenizer.added_tokens_encoder
+        words = {ids[0]: ids for ids in
+                 ([added[w]] + [added[f"{w}_{k}"] for k in range(1, 100) if f"{w}_{k}" in added]
+                  for w in added if not re.fullmatch(r".*_\d+|<\|.*\|>", w))}
+        found = lambda tokens, at: ((types.SimpleNamespace(vectors=len(words[tokens[at]]), ids=words[tokens[at]]),
+                                     len(words[tokens[at]])) if tokens[at] in words else (None, None))
         line = types.SimpleNamespace(
-            tokenize=lambda texts: tokenizer(texts, truncation=False, add_special_tokens=False)["input_ids"],
+            tokenize=lambda texts: tokenizer(pipe.maybe_convert_prompt(texts, tokenizer), truncation=False,
+                                             add_special_tokens=False)["input_ids"],
             comma_token=tokenizer.get_vocab().get(",</w>"), chunk_length=75,
             id_start=tokenizer.bos_token_id, id_end=tokenizer.eos_token_id,
-            hijack=types.SimpleNamespace(embedding_db=no_embeddings))
+            hijack=types.SimpleNamespace(embedding_db=types.SimpleNamespace(find_embedding_at_position=found)))
         chunks, _ = namespace["tokenize_line"](line, prompt)
         zs = []
         for chunk in chunks:
+            for offset, embedding in chunk.fixes:
+                chunk.tokens[1 + offset:1 + offset + embedding.vectors] = embedding.ids
             z = pipe.text_encoder(torch.tensor([chunk.tokens]))[0]
             mean = z.mean()
             z = z * torch.tensor([chunk.multipliers]).unsqueeze(-1)
@@ -1635,7 +1646,9 @@ def build_a1111_lengths(name):
     `a1111_guided_run`), their states as A1111 makes them (see `a1111_text_states`), on
     tiny-sd15, 4 steps at guidance 5: a two-chunk prompt with a one-chunk negative prompt; a
     one-chunk prompt with a two-chunk negative prompt; and a composition of a two-chunk part
-    and a weighted one-chunk part with a one-chunk negative prompt."""
+    and a weighted one-chunk part with a one-chunk negative prompt. Then the states of a prompt
+    whose textual inversion does not fit in what is left of its first chunk (needs the
+    `embeddings` folder)."""
     a1111 = a1111_text_states()
     pipe = StableDiffusionPipeline.from_pretrained(os.path.join(OUT, "tiny-sd15"))
     long = " ".join(CORPUS.split()[:90])
@@ -1651,10 +1664,18 @@ def build_a1111_lengths(name):
         init = torch.randn(1, 4, 8, 8, generator=g)
         tensors[f"{key}_run_init"] = init
         tensors[f"{key}_run_image"] = a1111_guided_run(pipe, parts, negative, 4, 5.0, init)
+    # A textual inversion (`pixel-style`, three vectors) that would straddle the first chunk's
+    # end starts the second one.
+    pipe.load_textual_inversion(os.path.join(OUT, "embeddings", "pixel-style.pt"), token="pixel-style")
+    embedding_prompt = "potion " * 73 + "pixel-style gem"
+    states, chunks = a1111(pipe, embedding_prompt)
+    assert chunks[0][74:] == [pipe.tokenizer.eos_token_id] * 3, chunks[0]
+    tensors["embedding_states"] = states
     save_file(
         {k: v.detach().contiguous() for k, v in tensors.items()},
         os.path.join(OUT, f"{name}.reference.safetensors"),
         metadata={"prompt": long, "negative_prompt": NEGATIVE, "short": short,
+                  "embedding_prompt": embedding_prompt,
                   "composed": f"{long} AND (glowing:1.2) gem:0.6", "torch": torch.__version__},
     )
 

@@ -8,7 +8,8 @@
 //!   its own with its start and end tokens, their states laid end to end; a chunk that fills
 //!   up within 20 tokens of a comma ends after the comma, and the words since move on to the
 //!   next chunk (A1111's "prompt word wrap length limit", 20 unless its user changed it), so
-//!   a phrase is not cut in two.
+//!   a phrase is not cut in two; a textual-inversion word whose vectors do not fit in what is
+//!   left of a chunk starts the next one, as in A1111.
 //!
 //! Prompt editing and alternation (`[a:b:5]`, `[a|b]`) are resolved before this, one text per
 //! step, by [`super::prompt_schedule`].
@@ -191,8 +192,8 @@ pub fn chunks(tokenizer: &ClipTokenizer, text: &str) -> Result<Vec<Chunk>, Strin
                 last_comma = None;
             }
             Piece::Text(text, weight) => {
-                for id in tokenizer.tokens(&text) {
-                    if Some(id) == comma {
+                for group in tokenizer.token_groups(&text) {
+                    if comma.is_some_and(|comma| group == [comma]) {
                         last_comma = Some(current.len());
                     } else if let Some(at) = last_comma
                         && current.len() == length
@@ -202,11 +203,21 @@ pub fn chunks(tokenizer: &ClipTokenizer, text: &str) -> Result<Vec<Chunk>, Strin
                         done.push(std::mem::replace(&mut current, moved));
                         last_comma = None;
                     }
-                    if current.len() == length {
+                    // A textual-inversion word's vectors stay in one chunk when they fit one.
+                    let whole = group.len() <= length;
+                    if current.len() == length
+                        || (whole && !current.is_empty() && current.len() + group.len() > length)
+                    {
                         done.push(std::mem::take(&mut current));
                         last_comma = None;
                     }
-                    current.push((id, weight));
+                    for id in group {
+                        if current.len() == length {
+                            done.push(std::mem::take(&mut current));
+                            last_comma = None;
+                        }
+                        current.push((id, weight));
+                    }
                 }
             }
         }

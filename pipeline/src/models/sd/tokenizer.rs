@@ -198,7 +198,13 @@ impl ClipTokenizer {
 
     /// The ids of `text` without start, end or padding.
     pub fn tokens(&self, text: &str) -> Vec<u32> {
-        let mut ids = Vec::new();
+        self.token_groups(text).concat()
+    }
+
+    /// [`ClipTokenizer::tokens`] in groups: each textual-inversion word's ids together (the
+    /// vectors that stand for it), every other token alone.
+    pub fn token_groups(&self, text: &str) -> Vec<Vec<u32>> {
+        let mut groups = Vec::new();
         let mut rest = text;
         while !rest.is_empty() {
             let next = self
@@ -208,17 +214,17 @@ impl ClipTokenizer {
                 .min_by_key(|(at, token, _)| (*at, std::cmp::Reverse(token.len())));
             match next {
                 Some((at, token, id)) => {
-                    self.plain(&rest[..at], &mut ids);
-                    ids.push(id);
+                    self.plain(&rest[..at], &mut groups);
+                    groups.push(vec![id]);
                     rest = &rest[at + token.len()..];
                 }
                 None => {
-                    self.plain(rest, &mut ids);
+                    self.plain(rest, &mut groups);
                     break;
                 }
             }
         }
-        ids
+        groups
     }
 
     /// Adds a textual-inversion `word` that stands for `ids` wherever it is a whole word of a
@@ -232,15 +238,15 @@ impl ClipTokenizer {
     }
 
     /// Tokenizes text with no special tokens in it: its added words, and BPE between them.
-    fn plain(&self, text: &str, ids: &mut Vec<u32>) {
+    fn plain(&self, text: &str, groups: &mut Vec<Vec<u32>>) {
         let normal = normalize(text);
         let mut rest = normal.as_str();
         while let Some((at, word, word_ids)) = self.next_word(rest) {
-            self.bpe_words(&rest[..at], ids);
-            ids.extend_from_slice(word_ids);
+            self.bpe_words(&rest[..at], groups);
+            groups.push(word_ids.to_vec());
             rest = &rest[at + word.len()..];
         }
-        self.bpe_words(rest, ids);
+        self.bpe_words(rest, groups);
     }
 
     /// The first added word standing whole in `text` (the longest where several start there).
@@ -262,7 +268,7 @@ impl ClipTokenizer {
     }
 
     /// BPE-tokenizes normalized text word by word.
-    fn bpe_words(&self, normal: &str, ids: &mut Vec<u32>) {
+    fn bpe_words(&self, normal: &str, groups: &mut Vec<Vec<u32>>) {
         for word in self.words.find_iter(normal) {
             let symbols: Vec<String> = word
                 .as_str()
@@ -271,7 +277,7 @@ impl ClipTokenizer {
                 .collect();
             for symbol in self.bpe(symbols) {
                 if let Some(id) = self.vocab.get(&symbol) {
-                    ids.push(*id);
+                    groups.push(vec![*id]);
                 }
             }
         }
