@@ -1398,29 +1398,12 @@ def a1111_text_states():
     return states
 
 
-@torch.no_grad()
-def separately_guided_run(pipe, cond, uncond, init, steps, guidance):
-    """A run guided as A1111 guides a prompt and a negative prompt whose states differ in
-    length (its default: neither padded, the UNet called on each in a batch of its own), in
-    the loop of diffusers' pipeline; the image as `output_type="np"` gives it."""
-    scheduler = pipe.scheduler
-    scheduler.set_timesteps(steps)
-    latents = init * scheduler.init_noise_sigma
-    for t in scheduler.timesteps:
-        x = scheduler.scale_model_input(latents, t)
-        negative = pipe.unet(x, t, encoder_hidden_states=uncond).sample
-        positive = pipe.unet(x, t, encoder_hidden_states=cond).sample
-        latents = scheduler.step(negative + guidance * (positive - negative), t, latents).prev_sample
-    image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
-    return (image / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy()
-
-
 def build_prompt_syntax(name):
     """A1111's prompt syntax, on tiny-sd15: how awkward prompts parse and a weighted prompt and
     negative prompt (one chunk each) as diffusers' long-prompt-weighting pipeline reads them
     (see `lpw_functions`); a long prompt (two chunks, the first ending at a comma, a weighted
     word in the second) as A1111 encodes it (see `a1111_text_states`), with a one-chunk negative
-    prompt guided as A1111 guides it (`separately_guided_run`); each as text states and a whole
+    prompt guided as A1111 guides it (see `denoise_composed`); each as text states and a whole
     4-step run from them."""
     lpw = lpw_functions()
     a1111 = a1111_text_states()
@@ -1445,7 +1428,7 @@ def build_prompt_syntax(name):
                    width=64).images
         if key == "weighted":
             # The loop below is the pipeline's where the lengths agree.
-            again = separately_guided_run(pipe, cond, uncond, init, 4, 5.0)
+            again = denoise_composed(pipe, [(1.0, lambda i: cond)], uncond, 4, 5.0, init).numpy()
             assert np.abs(again - run).max() < 1e-5, np.abs(again - run).max()
         if key == "long":
             cond, chunks = a1111(pipe, prompt)
@@ -1454,7 +1437,7 @@ def build_prompt_syntax(name):
             assert len(first) < 75 and first[-1] == comma, "the first chunk ends at a comma"
             uncond, _ = a1111(pipe, negative)
             assert (cond.shape[1], uncond.shape[1]) == (154, 77), (cond.shape, uncond.shape)
-            run = separately_guided_run(pipe, cond, uncond, init, 4, 5.0)
+            run = denoise_composed(pipe, [(1.0, lambda i: cond)], uncond, 4, 5.0, init).numpy()
         tensors.update({f"{key}_cond": cond, f"{key}_uncond": uncond, f"{key}_run_init": init,
                         f"{key}_run_image": torch.from_numpy(run).contiguous()})
     assert tensors["long_cond"].shape[1] == 154, tensors["long_cond"].shape
@@ -1500,15 +1483,26 @@ def a1111_prompts():
 def denoise_composed(pipe, parts, negative, steps, guidance, init):
     """diffusers' text-to-image loop (its UNet, scheduler and VAE, as `pipe()` runs them) with
     A1111's composable guidance: the negative prompt's prediction plus each part's difference
-    from it times its weight and the scale. `parts` are (weight, embeddings of step i) pairs."""
+    from it times its weight and the scale. `parts` are (weight, embeddings of step i) pairs.
+    States of different lengths are evened out as A1111 does by default: a shorter part's last
+    state repeated up to the longest part (`reconstruct_multicond_batch`), and the negative
+    prompt's, when their length differs, run in a batch of their own."""
     scheduler = pipe.scheduler
     scheduler.set_timesteps(steps)
     latents = init * scheduler.init_noise_sigma
     with torch.no_grad():
         for i, t in enumerate(scheduler.timesteps):
-            context = torch.cat([negative] + [embeds(i) for _, embeds in parts])
-            x = scheduler.scale_model_input(torch.cat([latents] * (1 + len(parts))), t)
-            out = pipe.unet(x, t, encoder_hidden_states=context).sample
+            states = [embeds(i) for _, embeds in parts]
+            longest = max(part.shape[1] for part in states)
+            conds = torch.cat([torch.cat([part, part[:, -1:].repeat(1, longest - part.shape[1], 1)], 1)
+                               for part in states])
+            x = scheduler.scale_model_input(latents, t)
+            if negative.shape[1] == longest:
+                out = pipe.unet(torch.cat([x] * (1 + len(parts))), t,
+                                encoder_hidden_states=torch.cat([negative, conds])).sample
+            else:
+                out = torch.cat([pipe.unet(x, t, encoder_hidden_states=negative).sample,
+                                 pipe.unet(torch.cat([x] * len(parts)), t, encoder_hidden_states=conds).sample])
             uncond = out[:1]
             guided = uncond.clone()
             for j, (weight, _) in enumerate(parts):
@@ -1610,40 +1604,9 @@ def build_a1111_prompts(name):
     )
 
 
-@torch.no_grad()
-def a1111_guided_run(pipe, parts, negative, steps, guidance, init):
-    """A run guided as A1111 guides prompts of different lengths by default, in the loop of
-    diffusers' pipeline: `parts` ((weight, states) pairs: an `AND` composition) evened out as
-    `reconstruct_multicond_batch` does — a shorter part's last state repeated up to the longest
-    — and run in one batch; the negative prompt's states, when their length differs, in a
-    batch of their own; then composable guidance (the negative prompt's prediction plus each
-    part's difference from it times its weight and the scale)."""
-    longest = max(states.shape[1] for _, states in parts)
-    conds = torch.cat([torch.cat([states, states[:, -1:].repeat(1, longest - states.shape[1], 1)], 1)
-                       for _, states in parts])
-    scheduler = pipe.scheduler
-    scheduler.set_timesteps(steps)
-    latents = init * scheduler.init_noise_sigma
-    for t in scheduler.timesteps:
-        x = scheduler.scale_model_input(latents, t)
-        if negative.shape[1] == longest:
-            out = pipe.unet(torch.cat([x] * (1 + len(parts))), t,
-                            encoder_hidden_states=torch.cat([negative, conds])).sample
-        else:
-            out = torch.cat([pipe.unet(x, t, encoder_hidden_states=negative).sample,
-                             pipe.unet(torch.cat([x] * len(parts)), t, encoder_hidden_states=conds).sample])
-        uncond = out[:1]
-        guided = uncond.clone()
-        for j, (weight, _) in enumerate(parts):
-            guided = guided + (out[j + 1:j + 2] - uncond) * (weight * guidance)
-        latents = scheduler.step(guided, t, latents, eta=0.0).prev_sample
-    image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
-    return (image / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).contiguous()
-
-
 def build_a1111_lengths(name):
     """Prompts whose states differ in length, guided as A1111 guides them (see
-    `a1111_guided_run`), their states as A1111 makes them (see `a1111_text_states`), on
+    `denoise_composed`), their states as A1111 makes them (see `a1111_text_states`), on
     tiny-sd15, 4 steps at guidance 5: a two-chunk prompt with a one-chunk negative prompt; a
     one-chunk prompt with a two-chunk negative prompt; and a composition of a two-chunk part
     and a weighted one-chunk part with a one-chunk negative prompt. Then the states of a prompt
@@ -1663,7 +1626,9 @@ def build_a1111_lengths(name):
     for key, (parts, negative) in cases.items():
         init = torch.randn(1, 4, 8, 8, generator=g)
         tensors[f"{key}_run_init"] = init
-        tensors[f"{key}_run_image"] = a1111_guided_run(pipe, parts, negative, 4, 5.0, init)
+        tensors[f"{key}_run_image"] = denoise_composed(
+            pipe, [(weight, lambda i, states=states: states) for weight, states in parts], negative,
+            4, 5.0, init)
     # A textual inversion (`pixel-style`, three vectors) that would straddle the first chunk's
     # end starts the second one.
     pipe.load_textual_inversion(os.path.join(OUT, "embeddings", "pixel-style.pt"), token="pixel-style")
