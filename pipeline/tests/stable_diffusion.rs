@@ -2670,6 +2670,37 @@ fn a1111_prompt_editing_alternation_and_and_condition_each_step_as_a1111_does() 
     assert!(message.contains("classifier-free guidance"), "{message}");
 }
 
+/// The hires references' second pass: to 128 pixels with their strength and steps, the latents
+/// scaled up.
+fn latent_hires(reference: &Reference) -> Hires {
+    Hires {
+        size: 128,
+        strength: reference.metadata["strength"].parse().unwrap(),
+        steps: reference.metadata["steps"].parse().unwrap(),
+        upscaler: HiresUpscaler::Latent,
+    }
+}
+
+/// `latents` of a hires pass decoded by `decoder`: a 128-pixel image within 4e-4 of the
+/// reference's `key`; the image.
+fn assert_hires_image(
+    what: &str,
+    decoder: &StableDiffusion,
+    latents: &Tensor,
+    reference: &Reference,
+    key: &str,
+) -> Tensor {
+    let image = decoder.decode(latents, false).unwrap();
+    assert_eq!(image.dims(), [1, 3, 128, 128]);
+    close(
+        what,
+        &image.permute((0, 2, 3, 1)).unwrap(),
+        reference.get(key),
+        4e-4,
+    );
+    image
+}
+
 /// The hires references' first pass: their request (4 steps, guidance 5) and its latents from
 /// their starting noise, checked against diffusers'.
 fn native_pass(model: &StableDiffusion, reference: &Reference) -> (GenerateRequest, Tensor) {
@@ -2692,12 +2723,7 @@ fn native_pass(model: &StableDiffusion, reference: &Reference) -> (GenerateReque
 fn a_hires_pass_scales_the_latents_up_and_redraws_them_as_a1111_and_diffusers_do() {
     let reference = Reference::of("hires");
     let model = load("tiny-sd15");
-    let hires = Hires {
-        size: 128,
-        strength: reference.metadata["strength"].parse().unwrap(),
-        steps: reference.metadata["steps"].parse().unwrap(),
-        upscaler: HiresUpscaler::Latent,
-    };
+    let hires = latent_hires(&reference);
     let (request, low) = native_pass(&model, &reference);
     let request = GenerateRequest {
         hires: Some(hires.clone()),
@@ -2706,14 +2732,7 @@ fn a_hires_pass_scales_the_latents_up_and_redraws_them_as_a1111_and_diffusers_do
     let latents = model
         .hires_denoise(&request, &hires, &low, reference.get("fresh"))
         .unwrap();
-    let image = model.decode(&latents, false).unwrap();
-    assert_eq!(image.dims(), [1, 3, 128, 128]);
-    close(
-        "the hires pass",
-        &image.permute((0, 2, 3, 1)).unwrap(),
-        reference.get("image"),
-        4e-4,
-    );
+    assert_hires_image("the hires pass", &model, &latents, &reference, "image");
     // SDXL: the second pass is conditioned on the hires size.
     let xl = load("tiny-sdxl");
     let low = xl.denoise(&request, reference.get("init")).unwrap();
@@ -2919,12 +2938,7 @@ fn lanczos_resizes_as_pillow_does_bit_for_bit() {
 fn an_sdxl_ensemble_hands_over_to_the_refiner_in_both_passes_of_a_hires_request() {
     let reference = Reference::of("hires");
     let switch: f64 = reference.metadata["ensemble_switch"].parse().unwrap();
-    let hires = Hires {
-        size: 128,
-        strength: reference.metadata["strength"].parse().unwrap(),
-        steps: reference.metadata["steps"].parse().unwrap(),
-        upscaler: HiresUpscaler::Latent,
-    };
+    let hires = latent_hires(&reference);
     let request = GenerateRequest {
         steps: 4,
         guidance: 5.0,
@@ -2950,13 +2964,12 @@ fn an_sdxl_ensemble_hands_over_to_the_refiner_in_both_passes_of_a_hires_request(
     let latents = ensemble
         .hires_denoise(&request, &hires, &low, reference.get("fresh"))
         .unwrap();
-    let image = load("tiny-sdxl-refiner").decode(&latents, false).unwrap();
-    assert_eq!(image.dims(), [1, 3, 128, 128]);
-    close(
+    let image = assert_hires_image(
         "the ensemble's hires pass",
-        &image.permute((0, 2, 3, 1)).unwrap(),
-        reference.get("ensemble_image"),
-        4e-4,
+        &load("tiny-sdxl-refiner"),
+        &latents,
+        &reference,
+        "ensemble_image",
     );
     // Without the refiner's second stage the hires image is another one.
     let xl = load("tiny-sdxl");
