@@ -1777,6 +1777,24 @@ fn single_file_checkpoints_load_as_diffusers_converts_them() {
 
 /// `model` decodes the reference's latents and makes its whole 4-step run (guidance 5) as
 /// diffusers does.
+/// The whole run of `prompt` and `negative_prompt` (see [`assert_run`]) against the
+/// reference's `{key}_run_image`.
+fn assert_prompts_run(
+    model: &StableDiffusion,
+    prompt: &str,
+    negative_prompt: &str,
+    reference: &Reference,
+    key: &str,
+) {
+    let request = GenerateRequest {
+        prompt: prompt.into(),
+        negative_prompt: negative_prompt.into(),
+        ..GenerateRequest::default()
+    };
+    let what = format!("whole run, {key}");
+    assert_run(model, request, reference, &format!("{key}_"), &what);
+}
+
 /// A whole 4-step run at guidance 5 of `request` (prompts and anything else set there) from
 /// the reference's `{prefix}run_init` gives its `{prefix}run_image` within 4e-4.
 fn assert_run(
@@ -2494,18 +2512,7 @@ fn a1111_prompt_syntax_weighs_and_chunks_as_a1111_and_diffusers_long_prompt_pipe
             );
         }
         // The long prompt's one-chunk negative prompt is attended to alone.
-        let request = GenerateRequest {
-            prompt: prompt.clone(),
-            negative_prompt: negative.clone(),
-            ..GenerateRequest::default()
-        };
-        assert_run(
-            &model,
-            request,
-            &reference,
-            &format!("{key}_"),
-            &format!("whole run with the {key} prompt"),
-        );
+        assert_prompts_run(&model, prompt, negative, &reference, key);
     }
     // Without the syntax the weighted prompt is plain text: weights change the states.
     let plain = model
@@ -2566,18 +2573,7 @@ fn prompts_of_different_lengths_are_guided_as_a1111_guides_them() {
             length(model.encode_negative(&negative_prompt).unwrap()),
             "{key}: the lengths differ"
         );
-        let request = GenerateRequest {
-            prompt,
-            negative_prompt,
-            ..GenerateRequest::default()
-        };
-        assert_run(
-            &model,
-            request,
-            &reference,
-            &format!("{key}_"),
-            &format!("whole run, {key}"),
-        );
+        assert_prompts_run(&model, &prompt, &negative_prompt, &reference, key);
     }
 }
 
