@@ -203,10 +203,10 @@ pub fn chunks(tokenizer: &ClipTokenizer, text: &str) -> Result<Vec<Chunk>, Strin
                         done.push(std::mem::replace(&mut current, moved));
                         last_comma = None;
                     }
-                    // A textual-inversion word's vectors stay in one chunk when they fit one.
-                    let whole = group.len() <= length;
-                    if current.len() == length
-                        || (whole && !current.is_empty() && current.len() + group.len() > length)
+                    // A textual-inversion word's vectors stay in one chunk when they fit in one.
+                    if group.len() <= length
+                        && !current.is_empty()
+                        && current.len() + group.len() > length
                     {
                         done.push(std::mem::take(&mut current));
                         last_comma = None;
