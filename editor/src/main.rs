@@ -82,6 +82,7 @@ fn main() -> Result<()> {
             house_model: house,
             cache_dir: None,
             signer,
+            model_dirs: config.model_dirs.clone(),
         })
         .add_plugins(chain)
         .add_plugins(EditorPlugin {

@@ -148,6 +148,7 @@ fn every_panel_action_works_on_an_embedded_chain() {
         house_model: house.clone(),
         cache_dir: None,
         signer: Some(dev_signers()[1].clone()),
+        model_dirs: Vec::new(),
     })
     .add_plugins(chain)
     .add_plugins(EditorCorePlugin {

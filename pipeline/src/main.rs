@@ -1,7 +1,7 @@
 //! `autonomy`: generate sprites, build and watch recipe folders, sign and verify provenance,
 //! build the training set and train the house model, publish and trade assets on chain.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use autonomy_pipeline::build::{self, Event, Outcome};
 use autonomy_pipeline::credentials::certificate::LocalChain;
 use autonomy_pipeline::dataset::{self, BuildOptions};
@@ -11,6 +11,7 @@ use autonomy_pipeline::generator::{GenerateRequest, Hires, HiresUpscaler, InitIm
 use autonomy_pipeline::keys::{KeyStore, password_for};
 use autonomy_pipeline::models::sd::embedding::EmbeddingFile;
 use autonomy_pipeline::models::sd::lora::LoraFile;
+use autonomy_pipeline::models::sd::lora_tags::{MOST_SCALE, lora_tags, without_lora_tags};
 use autonomy_pipeline::models::sd::prompt_schedule;
 use autonomy_pipeline::models::sd::scheduler::Sampler;
 use autonomy_pipeline::models::sd::upscaler::UpscalerFile;
@@ -18,6 +19,7 @@ use autonomy_pipeline::models::sd::vae_file::VaeFile;
 use autonomy_pipeline::models::{
     self, Additions, Family, RefinerFile,
     house::{HouseConfig, HouseModel},
+    locate,
 };
 use autonomy_pipeline::train::data::TrainingSet;
 use autonomy_pipeline::train::{TrainOptions, Trainer};
@@ -242,6 +244,11 @@ struct GenerateArgs {
     /// unless given); repeat for more.
     #[arg(long = "lora", value_name = "FILE[:SCALE]", value_parser = lora_arg)]
     loras: Vec<(PathBuf, f64)>,
+    /// Stable Diffusion: the project whose model folders (its autonomy.toml; `models/` unless
+    /// it says otherwise) the prompt's A1111 LoRA tags (`<lora:name:0.8>`) are found in,
+    /// besides the folder holding `--model`.
+    #[arg(long, default_value = ".")]
+    project: PathBuf,
     /// Stable Diffusion: a textual-inversion embedding (`.safetensors`, A1111's `.pt`) whose
     /// file stem the prompts may use as a word; repeat for more.
     #[arg(long = "embedding", value_name = "FILE")]
@@ -431,7 +438,7 @@ fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
             label: path.display().to_string(),
         })
         .collect();
-    let loras: Vec<LoraFile> = args
+    let mut loras: Vec<LoraFile> = args
         .loras
         .iter()
         .map(|(path, scale)| LoraFile {
@@ -440,6 +447,21 @@ fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
             scale: *scale,
         })
         .collect();
+    let tags = lora_tags(&args.prompt).map_err(|e| anyhow!("the prompt: {e}"))?;
+    if !tags.is_empty() {
+        let model_dirs = Config::load(&args.project)?.model_dirs;
+        let dirs = locate::lora_tag_dirs(&args.model, &model_dirs);
+        for tag in tags {
+            let path =
+                locate::lora_named(&dirs, &tag.name).map_err(|e| anyhow!("`{}`: {e}", tag.text))?;
+            eprintln!("{}: {}", tag.text, path.display());
+            loras.push(LoraFile {
+                label: path.display().to_string(),
+                path,
+                scale: tag.scale,
+            });
+        }
+    }
     let (hires_upscaler, upscaler) = match args.hires_upscaler.as_str() {
         "latent" => (HiresUpscaler::Latent, None),
         "lanczos" => (HiresUpscaler::Lanczos, None),
@@ -490,7 +512,7 @@ fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
         );
     }
     if Family::of(&args.model) == Family::StableDiffusion {
-        for line in prompt_schedule::outline(&args.prompt, args.steps, 8) {
+        for line in prompt_schedule::outline(&without_lora_tags(&args.prompt), args.steps, 8) {
             eprintln!("prompt: {line}");
         }
     }
@@ -560,7 +582,7 @@ fn lora_arg(text: &str) -> std::result::Result<(PathBuf, f64), String> {
     match text.rsplit_once(':') {
         Some((file, scale)) if !file.is_empty() && scale.parse::<f64>().is_ok() => {
             let scale: f64 = scale.parse().unwrap_or(1.0);
-            if !(-4.0..=4.0).contains(&scale) {
+            if !(-MOST_SCALE..=MOST_SCALE).contains(&scale) {
                 return Err(format!("the scale {scale} is not within −4 to 4"));
             }
             Ok((PathBuf::from(file), scale))
@@ -749,6 +771,7 @@ fn build_options(
     options.registry = registry_poller(args, dir)?
         .current()
         .context("cannot resolve the registry models the recipes name")?;
+    options.model_dirs = Config::load(&args.project)?.model_dirs;
     Ok(options)
 }
 
@@ -805,9 +828,7 @@ fn watch_recipes(args: BuildArgs, dev: &candle_core::Device) -> Result<ExitCode>
             })
             .collect();
         for watcher in running {
-            let result = watcher
-                .join()
-                .map_err(|_| anyhow::anyhow!("a watcher panicked"))?;
+            let result = watcher.join().map_err(|_| anyhow!("a watcher panicked"))?;
             if result.is_err() {
                 stop.store(true, Ordering::SeqCst);
             }

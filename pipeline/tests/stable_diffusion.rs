@@ -1301,6 +1301,86 @@ fn a_recipe_above_the_models_size_is_told_about_the_hires_pass_and_names_its_ups
 }
 
 #[test]
+fn a_recipe_prompt_applies_a_lora_by_its_a1111_tag_from_the_project_model_folders() {
+    let studio = common::Studio::new();
+    let root = studio.root();
+    copy_dir(
+        &fixtures().join("tiny-sd15"),
+        &root.join("models/tiny-sd15"),
+    );
+    std::fs::create_dir_all(root.join("shared")).unwrap();
+    std::fs::copy(
+        fixtures().join("tiny-sd15/loras/kohya.safetensors"),
+        root.join("shared/moss_detail.safetensors"),
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("autonomy.toml"),
+        "[models]\ndirs = [\"shared\"]\n",
+    )
+    .unwrap();
+    let recipe = |prompt: &str, loras: &str| {
+        format!(
+            "kind = \"sprite\"\nprompt = \"{prompt}\"\nmodel = \"models/tiny-sd15\"\n\
+             steps = 2\nseed = 3\n{loras}"
+        )
+    };
+    std::fs::write(
+        root.join("tagged.recipe.toml"),
+        recipe("moss, <lora:moss_detail:0.8> stones", ""),
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("named.recipe.toml"),
+        recipe(
+            "moss,  stones",
+            "loras = [{ file = \"shared/moss_detail.safetensors\", scale = 0.8 }]\n",
+        ),
+    )
+    .unwrap();
+    std::fs::write(root.join("plain.recipe.toml"), recipe("moss,  stones", "")).unwrap();
+    let at = root.to_str().unwrap();
+    let built = studio.run(&["build", at, "--model", &studio.model, "--project", at]);
+    assert!(built.status.success(), "{built:?}");
+    let manifest = |name: &str| -> Manifest {
+        serde_json::from_slice(&std::fs::read(root.join(format!("{name}.prov.json"))).unwrap())
+            .unwrap()
+    };
+    let (tagged, named) = (manifest("tagged"), manifest("named"));
+    assert_eq!(
+        tagged.recipe["prompt"],
+        "moss, <lora:moss_detail:0.8> stones"
+    );
+    assert_eq!(tagged.model.loras, named.model.loras);
+    assert_eq!(
+        (
+            tagged.model.loras[0].file.as_str(),
+            tagged.model.loras[0].scale
+        ),
+        ("shared/moss_detail.safetensors", 0.8)
+    );
+    let pixels = |name: &str| {
+        image::open(root.join(format!("{name}.png")))
+            .unwrap()
+            .to_rgba8()
+    };
+    assert_eq!(
+        pixels("tagged"),
+        pixels("named"),
+        "the tag merges the LoRA and is no text"
+    );
+    assert_ne!(pixels("tagged"), pixels("plain"));
+    // Without the project's folders the tag names nothing the build can find.
+    let lost = studio.run(&["build", at, "--model", &studio.model, "--force"]);
+    let stderr = String::from_utf8_lossy(&lost.stderr);
+    assert!(
+        !lost.status.success()
+            && stderr.contains("`<lora:moss_detail:0.8>`: no LoRA file named `moss_detail`"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_recipe_naming_a_diffusers_folder_builds_signs_caches_and_reproduces() {
     let studio = common::Studio::new();
     let root = studio.root();
@@ -3074,7 +3154,7 @@ fn a_hires_pass_with_a_pixel_upscaler_redraws_what_lanczos_or_the_model_scaled_u
 }
 
 #[test]
-fn generate_takes_loras_embeddings_and_clip_skip_and_refuses_a1111_network_tags() {
+fn generate_takes_loras_embeddings_clip_skip_and_a1111_lora_tags() {
     let dir = tempfile::tempdir().unwrap();
     let model = fixtures().join("tiny-sd15");
     let generate = |name: &str, extra: &[String]| -> std::process::Output {
@@ -3115,6 +3195,30 @@ fn generate_takes_loras_embeddings_and_clip_skip_and_refuses_a1111_network_tags(
     );
     assert!(with.status.success(), "{with:?}");
     assert_ne!(pixels("plain.png"), pixels("with.png"));
+    // A1111's tag finds the same LoRA beside the model, by its file name, and merges it alike.
+    let tagged = std::process::Command::new(env!("CARGO_BIN_EXE_autonomy"))
+        .args([
+            "generate",
+            "a red potion, <lora:kohya:0.7> (glowing:1.2), pixel-style",
+            "--model",
+        ])
+        .arg(&model)
+        .args(["--steps", "2", "--clip-skip", "2", "--embedding"])
+        .arg(fixtures().join("embeddings/pixel-style.pt"))
+        .arg("-o")
+        .arg(dir.path().join("tagged.png"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&tagged.stderr);
+    assert!(tagged.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "<lora:kohya:0.7>: {}",
+            model.join("loras/kohya.safetensors").display()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(pixels("with.png"), pixels("tagged.png"));
     // A prompt that changes says which text each step takes.
     let edited = std::process::Command::new(env!("CARGO_BIN_EXE_autonomy"))
         .args(["generate", "a [red:blue:1] potion AND a gem:0.5", "--model"])
@@ -3151,7 +3255,12 @@ fn generate_takes_loras_embeddings_and_clip_skip_and_refuses_a1111_network_tags(
     refused(
         &[],
         Some("a knight <lora:add_detail:0.5>"),
-        "`<lora:add_detail:0.5>` is how A1111 applies a network from the prompt",
+        "`<lora:add_detail:0.5>`: no LoRA file named `add_detail`",
+    );
+    refused(
+        &["--negative", "<lora:kohya>"],
+        None,
+        "`<lora:kohya>`: A1111 applies LoRAs from the prompt only",
     );
     refused(&["--lora", "x.safetensors:9"], None, "not within −4 to 4");
     refused(

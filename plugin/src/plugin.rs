@@ -30,6 +30,9 @@ pub struct AutonomyPlugin {
     pub cache_dir: Option<PathBuf>,
     /// The creator's key: generated assets are signed with it (so they can be published).
     pub signer: Option<PrivateKeySigner>,
+    /// The project's model folders, where a prompt's A1111 LoRA tags (`<lora:name:0.8>`) are
+    /// looked for besides the folder holding the model (default: none).
+    pub model_dirs: Vec<PathBuf>,
 }
 
 impl Default for AutonomyPlugin {
@@ -41,6 +44,7 @@ impl Default for AutonomyPlugin {
             house_model: "models/house".into(),
             cache_dir: None,
             signer: None,
+            model_dirs: Vec::new(),
         }
     }
 }
@@ -62,6 +66,7 @@ impl Plugin for AutonomyPlugin {
             options.cache_dir = cache.clone();
         }
         options.signer = self.signer.clone();
+        options.model_dirs = self.model_dirs.clone();
         if !app
             .world()
             .contains_resource::<Assets<TextureAtlasLayout>>()

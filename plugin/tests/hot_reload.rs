@@ -78,6 +78,7 @@ fn recipes_generate_in_the_background_and_hot_reload() {
         house_model: common::house_model(model.path()),
         cache_dir: None,
         signer: None,
+        model_dirs: Vec::new(),
     })
     .init_resource::<Seen>()
     .add_systems(Update, collect);

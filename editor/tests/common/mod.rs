@@ -211,6 +211,7 @@ impl Showcase {
             house_model: self.house.clone(),
             cache_dir: None,
             signer: Some(dev_signers()[1].clone()),
+            model_dirs: Vec::new(),
         })
         .add_plugins(chain)
         .add_plugins(EditorPlugin {

@@ -53,10 +53,14 @@ pub struct BuildOptions {
     /// folder holding the weights of each model's active version, as the caller resolved it
     /// from the chain.
     pub registry: BTreeMap<String, PathBuf>,
+    /// The project's model folders: a prompt's LoRA tags (`<lora:name:0.8>`) name files
+    /// found there or beside the model ([`crate::models::locate::lora_named`]).
+    pub model_dirs: Vec<PathBuf>,
 }
 
 impl BuildOptions {
-    /// Defaults for a recipe root: cache in `<root>/.autonomy/cache`, CPU, one job.
+    /// Defaults for a recipe root: cache in `<root>/.autonomy/cache`, CPU, one job, no model
+    /// folders but the one beside each model.
     pub fn new(root: &Path, house_dir: &Path) -> Self {
         Self {
             root: root.to_path_buf(),
@@ -67,6 +71,7 @@ impl BuildOptions {
             jobs: 1,
             signer: None,
             registry: BTreeMap::new(),
+            model_dirs: Vec::new(),
         }
     }
 }

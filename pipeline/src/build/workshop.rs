@@ -14,8 +14,10 @@ use super::{BuildError, BuildOptions, label, slash};
 use crate::generator::{
     EmbeddingUse, Generator, LoraUse, ModelIdentity, RefinerUse, UpscalerUse, VaeUse,
 };
+use crate::models::locate;
 use crate::models::sd::embedding::EmbeddingFile;
 use crate::models::sd::lora::LoraFile;
+use crate::models::sd::lora_tags::lora_tags;
 use crate::models::sd::upscaler::UpscalerFile;
 use crate::models::sd::vae_file::VaeFile;
 use crate::models::{self, Additions, Family, RefinerFile};
@@ -26,8 +28,8 @@ use crate::recipe::{self, AssetRecipe, ModelRef, RecipeSet, Source, UpscalerRef}
 pub struct Ingredients {
     /// The model folder.
     pub model_dir: PathBuf,
-    /// LoRAs merged into the model: the files as the recipe names them, their hashes and
-    /// scales.
+    /// LoRAs merged into the model: the files as the recipe names them (then those its
+    /// prompt's tags name, as found), their hashes and scales.
     pub loras: Vec<LoraUse>,
     /// Textual-inversion embeddings loaded with the model: the files as the recipe names
     /// them, their hashes.
@@ -101,7 +103,7 @@ impl<'a> Workshop<'a> {
             }
             None => None,
         };
-        let loras = recipe
+        let mut loras = recipe
             .loras
             .iter()
             .map(|lora| {
@@ -117,6 +119,7 @@ impl<'a> Workshop<'a> {
                 })
             })
             .collect::<Result<Vec<_>, BuildError>>()?;
+        loras.extend(self.tagged_loras(recipe, &model_dir)?);
         let embeddings = recipe
             .embeddings
             .iter()
@@ -239,6 +242,45 @@ impl<'a> Workshop<'a> {
             w.insert(dir.to_path_buf(), hash.clone());
         }
         Ok(hash)
+    }
+
+    /// The LoRAs `recipe`'s prompt applies by A1111's tags (`<lora:name:0.8>`), after those of
+    /// its `loras`: each the one file of that name ([`locate::lora_named`]) beside the model
+    /// (in the folder holding it, the folders directly in that and their `loras` folders) or
+    /// in the project's model folders.
+    fn tagged_loras(
+        &self,
+        recipe: &AssetRecipe,
+        model_dir: &Path,
+    ) -> Result<Vec<LoraUse>, BuildError> {
+        let fail = |message| BuildError::asset(recipe, message);
+        let tags = lora_tags(&recipe.prompt).map_err(|e| fail(format!("`prompt`: {e}")))?;
+        if tags.is_empty() {
+            return Ok(Vec::new());
+        }
+        let dirs = locate::lora_tag_dirs(model_dir, &self.options.model_dirs);
+        tags.into_iter()
+            .map(|tag| {
+                let path = locate::lora_named(&dirs, &tag.name)
+                    .map_err(|e| fail(format!("`prompt`: `{}`: {e}", tag.text)))?;
+                let sha256 = crate::models::digest::file_sha256(&path).map_err(|e| {
+                    fail(format!(
+                        "`{}`: cannot read `{}`: {e}",
+                        tag.text,
+                        path.display()
+                    ))
+                })?;
+                let file = match path.strip_prefix(&self.options.root) {
+                    Ok(inside) => slash(inside),
+                    Err(_) => path.display().to_string(),
+                };
+                Ok(LoraUse {
+                    file,
+                    sha256,
+                    scale: tag.scale,
+                })
+            })
+            .collect()
     }
 
     /// The model the ingredients name, with their LoRAs, embeddings, VAE and refiner: loaded

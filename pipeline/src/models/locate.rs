@@ -105,6 +105,81 @@ pub fn lora_files(dirs: &[PathBuf]) -> Vec<(PathBuf, LoraSummary)> {
     found
 }
 
+/// Where a prompt's LoRA tags are looked for ([`lora_named`]): the folder holding `model` (a
+/// diffusers folder or a checkpoint file), then the project's `model_dirs`.
+pub fn lora_tag_dirs(model: &std::path::Path, model_dirs: &[PathBuf]) -> Vec<PathBuf> {
+    let holder = match model.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::iter::once(holder)
+        .chain(model_dirs.iter().cloned())
+        .collect()
+}
+
+/// The LoRA file an A1111 prompt tag names (`<lora:NAME:…>`,
+/// [`super::sd::lora_tags`]): the one file among [`lora_files`]`(dirs)` whose name without
+/// its extension is `name`. Otherwise what is wrong: no such file (with the names that differ
+/// only in case, or else the names there are), or several.
+pub fn lora_named(dirs: &[PathBuf], name: &str) -> Result<PathBuf, String> {
+    let files = lora_files(dirs);
+    let stem = |path: &PathBuf| {
+        path.file_stem()
+            .map(|stem| stem.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let named: Vec<&PathBuf> = files
+        .iter()
+        .map(|(path, _)| path)
+        .filter(|path| stem(path) == name)
+        .collect();
+    let listed = |paths: &[&PathBuf]| {
+        paths
+            .iter()
+            .map(|path| format!("`{}`", path.display()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match named[..] {
+        [one] => Ok(one.clone()),
+        [] => {
+            let looked = dirs
+                .iter()
+                .map(|dir| format!("`{}`", dir.display()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let near: Vec<&PathBuf> = files
+                .iter()
+                .map(|(path, _)| path)
+                .filter(|path| stem(path).eq_ignore_ascii_case(name))
+                .collect();
+            let hint = if !near.is_empty() {
+                format!("; names differ in case: {}", listed(&near))
+            } else if files.is_empty() {
+                String::from("; there are none")
+            } else {
+                let mut names: Vec<String> = files.iter().map(|(path, _)| stem(path)).collect();
+                names.sort();
+                names.dedup();
+                if names.len() > 12 {
+                    names.truncate(12);
+                    names.push("…".into());
+                }
+                format!("; there are {}", names.join(", "))
+            };
+            Err(format!(
+                "no LoRA file named `{name}` in {looked}, the folders directly in them or \
+                 their `loras` folders{hint}"
+            ))
+        }
+        _ => Err(format!(
+            "`{name}` names several LoRA files: {}; name one in the recipe's `loras` \
+             (`generate --lora FILE:SCALE`)",
+            listed(&named)
+        )),
+    }
+}
+
 /// Every textual-inversion embedding among `dirs` (sorted): the `.safetensors`, `.pt` and
 /// `.bin` files in the `embeddings` (or `embedding`) folders that are, or are directly in, each
 /// of `dirs` or the folders directly below them — A1111's `embeddings/`, ComfyUI's
@@ -269,6 +344,43 @@ mod tests {
         ];
         expected.sort();
         assert_eq!(found, expected);
+    }
+
+    #[test]
+    fn finds_the_lora_a_prompt_tag_names_by_its_file_name() {
+        let root = tempfile::tempdir().unwrap();
+        let shared = root.path().join("loras");
+        copy_into(
+            &shared,
+            &[
+                ("tiny-sd15/loras/kohya.safetensors", "Detail.safetensors"),
+                ("tiny-sd15/loras/peft.safetensors", "kohya.safetensors"),
+            ],
+        );
+        let dirs = [root.path().to_path_buf()];
+        assert_eq!(
+            lora_named(&dirs, "Detail").unwrap(),
+            shared.join("Detail.safetensors")
+        );
+        let case = lora_named(&dirs, "detail").unwrap_err();
+        assert!(
+            case.contains("no LoRA file named `detail`")
+                && case.contains("names differ in case")
+                && case.contains("Detail.safetensors"),
+            "{case}"
+        );
+        let missing = lora_named(&dirs, "moss").unwrap_err();
+        assert!(missing.ends_with("there are Detail, kohya"), "{missing}");
+        let both = [root.path().to_path_buf(), sd_fixtures().join("tiny-sd15")];
+        let several = lora_named(&both, "kohya").unwrap_err();
+        assert!(
+            several.contains("`kohya` names several LoRA files")
+                && several.contains("tiny-sd15/loras/kohya.safetensors"),
+            "{several}"
+        );
+        let empty = tempfile::tempdir().unwrap();
+        let none = lora_named(&[empty.path().to_path_buf()], "moss").unwrap_err();
+        assert!(none.ends_with("there are none"), "{none}");
     }
 
     #[test]

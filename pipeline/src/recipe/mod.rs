@@ -31,7 +31,9 @@
 //! `pbr` (all of `normal`, `roughness`, `ao`) for materials, `source` + `strength`
 //! (0.6, in (0, 1]) for img2img, with a `mask` image to inpaint (white repainted, black
 //! kept), and for a Stable Diffusion model folder `loras` (none: a
-//! list of files, or of `{ file = "…", scale = 0.8 }`, scale -4..=4, default 1), `vae` (the
+//! list of files, or of `{ file = "…", scale = 0.8 }`, scale -4..=4, default 1; the prompt's
+//! A1111 tags `<lora:name:0.8>` add the files of that name found beside the model or in the
+//! project's model folders at build time), `vae` (the
 //! model's own: a VAE `.safetensors` file or diffusers VAE folder instead), `refiner` (none: an
 //! SDXL refiner's folder or checkpoint that takes over the latents) with `refiner_switch` (0.8,
 //! strictly between 0 and 1: the share of the noise schedule the model runs first), `sampler`

@@ -13,6 +13,7 @@ use super::{
     Animation, AssetRecipe, HiresRef, Img2Img, Kind, LoraRef, ModelRef, Palette, PbrMap, PixelArt,
     RefinerRef, Source, UpscalerRef,
 };
+use crate::models::sd::lora_tags::{MOST_SCALE, lora_tags};
 use crate::models::sd::prompt_syntax::network_tag;
 use crate::models::sd::scheduler::Sampler;
 
@@ -225,11 +226,34 @@ impl Reader<'_> {
             f.string(report, "prompt"),
             f.string(report, "negative_prompt"),
         );
-        for (key, text) in [("prompt", &prompt), ("negative_prompt", &negative)] {
-            if let Some(s) = text
-                && let Some(message) = network_tag(s.get_ref())
-            {
-                report.error(s.span(), Some(&f.field(key)), message);
+        // LoRA tags in the prompt are found among the model folders at build time.
+        let tagged = match &prompt {
+            Some(s) => match lora_tags(s.get_ref()) {
+                Ok(tags) => tags.first().map(|tag| (s.span(), tag.text.clone())),
+                Err(message) => {
+                    report.error(s.span(), Some(&f.field("prompt")), message);
+                    None
+                }
+            },
+            None => None,
+        };
+        let untagged = prompt
+            .as_ref()
+            .map(|s| crate::models::sd::lora_tags::without_lora_tags(s.get_ref()));
+        for (key, span, text) in [
+            (
+                "prompt",
+                prompt.as_ref().map(Spanned::span),
+                untagged.as_deref(),
+            ),
+            (
+                "negative_prompt",
+                negative.as_ref().map(Spanned::span),
+                negative.as_ref().map(|s| *s.get_ref()),
+            ),
+        ] {
+            if let (Some(span), Some(message)) = (span, text.and_then(network_tag)) {
+                report.error(span, Some(&f.field(key)), message);
             }
         }
         let prompt = match prompt {
@@ -250,6 +274,17 @@ impl Reader<'_> {
                 report,
                 "loras",
                 "LoRAs apply to a Stable Diffusion model folder; set `model` to one",
+            );
+        }
+        if let Some((span, tag)) = tagged
+            && !matches!(model, ModelRef::Folder(_))
+        {
+            report.error(
+                span,
+                Some(&f.field("prompt")),
+                format!(
+                    "`{tag}`: LoRAs apply to a Stable Diffusion model folder; set `model` to one"
+                ),
             );
         }
         let embeddings = self.embeddings(report, &mut f);
@@ -548,7 +583,7 @@ impl Reader<'_> {
                     t.require(report, "file", "name the LoRA's `.safetensors` file");
                     let file = t.string(report, "file");
                     let scale = if t.has("scale") {
-                        t.number(report, "scale", -4.0..=4.0, false)
+                        t.number(report, "scale", -MOST_SCALE..=MOST_SCALE, false)
                     } else {
                         Some(1.0)
                     };
@@ -1063,23 +1098,52 @@ mod tests {
     }
 
     #[test]
-    fn a1111_network_tags_in_a_prompt_are_refused_where_they_stand() {
-        let errors = refused(
-            "kind = \"sprite\"\nprompt = \"a knight <lora:add_detail:0.5>\"\nmodel = \"sd\"\n\
-             negative_prompt = \"<hypernet:bad:1>\"\n",
+    fn keeps_a1111_lora_tags_in_the_prompt_and_refuses_the_tags_it_cannot_apply() {
+        let r = one(
+            "x.recipe.toml",
+            "kind = \"sprite\"\nprompt = \"a knight <lora:add_detail:0.5>\"\nmodel = \"sd\"\n",
         );
-        assert_eq!(errors.len(), 2, "{errors:?}");
-        assert_eq!(errors[0].0, "prompt");
-        assert!(
-            errors[0].1.starts_with("x.recipe.toml:2:")
-                && errors[0].1.contains("`<lora:add_detail:0.5>` is how A1111")
-                && errors[0].1.contains("`loras`"),
+        assert_eq!(
+            r.prompt, "a knight <lora:add_detail:0.5>",
+            "found at build time"
+        );
+        assert!(r.loras.is_empty());
+
+        let errors = refused(
+            "kind = \"sprite\"\nprompt = \"a knight <lora:add_detail:0.5:1> <hypernet:bad:1>\"\n\
+             model = \"sd\"\nnegative_prompt = \"<lora:blurry:1>\"\n",
+        );
+        let fields: Vec<&str> = errors.iter().map(|(field, _)| field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["prompt", "prompt", "negative_prompt"],
             "{errors:?}"
         );
-        assert_eq!(errors[1].0, "negative_prompt");
+        assert!(
+            errors[0].1.starts_with("x.recipe.toml:2:")
+                && errors[0]
+                    .1
+                    .contains("the text encoder at 0.5 and the UNet at 1"),
+            "{errors:?}"
+        );
         assert!(
             errors[1].1.contains("hypernetworks are not read"),
             "{errors:?}"
+        );
+        assert!(
+            errors[2]
+                .1
+                .contains("A1111 applies LoRAs from the prompt only"),
+            "{errors:?}"
+        );
+
+        let house = refused("kind = \"sprite\"\nprompt = \"a knight <lora:add_detail>\"\n");
+        assert_eq!(house.len(), 1, "{house:?}");
+        assert!(
+            house[0]
+                .1
+                .contains("`<lora:add_detail>`: LoRAs apply to a Stable Diffusion model"),
+            "{house:?}"
         );
     }
 

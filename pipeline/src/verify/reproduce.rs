@@ -110,6 +110,7 @@ fn reproduce_asset(
     }
     let mut build = BuildOptions {
         device: options.device.clone(),
+        model_dirs: options.model_dirs.clone(),
         ..BuildOptions::new(&root, &options.house_dir)
     };
     if let ModelRef::Registry(name) = &recipe.model {

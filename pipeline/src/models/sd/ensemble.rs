@@ -76,6 +76,7 @@ impl Ensemble {
     /// the refiner's on the latents it left; then, when the request asks for one, the hires
     /// pass ([`Ensemble::hires_denoise`]) from noise of its own.
     pub fn sample(&self, request: &GenerateRequest, noise: &Tensor) -> Result<Tensor, SdError> {
+        self.base.check_lora_tags(request)?;
         let latents = self.denoise(request, noise, None)?;
         let latents = match &request.hires {
             Some(hires) => {

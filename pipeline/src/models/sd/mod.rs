@@ -46,6 +46,7 @@ pub mod hires;
 pub mod kernels;
 pub mod lanczos;
 pub mod lora;
+pub mod lora_tags;
 #[cfg(feature = "cuda")]
 mod nvrtc;
 pub mod original_names;
@@ -601,6 +602,7 @@ impl StableDiffusion {
     /// asks for one, the hires pass from noise of its own — and returns the image
     /// `(n, 3, H, W)` in [0, 1].
     pub fn sample(&self, request: &GenerateRequest, noise: &Tensor) -> Result<Tensor, SdError> {
+        self.check_lora_tags(request)?;
         let latents = self.denoise(request, noise)?;
         let latents = match &request.hires {
             Some(hires) => {
@@ -610,6 +612,12 @@ impl StableDiffusion {
             None => latents,
         };
         self.decode(&latents, request.tileable)
+    }
+
+    /// Whether the model was loaded with each LoRA the request's prompt applies
+    /// ([`lora_tags::check_loaded`]).
+    pub(super) fn check_lora_tags(&self, request: &GenerateRequest) -> Result<(), SdError> {
+        lora_tags::check_loaded(&request.prompt, &self.identity.loras).map_err(SdError::BadRequest)
     }
 
     /// The second pass's unit-variance noise `(n, channels, side, side)` at the hires size:
@@ -1101,17 +1109,19 @@ impl StableDiffusion {
     }
 }
 
-/// The prompts `request` guides by (see [`prompt_schedule::compose`]) and whether it is one
-/// unweighted prompt, kept as written; a composition is refused where the UNet embeds the
-/// guidance (no negative prediction to compose against) and with guidance rescale.
+/// The prompts `request` guides by (see [`prompt_schedule::compose`]), its LoRA tags taken
+/// out ([`lora_tags`]: the LoRAs were merged at load), and whether it is one unweighted
+/// prompt, kept as written; a composition is refused where the UNet embeds the guidance (no
+/// negative prediction to compose against) and with guidance rescale.
 fn composition(
     request: &GenerateRequest,
     embedded: bool,
 ) -> Result<(Vec<Composed>, bool), SdError> {
-    let parts = prompt_schedule::compose(&request.prompt);
+    let prompt = lora_tags::without_lora_tags(&request.prompt);
+    let parts = prompt_schedule::compose(&prompt);
     if !prompt_schedule::composes(&parts) {
         let whole = Composed {
-            text: request.prompt.clone(),
+            text: prompt,
             weight: 1.0,
         };
         return Ok((vec![whole], true));

@@ -64,7 +64,7 @@ static ATTENTION: LazyLock<Regex> = LazyLock::new(|| {
 
 /// A1111's extra networks in a prompt: `<lora:name:0.8>`, `<lyco:…>`, `<hypernet:…>`.
 static NETWORK: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"<(lora|lyco|hypernet):[^>]*>")
+    Regex::new(r"<(lora|lyco|hypernet):[^>]+>")
         .unwrap_or_else(|e| unreachable!("a fixed pattern: {e}"))
 });
 
@@ -137,20 +137,18 @@ pub fn parse(text: &str) -> Vec<Piece> {
     merged
 }
 
-/// What is wrong with `text` when it applies an A1111 network (`<lora:name:0.8>`,
-/// `<lyco:…>`, `<hypernet:…>`): Autonomy takes those files by name, so that they are hashed
-/// into the manifest, not from the prompt.
+/// What is wrong with `text` when it still holds an A1111 network tag once a prompt's LoRA
+/// tags are taken out ([`super::lora_tags`]): a hypernetwork (`<hypernet:…>`), or a LoRA in a
+/// negative prompt, which A1111 reads as words.
 pub fn network_tag(text: &str) -> Option<String> {
     let tag = NETWORK.find(text)?;
     let advice = if tag.as_str().starts_with("<hypernet:") {
         "hypernetworks are not read"
     } else {
-        "name its file in the recipe's `loras` (`generate --lora FILE:SCALE`)"
+        "A1111 applies LoRAs from the prompt only (a negative prompt would read the tag as words); \
+         move it to the prompt"
     };
-    Some(format!(
-        "`{}` is how A1111 applies a network from the prompt; {advice}",
-        tag.as_str()
-    ))
+    Some(format!("`{}`: {advice}", tag.as_str()))
 }
 
 /// One chunk as a text encoder takes it: start token, up to 75 tokens, end token, padding;
@@ -347,8 +345,13 @@ mod tests {
         );
         let tagged = chunks(&tokenizer, "a knight <lora:add_detail:0.5>").unwrap_err();
         assert!(
-            tagged.contains("`<lora:add_detail:0.5>` is how A1111") && tagged.contains("`loras`"),
+            tagged.contains("`<lora:add_detail:0.5>`: A1111 applies LoRAs from the prompt only"),
             "{tagged}"
+        );
+        let hypernet = chunks(&tokenizer, "a knight <hypernet:anime:1>").unwrap_err();
+        assert!(
+            hypernet.contains("hypernetworks are not read"),
+            "{hypernet}"
         );
         let weighted = chunks(&tokenizer, "a (red:1.5) potion").unwrap();
         assert_eq!(weighted[0].ids, tokenizer.encode("a red potion"));

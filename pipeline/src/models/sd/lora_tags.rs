@@ -1,0 +1,244 @@
+//! LoRAs applied from a prompt, as A1111 writes them: `<lora:name>`, `<lora:name:0.8>`,
+//! `<lora:name:te=0.8:unet=0.8>` (`<lyco:…>` alike). A tag names a LoRA file by its name
+//! without the extension; the caller finds the file ([`crate::models::locate::lora_named`])
+//! and merges it into the model at the tag's scale like any other LoRA, so the manifest
+//! records the file and its hash. The tags themselves are taken out of the text the text
+//! encoder reads, as A1111 takes them out.
+//!
+//! ```
+//! use autonomy_pipeline::models::sd::lora_tags::{LoraTag, lora_tags, without_lora_tags};
+//! let prompt = "a knight, <lora:add_detail:0.5> castle";
+//! assert_eq!(
+//!     lora_tags(prompt).unwrap(),
+//!     [LoraTag { text: "<lora:add_detail:0.5>".into(), name: "add_detail".into(), scale: 0.5 }]
+//! );
+//! assert_eq!(without_lora_tags(prompt), "a knight,  castle");
+//! ```
+
+use std::path::Path;
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+use crate::generator::LoraUse;
+
+/// The largest scale a LoRA takes, either way (as the recipe's `loras`).
+pub const MOST_SCALE: f64 = 4.0;
+
+/// A1111's extra-network tags of LoRAs: `<lora:…>` and LyCORIS's `<lyco:…>`.
+static TAG: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"<(?:lora|lyco):([^>]+)>").unwrap_or_else(|e| unreachable!("a fixed pattern: {e}"))
+});
+
+/// One LoRA a prompt applies.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoraTag {
+    /// The tag as written.
+    pub text: String,
+    /// The LoRA file's name without its extension.
+    pub name: String,
+    /// How strongly to apply it (A1111's multiplier; 1 when the tag gives none).
+    pub scale: f64,
+}
+
+/// The LoRA tags in `text`, in order, or what is wrong with the first bad one: no name, a
+/// multiplier that is no number or lies beyond ±[`MOST_SCALE`], different multipliers for the
+/// text encoder and the UNet, or a parameter Autonomy does not read (`dyn`, block weights).
+pub fn lora_tags(text: &str) -> Result<Vec<LoraTag>, String> {
+    TAG.captures_iter(text)
+        .map(|found| {
+            let tag = &found[0];
+            let bad = |what: String| format!("`{tag}`: {what}");
+            // As A1111 reads them: `key=value` items are named, the others positional.
+            let (named, positional): (Vec<&str>, Vec<&str>) =
+                found[1].split(':').partition(|item| item.contains('='));
+            let name = positional.first().map_or("", |name| name.trim());
+            if name.is_empty() {
+                return Err(bad("names no LoRA (write `<lora:name:0.8>`)".into()));
+            }
+            let number = |what: &str, text: &str| -> Result<f64, String> {
+                text.trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|n| n.is_finite())
+                    .ok_or_else(|| bad(format!("the {what} `{text}` is not a number")))
+            };
+            let mut text_scale = match positional.get(1) {
+                Some(text) => number("multiplier", text)?,
+                None => 1.0,
+            };
+            let mut unet_scale = match positional.get(2) {
+                Some(text) => Some(number("UNet multiplier", text)?),
+                None => None,
+            };
+            if positional.len() > 3 {
+                return Err(bad(
+                    "a fourth value (`dyn`, a LoRA's rank cut short) is not read".into(),
+                ));
+            }
+            for item in named {
+                let (key, value) = item.split_once('=').unwrap_or((item, ""));
+                match key.trim() {
+                    "te" => text_scale = number("text-encoder multiplier", value)?,
+                    "unet" => unet_scale = Some(number("UNet multiplier", value)?),
+                    other => {
+                        return Err(bad(format!(
+                            "`{other}=` is not read (Autonomy reads `te=` and `unet=`)"
+                        )));
+                    }
+                }
+            }
+            let unet_scale = unet_scale.unwrap_or(text_scale);
+            if unet_scale != text_scale {
+                return Err(bad(format!(
+                    "the text encoder at {text_scale} and the UNet at {unet_scale}: Autonomy \
+                     merges a LoRA at one scale for both"
+                )));
+            }
+            if text_scale.abs() > MOST_SCALE {
+                return Err(bad(format!(
+                    "the multiplier {text_scale} is beyond ±{MOST_SCALE}"
+                )));
+            }
+            Ok(LoraTag {
+                text: tag.to_string(),
+                name: name.to_string(),
+                scale: text_scale,
+            })
+        })
+        .collect()
+}
+
+/// `text` with its LoRA tags taken out and the rest as written.
+pub fn without_lora_tags(text: &str) -> String {
+    TAG.replace_all(text, "").into_owned()
+}
+
+/// Whether `loaded` (the LoRAs merged into a model) has each LoRA `prompt` applies, at its
+/// scale: the tag's name is the file's name without its extension. Otherwise what is missing,
+/// so that a tag no caller resolved is never passed over in silence.
+pub fn check_loaded(prompt: &str, loaded: &[LoraUse]) -> Result<(), String> {
+    for tag in lora_tags(prompt)? {
+        let named = |lora: &&LoraUse| {
+            Path::new(&lora.file)
+                .file_stem()
+                .is_some_and(|stem| stem.to_string_lossy() == tag.name)
+        };
+        if !loaded
+            .iter()
+            .filter(named)
+            .any(|lora| lora.scale == tag.scale)
+        {
+            return Err(format!(
+                "`{}` applies a LoRA this model was not loaded with at that scale (a recipe or \
+                 `generate` finds it among the model folders; a library caller names it in \
+                 `Additions::loras`)",
+                tag.text
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn tag(name: &str, scale: f64, text: &str) -> LoraTag {
+        LoraTag {
+            text: text.into(),
+            name: name.into(),
+            scale,
+        }
+    }
+
+    #[test]
+    fn reads_the_multipliers_as_a1111_does() {
+        let prompt =
+            "<lora:a> x <lyco:b:0.5> <lora:c:te=-1:unet=-1> <lora: d :0.25:0.25> <hypernet:e:1>";
+        assert_eq!(
+            lora_tags(prompt).unwrap(),
+            [
+                tag("a", 1.0, "<lora:a>"),
+                tag("b", 0.5, "<lyco:b:0.5>"),
+                tag("c", -1.0, "<lora:c:te=-1:unet=-1>"),
+                tag("d", 0.25, "<lora: d :0.25:0.25>"),
+            ]
+        );
+        assert_eq!(
+            without_lora_tags(prompt),
+            " x    <hypernet:e:1>",
+            "hypernetworks are not LoRAs"
+        );
+        assert_eq!(lora_tags("no tags, <lora:> <embedding>").unwrap(), []);
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_apply_naming_the_tag() {
+        for (prompt, says) in [
+            ("x <lora::0.5>", "`<lora::0.5>`: names no LoRA"),
+            ("<lora:a:strong>", "the multiplier `strong` is not a number"),
+            ("<lora:a:nan>", "the multiplier `nan` is not a number"),
+            (
+                "<lora:a:0.5:1>",
+                "the text encoder at 0.5 and the UNet at 1",
+            ),
+            ("<lora:a:unet=0>", "the text encoder at 1 and the UNet at 0"),
+            ("<lora:a:1:1:16>", "`dyn`"),
+            ("<lora:a:lbw=OUTALL>", "`lbw=` is not read"),
+            ("<lora:a:5>", "the multiplier 5 is beyond ±4"),
+        ] {
+            let error = lora_tags(prompt).unwrap_err();
+            assert!(error.contains(says), "{prompt}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_tag_must_name_a_loaded_lora_at_its_scale() {
+        let loaded = [LoraUse {
+            file: "models/loras/add_detail.safetensors".into(),
+            sha256: "00".into(),
+            scale: 0.5,
+        }];
+        assert!(check_loaded("a knight <lora:add_detail:0.5>", &loaded).is_ok());
+        assert!(check_loaded("a knight", &[]).is_ok());
+        for prompt in ["<lora:add_detail:0.8>", "<lora:add:0.5>", "<lora:x:1>"] {
+            let error = check_loaded(prompt, &loaded).unwrap_err();
+            assert!(
+                error.contains(prompt) && error.contains("not loaded"),
+                "{error}"
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn every_tag_written_is_read_back_and_taken_out(
+            words in proptest::collection::vec("[a-z ,()]{0,8}", 1..5),
+            names in proptest::collection::vec("[A-Za-z0-9_.-]{1,12}", 0..4),
+            scales in proptest::collection::vec(-400i32..=400, 4),
+        ) {
+            let tags: Vec<LoraTag> = names
+                .iter()
+                .zip(&scales)
+                .map(|(name, &scale)| {
+                    let scale = f64::from(scale) / 100.0;
+                    tag(name, scale, &format!("<lora:{name}:{scale}>"))
+                })
+                .collect();
+            let mut prompt = String::new();
+            for (i, word) in words.iter().enumerate() {
+                prompt.push_str(word);
+                if let Some(tag) = tags.get(i) {
+                    prompt.push_str(&tag.text);
+                }
+            }
+            for tag in tags.iter().skip(words.len()) {
+                prompt.push_str(&tag.text);
+            }
+            prop_assert_eq!(lora_tags(&prompt).unwrap(), tags);
+            prop_assert_eq!(without_lora_tags(&prompt), words.concat());
+        }
+    }
+}
