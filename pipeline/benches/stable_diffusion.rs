@@ -8,8 +8,9 @@
 //! - the same decode and image with TAESD (`AutoencoderTiny`) in place of the VAE;
 //!
 //! or with `-- upscalers` the hires pass's upscaling models against spandrel (what ComfyUI and
-//! A1111 run them with) on a 128² image: ESRGAN's RRDBNet at 4x-UltraSharp's size and
-//! Real-ESRGAN's compact SRVGGNet at realesr-general-x4v3's.
+//! A1111 run them with) on a 128² image: ESRGAN's RRDBNet at 4x-UltraSharp's size,
+//! Real-ESRGAN's compact SRVGGNet at realesr-general-x4v3's and SwinIR-M's real-world ×4
+//! network (A1111's "SwinIR 4x").
 //!
 //! The weights (~9 GB) are made once into `target/sd-bench` by `scripts/sd-fixtures/bench.py`,
 //! which also times PyTorch. Python with `torch`, `diffusers` and `transformers` is found as
@@ -183,6 +184,11 @@ fn upscalers(
             "Real-ESRGAN compact ×4 (realesr-general-x4v3's size), 128² → 512²",
             "compact_x4",
             "compact-x4.pth",
+        ),
+        (
+            "SwinIR-M real-world ×4 (A1111's SwinIR 4x), 128² → 512²",
+            "swinir_x4",
+            "swinir-x4.pth",
         ),
     ] {
         let upscaler = Upscaler::open(&root.join("upscalers").join(file), device)

@@ -2933,6 +2933,45 @@ fn bytes(pixels: &Tensor) -> Tensor {
 }
 
 #[test]
+fn swinir_files_upscale_as_spandrel_runs_them() {
+    let reference = Reference::of("swinir");
+    // 21×13: no multiple of the 4-pixel windows, nor the size the networks were made for.
+    let pixels = unit_pixels(reference.get("image"));
+    for (file, scale, what) in [
+        (
+            "swinir-x4-real.pth",
+            4,
+            "SwinIR (real-world SR, 2 groups, 4×)",
+        ),
+        (
+            "swinir-x2-classical.safetensors",
+            2,
+            "SwinIR (classical SR, 1 groups, 2×)",
+        ),
+        (
+            "swinir-x3-light.pth",
+            3,
+            "SwinIR (lightweight SR, 1 groups, 3×)",
+        ),
+    ] {
+        let path = upscaler_file(file).path;
+        assert!(
+            autonomy_pipeline::models::sd::upscaler::is_upscaler(&path),
+            "{file}"
+        );
+        let upscaler = Upscaler::open(&path, &Device::Cpu).unwrap();
+        assert_eq!(
+            (upscaler.scale(), upscaler.description()),
+            (scale, what),
+            "{file}"
+        );
+        let out = upscaler.forward(&pixels).unwrap();
+        assert_eq!(out.dims(), [1, 3, 13 * scale, 21 * scale], "{file}");
+        close(file, &out.get(0).unwrap(), reference.get(file), 1e-5);
+    }
+}
+
+#[test]
 fn upscaler_files_in_every_layout_upscale_as_spandrel_runs_them() {
     let reference = Reference::of("upscalers");
     let pixels = unit_pixels(reference.get("image"));

@@ -1708,6 +1708,64 @@ def build_hires(name):
 UPSCALERS = os.path.join(OUT, "upscalers")
 
 
+def build_swinir(name):
+    """Tiny random-weight SwinIR upscalers in the layouts the official releases share them in
+    (`params_ema` in a `.pth`), read back by spandrel for their outputs on a test image whose
+    sides are no multiple of the window (so the reflection padding and the shifted windows'
+    mask at another size than trained are both in play):
+    - `swinir-x4-real.pth`: real-world SR (`003_realSR_BSRGAN_DFO_s64w8_SwinIR-M_x4_GAN`,
+      A1111's SwinIR 4x): nearest-neighbour doubling and convolutions, one-convolution
+      residual connections;
+    - `swinir-x2-classical.safetensors`: classical SR, pixel-shuffle upsampler, three-convolution
+      residual connections;
+    - `swinir-x3-light.pth`: lightweight SR, one convolution pixel-shuffled at once."""
+    from spandrel import ModelLoader
+    from spandrel.architectures.SwinIR import SwinIR
+
+    os.makedirs(UPSCALERS, exist_ok=True)
+    torch.manual_seed(43)
+    made = {
+        "swinir-x4-real.pth": SwinIR(img_size=16, window_size=4, embed_dim=12, depths=[2, 2],
+                                     num_heads=[2, 3], mlp_ratio=2.0, upscale=4,
+                                     upsampler="nearest+conv", resi_connection="1conv"),
+        "swinir-x2-classical.safetensors": SwinIR(img_size=16, window_size=4, embed_dim=16,
+                                                  depths=[2], num_heads=[4], mlp_ratio=1.5,
+                                                  upscale=2, upsampler="pixelshuffle",
+                                                  resi_connection="3conv"),
+        "swinir-x3-light.pth": SwinIR(img_size=8, window_size=4, embed_dim=8, depths=[3],
+                                      num_heads=[2], mlp_ratio=2.0, upscale=3,
+                                      upsampler="pixelshuffledirect", resi_connection="1conv"),
+    }
+    rng = np.random.default_rng(6)
+    image = rng.integers(0, 256, size=(13, 21, 3), dtype=np.uint8)  # 21 wide, 13 high
+    pixels = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    tensors = {"image": torch.from_numpy(image)}
+    for file, model in made.items():
+        # Weights that matter: attention biases and norms away from their initial values.
+        with torch.no_grad():
+            for key, value in model.named_parameters():
+                if key.endswith("relative_position_bias_table"):
+                    value.normal_(0.0, 1.0)
+                elif "norm" in key:
+                    value.add_(torch.randn_like(value) * 0.2)
+                elif value.dim() == 2:
+                    value.normal_(0.0, value.shape[1] ** -0.5)
+                elif value.dim() == 1:
+                    value.normal_(0.0, 0.05)
+        state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+        path = os.path.join(UPSCALERS, file)
+        if file.endswith(".safetensors"):
+            save_file(state, path)
+        else:
+            torch.save({"params_ema": state}, path)
+        loaded = ModelLoader().load_from_file(path)
+        with torch.no_grad():
+            tensors[file] = loaded.model.eval()(pixels)[0].contiguous()
+        print(file, loaded.architecture.id, loaded.scale, tuple(tensors[file].shape))
+    save_file(tensors, os.path.join(OUT, f"{name}.reference.safetensors"),
+              metadata={"prompt": "", "negative_prompt": "", "torch": torch.__version__})
+
+
 def new_arch_names(state, blocks):
     """ESRGAN's old names (`model.0`, `model.1.sub.…`) as Real-ESRGAN's (basicsr's) write them."""
     renamed = {}
@@ -1836,7 +1894,7 @@ def main():
                  "clip-skip": build_clip_skip, "prompt-syntax": build_prompt_syntax,
                  "a1111-prompts": build_a1111_prompts, "a1111-lengths": build_a1111_lengths,
                  "hires": build_hires,
-                 "upscalers": build_upscalers}
+                 "upscalers": build_upscalers, "swinir": build_swinir}
         for name in only:
             if name not in alone:
                 sys.exit(f"{name}: only {', '.join(alone)} build alone; run without names for the rest")

@@ -1,7 +1,8 @@
 //! Image upscaling models for the hires pass, read from the `.pth` and `.safetensors` files
 //! model sites share as spandrel (what ComfyUI and A1111 load them with) reads them: ESRGAN's
 //! RRDBNet in its original, BSRGAN and Real-ESRGAN layouts (4x-UltraSharp, RealESRGAN_x4plus,
-//! x2plus…; see [`rrdb`]) and Real-ESRGAN's SRVGGNetCompact ([`compact`]). A Real-ESRGAN file's
+//! x2plus…; see [`rrdb`]), Real-ESRGAN's SRVGGNetCompact ([`compact`]) and SwinIR's real-world,
+//! classical and lightweight SR networks ([`swinir`]). A Real-ESRGAN or SwinIR release's
 //! `params_ema` (or `params`) entry holds its weights. Pixels are RGB in [0, 1], as spandrel
 //! takes them.
 //!
@@ -18,6 +19,7 @@
 
 pub mod compact;
 pub mod rrdb;
+pub mod swinir;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -47,6 +49,7 @@ pub struct UpscalerFile {
 enum Network {
     Rrdb(rrdb::Rrdb),
     Compact(compact::Compact),
+    SwinIr(swinir::SwinIr),
 }
 
 /// An image upscaling model loaded from a file.
@@ -119,13 +122,35 @@ impl Upscaler {
                 ),
             });
         }
+        if swinir::is_swinir(|name| shapes.contains_key(name)) {
+            let shape = swinir::shape_of(compact)
+                .map_err(|e| invalid(format!("a SwinIR network, but {e}")))?;
+            let description = format!(
+                "SwinIR ({}, {} groups, {}×)",
+                match shape.upsampler {
+                    swinir::Upsampler::NearestConv => "real-world SR",
+                    swinir::Upsampler::PixelShuffle => "classical SR",
+                    swinir::Upsampler::PixelShuffleDirect => "lightweight SR",
+                },
+                shape.depths.len(),
+                shape.scale
+            );
+            let scale = shape.scale;
+            let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+            return Ok(Self {
+                network: Network::SwinIr(swinir::SwinIr::new(vb, shape).map_err(weights)?),
+                scale,
+                multiple: 1,
+                description,
+            });
+        }
         let mut some: Vec<&String> = names.iter().collect();
         some.sort();
         some.truncate(4);
         Err(SdError::Unsupported {
             path: path.to_path_buf(),
             message: format!(
-                "not an upscaler Autonomy reads (ESRGAN/RRDBNet or Real-ESRGAN compact); it holds {} tensors such as {some:?} (SwinIR, DAT, HAT and other architectures are not read yet)",
+                "not an upscaler Autonomy reads (ESRGAN/RRDBNet, Real-ESRGAN compact or SwinIR); it holds {} tensors such as {some:?} (DAT, HAT, OmniSR and other architectures are not read yet)",
                 names.len()
             ),
         })
@@ -147,6 +172,7 @@ impl Upscaler {
         match &self.network {
             Network::Rrdb(net) => net.forward(pixels),
             Network::Compact(net) => net.forward(pixels),
+            Network::SwinIr(net) => net.forward(pixels),
         }
     }
 
@@ -225,7 +251,9 @@ pub fn is_upscaler(path: &Path) -> bool {
             .collect()
     };
     let has = |name: &str| names.iter().any(|n| n == name);
-    rrdb::canonical_names(&names).is_some() || (has("body.0.weight") && has("body.1.weight"))
+    rrdb::canonical_names(&names).is_some()
+        || (has("body.0.weight") && has("body.1.weight"))
+        || swinir::is_swinir(has)
 }
 
 /// The tensors of an upscaler file, under their stored names (a `module.` prefix dropped):
@@ -352,7 +380,7 @@ mod tests {
     #[test]
     fn a_file_of_another_kind_is_refused_naming_what_it_holds() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("swinir.safetensors");
+        let path = dir.path().join("dat.safetensors");
         let t = Tensor::zeros((2, 2), DType::F32, &Device::Cpu).unwrap();
         candle_core::safetensors::save(
             &HashMap::from([("layers.0.attn.qkv.weight".to_string(), t)]),

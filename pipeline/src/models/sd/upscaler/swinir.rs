@@ -1,0 +1,650 @@
+//! SwinIR (Liang et al. 2021, "Image Restoration Using Swin Transformer") as its official
+//! releases and spandrel lay it out: a 3×3 convolution into features; residual Swin
+//! transformer groups (`layers.N`: blocks of window self-attention with a relative position
+//! bias, every second block's windows shifted by half a window, each group closed by one or
+//! three convolutions); then one of three upsamplers — nearest-neighbour doubling with
+//! convolutions (real-world SR, A1111's "SwinIR 4x"), pixel shuffles (classical SR) or a
+//! single pixel-shuffled convolution (lightweight SR). The image is padded to whole windows by
+//! reflection and the output cut back, as spandrel does.
+
+use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_nn::{LayerNorm, Linear, VarBuilder};
+
+use super::super::kernels::Conv2d;
+use super::compact::pixel_shuffle;
+
+/// The channel means a three-channel network's input is centred on.
+const RGB_MEAN: [f32; 3] = [0.4488, 0.4371, 0.4040];
+/// The features the upsamplers work in (fixed in SwinIR).
+const FEATURES: usize = 64;
+/// What a shifted window's attention adds between pixels from different parts of the image.
+const MASKED: f32 = -100.0;
+
+/// How the features become the larger image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Upsampler {
+    /// Nearest-neighbour doubling, each followed by a convolution (real-world SR).
+    NearestConv,
+    /// Convolutions pixel-shuffled by 2 (or one by 3), between `conv_before_upsample` and
+    /// `conv_last` (classical SR).
+    PixelShuffle,
+    /// One convolution pixel-shuffled to the output at once (lightweight SR).
+    PixelShuffleDirect,
+}
+
+/// The network's sizes, read from its weights' shapes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SwinIrShape {
+    /// Feature channels (180 in SwinIR-M, 60 in the lightweight models).
+    pub features: usize,
+    /// Blocks of each residual group.
+    pub depths: Vec<usize>,
+    /// Attention heads of each residual group.
+    pub heads: Vec<usize>,
+    /// The side of the attention windows (8 in the SR releases).
+    pub window: usize,
+    /// The side of the images it was trained on: a window is never wider.
+    pub trained: usize,
+    /// Hidden features of each block's MLP.
+    pub hidden: usize,
+    /// Whether each group closes with three convolutions rather than one.
+    pub three_convs: bool,
+    /// How the features become the larger image.
+    pub upsampler: Upsampler,
+    /// How many times larger the output is.
+    pub scale: usize,
+    /// What the centred pixels are multiplied by (255 for the window-7 networks, as spandrel
+    /// takes them; else 1).
+    pub range: f64,
+}
+
+impl SwinIrShape {
+    /// The window side the blocks use and whether odd blocks shift: a network trained on
+    /// images no larger than its window attends to the whole trained size, unshifted.
+    fn windows(&self) -> (usize, bool) {
+        if self.trained <= self.window {
+            (self.trained, false)
+        } else {
+            (self.window, true)
+        }
+    }
+}
+
+/// Whether `names` are a SwinIR network's (spandrel's test).
+pub fn is_swinir(has: impl Fn(&str) -> bool) -> bool {
+    has("layers.0.residual_group.blocks.0.norm1.weight")
+        && has("conv_first.weight")
+        && has("layers.0.residual_group.blocks.0.mlp.fc1.bias")
+        && has("layers.0.residual_group.blocks.0.attn.relative_position_bias_table")
+}
+
+/// The network's sizes from its tensors' shapes (`shape(name)`), as spandrel reads them, or
+/// what does not fit.
+pub fn shape_of(
+    shape: impl Fn(&str) -> Option<Vec<usize>>,
+) -> std::result::Result<SwinIrShape, String> {
+    let get = |name: &str| shape(name).ok_or_else(|| format!("no `{name}`"));
+    let has = |name: &str| shape(name).is_some();
+    let first = get("conv_first.weight")?;
+    if first.len() != 4 || first[1] != 3 {
+        return Err(format!(
+            "`conv_first.weight` is {first:?}: only RGB networks without a pixel-unshuffled \
+             input are read"
+        ));
+    }
+    let features = first[0];
+    let block = "layers.0.residual_group.blocks.0";
+    let table = get(&format!("{block}.attn.relative_position_bias_table"))?;
+    // The table holds (2·window − 1)² relative positions.
+    let window = (1..=64)
+        .find(|w| (2 * w - 1) * (2 * w - 1) == table[0])
+        .ok_or_else(|| format!("a relative position table of {} rows", table[0]))?;
+    let hidden = get(&format!("{block}.mlp.fc1.bias"))?[0];
+    // The trained size from the shifted block's stored mask (spandrel's default 64).
+    let trained = shape("layers.0.residual_group.blocks.1.attn_mask")
+        .and_then(|mask| mask.first().copied())
+        .and_then(|windows| (1..=4096).find(|n| n * n == windows))
+        .map_or(64, |side| side * window);
+    let blocks_of = |group: usize| {
+        (0..)
+            .take_while(|i| {
+                has(&format!(
+                    "layers.{group}.residual_group.blocks.{i}.norm1.weight"
+                ))
+            })
+            .count()
+    };
+    let groups = (0..).take_while(|&group| blocks_of(group) > 0).count();
+    let mut depths = Vec::with_capacity(groups);
+    let mut heads = Vec::with_capacity(groups);
+    for group in 0..groups {
+        let blocks = blocks_of(group);
+        let table = get(&format!(
+            "layers.{group}.residual_group.blocks.0.attn.relative_position_bias_table"
+        ))?;
+        if table.len() != 2 || !features.is_multiple_of(table[1]) {
+            return Err(format!(
+                "group {group}'s {table:?} relative position table does not split {features} \
+                 features into heads"
+            ));
+        }
+        depths.push(blocks);
+        heads.push(table[1]);
+    }
+    let (upsampler, scale) = if has("conv_before_upsample.0.weight") {
+        if has("conv_up1.weight") {
+            let ups = (1..=3)
+                .take_while(|i| has(&format!("conv_up{i}.weight")))
+                .count();
+            (Upsampler::NearestConv, 1 << ups)
+        } else {
+            let convs = (0..)
+                .take_while(|i| has(&format!("upsample.{}.weight", 2 * i)))
+                .count();
+            let out = get("upsample.0.weight")?[0];
+            let scale = match (out / FEATURES, convs) {
+                (4, n) => 1 << n,
+                (9, 1) => 3,
+                _ => {
+                    return Err(format!(
+                        "{convs} upsampling convolutions of {out} channels are not SwinIR's"
+                    ));
+                }
+            };
+            (Upsampler::PixelShuffle, scale)
+        }
+    } else if has("upsample.0.weight") {
+        let out = get("upsample.0.bias")?[0];
+        let scale = (1..=8).find(|s| 3 * s * s == out).ok_or_else(|| {
+            format!("the upsampling convolution's {out} channels are not 3·scale²")
+        })?;
+        (Upsampler::PixelShuffleDirect, scale)
+    } else {
+        return Err(
+            "it restores images at their size (denoising or JPEG artefacts), no upscaler".into(),
+        );
+    };
+    Ok(SwinIrShape {
+        features,
+        depths,
+        heads,
+        window,
+        trained,
+        hidden,
+        three_convs: !has("conv_after_body.weight"),
+        upsampler,
+        scale,
+        range: if window == 7 { 255.0 } else { 1.0 },
+    })
+}
+
+/// One or three convolutions closing a residual group (and the body).
+enum Closing {
+    One(Conv2d),
+    Three([Conv2d; 3]),
+}
+
+impl Closing {
+    fn new(vb: VarBuilder, features: usize, three: bool) -> Result<Self> {
+        if !three {
+            return Ok(Self::One(Conv2d::new(vb, features, features, 3, 1, 1)?));
+        }
+        let quarter = features / 4;
+        Ok(Self::Three([
+            Conv2d::new(vb.pp("0"), features, quarter, 3, 1, 1)?,
+            Conv2d::new(vb.pp("2"), quarter, quarter, 1, 1, 0)?,
+            Conv2d::new(vb.pp("4"), quarter, features, 3, 1, 1)?,
+        ]))
+    }
+
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::One(conv) => conv.forward(xs),
+            Self::Three([a, b, c]) => {
+                let xs = leaky(&a.forward(xs)?, 0.2)?;
+                let xs = leaky(&b.forward(&xs)?, 0.2)?;
+                c.forward(&xs)
+            }
+        }
+    }
+}
+
+/// One Swin transformer block: window attention, then an MLP, each around a layer norm and
+/// added to its input.
+struct Block {
+    norm1: LayerNorm,
+    qkv: Linear,
+    proj: Linear,
+    /// The relative position bias `(1, heads, n, n)` for the window's `n` pixels.
+    bias: Tensor,
+    heads: usize,
+    norm2: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+    shifted: bool,
+}
+
+impl Block {
+    fn new(vb: VarBuilder, shape: &SwinIrShape, heads: usize, shifted: bool) -> Result<Self> {
+        let c = shape.features;
+        let (window, _) = shape.windows();
+        let attn = vb.pp("attn");
+        let table = attn.get(
+            ((2 * window - 1) * (2 * window - 1), heads),
+            "relative_position_bias_table",
+        )?;
+        let n = window * window;
+        let index: Vec<u32> = (0..n)
+            .flat_map(|i| {
+                (0..n).map(move |j| {
+                    let (dy, dx) = (
+                        i / window + window - 1 - j / window,
+                        i % window + window - 1 - j % window,
+                    );
+                    (dy * (2 * window - 1) + dx) as u32
+                })
+            })
+            .collect();
+        let index = Tensor::from_vec(index, n * n, table.device())?;
+        let bias = table
+            .index_select(&index, 0)?
+            .reshape((n, n, heads))?
+            .permute((2, 0, 1))?
+            .contiguous()?
+            .unsqueeze(0)?;
+        Ok(Self {
+            norm1: candle_nn::layer_norm(c, 1e-5, vb.pp("norm1"))?,
+            qkv: candle_nn::linear(c, 3 * c, attn.pp("qkv"))?,
+            proj: candle_nn::linear(c, c, attn.pp("proj"))?,
+            bias,
+            heads,
+            norm2: candle_nn::layer_norm(c, 1e-5, vb.pp("norm2"))?,
+            fc1: candle_nn::linear(c, shape.hidden, vb.pp("mlp.fc1"))?,
+            fc2: candle_nn::linear(shape.hidden, c, vb.pp("mlp.fc2"))?,
+            shifted,
+        })
+    }
+
+    /// `xs` `(b, h, w, c)` with `h` and `w` whole windows of side `window`; `mask` the
+    /// shifted windows' `(1, windows, 1, n, n)`.
+    fn forward(&self, xs: &Tensor, window: usize, mask: Option<&Tensor>) -> Result<Tensor> {
+        let (b, h, w, c) = xs.dims4()?;
+        let shift = if self.shifted { window / 2 } else { 0 };
+        let mut x = self.norm1.forward(xs)?;
+        if shift > 0 {
+            x = x.roll(-(shift as i32), 1)?.roll(-(shift as i32), 2)?;
+        }
+        let (wy, wx, n) = (h / window, w / window, window * window);
+        let windows = x
+            .reshape((b, wy, window, wx, window, c))?
+            .permute((0, 1, 3, 2, 4, 5))?
+            .reshape((b * wy * wx, n, c))?;
+        let attended = self.attention(&windows, mask, b)?;
+        let mut x = attended
+            .reshape((b, wy, wx, window, window, c))?
+            .permute((0, 1, 3, 2, 4, 5))?
+            .reshape((b, h, w, c))?;
+        if shift > 0 {
+            x = x.roll(shift as i32, 1)?.roll(shift as i32, 2)?;
+        }
+        let xs = (xs + x)?;
+        let mlp = self
+            .fc2
+            .forward(&self.fc1.forward(&self.norm2.forward(&xs)?)?.gelu_erf()?)?;
+        xs + mlp
+    }
+
+    /// Self-attention within each of `windows` `(b·windows, n, c)`.
+    fn attention(&self, windows: &Tensor, mask: Option<&Tensor>, b: usize) -> Result<Tensor> {
+        let (bw, n, c) = windows.dims3()?;
+        let head = c / self.heads;
+        let qkv = self
+            .qkv
+            .forward(windows)?
+            .reshape((bw, n, 3, self.heads, head))?
+            .permute((2, 0, 3, 1, 4))?;
+        let q = (qkv.get(0)?.contiguous()? * (head as f64).powf(-0.5))?;
+        let k = qkv.get(1)?.contiguous()?;
+        let v = qkv.get(2)?.contiguous()?;
+        let mut scores = q.matmul(&k.t()?)?.broadcast_add(&self.bias)?;
+        if let Some(mask) = mask {
+            scores = scores
+                .reshape((b, bw / b, self.heads, n, n))?
+                .broadcast_add(mask)?
+                .reshape((bw, self.heads, n, n))?;
+        }
+        let weights = candle_nn::ops::softmax_last_dim(&scores)?;
+        let out = weights.matmul(&v)?.transpose(1, 2)?.reshape((bw, n, c))?;
+        self.proj.forward(&out)
+    }
+}
+
+/// A residual Swin transformer group: its blocks, then its closing convolution, added to its
+/// input.
+struct Group {
+    blocks: Vec<Block>,
+    closing: Closing,
+}
+
+/// SwinIR, its weights under spandrel's (the official) names.
+pub struct SwinIr {
+    shape: SwinIrShape,
+    conv_first: Conv2d,
+    embed_norm: LayerNorm,
+    groups: Vec<Group>,
+    norm: LayerNorm,
+    conv_after_body: Closing,
+    /// The upsampler's convolutions in order.
+    up: Vec<Conv2d>,
+    conv_last: Option<Conv2d>,
+    mean: Tensor,
+}
+
+impl SwinIr {
+    /// Builds the network of `shape` from `vb`.
+    pub fn new(vb: VarBuilder, shape: SwinIrShape) -> Result<Self> {
+        let c = shape.features;
+        let (_, shifts) = shape.windows();
+        let groups = shape
+            .depths
+            .iter()
+            .zip(&shape.heads)
+            .enumerate()
+            .map(|(g, (&depth, &heads))| {
+                let vb = vb.pp(format!("layers.{g}"));
+                let blocks = (0..depth)
+                    .map(|i| {
+                        let block = vb.pp(format!("residual_group.blocks.{i}"));
+                        Block::new(block, &shape, heads, shifts && i % 2 == 1)
+                    })
+                    .collect::<Result<_>>()?;
+                let closing = Closing::new(vb.pp("conv"), c, shape.three_convs)?;
+                Ok(Group { blocks, closing })
+            })
+            .collect::<Result<_>>()?;
+        let conv = |name: &str, c_in, c_out| Conv2d::new(vb.pp(name), c_in, c_out, 3, 1, 1);
+        let (up, conv_last) = match shape.upsampler {
+            Upsampler::NearestConv => {
+                let mut up = vec![conv("conv_before_upsample.0", c, FEATURES)?];
+                for i in 1..=shape.scale.trailing_zeros() {
+                    up.push(conv(&format!("conv_up{i}"), FEATURES, FEATURES)?);
+                }
+                up.push(conv("conv_hr", FEATURES, FEATURES)?);
+                (up, Some(conv("conv_last", FEATURES, 3)?))
+            }
+            Upsampler::PixelShuffle => {
+                let mut up = vec![conv("conv_before_upsample.0", c, FEATURES)?];
+                if shape.scale == 3 {
+                    up.push(conv("upsample.0", FEATURES, 9 * FEATURES)?);
+                } else {
+                    for i in 0..shape.scale.trailing_zeros() as usize {
+                        up.push(conv(
+                            &format!("upsample.{}", 2 * i),
+                            FEATURES,
+                            4 * FEATURES,
+                        )?);
+                    }
+                }
+                (up, Some(conv("conv_last", FEATURES, 3)?))
+            }
+            Upsampler::PixelShuffleDirect => (
+                vec![conv("upsample.0", c, 3 * shape.scale * shape.scale)?],
+                None,
+            ),
+        };
+        Ok(Self {
+            conv_first: conv("conv_first", 3, c)?,
+            embed_norm: candle_nn::layer_norm(c, 1e-5, vb.pp("patch_embed.norm"))?,
+            groups,
+            norm: candle_nn::layer_norm(c, 1e-5, vb.pp("norm"))?,
+            conv_after_body: Closing::new(vb.pp("conv_after_body"), c, shape.three_convs)?,
+            up,
+            conv_last,
+            mean: Tensor::from_slice(&RGB_MEAN, (1, 3, 1, 1), vb.device())?,
+            shape,
+        })
+    }
+
+    /// `(n, 3, h, w)` in [0, 1] to `(n, 3, h·scale, w·scale)`, unclamped.
+    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let (_, _, h, w) = xs.dims4()?;
+        let (window, shifts) = self.shape.windows();
+        let padded = reflect_to_multiple(xs, self.shape.window)?;
+        let mean = self.mean.to_dtype(xs.dtype())?;
+        let x = (padded.broadcast_sub(&mean)? * self.shape.range)?;
+        let x = self.conv_first.forward(&x)?;
+        let features = (self
+            .conv_after_body
+            .forward(&self.features(&x, window, shifts)?)?
+            + x)?;
+        let out = (self.upsample(&features)? / self.shape.range)?.broadcast_add(&mean)?;
+        let s = self.shape.scale;
+        out.narrow(2, 0, h * s)?.narrow(3, 0, w * s)
+    }
+
+    /// The residual groups on `x` `(b, c, h, w)`, channels last between them.
+    fn features(&self, x: &Tensor, window: usize, shifts: bool) -> Result<Tensor> {
+        let (_, _, h, w) = x.dims4()?;
+        let mask = if shifts {
+            Some(shift_mask(h, w, window, x.device(), x.dtype())?)
+        } else {
+            None
+        };
+        let mut tokens = self.embed_norm.forward(&x.permute((0, 2, 3, 1))?)?;
+        for group in &self.groups {
+            let mut y = tokens.clone();
+            for block in &group.blocks {
+                y = block.forward(&y, window, mask.as_ref().filter(|_| block.shifted))?;
+            }
+            let y = group
+                .closing
+                .forward(&y.permute((0, 3, 1, 2))?.contiguous()?)?;
+            tokens = (y.permute((0, 2, 3, 1))? + tokens)?;
+        }
+        self.norm
+            .forward(&tokens)?
+            .permute((0, 3, 1, 2))?
+            .contiguous()
+    }
+
+    fn upsample(&self, x: &Tensor) -> Result<Tensor> {
+        let s = self.shape.scale;
+        match self.shape.upsampler {
+            Upsampler::NearestConv => {
+                let (first, rest) = self.up.split_first().ok_or_else(missing)?;
+                let (hr, doublings) = rest.split_last().ok_or_else(missing)?;
+                let mut x = leaky(&first.forward(x)?, 0.01)?;
+                for conv in doublings {
+                    let (_, _, h, w) = x.dims4()?;
+                    x = leaky(&conv.forward(&x.upsample_nearest2d(2 * h, 2 * w)?)?, 0.2)?;
+                }
+                self.last(&leaky(&hr.forward(&x)?, 0.2)?)
+            }
+            Upsampler::PixelShuffle => {
+                let (first, rest) = self.up.split_first().ok_or_else(missing)?;
+                let mut x = leaky(&first.forward(x)?, 0.01)?;
+                let factor = if s == 3 { 3 } else { 2 };
+                for conv in rest {
+                    x = pixel_shuffle(&conv.forward(&x)?, factor)?;
+                }
+                self.last(&x)
+            }
+            Upsampler::PixelShuffleDirect => {
+                let conv = self.up.first().ok_or_else(missing)?;
+                pixel_shuffle(&conv.forward(x)?, s)
+            }
+        }
+    }
+
+    fn last(&self, x: &Tensor) -> Result<Tensor> {
+        self.conv_last.as_ref().ok_or_else(missing)?.forward(x)
+    }
+}
+
+/// An upsampler built without its convolutions (never: [`SwinIr::new`] makes them all).
+fn missing() -> candle_core::Error {
+    candle_core::Error::Msg("a SwinIR upsampler without its convolutions".into())
+}
+
+/// Leaky ReLU of `slope`.
+fn leaky(xs: &Tensor, slope: f64) -> Result<Tensor> {
+    xs.maximum(&(xs * slope)?)
+}
+
+/// `xs` `(n, c, h, w)` padded at the bottom and right by reflection (the edge row not
+/// repeated) up to multiples of `multiple`, as `torch.nn.functional.pad(…, mode="reflect")`.
+fn reflect_to_multiple(xs: &Tensor, multiple: usize) -> Result<Tensor> {
+    let (_, _, h, w) = xs.dims4()?;
+    let reflect = |xs: &Tensor, dim: usize, size: usize| -> Result<Tensor> {
+        let pad = (multiple - size % multiple) % multiple;
+        if pad == 0 {
+            return Ok(xs.clone());
+        }
+        if pad >= size {
+            return Err(candle_core::Error::Msg(format!(
+                "a side of {size} pixels cannot be reflected {pad} pixels further"
+            )));
+        }
+        let index: Vec<u32> = (0..size)
+            .chain((0..pad).map(|i| size - 2 - i))
+            .map(|i| i as u32)
+            .collect();
+        let index = Tensor::from_vec(index, size + pad, xs.device())?;
+        xs.contiguous()?.index_select(&index, dim)
+    };
+    reflect(&reflect(xs, 2, h)?, 3, w)
+}
+
+/// What the shifted windows of an `h`×`w` image add to their attention scores,
+/// `(1, windows, 1, n, n)`: 0 between pixels from the same part of the image before the
+/// shift, [`MASKED`] between parts the roll brought together.
+fn shift_mask(h: usize, w: usize, window: usize, device: &Device, dtype: DType) -> Result<Tensor> {
+    let shift = window / 2;
+    let part = |i: usize, size: usize| {
+        if i < size - window {
+            0
+        } else if i < size - shift {
+            1
+        } else {
+            2
+        }
+    };
+    let (wy, wx, n) = (h / window, w / window, window * window);
+    let mut values = Vec::with_capacity(wy * wx * n * n);
+    for y in 0..wy {
+        for x in 0..wx {
+            let ids: Vec<usize> = (0..n)
+                .map(|p| {
+                    let (py, px) = (y * window + p / window, x * window + p % window);
+                    part(py, h) * 3 + part(px, w)
+                })
+                .collect();
+            for &a in &ids {
+                for &b in &ids {
+                    values.push(if a == b { 0f32 } else { MASKED });
+                }
+            }
+        }
+    }
+    Tensor::from_vec(values, (1, wy * wx, 1, n, n), device)?.to_dtype(dtype)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reflection_pads_without_repeating_the_edge() {
+        let xs = Tensor::arange(0f32, 15.0, &Device::Cpu)
+            .unwrap()
+            .reshape((1, 1, 3, 5))
+            .unwrap();
+        let padded = reflect_to_multiple(&xs, 4).unwrap();
+        assert_eq!(padded.dims(), [1, 1, 4, 8]);
+        let rows: Vec<Vec<f32>> = padded.get(0).unwrap().get(0).unwrap().to_vec2().unwrap();
+        assert_eq!(rows[0], [0.0, 1.0, 2.0, 3.0, 4.0, 3.0, 2.0, 1.0]);
+        assert_eq!(
+            rows[3], rows[1],
+            "the row below the edge is the one above it"
+        );
+        let thin = reflect_to_multiple(&xs.narrow(2, 0, 1).unwrap(), 4).unwrap_err();
+        assert!(thin.to_string().contains("a side of 1 pixels"), "{thin}");
+    }
+
+    #[test]
+    fn the_shift_mask_parts_only_the_last_row_and_column_of_windows() {
+        let mask = shift_mask(8, 8, 4, &Device::Cpu, DType::F32).unwrap();
+        assert_eq!(mask.dims(), [1, 4, 1, 16, 16]);
+        let window = |i: usize| -> Vec<Vec<f32>> {
+            mask.get(0)
+                .unwrap()
+                .get(i)
+                .unwrap()
+                .get(0)
+                .unwrap()
+                .to_vec2()
+                .unwrap()
+        };
+        // The first window lies inside one part; the last mixes four.
+        assert!(window(0).iter().flatten().all(|&v| v == 0.0));
+        let last = window(3);
+        assert_eq!(last[0][0], 0.0);
+        assert_eq!(
+            last[0][2], MASKED,
+            "columns 0–1 and 2–3 come from either side of the roll"
+        );
+        assert_eq!(last[0][8], MASKED, "as do rows");
+        assert_eq!(last[0][1], 0.0);
+    }
+
+    #[test]
+    fn reads_the_sizes_from_the_shapes_as_spandrel_does() {
+        let shapes = std::collections::HashMap::from([
+            ("conv_first.weight", vec![12, 3, 3, 3]),
+            ("layers.0.residual_group.blocks.0.norm1.weight", vec![12]),
+            (
+                "layers.0.residual_group.blocks.0.attn.relative_position_bias_table",
+                vec![49, 2],
+            ),
+            ("layers.0.residual_group.blocks.0.mlp.fc1.bias", vec![24]),
+            ("layers.0.residual_group.blocks.1.norm1.weight", vec![12]),
+            (
+                "layers.0.residual_group.blocks.1.attn_mask",
+                vec![16, 16, 16],
+            ),
+            ("layers.1.residual_group.blocks.0.norm1.weight", vec![12]),
+            (
+                "layers.1.residual_group.blocks.0.attn.relative_position_bias_table",
+                vec![49, 3],
+            ),
+            ("conv_after_body.weight", vec![12, 12, 3, 3]),
+            ("conv_before_upsample.0.weight", vec![64, 12, 3, 3]),
+            ("conv_up1.weight", vec![64, 64, 3, 3]),
+            ("conv_up2.weight", vec![64, 64, 3, 3]),
+        ]);
+        let shape = shape_of(|n| shapes.get(n).cloned()).unwrap();
+        assert_eq!(
+            shape,
+            SwinIrShape {
+                features: 12,
+                depths: vec![2, 1],
+                heads: vec![2, 3],
+                window: 4,
+                trained: 16,
+                hidden: 24,
+                three_convs: false,
+                upsampler: Upsampler::NearestConv,
+                scale: 4,
+                range: 1.0,
+            }
+        );
+        let restorer = shape_of(|n| {
+            shapes
+                .get(n)
+                .filter(|_| !n.starts_with("conv_up") && !n.starts_with("conv_before"))
+                .cloned()
+        })
+        .unwrap_err();
+        assert!(restorer.contains("no upscaler"), "{restorer}");
+    }
+}
