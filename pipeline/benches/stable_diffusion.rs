@@ -9,8 +9,8 @@
 //!
 //! or with `-- upscalers` the hires pass's upscaling models against spandrel (what ComfyUI and
 //! A1111 run them with) on a 128² image: ESRGAN's RRDBNet at 4x-UltraSharp's size,
-//! Real-ESRGAN's compact SRVGGNet at realesr-general-x4v3's and SwinIR-M's real-world ×4
-//! network (A1111's "SwinIR 4x").
+//! Real-ESRGAN's compact SRVGGNet at realesr-general-x4v3's, SwinIR-M's real-world ×4
+//! network (A1111's "SwinIR 4x") and HAT at Real_HAT_GAN_SRx4's size.
 //!
 //! The weights (~9 GB) are made once into `target/sd-bench` by `scripts/sd-fixtures/bench.py`,
 //! which also times PyTorch. Python with `torch`, `diffusers` and `transformers` is found as
@@ -189,6 +189,11 @@ fn upscalers(
             "SwinIR-M real-world ×4 (A1111's SwinIR 4x), 128² → 512²",
             "swinir_x4",
             "swinir-x4.pth",
+        ),
+        (
+            "HAT ×4 (Real_HAT_GAN_SRx4's size), 128² → 512²",
+            "hat_x4",
+            "hat-x4.pth",
         ),
     ] {
         let upscaler = Upscaler::open(&root.join("upscalers").join(file), device)

@@ -2933,8 +2933,8 @@ fn bytes(pixels: &Tensor) -> Tensor {
 }
 
 #[test]
-fn swinir_files_upscale_as_spandrel_runs_them() {
-    let reference = Reference::of("swinir");
+fn swinir_and_hat_files_upscale_as_spandrel_runs_them() {
+    let reference = Reference::of("swin-upscalers");
     // 21×13: no multiple of the 4-pixel windows, nor the size the networks were made for.
     let pixels = unit_pixels(reference.get("image"));
     for (file, scale, what) in [
@@ -2953,6 +2953,8 @@ fn swinir_files_upscale_as_spandrel_runs_them() {
             3,
             "SwinIR (lightweight SR, 1 groups, 3×)",
         ),
+        ("hat-x2.pth", 2, "HAT (2 groups, 2×)"),
+        ("hat-x4-bare.safetensors", 4, "HAT (1 groups, 4×)"),
     ] {
         let path = upscaler_file(file).path;
         assert!(

@@ -7,9 +7,10 @@ real SD 1.5 and SD-Turbo (SD 2.1) sizes, and diffusers' timings on them.
 
 The upscalers (needs `spandrel`) are ESRGAN's RRDBNet at 4x-UltraSharp's and
 RealESRGAN_x4plus's size (23 blocks, 64 features), Real-ESRGAN's compact SRVGGNet at
-realesr-general-x4v3's (32 convolutions, 64 features) and SwinIR-M's real-world ×4 network
-(A1111's "SwinIR 4x": 6 groups of 6 blocks, 180 features, 8-pixel windows), each timed on a
-128² image (SwinIR in f32 on a GPU too, as spandrel runs it).
+realesr-general-x4v3's (32 convolutions, 64 features), SwinIR-M's real-world ×4 network
+(A1111's "SwinIR 4x": 6 groups of 6 blocks, 180 features, 8-pixel windows) and HAT at
+Real_HAT_GAN_SRx4's size (6 groups of 6 blocks, 180 features, 16-pixel windows), each timed
+on a 128² image (the transformers in f32 on a GPU too, as spandrel runs SwinIR).
 
 `AUTONOMY_BENCH_TORCH_DEVICE=cuda` times PyTorch on the GPU in f16 (default: the CPU, f32).
 
@@ -139,7 +140,7 @@ def measure(root, repeats):
 
 
 UPSCALERS = {"esrgan_x4": "esrgan-x4.pth", "compact_x4": "compact-x4.pth",
-             "swinir_x4": "swinir-x4.pth"}
+             "swinir_x4": "swinir-x4.pth", "hat_x4": "hat-x4.pth"}
 
 
 @torch.no_grad()
@@ -147,6 +148,7 @@ def upscalers(root, repeats):
     from spandrel import ModelLoader
     from spandrel.architectures.Compact import Compact
     from spandrel.architectures.ESRGAN import ESRGAN
+    from spandrel.architectures.HAT import HAT
     from spandrel.architectures.SwinIR import SwinIR
 
     folder = os.path.join(root, "upscalers")
@@ -155,7 +157,10 @@ def upscalers(root, repeats):
             "compact_x4": lambda: Compact(num_feat=64, num_conv=32, upscale=4),
             "swinir_x4": lambda: SwinIR(img_size=64, window_size=8, embed_dim=180, depths=[6] * 6,
                                         num_heads=[6] * 6, mlp_ratio=2.0, upscale=4,
-                                        upsampler="nearest+conv", resi_connection="1conv")}
+                                        upsampler="nearest+conv", resi_connection="1conv"),
+            "hat_x4": lambda: HAT(img_size=64, window_size=16, embed_dim=180, depths=[6] * 6,
+                                  num_heads=[6] * 6, compress_ratio=3, squeeze_factor=30,
+                                  overlap_ratio=0.5, mlp_ratio=2.0, upscale=4)}
     device = os.environ.get("AUTONOMY_BENCH_TORCH_DEVICE", "cpu")
     dtype = torch.float32 if device == "cpu" else torch.float16
     results = {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": device}
@@ -167,7 +172,7 @@ def upscalers(root, repeats):
             torch.manual_seed(0)
             torch.save(made[key]().state_dict(), path + ".partial")
             os.replace(path + ".partial", path)
-        half = key != "swinir_x4"
+        half = key not in ("swinir_x4", "hat_x4")
         kind = dtype if half else torch.float32
         model = ModelLoader().load_from_file(path).model.eval().to(device=device, dtype=kind)
         results[key] = timed(lambda: model(image.to(kind)), repeats)

@@ -1708,8 +1708,8 @@ def build_hires(name):
 UPSCALERS = os.path.join(OUT, "upscalers")
 
 
-def build_swinir(name):
-    """Tiny random-weight SwinIR upscalers in the layouts the official releases share them in
+def build_swin_upscalers(name):
+    """Tiny random-weight SwinIR and HAT upscalers in the layouts their releases share them in
     (`params_ema` in a `.pth`), read back by spandrel for their outputs on a test image whose
     sides are no multiple of the window (so the reflection padding and the shifted windows'
     mask at another size than trained are both in play):
@@ -1718,8 +1718,12 @@ def build_swinir(name):
       residual connections;
     - `swinir-x2-classical.safetensors`: classical SR, pixel-shuffle upsampler, three-convolution
       residual connections;
-    - `swinir-x3-light.pth`: lightweight SR, one convolution pixel-shuffled at once."""
+    - `swinir-x3-light.pth`: lightweight SR, one convolution pixel-shuffled at once;
+    - `hat-x2.pth`: HAT (`Real_HAT_GAN_SRx4`'s layout, `params_ema`), windows of 4 with
+      overlapping windows of 6;
+    - `hat-x4-bare.safetensors`: HAT without `qkv` biases, patch norm or closing convolutions."""
     from spandrel import ModelLoader
+    from spandrel.architectures.HAT import HAT
     from spandrel.architectures.SwinIR import SwinIR
 
     os.makedirs(UPSCALERS, exist_ok=True)
@@ -1735,6 +1739,14 @@ def build_swinir(name):
         "swinir-x3-light.pth": SwinIR(img_size=8, window_size=4, embed_dim=8, depths=[3],
                                       num_heads=[2], mlp_ratio=2.0, upscale=3,
                                       upsampler="pixelshuffledirect", resi_connection="1conv"),
+        "hat-x2.pth": HAT(img_size=16, window_size=4, overlap_ratio=0.5, embed_dim=12,
+                          depths=[2, 2], num_heads=[2, 3], compress_ratio=3, squeeze_factor=4,
+                          mlp_ratio=2.0, upscale=2, num_feat=16, resi_connection="1conv"),
+        "hat-x4-bare.safetensors": HAT(img_size=16, window_size=4, overlap_ratio=0.5,
+                                       embed_dim=16, depths=[3], num_heads=[4], compress_ratio=3,
+                                       squeeze_factor=8, mlp_ratio=1.5, upscale=4, num_feat=8,
+                                       qkv_bias=False, patch_norm=False,
+                                       resi_connection="identity"),
     }
     rng = np.random.default_rng(6)
     image = rng.integers(0, 256, size=(13, 21, 3), dtype=np.uint8)  # 21 wide, 13 high
@@ -1894,7 +1906,7 @@ def main():
                  "clip-skip": build_clip_skip, "prompt-syntax": build_prompt_syntax,
                  "a1111-prompts": build_a1111_prompts, "a1111-lengths": build_a1111_lengths,
                  "hires": build_hires,
-                 "upscalers": build_upscalers, "swinir": build_swinir}
+                 "upscalers": build_upscalers, "swin-upscalers": build_swin_upscalers}
         for name in only:
             if name not in alone:
                 sys.exit(f"{name}: only {', '.join(alone)} build alone; run without names for the rest")

@@ -1,9 +1,9 @@
 //! Image upscaling models for the hires pass, read from the `.pth` and `.safetensors` files
 //! model sites share as spandrel (what ComfyUI and A1111 load them with) reads them: ESRGAN's
 //! RRDBNet in its original, BSRGAN and Real-ESRGAN layouts (4x-UltraSharp, RealESRGAN_x4plus,
-//! x2plus…; see [`rrdb`]), Real-ESRGAN's SRVGGNetCompact ([`compact`]) and SwinIR's real-world,
-//! classical and lightweight SR networks ([`swinir`]). A Real-ESRGAN or SwinIR release's
-//! `params_ema` (or `params`) entry holds its weights. Pixels are RGB in [0, 1], as spandrel
+//! x2plus…; see [`rrdb`]), Real-ESRGAN's SRVGGNetCompact ([`compact`]), SwinIR's real-world,
+//! classical and lightweight SR networks ([`swinir`]) and HAT ([`hat`]). A Real-ESRGAN, SwinIR
+//! or HAT release's `params_ema` (or `params`) entry holds its weights. Pixels are RGB in [0, 1], as spandrel
 //! takes them.
 //!
 //! Large images run in tiles, each read with a margin of context around it that is then
@@ -18,7 +18,9 @@
 //! ```
 
 pub mod compact;
+pub mod hat;
 pub mod rrdb;
+mod swin;
 pub mod swinir;
 
 use std::collections::HashMap;
@@ -50,6 +52,7 @@ enum Network {
     Rrdb(rrdb::Rrdb),
     Compact(compact::Compact),
     SwinIr(swinir::SwinIr),
+    Hat(hat::Hat),
 }
 
 /// An image upscaling model loaded from a file.
@@ -122,6 +125,19 @@ impl Upscaler {
                 ),
             });
         }
+        if hat::is_hat(|name| shapes.contains_key(name)) {
+            let shape =
+                hat::shape_of(compact).map_err(|e| invalid(format!("a HAT network, but {e}")))?;
+            let description = format!("HAT ({} groups, {}×)", shape.depths.len(), shape.scale);
+            let scale = shape.scale;
+            let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+            return Ok(Self {
+                network: Network::Hat(hat::Hat::new(vb, shape).map_err(weights)?),
+                scale,
+                multiple: 1,
+                description,
+            });
+        }
         if swinir::is_swinir(|name| shapes.contains_key(name)) {
             let shape = swinir::shape_of(compact)
                 .map_err(|e| invalid(format!("a SwinIR network, but {e}")))?;
@@ -150,7 +166,7 @@ impl Upscaler {
         Err(SdError::Unsupported {
             path: path.to_path_buf(),
             message: format!(
-                "not an upscaler Autonomy reads (ESRGAN/RRDBNet, Real-ESRGAN compact or SwinIR); it holds {} tensors such as {some:?} (DAT, HAT, OmniSR and other architectures are not read yet)",
+                "not an upscaler Autonomy reads (ESRGAN/RRDBNet, Real-ESRGAN compact, SwinIR or HAT); it holds {} tensors such as {some:?} (DAT, OmniSR and other architectures are not read yet)",
                 names.len()
             ),
         })
@@ -173,6 +189,7 @@ impl Upscaler {
             Network::Rrdb(net) => net.forward(pixels),
             Network::Compact(net) => net.forward(pixels),
             Network::SwinIr(net) => net.forward(pixels),
+            Network::Hat(net) => net.forward(pixels),
         }
     }
 
@@ -254,6 +271,7 @@ pub fn is_upscaler(path: &Path) -> bool {
     rrdb::canonical_names(&names).is_some()
         || (has("body.0.weight") && has("body.1.weight"))
         || swinir::is_swinir(has)
+        || hat::is_hat(has)
 }
 
 /// The tensors of an upscaler file, under their stored names (a `module.` prefix dropped):

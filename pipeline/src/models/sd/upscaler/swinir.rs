@@ -7,18 +7,18 @@
 //! single pixel-shuffled convolution (lightweight SR). The image is padded to whole windows by
 //! reflection and the output cut back, as spandrel does.
 
-use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{LayerNorm, VarBuilder};
 
 use super::super::kernels::Conv2d;
 use super::compact::pixel_shuffle;
+use super::swin::{
+    Mlp, PixelShuffleUp, RGB_MEAN, WindowAttention, leaky, pixel_shuffle_scale,
+    reflect_to_multiple, shift_mask,
+};
 
-/// The channel means a three-channel network's input is centred on.
-const RGB_MEAN: [f32; 3] = [0.4488, 0.4371, 0.4040];
 /// The features the upsamplers work in (fixed in SwinIR).
 const FEATURES: usize = 64;
-/// What a shifted window's attention adds between pixels from different parts of the image.
-const MASKED: f32 = -100.0;
 
 /// How the features become the larger image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,7 +75,7 @@ pub fn is_swinir(has: impl Fn(&str) -> bool) -> bool {
     has("layers.0.residual_group.blocks.0.norm1.weight")
         && has("conv_first.weight")
         && has("layers.0.residual_group.blocks.0.mlp.fc1.bias")
-        && has("layers.0.residual_group.blocks.0.attn.relative_position_bias_table")
+        && has("layers.0.residual_group.blocks.0.attn.relative_position_index")
 }
 
 /// The network's sizes from its tensors' shapes (`shape(name)`), as spandrel reads them, or
@@ -138,19 +138,7 @@ pub fn shape_of(
                 .count();
             (Upsampler::NearestConv, 1 << ups)
         } else {
-            let convs = (0..)
-                .take_while(|i| has(&format!("upsample.{}.weight", 2 * i)))
-                .count();
-            let out = get("upsample.0.weight")?[0];
-            let scale = match (out / FEATURES, convs) {
-                (4, n) => 1 << n,
-                (9, 1) => 3,
-                _ => {
-                    return Err(format!(
-                        "{convs} upsampling convolutions of {out} channels are not SwinIR's"
-                    ));
-                }
-            };
+            let scale = pixel_shuffle_scale(&shape, FEATURES)?;
             (Upsampler::PixelShuffle, scale)
         }
     } else if has("upsample.0.weight") {
@@ -213,14 +201,9 @@ impl Closing {
 /// added to its input.
 struct Block {
     norm1: LayerNorm,
-    qkv: Linear,
-    proj: Linear,
-    /// The relative position bias `(1, heads, n, n)` for the window's `n` pixels.
-    bias: Tensor,
-    heads: usize,
+    attn: WindowAttention,
     norm2: LayerNorm,
-    fc1: Linear,
-    fc2: Linear,
+    mlp: Mlp,
     shifted: bool,
 }
 
@@ -228,94 +211,24 @@ impl Block {
     fn new(vb: VarBuilder, shape: &SwinIrShape, heads: usize, shifted: bool) -> Result<Self> {
         let c = shape.features;
         let (window, _) = shape.windows();
-        let attn = vb.pp("attn");
-        let table = attn.get(
-            ((2 * window - 1) * (2 * window - 1), heads),
-            "relative_position_bias_table",
-        )?;
-        let n = window * window;
-        let index: Vec<u32> = (0..n)
-            .flat_map(|i| {
-                (0..n).map(move |j| {
-                    let (dy, dx) = (
-                        i / window + window - 1 - j / window,
-                        i % window + window - 1 - j % window,
-                    );
-                    (dy * (2 * window - 1) + dx) as u32
-                })
-            })
-            .collect();
-        let index = Tensor::from_vec(index, n * n, table.device())?;
-        let bias = table
-            .index_select(&index, 0)?
-            .reshape((n, n, heads))?
-            .permute((2, 0, 1))?
-            .contiguous()?
-            .unsqueeze(0)?;
         Ok(Self {
             norm1: candle_nn::layer_norm(c, 1e-5, vb.pp("norm1"))?,
-            qkv: candle_nn::linear(c, 3 * c, attn.pp("qkv"))?,
-            proj: candle_nn::linear(c, c, attn.pp("proj"))?,
-            bias,
-            heads,
+            attn: WindowAttention::new(vb.pp("attn"), c, heads, window, true)?,
             norm2: candle_nn::layer_norm(c, 1e-5, vb.pp("norm2"))?,
-            fc1: candle_nn::linear(c, shape.hidden, vb.pp("mlp.fc1"))?,
-            fc2: candle_nn::linear(shape.hidden, c, vb.pp("mlp.fc2"))?,
+            mlp: Mlp::new(vb.pp("mlp"), c, shape.hidden)?,
             shifted,
         })
     }
 
     /// `xs` `(b, h, w, c)` with `h` and `w` whole windows of side `window`; `mask` the
-    /// shifted windows' `(1, windows, 1, n, n)`.
+    /// shifted windows' ([`shift_mask`]).
     fn forward(&self, xs: &Tensor, window: usize, mask: Option<&Tensor>) -> Result<Tensor> {
-        let (b, h, w, c) = xs.dims4()?;
         let shift = if self.shifted { window / 2 } else { 0 };
-        let mut x = self.norm1.forward(xs)?;
-        if shift > 0 {
-            x = x.roll(-(shift as i32), 1)?.roll(-(shift as i32), 2)?;
-        }
-        let (wy, wx, n) = (h / window, w / window, window * window);
-        let windows = x
-            .reshape((b, wy, window, wx, window, c))?
-            .permute((0, 1, 3, 2, 4, 5))?
-            .reshape((b * wy * wx, n, c))?;
-        let attended = self.attention(&windows, mask, b)?;
-        let mut x = attended
-            .reshape((b, wy, wx, window, window, c))?
-            .permute((0, 1, 3, 2, 4, 5))?
-            .reshape((b, h, w, c))?;
-        if shift > 0 {
-            x = x.roll(shift as i32, 1)?.roll(shift as i32, 2)?;
-        }
-        let xs = (xs + x)?;
-        let mlp = self
-            .fc2
-            .forward(&self.fc1.forward(&self.norm2.forward(&xs)?)?.gelu_erf()?)?;
-        xs + mlp
-    }
-
-    /// Self-attention within each of `windows` `(b·windows, n, c)`.
-    fn attention(&self, windows: &Tensor, mask: Option<&Tensor>, b: usize) -> Result<Tensor> {
-        let (bw, n, c) = windows.dims3()?;
-        let head = c / self.heads;
-        let qkv = self
-            .qkv
-            .forward(windows)?
-            .reshape((bw, n, 3, self.heads, head))?
-            .permute((2, 0, 3, 1, 4))?;
-        let q = (qkv.get(0)?.contiguous()? * (head as f64).powf(-0.5))?;
-        let k = qkv.get(1)?.contiguous()?;
-        let v = qkv.get(2)?.contiguous()?;
-        let mut scores = q.matmul(&k.t()?)?.broadcast_add(&self.bias)?;
-        if let Some(mask) = mask {
-            scores = scores
-                .reshape((b, bw / b, self.heads, n, n))?
-                .broadcast_add(mask)?
-                .reshape((bw, self.heads, n, n))?;
-        }
-        let weights = candle_nn::ops::softmax_last_dim(&scores)?;
-        let out = weights.matmul(&v)?.transpose(1, 2)?.reshape((bw, n, c))?;
-        self.proj.forward(&out)
+        let attended = self
+            .attn
+            .shifted(&self.norm1.forward(xs)?, window, shift, mask)?;
+        let xs = (xs + attended)?;
+        &xs + self.mlp.forward(&self.norm2.forward(&xs)?)?
     }
 }
 
@@ -334,10 +247,22 @@ pub struct SwinIr {
     groups: Vec<Group>,
     norm: LayerNorm,
     conv_after_body: Closing,
-    /// The upsampler's convolutions in order.
-    up: Vec<Conv2d>,
-    conv_last: Option<Conv2d>,
+    up: Up,
     mean: Tensor,
+}
+
+/// The upsampler, built.
+enum Up {
+    /// `conv_before_upsample.0`, `conv_up1`… each after a doubling, `conv_hr`, `conv_last`.
+    NearestConv {
+        before: Conv2d,
+        doublings: Vec<Conv2d>,
+        hr: Conv2d,
+        last: Conv2d,
+    },
+    PixelShuffle(PixelShuffleUp),
+    /// `upsample.0`, pixel-shuffled by the scale.
+    Direct(Conv2d),
 }
 
 impl SwinIr {
@@ -363,34 +288,21 @@ impl SwinIr {
             })
             .collect::<Result<_>>()?;
         let conv = |name: &str, c_in, c_out| Conv2d::new(vb.pp(name), c_in, c_out, 3, 1, 1);
-        let (up, conv_last) = match shape.upsampler {
-            Upsampler::NearestConv => {
-                let mut up = vec![conv("conv_before_upsample.0", c, FEATURES)?];
-                for i in 1..=shape.scale.trailing_zeros() {
-                    up.push(conv(&format!("conv_up{i}"), FEATURES, FEATURES)?);
-                }
-                up.push(conv("conv_hr", FEATURES, FEATURES)?);
-                (up, Some(conv("conv_last", FEATURES, 3)?))
-            }
+        let up = match shape.upsampler {
+            Upsampler::NearestConv => Up::NearestConv {
+                before: conv("conv_before_upsample.0", c, FEATURES)?,
+                doublings: (1..=shape.scale.trailing_zeros())
+                    .map(|i| conv(&format!("conv_up{i}"), FEATURES, FEATURES))
+                    .collect::<Result<_>>()?,
+                hr: conv("conv_hr", FEATURES, FEATURES)?,
+                last: conv("conv_last", FEATURES, 3)?,
+            },
             Upsampler::PixelShuffle => {
-                let mut up = vec![conv("conv_before_upsample.0", c, FEATURES)?];
-                if shape.scale == 3 {
-                    up.push(conv("upsample.0", FEATURES, 9 * FEATURES)?);
-                } else {
-                    for i in 0..shape.scale.trailing_zeros() as usize {
-                        up.push(conv(
-                            &format!("upsample.{}", 2 * i),
-                            FEATURES,
-                            4 * FEATURES,
-                        )?);
-                    }
-                }
-                (up, Some(conv("conv_last", FEATURES, 3)?))
+                Up::PixelShuffle(PixelShuffleUp::new(vb.clone(), c, FEATURES, shape.scale)?)
             }
-            Upsampler::PixelShuffleDirect => (
-                vec![conv("upsample.0", c, 3 * shape.scale * shape.scale)?],
-                None,
-            ),
+            Upsampler::PixelShuffleDirect => {
+                Up::Direct(conv("upsample.0", c, 3 * shape.scale * shape.scale)?)
+            }
         };
         Ok(Self {
             conv_first: conv("conv_first", 3, c)?,
@@ -399,7 +311,6 @@ impl SwinIr {
             norm: candle_nn::layer_norm(c, 1e-5, vb.pp("norm"))?,
             conv_after_body: Closing::new(vb.pp("conv_after_body"), c, shape.three_convs)?,
             up,
-            conv_last,
             mean: Tensor::from_slice(&RGB_MEAN, (1, 3, 1, 1), vb.device())?,
             shape,
         })
@@ -448,154 +359,29 @@ impl SwinIr {
     }
 
     fn upsample(&self, x: &Tensor) -> Result<Tensor> {
-        let s = self.shape.scale;
-        match self.shape.upsampler {
-            Upsampler::NearestConv => {
-                let (first, rest) = self.up.split_first().ok_or_else(missing)?;
-                let (hr, doublings) = rest.split_last().ok_or_else(missing)?;
-                let mut x = leaky(&first.forward(x)?, 0.01)?;
+        match &self.up {
+            Up::NearestConv {
+                before,
+                doublings,
+                hr,
+                last,
+            } => {
+                let mut x = leaky(&before.forward(x)?, 0.01)?;
                 for conv in doublings {
                     let (_, _, h, w) = x.dims4()?;
                     x = leaky(&conv.forward(&x.upsample_nearest2d(2 * h, 2 * w)?)?, 0.2)?;
                 }
-                self.last(&leaky(&hr.forward(&x)?, 0.2)?)
+                last.forward(&leaky(&hr.forward(&x)?, 0.2)?)
             }
-            Upsampler::PixelShuffle => {
-                let (first, rest) = self.up.split_first().ok_or_else(missing)?;
-                let mut x = leaky(&first.forward(x)?, 0.01)?;
-                let factor = if s == 3 { 3 } else { 2 };
-                for conv in rest {
-                    x = pixel_shuffle(&conv.forward(&x)?, factor)?;
-                }
-                self.last(&x)
-            }
-            Upsampler::PixelShuffleDirect => {
-                let conv = self.up.first().ok_or_else(missing)?;
-                pixel_shuffle(&conv.forward(x)?, s)
-            }
+            Up::PixelShuffle(up) => up.forward(x),
+            Up::Direct(conv) => pixel_shuffle(&conv.forward(x)?, self.shape.scale),
         }
     }
-
-    fn last(&self, x: &Tensor) -> Result<Tensor> {
-        self.conv_last.as_ref().ok_or_else(missing)?.forward(x)
-    }
-}
-
-/// An upsampler built without its convolutions (never: [`SwinIr::new`] makes them all).
-fn missing() -> candle_core::Error {
-    candle_core::Error::Msg("a SwinIR upsampler without its convolutions".into())
-}
-
-/// Leaky ReLU of `slope`.
-fn leaky(xs: &Tensor, slope: f64) -> Result<Tensor> {
-    xs.maximum(&(xs * slope)?)
-}
-
-/// `xs` `(n, c, h, w)` padded at the bottom and right by reflection (the edge row not
-/// repeated) up to multiples of `multiple`, as `torch.nn.functional.pad(…, mode="reflect")`.
-fn reflect_to_multiple(xs: &Tensor, multiple: usize) -> Result<Tensor> {
-    let (_, _, h, w) = xs.dims4()?;
-    let reflect = |xs: &Tensor, dim: usize, size: usize| -> Result<Tensor> {
-        let pad = (multiple - size % multiple) % multiple;
-        if pad == 0 {
-            return Ok(xs.clone());
-        }
-        if pad >= size {
-            return Err(candle_core::Error::Msg(format!(
-                "a side of {size} pixels cannot be reflected {pad} pixels further"
-            )));
-        }
-        let index: Vec<u32> = (0..size)
-            .chain((0..pad).map(|i| size - 2 - i))
-            .map(|i| i as u32)
-            .collect();
-        let index = Tensor::from_vec(index, size + pad, xs.device())?;
-        xs.contiguous()?.index_select(&index, dim)
-    };
-    reflect(&reflect(xs, 2, h)?, 3, w)
-}
-
-/// What the shifted windows of an `h`×`w` image add to their attention scores,
-/// `(1, windows, 1, n, n)`: 0 between pixels from the same part of the image before the
-/// shift, [`MASKED`] between parts the roll brought together.
-fn shift_mask(h: usize, w: usize, window: usize, device: &Device, dtype: DType) -> Result<Tensor> {
-    let shift = window / 2;
-    let part = |i: usize, size: usize| {
-        if i < size - window {
-            0
-        } else if i < size - shift {
-            1
-        } else {
-            2
-        }
-    };
-    let (wy, wx, n) = (h / window, w / window, window * window);
-    let mut values = Vec::with_capacity(wy * wx * n * n);
-    for y in 0..wy {
-        for x in 0..wx {
-            let ids: Vec<usize> = (0..n)
-                .map(|p| {
-                    let (py, px) = (y * window + p / window, x * window + p % window);
-                    part(py, h) * 3 + part(px, w)
-                })
-                .collect();
-            for &a in &ids {
-                for &b in &ids {
-                    values.push(if a == b { 0f32 } else { MASKED });
-                }
-            }
-        }
-    }
-    Tensor::from_vec(values, (1, wy * wx, 1, n, n), device)?.to_dtype(dtype)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reflection_pads_without_repeating_the_edge() {
-        let xs = Tensor::arange(0f32, 15.0, &Device::Cpu)
-            .unwrap()
-            .reshape((1, 1, 3, 5))
-            .unwrap();
-        let padded = reflect_to_multiple(&xs, 4).unwrap();
-        assert_eq!(padded.dims(), [1, 1, 4, 8]);
-        let rows: Vec<Vec<f32>> = padded.get(0).unwrap().get(0).unwrap().to_vec2().unwrap();
-        assert_eq!(rows[0], [0.0, 1.0, 2.0, 3.0, 4.0, 3.0, 2.0, 1.0]);
-        assert_eq!(
-            rows[3], rows[1],
-            "the row below the edge is the one above it"
-        );
-        let thin = reflect_to_multiple(&xs.narrow(2, 0, 1).unwrap(), 4).unwrap_err();
-        assert!(thin.to_string().contains("a side of 1 pixels"), "{thin}");
-    }
-
-    #[test]
-    fn the_shift_mask_parts_only_the_last_row_and_column_of_windows() {
-        let mask = shift_mask(8, 8, 4, &Device::Cpu, DType::F32).unwrap();
-        assert_eq!(mask.dims(), [1, 4, 1, 16, 16]);
-        let window = |i: usize| -> Vec<Vec<f32>> {
-            mask.get(0)
-                .unwrap()
-                .get(i)
-                .unwrap()
-                .get(0)
-                .unwrap()
-                .to_vec2()
-                .unwrap()
-        };
-        // The first window lies inside one part; the last mixes four.
-        assert!(window(0).iter().flatten().all(|&v| v == 0.0));
-        let last = window(3);
-        assert_eq!(last[0][0], 0.0);
-        assert_eq!(
-            last[0][2], MASKED,
-            "columns 0–1 and 2–3 come from either side of the roll"
-        );
-        assert_eq!(last[0][8], MASKED, "as do rows");
-        assert_eq!(last[0][1], 0.0);
-    }
 
     #[test]
     fn reads_the_sizes_from_the_shapes_as_spandrel_does() {

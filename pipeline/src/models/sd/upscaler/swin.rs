@@ -1,0 +1,373 @@
+//! The Swin transformer's parts that SwinIR ([`super::swinir`]) and HAT ([`super::hat`])
+//! share: self-attention within square windows with a learned relative position bias, every
+//! other block's windows shifted by half a window (a mask keeps the parts the shift brought
+//! together apart), the blocks' MLP, and the reflection padding to whole windows.
+
+use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_nn::{Linear, VarBuilder};
+
+use super::super::kernels::Conv2d;
+use super::compact::pixel_shuffle;
+
+/// The channel means a three-channel network's input is centred on.
+pub(super) const RGB_MEAN: [f32; 3] = [0.4488, 0.4371, 0.4040];
+/// What a shifted window's attention adds between pixels from different parts of the image.
+const MASKED: f32 = -100.0;
+
+/// Multi-head self-attention within windows of `window`² pixels (`attn.qkv`, `attn.proj`,
+/// `attn.relative_position_bias_table`).
+pub(super) struct WindowAttention {
+    qkv: Linear,
+    proj: Linear,
+    /// The relative position bias `(1, heads, n, n)` for the window's `n` pixels.
+    bias: Tensor,
+    heads: usize,
+}
+
+impl WindowAttention {
+    /// Reads the attention of `features` channels in `heads` heads over `window`² pixels
+    /// from `vb` (the `attn` prefix); `qkv_bias` whether `qkv` has a bias.
+    pub(super) fn new(
+        vb: VarBuilder,
+        features: usize,
+        heads: usize,
+        window: usize,
+        qkv_bias: bool,
+    ) -> Result<Self> {
+        let side = 2 * window - 1;
+        let table = vb.get((side * side, heads), "relative_position_bias_table")?;
+        let n = window * window;
+        // Pixel i's offset from pixel j, both counted from 0 in each direction.
+        let index: Vec<i64> = (0..n)
+            .flat_map(|i| {
+                (0..n).map(move |j| {
+                    let dy = i / window + window - 1 - j / window;
+                    let dx = i % window + window - 1 - j % window;
+                    (dy * side + dx) as i64
+                })
+            })
+            .collect();
+        Ok(Self {
+            qkv: candle_nn::linear_b(features, 3 * features, qkv_bias, vb.pp("qkv"))?,
+            proj: candle_nn::linear(features, features, vb.pp("proj"))?,
+            bias: bias_from_table(&table, &index, (n, n))?,
+            heads,
+        })
+    }
+
+    /// Self-attention within each of `windows` `(b·windows, n, c)` of `b` images, the mask
+    /// `(1, windows, 1, n, n)` added to the scores when given.
+    pub(super) fn forward(
+        &self,
+        windows: &Tensor,
+        mask: Option<&Tensor>,
+        b: usize,
+    ) -> Result<Tensor> {
+        let (bw, n, c) = windows.dims3()?;
+        let head = c / self.heads;
+        let qkv = self
+            .qkv
+            .forward(windows)?
+            .reshape((bw, n, 3, self.heads, head))?
+            .permute((2, 0, 3, 1, 4))?;
+        let q = qkv.get(0)?.contiguous()?;
+        let k = qkv.get(1)?.contiguous()?;
+        let v = qkv.get(2)?.contiguous()?;
+        let mut scores = attention_scores(&q, &k, &self.bias)?;
+        if let Some(mask) = mask {
+            scores = scores
+                .reshape((b, bw / b, self.heads, n, n))?
+                .broadcast_add(mask)?
+                .reshape((bw, self.heads, n, n))?;
+        }
+        let weights = candle_nn::ops::softmax_last_dim(&scores)?;
+        let out = weights.matmul(&v)?.transpose(1, 2)?.reshape((bw, n, c))?;
+        self.proj.forward(&out)
+    }
+
+    /// `x` `(b, h, w, c)` (whole windows) attended to within windows shifted by `shift`
+    /// pixels up and left (none when 0; `mask` their [`shift_mask`]), then shifted back.
+    pub(super) fn shifted(
+        &self,
+        x: &Tensor,
+        window: usize,
+        shift: usize,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let (b, h, w, _) = x.dims4()?;
+        let roll = |x: &Tensor, by: i32| -> Result<Tensor> {
+            if by == 0 {
+                return Ok(x.clone());
+            }
+            x.roll(by, 1)?.roll(by, 2)
+        };
+        let windows = partition(&roll(x, -(shift as i32))?, window)?;
+        let attended = self.forward(&windows, mask.filter(|_| shift > 0), b)?;
+        roll(&merge(&attended, (b, h, w), window)?, shift as i32)
+    }
+}
+
+/// `q` `(…, heads, nq, d)` against `k` `(…, heads, nk, d)`, scaled by d^-½, plus `bias`
+/// `(1, heads, nq, nk)`.
+pub(super) fn attention_scores(q: &Tensor, k: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    let d = q.dim(candle_core::D::Minus1)?;
+    (q * (d as f64).powf(-0.5))?
+        .matmul(&k.t()?)?
+        .broadcast_add(bias)
+}
+
+/// The bias `(1, heads, rows, cols)` that `index` (row-major, each entry a row of `table`
+/// `(positions, heads)`, negative entries counted from its end as PyTorch indexes) picks.
+pub(super) fn bias_from_table(
+    table: &Tensor,
+    index: &[i64],
+    (rows, cols): (usize, usize),
+) -> Result<Tensor> {
+    let (positions, heads) = table.dims2()?;
+    let index: Vec<u32> = index
+        .iter()
+        .map(|&i| i.rem_euclid(positions as i64) as u32)
+        .collect();
+    let index = Tensor::from_vec(index, rows * cols, table.device())?;
+    table
+        .index_select(&index, 0)?
+        .reshape((rows, cols, heads))?
+        .permute((2, 0, 1))?
+        .contiguous()?
+        .unsqueeze(0)
+}
+
+/// `x` `(b, h, w, c)` cut into its windows `(b·windows, window², c)`, row by row.
+pub(super) fn partition(x: &Tensor, window: usize) -> Result<Tensor> {
+    let (b, h, w, c) = x.dims4()?;
+    x.reshape((b, h / window, window, w / window, window, c))?
+        .permute((0, 1, 3, 2, 4, 5))?
+        .reshape((b * (h / window) * (w / window), window * window, c))
+}
+
+/// The windows [`partition`] cut, laid back as `(b, h, w, c)`.
+pub(super) fn merge(
+    windows: &Tensor,
+    (b, h, w): (usize, usize, usize),
+    window: usize,
+) -> Result<Tensor> {
+    let c = windows.dim(2)?;
+    windows
+        .reshape((b, h / window, w / window, window, window, c))?
+        .permute((0, 1, 3, 2, 4, 5))?
+        .reshape((b, h, w, c))
+}
+
+/// A transformer block's MLP (`fc1`, GELU, `fc2`).
+pub(super) struct Mlp {
+    fc1: Linear,
+    fc2: Linear,
+}
+
+impl Mlp {
+    /// Reads it from `vb` (the `mlp` prefix).
+    pub(super) fn new(vb: VarBuilder, features: usize, hidden: usize) -> Result<Self> {
+        Ok(Self {
+            fc1: candle_nn::linear(features, hidden, vb.pp("fc1"))?,
+            fc2: candle_nn::linear(hidden, features, vb.pp("fc2"))?,
+        })
+    }
+}
+
+impl Module for Mlp {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        self.fc2.forward(&self.fc1.forward(xs)?.gelu_erf()?)
+    }
+}
+
+/// The classical SR upsampler: `conv_before_upsample.0` (and a leaky ReLU of slope 0.01) into
+/// `features` channels, convolutions pixel-shuffled by 2 (`upsample.0`, `upsample.2`, …; or
+/// one by 3), then `conv_last` to RGB.
+pub(super) struct PixelShuffleUp {
+    before: Conv2d,
+    ups: Vec<Conv2d>,
+    factor: usize,
+    last: Conv2d,
+}
+
+impl PixelShuffleUp {
+    /// Reads it from `vb` for `channels` in, `features` between and `scale` (from
+    /// [`pixel_shuffle_scale`]).
+    pub(super) fn new(
+        vb: VarBuilder,
+        channels: usize,
+        features: usize,
+        scale: usize,
+    ) -> Result<Self> {
+        let conv = |name: &str, c_in, c_out| Conv2d::new(vb.pp(name), c_in, c_out, 3, 1, 1);
+        let (factor, count) = if scale == 3 {
+            (3, 1)
+        } else {
+            (2, scale.trailing_zeros() as usize)
+        };
+        Ok(Self {
+            before: conv("conv_before_upsample.0", channels, features)?,
+            ups: (0..count)
+                .map(|i| {
+                    conv(
+                        &format!("upsample.{}", 2 * i),
+                        features,
+                        factor * factor * features,
+                    )
+                })
+                .collect::<Result<_>>()?,
+            factor,
+            last: conv("conv_last", features, 3)?,
+        })
+    }
+}
+
+impl Module for PixelShuffleUp {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let mut x = leaky(&self.before.forward(xs)?, 0.01)?;
+        for conv in &self.ups {
+            x = pixel_shuffle(&conv.forward(&x)?, self.factor)?;
+        }
+        self.last.forward(&x)
+    }
+}
+
+/// The scale of a [`PixelShuffleUp`] of `features` channels from its convolutions' shapes
+/// (`shape(name)`), or what does not fit.
+pub(super) fn pixel_shuffle_scale(
+    shape: impl Fn(&str) -> Option<Vec<usize>>,
+    features: usize,
+) -> std::result::Result<usize, String> {
+    let convs = (0..)
+        .take_while(|i| shape(&format!("upsample.{}.weight", 2 * i)).is_some())
+        .count();
+    let out = shape("upsample.0.weight")
+        .and_then(|dims| dims.first().copied())
+        .ok_or("no `upsample.0.weight`")?;
+    match (out / features.max(1), convs) {
+        (4, n) if out == 4 * features => Ok(1 << n),
+        (9, 1) if out == 9 * features => Ok(3),
+        _ => Err(format!(
+            "{convs} upsampling convolutions of {out} channels from {features} do not pixel-shuffle \
+             by 2 (or once by 3)"
+        )),
+    }
+}
+
+/// Leaky ReLU of `slope`.
+pub(super) fn leaky(xs: &Tensor, slope: f64) -> Result<Tensor> {
+    xs.maximum(&(xs * slope)?)
+}
+
+/// `xs` `(n, c, h, w)` padded at the bottom and right by reflection (the edge row not
+/// repeated) up to multiples of `multiple`, as `torch.nn.functional.pad(…, mode="reflect")`.
+pub(super) fn reflect_to_multiple(xs: &Tensor, multiple: usize) -> Result<Tensor> {
+    let (_, _, h, w) = xs.dims4()?;
+    let reflect = |xs: &Tensor, dim: usize, size: usize| -> Result<Tensor> {
+        let pad = (multiple - size % multiple) % multiple;
+        if pad == 0 {
+            return Ok(xs.clone());
+        }
+        if pad >= size {
+            return Err(candle_core::Error::Msg(format!(
+                "a side of {size} pixels cannot be reflected {pad} pixels further"
+            )));
+        }
+        let index: Vec<u32> = (0..size)
+            .chain((0..pad).map(|i| size - 2 - i))
+            .map(|i| i as u32)
+            .collect();
+        let index = Tensor::from_vec(index, size + pad, xs.device())?;
+        xs.contiguous()?.index_select(&index, dim)
+    };
+    reflect(&reflect(xs, 2, h)?, 3, w)
+}
+
+/// What the shifted windows of an `h`×`w` image add to their attention scores,
+/// `(1, windows, 1, n, n)`: 0 between pixels from the same part of the image before the
+/// shift, [`MASKED`] between parts the roll brought together.
+pub(super) fn shift_mask(
+    h: usize,
+    w: usize,
+    window: usize,
+    device: &Device,
+    dtype: DType,
+) -> Result<Tensor> {
+    let shift = window / 2;
+    let part = |i: usize, size: usize| {
+        if i < size - window {
+            0
+        } else if i < size - shift {
+            1
+        } else {
+            2
+        }
+    };
+    let (wy, wx, n) = (h / window, w / window, window * window);
+    let mut values = Vec::with_capacity(wy * wx * n * n);
+    for y in 0..wy {
+        for x in 0..wx {
+            let ids: Vec<usize> = (0..n)
+                .map(|p| {
+                    let (py, px) = (y * window + p / window, x * window + p % window);
+                    part(py, h) * 3 + part(px, w)
+                })
+                .collect();
+            for &a in &ids {
+                for &b in &ids {
+                    values.push(if a == b { 0f32 } else { MASKED });
+                }
+            }
+        }
+    }
+    Tensor::from_vec(values, (1, wy * wx, 1, n, n), device)?.to_dtype(dtype)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reflection_pads_without_repeating_the_edge() {
+        let xs = Tensor::arange(0f32, 15.0, &Device::Cpu)
+            .unwrap()
+            .reshape((1, 1, 3, 5))
+            .unwrap();
+        let padded = reflect_to_multiple(&xs, 4).unwrap();
+        assert_eq!(padded.dims(), [1, 1, 4, 8]);
+        let rows: Vec<Vec<f32>> = padded.get(0).unwrap().get(0).unwrap().to_vec2().unwrap();
+        assert_eq!(rows[0], [0.0, 1.0, 2.0, 3.0, 4.0, 3.0, 2.0, 1.0]);
+        assert_eq!(
+            rows[3], rows[1],
+            "the row below the edge is the one above it"
+        );
+        let thin = reflect_to_multiple(&xs.narrow(2, 0, 1).unwrap(), 4).unwrap_err();
+        assert!(thin.to_string().contains("a side of 1 pixels"), "{thin}");
+    }
+
+    #[test]
+    fn the_shift_mask_parts_only_the_last_row_and_column_of_windows() {
+        let mask = shift_mask(8, 8, 4, &Device::Cpu, DType::F32).unwrap();
+        assert_eq!(mask.dims(), [1, 4, 1, 16, 16]);
+        let window = |i: usize| -> Vec<Vec<f32>> {
+            mask.get(0)
+                .unwrap()
+                .get(i)
+                .unwrap()
+                .get(0)
+                .unwrap()
+                .to_vec2()
+                .unwrap()
+        };
+        // The first window lies inside one part; the last mixes four.
+        assert!(window(0).iter().flatten().all(|&v| v == 0.0));
+        let last = window(3);
+        assert_eq!(last[0][0], 0.0);
+        assert_eq!(
+            last[0][2], MASKED,
+            "columns 0–1 and 2–3 come from either side of the roll"
+        );
+        assert_eq!(last[0][8], MASKED, "as do rows");
+        assert_eq!(last[0][1], 0.0);
+    }
+}
