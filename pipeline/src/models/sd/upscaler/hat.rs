@@ -10,8 +10,8 @@ use candle_nn::{LayerNorm, Linear, VarBuilder};
 
 use super::super::kernels::Conv2d;
 use super::swin::{
-    Mlp, PixelShuffleUp, RGB_MEAN, WindowAttention, attention_scores, bias_from_table, merge,
-    partition, pixel_shuffle_scale, reflect_to_multiple, shift_mask,
+    Mlp, PixelShuffleUp, RGB_MEAN, SwinSizes, WindowAttention, attention_scores, bias_from_table,
+    merge, partition, pixel_shuffle_scale, reflect_to_multiple, shift_mask,
 };
 
 /// How much of the convolution branch each block adds (HAT's `conv_scale`, which files do not
@@ -21,18 +21,10 @@ const CONV_SCALE: f64 = 0.01;
 /// The network's sizes, read from its weights' shapes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HatShape {
-    /// Feature channels (180 in HAT and HAT-L).
-    pub features: usize,
-    /// Blocks of each residual group.
-    pub depths: Vec<usize>,
-    /// Attention heads of each residual group.
-    pub heads: Vec<usize>,
-    /// The side of the attention windows (16 in the releases).
-    pub window: usize,
+    /// The sizes of its Swin transformer (16-pixel windows in the releases).
+    pub sizes: SwinSizes,
     /// The side of the overlapping windows keys and values come from (24 in the releases).
     pub overlap: usize,
-    /// Hidden features of each MLP.
-    pub hidden: usize,
     /// Channels inside each block's convolution branch.
     pub compressed: usize,
     /// Channels inside its channel attention.
@@ -68,13 +60,6 @@ pub fn shape_of(
     if has("absolute_pos_embed") {
         return Err("it adds an absolute position embedding, which ties it to one size".into());
     }
-    let first = get("conv_first.weight")?;
-    if first.len() != 4 || first[1] != 3 {
-        return Err(format!(
-            "`conv_first.weight` is {first:?}: only RGB networks are read"
-        ));
-    }
-    let features = first[0];
     let side = |positions: usize| (1..=256).find(|s| s * s == positions);
     let window = side(get("relative_position_index_SA")?[0])
         .ok_or("`relative_position_index_SA` is not a square window's")?;
@@ -88,38 +73,14 @@ pub fn shape_of(
             "overlapping windows of {overlap} around windows of {window} do not centre on them"
         ));
     }
-    let blocks_of = |group: usize| {
-        (0..)
-            .take_while(|i| {
-                has(&format!(
-                    "layers.{group}.residual_group.blocks.{i}.norm1.weight"
-                ))
-            })
-            .count()
-    };
-    let groups = (0..).take_while(|&group| blocks_of(group) > 0).count();
-    let mut heads = Vec::with_capacity(groups);
-    for group in 0..groups {
-        let table = get(&format!(
-            "layers.{group}.residual_group.overlap_attn.relative_position_bias_table"
-        ))?;
-        if table.len() != 2 || !features.is_multiple_of(table[1]) {
-            return Err(format!(
-                "group {group}'s {table:?} relative position table does not split {features} \
-                 features into heads"
-            ));
-        }
-        heads.push(table[1]);
-    }
+    let sizes = SwinSizes::read(&shape, window, |group| {
+        format!("layers.{group}.residual_group.overlap_attn.relative_position_bias_table")
+    })?;
     let block = "layers.0.residual_group.blocks.0";
     let upsample_features = get("conv_last.weight")?.get(1).copied().unwrap_or(0);
     Ok(HatShape {
-        features,
-        depths: (0..groups).map(blocks_of).collect(),
-        heads,
-        window,
+        sizes,
         overlap,
-        hidden: get(&format!("{block}.mlp.fc1.weight"))?[0],
         compressed: get(&format!("{block}.conv_block.cab.0.weight"))?[0],
         squeezed: get(&format!("{block}.conv_block.cab.3.attention.1.weight"))?[0],
         qkv_bias: has(&format!("{block}.attn.qkv.bias")),
@@ -141,7 +102,7 @@ struct ChannelAttentionBlock {
 
 impl ChannelAttentionBlock {
     fn new(vb: VarBuilder, shape: &HatShape) -> Result<Self> {
-        let (c, inner, squeezed) = (shape.features, shape.compressed, shape.squeezed);
+        let (c, inner, squeezed) = (shape.sizes.features, shape.compressed, shape.squeezed);
         Ok(Self {
             compress: Conv2d::new(vb.pp("cab.0"), c, inner, 3, 1, 1)?,
             expand: Conv2d::new(vb.pp("cab.2"), inner, c, 3, 1, 1)?,
@@ -179,13 +140,19 @@ struct HybridBlock {
 
 impl HybridBlock {
     fn new(vb: VarBuilder, shape: &HatShape, heads: usize, shifted: bool) -> Result<Self> {
-        let c = shape.features;
+        let c = shape.sizes.features;
         Ok(Self {
             norm1: candle_nn::layer_norm(c, 1e-5, vb.pp("norm1"))?,
-            attn: WindowAttention::new(vb.pp("attn"), c, heads, shape.window, shape.qkv_bias)?,
+            attn: WindowAttention::new(
+                vb.pp("attn"),
+                c,
+                heads,
+                shape.sizes.window,
+                shape.qkv_bias,
+            )?,
             conv: ChannelAttentionBlock::new(vb.pp("conv_block"), shape)?,
             norm2: candle_nn::layer_norm(c, 1e-5, vb.pp("norm2"))?,
-            mlp: Mlp::new(vb.pp("mlp"), c, shape.hidden)?,
+            mlp: Mlp::new(vb.pp("mlp"), c, shape.sizes.hidden)?,
             shifted,
         })
     }
@@ -219,8 +186,8 @@ struct OverlapAttention {
 
 impl OverlapAttention {
     fn new(vb: VarBuilder, shape: &HatShape, heads: usize) -> Result<Self> {
-        let c = shape.features;
-        let (ws, ows) = (shape.window, shape.overlap);
+        let c = shape.sizes.features;
+        let (ws, ows) = (shape.sizes.window, shape.overlap);
         let side = ws + ows - 1;
         let table = vb.get((side * side, heads), "relative_position_bias_table")?;
         // HAT's `calculate_rpi_oca`: an outer pixel's offset from an inner one, shifted by
@@ -243,7 +210,7 @@ impl OverlapAttention {
             bias: bias_from_table(&table, &index, (ws * ws, ows * ows))?,
             heads,
             norm2: candle_nn::layer_norm(c, 1e-5, vb.pp("norm2"))?,
-            mlp: Mlp::new(vb.pp("mlp"), c, shape.hidden)?,
+            mlp: Mlp::new(vb.pp("mlp"), c, shape.sizes.hidden)?,
         })
     }
 
@@ -319,7 +286,7 @@ pub struct Hat {
 impl Hat {
     /// Builds the network of `shape` from `vb`.
     pub fn new(vb: VarBuilder, shape: HatShape) -> Result<Self> {
-        let c = shape.features;
+        let c = shape.sizes.features;
         let conv = |vb: VarBuilder| Conv2d::new(vb, c, c, 3, 1, 1);
         let closing = |vb: VarBuilder| {
             if shape.closing_convs {
@@ -329,9 +296,10 @@ impl Hat {
             }
         };
         let groups = shape
+            .sizes
             .depths
             .iter()
-            .zip(&shape.heads)
+            .zip(&shape.sizes.heads)
             .enumerate()
             .map(|(g, (&depth, &heads))| {
                 let vb = vb.pp(format!("layers.{g}"));
@@ -369,7 +337,7 @@ impl Hat {
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let (_, _, h, w) = xs.dims4()?;
         let mean = self.mean.to_dtype(xs.dtype())?;
-        let x = reflect_to_multiple(&xs.broadcast_sub(&mean)?, self.shape.window)?;
+        let x = reflect_to_multiple(&xs.broadcast_sub(&mean)?, self.shape.sizes.window)?;
         let x = self.conv_first.forward(&x)?;
         let body = self.features(&x)?;
         let body = match &self.conv_after_body {
@@ -384,7 +352,7 @@ impl Hat {
     /// The residual groups on `x` `(b, c, h, w)`, channels last between them.
     fn features(&self, x: &Tensor) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
-        let (ws, ows) = (self.shape.window, self.shape.overlap);
+        let (ws, ows) = (self.shape.sizes.window, self.shape.overlap);
         let mask = shift_mask(h, w, ws, x.device(), x.dtype())?;
         let mut tokens = x.permute((0, 2, 3, 1))?;
         if let Some(norm) = &self.embed_norm {

@@ -20,7 +20,7 @@
 pub mod compact;
 pub mod hat;
 pub mod rrdb;
-mod swin;
+pub mod swin;
 pub mod swinir;
 
 use std::collections::HashMap;
@@ -128,7 +128,11 @@ impl Upscaler {
         if hat::is_hat(|name| shapes.contains_key(name)) {
             let shape =
                 hat::shape_of(compact).map_err(|e| invalid(format!("a HAT network, but {e}")))?;
-            let description = format!("HAT ({} groups, {}×)", shape.depths.len(), shape.scale);
+            let description = format!(
+                "HAT ({} groups, {}×)",
+                shape.sizes.depths.len(),
+                shape.scale
+            );
             let scale = shape.scale;
             let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
             return Ok(Self {
@@ -148,7 +152,7 @@ impl Upscaler {
                     swinir::Upsampler::PixelShuffle => "classical SR",
                     swinir::Upsampler::PixelShuffleDirect => "lightweight SR",
                 },
-                shape.depths.len(),
+                shape.sizes.depths.len(),
                 shape.scale
             );
             let scale = shape.scale;

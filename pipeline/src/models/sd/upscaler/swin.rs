@@ -14,6 +14,73 @@ pub(super) const RGB_MEAN: [f32; 3] = [0.4488, 0.4371, 0.4040];
 /// What a shifted window's attention adds between pixels from different parts of the image.
 const MASKED: f32 = -100.0;
 
+/// The sizes every Swin network here has, read from its weights' shapes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SwinSizes {
+    /// Feature channels (180 in SwinIR-M and HAT, 60 in SwinIR's lightweight models).
+    pub features: usize,
+    /// Blocks of each residual group.
+    pub depths: Vec<usize>,
+    /// Attention heads of each residual group.
+    pub heads: Vec<usize>,
+    /// The side of the attention windows (8 in SwinIR's SR releases, 16 in HAT's).
+    pub window: usize,
+    /// Hidden features of each MLP.
+    pub hidden: usize,
+}
+
+impl SwinSizes {
+    /// Reads them from `shape(name)`: the features from `conv_first` (RGB in), each group's
+    /// blocks from `layers.N.residual_group.blocks.M`, its heads from the second side of the
+    /// relative position table `heads_table(N)` names, the MLP's width from the first block's;
+    /// `window` as the caller found it. Otherwise what does not fit.
+    pub(super) fn read(
+        shape: &impl Fn(&str) -> Option<Vec<usize>>,
+        window: usize,
+        heads_table: impl Fn(usize) -> String,
+    ) -> std::result::Result<Self, String> {
+        let get = |name: &str| shape(name).ok_or_else(|| format!("no `{name}`"));
+        let first = get("conv_first.weight")?;
+        if first.len() != 4 || first[1] != 3 {
+            return Err(format!(
+                "`conv_first.weight` is {first:?}: only RGB networks without a pixel-unshuffled \
+                 input are read"
+            ));
+        }
+        let features = first[0];
+        let blocks_of = |group: usize| {
+            (0..)
+                .take_while(|i| {
+                    shape(&format!(
+                        "layers.{group}.residual_group.blocks.{i}.norm1.weight"
+                    ))
+                    .is_some()
+                })
+                .count()
+        };
+        let groups = (0..).take_while(|&group| blocks_of(group) > 0).count();
+        let heads = (0..groups)
+            .map(|group| {
+                let table = get(&heads_table(group))?;
+                match table[..] {
+                    [_, heads] if heads > 0 && features.is_multiple_of(heads) => Ok(heads),
+                    _ => Err(format!(
+                        "group {group}'s {table:?} relative position table does not split \
+                         {features} features into heads"
+                    )),
+                }
+            })
+            .collect::<std::result::Result<_, String>>()?;
+        Ok(Self {
+            features,
+            depths: (0..groups).map(blocks_of).collect(),
+            heads,
+            window,
+            hidden: get("layers.0.residual_group.blocks.0.mlp.fc1.weight")?[0],
+        })
+    }
+}
+
 /// Multi-head self-attention within windows of `window`² pixels (`attn.qkv`, `attn.proj`,
 /// `attn.relative_position_bias_table`).
 pub(super) struct WindowAttention {

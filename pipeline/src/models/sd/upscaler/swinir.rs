@@ -13,7 +13,7 @@ use candle_nn::{LayerNorm, VarBuilder};
 use super::super::kernels::Conv2d;
 use super::compact::pixel_shuffle;
 use super::swin::{
-    Mlp, PixelShuffleUp, RGB_MEAN, WindowAttention, leaky, pixel_shuffle_scale,
+    Mlp, PixelShuffleUp, RGB_MEAN, SwinSizes, WindowAttention, leaky, pixel_shuffle_scale,
     reflect_to_multiple, shift_mask,
 };
 
@@ -35,18 +35,10 @@ pub enum Upsampler {
 /// The network's sizes, read from its weights' shapes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SwinIrShape {
-    /// Feature channels (180 in SwinIR-M, 60 in the lightweight models).
-    pub features: usize,
-    /// Blocks of each residual group.
-    pub depths: Vec<usize>,
-    /// Attention heads of each residual group.
-    pub heads: Vec<usize>,
-    /// The side of the attention windows (8 in the SR releases).
-    pub window: usize,
+    /// The sizes of its Swin transformer (8-pixel windows in the SR releases).
+    pub sizes: SwinSizes,
     /// The side of the images it was trained on: a window is never wider.
     pub trained: usize,
-    /// Hidden features of each block's MLP.
-    pub hidden: usize,
     /// Whether each group closes with three convolutions rather than one.
     pub three_convs: bool,
     /// How the features become the larger image.
@@ -62,10 +54,10 @@ impl SwinIrShape {
     /// The window side the blocks use and whether odd blocks shift: a network trained on
     /// images no larger than its window attends to the whole trained size, unshifted.
     fn windows(&self) -> (usize, bool) {
-        if self.trained <= self.window {
+        if self.trained <= self.sizes.window {
             (self.trained, false)
         } else {
-            (self.window, true)
+            (self.sizes.window, true)
         }
     }
 }
@@ -85,52 +77,20 @@ pub fn shape_of(
 ) -> std::result::Result<SwinIrShape, String> {
     let get = |name: &str| shape(name).ok_or_else(|| format!("no `{name}`"));
     let has = |name: &str| shape(name).is_some();
-    let first = get("conv_first.weight")?;
-    if first.len() != 4 || first[1] != 3 {
-        return Err(format!(
-            "`conv_first.weight` is {first:?}: only RGB networks without a pixel-unshuffled \
-             input are read"
-        ));
-    }
-    let features = first[0];
-    let block = "layers.0.residual_group.blocks.0";
-    let table = get(&format!("{block}.attn.relative_position_bias_table"))?;
+    let table = |group: usize| {
+        format!("layers.{group}.residual_group.blocks.0.attn.relative_position_bias_table")
+    };
+    let rows = get(&table(0))?[0];
     // The table holds (2·window − 1)² relative positions.
     let window = (1..=64)
-        .find(|w| (2 * w - 1) * (2 * w - 1) == table[0])
-        .ok_or_else(|| format!("a relative position table of {} rows", table[0]))?;
-    let hidden = get(&format!("{block}.mlp.fc1.bias"))?[0];
+        .find(|w| (2 * w - 1) * (2 * w - 1) == rows)
+        .ok_or_else(|| format!("a relative position table of {rows} rows"))?;
+    let sizes = SwinSizes::read(&shape, window, table)?;
     // The trained size from the shifted block's stored mask (spandrel's default 64).
     let trained = shape("layers.0.residual_group.blocks.1.attn_mask")
         .and_then(|mask| mask.first().copied())
         .and_then(|windows| (1..=4096).find(|n| n * n == windows))
         .map_or(64, |side| side * window);
-    let blocks_of = |group: usize| {
-        (0..)
-            .take_while(|i| {
-                has(&format!(
-                    "layers.{group}.residual_group.blocks.{i}.norm1.weight"
-                ))
-            })
-            .count()
-    };
-    let groups = (0..).take_while(|&group| blocks_of(group) > 0).count();
-    let mut depths = Vec::with_capacity(groups);
-    let mut heads = Vec::with_capacity(groups);
-    for group in 0..groups {
-        let blocks = blocks_of(group);
-        let table = get(&format!(
-            "layers.{group}.residual_group.blocks.0.attn.relative_position_bias_table"
-        ))?;
-        if table.len() != 2 || !features.is_multiple_of(table[1]) {
-            return Err(format!(
-                "group {group}'s {table:?} relative position table does not split {features} \
-                 features into heads"
-            ));
-        }
-        depths.push(blocks);
-        heads.push(table[1]);
-    }
     let (upsampler, scale) = if has("conv_before_upsample.0.weight") {
         if has("conv_up1.weight") {
             let ups = (1..=3)
@@ -153,12 +113,8 @@ pub fn shape_of(
         );
     };
     Ok(SwinIrShape {
-        features,
-        depths,
-        heads,
-        window,
+        sizes,
         trained,
-        hidden,
         three_convs: !has("conv_after_body.weight"),
         upsampler,
         scale,
@@ -209,13 +165,13 @@ struct Block {
 
 impl Block {
     fn new(vb: VarBuilder, shape: &SwinIrShape, heads: usize, shifted: bool) -> Result<Self> {
-        let c = shape.features;
+        let c = shape.sizes.features;
         let (window, _) = shape.windows();
         Ok(Self {
             norm1: candle_nn::layer_norm(c, 1e-5, vb.pp("norm1"))?,
             attn: WindowAttention::new(vb.pp("attn"), c, heads, window, true)?,
             norm2: candle_nn::layer_norm(c, 1e-5, vb.pp("norm2"))?,
-            mlp: Mlp::new(vb.pp("mlp"), c, shape.hidden)?,
+            mlp: Mlp::new(vb.pp("mlp"), c, shape.sizes.hidden)?,
             shifted,
         })
     }
@@ -268,12 +224,13 @@ enum Up {
 impl SwinIr {
     /// Builds the network of `shape` from `vb`.
     pub fn new(vb: VarBuilder, shape: SwinIrShape) -> Result<Self> {
-        let c = shape.features;
+        let c = shape.sizes.features;
         let (_, shifts) = shape.windows();
         let groups = shape
+            .sizes
             .depths
             .iter()
-            .zip(&shape.heads)
+            .zip(&shape.sizes.heads)
             .enumerate()
             .map(|(g, (&depth, &heads))| {
                 let vb = vb.pp(format!("layers.{g}"));
@@ -320,7 +277,7 @@ impl SwinIr {
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let (_, _, h, w) = xs.dims4()?;
         let (window, shifts) = self.shape.windows();
-        let padded = reflect_to_multiple(xs, self.shape.window)?;
+        let padded = reflect_to_multiple(xs, self.shape.sizes.window)?;
         let mean = self.mean.to_dtype(xs.dtype())?;
         let x = (padded.broadcast_sub(&mean)? * self.shape.range)?;
         let x = self.conv_first.forward(&x)?;
@@ -392,7 +349,10 @@ mod tests {
                 "layers.0.residual_group.blocks.0.attn.relative_position_bias_table",
                 vec![49, 2],
             ),
-            ("layers.0.residual_group.blocks.0.mlp.fc1.bias", vec![24]),
+            (
+                "layers.0.residual_group.blocks.0.mlp.fc1.weight",
+                vec![24, 12],
+            ),
             ("layers.0.residual_group.blocks.1.norm1.weight", vec![12]),
             (
                 "layers.0.residual_group.blocks.1.attn_mask",
@@ -412,12 +372,14 @@ mod tests {
         assert_eq!(
             shape,
             SwinIrShape {
-                features: 12,
-                depths: vec![2, 1],
-                heads: vec![2, 3],
-                window: 4,
+                sizes: SwinSizes {
+                    features: 12,
+                    depths: vec![2, 1],
+                    heads: vec![2, 3],
+                    window: 4,
+                    hidden: 24,
+                },
                 trained: 16,
-                hidden: 24,
                 three_convs: false,
                 upsampler: Upsampler::NearestConv,
                 scale: 4,
