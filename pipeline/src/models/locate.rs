@@ -119,8 +119,9 @@ pub fn lora_tag_dirs(model: &std::path::Path, model_dirs: &[PathBuf]) -> Vec<Pat
 
 /// The LoRA file an A1111 prompt tag names (`<lora:NAME:…>`,
 /// [`super::sd::lora_tags`]): the one file among [`lora_files`]`(dirs)` whose name without
-/// its extension is `name`. Otherwise what is wrong: no such file (with the names that differ
-/// only in case, or else the names there are), or several.
+/// its extension is `name`, or else the one whose trainer named it so (its alias, kohya's
+/// `ss_output_name`, which A1111 matches too). Otherwise what is wrong: no such file (with
+/// the names that differ only in case, or else the names there are), or several.
 pub fn lora_named(dirs: &[PathBuf], name: &str) -> Result<PathBuf, String> {
     let files = lora_files(dirs);
     let stem = |path: &PathBuf| {
@@ -128,11 +129,18 @@ pub fn lora_named(dirs: &[PathBuf], name: &str) -> Result<PathBuf, String> {
             .map(|stem| stem.to_string_lossy().into_owned())
             .unwrap_or_default()
     };
-    let named: Vec<&PathBuf> = files
+    let mut named: Vec<&PathBuf> = files
         .iter()
         .map(|(path, _)| path)
         .filter(|path| stem(path) == name)
         .collect();
+    if named.is_empty() {
+        named = files
+            .iter()
+            .filter(|(_, summary)| summary.alias.as_deref() == Some(name))
+            .map(|(path, _)| path)
+            .collect();
+    }
     let listed = |paths: &[&PathBuf]| {
         paths
             .iter()
@@ -381,6 +389,23 @@ mod tests {
         let empty = tempfile::tempdir().unwrap();
         let none = lora_named(&[empty.path().to_path_buf()], "moss").unwrap_err();
         assert!(none.ends_with("there are none"), "{none}");
+
+        // A file its trainer named otherwise is found by that name too, as A1111 finds it.
+        let bytes = std::fs::read(shared.join("Detail.safetensors")).unwrap();
+        let loaded = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let tensors: Vec<(String, safetensors::tensor::TensorView)> = loaded.tensors();
+        let metadata = std::collections::HashMap::from([(
+            "ss_output_name".to_string(),
+            "add_detail".to_string(),
+        )]);
+        let renamed = shared.join("add_detail_v2.safetensors");
+        safetensors::serialize_to_file(tensors, Some(metadata), &renamed).unwrap();
+        assert_eq!(lora_named(&dirs, "add_detail").unwrap(), renamed);
+        assert_eq!(
+            lora_named(&dirs, "add_detail_v2").unwrap(),
+            renamed,
+            "and by its file name"
+        );
     }
 
     #[test]

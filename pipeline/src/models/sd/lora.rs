@@ -397,6 +397,9 @@ pub struct LoraSummary {
     pub text_dim: Option<usize>,
     /// Whether it is weight-decomposed (DoRA's `dora_scale` magnitudes).
     pub dora: bool,
+    /// The name its trainer gave it (kohya's `ss_output_name` metadata), by which A1111's
+    /// prompt tags may also name it.
+    pub alias: Option<String>,
 }
 
 /// A kind of adapter change.
@@ -451,6 +454,12 @@ impl LoraSummary {
             context_dim: None,
             text_dim: None,
             dora: false,
+            alias: header
+                .get("__metadata__")
+                .and_then(|metadata| metadata.get("ss_output_name"))
+                .and_then(|name| name.as_str())
+                .filter(|name| !name.is_empty())
+                .map(str::to_owned),
         };
         // LoKr: the input widths of each module's two Kronecker factors, whose product is the
         // weight's (its second columns: `lokr_w1`/`lokr_w1_b` and `lokr_w2`/`lokr_w2_b`, a

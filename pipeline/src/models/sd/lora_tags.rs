@@ -15,12 +15,11 @@
 //! assert_eq!(without_lora_tags(prompt), "a knight,  castle");
 //! ```
 
-use std::path::Path;
 use std::sync::LazyLock;
 
 use regex::Regex;
 
-use crate::generator::LoraUse;
+use super::lora::{LoraFile, LoraSummary};
 
 /// The largest scale a LoRA takes, either way (as the recipe's `loras`).
 pub const MOST_SCALE: f64 = 4.0;
@@ -114,20 +113,30 @@ pub fn without_lora_tags(text: &str) -> String {
     TAG.replace_all(text, "").into_owned()
 }
 
-/// Whether `loaded` (the LoRAs merged into a model) has each LoRA `prompt` applies, at its
-/// scale: the tag's name is the file's name without its extension. Otherwise what is missing,
-/// so that a tag no caller resolved is never passed over in silence.
-pub fn check_loaded(prompt: &str, loaded: &[LoraUse]) -> Result<(), String> {
+/// The names A1111's tags may give each of `loras`, with its scale: its file's name without
+/// the extension, and the name its trainer gave it (its alias,
+/// [`super::lora::LoraSummary::alias`]).
+pub fn tag_names(loras: &[LoraFile]) -> Vec<(String, f64)> {
+    let mut names = Vec::new();
+    for lora in loras {
+        if let Some(stem) = lora.path.file_stem() {
+            names.push((stem.to_string_lossy().into_owned(), lora.scale));
+        }
+        if let Some(alias) = LoraSummary::read(&lora.path).ok().and_then(|s| s.alias) {
+            names.push((alias, lora.scale));
+        }
+    }
+    names
+}
+
+/// Whether `loaded` ([`tag_names`] of the LoRAs merged into a model) has each LoRA `prompt`
+/// applies, at its scale. Otherwise what is missing, so that a tag no caller resolved is never
+/// passed over in silence.
+pub fn check_loaded(prompt: &str, loaded: &[(String, f64)]) -> Result<(), String> {
     for tag in lora_tags(prompt)? {
-        let named = |lora: &&LoraUse| {
-            Path::new(&lora.file)
-                .file_stem()
-                .is_some_and(|stem| stem.to_string_lossy() == tag.name)
-        };
         if !loaded
             .iter()
-            .filter(named)
-            .any(|lora| lora.scale == tag.scale)
+            .any(|(name, scale)| *name == tag.name && *scale == tag.scale)
         {
             return Err(format!(
                 "`{}` applies a LoRA this model was not loaded with at that scale (a recipe or \
@@ -196,11 +205,16 @@ mod tests {
 
     #[test]
     fn a_tag_must_name_a_loaded_lora_at_its_scale() {
-        let loaded = [LoraUse {
-            file: "models/loras/add_detail.safetensors".into(),
-            sha256: "00".into(),
+        let loaded = tag_names(&[LoraFile {
+            path: "models/loras/add_detail.safetensors".into(),
+            label: "loras/add_detail.safetensors".into(),
             scale: 0.5,
-        }];
+        }]);
+        assert_eq!(
+            loaded,
+            [("add_detail".to_string(), 0.5)],
+            "no alias in a file not there"
+        );
         assert!(check_loaded("a knight <lora:add_detail:0.5>", &loaded).is_ok());
         assert!(check_loaded("a knight", &[]).is_ok());
         for prompt in ["<lora:add_detail:0.8>", "<lora:add:0.5>", "<lora:x:1>"] {
@@ -210,6 +224,29 @@ mod tests {
                 "{error}"
             );
         }
+
+        // A file its trainer named otherwise answers to that name too.
+        let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/sd/tiny-sd15/loras/kohya.safetensors");
+        let bytes = std::fs::read(fixture).unwrap();
+        let loaded = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("detail_v2.safetensors");
+        let metadata = [("ss_output_name".to_string(), "add_detail".to_string())];
+        safetensors::serialize_to_file(loaded.tensors(), Some(metadata.into()), &path).unwrap();
+        let names = tag_names(&[LoraFile {
+            path,
+            label: "detail_v2.safetensors".into(),
+            scale: 0.5,
+        }]);
+        assert_eq!(
+            names,
+            [
+                ("detail_v2".to_string(), 0.5),
+                ("add_detail".to_string(), 0.5)
+            ]
+        );
+        assert!(check_loaded("<lora:add_detail:0.5>", &names).is_ok());
     }
 
     proptest! {

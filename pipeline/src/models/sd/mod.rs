@@ -205,6 +205,9 @@ pub struct StableDiffusion {
     vae_dtype: DType,
     /// The upscaling model of a hires pass that asks for one.
     upscaler: Option<upscaler::Upscaler>,
+    /// The names a prompt's LoRA tags may give the merged LoRAs, with their scales
+    /// ([`lora_tags::tag_names`]).
+    lora_names: Vec<(String, f64)>,
     identity: ModelIdentity,
 }
 
@@ -328,6 +331,7 @@ impl StableDiffusion {
             dtype,
             vae_dtype,
             upscaler: None,
+            lora_names: lora_tags::tag_names(loras),
             identity,
         })
     }
@@ -617,7 +621,7 @@ impl StableDiffusion {
     /// Whether the model was loaded with each LoRA the request's prompt applies
     /// ([`lora_tags::check_loaded`]).
     pub(super) fn check_lora_tags(&self, request: &GenerateRequest) -> Result<(), SdError> {
-        lora_tags::check_loaded(&request.prompt, &self.identity.loras).map_err(SdError::BadRequest)
+        lora_tags::check_loaded(&request.prompt, &self.lora_names).map_err(SdError::BadRequest)
     }
 
     /// The second pass's unit-variance noise `(n, channels, side, side)` at the hires size:
