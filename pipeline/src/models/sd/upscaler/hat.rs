@@ -11,7 +11,7 @@ use candle_nn::{LayerNorm, Linear, VarBuilder};
 use super::super::kernels::Conv2d;
 use super::swin::{
     Mlp, PixelShuffleUp, RGB_MEAN, SwinSizes, WindowAttention, attention_scores, bias_from_table,
-    merge, partition, pixel_shuffle_scale, reflect_to_multiple, shift_mask,
+    merge, partition, per_token, pixel_shuffle_scale, reflect_to_multiple, shift_mask,
 };
 
 /// How much of the convolution branch each block adds (HAT's `conv_scale`, which files do not
@@ -217,10 +217,7 @@ impl OverlapAttention {
     /// `xs` `(b, h, w, c)` in whole windows of side `ws`, the larger ones of side `ows`.
     fn forward(&self, xs: &Tensor, ws: usize, ows: usize) -> Result<Tensor> {
         let (b, h, w, c) = xs.dims4()?;
-        let qkv = self
-            .qkv
-            .forward(&self.norm1.forward(xs)?)?
-            .reshape((b, h, w, 3, c))?;
+        let qkv = per_token(&self.qkv, &self.norm1.forward(xs)?)?.reshape((b, h, w, 3, c))?;
         let part = |i: usize| qkv.narrow(3, i, 1)?.squeeze(3);
         let q = partition(&part(0)?, ws)?;
         let (k, v) = (
@@ -237,7 +234,7 @@ impl OverlapAttention {
         let (q, k, v) = (heads(&q, nq)?, heads(&k, ows * ows)?, heads(&v, ows * ows)?);
         let weights = candle_nn::ops::softmax_last_dim(&attention_scores(&q, &k, &self.bias)?)?;
         let out = weights.matmul(&v)?.transpose(1, 2)?.reshape((bw, nq, c))?;
-        let x = (self.proj.forward(&merge(&out, (b, h, w), ws)?)? + xs)?;
+        let x = (per_token(&self.proj, &merge(&out, (b, h, w), ws)?)? + xs)?;
         &x + self.mlp.forward(&self.norm2.forward(&x)?)?
     }
 }
@@ -354,7 +351,7 @@ impl Hat {
         let (_, _, h, w) = x.dims4()?;
         let (ws, ows) = (self.shape.sizes.window, self.shape.overlap);
         let mask = shift_mask(h, w, ws, x.device(), x.dtype())?;
-        let mut tokens = x.permute((0, 2, 3, 1))?;
+        let mut tokens = x.permute((0, 2, 3, 1))?.contiguous()?;
         if let Some(norm) = &self.embed_norm {
             tokens = norm.forward(&tokens)?;
         }

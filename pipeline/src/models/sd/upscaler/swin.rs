@@ -132,9 +132,7 @@ impl WindowAttention {
     ) -> Result<Tensor> {
         let (bw, n, c) = windows.dims3()?;
         let head = c / self.heads;
-        let qkv = self
-            .qkv
-            .forward(windows)?
+        let qkv = per_token(&self.qkv, windows)?
             .reshape((bw, n, 3, self.heads, head))?
             .permute((2, 0, 3, 1, 4))?;
         let q = qkv.get(0)?.contiguous()?;
@@ -149,7 +147,7 @@ impl WindowAttention {
         }
         let weights = candle_nn::ops::softmax_last_dim(&scores)?;
         let out = weights.matmul(&v)?.transpose(1, 2)?.reshape((bw, n, c))?;
-        self.proj.forward(&out)
+        per_token(&self.proj, &out)
     }
 
     /// `x` `(b, h, w, c)` (whole windows) attended to within windows shifted by `shift`
@@ -225,6 +223,18 @@ pub(super) fn merge(
         .reshape((b, h, w, c))
 }
 
+/// `layer` on the last dimension of `xs`, all tokens as one matrix product (candle's linear
+/// layer takes a tensor of three or four dimensions as a batch of small products).
+pub(super) fn per_token(layer: &Linear, xs: &Tensor) -> Result<Tensor> {
+    let mut dims = xs.dims().to_vec();
+    let width = dims.last().copied().unwrap_or(1).max(1);
+    let out = layer.forward(&xs.reshape((xs.elem_count() / width, width))?)?;
+    if let Some(last) = dims.last_mut() {
+        *last = out.dim(1)?;
+    }
+    out.reshape(dims)
+}
+
 /// A transformer block's MLP (`fc1`, GELU, `fc2`).
 pub(super) struct Mlp {
     fc1: Linear,
@@ -243,7 +253,7 @@ impl Mlp {
 
 impl Module for Mlp {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        self.fc2.forward(&self.fc1.forward(xs)?.gelu_erf()?)
+        per_token(&self.fc2, &per_token(&self.fc1, xs)?.gelu_erf()?)
     }
 }
 

@@ -298,7 +298,9 @@ impl SwinIr {
         } else {
             None
         };
-        let mut tokens = self.embed_norm.forward(&x.permute((0, 2, 3, 1))?)?;
+        let mut tokens = self
+            .embed_norm
+            .forward(&x.permute((0, 2, 3, 1))?.contiguous()?)?;
         for group in &self.groups {
             let mut y = tokens.clone();
             for block in &group.blocks {
