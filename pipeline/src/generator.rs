@@ -203,6 +203,10 @@ pub struct LoraUse {
     pub sha256: String,
     /// The scale it was merged with.
     pub scale: f64,
+    /// The scale of its text-encoder updates, when it differs from `scale` (absent
+    /// otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_scale: Option<f64>,
 }
 
 /// A generation failed.

@@ -445,6 +445,7 @@ fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
             path: path.clone(),
             label: path.display().to_string(),
             scale: *scale,
+            text_scale: None,
         })
         .collect();
     let tags = lora_tags(&args.prompt).map_err(|e| anyhow!("the prompt: {e}"))?;
@@ -459,6 +460,7 @@ fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
                 label: path.display().to_string(),
                 path,
                 scale: tag.scale,
+                text_scale: tag.text_scale,
             });
         }
     }

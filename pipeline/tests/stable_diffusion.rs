@@ -1339,6 +1339,12 @@ fn a_recipe_prompt_applies_a_lora_by_its_a1111_tag_from_the_project_model_folder
     )
     .unwrap();
     std::fs::write(root.join("plain.recipe.toml"), recipe("moss,  stones", "")).unwrap();
+    // A1111's two multipliers: the text encoder's, then the UNet's.
+    std::fs::write(
+        root.join("split.recipe.toml"),
+        recipe("moss, <lora:moss_detail:0:0.8> stones", ""),
+    )
+    .unwrap();
     let at = root.to_str().unwrap();
     let built = studio.run(&["build", at, "--model", &studio.model, "--project", at]);
     assert!(built.status.success(), "{built:?}");
@@ -1370,6 +1376,18 @@ fn a_recipe_prompt_applies_a_lora_by_its_a1111_tag_from_the_project_model_folder
         "the tag merges the LoRA and is no text"
     );
     assert_ne!(pixels("tagged"), pixels("plain"));
+    let split = manifest("split");
+    assert_eq!(
+        (split.model.loras[0].scale, split.model.loras[0].text_scale),
+        (0.8, Some(0.0))
+    );
+    assert!(tagged.model.loras[0].text_scale.is_none());
+    assert_ne!(
+        pixels("split"),
+        pixels("tagged"),
+        "the text encoder left as it was"
+    );
+    assert_ne!(pixels("split"), pixels("plain"));
     // Without the project's folders the tag names nothing the build can find.
     let lost = studio.run(&["build", at, "--model", &studio.model, "--force"]);
     let stderr = String::from_utf8_lossy(&lost.stderr);
@@ -1636,6 +1654,7 @@ fn kohya_diffusers_and_lycoris_files_merge_as_their_reference_loaders_apply_them
         path: fixtures().join(format!("tiny-sd15/loras/{name}.safetensors")),
         label: format!("loras/{name}.safetensors"),
         scale,
+        text_scale: None,
     };
     for (label, loras) in [
         ("kohya", vec![lora("kohya", 0.8)]),
@@ -1724,6 +1743,7 @@ fn a_kohya_sdxl_lora_reaches_both_text_encoders_and_the_unet_by_its_original_blo
         path: fixtures().join("tiny-sdxl/loras/kohya-xl.safetensors"),
         label: "loras/kohya-xl.safetensors".into(),
         scale: 0.7,
+        text_scale: None,
     };
     let model =
         StableDiffusion::load_with(&fixtures().join(name), &Device::Cpu, &[lora], None).unwrap();
@@ -1763,6 +1783,7 @@ fn a_kohya_sdxl_lora_reaches_both_text_encoders_and_the_unet_by_its_original_blo
             path: fixtures().join("tiny-sdxl/loras/kohya-xl.safetensors"),
             label: "kohya-xl".into(),
             scale: 1.0,
+            text_scale: None,
         }],
         None,
     )
@@ -2271,6 +2292,7 @@ fn a_kohya_lora_merges_into_a_single_file_checkpoint() {
         path: fixtures().join("checkpoints/loras/tiny-sd15-kohya.safetensors"),
         label: "loras/tiny-sd15-kohya.safetensors".into(),
         scale: 0.8,
+        text_scale: None,
     };
     let model = StableDiffusion::load_with(&checkpoint("tiny-sd15"), &Device::Cpu, &[lora], None)
         .expect("the LoRA fits the checkpoint's diffusers names");

@@ -332,7 +332,10 @@ impl Builder<'_> {
             inputs.push(format!("{:?}", palette.colors()));
         }
         for lora in &ingredients.loras {
-            inputs.push(format!("lora:{}:{}", lora.sha256, lora.scale));
+            inputs.push(match lora.text_scale {
+                Some(text) => format!("lora:{}:{}:te{text}", lora.sha256, lora.scale),
+                None => format!("lora:{}:{}", lora.sha256, lora.scale),
+            });
         }
         for embedding in &ingredients.embeddings {
             inputs.push(format!("embedding:{}", embedding.sha256));

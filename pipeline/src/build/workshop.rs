@@ -116,6 +116,7 @@ impl<'a> Workshop<'a> {
                     file: slash(&lora.file),
                     sha256,
                     scale: lora.scale,
+                    text_scale: None,
                 })
             })
             .collect::<Result<Vec<_>, BuildError>>()?;
@@ -278,6 +279,7 @@ impl<'a> Workshop<'a> {
                     file,
                     sha256,
                     scale: tag.scale,
+                    text_scale: tag.text_scale,
                 })
             })
             .collect()
@@ -300,7 +302,7 @@ impl<'a> Workshop<'a> {
             .map_err(|_| "a model load panicked".to_string())?;
         let signature: Vec<String> = loras
             .iter()
-            .map(|l| format!("{}:{}:{}", l.file, l.sha256, l.scale))
+            .map(|l| format!("{}:{}:{}:{:?}", l.file, l.sha256, l.scale, l.text_scale))
             .chain(
                 embeddings
                     .iter()
@@ -320,6 +322,7 @@ impl<'a> Workshop<'a> {
                 path: self.options.root.join(&lora.file),
                 label: lora.file.clone(),
                 scale: lora.scale,
+                text_scale: lora.text_scale,
             })
             .collect();
         let embedding_files: Vec<EmbeddingFile> = embeddings

@@ -1110,7 +1110,7 @@ mod tests {
         assert!(r.loras.is_empty());
 
         let errors = refused(
-            "kind = \"sprite\"\nprompt = \"a knight <lora:add_detail:0.5:1> <hypernet:bad:1>\"\n\
+            "kind = \"sprite\"\nprompt = \"a knight <lora:add_detail:0.5:lbw=1> <hypernet:bad:1>\"\n\
              model = \"sd\"\nnegative_prompt = \"<lora:blurry:1>\"\n",
         );
         let fields: Vec<&str> = errors.iter().map(|(field, _)| field.as_str()).collect();
@@ -1121,9 +1121,7 @@ mod tests {
         );
         assert!(
             errors[0].1.starts_with("x.recipe.toml:2:")
-                && errors[0]
-                    .1
-                    .contains("the text encoder at 0.5 and the UNet at 1"),
+                && errors[0].1.contains("`lbw=` is not read"),
             "{errors:?}"
         );
         assert!(

@@ -34,6 +34,19 @@ pub struct LoraFile {
     pub label: String,
     /// How strongly to apply it (1 as trained; 0 not at all; negative inverts it).
     pub scale: f64,
+    /// How strongly to apply its text-encoder updates when that differs from `scale` (A1111's
+    /// `<lora:name:te=…:unet=…>`); `None` applies `scale` to all.
+    pub text_scale: Option<f64>,
+}
+
+impl LoraFile {
+    /// The scale of its updates to `network`.
+    pub fn scale_of(&self, network: Network) -> f64 {
+        match (network, self.text_scale) {
+            (Network::Text | Network::Text2, Some(text)) => text,
+            _ => self.scale,
+        }
+    }
 }
 
 /// Which network a LoRA entry adapts.
@@ -184,7 +197,7 @@ impl Updates {
                             per_rank: 1.0,
                             magnitude: None,
                         },
-                        scale: file.scale,
+                        scale: file.scale_of(network),
                     });
                 }
                 let change = parts
@@ -192,13 +205,14 @@ impl Updates {
                     .map_err(|what| invalid(format!("`{module}` {what}")))?;
                 map.entry(weight.clone()).or_default().push(Update {
                     change,
-                    scale: file.scale,
+                    scale: file.scale_of(network),
                 });
             }
             uses.push(LoraUse {
                 file: file.label.clone(),
                 sha256: hex::encode(Sha256::digest(&bytes)),
                 scale: file.scale,
+                text_scale: file.text_scale,
             });
         }
         Ok((updates, uses))
@@ -965,6 +979,7 @@ mod tests {
             path: fixture("loras/kohya.safetensors"),
             label: "loras/kohya.safetensors".into(),
             scale: 0.8,
+            text_scale: None,
         };
         let (updates, uses) =
             Updates::read(std::slice::from_ref(&file), &unet, Some(&text), None, 2).unwrap();
@@ -999,6 +1014,44 @@ mod tests {
                 .to_vec1::<f32>()
                 .unwrap()
         );
+
+        // A text-encoder scale of its own (A1111's `te=`): the text weights at 0, the UNet's
+        // still at 0.8.
+        let unet_only = LoraFile {
+            text_scale: Some(0.0),
+            ..file.clone()
+        };
+        let (updates, uses) = Updates::read(
+            std::slice::from_ref(&unet_only),
+            &unet,
+            Some(&text),
+            None,
+            2,
+        )
+        .unwrap();
+        assert_eq!((uses[0].scale, uses[0].text_scale), (0.8, Some(0.0)));
+        let text_weight = "encoder.layers.0.mlp.fc1.weight";
+        let merged_text = updates
+            .merged(networks().1, Network::Text)
+            .get_unchecked(text_weight, DType::F32, &Device::Cpu)
+            .unwrap();
+        let base_text = text.load(text_weight, &Device::Cpu).unwrap();
+        assert_eq!(super::super::max_abs_diff(&merged_text, &base_text), 0.0);
+        let (both, _) =
+            Updates::read(std::slice::from_ref(&file), &unet, Some(&text), None, 2).unwrap();
+        let changed = both
+            .merged(networks().1, Network::Text)
+            .get_unchecked(text_weight, DType::F32, &Device::Cpu)
+            .unwrap();
+        assert!(
+            super::super::max_abs_diff(&changed, &base_text) > 1e-4,
+            "the LoRA adapts it"
+        );
+        let merged = updates
+            .merged(networks().0, Network::Unet)
+            .get_unchecked(name, DType::F32, &Device::Cpu)
+            .unwrap();
+        assert!(super::super::max_abs_diff(&merged, &expected) < 1e-6);
     }
 
     #[test]
@@ -1016,6 +1069,7 @@ mod tests {
                 path,
                 label: name.into(),
                 scale: 1.0,
+                text_scale: None,
             }
         };
         let zeros = |shape: &[usize]| Tensor::zeros(shape, DType::F32, &Device::Cpu).unwrap();

@@ -1,5 +1,6 @@
 //! LoRAs applied from a prompt, as A1111 writes them: `<lora:name>`, `<lora:name:0.8>`,
-//! `<lora:name:te=0.8:unet=0.8>` (`<lyco:…>` alike). A tag names a LoRA file by its name
+//! `<lora:name:0.8:0.5>` and `<lora:name:te=0.8:unet=0.5>` (the text encoder's scale, then the
+//! UNet's; `<lyco:…>` alike). A tag names a LoRA file by its name
 //! without the extension; the caller finds the file ([`crate::models::locate::lora_named`])
 //! and merges it into the model at the tag's scale like any other LoRA, so the manifest
 //! records the file and its hash. The tags themselves are taken out of the text the text
@@ -10,7 +11,12 @@
 //! let prompt = "a knight, <lora:add_detail:0.5> castle";
 //! assert_eq!(
 //!     lora_tags(prompt).unwrap(),
-//!     [LoraTag { text: "<lora:add_detail:0.5>".into(), name: "add_detail".into(), scale: 0.5 }]
+//!     [LoraTag {
+//!         text: "<lora:add_detail:0.5>".into(),
+//!         name: "add_detail".into(),
+//!         scale: 0.5,
+//!         text_scale: None,
+//!     }]
 //! );
 //! assert_eq!(without_lora_tags(prompt), "a knight,  castle");
 //! ```
@@ -36,13 +42,16 @@ pub struct LoraTag {
     pub text: String,
     /// The LoRA file's name without its extension.
     pub name: String,
-    /// How strongly to apply it (A1111's multiplier; 1 when the tag gives none).
+    /// How strongly to apply it (A1111's multiplier, its UNet multiplier where the tag gives
+    /// two; 1 when it gives none).
     pub scale: f64,
+    /// How strongly to apply its text-encoder updates, where the tag sets that apart.
+    pub text_scale: Option<f64>,
 }
 
 /// The LoRA tags in `text`, in order, or what is wrong with the first bad one: no name, a
-/// multiplier that is no number or lies beyond ±[`MOST_SCALE`], different multipliers for the
-/// text encoder and the UNet, or a parameter Autonomy does not read (`dyn`, block weights).
+/// multiplier that is no number or lies beyond ±[`MOST_SCALE`], or a parameter Autonomy does
+/// not read (`dyn`, block weights).
 pub fn lora_tags(text: &str) -> Result<Vec<LoraTag>, String> {
     TAG.captures_iter(text)
         .map(|found| {
@@ -88,21 +97,18 @@ pub fn lora_tags(text: &str) -> Result<Vec<LoraTag>, String> {
                 }
             }
             let unet_scale = unet_scale.unwrap_or(text_scale);
-            if unet_scale != text_scale {
-                return Err(bad(format!(
-                    "the text encoder at {text_scale} and the UNet at {unet_scale}: Autonomy \
-                     merges a LoRA at one scale for both"
-                )));
-            }
-            if text_scale.abs() > MOST_SCALE {
-                return Err(bad(format!(
-                    "the multiplier {text_scale} is beyond ±{MOST_SCALE}"
-                )));
+            for scale in [text_scale, unet_scale] {
+                if scale.abs() > MOST_SCALE {
+                    return Err(bad(format!(
+                        "the multiplier {scale} is beyond ±{MOST_SCALE}"
+                    )));
+                }
             }
             Ok(LoraTag {
                 text: tag.to_string(),
                 name: name.to_string(),
-                scale: text_scale,
+                scale: unet_scale,
+                text_scale: Some(text_scale).filter(|&text| text != unet_scale),
             })
         })
         .collect()
@@ -113,17 +119,25 @@ pub fn without_lora_tags(text: &str) -> String {
     TAG.replace_all(text, "").into_owned()
 }
 
-/// The names A1111's tags may give each of `loras`, with its scale: its file's name without
+/// A name A1111's tags may give a merged LoRA, with its scales (the UNet's, and the text
+/// encoder's where it differs).
+pub type TagName = (String, f64, Option<f64>);
+
+/// The names A1111's tags may give each of `loras`, with its scales: its file's name without
 /// the extension, and the name its trainer gave it (its alias,
 /// [`super::lora::LoraSummary::alias`]).
-pub fn tag_names(loras: &[LoraFile]) -> Vec<(String, f64)> {
+pub fn tag_names(loras: &[LoraFile]) -> Vec<TagName> {
     let mut names = Vec::new();
     for lora in loras {
         if let Some(stem) = lora.path.file_stem() {
-            names.push((stem.to_string_lossy().into_owned(), lora.scale));
+            names.push((
+                stem.to_string_lossy().into_owned(),
+                lora.scale,
+                lora.text_scale,
+            ));
         }
         if let Some(alias) = LoraSummary::read(&lora.path).ok().and_then(|s| s.alias) {
-            names.push((alias, lora.scale));
+            names.push((alias, lora.scale, lora.text_scale));
         }
     }
     names
@@ -132,12 +146,11 @@ pub fn tag_names(loras: &[LoraFile]) -> Vec<(String, f64)> {
 /// Whether `loaded` ([`tag_names`] of the LoRAs merged into a model) has each LoRA `prompt`
 /// applies, at its scale. Otherwise what is missing, so that a tag no caller resolved is never
 /// passed over in silence.
-pub fn check_loaded(prompt: &str, loaded: &[(String, f64)]) -> Result<(), String> {
+pub fn check_loaded(prompt: &str, loaded: &[TagName]) -> Result<(), String> {
     for tag in lora_tags(prompt)? {
-        if !loaded
-            .iter()
-            .any(|(name, scale)| *name == tag.name && *scale == tag.scale)
-        {
+        if !loaded.iter().any(|(name, scale, text_scale)| {
+            *name == tag.name && *scale == tag.scale && *text_scale == tag.text_scale
+        }) {
             return Err(format!(
                 "`{}` applies a LoRA this model was not loaded with at that scale (a recipe or \
                  `generate` finds it among the model folders; a library caller names it in \
@@ -159,13 +172,18 @@ mod tests {
             text: text.into(),
             name: name.into(),
             scale,
+            text_scale: None,
         }
     }
 
     #[test]
     fn reads_the_multipliers_as_a1111_does() {
-        let prompt =
-            "<lora:a> x <lyco:b:0.5> <lora:c:te=-1:unet=-1> <lora: d :0.25:0.25> <hypernet:e:1>";
+        let prompt = "<lora:a> x <lyco:b:0.5> <lora:c:te=-1:unet=-1> <lora: d :0.25:0.25> \
+                      <lora:e:0.5:1> <lora:f:unet=0> <lora:g:0:te=0.3:unet=0> <lora:h:0:te=0.3> <hypernet:i:1>";
+        let split = |name: &str, scale: f64, text_scale: f64, text: &str| LoraTag {
+            text_scale: Some(text_scale),
+            ..tag(name, scale, text)
+        };
         assert_eq!(
             lora_tags(prompt).unwrap(),
             [
@@ -173,11 +191,16 @@ mod tests {
                 tag("b", 0.5, "<lyco:b:0.5>"),
                 tag("c", -1.0, "<lora:c:te=-1:unet=-1>"),
                 tag("d", 0.25, "<lora: d :0.25:0.25>"),
+                split("e", 1.0, 0.5, "<lora:e:0.5:1>"),
+                split("f", 0.0, 1.0, "<lora:f:unet=0>"),
+                split("g", 0.0, 0.3, "<lora:g:0:te=0.3:unet=0>"),
+                // The UNet's multiplier follows the text encoder's (named or not) unless given.
+                tag("h", 0.3, "<lora:h:0:te=0.3>"),
             ]
         );
         assert_eq!(
             without_lora_tags(prompt),
-            " x    <hypernet:e:1>",
+            " x        <hypernet:i:1>",
             "hypernetworks are not LoRAs"
         );
         assert_eq!(lora_tags("no tags, <lora:> <embedding>").unwrap(), []);
@@ -190,10 +213,9 @@ mod tests {
             ("<lora:a:strong>", "the multiplier `strong` is not a number"),
             ("<lora:a:nan>", "the multiplier `nan` is not a number"),
             (
-                "<lora:a:0.5:1>",
-                "the text encoder at 0.5 and the UNet at 1",
+                "<lora:a:0.5:many>",
+                "the UNet multiplier `many` is not a number",
             ),
-            ("<lora:a:unet=0>", "the text encoder at 1 and the UNet at 0"),
             ("<lora:a:1:1:16>", "`dyn`"),
             ("<lora:a:lbw=OUTALL>", "`lbw=` is not read"),
             ("<lora:a:5>", "the multiplier 5 is beyond ±4"),
@@ -209,15 +231,21 @@ mod tests {
             path: "models/loras/add_detail.safetensors".into(),
             label: "loras/add_detail.safetensors".into(),
             scale: 0.5,
+            text_scale: None,
         }]);
         assert_eq!(
             loaded,
-            [("add_detail".to_string(), 0.5)],
+            [("add_detail".to_string(), 0.5, None)],
             "no alias in a file not there"
         );
         assert!(check_loaded("a knight <lora:add_detail:0.5>", &loaded).is_ok());
         assert!(check_loaded("a knight", &[]).is_ok());
-        for prompt in ["<lora:add_detail:0.8>", "<lora:add:0.5>", "<lora:x:1>"] {
+        for prompt in [
+            "<lora:add_detail:0.8>",
+            "<lora:add:0.5>",
+            "<lora:x:1>",
+            "<lora:add_detail:1:0.5>",
+        ] {
             let error = check_loaded(prompt, &loaded).unwrap_err();
             assert!(
                 error.contains(prompt) && error.contains("not loaded"),
@@ -238,15 +266,17 @@ mod tests {
             path,
             label: "detail_v2.safetensors".into(),
             scale: 0.5,
+            text_scale: Some(1.0),
         }]);
         assert_eq!(
             names,
             [
-                ("detail_v2".to_string(), 0.5),
-                ("add_detail".to_string(), 0.5)
+                ("detail_v2".to_string(), 0.5, Some(1.0)),
+                ("add_detail".to_string(), 0.5, Some(1.0))
             ]
         );
-        assert!(check_loaded("<lora:add_detail:0.5>", &names).is_ok());
+        assert!(check_loaded("<lora:add_detail:1:0.5>", &names).is_ok());
+        assert!(check_loaded("<lora:add_detail:0.5>", &names).is_err());
     }
 
     proptest! {

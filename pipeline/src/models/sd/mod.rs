@@ -207,7 +207,7 @@ pub struct StableDiffusion {
     upscaler: Option<upscaler::Upscaler>,
     /// The names a prompt's LoRA tags may give the merged LoRAs, with their scales
     /// ([`lora_tags::tag_names`]).
-    lora_names: Vec<(String, f64)>,
+    lora_names: Vec<lora_tags::TagName>,
     identity: ModelIdentity,
 }
 
