@@ -403,6 +403,58 @@ pub(super) fn shift_mask(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn windows_cut_and_laid_back_are_the_image_and_each_is_one_square(
+            (b, wy, wx, window, c) in (1usize..3, 1usize..4, 1usize..4, 1usize..5, 1usize..4),
+        ) {
+            let (h, w) = (wy * window, wx * window);
+            let x = Tensor::arange(0f32, (b * h * w * c) as f32, &Device::Cpu)
+                .unwrap()
+                .reshape((b, h, w, c))
+                .unwrap();
+            let windows = partition(&x, window).unwrap();
+            prop_assert_eq!(windows.dims(), [b * wy * wx, window * window, c]);
+            let back = merge(&windows, (b, h, w), window).unwrap();
+            prop_assert_eq!(
+                back.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                x.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            );
+            // The last window of the first image is the bottom-right square, row by row.
+            let last: Vec<f32> = windows.get(wy * wx - 1).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            let corner: Vec<f32> = x
+                .get(0).unwrap()
+                .narrow(0, h - window, window).unwrap()
+                .narrow(1, w - window, window).unwrap()
+                .flatten_all().unwrap()
+                .to_vec1().unwrap();
+            prop_assert_eq!(last, corner);
+        }
+
+        #[test]
+        fn the_shift_mask_is_symmetric_and_keeps_each_pixel_with_itself(
+            (wy, wx, window) in (1usize..4, 1usize..4, 2usize..5),
+        ) {
+            let mask = shift_mask(wy * window, wx * window, window, &Device::Cpu, DType::F32)
+                .unwrap();
+            let n = window * window;
+            let values: Vec<Vec<f32>> = mask
+                .reshape((wy * wx * n, n))
+                .unwrap()
+                .to_vec2()
+                .unwrap();
+            for (row, scores) in values.iter().enumerate() {
+                let (w, i) = (row / n, row % n);
+                prop_assert_eq!(scores[i], 0.0);
+                for (j, &score) in scores.iter().enumerate() {
+                    prop_assert!(score == 0.0 || score == MASKED);
+                    prop_assert_eq!(score, values[w * n + j][i]);
+                }
+            }
+        }
+    }
 
     #[test]
     fn reflection_pads_without_repeating_the_edge() {
