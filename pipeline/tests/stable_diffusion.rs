@@ -1339,10 +1339,18 @@ fn a_recipe_prompt_applies_a_lora_by_its_a1111_tag_from_the_project_model_folder
     )
     .unwrap();
     std::fs::write(root.join("plain.recipe.toml"), recipe("moss,  stones", "")).unwrap();
-    // A1111's two multipliers: the text encoder's, then the UNet's.
+    // A1111's two multipliers: the text encoder's, then the UNet's; a recipe's `text_scale`.
     std::fs::write(
         root.join("split.recipe.toml"),
         recipe("moss, <lora:moss_detail:0:0.8> stones", ""),
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("split_named.recipe.toml"),
+        recipe(
+            "moss,  stones",
+            "loras = [{ file = \"shared/moss_detail.safetensors\", scale = 0.8, text_scale = 0 }]\n",
+        ),
     )
     .unwrap();
     let at = root.to_str().unwrap();
@@ -1388,6 +1396,8 @@ fn a_recipe_prompt_applies_a_lora_by_its_a1111_tag_from_the_project_model_folder
         "the text encoder left as it was"
     );
     assert_ne!(pixels("split"), pixels("plain"));
+    assert_eq!(manifest("split_named").model.loras, split.model.loras);
+    assert_eq!(pixels("split_named"), pixels("split"));
     // Without the project's folders the tag names nothing the build can find.
     let lost = studio.run(&["build", at, "--model", &studio.model, "--force"]);
     let stderr = String::from_utf8_lossy(&lost.stderr);

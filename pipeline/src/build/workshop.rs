@@ -116,7 +116,7 @@ impl<'a> Workshop<'a> {
                     file: slash(&lora.file),
                     sha256,
                     scale: lora.scale,
-                    text_scale: None,
+                    text_scale: lora.text_scale,
                 })
             })
             .collect::<Result<Vec<_>, BuildError>>()?;

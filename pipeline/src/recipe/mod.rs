@@ -31,7 +31,8 @@
 //! `pbr` (all of `normal`, `roughness`, `ao`) for materials, `source` + `strength`
 //! (0.6, in (0, 1]) for img2img, with a `mask` image to inpaint (white repainted, black
 //! kept), and for a Stable Diffusion model folder `loras` (none: a
-//! list of files, or of `{ file = "…", scale = 0.8 }`, scale -4..=4, default 1; the prompt's
+//! list of files, or of `{ file = "…", scale = 0.8 }`, scale -4..=4, default 1, with an
+//! optional `text_scale` for the text encoder's updates, as A1111's `te=`; the prompt's
 //! A1111 tags `<lora:name:0.8>` add the files of that name found beside the model or in the
 //! project's model folders at build time), `vae` (the
 //! model's own: a VAE `.safetensors` file or diffusers VAE folder instead), `refiner` (none: an
@@ -211,6 +212,9 @@ pub struct LoraRef {
     pub file: PathBuf,
     /// How strongly to apply it (-4..=4; 1 as trained).
     pub scale: f64,
+    /// How strongly to apply its text-encoder updates, when that differs from `scale`
+    /// (-4..=4; A1111's `te=`).
+    pub text_scale: Option<f64>,
 }
 
 /// A refiner that takes over a Stable Diffusion model's latents for an asset.
@@ -369,7 +373,13 @@ impl AssetRecipe {
             let loras: Vec<Value> = self
                 .loras
                 .iter()
-                .map(|l| json!({ "file": path(&l.file), "scale": l.scale }))
+                .map(|l| match l.text_scale {
+                    // Only with a text-encoder scale of its own, so older manifests match.
+                    Some(text) => {
+                        json!({ "file": path(&l.file), "scale": l.scale, "text_scale": text })
+                    }
+                    None => json!({ "file": path(&l.file), "scale": l.scale }),
+                })
                 .collect();
             canonical["loras"] = Value::Array(loras);
         }

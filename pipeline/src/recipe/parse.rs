@@ -576,8 +576,10 @@ impl Reader<'_> {
         let mut loras = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let at = format!("{field}[{i}]");
-            let (file, scale) = match item.get_ref() {
-                DeValue::String(s) => (Some(Spanned::new(item.span(), s.as_ref())), Some(1.0)),
+            let (file, scale, text_scale) = match item.get_ref() {
+                DeValue::String(s) => {
+                    (Some(Spanned::new(item.span(), s.as_ref())), Some(1.0), None)
+                }
                 DeValue::Table(table) => {
                     let mut t = Fields::new(table, format!("{at}."), item.span());
                     t.require(report, "file", "name the LoRA's `.safetensors` file");
@@ -587,8 +589,13 @@ impl Reader<'_> {
                     } else {
                         Some(1.0)
                     };
-                    t.finish(report, &["file", "scale"]);
-                    (file, scale)
+                    let text_scale = if t.has("text_scale") {
+                        t.number(report, "text_scale", -MOST_SCALE..=MOST_SCALE, false)
+                    } else {
+                        None
+                    };
+                    t.finish(report, &["file", "scale", "text_scale"]);
+                    (file, scale, text_scale)
                 }
                 other => {
                     report.error(
@@ -596,12 +603,16 @@ impl Reader<'_> {
                         Some(&at),
                         expected("a file name or a `{ file, scale }` table", other),
                     );
-                    (None, None)
+                    (None, None, None)
                 }
             };
             if let (Some(file), Some(scale)) = (file, scale) {
                 match self.weights_file(file.get_ref()) {
-                    Ok(path) => loras.push(LoraRef { file: path, scale }),
+                    Ok(path) => loras.push(LoraRef {
+                        file: path,
+                        scale,
+                        text_scale: text_scale.filter(|&text| text != scale),
+                    }),
                     Err(message) => report.error(file.span(), Some(&at), message),
                 }
             }
@@ -1010,23 +1021,22 @@ mod tests {
             "art/bricks.recipe.toml",
             "kind = \"texture\"\nprompt = \"bricks\"\nmodel = \"../models/sd15\"\n\
              loras = [\"../loras/moss.safetensors\", { file = \"pixel.safetensors\", scale = -0.5 },\n\
-                      \"/shared/loras/ink.safetensors\"]\n",
+                      \"/shared/loras/ink.safetensors\", { file = \"te.safetensors\", scale = 0.8, text_scale = 0 },\n\
+                      { file = \"same.safetensors\", scale = 0.5, text_scale = 0.5 }]\n",
         );
+        let lora = |file: &str, scale: f64, text_scale: Option<f64>| LoraRef {
+            file: file.into(),
+            scale,
+            text_scale,
+        };
         assert_eq!(
             r.loras,
             [
-                LoraRef {
-                    file: "loras/moss.safetensors".into(),
-                    scale: 1.0
-                },
-                LoraRef {
-                    file: "art/pixel.safetensors".into(),
-                    scale: -0.5
-                },
-                LoraRef {
-                    file: "/shared/loras/ink.safetensors".into(),
-                    scale: 1.0
-                }
+                lora("loras/moss.safetensors", 1.0, None),
+                lora("art/pixel.safetensors", -0.5, None),
+                lora("/shared/loras/ink.safetensors", 1.0, None),
+                lora("art/te.safetensors", 0.8, Some(0.0)),
+                lora("art/same.safetensors", 0.5, None),
             ]
         );
         assert_eq!(
@@ -1034,7 +1044,9 @@ mod tests {
             serde_json::json!([
                 { "file": "loras/moss.safetensors", "scale": 1.0 },
                 { "file": "art/pixel.safetensors", "scale": -0.5 },
-                { "file": "/shared/loras/ink.safetensors", "scale": 1.0 }
+                { "file": "/shared/loras/ink.safetensors", "scale": 1.0 },
+                { "file": "art/te.safetensors", "scale": 0.8, "text_scale": 0.0 },
+                { "file": "art/same.safetensors", "scale": 0.5 }
             ])
         );
         let plain = one("p.recipe.toml", "kind = \"sprite\"\nprompt = \"gem\"\n");
