@@ -1,7 +1,8 @@
 //! LoRAs applied from a prompt, as A1111 writes them: `<lora:name>`, `<lora:name:0.8>`,
 //! `<lora:name:0.8:0.5>` and `<lora:name:te=0.8:unet=0.5>` (the text encoder's scale, then the
-//! UNet's; `<lyco:…>` alike). A tag names a LoRA file by its name
-//! without the extension; the caller finds the file ([`crate::models::locate::lora_named`])
+//! UNet's; `<lyco:…>` alike). A tag names a LoRA file by its name without the extension, or
+//! by the name its trainer gave it (`ss_output_name`); the caller finds the file
+//! ([`crate::models::locate::lora_named`])
 //! and merges it into the model at the tag's scale like any other LoRA, so the manifest
 //! records the file and its hash. The tags themselves are taken out of the text the text
 //! encoder reads, as A1111 takes them out.
