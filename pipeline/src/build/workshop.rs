@@ -16,7 +16,7 @@ use crate::generator::{
 };
 use crate::models::locate;
 use crate::models::sd::embedding::EmbeddingFile;
-use crate::models::sd::lora::LoraFile;
+use crate::models::sd::lora::{LoraFile, LoraSummary};
 use crate::models::sd::lora_tags::lora_tags;
 use crate::models::sd::upscaler::UpscalerFile;
 use crate::models::sd::vae_file::VaeFile;
@@ -57,6 +57,9 @@ pub struct Ingredients {
     pub palette: Option<Palette>,
 }
 
+/// LoRA files with what each adapts ([`locate::lora_files`]).
+type LoraListing = Vec<(PathBuf, LoraSummary)>;
+
 /// Makes assets of one recipe set, loading each model and hashing its weights once.
 pub struct Workshop<'a> {
     options: &'a BuildOptions,
@@ -64,6 +67,8 @@ pub struct Workshop<'a> {
     /// Loaded models by folder, LoRAs and VAE.
     models: Mutex<HashMap<(PathBuf, String), Arc<dyn Generator>>>,
     weights: Mutex<HashMap<PathBuf, String>>,
+    /// The LoRA files of each set of folders prompts' tags are looked for in, listed once.
+    lora_files: Mutex<HashMap<Vec<PathBuf>, Arc<LoraListing>>>,
     /// Manifests of assets made or found, by label: `recipe:` sources start from them.
     manifests: Mutex<HashMap<String, Manifest>>,
 }
@@ -77,6 +82,7 @@ impl<'a> Workshop<'a> {
             set,
             models: Mutex::default(),
             weights: Mutex::default(),
+            lora_files: Mutex::default(),
             manifests: Mutex::default(),
         }
     }
@@ -260,9 +266,19 @@ impl<'a> Workshop<'a> {
             return Ok(Vec::new());
         }
         let dirs = locate::lora_tag_dirs(model_dir, &self.options.model_dirs);
+        let files = {
+            let mut listed = self
+                .lora_files
+                .lock()
+                .map_err(|_| fail("a LoRA listing panicked".into()))?;
+            listed
+                .entry(dirs.clone())
+                .or_insert_with(|| Arc::new(locate::lora_files(&dirs)))
+                .clone()
+        };
         tags.into_iter()
             .map(|tag| {
-                let path = locate::lora_named(&dirs, &tag.name)
+                let path = locate::lora_named_in(&files, &dirs, &tag.name)
                     .map_err(|e| fail(format!("`prompt`: `{}`: {e}", tag.text)))?;
                 let sha256 = crate::models::digest::file_sha256(&path).map_err(|e| {
                     fail(format!(

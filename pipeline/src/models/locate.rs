@@ -123,7 +123,16 @@ pub fn lora_tag_dirs(model: &std::path::Path, model_dirs: &[PathBuf]) -> Vec<Pat
 /// `ss_output_name`, which A1111 matches too). Otherwise what is wrong: no such file (with
 /// the names that differ only in case, or else the names there are), or several.
 pub fn lora_named(dirs: &[PathBuf], name: &str) -> Result<PathBuf, String> {
-    let files = lora_files(dirs);
+    lora_named_in(&lora_files(dirs), dirs, name)
+}
+
+/// [`lora_named`] among `files`, the [`lora_files`] of `dirs` already listed (a build lists
+/// them once for all its recipes' tags).
+pub fn lora_named_in(
+    files: &[(PathBuf, LoraSummary)],
+    dirs: &[PathBuf],
+    name: &str,
+) -> Result<PathBuf, String> {
     let stem = |path: &PathBuf| {
         path.file_stem()
             .map(|stem| stem.to_string_lossy().into_owned())

@@ -13,7 +13,7 @@ use super::{
     Animation, AssetRecipe, HiresRef, Img2Img, Kind, LoraRef, ModelRef, Palette, PbrMap, PixelArt,
     RefinerRef, Source, UpscalerRef,
 };
-use crate::models::sd::lora_tags::{MOST_SCALE, lora_tags};
+use crate::models::sd::lora_tags::{MOST_SCALE, lora_tags, without_lora_tags};
 use crate::models::sd::prompt_syntax::network_tag;
 use crate::models::sd::scheduler::Sampler;
 
@@ -237,9 +237,7 @@ impl Reader<'_> {
             },
             None => None,
         };
-        let untagged = prompt
-            .as_ref()
-            .map(|s| crate::models::sd::lora_tags::without_lora_tags(s.get_ref()));
+        let untagged = prompt.as_ref().map(|s| without_lora_tags(s.get_ref()));
         for (key, span, text) in [
             (
                 "prompt",
