@@ -3006,6 +3006,37 @@ fn swinir_and_hat_files_upscale_as_spandrel_runs_them() {
 }
 
 #[test]
+fn dat_files_upscale_as_spandrel_runs_them() {
+    let reference = Reference::of("dat-upscalers");
+    // 21×13: DAT pads to whole windows with zeros after its `qkv` projection, and its
+    // shifted windows' masks are made for the padded size, not the one it was built for.
+    let pixels = unit_pixels(reference.get("image"));
+    for (file, scale, what) in [
+        ("dat-x2.pth", 2, "DAT (2 groups, 2×4 windows, 2×)"),
+        (
+            "dat-x3-light.safetensors",
+            3,
+            "DAT (1 groups, 4×8 windows, 3×)",
+        ),
+    ] {
+        let path = upscaler_file(file).path;
+        assert!(
+            autonomy_pipeline::models::sd::upscaler::is_upscaler(&path),
+            "{file}"
+        );
+        let upscaler = Upscaler::open(&path, &Device::Cpu).unwrap();
+        assert_eq!(
+            (upscaler.scale(), upscaler.description()),
+            (scale, what),
+            "{file}"
+        );
+        let out = upscaler.forward(&pixels).unwrap();
+        assert_eq!(out.dims(), [1, 3, 13 * scale, 21 * scale], "{file}");
+        close(file, &out.get(0).unwrap(), reference.get(file), 1e-5);
+    }
+}
+
+#[test]
 fn upscaler_files_in_every_layout_upscale_as_spandrel_runs_them() {
     let reference = Reference::of("upscalers");
     let pixels = unit_pixels(reference.get("image"));

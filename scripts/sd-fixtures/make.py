@@ -1778,6 +1778,70 @@ def build_swin_upscalers(name):
               metadata={"prompt": "", "negative_prompt": "", "torch": torch.__version__})
 
 
+def build_dat_upscalers(name):
+    """Tiny random-weight DAT (Dual Aggregation Transformer) upscalers in the layout its releases
+    share them in (`params` in a `.pth`, as `DAT_x4.pth`, A1111's DAT upscalers), read back by
+    spandrel for their outputs on the same kind of test image as the Swin networks' (its sides
+    no multiple of the windows, so DAT's zero padding after `qkv` and its shifted windows' mask
+    at another size than trained are in play):
+    - `dat-x2.pth`: 2-by-4 rectangular windows (4-by-2 in the second branch), pixel-shuffle
+      upsampler, one-convolution residual connections, two groups deep enough that both of
+      DAT's rules for which blocks shift are used (the third block of an even group, the first
+      of an odd one);
+    - `dat-x3-light.safetensors`: DAT-light's layout (one pixel-shuffled convolution,
+      three-convolution residual connections), no `qkv` biases, 4-by-8 windows."""
+    from spandrel import ModelLoader
+    from spandrel.architectures.DAT import DAT
+
+    os.makedirs(UPSCALERS, exist_ok=True)
+    torch.manual_seed(47)
+    made = {
+        "dat-x2.pth": DAT(img_size=16, embed_dim=64, split_size=[2, 4], depth=[3, 2],
+                          num_heads=[2, 4], expansion_factor=2.0, upscale=2,
+                          resi_connection="1conv", upsampler="pixelshuffle"),
+        "dat-x3-light.safetensors": DAT(img_size=16, embed_dim=32, split_size=[4, 8],
+                                        depth=[2], num_heads=[2], expansion_factor=1.5,
+                                        qkv_bias=False, upscale=3, resi_connection="3conv",
+                                        upsampler="pixelshuffledirect"),
+    }
+    rng = np.random.default_rng(8)
+    image = rng.integers(0, 256, size=(13, 21, 3), dtype=np.uint8)  # 21 wide, 13 high
+    pixels = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    tensors = {"image": torch.from_numpy(image)}
+    for file, model in made.items():
+        # Weights that matter: norms (and batch norms' running statistics), the dynamic
+        # position biases' MLPs and the channel attention's temperatures off their initial values.
+        with torch.no_grad():
+            for module in model.modules():
+                if isinstance(module, (torch.nn.LayerNorm, torch.nn.BatchNorm2d)):
+                    module.weight.copy_(1 + 0.2 * torch.randn_like(module.weight))
+                    module.bias.normal_(0.0, 0.1)
+                if isinstance(module, torch.nn.BatchNorm2d):
+                    module.running_mean.normal_(0.0, 0.1)
+                    module.running_var.uniform_(0.5, 1.5)
+                if isinstance(module, torch.nn.Linear):
+                    module.weight.normal_(0.0, module.weight.shape[1] ** -0.5)
+                    if module.bias is not None:
+                        module.bias.normal_(0.0, 0.05)
+                if isinstance(module, torch.nn.Conv2d) and module.bias is not None:
+                    module.bias.normal_(0.0, 0.05)
+            for key, value in model.named_parameters():
+                if key.endswith("temperature"):
+                    value.uniform_(0.5, 2.0)
+        state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+        path = os.path.join(UPSCALERS, file)
+        if file.endswith(".safetensors"):
+            save_file(state, path)
+        else:
+            torch.save({"params": state}, path)
+        loaded = ModelLoader().load_from_file(path)
+        with torch.no_grad():
+            tensors[file] = loaded.model.eval()(pixels)[0].contiguous()
+        print(file, loaded.architecture.id, loaded.scale, loaded.tags, tuple(tensors[file].shape))
+    save_file(tensors, os.path.join(OUT, f"{name}.reference.safetensors"),
+              metadata={"prompt": "", "negative_prompt": "", "torch": torch.__version__})
+
+
 def new_arch_names(state, blocks):
     """ESRGAN's old names (`model.0`, `model.1.sub.…`) as Real-ESRGAN's (basicsr's) write them."""
     renamed = {}
@@ -1906,7 +1970,8 @@ def main():
                  "clip-skip": build_clip_skip, "prompt-syntax": build_prompt_syntax,
                  "a1111-prompts": build_a1111_prompts, "a1111-lengths": build_a1111_lengths,
                  "hires": build_hires,
-                 "upscalers": build_upscalers, "swin-upscalers": build_swin_upscalers}
+                 "upscalers": build_upscalers, "swin-upscalers": build_swin_upscalers,
+                 "dat-upscalers": build_dat_upscalers}
         for name in only:
             if name not in alone:
                 sys.exit(f"{name}: only {', '.join(alone)} build alone; run without names for the rest")

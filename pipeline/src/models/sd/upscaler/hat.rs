@@ -219,7 +219,7 @@ impl OverlapAttention {
         let (b, h, w, c) = xs.dims4()?;
         let qkv = per_token(&self.qkv, &self.norm1.forward(xs)?)?.reshape((b, h, w, 3, c))?;
         let part = |i: usize| qkv.narrow(3, i, 1)?.squeeze(3);
-        let q = partition(&part(0)?, ws)?;
+        let q = partition(&part(0)?, (ws, ws))?;
         let (k, v) = (
             overlapping(&part(1)?, ws, ows)?,
             overlapping(&part(2)?, ws, ows)?,
@@ -234,7 +234,7 @@ impl OverlapAttention {
         let (q, k, v) = (heads(&q, nq)?, heads(&k, ows * ows)?, heads(&v, ows * ows)?);
         let weights = candle_nn::ops::softmax_last_dim(&attention_scores(&q, &k, &self.bias)?)?;
         let out = weights.matmul(&v)?.transpose(1, 2)?.reshape((bw, nq, c))?;
-        let x = (per_token(&self.proj, &merge(&out, (b, h, w), ws)?)? + xs)?;
+        let x = (per_token(&self.proj, &merge(&out, (b, h, w), (ws, ws))?)? + xs)?;
         &x + self.mlp.forward(&self.norm2.forward(&x)?)?
     }
 }
@@ -350,7 +350,7 @@ impl Hat {
     fn features(&self, x: &Tensor) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
         let (ws, ows) = (self.shape.sizes.window, self.shape.overlap);
-        let mask = shift_mask(h, w, ws, x.device(), x.dtype())?;
+        let mask = shift_mask(h, w, (ws, ws), x.device(), x.dtype())?;
         let mut tokens = x.permute((0, 2, 3, 1))?.contiguous()?;
         if let Some(norm) = &self.embed_norm {
             tokens = norm.forward(&tokens)?;

@@ -2,9 +2,9 @@
 //! model sites share as spandrel (what ComfyUI and A1111 load them with) reads them: ESRGAN's
 //! RRDBNet in its original, BSRGAN and Real-ESRGAN layouts (4x-UltraSharp, RealESRGAN_x4plus,
 //! x2plus…; see [`rrdb`]), Real-ESRGAN's SRVGGNetCompact ([`compact`]), SwinIR's real-world,
-//! classical and lightweight SR networks ([`swinir`]) and HAT ([`hat`]). A Real-ESRGAN, SwinIR
-//! or HAT release's `params_ema` (or `params`) entry holds its weights. Pixels are RGB in [0, 1], as spandrel
-//! takes them.
+//! classical and lightweight SR networks ([`swinir`]), HAT ([`hat`]) and DAT ([`dat`]). A
+//! Real-ESRGAN, SwinIR, HAT or DAT release's `params_ema` (or `params`) entry holds its
+//! weights. Pixels are RGB in [0, 1], as spandrel takes them.
 //!
 //! Large images run in tiles, each read with a margin of context around it that is then
 //! cut away, so the tiles meet without seams; a tileable image's margins wrap around.
@@ -18,6 +18,7 @@
 //! ```
 
 pub mod compact;
+pub mod dat;
 pub mod hat;
 pub mod rrdb;
 pub mod swin;
@@ -53,6 +54,7 @@ enum Network {
     Compact(compact::Compact),
     SwinIr(swinir::SwinIr),
     Hat(hat::Hat),
+    Dat(dat::Dat),
 }
 
 /// An image upscaling model loaded from a file.
@@ -142,6 +144,25 @@ impl Upscaler {
                 description,
             });
         }
+        if dat::is_dat(|name| shapes.contains_key(name)) {
+            let shape =
+                dat::shape_of(&tensors).map_err(|e| invalid(format!("a DAT network, but {e}")))?;
+            let description = format!(
+                "DAT ({} groups, {}×{} windows, {}×)",
+                shape.depths.len(),
+                shape.split.0,
+                shape.split.1,
+                shape.scale
+            );
+            let scale = shape.scale;
+            let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+            return Ok(Self {
+                network: Network::Dat(dat::Dat::new(vb, shape).map_err(weights)?),
+                scale,
+                multiple: 1,
+                description,
+            });
+        }
         if swinir::is_swinir(|name| shapes.contains_key(name)) {
             let shape = swinir::shape_of(compact)
                 .map_err(|e| invalid(format!("a SwinIR network, but {e}")))?;
@@ -170,7 +191,7 @@ impl Upscaler {
         Err(SdError::Unsupported {
             path: path.to_path_buf(),
             message: format!(
-                "not an upscaler Autonomy reads (ESRGAN/RRDBNet, Real-ESRGAN compact, SwinIR or HAT); it holds {} tensors such as {some:?} (DAT, OmniSR and other architectures are not read yet)",
+                "not an upscaler Autonomy reads (ESRGAN/RRDBNet, Real-ESRGAN compact, SwinIR, HAT or DAT); it holds {} tensors such as {some:?} (OmniSR, Swin2SR and other architectures are not read yet)",
                 names.len()
             ),
         })
@@ -194,6 +215,7 @@ impl Upscaler {
             Network::Compact(net) => net.forward(pixels),
             Network::SwinIr(net) => net.forward(pixels),
             Network::Hat(net) => net.forward(pixels),
+            Network::Dat(net) => net.forward(pixels),
         }
     }
 
@@ -276,6 +298,7 @@ pub fn is_upscaler(path: &Path) -> bool {
         || (has("body.0.weight") && has("body.1.weight"))
         || swinir::is_swinir(has)
         || hat::is_hat(has)
+        || dat::is_dat(has)
 }
 
 /// The tensors of an upscaler file, under their stored names (a `module.` prefix dropped):
@@ -402,7 +425,7 @@ mod tests {
     #[test]
     fn a_file_of_another_kind_is_refused_naming_what_it_holds() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("dat.safetensors");
+        let path = dir.path().join("omnisr.safetensors");
         let t = Tensor::zeros((2, 2), DType::F32, &Device::Cpu).unwrap();
         candle_core::safetensors::save(
             &HashMap::from([("layers.0.attn.qkv.weight".to_string(), t)]),

@@ -1,7 +1,9 @@
 //! The Swin transformer's parts that SwinIR ([`super::swinir`]) and HAT ([`super::hat`])
-//! share: self-attention within square windows with a learned relative position bias, every
-//! other block's windows shifted by half a window (a mask keeps the parts the shift brought
-//! together apart), the blocks' MLP, and the reflection padding to whole windows.
+//! share, some of them with DAT ([`super::dat`]): self-attention within square windows with a
+//! learned relative position bias, every other block's windows shifted by half a window (a
+//! mask keeps the parts the shift brought together apart; windows cut and masked as rectangles
+//! for DAT), the blocks' MLP, the closing convolutions of a residual group, the pixel-shuffle
+//! upsampler, and the reflection padding to whole windows.
 
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
@@ -166,9 +168,12 @@ impl WindowAttention {
             }
             x.roll(by, 1)?.roll(by, 2)
         };
-        let windows = partition(&roll(x, -(shift as i32))?, window)?;
+        let windows = partition(&roll(x, -(shift as i32))?, (window, window))?;
         let attended = self.forward(&windows, mask.filter(|_| shift > 0), b)?;
-        roll(&merge(&attended, (b, h, w), window)?, shift as i32)
+        roll(
+            &merge(&attended, (b, h, w), (window, window))?,
+            shift as i32,
+        )
     }
 }
 
@@ -202,23 +207,24 @@ pub(super) fn bias_from_table(
         .unsqueeze(0)
 }
 
-/// `x` `(b, h, w, c)` cut into its windows `(b·windows, window², c)`, row by row.
-pub(super) fn partition(x: &Tensor, window: usize) -> Result<Tensor> {
+/// `x` `(b, h, w, c)` cut into its windows `(b·windows, wh·ww, c)` of `wh` rows by `ww`
+/// columns, row by row.
+pub(super) fn partition(x: &Tensor, (wh, ww): (usize, usize)) -> Result<Tensor> {
     let (b, h, w, c) = x.dims4()?;
-    x.reshape((b, h / window, window, w / window, window, c))?
+    x.reshape((b, h / wh, wh, w / ww, ww, c))?
         .permute((0, 1, 3, 2, 4, 5))?
-        .reshape((b * (h / window) * (w / window), window * window, c))
+        .reshape((b * (h / wh) * (w / ww), wh * ww, c))
 }
 
 /// The windows [`partition`] cut, laid back as `(b, h, w, c)`.
 pub(super) fn merge(
     windows: &Tensor,
     (b, h, w): (usize, usize, usize),
-    window: usize,
+    (wh, ww): (usize, usize),
 ) -> Result<Tensor> {
     let c = windows.dim(2)?;
     windows
-        .reshape((b, h / window, w / window, window, window, c))?
+        .reshape((b, h / wh, w / ww, wh, ww, c))?
         .permute((0, 1, 3, 2, 4, 5))?
         .reshape((b, h, w, c))
 }
@@ -331,6 +337,40 @@ pub(super) fn pixel_shuffle_scale(
     }
 }
 
+/// One or three convolutions closing a residual group (and the body).
+pub(super) enum Closing {
+    One(Conv2d),
+    Three([Conv2d; 3]),
+}
+
+impl Closing {
+    /// Reads them from `vb` for `features` channels: three (`0`, `2`, `4`, leaky ReLUs of
+    /// slope 0.2 between them, a quarter of the channels inside) when `three`, else one.
+    pub(super) fn new(vb: VarBuilder, features: usize, three: bool) -> Result<Self> {
+        if !three {
+            return Ok(Self::One(Conv2d::new(vb, features, features, 3, 1, 1)?));
+        }
+        let quarter = features / 4;
+        Ok(Self::Three([
+            Conv2d::new(vb.pp("0"), features, quarter, 3, 1, 1)?,
+            Conv2d::new(vb.pp("2"), quarter, quarter, 1, 1, 0)?,
+            Conv2d::new(vb.pp("4"), quarter, features, 3, 1, 1)?,
+        ]))
+    }
+
+    /// The convolutions on `xs` `(n, c, h, w)`.
+    pub(super) fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::One(conv) => conv.forward(xs),
+            Self::Three([a, b, c]) => {
+                let xs = leaky(&a.forward(xs)?, 0.2)?;
+                let xs = leaky(&b.forward(&xs)?, 0.2)?;
+                c.forward(&xs)
+            }
+        }
+    }
+}
+
 /// Leaky ReLU of `slope`.
 pub(super) fn leaky(xs: &Tensor, slope: f64) -> Result<Tensor> {
     xs.maximum(&(xs * slope)?)
@@ -360,34 +400,33 @@ pub(super) fn reflect_to_multiple(xs: &Tensor, multiple: usize) -> Result<Tensor
     reflect(&reflect(xs, 2, h)?, 3, w)
 }
 
-/// What the shifted windows of an `h`×`w` image add to their attention scores,
-/// `(1, windows, 1, n, n)`: 0 between pixels from the same part of the image before the
-/// shift, [`MASKED`] between parts the roll brought together.
+/// What the windows of `wh` rows by `ww` columns, shifted by half of each, of an `h`×`w`
+/// image add to their attention scores, `(1, windows, 1, n, n)`: 0 between pixels from the
+/// same part of the image before the shift, [`MASKED`] between parts the roll brought together.
 pub(super) fn shift_mask(
     h: usize,
     w: usize,
-    window: usize,
+    (wh, ww): (usize, usize),
     device: &Device,
     dtype: DType,
 ) -> Result<Tensor> {
-    let shift = window / 2;
-    let part = |i: usize, size: usize| {
+    let part = |i: usize, size: usize, window: usize| {
         if i < size - window {
             0
-        } else if i < size - shift {
+        } else if i < size - window / 2 {
             1
         } else {
             2
         }
     };
-    let (wy, wx, n) = (h / window, w / window, window * window);
+    let (wy, wx, n) = (h / wh, w / ww, wh * ww);
     let mut values = Vec::with_capacity(wy * wx * n * n);
     for y in 0..wy {
         for x in 0..wx {
             let ids: Vec<usize> = (0..n)
                 .map(|p| {
-                    let (py, px) = (y * window + p / window, x * window + p % window);
-                    part(py, h) * 3 + part(px, w)
+                    let (py, px) = (y * wh + p / ww, x * ww + p % ww);
+                    part(py, h, wh) * 3 + part(px, w, ww)
                 })
                 .collect();
             for &a in &ids {
@@ -407,27 +446,27 @@ mod tests {
 
     proptest! {
         #[test]
-        fn windows_cut_and_laid_back_are_the_image_and_each_is_one_square(
-            (b, wy, wx, window, c) in (1usize..3, 1usize..4, 1usize..4, 1usize..5, 1usize..4),
+        fn windows_cut_and_laid_back_are_the_image_and_each_is_one_rectangle(
+            (b, wy, wx, wh, ww, c) in (1usize..3, 1usize..4, 1usize..4, 1usize..5, 1usize..5, 1usize..4),
         ) {
-            let (h, w) = (wy * window, wx * window);
+            let (h, w) = (wy * wh, wx * ww);
             let x = Tensor::arange(0f32, (b * h * w * c) as f32, &Device::Cpu)
                 .unwrap()
                 .reshape((b, h, w, c))
                 .unwrap();
-            let windows = partition(&x, window).unwrap();
-            prop_assert_eq!(windows.dims(), [b * wy * wx, window * window, c]);
-            let back = merge(&windows, (b, h, w), window).unwrap();
+            let windows = partition(&x, (wh, ww)).unwrap();
+            prop_assert_eq!(windows.dims(), [b * wy * wx, wh * ww, c]);
+            let back = merge(&windows, (b, h, w), (wh, ww)).unwrap();
             prop_assert_eq!(
                 back.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
                 x.flatten_all().unwrap().to_vec1::<f32>().unwrap()
             );
-            // The last window of the first image is the bottom-right square, row by row.
+            // The last window of the first image is the bottom-right rectangle, row by row.
             let last: Vec<f32> = windows.get(wy * wx - 1).unwrap().flatten_all().unwrap().to_vec1().unwrap();
             let corner: Vec<f32> = x
                 .get(0).unwrap()
-                .narrow(0, h - window, window).unwrap()
-                .narrow(1, w - window, window).unwrap()
+                .narrow(0, h - wh, wh).unwrap()
+                .narrow(1, w - ww, ww).unwrap()
                 .flatten_all().unwrap()
                 .to_vec1().unwrap();
             prop_assert_eq!(last, corner);
@@ -435,11 +474,11 @@ mod tests {
 
         #[test]
         fn the_shift_mask_is_symmetric_and_keeps_each_pixel_with_itself(
-            (wy, wx, window) in (1usize..4, 1usize..4, 2usize..5),
+            (wy, wx, wh, ww) in (1usize..4, 1usize..4, 2usize..5, 2usize..5),
         ) {
-            let mask = shift_mask(wy * window, wx * window, window, &Device::Cpu, DType::F32)
+            let mask = shift_mask(wy * wh, wx * ww, (wh, ww), &Device::Cpu, DType::F32)
                 .unwrap();
-            let n = window * window;
+            let n = wh * ww;
             let values: Vec<Vec<f32>> = mask
                 .reshape((wy * wx * n, n))
                 .unwrap()
@@ -476,7 +515,7 @@ mod tests {
 
     #[test]
     fn the_shift_mask_parts_only_the_last_row_and_column_of_windows() {
-        let mask = shift_mask(8, 8, 4, &Device::Cpu, DType::F32).unwrap();
+        let mask = shift_mask(8, 8, (4, 4), &Device::Cpu, DType::F32).unwrap();
         assert_eq!(mask.dims(), [1, 4, 1, 16, 16]);
         let window = |i: usize| -> Vec<Vec<f32>> {
             mask.get(0)

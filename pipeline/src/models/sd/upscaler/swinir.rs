@@ -13,7 +13,7 @@ use candle_nn::{LayerNorm, VarBuilder};
 use super::super::kernels::Conv2d;
 use super::compact::pixel_shuffle;
 use super::swin::{
-    Mlp, PixelShuffleUp, RGB_MEAN, SwinSizes, WindowAttention, leaky, pixel_shuffle_scale,
+    Closing, Mlp, PixelShuffleUp, RGB_MEAN, SwinSizes, WindowAttention, leaky, pixel_shuffle_scale,
     reflect_to_multiple, shift_mask,
 };
 
@@ -120,37 +120,6 @@ pub fn shape_of(
         scale,
         range: if window == 7 { 255.0 } else { 1.0 },
     })
-}
-
-/// One or three convolutions closing a residual group (and the body).
-enum Closing {
-    One(Conv2d),
-    Three([Conv2d; 3]),
-}
-
-impl Closing {
-    fn new(vb: VarBuilder, features: usize, three: bool) -> Result<Self> {
-        if !three {
-            return Ok(Self::One(Conv2d::new(vb, features, features, 3, 1, 1)?));
-        }
-        let quarter = features / 4;
-        Ok(Self::Three([
-            Conv2d::new(vb.pp("0"), features, quarter, 3, 1, 1)?,
-            Conv2d::new(vb.pp("2"), quarter, quarter, 1, 1, 0)?,
-            Conv2d::new(vb.pp("4"), quarter, features, 3, 1, 1)?,
-        ]))
-    }
-
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        match self {
-            Self::One(conv) => conv.forward(xs),
-            Self::Three([a, b, c]) => {
-                let xs = leaky(&a.forward(xs)?, 0.2)?;
-                let xs = leaky(&b.forward(&xs)?, 0.2)?;
-                c.forward(&xs)
-            }
-        }
-    }
 }
 
 /// One Swin transformer block: window attention, then an MLP, each around a layer norm and
@@ -294,7 +263,7 @@ impl SwinIr {
     fn features(&self, x: &Tensor, window: usize, shifts: bool) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
         let mask = if shifts {
-            Some(shift_mask(h, w, window, x.device(), x.dtype())?)
+            Some(shift_mask(h, w, (window, window), x.device(), x.dtype())?)
         } else {
             None
         };
