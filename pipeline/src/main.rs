@@ -241,9 +241,10 @@ struct GenerateArgs {
     #[arg(long)]
     vae: Option<PathBuf>,
     /// Stable Diffusion: a LoRA (or LyCORIS) file to merge, `FILE` or `FILE:SCALE` (scale 1
-    /// unless given); repeat for more.
-    #[arg(long = "lora", value_name = "FILE[:SCALE]", value_parser = lora_arg)]
-    loras: Vec<(PathBuf, f64)>,
+    /// unless given), or `FILE:TEXT:UNET` for the text encoder's and the UNet's scales apart
+    /// (A1111's `<lora:name:te:unet>` order); repeat for more.
+    #[arg(long = "lora", value_name = "FILE[:SCALE[:UNET]]", value_parser = lora_arg)]
+    loras: Vec<(PathBuf, f64, Option<f64>)>,
     /// Stable Diffusion: the project whose model folders (its autonomy.toml; `models/` unless
     /// it says otherwise) the prompt's A1111 LoRA tags (`<lora:name:0.8>`) are found in,
     /// besides the folder holding `--model`.
@@ -441,11 +442,11 @@ fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
     let mut loras: Vec<LoraFile> = args
         .loras
         .iter()
-        .map(|(path, scale)| LoraFile {
+        .map(|(path, scale, text_scale)| LoraFile {
             path: path.clone(),
             label: path.display().to_string(),
             scale: *scale,
-            text_scale: None,
+            text_scale: *text_scale,
         })
         .collect();
     let tags = lora_tags(&args.prompt).map_err(|e| anyhow!("the prompt: {e}"))?;
@@ -579,18 +580,35 @@ fn unit_interval(text: &str) -> std::result::Result<f64, String> {
     }
 }
 
-/// `FILE` or `FILE:SCALE` (a scale from −4 to 4, as recipes take): a LoRA to merge.
-fn lora_arg(text: &str) -> std::result::Result<(PathBuf, f64), String> {
-    match text.rsplit_once(':') {
-        Some((file, scale)) if !file.is_empty() && scale.parse::<f64>().is_ok() => {
-            let scale: f64 = scale.parse().unwrap_or(1.0);
-            if !(-MOST_SCALE..=MOST_SCALE).contains(&scale) {
-                return Err(format!("the scale {scale} is not within −4 to 4"));
-            }
-            Ok((PathBuf::from(file), scale))
+/// `--lora`'s `FILE`, `FILE:SCALE` or `FILE:TEXT:UNET` (A1111's order: the text encoder's
+/// scale, then the UNet's): the file, the UNet's scale and the text encoder's when it differs. Scales run from
+/// −4 to 4, as recipes take them.
+fn lora_arg(text: &str) -> std::result::Result<(PathBuf, f64, Option<f64>), String> {
+    let number = |s: &str| s.parse::<f64>().ok().filter(|v| v.is_finite());
+    // From the right: the last number, the one before it, and what is left.
+    let parts: Vec<&str> = text.rsplitn(3, ':').collect();
+    let (file, text_scale, unet_scale) = match parts.as_slice() {
+        [unet, te, file] if !file.is_empty() => match (number(te), number(unet)) {
+            (Some(te), Some(unet)) => (file.to_string(), te, unet),
+            (None, Some(scale)) => (format!("{file}:{te}"), scale, scale),
+            _ => (text.to_string(), 1.0, 1.0),
+        },
+        [scale, file] if !file.is_empty() => match number(scale) {
+            Some(scale) => (file.to_string(), scale, scale),
+            None => (text.to_string(), 1.0, 1.0),
+        },
+        _ => (text.to_string(), 1.0, 1.0),
+    };
+    for scale in [text_scale, unet_scale] {
+        if !(-MOST_SCALE..=MOST_SCALE).contains(&scale) {
+            return Err(format!("the scale {scale} is not within −4 to 4"));
         }
-        _ => Ok((PathBuf::from(text), 1.0)),
     }
+    Ok((
+        PathBuf::from(file),
+        unet_scale,
+        Some(text_scale).filter(|&t| t != unet_scale),
+    ))
 }
 
 fn output_path(args: &GenerateArgs, index: usize, seed: u64) -> PathBuf {
@@ -1030,4 +1048,37 @@ fn bench(args: BenchArgs, dev: &candle_core::Device) -> Result<ExitCode> {
         eprintln!("wrote {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lora_arguments_read_one_scale_or_a1111_s_two_from_the_right() {
+        let arg = |text: &str| lora_arg(text).unwrap();
+        assert_eq!(arg("a.safetensors"), ("a.safetensors".into(), 1.0, None));
+        assert_eq!(
+            arg("a.safetensors:0.7"),
+            ("a.safetensors".into(), 0.7, None)
+        );
+        assert_eq!(
+            arg("a.safetensors:0.3:0.7"),
+            ("a.safetensors".into(), 0.7, Some(0.3)),
+            "the text encoder's scale, then the UNet's"
+        );
+        assert_eq!(
+            arg("a.safetensors:0.5:0.5"),
+            ("a.safetensors".into(), 0.5, None)
+        );
+        // Colons in the path stay in the path.
+        assert_eq!(
+            arg(r"C:\loras\a.pt:0.5"),
+            (r"C:\loras\a.pt".into(), 0.5, None)
+        );
+        assert_eq!(arg("C:a.pt"), ("C:a.pt".into(), 1.0, None));
+        assert_eq!(arg("x:y:0.2:0.4"), ("x:y".into(), 0.4, Some(0.2)));
+        let err = lora_arg("a.safetensors:0.5:9").unwrap_err();
+        assert!(err.contains("the scale 9 is not within −4 to 4"), "{err}");
+    }
 }

@@ -3323,6 +3323,30 @@ fn generate_takes_loras_embeddings_clip_skip_and_a1111_lora_tags() {
         "{stderr}"
     );
     assert_eq!(pixels("with.png"), pixels("tagged.png"));
+    // Apart scales for the text encoder and the UNet, in A1111's order, either way.
+    let apart = |name: &str, prompt: &str, lora: Option<String>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_autonomy"));
+        command.args(["generate", prompt, "--model"]).arg(&model);
+        command
+            .args(["--steps", "2", "-o"])
+            .arg(dir.path().join(name));
+        if let Some(lora) = lora {
+            command.args(["--lora", &lora]);
+        }
+        let out = command.output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        pixels(name)
+    };
+    let file = model.join("loras/kohya.safetensors").display().to_string();
+    let argument = apart("te-unet.png", "a red potion", Some(format!("{file}:0:0.7")));
+    assert_eq!(
+        argument,
+        apart("te-unet-tag.png", "a red potion <lora:kohya:0:0.7>", None)
+    );
+    assert_ne!(
+        argument,
+        apart("both.png", "a red potion", Some(format!("{file}:0.7")))
+    );
     // A prompt that changes says which text each step takes.
     let edited = std::process::Command::new(env!("CARGO_BIN_EXE_autonomy"))
         .args(["generate", "a [red:blue:1] potion AND a gem:0.5", "--model"])
