@@ -10,7 +10,7 @@
 //! or with `-- upscalers` the hires pass's upscaling models against spandrel (what ComfyUI and
 //! A1111 run them with) on a 128² image: ESRGAN's RRDBNet at 4x-UltraSharp's size,
 //! Real-ESRGAN's compact SRVGGNet at realesr-general-x4v3's, SwinIR-M's real-world ×4
-//! network (A1111's "SwinIR 4x") and HAT at Real_HAT_GAN_SRx4's size.
+//! network (A1111's "SwinIR 4x"), HAT at Real_HAT_GAN_SRx4's size and DAT at DAT_x4's.
 //!
 //! The weights (~9 GB) are made once into `target/sd-bench` by `scripts/sd-fixtures/bench.py`,
 //! which also times PyTorch. Python with `torch`, `diffusers` and `transformers` is found as
@@ -194,6 +194,11 @@ fn upscalers(
             "HAT ×4 (Real_HAT_GAN_SRx4's size), 128² → 512²",
             "hat_x4",
             "hat-x4.pth",
+        ),
+        (
+            "DAT ×4 (DAT_x4's size, A1111's DAT x4), 128² → 512²",
+            "dat_x4",
+            "dat-x4.pth",
         ),
     ] {
         let upscaler = Upscaler::open(&root.join("upscalers").join(file), device)

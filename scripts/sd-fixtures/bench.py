@@ -140,13 +140,14 @@ def measure(root, repeats):
 
 
 UPSCALERS = {"esrgan_x4": "esrgan-x4.pth", "compact_x4": "compact-x4.pth",
-             "swinir_x4": "swinir-x4.pth", "hat_x4": "hat-x4.pth"}
+             "swinir_x4": "swinir-x4.pth", "hat_x4": "hat-x4.pth", "dat_x4": "dat-x4.pth"}
 
 
 @torch.no_grad()
 def upscalers(root, repeats):
     from spandrel import ModelLoader
     from spandrel.architectures.Compact import Compact
+    from spandrel.architectures.DAT import DAT
     from spandrel.architectures.ESRGAN import ESRGAN
     from spandrel.architectures.HAT import HAT
     from spandrel.architectures.SwinIR import SwinIR
@@ -160,7 +161,9 @@ def upscalers(root, repeats):
                                         upsampler="nearest+conv", resi_connection="1conv"),
             "hat_x4": lambda: HAT(img_size=64, window_size=16, embed_dim=180, depths=[6] * 6,
                                   num_heads=[6] * 6, compress_ratio=3, squeeze_factor=30,
-                                  overlap_ratio=0.5, mlp_ratio=2.0, upscale=4)}
+                                  overlap_ratio=0.5, mlp_ratio=2.0, upscale=4),
+            "dat_x4": lambda: DAT(img_size=64, embed_dim=180, split_size=[8, 32], depth=[6] * 6,
+                                  num_heads=[6] * 6, expansion_factor=4.0, upscale=4)}
     device = os.environ.get("AUTONOMY_BENCH_TORCH_DEVICE", "cpu")
     dtype = torch.float32 if device == "cpu" else torch.float16
     results = {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": device}
@@ -172,7 +175,9 @@ def upscalers(root, repeats):
             torch.manual_seed(0)
             torch.save(made[key]().state_dict(), path + ".partial")
             os.replace(path + ".partial", path)
-        half = key not in ("swinir_x4", "hat_x4")
+        # The Swin transformers run in f32, as Autonomy runs them (spandrel runs SwinIR and
+        # DAT in f32 only).
+        half = key not in ("swinir_x4", "hat_x4", "dat_x4")
         kind = dtype if half else torch.float32
         model = ModelLoader().load_from_file(path).model.eval().to(device=device, dtype=kind)
         results[key] = timed(lambda: model(image.to(kind)), repeats)

@@ -12,7 +12,9 @@
 //! - **attention** fused per block of 64 queries: scores, a vectorisable softmax and the
 //!   weighted sum stay in a cache-sized buffer instead of a `(heads, n, n)` score tensor;
 //! - the feed-forward's **GEGLU** gate `a · GELU(b)` in one vectorised pass (an erf to 1.5e-7
-//!   instead of libm's scalar one).
+//!   instead of libm's scalar one), and the upscalers' plain GELU alike;
+//! - the **depthwise 3×3 convolution** of channels-last images DAT's blocks run, one pass per
+//!   output row.
 
 use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, DType, Layout, Module, Result, Shape, Tensor,
@@ -815,6 +817,184 @@ fn geglu_rows_any(rows: &[f32], out: &mut [f32], half: usize) {
     }
 }
 
+/// The exact (erf) GELU of `xs`, with [`fast_erf`] on the CPU in f32 (within 1e-7 of
+/// candle's `gelu_erf`, several times faster), candle's elsewhere.
+pub fn gelu_erf(xs: &Tensor) -> Result<Tensor> {
+    if xs.device().is_cpu() && xs.dtype() == DType::F32 {
+        xs.contiguous()?.apply_op1_no_bwd(&GeluErf)
+    } else {
+        xs.gelu_erf()
+    }
+}
+
+struct GeluErf;
+
+impl CustomOp1 for GeluErf {
+    fn name(&self) -> &'static str {
+        "autonomy-gelu-erf"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let xs = f32s(storage, layout, "gelu input")?;
+        let mut output = vec![0f32; xs.len()];
+        output
+            .par_chunks_mut(1 << 14)
+            .zip(xs.par_chunks(1 << 14))
+            .for_each(|(out, xs)| gelu_rows(xs, out));
+        Ok((CpuStorage::F32(output), layout.shape().clone()))
+    }
+}
+
+on_widest_vectors! {
+    /// [`GeluErf`] on a slice, on the widest vectors the CPU has.
+    fn gelu_rows => gelu_rows_any(xs: &[f32], out: &mut [f32])
+}
+
+#[inline(always)]
+fn gelu_rows_any(xs: &[f32], out: &mut [f32]) {
+    for (o, &x) in out.iter_mut().zip(xs) {
+        *o = gelu_of(x);
+    }
+}
+
+/// The exact GELU of `x` through [`fast_erf`].
+#[inline(always)]
+fn gelu_of(x: f32) -> f32 {
+    x * 0.5 * (1.0 + fast_erf(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// A 3×3 depthwise convolution (zero padding 1, stride 1) of channels-last images `xs`
+/// `(b, h, w, c)` with `taps` `(3, 3, c)` and `bias` `(c)`, then the exact GELU when `gelu`:
+/// on the CPU in f32 one pass over each output row (every tap's channels in a vector), else
+/// nine shifted products with candle's operations.
+pub fn depthwise3x3(xs: &Tensor, taps: &Tensor, bias: &Tensor, gelu: bool) -> Result<Tensor> {
+    if xs.device().is_cpu() && xs.dtype() == DType::F32 {
+        return xs.contiguous()?.apply_op3_no_bwd(
+            &taps.contiguous()?,
+            &bias.contiguous()?,
+            &Depthwise3x3 { gelu },
+        );
+    }
+    let (_, h, w, _) = xs.dims4()?;
+    let padded = xs.pad_with_zeros(1, 1, 1)?.pad_with_zeros(2, 1, 1)?;
+    let mut out = bias.clone();
+    for ky in 0..3 {
+        let rows = padded.narrow(1, ky, h)?;
+        for kx in 0..3 {
+            let tap = taps.get(ky)?.get(kx)?;
+            out = rows
+                .narrow(2, kx, w)?
+                .broadcast_mul(&tap)?
+                .broadcast_add(&out)?;
+        }
+    }
+    if gelu { out.gelu_erf() } else { Ok(out) }
+}
+
+struct Depthwise3x3 {
+    gelu: bool,
+}
+
+impl CustomOp3 for Depthwise3x3 {
+    fn name(&self) -> &'static str {
+        "autonomy-depthwise-conv3x3"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let xs = f32s(s1, l1, "depthwise convolution input")?;
+        let taps = f32s(s2, l2, "depthwise convolution taps")?;
+        let bias = f32s(s3, l3, "depthwise convolution bias")?;
+        let (b, h, w, c) = l1.shape().dims4()?;
+        if taps.len() != 9 * c || bias.len() != c {
+            candle_core::bail!(
+                "depthwise convolution: taps {:?} and bias {:?} do not fit {c} channels",
+                l2.dims(),
+                l3.dims()
+            );
+        }
+        let mut output = vec![0f32; b * h * w * c];
+        if c > 0 && w > 0 {
+            let image = (h * w * c).max(1);
+            output
+                .par_chunks_mut(w * c)
+                .enumerate()
+                .for_each(|(row, out)| {
+                    let (n, y) = (row / h, row % h);
+                    let rows = Rows {
+                        image: &xs[n * image..(n + 1) * image],
+                        h,
+                        w,
+                        c,
+                    };
+                    depthwise_row(rows, taps, bias, out, y, self.gelu);
+                });
+        }
+        Ok((CpuStorage::F32(output), l1.shape().clone()))
+    }
+}
+
+/// One channels-last image `(h, w, c)`.
+#[derive(Clone, Copy)]
+struct Rows<'a> {
+    image: &'a [f32],
+    h: usize,
+    w: usize,
+    c: usize,
+}
+
+on_widest_vectors! {
+    /// Output row `y` of [`Depthwise3x3`], on the widest vectors the CPU has.
+    fn depthwise_row => depthwise_row_any(
+        rows: Rows<'_>, taps: &[f32], bias: &[f32], out: &mut [f32], y: usize, gelu: bool
+    )
+}
+
+#[inline(always)]
+fn depthwise_row_any(
+    rows: Rows<'_>,
+    taps: &[f32],
+    bias: &[f32],
+    out: &mut [f32],
+    y: usize,
+    gelu: bool,
+) {
+    let Rows { image, h, w, c } = rows;
+    for pixel in out.chunks_exact_mut(c) {
+        pixel.copy_from_slice(bias);
+    }
+    for ky in 0..3 {
+        let Some(iy) = (y + ky).checked_sub(1).filter(|&iy| iy < h) else {
+            continue;
+        };
+        let row = &image[iy * w * c..(iy + 1) * w * c];
+        for kx in 0..3 {
+            let tap = &taps[(ky * 3 + kx) * c..(ky * 3 + kx + 1) * c];
+            // Output x reads input x + kx − 1.
+            let (from, to) = (1usize.saturating_sub(kx), (w + 1 - kx).min(w));
+            for x in from..to {
+                let input = &row[(x + kx - 1) * c..(x + kx) * c];
+                let pixel = &mut out[x * c..(x + 1) * c];
+                for ((o, &i), &t) in pixel.iter_mut().zip(input).zip(tap) {
+                    *o += i * t;
+                }
+            }
+        }
+    }
+    if gelu {
+        for o in out.iter_mut() {
+            *o = gelu_of(*o);
+        }
+    }
+}
+
 /// erf(x) within 1.5e-7 (Abramowitz & Stegun 7.1.26), branch-free so that loops over it
 /// vectorise.
 #[inline(always)]
@@ -1052,6 +1232,78 @@ mod tests {
         }
         let odd = Tensor::zeros((2, 3), DType::F32, &device).unwrap();
         assert!(geglu(&odd).unwrap_err().to_string().contains("not even"));
+    }
+
+    #[test]
+    fn fast_gelu_is_candle_s_exact_gelu() {
+        let xs = Tensor::randn(0f32, 3.0, (7, 1000), &Device::Cpu).unwrap();
+        let diff = (gelu_erf(&xs).unwrap() - xs.gelu_erf().unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff < 2e-6, "{diff}");
+    }
+
+    #[test]
+    fn the_depthwise_kernel_is_candle_s_grouped_convolution_channels_last() {
+        let dev = Device::Cpu;
+        for (c, h, w) in [(5, 7, 6), (16, 1, 9), (3, 4, 1)] {
+            let weight = Tensor::randn(0f32, 1.0, (c, 1, 3, 3), &dev).unwrap();
+            let bias = Tensor::randn(0f32, 1.0, c, &dev).unwrap();
+            let image = Tensor::randn(0f32, 1.0, (2, c, h, w), &dev).unwrap();
+            let grouped = image
+                .conv2d(&weight, 1, 1, 1, c)
+                .unwrap()
+                .broadcast_add(&bias.reshape((1, c, 1, 1)).unwrap())
+                .unwrap()
+                .permute((0, 2, 3, 1))
+                .unwrap();
+            let taps = weight
+                .reshape((c, 9))
+                .unwrap()
+                .t()
+                .unwrap()
+                .reshape((3, 3, c))
+                .unwrap();
+            let channels_last = image.permute((0, 2, 3, 1)).unwrap();
+            for gelu in [false, true] {
+                let expected = if gelu {
+                    grouped.gelu_erf().unwrap()
+                } else {
+                    grouped.clone()
+                };
+                let ours = depthwise3x3(&channels_last, &taps, &bias, gelu).unwrap();
+                // The path other devices take, run here on the CPU in f64.
+                let generic = depthwise3x3(
+                    &channels_last.to_dtype(DType::F64).unwrap(),
+                    &taps.to_dtype(DType::F64).unwrap(),
+                    &bias.to_dtype(DType::F64).unwrap(),
+                    gelu,
+                )
+                .unwrap()
+                .to_dtype(DType::F32)
+                .unwrap();
+                for (what, got) in [("kernel", ours), ("generic", generic)] {
+                    let diff = (got - &expected)
+                        .unwrap()
+                        .abs()
+                        .unwrap()
+                        .flatten_all()
+                        .unwrap()
+                        .max(0)
+                        .unwrap()
+                        .to_scalar::<f32>()
+                        .unwrap();
+                    assert!(diff < 1e-5, "{what} {c}×{h}×{w} gelu {gelu}: {diff}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use candle_core::{D, Module, Result, Tensor};
 use candle_nn::{LayerNorm, Linear, VarBuilder};
 
-use super::super::kernels::Conv2d;
+use super::super::kernels::{Conv2d, depthwise3x3, gelu_erf};
 use super::compact::pixel_shuffle;
 use super::swin::{
     Closing, PixelShuffleUp, RGB_MEAN, attention_scores, bias_from_table, merge, partition,
@@ -217,22 +217,10 @@ impl Depthwise {
     }
 }
 
-impl Module for Depthwise {
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let (_, h, w, _) = xs.dims4()?;
-        let padded = xs.pad_with_zeros(1, 1, 1)?.pad_with_zeros(2, 1, 1)?;
-        let mut out = self.bias.clone();
-        for ky in 0..3 {
-            let rows = padded.narrow(1, ky, h)?;
-            for kx in 0..3 {
-                let tap = self.taps.get(ky)?.get(kx)?;
-                out = rows
-                    .narrow(2, kx, w)?
-                    .broadcast_mul(&tap)?
-                    .broadcast_add(&out)?;
-            }
-        }
-        Ok(out)
+impl Depthwise {
+    /// The convolution of `xs` `(b, h, w, c)`, then GELU when `gelu`.
+    fn forward(&self, xs: &Tensor, gelu: bool) -> Result<Tensor> {
+        depthwise3x3(xs, &self.taps, &self.bias, gelu)
     }
 }
 
@@ -269,7 +257,7 @@ impl Interaction {
 
     /// The convolution branch on the values `v` `(b, h, w, c)`.
     fn local(&self, v: &Tensor) -> Result<Tensor> {
-        self.local.forward(v)?.gelu_erf()
+        self.local.forward(v, true)
     }
 
     /// One gate per channel `(b, 1, 1, c)` from `x` `(b, h, w, c)` averaged over the image.
@@ -278,7 +266,7 @@ impl Interaction {
         let mean = x.mean(1)?.mean(1)?;
         let map = self
             .excite
-            .forward(&self.squeeze.forward(&mean)?.gelu_erf()?)?;
+            .forward(&gelu_erf(&self.squeeze.forward(&mean)?)?)?;
         candle_nn::ops::sigmoid(&map.reshape((b, 1, 1, c))?)
     }
 
@@ -286,7 +274,7 @@ impl Interaction {
     fn spatial_gate(&self, x: &Tensor) -> Result<Tensor> {
         let map = per_token(
             &self.spatial_out,
-            &per_token(&self.spatial_in, x)?.gelu_erf()?,
+            &gelu_erf(&per_token(&self.spatial_in, x)?)?,
         )?;
         candle_nn::ops::sigmoid(&map)
     }
@@ -414,12 +402,17 @@ impl SpatialAttention {
                 let part = padded.narrow(4, i * c / 2, c / 2)?;
                 let (sy, sx) = (branch.window.0 / 2, branch.window.1 / 2);
                 let out = match (self.shifted, masks) {
+                    (false, _) => branch.forward(&part, None)?,
                     (true, Some(masks)) => {
                         let rolled = part.roll(-(sy as i32), 1)?.roll(-(sx as i32), 2)?;
                         let out = branch.forward(&rolled, Some(&masks[i]))?;
                         out.roll(sy as i32, 1)?.roll(sx as i32, 2)?
                     }
-                    _ => branch.forward(&part, None)?,
+                    (true, None) => {
+                        return Err(candle_core::Error::Msg(
+                            "a shifted block was given no masks".into(),
+                        ));
+                    }
                 };
                 out.narrow(1, 0, h)?.narrow(2, 0, w)
             })
@@ -513,11 +506,12 @@ impl GatedFeedForward {
 
 impl Module for GatedFeedForward {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let x = per_token(&self.fc1, xs)?.gelu_erf()?;
+        let x = gelu_erf(&per_token(&self.fc1, xs)?)?;
         let half = x.dim(D::Minus1)? / 2;
-        let gate = self
-            .conv
-            .forward(&self.norm.forward(&x.narrow(D::Minus1, half, half)?)?)?;
+        let gate = self.conv.forward(
+            &self.norm.forward(&x.narrow(D::Minus1, half, half)?)?,
+            false,
+        )?;
         per_token(&self.fc2, &(x.narrow(D::Minus1, 0, half)? * gate)?)
     }
 }
@@ -756,34 +750,5 @@ mod tests {
         assert_eq!(padded_size((8, 32), 224, 224), (224, 224));
         assert_eq!(padded_size((8, 32), 13, 21), (32, 32));
         assert_eq!(padded_size((2, 4), 13, 21), (16, 24));
-    }
-
-    #[test]
-    fn the_depthwise_convolution_is_candle_s_grouped_one_channels_last() {
-        let dev = Device::Cpu;
-        let c = 5;
-        let weight = Tensor::randn(0f32, 1.0, (c, 1, 3, 3), &dev).unwrap();
-        let bias = Tensor::randn(0f32, 1.0, c, &dev).unwrap();
-        let image = Tensor::randn(0f32, 1.0, (2, c, 7, 6), &dev).unwrap();
-        let grouped = image
-            .conv2d(&weight, 1, 1, 1, c)
-            .unwrap()
-            .broadcast_add(&bias.reshape((1, c, 1, 1)).unwrap())
-            .unwrap();
-        let conv = Depthwise::from_weights(weight, bias).unwrap();
-        let ours = conv
-            .forward(&image.permute((0, 2, 3, 1)).unwrap())
-            .unwrap()
-            .permute((0, 3, 1, 2))
-            .unwrap();
-        let diff = (ours - grouped)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap();
-        assert!(diff.to_scalar::<f32>().unwrap() < 1e-5);
     }
 }

@@ -8,7 +8,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{LayerNorm, Linear, VarBuilder};
 
-use super::super::kernels::Conv2d;
+use super::super::kernels::{Conv2d, gelu_erf};
 use super::swin::{
     Mlp, PixelShuffleUp, RGB_MEAN, SwinSizes, WindowAttention, attention_scores, bias_from_table,
     merge, partition, per_token, pixel_shuffle_scale, reflect_to_multiple, shift_mask,
@@ -116,7 +116,7 @@ impl Module for ChannelAttentionBlock {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let x = self
             .expand
-            .forward(&self.compress.forward(xs)?.gelu_erf()?)?;
+            .forward(&gelu_erf(&self.compress.forward(xs)?)?)?;
         let summary = x.mean_keepdim(2)?.mean_keepdim(3)?;
         let weights = candle_nn::ops::sigmoid(
             &self

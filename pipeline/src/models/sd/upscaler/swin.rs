@@ -8,7 +8,7 @@
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
-use super::super::kernels::Conv2d;
+use super::super::kernels::{Conv2d, gelu_erf};
 use super::compact::pixel_shuffle;
 
 /// The channel means a three-channel network's input is centred on.
@@ -259,7 +259,7 @@ impl Mlp {
 
 impl Module for Mlp {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        per_token(&self.fc2, &per_token(&self.fc1, xs)?.gelu_erf()?)
+        per_token(&self.fc2, &gelu_erf(&per_token(&self.fc1, xs)?)?)
     }
 }
 
