@@ -647,6 +647,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tenso
             &v.contiguous()?,
             &FusedAttention {
                 scale: scale as f32,
+                bias: None,
             },
         )
     } else {
@@ -657,8 +658,40 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tenso
     }
 }
 
+/// [`attention`] with `bias` `(p, tokens, key tokens)` added to the scaled scores, group `j`
+/// of the `batch·heads` taking `bias[j % p]`: a window's relative position bias per head, or
+/// that bias plus each window's mask of shifted windows (`p` = windows × heads).
+pub fn attention_biased(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f64,
+    bias: &Tensor,
+) -> Result<Tensor> {
+    if q.device().is_cpu() && q.dtype() == DType::F32 {
+        return q.contiguous()?.apply_op3_no_bwd(
+            &k.contiguous()?,
+            &v.contiguous()?,
+            &FusedAttention {
+                scale: scale as f32,
+                bias: Some(bias.to_dtype(DType::F32)?.contiguous()?),
+            },
+        );
+    }
+    let (groups, n, _) = q.dims3()?;
+    let (p, _, m) = bias.dims3()?;
+    let scores = (q * scale)?
+        .matmul(&k.t()?)?
+        .reshape((groups / p.max(1), p, n, m))?
+        .broadcast_add(&bias.to_dtype(q.dtype())?.unsqueeze(0)?)?
+        .reshape((groups, n, m))?;
+    candle_nn::ops::softmax_last_dim(&scores)?.matmul(v)
+}
+
 struct FusedAttention {
     scale: f32,
+    /// What [`attention_biased`] adds to the scores, `(p, n, m)`.
+    bias: Option<Tensor>,
 }
 
 impl CustomOp3 for FusedAttention {
@@ -689,6 +722,23 @@ impl CustomOp3 for FusedAttention {
                 l3.dims()
             );
         }
+        let guard = self.bias.as_ref().map(|bias| bias.storage_and_layout());
+        let bias = match &guard {
+            None => None,
+            Some((storage, layout)) => {
+                let candle_core::Storage::Cpu(storage) = &**storage else {
+                    candle_core::bail!("attention: the bias is not on the CPU");
+                };
+                let (p, b_n, b_m) = layout.shape().dims3()?;
+                if (b_n, b_m) != (n, m) || p == 0 || heads % p != 0 {
+                    candle_core::bail!(
+                        "attention: a bias {:?} does not fit {heads} groups of {n}×{m} scores",
+                        layout.dims()
+                    );
+                }
+                Some((f32s(storage, layout, "attention bias")?, p))
+            }
+        };
         let blocks = n.div_ceil(QUERY_BLOCK);
         let mut output = vec![0f32; heads * n * dv];
         let out = Out(output.as_mut_ptr());
@@ -699,7 +749,13 @@ impl CustomOp3 for FusedAttention {
             let q = &q[(head * n + q0) * d..(head * n + q0 + rows) * d];
             let k = &k[head * m * d..(head + 1) * m * d];
             let v = &v[head * m * dv..(head + 1) * m * dv];
-            let mut scores = vec![0f32; rows * m];
+            let mut scores = match bias {
+                Some((bias, p)) => {
+                    let at = ((head % p) * n + q0) * m;
+                    bias[at..at + rows * m].to_vec()
+                }
+                None => vec![0f32; rows * m],
+            };
             // SAFETY: `scores` holds rows×m floats; q is rows×d and k m×d row-major slices.
             unsafe {
                 gemm::gemm(
@@ -709,14 +765,14 @@ impl CustomOp3 for FusedAttention {
                     scores.as_mut_ptr(),
                     1,
                     m as isize,
-                    false,
+                    bias.is_some(),
                     q.as_ptr(),
                     1,
                     d as isize,
                     k.as_ptr(),
                     d as isize,
                     1,
-                    0.0,
+                    1.0,
                     self.scale,
                     false,
                     false,
@@ -1161,6 +1217,40 @@ mod tests {
             let diff = max_diff(&ours, &theirs);
             assert!(diff < 1e-5, "{heads}×{n}×{m}×{d}: {diff}");
         }
+    }
+
+    #[test]
+    fn biased_attention_adds_each_group_s_bias_before_the_softmax() {
+        let device = Device::Cpu;
+        // Six groups (two windows × three heads) sharing three biases, or one each.
+        for (groups, p, n, m, d) in [(6, 3, 70, 70, 8), (6, 6, 16, 36, 4), (4, 1, 130, 5, 2)] {
+            let q = Tensor::randn(0f32, 1.0, (groups, n, d), &device).unwrap();
+            let k = Tensor::randn(0f32, 1.0, (groups, m, d), &device).unwrap();
+            let v = Tensor::randn(0f32, 1.0, (groups, m, d), &device).unwrap();
+            let bias = Tensor::randn(0f32, 3.0, (p, n, m), &device).unwrap();
+            let scale = 1.0 / (d as f64).sqrt();
+            let ours = attention_biased(&q, &k, &v, scale, &bias).unwrap();
+            let repeated = Tensor::cat(&vec![&bias; groups / p], 0).unwrap();
+            let scores =
+                ((&q * scale).unwrap().matmul(&k.t().unwrap()).unwrap() + repeated).unwrap();
+            let theirs = candle_nn::ops::softmax_last_dim(&scores)
+                .unwrap()
+                .matmul(&v)
+                .unwrap();
+            let diff = max_diff(&ours, &theirs);
+            assert!(diff < 1e-5, "{groups}/{p}×{n}×{m}×{d}: {diff}");
+            // The path other devices take, run here in f64.
+            let f64s = |t: &Tensor| t.to_dtype(DType::F64).unwrap();
+            let generic = attention_biased(&f64s(&q), &f64s(&k), &f64s(&v), scale, &f64s(&bias))
+                .unwrap()
+                .to_dtype(DType::F32)
+                .unwrap();
+            assert!(max_diff(&generic, &theirs) < 1e-5);
+        }
+        let q = Tensor::zeros((4, 2, 2), DType::F32, &device).unwrap();
+        let bias = Tensor::zeros((3, 2, 2), DType::F32, &device).unwrap();
+        let err = attention_biased(&q, &q, &q, 1.0, &bias).unwrap_err();
+        assert!(err.to_string().contains("does not fit 4 groups"), "{err}");
     }
 
     #[test]

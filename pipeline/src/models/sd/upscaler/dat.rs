@@ -21,8 +21,8 @@ use candle_nn::{LayerNorm, Linear, VarBuilder};
 use super::super::kernels::{Conv2d, depthwise3x3, gelu_erf};
 use super::compact::pixel_shuffle;
 use super::swin::{
-    Closing, PixelShuffleUp, RGB_MEAN, attention_scores, bias_from_table, merge, partition,
-    per_token, pixel_shuffle_scale, shift_mask,
+    Closing, PixelShuffleUp, RGB_MEAN, bias_from_table, merge, partition, per_token,
+    pixel_shuffle_scale, shift_mask, window_attention,
 };
 
 /// The batch norms' epsilon (PyTorch's default, which DAT keeps).
@@ -345,15 +345,9 @@ impl Branch {
             qkv.get(1)?.contiguous()?,
             qkv.get(2)?.contiguous()?,
         );
-        let mut scores = attention_scores(&q, &k, &self.bias)?;
-        if let Some(mask) = mask {
-            scores = scores
-                .reshape((b, bw / b, self.heads, n, n))?
-                .broadcast_add(mask)?
-                .reshape((bw, self.heads, n, n))?;
-        }
-        let weights = candle_nn::ops::softmax_last_dim(&scores)?;
-        let out = weights.matmul(&v)?.transpose(1, 2)?.reshape((bw, n, c))?;
+        let out = window_attention(&q, &k, &v, &self.bias, mask)?
+            .transpose(1, 2)?
+            .reshape((bw, n, c))?;
         merge(&out, (b, h, w), self.window)
     }
 }

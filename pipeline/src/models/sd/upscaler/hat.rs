@@ -10,8 +10,8 @@ use candle_nn::{LayerNorm, Linear, VarBuilder};
 
 use super::super::kernels::{Conv2d, gelu_erf};
 use super::swin::{
-    Mlp, PixelShuffleUp, RGB_MEAN, SwinSizes, WindowAttention, attention_scores, bias_from_table,
-    merge, partition, per_token, pixel_shuffle_scale, reflect_to_multiple, shift_mask,
+    Mlp, PixelShuffleUp, RGB_MEAN, SwinSizes, WindowAttention, bias_from_table, merge, partition,
+    per_token, pixel_shuffle_scale, reflect_to_multiple, shift_mask, window_attention,
 };
 
 /// How much of the convolution branch each block adds (HAT's `conv_scale`, which files do not
@@ -232,8 +232,9 @@ impl OverlapAttention {
                 .contiguous()
         };
         let (q, k, v) = (heads(&q, nq)?, heads(&k, ows * ows)?, heads(&v, ows * ows)?);
-        let weights = candle_nn::ops::softmax_last_dim(&attention_scores(&q, &k, &self.bias)?)?;
-        let out = weights.matmul(&v)?.transpose(1, 2)?.reshape((bw, nq, c))?;
+        let out = window_attention(&q, &k, &v, &self.bias, None)?
+            .transpose(1, 2)?
+            .reshape((bw, nq, c))?;
         let x = (per_token(&self.proj, &merge(&out, (b, h, w), (ws, ws))?)? + xs)?;
         &x + self.mlp.forward(&self.norm2.forward(&x)?)?
     }

@@ -8,7 +8,7 @@
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
-use super::super::kernels::{Conv2d, gelu_erf};
+use super::super::kernels::{Conv2d, attention_biased, gelu_erf};
 use super::compact::pixel_shuffle;
 
 /// The channel means a three-channel network's input is centred on.
@@ -124,14 +124,9 @@ impl WindowAttention {
         })
     }
 
-    /// Self-attention within each of `windows` `(b·windows, n, c)` of `b` images, the mask
+    /// Self-attention within each of `windows` `(images·windows, n, c)`, the mask
     /// `(1, windows, 1, n, n)` added to the scores when given.
-    pub(super) fn forward(
-        &self,
-        windows: &Tensor,
-        mask: Option<&Tensor>,
-        b: usize,
-    ) -> Result<Tensor> {
+    pub(super) fn forward(&self, windows: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let (bw, n, c) = windows.dims3()?;
         let head = c / self.heads;
         let qkv = per_token(&self.qkv, windows)?
@@ -140,15 +135,9 @@ impl WindowAttention {
         let q = qkv.get(0)?.contiguous()?;
         let k = qkv.get(1)?.contiguous()?;
         let v = qkv.get(2)?.contiguous()?;
-        let mut scores = attention_scores(&q, &k, &self.bias)?;
-        if let Some(mask) = mask {
-            scores = scores
-                .reshape((b, bw / b, self.heads, n, n))?
-                .broadcast_add(mask)?
-                .reshape((bw, self.heads, n, n))?;
-        }
-        let weights = candle_nn::ops::softmax_last_dim(&scores)?;
-        let out = weights.matmul(&v)?.transpose(1, 2)?.reshape((bw, n, c))?;
+        let out = window_attention(&q, &k, &v, &self.bias, mask)?
+            .transpose(1, 2)?
+            .reshape((bw, n, c))?;
         per_token(&self.proj, &out)
     }
 
@@ -169,7 +158,7 @@ impl WindowAttention {
             x.roll(by, 1)?.roll(by, 2)
         };
         let windows = partition(&roll(x, -(shift as i32))?, (window, window))?;
-        let attended = self.forward(&windows, mask.filter(|_| shift > 0), b)?;
+        let attended = self.forward(&windows, mask.filter(|_| shift > 0))?;
         roll(
             &merge(&attended, (b, h, w), (window, window))?,
             shift as i32,
@@ -177,13 +166,36 @@ impl WindowAttention {
     }
 }
 
-/// `q` `(…, heads, nq, d)` against `k` `(…, heads, nk, d)`, scaled by d^-½, plus `bias`
-/// `(1, heads, nq, nk)`.
-pub(super) fn attention_scores(q: &Tensor, k: &Tensor, bias: &Tensor) -> Result<Tensor> {
-    let d = q.dim(candle_core::D::Minus1)?;
-    (q * (d as f64).powf(-0.5))?
-        .matmul(&k.t()?)?
-        .broadcast_add(bias)
+/// Attention, scaled by d^-½, of `q` `(groups, heads, n, d)` to `k` and `v`
+/// `(groups, heads, m, d)` with `bias` `(1, heads, n, m)` added to the scores, and `mask`
+/// `(1, windows, 1, n, m)` too when given (the groups being images × those windows):
+/// `(groups, heads, n, d)`, through the fused kernel on the CPU.
+pub(super) fn window_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    bias: &Tensor,
+    mask: Option<&Tensor>,
+) -> Result<Tensor> {
+    let (groups, heads, n, d) = q.dims4()?;
+    let m = k.dim(2)?;
+    let bias = match mask {
+        Some(mask) => {
+            let windows = mask.dim(1)?;
+            mask.broadcast_add(&bias.unsqueeze(1)?)?
+                .reshape((windows * heads, n, m))?
+        }
+        None => bias.reshape((heads, n, m))?,
+    };
+    let flat = |t: &Tensor, rows: usize| t.reshape((groups * heads, rows, d));
+    attention_biased(
+        &flat(q, n)?,
+        &flat(k, m)?,
+        &flat(v, m)?,
+        (d as f64).powf(-0.5),
+        &bias,
+    )?
+    .reshape((groups, heads, n, d))
 }
 
 /// The bias `(1, heads, rows, cols)` that `index` (row-major, each entry a row of `table`
