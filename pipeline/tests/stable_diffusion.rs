@@ -2964,11 +2964,30 @@ fn bytes(pixels: &Tensor) -> Tensor {
         .unwrap()
 }
 
+/// The transformer upscaler `file` is listed as one, reads as `what` at `scale`, and upscales
+/// the 21×13 test image of `reference` as spandrel did within 1e-5.
+fn transformer_upscales_as_spandrel(reference: &Reference, file: &str, scale: usize, what: &str) {
+    let pixels = unit_pixels(reference.get("image"));
+    let path = upscaler_file(file).path;
+    assert!(
+        autonomy_pipeline::models::sd::upscaler::is_upscaler(&path),
+        "{file}"
+    );
+    let upscaler = Upscaler::open(&path, &Device::Cpu).unwrap();
+    assert_eq!(
+        (upscaler.scale(), upscaler.description()),
+        (scale, what),
+        "{file}"
+    );
+    let out = upscaler.forward(&pixels).unwrap();
+    assert_eq!(out.dims(), [1, 3, 13 * scale, 21 * scale], "{file}");
+    close(file, &out.get(0).unwrap(), reference.get(file), 1e-5);
+}
+
 #[test]
 fn swinir_and_hat_files_upscale_as_spandrel_runs_them() {
     let reference = Reference::of("swin-upscalers");
     // 21×13: no multiple of the 4-pixel windows, nor the size the networks were made for.
-    let pixels = unit_pixels(reference.get("image"));
     for (file, scale, what) in [
         (
             "swinir-x4-real.pth",
@@ -2988,20 +3007,7 @@ fn swinir_and_hat_files_upscale_as_spandrel_runs_them() {
         ("hat-x2.pth", 2, "HAT (2 groups, 2×)"),
         ("hat-x4-bare.safetensors", 4, "HAT (1 groups, 4×)"),
     ] {
-        let path = upscaler_file(file).path;
-        assert!(
-            autonomy_pipeline::models::sd::upscaler::is_upscaler(&path),
-            "{file}"
-        );
-        let upscaler = Upscaler::open(&path, &Device::Cpu).unwrap();
-        assert_eq!(
-            (upscaler.scale(), upscaler.description()),
-            (scale, what),
-            "{file}"
-        );
-        let out = upscaler.forward(&pixels).unwrap();
-        assert_eq!(out.dims(), [1, 3, 13 * scale, 21 * scale], "{file}");
-        close(file, &out.get(0).unwrap(), reference.get(file), 1e-5);
+        transformer_upscales_as_spandrel(&reference, file, scale, what);
     }
 }
 
@@ -3010,7 +3016,6 @@ fn dat_files_upscale_as_spandrel_runs_them() {
     let reference = Reference::of("dat-upscalers");
     // 21×13: DAT pads to whole windows with zeros after its `qkv` projection, and its
     // shifted windows' masks are made for the padded size, not the one it was built for.
-    let pixels = unit_pixels(reference.get("image"));
     for (file, scale, what) in [
         ("dat-x2.pth", 2, "DAT (2 groups, 2×4 windows, 2×)"),
         (
@@ -3019,20 +3024,7 @@ fn dat_files_upscale_as_spandrel_runs_them() {
             "DAT (1 groups, 4×8 windows, 3×)",
         ),
     ] {
-        let path = upscaler_file(file).path;
-        assert!(
-            autonomy_pipeline::models::sd::upscaler::is_upscaler(&path),
-            "{file}"
-        );
-        let upscaler = Upscaler::open(&path, &Device::Cpu).unwrap();
-        assert_eq!(
-            (upscaler.scale(), upscaler.description()),
-            (scale, what),
-            "{file}"
-        );
-        let out = upscaler.forward(&pixels).unwrap();
-        assert_eq!(out.dims(), [1, 3, 13 * scale, 21 * scale], "{file}");
-        close(file, &out.get(0).unwrap(), reference.get(file), 1e-5);
+        transformer_upscales_as_spandrel(&reference, file, scale, what);
     }
 }
 

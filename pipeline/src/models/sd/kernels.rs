@@ -873,8 +873,8 @@ fn geglu_rows_any(rows: &[f32], out: &mut [f32], half: usize) {
     }
 }
 
-/// The exact (erf) GELU of `xs`, with [`fast_erf`] on the CPU in f32 (within 1e-7 of
-/// candle's `gelu_erf`, several times faster), candle's elsewhere.
+/// The exact (erf) GELU of `xs`: on the CPU in f32 through a vectorised erf (within 1.5e-7;
+/// several times faster than candle's, which takes one float at a time), candle's elsewhere.
 pub fn gelu_erf(xs: &Tensor) -> Result<Tensor> {
     if xs.device().is_cpu() && xs.dtype() == DType::F32 {
         xs.contiguous()?.apply_op1_no_bwd(&GeluErf)
@@ -1327,16 +1327,7 @@ mod tests {
     #[test]
     fn fast_gelu_is_candle_s_exact_gelu() {
         let xs = Tensor::randn(0f32, 3.0, (7, 1000), &Device::Cpu).unwrap();
-        let diff = (gelu_erf(&xs).unwrap() - xs.gelu_erf().unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = max_diff(&gelu_erf(&xs).unwrap(), &xs.gelu_erf().unwrap());
         assert!(diff < 2e-6, "{diff}");
     }
 
@@ -1380,16 +1371,7 @@ mod tests {
                 .to_dtype(DType::F32)
                 .unwrap();
                 for (what, got) in [("kernel", ours), ("generic", generic)] {
-                    let diff = (got - &expected)
-                        .unwrap()
-                        .abs()
-                        .unwrap()
-                        .flatten_all()
-                        .unwrap()
-                        .max(0)
-                        .unwrap()
-                        .to_scalar::<f32>()
-                        .unwrap();
+                    let diff = max_diff(&got, &expected);
                     assert!(diff < 1e-5, "{what} {c}×{h}×{w} gelu {gelu}: {diff}");
                 }
             }

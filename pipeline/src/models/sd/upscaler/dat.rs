@@ -22,7 +22,7 @@ use super::super::kernels::{Conv2d, depthwise3x3, gelu_erf};
 use super::compact::pixel_shuffle;
 use super::swin::{
     Closing, PixelShuffleUp, RGB_MEAN, bias_from_table, merge, partition, per_token,
-    pixel_shuffle_scale, shift_mask, window_attention,
+    pixel_shuffle_scale, relative_index, shift_mask, window_attention,
 };
 
 /// The batch norms' epsilon (PyTorch's default, which DAT keeps).
@@ -315,19 +315,9 @@ impl Branch {
             pos = linear.forward(&norm.forward(&pos)?.relu()?)?;
         }
         let n = wh * ww;
-        let side = 2 * ww - 1;
-        let index: Vec<i64> = (0..n)
-            .flat_map(|i| {
-                (0..n).map(move |j| {
-                    let dy = i / ww + wh - 1 - j / ww;
-                    let dx = i % ww + ww - 1 - j % ww;
-                    (dy * side + dx) as i64
-                })
-            })
-            .collect();
         Ok(Self {
             window: (wh, ww),
-            bias: bias_from_table(&pos, &index, (n, n))?,
+            bias: bias_from_table(&pos, &relative_index((wh, ww)), (n, n))?,
             heads,
         })
     }

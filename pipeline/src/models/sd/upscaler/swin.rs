@@ -106,20 +106,10 @@ impl WindowAttention {
         let side = 2 * window - 1;
         let table = vb.get((side * side, heads), "relative_position_bias_table")?;
         let n = window * window;
-        // Pixel i's offset from pixel j, both counted from 0 in each direction.
-        let index: Vec<i64> = (0..n)
-            .flat_map(|i| {
-                (0..n).map(move |j| {
-                    let dy = i / window + window - 1 - j / window;
-                    let dx = i % window + window - 1 - j % window;
-                    (dy * side + dx) as i64
-                })
-            })
-            .collect();
         Ok(Self {
             qkv: candle_nn::linear_b(features, 3 * features, qkv_bias, vb.pp("qkv"))?,
             proj: candle_nn::linear(features, features, vb.pp("proj"))?,
-            bias: bias_from_table(&table, &index, (n, n))?,
+            bias: bias_from_table(&table, &relative_index((window, window)), (n, n))?,
             heads,
         })
     }
@@ -196,6 +186,22 @@ pub(super) fn window_attention(
         &bias,
     )?
     .reshape((groups, heads, n, d))
+}
+
+/// For each pair of pixels `(i, j)` of a window of `wh` rows by `ww` columns (row-major,
+/// `i` major), the row of a table of every offset `(2·wh − 1) × (2·ww − 1)` that holds pixel
+/// `i`'s offset from pixel `j`, both counted from 0 in each direction.
+pub(super) fn relative_index((wh, ww): (usize, usize)) -> Vec<i64> {
+    let (n, side) = (wh * ww, 2 * ww - 1);
+    (0..n)
+        .flat_map(|i| {
+            (0..n).map(move |j| {
+                let dy = i / ww + wh - 1 - j / ww;
+                let dx = i % ww + ww - 1 - j % ww;
+                (dy * side + dx) as i64
+            })
+        })
+        .collect()
 }
 
 /// The bias `(1, heads, rows, cols)` that `index` (row-major, each entry a row of `table`
