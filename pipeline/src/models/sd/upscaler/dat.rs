@@ -19,9 +19,8 @@ use candle_core::{D, Module, Result, Tensor};
 use candle_nn::{LayerNorm, Linear, VarBuilder};
 
 use super::super::kernels::{Conv2d, depthwise3x3, gelu_erf};
-use super::compact::pixel_shuffle;
 use super::swin::{
-    Closing, PixelShuffleUp, RGB_MEAN, bias_from_table, merge, partition, per_token,
+    Closing, OneStepUp, PixelShuffleUp, RGB_MEAN, bias_from_table, merge, partition, per_token,
     pixel_shuffle_scale, relative_index, shift_mask, window_attention,
 };
 
@@ -133,11 +132,7 @@ pub fn shape_of(tensors: &HashMap<String, Tensor>) -> std::result::Result<DatSha
         let features = dim("conv_last.weight", 1)?;
         (Some(features), pixel_shuffle_scale(shape, features)?)
     } else {
-        let out = dim("upsample.0.weight", 0)?;
-        let scale = (1..=8).find(|s| 3 * s * s == out).ok_or_else(|| {
-            format!("the upsampling convolution's {out} channels are not 3·scale²")
-        })?;
-        (None, scale)
+        (None, OneStepUp::scale_of(shape)?)
     };
     Ok(DatShape {
         features,
@@ -536,8 +531,7 @@ struct Group {
 /// How the features become the larger image.
 enum Up {
     PixelShuffle(PixelShuffleUp),
-    /// `upsample.0`, pixel-shuffled by the scale.
-    Direct(Conv2d),
+    Direct(OneStepUp),
 }
 
 /// DAT, its weights under spandrel's (the official) names.
@@ -608,14 +602,7 @@ impl Dat {
             Some(features) => {
                 Up::PixelShuffle(PixelShuffleUp::new(vb.clone(), c, features, shape.scale)?)
             }
-            None => Up::Direct(Conv2d::new(
-                vb.pp("upsample.0"),
-                c,
-                3 * shape.scale * shape.scale,
-                3,
-                1,
-                1,
-            )?),
+            None => Up::Direct(OneStepUp::new(vb.clone(), c, shape.scale)?),
         };
         Ok(Self {
             conv_first: Conv2d::new(vb.pp("conv_first"), 3, c, 3, 1, 1)?,
@@ -636,7 +623,7 @@ impl Dat {
         let body = (self.conv_after_body.forward(&self.features(&x)?)? + x)?;
         let out = match &self.up {
             Up::PixelShuffle(up) => up.forward(&body)?,
-            Up::Direct(conv) => pixel_shuffle(&conv.forward(&body)?, self.shape.scale)?,
+            Up::Direct(up) => up.forward(&body)?,
         };
         out.broadcast_add(&mean)
     }

@@ -355,6 +355,41 @@ pub(super) fn pixel_shuffle_scale(
     }
 }
 
+/// The lightweight SR upsampler: `upsample.0` into 3·scale² channels, pixel-shuffled to the
+/// output at once.
+pub(super) struct OneStepUp {
+    conv: Conv2d,
+    scale: usize,
+}
+
+impl OneStepUp {
+    /// Reads it from `vb` for `channels` in and `scale` (from [`OneStepUp::scale_of`]).
+    pub(super) fn new(vb: VarBuilder, channels: usize, scale: usize) -> Result<Self> {
+        Ok(Self {
+            conv: Conv2d::new(vb.pp("upsample.0"), channels, 3 * scale * scale, 3, 1, 1)?,
+            scale,
+        })
+    }
+
+    /// Its scale from its convolution's shape (`shape(name)`), or what does not fit.
+    pub(super) fn scale_of(
+        shape: impl Fn(&str) -> Option<Vec<usize>>,
+    ) -> std::result::Result<usize, String> {
+        let out = shape("upsample.0.weight")
+            .and_then(|dims| dims.first().copied())
+            .ok_or("no `upsample.0.weight`")?;
+        (1..=8)
+            .find(|s| 3 * s * s == out)
+            .ok_or_else(|| format!("the upsampling convolution's {out} channels are not 3·scale²"))
+    }
+}
+
+impl Module for OneStepUp {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        pixel_shuffle(&self.conv.forward(xs)?, self.scale)
+    }
+}
+
 /// One or three convolutions closing a residual group (and the body).
 pub(super) enum Closing {
     One(Conv2d),

@@ -11,10 +11,9 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{LayerNorm, VarBuilder};
 
 use super::super::kernels::Conv2d;
-use super::compact::pixel_shuffle;
 use super::swin::{
-    Closing, Mlp, PixelShuffleUp, RGB_MEAN, SwinSizes, WindowAttention, leaky, pixel_shuffle_scale,
-    reflect_to_multiple, shift_mask,
+    Closing, Mlp, OneStepUp, PixelShuffleUp, RGB_MEAN, SwinSizes, WindowAttention, leaky,
+    pixel_shuffle_scale, reflect_to_multiple, shift_mask,
 };
 
 /// The features the upsamplers work in (fixed in SwinIR).
@@ -102,11 +101,7 @@ pub fn shape_of(
             (Upsampler::PixelShuffle, scale)
         }
     } else if has("upsample.0.weight") {
-        let out = get("upsample.0.bias")?[0];
-        let scale = (1..=8).find(|s| 3 * s * s == out).ok_or_else(|| {
-            format!("the upsampling convolution's {out} channels are not 3·scale²")
-        })?;
-        (Upsampler::PixelShuffleDirect, scale)
+        (Upsampler::PixelShuffleDirect, OneStepUp::scale_of(&shape)?)
     } else {
         return Err(
             "it restores images at their size (denoising or JPEG artefacts), no upscaler".into(),
@@ -186,8 +181,7 @@ enum Up {
         last: Conv2d,
     },
     PixelShuffle(PixelShuffleUp),
-    /// `upsample.0`, pixel-shuffled by the scale.
-    Direct(Conv2d),
+    Direct(OneStepUp),
 }
 
 impl SwinIr {
@@ -227,7 +221,7 @@ impl SwinIr {
                 Up::PixelShuffle(PixelShuffleUp::new(vb.clone(), c, FEATURES, shape.scale)?)
             }
             Upsampler::PixelShuffleDirect => {
-                Up::Direct(conv("upsample.0", c, 3 * shape.scale * shape.scale)?)
+                Up::Direct(OneStepUp::new(vb.clone(), c, shape.scale)?)
             }
         };
         Ok(Self {
@@ -302,7 +296,7 @@ impl SwinIr {
                 last.forward(&leaky(&hr.forward(&x)?, 0.2)?)
             }
             Up::PixelShuffle(up) => up.forward(x),
-            Up::Direct(conv) => pixel_shuffle(&conv.forward(x)?, self.shape.scale),
+            Up::Direct(up) => up.forward(x),
         }
     }
 }
