@@ -21,6 +21,7 @@ use candle_core::{
 };
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
+use std::cell::RefCell;
 
 /// Defines `fn $name(args)` running `$portable(args)` compiled for AVX-512F, else for AVX2 and
 /// FMA, whichever the CPU has (checked at run time), else as it is. `$portable` is
@@ -55,8 +56,12 @@ macro_rules! on_widest_vectors {
 
 /// Output pixels × patch size per convolution band (floats in its patch buffer).
 const BAND_FLOATS: usize = 1 << 21;
-/// Winograd tiles × (input + output channels) × 16 per band (floats in its buffers).
+/// Winograd tiles × (input + output channels) × 16 per band at most (floats in its buffers).
 const TILE_FLOATS: usize = 1 << 22;
+/// Winograd tiles per band: enough for efficient matrix products, few enough that a band's
+/// buffers stay near the core's cache (measured on 2 cores: ESRGAN's 32-channel dense
+/// convolutions faster than with bands of 1024 tiles and more, the UNet's no slower).
+const BAND_TILES: usize = 512;
 /// Queries per attention block.
 const QUERY_BLOCK: usize = 64;
 
@@ -125,54 +130,163 @@ impl Conv2d {
     }
 
     /// The convolution with a per-sample shift `(n, c_out)` of each output channel added to its
-    /// output (a ResNet block's time embedding): on CUDA in the same pass as the bias, else as a
-    /// second broadcast add after it.
+    /// output (a ResNet block's time embedding): on the CPU and on CUDA in the same pass as the
+    /// bias, else as a second broadcast add after it.
     pub fn forward_shifted(&self, xs: &Tensor, shift: &Tensor) -> Result<Tensor> {
-        self.convolve(xs, Some(shift))
+        self.convolve(xs, Some(shift), None)
     }
 
-    /// The convolution plus its bias plus `shift` `(n, c_out)` when given.
-    fn convolve(&self, xs: &Tensor, shift: Option<&Tensor>) -> Result<Tensor> {
-        let out = if xs.device().is_cpu() && xs.dtype() == DType::F32 {
+    /// The convolution, its bias, then a leaky ReLU with `slopes` (ESRGAN's, or the compact
+    /// networks' PReLU): on the CPU in the same pass that writes the output.
+    pub fn forward_leaky(&self, xs: &Tensor, slopes: &Slopes) -> Result<Tensor> {
+        self.convolve(xs, None, Some(slopes))
+    }
+
+    /// The convolution plus its bias plus `shift` `(n, c_out)` when given, then `slopes`.
+    fn convolve(
+        &self,
+        xs: &Tensor,
+        shift: Option<&Tensor>,
+        slopes: Option<&Slopes>,
+    ) -> Result<Tensor> {
+        if xs.device().is_cpu() && xs.dtype() == DType::F32 {
             let (c_out, c_in, kh, kw) = self.weight.dims4()?;
-            let (_, _, h, w) = xs.dims4()?;
+            let (batch, _, h, w) = xs.dims4()?;
+            let epilogue = Epilogue {
+                offsets: self.offsets(batch, shift)?,
+                slopes: slopes.map(|slopes| slopes.values(c_out)).transpose()?,
+            };
+            let (xs, weight) = (xs.contiguous()?, self.weight.contiguous()?);
             // Winograd pays off once tiles and channels are many (measured on 2 cores: 0.6–0.7
             // of the banded time from 32×32 and 32 channels up; slower on 16×16 and below, where
             // transforming the kernels on every call outweighs the saved products).
             let winograd = (kh, kw) == (3, 3) && h * w >= 32 * 32 && c_in.min(c_out) >= 16;
-            if winograd && self.stride == 1 && self.padding == 1 {
-                xs.contiguous()?
-                    .apply_op2_no_bwd(&self.weight.contiguous()?, &WinogradConv)?
+            return if winograd && self.stride == 1 && self.padding == 1 {
+                xs.apply_op2_no_bwd(&weight, &WinogradConv { epilogue })
             } else {
-                xs.contiguous()?.apply_op2_no_bwd(
-                    &self.weight.contiguous()?,
+                xs.apply_op2_no_bwd(
+                    &weight,
                     &BandedConv {
                         stride: self.stride,
                         padding: self.padding,
+                        epilogue,
                     },
-                )?
-            }
-        } else {
-            #[cfg(feature = "cuda")]
-            if let (true, Some(bias)) = (xs.device().is_cuda(), &self.bias) {
-                return super::elementwise::channel_bias(&self.device_conv(xs)?, bias, shift);
-            }
-            self.device_conv(xs)?
-        };
-        let out = match &self.bias {
-            Some(bias) => out.broadcast_add(&bias.reshape((1, (), 1, 1))?)?,
-            None => out,
-        };
-        match shift {
-            Some(shift) => out.broadcast_add(&shift.unsqueeze(D::Minus1)?.unsqueeze(D::Minus1)?),
-            None => Ok(out),
+                )
+            };
         }
+        #[cfg(feature = "cuda")]
+        if let (true, Some(bias)) = (xs.device().is_cuda(), &self.bias) {
+            let out = super::elementwise::channel_bias(&self.device_conv(xs)?, bias, shift)?;
+            return slopes.map_or(Ok(out.clone()), |slopes| slopes.apply(&out));
+        }
+        let mut out = self.device_conv(xs)?;
+        if let Some(bias) = &self.bias {
+            out = out.broadcast_add(&bias.reshape((1, (), 1, 1))?)?;
+        }
+        if let Some(shift) = shift {
+            out = out.broadcast_add(&shift.unsqueeze(D::Minus1)?.unsqueeze(D::Minus1)?)?;
+        }
+        slopes.map_or(Ok(out.clone()), |slopes| slopes.apply(&out))
+    }
+
+    /// The bias plus `shift` of each image's output channels, `batch × c_out` values, or
+    /// `None` when there is neither.
+    fn offsets(&self, batch: usize, shift: Option<&Tensor>) -> Result<Option<Vec<f32>>> {
+        let c_out = self.weight.dim(0)?;
+        let bias = self.bias.as_ref().map(|bias| bias.reshape((1, c_out)));
+        let offsets = match (bias.transpose()?, shift) {
+            (None, None) => return Ok(None),
+            (Some(bias), None) => bias.broadcast_as((batch, c_out))?,
+            (None, Some(shift)) => shift.clone(),
+            (Some(bias), Some(shift)) => shift.broadcast_add(&bias)?,
+        };
+        Ok(Some(
+            offsets.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?,
+        ))
+    }
+}
+
+/// The slopes of a leaky ReLU after a convolution: `x` where `x ≥ 0`, else `slope·x`.
+#[derive(Clone, Debug)]
+pub enum Slopes {
+    /// One slope for every channel (ESRGAN's 0.2).
+    Uniform(f32),
+    /// A slope per output channel, `(c_out)`: PReLU.
+    PerChannel(Tensor),
+}
+
+impl Slopes {
+    /// Each of `channels` output channels' slope.
+    fn values(&self, channels: usize) -> Result<Vec<f32>> {
+        match self {
+            Self::Uniform(slope) => Ok(vec![*slope; channels]),
+            Self::PerChannel(slopes) if slopes.elem_count() == channels => {
+                slopes.to_dtype(DType::F32)?.flatten_all()?.to_vec1()
+            }
+            Self::PerChannel(slopes) => candle_core::bail!(
+                "leaky ReLU: {} slopes for {channels} channels",
+                slopes.elem_count()
+            ),
+        }
+    }
+
+    /// The leaky ReLU of `xs` `(n, c, h, w)` with candle's operations (off the CPU's kernels).
+    fn apply(&self, xs: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Uniform(slope) if (0.0..=1.0).contains(slope) => {
+                xs.maximum(&(xs * f64::from(*slope))?)
+            }
+            Self::Uniform(slope) => xs.relu()? + (xs.minimum(0f32)? * f64::from(*slope))?,
+            Self::PerChannel(slopes) => {
+                xs.relu()?
+                    + xs.minimum(0f32)?
+                        .broadcast_mul(&slopes.to_dtype(xs.dtype())?.reshape((1, (), 1, 1))?)?
+            }
+        }
+    }
+}
+
+/// What a CPU convolution does to its outputs in the pass that writes them: adds each image's
+/// channel offset (bias plus shift), then a leaky ReLU.
+#[derive(Default)]
+struct Epilogue {
+    /// `batch × c_out` offsets, image-major.
+    offsets: Option<Vec<f32>>,
+    /// `c_out` slopes below zero.
+    slopes: Option<Vec<f32>>,
+}
+
+impl Epilogue {
+    /// The offset and slope of channel `co` of image `b` (of `c_out` channels).
+    fn of(&self, b: usize, co: usize, c_out: usize) -> (f32, Option<f32>) {
+        let offset = self.offsets.as_ref().map_or(0.0, |o| o[b * c_out + co]);
+        (offset, self.slopes.as_ref().map(|slopes| slopes[co]))
+    }
+}
+
+on_widest_vectors! {
+    /// [`finish_any`] compiled for the widest vectors the CPU has.
+    fn finish => finish_any(xs: &mut [f32], offset: f32, slope: Option<f32>)
+}
+
+/// `x + offset` for every `x` of `xs`, then times `slope` where that is below zero.
+#[inline(always)]
+fn finish_any(xs: &mut [f32], offset: f32, slope: Option<f32>) {
+    match slope {
+        Some(slope) => {
+            for x in xs {
+                let y = *x + offset;
+                *x = if y < 0.0 { y * slope } else { y };
+            }
+        }
+        None if offset != 0.0 => xs.iter_mut().for_each(|x| *x += offset),
+        None => {}
     }
 }
 
 impl Module for Conv2d {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        self.convolve(xs, None)
+        self.convolve(xs, None, None)
     }
 }
 
@@ -250,6 +364,7 @@ impl Module for Linear {
 struct BandedConv {
     stride: usize,
     padding: usize,
+    epilogue: Epilogue,
 }
 
 /// A raw output pointer shared by threads that write disjoint parts of it.
@@ -404,6 +519,17 @@ impl CustomOp2 for BandedConv {
                     &col,
                 );
             }
+            for co in 0..c_out {
+                // SAFETY: as above; the band's rows of plane co are contiguous.
+                let band = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        dst.0.add((b * c_out + co) * oh * ow + y0 * ow),
+                        cols,
+                    )
+                };
+                let (offset, slope) = self.epilogue.of(b, co, c_out);
+                finish(band, offset, slope);
+            }
         });
         Ok((CpuStorage::F32(output), Shape::from((batch, c_out, oh, ow))))
     }
@@ -412,8 +538,16 @@ impl CustomOp2 for BandedConv {
 /// A 3×3, stride 1, padding 1 convolution by Winograd's minimal filtering F(2×2, 3×3)
 /// (Lavin & Gray, 2016): each 4×4 input tile `d` becomes `Bᵀ·d·B`, each kernel `g` becomes
 /// `G·g·Gᵀ`, the 16 element positions are 16 matrix products over channels, and `Aᵀ·m·A`
-/// turns each product tile into 2×2 outputs.
-struct WinogradConv;
+/// turns each product tile into 2×2 outputs, finished by the epilogue as they are written.
+struct WinogradConv {
+    epilogue: Epilogue,
+}
+
+thread_local! {
+    /// This thread's Winograd buffers (transformed tiles, their products), kept between calls
+    /// so that a band neither allocates nor zeroes them: each band overwrites what it reads.
+    static WINOGRAD_BUFFERS: RefCell<[Vec<f32>; 2]> = const { RefCell::new([Vec::new(), Vec::new()]) };
+}
 
 /// `G·g·Gᵀ` of each 3×3 kernel, as 16 matrices `(c_out, c_in)`, element `4·i + j` first.
 fn winograd_kernels(weight: &[f32], c_out: usize, c_in: usize) -> Vec<f32> {
@@ -439,24 +573,115 @@ fn winograd_kernels(weight: &[f32], c_out: usize, c_in: usize) -> Vec<f32> {
     u
 }
 
-/// Input row `y` of `plane` (`w` wide; zeros when `y` is outside the image) split into the
-/// even and odd columns of the row padded by one zero on the left: `even[k]` is column
-/// `2k − 1`, `odd[k]` column `2k` (zeros past the edges), `tiles + 1` of each.
-fn split_row(plane: &[f32], w: usize, y: Option<usize>, [even, odd]: &mut [Vec<f32>; 2]) {
-    even.fill(0.0);
-    odd.fill(0.0);
-    let Some(row) = y.and_then(|y| plane.get(y * w..(y + 1) * w)) else {
-        return;
-    };
-    for (k, pair) in row.chunks(2).enumerate() {
-        odd[k] = pair[0];
-        if let Some(&next) = pair.get(1) {
-            even[k + 1] = next;
+/// One job's share of a Winograd convolution: rows of tiles `ty0..ty0 + rows` of an `h`×`w`
+/// image, `tiles_x` tiles to a row.
+#[derive(Clone, Copy)]
+struct TileBand {
+    h: usize,
+    w: usize,
+    tiles_x: usize,
+    ty0: usize,
+    rows: usize,
+}
+
+on_widest_vectors! {
+    /// `Bᵀ·d·B` of every tile of `band` in each of `image`'s `c_in` planes into
+    /// `v[k][ci][t]` (element `k`, channel `ci`, tile `t` of the band).
+    fn winograd_input => winograd_input_any(image: &[f32], c_in: usize, band: TileBand, v: &mut [f32])
+}
+
+#[inline(always)]
+fn winograd_input_any(image: &[f32], c_in: usize, band: TileBand, v: &mut [f32]) {
+    let TileBand {
+        h,
+        w,
+        tiles_x,
+        ty0,
+        rows,
+    } = band;
+    let tiles = rows * tiles_x;
+    let split = || [vec![0f32; tiles_x + 1], vec![0f32; tiles_x + 1]];
+    // Input row y split into slot (y + 1) mod 4: tile row ty reads rows 2·ty − 1 … 2·ty + 2,
+    // the first two of them already split for the tile row above.
+    let mut slots = [split(), split(), split(), split()];
+    let mut scratch = split();
+    for ci in 0..c_in {
+        let plane = &image[ci * h * w..(ci + 1) * h * w];
+        for row in 0..rows {
+            let ty = ty0 + row;
+            let fresh = if row == 0 { 0 } else { 2 };
+            for r in fresh..4 {
+                split_row(
+                    plane,
+                    w,
+                    (2 * ty + r).checked_sub(1),
+                    &mut slots[(2 * ty + r) % 4],
+                );
+            }
+            let input_rows = std::array::from_fn(|r| &slots[(2 * ty + r) % 4]);
+            let at = |k: usize| (k * c_in + ci) * tiles + row * tiles_x;
+            transform_input_row(input_rows, tiles_x, v, at, &mut scratch);
         }
     }
 }
 
+on_widest_vectors! {
+    /// `Aᵀ·m·A` of every product tile of `band` (`m[k][co][t]`) into `planes[co]` (the band's
+    /// output rows of channel `co` of image `b`), finished by `epilogue`.
+    fn winograd_output => winograd_output_any(m: &[f32], band: TileBand, b: usize, epilogue: &Epilogue, planes: &mut [&mut [f32]])
+}
+
+#[inline(always)]
+fn winograd_output_any(
+    m: &[f32],
+    band: TileBand,
+    b: usize,
+    epilogue: &Epilogue,
+    planes: &mut [&mut [f32]],
+) {
+    let TileBand {
+        w, tiles_x, rows, ..
+    } = band;
+    let (tiles, c_out) = (rows * tiles_x, planes.len());
+    let mut scratch: [Vec<f32>; 4] = std::array::from_fn(|_| vec![0f32; tiles_x]);
+    for (co, plane) in planes.iter_mut().enumerate() {
+        let finish = epilogue.of(b, co, c_out);
+        let mut lines = plane.chunks_exact_mut(w);
+        for row in 0..rows {
+            let at = |k: usize| (k * c_out + co) * tiles + row * tiles_x;
+            let out_rows = [lines.next(), lines.next()];
+            transform_output_row(m, at, tiles_x, out_rows, &mut scratch, finish);
+        }
+    }
+}
+
+/// Input row `y` of `plane` (`w` wide; zeros when `y` is outside the image) split into the
+/// even and odd columns of the row padded by one zero on the left: `even[k]` is column
+/// `2k − 1`, `odd[k]` column `2k` (zeros past the edges), `tiles + 1` of each.
+#[inline(always)]
+fn split_row(plane: &[f32], w: usize, y: Option<usize>, [even, odd]: &mut [Vec<f32>; 2]) {
+    let Some(row) = y.and_then(|y| plane.get(y * w..(y + 1) * w)) else {
+        even.fill(0.0);
+        odd.fill(0.0);
+        return;
+    };
+    let (pairs, rest) = row.as_chunks::<2>();
+    for ((&[a, b], odd), even) in pairs.iter().zip(&mut odd[..]).zip(&mut even[1..]) {
+        *odd = a;
+        *even = b;
+    }
+    let k = pairs.len();
+    even[0] = 0.0;
+    // Past the right edge: an odd width's last column, then zeros.
+    odd[k..].fill(0.0);
+    even[k + 1..].fill(0.0);
+    if let [last] = rest {
+        odd[k] = *last;
+    }
+}
+
 /// `out = a − b`, element by element.
+#[inline(always)]
 fn sub_into(out: &mut [f32], a: &[f32], b: &[f32]) {
     for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
         *o = x - y;
@@ -464,6 +689,7 @@ fn sub_into(out: &mut [f32], a: &[f32], b: &[f32]) {
 }
 
 /// `out = a + b`, element by element.
+#[inline(always)]
 fn add_into(out: &mut [f32], a: &[f32], b: &[f32]) {
     for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
         *o = x + y;
@@ -474,8 +700,9 @@ fn add_into(out: &mut [f32], a: &[f32], b: &[f32]) {
 /// [`split_row`] (tile `t` of a row is `(even[t], odd[t], even[t+1], odd[t+1])`): element
 /// `4·i + j` of every tile goes to `v[at(4·i + j)..][..tiles]`. Every loop runs along the row
 /// of tiles, so it vectorises.
+#[inline(always)]
 fn transform_input_row(
-    rows: &[[Vec<f32>; 2]; 4],
+    rows: [&[Vec<f32>; 2]; 4],
     tiles: usize,
     v: &mut [f32],
     at: impl Fn(usize) -> usize,
@@ -506,13 +733,15 @@ fn transform_input_row(
 
 /// `Aᵀ·m·A` of a row of `tiles` product tiles (element `4·i + j` of every tile at
 /// `m[at(4·i + j)..][..tiles]`) into the two output rows they cover (`None` past the bottom
-/// edge), each `w` wide.
+/// edge), each `w` wide, each then finished with `(offset, slope)` as [`finish_any`] does.
+#[inline(always)]
 fn transform_output_row(
     m: &[f32],
     at: impl Fn(usize) -> usize,
     tiles: usize,
     out_rows: [Option<&mut [f32]>; 2],
     scratch: &mut [Vec<f32>; 4],
+    (offset, slope): (f32, Option<f32>),
 ) {
     let element = |k: usize| &m[at(k)..][..tiles];
     for (dy, out) in out_rows.into_iter().enumerate() {
@@ -541,7 +770,16 @@ fn transform_output_row(
             let t = tiles - 1;
             *last = r0[t] + r1[t] + r2[t];
         }
+        finish_any(out, offset, slope);
     }
+}
+
+/// `buffer`'s first `len` floats, grown (never cleared) to hold them.
+fn grown(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buffer.len() < len {
+        buffer.resize(len, 0.0);
+    }
+    &mut buffer[..len]
 }
 
 impl CustomOp2 for WinogradConv {
@@ -563,73 +801,70 @@ impl CustomOp2 for WinogradConv {
         }
         let u = winograd_kernels(weight, c_out, c_in);
         let (tiles_y, tiles_x) = (h.div_ceil(2), w.div_ceil(2));
-        // Bands small enough for the buffers, and enough of them to keep every thread busy.
+        // Bands of about BAND_TILES tiles, fewer when the buffers would be too large, and
+        // enough of them to keep every thread busy.
         let per_image = (2 * rayon::current_num_threads()).div_ceil(batch);
-        let rows = (TILE_FLOATS / (16 * (c_in + c_out) * tiles_x))
+        let rows = BAND_TILES
+            .div_ceil(tiles_x)
+            .min(TILE_FLOATS / (16 * (c_in + c_out) * tiles_x))
             .min(tiles_y.div_ceil(per_image))
             .clamp(1, tiles_y);
         let bands = tiles_y.div_ceil(rows);
         let mut output = vec![0f32; batch * c_out * h * w];
         let out = Out(output.as_mut_ptr());
         (0..batch * bands).into_par_iter().for_each(|job| {
-            let (b, band) = (job / bands, job % bands);
-            let ty0 = band * rows;
-            let n_rows = rows.min(tiles_y - ty0);
-            let tiles = n_rows * tiles_x;
-            let image = &input[b * c_in * h * w..(b + 1) * c_in * h * w];
-            // V[k][ci][t]: the transformed input tiles.
-            let mut v = vec![0f32; 16 * c_in * tiles];
-            let split = || [vec![0f32; tiles_x + 1], vec![0f32; tiles_x + 1]];
-            let mut input_rows = [split(), split(), split(), split()];
-            let mut scratch = split();
-            for ci in 0..c_in {
-                let plane = &image[ci * h * w..(ci + 1) * h * w];
-                for row in 0..n_rows {
-                    let ty = ty0 + row;
-                    for (r, split) in input_rows.iter_mut().enumerate() {
-                        split_row(plane, w, (2 * ty + r).checked_sub(1), split);
-                    }
-                    let at = |k: usize| (k * c_in + ci) * tiles + row * tiles_x;
-                    transform_input_row(&input_rows, tiles_x, &mut v, at, &mut scratch);
-                }
-            }
-            // M[k] = U[k]·V[k]: (c_out, c_in)·(c_in, tiles).
-            let mut m = vec![0f32; 16 * c_out * tiles];
-            for k in 0..16 {
-                let dst = m[k * c_out * tiles..].as_mut_ptr();
-                // SAFETY: m[k] holds c_out×tiles floats of this job's own buffer.
-                unsafe {
-                    matmul_into(
-                        c_out,
-                        tiles,
-                        c_in,
-                        dst,
-                        tiles,
-                        &u[k * c_out * c_in..(k + 1) * c_out * c_in],
-                        &v[k * c_in * tiles..(k + 1) * c_in * tiles],
-                    );
-                }
-            }
+            let (b, ty0) = (job / bands, (job % bands) * rows);
+            let band = TileBand {
+                h,
+                w,
+                tiles_x,
+                ty0,
+                rows: rows.min(tiles_y - ty0),
+            };
+            let tiles = band.rows * tiles_x;
             let dst = out;
-            let mut scratch: [Vec<f32>; 4] = std::array::from_fn(|_| vec![0f32; tiles_x]);
-            for co in 0..c_out {
-                for row in 0..n_rows {
-                    let ty = ty0 + row;
-                    let out_rows = [0, 1].map(|dy| {
-                        let y = 2 * ty + dy;
-                        // SAFETY: this job alone writes rows 2·ty0..2·(ty0 + n_rows) of batch
-                        // b's planes; row y of plane co is w floats inside `output`.
-                        (y < h).then(|| unsafe {
-                            std::slice::from_raw_parts_mut(
-                                dst.0.add(((b * c_out + co) * h + y) * w),
-                                w,
-                            )
-                        })
-                    });
-                    let at = |k: usize| (k * c_out + co) * tiles + row * tiles_x;
-                    transform_output_row(&m, at, tiles_x, out_rows, &mut scratch);
+            // The band's output rows of each plane: 2·ty0 up to 2·(ty0 + rows), within h.
+            let (y0, y1) = (2 * ty0, (2 * (ty0 + band.rows)).min(h));
+            let mut planes: Vec<&mut [f32]> = (0..c_out)
+                .map(|co| {
+                    // SAFETY: `output` outlives every job, and this job alone writes rows
+                    // y0..y1 of batch b's planes, contiguous within each plane.
+                    unsafe {
+                        std::slice::from_raw_parts_mut(
+                            dst.0.add(((b * c_out + co) * h + y0) * w),
+                            (y1 - y0) * w,
+                        )
+                    }
+                })
+                .collect();
+            WINOGRAD_BUFFERS.with(|buffers| {
+                let mut own = <[Vec<f32>; 2]>::default();
+                let mut borrowed = buffers.try_borrow_mut();
+                let [v, m] = match borrowed.as_deref_mut() {
+                    Ok(kept) => kept,
+                    Err(_) => &mut own,
+                };
+                let (v, m) = (grown(v, 16 * c_in * tiles), grown(m, 16 * c_out * tiles));
+                let image = &input[b * c_in * h * w..(b + 1) * c_in * h * w];
+                winograd_input(image, c_in, band, v);
+                // M[k] = U[k]·V[k]: (c_out, c_in)·(c_in, tiles).
+                for k in 0..16 {
+                    let dst = m[k * c_out * tiles..].as_mut_ptr();
+                    // SAFETY: m[k] holds c_out×tiles floats of this job's own buffer.
+                    unsafe {
+                        matmul_into(
+                            c_out,
+                            tiles,
+                            c_in,
+                            dst,
+                            tiles,
+                            &u[k * c_out * c_in..(k + 1) * c_out * c_in],
+                            &v[k * c_in * tiles..(k + 1) * c_in * tiles],
+                        );
+                    }
                 }
-            }
+                winograd_output(m, band, b, &self.epilogue, &mut planes);
+            });
         });
         Ok((CpuStorage::F32(output), Shape::from((batch, c_out, h, w))))
     }
@@ -1150,7 +1385,14 @@ mod tests {
             let x = Tensor::randn(0f32, 1.0, (batch, c_in, h, w), &device).unwrap();
             let weight = Tensor::randn(0f32, 1.0, (c_out, c_in, k, k), &device).unwrap();
             let ours = x
-                .apply_op2_no_bwd(&weight, &BandedConv { stride, padding })
+                .apply_op2_no_bwd(
+                    &weight,
+                    &BandedConv {
+                        stride,
+                        padding,
+                        epilogue: Epilogue::default(),
+                    },
+                )
                 .unwrap();
             let theirs = x.conv2d(&weight, padding, stride, 1, 1).unwrap();
             assert_eq!(ours.dims(), theirs.dims());
@@ -1175,11 +1417,82 @@ mod tests {
         ] {
             let x = Tensor::randn(0f32, 1.0, (batch, c_in, h, w), &device).unwrap();
             let weight = Tensor::randn(0f32, 1.0, (c_out, c_in, 3, 3), &device).unwrap();
-            let ours = x.apply_op2_no_bwd(&weight, &WinogradConv).unwrap();
+            let ours = x
+                .apply_op2_no_bwd(
+                    &weight,
+                    &WinogradConv {
+                        epilogue: Epilogue::default(),
+                    },
+                )
+                .unwrap();
             let theirs = x.conv2d(&weight, 1, 1, 1, 1).unwrap();
             assert_eq!(ours.dims(), theirs.dims());
             let diff = max_diff(&ours, &theirs);
             assert!(diff < 1e-4, "{batch}×{c_in}→{c_out} {h}×{w}: {diff}");
+        }
+    }
+
+    #[test]
+    fn bias_shift_and_leaky_relu_are_candle_s_operations_in_the_convolution_s_pass() {
+        let device = Device::Cpu;
+        // Winograd's path, then the banded one (small images).
+        for (c_in, c_out, h, w) in [(16, 24, 33, 34), (5, 6, 9, 7)] {
+            let weight = Tensor::randn(0f32, 0.3, (c_out, c_in, 3, 3), &device).unwrap();
+            let bias = Tensor::randn(0f32, 1.0, c_out, &device).unwrap();
+            let conv = Conv2d {
+                weight: weight.clone(),
+                bias: Some(bias.clone()),
+                stride: 1,
+                padding: 1,
+            };
+            let x = Tensor::randn(0f32, 1.0, (2, c_in, h, w), &device).unwrap();
+            let shift = Tensor::randn(0f32, 1.0, (2, c_out), &device).unwrap();
+            let biased = x
+                .conv2d(&weight, 1, 1, 1, 1)
+                .unwrap()
+                .broadcast_add(&bias.reshape((1, c_out, 1, 1)).unwrap())
+                .unwrap();
+            let shifted = biased
+                .broadcast_add(&shift.reshape((2, c_out, 1, 1)).unwrap())
+                .unwrap();
+            let ours = conv.forward_shifted(&x, &shift).unwrap();
+            assert!(max_diff(&ours, &shifted) < 1e-4, "{h}×{w} shifted");
+            // Slopes below zero, between 0 and 1 and above 1.
+            let slopes = Tensor::arange(0u32, c_out as u32, &device)
+                .unwrap()
+                .to_dtype(DType::F32)
+                .unwrap()
+                .affine(0.1, -0.5)
+                .unwrap();
+            let below = biased.minimum(0f32).unwrap();
+            let leaky = (biased.relu().unwrap()
+                + below
+                    .broadcast_mul(&slopes.reshape((1, c_out, 1, 1)).unwrap())
+                    .unwrap())
+            .unwrap();
+            let per_channel = Slopes::PerChannel(slopes);
+            for (what, got) in [
+                ("fused", conv.forward_leaky(&x, &per_channel).unwrap()),
+                ("candle", per_channel.apply(&biased).unwrap()),
+            ] {
+                assert!(max_diff(&got, &leaky) < 1e-4, "{h}×{w} PReLU, {what}");
+            }
+            let esrgan = (biased.relu().unwrap() + (&below * 0.2).unwrap()).unwrap();
+            for (what, got) in [
+                (
+                    "fused",
+                    conv.forward_leaky(&x, &Slopes::Uniform(0.2)).unwrap(),
+                ),
+                ("candle", Slopes::Uniform(0.2).apply(&biased).unwrap()),
+            ] {
+                assert!(max_diff(&got, &esrgan) < 1e-4, "{h}×{w} leaky, {what}");
+            }
+            let steep = (biased.relu().unwrap() + (&below * 1.5).unwrap()).unwrap();
+            let ours = Slopes::Uniform(1.5).apply(&biased).unwrap();
+            assert!(max_diff(&ours, &steep) < 1e-5, "{h}×{w} slope 1.5");
+            let wrong = Slopes::PerChannel(Tensor::ones(c_out + 1, DType::F32, &device).unwrap());
+            let error = conv.forward_leaky(&x, &wrong).unwrap_err().to_string();
+            assert!(error.contains(&format!("for {c_out} channels")), "{error}");
         }
     }
 

@@ -6,7 +6,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::super::kernels::Conv2d;
+use super::super::kernels::{Conv2d, Slopes};
 
 /// The network's sizes, read from its weights' shapes.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -22,8 +22,8 @@ pub struct CompactShape {
 /// SRVGGNetCompact, its weights under `body.N`.
 pub struct Compact {
     scale: usize,
-    /// Each convolution but the last with the PReLU slopes after it, shaped `(1, c, 1, 1)`.
-    layers: Vec<(Conv2d, Tensor)>,
+    /// Each convolution but the last with the PReLU slopes after it.
+    layers: Vec<(Conv2d, Slopes)>,
     last: Conv2d,
 }
 
@@ -36,7 +36,7 @@ impl Compact {
                 let c_in = if i == 0 { 3 } else { f };
                 let conv = Conv2d::new(vb.pp(format!("body.{}", 2 * i)), c_in, f, 3, 1, 1)?;
                 let slopes = vb.get(f, &format!("body.{}.weight", 2 * i + 1))?;
-                Ok((conv, slopes.reshape((1, f, 1, 1))?))
+                Ok((conv, Slopes::PerChannel(slopes)))
             })
             .collect::<Result<_>>()?;
         let last = Conv2d::new(
@@ -58,8 +58,7 @@ impl Compact {
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let mut out = xs.clone();
         for (conv, slopes) in &self.layers {
-            let y = conv.forward(&out)?;
-            out = (y.relu()? + y.minimum(0f32)?.broadcast_mul(slopes)?)?;
+            out = conv.forward_leaky(&out, slopes)?;
         }
         let out = pixel_shuffle(&self.last.forward(&out)?, self.scale)?;
         let (_, _, h, w) = xs.dims4()?;

@@ -13,12 +13,10 @@ use std::collections::HashMap;
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::super::kernels::Conv2d;
+use super::super::kernels::{Conv2d, Slopes};
 
-/// ESRGAN's leaky ReLU.
-fn lrelu(xs: &Tensor) -> Result<Tensor> {
-    xs.maximum(&(xs * 0.2)?)
-}
+/// ESRGAN's leaky ReLU, fused with the convolution before it.
+const LEAKY: Slopes = Slopes::Uniform(0.2);
 
 /// A dense block: each of five convolutions reads the block's input and every earlier output.
 struct DenseBlock {
@@ -46,7 +44,7 @@ impl DenseBlock {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let mut seen = vec![xs.clone()];
         for conv in &self.convs[..4] {
-            let out = lrelu(&conv.forward(&Tensor::cat(&seen, 1)?)?)?;
+            let out = conv.forward_leaky(&Tensor::cat(&seen, 1)?, &LEAKY)?;
             seen.push(out);
         }
         let last = self.convs[4].forward(&Tensor::cat(&seen, 1)?)?;
@@ -131,9 +129,9 @@ impl Rrdb {
         let mut xs = (self.body_conv.forward(&trunk)? + features)?;
         for up in &self.ups {
             let (_, _, h, w) = xs.dims4()?;
-            xs = lrelu(&up.forward(&xs.upsample_nearest2d(2 * h, 2 * w)?)?)?;
+            xs = up.forward_leaky(&xs.upsample_nearest2d(2 * h, 2 * w)?, &LEAKY)?;
         }
-        self.last.forward(&lrelu(&self.hr.forward(&xs)?)?)
+        self.last.forward(&self.hr.forward_leaky(&xs, &LEAKY)?)
     }
 }
 
