@@ -8,7 +8,7 @@
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
-use super::super::kernels::{Conv2d, attention_biased, gelu_erf};
+use super::super::kernels::{Conv2d, Slopes, attention_biased, gelu_erf};
 use super::compact::pixel_shuffle;
 
 /// The channel means a three-channel network's input is centred on.
@@ -325,7 +325,7 @@ impl PixelShuffleUp {
 
 impl Module for PixelShuffleUp {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let mut x = leaky(&self.before.forward(xs)?, 0.01)?;
+        let mut x = self.before.forward_leaky(xs, &Slopes::Uniform(0.01))?;
         for conv in &self.ups {
             x = pixel_shuffle(&conv.forward(&x)?, self.factor)?;
         }
@@ -416,17 +416,12 @@ impl Closing {
         match self {
             Self::One(conv) => conv.forward(xs),
             Self::Three([a, b, c]) => {
-                let xs = leaky(&a.forward(xs)?, 0.2)?;
-                let xs = leaky(&b.forward(&xs)?, 0.2)?;
+                let xs = a.forward_leaky(xs, &Slopes::Uniform(0.2))?;
+                let xs = b.forward_leaky(&xs, &Slopes::Uniform(0.2))?;
                 c.forward(&xs)
             }
         }
     }
-}
-
-/// Leaky ReLU of `slope`.
-pub(super) fn leaky(xs: &Tensor, slope: f64) -> Result<Tensor> {
-    xs.maximum(&(xs * slope)?)
 }
 
 /// `xs` `(n, c, h, w)` padded at the bottom and right by reflection (the edge row not

@@ -10,9 +10,9 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{LayerNorm, VarBuilder};
 
-use super::super::kernels::Conv2d;
+use super::super::kernels::{Conv2d, Slopes};
 use super::swin::{
-    Closing, Mlp, OneStepUp, PixelShuffleUp, RGB_MEAN, SwinSizes, WindowAttention, leaky,
+    Closing, Mlp, OneStepUp, PixelShuffleUp, RGB_MEAN, SwinSizes, WindowAttention,
     pixel_shuffle_scale, reflect_to_multiple, shift_mask,
 };
 
@@ -288,12 +288,13 @@ impl SwinIr {
                 hr,
                 last,
             } => {
-                let mut x = leaky(&before.forward(x)?, 0.01)?;
+                let leaky = Slopes::Uniform(0.2);
+                let mut x = before.forward_leaky(x, &Slopes::Uniform(0.01))?;
                 for conv in doublings {
                     let (_, _, h, w) = x.dims4()?;
-                    x = leaky(&conv.forward(&x.upsample_nearest2d(2 * h, 2 * w)?)?, 0.2)?;
+                    x = conv.forward_leaky(&x.upsample_nearest2d(2 * h, 2 * w)?, &leaky)?;
                 }
-                last.forward(&leaky(&hr.forward(&x)?, 0.2)?)
+                last.forward(&hr.forward_leaky(&x, &leaky)?)
             }
             Up::PixelShuffle(up) => up.forward(x),
             Up::Direct(up) => up.forward(x),
