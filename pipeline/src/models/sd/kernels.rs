@@ -150,18 +150,16 @@ impl Conv2d {
         slopes: Option<&Slopes>,
     ) -> Result<Tensor> {
         if xs.device().is_cpu() && xs.dtype() == DType::F32 {
-            let (c_out, c_in, kh, kw) = self.weight.dims4()?;
             let (batch, _, h, w) = xs.dims4()?;
             let epilogue = Epilogue {
                 offsets: self.offsets(batch, shift)?,
-                slopes: slopes.map(|slopes| slopes.values(c_out)).transpose()?,
+                slopes: slopes
+                    .map(|slopes| slopes.values(self.weight.dim(0)?))
+                    .transpose()?,
             };
+            let winograd = self.takes_winograd(h, w)?;
             let (xs, weight) = (xs.contiguous()?, self.weight.contiguous()?);
-            // Winograd pays off once tiles and channels are many (measured on 2 cores: 0.6–0.7
-            // of the banded time from 32×32 and 32 channels up; slower on 16×16 and below, where
-            // transforming the kernels on every call outweighs the saved products).
-            let winograd = (kh, kw) == (3, 3) && h * w >= 32 * 32 && c_in.min(c_out) >= 16;
-            return if winograd && self.stride == 1 && self.padding == 1 {
+            return if winograd {
                 xs.apply_op2_no_bwd(&weight, &WinogradConv { epilogue })
             } else {
                 xs.apply_op2_no_bwd(
@@ -187,6 +185,17 @@ impl Conv2d {
             out = out.broadcast_add(&shift.unsqueeze(D::Minus1)?.unsqueeze(D::Minus1)?)?;
         }
         slopes.map_or(Ok(out.clone()), |slopes| slopes.apply(&out))
+    }
+
+    /// Whether the CPU convolves an `h`×`w` image by Winograd's method: 3×3, stride 1,
+    /// padding 1, and enough tiles and channels (measured on 2 cores: 0.6–0.7 of the banded
+    /// time from 32×32 and 32 channels up; slower on 16×16 and below, where transforming the
+    /// kernels on every call outweighs the saved products).
+    fn takes_winograd(&self, h: usize, w: usize) -> Result<bool> {
+        let (c_out, c_in, kh, kw) = self.weight.dims4()?;
+        Ok((kh, kw, self.stride, self.padding) == (3, 3, 1, 1)
+            && h * w >= 32 * 32
+            && c_in.min(c_out) >= 16)
     }
 
     /// The bias plus `shift` of each image's output channels, `batch × c_out` values, or
@@ -584,14 +593,23 @@ struct TileBand {
     rows: usize,
 }
 
+/// Where a band's transformed input channels go: channels `first..` of the `of` channels each
+/// element's matrix holds.
+#[derive(Clone, Copy)]
+struct Channels {
+    first: usize,
+    of: usize,
+}
+
 on_widest_vectors! {
     /// `Bᵀ·d·B` of every tile of `band` in each of `image`'s `c_in` planes into
-    /// `v[k][ci][t]` (element `k`, channel `ci`, tile `t` of the band).
-    fn winograd_input => winograd_input_any(image: &[f32], c_in: usize, band: TileBand, v: &mut [f32])
+    /// `v[k][into.first + ci][t]` (element `k`, channel `ci`, tile `t` of the band; `into.of`
+    /// channels to each `k`).
+    fn winograd_input => winograd_input_any(image: &[f32], c_in: usize, band: TileBand, v: &mut [f32], into: Channels)
 }
 
 #[inline(always)]
-fn winograd_input_any(image: &[f32], c_in: usize, band: TileBand, v: &mut [f32]) {
+fn winograd_input_any(image: &[f32], c_in: usize, band: TileBand, v: &mut [f32], into: Channels) {
     let TileBand {
         h,
         w,
@@ -619,7 +637,7 @@ fn winograd_input_any(image: &[f32], c_in: usize, band: TileBand, v: &mut [f32])
                 );
             }
             let input_rows = std::array::from_fn(|r| &slots[(2 * ty + r) % 4]);
-            let at = |k: usize| (k * c_in + ci) * tiles + row * tiles_x;
+            let at = |k: usize| (k * into.of + into.first + ci) * tiles + row * tiles_x;
             transform_input_row(input_rows, tiles_x, v, at, &mut scratch);
         }
     }
@@ -782,6 +800,120 @@ fn grown(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
     &mut buffer[..len]
 }
 
+/// `run(v, m)` on this thread's Winograd buffers of `len_v` and `len_m` floats (contents
+/// unspecified), or on fresh ones should the thread's be in use.
+fn with_winograd_buffers<R>(
+    len_v: usize,
+    len_m: usize,
+    run: impl FnOnce(&mut [f32], &mut [f32]) -> R,
+) -> R {
+    WINOGRAD_BUFFERS.with(|buffers| {
+        let mut own = <[Vec<f32>; 2]>::default();
+        let mut borrowed = buffers.try_borrow_mut();
+        let [v, m] = match borrowed.as_deref_mut() {
+            Ok(kept) => kept,
+            Err(_) => &mut own,
+        };
+        run(grown(v, len_v), grown(m, len_m))
+    })
+}
+
+/// How Winograd convolutions of `batch` images of `h`×`w` cut them into bands: rows of tiles
+/// per band and bands per image, for `floats_per_tile` floats of buffers per tile.
+#[derive(Clone, Copy)]
+struct Banding {
+    h: usize,
+    w: usize,
+    tiles_x: usize,
+    tiles_y: usize,
+    rows: usize,
+    bands: usize,
+}
+
+impl Banding {
+    /// Bands of about [`BAND_TILES`] tiles, fewer when the buffers would pass
+    /// [`TILE_FLOATS`], and enough of them to keep every thread busy.
+    fn new(batch: usize, h: usize, w: usize, floats_per_tile: usize) -> Self {
+        let (tiles_y, tiles_x) = (h.div_ceil(2), w.div_ceil(2));
+        let per_image = (2 * rayon::current_num_threads()).div_ceil(batch);
+        let rows = BAND_TILES
+            .div_ceil(tiles_x)
+            .min(TILE_FLOATS / (floats_per_tile * tiles_x))
+            .min(tiles_y.div_ceil(per_image))
+            .clamp(1, tiles_y);
+        Self {
+            h,
+            w,
+            tiles_x,
+            tiles_y,
+            rows,
+            bands: tiles_y.div_ceil(rows),
+        }
+    }
+
+    /// Job `job`'s image and band.
+    fn job(&self, job: usize) -> (usize, TileBand) {
+        let ty0 = (job % self.bands) * self.rows;
+        let band = TileBand {
+            h: self.h,
+            w: self.w,
+            tiles_x: self.tiles_x,
+            ty0,
+            rows: self.rows.min(self.tiles_y - ty0),
+        };
+        (job / self.bands, band)
+    }
+}
+
+/// The rows `band` writes of each of image `b`'s `c_out` planes in `output`
+/// `(batch, c_out, h, w)`.
+///
+/// # Safety
+/// `output` is valid for the whole tensor for as long as the slices live, and no one else
+/// touches these rows meanwhile.
+unsafe fn band_planes<'a>(
+    output: Out,
+    b: usize,
+    c_out: usize,
+    band: TileBand,
+) -> Vec<&'a mut [f32]> {
+    let TileBand {
+        h, w, ty0, rows, ..
+    } = band;
+    let (y0, y1) = (2 * ty0, (2 * (ty0 + rows)).min(h));
+    (0..c_out)
+        .map(|co| {
+            // SAFETY: as the caller promises; rows y0..y1 are contiguous within a plane.
+            unsafe {
+                std::slice::from_raw_parts_mut(
+                    output.0.add(((b * c_out + co) * h + y0) * w),
+                    (y1 - y0) * w,
+                )
+            }
+        })
+        .collect()
+}
+
+/// The products `m[k] = u[k]·v[k]` for the 16 elements, `u[k]` `(c_out, c_in)` and `v[k]` the
+/// first `c_in` of `of` channels of `tiles` tiles.
+fn winograd_products(u: &[f32], v: &[f32], m: &mut [f32], [c_out, c_in, of, tiles]: [usize; 4]) {
+    for k in 0..16 {
+        let dst = m[k * c_out * tiles..][..c_out * tiles].as_mut_ptr();
+        // SAFETY: dst holds c_out×tiles floats of `m`, borrowed mutably here.
+        unsafe {
+            matmul_into(
+                c_out,
+                tiles,
+                c_in,
+                dst,
+                tiles,
+                &u[k * c_out * c_in..(k + 1) * c_out * c_in],
+                &v[k * of * tiles..][..c_in * tiles],
+            );
+        }
+    }
+}
+
 impl CustomOp2 for WinogradConv {
     fn name(&self) -> &'static str {
         "autonomy-winograd-conv3x3"
@@ -800,72 +932,163 @@ impl CustomOp2 for WinogradConv {
             candle_core::bail!("winograd conv2d: a 3×3 kernel is expected, got {kh}×{kw}");
         }
         let u = winograd_kernels(weight, c_out, c_in);
-        let (tiles_y, tiles_x) = (h.div_ceil(2), w.div_ceil(2));
-        // Bands of about BAND_TILES tiles, fewer when the buffers would be too large, and
-        // enough of them to keep every thread busy.
-        let per_image = (2 * rayon::current_num_threads()).div_ceil(batch);
-        let rows = BAND_TILES
-            .div_ceil(tiles_x)
-            .min(TILE_FLOATS / (16 * (c_in + c_out) * tiles_x))
-            .min(tiles_y.div_ceil(per_image))
-            .clamp(1, tiles_y);
-        let bands = tiles_y.div_ceil(rows);
+        let banding = Banding::new(batch, h, w, 16 * (c_in + c_out));
         let mut output = vec![0f32; batch * c_out * h * w];
         let out = Out(output.as_mut_ptr());
-        (0..batch * bands).into_par_iter().for_each(|job| {
-            let (b, ty0) = (job / bands, (job % bands) * rows);
-            let band = TileBand {
-                h,
-                w,
-                tiles_x,
-                ty0,
-                rows: rows.min(tiles_y - ty0),
-            };
-            let tiles = band.rows * tiles_x;
-            let dst = out;
-            // The band's output rows of each plane: 2·ty0 up to 2·(ty0 + rows), within h.
-            let (y0, y1) = (2 * ty0, (2 * (ty0 + band.rows)).min(h));
-            let mut planes: Vec<&mut [f32]> = (0..c_out)
-                .map(|co| {
-                    // SAFETY: `output` outlives every job, and this job alone writes rows
-                    // y0..y1 of batch b's planes, contiguous within each plane.
-                    unsafe {
-                        std::slice::from_raw_parts_mut(
-                            dst.0.add(((b * c_out + co) * h + y0) * w),
-                            (y1 - y0) * w,
-                        )
-                    }
-                })
-                .collect();
-            WINOGRAD_BUFFERS.with(|buffers| {
-                let mut own = <[Vec<f32>; 2]>::default();
-                let mut borrowed = buffers.try_borrow_mut();
-                let [v, m] = match borrowed.as_deref_mut() {
-                    Ok(kept) => kept,
-                    Err(_) => &mut own,
-                };
-                let (v, m) = (grown(v, 16 * c_in * tiles), grown(m, 16 * c_out * tiles));
+        (0..batch * banding.bands).into_par_iter().for_each(|job| {
+            let (b, band) = banding.job(job);
+            let tiles = band.rows * band.tiles_x;
+            // SAFETY: `output` outlives every job, and this job alone writes its band's rows.
+            let mut planes = unsafe { band_planes(out, b, c_out, band) };
+            with_winograd_buffers(16 * c_in * tiles, 16 * c_out * tiles, |v, m| {
                 let image = &input[b * c_in * h * w..(b + 1) * c_in * h * w];
-                winograd_input(image, c_in, band, v);
-                // M[k] = U[k]·V[k]: (c_out, c_in)·(c_in, tiles).
-                for k in 0..16 {
-                    let dst = m[k * c_out * tiles..].as_mut_ptr();
-                    // SAFETY: m[k] holds c_out×tiles floats of this job's own buffer.
-                    unsafe {
-                        matmul_into(
-                            c_out,
-                            tiles,
-                            c_in,
-                            dst,
-                            tiles,
-                            &u[k * c_out * c_in..(k + 1) * c_out * c_in],
-                            &v[k * c_in * tiles..(k + 1) * c_in * tiles],
-                        );
-                    }
-                }
+                winograd_input(image, c_in, band, v, Channels { first: 0, of: c_in });
+                winograd_products(&u, v, m, [c_out, c_in, c_in, tiles]);
                 winograd_output(m, band, b, &self.epilogue, &mut planes);
             });
         });
+        Ok((CpuStorage::F32(output), Shape::from((batch, c_out, h, w))))
+    }
+}
+
+/// Buffers that the dense blocks of one forward pass share on the CPU (the transformed inputs
+/// and an intermediate output), so that each block neither allocates nor zeroes them; freed
+/// when dropped.
+#[derive(Default)]
+pub struct DenseBuffers(RefCell<[Vec<f32>; 2]>);
+
+/// ESRGAN's dense block: five 3×3 convolutions (`convs`), each reading the block's input and
+/// every earlier convolution's output (their concatenation), the outputs of all but the last
+/// through a leaky ReLU of `slope`; returns the last one's output. On the CPU's f32 tensors
+/// each of those inputs is transformed for Winograd once and kept for every later
+/// convolution (in `buffers`), and nothing is concatenated; elsewhere (and for images too
+/// small for Winograd) candle's `cat` and [`Conv2d::forward_leaky`].
+pub fn dense_block(
+    xs: &Tensor,
+    convs: &[Conv2d],
+    slope: f32,
+    buffers: &DenseBuffers,
+) -> Result<Tensor> {
+    let (_, _, h, w) = xs.dims4()?;
+    let mut winograd = xs.device().is_cpu() && xs.dtype() == DType::F32;
+    for conv in convs {
+        winograd &= conv.takes_winograd(h, w)?;
+    }
+    if winograd {
+        return xs.contiguous()?.apply_op1_no_bwd(&DenseWinograd {
+            convs,
+            slope,
+            buffers,
+        });
+    }
+    let Some((last, earlier)) = convs.split_last() else {
+        candle_core::bail!("dense block: no convolutions");
+    };
+    let mut seen = vec![xs.clone()];
+    for conv in earlier {
+        seen.push(conv.forward_leaky(&Tensor::cat(&seen, 1)?, &Slopes::Uniform(slope))?);
+    }
+    last.forward(&Tensor::cat(&seen, 1)?)
+}
+
+/// [`dense_block`] on the CPU.
+struct DenseWinograd<'a> {
+    convs: &'a [Conv2d],
+    slope: f32,
+    buffers: &'a DenseBuffers,
+}
+
+/// One convolution of a dense block: its Winograd kernels, epilogue and channels in and out.
+struct DenseStage {
+    u: Vec<f32>,
+    epilogue: Epilogue,
+    c_in: usize,
+    c_out: usize,
+}
+
+impl CustomOp1 for DenseWinograd<'_> {
+    fn name(&self) -> &'static str {
+        "autonomy-dense-block"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let input = f32s(storage, layout, "dense block input")?;
+        let (batch, c0, h, w) = layout.shape().dims4()?;
+        let mut stages = Vec::with_capacity(self.convs.len());
+        // Channels of the inputs so far: the block's, then each convolution's but the last.
+        let mut seen = c0;
+        for (j, conv) in self.convs.iter().enumerate() {
+            let (c_out, c_in, _, _) = conv.weight.dims4()?;
+            if c_in != seen {
+                candle_core::bail!(
+                    "dense block: convolution {} reads {c_in} channels, but {seen} come before it",
+                    j + 1
+                );
+            }
+            let last = j + 1 == self.convs.len();
+            let weight = conv.weight.flatten_all()?.to_vec1::<f32>()?;
+            stages.push(DenseStage {
+                u: winograd_kernels(&weight, c_out, c_in),
+                epilogue: Epilogue {
+                    offsets: conv.offsets(batch, None)?,
+                    slopes: (!last).then(|| vec![self.slope; c_out]),
+                },
+                c_in,
+                c_out,
+            });
+            if !last {
+                seen += c_out;
+            }
+        }
+        let widest = stages.iter().map(|stage| stage.c_out).max().unwrap_or(0);
+        let banding = Banding::new(batch, h, w, 16 * (seen + widest));
+        // Every band's transformed inputs, kept for the whole block: 16 × seen × its tiles.
+        let per_band = 16 * seen * banding.rows * banding.tiles_x;
+        let mut own = <[Vec<f32>; 2]>::default();
+        let mut borrowed = self.buffers.0.try_borrow_mut();
+        let [v, part] = match borrowed.as_deref_mut() {
+            Ok(kept) => kept,
+            Err(_) => &mut own,
+        };
+        let v = grown(v, batch * banding.bands * per_band);
+        let transform = |v: &mut [f32], image: &[f32], channels: usize, first: usize| {
+            v.par_chunks_mut(per_band).enumerate().for_each(|(job, v)| {
+                let (b, band) = banding.job(job);
+                let image = &image[b * channels * h * w..(b + 1) * channels * h * w];
+                winograd_input(image, channels, band, v, Channels { first, of: seen });
+            });
+        };
+        transform(v, input, c0, 0);
+        let mut first = c0;
+        let mut output = Vec::new();
+        for (j, stage) in stages.iter().enumerate() {
+            let c_out = stage.c_out;
+            let last = j + 1 == stages.len();
+            // Earlier outputs live only until they are transformed: one reused buffer.
+            let written = if last {
+                output = vec![0f32; batch * c_out * h * w];
+                &mut output[..]
+            } else {
+                grown(part, batch * c_out * h * w)
+            };
+            let out = Out(written.as_mut_ptr());
+            v.par_chunks(per_band).enumerate().for_each(|(job, v)| {
+                let (b, band) = banding.job(job);
+                let tiles = band.rows * band.tiles_x;
+                // SAFETY: `output` outlives every job, and this job alone writes its band's
+                // rows.
+                let mut planes = unsafe { band_planes(out, b, c_out, band) };
+                with_winograd_buffers(0, 16 * c_out * tiles, |_, m| {
+                    winograd_products(&stage.u, v, m, [c_out, stage.c_in, seen, tiles]);
+                    winograd_output(m, band, b, &stage.epilogue, &mut planes);
+                });
+            });
+            if !last {
+                transform(v, part, c_out, first);
+                first += c_out;
+            }
+        }
+        let c_out = stages.last().map_or(0, |stage| stage.c_out);
         Ok((CpuStorage::F32(output), Shape::from((batch, c_out, h, w))))
     }
 }
@@ -1494,6 +1717,70 @@ mod tests {
             let error = conv.forward_leaky(&x, &wrong).unwrap_err().to_string();
             assert!(error.contains(&format!("for {c_out} channels")), "{error}");
         }
+    }
+
+    #[test]
+    fn the_dense_block_is_its_convolutions_over_every_earlier_output() {
+        let device = Device::Cpu;
+        let (features, growth) = (24, 16);
+        let convs: Vec<Conv2d> = (0..5)
+            .map(|j| {
+                let c_out = if j == 4 { features } else { growth };
+                let c_in = features + j * growth;
+                Conv2d {
+                    weight: Tensor::randn(0f32, 0.2, (c_out, c_in, 3, 3), &device).unwrap(),
+                    bias: Some(Tensor::randn(0f32, 0.5, c_out, &device).unwrap()),
+                    stride: 1,
+                    padding: 1,
+                }
+            })
+            .collect();
+        // Winograd's path (two images, an odd width), then the small-image one.
+        for (batch, h, w) in [(2, 34, 37), (1, 9, 12)] {
+            let x = Tensor::randn(0f32, 1.0, (batch, features, h, w), &device).unwrap();
+            let mut seen = vec![x.clone()];
+            for (j, conv) in convs.iter().enumerate() {
+                let y = Tensor::cat(&seen, 1)
+                    .unwrap()
+                    .conv2d(&conv.weight, 1, 1, 1, 1)
+                    .unwrap()
+                    .broadcast_add(&conv.bias.as_ref().unwrap().reshape((1, (), 1, 1)).unwrap())
+                    .unwrap();
+                let y = if j < 4 {
+                    y.maximum(&(&y * 0.2).unwrap()).unwrap()
+                } else {
+                    y
+                };
+                seen.push(y);
+            }
+            let ours = dense_block(&x, &convs, 0.2, &DenseBuffers::default()).unwrap();
+            let theirs = &seen[5];
+            // Winograd's rounding grows with the outputs (tens here), as in PyTorch's.
+            let largest = theirs
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            let diff = max_diff(&ours, theirs);
+            assert!(
+                diff < 1e-5 * largest,
+                "{batch}×{h}×{w}: {diff} of {largest}"
+            );
+        }
+        let error = dense_block(
+            &Tensor::zeros((1, features + 1, 32, 32), DType::F32, &device).unwrap(),
+            &convs,
+            0.2,
+            &DenseBuffers::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("convolution 1 reads 24 channels, but 25"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::super::kernels::{Conv2d, Slopes};
+use super::super::kernels::{Conv2d, DenseBuffers, Slopes, dense_block};
 
 /// ESRGAN's leaky ReLU, fused with the convolution before it.
 const LEAKY: Slopes = Slopes::Uniform(0.2);
@@ -41,14 +41,8 @@ impl DenseBlock {
         Ok(Self { convs })
     }
 
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let mut seen = vec![xs.clone()];
-        for conv in &self.convs[..4] {
-            let out = conv.forward_leaky(&Tensor::cat(&seen, 1)?, &LEAKY)?;
-            seen.push(out);
-        }
-        let last = self.convs[4].forward(&Tensor::cat(&seen, 1)?)?;
-        (last * 0.2)? + xs
+    fn forward(&self, xs: &Tensor, buffers: &DenseBuffers) -> Result<Tensor> {
+        (dense_block(xs, &self.convs, 0.2, buffers)? * 0.2)? + xs
     }
 }
 
@@ -122,8 +116,10 @@ impl Rrdb {
         };
         let features = self.first.forward(&xs)?;
         let mut trunk = features.clone();
+        let buffers = DenseBuffers::default();
         for [a, b, c] in &self.body {
-            let out = c.forward(&b.forward(&a.forward(&trunk)?)?)?;
+            let out = a.forward(&trunk, &buffers)?;
+            let out = c.forward(&b.forward(&out, &buffers)?, &buffers)?;
             trunk = ((out * 0.2)? + &trunk)?;
         }
         let mut xs = (self.body_conv.forward(&trunk)? + features)?;
