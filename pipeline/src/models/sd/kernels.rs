@@ -8,7 +8,10 @@
 //!   copied row by row (contiguous copies, no full-image im2col buffer) and one `gemm` writes
 //!   the band straight into the NCHW output; 3×3 stride-1 convolutions (most of a UNet's and
 //!   a VAE's work) use Winograd's F(2×2, 3×3) instead: 16 matrix products over transformed
-//!   4×4 tiles, 2.25× fewer multiplications;
+//!   4×4 tiles, 2.25× fewer multiplications. The bias, a ResNet block's time-embedding shift
+//!   and a leaky ReLU are applied in the pass that writes the output;
+//! - ESRGAN's **dense block** (five convolutions, each over every earlier output) with each
+//!   input transformed for Winograd once, and no concatenated copies;
 //! - **attention** fused per block of 64 queries: scores, a vectorisable softmax and the
 //!   weighted sum stay in a cache-sized buffer instead of a `(heads, n, n)` score tensor;
 //! - the feed-forward's **GEGLU** gate `a · GELU(b)` in one vectorised pass (an erf to 1.5e-7
@@ -205,10 +208,11 @@ impl Conv2d {
         let bias = self.bias.as_ref().map(|bias| bias.reshape((1, c_out)));
         let offsets = match (bias.transpose()?, shift) {
             (None, None) => return Ok(None),
-            (Some(bias), None) => bias.broadcast_as((batch, c_out))?,
+            (Some(bias), None) => bias,
             (None, Some(shift)) => shift.clone(),
             (Some(bias), Some(shift)) => shift.broadcast_add(&bias)?,
         };
+        let offsets = offsets.broadcast_as((batch, c_out))?;
         Ok(Some(
             offsets.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?,
         ))
@@ -1680,6 +1684,8 @@ mod tests {
                 .unwrap();
             let ours = conv.forward_shifted(&x, &shift).unwrap();
             assert!(max_diff(&ours, &shifted) < 1e-4, "{h}×{w} shifted");
+            let three = Tensor::zeros((3, c_out), DType::F32, &device).unwrap();
+            assert!(conv.forward_shifted(&x, &three).is_err(), "{h}×{w}");
             // Slopes below zero, between 0 and 1 and above 1.
             let slopes = Tensor::arange(0u32, c_out as u32, &device)
                 .unwrap()
