@@ -178,7 +178,10 @@ impl Conv2d {
         #[cfg(feature = "cuda")]
         if let (true, Some(bias)) = (xs.device().is_cuda(), &self.bias) {
             let out = super::elementwise::channel_bias(&self.device_conv(xs)?, bias, shift)?;
-            return slopes.map_or(Ok(out.clone()), |slopes| slopes.apply(&out));
+            return match slopes {
+                Some(slopes) => slopes.apply(&out),
+                None => Ok(out),
+            };
         }
         let mut out = self.device_conv(xs)?;
         if let Some(bias) = &self.bias {
@@ -187,7 +190,10 @@ impl Conv2d {
         if let Some(shift) = shift {
             out = out.broadcast_add(&shift.unsqueeze(D::Minus1)?.unsqueeze(D::Minus1)?)?;
         }
-        slopes.map_or(Ok(out.clone()), |slopes| slopes.apply(&out))
+        match slopes {
+            Some(slopes) => slopes.apply(&out),
+            None => Ok(out),
+        }
     }
 
     /// Whether the CPU convolves an `h`×`w` image by Winograd's method: 3×3, stride 1,
