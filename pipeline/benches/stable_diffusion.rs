@@ -9,8 +9,9 @@
 //!
 //! or with `-- upscalers` the hires pass's upscaling models against spandrel (what ComfyUI and
 //! A1111 run them with) on a 128² image: ESRGAN's RRDBNet at 4x-UltraSharp's size,
-//! Real-ESRGAN's compact SRVGGNet at realesr-general-x4v3's, SwinIR-M's real-world ×4
-//! network (A1111's "SwinIR 4x"), HAT at Real_HAT_GAN_SRx4's size and DAT at DAT_x4's.
+//! Real-ESRGAN's compact SRVGGNet at realesr-general-x4v3's, SPAN at the paper's size,
+//! RealPLKSR at neosr's defaults, SwinIR-M's real-world ×4 network (A1111's "SwinIR 4x"), HAT
+//! at Real_HAT_GAN_SRx4's size and DAT at DAT_x4's.
 //!
 //! The weights (~9 GB) are made once into `target/sd-bench` by `scripts/sd-fixtures/bench.py`,
 //! which also times PyTorch. Python with `torch`, `diffusers` and `transformers` is found as
@@ -184,6 +185,16 @@ fn upscalers(
             "Real-ESRGAN compact ×4 (realesr-general-x4v3's size), 128² → 512²",
             "compact_x4",
             "compact-x4.pth",
+        ),
+        (
+            "SPAN ×4 (48 features), 128² → 512²",
+            "span_x4",
+            "span-x4.pth",
+        ),
+        (
+            "RealPLKSR ×4 (28 blocks, 64 features, 17×17 kernels), 128² → 512²",
+            "realplksr_x4",
+            "realplksr-x4.pth",
         ),
         (
             "SwinIR-M real-world ×4 (A1111's SwinIR 4x), 128² → 512²",

@@ -2964,9 +2964,9 @@ fn bytes(pixels: &Tensor) -> Tensor {
         .unwrap()
 }
 
-/// The transformer upscaler `file` is listed as one, reads as `what` at `scale`, and upscales
-/// the 21×13 test image of `reference` as spandrel did within 1e-5.
-fn transformer_upscales_as_spandrel(reference: &Reference, file: &str, scale: usize, what: &str) {
+/// The upscaler `file` is listed as one, reads as `what` at `scale`, and upscales the 21×13
+/// test image of `reference` as spandrel did within 1e-5.
+fn upscales_as_spandrel(reference: &Reference, file: &str, scale: usize, what: &str) {
     let pixels = unit_pixels(reference.get("image"));
     let path = upscaler_file(file).path;
     assert!(
@@ -3007,7 +3007,7 @@ fn swinir_and_hat_files_upscale_as_spandrel_runs_them() {
         ("hat-x2.pth", 2, "HAT (2 groups, 2×)"),
         ("hat-x4-bare.safetensors", 4, "HAT (1 groups, 4×)"),
     ] {
-        transformer_upscales_as_spandrel(&reference, file, scale, what);
+        upscales_as_spandrel(&reference, file, scale, what);
     }
 }
 
@@ -3024,7 +3024,29 @@ fn dat_files_upscale_as_spandrel_runs_them() {
             "DAT (1 groups, 4×8 windows, 3×)",
         ),
     ] {
-        transformer_upscales_as_spandrel(&reference, file, scale, what);
+        upscales_as_spandrel(&reference, file, scale, what);
+    }
+}
+
+#[test]
+fn span_and_realplksr_files_upscale_as_spandrel_runs_them() {
+    let reference = Reference::of("light-upscalers");
+    for (file, scale, what) in [
+        // SPAN's stored `eval_conv` is stale: its convolutions are folded from their branches.
+        ("span-x4.pth", 4, "SPAN (12 features, 4×)"),
+        ("span-x2-raw.safetensors", 2, "SPAN (8 features, 2×)"),
+        (
+            "realplksr-x2.pth",
+            2,
+            "RealPLKSR (2 blocks, 7×7 kernels, 2×)",
+        ),
+        (
+            "realplksr-x3-ln.safetensors",
+            3,
+            "RealPLKSR (3 blocks, 5×5 kernels, 3×)",
+        ),
+    ] {
+        upscales_as_spandrel(&reference, file, scale, what);
     }
 }
 

@@ -7,7 +7,8 @@ real SD 1.5 and SD-Turbo (SD 2.1) sizes, and diffusers' timings on them.
 
 The upscalers (needs `spandrel`) are ESRGAN's RRDBNet at 4x-UltraSharp's and
 RealESRGAN_x4plus's size (23 blocks, 64 features), Real-ESRGAN's compact SRVGGNet at
-realesr-general-x4v3's (32 convolutions, 64 features), SwinIR-M's real-world ×4 network
+realesr-general-x4v3's (32 convolutions, 64 features), SPAN at the paper's size (48
+features), RealPLKSR at neosr's defaults (28 blocks, 64 features, 17×17 kernels), SwinIR-M's real-world ×4 network
 (A1111's "SwinIR 4x": 6 groups of 6 blocks, 180 features, 8-pixel windows) and HAT at
 Real_HAT_GAN_SRx4's size (6 groups of 6 blocks, 180 features, 16-pixel windows), each timed
 on a 128² image (the transformers in f32 on a GPU too, as spandrel runs SwinIR).
@@ -140,6 +141,7 @@ def measure(root, repeats):
 
 
 UPSCALERS = {"esrgan_x4": "esrgan-x4.pth", "compact_x4": "compact-x4.pth",
+             "span_x4": "span-x4.pth", "realplksr_x4": "realplksr-x4.pth",
              "swinir_x4": "swinir-x4.pth", "hat_x4": "hat-x4.pth", "dat_x4": "dat-x4.pth"}
 
 
@@ -150,12 +152,17 @@ def upscalers(root, repeats):
     from spandrel.architectures.DAT import DAT
     from spandrel.architectures.ESRGAN import ESRGAN
     from spandrel.architectures.HAT import HAT
+    from spandrel.architectures.PLKSR import RealPLKSR
+    from spandrel.architectures.SPAN import SPAN
     from spandrel.architectures.SwinIR import SwinIR
 
     folder = os.path.join(root, "upscalers")
     os.makedirs(folder, exist_ok=True)
     made = {"esrgan_x4": lambda: ESRGAN(in_nc=3, out_nc=3, num_filters=64, num_blocks=23, scale=4),
             "compact_x4": lambda: Compact(num_feat=64, num_conv=32, upscale=4),
+            "span_x4": lambda: SPAN(num_in_ch=3, num_out_ch=3, feature_channels=48, upscale=4),
+            "realplksr_x4": lambda: RealPLKSR(dim=64, n_blocks=28, upscaling_factor=4,
+                                              kernel_size=17, split_ratio=0.25),
             "swinir_x4": lambda: SwinIR(img_size=64, window_size=8, embed_dim=180, depths=[6] * 6,
                                         num_heads=[6] * 6, mlp_ratio=2.0, upscale=4,
                                         upsampler="nearest+conv", resi_connection="1conv"),

@@ -1842,6 +1842,69 @@ def build_dat_upscalers(name):
               metadata={"prompt": "", "negative_prompt": "", "torch": torch.__version__})
 
 
+def build_light_upscalers(name):
+    """Tiny random-weight SPAN and RealPLKSR upscalers (the light convolutional networks most
+    community upscalers of 2024 on are trained as, with neosr and traiNNer) in the layouts those
+    trainers save (`params_ema` in a `.pth`, or safetensors), read back by spandrel for their
+    outputs on the same kind of test image as the others':
+    - `span-x4.pth`: SPAN with its input normalisation; each Conv3XC's stored `eval_conv` is
+      left stale, as spandrel recomputes it from the training branches on every call;
+    - `span-x2-raw.safetensors`: SPAN saved with `no_norm` (the input taken as it is);
+    - `realplksr-x2.pth`: RealPLKSR with group norms and element-wise attention, a 7×7 partial
+      large kernel over a quarter of the channels;
+    - `realplksr-x3-ln.safetensors`: RealPLKSR with layer norms and no element-wise attention."""
+    from spandrel import ModelLoader
+    from spandrel.architectures.PLKSR import RealPLKSR
+    from spandrel.architectures.SPAN import SPAN
+
+    os.makedirs(UPSCALERS, exist_ok=True)
+    torch.manual_seed(53)
+    made = {
+        "span-x4.pth": SPAN(num_in_ch=3, num_out_ch=3, feature_channels=12, upscale=4),
+        "span-x2-raw.safetensors": SPAN(num_in_ch=3, num_out_ch=3, feature_channels=8,
+                                        upscale=2, norm=False),
+        "realplksr-x2.pth": RealPLKSR(dim=16, n_blocks=2, upscaling_factor=2, kernel_size=7,
+                                      split_ratio=0.25),
+        "realplksr-x3-ln.safetensors": RealPLKSR(dim=12, n_blocks=3, upscaling_factor=3,
+                                                 kernel_size=5, split_ratio=0.5, use_ea=False,
+                                                 layer_norm=True),
+    }
+    rng = np.random.default_rng(9)
+    image = rng.integers(0, 256, size=(13, 21, 3), dtype=np.uint8)  # 21 wide, 13 high
+    pixels = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    tensors = {"image": torch.from_numpy(image)}
+    for file, model in made.items():
+        # Weights that matter: every convolution at a scale that keeps its output near its
+        # input's (the releases' initialisations leave the large kernels and the last
+        # convolution near zero), biases and norms off their initial values.
+        with torch.no_grad():
+            for key, value in model.named_parameters():
+                if "norm" in key:
+                    value.add_(torch.randn_like(value) * 0.2)
+                elif value.dim() == 4:
+                    fan_in = value.shape[1] * value.shape[2] * value.shape[3]
+                    value.normal_(0.0, fan_in ** -0.5)
+                elif value.dim() == 1:
+                    value.normal_(0.0, 0.05)
+            if isinstance(model, SPAN) and model.is_norm:
+                # SPAN feeds its first convolution pixels × 255: a trained one answers in kind.
+                model.conv_1.sk.weight.div_(255)
+                model.conv_1.conv[0].weight.div_(255)
+        state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+        path = os.path.join(UPSCALERS, file)
+        if file.endswith(".safetensors"):
+            save_file(state, path)
+        else:
+            torch.save({"params_ema": state}, path)
+        loaded = ModelLoader().load_from_file(path)
+        with torch.no_grad():
+            tensors[file] = loaded.model.eval()(pixels)[0].contiguous()
+        print(file, loaded.architecture.id, loaded.scale, loaded.tags, tuple(tensors[file].shape),
+              float(tensors[file].abs().max()))
+    save_file(tensors, os.path.join(OUT, f"{name}.reference.safetensors"),
+              metadata={"prompt": "", "negative_prompt": "", "torch": torch.__version__})
+
+
 def new_arch_names(state, blocks):
     """ESRGAN's old names (`model.0`, `model.1.sub.…`) as Real-ESRGAN's (basicsr's) write them."""
     renamed = {}
@@ -1971,7 +2034,8 @@ def main():
                  "a1111-prompts": build_a1111_prompts, "a1111-lengths": build_a1111_lengths,
                  "hires": build_hires,
                  "upscalers": build_upscalers, "swin-upscalers": build_swin_upscalers,
-                 "dat-upscalers": build_dat_upscalers}
+                 "dat-upscalers": build_dat_upscalers,
+                 "light-upscalers": build_light_upscalers}
         for name in only:
             if name not in alone:
                 sys.exit(f"{name}: only {', '.join(alone)} build alone; run without names for the rest")

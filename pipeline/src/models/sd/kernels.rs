@@ -116,6 +116,17 @@ impl Conv2d {
         })
     }
 
+    /// The stride-1 convolution of `weight` `(out, in, k, k)` plus `bias` `(out)`, from weights
+    /// in hand rather than stored (several stored convolutions folded into one at load).
+    pub fn from_weights(weight: Tensor, bias: Tensor, padding: usize) -> Self {
+        Self {
+            weight,
+            bias: Some(bias),
+            stride: 1,
+            padding,
+        }
+    }
+
     /// The convolution off the CPU's f32 path: cuDNN's for CUDA tensors with the `cudnn`
     /// feature, else candle's.
     fn device_conv(&self, xs: &Tensor) -> Result<Tensor> {

@@ -1,10 +1,12 @@
 //! Image upscaling models for the hires pass, read from the `.pth` and `.safetensors` files
 //! model sites share as spandrel (what ComfyUI and A1111 load them with) reads them: ESRGAN's
 //! RRDBNet in its original, BSRGAN and Real-ESRGAN layouts (4x-UltraSharp, RealESRGAN_x4plus,
-//! x2plus…; see [`rrdb`]), Real-ESRGAN's SRVGGNetCompact ([`compact`]), SwinIR's real-world,
-//! classical and lightweight SR networks ([`swinir`]), HAT ([`hat`]) and DAT ([`dat`]). A
-//! Real-ESRGAN, SwinIR, HAT or DAT release's `params_ema` (or `params`) entry holds its
-//! weights. Pixels are RGB in [0, 1], as spandrel takes them.
+//! x2plus…; see [`rrdb`]), Real-ESRGAN's SRVGGNetCompact ([`compact`]), the light
+//! convolutional SPAN ([`span`]) and RealPLKSR ([`plksr`]) most community upscalers are now
+//! trained as, SwinIR's real-world, classical and lightweight SR networks ([`swinir`]), HAT
+//! ([`hat`]) and DAT ([`dat`]). A Real-ESRGAN, SwinIR, HAT or DAT release's `params_ema` (or
+//! `params`) entry holds its weights, as do the trainers' saves of SPAN and RealPLKSR. Pixels
+//! are RGB in [0, 1], as spandrel takes them.
 //!
 //! Large images run in tiles, each read with a margin of context around it that is then
 //! cut away, so the tiles meet without seams; a tileable image's margins wrap around.
@@ -20,7 +22,9 @@
 pub mod compact;
 pub mod dat;
 pub mod hat;
+pub mod plksr;
 pub mod rrdb;
+pub mod span;
 pub mod swin;
 pub mod swinir;
 
@@ -52,6 +56,8 @@ pub struct UpscalerFile {
 enum Network {
     Rrdb(rrdb::Rrdb),
     Compact(compact::Compact),
+    Span(span::Span),
+    Plksr(plksr::Plksr),
     SwinIr(swinir::SwinIr),
     Hat(hat::Hat),
     Dat(dat::Dat),
@@ -127,6 +133,31 @@ impl Upscaler {
                 ),
             });
         }
+        if span::is_span(|name| shapes.contains_key(name)) {
+            let shape =
+                span::shape_of(compact).map_err(|e| invalid(format!("a SPAN network, but {e}")))?;
+            let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+            return Ok(Self {
+                network: Network::Span(span::Span::new(vb, shape).map_err(weights)?),
+                scale: shape.scale,
+                multiple: 1,
+                description: format!("SPAN ({} features, {}×)", shape.features, shape.scale),
+            });
+        }
+        if plksr::is_plksr(|name| shapes.contains_key(name)) {
+            let shape = plksr::shape_of(compact)
+                .map_err(|e| invalid(format!("a PLKSR network, but {e}")))?;
+            let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+            return Ok(Self {
+                network: Network::Plksr(plksr::Plksr::new(vb, shape).map_err(weights)?),
+                scale: shape.scale,
+                multiple: 1,
+                description: format!(
+                    "RealPLKSR ({} blocks, {}×{} kernels, {}×)",
+                    shape.blocks, shape.kernel, shape.kernel, shape.scale
+                ),
+            });
+        }
         if hat::is_hat(|name| shapes.contains_key(name)) {
             let shape =
                 hat::shape_of(compact).map_err(|e| invalid(format!("a HAT network, but {e}")))?;
@@ -191,7 +222,7 @@ impl Upscaler {
         Err(SdError::Unsupported {
             path: path.to_path_buf(),
             message: format!(
-                "not an upscaler Autonomy reads (ESRGAN/RRDBNet, Real-ESRGAN compact, SwinIR, HAT or DAT); it holds {} tensors such as {some:?} (OmniSR, Swin2SR and other architectures are not read yet)",
+                "not an upscaler Autonomy reads (ESRGAN/RRDBNet, Real-ESRGAN compact, SPAN, RealPLKSR, SwinIR, HAT or DAT); it holds {} tensors such as {some:?} (OmniSR, Swin2SR and other architectures are not read yet)",
                 names.len()
             ),
         })
@@ -213,6 +244,8 @@ impl Upscaler {
         match &self.network {
             Network::Rrdb(net) => net.forward(pixels),
             Network::Compact(net) => net.forward(pixels),
+            Network::Span(net) => net.forward(pixels),
+            Network::Plksr(net) => net.forward(pixels),
             Network::SwinIr(net) => net.forward(pixels),
             Network::Hat(net) => net.forward(pixels),
             Network::Dat(net) => net.forward(pixels),
@@ -296,6 +329,8 @@ pub fn is_upscaler(path: &Path) -> bool {
     let has = |name: &str| names.iter().any(|n| n == name);
     rrdb::canonical_names(&names).is_some()
         || (has("body.0.weight") && has("body.1.weight"))
+        || span::is_span(has)
+        || plksr::is_plksr(has)
         || swinir::is_swinir(has)
         || hat::is_hat(has)
         || dat::is_dat(has)
