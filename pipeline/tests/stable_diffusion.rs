@@ -3045,6 +3045,16 @@ fn span_and_realplksr_files_upscale_as_spandrel_runs_them() {
             3,
             "RealPLKSR (3 blocks, 5×5 kernels, 3×)",
         ),
+        (
+            "realplksr-x4-dysample.pth",
+            4,
+            "RealPLKSR (2 blocks, 7×7 kernels, 4×, DySample)",
+        ),
+        (
+            "realplksr-x3-dysample.safetensors",
+            3,
+            "RealPLKSR (1 blocks, 5×5 kernels, 3×, DySample)",
+        ),
     ] {
         upscales_as_spandrel(&reference, file, scale, what);
     }

@@ -1852,7 +1852,10 @@ def build_light_upscalers(name):
     - `span-x2-raw.safetensors`: SPAN saved with `no_norm` (the input taken as it is);
     - `realplksr-x2.pth`: RealPLKSR with group norms and element-wise attention, a 7×7 partial
       large kernel over a quarter of the channels;
-    - `realplksr-x3-ln.safetensors`: RealPLKSR with layer norms and no element-wise attention."""
+    - `realplksr-x3-ln.safetensors`: RealPLKSR with layer norms and no element-wise attention;
+    - `realplksr-x4-dysample.pth` and `realplksr-x3-dysample.safetensors`: RealPLKSR with
+      DySample's learned sampling in place of the pixel shuffle (four sampling groups, and
+      three for an odd scale)."""
     from spandrel import ModelLoader
     from spandrel.architectures.PLKSR import RealPLKSR
     from spandrel.architectures.SPAN import SPAN
@@ -1868,6 +1871,11 @@ def build_light_upscalers(name):
         "realplksr-x3-ln.safetensors": RealPLKSR(dim=12, n_blocks=3, upscaling_factor=3,
                                                  kernel_size=5, split_ratio=0.5, use_ea=False,
                                                  layer_norm=True),
+        "realplksr-x4-dysample.pth": RealPLKSR(dim=16, n_blocks=2, upscaling_factor=4,
+                                               kernel_size=7, split_ratio=0.25, dysample=True),
+        "realplksr-x3-dysample.safetensors": RealPLKSR(dim=12, n_blocks=1, upscaling_factor=3,
+                                                       kernel_size=5, split_ratio=0.25,
+                                                       dysample=True, layer_norm=True),
     }
     rng = np.random.default_rng(9)
     image = rng.integers(0, 256, size=(13, 21, 3), dtype=np.uint8)  # 21 wide, 13 high
@@ -1886,6 +1894,11 @@ def build_light_upscalers(name):
                     value.normal_(0.0, fan_in ** -0.5)
                 elif value.dim() == 1:
                     value.normal_(0.0, 0.05)
+            if isinstance(getattr(model, "to_img", None), torch.nn.Module) and \
+                    hasattr(model.to_img, "offset"):
+                # DySample's offsets within a pixel or so, as trained ones are (random ones
+                # would send most samples to the border).
+                model.to_img.offset.weight.mul_(0.1)
             if isinstance(model, SPAN) and model.is_norm:
                 # SPAN feeds its first convolution pixels × 255: a trained one answers in kind.
                 model.conv_1.sk.weight.div_(255)

@@ -144,7 +144,14 @@ fn unpickle(reader: &mut impl std::io::BufRead) -> Result<Object> {
 
 /// The object and storages of a zip archive (PyTorch 1.6 and later).
 fn read_archive(path: &Path) -> Result<(Object, HashMap<String, Storage>)> {
-    let mut zip = zip::ZipArchive::new(BufReader::new(File::open(path)?))?;
+    // `torch.save` writes the archive from the file's first byte. Told so, the zip crate reads
+    // the central directory where the end record puts it; left to detect an offset (its
+    // default), it refuses some valid zip64 archives of PyTorch's ("Invalid Central Directory
+    // header": `realplksr-x4-dysample.pth` among the fixtures).
+    let config = zip::read::Config {
+        archive_offset: zip::read::ArchiveOffset::Known(0),
+    };
+    let mut zip = zip::ZipArchive::with_config(config, BufReader::new(File::open(path)?))?;
     let mut pickle = None;
     for name in zip.file_names() {
         let name = name?;

@@ -21,6 +21,7 @@
 
 pub mod compact;
 pub mod dat;
+pub mod dysample;
 pub mod hat;
 pub mod plksr;
 pub mod rrdb;
@@ -153,8 +154,16 @@ impl Upscaler {
                 scale: shape.scale,
                 multiple: 1,
                 description: format!(
-                    "RealPLKSR ({} blocks, {}×{} kernels, {}×)",
-                    shape.blocks, shape.kernel, shape.kernel, shape.scale
+                    "RealPLKSR ({} blocks, {}×{} kernels, {}×{})",
+                    shape.blocks,
+                    shape.kernel,
+                    shape.kernel,
+                    shape.scale,
+                    if shape.dysample.is_some() {
+                        ", DySample"
+                    } else {
+                        ""
+                    }
                 ),
             });
         }

@@ -4,8 +4,9 @@
 //! Mish, 3×3 back), one large kernel (17×17 in the releases) over the first part of the
 //! channels, an element-wise attention (the features times a sigmoid of a 3×3 convolution of
 //! them), a 1×1 refinement and a group norm (or a layer norm before the block instead), each
-//! block added to its input; then a 3×3 convolution pixel-shuffled into the larger image, plus
-//! the input scaled up by repeating pixels.
+//! block added to its input; then a 3×3 convolution to scale² times the image's channels, plus
+//! the input's channels each repeated scale² times, pixel-shuffled into the larger image or
+//! sampled into it by [`DySample`].
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{LayerNorm, VarBuilder};
@@ -13,6 +14,7 @@ use candle_nn::{LayerNorm, VarBuilder};
 use super::super::group_norm::GroupNorm;
 use super::super::kernels::Conv2d;
 use super::compact::pixel_shuffle;
+use super::dysample::DySample;
 
 /// Groups of the blocks' group norms (not stored; spandrel's and the trainers' default).
 const NORM_GROUPS: usize = 4;
@@ -34,6 +36,9 @@ pub struct PlksrShape {
     pub layer_norm: bool,
     /// How many times larger the output is.
     pub scale: usize,
+    /// The sampling groups of its DySample upsampler, if it has one rather than a pixel
+    /// shuffle.
+    pub dysample: Option<usize>,
 }
 
 /// Whether `has` names a PLKSR network's tensors, the original or the real-world variant
@@ -52,7 +57,7 @@ pub fn is_plksr(has: impl Fn(&str) -> bool) -> bool {
 }
 
 /// The network's sizes from its tensors' shapes (`shape(name)`), as spandrel reads them, or
-/// what does not fit (the original PLKSR and RealPLKSR with DySample are not read yet).
+/// what does not fit (the original PLKSR is not read yet).
 pub fn shape_of(
     shape: impl Fn(&str) -> Option<Vec<usize>>,
 ) -> std::result::Result<PlksrShape, String> {
@@ -61,9 +66,6 @@ pub fn shape_of(
         return Err(
             "it is the original PLKSR; only its real-world variant (RealPLKSR) is read yet".into(),
         );
-    }
-    if has("to_img.init_pos") {
-        return Err("its upsampler is DySample, which is not read yet (pixel shuffle is)".into());
     }
     let first = shape("feats.0.weight").ok_or("no `feats.0.weight`")?;
     if first.len() != 4 || first[1] != 3 {
@@ -83,6 +85,20 @@ pub fn shape_of(
     let scale = (1..=8).find(|s| 3 * s * s == channels).ok_or_else(|| {
         format!("the last convolution's {channels} channels are not 3·scale² for an RGB image")
     })?;
+    // DySample's initial positions: 2 coordinates × groups × scale² output pixels.
+    let dysample = match shape("to_img.init_pos") {
+        None => None,
+        Some(dims) => {
+            let positions = dims.get(1).copied().unwrap_or(0);
+            let per_group = 2 * scale * scale;
+            if dims.len() != 4 || positions == 0 || !positions.is_multiple_of(per_group) {
+                return Err(format!(
+                    "DySample's `to_img.init_pos` is {dims:?}, not (1, 2·groups·{scale}², 1, 1)"
+                ));
+            }
+            Some(positions / per_group)
+        }
+    };
     let large = shape("feats.1.lk.conv.weight").ok_or("no `feats.1.lk.conv.weight`")?;
     if large.len() != 4 || large[2] != large[3] || large[2] % 2 == 0 {
         return Err(format!(
@@ -97,6 +113,7 @@ pub fn shape_of(
         attention: has("feats.1.attn.f.0.weight"),
         layer_norm: has("feats.1.layer_norm.weight"),
         scale,
+        dysample,
     })
 }
 
@@ -180,12 +197,19 @@ impl Block {
     }
 }
 
-/// RealPLKSR, its weights under `feats.N`.
+/// How the last convolution's channels become the larger image.
+enum ToImage {
+    PixelShuffle,
+    DySample(DySample),
+}
+
+/// RealPLKSR, its weights under `feats.N` (and `to_img` for DySample).
 pub struct Plksr {
     scale: usize,
     first: Conv2d,
     blocks: Vec<Block>,
     last: Conv2d,
+    to_image: ToImage,
 }
 
 impl Plksr {
@@ -206,6 +230,12 @@ impl Plksr {
                 1,
                 1,
             )?,
+            to_image: match shape.dysample {
+                Some(groups) => {
+                    ToImage::DySample(DySample::new(vb.pp("to_img"), 3 * s * s, 3, s, groups)?)
+                }
+                None => ToImage::PixelShuffle,
+            },
         })
     }
 
@@ -215,11 +245,17 @@ impl Plksr {
         for block in &self.blocks {
             out = block.forward(&out)?;
         }
-        let out = pixel_shuffle(&self.last.forward(&out)?, self.scale)?;
-        // Each input channel repeated scale² times, then shuffled: the input scaled up by
-        // repeating pixels.
-        let (_, _, h, w) = xs.dims4()?;
-        out + xs.upsample_nearest2d(h * self.scale, w * self.scale)?
+        let (n, c, h, w) = xs.dims4()?;
+        let repeats = self.scale * self.scale;
+        let repeated = xs
+            .unsqueeze(2)?
+            .broadcast_as((n, c, repeats, h, w))?
+            .reshape((n, c * repeats, h, w))?;
+        let out = (self.last.forward(&out)? + repeated)?;
+        match &self.to_image {
+            ToImage::PixelShuffle => pixel_shuffle(&out, self.scale),
+            ToImage::DySample(up) => up.forward(&out),
+        }
     }
 }
 
@@ -266,9 +302,13 @@ mod tests {
                 attention: true,
                 layer_norm: false,
                 scale: 2,
+                dysample: None,
             }
         );
         assert!(is_plksr(|n| shapes.contains_key(n)));
+        shapes.insert("to_img.init_pos", vec![1, 32, 1, 1]);
+        let shape = shape_of(|n| shapes.get(n).cloned()).unwrap();
+        assert_eq!(shape.dysample, Some(4));
         shapes.insert("to_img.init_pos", vec![1, 2, 4, 1, 1]);
         let error = shape_of(|n| shapes.get(n).cloned()).unwrap_err();
         assert!(error.contains("DySample"), "{error}");
