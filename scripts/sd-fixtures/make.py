@@ -1708,6 +1708,34 @@ def build_hires(name):
 UPSCALERS = os.path.join(OUT, "upscalers")
 
 
+def spandrel_references(name, made, perturb, seed, entry):
+    """Saves each of `made`'s networks (file name → model), after `perturb(model)`, as their
+    trainers share them (under `entry` in a `.pth`, or as safetensors) into the upscalers'
+    folder, and writes `<name>.reference.safetensors`: a 21×13 test image drawn from `seed` and
+    what spandrel, reading each file back, computes from it."""
+    from spandrel import ModelLoader
+
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, size=(13, 21, 3), dtype=np.uint8)  # 21 wide, 13 high
+    pixels = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    tensors = {"image": torch.from_numpy(image)}
+    for file, model in made.items():
+        perturb(model)
+        state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+        path = os.path.join(UPSCALERS, file)
+        if file.endswith(".safetensors"):
+            save_file(state, path)
+        else:
+            torch.save({entry: state}, path)
+        loaded = ModelLoader().load_from_file(path)
+        with torch.no_grad():
+            tensors[file] = loaded.model.eval()(pixels)[0].contiguous()
+        print(file, loaded.architecture.id, loaded.scale, loaded.tags, tuple(tensors[file].shape),
+              float(tensors[file].abs().max()))
+    save_file(tensors, os.path.join(OUT, f"{name}.reference.safetensors"),
+              metadata={"prompt": "", "negative_prompt": "", "torch": torch.__version__})
+
+
 def build_swin_upscalers(name):
     """Tiny random-weight SwinIR and HAT upscalers in the layouts their releases share them in
     (`params_ema` in a `.pth`), read back by spandrel for their outputs on a test image whose
@@ -1722,7 +1750,6 @@ def build_swin_upscalers(name):
     - `hat-x2.pth`: HAT (`Real_HAT_GAN_SRx4`'s layout, `params_ema`), windows of 4 with
       overlapping windows of 6;
     - `hat-x4-bare.safetensors`: HAT without `qkv` biases, patch norm or closing convolutions."""
-    from spandrel import ModelLoader
     from spandrel.architectures.HAT import HAT
     from spandrel.architectures.SwinIR import SwinIR
 
@@ -1748,11 +1775,7 @@ def build_swin_upscalers(name):
                                        qkv_bias=False, patch_norm=False,
                                        resi_connection="identity"),
     }
-    rng = np.random.default_rng(6)
-    image = rng.integers(0, 256, size=(13, 21, 3), dtype=np.uint8)  # 21 wide, 13 high
-    pixels = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
-    tensors = {"image": torch.from_numpy(image)}
-    for file, model in made.items():
+    def perturb(model):
         # Weights that matter: attention biases and norms away from their initial values.
         with torch.no_grad():
             for key, value in model.named_parameters():
@@ -1764,18 +1787,8 @@ def build_swin_upscalers(name):
                     value.normal_(0.0, value.shape[1] ** -0.5)
                 elif value.dim() == 1:
                     value.normal_(0.0, 0.05)
-        state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
-        path = os.path.join(UPSCALERS, file)
-        if file.endswith(".safetensors"):
-            save_file(state, path)
-        else:
-            torch.save({"params_ema": state}, path)
-        loaded = ModelLoader().load_from_file(path)
-        with torch.no_grad():
-            tensors[file] = loaded.model.eval()(pixels)[0].contiguous()
-        print(file, loaded.architecture.id, loaded.scale, tuple(tensors[file].shape))
-    save_file(tensors, os.path.join(OUT, f"{name}.reference.safetensors"),
-              metadata={"prompt": "", "negative_prompt": "", "torch": torch.__version__})
+
+    spandrel_references(name, made, perturb, seed=6, entry="params_ema")
 
 
 def build_dat_upscalers(name):
@@ -1790,7 +1803,6 @@ def build_dat_upscalers(name):
       of an odd one);
     - `dat-x3-light.safetensors`: DAT-light's layout (one pixel-shuffled convolution,
       three-convolution residual connections), no `qkv` biases, 4-by-8 windows."""
-    from spandrel import ModelLoader
     from spandrel.architectures.DAT import DAT
 
     os.makedirs(UPSCALERS, exist_ok=True)
@@ -1804,11 +1816,7 @@ def build_dat_upscalers(name):
                                         qkv_bias=False, upscale=3, resi_connection="3conv",
                                         upsampler="pixelshuffledirect"),
     }
-    rng = np.random.default_rng(8)
-    image = rng.integers(0, 256, size=(13, 21, 3), dtype=np.uint8)  # 21 wide, 13 high
-    pixels = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
-    tensors = {"image": torch.from_numpy(image)}
-    for file, model in made.items():
+    def perturb(model):
         # Weights that matter: norms (and batch norms' running statistics), the dynamic
         # position biases' MLPs and the channel attention's temperatures off their initial values.
         with torch.no_grad():
@@ -1828,18 +1836,8 @@ def build_dat_upscalers(name):
             for key, value in model.named_parameters():
                 if key.endswith("temperature"):
                     value.uniform_(0.5, 2.0)
-        state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
-        path = os.path.join(UPSCALERS, file)
-        if file.endswith(".safetensors"):
-            save_file(state, path)
-        else:
-            torch.save({"params": state}, path)
-        loaded = ModelLoader().load_from_file(path)
-        with torch.no_grad():
-            tensors[file] = loaded.model.eval()(pixels)[0].contiguous()
-        print(file, loaded.architecture.id, loaded.scale, loaded.tags, tuple(tensors[file].shape))
-    save_file(tensors, os.path.join(OUT, f"{name}.reference.safetensors"),
-              metadata={"prompt": "", "negative_prompt": "", "torch": torch.__version__})
+
+    spandrel_references(name, made, perturb, seed=8, entry="params")
 
 
 def build_light_upscalers(name):
@@ -1856,7 +1854,6 @@ def build_light_upscalers(name):
     - `realplksr-x4-dysample.pth` and `realplksr-x3-dysample.safetensors`: RealPLKSR with
       DySample's learned sampling in place of the pixel shuffle (four sampling groups, and
       three for an odd scale)."""
-    from spandrel import ModelLoader
     from spandrel.architectures.PLKSR import RealPLKSR
     from spandrel.architectures.SPAN import SPAN
 
@@ -1877,11 +1874,7 @@ def build_light_upscalers(name):
                                                        kernel_size=5, split_ratio=0.25,
                                                        dysample=True, layer_norm=True),
     }
-    rng = np.random.default_rng(9)
-    image = rng.integers(0, 256, size=(13, 21, 3), dtype=np.uint8)  # 21 wide, 13 high
-    pixels = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
-    tensors = {"image": torch.from_numpy(image)}
-    for file, model in made.items():
+    def perturb(model):
         # Weights that matter: every convolution at a scale that keeps its output near its
         # input's (the releases' initialisations leave the large kernels and the last
         # convolution near zero), biases and norms off their initial values.
@@ -1903,19 +1896,8 @@ def build_light_upscalers(name):
                 # SPAN feeds its first convolution pixels × 255: a trained one answers in kind.
                 model.conv_1.sk.weight.div_(255)
                 model.conv_1.conv[0].weight.div_(255)
-        state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
-        path = os.path.join(UPSCALERS, file)
-        if file.endswith(".safetensors"):
-            save_file(state, path)
-        else:
-            torch.save({"params_ema": state}, path)
-        loaded = ModelLoader().load_from_file(path)
-        with torch.no_grad():
-            tensors[file] = loaded.model.eval()(pixels)[0].contiguous()
-        print(file, loaded.architecture.id, loaded.scale, loaded.tags, tuple(tensors[file].shape),
-              float(tensors[file].abs().max()))
-    save_file(tensors, os.path.join(OUT, f"{name}.reference.safetensors"),
-              metadata={"prompt": "", "negative_prompt": "", "torch": torch.__version__})
+
+    spandrel_references(name, made, perturb, seed=9, entry="params_ema")
 
 
 def new_arch_names(state, blocks):

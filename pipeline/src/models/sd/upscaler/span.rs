@@ -266,16 +266,7 @@ mod tests {
         let inside = |t: &Tensor| t.narrow(2, 1, 5).unwrap().narrow(3, 1, 4).unwrap();
         let trained = inside(&(branches + skip).unwrap());
         let ours = inside(&conv.forward(&xs).unwrap());
-        let diff = (ours - trained)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = super::super::super::max_abs_diff(&ours, &trained);
         assert!(diff < 1e-5, "{diff}");
     }
 
