@@ -8,14 +8,15 @@
 //!   copied row by row (contiguous copies, no full-image im2col buffer) and one `gemm` writes
 //!   the band straight into the NCHW output; 3×3 stride-1 convolutions (most of a UNet's and
 //!   a VAE's work) use Winograd's F(2×2, 3×3) instead: 16 matrix products over transformed
-//!   4×4 tiles, 2.25× fewer multiplications. The bias, a ResNet block's time-embedding shift
-//!   and a leaky ReLU are applied in the pass that writes the output;
+//!   4×4 tiles, 2.25× fewer multiplications, and large stride-1 kernels (RealPLKSR's 17×17)
+//!   unroll each input row once for all kernel rows. The bias, a ResNet block's
+//!   time-embedding shift and a leaky ReLU are applied in the pass that writes the output;
 //! - ESRGAN's **dense block** (five convolutions, each over every earlier output) with each
 //!   input transformed for Winograd once, and no concatenated copies;
 //! - **attention** fused per block of 64 queries: scores, a vectorisable softmax and the
 //!   weighted sum stay in a cache-sized buffer instead of a `(heads, n, n)` score tensor;
 //! - the feed-forward's **GEGLU** gate `a · GELU(b)` in one vectorised pass (an erf to 1.5e-7
-//!   instead of libm's scalar one), and the upscalers' plain GELU alike;
+//!   instead of libm's scalar one), and the upscalers' plain GELU, Mish and sigmoid gate alike;
 //! - the **depthwise 3×3 convolution** of channels-last images DAT's blocks run, one pass per
 //!   output row.
 
@@ -65,6 +66,13 @@ const TILE_FLOATS: usize = 1 << 22;
 /// buffers stay near the core's cache (measured on 2 cores: ESRGAN's 32-channel dense
 /// convolutions faster than with bands of 1024 tiles and more, the UNet's no slower).
 const BAND_TILES: usize = 512;
+/// The kernel side from which stride-1 convolutions unroll their input by rows
+/// ([`RowConv`]) rather than whole patches.
+const LARGE_KERNEL: usize = 5;
+/// Unrolled floats per output row band of [`RowConv`], before the kernel's extra rows
+/// (measured on 2 cores, RealPLKSR's 16-channel 17×17 convolution of 128²: 23–25 ms in bands
+/// of 3 rows, 26 ms in bands of 15, 37 ms for [`BandedConv`]'s whole patches).
+const ROW_BAND_FLOATS: usize = 1 << 17;
 /// Queries per attention block.
 const QUERY_BLOCK: usize = 64;
 
@@ -172,9 +180,18 @@ impl Conv2d {
                     .transpose()?,
             };
             let winograd = self.takes_winograd(h, w)?;
+            let (_, _, kh, kw) = self.weight.dims4()?;
             let (xs, weight) = (xs.contiguous()?, self.weight.contiguous()?);
             return if winograd {
                 xs.apply_op2_no_bwd(&weight, &WinogradConv { epilogue })
+            } else if self.stride == 1 && kh.min(kw) >= LARGE_KERNEL {
+                xs.apply_op2_no_bwd(
+                    &weight,
+                    &RowConv {
+                        padding: self.padding,
+                        epilogue,
+                    },
+                )
             } else {
                 xs.apply_op2_no_bwd(
                     &weight,
@@ -565,6 +582,130 @@ impl CustomOp2 for BandedConv {
     }
 }
 
+/// A stride-1 convolution with a large kernel (RealPLKSR's 17×17) as one matrix product per
+/// kernel row and band of output rows: each input row is unrolled along x once (`c_in·kw`
+/// values per pixel) and read by all `kh` kernel rows, where [`BandedConv`] would unroll
+/// `kh` times as much. Each product is pixels × channels out, so that the long side (the
+/// pixels) fills the matrix kernel's rows, and accumulates into the output planes directly.
+struct RowConv {
+    padding: usize,
+    epilogue: Epilogue,
+}
+
+impl CustomOp2 for RowConv {
+    fn name(&self) -> &'static str {
+        "autonomy-row-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (input, weight, [batch, c_in, h, w], [c_out, _, kh, kw]) =
+            conv_operands(s1, l1, s2, l2)?;
+        let p = self.padding;
+        if h + 2 * p < kh || w + 2 * p < kw {
+            candle_core::bail!("conv2d: a {h}×{w} input is smaller than the {kh}×{kw} kernel");
+        }
+        let (oh, ow) = (h + 2 * p - kh + 1, w + 2 * p - kw + 1);
+        let taps = c_in * kw;
+        // Kernel row ky as a (taps × c_out) matrix: row ci·kw + kx holds every channel's tap.
+        let mut by_row = vec![0f32; kh * taps * c_out];
+        for (co, kernels) in weight.chunks_exact(c_in * kh * kw).enumerate() {
+            for (ci, kernel) in kernels.chunks_exact(kh * kw).enumerate() {
+                for (ky, row) in kernel.chunks_exact(kw).enumerate() {
+                    for (kx, &tap) in row.iter().enumerate() {
+                        by_row[(ky * taps + ci * kw + kx) * c_out + co] = tap;
+                    }
+                }
+            }
+        }
+        // A band unrolls its output rows plus the kernel's height less one.
+        let rows = (ROW_BAND_FLOATS / (taps * ow)).clamp(1, oh);
+        let bands = oh.div_ceil(rows);
+        let mut output = vec![0f32; batch * c_out * oh * ow];
+        let out = Out(output.as_mut_ptr());
+        (0..batch * bands).into_par_iter().for_each(|job| {
+            let (b, band) = (job / bands, job % bands);
+            let y0 = band * rows;
+            let n_rows = rows.min(oh - y0);
+            let image = &input[b * c_in * h * w..(b + 1) * c_in * h * w];
+            // Tap-major (each tap's pixels contiguous, as the product packs them):
+            // unrolled[(ci·kw + kx)·span + r·ow + ox] = x[ci, y0 + r − p, ox + kx − p], zero
+            // outside the image.
+            let in_rows = n_rows + kh - 1;
+            let span = in_rows * ow;
+            with_scratch(taps * span, 0, |unrolled, _| {
+                for (tap, row) in unrolled.chunks_exact_mut(span).enumerate() {
+                    let (ci, kx) = (tap / kw, tap % kw);
+                    // Output x reads input x + kx − p: inside the image for x in lo..hi.
+                    let lo = p.saturating_sub(kx).min(ow);
+                    let hi = (w + p).saturating_sub(kx).clamp(lo, ow);
+                    for (r, pixels) in row.chunks_exact_mut(ow).enumerate() {
+                        match (y0 + r).checked_sub(p).filter(|&iy| iy < h) {
+                            Some(iy) => {
+                                pixels[..lo].fill(0.0);
+                                if lo < hi {
+                                    let src = &image[(ci * h + iy) * w..][..w];
+                                    pixels[lo..hi].copy_from_slice(&src[lo + kx - p..hi + kx - p]);
+                                }
+                                pixels[hi..].fill(0.0);
+                            }
+                            None => pixels.fill(0.0),
+                        }
+                    }
+                }
+                for ky in 0..kh {
+                    // SAFETY: `out` points at `output`, alive until every job returns; this job
+                    // writes rows y0..y0+n_rows of batch b's c_out planes (pixel i of channel
+                    // co at co·oh·ow + i), which no other job writes. gemm reads n_rows·ow
+                    // pixels of each tap's row from ky·ow on (within its span) and taps ×
+                    // c_out weights.
+                    unsafe {
+                        gemm::gemm(
+                            n_rows * ow,
+                            c_out,
+                            taps,
+                            out.0.add(b * c_out * oh * ow + y0 * ow),
+                            (oh * ow) as isize,
+                            1,
+                            ky > 0,
+                            unrolled[ky * ow..].as_ptr(),
+                            span as isize,
+                            1,
+                            by_row[ky * taps * c_out..].as_ptr(),
+                            1,
+                            c_out as isize,
+                            1.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            gemm::Parallelism::None,
+                        );
+                    }
+                }
+            });
+            let dst = out;
+            for co in 0..c_out {
+                // SAFETY: as above; the band's rows of plane co are contiguous.
+                let band = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        dst.0.add((b * c_out + co) * oh * ow + y0 * ow),
+                        n_rows * ow,
+                    )
+                };
+                let (offset, slope) = self.epilogue.of(b, co, c_out);
+                finish(band, offset, slope);
+            }
+        });
+        Ok((CpuStorage::F32(output), Shape::from((batch, c_out, oh, ow))))
+    }
+}
+
 /// A 3×3, stride 1, padding 1 convolution by Winograd's minimal filtering F(2×2, 3×3)
 /// (Lavin & Gray, 2016): each 4×4 input tile `d` becomes `Bᵀ·d·B`, each kernel `g` becomes
 /// `G·g·Gᵀ`, the 16 element positions are 16 matrix products over channels, and `Aᵀ·m·A`
@@ -574,9 +715,10 @@ struct WinogradConv {
 }
 
 thread_local! {
-    /// This thread's Winograd buffers (transformed tiles, their products), kept between calls
-    /// so that a band neither allocates nor zeroes them: each band overwrites what it reads.
-    static WINOGRAD_BUFFERS: RefCell<[Vec<f32>; 2]> = const { RefCell::new([Vec::new(), Vec::new()]) };
+    /// This thread's convolution buffers (Winograd's transformed tiles and their products,
+    /// [`RowConv`]'s unrolled rows), kept between calls so that a band neither allocates nor
+    /// zeroes them: each band overwrites what it reads.
+    static SCRATCH: RefCell<[Vec<f32>; 2]> = const { RefCell::new([Vec::new(), Vec::new()]) };
 }
 
 /// `G·g·Gᵀ` of each 3×3 kernel, as 16 matrices `(c_out, c_in)`, element `4·i + j` first.
@@ -821,14 +963,10 @@ fn grown(buffer: &mut Vec<f32>, len: usize) -> &mut [f32] {
     &mut buffer[..len]
 }
 
-/// `run(v, m)` on this thread's Winograd buffers of `len_v` and `len_m` floats (contents
+/// `run(v, m)` on this thread's convolution buffers of `len_v` and `len_m` floats (contents
 /// unspecified), or on fresh ones should the thread's be in use.
-fn with_winograd_buffers<R>(
-    len_v: usize,
-    len_m: usize,
-    run: impl FnOnce(&mut [f32], &mut [f32]) -> R,
-) -> R {
-    WINOGRAD_BUFFERS.with(|buffers| {
+fn with_scratch<R>(len_v: usize, len_m: usize, run: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
+    SCRATCH.with(|buffers| {
         let mut own = <[Vec<f32>; 2]>::default();
         let mut borrowed = buffers.try_borrow_mut();
         let [v, m] = match borrowed.as_deref_mut() {
@@ -961,7 +1099,7 @@ impl CustomOp2 for WinogradConv {
             let tiles = band.rows * band.tiles_x;
             // SAFETY: `output` outlives every job, and this job alone writes its band's rows.
             let mut planes = unsafe { band_planes(out, b, c_out, band) };
-            with_winograd_buffers(16 * c_in * tiles, 16 * c_out * tiles, |v, m| {
+            with_scratch(16 * c_in * tiles, 16 * c_out * tiles, |v, m| {
                 let image = &input[b * c_in * h * w..(b + 1) * c_in * h * w];
                 winograd_input(image, c_in, band, v, Channels { first: 0, of: c_in });
                 winograd_products(&u, v, m, [c_out, c_in, c_in, tiles]);
@@ -1099,7 +1237,7 @@ impl CustomOp1 for DenseWinograd<'_> {
                 // SAFETY: `output` outlives every job, and this job alone writes its band's
                 // rows.
                 let mut planes = unsafe { band_planes(out, b, c_out, band) };
-                with_winograd_buffers(0, 16 * c_out * tiles, |_, m| {
+                with_scratch(0, 16 * c_out * tiles, |_, m| {
                     winograd_products(&stage.u, v, m, [c_out, stage.c_in, seen, tiles]);
                     winograd_output(m, band, b, &stage.epilogue, &mut planes);
                 });
@@ -1398,6 +1536,110 @@ fn gelu_of(x: f32) -> f32 {
     x * 0.5 * (1.0 + fast_erf(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
+/// Mish, `x·tanh(softplus(x))` (RealPLKSR's channel mixers): on the CPU in f32 one vectorised
+/// pass through [`fast_exp`] (within 2e-6 relative), candle's operations elsewhere.
+pub fn mish(xs: &Tensor) -> Result<Tensor> {
+    if xs.device().is_cpu() && xs.dtype() == DType::F32 {
+        return xs.contiguous()?.apply_op1_no_bwd(&Mish);
+    }
+    // tanh(ln(1 + n)) = n(n + 2) / (n(n + 2) + 2) with n = eˣ, exactly 1 in f32 past x = 20.
+    let n = xs.minimum(20.0)?.exp()?;
+    let p = (&n * (&n + 2.0)?)?;
+    xs * (&p / (&p + 2.0)?)?
+}
+
+struct Mish;
+
+impl CustomOp1 for Mish {
+    fn name(&self) -> &'static str {
+        "autonomy-mish"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let xs = f32s(storage, layout, "mish input")?;
+        let mut output = vec![0f32; xs.len()];
+        output
+            .par_chunks_mut(1 << 14)
+            .zip(xs.par_chunks(1 << 14))
+            .for_each(|(out, xs)| mish_rows(xs, out));
+        Ok((CpuStorage::F32(output), layout.shape().clone()))
+    }
+}
+
+on_widest_vectors! {
+    /// [`Mish`] on a slice, on the widest vectors the CPU has.
+    fn mish_rows => mish_rows_any(xs: &[f32], out: &mut [f32])
+}
+
+#[inline(always)]
+fn mish_rows_any(xs: &[f32], out: &mut [f32]) {
+    for (o, &x) in out.iter_mut().zip(xs) {
+        // With t = e^−|x|: tanh(softplus(x)) is (1 + 2t) / (1 + 2t + 2t²) for x ≥ 0 (n = 1/t
+        // above) and t(t + 2) / (t(t + 2) + 2) below, neither overflowing.
+        let t = fast_exp(-x.abs());
+        let (top, rest) = if x >= 0.0 {
+            (1.0 + 2.0 * t, 2.0 * t * t)
+        } else {
+            (t * (t + 2.0), 2.0)
+        };
+        *o = x * top / (top + rest);
+    }
+}
+
+/// `xs·σ(gates)` for two tensors of one shape (RealPLKSR's element-wise attention): on the CPU
+/// in f32 one vectorised pass through [`fast_exp`], candle's operations elsewhere.
+pub fn sigmoid_gate(xs: &Tensor, gates: &Tensor) -> Result<Tensor> {
+    if xs.device().is_cpu() && xs.dtype() == DType::F32 && xs.shape() == gates.shape() {
+        return xs
+            .contiguous()?
+            .apply_op2_no_bwd(&gates.contiguous()?, &SigmoidGate);
+    }
+    xs * candle_nn::ops::sigmoid(gates)?
+}
+
+struct SigmoidGate;
+
+impl CustomOp2 for SigmoidGate {
+    fn name(&self) -> &'static str {
+        "autonomy-sigmoid-gate"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let xs = f32s(s1, l1, "gated input")?;
+        let gates = f32s(s2, l2, "gates")?;
+        if xs.len() != gates.len() {
+            candle_core::bail!("sigmoid gate: {} values, {} gates", xs.len(), gates.len());
+        }
+        let mut output = vec![0f32; xs.len()];
+        output
+            .par_chunks_mut(1 << 14)
+            .zip(xs.par_chunks(1 << 14).zip(gates.par_chunks(1 << 14)))
+            .for_each(|(out, (xs, gates))| gate_rows(xs, gates, out));
+        Ok((CpuStorage::F32(output), l1.shape().clone()))
+    }
+}
+
+on_widest_vectors! {
+    /// [`SigmoidGate`] on slices, on the widest vectors the CPU has.
+    fn gate_rows => gate_rows_any(xs: &[f32], gates: &[f32], out: &mut [f32])
+}
+
+#[inline(always)]
+fn gate_rows_any(xs: &[f32], gates: &[f32], out: &mut [f32]) {
+    for ((o, &x), &g) in out.iter_mut().zip(xs).zip(gates) {
+        // σ(g) = 1 / (1 + t) for g ≥ 0 and t / (1 + t) below, with t = e^−|g|.
+        let t = fast_exp(-g.abs());
+        let top = if g >= 0.0 { 1.0 } else { t };
+        *o = x * top / (1.0 + t);
+    }
+}
+
 /// A 3×3 depthwise convolution (zero padding 1, stride 1) of channels-last images `xs`
 /// `(b, h, w, c)` with `taps` `(3, 3, c)` and `bias` `(c)`, then the exact GELU when `gelu`:
 /// on the CPU in f32 one pass over each output row (every tap's channels in a vector), else
@@ -1646,6 +1888,51 @@ mod tests {
                 "{batch}×{c_in}→{c_out} {h}×{w} k{k} s{stride} p{padding}: {diff}"
             );
         }
+    }
+
+    #[test]
+    fn row_unrolled_convolution_equals_candles() {
+        let device = Device::Cpu;
+        for (batch, c_in, c_out, h, w, kh, kw, padding) in [
+            (2, 4, 6, 21, 19, 17, 17, 8),
+            (1, 3, 5, 9, 12, 5, 7, 0),
+            (1, 2, 3, 6, 5, 7, 7, 3),
+            (2, 5, 2, 11, 8, 5, 5, 4),
+            // Narrower than the padding: some taps read nothing but zeros.
+            (1, 2, 3, 1, 2, 17, 17, 8),
+        ] {
+            let x = Tensor::randn(0f32, 1.0, (batch, c_in, h, w), &device).unwrap();
+            let weight = Tensor::randn(0f32, 1.0, (c_out, c_in, kh, kw), &device).unwrap();
+            let ours = x
+                .apply_op2_no_bwd(
+                    &weight,
+                    &RowConv {
+                        padding,
+                        epilogue: Epilogue::default(),
+                    },
+                )
+                .unwrap();
+            let theirs = x.conv2d(&weight, padding, 1, 1, 1).unwrap();
+            assert_eq!(ours.dims(), theirs.dims());
+            let diff = max_diff(&ours, &theirs);
+            assert!(
+                diff < 1e-4,
+                "{batch}×{c_in}→{c_out} {h}×{w} k{kh}×{kw} p{padding}: {diff}"
+            );
+        }
+        // Through `Conv2d`, which picks it for large kernels, with the bias and slopes after.
+        let weight = Tensor::randn(0f32, 0.1, (4, 3, 17, 17), &device).unwrap();
+        let bias = Tensor::randn(0f32, 1.0, 4, &device).unwrap();
+        let conv = Conv2d::from_weights(weight.clone(), bias.clone(), 8);
+        let x = Tensor::randn(0f32, 1.0, (1, 3, 20, 24), &device).unwrap();
+        let theirs = x
+            .conv2d(&weight, 8, 1, 1, 1)
+            .unwrap()
+            .broadcast_add(&bias.reshape((1, 4, 1, 1)).unwrap())
+            .unwrap();
+        let leaky = Slopes::Uniform(0.2);
+        let ours = conv.forward_leaky(&x, &leaky).unwrap();
+        assert!(max_diff(&ours, &leaky.apply(&theirs).unwrap()) < 1e-4);
     }
 
     #[test]
@@ -2014,6 +2301,54 @@ mod tests {
                 "{x}: {} vs {exact}",
                 fast_erf(x)
             );
+        }
+    }
+
+    #[test]
+    fn mish_and_the_sigmoid_gate_are_their_formulas_on_every_path() {
+        let values: Vec<f32> = (-400..400)
+            .map(|i| i as f32 * 0.23)
+            .chain([-1000.0, -88.0, 0.0, 88.0, 1000.0])
+            .collect();
+        let xs = Tensor::new(values.as_slice(), &Device::Cpu).unwrap();
+        let gates = xs.flip(&[0]).unwrap();
+        let exact = |x: f64| x * x.exp().ln_1p().tanh();
+        let sigmoid = |g: f64| 1.0 / (1.0 + (-g).exp());
+        // The CPU's kernels, then candle's operations (as on other devices, through f64).
+        for (what, mished, gated) in [
+            (
+                "fused",
+                mish(&xs).unwrap(),
+                sigmoid_gate(&xs, &gates).unwrap(),
+            ),
+            (
+                "candle",
+                mish(&xs.to_dtype(DType::F64).unwrap()).unwrap(),
+                sigmoid_gate(
+                    &xs.to_dtype(DType::F64).unwrap(),
+                    &gates.to_dtype(DType::F64).unwrap(),
+                )
+                .unwrap(),
+            ),
+        ] {
+            let mished: Vec<f64> = mished.to_dtype(DType::F64).unwrap().to_vec1().unwrap();
+            let gated: Vec<f64> = gated.to_dtype(DType::F64).unwrap().to_vec1().unwrap();
+            let gates: Vec<f32> = gates.to_vec1().unwrap();
+            for (i, &x) in values.iter().enumerate() {
+                let (x, g) = (f64::from(x), f64::from(gates[i]));
+                let want = exact(x);
+                assert!(
+                    (mished[i] - want).abs() <= 2e-6 * want.abs().max(1e-3),
+                    "{what} mish({x}) = {} vs {want}",
+                    mished[i]
+                );
+                let want = x * sigmoid(g);
+                assert!(
+                    (gated[i] - want).abs() <= 2e-6 * want.abs().max(1e-3),
+                    "{what} {x}·σ({g}) = {} vs {want}",
+                    gated[i]
+                );
+            }
         }
     }
 
