@@ -1494,32 +1494,45 @@ fn geglu_rows_any(rows: &[f32], out: &mut [f32], half: usize) {
 /// several times faster than candle's, which takes one float at a time), candle's elsewhere.
 pub fn gelu_erf(xs: &Tensor) -> Result<Tensor> {
     if xs.device().is_cpu() && xs.dtype() == DType::F32 {
-        xs.contiguous()?.apply_op1_no_bwd(&GeluErf)
+        xs.contiguous()?.apply_op1_no_bwd(&Unary::GeluErf)
     } else {
         xs.gelu_erf()
     }
 }
 
-struct GeluErf;
+/// An element-wise function the CPU applies in one vectorised pass over f32 values.
+#[derive(Clone, Copy)]
+enum Unary {
+    /// The exact GELU ([`gelu_erf`]).
+    GeluErf,
+    /// Mish ([`mish`]).
+    Mish,
+}
 
-impl CustomOp1 for GeluErf {
+impl CustomOp1 for Unary {
     fn name(&self) -> &'static str {
-        "autonomy-gelu-erf"
+        match self {
+            Self::GeluErf => "autonomy-gelu-erf",
+            Self::Mish => "autonomy-mish",
+        }
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let xs = f32s(storage, layout, "gelu input")?;
+        let xs = f32s(storage, layout, self.name())?;
         let mut output = vec![0f32; xs.len()];
         output
             .par_chunks_mut(1 << 14)
             .zip(xs.par_chunks(1 << 14))
-            .for_each(|(out, xs)| gelu_rows(xs, out));
+            .for_each(|(out, xs)| match self {
+                Self::GeluErf => gelu_rows(xs, out),
+                Self::Mish => mish_rows(xs, out),
+            });
         Ok((CpuStorage::F32(output), layout.shape().clone()))
     }
 }
 
 on_widest_vectors! {
-    /// [`GeluErf`] on a slice, on the widest vectors the CPU has.
+    /// [`Unary::GeluErf`] on a slice, on the widest vectors the CPU has.
     fn gelu_rows => gelu_rows_any(xs: &[f32], out: &mut [f32])
 }
 
@@ -1540,7 +1553,7 @@ fn gelu_of(x: f32) -> f32 {
 /// pass through [`fast_exp`] (within 2e-6 relative), candle's operations elsewhere.
 pub fn mish(xs: &Tensor) -> Result<Tensor> {
     if xs.device().is_cpu() && xs.dtype() == DType::F32 {
-        return xs.contiguous()?.apply_op1_no_bwd(&Mish);
+        return xs.contiguous()?.apply_op1_no_bwd(&Unary::Mish);
     }
     // tanh(ln(1 + n)) = n(n + 2) / (n(n + 2) + 2) with n = eˣ, exactly 1 in f32 past x = 20.
     let n = xs.minimum(20.0)?.exp()?;
@@ -1548,26 +1561,8 @@ pub fn mish(xs: &Tensor) -> Result<Tensor> {
     xs * (&p / (&p + 2.0)?)?
 }
 
-struct Mish;
-
-impl CustomOp1 for Mish {
-    fn name(&self) -> &'static str {
-        "autonomy-mish"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let xs = f32s(storage, layout, "mish input")?;
-        let mut output = vec![0f32; xs.len()];
-        output
-            .par_chunks_mut(1 << 14)
-            .zip(xs.par_chunks(1 << 14))
-            .for_each(|(out, xs)| mish_rows(xs, out));
-        Ok((CpuStorage::F32(output), layout.shape().clone()))
-    }
-}
-
 on_widest_vectors! {
-    /// [`Mish`] on a slice, on the widest vectors the CPU has.
+    /// [`Unary::Mish`] on a slice, on the widest vectors the CPU has.
     fn mish_rows => mish_rows_any(xs: &[f32], out: &mut [f32])
 }
 
