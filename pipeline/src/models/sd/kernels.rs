@@ -1550,7 +1550,7 @@ fn gelu_of(x: f32) -> f32 {
 }
 
 /// Mish, `x·tanh(softplus(x))` (RealPLKSR's channel mixers): on the CPU in f32 one vectorised
-/// pass through [`fast_exp`] (within 2e-6 relative), candle's operations elsewhere.
+/// pass through a polynomial exp (within 2e-6 relative), candle's operations elsewhere.
 pub fn mish(xs: &Tensor) -> Result<Tensor> {
     if xs.device().is_cpu() && xs.dtype() == DType::F32 {
         return xs.contiguous()?.apply_op1_no_bwd(&Unary::Mish);
@@ -1582,7 +1582,7 @@ fn mish_rows_any(xs: &[f32], out: &mut [f32]) {
 }
 
 /// `xs·σ(gates)` for two tensors of one shape (RealPLKSR's element-wise attention): on the CPU
-/// in f32 one vectorised pass through [`fast_exp`], candle's operations elsewhere.
+/// in f32 one vectorised pass through a polynomial exp, candle's operations elsewhere.
 pub fn sigmoid_gate(xs: &Tensor, gates: &Tensor) -> Result<Tensor> {
     if xs.device().is_cpu() && xs.dtype() == DType::F32 && xs.shape() == gates.shape() {
         return xs
