@@ -1853,9 +1853,30 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
+    /// `op` on random `(batch, c_in, h, w)` images and `(c_out, c_in, kh, kw)` weights gives
+    /// candle's convolution at `stride` and `padding`, within 1e-4.
+    fn convolves_as_candle(
+        op: &impl CustomOp2,
+        image: (usize, usize, usize, usize),
+        kernel: (usize, usize, usize, usize),
+        stride: usize,
+        padding: usize,
+    ) {
+        let device = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, image, &device).unwrap();
+        let weight = Tensor::randn(0f32, 1.0, kernel, &device).unwrap();
+        let ours = x.apply_op2_no_bwd(&weight, op).unwrap();
+        let theirs = x.conv2d(&weight, padding, stride, 1, 1).unwrap();
+        assert_eq!(ours.dims(), theirs.dims());
+        let diff = max_diff(&ours, &theirs);
+        assert!(
+            diff < 1e-4,
+            "{image:?} by {kernel:?}, stride {stride}, padding {padding}: {diff}"
+        );
+    }
+
     #[test]
     fn banded_convolution_equals_candles() {
-        let device = Device::Cpu;
         for (batch, c_in, c_out, h, w, k, stride, padding) in [
             (2, 5, 7, 9, 11, 3, 1, 1),
             (1, 3, 4, 8, 8, 3, 2, 1),
@@ -1863,24 +1884,17 @@ mod tests {
             (2, 6, 3, 5, 7, 1, 1, 0),
             (1, 2, 2, 64, 3, 3, 1, 1),
         ] {
-            let x = Tensor::randn(0f32, 1.0, (batch, c_in, h, w), &device).unwrap();
-            let weight = Tensor::randn(0f32, 1.0, (c_out, c_in, k, k), &device).unwrap();
-            let ours = x
-                .apply_op2_no_bwd(
-                    &weight,
-                    &BandedConv {
-                        stride,
-                        padding,
-                        epilogue: Epilogue::default(),
-                    },
-                )
-                .unwrap();
-            let theirs = x.conv2d(&weight, padding, stride, 1, 1).unwrap();
-            assert_eq!(ours.dims(), theirs.dims());
-            let diff = max_diff(&ours, &theirs);
-            assert!(
-                diff < 1e-4,
-                "{batch}×{c_in}→{c_out} {h}×{w} k{k} s{stride} p{padding}: {diff}"
+            let op = BandedConv {
+                stride,
+                padding,
+                epilogue: Epilogue::default(),
+            };
+            convolves_as_candle(
+                &op,
+                (batch, c_in, h, w),
+                (c_out, c_in, k, k),
+                stride,
+                padding,
             );
         }
     }
@@ -1896,24 +1910,11 @@ mod tests {
             // Narrower than the padding: some taps read nothing but zeros.
             (1, 2, 3, 1, 2, 17, 17, 8),
         ] {
-            let x = Tensor::randn(0f32, 1.0, (batch, c_in, h, w), &device).unwrap();
-            let weight = Tensor::randn(0f32, 1.0, (c_out, c_in, kh, kw), &device).unwrap();
-            let ours = x
-                .apply_op2_no_bwd(
-                    &weight,
-                    &RowConv {
-                        padding,
-                        epilogue: Epilogue::default(),
-                    },
-                )
-                .unwrap();
-            let theirs = x.conv2d(&weight, padding, 1, 1, 1).unwrap();
-            assert_eq!(ours.dims(), theirs.dims());
-            let diff = max_diff(&ours, &theirs);
-            assert!(
-                diff < 1e-4,
-                "{batch}×{c_in}→{c_out} {h}×{w} k{kh}×{kw} p{padding}: {diff}"
-            );
+            let op = RowConv {
+                padding,
+                epilogue: Epilogue::default(),
+            };
+            convolves_as_candle(&op, (batch, c_in, h, w), (c_out, c_in, kh, kw), 1, padding);
         }
         // Through `Conv2d`, which picks it for large kernels, with the bias and slopes after.
         let weight = Tensor::randn(0f32, 0.1, (4, 3, 17, 17), &device).unwrap();
@@ -1932,7 +1933,6 @@ mod tests {
 
     #[test]
     fn winograd_convolution_equals_candles() {
-        let device = Device::Cpu;
         for (batch, c_in, c_out, h, w) in [
             (2, 5, 7, 9, 11),
             (1, 3, 4, 8, 8),
@@ -1941,20 +1941,10 @@ mod tests {
             (1, 2, 2, 64, 3),
             (1, 40, 24, 33, 20),
         ] {
-            let x = Tensor::randn(0f32, 1.0, (batch, c_in, h, w), &device).unwrap();
-            let weight = Tensor::randn(0f32, 1.0, (c_out, c_in, 3, 3), &device).unwrap();
-            let ours = x
-                .apply_op2_no_bwd(
-                    &weight,
-                    &WinogradConv {
-                        epilogue: Epilogue::default(),
-                    },
-                )
-                .unwrap();
-            let theirs = x.conv2d(&weight, 1, 1, 1, 1).unwrap();
-            assert_eq!(ours.dims(), theirs.dims());
-            let diff = max_diff(&ours, &theirs);
-            assert!(diff < 1e-4, "{batch}×{c_in}→{c_out} {h}×{w}: {diff}");
+            let op = WinogradConv {
+                epilogue: Epilogue::default(),
+            };
+            convolves_as_candle(&op, (batch, c_in, h, w), (c_out, c_in, 3, 3), 1, 1);
         }
     }
 
