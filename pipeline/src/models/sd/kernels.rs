@@ -309,6 +309,33 @@ impl Epilogue {
         let offset = self.offsets.as_ref().map_or(0.0, |o| o[b * c_out + co]);
         (offset, self.slopes.as_ref().map(|slopes| slopes[co]))
     }
+
+    /// Finishes `pixels` of each of image `b`'s `c_out` output planes (`plane` floats each)
+    /// in the output `out` points at.
+    ///
+    /// # Safety
+    /// `out` holds the whole output, and no other thread touches those pixels of image `b`
+    /// during the call.
+    unsafe fn finish_band(
+        &self,
+        out: Out,
+        b: usize,
+        c_out: usize,
+        plane: usize,
+        pixels: std::ops::Range<usize>,
+    ) {
+        for co in 0..c_out {
+            // SAFETY: as the caller promises; a band's pixels of a plane are contiguous.
+            let band = unsafe {
+                std::slice::from_raw_parts_mut(
+                    out.0.add((b * c_out + co) * plane + pixels.start),
+                    pixels.len(),
+                )
+            };
+            let (offset, slope) = self.of(b, co, c_out);
+            finish(band, offset, slope);
+        }
+    }
 }
 
 on_widest_vectors! {
@@ -566,17 +593,11 @@ impl CustomOp2 for BandedConv {
                     &col,
                 );
             }
-            for co in 0..c_out {
-                // SAFETY: as above; the band's rows of plane co are contiguous.
-                let band = unsafe {
-                    std::slice::from_raw_parts_mut(
-                        dst.0.add((b * c_out + co) * oh * ow + y0 * ow),
-                        cols,
-                    )
-                };
-                let (offset, slope) = self.epilogue.of(b, co, c_out);
-                finish(band, offset, slope);
-            }
+            // SAFETY: as above.
+            unsafe {
+                self.epilogue
+                    .finish_band(dst, b, c_out, oh * ow, y0 * ow..y0 * ow + cols)
+            };
         });
         Ok((CpuStorage::F32(output), Shape::from((batch, c_out, oh, ow))))
     }
@@ -689,18 +710,9 @@ impl CustomOp2 for RowConv {
                     }
                 }
             });
-            let dst = out;
-            for co in 0..c_out {
-                // SAFETY: as above; the band's rows of plane co are contiguous.
-                let band = unsafe {
-                    std::slice::from_raw_parts_mut(
-                        dst.0.add((b * c_out + co) * oh * ow + y0 * ow),
-                        n_rows * ow,
-                    )
-                };
-                let (offset, slope) = self.epilogue.of(b, co, c_out);
-                finish(band, offset, slope);
-            }
+            // SAFETY: as for the products above.
+            let rows = y0 * ow..(y0 + n_rows) * ow;
+            unsafe { self.epilogue.finish_band(out, b, c_out, oh * ow, rows) };
         });
         Ok((CpuStorage::F32(output), Shape::from((batch, c_out, oh, ow))))
     }
