@@ -31,17 +31,17 @@ use std::cell::RefCell;
 /// FMA, whichever the CPU has (checked at run time), else as it is. `$portable` is
 /// `#[inline(always)]` and written so that it vectorises for the features it is inlined into.
 macro_rules! on_widest_vectors {
-    ($(#[$doc:meta])* fn $name:ident => $portable:ident ($($arg:ident: $ty:ty),*)) => {
+    ($(#[$doc:meta])* fn $name:ident => $portable:ident ($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {
         $(#[$doc])*
-        fn $name($($arg: $ty),*) {
+        fn $name($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f")]
-                fn avx512($($arg: $ty),*) {
+                fn avx512($($arg: $ty),*) $(-> $ret)? {
                     $portable($($arg),*)
                 }
                 #[target_feature(enable = "avx2,fma")]
-                fn avx2($($arg: $ty),*) {
+                fn avx2($($arg: $ty),*) $(-> $ret)? {
                     $portable($($arg),*)
                 }
                 if is_x86_feature_detected!("avx512f") {
@@ -57,6 +57,7 @@ macro_rules! on_widest_vectors {
         }
     };
 }
+pub(super) use on_widest_vectors;
 
 /// Output pixels × patch size per convolution band (floats in its patch buffer).
 const BAND_FLOATS: usize = 1 << 21;
@@ -509,7 +510,8 @@ unsafe fn matmul_into(
     }
 }
 
-fn f32s<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [f32]> {
+/// The values of a contiguous f32 CPU tensor, or an error naming `what` it is.
+pub(super) fn f32s<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [f32]> {
     match (storage, layout.contiguous_offsets()) {
         (CpuStorage::F32(values), Some((start, end))) => Ok(&values[start..end]),
         _ => candle_core::bail!("{what}: a contiguous f32 tensor is expected"),
@@ -1640,11 +1642,17 @@ on_widest_vectors! {
 #[inline(always)]
 fn gate_rows_any(xs: &[f32], gates: &[f32], out: &mut [f32]) {
     for ((o, &x), &g) in out.iter_mut().zip(xs).zip(gates) {
-        // σ(g) = 1 / (1 + t) for g ≥ 0 and t / (1 + t) below, with t = e^−|g|.
-        let t = fast_exp(-g.abs());
-        let top = if g >= 0.0 { 1.0 } else { t };
-        *o = x * top / (1.0 + t);
+        *o = x * sigmoid_of(g);
     }
+}
+
+/// The logistic σ(g) through [`fast_exp`], overflowing nowhere.
+#[inline(always)]
+pub(super) fn sigmoid_of(g: f32) -> f32 {
+    // σ(g) = 1 / (1 + t) for g ≥ 0 and t / (1 + t) below, with t = e^−|g|.
+    let t = fast_exp(-g.abs());
+    let top = if g >= 0.0 { 1.0 } else { t };
+    top / (1.0 + t)
 }
 
 /// A 3×3 depthwise convolution (zero padding 1, stride 1) of channels-last images `xs`
