@@ -4,7 +4,7 @@
 //! SiLU in a second read and one write — where candle's operations make about eight passes in
 //! f32 and SiLU two more.
 //!
-//! - **CPU, f32**: each group is summed in chunks of [`CHUNK`] values on the widest vectors
+//! - **CPU, f32**: each group is summed in chunks of 4096 values on the widest vectors
 //!   the CPU has (a chunk's mean, then its squared deviations from it while the chunk is in
 //!   cache), the chunks combined in f64 (Chan et al.'s pairwise update, so a large mean costs
 //!   no precision), and each channel plane then written in one vectorised pass.
