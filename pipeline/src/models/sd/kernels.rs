@@ -483,6 +483,23 @@ fn conv_operands<'a>(
     Ok((input, weight, [batch, c_in, h, w], [c_out, w_in, kh, kw]))
 }
 
+/// [`conv_operands`] of a stride-1 convolution with `padding` on every side, and its output's
+/// height and width.
+fn stride_one_operands<'a>(
+    s1: &'a CpuStorage,
+    l1: &Layout,
+    s2: &'a CpuStorage,
+    l2: &Layout,
+    padding: usize,
+) -> Result<(ConvOperands<'a>, [usize; 2])> {
+    let operands = conv_operands(s1, l1, s2, l2)?;
+    let ([_, _, h, w], [_, _, kh, kw], p) = (operands.2, operands.3, padding);
+    if h + 2 * p < kh || w + 2 * p < kw {
+        candle_core::bail!("conv2d: a {h}×{w} input is smaller than the {kh}×{kw} kernel");
+    }
+    Ok((operands, [h + 2 * p - kh + 1, w + 2 * p - kw + 1]))
+}
+
 /// `dst = a·b` for row-major `a` `(m, k)` and `b` `(k, n)`, rows of `dst` `dst_row` apart.
 ///
 /// # Safety
@@ -641,13 +658,9 @@ impl CustomOp2 for RowConv {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (input, weight, [batch, c_in, h, w], [c_out, _, kh, kw]) =
-            conv_operands(s1, l1, s2, l2)?;
         let p = self.padding;
-        if h + 2 * p < kh || w + 2 * p < kw {
-            candle_core::bail!("conv2d: a {h}×{w} input is smaller than the {kh}×{kw} kernel");
-        }
-        let (oh, ow) = (h + 2 * p - kh + 1, w + 2 * p - kw + 1);
+        let ((input, weight, [batch, c_in, h, w], [c_out, _, kh, kw]), [oh, ow]) =
+            stride_one_operands(s1, l1, s2, l2, p)?;
         let taps = c_in * kw;
         // Kernel row ky as a (taps × c_out) matrix: row ci·kw + kx holds every channel's tap.
         let mut by_row = vec![0f32; kh * taps * c_out];
@@ -1937,39 +1950,30 @@ mod tests {
     }
 
     #[test]
-    fn row_unrolled_convolution_equals_candles() {
+    fn large_kernel_convolutions_equal_candles() {
         for (batch, c_in, c_out, h, w, kh, kw, padding) in [
             (2, 4, 6, 21, 19, 17, 17, 8),
             (1, 3, 5, 9, 12, 5, 7, 0),
             (1, 2, 3, 6, 5, 7, 7, 3),
             (2, 5, 2, 11, 8, 5, 5, 4),
-            // Narrower than the padding: some taps read nothing but zeros.
-            (1, 2, 3, 1, 2, 17, 17, 8),
-        ] {
-            let op = RowConv {
-                padding,
-                epilogue: Epilogue::default(),
-            };
-            convolves_as_candle(&op, (batch, c_in, h, w), (c_out, c_in, kh, kw), 1, padding);
-        }
-    }
-
-    #[test]
-    fn fft_convolution_equals_candles() {
-        for (batch, c_in, c_out, h, w, kh, kw, padding) in [
-            (2, 4, 6, 21, 19, 17, 17, 8),
-            // Several tiles each way, the last ones cut short; no padding.
+            // Several FFT tiles each way, the last ones cut short; no padding.
             (1, 3, 5, 150, 97, 17, 17, 8),
             (1, 2, 3, 120, 130, 17, 17, 0),
             (2, 5, 2, 30, 28, 9, 13, 4),
-            // Narrower than the padding: some frames read nothing but zeros.
+            // Narrower than the padding: some taps (and frames) read nothing but zeros.
             (1, 2, 3, 1, 2, 17, 17, 8),
         ] {
-            let op = fft_conv::FftConv {
+            let (image, kernel) = ((batch, c_in, h, w), (c_out, c_in, kh, kw));
+            let rows = RowConv {
                 padding,
                 epilogue: Epilogue::default(),
             };
-            convolves_as_candle(&op, (batch, c_in, h, w), (c_out, c_in, kh, kw), 1, padding);
+            convolves_as_candle(&rows, image, kernel, 1, padding);
+            let fft = fft_conv::FftConv {
+                padding,
+                epilogue: Epilogue::default(),
+            };
+            convolves_as_candle(&fft, image, kernel, 1, padding);
         }
     }
 

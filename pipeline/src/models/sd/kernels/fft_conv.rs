@@ -16,7 +16,7 @@ use realfft::num_complex::Complex32;
 use realfft::{ComplexToReal, RealFftPlanner, RealToComplex};
 use rustfft::{Fft, FftPlanner};
 
-use super::{Epilogue, conv_operands, finish};
+use super::{Epilogue, finish, stride_one_operands};
 
 /// The frame side tiles aim at (with a 17×17 kernel, 80 outputs per frame of 96): larger
 /// frames waste less of each on the kernel's reach, smaller ones keep the spectra in cache.
@@ -205,13 +205,9 @@ impl CustomOp2 for FftConv {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (input, weight, [batch, c_in, h, w], [c_out, _, kh, kw]) =
-            conv_operands(s1, l1, s2, l2)?;
         let p = self.padding;
-        if h + 2 * p < kh || w + 2 * p < kw {
-            candle_core::bail!("conv2d: a {h}×{w} input is smaller than the {kh}×{kw} kernel");
-        }
-        let (oh, ow) = (h + 2 * p - kh + 1, w + 2 * p - kw + 1);
+        let ((input, weight, [batch, c_in, h, w], [c_out, _, kh, kw]), [oh, ow]) =
+            stride_one_operands(s1, l1, s2, l2, p)?;
         let (ys, xs) = (Axis::new(oh, kh), Axis::new(ow, kw));
         let fft = Transforms::new(ys.frame, xs.frame);
         let len = fft.spectrum_len();
