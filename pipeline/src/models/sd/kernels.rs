@@ -1548,6 +1548,8 @@ enum Unary {
     GeluErf,
     /// Mish ([`mish`]).
     Mish,
+    /// SiLU ([`silu`]).
+    Silu,
 }
 
 impl CustomOp1 for Unary {
@@ -1555,6 +1557,7 @@ impl CustomOp1 for Unary {
         match self {
             Self::GeluErf => "autonomy-gelu-erf",
             Self::Mish => "autonomy-mish",
+            Self::Silu => "autonomy-silu",
         }
     }
 
@@ -1567,6 +1570,7 @@ impl CustomOp1 for Unary {
             .for_each(|(out, xs)| match self {
                 Self::GeluErf => gelu_rows(xs, out),
                 Self::Mish => mish_rows(xs, out),
+                Self::Silu => silu_rows(xs, out),
             });
         Ok((CpuStorage::F32(output), layout.shape().clone()))
     }
@@ -1622,22 +1626,70 @@ fn mish_rows_any(xs: &[f32], out: &mut [f32]) {
     }
 }
 
+/// SiLU, `x·σ(x)` (SPAN's blocks): on the CPU in f32 one vectorised pass through a
+/// polynomial exp, candle's elsewhere.
+pub fn silu(xs: &Tensor) -> Result<Tensor> {
+    if xs.device().is_cpu() && xs.dtype() == DType::F32 {
+        return xs.contiguous()?.apply_op1_no_bwd(&Unary::Silu);
+    }
+    xs.silu()
+}
+
+on_widest_vectors! {
+    /// [`Unary::Silu`] on a slice, on the widest vectors the CPU has.
+    fn silu_rows => silu_rows_any(xs: &[f32], out: &mut [f32])
+}
+
+#[inline(always)]
+fn silu_rows_any(xs: &[f32], out: &mut [f32]) {
+    for (o, &x) in out.iter_mut().zip(xs) {
+        *o = x * sigmoid_of(x);
+    }
+}
+
 /// `xs·σ(gates)` for two tensors of one shape (RealPLKSR's element-wise attention): on the CPU
 /// in f32 one vectorised pass through a polynomial exp, candle's operations elsewhere.
 pub fn sigmoid_gate(xs: &Tensor, gates: &Tensor) -> Result<Tensor> {
-    if xs.device().is_cpu() && xs.dtype() == DType::F32 && xs.shape() == gates.shape() {
-        return xs
-            .contiguous()?
-            .apply_op2_no_bwd(&gates.contiguous()?, &SigmoidGate);
+    if let Some(xs) = fusable(xs, gates)? {
+        return xs.apply_op2_no_bwd(&gates.contiguous()?, &Gate::Sigmoid);
     }
     xs * candle_nn::ops::sigmoid(gates)?
 }
 
-struct SigmoidGate;
+/// `(xs + gates)·(σ(gates) − ½)` for two tensors of one shape (SPAN's blocks, `gates` the
+/// block's last convolution and `xs` its input): on the CPU in f32 one vectorised pass,
+/// candle's operations elsewhere.
+pub fn centred_gate(xs: &Tensor, gates: &Tensor) -> Result<Tensor> {
+    if let Some(xs) = fusable(xs, gates)? {
+        return xs.apply_op2_no_bwd(&gates.contiguous()?, &Gate::Centred);
+    }
+    (xs + gates)? * (candle_nn::ops::sigmoid(gates)? - 0.5)?
+}
 
-impl CustomOp2 for SigmoidGate {
+/// `xs` made contiguous when a [`Gate`] can take it with `gates`: both f32 CPU tensors of one
+/// shape.
+fn fusable(xs: &Tensor, gates: &Tensor) -> Result<Option<Tensor>> {
+    if xs.device().is_cpu() && xs.dtype() == DType::F32 && xs.shape() == gates.shape() {
+        return Ok(Some(xs.contiguous()?));
+    }
+    Ok(None)
+}
+
+/// A value gated by another through a sigmoid, in one vectorised pass on the CPU.
+#[derive(Clone, Copy)]
+enum Gate {
+    /// [`sigmoid_gate`].
+    Sigmoid,
+    /// [`centred_gate`].
+    Centred,
+}
+
+impl CustomOp2 for Gate {
     fn name(&self) -> &'static str {
-        "autonomy-sigmoid-gate"
+        match self {
+            Self::Sigmoid => "autonomy-sigmoid-gate",
+            Self::Centred => "autonomy-centred-gate",
+        }
     }
 
     fn cpu_fwd(
@@ -1656,13 +1708,16 @@ impl CustomOp2 for SigmoidGate {
         output
             .par_chunks_mut(1 << 14)
             .zip(xs.par_chunks(1 << 14).zip(gates.par_chunks(1 << 14)))
-            .for_each(|(out, (xs, gates))| gate_rows(xs, gates, out));
+            .for_each(|(out, (xs, gates))| match self {
+                Self::Sigmoid => gate_rows(xs, gates, out),
+                Self::Centred => centred_gate_rows(xs, gates, out),
+            });
         Ok((CpuStorage::F32(output), l1.shape().clone()))
     }
 }
 
 on_widest_vectors! {
-    /// [`SigmoidGate`] on slices, on the widest vectors the CPU has.
+    /// [`Gate::Sigmoid`] on slices, on the widest vectors the CPU has.
     fn gate_rows => gate_rows_any(xs: &[f32], gates: &[f32], out: &mut [f32])
 }
 
@@ -1670,6 +1725,18 @@ on_widest_vectors! {
 fn gate_rows_any(xs: &[f32], gates: &[f32], out: &mut [f32]) {
     for ((o, &x), &g) in out.iter_mut().zip(xs).zip(gates) {
         *o = x * sigmoid_of(g);
+    }
+}
+
+on_widest_vectors! {
+    /// [`Gate::Centred`] on slices, on the widest vectors the CPU has.
+    fn centred_gate_rows => centred_gate_rows_any(xs: &[f32], gates: &[f32], out: &mut [f32])
+}
+
+#[inline(always)]
+fn centred_gate_rows_any(xs: &[f32], gates: &[f32], out: &mut [f32]) {
+    for ((o, &x), &g) in out.iter_mut().zip(xs).zip(gates) {
+        *o = (x + g) * (sigmoid_of(g) - 0.5);
     }
 }
 
@@ -2356,50 +2423,52 @@ mod tests {
         }
     }
 
+    /// One element-wise operation of a value and a gate, and its formula.
+    type Elementwise = (
+        &'static str,
+        fn(&Tensor, &Tensor) -> Result<Tensor>,
+        fn(f64, f64) -> f64,
+    );
+
+    fn sigmoid(g: f64) -> f64 {
+        1.0 / (1.0 + (-g).exp())
+    }
+
     #[test]
-    fn mish_and_the_sigmoid_gate_are_their_formulas_on_every_path() {
+    fn the_activations_and_gates_are_their_formulas_on_every_path() {
         let values: Vec<f32> = (-400..400)
             .map(|i| i as f32 * 0.23)
             .chain([-1000.0, -88.0, 0.0, 88.0, 1000.0])
             .collect();
         let xs = Tensor::new(values.as_slice(), &Device::Cpu).unwrap();
         let gates = xs.flip(&[0]).unwrap();
-        let exact = |x: f64| x * x.exp().ln_1p().tanh();
-        let sigmoid = |g: f64| 1.0 / (1.0 + (-g).exp());
-        // The CPU's kernels, then candle's operations (as on other devices, through f64).
-        for (what, mished, gated) in [
-            (
-                "fused",
-                mish(&xs).unwrap(),
-                sigmoid_gate(&xs, &gates).unwrap(),
-            ),
-            (
-                "candle",
-                mish(&xs.to_dtype(DType::F64).unwrap()).unwrap(),
-                sigmoid_gate(
-                    &xs.to_dtype(DType::F64).unwrap(),
-                    &gates.to_dtype(DType::F64).unwrap(),
-                )
-                .unwrap(),
-            ),
-        ] {
-            let mished: Vec<f64> = mished.to_dtype(DType::F64).unwrap().to_vec1().unwrap();
-            let gated: Vec<f64> = gated.to_dtype(DType::F64).unwrap().to_vec1().unwrap();
-            let gates: Vec<f32> = gates.to_vec1().unwrap();
-            for (i, &x) in values.iter().enumerate() {
-                let (x, g) = (f64::from(x), f64::from(gates[i]));
-                let want = exact(x);
-                assert!(
-                    (mished[i] - want).abs() <= 2e-6 * want.abs().max(1e-3),
-                    "{what} mish({x}) = {} vs {want}",
-                    mished[i]
-                );
-                let want = x * sigmoid(g);
-                assert!(
-                    (gated[i] - want).abs() <= 2e-6 * want.abs().max(1e-3),
-                    "{what} {x}·σ({g}) = {} vs {want}",
-                    gated[i]
-                );
+        let gate_values: Vec<f32> = gates.to_vec1().unwrap();
+        let cases: [Elementwise; 4] = [
+            ("mish", |x, _| mish(x), |x, _| x * x.exp().ln_1p().tanh()),
+            ("silu", |x, _| silu(x), |x, _| x * sigmoid(x)),
+            ("sigmoid gate", sigmoid_gate, |x, g| x * sigmoid(g)),
+            ("centred gate", centred_gate, |x, g| {
+                (x + g) * (sigmoid(g) - 0.5)
+            }),
+        ];
+        // The CPU's kernels (f32), then candle's operations (as on other devices, in f64).
+        for (name, op, formula) in cases {
+            for dtype in [DType::F32, DType::F64] {
+                let (x, g) = (xs.to_dtype(dtype).unwrap(), gates.to_dtype(dtype).unwrap());
+                let out: Vec<f64> = op(&x, &g)
+                    .and_then(|out| out.to_dtype(DType::F64))
+                    .and_then(|out| out.to_vec1())
+                    .unwrap();
+                for ((&x, &g), out) in values.iter().zip(&gate_values).zip(out) {
+                    let (x, g) = (f64::from(x), f64::from(g));
+                    let want = formula(x, g);
+                    // σ(g) − ½ in f32 is off by up to an ulp of ½, times x + g.
+                    let slack = 2e-6 * want.abs().max(1e-3) + 6e-8 * (x + g).abs();
+                    assert!(
+                        (out - want).abs() <= slack,
+                        "{name} in {dtype:?} of {x}, {g}: {out} vs {want}"
+                    );
+                }
             }
         }
     }

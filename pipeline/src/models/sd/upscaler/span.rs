@@ -12,7 +12,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::super::kernels::Conv2d;
+use super::super::kernels::{Conv2d, centred_gate, silu};
 use super::compact::pixel_shuffle;
 use super::swin::RGB_MEAN;
 
@@ -130,10 +130,9 @@ impl Block {
     /// applies in place, so the activated one is what it hands on).
     fn forward(&self, xs: &Tensor) -> Result<(Tensor, Tensor)> {
         let [c1, c2, c3] = &self.convs;
-        let first = c1.forward(xs)?.silu()?;
-        let out = c3.forward(&c2.forward(&first)?.silu()?)?;
-        let gate = (candle_nn::ops::sigmoid(&out)? - 0.5)?;
-        Ok((((out + xs)? * gate)?, first))
+        let first = silu(&c1.forward(xs)?)?;
+        let out = c3.forward(&silu(&c2.forward(&first)?)?)?;
+        Ok((centred_gate(xs, &out)?, first))
     }
 }
 
