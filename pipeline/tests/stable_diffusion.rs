@@ -3061,6 +3061,41 @@ fn span_and_realplksr_files_upscale_as_spandrel_runs_them() {
 }
 
 #[test]
+fn original_plksr_files_upscale_as_spandrel_runs_them() {
+    let reference = Reference::of("plksr-upscalers");
+    for (file, scale, what) in [
+        (
+            "plksr-x2-ccm.pth",
+            2,
+            "PLKSR (2 blocks, CCM, 9×9 kernels, 2×)",
+        ),
+        (
+            "plksr-x3-iccm.safetensors",
+            3,
+            "PLKSR (2 blocks, ICCM, 5×5 kernels, 3×)",
+        ),
+        (
+            "plksr-x4-dccm.pth",
+            4,
+            "PLKSR (1 blocks, DCCM, 7×7 kernels, 4×)",
+        ),
+        // The sparse ablations, folded into one kernel at load.
+        (
+            "plksr-x2-sparse.safetensors",
+            2,
+            "PLKSR (1 blocks, CCM, 17×17 kernels, 2×)",
+        ),
+        (
+            "plksr-x2-rect.pth",
+            2,
+            "PLKSR (1 blocks, CCM, 15×15 kernels, 2×)",
+        ),
+    ] {
+        upscales_as_spandrel(&reference, file, scale, what);
+    }
+}
+
+#[test]
 fn upscaler_files_in_every_layout_upscale_as_spandrel_runs_them() {
     let reference = Reference::of("upscalers");
     let pixels = unit_pixels(reference.get("image"));

@@ -1840,6 +1840,60 @@ def build_dat_upscalers(name):
     spandrel_references(name, made, perturb, seed=8, entry="params")
 
 
+def perturb_convolutional(model):
+    """Weights that matter for the light convolutional upscalers' fixtures: every convolution at
+    a scale that keeps its output near its input's (the releases' initialisations leave the
+    large kernels and the last convolution near zero), biases and norms off their initial
+    values."""
+    with torch.no_grad():
+        for key, value in model.named_parameters():
+            if "norm" in key:
+                value.add_(torch.randn_like(value) * 0.2)
+            elif value.dim() == 4:
+                fan_in = value.shape[1] * value.shape[2] * value.shape[3]
+                value.normal_(0.0, fan_in ** -0.5)
+            elif value.dim() == 1:
+                value.normal_(0.0, 0.05)
+        if isinstance(getattr(model, "to_img", None), torch.nn.Module) and \
+                hasattr(model.to_img, "offset"):
+            # DySample's offsets within a pixel or so, as trained ones are (random ones
+            # would send most samples to the border).
+            model.to_img.offset.weight.mul_(0.1)
+        if type(model).__name__ == "SPAN" and model.is_norm:
+            # SPAN feeds its first convolution pixels × 255: a trained one answers in kind.
+            model.conv_1.sk.weight.div_(255)
+            model.conv_1.conv[0].weight.div_(255)
+
+
+def build_plksr_upscalers(name):
+    """Tiny random-weight networks of the original PLKSR (the paper's, as its authors' code
+    saves it: `channe_mixer`, no norms, GELU), read back by spandrel for their outputs on the
+    same kind of test image as the others':
+    - `plksr-x2-ccm.pth`: its default CCM mixer (3×3, GELU, 1×1), a 9×9 partial large kernel
+      over a quarter of the channels, element-wise attention;
+    - `plksr-x3-iccm.safetensors`: the ICCM mixer (1×1, GELU, 3×3), without the attention;
+    - `plksr-x4-dccm.pth`: the DCCM mixer (3×3, GELU, 3×3), a 7×7 kernel over half the channels;
+    - `plksr-x2-sparse.safetensors`: the SparsePLK ablation (four 5×5 kernels dilated 1 to 4);
+    - `plksr-x2-rect.pth`: the RectSparsePLK ablation (15×5, 5×15 and 5×5 kernels)."""
+    from spandrel.architectures.PLKSR import PLKSR
+
+    os.makedirs(UPSCALERS, exist_ok=True)
+    torch.manual_seed(59)
+    made = {
+        "plksr-x2-ccm.pth": PLKSR(dim=16, n_blocks=2, upscaling_factor=2, kernel_size=9,
+                                  ccm_type="CCM"),
+        "plksr-x3-iccm.safetensors": PLKSR(dim=12, n_blocks=2, upscaling_factor=3,
+                                           kernel_size=5, ccm_type="ICCM", use_ea=False),
+        "plksr-x4-dccm.pth": PLKSR(dim=8, n_blocks=1, upscaling_factor=4, kernel_size=7,
+                                   split_ratio=0.5, ccm_type="DCCM"),
+        "plksr-x2-sparse.safetensors": PLKSR(dim=16, n_blocks=1, upscaling_factor=2,
+                                             lk_type="SparsePLK"),
+        "plksr-x2-rect.pth": PLKSR(dim=16, n_blocks=1, upscaling_factor=2, kernel_size=15,
+                                   lk_type="RectSparsePLK"),
+    }
+    spandrel_references(name, made, perturb_convolutional, seed=10, entry="params_ema")
+
+
 def build_light_upscalers(name):
     """Tiny random-weight SPAN and RealPLKSR upscalers (the light convolutional networks most
     community upscalers of 2024 on are trained as, with neosr and traiNNer) in the layouts those
@@ -1874,30 +1928,7 @@ def build_light_upscalers(name):
                                                        kernel_size=5, split_ratio=0.25,
                                                        dysample=True, layer_norm=True),
     }
-    def perturb(model):
-        # Weights that matter: every convolution at a scale that keeps its output near its
-        # input's (the releases' initialisations leave the large kernels and the last
-        # convolution near zero), biases and norms off their initial values.
-        with torch.no_grad():
-            for key, value in model.named_parameters():
-                if "norm" in key:
-                    value.add_(torch.randn_like(value) * 0.2)
-                elif value.dim() == 4:
-                    fan_in = value.shape[1] * value.shape[2] * value.shape[3]
-                    value.normal_(0.0, fan_in ** -0.5)
-                elif value.dim() == 1:
-                    value.normal_(0.0, 0.05)
-            if isinstance(getattr(model, "to_img", None), torch.nn.Module) and \
-                    hasattr(model.to_img, "offset"):
-                # DySample's offsets within a pixel or so, as trained ones are (random ones
-                # would send most samples to the border).
-                model.to_img.offset.weight.mul_(0.1)
-            if isinstance(model, SPAN) and model.is_norm:
-                # SPAN feeds its first convolution pixels × 255: a trained one answers in kind.
-                model.conv_1.sk.weight.div_(255)
-                model.conv_1.conv[0].weight.div_(255)
-
-    spandrel_references(name, made, perturb, seed=9, entry="params_ema")
+    spandrel_references(name, made, perturb_convolutional, seed=9, entry="params_ema")
 
 
 def new_arch_names(state, blocks):
@@ -2030,7 +2061,8 @@ def main():
                  "hires": build_hires,
                  "upscalers": build_upscalers, "swin-upscalers": build_swin_upscalers,
                  "dat-upscalers": build_dat_upscalers,
-                 "light-upscalers": build_light_upscalers}
+                 "light-upscalers": build_light_upscalers,
+                 "plksr-upscalers": build_plksr_upscalers}
         for name in only:
             if name not in alone:
                 sys.exit(f"{name}: only {', '.join(alone)} build alone; run without names for the rest")

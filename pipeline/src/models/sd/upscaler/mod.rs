@@ -2,7 +2,7 @@
 //! model sites share as spandrel (what ComfyUI and A1111 load them with) reads them: ESRGAN's
 //! RRDBNet in its original, BSRGAN and Real-ESRGAN layouts (4x-UltraSharp, RealESRGAN_x4plus,
 //! x2plus…; see [`rrdb`]), Real-ESRGAN's SRVGGNetCompact ([`compact`]), the light
-//! convolutional SPAN ([`span`]) and RealPLKSR ([`plksr`]) most community upscalers are now
+//! convolutional SPAN ([`span`]) and RealPLKSR (with the original PLKSR, [`plksr`]) most community upscalers are now
 //! trained as, SwinIR's real-world, classical and lightweight SR networks ([`swinir`]), HAT
 //! ([`hat`]) and DAT ([`dat`]). A Real-ESRGAN, SwinIR, HAT or DAT release's `params_ema` (or
 //! `params`) entry holds its weights, as do the trainers' saves of SPAN and RealPLKSR. Pixels
@@ -153,18 +153,7 @@ impl Upscaler {
                 network: Network::Plksr(plksr::Plksr::new(vb, shape).map_err(weights)?),
                 scale: shape.scale,
                 multiple: 1,
-                description: format!(
-                    "RealPLKSR ({} blocks, {}×{} kernels, {}×{})",
-                    shape.blocks,
-                    shape.kernel,
-                    shape.kernel,
-                    shape.scale,
-                    if shape.dysample.is_some() {
-                        ", DySample"
-                    } else {
-                        ""
-                    }
-                ),
+                description: shape.description(),
             });
         }
         if hat::is_hat(|name| shapes.contains_key(name)) {
@@ -231,7 +220,7 @@ impl Upscaler {
         Err(SdError::Unsupported {
             path: path.to_path_buf(),
             message: format!(
-                "not an upscaler Autonomy reads (ESRGAN/RRDBNet, Real-ESRGAN compact, SPAN, RealPLKSR, SwinIR, HAT or DAT); it holds {} tensors such as {some:?} (OmniSR, Swin2SR and other architectures are not read yet)",
+                "not an upscaler Autonomy reads (ESRGAN/RRDBNet, Real-ESRGAN compact, SPAN, PLKSR, RealPLKSR, SwinIR, HAT or DAT); it holds {} tensors such as {some:?} (OmniSR, Swin2SR and other architectures are not read yet)",
                 names.len()
             ),
         })
