@@ -207,6 +207,10 @@ pub struct LoraUse {
     /// otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text_scale: Option<f64>,
+    /// The ranks its low-rank updates were cut to (A1111's `dyn`), when they were (absent
+    /// otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rank: Option<usize>,
 }
 
 /// A generation failed.

@@ -447,6 +447,7 @@ fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
             label: path.display().to_string(),
             scale: *scale,
             text_scale: *text_scale,
+            rank: None,
         })
         .collect();
     let tags = lora_tags(&args.prompt).map_err(|e| anyhow!("the prompt: {e}"))?;
@@ -462,6 +463,7 @@ fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
                 path,
                 scale: tag.scale,
                 text_scale: tag.text_scale,
+                rank: tag.rank,
             });
         }
     }

@@ -1345,6 +1345,12 @@ fn a_recipe_prompt_applies_a_lora_by_its_a1111_tag_from_the_project_model_folder
         recipe("moss, <lora:moss_detail:0:0.8> stones", ""),
     )
     .unwrap();
+    // A1111's `dyn`: the first rank of each down/up pair alone.
+    std::fs::write(
+        root.join("cut.recipe.toml"),
+        recipe("moss, <lora:moss_detail:0.8:dyn=1> stones", ""),
+    )
+    .unwrap();
     std::fs::write(
         root.join("split_named.recipe.toml"),
         recipe(
@@ -1398,6 +1404,18 @@ fn a_recipe_prompt_applies_a_lora_by_its_a1111_tag_from_the_project_model_folder
     assert_ne!(pixels("split"), pixels("plain"));
     assert_eq!(manifest("split_named").model.loras, split.model.loras);
     assert_eq!(pixels("split_named"), pixels("split"));
+    let cut = manifest("cut");
+    assert_eq!(
+        (cut.model.loras[0].scale, cut.model.loras[0].rank),
+        (0.8, Some(1))
+    );
+    assert!(tagged.model.loras[0].rank.is_none());
+    assert_ne!(
+        pixels("cut"),
+        pixels("tagged"),
+        "three of four ranks left out"
+    );
+    assert_ne!(pixels("cut"), pixels("plain"));
     // Without the project's folders the tag names nothing the build can find.
     let lost = studio.run(&["build", at, "--model", &studio.model, "--force"]);
     let stderr = String::from_utf8_lossy(&lost.stderr);
@@ -1665,6 +1683,7 @@ fn kohya_diffusers_and_lycoris_files_merge_as_their_reference_loaders_apply_them
         label: format!("loras/{name}.safetensors"),
         scale,
         text_scale: None,
+        rank: None,
     };
     for (label, loras) in [
         ("kohya", vec![lora("kohya", 0.8)]),
@@ -1754,6 +1773,7 @@ fn a_kohya_sdxl_lora_reaches_both_text_encoders_and_the_unet_by_its_original_blo
         label: "loras/kohya-xl.safetensors".into(),
         scale: 0.7,
         text_scale: None,
+        rank: None,
     };
     let model =
         StableDiffusion::load_with(&fixtures().join(name), &Device::Cpu, &[lora], None).unwrap();
@@ -1794,6 +1814,7 @@ fn a_kohya_sdxl_lora_reaches_both_text_encoders_and_the_unet_by_its_original_blo
             label: "kohya-xl".into(),
             scale: 1.0,
             text_scale: None,
+            rank: None,
         }],
         None,
     )
@@ -2303,6 +2324,7 @@ fn a_kohya_lora_merges_into_a_single_file_checkpoint() {
         label: "loras/tiny-sd15-kohya.safetensors".into(),
         scale: 0.8,
         text_scale: None,
+        rank: None,
     };
     let model = StableDiffusion::load_with(&checkpoint("tiny-sd15"), &Device::Cpu, &[lora], None)
         .expect("the LoRA fits the checkpoint's diffusers names");

@@ -332,10 +332,14 @@ impl Builder<'_> {
             inputs.push(format!("{:?}", palette.colors()));
         }
         for lora in &ingredients.loras {
-            inputs.push(match lora.text_scale {
-                Some(text) => format!("lora:{}:{}:te{text}", lora.sha256, lora.scale),
-                None => format!("lora:{}:{}", lora.sha256, lora.scale),
-            });
+            let mut input = format!("lora:{}:{}", lora.sha256, lora.scale);
+            if let Some(text) = lora.text_scale {
+                input += &format!(":te{text}");
+            }
+            if let Some(rank) = lora.rank {
+                input += &format!(":dyn{rank}");
+            }
+            inputs.push(input);
         }
         for embedding in &ingredients.embeddings {
             inputs.push(format!("embedding:{}", embedding.sha256));

@@ -123,6 +123,7 @@ impl<'a> Workshop<'a> {
                     sha256,
                     scale: lora.scale,
                     text_scale: lora.text_scale,
+                    rank: None,
                 })
             })
             .collect::<Result<Vec<_>, BuildError>>()?;
@@ -296,6 +297,7 @@ impl<'a> Workshop<'a> {
                     sha256,
                     scale: tag.scale,
                     text_scale: tag.text_scale,
+                    rank: tag.rank,
                 })
             })
             .collect()
@@ -318,7 +320,12 @@ impl<'a> Workshop<'a> {
             .map_err(|_| "a model load panicked".to_string())?;
         let signature: Vec<String> = loras
             .iter()
-            .map(|l| format!("{}:{}:{}:{:?}", l.file, l.sha256, l.scale, l.text_scale))
+            .map(|l| {
+                format!(
+                    "{}:{}:{}:{:?}:{:?}",
+                    l.file, l.sha256, l.scale, l.text_scale, l.rank
+                )
+            })
             .chain(
                 embeddings
                     .iter()
@@ -339,6 +346,7 @@ impl<'a> Workshop<'a> {
                 label: lora.file.clone(),
                 scale: lora.scale,
                 text_scale: lora.text_scale,
+                rank: lora.rank,
             })
             .collect();
         let embedding_files: Vec<EmbeddingFile> = embeddings

@@ -317,7 +317,17 @@ fn same_ingredients(have: &Ingredients, manifest: &Manifest) -> Result<(), Found
         listed(
             loras
                 .iter()
-                .map(|l| format!("{} ×{} (sha256 {})", l.file, l.scale, l.sha256))
+                .map(|l| {
+                    let text = l
+                        .text_scale
+                        .map(|t| format!(", text ×{t}"))
+                        .unwrap_or_default();
+                    let rank = l
+                        .rank
+                        .map(|r| format!(", ranks cut to {r}"))
+                        .unwrap_or_default();
+                    format!("{} ×{}{text}{rank} (sha256 {})", l.file, l.scale, l.sha256)
+                })
                 .collect(),
         )
     };

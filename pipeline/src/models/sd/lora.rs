@@ -37,6 +37,10 @@ pub struct LoraFile {
     /// How strongly to apply its text-encoder updates when that differs from `scale` (A1111's
     /// `<lora:name:te=…:unet=…>`); `None` applies `scale` to all.
     pub text_scale: Option<f64>,
+    /// The ranks of its low-rank (down/up) updates to apply, the first ones of each (A1111's
+    /// `dyn`, for DyLoRA files trained to work cut short); `None` applies them all. Its
+    /// `alpha` stays divided by the whole rank, as A1111 divides it.
+    pub rank: Option<usize>,
 }
 
 impl LoraFile {
@@ -201,7 +205,7 @@ impl Updates {
                     });
                 }
                 let change = parts
-                    .change(weight, &shape)
+                    .change(weight, &shape, file.rank)
                     .map_err(|what| invalid(format!("`{module}` {what}")))?;
                 map.entry(weight.clone()).or_default().push(Update {
                     change,
@@ -213,6 +217,7 @@ impl Updates {
                 sha256: hex::encode(Sha256::digest(&bytes)),
                 scale: file.scale,
                 text_scale: file.text_scale,
+                rank: file.rank,
             });
         }
         Ok((updates, uses))
@@ -247,9 +252,15 @@ struct Parts {
 }
 
 impl Parts {
-    /// The change these parts describe to the weight `name` of shape `weight`, or what is
-    /// missing, malformed or does not fit it.
-    fn change(mut self, name: &str, weight: &[usize]) -> Result<Change, String> {
+    /// The change these parts describe to the weight `name` of shape `weight` (a down/up pair
+    /// cut to its first `cut` ranks when given), or what is missing, malformed or does not fit
+    /// it.
+    fn change(
+        mut self,
+        name: &str,
+        weight: &[usize],
+        cut: Option<usize>,
+    ) -> Result<Change, String> {
         if let Some(blocks) = self.lycoris.remove("oft_blocks") {
             let transform = Transform::Oft {
                 blocks,
@@ -293,6 +304,19 @@ impl Parts {
             .map_err(|why| format!(": {why}"))?;
         let alpha = self.alpha;
         let (delta, rank) = self.delta()?;
+        let delta = match (delta, cut) {
+            (Delta::LowRank { down, up }, Some(cut)) if rank.is_some_and(|rank| cut < rank) => {
+                let cut = |t: Tensor, axis: usize| {
+                    t.narrow(axis, 0, cut)
+                        .map_err(|e| format!(": cannot cut its ranks: {e}"))
+                };
+                Delta::LowRank {
+                    down: cut(down, 0)?,
+                    up: cut(up, 1)?,
+                }
+            }
+            (delta, _) => delta,
+        };
         check_fit(&delta, name, weight)?;
         let per_rank = match (alpha, rank) {
             (Some(alpha), Some(rank)) => alpha / rank as f64,
@@ -980,6 +1004,7 @@ mod tests {
             label: "loras/kohya.safetensors".into(),
             scale: 0.8,
             text_scale: None,
+            rank: None,
         };
         let (updates, uses) =
             Updates::read(std::slice::from_ref(&file), &unet, Some(&text), None, 2).unwrap();
@@ -1000,6 +1025,32 @@ mod tests {
             .unwrap();
         let diff = super::super::max_abs_diff(&merged, &expected);
         assert!(diff < 1e-6, "{diff}");
+        // Cut to its first rank (A1111's `dyn=1`): that rank's outer product alone, alpha still
+        // over the whole rank; a cut at or above the rank changes nothing.
+        assert!(
+            rank >= 2.0,
+            "the fixture's rank {rank} leaves nothing to cut"
+        );
+        let first = (up.narrow(1, 0, 1).unwrap())
+            .matmul(&down.narrow(0, 0, 1).unwrap())
+            .unwrap();
+        let expected_cut = (&base + (first * f64::from(0.8 * alpha / rank)).unwrap()).unwrap();
+        for (cut, expected) in [(1, &expected_cut), (rank as usize, &expected)] {
+            let cut_file = LoraFile {
+                rank: Some(cut),
+                ..file.clone()
+            };
+            let (updates, uses) =
+                Updates::read(std::slice::from_ref(&cut_file), &unet, Some(&text), None, 2)
+                    .unwrap();
+            assert_eq!(uses[0].rank, Some(cut));
+            let merged = updates
+                .merged(networks().0, Network::Unet)
+                .get_unchecked(name, DType::F32, &Device::Cpu)
+                .unwrap();
+            let diff = super::super::max_abs_diff(&merged, expected);
+            assert!(diff < 1e-6, "cut to {cut}: {diff}");
+        }
         let untouched = "conv_in.weight";
         let same = updates
             .merged(networks().0, Network::Unet)
@@ -1070,6 +1121,7 @@ mod tests {
                 label: name.into(),
                 scale: 1.0,
                 text_scale: None,
+                rank: None,
             }
         };
         let zeros = |shape: &[usize]| Tensor::zeros(shape, DType::F32, &Device::Cpu).unwrap();

@@ -1,10 +1,11 @@
 //! LoRAs applied from a prompt, as A1111 writes them: `<lora:name>`, `<lora:name:0.8>`,
 //! `<lora:name:0.8:0.5>` and `<lora:name:te=0.8:unet=0.5>` (the text encoder's scale, then the
-//! UNet's; `<lyco:…>` alike). A tag names a LoRA file by its name without the extension, or
-//! by the name its trainer gave it (`ss_output_name`); the caller finds the file
-//! ([`crate::models::locate::lora_named`])
-//! and merges it into the model at the tag's scale like any other LoRA, so the manifest
-//! records the file and its hash. The tags themselves are taken out of the text the text
+//! UNet's; `<lyco:…>` alike), and `<lora:name:0.8:0.8:16>` or `<lora:name:0.8:dyn=16>` (its
+//! low-rank updates cut to their first 16 ranks, as A1111's `dyn` cuts DyLoRA files). A tag
+//! names a LoRA file by its name without the extension, or by the name its trainer gave it
+//! (`ss_output_name`); the caller finds the file ([`crate::models::locate::lora_named`]) and
+//! merges it into the model at the tag's scale like any other LoRA, so the manifest records
+//! the file and its hash. The tags themselves are taken out of the text the text
 //! encoder reads, as A1111 takes them out.
 //!
 //! ```
@@ -17,6 +18,7 @@
 //!         name: "add_detail".into(),
 //!         scale: 0.5,
 //!         text_scale: None,
+//!         rank: None,
 //!     }]
 //! );
 //! assert_eq!(without_lora_tags(prompt), "a knight,  castle");
@@ -48,11 +50,14 @@ pub struct LoraTag {
     pub scale: f64,
     /// How strongly to apply its text-encoder updates, where the tag sets that apart.
     pub text_scale: Option<f64>,
+    /// The ranks of its low-rank updates to apply, where the tag cuts them short (A1111's
+    /// `dyn`).
+    pub rank: Option<usize>,
 }
 
 /// The LoRA tags in `text`, in order, or what is wrong with the first bad one: no name, a
-/// multiplier that is no number or lies beyond ±[`MOST_SCALE`], or a parameter Autonomy does
-/// not read (`dyn`, block weights).
+/// multiplier that is no number or lies beyond ±[`MOST_SCALE`], a `dyn` that is no positive
+/// whole number, or a parameter Autonomy does not read (block weights).
 pub fn lora_tags(text: &str) -> Result<Vec<LoraTag>, String> {
     TAG.captures_iter(text)
         .map(|found| {
@@ -80,19 +85,29 @@ pub fn lora_tags(text: &str) -> Result<Vec<LoraTag>, String> {
                 Some(text) => Some(number("UNet multiplier", text)?),
                 None => None,
             };
-            if positional.len() > 3 {
-                return Err(bad(
-                    "a fourth value (`dyn`, a LoRA's rank cut short) is not read".into(),
-                ));
+            let rank_of = |text: &str| -> Result<usize, String> {
+                text.trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|&rank| rank > 0)
+                    .ok_or_else(|| bad(format!("the rank (`dyn`) `{text}` is not a whole number above 0")))
+            };
+            let mut rank = positional.get(3).map(|text| rank_of(text)).transpose()?;
+            if positional.len() > 4 {
+                return Err(bad(format!(
+                    "has {} values; A1111 reads at most four (name, multiplier, UNet multiplier, `dyn`)",
+                    positional.len()
+                )));
             }
             for item in named {
                 let (key, value) = item.split_once('=').unwrap_or((item, ""));
                 match key.trim() {
                     "te" => text_scale = number("text-encoder multiplier", value)?,
                     "unet" => unet_scale = Some(number("UNet multiplier", value)?),
+                    "dyn" => rank = Some(rank_of(value)?),
                     other => {
                         return Err(bad(format!(
-                            "`{other}=` is not read (Autonomy reads `te=` and `unet=`)"
+                            "`{other}=` is not read (Autonomy reads `te=`, `unet=` and `dyn=`)"
                         )));
                     }
                 }
@@ -110,6 +125,7 @@ pub fn lora_tags(text: &str) -> Result<Vec<LoraTag>, String> {
                 name: name.to_string(),
                 scale: unet_scale,
                 text_scale: Some(text_scale).filter(|&text| text != unet_scale),
+                rank,
             })
         })
         .collect()
@@ -120,9 +136,18 @@ pub fn without_lora_tags(text: &str) -> String {
     TAG.replace_all(text, "").into_owned()
 }
 
-/// A name A1111's tags may give a merged LoRA, with its scales (the UNet's, and the text
-/// encoder's where it differs).
-pub type TagName = (String, f64, Option<f64>);
+/// A name A1111's tags may give a merged LoRA, with how it was merged.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TagName {
+    /// The name.
+    pub name: String,
+    /// Its scale (the UNet's).
+    pub scale: f64,
+    /// Its text encoder's scale, where it differs.
+    pub text_scale: Option<f64>,
+    /// The ranks it was cut to, if any.
+    pub rank: Option<usize>,
+}
 
 /// The names A1111's tags may give each of `loras`, with its scales: its file's name without
 /// the extension, and the name its trainer gave it (its alias,
@@ -130,30 +155,35 @@ pub type TagName = (String, f64, Option<f64>);
 pub fn tag_names(loras: &[LoraFile]) -> Vec<TagName> {
     let mut names = Vec::new();
     for lora in loras {
+        let named = |name: String| TagName {
+            name,
+            scale: lora.scale,
+            text_scale: lora.text_scale,
+            rank: lora.rank,
+        };
         if let Some(stem) = lora.path.file_stem() {
-            names.push((
-                stem.to_string_lossy().into_owned(),
-                lora.scale,
-                lora.text_scale,
-            ));
+            names.push(named(stem.to_string_lossy().into_owned()));
         }
         if let Some(alias) = LoraSummary::read(&lora.path).ok().and_then(|s| s.alias) {
-            names.push((alias, lora.scale, lora.text_scale));
+            names.push(named(alias));
         }
     }
     names
 }
 
 /// Whether `loaded` ([`tag_names`] of the LoRAs merged into a model) has each LoRA `prompt`
-/// applies, at its scale. Otherwise what is missing, so that a tag no caller resolved is never
+/// applies, at its scales and rank. Otherwise what is missing, so that a tag no caller resolved is never
 /// passed over in silence.
 pub fn check_loaded(prompt: &str, loaded: &[TagName]) -> Result<(), String> {
     for tag in lora_tags(prompt)? {
-        if !loaded.iter().any(|(name, scale, text_scale)| {
-            *name == tag.name && *scale == tag.scale && *text_scale == tag.text_scale
+        if !loaded.iter().any(|loaded| {
+            loaded.name == tag.name
+                && loaded.scale == tag.scale
+                && loaded.text_scale == tag.text_scale
+                && loaded.rank == tag.rank
         }) {
             return Err(format!(
-                "`{}` applies a LoRA this model was not loaded with at that scale (a recipe or \
+                "`{}` applies a LoRA this model was not loaded with at that scale and rank (a recipe or \
                  `generate` finds it among the model folders; a library caller names it in \
                  `Additions::loras`)",
                 tag.text
@@ -174,13 +204,24 @@ mod tests {
             name: name.into(),
             scale,
             text_scale: None,
+            rank: None,
+        }
+    }
+
+    fn merged_as(name: &str, scale: f64, text_scale: Option<f64>, rank: Option<usize>) -> TagName {
+        TagName {
+            name: name.into(),
+            scale,
+            text_scale,
+            rank,
         }
     }
 
     #[test]
     fn reads_the_multipliers_as_a1111_does() {
         let prompt = "<lora:a> x <lyco:b:0.5> <lora:c:te=-1:unet=-1> <lora: d :0.25:0.25> \
-                      <lora:e:0.5:1> <lora:f:unet=0> <lora:g:0:te=0.3:unet=0> <lora:h:0:te=0.3> <hypernet:i:1>";
+                      <lora:e:0.5:1> <lora:f:unet=0> <lora:g:0:te=0.3:unet=0> <lora:h:0:te=0.3> <hypernet:i:1> \
+                      <lora:j:1:1:16> <lora:k:0.5:dyn=8> <lora:l:1:1:16:dyn=4>";
         let split = |name: &str, scale: f64, text_scale: f64, text: &str| LoraTag {
             text_scale: Some(text_scale),
             ..tag(name, scale, text)
@@ -197,11 +238,24 @@ mod tests {
                 split("g", 0.0, 0.3, "<lora:g:0:te=0.3:unet=0>"),
                 // The UNet's multiplier follows the text encoder's (named or not) unless given.
                 tag("h", 0.3, "<lora:h:0:te=0.3>"),
+                // A1111's `dyn`, fourth or named (the name wins).
+                LoraTag {
+                    rank: Some(16),
+                    ..tag("j", 1.0, "<lora:j:1:1:16>")
+                },
+                LoraTag {
+                    rank: Some(8),
+                    ..tag("k", 0.5, "<lora:k:0.5:dyn=8>")
+                },
+                LoraTag {
+                    rank: Some(4),
+                    ..tag("l", 1.0, "<lora:l:1:1:16:dyn=4>")
+                },
             ]
         );
         assert_eq!(
             without_lora_tags(prompt),
-            " x        <hypernet:i:1>",
+            " x        <hypernet:i:1>   ",
             "hypernetworks are not LoRAs"
         );
         assert_eq!(lora_tags("no tags, <lora:> <embedding>").unwrap(), []);
@@ -217,7 +271,12 @@ mod tests {
                 "<lora:a:0.5:many>",
                 "the UNet multiplier `many` is not a number",
             ),
-            ("<lora:a:1:1:16>", "`dyn`"),
+            (
+                "<lora:a:1:1:0>",
+                "the rank (`dyn`) `0` is not a whole number above 0",
+            ),
+            ("<lora:a:1:dyn=1.5>", "the rank (`dyn`) `1.5`"),
+            ("<lora:a:1:1:16:2>", "at most four"),
             ("<lora:a:lbw=OUTALL>", "`lbw=` is not read"),
             ("<lora:a:5>", "the multiplier 5 is beyond ±4"),
         ] {
@@ -233,10 +292,11 @@ mod tests {
             label: "loras/add_detail.safetensors".into(),
             scale: 0.5,
             text_scale: None,
+            rank: None,
         }]);
         assert_eq!(
             loaded,
-            [("add_detail".to_string(), 0.5, None)],
+            [merged_as("add_detail", 0.5, None, None)],
             "no alias in a file not there"
         );
         assert!(check_loaded("a knight <lora:add_detail:0.5>", &loaded).is_ok());
@@ -246,6 +306,7 @@ mod tests {
             "<lora:add:0.5>",
             "<lora:x:1>",
             "<lora:add_detail:1:0.5>",
+            "<lora:add_detail:0.5:dyn=4>",
         ] {
             let error = check_loaded(prompt, &loaded).unwrap_err();
             assert!(
@@ -268,16 +329,18 @@ mod tests {
             label: "detail_v2.safetensors".into(),
             scale: 0.5,
             text_scale: Some(1.0),
+            rank: Some(2),
         }]);
         assert_eq!(
             names,
             [
-                ("detail_v2".to_string(), 0.5, Some(1.0)),
-                ("add_detail".to_string(), 0.5, Some(1.0))
+                merged_as("detail_v2", 0.5, Some(1.0), Some(2)),
+                merged_as("add_detail", 0.5, Some(1.0), Some(2))
             ]
         );
-        assert!(check_loaded("<lora:add_detail:1:0.5>", &names).is_ok());
-        assert!(check_loaded("<lora:add_detail:0.5>", &names).is_err());
+        assert!(check_loaded("<lora:add_detail:1:0.5:2>", &names).is_ok());
+        assert!(check_loaded("<lora:add_detail:1:0.5>", &names).is_err());
+        assert!(check_loaded("<lora:add_detail:0.5:dyn=2>", &names).is_err());
     }
 
     proptest! {
