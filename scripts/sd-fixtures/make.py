@@ -1791,6 +1791,50 @@ def build_swin_upscalers(name):
     spandrel_references(name, made, perturb, seed=6, entry="params_ema")
 
 
+def build_swin2sr_upscalers(name):
+    """Tiny random-weight Swin2SR upscalers (SwinIR on Swin v2's blocks) in the layout its
+    releases share them in (`params` in a `.pth`, or safetensors), read back by spandrel for
+    their outputs on the same kind of test image as the Swin networks':
+    - `swin2sr-x2-classical.pth`: classical SR (pixel shuffles), two groups;
+    - `swin2sr-x4-real.safetensors`: real-world SR (nearest-neighbour doublings), groups closed
+      by three convolutions;
+    - `swin2sr-x3-light.pth`: lightweight SR (one pixel-shuffled convolution), without `qkv`
+      biases or the opening layer norm."""
+    from spandrel.architectures.Swin2SR import Swin2SR
+
+    os.makedirs(UPSCALERS, exist_ok=True)
+    torch.manual_seed(61)
+    made = {
+        "swin2sr-x2-classical.pth": Swin2SR(img_size=16, window_size=4, embed_dim=12,
+                                            depths=[2, 2], num_heads=[2, 3], mlp_ratio=2.0,
+                                            upscale=2, upsampler="pixelshuffle",
+                                            resi_connection="1conv"),
+        "swin2sr-x4-real.safetensors": Swin2SR(img_size=16, window_size=4, embed_dim=16,
+                                               depths=[2], num_heads=[4], mlp_ratio=1.5,
+                                               upscale=4, upsampler="nearest+conv",
+                                               resi_connection="3conv"),
+        "swin2sr-x3-light.pth": Swin2SR(img_size=8, window_size=4, embed_dim=8, depths=[3],
+                                        num_heads=[2], mlp_ratio=2.0, upscale=3,
+                                        upsampler="pixelshuffledirect", qkv_bias=False,
+                                        patch_norm=False, resi_connection="1conv"),
+    }
+    def perturb(model):
+        # Weights that matter: the heads' score scales, the position MLPs, biases and norms
+        # away from their initial values.
+        with torch.no_grad():
+            for key, value in model.named_parameters():
+                if key.endswith("logit_scale"):
+                    value.add_(torch.randn_like(value) * 0.5)
+                elif "norm" in key:
+                    value.add_(torch.randn_like(value) * 0.2)
+                elif value.dim() == 2:
+                    value.normal_(0.0, value.shape[1] ** -0.5)
+                elif value.dim() == 1:
+                    value.normal_(0.0, 0.05)
+
+    spandrel_references(name, made, perturb, seed=11, entry="params")
+
+
 def build_dat_upscalers(name):
     """Tiny random-weight DAT (Dual Aggregation Transformer) upscalers in the layout its releases
     share them in (`params` in a `.pth`, as `DAT_x4.pth`, A1111's DAT upscalers), read back by
@@ -2062,7 +2106,8 @@ def main():
                  "upscalers": build_upscalers, "swin-upscalers": build_swin_upscalers,
                  "dat-upscalers": build_dat_upscalers,
                  "light-upscalers": build_light_upscalers,
-                 "plksr-upscalers": build_plksr_upscalers}
+                 "plksr-upscalers": build_plksr_upscalers,
+                 "swin2sr-upscalers": build_swin2sr_upscalers}
         for name in only:
             if name not in alone:
                 sys.exit(f"{name}: only {', '.join(alone)} build alone; run without names for the rest")

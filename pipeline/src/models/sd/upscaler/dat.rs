@@ -330,7 +330,8 @@ impl Branch {
             qkv.get(1)?.contiguous()?,
             qkv.get(2)?.contiguous()?,
         );
-        let out = window_attention(&q, &k, &v, &self.bias, mask)?
+        let scale = ((c / self.heads) as f64).powf(-0.5);
+        let out = window_attention(&q, &k, &v, &self.bias, mask, scale)?
             .transpose(1, 2)?
             .reshape((bw, n, c))?;
         merge(&out, (b, h, w), self.window)

@@ -74,7 +74,10 @@ pub fn shape_of(
         ));
     }
     let sizes = SwinSizes::read(&shape, window, |group| {
-        format!("layers.{group}.residual_group.overlap_attn.relative_position_bias_table")
+        (
+            format!("layers.{group}.residual_group.overlap_attn.relative_position_bias_table"),
+            1,
+        )
     })?;
     let block = "layers.0.residual_group.blocks.0";
     let upsample_features = get("conv_last.weight")?.get(1).copied().unwrap_or(0);
@@ -232,7 +235,7 @@ impl OverlapAttention {
                 .contiguous()
         };
         let (q, k, v) = (heads(&q, nq)?, heads(&k, ows * ows)?, heads(&v, ows * ows)?);
-        let out = window_attention(&q, &k, &v, &self.bias, None)?
+        let out = window_attention(&q, &k, &v, &self.bias, None, (d as f64).powf(-0.5))?
             .transpose(1, 2)?
             .reshape((bw, nq, c))?;
         let x = (per_token(&self.proj, &merge(&out, (b, h, w), (ws, ws))?)? + xs)?;

@@ -3,7 +3,8 @@
 //! RRDBNet in its original, BSRGAN and Real-ESRGAN layouts (4x-UltraSharp, RealESRGAN_x4plus,
 //! x2plus…; see [`rrdb`]), Real-ESRGAN's SRVGGNetCompact ([`compact`]), the light
 //! convolutional SPAN ([`span`]) and RealPLKSR (with the original PLKSR, [`plksr`]) most community upscalers are now
-//! trained as, SwinIR's real-world, classical and lightweight SR networks ([`swinir`]), HAT
+//! trained as, SwinIR's and Swin2SR's real-world, classical and lightweight SR networks
+//! ([`swinir`]), HAT
 //! ([`hat`]) and DAT ([`dat`]). A Real-ESRGAN, SwinIR, HAT or DAT release's `params_ema` (or
 //! `params`) entry holds its weights, as do the trainers' saves of SPAN and RealPLKSR. Pixels
 //! are RGB in [0, 1], as spandrel takes them.
@@ -194,9 +195,13 @@ impl Upscaler {
         }
         if swinir::is_swinir(|name| shapes.contains_key(name)) {
             let shape = swinir::shape_of(compact)
-                .map_err(|e| invalid(format!("a SwinIR network, but {e}")))?;
+                .map_err(|e| invalid(format!("a SwinIR or Swin2SR network, but {e}")))?;
             let description = format!(
-                "SwinIR ({}, {} groups, {}×)",
+                "{} ({}, {} groups, {}×)",
+                match shape.generation {
+                    swinir::Generation::SwinIr => "SwinIR",
+                    swinir::Generation::Swin2Sr { .. } => "Swin2SR",
+                },
                 match shape.upsampler {
                     swinir::Upsampler::NearestConv => "real-world SR",
                     swinir::Upsampler::PixelShuffle => "classical SR",
@@ -220,7 +225,7 @@ impl Upscaler {
         Err(SdError::Unsupported {
             path: path.to_path_buf(),
             message: format!(
-                "not an upscaler Autonomy reads (ESRGAN/RRDBNet, Real-ESRGAN compact, SPAN, PLKSR, RealPLKSR, SwinIR, HAT or DAT); it holds {} tensors such as {some:?} (OmniSR, Swin2SR and other architectures are not read yet)",
+                "not an upscaler Autonomy reads (ESRGAN/RRDBNet, Real-ESRGAN compact, SPAN, PLKSR, RealPLKSR, SwinIR, Swin2SR, HAT or DAT); it holds {} tensors such as {some:?} (OmniSR and other architectures are not read yet)",
                 names.len()
             ),
         })

@@ -15,6 +15,10 @@ use super::compact::pixel_shuffle;
 pub(super) const RGB_MEAN: [f32; 3] = [0.4488, 0.4371, 0.4040];
 /// What a shifted window's attention adds between pixels from different parts of the image.
 const MASKED: f32 = -100.0;
+/// The hidden width of Swin v2's relative position bias MLP.
+const CPB_HIDDEN: usize = 512;
+/// The largest logarithm of a Swin v2 head's score scale (ln 100).
+const MOST_LOGIT_SCALE: f32 = 4.605_170_2;
 
 /// The sizes every Swin network here has, read from its weights' shapes.
 #[derive(Clone, Debug, PartialEq)]
@@ -33,13 +37,14 @@ pub struct SwinSizes {
 
 impl SwinSizes {
     /// Reads them from `shape(name)`: the features from `conv_first` (RGB in), each group's
-    /// blocks from `layers.N.residual_group.blocks.M`, its heads from the second side of the
-    /// relative position table `heads_table(N)` names, the MLP's width from the first block's;
-    /// `window` as the caller found it. Otherwise what does not fit.
+    /// blocks from `layers.N.residual_group.blocks.M`, its heads from the side `axis` of the
+    /// tensor `heads_from(N)` names (a relative position table's second, or Swin v2's logit
+    /// scales' first), the MLP's width from the first block's; `window` as the caller found
+    /// it. Otherwise what does not fit.
     pub(super) fn read(
         shape: &impl Fn(&str) -> Option<Vec<usize>>,
         window: usize,
-        heads_table: impl Fn(usize) -> String,
+        heads_from: impl Fn(usize) -> (String, usize),
     ) -> std::result::Result<Self, String> {
         let get = |name: &str| shape(name).ok_or_else(|| format!("no `{name}`"));
         let first = get("conv_first.weight")?;
@@ -63,12 +68,13 @@ impl SwinSizes {
         let groups = (0..).take_while(|&group| blocks_of(group) > 0).count();
         let heads = (0..groups)
             .map(|group| {
-                let table = get(&heads_table(group))?;
-                match table[..] {
-                    [_, heads] if heads > 0 && features.is_multiple_of(heads) => Ok(heads),
+                let (name, axis) = heads_from(group);
+                let dims = get(&name)?;
+                match dims.get(axis) {
+                    Some(&heads) if heads > 0 && features.is_multiple_of(heads) => Ok(heads),
                     _ => Err(format!(
-                        "group {group}'s {table:?} relative position table does not split \
-                         {features} features into heads"
+                        "`{name}` is {dims:?}: its side {axis} does not split {features} \
+                         features into heads"
                     )),
                 }
             })
@@ -83,14 +89,17 @@ impl SwinSizes {
     }
 }
 
-/// Multi-head self-attention within windows of `window`² pixels (`attn.qkv`, `attn.proj`,
-/// `attn.relative_position_bias_table`).
+/// Multi-head self-attention within windows of `window`² pixels: Swin's (`attn.qkv`,
+/// `attn.proj`, `attn.relative_position_bias_table`) or Swin v2's cosine attention.
 pub(super) struct WindowAttention {
     qkv: Linear,
     proj: Linear,
     /// The relative position bias `(1, heads, n, n)` for the window's `n` pixels.
     bias: Tensor,
     heads: usize,
+    /// Swin v2's: each head's scale `(1, heads, 1, 1)` of its cosine scores (its learned
+    /// logarithm, at most ln 100, raised); `None` for dot products scaled by d^-½.
+    cosine: Option<Tensor>,
 }
 
 impl WindowAttention {
@@ -111,6 +120,54 @@ impl WindowAttention {
             proj: candle_nn::linear(features, features, vb.pp("proj"))?,
             bias: bias_from_table(&table, &relative_index((window, window)), (n, n))?,
             heads,
+            cosine: None,
+        })
+    }
+
+    /// Reads Swin v2's attention (Swin2SR's) of `features` channels in `heads` heads over
+    /// `window`² pixels from `vb`: cosine similarities times each head's `logit_scale`, plus
+    /// the bias its `cpb_mlp` (2 → 512, ReLU, → heads) makes of each relative offset's
+    /// log-spaced coordinates (the stored `relative_coords_table`), as 16·σ; `qkv` biased by
+    /// `q_bias` and `v_bias` (none for the keys) when `qkv_bias`.
+    pub(super) fn cosine(
+        vb: VarBuilder,
+        features: usize,
+        heads: usize,
+        window: usize,
+        qkv_bias: bool,
+    ) -> Result<Self> {
+        let side = 2 * window - 1;
+        let coords = vb
+            .get((1, side, side, 2), "relative_coords_table")?
+            .reshape((side * side, 2))?;
+        let hidden = candle_nn::linear(2, CPB_HIDDEN, vb.pp("cpb_mlp.0"))?;
+        let out = candle_nn::linear_no_bias(CPB_HIDDEN, heads, vb.pp("cpb_mlp.2"))?;
+        let table = out.forward(&hidden.forward(&coords)?.relu()?)?;
+        let n = window * window;
+        let bias = (candle_nn::ops::sigmoid(&bias_from_table(
+            &table,
+            &relative_index((window, window)),
+            (n, n),
+        )?)? * 16.0)?;
+        let weight = vb.get((3 * features, features), "qkv.weight")?;
+        let qkv_bias = if qkv_bias {
+            let q = vb.get(features, "q_bias")?;
+            let v = vb.get(features, "v_bias")?;
+            Some(Tensor::cat(&[&q, &q.zeros_like()?, &v], 0)?)
+        } else {
+            None
+        };
+        let scales = vb
+            .get((heads, 1, 1), "logit_scale")?
+            .clamp(f32::MIN, MOST_LOGIT_SCALE)?
+            .exp()?
+            .reshape((1, heads, 1, 1))?;
+        Ok(Self {
+            qkv: Linear::new(weight, qkv_bias),
+            proj: candle_nn::linear(features, features, vb.pp("proj"))?,
+            bias,
+            heads,
+            cosine: Some(scales),
         })
     }
 
@@ -125,7 +182,11 @@ impl WindowAttention {
         let q = qkv.get(0)?.contiguous()?;
         let k = qkv.get(1)?.contiguous()?;
         let v = qkv.get(2)?.contiguous()?;
-        let out = window_attention(&q, &k, &v, &self.bias, mask)?
+        let (q, k, scale) = match &self.cosine {
+            Some(scales) => (unit_rows(&q)?.broadcast_mul(scales)?, unit_rows(&k)?, 1.0),
+            None => (q, k, (head as f64).powf(-0.5)),
+        };
+        let out = window_attention(&q, &k, &v, &self.bias, mask, scale)?
             .transpose(1, 2)?
             .reshape((bw, n, c))?;
         per_token(&self.proj, &out)
@@ -156,7 +217,7 @@ impl WindowAttention {
     }
 }
 
-/// Attention, scaled by d^-½, of `q` `(groups, heads, n, d)` to `k` and `v`
+/// Attention, its scores scaled by `scale`, of `q` `(groups, heads, n, d)` to `k` and `v`
 /// `(groups, heads, m, d)` with `bias` `(1, heads, n, m)` added to the scores, and `mask`
 /// `(1, windows, 1, n, m)` too when given (the groups being images × those windows):
 /// `(groups, heads, n, d)`, through the fused kernel on the CPU.
@@ -166,6 +227,7 @@ pub(super) fn window_attention(
     v: &Tensor,
     bias: &Tensor,
     mask: Option<&Tensor>,
+    scale: f64,
 ) -> Result<Tensor> {
     let (groups, heads, n, d) = q.dims4()?;
     let m = k.dim(2)?;
@@ -178,14 +240,19 @@ pub(super) fn window_attention(
         None => bias.reshape((heads, n, m))?,
     };
     let flat = |t: &Tensor, rows: usize| t.reshape((groups * heads, rows, d));
-    attention_biased(
-        &flat(q, n)?,
-        &flat(k, m)?,
-        &flat(v, m)?,
-        (d as f64).powf(-0.5),
-        &bias,
-    )?
-    .reshape((groups, heads, n, d))
+    attention_biased(&flat(q, n)?, &flat(k, m)?, &flat(v, m)?, scale, &bias)?
+        .reshape((groups, heads, n, d))
+}
+
+/// Each row of `xs` along its last side divided by its length (at least 1e-12, as PyTorch's
+/// `normalize`).
+fn unit_rows(xs: &Tensor) -> Result<Tensor> {
+    let length = xs
+        .sqr()?
+        .sum_keepdim(candle_core::D::Minus1)?
+        .sqrt()?
+        .clamp(1e-12f32, f32::MAX)?;
+    xs.broadcast_div(&length)
 }
 
 /// For each pair of pixels `(i, j)` of a window of `wh` rows by `ww` columns (row-major,

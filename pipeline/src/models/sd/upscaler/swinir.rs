@@ -6,6 +6,12 @@
 //! convolutions (real-world SR, A1111's "SwinIR 4x"), pixel shuffles (classical SR) or a
 //! single pixel-shuffled convolution (lightweight SR). The image is padded to whole windows by
 //! reflection and the output cut back, as spandrel does.
+//!
+//! Swin2SR (Conde et al. 2022, "Swin2SR: SwinV2 Transformer for Compressed Image
+//! Super-Resolution and Restoration") is the same network on Swin v2's blocks: cosine
+//! attention with a learned scale per head and a bias an MLP makes of each relative offset,
+//! each block's norms after its attention and MLP rather than before, and a 1×1 projection
+//! opening the features and closing each group.
 
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{LayerNorm, VarBuilder};
@@ -15,6 +21,20 @@ use super::swin::{
     Closing, Mlp, OneStepUp, PixelShuffleUp, RGB_MEAN, SwinSizes, WindowAttention,
     pixel_shuffle_scale, reflect_to_multiple, shift_mask,
 };
+
+/// Which of the two networks, and what only Swin2SR varies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Generation {
+    /// SwinIR: Swin's attention, each block's norms before its attention and its MLP.
+    SwinIr,
+    /// Swin2SR: Swin v2's blocks and the 1×1 projections.
+    Swin2Sr {
+        /// Whether a layer norm follows the opening projection (`patch_embed.norm`).
+        patch_norm: bool,
+        /// Whether the queries and values are biased (`q_bias`, `v_bias`).
+        qkv_bias: bool,
+    },
+}
 
 /// The features the upsamplers work in (fixed in SwinIR).
 const FEATURES: usize = 64;
@@ -34,6 +54,8 @@ pub enum Upsampler {
 /// The network's sizes, read from its weights' shapes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SwinIrShape {
+    /// SwinIR or Swin2SR.
+    pub generation: Generation,
     /// The sizes of its Swin transformer (8-pixel windows in the SR releases).
     pub sizes: SwinSizes,
     /// The side of the images it was trained on: a window is never wider.
@@ -61,7 +83,8 @@ impl SwinIrShape {
     }
 }
 
-/// Whether `names` are a SwinIR network's (spandrel's test).
+/// Whether `names` are a SwinIR or Swin2SR network's (spandrel's test for SwinIR, which
+/// Swin2SR's names pass too; [`shape_of`] tells them apart).
 pub fn is_swinir(has: impl Fn(&str) -> bool) -> bool {
     has("layers.0.residual_group.blocks.0.norm1.weight")
         && has("conv_first.weight")
@@ -76,15 +99,60 @@ pub fn shape_of(
 ) -> std::result::Result<SwinIrShape, String> {
     let get = |name: &str| shape(name).ok_or_else(|| format!("no `{name}`"));
     let has = |name: &str| shape(name).is_some();
-    let table = |group: usize| {
-        format!("layers.{group}.residual_group.blocks.0.attn.relative_position_bias_table")
+    let block = "layers.0.residual_group.blocks.0.attn";
+    let (generation, sizes) = if has(&format!("{block}.logit_scale")) {
+        // Swin2SR: the window from its pixel pairs' relative position index (n² × n²).
+        let pairs = get(&format!("{block}.relative_position_index"))?[0];
+        let window = (1..=64)
+            .find(|w| w * w == pairs)
+            .ok_or_else(|| format!("a relative position index of {pairs} pixels"))?;
+        let proj = get("patch_embed.proj.weight")?;
+        if proj.get(2..) != Some(&[1, 1][..]) {
+            return Err(format!(
+                "`patch_embed.proj.weight` is {proj:?}: only patches of one pixel are read"
+            ));
+        }
+        for (name, what) in [
+            ("absolute_pos_embed", "an absolute position embedding"),
+            (
+                "conv_bicubic.weight",
+                "the compressed-SR upsampler (`pixelshuffle_aux`)",
+            ),
+            (
+                "conv_after_body_hf.weight",
+                "the high-frequency upsampler (`pixelshuffle_hf`)",
+            ),
+        ] {
+            if has(name) {
+                return Err(format!("it has {what}, which is not read yet"));
+            }
+        }
+        let sizes = SwinSizes::read(&shape, window, |group| {
+            (
+                format!("layers.{group}.residual_group.blocks.0.attn.logit_scale"),
+                0,
+            )
+        })?;
+        let generation = Generation::Swin2Sr {
+            patch_norm: has("patch_embed.norm.weight"),
+            qkv_bias: has(&format!("{block}.q_bias")),
+        };
+        (generation, sizes)
+    } else {
+        let table = |group: usize| {
+            (
+                format!("layers.{group}.residual_group.blocks.0.attn.relative_position_bias_table"),
+                1,
+            )
+        };
+        let rows = get(&table(0).0)?[0];
+        // The table holds (2·window − 1)² relative positions.
+        let window = (1..=64)
+            .find(|w| (2 * w - 1) * (2 * w - 1) == rows)
+            .ok_or_else(|| format!("a relative position table of {rows} rows"))?;
+        (Generation::SwinIr, SwinSizes::read(&shape, window, table)?)
     };
-    let rows = get(&table(0))?[0];
-    // The table holds (2·window − 1)² relative positions.
-    let window = (1..=64)
-        .find(|w| (2 * w - 1) * (2 * w - 1) == rows)
-        .ok_or_else(|| format!("a relative position table of {rows} rows"))?;
-    let sizes = SwinSizes::read(&shape, window, table)?;
+    let window = sizes.window;
     // The trained size from the shifted block's stored mask (spandrel's default 64).
     let trained = shape("layers.0.residual_group.blocks.1.attn_mask")
         .and_then(|mask| mask.first().copied())
@@ -108,6 +176,7 @@ pub fn shape_of(
         );
     };
     Ok(SwinIrShape {
+        generation,
         sizes,
         trained,
         three_convs: !has("conv_after_body.weight"),
@@ -117,26 +186,38 @@ pub fn shape_of(
     })
 }
 
-/// One Swin transformer block: window attention, then an MLP, each around a layer norm and
-/// added to its input.
+/// One Swin transformer block: window attention, then an MLP, each added to its input
+/// through a layer norm — before them in SwinIR, after them in Swin2SR.
 struct Block {
     norm1: LayerNorm,
     attn: WindowAttention,
     norm2: LayerNorm,
     mlp: Mlp,
     shifted: bool,
+    norms_after: bool,
 }
 
 impl Block {
     fn new(vb: VarBuilder, shape: &SwinIrShape, heads: usize, shifted: bool) -> Result<Self> {
         let c = shape.sizes.features;
         let (window, _) = shape.windows();
+        let (attn, norms_after) = match shape.generation {
+            Generation::SwinIr => (
+                WindowAttention::new(vb.pp("attn"), c, heads, window, true)?,
+                false,
+            ),
+            Generation::Swin2Sr { qkv_bias, .. } => (
+                WindowAttention::cosine(vb.pp("attn"), c, heads, window, qkv_bias)?,
+                true,
+            ),
+        };
         Ok(Self {
             norm1: candle_nn::layer_norm(c, 1e-5, vb.pp("norm1"))?,
-            attn: WindowAttention::new(vb.pp("attn"), c, heads, window, true)?,
+            attn,
             norm2: candle_nn::layer_norm(c, 1e-5, vb.pp("norm2"))?,
             mlp: Mlp::new(vb.pp("mlp"), c, shape.sizes.hidden)?,
             shifted,
+            norms_after,
         })
     }
 
@@ -144,6 +225,11 @@ impl Block {
     /// shifted windows' ([`shift_mask`]).
     fn forward(&self, xs: &Tensor, window: usize, mask: Option<&Tensor>) -> Result<Tensor> {
         let shift = if self.shifted { window / 2 } else { 0 };
+        if self.norms_after {
+            let attended = self.attn.shifted(xs, window, shift, mask)?;
+            let xs = (xs + self.norm1.forward(&attended)?)?;
+            return &xs + self.norm2.forward(&self.mlp.forward(&xs)?)?;
+        }
         let attended = self
             .attn
             .shifted(&self.norm1.forward(xs)?, window, shift, mask)?;
@@ -152,18 +238,21 @@ impl Block {
     }
 }
 
-/// A residual Swin transformer group: its blocks, then its closing convolution, added to its
-/// input.
+/// A residual Swin transformer group: its blocks, then its closing convolution (in Swin2SR
+/// and a 1×1 projection), added to its input.
 struct Group {
     blocks: Vec<Block>,
     closing: Closing,
+    projection: Option<Conv2d>,
 }
 
-/// SwinIR, its weights under spandrel's (the official) names.
+/// SwinIR or Swin2SR, its weights under spandrel's (the official) names.
 pub struct SwinIr {
     shape: SwinIrShape,
     conv_first: Conv2d,
-    embed_norm: LayerNorm,
+    /// Swin2SR's 1×1 projection of the features before the groups.
+    embed_proj: Option<Conv2d>,
+    embed_norm: Option<LayerNorm>,
     groups: Vec<Group>,
     norm: LayerNorm,
     conv_after_body: Closing,
@@ -204,7 +293,17 @@ impl SwinIr {
                     })
                     .collect::<Result<_>>()?;
                 let closing = Closing::new(vb.pp("conv"), c, shape.three_convs)?;
-                Ok(Group { blocks, closing })
+                let projection = match shape.generation {
+                    Generation::SwinIr => None,
+                    Generation::Swin2Sr { .. } => {
+                        Some(Conv2d::new(vb.pp("patch_embed.proj"), c, c, 1, 1, 0)?)
+                    }
+                };
+                Ok(Group {
+                    blocks,
+                    closing,
+                    projection,
+                })
             })
             .collect::<Result<_>>()?;
         let conv = |name: &str, c_in, c_out| Conv2d::new(vb.pp(name), c_in, c_out, 3, 1, 1);
@@ -224,9 +323,19 @@ impl SwinIr {
                 Up::Direct(OneStepUp::new(vb.clone(), c, shape.scale)?)
             }
         };
+        let (embed_proj, patch_norm) = match shape.generation {
+            Generation::SwinIr => (None, true),
+            Generation::Swin2Sr { patch_norm, .. } => (
+                Some(Conv2d::new(vb.pp("patch_embed.proj"), c, c, 1, 1, 0)?),
+                patch_norm,
+            ),
+        };
         Ok(Self {
             conv_first: conv("conv_first", 3, c)?,
-            embed_norm: candle_nn::layer_norm(c, 1e-5, vb.pp("patch_embed.norm"))?,
+            embed_proj,
+            embed_norm: patch_norm
+                .then(|| candle_nn::layer_norm(c, 1e-5, vb.pp("patch_embed.norm")))
+                .transpose()?,
             groups,
             norm: candle_nn::layer_norm(c, 1e-5, vb.pp("norm"))?,
             conv_after_body: Closing::new(vb.pp("conv_after_body"), c, shape.three_convs)?,
@@ -261,17 +370,25 @@ impl SwinIr {
         } else {
             None
         };
-        let mut tokens = self
-            .embed_norm
-            .forward(&x.permute((0, 2, 3, 1))?.contiguous()?)?;
+        let projected = match &self.embed_proj {
+            Some(proj) => proj.forward(x)?,
+            None => x.clone(),
+        };
+        let mut tokens = projected.permute((0, 2, 3, 1))?.contiguous()?;
+        if let Some(norm) = &self.embed_norm {
+            tokens = norm.forward(&tokens)?;
+        }
         for group in &self.groups {
             let mut y = tokens.clone();
             for block in &group.blocks {
                 y = block.forward(&y, window, mask.as_ref().filter(|_| block.shifted))?;
             }
-            let y = group
+            let mut y = group
                 .closing
                 .forward(&y.permute((0, 3, 1, 2))?.contiguous()?)?;
+            if let Some(proj) = &group.projection {
+                y = proj.forward(&y)?;
+            }
             tokens = (y.permute((0, 2, 3, 1))? + tokens)?;
         }
         self.norm
@@ -338,6 +455,7 @@ mod tests {
         assert_eq!(
             shape,
             SwinIrShape {
+                generation: Generation::SwinIr,
                 sizes: SwinSizes {
                     features: 12,
                     depths: vec![2, 1],
@@ -360,5 +478,57 @@ mod tests {
         })
         .unwrap_err();
         assert!(restorer.contains("no upscaler"), "{restorer}");
+    }
+
+    #[test]
+    fn tells_swin2sr_by_its_logit_scales_and_refuses_its_upsamplers_not_read() {
+        let block = "layers.0.residual_group.blocks.0";
+        let mut shapes = std::collections::HashMap::from([
+            ("conv_first.weight".to_string(), vec![12, 3, 3, 3]),
+            ("patch_embed.proj.weight".to_string(), vec![12, 12, 1, 1]),
+            (format!("{block}.norm1.weight"), vec![12]),
+            (format!("{block}.attn.logit_scale"), vec![3, 1, 1]),
+            (
+                format!("{block}.attn.relative_position_index"),
+                vec![64, 64],
+            ),
+            (format!("{block}.attn.q_bias"), vec![12]),
+            (format!("{block}.mlp.fc1.weight"), vec![24, 12]),
+            ("conv_after_body.weight".to_string(), vec![12, 12, 3, 3]),
+            ("upsample.0.weight".to_string(), vec![27, 12, 3, 3]),
+        ]);
+        let shape = shape_of(|n| shapes.get(n).cloned()).unwrap();
+        assert_eq!(
+            (
+                shape.generation,
+                shape.sizes.window,
+                shape.sizes.heads.clone()
+            ),
+            (
+                Generation::Swin2Sr {
+                    patch_norm: false,
+                    qkv_bias: true
+                },
+                8,
+                vec![3]
+            )
+        );
+        assert_eq!(
+            (shape.upsampler, shape.scale),
+            (Upsampler::PixelShuffleDirect, 3)
+        );
+        for (name, says) in [
+            ("conv_bicubic.weight", "pixelshuffle_aux"),
+            ("conv_after_body_hf.weight", "pixelshuffle_hf"),
+            ("absolute_pos_embed", "absolute position embedding"),
+        ] {
+            shapes.insert(name.to_string(), vec![1]);
+            let error = shape_of(|n| shapes.get(n).cloned()).unwrap_err();
+            assert!(error.contains(says), "{error}");
+            shapes.remove(name);
+        }
+        shapes.insert("patch_embed.proj.weight".to_string(), vec![12, 12, 2, 2]);
+        let error = shape_of(|n| shapes.get(n).cloned()).unwrap_err();
+        assert!(error.contains("patches of one pixel"), "{error}");
     }
 }
