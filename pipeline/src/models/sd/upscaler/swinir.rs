@@ -153,11 +153,16 @@ pub fn shape_of(
         (Generation::SwinIr, SwinSizes::read(&shape, window, table)?)
     };
     let window = sizes.window;
-    // The trained size from the shifted block's stored mask (spandrel's default 64).
+    // The trained size from the shifted block's stored mask. Without one, spandrel takes 64
+    // for SwinIR, and for Swin2SR the window itself (no block shifts).
+    let unmasked = match generation {
+        Generation::SwinIr => 64,
+        Generation::Swin2Sr { .. } => window,
+    };
     let trained = shape("layers.0.residual_group.blocks.1.attn_mask")
         .and_then(|mask| mask.first().copied())
         .and_then(|windows| (1..=4096).find(|n| n * n == windows))
-        .map_or(64, |side| side * window);
+        .map_or(unmasked, |side| side * window);
     let (upsampler, scale) = if has("conv_before_upsample.0.weight") {
         if has("conv_up1.weight") {
             let ups = (1..=3)
@@ -517,6 +522,9 @@ mod tests {
             (shape.upsampler, shape.scale),
             (Upsampler::PixelShuffleDirect, 3)
         );
+        // No stored mask: trained at the window's size, as spandrel takes it, so no block
+        // shifts.
+        assert_eq!((shape.trained, shape.windows()), (8, (8, false)));
         for (name, says) in [
             ("conv_bicubic.weight", "pixelshuffle_aux"),
             ("conv_after_body_hf.weight", "pixelshuffle_hf"),
