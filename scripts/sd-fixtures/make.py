@@ -1799,7 +1799,10 @@ def build_swin2sr_upscalers(name):
     - `swin2sr-x4-real.safetensors`: real-world SR (nearest-neighbour doublings), groups closed
       by three convolutions;
     - `swin2sr-x3-light.pth`: lightweight SR (one pixel-shuffled convolution), without `qkv`
-      biases or the opening layer norm."""
+      biases or the opening layer norm;
+    - `swin2sr-x2-compressed.safetensors`: compressed SR (`pixelshuffle_aux`: an auxiliary
+      image between the pixel shuffles, plus the input resized bicubically from its padded
+      size to the output's)."""
     from spandrel.architectures.Swin2SR import Swin2SR
 
     os.makedirs(UPSCALERS, exist_ok=True)
@@ -1817,6 +1820,10 @@ def build_swin2sr_upscalers(name):
                                         num_heads=[2], mlp_ratio=2.0, upscale=3,
                                         upsampler="pixelshuffledirect", qkv_bias=False,
                                         patch_norm=False, resi_connection="1conv"),
+        "swin2sr-x2-compressed.safetensors": Swin2SR(img_size=16, window_size=4, embed_dim=12,
+                                                     depths=[2], num_heads=[3], mlp_ratio=2.0,
+                                                     upscale=2, upsampler="pixelshuffle_aux",
+                                                     resi_connection="1conv"),
     }
     def perturb(model):
         # Weights that matter: the heads' score scales, the position MLPs, biases and norms

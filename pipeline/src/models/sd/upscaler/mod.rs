@@ -206,6 +206,7 @@ impl Upscaler {
                     swinir::Upsampler::NearestConv => "real-world SR",
                     swinir::Upsampler::PixelShuffle => "classical SR",
                     swinir::Upsampler::PixelShuffleDirect => "lightweight SR",
+                    swinir::Upsampler::PixelShuffleAux => "compressed SR",
                 },
                 shape.sizes.depths.len(),
                 shape.scale

@@ -390,6 +390,30 @@ impl PixelShuffleUp {
     }
 }
 
+impl PixelShuffleUp {
+    /// Swin2SR's compressed-SR path: after the first convolution, a 3-channel image (`aux`)
+    /// and back to the features (`after_aux`, leaky ReLU) before the pixel shuffles; their
+    /// output cut to `added`'s size `(n, features, h, w)` and `added` summed in before the last
+    /// convolution.
+    pub(super) fn forward_auxiliary(
+        &self,
+        xs: &Tensor,
+        aux: &Conv2d,
+        after_aux: &Conv2d,
+        added: &Tensor,
+    ) -> Result<Tensor> {
+        let slope = Slopes::Uniform(0.01);
+        let x = self.before.forward_leaky(xs, &slope)?;
+        let mut x = after_aux.forward_leaky(&aux.forward(&x)?, &slope)?;
+        for conv in &self.ups {
+            x = pixel_shuffle(&conv.forward(&x)?, self.factor)?;
+        }
+        let (_, _, h, w) = added.dims4()?;
+        self.last
+            .forward(&(x.narrow(2, 0, h)?.narrow(3, 0, w)? + added)?)
+    }
+}
+
 impl Module for PixelShuffleUp {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let mut x = self.before.forward_leaky(xs, &Slopes::Uniform(0.01))?;

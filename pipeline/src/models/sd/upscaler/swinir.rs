@@ -49,6 +49,9 @@ pub enum Upsampler {
     PixelShuffle,
     /// One convolution pixel-shuffled to the output at once (lightweight SR).
     PixelShuffleDirect,
+    /// Swin2SR's compressed SR: pixel shuffles with an auxiliary 3-channel image between, plus
+    /// a convolution of the input resized bicubically.
+    PixelShuffleAux,
 }
 
 /// The network's sizes, read from its weights' shapes.
@@ -115,10 +118,6 @@ pub fn shape_of(
         for (name, what) in [
             ("absolute_pos_embed", "an absolute position embedding"),
             (
-                "conv_bicubic.weight",
-                "the compressed-SR upsampler (`pixelshuffle_aux`)",
-            ),
-            (
                 "conv_after_body_hf.weight",
                 "the high-frequency upsampler (`pixelshuffle_hf`)",
             ),
@@ -164,7 +163,10 @@ pub fn shape_of(
         .and_then(|windows| (1..=4096).find(|n| n * n == windows))
         .map_or(unmasked, |side| side * window);
     let (upsampler, scale) = if has("conv_before_upsample.0.weight") {
-        if has("conv_up1.weight") {
+        if has("conv_bicubic.weight") {
+            let scale = pixel_shuffle_scale(&shape, FEATURES)?;
+            (Upsampler::PixelShuffleAux, scale)
+        } else if has("conv_up1.weight") {
             let ups = (1..=3)
                 .take_while(|i| has(&format!("conv_up{i}.weight")))
                 .count();
@@ -276,6 +278,13 @@ enum Up {
     },
     PixelShuffle(PixelShuffleUp),
     Direct(OneStepUp),
+    /// The pixel shuffles, `conv_aux`, `conv_after_aux.0` and `conv_bicubic`.
+    Auxiliary {
+        up: PixelShuffleUp,
+        aux: Conv2d,
+        after_aux: Conv2d,
+        bicubic: Conv2d,
+    },
 }
 
 impl SwinIr {
@@ -327,6 +336,12 @@ impl SwinIr {
             Upsampler::PixelShuffleDirect => {
                 Up::Direct(OneStepUp::new(vb.clone(), c, shape.scale)?)
             }
+            Upsampler::PixelShuffleAux => Up::Auxiliary {
+                up: PixelShuffleUp::new(vb.clone(), c, FEATURES, shape.scale)?,
+                aux: conv("conv_aux", FEATURES, 3)?,
+                after_aux: conv("conv_after_aux.0", 3, FEATURES)?,
+                bicubic: conv("conv_bicubic", 3, FEATURES)?,
+            },
         };
         let (embed_proj, patch_norm) = match shape.generation {
             Generation::SwinIr => (None, true),
@@ -356,14 +371,15 @@ impl SwinIr {
         let (window, shifts) = self.shape.windows();
         let padded = reflect_to_multiple(xs, self.shape.sizes.window)?;
         let mean = self.mean.to_dtype(xs.dtype())?;
-        let x = (padded.broadcast_sub(&mean)? * self.shape.range)?;
-        let x = self.conv_first.forward(&x)?;
+        let image = (padded.broadcast_sub(&mean)? * self.shape.range)?;
+        let x = self.conv_first.forward(&image)?;
         let features = (self
             .conv_after_body
             .forward(&self.features(&x, window, shifts)?)?
             + x)?;
-        let out = (self.upsample(&features)? / self.shape.range)?.broadcast_add(&mean)?;
         let s = self.shape.scale;
+        let out = (self.upsample(&features, &image, (h * s, w * s))? / self.shape.range)?
+            .broadcast_add(&mean)?;
         out.narrow(2, 0, h * s)?.narrow(3, 0, w * s)
     }
 
@@ -402,7 +418,9 @@ impl SwinIr {
             .contiguous()
     }
 
-    fn upsample(&self, x: &Tensor) -> Result<Tensor> {
+    /// `x`'s features as the larger image; `image` the padded, centred input and `size` the
+    /// output's before padding (what Swin2SR's compressed-SR path resizes it to).
+    fn upsample(&self, x: &Tensor, image: &Tensor, size: (usize, usize)) -> Result<Tensor> {
         match &self.up {
             Up::NearestConv {
                 before,
@@ -420,8 +438,50 @@ impl SwinIr {
             }
             Up::PixelShuffle(up) => up.forward(x),
             Up::Direct(up) => up.forward(x),
+            Up::Auxiliary {
+                up,
+                aux,
+                after_aux,
+                bicubic: conv,
+            } => up.forward_auxiliary(x, aux, after_aux, &conv.forward(&bicubic(image, size)?)?),
         }
     }
+}
+
+/// `x` `(n, c, h, w)` resized to `(n, c, oh, ow)` as PyTorch's bicubic interpolation resizes
+/// it (A = −0.75, pixel centres aligned, edge pixels repeated): one matrix of weights per axis.
+fn bicubic(x: &Tensor, (oh, ow): (usize, usize)) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    let weights = |from: usize, to: usize| {
+        Tensor::from_vec(cubic_weights(from, to), (to, from), x.device())?.to_dtype(x.dtype())
+    };
+    let across = x.broadcast_matmul(&weights(w, ow)?.t()?.contiguous()?)?;
+    weights(h, oh)?.broadcast_matmul(&across)
+}
+
+/// The `(to, from)` weights by which each of `to` samples takes the `from` samples of one
+/// axis: four neighbours each, by Keys' cubic with A = −0.75, those past an edge counted on
+/// the edge's sample.
+fn cubic_weights(from: usize, to: usize) -> Vec<f32> {
+    const A: f32 = -0.75;
+    let near = |t: f32| ((A + 2.0) * t - (A + 3.0)) * t * t + 1.0;
+    let far = |t: f32| ((A * t - 5.0 * A) * t + 8.0 * A) * t - 4.0 * A;
+    let ratio = from as f32 / to as f32;
+    let last = from.saturating_sub(1) as i64;
+    let mut matrix = vec![0f32; to * from];
+    for (o, row) in matrix.chunks_exact_mut(from.max(1)).enumerate() {
+        let real = ratio * (o as f32 + 0.5) - 0.5;
+        let start = real.floor();
+        let t = real - start;
+        for (k, weight) in [far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)]
+            .into_iter()
+            .enumerate()
+        {
+            let at = (start as i64 - 1 + k as i64).clamp(0, last) as usize;
+            row[at] += weight;
+        }
+    }
+    matrix
 }
 
 #[cfg(test)]
@@ -486,6 +546,56 @@ mod tests {
     }
 
     #[test]
+    fn resizes_bicubically_as_pytorch_does() {
+        // PyTorch 2.15's `interpolate(mode="bicubic", align_corners=False)` of the same inputs.
+        let check =
+            |input: &[f32], (h, w): (usize, usize), size: (usize, usize), expected: &[f32]| {
+                let x = Tensor::from_slice(input, (1, 1, h, w), &candle_core::Device::Cpu).unwrap();
+                let out = bicubic(&x, size)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap();
+                assert_eq!(out.len(), expected.len());
+                for (i, (ours, theirs)) in out.iter().zip(expected).enumerate() {
+                    assert!(
+                        (ours - theirs).abs() < 2e-5,
+                        "{size:?}[{i}]: {ours} ≠ {theirs}"
+                    );
+                }
+            };
+        check(
+            &[0.0, 1.0, 4.0, 9.0, 16.0],
+            (1, 5),
+            (1, 8),
+            &[
+                -0.092834, 0.187561, 1.176514, 2.619385, 5.44165, 8.471436, 13.395081, 16.649841,
+            ],
+        );
+        check(
+            &[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0],
+            (3, 4),
+            (7, 5),
+            &[
+                -0.498067, 0.173434, 1.062683, 1.951933, 2.623433, 0.370741, 1.042242, 1.931492,
+                2.820743, 3.492243, 1.840126, 2.511626, 3.400875, 4.290125, 4.961625, 3.939251,
+                4.610751, 5.5, 6.389251, 7.06075, 6.038375, 6.709875, 7.599123, 8.488375, 9.159873,
+                7.507763, 8.179264, 9.068512, 9.957764, 10.629262, 8.376571, 9.048071, 9.937319,
+                10.826571, 11.498069,
+            ],
+        );
+        // The same size is the identity.
+        let x = Tensor::from_slice(&[1f32, -2.0, 3.5], (1, 1, 1, 3), &candle_core::Device::Cpu)
+            .unwrap();
+        let same = bicubic(&x, (1, 3)).unwrap();
+        assert_eq!(
+            same.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            [1.0, -2.0, 3.5]
+        );
+    }
+
+    #[test]
     fn tells_swin2sr_by_its_logit_scales_and_refuses_its_upsamplers_not_read() {
         let block = "layers.0.residual_group.blocks.0";
         let mut shapes = std::collections::HashMap::from([
@@ -526,7 +636,6 @@ mod tests {
         // shifts.
         assert_eq!((shape.trained, shape.windows()), (8, (8, false)));
         for (name, says) in [
-            ("conv_bicubic.weight", "pixelshuffle_aux"),
             ("conv_after_body_hf.weight", "pixelshuffle_hf"),
             ("absolute_pos_embed", "absolute position embedding"),
         ] {
