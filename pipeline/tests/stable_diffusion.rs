@@ -1352,6 +1352,14 @@ fn a_recipe_prompt_applies_a_lora_by_its_a1111_tag_from_the_project_model_folder
     )
     .unwrap();
     std::fs::write(
+        root.join("cut_named.recipe.toml"),
+        recipe(
+            "moss,  stones",
+            "loras = [{ file = \"shared/moss_detail.safetensors\", scale = 0.8, rank = 1 }]\n",
+        ),
+    )
+    .unwrap();
+    std::fs::write(
         root.join("split_named.recipe.toml"),
         recipe(
             "moss,  stones",
@@ -1416,6 +1424,9 @@ fn a_recipe_prompt_applies_a_lora_by_its_a1111_tag_from_the_project_model_folder
         "three of four ranks left out"
     );
     assert_ne!(pixels("cut"), pixels("plain"));
+    // A recipe's `rank` cuts the same ranks.
+    assert_eq!(manifest("cut_named").model.loras, cut.model.loras);
+    assert_eq!(pixels("cut_named"), pixels("cut"));
     // Without the project's folders the tag names nothing the build can find.
     let lost = studio.run(&["build", at, "--model", &studio.model, "--force"]);
     let stderr = String::from_utf8_lossy(&lost.stderr);

@@ -123,7 +123,7 @@ impl<'a> Workshop<'a> {
                     sha256,
                     scale: lora.scale,
                     text_scale: lora.text_scale,
-                    rank: None,
+                    rank: lora.rank,
                 })
             })
             .collect::<Result<Vec<_>, BuildError>>()?;

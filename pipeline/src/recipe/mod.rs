@@ -32,7 +32,8 @@
 //! (0.6, in (0, 1]) for img2img, with a `mask` image to inpaint (white repainted, black
 //! kept), and for a Stable Diffusion model folder `loras` (none: a
 //! list of files, or of `{ file = "…", scale = 0.8 }`, scale -4..=4, default 1, with an
-//! optional `text_scale` for the text encoder's updates, as A1111's `te=`; the prompt's
+//! optional `text_scale` for the text encoder's updates, as A1111's `te=`, and `rank` to merge
+//! only the first ranks of its low-rank updates, as A1111's `dyn`; the prompt's
 //! A1111 tags `<lora:name:0.8>` add the files of that name found beside the model or in the
 //! project's model folders at build time), `vae` (the
 //! model's own: a VAE `.safetensors` file or diffusers VAE folder instead), `refiner` (none: an
@@ -215,6 +216,8 @@ pub struct LoraRef {
     /// How strongly to apply its text-encoder updates, when that differs from `scale`
     /// (-4..=4; A1111's `te=`).
     pub text_scale: Option<f64>,
+    /// The ranks of its low-rank updates to apply, when cut short (A1111's `dyn`).
+    pub rank: Option<usize>,
 }
 
 /// A refiner that takes over a Stable Diffusion model's latents for an asset.
@@ -373,12 +376,16 @@ impl AssetRecipe {
             let loras: Vec<Value> = self
                 .loras
                 .iter()
-                .map(|l| match l.text_scale {
-                    // Only with a text-encoder scale of its own, so older manifests match.
-                    Some(text) => {
-                        json!({ "file": path(&l.file), "scale": l.scale, "text_scale": text })
+                .map(|l| {
+                    let mut lora = json!({ "file": path(&l.file), "scale": l.scale });
+                    // Only what is set, so that older manifests match.
+                    if let Some(text) = l.text_scale {
+                        lora["text_scale"] = json!(text);
                     }
-                    None => json!({ "file": path(&l.file), "scale": l.scale }),
+                    if let Some(rank) = l.rank {
+                        lora["rank"] = json!(rank);
+                    }
+                    lora
                 })
                 .collect();
             canonical["loras"] = Value::Array(loras);

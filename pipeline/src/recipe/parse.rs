@@ -574,10 +574,13 @@ impl Reader<'_> {
         let mut loras = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let at = format!("{field}[{i}]");
-            let (file, scale, text_scale) = match item.get_ref() {
-                DeValue::String(s) => {
-                    (Some(Spanned::new(item.span(), s.as_ref())), Some(1.0), None)
-                }
+            let (file, scale, text_scale, rank) = match item.get_ref() {
+                DeValue::String(s) => (
+                    Some(Spanned::new(item.span(), s.as_ref())),
+                    Some(1.0),
+                    None,
+                    None,
+                ),
                 DeValue::Table(table) => {
                     let mut t = Fields::new(table, format!("{at}."), item.span());
                     t.require(report, "file", "name the LoRA's `.safetensors` file");
@@ -592,8 +595,14 @@ impl Reader<'_> {
                     } else {
                         None
                     };
-                    t.finish(report, &["file", "scale", "text_scale"]);
-                    (file, scale, text_scale)
+                    let rank = if t.has("rank") {
+                        t.integer(report, "rank", 1..=u64::from(u32::MAX))
+                            .map(|rank| rank as usize)
+                    } else {
+                        None
+                    };
+                    t.finish(report, &["file", "scale", "text_scale", "rank"]);
+                    (file, scale, text_scale, rank)
                 }
                 other => {
                     report.error(
@@ -601,7 +610,7 @@ impl Reader<'_> {
                         Some(&at),
                         expected("a file name or a `{ file, scale }` table", other),
                     );
-                    (None, None, None)
+                    (None, None, None, None)
                 }
             };
             if let (Some(file), Some(scale)) = (file, scale) {
@@ -610,6 +619,7 @@ impl Reader<'_> {
                         file: path,
                         scale,
                         text_scale: text_scale.filter(|&text| text != scale),
+                        rank,
                     }),
                     Err(message) => report.error(file.span(), Some(&at), message),
                 }
@@ -1020,12 +1030,14 @@ mod tests {
             "kind = \"texture\"\nprompt = \"bricks\"\nmodel = \"../models/sd15\"\n\
              loras = [\"../loras/moss.safetensors\", { file = \"pixel.safetensors\", scale = -0.5 },\n\
                       \"/shared/loras/ink.safetensors\", { file = \"te.safetensors\", scale = 0.8, text_scale = 0 },\n\
-                      { file = \"same.safetensors\", scale = 0.5, text_scale = 0.5 }]\n",
+                      { file = \"same.safetensors\", scale = 0.5, text_scale = 0.5 },\n\
+                      { file = \"cut.safetensors\", scale = 0.7, rank = 8 }]\n",
         );
         let lora = |file: &str, scale: f64, text_scale: Option<f64>| LoraRef {
             file: file.into(),
             scale,
             text_scale,
+            rank: None,
         };
         assert_eq!(
             r.loras,
@@ -1035,6 +1047,10 @@ mod tests {
                 lora("/shared/loras/ink.safetensors", 1.0, None),
                 lora("art/te.safetensors", 0.8, Some(0.0)),
                 lora("art/same.safetensors", 0.5, None),
+                LoraRef {
+                    rank: Some(8),
+                    ..lora("art/cut.safetensors", 0.7, None)
+                },
             ]
         );
         assert_eq!(
@@ -1044,7 +1060,8 @@ mod tests {
                 { "file": "art/pixel.safetensors", "scale": -0.5 },
                 { "file": "/shared/loras/ink.safetensors", "scale": 1.0 },
                 { "file": "art/te.safetensors", "scale": 0.8, "text_scale": 0.0 },
-                { "file": "art/same.safetensors", "scale": 0.5 }
+                { "file": "art/same.safetensors", "scale": 0.5 },
+                { "file": "art/cut.safetensors", "scale": 0.7, "rank": 8 }
             ])
         );
         let plain = one("p.recipe.toml", "kind = \"sprite\"\nprompt = \"gem\"\n");
@@ -1058,9 +1075,15 @@ mod tests {
         assert_eq!(
             refused_fields(
                 "kind = \"sprite\"\nprompt = \"gem\"\nmodel = \"sd\"\n\
-                 loras = [{ scale = 9 }, 3, \"../outside.safetensors\"]\n"
+                 loras = [{ scale = 9 }, 3, \"../outside.safetensors\", { file = \"x.safetensors\", rank = 0 }]\n"
             ),
-            ["loras[0].file", "loras[0].scale", "loras[1]", "loras[2]"]
+            [
+                "loras[0].file",
+                "loras[0].scale",
+                "loras[1]",
+                "loras[2]",
+                "loras[3].rank"
+            ]
         );
     }
 
