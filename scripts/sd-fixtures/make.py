@@ -1736,6 +1736,24 @@ def spandrel_references(name, made, perturb, seed, entry):
               metadata={"prompt": "", "negative_prompt": "", "torch": torch.__version__})
 
 
+def perturb_swin(model):
+    """Weights that matter for the Swin networks' fixtures (SwinIR, HAT, Swin2SR): relative
+    position tables, Swin v2's score scales (and, as linear layers, its position MLPs), linear
+    layers, biases and norms away from their initial values."""
+    with torch.no_grad():
+        for key, value in model.named_parameters():
+            if key.endswith("relative_position_bias_table"):
+                value.normal_(0.0, 1.0)
+            elif key.endswith("logit_scale"):
+                value.add_(torch.randn_like(value) * 0.5)
+            elif "norm" in key:
+                value.add_(torch.randn_like(value) * 0.2)
+            elif value.dim() == 2:
+                value.normal_(0.0, value.shape[1] ** -0.5)
+            elif value.dim() == 1:
+                value.normal_(0.0, 0.05)
+
+
 def build_swin_upscalers(name):
     """Tiny random-weight SwinIR and HAT upscalers in the layouts their releases share them in
     (`params_ema` in a `.pth`), read back by spandrel for their outputs on a test image whose
@@ -1775,20 +1793,7 @@ def build_swin_upscalers(name):
                                        qkv_bias=False, patch_norm=False,
                                        resi_connection="identity"),
     }
-    def perturb(model):
-        # Weights that matter: attention biases and norms away from their initial values.
-        with torch.no_grad():
-            for key, value in model.named_parameters():
-                if key.endswith("relative_position_bias_table"):
-                    value.normal_(0.0, 1.0)
-                elif "norm" in key:
-                    value.add_(torch.randn_like(value) * 0.2)
-                elif value.dim() == 2:
-                    value.normal_(0.0, value.shape[1] ** -0.5)
-                elif value.dim() == 1:
-                    value.normal_(0.0, 0.05)
-
-    spandrel_references(name, made, perturb, seed=6, entry="params_ema")
+    spandrel_references(name, made, perturb_swin, seed=6, entry="params_ema")
 
 
 def build_swin2sr_upscalers(name):
@@ -1825,21 +1830,7 @@ def build_swin2sr_upscalers(name):
                                                      upscale=2, upsampler="pixelshuffle_aux",
                                                      resi_connection="1conv"),
     }
-    def perturb(model):
-        # Weights that matter: the heads' score scales, the position MLPs, biases and norms
-        # away from their initial values.
-        with torch.no_grad():
-            for key, value in model.named_parameters():
-                if key.endswith("logit_scale"):
-                    value.add_(torch.randn_like(value) * 0.5)
-                elif "norm" in key:
-                    value.add_(torch.randn_like(value) * 0.2)
-                elif value.dim() == 2:
-                    value.normal_(0.0, value.shape[1] ** -0.5)
-                elif value.dim() == 1:
-                    value.normal_(0.0, 0.05)
-
-    spandrel_references(name, made, perturb, seed=11, entry="params")
+    spandrel_references(name, made, perturb_swin, seed=11, entry="params")
 
 
 def build_dat_upscalers(name):
