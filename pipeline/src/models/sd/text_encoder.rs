@@ -7,10 +7,11 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+use candle_nn::{Embedding, LayerNorm, VarBuilder};
 use serde::Deserialize;
 
 use super::SdError;
+use super::kernels::TransposedLinear;
 
 /// The activation of the MLPs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,13 +146,13 @@ impl ClipConfig {
 #[derive(Clone, Debug)]
 struct Layer {
     norm1: LayerNorm,
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    out: Linear,
+    q: TransposedLinear,
+    k: TransposedLinear,
+    v: TransposedLinear,
+    out: TransposedLinear,
     norm2: LayerNorm,
-    fc1: Linear,
-    fc2: Linear,
+    fc1: TransposedLinear,
+    fc2: TransposedLinear,
 }
 
 /// A loaded CLIP text encoder.
@@ -162,7 +163,7 @@ pub struct ClipTextEncoder {
     positions: Tensor,
     layers: Vec<Layer>,
     final_norm: LayerNorm,
-    projection: Option<Linear>,
+    projection: Option<TransposedLinear>,
 }
 
 impl ClipTextEncoder {
@@ -170,10 +171,11 @@ impl ClipTextEncoder {
     /// or without the prefix as transformers 5 saves them.
     pub fn new(config: &ClipConfig, vb: VarBuilder) -> Result<Self> {
         let projection = if vb.contains_tensor("text_projection.weight") {
-            Some(candle_nn::linear_no_bias(
+            Some(TransposedLinear::new(
+                vb.pp("text_projection"),
                 config.hidden_size,
                 config.projection_dim,
-                vb.pp("text_projection"),
+                false,
             )?)
         } else {
             None
@@ -185,6 +187,7 @@ impl ClipTextEncoder {
         };
         let d = config.hidden_size;
         let norm = |vb: VarBuilder| candle_nn::layer_norm(d, config.layer_norm_eps, vb);
+        let linear = |vb, c_in, c_out| TransposedLinear::new(vb, c_in, c_out, true);
         let emb = vb.pp("embeddings");
         let tokens = candle_nn::embedding(config.vocab_size, d, emb.pp("token_embedding"))?;
         let positions = emb
@@ -197,13 +200,13 @@ impl ClipTextEncoder {
                 let mlp = vb.pp("mlp");
                 Ok(Layer {
                     norm1: norm(vb.pp("layer_norm1"))?,
-                    q: candle_nn::linear(d, d, attn.pp("q_proj"))?,
-                    k: candle_nn::linear(d, d, attn.pp("k_proj"))?,
-                    v: candle_nn::linear(d, d, attn.pp("v_proj"))?,
-                    out: candle_nn::linear(d, d, attn.pp("out_proj"))?,
+                    q: linear(attn.pp("q_proj"), d, d)?,
+                    k: linear(attn.pp("k_proj"), d, d)?,
+                    v: linear(attn.pp("v_proj"), d, d)?,
+                    out: linear(attn.pp("out_proj"), d, d)?,
                     norm2: norm(vb.pp("layer_norm2"))?,
-                    fc1: candle_nn::linear(d, config.intermediate_size, mlp.pp("fc1"))?,
-                    fc2: candle_nn::linear(config.intermediate_size, d, mlp.pp("fc2"))?,
+                    fc1: linear(mlp.pp("fc1"), d, config.intermediate_size)?,
+                    fc2: linear(mlp.pp("fc2"), config.intermediate_size, d)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
