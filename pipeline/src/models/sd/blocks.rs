@@ -3,10 +3,10 @@
 //! UNet's down, mid and up blocks. Convolutions and attention run on [`super::kernels`].
 
 use candle_core::{D, Module, Result, Tensor};
-use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_nn::{LayerNorm, VarBuilder};
 
 use super::group_norm::GroupNorm;
-use super::kernels::{self, Conv2d};
+use super::kernels::{self, Conv2d, Linear};
 
 /// A 3×3 convolution, padding 1.
 pub fn conv3(vb: VarBuilder, c_in: usize, c_out: usize) -> Result<Conv2d> {
@@ -42,7 +42,7 @@ impl Resnet {
             norm1: GroupNorm::new(groups, c_in, eps, vb.pp("norm1"))?,
             conv1: conv3(vb.pp("conv1"), c_in, c_out)?,
             time: time_dim
-                .map(|t| candle_nn::linear(t, c_out, vb.pp("time_emb_proj")))
+                .map(|t| Linear::new(vb.pp("time_emb_proj"), t, c_out, true))
                 .transpose()?,
             norm2: GroupNorm::new(groups, c_out, eps, vb.pp("norm2"))?,
             conv2: conv3(vb.pp("conv2"), c_out, c_out)?,
@@ -122,10 +122,10 @@ impl Upsample {
 
 /// Multi-head attention over `(n, tokens, dim)`, keys and values from `context` (or itself).
 pub struct Attention {
-    q: kernels::Linear,
-    k: kernels::Linear,
-    v: kernels::Linear,
-    out: kernels::Linear,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    out: Linear,
     heads: usize,
 }
 
@@ -138,18 +138,12 @@ impl Attention {
         heads: usize,
         bias: bool,
     ) -> Result<Self> {
-        let linear = |i, o, vb| {
-            if bias {
-                kernels::linear(i, o, vb)
-            } else {
-                candle_nn::linear_no_bias(i, o, vb).map(kernels::Linear::from)
-            }
-        };
+        let linear = |i, o, vb| Linear::new(vb, i, o, bias);
         Ok(Self {
             q: linear(dim, dim, vb.pp("to_q"))?,
             k: linear(context_dim, dim, vb.pp("to_k"))?,
             v: linear(context_dim, dim, vb.pp("to_v"))?,
-            out: kernels::linear(dim, dim, vb.pp("to_out").pp("0"))?,
+            out: Linear::new(vb.pp("to_out").pp("0"), dim, dim, true)?,
             heads,
         })
     }
@@ -157,10 +151,10 @@ impl Attention {
     /// From its four projections (the VAE's older `query`/`key`/`value`/`proj_attn` names).
     pub fn from_parts(q: Linear, k: Linear, v: Linear, out: Linear, heads: usize) -> Self {
         Self {
-            q: q.into(),
-            k: k.into(),
-            v: v.into(),
-            out: out.into(),
+            q,
+            k,
+            v,
+            out,
             heads,
         }
     }
@@ -217,8 +211,8 @@ struct TransformerBlock {
     norm2: LayerNorm,
     attn2: Attention,
     norm3: LayerNorm,
-    geglu: kernels::Linear,
-    ff_out: kernels::Linear,
+    geglu: Linear,
+    ff_out: Linear,
 }
 
 impl TransformerBlock {
@@ -231,8 +225,8 @@ impl TransformerBlock {
             norm2: norm("norm2")?,
             attn2: Attention::new(vb.pp("attn2"), dim, context_dim, heads, false)?,
             norm3: norm("norm3")?,
-            geglu: kernels::linear(dim, dim * 8, ff.pp("0").pp("proj"))?,
-            ff_out: kernels::linear(dim * 4, dim, ff.pp("2"))?,
+            geglu: Linear::new(ff.pp("0").pp("proj"), dim, dim * 8, true)?,
+            ff_out: Linear::new(ff.pp("2"), dim * 4, dim, true)?,
         })
     }
 
@@ -259,7 +253,7 @@ pub struct SpatialTransformer {
 
 enum Projection {
     Conv(Conv2d),
-    Linear(kernels::Linear),
+    Linear(Linear),
 }
 
 /// How a [`SpatialTransformer`] is shaped.
@@ -280,7 +274,7 @@ impl SpatialTransformer {
     pub fn new(vb: VarBuilder, channels: usize, shape: TransformerShape) -> Result<Self> {
         let projection = |vb: VarBuilder| -> Result<Projection> {
             Ok(if shape.linear {
-                Projection::Linear(kernels::linear(channels, channels, vb)?)
+                Projection::Linear(Linear::new(vb, channels, channels, true)?)
             } else {
                 Projection::Conv(conv1(vb, channels, channels)?)
             })

@@ -11,7 +11,7 @@ use candle_nn::{Embedding, LayerNorm, VarBuilder};
 use serde::Deserialize;
 
 use super::SdError;
-use super::kernels::TransposedLinear;
+use super::kernels::Linear;
 
 /// The activation of the MLPs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,13 +146,13 @@ impl ClipConfig {
 #[derive(Clone, Debug)]
 struct Layer {
     norm1: LayerNorm,
-    q: TransposedLinear,
-    k: TransposedLinear,
-    v: TransposedLinear,
-    out: TransposedLinear,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    out: Linear,
     norm2: LayerNorm,
-    fc1: TransposedLinear,
-    fc2: TransposedLinear,
+    fc1: Linear,
+    fc2: Linear,
 }
 
 /// A loaded CLIP text encoder.
@@ -163,7 +163,7 @@ pub struct ClipTextEncoder {
     positions: Tensor,
     layers: Vec<Layer>,
     final_norm: LayerNorm,
-    projection: Option<TransposedLinear>,
+    projection: Option<Linear>,
 }
 
 impl ClipTextEncoder {
@@ -171,7 +171,7 @@ impl ClipTextEncoder {
     /// or without the prefix as transformers 5 saves them.
     pub fn new(config: &ClipConfig, vb: VarBuilder) -> Result<Self> {
         let projection = if vb.contains_tensor("text_projection.weight") {
-            Some(TransposedLinear::new(
+            Some(Linear::new(
                 vb.pp("text_projection"),
                 config.hidden_size,
                 config.projection_dim,
@@ -187,7 +187,7 @@ impl ClipTextEncoder {
         };
         let d = config.hidden_size;
         let norm = |vb: VarBuilder| candle_nn::layer_norm(d, config.layer_norm_eps, vb);
-        let linear = |vb, c_in, c_out| TransposedLinear::new(vb, c_in, c_out, true);
+        let linear = |vb, c_in, c_out| Linear::new(vb, c_in, c_out, true);
         let emb = vb.pp("embeddings");
         let tokens = candle_nn::embedding(config.vocab_size, d, emb.pp("token_embedding"))?;
         let positions = emb

@@ -10,7 +10,7 @@ use candle_transformers::models::stable_diffusion::embeddings::{TimestepEmbeddin
 use super::blocks::{BlockShape, DownBlock, MidBlock, TransformerShape, UpBlock, conv3};
 use super::config::UNetSpec;
 use super::group_norm::GroupNorm;
-use super::kernels::Conv2d;
+use super::kernels::{Conv2d, Linear};
 
 /// SDXL's `text_time` added embedding.
 struct Added {
@@ -26,7 +26,7 @@ pub struct UNet {
     time_proj: Timesteps,
     time_embedding: TimestepEmbedding,
     /// LCM: projects the guidance-scale embedding onto the timestep's sinusoids.
-    guidance_proj: Option<candle_nn::Linear>,
+    guidance_proj: Option<Linear>,
     added: Option<Added>,
     down: Vec<DownBlock>,
     mid: MidBlock,
@@ -49,7 +49,7 @@ impl UNet {
         let time_embedding = TimestepEmbedding::new(vb.pp("time_embedding"), first, time_dim)?;
         let guidance_proj = spec
             .guidance_embed_dim
-            .map(|dim| candle_nn::linear_no_bias(dim, first, vb.pp("time_embedding.cond_proj")))
+            .map(|dim| Linear::new(vb.pp("time_embedding.cond_proj"), dim, first, false))
             .transpose()?;
         let added = match spec.added {
             Some(added) => Some(Added {

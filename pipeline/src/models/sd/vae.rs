@@ -8,7 +8,7 @@ use candle_nn::VarBuilder;
 use super::blocks::{Attention, Downsample, Resnet, Upsample, conv1, conv3};
 use super::config::{VaeKind, VaeSpec};
 use super::group_norm::GroupNorm;
-use super::kernels::Conv2d;
+use super::kernels::{Conv2d, Linear};
 use super::tiny_vae::TinyVae;
 use candle_transformers::models::stable_diffusion::vae::AutoEncoderKLConfig;
 
@@ -40,10 +40,10 @@ impl Middle {
             Attention::new(attn.clone(), channels, channels, 1, true)?
         } else {
             Attention::from_parts(
-                candle_nn::linear(channels, channels, attn.pp("query"))?,
-                candle_nn::linear(channels, channels, attn.pp("key"))?,
-                candle_nn::linear(channels, channels, attn.pp("value"))?,
-                candle_nn::linear(channels, channels, attn.pp("proj_attn"))?,
+                Linear::new(attn.pp("query"), channels, channels, true)?,
+                Linear::new(attn.pp("key"), channels, channels, true)?,
+                Linear::new(attn.pp("value"), channels, channels, true)?,
+                Linear::new(attn.pp("proj_attn"), channels, channels, true)?,
                 1,
             )
         };
