@@ -1717,6 +1717,9 @@ fn kohya_diffusers_and_lycoris_files_merge_as_their_reference_loaders_apply_them
         ("full", vec![lora("full", 0.7)]),
         ("oft", vec![lora("oft", 0.7)]),
         ("glora", vec![lora("glora", 0.7)]),
+        // A LoCon CP-decomposed on the 3×3 convolutions (LyCORIS's `use_tucker`: 1×1 down and
+        // up around a 3×3 `lora_mid`), merged by the `lycoris-lora` package.
+        ("locon_cp", vec![lora("locon_cp", 0.7)]),
     ] {
         let model =
             StableDiffusion::load_with(&fixtures().join("tiny-sd15"), &Device::Cpu, &loras, None)
@@ -1741,7 +1744,7 @@ fn kohya_diffusers_and_lycoris_files_merge_as_their_reference_loaders_apply_them
         .predict(reference.get("unet_sample"), 501.0, &context, None, None)
         .unwrap();
     for label in [
-        "both", "locon", "loha", "lokr", "dora", "ia3", "full", "oft",
+        "both", "locon", "loha", "lokr", "dora", "ia3", "full", "oft", "glora", "locon_cp",
     ] {
         let changed = max_diff(&cond, reference.get(&format!("lora_{label}_cond")))
             .min(max_diff(&eps, reference.get(&format!("lora_{label}_eps"))));

@@ -518,10 +518,13 @@ def random_lycoris_whole(pipe, seed, kind):
       the Cayley transform R = (I + Q)(I − Q)⁻¹ of Q = B − Bᵀ, merged as (scale·(R − I) + I)ᵀ;
       `alpha` bounds ‖Q‖ to alpha·out (0 on every other module: unbounded), and every third
       module has a `rescale` per output row;
-    - `glora`: W + scale·alpha/rank·(b1·b2 + W·a1·a2), `a1` (in, rank), `a2` (rank, in)."""
+    - `glora`: W + scale·alpha/rank·(b1·b2 + W·a1·a2), `a1` (in, rank), `a2` (rank, in);
+    - `locon_cp`: a LoCon (rank 4, alpha 2) CP-decomposed on the 3×3 convolutions (LyCORIS's
+      `use_tucker`): a 1×1 `lora_down`, a 3×3 `lora_mid` core and a 1×1 `lora_up`."""
     from lycoris.modules.diag_oft import DiagOFTModule
     from lycoris.modules.glora import GLoRAModule
     from lycoris.modules.ia3 import IA3Module
+    from lycoris.modules.locon import LoConModule
 
     g = torch.Generator().manual_seed(seed)
     unet, text = lora_modules(pipe)
@@ -546,6 +549,13 @@ def random_lycoris_whole(pipe, seed, kind):
                     weight.data.copy_(torch.randn(weight.shape, generator=g) * 0.3)
                 state = {f"{part}.weight": getattr(adapter, part).weight.data for part in ("a1", "a2", "b1", "b2")}
                 state["alpha"] = adapter.alpha
+            elif kind == "locon_cp":
+                adapter = LoConModule(key, layer, 1, lora_dim=4, alpha=2, use_tucker=True)
+                parts = ("lora_down", "lora_mid", "lora_up") if adapter.tucker else ("lora_down", "lora_up")
+                for part in parts:
+                    weight = getattr(adapter, part).weight
+                    weight.data.copy_(torch.randn(weight.shape, generator=g) * 0.3)
+                state = adapter.custom_state_dict()
             elif kind == "full":
                 diff = torch.randn(layer.weight.shape, generator=g) * layer.weight.detach().std() * 0.5
                 diff_b = None
@@ -579,10 +589,11 @@ def random_lycoris_whole(pipe, seed, kind):
 
 @torch.no_grad()
 def lycoris_whole_reference(pipe, folder, tensors):
-    """Writes `loras/ia3.safetensors`, `loras/full.safetensors`, `loras/oft.safetensors` and
-    `loras/glora.safetensors` and the text embeddings and UNet output with each merged at 0.7."""
+    """Writes `loras/ia3.safetensors`, `loras/full.safetensors`, `loras/oft.safetensors`,
+    `loras/glora.safetensors` and `loras/locon_cp.safetensors` and the text embeddings and UNet
+    output with each merged at 0.7."""
     sample = tensors["unet_sample"]
-    for kind, seed in (("ia3", 18), ("full", 19), ("oft", 20), ("glora", 21)):
+    for kind, seed in (("ia3", 18), ("full", 19), ("oft", 20), ("glora", 21), ("locon_cp", 22)):
         state, layers = random_lycoris_whole(pipe, seed, kind)
         save_file(state, os.path.join(folder, "loras", f"{kind}.safetensors"))
         unet, text = copy.deepcopy(pipe.unet), copy.deepcopy(pipe.text_encoder)

@@ -104,12 +104,16 @@ impl Factor {
 /// One weight's change at scale 1.
 #[derive(Clone, Debug)]
 pub enum Delta {
-    /// LoRA: `up · down` (`down` `(rank, in, …)`, `up` `(out, rank, …)`).
+    /// LoRA: `up · down` (`down` `(rank, in, …)`, `up` `(out, rank, …)`), or with a Tucker
+    /// core `mid` (LyCORIS's CP-decomposed LoCon) the 1×1 `down` and `up` around it, a
+    /// convolution kernel `Σᵢⱼ up[p, i] · mid[i, j, k, l] · down[j, r]`.
     LowRank {
         /// `lora_down` / `lora_A`.
         down: Tensor,
         /// `lora_up` / `lora_B`.
         up: Tensor,
+        /// `lora_mid` `(rank, rank, k, l)`.
+        mid: Option<Tensor>,
     },
     /// LoHa: `w1 ⊙ w2`.
     Hadamard(Factor, Factor),
@@ -124,10 +128,18 @@ impl Delta {
     pub fn size(&self) -> (usize, usize) {
         let count = |dims: &[usize]| dims.iter().product::<usize>();
         match self {
-            Delta::LowRank { down, up } => {
+            Delta::LowRank { down, up, mid } => {
                 let rank = down.dims().first().copied().unwrap_or(0).max(1);
                 let rows = up.dims().first().copied().unwrap_or(0);
-                (rows, up.elem_count() / rank * (down.elem_count() / rank))
+                let up_rank = up.dims().get(1).copied().unwrap_or(0).max(1);
+                // The core's kernel positions.
+                let kernel = mid
+                    .as_ref()
+                    .map_or(1, |mid| mid.elem_count() / (rank * up_rank));
+                (
+                    rows,
+                    up.elem_count() / up_rank * (down.elem_count() / rank) * kernel,
+                )
             }
             Delta::Hadamard(w1, w2) => {
                 let (d1, d2) = (w1.dims(), w2.dims());
@@ -147,13 +159,28 @@ impl Delta {
     /// Its value in f32 on `device`, in the shape `dims` of the weight it changes.
     pub fn value(&self, device: &Device, dims: &[usize]) -> Result<Tensor> {
         match self {
-            Delta::LowRank { down, up } => {
+            Delta::LowRank {
+                down,
+                up,
+                mid: None,
+            } => {
                 let f32_on = |t: &Tensor| t.to_device(device)?.to_dtype(DType::F32);
                 f32_on(up)?
                     .flatten_from(1)?
                     .matmul(&f32_on(down)?.flatten_from(1)?)?
                     .reshape(dims)
             }
+            Delta::LowRank {
+                down,
+                up,
+                mid: Some(mid),
+            } => Factor::Tucker {
+                t: mid.clone(),
+                a: up.flatten_from(1)?.t()?.contiguous()?,
+                b: down.flatten_from(1)?,
+            }
+            .value(device)?
+            .reshape(dims),
             Delta::Hadamard(w1, w2) => {
                 w1.value(device)?.reshape(dims)? * w2.value(device)?.reshape(dims)?
             }
@@ -278,6 +305,41 @@ mod tests {
                 assert_eq!(got[p * 2 + l], want, "p {p} l {l}");
             }
         }
+    }
+
+    #[test]
+    fn a_cp_locon_kernel_convolves_as_its_three_convolutions_in_turn() {
+        // LyCORIS runs a CP LoCon as down (1×1), mid (3×3, padded) and up (1×1).
+        let device = Device::Cpu;
+        let randn = |dims: &[usize]| Tensor::randn(0f32, 1.0, dims, &device).unwrap();
+        let (down, mid, up) = (
+            randn(&[2, 5, 1, 1]),
+            randn(&[3, 2, 3, 3]),
+            randn(&[4, 3, 1, 1]),
+        );
+        let delta = Delta::LowRank {
+            down: down.clone(),
+            up: up.clone(),
+            mid: Some(mid.clone()),
+        };
+        assert_eq!(delta.size(), (4, 4 * 5 * 9));
+        let kernel = delta.value(&device, &[4, 5, 3, 3]).unwrap();
+        let xs = randn(&[1, 5, 6, 7]);
+        let merged = xs.conv2d(&kernel, 1, 1, 1, 1).unwrap();
+        let in_turn = xs
+            .conv2d(&down, 0, 1, 1, 1)
+            .and_then(|h| h.conv2d(&mid, 1, 1, 1, 1))
+            .and_then(|h| h.conv2d(&up, 0, 1, 1, 1))
+            .unwrap();
+        let diff = (merged - in_turn)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff < 1e-4, "{diff}");
     }
 
     #[test]

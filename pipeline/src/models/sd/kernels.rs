@@ -2010,7 +2010,10 @@ mod tests {
             assert!(max_diff(&a, &b) < 1e-5, "{dims:?}");
             let residual = Tensor::randn(0f32, 1.0, b.dims(), &device).unwrap();
             let summed = ours.forward_residual(&xs, &residual).unwrap();
-            assert!(max_diff(&summed, &(b + residual).unwrap()) < 1e-5, "{dims:?}");
+            assert!(
+                max_diff(&summed, &(b + residual).unwrap()) < 1e-5,
+                "{dims:?}"
+            );
         }
         let vb = VarBuilder::from_tensors(
             std::collections::HashMap::from([(

@@ -2,7 +2,7 @@
 //! encoders' weights, merged once at load time by a var-builder backend, so sampling costs
 //! nothing extra. Reads kohya's files (`lora_unet_…` / `lora_te_…`, and SDXL's `lora_te1_…` /
 //! `lora_te2_…` with the UNet in the original model's block names, `input_blocks_4_1_…`; with
-//! `.lora_down`, `.lora_up`, `.alpha`), LyCORIS's LoHa (`.hada_w1_a` … `.hada_t2`) and LoKr
+//! `.lora_down`, `.lora_up`, `.alpha`, and LyCORIS's CP-decomposed LoCon's `.lora_mid`), LyCORIS's LoHa (`.hada_w1_a` … `.hada_t2`) and LoKr
 //! (`.lokr_w1` … `.lokr_t2`) files in the same names (see the `delta` module), LyCORIS's IA³
 //! (`.weight`, `.on_input`), full (`.diff`, `.diff_b`), diag-OFT (`.oft_blocks`, `.alpha`,
 //! `.rescale`) and GLoRA (`.a1.weight` … `.b2.weight`, `.alpha`; see the `transform` module),
@@ -130,6 +130,7 @@ impl Updates {
                 match part {
                     Part::Down => parts.down = Some((key, tensor)),
                     Part::Up => parts.up = Some((key, tensor)),
+                    Part::Mid => parts.mid = Some(tensor),
                     Part::Lycoris(name) => {
                         parts.lycoris.insert(name, tensor);
                     }
@@ -244,6 +245,8 @@ impl Updates {
 struct Parts {
     down: Option<(String, Tensor)>,
     up: Option<(String, Tensor)>,
+    /// A CP-decomposed LoCon's core, between `down` and `up`.
+    mid: Option<Tensor>,
     alpha: Option<f64>,
     /// DoRA's magnitudes, and whether the scale goes inside their norm (PEFT's).
     magnitude: Option<(Tensor, bool)>,
@@ -280,7 +283,11 @@ impl Parts {
                 per_rank: self.alpha.map_or(1.0, |alpha| alpha / rank.max(1) as f64),
                 a1,
                 a2,
-                b: Delta::LowRank { down: b2, up: b1 },
+                b: Delta::LowRank {
+                    down: b2,
+                    up: b1,
+                    mid: None,
+                },
             };
             return self.transform(transform, weight);
         }
@@ -305,7 +312,15 @@ impl Parts {
         let alpha = self.alpha;
         let (delta, rank) = self.delta()?;
         let delta = match (delta, cut) {
-            (Delta::LowRank { down, up }, Some(cut)) if rank.is_some_and(|rank| cut < rank) => {
+            // A1111 cuts no Tucker core (it rebuilds a CP LoCon whole).
+            (
+                Delta::LowRank {
+                    down,
+                    up,
+                    mid: None,
+                },
+                Some(cut),
+            ) if rank.is_some_and(|rank| cut < rank) => {
                 let cut = |t: Tensor, axis: usize| {
                     t.narrow(axis, 0, cut)
                         .map_err(|e| format!(": cannot cut its ranks: {e}"))
@@ -313,6 +328,7 @@ impl Parts {
                 Delta::LowRank {
                     down: cut(down, 0)?,
                     up: cut(up, 1)?,
+                    mid: None,
                 }
             }
             (delta, _) => delta,
@@ -350,7 +366,23 @@ impl Parts {
                     up.dims()
                 ));
             }
-            return Ok((Delta::LowRank { down, up }, rank));
+            let mid = self.mid.take();
+            if let Some(mid) = &mid {
+                let ones = |t: &Tensor| t.dims().iter().skip(2).all(|&d| d == 1);
+                if mid.rank() != 4
+                    || mid.dims()[..2] != [up.dims()[1], down.dims()[0]]
+                    || !ones(&down)
+                    || !ones(&up)
+                {
+                    return Err(format!(
+                        "has a down {:?}, a mid {:?} and an up {:?} that do not multiply (a CP-decomposed LoCon has 1×1 down and up around a (rank, rank, k, l) mid)",
+                        down.dims(),
+                        mid.dims(),
+                        up.dims()
+                    ));
+                }
+            }
+            return Ok((Delta::LowRank { down, up, mid }, rank));
         }
         if let Some(diff) = self.lycoris.remove("diff") {
             return Ok((Delta::Whole(diff), None));
@@ -522,7 +554,7 @@ impl LoraSummary {
                 Part::Lycoris("diff" | "diff_b") => Some(Adapter::Full),
                 Part::Lycoris(name) if name.starts_with("glora") => Some(Adapter::Glora),
                 Part::Lycoris(_) => Some(Adapter::Oft),
-                Part::Down | Part::Up => Some(Adapter::LoRA),
+                Part::Down | Part::Up | Part::Mid => Some(Adapter::LoRA),
                 Part::Magnitude { .. } => {
                     summary.dora = true;
                     None
@@ -637,6 +669,8 @@ impl LoraSummary {
 enum Part {
     Down,
     Up,
+    /// A CP-decomposed LoCon's Tucker core (`lora_mid`).
+    Mid,
     Alpha,
     /// DoRA's magnitudes: kohya/LyCORIS `dora_scale` (the file's scale applied outside the
     /// norm) or PEFT's `lora_magnitude_vector` (inside).
@@ -675,9 +709,10 @@ const LYCORIS: [&str; 19] = [
 /// The network, canonical module name and part of a LoRA file's key (`layers_per_block` places
 /// the original UNet's block names).
 fn entry(key: &str, layers_per_block: usize) -> Option<(Network, String, Part)> {
-    const SUFFIXES: [(&str, Part); 13] = [
+    const SUFFIXES: [(&str, Part); 14] = [
         (".lora_down.weight", Part::Down),
         (".lora_up.weight", Part::Up),
+        (".lora_mid.weight", Part::Mid),
         (".lora_A.weight", Part::Down),
         (".lora_B.weight", Part::Up),
         (".lora.down.weight", Part::Down),
@@ -931,6 +966,14 @@ mod tests {
         );
         assert!(lokr.fits(&sd15_spec) && !lokr.fits(&xl_spec));
         assert_eq!(xl.describe(), "UNet + text encoders, rank 4");
+        // A CP-decomposed LoCon is a LoRA whose 3×3 cores (`lora_mid`) carry no width.
+        let cp = LoraSummary::read(&fixture("loras/locon_cp.safetensors")).unwrap();
+        assert_eq!(cp.adapters, [Adapter::LoRA]);
+        assert_eq!(
+            (cp.rank, cp.context_dim, cp.text_dim),
+            (4, Some(32), Some(32))
+        );
+        assert!(cp.fits(&sd15_spec) && !cp.fits(&xl_spec));
         let dora = LoraSummary::read(&fixture("loras/dora.safetensors")).unwrap();
         assert!(dora.dora && !kohya.dora && dora.fits(&sd15_spec));
         assert_eq!(dora.describe(), "LoRA + DoRA: UNet + text encoder, rank 4");
@@ -1201,7 +1244,20 @@ mod tests {
                 ("lora_unet_conv_in.b2.weight", zeros(&[4, 4, 3, 3])),
             ],
         );
+        // A CP LoCon's down must be 1×1 with its kernel in the mid.
+        let cp = write(
+            "cp.safetensors",
+            vec![
+                ("lora_unet_conv_in.lora_down.weight", zeros(&[4, 4, 3, 3])),
+                ("lora_unet_conv_in.lora_mid.weight", zeros(&[4, 4, 3, 3])),
+                ("lora_unet_conv_in.lora_up.weight", zeros(&[32, 4, 1, 1])),
+            ],
+        );
         for (file, words) in [
+            (
+                cp,
+                "a down [4, 4, 3, 3], a mid [4, 4, 3, 3] and an up [32, 4, 1, 1]",
+            ),
             (glora, "GLoRA a1 [4, 4, 1, 1], a2 [4, 4, 3, 3]"),
             (
                 ia3,
