@@ -211,6 +211,11 @@ pub struct LoraUse {
     /// otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rank: Option<usize>,
+    /// Its ratio in each block, times its scales (the sd-webui-lora-block-weight extension's
+    /// `lbw=`): 26 values, the text encoders' and then the original UNet's `IN00`–`IN11`,
+    /// `M00` and `OUT00`–`OUT11`, when they were given (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocks: Option<Vec<f64>>,
 }
 
 /// A generation failed.

@@ -448,6 +448,7 @@ fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
             scale: *scale,
             text_scale: *text_scale,
             rank: None,
+            blocks: None,
         })
         .collect();
     let tags = lora_tags(&args.prompt).map_err(|e| anyhow!("the prompt: {e}"))?;
@@ -464,6 +465,7 @@ fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
                 scale: tag.scale,
                 text_scale: tag.text_scale,
                 rank: tag.rank,
+                blocks: tag.blocks,
             });
         }
     }

@@ -12,6 +12,7 @@ use autonomy_pipeline::build::provenance::Manifest;
 use autonomy_pipeline::generator::{
     GenerateRequest, Generator, Hires, HiresUpscaler, InitImage, RefinerUse, UpscalerUse, VaeUse,
 };
+use autonomy_pipeline::models::sd::block_weights::BlockWeights;
 use autonomy_pipeline::models::sd::checkpoint::Checkpoint;
 use autonomy_pipeline::models::sd::config::{PipelineSpec, VaeKind};
 use autonomy_pipeline::models::sd::embedding::EmbeddingFile;
@@ -1359,6 +1360,20 @@ fn a_recipe_prompt_applies_a_lora_by_its_a1111_tag_from_the_project_model_folder
         ),
     )
     .unwrap();
+    // The block-weight extension's `lbw=`: the text encoder and the output blocks alone.
+    std::fs::write(
+        root.join("blocks.recipe.toml"),
+        recipe("moss, <lora:moss_detail:0.8:lbw=OUTALL> stones", ""),
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("blocks_named.recipe.toml"),
+        recipe(
+            "moss,  stones",
+            "loras = [{ file = \"shared/moss_detail.safetensors\", scale = 0.8, blocks = \"OUTALL\" }]\n",
+        ),
+    )
+    .unwrap();
     std::fs::write(
         root.join("split_named.recipe.toml"),
         recipe(
@@ -1427,6 +1442,18 @@ fn a_recipe_prompt_applies_a_lora_by_its_a1111_tag_from_the_project_model_folder
     // A recipe's `rank` cuts the same ranks.
     assert_eq!(manifest("cut_named").model.loras, cut.model.loras);
     assert_eq!(pixels("cut_named"), pixels("cut"));
+    let blocks = manifest("blocks");
+    let outall = BlockWeights::parse("OUTALL").unwrap().ratios();
+    assert_eq!(blocks.model.loras[0].blocks.as_deref(), Some(&outall[..]));
+    assert!(tagged.model.loras[0].blocks.is_none());
+    assert_ne!(
+        pixels("blocks"),
+        pixels("tagged"),
+        "the input blocks left out"
+    );
+    assert_ne!(pixels("blocks"), pixels("plain"));
+    assert_eq!(manifest("blocks_named").model.loras, blocks.model.loras);
+    assert_eq!(pixels("blocks_named"), pixels("blocks"));
     // Without the project's folders the tag names nothing the build can find.
     let lost = studio.run(&["build", at, "--model", &studio.model, "--force"]);
     let stderr = String::from_utf8_lossy(&lost.stderr);
@@ -1695,6 +1722,7 @@ fn kohya_diffusers_and_lycoris_files_merge_as_their_reference_loaders_apply_them
         scale,
         text_scale: None,
         rank: None,
+        blocks: None,
     };
     for (label, loras) in [
         ("kohya", vec![lora("kohya", 0.8)]),
@@ -1788,6 +1816,7 @@ fn a_kohya_sdxl_lora_reaches_both_text_encoders_and_the_unet_by_its_original_blo
         scale: 0.7,
         text_scale: None,
         rank: None,
+        blocks: None,
     };
     let model =
         StableDiffusion::load_with(&fixtures().join(name), &Device::Cpu, &[lora], None).unwrap();
@@ -1829,6 +1858,7 @@ fn a_kohya_sdxl_lora_reaches_both_text_encoders_and_the_unet_by_its_original_blo
             scale: 1.0,
             text_scale: None,
             rank: None,
+            blocks: None,
         }],
         None,
     )
@@ -1836,6 +1866,75 @@ fn a_kohya_sdxl_lora_reaches_both_text_encoders_and_the_unet_by_its_original_blo
     .expect("refused")
     .to_string();
     assert!(error.contains("kohya-xl.safetensors"), "{error}");
+}
+
+#[test]
+fn block_weights_scale_a_lora_per_block_as_the_a1111_extension_does() {
+    // The reference scales each module's update by the ratio of its block, found in A1111's
+    // name for the module by sd-webui-lora-block-weight's own lookup.
+    let reference = Reference::of("lora-block-weights");
+    let weights = |key: &str| BlockWeights::parse(&reference.metadata[key]).unwrap();
+    let lora = |path: &str, scale: f64, blocks: Option<BlockWeights>| LoraFile {
+        path: fixtures().join(path),
+        label: path.into(),
+        scale,
+        text_scale: None,
+        rank: None,
+        blocks,
+    };
+    // SD 1.5's layout with 26 weights (each of the tiny UNet's attention blocks its own).
+    let sd15 = lora(
+        "tiny-sd15/loras/kohya.safetensors",
+        0.8,
+        Some(weights("sd15_weights")),
+    );
+    let model =
+        StableDiffusion::load_with(&fixtures().join("tiny-sd15"), &Device::Cpu, &[sd15], None)
+            .unwrap();
+    assert_lora_outputs(&model, &reference, "block-weighted LoRA", "sd15");
+    assert_eq!(
+        model.identity().loras[0].blocks.as_deref(),
+        Some(&weights("sd15_weights").ratios()[..])
+    );
+    // Without the weights the outputs differ.
+    let plain = lora("tiny-sd15/loras/kohya.safetensors", 0.8, None);
+    let plain =
+        StableDiffusion::load_with(&fixtures().join("tiny-sd15"), &Device::Cpu, &[plain], None)
+            .unwrap();
+    let cond = plain.encode_prompt(&reference.prompt).unwrap().context;
+    assert!(max_diff(&cond, reference.get("sd15_cond")) > 1e-2);
+
+    // SDXL with 12 weights, the kohya file in the original block names; the text encoders'
+    // weight (BASE) applies to both.
+    let xl = lora(
+        "tiny-sdxl/loras/kohya-xl.safetensors",
+        0.7,
+        Some(weights("xl_weights")),
+    );
+    let model =
+        StableDiffusion::load_with(&fixtures().join("tiny-sdxl"), &Device::Cpu, &[xl], None)
+            .unwrap();
+    let cond = model.encode_prompt(&reference.prompt).unwrap();
+    let uncond = model.encode_negative(&reference.negative).unwrap();
+    close(
+        "block-weighted SDXL text",
+        &cond.context,
+        reference.get("xl_cond"),
+        1e-4,
+    );
+    close(
+        "block-weighted SDXL pooled",
+        cond.pooled.as_ref().unwrap(),
+        reference.get("xl_pooled"),
+        1e-4,
+    );
+    let eps = sdxl_eps(&model, &uncond, &cond, reference.get("xl_unet_sample"));
+    close(
+        "block-weighted SDXL UNet",
+        &eps,
+        reference.get("xl_eps"),
+        3e-4,
+    );
 }
 
 fn checkpoint(name: &str) -> PathBuf {
@@ -2339,6 +2438,7 @@ fn a_kohya_lora_merges_into_a_single_file_checkpoint() {
         scale: 0.8,
         text_scale: None,
         rank: None,
+        blocks: None,
     };
     let model = StableDiffusion::load_with(&checkpoint("tiny-sd15"), &Device::Cpu, &[lora], None)
         .expect("the LoRA fits the checkpoint's diffusers names");

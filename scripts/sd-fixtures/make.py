@@ -1158,6 +1158,26 @@ def ldm_name(name, layers):
     raise ValueError(name)
 
 
+def xl_outputs(pipe, sample, unet, te1, te2):
+    """SDXL's prompt states, pooled prompt and UNet output at t = 501 for `sample` with these
+    networks in `pipe`'s place, the negative prompt's first."""
+    swapped = StableDiffusionXLPipeline(
+        vae=pipe.vae, text_encoder=te1, text_encoder_2=te2, tokenizer=pipe.tokenizer,
+        tokenizer_2=pipe.tokenizer_2, unet=unet, scheduler=pipe.scheduler,
+    )
+    embeds, negative, pooled, negative_pooled = swapped.encode_prompt(
+        PROMPT, negative_prompt=NEGATIVE, do_classifier_free_guidance=True
+    )
+    eps = unet(
+        sample, 501, encoder_hidden_states=torch.cat([negative, embeds]),
+        added_cond_kwargs={
+            "text_embeds": torch.cat([negative_pooled, pooled]),
+            "time_ids": torch.tensor([[64.0, 64.0, 0.0, 0.0, 64.0, 64.0]] * 2),
+        },
+    ).sample
+    return embeds, pooled, eps
+
+
 @torch.no_grad()
 def xl_lora_reference(pipe, folder, tensors):
     """A kohya SDXL LoRA (`lora_unet_` in the original UNet's block names, `lora_te1_` and
@@ -1193,21 +1213,7 @@ def xl_lora_reference(pipe, folder, tensors):
     save_file(state, os.path.join(folder, "loras", "kohya-xl.safetensors"))
 
     def outputs(unet, te1, te2):
-        swapped = StableDiffusionXLPipeline(
-            vae=pipe.vae, text_encoder=te1, text_encoder_2=te2, tokenizer=pipe.tokenizer,
-            tokenizer_2=pipe.tokenizer_2, unet=unet, scheduler=pipe.scheduler,
-        )
-        embeds, negative, pooled, negative_pooled = swapped.encode_prompt(
-            PROMPT, negative_prompt=NEGATIVE, do_classifier_free_guidance=True
-        )
-        eps = unet(
-            tensors["unet_sample"], 501, encoder_hidden_states=torch.cat([negative, embeds]),
-            added_cond_kwargs={
-                "text_embeds": torch.cat([negative_pooled, pooled]),
-                "time_ids": torch.tensor([[64.0, 64.0, 0.0, 0.0, 64.0, 64.0]] * 2),
-            },
-        ).sample
-        return embeds, pooled, eps
+        return xl_outputs(pipe, tensors["unet_sample"], unet, te1, te2)
 
     cond, pooled, eps = outputs(merged_models["unet"], merged_models["te1"], merged_models["te2"])
     tensors["lora_xl_cond"], tensors["lora_xl_pooled"], tensors["lora_xl_eps"] = cond, pooled, eps
@@ -1223,6 +1229,112 @@ def xl_lora_reference(pipe, folder, tensors):
 
 
 SD_BETAS = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+
+# The sd-webui-lora-block-weight extension's block lists and the module-name fragments its
+# `ratiodealer` looks for in A1111's module names (the last one found wins; `embedders` and
+# `transformer_resblocks` are the text encoders too).
+LBW_IDS26 = ["BASE"] + [f"IN{i:02}" for i in range(12)] + ["M00"] + [f"OUT{i:02}" for i in range(12)]
+LBW_IDS12 = ["BASE", "IN04", "IN05", "IN07", "IN08", "M00", "OUT00", "OUT01", "OUT02", "OUT03", "OUT04", "OUT05"]
+LBW_BLOCKS = (["encoder"] + [f"diffusion_model_input_blocks_{i}_" for i in range(12)]
+              + ["diffusion_model_middle_block_"] + [f"diffusion_model_output_blocks_{i}_" for i in range(12)]
+              + ["embedders", "transformer_resblocks"])
+
+
+def lbw_to26(values, ids):
+    """The extension's `to26`: each value at its block, 0 for the blocks the list leaves out."""
+    out = [0.0] * 26
+    for value, block in zip(values, ids):
+        out[LBW_IDS26.index(block)] = value
+    return out
+
+
+def lbw_ratio(key, ratios):
+    """The extension's `ratiodealer`: the ratio of the block whose fragment A1111's module name
+    `key` holds, 1 for none."""
+    ratio = 1.0
+    for i, block in enumerate(LBW_BLOCKS):
+        if block in key:
+            ratio = ratios[0 if i >= 26 else i]
+    return ratio
+
+
+def a1111_name(network, name, layers):
+    """How A1111 names a LoRA's module for the extension: the UNet's in the original blocks,
+    `diffusion_model_input_blocks_4_1_…` (its conversion of kohya's names), the text
+    encoder's under `…encoder_layers_…`."""
+    if network == "unet":
+        return "diffusion_model_" + ldm_name(name, layers).replace(".", "_")
+    return "transformer_text_model_" + name.replace(".", "_")
+
+
+@torch.no_grad()
+def build_lora_block_weights(name):
+    """LoRAs weighted per block as the sd-webui-lora-block-weight extension applies `lbw=`: the
+    kohya LoRA on tiny-sd15 at 0.8 with 26 block weights, and the kohya SDXL LoRA on tiny-sdxl
+    at 0.7 with 12 (the blocks those leave out at 0). Each update is scaled by its module's
+    block ratio, found in A1111's name of the module by the extension's own lookup."""
+    sd15_weights = [0.5, 3.0, 1.5, 3.0, -0.5, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0,
+                    0.25, 3.0, 3.0, 0.0, 1.0, 2.0, 0.75, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0]
+    xl_weights = [0.5, 1.0, 1.5, 1.0, 1.0, 0.25, 1.0, 0.0, -0.5, 2.0, 1.0, 1.0]
+    tensors = {}
+    pipe = StableDiffusionPipeline.from_pretrained(os.path.join(OUT, "tiny-sd15"))
+    sample = load_file(os.path.join(OUT, "tiny-sd15.reference.safetensors"))["unet_sample"]
+    tensors["unet_sample"] = sample
+    kohya, updates = random_lora(pipe, 11, True)
+    on_disk = load_file(os.path.join(OUT, "tiny-sd15", "loras", "kohya.safetensors"))
+    assert all(torch.equal(on_disk[k], v) for k, v in kohya.items()), "kohya.safetensors changed"
+    layers = pipe.unet.config.layers_per_block
+    weighted = [
+        (network, module, down, up, factor * lbw_ratio(a1111_name(network, module, layers), sd15_weights))
+        for network, module, down, up, factor in updates
+    ]
+    assert len({u[4] for u in weighted}) > 4, "the weights must tell the blocks apart"
+    unet, text = merged(pipe, [(weighted, 0.8)])
+    context = torch.cat([text(ids(pipe.tokenizer, NEGATIVE))[0], text(ids(pipe.tokenizer, PROMPT))[0]])
+    tensors["sd15_cond"] = context[1:]
+    tensors["sd15_eps"] = unet(sample, 501, encoder_hidden_states=context).sample
+
+    xl = StableDiffusionXLPipeline.from_pretrained(os.path.join(OUT, "tiny-sdxl"))
+    sample = load_file(os.path.join(OUT, "tiny-sdxl.reference.safetensors"))["unet_sample"]
+    tensors["xl_unet_sample"] = sample
+    state = load_file(os.path.join(OUT, "tiny-sdxl", "loras", "kohya-xl.safetensors"))
+    ratios = lbw_to26(xl_weights, LBW_IDS12)
+    layers = xl.unet.config.layers_per_block
+    models = {"unet": copy.deepcopy(xl.unet), "te1": copy.deepcopy(xl.text_encoder),
+              "te2": copy.deepcopy(xl.text_encoder_2)}
+    modules = {}
+    for network, model in models.items():
+        for module, layer in model.named_modules():
+            if isinstance(layer, torch.nn.Linear):
+                path = ldm_name(module, layers) if network == "unet" and ".attentions." in module else module
+                if network != "unet" and not path.startswith("text_model."):
+                    path = "text_model." + path
+                modules[f"lora_{network}_" + path.replace(".", "_")] = layer
+    seen = set()
+    for key in state:
+        stem = key.split(".")[0]
+        if stem in seen:
+            continue
+        seen.add(stem)
+        # A1111 renames kohya's SDXL UNet modules `lora_unet_…` to `diffusion_model_…`.
+        a1111 = stem.replace("lora_unet_", "diffusion_model_").replace("lora_te1_", "").replace("lora_te2_", "")
+        ratio = lbw_ratio(a1111, ratios)
+        down, up = state[f"{stem}.lora_down.weight"], state[f"{stem}.lora_up.weight"]
+        alpha = state[f"{stem}.alpha"].item()
+        modules[stem].weight.add_(0.7 * ratio * (alpha / down.shape[0]) * (up @ down))
+    cond, pooled, eps = xl_outputs(xl, sample, models["unet"], models["te1"], models["te2"])
+    tensors.update(xl_cond=cond, xl_pooled=pooled, xl_eps=eps)
+    save_file(
+        {k: v.detach().contiguous() for k, v in tensors.items()},
+        os.path.join(OUT, f"{name}.reference.safetensors"),
+        metadata={
+            "prompt": PROMPT,
+            "negative_prompt": NEGATIVE,
+            "sd15_weights": ",".join(map(str, sd15_weights)),
+            "xl_weights": ",".join(map(str, xl_weights)),
+            "torch": torch.__version__,
+        },
+    )
 
 
 def build_embeddings(name):
@@ -2116,7 +2228,8 @@ def main():
                  "dat-upscalers": build_dat_upscalers,
                  "light-upscalers": build_light_upscalers,
                  "plksr-upscalers": build_plksr_upscalers,
-                 "swin2sr-upscalers": build_swin2sr_upscalers}
+                 "swin2sr-upscalers": build_swin2sr_upscalers,
+                 "lora-block-weights": build_lora_block_weights}
         for name in only:
             if name not in alone:
                 sys.exit(f"{name}: only {', '.join(alone)} build alone; run without names for the rest")

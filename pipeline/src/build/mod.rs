@@ -339,6 +339,10 @@ impl Builder<'_> {
             if let Some(rank) = lora.rank {
                 input += &format!(":dyn{rank}");
             }
+            if let Some(blocks) = &lora.blocks {
+                let ratios: Vec<String> = blocks.iter().map(f64::to_string).collect();
+                input += &format!(":lbw{}", ratios.join(","));
+            }
             inputs.push(input);
         }
         for embedding in &ingredients.embeddings {

@@ -15,6 +15,7 @@ use crate::generator::{
     EmbeddingUse, Generator, LoraUse, ModelIdentity, RefinerUse, UpscalerUse, VaeUse,
 };
 use crate::models::locate;
+use crate::models::sd::block_weights::BlockWeights;
 use crate::models::sd::embedding::EmbeddingFile;
 use crate::models::sd::lora::{LoraFile, LoraSummary};
 use crate::models::sd::lora_tags::lora_tags;
@@ -124,6 +125,7 @@ impl<'a> Workshop<'a> {
                     scale: lora.scale,
                     text_scale: lora.text_scale,
                     rank: lora.rank,
+                    blocks: lora.blocks.as_ref().map(|b| b.ratios().to_vec()),
                 })
             })
             .collect::<Result<Vec<_>, BuildError>>()?;
@@ -298,6 +300,7 @@ impl<'a> Workshop<'a> {
                     scale: tag.scale,
                     text_scale: tag.text_scale,
                     rank: tag.rank,
+                    blocks: tag.blocks.as_ref().map(|b| b.ratios().to_vec()),
                 })
             })
             .collect()
@@ -322,8 +325,8 @@ impl<'a> Workshop<'a> {
             .iter()
             .map(|l| {
                 format!(
-                    "{}:{}:{}:{:?}:{:?}",
-                    l.file, l.sha256, l.scale, l.text_scale, l.rank
+                    "{}:{}:{}:{:?}:{:?}:{:?}",
+                    l.file, l.sha256, l.scale, l.text_scale, l.rank, l.blocks
                 )
             })
             .chain(
@@ -341,14 +344,29 @@ impl<'a> Workshop<'a> {
         }
         let files: Vec<LoraFile> = loras
             .iter()
-            .map(|lora| LoraFile {
-                path: self.options.root.join(&lora.file),
-                label: lora.file.clone(),
-                scale: lora.scale,
-                text_scale: lora.text_scale,
-                rank: lora.rank,
+            .map(|lora| {
+                let blocks = lora
+                    .blocks
+                    .as_deref()
+                    .map(|ratios| {
+                        BlockWeights::from_ratios(ratios).ok_or_else(|| {
+                            format!(
+                                "`{}`: block weights are 26 numbers, not {ratios:?}",
+                                lora.file
+                            )
+                        })
+                    })
+                    .transpose()?;
+                Ok(LoraFile {
+                    path: self.options.root.join(&lora.file),
+                    label: lora.file.clone(),
+                    scale: lora.scale,
+                    text_scale: lora.text_scale,
+                    rank: lora.rank,
+                    blocks,
+                })
             })
-            .collect();
+            .collect::<Result<_, String>>()?;
         let embedding_files: Vec<EmbeddingFile> = embeddings
             .iter()
             .map(|e| EmbeddingFile {

@@ -353,6 +353,7 @@ mod tests {
             fixtures.join("tiny-sd15/loras/ia3.safetensors"),
             fixtures.join("tiny-sd15/loras/kohya.safetensors"),
             fixtures.join("tiny-sd15/loras/locon.safetensors"),
+            fixtures.join("tiny-sd15/loras/locon_cp.safetensors"),
             fixtures.join("tiny-sd15/loras/loha.safetensors"),
             fixtures.join("tiny-sd15/loras/lokr.safetensors"),
             fixtures.join("tiny-sd15/loras/oft.safetensors"),

@@ -33,7 +33,9 @@
 //! kept), and for a Stable Diffusion model folder `loras` (none: a
 //! list of files, or of `{ file = "…", scale = 0.8 }`, scale -4..=4, default 1, with an
 //! optional `text_scale` for the text encoder's updates, as A1111's `te=`, and `rank` to merge
-//! only the first ranks of its low-rank updates, as A1111's `dyn`; the prompt's
+//! only the first ranks of its low-rank updates, as A1111's `dyn`, and `blocks` for its
+//! strength in each UNet block, as the block-weight extension's `lbw=` (a preset such as
+//! `"OUTD"` or a list of 12, 17, 20 or 26 numbers); the prompt's
 //! A1111 tags `<lora:name:0.8>` add the files of that name found beside the model or in the
 //! project's model folders at build time), `vae` (the
 //! model's own: a VAE `.safetensors` file or diffusers VAE folder instead), `refiner` (none: an
@@ -72,6 +74,7 @@ mod set;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::models::sd::block_weights::BlockWeights;
 use crate::models::sd::scheduler::Sampler;
 use serde_json::{Value, json};
 
@@ -218,6 +221,9 @@ pub struct LoraRef {
     pub text_scale: Option<f64>,
     /// The ranks of its low-rank updates to apply, when cut short (A1111's `dyn`).
     pub rank: Option<usize>,
+    /// Its strength in each block of the UNet and in the text encoders, times its scales
+    /// (the sd-webui-lora-block-weight extension's `lbw=`).
+    pub blocks: Option<BlockWeights>,
 }
 
 /// A refiner that takes over a Stable Diffusion model's latents for an asset.
@@ -384,6 +390,9 @@ impl AssetRecipe {
                     }
                     if let Some(rank) = l.rank {
                         lora["rank"] = json!(rank);
+                    }
+                    if let Some(blocks) = &l.blocks {
+                        lora["blocks"] = json!(blocks.ratios());
                     }
                     lora
                 })

@@ -13,6 +13,7 @@ use super::{
     Animation, AssetRecipe, HiresRef, Img2Img, Kind, LoraRef, ModelRef, Palette, PbrMap, PixelArt,
     RefinerRef, Source, UpscalerRef,
 };
+use crate::models::sd::block_weights::BlockWeights;
 use crate::models::sd::lora_tags::{MOST_SCALE, lora_tags, without_lora_tags};
 use crate::models::sd::prompt_syntax::network_tag;
 use crate::models::sd::scheduler::Sampler;
@@ -574,10 +575,11 @@ impl Reader<'_> {
         let mut loras = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let at = format!("{field}[{i}]");
-            let (file, scale, text_scale, rank) = match item.get_ref() {
+            let (file, scale, text_scale, rank, blocks) = match item.get_ref() {
                 DeValue::String(s) => (
                     Some(Spanned::new(item.span(), s.as_ref())),
                     Some(1.0),
+                    None,
                     None,
                     None,
                 ),
@@ -601,8 +603,23 @@ impl Reader<'_> {
                     } else {
                         None
                     };
-                    t.finish(report, &["file", "scale", "text_scale", "rank"]);
-                    (file, scale, text_scale, rank)
+                    let blocks = if t.has("blocks") {
+                        t.string(report, "blocks").and_then(|written| {
+                            BlockWeights::parse(written.get_ref())
+                                .map_err(|message| {
+                                    report.error(
+                                        written.span(),
+                                        Some(&format!("{at}.blocks")),
+                                        message,
+                                    )
+                                })
+                                .ok()
+                        })
+                    } else {
+                        None
+                    };
+                    t.finish(report, &["file", "scale", "text_scale", "rank", "blocks"]);
+                    (file, scale, text_scale, rank, blocks)
                 }
                 other => {
                     report.error(
@@ -610,7 +627,7 @@ impl Reader<'_> {
                         Some(&at),
                         expected("a file name or a `{ file, scale }` table", other),
                     );
-                    (None, None, None, None)
+                    (None, None, None, None, None)
                 }
             };
             if let (Some(file), Some(scale)) = (file, scale) {
@@ -620,6 +637,7 @@ impl Reader<'_> {
                         scale,
                         text_scale: text_scale.filter(|&text| text != scale),
                         rank,
+                        blocks,
                     }),
                     Err(message) => report.error(file.span(), Some(&at), message),
                 }
@@ -1031,13 +1049,15 @@ mod tests {
              loras = [\"../loras/moss.safetensors\", { file = \"pixel.safetensors\", scale = -0.5 },\n\
                       \"/shared/loras/ink.safetensors\", { file = \"te.safetensors\", scale = 0.8, text_scale = 0 },\n\
                       { file = \"same.safetensors\", scale = 0.5, text_scale = 0.5 },\n\
-                      { file = \"cut.safetensors\", scale = 0.7, rank = 8 }]\n",
+                      { file = \"cut.safetensors\", scale = 0.7, rank = 8 },\n\
+                      { file = \"out.safetensors\", scale = 0.6, blocks = \"OUTD\" }]\n",
         );
         let lora = |file: &str, scale: f64, text_scale: Option<f64>| LoraRef {
             file: file.into(),
             scale,
             text_scale,
             rank: None,
+            blocks: None,
         };
         assert_eq!(
             r.loras,
@@ -1051,6 +1071,10 @@ mod tests {
                     rank: Some(8),
                     ..lora("art/cut.safetensors", 0.7, None)
                 },
+                LoraRef {
+                    blocks: Some(BlockWeights::parse("OUTD").unwrap()),
+                    ..lora("art/out.safetensors", 0.6, None)
+                },
             ]
         );
         assert_eq!(
@@ -1061,7 +1085,8 @@ mod tests {
                 { "file": "/shared/loras/ink.safetensors", "scale": 1.0 },
                 { "file": "art/te.safetensors", "scale": 0.8, "text_scale": 0.0 },
                 { "file": "art/same.safetensors", "scale": 0.5 },
-                { "file": "art/cut.safetensors", "scale": 0.7, "rank": 8 }
+                { "file": "art/cut.safetensors", "scale": 0.7, "rank": 8 },
+                { "file": "art/out.safetensors", "scale": 0.6, "blocks": BlockWeights::parse("OUTD").unwrap().ratios() }
             ])
         );
         let plain = one("p.recipe.toml", "kind = \"sprite\"\nprompt = \"gem\"\n");
@@ -1075,14 +1100,16 @@ mod tests {
         assert_eq!(
             refused_fields(
                 "kind = \"sprite\"\nprompt = \"gem\"\nmodel = \"sd\"\n\
-                 loras = [{ scale = 9 }, 3, \"../outside.safetensors\", { file = \"x.safetensors\", rank = 0 }]\n"
+                 loras = [{ scale = 9 }, 3, \"../outside.safetensors\", { file = \"x.safetensors\", rank = 0 },\n\
+                          { file = \"y.safetensors\", blocks = \"OUTX\" }]\n"
             ),
             [
                 "loras[0].file",
                 "loras[0].scale",
                 "loras[1]",
                 "loras[2]",
-                "loras[3].rank"
+                "loras[3].rank",
+                "loras[4].blocks"
             ]
         );
     }
@@ -1143,7 +1170,7 @@ mod tests {
         assert!(r.loras.is_empty());
 
         let errors = refused(
-            "kind = \"sprite\"\nprompt = \"a knight <lora:add_detail:0.5:lbw=1> <hypernet:bad:1>\"\n\
+            "kind = \"sprite\"\nprompt = \"a knight <lora:add_detail:0.5:stop=10> <hypernet:bad:1>\"\n\
              model = \"sd\"\nnegative_prompt = \"<lora:blurry:1>\"\n",
         );
         let fields: Vec<&str> = errors.iter().map(|(field, _)| field.as_str()).collect();
@@ -1154,7 +1181,7 @@ mod tests {
         );
         assert!(
             errors[0].1.starts_with("x.recipe.toml:2:")
-                && errors[0].1.contains("`lbw=` is not read"),
+                && errors[0].1.contains("`stop=` is not read"),
             "{errors:?}"
         );
         assert!(

@@ -326,7 +326,18 @@ fn same_ingredients(have: &Ingredients, manifest: &Manifest) -> Result<(), Found
                         .rank
                         .map(|r| format!(", ranks cut to {r}"))
                         .unwrap_or_default();
-                    format!("{} ×{}{text}{rank} (sha256 {})", l.file, l.scale, l.sha256)
+                    let blocks = l
+                        .blocks
+                        .as_ref()
+                        .map(|b| {
+                            let ratios: Vec<String> = b.iter().map(f64::to_string).collect();
+                            format!(", block weights {}", ratios.join(","))
+                        })
+                        .unwrap_or_default();
+                    format!(
+                        "{} ×{}{text}{rank}{blocks} (sha256 {})",
+                        l.file, l.scale, l.sha256
+                    )
                 })
                 .collect(),
         )

@@ -18,6 +18,7 @@ use candle_nn::var_builder::SimpleBackend;
 use sha2::{Digest, Sha256};
 
 use super::SdError;
+use super::block_weights::BlockWeights;
 use super::config::PipelineSpec;
 use super::delta::{Delta, Factor, Magnitude};
 use super::original_names;
@@ -41,15 +42,26 @@ pub struct LoraFile {
     /// `dyn`, for DyLoRA files trained to work cut short); `None` applies them all. Its
     /// `alpha` stays divided by the whole rank, as A1111 divides it.
     pub rank: Option<usize>,
+    /// How strongly to apply it in each block of the UNet and in the text encoders, times its
+    /// scales (the sd-webui-lora-block-weight extension's `lbw=`); `None` applies it alike
+    /// everywhere.
+    pub blocks: Option<BlockWeights>,
 }
 
 impl LoraFile {
-    /// The scale of its updates to `network`.
-    pub fn scale_of(&self, network: Network) -> f64 {
-        match (network, self.text_scale) {
+    /// The scale of its updates to `network`'s module `module` (canonical name) in a UNet of
+    /// `layers` layers per block.
+    fn scale_of(&self, network: Network, module: &str, layers: usize) -> f64 {
+        let scale = match (network, self.text_scale) {
             (Network::Text | Network::Text2, Some(text)) => text,
             _ => self.scale,
-        }
+        };
+        let ratio = match (&self.blocks, network) {
+            (None, _) => 1.0,
+            (Some(blocks), Network::Unet) => blocks.unet_ratio(module, layers),
+            (Some(blocks), Network::Text | Network::Text2) => blocks.text_ratio(),
+        };
+        scale * ratio
     }
 }
 
@@ -202,7 +214,7 @@ impl Updates {
                             per_rank: 1.0,
                             magnitude: None,
                         },
-                        scale: file.scale_of(network),
+                        scale: file.scale_of(network, &module, layers_per_block),
                     });
                 }
                 let change = parts
@@ -210,7 +222,7 @@ impl Updates {
                     .map_err(|what| invalid(format!("`{module}` {what}")))?;
                 map.entry(weight.clone()).or_default().push(Update {
                     change,
-                    scale: file.scale_of(network),
+                    scale: file.scale_of(network, &module, layers_per_block),
                 });
             }
             uses.push(LoraUse {
@@ -219,6 +231,7 @@ impl Updates {
                 scale: file.scale,
                 text_scale: file.text_scale,
                 rank: file.rank,
+                blocks: file.blocks.as_ref().map(|b| b.ratios().to_vec()),
             });
         }
         Ok((updates, uses))
@@ -1048,6 +1061,7 @@ mod tests {
             scale: 0.8,
             text_scale: None,
             rank: None,
+            blocks: None,
         };
         let (updates, uses) =
             Updates::read(std::slice::from_ref(&file), &unet, Some(&text), None, 2).unwrap();
@@ -1081,6 +1095,7 @@ mod tests {
         for (cut, expected) in [(1, &expected_cut), (rank as usize, &expected)] {
             let cut_file = LoraFile {
                 rank: Some(cut),
+                blocks: None,
                 ..file.clone()
             };
             let (updates, uses) =
@@ -1165,6 +1180,7 @@ mod tests {
                 scale: 1.0,
                 text_scale: None,
                 rank: None,
+                blocks: None,
             }
         };
         let zeros = |shape: &[usize]| Tensor::zeros(shape, DType::F32, &Device::Cpu).unwrap();

@@ -1,7 +1,9 @@
 //! LoRAs applied from a prompt, as A1111 writes them: `<lora:name>`, `<lora:name:0.8>`,
 //! `<lora:name:0.8:0.5>` and `<lora:name:te=0.8:unet=0.5>` (the text encoder's scale, then the
 //! UNet's; `<lyco:…>` alike), and `<lora:name:0.8:0.8:16>` or `<lora:name:0.8:dyn=16>` (its
-//! low-rank updates cut to their first 16 ranks, as A1111's `dyn` cuts DyLoRA files). A tag
+//! low-rank updates cut to their first 16 ranks, as A1111's `dyn` cuts DyLoRA files), and
+//! `<lora:name:1:lbw=OUTD>` (its strength in each block of the UNet, as the
+//! sd-webui-lora-block-weight extension reads `lbw=`: see [`super::block_weights`]). A tag
 //! names a LoRA file by its name without the extension, or by the name its trainer gave it
 //! (`ss_output_name`); the caller finds the file ([`crate::models::locate::lora_named`]) and
 //! merges it into the model at the tag's scale like any other LoRA, so the manifest records
@@ -19,6 +21,7 @@
 //!         scale: 0.5,
 //!         text_scale: None,
 //!         rank: None,
+//!         blocks: None,
 //!     }]
 //! );
 //! assert_eq!(without_lora_tags(prompt), "a knight,  castle");
@@ -28,6 +31,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
+use super::block_weights::BlockWeights;
 use super::lora::{LoraFile, LoraSummary};
 
 /// The largest scale a LoRA takes, either way (as the recipe's `loras`).
@@ -53,11 +57,14 @@ pub struct LoraTag {
     /// The ranks of its low-rank updates to apply, where the tag cuts them short (A1111's
     /// `dyn`).
     pub rank: Option<usize>,
+    /// Its strength in each block, where the tag sets it (`lbw=`).
+    pub blocks: Option<BlockWeights>,
 }
 
 /// The LoRA tags in `text`, in order, or what is wrong with the first bad one: no name, a
 /// multiplier that is no number or lies beyond ±[`MOST_SCALE`], a `dyn` that is no positive
-/// whole number, or a parameter Autonomy does not read (block weights).
+/// whole number, block weights that are no preset or list, or a parameter Autonomy does not
+/// read (the block-weight extension's steps and elements).
 pub fn lora_tags(text: &str) -> Result<Vec<LoraTag>, String> {
     TAG.captures_iter(text)
         .map(|found| {
@@ -99,15 +106,17 @@ pub fn lora_tags(text: &str) -> Result<Vec<LoraTag>, String> {
                     positional.len()
                 )));
             }
+            let mut blocks = None;
             for item in named {
                 let (key, value) = item.split_once('=').unwrap_or((item, ""));
                 match key.trim() {
                     "te" => text_scale = number("text-encoder multiplier", value)?,
                     "unet" => unet_scale = Some(number("UNet multiplier", value)?),
                     "dyn" => rank = Some(rank_of(value)?),
+                    "lbw" => blocks = Some(BlockWeights::parse(value).map_err(bad)?),
                     other => {
                         return Err(bad(format!(
-                            "`{other}=` is not read (Autonomy reads `te=`, `unet=` and `dyn=`)"
+                            "`{other}=` is not read (Autonomy reads `te=`, `unet=`, `dyn=` and `lbw=`)"
                         )));
                     }
                 }
@@ -126,6 +135,7 @@ pub fn lora_tags(text: &str) -> Result<Vec<LoraTag>, String> {
                 scale: unet_scale,
                 text_scale: Some(text_scale).filter(|&text| text != unet_scale),
                 rank,
+                blocks,
             })
         })
         .collect()
@@ -147,6 +157,8 @@ pub struct TagName {
     pub text_scale: Option<f64>,
     /// The ranks it was cut to, if any.
     pub rank: Option<usize>,
+    /// Its block weights, if any.
+    pub blocks: Option<BlockWeights>,
 }
 
 /// The names A1111's tags may give each of `loras`, with its scales: its file's name without
@@ -160,6 +172,7 @@ pub fn tag_names(loras: &[LoraFile]) -> Vec<TagName> {
             scale: lora.scale,
             text_scale: lora.text_scale,
             rank: lora.rank,
+            blocks: lora.blocks.clone(),
         };
         if let Some(stem) = lora.path.file_stem() {
             names.push(named(stem.to_string_lossy().into_owned()));
@@ -181,9 +194,10 @@ pub fn check_loaded(prompt: &str, loaded: &[TagName]) -> Result<(), String> {
                 && loaded.scale == tag.scale
                 && loaded.text_scale == tag.text_scale
                 && loaded.rank == tag.rank
+                && loaded.blocks == tag.blocks
         }) {
             return Err(format!(
-                "`{}` applies a LoRA this model was not loaded with at that scale and rank (a recipe or \
+                "`{}` applies a LoRA this model was not loaded with at those scales, rank and block weights (a recipe or \
                  `generate` finds it among the model folders; a library caller names it in \
                  `Additions::loras`)",
                 tag.text
@@ -205,6 +219,7 @@ mod tests {
             scale,
             text_scale: None,
             rank: None,
+            blocks: None,
         }
     }
 
@@ -214,6 +229,7 @@ mod tests {
             scale,
             text_scale,
             rank,
+            blocks: None,
         }
     }
 
@@ -221,7 +237,7 @@ mod tests {
     fn reads_the_multipliers_as_a1111_does() {
         let prompt = "<lora:a> x <lyco:b:0.5> <lora:c:te=-1:unet=-1> <lora: d :0.25:0.25> \
                       <lora:e:0.5:1> <lora:f:unet=0> <lora:g:0:te=0.3:unet=0> <lora:h:0:te=0.3> <hypernet:i:1> \
-                      <lora:j:1:1:16> <lora:k:0.5:dyn=8> <lora:l:1:1:16:dyn=4>";
+                      <lora:j:1:1:16> <lora:k:0.5:dyn=8> <lora:l:1:1:16:dyn=4> <lora:m:0.7:lbw=OUTD>";
         let split = |name: &str, scale: f64, text_scale: f64, text: &str| LoraTag {
             text_scale: Some(text_scale),
             ..tag(name, scale, text)
@@ -251,11 +267,16 @@ mod tests {
                     rank: Some(4),
                     ..tag("l", 1.0, "<lora:l:1:1:16:dyn=4>")
                 },
+                // The block-weight extension's `lbw=`.
+                LoraTag {
+                    blocks: Some(BlockWeights::parse("OUTD").unwrap()),
+                    ..tag("m", 0.7, "<lora:m:0.7:lbw=OUTD>")
+                },
             ]
         );
         assert_eq!(
             without_lora_tags(prompt),
-            " x        <hypernet:i:1>   ",
+            " x        <hypernet:i:1>    ",
             "hypernetworks are not LoRAs"
         );
         assert_eq!(lora_tags("no tags, <lora:> <embedding>").unwrap(), []);
@@ -277,7 +298,12 @@ mod tests {
             ),
             ("<lora:a:1:dyn=1.5>", "the rank (`dyn`) `1.5`"),
             ("<lora:a:1:1:16:2>", "at most four"),
-            ("<lora:a:lbw=OUTALL>", "`lbw=` is not read"),
+            (
+                "<lora:a:lbw=OUTX>",
+                "`<lora:a:lbw=OUTX>`: the block weights `OUTX` are neither",
+            ),
+            ("<lora:a:lbw=1,0,1>", "give 3 values"),
+            ("<lora:a:lbw=ALL:stop=10>", "`stop=` is not read"),
             ("<lora:a:5>", "the multiplier 5 is beyond ±4"),
         ] {
             let error = lora_tags(prompt).unwrap_err();
@@ -293,6 +319,7 @@ mod tests {
             scale: 0.5,
             text_scale: None,
             rank: None,
+            blocks: None,
         }]);
         assert_eq!(
             loaded,
@@ -307,6 +334,7 @@ mod tests {
             "<lora:x:1>",
             "<lora:add_detail:1:0.5>",
             "<lora:add_detail:0.5:dyn=4>",
+            "<lora:add_detail:0.5:lbw=ALL>",
         ] {
             let error = check_loaded(prompt, &loaded).unwrap_err();
             assert!(
@@ -330,6 +358,7 @@ mod tests {
             scale: 0.5,
             text_scale: Some(1.0),
             rank: Some(2),
+            blocks: None,
         }]);
         assert_eq!(
             names,

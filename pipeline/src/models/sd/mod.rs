@@ -27,6 +27,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod block_weights;
 pub mod blocks;
 pub mod brownian;
 pub mod checkpoint;
