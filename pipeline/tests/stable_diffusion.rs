@@ -1748,6 +1748,9 @@ fn kohya_diffusers_and_lycoris_files_merge_as_their_reference_loaders_apply_them
         // A LoCon CP-decomposed on the 3×3 convolutions (LyCORIS's `use_tucker`: 1×1 down and
         // up around a 3×3 `lora_mid`), merged by the `lycoris-lora` package.
         ("locon_cp", vec![lora("locon_cp", 0.7)]),
+        // LyCORIS's butterfly OFT: output rows turned in stages of wider and wider strides,
+        // bounded and rescaled as diag-OFT (the reference merges it with LyCORIS 4's module).
+        ("boft", vec![lora("boft", 0.7)]),
     ] {
         let model =
             StableDiffusion::load_with(&fixtures().join("tiny-sd15"), &Device::Cpu, &loras, None)
@@ -1772,7 +1775,7 @@ fn kohya_diffusers_and_lycoris_files_merge_as_their_reference_loaders_apply_them
         .predict(reference.get("unet_sample"), 501.0, &context, None, None)
         .unwrap();
     for label in [
-        "both", "locon", "loha", "lokr", "dora", "ia3", "full", "oft", "glora", "locon_cp",
+        "both", "locon", "loha", "lokr", "dora", "ia3", "full", "oft", "glora", "locon_cp", "boft",
     ] {
         let changed = max_diff(&cond, reference.get(&format!("lora_{label}_cond")))
             .min(max_diff(&eps, reference.get(&format!("lora_{label}_eps"))));

@@ -520,10 +520,14 @@ def random_lycoris_whole(pipe, seed, kind):
       module has a `rescale` per output row;
     - `glora`: W + scale·alpha/rank·(b1·b2 + W·a1·a2), `a1` (in, rank), `a2` (rank, in);
     - `locon_cp`: a LoCon (rank 4, alpha 2) CP-decomposed on the 3×3 convolutions (LyCORIS's
-      `use_tucker`): a 1×1 `lora_down`, a 3×3 `lora_mid` core and a 1×1 `lora_up`."""
+      `use_tucker`): a 1×1 `lora_down`, a 3×3 `lora_mid` core and a 1×1 `lora_up`;
+    - `boft`: butterfly OFT, `oft_blocks` (stages, blocks, size, size) turning the output rows
+      stage by stage, each stage's rotations interpolated to the identity by the scale, bounded
+      and rescaled as `oft`."""
     from lycoris.modules.diag_oft import DiagOFTModule
     from lycoris.modules.glora import GLoRAModule
     from lycoris.modules.ia3 import IA3Module
+    from lycoris.modules.boft import ButterflyOFTModule
     from lycoris.modules.locon import LoConModule
 
     g = torch.Generator().manual_seed(seed)
@@ -549,6 +553,16 @@ def random_lycoris_whole(pipe, seed, kind):
                     weight.data.copy_(torch.randn(weight.shape, generator=g) * 0.3)
                 state = {f"{part}.weight": getattr(adapter, part).weight.data for part in ("a1", "a2", "b1", "b2")}
                 state["alpha"] = adapter.alpha
+            elif kind == "boft":
+                adapter = ButterflyOFTModule(
+                    key, layer, 1, lora_dim=4, constraint=0.0 if n % 2 else 1e-3,
+                    rescaled=n % 3 == 0,
+                )
+                adapter.oft_blocks.data.copy_(torch.randn(adapter.oft_blocks.shape, generator=g) * 0.2)
+                state = {"oft_blocks": adapter.oft_blocks.data, "alpha": adapter.alpha}
+                if n % 3 == 0:
+                    adapter.rescale.data.copy_(1 + 0.2 * torch.randn(adapter.rescale.shape, generator=g))
+                    state["rescale"] = adapter.rescale.data
             elif kind == "locon_cp":
                 adapter = LoConModule(key, layer, 1, lora_dim=4, alpha=2, use_tucker=True)
                 parts = ("lora_down", "lora_mid", "lora_up") if adapter.tucker else ("lora_down", "lora_up")
@@ -590,10 +604,11 @@ def random_lycoris_whole(pipe, seed, kind):
 @torch.no_grad()
 def lycoris_whole_reference(pipe, folder, tensors):
     """Writes `loras/ia3.safetensors`, `loras/full.safetensors`, `loras/oft.safetensors`,
-    `loras/glora.safetensors` and `loras/locon_cp.safetensors` and the text embeddings and UNet
-    output with each merged at 0.7."""
+    `loras/glora.safetensors`, `loras/locon_cp.safetensors` and `loras/boft.safetensors` and
+    the text embeddings and UNet output with each merged at 0.7."""
     sample = tensors["unet_sample"]
-    for kind, seed in (("ia3", 18), ("full", 19), ("oft", 20), ("glora", 21), ("locon_cp", 22)):
+    for kind, seed in (("ia3", 18), ("full", 19), ("oft", 20), ("glora", 21), ("locon_cp", 22),
+                       ("boft", 23)):
         state, layers = random_lycoris_whole(pipe, seed, kind)
         save_file(state, os.path.join(folder, "loras", f"{kind}.safetensors"))
         unet, text = copy.deepcopy(pipe.unet), copy.deepcopy(pipe.text_encoder)

@@ -346,6 +346,7 @@ mod tests {
         let mut expected = vec![
             shared.join("xl.safetensors"),
             fixtures.join("checkpoints/loras/tiny-sd15-kohya.safetensors"),
+            fixtures.join("tiny-sd15/loras/boft.safetensors"),
             fixtures.join("tiny-sd15/loras/dora-peft.safetensors"),
             fixtures.join("tiny-sd15/loras/dora.safetensors"),
             fixtures.join("tiny-sd15/loras/full.safetensors"),

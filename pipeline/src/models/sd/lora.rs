@@ -5,7 +5,8 @@
 //! `.lora_down`, `.lora_up`, `.alpha`, and LyCORIS's CP-decomposed LoCon's `.lora_mid`), LyCORIS's LoHa (`.hada_w1_a` … `.hada_t2`) and LoKr
 //! (`.lokr_w1` … `.lokr_t2`) files in the same names (see the `delta` module), LyCORIS's IA³
 //! (`.weight`, `.on_input`), full (`.diff`, `.diff_b`), diag-OFT (`.oft_blocks`, `.alpha`,
-//! `.rescale`) and GLoRA (`.a1.weight` … `.b2.weight`, `.alpha`; see the `transform` module),
+//! `.rescale`; a 4-D `.oft_blocks` is butterfly OFT's) and GLoRA (`.a1.weight` … `.b2.weight`,
+//! `.alpha`; see the `transform` module),
 //! and diffusers'
 //! (`unet.….lora_A` / `text_encoder.…` / `text_encoder_2.….lora_B`, and the older
 //! `…processor.to_q_lora.down`); several at once, each with its own scale.
@@ -278,10 +279,20 @@ impl Parts {
         cut: Option<usize>,
     ) -> Result<Change, String> {
         if let Some(blocks) = self.lycoris.remove("oft_blocks") {
-            let transform = Transform::Oft {
-                blocks,
-                constraint: self.alpha.unwrap_or(0.0),
-                rescale: self.lycoris.remove("rescale"),
+            let (constraint, rescale) = (self.alpha.unwrap_or(0.0), self.lycoris.remove("rescale"));
+            // LyCORIS's butterfly OFT stores its stages as a fourth dimension.
+            let transform = if blocks.rank() == 4 {
+                Transform::Boft {
+                    blocks,
+                    constraint,
+                    rescale,
+                }
+            } else {
+                Transform::Oft {
+                    blocks,
+                    constraint,
+                    rescale,
+                }
             };
             return self.transform(transform, weight);
         }
@@ -500,6 +511,8 @@ pub enum Adapter {
     Full,
     /// LyCORIS diag-OFT: blocks of rows rotated.
     Oft,
+    /// LyCORIS butterfly OFT: blocks of rows rotated in butterfly stages.
+    Boft,
     /// LyCORIS GLoRA: a low-rank change plus the weight times a low-rank matrix.
     Glora,
 }
@@ -514,6 +527,7 @@ impl Adapter {
             Adapter::Ia3 => "IA³",
             Adapter::Full => "full",
             Adapter::Oft => "OFT",
+            Adapter::Boft => "BOFT",
             Adapter::Glora => "GLoRA",
         }
     }
@@ -566,6 +580,9 @@ impl LoraSummary {
                 Part::Lycoris("weight" | "on_input") => Some(Adapter::Ia3),
                 Part::Lycoris("diff" | "diff_b") => Some(Adapter::Full),
                 Part::Lycoris(name) if name.starts_with("glora") => Some(Adapter::Glora),
+                Part::Lycoris("oft_blocks") if shape.len() == 4 => Some(Adapter::Boft),
+                // Diag-OFT's or BOFT's: its blocks tell which.
+                Part::Lycoris("rescale") => None,
                 Part::Lycoris(_) => Some(Adapter::Oft),
                 Part::Down | Part::Up | Part::Mid => Some(Adapter::LoRA),
                 Part::Magnitude { .. } => {
@@ -1002,6 +1019,7 @@ mod tests {
             ("ia3", Adapter::Ia3, "IA³: UNet + text encoder"),
             ("full", Adapter::Full, "full: UNet + text encoder"),
             ("oft", Adapter::Oft, "OFT: UNet + text encoder"),
+            ("boft", Adapter::Boft, "BOFT: UNet + text encoder"),
         ] {
             let summary =
                 LoraSummary::read(&fixture(&format!("loras/{file}.safetensors"))).unwrap();

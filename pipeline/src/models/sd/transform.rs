@@ -1,7 +1,8 @@
 //! Adapter changes that depend on the weight they change, merged as LyCORIS merges them: IA³
 //! scales each output row (or input column) of the weight, diag-OFT rotates blocks of its
-//! output rows, GLoRA adds a low-rank change and the weight times a low-rank matrix. Both are computed in f32 on the device the weight loads to; OFT's
-//! small block inverses are taken on the host in f64.
+//! output rows, butterfly OFT (BOFT) rotates them in stages of ever wider strides, GLoRA adds a
+//! low-rank change and the weight times a low-rank matrix. All are computed in f32 on the
+//! device the weight loads to; OFT's small block inverses are taken on the host in f64.
 
 use candle_core::{DType, Device, Result, Tensor};
 
@@ -23,6 +24,18 @@ pub enum Transform {
     /// of `Q = B − Bᵀ` (so `R` is a rotation), then each row multiplied by its `rescale`.
     Oft {
         /// `(blocks, size, size)`.
+        blocks: Tensor,
+        /// `alpha`: when positive, `Q` is shrunk to a norm of at most `alpha · rows`.
+        constraint: f64,
+        /// `(out, 1, …)`, when present.
+        rescale: Option<Tensor>,
+    },
+    /// Butterfly OFT (a 4-D `oft_blocks`, `alpha`, `rescale`; LyCORIS 4's BOFT): `stages`
+    /// rotations of the output rows, each as diag-OFT's but not transposed, `scale · (R − I) + I`
+    /// over blocks of `size` rows gathered by a butterfly permutation: stage `i` pairs the rows
+    /// `2ⁱ · size/2` apart. `Q`'s norm is bounded over all stages together.
+    Boft {
+        /// `(stages, blocks, size, size)`.
         blocks: Tensor,
         /// `alpha`: when positive, `Q` is shrunk to a norm of at most `alpha · rows`.
         constraint: f64,
@@ -77,15 +90,30 @@ impl Transform {
                         blocks.dims()
                     ));
                 }
-                rescale
-                    .as_ref()
-                    .filter(|r| r.elem_count() != rows)
-                    .map(|r| {
-                        format!(
-                            "OFT rescale {:?} is not one per output row ({rows})",
-                            r.dims()
-                        )
-                    })
+                misfit_rescale(rescale.as_ref(), rows)
+            }
+            Transform::Boft {
+                blocks, rescale, ..
+            } => {
+                let rows = weight.first().copied().unwrap_or(0);
+                let fits = match blocks.dims() {
+                    &[stages, count, size, side] => {
+                        size == side
+                            && size >= 2
+                            && size % 2 == 0
+                            && count * size == rows
+                            && stages >= 1
+                            && (0..stages).all(|i| rows % ((size << i).max(1)) == 0)
+                    }
+                    _ => false,
+                };
+                if !fits {
+                    return Some(format!(
+                        "BOFT blocks {:?} do not turn the {rows} output rows of the weight {weight:?} in butterfly stages of square blocks",
+                        blocks.dims()
+                    ));
+                }
+                misfit_rescale(rescale.as_ref(), rows)
             }
             Transform::Glora { a1, a2, b, .. } => {
                 let inputs = weight.get(1).copied().unwrap_or(0);
@@ -132,14 +160,32 @@ impl Transform {
                     .contiguous()?
                     .matmul(&weight.reshape((count, size, ()))?.contiguous()?)?
                     .reshape(dims.as_slice())?;
-                match rescale {
-                    Some(rescale) => {
-                        let mut shape = vec![1; dims.len()];
-                        shape[0] = dims[0];
-                        turned.broadcast_mul(&f32_on(rescale)?.reshape(shape)?)
-                    }
-                    None => Ok(turned),
+                rescaled(turned, rescale.as_ref())
+            }
+            Transform::Boft {
+                blocks,
+                constraint,
+                rescale,
+            } => {
+                let (stages, count, size, _) = blocks.dims4()?;
+                let rows = dims[0];
+                let rotations = cayley(
+                    &blocks.reshape((stages * count, size, size))?,
+                    *constraint * rows as f64,
+                    scale,
+                    device,
+                )?;
+                let mut turned = weight.reshape((rows, ()))?;
+                for stage in 0..stages {
+                    let (order, back) = butterfly(rows, (size / 2) << stage, device)?;
+                    let gathered = turned.index_select(&order, 0)?.reshape((count, size, ()))?;
+                    turned = rotations
+                        .narrow(0, stage * count, count)?
+                        .matmul(&gathered)?
+                        .reshape((rows, ()))?
+                        .index_select(&back, 0)?;
                 }
+                rescaled(turned.reshape(dims.as_slice())?, rescale.as_ref())
             }
             Transform::Glora {
                 a1,
@@ -175,6 +221,48 @@ impl Transform {
             }
         }
     }
+}
+
+/// Why `rescale` is not one factor per output row, if it is not.
+fn misfit_rescale(rescale: Option<&Tensor>, rows: usize) -> Option<String> {
+    rescale.filter(|r| r.elem_count() != rows).map(|r| {
+        format!(
+            "OFT rescale {:?} is not one per output row ({rows})",
+            r.dims()
+        )
+    })
+}
+
+/// `turned` with each output row multiplied by its `rescale`, when there is one.
+fn rescaled(turned: Tensor, rescale: Option<&Tensor>) -> Result<Tensor> {
+    let Some(rescale) = rescale else {
+        return Ok(turned);
+    };
+    let mut shape = vec![1; turned.rank()];
+    shape[0] = turned.dim(0)?;
+    let rescale = rescale
+        .to_device(turned.device())?
+        .to_dtype(DType::F32)?
+        .reshape(shape)?;
+    turned.broadcast_mul(&rescale)
+}
+
+/// A butterfly stage's row order and its inverse, as index tensors on `device`: within each
+/// run of `2·stride` rows, row `c` of the first half is followed by row `c` of the second
+/// (so consecutive rows pair up rows `stride` apart), as LyCORIS regroups them.
+fn butterfly(rows: usize, stride: usize, device: &Device) -> Result<(Tensor, Tensor)> {
+    let mut order = vec![0u32; rows];
+    let mut back = vec![0u32; rows];
+    for (p, slot) in order.iter_mut().enumerate() {
+        let (run, within) = (p / (2 * stride), p % (2 * stride));
+        let row = run * 2 * stride + (within % 2) * stride + within / 2;
+        *slot = row as u32;
+        back[row] = p as u32;
+    }
+    Ok((
+        Tensor::from_vec(order, rows, device)?,
+        Tensor::from_vec(back, rows, device)?,
+    ))
 }
 
 /// `scale · (R − I) + I` for each block, `R = (I + Q)(I − Q)⁻¹`, `Q = B − Bᵀ` shrunk to a
@@ -327,6 +415,51 @@ mod tests {
             values(&oft.apply(&weight, 0.0).unwrap()),
             [1., 2., 3., 4., 5., 6., 7., 8.]
         );
+    }
+
+    #[test]
+    fn boft_turns_rows_in_butterfly_stages() {
+        let dev = Device::Cpu;
+        // 8 rows in blocks of 2, three stages pairing rows 1, 2 and 4 apart.
+        let weight = Tensor::randn(0f32, 1.0, (8, 3), &dev).unwrap();
+        let norms = |t: &Tensor| values(&t.sqr().unwrap().sum(0).unwrap());
+        let random = Tensor::randn(0f32, 0.5, (3, 4, 2, 2), &dev).unwrap();
+        let boft = |blocks: Tensor| Transform::Boft {
+            blocks,
+            constraint: 0.0,
+            rescale: None,
+        };
+        let all = boft(random.clone());
+        assert!(all.misfit(&[8, 3]).is_none());
+        assert!(all.misfit(&[6, 3]).unwrap().contains("butterfly"));
+        // Rotations all: each column keeps its norm.
+        let turned = all.apply(&weight, 1.0).unwrap();
+        for (a, b) in norms(&turned).iter().zip(norms(&weight)) {
+            assert!((a - b).abs() < 1e-4, "{a} {b}");
+        }
+        assert_eq!(values(&all.apply(&weight, 0.0).unwrap()), values(&weight));
+        // The last stage alone mixes rows 4 apart (0 with 4), no neighbours.
+        let last = Tensor::cat(
+            &[
+                Tensor::zeros((2, 4, 2, 2), DType::F32, &dev).unwrap(),
+                random.narrow(0, 2, 1).unwrap(),
+            ],
+            0,
+        )
+        .unwrap();
+        let turned = boft(last).apply(&weight, 1.0).unwrap();
+        let row = |t: &Tensor, i: usize| values(&t.get(i).unwrap());
+        let pair = |t: &Tensor, i: usize, j: usize| {
+            let (a, b) = (row(t, i), row(t, j));
+            a.iter()
+                .zip(&b)
+                .map(|(x, y)| x * x + y * y)
+                .collect::<Vec<f32>>()
+        };
+        assert_ne!(row(&turned, 0), row(&weight, 0));
+        for (a, b) in pair(&turned, 0, 4).iter().zip(pair(&weight, 0, 4)) {
+            assert!((a - b).abs() < 1e-4, "rows 0 and 4 turn together: {a} {b}");
+        }
     }
 
     proptest! {
