@@ -1751,6 +1751,9 @@ fn kohya_diffusers_and_lycoris_files_merge_as_their_reference_loaders_apply_them
         // LyCORIS's butterfly OFT: output rows turned in stages of wider and wider strides,
         // bounded and rescaled as diag-OFT (the reference merges it with LyCORIS 4's module).
         ("boft", vec![lora("boft", 0.7)]),
+        // LyCORIS's norm adapter: `w_norm` and `b_norm` added to the UNet's group and layer
+        // norms and the text encoder's layer norms.
+        ("norm", vec![lora("norm", 0.7)]),
     ] {
         let model =
             StableDiffusion::load_with(&fixtures().join("tiny-sd15"), &Device::Cpu, &loras, None)
@@ -1776,6 +1779,7 @@ fn kohya_diffusers_and_lycoris_files_merge_as_their_reference_loaders_apply_them
         .unwrap();
     for label in [
         "both", "locon", "loha", "lokr", "dora", "ia3", "full", "oft", "glora", "locon_cp", "boft",
+        "norm",
     ] {
         let changed = max_diff(&cond, reference.get(&format!("lora_{label}_cond")))
             .min(max_diff(&eps, reference.get(&format!("lora_{label}_eps"))));

@@ -300,6 +300,15 @@ def conv_modules(pipe):
     ]
 
 
+def norm_modules(model):
+    """A network's group and layer norms, which LyCORIS's norm adapter changes."""
+    return [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, (torch.nn.GroupNorm, torch.nn.LayerNorm))
+    ]
+
+
 def factor(n):
     """A small factor of `n` for LoKr's Kronecker split."""
     return next(f for f in (4, 2, 1) if n % f == 0)
@@ -521,6 +530,8 @@ def random_lycoris_whole(pipe, seed, kind):
     - `glora`: W + scale·alpha/rank·(b1·b2 + W·a1·a2), `a1` (in, rank), `a2` (rank, in);
     - `locon_cp`: a LoCon (rank 4, alpha 2) CP-decomposed on the 3×3 convolutions (LyCORIS's
       `use_tucker`): a 1×1 `lora_down`, a 3×3 `lora_mid` core and a 1×1 `lora_up`;
+    - `norm`: LyCORIS's norm adapter over the group and layer norms instead, `w_norm` and
+      `b_norm` added to each norm's weight and bias at the scale;
     - `boft`: butterfly OFT, `oft_blocks` (stages, blocks, size, size) turning the output rows
       stage by stage, each stage's rotations interpolated to the identity by the scale, bounded
       and rescaled as `oft`."""
@@ -529,12 +540,17 @@ def random_lycoris_whole(pipe, seed, kind):
     from lycoris.modules.ia3 import IA3Module
     from lycoris.modules.boft import ButterflyOFTModule
     from lycoris.modules.locon import LoConModule
+    from lycoris.modules.norms import NormModule
 
     g = torch.Generator().manual_seed(seed)
     unet, text = lora_modules(pipe)
+    if kind == "norm":
+        unet, text = norm_modules(pipe.unet), norm_modules(pipe.text_encoder)
+    else:
+        unet = unet + conv_modules(pipe)
     tensors, merged_layers = {}, []
     for network, model, names in (
-        ("unet", pipe.unet, unet + conv_modules(pipe)),
+        ("unet", pipe.unet, unet),
         ("text", pipe.text_encoder, text),
     ):
         modules = dict(model.named_modules())
@@ -553,6 +569,11 @@ def random_lycoris_whole(pipe, seed, kind):
                     weight.data.copy_(torch.randn(weight.shape, generator=g) * 0.3)
                 state = {f"{part}.weight": getattr(adapter, part).weight.data for part in ("a1", "a2", "b1", "b2")}
                 state["alpha"] = adapter.alpha
+            elif kind == "norm":
+                adapter = NormModule(key, layer, 1)
+                adapter.w_norm.data.copy_(torch.randn(adapter.w_norm.shape, generator=g) * 0.3)
+                adapter.b_norm.data.copy_(torch.randn(adapter.b_norm.shape, generator=g) * 0.3)
+                state = {"w_norm": adapter.w_norm.data, "b_norm": adapter.b_norm.data}
             elif kind == "boft":
                 adapter = ButterflyOFTModule(
                     key, layer, 1, lora_dim=4, constraint=0.0 if n % 2 else 1e-3,
@@ -592,6 +613,8 @@ def random_lycoris_whole(pipe, seed, kind):
                     # bias: it adds a tensor to its list of original biases).
                     weight = layer.weight + 0.7 * diff
                     bias = None if diff_b is None else layer.bias + 0.7 * diff_b
+                elif kind == "norm":
+                    weight, bias = adapter.get_merged_weight(multiplier=0.7)
                 else:
                     weight = adapter.get_merged_weight(multiplier=0.7)[0]
                     bias = layer.bias
@@ -604,11 +627,11 @@ def random_lycoris_whole(pipe, seed, kind):
 @torch.no_grad()
 def lycoris_whole_reference(pipe, folder, tensors):
     """Writes `loras/ia3.safetensors`, `loras/full.safetensors`, `loras/oft.safetensors`,
-    `loras/glora.safetensors`, `loras/locon_cp.safetensors` and `loras/boft.safetensors` and
-    the text embeddings and UNet output with each merged at 0.7."""
+    `loras/glora.safetensors`, `loras/locon_cp.safetensors`, `loras/boft.safetensors` and
+    `loras/norm.safetensors` and the text embeddings and UNet output with each merged at 0.7."""
     sample = tensors["unet_sample"]
     for kind, seed in (("ia3", 18), ("full", 19), ("oft", 20), ("glora", 21), ("locon_cp", 22),
-                       ("boft", 23)):
+                       ("boft", 23), ("norm", 24)):
         state, layers = random_lycoris_whole(pipe, seed, kind)
         save_file(state, os.path.join(folder, "loras", f"{kind}.safetensors"))
         unet, text = copy.deepcopy(pipe.unet), copy.deepcopy(pipe.text_encoder)

@@ -357,6 +357,7 @@ mod tests {
             fixtures.join("tiny-sd15/loras/locon_cp.safetensors"),
             fixtures.join("tiny-sd15/loras/loha.safetensors"),
             fixtures.join("tiny-sd15/loras/lokr.safetensors"),
+            fixtures.join("tiny-sd15/loras/norm.safetensors"),
             fixtures.join("tiny-sd15/loras/oft.safetensors"),
             fixtures.join("tiny-sd15/loras/peft.safetensors"),
             fixtures.join("tiny-sdxl/loras/kohya-xl.safetensors"),

@@ -5,7 +5,7 @@
 //! `.lora_down`, `.lora_up`, `.alpha`, and LyCORIS's CP-decomposed LoCon's `.lora_mid`), LyCORIS's LoHa (`.hada_w1_a` … `.hada_t2`) and LoKr
 //! (`.lokr_w1` … `.lokr_t2`) files in the same names (see the `delta` module), LyCORIS's IA³
 //! (`.weight`, `.on_input`), full (`.diff`, `.diff_b`), diag-OFT (`.oft_blocks`, `.alpha`,
-//! `.rescale`; a 4-D `.oft_blocks` is butterfly OFT's) and GLoRA (`.a1.weight` … `.b2.weight`,
+//! `.rescale`; a 4-D `.oft_blocks` is butterfly OFT's), norm (`.w_norm`, `.b_norm`) and GLoRA (`.a1.weight` … `.b2.weight`,
 //! `.alpha`; see the `transform` module),
 //! and diffusers'
 //! (`unet.….lora_A` / `text_encoder.…` / `text_encoder_2.….lora_B`, and the older
@@ -195,20 +195,23 @@ impl Updates {
                     })
                 };
                 let shape = shape_of(weight)?;
-                // LyCORIS full: a change of the bias too.
-                if let Some(diff_b) = parts.lycoris.remove("diff_b") {
+                // LyCORIS full and norm: a change of the bias too.
+                let bias_change = ["diff_b", "b_norm"]
+                    .into_iter()
+                    .find_map(|name| parts.lycoris.remove(name).map(|t| (name, t)));
+                if let Some((part, diff_b)) = bias_change {
                     let bias = weight
                         .strip_suffix(".weight")
                         .map(|stem| format!("{stem}.bias"))
                         .filter(|bias| base.contains_tensor(bias))
                         .ok_or_else(|| {
                             invalid(format!(
-                                "`{module}.diff_b` changes a bias `{weight}`'s layer does not have"
+                                "`{module}.{part}` changes a bias `{weight}`'s layer does not have"
                             ))
                         })?;
                     let delta = Delta::Whole(diff_b);
                     check_fit(&delta, &bias, &shape_of(&bias)?)
-                        .map_err(|what| invalid(format!("`{module}.diff_b`{what}")))?;
+                        .map_err(|what| invalid(format!("`{module}.{part}`{what}")))?;
                     map.entry(bias).or_default().push(Update {
                         change: Change::Add {
                             delta,
@@ -408,7 +411,12 @@ impl Parts {
             }
             return Ok((Delta::LowRank { down, up, mid }, rank));
         }
-        if let Some(diff) = self.lycoris.remove("diff") {
+        // LyCORIS full's difference, or its norm adapter's (a norm's weight).
+        if let Some(diff) = self
+            .lycoris
+            .remove("diff")
+            .or_else(|| self.lycoris.remove("w_norm"))
+        {
             return Ok((Delta::Whole(diff), None));
         }
         let mut take = |name: &str| self.lycoris.remove(name);
@@ -435,7 +443,7 @@ impl Parts {
             let rank = w2.rank().or(w1.rank());
             (Delta::Kronecker(w1, w2), rank)
         } else {
-            return Err("has no complete down/up (A/B), LoHa (`hada_w1_a` … `hada_w2_b`), LoKr (`lokr_w1`(`_a`/`_b`), `lokr_w2`(`_a`/`_b`)), IA³ (`weight`, `on_input`), full (`diff`), OFT (`oft_blocks`) or GLoRA (`a1` … `b2`) set".into());
+            return Err("has no complete down/up (A/B), LoHa (`hada_w1_a` … `hada_w2_b`), LoKr (`lokr_w1`(`_a`/`_b`), `lokr_w2`(`_a`/`_b`)), IA³ (`weight`, `on_input`), full (`diff`), norm (`w_norm`), OFT (`oft_blocks`) or GLoRA (`a1` … `b2`) set".into());
         };
         let malformed = match &delta {
             Delta::Hadamard(w1, w2) | Delta::Kronecker(w1, w2) => {
@@ -513,6 +521,8 @@ pub enum Adapter {
     Oft,
     /// LyCORIS butterfly OFT: blocks of rows rotated in butterfly stages.
     Boft,
+    /// LyCORIS's norm adapter: differences of the group and layer norms' weights and biases.
+    Norm,
     /// LyCORIS GLoRA: a low-rank change plus the weight times a low-rank matrix.
     Glora,
 }
@@ -528,6 +538,7 @@ impl Adapter {
             Adapter::Full => "full",
             Adapter::Oft => "OFT",
             Adapter::Boft => "BOFT",
+            Adapter::Norm => "norm",
             Adapter::Glora => "GLoRA",
         }
     }
@@ -579,6 +590,7 @@ impl LoraSummary {
                 Part::Lycoris(name) if name.starts_with("lokr") => Some(Adapter::LoKr),
                 Part::Lycoris("weight" | "on_input") => Some(Adapter::Ia3),
                 Part::Lycoris("diff" | "diff_b") => Some(Adapter::Full),
+                Part::Lycoris("w_norm" | "b_norm") => Some(Adapter::Norm),
                 Part::Lycoris(name) if name.starts_with("glora") => Some(Adapter::Glora),
                 Part::Lycoris("oft_blocks") if shape.len() == 4 => Some(Adapter::Boft),
                 // Diag-OFT's or BOFT's: its blocks tell which.
@@ -712,9 +724,9 @@ enum Part {
     Lycoris(&'static str),
 }
 
-/// The LyCORIS tensors read by their last name: LoHa's, LoKr's, IA³'s, full's and diag-OFT's
+/// The LyCORIS tensors read by their last name: LoHa's, LoKr's, IA³'s, full's, norm's and OFT's
 /// (GLoRA's `a1.weight` … are suffixes in `entry`).
-const LYCORIS: [&str; 19] = [
+const LYCORIS: [&str; 21] = [
     "hada_w1_a",
     "hada_w1_b",
     "hada_w2_a",
@@ -732,6 +744,8 @@ const LYCORIS: [&str; 19] = [
     "on_input",
     "diff",
     "diff_b",
+    "w_norm",
+    "b_norm",
     "oft_blocks",
     "rescale",
 ];
@@ -1020,6 +1034,7 @@ mod tests {
             ("full", Adapter::Full, "full: UNet + text encoder"),
             ("oft", Adapter::Oft, "OFT: UNet + text encoder"),
             ("boft", Adapter::Boft, "BOFT: UNet + text encoder"),
+            ("norm", Adapter::Norm, "norm: UNet + text encoder"),
         ] {
             let summary =
                 LoraSummary::read(&fixture(&format!("loras/{file}.safetensors"))).unwrap();
