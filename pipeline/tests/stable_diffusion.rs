@@ -1769,6 +1769,26 @@ fn kohya_diffusers_and_lycoris_files_merge_as_their_reference_loaders_apply_them
         assert_eq!(used[0].file, loras[0].label);
         assert_eq!(used[0].scale, loras[0].scale);
     }
+    // The same kohya and PEFT files pickled by `torch.save` (a legacy-stream `.pt`, a zip
+    // `.bin`) merge alike.
+    for (file, label) in [("kohya-pickled.pt", "kohya"), ("peft-pickled.bin", "peft")] {
+        let pickled = LoraFile {
+            path: fixtures().join(format!("tiny-sd15/loras/{file}")),
+            label: file.into(),
+            ..lora(label, if label == "kohya" { 0.8 } else { 0.5 })
+        };
+        let model = StableDiffusion::load_with(
+            &fixtures().join("tiny-sd15"),
+            &Device::Cpu,
+            &[pickled],
+            None,
+        )
+        .unwrap();
+        assert_lora_outputs(&model, &reference, file, &format!("lora_{label}"));
+        let summary =
+            LoraSummary::read(&fixtures().join(format!("tiny-sd15/loras/{file}"))).unwrap();
+        assert_eq!((summary.rank, summary.text_dim), (4, Some(32)), "{file}");
+    }
     // Without LoRAs the same call gives the base output: the LoRAs did the difference.
     let base = load("tiny-sd15");
     let cond = base.encode_prompt(&reference.prompt).unwrap().context;

@@ -1305,6 +1305,17 @@ def a1111_name(network, name, layers):
     return "transformer_text_model_" + name.replace(".", "_")
 
 
+def build_pickled_loras(name):
+    """tiny-sd15's kohya and PEFT LoRAs as PyTorch pickles, the way A1111-era `.pt` files and
+    diffusers' older `pytorch_lora_weights.bin` were saved: `kohya-pickled.pt` in the legacy
+    stream layout, `peft-pickled.bin` in the zip layout. Their tensors are the `.safetensors`
+    files', so the same references hold."""
+    folder = os.path.join(OUT, "tiny-sd15", "loras")
+    for source, target, zipped in (("kohya", "kohya-pickled.pt", False), ("peft", "peft-pickled.bin", True)):
+        tensors = load_file(os.path.join(folder, f"{source}.safetensors"))
+        torch.save(tensors, os.path.join(folder, target), _use_new_zipfile_serialization=zipped)
+
+
 @torch.no_grad()
 def build_lora_block_weights(name):
     """LoRAs weighted per block as the sd-webui-lora-block-weight extension applies `lbw=`: the
@@ -2267,7 +2278,8 @@ def main():
                  "light-upscalers": build_light_upscalers,
                  "plksr-upscalers": build_plksr_upscalers,
                  "swin2sr-upscalers": build_swin2sr_upscalers,
-                 "lora-block-weights": build_lora_block_weights}
+                 "lora-block-weights": build_lora_block_weights,
+                 "pickled-loras": build_pickled_loras}
         for name in only:
             if name not in alone:
                 sys.exit(f"{name}: only {', '.join(alone)} build alone; run without names for the rest")

@@ -67,7 +67,8 @@ fn beside(dirs: &[PathBuf], wanted: impl Fn(&std::path::Path) -> bool) -> Vec<Pa
     found
 }
 
-/// Every LoRA file among `dirs`, with what it adapts (sorted): the `.safetensors` files in each
+/// Every LoRA file among `dirs`, with what it adapts (sorted): the `.safetensors` files (and
+/// PyTorch-pickled `.pt` and `.bin`, as A1111 and older diffusers save them) in each
 /// of `dirs`, in the folders directly below them and in those folders' `loras` (or `lora`)
 /// folders whose header is a LoRA's — a shared `models/loras/` and a pipeline's own
 /// `sd15/loras/` alike. Other weights are passed over after reading their header only.
@@ -89,7 +90,11 @@ pub fn lora_files(dirs: &[PathBuf]) -> Vec<(PathBuf, LoraSummary)> {
                 .into_iter()
                 .flatten()
                 .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-                .filter(|path| path.extension().is_some_and(|e| e == "safetensors"));
+                .filter(|path| {
+                    path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                        ["safetensors", "pt", "bin"].contains(&e.to_ascii_lowercase().as_str())
+                    })
+                });
             for file in files {
                 if found.iter().any(|(known, _)| *known == file) {
                     continue;
@@ -352,6 +357,7 @@ mod tests {
             fixtures.join("tiny-sd15/loras/full.safetensors"),
             fixtures.join("tiny-sd15/loras/glora.safetensors"),
             fixtures.join("tiny-sd15/loras/ia3.safetensors"),
+            fixtures.join("tiny-sd15/loras/kohya-pickled.pt"),
             fixtures.join("tiny-sd15/loras/kohya.safetensors"),
             fixtures.join("tiny-sd15/loras/locon.safetensors"),
             fixtures.join("tiny-sd15/loras/locon_cp.safetensors"),
@@ -359,6 +365,7 @@ mod tests {
             fixtures.join("tiny-sd15/loras/lokr.safetensors"),
             fixtures.join("tiny-sd15/loras/norm.safetensors"),
             fixtures.join("tiny-sd15/loras/oft.safetensors"),
+            fixtures.join("tiny-sd15/loras/peft-pickled.bin"),
             fixtures.join("tiny-sd15/loras/peft.safetensors"),
             fixtures.join("tiny-sdxl/loras/kohya-xl.safetensors"),
         ];

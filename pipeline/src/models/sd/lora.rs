@@ -9,7 +9,8 @@
 //! `.alpha`; see the `transform` module),
 //! and diffusers'
 //! (`unet.….lora_A` / `text_encoder.…` / `text_encoder_2.….lora_B`, and the older
-//! `…processor.to_q_lora.down`); several at once, each with its own scale.
+//! `…processor.to_q_lora.down`); several at once, each with its own scale. Files are
+//! safetensors or PyTorch pickles (`torch.save`'s `.pt`/`.bin`, read without running them).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ use super::block_weights::BlockWeights;
 use super::config::PipelineSpec;
 use super::delta::{Delta, Factor, Magnitude};
 use super::original_names;
+use super::pickle::{PickleTensors, is_torch_save};
 use super::transform::Transform;
 use super::weights::{Weights, checked};
 use crate::generator::LoraUse;
@@ -133,8 +135,7 @@ impl Updates {
                 path: file.path.clone(),
                 message,
             };
-            let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
-                .map_err(|e| invalid(format!("not a safetensors file: {e}")))?;
+            let tensors = file_tensors(&file.path, &bytes).map_err(invalid)?;
             let mut modules: HashMap<(Network, String), Parts> = HashMap::new();
             for (key, tensor) in tensors {
                 let (network, module, part) =
@@ -458,6 +459,27 @@ impl Parts {
     }
 }
 
+/// The tensors of a LoRA file's `bytes`: a safetensors file, or a PyTorch pickle (`torch.save`:
+/// diffusers' older `pytorch_lora_weights.bin`, A1111's `.pt`), read without running it.
+fn file_tensors(path: &Path, bytes: &[u8]) -> Result<Vec<(String, Tensor)>, String> {
+    if !is_torch_save(path) {
+        return candle_core::safetensors::load_buffer(bytes, &Device::Cpu)
+            .map(|tensors| tensors.into_iter().collect())
+            .map_err(|e| format!("not a safetensors file or PyTorch pickle: {e}"));
+    }
+    let pickle = PickleTensors::open(path, None)
+        .map_err(|e| format!("not a readable PyTorch pickle: {e}"))?;
+    pickle
+        .tensor_infos()
+        .keys()
+        .map(|key| match pickle.get(key) {
+            Ok(Some(tensor)) => Ok((key.clone(), tensor)),
+            Ok(None) => Err(format!("`{key}` cannot be read")),
+            Err(e) => Err(format!("`{key}`: {e}")),
+        })
+        .collect()
+}
+
 /// The number a one-value tensor (`alpha`, `on_input`) holds.
 fn scalar(tensor: &Tensor) -> Option<f64> {
     tensor
@@ -552,7 +574,35 @@ impl LoraSummary {
             path: path.to_path_buf(),
             message,
         };
-        let header = super::weights::header(path)?;
+        let (shapes, alias) = if is_torch_save(path) {
+            let pickle = PickleTensors::open(path, None)
+                .map_err(|e| invalid(format!("not a readable PyTorch pickle: {e}")))?;
+            let shapes: Vec<(String, Option<Vec<usize>>)> = pickle
+                .tensor_infos()
+                .iter()
+                .map(|(key, info)| (key.clone(), Some(info.layout.dims().to_vec())))
+                .collect();
+            (shapes, None)
+        } else {
+            let header = super::weights::header(path)?;
+            let alias = header
+                .get("__metadata__")
+                .and_then(|metadata| metadata.get("ss_output_name"))
+                .and_then(|name| name.as_str())
+                .filter(|name| !name.is_empty())
+                .map(str::to_owned);
+            let shapes = header
+                .iter()
+                .filter(|(key, _)| *key != "__metadata__")
+                .map(|(key, info)| {
+                    let shape = info
+                        .get("shape")
+                        .and_then(|shape| serde_json::from_value(shape.clone()).ok());
+                    (key.clone(), shape)
+                })
+                .collect();
+            (shapes, alias)
+        };
         let mut summary = Self {
             adapters: Vec::new(),
             unet: false,
@@ -562,18 +612,13 @@ impl LoraSummary {
             context_dim: None,
             text_dim: None,
             dora: false,
-            alias: header
-                .get("__metadata__")
-                .and_then(|metadata| metadata.get("ss_output_name"))
-                .and_then(|name| name.as_str())
-                .filter(|name| !name.is_empty())
-                .map(str::to_owned),
+            alias,
         };
         // LoKr: the input widths of each module's two Kronecker factors, whose product is the
         // weight's (its second columns: `lokr_w1`/`lokr_w1_b` and `lokr_w2`/`lokr_w2_b`, a
         // Tucker `lokr_w2_b` included).
         let mut kronecker: HashMap<(Network, String), [Option<usize>; 2]> = HashMap::new();
-        for (key, info) in header.iter().filter(|(key, _)| *key != "__metadata__") {
+        for (key, shape) in &shapes {
             let (network, module, part) = entry(key, 2)
                 .ok_or_else(|| invalid(format!("`{key}` is not a LoRA entry Autonomy reads")))?;
             match network {
@@ -581,9 +626,8 @@ impl LoraSummary {
                 Network::Text => summary.text = true,
                 Network::Text2 => summary.text_2 = true,
             }
-            let shape: Vec<usize> = info
-                .get("shape")
-                .and_then(|shape| serde_json::from_value(shape.clone()).ok())
+            let shape = shape
+                .as_ref()
                 .ok_or_else(|| invalid(format!("`{key}` has no shape in the header")))?;
             let kind = match part {
                 Part::Lycoris(name) if name.starts_with("hada") => Some(Adapter::LoHa),
