@@ -574,16 +574,6 @@ def random_lycoris_whole(pipe, seed, kind):
                 adapter.w_norm.data.copy_(torch.randn(adapter.w_norm.shape, generator=g) * 0.3)
                 adapter.b_norm.data.copy_(torch.randn(adapter.b_norm.shape, generator=g) * 0.3)
                 state = {"w_norm": adapter.w_norm.data, "b_norm": adapter.b_norm.data}
-            elif kind == "boft":
-                adapter = ButterflyOFTModule(
-                    key, layer, 1, lora_dim=4, constraint=0.0 if n % 2 else 1e-3,
-                    rescaled=n % 3 == 0,
-                )
-                adapter.oft_blocks.data.copy_(torch.randn(adapter.oft_blocks.shape, generator=g) * 0.2)
-                state = {"oft_blocks": adapter.oft_blocks.data, "alpha": adapter.alpha}
-                if n % 3 == 0:
-                    adapter.rescale.data.copy_(1 + 0.2 * torch.randn(adapter.rescale.shape, generator=g))
-                    state["rescale"] = adapter.rescale.data
             elif kind == "locon_cp":
                 adapter = LoConModule(key, layer, 1, lora_dim=4, alpha=2, use_tucker=True)
                 parts = ("lora_down", "lora_mid", "lora_up") if adapter.tucker else ("lora_down", "lora_up")
@@ -597,8 +587,9 @@ def random_lycoris_whole(pipe, seed, kind):
                 if layer.bias is not None:
                     diff_b = torch.randn(layer.bias.shape, generator=g) * 0.05
                 state = {"diff": diff} | ({"diff_b": diff_b} if diff_b is not None else {})
-            else:
-                adapter = DiagOFTModule(
+            else:  # oft, boft
+                module = ButterflyOFTModule if kind == "boft" else DiagOFTModule
+                adapter = module(
                     key, layer, 1, lora_dim=4, constraint=0.0 if n % 2 else 1e-3,
                     rescaled=n % 3 == 0,
                 )

@@ -331,14 +331,7 @@ mod tests {
             .and_then(|h| h.conv2d(&mid, 1, 1, 1, 1))
             .and_then(|h| h.conv2d(&up, 0, 1, 1, 1))
             .unwrap();
-        let diff = (merged - in_turn)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = super::super::max_abs_diff(&merged, &in_turn);
         assert!(diff < 1e-4, "{diff}");
     }
 
