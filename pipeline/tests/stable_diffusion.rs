@@ -3254,6 +3254,34 @@ fn swin2sr_files_upscale_as_spandrel_runs_them() {
 }
 
 #[test]
+fn swinir_and_swin2sr_restoration_files_run_as_spandrel_runs_them() {
+    // No upsampler: the image at its size plus `conv_last` of the features (denoising, JPEG).
+    let reference = Reference::of("swin-restorers");
+    for (file, what) in [
+        ("swinir-denoise.pth", "SwinIR (restoration, 1 groups, 1×)"),
+        // Windows of 7: the JPEG releases' pixel range of 255, as spandrel takes it.
+        (
+            "swinir-jpeg-w7.safetensors",
+            "SwinIR (restoration, 1 groups, 1×)",
+        ),
+        ("swin2sr-jpeg.pth", "Swin2SR (restoration, 1 groups, 1×)"),
+    ] {
+        upscales_as_spandrel(&reference, file, 1, what);
+    }
+    // As a hires upscaler it runs once and its image is kept (as A1111 keeps it), then Lanczos
+    // scales it up: not the plain Lanczos result.
+    let restorer = Upscaler::open(&upscaler_file("swinir-denoise.pth").path, &Device::Cpu).unwrap();
+    let square = Tensor::rand(0f32, 1.0, (1, 3, 16, 16), &Device::Cpu).unwrap();
+    let restored = hires::upscale_pixels(&square, 32, Some(&restorer), false).unwrap();
+    let plain = hires::upscale_pixels(&square, 32, None, false).unwrap();
+    assert_eq!(restored.dims(), [1, 3, 32, 32]);
+    assert!(
+        max_diff(&restored, &plain) > 0.1,
+        "the restoration was kept"
+    );
+}
+
+#[test]
 fn original_plksr_files_upscale_as_spandrel_runs_them() {
     let reference = Reference::of("plksr-upscalers");
     for (file, scale, what) in [

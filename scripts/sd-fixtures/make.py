@@ -1959,6 +1959,34 @@ def build_swin_upscalers(name):
     spandrel_references(name, made, perturb_swin, seed=6, entry="params_ema")
 
 
+def build_swin_restorers(name):
+    """Tiny random-weight SwinIR and Swin2SR restoration networks (no upsampler: `conv_last` of
+    the features added to the image at its size, as the denoising and JPEG releases are), read
+    back by spandrel on the Swin networks' kind of test image:
+    - `swinir-denoise.pth`: windows of 4 (`params`, as `005_colorDN_…` is shared);
+    - `swinir-jpeg-w7.safetensors`: windows of 7, which spandrel (and so Autonomy) takes for the
+      JPEG releases' pixel range of 255;
+    - `swin2sr-jpeg.pth`: Swin2SR's blocks (as `Swin2SR_Jpeg_dynamic`)."""
+    from spandrel.architectures.Swin2SR import Swin2SR
+    from spandrel.architectures.SwinIR import SwinIR
+
+    os.makedirs(UPSCALERS, exist_ok=True)
+    torch.manual_seed(71)
+    made = {
+        "swinir-denoise.pth": SwinIR(img_size=16, window_size=4, embed_dim=12, depths=[2],
+                                     num_heads=[3], mlp_ratio=2.0, upscale=1, upsampler="",
+                                     img_range=1.0, resi_connection="1conv"),
+        "swinir-jpeg-w7.safetensors": SwinIR(img_size=14, window_size=7, embed_dim=8,
+                                             depths=[2], num_heads=[2], mlp_ratio=2.0,
+                                             upscale=1, upsampler="", img_range=255.0,
+                                             resi_connection="3conv"),
+        "swin2sr-jpeg.pth": Swin2SR(img_size=16, window_size=4, embed_dim=12, depths=[2],
+                                    num_heads=[2], mlp_ratio=2.0, upscale=1, upsampler="",
+                                    resi_connection="1conv"),
+    }
+    spandrel_references(name, made, perturb_swin, seed=13, entry="params")
+
+
 def build_swin2sr_upscalers(name):
     """Tiny random-weight Swin2SR upscalers (SwinIR on Swin v2's blocks) in the layout its
     releases share them in (`params` in a `.pth`, or safetensors), read back by spandrel for
@@ -2270,7 +2298,8 @@ def main():
                  "plksr-upscalers": build_plksr_upscalers,
                  "swin2sr-upscalers": build_swin2sr_upscalers,
                  "lora-block-weights": build_lora_block_weights,
-                 "pickled-loras": build_pickled_loras}
+                 "pickled-loras": build_pickled_loras,
+                 "swin-restorers": build_swin_restorers}
         for name in only:
             if name not in alone:
                 sys.exit(f"{name}: only {', '.join(alone)} build alone; run without names for the rest")

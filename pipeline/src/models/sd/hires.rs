@@ -25,7 +25,8 @@ use super::upscaler::Upscaler;
 
 /// Images `(n, 3, h, w)` in [0, 1] scaled to `side × side` as A1111's pixel upscalers scale
 /// them: rounded to 8 bits, through `model` (when given) until at least `side` wide — at most
-/// three times, each output rounded to 8 bits — then resized with Lanczos to exactly `side`
+/// three times, once for a 1× network, each output rounded to 8 bits — then resized with
+/// Lanczos to exactly `side`
 /// ([`lanczos::resize`], wrapping for a tileable image, as the model's tiles do).
 pub fn upscale_pixels(
     pixels: &Tensor,
@@ -45,10 +46,12 @@ pub fn upscale_pixels(
                 }
                 let input = from_rgb8(&image, device)?.unsqueeze(0)?;
                 let larger = to_rgb8(&model.upscale(&input, wrap)?.get(0)?)?;
-                if larger.dimensions() == image.dimensions() {
+                // A 1× network (a restoration) runs once, its image kept, as A1111 keeps it.
+                let same = larger.dimensions() == image.dimensions();
+                image = larger;
+                if same {
                     break;
                 }
-                image = larger;
             }
         }
         let resized = lanczos::resize(&image, side as u32, side as u32, wrap);

@@ -207,6 +207,7 @@ impl Upscaler {
                     swinir::Upsampler::PixelShuffle => "classical SR",
                     swinir::Upsampler::PixelShuffleDirect => "lightweight SR",
                     swinir::Upsampler::PixelShuffleAux => "compressed SR",
+                    swinir::Upsampler::SameSize => "restoration",
                 },
                 shape.sizes.depths.len(),
                 shape.scale

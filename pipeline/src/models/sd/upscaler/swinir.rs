@@ -52,6 +52,9 @@ pub enum Upsampler {
     /// Swin2SR's compressed SR: pixel shuffles with an auxiliary 3-channel image between, plus
     /// a convolution of the input resized bicubically.
     PixelShuffleAux,
+    /// None: a restoration network (denoising, JPEG artefacts) adds `conv_last` of the
+    /// features to the image at its size.
+    SameSize,
 }
 
 /// The network's sizes, read from its weights' shapes.
@@ -177,10 +180,10 @@ pub fn shape_of(
         }
     } else if has("upsample.0.weight") {
         (Upsampler::PixelShuffleDirect, OneStepUp::scale_of(&shape)?)
+    } else if has("conv_last.weight") {
+        (Upsampler::SameSize, 1)
     } else {
-        return Err(
-            "it restores images at their size (denoising or JPEG artefacts), no upscaler".into(),
-        );
+        return Err("it has neither an upsampler nor a last convolution".into());
     };
     Ok(SwinIrShape {
         generation,
@@ -285,6 +288,8 @@ enum Up {
         after_aux: Conv2d,
         bicubic: Conv2d,
     },
+    /// `conv_last`, its output added to the image.
+    SameSize(Conv2d),
 }
 
 impl SwinIr {
@@ -342,6 +347,7 @@ impl SwinIr {
                 after_aux: conv("conv_after_aux.0", 3, FEATURES)?,
                 bicubic: conv("conv_bicubic", 3, FEATURES)?,
             },
+            Upsampler::SameSize => Up::SameSize(conv("conv_last", c, 3)?),
         };
         let (embed_proj, patch_norm) = match shape.generation {
             Generation::SwinIr => (None, true),
@@ -444,6 +450,7 @@ impl SwinIr {
                 after_aux,
                 bicubic: conv,
             } => up.forward_auxiliary(x, aux, after_aux, &conv.forward(&bicubic(image, size)?)?),
+            Up::SameSize(last) => image + last.forward(x)?,
         }
     }
 }
@@ -535,14 +542,24 @@ mod tests {
                 range: 1.0,
             }
         );
-        let restorer = shape_of(|n| {
-            shapes
+        // Without an upsampler, a restoration network at the image's size.
+        let restorer = |n: &str| match n {
+            "conv_last.weight" => Some(vec![3, 12, 3, 3]),
+            n => shapes
                 .get(n)
                 .filter(|_| !n.starts_with("conv_up") && !n.starts_with("conv_before"))
-                .cloned()
+                .cloned(),
+        };
+        let same = shape_of(restorer).unwrap();
+        assert_eq!((same.upsampler, same.scale), (Upsampler::SameSize, 1));
+        let no_last = shape_of(|n| restorer(n).filter(|_| n != "conv_last.weight")).unwrap_err();
+        assert!(no_last.contains("neither an upsampler"), "{no_last}");
+        let gray = shape_of(|n| match n {
+            "conv_first.weight" => Some(vec![12, 1, 3, 3]),
+            n => restorer(n),
         })
         .unwrap_err();
-        assert!(restorer.contains("no upscaler"), "{restorer}");
+        assert!(gray.contains("only RGB networks"), "{gray}");
     }
 
     #[test]
