@@ -1127,6 +1127,33 @@ mod tests {
             LoraSummary::read(&dir.path().join("none.safetensors")),
             Err(SdError::MissingFile { .. })
         ));
+        // A pickle cut short is refused by its summary and by the merge, naming the file.
+        for pickled in ["kohya-pickled.pt", "peft-pickled.bin"] {
+            let cut = dir.path().join(format!("cut-{pickled}"));
+            let bytes = std::fs::read(fixture(&format!("loras/{pickled}"))).unwrap();
+            std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+            let message = LoraSummary::read(&cut).unwrap_err().to_string();
+            assert!(
+                message.contains(&format!("cut-{pickled}")) && message.contains("PyTorch pickle"),
+                "{message}"
+            );
+            let (unet, text) = networks();
+            let file = LoraFile {
+                path: cut.clone(),
+                label: pickled.into(),
+                scale: 1.0,
+                text_scale: None,
+                rank: None,
+                blocks: None,
+            };
+            let message = Updates::read(&[file], &unet, Some(&text), None, 2)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                message.contains(&format!("cut-{pickled}")) && message.contains("PyTorch pickle"),
+                "{message}"
+            );
+        }
     }
 
     #[test]
