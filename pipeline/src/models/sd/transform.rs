@@ -103,7 +103,7 @@ impl Transform {
                             && size % 2 == 0
                             && count * size == rows
                             && stages >= 1
-                            && (0..stages).all(|i| rows % ((size << i).max(1)) == 0)
+                            && (0..stages).all(|i| rows % (size << i) == 0)
                     }
                     _ => false,
                 };

@@ -388,9 +388,15 @@ impl PixelShuffleUp {
             last: conv("conv_last", features, 3)?,
         })
     }
-}
 
-impl PixelShuffleUp {
+    /// The pixel shuffles on `x` `(n, features, h, w)`.
+    fn shuffled(&self, mut x: Tensor) -> Result<Tensor> {
+        for conv in &self.ups {
+            x = pixel_shuffle(&conv.forward(&x)?, self.factor)?;
+        }
+        Ok(x)
+    }
+
     /// Swin2SR's compressed-SR path: after the first convolution, a 3-channel image (`aux`)
     /// and back to the features (`after_aux`, leaky ReLU) before the pixel shuffles; their
     /// output cut to `added`'s size `(n, features, h, w)` and `added` summed in before the last
@@ -404,10 +410,7 @@ impl PixelShuffleUp {
     ) -> Result<Tensor> {
         let slope = Slopes::Uniform(0.01);
         let x = self.before.forward_leaky(xs, &slope)?;
-        let mut x = after_aux.forward_leaky(&aux.forward(&x)?, &slope)?;
-        for conv in &self.ups {
-            x = pixel_shuffle(&conv.forward(&x)?, self.factor)?;
-        }
+        let x = self.shuffled(after_aux.forward_leaky(&aux.forward(&x)?, &slope)?)?;
         let (_, _, h, w) = added.dims4()?;
         self.last
             .forward(&(x.narrow(2, 0, h)?.narrow(3, 0, w)? + added)?)
@@ -416,11 +419,8 @@ impl PixelShuffleUp {
 
 impl Module for PixelShuffleUp {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let mut x = self.before.forward_leaky(xs, &Slopes::Uniform(0.01))?;
-        for conv in &self.ups {
-            x = pixel_shuffle(&conv.forward(&x)?, self.factor)?;
-        }
-        self.last.forward(&x)
+        let x = self.before.forward_leaky(xs, &Slopes::Uniform(0.01))?;
+        self.last.forward(&self.shuffled(x)?)
     }
 }
 
