@@ -1754,6 +1754,10 @@ fn kohya_diffusers_and_lycoris_files_merge_as_their_reference_loaders_apply_them
         // LyCORIS's norm adapter: `w_norm` and `b_norm` added to the UNet's group and layer
         // norms and the text encoder's layer norms.
         ("norm", vec![lora("norm", 0.7)]),
+        // PEFT's OFT (ComfyUI's "OFTv2"): blocks of input columns turned by Cayley–Neumann
+        // rotations, one per block on the UNet, one shared by all on the text encoder; the
+        // reference moves each weight 0.7 of the way to PEFT's own merge.
+        ("oft_peft", vec![lora("oft_peft", 0.7)]),
     ] {
         let model =
             StableDiffusion::load_with(&fixtures().join("tiny-sd15"), &Device::Cpu, &loras, None)
@@ -1799,7 +1803,7 @@ fn kohya_diffusers_and_lycoris_files_merge_as_their_reference_loaders_apply_them
         .unwrap();
     for label in [
         "both", "locon", "loha", "lokr", "dora", "ia3", "full", "oft", "glora", "locon_cp", "boft",
-        "norm",
+        "norm", "oft_peft",
     ] {
         let changed = max_diff(&cond, reference.get(&format!("lora_{label}_cond")))
             .min(max_diff(&eps, reference.get(&format!("lora_{label}_eps"))));

@@ -35,7 +35,9 @@ Name fixtures (`make.py tiny-sdxl-refiner`) to rebuild only those; `tokens.json`
 only by a whole run. The references built only by name: `embeddings`, `clip-skip`,
 `prompt-syntax` (needs $LPW, $A1111 and $A1111_CLIP), `a1111-lengths` (prompts of different lengths
 guided as A1111 guides them; needs $A1111 and $A1111_CLIP), `a1111-prompts` (A1111's prompt editing, alternation and `AND`;
-needs $A1111, $LPW and `lark`) and `hires` (the hires pass on tiny-sd15 and tiny-sdxl). `make.py --extend tiny-sd21 tiny-sdxl` adds the references written since
+needs $A1111, $LPW and `lark`), `hires` (the hires pass on tiny-sd15 and tiny-sdxl) and
+`peft-oft` (`tiny-sd15/loras/oft_peft.safetensors`, PEFT's OFT, with its outputs added to
+tiny-sd15's reference). `make.py --extend tiny-sd21 tiny-sdxl` adds the references written since
 the fixtures were made (a whole run with guidance rescale; SDXL's base handing its latents to the
 refiner; tiny-sd15's IA³, full, OFT and GLoRA files) without touching the rest.
 """
@@ -1308,6 +1310,63 @@ def build_pickled_loras(name):
 
 
 @torch.no_grad()
+def build_peft_oft(name):
+    """`tiny-sd15/loras/oft_peft.safetensors`: PEFT's OFT (`oft_R.weight`: per block, the upper
+    triangle of a skew-symmetric Q; blocks of 4 input columns), in diffusers' `unet.…` and
+    `text_encoder.…` names, with PEFT's default Cayley–Neumann rotation (five terms). On the UNet's
+    attention, feed-forward and 3×3 convolutions each block has its own Q; on the text encoder's
+    attention and MLP one Q turns every block (`block_share`). Adds to tiny-sd15's reference the
+    text embeddings and UNet output with every adapted weight moved 0.7 of the way to PEFT's own
+    merge (W·Rᵀ): W + 0.7·(W·Rᵀ − W)."""
+    from peft import OFTConfig, get_peft_model_state_dict, inject_adapter_in_model
+    from peft.tuners.oft.layer import OFTLayer
+    from safetensors import safe_open
+
+    path = os.path.join(OUT, "tiny-sd15.reference.safetensors")
+    with safe_open(path, "pt") as f:
+        metadata = f.metadata()
+    tensors = load_file(path)
+    pipe = StableDiffusionPipeline.from_pretrained(os.path.join(OUT, "tiny-sd15"), safety_checker=None)
+    unet_names, text_names = lora_modules(pipe)
+    g = torch.Generator().manual_seed(25)
+    state, merged_models = {}, {}
+    for network, model, names, share in (
+        ("unet", pipe.unet, unet_names + conv_modules(pipe), False),
+        ("text_encoder", pipe.text_encoder, text_names, True),
+    ):
+        adapted = inject_adapter_in_model(
+            OFTConfig(r=0, oft_block_size=4, target_modules=names, block_share=share,
+                      init_weights=False),
+            copy.deepcopy(model),
+        )
+        layers = [m for m in adapted.modules() if isinstance(m, OFTLayer)]
+        assert len(layers) == len(names), f"{network}: {len(layers)} of {len(names)} adapted"
+        for layer in layers:
+            weight = layer.oft_R["default"].weight
+            weight.copy_(torch.randn(weight.shape, generator=g) * 0.3)
+        for key, value in get_peft_model_state_dict(adapted).items():
+            state[f"{network}.{key}"] = value.detach().clone().contiguous()
+        before = {n: m.weight.detach().clone() for n, m in model.named_modules() if n in names}
+        for layer in layers:
+            layer.merge()
+        after = {n: m.get_base_layer().weight.detach().clone()
+                 for n, m in adapted.named_modules() if isinstance(m, OFTLayer)}
+        target = copy.deepcopy(model)
+        modules = dict(target.named_modules())
+        for module in names:
+            assert (after[module] - before[module]).abs().max() > 1e-3, f"OFT turns {module}"
+            modules[module].weight.copy_(before[module] + 0.7 * (after[module] - before[module]))
+        merged_models[network] = target
+    assert any("oft_R.weight" in k for k in state) and all(k.endswith("oft_R.weight") for k in state), list(state)[:4]
+    save_file(state, os.path.join(OUT, "tiny-sd15", "loras", "oft_peft.safetensors"))
+    unet, text = merged_models["unet"], merged_models["text_encoder"]
+    context = torch.cat([text(ids(pipe.tokenizer, NEGATIVE))[0], text(ids(pipe.tokenizer, PROMPT))[0]])
+    tensors["lora_oft_peft_cond"] = context[1:]
+    tensors["lora_oft_peft_eps"] = unet(tensors["unet_sample"], 501, encoder_hidden_states=context).sample
+    save_file({k: v.contiguous() for k, v in tensors.items()}, path, metadata=metadata)
+
+
+@torch.no_grad()
 def build_lora_block_weights(name):
     """LoRAs weighted per block as the sd-webui-lora-block-weight extension applies `lbw=`: the
     kohya LoRA on tiny-sd15 at 0.8 with 26 block weights, and the kohya SDXL LoRA on tiny-sdxl
@@ -2299,7 +2358,7 @@ def main():
                  "swin2sr-upscalers": build_swin2sr_upscalers,
                  "lora-block-weights": build_lora_block_weights,
                  "pickled-loras": build_pickled_loras,
-                 "swin-restorers": build_swin_restorers}
+                 "swin-restorers": build_swin_restorers, "peft-oft": build_peft_oft}
         for name in only:
             if name not in alone:
                 sys.exit(f"{name}: only {', '.join(alone)} build alone; run without names for the rest")

@@ -365,6 +365,7 @@ mod tests {
             fixtures.join("tiny-sd15/loras/lokr.safetensors"),
             fixtures.join("tiny-sd15/loras/norm.safetensors"),
             fixtures.join("tiny-sd15/loras/oft.safetensors"),
+            fixtures.join("tiny-sd15/loras/oft_peft.safetensors"),
             fixtures.join("tiny-sd15/loras/peft-pickled.bin"),
             fixtures.join("tiny-sd15/loras/peft.safetensors"),
             fixtures.join("tiny-sdxl/loras/kohya-xl.safetensors"),

@@ -7,6 +7,7 @@
 //! (`.weight`, `.on_input`), full (`.diff`, `.diff_b`), diag-OFT (`.oft_blocks`, `.alpha`,
 //! `.rescale`; a 4-D `.oft_blocks` is butterfly OFT's), norm (`.w_norm`, `.b_norm`) and GLoRA (`.a1.weight` … `.b2.weight`,
 //! `.alpha`; see the `transform` module),
+//! PEFT's OFT (`.oft_R.weight`, in either naming),
 //! and diffusers'
 //! (`unet.….lora_A` / `text_encoder.…` / `text_encoder_2.….lora_B`, and the older
 //! `…processor.to_q_lora.down`); several at once, each with its own scale. Files are
@@ -14,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
@@ -24,7 +26,7 @@ use super::block_weights::BlockWeights;
 use super::config::PipelineSpec;
 use super::delta::{Delta, Factor, Magnitude};
 use super::original_names;
-use super::pickle::{PickleTensors, is_torch_save};
+use super::pickle::{PickleTensors, is_torch_save, starts_as_torch_save};
 use super::transform::Transform;
 use super::weights::{Weights, checked};
 use crate::generator::LoraUse;
@@ -129,13 +131,15 @@ impl Updates {
         let mut updates = Self::default();
         let mut uses = Vec::new();
         for file in files {
-            let bytes =
-                std::fs::read(&file.path).map_err(|source| SdError::io(&file.path, source))?;
+            // Read once: the hash and the tensors come from the same bytes.
+            let bytes: Arc<[u8]> = std::fs::read(&file.path)
+                .map_err(|source| SdError::io(&file.path, source))?
+                .into();
             let invalid = |message: String| SdError::Invalid {
                 path: file.path.clone(),
                 message,
             };
-            let tensors = file_tensors(&file.path, &bytes).map_err(invalid)?;
+            let tensors = file_tensors(&bytes).map_err(invalid)?;
             let mut modules: HashMap<(Network, String), Parts> = HashMap::new();
             for (key, tensor) in tensors {
                 let (network, module, part) =
@@ -300,6 +304,9 @@ impl Parts {
             };
             return self.transform(transform, weight);
         }
+        if let Some(triangles) = self.lycoris.remove("oft_R") {
+            return self.transform(Transform::PeftOft { triangles }, weight);
+        }
         if let (Some(a1), Some(a2), Some(b1), Some(b2)) = (
             self.lycoris.remove("glora_a1"),
             self.lycoris.remove("glora_a2"),
@@ -444,7 +451,7 @@ impl Parts {
             let rank = w2.rank().or(w1.rank());
             (Delta::Kronecker(w1, w2), rank)
         } else {
-            return Err("has no complete down/up (A/B), LoHa (`hada_w1_a` … `hada_w2_b`), LoKr (`lokr_w1`(`_a`/`_b`), `lokr_w2`(`_a`/`_b`)), IA³ (`weight`, `on_input`), full (`diff`), norm (`w_norm`), OFT (`oft_blocks`) or GLoRA (`a1` … `b2`) set".into());
+            return Err("has no complete down/up (A/B), LoHa (`hada_w1_a` … `hada_w2_b`), LoKr (`lokr_w1`(`_a`/`_b`), `lokr_w2`(`_a`/`_b`)), IA³ (`weight`, `on_input`), full (`diff`), norm (`w_norm`), OFT (`oft_blocks`, PEFT's `oft_R`) or GLoRA (`a1` … `b2`) set".into());
         };
         let malformed = match &delta {
             Delta::Hadamard(w1, w2) | Delta::Kronecker(w1, w2) => {
@@ -461,13 +468,13 @@ impl Parts {
 
 /// The tensors of a LoRA file's `bytes`: a safetensors file, or a PyTorch pickle (`torch.save`:
 /// diffusers' older `pytorch_lora_weights.bin`, A1111's `.pt`), read without running it.
-fn file_tensors(path: &Path, bytes: &[u8]) -> Result<Vec<(String, Tensor)>, String> {
-    if !is_torch_save(path) {
+fn file_tensors(bytes: &Arc<[u8]>) -> Result<Vec<(String, Tensor)>, String> {
+    if !starts_as_torch_save(bytes) {
         return candle_core::safetensors::load_buffer(bytes, &Device::Cpu)
             .map(|tensors| tensors.into_iter().collect())
             .map_err(|e| format!("not a safetensors file or PyTorch pickle: {e}"));
     }
-    let pickle = PickleTensors::open(path, None)
+    let pickle = PickleTensors::from_bytes(Arc::clone(bytes), None)
         .map_err(|e| format!("not a readable PyTorch pickle: {e}"))?;
     pickle
         .tensor_infos()
@@ -543,6 +550,8 @@ pub enum Adapter {
     Oft,
     /// LyCORIS butterfly OFT: blocks of rows rotated in butterfly stages.
     Boft,
+    /// PEFT's OFT: blocks of input columns rotated.
+    PeftOft,
     /// LyCORIS's norm adapter: differences of the group and layer norms' weights and biases.
     Norm,
     /// LyCORIS GLoRA: a low-rank change plus the weight times a low-rank matrix.
@@ -560,6 +569,7 @@ impl Adapter {
             Adapter::Full => "full",
             Adapter::Oft => "OFT",
             Adapter::Boft => "BOFT",
+            Adapter::PeftOft => "PEFT OFT",
             Adapter::Norm => "norm",
             Adapter::Glora => "GLoRA",
         }
@@ -637,6 +647,7 @@ impl LoraSummary {
                 Part::Lycoris("w_norm" | "b_norm") => Some(Adapter::Norm),
                 Part::Lycoris(name) if name.starts_with("glora") => Some(Adapter::Glora),
                 Part::Lycoris("oft_blocks") if shape.len() == 4 => Some(Adapter::Boft),
+                Part::Lycoris("oft_R") => Some(Adapter::PeftOft),
                 // Diag-OFT's or BOFT's: its blocks tell which.
                 Part::Lycoris("rescale") => None,
                 Part::Lycoris(_) => Some(Adapter::Oft),
@@ -797,7 +808,7 @@ const LYCORIS: [&str; 21] = [
 /// The network, canonical module name and part of a LoRA file's key (`layers_per_block` places
 /// the original UNet's block names).
 fn entry(key: &str, layers_per_block: usize) -> Option<(Network, String, Part)> {
-    const SUFFIXES: [(&str, Part); 14] = [
+    const SUFFIXES: [(&str, Part); 15] = [
         (".lora_down.weight", Part::Down),
         (".lora_up.weight", Part::Up),
         (".lora_mid.weight", Part::Mid),
@@ -820,6 +831,7 @@ fn entry(key: &str, layers_per_block: usize) -> Option<(Network, String, Part)> 
         (".a2.weight", Part::Lycoris("glora_a2")),
         (".b1.weight", Part::Lycoris("glora_b1")),
         (".b2.weight", Part::Lycoris("glora_b2")),
+        (".oft_R.weight", Part::Lycoris("oft_R")),
     ];
     let (stem, part) = SUFFIXES
         .into_iter()
@@ -1078,6 +1090,11 @@ mod tests {
             ("full", Adapter::Full, "full: UNet + text encoder"),
             ("oft", Adapter::Oft, "OFT: UNet + text encoder"),
             ("boft", Adapter::Boft, "BOFT: UNet + text encoder"),
+            (
+                "oft_peft",
+                Adapter::PeftOft,
+                "PEFT OFT: UNet + text encoder",
+            ),
             ("norm", Adapter::Norm, "norm: UNet + text encoder"),
         ] {
             let summary =

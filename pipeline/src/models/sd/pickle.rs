@@ -13,8 +13,9 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::pickle::{Object, Stack, TensorInfo};
 use candle_core::{Device, Error, Result, Tensor};
@@ -29,7 +30,12 @@ pub fn is_torch_save(path: &Path) -> bool {
     let mut start = [0u8; MAGIC.len()];
     File::open(path)
         .and_then(|mut file| file.read_exact(&mut start))
-        .is_ok_and(|()| start.starts_with(b"PK\x03\x04") || start == MAGIC)
+        .is_ok_and(|()| starts_as_torch_save(&start))
+}
+
+/// Whether `bytes` start as a `torch.save` file does.
+pub fn starts_as_torch_save(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(&MAGIC)
 }
 
 /// Where one storage's bytes lie in the file.
@@ -39,9 +45,15 @@ struct Storage {
     bytes: u64,
 }
 
+/// Where a pickle's bytes are: a file, read as tensors are asked for, or memory.
+enum Source {
+    File(PathBuf),
+    Memory(Arc<[u8]>),
+}
+
 /// The tensors of a PyTorch pickle, read lazily.
 pub struct PickleTensors {
-    path: PathBuf,
+    source: Source,
     infos: HashMap<String, TensorInfo>,
     storages: HashMap<String, Storage>,
 }
@@ -50,13 +62,31 @@ impl PickleTensors {
     /// Reads the index of the pickle at `path`: the tensors of its `key` entry (a Lightning
     /// checkpoint's `state_dict`) when it has one, else of the whole dict.
     pub fn open(path: &Path, key: Option<&str>) -> Result<Self> {
-        let mut start = [0u8; MAGIC.len()];
-        File::open(path)?.read_exact(&mut start)?;
-        let (object, storages) = if start == MAGIC {
-            read_stream(path)?
-        } else {
-            read_archive(path)?
-        };
+        let file = File::open(path)?;
+        let length = file.metadata()?.len();
+        let (object, storages) = read_index(BufReader::new(file), length)?;
+        Ok(Self::indexed(
+            Source::File(path.to_path_buf()),
+            object,
+            storages,
+            key,
+        ))
+    }
+
+    /// Reads the index of the pickle held in `bytes` (a file read whole, so that its hash and
+    /// its tensors come from the same read), as [`PickleTensors::open`] reads a file's.
+    pub fn from_bytes(bytes: Arc<[u8]>, key: Option<&str>) -> Result<Self> {
+        let (object, storages) = read_index(std::io::Cursor::new(&bytes[..]), bytes.len() as u64)?;
+        Ok(Self::indexed(Source::Memory(bytes), object, storages, key))
+    }
+
+    /// The tensors of `object`'s `key` entry when it has one, else of the whole dict.
+    fn indexed(
+        source: Source,
+        object: Object,
+        storages: HashMap<String, Storage>,
+        key: Option<&str>,
+    ) -> Self {
         let state = match (object, key) {
             (Object::Dict(mut entries), Some(key)) => {
                 let key = Object::Unicode(key.to_string());
@@ -81,11 +111,11 @@ impl PickleTensors {
                 }
             }
         }
-        Ok(Self {
-            path: path.to_path_buf(),
+        Self {
+            source,
             infos,
             storages,
-        })
+        }
     }
 
     /// Every tensor's name, dtype and layout.
@@ -118,11 +148,25 @@ impl PickleTensors {
                 info.path, storage.bytes
             )));
         }
-        let mut file = File::open(&self.path)?;
-        file.seek(SeekFrom::Start(storage.start + offset))?;
+        let start = storage.start + offset;
+        let bytes = match &self.source {
+            Source::File(path) => {
+                let mut file = File::open(path)?;
+                file.seek(SeekFrom::Start(start))?;
+                let mut bytes = vec![0u8; length as usize];
+                file.read_exact(&mut bytes)?;
+                std::borrow::Cow::Owned(bytes)
+            }
+            Source::Memory(memory) => {
+                let range = usize::try_from(start)
+                    .ok()
+                    .zip(usize::try_from(start + length).ok())
+                    .and_then(|(from, to)| memory.get(from..to))
+                    .ok_or_else(|| Error::Msg(format!("{name}: lies past the end of the file")))?;
+                std::borrow::Cow::Borrowed(range)
+            }
+        };
         let dims = layout.dims().to_vec();
-        let mut bytes = vec![0u8; length as usize];
-        file.read_exact(&mut bytes)?;
         if !fortran {
             return Tensor::from_raw_buffer(&bytes, info.dtype, &dims, &Device::Cpu).map(Some);
         }
@@ -142,8 +186,23 @@ fn unpickle(reader: &mut impl std::io::BufRead) -> Result<Object> {
     stack.finalize()
 }
 
+/// The object and storages of the `torch.save` file `reader` reads, `length` bytes long.
+fn read_index<R: BufRead + Seek>(
+    mut reader: R,
+    length: u64,
+) -> Result<(Object, HashMap<String, Storage>)> {
+    let mut start = [0u8; MAGIC.len()];
+    reader.read_exact(&mut start)?;
+    if start == MAGIC {
+        read_stream(reader, length)
+    } else {
+        reader.rewind()?;
+        read_archive(reader)
+    }
+}
+
 /// The object and storages of a zip archive (PyTorch 1.6 and later).
-fn read_archive(path: &Path) -> Result<(Object, HashMap<String, Storage>)> {
+fn read_archive<R: Read + Seek>(reader: R) -> Result<(Object, HashMap<String, Storage>)> {
     // `torch.save` writes the archive from the file's first byte. Told so, the zip crate reads
     // the central directory where the end record puts it; left to detect an offset (its
     // default), it refuses some valid zip64 archives of PyTorch's ("Invalid Central Directory
@@ -151,7 +210,7 @@ fn read_archive(path: &Path) -> Result<(Object, HashMap<String, Storage>)> {
     let config = zip::read::Config {
         archive_offset: zip::read::ArchiveOffset::Known(0),
     };
-    let mut zip = zip::ZipArchive::with_config(config, BufReader::new(File::open(path)?))?;
+    let mut zip = zip::ZipArchive::with_config(config, reader)?;
     let mut pickle = None;
     for name in zip.file_names() {
         let name = name?;
@@ -199,12 +258,13 @@ fn read_archive(path: &Path) -> Result<(Object, HashMap<String, Storage>)> {
     Ok((object, storages))
 }
 
-/// The object and storages of a legacy stream (before PyTorch 1.6).
-fn read_stream(path: &Path) -> Result<(Object, HashMap<String, Storage>)> {
-    let mut reader = BufReader::new(File::open(path)?);
-    // Past the magic number (which `PickleTensors::open` checked: candle's machine cannot
-    // hold its 10-byte integer), the protocol version, then the system's sizes and byte order.
-    reader.seek(SeekFrom::Start(MAGIC.len() as u64))?;
+/// The object and storages of a legacy stream (before PyTorch 1.6), `reader` past its magic
+/// number (which `read_index` checked: candle's machine cannot hold its 10-byte integer).
+fn read_stream<R: BufRead + Seek>(
+    mut reader: R,
+    length: u64,
+) -> Result<(Object, HashMap<String, Storage>)> {
+    // The protocol version, then the system's sizes and byte order.
     let (_, system) = (unpickle(&mut reader)?, unpickle(&mut reader)?);
     if !little_endian(&system) {
         return Err(Error::Msg("saved on a big-endian machine".into()));
@@ -236,7 +296,7 @@ fn read_stream(path: &Path) -> Result<(Object, HashMap<String, Storage>)> {
         ))?;
     }
     let end = reader.stream_position()?;
-    if end > reader.get_ref().metadata()?.len() {
+    if end > length {
         return Err(Error::Msg("the file ends inside its storages".into()));
     }
     Ok((object, storages))
@@ -318,31 +378,37 @@ mod tests {
         for file in LAYOUTS {
             let path = fixture(file);
             assert!(is_torch_save(&path), "{file}");
-            let tensors = PickleTensors::open(&path, Some("state_dict")).unwrap();
-            let mut names: Vec<&String> = tensors.tensor_infos().keys().collect();
-            names.sort();
-            assert_eq!(names, expected, "{file}");
-            for (name, wanted) in &reference {
-                let read = tensors.get(name).unwrap().unwrap();
-                assert_eq!(
-                    (read.dims(), read.dtype()),
-                    (wanted.dims(), wanted.dtype()),
-                    "{file}: {name}"
-                );
-                let same = read
-                    .flatten_all()
-                    .unwrap()
-                    .eq(&wanted.flatten_all().unwrap())
-                    .unwrap()
-                    .to_dtype(candle_core::DType::F32)
-                    .unwrap()
-                    .mean_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
-                assert_eq!(same, 1.0, "{file}: {name}: {read} vs {wanted}");
+            let in_memory: Arc<[u8]> = std::fs::read(&path).unwrap().into();
+            assert!(starts_as_torch_save(&in_memory), "{file}");
+            for tensors in [
+                PickleTensors::open(&path, Some("state_dict")).unwrap(),
+                PickleTensors::from_bytes(in_memory, Some("state_dict")).unwrap(),
+            ] {
+                let mut names: Vec<&String> = tensors.tensor_infos().keys().collect();
+                names.sort();
+                assert_eq!(names, expected, "{file}");
+                for (name, wanted) in &reference {
+                    let read = tensors.get(name).unwrap().unwrap();
+                    assert_eq!(
+                        (read.dims(), read.dtype()),
+                        (wanted.dims(), wanted.dtype()),
+                        "{file}: {name}"
+                    );
+                    let same = read
+                        .flatten_all()
+                        .unwrap()
+                        .eq(&wanted.flatten_all().unwrap())
+                        .unwrap()
+                        .to_dtype(candle_core::DType::F32)
+                        .unwrap()
+                        .mean_all()
+                        .unwrap()
+                        .to_scalar::<f32>()
+                        .unwrap();
+                    assert_eq!(same, 1.0, "{file}: {name}: {read} vs {wanted}");
+                }
+                assert!(tensors.get("epoch").unwrap().is_none(), "{file}");
             }
-            assert!(tensors.get("epoch").unwrap().is_none(), "{file}");
         }
     }
 
@@ -369,6 +435,10 @@ mod tests {
                 assert!(
                     PickleTensors::open(&path, None).is_err(),
                     "{file} cut at {cut}"
+                );
+                assert!(
+                    PickleTensors::from_bytes(bytes[..cut].into(), None).is_err(),
+                    "{file} cut at {cut}, in memory"
                 );
             }
         }

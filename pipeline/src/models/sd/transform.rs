@@ -1,8 +1,9 @@
 //! Adapter changes that depend on the weight they change, merged as LyCORIS merges them: IA³
 //! scales each output row (or input column) of the weight, diag-OFT rotates blocks of its
-//! output rows, butterfly OFT (BOFT) rotates them in stages of ever wider strides, GLoRA adds a
-//! low-rank change and the weight times a low-rank matrix. All are computed in f32 on the
-//! device the weight loads to; OFT's small block inverses are taken on the host in f64.
+//! output rows, butterfly OFT (BOFT) rotates them in stages of ever wider strides, PEFT's OFT
+//! rotates blocks of its input columns, GLoRA adds a low-rank change and the weight times a
+//! low-rank matrix. All are computed in f32 on the device the weight loads to; OFT's small block
+//! rotations are taken on the host in f64.
 
 use candle_core::{DType, Device, Result, Tensor};
 
@@ -41,6 +42,16 @@ pub enum Transform {
         constraint: f64,
         /// `(out, 1, …)`, when present.
         rescale: Option<Tensor>,
+    },
+    /// PEFT's OFT (`oft_R.weight`; ComfyUI calls it OFTv2): the input columns (a
+    /// convolution's flattened with its kernel) in blocks of `size`, each block turned by the
+    /// Cayley–Neumann rotation `R = I + 2Q + 2Q² + 2Q³ + Q⁴` (PEFT's default five terms) of
+    /// the skew-symmetric `Q` whose upper triangle, row by row, is the block's row of
+    /// `triangles`: `W + scale · (W·Rᵀ − W)`, PEFT's merge `W·Rᵀ` at scale 1. A single row
+    /// turns every block (PEFT's `block_share`).
+    PeftOft {
+        /// `(blocks or 1, size·(size − 1)/2)`.
+        triangles: Tensor,
     },
     /// GLoRA (`a1`, `a2`, `b1`, `b2`, `alpha`): `W + scale · alpha/rank · (b1·b2 + W·a1·a2)`,
     /// `W·a1·a2` taken over the weight's input axis.
@@ -115,6 +126,23 @@ impl Transform {
                 }
                 misfit_rescale(rescale.as_ref(), rows)
             }
+            Transform::PeftOft { triangles } => {
+                let inputs = weight.iter().skip(1).product::<usize>();
+                let fits = match (triangles.dims(), triangle_side(triangles)) {
+                    (&[rows, _], Some(size)) => {
+                        weight.len() >= 2
+                            && inputs % size == 0
+                            && [1, inputs / size].contains(&rows)
+                    }
+                    _ => false,
+                };
+                (!fits).then(|| {
+                    format!(
+                        "PEFT OFT rotations {:?} do not split the {inputs} input columns of the weight {weight:?} into blocks",
+                        triangles.dims()
+                    )
+                })
+            }
             Transform::Glora { a1, a2, b, .. } => {
                 let inputs = weight.get(1).copied().unwrap_or(0);
                 let (a1, a2) = (a1.dims(), a2.dims());
@@ -186,6 +214,30 @@ impl Transform {
                         .index_select(&back, 0)?;
                 }
                 rescaled(turned.reshape(dims.as_slice())?, rescale.as_ref())
+            }
+            Transform::PeftOft { triangles } => {
+                let size = triangle_side(triangles).ok_or_else(|| {
+                    candle_core::Error::Msg(format!(
+                        "PEFT OFT rows of {:?} values are no block's upper triangle",
+                        triangles.dims()
+                    ))
+                })?;
+                let (rows, inputs) = (dims[0], weight.elem_count() / dims[0]);
+                let blocks = inputs / size;
+                let turns = cayley_neumann(triangles, size, scale, device)?;
+                let turns = if turns.dim(0)? == blocks {
+                    turns
+                } else {
+                    turns.broadcast_as((blocks, size, size))?.contiguous()?
+                };
+                // (W·Mₖ) over each block k of `size` input columns, Mₖ = I + scale·(Rₖ − I)ᵀ.
+                weight
+                    .reshape((rows, blocks, size))?
+                    .transpose(0, 1)?
+                    .contiguous()?
+                    .matmul(&turns)?
+                    .transpose(0, 1)?
+                    .reshape(dims.as_slice())
             }
             Transform::Glora {
                 a1,
@@ -307,6 +359,55 @@ fn cayley(blocks: &Tensor, limit: f64, scale: f64, device: &Device) -> Result<Te
         }
     }
     Tensor::from_vec(out, (count, size, size), device)
+}
+
+/// The side of the square blocks whose upper triangles (without the diagonal) are the rows of
+/// `triangles`: `size · (size − 1) / 2` values each, `size` at least 2.
+fn triangle_side(triangles: &Tensor) -> Option<usize> {
+    let values = *triangles.dims().get(1)?;
+    let size = (1..=values + 1).find(|size| size * (size - 1) / 2 >= values)?;
+    (size >= 2 && size * (size - 1) / 2 == values).then_some(size)
+}
+
+/// `I + scale · (R − I)ᵀ` for each row of `triangles`, `R = I + 2Q + 2Q² + 2Q³ + Q⁴` with `Q`
+/// the skew-symmetric `size`×`size` matrix whose upper triangle, row by row, the row holds;
+/// `(rows, size, size)` f32 on `device`.
+fn cayley_neumann(triangles: &Tensor, size: usize, scale: f64, device: &Device) -> Result<Tensor> {
+    let values: Vec<f64> = triangles.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
+    let per_row = size * (size - 1) / 2;
+    let multiply = |a: &[f64], b: &[f64]| -> Vec<f64> {
+        (0..size * size)
+            .map(|n| {
+                let (i, j) = (n / size, n % size);
+                (0..size).map(|m| a[i * size + m] * b[m * size + j]).sum()
+            })
+            .collect()
+    };
+    let mut out = Vec::with_capacity(values.len() / per_row.max(1) * size * size);
+    for row in values.chunks_exact(per_row) {
+        let mut q = vec![0.0; size * size];
+        let mut entries = row.iter();
+        for i in 0..size {
+            for j in i + 1..size {
+                let v = entries.next().copied().unwrap_or(0.0);
+                q[i * size + j] = v;
+                q[j * size + i] = -v;
+            }
+        }
+        let q2 = multiply(&q, &q);
+        let q3 = multiply(&q2, &q);
+        let q4 = multiply(&q3, &q);
+        for k in 0..size {
+            for c in 0..size {
+                // (R − I)ᵀ at (k, c) is (R − I) at (c, k).
+                let n = c * size + k;
+                let turn = 2.0 * (q[n] + q2[n] + q3[n]) + q4[n];
+                out.push((f64::from(u8::from(k == c)) + scale * turn) as f32);
+            }
+        }
+    }
+    let rows = out.len() / (size * size);
+    Tensor::from_vec(out, (rows, size, size), device)
 }
 
 /// The inverse of the row-major `size`×`size` matrix `m` (Gauss–Jordan with partial
@@ -460,6 +561,49 @@ mod tests {
         for (a, b) in pair(&turned, 0, 4).iter().zip(pair(&weight, 0, 4)) {
             assert!((a - b).abs() < 1e-4, "rows 0 and 4 turn together: {a} {b}");
         }
+    }
+
+    #[test]
+    fn peft_oft_turns_blocks_of_input_columns() {
+        let dev = Device::Cpu;
+        // Q = [[0, ½], [−½, 0]]: R = I + 2Q + 2Q² + 2Q³ + Q⁴ = [[0.5625, 0.75], [−0.75, 0.5625]].
+        let shared = Transform::PeftOft {
+            triangles: Tensor::new(&[[0.5f32]], &dev).unwrap(),
+        };
+        let weight = Tensor::new(&[[1f32, 2., 3., 4.]], &dev).unwrap();
+        assert!(shared.misfit(&[1, 4]).is_none());
+        // W·Rᵀ, the one rotation turning both blocks.
+        assert_eq!(
+            values(&shared.apply(&weight, 1.0).unwrap()),
+            [2.0625, 0.375, 4.6875, 0.0]
+        );
+        assert_eq!(
+            values(&shared.apply(&weight, 0.0).unwrap()),
+            [1., 2., 3., 4.]
+        );
+        // One rotation per block: the second is zero, so its columns stay; a convolution's
+        // columns are its input channels with their kernel.
+        let each = Transform::PeftOft {
+            triangles: Tensor::new(&[[0.5f32], [0.]], &dev).unwrap(),
+        };
+        let kernel = weight.reshape((1, 1, 2, 2)).unwrap();
+        assert!(each.misfit(&[1, 1, 2, 2]).is_none());
+        assert_eq!(
+            values(&each.apply(&kernel, 0.5).unwrap()),
+            [1.53125, 1.1875, 3., 4.]
+        );
+        let three = Transform::PeftOft {
+            triangles: Tensor::zeros((3, 1), DType::F32, &dev).unwrap(),
+        };
+        assert!(three.misfit(&[1, 4]).unwrap().contains("input columns"));
+        let ragged = Transform::PeftOft {
+            triangles: Tensor::zeros((1, 2), DType::F32, &dev).unwrap(),
+        };
+        assert!(ragged.misfit(&[1, 4]).is_some());
+        assert_eq!(
+            triangle_side(&Tensor::zeros((1, 6), DType::F32, &dev).unwrap()),
+            Some(4)
+        );
     }
 
     proptest! {
