@@ -138,6 +138,9 @@ pub struct ModelIdentity {
     /// none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub embeddings: Vec<EmbeddingUse>,
+    /// A1111 hypernetworks run on the UNet's attention, in order (absent when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hypernetworks: Vec<HypernetworkUse>,
     /// The VAE used in place of the model's own (absent when none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vae: Option<VaeUse>,
@@ -181,6 +184,18 @@ pub struct EmbeddingUse {
     pub file: String,
     /// sha256 (hex) of the file.
     pub sha256: String,
+}
+
+/// An A1111 hypernetwork run with a model, as the provenance manifest records it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HypernetworkUse {
+    /// The file as the recipe names it.
+    pub file: String,
+    /// sha256 (hex) of the file.
+    pub sha256: String,
+    /// How strongly it applies (A1111's multiplier).
+    pub multiplier: f64,
 }
 
 /// A VAE used in place of a model's own, as the provenance manifest records it.

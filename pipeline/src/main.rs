@@ -10,8 +10,9 @@ use autonomy_pipeline::economy::registry::RegistryPoller;
 use autonomy_pipeline::generator::{GenerateRequest, Hires, HiresUpscaler, InitImage};
 use autonomy_pipeline::keys::{KeyStore, password_for};
 use autonomy_pipeline::models::sd::embedding::EmbeddingFile;
+use autonomy_pipeline::models::sd::hypernetwork::{HypernetworkFile, hypernet_tags};
 use autonomy_pipeline::models::sd::lora::LoraFile;
-use autonomy_pipeline::models::sd::lora_tags::{MOST_SCALE, lora_tags, without_lora_tags};
+use autonomy_pipeline::models::sd::lora_tags::{MOST_SCALE, lora_tags, without_network_tags};
 use autonomy_pipeline::models::sd::prompt_schedule;
 use autonomy_pipeline::models::sd::scheduler::Sampler;
 use autonomy_pipeline::models::sd::upscaler::UpscalerFile;
@@ -452,22 +453,36 @@ fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
         })
         .collect();
     let tags = lora_tags(&args.prompt).map_err(|e| anyhow!("the prompt: {e}"))?;
-    if !tags.is_empty() {
+    let hypernet_tags = hypernet_tags(&args.prompt).map_err(|e| anyhow!("the prompt: {e}"))?;
+    let dirs = if tags.is_empty() && hypernet_tags.is_empty() {
+        Vec::new()
+    } else {
         let model_dirs = Config::load(&args.project)?.model_dirs;
-        let dirs = locate::lora_tag_dirs(&args.model, &model_dirs);
-        for tag in tags {
-            let path =
-                locate::lora_named(&dirs, &tag.name).map_err(|e| anyhow!("`{}`: {e}", tag.text))?;
-            eprintln!("{}: {}", tag.text, path.display());
-            loras.push(LoraFile {
-                label: path.display().to_string(),
-                path,
-                scale: tag.scale,
-                text_scale: tag.text_scale,
-                rank: tag.rank,
-                blocks: tag.blocks,
-            });
-        }
+        locate::lora_tag_dirs(&args.model, &model_dirs)
+    };
+    let mut hypernetworks = Vec::with_capacity(hypernet_tags.len());
+    for tag in hypernet_tags {
+        let path = locate::hypernetwork_named(&dirs, &tag.name)
+            .map_err(|e| anyhow!("`{}`: {e}", tag.text))?;
+        eprintln!("{}: {}", tag.text, path.display());
+        hypernetworks.push(HypernetworkFile {
+            label: path.display().to_string(),
+            path,
+            multiplier: tag.multiplier,
+        });
+    }
+    for tag in tags {
+        let path =
+            locate::lora_named(&dirs, &tag.name).map_err(|e| anyhow!("`{}`: {e}", tag.text))?;
+        eprintln!("{}: {}", tag.text, path.display());
+        loras.push(LoraFile {
+            label: path.display().to_string(),
+            path,
+            scale: tag.scale,
+            text_scale: tag.text_scale,
+            rank: tag.rank,
+            blocks: tag.blocks,
+        });
     }
     let (hires_upscaler, upscaler) = match args.hires_upscaler.as_str() {
         "latent" => (HiresUpscaler::Latent, None),
@@ -486,6 +501,7 @@ fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
         vae: vae.as_ref(),
         refiner: refiner.as_ref(),
         upscaler: upscaler.as_ref(),
+        hypernetworks: &hypernetworks,
     };
     let model = models::load(&args.model, dev, &additions)
         .with_context(|| format!("cannot load the model in `{}`", args.model.display()))?;
@@ -519,7 +535,7 @@ fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
         );
     }
     if Family::of(&args.model) == Family::StableDiffusion {
-        for line in prompt_schedule::outline(&without_lora_tags(&args.prompt), args.steps, 8) {
+        for line in prompt_schedule::outline(&without_network_tags(&args.prompt), args.steps, 8) {
             eprintln!("prompt: {line}");
         }
     }

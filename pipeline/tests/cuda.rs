@@ -256,7 +256,7 @@ fn a_stable_diffusion_seed_repeats_on_cuda_and_lands_near_the_cpus_picture() {
 fn stable_diffusion_fused_cuda_kernels_match_candles_operations() {
     use autonomy_pipeline::models::sd::flash_attention;
     use autonomy_pipeline::models::sd::group_norm::GroupNorm;
-    use autonomy_pipeline::models::sd::kernels::{Conv2d, attention, linear};
+    use autonomy_pipeline::models::sd::kernels::{Conv2d, Linear, attention};
     use candle_core::Module;
     use candle_nn::VarBuilder;
     use std::collections::HashMap;
@@ -369,8 +369,9 @@ fn stable_diffusion_fused_cuda_kernels_match_candles_operations() {
                 ),
                 ("bias".to_string(), random(&[c_out])),
             ]);
-            let ours = linear(c_in, c_out, on(&params, dtype, &gpu)).unwrap();
-            let theirs = linear(c_in, c_out, on(&params, DType::F32, &Device::Cpu)).unwrap();
+            let ours = Linear::new(on(&params, dtype, &gpu), c_in, c_out, true).unwrap();
+            let theirs =
+                Linear::new(on(&params, DType::F32, &Device::Cpu), c_in, c_out, true).unwrap();
             let x = random(&[2, rows / 2, c_in]);
             let residual = random(&[2, rows / 2, c_out]);
             let gpu_of = |t: &Tensor| t.to_dtype(dtype).unwrap().to_device(&gpu).unwrap();

@@ -17,6 +17,7 @@ use autonomy_pipeline::models::sd::checkpoint::Checkpoint;
 use autonomy_pipeline::models::sd::config::{PipelineSpec, VaeKind};
 use autonomy_pipeline::models::sd::embedding::EmbeddingFile;
 use autonomy_pipeline::models::sd::ensemble::Ensemble;
+use autonomy_pipeline::models::sd::hypernetwork::HypernetworkFile;
 use autonomy_pipeline::models::sd::lora::{LoraFile, LoraSummary};
 use autonomy_pipeline::models::sd::scheduler::{
     Kind, Prediction, Sampler, Schedule, SchedulerConfig, Spacing,
@@ -1299,6 +1300,190 @@ fn a_recipe_above_the_models_size_is_told_about_the_hires_pass_and_names_its_ups
         before,
         "another upscaler, another image"
     );
+}
+
+#[test]
+fn hypernetworks_run_on_the_attention_as_a1111_runs_them() {
+    let reference = Reference::of("hypernetworks");
+    let file = |name: &str, multiplier: f64| HypernetworkFile {
+        path: fixtures().join(format!("tiny-sd15/hypernetworks/{name}.pt")),
+        label: format!("hypernetworks/{name}.pt"),
+        multiplier,
+    };
+    let eps = |model: &StableDiffusion| {
+        model
+            .predict(
+                reference.get("unet_sample"),
+                501.0,
+                reference.get("context"),
+                None,
+                None,
+            )
+            .unwrap()
+    };
+    let plain = load("tiny-sd15");
+    close(
+        "no hypernetwork",
+        &eps(&plain),
+        reference.get("none_eps"),
+        1e-4,
+    );
+    // A1111's current format (`swish`, layer norms, a dropout between) at 0.8; then the first
+    // format (`linear1`/`linear2`, a legacy `torch.save` stream, no settings) at 1 followed by
+    // `mish` over three layers at 0.5, the second taking the first's output.
+    for (label, files) in [
+        ("pixel_style", vec![file("pixel-style", 0.8)]),
+        ("legacy_wide", vec![file("legacy", 1.0), file("wide", 0.5)]),
+    ] {
+        let mut model = load("tiny-sd15");
+        model.add_hypernetworks(&files).unwrap();
+        let ours = eps(&model);
+        close(label, &ours, reference.get(&format!("{label}_eps")), 1e-4);
+        assert!(max_diff(&ours, reference.get("none_eps")) > 0.05, "{label}");
+        let used = &model.identity().hypernetworks;
+        assert_eq!(used.len(), files.len());
+        assert_eq!(
+            (
+                used[0].file.as_str(),
+                used[0].multiplier,
+                used[0].sha256.len()
+            ),
+            (files[0].label.as_str(), files[0].multiplier, 64)
+        );
+    }
+    // Added one call after another, as in one.
+    let mut model = load("tiny-sd15");
+    model.add_hypernetworks(&[file("legacy", 1.0)]).unwrap();
+    model.add_hypernetworks(&[file("wide", 0.5)]).unwrap();
+    close(
+        "added in turn",
+        &eps(&model),
+        reference.get("legacy_wide_eps"),
+        1e-4,
+    );
+    // A prompt's tag must name a hypernetwork the model runs, at its multiplier.
+    let tagged = |prompt: &str| GenerateRequest {
+        prompt: prompt.into(),
+        steps: 1,
+        ..GenerateRequest::default()
+    };
+    assert!(
+        model
+            .generate(&tagged("a knight <hypernet:wide:0.5>"))
+            .is_ok()
+    );
+    let wrong = model
+        .generate(&tagged("a knight <hypernet:wide:0.6>"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        wrong.contains(
+            "`<hypernet:wide:0.6>` applies a hypernetwork this model was not loaded with"
+        ),
+        "{wrong}"
+    );
+    // Files that are no hypernetworks are refused, naming them, and change nothing.
+    let mut model = load("tiny-sd15");
+    for (path, says) in [
+        (
+            fixtures().join("tiny-sd15/loras/kohya-pickled.pt"),
+            "has no layers for any width",
+        ),
+        (
+            fixtures().join("tiny-sd15/loras/kohya.safetensors"),
+            "not a readable PyTorch pickle",
+        ),
+    ] {
+        let error = model
+            .add_hypernetworks(&[
+                file("wide", 1.0),
+                HypernetworkFile {
+                    path: path.clone(),
+                    ..file("x", 1.0)
+                },
+            ])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains(&path.display().to_string()) && error.contains(says),
+            "{error}"
+        );
+    }
+    assert!(model.identity().hypernetworks.is_empty());
+    close(
+        "after refusals",
+        &eps(&model),
+        reference.get("none_eps"),
+        1e-4,
+    );
+}
+
+#[test]
+fn a_recipe_prompt_runs_a_hypernetwork_by_its_a1111_tag_and_the_manifest_records_it() {
+    let studio = common::Studio::new();
+    let root = studio.root();
+    // The pipeline's folder holds `hypernetworks/`, as A1111's `models/` does.
+    copy_dir(
+        &fixtures().join("tiny-sd15"),
+        &root.join("models/tiny-sd15"),
+    );
+    let recipe = |name: &str, prompt: &str| {
+        std::fs::write(
+            root.join(format!("{name}.recipe.toml")),
+            format!(
+                "kind = \"sprite\"\nprompt = \"{prompt}\"\nmodel = \"models/tiny-sd15\"\n\
+                 steps = 2\nseed = 3\n"
+            ),
+        )
+        .unwrap();
+    };
+    recipe("tagged", "moss, <hypernet:pixel-style:0.8> stones");
+    recipe("plain", "moss,  stones");
+    recipe("missing", "moss, <hypernet:nowhere> stones");
+    let report = studio.build_report(None);
+    let outcome = |name: &str| {
+        report["assets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["asset"] == name)
+            .unwrap_or_else(|| panic!("{name}: {report}"))
+            .clone()
+    };
+    assert_eq!(outcome("tagged")["outcome"], "built", "{report}");
+    assert_eq!(outcome("plain")["outcome"], "built", "{report}");
+    let missing = outcome("missing").to_string();
+    assert!(
+        missing.contains("no hypernetwork file `nowhere.pt`") && missing.contains("pixel-style"),
+        "{missing}"
+    );
+    let manifest: Manifest =
+        serde_json::from_slice(&std::fs::read(root.join("tagged.prov.json")).unwrap()).unwrap();
+    let used = &manifest.model.hypernetworks;
+    assert_eq!(used.len(), 1, "{used:?}");
+    assert_eq!(
+        (used[0].file.as_str(), used[0].multiplier),
+        ("models/tiny-sd15/hypernetworks/pixel-style.pt", 0.8)
+    );
+    assert_eq!(
+        used[0].sha256,
+        autonomy_pipeline::models::digest::file_sha256(
+            &root.join("models/tiny-sd15/hypernetworks/pixel-style.pt")
+        )
+        .unwrap()
+    );
+    let pixels = |name: &str| {
+        image::open(root.join(format!("{name}.png")))
+            .unwrap()
+            .to_rgba8()
+    };
+    assert!(
+        mean_difference(&pixels("tagged"), &pixels("plain")) > 1.0,
+        "the hypernetwork changes the picture"
+    );
+    let verified = studio.reproduce(&root.join("tagged.png"));
+    let text = String::from_utf8_lossy(&verified.stdout);
+    assert!(text.contains("reproduced bit for bit"), "{text}");
 }
 
 #[test]
@@ -3672,7 +3857,7 @@ fn generate_takes_loras_embeddings_clip_skip_and_a1111_lora_tags() {
     refused(
         &["--negative", "<lora:kohya>"],
         None,
-        "`<lora:kohya>`: A1111 applies LoRAs from the prompt only",
+        "`<lora:kohya>`: A1111 applies LoRAs and hypernetworks from the prompt only",
     );
     refused(&["--lora", "x.safetensors:9"], None, "not within −4 to 4");
     refused(

@@ -46,6 +46,7 @@ fn write_asset(dir: &Path, name: &str, signer: Option<&PrivateKeySigner>) -> Man
             generator: "test".into(),
             loras: Vec::new(),
             embeddings: Vec::new(),
+            hypernetworks: Vec::new(),
             vae: None,
             refiner: None,
             upscaler: None,

@@ -37,7 +37,8 @@ only by a whole run. The references built only by name: `embeddings`, `clip-skip
 guided as A1111 guides them; needs $A1111 and $A1111_CLIP), `a1111-prompts` (A1111's prompt editing, alternation and `AND`;
 needs $A1111, $LPW and `lark`), `hires` (the hires pass on tiny-sd15 and tiny-sdxl) and
 `peft-oft` (`tiny-sd15/loras/oft_peft.safetensors`, PEFT's OFT, with its outputs added to
-tiny-sd15's reference). `make.py --extend tiny-sd21 tiny-sdxl` adds the references written since
+tiny-sd15's reference) and `hypernetworks` (three A1111 hypernetworks in
+`tiny-sd15/hypernetworks/` and the UNet outputs they give). `make.py --extend tiny-sd21 tiny-sdxl` adds the references written since
 the fixtures were made (a whole run with guidance rescale; SDXL's base handing its latents to the
 refiner; tiny-sd15's IA³, full, OFT and GLoRA files) without touching the rest.
 """
@@ -1366,6 +1367,157 @@ def build_peft_oft(name):
     save_file({k: v.contiguous() for k, v in tensors.items()}, path, metadata=metadata)
 
 
+class HypernetworkModule(torch.nn.Module):
+    """A1111's `HypernetworkModule` (modules/hypernetworks/hypernetwork.py), as it builds its layers
+    and runs: `x + linear(x)·multiplier`, `linear` a sequence of linear layers, each followed by the
+    activation (not the last unless `activate_output`), a layer norm and a dropout when asked."""
+
+    activation_dict = {"linear": torch.nn.Identity, "relu": torch.nn.ReLU, "leakyrelu": torch.nn.LeakyReLU,
+                       "elu": torch.nn.ELU, "swish": torch.nn.Hardswish, "tanh": torch.nn.Tanh,
+                       "sigmoid": torch.nn.Sigmoid}
+    activation_dict.update({name.lower(): cls for name, cls in vars(torch.nn.modules.activation).items()
+                            if isinstance(cls, type) and cls.__module__ == "torch.nn.modules.activation"})
+
+    def __init__(self, dim, structure, activation, layer_norm, activate_output, dropout):
+        super().__init__()
+        self.multiplier = 1.0
+        layers = []
+        for i in range(len(structure) - 1):
+            layers.append(torch.nn.Linear(int(dim * structure[i]), int(dim * structure[i + 1])))
+            if not (activation in ("linear", None) or (i >= len(structure) - 2 and not activate_output)):
+                layers.append(self.activation_dict[activation]())
+            if layer_norm:
+                layers.append(torch.nn.LayerNorm(int(dim * structure[i + 1])))
+            if dropout is not None and dropout[i + 1] > 0:
+                layers.append(torch.nn.Dropout(p=dropout[i + 1]))
+        self.linear = torch.nn.Sequential(*layers)
+
+    def forward(self, x):
+        return x + self.linear(x) * self.multiplier
+
+
+class HypernetworkAttention:
+    """diffusers' attention with A1111's hypernetworks on what the keys and values are made from:
+    the context (the hidden states themselves in self-attention) passed through each hypernetwork
+    that has layers of its width, in turn, one module for the keys and one for the values."""
+
+    def __init__(self, hypernetworks):
+        self.hypernetworks = hypernetworks
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kw):
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        context_k = context_v = context
+        for layers in self.hypernetworks:
+            pair = layers.get(context_k.shape[2])
+            if pair is not None:
+                context_k, context_v = pair[0](context_k), pair[1](context_v)
+        batch = hidden_states.shape[0]
+        query, key, value = attn.to_q(hidden_states), attn.to_k(context_k), attn.to_v(context_v)
+        heads = lambda t: t.view(batch, -1, attn.heads, t.shape[-1] // attn.heads).transpose(1, 2)
+        out = torch.nn.functional.scaled_dot_product_attention(heads(query), heads(key), heads(value))
+        out = out.transpose(1, 2).reshape(batch, -1, query.shape[-1])
+        return attn.to_out[1](attn.to_out[0](out))
+
+
+def random_hypernetwork(g, dims, structure, activation, layer_norm, activate_output, dropout):
+    """A1111 hypernetwork layers for each width in `dims`, (keys' module, values' module), weights
+    drawn from `g` large enough to change the picture."""
+    layers = {}
+    for dim in dims:
+        pair = []
+        for _ in range(2):
+            module = HypernetworkModule(dim, structure, activation, layer_norm, activate_output, dropout)
+            for name, value in module.named_parameters():
+                if name.endswith("weight") and value.dim() == 2:
+                    value.copy_(torch.randn(value.shape, generator=g) * 0.6 / value.shape[1] ** 0.5)
+                elif name.endswith("weight"):
+                    value.copy_(1 + 0.2 * torch.randn(value.shape, generator=g))
+                else:
+                    value.copy_(0.1 * torch.randn(value.shape, generator=g))
+            module.eval()
+            pair.append(module)
+        layers[dim] = tuple(pair)
+    return layers
+
+
+@torch.no_grad()
+def build_hypernetworks(name):
+    """`tiny-sd15/hypernetworks/*.pt`: three A1111 hypernetworks over the tiny UNet's attention
+    widths (32: the 32-channel blocks' self-attention and every cross-attention's context; 64: the
+    middle block's self-attention), saved as A1111 saves them (`torch.save` of a dict: each width's
+    pair of state dicts, then `layer_structure`, `activation_func`, `is_layer_norm`, …):
+    - `pixel-style.pt`: layer structure 1, 2, 1, `swish` (A1111's name for Hardswish), layer
+      norms, a 0.3 dropout in the middle (so the saved indices skip it), no output activation;
+    - `legacy.pt`: the first format, width 32 only, `linear1`/`linear2` keys and no structure (so
+      1, 2, 1 and no activation), in the legacy `torch.save` stream;
+    - `wide.pt`: 1, 1.5, 0.5, 1 with `mish` after every layer, the output's too.
+    Writes `hypernetworks.reference.safetensors`: tiny-sd15's UNet output with `pixel-style` at
+    0.8, and with `legacy` at 1 then `wide` at 0.5 (the second taking the first's output), the
+    attention as A1111 patches it, plus the output with none (diffusers' own attention)."""
+    pipe = StableDiffusionPipeline.from_pretrained(os.path.join(OUT, "tiny-sd15"), safety_checker=None)
+    reference = load_file(os.path.join(OUT, "tiny-sd15.reference.safetensors"))
+    sample = reference["unet_sample"]
+    context = torch.cat([pipe.text_encoder(ids(pipe.tokenizer, NEGATIVE))[0],
+                         pipe.text_encoder(ids(pipe.tokenizer, PROMPT))[0]])
+    folder = os.path.join(OUT, "tiny-sd15", "hypernetworks")
+    os.makedirs(folder, exist_ok=True)
+    g = torch.Generator().manual_seed(26)
+    files = {
+        "pixel-style": (random_hypernetwork(g, (32, 64), [1, 2, 1], "swish", True, False, [0, 0.3, 0]),
+                        {"layer_structure": [1, 2, 1], "activation_func": "swish", "is_layer_norm": True,
+                         "weight_initialization": "Normal", "activate_output": False, "use_dropout": True,
+                         "dropout_structure": [0, 0.3, 0], "last_layer_dropout": False,
+                         "optional_info": "pixel art, tiny", "step": 2000, "name": "pixel-style",
+                         "sd_checkpoint": "a9263745", "sd_checkpoint_name": "tiny-sd15"}),
+        "legacy": (random_hypernetwork(g, (32,), [1, 2, 1], None, False, False, None),
+                   {"step": 1500, "name": "legacy", "sd_checkpoint": "7460a6fa", "sd_checkpoint_name": "model.ckpt"}),
+        "wide": (random_hypernetwork(g, (32, 64), [1, 1.5, 0.5, 1], "mish", False, True, None),
+                 {"layer_structure": [1, 1.5, 0.5, 1], "activation_func": "mish", "is_layer_norm": False,
+                  "weight_initialization": "XavierNormal", "activate_output": True, "use_dropout": False,
+                  "step": 800, "name": "wide"}),
+    }
+    for file, (layers, metadata) in files.items():
+        state = {}
+        for dim, pair in layers.items():
+            dicts = tuple(module.state_dict() for module in pair)
+            if file == "legacy":
+                renamed = {"linear.0.weight": "linear1.weight", "linear.0.bias": "linear1.bias",
+                           "linear.1.weight": "linear2.weight", "linear.1.bias": "linear2.bias"}
+                dicts = tuple(collections.OrderedDict((renamed[k], v) for k, v in d.items()) for d in dicts)
+            state[dim] = dicts
+        state.update(metadata)
+        torch.save(state, os.path.join(folder, f"{file}.pt"), _use_new_zipfile_serialization=file != "legacy")
+    tensors = {"unet_sample": sample}
+
+    def eps(hypernetworks):
+        unet = copy.deepcopy(pipe.unet)
+        unet.set_attn_processor(HypernetworkAttention(hypernetworks))
+        return unet(sample, 501, encoder_hidden_states=context).sample
+
+    none = eps([])
+    assert torch.allclose(none, pipe.unet(sample, 501, encoder_hidden_states=context).sample, atol=1e-5)
+    tensors["none_eps"] = none
+    for label, chosen in (("pixel_style", [("pixel-style", 0.8)]), ("legacy_wide", [("legacy", 1.0), ("wide", 0.5)])):
+        hypernetworks = []
+        for file, multiplier in chosen:
+            layers = files[file][0]
+            for pair in layers.values():
+                for module in pair:
+                    module.multiplier = multiplier
+            hypernetworks.append(layers)
+        tensors[f"{label}_eps"] = eps(hypernetworks)
+        assert (tensors[f"{label}_eps"] - none).abs().max() > 0.05, label
+    tensors["context"] = context
+    # Each activation A1111 offers that Autonomy runs, on values from −30 to 30.
+    tensors["activation_input"] = x = torch.cat([torch.linspace(-30, 30, 61), torch.randn(64, generator=g) * 3])
+    for name in ("relu", "leakyrelu", "elu", "celu", "swish", "hardswish", "tanh", "sigmoid", "silu", "mish",
+                 "gelu", "softsign", "softplus", "selu", "relu6", "hardsigmoid", "hardtanh", "tanhshrink",
+                 "logsigmoid"):
+        tensors[f"activation_{name}"] = HypernetworkModule.activation_dict[name]()(x)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(OUT, "hypernetworks.reference.safetensors"),
+              metadata={"prompt": PROMPT, "negative_prompt": NEGATIVE})
+
+
 @torch.no_grad()
 def build_lora_block_weights(name):
     """LoRAs weighted per block as the sd-webui-lora-block-weight extension applies `lbw=`: the
@@ -2358,7 +2510,8 @@ def main():
                  "swin2sr-upscalers": build_swin2sr_upscalers,
                  "lora-block-weights": build_lora_block_weights,
                  "pickled-loras": build_pickled_loras,
-                 "swin-restorers": build_swin_restorers, "peft-oft": build_peft_oft}
+                 "swin-restorers": build_swin_restorers, "peft-oft": build_peft_oft,
+                 "hypernetworks": build_hypernetworks}
         for name in only:
             if name not in alone:
                 sys.exit(f"{name}: only {', '.join(alone)} build alone; run without names for the rest")

@@ -348,6 +348,12 @@ impl Builder<'_> {
         for embedding in &ingredients.embeddings {
             inputs.push(format!("embedding:{}", embedding.sha256));
         }
+        for hypernetwork in &ingredients.hypernetworks {
+            inputs.push(format!(
+                "hypernetwork:{}:{}",
+                hypernetwork.sha256, hypernetwork.multiplier
+            ));
+        }
         if let Some(vae) = &ingredients.vae {
             inputs.push(format!("vae:{}", vae.sha256));
         }

@@ -661,6 +661,7 @@ mod tests {
                 generator: "g".into(),
                 loras: Vec::new(),
                 embeddings: Vec::new(),
+                hypernetworks: Vec::new(),
                 vae: None,
                 refiner: None,
                 upscaler: None,

@@ -12,11 +12,13 @@ use super::produce::{self, Inputs, Produced};
 use super::provenance::{Carrier, FileHash, Manifest, Parent};
 use super::{BuildError, BuildOptions, label, slash};
 use crate::generator::{
-    EmbeddingUse, Generator, LoraUse, ModelIdentity, RefinerUse, UpscalerUse, VaeUse,
+    EmbeddingUse, Generator, HypernetworkUse, LoraUse, ModelIdentity, RefinerUse, UpscalerUse,
+    VaeUse,
 };
 use crate::models::locate;
 use crate::models::sd::block_weights::BlockWeights;
 use crate::models::sd::embedding::EmbeddingFile;
+use crate::models::sd::hypernetwork::{HypernetworkFile, hypernet_tags};
 use crate::models::sd::lora::{LoraFile, LoraSummary};
 use crate::models::sd::lora_tags::lora_tags;
 use crate::models::sd::upscaler::UpscalerFile;
@@ -35,6 +37,9 @@ pub struct Ingredients {
     /// Textual-inversion embeddings loaded with the model: the files as the recipe names
     /// them, their hashes.
     pub embeddings: Vec<EmbeddingUse>,
+    /// A1111 hypernetworks its prompt's tags name, as found: the files, their hashes and
+    /// multipliers.
+    pub hypernetworks: Vec<HypernetworkUse>,
     /// The VAE used in place of the model's own: the file as the recipe names it, its hash.
     pub vae: Option<VaeUse>,
     /// The refiner that takes over the model's latents: as the recipe names it, its version,
@@ -130,6 +135,7 @@ impl<'a> Workshop<'a> {
             })
             .collect::<Result<Vec<_>, BuildError>>()?;
         loras.extend(self.tagged_loras(recipe, &model_dir)?);
+        let hypernetworks = self.tagged_hypernetworks(recipe, &model_dir)?;
         let embeddings = recipe
             .embeddings
             .iter()
@@ -194,6 +200,7 @@ impl<'a> Workshop<'a> {
             model_dir,
             loras,
             embeddings,
+            hypernetworks,
             vae,
             refiner,
             upscaler,
@@ -306,13 +313,52 @@ impl<'a> Workshop<'a> {
             .collect()
     }
 
+    /// The hypernetworks `recipe`'s prompt applies by A1111's tags (`<hypernet:name:0.8>`):
+    /// each the one `.pt` file of that name in the `hypernetworks` folders beside the model or
+    /// among the project's model folders ([`locate::hypernetwork_named`]).
+    fn tagged_hypernetworks(
+        &self,
+        recipe: &AssetRecipe,
+        model_dir: &Path,
+    ) -> Result<Vec<HypernetworkUse>, BuildError> {
+        let fail = |message| BuildError::asset(recipe, message);
+        let tags = hypernet_tags(&recipe.prompt).map_err(|e| fail(format!("`prompt`: {e}")))?;
+        if tags.is_empty() {
+            return Ok(Vec::new());
+        }
+        let dirs = locate::lora_tag_dirs(model_dir, &self.options.model_dirs);
+        tags.into_iter()
+            .map(|tag| {
+                let path = locate::hypernetwork_named(&dirs, &tag.name)
+                    .map_err(|e| fail(format!("`prompt`: `{}`: {e}", tag.text)))?;
+                let sha256 = crate::models::digest::file_sha256(&path).map_err(|e| {
+                    fail(format!(
+                        "`{}`: cannot read `{}`: {e}",
+                        tag.text,
+                        path.display()
+                    ))
+                })?;
+                let file = match path.strip_prefix(&self.options.root) {
+                    Ok(inside) => slash(inside),
+                    Err(_) => path.display().to_string(),
+                };
+                Ok(HypernetworkUse {
+                    file,
+                    sha256,
+                    multiplier: tag.multiplier,
+                })
+            })
+            .collect()
+    }
+
     /// The model the ingredients name, with their LoRAs, embeddings, VAE and refiner: loaded
     /// once.
     fn model(&self, ingredients: &Ingredients) -> Result<Arc<dyn Generator>, String> {
-        let (dir, loras, embeddings, vae, refiner, upscaler) = (
+        let (dir, loras, embeddings, hypernetworks, vae, refiner, upscaler) = (
             &ingredients.model_dir,
             &ingredients.loras,
             &ingredients.embeddings,
+            &ingredients.hypernetworks,
             ingredients.vae.as_ref(),
             ingredients.refiner.as_ref(),
             ingredients.upscaler.as_ref(),
@@ -333,6 +379,11 @@ impl<'a> Workshop<'a> {
                 embeddings
                     .iter()
                     .map(|e| format!("embedding:{}:{}", e.file, e.sha256)),
+            )
+            .chain(
+                hypernetworks
+                    .iter()
+                    .map(|h| format!("hypernetwork:{}:{}:{}", h.file, h.sha256, h.multiplier)),
             )
             .chain(vae.map(|v| format!("vae:{}:{}", v.file, v.sha256)))
             .chain(refiner.map(|r| format!("refiner:{}:{}:{}", r.file, r.weights_sha256, r.switch)))
@@ -374,6 +425,14 @@ impl<'a> Workshop<'a> {
                 label: e.file.clone(),
             })
             .collect();
+        let hypernetwork_files: Vec<HypernetworkFile> = hypernetworks
+            .iter()
+            .map(|h| HypernetworkFile {
+                path: self.options.root.join(&h.file),
+                label: h.file.clone(),
+                multiplier: h.multiplier,
+            })
+            .collect();
         let vae_file = vae.map(|v| VaeFile {
             path: self.options.root.join(&v.file),
             label: v.file.clone(),
@@ -393,6 +452,7 @@ impl<'a> Workshop<'a> {
             vae: vae_file.as_ref(),
             refiner: refiner_file.as_ref(),
             upscaler: upscaler_file.as_ref(),
+            hypernetworks: &hypernetwork_files,
         };
         let model: Arc<dyn Generator> = models::load(dir, &self.options.device, &additions)
             .map_err(|e| format!("model: {e}"))?
@@ -400,12 +460,13 @@ impl<'a> Workshop<'a> {
         let identity = model.identity();
         if identity.loras != *loras
             || identity.embeddings != *embeddings
+            || identity.hypernetworks != *hypernetworks
             || identity.vae.as_ref() != vae
             || identity.refiner.as_ref() != refiner
             || identity.upscaler.as_ref() != upscaler
         {
             return Err(
-                "a LoRA, embedding, VAE, refiner or upscaler file changed while the build read it; build again"
+                "a LoRA, hypernetwork, embedding, VAE, refiner or upscaler file changed while the build read it; build again"
                     .into(),
             );
         }

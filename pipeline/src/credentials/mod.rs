@@ -169,6 +169,7 @@ mod tests {
                 generator: "house/1".into(),
                 loras: Vec::new(),
                 embeddings: Vec::new(),
+                hypernetworks: Vec::new(),
                 vae: None,
                 refiner: None,
                 upscaler: None,

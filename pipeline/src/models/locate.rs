@@ -43,13 +43,6 @@ pub fn upscaler_files(dirs: &[PathBuf]) -> Vec<PathBuf> {
 /// The entries of `dirs` and of the folders directly below them (not diffusers pipelines)
 /// that `wanted` takes, sorted.
 fn beside(dirs: &[PathBuf], wanted: impl Fn(&std::path::Path) -> bool) -> Vec<PathBuf> {
-    let entries = |dir: &PathBuf| -> Vec<PathBuf> {
-        std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-            .collect()
-    };
     let mut found: Vec<PathBuf> = dirs
         .iter()
         .flat_map(|dir| {
@@ -208,36 +201,7 @@ pub fn lora_named_in(
 /// `models/embeddings/` and a pipeline's own alike. Files that are not embeddings are passed
 /// over.
 pub fn embedding_files(dirs: &[PathBuf]) -> Vec<(PathBuf, Embedding)> {
-    let named = |path: &PathBuf| {
-        path.file_name()
-            .and_then(|name| name.to_str())
-            .is_some_and(|name| {
-                matches!(
-                    name.to_ascii_lowercase().as_str(),
-                    "embedding" | "embeddings"
-                )
-            })
-    };
-    let entries = |dir: &PathBuf| -> Vec<PathBuf> {
-        std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-            .collect()
-    };
-    let mut folders: Vec<PathBuf> = Vec::new();
-    for folder in candidates(dirs).into_iter().filter(|path| path.is_dir()) {
-        if named(&folder) {
-            folders.push(folder.clone());
-        }
-        folders.extend(
-            entries(&folder)
-                .into_iter()
-                .filter(|p| p.is_dir() && named(p)),
-        );
-    }
-    folders.sort();
-    folders.dedup();
+    let folders = named_folders(dirs, &["embedding", "embeddings"]);
     let mut found: Vec<(PathBuf, Embedding)> = Vec::new();
     for file in folders.iter().flat_map(entries) {
         let extension = file.extension().and_then(|e| e.to_str()).unwrap_or("");
@@ -257,15 +221,104 @@ pub fn embedding_files(dirs: &[PathBuf]) -> Vec<(PathBuf, Embedding)> {
     found
 }
 
+/// The entries of `dir`, unsorted (none when it cannot be read).
+fn entries(dir: &PathBuf) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .collect()
+}
+
+/// The folders named one of `names` (in any case) that are, or are directly in, each of
+/// `dirs` or the folders directly below them, sorted.
+fn named_folders(dirs: &[PathBuf], names: &[&str]) -> Vec<PathBuf> {
+    let named = |path: &PathBuf| {
+        path.file_name()
+            .and_then(|name| name.to_str())
+            .is_some_and(|name| names.contains(&name.to_ascii_lowercase().as_str()))
+    };
+    let mut folders: Vec<PathBuf> = Vec::new();
+    for folder in candidates(dirs).into_iter().filter(|path| path.is_dir()) {
+        if named(&folder) {
+            folders.push(folder.clone());
+        }
+        folders.extend(
+            entries(&folder)
+                .into_iter()
+                .filter(|p| p.is_dir() && named(p)),
+        );
+    }
+    folders.sort();
+    folders.dedup();
+    folders
+}
+
+/// Every hypernetwork file among `dirs` (sorted): the `.pt` files in the `hypernetworks` (or
+/// `hypernetwork`) folders that are, or are directly in, each of `dirs` or the folders
+/// directly below them — A1111's `models/hypernetworks/`, ComfyUI's alike.
+pub fn hypernetwork_files(dirs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = named_folders(dirs, &["hypernetwork", "hypernetworks"])
+        .iter()
+        .flat_map(entries)
+        .filter(|path| {
+            path.is_file()
+                && path
+                    .extension()
+                    .is_some_and(|e| e.eq_ignore_ascii_case("pt"))
+        })
+        .collect();
+    found.sort();
+    found.dedup();
+    found
+}
+
+/// The hypernetwork file an A1111 prompt tag names (`<hypernet:NAME:…>`): the one among
+/// [`hypernetwork_files`]`(dirs)` whose name without its extension is `name`; otherwise what
+/// is wrong: none (with the names there are), or several.
+pub fn hypernetwork_named(dirs: &[PathBuf], name: &str) -> Result<PathBuf, String> {
+    let files = hypernetwork_files(dirs);
+    let stem = |path: &PathBuf| {
+        path.file_stem()
+            .map(|stem| stem.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let named: Vec<&PathBuf> = files.iter().filter(|path| stem(path) == name).collect();
+    match named[..] {
+        [one] => Ok(one.clone()),
+        [] => {
+            let looked = dirs
+                .iter()
+                .map(|dir| format!("`{}`", dir.display()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let there = if files.is_empty() {
+                "there are none".to_string()
+            } else {
+                let names: Vec<String> = files.iter().map(stem).collect();
+                format!("there are {}", names.join(", "))
+            };
+            Err(format!(
+                "no hypernetwork file `{name}.pt` in the `hypernetworks` folders of {looked} \
+                 or the folders directly in them; {there}"
+            ))
+        }
+        _ => Err(format!(
+            "`{name}` names several hypernetwork files: {}",
+            named
+                .iter()
+                .map(|path| format!("`{}`", path.display()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
 /// Each of `dirs` and the folders directly below it, then the single-file checkpoints in all
 /// of those (told by their headers).
 fn candidates(dirs: &[PathBuf]) -> Vec<PathBuf> {
     let entries = |dir: &PathBuf| -> Vec<PathBuf> {
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-            .collect();
+        let mut paths = entries(dir);
         paths.sort();
         paths
     };

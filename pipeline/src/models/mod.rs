@@ -57,6 +57,8 @@ pub struct Additions<'a> {
     pub refiner: Option<&'a RefinerFile>,
     /// The upscaling model its hires pass scales the first image with.
     pub upscaler: Option<&'a sd::upscaler::UpscalerFile>,
+    /// A1111 hypernetworks run on its UNet's attention, in order.
+    pub hypernetworks: &'a [sd::hypernetwork::HypernetworkFile],
 }
 
 /// A refiner to load for a base model (SDXL's ensemble of experts).
@@ -81,18 +83,20 @@ pub fn load(
         && additions.embeddings.is_empty()
         && additions.vae.is_none()
         && additions.refiner.is_none()
-        && additions.upscaler.is_none();
+        && additions.upscaler.is_none()
+        && additions.hypernetworks.is_empty();
     Ok(match Family::of(dir) {
         Family::House if plain => Box::new(HouseModel::load(dir, device)?),
         Family::House => {
             return Err(GenerateError::Unsupported(format!(
-                "`{}` is a house model: LoRAs, embeddings, VAE files, refiners and upscalers apply to Stable Diffusion models",
+                "`{}` is a house model: LoRAs, hypernetworks, embeddings, VAE files, refiners and upscalers apply to Stable Diffusion models",
                 dir.display()
             )));
         }
         Family::StableDiffusion => {
             let mut base = StableDiffusion::load_with(dir, device, additions.loras, additions.vae)?;
             base.add_embeddings(additions.embeddings)?;
+            base.add_hypernetworks(additions.hypernetworks)?;
             if let Some(upscaler) = additions.upscaler {
                 base.add_upscaler(upscaler)?;
             }

@@ -14,7 +14,8 @@ use super::{
     RefinerRef, Source, UpscalerRef,
 };
 use crate::models::sd::block_weights::BlockWeights;
-use crate::models::sd::lora_tags::{MOST_SCALE, lora_tags, without_lora_tags};
+use crate::models::sd::hypernetwork::hypernet_tags;
+use crate::models::sd::lora_tags::{MOST_SCALE, lora_tags, without_network_tags};
 use crate::models::sd::prompt_syntax::network_tag;
 use crate::models::sd::scheduler::Sampler;
 
@@ -228,17 +229,24 @@ impl Reader<'_> {
             f.string(report, "negative_prompt"),
         );
         // LoRA tags in the prompt are found among the model folders at build time.
+        // So are hypernetwork tags.
         let tagged = match &prompt {
-            Some(s) => match lora_tags(s.get_ref()) {
-                Ok(tags) => tags.first().map(|tag| (s.span(), tag.text.clone())),
-                Err(message) => {
-                    report.error(s.span(), Some(&f.field("prompt")), message);
-                    None
+            Some(s) => {
+                let mut first = None;
+                for found in [
+                    lora_tags(s.get_ref()).map(|tags| tags.first().map(|t| t.text.clone())),
+                    hypernet_tags(s.get_ref()).map(|tags| tags.first().map(|t| t.text.clone())),
+                ] {
+                    match found {
+                        Ok(text) => first = first.or(text.map(|text| (s.span(), text))),
+                        Err(message) => report.error(s.span(), Some(&f.field("prompt")), message),
+                    }
                 }
-            },
+                first
+            }
             None => None,
         };
-        let untagged = prompt.as_ref().map(|s| without_lora_tags(s.get_ref()));
+        let untagged = prompt.as_ref().map(|s| without_network_tags(s.get_ref()));
         for (key, span, text) in [
             (
                 "prompt",
@@ -282,7 +290,7 @@ impl Reader<'_> {
                 span,
                 Some(&f.field("prompt")),
                 format!(
-                    "`{tag}`: LoRAs apply to a Stable Diffusion model folder; set `model` to one"
+                    "`{tag}`: LoRAs and hypernetworks apply to a Stable Diffusion model folder; set `model` to one"
                 ),
             );
         }
@@ -1170,7 +1178,7 @@ mod tests {
         assert!(r.loras.is_empty());
 
         let errors = refused(
-            "kind = \"sprite\"\nprompt = \"a knight <lora:add_detail:0.5:stop=10> <hypernet:bad:1>\"\n\
+            "kind = \"sprite\"\nprompt = \"a knight <lora:add_detail:0.5:stop=10> <hypernet:bad:9>\"\n\
              model = \"sd\"\nnegative_prompt = \"<lora:blurry:1>\"\n",
         );
         let fields: Vec<&str> = errors.iter().map(|(field, _)| field.as_str()).collect();
@@ -1185,22 +1193,24 @@ mod tests {
             "{errors:?}"
         );
         assert!(
-            errors[1].1.contains("hypernetworks are not read"),
+            errors[1]
+                .1
+                .contains("`<hypernet:bad:9>`: the multiplier must be a number within ±4"),
             "{errors:?}"
         );
         assert!(
             errors[2]
                 .1
-                .contains("A1111 applies LoRAs from the prompt only"),
+                .contains("A1111 applies LoRAs and hypernetworks from the prompt only"),
             "{errors:?}"
         );
 
         let house = refused("kind = \"sprite\"\nprompt = \"a knight <lora:add_detail>\"\n");
         assert_eq!(house.len(), 1, "{house:?}");
         assert!(
-            house[0]
-                .1
-                .contains("`<lora:add_detail>`: LoRAs apply to a Stable Diffusion model"),
+            house[0].1.contains(
+                "`<lora:add_detail>`: LoRAs and hypernetworks apply to a Stable Diffusion model"
+            ),
             "{house:?}"
         );
     }

@@ -358,6 +358,21 @@ fn same_ingredients(have: &Ingredients, manifest: &Manifest) -> Result<(), Found
     if now != then {
         return Err(differ("embeddings", &now, &then));
     }
+    let hypernetworks = |hypernetworks: &[crate::generator::HypernetworkUse]| {
+        listed(
+            hypernetworks
+                .iter()
+                .map(|h| format!("{} ×{} (sha256 {})", h.file, h.multiplier, h.sha256))
+                .collect(),
+        )
+    };
+    let (now, then) = (
+        hypernetworks(&have.hypernetworks),
+        hypernetworks(&model.hypernetworks),
+    );
+    if now != then {
+        return Err(differ("hypernetworks", &now, &then));
+    }
     let vae = |vae: Option<&crate::generator::VaeUse>| {
         vae.map_or("the model's own".to_string(), |v| {
             format!("{} (sha256 {})", v.file, v.sha256)

@@ -179,6 +179,7 @@ impl HouseModel {
                 generator: super::Family::House.generator(),
                 loras: Vec::new(),
                 embeddings: Vec::new(),
+                hypernetworks: Vec::new(),
                 vae: None,
                 refiner: None,
                 upscaler: None,

@@ -6,6 +6,7 @@ use candle_core::{D, Module, Result, Tensor};
 use candle_nn::{LayerNorm, VarBuilder};
 
 use super::group_norm::GroupNorm;
+use super::hypernetwork::{ContextHook, Hypernetwork};
 use super::kernels::{self, Conv2d, Linear};
 
 /// A 3×3 convolution, padding 1.
@@ -127,6 +128,10 @@ pub struct Attention {
     v: Linear,
     out: Linear,
     heads: usize,
+    /// The width of what keys and values are made from.
+    context_dim: usize,
+    /// What hypernetworks do to that before the key and value projections.
+    hook: ContextHook,
 }
 
 impl Attention {
@@ -145,18 +150,28 @@ impl Attention {
             v: linear(context_dim, dim, vb.pp("to_v"))?,
             out: Linear::new(vb.pp("to_out").pp("0"), dim, dim, true)?,
             heads,
+            context_dim,
+            hook: ContextHook::default(),
         })
     }
 
     /// From its four projections (the VAE's older `query`/`key`/`value`/`proj_attn` names).
     pub fn from_parts(q: Linear, k: Linear, v: Linear, out: Linear, heads: usize) -> Self {
         Self {
+            context_dim: k.inputs(),
             q,
             k,
             v,
             out,
             heads,
+            hook: ContextHook::default(),
         }
+    }
+
+    /// Runs the context through `hypernetworks`' modules of its width (none: as it is)
+    /// before the key and value projections, as A1111 runs hypernetworks.
+    pub fn hook_context(&mut self, hypernetworks: &[Hypernetwork]) {
+        self.hook = ContextHook::of(hypernetworks, self.context_dim);
     }
 
     /// Attends `xs` `(n, tokens, dim)` to `context` `(n, tokens', context_dim)`.
@@ -187,11 +202,20 @@ impl Attention {
                 .reshape((n * self.heads, len, dim / self.heads))
         };
         let (n, len, dim) = xs.dims3()?;
-        let (q, k, v) = (
-            self.q.forward(xs)?,
-            self.k.forward(context)?,
-            self.v.forward(context)?,
-        );
+        let (q, k, v) = if self.hook.is_empty() {
+            (
+                self.q.forward(xs)?,
+                self.k.forward(context)?,
+                self.v.forward(context)?,
+            )
+        } else {
+            let (keys, values) = self.hook.apply(context)?;
+            (
+                self.q.forward(xs)?,
+                self.k.forward(&keys)?,
+                self.v.forward(&values)?,
+            )
+        };
         let scale = ((dim / self.heads) as f64).powf(-0.5);
         #[cfg(feature = "cuda")]
         if super::flash_attention::takes(&q, &k, &v, self.heads) {
@@ -296,6 +320,14 @@ impl SpatialTransformer {
         })
     }
 
+    /// Runs every attention's context through `hypernetworks` ([`Attention::hook_context`]).
+    pub fn hook_context(&mut self, hypernetworks: &[Hypernetwork]) {
+        for block in &mut self.blocks {
+            block.attn1.hook_context(hypernetworks);
+            block.attn2.hook_context(hypernetworks);
+        }
+    }
+
     /// The transformed feature map `xs` `(n, c, h, w)` given the text `context`.
     pub fn forward(&self, xs: &Tensor, context: &Tensor) -> Result<Tensor> {
         let (n, c, h, w) = xs.dims4()?;
@@ -371,6 +403,11 @@ pub struct DownBlock {
 }
 
 impl DownBlock {
+    /// Its transformers (none in a block without cross-attention).
+    pub fn transformers_mut(&mut self) -> impl Iterator<Item = &mut SpatialTransformer> {
+        self.transformers.iter_mut()
+    }
+
     /// `layers` ResNets from `c_in` channels; `downsample` with that padding.
     pub fn new(
         vb: VarBuilder,
@@ -427,6 +464,11 @@ pub struct UpBlock {
 }
 
 impl UpBlock {
+    /// Its transformers (none in a block without cross-attention).
+    pub fn transformers_mut(&mut self) -> impl Iterator<Item = &mut SpatialTransformer> {
+        self.transformers.iter_mut()
+    }
+
     /// `layers` ResNets; `previous` channels come in, the skips have `skip_in` channels for
     /// the last ResNet and `shape.channels` before it (as diffusers wires them).
     pub fn new(
@@ -486,6 +528,11 @@ pub struct MidBlock {
 }
 
 impl MidBlock {
+    /// Its transformers.
+    pub fn transformers_mut(&mut self) -> impl Iterator<Item = &mut SpatialTransformer> {
+        self.pairs.iter_mut().map(|(transformer, _)| transformer)
+    }
+
     /// One transformer + ResNet pair, like every released Stable Diffusion.
     pub fn new(vb: VarBuilder, shape: BlockShape, transformer: TransformerShape) -> Result<Self> {
         let c = shape.channels;

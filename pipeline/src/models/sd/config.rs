@@ -204,6 +204,31 @@ pub struct UNetSpec {
     pub mid_depth: usize,
 }
 
+impl UNetSpec {
+    /// The widths of what its attentions make keys and values from, sorted: each
+    /// transformer's channels (self-attention) and the text context (cross-attention).
+    pub fn attention_context_widths(&self) -> Vec<usize> {
+        let blocks = &self.config.blocks;
+        let mut widths: Vec<usize> = blocks
+            .iter()
+            .filter(|block| block.use_cross_attn.is_some())
+            .map(|block| block.out_channels)
+            .chain(
+                blocks
+                    .last()
+                    .filter(|_| self.mid_depth > 0)
+                    .map(|block| block.out_channels),
+            )
+            .collect();
+        if !widths.is_empty() {
+            widths.push(self.config.cross_attention_dim);
+        }
+        widths.sort_unstable();
+        widths.dedup();
+        widths
+    }
+}
+
 /// Parses `unet/config.json` (`path` names it in errors).
 pub fn unet(json: serde_json::Value, path: &Path) -> Result<UNetSpec, SdError> {
     let json: UNetJson = parse(json, path)?;

@@ -408,6 +408,11 @@ impl Linear {
         Ok(Self { weight, bias })
     }
 
+    /// How many features it takes.
+    pub fn inputs(&self) -> usize {
+        self.weight.dims().first().copied().unwrap_or(0)
+    }
+
     /// `xs` `(…, in)` times the weight, `(…, out)`, without the bias.
     fn product(&self, xs: &Tensor) -> Result<Tensor> {
         let (in_, out) = self.weight.dims2()?;

@@ -11,7 +11,7 @@
 //! encoder reads, as A1111 takes them out.
 //!
 //! ```
-//! use autonomy_pipeline::models::sd::lora_tags::{LoraTag, lora_tags, without_lora_tags};
+//! use autonomy_pipeline::models::sd::lora_tags::{LoraTag, lora_tags, without_network_tags};
 //! let prompt = "a knight, <lora:add_detail:0.5> castle";
 //! assert_eq!(
 //!     lora_tags(prompt).unwrap(),
@@ -24,7 +24,7 @@
 //!         blocks: None,
 //!     }]
 //! );
-//! assert_eq!(without_lora_tags(prompt), "a knight,  castle");
+//! assert_eq!(without_network_tags(prompt), "a knight,  castle");
 //! ```
 
 use std::sync::LazyLock;
@@ -141,9 +141,11 @@ pub fn lora_tags(text: &str) -> Result<Vec<LoraTag>, String> {
         .collect()
 }
 
-/// `text` with its LoRA tags taken out and the rest as written.
-pub fn without_lora_tags(text: &str) -> String {
-    TAG.replace_all(text, "").into_owned()
+/// `text` with its LoRA and hypernetwork tags taken out ([`super::hypernetwork`]) and the
+/// rest as written.
+pub fn without_network_tags(text: &str) -> String {
+    let text = TAG.replace_all(text, "");
+    super::hypernetwork::without_hypernet_tags(&text)
 }
 
 /// A name A1111's tags may give a merged LoRA, with how it was merged.
@@ -275,9 +277,9 @@ mod tests {
             ]
         );
         assert_eq!(
-            without_lora_tags(prompt),
-            " x        <hypernet:i:1>    ",
-            "hypernetworks are not LoRAs"
+            without_network_tags(prompt),
+            " x            ",
+            "LoRA and hypernetwork tags are taken out"
         );
         assert_eq!(lora_tags("no tags, <lora:> <embedding>").unwrap(), []);
     }
@@ -398,7 +400,7 @@ mod tests {
                 prompt.push_str(&tag.text);
             }
             prop_assert_eq!(lora_tags(&prompt).unwrap(), tags);
-            prop_assert_eq!(without_lora_tags(&prompt), words.concat());
+            prop_assert_eq!(without_network_tags(&prompt), words.concat());
         }
     }
 }

@@ -44,6 +44,7 @@ pub mod flash_attention;
 pub mod folder;
 pub mod group_norm;
 pub mod hires;
+pub mod hypernetwork;
 pub mod kernels;
 pub mod lanczos;
 pub mod lora;
@@ -83,6 +84,7 @@ use crate::generator::{
 };
 use config::PipelineSpec;
 use embedding::{Embedding, EmbeddingFile, Encoder};
+use hypernetwork::{Hypernetwork, HypernetworkFile};
 use lora::{LoraFile, Network, Updates};
 use prompt_schedule::{Composed, Scheduled};
 use prompt_syntax::Chunk;
@@ -209,6 +211,11 @@ pub struct StableDiffusion {
     /// The names a prompt's LoRA tags may give the merged LoRAs, with their scales
     /// ([`lora_tags::tag_names`]).
     lora_names: Vec<lora_tags::TagName>,
+    /// The hypernetworks its UNet runs, as a prompt's tags name them: each file's name without
+    /// its extension, and its multiplier.
+    hypernet_names: Vec<(String, f64)>,
+    /// The hypernetworks its UNet runs, in order.
+    hypernetworks: Vec<Hypernetwork>,
     identity: ModelIdentity,
 }
 
@@ -317,6 +324,7 @@ impl StableDiffusion {
             generator: super::Family::StableDiffusion.generator(),
             loras: lora_uses,
             embeddings: Vec::new(),
+            hypernetworks: Vec::new(),
             vae: vae_use,
             refiner: None,
             upscaler: None,
@@ -333,6 +341,8 @@ impl StableDiffusion {
             vae_dtype,
             upscaler: None,
             lora_names: lora_tags::tag_names(loras),
+            hypernet_names: Vec::new(),
+            hypernetworks: Vec::new(),
             identity,
         })
     }
@@ -349,6 +359,43 @@ impl StableDiffusion {
             file: file.label.clone(),
             sha256,
         });
+        Ok(())
+    }
+
+    /// Runs A1111's hypernetworks of `files` on the UNet's attention, in order (see the
+    /// [`hypernetwork`] module); the identity lists them with their hashes. Every file is read
+    /// and checked before any is applied, so an error leaves the pipeline as it was: a file
+    /// that is not a hypernetwork, or whose widths meet none of this UNet's attentions.
+    pub fn add_hypernetworks(&mut self, files: &[HypernetworkFile]) -> Result<(), SdError> {
+        let widths = self.spec.unet.attention_context_widths();
+        let mut read = Vec::with_capacity(files.len());
+        for file in files {
+            let network = Hypernetwork::read(file, &self.device, self.dtype)?;
+            if !network.widths().iter().any(|w| widths.contains(w)) {
+                return Err(SdError::Invalid {
+                    path: file.path.clone(),
+                    message: format!(
+                        "its layers are for widths {:?}, and this UNet's attentions take {widths:?}: it would change nothing (a hypernetwork for another model?)",
+                        network.widths()
+                    ),
+                });
+            }
+            read.push(network);
+        }
+        let mut all: Vec<Hypernetwork> = std::mem::take(&mut self.hypernetworks);
+        all.extend(read);
+        self.unet.hook_context(&all);
+        for (file, network) in files.iter().zip(&all[all.len() - files.len()..]) {
+            let name = file
+                .path
+                .file_stem()
+                .map(|stem| stem.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            self.hypernet_names.push((name, file.multiplier));
+            self.identity.hypernetworks.push(network.used.clone());
+            tracing::debug!(file = %file.label, widths = ?network.widths(), "runs a hypernetwork");
+        }
+        self.hypernetworks = all;
         Ok(())
     }
 
@@ -619,10 +666,12 @@ impl StableDiffusion {
         self.decode(&latents, request.tileable)
     }
 
-    /// Whether the model was loaded with each LoRA the request's prompt applies
-    /// ([`lora_tags::check_loaded`]).
+    /// Whether the model was loaded with each LoRA and hypernetwork the request's prompt
+    /// applies ([`lora_tags::check_loaded`], [`hypernetwork::check_loaded`]).
     pub(super) fn check_lora_tags(&self, request: &GenerateRequest) -> Result<(), SdError> {
-        lora_tags::check_loaded(&request.prompt, &self.lora_names).map_err(SdError::BadRequest)
+        lora_tags::check_loaded(&request.prompt, &self.lora_names)
+            .and_then(|()| hypernetwork::check_loaded(&request.prompt, &self.hypernet_names))
+            .map_err(SdError::BadRequest)
     }
 
     /// The second pass's unit-variance noise `(n, channels, side, side)` at the hires size:
@@ -1122,7 +1171,7 @@ fn composition(
     request: &GenerateRequest,
     embedded: bool,
 ) -> Result<(Vec<Composed>, bool), SdError> {
-    let prompt = lora_tags::without_lora_tags(&request.prompt);
+    let prompt = lora_tags::without_network_tags(&request.prompt);
     let parts = prompt_schedule::compose(&prompt);
     if !prompt_schedule::composes(&parts) {
         let whole = Composed {

@@ -51,43 +51,60 @@ enum Source {
     Memory(Arc<[u8]>),
 }
 
-/// The tensors of a PyTorch pickle, read lazily.
-pub struct PickleTensors {
+/// A `torch.save` file read without running it: its object, and where each storage's bytes lie.
+pub struct Pickle {
     source: Source,
-    infos: HashMap<String, TensorInfo>,
+    object: Object,
     storages: HashMap<String, Storage>,
 }
 
-impl PickleTensors {
-    /// Reads the index of the pickle at `path`: the tensors of its `key` entry (a Lightning
-    /// checkpoint's `state_dict`) when it has one, else of the whole dict.
-    pub fn open(path: &Path, key: Option<&str>) -> Result<Self> {
+impl Pickle {
+    /// Reads the object of the pickle at `path` and locates its storages; no tensor is read.
+    pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path)?;
         let length = file.metadata()?.len();
         let (object, storages) = read_index(BufReader::new(file), length)?;
-        Ok(Self::indexed(
-            Source::File(path.to_path_buf()),
+        Ok(Self {
+            source: Source::File(path.to_path_buf()),
             object,
             storages,
-            key,
-        ))
+        })
     }
 
-    /// Reads the index of the pickle held in `bytes` (a file read whole, so that its hash and
-    /// its tensors come from the same read), as [`PickleTensors::open`] reads a file's.
-    pub fn from_bytes(bytes: Arc<[u8]>, key: Option<&str>) -> Result<Self> {
+    /// Reads the pickle held in `bytes` (a file read whole, so that its hash and its tensors
+    /// come from the same read), as [`Pickle::open`] reads a file.
+    pub fn from_bytes(bytes: Arc<[u8]>) -> Result<Self> {
         let (object, storages) = read_index(std::io::Cursor::new(&bytes[..]), bytes.len() as u64)?;
-        Ok(Self::indexed(Source::Memory(bytes), object, storages, key))
+        Ok(Self {
+            source: Source::Memory(bytes),
+            object,
+            storages,
+        })
     }
 
-    /// The tensors of `object`'s `key` entry when it has one, else of the whole dict.
-    fn indexed(
-        source: Source,
-        object: Object,
-        storages: HashMap<String, Storage>,
-        key: Option<&str>,
-    ) -> Self {
-        let state = match (object, key) {
+    /// The object `torch.save` was given, its tensors left as candle's pickle machine builds
+    /// them (read them with [`Pickle::tensor`]).
+    pub fn object(&self) -> &Object {
+        &self.object
+    }
+
+    /// The tensor `value` (a part of [`Pickle::object`]) holds, `name` naming it in errors;
+    /// `None` when `value` is not a tensor.
+    pub fn tensor(&self, name: &str, value: &Object) -> Result<Option<Tensor>> {
+        match value
+            .clone()
+            .into_tensor_info(Object::Unicode(name.to_string()), Path::new(""))
+        {
+            Ok(Some(info)) => self.read(name, &info).map(Some),
+            Ok(None) => Ok(None),
+            Err(error) => Err(Error::Msg(format!("{name}: {error}"))),
+        }
+    }
+
+    /// The tensors of the object's `key` entry (a Lightning checkpoint's `state_dict`) when it
+    /// has one, else of the whole dict.
+    pub fn tensors(mut self, key: Option<&str>) -> PickleTensors {
+        let state = match (std::mem::replace(&mut self.object, Object::None), key) {
             (Object::Dict(mut entries), Some(key)) => {
                 let key = Object::Unicode(key.to_string());
                 match entries.iter().position(|(k, _)| *k == key) {
@@ -101,8 +118,7 @@ impl PickleTensors {
         if let Object::Dict(entries) = state {
             for (name, value) in entries {
                 match value.into_tensor_info(name, Path::new("")) {
-                    Ok(Some(mut info)) => {
-                        info.path = info.path.trim_start_matches('/').to_string();
+                    Ok(Some(info)) => {
                         infos.insert(info.name.clone(), info);
                     }
                     // Not a tensor (an epoch count, a nested dict).
@@ -111,27 +127,20 @@ impl PickleTensors {
                 }
             }
         }
-        Self {
-            source,
+        PickleTensors {
+            pickle: self,
             infos,
-            storages,
         }
     }
 
-    /// Every tensor's name, dtype and layout.
-    pub fn tensor_infos(&self) -> &HashMap<String, TensorInfo> {
-        &self.infos
-    }
-
-    /// Reads the tensor `name` (contiguous or transposed, as `torch.save` stores them).
-    pub fn get(&self, name: &str) -> Result<Option<Tensor>> {
-        let Some(info) = self.infos.get(name) else {
-            return Ok(None);
-        };
+    /// Reads the tensor `info` describes (contiguous or transposed, as `torch.save` stores
+    /// them), `name` naming it in errors.
+    fn read(&self, name: &str, info: &TensorInfo) -> Result<Tensor> {
+        let key = info.path.trim_start_matches('/');
         let storage = self
             .storages
-            .get(&info.path)
-            .ok_or_else(|| Error::Msg(format!("{name}: storage {} is missing", info.path)))?;
+            .get(key)
+            .ok_or_else(|| Error::Msg(format!("{name}: storage {key} is missing")))?;
         let layout = &info.layout;
         let fortran = layout.is_fortran_contiguous() && !layout.is_contiguous();
         if !layout.is_contiguous() && !fortran {
@@ -144,8 +153,8 @@ impl PickleTensors {
         let length = (layout.shape().elem_count() * info.dtype.size_in_bytes()) as u64;
         if offset.saturating_add(length) > storage.bytes {
             return Err(Error::Msg(format!(
-                "{name}: reaches past the end of its storage {} ({} bytes)",
-                info.path, storage.bytes
+                "{name}: reaches past the end of its storage {key} ({} bytes)",
+                storage.bytes
             )));
         }
         let start = storage.start + offset;
@@ -168,14 +177,45 @@ impl PickleTensors {
         };
         let dims = layout.dims().to_vec();
         if !fortran {
-            return Tensor::from_raw_buffer(&bytes, info.dtype, &dims, &Device::Cpu).map(Some);
+            return Tensor::from_raw_buffer(&bytes, info.dtype, &dims, &Device::Cpu);
         }
         // Stored column-major: read the reversed shape, then reverse the axes.
         let reversed: Vec<usize> = dims.iter().rev().copied().collect();
         let axes: Vec<usize> = (0..dims.len()).rev().collect();
-        Tensor::from_raw_buffer(&bytes, info.dtype, &reversed, &Device::Cpu)?
-            .permute(axes)
-            .map(Some)
+        Tensor::from_raw_buffer(&bytes, info.dtype, &reversed, &Device::Cpu)?.permute(axes)
+    }
+}
+
+/// The tensors of a PyTorch pickle's dict, read lazily.
+pub struct PickleTensors {
+    pickle: Pickle,
+    infos: HashMap<String, TensorInfo>,
+}
+
+impl PickleTensors {
+    /// Reads the index of the pickle at `path`: the tensors of its `key` entry (a Lightning
+    /// checkpoint's `state_dict`) when it has one, else of the whole dict.
+    pub fn open(path: &Path, key: Option<&str>) -> Result<Self> {
+        Ok(Pickle::open(path)?.tensors(key))
+    }
+
+    /// Reads the index of the pickle held in `bytes`, as [`PickleTensors::open`] reads a
+    /// file's.
+    pub fn from_bytes(bytes: Arc<[u8]>, key: Option<&str>) -> Result<Self> {
+        Ok(Pickle::from_bytes(bytes)?.tensors(key))
+    }
+
+    /// Every tensor's name, dtype and layout.
+    pub fn tensor_infos(&self) -> &HashMap<String, TensorInfo> {
+        &self.infos
+    }
+
+    /// Reads the tensor `name`.
+    pub fn get(&self, name: &str) -> Result<Option<Tensor>> {
+        self.infos
+            .get(name)
+            .map(|info| self.pickle.read(name, info))
+            .transpose()
     }
 }
 
@@ -441,6 +481,22 @@ mod tests {
                     "{file} cut at {cut}, in memory"
                 );
             }
+        }
+    }
+}
+#[cfg(test)]
+mod scratch {
+    #[test]
+    fn scratch_dump() {
+        for f in ["legacy.pt", "pixel-style.pt"] {
+            let p = super::Pickle::open(
+                &std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/fixtures/sd/tiny-sd15/hypernetworks")
+                    .join(f),
+            )
+            .unwrap();
+            let s = format!("{:?}", p.object());
+            println!("{}", &s[..s.len().min(2500)]);
         }
     }
 }

@@ -138,17 +138,15 @@ pub fn parse(text: &str) -> Vec<Piece> {
 }
 
 /// What is wrong with `text` when it still holds an A1111 network tag once a prompt's LoRA
-/// tags are taken out ([`super::lora_tags`]): a hypernetwork (`<hypernet:…>`), or a LoRA in a
-/// negative prompt, which A1111 reads as words.
+/// and hypernetwork tags are taken out ([`super::lora_tags::without_network_tags`]): a tag in
+/// a negative prompt, which A1111 reads as words.
 pub fn network_tag(text: &str) -> Option<String> {
     let tag = NETWORK.find(text)?;
-    let advice = if tag.as_str().starts_with("<hypernet:") {
-        "hypernetworks are not read"
-    } else {
-        "A1111 applies LoRAs from the prompt only (a negative prompt would read the tag as words); \
-         move it to the prompt"
-    };
-    Some(format!("`{}`: {advice}", tag.as_str()))
+    Some(format!(
+        "`{}`: A1111 applies LoRAs and hypernetworks from the prompt only (a negative prompt \
+         would read the tag as words); move it to the prompt",
+        tag.as_str()
+    ))
 }
 
 /// One chunk as a text encoder takes it: start token, up to 75 tokens, end token, padding;
@@ -345,14 +343,13 @@ mod tests {
         );
         let tagged = chunks(&tokenizer, "a knight <lora:add_detail:0.5>").unwrap_err();
         assert!(
-            tagged.contains("`<lora:add_detail:0.5>`: A1111 applies LoRAs from the prompt only"),
+            tagged.contains(
+                "`<lora:add_detail:0.5>`: A1111 applies LoRAs and hypernetworks from the prompt only"
+            ),
             "{tagged}"
         );
         let hypernet = chunks(&tokenizer, "a knight <hypernet:anime:1>").unwrap_err();
-        assert!(
-            hypernet.contains("hypernetworks are not read"),
-            "{hypernet}"
-        );
+        assert!(hypernet.contains("from the prompt only"), "{hypernet}");
         let weighted = chunks(&tokenizer, "a (red:1.5) potion").unwrap();
         assert_eq!(weighted[0].ids, tokenizer.encode("a red potion"));
         let red = tokenizer.tokens("red").len();

@@ -10,6 +10,7 @@ use candle_transformers::models::stable_diffusion::embeddings::{TimestepEmbeddin
 use super::blocks::{BlockShape, DownBlock, MidBlock, TransformerShape, UpBlock, conv3};
 use super::config::UNetSpec;
 use super::group_norm::GroupNorm;
+use super::hypernetwork::Hypernetwork;
 use super::kernels::{Conv2d, Linear};
 
 /// SDXL's `text_time` added embedding.
@@ -143,6 +144,20 @@ impl UNet {
             norm_out,
             conv_out,
         })
+    }
+
+    /// Runs the context of every attention through `hypernetworks` (A1111's hypernetworks;
+    /// none: each attention as it was built).
+    pub fn hook_context(&mut self, hypernetworks: &[Hypernetwork]) {
+        let transformers = self
+            .down
+            .iter_mut()
+            .flat_map(DownBlock::transformers_mut)
+            .chain(self.mid.transformers_mut())
+            .chain(self.up.iter_mut().flat_map(UpBlock::transformers_mut));
+        for transformer in transformers {
+            transformer.hook_context(hypernetworks);
+        }
     }
 
     /// The UNet's output for latents `(n, c, h, w)` at `timestep` given the text `context`
