@@ -9,6 +9,7 @@ use autonomy_pipeline::economy::Config;
 use autonomy_pipeline::economy::registry::RegistryPoller;
 use autonomy_pipeline::generator::{GenerateRequest, Hires, HiresUpscaler, InitImage};
 use autonomy_pipeline::keys::{KeyStore, password_for};
+use autonomy_pipeline::models::sd::block_weights::BlockWeights;
 use autonomy_pipeline::models::sd::embedding::EmbeddingFile;
 use autonomy_pipeline::models::sd::hypernetwork::{HypernetworkFile, hypernet_tags};
 use autonomy_pipeline::models::sd::lora::LoraFile;
@@ -243,9 +244,15 @@ struct GenerateArgs {
     vae: Option<PathBuf>,
     /// Stable Diffusion: a LoRA (or LyCORIS) file to merge, `FILE` or `FILE:SCALE` (scale 1
     /// unless given), or `FILE:TEXT:UNET` for the text encoder's and the UNet's scales apart
-    /// (A1111's `<lora:name:te:unet>` order); repeat for more.
-    #[arg(long = "lora", value_name = "FILE[:SCALE[:UNET]]", value_parser = lora_arg)]
-    loras: Vec<(PathBuf, f64, Option<f64>)>,
+    /// (A1111's `<lora:name:te:unet>` order), then optionally A1111's `:dyn=N` (its first N
+    /// ranks) and `:lbw=…` (block weights: a preset such as `OUTD`, or 12/17/20/26 numbers);
+    /// repeat for more.
+    #[arg(
+        long = "lora",
+        value_name = "FILE[:SCALE[:UNET]][:dyn=N][:lbw=W]",
+        value_parser = lora_arg
+    )]
+    loras: Vec<LoraFile>,
     /// Stable Diffusion: the project whose model folders (its autonomy.toml; `models/` unless
     /// it says otherwise) the prompt's A1111 LoRA tags (`<lora:name:0.8>`) are found in,
     /// besides the folder holding `--model`.
@@ -440,18 +447,7 @@ fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
             label: path.display().to_string(),
         })
         .collect();
-    let mut loras: Vec<LoraFile> = args
-        .loras
-        .iter()
-        .map(|(path, scale, text_scale)| LoraFile {
-            path: path.clone(),
-            label: path.display().to_string(),
-            scale: *scale,
-            text_scale: *text_scale,
-            rank: None,
-            blocks: None,
-        })
-        .collect();
+    let mut loras: Vec<LoraFile> = args.loras.clone();
     let tags = lora_tags(&args.prompt).map_err(|e| anyhow!("the prompt: {e}"))?;
     let hypernet_tags = hypernet_tags(&args.prompt).map_err(|e| anyhow!("the prompt: {e}"))?;
     let dirs = if tags.is_empty() && hypernet_tags.is_empty() {
@@ -601,34 +597,65 @@ fn unit_interval(text: &str) -> std::result::Result<f64, String> {
 }
 
 /// `--lora`'s `FILE`, `FILE:SCALE` or `FILE:TEXT:UNET` (A1111's order: the text encoder's
-/// scale, then the UNet's): the file, the UNet's scale and the text encoder's when it differs. Scales run from
-/// −4 to 4, as recipes take them.
-fn lora_arg(text: &str) -> std::result::Result<(PathBuf, f64, Option<f64>), String> {
+/// scale, then the UNet's), then optionally A1111's named items `:dyn=N` (the first N ranks of
+/// each low-rank update) and `:lbw=…` (block weights, [`BlockWeights::parse`]): the file to
+/// merge. Scales run from −4 to 4, as recipes take them.
+fn lora_arg(text: &str) -> std::result::Result<LoraFile, String> {
+    // From the right: the named items, then the last number, the one before it, and what is
+    // left.
+    let mut rest = text;
+    let (mut rank, mut blocks) = (None, None);
+    while let Some((before, item)) = rest.rsplit_once(':') {
+        let Some((key, value)) = item.split_once('=') else {
+            break;
+        };
+        match key.trim() {
+            "dyn" => {
+                rank = Some(
+                    value
+                        .trim()
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|&r| r > 0)
+                        .ok_or_else(|| format!("`dyn={value}` is no whole number above 0"))?,
+                )
+            }
+            "lbw" => blocks = Some(BlockWeights::parse(value)?),
+            other => {
+                return Err(format!(
+                    "`{other}=` is not one of `--lora`'s items (`dyn=`, `lbw=`)"
+                ));
+            }
+        }
+        rest = before;
+    }
     let number = |s: &str| s.parse::<f64>().ok().filter(|v| v.is_finite());
-    // From the right: the last number, the one before it, and what is left.
-    let parts: Vec<&str> = text.rsplitn(3, ':').collect();
+    let parts: Vec<&str> = rest.rsplitn(3, ':').collect();
     let (file, text_scale, unet_scale) = match parts.as_slice() {
         [unet, te, file] if !file.is_empty() => match (number(te), number(unet)) {
             (Some(te), Some(unet)) => (file.to_string(), te, unet),
             (None, Some(scale)) => (format!("{file}:{te}"), scale, scale),
-            _ => (text.to_string(), 1.0, 1.0),
+            _ => (rest.to_string(), 1.0, 1.0),
         },
         [scale, file] if !file.is_empty() => match number(scale) {
             Some(scale) => (file.to_string(), scale, scale),
-            None => (text.to_string(), 1.0, 1.0),
+            None => (rest.to_string(), 1.0, 1.0),
         },
-        _ => (text.to_string(), 1.0, 1.0),
+        _ => (rest.to_string(), 1.0, 1.0),
     };
     for scale in [text_scale, unet_scale] {
         if !(-MOST_SCALE..=MOST_SCALE).contains(&scale) {
             return Err(format!("the scale {scale} is not within −4 to 4"));
         }
     }
-    Ok((
-        PathBuf::from(file),
-        unet_scale,
-        Some(text_scale).filter(|&t| t != unet_scale),
-    ))
+    Ok(LoraFile {
+        label: file.clone(),
+        path: PathBuf::from(file),
+        scale: unet_scale,
+        text_scale: Some(text_scale).filter(|&t| t != unet_scale),
+        rank,
+        blocks,
+    })
 }
 
 fn output_path(args: &GenerateArgs, index: usize, seed: u64) -> PathBuf {
@@ -1076,7 +1103,11 @@ mod tests {
 
     #[test]
     fn lora_arguments_read_one_scale_or_a1111_s_two_from_the_right() {
-        let arg = |text: &str| lora_arg(text).unwrap();
+        let arg = |text: &str| {
+            let file = lora_arg(text).unwrap();
+            assert_eq!(file.label, file.path.display().to_string());
+            (file.path, file.scale, file.text_scale)
+        };
         assert_eq!(arg("a.safetensors"), ("a.safetensors".into(), 1.0, None));
         assert_eq!(
             arg("a.safetensors:0.7"),
@@ -1098,6 +1129,27 @@ mod tests {
         );
         assert_eq!(arg("C:a.pt"), ("C:a.pt".into(), 1.0, None));
         assert_eq!(arg("x:y:0.2:0.4"), ("x:y".into(), 0.4, Some(0.2)));
+        // A1111's named items, after the scales.
+        let cut = lora_arg("a.safetensors:0.8:dyn=16:lbw=OUTD").unwrap();
+        assert_eq!(
+            (cut.path.to_str(), cut.scale, cut.rank),
+            (Some("a.safetensors"), 0.8, Some(16))
+        );
+        assert_eq!(cut.blocks, Some(BlockWeights::parse("OUTD").unwrap()));
+        let listed = lora_arg("a.safetensors:lbw=1,0,0,0,0,0,0,0,1,1,1,1,1,1,1,1,1").unwrap();
+        assert_eq!((listed.scale, listed.rank), (1.0, None));
+        assert!(listed.blocks.is_some());
+        for (bad, says) in [
+            ("a.safetensors:dyn=0", "`dyn=0` is no whole number above 0"),
+            ("a.safetensors:lbw=NOPE", "NOPE"),
+            (
+                "a.safetensors:stop=10",
+                "`stop=` is not one of `--lora`'s items",
+            ),
+        ] {
+            let err = lora_arg(bad).unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
         let err = lora_arg("a.safetensors:0.5:9").unwrap_err();
         assert!(err.contains("the scale 9 is not within −4 to 4"), "{err}");
     }

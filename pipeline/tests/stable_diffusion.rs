@@ -3812,9 +3812,26 @@ fn generate_takes_loras_embeddings_clip_skip_and_a1111_lora_tags() {
         argument,
         apart("te-unet-tag.png", "a red potion <lora:kohya:0:0.7>", None)
     );
+    let both = apart("both.png", "a red potion", Some(format!("{file}:0.7")));
+    assert_ne!(argument, both);
+    // Block weights by argument and by tag alike; a hypernetwork by its tag, beside the model.
+    let weighted = apart(
+        "lbw.png",
+        "a red potion",
+        Some(format!("{file}:0.7:lbw=OUTALL")),
+    );
+    assert_eq!(
+        weighted,
+        apart(
+            "lbw-tag.png",
+            "a red potion <lora:kohya:0.7:lbw=OUTALL>",
+            None
+        )
+    );
+    assert_ne!(weighted, both);
     assert_ne!(
-        argument,
-        apart("both.png", "a red potion", Some(format!("{file}:0.7")))
+        apart("hyper.png", "a red potion <hypernet:pixel-style:0.8>", None),
+        apart("potion.png", "a red potion", None)
     );
     // A prompt that changes says which text each step takes.
     let edited = std::process::Command::new(env!("CARGO_BIN_EXE_autonomy"))

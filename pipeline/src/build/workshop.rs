@@ -290,17 +290,7 @@ impl<'a> Workshop<'a> {
             .map(|tag| {
                 let path = locate::lora_named_in(&files, &dirs, &tag.name)
                     .map_err(|e| fail(format!("`prompt`: `{}`: {e}", tag.text)))?;
-                let sha256 = crate::models::digest::file_sha256(&path).map_err(|e| {
-                    fail(format!(
-                        "`{}`: cannot read `{}`: {e}",
-                        tag.text,
-                        path.display()
-                    ))
-                })?;
-                let file = match path.strip_prefix(&self.options.root) {
-                    Ok(inside) => slash(inside),
-                    Err(_) => path.display().to_string(),
-                };
+                let (file, sha256) = self.tagged_file(recipe, &tag.text, &path)?;
                 Ok(LoraUse {
                     file,
                     sha256,
@@ -311,6 +301,27 @@ impl<'a> Workshop<'a> {
                 })
             })
             .collect()
+    }
+
+    /// The file at `path` that a prompt's `tag` names, as the manifest records it (relative to
+    /// the project when inside it), and its sha256.
+    fn tagged_file(
+        &self,
+        recipe: &AssetRecipe,
+        tag: &str,
+        path: &Path,
+    ) -> Result<(String, String), BuildError> {
+        let sha256 = crate::models::digest::file_sha256(path).map_err(|e| {
+            BuildError::asset(
+                recipe,
+                format!("`{tag}`: cannot read `{}`: {e}", path.display()),
+            )
+        })?;
+        let file = match path.strip_prefix(&self.options.root) {
+            Ok(inside) => slash(inside),
+            Err(_) => path.display().to_string(),
+        };
+        Ok((file, sha256))
     }
 
     /// The hypernetworks `recipe`'s prompt applies by A1111's tags (`<hypernet:name:0.8>`):
@@ -331,17 +342,7 @@ impl<'a> Workshop<'a> {
             .map(|tag| {
                 let path = locate::hypernetwork_named(&dirs, &tag.name)
                     .map_err(|e| fail(format!("`prompt`: `{}`: {e}", tag.text)))?;
-                let sha256 = crate::models::digest::file_sha256(&path).map_err(|e| {
-                    fail(format!(
-                        "`{}`: cannot read `{}`: {e}",
-                        tag.text,
-                        path.display()
-                    ))
-                })?;
-                let file = match path.strip_prefix(&self.options.root) {
-                    Ok(inside) => slash(inside),
-                    Err(_) => path.display().to_string(),
-                };
+                let (file, sha256) = self.tagged_file(recipe, &tag.text, &path)?;
                 Ok(HypernetworkUse {
                     file,
                     sha256,

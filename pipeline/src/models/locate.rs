@@ -131,11 +131,6 @@ pub fn lora_named_in(
     dirs: &[PathBuf],
     name: &str,
 ) -> Result<PathBuf, String> {
-    let stem = |path: &PathBuf| {
-        path.file_stem()
-            .map(|stem| stem.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    };
     let mut named: Vec<&PathBuf> = files
         .iter()
         .map(|(path, _)| path)
@@ -148,21 +143,10 @@ pub fn lora_named_in(
             .map(|(path, _)| path)
             .collect();
     }
-    let listed = |paths: &[&PathBuf]| {
-        paths
-            .iter()
-            .map(|path| format!("`{}`", path.display()))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     match named[..] {
         [one] => Ok(one.clone()),
         [] => {
-            let looked = dirs
-                .iter()
-                .map(|dir| format!("`{}`", dir.display()))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let looked = listed(dirs);
             let near: Vec<&PathBuf> = files
                 .iter()
                 .map(|(path, _)| path)
@@ -219,6 +203,22 @@ pub fn embedding_files(dirs: &[PathBuf]) -> Vec<(PathBuf, Embedding)> {
     }
     found.sort_by(|a, b| a.0.cmp(&b.0));
     found
+}
+
+/// A file's name without its extension.
+fn stem(path: &std::path::Path) -> String {
+    path.file_stem()
+        .map(|stem| stem.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// `paths` quoted and joined with commas, as error messages list them.
+fn listed(paths: &[impl AsRef<std::path::Path>]) -> String {
+    paths
+        .iter()
+        .map(|path| format!("`{}`", path.as_ref().display()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The entries of `dir`, unsorted (none when it cannot be read).
@@ -278,24 +278,15 @@ pub fn hypernetwork_files(dirs: &[PathBuf]) -> Vec<PathBuf> {
 /// is wrong: none (with the names there are), or several.
 pub fn hypernetwork_named(dirs: &[PathBuf], name: &str) -> Result<PathBuf, String> {
     let files = hypernetwork_files(dirs);
-    let stem = |path: &PathBuf| {
-        path.file_stem()
-            .map(|stem| stem.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    };
     let named: Vec<&PathBuf> = files.iter().filter(|path| stem(path) == name).collect();
     match named[..] {
         [one] => Ok(one.clone()),
         [] => {
-            let looked = dirs
-                .iter()
-                .map(|dir| format!("`{}`", dir.display()))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let looked = listed(dirs);
             let there = if files.is_empty() {
                 "there are none".to_string()
             } else {
-                let names: Vec<String> = files.iter().map(stem).collect();
+                let names: Vec<String> = files.iter().map(|path| stem(path)).collect();
                 format!("there are {}", names.join(", "))
             };
             Err(format!(
@@ -305,11 +296,7 @@ pub fn hypernetwork_named(dirs: &[PathBuf], name: &str) -> Result<PathBuf, Strin
         }
         _ => Err(format!(
             "`{name}` names several hypernetwork files: {}",
-            named
-                .iter()
-                .map(|path| format!("`{}`", path.display()))
-                .collect::<Vec<_>>()
-                .join(", ")
+            listed(&named)
         )),
     }
 }

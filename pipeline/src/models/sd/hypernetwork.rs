@@ -265,9 +265,7 @@ impl Hypernetwork {
     /// `device` in `dtype`; a file that is not a hypernetwork Autonomy runs is an error naming
     /// it and why.
     pub fn read(file: &HypernetworkFile, device: &Device, dtype: DType) -> Result<Self, SdError> {
-        let bytes: Arc<[u8]> = std::fs::read(&file.path)
-            .map_err(|source| SdError::io(&file.path, source))?
-            .into();
+        let bytes = super::read_once(&file.path)?;
         let invalid = |message: String| SdError::Invalid {
             path: file.path.clone(),
             message,

@@ -131,10 +131,7 @@ impl Updates {
         let mut updates = Self::default();
         let mut uses = Vec::new();
         for file in files {
-            // Read once: the hash and the tensors come from the same bytes.
-            let bytes: Arc<[u8]> = std::fs::read(&file.path)
-                .map_err(|source| SdError::io(&file.path, source))?
-                .into();
+            let bytes = super::read_once(&file.path)?;
             let invalid = |message: String| SdError::Invalid {
                 path: file.path.clone(),
                 message,

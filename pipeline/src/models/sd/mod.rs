@@ -177,6 +177,14 @@ impl SdError {
     }
 }
 
+/// The whole file at `path`, read once, so that its hash and what is made of it come from the
+/// same bytes.
+pub(crate) fn read_once(path: &Path) -> Result<std::sync::Arc<[u8]>, SdError> {
+    Ok(std::fs::read(path)
+        .map_err(|source| SdError::io(path, source))?
+        .into())
+}
+
 /// A prompt as the UNet is conditioned on it.
 #[derive(Clone, Debug)]
 pub struct Prompt {
