@@ -1,14 +1,16 @@
-//! The Stable Diffusion models (folders and checkpoint files), LoRA, embedding and VAE files on
-//! this machine that the Generate panel offers next to the house model and the registry's
-//! models.
+//! The Stable Diffusion models (folders and checkpoint files), LoRA, hypernetwork, embedding
+//! and VAE files on this machine that the Generate panel offers next to the house model and the
+//! registry's models.
 
 use std::path::{Path, PathBuf};
 
 use autonomy_pipeline::models::locate::{
-    embedding_files, lora_files, stable_diffusion_models, upscaler_files, vae_files,
+    embedding_files, hypernetwork_files, lora_files, stable_diffusion_models, upscaler_files,
+    vae_files,
 };
 use autonomy_pipeline::models::sd::checkpoint::Checkpoint;
 use autonomy_pipeline::models::sd::config::PipelineSpec;
+use autonomy_pipeline::models::sd::hypernetwork;
 use autonomy_pipeline::models::sd::lora::LoraSummary;
 use autonomy_pipeline::models::sd::source;
 use bevy::prelude::*;
@@ -23,6 +25,8 @@ pub struct LocalModels {
     pub loras: Vec<LocalLora>,
     /// Every textual-inversion embedding found, sorted by path.
     pub embeddings: Vec<LocalEmbedding>,
+    /// Every A1111 hypernetwork found, sorted by path.
+    pub hypernetworks: Vec<LocalHypernetwork>,
     /// VAE files and folders (absolute, sorted), to use in place of a model's own.
     pub vaes: Vec<PathBuf>,
     /// Image upscaling models (absolute, sorted) for a hires pass.
@@ -54,6 +58,17 @@ impl LocalLora {
             |stem| stem.to_string_lossy().into_owned(),
         )
     }
+}
+
+/// An A1111 hypernetwork file and the pipelines it fits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalHypernetwork {
+    /// The `.pt` file (absolute).
+    pub path: PathBuf,
+    /// The name a prompt's `<hypernet:name:…>` tag gives it (its file stem).
+    pub name: String,
+    /// The entries of [`LocalModels::folders`] with attentions of its widths.
+    pub fits: Vec<PathBuf>,
 }
 
 /// A textual-inversion embedding file and the pipelines it fits.
@@ -126,6 +141,29 @@ impl LocalModels {
                 path,
             })
             .collect();
+        let hypernetworks: Vec<LocalHypernetwork> = hypernetwork_files(&absolute)
+            .into_iter()
+            .filter_map(|path| match hypernetwork::widths(&path) {
+                Ok(widths) => Some(LocalHypernetwork {
+                    fits: specs
+                        .iter()
+                        .filter(|(_, spec)| {
+                            let taken = spec.unet.attention_context_widths();
+                            widths.iter().any(|width| taken.contains(width))
+                        })
+                        .map(|(folder, _)| (*folder).clone())
+                        .collect(),
+                    name: path
+                        .file_stem()
+                        .map_or_else(String::new, |stem| stem.to_string_lossy().into_owned()),
+                    path,
+                }),
+                Err(error) => {
+                    warn!(%error, "not a hypernetwork");
+                    None
+                }
+            })
+            .collect();
         let time_ids = |spec: &PipelineSpec| spec.unet.added.as_ref().map(|a| a.time_ids);
         let of_kind = |wanted: usize| -> Vec<PathBuf> {
             specs
@@ -141,14 +179,16 @@ impl LocalModels {
             folders = folders.len(),
             loras = loras.len(),
             embeddings = embeddings.len(),
+            hypernetworks = hypernetworks.len(),
             vaes = vaes.len(),
             upscalers = upscalers.len(),
-            "Stable Diffusion folders, LoRA, embedding, VAE and upscaler files found"
+            "Stable Diffusion folders, LoRA, embedding, hypernetwork, VAE and upscaler files found"
         );
         Self {
             folders,
             loras,
             embeddings,
+            hypernetworks,
             vaes,
             upscalers,
             without_vae,
@@ -170,6 +210,16 @@ impl LocalModels {
         self.embeddings
             .iter()
             .filter(move |embedding| embedding.fits.iter().any(|fit| fit == folder))
+    }
+
+    /// The hypernetworks that fit the model `folder`.
+    pub fn hypernetworks_for<'a>(
+        &'a self,
+        folder: &'a Path,
+    ) -> impl Iterator<Item = &'a LocalHypernetwork> + 'a {
+        self.hypernetworks
+            .iter()
+            .filter(move |hypernetwork| hypernetwork.fits.iter().any(|fit| fit == folder))
     }
 
     /// The LoRA files that fit the model folder `folder`.

@@ -367,6 +367,31 @@ fn every_panel_action_works_on_an_embedded_chain() {
     );
     assert_eq!(with_embedding.check().unwrap().embeddings, [style]);
 
+    // Hypernetworks in the model folders' `hypernetworks/` are offered for the models whose
+    // attentions they fit; one tagged in the prompt changes the picture.
+    let local = app.world().resource::<LocalModels>();
+    let names: Vec<String> = local
+        .hypernetworks_for(&tiny_sd)
+        .map(|hypernetwork| hypernetwork.name.clone())
+        .collect();
+    assert_eq!(names, ["legacy", "pixel-style", "wide"], "{local:?}");
+    let plain = Draft {
+        name: "sd_potion_plain".into(),
+        model: tiny_sd.to_string_lossy().into_owned(),
+        steps: 3,
+        ..draft.clone()
+    };
+    let hypernetworked = Draft {
+        name: "sd_potion_hypernetwork".into(),
+        prompt: format!("{} <hypernet:pixel-style:0.8>", draft.prompt),
+        ..plain.clone()
+    };
+    assert_ne!(
+        generated(&mut app, &hypernetworked),
+        generated(&mut app, &plain),
+        "the hypernetwork runs on the attention"
+    );
+
     // SDXL refiners are offered for SDXL base models: the refiner takes over the base's latents.
     let local = app.world().resource::<LocalModels>();
     let (xl, refiner) = (

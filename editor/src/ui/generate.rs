@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use autonomy_pipeline::models::sd::hypernetwork::hypernet_tags;
 use autonomy_pipeline::models::sd::prompt_schedule;
 use autonomy_pipeline::models::sd::scheduler::Sampler;
 use autonomy_pipeline::recipe::{Kind, UpscalerRef};
@@ -11,7 +12,7 @@ use bevy_egui::egui;
 use super::{EditorUi, Frame, Intent, start, sub_rect};
 use crate::actions::{EditorAction, Preview, PreviewImage};
 use crate::draft::Draft;
-use crate::local_models::{LocalEmbedding, LocalLora, LocalModels};
+use crate::local_models::{LocalEmbedding, LocalHypernetwork, LocalLora, LocalModels};
 
 const SIZES: [u32; 5] = [32, 48, 64, 96, 128];
 /// The sizes a Stable Diffusion model's hires pass redraws at, besides [`SIZES`].
@@ -137,6 +138,48 @@ fn embeddings(ui: &mut egui::Ui, draft: &mut Draft, local: &LocalModels) {
                     ui.weak("write its word in a prompt");
                 }
             });
+        }
+    });
+}
+
+/// A checkbox for each A1111 hypernetwork that fits the draft's model: ticked, the prompt holds
+/// its tag (`<hypernet:name:1>`, added at the prompt's end; its multiplier is edited there),
+/// unticked, its tags are taken out.
+fn hypernetworks(ui: &mut egui::Ui, draft: &mut Draft, local: &LocalModels) {
+    let folder = PathBuf::from(&draft.model);
+    let fitting: Vec<&LocalHypernetwork> = local.hypernetworks_for(&folder).collect();
+    ui.vertical(|ui| {
+        if fitting.is_empty() {
+            ui.weak("none for this model in the model folders' `hypernetworks/`");
+        }
+        let tags = hypernet_tags(&draft.prompt).unwrap_or_default();
+        for hypernetwork in fitting {
+            let written: Vec<String> = tags
+                .iter()
+                .filter(|tag| tag.name == hypernetwork.name)
+                .map(|tag| tag.text.clone())
+                .collect();
+            let mut on = !written.is_empty();
+            let hover = format!(
+                "`<hypernet:{}:1>` in the prompt runs it on the UNet's attention\n{}",
+                hypernetwork.name,
+                hypernetwork.path.display()
+            );
+            if ui
+                .checkbox(&mut on, &hypernetwork.name)
+                .on_hover_text(hover)
+                .changed()
+            {
+                if on {
+                    let prompt = draft.prompt.trim_end();
+                    draft.prompt = format!("{prompt} <hypernet:{}:1>", hypernetwork.name);
+                } else {
+                    for text in written {
+                        draft.prompt = draft.prompt.replace(&text, "");
+                    }
+                    draft.prompt = draft.prompt.trim_end().to_string();
+                }
+            }
         }
     });
 }
@@ -332,6 +375,9 @@ pub(super) fn show(ui: &mut egui::Ui, state: &mut EditorUi, frame: &mut Frame) {
                 ui.end_row();
                 ui.label("Embeddings");
                 embeddings(ui, draft, frame.local_models);
+                ui.end_row();
+                ui.label("Hypernetworks");
+                hypernetworks(ui, draft, frame.local_models);
                 ui.end_row();
                 ui.label("VAE");
                 vae(ui, draft, frame.local_models);

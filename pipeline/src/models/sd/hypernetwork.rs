@@ -291,6 +291,35 @@ impl Hypernetwork {
     }
 }
 
+/// The attention widths the hypernetwork file at `path` has modules for, sorted, from its
+/// index alone (no tensor is read): what tells which models it fits
+/// ([`super::config::UNetSpec::attention_context_widths`]).
+pub fn widths(path: &std::path::Path) -> Result<Vec<usize>, SdError> {
+    let invalid = |message: String| SdError::Invalid {
+        path: path.to_path_buf(),
+        message,
+    };
+    let pickle =
+        Pickle::open(path).map_err(|e| invalid(format!("not a readable PyTorch pickle: {e}")))?;
+    let Object::Dict(entries) = pickle.object() else {
+        return Err(invalid("holds no dict: not a hypernetwork".into()));
+    };
+    let mut widths: Vec<usize> = entries
+        .iter()
+        .filter_map(|(key, _)| match key {
+            Object::Int(width) => usize::try_from(*width).ok(),
+            _ => None,
+        })
+        .collect();
+    if widths.is_empty() {
+        return Err(invalid(
+            "has no layers for any width: not a hypernetwork".into(),
+        ));
+    }
+    widths.sort_unstable();
+    Ok(widths)
+}
+
 /// What an attention does to its context before the key and value projections: the modules
 /// of its width of each hypernetwork, in turn. Empty (the default) does nothing.
 #[derive(Clone, Default)]
@@ -568,5 +597,20 @@ mod tests {
                     .contains("not loaded with")
             );
         }
+    }
+
+    #[test]
+    fn widths_come_from_the_index() {
+        let folder = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sd/tiny-sd15");
+        assert_eq!(
+            widths(&folder.join("hypernetworks/pixel-style.pt")).unwrap(),
+            [32, 64]
+        );
+        assert_eq!(
+            widths(&folder.join("hypernetworks/legacy.pt")).unwrap(),
+            [32]
+        );
+        let lora = widths(&folder.join("loras/kohya-pickled.pt")).unwrap_err();
+        assert!(lora.to_string().contains("not a hypernetwork"), "{lora}");
     }
 }
