@@ -5,7 +5,7 @@
 //!   CUDA runs repeat bit for bit, and training steps on the GPU lower the loss;
 //! - Stable Diffusion in f16: each stage of the tiny fixture pipelines follows diffusers' f32
 //!   references within f16 rounding, a seed repeats bit for bit, and the picture is the CPU's
-//!   up to rounding.
+//!   up to rounding; an A1111 hypernetwork (its modules in f32) follows its reference alike.
 #![cfg(feature = "cuda")]
 
 mod common;
@@ -13,6 +13,7 @@ mod common;
 use autonomy_pipeline::generator::{GenerateRequest, Generator};
 use autonomy_pipeline::models::house::{HouseConfig, HouseModel};
 use autonomy_pipeline::models::sd::StableDiffusion;
+use autonomy_pipeline::models::sd::hypernetwork::HypernetworkFile;
 use autonomy_pipeline::train::data::TrainingSet;
 use autonomy_pipeline::train::{TrainOptions, Trainer};
 use autonomy_pipeline::verify::{MIN_PSNR, psnr};
@@ -212,6 +213,29 @@ fn stable_diffusion_in_f16_on_cuda_follows_diffusers() {
         misses.is_empty(),
         "CUDA f16 strays from diffusers: {misses:?}"
     );
+}
+
+#[test]
+fn stable_diffusion_with_a_hypernetwork_on_cuda_follows_a1111s() {
+    let gpu = gpu();
+    let reference = Reference::of("hypernetworks");
+    let mut model = StableDiffusion::load(&fixtures().join("tiny-sd15"), &gpu).unwrap();
+    model
+        .add_hypernetworks(&[HypernetworkFile {
+            path: fixtures().join("tiny-sd15/hypernetworks/pixel-style.pt"),
+            label: "pixel-style.pt".into(),
+            multiplier: 0.8,
+        }])
+        .unwrap();
+    // The UNet in f16, the hypernetwork's modules in f32 between its projections.
+    let on_gpu = |key: &str| reference.get(key).to_device(&gpu).unwrap();
+    let context = on_gpu("context").to_dtype(DType::F16).unwrap();
+    let eps = model
+        .predict(&on_gpu("unet_sample"), 501.0, &context, None, None)
+        .unwrap();
+    let error = relative(&eps, reference.get("pixel_style_eps"));
+    println!("| tiny-sd15 + pixel-style.pt at 0.8 | UNet | {error:.2e} | 2e-2 |");
+    assert!(error < 2e-2, "the hypernetwork on CUDA strays: {error}");
 }
 
 #[test]

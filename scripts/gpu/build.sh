@@ -1,8 +1,9 @@
 #!/bin/bash
 # Builds the CUDA `autonomy` binary, the CUDA test binary and the Stable Diffusion bench on a
-# machine WITHOUT a GPU, and packs them into .gpu/ (git-ignored) for a lent GPU machine, with
-# what each run needs from the checkout: .gpu/house.tar.gz (the house model and the training
-# set, for scripts/gpu/run.sh) and .gpu/sd.tar.gz (the tiny Stable Diffusion fixtures and
+# machine WITHOUT a GPU (or, with CHECK=1, only type-checks them), and packs them into .gpu/
+# (git-ignored) for a lent GPU machine, with what each run needs from the checkout:
+# .gpu/house.tar.gz (the house model and the training set, for scripts/gpu/run.sh) and
+# .gpu/sd.tar.gz (the tiny Stable Diffusion fixtures and
 # bench.py, for scripts/gpu/run-sd.sh). The CUDA 13.0 compiler, headers and libraries come
 # from NVIDIA's PyPI wheels (nothing else is installed); the driver library is a stub that
 # only satisfies the linker: the real one is loaded on the GPU machine. Kernels are built for
@@ -53,6 +54,12 @@ gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$TOOLKIT/lib/libcuda.so" "$CUDA/c
 
 export CUDA_HOME=$TOOLKIT PATH=$TOOLKIT/bin:$PATH CUDA_COMPUTE_CAP=90 LIBRARY_PATH=$TOOLKIT/lib
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/cuda}
+# CHECK=1: type-check every target with all of Autonomy's CUDA paths and stop (24 min cold on 2
+# cores shared with other builds, after the toolkit's download; under a minute after a change):
+# what a session without a GPU can do to keep the CUDA code compiling.
+if [ "${CHECK:-}" = 1 ]; then
+  exec cargo check -p autonomy-pipeline --features cudnn --all-targets
+fi
 cargo build --release -p autonomy-pipeline --features cuda --bin autonomy
 # The executable cargo built for target `$1` with features `$2` (the rest: cargo's arguments).
 executable() {
@@ -86,6 +93,7 @@ fi
 tar -czf .gpu/house.tar.gz "${house[@]}"
 sd=pipeline/tests/fixtures/sd
 tar -czf .gpu/sd.tar.gz scripts/sd-fixtures/bench.py \
-  $sd/tiny-sd15/{model_index.json,scheduler,text_encoder,tokenizer,unet,vae} \
-  $sd/{tiny-sd21,tiny-sd-turbo,tiny-sdxl} $sd/{tiny-sd15,tiny-sd21,tiny-sd-turbo,tiny-sdxl}.reference.safetensors
+  $sd/tiny-sd15/{model_index.json,scheduler,text_encoder,tokenizer,unet,vae,hypernetworks} \
+  $sd/{tiny-sd21,tiny-sd-turbo,tiny-sdxl} $sd/{tiny-sd15,tiny-sd21,tiny-sd-turbo,tiny-sdxl}.reference.safetensors \
+  $sd/hypernetworks.reference.safetensors
 du -ch .gpu/* | tail -1

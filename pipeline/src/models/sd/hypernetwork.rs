@@ -7,7 +7,8 @@
 //! multiplier and `f` linear layers (each but the last followed by the file's activation,
 //! and the last too when `activate_output`), each optionally followed by a layer norm.
 //! Several hypernetworks apply in turn, each to what the one before gave. They are not merged
-//! into weights (they are not linear), so they run at every step, on the pipeline's device.
+//! into weights (they are not linear), so they run at every step, on the pipeline's device, in
+//! f32 whatever the UNet's dtype (they are small; their layer norms keep f32's precision).
 //!
 //! Files are `torch.save` pickles, read without running them ([`super::pickle`]): a dict with
 //! each width's pair of state dicts (`linear.0.weight`, …, or the first format's
@@ -262,9 +263,9 @@ pub struct Hypernetwork {
 
 impl Hypernetwork {
     /// Reads `file` (one read: the hash and the modules come from the same bytes) onto
-    /// `device` in `dtype`; a file that is not a hypernetwork Autonomy runs is an error naming
-    /// it and why.
-    pub fn read(file: &HypernetworkFile, device: &Device, dtype: DType) -> Result<Self, SdError> {
+    /// `device`, in f32 whatever the UNet's dtype; a file that is not a hypernetwork Autonomy
+    /// runs is an error naming it and why.
+    pub fn read(file: &HypernetworkFile, device: &Device) -> Result<Self, SdError> {
         let bytes = super::read_once(&file.path)?;
         let invalid = |message: String| SdError::Invalid {
             path: file.path.clone(),
@@ -272,7 +273,7 @@ impl Hypernetwork {
         };
         let pickle = Pickle::from_bytes(Arc::clone(&bytes))
             .map_err(|e| invalid(format!("not a readable PyTorch pickle: {e}")))?;
-        let layers = modules(&pickle, file.multiplier, device, dtype).map_err(invalid)?;
+        let layers = modules(&pickle, file.multiplier, device).map_err(invalid)?;
         Ok(Self {
             layers,
             used: HypernetworkUse {
@@ -367,7 +368,6 @@ fn modules(
     pickle: &Pickle,
     multiplier: f64,
     device: &Device,
-    dtype: DType,
 ) -> Result<HashMap<usize, Arc<Pair>>, String> {
     let Object::Dict(entries) = pickle.object() else {
         return Err("holds no dict: not a hypernetwork".into());
@@ -406,7 +406,6 @@ fn modules(
                 (activation, activate_output),
                 multiplier,
                 device,
-                dtype,
             )
             .map_err(|e| format!("width {width}, the {label}' module: {e}"))
         };
@@ -431,7 +430,6 @@ fn module(
     (activation, activate_output): (Option<Activation>, bool),
     multiplier: f64,
     device: &Device,
-    dtype: DType,
 ) -> Result<Module, String> {
     let Object::Dict(entries) = state else {
         return Err("not a state dict".into());
@@ -482,7 +480,7 @@ fn module(
         .into_iter()
         .filter(|&linear| linear)
         .count();
-    let vb = VarBuilder::from_tensors(tensors.clone(), dtype, device);
+    let vb = VarBuilder::from_tensors(tensors.clone(), DType::F32, device);
     let mut steps = Vec::new();
     let (mut features, mut seen) = (width, 0);
     for index in indices {

@@ -378,7 +378,7 @@ impl StableDiffusion {
         let widths = self.spec.unet.attention_context_widths();
         let mut read = Vec::with_capacity(files.len());
         for file in files {
-            let network = Hypernetwork::read(file, &self.device, self.dtype)?;
+            let network = Hypernetwork::read(file, &self.device)?;
             if !network.widths().iter().any(|w| widths.contains(w)) {
                 return Err(SdError::Invalid {
                     path: file.path.clone(),
