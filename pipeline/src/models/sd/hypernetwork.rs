@@ -10,7 +10,7 @@
 //! into weights (they are not linear), so they run at every step, on the pipeline's device, in
 //! f32 whatever the UNet's dtype (they are small; their layer norms keep f32's precision).
 //!
-//! Files are `torch.save` pickles, read without running them ([`super::pickle`]): a dict with
+//! Files are `torch.save` pickles, read without running them (the `pickle` module): a dict with
 //! each width's pair of state dicts (`linear.0.weight`, …, or the first format's
 //! `linear1`/`linear2`) and the settings `layer_structure`, `activation_func`,
 //! `is_layer_norm` and `activate_output` (A1111's defaults where absent: no activation, and
@@ -594,6 +594,27 @@ mod tests {
                     .unwrap_err()
                     .contains("not loaded with")
             );
+        }
+    }
+
+    proptest::proptest! {
+        /// Any tag written with a name and a multiplier within ±4 reads back as written, and
+        /// taking the tags out leaves the rest of the text.
+        #[test]
+        fn written_tags_read_back(
+            name in "[A-Za-z0-9_][A-Za-z0-9_ .-]{0,15}[A-Za-z0-9_]",
+            multiplier in -4.0f64..=4.0,
+            before in "[a-z ,]{0,12}",
+            after in "[a-z ,]{0,12}",
+        ) {
+            let tag = format!("<hypernet:{name}:{multiplier}>");
+            let text = format!("{before}{tag}{after}");
+            let read = hypernet_tags(&text).unwrap();
+            proptest::prop_assert_eq!(read.len(), 1);
+            proptest::prop_assert_eq!(&read[0].text, &tag);
+            proptest::prop_assert_eq!(&read[0].name, &name);
+            proptest::prop_assert_eq!(read[0].multiplier, multiplier);
+            proptest::prop_assert_eq!(without_hypernet_tags(&text), format!("{before}{after}"));
         }
     }
 
