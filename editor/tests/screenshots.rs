@@ -126,7 +126,8 @@ fn act(step: usize, world: &mut World) {
             let draft = Draft {
                 name: "moss".into(),
                 kind: Kind::Texture,
-                prompt: "[stone:mossy stone:1] bricks, pixel-style".into(),
+                prompt: "[stone:mossy stone:1] bricks, pixel-style <hypernet:pixel-style:0.8>"
+                    .into(),
                 model: folder.to_string_lossy().into_owned(),
                 sampler: Some(Sampler::DpmPlusPlus2mKarras),
                 loras: vec![(folder.join("loras/kohya.safetensors"), 0.8)],

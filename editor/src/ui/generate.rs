@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use autonomy_pipeline::models::sd::hypernetwork::hypernet_tags;
+use autonomy_pipeline::models::sd::lora_tags::without_network_tags;
 use autonomy_pipeline::models::sd::prompt_schedule;
 use autonomy_pipeline::models::sd::scheduler::Sampler;
 use autonomy_pipeline::recipe::{Kind, UpscalerRef};
@@ -319,9 +320,11 @@ pub(super) fn show(ui: &mut egui::Ui, state: &mut EditorUi, frame: &mut Frame) {
             ui.label("Prompt");
             ui.vertical(|ui| {
                 ui.add(egui::TextEdit::multiline(&mut draft.prompt).desired_rows(2));
-                // What A1111's `AND` and `[from:to:when]` / `[a|b]` make of it, step by step.
+                // What A1111's `AND` and `[from:to:when]` / `[a|b]` make of it, step by step
+                // (its LoRA and hypernetwork tags are no text).
                 if draft.model_is_stable_diffusion() {
-                    for line in prompt_schedule::outline(&draft.prompt, draft.steps as usize, 6) {
+                    let text = without_network_tags(&draft.prompt);
+                    for line in prompt_schedule::outline(&text, draft.steps as usize, 6) {
                         ui.weak(line);
                     }
                 }
