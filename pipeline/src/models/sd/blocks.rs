@@ -202,20 +202,12 @@ impl Attention {
                 .reshape((n * self.heads, len, dim / self.heads))
         };
         let (n, len, dim) = xs.dims3()?;
-        let (q, k, v) = if self.hook.is_empty() {
-            (
-                self.q.forward(xs)?,
-                self.k.forward(context)?,
-                self.v.forward(context)?,
-            )
-        } else {
-            let (keys, values) = self.hook.apply(context)?;
-            (
-                self.q.forward(xs)?,
-                self.k.forward(&keys)?,
-                self.v.forward(&values)?,
-            )
-        };
+        let (keys, values) = self.hook.apply(context)?;
+        let (q, k, v) = (
+            self.q.forward(xs)?,
+            self.k.forward(&keys)?,
+            self.v.forward(&values)?,
+        );
         let scale = ((dim / self.heads) as f64).powf(-0.5);
         #[cfg(feature = "cuda")]
         if super::flash_attention::takes(&q, &k, &v, self.heads) {

@@ -339,19 +339,22 @@ impl ContextHook {
         }
     }
 
-    /// Whether it changes nothing.
-    pub fn is_empty(&self) -> bool {
-        self.pairs.is_empty()
-    }
-
-    /// What the key and the value projections take from `context`.
+    /// What the key and the value projections take from `context` (itself when the hook is
+    /// empty): the modules run in f32, the results come back in `context`'s dtype.
     pub fn apply(&self, context: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
-        let (mut keys, mut values) = (context.clone(), context.clone());
+        if self.pairs.is_empty() {
+            return Ok((context.clone(), context.clone()));
+        }
+        let wide = context.to_dtype(DType::F32)?;
+        let (mut keys, mut values) = (wide.clone(), wide);
         for pair in &self.pairs {
             keys = pair.keys.forward(&keys)?;
             values = pair.values.forward(&values)?;
         }
-        Ok((keys, values))
+        Ok((
+            keys.to_dtype(context.dtype())?,
+            values.to_dtype(context.dtype())?,
+        ))
     }
 }
 
@@ -616,6 +619,37 @@ mod tests {
             proptest::prop_assert_eq!(read[0].multiplier, multiplier);
             proptest::prop_assert_eq!(without_hypernet_tags(&text), format!("{before}{after}"));
         }
+    }
+
+    #[test]
+    fn a_hook_runs_in_f32_and_answers_in_the_contexts_dtype() {
+        let file = HypernetworkFile {
+            path: PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/sd/tiny-sd15/hypernetworks/pixel-style.pt"),
+            label: "pixel-style.pt".into(),
+            multiplier: 0.8,
+        };
+        let network = Hypernetwork::read(&file, &Device::Cpu).unwrap();
+        let context = Tensor::randn(0f32, 1.0, (2, 5, 32), &Device::Cpu).unwrap();
+        let hook = ContextHook::of(std::slice::from_ref(&network), 32);
+        let (keys, _) = hook.apply(&context).unwrap();
+        let (half, values) = hook.apply(&context.to_dtype(DType::F16).unwrap()).unwrap();
+        assert_eq!((half.dtype(), values.dtype()), (DType::F16, DType::F16));
+        let worst = (half.to_dtype(DType::F32).unwrap() - &keys)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(worst < 1e-2, "{worst}");
+        // No modules of a width: the context as it is.
+        let (same, _) = ContextHook::of(&[network], 48).apply(&context).unwrap();
+        assert_eq!(
+            same.to_vec3::<f32>().unwrap(),
+            context.to_vec3::<f32>().unwrap()
+        );
     }
 
     #[test]
