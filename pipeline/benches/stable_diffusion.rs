@@ -11,7 +11,7 @@
 //! A1111 run them with) on a 128² image: ESRGAN's RRDBNet at 4x-UltraSharp's size,
 //! Real-ESRGAN's compact SRVGGNet at realesr-general-x4v3's, SPAN at the paper's size,
 //! RealPLKSR at neosr's defaults, SwinIR-M's real-world ×4 network (A1111's "SwinIR 4x"), HAT
-//! at Real_HAT_GAN_SRx4's size and DAT at DAT_x4's.
+//! at Real_HAT_GAN_SRx4's size, DAT at DAT_x4's and OmniSR at OmniSR_X4_DIV2K's.
 //!
 //! The weights (~9 GB) are made once into `target/sd-bench` by `scripts/sd-fixtures/bench.py`,
 //! which also times PyTorch. Python with `torch`, `diffusers` and `transformers` is found as
@@ -210,6 +210,11 @@ fn upscalers(
             "DAT ×4 (DAT_x4's size, A1111's DAT x4), 128² → 512²",
             "dat_x4",
             "dat-x4.pth",
+        ),
+        (
+            "OmniSR ×4 (OmniSR_X4_DIV2K's size), 128² → 512²",
+            "omnisr_x4",
+            "omnisr-x4.pth",
         ),
     ] {
         let upscaler = Upscaler::open(&root.join("upscalers").join(file), device)

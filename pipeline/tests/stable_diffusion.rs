@@ -3381,6 +3381,47 @@ fn dat_files_upscale_as_spandrel_runs_them() {
 }
 
 #[test]
+fn omnisr_files_upscale_as_spandrel_runs_them() {
+    let reference = Reference::of("omnisr-upscalers");
+    // 21×13: padded with zeros to whole windows, and its grids of pixels a window's count
+    // apart span the padded image.
+    for (file, scale, what) in [
+        (
+            "omnisr-x4.pth",
+            4,
+            "OmniSR (1 groups of 1 blocks, 4×4 windows, 4×)",
+        ),
+        // No position bias: the window is spandrel's default, 8.
+        (
+            "omnisr-x3-bare.safetensors",
+            3,
+            "OmniSR (2 groups of 2 blocks, 8×8 windows, 3×)",
+        ),
+    ] {
+        upscales_as_spandrel(&reference, file, scale, what);
+    }
+    // Its spatial gate pools 7×7 from a stride-2 convolution: windows of 8 need 9 pixels.
+    let upscaler = Upscaler::open(
+        &upscaler_file("omnisr-x3-bare.safetensors").path,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let small = Tensor::zeros((1, 3, 8, 20), candle_core::DType::F32, &Device::Cpu).unwrap();
+    let err = upscaler.upscale(&small, false).err().unwrap().to_string();
+    assert!(
+        err.contains("20×8") && err.contains("at least 9 pixels"),
+        "{err}"
+    );
+    assert_eq!(
+        upscaler
+            .upscale(&small.pad_with_zeros(2, 0, 1).unwrap(), false)
+            .unwrap()
+            .dims(),
+        [1, 3, 27, 60]
+    );
+}
+
+#[test]
 fn span_and_realplksr_files_upscale_as_spandrel_runs_them() {
     let reference = Reference::of("light-upscalers");
     for (file, scale, what) in [

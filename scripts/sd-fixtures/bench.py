@@ -9,8 +9,10 @@ The upscalers (needs `spandrel`) are ESRGAN's RRDBNet at 4x-UltraSharp's and
 RealESRGAN_x4plus's size (23 blocks, 64 features), Real-ESRGAN's compact SRVGGNet at
 realesr-general-x4v3's (32 convolutions, 64 features), SPAN at the paper's size (48
 features), RealPLKSR at neosr's defaults (28 blocks, 64 features, 17×17 kernels), SwinIR-M's real-world ×4 network
-(A1111's "SwinIR 4x": 6 groups of 6 blocks, 180 features, 8-pixel windows) and HAT at
-Real_HAT_GAN_SRx4's size (6 groups of 6 blocks, 180 features, 16-pixel windows), each timed
+(A1111's "SwinIR 4x": 6 groups of 6 blocks, 180 features, 8-pixel windows), HAT at
+Real_HAT_GAN_SRx4's size (6 groups of 6 blocks, 180 features, 16-pixel windows), DAT at
+DAT_x4's and OmniSR at OmniSR_X4_DIV2K's (5 groups of 1 block, 64 features, 8-pixel
+windows), each timed
 on a 128² image (the transformers in f32 on a GPU too, as spandrel runs SwinIR).
 
 `AUTONOMY_BENCH_TORCH_DEVICE=cuda` times PyTorch on the GPU in f16 (default: the CPU, f32).
@@ -142,7 +144,8 @@ def measure(root, repeats):
 
 UPSCALERS = {"esrgan_x4": "esrgan-x4.pth", "compact_x4": "compact-x4.pth",
              "span_x4": "span-x4.pth", "realplksr_x4": "realplksr-x4.pth",
-             "swinir_x4": "swinir-x4.pth", "hat_x4": "hat-x4.pth", "dat_x4": "dat-x4.pth"}
+             "swinir_x4": "swinir-x4.pth", "hat_x4": "hat-x4.pth", "dat_x4": "dat-x4.pth",
+             "omnisr_x4": "omnisr-x4.pth"}
 
 
 @torch.no_grad()
@@ -152,6 +155,7 @@ def upscalers(root, repeats):
     from spandrel.architectures.DAT import DAT
     from spandrel.architectures.ESRGAN import ESRGAN
     from spandrel.architectures.HAT import HAT
+    from spandrel.architectures.OmniSR import OmniSR
     from spandrel.architectures.PLKSR import RealPLKSR
     from spandrel.architectures.SPAN import SPAN
     from spandrel.architectures.SwinIR import SwinIR
@@ -170,7 +174,9 @@ def upscalers(root, repeats):
                                   num_heads=[6] * 6, compress_ratio=3, squeeze_factor=30,
                                   overlap_ratio=0.5, mlp_ratio=2.0, upscale=4),
             "dat_x4": lambda: DAT(img_size=64, embed_dim=180, split_size=[8, 32], depth=[6] * 6,
-                                  num_heads=[6] * 6, expansion_factor=4.0, upscale=4)}
+                                  num_heads=[6] * 6, expansion_factor=4.0, upscale=4),
+            "omnisr_x4": lambda: OmniSR(num_feat=64, block_num=1, pe=True, window_size=8,
+                                        res_num=5, up_scale=4, bias=True)}
     device = os.environ.get("AUTONOMY_BENCH_TORCH_DEVICE", "cpu")
     dtype = torch.float32 if device == "cpu" else torch.float16
     results = {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": device}

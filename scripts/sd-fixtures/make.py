@@ -2084,8 +2084,8 @@ UPSCALERS = os.path.join(OUT, "upscalers")
 
 def spandrel_references(name, made, perturb, seed, entry):
     """Saves each of `made`'s networks (file name → model), after `perturb(model)`, as their
-    trainers share them (under `entry` in a `.pth`, or as safetensors) into the upscalers'
-    folder, and writes `<name>.reference.safetensors`: a 21×13 test image drawn from `seed` and
+    trainers share them (under `entry` in a `.pth`, the bare state dict when `entry` is None, or
+    as safetensors) into the upscalers' folder, and writes `<name>.reference.safetensors`: a 21×13 test image drawn from `seed` and
     what spandrel, reading each file back, computes from it."""
     from spandrel import ModelLoader
 
@@ -2100,7 +2100,7 @@ def spandrel_references(name, made, perturb, seed, entry):
         if file.endswith(".safetensors"):
             save_file(state, path)
         else:
-            torch.save({entry: state}, path)
+            torch.save(state if entry is None else {entry: state}, path)
         loaded = ModelLoader().load_from_file(path)
         with torch.no_grad():
             tensors[file] = loaded.model.eval()(pixels)[0].contiguous()
@@ -2375,6 +2375,43 @@ def build_light_upscalers(name):
     spandrel_references(name, made, perturb_convolutional, seed=9, entry="params_ema")
 
 
+def build_omnisr_upscalers(name):
+    """Tiny random-weight OmniSR upscalers as its releases share them (`OmniSR_X4_DIV2K.pth`: a
+    bare state dict, with the `total_ops`/`total_params` counters the authors' profiler left
+    on every module), read back by spandrel for their outputs on the same kind of test image as
+    the others' (its sides no multiple of the windows, so the zero padding is in play):
+    - `omnisr-x4.pth`: windows of 4 with relative position biases, biased convolutions;
+    - `omnisr-x3-bare.safetensors`: two groups of two blocks, no position biases (so nothing
+      stored tells the window, and spandrel takes the releases' 8), convolutions without
+      biases."""
+    from spandrel.architectures.OmniSR import OmniSR
+
+    os.makedirs(UPSCALERS, exist_ok=True)
+    torch.manual_seed(59)
+    made = {
+        "omnisr-x4.pth": OmniSR(num_feat=16, block_num=1, pe=True, window_size=4, res_num=1,
+                                up_scale=4, bias=True),
+        "omnisr-x3-bare.safetensors": OmniSR(num_feat=12, block_num=2, pe=False, window_size=8,
+                                             res_num=2, up_scale=3, bias=False),
+    }
+
+    def perturb(model):
+        perturb_convolutional(model)
+        with torch.no_grad():
+            for key, value in model.named_parameters():
+                if key.endswith("temperature"):
+                    value.uniform_(0.5, 2.0)
+                elif key.endswith("rel_pos_bias.weight"):
+                    value.normal_(0.0, 1.0)
+                elif value.dim() == 2:
+                    value.normal_(0.0, value.shape[1] ** -0.5)
+        for module in model.modules():
+            module.register_buffer("total_ops", torch.zeros(1, dtype=torch.float64))
+            module.register_buffer("total_params", torch.zeros(1, dtype=torch.float64))
+
+    spandrel_references(name, made, perturb, seed=17, entry=None)
+
+
 def new_arch_names(state, blocks):
     """ESRGAN's old names (`model.0`, `model.1.sub.…`) as Real-ESRGAN's (basicsr's) write them."""
     renamed = {}
@@ -2511,7 +2548,8 @@ def main():
                  "lora-block-weights": build_lora_block_weights,
                  "pickled-loras": build_pickled_loras,
                  "swin-restorers": build_swin_restorers, "peft-oft": build_peft_oft,
-                 "hypernetworks": build_hypernetworks}
+                 "hypernetworks": build_hypernetworks,
+                 "omnisr-upscalers": build_omnisr_upscalers}
         for name in only:
             if name not in alone:
                 sys.exit(f"{name}: only {', '.join(alone)} build alone; run without names for the rest")

@@ -21,7 +21,7 @@ use candle_nn::{LayerNorm, Linear, VarBuilder};
 use super::super::kernels::{Conv2d, depthwise3x3, gelu_erf};
 use super::swin::{
     Closing, OneStepUp, PixelShuffleUp, RGB_MEAN, bias_from_table, merge, partition, per_token,
-    pixel_shuffle_scale, relative_index, shift_mask, window_attention,
+    pixel_shuffle_scale, relative_index, shift_mask, unit_rows, window_attention,
 };
 
 /// The batch norms' epsilon (PyTorch's default, which DAT keeps).
@@ -179,7 +179,7 @@ fn pointwise(
 }
 
 /// A 3×3 depthwise convolution (zero padding 1) on channels-last images `(b, h, w, c)`.
-struct Depthwise {
+pub(super) struct Depthwise {
     /// `(3, 3, c)`: each tap's weight for every channel.
     taps: Tensor,
     bias: Tensor,
@@ -187,9 +187,16 @@ struct Depthwise {
 
 impl Depthwise {
     /// Reads `weight` `(c, 1, 3, 3)` and `bias` from `vb`.
-    fn new(vb: &VarBuilder, conv: &str, channels: usize) -> Result<Self> {
+    pub(super) fn new(vb: &VarBuilder, conv: &str, channels: usize) -> Result<Self> {
         let weight = vb.get((channels, 1, 3, 3), &format!("{conv}.weight"))?;
         let bias = vb.get(channels, &format!("{conv}.bias"))?;
+        Self::from_weights(weight, bias)
+    }
+
+    /// Reads `weight` `(c, 1, 3, 3)` alone from `vb`: a convolution without a bias.
+    pub(super) fn without_bias(vb: &VarBuilder, conv: &str, channels: usize) -> Result<Self> {
+        let weight = vb.get((channels, 1, 3, 3), &format!("{conv}.weight"))?;
+        let bias = Tensor::zeros(channels, weight.dtype(), weight.device())?;
         Self::from_weights(weight, bias)
     }
 
@@ -199,7 +206,8 @@ impl Depthwise {
         Self::from_weights(weight, bias)
     }
 
-    fn from_weights(weight: Tensor, bias: Tensor) -> Result<Self> {
+    /// From `weight` `(c, 1, 3, 3)` and `bias` `(c)` in hand.
+    pub(super) fn from_weights(weight: Tensor, bias: Tensor) -> Result<Self> {
         let c = weight.dim(0)?;
         Ok(Self {
             taps: weight
@@ -214,7 +222,7 @@ impl Depthwise {
 
 impl Depthwise {
     /// The convolution of `xs` `(b, h, w, c)`, then GELU when `gelu`.
-    fn forward(&self, xs: &Tensor, gelu: bool) -> Result<Tensor> {
+    pub(super) fn forward(&self, xs: &Tensor, gelu: bool) -> Result<Tensor> {
         depthwise3x3(xs, &self.taps, &self.bias, gelu)
     }
 }
@@ -445,11 +453,7 @@ impl ChannelAttention {
                 .permute((0, 2, 3, 1))?
                 .contiguous()
         };
-        let unit = |t: Tensor| -> Result<Tensor> {
-            let norm = t.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.maximum(1e-12)?;
-            t.broadcast_div(&norm)
-        };
-        let (q, k, v) = (unit(part(0)?)?, unit(part(1)?)?, part(2)?);
+        let (q, k, v) = (unit_rows(&part(0)?)?, unit_rows(&part(1)?)?, part(2)?);
         let scores = q.matmul(&k.t()?)?.broadcast_mul(&self.temperature)?;
         let weights = candle_nn::ops::softmax_last_dim(&scores)?;
         let attended = weights

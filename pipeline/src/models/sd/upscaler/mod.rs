@@ -5,7 +5,7 @@
 //! convolutional SPAN ([`span`]) and RealPLKSR (with the original PLKSR, [`plksr`]) most community upscalers are now
 //! trained as, SwinIR's and Swin2SR's real-world, classical and lightweight SR networks
 //! ([`swinir`]), HAT
-//! ([`hat`]) and DAT ([`dat`]). A Real-ESRGAN, SwinIR, HAT or DAT release's `params_ema` (or
+//! ([`hat`]), DAT ([`dat`]) and OmniSR ([`omnisr`]). A Real-ESRGAN, SwinIR, HAT or DAT release's `params_ema` (or
 //! `params`) entry holds its weights, as do the trainers' saves of SPAN and RealPLKSR. Pixels
 //! are RGB in [0, 1], as spandrel takes them.
 //!
@@ -24,6 +24,7 @@ pub mod compact;
 pub mod dat;
 pub mod dysample;
 pub mod hat;
+pub mod omnisr;
 pub mod plksr;
 pub mod rrdb;
 pub mod span;
@@ -63,6 +64,17 @@ enum Network {
     SwinIr(swinir::SwinIr),
     Hat(hat::Hat),
     Dat(dat::Dat),
+    OmniSr(omnisr::OmniSr),
+}
+
+impl Network {
+    /// The smallest side an image may have.
+    fn minimum_side(&self) -> usize {
+        match self {
+            Network::OmniSr(net) => net.shape().minimum_side(),
+            _ => 1,
+        }
+    }
 }
 
 /// An image upscaling model loaded from a file.
@@ -193,6 +205,20 @@ impl Upscaler {
                 description,
             });
         }
+        if omnisr::is_omnisr(|name| shapes.contains_key(name)) {
+            let shape = omnisr::shape_of(compact)
+                .map_err(|e| invalid(format!("an OmniSR network, but {e}")))?;
+            let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+            return Ok(Self {
+                network: Network::OmniSr(omnisr::OmniSr::new(vb, shape).map_err(weights)?),
+                scale: shape.scale,
+                multiple: 1,
+                description: format!(
+                    "OmniSR ({} groups of {} blocks, {}×{} windows, {}×)",
+                    shape.groups, shape.blocks, shape.window, shape.window, shape.scale
+                ),
+            });
+        }
         if swinir::is_swinir(|name| shapes.contains_key(name)) {
             let shape = swinir::shape_of(compact)
                 .map_err(|e| invalid(format!("a SwinIR or Swin2SR network, but {e}")))?;
@@ -227,7 +253,7 @@ impl Upscaler {
         Err(SdError::Unsupported {
             path: path.to_path_buf(),
             message: format!(
-                "not an upscaler Autonomy reads (ESRGAN/RRDBNet, Real-ESRGAN compact, SPAN, PLKSR, RealPLKSR, SwinIR, Swin2SR, HAT or DAT); it holds {} tensors such as {some:?} (OmniSR and other architectures are not read yet)",
+                "not an upscaler Autonomy reads (ESRGAN/RRDBNet, Real-ESRGAN compact, SPAN, PLKSR, RealPLKSR, SwinIR, Swin2SR, HAT, DAT or OmniSR); it holds {} tensors such as {some:?} (other architectures are not read yet)",
                 names.len()
             ),
         })
@@ -254,6 +280,7 @@ impl Upscaler {
             Network::SwinIr(net) => net.forward(pixels),
             Network::Hat(net) => net.forward(pixels),
             Network::Dat(net) => net.forward(pixels),
+            Network::OmniSr(net) => net.forward(pixels),
         }
     }
 
@@ -271,6 +298,13 @@ impl Upscaler {
         if h == 0 || w == 0 || !h.is_multiple_of(m) || !w.is_multiple_of(m) {
             return Err(SdError::BadRequest(format!(
                 "a {w}×{h} image cannot go through {}: its sides must be multiples of {m}",
+                self.description
+            )));
+        }
+        let least = self.network.minimum_side();
+        if h.min(w) < least {
+            return Err(SdError::BadRequest(format!(
+                "a {w}×{h} image cannot go through {}: its sides must be at least {least} pixels",
                 self.description
             )));
         }
@@ -339,6 +373,7 @@ pub fn is_upscaler(path: &Path) -> bool {
         || swinir::is_swinir(has)
         || hat::is_hat(has)
         || dat::is_dat(has)
+        || omnisr::is_omnisr(has)
 }
 
 /// The tensors of an upscaler file, under their stored names (a `module.` prefix dropped):
@@ -465,7 +500,7 @@ mod tests {
     #[test]
     fn a_file_of_another_kind_is_refused_naming_what_it_holds() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("omnisr.safetensors");
+        let path = dir.path().join("atd.safetensors");
         let t = Tensor::zeros((2, 2), DType::F32, &Device::Cpu).unwrap();
         candle_core::safetensors::save(
             &HashMap::from([("layers.0.attn.qkv.weight".to_string(), t)]),

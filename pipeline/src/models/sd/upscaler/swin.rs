@@ -246,7 +246,7 @@ pub(super) fn window_attention(
 
 /// Each row of `xs` along its last side divided by its length (at least 1e-12, as PyTorch's
 /// `normalize`).
-fn unit_rows(xs: &Tensor) -> Result<Tensor> {
+pub(super) fn unit_rows(xs: &Tensor) -> Result<Tensor> {
     let length = xs
         .sqr()?
         .sum_keepdim(candle_core::D::Minus1)?
