@@ -6,7 +6,7 @@
 //! with strength and mask (image-to-image, inpainting), the tileable flag and whether the images
 //! are frames of a loop.
 
-use image::{GrayImage, RgbaImage};
+use image::{GrayImage, RgbImage, RgbaImage};
 use std::path::PathBuf;
 
 use crate::models::house::HouseError;
@@ -26,6 +26,24 @@ pub struct InitImage {
     pub strength: f32,
     /// Where to change it: white is regenerated, black is kept (inpainting); `None` changes all.
     pub mask: Option<GrayImage>,
+}
+
+/// A ControlNet's conditioning of a run (see [`crate::models::sd::controlnet`]): the model
+/// must have been loaded with the ControlNet.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Control {
+    /// The control image (an edge map, a depth map, a pose…), resized to each pass's size.
+    pub image: RgbImage,
+    /// How strongly its residuals are added (diffusers' `controlnet_conditioning_scale`,
+    /// A1111's "Control Weight"), 0–2.
+    pub scale: f64,
+    /// The fraction of the steps where it starts conditioning, 0–1.
+    pub start: f64,
+    /// The fraction of the steps after which it stops, `start`–1.
+    pub end: f64,
+    /// Guess mode: it conditions the prompt's prediction alone, its residuals rising from a
+    /// tenth of `scale` at the first skip connection to `scale` at the middle block.
+    pub guess_mode: bool,
 }
 
 /// Stable Diffusion's second pass at a larger size (A1111's "hires. fix"): the model draws at
@@ -96,6 +114,8 @@ pub struct GenerateRequest {
     pub clip_skip: usize,
     /// Stable Diffusion: a second pass at a larger size.
     pub hires: Option<Hires>,
+    /// Stable Diffusion: a ControlNet's conditioning.
+    pub control: Option<Control>,
 }
 
 impl Default for GenerateRequest {
@@ -114,6 +134,7 @@ impl Default for GenerateRequest {
             guidance_rescale: 0.0,
             clip_skip: 1,
             hires: None,
+            control: None,
         }
     }
 }
@@ -150,6 +171,19 @@ pub struct ModelIdentity {
     /// The upscaling model a hires pass scaled the first image with (absent when none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upscaler: Option<UpscalerUse>,
+    /// The ControlNet that conditioned its images (absent when none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controlnet: Option<ControlNetUse>,
+}
+
+/// A ControlNet loaded with a model, as the provenance manifest records it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlNetUse {
+    /// The ControlNet folder as the recipe names it.
+    pub file: String,
+    /// sha256 (hex) over its `config.json`'s and weights' sha256.
+    pub sha256: String,
 }
 
 /// An image upscaling model loaded with a model for its hires pass, as the provenance manifest

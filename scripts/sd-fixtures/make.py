@@ -38,7 +38,9 @@ guided as A1111 guides them; needs $A1111 and $A1111_CLIP), `a1111-prompts` (A11
 needs $A1111, $LPW and `lark`), `hires` (the hires pass on tiny-sd15 and tiny-sdxl) and
 `peft-oft` (`tiny-sd15/loras/oft_peft.safetensors`, PEFT's OFT, with its outputs added to
 tiny-sd15's reference) and `hypernetworks` (three A1111 hypernetworks in
-`tiny-sd15/hypernetworks/` and the UNet outputs they give). `make.py --extend tiny-sd21 tiny-sdxl` adds the references written since
+`tiny-sd15/hypernetworks/` and the UNet outputs they give) and `controlnet` (a tiny ControlNet for
+tiny-sd15, as a diffusers folder and as an A1111/ComfyUI single file, a control image, and
+`StableDiffusionControlNetPipeline`'s outputs with it). `make.py --extend tiny-sd21 tiny-sdxl` adds the references written since
 the fixtures were made (a whole run with guidance rescale; SDXL's base handing its latents to the
 refiner; tiny-sd15's IA³, full, OFT and GLoRA files) without touching the rest.
 """
@@ -1518,6 +1520,236 @@ def build_hypernetworks(name):
               metadata={"prompt": PROMPT, "negative_prompt": NEGATIVE})
 
 
+CONTROLNET_DTYPE = torch.float16
+
+
+def controlnet_ldm_name(key, layers, hint_blocks):
+    """A diffusers `ControlNetModel` parameter's name in the original ControlNet (`cldm`) layout,
+    as A1111's and ComfyUI's single files (`control_v11p_sd15_canny.pth`, without the
+    `control_model.` prefix) store it: the inverse of diffusers' `convert_controlnet_checkpoint`.
+    The down path is the UNet's (`input_blocks.0.0` the first convolution, then per level
+    `layers` blocks of ResNet `.0` and attention `.1`, and a downsampler `.0.op`), the hint
+    encoder `input_hint_block.{0, 2, …}` (its SiLUs at the odd indices), the zero convolutions
+    `zero_convs.{i}.0` and `middle_block_out.0`."""
+    resnet = [("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("time_emb_proj", "emb_layers.1"),
+              ("norm2", "out_layers.0"), ("conv2", "out_layers.3"), ("conv_shortcut", "skip_connection")]
+
+    def renamed(rest):
+        head, _, tail = rest.partition(".")
+        return ".".join([dict(resnet).get(head, head), tail])
+
+    parts = key.split(".")
+    if parts[0] == "time_embedding":
+        return f"time_embed.{ {'linear_1': 0, 'linear_2': 2}[parts[1]] }.{parts[2]}"
+    if parts[0] == "conv_in":
+        return f"input_blocks.0.0.{parts[1]}"
+    if parts[0] == "controlnet_cond_embedding":
+        if parts[1] == "conv_in":
+            return f"input_hint_block.0.{parts[2]}"
+        if parts[1] == "blocks":
+            return f"input_hint_block.{2 * (int(parts[2]) + 1)}.{parts[3]}"
+        if parts[1] == "conv_out":
+            return f"input_hint_block.{2 * (hint_blocks + 1)}.{parts[2]}"
+    if parts[0] == "controlnet_down_blocks":
+        return f"zero_convs.{parts[1]}.0.{parts[2]}"
+    if parts[0] == "controlnet_mid_block":
+        return f"middle_block_out.0.{parts[1]}"
+    if parts[0] == "down_blocks":
+        level, kind = int(parts[1]), parts[2]
+        first = 1 + level * (layers + 1)
+        rest = ".".join(parts[4:])
+        if kind == "resnets":
+            return f"input_blocks.{first + int(parts[3])}.0.{renamed(rest)}"
+        if kind == "attentions":
+            return f"input_blocks.{first + int(parts[3])}.1.{rest}"
+        if kind == "downsamplers":
+            return f"input_blocks.{first + layers}.0.op.{'.'.join(parts[5:])}"
+    if parts[0] == "mid_block":
+        rest = ".".join(parts[3:])
+        if parts[1] == "resnets":
+            return f"middle_block.{2 * int(parts[2])}.{renamed(rest)}"
+        if parts[1] == "attentions":
+            return f"middle_block.1.{rest}"
+    raise ValueError(key)
+
+
+def edge_image():
+    """A 64×64 canny-like edge map: one-pixel white lines on black (a circle, a horizon, a
+    diagonal), 8-bit RGB."""
+    from PIL import ImageDraw
+
+    image = Image.new("RGB", (64, 64), (0, 0, 0))
+    draw = ImageDraw.Draw(image)
+    draw.ellipse([14, 8, 46, 40], outline=(255, 255, 255), width=1)
+    draw.line([(4, 50), (59, 50)], fill=(255, 255, 255), width=1)
+    draw.line([(6, 60), (30, 4)], fill=(255, 255, 255), width=1)
+    draw.line([(50, 44), (50, 62)], fill=(255, 255, 255), width=1)
+    return image
+
+
+@torch.no_grad()
+def build_controlnet(name):
+    """A tiny random-weight ControlNet for tiny-sd15 and what diffusers computes with it:
+    - `tiny-sd15/controlnet/`: a diffusers `ControlNetModel` folder (`config.json`,
+      `diffusion_pytorch_model.safetensors`), `ControlNetModel.from_unet` of tiny-sd15's UNet with a
+      hint encoder of widths 4, 8, 8, 16 (three stride-2 convolutions: the hint is downscaled 8×,
+      as the VAE downscales 64 px to 8 latents). The zero convolutions (`controlnet_down_blocks.*`,
+      `controlnet_mid_block`, `controlnet_cond_embedding.conv_out`) are drawn normal with std
+      fan_in^-0.5 (biases 0.05 std), and everything copied from the UNet is nudged by 0.1 of each
+      tensor's std, so a test can tell the ControlNet's own encoder from the UNet's. Every weight is
+      rounded to f16 and stored as f16 (half the size); the references below are computed in f32
+      from the weights read back, so they are exact for f16 storage.
+    - `tiny-sd15/controlnet-ldm.safetensors`: the same weights (f16) in the original ControlNet
+      names, as A1111/ComfyUI single files name them (no `control_model.` prefix): `time_embed.0/2`,
+      `input_blocks.*`, `middle_block.0/1/2`, `input_hint_block.{0,2,…,14}`, `zero_convs.{i}.0`,
+      `middle_block_out.0` (see `controlnet_ldm_name`). Checked by feeding it through diffusers'
+      own `convert_controlnet_checkpoint` (every tensor and the key set equal to the folder's) and
+      by `ControlNetModel.from_single_file`.
+    - `tiny-sd15/control/edges.png`: the 64×64 8-bit RGB edge map of `edge_image`.
+    Writes `controlnet.reference.safetensors`:
+    - `control_image`: the PNG as diffusers' ControlNet pipelines feed it, (1, 3, 64, 64) in [0, 1]
+      (`do_normalize=False`: pixels / 255);
+    - one ControlNet call: `cn_sample` (2, 4, 8, 8), `cn_timestep` (501), `cn_context` (the negative
+      prompt's states, then the prompt's), `cn_scale` (0.7), the control image repeated to batch 2;
+      its residuals `cn_down_{0..5}` (one per UNet skip: conv_in, then each level's ResNet/attention
+      and downsampler) and `cn_mid`, already scaled by 0.7; `cn_unet_eps`: tiny-sd15's UNet given
+      them;
+    - whole runs of `StableDiffusionControlNetPipeline` with tiny-sd15's DDIM from `ctl_init` (the
+      tiny-sd15 reference's `run_init`), `ctl_steps` 4, `ctl_guidance` 5, 64×64:
+      `ctl_image` with `ctl_scale` 0.8 and `ctl_end` 0.5 (diffusers keeps the ControlNet for step
+      i of n while (i + 1)/n ≤ end: of 4 steps the first two (i = 0, 1) get scale 0.8, the last two
+      scale 0; the ControlNet is still run there, its residuals times 0); `ctl_plain_image` the same
+      at scale 0 (so tiny-sd15's `run_image`); `ctl_guess_image` in guess mode at scale 0.8 and end 1
+      (the ControlNet sees only the prompt's half, its residuals scaled by `logspace(-1, 0, 7)`·0.8,
+      the last for the middle block, and zeros are added to the negative prompt's half)."""
+    from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
+    from diffusers.loaders.single_file_utils import convert_controlnet_checkpoint
+
+    folder = os.path.join(OUT, "tiny-sd15")
+    pipe = StableDiffusionPipeline.from_pretrained(folder, safety_checker=None)
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.vae.encode(torch.zeros(1, 3, 64, 64)).latent_dist.mean.shape[-2:] == (8, 8)
+    widths = (4, 8, 8, 16)
+    torch.manual_seed(27)
+    made = ControlNetModel.from_unet(pipe.unet, conditioning_embedding_out_channels=widths)
+    g = torch.Generator().manual_seed(27)
+    zero = ("controlnet_down_blocks.", "controlnet_mid_block.", "controlnet_cond_embedding.conv_out.")
+    for key, value in made.named_parameters():
+        if key.startswith(zero) and key.endswith("weight"):
+            fan_in = value[0].numel()
+            value.copy_(torch.randn(value.shape, generator=g) * fan_in ** -0.5)
+        elif key.startswith(zero):
+            value.copy_(torch.randn(value.shape, generator=g) * 0.05)
+        else:
+            std = value.std().item() if value.numel() > 1 else 0.0
+            value.add_(torch.randn(value.shape, generator=g) * 0.1 * (std or 0.02))
+        value.copy_(value.to(CONTROLNET_DTYPE).float())
+    unet_state = pipe.unet.state_dict()
+    for key, value in made.state_dict().items():
+        if key in unet_state:
+            assert not torch.equal(value, unet_state[key]), f"{key} is the UNet's"
+    out = os.path.join(folder, "controlnet")
+    shutil.rmtree(out, ignore_errors=True)
+    copy.deepcopy(made).to(CONTROLNET_DTYPE).save_pretrained(out, safe_serialization=True)
+    controlnet = ControlNetModel.from_pretrained(out)
+    assert controlnet.dtype == torch.float32
+    state = controlnet.state_dict()
+    assert state.keys() == made.state_dict().keys()
+    assert all(torch.equal(v, made.state_dict()[k]) for k, v in state.items()), "read back differs"
+
+    # The original names, checked by diffusers' own converter.
+    layers, hint_blocks = controlnet.config.layers_per_block, 2 * (len(widths) - 1)
+    ldm = {controlnet_ldm_name(k, layers, hint_blocks): v.to(CONTROLNET_DTYPE).contiguous()
+           for k, v in state.items()}
+    assert len(ldm) == len(state), "two parameters share an original name"
+    converted = convert_controlnet_checkpoint(ldm, controlnet.config)
+    assert converted.keys() == state.keys(), sorted(set(converted) ^ set(state))
+    for key, value in converted.items():
+        assert value.dtype == CONTROLNET_DTYPE and torch.equal(value.float(), state[key]), key
+    ldm_path = os.path.join(folder, "controlnet-ldm.safetensors")
+    save_file(ldm, ldm_path)
+    try:
+        single = ControlNetModel.from_single_file(ldm_path, config=out, local_files_only=True)
+        assert all(torch.equal(single.state_dict()[k].float(), v) for k, v in state.items())
+        print("controlnet-ldm.safetensors: from_single_file matches the folder")
+    except Exception as error:  # noqa: BLE001 — only a cross-check; the converter check above holds
+        print(f"controlnet-ldm.safetensors: from_single_file not checked: {error!r}"[:400])
+
+    control = edge_image()
+    os.makedirs(os.path.join(folder, "control"), exist_ok=True)
+    png = os.path.join(folder, "control", "edges.png")
+    control.save(png)
+    control = Image.open(png)
+    assert control.mode == "RGB" and control.size == (64, 64)
+    control_image = torch.from_numpy(np.asarray(control, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+
+    reference = load_file(os.path.join(OUT, "tiny-sd15.reference.safetensors"))
+    g = torch.Generator().manual_seed(28)
+    sample = torch.randn(2, 4, 8, 8, generator=g)
+    context = torch.cat([pipe.text_encoder(ids(pipe.tokenizer, NEGATIVE))[0],
+                         pipe.text_encoder(ids(pipe.tokenizer, PROMPT))[0]])
+    timestep, scale = 501, 0.7
+    down, mid = controlnet(sample, timestep, encoder_hidden_states=context,
+                           controlnet_cond=control_image.repeat(2, 1, 1, 1),
+                           conditioning_scale=scale, return_dict=False)
+    eps = pipe.unet(sample, timestep, encoder_hidden_states=context,
+                    down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
+    plain_eps = pipe.unet(sample, timestep, encoder_hidden_states=context).sample
+    print(f"controlnet: UNet output moved by {(eps - plain_eps).abs().max():.4f} (max abs)")
+    assert (eps - plain_eps).abs().max() > 0.05
+    tensors = {
+        "control_image": control_image,
+        "cn_sample": sample,
+        "cn_timestep": torch.tensor([float(timestep)]),
+        "cn_context": context,
+        "cn_scale": torch.tensor([scale]),
+        **{f"cn_down_{i}": d for i, d in enumerate(down)},
+        "cn_mid": mid,
+        "cn_unet_eps": eps,
+    }
+
+    ctl = StableDiffusionControlNetPipeline(**pipe.components, controlnet=controlnet)
+    ctl.set_progress_bar_config(disable=True)
+    fed = ctl.prepare_image(control, 64, 64, 1, 1, "cpu", torch.float32)
+    assert torch.equal(fed, control_image), "the pipeline feeds the control image otherwise"
+    init, steps, guidance, cn_scale, end = reference["run_init"], 4, 5.0, 0.8, 0.5
+
+    def run(**kw):
+        settings = dict(controlnet_conditioning_scale=cn_scale, control_guidance_start=0.0,
+                        control_guidance_end=end)
+        settings.update(kw)
+        images = ctl(PROMPT, negative_prompt=NEGATIVE, image=control, num_inference_steps=steps,
+                     guidance_scale=guidance, latents=init.clone(), height=64, width=64,
+                     output_type="np", **settings).images
+        return torch.from_numpy(images).contiguous()
+
+    image, plain = run(), run(controlnet_conditioning_scale=0.0)
+    guess = run(guess_mode=True, control_guidance_end=1.0)
+    full = run(control_guidance_end=1.0)
+    print(f"controlnet: ctl_image − ctl_plain_image {(image - plain).abs().max():.4f} (max abs), "
+          f"{(image - plain).abs().mean():.4f} (mean abs)")
+    print(f"controlnet: ctl_guess_image − ctl_plain_image {(guess - plain).abs().max():.4f} (max abs); "
+          f"end 1 − end 0.5 {(full - image).abs().max():.4f}; "
+          f"ctl_plain_image − tiny-sd15 run_image {(plain - reference['run_image']).abs().max():.2e}")
+    assert (image - plain).abs().max() > 0.02, "the ControlNet must show"
+    assert (guess - plain).abs().max() > 0.02 and (guess - full).abs().max() > 0.02
+    assert (full - image).abs().max() > 1e-3, "control_guidance_end must show"
+    assert (plain - reference["run_image"]).abs().max() < 1e-4
+    tensors.update({
+        "ctl_init": init,
+        "ctl_steps": torch.tensor([float(steps)]),
+        "ctl_guidance": torch.tensor([guidance]),
+        "ctl_scale": torch.tensor([cn_scale]),
+        "ctl_end": torch.tensor([end]),
+        "ctl_image": image,
+        "ctl_plain_image": plain,
+        "ctl_guess_image": guess,
+    })
+    save_file({k: v.contiguous() for k, v in tensors.items()},
+              os.path.join(OUT, "controlnet.reference.safetensors"),
+              metadata={"prompt": PROMPT, "negative_prompt": NEGATIVE, "torch": torch.__version__})
+
+
 @torch.no_grad()
 def build_lora_block_weights(name):
     """LoRAs weighted per block as the sd-webui-lora-block-weight extension applies `lbw=`: the
@@ -2549,7 +2781,8 @@ def main():
                  "pickled-loras": build_pickled_loras,
                  "swin-restorers": build_swin_restorers, "peft-oft": build_peft_oft,
                  "hypernetworks": build_hypernetworks,
-                 "omnisr-upscalers": build_omnisr_upscalers}
+                 "omnisr-upscalers": build_omnisr_upscalers,
+                 "controlnet": build_controlnet}
         for name in only:
             if name not in alone:
                 sys.exit(f"{name}: only {', '.join(alone)} build alone; run without names for the rest")

@@ -72,6 +72,7 @@ pub fn produce(recipe: &AssetRecipe, inputs: &Inputs) -> Result<Vec<Produced>, B
                 UpscalerRef::File(_) => HiresUpscaler::Model,
             },
         }),
+        control: None,
     };
     let native = inputs.generator.native_size();
     if matches!(recipe.model, ModelRef::Folder(_))

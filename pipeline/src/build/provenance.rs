@@ -665,6 +665,7 @@ mod tests {
                 vae: None,
                 refiner: None,
                 upscaler: None,
+                controlnet: None,
             },
             device: "cpu".into(),
             parents: vec![],

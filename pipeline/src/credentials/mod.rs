@@ -173,6 +173,7 @@ mod tests {
                 vae: None,
                 refiner: None,
                 upscaler: None,
+                controlnet: None,
             },
             device: "cpu".into(),
             parents: Vec::new(),

@@ -183,6 +183,7 @@ impl HouseModel {
                 vae: None,
                 refiner: None,
                 upscaler: None,
+                controlnet: None,
             },
         })
     }

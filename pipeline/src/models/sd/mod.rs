@@ -32,6 +32,7 @@ pub mod blocks;
 pub mod brownian;
 pub mod checkpoint;
 pub mod config;
+pub mod controlnet;
 #[cfg(feature = "cudnn")]
 pub mod cudnn;
 mod delta;
@@ -74,13 +75,13 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use image::imageops::{self, FilterType};
-use image::{GrayImage, RgbaImage};
+use image::{GrayImage, RgbImage, RgbaImage};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::generator::{
-    GenerateError, GenerateRequest, Generator, Hires, HiresUpscaler, InitImage, ModelIdentity,
-    UpscalerUse, VaeUse,
+    Control, ControlNetUse, GenerateError, GenerateRequest, Generator, Hires, HiresUpscaler,
+    InitImage, ModelIdentity, UpscalerUse, VaeUse,
 };
 use config::PipelineSpec;
 use embedding::{Embedding, EmbeddingFile, Encoder};
@@ -216,6 +217,8 @@ pub struct StableDiffusion {
     vae_dtype: DType,
     /// The upscaling model of a hires pass that asks for one.
     upscaler: Option<upscaler::Upscaler>,
+    /// The ControlNet of requests that ask for one.
+    controlnet: Option<controlnet::ControlNet>,
     /// The names a prompt's LoRA tags may give the merged LoRAs, with their scales
     /// ([`lora_tags::tag_names`]).
     lora_names: Vec<lora_tags::TagName>,
@@ -336,6 +339,7 @@ impl StableDiffusion {
             vae: vae_use,
             refiner: None,
             upscaler: None,
+            controlnet: None,
         };
         tracing::debug!(path = %path.display(), version = %identity.weights_sha256, "loaded Stable Diffusion");
         Ok(Self {
@@ -348,6 +352,7 @@ impl StableDiffusion {
             dtype,
             vae_dtype,
             upscaler: None,
+            controlnet: None,
             lora_names: lora_tags::tag_names(loras),
             hypernet_names: Vec::new(),
             hypernetworks: Vec::new(),
@@ -368,6 +373,48 @@ impl StableDiffusion {
             sha256,
         });
         Ok(())
+    }
+
+    /// Loads the ControlNet of `file` for requests that ask for one ([`Control`]); the
+    /// identity lists it with its hash. One whose architecture does not fit the UNet's (an
+    /// SDXL ControlNet for SD 1.5) is refused.
+    pub fn add_controlnet(&mut self, file: &controlnet::ControlNetFile) -> Result<(), SdError> {
+        let sha256 = controlnet::sha256(&file.path)?;
+        let model = controlnet::ControlNet::load(&file.path, &self.device, self.dtype)?;
+        let (theirs, ours) = (&model.spec().unet.config, &self.spec.unet.config);
+        let widths = |c: &candle_transformers::models::stable_diffusion::unet_2d::UNet2DConditionModelConfig| {
+            c.blocks.iter().map(|b| b.out_channels).collect::<Vec<_>>()
+        };
+        if widths(theirs) != widths(ours)
+            || theirs.layers_per_block != ours.layers_per_block
+            || theirs.cross_attention_dim != ours.cross_attention_dim
+            || model.spec().unet.added.is_some() != self.spec.unet.added.is_some()
+        {
+            return Err(SdError::Invalid {
+                path: file.path.clone(),
+                message: format!(
+                    "a ControlNet for blocks of {:?} channels, {} layers each and {}-wide text, but the model's UNet has {:?}, {} and {}",
+                    widths(theirs),
+                    theirs.layers_per_block,
+                    theirs.cross_attention_dim,
+                    widths(ours),
+                    ours.layers_per_block,
+                    ours.cross_attention_dim
+                ),
+            });
+        }
+        tracing::debug!(file = %file.label, "loaded a ControlNet");
+        self.controlnet = Some(model);
+        self.identity.controlnet = Some(ControlNetUse {
+            file: file.label.clone(),
+            sha256,
+        });
+        Ok(())
+    }
+
+    /// The ControlNet loaded with [`StableDiffusion::add_controlnet`].
+    pub fn controlnet(&self) -> Option<&controlnet::ControlNet> {
+        self.controlnet.as_ref()
     }
 
     /// Runs A1111's hypernetworks of `files` on the UNet's attention, in order (see the
@@ -625,6 +672,20 @@ impl StableDiffusion {
         added: Option<&Tensor>,
         guidance: Option<&Tensor>,
     ) -> Result<Tensor, SdError> {
+        self.predict_controlled(latents, timestep, context, added, guidance, None)
+    }
+
+    /// [`StableDiffusion::predict`] with a ControlNet's residuals (in the model's dtype)
+    /// added to the UNet's skip connections and middle block.
+    pub fn predict_controlled(
+        &self,
+        latents: &Tensor,
+        timestep: f64,
+        context: &Tensor,
+        added: Option<&Tensor>,
+        guidance: Option<&Tensor>,
+        control: Option<&controlnet::ControlResiduals>,
+    ) -> Result<Tensor, SdError> {
         let to_model = |t: Option<&Tensor>| t.map(|t| t.to_dtype(self.dtype)).transpose();
         let (added, guidance) = (to_model(added)?, to_model(guidance)?);
         let out = self.unet.forward(
@@ -633,6 +694,7 @@ impl StableDiffusion {
             &context.to_dtype(self.dtype)?,
             added.as_ref(),
             guidance.as_ref(),
+            control,
         )?;
         Ok(out.to_dtype(DType::F32)?)
     }
@@ -908,6 +970,7 @@ impl StableDiffusion {
             Stage::Whole | Stage::From(..) => total,
         };
         let (_, _, h, w) = latents.dims4()?;
+        let control = self.control_hint(request, (h, w))?;
         let mut offsets = ChaCha8Rng::seed_from_u64(request.seed ^ 0x7111_AB1E);
         // DPM++ SDE's noise: increments of one Brownian motion over the run's noise levels.
         let brownian = (first < schedule.timesteps.len()
@@ -939,7 +1002,30 @@ impl StableDiffusion {
                 .iter()
                 .position(|(until, ..)| step <= *until)
                 .unwrap_or(conditionings.len() - 1)];
-            let out = self.predict(&x, t, context, added.as_ref(), embedded.as_ref())?;
+            let residuals = match &control {
+                // diffusers' `controlnet_keep`: from `start` to `end` of the steps this run takes.
+                Some((net, c, hint))
+                    if c.scale != 0.0 && {
+                        let (j, count) = ((i - first) as f64, (total - first) as f64);
+                        j / count >= c.start && (j + 1.0) / count <= c.end
+                    } =>
+                {
+                    let f = self.spec.vae.downscale();
+                    let hint = super::roll(hint, dy * f, dx * f)?;
+                    let rows = (guided && c.guess_mode).then_some(n);
+                    let (context, added) = (context, added.as_ref());
+                    Some(self.control_residuals(net, c, &x, t, (context, added), &hint, rows)?)
+                }
+                _ => None,
+            };
+            let out = self.predict_controlled(
+                &x,
+                t,
+                context,
+                added.as_ref(),
+                embedded.as_ref(),
+                residuals.as_ref(),
+            )?;
             let out = if guided {
                 let uncond = out.narrow(0, 0, n)?;
                 let mut guided = uncond.clone();
@@ -979,6 +1065,85 @@ impl StableDiffusion {
             }
         }
         Ok(latents)
+    }
+
+    /// The ControlNet, the request's conditioning and its control image `(1, 3, H, W)` in
+    /// [0, 1] for latents of `h`×`w`, when the request asks for one.
+    fn control_hint<'a>(
+        &'a self,
+        request: &'a GenerateRequest,
+        (h, w): (usize, usize),
+    ) -> Result<Option<(&'a controlnet::ControlNet, &'a Control, Tensor)>, SdError> {
+        let Some(control) = &request.control else {
+            return Ok(None);
+        };
+        let Some(net) = &self.controlnet else {
+            return Err(SdError::BadRequest(
+                "the request has a control image but the model was loaded without a ControlNet"
+                    .into(),
+            ));
+        };
+        if !(0.0..=1.0).contains(&control.start)
+            || !(control.start..=1.0).contains(&control.end)
+            || !(0.0..=2.0).contains(&control.scale)
+        {
+            return Err(SdError::BadRequest(format!(
+                "a ControlNet from {} to {} of the steps at scale {}: start and end are fractions, start ≤ end, and the scale is 0–2",
+                control.start, control.end, control.scale
+            )));
+        }
+        let f = self.spec.vae.downscale();
+        let hint = control_tensor(&control.image, (w * f, h * f), &self.device)?;
+        Ok(Some((net, control, hint)))
+    }
+
+    /// `net`'s residuals for the UNet's input `x` (its first `n` rows the negative prompt's
+    /// when `negative_rows` is given: guess mode conditions the rest alone, and gives those
+    /// rows nothing) with the `(context, added)` conditioning of those rows.
+    #[allow(clippy::too_many_arguments)]
+    fn control_residuals(
+        &self,
+        net: &controlnet::ControlNet,
+        control: &Control,
+        x: &Tensor,
+        timestep: f64,
+        (context, added): (&Tensor, Option<&Tensor>),
+        hint: &Tensor,
+        negative_rows: Option<usize>,
+    ) -> Result<controlnet::ControlResiduals, SdError> {
+        let rows = x.dim(0)?;
+        let skipped = negative_rows.unwrap_or(0);
+        let part = |t: &Tensor| -> candle_core::Result<Tensor> {
+            t.narrow(0, skipped, rows - skipped)?.to_dtype(self.dtype)
+        };
+        // An inpainting UNet's input carries the mask and the masked image after the latents;
+        // the ControlNet takes the latents.
+        let latents = x.narrow(1, 0, net.spec().unet.in_channels)?;
+        let residuals = net.forward(
+            &part(&latents)?,
+            timestep,
+            &part(context)?,
+            added.map(part).transpose()?.as_ref(),
+            &hint.repeat((rows - skipped, 1, 1, 1))?,
+            control.scale,
+            control.guess_mode,
+        )?;
+        if skipped == 0 {
+            return Ok(residuals);
+        }
+        let padded = |t: &Tensor| -> candle_core::Result<Tensor> {
+            let (_, c, h, w) = t.dims4()?;
+            let zeros = Tensor::zeros((skipped, c, h, w), t.dtype(), t.device())?;
+            Tensor::cat(&[&zeros, t], 0)
+        };
+        Ok(controlnet::ControlResiduals {
+            down: residuals
+                .down
+                .iter()
+                .map(padded)
+                .collect::<candle_core::Result<_>>()?,
+            mid: padded(&residuals.mid)?,
+        })
     }
 
     /// Latents scaled for the UNet → image `(n, 3, H, W)` in [0, 1]; tileable images are
@@ -1338,6 +1503,29 @@ fn rgb_tensor(image: &RgbaImage, size: u32, device: &Device) -> candle_core::Res
         }
     }
     Tensor::from_vec(values, (1, 3, s, s), device)
+}
+
+/// A control image as `(1, 3, height, width)` in [0, 1], as diffusers' ControlNet pipelines
+/// take it (resized with a Lanczos filter when its size differs).
+fn control_tensor(
+    image: &RgbImage,
+    (width, height): (usize, usize),
+    device: &Device,
+) -> candle_core::Result<Tensor> {
+    let (w, h) = (width as u32, height as u32);
+    let image = if image.dimensions() == (w, h) {
+        image.clone()
+    } else {
+        imageops::resize(image, w, h, FilterType::Lanczos3)
+    };
+    let values: Vec<f32> = image
+        .into_raw()
+        .into_iter()
+        .map(|v| f32::from(v) / 255.0)
+        .collect();
+    Tensor::from_vec(values, (height, width, 3), device)?
+        .permute((2, 0, 1))?
+        .unsqueeze(0)
 }
 
 /// A mask as `(1, 1, size, size)`: 1 where white (regenerate), 0 where black, split at half

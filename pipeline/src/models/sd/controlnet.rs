@@ -1,0 +1,366 @@
+//! ControlNet (Zhang et al. 2023, "Adding Conditional Control to Text-to-Image Diffusion
+//! Models"), as diffusers' `ControlNetModel` lays it out: a copy of the UNet's first half
+//! (timestep embedding, `conv_in`, down blocks, middle block) whose input also takes a control
+//! image (an edge map, a depth map, a pose…) through a small convolutional encoder, and whose
+//! every skip-connection state and middle-block output go through a 1×1 convolution to be
+//! added to the UNet's own. Read from a diffusers ControlNet folder (`config.json` and
+//! `diffusion_pytorch_model.safetensors`).
+//!
+//! How a run uses it follows diffusers' ControlNet pipelines: the control image in [0, 1] at
+//! the image's size, the residuals scaled by the conditioning scale, over the fraction of the
+//! steps from `start` to `end`; in guess mode only the prompt's prediction is conditioned,
+//! with scales rising from a tenth at the first skip connection to the whole at the middle.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_nn::VarBuilder;
+use serde::Deserialize;
+
+use super::SdError;
+use super::blocks::{conv1, conv3};
+use super::config::UNetSpec;
+use super::kernels::{Conv2d, silu};
+use super::unet::Encoder;
+use super::weights::Weights;
+
+/// A ControlNet to load with a model: a diffusers ControlNet folder.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ControlNetFile {
+    /// Where it is.
+    pub path: PathBuf,
+    /// How the provenance manifest names it (the recipe's text).
+    pub label: String,
+}
+
+/// What a ControlNet adds to a UNet call: one state per skip connection (`conv_in`'s first)
+/// and one for the middle block's output.
+pub struct ControlResiduals {
+    /// Added to the skip connections' states, in the order the down path makes them.
+    pub down: Vec<Tensor>,
+    /// Added to the middle block's output.
+    pub mid: Tensor,
+}
+
+/// A ControlNet's architecture, from its `config.json`.
+#[derive(Clone, Debug)]
+pub struct ControlNetSpec {
+    /// The UNet half it copies.
+    pub unet: UNetSpec,
+    /// Channels of the control image encoder's convolutions (`[16, 32, 96, 256]` in the
+    /// releases); each width after the first halves the image's sides.
+    pub hint_widths: Vec<usize>,
+    /// Channels of the control image (3).
+    pub hint_channels: usize,
+    /// Whether it was trained on BGR control images (`controlnet_conditioning_channel_order`).
+    pub bgr: bool,
+    /// Whether its residuals are averaged over each image (`global_pool_conditions`, the
+    /// shuffle ControlNet's).
+    pub global_pool: bool,
+}
+
+#[derive(Deserialize)]
+struct ControlNetJson {
+    #[serde(default = "hint_widths")]
+    conditioning_embedding_out_channels: Vec<usize>,
+    #[serde(default = "three")]
+    conditioning_channels: usize,
+    #[serde(default = "rgb")]
+    controlnet_conditioning_channel_order: String,
+    #[serde(default)]
+    global_pool_conditions: bool,
+    down_block_types: Vec<String>,
+}
+
+fn hint_widths() -> Vec<usize> {
+    vec![16, 32, 96, 256]
+}
+fn three() -> usize {
+    3
+}
+fn rgb() -> String {
+    "rgb".into()
+}
+
+/// Parses a ControlNet's `config.json` (`path` names it in errors): its UNet half as a UNet's
+/// config (the up blocks it lacks mirrored from its down blocks), and its control image
+/// encoder.
+pub fn spec(json: serde_json::Value, path: &Path) -> std::result::Result<ControlNetSpec, SdError> {
+    let own: ControlNetJson = super::config::parse(json.clone(), path)?;
+    let invalid = |message: String| SdError::Invalid {
+        path: path.to_path_buf(),
+        message,
+    };
+    let bgr = match own.controlnet_conditioning_channel_order.as_str() {
+        "rgb" => false,
+        "bgr" => true,
+        other => {
+            return Err(invalid(format!(
+                "`controlnet_conditioning_channel_order` is {other:?}: \"rgb\" or \"bgr\""
+            )));
+        }
+    };
+    if own.conditioning_embedding_out_channels.is_empty() {
+        return Err(invalid(
+            "`conditioning_embedding_out_channels` is empty".into(),
+        ));
+    }
+    let mut unet = json;
+    let up: Vec<String> = own
+        .down_block_types
+        .iter()
+        .rev()
+        .map(|kind| kind.replace("Down", "Up"))
+        .collect();
+    if let Some(fields) = unet.as_object_mut() {
+        fields.insert("up_block_types".into(), up.into());
+        fields.entry("out_channels").or_insert(4.into());
+        fields.entry("sample_size").or_insert(64.into());
+    }
+    Ok(ControlNetSpec {
+        unet: super::config::unet(unet, path)?,
+        hint_widths: own.conditioning_embedding_out_channels,
+        hint_channels: own.conditioning_channels,
+        bgr,
+        global_pool: own.global_pool_conditions,
+    })
+}
+
+/// The control image encoder (`controlnet_cond_embedding`): a 3×3 convolution, pairs of a 3×3
+/// convolution and a strided one halving the sides, each followed by SiLU, and a last 3×3
+/// convolution to the UNet's first width.
+struct HintEncoder {
+    convs: Vec<Conv2d>,
+    conv_out: Conv2d,
+}
+
+impl HintEncoder {
+    fn new(vb: VarBuilder, spec: &ControlNetSpec) -> Result<Self> {
+        let widths = &spec.hint_widths;
+        let mut convs = vec![conv3(vb.pp("conv_in"), spec.hint_channels, widths[0])?];
+        for (i, pair) in widths.windows(2).enumerate() {
+            let blocks = vb.pp("blocks");
+            convs.push(conv3(blocks.pp(2 * i), pair[0], pair[0])?);
+            convs.push(Conv2d::new(
+                blocks.pp(2 * i + 1),
+                pair[0],
+                pair[1],
+                3,
+                2,
+                1,
+            )?);
+        }
+        let last = widths[widths.len() - 1];
+        let first = spec.unet.config.blocks[0].out_channels;
+        Ok(Self {
+            convs,
+            conv_out: conv3(vb.pp("conv_out"), last, first)?,
+        })
+    }
+}
+
+impl Module for HintEncoder {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let mut xs = xs.clone();
+        for conv in &self.convs {
+            xs = silu(&conv.forward(&xs)?)?;
+        }
+        self.conv_out.forward(&xs)
+    }
+}
+
+/// A loaded ControlNet.
+pub struct ControlNet {
+    spec: ControlNetSpec,
+    encoder: Encoder,
+    hint: HintEncoder,
+    /// One 1×1 convolution per skip connection (`controlnet_down_blocks`).
+    down: Vec<Conv2d>,
+    /// The middle block's (`controlnet_mid_block`).
+    mid: Conv2d,
+}
+
+impl ControlNet {
+    /// Builds the ControlNet `spec` describes from diffusers' weights.
+    pub fn new(vb: VarBuilder, spec: &ControlNetSpec) -> Result<Self> {
+        let config = &spec.unet.config;
+        let blocks = &config.blocks;
+        // The widths of the skip connections' states: `conv_in`'s, each block's layers and
+        // its downsampler but the last block's.
+        let mut widths = vec![blocks[0].out_channels];
+        for (i, block) in blocks.iter().enumerate() {
+            let states = config.layers_per_block + usize::from(i + 1 < blocks.len());
+            widths.extend(std::iter::repeat_n(block.out_channels, states));
+        }
+        let down = widths
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| conv1(vb.pp("controlnet_down_blocks").pp(i), c, c))
+            .collect::<Result<_>>()?;
+        let last = blocks[blocks.len() - 1].out_channels;
+        Ok(Self {
+            spec: spec.clone(),
+            encoder: Encoder::new(vb.clone(), &spec.unet)?,
+            hint: HintEncoder::new(vb.pp("controlnet_cond_embedding"), spec)?,
+            down,
+            mid: conv1(vb.pp("controlnet_mid_block"), last, last)?,
+        })
+    }
+
+    /// Reads the ControlNet folder `path` (`config.json`, `diffusion_pytorch_model.safetensors`
+    /// or its `fp16` variant) onto `device` in `dtype`.
+    pub fn load(path: &Path, device: &Device, dtype: DType) -> std::result::Result<Self, SdError> {
+        let config = path.join("config.json");
+        if !config.is_file() {
+            return Err(SdError::MissingFile { path: config });
+        }
+        let spec = spec(super::config::read_json(&config)?, &config)?;
+        let weights = weights_file(path)?;
+        let vb = VarBuilder::from_backend(
+            Box::new(Weights::files(std::slice::from_ref(&weights))?),
+            dtype,
+            device.clone(),
+        );
+        Self::new(vb, &spec).map_err(|source| SdError::Weights {
+            path: weights,
+            source,
+        })
+    }
+
+    /// Its architecture.
+    pub fn spec(&self) -> &ControlNetSpec {
+        &self.spec
+    }
+
+    /// Its residuals for latents `xs` at `timestep` given the text `context` (and SDXL's
+    /// `added` conditioning, see [`super::unet::UNet::forward`]) and the control image `hint`
+    /// `(n, 3, H, W)` in [0, 1] at the latents' size in pixels, scaled by `scale` (in
+    /// `guess` mode from a tenth of it at the first skip connection to all of it at the
+    /// middle block, as diffusers scales them).
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(
+        &self,
+        xs: &Tensor,
+        timestep: f64,
+        context: &Tensor,
+        added: Option<&Tensor>,
+        hint: &Tensor,
+        scale: f64,
+        guess: bool,
+    ) -> Result<ControlResiduals> {
+        let hint = if self.spec.bgr {
+            let channels = hint.dim(1)?;
+            let order: Vec<u32> = (0..channels as u32).rev().collect();
+            hint.index_select(&Tensor::new(order, hint.device())?, 1)?
+        } else {
+            hint.clone()
+        };
+        let emb = self.encoder.embed(xs, timestep, added, None)?;
+        let embedded = self.hint.forward(&hint.to_dtype(xs.dtype())?)?;
+        let (states, mid) = self.encoder.encode(xs, &emb, context, Some(&embedded))?;
+        let n = states.len();
+        // torch.logspace(-1, 0, n + 1): 10^(−1 + i/n).
+        let scales: Vec<f64> = if guess && !self.spec.global_pool {
+            (0..=n)
+                .map(|i| 10f64.powf(-1.0 + i as f64 / n as f64) * scale)
+                .collect()
+        } else {
+            vec![scale; n + 1]
+        };
+        let pooled = |t: Tensor| -> Result<Tensor> {
+            if self.spec.global_pool {
+                t.mean_keepdim(2)?.mean_keepdim(3)
+            } else {
+                Ok(t)
+            }
+        };
+        let down = states
+            .iter()
+            .zip(&self.down)
+            .zip(&scales)
+            .map(|((state, conv), s)| pooled((conv.forward(state)? * *s)?))
+            .collect::<Result<_>>()?;
+        let mid = pooled((self.mid.forward(&mid)? * scales[n])?)?;
+        Ok(ControlResiduals { down, mid })
+    }
+}
+
+/// The weights file of the ControlNet folder `path`.
+fn weights_file(path: &Path) -> std::result::Result<PathBuf, SdError> {
+    let stem = "diffusion_pytorch_model";
+    [
+        format!("{stem}.safetensors"),
+        format!("{stem}.fp16.safetensors"),
+    ]
+    .into_iter()
+    .map(|name| path.join(name))
+    .find(|file| file.is_file())
+    .ok_or_else(|| SdError::Invalid {
+        path: path.join(format!("{stem}.safetensors")),
+        message: "missing: a diffusers ControlNet folder holds its weights there".into(),
+    })
+}
+
+/// sha256 (hex) of the ControlNet folder `path`: over its `config.json`'s and its weights'.
+pub fn sha256(path: &Path) -> std::result::Result<String, SdError> {
+    use sha2::{Digest, Sha256};
+    let mut all = Sha256::new();
+    for (what, file) in [
+        ("config", path.join("config.json")),
+        ("weights", weights_file(path)?),
+    ] {
+        let digest = super::super::digest::file_sha256(&file).map_err(|e| SdError::io(&file, e))?;
+        all.update(format!("{what}:{digest}\n"));
+    }
+    Ok(hex::encode(all.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> serde_json::Value {
+        serde_json::json!({
+            "block_out_channels": [32, 64],
+            "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+            "in_channels": 4,
+            "layers_per_block": 2,
+            "cross_attention_dim": 32,
+            "attention_head_dim": 8,
+            "conditioning_embedding_out_channels": [4, 8],
+        })
+    }
+
+    #[test]
+    fn a_config_reads_as_the_unet_half_it_copies() {
+        let spec = spec(config(), Path::new("controlnet/config.json")).unwrap();
+        assert_eq!(spec.hint_widths, [4, 8]);
+        assert_eq!(
+            (spec.hint_channels, spec.bgr, spec.global_pool),
+            (3, false, false)
+        );
+        let blocks = &spec.unet.config.blocks;
+        assert_eq!(blocks.len(), 2);
+        assert_eq!(blocks[0].use_cross_attn, Some(1));
+        assert_eq!(blocks[1].use_cross_attn, None);
+    }
+
+    #[test]
+    fn a_bad_config_is_refused_naming_the_field() {
+        let mut bgr = config();
+        bgr["controlnet_conditioning_channel_order"] = "rbg".into();
+        let err = spec(bgr, Path::new("cn/config.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cn/config.json") && err.contains("\"rbg\""),
+            "{err}"
+        );
+        let mut odd = config();
+        odd["down_block_types"] = serde_json::json!(["CrossAttnDownBlock2D", "SkipDownBlock2D"]);
+        let err = spec(odd, Path::new("cn/config.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("down_block_types[1]"), "{err}");
+    }
+}
