@@ -180,9 +180,9 @@ pub struct ModelIdentity {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ControlNetUse {
-    /// The ControlNet folder as the recipe names it.
+    /// The ControlNet folder or file as the recipe names it.
     pub file: String,
-    /// sha256 (hex) over its `config.json`'s and weights' sha256.
+    /// sha256 (hex) of the file, or over a folder's `config.json`'s and weights' sha256.
     pub sha256: String,
 }
 

@@ -7,9 +7,10 @@ use autonomy_pipeline::credentials::certificate::LocalChain;
 use autonomy_pipeline::dataset::{self, BuildOptions};
 use autonomy_pipeline::economy::Config;
 use autonomy_pipeline::economy::registry::RegistryPoller;
-use autonomy_pipeline::generator::{GenerateRequest, Hires, HiresUpscaler, InitImage};
+use autonomy_pipeline::generator::{Control, GenerateRequest, Hires, HiresUpscaler, InitImage};
 use autonomy_pipeline::keys::{KeyStore, password_for};
 use autonomy_pipeline::models::sd::block_weights::BlockWeights;
+use autonomy_pipeline::models::sd::controlnet::ControlNetFile;
 use autonomy_pipeline::models::sd::embedding::EmbeddingFile;
 use autonomy_pipeline::models::sd::hypernetwork::{HypernetworkFile, hypernet_tags};
 use autonomy_pipeline::models::sd::lora::LoraFile;
@@ -303,6 +304,26 @@ struct GenerateArgs {
         default_value = "latent"
     )]
     hires_upscaler: String,
+    /// Stable Diffusion: a ControlNet (a diffusers folder, or an A1111/ComfyUI single file)
+    /// that conditions the image on
+    /// `--control-image` (an edge map, a depth map, a pose…).
+    #[arg(long, value_name = "DIR", requires = "control_image")]
+    controlnet: Option<PathBuf>,
+    /// The ControlNet's control image, resized to the image.
+    #[arg(long, value_name = "PNG", requires = "controlnet")]
+    control_image: Option<PathBuf>,
+    /// How strongly the ControlNet conditions the image, 0–2.
+    #[arg(long, default_value_t = 1.0, requires = "controlnet", value_parser = control_scale)]
+    control_scale: f64,
+    /// The fraction of the steps where the ControlNet starts, 0–1.
+    #[arg(long, default_value_t = 0.0, requires = "controlnet", value_parser = unit_interval)]
+    control_start: f64,
+    /// The fraction of the steps after which the ControlNet stops, 0–1.
+    #[arg(long, default_value_t = 1.0, requires = "controlnet", value_parser = unit_interval)]
+    control_end: f64,
+    /// Guess mode: the ControlNet conditions the prompt's prediction alone.
+    #[arg(long, requires = "controlnet")]
+    control_guess_mode: bool,
     /// Print what was written as JSON.
     #[arg(long)]
     json: bool,
@@ -491,6 +512,17 @@ fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
             }),
         ),
     };
+    let controlnet = args.controlnet.as_ref().map(|path| ControlNetFile {
+        path: path.clone(),
+        label: path.display().to_string(),
+    });
+    if args.control_start > args.control_end {
+        bail!(
+            "--control-start {} is after --control-end {}: the ControlNet must stop after it starts",
+            args.control_start,
+            args.control_end
+        );
+    }
     let additions = Additions {
         loras: &loras,
         embeddings: &embeddings,
@@ -498,6 +530,7 @@ fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
         refiner: refiner.as_ref(),
         upscaler: upscaler.as_ref(),
         hypernetworks: &hypernetworks,
+        controlnet: controlnet.as_ref(),
     };
     let model = models::load(&args.model, dev, &additions)
         .with_context(|| format!("cannot load the model in `{}`", args.model.display()))?;
@@ -551,6 +584,16 @@ fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
         }),
         None => None,
     };
+    let control = match &args.control_image {
+        Some(path) => Some(Control {
+            image: read(path)?.to_rgb8(),
+            scale: args.control_scale,
+            start: args.control_start,
+            end: args.control_end,
+            guess_mode: args.control_guess_mode,
+        }),
+        None => None,
+    };
     let images = model.generate(&GenerateRequest {
         prompt: args.prompt.clone(),
         negative_prompt: args.negative.clone(),
@@ -564,6 +607,7 @@ fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
         guidance_rescale: args.guidance_rescale,
         clip_skip: args.clip_skip as usize,
         hires,
+        control,
         ..Default::default()
     })?;
     let mut written = Vec::new();
@@ -589,9 +633,18 @@ fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
 
 /// A number from 0 to 1, for clap.
 fn unit_interval(text: &str) -> std::result::Result<f64, String> {
+    number_within(text, 0.0, 1.0)
+}
+
+/// `--control-scale`: 0–2.
+fn control_scale(text: &str) -> std::result::Result<f64, String> {
+    number_within(text, 0.0, 2.0)
+}
+
+fn number_within(text: &str, low: f64, high: f64) -> std::result::Result<f64, String> {
     match text.parse::<f64>() {
-        Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
-        Ok(x) => Err(format!("{x} is not within 0–1")),
+        Ok(x) if (low..=high).contains(&x) => Ok(x),
+        Ok(x) => Err(format!("{x} is not within {low}–{high}")),
         Err(e) => Err(format!("{text:?} is not a number: {e}")),
     }
 }

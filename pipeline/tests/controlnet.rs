@@ -4,11 +4,13 @@
 
 mod common;
 
-use autonomy_pipeline::generator::{Control, GenerateRequest};
+use autonomy_pipeline::build::provenance::Manifest;
+use autonomy_pipeline::generator::{Control, GenerateRequest, Generator};
 use autonomy_pipeline::models::sd::StableDiffusion;
 use autonomy_pipeline::models::sd::controlnet::ControlNetFile;
 use candle_core::{Device, Tensor};
 use common::sd::{Reference, fixtures};
+use common::{copy_dir, mean_difference};
 
 fn controlled() -> StableDiffusion {
     let mut model = StableDiffusion::load(&fixtures().join("tiny-sd15"), &Device::Cpu).unwrap();
@@ -188,4 +190,232 @@ fn a_controlnet_for_another_unet_is_refused_naming_both() {
         .to_string();
     assert!(err.contains("a ControlNet for blocks of"), "{err}");
     assert!(model.controlnet().is_none());
+}
+
+#[test]
+fn a_recipe_conditions_its_asset_on_a_control_image_and_the_manifest_records_both() {
+    let studio = common::Studio::new();
+    let root = studio.root();
+    copy_dir(
+        &fixtures().join("tiny-sd15"),
+        &root.join("models/tiny-sd15"),
+    );
+    let recipe = |name: &str, extra: &str| {
+        std::fs::write(
+            root.join(format!("{name}.recipe.toml")),
+            format!(
+                "kind = \"sprite\"\nprompt = \"a stone arch\"\nmodel = \"models/tiny-sd15\"\n\
+                 steps = 3\nseed = 5\n{extra}"
+            ),
+        )
+        .unwrap();
+    };
+    let controlnet = "controlnet = \"models/tiny-sd15/controlnet\"\n\
+                      control_image = \"models/tiny-sd15/control/edges.png\"\n";
+    recipe("guided", &format!("{controlnet}control_scale = 1.2\n"));
+    recipe("plain", "");
+    recipe("late", &format!("{controlnet}control_start = 0.5\n"));
+    recipe(
+        "imageless",
+        "controlnet = \"models/tiny-sd15/controlnet\"\n",
+    );
+    recipe(
+        "nowhere",
+        "controlnet = \"models/nowhere\"\ncontrol_image = \"models/tiny-sd15/control/edges.png\"\n",
+    );
+    let report = studio.build_report(None);
+    let outcome = |name: &str| {
+        report["assets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["asset"] == name)
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| report.to_string())
+    };
+    for name in ["guided", "plain", "late"] {
+        assert!(outcome(name).contains("\"built\""), "{name}: {report}");
+    }
+    let refused = report.to_string();
+    assert!(
+        refused.contains("a ControlNet needs a `control_image`"),
+        "{refused}"
+    );
+    let nowhere = outcome("nowhere");
+    assert!(
+        nowhere.contains("`controlnet`") && nowhere.contains("models/nowhere"),
+        "{nowhere}"
+    );
+    let manifest: Manifest =
+        serde_json::from_slice(&std::fs::read(root.join("guided.prov.json")).unwrap()).unwrap();
+    let used = manifest.model.controlnet.clone().expect("the ControlNet");
+    assert_eq!(used.file, "models/tiny-sd15/controlnet");
+    assert_eq!(
+        used.sha256,
+        autonomy_pipeline::models::sd::controlnet::sha256(
+            &root.join("models/tiny-sd15/controlnet")
+        )
+        .unwrap()
+    );
+    let control = manifest
+        .parents
+        .iter()
+        .find(|p| p.role == "control_image")
+        .expect("the control image among the parents");
+    assert_eq!(control.reference, "file:models/tiny-sd15/control/edges.png");
+    let pixels = |name: &str| {
+        image::open(root.join(format!("{name}.png")))
+            .unwrap()
+            .to_rgba8()
+    };
+    assert!(
+        mean_difference(&pixels("guided"), &pixels("plain")) > 1.0,
+        "the ControlNet changes the picture"
+    );
+    assert!(mean_difference(&pixels("guided"), &pixels("late")) > 0.1);
+    let verified = studio.reproduce(&root.join("guided.png"));
+    let text = String::from_utf8_lossy(&verified.stdout);
+    assert!(text.contains("reproduced bit for bit"), "{text}");
+}
+
+#[test]
+fn generate_takes_a_controlnet_and_its_control_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixtures().join("tiny-sd15");
+    let generate = |name: &str, extra: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_autonomy"))
+            .args(["generate", "a stone arch", "--steps", "2", "--model"])
+            .arg(&model)
+            .arg("-o")
+            .arg(dir.path().join(name))
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (controlnet, image) = (
+        model.join("controlnet").display().to_string(),
+        model.join("control/edges.png").display().to_string(),
+    );
+    let (ok, stderr) = generate("plain.png", &[]);
+    assert!(ok, "{stderr}");
+    let (ok, stderr) = generate(
+        "guided.png",
+        &[
+            "--controlnet",
+            &controlnet,
+            "--control-image",
+            &image,
+            "--control-scale",
+            "1.5",
+        ],
+    );
+    assert!(ok, "{stderr}");
+    let pixels = |name: &str| image::open(dir.path().join(name)).unwrap().to_rgba8();
+    assert!(mean_difference(&pixels("plain.png"), &pixels("guided.png")) > 1.0);
+    let (ok, stderr) = generate("alone.png", &["--controlnet", &controlnet]);
+    assert!(!ok && stderr.contains("--control-image"), "{stderr}");
+    let (ok, stderr) = generate(
+        "backwards.png",
+        &[
+            "--controlnet",
+            &controlnet,
+            "--control-image",
+            &image,
+            "--control-start",
+            "0.9",
+            "--control-end",
+            "0.1",
+        ],
+    );
+    assert!(
+        !ok && stderr.contains("--control-start 0.9 is after --control-end 0.1"),
+        "{stderr}"
+    );
+}
+
+/// `model`'s ControlNet's residuals for the reference's call at its scale.
+fn residuals_of(model: &StableDiffusion, reference: &Reference) -> Vec<Tensor> {
+    let hint = reference.get("control_image").repeat((2, 1, 1, 1)).unwrap();
+    let residuals = model
+        .controlnet()
+        .unwrap()
+        .forward(
+            reference.get("cn_sample"),
+            reference.scalar("cn_timestep"),
+            reference.get("cn_context"),
+            None,
+            &hint,
+            reference.scalar("cn_scale"),
+            false,
+        )
+        .unwrap();
+    residuals
+        .down
+        .into_iter()
+        .chain(std::iter::once(residuals.mid))
+        .collect()
+}
+
+#[test]
+fn single_file_controlnets_load_in_their_original_names() {
+    let reference = Reference::of("controlnet");
+    let expected: Vec<Tensor> = (0..6)
+        .map(|i| reference.get(&format!("cn_down_{i}")).clone())
+        .chain(std::iter::once(reference.get("cn_mid").clone()))
+        .collect();
+    let with = |file: &str| {
+        let mut model = StableDiffusion::load(&fixtures().join("tiny-sd15"), &Device::Cpu).unwrap();
+        let path = fixtures().join("tiny-sd15").join(file);
+        model
+            .add_controlnet(&ControlNetFile {
+                path: path.clone(),
+                label: file.into(),
+            })
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        let used = model.identity().controlnet.clone().unwrap();
+        assert_eq!(
+            used.sha256,
+            autonomy_pipeline::models::digest::file_sha256(&path).unwrap()
+        );
+        model
+    };
+    // ComfyUI's and A1111's safetensors: the same weights as the diffusers folder.
+    let model = with("controlnet-ldm.safetensors");
+    for (i, (ours, theirs)) in residuals_of(&model, &reference)
+        .iter()
+        .zip(&expected)
+        .enumerate()
+    {
+        close(&format!("single file, residual {i}"), ours, theirs, 1e-4);
+    }
+    // The first releases' pickles, under `control_model.`; a shuffle ControlNet's residuals
+    // are averaged over the image.
+    let model = with("controlnet-shuffle.pth");
+    assert!(model.controlnet().unwrap().spec().global_pool);
+    for (i, (ours, theirs)) in residuals_of(&model, &reference)
+        .iter()
+        .zip(&expected)
+        .enumerate()
+    {
+        let pooled = theirs.mean_keepdim(2).unwrap().mean_keepdim(3).unwrap();
+        close(&format!("pooled residual {i}"), ours, &pooled, 1e-4);
+    }
+    // A file that is no ControlNet is refused, naming it.
+    let mut model = StableDiffusion::load(&fixtures().join("tiny-sd15"), &Device::Cpu).unwrap();
+    let lora = fixtures().join("tiny-sd15/loras/kohya.safetensors");
+    let err = model
+        .add_controlnet(&ControlNetFile {
+            path: lora.clone(),
+            label: "kohya.safetensors".into(),
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("not a ControlNet") && err.contains("kohya.safetensors"),
+        "{err}"
+    );
 }

@@ -13,6 +13,7 @@ mod common;
 use autonomy_pipeline::generator::{GenerateRequest, Generator};
 use autonomy_pipeline::models::house::{HouseConfig, HouseModel};
 use autonomy_pipeline::models::sd::StableDiffusion;
+use autonomy_pipeline::models::sd::controlnet::ControlNetFile;
 use autonomy_pipeline::models::sd::hypernetwork::HypernetworkFile;
 use autonomy_pipeline::train::data::TrainingSet;
 use autonomy_pipeline::train::{TrainOptions, Trainer};
@@ -236,6 +237,43 @@ fn stable_diffusion_with_a_hypernetwork_on_cuda_follows_a1111s() {
     let error = relative(&eps, reference.get("pixel_style_eps"));
     println!("| tiny-sd15 + pixel-style.pt at 0.8 | UNet | {error:.2e} | 2e-2 |");
     assert!(error < 2e-2, "the hypernetwork on CUDA strays: {error}");
+}
+
+#[test]
+fn stable_diffusion_with_a_controlnet_on_cuda_conditions_the_unet_as_diffusers_does() {
+    let gpu = gpu();
+    let reference = Reference::of("controlnet");
+    let mut model = StableDiffusion::load(&fixtures().join("tiny-sd15"), &gpu).unwrap();
+    model
+        .add_controlnet(&ControlNetFile {
+            path: fixtures().join("tiny-sd15/controlnet"),
+            label: "controlnet".into(),
+        })
+        .unwrap();
+    // The ControlNet and the UNet in f16, the control image converted to it.
+    let on_gpu = |key: &str| reference.get(key).to_device(&gpu).unwrap();
+    let (sample, context) = (on_gpu("cn_sample"), on_gpu("cn_context"));
+    let hint = on_gpu("control_image").repeat((2, 1, 1, 1)).unwrap();
+    let half = |t: &Tensor| t.to_dtype(DType::F16).unwrap();
+    let residuals = model
+        .controlnet()
+        .unwrap()
+        .forward(
+            &half(&sample),
+            501.0,
+            &half(&context),
+            None,
+            &hint,
+            0.7,
+            false,
+        )
+        .unwrap();
+    let eps = model
+        .predict_controlled(&sample, 501.0, &context, None, None, Some(&residuals))
+        .unwrap();
+    let error = relative(&eps, reference.get("cn_unet_eps"));
+    println!("| tiny-sd15 + its ControlNet at 0.7 | UNet | {error:.2e} | 2e-2 |");
+    assert!(error < 2e-2, "the ControlNet on CUDA strays: {error}");
 }
 
 #[test]

@@ -28,8 +28,8 @@ use autonomy_pipeline::models::sd::{Prompt, SdError, StableDiffusion, Stage, che
 use autonomy_pipeline::models::sd::{hires, lanczos};
 use autonomy_pipeline::post::seam;
 use candle_core::{Device, Tensor};
-use common::mean_difference;
 use common::sd::{Reference, fixtures};
+use common::{copy_dir, mean_difference};
 use image::{GrayImage, Luma, Rgba, RgbaImage};
 
 const FAMILIES: [&str; 4] = ["tiny-sd15", "tiny-sd21", "tiny-sd-turbo", "tiny-sd-inpaint"];
@@ -1055,19 +1055,6 @@ fn copy_fixture(name: &str, to: &Path) -> PathBuf {
     let target = to.join(name);
     copy_dir(&fixtures().join(name), &target);
     target
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let path = entry.path();
-        if path.is_dir() {
-            copy_dir(&path, &to.join(entry.file_name()));
-        } else {
-            std::fs::copy(&path, to.join(entry.file_name())).unwrap();
-        }
-    }
 }
 
 #[test]

@@ -1587,6 +1587,15 @@ def edge_image():
     return image
 
 
+def save_control_model_pickle(ldm, path):
+    """The original names under `control_model.` in a `torch.save` zip, as the first ControlNet
+    releases (`control_sd15_canny.pth`) stored them (without the rest of the model they were
+    saved with, which would make the fixture a checkpoint too); named for the shuffle
+    ControlNet, whose residuals A1111 pools over the image when the file's name says
+    `shuffle`."""
+    torch.save({f"control_model.{k}": v for k, v in ldm.items()}, path)
+
+
 @torch.no_grad()
 def build_controlnet(name):
     """A tiny random-weight ControlNet for tiny-sd15 and what diffusers computes with it:
@@ -1605,6 +1614,8 @@ def build_controlnet(name):
       `middle_block_out.0` (see `controlnet_ldm_name`). Checked by feeding it through diffusers'
       own `convert_controlnet_checkpoint` (every tensor and the key set equal to the folder's) and
       by `ControlNetModel.from_single_file`.
+    - `tiny-sd15/controlnet-shuffle.pth`: the same again as a pickle, under `control_model.`
+      (see `save_control_model_pickle`).
     - `tiny-sd15/control/edges.png`: the 64×64 8-bit RGB edge map of `edge_image`.
     Writes `controlnet.reference.safetensors`:
     - `control_image`: the PNG as diffusers' ControlNet pipelines feed it, (1, 3, 64, 64) in [0, 1]
@@ -1674,6 +1685,7 @@ def build_controlnet(name):
         print("controlnet-ldm.safetensors: from_single_file matches the folder")
     except Exception as error:  # noqa: BLE001 — only a cross-check; the converter check above holds
         print(f"controlnet-ldm.safetensors: from_single_file not checked: {error!r}"[:400])
+    save_control_model_pickle(ldm, os.path.join(folder, "controlnet-shuffle.pth"))
 
     control = edge_image()
     os.makedirs(os.path.join(folder, "control"), exist_ok=True)

@@ -363,6 +363,9 @@ impl Builder<'_> {
         if let Some(upscaler) = &ingredients.upscaler {
             inputs.push(format!("upscaler:{}", upscaler.sha256));
         }
+        if let Some(controlnet) = &ingredients.controlnet {
+            inputs.push(format!("controlnet:{}", controlnet.sha256));
+        }
         if let Some(signer) = &self.options.signer {
             inputs.push(format!("creator:{}", signer.address()));
             inputs.push(format!("content-credentials:{CREDENTIALS_REVISION}"));

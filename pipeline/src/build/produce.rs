@@ -1,11 +1,11 @@
 //! Making one asset's files from its recipe: generate at the model's size, then the kind's
 //! post-processing (sprite fit, pixel art, animation GIF + sheet + atlas, PBR material).
 
-use image::{GrayImage, RgbaImage};
+use image::{GrayImage, RgbImage, RgbaImage};
 use std::path::Path;
 
 use super::BuildError;
-use crate::generator::{GenerateRequest, Generator, Hires, HiresUpscaler, InitImage};
+use crate::generator::{Control, GenerateRequest, Generator, Hires, HiresUpscaler, InitImage};
 use crate::material::{self, MapKind};
 use crate::post::{self, Palette};
 use crate::recipe::{self, AssetRecipe, Kind, ModelRef, PbrMap, UpscalerRef};
@@ -25,6 +25,8 @@ pub struct Inputs<'a> {
     pub source: Option<&'a RgbaImage>,
     /// Where to repaint the start image (white) and where to keep it (black).
     pub mask: Option<&'a GrayImage>,
+    /// The ControlNet's control image.
+    pub control: Option<&'a RgbImage>,
     /// A fixed palette read from a file or the recipe, if any.
     pub palette: Option<&'a Palette>,
     /// An empty folder for files that are easier to write than to return (material maps).
@@ -72,7 +74,15 @@ pub fn produce(recipe: &AssetRecipe, inputs: &Inputs) -> Result<Vec<Produced>, B
                 UpscalerRef::File(_) => HiresUpscaler::Model,
             },
         }),
-        control: None,
+        control: recipe.control.as_ref().and_then(|c| {
+            inputs.control.map(|image| Control {
+                image: image.clone(),
+                scale: c.scale,
+                start: c.start,
+                end: c.end,
+                guess_mode: c.guess_mode,
+            })
+        }),
     };
     let native = inputs.generator.native_size();
     if matches!(recipe.model, ModelRef::Folder(_))

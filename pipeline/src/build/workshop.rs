@@ -3,7 +3,7 @@
 //! caches and installs what the [`Workshop`] makes; a reproduction compares it with the
 //! manifest.
 
-use image::{GrayImage, RgbaImage};
+use image::{GrayImage, RgbImage, RgbaImage};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -12,11 +12,12 @@ use super::produce::{self, Inputs, Produced};
 use super::provenance::{Carrier, FileHash, Manifest, Parent};
 use super::{BuildError, BuildOptions, label, slash};
 use crate::generator::{
-    EmbeddingUse, Generator, HypernetworkUse, LoraUse, ModelIdentity, RefinerUse, UpscalerUse,
-    VaeUse,
+    ControlNetUse, EmbeddingUse, Generator, HypernetworkUse, LoraUse, ModelIdentity, RefinerUse,
+    UpscalerUse, VaeUse,
 };
 use crate::models::locate;
 use crate::models::sd::block_weights::BlockWeights;
+use crate::models::sd::controlnet::ControlNetFile;
 use crate::models::sd::embedding::EmbeddingFile;
 use crate::models::sd::hypernetwork::{HypernetworkFile, hypernet_tags};
 use crate::models::sd::lora::{LoraFile, LoraSummary};
@@ -47,6 +48,10 @@ pub struct Ingredients {
     pub refiner: Option<RefinerUse>,
     /// The upscaling model of the hires pass: the file as the recipe names it, its hash.
     pub upscaler: Option<UpscalerUse>,
+    /// The ControlNet: the folder as the recipe names it, its hash.
+    pub controlnet: Option<ControlNetUse>,
+    /// The ControlNet's control image.
+    pub control_image: Option<RgbImage>,
     /// sha256 (hex) of the model's weights.
     pub weights_sha256: String,
     /// The generator code version ([`crate::generator::generator_version`]).
@@ -112,6 +117,14 @@ impl<'a> Workshop<'a> {
                 let (mask, parent) = self.mask(recipe, file)?;
                 parents.push(parent);
                 Some(mask)
+            }
+            None => None,
+        };
+        let control_image = match &recipe.control {
+            Some(control) => {
+                let (image, parent) = self.control_image(recipe, &control.image)?;
+                parents.push(parent);
+                Some(image)
             }
             None => None,
         };
@@ -195,6 +208,18 @@ impl<'a> Workshop<'a> {
             }
             _ => None,
         };
+        let controlnet = match &recipe.control {
+            Some(control) => {
+                let path = self.options.root.join(&control.model);
+                let sha256 = crate::models::sd::controlnet::sha256(&path)
+                    .map_err(|e| fail(format!("`controlnet`: {e}")))?;
+                Some(ControlNetUse {
+                    file: slash(&control.model),
+                    sha256,
+                })
+            }
+            None => None,
+        };
         Ok(Ingredients {
             generator: Family::of(&model_dir).generator(),
             model_dir,
@@ -204,6 +229,8 @@ impl<'a> Workshop<'a> {
             vae,
             refiner,
             upscaler,
+            controlnet,
+            control_image,
             weights_sha256,
             device: crate::device::name(&self.options.device),
             source,
@@ -230,6 +257,7 @@ impl<'a> Workshop<'a> {
                 generator: model.as_ref(),
                 source: ingredients.source.as_ref(),
                 mask: ingredients.mask.as_ref(),
+                control: ingredients.control_image.as_ref(),
                 palette: ingredients.palette.as_ref(),
                 scratch,
             },
@@ -355,7 +383,7 @@ impl<'a> Workshop<'a> {
     /// The model the ingredients name, with their LoRAs, embeddings, VAE and refiner: loaded
     /// once.
     fn model(&self, ingredients: &Ingredients) -> Result<Arc<dyn Generator>, String> {
-        let (dir, loras, embeddings, hypernetworks, vae, refiner, upscaler) = (
+        let (dir, loras, embeddings, hypernetworks, vae, refiner, upscaler, controlnet) = (
             &ingredients.model_dir,
             &ingredients.loras,
             &ingredients.embeddings,
@@ -363,6 +391,7 @@ impl<'a> Workshop<'a> {
             ingredients.vae.as_ref(),
             ingredients.refiner.as_ref(),
             ingredients.upscaler.as_ref(),
+            ingredients.controlnet.as_ref(),
         );
         let mut models = self
             .models
@@ -389,6 +418,7 @@ impl<'a> Workshop<'a> {
             .chain(vae.map(|v| format!("vae:{}:{}", v.file, v.sha256)))
             .chain(refiner.map(|r| format!("refiner:{}:{}:{}", r.file, r.weights_sha256, r.switch)))
             .chain(upscaler.map(|u| format!("upscaler:{}:{}", u.file, u.sha256)))
+            .chain(controlnet.map(|c| format!("controlnet:{}:{}", c.file, c.sha256)))
             .collect();
         let key = (dir.to_path_buf(), signature.join("|"));
         if let Some(model) = models.get(&key) {
@@ -447,6 +477,10 @@ impl<'a> Workshop<'a> {
             path: self.options.root.join(&u.file),
             label: u.file.clone(),
         });
+        let controlnet_file = controlnet.map(|c| ControlNetFile {
+            path: self.options.root.join(&c.file),
+            label: c.file.clone(),
+        });
         let additions = Additions {
             loras: &files,
             embeddings: &embedding_files,
@@ -454,6 +488,7 @@ impl<'a> Workshop<'a> {
             refiner: refiner_file.as_ref(),
             upscaler: upscaler_file.as_ref(),
             hypernetworks: &hypernetwork_files,
+            controlnet: controlnet_file.as_ref(),
         };
         let model: Arc<dyn Generator> = models::load(dir, &self.options.device, &additions)
             .map_err(|e| format!("model: {e}"))?
@@ -465,9 +500,10 @@ impl<'a> Workshop<'a> {
             || identity.vae.as_ref() != vae
             || identity.refiner.as_ref() != refiner
             || identity.upscaler.as_ref() != upscaler
+            || identity.controlnet.as_ref() != controlnet
         {
             return Err(
-                "a LoRA, hypernetwork, embedding, VAE, refiner or upscaler file changed while the build read it; build again"
+                "a LoRA, hypernetwork, embedding, VAE, refiner, upscaler or ControlNet file changed while the build read it; build again"
                     .into(),
             );
         }
@@ -537,23 +573,43 @@ impl<'a> Workshop<'a> {
 
     /// The decoded inpainting mask (its luma) and its parent record for the manifest.
     fn mask(&self, recipe: &AssetRecipe, file: &Path) -> Result<(GrayImage, Parent), BuildError> {
+        let (image, parent) = self.input_image(recipe, file, "mask")?;
+        Ok((image.to_luma8(), parent))
+    }
+
+    fn control_image(
+        &self,
+        recipe: &AssetRecipe,
+        file: &Path,
+    ) -> Result<(RgbImage, Parent), BuildError> {
+        let (image, parent) = self.input_image(recipe, file, "control_image")?;
+        Ok((image.to_rgb8(), parent))
+    }
+
+    /// The image file the recipe's `field` names, decoded, and the parent record (role
+    /// `field`) the manifest lists it by.
+    fn input_image(
+        &self,
+        recipe: &AssetRecipe,
+        file: &Path,
+        field: &str,
+    ) -> Result<(image::DynamicImage, Parent), BuildError> {
         let path = self.options.root.join(file);
         let fail = |message: String| {
-            BuildError::asset(recipe, format!("`mask` `{}`: {message}", path.display()))
+            BuildError::asset(recipe, format!("`{field}` `{}`: {message}", path.display()))
         };
         let bytes = std::fs::read(&path).map_err(|e| fail(e.to_string()))?;
-        let mask = image::load_from_memory(&bytes)
-            .map_err(|e| fail(format!("is not an image: {e}")))?
-            .to_luma8();
+        let image =
+            image::load_from_memory(&bytes).map_err(|e| fail(format!("is not an image: {e}")))?;
         let reference = format!("file:{}", slash(file));
         let hash = FileHash::of(&reference, &bytes);
         Ok((
-            mask,
+            image,
             Parent {
                 reference,
                 sha256: hash.sha256,
                 cid: hash.cid,
-                role: "mask".into(),
+                role: field.into(),
             },
         ))
     }

@@ -59,6 +59,8 @@ pub struct Additions<'a> {
     pub upscaler: Option<&'a sd::upscaler::UpscalerFile>,
     /// A1111 hypernetworks run on its UNet's attention, in order.
     pub hypernetworks: &'a [sd::hypernetwork::HypernetworkFile],
+    /// The ControlNet its requests' control images condition it through.
+    pub controlnet: Option<&'a sd::controlnet::ControlNetFile>,
 }
 
 /// A refiner to load for a base model (SDXL's ensemble of experts).
@@ -84,12 +86,13 @@ pub fn load(
         && additions.vae.is_none()
         && additions.refiner.is_none()
         && additions.upscaler.is_none()
-        && additions.hypernetworks.is_empty();
+        && additions.hypernetworks.is_empty()
+        && additions.controlnet.is_none();
     Ok(match Family::of(dir) {
         Family::House if plain => Box::new(HouseModel::load(dir, device)?),
         Family::House => {
             return Err(GenerateError::Unsupported(format!(
-                "`{}` is a house model: LoRAs, hypernetworks, embeddings, VAE files, refiners and upscalers apply to Stable Diffusion models",
+                "`{}` is a house model: LoRAs, hypernetworks, embeddings, VAE files, refiners, upscalers and ControlNets apply to Stable Diffusion models",
                 dir.display()
             )));
         }
@@ -99,6 +102,9 @@ pub fn load(
             base.add_hypernetworks(additions.hypernetworks)?;
             if let Some(upscaler) = additions.upscaler {
                 base.add_upscaler(upscaler)?;
+            }
+            if let Some(controlnet) = additions.controlnet {
+                base.add_controlnet(controlnet)?;
             }
             match additions.refiner {
                 None => Box::new(base),

@@ -52,9 +52,13 @@
 //! size, then redraw at `size` — a multiple of 64 above it — at this strength, A1111's
 //! "hires. fix"; not for animations) with `hires_steps` (`steps`, 1..=200) and
 //! `hires_upscaler` (`"latent"`: the latents bilinearly; `"lanczos"`: the pixels; or an
-//! upscaling model file, ESRGAN or Real-ESRGAN `.pth`/`.safetensors`).
+//! upscaling model file, ESRGAN or Real-ESRGAN `.pth`/`.safetensors`), and `controlnet` (none:
+//! a diffusers ControlNet folder or an A1111/ComfyUI single file) with `control_image` (required with it: an edge map, a
+//! depth map, a pose…, resized to the image), `control_scale` (1, 0..=2), `control_start`
+//! (0) and `control_end` (1: the fractions of the steps it conditions) and
+//! `control_guess_mode` (false: it conditions the prompt's prediction alone).
 //!
-//! **Paths** (`source`, `mask`, `palette`, a model folder, LoRA files) are written relative to the recipe's
+//! **Paths** (`source`, `mask`, `control_image`, `palette`, a model folder, LoRA files) are written relative to the recipe's
 //! folder and stored relative to the recipe root; they may not leave the root (a model
 //! folder or a LoRA file may be absolute: they often live in a shared models folder). **`recipe:` sources** name an asset: `recipe:x` means the `x`
 //! in the same folder if there is one, else the only `x` anywhere under the root (several
@@ -261,6 +265,25 @@ pub enum UpscalerRef {
     File(PathBuf),
 }
 
+/// A ControlNet that conditions a Stable Diffusion asset on a control image (see
+/// [`crate::generator::Control`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControlRef {
+    /// The diffusers ControlNet folder or single file, relative to the recipe root (or
+    /// absolute).
+    pub model: PathBuf,
+    /// The control image (an edge map, a depth map, a pose…), relative to the recipe root.
+    pub image: PathBuf,
+    /// How strongly it conditions, 0–2 (1 as trained).
+    pub scale: f64,
+    /// The fraction of the steps where it starts, 0–1.
+    pub start: f64,
+    /// The fraction of the steps after which it stops, `start`–1.
+    pub end: f64,
+    /// Whether it conditions the prompt's prediction alone (diffusers' guess mode).
+    pub guess_mode: bool,
+}
+
 /// One asset to generate, with every default filled in.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AssetRecipe {
@@ -293,6 +316,8 @@ pub struct AssetRecipe {
     pub clip_skip: usize,
     /// Draw at the model's size, then redraw at `size` (Stable Diffusion models only).
     pub hires: Option<HiresRef>,
+    /// A ControlNet and its control image (Stable Diffusion models only).
+    pub control: Option<ControlRef>,
     /// Noise seed.
     pub seed: u64,
     /// Output side in pixels (8..=2048).
@@ -427,6 +452,16 @@ impl AssetRecipe {
                 UpscalerRef::Lanczos => canonical["hires"]["upscaler"] = json!("lanczos"),
                 UpscalerRef::File(file) => canonical["hires"]["upscaler"] = json!(path(file)),
             }
+        }
+        if let Some(control) = &self.control {
+            canonical["control"] = json!({
+                "model": path(&control.model),
+                "image": path(&control.image),
+                "scale": control.scale,
+                "start": control.start,
+                "end": control.end,
+                "guess_mode": control.guess_mode,
+            });
         }
         canonical
     }

@@ -10,8 +10,8 @@ use super::error::{RecipeError, Report};
 use super::fields::{Fields, closest, expected};
 use super::paths::{check_name, check_recipe_ref, resolve_inside};
 use super::{
-    Animation, AssetRecipe, HiresRef, Img2Img, Kind, LoraRef, ModelRef, Palette, PbrMap, PixelArt,
-    RefinerRef, Source, UpscalerRef,
+    Animation, AssetRecipe, ControlRef, HiresRef, Img2Img, Kind, LoraRef, ModelRef, Palette,
+    PbrMap, PixelArt, RefinerRef, Source, UpscalerRef,
 };
 use crate::models::sd::block_weights::BlockWeights;
 use crate::models::sd::hypernetwork::hypernet_tags;
@@ -25,7 +25,7 @@ pub(super) const MAX_FILE_BYTES: usize = 1 << 20;
 /// Keys only animations accept.
 const ANIMATION_KEYS: [&str; 3] = ["frames", "fps", "loop"];
 /// Every key an asset may have.
-const ALL_KEYS: [&str; 28] = [
+const ALL_KEYS: [&str; 34] = [
     "kind",
     "prompt",
     "negative_prompt",
@@ -45,6 +45,12 @@ const ALL_KEYS: [&str; 28] = [
     "hires_strength",
     "hires_steps",
     "hires_upscaler",
+    "controlnet",
+    "control_image",
+    "control_scale",
+    "control_start",
+    "control_end",
+    "control_guess_mode",
     "tileable",
     "pixel_art",
     "source",
@@ -427,6 +433,7 @@ impl Reader<'_> {
             steps: hires_steps.map(|steps| steps as u32),
             upscaler,
         });
+        let control = self.control(report, &mut f, &model);
         let tileable = f.boolean(report, "tileable");
         let pixel_art = f
             .table(report, "pixel_art")
@@ -508,6 +515,7 @@ impl Reader<'_> {
             guidance_rescale,
             clip_skip,
             hires,
+            control,
             seed,
             size,
             steps,
@@ -693,6 +701,70 @@ impl Reader<'_> {
             }
         }
         files
+    }
+
+    /// The ControlNet keys: `controlnet` (a folder) and `control_image` go together, the
+    /// rest only with them.
+    fn control(&self, report: &mut Report, f: &mut Fields, model: &ModelRef) -> Option<ControlRef> {
+        let net = f.string(report, "controlnet").and_then(|c| {
+            self.weights_file(c.get_ref())
+                .map_err(|message| report.error(c.span(), Some(&f.field("controlnet")), message))
+                .ok()
+        });
+        let image = f.string(report, "control_image").and_then(|m| {
+            resolve_inside(self.dir, m.get_ref())
+                .map_err(|message| report.error(m.span(), Some(&f.field("control_image")), message))
+                .ok()
+        });
+        let scale = f.number(report, "control_scale", 0.0..=2.0, false);
+        let start = f.number(report, "control_start", 0.0..=1.0, false);
+        let end = f.number(report, "control_end", 0.0..=1.0, false);
+        let guess_mode = f.boolean(report, "control_guess_mode");
+        if f.has("controlnet") && !f.has("control_image") {
+            f.misplaced(
+                report,
+                "controlnet",
+                "a ControlNet needs a `control_image` (an edge map, a depth map, a pose…)",
+            );
+        }
+        if !f.has("controlnet") {
+            for key in [
+                "control_image",
+                "control_scale",
+                "control_start",
+                "control_end",
+                "control_guess_mode",
+            ] {
+                f.misplaced(
+                    report,
+                    key,
+                    "only applies with a `controlnet` folder; add one or remove this",
+                );
+            }
+        }
+        if f.has("controlnet") && !matches!(model, ModelRef::Folder(_)) {
+            f.misplaced(
+                report,
+                "controlnet",
+                "a ControlNet conditions a Stable Diffusion model; set `model` to one",
+            );
+        }
+        let (start, end) = (start.unwrap_or(0.0), end.unwrap_or(1.0));
+        if start > end {
+            f.misplaced(
+                report,
+                "control_end",
+                &format!("the ControlNet must stop after it starts: `control_start` is {start}"),
+            );
+        }
+        Some(ControlRef {
+            model: net?,
+            image: image?,
+            scale: scale.unwrap_or(1.0),
+            start,
+            end,
+            guess_mode: guess_mode.unwrap_or(false),
+        })
     }
 
     /// A weights file a recipe names (a LoRA, a VAE): inside the root, relative to the recipe,
@@ -1243,6 +1315,79 @@ mod tests {
             let errors = parse(Path::new("x.recipe.toml"), text).expect_err(text);
             let message = errors[0].to_string();
             assert!(message.contains(what), "{message}");
+        }
+    }
+
+    #[test]
+    fn reads_a_controlnet_with_its_control_image_for_a_model_folder() {
+        let r = one(
+            "a/x.recipe.toml",
+            "kind = \"sprite\"\nprompt = \"an arch\"\nmodel = \"sd\"\ncontrolnet = \"/models/canny\"\n\
+             control_image = \"../edges/arch.png\"\ncontrol_end = 0.6\n",
+        );
+        let control = r.control.clone().expect("the ControlNet");
+        assert_eq!(control.model, PathBuf::from("/models/canny"));
+        assert_eq!(control.image, PathBuf::from("edges/arch.png"));
+        assert_eq!(
+            (
+                control.scale,
+                control.start,
+                control.end,
+                control.guess_mode
+            ),
+            (1.0, 0.0, 0.6, false)
+        );
+        assert_eq!(
+            r.canonical()["control"],
+            serde_json::json!({ "model": "/models/canny", "image": "edges/arch.png", "scale": 1.0,
+                                "start": 0.0, "end": 0.6, "guess_mode": false })
+        );
+        let plain = one(
+            "a/x.recipe.toml",
+            "kind = \"sprite\"\nprompt = \"an arch\"\n",
+        );
+        assert!(
+            plain.canonical().get("control").is_none(),
+            "no key without one"
+        );
+        for (text, field, why) in [
+            (
+                "kind = \"sprite\"\nprompt = \"a\"\nmodel = \"sd\"\ncontrolnet = \"cn\"\n",
+                "controlnet",
+                "needs a `control_image`",
+            ),
+            (
+                "kind = \"sprite\"\nprompt = \"a\"\nmodel = \"sd\"\ncontrol_scale = 0.5\n",
+                "control_scale",
+                "only applies with a `controlnet`",
+            ),
+            (
+                "kind = \"sprite\"\nprompt = \"a\"\ncontrolnet = \"cn\"\ncontrol_image = \"e.png\"\n",
+                "controlnet",
+                "conditions a Stable Diffusion model",
+            ),
+            (
+                "kind = \"sprite\"\nprompt = \"a\"\nmodel = \"sd\"\ncontrolnet = \"cn\"\ncontrol_image = \"e.png\"\n\
+                 control_start = 0.7\ncontrol_end = 0.2\n",
+                "control_end",
+                "must stop after it starts",
+            ),
+            (
+                "kind = \"sprite\"\nprompt = \"a\"\nmodel = \"sd\"\ncontrolnet = \"cn\"\ncontrol_image = \"e.png\"\n\
+                 control_scale = 3\n",
+                "control_scale",
+                "between 0.0 and 2.0",
+            ),
+            (
+                "kind = \"sprite\"\nprompt = \"a\"\nmodel = \"sd\"\ncontrolnet = \"cn\"\ncontrol_image = \"../../e.png\"\n",
+                "control_image",
+                "",
+            ),
+        ] {
+            let errors = refused(text);
+            assert_eq!(errors.len(), 1, "{text}: {errors:?}");
+            assert_eq!(errors[0].0, field, "{errors:?}");
+            assert!(errors[0].1.contains(why), "{errors:?}");
         }
     }
 

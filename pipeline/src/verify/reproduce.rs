@@ -397,10 +397,9 @@ fn same_ingredients(have: &Ingredients, manifest: &Manifest) -> Result<(), Found
     if now != then {
         return Err(differ("refiners", &now, &then));
     }
+    let file = |file: &str, sha256: &str| format!("{file} (sha256 {sha256})");
     let upscaler = |upscaler: Option<&crate::generator::UpscalerUse>| {
-        upscaler.map_or("none".to_string(), |u| {
-            format!("{} (sha256 {})", u.file, u.sha256)
-        })
+        upscaler.map_or("none".to_string(), |u| file(&u.file, &u.sha256))
     };
     let (now, then) = (
         upscaler(have.upscaler.as_ref()),
@@ -408,6 +407,16 @@ fn same_ingredients(have: &Ingredients, manifest: &Manifest) -> Result<(), Found
     );
     if now != then {
         return Err(differ("hires upscalers", &now, &then));
+    }
+    let controlnet = |controlnet: Option<&crate::generator::ControlNetUse>| {
+        controlnet.map_or("none".to_string(), |c| file(&c.file, &c.sha256))
+    };
+    let (now, then) = (
+        controlnet(have.controlnet.as_ref()),
+        controlnet(model.controlnet.as_ref()),
+    );
+    if now != then {
+        return Err(differ("ControlNets", &now, &then));
     }
     let sources = |parents: &[crate::build::provenance::Parent]| {
         let list: Vec<String> = parents

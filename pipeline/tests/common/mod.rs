@@ -27,6 +27,20 @@ pub fn mean_difference(a: &RgbaImage, b: &RgbaImage) -> f64 {
     sum as f64 / a.as_raw().len() as f64
 }
 
+/// Copies the folder `from` with everything in it to `to`.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let path = entry.path();
+        if path.is_dir() {
+            copy_dir(&path, &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(&path, to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
 /// A copy of the shipped house model in `into`: a training run may rewrite `models/house`
 /// while tests run.
 pub fn copy_of_shipped_model(into: &Path) -> PathBuf {

@@ -4,14 +4,17 @@
 //! image (an edge map, a depth map, a pose…) through a small convolutional encoder, and whose
 //! every skip-connection state and middle-block output go through a 1×1 convolution to be
 //! added to the UNet's own. Read from a diffusers ControlNet folder (`config.json` and
-//! `diffusion_pytorch_model.safetensors`).
+//! `diffusion_pytorch_model.safetensors`), or from the single files A1111 and ComfyUI load
+//! (`control_v11p_sd15_canny.pth`, its fp16 safetensors) in the original code's names.
 //!
 //! How a run uses it follows diffusers' ControlNet pipelines: the control image in [0, 1] at
 //! the image's size, the residuals scaled by the conditioning scale, over the fraction of the
 //! steps from `start` to `end`; in guess mode only the prompt's prediction is conditioned,
 //! with scales rising from a tenth at the first skip connection to the whole at the middle.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
@@ -21,10 +24,11 @@ use super::SdError;
 use super::blocks::{conv1, conv3};
 use super::config::UNetSpec;
 use super::kernels::{Conv2d, silu};
+use super::original_names;
 use super::unet::Encoder;
-use super::weights::Weights;
+use super::weights::{Reshape, Store, Stored, Weights};
 
-/// A ControlNet to load with a model: a diffusers ControlNet folder.
+/// A ControlNet to load with a model: a diffusers ControlNet folder, or a single file.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ControlNetFile {
     /// Where it is.
@@ -207,24 +211,29 @@ impl ControlNet {
         })
     }
 
-    /// Reads the ControlNet folder `path` (`config.json`, `diffusion_pytorch_model.safetensors`
-    /// or its `fp16` variant) onto `device` in `dtype`.
-    pub fn load(path: &Path, device: &Device, dtype: DType) -> std::result::Result<Self, SdError> {
-        let config = path.join("config.json");
-        if !config.is_file() {
-            return Err(SdError::MissingFile { path: config });
-        }
-        let spec = spec(super::config::read_json(&config)?, &config)?;
-        let weights = weights_file(path)?;
-        let vb = VarBuilder::from_backend(
-            Box::new(Weights::files(std::slice::from_ref(&weights))?),
-            dtype,
-            device.clone(),
-        );
-        Self::new(vb, &spec).map_err(|source| SdError::Weights {
-            path: weights,
-            source,
-        })
+    /// Reads the ControlNet at `path` onto `device` in `dtype`: a diffusers folder
+    /// (`config.json`, `diffusion_pytorch_model.safetensors` or its `fp16` variant), or a
+    /// single file in the original code's names whose architecture follows `base`, the UNet it
+    /// is for, where its shapes do not say otherwise.
+    pub fn load(
+        path: &Path,
+        base: &UNetSpec,
+        device: &Device,
+        dtype: DType,
+    ) -> std::result::Result<Self, SdError> {
+        let (spec, weights) = if path.is_dir() {
+            let config = path.join("config.json");
+            if !config.is_file() {
+                return Err(SdError::MissingFile { path: config });
+            }
+            let spec = spec(super::config::read_json(&config)?, &config)?;
+            (spec, Weights::files(&[weights_file(path)?])?)
+        } else {
+            single_file(path, base)?
+        };
+        let file = weights.path().to_path_buf();
+        let vb = VarBuilder::from_backend(Box::new(weights), dtype, device.clone());
+        Self::new(vb, &spec).map_err(|source| SdError::Weights { path: file, source })
     }
 
     /// Its architecture.
@@ -285,6 +294,123 @@ impl ControlNet {
     }
 }
 
+/// The prefix the first ControlNet releases (`control_sd15_canny.pth`, whole models) put
+/// before the ControlNet's names.
+const CONTROL_MODEL: &str = "control_model.";
+
+/// A single-file ControlNet as A1111 and ComfyUI load it: the original ControlNet code's names
+/// (the UNet's `time_embed`, `input_blocks` and `middle_block`, plus `input_hint_block`,
+/// `zero_convs` and `middle_block_out`; under `control_model.` in the first releases), its
+/// architecture `base`'s UNet (as A1111 takes it from the model's config) but for what the
+/// file's shapes say: the control image encoder's widths, the input channels and each level's
+/// transformer depth. A file whose name says `shuffle` pools its residuals over the image, as
+/// A1111 decides for the shuffle ControlNet (nothing in the file says so).
+fn single_file(
+    path: &Path,
+    base: &UNetSpec,
+) -> std::result::Result<(ControlNetSpec, Weights), SdError> {
+    let store = Arc::new(Store::open(path)?);
+    let stored = store.shapes();
+    let prefix = if stored.keys().any(|k| k.starts_with(CONTROL_MODEL)) {
+        CONTROL_MODEL
+    } else {
+        ""
+    };
+    let shapes: HashMap<&str, &Vec<usize>> = stored
+        .iter()
+        .filter_map(|(key, shape)| Some((key.strip_prefix(prefix)?, shape)))
+        .collect();
+    let invalid = |message: String| SdError::Invalid {
+        path: path.to_path_buf(),
+        message,
+    };
+    let dim = |key: &str, i: usize| shapes.get(key).and_then(|s| s.get(i).copied());
+    // The control image encoder's convolutions in order (`input_hint_block.{0, 2, …}`, SiLUs
+    // between): the first, pairs of a convolution and a strided one, the last.
+    let mut hint: Vec<usize> = shapes
+        .keys()
+        .filter_map(|k| {
+            k.strip_prefix("input_hint_block.")?
+                .strip_suffix(".weight")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    hint.sort_unstable();
+    if hint.len() < 2
+        || !hint.len().is_multiple_of(2)
+        || !shapes.contains_key("middle_block_out.0.weight")
+    {
+        return Err(invalid(
+            "not a ControlNet: no `input_hint_block` of paired convolutions and `middle_block_out` (a T2I-Adapter, a LoRA, a whole model?)".into(),
+        ));
+    }
+    let hint_weight = |i: usize| format!("input_hint_block.{i}.weight");
+    let hint_widths: Vec<usize> = std::iter::once(hint[0])
+        .chain(hint[1..hint.len() - 1].iter().skip(1).step_by(2).copied())
+        .map(|i| dim(&hint_weight(i), 0))
+        .collect::<Option<_>>()
+        .ok_or_else(|| invalid("its `input_hint_block` convolutions have no shape".into()))?;
+    let mut unet = base.clone();
+    let config = &mut unet.config;
+    let layers = config.layers_per_block;
+    let depth = |block: &str| {
+        (0..)
+            .take_while(|k| {
+                shapes.contains_key(
+                    format!("{block}.1.transformer_blocks.{k}.attn1.to_q.weight").as_str(),
+                )
+            })
+            .count()
+    };
+    for (i, block) in config.blocks.iter_mut().enumerate() {
+        let depth = depth(&format!("input_blocks.{}", 1 + i * (layers + 1)));
+        block.use_cross_attn = (depth > 0).then_some(depth);
+    }
+    unet.mid_depth = depth("middle_block");
+    unet.in_channels = dim("input_blocks.0.0.weight", 1)
+        .ok_or_else(|| invalid("no `input_blocks.0.0.weight`: not a ControlNet".into()))?;
+    let last = hint.len() - 1;
+    let names = stored
+        .keys()
+        .filter_map(|key| {
+            let rest = key.strip_prefix(prefix)?;
+            let name = if let Some(tail) = rest.strip_prefix("input_hint_block.") {
+                let (index, param) = tail.split_once('.')?;
+                let position = hint.iter().position(|&i| i.to_string() == index)?;
+                match position {
+                    0 => format!("controlnet_cond_embedding.conv_in.{param}"),
+                    p if p == last => format!("controlnet_cond_embedding.conv_out.{param}"),
+                    p => format!("controlnet_cond_embedding.blocks.{}.{param}", p - 1),
+                }
+            } else if let Some(tail) = rest.strip_prefix("zero_convs.") {
+                let (index, param) = tail.split_once(".0.")?;
+                format!("controlnet_down_blocks.{index}.{param}")
+            } else if let Some(param) = rest.strip_prefix("middle_block_out.0.") {
+                format!("controlnet_mid_block.{param}")
+            } else {
+                original_names::unet(rest, layers)?
+            };
+            let stored = Stored {
+                key: key.clone(),
+                reshape: Reshape::Same,
+            };
+            Some((name, stored))
+        })
+        .collect();
+    let shuffle = path
+        .file_name()
+        .is_some_and(|name| name.to_string_lossy().to_lowercase().contains("shuffle"));
+    let spec = ControlNetSpec {
+        unet,
+        hint_widths,
+        hint_channels: dim(&hint_weight(hint[0]), 1).unwrap_or(3),
+        bgr: false,
+        global_pool: shuffle,
+    };
+    Ok((spec, Weights::renamed(store, path, names)))
+}
+
 /// The weights file of the ControlNet folder `path`.
 fn weights_file(path: &Path) -> std::result::Result<PathBuf, SdError> {
     let stem = "diffusion_pytorch_model";
@@ -301,9 +427,13 @@ fn weights_file(path: &Path) -> std::result::Result<PathBuf, SdError> {
     })
 }
 
-/// sha256 (hex) of the ControlNet folder `path`: over its `config.json`'s and its weights'.
+/// sha256 (hex) of the ControlNet at `path`: a single file's, or over a folder's
+/// `config.json`'s and weights'.
 pub fn sha256(path: &Path) -> std::result::Result<String, SdError> {
     use sha2::{Digest, Sha256};
+    if !path.is_dir() {
+        return super::super::digest::file_sha256(path).map_err(|e| SdError::io(path, e));
+    }
     let mut all = Sha256::new();
     for (what, file) in [
         ("config", path.join("config.json")),

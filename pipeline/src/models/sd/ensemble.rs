@@ -117,7 +117,15 @@ impl Ensemble {
             .base
             .denoise_from(request, noise, Stage::Until(self.switch), start)?;
         self.refiner
-            .denoise_stage(request, noise, Stage::From(&handed, self.switch))
+            // The ControlNet conditions the base model's steps alone.
+            .denoise_stage(
+                &GenerateRequest {
+                    control: None,
+                    ..request.clone()
+                },
+                noise,
+                Stage::From(&handed, self.switch),
+            )
     }
 }
 

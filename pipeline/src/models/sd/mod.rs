@@ -380,7 +380,8 @@ impl StableDiffusion {
     /// SDXL ControlNet for SD 1.5) is refused.
     pub fn add_controlnet(&mut self, file: &controlnet::ControlNetFile) -> Result<(), SdError> {
         let sha256 = controlnet::sha256(&file.path)?;
-        let model = controlnet::ControlNet::load(&file.path, &self.device, self.dtype)?;
+        let model =
+            controlnet::ControlNet::load(&file.path, &self.spec.unet, &self.device, self.dtype)?;
         let (theirs, ours) = (&model.spec().unet.config, &self.spec.unet.config);
         let widths = |c: &candle_transformers::models::stable_diffusion::unet_2d::UNet2DConditionModelConfig| {
             c.blocks.iter().map(|b| b.out_channels).collect::<Vec<_>>()
