@@ -10,6 +10,7 @@ use autonomy_pipeline::economy::registry::RegistryPoller;
 use autonomy_pipeline::generator::{Control, GenerateRequest, Hires, HiresUpscaler, InitImage};
 use autonomy_pipeline::keys::{KeyStore, password_for};
 use autonomy_pipeline::models::sd::block_weights::BlockWeights;
+use autonomy_pipeline::models::sd::canny;
 use autonomy_pipeline::models::sd::controlnet::ControlNetFile;
 use autonomy_pipeline::models::sd::embedding::EmbeddingFile;
 use autonomy_pipeline::models::sd::hypernetwork::{HypernetworkFile, hypernet_tags};
@@ -24,6 +25,7 @@ use autonomy_pipeline::models::{
     house::{HouseConfig, HouseModel},
     locate,
 };
+use autonomy_pipeline::recipe::Preprocess;
 use autonomy_pipeline::train::data::TrainingSet;
 use autonomy_pipeline::train::{TrainOptions, Trainer};
 use autonomy_pipeline::{atomic, device};
@@ -324,6 +326,16 @@ struct GenerateArgs {
     /// Guess mode: the ControlNet conditions the prompt's prediction alone.
     #[arg(long, requires = "controlnet")]
     control_guess_mode: bool,
+    /// Make the control image of `--control-image`'s Canny edges (as A1111's and ComfyUI's
+    /// canny preprocessors, OpenCV's), with `--control-thresholds`.
+    #[arg(long, value_name = "canny", requires = "controlnet", value_parser = ["canny"])]
+    control_preprocess: Option<String>,
+    /// The Canny thresholds `LOW,HIGH` (A1111's 100,200).
+    #[arg(long, value_name = "LOW,HIGH", requires = "control_preprocess", value_parser = thresholds)]
+    control_thresholds: Option<(f64, f64)>,
+    /// Also write the control image the ControlNet saw (after preprocessing) to this PNG.
+    #[arg(long, value_name = "PNG", requires = "controlnet")]
+    control_out: Option<PathBuf>,
     /// Print what was written as JSON.
     #[arg(long)]
     json: bool,
@@ -586,7 +598,24 @@ fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
     };
     let control = match &args.control_image {
         Some(path) => Some(Control {
-            image: read(path)?.to_rgb8(),
+            image: {
+                let picture = read(path)?.to_rgb8();
+                let image = match args.control_preprocess {
+                    Some(_) => {
+                        let (low, high) =
+                            args.control_thresholds.unwrap_or(canny::DEFAULT_THRESHOLDS);
+                        Preprocess::Canny { low, high }.apply(&picture)
+                    }
+                    None => picture,
+                };
+                if let Some(out) = &args.control_out {
+                    write_png(
+                        out,
+                        &image::DynamicImage::ImageRgb8(image.clone()).to_rgba8(),
+                    )?;
+                }
+                image
+            },
             scale: args.control_scale,
             start: args.control_start,
             end: args.control_end,
@@ -634,6 +663,21 @@ fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
 /// A number from 0 to 1, for clap.
 fn unit_interval(text: &str) -> std::result::Result<f64, String> {
     number_within(text, 0.0, 1.0)
+}
+
+/// `--control-thresholds`: `LOW,HIGH`, 0 ≤ low ≤ high ≤ 1000.
+fn thresholds(text: &str) -> std::result::Result<(f64, f64), String> {
+    let (low, high) = text.split_once(',').ok_or_else(|| {
+        format!("{text:?}: give two thresholds, `LOW,HIGH` (A1111's are 100,200)")
+    })?;
+    let (low, high) = (
+        number_within(low.trim(), 0.0, 1000.0)?,
+        number_within(high.trim(), 0.0, 1000.0)?,
+    );
+    if low > high {
+        return Err(format!("{text:?}: the low threshold is above the high one"));
+    }
+    Ok((low, high))
 }
 
 /// `--control-scale`: 0–2.

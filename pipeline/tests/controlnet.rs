@@ -7,6 +7,7 @@ mod common;
 use autonomy_pipeline::build::provenance::Manifest;
 use autonomy_pipeline::generator::{Control, GenerateRequest, Generator};
 use autonomy_pipeline::models::sd::StableDiffusion;
+use autonomy_pipeline::models::sd::canny::canny;
 use autonomy_pipeline::models::sd::controlnet::ControlNetFile;
 use candle_core::{Device, Tensor};
 use common::sd::{Reference, fixtures};
@@ -418,4 +419,110 @@ fn single_file_controlnets_load_in_their_original_names() {
         err.contains("not a ControlNet") && err.contains("kohya.safetensors"),
         "{err}"
     );
+}
+
+#[test]
+fn canny_edges_match_opencvs_pixel_for_pixel() {
+    let folder = fixtures().join("canny");
+    let picture = image::open(folder.join("picture.png")).unwrap().to_rgb8();
+    for (low, high) in [(100, 200), (30, 80), (250, 400)] {
+        let theirs = image::open(folder.join(format!("edges-{low}-{high}.png")))
+            .unwrap()
+            .to_luma8();
+        let ours = canny(&picture, f64::from(low), f64::from(high));
+        let differing = ours
+            .pixels()
+            .zip(theirs.pixels())
+            .filter(|(a, b)| a != b)
+            .count();
+        assert_eq!(differing, 0, "thresholds {low}/{high}");
+        assert!(ours.pixels().any(|p| p[0] == 255));
+    }
+}
+
+#[test]
+fn a_recipe_and_generate_make_the_control_image_of_a_pictures_canny_edges() {
+    let studio = common::Studio::new();
+    let root = studio.root();
+    copy_dir(
+        &fixtures().join("tiny-sd15"),
+        &root.join("models/tiny-sd15"),
+    );
+    copy_dir(&fixtures().join("canny"), &root.join("art"));
+    let recipe = |name: &str, control: &str| {
+        std::fs::write(
+            root.join(format!("{name}.recipe.toml")),
+            format!(
+                "kind = \"sprite\"\nprompt = \"a stone arch\"\nmodel = \"models/tiny-sd15\"\n\
+                 steps = 3\nseed = 5\ncontrolnet = \"models/tiny-sd15/controlnet\"\n{control}"
+            ),
+        )
+        .unwrap();
+    };
+    // The picture's edges found at build time, and OpenCV's edges of it made beforehand.
+    recipe(
+        "found",
+        "control_image = \"art/picture.png\"\ncontrol_preprocess = \"canny\"\n",
+    );
+    recipe("drawn", "control_image = \"art/edges-100-200.png\"\n");
+    recipe(
+        "finer",
+        "control_image = \"art/picture.png\"\ncontrol_preprocess = \"canny\"\n\
+         control_thresholds = [30, 80]\n",
+    );
+    let report = studio.build_report(None);
+    let assets = report["assets"].as_array().unwrap();
+    assert!(
+        assets.len() == 3 && assets.iter().all(|a| a["outcome"] == "built"),
+        "{report}"
+    );
+    let pixels = |name: &str| {
+        image::open(root.join(format!("{name}.png")))
+            .unwrap()
+            .to_rgba8()
+    };
+    assert_eq!(pixels("found"), pixels("drawn"));
+    assert_ne!(
+        pixels("found"),
+        pixels("finer"),
+        "other edges, another picture"
+    );
+    let manifest: Manifest =
+        serde_json::from_slice(&std::fs::read(root.join("found.prov.json")).unwrap()).unwrap();
+    assert!(
+        manifest
+            .parents
+            .iter()
+            .any(|p| p.role == "control_image" && p.reference == "file:art/picture.png")
+    );
+
+    // `generate` writes the control image it made when asked.
+    let out = root.join("edges.png");
+    let path = |relative: &str| root.join(relative).display().to_string();
+    let generated = studio.run(&[
+        "generate",
+        "a stone arch",
+        "--steps",
+        "1",
+        "--model",
+        &path("models/tiny-sd15"),
+        "--controlnet",
+        &path("models/tiny-sd15/controlnet"),
+        "--control-image",
+        &path("art/picture.png"),
+        "--control-preprocess",
+        "canny",
+        "--control-thresholds",
+        "30,80",
+        "--control-out",
+        &out.display().to_string(),
+        "-o",
+        &path("arch.png"),
+    ]);
+    assert!(generated.status.success(), "{generated:?}");
+    let made = image::open(&out).unwrap().to_luma8();
+    let theirs = image::open(root.join("art/edges-30-80.png"))
+        .unwrap()
+        .to_luma8();
+    assert_eq!(made, theirs);
 }

@@ -1587,6 +1587,35 @@ def edge_image():
     return image
 
 
+def build_canny(name):
+    """What OpenCV's `cv2.Canny` (A1111's and ComfyUI's canny preprocessors) makes of a colour
+    picture: `canny/picture.png` (96×80: shapes in several colours on a gradient, with noise,
+    so that every direction, the colour channels' maxima and the hysteresis are in play) and
+    `canny/edges-<low>-<high>.png` for A1111's default thresholds (100, 200), low ones
+    (30, 80) and high ones (250, 400)."""
+    import cv2
+    from PIL import ImageDraw
+
+    folder = os.path.join(OUT, "canny")
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(83)
+    x, y = np.meshgrid(np.arange(96), np.arange(80))
+    base = np.stack([x * 2, y * 3, (x + y)], axis=-1).astype(np.float64)
+    picture = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(picture)
+    draw.ellipse([10, 8, 46, 44], fill=(220, 40, 40))
+    draw.rectangle([50, 12, 86, 36], fill=(30, 160, 60))
+    draw.polygon([(20, 74), (48, 50), (80, 72)], fill=(40, 60, 210))
+    draw.line([(4, 60), (92, 44)], fill=(250, 250, 120), width=2)
+    pixels = np.asarray(picture).astype(np.int16) + rng.integers(-12, 13, size=(80, 96, 3))
+    pixels = np.clip(pixels, 0, 255).astype(np.uint8)
+    Image.fromarray(pixels).save(os.path.join(folder, "picture.png"))
+    for low, high in [(100, 200), (30, 80), (250, 400)]:
+        edges = cv2.Canny(pixels, low, high)
+        Image.fromarray(edges).save(os.path.join(folder, f"edges-{low}-{high}.png"))
+        print(f"canny {low}/{high}: {int((edges > 0).sum())} edge pixels, OpenCV {cv2.__version__}")
+
+
 def save_control_model_pickle(ldm, path):
     """The original names under `control_model.` in a `torch.save` zip, as the first ControlNet
     releases (`control_sd15_canny.pth`) stored them (without the rest of the model they were
@@ -2793,7 +2822,7 @@ def main():
                  "pickled-loras": build_pickled_loras,
                  "swin-restorers": build_swin_restorers, "peft-oft": build_peft_oft,
                  "hypernetworks": build_hypernetworks,
-                 "omnisr-upscalers": build_omnisr_upscalers,
+                 "omnisr-upscalers": build_omnisr_upscalers, "canny": build_canny,
                  "controlnet": build_controlnet}
         for name in only:
             if name not in alone:

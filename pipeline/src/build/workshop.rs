@@ -50,7 +50,7 @@ pub struct Ingredients {
     pub upscaler: Option<UpscalerUse>,
     /// The ControlNet: the folder as the recipe names it, its hash.
     pub controlnet: Option<ControlNetUse>,
-    /// The ControlNet's control image.
+    /// The ControlNet's control image (preprocessed when the recipe asks).
     pub control_image: Option<RgbImage>,
     /// sha256 (hex) of the model's weights.
     pub weights_sha256: String,
@@ -124,7 +124,10 @@ impl<'a> Workshop<'a> {
             Some(control) => {
                 let (image, parent) = self.control_image(recipe, &control.image)?;
                 parents.push(parent);
-                Some(image)
+                Some(match &control.preprocess {
+                    Some(preprocess) => preprocess.apply(&image),
+                    None => image,
+                })
             }
             None => None,
         };

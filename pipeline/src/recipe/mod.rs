@@ -55,8 +55,10 @@
 //! upscaling model file, ESRGAN or Real-ESRGAN `.pth`/`.safetensors`), and `controlnet` (none:
 //! a diffusers ControlNet folder or an A1111/ComfyUI single file) with `control_image` (required with it: an edge map, a
 //! depth map, a pose…, resized to the image), `control_scale` (1, 0..=2), `control_start`
-//! (0) and `control_end` (1: the fractions of the steps it conditions) and
-//! `control_guess_mode` (false: it conditions the prompt's prediction alone).
+//! (0) and `control_end` (1: the fractions of the steps it conditions),
+//! `control_guess_mode` (false: it conditions the prompt's prediction alone) and
+//! `control_preprocess` (none: `"canny"` makes the control image of the picture's Canny
+//! edges, as OpenCV finds them) with `control_thresholds` (`[100, 200]`, 0..=1000).
 //!
 //! **Paths** (`source`, `mask`, `control_image`, `palette`, a model folder, LoRA files) are written relative to the recipe's
 //! folder and stored relative to the recipe root; they may not leave the root (a model
@@ -282,6 +284,33 @@ pub struct ControlRef {
     pub end: f64,
     /// Whether it conditions the prompt's prediction alone (diffusers' guess mode).
     pub guess_mode: bool,
+    /// How the control image is made from the picture the recipe names (none: it is the
+    /// control image).
+    pub preprocess: Option<Preprocess>,
+}
+
+/// A preprocessor that makes a ControlNet's control image from a picture.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Preprocess {
+    /// Canny edges (see [`crate::models::sd::canny`]) with these low and high thresholds.
+    Canny {
+        /// Below this a gradient is no edge.
+        low: f64,
+        /// Above this a gradient is an edge; between the two, one that touches an edge.
+        high: f64,
+    },
+}
+
+impl Preprocess {
+    /// The control image it makes of `picture`.
+    pub fn apply(&self, picture: &image::RgbImage) -> image::RgbImage {
+        match *self {
+            Preprocess::Canny { low, high } => {
+                image::DynamicImage::ImageLuma8(crate::models::sd::canny::canny(picture, low, high))
+                    .to_rgb8()
+            }
+        }
+    }
 }
 
 /// One asset to generate, with every default filled in.
@@ -462,6 +491,10 @@ impl AssetRecipe {
                 "end": control.end,
                 "guess_mode": control.guess_mode,
             });
+            // Only when set, so that the keys of recipes without one stay as they were.
+            if let Some(Preprocess::Canny { low, high }) = control.preprocess {
+                canonical["control"]["preprocess"] = json!({ "canny": [low, high] });
+            }
         }
         canonical
     }

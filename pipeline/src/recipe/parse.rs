@@ -11,7 +11,7 @@ use super::fields::{Fields, closest, expected};
 use super::paths::{check_name, check_recipe_ref, resolve_inside};
 use super::{
     Animation, AssetRecipe, ControlRef, HiresRef, Img2Img, Kind, LoraRef, ModelRef, Palette,
-    PbrMap, PixelArt, RefinerRef, Source, UpscalerRef,
+    PbrMap, PixelArt, Preprocess, RefinerRef, Source, UpscalerRef,
 };
 use crate::models::sd::block_weights::BlockWeights;
 use crate::models::sd::hypernetwork::hypernet_tags;
@@ -25,7 +25,7 @@ pub(super) const MAX_FILE_BYTES: usize = 1 << 20;
 /// Keys only animations accept.
 const ANIMATION_KEYS: [&str; 3] = ["frames", "fps", "loop"];
 /// Every key an asset may have.
-const ALL_KEYS: [&str; 34] = [
+const ALL_KEYS: [&str; 36] = [
     "kind",
     "prompt",
     "negative_prompt",
@@ -51,6 +51,8 @@ const ALL_KEYS: [&str; 34] = [
     "control_start",
     "control_end",
     "control_guess_mode",
+    "control_preprocess",
+    "control_thresholds",
     "tileable",
     "pixel_art",
     "source",
@@ -720,6 +722,7 @@ impl Reader<'_> {
         let start = f.number(report, "control_start", 0.0..=1.0, false);
         let end = f.number(report, "control_end", 0.0..=1.0, false);
         let guess_mode = f.boolean(report, "control_guess_mode");
+        let preprocess = self.preprocess(report, f);
         if f.has("controlnet") && !f.has("control_image") {
             f.misplaced(
                 report,
@@ -734,6 +737,7 @@ impl Reader<'_> {
                 "control_start",
                 "control_end",
                 "control_guess_mode",
+                "control_preprocess",
             ] {
                 f.misplaced(
                     report,
@@ -764,7 +768,64 @@ impl Reader<'_> {
             start,
             end,
             guess_mode: guess_mode.unwrap_or(false),
+            preprocess,
         })
+    }
+
+    /// `control_preprocess` (`"canny"`) with its `control_thresholds` (`[low, high]`).
+    fn preprocess(&self, report: &mut Report, f: &mut Fields) -> Option<Preprocess> {
+        let kind = f.string(report, "control_preprocess");
+        let thresholds = f.value("control_thresholds").and_then(|v| {
+            let field = f.field("control_thresholds");
+            let numbers: Option<Vec<f64>> = match v.get_ref() {
+                DeValue::Array(items) => items
+                    .iter()
+                    .map(|item| match item.get_ref() {
+                        DeValue::Integer(i) => i.as_str().parse::<f64>().ok(),
+                        DeValue::Float(x) => x.as_str().parse::<f64>().ok(),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => None,
+            };
+            match numbers.as_deref() {
+                Some(&[low, high]) if (0.0..=1000.0).contains(&low) && (low..=1000.0).contains(&high) => {
+                    Some((low, high))
+                }
+                _ => {
+                    report.error(
+                        v.span(),
+                        Some(&field),
+                        "must be two thresholds `[low, high]`, 0 ≤ low ≤ high ≤ 1000 (A1111's are [100, 200])",
+                    );
+                    None
+                }
+            }
+        });
+        if !f.has("control_preprocess") {
+            f.misplaced(
+                report,
+                "control_thresholds",
+                "only applies with `control_preprocess = \"canny\"`; add it or remove this",
+            );
+        }
+        match kind.as_ref().map(|k| &**k.get_ref()) {
+            Some("canny") => {
+                let (low, high) =
+                    thresholds.unwrap_or(crate::models::sd::canny::DEFAULT_THRESHOLDS);
+                Some(Preprocess::Canny { low, high })
+            }
+            Some(other) => {
+                let k = kind.as_ref()?;
+                report.error(
+                    k.span(),
+                    Some(&f.field("control_preprocess")),
+                    format!("{other:?} is not a preprocessor Autonomy has: \"canny\" (or none: the image is the control image)"),
+                );
+                None
+            }
+            None => None,
+        }
     }
 
     /// A weights file a recipe names (a LoRA, a VAE): inside the root, relative to the recipe,
@@ -1350,6 +1411,28 @@ mod tests {
             plain.canonical().get("control").is_none(),
             "no key without one"
         );
+        assert!(r.canonical()["control"].get("preprocess").is_none());
+        let edges = |extra: &str| {
+            one(
+                "x.recipe.toml",
+                &format!(
+                    "kind = \"sprite\"\nprompt = \"a\"\nmodel = \"sd\"\ncontrolnet = \"cn\"\n\
+                     control_image = \"photo.png\"\ncontrol_preprocess = \"canny\"\n{extra}"
+                ),
+            )
+        };
+        assert_eq!(
+            edges("").control.unwrap().preprocess,
+            Some(Preprocess::Canny {
+                low: 100.0,
+                high: 200.0
+            })
+        );
+        let tuned = edges("control_thresholds = [50, 120.5]\n");
+        assert_eq!(
+            tuned.canonical()["control"]["preprocess"],
+            serde_json::json!({ "canny": [50.0, 120.5] })
+        );
         for (text, field, why) in [
             (
                 "kind = \"sprite\"\nprompt = \"a\"\nmodel = \"sd\"\ncontrolnet = \"cn\"\n",
@@ -1382,6 +1465,24 @@ mod tests {
                 "kind = \"sprite\"\nprompt = \"a\"\nmodel = \"sd\"\ncontrolnet = \"cn\"\ncontrol_image = \"../../e.png\"\n",
                 "control_image",
                 "",
+            ),
+            (
+                "kind = \"sprite\"\nprompt = \"a\"\nmodel = \"sd\"\ncontrolnet = \"cn\"\ncontrol_image = \"e.png\"\n\
+                 control_preprocess = \"depth\"\n",
+                "control_preprocess",
+                "\"canny\"",
+            ),
+            (
+                "kind = \"sprite\"\nprompt = \"a\"\nmodel = \"sd\"\ncontrolnet = \"cn\"\ncontrol_image = \"e.png\"\n\
+                 control_preprocess = \"canny\"\ncontrol_thresholds = [200, 100]\n",
+                "control_thresholds",
+                "0 ≤ low ≤ high ≤ 1000",
+            ),
+            (
+                "kind = \"sprite\"\nprompt = \"a\"\nmodel = \"sd\"\ncontrolnet = \"cn\"\ncontrol_image = \"e.png\"\n\
+                 control_thresholds = [10, 100]\n",
+                "control_thresholds",
+                "only applies with `control_preprocess",
             ),
         ] {
             let errors = refused(text);

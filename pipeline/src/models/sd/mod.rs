@@ -30,6 +30,7 @@
 pub mod block_weights;
 pub mod blocks;
 pub mod brownian;
+pub mod canny;
 pub mod checkpoint;
 pub mod config;
 pub mod controlnet;
