@@ -165,8 +165,20 @@ pub(crate) fn run_actions(
                         }
                         None => None,
                     };
+                    let control_image = match &draft.control {
+                        Some(control) => {
+                            let copy = format!("{}.control.png", draft.name);
+                            let bytes = std::fs::read(&control.image).map_err(|error| {
+                                format!("cannot read {}: {error}", control.image.display())
+                            })?;
+                            write(&options.root.join(&copy), &bytes)?;
+                            Some(copy)
+                        }
+                        None => None,
+                    };
                     let recipe = options.root.join(draft.file_name());
-                    write(&recipe, draft.to_toml_with(start_files.as_ref()).as_bytes())?;
+                    let text = draft.to_toml_with(start_files.as_ref(), control_image.as_deref());
+                    write(&recipe, text.as_bytes())?;
                     let report =
                         build::build(&options, &|_| {}).map_err(|error| error.to_string())?;
                     let made = report
@@ -224,8 +236,9 @@ pub(crate) fn run_actions(
 
 /// Writes `draft` as `<root>/<name>.recipe.toml`, refusing to replace a file the editor did
 /// not write. An image-to-image draft from a PNG outside the project gets a copy of it in
-/// `sources/<name>.png`, and an inpainting draft its mask in `masks/<name>.png`; neither
-/// replaces a different file there that the draft's earlier recipe does not name.
+/// `sources/<name>.png`, an inpainting draft its mask in `masks/<name>.png`, and a ControlNet
+/// draft its control image from outside in `controls/<name>.png`; none replaces a different
+/// file there that the draft's earlier recipe does not name.
 pub fn save_recipe(root: &Path, draft: &Draft) -> Result<PathBuf, String> {
     draft
         .check()
@@ -240,10 +253,14 @@ pub fn save_recipe(root: &Path, draft: &Draft) -> Result<PathBuf, String> {
         }
         Ok(existing) => recipe::parse(Path::new(&draft.file_name()), &existing)
             .ok()
-            .and_then(|mut assets| assets.pop())
-            .and_then(|asset| asset.img2img),
+            .and_then(|mut assets| assets.pop()),
         Err(_) => None,
     };
+    let earlier_control = earlier
+        .as_ref()
+        .and_then(|asset| asset.control.as_ref())
+        .map(|control| control.image.clone());
+    let earlier = earlier.and_then(|asset| asset.img2img);
     let mut files = draft.start_files();
     if let (Some(start), Some(files)) = (&draft.start, files.as_mut()) {
         if start.asset.is_none() {
@@ -267,7 +284,25 @@ pub fn save_recipe(root: &Path, draft: &Draft) -> Result<PathBuf, String> {
             claim(root, name, &mask_png(mask)?, named)?;
         }
     }
-    write(&path, draft.to_toml_with(files.as_ref()).as_bytes())?;
+    let control_image = match (&draft.control, draft.control_file()) {
+        (Some(control), Some(copy)) => Some(match project_path(root, &control.image) {
+            Some(inside) => inside,
+            None => {
+                let bytes = std::fs::read(&control.image)
+                    .map_err(|error| format!("cannot read {}: {error}", control.image.display()))?;
+                let named = earlier_control.as_deref() == Some(Path::new(&copy));
+                claim(root, &copy, &bytes, named)?;
+                copy
+            }
+        }),
+        _ => None,
+    };
+    write(
+        &path,
+        draft
+            .to_toml_with(files.as_ref(), control_image.as_deref())
+            .as_bytes(),
+    )?;
     Ok(path)
 }
 

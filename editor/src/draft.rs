@@ -64,6 +64,21 @@ pub struct Draft {
     pub fps: u32,
     /// Image-to-image: the project asset to start from, instead of noise.
     pub start: Option<Start>,
+    /// A Stable Diffusion model's ControlNet and the picture that conditions it.
+    pub control: Option<DraftControl>,
+}
+
+/// A ControlNet that conditions a draft, and its control image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DraftControl {
+    /// The ControlNet folder or file (absolute, as the panel finds it).
+    pub model: PathBuf,
+    /// The control image (an edge map, a depth map, a pose…), or with `canny` any picture.
+    pub image: PathBuf,
+    /// How strongly it conditions, 0–2.
+    pub scale: f32,
+    /// Make the control image of the picture's Canny edges.
+    pub canny: bool,
 }
 
 /// The picture an image-to-image draft starts from: a project asset or a PNG from elsewhere,
@@ -145,6 +160,7 @@ impl Default for Draft {
             frames: 8,
             fps: 12,
             start: None,
+            control: None,
         }
     }
 }
@@ -188,15 +204,28 @@ impl Draft {
         })
     }
 
-    /// The recipe text (every field written out, so the file says exactly what was generated),
-    /// with the start image and mask where [`Draft::start_files`] puts them.
-    pub fn to_toml(&self) -> String {
-        self.to_toml_with(self.start_files().as_ref())
+    /// Where a saved recipe finds a copy of the control image it does not find in the project:
+    /// `controls/<name>.png`.
+    pub fn control_file(&self) -> Option<String> {
+        self.control
+            .as_ref()
+            .map(|_| format!("controls/{}.png", self.name))
     }
 
-    /// The recipe text with the start image and mask (for image-to-image drafts) found as
-    /// given: a draft generated outside the project starts from copies.
-    pub fn to_toml_with(&self, start_files: Option<&StartFiles>) -> String {
+    /// The recipe text (every field written out, so the file says exactly what was generated),
+    /// with the start image and mask where [`Draft::start_files`] puts them and the control
+    /// image where [`Draft::control_file`] does.
+    pub fn to_toml(&self) -> String {
+        self.to_toml_with(self.start_files().as_ref(), self.control_file().as_deref())
+    }
+
+    /// The recipe text with the start image and mask (for image-to-image drafts) and the
+    /// control image found as given: a draft generated outside the project reads copies.
+    pub fn to_toml_with(
+        &self,
+        start_files: Option<&StartFiles>,
+        control_image: Option<&str>,
+    ) -> String {
         let quoted = |text: &str| toml::Value::String(text.to_string()).to_string();
         let mut lines = vec![
             SAVED_BY_EDITOR.to_string(),
@@ -243,6 +272,19 @@ impl Draft {
             // The f32's shortest decimal, as for the strength.
             let switch = switch.to_string().parse().unwrap_or(0.8);
             lines.push(format!("refiner_switch = {}", toml::Value::Float(switch)));
+        }
+        if let (Some(control), Some(image)) = (&self.control, control_image) {
+            lines.push(format!(
+                "controlnet = {}",
+                quoted(&control.model.to_string_lossy())
+            ));
+            lines.push(format!("control_image = {}", quoted(image)));
+            // The f32's shortest decimal, as for the strength.
+            let scale = control.scale.to_string().parse().unwrap_or(1.0);
+            lines.push(format!("control_scale = {}", toml::Value::Float(scale)));
+            if control.canny {
+                lines.push("control_preprocess = \"canny\"".into());
+            }
         }
         if let (Some(start), Some(files)) = (&self.start, start_files) {
             lines.push(format!("source = {}", quoted(&files.source)));
@@ -478,10 +520,13 @@ mod tests {
         assert_eq!(img2img.mask, None);
         let copy = recipe::parse(
             Path::new("potion_mossy.recipe.toml"),
-            &draft.to_toml_with(Some(&StartFiles {
-                source: "potion_mossy.start.png".into(),
-                mask: None,
-            })),
+            &draft.to_toml_with(
+                Some(&StartFiles {
+                    source: "potion_mossy.start.png".into(),
+                    mask: None,
+                }),
+                None,
+            ),
         )
         .unwrap();
         assert_eq!(
@@ -517,6 +562,43 @@ mod tests {
         assert_eq!(img2img.mask, Some(PathBuf::from("masks/door.png")));
         assert_eq!(img2img.strength, 1.0);
         assert_eq!(draft.start.as_ref().unwrap().name(), "old door.png");
+    }
+
+    #[test]
+    fn a_controlnet_draft_names_its_control_image_and_how_it_is_made() {
+        let draft = Draft {
+            name: "arch".into(),
+            model: "/models/sd15".into(),
+            control: Some(DraftControl {
+                model: PathBuf::from("/models/controlnet/canny"),
+                image: PathBuf::from("/photos/arch.jpg"),
+                scale: 0.85,
+                canny: true,
+            }),
+            ..Draft::default()
+        };
+        assert_eq!(draft.control_file().as_deref(), Some("controls/arch.png"));
+        let text = draft.to_toml();
+        assert!(
+            text.contains(
+                "controlnet = \"/models/controlnet/canny\"\ncontrol_image = \"controls/arch.png\"\n\
+                 control_scale = 0.85\ncontrol_preprocess = \"canny\""
+            ),
+            "{text}"
+        );
+        let control = draft.check().unwrap().control.expect("the ControlNet");
+        assert_eq!(control.image, PathBuf::from("controls/arch.png"));
+        assert_eq!(control.scale, 0.85);
+        assert!(control.preprocess.is_some());
+        let drawn = Draft {
+            control: Some(DraftControl {
+                canny: false,
+                ..draft.control.clone().unwrap()
+            }),
+            ..draft.clone()
+        };
+        assert!(!drawn.to_toml().contains("control_preprocess"));
+        assert!(!Draft::default().to_toml().contains("control"));
     }
 
     #[test]
@@ -593,6 +675,7 @@ mod tests {
                 frames,
                 fps,
                 start: None,
+                control: None,
             };
             let recipe = draft.check().map_err(|e| TestCaseError::fail(e.to_string()))?;
             prop_assert_eq!(recipe.kind, kind);

@@ -42,8 +42,8 @@ pub use actions::{
 pub use chain_view::{
     ChainView, DatasetSummary, ListingView, ModelView, ProposalView, TokenStatus, VersionView,
 };
-pub use draft::{Draft, DraftError, SAVED_BY_EDITOR, Start, StartFiles};
+pub use draft::{Draft, DraftControl, DraftError, SAVED_BY_EDITOR, Start, StartFiles};
 pub use library::{AssetLibrary, LibraryAsset};
-pub use local_models::{LocalLora, LocalModels};
+pub use local_models::{LocalControlNet, LocalLora, LocalModels};
 pub use plugin::{EditorCorePlugin, EditorPlugin, EditorSet};
 pub use ui::{EditorUi, Panel, StartTools, Thumbnails, promotion};

@@ -1,15 +1,16 @@
-//! The Stable Diffusion models (folders and checkpoint files), LoRA, hypernetwork, embedding
-//! and VAE files on this machine that the Generate panel offers next to the house model and the
+//! The Stable Diffusion models (folders and checkpoint files), LoRA, hypernetwork, embedding,
+//! VAE, upscaler and ControlNet files on this machine that the Generate panel offers next to the house model and the
 //! registry's models.
 
 use std::path::{Path, PathBuf};
 
 use autonomy_pipeline::models::locate::{
-    embedding_files, hypernetwork_files, lora_files, stable_diffusion_models, upscaler_files,
-    vae_files,
+    controlnet_files, embedding_files, hypernetwork_files, lora_files, stable_diffusion_models,
+    upscaler_files, vae_files,
 };
 use autonomy_pipeline::models::sd::checkpoint::Checkpoint;
 use autonomy_pipeline::models::sd::config::PipelineSpec;
+use autonomy_pipeline::models::sd::controlnet;
 use autonomy_pipeline::models::sd::hypernetwork;
 use autonomy_pipeline::models::sd::lora::LoraSummary;
 use autonomy_pipeline::models::sd::source;
@@ -31,6 +32,8 @@ pub struct LocalModels {
     pub vaes: Vec<PathBuf>,
     /// Image upscaling models (absolute, sorted) for a hires pass.
     pub upscalers: Vec<PathBuf>,
+    /// ControlNets (folders and files, absolute, sorted) and the models they fit.
+    pub controlnets: Vec<LocalControlNet>,
     /// The checkpoint files among [`LocalModels::folders`] that hold no VAE: they need one.
     pub without_vae: Vec<PathBuf>,
     /// The SDXL refiners among [`LocalModels::folders`] (one text encoder, five time ids).
@@ -69,6 +72,25 @@ pub struct LocalHypernetwork {
     pub name: String,
     /// The entries of [`LocalModels::folders`] with attentions of its widths.
     pub fits: Vec<PathBuf>,
+}
+
+/// A ControlNet and the pipelines it fits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalControlNet {
+    /// The diffusers folder or single file (absolute).
+    pub path: PathBuf,
+    /// The entries of [`LocalModels::folders`] whose UNet it fits.
+    pub fits: Vec<PathBuf>,
+}
+
+impl LocalControlNet {
+    /// Its folder's or file's name, as the panel lists it.
+    pub fn name(&self) -> String {
+        self.path.file_name().map_or_else(
+            || self.path.display().to_string(),
+            |name| name.to_string_lossy().into_owned(),
+        )
+    }
 }
 
 /// A textual-inversion embedding file and the pipelines it fits.
@@ -175,6 +197,17 @@ impl LocalModels {
         let (refiners, xl_bases) = (of_kind(5), of_kind(6));
         let vaes = vae_files(&absolute);
         let upscalers = upscaler_files(&absolute);
+        let controlnets: Vec<LocalControlNet> = controlnet_files(&absolute)
+            .into_iter()
+            .map(|path| LocalControlNet {
+                fits: specs
+                    .iter()
+                    .filter(|(_, spec)| controlnet::fits(&path, &spec.unet))
+                    .map(|(folder, _)| (*folder).clone())
+                    .collect(),
+                path,
+            })
+            .collect();
         info!(
             folders = folders.len(),
             loras = loras.len(),
@@ -182,7 +215,8 @@ impl LocalModels {
             hypernetworks = hypernetworks.len(),
             vaes = vaes.len(),
             upscalers = upscalers.len(),
-            "Stable Diffusion folders, LoRA, embedding, hypernetwork, VAE and upscaler files found"
+            controlnets = controlnets.len(),
+            "Stable Diffusion folders, LoRA, embedding, hypernetwork, VAE, upscaler and ControlNet files found"
         );
         Self {
             folders,
@@ -191,6 +225,7 @@ impl LocalModels {
             hypernetworks,
             vaes,
             upscalers,
+            controlnets,
             without_vae,
             refiners,
             xl_bases,
@@ -220,6 +255,16 @@ impl LocalModels {
         self.hypernetworks
             .iter()
             .filter(move |hypernetwork| hypernetwork.fits.iter().any(|fit| fit == folder))
+    }
+
+    /// The ControlNets that fit the model `folder`.
+    pub fn controlnets_for<'a>(
+        &'a self,
+        folder: &'a Path,
+    ) -> impl Iterator<Item = &'a LocalControlNet> + 'a {
+        self.controlnets
+            .iter()
+            .filter(move |controlnet| controlnet.fits.iter().any(|fit| fit == folder))
     }
 
     /// The LoRA files that fit the model folder `folder`.

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use alloy_primitives::{B256, U256};
 use autonomy_contracts::{Ledger, MintRequest, ProposalState, auton, dev_signers};
 use autonomy_editor::{
-    AssetLibrary, ChainView, Draft, EditorAction, EditorCorePlugin, EditorLog, LocalModels,
-    Preview, Start, TokenStatus, mask, promotion, save_recipe,
+    AssetLibrary, ChainView, Draft, DraftControl, EditorAction, EditorCorePlugin, EditorLog,
+    LocalModels, Preview, Start, TokenStatus, mask, promotion, save_recipe,
 };
 use autonomy_pipeline::models::sd::scheduler::Sampler;
 use autonomy_pipeline::verify::Verdict;
@@ -390,6 +390,60 @@ fn every_panel_action_works_on_an_embedded_chain() {
         generated(&mut app, &hypernetworked),
         generated(&mut app, &plain),
         "the hypernetwork runs on the attention"
+    );
+
+    // ControlNets beside the model or in the model folders are offered for the models they fit;
+    // one with the Canny edges of a picture changes the preview, and a saved recipe keeps a
+    // copy of a picture from outside the project in `controls/`.
+    let local = app.world().resource::<LocalModels>();
+    let nets: Vec<String> = local
+        .controlnets_for(&tiny_sd)
+        .map(|net| net.name())
+        .collect();
+    assert_eq!(
+        nets,
+        [
+            "controlnet",
+            "controlnet-ldm.safetensors",
+            "controlnet-shuffle.pth"
+        ],
+        "{local:?}"
+    );
+    assert_eq!(
+        local
+            .controlnets_for(&sd_fixtures().join("tiny-sdxl"))
+            .count(),
+        0
+    );
+    let picture = sd_fixtures().join("canny/picture.png");
+    let controlled = Draft {
+        name: "sd_potion_controlled".into(),
+        control: Some(DraftControl {
+            model: sd_fixtures().join("tiny-sd15/controlnet"),
+            image: picture.clone(),
+            scale: 1.5,
+            canny: true,
+        }),
+        ..plain.clone()
+    };
+    assert_ne!(
+        generated(&mut app, &controlled),
+        generated(&mut app, &plain),
+        "the ControlNet steers the picture"
+    );
+    let controls_root = dir.path().join("controls-project");
+    std::fs::create_dir_all(&controls_root).unwrap();
+    save_recipe(&controls_root, &controlled).unwrap();
+    let saved =
+        std::fs::read_to_string(controls_root.join("sd_potion_controlled.recipe.toml")).unwrap();
+    assert!(
+        saved.contains("control_image = \"controls/sd_potion_controlled.png\"")
+            && saved.contains("control_preprocess = \"canny\""),
+        "{saved}"
+    );
+    assert_eq!(
+        std::fs::read(controls_root.join("controls/sd_potion_controlled.png")).unwrap(),
+        std::fs::read(&picture).unwrap()
     );
 
     // SDXL refiners are offered for SDXL base models: the refiner takes over the base's latents.

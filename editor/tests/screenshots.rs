@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use autonomy_contracts::auton;
 use autonomy_editor::{
-    AssetLibrary, ChainView, Draft, EditorAction, EditorUi, Panel, Preview, mask,
+    AssetLibrary, ChainView, Draft, DraftControl, EditorAction, EditorUi, Panel, Preview, mask,
 };
 use autonomy_pipeline::models::sd::scheduler::Sampler;
 use autonomy_pipeline::recipe::{Kind, UpscalerRef};
@@ -140,6 +140,12 @@ fn act(step: usize, world: &mut World) {
                 ),
                 tileable: true,
                 pixel_art: None,
+                control: Some(DraftControl {
+                    model: folder.join("controlnet"),
+                    image: folder.with_file_name("canny").join("picture.png"),
+                    scale: 0.9,
+                    canny: true,
+                }),
                 ..Draft::default()
             };
             world.resource_mut::<EditorUi>().draft = draft.clone();

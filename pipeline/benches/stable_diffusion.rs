@@ -7,6 +7,9 @@
 //! - a whole SD-Turbo image: prompt → one step → 512² pixels;
 //! - the same decode and image with TAESD (`AutoencoderTiny`) in place of the VAE;
 //!
+//! or with `-- controlnet` a ControlNet at SD 1.5's size alone and with the UNet step it
+//! conditions (a 512² control image), against diffusers' `ControlNetModel`;
+//!
 //! or with `-- upscalers` the hires pass's upscaling models against spandrel (what ComfyUI and
 //! A1111 run them with) on a 128² image: ESRGAN's RRDBNet at 4x-UltraSharp's size,
 //! Real-ESRGAN's compact SRVGGNet at realesr-general-x4v3's, SPAN at the paper's size,
@@ -26,6 +29,7 @@ use anyhow::{Context, Result, bail};
 use autonomy_pipeline::device;
 use autonomy_pipeline::generator::{GenerateRequest, Generator};
 use autonomy_pipeline::models::sd::StableDiffusion;
+use autonomy_pipeline::models::sd::controlnet::ControlNetFile;
 use autonomy_pipeline::models::sd::upscaler::Upscaler;
 use autonomy_pipeline::models::sd::vae::Vae;
 use autonomy_pipeline::models::sd::vae_file::{self, VaeFile};
@@ -67,6 +71,9 @@ fn main() -> Result<()> {
     let python = std::env::var("AUTONOMY_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
     if args.iter().any(|a| a == "upscalers") {
         return upscalers(&root, &script, &python, &device, repeats);
+    }
+    if args.iter().any(|a| a == "controlnet") {
+        return controlnet(&root, &script, &python, &device, repeats);
     }
     if !root.join("sd15/model_index.json").is_file()
         || !root.join("sd-turbo/model_index.json").is_file()
@@ -155,6 +162,103 @@ fn table(theirs: &serde_json::Value, rows: &[(&str, &str, f64, bool)]) {
             human(torch),
         );
     }
+}
+
+/// A ControlNet at SD 1.5's size against diffusers': bench.py makes it (from the sd15 UNet,
+/// which `cargo bench` without arguments makes first) and times PyTorch, then candle runs it.
+fn controlnet(
+    root: &Path,
+    script: &Path,
+    python: &str,
+    device: &Device,
+    repeats: usize,
+) -> Result<()> {
+    if !root.join("sd15/model_index.json").is_file() {
+        bail!(
+            "no random-weight SD 1.5 in {}: run the bench without arguments first",
+            root.display()
+        );
+    }
+    eprintln!("making the ControlNet and timing diffusers on PyTorch …");
+    let theirs: serde_json::Value = serde_json::from_str(&run_python(
+        python,
+        script,
+        &["controlnet", &root.to_string_lossy(), &repeats.to_string()],
+    )?)
+    .context("bench.py printed no JSON")?;
+    let mut sd15 = StableDiffusion::load(&root.join("sd15"), device).context("loading sd15")?;
+    sd15.add_controlnet(&ControlNetFile {
+        path: root.join("controlnet-sd15"),
+        label: "controlnet-sd15".into(),
+    })
+    .context("loading the ControlNet")?;
+    let dtype = if device.is_cpu() {
+        DType::F32
+    } else {
+        DType::F16
+    };
+    let latents = Tensor::randn(0f32, 1.0, (2, 4, 64, 64), device)?;
+    let context = Tensor::randn(0f32, 1.0, (2, 77, 768), device)?;
+    let hint = Tensor::rand(0f32, 1.0, (2, 3, 512, 512), device)?;
+    let net = sd15.controlnet().context("no ControlNet loaded")?;
+    let control = || {
+        net.forward(
+            &latents.to_dtype(dtype)?,
+            500.0,
+            &context.to_dtype(dtype)?,
+            None,
+            &hint,
+            1.0,
+            false,
+        )
+    };
+    eprintln!("timing candle: the plain UNet step …");
+    let plain = timed(device, repeats, || {
+        sd15.predict(&latents, 500.0, &context, None, None)?;
+        Ok(())
+    })?;
+    eprintln!("timing candle: the ControlNet …");
+    let alone = timed(device, repeats, || {
+        control()?;
+        Ok(())
+    })?;
+    eprintln!("timing candle: a conditioned UNet step …");
+    let step = timed(device, repeats, || {
+        let residuals = control()?;
+        sd15.predict_controlled(&latents, 500.0, &context, None, None, Some(&residuals))?;
+        Ok(())
+    })?;
+    println!(
+        "ControlNet at SD 1.5's size, median of {repeats} (candle on {}, PyTorch {} on {} with {} threads)\n",
+        device::name(device),
+        theirs["torch"].as_str().unwrap_or("?"),
+        theirs["device"].as_str().unwrap_or("?"),
+        theirs["threads"]
+    );
+    table(
+        &theirs,
+        &[
+            (
+                "SD 1.5 UNet step, 64×64 latents, batch 2",
+                "unet_step",
+                plain,
+                true,
+            ),
+            (
+                "ControlNet, 64×64 latents, batch 2, 512² control image",
+                "controlnet",
+                alone,
+                true,
+            ),
+            (
+                "SD 1.5 UNet step conditioned by it",
+                "controlled_step",
+                step,
+                true,
+            ),
+        ],
+    );
+    Ok(())
 }
 
 /// The upscaling models against spandrel: bench.py makes them (random weights) and times

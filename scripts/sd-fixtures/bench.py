@@ -4,6 +4,8 @@ real SD 1.5 and SD-Turbo (SD 2.1) sizes, and diffusers' timings on them.
     python bench.py make <dir>     # writes <dir>/sd15, <dir>/sd-turbo (~9 GB, f32), <dir>/taesd
     python bench.py time <dir>     # prints diffusers' timings as JSON
     python bench.py upscalers <dir>  # writes <dir>/upscalers/*.pth, prints spandrel's timings
+    python bench.py controlnet <dir>  # writes <dir>/controlnet-sd15 (from <dir>/sd15's UNet),
+                                      # prints diffusers' timings of it with the UNet
 
 The upscalers (needs `spandrel`) are ESRGAN's RRDBNet at 4x-UltraSharp's and
 RealESRGAN_x4plus's size (23 blocks, 64 features), Real-ESRGAN's compact SRVGGNet at
@@ -142,6 +144,50 @@ def measure(root, repeats):
     return results
 
 
+@torch.no_grad()
+def controlnet(root, repeats):
+    """A ControlNet at SD 1.5's size (`ControlNetModel.from_unet` of the sd15 UNet, its hint
+    encoder the releases' 16-32-96-256), and diffusers' time for the plain UNet step, the
+    ControlNet alone and one conditioned UNet step: 64×64 latents, batch 2, a 512² control
+    image."""
+    from diffusers import ControlNetModel
+
+    device = os.environ.get("AUTONOMY_BENCH_TORCH_DEVICE", "cpu")
+    dtype = torch.float32 if device == "cpu" else torch.float16
+    folder = os.path.join(root, "controlnet-sd15")
+    pipe = StableDiffusionPipeline.from_pretrained(
+        os.path.join(root, "sd15"), safety_checker=None, torch_dtype=dtype
+    ).to(device)
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        torch.manual_seed(0)
+        made = ControlNetModel.from_unet(pipe.unet.to(torch.float32))
+        made.save_pretrained(folder + ".partial", safe_serialization=True)
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(folder + ".partial", folder)
+        print("wrote", folder, file=sys.stderr)
+        pipe.unet.to(dtype)
+    net = ControlNetModel.from_pretrained(folder, torch_dtype=dtype).to(device)
+    torch.manual_seed(0)
+    latents = torch.randn(2, 4, 64, 64, device=device, dtype=dtype)
+    context = torch.randn(2, 77, 768, device=device, dtype=dtype)
+    hint = torch.rand(2, 3, 512, 512, device=device, dtype=dtype)
+    control = lambda: net(latents, 500, encoder_hidden_states=context, controlnet_cond=hint,
+                          return_dict=False)
+
+    def step():
+        down, mid = control()
+        return pipe.unet(latents, 500, encoder_hidden_states=context,
+                         down_block_additional_residuals=down, mid_block_additional_residual=mid)
+
+    results = {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": device}
+    results["unet_step"] = timed(
+        lambda: pipe.unet(latents, 500, encoder_hidden_states=context), repeats
+    )
+    results["controlnet"] = timed(control, repeats)
+    results["controlled_step"] = timed(step, repeats)
+    return results
+
+
 UPSCALERS = {"esrgan_x4": "esrgan-x4.pth", "compact_x4": "compact-x4.pth",
              "span_x4": "span-x4.pth", "realplksr_x4": "realplksr-x4.pth",
              "swinir_x4": "swinir-x4.pth", "hat_x4": "hat-x4.pth", "dat_x4": "dat-x4.pth",
@@ -198,13 +244,16 @@ def upscalers(root, repeats):
 
 
 def main():
-    if len(sys.argv) < 3 or sys.argv[1] not in ("make", "time", "upscalers"):
+    if len(sys.argv) < 3 or sys.argv[1] not in ("make", "time", "upscalers", "controlnet"):
         sys.exit(__doc__)
     if sys.argv[1] == "make":
         make(sys.argv[2])
     elif sys.argv[1] == "upscalers":
         repeats = int(sys.argv[3]) if len(sys.argv) > 3 else 3
         print(json.dumps(upscalers(sys.argv[2], repeats)))
+    elif sys.argv[1] == "controlnet":
+        repeats = int(sys.argv[3]) if len(sys.argv) > 3 else 3
+        print(json.dumps(controlnet(sys.argv[2], repeats)))
     else:
         repeats = int(sys.argv[3]) if len(sys.argv) > 3 else 3
         print(json.dumps(measure(sys.argv[2], repeats)))

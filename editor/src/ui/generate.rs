@@ -12,8 +12,10 @@ use bevy_egui::egui;
 
 use super::{EditorUi, Frame, Intent, start, sub_rect};
 use crate::actions::{EditorAction, Preview, PreviewImage};
-use crate::draft::Draft;
-use crate::local_models::{LocalEmbedding, LocalHypernetwork, LocalLora, LocalModels};
+use crate::draft::{Draft, DraftControl};
+use crate::local_models::{
+    LocalControlNet, LocalEmbedding, LocalHypernetwork, LocalLora, LocalModels,
+};
 
 const SIZES: [u32; 5] = [32, 48, 64, 96, 128];
 /// The sizes a Stable Diffusion model's hires pass redraws at, besides [`SIZES`].
@@ -249,6 +251,82 @@ fn hires_upscaler(ui: &mut egui::Ui, chosen: &mut UpscalerRef, local: &LocalMode
         });
 }
 
+/// None, or a ControlNet found in the model folders that fits the model, with its control
+/// image (a path, or a picture to take the Canny edges of) and scale (a form row only when
+/// one fits).
+fn controlnet(ui: &mut egui::Ui, draft: &mut Draft, local: &LocalModels) {
+    let model = PathBuf::from(&draft.model);
+    let fitting: Vec<&LocalControlNet> = local.controlnets_for(&model).collect();
+    if fitting.is_empty() {
+        draft.control = None;
+        return;
+    }
+    ui.label("ControlNet");
+    ui.vertical(|ui| {
+        let shown = draft
+            .control
+            .as_ref()
+            .map_or("none".to_string(), |control| {
+                control.model.file_name().map_or_else(
+                    || control.model.display().to_string(),
+                    |name| name.to_string_lossy().into_owned(),
+                )
+            });
+        egui::ComboBox::from_id_salt("controlnet")
+            .selected_text(shown)
+            .show_ui(ui, |ui| {
+                if ui
+                    .selectable_label(draft.control.is_none(), "none")
+                    .clicked()
+                {
+                    draft.control = None;
+                }
+                for net in &fitting {
+                    let picked = draft.control.as_ref().is_some_and(|c| c.model == net.path);
+                    let label = ui
+                        .selectable_label(picked, net.name())
+                        .on_hover_text(net.path.display().to_string());
+                    if label.clicked() && !picked {
+                        let (image, scale, canny) = draft
+                            .control
+                            .as_ref()
+                            .map_or((PathBuf::new(), 1.0, false), |c| {
+                                (c.image.clone(), c.scale, c.canny)
+                            });
+                        draft.control = Some(DraftControl {
+                            model: net.path.clone(),
+                            image,
+                            scale,
+                            canny,
+                        });
+                    }
+                }
+            });
+        if let Some(control) = &mut draft.control {
+            ui.horizontal(|ui| {
+                let mut text = control.image.display().to_string();
+                let field = ui
+                    .add(egui::TextEdit::singleline(&mut text).hint_text("control image (PNG)"))
+                    .on_hover_text("an edge map, a depth map, a pose… or, with Canny, any picture");
+                if field.changed() {
+                    control.image = PathBuf::from(text);
+                }
+                ui.checkbox(&mut control.canny, "Canny edges")
+                    .on_hover_text(
+                        "make the control image of the picture's edges (OpenCV's Canny, 100/200)",
+                    );
+            });
+            ui.add(
+                egui::Slider::new(&mut control.scale, 0.0..=2.0)
+                    .step_by(0.05)
+                    .text("scale"),
+            )
+            .on_hover_text("how strongly the control image steers the picture");
+        }
+    });
+    ui.end_row();
+}
+
 /// For an SDXL base model: none, or an SDXL refiner found in the model folders that takes over
 /// its latents, with the share of the run the base takes first (a form row only then).
 fn refiner(ui: &mut egui::Ui, draft: &mut Draft, local: &LocalModels) {
@@ -386,6 +464,7 @@ pub(super) fn show(ui: &mut egui::Ui, state: &mut EditorUi, frame: &mut Frame) {
                 vae(ui, draft, frame.local_models);
                 ui.end_row();
                 refiner(ui, draft, frame.local_models);
+                controlnet(ui, draft, frame.local_models);
             } else {
                 draft.sampler = None;
                 draft.loras.clear();
@@ -395,6 +474,7 @@ pub(super) fn show(ui: &mut egui::Ui, state: &mut EditorUi, frame: &mut Frame) {
                 draft.clip_skip = 1;
                 draft.hires = None;
                 draft.refiner = None;
+                draft.control = None;
             }
             ui.label("Start from");
             start::show(ui, draft, start_tools, frame);

@@ -40,6 +40,26 @@ pub fn upscaler_files(dirs: &[PathBuf]) -> Vec<PathBuf> {
     beside(dirs, super::sd::upscaler::is_upscaler)
 }
 
+/// Every ControlNet among `dirs` ([`super::sd::controlnet::is_controlnet`], sorted): diffusers
+/// ControlNet folders and single files in each of `dirs` and in the folders directly below
+/// them (A1111's `models/ControlNet/`, ComfyUI's `models/controlnet/`), and beside the
+/// pipelines there (`sd15/controlnet/`).
+pub fn controlnet_files(dirs: &[PathBuf]) -> Vec<PathBuf> {
+    let is_controlnet = |path: &std::path::Path| super::sd::controlnet::is_controlnet(path);
+    let mut found = beside(dirs, is_controlnet);
+    let pipelines = stable_diffusion_models(dirs);
+    found.extend(
+        pipelines
+            .iter()
+            .filter(|path| path.is_dir())
+            .flat_map(entries)
+            .filter(|path| is_controlnet(path)),
+    );
+    found.sort();
+    found.dedup();
+    found
+}
+
 /// The entries of `dirs` and of the folders directly below them (not diffusers pipelines)
 /// that `wanted` takes, sorted.
 fn beside(dirs: &[PathBuf], wanted: impl Fn(&std::path::Path) -> bool) -> Vec<PathBuf> {
@@ -654,6 +674,41 @@ mod tests {
         assert_eq!(
             upscaler_files(&[root.path().to_path_buf()]),
             files.map(|f| esrgan.join(f))
+        );
+    }
+
+    #[test]
+    fn lists_controlnets_in_their_folders_and_beside_pipelines_but_not_other_weights() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sd");
+        let root = tempfile::tempdir().unwrap();
+        let folder = root.path().join("ControlNet");
+        std::fs::create_dir(&folder).unwrap();
+        for file in ["controlnet-ldm.safetensors", "controlnet-shuffle.pth"] {
+            std::fs::copy(fixtures.join("tiny-sd15").join(file), folder.join(file)).unwrap();
+        }
+        std::fs::copy(
+            fixtures.join("tiny-sd15/loras/kohya.safetensors"),
+            folder.join("kohya.safetensors"),
+        )
+        .unwrap();
+        // A pipeline with its own diffusers ControlNet beside its UNet.
+        let pipeline = root.path().join("sd15");
+        std::fs::create_dir_all(pipeline.join("controlnet")).unwrap();
+        std::fs::write(pipeline.join("model_index.json"), b"{}").unwrap();
+        for file in ["config.json", "diffusion_pytorch_model.safetensors"] {
+            std::fs::copy(
+                fixtures.join("tiny-sd15/controlnet").join(file),
+                pipeline.join("controlnet").join(file),
+            )
+            .unwrap();
+        }
+        assert_eq!(
+            controlnet_files(&[root.path().to_path_buf()]),
+            [
+                folder.join("controlnet-ldm.safetensors"),
+                folder.join("controlnet-shuffle.pth"),
+                pipeline.join("controlnet"),
+            ]
         );
     }
 }

@@ -44,7 +44,14 @@ pub fn canny(image: &RgbImage, low: f64, high: f64) -> GrayImage {
         framed[(y + 1) * stride + 1..(y + 1) * stride + 1 + w]
             .copy_from_slice(&magnitude[y * w..(y + 1) * w]);
     }
-    let at = |x: usize, y: usize| framed[(y + 1) * stride + x + 1];
+    // The magnitude at `(x + dx, y + dy)`, zero outside the image.
+    let around = |x: usize, y: usize, dx: isize, dy: isize| {
+        let (fx, fy) = (
+            (x + 1).wrapping_add_signed(dx),
+            (y + 1).wrapping_add_signed(dy),
+        );
+        framed[fy * stride + fx]
+    };
     // 2: an edge; 1: a candidate (a local maximum above `low`); 0: neither.
     let mut class = vec![0u8; w * h];
     let mut stack = Vec::new();
@@ -58,21 +65,16 @@ pub fn canny(image: &RgbImage, low: f64, high: f64) -> GrayImage {
             let (xs, ys) = (dx[i], dy[i]);
             let (ax, ay) = (xs.abs(), ys.abs() << SHIFT);
             let tg22x = ax * TG22;
-            let left = |dx: isize, dy: isize| {
-                at(
-                    (x as isize + dx + 1) as usize - 1,
-                    (y as isize + dy + 1) as usize - 1,
-                )
-            };
+            let neighbour = |dx: isize, dy: isize| around(x, y, dx, dy);
             let maximum = if ay < tg22x {
                 // Across the edge is left to right.
-                m > left(-1, 0) && m >= left(1, 0)
+                m > neighbour(-1, 0) && m >= neighbour(1, 0)
             } else if ay > tg22x + (ax << (SHIFT + 1)) {
                 // Across the edge is top to bottom.
-                m > left(0, -1) && m >= left(0, 1)
+                m > neighbour(0, -1) && m >= neighbour(0, 1)
             } else {
                 let s: isize = if (xs ^ ys) < 0 { -1 } else { 1 };
-                m > left(-s, -1) && m > left(s, 1)
+                m > neighbour(-s, -1) && m > neighbour(s, 1)
             };
             if !maximum {
                 continue;

@@ -411,6 +411,65 @@ fn single_file(
     Ok((spec, Weights::renamed(store, path, names)))
 }
 
+/// Whether `path` holds a ControlNet, told from its config or stored names alone: a diffusers
+/// folder whose `config.json` says `ControlNetModel`, or a weights file with a control image
+/// encoder (`input_hint_block`, under `control_model.` or not).
+pub fn is_controlnet(path: &Path) -> bool {
+    if path.is_dir() {
+        return super::config::read_json::<serde_json::Value>(&path.join("config.json"))
+            .is_ok_and(|config| config["_class_name"] == "ControlNetModel");
+    }
+    let weights = path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+        ["safetensors", "pth", "pt", "bin"].contains(&e.to_ascii_lowercase().as_str())
+    });
+    weights
+        && super::weights::stored_names(path).iter().any(|name| {
+            name.strip_prefix(CONTROL_MODEL).unwrap_or(name) == "input_hint_block.0.weight"
+        })
+}
+
+/// Whether the ControlNet at `path` fits a model whose UNet is `unet`: the same block widths
+/// and text width (told from a folder's config, or a single file's shapes).
+pub fn fits(path: &Path, unet: &UNetSpec) -> bool {
+    let config = &unet.config;
+    let first = config.blocks[0].out_channels;
+    if path.is_dir() {
+        let theirs = super::config::read_json(&path.join("config.json"))
+            .and_then(|json| spec(json, &path.join("config.json")));
+        return theirs.is_ok_and(|theirs| {
+            let widths = |c: &candle_transformers::models::stable_diffusion::unet_2d::UNet2DConditionModelConfig| {
+                c.blocks.iter().map(|b| b.out_channels).collect::<Vec<_>>()
+            };
+            widths(&theirs.unet.config) == widths(config)
+                && theirs.unet.config.cross_attention_dim == config.cross_attention_dim
+        });
+    }
+    let Ok(store) = Store::open(path) else {
+        return false;
+    };
+    let shapes: HashMap<String, Vec<usize>> = store
+        .shapes()
+        .into_iter()
+        .map(|(key, shape)| {
+            (
+                key.strip_prefix(CONTROL_MODEL).unwrap_or(&key).to_string(),
+                shape,
+            )
+        })
+        .collect();
+    let texts: Vec<usize> = shapes
+        .iter()
+        .filter(|(key, _)| key.ends_with("attn2.to_k.weight"))
+        .filter_map(|(_, shape)| shape.get(1).copied())
+        .collect();
+    shapes
+        .get("input_blocks.0.0.weight")
+        .is_some_and(|shape| shape.first() == Some(&first))
+        && texts
+            .iter()
+            .all(|&width| width == config.cross_attention_dim)
+}
+
 /// The weights file of the ControlNet folder `path`.
 fn weights_file(path: &Path) -> std::result::Result<PathBuf, SdError> {
     let stem = "diffusion_pytorch_model";
