@@ -103,14 +103,9 @@ fn main() -> Result<()> {
     )?)
     .context("bench.py printed no JSON")?;
 
-    let device = device::name(&device);
-    println!(
-        "Stable Diffusion, median of {repeats} (candle on {device}, PyTorch {} on {} with {} threads)\n",
-        theirs["torch"].as_str().unwrap_or("?"),
-        theirs["device"].as_str().unwrap_or("?"),
-        theirs["threads"]
-    );
     table(
+        "Stable Diffusion",
+        (repeats, &device),
         &theirs,
         &[
             (
@@ -143,9 +138,23 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// Prints a markdown table of candle's seconds against PyTorch's (`theirs[key]`): each row's
-/// ratio, and for rows with a goal whether candle is at most PyTorch's time.
-fn table(theirs: &serde_json::Value, rows: &[(&str, &str, f64, bool)]) {
+/// Prints `title`, how it was timed (medians of `repeats` on `device`, and PyTorch's build,
+/// device and threads from `theirs`) and a markdown table of candle's seconds against
+/// PyTorch's (`theirs[key]`): each row's ratio, and for rows with a goal whether candle is at
+/// most PyTorch's time.
+fn table(
+    title: &str,
+    (repeats, device): (usize, &Device),
+    theirs: &serde_json::Value,
+    rows: &[(&str, &str, f64, bool)],
+) {
+    println!(
+        "{title}, median of {repeats} (candle on {}, PyTorch {} on {} with {} threads)\n",
+        device::name(device),
+        theirs["torch"].as_str().unwrap_or("?"),
+        theirs["device"].as_str().unwrap_or("?"),
+        theirs["threads"]
+    );
     println!("| what | candle | PyTorch | candle / PyTorch | goal |");
     println!("| --- | --- | --- | --- | --- |");
     for &(what, key, seconds, goal) in rows {
@@ -228,14 +237,9 @@ fn controlnet(
         sd15.predict_controlled(&latents, 500.0, &context, None, None, Some(&residuals))?;
         Ok(())
     })?;
-    println!(
-        "ControlNet at SD 1.5's size, median of {repeats} (candle on {}, PyTorch {} on {} with {} threads)\n",
-        device::name(device),
-        theirs["torch"].as_str().unwrap_or("?"),
-        theirs["device"].as_str().unwrap_or("?"),
-        theirs["threads"]
-    );
     table(
+        "ControlNet at SD 1.5's size",
+        (repeats, device),
         &theirs,
         &[
             (
@@ -330,14 +334,7 @@ fn upscalers(
         })?;
         rows.push((what, key, seconds, true));
     }
-    println!(
-        "Upscalers, median of {repeats} (candle on {}, PyTorch {} on {} with {} threads)\n",
-        device::name(device),
-        theirs["torch"].as_str().unwrap_or("?"),
-        theirs["device"].as_str().unwrap_or("?"),
-        theirs["threads"]
-    );
-    table(&theirs, &rows);
+    table("Upscalers", (repeats, device), &theirs, &rows);
     Ok(())
 }
 

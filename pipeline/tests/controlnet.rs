@@ -10,7 +10,7 @@ use autonomy_pipeline::models::sd::StableDiffusion;
 use autonomy_pipeline::models::sd::canny::canny;
 use autonomy_pipeline::models::sd::controlnet::ControlNetFile;
 use candle_core::{Device, Tensor};
-use common::sd::{Reference, fixtures};
+use common::sd::{Reference, close, fixtures, max_diff};
 use common::{copy_dir, mean_difference};
 
 fn controlled() -> StableDiffusion {
@@ -28,28 +28,6 @@ fn edges() -> image::RgbImage {
     image::open(fixtures().join("tiny-sd15/control/edges.png"))
         .unwrap()
         .to_rgb8()
-}
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
-
-fn close(what: &str, ours: &Tensor, theirs: &Tensor, tolerance: f32) {
-    let diff = max_diff(ours, theirs);
-    assert!(
-        diff <= tolerance,
-        "{what}: max |candle − diffusers| = {diff:e}, tolerance {tolerance:e}"
-    );
 }
 
 #[test]

@@ -28,7 +28,7 @@ use autonomy_pipeline::models::sd::{Prompt, SdError, StableDiffusion, Stage, che
 use autonomy_pipeline::models::sd::{hires, lanczos};
 use autonomy_pipeline::post::seam;
 use candle_core::{Device, Tensor};
-use common::sd::{Reference, fixtures};
+use common::sd::{Reference, close, fixtures, max_diff};
 use common::{copy_dir, mean_difference};
 use image::{GrayImage, Luma, Rgba, RgbaImage};
 
@@ -37,38 +37,6 @@ const FAMILIES: [&str; 4] = ["tiny-sd15", "tiny-sd21", "tiny-sd-turbo", "tiny-sd
 fn load(name: &str) -> StableDiffusion {
     StableDiffusion::load(&fixtures().join(name), &Device::Cpu)
         .unwrap_or_else(|e| panic!("{name} loads: {e}"))
-}
-
-/// Largest absolute difference between two tensors of one shape.
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
-
-fn close(what: &str, ours: &Tensor, theirs: &Tensor, tolerance: f32) {
-    let diff = max_diff(ours, theirs);
-    let scale = theirs
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    assert!(
-        diff <= tolerance,
-        "{what}: max |candle − diffusers| = {diff:e} (values up to {scale:.3}), tolerance {tolerance:e}"
-    );
 }
 
 #[test]

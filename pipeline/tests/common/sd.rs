@@ -82,3 +82,37 @@ impl Reference {
             .collect()
     }
 }
+
+/// Largest absolute difference between two tensors of one shape.
+pub fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+/// Asserts that `ours` is within `tolerance` of diffusers' `theirs` (largest difference),
+/// naming `what`.
+pub fn close(what: &str, ours: &Tensor, theirs: &Tensor, tolerance: f32) {
+    let diff = max_diff(ours, theirs);
+    let scale = theirs
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(
+        diff <= tolerance,
+        "{what}: max |candle − diffusers| = {diff:e} (values up to {scale:.3}), tolerance {tolerance:e}"
+    );
+}
