@@ -10,7 +10,8 @@
 //! or with `-- controlnet` a ControlNet at SD 1.5's size alone and with the UNet step it
 //! conditions (a 512² control image), against diffusers' `ControlNetModel`;
 //!
-//! or with `-- upscalers` the hires pass's upscaling models against spandrel (what ComfyUI and
+//! or with `-- upscalers [word]` the hires pass's upscaling models (those whose key holds the
+//! word, when given) against spandrel (what ComfyUI and
 //! A1111 run them with) on a 128² image: ESRGAN's RRDBNet at 4x-UltraSharp's size,
 //! Real-ESRGAN's compact SRVGGNet at realesr-general-x4v3's, SPAN at the paper's size,
 //! RealPLKSR at neosr's defaults, SwinIR-M's real-world ×4 network (A1111's "SwinIR 4x"), HAT
@@ -69,8 +70,17 @@ fn main() -> Result<()> {
     let root = crate_dir.join("../target/sd-bench");
     let script = crate_dir.join("../scripts/sd-fixtures/bench.py");
     let python = std::env::var("AUTONOMY_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
-    if args.iter().any(|a| a == "upscalers") {
-        return upscalers(&root, &script, &python, &device, repeats);
+    if let Some(i) = args.iter().position(|a| a == "upscalers") {
+        // `upscalers omnisr`: only the rows whose key contains the word after it.
+        let only = args.get(i + 1).filter(|a| !a.starts_with('-')).cloned();
+        return upscalers(
+            &root,
+            &script,
+            &python,
+            &device,
+            repeats,
+            only.as_deref().unwrap_or(""),
+        );
     }
     if args.iter().any(|a| a == "controlnet") {
         return controlnet(&root, &script, &python, &device, repeats);
@@ -273,12 +283,18 @@ fn upscalers(
     python: &str,
     device: &Device,
     repeats: usize,
+    only: &str,
 ) -> Result<()> {
     eprintln!("making the upscalers and timing spandrel on PyTorch …");
     let theirs: serde_json::Value = serde_json::from_str(&run_python(
         python,
         script,
-        &["upscalers", &root.to_string_lossy(), &repeats.to_string()],
+        &[
+            "upscalers",
+            &root.to_string_lossy(),
+            &repeats.to_string(),
+            only,
+        ],
     )?)
     .context("bench.py printed no JSON")?;
     let image = Tensor::rand(0f32, 1.0, (1, 3, 128, 128), device)?;
@@ -324,7 +340,10 @@ fn upscalers(
             "omnisr_x4",
             "omnisr-x4.pth",
         ),
-    ] {
+    ]
+    .into_iter()
+    .filter(|(_, key, _)| key.contains(only))
+    {
         let upscaler = Upscaler::open(&root.join("upscalers").join(file), device)
             .with_context(|| format!("loading {file}"))?;
         eprintln!("timing candle: {what} …");

@@ -3,7 +3,8 @@ real SD 1.5 and SD-Turbo (SD 2.1) sizes, and diffusers' timings on them.
 
     python bench.py make <dir>     # writes <dir>/sd15, <dir>/sd-turbo (~9 GB, f32), <dir>/taesd
     python bench.py time <dir>     # prints diffusers' timings as JSON
-    python bench.py upscalers <dir>  # writes <dir>/upscalers/*.pth, prints spandrel's timings
+    python bench.py upscalers <dir> [repeats] [only]  # writes <dir>/upscalers/*.pth, prints
+                                      # spandrel's timings (of the keys containing `only`)
     python bench.py controlnet <dir>  # writes <dir>/controlnet-sd15 (from <dir>/sd15's UNet),
                                       # prints diffusers' timings of it with the UNet
 
@@ -195,7 +196,7 @@ UPSCALERS = {"esrgan_x4": "esrgan-x4.pth", "compact_x4": "compact-x4.pth",
 
 
 @torch.no_grad()
-def upscalers(root, repeats):
+def upscalers(root, repeats, only=""):
     from spandrel import ModelLoader
     from spandrel.architectures.Compact import Compact
     from spandrel.architectures.DAT import DAT
@@ -229,6 +230,8 @@ def upscalers(root, repeats):
     image = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(0))
     image = image.to(device=device, dtype=dtype)
     for key, file in UPSCALERS.items():
+        if only not in key:
+            continue
         path = os.path.join(folder, file)
         if not os.path.isfile(path):
             torch.manual_seed(0)
@@ -250,7 +253,8 @@ def main():
         make(sys.argv[2])
     elif sys.argv[1] == "upscalers":
         repeats = int(sys.argv[3]) if len(sys.argv) > 3 else 3
-        print(json.dumps(upscalers(sys.argv[2], repeats)))
+        only = sys.argv[4] if len(sys.argv) > 4 else ""
+        print(json.dumps(upscalers(sys.argv[2], repeats, only)))
     elif sys.argv[1] == "controlnet":
         repeats = int(sys.argv[3]) if len(sys.argv) > 3 else 3
         print(json.dumps(controlnet(sys.argv[2], repeats)))
