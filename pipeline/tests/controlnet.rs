@@ -5,12 +5,12 @@
 mod common;
 
 use autonomy_pipeline::build::provenance::Manifest;
-use autonomy_pipeline::generator::{Control, GenerateRequest, Generator};
+use autonomy_pipeline::generator::{Control, GenerateRequest, Generator, InitImage};
 use autonomy_pipeline::models::sd::StableDiffusion;
 use autonomy_pipeline::models::sd::canny::canny;
 use autonomy_pipeline::models::sd::controlnet::ControlNetFile;
 use candle_core::{Device, Tensor};
-use common::sd::{Reference, close, fixtures, max_diff};
+use common::sd::{Reference, close, fixtures, max_diff, right_half, test_image};
 use common::{copy_dir, mean_difference};
 
 fn controlled() -> StableDiffusion {
@@ -120,6 +120,46 @@ fn whole_runs_with_a_controlnet_match_diffusers() {
         "run in guess mode",
         &run(&guessed),
         reference.get("ctl_guess_image"),
+        4e-4,
+    );
+}
+
+#[test]
+fn a_controlnet_conditions_an_inpainting_unet_as_diffusers_does() {
+    // tiny-sd-inpaint's UNet has tiny SD 1.5's blocks: the ControlNet takes its latents, the
+    // UNet its nine channels.
+    let reference = Reference::of("controlnet-inpaint");
+    let inpainting = Reference::of("tiny-sd-inpaint");
+    let mut model =
+        StableDiffusion::load(&fixtures().join("tiny-sd-inpaint"), &Device::Cpu).unwrap();
+    model
+        .add_controlnet(&ControlNetFile {
+            path: fixtures().join("tiny-sd15/controlnet"),
+            label: "controlnet".into(),
+        })
+        .unwrap();
+    let request = GenerateRequest {
+        steps: 4,
+        guidance: 5.0,
+        init: Some(InitImage {
+            image: test_image(),
+            strength: 1.0,
+            mask: Some(right_half()),
+        }),
+        control: Some(Control {
+            image: edges(),
+            scale: reference.scalar("ctl_inpaint_scale"),
+            start: 0.0,
+            end: 1.0,
+            guess_mode: false,
+        }),
+        ..reference.request()
+    };
+    let image = model.sample(&request, inpainting.get("run_init")).unwrap();
+    close(
+        "inpainting run with a ControlNet",
+        &image.permute((0, 2, 3, 1)).unwrap(),
+        reference.get("ctl_inpaint_image"),
         4e-4,
     );
 }

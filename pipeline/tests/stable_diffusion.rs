@@ -28,9 +28,9 @@ use autonomy_pipeline::models::sd::{Prompt, SdError, StableDiffusion, Stage, che
 use autonomy_pipeline::models::sd::{hires, lanczos};
 use autonomy_pipeline::post::seam;
 use candle_core::{Device, Tensor};
-use common::sd::{Reference, close, fixtures, max_diff};
+use common::sd::{Reference, close, fixtures, max_diff, right_half, test_image};
 use common::{copy_dir, mean_difference};
-use image::{GrayImage, Luma, Rgba, RgbaImage};
+use image::{GrayImage, Luma, RgbaImage};
 
 const FAMILIES: [&str; 4] = ["tiny-sd15", "tiny-sd21", "tiny-sd-turbo", "tiny-sd-inpaint"];
 
@@ -147,11 +147,6 @@ fn every_stage_matches_diffusers() {
             );
         }
     }
-}
-
-/// White (repaint) on the right half, as the fixture maker's mask.
-fn right_half() -> GrayImage {
-    GrayImage::from_fn(64, 64, |x, _| Luma([if x >= 32 { 255 } else { 0 }]))
 }
 
 #[test]
@@ -882,12 +877,6 @@ fn lcm_samples_in_a_few_seeded_steps_and_refuses_more_than_its_schedule_has() {
         error.contains("51 steps") && error.contains("at most 50"),
         "{error}"
     );
-}
-
-fn test_image() -> RgbaImage {
-    RgbaImage::from_fn(64, 64, |x, y| {
-        Rgba([(x * 4) as u8, (y * 4) as u8, ((x + y) * 2) as u8, 255])
-    })
 }
 
 #[test]

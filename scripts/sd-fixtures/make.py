@@ -1792,6 +1792,42 @@ def build_controlnet(name):
 
 
 @torch.no_grad()
+def build_controlnet_inpaint(name):
+    """tiny-sd15's ControlNet conditioning the 9-channel tiny-sd-inpaint UNet (the same blocks)
+    as diffusers' `StableDiffusionControlNetInpaintPipeline` runs it — the ControlNet takes the
+    4 latent channels, the UNet its 9 — repainting the test image's right half (strength 1)
+    from tiny-sd-inpaint's `run_init`, 4 steps at guidance 5, the edge map at scale 0.8:
+    `controlnet-inpaint.reference.safetensors`'s `ctl_inpaint_image`, beside the same run at
+    scale 0 (`ctl_inpaint_plain_image`, tiny-sd-inpaint's own `run_image`)."""
+    from diffusers import ControlNetModel, StableDiffusionControlNetInpaintPipeline
+
+    pipe = StableDiffusionInpaintPipeline.from_pretrained(os.path.join(OUT, "tiny-sd-inpaint"))
+    controlnet = ControlNetModel.from_pretrained(os.path.join(OUT, "tiny-sd15", "controlnet"),
+                                                 torch_dtype=torch.float32)
+    reference = load_file(os.path.join(OUT, "tiny-sd-inpaint.reference.safetensors"))
+    control = Image.open(os.path.join(OUT, "tiny-sd15", "control", "edges.png")).convert("RGB")
+    ctl = StableDiffusionControlNetInpaintPipeline(**pipe.components, controlnet=controlnet)
+    ctl.set_progress_bar_config(disable=True)
+
+    def run(scale):
+        images = ctl(PROMPT, negative_prompt=NEGATIVE, image=test_image(), mask_image=test_mask(),
+                     control_image=control, strength=1.0, num_inference_steps=4,
+                     guidance_scale=5.0, latents=reference["run_init"].clone(), height=64,
+                     width=64, controlnet_conditioning_scale=scale, output_type="np").images
+        return torch.from_numpy(images).contiguous()
+
+    image, plain = run(0.8), run(0.0)
+    print(f"controlnet-inpaint: − plain {(image - plain).abs().max():.4f} (max abs); plain − "
+          f"tiny-sd-inpaint run_image {(plain - reference['run_image']).abs().max():.2e}")
+    assert (image - plain).abs().max() > 0.02, "the ControlNet must show"
+    assert (plain - reference["run_image"]).abs().max() < 1e-4
+    save_file({"ctl_inpaint_image": image, "ctl_inpaint_plain_image": plain,
+               "ctl_inpaint_scale": torch.tensor([0.8])},
+              os.path.join(OUT, f"{name}.reference.safetensors"),
+              metadata={"prompt": PROMPT, "negative_prompt": NEGATIVE, "torch": torch.__version__})
+
+
+@torch.no_grad()
 def build_lora_block_weights(name):
     """LoRAs weighted per block as the sd-webui-lora-block-weight extension applies `lbw=`: the
     kohya LoRA on tiny-sd15 at 0.8 with 26 block weights, and the kohya SDXL LoRA on tiny-sdxl
@@ -2823,6 +2859,7 @@ def main():
                  "swin-restorers": build_swin_restorers, "peft-oft": build_peft_oft,
                  "hypernetworks": build_hypernetworks,
                  "omnisr-upscalers": build_omnisr_upscalers, "canny": build_canny,
+                 "controlnet-inpaint": build_controlnet_inpaint,
                  "controlnet": build_controlnet}
         for name in only:
             if name not in alone:

@@ -116,3 +116,15 @@ pub fn close(what: &str, ours: &Tensor, theirs: &Tensor, tolerance: f32) {
         "{what}: max |candle − diffusers| = {diff:e} (values up to {scale:.3}), tolerance {tolerance:e}"
     );
 }
+
+/// The 64×64 gradient the fixture maker's `test_image` draws.
+pub fn test_image() -> image::RgbaImage {
+    image::RgbaImage::from_fn(64, 64, |x, y| {
+        image::Rgba([(x * 4) as u8, (y * 4) as u8, ((x + y) * 2) as u8, 255])
+    })
+}
+
+/// White (repaint) on the right half, as the fixture maker's mask.
+pub fn right_half() -> image::GrayImage {
+    image::GrayImage::from_fn(64, 64, |x, _| image::Luma([if x >= 32 { 255 } else { 0 }]))
+}
