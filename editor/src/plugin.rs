@@ -16,8 +16,8 @@ use crate::chain_view::{ChainRefresh, ChainView, apply_refresh, start_refresh};
 use crate::library::{AssetLibrary, track_generated};
 use crate::local_models::LocalModels;
 use crate::ui::{
-    EditorUi, Thumbnails, draw_editor, load_start_images, load_thumbnails, take_dropped_images,
-    toggle_editor,
+    EditorUi, Thumbnails, draw_editor, load_control_images, load_start_images, load_thumbnails,
+    take_dropped_images, toggle_editor,
 };
 
 /// The editor's state and actions, without drawing anything: the [`AssetLibrary`], the
@@ -116,6 +116,7 @@ impl Plugin for EditorPlugin {
                     load_thumbnails,
                     take_dropped_images,
                     load_start_images,
+                    load_control_images,
                 )
                     .chain()
                     .after(EditorSet),

@@ -1,16 +1,22 @@
 //! Generate: the recipe form, the Generate button with progress, the preview (animated for
 //! animations, tiled 3×3 for tileable textures) and "Save as recipe".
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+use autonomy_pipeline::models::sd::canny;
 use autonomy_pipeline::models::sd::hypernetwork::hypernet_tags;
 use autonomy_pipeline::models::sd::lora_tags::without_network_tags;
 use autonomy_pipeline::models::sd::prompt_schedule;
 use autonomy_pipeline::models::sd::scheduler::Sampler;
+use autonomy_pipeline::recipe::Preprocess;
 use autonomy_pipeline::recipe::{Kind, UpscalerRef};
+use bevy::asset::RenderAssetUsages;
+use bevy::image::ImageSampler;
+use bevy::prelude::*;
 use bevy_egui::egui;
 
-use super::{EditorUi, Frame, Intent, start, sub_rect};
+use super::{EditorUi, Frame, Intent, Thumbnails, start, sub_rect};
 use crate::actions::{EditorAction, Preview, PreviewImage};
 use crate::draft::{Draft, DraftControl};
 use crate::local_models::{
@@ -251,10 +257,60 @@ fn hires_upscaler(ui: &mut egui::Ui, chosen: &mut UpscalerRef, local: &LocalMode
         });
 }
 
+/// The [`Thumbnails`] key of a draft's control image: its path, marked when its Canny edges
+/// are what the ControlNet sees.
+fn control_thumbnail(control: &DraftControl) -> PathBuf {
+    if control.canny {
+        PathBuf::from(format!("{}#canny", control.image.display()))
+    } else {
+        control.image.clone()
+    }
+}
+
+/// Loads the control image a ControlNet draft names — its Canny edges when the draft asks, as
+/// the ControlNet will see them — for the Generate panel's thumbnail. A file that is not an
+/// image is passed over (once: the build says why).
+pub(crate) fn load_control_images(
+    state: Res<EditorUi>,
+    mut thumbnails: ResMut<Thumbnails>,
+    mut images: ResMut<Assets<Image>>,
+    mut unreadable: Local<HashSet<PathBuf>>,
+) {
+    let Some(control) = state.draft.control.as_ref() else {
+        return;
+    };
+    let key = control_thumbnail(control);
+    if thumbnails.0.contains_key(&key) || unreadable.contains(&key) || !control.image.is_file() {
+        return;
+    }
+    let picture = match image::open(&control.image) {
+        Ok(picture) => picture.to_rgb8(),
+        Err(error) => {
+            warn!(%error, file = %control.image.display(), "no control image thumbnail");
+            unreadable.insert(key);
+            return;
+        }
+    };
+    let (low, high) = canny::DEFAULT_THRESHOLDS;
+    let shown = if control.canny {
+        Preprocess::Canny { low, high }.apply(&picture)
+    } else {
+        picture
+    };
+    let mut image = Image::from_dynamic(
+        image::DynamicImage::ImageRgb8(shown),
+        true,
+        RenderAssetUsages::default(),
+    );
+    image.sampler = ImageSampler::nearest();
+    thumbnails.0.insert(key, images.add(image));
+}
+
 /// None, or a ControlNet found in the model folders that fits the model, with its control
-/// image (a path, or a picture to take the Canny edges of) and scale (a form row only when
-/// one fits).
-fn controlnet(ui: &mut egui::Ui, draft: &mut Draft, local: &LocalModels) {
+/// image (a path, or a picture to take the Canny edges of, shown as the ControlNet sees it)
+/// and scale (a form row only when one fits).
+fn controlnet(ui: &mut egui::Ui, draft: &mut Draft, frame: &Frame) {
+    let local = frame.local_models;
     let model = PathBuf::from(&draft.model);
     let fitting: Vec<&LocalControlNet> = local.controlnets_for(&model).collect();
     if fitting.is_empty() {
@@ -322,6 +378,9 @@ fn controlnet(ui: &mut egui::Ui, draft: &mut Draft, local: &LocalModels) {
                     .text("scale"),
             )
             .on_hover_text("how strongly the control image steers the picture");
+            if let Some(image) = frame.thumbnails.0.get(&control_thumbnail(control)) {
+                frame.thumbnail(ui, image, None, 64.0);
+            }
         }
     });
     ui.end_row();
@@ -464,7 +523,7 @@ pub(super) fn show(ui: &mut egui::Ui, state: &mut EditorUi, frame: &mut Frame) {
                 vae(ui, draft, frame.local_models);
                 ui.end_row();
                 refiner(ui, draft, frame.local_models);
-                controlnet(ui, draft, frame.local_models);
+                controlnet(ui, draft, frame);
             } else {
                 draft.sampler = None;
                 draft.loras.clear();

@@ -10,6 +10,7 @@ mod models;
 mod publish;
 mod start;
 
+pub(crate) use generate::load_control_images;
 pub use governance::promotion;
 pub use start::StartTools;
 pub(crate) use start::{load_start_images, take_dropped_images};
