@@ -1015,8 +1015,8 @@ impl StableDiffusion {
                     let f = self.spec.vae.downscale();
                     let hint = super::roll(hint, dy * f, dx * f)?;
                     let rows = (guided && c.guess_mode).then_some(n);
-                    let (context, added) = (context, added.as_ref());
-                    Some(self.control_residuals(net, c, &x, t, (context, added), &hint, rows)?)
+                    let conditioning = (context, added.as_ref());
+                    Some(self.control_residuals(net, c, &x, t, conditioning, &hint, rows)?)
                 }
                 _ => None,
             };
