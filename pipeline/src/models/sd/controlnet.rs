@@ -428,21 +428,41 @@ pub fn is_controlnet(path: &Path) -> bool {
         })
 }
 
-/// Whether the ControlNet at `path` fits a model whose UNet is `unet`: the same block widths
-/// and text width (told from a folder's config, or a single file's shapes).
+/// Why a ControlNet whose UNet half is `theirs` does not fit the UNet `ours` (block widths,
+/// layers per block, text width or SDXL's added conditioning differ), naming both; `None`
+/// when it fits.
+pub fn mismatch(theirs: &UNetSpec, ours: &UNetSpec) -> Option<String> {
+    let widths = |spec: &UNetSpec| -> Vec<usize> {
+        spec.config.blocks.iter().map(|b| b.out_channels).collect()
+    };
+    let (a, b) = (&theirs.config, &ours.config);
+    let fits = widths(theirs) == widths(ours)
+        && a.layers_per_block == b.layers_per_block
+        && a.cross_attention_dim == b.cross_attention_dim
+        && theirs.added.is_some() == ours.added.is_some();
+    (!fits).then(|| {
+        format!(
+            "a ControlNet for blocks of {:?} channels, {} layers each and {}-wide text, but the model's UNet has {:?}, {} and {}",
+            widths(theirs),
+            a.layers_per_block,
+            a.cross_attention_dim,
+            widths(ours),
+            b.layers_per_block,
+            b.cross_attention_dim
+        )
+    })
+}
+
+/// Whether the ControlNet at `path` fits a model whose UNet is `unet`: a folder's config as
+/// [`mismatch`] checks it, a single file's first block width and text width from its shapes
+/// (the rest of its architecture is the model's own).
 pub fn fits(path: &Path, unet: &UNetSpec) -> bool {
     let config = &unet.config;
     let first = config.blocks[0].out_channels;
     if path.is_dir() {
         let theirs = super::config::read_json(&path.join("config.json"))
             .and_then(|json| spec(json, &path.join("config.json")));
-        return theirs.is_ok_and(|theirs| {
-            let widths = |c: &candle_transformers::models::stable_diffusion::unet_2d::UNet2DConditionModelConfig| {
-                c.blocks.iter().map(|b| b.out_channels).collect::<Vec<_>>()
-            };
-            widths(&theirs.unet.config) == widths(config)
-                && theirs.unet.config.cross_attention_dim == config.cross_attention_dim
-        });
+        return theirs.is_ok_and(|theirs| mismatch(&theirs.unet, unet).is_none());
     }
     let Ok(store) = Store::open(path) else {
         return false;

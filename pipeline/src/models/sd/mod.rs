@@ -383,26 +383,10 @@ impl StableDiffusion {
         let sha256 = controlnet::sha256(&file.path)?;
         let model =
             controlnet::ControlNet::load(&file.path, &self.spec.unet, &self.device, self.dtype)?;
-        let (theirs, ours) = (&model.spec().unet.config, &self.spec.unet.config);
-        let widths = |c: &candle_transformers::models::stable_diffusion::unet_2d::UNet2DConditionModelConfig| {
-            c.blocks.iter().map(|b| b.out_channels).collect::<Vec<_>>()
-        };
-        if widths(theirs) != widths(ours)
-            || theirs.layers_per_block != ours.layers_per_block
-            || theirs.cross_attention_dim != ours.cross_attention_dim
-            || model.spec().unet.added.is_some() != self.spec.unet.added.is_some()
-        {
+        if let Some(message) = controlnet::mismatch(&model.spec().unet, &self.spec.unet) {
             return Err(SdError::Invalid {
                 path: file.path.clone(),
-                message: format!(
-                    "a ControlNet for blocks of {:?} channels, {} layers each and {}-wide text, but the model's UNet has {:?}, {} and {}",
-                    widths(theirs),
-                    theirs.layers_per_block,
-                    theirs.cross_attention_dim,
-                    widths(ours),
-                    ours.layers_per_block,
-                    ours.cross_attention_dim
-                ),
+                message,
             });
         }
         tracing::debug!(file = %file.label, "loaded a ControlNet");
