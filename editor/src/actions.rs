@@ -258,7 +258,7 @@ pub fn save_recipe(root: &Path, draft: &Draft) -> Result<PathBuf, String> {
     };
     let earlier_control = earlier
         .as_ref()
-        .and_then(|asset| asset.control.as_ref())
+        .and_then(|asset| asset.controls.first())
         .map(|control| control.image.clone());
     let earlier = earlier.and_then(|asset| asset.img2img);
     let mut files = draft.start_files();

@@ -219,7 +219,7 @@ fn controlnet(
     let latents = Tensor::randn(0f32, 1.0, (2, 4, 64, 64), device)?;
     let context = Tensor::randn(0f32, 1.0, (2, 77, 768), device)?;
     let hint = Tensor::rand(0f32, 1.0, (2, 3, 512, 512), device)?;
-    let net = sd15.controlnet().context("no ControlNet loaded")?;
+    let net = sd15.controlnets().first().context("no ControlNet loaded")?;
     let control = || {
         net.forward(
             &latents.to_dtype(dtype)?,

@@ -29,7 +29,8 @@ pub struct InitImage {
 }
 
 /// A ControlNet's conditioning of a run (see [`crate::models::sd::controlnet`]): the model
-/// must have been loaded with the ControlNet.
+/// must have been loaded with the ControlNet. A request's controls pair with the model's
+/// ControlNets in the order they were loaded.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Control {
     /// The control image (an edge map, a depth map, a pose…), resized to each pass's size.
@@ -114,8 +115,10 @@ pub struct GenerateRequest {
     pub clip_skip: usize,
     /// Stable Diffusion: a second pass at a larger size.
     pub hires: Option<Hires>,
-    /// Stable Diffusion: a ControlNet's conditioning.
-    pub control: Option<Control>,
+    /// Stable Diffusion: the conditioning of each ControlNet the model was loaded with, in
+    /// their order (none, or one each; their residuals add up, as diffusers'
+    /// `MultiControlNetModel`'s).
+    pub control: Vec<Control>,
 }
 
 impl Default for GenerateRequest {
@@ -134,7 +137,7 @@ impl Default for GenerateRequest {
             guidance_rescale: 0.0,
             clip_skip: 1,
             hires: None,
-            control: None,
+            control: Vec::new(),
         }
     }
 }
@@ -171,9 +174,35 @@ pub struct ModelIdentity {
     /// The upscaling model a hires pass scaled the first image with (absent when none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upscaler: Option<UpscalerUse>,
-    /// The ControlNet that conditioned its images (absent when none).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub controlnet: Option<ControlNetUse>,
+    /// The ControlNets that conditioned its images, in order (absent when none; manifests
+    /// written before several were possible name one as `controlnet`).
+    #[serde(
+        default,
+        alias = "controlnet",
+        deserialize_with = "one_or_many",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub controlnets: Vec<ControlNetUse>,
+}
+
+/// A list, or one item written on its own.
+fn one_or_many<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany<T> {
+        Many(Vec<T>),
+        One(T),
+    }
+    Ok(
+        match <OneOrMany<T> as serde::Deserialize>::deserialize(deserializer)? {
+            OneOrMany::Many(items) => items,
+            OneOrMany::One(item) => vec![item],
+        },
+    )
 }
 
 /// A ControlNet loaded with a model, as the provenance manifest records it.
@@ -306,4 +335,43 @@ pub fn generator_version(family: &str) -> String {
         "autonomy-{family}/{}+r{GENERATOR_REVISION}",
         env!("CARGO_PKG_VERSION")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_identity_reads_one_controlnet_as_earlier_manifests_wrote_it_and_writes_a_list() {
+        let net = |file: &str| ControlNetUse {
+            file: file.into(),
+            sha256: "ab".repeat(32),
+        };
+        let mut identity = serde_json::json!({
+            "name": "stable-diffusion", "weights_sha256": "00", "dataset_sha256": null,
+            "path": "sd", "generator": "g",
+            "controlnet": { "file": "canny", "sha256": "ab".repeat(32) },
+        });
+        let read: ModelIdentity = serde_json::from_value(identity.clone()).unwrap();
+        assert_eq!(read.controlnets, [net("canny")]);
+        identity.as_object_mut().unwrap().remove("controlnet");
+        let plain: ModelIdentity = serde_json::from_value(identity.clone()).unwrap();
+        assert!(plain.controlnets.is_empty());
+        let both = ModelIdentity {
+            controlnets: vec![net("canny"), net("depth")],
+            ..plain.clone()
+        };
+        let written = serde_json::to_value(&both).unwrap();
+        assert_eq!(written["controlnets"][1]["file"], "depth");
+        assert_eq!(
+            serde_json::from_value::<ModelIdentity>(written).unwrap(),
+            both
+        );
+        assert!(
+            serde_json::to_value(&plain)
+                .unwrap()
+                .get("controlnets")
+                .is_none()
+        );
+    }
 }

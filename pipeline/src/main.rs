@@ -307,35 +307,39 @@ struct GenerateArgs {
     )]
     hires_upscaler: String,
     /// Stable Diffusion: a ControlNet (a diffusers folder, or an A1111/ComfyUI single file)
-    /// that conditions the image on
-    /// `--control-image` (an edge map, a depth map, a pose…).
+    /// that conditions the image on `--control-image` (an edge map, a depth map, a pose…).
+    /// Repeat it for several at once (their residuals add up), each with its own
+    /// `--control-image`, in order; the other `--control-*` flags are given once for all of
+    /// them or once for each.
     #[arg(long, value_name = "DIR", requires = "control_image")]
-    controlnet: Option<PathBuf>,
-    /// The ControlNet's control image, resized to the image.
+    controlnet: Vec<PathBuf>,
+    /// The ControlNet's control image, resized to the image: one per `--controlnet`.
     #[arg(long, value_name = "PNG", requires = "controlnet")]
-    control_image: Option<PathBuf>,
-    /// How strongly the ControlNet conditions the image, 0–2.
-    #[arg(long, default_value_t = 1.0, requires = "controlnet", value_parser = control_scale)]
-    control_scale: f64,
-    /// The fraction of the steps where the ControlNet starts, 0–1.
-    #[arg(long, default_value_t = 0.0, requires = "controlnet", value_parser = unit_interval)]
-    control_start: f64,
-    /// The fraction of the steps after which the ControlNet stops, 0–1.
-    #[arg(long, default_value_t = 1.0, requires = "controlnet", value_parser = unit_interval)]
-    control_end: f64,
-    /// Guess mode: the ControlNet conditions the prompt's prediction alone.
+    control_image: Vec<PathBuf>,
+    /// How strongly the ControlNet conditions the image, 0–2 (1).
+    #[arg(long, requires = "controlnet", value_parser = control_scale)]
+    control_scale: Vec<f64>,
+    /// The fraction of the steps where the ControlNet starts, 0–1 (0).
+    #[arg(long, requires = "controlnet", value_parser = unit_interval)]
+    control_start: Vec<f64>,
+    /// The fraction of the steps after which the ControlNet stops, 0–1 (1).
+    #[arg(long, requires = "controlnet", value_parser = unit_interval)]
+    control_end: Vec<f64>,
+    /// Guess mode: the ControlNets condition the prompt's prediction alone.
     #[arg(long, requires = "controlnet")]
     control_guess_mode: bool,
-    /// Make the control image of `--control-image`'s Canny edges (as A1111's and ComfyUI's
-    /// canny preprocessors, OpenCV's), with `--control-thresholds`.
-    #[arg(long, value_name = "canny", requires = "controlnet", value_parser = ["canny"])]
-    control_preprocess: Option<String>,
+    /// `canny` makes the control image of `--control-image`'s Canny edges (as A1111's and
+    /// ComfyUI's canny preprocessors, OpenCV's), with `--control-thresholds`; `none` takes the
+    /// image as it is.
+    #[arg(long, value_name = "canny|none", requires = "controlnet", value_parser = ["canny", "none"])]
+    control_preprocess: Vec<String>,
     /// The Canny thresholds `LOW,HIGH` (A1111's 100,200).
     #[arg(long, value_name = "LOW,HIGH", requires = "control_preprocess", value_parser = thresholds)]
-    control_thresholds: Option<(f64, f64)>,
-    /// Also write the control image the ControlNet saw (after preprocessing) to this PNG.
+    control_thresholds: Vec<(f64, f64)>,
+    /// Also write the control image each ControlNet saw (after preprocessing) to this PNG:
+    /// one per `--controlnet`.
     #[arg(long, value_name = "PNG", requires = "controlnet")]
-    control_out: Option<PathBuf>,
+    control_out: Vec<PathBuf>,
     /// Print what was written as JSON.
     #[arg(long)]
     json: bool,
@@ -524,15 +528,55 @@ fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
             }),
         ),
     };
-    let controlnet = args.controlnet.as_ref().map(|path| ControlNetFile {
-        path: path.clone(),
-        label: path.display().to_string(),
-    });
-    if args.control_start > args.control_end {
+    let controlnets: Vec<ControlNetFile> = args
+        .controlnet
+        .iter()
+        .map(|path| ControlNetFile {
+            path: path.clone(),
+            label: path.display().to_string(),
+        })
+        .collect();
+    let units = controlnets.len();
+    let each = |flag: &str, given: usize| {
+        if given > 1 && given != units {
+            bail!(
+                "{flag} was given {given} times for {units} ControlNet(s): give it once for all, or once for each, in order"
+            );
+        }
+        Ok(())
+    };
+    each("--control-scale", args.control_scale.len())?;
+    each("--control-start", args.control_start.len())?;
+    each("--control-end", args.control_end.len())?;
+    each("--control-preprocess", args.control_preprocess.len())?;
+    each("--control-thresholds", args.control_thresholds.len())?;
+    for (flag, given, optional) in [
+        ("--control-image", args.control_image.len(), false),
+        ("--control-out", args.control_out.len(), true),
+    ] {
+        if given != units && !(optional && given == 0) {
+            bail!(
+                "{flag} was given {given} times for {units} ControlNet(s): give one for each, in order"
+            );
+        }
+    }
+    // The `i`-th ControlNet's value of a flag given once for all or once for each.
+    let nth = |values: &[f64], i: usize, default: f64| {
+        values.get(i).or(values.first()).copied().unwrap_or(default)
+    };
+    let settings: Vec<(f64, f64, f64)> = (0..units)
+        .map(|i| {
+            (
+                nth(&args.control_scale, i, 1.0),
+                nth(&args.control_start, i, 0.0),
+                nth(&args.control_end, i, 1.0),
+            )
+        })
+        .collect();
+    if let Some((i, (_, start, end))) = settings.iter().enumerate().find(|(_, (_, s, e))| s > e) {
         bail!(
-            "--control-start {} is after --control-end {}: the ControlNet must stop after it starts",
-            args.control_start,
-            args.control_end
+            "ControlNet {}: --control-start {start} is after --control-end {end}: it must stop after it starts",
+            i + 1
         );
     }
     let additions = Additions {
@@ -542,7 +586,7 @@ fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
         refiner: refiner.as_ref(),
         upscaler: upscaler.as_ref(),
         hypernetworks: &hypernetworks,
-        controlnet: controlnet.as_ref(),
+        controlnets: &controlnets,
     };
     let model = models::load(&args.model, dev, &additions)
         .with_context(|| format!("cannot load the model in `{}`", args.model.display()))?;
@@ -596,33 +640,36 @@ fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
         }),
         None => None,
     };
-    let control = match &args.control_image {
-        Some(path) => Some(Control {
-            image: {
-                let picture = read(path)?.to_rgb8();
-                let image = match args.control_preprocess {
-                    Some(_) => {
-                        let (low, high) =
-                            args.control_thresholds.unwrap_or(canny::DEFAULT_THRESHOLDS);
-                        Preprocess::Canny { low, high }.apply(&picture)
-                    }
-                    None => picture,
-                };
-                if let Some(out) = &args.control_out {
-                    write_png(
-                        out,
-                        &image::DynamicImage::ImageRgb8(image.clone()).to_rgba8(),
-                    )?;
-                }
-                image
-            },
-            scale: args.control_scale,
-            start: args.control_start,
-            end: args.control_end,
+    let mut control = Vec::new();
+    for (i, (path, &(scale, start, end))) in args.control_image.iter().zip(&settings).enumerate() {
+        let picture = read(path)?.to_rgb8();
+        let preprocess = args
+            .control_preprocess
+            .get(i)
+            .or(args.control_preprocess.first());
+        let image = match preprocess.map(String::as_str) {
+            Some("canny") => {
+                let thresholds = args.control_thresholds.get(i);
+                let thresholds = thresholds.or(args.control_thresholds.first());
+                let (low, high) = thresholds.copied().unwrap_or(canny::DEFAULT_THRESHOLDS);
+                Preprocess::Canny { low, high }.apply(&picture)
+            }
+            _ => picture,
+        };
+        if let Some(out) = args.control_out.get(i) {
+            write_png(
+                out,
+                &image::DynamicImage::ImageRgb8(image.clone()).to_rgba8(),
+            )?;
+        }
+        control.push(Control {
+            image,
+            scale,
+            start,
+            end,
             guess_mode: args.control_guess_mode,
-        }),
-        None => None,
-    };
+        });
+    }
     let images = model.generate(&GenerateRequest {
         prompt: args.prompt.clone(),
         negative_prompt: args.negative.clone(),

@@ -34,7 +34,7 @@ fn edges() -> image::RgbImage {
 fn a_controlnets_residuals_and_the_unet_they_condition_match_diffusers() {
     let reference = Reference::of("controlnet");
     let model = controlled();
-    let net = model.controlnet().unwrap();
+    let net = &model.controlnets()[0];
     let (sample, context) = (reference.get("cn_sample"), reference.get("cn_context"));
     let hint = reference.get("control_image").repeat((2, 1, 1, 1)).unwrap();
     let scale = reference.scalar("cn_scale");
@@ -82,7 +82,7 @@ fn whole_runs_with_a_controlnet_match_diffusers() {
     let request = GenerateRequest {
         steps: reference.scalar("ctl_steps") as usize,
         guidance: reference.scalar("ctl_guidance"),
-        control: Some(control.clone()),
+        control: vec![control.clone()],
         ..reference.request()
     };
     // diffusers returns (n, H, W, 3); a whole run is held to a tenth of a grey level.
@@ -98,7 +98,7 @@ fn whole_runs_with_a_controlnet_match_diffusers() {
         4e-4,
     );
     let plain = run(&GenerateRequest {
-        control: None,
+        control: Vec::new(),
         ..request.clone()
     });
     close(
@@ -109,11 +109,11 @@ fn whole_runs_with_a_controlnet_match_diffusers() {
     );
     assert!(max_diff(&plain, &controlled) > 0.02);
     let guessed = GenerateRequest {
-        control: Some(Control {
+        control: vec![Control {
             end: 1.0,
             guess_mode: true,
             ..control
-        }),
+        }],
         ..request
     };
     close(
@@ -122,6 +122,63 @@ fn whole_runs_with_a_controlnet_match_diffusers() {
         reference.get("ctl_guess_image"),
         4e-4,
     );
+}
+
+/// Two ControlNets at once (`make.py multi-controlnet`): their residuals add up, each from its
+/// own control image at its own scale and over its own steps, as diffusers'
+/// `MultiControlNetModel` runs them.
+#[test]
+fn several_controlnets_add_up_as_diffusers_multi_controlnet() {
+    let reference = Reference::of("controlnet");
+    let multi = Reference::of("multi-controlnet");
+    let mut model = controlled();
+    model
+        .add_controlnet(&ControlNetFile {
+            path: fixtures().join("tiny-sd15/controlnet-2"),
+            label: "controlnet-2".into(),
+        })
+        .unwrap();
+    let files: Vec<&str> = model
+        .identity()
+        .controlnets
+        .iter()
+        .map(|c| c.file.as_str())
+        .collect();
+    assert_eq!(files, ["controlnet", "controlnet-2"]);
+    let grid = image::open(fixtures().join("tiny-sd15/control/grid.png"))
+        .unwrap()
+        .to_rgb8();
+    let control = |image: &image::RgbImage, scale, start, end| Control {
+        image: image.clone(),
+        scale,
+        start,
+        end,
+        guess_mode: false,
+    };
+    let run = |images: [&image::RgbImage; 2]| {
+        let request = GenerateRequest {
+            steps: 4,
+            guidance: 5.0,
+            control: vec![
+                control(images[0], 0.8, 0.0, 0.5),
+                control(images[1], 0.6, 0.25, 1.0),
+            ],
+            ..reference.request()
+        };
+        let image = model.sample(&request, reference.get("ctl_init")).unwrap();
+        image.permute((0, 2, 3, 1)).unwrap()
+    };
+    let edges = edges();
+    let both = run([&edges, &grid]);
+    close("both ControlNets", &both, multi.get("multi_image"), 4e-4);
+    let swapped = run([&grid, &edges]);
+    close(
+        "the control images swapped",
+        &swapped,
+        multi.get("multi_swapped_image"),
+        4e-4,
+    );
+    assert!(max_diff(&both, &swapped) > 0.1);
 }
 
 #[test]
@@ -146,13 +203,13 @@ fn a_controlnet_conditions_an_inpainting_unet_as_diffusers_does() {
             strength: 1.0,
             mask: Some(right_half()),
         }),
-        control: Some(Control {
+        control: vec![Control {
             image: edges(),
             scale: reference.scalar("ctl_inpaint_scale"),
             start: 0.0,
             end: 1.0,
             guess_mode: false,
-        }),
+        }],
         ..reference.request()
     };
     let image = model.sample(&request, inpainting.get("run_init")).unwrap();
@@ -165,7 +222,7 @@ fn a_controlnet_conditions_an_inpainting_unet_as_diffusers_does() {
 }
 
 #[test]
-fn a_control_image_without_a_controlnet_or_out_of_range_is_refused() {
+fn control_images_without_their_controlnets_or_out_of_range_are_refused() {
     let plain = StableDiffusion::load(&fixtures().join("tiny-sd15"), &Device::Cpu).unwrap();
     let control = Control {
         image: edges(),
@@ -176,18 +233,30 @@ fn a_control_image_without_a_controlnet_or_out_of_range_is_refused() {
     };
     let request = GenerateRequest {
         steps: 1,
-        control: Some(control.clone()),
+        control: vec![control.clone()],
         ..GenerateRequest::default()
     };
     let noise = Tensor::zeros((1, 4, 8, 8), candle_core::DType::F32, &Device::Cpu).unwrap();
     let err = plain.sample(&request, &noise).unwrap_err().to_string();
-    assert!(err.contains("without a ControlNet"), "{err}");
+    assert!(
+        err.contains("1 control image(s) but the model was loaded with 0 ControlNet(s)"),
+        "{err}"
+    );
+    let twice = GenerateRequest {
+        control: vec![control.clone(), control.clone()],
+        ..request.clone()
+    };
+    let err = controlled().sample(&twice, &noise).unwrap_err().to_string();
+    assert!(
+        err.contains("2 control image(s) but the model was loaded with 1"),
+        "{err}"
+    );
     let backwards = GenerateRequest {
-        control: Some(Control {
+        control: vec![Control {
             start: 0.8,
             end: 0.2,
             ..control
-        }),
+        }],
         ..request
     };
     let err = controlled()
@@ -208,11 +277,11 @@ fn a_controlnet_for_another_unet_is_refused_naming_both() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("a ControlNet for blocks of"), "{err}");
-    assert!(model.controlnet().is_none());
+    assert!(model.controlnets().is_empty());
 }
 
 #[test]
-fn a_recipe_conditions_its_asset_on_a_control_image_and_the_manifest_records_both() {
+fn a_recipe_conditions_its_asset_on_control_images_and_the_manifest_records_them() {
     let studio = common::Studio::new();
     let root = studio.root();
     copy_dir(
@@ -235,6 +304,12 @@ fn a_recipe_conditions_its_asset_on_a_control_image_and_the_manifest_records_bot
     recipe("plain", "");
     recipe("late", &format!("{controlnet}control_start = 0.5\n"));
     recipe(
+        "pair",
+        "controlnet = [\n\
+         { model = \"models/tiny-sd15/controlnet\", image = \"models/tiny-sd15/control/edges.png\", scale = 1.2 },\n\
+         { model = \"models/tiny-sd15/controlnet-2\", image = \"models/tiny-sd15/control/grid.png\", start = 0.3 },\n]\n",
+    );
+    recipe(
         "imageless",
         "controlnet = \"models/tiny-sd15/controlnet\"\n",
     );
@@ -252,12 +327,12 @@ fn a_recipe_conditions_its_asset_on_a_control_image_and_the_manifest_records_bot
             .map(|a| a.to_string())
             .unwrap_or_else(|| report.to_string())
     };
-    for name in ["guided", "plain", "late"] {
+    for name in ["guided", "plain", "late", "pair"] {
         assert!(outcome(name).contains("\"built\""), "{name}: {report}");
     }
     let refused = report.to_string();
     assert!(
-        refused.contains("a ControlNet needs a `control_image`"),
+        refused.contains("a ControlNet needs its `control_image`"),
         "{refused}"
     );
     let nowhere = outcome("nowhere");
@@ -267,7 +342,7 @@ fn a_recipe_conditions_its_asset_on_a_control_image_and_the_manifest_records_bot
     );
     let manifest: Manifest =
         serde_json::from_slice(&std::fs::read(root.join("guided.prov.json")).unwrap()).unwrap();
-    let used = manifest.model.controlnet.clone().expect("the ControlNet");
+    let used = manifest.model.controlnets[0].clone();
     assert_eq!(used.file, "models/tiny-sd15/controlnet");
     assert_eq!(
         used.sha256,
@@ -292,13 +367,45 @@ fn a_recipe_conditions_its_asset_on_a_control_image_and_the_manifest_records_bot
         "the ControlNet changes the picture"
     );
     assert!(mean_difference(&pixels("guided"), &pixels("late")) > 0.1);
-    let verified = studio.reproduce(&root.join("guided.png"));
-    let text = String::from_utf8_lossy(&verified.stdout);
-    assert!(text.contains("reproduced bit for bit"), "{text}");
+    // Two ControlNets: both recorded in order, both control images among the parents.
+    let pair: Manifest =
+        serde_json::from_slice(&std::fs::read(root.join("pair.prov.json")).unwrap()).unwrap();
+    let files: Vec<&str> = pair
+        .model
+        .controlnets
+        .iter()
+        .map(|c| c.file.as_str())
+        .collect();
+    assert_eq!(
+        files,
+        [
+            "models/tiny-sd15/controlnet",
+            "models/tiny-sd15/controlnet-2"
+        ]
+    );
+    let images: Vec<&str> = pair
+        .parents
+        .iter()
+        .filter(|p| p.role == "control_image")
+        .map(|p| p.reference.as_str())
+        .collect();
+    assert_eq!(
+        images,
+        [
+            "file:models/tiny-sd15/control/edges.png",
+            "file:models/tiny-sd15/control/grid.png"
+        ]
+    );
+    assert!(mean_difference(&pixels("guided"), &pixels("pair")) > 1.0);
+    for name in ["guided", "pair"] {
+        let verified = studio.reproduce(&root.join(format!("{name}.png")));
+        let text = String::from_utf8_lossy(&verified.stdout);
+        assert!(text.contains("reproduced bit for bit"), "{name}: {text}");
+    }
 }
 
 #[test]
-fn generate_takes_a_controlnet_and_its_control_image() {
+fn generate_takes_controlnets_and_their_control_images() {
     let dir = tempfile::tempdir().unwrap();
     let model = fixtures().join("tiny-sd15");
     let generate = |name: &str, extra: &[&str]| {
@@ -335,6 +442,51 @@ fn generate_takes_a_controlnet_and_its_control_image() {
     assert!(ok, "{stderr}");
     let pixels = |name: &str| image::open(dir.path().join(name)).unwrap().to_rgba8();
     assert!(mean_difference(&pixels("plain.png"), &pixels("guided.png")) > 1.0);
+    // Two ControlNets, a scale for both, and the control image each saw.
+    let (second, grid) = (
+        model.join("controlnet-2").display().to_string(),
+        model.join("control/grid.png").display().to_string(),
+    );
+    let (out_a, out_b) = (dir.path().join("a.png"), dir.path().join("b.png"));
+    let (ok, stderr) = generate(
+        "pair.png",
+        &[
+            "--controlnet",
+            &controlnet,
+            "--controlnet",
+            &second,
+            "--control-image",
+            &image,
+            "--control-image",
+            &grid,
+            "--control-scale",
+            "1.5",
+            "--control-out",
+            out_a.to_str().unwrap(),
+            "--control-out",
+            out_b.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{stderr}");
+    assert!(mean_difference(&pixels("guided.png"), &pixels("pair.png")) > 1.0);
+    let rgb = |path: &std::path::Path| image::open(path).unwrap().to_rgb8();
+    assert_eq!(rgb(&out_a), rgb(std::path::Path::new(&image)));
+    assert_eq!(rgb(&out_b), rgb(std::path::Path::new(&grid)));
+    let (ok, stderr) = generate(
+        "one-image.png",
+        &[
+            "--controlnet",
+            &controlnet,
+            "--controlnet",
+            &second,
+            "--control-image",
+            &image,
+        ],
+    );
+    assert!(
+        !ok && stderr.contains("--control-image was given 1 times for 2 ControlNet(s)"),
+        "{stderr}"
+    );
     let (ok, stderr) = generate("alone.png", &["--controlnet", &controlnet]);
     assert!(!ok && stderr.contains("--control-image"), "{stderr}");
     let (ok, stderr) = generate(
@@ -359,9 +511,7 @@ fn generate_takes_a_controlnet_and_its_control_image() {
 /// `model`'s ControlNet's residuals for the reference's call at its scale.
 fn residuals_of(model: &StableDiffusion, reference: &Reference) -> Vec<Tensor> {
     let hint = reference.get("control_image").repeat((2, 1, 1, 1)).unwrap();
-    let residuals = model
-        .controlnet()
-        .unwrap()
+    let residuals = model.controlnets()[0]
         .forward(
             reference.get("cn_sample"),
             reference.scalar("cn_timestep"),
@@ -395,7 +545,7 @@ fn single_file_controlnets_load_in_their_original_names() {
                 label: file.into(),
             })
             .unwrap_or_else(|e| panic!("{file}: {e}"));
-        let used = model.identity().controlnet.clone().unwrap();
+        let used = model.identity().controlnets[0].clone();
         assert_eq!(
             used.sha256,
             autonomy_pipeline::models::digest::file_sha256(&path).unwrap()
@@ -414,7 +564,7 @@ fn single_file_controlnets_load_in_their_original_names() {
     // The first releases' pickles, under `control_model.`; a shuffle ControlNet's residuals
     // are averaged over the image.
     let model = with("controlnet-shuffle.pth");
-    assert!(model.controlnet().unwrap().spec().global_pool);
+    assert!(&model.controlnets()[0].spec().global_pool);
     for (i, (ours, theirs)) in residuals_of(&model, &reference)
         .iter()
         .zip(&expected)
@@ -573,7 +723,7 @@ fn a_tileable_texture_keeps_its_wrap_with_a_controlnet_and_a_hires_pass_follows_
         guidance: 5.0,
         count: 3,
         tileable: true,
-        control: Some(control),
+        control: vec![control],
         ..GenerateRequest::default()
     };
     let ratio = |images: &[image::RgbaImage]| {
@@ -582,7 +732,7 @@ fn a_tileable_texture_keeps_its_wrap_with_a_controlnet_and_a_hires_pass_follows_
     let tiled = model.generate(&request).unwrap();
     let plain = model
         .generate(&GenerateRequest {
-            control: None,
+            control: Vec::new(),
             ..request.clone()
         })
         .unwrap();
@@ -633,13 +783,13 @@ fn a_tileable_textures_control_image_moves_with_its_latents() {
                 guidance: 5.0,
                 seed,
                 tileable: true,
-                control: Some(Control {
+                control: vec![Control {
                     image: square(at),
                     scale: 2.0,
                     start: 0.0,
                     end: 1.0,
                     guess_mode: false,
-                }),
+                }],
                 ..GenerateRequest::default()
             };
             model.sample(&request, noise.as_ref().unwrap()).unwrap()

@@ -50,7 +50,7 @@ fn write_asset(dir: &Path, name: &str, signer: Option<&PrivateKeySigner>) -> Man
             vae: None,
             refiner: None,
             upscaler: None,
-            controlnet: None,
+            controlnets: Vec::new(),
         },
         device: "cpu".into(),
         parents: vec![],

@@ -40,7 +40,8 @@ needs $A1111, $LPW and `lark`), `hires` (the hires pass on tiny-sd15 and tiny-sd
 tiny-sd15's reference) and `hypernetworks` (three A1111 hypernetworks in
 `tiny-sd15/hypernetworks/` and the UNet outputs they give) and `controlnet` (a tiny ControlNet for
 tiny-sd15, as a diffusers folder and as an A1111/ComfyUI single file, a control image, and
-`StableDiffusionControlNetPipeline`'s outputs with it). `make.py --extend tiny-sd21 tiny-sdxl` adds the references written since
+`StableDiffusionControlNetPipeline`'s outputs with it; `multi-controlnet` and
+`controlnet-inpaint` run it further). `make.py --extend tiny-sd21 tiny-sdxl` adds the references written since
 the fixtures were made (a whole run with guidance rescale; SDXL's base handing its latents to the
 refiner; tiny-sd15's IA³, full, OFT and GLoRA files) without touching the rest.
 """
@@ -1791,6 +1792,75 @@ def build_controlnet(name):
               metadata={"prompt": PROMPT, "negative_prompt": NEGATIVE, "torch": torch.__version__})
 
 
+def grid_image():
+    """A 64×64 control image unlike `edge_image`: white lines every 16 pixels both ways, and a
+    filled square, 8-bit RGB."""
+    from PIL import ImageDraw
+
+    image = Image.new("RGB", (64, 64), (0, 0, 0))
+    draw = ImageDraw.Draw(image)
+    for at in range(5, 64, 16):
+        draw.line([(at, 0), (at, 63)], fill=(255, 255, 255), width=1)
+        draw.line([(0, at), (63, at)], fill=(255, 255, 255), width=1)
+    draw.rectangle([40, 40, 55, 55], fill=(255, 255, 255))
+    return image
+
+
+@torch.no_grad()
+def build_multi_controlnet(name):
+    """Two ControlNets at once, as diffusers' `MultiControlNetModel` adds their residuals:
+    - `tiny-sd15/controlnet-2/`: tiny-sd15's ControlNet with its hint encoder's convolution
+      weights (not the zero convolution's) six times larger, stored f16. The first one's output
+      hardly depends on the picture (its random hint encoder shrinks it layer by layer: swapping
+      its control images moves a run by 3e-5); this one's does (0.19).
+    - `tiny-sd15/control/grid.png` (`grid_image`).
+    - `multi-controlnet.reference.safetensors`: `multi_image`, the first ControlNet on
+      `control/edges.png` at scale 0.8 for the first half of the steps (`control_guidance_end`
+      0.5) with `controlnet-2` on the grid at scale 0.6 from a quarter of the steps on
+      (`control_guidance_start` 0.25), so that of 4 steps the first runs with the first alone,
+      the second with both, the last two with the second alone; the same run otherwise as
+      `controlnet`'s `ctl_image` (tiny-sd15's DDIM from its `run_init`, guidance 5).
+      `multi_swapped_image`: the control images given the other way round."""
+    from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
+
+    folder = os.path.join(OUT, "tiny-sd15")
+    pipe = StableDiffusionPipeline.from_pretrained(folder, safety_checker=None)
+    first = ControlNetModel.from_pretrained(os.path.join(folder, "controlnet"),
+                                            torch_dtype=torch.float32)
+    second = copy.deepcopy(first)
+    for key, value in second.named_parameters():
+        if key.startswith("controlnet_cond_embedding.") and ".conv_out." not in key \
+                and key.endswith("weight"):
+            value.copy_((value * 6).to(CONTROLNET_DTYPE).float())
+    out = os.path.join(folder, "controlnet-2")
+    shutil.rmtree(out, ignore_errors=True)
+    copy.deepcopy(second).to(CONTROLNET_DTYPE).save_pretrained(out, safe_serialization=True)
+    second = ControlNetModel.from_pretrained(out, torch_dtype=torch.float32)
+    reference = load_file(os.path.join(OUT, "tiny-sd15.reference.safetensors"))
+    png = os.path.join(folder, "control", "grid.png")
+    grid_image().save(png)
+    edges = Image.open(os.path.join(folder, "control", "edges.png")).convert("RGB")
+    grid = Image.open(png).convert("RGB")
+    ctl = StableDiffusionControlNetPipeline(**pipe.components, controlnet=[first, second])
+    ctl.set_progress_bar_config(disable=True)
+
+    def run(images, scales=(0.8, 0.6)):
+        out = ctl(PROMPT, negative_prompt=NEGATIVE, image=images, num_inference_steps=4,
+                  guidance_scale=5.0, latents=reference["run_init"].clone(), height=64, width=64,
+                  controlnet_conditioning_scale=list(scales), control_guidance_start=[0.0, 0.25],
+                  control_guidance_end=[0.5, 1.0], output_type="np").images
+        return torch.from_numpy(out).contiguous()
+
+    image, swapped = run([edges, grid]), run([grid, edges])
+    first_alone = run([edges, grid], scales=(0.8, 0.0))
+    print(f"multi-controlnet: − swapped {(image - swapped).abs().max():.4f}, − the first alone "
+          f"{(image - first_alone).abs().max():.4f} (max abs)")
+    assert (image - swapped).abs().max() > 0.02 and (image - first_alone).abs().max() > 0.02
+    save_file({"multi_image": image, "multi_swapped_image": swapped},
+              os.path.join(OUT, f"{name}.reference.safetensors"),
+              metadata={"prompt": PROMPT, "negative_prompt": NEGATIVE, "torch": torch.__version__})
+
+
 @torch.no_grad()
 def build_controlnet_inpaint(name):
     """tiny-sd15's ControlNet conditioning the 9-channel tiny-sd-inpaint UNet (the same blocks)
@@ -2860,6 +2930,7 @@ def main():
                  "hypernetworks": build_hypernetworks,
                  "omnisr-upscalers": build_omnisr_upscalers, "canny": build_canny,
                  "controlnet-inpaint": build_controlnet_inpaint,
+                 "multi-controlnet": build_multi_controlnet,
                  "controlnet": build_controlnet}
         for name in only:
             if name not in alone:

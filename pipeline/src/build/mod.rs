@@ -363,7 +363,7 @@ impl Builder<'_> {
         if let Some(upscaler) = &ingredients.upscaler {
             inputs.push(format!("upscaler:{}", upscaler.sha256));
         }
-        if let Some(controlnet) = &ingredients.controlnet {
+        for controlnet in &ingredients.controlnets {
             inputs.push(format!("controlnet:{}", controlnet.sha256));
         }
         if let Some(signer) = &self.options.signer {

@@ -25,8 +25,8 @@ pub struct Inputs<'a> {
     pub source: Option<&'a RgbaImage>,
     /// Where to repaint the start image (white) and where to keep it (black).
     pub mask: Option<&'a GrayImage>,
-    /// The ControlNet's control image.
-    pub control: Option<&'a RgbImage>,
+    /// Each ControlNet's control image, in the recipe's order.
+    pub controls: &'a [RgbImage],
     /// A fixed palette read from a file or the recipe, if any.
     pub palette: Option<&'a Palette>,
     /// An empty folder for files that are easier to write than to return (material maps).
@@ -74,15 +74,18 @@ pub fn produce(recipe: &AssetRecipe, inputs: &Inputs) -> Result<Vec<Produced>, B
                 UpscalerRef::File(_) => HiresUpscaler::Model,
             },
         }),
-        control: recipe.control.as_ref().and_then(|c| {
-            inputs.control.map(|image| Control {
+        control: recipe
+            .controls
+            .iter()
+            .zip(inputs.controls)
+            .map(|(c, image)| Control {
                 image: image.clone(),
                 scale: c.scale,
                 start: c.start,
                 end: c.end,
                 guess_mode: c.guess_mode,
             })
-        }),
+            .collect(),
     };
     let native = inputs.generator.native_size();
     if matches!(recipe.model, ModelRef::Folder(_))

@@ -665,7 +665,7 @@ mod tests {
                 vae: None,
                 refiner: None,
                 upscaler: None,
-                controlnet: None,
+                controlnets: Vec::new(),
             },
             device: "cpu".into(),
             parents: vec![],

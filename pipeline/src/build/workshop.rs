@@ -48,10 +48,10 @@ pub struct Ingredients {
     pub refiner: Option<RefinerUse>,
     /// The upscaling model of the hires pass: the file as the recipe names it, its hash.
     pub upscaler: Option<UpscalerUse>,
-    /// The ControlNet: the folder as the recipe names it, its hash.
-    pub controlnet: Option<ControlNetUse>,
-    /// The ControlNet's control image (preprocessed when the recipe asks).
-    pub control_image: Option<RgbImage>,
+    /// The ControlNets: the folders or files as the recipe names them, their hashes.
+    pub controlnets: Vec<ControlNetUse>,
+    /// Each ControlNet's control image (preprocessed when the recipe asks).
+    pub control_images: Vec<RgbImage>,
     /// sha256 (hex) of the model's weights.
     pub weights_sha256: String,
     /// The generator code version ([`crate::generator::generator_version`]).
@@ -120,17 +120,17 @@ impl<'a> Workshop<'a> {
             }
             None => None,
         };
-        let control_image = match &recipe.control {
-            Some(control) => {
-                let (image, parent) = self.control_image(recipe, &control.image)?;
+        let mut control_images = Vec::new();
+        for control in &recipe.controls {
+            let (image, parent) = self.control_image(recipe, &control.image)?;
+            if !parents.contains(&parent) {
                 parents.push(parent);
-                Some(match &control.preprocess {
-                    Some(preprocess) => preprocess.apply(&image),
-                    None => image,
-                })
             }
-            None => None,
-        };
+            control_images.push(match &control.preprocess {
+                Some(preprocess) => preprocess.apply(&image),
+                None => image,
+            });
+        }
         let mut loras = recipe
             .loras
             .iter()
@@ -211,18 +211,19 @@ impl<'a> Workshop<'a> {
             }
             _ => None,
         };
-        let controlnet = match &recipe.control {
-            Some(control) => {
+        let controlnets = recipe
+            .controls
+            .iter()
+            .map(|control| {
                 let path = self.options.root.join(&control.model);
                 let sha256 = crate::models::sd::controlnet::sha256(&path)
                     .map_err(|e| fail(format!("`controlnet`: {e}")))?;
-                Some(ControlNetUse {
+                Ok(ControlNetUse {
                     file: slash(&control.model),
                     sha256,
                 })
-            }
-            None => None,
-        };
+            })
+            .collect::<Result<Vec<_>, BuildError>>()?;
         Ok(Ingredients {
             generator: Family::of(&model_dir).generator(),
             model_dir,
@@ -232,8 +233,8 @@ impl<'a> Workshop<'a> {
             vae,
             refiner,
             upscaler,
-            controlnet,
-            control_image,
+            controlnets,
+            control_images,
             weights_sha256,
             device: crate::device::name(&self.options.device),
             source,
@@ -260,7 +261,7 @@ impl<'a> Workshop<'a> {
                 generator: model.as_ref(),
                 source: ingredients.source.as_ref(),
                 mask: ingredients.mask.as_ref(),
-                control: ingredients.control_image.as_ref(),
+                controls: &ingredients.control_images,
                 palette: ingredients.palette.as_ref(),
                 scratch,
             },
@@ -386,7 +387,7 @@ impl<'a> Workshop<'a> {
     /// The model the ingredients name, with their LoRAs, embeddings, VAE and refiner: loaded
     /// once.
     fn model(&self, ingredients: &Ingredients) -> Result<Arc<dyn Generator>, String> {
-        let (dir, loras, embeddings, hypernetworks, vae, refiner, upscaler, controlnet) = (
+        let (dir, loras, embeddings, hypernetworks, vae, refiner, upscaler, controlnets) = (
             &ingredients.model_dir,
             &ingredients.loras,
             &ingredients.embeddings,
@@ -394,7 +395,7 @@ impl<'a> Workshop<'a> {
             ingredients.vae.as_ref(),
             ingredients.refiner.as_ref(),
             ingredients.upscaler.as_ref(),
-            ingredients.controlnet.as_ref(),
+            &ingredients.controlnets,
         );
         let mut models = self
             .models
@@ -421,7 +422,11 @@ impl<'a> Workshop<'a> {
             .chain(vae.map(|v| format!("vae:{}:{}", v.file, v.sha256)))
             .chain(refiner.map(|r| format!("refiner:{}:{}:{}", r.file, r.weights_sha256, r.switch)))
             .chain(upscaler.map(|u| format!("upscaler:{}:{}", u.file, u.sha256)))
-            .chain(controlnet.map(|c| format!("controlnet:{}:{}", c.file, c.sha256)))
+            .chain(
+                controlnets
+                    .iter()
+                    .map(|c| format!("controlnet:{}:{}", c.file, c.sha256)),
+            )
             .collect();
         let key = (dir.to_path_buf(), signature.join("|"));
         if let Some(model) = models.get(&key) {
@@ -480,10 +485,13 @@ impl<'a> Workshop<'a> {
             path: self.options.root.join(&u.file),
             label: u.file.clone(),
         });
-        let controlnet_file = controlnet.map(|c| ControlNetFile {
-            path: self.options.root.join(&c.file),
-            label: c.file.clone(),
-        });
+        let controlnet_files: Vec<ControlNetFile> = controlnets
+            .iter()
+            .map(|c| ControlNetFile {
+                path: self.options.root.join(&c.file),
+                label: c.file.clone(),
+            })
+            .collect();
         let additions = Additions {
             loras: &files,
             embeddings: &embedding_files,
@@ -491,7 +499,7 @@ impl<'a> Workshop<'a> {
             refiner: refiner_file.as_ref(),
             upscaler: upscaler_file.as_ref(),
             hypernetworks: &hypernetwork_files,
-            controlnet: controlnet_file.as_ref(),
+            controlnets: &controlnet_files,
         };
         let model: Arc<dyn Generator> = models::load(dir, &self.options.device, &additions)
             .map_err(|e| format!("model: {e}"))?
@@ -503,7 +511,7 @@ impl<'a> Workshop<'a> {
             || identity.vae.as_ref() != vae
             || identity.refiner.as_ref() != refiner
             || identity.upscaler.as_ref() != upscaler
-            || identity.controlnet.as_ref() != controlnet
+            || identity.controlnets != *controlnets
         {
             return Err(
                 "a LoRA, hypernetwork, embedding, VAE, refiner, upscaler or ControlNet file changed while the build read it; build again"

@@ -59,8 +59,8 @@ pub struct Additions<'a> {
     pub upscaler: Option<&'a sd::upscaler::UpscalerFile>,
     /// A1111 hypernetworks run on its UNet's attention, in order.
     pub hypernetworks: &'a [sd::hypernetwork::HypernetworkFile],
-    /// The ControlNet its requests' control images condition it through.
-    pub controlnet: Option<&'a sd::controlnet::ControlNetFile>,
+    /// The ControlNets its requests' control images condition it through, in order.
+    pub controlnets: &'a [sd::controlnet::ControlNetFile],
 }
 
 /// A refiner to load for a base model (SDXL's ensemble of experts).
@@ -87,7 +87,7 @@ pub fn load(
         && additions.refiner.is_none()
         && additions.upscaler.is_none()
         && additions.hypernetworks.is_empty()
-        && additions.controlnet.is_none();
+        && additions.controlnets.is_empty();
     Ok(match Family::of(dir) {
         Family::House if plain => Box::new(HouseModel::load(dir, device)?),
         Family::House => {
@@ -103,7 +103,7 @@ pub fn load(
             if let Some(upscaler) = additions.upscaler {
                 base.add_upscaler(upscaler)?;
             }
-            if let Some(controlnet) = additions.controlnet {
+            for controlnet in additions.controlnets {
                 base.add_controlnet(controlnet)?;
             }
             match additions.refiner {

@@ -58,7 +58,11 @@
 //! (0) and `control_end` (1: the fractions of the steps it conditions),
 //! `control_guess_mode` (false: it conditions the prompt's prediction alone) and
 //! `control_preprocess` (none: `"canny"` makes the control image of the picture's Canny
-//! edges, as OpenCV finds them) with `control_thresholds` (`[100, 200]`, 0..=1000).
+//! edges, as OpenCV finds them) with `control_thresholds` (`[100, 200]`, 0..=1000); or, for
+//! several ControlNets at once (their residuals add up, as diffusers' Multi-ControlNet),
+//! `controlnet` is a list of tables with those keys without `control_`:
+//! `controlnet = [{ model = "canny", image = "edges.png", end = 0.6 }, { model = "depth",
+//! image = "depth.png", scale = 0.5 }]`.
 //!
 //! **Paths** (`source`, `mask`, `control_image`, `palette`, a model folder, LoRA files) are written relative to the recipe's
 //! folder and stored relative to the recipe root; they may not leave the root (a model
@@ -345,8 +349,8 @@ pub struct AssetRecipe {
     pub clip_skip: usize,
     /// Draw at the model's size, then redraw at `size` (Stable Diffusion models only).
     pub hires: Option<HiresRef>,
-    /// A ControlNet and its control image (Stable Diffusion models only).
-    pub control: Option<ControlRef>,
+    /// ControlNets with their control images, in order (Stable Diffusion models only).
+    pub controls: Vec<ControlRef>,
     /// Noise seed.
     pub seed: u64,
     /// Output side in pixels (8..=2048).
@@ -482,19 +486,30 @@ impl AssetRecipe {
                 UpscalerRef::File(file) => canonical["hires"]["upscaler"] = json!(path(file)),
             }
         }
-        if let Some(control) = &self.control {
-            canonical["control"] = json!({
-                "model": path(&control.model),
-                "image": path(&control.image),
-                "scale": control.scale,
-                "start": control.start,
-                "end": control.end,
-                "guess_mode": control.guess_mode,
-            });
-            // Only when set, so that the keys of recipes without one stay as they were.
-            if let Some(Preprocess::Canny { low, high }) = control.preprocess {
-                canonical["control"]["preprocess"] = json!({ "canny": [low, high] });
-            }
+        let controls: Vec<Value> = self
+            .controls
+            .iter()
+            .map(|control| {
+                let mut canonical = json!({
+                    "model": path(&control.model),
+                    "image": path(&control.image),
+                    "scale": control.scale,
+                    "start": control.start,
+                    "end": control.end,
+                    "guess_mode": control.guess_mode,
+                });
+                // Only when set, so that the keys of recipes without one stay as they were.
+                if let Some(Preprocess::Canny { low, high }) = control.preprocess {
+                    canonical["preprocess"] = json!({ "canny": [low, high] });
+                }
+                canonical
+            })
+            .collect();
+        // One ControlNet keeps the object it was before several were possible.
+        match <[Value; 1]>::try_from(controls) {
+            Ok([one]) => canonical["control"] = one,
+            Err(many) if !many.is_empty() => canonical["control"] = Value::Array(many),
+            Err(_) => {}
         }
         canonical
     }

@@ -64,6 +64,59 @@ const ALL_KEYS: [&str; 36] = [
     "pbr",
 ];
 
+/// The names one ControlNet's settings go by: the asset's `control_*` keys, or the keys of a
+/// table in a `controlnet` list.
+struct ControlKeys {
+    model: &'static str,
+    image: &'static str,
+    scale: &'static str,
+    start: &'static str,
+    end: &'static str,
+    guess_mode: &'static str,
+    preprocess: &'static str,
+    thresholds: &'static str,
+}
+
+impl ControlKeys {
+    /// Every key, the ControlNet's first.
+    fn keys(&self) -> [&'static str; 8] {
+        [
+            self.model,
+            self.image,
+            self.scale,
+            self.start,
+            self.end,
+            self.guess_mode,
+            self.preprocess,
+            self.thresholds,
+        ]
+    }
+}
+
+/// One ControlNet written with the asset's own keys.
+const TOP_LEVEL: ControlKeys = ControlKeys {
+    model: "controlnet",
+    image: "control_image",
+    scale: "control_scale",
+    start: "control_start",
+    end: "control_end",
+    guess_mode: "control_guess_mode",
+    preprocess: "control_preprocess",
+    thresholds: "control_thresholds",
+};
+
+/// Each ControlNet of a `controlnet = [{ model = …, image = … }, …]` list.
+const IN_A_TABLE: ControlKeys = ControlKeys {
+    model: "model",
+    image: "image",
+    scale: "scale",
+    start: "start",
+    end: "end",
+    guess_mode: "guess_mode",
+    preprocess: "preprocess",
+    thresholds: "thresholds",
+};
+
 /// Where in a file something the recipe set checks later was written.
 #[derive(Debug, Clone)]
 pub(super) struct Spot {
@@ -435,7 +488,7 @@ impl Reader<'_> {
             steps: hires_steps.map(|steps| steps as u32),
             upscaler,
         });
-        let control = self.control(report, &mut f, &model);
+        let controls = self.controls(report, &mut f, &model);
         let tileable = f.boolean(report, "tileable");
         let pixel_art = f
             .table(report, "pixel_art")
@@ -517,7 +570,7 @@ impl Reader<'_> {
             guidance_rescale,
             clip_skip,
             hires,
-            control,
+            controls,
             seed,
             size,
             steps,
@@ -705,47 +758,9 @@ impl Reader<'_> {
         files
     }
 
-    /// The ControlNet keys: `controlnet` (a folder) and `control_image` go together, the
-    /// rest only with them.
-    fn control(&self, report: &mut Report, f: &mut Fields, model: &ModelRef) -> Option<ControlRef> {
-        let net = f.string(report, "controlnet").and_then(|c| {
-            self.weights_file(c.get_ref())
-                .map_err(|message| report.error(c.span(), Some(&f.field("controlnet")), message))
-                .ok()
-        });
-        let image = f.string(report, "control_image").and_then(|m| {
-            resolve_inside(self.dir, m.get_ref())
-                .map_err(|message| report.error(m.span(), Some(&f.field("control_image")), message))
-                .ok()
-        });
-        let scale = f.number(report, "control_scale", 0.0..=2.0, false);
-        let start = f.number(report, "control_start", 0.0..=1.0, false);
-        let end = f.number(report, "control_end", 0.0..=1.0, false);
-        let guess_mode = f.boolean(report, "control_guess_mode");
-        let preprocess = self.preprocess(report, f);
-        if f.has("controlnet") && !f.has("control_image") {
-            f.misplaced(
-                report,
-                "controlnet",
-                "a ControlNet needs a `control_image` (an edge map, a depth map, a pose…)",
-            );
-        }
-        if !f.has("controlnet") {
-            for key in [
-                "control_image",
-                "control_scale",
-                "control_start",
-                "control_end",
-                "control_guess_mode",
-                "control_preprocess",
-            ] {
-                f.misplaced(
-                    report,
-                    key,
-                    "only applies with a `controlnet` folder; add one or remove this",
-                );
-            }
-        }
+    /// The ControlNets: `controlnet` (a folder or file) with the `control_*` keys, or a list
+    /// of `{ model, image, … }` tables, one per ControlNet.
+    fn controls(&self, report: &mut Report, f: &mut Fields, model: &ModelRef) -> Vec<ControlRef> {
         if f.has("controlnet") && !matches!(model, ModelRef::Folder(_)) {
             f.misplaced(
                 report,
@@ -753,13 +768,83 @@ impl Reader<'_> {
                 "a ControlNet conditions a Stable Diffusion model; set `model` to one",
             );
         }
+        let listed = f.value("controlnet").filter(|v| v.get_ref().is_array());
+        let Some(DeValue::Array(items)) = listed.map(|v| v.get_ref()) else {
+            let control = self.control(report, f, &TOP_LEVEL);
+            if !f.has("controlnet") {
+                for key in &TOP_LEVEL.keys()[1..] {
+                    let why = "only applies with a `controlnet` folder; add one or remove this";
+                    f.misplaced(report, key, why);
+                }
+            }
+            return control.into_iter().collect();
+        };
+        let field = f.field("controlnet");
+        for key in &TOP_LEVEL.keys()[1..] {
+            if f.value(key).is_some() {
+                f.misplaced(
+                    report,
+                    key,
+                    "with a list of ControlNets, this goes in each one's table",
+                );
+            }
+        }
+        if let (true, Some(list)) = (items.is_empty(), listed) {
+            let why = "list at least one `{ model, image }` table, or remove this";
+            report.error(list.span(), Some(&field), why);
+        }
+        let mut controls = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let at = format!("{field}[{i}]");
+            let DeValue::Table(table) = item.get_ref() else {
+                let want = "a `{ model = \"…\", image = \"…\" }` table";
+                report.error(item.span(), Some(&at), expected(want, item.get_ref()));
+                continue;
+            };
+            let mut t = Fields::new(table, format!("{at}."), item.span());
+            t.require(report, "model", "name the ControlNet's folder or file");
+            controls.extend(self.control(report, &mut t, &IN_A_TABLE));
+            t.finish(report, &IN_A_TABLE.keys());
+        }
+        controls
+    }
+
+    /// One ControlNet's keys (see [`ControlKeys`]): the ControlNet and its image go together.
+    fn control(
+        &self,
+        report: &mut Report,
+        f: &mut Fields,
+        keys: &ControlKeys,
+    ) -> Option<ControlRef> {
+        let net = f.string(report, keys.model).and_then(|c| {
+            self.weights_file(c.get_ref())
+                .map_err(|message| report.error(c.span(), Some(&f.field(keys.model)), message))
+                .ok()
+        });
+        let image = f.string(report, keys.image).and_then(|m| {
+            resolve_inside(self.dir, m.get_ref())
+                .map_err(|message| report.error(m.span(), Some(&f.field(keys.image)), message))
+                .ok()
+        });
+        let scale = f.number(report, keys.scale, 0.0..=2.0, false);
+        let start = f.number(report, keys.start, 0.0..=1.0, false);
+        let end = f.number(report, keys.end, 0.0..=1.0, false);
+        let guess_mode = f.boolean(report, keys.guess_mode);
+        let preprocess = self.preprocess(report, f, keys);
+        if f.has(keys.model) && !f.has(keys.image) {
+            let why = format!(
+                "a ControlNet needs its `{}` (an edge map, a depth map, a pose…)",
+                keys.image
+            );
+            f.misplaced(report, keys.model, &why);
+        }
         let (start, end) = (start.unwrap_or(0.0), end.unwrap_or(1.0));
         if start > end {
-            f.misplaced(
-                report,
-                "control_end",
-                &format!("the ControlNet must stop after it starts: `control_start` is {start}"),
+            let why = format!(
+                "the ControlNet must stop after it starts: `{}` is {start}",
+                keys.start
             );
+            f.misplaced(report, keys.end, &why);
         }
         Some(ControlRef {
             model: net?,
@@ -772,11 +857,16 @@ impl Reader<'_> {
         })
     }
 
-    /// `control_preprocess` (`"canny"`) with its `control_thresholds` (`[low, high]`).
-    fn preprocess(&self, report: &mut Report, f: &mut Fields) -> Option<Preprocess> {
-        let kind = f.string(report, "control_preprocess");
-        let thresholds = f.value("control_thresholds").and_then(|v| {
-            let field = f.field("control_thresholds");
+    /// A ControlNet's preprocessor (`"canny"`) with its thresholds (`[low, high]`).
+    fn preprocess(
+        &self,
+        report: &mut Report,
+        f: &mut Fields,
+        keys: &ControlKeys,
+    ) -> Option<Preprocess> {
+        let kind = f.string(report, keys.preprocess);
+        let thresholds = f.value(keys.thresholds).and_then(|v| {
+            let field = f.field(keys.thresholds);
             let numbers: Option<Vec<f64>> = match v.get_ref() {
                 DeValue::Array(items) => items
                     .iter()
@@ -802,12 +892,12 @@ impl Reader<'_> {
                 }
             }
         });
-        if !f.has("control_preprocess") {
-            f.misplaced(
-                report,
-                "control_thresholds",
-                "only applies with `control_preprocess = \"canny\"`; add it or remove this",
+        if !f.has(keys.preprocess) {
+            let why = format!(
+                "only applies with `{} = \"canny\"`; add it or remove this",
+                keys.preprocess
             );
+            f.misplaced(report, keys.thresholds, &why);
         }
         match kind.as_ref().map(|k| &**k.get_ref()) {
             Some("canny") => {
@@ -819,7 +909,7 @@ impl Reader<'_> {
                 let k = kind.as_ref()?;
                 report.error(
                     k.span(),
-                    Some(&f.field("control_preprocess")),
+                    Some(&f.field(keys.preprocess)),
                     format!("{other:?} is not a preprocessor Autonomy has: \"canny\" (or none: the image is the control image)"),
                 );
                 None
@@ -1386,7 +1476,9 @@ mod tests {
             "kind = \"sprite\"\nprompt = \"an arch\"\nmodel = \"sd\"\ncontrolnet = \"/models/canny\"\n\
              control_image = \"../edges/arch.png\"\ncontrol_end = 0.6\n",
         );
-        let control = r.control.clone().expect("the ControlNet");
+        let [control] = r.controls.as_slice() else {
+            panic!("one ControlNet: {:?}", r.controls)
+        };
         assert_eq!(control.model, PathBuf::from("/models/canny"));
         assert_eq!(control.image, PathBuf::from("edges/arch.png"));
         assert_eq!(
@@ -1422,7 +1514,7 @@ mod tests {
             )
         };
         assert_eq!(
-            edges("").control.unwrap().preprocess,
+            edges("").controls[0].preprocess,
             Some(Preprocess::Canny {
                 low: 100.0,
                 high: 200.0
@@ -1437,7 +1529,7 @@ mod tests {
             (
                 "kind = \"sprite\"\nprompt = \"a\"\nmodel = \"sd\"\ncontrolnet = \"cn\"\n",
                 "controlnet",
-                "needs a `control_image`",
+                "needs its `control_image`",
             ),
             (
                 "kind = \"sprite\"\nprompt = \"a\"\nmodel = \"sd\"\ncontrol_scale = 0.5\n",
@@ -1486,6 +1578,94 @@ mod tests {
             ),
         ] {
             let errors = refused(text);
+            assert_eq!(errors.len(), 1, "{text}: {errors:?}");
+            assert_eq!(errors[0].0, field, "{errors:?}");
+            assert!(errors[0].1.contains(why), "{errors:?}");
+        }
+    }
+
+    #[test]
+    fn reads_several_controlnets_from_a_list_of_tables() {
+        let r = one(
+            "a/x.recipe.toml",
+            "kind = \"sprite\"\nprompt = \"an arch\"\nmodel = \"sd\"\ncontrolnet = [\n\
+             { model = \"/models/canny\", image = \"photo.png\", preprocess = \"canny\", thresholds = [50, 150], end = 0.5 },\n\
+             { model = \"depth\", image = \"../depth.png\", scale = 0.4, start = 0.2, guess_mode = true },\n]\n",
+        );
+        assert_eq!(
+            r.controls,
+            [
+                ControlRef {
+                    model: PathBuf::from("/models/canny"),
+                    image: PathBuf::from("a/photo.png"),
+                    scale: 1.0,
+                    start: 0.0,
+                    end: 0.5,
+                    guess_mode: false,
+                    preprocess: Some(Preprocess::Canny {
+                        low: 50.0,
+                        high: 150.0
+                    }),
+                },
+                ControlRef {
+                    model: PathBuf::from("a/depth"),
+                    image: PathBuf::from("depth.png"),
+                    scale: 0.4,
+                    start: 0.2,
+                    end: 1.0,
+                    guess_mode: true,
+                    preprocess: None,
+                },
+            ]
+        );
+        let canonical = r.canonical();
+        assert_eq!(canonical["control"][0]["preprocess"]["canny"][1], 150.0);
+        assert_eq!(canonical["control"][1]["model"], "a/depth");
+        // A list of one is the same asset as the top-level keys.
+        let listed = one(
+            "x.recipe.toml",
+            "kind = \"sprite\"\nprompt = \"a\"\nmodel = \"sd\"\n\
+             controlnet = [{ model = \"cn\", image = \"e.png\", scale = 0.5 }]\n",
+        );
+        let flat = one(
+            "x.recipe.toml",
+            "kind = \"sprite\"\nprompt = \"a\"\nmodel = \"sd\"\ncontrolnet = \"cn\"\n\
+             control_image = \"e.png\"\ncontrol_scale = 0.5\n",
+        );
+        assert_eq!(listed.controls, flat.controls);
+        assert_eq!(listed.canonical(), flat.canonical());
+        let head = "kind = \"sprite\"\nprompt = \"a\"\nmodel = \"sd\"\n";
+        for (text, field, why) in [
+            (
+                "controlnet = [{ model = \"cn\", image = \"e.png\" }]\ncontrol_scale = 0.5\n",
+                "control_scale",
+                "goes in each one's table",
+            ),
+            ("controlnet = []\n", "controlnet", "at least one"),
+            ("controlnet = [\"cn\"]\n", "controlnet[0]", "table"),
+            (
+                "controlnet = [{ image = \"e.png\" }]\n",
+                "controlnet[0].model",
+                "missing",
+            ),
+            (
+                "controlnet = [{ model = \"cn\", image = \"e.png\" }, { model = \"cn\" }]\n",
+                "controlnet[1].model",
+                "needs its `image`",
+            ),
+            (
+                "controlnet = [{ model = \"cn\", image = \"e.png\", scales = 1 }]\n",
+                "controlnet[0].scales",
+                "did you mean `scale`",
+            ),
+            (
+                "controlnet = [{ model = \"cn\", image = \"e.png\", start = 0.8, end = 0.1 }]\n",
+                "controlnet[0].end",
+                "`start` is 0.8",
+            ),
+        ] {
+            let text = format!("{head}{text}");
+            let errors = refused(&text);
             assert_eq!(errors.len(), 1, "{text}: {errors:?}");
             assert_eq!(errors[0].0, field, "{errors:?}");
             assert!(errors[0].1.contains(why), "{errors:?}");

@@ -408,12 +408,20 @@ fn same_ingredients(have: &Ingredients, manifest: &Manifest) -> Result<(), Found
     if now != then {
         return Err(differ("hires upscalers", &now, &then));
     }
-    let controlnet = |controlnet: Option<&crate::generator::ControlNetUse>| {
-        controlnet.map_or("none".to_string(), |c| file(&c.file, &c.sha256))
+    let controlnets = |controlnets: &[crate::generator::ControlNetUse]| {
+        let list: Vec<String> = controlnets
+            .iter()
+            .map(|c| file(&c.file, &c.sha256))
+            .collect();
+        if list.is_empty() {
+            "none".to_string()
+        } else {
+            list.join(", ")
+        }
     };
     let (now, then) = (
-        controlnet(have.controlnet.as_ref()),
-        controlnet(model.controlnet.as_ref()),
+        controlnets(&have.controlnets),
+        controlnets(&model.controlnets),
     );
     if now != then {
         return Err(differ("ControlNets", &now, &then));

@@ -183,7 +183,7 @@ impl HouseModel {
                 vae: None,
                 refiner: None,
                 upscaler: None,
-                controlnet: None,
+                controlnets: Vec::new(),
             },
         })
     }

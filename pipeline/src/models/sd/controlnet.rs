@@ -46,6 +46,22 @@ pub struct ControlResiduals {
     pub mid: Tensor,
 }
 
+impl ControlResiduals {
+    /// Both ControlNets' residuals added up, as diffusers' `MultiControlNetModel` conditions
+    /// a UNet on several.
+    pub fn plus(&self, other: &ControlResiduals) -> Result<ControlResiduals> {
+        Ok(ControlResiduals {
+            down: self
+                .down
+                .iter()
+                .zip(&other.down)
+                .map(|(a, b)| a + b)
+                .collect::<Result<_>>()?,
+            mid: (&self.mid + &other.mid)?,
+        })
+    }
+}
+
 /// A ControlNet's architecture, from its `config.json`.
 #[derive(Clone, Debug)]
 pub struct ControlNetSpec {

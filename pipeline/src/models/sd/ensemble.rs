@@ -120,7 +120,7 @@ impl Ensemble {
             // The ControlNet conditions the base model's steps alone.
             .denoise_stage(
                 &GenerateRequest {
-                    control: None,
+                    control: Vec::new(),
                     ..request.clone()
                 },
                 noise,

@@ -218,8 +218,8 @@ pub struct StableDiffusion {
     vae_dtype: DType,
     /// The upscaling model of a hires pass that asks for one.
     upscaler: Option<upscaler::Upscaler>,
-    /// The ControlNet of requests that ask for one.
-    controlnet: Option<controlnet::ControlNet>,
+    /// The ControlNets of requests that ask for them, in the order they were loaded.
+    controlnets: Vec<controlnet::ControlNet>,
     /// The names a prompt's LoRA tags may give the merged LoRAs, with their scales
     /// ([`lora_tags::tag_names`]).
     lora_names: Vec<lora_tags::TagName>,
@@ -340,7 +340,7 @@ impl StableDiffusion {
             vae: vae_use,
             refiner: None,
             upscaler: None,
-            controlnet: None,
+            controlnets: Vec::new(),
         };
         tracing::debug!(path = %path.display(), version = %identity.weights_sha256, "loaded Stable Diffusion");
         Ok(Self {
@@ -353,7 +353,7 @@ impl StableDiffusion {
             dtype,
             vae_dtype,
             upscaler: None,
-            controlnet: None,
+            controlnets: Vec::new(),
             lora_names: lora_tags::tag_names(loras),
             hypernet_names: Vec::new(),
             hypernetworks: Vec::new(),
@@ -376,9 +376,9 @@ impl StableDiffusion {
         Ok(())
     }
 
-    /// Loads the ControlNet of `file` for requests that ask for one ([`Control`]); the
-    /// identity lists it with its hash. One whose architecture does not fit the UNet's (an
-    /// SDXL ControlNet for SD 1.5) is refused.
+    /// Loads the ControlNet of `file`, after those loaded before, for requests that ask for
+    /// it ([`Control`]); the identity lists it with its hash. One whose architecture does not
+    /// fit the UNet's (an SDXL ControlNet for SD 1.5) is refused.
     pub fn add_controlnet(&mut self, file: &controlnet::ControlNetFile) -> Result<(), SdError> {
         let sha256 = controlnet::sha256(&file.path)?;
         let model =
@@ -390,17 +390,17 @@ impl StableDiffusion {
             });
         }
         tracing::debug!(file = %file.label, "loaded a ControlNet");
-        self.controlnet = Some(model);
-        self.identity.controlnet = Some(ControlNetUse {
+        self.controlnets.push(model);
+        self.identity.controlnets.push(ControlNetUse {
             file: file.label.clone(),
             sha256,
         });
         Ok(())
     }
 
-    /// The ControlNet loaded with [`StableDiffusion::add_controlnet`].
-    pub fn controlnet(&self) -> Option<&controlnet::ControlNet> {
-        self.controlnet.as_ref()
+    /// The ControlNets loaded with [`StableDiffusion::add_controlnet`], in order.
+    pub fn controlnets(&self) -> &[controlnet::ControlNet] {
+        &self.controlnets
     }
 
     /// Runs A1111's hypernetworks of `files` on the UNet's attention, in order (see the
@@ -956,7 +956,7 @@ impl StableDiffusion {
             Stage::Whole | Stage::From(..) => total,
         };
         let (_, _, h, w) = latents.dims4()?;
-        let control = self.control_hint(request, (h, w))?;
+        let controls = self.control_hints(request, (h, w))?;
         let mut offsets = ChaCha8Rng::seed_from_u64(request.seed ^ 0x7111_AB1E);
         // DPM++ SDE's noise: increments of one Brownian motion over the run's noise levels.
         let brownian = (first < schedule.timesteps.len()
@@ -988,22 +988,23 @@ impl StableDiffusion {
                 .iter()
                 .position(|(until, ..)| step <= *until)
                 .unwrap_or(conditionings.len() - 1)];
-            let residuals = match &control {
+            let mut residuals: Option<controlnet::ControlResiduals> = None;
+            for (net, c, hint) in &controls {
                 // diffusers' `controlnet_keep`: from `start` to `end` of the steps this run takes.
-                Some((net, c, hint))
-                    if c.scale != 0.0 && {
-                        let (j, count) = ((i - first) as f64, (total - first) as f64);
-                        j / count >= c.start && (j + 1.0) / count <= c.end
-                    } =>
-                {
-                    let f = self.spec.vae.downscale();
-                    let hint = super::roll(hint, dy * f, dx * f)?;
-                    let rows = (guided && c.guess_mode).then_some(n);
-                    let conditioning = (context, added.as_ref());
-                    Some(self.control_residuals(net, c, &x, t, conditioning, &hint, rows)?)
+                let (j, count) = ((i - first) as f64, (total - first) as f64);
+                if c.scale == 0.0 || j / count < c.start || (j + 1.0) / count > c.end {
+                    continue;
                 }
-                _ => None,
-            };
+                let f = self.spec.vae.downscale();
+                let hint = super::roll(hint, dy * f, dx * f)?;
+                let rows = (guided && c.guess_mode).then_some(n);
+                let conditioning = (context, added.as_ref());
+                let these = self.control_residuals(net, c, &x, t, conditioning, &hint, rows)?;
+                residuals = Some(match residuals {
+                    Some(sum) => sum.plus(&these)?,
+                    None => these,
+                });
+            }
             let out = self.predict_controlled(
                 &x,
                 t,
@@ -1053,34 +1054,42 @@ impl StableDiffusion {
         Ok(latents)
     }
 
-    /// The ControlNet, the request's conditioning and its control image `(1, 3, H, W)` in
-    /// [0, 1] for latents of `h`×`w`, when the request asks for one.
-    fn control_hint<'a>(
+    /// Each ControlNet with the request's conditioning for it and its control image
+    /// `(1, 3, H, W)` in [0, 1] for latents of `h`×`w` (none when the request asks for none).
+    fn control_hints<'a>(
         &'a self,
         request: &'a GenerateRequest,
         (h, w): (usize, usize),
-    ) -> Result<Option<(&'a controlnet::ControlNet, &'a Control, Tensor)>, SdError> {
-        let Some(control) = &request.control else {
-            return Ok(None);
-        };
-        let Some(net) = &self.controlnet else {
-            return Err(SdError::BadRequest(
-                "the request has a control image but the model was loaded without a ControlNet"
-                    .into(),
-            ));
-        };
-        if !(0.0..=1.0).contains(&control.start)
-            || !(control.start..=1.0).contains(&control.end)
-            || !(0.0..=2.0).contains(&control.scale)
-        {
+    ) -> Result<Vec<(&'a controlnet::ControlNet, &'a Control, Tensor)>, SdError> {
+        if request.control.is_empty() {
+            return Ok(Vec::new());
+        }
+        if request.control.len() != self.controlnets.len() {
             return Err(SdError::BadRequest(format!(
-                "a ControlNet from {} to {} of the steps at scale {}: start and end are fractions, start ≤ end, and the scale is 0–2",
-                control.start, control.end, control.scale
+                "the request has {} control image(s) but the model was loaded with {} ControlNet(s): give one for each",
+                request.control.len(),
+                self.controlnets.len()
             )));
         }
         let f = self.spec.vae.downscale();
-        let hint = control_tensor(&control.image, (w * f, h * f), &self.device)?;
-        Ok(Some((net, control, hint)))
+        let mut hints = Vec::new();
+        for (i, (net, control)) in self.controlnets.iter().zip(&request.control).enumerate() {
+            if !(0.0..=1.0).contains(&control.start)
+                || !(control.start..=1.0).contains(&control.end)
+                || !(0.0..=2.0).contains(&control.scale)
+            {
+                return Err(SdError::BadRequest(format!(
+                    "ControlNet {} from {} to {} of the steps at scale {}: start and end are fractions, start ≤ end, and the scale is 0–2",
+                    i + 1,
+                    control.start,
+                    control.end,
+                    control.scale
+                )));
+            }
+            let hint = control_tensor(&control.image, (w * f, h * f), &self.device)?;
+            hints.push((net, control, hint));
+        }
+        Ok(hints)
     }
 
     /// `net`'s residuals for the UNet's input `x` (its first `n` rows the negative prompt's
