@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use autonomy_pipeline::models::sd::canny;
 use autonomy_pipeline::models::sd::scheduler::Sampler;
 use autonomy_pipeline::recipe::{self, AssetRecipe, Kind, UpscalerRef};
 use image::GrayImage;
@@ -77,8 +78,9 @@ pub struct DraftControl {
     pub image: PathBuf,
     /// How strongly it conditions, 0–2.
     pub scale: f32,
-    /// Make the control image of the picture's Canny edges.
-    pub canny: bool,
+    /// Make the control image of the picture's Canny edges at these low and high thresholds
+    /// (A1111's [`canny::DEFAULT_THRESHOLDS`], 100 and 200, unless changed).
+    pub canny: Option<(f64, f64)>,
 }
 
 /// The picture an image-to-image draft starts from: a project asset or a PNG from elsewhere,
@@ -282,8 +284,12 @@ impl Draft {
             // The f32's shortest decimal, as for the strength.
             let scale = control.scale.to_string().parse().unwrap_or(1.0);
             lines.push(format!("control_scale = {}", toml::Value::Float(scale)));
-            if control.canny {
+            if let Some((low, high)) = control.canny {
                 lines.push("control_preprocess = \"canny\"".into());
+                if (low, high) != canny::DEFAULT_THRESHOLDS {
+                    let (low, high) = (toml::Value::Float(low), toml::Value::Float(high));
+                    lines.push(format!("control_thresholds = [{low}, {high}]"));
+                }
             }
         }
         if let (Some(start), Some(files)) = (&self.start, start_files) {
@@ -573,7 +579,7 @@ mod tests {
                 model: PathBuf::from("/models/controlnet/canny"),
                 image: PathBuf::from("/photos/arch.jpg"),
                 scale: 0.85,
-                canny: true,
+                canny: Some(canny::DEFAULT_THRESHOLDS),
             }),
             ..Draft::default()
         };
@@ -586,18 +592,42 @@ mod tests {
             ),
             "{text}"
         );
-        let control = draft.check().unwrap().control.expect("the ControlNet");
+        let control = draft.check().unwrap().controls.remove(0);
         assert_eq!(control.image, PathBuf::from("controls/arch.png"));
         assert_eq!(control.scale, 0.85);
         assert!(control.preprocess.is_some());
         let drawn = Draft {
             control: Some(DraftControl {
-                canny: false,
+                canny: None,
                 ..draft.control.clone().unwrap()
             }),
             ..draft.clone()
         };
         assert!(!drawn.to_toml().contains("control_preprocess"));
+        let fine = Draft {
+            control: Some(DraftControl {
+                canny: Some((30.0, 80.5)),
+                ..draft.control.clone().unwrap()
+            }),
+            ..draft.clone()
+        };
+        assert!(
+            fine.to_toml()
+                .contains("control_preprocess = \"canny\"\ncontrol_thresholds = [30.0, 80.5]"),
+            "{}",
+            fine.to_toml()
+        );
+        assert_eq!(
+            fine.check().unwrap().controls[0].preprocess,
+            Some(recipe::Preprocess::Canny {
+                low: 30.0,
+                high: 80.5
+            })
+        );
+        assert!(
+            !text.contains("control_thresholds"),
+            "A1111's are the default"
+        );
         assert!(!Draft::default().to_toml().contains("control"));
     }
 

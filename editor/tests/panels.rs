@@ -422,7 +422,7 @@ fn every_panel_action_works_on_an_embedded_chain() {
             model: sd_fixtures().join("tiny-sd15/controlnet"),
             image: picture.clone(),
             scale: 1.5,
-            canny: true,
+            canny: Some((50.0, 150.0)),
         }),
         ..plain.clone()
     };
@@ -438,7 +438,7 @@ fn every_panel_action_works_on_an_embedded_chain() {
         std::fs::read_to_string(controls_root.join("sd_potion_controlled.recipe.toml")).unwrap();
     assert!(
         saved.contains("control_image = \"controls/sd_potion_controlled.png\"")
-            && saved.contains("control_preprocess = \"canny\""),
+            && saved.contains("control_preprocess = \"canny\"\ncontrol_thresholds = [50.0, 150.0]"),
         "{saved}"
     );
     assert_eq!(

@@ -144,7 +144,7 @@ fn act(step: usize, world: &mut World) {
                     model: folder.join("controlnet"),
                     image: folder.with_file_name("canny").join("picture.png"),
                     scale: 0.9,
-                    canny: true,
+                    canny: Some((100.0, 200.0)),
                 }),
                 ..Draft::default()
             };

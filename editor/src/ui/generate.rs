@@ -257,13 +257,14 @@ fn hires_upscaler(ui: &mut egui::Ui, chosen: &mut UpscalerRef, local: &LocalMode
         });
 }
 
-/// The [`Thumbnails`] key of a draft's control image: its path, marked when its Canny edges
-/// are what the ControlNet sees.
+/// The [`Thumbnails`] key of a draft's control image: its path, marked with the thresholds
+/// when its Canny edges are what the ControlNet sees.
 fn control_thumbnail(control: &DraftControl) -> PathBuf {
-    if control.canny {
-        PathBuf::from(format!("{}#canny", control.image.display()))
-    } else {
-        control.image.clone()
+    match control.canny {
+        Some((low, high)) => {
+            PathBuf::from(format!("{}#canny-{low}-{high}", control.image.display()))
+        }
+        None => control.image.clone(),
     }
 }
 
@@ -291,11 +292,9 @@ pub(crate) fn load_control_images(
             return;
         }
     };
-    let (low, high) = canny::DEFAULT_THRESHOLDS;
-    let shown = if control.canny {
-        Preprocess::Canny { low, high }.apply(&picture)
-    } else {
-        picture
+    let shown = match control.canny {
+        Some((low, high)) => Preprocess::Canny { low, high }.apply(&picture),
+        None => picture,
     };
     let mut image = Image::from_dynamic(
         image::DynamicImage::ImageRgb8(shown),
@@ -346,7 +345,7 @@ fn controlnet(ui: &mut egui::Ui, draft: &mut Draft, frame: &Frame) {
                         let (image, scale, canny) = draft
                             .control
                             .as_ref()
-                            .map_or((PathBuf::new(), 1.0, false), |c| {
+                            .map_or((PathBuf::new(), 1.0, None), |c| {
                                 (c.image.clone(), c.scale, c.canny)
                             });
                         draft.control = Some(DraftControl {
@@ -367,10 +366,21 @@ fn controlnet(ui: &mut egui::Ui, draft: &mut Draft, frame: &Frame) {
                 if field.changed() {
                     control.image = PathBuf::from(text);
                 }
-                ui.checkbox(&mut control.canny, "Canny edges")
-                    .on_hover_text(
-                        "make the control image of the picture's edges (OpenCV's Canny, 100/200)",
-                    );
+                let mut edges = control.canny.is_some();
+                let ticked = ui
+                    .checkbox(&mut edges, "Canny edges")
+                    .on_hover_text("make the control image of the picture's edges (OpenCV's Canny)");
+                if ticked.changed() {
+                    control.canny = edges.then_some(canny::DEFAULT_THRESHOLDS);
+                }
+                if let Some((low, high)) = &mut control.canny {
+                    ui.add(egui::DragValue::new(low).range(0.0..=*high).speed(1.0))
+                        .on_hover_text("below this a gradient is no edge (A1111's 100)");
+                    ui.add(egui::DragValue::new(high).range(*low..=1000.0).speed(1.0))
+                        .on_hover_text(
+                            "above this a gradient is an edge; between the two, one that touches an edge (A1111's 200)",
+                        );
+                }
             });
             ui.add(
                 egui::Slider::new(&mut control.scale, 0.0..=2.0)
