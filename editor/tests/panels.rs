@@ -404,8 +404,10 @@ fn every_panel_action_works_on_an_embedded_chain() {
         nets,
         [
             "controlnet",
+            "controlnet-2",
             "controlnet-ldm.safetensors",
-            "controlnet-shuffle.pth"
+            "controlnet-shuffle.pth",
+            "t2i-adapter"
         ],
         "{local:?}"
     );

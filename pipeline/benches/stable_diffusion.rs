@@ -30,7 +30,7 @@ use anyhow::{Context, Result, bail};
 use autonomy_pipeline::device;
 use autonomy_pipeline::generator::{GenerateRequest, Generator};
 use autonomy_pipeline::models::sd::StableDiffusion;
-use autonomy_pipeline::models::sd::controlnet::ControlNetFile;
+use autonomy_pipeline::models::sd::controlnet::{ControlModel, ControlNetFile};
 use autonomy_pipeline::models::sd::upscaler::Upscaler;
 use autonomy_pipeline::models::sd::vae::Vae;
 use autonomy_pipeline::models::sd::vae_file::{self, VaeFile};
@@ -219,7 +219,11 @@ fn controlnet(
     let latents = Tensor::randn(0f32, 1.0, (2, 4, 64, 64), device)?;
     let context = Tensor::randn(0f32, 1.0, (2, 77, 768), device)?;
     let hint = Tensor::rand(0f32, 1.0, (2, 3, 512, 512), device)?;
-    let net = sd15.controlnets().first().context("no ControlNet loaded")?;
+    let net = sd15
+        .controls()
+        .first()
+        .and_then(ControlModel::as_controlnet)
+        .context("no ControlNet loaded")?;
     let control = || {
         net.forward(
             &latents.to_dtype(dtype)?,

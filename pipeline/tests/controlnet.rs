@@ -34,7 +34,7 @@ fn edges() -> image::RgbImage {
 fn a_controlnets_residuals_and_the_unet_they_condition_match_diffusers() {
     let reference = Reference::of("controlnet");
     let model = controlled();
-    let net = &model.controlnets()[0];
+    let net = model.controls()[0].as_controlnet().unwrap();
     let (sample, context) = (reference.get("cn_sample"), reference.get("cn_context"));
     let hint = reference.get("control_image").repeat((2, 1, 1, 1)).unwrap();
     let scale = reference.scalar("cn_scale");
@@ -53,7 +53,7 @@ fn a_controlnets_residuals_and_the_unet_they_condition_match_diffusers() {
     }
     close(
         "middle block",
-        &residuals.mid,
+        residuals.mid.as_ref().unwrap(),
         reference.get("cn_mid"),
         1e-4,
     );
@@ -277,7 +277,7 @@ fn a_controlnet_for_another_unet_is_refused_naming_both() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("a ControlNet for blocks of"), "{err}");
-    assert!(model.controlnets().is_empty());
+    assert!(model.controls().is_empty());
 }
 
 #[test]
@@ -511,7 +511,9 @@ fn generate_takes_controlnets_and_their_control_images() {
 /// `model`'s ControlNet's residuals for the reference's call at its scale.
 fn residuals_of(model: &StableDiffusion, reference: &Reference) -> Vec<Tensor> {
     let hint = reference.get("control_image").repeat((2, 1, 1, 1)).unwrap();
-    let residuals = model.controlnets()[0]
+    let residuals = model.controls()[0]
+        .as_controlnet()
+        .unwrap()
         .forward(
             reference.get("cn_sample"),
             reference.scalar("cn_timestep"),
@@ -522,11 +524,7 @@ fn residuals_of(model: &StableDiffusion, reference: &Reference) -> Vec<Tensor> {
             false,
         )
         .unwrap();
-    residuals
-        .down
-        .into_iter()
-        .chain(std::iter::once(residuals.mid))
-        .collect()
+    residuals.down.into_iter().chain(residuals.mid).collect()
 }
 
 #[test]
@@ -564,7 +562,13 @@ fn single_file_controlnets_load_in_their_original_names() {
     // The first releases' pickles, under `control_model.`; a shuffle ControlNet's residuals
     // are averaged over the image.
     let model = with("controlnet-shuffle.pth");
-    assert!(&model.controlnets()[0].spec().global_pool);
+    assert!(
+        model.controls()[0]
+            .as_controlnet()
+            .unwrap()
+            .spec()
+            .global_pool
+    );
     for (i, (ours, theirs)) in residuals_of(&model, &reference)
         .iter()
         .zip(&expected)

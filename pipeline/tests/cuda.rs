@@ -255,7 +255,9 @@ fn stable_diffusion_with_a_controlnet_on_cuda_conditions_the_unet_as_diffusers_d
     let (sample, context) = (on_gpu("cn_sample"), on_gpu("cn_context"));
     let hint = on_gpu("control_image").repeat((2, 1, 1, 1)).unwrap();
     let half = |t: &Tensor| t.to_dtype(DType::F16).unwrap();
-    let residuals = model.controlnets()[0]
+    let residuals = model.controls()[0]
+        .as_controlnet()
+        .unwrap()
         .forward(
             &half(&sample),
             501.0,

@@ -41,7 +41,8 @@ tiny-sd15's reference) and `hypernetworks` (three A1111 hypernetworks in
 `tiny-sd15/hypernetworks/` and the UNet outputs they give) and `controlnet` (a tiny ControlNet for
 tiny-sd15, as a diffusers folder and as an A1111/ComfyUI single file, a control image, and
 `StableDiffusionControlNetPipeline`'s outputs with it; `multi-controlnet` and
-`controlnet-inpaint` run it further). `make.py --extend tiny-sd21 tiny-sdxl` adds the references written since
+`controlnet-inpaint` run it further) and `t2i-adapter` (tiny T2I-Adapters and
+`StableDiffusionAdapterPipeline`'s outputs). `make.py --extend tiny-sd21 tiny-sdxl` adds the references written since
 the fixtures were made (a whole run with guidance rescale; SDXL's base handing its latents to the
 refiner; tiny-sd15's IA³, full, OFT and GLoRA files) without touching the rest.
 """
@@ -1862,6 +1863,83 @@ def build_multi_controlnet(name):
 
 
 @torch.no_grad()
+def build_t2i_adapter(name):
+    """Tiny random-weight T2I-Adapters (diffusers' `T2IAdapter`, f32) and what diffusers computes:
+    - `tiny-sd15/t2i-adapter/`: a `full_adapter` for tiny-sd15 (channels 32, 32, 64: its block
+      widths; 2 residual blocks; pixel-unshuffle by 8, so 64 px make 8×8 features, the latents'
+      size), its weights drawn normal with std fan_in^-0.5 (so the control image comes through),
+      every adapter's rounded to f16 and stored f16;
+    - `adapters/light/`: a one-channel `light_adapter` (channels 16, 32; 2 residual blocks;
+      unshuffle by 4) and `adapters/xl/`: a `full_adapter_xl` (channels 8, 16, 16, 16; 1 residual
+      block; unshuffle by 16), fitting no tiny model: only their features are checked;
+    - `t2i-adapter.reference.safetensors`: `adapter_hint` (`control/grid.png` as the pipeline feeds
+      it), `full_features_{i}`, `light_features_{i}` (of its grey: PIL's `L` weights) and
+      `xl_features_{i}`; whole runs of `StableDiffusionAdapterPipeline` (tiny-sd15's DDIM from its
+      `run_init`, 4 steps, guidance 5, 64×64; it conditions every step): `adapter_image` on the
+      grid at `adapter_conditioning_scale` 0.9, `adapter_edges_image` the same on
+      `control/edges.png`."""
+    from diffusers import StableDiffusionAdapterPipeline, T2IAdapter
+
+    folder = os.path.join(OUT, "tiny-sd15")
+    pipe = StableDiffusionPipeline.from_pretrained(folder, safety_checker=None)
+    reference = load_file(os.path.join(OUT, "tiny-sd15.reference.safetensors"))
+
+    def made(path, seed, **config):
+        torch.manual_seed(seed)
+        adapter = T2IAdapter(**config)
+        g = torch.Generator().manual_seed(seed)
+        for key, value in adapter.named_parameters():
+            if key.endswith("weight"):
+                value.copy_(torch.randn(value.shape, generator=g) * value[0].numel() ** -0.5)
+            else:
+                value.copy_(torch.randn(value.shape, generator=g) * 0.05)
+            value.copy_(value.to(CONTROLNET_DTYPE).float())
+        shutil.rmtree(path, ignore_errors=True)
+        copy.deepcopy(adapter).to(CONTROLNET_DTYPE).save_pretrained(path, safe_serialization=True)
+        read = T2IAdapter.from_pretrained(path, torch_dtype=torch.float32)
+        assert all(torch.equal(v, adapter.state_dict()[k]) for k, v in read.state_dict().items())
+        return read
+
+    full = made(os.path.join(folder, "t2i-adapter"), 41, in_channels=3, channels=[32, 32, 64],
+                num_res_blocks=2, downscale_factor=8, adapter_type="full_adapter")
+    light = made(os.path.join(OUT, "adapters", "light"), 42, in_channels=1, channels=[16, 32],
+                 num_res_blocks=2, downscale_factor=4, adapter_type="light_adapter")
+    xl = made(os.path.join(OUT, "adapters", "xl"), 43, in_channels=3, channels=[8, 16, 16, 16],
+              num_res_blocks=1, downscale_factor=16, adapter_type="full_adapter_xl")
+    grid = Image.open(os.path.join(folder, "control", "grid.png")).convert("RGB")
+    edges = Image.open(os.path.join(folder, "control", "edges.png")).convert("RGB")
+    hint = torch.from_numpy(np.asarray(grid, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+    grey = torch.from_numpy(np.asarray(grid.convert("L"), dtype=np.float32) / 255.0)[None, None]
+    tensors = {"adapter_hint": hint}
+    for prefix, adapter, x in [("full", full, hint), ("light", light, grey), ("xl", xl, hint)]:
+        for i, feature in enumerate(adapter(x)):
+            tensors[f"{prefix}_features_{i}"] = feature
+
+    ctl = StableDiffusionAdapterPipeline(vae=pipe.vae, text_encoder=pipe.text_encoder,
+                                         tokenizer=pipe.tokenizer, unet=pipe.unet, adapter=full,
+                                         scheduler=pipe.scheduler, safety_checker=None,
+                                         feature_extractor=None, requires_safety_checker=False)
+    ctl.set_progress_bar_config(disable=True)
+
+    def run(image, scale=0.9):
+        out = ctl(PROMPT, negative_prompt=NEGATIVE, image=image, num_inference_steps=4,
+                  guidance_scale=5.0, latents=reference["run_init"].clone(), height=64, width=64,
+                  adapter_conditioning_scale=scale, output_type="np").images
+        return torch.from_numpy(out).contiguous()
+
+    image, on_edges, plain = run(grid), run(edges), run(grid, scale=0.0)
+    print(f"t2i-adapter: − plain {(image - plain).abs().max():.4f}, edges − grid "
+          f"{(on_edges - image).abs().max():.4f}; plain − tiny-sd15 run_image "
+          f"{(plain - reference['run_image']).abs().max():.2e}")
+    assert (image - plain).abs().max() > 0.02 and (on_edges - image).abs().max() > 0.02
+    assert (plain - reference["run_image"]).abs().max() < 1e-4
+    tensors.update({"adapter_image": image, "adapter_edges_image": on_edges})
+    save_file({k: v.contiguous() for k, v in tensors.items()},
+              os.path.join(OUT, f"{name}.reference.safetensors"),
+              metadata={"prompt": PROMPT, "negative_prompt": NEGATIVE, "torch": torch.__version__})
+
+
+@torch.no_grad()
 def build_controlnet_inpaint(name):
     """tiny-sd15's ControlNet conditioning the 9-channel tiny-sd-inpaint UNet (the same blocks)
     as diffusers' `StableDiffusionControlNetInpaintPipeline` runs it — the ControlNet takes the
@@ -2931,6 +3009,7 @@ def main():
                  "omnisr-upscalers": build_omnisr_upscalers, "canny": build_canny,
                  "controlnet-inpaint": build_controlnet_inpaint,
                  "multi-controlnet": build_multi_controlnet,
+                 "t2i-adapter": build_t2i_adapter,
                  "controlnet": build_controlnet}
         for name in only:
             if name not in alone:

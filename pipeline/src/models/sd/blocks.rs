@@ -423,25 +423,39 @@ impl DownBlock {
         })
     }
 
-    /// The block's output and its states for the skip connections.
+    /// The block's output and its states for the skip connections; a T2I-Adapter's feature
+    /// map `extra` is added where diffusers adds it: after the last ResNet and transformer of
+    /// a cross-attention block, to the output of a block without (either way, to that state
+    /// too).
     pub fn forward(
         &self,
         xs: &Tensor,
         temb: &Tensor,
         context: &Tensor,
+        extra: Option<&Tensor>,
     ) -> Result<(Tensor, Vec<Tensor>)> {
         let mut states = Vec::new();
         let mut xs = xs.clone();
+        let attending = !self.transformers.is_empty();
         for (i, resnet) in self.resnets.iter().enumerate() {
             xs = resnet.forward(&xs, Some(temb))?;
             if let Some(transformer) = self.transformers.get(i) {
                 xs = transformer.forward(&xs, context)?;
+            }
+            if let (Some(extra), true) = (extra, attending && i + 1 == self.resnets.len()) {
+                xs = (xs + extra)?;
             }
             states.push(xs.clone());
         }
         if let Some(down) = &self.downsample {
             xs = down.forward(&xs)?;
             states.push(xs.clone());
+        }
+        if let (Some(extra), false) = (extra, attending) {
+            xs = (xs + extra)?;
+            if let Some(last) = states.last_mut() {
+                *last = xs.clone();
+            }
         }
         Ok((xs, states))
     }

@@ -28,6 +28,33 @@ use super::original_names;
 use super::unet::Encoder;
 use super::weights::{Reshape, Store, Stored, Weights};
 
+/// A model that conditions a run on a control image: a ControlNet, or a T2I-Adapter (which
+/// recipes and `generate` name the same way, as A1111's ControlNet extension lists both).
+pub enum ControlModel {
+    /// A ControlNet.
+    ControlNet(Box<ControlNet>),
+    /// A T2I-Adapter.
+    Adapter(super::adapter::Adapter),
+}
+
+impl ControlModel {
+    /// The ControlNet, if it is one.
+    pub fn as_controlnet(&self) -> Option<&ControlNet> {
+        match self {
+            ControlModel::ControlNet(net) => Some(net),
+            ControlModel::Adapter(_) => None,
+        }
+    }
+
+    /// The T2I-Adapter, if it is one.
+    pub fn as_adapter(&self) -> Option<&super::adapter::Adapter> {
+        match self {
+            ControlModel::Adapter(adapter) => Some(adapter),
+            ControlModel::ControlNet(_) => None,
+        }
+    }
+}
+
 /// A ControlNet to load with a model: a diffusers ControlNet folder, or a single file.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ControlNetFile {
@@ -37,27 +64,38 @@ pub struct ControlNetFile {
     pub label: String,
 }
 
-/// What a ControlNet adds to a UNet call: one state per skip connection (`conv_in`'s first)
-/// and one for the middle block's output.
+/// What ControlNets and T2I-Adapters add to a UNet call: a ControlNet one state per skip
+/// connection (`conv_in`'s first) and one for the middle block's output, a T2I-Adapter one
+/// feature map per down block (see [`super::unet::UNet::forward`]).
 pub struct ControlResiduals {
-    /// Added to the skip connections' states, in the order the down path makes them.
+    /// Added to the skip connections' states, in the order the down path makes them (a
+    /// ControlNet's; empty without one).
     pub down: Vec<Tensor>,
-    /// Added to the middle block's output.
-    pub mid: Tensor,
+    /// Added to the middle block's output (a ControlNet's).
+    pub mid: Option<Tensor>,
+    /// Added inside the down blocks in turn, one left over to the middle block's output (a
+    /// T2I-Adapter's; empty without one).
+    pub within: Vec<Tensor>,
 }
 
 impl ControlResiduals {
-    /// Both ControlNets' residuals added up, as diffusers' `MultiControlNetModel` conditions
-    /// a UNet on several.
+    /// Both residuals added up, as diffusers' `MultiControlNetModel` conditions a UNet on
+    /// several ControlNets (and `MultiAdapter` on several adapters).
     pub fn plus(&self, other: &ControlResiduals) -> Result<ControlResiduals> {
+        let sum = |a: &[Tensor], b: &[Tensor]| -> Result<Vec<Tensor>> {
+            match (a.is_empty(), b.is_empty()) {
+                (true, _) => Ok(b.to_vec()),
+                (_, true) => Ok(a.to_vec()),
+                _ => a.iter().zip(b).map(|(a, b)| a + b).collect(),
+            }
+        };
         Ok(ControlResiduals {
-            down: self
-                .down
-                .iter()
-                .zip(&other.down)
-                .map(|(a, b)| a + b)
-                .collect::<Result<_>>()?,
-            mid: (&self.mid + &other.mid)?,
+            down: sum(&self.down, &other.down)?,
+            mid: match (&self.mid, &other.mid) {
+                (Some(a), Some(b)) => Some((a + b)?),
+                (a, b) => a.clone().or_else(|| b.clone()),
+            },
+            within: sum(&self.within, &other.within)?,
         })
     }
 }
@@ -282,7 +320,9 @@ impl ControlNet {
         };
         let emb = self.encoder.embed(xs, timestep, added, None)?;
         let embedded = self.hint.forward(&hint.to_dtype(xs.dtype())?)?;
-        let (states, mid) = self.encoder.encode(xs, &emb, context, Some(&embedded))?;
+        let (states, mid) = self
+            .encoder
+            .encode(xs, &emb, context, Some(&embedded), &[])?;
         let n = states.len();
         // torch.logspace(-1, 0, n + 1): 10^(−1 + i/n).
         let scales: Vec<f64> = if guess && !self.spec.global_pool {
@@ -306,7 +346,11 @@ impl ControlNet {
             .map(|((state, conv), s)| pooled((conv.forward(state)? * *s)?))
             .collect::<Result<_>>()?;
         let mid = pooled((self.mid.forward(&mid)? * scales[n])?)?;
-        Ok(ControlResiduals { down, mid })
+        Ok(ControlResiduals {
+            down,
+            mid: Some(mid),
+            within: Vec::new(),
+        })
     }
 }
 
@@ -427,13 +471,18 @@ fn single_file(
     Ok((spec, Weights::renamed(store, path, names)))
 }
 
-/// Whether `path` holds a ControlNet, told from its config or stored names alone: a diffusers
-/// folder whose `config.json` says `ControlNetModel`, or a weights file with a control image
-/// encoder (`input_hint_block`, under `control_model.` or not).
+/// Whether `path` holds a ControlNet (or a T2I-Adapter), told from its config or stored names
+/// alone: a diffusers folder whose `config.json` says `ControlNetModel` (or `T2IAdapter`), or a
+/// weights file with a control image encoder (`input_hint_block`, under `control_model.` or
+/// not).
 pub fn is_controlnet(path: &Path) -> bool {
     if path.is_dir() {
-        return super::config::read_json::<serde_json::Value>(&path.join("config.json"))
-            .is_ok_and(|config| config["_class_name"] == "ControlNetModel");
+        return super::config::read_json::<serde_json::Value>(&path.join("config.json")).is_ok_and(
+            |config| {
+                ["ControlNetModel", "T2IAdapter"]
+                    .contains(&config["_class_name"].as_str().unwrap_or(""))
+            },
+        );
     }
     let weights = path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
         ["safetensors", "pth", "pt", "bin"].contains(&e.to_ascii_lowercase().as_str())
@@ -470,11 +519,15 @@ pub fn mismatch(theirs: &UNetSpec, ours: &UNetSpec) -> Option<String> {
 }
 
 /// Whether the ControlNet at `path` fits a model whose UNet is `unet`: a folder's config as
-/// [`mismatch`] checks it, a single file's first block width and text width from its shapes
+/// [`mismatch`] checks it (a T2I-Adapter's as [`super::adapter::AdapterSpec::mismatch`]), a single file's first block width and text width from its shapes
 /// (the rest of its architecture is the model's own).
 pub fn fits(path: &Path, unet: &UNetSpec) -> bool {
     let config = &unet.config;
     let first = config.blocks[0].out_channels;
+    if super::adapter::is_adapter(path) {
+        let theirs = super::adapter::AdapterSpec::read(&path.join("config.json"));
+        return theirs.is_ok_and(|theirs| theirs.mismatch(unet).is_none());
+    }
     if path.is_dir() {
         let theirs = super::config::read_json(&path.join("config.json"))
             .and_then(|json| spec(json, &path.join("config.json")));
@@ -507,7 +560,7 @@ pub fn fits(path: &Path, unet: &UNetSpec) -> bool {
 }
 
 /// The weights file of the ControlNet folder `path`.
-fn weights_file(path: &Path) -> std::result::Result<PathBuf, SdError> {
+pub(super) fn weights_file(path: &Path) -> std::result::Result<PathBuf, SdError> {
     let stem = "diffusion_pytorch_model";
     [
         format!("{stem}.safetensors"),

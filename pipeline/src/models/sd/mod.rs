@@ -27,6 +27,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod adapter;
 pub mod block_weights;
 pub mod blocks;
 pub mod brownian;
@@ -219,7 +220,7 @@ pub struct StableDiffusion {
     /// The upscaling model of a hires pass that asks for one.
     upscaler: Option<upscaler::Upscaler>,
     /// The ControlNets of requests that ask for them, in the order they were loaded.
-    controlnets: Vec<controlnet::ControlNet>,
+    controls: Vec<controlnet::ControlModel>,
     /// The names a prompt's LoRA tags may give the merged LoRAs, with their scales
     /// ([`lora_tags::tag_names`]).
     lora_names: Vec<lora_tags::TagName>,
@@ -353,7 +354,7 @@ impl StableDiffusion {
             dtype,
             vae_dtype,
             upscaler: None,
-            controlnets: Vec::new(),
+            controls: Vec::new(),
             lora_names: lora_tags::tag_names(loras),
             hypernet_names: Vec::new(),
             hypernetworks: Vec::new(),
@@ -376,21 +377,33 @@ impl StableDiffusion {
         Ok(())
     }
 
-    /// Loads the ControlNet of `file`, after those loaded before, for requests that ask for
-    /// it ([`Control`]); the identity lists it with its hash. One whose architecture does not
-    /// fit the UNet's (an SDXL ControlNet for SD 1.5) is refused.
+    /// Loads the ControlNet (or T2I-Adapter) of `file`, after those loaded before, for
+    /// requests that ask for it ([`Control`]); the identity lists it with its hash. One whose
+    /// architecture does not fit the UNet's (an SDXL ControlNet for SD 1.5) is refused.
     pub fn add_controlnet(&mut self, file: &controlnet::ControlNetFile) -> Result<(), SdError> {
         let sha256 = controlnet::sha256(&file.path)?;
-        let model =
-            controlnet::ControlNet::load(&file.path, &self.spec.unet, &self.device, self.dtype)?;
-        if let Some(message) = controlnet::mismatch(&model.spec().unet, &self.spec.unet) {
+        let (model, mismatch) = if adapter::is_adapter(&file.path) {
+            let model = adapter::Adapter::load(&file.path, &self.device, self.dtype)?;
+            let mismatch = model.spec().mismatch(&self.spec.unet);
+            (controlnet::ControlModel::Adapter(model), mismatch)
+        } else {
+            let model = controlnet::ControlNet::load(
+                &file.path,
+                &self.spec.unet,
+                &self.device,
+                self.dtype,
+            )?;
+            let mismatch = controlnet::mismatch(&model.spec().unet, &self.spec.unet);
+            (controlnet::ControlModel::ControlNet(Box::new(model)), mismatch)
+        };
+        if let Some(message) = mismatch {
             return Err(SdError::Invalid {
                 path: file.path.clone(),
                 message,
             });
         }
-        tracing::debug!(file = %file.label, "loaded a ControlNet");
-        self.controlnets.push(model);
+        tracing::debug!(file = %file.label, "loaded a ControlNet or T2I-Adapter");
+        self.controls.push(model);
         self.identity.controlnets.push(ControlNetUse {
             file: file.label.clone(),
             sha256,
@@ -398,9 +411,10 @@ impl StableDiffusion {
         Ok(())
     }
 
-    /// The ControlNets loaded with [`StableDiffusion::add_controlnet`], in order.
-    pub fn controlnets(&self) -> &[controlnet::ControlNet] {
-        &self.controlnets
+    /// The ControlNets and T2I-Adapters loaded with [`StableDiffusion::add_controlnet`], in
+    /// order.
+    pub fn controls(&self) -> &[controlnet::ControlModel] {
+        &self.controls
     }
 
     /// Runs A1111's hypernetworks of `files` on the UNet's attention, in order (see the
@@ -989,7 +1003,7 @@ impl StableDiffusion {
                 .position(|(until, ..)| step <= *until)
                 .unwrap_or(conditionings.len() - 1)];
             let mut residuals: Option<controlnet::ControlResiduals> = None;
-            for (net, c, hint) in &controls {
+            for (model, c, hint, features) in &controls {
                 // diffusers' `controlnet_keep`: from `start` to `end` of the steps this run takes.
                 let (j, count) = ((i - first) as f64, (total - first) as f64);
                 if c.scale == 0.0 || j / count < c.start || (j + 1.0) / count > c.end {
@@ -997,9 +1011,30 @@ impl StableDiffusion {
                 }
                 let f = self.spec.vae.downscale();
                 let hint = super::roll(hint, dy * f, dx * f)?;
-                let rows = (guided && c.guess_mode).then_some(n);
-                let conditioning = (context, added.as_ref());
-                let these = self.control_residuals(net, c, &x, t, conditioning, &hint, rows)?;
+                let these = match model {
+                    controlnet::ControlModel::ControlNet(net) => {
+                        let rows = (guided && c.guess_mode).then_some(n);
+                        let conditioning = (context, added.as_ref());
+                        self.control_residuals(net, c, &x, t, conditioning, &hint, rows)?
+                    }
+                    controlnet::ControlModel::Adapter(adapter) => {
+                        // Computed once for the run, but again on a tileable texture's
+                        // rolled control image.
+                        let features = match features {
+                            Some(features) if (dy, dx) == (0, 0) => features.clone(),
+                            _ => adapter_features(adapter, c, &hint, self.dtype)?,
+                        };
+                        let rows = x.dim(0)?;
+                        controlnet::ControlResiduals {
+                            down: Vec::new(),
+                            mid: None,
+                            within: features
+                                .iter()
+                                .map(|f| f.repeat((rows, 1, 1, 1)))
+                                .collect::<candle_core::Result<_>>()?,
+                        }
+                    }
+                };
                 residuals = Some(match residuals {
                     Some(sum) => sum.plus(&these)?,
                     None => these,
@@ -1054,26 +1089,27 @@ impl StableDiffusion {
         Ok(latents)
     }
 
-    /// Each ControlNet with the request's conditioning for it and its control image
-    /// `(1, 3, H, W)` in [0, 1] for latents of `h`×`w` (none when the request asks for none).
+    /// Each ControlNet or T2I-Adapter with the request's conditioning for it, its control
+    /// image `(1, 3, H, W)` in [0, 1] for latents of `h`×`w`, and an adapter's scaled feature
+    /// maps of it (none when the request asks for none).
     fn control_hints<'a>(
         &'a self,
         request: &'a GenerateRequest,
         (h, w): (usize, usize),
-    ) -> Result<Vec<(&'a controlnet::ControlNet, &'a Control, Tensor)>, SdError> {
+    ) -> Result<Vec<ControlHint<'a>>, SdError> {
         if request.control.is_empty() {
             return Ok(Vec::new());
         }
-        if request.control.len() != self.controlnets.len() {
+        if request.control.len() != self.controls.len() {
             return Err(SdError::BadRequest(format!(
                 "the request has {} control image(s) but the model was loaded with {} ControlNet(s): give one for each",
                 request.control.len(),
-                self.controlnets.len()
+                self.controls.len()
             )));
         }
         let f = self.spec.vae.downscale();
         let mut hints = Vec::new();
-        for (i, (net, control)) in self.controlnets.iter().zip(&request.control).enumerate() {
+        for (i, (model, control)) in self.controls.iter().zip(&request.control).enumerate() {
             if !(0.0..=1.0).contains(&control.start)
                 || !(control.start..=1.0).contains(&control.end)
                 || !(0.0..=2.0).contains(&control.scale)
@@ -1087,7 +1123,19 @@ impl StableDiffusion {
                 )));
             }
             let hint = control_tensor(&control.image, (w * f, h * f), &self.device)?;
-            hints.push((net, control, hint));
+            let features = match model {
+                controlnet::ControlModel::Adapter(_) if control.guess_mode => {
+                    return Err(SdError::BadRequest(format!(
+                        "ControlNet {} is a T2I-Adapter: guess mode is for ControlNets (an adapter conditions both prompts' predictions)",
+                        i + 1
+                    )));
+                }
+                controlnet::ControlModel::Adapter(adapter) => {
+                    Some(adapter_features(adapter, control, &hint, self.dtype)?)
+                }
+                controlnet::ControlModel::ControlNet(_) => None,
+            };
+            hints.push((model, control, hint, features));
         }
         Ok(hints)
     }
@@ -1137,7 +1185,8 @@ impl StableDiffusion {
                 .iter()
                 .map(padded)
                 .collect::<candle_core::Result<_>>()?,
-            mid: padded(&residuals.mid)?,
+            mid: residuals.mid.as_ref().map(padded).transpose()?,
+            within: Vec::new(),
         })
     }
 
@@ -1498,6 +1547,30 @@ fn rgb_tensor(image: &RgbaImage, size: u32, device: &Device) -> candle_core::Res
         }
     }
     Tensor::from_vec(values, (1, 3, s, s), device)
+}
+
+/// A ControlNet or T2I-Adapter, the request's conditioning for it, its control image, and an
+/// adapter's scaled feature maps of it (see `StableDiffusion::control_hints`).
+type ControlHint<'a> = (
+    &'a controlnet::ControlModel,
+    &'a Control,
+    Tensor,
+    Option<Vec<Tensor>>,
+);
+
+/// `adapter`'s feature maps of the control image `hint` in `dtype`, times the scale of
+/// `control` (diffusers' `adapter_conditioning_scale`).
+fn adapter_features(
+    adapter: &adapter::Adapter,
+    control: &Control,
+    hint: &Tensor,
+    dtype: DType,
+) -> candle_core::Result<Vec<Tensor>> {
+    adapter
+        .features(&hint.to_dtype(dtype)?)?
+        .iter()
+        .map(|f| f * control.scale)
+        .collect()
 }
 
 /// A control image as `(1, 3, height, width)` in [0, 1], as diffusers' ControlNet pipelines

@@ -169,25 +169,32 @@ impl Encoder {
 
     /// `conv_in` of `xs` (plus `hint`, a ControlNet's embedded control image), the down
     /// blocks and the middle block: every state the skip connections take (`conv_in`'s first)
-    /// and the middle block's output.
+    /// and the middle block's output. A T2I-Adapter's feature maps `within` go to the down
+    /// blocks in turn (see [`DownBlock::forward`]), one left over to the middle block's output
+    /// when its shape fits, as diffusers adds them.
     pub(super) fn encode(
         &self,
         xs: &Tensor,
         emb: &Tensor,
         context: &Tensor,
         hint: Option<&Tensor>,
+        within: &[Tensor],
     ) -> Result<(Vec<Tensor>, Tensor)> {
         let mut xs = self.conv_in.forward(xs)?;
         if let Some(hint) = hint {
             xs = (xs + hint)?;
         }
         let mut residuals = vec![xs.clone()];
+        let mut within = within.iter();
         for block in &self.down {
-            let (out, states) = block.forward(&xs, emb, context)?;
+            let (out, states) = block.forward(&xs, emb, context, within.next())?;
             residuals.extend(states);
             xs = out;
         }
-        let xs = self.mid.forward(&xs, emb, context)?;
+        let mut xs = self.mid.forward(&xs, emb, context)?;
+        if let Some(extra) = within.next().filter(|extra| extra.dims() == xs.dims()) {
+            xs = (xs + extra)?;
+        }
         Ok((residuals, xs))
     }
 }
@@ -280,8 +287,9 @@ impl UNet {
             xs.clone()
         };
         let emb = self.encoder.embed(&xs, timestep, added, guidance)?;
-        let (mut residuals, mut xs) = self.encoder.encode(&xs, &emb, context, None)?;
-        if let Some(control) = control {
+        let within = control.map_or(&[][..], |c| &c.within);
+        let (mut residuals, mut xs) = self.encoder.encode(&xs, &emb, context, None, within)?;
+        if let Some(control) = control.filter(|c| !c.down.is_empty()) {
             if control.down.len() != residuals.len() {
                 candle_core::bail!(
                     "the ControlNet gives {} residuals, the UNet's skip connections take {}",
@@ -294,7 +302,9 @@ impl UNet {
                 .zip(&control.down)
                 .map(|(state, extra)| state + extra)
                 .collect::<Result<_>>()?;
-            xs = (xs + &control.mid)?;
+        }
+        if let Some(mid) = control.and_then(|c| c.mid.as_ref()) {
+            xs = (xs + mid)?;
         }
         let per_block = config.layers_per_block + 1;
         for (i, block) in self.up.iter().enumerate() {
