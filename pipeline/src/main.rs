@@ -306,8 +306,9 @@ struct GenerateArgs {
         default_value = "latent"
     )]
     hires_upscaler: String,
-    /// Stable Diffusion: a ControlNet (a diffusers folder, or an A1111/ComfyUI single file)
-    /// that conditions the image on `--control-image` (an edge map, a depth map, a pose…).
+    /// Stable Diffusion: a ControlNet (a diffusers folder, or an A1111/ComfyUI single file) or
+    /// a T2I-Adapter (a diffusers folder) that conditions the image on `--control-image` (an
+    /// edge map, a depth map, a pose…).
     /// Repeat it for several at once (their residuals add up), each with its own
     /// `--control-image`, in order; the other `--control-*` flags are given once for all of
     /// them or once for each.

@@ -53,7 +53,8 @@
 //! "hires. fix"; not for animations) with `hires_steps` (`steps`, 1..=200) and
 //! `hires_upscaler` (`"latent"`: the latents bilinearly; `"lanczos"`: the pixels; or an
 //! upscaling model file, ESRGAN or Real-ESRGAN `.pth`/`.safetensors`), and `controlnet` (none:
-//! a diffusers ControlNet folder or an A1111/ComfyUI single file) with `control_image` (required with it: an edge map, a
+//! a diffusers ControlNet folder, an A1111/ComfyUI single file, or a diffusers T2I-Adapter
+//! folder) with `control_image` (required with it: an edge map, a
 //! depth map, a pose…, resized to the image), `control_scale` (1, 0..=2), `control_start`
 //! (0) and `control_end` (1: the fractions of the steps it conditions),
 //! `control_guess_mode` (false: it conditions the prompt's prediction alone) and

@@ -394,7 +394,10 @@ impl StableDiffusion {
                 self.dtype,
             )?;
             let mismatch = controlnet::mismatch(&model.spec().unet, &self.spec.unet);
-            (controlnet::ControlModel::ControlNet(Box::new(model)), mismatch)
+            (
+                controlnet::ControlModel::ControlNet(Box::new(model)),
+                mismatch,
+            )
         };
         if let Some(message) = mismatch {
             return Err(SdError::Invalid {
