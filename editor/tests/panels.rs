@@ -407,7 +407,8 @@ fn every_panel_action_works_on_an_embedded_chain() {
             "controlnet-2",
             "controlnet-ldm.safetensors",
             "controlnet-shuffle.pth",
-            "t2i-adapter"
+            "t2i-adapter",
+            "t2i-adapter-original.pth"
         ],
         "{local:?}"
     );

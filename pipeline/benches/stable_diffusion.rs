@@ -30,6 +30,7 @@ use anyhow::{Context, Result, bail};
 use autonomy_pipeline::device;
 use autonomy_pipeline::generator::{GenerateRequest, Generator};
 use autonomy_pipeline::models::sd::StableDiffusion;
+use autonomy_pipeline::models::sd::adapter::Adapter;
 use autonomy_pipeline::models::sd::controlnet::{ControlModel, ControlNetFile};
 use autonomy_pipeline::models::sd::upscaler::Upscaler;
 use autonomy_pipeline::models::sd::vae::Vae;
@@ -183,8 +184,9 @@ fn table(
     }
 }
 
-/// A ControlNet at SD 1.5's size against diffusers': bench.py makes it (from the sd15 UNet,
-/// which `cargo bench` without arguments makes first) and times PyTorch, then candle runs it.
+/// A ControlNet and a T2I-Adapter at SD 1.5's size against diffusers': bench.py makes them
+/// (the ControlNet from the sd15 UNet, which `cargo bench` without arguments makes first) and
+/// times PyTorch, then candle runs them.
 fn controlnet(
     root: &Path,
     script: &Path,
@@ -251,6 +253,19 @@ fn controlnet(
         sd15.predict_controlled(&latents, 500.0, &context, None, None, Some(&residuals))?;
         Ok(())
     })?;
+    let adapter = Adapter::load(
+        &root.join("t2i-adapter-sd15"),
+        &sd15.spec().unet,
+        device,
+        dtype,
+    )
+    .context("loading the T2I-Adapter")?;
+    let one = hint.narrow(0, 0, 1)?.to_dtype(dtype)?;
+    eprintln!("timing candle: the T2I-Adapter …");
+    let features = timed(device, repeats, || {
+        adapter.features(&one)?;
+        Ok(())
+    })?;
     table(
         "ControlNet at SD 1.5's size",
         (repeats, device),
@@ -272,6 +287,12 @@ fn controlnet(
                 "SD 1.5 UNet step conditioned by it",
                 "controlled_step",
                 step,
+                true,
+            ),
+            (
+                "T2I-Adapter (full, SD 1.5 widths), one 512² control image: once per image",
+                "adapter",
+                features,
                 true,
             ),
         ],

@@ -8,7 +8,7 @@ mod common;
 use autonomy_pipeline::build::provenance::Manifest;
 use autonomy_pipeline::generator::{Control, GenerateRequest};
 use autonomy_pipeline::models::sd::StableDiffusion;
-use autonomy_pipeline::models::sd::adapter::{Adapter, AdapterKind};
+use autonomy_pipeline::models::sd::adapter::{Adapter, AdapterKind, is_adapter};
 use autonomy_pipeline::models::sd::controlnet::ControlNetFile;
 use candle_core::{DType, Device};
 use common::sd::{Reference, close, fixtures, max_diff};
@@ -31,23 +31,45 @@ fn picture(name: &str) -> image::RgbImage {
         .to_rgb8()
 }
 
+/// Each of diffusers' three networks, from its folder, and TencentARC's original files of the
+/// full and light ones (the same weights in the original names, checked when made by loading
+/// them strictly into the original code's networks).
 #[test]
 fn each_adapter_networks_features_match_diffusers() {
     let reference = Reference::of("t2i-adapter");
     let hint = reference.get("adapter_hint");
+    let base = StableDiffusion::load(&fixtures().join("tiny-sd15"), &Device::Cpu)
+        .unwrap()
+        .spec()
+        .unet
+        .clone();
     for (prefix, path, kind, count) in [
         ("full", "tiny-sd15/t2i-adapter", AdapterKind::FullAdapter, 3),
+        (
+            "full",
+            "tiny-sd15/t2i-adapter-original.pth",
+            AdapterKind::FullAdapter,
+            3,
+        ),
         ("light", "adapters/light", AdapterKind::LightAdapter, 3),
+        (
+            "light",
+            "adapters/light-original.safetensors",
+            AdapterKind::LightAdapter,
+            3,
+        ),
         ("xl", "adapters/xl", AdapterKind::FullAdapterXl, 4),
     ] {
-        let adapter = Adapter::load(&fixtures().join(path), &Device::Cpu, DType::F32).unwrap();
+        let file = fixtures().join(path);
+        assert!(is_adapter(&file), "{path}");
+        let adapter = Adapter::load(&file, &base, &Device::Cpu, DType::F32).unwrap();
         assert_eq!(adapter.spec().kind, kind);
         // The light adapter takes one channel: the picture's grey, as PIL's `L` weighs it.
         let features = adapter.features(hint).unwrap();
         assert_eq!(features.len(), count, "{prefix}");
         for (i, feature) in features.iter().enumerate() {
             close(
-                &format!("{prefix} feature {i}"),
+                &format!("{path}: feature {i}"),
                 feature,
                 reference.get(&format!("{prefix}_features_{i}")),
                 1e-4,
@@ -92,6 +114,13 @@ fn whole_runs_with_an_adapter_match_diffusers() {
         4e-4,
     );
     assert!(max_diff(&on_grid, &on_edges) > 0.1);
+    // Neither a ControlNet file nor an upscaler is taken for an adapter.
+    for file in [
+        "tiny-sd15/controlnet-ldm.safetensors",
+        "upscalers/compact-x4.pth",
+    ] {
+        assert!(!is_adapter(&fixtures().join(file)), "{file}");
+    }
 }
 
 #[test]
@@ -105,7 +134,21 @@ fn an_adapter_that_does_not_fit_or_in_guess_mode_is_refused() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("features of [16, 32, 32] channels") && err.contains("[32, 32, 64]"),
+        err.contains("features of [16, 32, 32] channels at 1/[8, 16, 32]")
+            && err.contains("takes [32, 32, 64, 64] channels at 1/[8, 16, 32, 32]"),
+        "{err}"
+    );
+    // tiny SDXL has tiny SD 1.5's widths, but its first block adds at half the size.
+    let mut xl = StableDiffusion::load(&fixtures().join("tiny-sdxl"), &Device::Cpu).unwrap();
+    let err = xl
+        .add_controlnet(&ControlNetFile {
+            path: fixtures().join("tiny-sd15/t2i-adapter"),
+            label: "t2i-adapter".into(),
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("takes [32, 32, 64, 64] channels at 1/[16, 16, 32, 32]"),
         "{err}"
     );
     let request = GenerateRequest {
@@ -184,7 +227,7 @@ fn a_recipe_and_generate_take_an_adapter_where_they_take_a_controlnet() {
         .args(["generate", "a stone arch", "--steps", "2", "--model"])
         .arg(fixtures().join("tiny-sd15"))
         .arg("--controlnet")
-        .arg(fixtures().join("tiny-sd15/t2i-adapter"))
+        .arg(fixtures().join("tiny-sd15/t2i-adapter-original.pth"))
         .arg("--control-image")
         .arg(fixtures().join("tiny-sd15/control/grid.png"))
         .arg("-o")

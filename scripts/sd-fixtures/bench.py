@@ -150,8 +150,9 @@ def controlnet(root, repeats):
     """A ControlNet at SD 1.5's size (`ControlNetModel.from_unet` of the sd15 UNet, its hint
     encoder the releases' 16-32-96-256), and diffusers' time for the plain UNet step, the
     ControlNet alone and one conditioned UNet step: 64×64 latents, batch 2, a 512² control
-    image."""
-    from diffusers import ControlNetModel
+    image; and a T2I-Adapter at SD 1.5's size (diffusers' default `full_adapter`: 320, 640, 1280,
+    1280 wide, random weights, in `t2i-adapter-sd15`) making its features of one 512² image."""
+    from diffusers import ControlNetModel, T2IAdapter
 
     device = os.environ.get("AUTONOMY_BENCH_TORCH_DEVICE", "cpu")
     dtype = torch.float32 if device == "cpu" else torch.float16
@@ -186,6 +187,15 @@ def controlnet(root, repeats):
     )
     results["controlnet"] = timed(control, repeats)
     results["controlled_step"] = timed(step, repeats)
+    folder = os.path.join(root, "t2i-adapter-sd15")
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        torch.manual_seed(0)
+        T2IAdapter().save_pretrained(folder + ".partial", safe_serialization=True)
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(folder + ".partial", folder)
+        print("wrote", folder, file=sys.stderr)
+    adapter = T2IAdapter.from_pretrained(folder, torch_dtype=dtype).to(device)
+    results["adapter"] = timed(lambda: adapter(hint[:1]), repeats)
     return results
 
 

@@ -1862,15 +1862,130 @@ def build_multi_controlnet(name):
               metadata={"prompt": PROMPT, "negative_prompt": NEGATIVE, "torch": torch.__version__})
 
 
+class TencentResnetBlock(torch.nn.Module):
+    """TencentARC's `ResnetBlock` (T2I-Adapter's `ldm/modules/encoders/adapter.py`) as its
+    released adapters build it (`sk=True, ksize=1, use_conv=False`)."""
+
+    def __init__(self, in_c, out_c, down):
+        super().__init__()
+        self.in_conv = torch.nn.Conv2d(in_c, out_c, 1) if in_c != out_c else None
+        self.block1 = torch.nn.Conv2d(out_c, out_c, 3, 1, 1)
+        self.act = torch.nn.ReLU()
+        self.block2 = torch.nn.Conv2d(out_c, out_c, 1)
+        self.down = torch.nn.AvgPool2d(2, 2) if down else None
+
+    def forward(self, x):
+        if self.down is not None:
+            x = self.down(x)
+        if self.in_conv is not None:
+            x = self.in_conv(x)
+        return self.block2(self.act(self.block1(x))) + x
+
+
+class TencentAdapter(torch.nn.Module):
+    """TencentARC's `Adapter(cin, channels, nums_rb, ksize=1, sk=True, use_conv=False)`: the
+    original names of the released `t2iadapter_*_sd14v1.pth` / `_sd15v2.pth` files."""
+
+    def __init__(self, cin, channels, nums_rb):
+        super().__init__()
+        self.unshuffle = torch.nn.PixelUnshuffle(8)
+        self.body = torch.nn.ModuleList(
+            TencentResnetBlock(channels[i - 1] if i and not j else channels[i], channels[i],
+                               down=bool(i and not j))
+            for i in range(len(channels)) for j in range(nums_rb))
+        self.conv_in = torch.nn.Conv2d(cin, channels[0], 3, 1, 1)
+        self.levels, self.nums_rb = len(channels), nums_rb
+
+    def forward(self, x):
+        x = self.conv_in(self.unshuffle(x))
+        features = []
+        for i in range(self.levels):
+            for j in range(self.nums_rb):
+                x = self.body[i * self.nums_rb + j](x)
+            features.append(x)
+        return features
+
+
+class TencentLightBlock(torch.nn.Module):
+    """TencentARC's `ExtractorLight` (of `Adapter_light`)."""
+
+    def __init__(self, in_c, inter_c, out_c, nums_rb, down):
+        super().__init__()
+        self.in_conv = torch.nn.Conv2d(in_c, inter_c, 1)
+        self.body = torch.nn.ModuleList(TencentLightResnet(inter_c) for _ in range(nums_rb))
+        self.out_conv = torch.nn.Conv2d(inter_c, out_c, 1)
+        self.down = torch.nn.AvgPool2d(2, 2) if down else None
+
+    def forward(self, x):
+        if self.down is not None:
+            x = self.down(x)
+        x = self.in_conv(x)
+        for block in self.body:
+            x = block(x)
+        return self.out_conv(x)
+
+
+class TencentLightResnet(torch.nn.Module):
+    """TencentARC's `ResnetBlock_light`."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.block1 = torch.nn.Conv2d(c, c, 3, 1, 1)
+        self.act = torch.nn.ReLU()
+        self.block2 = torch.nn.Conv2d(c, c, 3, 1, 1)
+
+    def forward(self, x):
+        return self.block2(self.act(self.block1(x))) + x
+
+
+class TencentLightAdapter(torch.nn.Module):
+    """TencentARC's `Adapter_light(cin, channels, nums_rb)` (`t2iadapter_color_sd14v1.pth`)."""
+
+    def __init__(self, cin, channels, nums_rb, downscale):
+        super().__init__()
+        self.unshuffle = torch.nn.PixelUnshuffle(downscale)
+        self.body = torch.nn.ModuleList(
+            TencentLightBlock(cin if i == 0 else channels[i - 1], channels[i] // 4, channels[i],
+                              nums_rb, down=i != 0)
+            for i in range(len(channels)))
+
+    def forward(self, x):
+        x = self.unshuffle(x)
+        features = []
+        for block in self.body:
+            x = block(x)
+            features.append(x)
+        return features
+
+
+def tencent_adapter_names(state, nums_rb, light):
+    """diffusers' `T2IAdapter` names → TencentARC's originals (the inverse of diffusers'
+    `scripts/convert_original_t2i_adapter.py`)."""
+    names = {}
+    for key, value in state.items():
+        parts = key.removeprefix("adapter.").split(".")
+        if parts[0] == "body" and light:
+            parts[2] = "body" if parts[2] == "resnets" else parts[2]
+        elif parts[0] == "body" and parts[2] == "resnets":
+            parts = ["body", str(int(parts[1]) * nums_rb + int(parts[3])), *parts[4:]]
+        elif parts[0] == "body" and parts[2] == "in_conv":
+            parts = ["body", str(int(parts[1]) * nums_rb), *parts[2:]]
+        names[".".join(parts)] = value
+    return names
+
+
 @torch.no_grad()
 def build_t2i_adapter(name):
     """Tiny random-weight T2I-Adapters (diffusers' `T2IAdapter`, f32) and what diffusers computes:
     - `tiny-sd15/t2i-adapter/`: a `full_adapter` for tiny-sd15 (channels 32, 32, 64: its block
       widths; 2 residual blocks; pixel-unshuffle by 8, so 64 px make 8×8 features, the latents'
       size), its weights drawn normal with std fan_in^-0.5 (so the control image comes through),
-      every adapter's rounded to f16 and stored f16;
+      every adapter's rounded to f16 and stored f16; `tiny-sd15/t2i-adapter-original.pth` and
+      `adapters/light-original.safetensors`: the full and light ones in TencentARC's original
+      names (`TencentAdapter`, `TencentLightAdapter`: its code's networks, which load them
+      strictly and give the same features);
     - `adapters/light/`: a one-channel `light_adapter` (channels 16, 32; 2 residual blocks;
-      unshuffle by 4) and `adapters/xl/`: a `full_adapter_xl` (channels 8, 16, 16, 16; 1 residual
+      unshuffle by 8) and `adapters/xl/`: a `full_adapter_xl` (channels 8, 16, 16, 16; 1 residual
       block; unshuffle by 16), fitting no tiny model: only their features are checked;
     - `t2i-adapter.reference.safetensors`: `adapter_hint` (`control/grid.png` as the pipeline feeds
       it), `full_features_{i}`, `light_features_{i}` (of its grey: PIL's `L` weights) and
@@ -1903,7 +2018,7 @@ def build_t2i_adapter(name):
     full = made(os.path.join(folder, "t2i-adapter"), 41, in_channels=3, channels=[32, 32, 64],
                 num_res_blocks=2, downscale_factor=8, adapter_type="full_adapter")
     light = made(os.path.join(OUT, "adapters", "light"), 42, in_channels=1, channels=[16, 32],
-                 num_res_blocks=2, downscale_factor=4, adapter_type="light_adapter")
+                 num_res_blocks=2, downscale_factor=8, adapter_type="light_adapter")
     xl = made(os.path.join(OUT, "adapters", "xl"), 43, in_channels=3, channels=[8, 16, 16, 16],
               num_res_blocks=1, downscale_factor=16, adapter_type="full_adapter_xl")
     grid = Image.open(os.path.join(folder, "control", "grid.png")).convert("RGB")
@@ -1914,6 +2029,25 @@ def build_t2i_adapter(name):
     for prefix, adapter, x in [("full", full, hint), ("light", light, grey), ("xl", xl, hint)]:
         for i, feature in enumerate(adapter(x)):
             tensors[f"{prefix}_features_{i}"] = feature
+
+    # The same weights in TencentARC's original names, as A1111 and ComfyUI load them, checked
+    # by loading them strictly into the original networks and comparing their features.
+    originals = [
+        ("t2i-adapter-original.pth", full, TencentAdapter(192, [32, 32, 64], 2), 2, False, hint),
+        ("adapters/light-original.safetensors", light,
+         TencentLightAdapter(64, [16, 32, 32], 2, 8), 2, True, grey),
+    ]
+    for file, adapter, original, nums_rb, is_light, x in originals:
+        names = tencent_adapter_names(adapter.state_dict(), nums_rb, is_light)
+        original.load_state_dict(names, strict=True)
+        for ours, theirs in zip(original(x), adapter(x)):
+            assert torch.equal(ours, theirs), file
+        names = {k: v.to(CONTROLNET_DTYPE).contiguous() for k, v in names.items()}
+        path = os.path.join(folder if file.endswith(".pth") else OUT, file)
+        if path.endswith(".pth"):
+            torch.save(names, path)
+        else:
+            save_file(names, path)
 
     ctl = StableDiffusionAdapterPipeline(vae=pipe.vae, text_encoder=pipe.text_encoder,
                                          tokenizer=pipe.tokenizer, unet=pipe.unet, adapter=full,

@@ -4,15 +4,18 @@
 //! one feature map per UNet level, added inside the UNet's down blocks. Unlike a ControlNet it
 //! does not see the latents, so a run computes its features once, not at every step. Read from
 //! a diffusers T2I-Adapter folder (`config.json` with `_class_name` `T2IAdapter`,
-//! `diffusion_pytorch_model.safetensors`); `full_adapter` (SD 1.5/2.1), `full_adapter_xl`
-//! (SDXL) and `light_adapter`.
+//! `diffusion_pytorch_model.safetensors`; `full_adapter` for SD 1.5/2.1, `full_adapter_xl` for
+//! SDXL, `light_adapter`), or from TencentARC's original files as A1111 and ComfyUI load them
+//! (`t2iadapter_canny_sd15v2.pth`, `t2iadapter_color_sd14v1.pth`).
 //!
 //! How a run uses it follows diffusers' `StableDiffusionAdapterPipeline`: the control image in
 //! [0, 1] at the image's size (grey for a one-channel adapter), the features times the
 //! conditioning scale, added for both the prompt's and the negative prompt's rows over the
 //! steps the ControlNet settings give (diffusers' `adapter_conditioning_factor` is `end`).
 
+use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
@@ -22,7 +25,7 @@ use super::SdError;
 use super::blocks::{conv1, conv3};
 use super::config::UNetSpec;
 use super::kernels::Conv2d;
-use super::weights::Weights;
+use super::weights::{Reshape, Store, Stored, Weights};
 
 /// Which of diffusers' adapter networks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -120,32 +123,57 @@ impl AdapterSpec {
             }
     }
 
-    /// Why its feature maps do not fit the UNet `unet` (a level's width differs from the
-    /// block it is added to), naming both; `None` when they fit.
+    /// Why its feature maps do not fit the UNet `unet` (a map's width, or how many times
+    /// smaller than the image it is, differs from the state of the block it is added to: an
+    /// SD 1.5 adapter on SDXL), naming both; `None` when they fit.
     pub fn mismatch(&self, unet: &UNetSpec) -> Option<String> {
-        let blocks: Vec<usize> = unet.config.blocks.iter().map(|b| b.out_channels).collect();
-        // Each feature map goes to a down block in turn; one left over goes to the middle.
-        let mut targets = blocks.clone();
-        targets.push(blocks[blocks.len() - 1]);
-        let widths = self.feature_widths();
+        let blocks = &unet.config.blocks;
+        let n = blocks.len();
+        // Where each map lands (see `DownBlock::forward`): a cross-attention block's state
+        // before its downsampler, the output of one without; one left over to the middle.
+        // Sizes in pixels of the image, the VAE downscaling 8×.
+        let mut targets: Vec<(usize, usize)> = blocks
+            .iter()
+            .enumerate()
+            .map(|(i, block)| {
+                let halved = if block.use_cross_attn.is_none() && i + 1 < n {
+                    i + 1
+                } else {
+                    i
+                };
+                (block.out_channels, 8 << halved)
+            })
+            .collect();
+        targets.push((blocks[n - 1].out_channels, 8 << (n - 1)));
+        let features = self.features_made();
         let fits =
-            widths.len() <= targets.len() && widths.iter().zip(&targets).all(|(a, b)| a == b);
+            features.len() <= targets.len() && features.iter().zip(&targets).all(|(a, b)| a == b);
         (!fits).then(|| {
             format!(
-                "a T2I-Adapter making features of {widths:?} channels, but the model's UNet has blocks of {blocks:?}"
+                "a T2I-Adapter making features of {:?} channels at 1/{:?} of the image, but the model's UNet takes {:?} channels at 1/{:?}",
+                features.iter().map(|f| f.0).collect::<Vec<_>>(),
+                features.iter().map(|f| f.1).collect::<Vec<_>>(),
+                targets.iter().map(|t| t.0).collect::<Vec<_>>(),
+                targets.iter().map(|t| t.1).collect::<Vec<_>>(),
             )
         })
     }
 
-    /// The width of each feature map it makes.
-    fn feature_widths(&self) -> Vec<usize> {
+    /// The width of each feature map it makes and how many times smaller than the image it is.
+    fn features_made(&self) -> Vec<(usize, usize)> {
+        let f = self.downscale_factor;
+        let c = &self.channels;
         match self.kind {
-            AdapterKind::LightAdapter => {
-                let mut widths = self.channels.clone();
-                widths.push(self.channels[self.channels.len() - 1]);
-                widths
+            AdapterKind::FullAdapter => c.iter().enumerate().map(|(i, &w)| (w, f << i)).collect(),
+            AdapterKind::FullAdapterXl => {
+                vec![(c[0], f), (c[1], f), (c[2], f * 2), (c[3], f * 2)]
             }
-            _ => self.channels.clone(),
+            AdapterKind::LightAdapter => c
+                .iter()
+                .chain(c.last())
+                .enumerate()
+                .map(|(i, &w)| (w, f << i))
+                .collect(),
         }
     }
 }
@@ -284,14 +312,28 @@ impl Adapter {
         })
     }
 
-    /// Reads the diffusers T2I-Adapter folder `path` onto `device` in `dtype`.
-    pub fn load(path: &Path, device: &Device, dtype: DType) -> std::result::Result<Self, SdError> {
-        let config = path.join("config.json");
-        if !config.is_file() {
-            return Err(SdError::MissingFile { path: config });
-        }
-        let spec = AdapterSpec::read(&config)?;
-        let weights = Weights::files(&[super::controlnet::weights_file(path)?])?;
+    /// Reads the T2I-Adapter at `path` onto `device` in `dtype`: a diffusers folder, or one of
+    /// TencentARC's original files with as many levels as `base`, the UNet it is for, has
+    /// blocks (see [`original`]).
+    pub fn load(
+        path: &Path,
+        base: &UNetSpec,
+        device: &Device,
+        dtype: DType,
+    ) -> std::result::Result<Self, SdError> {
+        let (spec, weights) = if path.is_dir() {
+            let config = path.join("config.json");
+            if !config.is_file() {
+                return Err(SdError::MissingFile { path: config });
+            }
+            let spec = AdapterSpec::read(&config)?;
+            (
+                spec,
+                Weights::files(&[super::controlnet::weights_file(path)?])?,
+            )
+        } else {
+            original(path, base)?
+        };
         let file = weights.path().to_path_buf();
         let vb = VarBuilder::from_backend(Box::new(weights), dtype, device.clone());
         Self::new(vb, &spec).map_err(|source| SdError::Weights { path: file, source })
@@ -349,11 +391,138 @@ fn pixel_unshuffle(xs: &Tensor, r: usize) -> Result<Tensor> {
         .reshape((n, c * r * r, h, w))
 }
 
-/// Whether `path` is a diffusers T2I-Adapter folder (its `config.json` says `T2IAdapter`).
+/// The architecture and weights of one of TencentARC's original adapter files: its `Adapter`
+/// (`conv_in`, then `body.{level × blocks + j}.block1/block2`, each level's first block with an
+/// `in_conv` when the width changes) or its `Adapter_light` (`body.{level}.in_conv`,
+/// `.body.{j}.block1/block2`, `.out_conv`), at a pixel-unshuffle of 8 (SD 1.x); how many
+/// levels `Adapter` has is not stored: it has one per block of `base`, the UNet it is for.
+fn original(path: &Path, base: &UNetSpec) -> std::result::Result<(AdapterSpec, Weights), SdError> {
+    let store = Arc::new(Store::open(path)?);
+    let stored = store.shapes();
+    let invalid = |message: String| SdError::Invalid {
+        path: path.to_path_buf(),
+        message,
+    };
+    let width = |key: &str, i: usize| stored.get(key).and_then(|shape| shape.get(i).copied());
+    let entries: BTreeSet<usize> = stored
+        .keys()
+        .filter_map(|key| key.strip_prefix("body.")?.split('.').next()?.parse().ok())
+        .collect();
+    let count = entries.len();
+    if count == 0 || entries.last() != Some(&(count - 1)) {
+        return Err(invalid(
+            "not a T2I-Adapter: no `body.0`, `body.1`, … blocks".into(),
+        ));
+    }
+    let light = stored.contains_key("body.0.body.0.block1.weight");
+    let (kind, channels, blocks, unshuffled) = if light {
+        let widths: Option<Vec<usize>> = (0..count)
+            .map(|i| width(&format!("body.{i}.out_conv.weight"), 0))
+            .collect();
+        let blocks = (0..)
+            .take_while(|j| stored.contains_key(&format!("body.0.body.{j}.block1.weight")))
+            .count();
+        let widths =
+            widths.ok_or_else(|| invalid("a light adapter level has no `out_conv`".into()))?;
+        let channels = widths[..count - 1].to_vec();
+        let unshuffled = width("body.0.in_conv.weight", 1);
+        (AdapterKind::LightAdapter, channels, blocks, unshuffled)
+    } else {
+        let levels = base.config.blocks.len();
+        if !count.is_multiple_of(levels) {
+            return Err(invalid(format!(
+                "{count} adapter blocks do not split into the model's {levels} levels: an adapter for another UNet"
+            )));
+        }
+        let blocks = count / levels;
+        let channels: Option<Vec<usize>> = (0..levels)
+            .map(|i| width(&format!("body.{}.block1.weight", i * blocks), 0))
+            .collect();
+        let channels =
+            channels.ok_or_else(|| invalid("an adapter block has no `block1`".into()))?;
+        (
+            AdapterKind::FullAdapter,
+            channels,
+            blocks,
+            width("conv_in.weight", 1),
+        )
+    };
+    let downscale_factor = 8;
+    let in_channels = unshuffled
+        .filter(|c| c % 64 == 0 && *c > 0)
+        .map(|c| c / 64)
+        .ok_or_else(|| {
+            invalid("its first convolution does not take a pixel-unshuffled image".into())
+        })?;
+    let spec = AdapterSpec {
+        kind,
+        in_channels,
+        channels,
+        num_res_blocks: blocks,
+        downscale_factor,
+    };
+    let names = stored
+        .keys()
+        .filter_map(|key| {
+            let name = match key.split('.').collect::<Vec<_>>().as_slice() {
+                ["conv_in", param] => format!("adapter.conv_in.{param}"),
+                ["body", i, "body", j, conv, param] if light => {
+                    format!("adapter.body.{i}.resnets.{j}.{conv}.{param}")
+                }
+                ["body", i, conv, param] if light => format!("adapter.body.{i}.{conv}.{param}"),
+                ["body", n, conv, param] => {
+                    let n: usize = n.parse().ok()?;
+                    let (i, j) = (n / blocks, n % blocks);
+                    match *conv {
+                        "in_conv" => format!("adapter.body.{i}.in_conv.{param}"),
+                        _ => format!("adapter.body.{i}.resnets.{j}.{conv}.{param}"),
+                    }
+                }
+                _ => return None,
+            };
+            let stored = Stored {
+                key: key.clone(),
+                reshape: Reshape::Same,
+            };
+            Some((name, stored))
+        })
+        .collect();
+    Ok((spec, Weights::renamed(store, path, names)))
+}
+
+/// Whether `path` is a T2I-Adapter: a diffusers folder whose `config.json` says `T2IAdapter`,
+/// or a weights file in TencentARC's original names (nothing but `conv_in` and `body.*`, with
+/// `body.0.block1`, or the light adapter's `body.0.body.0.block1`).
 pub fn is_adapter(path: &Path) -> bool {
-    path.is_dir()
-        && super::config::read_json::<serde_json::Value>(&path.join("config.json"))
-            .is_ok_and(|config| config["_class_name"] == "T2IAdapter")
+    if path.is_dir() {
+        return super::config::read_json::<serde_json::Value>(&path.join("config.json"))
+            .is_ok_and(|config| config["_class_name"] == "T2IAdapter");
+    }
+    let weights = path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+        ["safetensors", "pth", "pt", "bin"].contains(&e.to_ascii_lowercase().as_str())
+    });
+    if !weights {
+        return false;
+    }
+    let names = super::weights::stored_names(path);
+    let has = |name: &str| names.iter().any(|n| n == name);
+    !names.is_empty()
+        && names
+            .iter()
+            .all(|n| n.starts_with("body.") || n.starts_with("conv_in."))
+        && ((has("conv_in.weight") && has("body.0.block1.weight"))
+            || has("body.0.body.0.block1.weight"))
+}
+
+/// Whether the T2I-Adapter at `path` fits a model whose UNet is `unet` (see
+/// [`AdapterSpec::mismatch`]).
+pub fn fits(path: &Path, unet: &UNetSpec) -> bool {
+    let spec = if path.is_dir() {
+        AdapterSpec::read(&path.join("config.json"))
+    } else {
+        original(path, unet).map(|(spec, _)| spec)
+    };
+    spec.is_ok_and(|spec| spec.mismatch(unet).is_none())
 }
 
 #[cfg(test)]

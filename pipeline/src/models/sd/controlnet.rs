@@ -487,10 +487,11 @@ pub fn is_controlnet(path: &Path) -> bool {
     let weights = path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
         ["safetensors", "pth", "pt", "bin"].contains(&e.to_ascii_lowercase().as_str())
     });
-    weights
+    (weights
         && super::weights::stored_names(path).iter().any(|name| {
             name.strip_prefix(CONTROL_MODEL).unwrap_or(name) == "input_hint_block.0.weight"
-        })
+        }))
+        || super::adapter::is_adapter(path)
 }
 
 /// Why a ControlNet whose UNet half is `theirs` does not fit the UNet `ours` (block widths,
@@ -525,8 +526,7 @@ pub fn fits(path: &Path, unet: &UNetSpec) -> bool {
     let config = &unet.config;
     let first = config.blocks[0].out_channels;
     if super::adapter::is_adapter(path) {
-        let theirs = super::adapter::AdapterSpec::read(&path.join("config.json"));
-        return theirs.is_ok_and(|theirs| theirs.mismatch(unet).is_none());
+        return super::adapter::fits(path, unet);
     }
     if path.is_dir() {
         let theirs = super::config::read_json(&path.join("config.json"))

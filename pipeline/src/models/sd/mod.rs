@@ -383,7 +383,8 @@ impl StableDiffusion {
     pub fn add_controlnet(&mut self, file: &controlnet::ControlNetFile) -> Result<(), SdError> {
         let sha256 = controlnet::sha256(&file.path)?;
         let (model, mismatch) = if adapter::is_adapter(&file.path) {
-            let model = adapter::Adapter::load(&file.path, &self.device, self.dtype)?;
+            let model =
+                adapter::Adapter::load(&file.path, &self.spec.unet, &self.device, self.dtype)?;
             let mismatch = model.spec().mismatch(&self.spec.unet);
             (controlnet::ControlModel::Adapter(model), mismatch)
         } else {
