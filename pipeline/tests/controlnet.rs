@@ -764,50 +764,17 @@ fn a_tileable_texture_keeps_its_wrap_with_a_controlnet_and_a_hires_pass_follows_
 }
 
 /// A tileable texture's latents are rolled by a random offset at each step; the control image
-/// must roll with them, or what it draws lands anywhere. Two control images, a square at the
-/// top left and one at the bottom right: what they change in the picture must lie in those
-/// quadrants. (Without the roll the change spreads evenly: on-diagonal/off-diagonal ratios
-/// 0.5–1.1 against 2.8–3.2 with it.)
+/// must roll with them, or what it draws lands anywhere (see
+/// [`common::sd::tileable_control_ratios`]; without the roll the change spreads evenly:
+/// ratios of 0.5–1.1 against 2.8–3.2 with it).
 #[test]
 fn a_tileable_textures_control_image_moves_with_its_latents() {
-    use autonomy_pipeline::models::noise::gaussian;
-    let model = controlled();
-    let square = |at: u32| {
-        image::RgbImage::from_fn(64, 64, |x, y| {
-            let inside = (at..at + 24).contains(&x) && (at..at + 24).contains(&y);
-            image::Rgb([if inside { 255 } else { 0 }; 3])
-        })
-    };
-    for seed in 0..4 {
-        let noise = Tensor::from_vec(gaussian(seed, 4 * 32 * 32), (1, 4, 32, 32), &Device::Cpu);
-        let run = |at: u32| {
-            let request = GenerateRequest {
-                prompt: "stone floor tiles".into(),
-                steps: 6,
-                guidance: 5.0,
-                seed,
-                tileable: true,
-                control: vec![Control {
-                    image: square(at),
-                    scale: 2.0,
-                    start: 0.0,
-                    end: 1.0,
-                    guess_mode: false,
-                }],
-                ..GenerateRequest::default()
-            };
-            model.sample(&request, noise.as_ref().unwrap()).unwrap()
-        };
-        let change = (run(4) - run(36)).unwrap().abs().unwrap().sum(1).unwrap();
-        let (_, h, w) = change.dims3().unwrap();
-        let quadrant = |y: usize, x: usize| {
-            let part = change.narrow(1, y * h / 2, h / 2).unwrap();
-            let part = part.narrow(2, x * w / 2, w / 2).unwrap();
-            part.sum_all().unwrap().to_scalar::<f32>().unwrap()
-        };
-        let ratio = (quadrant(0, 0) + quadrant(1, 1)) / (quadrant(0, 1) + quadrant(1, 0));
+    for (seed, ratio) in common::sd::tileable_control_ratios(&controlled(), 2.0)
+        .iter()
+        .enumerate()
+    {
         assert!(
-            ratio > 2.0,
+            *ratio > 2.0,
             "seed {seed}: the change lies {ratio:.2}× more in the squares' quadrants than outside"
         );
     }

@@ -241,3 +241,18 @@ fn a_recipe_and_generate_take_an_adapter_where_they_take_a_controlnet() {
     );
     assert_eq!(image::open(&out).unwrap().width(), 64);
 }
+
+/// On a tileable texture the adapter's features are made again each step from the control
+/// image rolled with the latents (see [`common::sd::tileable_control_ratios`]).
+#[test]
+fn a_tileable_textures_control_image_moves_with_its_latents_through_an_adapter() {
+    for (seed, ratio) in common::sd::tileable_control_ratios(&adapted(), 1.0)
+        .iter()
+        .enumerate()
+    {
+        assert!(
+            *ratio > 2.0,
+            "seed {seed}: the change lies {ratio:.2}× more in the squares' quadrants than outside"
+        );
+    }
+}

@@ -358,14 +358,15 @@ fn controlnet(ui: &mut egui::Ui, draft: &mut Draft, frame: &Frame) {
                 }
             });
         if let Some(control) = &mut draft.control {
+            let mut text = control.image.display().to_string();
+            let field = ui
+                .add(egui::TextEdit::singleline(&mut text).hint_text("control image (PNG)"))
+                .on_hover_text("an edge map, a depth map, a pose… or, with Canny, any picture");
+            if field.changed() {
+                control.image = PathBuf::from(text);
+            }
+            // The thresholds on a line of their own, so that the panel keeps its width.
             ui.horizontal(|ui| {
-                let mut text = control.image.display().to_string();
-                let field = ui
-                    .add(egui::TextEdit::singleline(&mut text).hint_text("control image (PNG)"))
-                    .on_hover_text("an edge map, a depth map, a pose… or, with Canny, any picture");
-                if field.changed() {
-                    control.image = PathBuf::from(text);
-                }
                 let mut edges = control.canny.is_some();
                 let ticked = ui
                     .checkbox(&mut edges, "Canny edges")
@@ -380,6 +381,7 @@ fn controlnet(ui: &mut egui::Ui, draft: &mut Draft, frame: &Frame) {
                         .on_hover_text(
                             "above this a gradient is an edge; between the two, one that touches an edge (A1111's 200)",
                         );
+                    ui.label("thresholds");
                 }
             });
             ui.add(

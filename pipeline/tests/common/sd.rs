@@ -128,3 +128,54 @@ pub fn test_image() -> image::RgbaImage {
 pub fn right_half() -> image::GrayImage {
     image::GrayImage::from_fn(64, 64, |x, _| image::Luma([if x >= 32 { 255 } else { 0 }]))
 }
+
+/// How much more of what a control image changes on a tileable texture lies where it is drawn
+/// than elsewhere, for four seeds: `model` (loaded with one ControlNet or T2I-Adapter) draws a
+/// tileable texture from a control image with a square at the top left, and again with one at
+/// the bottom right, at `scale`; the ratio is the change in those two quadrants over the change
+/// in the other two.
+pub fn tileable_control_ratios(
+    model: &autonomy_pipeline::models::sd::StableDiffusion,
+    scale: f64,
+) -> Vec<f32> {
+    use autonomy_pipeline::generator::Control;
+    use autonomy_pipeline::models::noise::gaussian;
+    let square = |at: u32| {
+        image::RgbImage::from_fn(64, 64, |x, y| {
+            let inside = (at..at + 24).contains(&x) && (at..at + 24).contains(&y);
+            image::Rgb([if inside { 255 } else { 0 }; 3])
+        })
+    };
+    (0..4)
+        .map(|seed| {
+            let noise = Tensor::from_vec(gaussian(seed, 4 * 32 * 32), (1, 4, 32, 32), &Device::Cpu)
+                .unwrap();
+            let run = |at: u32| {
+                let request = GenerateRequest {
+                    prompt: "stone floor tiles".into(),
+                    steps: 6,
+                    guidance: 5.0,
+                    seed,
+                    tileable: true,
+                    control: vec![Control {
+                        image: square(at),
+                        scale,
+                        start: 0.0,
+                        end: 1.0,
+                        guess_mode: false,
+                    }],
+                    ..GenerateRequest::default()
+                };
+                model.sample(&request, &noise).unwrap()
+            };
+            let change = (run(4) - run(36)).unwrap().abs().unwrap().sum(1).unwrap();
+            let (_, h, w) = change.dims3().unwrap();
+            let quadrant = |y: usize, x: usize| {
+                let part = change.narrow(1, y * h / 2, h / 2).unwrap();
+                let part = part.narrow(2, x * w / 2, w / 2).unwrap();
+                part.sum_all().unwrap().to_scalar::<f32>().unwrap()
+            };
+            (quadrant(0, 0) + quadrant(1, 1)) / (quadrant(0, 1) + quadrant(1, 0))
+        })
+        .collect()
+}
