@@ -334,9 +334,7 @@ impl Adapter {
         } else {
             original(path, base)?
         };
-        let file = weights.path().to_path_buf();
-        let vb = VarBuilder::from_backend(Box::new(weights), dtype, device.clone());
-        Self::new(vb, &spec).map_err(|source| SdError::Weights { path: file, source })
+        weights.build(device, dtype, |vb| Self::new(vb, &spec))
     }
 
     /// Its architecture.

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use candle_core::pickle::TensorInfo;
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::VarBuilder;
 use candle_nn::var_builder::SimpleBackend;
 
 use super::SdError;
@@ -229,6 +230,19 @@ impl Weights {
     /// The file the weights are read from (the first, when sharded).
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Builds a network from these weights onto `device` in `dtype` with `make`; a missing or
+    /// misshapen tensor is an error naming the file.
+    pub fn build<T>(
+        self,
+        device: &Device,
+        dtype: DType,
+        make: impl FnOnce(VarBuilder) -> candle_core::Result<T>,
+    ) -> Result<T, SdError> {
+        let path = self.path.clone();
+        let vb = VarBuilder::from_backend(Box::new(self), dtype, device.clone());
+        make(vb).map_err(|source| SdError::Weights { path, source })
     }
 
     /// Every tensor's diffusers name.
