@@ -24,7 +24,7 @@ use serde::Deserialize;
 use super::SdError;
 use super::blocks::{conv1, conv3};
 use super::config::UNetSpec;
-use super::kernels::Conv2d;
+use super::kernels::{Conv2d, Slopes};
 use super::weights::{Reshape, Store, Stored, Weights};
 
 /// Which of diffusers' adapter networks.
@@ -199,7 +199,8 @@ impl ResBlock {
 
 impl Module for ResBlock {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let h = self.block1.forward(xs)?.relu()?;
+        // ReLU as a leaky ReLU of slope 0, in the pass that writes the convolution's output.
+        let h = self.block1.forward_leaky(xs, &Slopes::Uniform(0.0))?;
         self.block2.forward(&h)? + xs
     }
 }
