@@ -277,6 +277,32 @@ fn stable_diffusion_with_a_controlnet_on_cuda_conditions_the_unet_as_diffusers_d
 }
 
 #[test]
+fn a_t2i_adapter_on_cuda_makes_diffusers_features() {
+    let gpu = gpu();
+    let reference = Reference::of("t2i-adapter");
+    let model = StableDiffusion::load(&fixtures().join("tiny-sd15"), &gpu).unwrap();
+    let adapter = autonomy_pipeline::models::sd::adapter::Adapter::load(
+        &fixtures().join("tiny-sd15/t2i-adapter"),
+        &model.spec().unet,
+        &gpu,
+        DType::F16,
+    )
+    .unwrap();
+    let hint = reference.get("adapter_hint").to_device(&gpu).unwrap();
+    let features = adapter
+        .features(&hint.to_dtype(DType::F16).unwrap())
+        .unwrap();
+    for (i, feature) in features.iter().enumerate() {
+        let error = relative(feature, reference.get(&format!("full_features_{i}")));
+        println!("| tiny-sd15's T2I-Adapter | feature {i} | {error:.2e} | 2e-2 |");
+        assert!(
+            error < 2e-2,
+            "the adapter on CUDA strays at feature {i}: {error}"
+        );
+    }
+}
+
+#[test]
 fn a_stable_diffusion_seed_repeats_on_cuda_and_lands_near_the_cpus_picture() {
     let path = fixtures().join("tiny-sd15");
     let request = GenerateRequest {
