@@ -315,7 +315,7 @@ impl Adapter {
 
     /// Reads the T2I-Adapter at `path` onto `device` in `dtype`: a diffusers folder, or one of
     /// TencentARC's original files with as many levels as `base`, the UNet it is for, has
-    /// blocks (see [`original`]).
+    /// blocks.
     pub fn load(
         path: &Path,
         base: &UNetSpec,
@@ -323,15 +323,8 @@ impl Adapter {
         dtype: DType,
     ) -> std::result::Result<Self, SdError> {
         let (spec, weights) = if path.is_dir() {
-            let config = path.join("config.json");
-            if !config.is_file() {
-                return Err(SdError::MissingFile { path: config });
-            }
-            let spec = AdapterSpec::read(&config)?;
-            (
-                spec,
-                Weights::files(&[super::controlnet::weights_file(path)?])?,
-            )
+            let (config, weights) = super::controlnet::folder(path)?;
+            (AdapterSpec::read(&config)?, weights)
         } else {
             original(path, base)?
         };
@@ -497,13 +490,13 @@ pub fn is_adapter(path: &Path) -> bool {
         return super::config::read_json::<serde_json::Value>(&path.join("config.json"))
             .is_ok_and(|config| config["_class_name"] == "T2IAdapter");
     }
-    let weights = path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-        ["safetensors", "pth", "pt", "bin"].contains(&e.to_ascii_lowercase().as_str())
-    });
-    if !weights {
-        return false;
-    }
-    let names = super::weights::stored_names(path);
+    super::controlnet::is_weights_file(path)
+        && has_original_names(&super::weights::stored_names(path))
+}
+
+/// Whether `names` are the stored names of one of TencentARC's original adapters (see
+/// [`is_adapter`]).
+pub(super) fn has_original_names(names: &[String]) -> bool {
     let has = |name: &str| names.iter().any(|n| n == name);
     !names.is_empty()
         && names

@@ -276,12 +276,8 @@ impl ControlNet {
         dtype: DType,
     ) -> std::result::Result<Self, SdError> {
         let (spec, weights) = if path.is_dir() {
-            let config = path.join("config.json");
-            if !config.is_file() {
-                return Err(SdError::MissingFile { path: config });
-            }
-            let spec = spec(super::config::read_json(&config)?, &config)?;
-            (spec, Weights::files(&[weights_file(path)?])?)
+            let (config, weights) = folder(path)?;
+            (spec(super::config::read_json(&config)?, &config)?, weights)
         } else {
             single_file(path, base)?
         };
@@ -475,21 +471,19 @@ fn single_file(
 /// not).
 pub fn is_controlnet(path: &Path) -> bool {
     if path.is_dir() {
-        return super::config::read_json::<serde_json::Value>(&path.join("config.json")).is_ok_and(
-            |config| {
-                ["ControlNetModel", "T2IAdapter"]
-                    .contains(&config["_class_name"].as_str().unwrap_or(""))
-            },
-        );
+        return super::config::read_json::<serde_json::Value>(&path.join("config.json"))
+            .is_ok_and(|config| config["_class_name"] == "ControlNetModel")
+            || super::adapter::is_adapter(path);
     }
-    let weights = path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-        ["safetensors", "pth", "pt", "bin"].contains(&e.to_ascii_lowercase().as_str())
-    });
-    (weights
-        && super::weights::stored_names(path).iter().any(|name| {
-            name.strip_prefix(CONTROL_MODEL).unwrap_or(name) == "input_hint_block.0.weight"
-        }))
-        || super::adapter::is_adapter(path)
+    if !is_weights_file(path) {
+        return false;
+    }
+    // The names are read once: a pickle is opened whole to list them.
+    let names = super::weights::stored_names(path);
+    names
+        .iter()
+        .any(|name| name.strip_prefix(CONTROL_MODEL).unwrap_or(name) == "input_hint_block.0.weight")
+        || super::adapter::has_original_names(&names)
 }
 
 /// Why a ControlNet whose UNet half is `theirs` does not fit the UNet `ours` (block widths,
@@ -555,6 +549,23 @@ pub fn fits(path: &Path, unet: &UNetSpec) -> bool {
         && texts
             .iter()
             .all(|&width| width == config.cross_attention_dim)
+}
+
+/// Whether `path` is named as a weights file (`.safetensors`, `.pth`, `.pt`, `.bin`).
+pub(super) fn is_weights_file(path: &Path) -> bool {
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+        ["safetensors", "pth", "pt", "bin"].contains(&e.to_ascii_lowercase().as_str())
+    })
+}
+
+/// The `config.json` of the diffusers folder `path` (a ControlNet's or a T2I-Adapter's), and
+/// its weights.
+pub(super) fn folder(path: &Path) -> std::result::Result<(PathBuf, Weights), SdError> {
+    let config = path.join("config.json");
+    if !config.is_file() {
+        return Err(SdError::MissingFile { path: config });
+    }
+    Ok((config, Weights::files(&[weights_file(path)?])?))
 }
 
 /// The weights file of the ControlNet folder `path`.
