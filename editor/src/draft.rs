@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use autonomy_pipeline::models::sd::canny;
+use autonomy_pipeline::models::sd::annotator::canny;
 use autonomy_pipeline::models::sd::scheduler::Sampler;
 use autonomy_pipeline::recipe::{self, AssetRecipe, Kind, UpscalerRef};
 use image::GrayImage;

@@ -10,7 +10,6 @@ use autonomy_pipeline::economy::registry::RegistryPoller;
 use autonomy_pipeline::generator::{Control, GenerateRequest, Hires, HiresUpscaler, InitImage};
 use autonomy_pipeline::keys::{KeyStore, password_for};
 use autonomy_pipeline::models::sd::block_weights::BlockWeights;
-use autonomy_pipeline::models::sd::canny;
 use autonomy_pipeline::models::sd::controlnet::ControlNetFile;
 use autonomy_pipeline::models::sd::embedding::EmbeddingFile;
 use autonomy_pipeline::models::sd::hypernetwork::{HypernetworkFile, hypernet_tags};
@@ -329,14 +328,26 @@ struct GenerateArgs {
     /// Guess mode: the ControlNets condition the prompt's prediction alone.
     #[arg(long, requires = "controlnet")]
     control_guess_mode: bool,
-    /// `canny` makes the control image of `--control-image`'s Canny edges (as A1111's and
-    /// ComfyUI's canny preprocessors, OpenCV's), with `--control-thresholds`; `none` takes the
-    /// image as it is.
-    #[arg(long, value_name = "canny|none", requires = "controlnet", value_parser = ["canny", "none"])]
+    /// The preprocessor that makes the control image of `--control-image`, as A1111's
+    /// ControlNet extension names them: `canny` (OpenCV's Canny edges, with
+    /// `--control-thresholds`), `softedge_hed` and `softedge_hedsafe` (HED soft edges, with
+    /// `--control-annotator ControlNetHED.pth`), `lineart` (with `--control-annotator
+    /// sk_model.pth`, or `sk_model2.pth` for coarse lines), `lineart_standard` (no network);
+    /// `none` takes the image as it is.
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "controlnet",
+        value_parser = ["none", "canny", "softedge_hed", "softedge_hedsafe", "lineart", "lineart_standard"]
+    )]
     control_preprocess: Vec<String>,
     /// The Canny thresholds `LOW,HIGH` (A1111's 100,200).
     #[arg(long, value_name = "LOW,HIGH", requires = "control_preprocess", value_parser = thresholds)]
     control_thresholds: Vec<(f64, f64)>,
+    /// The network file a `--control-preprocess` runs (`lllyasviel/Annotators`:
+    /// `ControlNetHED.pth`, `sk_model.pth`, `sk_model2.pth`).
+    #[arg(long, value_name = "FILE", requires = "control_preprocess")]
+    control_annotator: Vec<PathBuf>,
     /// Also write the control image each ControlNet saw (after preprocessing) to this PNG:
     /// one per `--controlnet`.
     #[arg(long, value_name = "PNG", requires = "controlnet")]
@@ -551,6 +562,7 @@ fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
     each("--control-end", args.control_end.len())?;
     each("--control-preprocess", args.control_preprocess.len())?;
     each("--control-thresholds", args.control_thresholds.len())?;
+    each("--control-annotator", args.control_annotator.len())?;
     for (flag, given, optional) in [
         ("--control-image", args.control_image.len(), false),
         ("--control-out", args.control_out.len(), true),
@@ -561,16 +573,12 @@ fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
             );
         }
     }
-    // The `i`-th ControlNet's value of a flag given once for all or once for each.
-    let nth = |values: &[f64], i: usize, default: f64| {
-        values.get(i).or(values.first()).copied().unwrap_or(default)
-    };
     let settings: Vec<(f64, f64, f64)> = (0..units)
         .map(|i| {
             (
-                nth(&args.control_scale, i, 1.0),
-                nth(&args.control_start, i, 0.0),
-                nth(&args.control_end, i, 1.0),
+                per_net(&args.control_scale, i).unwrap_or(1.0),
+                per_net(&args.control_start, i).unwrap_or(0.0),
+                per_net(&args.control_end, i).unwrap_or(1.0),
             )
         })
         .collect();
@@ -644,18 +652,19 @@ fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
     let mut control = Vec::new();
     for (i, (path, &(scale, start, end))) in args.control_image.iter().zip(&settings).enumerate() {
         let picture = read(path)?.to_rgb8();
-        let preprocess = args
-            .control_preprocess
-            .get(i)
-            .or(args.control_preprocess.first());
-        let image = match preprocess.map(String::as_str) {
-            Some("canny") => {
-                let thresholds = args.control_thresholds.get(i);
-                let thresholds = thresholds.or(args.control_thresholds.first());
-                let (low, high) = thresholds.copied().unwrap_or(canny::DEFAULT_THRESHOLDS);
-                Preprocess::Canny { low, high }.apply(&picture)
+        let preprocess = per_net(&args.control_preprocess, i);
+        let image = match preprocess.as_deref() {
+            Some("none") | None => picture,
+            Some(name) => {
+                let thresholds = per_net(&args.control_thresholds, i).filter(|_| name == "canny");
+                let annotator = per_net(&args.control_annotator, i)
+                    .filter(|_| Preprocess::needs_annotator(name));
+                let preprocess = Preprocess::named(name, thresholds, annotator)
+                    .map_err(|e| anyhow!("ControlNet {}: --control-preprocess {e}", i + 1))?;
+                preprocess
+                    .apply(&picture, Path::new(""), dev)
+                    .with_context(|| format!("ControlNet {}: cannot run {name}", i + 1))?
             }
-            _ => picture,
         };
         if let Some(out) = args.control_out.get(i) {
             write_png(
@@ -711,6 +720,11 @@ fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
 /// A number from 0 to 1, for clap.
 fn unit_interval(text: &str) -> std::result::Result<f64, String> {
     number_within(text, 0.0, 1.0)
+}
+
+/// ControlNet `i`'s value of a `--control-*` flag given once for all or once for each.
+fn per_net<T: Clone>(given: &[T], i: usize) -> Option<T> {
+    given.get(i).or(given.first()).cloned()
 }
 
 /// `--control-thresholds`: `LOW,HIGH`, 0 ≤ low ≤ high ≤ 1000.

@@ -7,7 +7,7 @@ mod common;
 use autonomy_pipeline::build::provenance::Manifest;
 use autonomy_pipeline::generator::{Control, GenerateRequest, Generator, InitImage};
 use autonomy_pipeline::models::sd::StableDiffusion;
-use autonomy_pipeline::models::sd::canny::canny;
+use autonomy_pipeline::models::sd::annotator::canny::canny;
 use autonomy_pipeline::models::sd::controlnet::ControlNetFile;
 use candle_core::{Device, Tensor};
 use common::sd::{Reference, close, fixtures, max_diff, right_half, test_image};

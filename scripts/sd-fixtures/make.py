@@ -2074,6 +2074,128 @@ def build_t2i_adapter(name):
 
 
 @torch.no_grad()
+def build_annotators(name):
+    """The preprocessors that make a ControlNet's control image with a network, as
+    `controlnet_aux` (what diffusers' examples and ComfyUI's nodes use; A1111's extension has
+    the same code) runs them, with tiny random-weight networks in the real files' names:
+    - `annotators/hed.pth`: lllyasviel's `ControlNetHED_Apache2` (`ControlNetHED.pth`: `norm`,
+      then `block{1..5}.convs.{j}` and `.projection`; 2, 2, 3, 3 and 3 convolutions) at widths
+      4, 8, 16, 16, 16 instead of 64 … 512;
+    - `annotators/lineart.pth`: the informative-drawings `Generator(3, 1, 3)` of the line-art
+      preprocessors (`sk_model.pth`, and `sk_model2.pth` for coarse lines: `model0.1`,
+      `model1.{0,3}`, `model2.{i}.conv_block.{1,5}`, `model3.{0,3}` (transposed), `model4.1`)
+      at width 8 instead of 64;
+    - `annotators/picture.png`: a 128×64 picture (shapes in colour on a gradient, with noise),
+      a size `controlnet_aux` runs at as it is (sides multiples of 64: nothing resized);
+    - `annotators/<preprocessor>.png`: what `HEDdetector` (`softedge_hed`, and with `safe`
+      `softedge_hedsafe`), `LineartDetector` (`lineart`) and `LineartStandardDetector`
+      (`lineart_standard`, no network) make of it at its own size;
+    - `annotators.reference.safetensors`: the maps before they are rounded to bytes: `hed_edge`
+      (the sigmoid of the mean of the five projections, each resized to the picture),
+      `lineart_line` (the generator's sigmoid) and `lineart_standard_intensity`."""
+    import cv2
+    from PIL import ImageDraw
+    from controlnet_aux.hed import ControlNetHED_Apache2, DoubleConvBlock, HEDdetector
+    from controlnet_aux.lineart import Generator, LineartDetector, ResidualBlock
+    from controlnet_aux.lineart_standard import LineartStandardDetector
+
+    folder = os.path.join(OUT, "annotators")
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(97)
+    x, y = np.meshgrid(np.arange(128), np.arange(64))
+    base = np.stack([x * 2, y * 4, 255 - x - y], axis=-1).astype(np.float64)
+    picture = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(picture)
+    draw.ellipse([8, 6, 52, 50], fill=(230, 50, 40), outline=(20, 20, 20), width=2)
+    draw.rectangle([62, 10, 112, 34], fill=(40, 170, 70))
+    draw.polygon([(70, 60), (96, 38), (124, 60)], fill=(30, 50, 200))
+    draw.line([(2, 56), (126, 40)], fill=(250, 240, 120), width=3)
+    pixels = np.asarray(picture).astype(np.int16) + rng.integers(-10, 11, size=(64, 128, 3))
+    pixels = np.clip(pixels, 0, 255).astype(np.uint8)
+    Image.fromarray(pixels).save(os.path.join(folder, "picture.png"))
+
+    torch.manual_seed(101)
+    hed = ControlNetHED_Apache2()
+    widths = [4, 8, 16, 16, 16]
+    layers = [2, 2, 3, 3, 3]
+    for i, (width, count) in enumerate(zip(widths, layers)):
+        setattr(hed, f"block{i + 1}", DoubleConvBlock(([3] + widths)[i], width, count))
+    # The real network subtracts a learnt colour; the pixels are 0–255.
+    hed.norm.copy_(torch.tensor([120.0, 110.0, 100.0]).reshape(1, 3, 1, 1))
+    hed.block1.convs[0].weight.mul_(0.05)
+    # Projections strong enough that the edges span most of 0–255 (and `safe` has steps).
+    for i in range(1, 6):
+        getattr(hed, f"block{i}").projection.weight.mul_(12.0)
+    hed.eval()
+    torch.save(hed.state_dict(), os.path.join(folder, "hed.pth"))
+    read = ControlNetHED_Apache2()
+    for i, (width, count) in enumerate(zip(widths, layers)):
+        setattr(read, f"block{i + 1}", DoubleConvBlock(([3] + widths)[i], width, count))
+    read.load_state_dict(torch.load(os.path.join(folder, "hed.pth")), strict=True)
+
+    def tiny_generator(width, blocks, seed):
+        torch.manual_seed(seed)
+        g = Generator(3, 1, blocks)
+        norm = torch.nn.InstanceNorm2d
+        g.model0 = torch.nn.Sequential(torch.nn.ReflectionPad2d(3), torch.nn.Conv2d(3, width, 7),
+                                       norm(width), torch.nn.ReLU(inplace=True))
+        g.model1 = torch.nn.Sequential(
+            torch.nn.Conv2d(width, width * 2, 3, stride=2, padding=1), norm(width * 2),
+            torch.nn.ReLU(inplace=True),
+            torch.nn.Conv2d(width * 2, width * 4, 3, stride=2, padding=1), norm(width * 4),
+            torch.nn.ReLU(inplace=True))
+        g.model2 = torch.nn.Sequential(*[ResidualBlock(width * 4) for _ in range(blocks)])
+        g.model3 = torch.nn.Sequential(
+            torch.nn.ConvTranspose2d(width * 4, width * 2, 3, stride=2, padding=1,
+                                     output_padding=1), norm(width * 2),
+            torch.nn.ReLU(inplace=True),
+            torch.nn.ConvTranspose2d(width * 2, width, 3, stride=2, padding=1, output_padding=1),
+            norm(width), torch.nn.ReLU(inplace=True))
+        g.model4 = torch.nn.Sequential(torch.nn.ReflectionPad2d(3), torch.nn.Conv2d(width, 1, 7),
+                                       torch.nn.Sigmoid())
+        return g.eval()
+
+    lineart = tiny_generator(8, 3, 103)
+    torch.save(lineart.state_dict(), os.path.join(folder, "lineart.pth"))
+    full = Generator(3, 1, 3)
+    names = {k: tuple(v.shape) for k, v in full.state_dict().items()}
+    ours = {k: tuple(v.shape) for k, v in lineart.state_dict().items()}
+    assert names.keys() == ours.keys(), (names.keys() ^ ours.keys())
+
+    tensors = {}
+    chw = torch.from_numpy(pixels.copy()).float().permute(2, 0, 1)[None]
+    projections = read(chw)
+    maps = [cv2.resize(p[0, 0].numpy().astype(np.float32), (128, 64),
+                       interpolation=cv2.INTER_LINEAR) for p in projections]
+    edge = 1 / (1 + np.exp(-np.mean(np.stack(maps, axis=2), axis=2).astype(np.float64)))
+    tensors["hed_edge"] = torch.from_numpy(edge.astype(np.float32))
+    tensors["lineart_line"] = lineart(chw / 255.0)[0, 0]
+    xf = pixels.astype(np.float32)
+    g = cv2.GaussianBlur(xf, (0, 0), 6.0)
+    intensity = np.min(g - xf, axis=2).clip(0, 255)
+    tensors["lineart_standard_intensity"] = torch.from_numpy(intensity.copy())
+
+    outputs = {
+        "softedge_hed": HEDdetector(read)(pixels, detect_resolution=64, image_resolution=64,
+                                          output_type="np"),
+        "softedge_hedsafe": HEDdetector(read)(pixels, detect_resolution=64, image_resolution=64,
+                                              safe=True, output_type="np"),
+        "lineart": LineartDetector(lineart, lineart)(pixels, detect_resolution=64,
+                                                     image_resolution=64, output_type="np"),
+        "lineart_standard": LineartStandardDetector()(pixels, detect_resolution=64,
+                                                      output_type="np"),
+    }
+    for key, out in outputs.items():
+        assert out.shape == (64, 128, 3), (key, out.shape)
+        assert (out[..., 0] == out[..., 1]).all() and (out[..., 0] == out[..., 2]).all()
+        Image.fromarray(out[..., 0]).save(os.path.join(folder, f"{key}.png"))
+        print(f"{key}: {out.min()}–{out.max()}, mean {out.mean():.1f}")
+    save_file({k: v.contiguous() for k, v in tensors.items()},
+              os.path.join(OUT, f"{name}.reference.safetensors"),
+              metadata={"torch": torch.__version__, "opencv": cv2.__version__})
+
+
+@torch.no_grad()
 def build_controlnet_inpaint(name):
     """tiny-sd15's ControlNet conditioning the 9-channel tiny-sd-inpaint UNet (the same blocks)
     as diffusers' `StableDiffusionControlNetInpaintPipeline` runs it — the ControlNet takes the
@@ -3144,6 +3266,7 @@ def main():
                  "controlnet-inpaint": build_controlnet_inpaint,
                  "multi-controlnet": build_multi_controlnet,
                  "t2i-adapter": build_t2i_adapter,
+                 "annotators": build_annotators,
                  "controlnet": build_controlnet}
         for name in only:
             if name not in alone:

@@ -4,12 +4,11 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use autonomy_pipeline::models::sd::canny;
+use autonomy_pipeline::models::sd::annotator::canny;
 use autonomy_pipeline::models::sd::hypernetwork::hypernet_tags;
 use autonomy_pipeline::models::sd::lora_tags::without_network_tags;
 use autonomy_pipeline::models::sd::prompt_schedule;
 use autonomy_pipeline::models::sd::scheduler::Sampler;
-use autonomy_pipeline::recipe::Preprocess;
 use autonomy_pipeline::recipe::{Kind, UpscalerRef};
 use bevy::asset::RenderAssetUsages;
 use bevy::image::ImageSampler;
@@ -293,7 +292,9 @@ pub(crate) fn load_control_images(
         }
     };
     let shown = match control.canny {
-        Some((low, high)) => Preprocess::Canny { low, high }.apply(&picture),
+        Some((low, high)) => {
+            image::DynamicImage::ImageLuma8(canny::canny(&picture, low, high)).to_rgb8()
+        }
         None => picture,
     };
     let mut image = Image::from_dynamic(

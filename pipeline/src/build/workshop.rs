@@ -127,7 +127,19 @@ impl<'a> Workshop<'a> {
                 parents.push(parent);
             }
             control_images.push(match &control.preprocess {
-                Some(preprocess) => preprocess.apply(&image),
+                Some(preprocess) => {
+                    if let Some(file) = preprocess.annotator() {
+                        let parent = self.annotator(recipe, file)?;
+                        if !parents.contains(&parent) {
+                            parents.push(parent);
+                        }
+                    }
+                    preprocess
+                        .apply(&image, &self.options.root, &self.options.device)
+                        .map_err(|e| {
+                            fail(format!("`control_preprocess` {:?}: {e}", preprocess.name()))
+                        })?
+                }
                 None => image,
             });
         }
@@ -595,6 +607,25 @@ impl<'a> Workshop<'a> {
     ) -> Result<(RgbImage, Parent), BuildError> {
         let (image, parent) = self.input_image(recipe, file, "control_image")?;
         Ok((image.to_rgb8(), parent))
+    }
+
+    /// The parent record of the network file a control image's preprocessor runs (role
+    /// `control_annotator`), so that the cache key and the manifest follow its content.
+    fn annotator(&self, recipe: &AssetRecipe, file: &Path) -> Result<Parent, BuildError> {
+        let path = self.options.root.join(file);
+        let sha256 = crate::models::digest::file_sha256(&path).map_err(|e| {
+            BuildError::asset(
+                recipe,
+                format!("`control_annotator` `{}`: {e}", path.display()),
+            )
+        })?;
+        let digest = hex::decode(&sha256).unwrap_or_default();
+        Ok(Parent {
+            reference: format!("file:{}", slash(file)),
+            cid: crate::build::provenance::cid_of_digest(&digest),
+            sha256,
+            role: "control_annotator".into(),
+        })
     }
 
     /// The image file the recipe's `field` names, decoded, and the parent record (role

@@ -58,8 +58,13 @@
 //! depth map, a pose…, resized to the image), `control_scale` (1, 0..=2), `control_start`
 //! (0) and `control_end` (1: the fractions of the steps it conditions),
 //! `control_guess_mode` (false: it conditions the prompt's prediction alone) and
-//! `control_preprocess` (none: `"canny"` makes the control image of the picture's Canny
-//! edges, as OpenCV finds them) with `control_thresholds` (`[100, 200]`, 0..=1000); or, for
+//! `control_preprocess` (none: the image is the control image; or a preprocessor that makes
+//! it of a picture, as A1111's extension names them: `"canny"` (the Canny edges OpenCV finds)
+//! with `control_thresholds` (`[100, 200]`, 0..=1000), `"softedge_hed"` and
+//! `"softedge_hedsafe"` (HED soft edges), `"lineart"` (the informative-drawings network) —
+//! these three with `control_annotator`, the network's file (`ControlNetHED.pth`;
+//! `sk_model.pth`, or `sk_model2.pth` for coarse lines), listed in the manifest by its hash —
+//! or `"lineart_standard"` (no network)); or, for
 //! several ControlNets at once (their residuals add up, as diffusers' Multi-ControlNet),
 //! `controlnet` is a list of tables with those keys without `control_`:
 //! `controlnet = [{ model = "canny", image = "edges.png", end = 0.6 }, { model = "depth",
@@ -294,27 +299,136 @@ pub struct ControlRef {
     pub preprocess: Option<Preprocess>,
 }
 
-/// A preprocessor that makes a ControlNet's control image from a picture.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// The preprocessors a recipe's `control_preprocess` and `generate --control-preprocess` name,
+/// as A1111's ControlNet extension names them.
+pub const PREPROCESSORS: [&str; 5] = [
+    "canny",
+    "softedge_hed",
+    "softedge_hedsafe",
+    "lineart",
+    "lineart_standard",
+];
+
+/// A preprocessor that makes a ControlNet's control image from a picture (see
+/// [`crate::models::sd::annotator`]).
+#[derive(Debug, Clone, PartialEq)]
 pub enum Preprocess {
-    /// Canny edges (see [`crate::models::sd::canny`]) with these low and high thresholds.
+    /// Canny edges (see [`crate::models::sd::annotator::canny`]) with these low and high
+    /// thresholds.
     Canny {
         /// Below this a gradient is no edge.
         low: f64,
         /// Above this a gradient is an edge; between the two, one that touches an edge.
         high: f64,
     },
+    /// HED soft edges (`softedge_hed`; with `safe`, `softedge_hedsafe`).
+    SoftEdge {
+        /// `ControlNetHED.pth`, relative to the recipe root (or absolute).
+        annotator: PathBuf,
+        /// Whether the edges are quantised to three steps.
+        safe: bool,
+    },
+    /// Line art by the informative-drawings network (`lineart`).
+    Lineart {
+        /// `sk_model.pth` (A1111's `lineart_realistic`) or `sk_model2.pth` (`lineart_coarse`),
+        /// relative to the recipe root (or absolute).
+        annotator: PathBuf,
+    },
+    /// Line art without a network (`lineart_standard`).
+    LineartStandard,
 }
 
 impl Preprocess {
-    /// The control image it makes of `picture`.
-    pub fn apply(&self, picture: &image::RgbImage) -> image::RgbImage {
-        match *self {
-            Preprocess::Canny { low, high } => {
-                image::DynamicImage::ImageLuma8(crate::models::sd::canny::canny(picture, low, high))
-                    .to_rgb8()
-            }
+    /// The preprocessor `name` (one of [`PREPROCESSORS`]) with its Canny `thresholds` (the
+    /// defaults when none) or its `annotator` file; the error says what is missing or extra.
+    pub fn named(
+        name: &str,
+        thresholds: Option<(f64, f64)>,
+        annotator: Option<PathBuf>,
+    ) -> Result<Self, String> {
+        let wants_annotator = Self::needs_annotator(name);
+        if thresholds.is_some() && name != "canny" {
+            return Err(format!(
+                "thresholds only apply to \"canny\", not to {name:?}"
+            ));
         }
+        if annotator.is_some() && !wants_annotator {
+            return Err(format!("{name:?} uses no annotator file"));
+        }
+        let file = |what: &str| {
+            annotator.clone().ok_or_else(|| {
+                format!("{name:?} needs its annotator file: {what} (lllyasviel/Annotators)")
+            })
+        };
+        Ok(match name {
+            "canny" => {
+                let (low, high) =
+                    thresholds.unwrap_or(crate::models::sd::annotator::canny::DEFAULT_THRESHOLDS);
+                Preprocess::Canny { low, high }
+            }
+            "softedge_hed" | "softedge_hedsafe" => Preprocess::SoftEdge {
+                annotator: file("`ControlNetHED.pth`")?,
+                safe: name == "softedge_hedsafe",
+            },
+            "lineart" => Preprocess::Lineart {
+                annotator: file("`sk_model.pth`, or `sk_model2.pth` for coarse lines")?,
+            },
+            "lineart_standard" => Preprocess::LineartStandard,
+            other => {
+                return Err(format!(
+                    "{other:?} is not a preprocessor Autonomy has: {}",
+                    PREPROCESSORS.map(|p| format!("{p:?}")).join(", ")
+                ));
+            }
+        })
+    }
+
+    /// Whether the preprocessor `name` runs a network from an annotator file.
+    pub fn needs_annotator(name: &str) -> bool {
+        matches!(name, "softedge_hed" | "softedge_hedsafe" | "lineart")
+    }
+
+    /// Its name, as [`PREPROCESSORS`] lists it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Preprocess::Canny { .. } => "canny",
+            Preprocess::SoftEdge { safe: false, .. } => "softedge_hed",
+            Preprocess::SoftEdge { safe: true, .. } => "softedge_hedsafe",
+            Preprocess::Lineart { .. } => "lineart",
+            Preprocess::LineartStandard => "lineart_standard",
+        }
+    }
+
+    /// The network file it runs, if it runs one.
+    pub fn annotator(&self) -> Option<&Path> {
+        match self {
+            Preprocess::SoftEdge { annotator, .. } | Preprocess::Lineart { annotator } => {
+                Some(annotator)
+            }
+            Preprocess::Canny { .. } | Preprocess::LineartStandard => None,
+        }
+    }
+
+    /// The control image it makes of `picture`, white on black at its size; an annotator file
+    /// is read relative to `root` and run on `device`.
+    pub fn apply(
+        &self,
+        picture: &image::RgbImage,
+        root: &Path,
+        device: &candle_core::Device,
+    ) -> Result<image::RgbImage, crate::models::sd::SdError> {
+        use crate::models::sd::annotator::{canny, hed::Hed, lineart};
+        let gray = match self {
+            Preprocess::Canny { low, high } => canny::canny(picture, *low, *high),
+            Preprocess::SoftEdge { annotator, safe } => {
+                Hed::load(&root.join(annotator), device)?.soft_edges(picture, *safe)?
+            }
+            Preprocess::Lineart { annotator } => {
+                lineart::Lineart::load(&root.join(annotator), device)?.lines(picture)?
+            }
+            Preprocess::LineartStandard => lineart::standard(picture),
+        };
+        Ok(image::DynamicImage::ImageLuma8(gray).to_rgb8())
     }
 }
 
@@ -500,8 +614,18 @@ impl AssetRecipe {
                     "guess_mode": control.guess_mode,
                 });
                 // Only when set, so that the keys of recipes without one stay as they were.
-                if let Some(Preprocess::Canny { low, high }) = control.preprocess {
-                    canonical["preprocess"] = json!({ "canny": [low, high] });
+                match &control.preprocess {
+                    Some(Preprocess::Canny { low, high }) => {
+                        canonical["preprocess"] = json!({ "canny": [low, high] });
+                    }
+                    Some(other) => {
+                        let settings = match other.annotator() {
+                            Some(file) => json!({ "annotator": path(file) }),
+                            None => json!({}),
+                        };
+                        canonical["preprocess"] = json!({ other.name(): settings });
+                    }
+                    None => {}
                 }
                 canonical
             })

@@ -75,11 +75,12 @@ struct ControlKeys {
     guess_mode: &'static str,
     preprocess: &'static str,
     thresholds: &'static str,
+    annotator: &'static str,
 }
 
 impl ControlKeys {
     /// Every key, the ControlNet's first.
-    fn keys(&self) -> [&'static str; 8] {
+    fn keys(&self) -> [&'static str; 9] {
         [
             self.model,
             self.image,
@@ -89,6 +90,7 @@ impl ControlKeys {
             self.guess_mode,
             self.preprocess,
             self.thresholds,
+            self.annotator,
         ]
     }
 }
@@ -103,6 +105,7 @@ const TOP_LEVEL: ControlKeys = ControlKeys {
     guess_mode: "control_guess_mode",
     preprocess: "control_preprocess",
     thresholds: "control_thresholds",
+    annotator: "control_annotator",
 };
 
 /// Each ControlNet of a `controlnet = [{ model = …, image = … }, …]` list.
@@ -115,6 +118,7 @@ const IN_A_TABLE: ControlKeys = ControlKeys {
     guess_mode: "guess_mode",
     preprocess: "preprocess",
     thresholds: "thresholds",
+    annotator: "annotator",
 };
 
 /// Where in a file something the recipe set checks later was written.
@@ -892,30 +896,42 @@ impl Reader<'_> {
                 }
             }
         });
-        if !f.has(keys.preprocess) {
+        if kind.as_ref().map(|k| &**k.get_ref()) != Some("canny") {
             let why = format!(
-                "only applies with `{} = \"canny\"`; add it or remove this",
+                "only applies with `{} = \"canny\"`; set it or remove this",
                 keys.preprocess
             );
             f.misplaced(report, keys.thresholds, &why);
         }
-        match kind.as_ref().map(|k| &**k.get_ref()) {
-            Some("canny") => {
-                let (low, high) =
-                    thresholds.unwrap_or(crate::models::sd::canny::DEFAULT_THRESHOLDS);
-                Some(Preprocess::Canny { low, high })
-            }
-            Some(other) => {
-                let k = kind.as_ref()?;
-                report.error(
-                    k.span(),
-                    Some(&f.field(keys.preprocess)),
-                    format!("{other:?} is not a preprocessor Autonomy has: \"canny\" (or none: the image is the control image)"),
-                );
-                None
-            }
-            None => None,
+        let annotator = f.string(report, keys.annotator).and_then(|a| {
+            self.weights_file(a.get_ref())
+                .map_err(|message| report.error(a.span(), Some(&f.field(keys.annotator)), message))
+                .ok()
+        });
+        let name = kind.as_ref().map(|k| k.get_ref().to_string());
+        let wants_annotator = name.as_deref().is_some_and(Preprocess::needs_annotator);
+        if !wants_annotator {
+            let why = format!(
+                "only applies with `{}` set to a preprocessor that runs a network (\"softedge_hed\", \"softedge_hedsafe\", \"lineart\"); set it or remove this",
+                keys.preprocess
+            );
+            f.misplaced(report, keys.annotator, &why);
         }
+        if wants_annotator && f.has(keys.annotator) && annotator.is_none() {
+            return None; // Its path was refused above.
+        }
+        let (k, name) = (kind?, name?);
+        let thresholds = thresholds.filter(|_| name == "canny");
+        Preprocess::named(&name, thresholds, annotator.filter(|_| wants_annotator))
+            .map_err(|message| {
+                let message = if f.has(keys.annotator) || !wants_annotator {
+                    message
+                } else {
+                    format!("{message}; set `{}`", keys.annotator)
+                };
+                report.error(k.span(), Some(&f.field(keys.preprocess)), message)
+            })
+            .ok()
     }
 
     /// A weights file a recipe names (a LoRA, a VAE): inside the root, relative to the recipe,
@@ -1662,6 +1678,92 @@ mod tests {
                 "controlnet = [{ model = \"cn\", image = \"e.png\", start = 0.8, end = 0.1 }]\n",
                 "controlnet[0].end",
                 "`start` is 0.8",
+            ),
+        ] {
+            let text = format!("{head}{text}");
+            let errors = refused(&text);
+            assert_eq!(errors.len(), 1, "{text}: {errors:?}");
+            assert_eq!(errors[0].0, field, "{errors:?}");
+            assert!(errors[0].1.contains(why), "{errors:?}");
+        }
+    }
+
+    #[test]
+    fn reads_preprocessors_that_run_networks_with_their_annotator_files() {
+        let head = "kind = \"sprite\"\nprompt = \"a\"\nmodel = \"sd\"\ncontrolnet = \"cn\"\n\
+                    control_image = \"photo.png\"\n";
+        let r = one(
+            "a/x.recipe.toml",
+            &format!(
+                "{head}control_preprocess = \"softedge_hedsafe\"\n\
+                 control_annotator = \"../annotators/ControlNetHED.pth\"\n"
+            ),
+        );
+        let hed = PathBuf::from("annotators/ControlNetHED.pth");
+        assert_eq!(
+            r.controls[0].preprocess,
+            Some(Preprocess::SoftEdge {
+                annotator: hed.clone(),
+                safe: true
+            })
+        );
+        assert_eq!(
+            r.canonical()["control"]["preprocess"],
+            serde_json::json!({ "softedge_hedsafe": { "annotator": "annotators/ControlNetHED.pth" } })
+        );
+        let standard = one(
+            "x.recipe.toml",
+            &format!("{head}control_preprocess = \"lineart_standard\"\n"),
+        );
+        assert_eq!(
+            standard.controls[0].preprocess,
+            Some(Preprocess::LineartStandard)
+        );
+        assert_eq!(
+            standard.canonical()["control"]["preprocess"],
+            serde_json::json!({ "lineart_standard": {} })
+        );
+        let listed = one(
+            "x.recipe.toml",
+            "kind = \"sprite\"\nprompt = \"a\"\nmodel = \"sd\"\ncontrolnet = [{ model = \"cn\", \
+             image = \"p.png\", preprocess = \"lineart\", annotator = \"/models/sk_model2.pth\" }]\n",
+        );
+        assert_eq!(
+            listed.controls[0].preprocess,
+            Some(Preprocess::Lineart {
+                annotator: PathBuf::from("/models/sk_model2.pth")
+            })
+        );
+        for (text, field, why) in [
+            (
+                "control_preprocess = \"lineart\"\n",
+                "control_preprocess",
+                "needs its annotator file: `sk_model.pth`, or `sk_model2.pth` for coarse lines (lllyasviel/Annotators); set `control_annotator`",
+            ),
+            (
+                "control_preprocess = \"canny\"\ncontrol_annotator = \"hed.pth\"\n",
+                "control_annotator",
+                "only applies with `control_preprocess` set to a preprocessor that runs a network",
+            ),
+            (
+                "control_annotator = \"hed.pth\"\n",
+                "control_annotator",
+                "runs a network",
+            ),
+            (
+                "control_preprocess = \"softedge_hed\"\ncontrol_annotator = \"../../hed.pth\"\n",
+                "control_annotator",
+                "",
+            ),
+            (
+                "control_preprocess = \"lineart\"\ncontrol_annotator = \"sk.pth\"\ncontrol_thresholds = [1, 2]\n",
+                "control_thresholds",
+                "only applies with `control_preprocess = \"canny\"`",
+            ),
+            (
+                "control_preprocess = \"depth\"\n",
+                "control_preprocess",
+                "\"canny\", \"softedge_hed\", \"softedge_hedsafe\", \"lineart\", \"lineart_standard\"",
             ),
         ] {
             let text = format!("{head}{text}");

@@ -45,8 +45,9 @@ impl Reference {
         let meta = meta.metadata().clone().unwrap();
         Self {
             tensors: candle_core::safetensors::load(&path, &Device::Cpu).unwrap(),
-            prompt: meta["prompt"].clone(),
-            negative: meta["negative_prompt"].clone(),
+            // References of networks other than pipelines (annotators) have no prompts.
+            prompt: meta.get("prompt").cloned().unwrap_or_default(),
+            negative: meta.get("negative_prompt").cloned().unwrap_or_default(),
             metadata: meta,
         }
     }

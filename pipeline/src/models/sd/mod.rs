@@ -28,10 +28,10 @@
 //! ```
 
 pub mod adapter;
+pub mod annotator;
 pub mod block_weights;
 pub mod blocks;
 pub mod brownian;
-pub mod canny;
 pub mod checkpoint;
 pub mod config;
 pub mod controlnet;

@@ -218,6 +218,16 @@ impl Weights {
         })
     }
 
+    /// The tensors of one weights file (safetensors, or a PyTorch pickle's `state_dict` or whole
+    /// dict) under their stored names.
+    pub fn file(path: &Path) -> Result<Self, SdError> {
+        Ok(Self {
+            tensors: Arc::new(Store::open(path)?),
+            renamed: None,
+            path: path.to_path_buf(),
+        })
+    }
+
     /// The tensors of `tensors` (the file at `path`) that `names` maps diffusers names to.
     pub fn renamed(tensors: Arc<Store>, path: &Path, names: HashMap<String, Stored>) -> Self {
         Self {

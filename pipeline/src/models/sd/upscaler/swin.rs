@@ -517,7 +517,7 @@ impl Closing {
 
 /// `xs` `(n, c, h, w)` padded at the bottom and right by reflection (the edge row not
 /// repeated) up to multiples of `multiple`, as `torch.nn.functional.pad(…, mode="reflect")`.
-pub(super) fn reflect_to_multiple(xs: &Tensor, multiple: usize) -> Result<Tensor> {
+pub(crate) fn reflect_to_multiple(xs: &Tensor, multiple: usize) -> Result<Tensor> {
     let (_, _, h, w) = xs.dims4()?;
     let reflect = |xs: &Tensor, dim: usize, size: usize| -> Result<Tensor> {
         let pad = (multiple - size % multiple) % multiple;

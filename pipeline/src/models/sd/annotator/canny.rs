@@ -6,7 +6,7 @@
 //! threshold are edges, and so are those above the low one that touch an edge (8-connected).
 //!
 //! ```
-//! use autonomy_pipeline::models::sd::canny::canny;
+//! use autonomy_pipeline::models::sd::annotator::canny::canny;
 //! // A white square on black (columns 4 to 11): its outline, one pixel wide.
 //! let square = image::RgbImage::from_fn(16, 16, |x, y| {
 //!     let inside = (4..12).contains(&x) && (4..12).contains(&y);

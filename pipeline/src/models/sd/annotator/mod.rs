@@ -1,0 +1,51 @@
+//! Preprocessors ("annotators") that make a ControlNet's control image from a picture, as
+//! A1111's ControlNet extension and `controlnet_aux` make them: [`canny`] edges,
+//! [`hed`] soft edges (`softedge_hed`, `softedge_hedsafe`) and [`lineart`] (`lineart`, with the
+//! informative-drawings network, and `lineart_standard`, without one). The networks load from
+//! the files A1111 keeps in `annotator/downloads/` (`lllyasviel/Annotators`), and run at the
+//! picture's own size.
+//!
+//! ```
+//! use autonomy_pipeline::models::sd::annotator::lineart;
+//! // A dark ring on white: `lineart_standard` draws it white on black.
+//! let ring = image::RgbImage::from_fn(64, 64, |x, y| {
+//!     let d = ((x as f32 - 32.0).powi(2) + (y as f32 - 32.0).powi(2)).sqrt();
+//!     image::Rgb(if (18.0..21.0).contains(&d) { [30; 3] } else { [240; 3] })
+//! });
+//! let lines = lineart::standard(&ring);
+//! assert!(lines.get_pixel(32 + 19, 32)[0] > 100);
+//! assert_eq!(lines.get_pixel(32, 32)[0], 0);
+//! ```
+
+pub mod canny;
+pub mod hed;
+pub mod lineart;
+
+use candle_core::{DType, Device, Result, Tensor};
+use image::{GrayImage, RgbImage};
+
+/// `picture` as a `(1, 3, h, w)` f32 tensor on `device`, each byte times `scale`.
+fn picture_tensor(picture: &RgbImage, scale: f32, device: &Device) -> Result<Tensor> {
+    let (w, h) = (picture.width() as usize, picture.height() as usize);
+    let values: Vec<f32> = picture
+        .as_raw()
+        .iter()
+        .map(|&b| f32::from(b) * scale)
+        .collect();
+    Tensor::from_vec(values, (h, w, 3), device)?
+        .permute((2, 0, 1))?
+        .unsqueeze(0)
+}
+
+/// The `(h, w)` map `map` as bytes: `to_byte` of each value, clipped to 0–255 and truncated, as
+/// NumPy's `clip(0, 255).astype(np.uint8)`.
+fn to_gray(map: &Tensor, to_byte: impl Fn(f32) -> f32) -> Result<GrayImage> {
+    let (h, w) = map.dims2()?;
+    let values = map.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let bytes = values
+        .into_iter()
+        .map(|v| to_byte(v).clamp(0.0, 255.0) as u8)
+        .collect();
+    GrayImage::from_raw(w as u32, h as u32, bytes)
+        .ok_or_else(|| candle_core::Error::Msg(format!("a {w}×{h} map has the wrong length")))
+}

@@ -1,0 +1,297 @@
+//! The preprocessors with networks against `controlnet_aux` (what A1111's extension, ComfyUI's
+//! nodes and diffusers' examples run): tiny random-weight HED and line-art networks in the real
+//! files' names (`scripts/sd-fixtures/make.py annotators`), their maps before rounding, and the
+//! control images the detectors make of a 128×64 picture at its own size.
+
+mod common;
+
+use autonomy_pipeline::models::sd::SdError;
+use autonomy_pipeline::models::sd::annotator::{hed::Hed, lineart, lineart::Lineart};
+use candle_core::{Device, Tensor};
+use common::sd::{Reference, close, fixtures};
+use image::{GrayImage, RgbImage};
+
+fn annotators() -> std::path::PathBuf {
+    fixtures().join("annotators")
+}
+
+fn picture() -> RgbImage {
+    image::open(annotators().join("picture.png"))
+        .unwrap()
+        .to_rgb8()
+}
+
+/// The preprocessor's control image as `controlnet_aux` wrote it.
+fn expected(name: &str) -> GrayImage {
+    image::open(annotators().join(format!("{name}.png")))
+        .unwrap()
+        .to_luma8()
+}
+
+/// How many pixels differ, and by at most how much.
+fn byte_differences(ours: &GrayImage, theirs: &GrayImage) -> (usize, u8) {
+    assert_eq!(ours.dimensions(), theirs.dimensions());
+    let differences: Vec<u8> = ours
+        .pixels()
+        .zip(theirs.pixels())
+        .map(|(a, b)| a[0].abs_diff(b[0]))
+        .filter(|&d| d > 0)
+        .collect();
+    (
+        differences.len(),
+        differences.into_iter().max().unwrap_or(0),
+    )
+}
+
+#[test]
+fn hed_soft_edges_match_controlnet_aux() {
+    let reference = Reference::of("annotators");
+    let hed = Hed::load(&annotators().join("hed.pth"), &Device::Cpu).unwrap();
+    let edge = hed.edge_map(&picture()).unwrap();
+    close("HED edges", &edge, reference.get("hed_edge"), 2e-5);
+    let ours = hed.soft_edges(&picture(), false).unwrap();
+    let (count, most) = byte_differences(&ours, &expected("softedge_hed"));
+    // Truncated to bytes from f32 here and from f64 there: a value on a byte's edge may fall
+    // either side.
+    assert!(
+        count <= 4 && most <= 1,
+        "{count} pixels differ, by up to {most}"
+    );
+    // `safe` quantises to 0, 127 and 255: the edges span all three steps.
+    let safe = hed.soft_edges(&picture(), true).unwrap();
+    let (count, _) = byte_differences(&safe, &expected("softedge_hedsafe"));
+    assert!(count <= 4, "{count} pixels differ");
+    let mut steps: Vec<u8> = safe.pixels().map(|p| p[0]).collect();
+    steps.sort_unstable();
+    steps.dedup();
+    assert_eq!(steps, [0, 127, 255]);
+}
+
+#[test]
+fn lineart_lines_match_controlnet_aux() {
+    let reference = Reference::of("annotators");
+    let net = Lineart::load(&annotators().join("lineart.pth"), &Device::Cpu).unwrap();
+    let line = net.line_map(&picture()).unwrap();
+    close("line art", &line, reference.get("lineart_line"), 2e-5);
+    let ours = net.lines(&picture()).unwrap();
+    let (count, most) = byte_differences(&ours, &expected("lineart"));
+    assert!(
+        count <= 4 && most <= 1,
+        "{count} pixels differ, by up to {most}"
+    );
+}
+
+#[test]
+fn lineart_standard_matches_controlnet_aux() {
+    let reference = Reference::of("annotators");
+    let theirs = reference.get("lineart_standard_intensity");
+    let (h, w) = theirs.dims2().unwrap();
+    let ours = Tensor::from_vec(lineart::darkness(&picture()), (h, w), &Device::Cpu).unwrap();
+    close("lineart_standard darkness", &ours, theirs, 1e-3);
+    let (count, most) = byte_differences(
+        &lineart::standard(&picture()),
+        &expected("lineart_standard"),
+    );
+    assert!(
+        count <= 4 && most <= 1,
+        "{count} pixels differ, by up to {most}"
+    );
+    // The picture's dark outline of the circle is a line; its flat colours are not.
+    let lines = lineart::standard(&picture());
+    assert!(
+        lines.get_pixel(8, 28)[0] > 100,
+        "the circle's outline is drawn"
+    );
+    assert_eq!(lines.get_pixel(30, 28)[0], 0, "the circle's inside is not");
+}
+
+/// Any size runs and keeps the picture's size: the line-art network pads sides that are not
+/// multiples of 4 and crops back, and the padding does not reach far in.
+#[test]
+fn annotators_keep_odd_sizes() {
+    let crop = image::imageops::crop_imm(&picture(), 0, 0, 101, 47).to_image();
+    let hed = Hed::load(&annotators().join("hed.pth"), &Device::Cpu).unwrap();
+    assert_eq!(
+        hed.soft_edges(&crop, false).unwrap().dimensions(),
+        (101, 47)
+    );
+    let net = Lineart::load(&annotators().join("lineart.pth"), &Device::Cpu).unwrap();
+    let cropped = net.lines(&crop).unwrap();
+    assert_eq!(cropped.dimensions(), (101, 47));
+    assert_eq!(lineart::standard(&crop).dimensions(), (101, 47));
+    // A 100×44 crop needs no padding: away from its right and bottom edges (the instance norms
+    // see the whole picture, so nothing is exactly equal) the two agree closely.
+    let even = image::imageops::crop_imm(&picture(), 0, 0, 100, 44).to_image();
+    let whole = net.lines(&even).unwrap();
+    let mut total = 0u64;
+    for y in 0..30 {
+        for x in 0..80 {
+            total += u64::from(cropped.get_pixel(x, y)[0].abs_diff(whole.get_pixel(x, y)[0]));
+        }
+    }
+    let mean = total as f64 / (30.0 * 80.0);
+    assert!(
+        mean < 8.0,
+        "padding changed the inside by {mean:.2} on average"
+    );
+}
+
+#[test]
+fn the_wrong_file_is_refused_by_name() {
+    let hed_file = annotators().join("hed.pth");
+    let lineart_file = annotators().join("lineart.pth");
+    let Err(error) = Hed::load(&lineart_file, &Device::Cpu) else {
+        panic!("a line-art network loaded as HED");
+    };
+    assert!(matches!(error, SdError::Invalid { .. }), "{error}");
+    assert!(error.to_string().contains("lineart.pth") && error.to_string().contains("HED"));
+    let Err(error) = Lineart::load(&hed_file, &Device::Cpu) else {
+        panic!("HED loaded as line art");
+    };
+    assert!(error.to_string().contains("hed.pth") && error.to_string().contains("line-art"));
+    let Err(error) = Hed::load(&annotators().join("missing.pth"), &Device::Cpu) else {
+        panic!("a missing file loaded");
+    };
+    assert!(error.to_string().contains("missing.pth"), "{error}");
+}
+
+/// A recipe's `control_preprocess = "softedge_hed"` runs the annotator at build time: the asset
+/// equals one made from the soft edges drawn beforehand, the manifest lists the annotator file
+/// by its hash, a changed annotator makes the asset again, and `verify --reproduce` makes it
+/// bit for bit. `generate` runs the line-art network.
+#[test]
+fn a_recipe_and_generate_make_control_images_with_annotator_networks() {
+    let studio = common::Studio::new();
+    let root = studio.root();
+    common::copy_dir(
+        &fixtures().join("tiny-sd15"),
+        &root.join("models/tiny-sd15"),
+    );
+    common::copy_dir(&annotators(), &root.join("art"));
+    let hed = Hed::load(&annotators().join("hed.pth"), &Device::Cpu).unwrap();
+    image::DynamicImage::ImageLuma8(hed.soft_edges(&picture(), false).unwrap())
+        .save(root.join("art/soft.png"))
+        .unwrap();
+    let recipe = |name: &str, control: &str| {
+        std::fs::write(
+            root.join(format!("{name}.recipe.toml")),
+            format!(
+                "kind = \"sprite\"\nprompt = \"a stone arch\"\nmodel = \"models/tiny-sd15\"\n\
+                 steps = 3\nseed = 5\ncontrolnet = \"models/tiny-sd15/controlnet\"\n{control}"
+            ),
+        )
+        .unwrap();
+    };
+    recipe(
+        "found",
+        "control_image = \"art/picture.png\"\ncontrol_preprocess = \"softedge_hed\"\n\
+         control_annotator = \"art/hed.pth\"\n",
+    );
+    recipe("drawn", "control_image = \"art/soft.png\"\n");
+    recipe(
+        "standard",
+        "control_image = \"art/picture.png\"\ncontrol_preprocess = \"lineart_standard\"\n",
+    );
+    let report = studio.build_report(None);
+    let assets = report["assets"].as_array().unwrap();
+    assert!(
+        assets.len() == 3 && assets.iter().all(|a| a["outcome"] == "built"),
+        "{report}"
+    );
+    let pixels = |name: &str| {
+        image::open(root.join(format!("{name}.png")))
+            .unwrap()
+            .to_rgba8()
+    };
+    assert_eq!(pixels("found"), pixels("drawn"));
+    assert_ne!(
+        pixels("found"),
+        pixels("standard"),
+        "other lines, another image"
+    );
+    let manifest: autonomy_pipeline::build::provenance::Manifest =
+        serde_json::from_slice(&std::fs::read(root.join("found.prov.json")).unwrap()).unwrap();
+    let annotator = manifest
+        .parents
+        .iter()
+        .find(|p| p.role == "control_annotator")
+        .expect("the annotator is listed");
+    assert_eq!(annotator.reference, "file:art/hed.pth");
+    assert_eq!(
+        annotator.sha256,
+        autonomy_pipeline::models::digest::file_sha256(&annotators().join("hed.pth")).unwrap()
+    );
+    let verified = studio.reproduce(&root.join("found.png"));
+    let text = String::from_utf8_lossy(&verified.stdout);
+    assert!(text.contains("reproduced bit for bit"), "{text}");
+
+    // Other annotator weights (the same network, one weight changed): made again.
+    let mut tensors = candle_core::pickle::read_all(annotators().join("hed.pth")).unwrap();
+    for (name, tensor) in &mut tensors {
+        if name == "block5.projection.bias" {
+            *tensor = (tensor.clone() + 1.0).unwrap();
+        }
+    }
+    let map: std::collections::HashMap<String, Tensor> = tensors.into_iter().collect();
+    candle_core::safetensors::save(&map, root.join("art/hed-2.safetensors")).unwrap();
+    recipe(
+        "found",
+        "control_image = \"art/picture.png\"\ncontrol_preprocess = \"softedge_hed\"\n\
+         control_annotator = \"art/hed-2.safetensors\"\n",
+    );
+    let report = studio.build_report(None);
+    let found = report["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["asset"] == "found")
+        .unwrap();
+    assert_eq!(found["outcome"], "built", "{report}");
+    assert_ne!(pixels("found"), pixels("drawn"));
+
+    // `generate` with the line-art network writes the control image it made.
+    let out = root.join("lines.png");
+    let path = |relative: &str| root.join(relative).display().to_string();
+    let args = |preprocess: &[&str]| {
+        let mut args = vec![
+            "generate".to_string(),
+            "a stone arch".into(),
+            "--steps".into(),
+            "1".into(),
+            "--model".into(),
+            path("models/tiny-sd15"),
+            "--controlnet".into(),
+            path("models/tiny-sd15/controlnet"),
+            "--control-image".into(),
+            path("art/picture.png"),
+            "--control-out".into(),
+            out.display().to_string(),
+            "-o".into(),
+            path("arch.png"),
+        ];
+        args.extend(preprocess.iter().map(|s| s.to_string()));
+        args
+    };
+    let run = |preprocess: &[&str]| {
+        let args = args(preprocess);
+        studio.run(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let generated = run(&[
+        "--control-preprocess",
+        "lineart",
+        "--control-annotator",
+        &path("art/lineart.pth"),
+    ]);
+    assert!(generated.status.success(), "{generated:?}");
+    let net = Lineart::load(&annotators().join("lineart.pth"), &Device::Cpu).unwrap();
+    assert_eq!(
+        image::open(&out).unwrap().to_luma8(),
+        net.lines(&picture()).unwrap()
+    );
+    let refused = run(&["--control-preprocess", "lineart"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && stderr.contains("needs its annotator file"),
+        "{stderr}"
+    );
+}
