@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use autonomy_pipeline::models::sd::annotator::canny;
 use autonomy_pipeline::models::sd::scheduler::Sampler;
-use autonomy_pipeline::recipe::{self, AssetRecipe, Kind, UpscalerRef};
+use autonomy_pipeline::recipe::{self, AssetRecipe, Kind, Preprocess, UpscalerRef};
 use image::GrayImage;
 
 /// The first line of every recipe the editor saves: a file without it is the user's own and is
@@ -74,13 +74,15 @@ pub struct Draft {
 pub struct DraftControl {
     /// The ControlNet folder or file (absolute, as the panel finds it).
     pub model: PathBuf,
-    /// The control image (an edge map, a depth map, a pose…), or with `canny` any picture.
+    /// The control image (an edge map, a depth map, a pose…), or with a preprocessor any
+    /// picture.
     pub image: PathBuf,
     /// How strongly it conditions, 0–2.
     pub scale: f32,
-    /// Make the control image of the picture's Canny edges at these low and high thresholds
-    /// (A1111's [`canny::DEFAULT_THRESHOLDS`], 100 and 200, unless changed).
-    pub canny: Option<(f64, f64)>,
+    /// The preprocessor that makes the control image of the picture: Canny edges (A1111's
+    /// [`canny::DEFAULT_THRESHOLDS`], 100 and 200, unless changed), line art, or one that runs
+    /// an annotator file found in the model folders (absolute).
+    pub preprocess: Option<Preprocess>,
 }
 
 /// The picture an image-to-image draft starts from: a project asset or a PNG from elsewhere,
@@ -284,11 +286,22 @@ impl Draft {
             // The f32's shortest decimal, as for the strength.
             let scale = control.scale.to_string().parse().unwrap_or(1.0);
             lines.push(format!("control_scale = {}", toml::Value::Float(scale)));
-            if let Some((low, high)) = control.canny {
-                lines.push("control_preprocess = \"canny\"".into());
-                if (low, high) != canny::DEFAULT_THRESHOLDS {
+            if let Some(preprocess) = &control.preprocess {
+                lines.push(format!(
+                    "control_preprocess = {}",
+                    quoted(preprocess.name())
+                ));
+                if let Preprocess::Canny { low, high } = *preprocess
+                    && (low, high) != canny::DEFAULT_THRESHOLDS
+                {
                     let (low, high) = (toml::Value::Float(low), toml::Value::Float(high));
                     lines.push(format!("control_thresholds = [{low}, {high}]"));
+                }
+                if let Some(file) = preprocess.annotator() {
+                    lines.push(format!(
+                        "control_annotator = {}",
+                        quoted(&file.to_string_lossy())
+                    ));
                 }
             }
         }
@@ -579,7 +592,10 @@ mod tests {
                 model: PathBuf::from("/models/controlnet/canny"),
                 image: PathBuf::from("/photos/arch.jpg"),
                 scale: 0.85,
-                canny: Some(canny::DEFAULT_THRESHOLDS),
+                preprocess: Some(Preprocess::Canny {
+                    low: 100.0,
+                    high: 200.0,
+                }),
             }),
             ..Draft::default()
         };
@@ -598,7 +614,7 @@ mod tests {
         assert!(control.preprocess.is_some());
         let drawn = Draft {
             control: Some(DraftControl {
-                canny: None,
+                preprocess: None,
                 ..draft.control.clone().unwrap()
             }),
             ..draft.clone()
@@ -606,7 +622,10 @@ mod tests {
         assert!(!drawn.to_toml().contains("control_preprocess"));
         let fine = Draft {
             control: Some(DraftControl {
-                canny: Some((30.0, 80.5)),
+                preprocess: Some(Preprocess::Canny {
+                    low: 30.0,
+                    high: 80.5,
+                }),
                 ..draft.control.clone().unwrap()
             }),
             ..draft.clone()
@@ -629,6 +648,28 @@ mod tests {
             "A1111's are the default"
         );
         assert!(!Draft::default().to_toml().contains("control"));
+        let soft = Draft {
+            control: Some(DraftControl {
+                preprocess: Some(Preprocess::SoftEdge {
+                    annotator: PathBuf::from("/models/annotators/ControlNetHED.pth"),
+                    safe: false,
+                }),
+                ..draft.control.clone().unwrap()
+            }),
+            ..draft.clone()
+        };
+        assert!(
+            soft.to_toml().contains(
+                "control_preprocess = \"softedge_hed\"\n\
+                 control_annotator = \"/models/annotators/ControlNetHED.pth\""
+            ),
+            "{}",
+            soft.to_toml()
+        );
+        assert_eq!(
+            soft.check().unwrap().controls[0].preprocess,
+            soft.control.unwrap().preprocess
+        );
     }
 
     #[test]

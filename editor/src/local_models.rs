@@ -1,12 +1,12 @@
 //! The Stable Diffusion models (folders and checkpoint files), LoRA, hypernetwork, embedding,
-//! VAE, upscaler and ControlNet files on this machine that the Generate panel offers next to the house model and the
+//! VAE, upscaler, ControlNet and annotator files on this machine that the Generate panel offers next to the house model and the
 //! registry's models.
 
 use std::path::{Path, PathBuf};
 
 use autonomy_pipeline::models::locate::{
-    controlnet_files, embedding_files, hypernetwork_files, lora_files, stable_diffusion_models,
-    upscaler_files, vae_files,
+    annotator_files, controlnet_files, embedding_files, hypernetwork_files, lora_files,
+    stable_diffusion_models, upscaler_files, vae_files,
 };
 use autonomy_pipeline::models::sd::checkpoint::Checkpoint;
 use autonomy_pipeline::models::sd::config::PipelineSpec;
@@ -34,6 +34,9 @@ pub struct LocalModels {
     pub upscalers: Vec<PathBuf>,
     /// ControlNets (folders and files, absolute, sorted) and the models they fit.
     pub controlnets: Vec<LocalControlNet>,
+    /// Annotator files (absolute, sorted) with the preprocessors that run them (`lineart`…),
+    /// to make a ControlNet's control image of any picture.
+    pub annotators: Vec<(PathBuf, &'static [&'static str])>,
     /// The checkpoint files among [`LocalModels::folders`] that hold no VAE: they need one.
     pub without_vae: Vec<PathBuf>,
     /// The SDXL refiners among [`LocalModels::folders`] (one text encoder, five time ids).
@@ -208,6 +211,7 @@ impl LocalModels {
                 path,
             })
             .collect();
+        let annotators = annotator_files(&absolute);
         info!(
             folders = folders.len(),
             loras = loras.len(),
@@ -216,7 +220,8 @@ impl LocalModels {
             vaes = vaes.len(),
             upscalers = upscalers.len(),
             controlnets = controlnets.len(),
-            "Stable Diffusion folders, LoRA, embedding, hypernetwork, VAE, upscaler and ControlNet files found"
+            annotators = annotators.len(),
+            "Stable Diffusion folders, LoRA, embedding, hypernetwork, VAE, upscaler, ControlNet and annotator files found"
         );
         Self {
             folders,
@@ -226,6 +231,7 @@ impl LocalModels {
             vaes,
             upscalers,
             controlnets,
+            annotators,
             without_vae,
             refiners,
             xl_bases,

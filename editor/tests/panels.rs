@@ -15,6 +15,7 @@ use autonomy_editor::{
     LocalModels, Preview, Start, TokenStatus, mask, promotion, save_recipe,
 };
 use autonomy_pipeline::models::sd::scheduler::Sampler;
+use autonomy_pipeline::recipe::Preprocess;
 use autonomy_pipeline::verify::Verdict;
 use bevy::asset::AssetPlugin;
 use bevy::image::ImagePlugin;
@@ -418,6 +419,16 @@ fn every_panel_action_works_on_an_embedded_chain() {
             .count(),
         0
     );
+    // The annotator files in the model folders, offered with the preprocessors that run them.
+    let hed: &[&str] = &["softedge_hed", "softedge_hedsafe"];
+    let lineart: &[&str] = &["lineart"];
+    assert_eq!(
+        local.annotators,
+        [
+            (sd_fixtures().join("annotators/hed.pth"), hed),
+            (sd_fixtures().join("annotators/lineart.pth"), lineart)
+        ]
+    );
     let picture = sd_fixtures().join("canny/picture.png");
     let controlled = Draft {
         name: "sd_potion_controlled".into(),
@@ -425,7 +436,10 @@ fn every_panel_action_works_on_an_embedded_chain() {
             model: sd_fixtures().join("tiny-sd15/controlnet"),
             image: picture.clone(),
             scale: 1.5,
-            canny: Some((50.0, 150.0)),
+            preprocess: Some(Preprocess::Canny {
+                low: 50.0,
+                high: 150.0,
+            }),
         }),
         ..plain.clone()
     };
@@ -433,6 +447,21 @@ fn every_panel_action_works_on_an_embedded_chain() {
         generated(&mut app, &controlled),
         generated(&mut app, &plain),
         "the ControlNet steers the picture"
+    );
+    let softened = Draft {
+        control: Some(DraftControl {
+            preprocess: Some(Preprocess::SoftEdge {
+                annotator: sd_fixtures().join("annotators/hed.pth"),
+                safe: false,
+            }),
+            ..controlled.control.clone().unwrap()
+        }),
+        ..controlled.clone()
+    };
+    assert_ne!(
+        generated(&mut app, &softened),
+        generated(&mut app, &controlled),
+        "the soft edges are another control image"
     );
     let controls_root = dir.path().join("controls-project");
     std::fs::create_dir_all(&controls_root).unwrap();

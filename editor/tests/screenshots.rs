@@ -19,7 +19,7 @@ use autonomy_editor::{
     AssetLibrary, ChainView, Draft, DraftControl, EditorAction, EditorUi, Panel, Preview, mask,
 };
 use autonomy_pipeline::models::sd::scheduler::Sampler;
-use autonomy_pipeline::recipe::{Kind, UpscalerRef};
+use autonomy_pipeline::recipe::{Kind, Preprocess, UpscalerRef};
 use bevy::input::ButtonState;
 use bevy::input::mouse::{MouseButtonInput, MouseScrollUnit, MouseWheel};
 use bevy::input::touch::TouchPhase;
@@ -144,7 +144,10 @@ fn act(step: usize, world: &mut World) {
                     model: folder.join("controlnet"),
                     image: folder.with_file_name("canny").join("picture.png"),
                     scale: 0.9,
-                    canny: Some((100.0, 200.0)),
+                    preprocess: Some(Preprocess::Canny {
+                        low: 100.0,
+                        high: 200.0,
+                    }),
                 }),
                 ..Draft::default()
             };

@@ -9,7 +9,7 @@ use autonomy_pipeline::models::sd::hypernetwork::hypernet_tags;
 use autonomy_pipeline::models::sd::lora_tags::without_network_tags;
 use autonomy_pipeline::models::sd::prompt_schedule;
 use autonomy_pipeline::models::sd::scheduler::Sampler;
-use autonomy_pipeline::recipe::{Kind, UpscalerRef};
+use autonomy_pipeline::recipe::{Kind, Preprocess, UpscalerRef};
 use bevy::asset::RenderAssetUsages;
 use bevy::image::ImageSampler;
 use bevy::prelude::*;
@@ -256,19 +256,68 @@ fn hires_upscaler(ui: &mut egui::Ui, chosen: &mut UpscalerRef, local: &LocalMode
         });
 }
 
-/// The [`Thumbnails`] key of a draft's control image: its path, marked with the thresholds
-/// when its Canny edges are what the ControlNet sees.
+/// The [`Thumbnails`] key of a draft's control image: its path, marked with the preprocessor
+/// (its thresholds, its annotator file) that makes what the ControlNet sees.
 fn control_thumbnail(control: &DraftControl) -> PathBuf {
-    match control.canny {
-        Some((low, high)) => {
-            PathBuf::from(format!("{}#canny-{low}-{high}", control.image.display()))
+    let image = control.image.display();
+    match &control.preprocess {
+        Some(Preprocess::Canny { low, high }) => {
+            PathBuf::from(format!("{image}#canny-{low}-{high}"))
+        }
+        Some(other) => {
+            let annotator = other.annotator().map(Path::display);
+            let annotator = annotator.map_or(String::new(), |file| format!("-{file}"));
+            PathBuf::from(format!("{image}#{}{annotator}", other.name()))
         }
         None => control.image.clone(),
     }
 }
 
-/// Loads the control image a ControlNet draft names — its Canny edges when the draft asks, as
-/// the ControlNet will see them — for the Generate panel's thumbnail. A file that is not an
+/// How the Generate panel lists a preprocessor.
+fn preprocess_label(preprocess: Option<&Preprocess>) -> String {
+    let file = |p: &Preprocess| {
+        p.annotator()
+            .and_then(Path::file_name)
+            .map_or(String::new(), |name| {
+                format!(" · {}", name.to_string_lossy())
+            })
+    };
+    match preprocess {
+        None => "as it is".into(),
+        Some(Preprocess::Canny { .. }) => "Canny edges".into(),
+        Some(Preprocess::LineartStandard) => "line art (standard)".into(),
+        Some(p @ Preprocess::SoftEdge { safe: false, .. }) => {
+            format!("soft edges (HED){}", file(p))
+        }
+        Some(p @ Preprocess::SoftEdge { safe: true, .. }) => {
+            format!("soft edges, safe (HED){}", file(p))
+        }
+        Some(p @ Preprocess::Lineart { .. }) => format!("line art{}", file(p)),
+    }
+}
+
+/// The preprocessors the panel offers: none, Canny edges, standard line art, then each that
+/// runs an annotator file found in the model folders.
+fn preprocessors(local: &LocalModels) -> Vec<Option<Preprocess>> {
+    let (low, high) = canny::DEFAULT_THRESHOLDS;
+    let mut offered = vec![
+        None,
+        Some(Preprocess::Canny { low, high }),
+        Some(Preprocess::LineartStandard),
+    ];
+    for (file, names) in &local.annotators {
+        offered.extend(
+            names
+                .iter()
+                .filter_map(|name| Preprocess::named(name, None, Some(file.clone())).ok())
+                .map(Some),
+        );
+    }
+    offered
+}
+
+/// Loads the control image a ControlNet draft names — made by its preprocessor when the draft
+/// has one, as the ControlNet will see it — for the Generate panel's thumbnail. A file that is not an
 /// image is passed over (once: the build says why).
 pub(crate) fn load_control_images(
     state: Res<EditorUi>,
@@ -291,9 +340,23 @@ pub(crate) fn load_control_images(
             return;
         }
     };
-    let shown = match control.canny {
-        Some((low, high)) => {
-            image::DynamicImage::ImageLuma8(canny::canny(&picture, low, high)).to_rgb8()
+    let shown = match &control.preprocess {
+        Some(preprocess) => {
+            let made = autonomy_pipeline::device::select("cpu")
+                .map_err(|e| e.to_string())
+                .and_then(|cpu| {
+                    preprocess
+                        .apply(&picture, Path::new(""), &cpu)
+                        .map_err(|e| e.to_string())
+                });
+            match made {
+                Ok(made) => made,
+                Err(error) => {
+                    warn!(%error, preprocessor = preprocess.name(), "no control image thumbnail");
+                    unreadable.insert(key);
+                    return;
+                }
+            }
         }
         None => picture,
     };
@@ -343,17 +406,17 @@ fn controlnet(ui: &mut egui::Ui, draft: &mut Draft, frame: &Frame) {
                         .selectable_label(picked, net.name())
                         .on_hover_text(net.path.display().to_string());
                     if label.clicked() && !picked {
-                        let (image, scale, canny) = draft
+                        let (image, scale, preprocess) = draft
                             .control
                             .as_ref()
                             .map_or((PathBuf::new(), 1.0, None), |c| {
-                                (c.image.clone(), c.scale, c.canny)
+                                (c.image.clone(), c.scale, c.preprocess.clone())
                             });
                         draft.control = Some(DraftControl {
                             model: net.path.clone(),
                             image,
                             scale,
-                            canny,
+                            preprocess,
                         });
                     }
                 }
@@ -362,20 +425,27 @@ fn controlnet(ui: &mut egui::Ui, draft: &mut Draft, frame: &Frame) {
             let mut text = control.image.display().to_string();
             let field = ui
                 .add(egui::TextEdit::singleline(&mut text).hint_text("control image (PNG)"))
-                .on_hover_text("an edge map, a depth map, a pose… or, with Canny, any picture");
+                .on_hover_text("an edge map, a depth map, a pose… or, with a preprocessor, any picture");
             if field.changed() {
                 control.image = PathBuf::from(text);
             }
             // The thresholds on a line of their own, so that the panel keeps its width.
+            let kind = |p: &Option<Preprocess>| p.as_ref().map(|p| (p.name(), p.annotator().map(Path::to_path_buf)));
+            egui::ComboBox::from_id_salt("control-preprocess")
+                .selected_text(preprocess_label(control.preprocess.as_ref()))
+                .show_ui(ui, |ui| {
+                    for offered in preprocessors(frame.local_models) {
+                        let picked = kind(&offered) == kind(&control.preprocess);
+                        let label = ui.selectable_label(picked, preprocess_label(offered.as_ref()));
+                        if label.clicked() && !picked {
+                            control.preprocess = offered;
+                        }
+                    }
+                })
+                .response
+                .on_hover_text("how the control image is made of the picture (A1111's preprocessors; those with a file run an annotator network from the model folders)");
             ui.horizontal(|ui| {
-                let mut edges = control.canny.is_some();
-                let ticked = ui
-                    .checkbox(&mut edges, "Canny edges")
-                    .on_hover_text("make the control image of the picture's edges (OpenCV's Canny)");
-                if ticked.changed() {
-                    control.canny = edges.then_some(canny::DEFAULT_THRESHOLDS);
-                }
-                if let Some((low, high)) = &mut control.canny {
+                if let Some(Preprocess::Canny { low, high }) = &mut control.preprocess {
                     ui.add(egui::DragValue::new(low).range(0.0..=*high).speed(1.0))
                         .on_hover_text("below this a gradient is no edge (A1111's 100)");
                     ui.add(egui::DragValue::new(high).range(*low..=1000.0).speed(1.0))

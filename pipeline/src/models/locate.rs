@@ -40,6 +40,23 @@ pub fn upscaler_files(dirs: &[PathBuf]) -> Vec<PathBuf> {
     beside(dirs, super::sd::upscaler::is_upscaler)
 }
 
+/// Every annotator file among `dirs` and the folders directly below them (a `models/annotators/`
+/// holding `lllyasviel/Annotators`' `ControlNetHED.pth`, `sk_model.pth`…) with the
+/// preprocessors that run it ([`super::sd::annotator::preprocessors_of`]), sorted.
+pub fn annotator_files(dirs: &[PathBuf]) -> Vec<(PathBuf, &'static [&'static str])> {
+    let weights = |path: &std::path::Path| {
+        super::sd::weights::is_pickle(path) || path.extension().is_some_and(|e| e == "safetensors")
+    };
+    beside(dirs, |path| weights(path) && path.is_file())
+        .into_iter()
+        .map(|path| {
+            let preprocessors = super::sd::annotator::preprocessors_of(&path);
+            (path, preprocessors)
+        })
+        .filter(|(_, preprocessors)| !preprocessors.is_empty())
+        .collect()
+}
+
 /// Every ControlNet among `dirs` ([`super::sd::controlnet::is_controlnet`], sorted): diffusers
 /// ControlNet folders and single files in each of `dirs` and in the folders directly below
 /// them (A1111's `models/ControlNet/`, ComfyUI's `models/controlnet/`), and beside the
@@ -674,6 +691,41 @@ mod tests {
         assert_eq!(
             upscaler_files(&[root.path().to_path_buf()]),
             files.map(|f| esrgan.join(f))
+        );
+    }
+
+    #[test]
+    fn lists_annotator_files_with_their_preprocessors_but_not_other_weights() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sd");
+        let root = tempfile::tempdir().unwrap();
+        let folder = root.path().join("annotators");
+        std::fs::create_dir(&folder).unwrap();
+        std::fs::copy(
+            fixtures.join("annotators/hed.pth"),
+            folder.join("ControlNetHED.pth"),
+        )
+        .unwrap();
+        std::fs::copy(
+            fixtures.join("annotators/lineart.pth"),
+            folder.join("sk_model2.pth"),
+        )
+        .unwrap();
+        // An upscaler, a ControlNet and a LoRA beside them are not annotators.
+        for (from, to) in [
+            ("upscalers/compact-x4.pth", "compact-x4.pth"),
+            ("tiny-sd15/controlnet-shuffle.pth", "shuffle.pth"),
+            ("tiny-sd15/loras/kohya.safetensors", "kohya.safetensors"),
+        ] {
+            std::fs::copy(fixtures.join(from), folder.join(to)).unwrap();
+        }
+        let hed: &[&str] = &["softedge_hed", "softedge_hedsafe"];
+        let lineart: &[&str] = &["lineart"];
+        assert_eq!(
+            annotator_files(&[root.path().to_path_buf()]),
+            [
+                (folder.join("ControlNetHED.pth"), hed),
+                (folder.join("sk_model2.pth"), lineart)
+            ]
         );
     }
 

@@ -21,8 +21,28 @@ pub mod canny;
 pub mod hed;
 pub mod lineart;
 
+use std::path::Path;
+
 use candle_core::{DType, Device, Result, Tensor};
 use image::{GrayImage, RgbImage};
+
+/// The preprocessors that run the annotator file at `path`, told by its stored names alone:
+/// `softedge_hed` and `softedge_hedsafe` for a HED network (`norm`, `block1.convs.0`),
+/// `lineart` for a line-art generator (`model0.1`, `model4.1`); none for any other file.
+pub fn preprocessors_of(path: &Path) -> &'static [&'static str] {
+    if !path.is_file() {
+        return &[];
+    }
+    let names = super::weights::stored_names(path);
+    let has = |name: &str| names.iter().any(|n| n == name);
+    if has("norm") && has("block1.convs.0.weight") && has("block1.projection.weight") {
+        &["softedge_hed", "softedge_hedsafe"]
+    } else if has("model0.1.weight") && has("model4.1.weight") && has("model3.0.weight") {
+        &["lineart"]
+    } else {
+        &[]
+    }
+}
 
 /// `picture` as a `(1, 3, h, w)` f32 tensor on `device`, each byte times `scale`.
 fn picture_tensor(picture: &RgbImage, scale: f32, device: &Device) -> Result<Tensor> {
