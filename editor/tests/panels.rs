@@ -449,6 +449,7 @@ fn every_panel_action_works_on_an_embedded_chain() {
         "the ControlNet steers the picture"
     );
     let softened = Draft {
+        name: "sd_potion_softened".into(),
         control: Some(DraftControl {
             preprocess: Some(Preprocess::SoftEdge {
                 annotator: sd_fixtures().join("annotators/hed.pth"),
