@@ -448,20 +448,34 @@ fn every_panel_action_works_on_an_embedded_chain() {
         generated(&mut app, &plain),
         "the ControlNet steers the picture"
     );
-    let softened = Draft {
-        name: "sd_potion_softened".into(),
+    // `controlnet-2` (its hint encoder's weights six times the first's, whose output hardly
+    // depends on its picture): the picture's soft edges steer it otherwise than its Canny edges.
+    let on_second = |name: &str, preprocess: Preprocess| Draft {
+        name: name.into(),
         control: Some(DraftControl {
-            preprocess: Some(Preprocess::SoftEdge {
-                annotator: sd_fixtures().join("annotators/hed.pth"),
-                safe: false,
-            }),
+            model: sd_fixtures().join("tiny-sd15/controlnet-2"),
+            preprocess: Some(preprocess),
             ..controlled.control.clone().unwrap()
         }),
         ..controlled.clone()
     };
+    let softened = on_second(
+        "sd_potion_softened",
+        Preprocess::SoftEdge {
+            annotator: sd_fixtures().join("annotators/hed.pth"),
+            safe: false,
+        },
+    );
+    let edged = on_second(
+        "sd_potion_edged",
+        Preprocess::Canny {
+            low: 50.0,
+            high: 150.0,
+        },
+    );
     assert_ne!(
         generated(&mut app, &softened),
-        generated(&mut app, &controlled),
+        generated(&mut app, &edged),
         "the soft edges are another control image"
     );
     let controls_root = dir.path().join("controls-project");
