@@ -10,6 +10,9 @@
 //! or with `-- controlnet` a ControlNet at SD 1.5's size alone and with the UNet step it
 //! conditions (a 512² control image), against diffusers' `ControlNetModel`;
 //!
+//! or with `-- annotators` the ControlNet preprocessors (HED, line art) at their released
+//! sizes against `controlnet_aux` on a 512² picture;
+//!
 //! or with `-- upscalers [word]` the hires pass's upscaling models (those whose key holds the
 //! word, when given) against spandrel (what ComfyUI and
 //! A1111 run them with) on a 128² image: ESRGAN's RRDBNet at 4x-UltraSharp's size,
@@ -31,6 +34,8 @@ use autonomy_pipeline::device;
 use autonomy_pipeline::generator::{GenerateRequest, Generator};
 use autonomy_pipeline::models::sd::StableDiffusion;
 use autonomy_pipeline::models::sd::adapter::Adapter;
+use autonomy_pipeline::models::sd::annotator::hed::Hed;
+use autonomy_pipeline::models::sd::annotator::lineart::{self, Lineart};
 use autonomy_pipeline::models::sd::controlnet::{ControlModel, ControlNetFile};
 use autonomy_pipeline::models::sd::upscaler::Upscaler;
 use autonomy_pipeline::models::sd::vae::Vae;
@@ -85,6 +90,9 @@ fn main() -> Result<()> {
     }
     if args.iter().any(|a| a == "controlnet") {
         return controlnet(&root, &script, &python, &device, repeats);
+    }
+    if args.iter().any(|a| a == "annotators") {
+        return annotators(&root, &script, &python, &device, repeats);
     }
     if !root.join("sd15/model_index.json").is_file()
         || !root.join("sd-turbo/model_index.json").is_file()
@@ -293,6 +301,66 @@ fn controlnet(
                 "T2I-Adapter (full, SD 1.5 widths), one 512² control image: once per image",
                 "adapter",
                 features,
+                true,
+            ),
+        ],
+    );
+    Ok(())
+}
+
+/// The ControlNet preprocessors against `controlnet_aux`: bench.py makes the networks at
+/// their released sizes (random weights) and a 512² picture, and times PyTorch; then candle
+/// makes the same control images of it.
+fn annotators(
+    root: &Path,
+    script: &Path,
+    python: &str,
+    device: &Device,
+    repeats: usize,
+) -> Result<()> {
+    eprintln!("making the annotators and timing controlnet_aux on PyTorch …");
+    let theirs: serde_json::Value = serde_json::from_str(&run_python(
+        python,
+        script,
+        &["annotators", &root.to_string_lossy(), &repeats.to_string()],
+    )?)
+    .context("bench.py printed no JSON")?;
+    let folder = root.join("annotators");
+    let picture = image::open(folder.join("picture.png"))
+        .context("reading the bench picture")?
+        .to_rgb8();
+    let hed = Hed::load(&folder.join("ControlNetHED.pth"), device).context("loading HED")?;
+    let lineart =
+        Lineart::load(&folder.join("sk_model.pth"), device).context("loading the line art")?;
+    eprintln!("timing candle: HED, line art, standard line art …");
+    let soft = timed(device, repeats, || {
+        hed.soft_edges(&picture, false)?;
+        Ok(())
+    })?;
+    let lines = timed(device, repeats, || {
+        lineart.lines(&picture)?;
+        Ok(())
+    })?;
+    let standard = timed(device, repeats, || {
+        lineart::standard(&picture);
+        Ok(())
+    })?;
+    table(
+        "ControlNet preprocessors at their released sizes, one 512² picture",
+        (repeats, device),
+        &theirs,
+        &[
+            (
+                "softedge_hed (ControlNetHED.pth)",
+                "softedge_hed",
+                soft,
+                true,
+            ),
+            ("lineart (sk_model.pth)", "lineart", lines, true),
+            (
+                "lineart_standard (no network)",
+                "lineart_standard",
+                standard,
                 true,
             ),
         ],

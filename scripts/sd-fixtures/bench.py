@@ -7,6 +7,8 @@ real SD 1.5 and SD-Turbo (SD 2.1) sizes, and diffusers' timings on them.
                                       # spandrel's timings (of the keys containing `only`)
     python bench.py controlnet <dir>  # writes <dir>/controlnet-sd15 (from <dir>/sd15's UNet),
                                       # prints diffusers' timings of it with the UNet
+    python bench.py annotators <dir>  # writes <dir>/annotators (HED, line art), prints
+                                      # controlnet_aux's timings of the preprocessors
 
 The upscalers (needs `spandrel`) are ESRGAN's RRDBNet at 4x-UltraSharp's and
 RealESRGAN_x4plus's size (23 blocks, 64 features), Real-ESRGAN's compact SRVGGNet at
@@ -199,6 +201,49 @@ def controlnet(root, repeats):
     return results
 
 
+@torch.no_grad()
+def annotators(root, repeats):
+    """The preprocessors at their released sizes (needs `controlnet_aux`): HED
+    (`ControlNetHED_Apache2`, `ControlNetHED.pth`) and the line-art generator
+    (`Generator(3, 1, 3)`, `sk_model.pth`) with random weights in `<root>/annotators/`, a 512²
+    picture there (`picture.png`, noise), and `controlnet_aux`'s time for each detector's whole
+    call on it at 512 (`softedge_hed`, `lineart`, and `lineart_standard`, which has no network),
+    on the CPU."""
+    import numpy as np
+    from PIL import Image
+    from controlnet_aux.hed import ControlNetHED_Apache2, HEDdetector
+    from controlnet_aux.lineart import Generator, LineartDetector
+    from controlnet_aux.lineart_standard import LineartStandardDetector
+
+    folder = os.path.join(root, "annotators")
+    os.makedirs(folder, exist_ok=True)
+    torch.manual_seed(0)
+    files = {"ControlNetHED.pth": ControlNetHED_Apache2, "sk_model.pth": lambda: Generator(3, 1, 3)}
+    nets = {}
+    for file, make_net in files.items():
+        path = os.path.join(folder, file)
+        if not os.path.isfile(path):
+            torch.save(make_net().state_dict(), path + ".partial")
+            os.replace(path + ".partial", path)
+            print("wrote", path, file=sys.stderr)
+        net = make_net()
+        net.load_state_dict(torch.load(path))
+        nets[file] = net.float().eval()
+    picture_path = os.path.join(folder, "picture.png")
+    if not os.path.isfile(picture_path):
+        rng = np.random.default_rng(0)
+        Image.fromarray(rng.integers(0, 256, (512, 512, 3), dtype=np.uint8)).save(picture_path)
+    picture = np.asarray(Image.open(picture_path).convert("RGB"))
+    hed = HEDdetector(nets["ControlNetHED.pth"])
+    lineart = LineartDetector(nets["sk_model.pth"], nets["sk_model.pth"])
+    standard = LineartStandardDetector()
+    results = {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": "cpu"}
+    results["softedge_hed"] = timed(lambda: hed(picture, output_type="np"), repeats)
+    results["lineart"] = timed(lambda: lineart(picture, output_type="np"), repeats)
+    results["lineart_standard"] = timed(lambda: standard(picture, output_type="np"), repeats)
+    return results
+
+
 UPSCALERS = {"esrgan_x4": "esrgan-x4.pth", "compact_x4": "compact-x4.pth",
              "span_x4": "span-x4.pth", "realplksr_x4": "realplksr-x4.pth",
              "swinir_x4": "swinir-x4.pth", "hat_x4": "hat-x4.pth", "dat_x4": "dat-x4.pth",
@@ -257,7 +302,8 @@ def upscalers(root, repeats, only=""):
 
 
 def main():
-    if len(sys.argv) < 3 or sys.argv[1] not in ("make", "time", "upscalers", "controlnet"):
+    if len(sys.argv) < 3 or sys.argv[1] not in ("make", "time", "upscalers", "controlnet",
+                                                 "annotators"):
         sys.exit(__doc__)
     if sys.argv[1] == "make":
         make(sys.argv[2])
@@ -265,6 +311,9 @@ def main():
         repeats = int(sys.argv[3]) if len(sys.argv) > 3 else 3
         only = sys.argv[4] if len(sys.argv) > 4 else ""
         print(json.dumps(upscalers(sys.argv[2], repeats, only)))
+    elif sys.argv[1] == "annotators":
+        repeats = int(sys.argv[3]) if len(sys.argv) > 3 else 3
+        print(json.dumps(annotators(sys.argv[2], repeats)))
     elif sys.argv[1] == "controlnet":
         repeats = int(sys.argv[3]) if len(sys.argv) > 3 else 3
         print(json.dumps(controlnet(sys.argv[2], repeats)))

@@ -12,11 +12,12 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Module, Result, Tensor};
-use candle_nn::{ConvTranspose2d, ConvTranspose2dConfig, VarBuilder};
+use candle_nn::VarBuilder;
 use image::{GrayImage, RgbImage};
 
 use super::super::SdError;
 use super::super::kernels::Conv2d;
+use super::super::upscaler::compact::pixel_shuffle;
 use super::super::upscaler::swin::reflect_to_multiple;
 use super::super::weights::Weights;
 use super::{picture_tensor, to_gray};
@@ -61,6 +62,16 @@ fn norm_relu(xs: &Tensor) -> Result<Tensor> {
     instance_norm(xs)?.relu()
 }
 
+/// A 3×3 convolution of `xs` padded by reflection. It runs zero-padded on the reflected
+/// picture and drops the outer ring, so that it takes the zero-padded 3×3 kernels' fast path
+/// (Winograd on the CPU) for 3% more pixels.
+fn reflected_conv3(conv: &Conv2d, xs: &Tensor) -> Result<Tensor> {
+    let (_, _, h, w) = xs.dims4()?;
+    conv.forward(&reflection_pad(xs, 1)?)?
+        .narrow(2, 1, h)?
+        .narrow(3, 1, w)
+}
+
 /// A residual block: `xs` plus reflection pad, 3×3 convolution, norm, ReLU, reflection pad,
 /// 3×3 convolution, norm.
 struct Residual {
@@ -70,9 +81,59 @@ struct Residual {
 
 impl Residual {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let h = norm_relu(&self.conv1.forward(&reflection_pad(xs, 1)?)?)?;
-        let h = instance_norm(&self.conv2.forward(&reflection_pad(&h, 1)?)?)?;
+        let h = norm_relu(&reflected_conv3(&self.conv1, xs)?)?;
+        let h = instance_norm(&reflected_conv3(&self.conv2, &h)?)?;
         xs + h
+    }
+}
+
+/// `ConvTranspose2d(c_in, c_out, 3, stride 2, padding 1, output padding 1)` as one stride-1 2×2
+/// convolution to the four output phases' channels, then a pixel shuffle: output row `2m`
+/// takes kernel row 1 of input row `m`; row `2m + 1` kernel row 2 of input row `m` and row 0
+/// of input row `m + 1` (zero past the last); columns alike.
+struct UpConv {
+    conv: Conv2d,
+}
+
+impl UpConv {
+    /// Which kernel row (column) phase `a` takes from input row `m + d`, by `[a][d]`.
+    const TAPS: [[Option<usize>; 2]; 2] = [[Some(1), None], [Some(2), Some(0)]];
+
+    fn new(vb: VarBuilder, c_in: usize, c_out: usize) -> Result<Self> {
+        // PyTorch stores a transposed convolution's kernel `(in, out, k, k)`.
+        let weight = vb.get((c_in, c_out, 3, 3), "weight")?.transpose(0, 1)?;
+        let bias = vb.get(c_out, "bias")?;
+        let zeros = Tensor::zeros((c_out, c_in), weight.dtype(), weight.device())?;
+        let mut phases = Vec::with_capacity(4);
+        for row in Self::TAPS {
+            for column in Self::TAPS {
+                let mut taps = Vec::with_capacity(4);
+                for dy in row {
+                    for dx in column {
+                        taps.push(match (dy, dx) {
+                            (Some(ky), Some(kx)) => weight
+                                .narrow(2, ky, 1)?
+                                .narrow(3, kx, 1)?
+                                .squeeze(3)?
+                                .squeeze(2)?,
+                            _ => zeros.clone(),
+                        });
+                    }
+                }
+                phases.push(Tensor::stack(&taps, 2)?.reshape((c_out, c_in, 2, 2))?);
+            }
+        }
+        // Output channel `o·4 + a·2 + b`, as the pixel shuffle reads phase (a, b) of channel o.
+        let weight = Tensor::stack(&phases, 1)?.reshape((4 * c_out, c_in, 2, 2))?;
+        let bias = bias.unsqueeze(1)?.repeat((1, 4))?.flatten_all()?;
+        Ok(Self {
+            conv: Conv2d::from_weights(weight.contiguous()?, bias, 0),
+        })
+    }
+
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let xs = xs.pad_with_zeros(2, 0, 1)?.pad_with_zeros(3, 0, 1)?;
+        pixel_shuffle(&self.conv.forward(&xs)?, 2)
     }
 }
 
@@ -81,7 +142,7 @@ pub struct Lineart {
     first: Conv2d,
     down: [Conv2d; 2],
     residuals: Vec<Residual>,
-    up: [ConvTranspose2d; 2],
+    up: [UpConv; 2],
     last: Conv2d,
     device: Device,
 }
@@ -113,20 +174,14 @@ impl Lineart {
     /// residual blocks.
     fn new(vb: VarBuilder, width: usize, blocks: usize) -> Result<Self> {
         let up = |i: usize, c_in: usize, c_out: usize| {
-            let config = ConvTranspose2dConfig {
-                padding: 1,
-                output_padding: 1,
-                stride: 2,
-                dilation: 1,
-            };
-            candle_nn::conv_transpose2d(c_in, c_out, 3, config, vb.pp(format!("model3.{i}")))
+            UpConv::new(vb.pp(format!("model3.{i}")), c_in, c_out)
         };
         let residuals = (0..blocks)
             .map(|i| {
                 let vb = vb.pp(format!("model2.{i}.conv_block"));
                 Ok(Residual {
-                    conv1: Conv2d::new(vb.pp("1"), 4 * width, 4 * width, 3, 1, 0)?,
-                    conv2: Conv2d::new(vb.pp("5"), 4 * width, 4 * width, 3, 1, 0)?,
+                    conv1: Conv2d::new(vb.pp("1"), 4 * width, 4 * width, 3, 1, 1)?,
+                    conv2: Conv2d::new(vb.pp("5"), 4 * width, 4 * width, 3, 1, 1)?,
                 })
             })
             .collect::<Result<_>>()?;
@@ -213,13 +268,16 @@ pub fn standard(picture: &RgbImage) -> GrayImage {
 
 /// NumPy's median: the middle value, or the mean of the two middle ones; `None` when empty.
 fn median(values: &mut [f32]) -> Option<f32> {
-    values.sort_by(f32::total_cmp);
     let n = values.len();
-    match n {
-        0 => None,
-        _ if n % 2 == 1 => Some(values[n / 2]),
-        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    if n == 0 {
+        return None;
     }
+    let (below, &mut middle, _) = values.select_nth_unstable_by(n / 2, f32::total_cmp);
+    if n % 2 == 1 {
+        return Some(middle);
+    }
+    let before = below.iter().copied().max_by(f32::total_cmp)?;
+    Some((before + middle) / 2.0)
 }
 
 /// OpenCV's Gaussian kernel for `sigma` on float images: `round(8σ + 1) | 1` taps of
@@ -252,29 +310,85 @@ fn reflect_101(mut i: isize, n: usize) -> usize {
 }
 
 /// `plane` (`h` rows of `w`) blurred by the separable `kernel`, rows then columns, with
-/// OpenCV's default border.
+/// OpenCV's default border; each pass adds whole shifted rows, which vectorises.
 fn blur(plane: &[f32], w: usize, h: usize, kernel: &[f32]) -> Vec<f32> {
-    let half = (kernel.len() / 2) as isize;
-    let tap = |pos: usize, k: usize, n: usize| reflect_101(pos as isize + k as isize - half, n);
+    let half = kernel.len() / 2;
     let mut rows = vec![0.0f32; w * h];
-    for y in 0..h {
-        for x in 0..w {
-            rows[y * w + x] = kernel
-                .iter()
-                .enumerate()
-                .map(|(k, weight)| weight * plane[y * w + tap(x, k, w)])
-                .sum();
+    let mut line = vec![0.0f32; w + 2 * half];
+    for (row, blurred) in plane.chunks_exact(w).zip(rows.chunks_exact_mut(w)) {
+        for (i, value) in line.iter_mut().enumerate() {
+            *value = row[reflect_101(i as isize - half as isize, w)];
+        }
+        for (k, &weight) in kernel.iter().enumerate() {
+            for (out, &value) in blurred.iter_mut().zip(&line[k..k + w]) {
+                *out += weight * value;
+            }
         }
     }
     let mut out = vec![0.0f32; w * h];
-    for y in 0..h {
-        for x in 0..w {
-            out[y * w + x] = kernel
-                .iter()
-                .enumerate()
-                .map(|(k, weight)| weight * rows[tap(y, k, h) * w + x])
-                .sum();
+    for (y, blurred) in out.chunks_exact_mut(w).enumerate() {
+        for (k, &weight) in kernel.iter().enumerate() {
+            let source = reflect_101(y as isize + k as isize - half as isize, h);
+            for (out, &value) in blurred.iter_mut().zip(&rows[source * w..(source + 1) * w]) {
+                *out += weight * value;
+            }
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_median_is_numpys() {
+        assert_eq!(median(&mut []), None);
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), Some(2.5));
+    }
+
+    #[test]
+    fn reflect_101_folds_at_both_ends() {
+        let folded: Vec<usize> = (-3..8).map(|i| reflect_101(i, 5)).collect();
+        assert_eq!(folded, [3, 2, 1, 0, 1, 2, 3, 4, 3, 2, 1]);
+        assert_eq!(reflect_101(-7, 3), 1, "folds again past the far end");
+        assert_eq!(reflect_101(4, 1), 0);
+    }
+
+    #[test]
+    fn the_up_convolution_is_pytorchs_transposed_one() {
+        let device = Device::Cpu;
+        let weight = Tensor::randn(0f32, 1.0, (3, 2, 3, 3), &device).unwrap();
+        let bias = Tensor::randn(0f32, 1.0, 2, &device).unwrap();
+        let vb = VarBuilder::from_tensors(
+            [
+                ("weight".to_string(), weight.clone()),
+                ("bias".to_string(), bias.clone()),
+            ]
+            .into(),
+            DType::F32,
+            &device,
+        );
+        let up = UpConv::new(vb, 3, 2).unwrap();
+        let xs = Tensor::randn(0f32, 1.0, (1, 3, 5, 7), &device).unwrap();
+        let ours = up.forward(&xs).unwrap();
+        let theirs = xs
+            .conv_transpose2d(&weight, 1, 1, 2, 1)
+            .unwrap()
+            .broadcast_add(&bias.reshape((1, 2, 1, 1)).unwrap())
+            .unwrap();
+        assert_eq!(ours.dims(), [1, 2, 10, 14]);
+        let most = (ours - theirs)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(most < 1e-5, "{most}");
+    }
 }

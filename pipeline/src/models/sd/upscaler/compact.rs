@@ -67,7 +67,7 @@ impl Compact {
 }
 
 /// `(n, c·r², h, w)` to `(n, c, h·r, w·r)`, as `torch.nn.PixelShuffle`.
-pub(super) fn pixel_shuffle(xs: &Tensor, r: usize) -> Result<Tensor> {
+pub(crate) fn pixel_shuffle(xs: &Tensor, r: usize) -> Result<Tensor> {
     let (n, c, h, w) = xs.dims4()?;
     let c = c / (r * r);
     xs.reshape((n, c, r, r, h, w))?
