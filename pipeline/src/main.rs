@@ -332,13 +332,14 @@ struct GenerateArgs {
     /// ControlNet extension names them: `canny` (OpenCV's Canny edges, with
     /// `--control-thresholds`), `softedge_hed` and `softedge_hedsafe` (HED soft edges, with
     /// `--control-annotator ControlNetHED.pth`), `lineart` (with `--control-annotator
-    /// sk_model.pth`, or `sk_model2.pth` for coarse lines), `lineart_standard` (no network);
+    /// sk_model.pth`, or `sk_model2.pth` for coarse lines), `lineart_standard` (no network),
+    /// `invert` (the picture's negative: a sketch's dark lines on white made white on black);
     /// `none` takes the image as it is.
     #[arg(
         long,
         value_name = "NAME",
         requires = "controlnet",
-        value_parser = ["none", "canny", "softedge_hed", "softedge_hedsafe", "lineart", "lineart_standard"]
+        value_parser = ["none", "canny", "softedge_hed", "softedge_hedsafe", "lineart", "lineart_standard", "invert"]
     )]
     control_preprocess: Vec<String>,
     /// The Canny thresholds `LOW,HIGH` (A1111's 100,200).

@@ -295,3 +295,27 @@ fn a_recipe_and_generate_make_control_images_with_annotator_networks() {
         "{stderr}"
     );
 }
+
+/// `invert` makes a sketch's dark lines on white into white lines on black, and takes neither
+/// thresholds nor an annotator file.
+#[test]
+fn invert_makes_the_pictures_negative() {
+    use autonomy_pipeline::recipe::Preprocess;
+    let invert = Preprocess::named("invert", None, None).unwrap();
+    let negative = invert
+        .apply(&picture(), std::path::Path::new(""), &Device::Cpu)
+        .unwrap();
+    assert!(
+        negative
+            .pixels()
+            .zip(picture().pixels())
+            .all(|(n, p)| n.0 == p.0.map(|v| 255 - v))
+    );
+    let refused = Preprocess::named("invert", Some((1.0, 2.0)), None).unwrap_err();
+    assert!(
+        refused.contains("thresholds only apply to \"canny\""),
+        "{refused}"
+    );
+    let refused = Preprocess::named("invert", None, Some("hed.pth".into())).unwrap_err();
+    assert!(refused.contains("uses no annotator file"), "{refused}");
+}

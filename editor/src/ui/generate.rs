@@ -286,6 +286,7 @@ fn preprocess_label(preprocess: Option<&Preprocess>) -> String {
         None => "as it is".into(),
         Some(Preprocess::Canny { .. }) => "Canny edges".into(),
         Some(Preprocess::LineartStandard) => "line art (standard)".into(),
+        Some(Preprocess::Invert) => "inverted (a sketch on white)".into(),
         Some(p @ Preprocess::SoftEdge { safe: false, .. }) => {
             format!("soft edges (HED){}", file(p))
         }
@@ -296,14 +297,15 @@ fn preprocess_label(preprocess: Option<&Preprocess>) -> String {
     }
 }
 
-/// The preprocessors the panel offers: none, Canny edges, standard line art, then each that
-/// runs an annotator file found in the model folders.
+/// The preprocessors the panel offers: none, Canny edges, standard line art, the negative,
+/// then each that runs an annotator file found in the model folders.
 fn preprocessors(local: &LocalModels) -> Vec<Option<Preprocess>> {
     let (low, high) = canny::DEFAULT_THRESHOLDS;
     let mut offered = vec![
         None,
         Some(Preprocess::Canny { low, high }),
         Some(Preprocess::LineartStandard),
+        Some(Preprocess::Invert),
     ];
     for (file, names) in &local.annotators {
         offered.extend(

@@ -64,7 +64,8 @@
 //! `"softedge_hedsafe"` (HED soft edges), `"lineart"` (the informative-drawings network) —
 //! these three with `control_annotator`, the network's file (`ControlNetHED.pth`;
 //! `sk_model.pth`, or `sk_model2.pth` for coarse lines), listed in the manifest by its hash —
-//! or `"lineart_standard"` (no network)); or, for
+//! or `"lineart_standard"` (no network), or `"invert"` (the picture's negative: a sketch's dark
+//! lines on white made white on black)); or, for
 //! several ControlNets at once (their residuals add up, as diffusers' Multi-ControlNet),
 //! `controlnet` is a list of tables with those keys without `control_`:
 //! `controlnet = [{ model = "canny", image = "edges.png", end = 0.6 }, { model = "depth",
@@ -301,12 +302,13 @@ pub struct ControlRef {
 
 /// The preprocessors a recipe's `control_preprocess` and `generate --control-preprocess` name,
 /// as A1111's ControlNet extension names them.
-pub const PREPROCESSORS: [&str; 5] = [
+pub const PREPROCESSORS: [&str; 6] = [
     "canny",
     "softedge_hed",
     "softedge_hedsafe",
     "lineart",
     "lineart_standard",
+    "invert",
 ];
 
 /// A preprocessor that makes a ControlNet's control image from a picture (see
@@ -336,6 +338,10 @@ pub enum Preprocess {
     },
     /// Line art without a network (`lineart_standard`).
     LineartStandard,
+    /// The picture's negative (A1111's `invert`, "from white bg & black line"): a sketch in
+    /// dark lines on white becomes the white lines on black that line-art and scribble
+    /// ControlNets take.
+    Invert,
 }
 
 impl Preprocess {
@@ -374,6 +380,7 @@ impl Preprocess {
                 annotator: file("`sk_model.pth`, or `sk_model2.pth` for coarse lines")?,
             },
             "lineart_standard" => Preprocess::LineartStandard,
+            "invert" => Preprocess::Invert,
             other => {
                 return Err(format!(
                     "{other:?} is not a preprocessor Autonomy has: {}",
@@ -396,6 +403,7 @@ impl Preprocess {
             Preprocess::SoftEdge { safe: true, .. } => "softedge_hedsafe",
             Preprocess::Lineart { .. } => "lineart",
             Preprocess::LineartStandard => "lineart_standard",
+            Preprocess::Invert => "invert",
         }
     }
 
@@ -405,7 +413,7 @@ impl Preprocess {
             Preprocess::SoftEdge { annotator, .. } | Preprocess::Lineart { annotator } => {
                 Some(annotator)
             }
-            Preprocess::Canny { .. } | Preprocess::LineartStandard => None,
+            Preprocess::Canny { .. } | Preprocess::LineartStandard | Preprocess::Invert => None,
         }
     }
 
@@ -427,6 +435,11 @@ impl Preprocess {
                 lineart::Lineart::load(&root.join(annotator), device)?.lines(picture)?
             }
             Preprocess::LineartStandard => lineart::standard(picture),
+            Preprocess::Invert => {
+                let mut negative = picture.clone();
+                image::imageops::invert(&mut negative);
+                return Ok(negative);
+            }
         };
         Ok(image::DynamicImage::ImageLuma8(gray).to_rgb8())
     }

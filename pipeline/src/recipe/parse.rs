@@ -1763,7 +1763,7 @@ mod tests {
             (
                 "control_preprocess = \"depth\"\n",
                 "control_preprocess",
-                "\"canny\", \"softedge_hed\", \"softedge_hedsafe\", \"lineart\", \"lineart_standard\"",
+                "\"canny\", \"softedge_hed\", \"softedge_hedsafe\", \"lineart\", \"lineart_standard\", \"invert\"",
             ),
         ] {
             let text = format!("{head}{text}");
