@@ -13,7 +13,9 @@ use autonomy_pipeline::recipe::{Kind, Preprocess, UpscalerRef};
 use bevy::asset::RenderAssetUsages;
 use bevy::image::ImageSampler;
 use bevy::prelude::*;
+use bevy::tasks::{AsyncComputeTaskPool, Task, block_on, poll_once};
 use bevy_egui::egui;
+use image::RgbImage;
 
 use super::{EditorUi, Frame, Intent, Thumbnails, start, sub_rect};
 use crate::actions::{EditorAction, Preview, PreviewImage};
@@ -318,57 +320,67 @@ fn preprocessors(local: &LocalModels) -> Vec<Option<Preprocess>> {
     offered
 }
 
+/// The control image thumbnail being made, by its [`Thumbnails`] key, and those that cannot be.
+#[derive(Default)]
+pub(crate) struct ControlThumbnailWork {
+    making: Option<(PathBuf, Task<Result<RgbImage, String>>)>,
+    unreadable: HashSet<PathBuf>,
+}
+
 /// Loads the control image a ControlNet draft names — made by its preprocessor when the draft
-/// has one, as the ControlNet will see it — for the Generate panel's thumbnail. A file that is not an
+/// has one, as the ControlNet will see it — for the Generate panel's thumbnail, off the main
+/// thread (an annotator network takes a moment on a large picture). A file that is not an
 /// image is passed over (once: the build says why).
 pub(crate) fn load_control_images(
     state: Res<EditorUi>,
     mut thumbnails: ResMut<Thumbnails>,
     mut images: ResMut<Assets<Image>>,
-    mut unreadable: Local<HashSet<PathBuf>>,
+    mut work: Local<ControlThumbnailWork>,
 ) {
+    if let Some((key, task)) = &mut work.making {
+        let Some(made) = block_on(poll_once(task)) else {
+            return;
+        };
+        let key = key.clone();
+        work.making = None;
+        match made {
+            Ok(shown) => {
+                let mut image = Image::from_dynamic(
+                    image::DynamicImage::ImageRgb8(shown),
+                    true,
+                    RenderAssetUsages::default(),
+                );
+                image.sampler = ImageSampler::nearest();
+                thumbnails.0.insert(key, images.add(image));
+            }
+            Err(error) => {
+                warn!(%error, "no control image thumbnail");
+                work.unreadable.insert(key);
+            }
+        }
+    }
     let Some(control) = state.draft.control.as_ref() else {
         return;
     };
     let key = control_thumbnail(control);
-    if thumbnails.0.contains_key(&key) || unreadable.contains(&key) || !control.image.is_file() {
+    if thumbnails.0.contains_key(&key) || work.unreadable.contains(&key) || !control.image.is_file()
+    {
         return;
     }
-    let picture = match image::open(&control.image) {
-        Ok(picture) => picture.to_rgb8(),
-        Err(error) => {
-            warn!(%error, file = %control.image.display(), "no control image thumbnail");
-            unreadable.insert(key);
-            return;
-        }
-    };
-    let shown = match &control.preprocess {
-        Some(preprocess) => {
-            let made = autonomy_pipeline::device::select("cpu")
-                .map_err(|e| e.to_string())
-                .and_then(|cpu| {
-                    preprocess
-                        .apply(&picture, Path::new(""), &cpu)
-                        .map_err(|e| e.to_string())
-                });
-            match made {
-                Ok(made) => made,
-                Err(error) => {
-                    warn!(%error, preprocessor = preprocess.name(), "no control image thumbnail");
-                    unreadable.insert(key);
-                    return;
-                }
-            }
-        }
-        None => picture,
-    };
-    let mut image = Image::from_dynamic(
-        image::DynamicImage::ImageRgb8(shown),
-        true,
-        RenderAssetUsages::default(),
-    );
-    image.sampler = ImageSampler::nearest();
-    thumbnails.0.insert(key, images.add(image));
+    let (file, preprocess) = (control.image.clone(), control.preprocess.clone());
+    let task = AsyncComputeTaskPool::get().spawn(async move {
+        let picture = image::open(&file)
+            .map_err(|error| format!("{}: {error}", file.display()))?
+            .to_rgb8();
+        let Some(preprocess) = preprocess else {
+            return Ok(picture);
+        };
+        let cpu = autonomy_pipeline::device::select("cpu").map_err(|e| e.to_string())?;
+        preprocess
+            .apply(&picture, Path::new(""), &cpu)
+            .map_err(|error| format!("{}: {error}", preprocess.name()))
+    });
+    work.making = Some((key, task));
 }
 
 /// None, or a ControlNet found in the model folders that fits the model, with its control
