@@ -422,11 +422,13 @@ fn every_panel_action_works_on_an_embedded_chain() {
     // The annotator files in the model folders, offered with the preprocessors that run them.
     let hed: &[&str] = &["softedge_hed", "softedge_hedsafe"];
     let lineart: &[&str] = &["lineart"];
+    let pidinet: &[&str] = &["softedge_pidinet", "softedge_pidisafe"];
     assert_eq!(
         local.annotators,
         [
             (sd_fixtures().join("annotators/hed.pth"), hed),
-            (sd_fixtures().join("annotators/lineart.pth"), lineart)
+            (sd_fixtures().join("annotators/lineart.pth"), lineart),
+            (sd_fixtures().join("annotators/pidinet.pth"), pidinet)
         ]
     );
     let picture = sd_fixtures().join("canny/picture.png");

@@ -10,7 +10,7 @@
 //! or with `-- controlnet` a ControlNet at SD 1.5's size alone and with the UNet step it
 //! conditions (a 512² control image), against diffusers' `ControlNetModel`;
 //!
-//! or with `-- annotators` the ControlNet preprocessors (HED, line art) at their released
+//! or with `-- annotators` the ControlNet preprocessors (HED, PiDiNet, line art) at their released
 //! sizes against `controlnet_aux` on a 512² picture;
 //!
 //! or with `-- upscalers [word]` the hires pass's upscaling models (those whose key holds the
@@ -36,6 +36,7 @@ use autonomy_pipeline::models::sd::StableDiffusion;
 use autonomy_pipeline::models::sd::adapter::Adapter;
 use autonomy_pipeline::models::sd::annotator::hed::Hed;
 use autonomy_pipeline::models::sd::annotator::lineart::{self, Lineart};
+use autonomy_pipeline::models::sd::annotator::pidinet::PidiNet;
 use autonomy_pipeline::models::sd::controlnet::{ControlModel, ControlNetFile};
 use autonomy_pipeline::models::sd::upscaler::Upscaler;
 use autonomy_pipeline::models::sd::vae::Vae;
@@ -330,11 +331,17 @@ fn annotators(
         .context("reading the bench picture")?
         .to_rgb8();
     let hed = Hed::load(&folder.join("ControlNetHED.pth"), device).context("loading HED")?;
+    let pidi =
+        PidiNet::load(&folder.join("table5_pidinet.pth"), device).context("loading PiDiNet")?;
     let lineart =
         Lineart::load(&folder.join("sk_model.pth"), device).context("loading the line art")?;
-    eprintln!("timing candle: HED, line art, standard line art …");
+    eprintln!("timing candle: HED, PiDiNet, line art, standard line art …");
     let soft = timed(device, repeats, || {
         hed.soft_edges(&picture, false)?;
+        Ok(())
+    })?;
+    let pidi = timed(device, repeats, || {
+        pidi.soft_edges(&picture, false)?;
         Ok(())
     })?;
     let lines = timed(device, repeats, || {
@@ -354,6 +361,12 @@ fn annotators(
                 "softedge_hed (ControlNetHED.pth)",
                 "softedge_hed",
                 soft,
+                true,
+            ),
+            (
+                "softedge_pidinet (table5_pidinet.pth)",
+                "softedge_pidinet",
+                pidi,
                 true,
             ),
             ("lineart (sk_model.pth)", "lineart", lines, true),

@@ -331,7 +331,8 @@ struct GenerateArgs {
     /// The preprocessor that makes the control image of `--control-image`, as A1111's
     /// ControlNet extension names them: `canny` (OpenCV's Canny edges, with
     /// `--control-thresholds`), `softedge_hed` and `softedge_hedsafe` (HED soft edges, with
-    /// `--control-annotator ControlNetHED.pth`), `lineart` (with `--control-annotator
+    /// `--control-annotator ControlNetHED.pth`), `softedge_pidinet` and `softedge_pidisafe`
+    /// (PiDiNet's, with `--control-annotator table5_pidinet.pth`), `lineart` (with `--control-annotator
     /// sk_model.pth`, or `sk_model2.pth` for coarse lines), `lineart_standard` (no network),
     /// `invert` (the picture's negative: a sketch's dark lines on white made white on black);
     /// `none` takes the image as it is.
@@ -339,14 +340,14 @@ struct GenerateArgs {
         long,
         value_name = "NAME",
         requires = "controlnet",
-        value_parser = ["none", "canny", "softedge_hed", "softedge_hedsafe", "lineart", "lineart_standard", "invert"]
+        value_parser = ["none", "canny", "softedge_hed", "softedge_hedsafe", "softedge_pidinet", "softedge_pidisafe", "lineart", "lineart_standard", "invert"]
     )]
     control_preprocess: Vec<String>,
     /// The Canny thresholds `LOW,HIGH` (A1111's 100,200).
     #[arg(long, value_name = "LOW,HIGH", requires = "control_preprocess", value_parser = thresholds)]
     control_thresholds: Vec<(f64, f64)>,
     /// The network file a `--control-preprocess` runs (`lllyasviel/Annotators`:
-    /// `ControlNetHED.pth`, `sk_model.pth`, `sk_model2.pth`).
+    /// `ControlNetHED.pth`, `table5_pidinet.pth`, `sk_model.pth`, `sk_model2.pth`).
     #[arg(long, value_name = "FILE", requires = "control_preprocess")]
     control_annotator: Vec<PathBuf>,
     /// Also write the control image each ControlNet saw (after preprocessing) to this PNG:

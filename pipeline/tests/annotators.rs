@@ -6,7 +6,9 @@
 mod common;
 
 use autonomy_pipeline::models::sd::SdError;
-use autonomy_pipeline::models::sd::annotator::{hed::Hed, lineart, lineart::Lineart};
+use autonomy_pipeline::models::sd::annotator::{
+    hed::Hed, lineart, lineart::Lineart, pidinet::PidiNet,
+};
 use candle_core::{Device, Tensor};
 use common::sd::{Reference, close, fixtures};
 use image::{GrayImage, RgbImage};
@@ -65,6 +67,22 @@ fn hed_soft_edges_match_controlnet_aux() {
     steps.sort_unstable();
     steps.dedup();
     assert_eq!(steps, [0, 127, 255]);
+}
+
+#[test]
+fn pidinet_soft_edges_match_controlnet_aux() {
+    let reference = Reference::of("annotators");
+    let pidi = PidiNet::load(&annotators().join("pidinet.pth"), &Device::Cpu).unwrap();
+    let edge = pidi.edge_map(&picture()).unwrap();
+    close("PiDiNet edges", &edge, reference.get("pidinet_edge"), 2e-5);
+    for (name, safe) in [("softedge_pidinet", false), ("softedge_pidisafe", true)] {
+        let ours = pidi.soft_edges(&picture(), safe).unwrap();
+        let (count, most) = byte_differences(&ours, &expected(name));
+        assert!(
+            count <= 4 && most <= 1,
+            "{name}: {count} pixels differ, by up to {most}"
+        );
+    }
 }
 
 #[test]
@@ -149,6 +167,10 @@ fn the_wrong_file_is_refused_by_name() {
         panic!("HED loaded as line art");
     };
     assert!(error.to_string().contains("hed.pth") && error.to_string().contains("line-art"));
+    let Err(error) = PidiNet::load(&hed_file, &Device::Cpu) else {
+        panic!("HED loaded as PiDiNet");
+    };
+    assert!(error.to_string().contains("hed.pth") && error.to_string().contains("PiDiNet"));
     let Err(error) = Hed::load(&annotators().join("missing.pth"), &Device::Cpu) else {
         panic!("a missing file loaded");
     };

@@ -204,30 +204,43 @@ def controlnet(root, repeats):
 @torch.no_grad()
 def annotators(root, repeats):
     """The preprocessors at their released sizes (needs `controlnet_aux`): HED
-    (`ControlNetHED_Apache2`, `ControlNetHED.pth`) and the line-art generator
+    (`ControlNetHED_Apache2`, `ControlNetHED.pth`), PiDiNet (`table5_pidinet.pth`) and the
+    line-art generator
     (`Generator(3, 1, 3)`, `sk_model.pth`) with random weights in `<root>/annotators/`, a 512²
     picture there (`picture.png`, noise), and `controlnet_aux`'s time for each detector's whole
-    call on it at 512 (`softedge_hed`, `lineart`, and `lineart_standard`, which has no network),
+    call on it at 512 (`softedge_hed`, `softedge_pidinet`, `lineart`, and `lineart_standard`,
+    which has no network),
     on the CPU."""
     import numpy as np
     from PIL import Image
     from controlnet_aux.hed import ControlNetHED_Apache2, HEDdetector
     from controlnet_aux.lineart import Generator, LineartDetector
     from controlnet_aux.lineart_standard import LineartStandardDetector
+    from controlnet_aux.pidi import PidiNetDetector
+    from controlnet_aux.pidi.model import pidinet
 
     folder = os.path.join(root, "annotators")
     os.makedirs(folder, exist_ok=True)
     torch.manual_seed(0)
-    files = {"ControlNetHED.pth": ControlNetHED_Apache2, "sk_model.pth": lambda: Generator(3, 1, 3)}
+    files = {"ControlNetHED.pth": ControlNetHED_Apache2, "sk_model.pth": lambda: Generator(3, 1, 3),
+             "table5_pidinet.pth": pidinet}
     nets = {}
     for file, make_net in files.items():
         path = os.path.join(folder, file)
+        # PiDiNet's release keeps its weights under `state_dict`, named `module.…`.
+        wrapped = file == "table5_pidinet.pth"
         if not os.path.isfile(path):
-            torch.save(make_net().state_dict(), path + ".partial")
+            state = make_net().state_dict()
+            if wrapped:
+                state = {"state_dict": {f"module.{k}": v for k, v in state.items()}}
+            torch.save(state, path + ".partial")
             os.replace(path + ".partial", path)
             print("wrote", path, file=sys.stderr)
         net = make_net()
-        net.load_state_dict(torch.load(path))
+        state = torch.load(path)
+        if wrapped:
+            state = {k.removeprefix("module."): v for k, v in state["state_dict"].items()}
+        net.load_state_dict(state)
         nets[file] = net.float().eval()
     picture_path = os.path.join(folder, "picture.png")
     if not os.path.isfile(picture_path):
@@ -239,6 +252,8 @@ def annotators(root, repeats):
     standard = LineartStandardDetector()
     results = {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": "cpu"}
     results["softedge_hed"] = timed(lambda: hed(picture, output_type="np"), repeats)
+    pidi = PidiNetDetector(nets["table5_pidinet.pth"])
+    results["softedge_pidinet"] = timed(lambda: pidi(picture, output_type="np"), repeats)
     results["lineart"] = timed(lambda: lineart(picture, output_type="np"), repeats)
     results["lineart_standard"] = timed(lambda: standard(picture, output_type="np"), repeats)
     return results

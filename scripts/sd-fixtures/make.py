@@ -2085,19 +2085,27 @@ def build_annotators(name):
       preprocessors (`sk_model.pth`, and `sk_model2.pth` for coarse lines: `model0.1`,
       `model1.{0,3}`, `model2.{i}.conv_block.{1,5}`, `model3.{0,3}` (transposed), `model4.1`)
       at width 8 instead of 64;
+    - `annotators/pidinet.pth`: PiDiNet (`table5_pidinet.pth`, what `softedge_pidinet` runs:
+      `carv4`'s pixel-difference convolutions, dilation module and attention, the weights
+      under `state_dict` with `module.` names) at 4 channels instead of 60, dilation width 4
+      instead of 24;
     - `annotators/picture.png`: a 128×64 picture (shapes in colour on a gradient, with noise),
       a size `controlnet_aux` runs at as it is (sides multiples of 64: nothing resized);
     - `annotators/<preprocessor>.png`: what `HEDdetector` (`softedge_hed`, and with `safe`
-      `softedge_hedsafe`), `LineartDetector` (`lineart`) and `LineartStandardDetector`
-      (`lineart_standard`, no network) make of it at its own size;
+      `softedge_hedsafe`), `PidiNetDetector` (`softedge_pidinet`, `softedge_pidisafe`),
+      `LineartDetector` (`lineart`) and `LineartStandardDetector` (`lineart_standard`, no
+      network) make of it at its own size;
     - `annotators.reference.safetensors`: the maps before they are rounded to bytes: `hed_edge`
       (the sigmoid of the mean of the five projections, each resized to the picture),
+      `pidinet_edge` (PiDiNet's last map, of the picture's BGR),
       `lineart_line` (the generator's sigmoid) and `lineart_standard_intensity`."""
     import cv2
     from PIL import ImageDraw
     from controlnet_aux.hed import ControlNetHED_Apache2, DoubleConvBlock, HEDdetector
     from controlnet_aux.lineart import Generator, LineartDetector, ResidualBlock
     from controlnet_aux.lineart_standard import LineartStandardDetector
+    from controlnet_aux.pidi import PidiNetDetector
+    from controlnet_aux.pidi.model import PiDiNet, config_model
 
     folder = os.path.join(OUT, "annotators")
     os.makedirs(folder, exist_ok=True)
@@ -2188,6 +2196,24 @@ def build_annotators(name):
     for key, out in outputs.items():
         assert out.shape == (64, 128, 3), (key, out.shape)
         assert (out[..., 0] == out[..., 1]).all() and (out[..., 0] == out[..., 2]).all()
+        Image.fromarray(out[..., 0]).save(os.path.join(folder, f"{key}.png"))
+        print(f"{key}: {out.min()}–{out.max()}, mean {out.mean():.1f}")
+    # PiDiNet as `table5_pidinet.pth` holds it (its `carv4` pixel-difference convolutions,
+    # dilation module and spatial attention; under `state_dict`, each name with `module.`) at
+    # 4 channels instead of 60 and a dilation width of 4 instead of 24.
+    torch.manual_seed(107)
+    pidi = PiDiNet(4, config_model("carv4"), dil=4, sa=True).eval()
+    # Random weights as the real network's are not: the classifier sees all four maps, and
+    # strongly enough that the edges span most of 0–255 (and `safe` has steps).
+    pidi.classifier.weight.copy_(torch.randn_like(pidi.classifier.weight) * 40.0)
+    torch.save({"state_dict": {f"module.{k}": v for k, v in pidi.state_dict().items()}},
+               os.path.join(folder, "pidinet.pth"))
+    bgr = torch.from_numpy(pixels[:, :, ::-1].copy()).float().permute(2, 0, 1)[None] / 255.0
+    tensors["pidinet_edge"] = pidi(bgr)[-1][0, 0]
+    for key, safe in [("softedge_pidinet", False), ("softedge_pidisafe", True)]:
+        out = PidiNetDetector(pidi)(pixels, detect_resolution=64, image_resolution=64, safe=safe,
+                                    output_type="np")
+        assert out.shape == (64, 128, 3), (key, out.shape)
         Image.fromarray(out[..., 0]).save(os.path.join(folder, f"{key}.png"))
         print(f"{key}: {out.min()}–{out.max()}, mean {out.mean():.1f}")
     save_file({k: v.contiguous() for k, v in tensors.items()},

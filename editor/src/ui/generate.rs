@@ -295,6 +295,12 @@ fn preprocess_label(preprocess: Option<&Preprocess>) -> String {
         Some(p @ Preprocess::SoftEdge { safe: true, .. }) => {
             format!("soft edges, safe (HED){}", file(p))
         }
+        Some(p @ Preprocess::PidiNet { safe: false, .. }) => {
+            format!("soft edges (PiDiNet){}", file(p))
+        }
+        Some(p @ Preprocess::PidiNet { safe: true, .. }) => {
+            format!("soft edges, safe (PiDiNet){}", file(p))
+        }
         Some(p @ Preprocess::Lineart { .. }) => format!("line art{}", file(p)),
     }
 }

@@ -710,6 +710,11 @@ mod tests {
             folder.join("sk_model2.pth"),
         )
         .unwrap();
+        std::fs::copy(
+            fixtures.join("annotators/pidinet.pth"),
+            folder.join("table5_pidinet.pth"),
+        )
+        .unwrap();
         // An upscaler, a ControlNet and a LoRA beside them are not annotators.
         for (from, to) in [
             ("upscalers/compact-x4.pth", "compact-x4.pth"),
@@ -720,11 +725,13 @@ mod tests {
         }
         let hed: &[&str] = &["softedge_hed", "softedge_hedsafe"];
         let lineart: &[&str] = &["lineart"];
+        let pidinet: &[&str] = &["softedge_pidinet", "softedge_pidisafe"];
         assert_eq!(
             annotator_files(&[root.path().to_path_buf()]),
             [
                 (folder.join("ControlNetHED.pth"), hed),
-                (folder.join("sk_model2.pth"), lineart)
+                (folder.join("sk_model2.pth"), lineart),
+                (folder.join("table5_pidinet.pth"), pidinet)
             ]
         );
     }

@@ -61,8 +61,9 @@
 //! `control_preprocess` (none: the image is the control image; or a preprocessor that makes
 //! it of a picture, as A1111's extension names them: `"canny"` (the Canny edges OpenCV finds)
 //! with `control_thresholds` (`[100, 200]`, 0..=1000), `"softedge_hed"` and
-//! `"softedge_hedsafe"` (HED soft edges), `"lineart"` (the informative-drawings network) —
-//! these three with `control_annotator`, the network's file (`ControlNetHED.pth`;
+//! `"softedge_hedsafe"` (HED soft edges), `"softedge_pidinet"` and `"softedge_pidisafe"`
+//! (PiDiNet's), `"lineart"` (the informative-drawings network) — these five with
+//! `control_annotator`, the network's file (`ControlNetHED.pth`; `table5_pidinet.pth`;
 //! `sk_model.pth`, or `sk_model2.pth` for coarse lines), listed in the manifest by its hash —
 //! or `"lineart_standard"` (no network), or `"invert"` (the picture's negative: a sketch's dark
 //! lines on white made white on black)); or, for
@@ -302,10 +303,12 @@ pub struct ControlRef {
 
 /// The preprocessors a recipe's `control_preprocess` and `generate --control-preprocess` name,
 /// as A1111's ControlNet extension names them.
-pub const PREPROCESSORS: [&str; 6] = [
+pub const PREPROCESSORS: [&str; 8] = [
     "canny",
     "softedge_hed",
     "softedge_hedsafe",
+    "softedge_pidinet",
+    "softedge_pidisafe",
     "lineart",
     "lineart_standard",
     "invert",
@@ -326,6 +329,13 @@ pub enum Preprocess {
     /// HED soft edges (`softedge_hed`; with `safe`, `softedge_hedsafe`).
     SoftEdge {
         /// `ControlNetHED.pth`, relative to the recipe root (or absolute).
+        annotator: PathBuf,
+        /// Whether the edges are quantised to three steps.
+        safe: bool,
+    },
+    /// PiDiNet soft edges (`softedge_pidinet`; with `safe`, `softedge_pidisafe`).
+    PidiNet {
+        /// `table5_pidinet.pth`, relative to the recipe root (or absolute).
         annotator: PathBuf,
         /// Whether the edges are quantised to three steps.
         safe: bool,
@@ -376,6 +386,10 @@ impl Preprocess {
                 annotator: file("`ControlNetHED.pth`")?,
                 safe: name == "softedge_hedsafe",
             },
+            "softedge_pidinet" | "softedge_pidisafe" => Preprocess::PidiNet {
+                annotator: file("`table5_pidinet.pth`")?,
+                safe: name == "softedge_pidisafe",
+            },
             "lineart" => Preprocess::Lineart {
                 annotator: file("`sk_model.pth`, or `sk_model2.pth` for coarse lines")?,
             },
@@ -392,7 +406,14 @@ impl Preprocess {
 
     /// Whether the preprocessor `name` runs a network from an annotator file.
     pub fn needs_annotator(name: &str) -> bool {
-        matches!(name, "softedge_hed" | "softedge_hedsafe" | "lineart")
+        matches!(
+            name,
+            "softedge_hed"
+                | "softedge_hedsafe"
+                | "softedge_pidinet"
+                | "softedge_pidisafe"
+                | "lineart"
+        )
     }
 
     /// Its name, as [`PREPROCESSORS`] lists it.
@@ -401,6 +422,8 @@ impl Preprocess {
             Preprocess::Canny { .. } => "canny",
             Preprocess::SoftEdge { safe: false, .. } => "softedge_hed",
             Preprocess::SoftEdge { safe: true, .. } => "softedge_hedsafe",
+            Preprocess::PidiNet { safe: false, .. } => "softedge_pidinet",
+            Preprocess::PidiNet { safe: true, .. } => "softedge_pidisafe",
             Preprocess::Lineart { .. } => "lineart",
             Preprocess::LineartStandard => "lineart_standard",
             Preprocess::Invert => "invert",
@@ -410,9 +433,9 @@ impl Preprocess {
     /// The network file it runs, if it runs one.
     pub fn annotator(&self) -> Option<&Path> {
         match self {
-            Preprocess::SoftEdge { annotator, .. } | Preprocess::Lineart { annotator } => {
-                Some(annotator)
-            }
+            Preprocess::SoftEdge { annotator, .. }
+            | Preprocess::PidiNet { annotator, .. }
+            | Preprocess::Lineart { annotator } => Some(annotator),
             Preprocess::Canny { .. } | Preprocess::LineartStandard | Preprocess::Invert => None,
         }
     }
@@ -425,11 +448,14 @@ impl Preprocess {
         root: &Path,
         device: &candle_core::Device,
     ) -> Result<image::RgbImage, crate::models::sd::SdError> {
-        use crate::models::sd::annotator::{canny, hed::Hed, lineart};
+        use crate::models::sd::annotator::{canny, hed::Hed, lineart, pidinet::PidiNet};
         let gray = match self {
             Preprocess::Canny { low, high } => canny::canny(picture, *low, *high),
             Preprocess::SoftEdge { annotator, safe } => {
                 Hed::load(&root.join(annotator), device)?.soft_edges(picture, *safe)?
+            }
+            Preprocess::PidiNet { annotator, safe } => {
+                PidiNet::load(&root.join(annotator), device)?.soft_edges(picture, *safe)?
             }
             Preprocess::Lineart { annotator } => {
                 lineart::Lineart::load(&root.join(annotator), device)?.lines(picture)?

@@ -912,7 +912,7 @@ impl Reader<'_> {
         let wants_annotator = name.as_deref().is_some_and(Preprocess::needs_annotator);
         if !wants_annotator {
             let why = format!(
-                "only applies with `{}` set to a preprocessor that runs a network (\"softedge_hed\", \"softedge_hedsafe\", \"lineart\"); set it or remove this",
+                "only applies with `{}` set to a preprocessor that runs a network (\"softedge_hed\", \"softedge_hedsafe\", \"softedge_pidinet\", \"softedge_pidisafe\", \"lineart\"); set it or remove this",
                 keys.preprocess
             );
             f.misplaced(report, keys.annotator, &why);
@@ -1763,7 +1763,7 @@ mod tests {
             (
                 "control_preprocess = \"depth\"\n",
                 "control_preprocess",
-                "\"canny\", \"softedge_hed\", \"softedge_hedsafe\", \"lineart\", \"lineart_standard\", \"invert\"",
+                "\"canny\", \"softedge_hed\", \"softedge_hedsafe\", \"softedge_pidinet\", \"softedge_pidisafe\", \"lineart\", \"lineart_standard\", \"invert\"",
             ),
         ] {
             let text = format!("{head}{text}");

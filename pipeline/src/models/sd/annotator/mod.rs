@@ -1,6 +1,7 @@
 //! Preprocessors ("annotators") that make a ControlNet's control image from a picture, as
 //! A1111's ControlNet extension and `controlnet_aux` make them: [`canny`] edges,
-//! [`hed`] soft edges (`softedge_hed`, `softedge_hedsafe`) and [`lineart`] (`lineart`, with the
+//! [`hed`] and [`pidinet`] soft edges (`softedge_hed`, `softedge_hedsafe`, `softedge_pidinet`,
+//! `softedge_pidisafe`) and [`lineart`] (`lineart`, with the
 //! informative-drawings network, and `lineart_standard`, without one). The networks load from
 //! the files A1111 keeps in `annotator/downloads/` (`lllyasviel/Annotators`), and run at the
 //! picture's own size.
@@ -20,6 +21,7 @@
 pub mod canny;
 pub mod hed;
 pub mod lineart;
+pub mod pidinet;
 
 use std::path::Path;
 
@@ -28,15 +30,23 @@ use image::{GrayImage, RgbImage};
 
 /// The preprocessors that run the annotator file at `path`, told by its stored names alone:
 /// `softedge_hed` and `softedge_hedsafe` for a HED network (`norm`, `block1.convs.0`),
+/// `softedge_pidinet` and `softedge_pidisafe` for PiDiNet (`init_block`, `block1_1`,
+/// `classifier`, with or without `module.`),
 /// `lineart` for a line-art generator (`model0.1`, `model4.1`); none for any other file.
 pub fn preprocessors_of(path: &Path) -> &'static [&'static str] {
     if !path.is_file() {
         return &[];
     }
     let names = super::weights::stored_names(path);
-    let has = |name: &str| names.iter().any(|n| n == name);
+    let has = |name: &str| {
+        names
+            .iter()
+            .any(|n| n.strip_prefix("module.").unwrap_or(n) == name)
+    };
     if has("norm") && has("block1.convs.0.weight") && has("block1.projection.weight") {
         &["softedge_hed", "softedge_hedsafe"]
+    } else if has("init_block.weight") && has("block1_1.conv1.weight") && has("classifier.weight") {
+        &["softedge_pidinet", "softedge_pidisafe"]
     } else if has("model0.1.weight") && has("model4.1.weight") && has("model3.0.weight") {
         &["lineart"]
     } else {

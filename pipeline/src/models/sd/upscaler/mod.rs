@@ -379,7 +379,7 @@ pub fn is_upscaler(path: &Path) -> bool {
 /// The tensors of an upscaler file, under their stored names (a `module.` prefix dropped):
 /// safetensors, or a PyTorch pickle's `params_ema`, `params` or `state_dict` entry, or its
 /// whole dict — read without running the pickle, as f32 on the CPU.
-fn read(path: &Path) -> Result<HashMap<String, Tensor>, SdError> {
+pub(crate) fn read(path: &Path) -> Result<HashMap<String, Tensor>, SdError> {
     let failed = |source| SdError::Weights {
         path: path.to_path_buf(),
         source,
