@@ -116,12 +116,11 @@ fn main() -> Result<()> {
         human(ours.turbo_taesd_image)
     );
     eprintln!("timing diffusers on PyTorch …");
-    let theirs: serde_json::Value = serde_json::from_str(&run_python(
+    let theirs = pytorch_times(
         &python,
         &script,
         &["time", &root.to_string_lossy(), &repeats.to_string()],
-    )?)
-    .context("bench.py printed no JSON")?;
+    )?;
 
     table(
         "Stable Diffusion",
@@ -210,12 +209,11 @@ fn controlnet(
         );
     }
     eprintln!("making the ControlNet and timing diffusers on PyTorch …");
-    let theirs: serde_json::Value = serde_json::from_str(&run_python(
+    let theirs = pytorch_times(
         python,
         script,
         &["controlnet", &root.to_string_lossy(), &repeats.to_string()],
-    )?)
-    .context("bench.py printed no JSON")?;
+    )?;
     let mut sd15 = StableDiffusion::load(&root.join("sd15"), device).context("loading sd15")?;
     sd15.add_controlnet(&ControlNetFile {
         path: root.join("controlnet-sd15"),
@@ -320,12 +318,11 @@ fn annotators(
     repeats: usize,
 ) -> Result<()> {
     eprintln!("making the annotators and timing controlnet_aux on PyTorch …");
-    let theirs: serde_json::Value = serde_json::from_str(&run_python(
+    let theirs = pytorch_times(
         python,
         script,
         &["annotators", &root.to_string_lossy(), &repeats.to_string()],
-    )?)
-    .context("bench.py printed no JSON")?;
+    )?;
     let folder = root.join("annotators");
     let picture = image::open(folder.join("picture.png"))
         .context("reading the bench picture")?
@@ -392,7 +389,7 @@ fn upscalers(
     only: &str,
 ) -> Result<()> {
     eprintln!("making the upscalers and timing spandrel on PyTorch …");
-    let theirs: serde_json::Value = serde_json::from_str(&run_python(
+    let theirs = pytorch_times(
         python,
         script,
         &[
@@ -401,8 +398,7 @@ fn upscalers(
             &repeats.to_string(),
             only,
         ],
-    )?)
-    .context("bench.py printed no JSON")?;
+    )?;
     let image = Tensor::rand(0f32, 1.0, (1, 3, 128, 128), device)?;
     let mut rows = Vec::new();
     for (what, key, file) in [
@@ -550,6 +546,11 @@ fn timed(device: &Device, repeats: usize, mut run: impl FnMut() -> Result<()>) -
     }
     seconds.sort_by(f64::total_cmp);
     Ok(seconds[repeats / 2])
+}
+
+/// What bench.py printed for `args`: PyTorch's times (and its version, threads and device).
+fn pytorch_times(python: &str, script: &Path, args: &[&str]) -> Result<serde_json::Value> {
+    serde_json::from_str(&run_python(python, script, args)?).context("bench.py printed no JSON")
 }
 
 fn run_python(python: &str, script: &Path, args: &[&str]) -> Result<String> {
