@@ -5,7 +5,8 @@
 //!   CUDA runs repeat bit for bit, and training steps on the GPU lower the loss;
 //! - Stable Diffusion in f16: each stage of the tiny fixture pipelines follows diffusers' f32
 //!   references within f16 rounding, a seed repeats bit for bit, and the picture is the CPU's
-//!   up to rounding; an A1111 hypernetwork (its modules in f32) follows its reference alike.
+//!   up to rounding; an A1111 hypernetwork (its modules in f32) follows its reference alike;
+//! - the ControlNet annotators (HED, PiDiNet, line art) in f32 follow `controlnet_aux`'s maps.
 #![cfg(feature = "cuda")]
 
 mod common;
@@ -299,6 +300,45 @@ fn a_t2i_adapter_on_cuda_makes_diffusers_features() {
             error < 2e-2,
             "the adapter on CUDA strays at feature {i}: {error}"
         );
+    }
+}
+
+/// The annotator networks in f32 on the GPU (PiDiNet's depthwise convolutions through
+/// candle's grouped convolution there) against `controlnet_aux`'s maps.
+#[test]
+fn the_annotator_networks_on_cuda_make_controlnet_auxs_maps() {
+    use autonomy_pipeline::models::sd::annotator::{hed::Hed, lineart::Lineart, pidinet::PidiNet};
+    let gpu = gpu();
+    let reference = Reference::of("annotators");
+    let folder = fixtures().join("annotators");
+    let picture = image::open(folder.join("picture.png")).unwrap().to_rgb8();
+    let maps = [
+        (
+            "HED",
+            Hed::load(&folder.join("hed.pth"), &gpu)
+                .unwrap()
+                .edge_map(&picture),
+            "hed_edge",
+        ),
+        (
+            "PiDiNet",
+            PidiNet::load(&folder.join("pidinet.pth"), &gpu)
+                .unwrap()
+                .edge_map(&picture),
+            "pidinet_edge",
+        ),
+        (
+            "line art",
+            Lineart::load(&folder.join("lineart.pth"), &gpu)
+                .unwrap()
+                .line_map(&picture),
+            "lineart_line",
+        ),
+    ];
+    for (what, map, key) in maps {
+        let error = relative(&map.unwrap(), reference.get(key));
+        println!("| {what} annotator | map | {error:.2e} | 1e-3 |");
+        assert!(error < 1e-3, "{what} on CUDA strays: {error}");
     }
 }
 
