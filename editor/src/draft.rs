@@ -398,6 +398,7 @@ fn valid_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use autonomy_pipeline::models::sd::annotator::{EdgeFinish, EdgeNetwork};
     use autonomy_pipeline::recipe::{ModelRef, Palette, Source};
     use proptest::prelude::*;
 
@@ -651,8 +652,9 @@ mod tests {
         let soft = Draft {
             control: Some(DraftControl {
                 preprocess: Some(Preprocess::SoftEdge {
+                    network: EdgeNetwork::Hed,
                     annotator: PathBuf::from("/models/annotators/ControlNetHED.pth"),
-                    safe: false,
+                    finish: EdgeFinish::Soft,
                 }),
                 ..draft.control.clone().unwrap()
             }),

@@ -14,6 +14,7 @@ use autonomy_editor::{
     AssetLibrary, ChainView, Draft, DraftControl, EditorAction, EditorCorePlugin, EditorLog,
     LocalModels, Preview, Start, TokenStatus, mask, promotion, save_recipe,
 };
+use autonomy_pipeline::models::sd::annotator::{EdgeFinish, EdgeNetwork};
 use autonomy_pipeline::models::sd::scheduler::Sampler;
 use autonomy_pipeline::recipe::Preprocess;
 use autonomy_pipeline::verify::Verdict;
@@ -420,9 +421,9 @@ fn every_panel_action_works_on_an_embedded_chain() {
         0
     );
     // The annotator files in the model folders, offered with the preprocessors that run them.
-    let hed: &[&str] = &["softedge_hed", "softedge_hedsafe"];
+    let hed: &[&str] = &["softedge_hed", "softedge_hedsafe", "scribble_hed"];
     let lineart: &[&str] = &["lineart"];
-    let pidinet: &[&str] = &["softedge_pidinet", "softedge_pidisafe"];
+    let pidinet: &[&str] = &["softedge_pidinet", "softedge_pidisafe", "scribble_pidinet"];
     assert_eq!(
         local.annotators,
         [
@@ -464,8 +465,9 @@ fn every_panel_action_works_on_an_embedded_chain() {
     let softened = on_second(
         "sd_potion_softened",
         Preprocess::SoftEdge {
+            network: EdgeNetwork::Hed,
             annotator: sd_fixtures().join("annotators/hed.pth"),
-            safe: false,
+            finish: EdgeFinish::Soft,
         },
     );
     let edged = on_second(

@@ -332,7 +332,9 @@ struct GenerateArgs {
     /// ControlNet extension names them: `canny` (OpenCV's Canny edges, with
     /// `--control-thresholds`), `softedge_hed` and `softedge_hedsafe` (HED soft edges, with
     /// `--control-annotator ControlNetHED.pth`), `softedge_pidinet` and `softedge_pidisafe`
-    /// (PiDiNet's, with `--control-annotator table5_pidinet.pth`), `lineart` (with `--control-annotator
+    /// (PiDiNet's, with `--control-annotator table5_pidinet.pth`), `scribble_hed` and
+    /// `scribble_pidinet` (their edges thinned to strokes), `scribble_xdog` (no network),
+    /// `lineart` (with `--control-annotator
     /// sk_model.pth`, or `sk_model2.pth` for coarse lines), `lineart_standard` (no network),
     /// `invert` (the picture's negative: a sketch's dark lines on white made white on black);
     /// `none` takes the image as it is.
@@ -340,7 +342,7 @@ struct GenerateArgs {
         long,
         value_name = "NAME",
         requires = "controlnet",
-        value_parser = ["none", "canny", "softedge_hed", "softedge_hedsafe", "softedge_pidinet", "softedge_pidisafe", "lineart", "lineart_standard", "invert"]
+        value_parser = ["none", "canny", "softedge_hed", "softedge_hedsafe", "softedge_pidinet", "softedge_pidisafe", "scribble_hed", "scribble_pidinet", "scribble_xdog", "lineart", "lineart_standard", "invert"]
     )]
     control_preprocess: Vec<String>,
     /// The Canny thresholds `LOW,HIGH` (A1111's 100,200).

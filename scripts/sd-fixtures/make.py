@@ -2094,7 +2094,8 @@ def build_annotators(name):
     - `annotators/<preprocessor>.png`: what `HEDdetector` (`softedge_hed`, and with `safe`
       `softedge_hedsafe`), `PidiNetDetector` (`softedge_pidinet`, `softedge_pidisafe`),
       `LineartDetector` (`lineart`) and `LineartStandardDetector` (`lineart_standard`, no
-      network) make of it at its own size;
+      network) make of it at its own size, the HED and PiDiNet detectors' scribbles
+      (`scribble_hed`, `scribble_pidinet`) and A1111's `scribble_xdog` (no network);
     - `annotators.reference.safetensors`: the maps before they are rounded to bytes: `hed_edge`
       (the sigmoid of the mean of the five projections, each resized to the picture),
       `pidinet_edge` (PiDiNet's last map, of the picture's BGR),
@@ -2216,6 +2217,27 @@ def build_annotators(name):
         assert out.shape == (64, 128, 3), (key, out.shape)
         Image.fromarray(out[..., 0]).save(os.path.join(folder, f"{key}.png"))
         print(f"{key}: {out.min()}–{out.max()}, mean {out.mean():.1f}")
+    # Scribbles: the soft edges thinned to their ridges (`nms`), blurred and thresholded, as
+    # `scribble=True` makes them; and A1111's `scribble_xdog` (no network: a difference of
+    # Gaussians, σ 0.5 and 5, over 32), its doubling done in integers — A1111's doubles bytes,
+    # which wraps for differences over 127 and drops the strongest lines.
+    scribbles = {
+        "scribble_hed": HEDdetector(read)(pixels, detect_resolution=64, image_resolution=64,
+                                          scribble=True, output_type="np"),
+        "scribble_pidinet": PidiNetDetector(pidi)(pixels, detect_resolution=64,
+                                                  image_resolution=64, scribble=True,
+                                                  output_type="np"),
+    }
+    g1 = cv2.GaussianBlur(pixels.astype(np.float32), (0, 0), 0.5)
+    g2 = cv2.GaussianBlur(pixels.astype(np.float32), (0, 0), 5.0)
+    dog = (255 - np.min(g2 - g1, axis=2)).clip(0, 255).astype(np.uint8)
+    xdog = np.zeros_like(pixels)
+    xdog[2 * (255 - dog.astype(np.int32)) > 32] = 255
+    scribbles["scribble_xdog"] = xdog
+    for key, out in scribbles.items():
+        assert (out[..., 0] == out[..., 1]).all() and (out[..., 0] == out[..., 2]).all()
+        Image.fromarray(out[..., 0]).save(os.path.join(folder, f"{key}.png"))
+        print(f"{key}: {int((out[..., 0] > 0).sum())} white pixels")
     save_file({k: v.contiguous() for k, v in tensors.items()},
               os.path.join(OUT, f"{name}.reference.safetensors"),
               metadata={"torch": torch.__version__, "opencv": cv2.__version__})

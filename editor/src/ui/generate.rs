@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use autonomy_pipeline::models::sd::annotator::canny;
+use autonomy_pipeline::models::sd::annotator::{EdgeFinish, EdgeNetwork, canny};
 use autonomy_pipeline::models::sd::hypernetwork::hypernet_tags;
 use autonomy_pipeline::models::sd::lora_tags::without_network_tags;
 use autonomy_pipeline::models::sd::prompt_schedule;
@@ -289,24 +289,29 @@ fn preprocess_label(preprocess: Option<&Preprocess>) -> String {
         Some(Preprocess::Canny { .. }) => "Canny edges".into(),
         Some(Preprocess::LineartStandard) => "line art (standard)".into(),
         Some(Preprocess::Invert) => "inverted (a sketch on white)".into(),
-        Some(p @ Preprocess::SoftEdge { safe: false, .. }) => {
-            format!("soft edges (HED){}", file(p))
-        }
-        Some(p @ Preprocess::SoftEdge { safe: true, .. }) => {
-            format!("soft edges, safe (HED){}", file(p))
-        }
-        Some(p @ Preprocess::PidiNet { safe: false, .. }) => {
-            format!("soft edges (PiDiNet){}", file(p))
-        }
-        Some(p @ Preprocess::PidiNet { safe: true, .. }) => {
-            format!("soft edges, safe (PiDiNet){}", file(p))
+        Some(Preprocess::ScribbleXdog) => "scribble (XDoG)".into(),
+        Some(
+            p @ Preprocess::SoftEdge {
+                network, finish, ..
+            },
+        ) => {
+            let network = match network {
+                EdgeNetwork::Hed => "HED",
+                EdgeNetwork::PidiNet => "PiDiNet",
+            };
+            let what = match finish {
+                EdgeFinish::Soft => "soft edges",
+                EdgeFinish::Safe => "soft edges, safe",
+                EdgeFinish::Scribble => "scribble",
+            };
+            format!("{what} ({network}){}", file(p))
         }
         Some(p @ Preprocess::Lineart { .. }) => format!("line art{}", file(p)),
     }
 }
 
 /// The preprocessors the panel offers: none, Canny edges, standard line art, the negative,
-/// then each that runs an annotator file found in the model folders.
+/// XDoG scribbles, then each that runs an annotator file found in the model folders.
 fn preprocessors(local: &LocalModels) -> Vec<Option<Preprocess>> {
     let (low, high) = canny::DEFAULT_THRESHOLDS;
     let mut offered = vec![
@@ -314,6 +319,7 @@ fn preprocessors(local: &LocalModels) -> Vec<Option<Preprocess>> {
         Some(Preprocess::Canny { low, high }),
         Some(Preprocess::LineartStandard),
         Some(Preprocess::Invert),
+        Some(Preprocess::ScribbleXdog),
     ];
     for (file, names) in &local.annotators {
         offered.extend(

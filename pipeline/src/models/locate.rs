@@ -723,9 +723,9 @@ mod tests {
         ] {
             std::fs::copy(fixtures.join(from), folder.join(to)).unwrap();
         }
-        let hed: &[&str] = &["softedge_hed", "softedge_hedsafe"];
+        let hed: &[&str] = &["softedge_hed", "softedge_hedsafe", "scribble_hed"];
         let lineart: &[&str] = &["lineart"];
-        let pidinet: &[&str] = &["softedge_pidinet", "softedge_pidisafe"];
+        let pidinet: &[&str] = &["softedge_pidinet", "softedge_pidisafe", "scribble_pidinet"];
         assert_eq!(
             annotator_files(&[root.path().to_path_buf()]),
             [

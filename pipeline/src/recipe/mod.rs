@@ -92,6 +92,7 @@ mod set;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::models::sd::annotator::{EdgeFinish, EdgeNetwork, SOFT_EDGES};
 use crate::models::sd::block_weights::BlockWeights;
 use crate::models::sd::scheduler::Sampler;
 use serde_json::{Value, json};
@@ -303,12 +304,15 @@ pub struct ControlRef {
 
 /// The preprocessors a recipe's `control_preprocess` and `generate --control-preprocess` name,
 /// as A1111's ControlNet extension names them.
-pub const PREPROCESSORS: [&str; 8] = [
+pub const PREPROCESSORS: [&str; 11] = [
     "canny",
     "softedge_hed",
     "softedge_hedsafe",
     "softedge_pidinet",
     "softedge_pidisafe",
+    "scribble_hed",
+    "scribble_pidinet",
+    "scribble_xdog",
     "lineart",
     "lineart_standard",
     "invert",
@@ -326,20 +330,19 @@ pub enum Preprocess {
         /// Above this a gradient is an edge; between the two, one that touches an edge.
         high: f64,
     },
-    /// HED soft edges (`softedge_hed`; with `safe`, `softedge_hedsafe`).
+    /// A soft-edge network's edges, as they are, in three steps or thinned to scribbles
+    /// (`softedge_hed`, `softedge_hedsafe`, `scribble_hed`, and PiDiNet's alike).
     SoftEdge {
-        /// `ControlNetHED.pth`, relative to the recipe root (or absolute).
+        /// HED or PiDiNet.
+        network: EdgeNetwork,
+        /// Its file (`ControlNetHED.pth`, `table5_pidinet.pth`), relative to the recipe root
+        /// (or absolute).
         annotator: PathBuf,
-        /// Whether the edges are quantised to three steps.
-        safe: bool,
+        /// What is made of its edges.
+        finish: EdgeFinish,
     },
-    /// PiDiNet soft edges (`softedge_pidinet`; with `safe`, `softedge_pidisafe`).
-    PidiNet {
-        /// `table5_pidinet.pth`, relative to the recipe root (or absolute).
-        annotator: PathBuf,
-        /// Whether the edges are quantised to three steps.
-        safe: bool,
-    },
+    /// Scribbles without a network (`scribble_xdog`).
+    ScribbleXdog,
     /// Line art by the informative-drawings network (`lineart`).
     Lineart {
         /// `sk_model.pth` (A1111's `lineart_realistic`) or `sk_model2.pth` (`lineart_coarse`),
@@ -376,20 +379,20 @@ impl Preprocess {
                 format!("{name:?} needs its annotator file: {what} (lllyasviel/Annotators)")
             })
         };
+        if let Some(&(_, network, finish)) = SOFT_EDGES.iter().find(|(n, ..)| *n == name) {
+            return Ok(Preprocess::SoftEdge {
+                network,
+                annotator: file(network.file())?,
+                finish,
+            });
+        }
         Ok(match name {
             "canny" => {
                 let (low, high) =
                     thresholds.unwrap_or(crate::models::sd::annotator::canny::DEFAULT_THRESHOLDS);
                 Preprocess::Canny { low, high }
             }
-            "softedge_hed" | "softedge_hedsafe" => Preprocess::SoftEdge {
-                annotator: file("`ControlNetHED.pth`")?,
-                safe: name == "softedge_hedsafe",
-            },
-            "softedge_pidinet" | "softedge_pidisafe" => Preprocess::PidiNet {
-                annotator: file("`table5_pidinet.pth`")?,
-                safe: name == "softedge_pidisafe",
-            },
+            "scribble_xdog" => Preprocess::ScribbleXdog,
             "lineart" => Preprocess::Lineart {
                 annotator: file("`sk_model.pth`, or `sk_model2.pth` for coarse lines")?,
             },
@@ -406,24 +409,20 @@ impl Preprocess {
 
     /// Whether the preprocessor `name` runs a network from an annotator file.
     pub fn needs_annotator(name: &str) -> bool {
-        matches!(
-            name,
-            "softedge_hed"
-                | "softedge_hedsafe"
-                | "softedge_pidinet"
-                | "softedge_pidisafe"
-                | "lineart"
-        )
+        name == "lineart" || SOFT_EDGES.iter().any(|(n, ..)| *n == name)
     }
 
     /// Its name, as [`PREPROCESSORS`] lists it.
     pub fn name(&self) -> &'static str {
         match self {
             Preprocess::Canny { .. } => "canny",
-            Preprocess::SoftEdge { safe: false, .. } => "softedge_hed",
-            Preprocess::SoftEdge { safe: true, .. } => "softedge_hedsafe",
-            Preprocess::PidiNet { safe: false, .. } => "softedge_pidinet",
-            Preprocess::PidiNet { safe: true, .. } => "softedge_pidisafe",
+            Preprocess::SoftEdge {
+                network, finish, ..
+            } => SOFT_EDGES
+                .iter()
+                .find(|(_, n, f)| n == network && f == finish)
+                .map_or("softedge_hed", |(name, ..)| name),
+            Preprocess::ScribbleXdog => "scribble_xdog",
             Preprocess::Lineart { .. } => "lineart",
             Preprocess::LineartStandard => "lineart_standard",
             Preprocess::Invert => "invert",
@@ -433,10 +432,13 @@ impl Preprocess {
     /// The network file it runs, if it runs one.
     pub fn annotator(&self) -> Option<&Path> {
         match self {
-            Preprocess::SoftEdge { annotator, .. }
-            | Preprocess::PidiNet { annotator, .. }
-            | Preprocess::Lineart { annotator } => Some(annotator),
-            Preprocess::Canny { .. } | Preprocess::LineartStandard | Preprocess::Invert => None,
+            Preprocess::SoftEdge { annotator, .. } | Preprocess::Lineart { annotator } => {
+                Some(annotator)
+            }
+            Preprocess::Canny { .. }
+            | Preprocess::ScribbleXdog
+            | Preprocess::LineartStandard
+            | Preprocess::Invert => None,
         }
     }
 
@@ -448,15 +450,15 @@ impl Preprocess {
         root: &Path,
         device: &candle_core::Device,
     ) -> Result<image::RgbImage, crate::models::sd::SdError> {
-        use crate::models::sd::annotator::{canny, hed::Hed, lineart, pidinet::PidiNet};
+        use crate::models::sd::annotator::{self, canny, lineart, scribble};
         let gray = match self {
             Preprocess::Canny { low, high } => canny::canny(picture, *low, *high),
-            Preprocess::SoftEdge { annotator, safe } => {
-                Hed::load(&root.join(annotator), device)?.soft_edges(picture, *safe)?
-            }
-            Preprocess::PidiNet { annotator, safe } => {
-                PidiNet::load(&root.join(annotator), device)?.soft_edges(picture, *safe)?
-            }
+            Preprocess::SoftEdge {
+                network,
+                annotator,
+                finish,
+            } => annotator::soft_edges(*network, &root.join(annotator), *finish, picture, device)?,
+            Preprocess::ScribbleXdog => scribble::xdog(picture),
             Preprocess::Lineart { annotator } => {
                 lineart::Lineart::load(&root.join(annotator), device)?.lines(picture)?
             }

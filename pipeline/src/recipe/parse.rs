@@ -912,7 +912,7 @@ impl Reader<'_> {
         let wants_annotator = name.as_deref().is_some_and(Preprocess::needs_annotator);
         if !wants_annotator {
             let why = format!(
-                "only applies with `{}` set to a preprocessor that runs a network (\"softedge_hed\", \"softedge_hedsafe\", \"softedge_pidinet\", \"softedge_pidisafe\", \"lineart\"); set it or remove this",
+                "only applies with `{}` set to a preprocessor that runs a network (\"softedge_…\", \"scribble_hed\", \"scribble_pidinet\", \"lineart\"); set it or remove this",
                 keys.preprocess
             );
             f.misplaced(report, keys.annotator, &why);
@@ -1108,6 +1108,7 @@ fn int(value: Option<u64>, default: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::sd::annotator::{EdgeFinish, EdgeNetwork};
 
     fn one(file: &str, text: &str) -> AssetRecipe {
         let mut assets = parse(Path::new(file), text).unwrap_or_else(|e| panic!("{e:?}"));
@@ -1703,13 +1704,29 @@ mod tests {
         assert_eq!(
             r.controls[0].preprocess,
             Some(Preprocess::SoftEdge {
+                network: EdgeNetwork::Hed,
                 annotator: hed.clone(),
-                safe: true
+                finish: EdgeFinish::Safe,
             })
         );
         assert_eq!(
             r.canonical()["control"]["preprocess"],
             serde_json::json!({ "softedge_hedsafe": { "annotator": "annotators/ControlNetHED.pth" } })
+        );
+        let scribbled = one(
+            "x.recipe.toml",
+            &format!(
+                "{head}control_preprocess = \"scribble_pidinet\"\n\
+                 control_annotator = \"/models/table5_pidinet.pth\"\n"
+            ),
+        );
+        assert_eq!(
+            scribbled.controls[0].preprocess,
+            Some(Preprocess::SoftEdge {
+                network: EdgeNetwork::PidiNet,
+                annotator: PathBuf::from("/models/table5_pidinet.pth"),
+                finish: EdgeFinish::Scribble,
+            })
         );
         let standard = one(
             "x.recipe.toml",
@@ -1763,7 +1780,7 @@ mod tests {
             (
                 "control_preprocess = \"depth\"\n",
                 "control_preprocess",
-                "\"canny\", \"softedge_hed\", \"softedge_hedsafe\", \"softedge_pidinet\", \"softedge_pidisafe\", \"lineart\", \"lineart_standard\", \"invert\"",
+                "\"canny\", \"softedge_hed\", \"softedge_hedsafe\", \"softedge_pidinet\", \"softedge_pidisafe\", \"scribble_hed\", \"scribble_pidinet\", \"scribble_xdog\", \"lineart\", \"lineart_standard\", \"invert\"",
             ),
         ] {
             let text = format!("{head}{text}");

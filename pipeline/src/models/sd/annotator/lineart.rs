@@ -20,7 +20,7 @@ use super::super::kernels::Conv2d;
 use super::super::upscaler::compact::pixel_shuffle;
 use super::super::upscaler::swin::reflect_to_multiple;
 use super::super::weights::Weights;
-use super::{picture_tensor, to_gray};
+use super::{gaussian, picture_tensor, to_gray};
 
 /// `InstanceNorm2d`'s epsilon.
 const EPS: f64 = 1e-5;
@@ -240,11 +240,11 @@ const CLEAR: f32 = 8.0;
 /// over the channels of (Gaussian blur − pixel), from 0 to 255, row by row.
 pub fn darkness(picture: &RgbImage) -> Vec<f32> {
     let (w, h) = (picture.width() as usize, picture.height() as usize);
-    let kernel = gaussian_kernel(SIGMA);
+    let kernel = gaussian::kernel(SIGMA, gaussian::FLOAT_RADII);
     let mut least = vec![f32::INFINITY; w * h];
     for channel in 0..3 {
         let plane: Vec<f32> = picture.pixels().map(|p| f32::from(p[channel])).collect();
-        let blurred = blur(&plane, w, h, &kernel);
+        let blurred = gaussian::blur(&plane, w, h, &kernel);
         for ((least, &b), &x) in least.iter_mut().zip(&blurred).zip(&plane) {
             *least = least.min(b - x);
         }
@@ -280,63 +280,6 @@ fn median(values: &mut [f32]) -> Option<f32> {
     Some((before + middle) / 2.0)
 }
 
-/// OpenCV's Gaussian kernel for `sigma` on float images: `round(8σ + 1) | 1` taps of
-/// `exp(-d² / 2σ²)`, normalised to sum 1.
-fn gaussian_kernel(sigma: f64) -> Vec<f32> {
-    let taps = ((sigma * 8.0 + 1.0).round() as usize) | 1;
-    let centre = (taps / 2) as f64;
-    let weights: Vec<f64> = (0..taps)
-        .map(|i| (-(i as f64 - centre).powi(2) / (2.0 * sigma * sigma)).exp())
-        .collect();
-    let sum: f64 = weights.iter().sum();
-    weights.iter().map(|w| (w / sum) as f32).collect()
-}
-
-/// OpenCV's `BORDER_REFLECT_101` index of `i` on a side of `n` (`gfedcb|abcdefgh|gfedcba`).
-fn reflect_101(mut i: isize, n: usize) -> usize {
-    let n = n as isize;
-    if n == 1 {
-        return 0;
-    }
-    loop {
-        if i < 0 {
-            i = -i;
-        } else if i >= n {
-            i = 2 * (n - 1) - i;
-        } else {
-            return i as usize;
-        }
-    }
-}
-
-/// `plane` (`h` rows of `w`) blurred by the separable `kernel`, rows then columns, with
-/// OpenCV's default border; each pass adds whole shifted rows, which vectorises.
-fn blur(plane: &[f32], w: usize, h: usize, kernel: &[f32]) -> Vec<f32> {
-    let half = kernel.len() / 2;
-    let mut rows = vec![0.0f32; w * h];
-    let mut line = vec![0.0f32; w + 2 * half];
-    for (row, blurred) in plane.chunks_exact(w).zip(rows.chunks_exact_mut(w)) {
-        for (i, value) in line.iter_mut().enumerate() {
-            *value = row[reflect_101(i as isize - half as isize, w)];
-        }
-        for (k, &weight) in kernel.iter().enumerate() {
-            for (out, &value) in blurred.iter_mut().zip(&line[k..k + w]) {
-                *out += weight * value;
-            }
-        }
-    }
-    let mut out = vec![0.0f32; w * h];
-    for (y, blurred) in out.chunks_exact_mut(w).enumerate() {
-        for (k, &weight) in kernel.iter().enumerate() {
-            let source = reflect_101(y as isize + k as isize - half as isize, h);
-            for (out, &value) in blurred.iter_mut().zip(&rows[source * w..(source + 1) * w]) {
-                *out += weight * value;
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,14 +289,6 @@ mod tests {
         assert_eq!(median(&mut []), None);
         assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), Some(2.5));
-    }
-
-    #[test]
-    fn reflect_101_folds_at_both_ends() {
-        let folded: Vec<usize> = (-3..8).map(|i| reflect_101(i, 5)).collect();
-        assert_eq!(folded, [3, 2, 1, 0, 1, 2, 3, 4, 3, 2, 1]);
-        assert_eq!(reflect_101(-7, 3), 1, "folds again past the far end");
-        assert_eq!(reflect_101(4, 1), 0);
     }
 
     #[test]

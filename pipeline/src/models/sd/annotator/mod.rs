@@ -1,7 +1,8 @@
 //! Preprocessors ("annotators") that make a ControlNet's control image from a picture, as
 //! A1111's ControlNet extension and `controlnet_aux` make them: [`canny`] edges,
 //! [`hed`] and [`pidinet`] soft edges (`softedge_hed`, `softedge_hedsafe`, `softedge_pidinet`,
-//! `softedge_pidisafe`) and [`lineart`] (`lineart`, with the
+//! `softedge_pidisafe`), [`scribble`]s (`scribble_hed`, `scribble_pidinet`, `scribble_xdog`)
+//! and [`lineart`] (`lineart`, with the
 //! informative-drawings network, and `lineart_standard`, without one). The networks load from
 //! the files A1111 keeps in `annotator/downloads/` (`lllyasviel/Annotators`), and run at the
 //! picture's own size.
@@ -19,19 +20,84 @@
 //! ```
 
 pub mod canny;
+pub mod gaussian;
 pub mod hed;
 pub mod lineart;
 pub mod pidinet;
+pub mod scribble;
 
 use std::path::Path;
 
 use candle_core::{DType, Device, Result, Tensor};
 use image::{GrayImage, RgbImage};
 
+/// A soft-edge network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EdgeNetwork {
+    /// HED ([`hed`]).
+    Hed,
+    /// PiDiNet ([`pidinet`]).
+    PidiNet,
+}
+
+impl EdgeNetwork {
+    /// The file of `lllyasviel/Annotators` it loads from, as an error names it.
+    pub fn file(self) -> &'static str {
+        match self {
+            EdgeNetwork::Hed => "`ControlNetHED.pth`",
+            EdgeNetwork::PidiNet => "`table5_pidinet.pth`",
+        }
+    }
+}
+
+/// What a preprocessor makes of a network's soft edges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EdgeFinish {
+    /// The edges as they are.
+    Soft,
+    /// Quantised to three steps (A1111's "safe").
+    Safe,
+    /// Thinned to strokes ([`scribble::from_soft_edges`]).
+    Scribble,
+}
+
+/// The preprocessors that run a soft-edge network, by A1111's names.
+pub const SOFT_EDGES: [(&str, EdgeNetwork, EdgeFinish); 6] = [
+    ("softedge_hed", EdgeNetwork::Hed, EdgeFinish::Soft),
+    ("softedge_hedsafe", EdgeNetwork::Hed, EdgeFinish::Safe),
+    ("softedge_pidinet", EdgeNetwork::PidiNet, EdgeFinish::Soft),
+    ("softedge_pidisafe", EdgeNetwork::PidiNet, EdgeFinish::Safe),
+    ("scribble_hed", EdgeNetwork::Hed, EdgeFinish::Scribble),
+    (
+        "scribble_pidinet",
+        EdgeNetwork::PidiNet,
+        EdgeFinish::Scribble,
+    ),
+];
+
+/// What `network`, loaded from `path` onto `device`, makes of `picture`, finished by `finish`.
+pub fn soft_edges(
+    network: EdgeNetwork,
+    path: &Path,
+    finish: EdgeFinish,
+    picture: &RgbImage,
+    device: &Device,
+) -> std::result::Result<GrayImage, super::SdError> {
+    let safe = finish == EdgeFinish::Safe;
+    let edges = match network {
+        EdgeNetwork::Hed => hed::Hed::load(path, device)?.soft_edges(picture, safe)?,
+        EdgeNetwork::PidiNet => pidinet::PidiNet::load(path, device)?.soft_edges(picture, safe)?,
+    };
+    Ok(match finish {
+        EdgeFinish::Scribble => scribble::from_soft_edges(&edges),
+        EdgeFinish::Soft | EdgeFinish::Safe => edges,
+    })
+}
+
 /// The preprocessors that run the annotator file at `path`, told by its stored names alone:
-/// `softedge_hed` and `softedge_hedsafe` for a HED network (`norm`, `block1.convs.0`),
-/// `softedge_pidinet` and `softedge_pidisafe` for PiDiNet (`init_block`, `block1_1`,
-/// `classifier`, with or without `module.`),
+/// `softedge_hed`, `softedge_hedsafe` and `scribble_hed` for a HED network (`norm`,
+/// `block1.convs.0`), PiDiNet's three for PiDiNet (`init_block`, `block1_1`, `classifier`,
+/// with or without `module.`),
 /// `lineart` for a line-art generator (`model0.1`, `model4.1`); none for any other file.
 pub fn preprocessors_of(path: &Path) -> &'static [&'static str] {
     if !path.is_file() {
@@ -44,9 +110,9 @@ pub fn preprocessors_of(path: &Path) -> &'static [&'static str] {
             .any(|n| n.strip_prefix("module.").unwrap_or(n) == name)
     };
     if has("norm") && has("block1.convs.0.weight") && has("block1.projection.weight") {
-        &["softedge_hed", "softedge_hedsafe"]
+        &["softedge_hed", "softedge_hedsafe", "scribble_hed"]
     } else if has("init_block.weight") && has("block1_1.conv1.weight") && has("classifier.weight") {
-        &["softedge_pidinet", "softedge_pidisafe"]
+        &["softedge_pidinet", "softedge_pidisafe", "scribble_pidinet"]
     } else if has("model0.1.weight") && has("model4.1.weight") && has("model3.0.weight") {
         &["lineart"]
     } else {
