@@ -375,3 +375,34 @@ fn scribbles_match_controlnet_aux_and_a1111() {
     let (count, _) = byte_differences(&ours, &expected("scribble_xdog"));
     assert!(count <= 2, "scribble_xdog: {count} pixels differ");
 }
+
+/// OpenCV's bicubic resize (in its fixed point) to sizes the picture does not divide into,
+/// and A1111's colour grid of it.
+#[test]
+fn the_colour_grid_and_its_bicubic_resize_match_opencv() {
+    use autonomy_pipeline::models::sd::annotator::color;
+    for (w, h) in [(37, 19), (301, 150)] {
+        let theirs = image::open(annotators().join(format!("bicubic-{w}x{h}.png")))
+            .unwrap()
+            .to_rgb8();
+        let ours = color::bicubic(&picture(), w, h);
+        let most = ours
+            .as_raw()
+            .iter()
+            .zip(theirs.as_raw())
+            .map(|(a, b)| a.abs_diff(*b))
+            .max()
+            .unwrap();
+        assert!(most <= 1, "{w}×{h}: off by up to {most}");
+    }
+    let theirs = image::open(annotators().join("t2ia_color_grid.png"))
+        .unwrap()
+        .to_rgb8();
+    let ours = color::color_grid(&picture());
+    assert!(
+        ours.as_raw()
+            .iter()
+            .zip(theirs.as_raw())
+            .all(|(a, b)| a.abs_diff(*b) <= 1)
+    );
+}

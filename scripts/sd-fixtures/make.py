@@ -2095,7 +2095,9 @@ def build_annotators(name):
       `softedge_hedsafe`), `PidiNetDetector` (`softedge_pidinet`, `softedge_pidisafe`),
       `LineartDetector` (`lineart`) and `LineartStandardDetector` (`lineart_standard`, no
       network) make of it at its own size, the HED and PiDiNet detectors' scribbles
-      (`scribble_hed`, `scribble_pidinet`) and A1111's `scribble_xdog` (no network);
+      (`scribble_hed`, `scribble_pidinet`), A1111's `scribble_xdog` (no network) and its
+      `t2ia_color_grid`, with OpenCV's bicubic resize of the picture to 37×19 and 301×150
+      (`bicubic-*.png`);
     - `annotators.reference.safetensors`: the maps before they are rounded to bytes: `hed_edge`
       (the sigmoid of the mean of the five projections, each resized to the picture),
       `pidinet_edge` (PiDiNet's last map, of the picture's BGR),
@@ -2234,6 +2236,17 @@ def build_annotators(name):
     xdog = np.zeros_like(pixels)
     xdog[2 * (255 - dog.astype(np.int32)) > 32] = 255
     scribbles["scribble_xdog"] = xdog
+    # A1111's `t2ia_color_grid` (for TencentARC's colour adapter): a 64th of the size by
+    # OpenCV's bicubic resize, blown back up in blocks; and that resize alone to 37×19 (scales
+    # that are no whole numbers), which the grid's 2×1 cells would hardly test.
+    h, w = pixels.shape[:2]
+    grid = cv2.resize(cv2.resize(pixels, (w // 64, h // 64), interpolation=cv2.INTER_CUBIC), (w, h),
+                      interpolation=cv2.INTER_NEAREST)
+    Image.fromarray(grid).save(os.path.join(folder, "t2ia_color_grid.png"))
+    Image.fromarray(cv2.resize(pixels, (37, 19), interpolation=cv2.INTER_CUBIC)).save(
+        os.path.join(folder, "bicubic-37x19.png"))
+    Image.fromarray(cv2.resize(pixels, (301, 150), interpolation=cv2.INTER_CUBIC)).save(
+        os.path.join(folder, "bicubic-301x150.png"))
     for key, out in scribbles.items():
         assert (out[..., 0] == out[..., 1]).all() and (out[..., 0] == out[..., 2]).all()
         Image.fromarray(out[..., 0]).save(os.path.join(folder, f"{key}.png"))

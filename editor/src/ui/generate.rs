@@ -290,6 +290,7 @@ fn preprocess_label(preprocess: Option<&Preprocess>) -> String {
         Some(Preprocess::LineartStandard) => "line art (standard)".into(),
         Some(Preprocess::Invert) => "inverted (a sketch on white)".into(),
         Some(Preprocess::ScribbleXdog) => "scribble (XDoG)".into(),
+        Some(Preprocess::ColorGrid) => "colour grid (colour adapter)".into(),
         Some(
             p @ Preprocess::SoftEdge {
                 network, finish, ..
@@ -311,7 +312,8 @@ fn preprocess_label(preprocess: Option<&Preprocess>) -> String {
 }
 
 /// The preprocessors the panel offers: none, Canny edges, standard line art, the negative,
-/// XDoG scribbles, then each that runs an annotator file found in the model folders.
+/// XDoG scribbles, the colour grid, then each that runs an annotator file found in the model
+/// folders.
 fn preprocessors(local: &LocalModels) -> Vec<Option<Preprocess>> {
     let (low, high) = canny::DEFAULT_THRESHOLDS;
     let mut offered = vec![
@@ -320,6 +322,7 @@ fn preprocessors(local: &LocalModels) -> Vec<Option<Preprocess>> {
         Some(Preprocess::LineartStandard),
         Some(Preprocess::Invert),
         Some(Preprocess::ScribbleXdog),
+        Some(Preprocess::ColorGrid),
     ];
     for (file, names) in &local.annotators {
         offered.extend(

@@ -66,7 +66,8 @@
 //! `control_annotator`, the network's file (`ControlNetHED.pth`; `table5_pidinet.pth`;
 //! `sk_model.pth`, or `sk_model2.pth` for coarse lines), listed in the manifest by its hash —
 //! or `"lineart_standard"` (no network), or `"invert"` (the picture's negative: a sketch's dark
-//! lines on white made white on black)); or, for
+//! lines on white made white on black), or `"t2ia_color_grid"` (the picture's colours in
+//! 64-pixel cells, for TencentARC's colour adapter)); or, for
 //! several ControlNets at once (their residuals add up, as diffusers' Multi-ControlNet),
 //! `controlnet` is a list of tables with those keys without `control_`:
 //! `controlnet = [{ model = "canny", image = "edges.png", end = 0.6 }, { model = "depth",
@@ -304,7 +305,7 @@ pub struct ControlRef {
 
 /// The preprocessors a recipe's `control_preprocess` and `generate --control-preprocess` name,
 /// as A1111's ControlNet extension names them.
-pub const PREPROCESSORS: [&str; 11] = [
+pub const PREPROCESSORS: [&str; 12] = [
     "canny",
     "softedge_hed",
     "softedge_hedsafe",
@@ -316,6 +317,7 @@ pub const PREPROCESSORS: [&str; 11] = [
     "lineart",
     "lineart_standard",
     "invert",
+    "t2ia_color_grid",
 ];
 
 /// A preprocessor that makes a ControlNet's control image from a picture (see
@@ -355,6 +357,9 @@ pub enum Preprocess {
     /// dark lines on white becomes the white lines on black that line-art and scribble
     /// ControlNets take.
     Invert,
+    /// The picture's colours in a grid of 64×64 cells (A1111's `t2ia_color_grid`), what
+    /// TencentARC's colour adapter takes.
+    ColorGrid,
 }
 
 impl Preprocess {
@@ -398,6 +403,7 @@ impl Preprocess {
             },
             "lineart_standard" => Preprocess::LineartStandard,
             "invert" => Preprocess::Invert,
+            "t2ia_color_grid" => Preprocess::ColorGrid,
             other => {
                 return Err(format!(
                     "{other:?} is not a preprocessor Autonomy has: {}",
@@ -426,6 +432,7 @@ impl Preprocess {
             Preprocess::Lineart { .. } => "lineart",
             Preprocess::LineartStandard => "lineart_standard",
             Preprocess::Invert => "invert",
+            Preprocess::ColorGrid => "t2ia_color_grid",
         }
     }
 
@@ -438,7 +445,8 @@ impl Preprocess {
             Preprocess::Canny { .. }
             | Preprocess::ScribbleXdog
             | Preprocess::LineartStandard
-            | Preprocess::Invert => None,
+            | Preprocess::Invert
+            | Preprocess::ColorGrid => None,
         }
     }
 
@@ -450,7 +458,7 @@ impl Preprocess {
         root: &Path,
         device: &candle_core::Device,
     ) -> Result<image::RgbImage, crate::models::sd::SdError> {
-        use crate::models::sd::annotator::{self, canny, lineart, scribble};
+        use crate::models::sd::annotator::{self, canny, color, lineart, scribble};
         let gray = match self {
             Preprocess::Canny { low, high } => canny::canny(picture, *low, *high),
             Preprocess::SoftEdge {
@@ -468,6 +476,7 @@ impl Preprocess {
                 image::imageops::invert(&mut negative);
                 return Ok(negative);
             }
+            Preprocess::ColorGrid => return Ok(color::color_grid(picture)),
         };
         Ok(image::DynamicImage::ImageLuma8(gray).to_rgb8())
     }

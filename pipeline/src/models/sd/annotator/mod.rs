@@ -2,7 +2,7 @@
 //! A1111's ControlNet extension and `controlnet_aux` make them: [`canny`] edges,
 //! [`hed`] and [`pidinet`] soft edges (`softedge_hed`, `softedge_hedsafe`, `softedge_pidinet`,
 //! `softedge_pidisafe`), [`scribble`]s (`scribble_hed`, `scribble_pidinet`, `scribble_xdog`)
-//! and [`lineart`] (`lineart`, with the
+//! the colour adapter's [`color`] grid (`t2ia_color_grid`), and [`lineart`] (`lineart`, with the
 //! informative-drawings network, and `lineart_standard`, without one). The networks load from
 //! the files A1111 keeps in `annotator/downloads/` (`lllyasviel/Annotators`), and run at the
 //! picture's own size.
@@ -20,6 +20,7 @@
 //! ```
 
 pub mod canny;
+pub mod color;
 pub mod gaussian;
 pub mod hed;
 pub mod lineart;
