@@ -423,11 +423,13 @@ fn every_panel_action_works_on_an_embedded_chain() {
     // The annotator files in the model folders, offered with the preprocessors that run them.
     let hed: &[&str] = &["softedge_hed", "softedge_hedsafe", "scribble_hed"];
     let lineart: &[&str] = &["lineart"];
+    let anime: &[&str] = &["lineart_anime"];
     let pidinet: &[&str] = &["softedge_pidinet", "softedge_pidisafe", "scribble_pidinet"];
     assert_eq!(
         local.annotators,
         [
             (sd_fixtures().join("annotators/hed.pth"), hed),
+            (sd_fixtures().join("annotators/lineart-anime.pth"), anime),
             (sd_fixtures().join("annotators/lineart.pth"), lineart),
             (sd_fixtures().join("annotators/pidinet.pth"), pidinet)
         ]

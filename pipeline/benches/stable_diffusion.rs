@@ -10,7 +10,7 @@
 //! or with `-- controlnet` a ControlNet at SD 1.5's size alone and with the UNet step it
 //! conditions (a 512² control image), against diffusers' `ControlNetModel`;
 //!
-//! or with `-- annotators` the ControlNet preprocessors (HED, PiDiNet, line art) at their released
+//! or with `-- annotators` the ControlNet preprocessors (HED, PiDiNet, line art, anime line art) at their released
 //! sizes against `controlnet_aux` on a 512² picture;
 //!
 //! or with `-- upscalers [word]` the hires pass's upscaling models (those whose key holds the
@@ -36,6 +36,7 @@ use autonomy_pipeline::models::sd::StableDiffusion;
 use autonomy_pipeline::models::sd::adapter::Adapter;
 use autonomy_pipeline::models::sd::annotator::hed::Hed;
 use autonomy_pipeline::models::sd::annotator::lineart::{self, Lineart};
+use autonomy_pipeline::models::sd::annotator::lineart_anime::LineartAnime;
 use autonomy_pipeline::models::sd::annotator::pidinet::PidiNet;
 use autonomy_pipeline::models::sd::controlnet::{ControlModel, ControlNetFile};
 use autonomy_pipeline::models::sd::upscaler::Upscaler;
@@ -332,7 +333,9 @@ fn annotators(
         PidiNet::load(&folder.join("table5_pidinet.pth"), device).context("loading PiDiNet")?;
     let lineart =
         Lineart::load(&folder.join("sk_model.pth"), device).context("loading the line art")?;
-    eprintln!("timing candle: HED, PiDiNet, line art, standard line art …");
+    let anime = LineartAnime::load(&folder.join("netG.pth"), device)
+        .context("loading the anime line art")?;
+    eprintln!("timing candle: HED, PiDiNet, line art, anime line art, standard line art …");
     let soft = timed(device, repeats, || {
         hed.soft_edges(&picture, false)?;
         Ok(())
@@ -343,6 +346,10 @@ fn annotators(
     })?;
     let lines = timed(device, repeats, || {
         lineart.lines(&picture)?;
+        Ok(())
+    })?;
+    let anime_lines = timed(device, repeats, || {
+        anime.lines(&picture)?;
         Ok(())
     })?;
     let standard = timed(device, repeats, || {
@@ -367,6 +374,12 @@ fn annotators(
                 true,
             ),
             ("lineart (sk_model.pth)", "lineart", lines, true),
+            (
+                "lineart_anime (netG.pth)",
+                "lineart_anime",
+                anime_lines,
+                true,
+            ),
             (
                 "lineart_standard (no network)",
                 "lineart_standard",

@@ -335,7 +335,8 @@ struct GenerateArgs {
     /// (PiDiNet's, with `--control-annotator table5_pidinet.pth`), `scribble_hed` and
     /// `scribble_pidinet` (their edges thinned to strokes), `scribble_xdog` (no network),
     /// `lineart` (with `--control-annotator
-    /// sk_model.pth`, or `sk_model2.pth` for coarse lines), `lineart_standard` (no network),
+    /// sk_model.pth`, or `sk_model2.pth` for coarse lines), `lineart_anime` (with
+    /// `--control-annotator netG.pth`), `lineart_standard` (no network),
     /// `invert` (the picture's negative: a sketch's dark lines on white made white on black),
     /// `t2ia_color_grid` (its colours in 64-pixel cells, for TencentARC's colour adapter);
     /// `none` takes the image as it is.
@@ -343,14 +344,14 @@ struct GenerateArgs {
         long,
         value_name = "NAME",
         requires = "controlnet",
-        value_parser = ["none", "canny", "softedge_hed", "softedge_hedsafe", "softedge_pidinet", "softedge_pidisafe", "scribble_hed", "scribble_pidinet", "scribble_xdog", "lineart", "lineart_standard", "invert", "t2ia_color_grid"]
+        value_parser = ["none", "canny", "softedge_hed", "softedge_hedsafe", "softedge_pidinet", "softedge_pidisafe", "scribble_hed", "scribble_pidinet", "scribble_xdog", "lineart", "lineart_anime", "lineart_standard", "invert", "t2ia_color_grid"]
     )]
     control_preprocess: Vec<String>,
     /// The Canny thresholds `LOW,HIGH` (A1111's 100,200).
     #[arg(long, value_name = "LOW,HIGH", requires = "control_preprocess", value_parser = thresholds)]
     control_thresholds: Vec<(f64, f64)>,
     /// The network file a `--control-preprocess` runs (`lllyasviel/Annotators`:
-    /// `ControlNetHED.pth`, `table5_pidinet.pth`, `sk_model.pth`, `sk_model2.pth`).
+    /// `ControlNetHED.pth`, `table5_pidinet.pth`, `sk_model.pth`, `sk_model2.pth`, `netG.pth`).
     #[arg(long, value_name = "FILE", requires = "control_preprocess")]
     control_annotator: Vec<PathBuf>,
     /// Also write the control image each ControlNet saw (after preprocessing) to this PNG:

@@ -100,6 +100,31 @@ fn lineart_lines_match_controlnet_aux() {
 }
 
 #[test]
+fn anime_lineart_matches_controlnet_aux() {
+    use autonomy_pipeline::models::sd::annotator::lineart_anime::LineartAnime;
+    let reference = Reference::of("annotators");
+    let square = image::open(annotators().join("square.png"))
+        .unwrap()
+        .to_rgb8();
+    let net = LineartAnime::load(&annotators().join("lineart-anime.pth"), &Device::Cpu).unwrap();
+    let line = net.line_map(&square).unwrap();
+    close(
+        "anime line art",
+        &line,
+        reference.get("lineart_anime_line"),
+        2e-3,
+    );
+    let (count, most) = byte_differences(&net.lines(&square).unwrap(), &expected("lineart_anime"));
+    assert!(
+        count <= 8 && most <= 1,
+        "{count} pixels differ, by up to {most}"
+    );
+    // Sides that are no multiples of 256 go through the network at the next ones and back.
+    let odd = image::imageops::crop_imm(&square, 0, 0, 200, 131).to_image();
+    assert_eq!(net.lines(&odd).unwrap().dimensions(), (200, 131));
+}
+
+#[test]
 fn lineart_standard_matches_controlnet_aux() {
     let reference = Reference::of("annotators");
     let theirs = reference.get("lineart_standard_intensity");

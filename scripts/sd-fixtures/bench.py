@@ -204,8 +204,8 @@ def controlnet(root, repeats):
 @torch.no_grad()
 def annotators(root, repeats):
     """The preprocessors at their released sizes (needs `controlnet_aux`): HED
-    (`ControlNetHED_Apache2`, `ControlNetHED.pth`), PiDiNet (`table5_pidinet.pth`) and the
-    line-art generator
+    (`ControlNetHED_Apache2`, `ControlNetHED.pth`), PiDiNet (`table5_pidinet.pth`), the anime
+    line-art U-Net (`netG.pth`) and the line-art generator
     (`Generator(3, 1, 3)`, `sk_model.pth`) with random weights in `<root>/annotators/`, a 512²
     picture there (`picture.png`, noise), and `controlnet_aux`'s time for each detector's whole
     call on it at 512 (`softedge_hed`, `softedge_pidinet`, `lineart`, and `lineart_standard`,
@@ -216,6 +216,8 @@ def annotators(root, repeats):
     from controlnet_aux.hed import ControlNetHED_Apache2, HEDdetector
     from controlnet_aux.lineart import Generator, LineartDetector
     from controlnet_aux.lineart_standard import LineartStandardDetector
+    import functools
+    from controlnet_aux.lineart_anime import LineartAnimeDetector, UnetGenerator
     from controlnet_aux.pidi import PidiNetDetector
     from controlnet_aux.pidi.model import pidinet
 
@@ -223,7 +225,9 @@ def annotators(root, repeats):
     os.makedirs(folder, exist_ok=True)
     torch.manual_seed(0)
     files = {"ControlNetHED.pth": ControlNetHED_Apache2, "sk_model.pth": lambda: Generator(3, 1, 3),
-             "table5_pidinet.pth": pidinet}
+             "table5_pidinet.pth": pidinet,
+             "netG.pth": lambda: UnetGenerator(3, 1, 8, 64, norm_layer=functools.partial(
+                 torch.nn.InstanceNorm2d, affine=False, track_running_stats=False))}
     nets = {}
     for file, make_net in files.items():
         path = os.path.join(folder, file)
@@ -255,6 +259,8 @@ def annotators(root, repeats):
     pidi = PidiNetDetector(nets["table5_pidinet.pth"])
     results["softedge_pidinet"] = timed(lambda: pidi(picture, output_type="np"), repeats)
     results["lineart"] = timed(lambda: lineart(picture, output_type="np"), repeats)
+    anime = LineartAnimeDetector(nets["netG.pth"])
+    results["lineart_anime"] = timed(lambda: anime(picture, output_type="np"), repeats)
     results["lineart_standard"] = timed(lambda: standard(picture, output_type="np"), repeats)
     return results
 

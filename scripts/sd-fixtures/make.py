@@ -2247,6 +2247,24 @@ def build_annotators(name):
         os.path.join(folder, "bicubic-37x19.png"))
     Image.fromarray(cv2.resize(pixels, (301, 150), interpolation=cv2.INTER_CUBIC)).save(
         os.path.join(folder, "bicubic-301x150.png"))
+    # Anime line art (`netG.pth`: a U-Net generator of 8 levels, instance norms, `tanh`) at
+    # 2 channels instead of 64, on a 256×256 picture (its size is a multiple of 256: nothing
+    # resized), from the picture's left half scaled up.
+    from controlnet_aux.lineart_anime import LineartAnimeDetector, UnetGenerator
+    import functools
+    torch.manual_seed(109)
+    norm = functools.partial(torch.nn.InstanceNorm2d, affine=False, track_running_stats=False)
+    anime = UnetGenerator(3, 1, 8, 2, norm_layer=norm, use_dropout=False).eval()
+    torch.save({f"module.{k}": v for k, v in anime.state_dict().items()},
+               os.path.join(folder, "lineart-anime.pth"))
+    square = np.asarray(Image.fromarray(pixels[:, :64]).resize((256, 256), Image.BICUBIC))
+    Image.fromarray(square).save(os.path.join(folder, "square.png"))
+    feed = torch.from_numpy(square.copy()).float().permute(2, 0, 1)[None] / 127.5 - 1.0
+    tensors["lineart_anime_line"] = anime(feed)[0, 0] * 127.5 + 127.5
+    out = LineartAnimeDetector(anime)(square, detect_resolution=256, image_resolution=256,
+                                      output_type="np")
+    assert out.shape == (256, 256, 3), out.shape
+    scribbles["lineart_anime"] = out
     for key, out in scribbles.items():
         assert (out[..., 0] == out[..., 1]).all() and (out[..., 0] == out[..., 2]).all()
         Image.fromarray(out[..., 0]).save(os.path.join(folder, f"{key}.png"))

@@ -308,6 +308,7 @@ fn preprocess_label(preprocess: Option<&Preprocess>) -> String {
             format!("{what} ({network}){}", file(p))
         }
         Some(p @ Preprocess::Lineart { .. }) => format!("line art{}", file(p)),
+        Some(p @ Preprocess::LineartAnime { .. }) => format!("anime line art{}", file(p)),
     }
 }
 

@@ -715,6 +715,11 @@ mod tests {
             folder.join("table5_pidinet.pth"),
         )
         .unwrap();
+        std::fs::copy(
+            fixtures.join("annotators/lineart-anime.pth"),
+            folder.join("netG.pth"),
+        )
+        .unwrap();
         // An upscaler, a ControlNet and a LoRA beside them are not annotators.
         for (from, to) in [
             ("upscalers/compact-x4.pth", "compact-x4.pth"),
@@ -725,11 +730,13 @@ mod tests {
         }
         let hed: &[&str] = &["softedge_hed", "softedge_hedsafe", "scribble_hed"];
         let lineart: &[&str] = &["lineart"];
+        let anime: &[&str] = &["lineart_anime"];
         let pidinet: &[&str] = &["softedge_pidinet", "softedge_pidisafe", "scribble_pidinet"];
         assert_eq!(
             annotator_files(&[root.path().to_path_buf()]),
             [
                 (folder.join("ControlNetHED.pth"), hed),
+                (folder.join("netG.pth"), anime),
                 (folder.join("sk_model2.pth"), lineart),
                 (folder.join("table5_pidinet.pth"), pidinet)
             ]

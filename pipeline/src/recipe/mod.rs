@@ -62,7 +62,8 @@
 //! it of a picture, as A1111's extension names them: `"canny"` (the Canny edges OpenCV finds)
 //! with `control_thresholds` (`[100, 200]`, 0..=1000), `"softedge_hed"` and
 //! `"softedge_hedsafe"` (HED soft edges), `"softedge_pidinet"` and `"softedge_pidisafe"`
-//! (PiDiNet's), `"lineart"` (the informative-drawings network) — these five with
+//! (PiDiNet's), `"scribble_hed"`, `"scribble_pidinet"`, `"lineart"` (the informative-drawings
+//! network), `"lineart_anime"` (pix2pix's U-Net, `netG.pth`) — these with
 //! `control_annotator`, the network's file (`ControlNetHED.pth`; `table5_pidinet.pth`;
 //! `sk_model.pth`, or `sk_model2.pth` for coarse lines), listed in the manifest by its hash —
 //! or `"lineart_standard"` (no network), or `"invert"` (the picture's negative: a sketch's dark
@@ -305,7 +306,7 @@ pub struct ControlRef {
 
 /// The preprocessors a recipe's `control_preprocess` and `generate --control-preprocess` name,
 /// as A1111's ControlNet extension names them.
-pub const PREPROCESSORS: [&str; 12] = [
+pub const PREPROCESSORS: [&str; 13] = [
     "canny",
     "softedge_hed",
     "softedge_hedsafe",
@@ -315,6 +316,7 @@ pub const PREPROCESSORS: [&str; 12] = [
     "scribble_pidinet",
     "scribble_xdog",
     "lineart",
+    "lineart_anime",
     "lineart_standard",
     "invert",
     "t2ia_color_grid",
@@ -349,6 +351,11 @@ pub enum Preprocess {
     Lineart {
         /// `sk_model.pth` (A1111's `lineart_realistic`) or `sk_model2.pth` (`lineart_coarse`),
         /// relative to the recipe root (or absolute).
+        annotator: PathBuf,
+    },
+    /// Anime line art by pix2pix's U-Net generator (`lineart_anime`).
+    LineartAnime {
+        /// `netG.pth`, relative to the recipe root (or absolute).
         annotator: PathBuf,
     },
     /// Line art without a network (`lineart_standard`).
@@ -401,6 +408,9 @@ impl Preprocess {
             "lineart" => Preprocess::Lineart {
                 annotator: file("`sk_model.pth`, or `sk_model2.pth` for coarse lines")?,
             },
+            "lineart_anime" => Preprocess::LineartAnime {
+                annotator: file("`netG.pth`")?,
+            },
             "lineart_standard" => Preprocess::LineartStandard,
             "invert" => Preprocess::Invert,
             "t2ia_color_grid" => Preprocess::ColorGrid,
@@ -415,7 +425,7 @@ impl Preprocess {
 
     /// Whether the preprocessor `name` runs a network from an annotator file.
     pub fn needs_annotator(name: &str) -> bool {
-        name == "lineart" || SOFT_EDGES.iter().any(|(n, ..)| *n == name)
+        matches!(name, "lineart" | "lineart_anime") || SOFT_EDGES.iter().any(|(n, ..)| *n == name)
     }
 
     /// Its name, as [`PREPROCESSORS`] lists it.
@@ -430,6 +440,7 @@ impl Preprocess {
                 .map_or("softedge_hed", |(name, ..)| name),
             Preprocess::ScribbleXdog => "scribble_xdog",
             Preprocess::Lineart { .. } => "lineart",
+            Preprocess::LineartAnime { .. } => "lineart_anime",
             Preprocess::LineartStandard => "lineart_standard",
             Preprocess::Invert => "invert",
             Preprocess::ColorGrid => "t2ia_color_grid",
@@ -439,9 +450,9 @@ impl Preprocess {
     /// The network file it runs, if it runs one.
     pub fn annotator(&self) -> Option<&Path> {
         match self {
-            Preprocess::SoftEdge { annotator, .. } | Preprocess::Lineart { annotator } => {
-                Some(annotator)
-            }
+            Preprocess::SoftEdge { annotator, .. }
+            | Preprocess::Lineart { annotator }
+            | Preprocess::LineartAnime { annotator } => Some(annotator),
             Preprocess::Canny { .. }
             | Preprocess::ScribbleXdog
             | Preprocess::LineartStandard
@@ -458,6 +469,7 @@ impl Preprocess {
         root: &Path,
         device: &candle_core::Device,
     ) -> Result<image::RgbImage, crate::models::sd::SdError> {
+        use crate::models::sd::annotator::lineart_anime::LineartAnime;
         use crate::models::sd::annotator::{self, canny, color, lineart, scribble};
         let gray = match self {
             Preprocess::Canny { low, high } => canny::canny(picture, *low, *high),
@@ -469,6 +481,9 @@ impl Preprocess {
             Preprocess::ScribbleXdog => scribble::xdog(picture),
             Preprocess::Lineart { annotator } => {
                 lineart::Lineart::load(&root.join(annotator), device)?.lines(picture)?
+            }
+            Preprocess::LineartAnime { annotator } => {
+                LineartAnime::load(&root.join(annotator), device)?.lines(picture)?
             }
             Preprocess::LineartStandard => lineart::standard(picture),
             Preprocess::Invert => {

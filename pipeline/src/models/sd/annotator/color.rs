@@ -26,19 +26,22 @@ pub fn color_grid(picture: &RgbImage) -> RgbImage {
     })
 }
 
-/// OpenCV's four bicubic weights for a sample `t` (0–1) past the second of four pixels, in its
-/// fixed point.
-fn weights(t: f32) -> [i64; 4] {
+/// OpenCV's four bicubic weights for a sample `t` (0–1) past the second of four pixels.
+fn weights(t: f32) -> [f32; 4] {
     let w0 = ((A * (t + 1.0) - 5.0 * A) * (t + 1.0) + 8.0 * A) * (t + 1.0) - 4.0 * A;
     let w1 = ((A + 2.0) * t - (A + 3.0)) * t * t + 1.0;
     let w2 = ((A + 2.0) * (1.0 - t) - (A + 3.0)) * (1.0 - t) * (1.0 - t) + 1.0;
-    let w3 = 1.0 - w0 - w1 - w2;
-    [w0, w1, w2, w3].map(|w| (w * COEF_SCALE).round() as i64)
+    [w0, w1, w2, 1.0 - w0 - w1 - w2]
+}
+
+/// The weights in OpenCV's fixed point for bytes.
+fn fixed(weights: [f32; 4]) -> [i64; 4] {
+    weights.map(|w| (w * COEF_SCALE).round() as i64)
 }
 
 /// For each of `to` output pixels along a side of `from`, its four source pixels (clamped to
-/// the side, as OpenCV replicates the border) and their fixed-point weights.
-fn taps(from: u32, to: u32) -> Vec<([usize; 4], [i64; 4])> {
+/// the side, as OpenCV replicates the border) and their weights.
+fn taps(from: u32, to: u32) -> Vec<([usize; 4], [f32; 4])> {
     let scale = f64::from(from) / f64::from(to);
     (0..to)
         .map(|d| {
@@ -54,7 +57,13 @@ fn taps(from: u32, to: u32) -> Vec<([usize; 4], [i64; 4])> {
 /// rows, then the columns, in its 11-bit fixed point, rounded once at the end.
 pub fn bicubic(picture: &RgbImage, w: u32, h: u32) -> RgbImage {
     let (pw, ph) = picture.dimensions();
-    let (across, down) = (taps(pw, w), taps(ph, h));
+    let fixed_taps = |from, to| -> Vec<([usize; 4], [i64; 4])> {
+        taps(from, to)
+            .into_iter()
+            .map(|(at, w)| (at, fixed(w)))
+            .collect()
+    };
+    let (across, down) = (fixed_taps(pw, w), fixed_taps(ph, h));
     // Each source row resized along x, kept in fixed point: (row, x, channel).
     let rows: Vec<[i64; 3]> = (0..ph)
         .flat_map(|y| {
@@ -84,6 +93,32 @@ pub fn bicubic(picture: &RgbImage, w: u32, h: u32) -> RgbImage {
     })
 }
 
+/// The `w`×`h` map `values` resized to `to_w`×`to_h` as OpenCV resizes a float image with
+/// `INTER_CUBIC` (no fixed point, no rounding).
+pub fn bicubic_map(values: &[f32], (w, h): (u32, u32), (to_w, to_h): (u32, u32)) -> Vec<f32> {
+    let (across, down) = (taps(w, to_w), taps(h, to_h));
+    let rows: Vec<f32> = values
+        .chunks_exact(w as usize)
+        .flat_map(|row| {
+            across
+                .iter()
+                .map(move |(xs, ws)| xs.iter().zip(ws).map(|(&x, &k)| row[x] * k).sum::<f32>())
+        })
+        .collect();
+    let to_w = to_w as usize;
+    down.iter()
+        .flat_map(|(ys, ws)| {
+            let rows = &rows;
+            (0..to_w).map(move |x| {
+                ys.iter()
+                    .zip(ws)
+                    .map(|(&y, &k)| rows[y * to_w + x] * k)
+                    .sum::<f32>()
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,10 +126,10 @@ mod tests {
     #[test]
     fn bicubic_weights_sum_to_one_and_keep_a_sample_on_a_pixel() {
         for t in [0.0, 0.25, 0.5, 0.9] {
-            let sum: i64 = weights(t).iter().sum();
+            let sum: i64 = fixed(weights(t)).iter().sum();
             assert!((sum - 2048).abs() <= 2, "{t}: {sum}");
         }
-        assert_eq!(weights(0.0), [0, 2048, 0, 0]);
+        assert_eq!(fixed(weights(0.0)), [0, 2048, 0, 0]);
     }
 
     #[test]

@@ -17,9 +17,9 @@ use image::{GrayImage, RgbImage};
 
 use super::super::SdError;
 use super::super::kernels::Conv2d;
-use super::super::upscaler::compact::pixel_shuffle;
 use super::super::upscaler::swin::reflect_to_multiple;
 use super::super::weights::Weights;
+use super::up_conv::UpConv;
 use super::{gaussian, picture_tensor, to_gray};
 
 /// `InstanceNorm2d`'s epsilon.
@@ -47,7 +47,7 @@ fn reflection_pad(xs: &Tensor, pad: usize) -> Result<Tensor> {
 
 /// `InstanceNorm2d` without learnt scale and shift: each channel of each sample to mean 0 and
 /// (biased) variance 1 over its pixels.
-fn instance_norm(xs: &Tensor) -> Result<Tensor> {
+pub(super) fn instance_norm(xs: &Tensor) -> Result<Tensor> {
     let (n, c, h, w) = xs.dims4()?;
     let flat = xs.reshape((n, c, h * w))?;
     let centred = flat.broadcast_sub(&flat.mean_keepdim(2)?)?;
@@ -84,56 +84,6 @@ impl Residual {
         let h = norm_relu(&reflected_conv3(&self.conv1, xs)?)?;
         let h = instance_norm(&reflected_conv3(&self.conv2, &h)?)?;
         xs + h
-    }
-}
-
-/// `ConvTranspose2d(c_in, c_out, 3, stride 2, padding 1, output padding 1)` as one stride-1 2×2
-/// convolution to the four output phases' channels, then a pixel shuffle: output row `2m`
-/// takes kernel row 1 of input row `m`; row `2m + 1` kernel row 2 of input row `m` and row 0
-/// of input row `m + 1` (zero past the last); columns alike.
-struct UpConv {
-    conv: Conv2d,
-}
-
-impl UpConv {
-    /// Which kernel row (column) phase `a` takes from input row `m + d`, by `[a][d]`.
-    const TAPS: [[Option<usize>; 2]; 2] = [[Some(1), None], [Some(2), Some(0)]];
-
-    fn new(vb: VarBuilder, c_in: usize, c_out: usize) -> Result<Self> {
-        // PyTorch stores a transposed convolution's kernel `(in, out, k, k)`.
-        let weight = vb.get((c_in, c_out, 3, 3), "weight")?.transpose(0, 1)?;
-        let bias = vb.get(c_out, "bias")?;
-        let zeros = Tensor::zeros((c_out, c_in), weight.dtype(), weight.device())?;
-        let mut phases = Vec::with_capacity(4);
-        for row in Self::TAPS {
-            for column in Self::TAPS {
-                let mut taps = Vec::with_capacity(4);
-                for dy in row {
-                    for dx in column {
-                        taps.push(match (dy, dx) {
-                            (Some(ky), Some(kx)) => weight
-                                .narrow(2, ky, 1)?
-                                .narrow(3, kx, 1)?
-                                .squeeze(3)?
-                                .squeeze(2)?,
-                            _ => zeros.clone(),
-                        });
-                    }
-                }
-                phases.push(Tensor::stack(&taps, 2)?.reshape((c_out, c_in, 2, 2))?);
-            }
-        }
-        // Output channel `o·4 + a·2 + b`, as the pixel shuffle reads phase (a, b) of channel o.
-        let weight = Tensor::stack(&phases, 1)?.reshape((4 * c_out, c_in, 2, 2))?;
-        let bias = bias.unsqueeze(1)?.repeat((1, 4))?.flatten_all()?;
-        Ok(Self {
-            conv: Conv2d::from_weights(weight.contiguous()?, bias, 0),
-        })
-    }
-
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let xs = xs.pad_with_zeros(2, 0, 1)?.pad_with_zeros(3, 0, 1)?;
-        pixel_shuffle(&self.conv.forward(&xs)?, 2)
     }
 }
 
@@ -174,7 +124,7 @@ impl Lineart {
     /// residual blocks.
     fn new(vb: VarBuilder, width: usize, blocks: usize) -> Result<Self> {
         let up = |i: usize, c_in: usize, c_out: usize| {
-            UpConv::new(vb.pp(format!("model3.{i}")), c_in, c_out)
+            UpConv::new(vb.pp(format!("model3.{i}")), c_in, c_out, 3)
         };
         let residuals = (0..blocks)
             .map(|i| {
@@ -289,41 +239,5 @@ mod tests {
         assert_eq!(median(&mut []), None);
         assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), Some(2.5));
-    }
-
-    #[test]
-    fn the_up_convolution_is_pytorchs_transposed_one() {
-        let device = Device::Cpu;
-        let weight = Tensor::randn(0f32, 1.0, (3, 2, 3, 3), &device).unwrap();
-        let bias = Tensor::randn(0f32, 1.0, 2, &device).unwrap();
-        let vb = VarBuilder::from_tensors(
-            [
-                ("weight".to_string(), weight.clone()),
-                ("bias".to_string(), bias.clone()),
-            ]
-            .into(),
-            DType::F32,
-            &device,
-        );
-        let up = UpConv::new(vb, 3, 2).unwrap();
-        let xs = Tensor::randn(0f32, 1.0, (1, 3, 5, 7), &device).unwrap();
-        let ours = up.forward(&xs).unwrap();
-        let theirs = xs
-            .conv_transpose2d(&weight, 1, 1, 2, 1)
-            .unwrap()
-            .broadcast_add(&bias.reshape((1, 2, 1, 1)).unwrap())
-            .unwrap();
-        assert_eq!(ours.dims(), [1, 2, 10, 14]);
-        let most = (ours - theirs)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        assert!(most < 1e-5, "{most}");
     }
 }

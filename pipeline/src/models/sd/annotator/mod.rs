@@ -2,7 +2,8 @@
 //! A1111's ControlNet extension and `controlnet_aux` make them: [`canny`] edges,
 //! [`hed`] and [`pidinet`] soft edges (`softedge_hed`, `softedge_hedsafe`, `softedge_pidinet`,
 //! `softedge_pidisafe`), [`scribble`]s (`scribble_hed`, `scribble_pidinet`, `scribble_xdog`)
-//! the colour adapter's [`color`] grid (`t2ia_color_grid`), and [`lineart`] (`lineart`, with the
+//! the colour adapter's [`color`] grid (`t2ia_color_grid`), [`lineart_anime`], and [`lineart`]
+//! (`lineart`, with the
 //! informative-drawings network, and `lineart_standard`, without one). The networks load from
 //! the files A1111 keeps in `annotator/downloads/` (`lllyasviel/Annotators`), and run at the
 //! picture's own size.
@@ -24,8 +25,10 @@ pub mod color;
 pub mod gaussian;
 pub mod hed;
 pub mod lineart;
+pub mod lineart_anime;
 pub mod pidinet;
 pub mod scribble;
+mod up_conv;
 
 use std::path::Path;
 
@@ -99,7 +102,8 @@ pub fn soft_edges(
 /// `softedge_hed`, `softedge_hedsafe` and `scribble_hed` for a HED network (`norm`,
 /// `block1.convs.0`), PiDiNet's three for PiDiNet (`init_block`, `block1_1`, `classifier`,
 /// with or without `module.`),
-/// `lineart` for a line-art generator (`model0.1`, `model4.1`); none for any other file.
+/// `lineart` for a line-art generator (`model0.1`, `model4.1`), `lineart_anime` for the anime
+/// one (`model.model.0`, `model.model.1.model.1`); none for any other file.
 pub fn preprocessors_of(path: &Path) -> &'static [&'static str] {
     if !path.is_file() {
         return &[];
@@ -116,6 +120,8 @@ pub fn preprocessors_of(path: &Path) -> &'static [&'static str] {
         &["softedge_pidinet", "softedge_pidisafe", "scribble_pidinet"]
     } else if has("model0.1.weight") && has("model4.1.weight") && has("model3.0.weight") {
         &["lineart"]
+    } else if has("model.model.0.weight") && has("model.model.1.model.1.weight") {
+        &["lineart_anime"]
     } else {
         &[]
     }
