@@ -57,18 +57,25 @@ impl UpConv {
         // Output channel `o·4 + a·2 + b`, as the pixel shuffle reads phase (a, b) of channel o.
         let weight = Tensor::stack(&phases, 1)?.reshape((4 * c_out, c_in, window, window))?;
         let bias = bias.unsqueeze(1)?.repeat((1, 4))?.flatten_all()?;
+        // A window from one row before to one after is a zero-padded 3×3 convolution, which
+        // takes the CPU's Winograd path; the kernel-3 window (this row and the next) is padded
+        // by hand.
+        let padding = usize::from(before == 1);
         Ok(Self {
-            conv: Conv2d::from_weights(weight.contiguous()?, bias, 0),
+            conv: Conv2d::from_weights(weight.contiguous()?, bias, padding),
             before,
         })
     }
 
     /// The transposed convolution of `xs` `(n, c_in, h, w)`: `(n, c_out, 2h, 2w)`.
     pub(super) fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let xs = xs
-            .pad_with_zeros(2, self.before, 1)?
-            .pad_with_zeros(3, self.before, 1)?;
-        pixel_shuffle(&self.conv.forward(&xs)?, 2)
+        let ys = if self.before == 1 {
+            self.conv.forward(xs)?
+        } else {
+            self.conv
+                .forward(&xs.pad_with_zeros(2, 0, 1)?.pad_with_zeros(3, 0, 1)?)?
+        };
+        pixel_shuffle(&ys, 2)
     }
 }
 
