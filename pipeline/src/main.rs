@@ -338,13 +338,14 @@ struct GenerateArgs {
     /// sk_model.pth`, or `sk_model2.pth` for coarse lines), `lineart_anime` (with
     /// `--control-annotator netG.pth`), `lineart_standard` (no network),
     /// `invert` (the picture's negative: a sketch's dark lines on white made white on black),
-    /// `t2ia_color_grid` (its colours in 64-pixel cells, for TencentARC's colour adapter);
+    /// `t2ia_color_grid` (its colours in 64-pixel cells, for TencentARC's colour adapter),
+    /// `shuffle` (its pixels moved by a smooth seeded flow, for the shuffle ControlNet);
     /// `none` takes the image as it is.
     #[arg(
         long,
         value_name = "NAME",
         requires = "controlnet",
-        value_parser = ["none", "canny", "softedge_hed", "softedge_hedsafe", "softedge_pidinet", "softedge_pidisafe", "scribble_hed", "scribble_pidinet", "scribble_xdog", "lineart", "lineart_anime", "lineart_standard", "invert", "t2ia_color_grid"]
+        value_parser = ["none", "canny", "softedge_hed", "softedge_hedsafe", "softedge_pidinet", "softedge_pidisafe", "scribble_hed", "scribble_pidinet", "scribble_xdog", "lineart", "lineart_anime", "lineart_standard", "invert", "t2ia_color_grid", "shuffle"]
     )]
     control_preprocess: Vec<String>,
     /// The Canny thresholds `LOW,HIGH` (A1111's 100,200).

@@ -291,6 +291,7 @@ fn preprocess_label(preprocess: Option<&Preprocess>) -> String {
         Some(Preprocess::Invert) => "inverted (a sketch on white)".into(),
         Some(Preprocess::ScribbleXdog) => "scribble (XDoG)".into(),
         Some(Preprocess::ColorGrid) => "colour grid (colour adapter)".into(),
+        Some(Preprocess::Shuffle) => "content shuffle".into(),
         Some(
             p @ Preprocess::SoftEdge {
                 network, finish, ..
@@ -313,8 +314,8 @@ fn preprocess_label(preprocess: Option<&Preprocess>) -> String {
 }
 
 /// The preprocessors the panel offers: none, Canny edges, standard line art, the negative,
-/// XDoG scribbles, the colour grid, then each that runs an annotator file found in the model
-/// folders.
+/// XDoG scribbles, the colour grid, the content shuffle, then each that runs an annotator file
+/// found in the model folders.
 fn preprocessors(local: &LocalModels) -> Vec<Option<Preprocess>> {
     let (low, high) = canny::DEFAULT_THRESHOLDS;
     let mut offered = vec![
@@ -324,6 +325,7 @@ fn preprocessors(local: &LocalModels) -> Vec<Option<Preprocess>> {
         Some(Preprocess::Invert),
         Some(Preprocess::ScribbleXdog),
         Some(Preprocess::ColorGrid),
+        Some(Preprocess::Shuffle),
     ];
     for (file, names) in &local.annotators {
         offered.extend(

@@ -68,7 +68,8 @@
 //! `sk_model.pth`, or `sk_model2.pth` for coarse lines), listed in the manifest by its hash —
 //! or `"lineart_standard"` (no network), or `"invert"` (the picture's negative: a sketch's dark
 //! lines on white made white on black), or `"t2ia_color_grid"` (the picture's colours in
-//! 64-pixel cells, for TencentARC's colour adapter)); or, for
+//! 64-pixel cells, for TencentARC's colour adapter), or `"shuffle"` (its pixels moved by a
+//! smooth seeded flow, for the shuffle ControlNet)); or, for
 //! several ControlNets at once (their residuals add up, as diffusers' Multi-ControlNet),
 //! `controlnet` is a list of tables with those keys without `control_`:
 //! `controlnet = [{ model = "canny", image = "edges.png", end = 0.6 }, { model = "depth",
@@ -306,7 +307,7 @@ pub struct ControlRef {
 
 /// The preprocessors a recipe's `control_preprocess` and `generate --control-preprocess` name,
 /// as A1111's ControlNet extension names them.
-pub const PREPROCESSORS: [&str; 13] = [
+pub const PREPROCESSORS: [&str; 14] = [
     "canny",
     "softedge_hed",
     "softedge_hedsafe",
@@ -320,6 +321,7 @@ pub const PREPROCESSORS: [&str; 13] = [
     "lineart_standard",
     "invert",
     "t2ia_color_grid",
+    "shuffle",
 ];
 
 /// A preprocessor that makes a ControlNet's control image from a picture (see
@@ -367,6 +369,9 @@ pub enum Preprocess {
     /// The picture's colours in a grid of 64×64 cells (A1111's `t2ia_color_grid`), what
     /// TencentARC's colour adapter takes.
     ColorGrid,
+    /// The picture's pixels moved by a smooth, seeded random flow (A1111's `shuffle`), what
+    /// the shuffle ControlNet takes.
+    Shuffle,
 }
 
 impl Preprocess {
@@ -414,6 +419,7 @@ impl Preprocess {
             "lineart_standard" => Preprocess::LineartStandard,
             "invert" => Preprocess::Invert,
             "t2ia_color_grid" => Preprocess::ColorGrid,
+            "shuffle" => Preprocess::Shuffle,
             other => {
                 return Err(format!(
                     "{other:?} is not a preprocessor Autonomy has: {}",
@@ -444,6 +450,7 @@ impl Preprocess {
             Preprocess::LineartStandard => "lineart_standard",
             Preprocess::Invert => "invert",
             Preprocess::ColorGrid => "t2ia_color_grid",
+            Preprocess::Shuffle => "shuffle",
         }
     }
 
@@ -457,7 +464,8 @@ impl Preprocess {
             | Preprocess::ScribbleXdog
             | Preprocess::LineartStandard
             | Preprocess::Invert
-            | Preprocess::ColorGrid => None,
+            | Preprocess::ColorGrid
+            | Preprocess::Shuffle => None,
         }
     }
 
@@ -470,7 +478,7 @@ impl Preprocess {
         device: &candle_core::Device,
     ) -> Result<image::RgbImage, crate::models::sd::SdError> {
         use crate::models::sd::annotator::lineart_anime::LineartAnime;
-        use crate::models::sd::annotator::{self, canny, color, lineart, scribble};
+        use crate::models::sd::annotator::{self, canny, color, lineart, scribble, shuffle};
         let gray = match self {
             Preprocess::Canny { low, high } => canny::canny(picture, *low, *high),
             Preprocess::SoftEdge {
@@ -492,6 +500,7 @@ impl Preprocess {
                 return Ok(negative);
             }
             Preprocess::ColorGrid => return Ok(color::color_grid(picture)),
+            Preprocess::Shuffle => return Ok(shuffle::shuffle(picture)),
         };
         Ok(image::DynamicImage::ImageLuma8(gray).to_rgb8())
     }

@@ -1780,7 +1780,7 @@ mod tests {
             (
                 "control_preprocess = \"depth\"\n",
                 "control_preprocess",
-                "\"canny\", \"softedge_hed\", \"softedge_hedsafe\", \"softedge_pidinet\", \"softedge_pidisafe\", \"scribble_hed\", \"scribble_pidinet\", \"scribble_xdog\", \"lineart\", \"lineart_anime\", \"lineart_standard\", \"invert\", \"t2ia_color_grid\"",
+                "\"canny\", \"softedge_hed\", \"softedge_hedsafe\", \"softedge_pidinet\", \"softedge_pidisafe\", \"scribble_hed\", \"scribble_pidinet\", \"scribble_xdog\", \"lineart\", \"lineart_anime\", \"lineart_standard\", \"invert\", \"t2ia_color_grid\", \"shuffle\"",
             ),
         ] {
             let text = format!("{head}{text}");

@@ -2,7 +2,8 @@
 //! A1111's ControlNet extension and `controlnet_aux` make them: [`canny`] edges,
 //! [`hed`] and [`pidinet`] soft edges (`softedge_hed`, `softedge_hedsafe`, `softedge_pidinet`,
 //! `softedge_pidisafe`), [`scribble`]s (`scribble_hed`, `scribble_pidinet`, `scribble_xdog`)
-//! the colour adapter's [`color`] grid (`t2ia_color_grid`), [`lineart_anime`], and [`lineart`]
+//! the colour adapter's [`color`] grid (`t2ia_color_grid`), the content [`shuffle`],
+//! [`lineart_anime`], and [`lineart`]
 //! (`lineart`, with the
 //! informative-drawings network, and `lineart_standard`, without one). The networks load from
 //! the files A1111 keeps in `annotator/downloads/` (`lllyasviel/Annotators`), and run at the
@@ -28,6 +29,7 @@ pub mod lineart;
 pub mod lineart_anime;
 pub mod pidinet;
 pub mod scribble;
+pub mod shuffle;
 mod up_conv;
 
 use std::path::Path;
