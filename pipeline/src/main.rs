@@ -345,7 +345,9 @@ struct GenerateArgs {
         long,
         value_name = "NAME",
         requires = "controlnet",
-        value_parser = ["none", "canny", "softedge_hed", "softedge_hedsafe", "softedge_pidinet", "softedge_pidisafe", "scribble_hed", "scribble_pidinet", "scribble_xdog", "lineart", "lineart_anime", "lineart_standard", "invert", "t2ia_color_grid", "shuffle"]
+        value_parser = clap::builder::PossibleValuesParser::new(
+            std::iter::once("none").chain(autonomy_pipeline::recipe::PREPROCESSORS)
+        )
     )]
     control_preprocess: Vec<String>,
     /// The Canny thresholds `LOW,HIGH` (A1111's 100,200).

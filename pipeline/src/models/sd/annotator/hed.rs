@@ -14,7 +14,7 @@ use image::{GrayImage, RgbImage};
 use super::super::SdError;
 use super::super::kernels::{Conv2d, Slopes};
 use super::super::weights::Weights;
-use super::{picture_tensor, to_gray};
+use super::{picture_tensor, soft_edge_bytes};
 
 /// How many levels the network has.
 const LEVELS: usize = 5;
@@ -114,10 +114,6 @@ impl Hed {
     /// `softedge_hed`'s control image of `picture` (white edges on black, at its size); with
     /// `safe` (`softedge_hedsafe`) the edges quantised to three steps, as `safe_step` does.
     pub fn soft_edges(&self, picture: &RgbImage, safe: bool) -> Result<GrayImage> {
-        let edge = self.edge_map(picture)?;
-        to_gray(&edge, |v| {
-            let v = if safe { (v * 3.0).floor() / 2.0 } else { v };
-            v * 255.0
-        })
+        soft_edge_bytes(&self.edge_map(picture)?, safe)
     }
 }

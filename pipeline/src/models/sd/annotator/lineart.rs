@@ -20,7 +20,7 @@ use super::super::kernels::Conv2d;
 use super::super::upscaler::swin::reflect_to_multiple;
 use super::super::weights::Weights;
 use super::up_conv::UpConv;
-use super::{gaussian, picture_tensor, to_gray};
+use super::{gaussian, inverted_lines, picture_tensor};
 
 /// `InstanceNorm2d`'s epsilon.
 const EPS: f64 = 1e-5;
@@ -172,12 +172,7 @@ impl Lineart {
 
     /// `lineart`'s control image of `picture`: white lines on black, at its size.
     pub fn lines(&self, picture: &RgbImage) -> Result<GrayImage> {
-        // `255 - uint8(clip(line · 255))`, the byte inverted after it is truncated.
-        let line = self.line_map(picture)?;
-        let gray = to_gray(&line, |v| v * 255.0)?;
-        Ok(GrayImage::from_fn(gray.width(), gray.height(), |x, y| {
-            image::Luma([255 - gray.get_pixel(x, y)[0]])
-        }))
+        inverted_lines(&self.line_map(picture)?, |v| v * 255.0)
     }
 }
 

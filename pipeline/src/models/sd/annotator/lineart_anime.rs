@@ -18,7 +18,7 @@ use super::super::upscaler;
 use super::color::{bicubic, bicubic_map};
 use super::lineart::instance_norm;
 use super::up_conv::UpConv;
-use super::{picture_tensor, to_gray};
+use super::{inverted_lines, picture_tensor};
 
 /// The sides the network takes are multiples of this (8 halvings).
 const MULTIPLE: u32 = 256;
@@ -130,9 +130,6 @@ impl LineartAnime {
 
     /// `lineart_anime`'s control image of `picture`: white lines on black, at its size.
     pub fn lines(&self, picture: &RgbImage) -> Result<GrayImage> {
-        let gray = to_gray(&self.line_map(picture)?, |v| v)?;
-        Ok(GrayImage::from_fn(gray.width(), gray.height(), |x, y| {
-            image::Luma([255 - gray.get_pixel(x, y)[0]])
-        }))
+        inverted_lines(&self.line_map(picture)?, |v| v)
     }
 }

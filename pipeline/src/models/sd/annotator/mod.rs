@@ -142,6 +142,23 @@ fn picture_tensor(picture: &RgbImage, scale: f32, device: &Device) -> Result<Ten
         .unsqueeze(0)
 }
 
+/// A soft-edge map in 0–1 `(h, w)` as bytes; with `safe` quantised to three steps first, as
+/// `controlnet_aux`'s `safe_step` does.
+fn soft_edge_bytes(edge: &Tensor, safe: bool) -> Result<GrayImage> {
+    to_gray(edge, |v| {
+        let v = if safe { (v * 3.0).floor() / 2.0 } else { v };
+        v * 255.0
+    })
+}
+
+/// The byte map `map` of dark lines on white as the white lines on black a ControlNet takes:
+/// `255 − byte`, after the byte is truncated.
+fn inverted_lines(map: &Tensor, to_byte: impl Fn(f32) -> f32) -> Result<GrayImage> {
+    let mut gray = to_gray(map, to_byte)?;
+    image::imageops::invert(&mut gray);
+    Ok(gray)
+}
+
 /// The `(h, w)` map `map` as bytes: `to_byte` of each value, clipped to 0–255 and truncated, as
 /// NumPy's `clip(0, 255).astype(np.uint8)`.
 fn to_gray(map: &Tensor, to_byte: impl Fn(f32) -> f32) -> Result<GrayImage> {

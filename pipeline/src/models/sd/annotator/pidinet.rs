@@ -23,7 +23,7 @@ use image::{GrayImage, RgbImage};
 use super::super::SdError;
 use super::super::kernels::Conv2d;
 use super::super::upscaler;
-use super::{picture_tensor, to_gray};
+use super::{picture_tensor, soft_edge_bytes};
 
 /// A pixel-difference convolution's kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -361,11 +361,7 @@ impl PidiNet {
     /// `softedge_pidinet`'s control image of `picture` (white edges on black, at its size);
     /// with `safe` (`softedge_pidisafe`) the edges quantised to three steps.
     pub fn soft_edges(&self, picture: &RgbImage, safe: bool) -> Result<GrayImage> {
-        let edge = self.edge_map(picture)?;
-        to_gray(&edge, |v| {
-            let v = if safe { (v * 3.0).floor() / 2.0 } else { v };
-            v * 255.0
-        })
+        soft_edge_bytes(&self.edge_map(picture)?, safe)
     }
 }
 

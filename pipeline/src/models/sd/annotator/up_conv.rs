@@ -109,14 +109,7 @@ mod tests {
                 .unwrap();
             assert_eq!(ours.dims(), [1, 2, 10, 14]);
             let most = (ours - theirs)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
+                .and_then(|d| d.abs()?.max_all()?.to_scalar::<f32>())
                 .unwrap();
             assert!(most < 1e-5, "kernel {kernel}: {most}");
         }
