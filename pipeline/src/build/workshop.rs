@@ -50,8 +50,9 @@ pub struct Ingredients {
     pub upscaler: Option<UpscalerUse>,
     /// The ControlNets: the folders or files as the recipe names them, their hashes.
     pub controlnets: Vec<ControlNetUse>,
-    /// Each ControlNet's control image (preprocessed when the recipe asks).
-    pub control_images: Vec<RgbImage>,
+    /// Each ControlNet's picture as the recipe names it: its preprocessor (a network, for
+    /// some) runs in [`Workshop::make`], only once the cache has missed.
+    pub control_pictures: Vec<RgbImage>,
     /// sha256 (hex) of the model's weights.
     pub weights_sha256: String,
     /// The generator code version ([`crate::generator::generator_version`]).
@@ -120,28 +121,19 @@ impl<'a> Workshop<'a> {
             }
             None => None,
         };
-        let mut control_images = Vec::new();
+        let mut control_pictures = Vec::new();
         for control in &recipe.controls {
             let (image, parent) = self.control_image(recipe, &control.image)?;
             if !parents.contains(&parent) {
                 parents.push(parent);
             }
-            control_images.push(match &control.preprocess {
-                Some(preprocess) => {
-                    if let Some(file) = preprocess.annotator() {
-                        let parent = self.annotator(recipe, file)?;
-                        if !parents.contains(&parent) {
-                            parents.push(parent);
-                        }
-                    }
-                    preprocess
-                        .apply(&image, &self.options.root, &self.options.device)
-                        .map_err(|e| {
-                            fail(format!("`control_preprocess` {:?}: {e}", preprocess.name()))
-                        })?
+            if let Some(file) = control.preprocess.as_ref().and_then(|p| p.annotator()) {
+                let parent = self.annotator(recipe, file)?;
+                if !parents.contains(&parent) {
+                    parents.push(parent);
                 }
-                None => image,
-            });
+            }
+            control_pictures.push(image);
         }
         let mut loras = recipe
             .loras
@@ -246,7 +238,7 @@ impl<'a> Workshop<'a> {
             refiner,
             upscaler,
             controlnets,
-            control_images,
+            control_pictures,
             weights_sha256,
             device: crate::device::name(&self.options.device),
             source,
@@ -267,13 +259,27 @@ impl<'a> Workshop<'a> {
         let model = self
             .model(ingredients)
             .map_err(|message| BuildError::asset(recipe, message))?;
+        let controls = recipe
+            .controls
+            .iter()
+            .zip(&ingredients.control_pictures)
+            .map(|(control, picture)| match &control.preprocess {
+                Some(preprocess) => preprocess
+                    .apply(picture, &self.options.root, &self.options.device)
+                    .map_err(|e| {
+                        let name = preprocess.name();
+                        BuildError::asset(recipe, format!("`control_preprocess` {name:?}: {e}"))
+                    }),
+                None => Ok(picture.clone()),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let produced = produce::produce(
             recipe,
             &Inputs {
                 generator: model.as_ref(),
                 source: ingredients.source.as_ref(),
                 mask: ingredients.mask.as_ref(),
-                controls: &ingredients.control_images,
+                controls: &controls,
                 palette: ingredients.palette.as_ref(),
                 scratch,
             },
