@@ -424,10 +424,15 @@ fn every_panel_action_works_on_an_embedded_chain() {
     let hed: &[&str] = &["softedge_hed", "softedge_hedsafe", "scribble_hed"];
     let lineart: &[&str] = &["lineart"];
     let anime: &[&str] = &["lineart_anime"];
+    let depth: &[&str] = &["depth_anything_v2"];
     let pidinet: &[&str] = &["softedge_pidinet", "softedge_pidisafe", "scribble_pidinet"];
     assert_eq!(
         local.annotators,
         [
+            (
+                sd_fixtures().join("annotators/depth-anything-v2.pth"),
+                depth
+            ),
             (sd_fixtures().join("annotators/hed.pth"), hed),
             (sd_fixtures().join("annotators/lineart-anime.pth"), anime),
             (sd_fixtures().join("annotators/lineart.pth"), lineart),

@@ -10,8 +10,9 @@
 //! or with `-- controlnet` a ControlNet at SD 1.5's size alone and with the UNet step it
 //! conditions (a 512² control image), against diffusers' `ControlNetModel`;
 //!
-//! or with `-- annotators` the ControlNet preprocessors (HED, PiDiNet, line art, anime line art) at their released
-//! sizes against `controlnet_aux` on a 512² picture;
+//! or with `-- annotators` the ControlNet preprocessors (HED, PiDiNet, line art, anime line
+//! art, Depth Anything V2's ViT-S) at their released sizes against `controlnet_aux` (Depth
+//! Anything's own repository: set `DEPTH_ANYTHING_V2` to its checkout) on a 512² picture;
 //!
 //! or with `-- upscalers [word]` the hires pass's upscaling models (those whose key holds the
 //! word, when given) against spandrel (what ComfyUI and
@@ -34,6 +35,7 @@ use autonomy_pipeline::device;
 use autonomy_pipeline::generator::{GenerateRequest, Generator};
 use autonomy_pipeline::models::sd::StableDiffusion;
 use autonomy_pipeline::models::sd::adapter::Adapter;
+use autonomy_pipeline::models::sd::annotator::depth_anything::DepthAnything;
 use autonomy_pipeline::models::sd::annotator::hed::Hed;
 use autonomy_pipeline::models::sd::annotator::lineart::{self, Lineart};
 use autonomy_pipeline::models::sd::annotator::lineart_anime::LineartAnime;
@@ -335,7 +337,9 @@ fn annotators(
         Lineart::load(&folder.join("sk_model.pth"), device).context("loading the line art")?;
     let anime = LineartAnime::load(&folder.join("netG.pth"), device)
         .context("loading the anime line art")?;
-    eprintln!("timing candle: HED, PiDiNet, line art, anime line art, standard line art …");
+    let depth = DepthAnything::load(&folder.join("depth_anything_v2_vits.pth"), device)
+        .context("loading Depth Anything")?;
+    eprintln!("timing candle: HED, PiDiNet, line art, anime line art, standard line art, depth …");
     let soft = timed(device, repeats, || {
         hed.soft_edges(&picture, false)?;
         Ok(())
@@ -354,6 +358,10 @@ fn annotators(
     })?;
     let standard = timed(device, repeats, || {
         lineart::standard(&picture);
+        Ok(())
+    })?;
+    let depth = timed(device, repeats, || {
+        depth.depth(&picture)?;
         Ok(())
     })?;
     table(
@@ -384,6 +392,12 @@ fn annotators(
                 "lineart_standard (no network)",
                 "lineart_standard",
                 standard,
+                true,
+            ),
+            (
+                "depth_anything_v2 (ViT-S, seen at 518²)",
+                "depth_anything_v2",
+                depth,
                 true,
             ),
         ],

@@ -336,7 +336,8 @@ struct GenerateArgs {
     /// `scribble_pidinet` (their edges thinned to strokes), `scribble_xdog` (no network),
     /// `lineart` (with `--control-annotator
     /// sk_model.pth`, or `sk_model2.pth` for coarse lines), `lineart_anime` (with
-    /// `--control-annotator netG.pth`), `lineart_standard` (no network),
+    /// `--control-annotator netG.pth`), `lineart_standard` (no network), `depth_anything_v2`
+    /// (relative depth, near bright, with `--control-annotator depth_anything_v2_vitl.pth`),
     /// `invert` (the picture's negative: a sketch's dark lines on white made white on black),
     /// `t2ia_color_grid` (its colours in 64-pixel cells, for TencentARC's colour adapter),
     /// `shuffle` (its pixels moved by a smooth seeded flow, for the shuffle ControlNet);

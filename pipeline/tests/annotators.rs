@@ -1,13 +1,14 @@
 //! The preprocessors with networks against `controlnet_aux` (what A1111's extension, ComfyUI's
 //! nodes and diffusers' examples run): tiny random-weight HED and line-art networks in the real
 //! files' names (`scripts/sd-fixtures/make.py annotators`), their maps before rounding, and the
-//! control images the detectors make of a 128×64 picture at its own size.
+//! control images the detectors make of a 128×64 picture at its own size; Depth Anything V2
+//! against its own repository (`make.py depth-anything`).
 
 mod common;
 
 use autonomy_pipeline::models::sd::SdError;
 use autonomy_pipeline::models::sd::annotator::{
-    hed::Hed, lineart, lineart::Lineart, pidinet::PidiNet,
+    depth_anything::DepthAnything, hed::Hed, lineart, lineart::Lineart, pidinet::PidiNet,
 };
 use candle_core::{Device, Tensor};
 use common::sd::{Reference, close, fixtures};
@@ -124,6 +125,34 @@ fn anime_lineart_matches_controlnet_aux() {
     assert_eq!(net.lines(&odd).unwrap().dimensions(), (200, 131));
 }
 
+/// Depth Anything V2 against its repository's `infer_image` (`make.py depth-anything`): the
+/// 128×64 picture seen at 1036×518 (its position grid resized), the 256² one at 518² (the grid
+/// as stored); the depth resized back, and the control image stretched from it.
+#[test]
+fn depth_anything_matches_its_release() {
+    let reference = Reference::of("depth-anything");
+    let net =
+        DepthAnything::load(&annotators().join("depth-anything-v2.pth"), &Device::Cpu).unwrap();
+    let square = image::open(annotators().join("square.png"))
+        .unwrap()
+        .to_rgb8();
+    for (what, picture, name) in [
+        ("picture", picture(), "depth_anything_v2"),
+        ("square", square, "depth_anything_v2-square"),
+    ] {
+        let depth = net.depth_map(&picture).unwrap();
+        close(what, &depth, reference.get(&format!("depth_{what}")), 1e-5);
+        // The depth spans 0.05 here: a byte is 2e-4 of it, and a value within a few millionths
+        // of a byte's edge may truncate either side (15 of the square's 65536 do).
+        let (count, most) = byte_differences(&net.depth(&picture).unwrap(), &expected(name));
+        let pixels = (picture.width() * picture.height()) as usize;
+        assert!(
+            count <= pixels / 1000 && most <= 1,
+            "{what}: {count} of {pixels} pixels differ, by up to {most}"
+        );
+    }
+}
+
 #[test]
 fn lineart_standard_matches_controlnet_aux() {
     let reference = Reference::of("annotators");
@@ -196,6 +225,13 @@ fn the_wrong_file_is_refused_by_name() {
         panic!("HED loaded as PiDiNet");
     };
     assert!(error.to_string().contains("hed.pth") && error.to_string().contains("PiDiNet"));
+    let Err(error) = DepthAnything::load(&hed_file, &Device::Cpu) else {
+        panic!("HED loaded as Depth Anything");
+    };
+    assert!(
+        error.to_string().contains("hed.pth") && error.to_string().contains("Depth Anything"),
+        "{error}"
+    );
     let Err(error) = Hed::load(&annotators().join("missing.pth"), &Device::Cpu) else {
         panic!("a missing file loaded");
     };
@@ -334,6 +370,20 @@ fn a_recipe_and_generate_make_control_images_with_annotator_networks() {
     assert_eq!(
         image::open(&out).unwrap().to_luma8(),
         net.lines(&picture()).unwrap()
+    );
+    // And with Depth Anything, the depth it made.
+    let generated = run(&[
+        "--control-preprocess",
+        "depth_anything_v2",
+        "--control-annotator",
+        &path("art/depth-anything-v2.pth"),
+    ]);
+    assert!(generated.status.success(), "{generated:?}");
+    let net =
+        DepthAnything::load(&annotators().join("depth-anything-v2.pth"), &Device::Cpu).unwrap();
+    assert_eq!(
+        image::open(&out).unwrap().to_luma8(),
+        net.depth(&picture()).unwrap()
     );
     let refused = run(&["--control-preprocess", "lineart"]);
     let stderr = String::from_utf8_lossy(&refused.stderr);

@@ -7,8 +7,9 @@ real SD 1.5 and SD-Turbo (SD 2.1) sizes, and diffusers' timings on them.
                                       # spandrel's timings (of the keys containing `only`)
     python bench.py controlnet <dir>  # writes <dir>/controlnet-sd15 (from <dir>/sd15's UNet),
                                       # prints diffusers' timings of it with the UNet
-    python bench.py annotators <dir>  # writes <dir>/annotators (HED, line art), prints
-                                      # controlnet_aux's timings of the preprocessors
+    python bench.py annotators <dir>  # writes <dir>/annotators (HED, line art, Depth Anything),
+                                      # prints controlnet_aux's timings of the preprocessors
+                                      # (needs $DEPTH_ANYTHING_V2: see `annotators`)
 
 The upscalers (needs `spandrel`) are ESRGAN's RRDBNet at 4x-UltraSharp's and
 RealESRGAN_x4plus's size (23 blocks, 64 features), Real-ESRGAN's compact SRVGGNet at
@@ -209,8 +210,15 @@ def annotators(root, repeats):
     (`Generator(3, 1, 3)`, `sk_model.pth`) with random weights in `<root>/annotators/`, a 512²
     picture there (`picture.png`, noise), and `controlnet_aux`'s time for each detector's whole
     call on it at 512 (`softedge_hed`, `softedge_pidinet`, `lineart`, and `lineart_standard`,
-    which has no network),
+    which has no network), and Depth Anything V2's ViT-S (`depth_anything_v2_vits.pth`) timed
+    through its repository's own `infer_image` and the stretch to bytes — $DEPTH_ANYTHING_V2
+    is a checkout of github.com/DepthAnything/Depth-Anything-V2 —
     on the CPU."""
+    checkout = os.environ.get("DEPTH_ANYTHING_V2")
+    if not checkout:
+        sys.exit("set DEPTH_ANYTHING_V2 to a checkout of github.com/DepthAnything/Depth-Anything-V2")
+    sys.path.insert(0, checkout)
+    from depth_anything_v2.dpt import DepthAnythingV2
     import numpy as np
     from PIL import Image
     from controlnet_aux.hed import ControlNetHED_Apache2, HEDdetector
@@ -226,6 +234,8 @@ def annotators(root, repeats):
     torch.manual_seed(0)
     files = {"ControlNetHED.pth": ControlNetHED_Apache2, "sk_model.pth": lambda: Generator(3, 1, 3),
              "table5_pidinet.pth": pidinet,
+             "depth_anything_v2_vits.pth": lambda: DepthAnythingV2(
+                 encoder="vits", features=64, out_channels=[48, 96, 192, 384]),
              "netG.pth": lambda: UnetGenerator(3, 1, 8, 64, norm_layer=functools.partial(
                  torch.nn.InstanceNorm2d, affine=False, track_running_stats=False))}
     nets = {}
@@ -262,6 +272,13 @@ def annotators(root, repeats):
     anime = LineartAnimeDetector(nets["netG.pth"])
     results["lineart_anime"] = timed(lambda: anime(picture, output_type="np"), repeats)
     results["lineart_standard"] = timed(lambda: standard(picture, output_type="np"), repeats)
+    depth_net = nets["depth_anything_v2_vits.pth"]
+
+    def depth():
+        d = depth_net.infer_image(picture[:, :, ::-1].copy(), 518)
+        return ((d - d.min()) / (d.max() - d.min()) * 255.0).astype(np.uint8)
+
+    results["depth_anything_v2"] = timed(depth, repeats)
     return results
 
 

@@ -2274,6 +2274,69 @@ def build_annotators(name):
               metadata={"torch": torch.__version__, "opencv": cv2.__version__})
 
 
+
+@torch.no_grad()
+def build_depth_anything(name):
+    """Depth Anything V2 (A1111's `depth_anything_v2`) as its own repository's `infer_image` runs
+    it — needs $DEPTH_ANYTHING_V2, a checkout of github.com/DepthAnything/Depth-Anything-V2 — with
+    a tiny random-weight network in the real files' layout (`depth_anything_v2_vits.pth`:
+    `pretrained.*`, DINOv2's ViT, and `depth_head.*`, the DPT head):
+    - `annotators/depth-anything-v2.pth`: 12 blocks of width 128 (2 heads of 64, as every
+      released size has), an MLP as wide as the blocks (4× in the real ones), a 37×37 position
+      grid (a 518² input) and a head of 16 features (`out_channels` 8, 16, 32, 32), stored f16;
+    - `annotators/depth_anything_v2.png`: the control image of `annotators/picture.png` (128×64:
+      the network sees it at 1036×518, its position grid resized) — the relative depth resized
+      back to the picture, stretched to 0–255 and truncated, as ComfyUI's and A1111's
+      preprocessors make it — and `depth_anything_v2-square.png` of `annotators/square.png`
+      (256²: seen at 518², the grid as stored);
+    - `depth-anything.reference.safetensors`: the depth before that (`depth_picture`,
+      `depth_square`), resized to the picture."""
+    import cv2
+    sys.path.insert(0, os.environ["DEPTH_ANYTHING_V2"])
+    from depth_anything_v2 import dpt
+    from depth_anything_v2.dinov2 import DinoVisionTransformer
+
+    def tiny_vit(model_name):
+        return DinoVisionTransformer(img_size=518, patch_size=14, embed_dim=128, depth=12,
+                                     num_heads=2, mlp_ratio=1.0, init_values=1.0,
+                                     ffn_layer="mlp", block_chunks=0, num_register_tokens=0,
+                                     interpolate_antialias=False, interpolate_offset=0.1)
+
+    dpt.DINOv2 = tiny_vit
+    torch.manual_seed(113)
+    model = dpt.DepthAnythingV2(encoder="vits", features=16, out_channels=[8, 16, 32, 32]).eval()
+    # Random weights with some spread: layer scales around 1, the position grid and tokens as
+    # large as the patches, the last convolution biased so the depth is mostly above its ReLU.
+    for key, value in model.state_dict().items():
+        if key.endswith(".gamma"):
+            value.copy_(0.5 + torch.rand_like(value))
+        elif key.endswith(("pos_embed", "cls_token", "mask_token")):
+            value.copy_(torch.randn_like(value))
+        elif key.endswith("bias"):
+            value.copy_(torch.randn_like(value) * 0.1)
+    model.depth_head.scratch.output_conv2[2].bias.fill_(0.3)
+    model = model.half().float()
+    folder = os.path.join(OUT, "annotators")
+    torch.save({k: v.half() for k, v in model.state_dict().items()},
+               os.path.join(folder, "depth-anything-v2.pth"))
+    tensors = {}
+    for key, file in [("picture", "picture.png"), ("square", "square.png")]:
+        rgb = np.asarray(Image.open(os.path.join(folder, file)).convert("RGB"))
+        feed, (h, w) = model.image2tensor(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), 518)
+        depth = model(feed.cpu())
+        resized = torch.nn.functional.interpolate(depth[:, None], (h, w), mode="bilinear",
+                                                  align_corners=True)[0, 0]
+        tensors[f"depth_{key}"] = resized
+        resized = resized.numpy()
+        control = ((resized - resized.min()) / (resized.max() - resized.min()) * 255.0).astype(np.uint8)
+        suffix = "" if key == "picture" else "-square"
+        Image.fromarray(control).save(os.path.join(folder, f"depth_anything_v2{suffix}.png"))
+        print(f"{key}: fed {tuple(feed.shape)}, depth {depth.min():.3f}–{depth.max():.3f}, "
+              f"control mean {control.mean():.1f}, {len(np.unique(control))} levels")
+    save_file({k: v.contiguous() for k, v in tensors.items()},
+              os.path.join(OUT, f"{name}.reference.safetensors"),
+              metadata={"torch": torch.__version__, "opencv": cv2.__version__})
+
 @torch.no_grad()
 def build_controlnet_inpaint(name):
     """tiny-sd15's ControlNet conditioning the 9-channel tiny-sd-inpaint UNet (the same blocks)
@@ -3346,6 +3409,7 @@ def main():
                  "multi-controlnet": build_multi_controlnet,
                  "t2i-adapter": build_t2i_adapter,
                  "annotators": build_annotators,
+                 "depth-anything": build_depth_anything,
                  "controlnet": build_controlnet}
         for name in only:
             if name not in alone:

@@ -310,6 +310,7 @@ fn preprocess_label(preprocess: Option<&Preprocess>) -> String {
         }
         Some(p @ Preprocess::Lineart { .. }) => format!("line art{}", file(p)),
         Some(p @ Preprocess::LineartAnime { .. }) => format!("anime line art{}", file(p)),
+        Some(p @ Preprocess::DepthAnything { .. }) => format!("depth (Depth Anything){}", file(p)),
     }
 }
 

@@ -720,6 +720,11 @@ mod tests {
             folder.join("netG.pth"),
         )
         .unwrap();
+        std::fs::copy(
+            fixtures.join("annotators/depth-anything-v2.pth"),
+            folder.join("depth_anything_v2_vits.pth"),
+        )
+        .unwrap();
         // An upscaler, a ControlNet and a LoRA beside them are not annotators.
         for (from, to) in [
             ("upscalers/compact-x4.pth", "compact-x4.pth"),
@@ -731,11 +736,13 @@ mod tests {
         let hed: &[&str] = &["softedge_hed", "softedge_hedsafe", "scribble_hed"];
         let lineart: &[&str] = &["lineart"];
         let anime: &[&str] = &["lineart_anime"];
+        let depth: &[&str] = &["depth_anything_v2"];
         let pidinet: &[&str] = &["softedge_pidinet", "softedge_pidisafe", "scribble_pidinet"];
         assert_eq!(
             annotator_files(&[root.path().to_path_buf()]),
             [
                 (folder.join("ControlNetHED.pth"), hed),
+                (folder.join("depth_anything_v2_vits.pth"), depth),
                 (folder.join("netG.pth"), anime),
                 (folder.join("sk_model2.pth"), lineart),
                 (folder.join("table5_pidinet.pth"), pidinet)

@@ -63,9 +63,11 @@
 //! with `control_thresholds` (`[100, 200]`, 0..=1000), `"softedge_hed"` and
 //! `"softedge_hedsafe"` (HED soft edges), `"softedge_pidinet"` and `"softedge_pidisafe"`
 //! (PiDiNet's), `"scribble_hed"`, `"scribble_pidinet"`, `"lineart"` (the informative-drawings
-//! network), `"lineart_anime"` (pix2pix's U-Net, `netG.pth`) — these with
+//! network), `"lineart_anime"` (pix2pix's U-Net, `netG.pth`), `"depth_anything_v2"` (Depth
+//! Anything V2's relative depth, near bright) — these with
 //! `control_annotator`, the network's file (`ControlNetHED.pth`; `table5_pidinet.pth`;
-//! `sk_model.pth`, or `sk_model2.pth` for coarse lines), listed in the manifest by its hash —
+//! `sk_model.pth`, or `sk_model2.pth` for coarse lines; `depth_anything_v2_vitl.safetensors`
+//! or the release's `.pth`), listed in the manifest by its hash —
 //! or `"lineart_standard"` (no network), or `"invert"` (the picture's negative: a sketch's dark
 //! lines on white made white on black), or `"t2ia_color_grid"` (the picture's colours in
 //! 64-pixel cells, for TencentARC's colour adapter), or `"shuffle"` (its pixels moved by a
@@ -307,7 +309,7 @@ pub struct ControlRef {
 
 /// The preprocessors a recipe's `control_preprocess` and `generate --control-preprocess` name,
 /// as A1111's ControlNet extension names them.
-pub const PREPROCESSORS: [&str; 14] = [
+pub const PREPROCESSORS: [&str; 15] = [
     "canny",
     "softedge_hed",
     "softedge_hedsafe",
@@ -319,6 +321,7 @@ pub const PREPROCESSORS: [&str; 14] = [
     "lineart",
     "lineart_anime",
     "lineart_standard",
+    "depth_anything_v2",
     "invert",
     "t2ia_color_grid",
     "shuffle",
@@ -362,6 +365,12 @@ pub enum Preprocess {
     },
     /// Line art without a network (`lineart_standard`).
     LineartStandard,
+    /// Relative depth by Depth Anything V2 (`depth_anything_v2`), near bright.
+    DepthAnything {
+        /// `depth_anything_v2_vits.pth` (`_vitb`, `_vitl`; or A1111's
+        /// `depth_anything_v2_vitl.safetensors`), relative to the recipe root (or absolute).
+        annotator: PathBuf,
+    },
     /// The picture's negative (A1111's `invert`, "from white bg & black line"): a sketch in
     /// dark lines on white becomes the white lines on black that line-art and scribble
     /// ControlNets take.
@@ -392,14 +401,14 @@ impl Preprocess {
             return Err(format!("{name:?} uses no annotator file"));
         }
         let file = |what: &str| {
-            annotator.clone().ok_or_else(|| {
-                format!("{name:?} needs its annotator file: {what} (lllyasviel/Annotators)")
-            })
+            annotator
+                .clone()
+                .ok_or_else(|| format!("{name:?} needs its annotator file: {what}"))
         };
         if let Some(&(_, network, finish)) = SOFT_EDGES.iter().find(|(n, ..)| *n == name) {
             return Ok(Preprocess::SoftEdge {
                 network,
-                annotator: file(network.file())?,
+                annotator: file(&format!("{} (lllyasviel/Annotators)", network.file()))?,
                 finish,
             });
         }
@@ -411,10 +420,17 @@ impl Preprocess {
             }
             "scribble_xdog" => Preprocess::ScribbleXdog,
             "lineart" => Preprocess::Lineart {
-                annotator: file("`sk_model.pth`, or `sk_model2.pth` for coarse lines")?,
+                annotator: file(
+                    "`sk_model.pth`, or `sk_model2.pth` for coarse lines (lllyasviel/Annotators)",
+                )?,
             },
             "lineart_anime" => Preprocess::LineartAnime {
-                annotator: file("`netG.pth`")?,
+                annotator: file("`netG.pth` (lllyasviel/Annotators)")?,
+            },
+            "depth_anything_v2" => Preprocess::DepthAnything {
+                annotator: file(
+                    "`depth_anything_v2_vits.pth`, `_vitb` or `_vitl` (Depth Anything V2's release), or A1111's `depth_anything_v2_vitl.safetensors`",
+                )?,
             },
             "lineart_standard" => Preprocess::LineartStandard,
             "invert" => Preprocess::Invert,
@@ -431,7 +447,8 @@ impl Preprocess {
 
     /// Whether the preprocessor `name` runs a network from an annotator file.
     pub fn needs_annotator(name: &str) -> bool {
-        matches!(name, "lineart" | "lineart_anime") || SOFT_EDGES.iter().any(|(n, ..)| *n == name)
+        matches!(name, "lineart" | "lineart_anime" | "depth_anything_v2")
+            || SOFT_EDGES.iter().any(|(n, ..)| *n == name)
     }
 
     /// Its name, as [`PREPROCESSORS`] lists it.
@@ -448,6 +465,7 @@ impl Preprocess {
             Preprocess::Lineart { .. } => "lineart",
             Preprocess::LineartAnime { .. } => "lineart_anime",
             Preprocess::LineartStandard => "lineart_standard",
+            Preprocess::DepthAnything { .. } => "depth_anything_v2",
             Preprocess::Invert => "invert",
             Preprocess::ColorGrid => "t2ia_color_grid",
             Preprocess::Shuffle => "shuffle",
@@ -459,7 +477,8 @@ impl Preprocess {
         match self {
             Preprocess::SoftEdge { annotator, .. }
             | Preprocess::Lineart { annotator }
-            | Preprocess::LineartAnime { annotator } => Some(annotator),
+            | Preprocess::LineartAnime { annotator }
+            | Preprocess::DepthAnything { annotator } => Some(annotator),
             Preprocess::Canny { .. }
             | Preprocess::ScribbleXdog
             | Preprocess::LineartStandard
@@ -477,6 +496,7 @@ impl Preprocess {
         root: &Path,
         device: &candle_core::Device,
     ) -> Result<image::RgbImage, crate::models::sd::SdError> {
+        use crate::models::sd::annotator::depth_anything::DepthAnything;
         use crate::models::sd::annotator::lineart_anime::LineartAnime;
         use crate::models::sd::annotator::{self, canny, color, lineart, scribble, shuffle};
         let gray = match self {
@@ -494,6 +514,9 @@ impl Preprocess {
                 LineartAnime::load(&root.join(annotator), device)?.lines(picture)?
             }
             Preprocess::LineartStandard => lineart::standard(picture),
+            Preprocess::DepthAnything { annotator } => {
+                DepthAnything::load(&root.join(annotator), device)?.depth(picture)?
+            }
             Preprocess::Invert => {
                 let mut negative = picture.clone();
                 image::imageops::invert(&mut negative);

@@ -29,6 +29,7 @@
 
 pub mod adapter;
 pub mod annotator;
+mod bicubic;
 pub mod block_weights;
 pub mod blocks;
 pub mod brownian;
