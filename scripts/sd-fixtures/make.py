@@ -42,7 +42,9 @@ tiny-sd15's reference) and `hypernetworks` (three A1111 hypernetworks in
 tiny-sd15, as a diffusers folder and as an A1111/ComfyUI single file, a control image, and
 `StableDiffusionControlNetPipeline`'s outputs with it; `multi-controlnet` and
 `controlnet-inpaint` run it further) and `t2i-adapter` (tiny T2I-Adapters and
-`StableDiffusionAdapterPipeline`'s outputs). `make.py --extend tiny-sd21 tiny-sdxl` adds the references written since
+`StableDiffusionAdapterPipeline`'s outputs) and `annotators` (the ControlNet preprocessors'
+networks against `controlnet_aux`) and `depth-anything` (Depth Anything V2 against its own
+repository; needs $DEPTH_ANYTHING_V2, a checkout of it). `make.py --extend tiny-sd21 tiny-sdxl` adds the references written since
 the fixtures were made (a whole run with guidance rescale; SDXL's base handing its latents to the
 refiner; tiny-sd15's IA³, full, OFT and GLoRA files) without touching the rest.
 """
