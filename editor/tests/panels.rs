@@ -424,7 +424,7 @@ fn every_panel_action_works_on_an_embedded_chain() {
     let hed: &[&str] = &["softedge_hed", "softedge_hedsafe", "scribble_hed"];
     let lineart: &[&str] = &["lineart"];
     let anime: &[&str] = &["lineart_anime"];
-    let depth: &[&str] = &["depth_anything_v2"];
+    let depth: &[&str] = &["depth_anything_v2", "depth_anything"];
     let pidinet: &[&str] = &["softedge_pidinet", "softedge_pidisafe", "scribble_pidinet"];
     assert_eq!(
         local.annotators,

@@ -35,7 +35,7 @@ use autonomy_pipeline::device;
 use autonomy_pipeline::generator::{GenerateRequest, Generator};
 use autonomy_pipeline::models::sd::StableDiffusion;
 use autonomy_pipeline::models::sd::adapter::Adapter;
-use autonomy_pipeline::models::sd::annotator::depth_anything::DepthAnything;
+use autonomy_pipeline::models::sd::annotator::depth_anything::{DepthAnything, DepthVersion};
 use autonomy_pipeline::models::sd::annotator::hed::Hed;
 use autonomy_pipeline::models::sd::annotator::lineart::{self, Lineart};
 use autonomy_pipeline::models::sd::annotator::lineart_anime::LineartAnime;
@@ -337,8 +337,12 @@ fn annotators(
         Lineart::load(&folder.join("sk_model.pth"), device).context("loading the line art")?;
     let anime = LineartAnime::load(&folder.join("netG.pth"), device)
         .context("loading the anime line art")?;
-    let depth = DepthAnything::load(&folder.join("depth_anything_v2_vits.pth"), device)
-        .context("loading Depth Anything")?;
+    let depth = DepthAnything::load(
+        &folder.join("depth_anything_v2_vits.pth"),
+        DepthVersion::V2,
+        device,
+    )
+    .context("loading Depth Anything")?;
     eprintln!("timing candle: HED, PiDiNet, line art, anime line art, standard line art, depth …");
     let soft = timed(device, repeats, || {
         hed.soft_edges(&picture, false)?;

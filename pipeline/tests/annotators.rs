@@ -8,7 +8,11 @@ mod common;
 
 use autonomy_pipeline::models::sd::SdError;
 use autonomy_pipeline::models::sd::annotator::{
-    depth_anything::DepthAnything, hed::Hed, lineart, lineart::Lineart, pidinet::PidiNet,
+    depth_anything::{DepthAnything, DepthVersion},
+    hed::Hed,
+    lineart,
+    lineart::Lineart,
+    pidinet::PidiNet,
 };
 use candle_core::{Device, Tensor};
 use common::sd::{Reference, close, fixtures};
@@ -125,31 +129,40 @@ fn anime_lineart_matches_controlnet_aux() {
     assert_eq!(net.lines(&odd).unwrap().dimensions(), (200, 131));
 }
 
-/// Depth Anything V2 against its repository's `infer_image` (`make.py depth-anything`): the
-/// 128×64 picture seen at 1036×518 (its position grid resized), the 256² one at 518² (the grid
-/// as stored); the depth resized back, and the control image stretched from it.
+/// Depth Anything V2 against its repository's `infer_image`, and the first Depth Anything
+/// against its `run.py`, the same file in both (`make.py depth-anything`): the 128×64 picture
+/// seen at 1036×518 (its position grid resized), the 256² one at 518² (the grid as stored);
+/// the depth resized back, and the control image stretched from it.
 #[test]
-fn depth_anything_matches_its_release() {
+fn depth_anything_matches_its_releases() {
     let reference = Reference::of("depth-anything");
-    let net =
-        DepthAnything::load(&annotators().join("depth-anything-v2.pth"), &Device::Cpu).unwrap();
     let square = image::open(annotators().join("square.png"))
         .unwrap()
         .to_rgb8();
-    for (what, picture, name) in [
-        ("picture", picture(), "depth_anything_v2"),
-        ("square", square, "depth_anything_v2-square"),
+    for (version, prefix, name) in [
+        (DepthVersion::V2, "", "depth_anything_v2"),
+        (DepthVersion::V1, "v1_", "depth_anything"),
     ] {
-        let depth = net.depth_map(&picture).unwrap();
-        close(what, &depth, reference.get(&format!("depth_{what}")), 1e-5);
-        // The depth spans 0.05 here: a byte is 2e-4 of it, and a value within a few millionths
-        // of a byte's edge may truncate either side (15 of the square's 65536 do).
-        let (count, most) = byte_differences(&net.depth(&picture).unwrap(), &expected(name));
-        let pixels = (picture.width() * picture.height()) as usize;
-        assert!(
-            count <= pixels / 1000 && most <= 1,
-            "{what}: {count} of {pixels} pixels differ, by up to {most}"
-        );
+        let file = annotators().join("depth-anything-v2.pth");
+        let net = DepthAnything::load(&file, version, &Device::Cpu).unwrap();
+        for (what, picture, suffix) in [
+            ("picture", picture(), ""),
+            ("square", square.clone(), "-square"),
+        ] {
+            let depth = net.depth_map(&picture).unwrap();
+            let key = format!("{prefix}depth_{what}");
+            close(&key, &depth, reference.get(&key), 1e-5);
+            // The depth spans 0.05 here: a byte is 2e-4 of it, and a value within a few
+            // millionths of a byte's edge may truncate either side (15 of the square's 65536
+            // do).
+            let theirs = expected(&format!("{name}{suffix}"));
+            let (count, most) = byte_differences(&net.depth(&picture).unwrap(), &theirs);
+            let pixels = (picture.width() * picture.height()) as usize;
+            assert!(
+                count <= pixels / 1000 && most <= 1,
+                "{key}: {count} of {pixels} pixels differ, by up to {most}"
+            );
+        }
     }
 }
 
@@ -225,7 +238,7 @@ fn the_wrong_file_is_refused_by_name() {
         panic!("HED loaded as PiDiNet");
     };
     assert!(error.to_string().contains("hed.pth") && error.to_string().contains("PiDiNet"));
-    let Err(error) = DepthAnything::load(&hed_file, &Device::Cpu) else {
+    let Err(error) = DepthAnything::load(&hed_file, DepthVersion::V2, &Device::Cpu) else {
         panic!("HED loaded as Depth Anything");
     };
     assert!(
@@ -379,8 +392,8 @@ fn a_recipe_and_generate_make_control_images_with_annotator_networks() {
         &path("art/depth-anything-v2.pth"),
     ]);
     assert!(generated.status.success(), "{generated:?}");
-    let net =
-        DepthAnything::load(&annotators().join("depth-anything-v2.pth"), &Device::Cpu).unwrap();
+    let file = annotators().join("depth-anything-v2.pth");
+    let net = DepthAnything::load(&file, DepthVersion::V2, &Device::Cpu).unwrap();
     assert_eq!(
         image::open(&out).unwrap().to_luma8(),
         net.depth(&picture()).unwrap()

@@ -43,8 +43,9 @@ tiny-sd15, as a diffusers folder and as an A1111/ComfyUI single file, a control 
 `StableDiffusionControlNetPipeline`'s outputs with it; `multi-controlnet` and
 `controlnet-inpaint` run it further) and `t2i-adapter` (tiny T2I-Adapters and
 `StableDiffusionAdapterPipeline`'s outputs) and `annotators` (the ControlNet preprocessors'
-networks against `controlnet_aux`) and `depth-anything` (Depth Anything V2 against its own
-repository; needs $DEPTH_ANYTHING_V2, a checkout of it). `make.py --extend tiny-sd21 tiny-sdxl` adds the references written since
+networks against `controlnet_aux`) and `depth-anything` (Depth Anything V2 and the first
+Depth Anything against their own repositories; needs $DEPTH_ANYTHING_V2 and $DEPTH_ANYTHING,
+checkouts of them). `make.py --extend tiny-sd21 tiny-sdxl` adds the references written since
 the fixtures were made (a whole run with guidance rescale; SDXL's base handing its latents to the
 refiner; tiny-sd15's IA³, full, OFT and GLoRA files) without touching the rest.
 """
@@ -2292,7 +2293,13 @@ def build_depth_anything(name):
       preprocessors make it — and `depth_anything_v2-square.png` of `annotators/square.png`
       (256²: seen at 518², the grid as stored);
     - `depth-anything.reference.safetensors`: the depth before that (`depth_picture`,
-      `depth_square`), resized to the picture."""
+      `depth_square`), resized to the picture;
+    - the same for the first Depth Anything (A1111's `depth_anything`: `depth_anything.png`,
+      `depth_anything-square.png`, `v1_depth_picture`, `v1_depth_square`) as its repository's
+      `run.py` makes it — needs $DEPTH_ANYTHING, a checkout of github.com/LiheYoung/Depth-Anything
+      — the same file loaded strictly into its `DPT_DINOv2` (the same layout; DINOv2 from the
+      checkout's `torchhub`), which takes the last four blocks and resizes back without
+      aligning corners."""
     import cv2
     sys.path.insert(0, os.environ["DEPTH_ANYTHING_V2"])
     from depth_anything_v2 import dpt
@@ -2335,9 +2342,49 @@ def build_depth_anything(name):
         Image.fromarray(control).save(os.path.join(folder, f"depth_anything_v2{suffix}.png"))
         print(f"{key}: fed {tuple(feed.shape)}, depth {depth.min():.3f}–{depth.max():.3f}, "
               f"control mean {control.mean():.1f}, {len(np.unique(control))} levels")
+    first = os.environ["DEPTH_ANYTHING"]
+    sys.path.insert(0, first)
+    sys.path.insert(0, os.path.join(first, "torchhub", "facebookresearch_dinov2_main"))
+    from depth_anything.dpt import DPT_DINOv2
+    from depth_anything.util.transform import Resize, NormalizeImage, PrepareForNet
+    from dinov2.models.vision_transformer import DinoVisionTransformer as HubViT
+    from torchvision.transforms import Compose
+
+    hub_load = torch.hub.load
+    torch.hub.load = lambda *args, **kwargs: HubViT(
+        img_size=518, patch_size=14, embed_dim=128, depth=12, num_heads=2, mlp_ratio=1.0,
+        init_values=1.0, ffn_layer="mlp", block_chunks=0)
+    try:
+        v1 = DPT_DINOv2(encoder="vits", features=16, out_channels=[8, 16, 32, 32]).eval()
+    finally:
+        torch.hub.load = hub_load
+    v1.load_state_dict(
+        {k: v.float() for k, v in torch.load(os.path.join(folder, "depth-anything-v2.pth")).items()},
+        strict=True)
+    transform = Compose([
+        Resize(width=518, height=518, resize_target=False, keep_aspect_ratio=True,
+               ensure_multiple_of=14, resize_method="lower_bound",
+               image_interpolation_method=cv2.INTER_CUBIC),
+        NormalizeImage(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]),
+        PrepareForNet(),
+    ])
+    for key, file in [("picture", "picture.png"), ("square", "square.png")]:
+        rgb = np.asarray(Image.open(os.path.join(folder, file)).convert("RGB"))
+        h, w = rgb.shape[:2]
+        feed = torch.from_numpy(transform({"image": rgb / 255.0})["image"]).unsqueeze(0)
+        depth = v1(feed)
+        resized = torch.nn.functional.interpolate(depth[None], (h, w), mode="bilinear",
+                                                  align_corners=False)[0, 0]
+        tensors[f"v1_depth_{key}"] = resized
+        resized = resized.numpy()
+        control = ((resized - resized.min()) / (resized.max() - resized.min()) * 255.0).astype(np.uint8)
+        suffix = "" if key == "picture" else "-square"
+        Image.fromarray(control).save(os.path.join(folder, f"depth_anything{suffix}.png"))
+        print(f"v1 {key}: depth {depth.min():.3f}–{depth.max():.3f}, control mean {control.mean():.1f}")
     save_file({k: v.contiguous() for k, v in tensors.items()},
               os.path.join(OUT, f"{name}.reference.safetensors"),
               metadata={"torch": torch.__version__, "opencv": cv2.__version__})
+
 
 @torch.no_grad()
 def build_controlnet_inpaint(name):

@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+use autonomy_pipeline::models::sd::annotator::depth_anything::DepthVersion;
 use autonomy_pipeline::models::sd::annotator::{EdgeFinish, EdgeNetwork, canny};
 use autonomy_pipeline::models::sd::hypernetwork::hypernet_tags;
 use autonomy_pipeline::models::sd::lora_tags::without_network_tags;
@@ -310,7 +311,18 @@ fn preprocess_label(preprocess: Option<&Preprocess>) -> String {
         }
         Some(p @ Preprocess::Lineart { .. }) => format!("line art{}", file(p)),
         Some(p @ Preprocess::LineartAnime { .. }) => format!("anime line art{}", file(p)),
-        Some(p @ Preprocess::DepthAnything { .. }) => format!("depth (Depth Anything){}", file(p)),
+        Some(
+            p @ Preprocess::DepthAnything {
+                version: DepthVersion::V2,
+                ..
+            },
+        ) => format!("depth (Depth Anything V2){}", file(p)),
+        Some(
+            p @ Preprocess::DepthAnything {
+                version: DepthVersion::V1,
+                ..
+            },
+        ) => format!("depth (Depth Anything){}", file(p)),
     }
 }
 

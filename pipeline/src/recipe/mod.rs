@@ -64,10 +64,11 @@
 //! `"softedge_hedsafe"` (HED soft edges), `"softedge_pidinet"` and `"softedge_pidisafe"`
 //! (PiDiNet's), `"scribble_hed"`, `"scribble_pidinet"`, `"lineart"` (the informative-drawings
 //! network), `"lineart_anime"` (pix2pix's U-Net, `netG.pth`), `"depth_anything_v2"` (Depth
-//! Anything V2's relative depth, near bright) — these with
+//! Anything V2's relative depth, near bright), `"depth_anything"` (the first release's) —
+//! these with
 //! `control_annotator`, the network's file (`ControlNetHED.pth`; `table5_pidinet.pth`;
 //! `sk_model.pth`, or `sk_model2.pth` for coarse lines; `depth_anything_v2_vitl.safetensors`
-//! or the release's `.pth`), listed in the manifest by its hash —
+//! or the release's `.pth`; `depth_anything_vitl14.pth`), listed in the manifest by its hash —
 //! or `"lineart_standard"` (no network), or `"invert"` (the picture's negative: a sketch's dark
 //! lines on white made white on black), or `"t2ia_color_grid"` (the picture's colours in
 //! 64-pixel cells, for TencentARC's colour adapter), or `"shuffle"` (its pixels moved by a
@@ -97,6 +98,7 @@ mod set;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::models::sd::annotator::depth_anything::DepthVersion;
 use crate::models::sd::annotator::{EdgeFinish, EdgeNetwork, SOFT_EDGES};
 use crate::models::sd::block_weights::BlockWeights;
 use crate::models::sd::scheduler::Sampler;
@@ -309,7 +311,7 @@ pub struct ControlRef {
 
 /// The preprocessors a recipe's `control_preprocess` and `generate --control-preprocess` name,
 /// as A1111's ControlNet extension names them.
-pub const PREPROCESSORS: [&str; 15] = [
+pub const PREPROCESSORS: [&str; 16] = [
     "canny",
     "softedge_hed",
     "softedge_hedsafe",
@@ -322,6 +324,7 @@ pub const PREPROCESSORS: [&str; 15] = [
     "lineart_anime",
     "lineart_standard",
     "depth_anything_v2",
+    "depth_anything",
     "invert",
     "t2ia_color_grid",
     "shuffle",
@@ -365,11 +368,15 @@ pub enum Preprocess {
     },
     /// Line art without a network (`lineart_standard`).
     LineartStandard,
-    /// Relative depth by Depth Anything V2 (`depth_anything_v2`), near bright.
+    /// Relative depth by Depth Anything V2 (`depth_anything_v2`) or the first Depth Anything
+    /// (`depth_anything`), near bright.
     DepthAnything {
         /// `depth_anything_v2_vits.pth` (`_vitb`, `_vitl`; or A1111's
-        /// `depth_anything_v2_vitl.safetensors`), relative to the recipe root (or absolute).
+        /// `depth_anything_v2_vitl.safetensors`; the first's `depth_anything_vitl14.pth`…),
+        /// relative to the recipe root (or absolute).
         annotator: PathBuf,
+        /// Which release.
+        version: DepthVersion,
     },
     /// The picture's negative (A1111's `invert`, "from white bg & black line"): a sketch in
     /// dark lines on white becomes the white lines on black that line-art and scribble
@@ -431,6 +438,13 @@ impl Preprocess {
                 annotator: file(
                     "`depth_anything_v2_vits.pth`, `_vitb` or `_vitl` (Depth Anything V2's release), or A1111's `depth_anything_v2_vitl.safetensors`",
                 )?,
+                version: DepthVersion::V2,
+            },
+            "depth_anything" => Preprocess::DepthAnything {
+                annotator: file(
+                    "`depth_anything_vits14.pth`, `_vitb14` or `_vitl14` (the first Depth Anything's release)",
+                )?,
+                version: DepthVersion::V1,
             },
             "lineart_standard" => Preprocess::LineartStandard,
             "invert" => Preprocess::Invert,
@@ -447,8 +461,10 @@ impl Preprocess {
 
     /// Whether the preprocessor `name` runs a network from an annotator file.
     pub fn needs_annotator(name: &str) -> bool {
-        matches!(name, "lineart" | "lineart_anime" | "depth_anything_v2")
-            || SOFT_EDGES.iter().any(|(n, ..)| *n == name)
+        matches!(
+            name,
+            "lineart" | "lineart_anime" | "depth_anything_v2" | "depth_anything"
+        ) || SOFT_EDGES.iter().any(|(n, ..)| *n == name)
     }
 
     /// Its name, as [`PREPROCESSORS`] lists it.
@@ -465,7 +481,14 @@ impl Preprocess {
             Preprocess::Lineart { .. } => "lineart",
             Preprocess::LineartAnime { .. } => "lineart_anime",
             Preprocess::LineartStandard => "lineart_standard",
-            Preprocess::DepthAnything { .. } => "depth_anything_v2",
+            Preprocess::DepthAnything {
+                version: DepthVersion::V2,
+                ..
+            } => "depth_anything_v2",
+            Preprocess::DepthAnything {
+                version: DepthVersion::V1,
+                ..
+            } => "depth_anything",
             Preprocess::Invert => "invert",
             Preprocess::ColorGrid => "t2ia_color_grid",
             Preprocess::Shuffle => "shuffle",
@@ -478,7 +501,7 @@ impl Preprocess {
             Preprocess::SoftEdge { annotator, .. }
             | Preprocess::Lineart { annotator }
             | Preprocess::LineartAnime { annotator }
-            | Preprocess::DepthAnything { annotator } => Some(annotator),
+            | Preprocess::DepthAnything { annotator, .. } => Some(annotator),
             Preprocess::Canny { .. }
             | Preprocess::ScribbleXdog
             | Preprocess::LineartStandard
@@ -514,8 +537,8 @@ impl Preprocess {
                 LineartAnime::load(&root.join(annotator), device)?.lines(picture)?
             }
             Preprocess::LineartStandard => lineart::standard(picture),
-            Preprocess::DepthAnything { annotator } => {
-                DepthAnything::load(&root.join(annotator), device)?.depth(picture)?
+            Preprocess::DepthAnything { annotator, version } => {
+                DepthAnything::load(&root.join(annotator), *version, device)?.depth(picture)?
             }
             Preprocess::Invert => {
                 let mut negative = picture.clone();

@@ -10,9 +10,13 @@
 //! `depth_anything_v2_vits.pth`, `_vitb`, `_vitl` (or the same names in safetensors, as
 //! A1111's `depth_anything_v2_vitl.safetensors`); the size is read from the file.
 //!
-//! A1111's extension differs in two ways: it feeds the network the picture's BGR (it converts
-//! BGR to RGB on a picture that is already RGB), and resizes the depth back without aligning
-//! corners.
+//! The first Depth Anything (A1111's `depth_anything`, `depth_anything_vitl14.pth`) is the same
+//! network in the same layout, taking the last four blocks; its `run.py` resizes the depth back
+//! without aligning corners.
+//!
+//! A1111's extension differs from both releases in two ways: it feeds the network the
+//! picture's BGR (it converts BGR to RGB on a picture that is already RGB), and resizes V2's
+//! depth back without aligning corners.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -38,14 +42,26 @@ const STD: [f32; 3] = [0.229, 0.224, 0.225];
 /// The width of one attention head: every released size's.
 const HEAD_WIDTH: usize = 64;
 
-/// The blocks whose features the head takes, by the encoder's depth (ViT-S and ViT-B have 12
-/// blocks, ViT-L 24, ViT-G 40).
-fn taps(depth: usize) -> Option<[usize; 4]> {
-    match depth {
-        12 => Some([2, 5, 8, 11]),
-        24 => Some([4, 11, 17, 23]),
-        40 => Some([9, 19, 29, 39]),
-        _ => None,
+/// Which release: the two read the same files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DepthVersion {
+    /// The first Depth Anything (A1111's `depth_anything`).
+    V1,
+    /// Depth Anything V2 (A1111's `depth_anything_v2`).
+    V2,
+}
+
+impl DepthVersion {
+    /// The blocks whose features the head takes, by the encoder's depth (ViT-S and ViT-B have
+    /// 12 blocks, ViT-L 24, ViT-G 40): V2 spreads them, the first takes the last four.
+    fn taps(self, depth: usize) -> Option<[usize; 4]> {
+        match (self, depth) {
+            (DepthVersion::V1, 12 | 24) => Some([depth - 4, depth - 3, depth - 2, depth - 1]),
+            (DepthVersion::V2, 12) => Some([2, 5, 8, 11]),
+            (DepthVersion::V2, 24) => Some([4, 11, 17, 23]),
+            (DepthVersion::V2, 40) => Some([9, 19, 29, 39]),
+            _ => None,
+        }
     }
 }
 
@@ -349,17 +365,24 @@ impl Head {
     }
 }
 
-/// A loaded Depth Anything V2 network.
+/// A loaded Depth Anything network.
 pub struct DepthAnything {
     encoder: Encoder,
     head: Head,
+    /// Whether the depth is resized back to the picture with corners aligned (V2's release).
+    aligned: bool,
     device: Device,
 }
 
 impl DepthAnything {
-    /// Loads `depth_anything_v2_vits.pth` (`_vitb`, `_vitl`; or the same names in safetensors)
-    /// onto `device`, in f32; its widths and depth are read from the file.
-    pub fn load(path: &Path, device: &Device) -> std::result::Result<Self, SdError> {
+    /// Loads `depth_anything_v2_vits.pth` (`_vitb`, `_vitl`; or the same names in safetensors;
+    /// for [`DepthVersion::V1`] `depth_anything_vits14.pth`…) onto `device`, in f32, to run as
+    /// `version`; its widths and depth are read from the file.
+    pub fn load(
+        path: &Path,
+        version: DepthVersion,
+        device: &Device,
+    ) -> std::result::Result<Self, SdError> {
         let invalid = |message: String| SdError::Invalid {
             path: path.to_path_buf(),
             message,
@@ -395,9 +418,9 @@ impl DepthAnything {
         let depth = (0..)
             .take_while(|i| tensors.contains_key(&format!("pretrained.blocks.{i}.norm1.weight")))
             .count();
-        let taps = taps(depth).ok_or_else(|| {
+        let taps = version.taps(depth).ok_or_else(|| {
             invalid(format!(
-                "its encoder has {depth} blocks: Depth Anything V2's have 12 (ViT-S, ViT-B), 24 (ViT-L) or 40 (ViT-G)"
+                "its encoder has {depth} blocks: Depth Anything's have 12 (ViT-S, ViT-B), 24 (ViT-L) or, in V2 alone, 40 (ViT-G)"
             ))
         })?;
         if tensors.contains_key("pretrained.blocks.0.mlp.w12.weight") {
@@ -452,6 +475,7 @@ impl DepthAnything {
             Ok(Self {
                 encoder,
                 head: Head::new(vb.pp("depth_head"), width, channels, features)?,
+                aligned: version == DepthVersion::V2,
                 device: device.clone(),
             })
         };
@@ -470,13 +494,13 @@ impl DepthAnything {
         let depth = self.head.forward(&taps, (nh / PATCH, nw / PATCH))?.relu()?;
         depth
             .reshape((1, 1, nh, nw))?
-            .upsample_bilinear2d(h as usize, w as usize, true)?
+            .upsample_bilinear2d(h as usize, w as usize, self.aligned)?
             .squeeze(0)?
             .squeeze(0)
     }
 
-    /// `depth_anything_v2`'s control image of `picture`: its depth stretched to 0–255 (black
-    /// where the depth is flat).
+    /// `depth_anything_v2`'s (or `depth_anything`'s) control image of `picture`: its depth
+    /// stretched to 0–255 (black where the depth is flat).
     pub fn depth(&self, picture: &RgbImage) -> Result<GrayImage> {
         let map = self.depth_map(picture)?;
         let low = map.min_all()?.to_scalar::<f32>()?;

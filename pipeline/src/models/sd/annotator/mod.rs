@@ -4,7 +4,8 @@
 //! `softedge_pidisafe`), [`scribble`]s (`scribble_hed`, `scribble_pidinet`, `scribble_xdog`)
 //! the colour adapter's [`color`] grid (`t2ia_color_grid`), the content [`shuffle`],
 //! [`lineart_anime`], [`lineart`] (`lineart`, with the informative-drawings network, and
-//! `lineart_standard`, without one), and [`depth_anything`] (`depth_anything_v2`). The networks
+//! `lineart_standard`, without one), and [`depth_anything`] (`depth_anything_v2`,
+//! `depth_anything`). The networks
 //! load from the files A1111 keeps in `annotator/downloads/` (`lllyasviel/Annotators`, and
 //! Depth Anything V2's release), and run at the picture's own size (Depth Anything at a
 //! shorter side of 518).
@@ -106,8 +107,9 @@ pub fn soft_edges(
 /// `block1.convs.0`), PiDiNet's three for PiDiNet (`init_block`, `block1_1`, `classifier`,
 /// with or without `module.`),
 /// `lineart` for a line-art generator (`model0.1`, `model4.1`), `lineart_anime` for the anime
-/// one (`model.model.0`, `model.model.1.model.1`), `depth_anything_v2` for Depth Anything
-/// (`pretrained.cls_token`, `depth_head.scratch.output_conv2.2`); none for any other file.
+/// one (`model.model.0`, `model.model.1.model.1`), `depth_anything_v2` and `depth_anything` for
+/// Depth Anything (`pretrained.cls_token`, `depth_head.scratch.output_conv2.2`: the two releases
+/// share a layout); none for any other file.
 pub fn preprocessors_of(path: &Path) -> &'static [&'static str] {
     if !path.is_file() {
         return &[];
@@ -127,7 +129,7 @@ pub fn preprocessors_of(path: &Path) -> &'static [&'static str] {
     } else if has("model.model.0.weight") && has("model.model.1.model.1.weight") {
         &["lineart_anime"]
     } else if has("pretrained.cls_token") && has("depth_head.scratch.output_conv2.2.weight") {
-        &["depth_anything_v2"]
+        &["depth_anything_v2", "depth_anything"]
     } else {
         &[]
     }
