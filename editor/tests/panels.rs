@@ -425,6 +425,7 @@ fn every_panel_action_works_on_an_embedded_chain() {
     let lineart: &[&str] = &["lineart"];
     let anime: &[&str] = &["lineart_anime"];
     let depth: &[&str] = &["depth_anything_v2", "depth_anything"];
+    let mlsd: &[&str] = &["mlsd"];
     let pidinet: &[&str] = &["softedge_pidinet", "softedge_pidisafe", "scribble_pidinet"];
     assert_eq!(
         local.annotators,
@@ -436,6 +437,7 @@ fn every_panel_action_works_on_an_embedded_chain() {
             (sd_fixtures().join("annotators/hed.pth"), hed),
             (sd_fixtures().join("annotators/lineart-anime.pth"), anime),
             (sd_fixtures().join("annotators/lineart.pth"), lineart),
+            (sd_fixtures().join("annotators/mlsd.pth"), mlsd),
             (sd_fixtures().join("annotators/pidinet.pth"), pidinet)
         ]
     );

@@ -338,7 +338,8 @@ struct GenerateArgs {
     /// sk_model.pth`, or `sk_model2.pth` for coarse lines), `lineart_anime` (with
     /// `--control-annotator netG.pth`), `lineart_standard` (no network), `depth_anything_v2`
     /// (relative depth, near bright, with `--control-annotator depth_anything_v2_vitl.pth`),
-    /// `depth_anything` (the first release's, with `depth_anything_vitl14.pth`),
+    /// `depth_anything` (the first release's, with `depth_anything_vitl14.pth`), `mlsd`
+    /// (M-LSD's straight line segments, with `mlsd_large_512_fp32.pth`),
     /// `invert` (the picture's negative: a sketch's dark lines on white made white on black),
     /// `t2ia_color_grid` (its colours in 64-pixel cells, for TencentARC's colour adapter),
     /// `shuffle` (its pixels moved by a smooth seeded flow, for the shuffle ControlNet);

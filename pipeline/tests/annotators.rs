@@ -12,6 +12,7 @@ use autonomy_pipeline::models::sd::annotator::{
     hed::Hed,
     lineart,
     lineart::Lineart,
+    mlsd::{self, Mlsd},
     pidinet::PidiNet,
 };
 use candle_core::{Device, Tensor};
@@ -166,6 +167,42 @@ fn depth_anything_matches_its_releases() {
     }
 }
 
+/// M-LSD against `controlnet_aux`'s `MLSDdetector` (`make.py mlsd`: the released network at
+/// its own size, random weights, its displacements scaled up so the segments are long and
+/// some leave the picture): the network's maps, the decoded segments, the lines drawn; and
+/// OpenCV's own 1-pixel lines of 40 seeded segments, pixel for pixel.
+#[test]
+fn mlsd_matches_controlnet_aux() {
+    use autonomy_pipeline::models::sd::annotator::draw;
+    let reference = Reference::of("mlsd");
+    let net = Mlsd::load(&annotators().join("mlsd.pth"), &Device::Cpu).unwrap();
+    close(
+        "M-LSD maps",
+        &net.maps(&picture()).unwrap(),
+        reference.get("mlsd_map"),
+        1e-4,
+    );
+    let segments = net.segments(&picture(), mlsd::DEFAULT_THRESHOLDS).unwrap();
+    let theirs = reference.get("mlsd_lines").to_vec2::<f32>().unwrap();
+    assert_eq!(segments.len(), theirs.len());
+    for (ours, theirs) in segments.iter().zip(&theirs) {
+        for (a, b) in ours.iter().zip(theirs) {
+            assert!((a - f64::from(*b)).abs() < 1e-3, "{ours:?} ≠ {theirs:?}");
+        }
+    }
+    let (count, _) = byte_differences(
+        &net.lines(&picture(), mlsd::DEFAULT_THRESHOLDS).unwrap(),
+        &expected("mlsd"),
+    );
+    assert_eq!(count, 0, "{count} pixels differ");
+    let mut canvas = GrayImage::new(64, 48);
+    for case in reference.get("line_cases").to_vec2::<f32>().unwrap() {
+        let [x0, y0, x1, y1] = [case[0], case[1], case[2], case[3]].map(|v| v as i64);
+        draw::line(&mut canvas, (x0, y0), (x1, y1), 255);
+    }
+    assert_eq!(byte_differences(&canvas, &expected("lines-opencv")), (0, 0));
+}
+
 #[test]
 fn lineart_standard_matches_controlnet_aux() {
     let reference = Reference::of("annotators");
@@ -204,6 +241,11 @@ fn annotators_keep_odd_sizes() {
     let cropped = net.lines(&crop).unwrap();
     assert_eq!(cropped.dimensions(), (101, 47));
     assert_eq!(lineart::standard(&crop).dimensions(), (101, 47));
+    // M-LSD pads to multiples of 16 by repeating the edge, and cuts its lines back.
+    let segments = Mlsd::load(&annotators().join("mlsd.pth"), &Device::Cpu).unwrap();
+    let lines = segments.lines(&crop, mlsd::DEFAULT_THRESHOLDS).unwrap();
+    assert_eq!(lines.dimensions(), (101, 47));
+    assert!(lines.pixels().any(|p| p[0] == 255), "it finds lines");
     // A 100×44 crop needs no padding: away from its right and bottom edges (the instance norms
     // see the whole picture, so nothing is exactly equal) the two agree closely.
     let even = image::imageops::crop_imm(&picture(), 0, 0, 100, 44).to_image();
@@ -245,6 +287,10 @@ fn the_wrong_file_is_refused_by_name() {
         error.to_string().contains("hed.pth") && error.to_string().contains("Depth Anything"),
         "{error}"
     );
+    let Err(error) = Mlsd::load(&hed_file, &Device::Cpu) else {
+        panic!("HED loaded as M-LSD");
+    };
+    assert!(error.to_string().contains("M-LSD"), "{error}");
     let Err(error) = Hed::load(&annotators().join("missing.pth"), &Device::Cpu) else {
         panic!("a missing file loaded");
     };
@@ -397,6 +443,19 @@ fn a_recipe_and_generate_make_control_images_with_annotator_networks() {
     assert_eq!(
         image::open(&out).unwrap().to_luma8(),
         net.depth(&picture()).unwrap()
+    );
+    // And with M-LSD, its lines.
+    let generated = run(&[
+        "--control-preprocess",
+        "mlsd",
+        "--control-annotator",
+        &path("art/mlsd.pth"),
+    ]);
+    assert!(generated.status.success(), "{generated:?}");
+    let net = Mlsd::load(&annotators().join("mlsd.pth"), &Device::Cpu).unwrap();
+    assert_eq!(
+        image::open(&out).unwrap().to_luma8(),
+        net.lines(&picture(), mlsd::DEFAULT_THRESHOLDS).unwrap()
     );
     let refused = run(&["--control-preprocess", "lineart"]);
     let stderr = String::from_utf8_lossy(&refused.stderr);

@@ -2387,6 +2387,65 @@ def build_depth_anything(name):
 
 
 @torch.no_grad()
+def build_mlsd(name):
+    """M-LSD line segments (A1111's `mlsd`; `mlsd_large_512_fp32.pth`) as `controlnet_aux`'s
+    `MLSDdetector` finds and draws them: the released `MobileV2_MLSD_Large` at its own size
+    (its widths are fixed) with random weights and batch-norm statistics, stored f16 as
+    `annotators/mlsd.pth`; `annotators/mlsd.png`, the detector's lines of `picture.png` (128×64,
+    a size it runs at as it is) at its default thresholds (0.1, 0.1); and in
+    `mlsd.reference.safetensors` the network's output (`mlsd_map`, its 9 channels: centres and
+    displacements at half the size) and the segments it decoded (`mlsd_lines`, x₀ y₀ x₁ y₁ in
+    pixels, before they are truncated to draw); and OpenCV's 1-pixel lines of 40 seeded
+    segments (`lines-opencv.png`, their ends `line_cases`)."""
+    import cv2
+    from controlnet_aux.mlsd import MLSDdetector
+    from controlnet_aux.mlsd.models.mbv2_mlsd_large import MobileV2_MLSD_Large
+    from controlnet_aux.mlsd.utils import pred_lines
+
+    folder = os.path.join(OUT, "annotators")
+    torch.manual_seed(127)
+    model = MobileV2_MLSD_Large().eval()
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.copy_(torch.randn_like(module.running_mean) * 0.1)
+            module.running_var.copy_(0.5 + torch.rand_like(module.running_var))
+            module.weight.copy_(0.5 + torch.rand_like(module.weight))
+            module.bias.copy_(torch.randn_like(module.bias) * 0.1)
+    # Displacements of tens of pixels (the random network's are a fraction of one), so the
+    # lines are long and some leave the picture; and a centre map with some relief.
+    model.block23.conv3.weight[8:12].mul_(150.0)
+    model.block23.conv3.bias[8:12].normal_(0.0, 5.0)
+    model.block23.conv3.weight[7].mul_(20.0)
+    model = model.half().float()
+    print(f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
+    torch.save({k: v.half() for k, v in model.state_dict().items()},
+               os.path.join(folder, "mlsd.pth"))
+    pixels = np.asarray(Image.open(os.path.join(folder, "picture.png")).convert("RGB"))
+    feed = np.concatenate([pixels, np.ones([64, 128, 1])], axis=-1).transpose((2, 0, 1))
+    feed = torch.from_numpy(feed[None].astype("float32") / 127.5 - 1.0)
+    tensors = {"mlsd_map": model(feed)[0]}
+    lines = pred_lines(pixels, model, [64, 128], 0.1, 0.1)
+    tensors["mlsd_lines"] = torch.from_numpy(np.asarray(lines, dtype=np.float32))
+    out = MLSDdetector(model)(pixels, thr_v=0.1, thr_d=0.1, detect_resolution=64,
+                              image_resolution=64, output_type="np")
+    assert out.shape == (64, 128, 3), out.shape
+    Image.fromarray(out[..., 0]).save(os.path.join(folder, "mlsd.png"))
+    print(f"mlsd: {len(lines)} lines, {int((out[..., 0] > 0).sum())} white pixels")
+    # OpenCV's own 1-pixel lines (8-connected, clipped to the canvas) of 40 seeded segments,
+    # steep, shallow and leaving a 64×48 canvas: `lines-opencv.png`, `line_cases`.
+    rng = np.random.default_rng(131)
+    cases = rng.integers(-30, 95, size=(40, 4))
+    canvas = np.zeros((48, 64), np.uint8)
+    for x0, y0, x1, y1 in cases:
+        cv2.line(canvas, (int(x0), int(y0)), (int(x1), int(y1)), 255, 1)
+    Image.fromarray(canvas).save(os.path.join(folder, "lines-opencv.png"))
+    tensors["line_cases"] = torch.from_numpy(cases.astype(np.float32))
+    save_file({k: v.contiguous() for k, v in tensors.items()},
+              os.path.join(OUT, f"{name}.reference.safetensors"),
+              metadata={"torch": torch.__version__, "opencv": cv2.__version__})
+
+
+@torch.no_grad()
 def build_controlnet_inpaint(name):
     """tiny-sd15's ControlNet conditioning the 9-channel tiny-sd-inpaint UNet (the same blocks)
     as diffusers' `StableDiffusionControlNetInpaintPipeline` runs it — the ControlNet takes the
@@ -3459,6 +3518,7 @@ def main():
                  "t2i-adapter": build_t2i_adapter,
                  "annotators": build_annotators,
                  "depth-anything": build_depth_anything,
+                 "mlsd": build_mlsd,
                  "controlnet": build_controlnet}
         for name in only:
             if name not in alone:

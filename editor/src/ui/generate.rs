@@ -323,6 +323,7 @@ fn preprocess_label(preprocess: Option<&Preprocess>) -> String {
                 ..
             },
         ) => format!("depth (Depth Anything){}", file(p)),
+        Some(p @ Preprocess::Mlsd { .. }) => format!("straight lines (M-LSD){}", file(p)),
     }
 }
 

@@ -725,6 +725,11 @@ mod tests {
             folder.join("depth_anything_v2_vits.pth"),
         )
         .unwrap();
+        std::fs::copy(
+            fixtures.join("annotators/mlsd.pth"),
+            folder.join("mlsd_large_512_fp32.pth"),
+        )
+        .unwrap();
         // An upscaler, a ControlNet and a LoRA beside them are not annotators.
         for (from, to) in [
             ("upscalers/compact-x4.pth", "compact-x4.pth"),
@@ -737,12 +742,14 @@ mod tests {
         let lineart: &[&str] = &["lineart"];
         let anime: &[&str] = &["lineart_anime"];
         let depth: &[&str] = &["depth_anything_v2", "depth_anything"];
+        let mlsd: &[&str] = &["mlsd"];
         let pidinet: &[&str] = &["softedge_pidinet", "softedge_pidisafe", "scribble_pidinet"];
         assert_eq!(
             annotator_files(&[root.path().to_path_buf()]),
             [
                 (folder.join("ControlNetHED.pth"), hed),
                 (folder.join("depth_anything_v2_vits.pth"), depth),
+                (folder.join("mlsd_large_512_fp32.pth"), mlsd),
                 (folder.join("netG.pth"), anime),
                 (folder.join("sk_model2.pth"), lineart),
                 (folder.join("table5_pidinet.pth"), pidinet)

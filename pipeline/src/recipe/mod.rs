@@ -64,11 +64,12 @@
 //! `"softedge_hedsafe"` (HED soft edges), `"softedge_pidinet"` and `"softedge_pidisafe"`
 //! (PiDiNet's), `"scribble_hed"`, `"scribble_pidinet"`, `"lineart"` (the informative-drawings
 //! network), `"lineart_anime"` (pix2pix's U-Net, `netG.pth`), `"depth_anything_v2"` (Depth
-//! Anything V2's relative depth, near bright), `"depth_anything"` (the first release's) —
-//! these with
+//! Anything V2's relative depth, near bright), `"depth_anything"` (the first release's),
+//! `"mlsd"` (M-LSD's straight line segments) — these with
 //! `control_annotator`, the network's file (`ControlNetHED.pth`; `table5_pidinet.pth`;
 //! `sk_model.pth`, or `sk_model2.pth` for coarse lines; `depth_anything_v2_vitl.safetensors`
-//! or the release's `.pth`; `depth_anything_vitl14.pth`), listed in the manifest by its hash —
+//! or the release's `.pth`; `depth_anything_vitl14.pth`; `mlsd_large_512_fp32.pth`), listed in
+//! the manifest by its hash —
 //! or `"lineart_standard"` (no network), or `"invert"` (the picture's negative: a sketch's dark
 //! lines on white made white on black), or `"t2ia_color_grid"` (the picture's colours in
 //! 64-pixel cells, for TencentARC's colour adapter), or `"shuffle"` (its pixels moved by a
@@ -311,7 +312,7 @@ pub struct ControlRef {
 
 /// The preprocessors a recipe's `control_preprocess` and `generate --control-preprocess` name,
 /// as A1111's ControlNet extension names them.
-pub const PREPROCESSORS: [&str; 16] = [
+pub const PREPROCESSORS: [&str; 17] = [
     "canny",
     "softedge_hed",
     "softedge_hedsafe",
@@ -325,6 +326,7 @@ pub const PREPROCESSORS: [&str; 16] = [
     "lineart_standard",
     "depth_anything_v2",
     "depth_anything",
+    "mlsd",
     "invert",
     "t2ia_color_grid",
     "shuffle",
@@ -377,6 +379,11 @@ pub enum Preprocess {
         annotator: PathBuf,
         /// Which release.
         version: DepthVersion,
+    },
+    /// Straight line segments by M-LSD (`mlsd`), for the MLSD ControlNet.
+    Mlsd {
+        /// `mlsd_large_512_fp32.pth`, relative to the recipe root (or absolute).
+        annotator: PathBuf,
     },
     /// The picture's negative (A1111's `invert`, "from white bg & black line"): a sketch in
     /// dark lines on white becomes the white lines on black that line-art and scribble
@@ -446,6 +453,9 @@ impl Preprocess {
                 )?,
                 version: DepthVersion::V1,
             },
+            "mlsd" => Preprocess::Mlsd {
+                annotator: file("`mlsd_large_512_fp32.pth` (lllyasviel/Annotators)")?,
+            },
             "lineart_standard" => Preprocess::LineartStandard,
             "invert" => Preprocess::Invert,
             "t2ia_color_grid" => Preprocess::ColorGrid,
@@ -463,7 +473,7 @@ impl Preprocess {
     pub fn needs_annotator(name: &str) -> bool {
         matches!(
             name,
-            "lineart" | "lineart_anime" | "depth_anything_v2" | "depth_anything"
+            "lineart" | "lineart_anime" | "depth_anything_v2" | "depth_anything" | "mlsd"
         ) || SOFT_EDGES.iter().any(|(n, ..)| *n == name)
     }
 
@@ -489,6 +499,7 @@ impl Preprocess {
                 version: DepthVersion::V1,
                 ..
             } => "depth_anything",
+            Preprocess::Mlsd { .. } => "mlsd",
             Preprocess::Invert => "invert",
             Preprocess::ColorGrid => "t2ia_color_grid",
             Preprocess::Shuffle => "shuffle",
@@ -501,7 +512,8 @@ impl Preprocess {
             Preprocess::SoftEdge { annotator, .. }
             | Preprocess::Lineart { annotator }
             | Preprocess::LineartAnime { annotator }
-            | Preprocess::DepthAnything { annotator, .. } => Some(annotator),
+            | Preprocess::DepthAnything { annotator, .. }
+            | Preprocess::Mlsd { annotator } => Some(annotator),
             Preprocess::Canny { .. }
             | Preprocess::ScribbleXdog
             | Preprocess::LineartStandard
@@ -521,7 +533,7 @@ impl Preprocess {
     ) -> Result<image::RgbImage, crate::models::sd::SdError> {
         use crate::models::sd::annotator::depth_anything::DepthAnything;
         use crate::models::sd::annotator::lineart_anime::LineartAnime;
-        use crate::models::sd::annotator::{self, canny, color, lineart, scribble, shuffle};
+        use crate::models::sd::annotator::{self, canny, color, lineart, mlsd, scribble, shuffle};
         let gray = match self {
             Preprocess::Canny { low, high } => canny::canny(picture, *low, *high),
             Preprocess::SoftEdge {
@@ -540,6 +552,8 @@ impl Preprocess {
             Preprocess::DepthAnything { annotator, version } => {
                 DepthAnything::load(&root.join(annotator), *version, device)?.depth(picture)?
             }
+            Preprocess::Mlsd { annotator } => mlsd::Mlsd::load(&root.join(annotator), device)?
+                .lines(picture, mlsd::DEFAULT_THRESHOLDS)?,
             Preprocess::Invert => {
                 let mut negative = picture.clone();
                 image::imageops::invert(&mut negative);

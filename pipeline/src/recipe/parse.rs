@@ -912,7 +912,7 @@ impl Reader<'_> {
         let wants_annotator = name.as_deref().is_some_and(Preprocess::needs_annotator);
         if !wants_annotator {
             let why = format!(
-                "only applies with `{}` set to a preprocessor that runs a network (\"softedge_…\", \"scribble_hed\", \"scribble_pidinet\", \"lineart\", \"lineart_anime\", \"depth_anything_v2\", \"depth_anything\"); set it or remove this",
+                "only applies with `{}` set to a preprocessor that runs a network (\"softedge_…\", \"scribble_hed\", \"scribble_pidinet\", \"lineart\", \"lineart_anime\", \"depth_anything_v2\", \"depth_anything\", \"mlsd\"); set it or remove this",
                 keys.preprocess
             );
             f.misplaced(report, keys.annotator, &why);
@@ -1780,7 +1780,7 @@ mod tests {
             (
                 "control_preprocess = \"depth\"\n",
                 "control_preprocess",
-                "\"canny\", \"softedge_hed\", \"softedge_hedsafe\", \"softedge_pidinet\", \"softedge_pidisafe\", \"scribble_hed\", \"scribble_pidinet\", \"scribble_xdog\", \"lineart\", \"lineart_anime\", \"lineart_standard\", \"depth_anything_v2\", \"depth_anything\", \"invert\", \"t2ia_color_grid\", \"shuffle\"",
+                "\"canny\", \"softedge_hed\", \"softedge_hedsafe\", \"softedge_pidinet\", \"softedge_pidisafe\", \"scribble_hed\", \"scribble_pidinet\", \"scribble_xdog\", \"lineart\", \"lineart_anime\", \"lineart_standard\", \"depth_anything_v2\", \"depth_anything\", \"mlsd\", \"invert\", \"t2ia_color_grid\", \"shuffle\"",
             ),
         ] {
             let text = format!("{head}{text}");

@@ -4,8 +4,8 @@
 //! `softedge_pidisafe`), [`scribble`]s (`scribble_hed`, `scribble_pidinet`, `scribble_xdog`)
 //! the colour adapter's [`color`] grid (`t2ia_color_grid`), the content [`shuffle`],
 //! [`lineart_anime`], [`lineart`] (`lineart`, with the informative-drawings network, and
-//! `lineart_standard`, without one), and [`depth_anything`] (`depth_anything_v2`,
-//! `depth_anything`). The networks
+//! `lineart_standard`, without one), [`depth_anything`] (`depth_anything_v2`,
+//! `depth_anything`), and [`mlsd`]'s straight lines. The networks
 //! load from the files A1111 keeps in `annotator/downloads/` (`lllyasviel/Annotators`, and
 //! Depth Anything V2's release), and run at the picture's own size (Depth Anything at a
 //! shorter side of 518).
@@ -25,10 +25,13 @@
 pub mod canny;
 pub mod color;
 pub mod depth_anything;
+mod depthwise;
+pub mod draw;
 pub mod gaussian;
 pub mod hed;
 pub mod lineart;
 pub mod lineart_anime;
+pub mod mlsd;
 pub mod pidinet;
 pub mod scribble;
 pub mod shuffle;
@@ -109,7 +112,8 @@ pub fn soft_edges(
 /// `lineart` for a line-art generator (`model0.1`, `model4.1`), `lineart_anime` for the anime
 /// one (`model.model.0`, `model.model.1.model.1`), `depth_anything_v2` and `depth_anything` for
 /// Depth Anything (`pretrained.cls_token`, `depth_head.scratch.output_conv2.2`: the two releases
-/// share a layout); none for any other file.
+/// share a layout), `mlsd` for M-LSD (`backbone.features.0.0`, `block23.conv3`); none for any
+/// other file.
 pub fn preprocessors_of(path: &Path) -> &'static [&'static str] {
     if !path.is_file() {
         return &[];
@@ -128,6 +132,8 @@ pub fn preprocessors_of(path: &Path) -> &'static [&'static str] {
         &["lineart"]
     } else if has("model.model.0.weight") && has("model.model.1.model.1.weight") {
         &["lineart_anime"]
+    } else if has("backbone.features.0.0.weight") && has("block23.conv3.weight") {
+        &["mlsd"]
     } else if has("pretrained.cls_token") && has("depth_head.scratch.output_conv2.2.weight") {
         &["depth_anything_v2", "depth_anything"]
     } else {

@@ -23,6 +23,7 @@ use image::{GrayImage, RgbImage};
 use super::super::SdError;
 use super::super::kernels::Conv2d;
 use super::super::upscaler;
+use super::depthwise::Depthwise;
 use super::{picture_tensor, soft_edge_bytes};
 
 /// A pixel-difference convolution's kind.
@@ -116,52 +117,6 @@ fn converted(kind: Difference, weight: &Tensor) -> Result<(Tensor, usize)> {
     };
     let kernel = Tensor::from_vec(kernel, (out, inputs, size, size), weight.device())?;
     Ok((kernel.to_dtype(weight.dtype())?, size / 2))
-}
-
-/// A depthwise convolution with a plain kernel `(c, 1, k, k)`, zero-padded to keep the size.
-struct Depthwise {
-    kernel: Tensor,
-    padding: usize,
-}
-
-impl Depthwise {
-    /// On the CPU in f32, each channel's output rows as sums of whole shifted input rows (the
-    /// taps that are zero, as nine of a radial kernel's 25 are, skipped), the channels in
-    /// parallel; elsewhere candle's grouped convolution.
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let (channels, _, k, _) = self.kernel.dims4()?;
-        if !(xs.device().is_cpu() && xs.dtype() == DType::F32) {
-            return xs.conv2d(&self.kernel, self.padding, 1, 1, channels);
-        }
-        use rayon::prelude::*;
-        let (n, c, h, w) = xs.dims4()?;
-        let input = xs.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-        let kernel = self.kernel.flatten_all()?.to_vec1::<f32>()?;
-        let pad = self.padding;
-        let (ph, pw) = (h + 2 * pad, w + 2 * pad);
-        let mut output = vec![0f32; n * c * h * w];
-        output
-            .par_chunks_exact_mut(h * w)
-            .zip(input.par_chunks_exact(h * w))
-            .enumerate()
-            .for_each(|(plane, (out, source))| {
-                let taps = &kernel[(plane % c) * k * k..][..k * k];
-                let mut padded = vec![0f32; ph * pw];
-                for (y, row) in source.chunks_exact(w).enumerate() {
-                    padded[(y + pad) * pw + pad..][..w].copy_from_slice(row);
-                }
-                for (y, out_row) in out.chunks_exact_mut(w).enumerate() {
-                    for (t, &weight) in taps.iter().enumerate().filter(|(_, w)| **w != 0.0) {
-                        let (ky, kx) = (t / k, t % k);
-                        let source = &padded[(y + ky) * pw + kx..][..w];
-                        for (o, &v) in out_row.iter_mut().zip(source) {
-                            *o += weight * v;
-                        }
-                    }
-                }
-            });
-        Tensor::from_vec(output, (n, c, h, w), xs.device())
-    }
 }
 
 /// One block: the depthwise pixel-difference convolution, ReLU and 1×1 convolution, added to
@@ -309,7 +264,7 @@ impl PidiNet {
             let stored = vb.get((c_in, 1, 3, 3), "conv1.weight")?;
             let (kernel, padding) = converted(kind, &stored)?;
             blocks.push(Block {
-                depthwise: Depthwise { kernel, padding },
+                depthwise: Depthwise::new(kernel, padding),
                 pointwise: Conv2d::without_bias(vb.pp("conv2"), c_in, c_out, 1, 1, 0)?,
                 shortcut: opens
                     .then(|| Conv2d::new(vb.pp("shortcut"), c_in, c_out, 1, 1, 0))
