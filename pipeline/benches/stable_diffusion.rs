@@ -11,7 +11,7 @@
 //! conditions (a 512² control image), against diffusers' `ControlNetModel`;
 //!
 //! or with `-- annotators` the ControlNet preprocessors (HED, PiDiNet, line art, anime line
-//! art, Depth Anything V2's ViT-S) at their released sizes against `controlnet_aux` (Depth
+//! art, Depth Anything V2's ViT-S, M-LSD) at their released sizes against `controlnet_aux` (Depth
 //! Anything's own repository: set `DEPTH_ANYTHING_V2` to its checkout) on a 512² picture;
 //!
 //! or with `-- upscalers [word]` the hires pass's upscaling models (those whose key holds the
@@ -39,6 +39,7 @@ use autonomy_pipeline::models::sd::annotator::depth_anything::{DepthAnything, De
 use autonomy_pipeline::models::sd::annotator::hed::Hed;
 use autonomy_pipeline::models::sd::annotator::lineart::{self, Lineart};
 use autonomy_pipeline::models::sd::annotator::lineart_anime::LineartAnime;
+use autonomy_pipeline::models::sd::annotator::mlsd::{self, Mlsd};
 use autonomy_pipeline::models::sd::annotator::pidinet::PidiNet;
 use autonomy_pipeline::models::sd::controlnet::{ControlModel, ControlNetFile};
 use autonomy_pipeline::models::sd::upscaler::Upscaler;
@@ -343,7 +344,11 @@ fn annotators(
         device,
     )
     .context("loading Depth Anything")?;
-    eprintln!("timing candle: HED, PiDiNet, line art, anime line art, standard line art, depth …");
+    let mlsd =
+        Mlsd::load(&folder.join("mlsd_large_512_fp32.pth"), device).context("loading M-LSD")?;
+    eprintln!(
+        "timing candle: HED, PiDiNet, line art, anime line art, standard line art, depth, M-LSD …"
+    );
     let soft = timed(device, repeats, || {
         hed.soft_edges(&picture, false)?;
         Ok(())
@@ -366,6 +371,10 @@ fn annotators(
     })?;
     let depth = timed(device, repeats, || {
         depth.depth(&picture)?;
+        Ok(())
+    })?;
+    let mlsd = timed(device, repeats, || {
+        mlsd.lines(&picture, mlsd::DEFAULT_THRESHOLDS)?;
         Ok(())
     })?;
     table(
@@ -404,6 +413,7 @@ fn annotators(
                 depth,
                 true,
             ),
+            ("mlsd (mlsd_large_512_fp32.pth)", "mlsd", mlsd, true),
         ],
     );
     Ok(())

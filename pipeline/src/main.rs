@@ -9,6 +9,7 @@ use autonomy_pipeline::economy::Config;
 use autonomy_pipeline::economy::registry::RegistryPoller;
 use autonomy_pipeline::generator::{Control, GenerateRequest, Hires, HiresUpscaler, InitImage};
 use autonomy_pipeline::keys::{KeyStore, password_for};
+use autonomy_pipeline::models::sd::annotator::Networks;
 use autonomy_pipeline::models::sd::block_weights::BlockWeights;
 use autonomy_pipeline::models::sd::controlnet::ControlNetFile;
 use autonomy_pipeline::models::sd::embedding::EmbeddingFile;
@@ -662,6 +663,7 @@ fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
         None => None,
     };
     let mut control = Vec::new();
+    let networks = Networks::new(dev);
     for (i, (path, &(scale, start, end))) in args.control_image.iter().zip(&settings).enumerate() {
         let picture = read(path)?.to_rgb8();
         let preprocess = per_net(&args.control_preprocess, i);
@@ -674,7 +676,7 @@ fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
                 let preprocess = Preprocess::named(name, thresholds, annotator)
                     .map_err(|e| anyhow!("ControlNet {}: --control-preprocess {e}", i + 1))?;
                 preprocess
-                    .apply(&picture, Path::new(""), dev)
+                    .apply(&picture, Path::new(""), &networks)
                     .with_context(|| format!("ControlNet {}: cannot run {name}", i + 1))?
             }
         };

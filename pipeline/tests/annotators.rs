@@ -8,6 +8,7 @@ mod common;
 
 use autonomy_pipeline::models::sd::SdError;
 use autonomy_pipeline::models::sd::annotator::{
+    Networks,
     depth_anything::{DepthAnything, DepthVersion},
     hed::Hed,
     lineart,
@@ -472,7 +473,11 @@ fn invert_makes_the_pictures_negative() {
     use autonomy_pipeline::recipe::Preprocess;
     let invert = Preprocess::named("invert", None, None).unwrap();
     let negative = invert
-        .apply(&picture(), std::path::Path::new(""), &Device::Cpu)
+        .apply(
+            &picture(),
+            std::path::Path::new(""),
+            &Networks::new(&Device::Cpu),
+        )
         .unwrap();
     assert!(
         negative
@@ -493,19 +498,20 @@ fn invert_makes_the_pictures_negative() {
 /// A1111's `scribble_xdog` (no network), against their images.
 #[test]
 fn scribbles_match_controlnet_aux_and_a1111() {
-    use autonomy_pipeline::models::sd::annotator::{self, EdgeFinish, EdgeNetwork, scribble};
+    use autonomy_pipeline::models::sd::annotator::{EdgeFinish, EdgeNetwork, scribble};
+    let networks = Networks::new(&Device::Cpu);
     for (name, network, file) in [
         ("scribble_hed", EdgeNetwork::Hed, "hed.pth"),
         ("scribble_pidinet", EdgeNetwork::PidiNet, "pidinet.pth"),
     ] {
-        let ours = annotator::soft_edges(
-            network,
-            &annotators().join(file),
-            EdgeFinish::Scribble,
-            &picture(),
-            &Device::Cpu,
-        )
-        .unwrap();
+        let ours = networks
+            .soft_edges(
+                network,
+                &annotators().join(file),
+                EdgeFinish::Scribble,
+                &picture(),
+            )
+            .unwrap();
         let theirs = expected(name);
         let (count, _) = byte_differences(&ours, &theirs);
         let white = theirs.pixels().filter(|p| p[0] == 255).count();

@@ -210,7 +210,7 @@ def annotators(root, repeats):
     (`Generator(3, 1, 3)`, `sk_model.pth`) with random weights in `<root>/annotators/`, a 512²
     picture there (`picture.png`, noise), and `controlnet_aux`'s time for each detector's whole
     call on it at 512 (`softedge_hed`, `softedge_pidinet`, `lineart`, and `lineart_standard`,
-    which has no network), and Depth Anything V2's ViT-S (`depth_anything_v2_vits.pth`) timed
+    which has no network), M-LSD (`mlsd_large_512_fp32.pth`, `mlsd`), and Depth Anything V2's ViT-S (`depth_anything_v2_vits.pth`) timed
     through its repository's own `infer_image` and the stretch to bytes — $DEPTH_ANYTHING_V2
     is a checkout of github.com/DepthAnything/Depth-Anything-V2 —
     on the CPU."""
@@ -228,12 +228,15 @@ def annotators(root, repeats):
     from controlnet_aux.lineart_anime import LineartAnimeDetector, UnetGenerator
     from controlnet_aux.pidi import PidiNetDetector
     from controlnet_aux.pidi.model import pidinet
+    from controlnet_aux.mlsd import MLSDdetector
+    from controlnet_aux.mlsd.models.mbv2_mlsd_large import MobileV2_MLSD_Large
 
     folder = os.path.join(root, "annotators")
     os.makedirs(folder, exist_ok=True)
     torch.manual_seed(0)
     files = {"ControlNetHED.pth": ControlNetHED_Apache2, "sk_model.pth": lambda: Generator(3, 1, 3),
              "table5_pidinet.pth": pidinet,
+             "mlsd_large_512_fp32.pth": MobileV2_MLSD_Large,
              "depth_anything_v2_vits.pth": lambda: DepthAnythingV2(
                  encoder="vits", features=64, out_channels=[48, 96, 192, 384]),
              "netG.pth": lambda: UnetGenerator(3, 1, 8, 64, norm_layer=functools.partial(
@@ -279,6 +282,8 @@ def annotators(root, repeats):
         return ((d - d.min()) / (d.max() - d.min()) * 255.0).astype(np.uint8)
 
     results["depth_anything_v2"] = timed(depth, repeats)
+    mlsd = MLSDdetector(nets["mlsd_large_512_fp32.pth"])
+    results["mlsd"] = timed(lambda: mlsd(picture, output_type="np"), repeats)
     return results
 
 

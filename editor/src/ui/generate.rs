@@ -3,9 +3,10 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use autonomy_pipeline::models::sd::annotator::depth_anything::DepthVersion;
-use autonomy_pipeline::models::sd::annotator::{EdgeFinish, EdgeNetwork, canny};
+use autonomy_pipeline::models::sd::annotator::{EdgeFinish, EdgeNetwork, Networks, canny};
 use autonomy_pipeline::models::sd::hypernetwork::hypernet_tags;
 use autonomy_pipeline::models::sd::lora_tags::without_network_tags;
 use autonomy_pipeline::models::sd::prompt_schedule;
@@ -352,11 +353,13 @@ fn preprocessors(local: &LocalModels) -> Vec<Option<Preprocess>> {
     offered
 }
 
-/// The control image thumbnail being made, by its [`Thumbnails`] key, and those that cannot be.
+/// The control image thumbnail being made, by its [`Thumbnails`] key, those that cannot be,
+/// and the annotator networks loaded for them (on the CPU, kept for the next thumbnail).
 #[derive(Default)]
 pub(crate) struct ControlThumbnailWork {
     making: Option<(PathBuf, Task<Result<RgbImage, String>>)>,
     unreadable: HashSet<PathBuf>,
+    networks: Option<Arc<Networks>>,
 }
 
 /// Loads the control image a ControlNet draft names — made by its preprocessor when the draft
@@ -400,6 +403,16 @@ pub(crate) fn load_control_images(
         return;
     }
     let (file, preprocess) = (control.image.clone(), control.preprocess.clone());
+    let networks = match work.networks.clone() {
+        Some(networks) => networks,
+        None => match autonomy_pipeline::device::select("cpu") {
+            Ok(cpu) => work.networks.insert(Arc::new(Networks::new(&cpu))).clone(),
+            Err(error) => {
+                warn!(%error, "no CPU device for the control image thumbnail");
+                return;
+            }
+        },
+    };
     let task = AsyncComputeTaskPool::get().spawn(async move {
         let picture = image::open(&file)
             .map_err(|error| format!("{}: {error}", file.display()))?
@@ -407,9 +420,8 @@ pub(crate) fn load_control_images(
         let Some(preprocess) = preprocess else {
             return Ok(picture);
         };
-        let cpu = autonomy_pipeline::device::select("cpu").map_err(|e| e.to_string())?;
         preprocess
-            .apply(&picture, Path::new(""), &cpu)
+            .apply(&picture, Path::new(""), &networks)
             .map_err(|error| format!("{}: {error}", preprocess.name()))
     });
     work.making = Some((key, task));

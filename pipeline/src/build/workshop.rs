@@ -16,6 +16,7 @@ use crate::generator::{
     UpscalerUse, VaeUse,
 };
 use crate::models::locate;
+use crate::models::sd::annotator::Networks;
 use crate::models::sd::block_weights::BlockWeights;
 use crate::models::sd::controlnet::ControlNetFile;
 use crate::models::sd::embedding::EmbeddingFile;
@@ -83,6 +84,8 @@ pub struct Workshop<'a> {
     lora_files: Mutex<HashMap<Vec<PathBuf>, Arc<LoraListing>>>,
     /// Manifests of assets made or found, by label: `recipe:` sources start from them.
     manifests: Mutex<HashMap<String, Manifest>>,
+    /// The control images' annotator networks, loaded once for all the assets that run them.
+    networks: Networks,
 }
 
 impl<'a> Workshop<'a> {
@@ -96,6 +99,7 @@ impl<'a> Workshop<'a> {
             weights: Mutex::default(),
             lora_files: Mutex::default(),
             manifests: Mutex::default(),
+            networks: Networks::new(&options.device),
         }
     }
 
@@ -265,7 +269,7 @@ impl<'a> Workshop<'a> {
             .zip(&ingredients.control_pictures)
             .map(|(control, picture)| match &control.preprocess {
                 Some(preprocess) => preprocess
-                    .apply(picture, &self.options.root, &self.options.device)
+                    .apply(picture, &self.options.root, &self.networks)
                     .map_err(|e| {
                         let name = preprocess.name();
                         BuildError::asset(recipe, format!("`control_preprocess` {name:?}: {e}"))

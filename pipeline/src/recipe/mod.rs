@@ -100,7 +100,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::models::sd::annotator::depth_anything::DepthVersion;
-use crate::models::sd::annotator::{EdgeFinish, EdgeNetwork, SOFT_EDGES};
+use crate::models::sd::annotator::{EdgeFinish, EdgeNetwork, Networks, SOFT_EDGES};
 use crate::models::sd::block_weights::BlockWeights;
 use crate::models::sd::scheduler::Sampler;
 use serde_json::{Value, json};
@@ -524,35 +524,34 @@ impl Preprocess {
     }
 
     /// The control image it makes of `picture`, white on black at its size; an annotator file
-    /// is read relative to `root` and run on `device`.
+    /// is read relative to `root`, taken from `networks` (loaded there the first time).
     pub fn apply(
         &self,
         picture: &image::RgbImage,
         root: &Path,
-        device: &candle_core::Device,
+        networks: &Networks,
     ) -> Result<image::RgbImage, crate::models::sd::SdError> {
-        use crate::models::sd::annotator::depth_anything::DepthAnything;
-        use crate::models::sd::annotator::lineart_anime::LineartAnime;
-        use crate::models::sd::annotator::{self, canny, color, lineart, mlsd, scribble, shuffle};
+        use crate::models::sd::annotator::{canny, color, lineart, mlsd, scribble, shuffle};
         let gray = match self {
             Preprocess::Canny { low, high } => canny::canny(picture, *low, *high),
             Preprocess::SoftEdge {
                 network,
                 annotator,
                 finish,
-            } => annotator::soft_edges(*network, &root.join(annotator), *finish, picture, device)?,
+            } => networks.soft_edges(*network, &root.join(annotator), *finish, picture)?,
             Preprocess::ScribbleXdog => scribble::xdog(picture),
             Preprocess::Lineart { annotator } => {
-                lineart::Lineart::load(&root.join(annotator), device)?.lines(picture)?
+                networks.lineart(&root.join(annotator))?.lines(picture)?
             }
-            Preprocess::LineartAnime { annotator } => {
-                LineartAnime::load(&root.join(annotator), device)?.lines(picture)?
-            }
+            Preprocess::LineartAnime { annotator } => networks
+                .lineart_anime(&root.join(annotator))?
+                .lines(picture)?,
             Preprocess::LineartStandard => lineart::standard(picture),
-            Preprocess::DepthAnything { annotator, version } => {
-                DepthAnything::load(&root.join(annotator), *version, device)?.depth(picture)?
-            }
-            Preprocess::Mlsd { annotator } => mlsd::Mlsd::load(&root.join(annotator), device)?
+            Preprocess::DepthAnything { annotator, version } => networks
+                .depth(&root.join(annotator), *version)?
+                .depth(picture)?,
+            Preprocess::Mlsd { annotator } => networks
+                .mlsd(&root.join(annotator))?
                 .lines(picture, mlsd::DEFAULT_THRESHOLDS)?,
             Preprocess::Invert => {
                 let mut negative = picture.clone();

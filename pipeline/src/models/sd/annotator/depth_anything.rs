@@ -43,7 +43,7 @@ const STD: [f32; 3] = [0.229, 0.224, 0.225];
 const HEAD_WIDTH: usize = 64;
 
 /// Which release: the two read the same files.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DepthVersion {
     /// The first Depth Anything (A1111's `depth_anything`).
     V1,

@@ -32,12 +32,15 @@ pub mod hed;
 pub mod lineart;
 pub mod lineart_anime;
 pub mod mlsd;
+mod networks;
 pub mod pidinet;
 pub mod scribble;
 pub mod shuffle;
 mod up_conv;
 
 use std::path::Path;
+
+pub use networks::Networks;
 
 use candle_core::{DType, Device, Result, Tensor};
 use image::{GrayImage, RgbImage};
@@ -85,25 +88,6 @@ pub const SOFT_EDGES: [(&str, EdgeNetwork, EdgeFinish); 6] = [
         EdgeFinish::Scribble,
     ),
 ];
-
-/// What `network`, loaded from `path` onto `device`, makes of `picture`, finished by `finish`.
-pub fn soft_edges(
-    network: EdgeNetwork,
-    path: &Path,
-    finish: EdgeFinish,
-    picture: &RgbImage,
-    device: &Device,
-) -> std::result::Result<GrayImage, super::SdError> {
-    let safe = finish == EdgeFinish::Safe;
-    let edges = match network {
-        EdgeNetwork::Hed => hed::Hed::load(path, device)?.soft_edges(picture, safe)?,
-        EdgeNetwork::PidiNet => pidinet::PidiNet::load(path, device)?.soft_edges(picture, safe)?,
-    };
-    Ok(match finish {
-        EdgeFinish::Scribble => scribble::from_soft_edges(&edges),
-        EdgeFinish::Soft | EdgeFinish::Safe => edges,
-    })
-}
 
 /// The preprocessors that run the annotator file at `path`, told by its stored names alone:
 /// `softedge_hed`, `softedge_hedsafe` and `scribble_hed` for a HED network (`norm`,
