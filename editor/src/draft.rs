@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use autonomy_pipeline::models::sd::annotator::canny;
 use autonomy_pipeline::models::sd::scheduler::Sampler;
-use autonomy_pipeline::recipe::{self, AssetRecipe, Kind, Preprocess, UpscalerRef};
+use autonomy_pipeline::recipe::{
+    self, AssetRecipe, DEFAULT_MLSD_THRESHOLDS, Kind, Preprocess, UpscalerRef,
+};
 use image::GrayImage;
 
 /// The first line of every recipe the editor saves: a file without it is the user's own and is
@@ -291,11 +293,18 @@ impl Draft {
                     "control_preprocess = {}",
                     quoted(preprocess.name())
                 ));
-                if let Preprocess::Canny { low, high } = *preprocess
-                    && (low, high) != canny::DEFAULT_THRESHOLDS
-                {
-                    let (low, high) = (toml::Value::Float(low), toml::Value::Float(high));
-                    lines.push(format!("control_thresholds = [{low}, {high}]"));
+                let thresholds = match *preprocess {
+                    Preprocess::Canny { low, high } => {
+                        Some((low, high)).filter(|&t| t != canny::DEFAULT_THRESHOLDS)
+                    }
+                    Preprocess::Mlsd { thresholds, .. } => {
+                        Some(thresholds).filter(|&t| t != DEFAULT_MLSD_THRESHOLDS)
+                    }
+                    _ => None,
+                };
+                if let Some((a, b)) = thresholds {
+                    let (a, b) = (toml::Value::Float(a), toml::Value::Float(b));
+                    lines.push(format!("control_thresholds = [{a}, {b}]"));
                 }
                 if let Some(file) = preprocess.annotator() {
                     lines.push(format!(
@@ -649,6 +658,28 @@ mod tests {
             "A1111's are the default"
         );
         assert!(!Draft::default().to_toml().contains("control"));
+        let straight = Draft {
+            control: Some(DraftControl {
+                preprocess: Some(Preprocess::Mlsd {
+                    annotator: PathBuf::from("/models/annotators/mlsd_large_512_fp32.pth"),
+                    thresholds: (0.2, 8.0),
+                }),
+                ..draft.control.clone().unwrap()
+            }),
+            ..draft.clone()
+        };
+        assert!(
+            straight.to_toml().contains(
+                "control_preprocess = \"mlsd\"\ncontrol_thresholds = [0.2, 8.0]\n\
+                 control_annotator = \"/models/annotators/mlsd_large_512_fp32.pth\""
+            ),
+            "{}",
+            straight.to_toml()
+        );
+        assert_eq!(
+            straight.check().unwrap().controls[0].preprocess,
+            straight.control.as_ref().unwrap().preprocess
+        );
         let soft = Draft {
             control: Some(DraftControl {
                 preprocess: Some(Preprocess::SoftEdge {

@@ -354,7 +354,8 @@ struct GenerateArgs {
         )
     )]
     control_preprocess: Vec<String>,
-    /// The Canny thresholds `LOW,HIGH` (A1111's 100,200).
+    /// The Canny thresholds `LOW,HIGH` (A1111's 100,200), or M-LSD's `VALUE,DISTANCE` (a
+    /// centre's least score and a segment's least length; A1111's 0.1,0.1).
     #[arg(long, value_name = "LOW,HIGH", requires = "control_preprocess", value_parser = thresholds)]
     control_thresholds: Vec<(f64, f64)>,
     /// The network file a `--control-preprocess` runs (`lllyasviel/Annotators`:
@@ -670,7 +671,8 @@ fn generate(args: GenerateArgs, dev: &candle_core::Device) -> Result<ExitCode> {
         let image = match preprocess.as_deref() {
             Some("none") | None => picture,
             Some(name) => {
-                let thresholds = per_net(&args.control_thresholds, i).filter(|_| name == "canny");
+                let thresholds = per_net(&args.control_thresholds, i)
+                    .filter(|_| matches!(name, "canny" | "mlsd"));
                 let annotator = per_net(&args.control_annotator, i)
                     .filter(|_| Preprocess::needs_annotator(name));
                 let preprocess = Preprocess::named(name, thresholds, annotator)
@@ -743,17 +745,15 @@ fn per_net<T: Clone>(given: &[T], i: usize) -> Option<T> {
 
 /// `--control-thresholds`: `LOW,HIGH`, 0 ≤ low ≤ high ≤ 1000.
 fn thresholds(text: &str) -> std::result::Result<(f64, f64), String> {
-    let (low, high) = text.split_once(',').ok_or_else(|| {
-        format!("{text:?}: give two thresholds, `LOW,HIGH` (A1111's are 100,200)")
+    let (a, b) = text.split_once(',').ok_or_else(|| {
+        format!("{text:?}: give two thresholds, `LOW,HIGH` for Canny (A1111's are 100,200) or `VALUE,DISTANCE` for M-LSD (0.1,0.1)")
     })?;
-    let (low, high) = (
-        number_within(low.trim(), 0.0, 1000.0)?,
-        number_within(high.trim(), 0.0, 1000.0)?,
-    );
-    if low > high {
-        return Err(format!("{text:?}: the low threshold is above the high one"));
-    }
-    Ok((low, high))
+    let number = |t: &str| {
+        t.trim()
+            .parse::<f64>()
+            .map_err(|e| format!("{t:?} is not a number: {e}"))
+    };
+    Ok((number(a)?, number(b)?))
 }
 
 /// `--control-scale`: 0–2.

@@ -196,6 +196,14 @@ fn mlsd_matches_controlnet_aux() {
         &expected("mlsd"),
     );
     assert_eq!(count, 0, "{count} pixels differ");
+    // A distance threshold of 9 half-size pixels keeps only the segments longer than 18
+    // (here from 8 to 25 pixels long).
+    let long = net.segments(&picture(), (0.1, 9.0)).unwrap();
+    assert!(!long.is_empty() && long.len() < segments.len());
+    assert!(
+        long.iter()
+            .all(|[x0, y0, x1, y1]| (x0 - x1).hypot(y0 - y1) > 18.0 - 1e-3)
+    );
     let mut canvas = GrayImage::new(64, 48);
     for case in reference.get("line_cases").to_vec2::<f32>().unwrap() {
         let [x0, y0, x1, y1] = [case[0], case[1], case[2], case[3]].map(|v| v as i64);

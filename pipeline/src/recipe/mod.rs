@@ -332,6 +332,9 @@ pub const PREPROCESSORS: [&str; 17] = [
     "shuffle",
 ];
 
+/// M-LSD's thresholds when a recipe gives none: A1111's.
+pub const DEFAULT_MLSD_THRESHOLDS: (f64, f64) = (0.1, 0.1);
+
 /// A preprocessor that makes a ControlNet's control image from a picture (see
 /// [`crate::models::sd::annotator`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -384,6 +387,8 @@ pub enum Preprocess {
     Mlsd {
         /// `mlsd_large_512_fp32.pth`, relative to the recipe root (or absolute).
         annotator: PathBuf,
+        /// A centre's least score and a segment's least length (in half-size pixels).
+        thresholds: (f64, f64),
     },
     /// The picture's negative (A1111's `invert`, "from white bg & black line"): a sketch in
     /// dark lines on white becomes the white lines on black that line-art and scribble
@@ -398,18 +403,17 @@ pub enum Preprocess {
 }
 
 impl Preprocess {
-    /// The preprocessor `name` (one of [`PREPROCESSORS`]) with its Canny `thresholds` (the
-    /// defaults when none) or its `annotator` file; the error says what is missing or extra.
+    /// The preprocessor `name` (one of [`PREPROCESSORS`]) with its `thresholds` (Canny's or
+    /// M-LSD's; the defaults when none) or its `annotator` file; the error says what is
+    /// missing, extra or out of range.
     pub fn named(
         name: &str,
         thresholds: Option<(f64, f64)>,
         annotator: Option<PathBuf>,
     ) -> Result<Self, String> {
         let wants_annotator = Self::needs_annotator(name);
-        if thresholds.is_some() && name != "canny" {
-            return Err(format!(
-                "thresholds only apply to \"canny\", not to {name:?}"
-            ));
+        if let Some(thresholds) = thresholds {
+            Self::check_thresholds(name, thresholds)?;
         }
         if annotator.is_some() && !wants_annotator {
             return Err(format!("{name:?} uses no annotator file"));
@@ -455,6 +459,7 @@ impl Preprocess {
             },
             "mlsd" => Preprocess::Mlsd {
                 annotator: file("`mlsd_large_512_fp32.pth` (lllyasviel/Annotators)")?,
+                thresholds: thresholds.unwrap_or(DEFAULT_MLSD_THRESHOLDS),
             },
             "lineart_standard" => Preprocess::LineartStandard,
             "invert" => Preprocess::Invert,
@@ -467,6 +472,27 @@ impl Preprocess {
                 ));
             }
         })
+    }
+
+    /// Whether `thresholds` fit the preprocessor `name`: Canny's `[low, high]`, 0 ≤ low ≤ high
+    /// ≤ 1000; M-LSD's `[value, distance]`, 0–2 and 0–20 (A1111's sliders); no other takes
+    /// any.
+    pub fn check_thresholds(name: &str, (a, b): (f64, f64)) -> Result<(), String> {
+        match name {
+            "canny" if (0.0..=1000.0).contains(&a) && (a..=1000.0).contains(&b) => Ok(()),
+            "canny" => Err(
+                "Canny's thresholds are `[low, high]`, 0 ≤ low ≤ high ≤ 1000 (A1111's are [100, 200])"
+                    .into(),
+            ),
+            "mlsd" if (0.0..=2.0).contains(&a) && (0.0..=20.0).contains(&b) => Ok(()),
+            "mlsd" => Err(
+                "M-LSD's thresholds are `[value, distance]`: a centre's least score, 0–2, and a segment's least length, 0–20 (A1111's are [0.1, 0.1])"
+                    .into(),
+            ),
+            other => Err(format!(
+                "thresholds only apply to \"canny\" and \"mlsd\", not to {other:?}"
+            )),
+        }
     }
 
     /// Whether the preprocessor `name` runs a network from an annotator file.
@@ -513,7 +539,7 @@ impl Preprocess {
             | Preprocess::Lineart { annotator }
             | Preprocess::LineartAnime { annotator }
             | Preprocess::DepthAnything { annotator, .. }
-            | Preprocess::Mlsd { annotator } => Some(annotator),
+            | Preprocess::Mlsd { annotator, .. } => Some(annotator),
             Preprocess::Canny { .. }
             | Preprocess::ScribbleXdog
             | Preprocess::LineartStandard
@@ -531,7 +557,7 @@ impl Preprocess {
         root: &Path,
         networks: &Networks,
     ) -> Result<image::RgbImage, crate::models::sd::SdError> {
-        use crate::models::sd::annotator::{canny, color, lineart, mlsd, scribble, shuffle};
+        use crate::models::sd::annotator::{canny, color, lineart, scribble, shuffle};
         let gray = match self {
             Preprocess::Canny { low, high } => canny::canny(picture, *low, *high),
             Preprocess::SoftEdge {
@@ -550,9 +576,12 @@ impl Preprocess {
             Preprocess::DepthAnything { annotator, version } => networks
                 .depth(&root.join(annotator), *version)?
                 .depth(picture)?,
-            Preprocess::Mlsd { annotator } => networks
+            Preprocess::Mlsd {
+                annotator,
+                thresholds: (value, distance),
+            } => networks
                 .mlsd(&root.join(annotator))?
-                .lines(picture, mlsd::DEFAULT_THRESHOLDS)?,
+                .lines(picture, (*value as f32, *distance as f32))?,
             Preprocess::Invert => {
                 let mut negative = picture.clone();
                 image::imageops::invert(&mut negative);
@@ -750,6 +779,15 @@ impl AssetRecipe {
                 match &control.preprocess {
                     Some(Preprocess::Canny { low, high }) => {
                         canonical["preprocess"] = json!({ "canny": [low, high] });
+                    }
+                    Some(Preprocess::Mlsd {
+                        annotator,
+                        thresholds: (value, distance),
+                    }) => {
+                        canonical["preprocess"] = json!({ "mlsd": {
+                            "annotator": path(annotator),
+                            "thresholds": [value, distance],
+                        } });
                     }
                     Some(other) => {
                         let settings = match other.annotator() {

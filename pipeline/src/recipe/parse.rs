@@ -861,7 +861,8 @@ impl Reader<'_> {
         })
     }
 
-    /// A ControlNet's preprocessor (`"canny"`) with its thresholds (`[low, high]`).
+    /// A ControlNet's preprocessor (`"canny"`…) with its thresholds (Canny's `[low, high]`,
+    /// M-LSD's `[value, distance]`) and annotator file.
     fn preprocess(
         &self,
         report: &mut Report,
@@ -882,23 +883,28 @@ impl Reader<'_> {
                     .collect(),
                 _ => None,
             };
-            match numbers.as_deref() {
-                Some(&[low, high]) if (0.0..=1000.0).contains(&low) && (low..=1000.0).contains(&high) => {
-                    Some((low, high))
+            let name = kind.as_ref().map(|k| &**k.get_ref());
+            let checked = match (numbers.as_deref(), name) {
+                (Some(&[a, b]), Some(name @ ("canny" | "mlsd"))) => {
+                    Preprocess::check_thresholds(name, (a, b)).map(|()| (a, b))
                 }
-                _ => {
-                    report.error(
-                        v.span(),
-                        Some(&field),
-                        "must be two thresholds `[low, high]`, 0 ≤ low ≤ high ≤ 1000 (A1111's are [100, 200])",
-                    );
-                    None
-                }
-            }
+                (_, Some("canny" | "mlsd")) => Err(
+                    "must be two numbers: Canny's `[low, high]` (A1111's [100, 200]) or M-LSD's `[value, distance]` (A1111's [0.1, 0.1])"
+                        .to_string(),
+                ),
+                // Misplaced: said below.
+                _ => return None,
+            };
+            checked
+                .map_err(|why| report.error(v.span(), Some(&field), why))
+                .ok()
         });
-        if kind.as_ref().map(|k| &**k.get_ref()) != Some("canny") {
+        if !matches!(
+            kind.as_ref().map(|k| &**k.get_ref()),
+            Some("canny" | "mlsd")
+        ) {
             let why = format!(
-                "only applies with `{} = \"canny\"`; set it or remove this",
+                "only applies with `{} = \"canny\"` or `\"mlsd\"`; set it or remove this",
                 keys.preprocess
             );
             f.misplaced(report, keys.thresholds, &why);
@@ -921,7 +927,7 @@ impl Reader<'_> {
             return None; // Its path was refused above.
         }
         let (k, name) = (kind?, name?);
-        let thresholds = thresholds.filter(|_| name == "canny");
+        let thresholds = thresholds.filter(|_| matches!(name.as_str(), "canny" | "mlsd"));
         Preprocess::named(&name, thresholds, annotator.filter(|_| wants_annotator))
             .map_err(|message| {
                 let message = if f.has(keys.annotator) || !wants_annotator {
@@ -1751,6 +1757,28 @@ mod tests {
                 annotator: PathBuf::from("/models/sk_model2.pth")
             })
         );
+        // M-LSD takes its own thresholds (A1111's when none), in the cache key either way.
+        let lines = |thresholds: &str| {
+            one(
+                "x.recipe.toml",
+                &format!(
+                    "{head}control_preprocess = \"mlsd\"\ncontrol_annotator = \"/m/mlsd.pth\"\n{thresholds}"
+                ),
+            )
+        };
+        let tuned = lines("control_thresholds = [0.5, 4]\n");
+        assert_eq!(
+            tuned.controls[0].preprocess,
+            Some(Preprocess::Mlsd {
+                annotator: PathBuf::from("/m/mlsd.pth"),
+                thresholds: (0.5, 4.0),
+            })
+        );
+        assert_eq!(
+            lines("").canonical()["control"]["preprocess"],
+            serde_json::json!({ "mlsd": { "annotator": "/m/mlsd.pth", "thresholds": [0.1, 0.1] } })
+        );
+        assert_ne!(lines("").canonical(), tuned.canonical());
         for (text, field, why) in [
             (
                 "control_preprocess = \"lineart\"\n",
@@ -1776,6 +1804,16 @@ mod tests {
                 "control_preprocess = \"lineart\"\ncontrol_annotator = \"sk.pth\"\ncontrol_thresholds = [1, 2]\n",
                 "control_thresholds",
                 "only applies with `control_preprocess = \"canny\"`",
+            ),
+            (
+                "control_preprocess = \"mlsd\"\ncontrol_annotator = \"m.pth\"\ncontrol_thresholds = [0.1, 50]\n",
+                "control_thresholds",
+                "M-LSD's thresholds are `[value, distance]`",
+            ),
+            (
+                "control_preprocess = \"mlsd\"\ncontrol_annotator = \"m.pth\"\ncontrol_thresholds = [0.1]\n",
+                "control_thresholds",
+                "must be two numbers",
             ),
             (
                 "control_preprocess = \"depth\"\n",
