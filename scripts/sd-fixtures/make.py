@@ -2277,7 +2277,6 @@ def build_annotators(name):
               metadata={"torch": torch.__version__, "opencv": cv2.__version__})
 
 
-
 @torch.no_grad()
 def build_depth_anything(name):
     """Depth Anything V2 (A1111's `depth_anything_v2`) as its own repository's `infer_image` runs
@@ -2329,6 +2328,15 @@ def build_depth_anything(name):
     torch.save({k: v.half() for k, v in model.state_dict().items()},
                os.path.join(folder, "depth-anything-v2.pth"))
     tensors = {}
+    suffixes = {"picture": "", "square": "-square"}
+
+    def stretched(depth, file):
+        """The depth stretched from its least to its most to 0–255 and truncated, saved."""
+        depth = depth.numpy()
+        control = ((depth - depth.min()) / (depth.max() - depth.min()) * 255.0).astype(np.uint8)
+        Image.fromarray(control).save(os.path.join(folder, file))
+        return control
+
     for key, file in [("picture", "picture.png"), ("square", "square.png")]:
         rgb = np.asarray(Image.open(os.path.join(folder, file)).convert("RGB"))
         feed, (h, w) = model.image2tensor(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), 518)
@@ -2336,10 +2344,7 @@ def build_depth_anything(name):
         resized = torch.nn.functional.interpolate(depth[:, None], (h, w), mode="bilinear",
                                                   align_corners=True)[0, 0]
         tensors[f"depth_{key}"] = resized
-        resized = resized.numpy()
-        control = ((resized - resized.min()) / (resized.max() - resized.min()) * 255.0).astype(np.uint8)
-        suffix = "" if key == "picture" else "-square"
-        Image.fromarray(control).save(os.path.join(folder, f"depth_anything_v2{suffix}.png"))
+        control = stretched(resized, f"depth_anything_v2{suffixes[key]}.png")
         print(f"{key}: fed {tuple(feed.shape)}, depth {depth.min():.3f}–{depth.max():.3f}, "
               f"control mean {control.mean():.1f}, {len(np.unique(control))} levels")
     first = os.environ["DEPTH_ANYTHING"]
@@ -2376,10 +2381,7 @@ def build_depth_anything(name):
         resized = torch.nn.functional.interpolate(depth[None], (h, w), mode="bilinear",
                                                   align_corners=False)[0, 0]
         tensors[f"v1_depth_{key}"] = resized
-        resized = resized.numpy()
-        control = ((resized - resized.min()) / (resized.max() - resized.min()) * 255.0).astype(np.uint8)
-        suffix = "" if key == "picture" else "-square"
-        Image.fromarray(control).save(os.path.join(folder, f"depth_anything{suffix}.png"))
+        control = stretched(resized, f"depth_anything{suffixes[key]}.png")
         print(f"v1 {key}: depth {depth.min():.3f}–{depth.max():.3f}, control mean {control.mean():.1f}")
     save_file({k: v.contiguous() for k, v in tensors.items()},
               os.path.join(OUT, f"{name}.reference.safetensors"),

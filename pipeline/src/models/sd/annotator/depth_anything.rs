@@ -602,14 +602,7 @@ mod tests {
             .unwrap()
             .broadcast_add(&bias.reshape((1, c, 1, 1)).unwrap())
             .unwrap();
-        let gap = (ours - theirs)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let gap = super::super::super::max_abs_diff(&ours, &theirs);
         assert!(gap < 1e-5, "{gap}");
     }
 }

@@ -104,14 +104,7 @@ mod tests {
                 .conv2d(&kernel, 0, stride, 1, 3)
                 .unwrap();
             assert_eq!(ours.dims(), theirs.dims());
-            let gap = (ours - theirs)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let gap = super::super::super::max_abs_diff(&ours, &theirs);
             assert!(gap < 1e-5, "stride {stride}: {gap}");
         }
     }

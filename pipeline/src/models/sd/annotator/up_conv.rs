@@ -108,9 +108,7 @@ mod tests {
                 .broadcast_add(&bias.reshape((1, 2, 1, 1)).unwrap())
                 .unwrap();
             assert_eq!(ours.dims(), [1, 2, 10, 14]);
-            let most = (ours - theirs)
-                .and_then(|d| d.abs()?.max_all()?.to_scalar::<f32>())
-                .unwrap();
+            let most = super::super::super::max_abs_diff(&ours, &theirs);
             assert!(most < 1e-5, "kernel {kernel}: {most}");
         }
     }
