@@ -342,6 +342,36 @@ fn the_annotator_networks_on_cuda_make_controlnet_auxs_maps() {
     }
 }
 
+/// Depth Anything V2 (its attention through flash attention where it takes f32, its bilinear
+/// resizes through candle's CUDA kernel) and M-LSD (its depthwise convolutions and the dilated
+/// one through candle's) in f32 on the GPU against their references.
+#[test]
+fn depth_anything_and_mlsd_on_cuda_match_their_references() {
+    use autonomy_pipeline::models::sd::annotator::depth_anything::{DepthAnything, DepthVersion};
+    use autonomy_pipeline::models::sd::annotator::mlsd::Mlsd;
+    let gpu = gpu();
+    let folder = fixtures().join("annotators");
+    let picture = image::open(folder.join("picture.png")).unwrap().to_rgb8();
+    let depth = DepthAnything::load(
+        &folder.join("depth-anything-v2.pth"),
+        DepthVersion::V2,
+        &gpu,
+    )
+    .unwrap()
+    .depth_map(&picture)
+    .unwrap();
+    let error = relative(&depth, Reference::of("depth-anything").get("depth_picture"));
+    println!("| Depth Anything V2 | depth | {error:.2e} | 1e-3 |");
+    assert!(error < 1e-3, "Depth Anything on CUDA strays: {error}");
+    let maps = Mlsd::load(&folder.join("mlsd.pth"), &gpu)
+        .unwrap()
+        .maps(&picture)
+        .unwrap();
+    let error = relative(&maps, Reference::of("mlsd").get("mlsd_map"));
+    println!("| M-LSD | maps | {error:.2e} | 1e-3 |");
+    assert!(error < 1e-3, "M-LSD on CUDA strays: {error}");
+}
+
 #[test]
 fn a_stable_diffusion_seed_repeats_on_cuda_and_lands_near_the_cpus_picture() {
     let path = fixtures().join("tiny-sd15");

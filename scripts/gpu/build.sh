@@ -95,5 +95,5 @@ sd=pipeline/tests/fixtures/sd
 tar -czf .gpu/sd.tar.gz scripts/sd-fixtures/bench.py \
   $sd/tiny-sd15/{model_index.json,scheduler,text_encoder,tokenizer,unet,vae,hypernetworks,controlnet,t2i-adapter} \
   $sd/{tiny-sd21,tiny-sd-turbo,tiny-sdxl} $sd/{tiny-sd15,tiny-sd21,tiny-sd-turbo,tiny-sdxl}.reference.safetensors \
-  $sd/annotators $sd/{hypernetworks,controlnet,t2i-adapter,annotators}.reference.safetensors
+  $sd/annotators $sd/{hypernetworks,controlnet,t2i-adapter,annotators,depth-anything,mlsd}.reference.safetensors
 du -ch .gpu/* | tail -1

@@ -200,6 +200,37 @@ impl Refine {
     }
 }
 
+/// A 3×3 convolution of dilation 5 and padding 5 (then ReLU), run as the plain 3×3 of
+/// padding 1 (`Conv2d`'s fast paths) over each of the 25 grids of every fifth pixel, the grids
+/// side by side in the batch: a dilated tap of one pixel is a plain tap of its grid.
+struct Dilated(Conv2d);
+
+impl Dilated {
+    const DILATION: usize = 5;
+
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let d = Self::DILATION;
+        let (n, c, h, w) = xs.dims4()?;
+        let (gh, gw) = (h.div_ceil(d), w.div_ceil(d));
+        // Zeros past the edge, as the padding would read.
+        let grids = xs
+            .pad_with_zeros(2, 0, gh * d - h)?
+            .pad_with_zeros(3, 0, gw * d - w)?
+            .reshape((n, c, gh, d, gw, d))?
+            .permute((0, 3, 5, 1, 2, 4))?
+            .contiguous()?
+            .reshape((n * d * d, c, gh, gw))?;
+        let out = self.0.forward_leaky(&grids, &Slopes::Uniform(0.0))?;
+        let co = out.dim(1)?;
+        out.reshape((n, d, d, co, gh, gw))?
+            .permute((0, 3, 4, 1, 5, 2))?
+            .contiguous()?
+            .reshape((n, co, gh * d, gw * d))?
+            .narrow(2, 0, h)?
+            .narrow(3, 0, w)
+    }
+}
+
 /// A loaded M-LSD network (`mlsd_large_512_fp32.pth`).
 pub struct Mlsd {
     /// The first layer's 3×3 stride-2 convolution (batch norm folded): weight and bias.
@@ -208,7 +239,7 @@ pub struct Mlsd {
     fuses: Vec<Fuse>,
     refines: Vec<Refine>,
     /// The last block: a 3×3 of dilation 5 (ReLU), a 3×3 (ReLU), a 1×1 to the maps.
-    dilated: (Tensor, Tensor),
+    dilated: Dilated,
     last: Conv2d,
     maps: Conv2d,
     device: Device,
@@ -249,10 +280,11 @@ impl Mlsd {
                     .iter()
                     .map(|b| Refine::new(&folded, &format!("block{b}")))
                     .collect::<Result<_>>()?,
-                dilated: folded.conv_bn(
+                dilated: Dilated(folded.conv(
                     &format!("{}.0", block(23, 1)),
                     &format!("{}.1", block(23, 1)),
-                )?,
+                    1,
+                )?),
                 last: folded.conv(
                     &format!("{}.0", block(23, 2)),
                     &format!("{}.1", block(23, 2)),
@@ -303,11 +335,7 @@ impl Mlsd {
         for (level, (fuse, refine)) in self.fuses.iter().zip(&self.refines).enumerate() {
             path = refine.forward(&fuse.forward(&taps[3 - level], &path)?)?;
         }
-        let (weight, bias) = &self.dilated;
-        let path = path
-            .conv2d(weight, 5, 1, 5, 1)?
-            .broadcast_add(&bias.reshape((1, (), 1, 1))?)?
-            .relu()?;
+        let path = self.dilated.forward(&path)?;
         let path = self.last.forward_leaky(&path, &Slopes::Uniform(0.0))?;
         self.maps.forward(&path)?.narrow(1, 7, 9)?.squeeze(0)
     }
@@ -386,4 +414,32 @@ fn pad_to_multiple(picture: &RgbImage) -> RgbImage {
     RgbImage::from_fn(pw, ph, |x, y| {
         *picture.get_pixel(x.min(w.saturating_sub(1)), y.min(h.saturating_sub(1)))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dilated_convolution_by_grids_matches_candles() {
+        let device = Device::Cpu;
+        let weight = Tensor::randn(0f32, 1.0, (16, 16, 3, 3), &device).unwrap();
+        let bias = Tensor::randn(0f32, 1.0, 16, &device).unwrap();
+        let dilated = Dilated(Conv2d::from_weights(weight.clone(), bias.clone(), 1));
+        // 36×41: grids of 8×9, the last ones short; 170×165: grids of 34×33, Winograd's.
+        for (h, w) in [(36, 41), (170, 165)] {
+            let xs = Tensor::randn(0f32, 1.0, (1, 16, h, w), &device).unwrap();
+            let theirs = xs
+                .conv2d(&weight, 5, 1, 5, 1)
+                .unwrap()
+                .broadcast_add(&bias.reshape((1, 16, 1, 1)).unwrap())
+                .unwrap()
+                .relu()
+                .unwrap();
+            let ours = dilated.forward(&xs).unwrap();
+            assert_eq!(ours.dims(), theirs.dims());
+            let gap = super::super::super::max_abs_diff(&ours, &theirs);
+            assert!(gap < 1e-3, "{h}×{w}: {gap}");
+        }
+    }
 }
