@@ -268,6 +268,13 @@ fn control_thumbnail(control: &DraftControl) -> PathBuf {
         Some(Preprocess::Canny { low, high }) => {
             PathBuf::from(format!("{image}#canny-{low}-{high}"))
         }
+        Some(Preprocess::Mlsd {
+            annotator,
+            thresholds: (value, distance),
+        }) => PathBuf::from(format!(
+            "{image}#mlsd-{value}-{distance}-{}",
+            annotator.display()
+        )),
         Some(other) => {
             let annotator = other.annotator().map(Path::display);
             let annotator = annotator.map_or(String::new(), |file| format!("-{file}"));
@@ -509,6 +516,19 @@ fn controlnet(ui: &mut egui::Ui, draft: &mut Draft, frame: &Frame) {
                     ui.add(egui::DragValue::new(high).range(*low..=1000.0).speed(1.0))
                         .on_hover_text(
                             "above this a gradient is an edge; between the two, one that touches an edge (A1111's 200)",
+                        );
+                    ui.label("thresholds");
+                }
+                if let Some(Preprocess::Mlsd {
+                    thresholds: (value, distance),
+                    ..
+                }) = &mut control.preprocess
+                {
+                    ui.add(egui::DragValue::new(value).range(0.0..=2.0).speed(0.01))
+                        .on_hover_text("a segment centre's least score (A1111's 0.1)");
+                    ui.add(egui::DragValue::new(distance).range(0.0..=20.0).speed(0.1))
+                        .on_hover_text(
+                            "a segment's least length, in pixels of half the picture (A1111's 0.1): raise it to drop short lines",
                         );
                     ui.label("thresholds");
                 }
@@ -871,4 +891,35 @@ fn preview(ui: &mut egui::Ui, image: &PreviewImage, frame: &Frame) {
     }
     let scale = 256.0 / size.x.max(size.y);
     ui.add(egui::Image::new((texture, size * scale)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_changed_threshold_or_annotator_makes_another_thumbnail() {
+        let control = |thresholds, file: &str| DraftControl {
+            model: PathBuf::from("/models/ControlNet/mlsd"),
+            image: PathBuf::from("/art/room.png"),
+            scale: 1.0,
+            preprocess: Some(Preprocess::Mlsd {
+                annotator: PathBuf::from(file),
+                thresholds,
+            }),
+        };
+        let first = control_thumbnail(&control((0.1, 0.1), "/a/mlsd.pth"));
+        assert_eq!(
+            first,
+            control_thumbnail(&control((0.1, 0.1), "/a/mlsd.pth"))
+        );
+        assert_ne!(
+            first,
+            control_thumbnail(&control((0.1, 5.0), "/a/mlsd.pth"))
+        );
+        assert_ne!(
+            first,
+            control_thumbnail(&control((0.1, 0.1), "/b/mlsd.pth"))
+        );
+    }
 }
