@@ -8,7 +8,7 @@
 //! `depth_anything`), and [`mlsd`]'s straight lines. The networks
 //! load from the files A1111 keeps in `annotator/downloads/` (`lllyasviel/Annotators`, and
 //! Depth Anything V2's release), and run at the picture's own size (Depth Anything at a
-//! shorter side of 518).
+//! shorter side of 518); [`Networks`] keeps each file loaded for the next picture.
 //!
 //! ```
 //! use autonomy_pipeline::models::sd::annotator::lineart;
