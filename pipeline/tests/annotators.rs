@@ -255,6 +255,16 @@ fn annotators_keep_odd_sizes() {
     let lines = segments.lines(&crop, mlsd::DEFAULT_THRESHOLDS).unwrap();
     assert_eq!(lines.dimensions(), (101, 47));
     assert!(lines.pixels().any(|p| p[0] == 255), "it finds lines");
+    // An empty picture is refused, not run.
+    let empty = RgbImage::new(0, 5);
+    assert!(segments.lines(&empty, mlsd::DEFAULT_THRESHOLDS).is_err());
+    let depth = DepthAnything::load(
+        &annotators().join("depth-anything-v2.pth"),
+        DepthVersion::V2,
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert!(depth.depth(&empty).is_err());
     // A 100×44 crop needs no padding: away from its right and bottom edges (the instance norms
     // see the whole picture, so nothing is exactly equal) the two agree closely.
     let even = image::imageops::crop_imm(&picture(), 0, 0, 100, 44).to_image();

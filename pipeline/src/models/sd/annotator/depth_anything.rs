@@ -488,6 +488,9 @@ impl DepthAnything {
     /// The relative inverse depth of `picture` at its size `(h, w)`: larger is nearer.
     pub fn depth_map(&self, picture: &RgbImage) -> Result<Tensor> {
         let (w, h) = picture.dimensions();
+        if w == 0 || h == 0 {
+            candle_core::bail!("Depth Anything: an empty {w}×{h} picture");
+        }
         let (nh, nw) = network_size(h, w);
         let xs = self.normalised(picture, (nh, nw))?;
         let taps = self.encoder.features(&xs)?;

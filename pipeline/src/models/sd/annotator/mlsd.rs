@@ -344,6 +344,13 @@ impl Mlsd {
     /// centres scoring above `thresholds.0` whose segments are longer than `thresholds.1`
     /// (half-size pixels), as `controlnet_aux`'s `pred_lines` decodes them.
     pub fn segments(&self, picture: &RgbImage, thresholds: (f32, f32)) -> Result<Vec<[f64; 4]>> {
+        if picture.width() == 0 || picture.height() == 0 {
+            candle_core::bail!(
+                "M-LSD: an empty {}×{} picture",
+                picture.width(),
+                picture.height()
+            );
+        }
         let padded = pad_to_multiple(picture);
         let maps = self.maps(&padded)?;
         let (_, h, w) = maps.dims3()?;
