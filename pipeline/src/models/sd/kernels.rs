@@ -83,6 +83,33 @@ const ROW_BAND_FLOATS: usize = 1 << 17;
 /// Queries per attention block.
 const QUERY_BLOCK: usize = 64;
 
+/// The statistics of a batch norm in evaluation: its `weight` (γ), `bias` (β), `running_mean`
+/// and `running_var`, each `(channels)`.
+pub struct BatchNorm<'a> {
+    /// γ.
+    pub weight: &'a Tensor,
+    /// β.
+    pub bias: &'a Tensor,
+    /// The running mean.
+    pub mean: &'a Tensor,
+    /// The running variance.
+    pub var: &'a Tensor,
+}
+
+/// The convolution `weight` `(out, in, k, k)` plus `bias` `(out)`, followed by `norm` (PyTorch's
+/// ε, 1e-5), as one convolution's weight and bias.
+pub fn fold_batch_norm(
+    weight: &Tensor,
+    bias: &Tensor,
+    norm: BatchNorm,
+) -> Result<(Tensor, Tensor)> {
+    let out = weight.dim(0)?;
+    let scale = (norm.weight / (norm.var + 1e-5)?.sqrt()?)?;
+    let weight = weight.broadcast_mul(&scale.reshape((out, 1, 1, 1))?)?;
+    let bias = ((bias - norm.mean)? * &scale)?.add(norm.bias)?;
+    Ok((weight, bias))
+}
+
 /// A 2D convolution (groups 1, dilation 1) with optional bias.
 #[derive(Clone, Debug)]
 pub struct Conv2d {

@@ -15,7 +15,7 @@ use candle_core::{DType, Device, Module, Result, Tensor};
 use image::{GrayImage, RgbImage};
 
 use super::super::SdError;
-use super::super::kernels::{Conv2d, Slopes};
+use super::super::kernels::{BatchNorm, Conv2d, Slopes, fold_batch_norm};
 use super::super::upscaler;
 use super::depthwise::Depthwise;
 use super::draw;
@@ -54,14 +54,14 @@ impl Folded {
             Some(bias) => bias.clone(),
             None => Tensor::zeros(out, DType::F32, weight.device())?,
         };
-        let gamma = self.get(&format!("{bn}.weight"))?;
-        let beta = self.get(&format!("{bn}.bias"))?;
-        let mean = self.get(&format!("{bn}.running_mean"))?;
-        let var = self.get(&format!("{bn}.running_var"))?;
-        let scale = (gamma / (var + 1e-5)?.sqrt()?)?;
-        let weight = weight.broadcast_mul(&scale.reshape((out, 1, 1, 1))?)?;
-        let bias = ((bias - mean)? * &scale)?.add(beta)?;
-        Ok((weight, bias))
+        let stat = |name: &str| self.get(&format!("{bn}.{name}"));
+        let norm = BatchNorm {
+            weight: stat("weight")?,
+            bias: stat("bias")?,
+            mean: stat("running_mean")?,
+            var: stat("running_var")?,
+        };
+        fold_batch_norm(weight, &bias, norm)
     }
 
     /// A stride-1 convolution with its batch norm folded in, zero-padded by `padding`.

@@ -18,14 +18,11 @@ use std::collections::HashMap;
 use candle_core::{D, Module, Result, Tensor};
 use candle_nn::{LayerNorm, Linear, VarBuilder};
 
-use super::super::kernels::{Conv2d, depthwise3x3, gelu_erf};
+use super::super::kernels::{BatchNorm, Conv2d, depthwise3x3, fold_batch_norm, gelu_erf};
 use super::swin::{
     Closing, OneStepUp, PixelShuffleUp, RGB_MEAN, bias_from_table, merge, partition, per_token,
     pixel_shuffle_scale, relative_index, shift_mask, unit_rows, window_attention,
 };
-
-/// The batch norms' epsilon (PyTorch's default, which DAT keeps).
-const BATCH_NORM_EPS: f64 = 1e-5;
 
 /// The network's sizes, read from its weights.
 #[derive(Clone, Debug, PartialEq)]
@@ -155,10 +152,19 @@ fn folded(vb: &VarBuilder, conv: &str, norm: &str, dims: [usize; 4]) -> Result<(
         vb.get(dims[0], &format!("{conv}.bias"))?,
     );
     let stat = |name: &str| vb.get(dims[0], &format!("{norm}.{name}"));
-    let scale = (stat("weight")? / (stat("running_var")? + BATCH_NORM_EPS)?.sqrt()?)?;
-    let weight = weight.broadcast_mul(&scale.reshape((dims[0], 1, 1, 1))?)?;
-    let bias = ((bias - stat("running_mean")?)? * &scale)? + stat("bias")?;
-    Ok((weight, bias?))
+    let (gamma, beta, mean, var) = (
+        stat("weight")?,
+        stat("bias")?,
+        stat("running_mean")?,
+        stat("running_var")?,
+    );
+    let norm = BatchNorm {
+        weight: &gamma,
+        bias: &beta,
+        mean: &mean,
+        var: &var,
+    };
+    fold_batch_norm(&weight, &bias, norm)
 }
 
 /// A 1×1 convolution (and the batch norm after it, if `norm`) as a linear layer on channels.
